@@ -1,0 +1,196 @@
+import type { ConsumerConfig, JsMsg } from "@nats-io/jetstream"
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
+import { nanos } from "@nats-io/nats-core"
+import { Cause, Data, Duration, Effect, Option, Stream } from "effect"
+import type { Envelope, Malformed, Registry } from "./Envelope.js"
+import { NatsError } from "./Errors.js"
+import { Nats } from "./Nats.js"
+
+/** What a handler decided about one delivery. Outcomes are data; `settle` carries them out. */
+export type Outcome = Data.TaggedEnum<{
+  /** done: the server will not deliver it again */
+  // biome-ignore lint/complexity/noBannedTypes: Data.TaggedEnum spells an empty case as {}
+  Ack: {}
+  /** not now: deliver again after `delay` */
+  Nak: { readonly delay: Duration.Duration }
+  /** never: stop redelivering it; `reason` is logged and reported */
+  Term: { readonly reason: string }
+}>
+export const Outcome = Data.taggedEnum<Outcome>()
+
+export interface Delivery<E extends Envelope = Envelope> {
+  readonly envelope: E
+  readonly subject: string
+  readonly streamSequence: number
+  /** 1 on first delivery, 2 on the first redelivery, … */
+  readonly deliveryCount: number
+  readonly msg: JsMsg
+}
+
+/** A payload that did not decode; it has already been terminated when this is reported. */
+export interface MalformedDelivery {
+  readonly stream: string
+  readonly consumer: string
+  readonly subject: string
+  readonly streamSequence: number
+  readonly malformed: Malformed
+}
+
+export interface ConsumerSpec {
+  /** durable name; survives restarts of the consuming process */
+  readonly durable: string
+  readonly filterSubject: string
+  /** how long an unacked delivery waits before redelivery */
+  readonly ackWait?: Duration.DurationInput
+  /** total deliveries before the server gives up on a message; -1 for unlimited */
+  readonly maxDeliver?: number
+  readonly maxAckPending?: number
+}
+
+const jsError = (what: string) => (cause: unknown) =>
+  new NatsError({ reason: "JetStream", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
+
+/**
+ * Create the durable pull consumer if it is missing, or bring its mutable settings to the spec.
+ * Safe to call from several processes at once.
+ */
+export const ensureConsumer = Effect.fn("Bus.ensureConsumer")(function* (stream: string, spec: ConsumerSpec) {
+  const { jsm } = yield* Nats
+  const config: Partial<ConsumerConfig> = {
+    durable_name: spec.durable,
+    filter_subject: spec.filterSubject,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(Duration.toMillis(Duration.decode(spec.ackWait ?? "30 seconds"))),
+    max_deliver: spec.maxDeliver ?? -1,
+    max_ack_pending: spec.maxAckPending ?? 1000
+  }
+  const existing = yield* Effect.tryPromise({
+    try: () =>
+      jsm.consumers.info(stream, spec.durable).catch((error: unknown) => {
+        if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return undefined
+        throw error
+      }),
+    catch: jsError(`consumer info ${stream}/${spec.durable}`)
+  })
+  if (existing === undefined) {
+    yield* Effect.tryPromise({
+      try: () => jsm.consumers.add(stream, config),
+      catch: jsError(`create consumer ${stream}/${spec.durable}`)
+    })
+  } else if (
+    existing.config.ack_wait !== config.ack_wait ||
+    existing.config.max_deliver !== config.max_deliver ||
+    existing.config.max_ack_pending !== config.max_ack_pending ||
+    existing.config.filter_subject !== config.filter_subject
+  ) {
+    yield* Effect.tryPromise({
+      try: () => jsm.consumers.update(stream, spec.durable, config),
+      catch: jsError(`update consumer ${stream}/${spec.durable}`)
+    })
+  }
+})
+
+export interface ConsumeOptions {
+  /** called for every payload that does not decode, after it was terminated; default: a warning log */
+  readonly onMalformed?: (report: MalformedDelivery) => Effect.Effect<void>
+  /** messages buffered from the server at once */
+  readonly batch?: number
+}
+
+const logMalformed = (report: MalformedDelivery) =>
+  Effect.logWarning(`terminated malformed message on ${report.subject}: ${report.malformed.message}`).pipe(
+    Effect.annotateLogs({
+      stream: report.stream,
+      consumer: report.consumer,
+      streamSequence: report.streamSequence,
+      reason: report.malformed.reason
+    })
+  )
+
+/**
+ * The deliveries of a durable consumer as a Stream of decoded envelopes. A payload that does not
+ * decode is terminated (never redelivered), reported through `onMalformed`, and skipped: one bad
+ * message never stops the stream. Each emitted delivery must be settled with `settle`.
+ */
+export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E extends Envelope>(
+  stream: string,
+  durable: string,
+  registry: Pick<Registry, "decode"> & { readonly defs: Defs },
+  options: ConsumeOptions = {}
+): Stream.Stream<Delivery<E>, NatsError, Nats> =>
+  Stream.unwrapScoped(
+    Effect.gen(function* () {
+      const { js } = yield* Nats
+      const consumer = yield* Effect.tryPromise({
+        try: () => js.consumers.get(stream, durable),
+        catch: jsError(`open consumer ${stream}/${durable}`)
+      })
+      const messages = yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: () => consumer.consume({ max_messages: options.batch ?? 256 }),
+          catch: jsError(`consume ${stream}/${durable}`)
+        }),
+        (iterator) => Effect.promise(() => iterator.close())
+      )
+      const onMalformed = options.onMalformed ?? logMalformed
+      return Stream.fromAsyncIterable(messages, jsError(`consume ${stream}/${durable}`)).pipe(
+        Stream.mapEffect((msg) => {
+          const decoded = registry.decode(msg.data)
+          if (decoded._tag === "Ok") {
+            return Effect.succeed(
+              Option.some<Delivery<E>>({
+                envelope: decoded.envelope as unknown as E,
+                subject: msg.subject,
+                streamSequence: msg.seq,
+                deliveryCount: msg.info.deliveryCount,
+                msg
+              })
+            )
+          }
+          msg.term(`${decoded.malformed.reason}: ${decoded.malformed.message}`.slice(0, 256))
+          return onMalformed({
+            stream,
+            consumer: durable,
+            subject: msg.subject,
+            streamSequence: msg.seq,
+            malformed: decoded.malformed
+          }).pipe(Effect.as(Option.none<Delivery<E>>()))
+        }),
+        Stream.filterMap((delivery) => delivery)
+      )
+    })
+  )
+
+/** Carry out an outcome on the server. */
+export const settle = (delivery: Delivery, outcome: Outcome): Effect.Effect<void> =>
+  Effect.sync(() =>
+    Outcome.$match(outcome, {
+      Ack: () => delivery.msg.ack(),
+      Nak: ({ delay }) => delivery.msg.nak(Duration.toMillis(delay)),
+      Term: ({ reason }) => delivery.msg.term(reason.slice(0, 256))
+    })
+  )
+
+/**
+ * Run a handler over every delivery, one at a time, settling each with the outcome it returns. A
+ * handler that fails or dies naks the delivery after `retryDelay` (default 1 s) and the loop goes on.
+ */
+export const run = <E extends Envelope, R>(
+  deliveries: Stream.Stream<Delivery<E>, NatsError, Nats>,
+  handler: (delivery: Delivery<E>) => Effect.Effect<Outcome, unknown, R>,
+  options: { readonly retryDelay?: Duration.DurationInput } = {}
+): Effect.Effect<void, NatsError, Nats | R> =>
+  Stream.runForEach(deliveries, (delivery) =>
+    handler(delivery).pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.logWarning(`handler failed for ${delivery.subject}; will redeliver`, Cause.pretty(cause)).pipe(
+          Effect.as(Outcome.Nak({ delay: Duration.decode(options.retryDelay ?? "1 second") }))
+        )
+      ),
+      Effect.flatMap((outcome) => settle(delivery, outcome)),
+      Effect.withSpan("Bus.handle", {
+        attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
+      })
+    )
+  )

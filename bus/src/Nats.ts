@@ -1,0 +1,84 @@
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
+import { jetstream, jetstreamManager } from "@nats-io/jetstream"
+import { Kvm } from "@nats-io/kv"
+import type { NatsConnection } from "@nats-io/nats-core"
+import { connect, credsAuthenticator } from "@nats-io/transport-node"
+import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import { NatsError } from "./Errors.js"
+
+export interface NatsOptions {
+  readonly servers: string
+  /** contents of a `.creds` file (user JWT and seed) */
+  readonly creds?: Redacted.Redacted<string> | undefined
+  readonly name: string
+  /** required when the credentials only allow replies under one prefix (nodes, users) */
+  readonly inboxPrefix?: string | undefined
+  /** keep retrying the initial connect (a service starting before its server) */
+  readonly waitOnFirstConnect?: boolean | undefined
+}
+
+/**
+ * One NATS connection with its JetStream client, manager and KV manager. Acquired in a scope and
+ * drained when the scope closes, so in-flight publishes and acks are flushed on shutdown.
+ */
+export class Nats extends Context.Tag("sam/Nats")<
+  Nats,
+  {
+    readonly nc: NatsConnection
+    readonly js: JetStreamClient
+    readonly jsm: JetStreamManager
+    readonly kvm: Kvm
+  }
+>() {}
+
+export const connectNats = (options: NatsOptions) =>
+  Effect.tryPromise({
+    try: () =>
+      connect({
+        servers: options.servers,
+        name: options.name,
+        ...(options.creds === undefined
+          ? {}
+          : { authenticator: credsAuthenticator(new TextEncoder().encode(Redacted.value(options.creds))) }),
+        ...(options.inboxPrefix === undefined ? {} : { inboxPrefix: options.inboxPrefix }),
+        ...(options.waitOnFirstConnect ? { waitOnFirstConnect: true } : {}),
+        maxReconnectAttempts: -1
+      }),
+    catch: (cause) =>
+      new NatsError({ reason: "Connect", message: `cannot connect to NATS at ${options.servers}: ${cause}`, cause })
+  })
+
+const acquire = (options: NatsOptions) =>
+  Effect.acquireRelease(connectNats(options), (nc) => Effect.promise(() => nc.drain().catch(() => nc.close())))
+
+export const makeNats = Effect.fn("Nats.make")(function* (options: NatsOptions) {
+  const nc = yield* acquire(options)
+  const jsm = yield* Effect.tryPromise({
+    try: () => jetstreamManager(nc, { checkAPI: false }),
+    catch: (cause) => new NatsError({ reason: "JetStream", message: `JetStream unavailable: ${cause}`, cause })
+  })
+  const js = jetstream(nc)
+  return Nats.of({ nc, js, jsm, kvm: new Kvm(js) })
+})
+
+export const natsLayer = (options: NatsOptions) => Layer.scoped(Nats, makeNats(options))
+
+/** `SAM_NATS_URL` (default nats://127.0.0.1:4222) and `SAM_NATS_CREDS` (a `.creds` file path). */
+export const natsLayerConfig = (name: string) =>
+  Layer.scoped(
+    Nats,
+    Effect.gen(function* () {
+      const servers = yield* Config.string("SAM_NATS_URL").pipe(Config.withDefault("nats://127.0.0.1:4222"))
+      const credsPath = yield* Config.option(Config.string("SAM_NATS_CREDS"))
+      const creds = yield* Option.match(credsPath, {
+        onNone: () => Effect.succeed(undefined),
+        onSome: (path) =>
+          Effect.tryPromise({
+            try: async () => Redacted.make(await (await import("node:fs/promises")).readFile(path, "utf8")),
+            catch: (cause) =>
+              new NatsError({ reason: "Connect", message: `cannot read NATS credentials ${path}: ${cause}`, cause })
+          })
+      })
+      return yield* makeNats({ servers, creds, name })
+    })
+  )

@@ -1,0 +1,119 @@
+import { mkdir, writeFile } from "node:fs/promises"
+import { join, resolve } from "node:path"
+import { Credentials, Nats, natsLayer, Provision } from "@sam/bus"
+import { Migrations, Sql } from "@sam/sql"
+import { Effect, Redacted } from "effect"
+import * as NatsServer from "./NatsServer.js"
+import * as Postgres from "./Postgres.js"
+import { Progress } from "./Progress.js"
+import { StackError } from "./StackError.js"
+
+export interface StackOptions {
+  readonly dataDir: string
+  readonly host: string
+  readonly natsPort: number
+  readonly pgPort: number
+  readonly database: string
+}
+
+export const defaults = (env: NodeJS.ProcessEnv = process.env): StackOptions => ({
+  dataDir: resolve(env.SAM_DATA_DIR ?? ".sam"),
+  host: "127.0.0.1",
+  natsPort: Number(env.SAM_NATS_PORT ?? 4222),
+  pgPort: Number(env.SAM_PG_PORT ?? 54320),
+  database: env.SAM_PG_DATABASE ?? "sam"
+})
+
+/** What a running stack offers to the processes started on it. */
+export interface Stack {
+  readonly dataDir: string
+  readonly natsUrl: string
+  /** a `.creds` file with full rights in the SAM account, for control-plane processes */
+  readonly controlPlaneCredsFile: string
+  readonly controlPlaneCreds: Redacted.Redacted<string>
+  readonly signing: Credentials.SigningAccount
+  readonly databaseUrl: Redacted.Redacted<string>
+  readonly databaseDisplayUrl: string
+  readonly databaseUrlFor: (database: string) => Redacted.Redacted<string>
+}
+
+const CONTROL_PLANE_CREDS_DAYS = 365
+
+/**
+ * The whole local stack in one scope: NATS (operator mode, JetStream) and Postgres under one data
+ * directory, migrations applied, bus topology provisioned. Closing the scope stops both servers.
+ */
+export const start = Effect.fn("LocalStack.start")(function* (options: StackOptions) {
+  const progress = yield* Progress
+  const natsDir = join(options.dataDir, "nats")
+  yield* Effect.tryPromise({
+    try: () => mkdir(options.dataDir, { recursive: true, mode: 0o755 }),
+    catch: (cause) => new StackError({ step: "data", message: `cannot create ${options.dataDir}: ${cause}`, cause })
+  })
+
+  const nats = yield* NatsServer.start({ dir: natsDir, host: options.host, port: options.natsPort })
+  yield* progress.step(
+    `nats-server on ${nats.url} (JetStream, operator mode; keys ${nats.auth.created ? "created" : "reused"} in ${natsDir})`
+  )
+
+  const controlPlane = yield* Credentials.mintUser(nats.auth.signing, "control-plane", Credentials.adminPermissions, {
+    expiresInSeconds: CONTROL_PLANE_CREDS_DAYS * 86_400
+  }).pipe(Effect.mapError((e) => new StackError({ step: "nats", message: e.message, cause: e })))
+  const controlPlaneCredsFile = join(natsDir, "control-plane.creds")
+  yield* Effect.tryPromise({
+    try: () => writeFile(controlPlaneCredsFile, Redacted.value(controlPlane.creds), { mode: 0o600 }),
+    catch: (cause) => new StackError({ step: "nats", message: `cannot write ${controlPlaneCredsFile}`, cause })
+  })
+
+  const pg = yield* Postgres.start({
+    dir: join(options.dataDir, "postgres"),
+    port: options.pgPort,
+    database: options.database
+  })
+  yield* progress.step(`postgres on ${pg.displayUrl} (cluster ${pg.created ? "created" : "reused"})`)
+
+  const applied = yield* Migrations.migrate().pipe(
+    Effect.provide(Sql.layer(pg.url, "sam-up")),
+    Effect.mapError((e) => new StackError({ step: "migrations", message: `migrations failed: ${e.message}`, cause: e }))
+  )
+  yield* progress.step(
+    applied.length === 0
+      ? `migrations up to date (${Object.keys(Migrations.migrations).length})`
+      : `migrations applied: ${applied.map(([id, name]) => `${String(id).padStart(4, "0")}_${name}`).join(", ")}`
+  )
+
+  const topology = yield* Effect.gen(function* () {
+    yield* Nats
+    return yield* Provision.provision()
+  }).pipe(
+    Effect.provide(natsLayer({ servers: nats.url, creds: controlPlane.creds, name: "sam-up" })),
+    Effect.mapError((e) => new StackError({ step: "topology", message: e.message, cause: e }))
+  )
+  const byAction = (action: Provision.ProvisionAction) => topology.filter((r) => r.action === action).map((r) => r.name)
+  const created = byAction("created")
+  const updated = byAction("updated")
+  yield* progress.step(
+    `bus topology: ${topology.length} streams and buckets (${[
+      created.length > 0 ? `created ${created.join(", ")}` : "",
+      updated.length > 0 ? `updated ${updated.join(", ")}` : "",
+      created.length + updated.length < topology.length
+        ? `${topology.length - created.length - updated.length} unchanged`
+        : ""
+    ]
+      .filter(Boolean)
+      .join("; ")})`
+  )
+
+  // The control plane, the gateway and local nodes start here, on this stack (later issues).
+
+  return {
+    dataDir: options.dataDir,
+    natsUrl: nats.url,
+    controlPlaneCredsFile,
+    controlPlaneCreds: controlPlane.creds,
+    signing: nats.auth.signing,
+    databaseUrl: pg.url,
+    databaseDisplayUrl: pg.displayUrl,
+    databaseUrlFor: pg.adminUrl
+  } satisfies Stack
+})

@@ -1,0 +1,42 @@
+import { mkdir, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { Effect } from "effect"
+import { serverProcess } from "./ChildProcess.js"
+import { loadOrCreate, serverConfig } from "./NatsAuth.js"
+import { StackError } from "./StackError.js"
+
+export interface NatsServerOptions {
+  /** holds keys.json, nats.conf, nats.log and jetstream/ */
+  readonly dir: string
+  readonly host: string
+  readonly port: number
+  readonly binary?: string
+}
+
+/**
+ * nats-server in operator mode with JetStream, as a scoped child process. Keys are created on first
+ * start and reused after; stopping the scope stops the server.
+ */
+export const start = Effect.fn("NatsServer.start")(function* (options: NatsServerOptions) {
+  const auth = yield* loadOrCreate(options.dir)
+  const storeDir = join(options.dir, "jetstream")
+  const configFile = join(options.dir, "nats.conf")
+  yield* Effect.tryPromise({
+    try: async () => {
+      await mkdir(storeDir, { recursive: true })
+      await writeFile(configFile, serverConfig(auth, { host: options.host, port: options.port, storeDir }), {
+        mode: 0o600
+      })
+    },
+    catch: (cause) => new StackError({ step: "nats", message: `cannot write ${configFile}: ${cause}`, cause })
+  })
+  const child = yield* serverProcess({
+    step: "nats",
+    command: options.binary ?? process.env.SAM_NATS_SERVER_BIN ?? "nats-server",
+    args: ["-c", configFile],
+    logFile: join(options.dir, "nats.log"),
+    readyWhen: /Server is ready/,
+    missingHint: "Install it with: apt-get install -y nats-server (or set SAM_NATS_SERVER_BIN)"
+  })
+  return { auth, url: `nats://${options.host}:${options.port}`, configFile, pid: child.pid }
+})

@@ -1,0 +1,7 @@
+export * as LocalStack from "./LocalStack.js"
+export * as NatsAuth from "./NatsAuth.js"
+export * as NatsServer from "./NatsServer.js"
+export * as OpsCreds from "./OpsCreds.js"
+export * as Postgres from "./Postgres.js"
+export * as Progress from "./Progress.js"
+export { StackError } from "./StackError.js"

@@ -1,0 +1,19 @@
+import { Migrator } from "@effect/sql"
+import { Effect } from "effect"
+import ledger from "./migrations/0001_ledger.js"
+
+/**
+ * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
+ * has shipped. Applied in order at start-up inside one transaction that holds a table lock, so two
+ * processes starting together do not both apply them.
+ */
+export const migrations = {
+  "0001_ledger": ledger
+}
+
+const migrator = Migrator.make({})
+
+/** Apply what is missing; returns the `[id, name]` pairs applied now (empty when up to date). */
+export const migrate = Effect.fn("Sql.migrate")(function* () {
+  return yield* migrator({ loader: Migrator.fromRecord(migrations), table: "sam_migrations" })
+})

@@ -1,0 +1,7 @@
+import { defineConfig } from "vitest/config"
+
+export default defineConfig({
+  test: {
+    projects: ["bus", "sql", "infra", "actors", "test"]
+  }
+})

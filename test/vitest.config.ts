@@ -1,0 +1,11 @@
+import { defineProject } from "vitest/config"
+
+export default defineProject({
+  test: {
+    name: "integration",
+    include: ["integration/**/*.test.ts"],
+    globalSetup: ["./src/globalSetup.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 60_000
+  }
+})

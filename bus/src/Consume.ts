@@ -13,7 +13,7 @@ export type Outcome = Data.TaggedEnum<{
   Ack: {}
   /** not now: deliver again after `delay` */
   Nak: { readonly delay: Duration.Duration }
-  /** never: stop redelivering it; `reason` is logged and reported */
+  /** never: stop redelivering it; `reason` is for logs and reports, not sent to the server */
   Term: { readonly reason: string }
 }>
 export const Outcome = Data.taggedEnum<Outcome>()
@@ -148,7 +148,7 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
               })
             )
           }
-          msg.term(`${decoded.malformed.reason}: ${decoded.malformed.message}`.slice(0, 256))
+          msg.term()
           return onMalformed({
             stream,
             consumer: durable,
@@ -162,13 +162,16 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
     })
   )
 
-/** Carry out an outcome on the server. */
+/**
+ * Carry out an outcome on the server. A term is sent without its reason: nats-server 2.9 ignores a
+ * `+TERM` that carries one (the message would stay pending), so reasons go to logs and reports.
+ */
 export const settle = (delivery: Delivery, outcome: Outcome): Effect.Effect<void> =>
   Effect.sync(() =>
     Outcome.$match(outcome, {
       Ack: () => delivery.msg.ack(),
       Nak: ({ delay }) => delivery.msg.nak(Duration.toMillis(delay)),
-      Term: ({ reason }) => delivery.msg.term(reason.slice(0, 256))
+      Term: () => delivery.msg.term()
     })
   )
 
@@ -187,6 +190,11 @@ export const run = <E extends Envelope, R>(
         Effect.logWarning(`handler failed for ${delivery.subject}; will redeliver`, Cause.pretty(cause)).pipe(
           Effect.as(Outcome.Nak({ delay: Duration.decode(options.retryDelay ?? "1 second") }))
         )
+      ),
+      Effect.tap((outcome) =>
+        outcome._tag === "Term"
+          ? Effect.logWarning(`terminated ${delivery.envelope.type} on ${delivery.subject}: ${outcome.reason}`)
+          : Effect.void
       ),
       Effect.flatMap((outcome) => settle(delivery, outcome)),
       Effect.withSpan("Bus.handle", {

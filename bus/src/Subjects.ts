@@ -39,6 +39,8 @@ export const projectEvents = (projectId: string) => `sam.evt.${token(projectId)}
 /** `sam.node.<nodeId>.cmd.<type>` — a command to one node's vm-agent (stream SAM_NODE). */
 export const nodeCommand = (nodeId: string, type: string) => `sam.node.${token(nodeId)}.cmd.${messageType(type)}`
 export const nodeAll = (nodeId: string) => `sam.node.${token(nodeId)}.>`
+/** The filter of a node's durable consumer on SAM_NODE. */
+export const nodeCommands = (nodeId: string) => `sam.node.${token(nodeId)}.cmd.>`
 
 /** `sam.agent.<nodeId>.rpt.<type>[.<id>]` — a vm-agent report (stream SAM_AGENT). */
 export const agentReport = (nodeId: string, type: string, id?: string) =>

@@ -1,3 +1,4 @@
+export * as ActorMessages from "./ActorMessages.js"
 export * as Consume from "./Consume.js"
 export * as Credentials from "./Credentials.js"
 export * from "./Envelope.js"

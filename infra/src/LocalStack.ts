@@ -71,7 +71,9 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     database: options.database
   })
   if (pg.granted.length > 0) {
-    yield* progress.step(`let the postgres user traverse ${pg.granted.join(", ")} (chmod o+x), as Postgres refuses root`)
+    yield* progress.step(
+      `let the postgres user traverse ${pg.granted.join(", ")} (chmod o+x), as Postgres refuses root`
+    )
   }
   yield* progress.step(`postgres on ${pg.displayUrl} (cluster ${pg.created ? "created" : "reused"})`)
 

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto"
-import { createRequire } from "node:module"
 import { appendFile, chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { createRequire } from "node:module"
 import { userInfo } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { Effect, Redacted } from "effect"

@@ -1,8 +1,8 @@
 import { Credentials, Nats, natsLayer } from "@sam/bus"
 import { Sql } from "@sam/sql"
-import { Effect, Layer, Redacted } from "effect"
-import { inject } from "vitest"
+import { Duration, Effect, Layer, Redacted } from "effect"
 import pg from "pg"
+import { inject } from "vitest"
 
 /** The shared stack of this test run (see globalSetup.ts). */
 export const stack = () => inject("stack")
@@ -46,3 +46,22 @@ export const freshDatabase = async (): Promise<Redacted.Redacted<string>> => {
 export const sqlLayer = (url: Redacted.Redacted<string>) => Sql.layer(url, "sam-test")
 
 export { Nats }
+
+/**
+ * Poll `check` until it returns a value (not undefined) or `timeout` passes; the failure names what
+ * was awaited and the last value seen. For integration tests: wait on a condition, never a fixed delay.
+ */
+export const waitUntil = <A, E, R>(
+  what: string,
+  check: Effect.Effect<A | undefined, E, R>,
+  options: { readonly timeout?: Duration.DurationInput; readonly every?: Duration.DurationInput } = {}
+): Effect.Effect<A, E | Error, R> =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + Duration.toMillis(Duration.decode(options.timeout ?? "10 seconds"))
+    for (;;) {
+      const value = yield* check
+      if (value !== undefined) return value
+      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out waiting for ${what}`))
+      yield* Effect.sleep(options.every ?? "50 millis")
+    }
+  })

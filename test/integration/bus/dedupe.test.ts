@@ -7,7 +7,7 @@ import { Nats, natsAdmin, unique } from "../../src/Env.js"
 
 const Ping = defineMessage("test.ping", z.object({ n: z.number() }), { durable: true })
 
-it.layer(natsAdmin())("publish de-duplication", (it) => {
+it.layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("publish de-duplication", (it) => {
   it.effect("the same message published twice within the duplicate window is stored once", () =>
     Effect.gen(function* () {
       const { jsm } = yield* Nats

@@ -1,0 +1,84 @@
+import { it } from "@effect/vitest"
+import { Consume, defineMessage, Publish, registry, Subjects } from "@sam/bus"
+import { Chunk, Effect, Queue, Stream } from "effect"
+import { expect } from "vitest"
+import { z } from "zod"
+import { Nats, natsAdmin, unique, waitUntil } from "../../src/Env.js"
+
+const Add = defineMessage("test.add", z.object({ n: z.number().int() }), { durable: true })
+const messages = registry(Add)
+
+/** A fresh consumer over one fresh subject of SAM_CMD. */
+const setup = Effect.gen(function* () {
+  const kind = unique("k")
+  const durable = unique("c")
+  yield* Consume.ensureConsumer("SAM_CMD", {
+    durable,
+    filterSubject: Subjects.commandShard(kind, 0),
+    ackWait: "2 seconds"
+  })
+  return { subject: Subjects.command(kind, 0, unique("e")), durable }
+})
+
+it.layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a stream", (it) => {
+  it.scoped("a malformed payload is terminated and reported, and the consumer goes on", () =>
+    Effect.gen(function* () {
+      const { nc } = yield* Nats
+      const { subject, durable } = yield* setup
+      const reports = yield* Queue.unbounded<Consume.MalformedDelivery>()
+      yield* Publish.publish(subject, Add.make({ n: 1 }))
+      nc.publish(subject, "{not json")
+      nc.publish(subject, JSON.stringify({ hello: "world" }))
+      nc.publish(subject, JSON.stringify({ ...Add.make({ n: 1 }), type: "test.unknown" }))
+      nc.publish(subject, JSON.stringify({ ...Add.make({ n: 1 }), body: { n: "two" } }))
+      yield* Publish.publish(subject, Add.make({ n: 2 }))
+
+      const handled = yield* Consume.consume("SAM_CMD", durable, messages, {
+        onMalformed: (report) => Queue.offer(reports, report)
+      }).pipe(
+        Stream.tap((delivery) => Consume.settle(delivery, Consume.Outcome.Ack())),
+        Stream.take(2),
+        Stream.runCollect
+      )
+      expect(Chunk.toArray(handled).map((d) => d.envelope.body)).toEqual([{ n: 1 }, { n: 2 }])
+      const malformed = Chunk.toArray(yield* Queue.takeAll(reports))
+      expect(malformed.map((r) => r.malformed.reason)).toEqual(["not-json", "bad-envelope", "unknown-type", "bad-body"])
+      expect(malformed.every((r) => r.subject === subject && r.consumer === durable)).toBe(true)
+      expect(malformed[3]?.malformed.message).toContain("n")
+
+      // Terminated messages are never delivered again: nothing is pending or waiting for an ack.
+      const { jsm } = yield* Nats
+      const settled = yield* waitUntil(
+        "every delivery settled",
+        Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
+          Effect.map((info) => (info.num_ack_pending === 0 ? info : undefined))
+        )
+      )
+      expect(settled.num_pending).toBe(0)
+      expect(settled.num_redelivered).toBe(0)
+    })
+  )
+
+  it.scoped("nak(delay) redelivers after the delay, term never again, and a failing handler is retried", () =>
+    Effect.gen(function* () {
+      const { subject, durable } = yield* setup
+      yield* Publish.publish(subject, Add.make({ n: 1 }))
+      yield* Publish.publish(subject, Add.make({ n: 2 }))
+      const seen: Array<string> = []
+      yield* Consume.run(
+        Consume.consume("SAM_CMD", durable, messages).pipe(Stream.take(4)),
+        (delivery) =>
+          Effect.gen(function* () {
+            const { n } = delivery.envelope.body as { n: number }
+            seen.push(`${n}@${delivery.deliveryCount}`)
+            if (n === 1 && delivery.deliveryCount === 1) return Consume.Outcome.Nak({ delay: "200 millis" })
+            if (n === 1 && delivery.deliveryCount === 2) return yield* Effect.fail("handler failed")
+            if (n === 2) return Consume.Outcome.Term({ reason: "not wanted" })
+            return Consume.Outcome.Ack()
+          }),
+        { retryDelay: "100 millis" }
+      )
+      expect(seen).toEqual(["1@1", "2@1", "1@2", "1@3"])
+    })
+  )
+})

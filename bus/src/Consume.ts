@@ -12,7 +12,7 @@ export type Outcome = Data.TaggedEnum<{
   // biome-ignore lint/complexity/noBannedTypes: Data.TaggedEnum spells an empty case as {}
   Ack: {}
   /** not now: deliver again after `delay` */
-  Nak: { readonly delay: Duration.Duration }
+  Nak: { readonly delay: Duration.DurationInput }
   /** never: stop redelivering it; `reason` is for logs and reports, not sent to the server */
   Term: { readonly reason: string }
 }>
@@ -170,7 +170,7 @@ export const settle = (delivery: Delivery, outcome: Outcome): Effect.Effect<void
   Effect.sync(() =>
     Outcome.$match(outcome, {
       Ack: () => delivery.msg.ack(),
-      Nak: ({ delay }) => delivery.msg.nak(Duration.toMillis(delay)),
+      Nak: ({ delay }) => delivery.msg.nak(Duration.toMillis(Duration.decode(delay))),
       Term: () => delivery.msg.term()
     })
   )

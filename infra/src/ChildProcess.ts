@@ -13,6 +13,10 @@ export interface ServerProcessOptions {
   readonly readyTimeoutMs?: number
   /** what to tell the user when the command does not exist */
   readonly missingHint: string
+  /** run as this user (Postgres refuses root) */
+  readonly user?: { readonly uid: number; readonly gid: number } | undefined
+  /** the signal that stops it quickly and cleanly (Postgres: SIGINT, a fast shutdown) */
+  readonly stopSignal?: NodeJS.Signals
 }
 
 /**
@@ -25,7 +29,10 @@ export const serverProcess = (options: ServerProcessOptions) =>
       const ready = yield* Deferred.make<void, StackError>()
       const log = createWriteStream(options.logFile, { flags: "a" })
       let tail = ""
-      const child: ChildProcess = spawn(options.command, [...options.args], { stdio: ["ignore", "pipe", "pipe"] })
+      const child: ChildProcess = spawn(options.command, [...options.args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        ...(options.user ?? {})
+      })
       const onOutput = (chunk: Buffer) => {
         log.write(chunk)
         tail = (tail + chunk.toString("utf8")).slice(-4000)
@@ -69,10 +76,10 @@ export const serverProcess = (options: ServerProcessOptions) =>
       )
       return child
     }),
-    (child) => stopChild(child)
+    (child) => stopChild(child, options.stopSignal)
   )
 
-export const stopChild = (child: ChildProcess) =>
+export const stopChild = (child: ChildProcess, signal: NodeJS.Signals = "SIGTERM") =>
   Effect.async<void>((resume) => {
     if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
     const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
@@ -80,5 +87,5 @@ export const stopChild = (child: ChildProcess) =>
       clearTimeout(timer)
       resume(Effect.void)
     })
-    child.kill("SIGTERM")
+    child.kill(signal)
   })

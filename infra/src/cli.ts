@@ -1,6 +1,6 @@
 import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import * as LocalStack from "./LocalStack.js"
 import * as OpsCreds from "./OpsCreds.js"
 import * as Progress from "./Progress.js"
@@ -73,13 +73,22 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   }
 }
 
+/** Exit 0 for a finished command or a requested stop (Ctrl-C), 1 for any failure, said once on stderr. */
+const teardown = <E, A>(exit: Exit.Exit<E, A>, onExit: (code: number) => void) =>
+  onExit(Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : 0)
+
 main(process.argv.slice(2)).pipe(
-  Effect.catchTag("StackError", (error) =>
+  Effect.tapErrorCause((cause) =>
     Effect.sync(() => {
-      process.stderr.write(`\n✗ ${error.step}: ${error.message}\n`)
-      process.exitCode = 1
+      if (Cause.isInterruptedOnly(cause)) return
+      const failure = Cause.failureOption(cause)
+      process.stderr.write(
+        Option.isSome(failure)
+          ? `\n✗ ${failure.value.step}: ${failure.value.message}\n`
+          : `\n✗ ${Cause.pretty(cause)}\n`
+      )
     })
   ),
   Effect.provide(Layer.merge(Logger.pretty, Logger.minimumLogLevel(LogLevel.Info))),
-  NodeRuntime.runMain({ disableErrorReporting: false })
+  NodeRuntime.runMain({ disableErrorReporting: true, teardown })
 )

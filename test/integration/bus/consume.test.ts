@@ -1,4 +1,4 @@
-import { it } from "@effect/vitest"
+import { layer } from "@effect/vitest"
 import { Consume, defineMessage, Publish, registry, Subjects } from "@sam/bus"
 import { Chunk, Effect, Queue, Stream } from "effect"
 import { expect } from "vitest"
@@ -20,7 +20,7 @@ const setup = Effect.gen(function* () {
   return { subject: Subjects.command(kind, 0, unique("e")), durable }
 })
 
-it.layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a stream", (it) => {
+layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a stream", (it) => {
   it.scoped("a malformed payload is terminated and reported, and the consumer goes on", () =>
     Effect.gen(function* () {
       const { nc } = yield* Nats

@@ -1,4 +1,4 @@
-import { it } from "@effect/vitest"
+import { layer } from "@effect/vitest"
 import { defineMessage, Publish, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
@@ -7,7 +7,7 @@ import { Nats, natsAdmin, unique } from "../../src/Env.js"
 
 const Ping = defineMessage("test.ping", z.object({ n: z.number() }), { durable: true })
 
-it.layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("publish de-duplication", (it) => {
+layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("publish de-duplication", (it) => {
   it.effect("the same message published twice within the duplicate window is stored once", () =>
     Effect.gen(function* () {
       const { jsm } = yield* Nats

@@ -1,4 +1,4 @@
-import { it } from "@effect/vitest"
+import { layer } from "@effect/vitest"
 import { Kv, Topology } from "@sam/bus"
 import { Effect, Option } from "effect"
 import { expect } from "vitest"
@@ -7,7 +7,7 @@ import { Nats, natsAdmin, unique } from "../../src/Env.js"
 
 const Snapshot = z.object({ activity: z.enum(["idle", "prompting"]), lastSeq: z.number().int() })
 
-it.layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("KV compare-and-set", (it) => {
+layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("KV compare-and-set", (it) => {
   it.effect("an update with a stale revision is rejected and the newer value stays", () =>
     Effect.gen(function* () {
       const store = yield* Kv.open(Topology.Buckets.sessionState.name, Snapshot)

@@ -1,4 +1,4 @@
-import { it } from "@effect/vitest"
+import { layer } from "@effect/vitest"
 import { PermissionViolationError, type Status } from "@nats-io/nats-core"
 import { Consume, Credentials, defineMessage, makeId, Publish, registry, Subjects } from "@sam/bus"
 import { Effect, Stream } from "effect"
@@ -24,7 +24,7 @@ const nodeB = makeId("node")
 /** Node A's connection, next to an admin connection that sets up its durable consumer. */
 const NodeA = natsAs(`vm-agent-${nodeA}`, Credentials.nodePermissions(nodeA), Subjects.nodeInboxPrefix(nodeA))
 
-it.layer(natsAdmin("admin"), { excludeTestServices: true, timeout: 30_000 })("a node's credentials", (it) => {
+layer(natsAdmin("admin"), { excludeTestServices: true, timeout: 30_000 })("a node's credentials", (it) => {
   it.effect("consume its own commands and publish its own reports", () =>
     Effect.gen(function* () {
       yield* Consume.ensureConsumer("SAM_NODE", {

@@ -1,4 +1,4 @@
-import { it } from "@effect/vitest"
+import { layer } from "@effect/vitest"
 import { StorageType } from "@nats-io/jetstream"
 import { Credentials, Nats, natsLayer, Provision, Topology } from "@sam/bus"
 import { NatsServer } from "@sam/infra"
@@ -20,7 +20,7 @@ const PrivateNats = Layer.unwrapScoped(
   })
 )
 
-it.layer(PrivateNats, { excludeTestServices: true, timeout: 30_000 })("provisioning the topology", (it) => {
+layer(PrivateNats, { excludeTestServices: true, timeout: 30_000 })("provisioning the topology", (it) => {
   it.effect("creates everything once, then changes nothing; mutable drift is updated and reported", () =>
     Effect.gen(function* () {
       const first = yield* Provision.provision()

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest"
+import { z } from "zod"
+import { defineMessage, encode, registry } from "../src/index.js"
+
+const Prompt = defineMessage("session.prompt", z.object({ text: z.string().max(10) }), { durable: true })
+const Cancel = defineMessage("session.cancel", z.object({}), { durable: true })
+const messages = registry(Prompt, Cancel)
+const bytes = (value: unknown) => new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value))
+
+describe("envelopes", () => {
+  it("round-trip through encode and decode", () => {
+    const envelope = Prompt.make({ text: "hi" }, { correlationId: "c1" })
+    const decoded = messages.decode(encode(envelope))
+    expect(decoded).toEqual({ _tag: "Ok", envelope: { ...envelope, causationId: undefined } })
+  })
+
+  it("refuse to make an envelope with an invalid body", () => {
+    expect(() => Prompt.make({ text: "far too long a prompt" })).toThrow()
+  })
+
+  it.each([
+    ["not-json", new Uint8Array([0xff, 0xfe, 0x00])],
+    ["not-json", bytes("{half")],
+    ["bad-envelope", bytes({ hello: 1 })],
+    ["bad-envelope", bytes({ ...Prompt.make({ text: "x" }), id: "task_notamessage" })],
+    ["bad-envelope", bytes({ ...Prompt.make({ text: "x" }), at: "yesterday" })],
+    ["unknown-type", bytes({ ...Prompt.make({ text: "x" }), type: "session.explode" })],
+    ["bad-body", bytes({ ...Prompt.make({ text: "x" }), body: { text: 42 } })],
+    ["bad-body", bytes({ ...Prompt.make({ text: "x" }), body: { text: "y".repeat(11) } })]
+  ])("turn a hostile payload into a Malformed %s, never a throw", (reason, payload) => {
+    const decoded = messages.decode(payload)
+    expect(decoded._tag).toBe("Malformed")
+    if (decoded._tag === "Malformed") expect(decoded.malformed.reason).toBe(reason)
+  })
+
+  it("do not let a prototype key through", () => {
+    const decoded = messages.decode(bytes(`{"__proto__":{"polluted":1},"id":"msg_a","type":"session.cancel"}`))
+    expect(decoded._tag).toBe("Malformed")
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+})

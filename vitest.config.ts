@@ -2,6 +2,6 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    projects: ["bus", "sql", "infra", "actors", "test"]
+    projects: ["bus", "sql", "infra", "actors", "vm-agent", "test"]
   }
 })

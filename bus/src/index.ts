@@ -1,6 +1,7 @@
 export * as ActorMessages from "./ActorMessages.js"
 export * as Consume from "./Consume.js"
 export * as Credentials from "./Credentials.js"
+export * as Domain from "./domain/index.js"
 export * from "./Envelope.js"
 export * from "./Errors.js"
 export * from "./Ids.js"

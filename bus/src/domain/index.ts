@@ -1,0 +1,2 @@
+export * from "./SessionState.js"
+export * from "./States.js"

@@ -1,2 +1,3 @@
+export * as NodeProtocol from "./NodeProtocol.js"
 export * from "./SessionState.js"
 export * from "./States.js"

@@ -1,0 +1,206 @@
+import { z } from "zod"
+import { defineMessage, registry } from "../Envelope.js"
+import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
+import { Activity, PlanEntry } from "./SessionState.js"
+
+/**
+ * The protocol between the control plane and a node's vm-agent (design §4): commands on
+ * `sam.node.<nodeId>.cmd.<type>` (stream SAM_NODE), reports on `sam.agent.<nodeId>.rpt.<type>[.<id>]`
+ * (stream SAM_AGENT), heartbeats on core `sam.agent.<nodeId>.hb`. Every report is checked by the
+ * control plane against the ledger: a report naming a workspace or session not placed on the
+ * reporting node is dropped and audited.
+ */
+
+const EnvVar = z.object({
+  name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/),
+  value: z.string().max(32_768),
+  /** secret values are never logged or reported back */
+  secret: z.boolean().default(false)
+})
+
+const RuntimeFile = z.object({
+  path: z
+    .string()
+    .min(1)
+    .max(512)
+    .refine((p) => !p.split("/").includes(".."), "no .. in runtime file paths"),
+  content: z.string().max(1_048_576),
+  mode: z.number().int().min(0).max(0o777).optional()
+})
+
+export const AgentKind = z.enum(["demo", "claude-code", "codex", "gemini", "opencode"])
+export type AgentKind = z.infer<typeof AgentKind>
+
+export const TaskMode = z.enum(["task", "conversation"])
+export type TaskMode = z.infer<typeof TaskMode>
+
+// ── control plane → vm-agent ────────────────────────────────────────────────────────────────
+
+export const WorkspaceCreate = defineMessage(
+  "workspace.create",
+  z.object({
+    workspaceId: WorkspaceId,
+    projectId: ProjectId,
+    repoUrl: z.string().min(1).max(2048),
+    branch: z.string().max(255).optional(),
+    runtime: z.enum(["docker", "host", "auto"]).default("auto"),
+    env: z.array(EnvVar).max(200).default([]),
+    files: z.array(RuntimeFile).max(100).default([])
+  }),
+  { durable: true }
+)
+
+export const WorkspaceStop = defineMessage("workspace.stop", z.object({ workspaceId: WorkspaceId }), {
+  durable: true
+})
+export const WorkspaceDelete = defineMessage("workspace.delete", z.object({ workspaceId: WorkspaceId }), {
+  durable: true
+})
+
+export const SessionStart = defineMessage(
+  "session.start",
+  z.object({
+    sessionId: SessionId,
+    workspaceId: WorkspaceId,
+    taskId: TaskId.optional(),
+    agent: AgentKind,
+    mode: TaskMode,
+    prompt: z.string().min(1).max(200_000),
+    /** the agent's own session id from an earlier run, to load rather than start anew */
+    acpSessionId: z.string().max(256).optional()
+  }),
+  { durable: true }
+)
+
+export const SessionPrompt = defineMessage(
+  "session.prompt",
+  z.object({ sessionId: SessionId, prompt: z.string().min(1).max(200_000), promptEpoch: z.number().int().positive() }),
+  { durable: true }
+)
+export const SessionCancel = defineMessage("session.cancel", z.object({ sessionId: SessionId }), { durable: true })
+export const SessionStop = defineMessage("session.stop", z.object({ sessionId: SessionId }), { durable: true })
+
+export const nodeCommands = registry(
+  WorkspaceCreate,
+  WorkspaceStop,
+  WorkspaceDelete,
+  SessionStart,
+  SessionPrompt,
+  SessionCancel,
+  SessionStop
+)
+
+// ── vm-agent → control plane ───────────────────────────────────────────────────────────────
+
+export const NodeReady = defineMessage(
+  "node.ready",
+  z.object({
+    nodeId: NodeId,
+    version: z.string().max(64),
+    capabilities: z.object({ docker: z.boolean(), hostRuntime: z.boolean(), agents: z.array(AgentKind) })
+  }),
+  { durable: true }
+)
+
+export const Heartbeat = defineMessage(
+  "node.heartbeat",
+  z.object({
+    nodeId: NodeId,
+    load1: z.number().nonnegative(),
+    memoryPercent: z.number().min(0).max(100),
+    diskPercent: z.number().min(0).max(100),
+    activeWorkspaces: z.number().int().nonnegative(),
+    promptingSessions: z.array(SessionId).max(1000)
+  }),
+  { durable: false }
+)
+
+export const WorkspaceStatusReport = defineMessage(
+  "workspace.status",
+  z.object({
+    workspaceId: WorkspaceId,
+    status: z.enum(["creating", "running", "recovery", "stopped", "deleted", "error"]),
+    runtime: z.enum(["docker", "host"]).optional(),
+    reason: z.string().max(4096).optional()
+  }),
+  { durable: true }
+)
+
+export const BootLog = defineMessage(
+  "workspace.bootlog",
+  z.object({
+    workspaceId: WorkspaceId,
+    step: z.string().max(64),
+    status: z.enum(["started", "completed", "failed", "info"]),
+    message: z.string().max(4096)
+  }),
+  { durable: true }
+)
+
+export const SessionUpdate = defineMessage(
+  "session.update",
+  z.object({
+    sessionId: SessionId,
+    /** the node's own order of updates within one agent run; the session actor assigns the persisted seq */
+    nodeSeq: z.number().int().positive(),
+    promptEpoch: z.number().int().nonnegative(),
+    update: z.discriminatedUnion("kind", [
+      z.object({ kind: z.literal("text"), text: z.string().max(100_000) }),
+      z.object({ kind: z.literal("thought"), text: z.string().max(100_000) }),
+      z.object({ kind: z.literal("plan"), entries: z.array(PlanEntry).max(200) }),
+      z.object({
+        kind: z.literal("tool_call"),
+        toolCallId: z.string().max(256),
+        title: z.string().max(1000),
+        status: z.enum(["pending", "in_progress", "completed", "failed"]),
+        output: z.string().max(100_000).optional()
+      }),
+      z.object({
+        kind: z.literal("permission"),
+        requestId: z.string().max(256),
+        title: z.string().max(1000),
+        options: z.array(z.string().max(200)).max(10)
+      })
+    ])
+  }),
+  { durable: true }
+)
+
+export const SessionActivity = defineMessage(
+  "session.activity",
+  z.object({
+    sessionId: SessionId,
+    activity: Activity,
+    promptEpoch: z.number().int().nonnegative(),
+    stopReason: z.enum(["end_turn", "cancelled", "max_tokens", "refusal", "error"]).optional(),
+    reason: z.string().max(2048).optional(),
+    acpSessionId: z.string().max(256).optional(),
+    observedAt: z.iso.datetime()
+  }),
+  { durable: true }
+)
+
+export const TaskResult = defineMessage(
+  "task.result",
+  z.object({
+    taskId: TaskId,
+    sessionId: SessionId,
+    outcome: z.enum(["committed", "no_changes", "failed"]),
+    branch: z.string().max(255).optional(),
+    commitSha: z
+      .string()
+      .regex(/^[0-9a-f]{40}$/)
+      .optional(),
+    reason: z.string().max(4096).optional()
+  }),
+  { durable: true }
+)
+
+export const agentReports = registry(
+  NodeReady,
+  WorkspaceStatusReport,
+  BootLog,
+  SessionUpdate,
+  SessionActivity,
+  TaskResult
+)

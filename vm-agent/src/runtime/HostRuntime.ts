@@ -1,0 +1,188 @@
+import { type ChildProcess, spawn as spawnChild } from "node:child_process"
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises"
+import { dirname, isAbsolute, join, resolve } from "node:path"
+import { Effect, Layer } from "effect"
+import { type BootLog, lineSplitter } from "./internal/bootLog.js"
+import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
+import { makeRecords } from "./internal/records.js"
+import { localRepository } from "./internal/repository.js"
+import {
+  RuntimeFailure,
+  type WorkspaceProcess,
+  WorkspaceRuntime,
+  type WorkspaceRuntimeService,
+  type WorkspaceSpec
+} from "./WorkspaceRuntime.js"
+
+export interface HostRuntimeOptions {
+  /** the node's data directory: workspaces live in `<dataDir>/workspaces/<id>/` */
+  readonly dataDir: string
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
+
+const io = (step: string, f: () => Promise<unknown>) =>
+  Effect.tryPromise({ try: f, catch: (cause) => new ProvisionError({ step, message: String(cause) }) })
+
+/** Runs a command to completion, its output going to the boot log; fails with the last lines. */
+export const runLogged = (step: string, argv: ReadonlyArray<string>, cwd: string, log: BootLog) =>
+  Effect.async<void, ProvisionError>((resume) => {
+    const [command = "", ...args] = argv
+    const child = spawnChild(command, args, {
+      cwd,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, GIT_TERMINAL_PROMPT: "0" }
+    })
+    const tail: Array<string> = []
+    const lines = lineSplitter((line) => {
+      tail.push(line)
+      if (tail.length > 6) tail.shift()
+      Effect.runFork(log(step, "info", line))
+    })
+    child.stdout.on("data", lines.push)
+    child.stderr.on("data", lines.push)
+    child.on("error", (e) => resume(Effect.fail(new ProvisionError({ step, message: `${command}: ${e.message}` }))))
+    child.on("close", (code) => {
+      lines.flush()
+      resume(
+        code === 0
+          ? Effect.void
+          : Effect.fail(new ProvisionError({ step, message: `${command} exited with ${code}: ${tail.join(" | ")}` }))
+      )
+    })
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeService => {
+  const root = resolve(options.dataDir, "workspaces")
+  const records = makeRecords(join(root, ".records"))
+  const dirOf = (id: string) => join(root, id)
+  const checkout = (id: string) => join(dirOf(id), "workspace")
+  const home = (id: string) => join(dirOf(id), "home")
+  const envFile = (id: string) => join(dirOf(id), ".sam-env.json")
+  const processes = new Map<string, Set<ChildProcess>>()
+
+  /** `~/x` in the workspace's home, a relative path in the checkout, an absolute one under `rootfs/`. */
+  const filePath = (id: string, path: string) =>
+    path.startsWith("~/")
+      ? join(home(id), path.slice(2))
+      : isAbsolute(path)
+        ? join(dirOf(id), "rootfs", path)
+        : join(checkout(id), path)
+
+  const killAll = (id: string, signal: NodeJS.Signals) =>
+    Effect.sync(() => {
+      for (const child of processes.get(id) ?? []) {
+        if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+          try {
+            process.kill(-child.pid, signal)
+          } catch {}
+        }
+      }
+    })
+
+  const provision = (spec: WorkspaceSpec, log: BootLog) =>
+    Effect.gen(function* () {
+      const id = spec.workspaceId
+      yield* io("prepare", async () => {
+        await rm(dirOf(id), { recursive: true, force: true })
+        await mkdir(home(id), { recursive: true })
+      })
+      const source = yield* localRepository(spec.repoUrl)
+      yield* log("clone", "started", `cloning ${spec.repoUrl}${spec.branch ? ` (branch ${spec.branch})` : ""}`)
+      yield* runLogged(
+        "clone",
+        ["git", "clone", "--progress", ...(spec.branch ? ["--branch", spec.branch] : []), "--", source, checkout(id)],
+        dirOf(id),
+        log
+      )
+      yield* log("clone", "completed", "repository cloned")
+      for (const file of spec.files) {
+        const target = filePath(id, file.path)
+        yield* io("files", async () => {
+          await mkdir(dirname(target), { recursive: true })
+          await writeFile(target, file.content, { mode: file.mode ?? 0o644 })
+        })
+      }
+      if (spec.files.length > 0) yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)
+      const env = Object.fromEntries(spec.env.map((e) => [e.name, e.value]))
+      yield* io("env", () => writeFile(envFile(id), JSON.stringify(env), { mode: 0o600 }))
+      if (spec.env.length > 0) {
+        yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
+      }
+    })
+
+  const provisioner: Provisioner = {
+    kind: "host",
+    pathOf: checkout,
+    provision,
+    halt: (record) => killAll(record.workspaceId, "SIGKILL"),
+    resume: () => Effect.void,
+    destroy: (id) =>
+      killAll(id, "SIGKILL").pipe(Effect.zipRight(io("delete", () => rm(dirOf(id), { recursive: true, force: true })))),
+    spawn: (record, id, argv, opts) =>
+      Effect.acquireRelease(
+        Effect.gen(function* () {
+          const env = yield* Effect.tryPromise({
+            try: async () => JSON.parse(await readFile(envFile(id), "utf8")) as Record<string, string>,
+            catch: (cause) => new RuntimeFailure({ reason: "io", message: `cannot read the workspace env: ${cause}` })
+          })
+          const cwd = opts?.cwd ? resolve(record.path, opts.cwd) : record.path
+          const [command = "", ...args] = argv
+          const child = spawnChild(command, args, {
+            cwd,
+            detached: true,
+            stdio: ["pipe", "pipe", "pipe"],
+            env: {
+              PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+              LANG: process.env.LANG ?? "C.UTF-8",
+              HOME: home(id),
+              ...env,
+              ...opts?.env
+            }
+          })
+          const exit = new Promise<number>((done) => {
+            child.once("error", () => done(127))
+            child.once("exit", (code, signal) => done(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0)))
+          })
+          yield* Effect.async<void, RuntimeFailure>((resume) => {
+            child.once("spawn", () => resume(Effect.void))
+            child.once("error", (e) =>
+              resume(
+                Effect.fail(new RuntimeFailure({ reason: "spawn", message: `${command}: ${e.message}`, cause: e }))
+              )
+            )
+          })
+          // a process that never reads its stdin closes the pipe; writing to it then is not our failure
+          child.stdin.on("error", () => {})
+          const set = processes.get(id) ?? new Set()
+          processes.set(id, set.add(child))
+          void exit.then(() => set.delete(child))
+          const proc: WorkspaceProcess = {
+            stdin: child.stdin,
+            stdout: child.stdout,
+            stderr: child.stderr,
+            exitCode: Effect.promise(() => exit),
+            kill: (signal = "SIGTERM") =>
+              Effect.sync(() => {
+                if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+                  try {
+                    process.kill(-child.pid, signal)
+                  } catch {}
+                }
+              })
+          }
+          return proc
+        }),
+        (proc) => proc.kill("SIGKILL")
+      )
+  }
+
+  const lifecycle = makeLifecycle(records, provisioner)
+  return {
+    ...lifecycle,
+    capabilities: () => Effect.succeed({ docker: false, dockerReason: "host runtime", hostRuntime: true })
+  }
+}
+
+export const layerHost = (options: HostRuntimeOptions) => Layer.sync(WorkspaceRuntime, () => makeHostRuntime(options))

@@ -1,0 +1,158 @@
+import type { Readable, Writable } from "node:stream"
+import { Context, Data, type Effect, type Option, type Scope } from "effect"
+import { z } from "zod"
+
+/** Same shape as the bus's `workspace.create` env entries: secret values are never logged. */
+export const EnvVar = z.object({
+  name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/),
+  value: z.string().max(32_768),
+  secret: z.boolean().default(false)
+})
+
+/** A relative path is inside the repository checkout, `~/…` in the home directory, else absolute. */
+export const RuntimeFile = z.object({
+  path: z
+    .string()
+    .min(1)
+    .max(512)
+    .refine((p) => !p.split("/").includes(".."), "no .. in runtime file paths"),
+  content: z.string().max(1_048_576),
+  mode: z.number().int().min(0).max(0o777).optional()
+})
+
+export const WorkspaceSpec = z.object({
+  workspaceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/),
+  /** any URL or path the node can reach; a local path or `file://` URL is mounted read-only into a container */
+  repoUrl: z.string().min(1).max(2048),
+  branch: z.string().min(1).max(255).optional(),
+  /** containers only: `none` (the default) or the host's network */
+  network: z.enum(["none", "host"]).default("none"),
+  env: z.array(EnvVar).max(200).default([]),
+  files: z.array(RuntimeFile).max(100).default([])
+})
+export type WorkspaceSpecInput = z.input<typeof WorkspaceSpec>
+export type WorkspaceSpec = z.output<typeof WorkspaceSpec>
+
+export type RuntimeKind = "docker" | "host"
+export type WorkspaceState = "creating" | "running" | "stopped" | "error"
+
+export interface WorkspaceInfo {
+  readonly workspaceId: string
+  readonly runtime: RuntimeKind
+  readonly status: WorkspaceState
+  readonly reason?: string | undefined
+  /** the checkout: a host directory, or /workspace in the container */
+  readonly path: string
+  readonly createdAt: string
+  readonly updatedAt: string
+}
+
+/** One line of a workspace's boot log, in the bus's `workspace.bootlog` shape. */
+export interface BootLogEntry {
+  readonly workspaceId: string
+  readonly step: string
+  readonly status: "started" | "completed" | "failed" | "info"
+  readonly message: string
+}
+
+export interface CreateOptions {
+  readonly onLog?: (entry: BootLogEntry) => Effect.Effect<void>
+}
+
+export interface ExecOptions {
+  /** relative to the checkout unless absolute */
+  readonly cwd?: string
+  readonly env?: Readonly<Record<string, string>>
+}
+
+export interface ExecResult {
+  readonly exitCode: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** A process started in a workspace, in a process group of its own. */
+export interface WorkspaceProcess {
+  readonly stdin: Writable
+  readonly stdout: Readable
+  readonly stderr: Readable
+  /** waits for the exit; a signal death is 128 + its number */
+  readonly exitCode: Effect.Effect<number>
+  /** signals the whole process group */
+  readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<void>
+}
+
+export interface Capabilities {
+  readonly docker: boolean
+  /** why Docker is not available, when it is not */
+  readonly dockerReason?: string | undefined
+  readonly hostRuntime: boolean
+  readonly image?: string | undefined
+}
+
+export class WorkspaceInvalid extends Data.TaggedError("WorkspaceInvalid")<{ readonly message: string }> {}
+
+/** The workspace exists with other parameters; nothing was changed. */
+export class WorkspaceConflict extends Data.TaggedError("WorkspaceConflict")<{
+  readonly workspaceId: string
+  readonly message: string
+}> {}
+
+export class WorkspaceNotFound extends Data.TaggedError("WorkspaceNotFound")<{ readonly workspaceId: string }> {
+  override get message() {
+    return `no workspace ${this.workspaceId} on this node`
+  }
+}
+
+export class WorkspaceUnavailable extends Data.TaggedError("WorkspaceUnavailable")<{
+  readonly workspaceId: string
+  readonly status: WorkspaceState
+}> {
+  override get message() {
+    return `workspace ${this.workspaceId} is ${this.status}, not running`
+  }
+}
+
+export class RuntimeFailure extends Data.TaggedError("RuntimeFailure")<{
+  readonly reason: "docker" | "io" | "spawn"
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+export type ProcessError = WorkspaceNotFound | WorkspaceUnavailable | RuntimeFailure
+
+export interface WorkspaceRuntimeService {
+  readonly kind: RuntimeKind
+  /**
+   * Create the workspace, or return it when it exists with the same parameters (also across daemon
+   * restarts). A failure to provision is not an error of this effect: the workspace ends `error` with a reason.
+   */
+  readonly create: (
+    spec: WorkspaceSpecInput,
+    options?: CreateOptions
+  ) => Effect.Effect<WorkspaceInfo, WorkspaceInvalid | WorkspaceConflict>
+  readonly get: (workspaceId: string) => Effect.Effect<Option.Option<WorkspaceInfo>>
+  readonly list: () => Effect.Effect<ReadonlyArray<WorkspaceInfo>>
+  readonly spawn: (
+    workspaceId: string,
+    argv: ReadonlyArray<string>,
+    options?: ExecOptions
+  ) => Effect.Effect<WorkspaceProcess, ProcessError, Scope.Scope>
+  /** run to completion and collect the output */
+  readonly exec: (
+    workspaceId: string,
+    argv: ReadonlyArray<string>,
+    options?: ExecOptions & { readonly stdin?: string }
+  ) => Effect.Effect<ExecResult, ProcessError>
+  readonly stop: (workspaceId: string) => Effect.Effect<WorkspaceInfo, WorkspaceNotFound | RuntimeFailure>
+  readonly start: (workspaceId: string) => Effect.Effect<WorkspaceInfo, WorkspaceNotFound | RuntimeFailure>
+  /** removes everything of the workspace; deleting an unknown workspace succeeds */
+  readonly delete: (workspaceId: string) => Effect.Effect<void, RuntimeFailure>
+  readonly capabilities: () => Effect.Effect<Capabilities>
+}
+
+/** Where workspaces run: Docker containers, or directories and processes on the host. */
+export class WorkspaceRuntime extends Context.Tag("sam/WorkspaceRuntime")<
+  WorkspaceRuntime,
+  WorkspaceRuntimeService
+>() {}

@@ -1,0 +1,186 @@
+import type { Readable } from "node:stream"
+import { Data, Effect, Option } from "effect"
+import { z } from "zod"
+import {
+  type CreateOptions,
+  type ExecOptions,
+  type ExecResult,
+  type ProcessError,
+  RuntimeFailure,
+  type RuntimeKind,
+  WorkspaceConflict,
+  WorkspaceInvalid,
+  WorkspaceNotFound,
+  type WorkspaceProcess,
+  type WorkspaceRuntimeService,
+  WorkspaceSpec,
+  type WorkspaceSpecInput,
+  WorkspaceUnavailable
+} from "../WorkspaceRuntime.js"
+import { type BootLog, makeBootLog } from "./bootLog.js"
+import { hashSpec, newRecord, type Records, toInfo, type WorkspaceRecord } from "./records.js"
+
+/** A provisioning step failed; the workspace ends `error` with `step: message` as its reason. */
+export class ProvisionError extends Data.TaggedError("ProvisionError")<{
+  readonly step: string
+  readonly message: string
+}> {}
+
+/** What differs between runtimes; the create/conflict/record logic around it is shared. */
+export interface Provisioner {
+  readonly kind: RuntimeKind
+  readonly pathOf: (workspaceId: string) => string
+  readonly provision: (spec: WorkspaceSpec, log: BootLog) => Effect.Effect<void, ProvisionError>
+  /** stops the workspace's processes (the container) without losing its files */
+  readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
+  readonly resume: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
+  /** removes whatever exists of the workspace; never fails for a missing part */
+  readonly destroy: (workspaceId: string) => Effect.Effect<void, ProvisionError>
+  readonly spawn: WorkspaceRuntimeService["spawn"] extends (...args: infer A) => infer R
+    ? (record: WorkspaceRecord, ...args: A) => R
+    : never
+}
+
+type Lifecycle = Omit<WorkspaceRuntimeService, "capabilities">
+
+export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifecycle => {
+  const locks = new Map<string, Effect.Semaphore>()
+  const locked = (workspaceId: string) => {
+    let lock = locks.get(workspaceId)
+    if (!lock) {
+      lock = Effect.unsafeMakeSemaphore(1)
+      locks.set(workspaceId, lock)
+    }
+    return lock.withPermits(1)
+  }
+  const runtimeFailure = (e: ProvisionError) =>
+    new RuntimeFailure({ reason: provisioner.kind === "docker" ? "docker" : "io", message: `${e.step}: ${e.message}` })
+
+  const provisionFresh = (spec: WorkspaceSpec, log: BootLog) =>
+    Effect.gen(function* () {
+      const record = newRecord(spec, provisioner.kind, provisioner.pathOf(spec.workspaceId))
+      yield* records.write(record)
+      yield* log("create", "started", `creating workspace ${spec.workspaceId} (${provisioner.kind} runtime)`)
+      const started = Date.now()
+      const outcome = yield* provisioner.provision(spec, log).pipe(Effect.either)
+      if (outcome._tag === "Left") {
+        const reason = `${outcome.left.step}: ${outcome.left.message}`
+        yield* log(outcome.left.step, "failed", outcome.left.message)
+        return yield* records.update(record, { status: "error", reason })
+      }
+      yield* log("create", "completed", `workspace is running (${Date.now() - started} ms)`)
+      return yield* records.update(record, { status: "running" })
+    })
+
+  const create = Effect.fn("WorkspaceRuntime.create")(function* (input: WorkspaceSpecInput, options?: CreateOptions) {
+    const parsed = WorkspaceSpec.safeParse(input)
+    if (!parsed.success) return yield* new WorkspaceInvalid({ message: z.prettifyError(parsed.error) })
+    const spec = parsed.data
+    const log = makeBootLog(spec, options)
+    return yield* locked(spec.workspaceId)(
+      Effect.gen(function* () {
+        const existing = yield* records.read(spec.workspaceId)
+        if (Option.isSome(existing)) {
+          if (existing.value.hash !== hashSpec(spec)) {
+            return yield* new WorkspaceConflict({
+              workspaceId: spec.workspaceId,
+              message: `workspace ${spec.workspaceId} exists with other parameters (repository, branch, network, env or files)`
+            })
+          }
+          if (existing.value.status !== "creating") {
+            yield* log("create", "info", `workspace exists with the same parameters (${existing.value.status})`)
+            return toInfo(existing.value)
+          }
+          // "creating" while we hold its lock: the daemon died in the middle of an earlier create.
+          yield* log("create", "info", "an earlier create was interrupted; starting over")
+          yield* provisioner.destroy(spec.workspaceId).pipe(Effect.ignore)
+        }
+        return toInfo(yield* provisionFresh(spec, log))
+      })
+    )
+  })
+
+  const require = (workspaceId: string) =>
+    records
+      .read(workspaceId)
+      .pipe(
+        Effect.flatMap(
+          Option.match({ onNone: () => Effect.fail(new WorkspaceNotFound({ workspaceId })), onSome: Effect.succeed })
+        )
+      )
+
+  const requireRunning = (workspaceId: string) =>
+    require(workspaceId).pipe(
+      Effect.filterOrFail(
+        (r) => r.status === "running",
+        (r) => new WorkspaceUnavailable({ workspaceId, status: r.status })
+      )
+    )
+
+  const spawn: Lifecycle["spawn"] = (workspaceId, argv, options) =>
+    requireRunning(workspaceId).pipe(Effect.flatMap((record) => provisioner.spawn(record, workspaceId, argv, options)))
+
+  const exec = Effect.fn("WorkspaceRuntime.exec")(function* (
+    workspaceId: string,
+    argv: ReadonlyArray<string>,
+    options?: ExecOptions & { readonly stdin?: string }
+  ) {
+    return yield* Effect.scoped(
+      Effect.gen(function* () {
+        const proc = yield* spawn(workspaceId, argv, options)
+        return yield* collect(proc, options?.stdin)
+      })
+    )
+  }) as (
+    workspaceId: string,
+    argv: ReadonlyArray<string>,
+    options?: ExecOptions & { readonly stdin?: string }
+  ) => Effect.Effect<ExecResult, ProcessError>
+
+  const transition = (workspaceId: string, op: "halt" | "resume") =>
+    locked(workspaceId)(
+      Effect.gen(function* () {
+        const record = yield* require(workspaceId)
+        yield* provisioner[op](record).pipe(Effect.mapError(runtimeFailure))
+        return toInfo(yield* records.update(record, { status: op === "halt" ? "stopped" : "running" }))
+      })
+    )
+
+  return {
+    kind: provisioner.kind,
+    create,
+    get: (workspaceId) => records.read(workspaceId).pipe(Effect.map(Option.map(toInfo))),
+    list: () => records.list().pipe(Effect.map((all) => all.map(toInfo))),
+    spawn,
+    exec,
+    stop: Effect.fn("WorkspaceRuntime.stop")(function* (workspaceId: string) {
+      return yield* transition(workspaceId, "halt")
+    }) as Lifecycle["stop"],
+    start: Effect.fn("WorkspaceRuntime.start")(function* (workspaceId: string) {
+      return yield* transition(workspaceId, "resume")
+    }) as Lifecycle["start"],
+    delete: Effect.fn("WorkspaceRuntime.delete")(function* (workspaceId: string) {
+      yield* locked(workspaceId)(
+        provisioner
+          .destroy(workspaceId)
+          .pipe(Effect.mapError(runtimeFailure), Effect.zipRight(records.remove(workspaceId)))
+      )
+    }) as Lifecycle["delete"]
+  } satisfies Lifecycle as Lifecycle
+}
+
+/** Feed `stdin`, then read both outputs to their end and wait for the exit code. */
+export const collect = (proc: WorkspaceProcess, stdin?: string) =>
+  Effect.gen(function* () {
+    const read = (stream: Readable) =>
+      Effect.async<string>((resume) => {
+        const chunks: Array<Buffer> = []
+        stream.on("data", (c: Buffer) => chunks.push(Buffer.from(c)))
+        stream.once("end", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))))
+        stream.once("error", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))))
+      })
+    const outputs = Effect.all([read(proc.stdout), read(proc.stderr)], { concurrency: 2 })
+    yield* Effect.sync(() => proc.stdin.end(stdin ?? ""))
+    const [[stdout, stderr], exitCode] = yield* Effect.all([outputs, proc.exitCode], { concurrency: 2 })
+    return { exitCode, stdout, stderr }
+  })

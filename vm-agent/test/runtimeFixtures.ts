@@ -1,0 +1,188 @@
+import { execFileSync } from "node:child_process"
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect, Option } from "effect"
+import { expect, it } from "vitest"
+import type { BootLogEntry, WorkspaceRuntimeService, WorkspaceSpecInput } from "../src/runtime/WorkspaceRuntime.js"
+
+export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix))
+
+/** A real git repository: `main` with README.md, and a branch `feature` with FEATURE.md. */
+export const makeRepo = async (dir: string) => {
+  await mkdir(dir, { recursive: true })
+  const git = (...args: Array<string>) =>
+    execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@example.com", ...args], { cwd: dir })
+  git("init", "-q", "-b", "main")
+  await writeFile(join(dir, "README.md"), "hello from the repo\n")
+  git("add", ".")
+  git("commit", "-qm", "first")
+  git("checkout", "-qb", "feature")
+  await writeFile(join(dir, "FEATURE.md"), "feature work\n")
+  git("add", ".")
+  git("commit", "-qm", "feature")
+  git("checkout", "-q", "main")
+  return dir
+}
+
+export const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect)
+
+export const SECRET = "s3cr3t-value-never-logged"
+
+export const spec = (workspaceId: string, repoUrl: string, extra: Partial<WorkspaceSpecInput> = {}) => ({
+  workspaceId,
+  repoUrl,
+  env: [
+    { name: "SAM_TOKEN", value: SECRET, secret: true },
+    { name: "GREETING", value: "hi" }
+  ],
+  files: [
+    { path: ".sam/config.json", content: '{"agent":"demo"}\n' },
+    { path: "~/.config/agent/key", content: "key-file\n", mode: 0o600 }
+  ],
+  ...extra
+})
+
+export const collecting = () => {
+  const lines: Array<BootLogEntry> = []
+  return { lines, onLog: (entry: BootLogEntry) => Effect.sync(() => void lines.push(entry)) }
+}
+
+export interface ContractContext {
+  readonly runtime: () => WorkspaceRuntimeService
+  /** a second instance on the same storage, as after a daemon restart */
+  readonly restarted: () => WorkspaceRuntimeService
+  readonly repo: () => string
+}
+
+const id = () => `ws_${Math.random().toString(36).slice(2, 10)}`
+
+/** The behaviour both runtimes share. */
+export const runtimeContract = (ctx: ContractContext) => {
+  it("creates a workspace: repository cloned, runtime files and env present, boot log streamed", async () => {
+    const ws = id()
+    const log = collecting()
+    const info = await run(ctx.runtime().create(spec(ws, ctx.repo()), { onLog: log.onLog }))
+    expect(info.status, info.reason).toBe("running")
+    const sh = (script: string) => run(ctx.runtime().exec(ws, ["sh", "-c", script]))
+    expect((await sh("cat README.md")).stdout).toBe("hello from the repo\n")
+    expect((await sh("git rev-parse --abbrev-ref HEAD")).stdout.trim()).toBe("main")
+    expect((await sh("cat .sam/config.json")).stdout).toBe('{"agent":"demo"}\n')
+    expect((await sh('cat "$HOME/.config/agent/key"; stat -c %a "$HOME/.config/agent/key"')).stdout).toBe(
+      "key-file\n600\n"
+    )
+    expect((await sh('echo "$SAM_TOKEN $GREETING"')).stdout).toBe(`${SECRET} hi\n`)
+    const steps = log.lines.map((l) => `${l.step}:${l.status}`)
+    expect(steps).toContain("clone:started")
+    expect(steps).toContain("clone:completed")
+    expect(steps.at(-1)).toBe("create:completed")
+    expect(log.lines.some((l) => l.message.includes("SAM_TOKEN"))).toBe(true)
+    expect(JSON.stringify(log.lines)).not.toContain(SECRET)
+    await run(ctx.runtime().delete(ws))
+  })
+
+  it("exec: cwd, extra env, exit codes, stdin", async () => {
+    const ws = id()
+    await run(ctx.runtime().create(spec(ws, ctx.repo())))
+    const result = await run(
+      ctx.runtime().exec(ws, ["sh", "-c", 'pwd; echo "$EXTRA"; cat; exit 3'], {
+        cwd: ".sam",
+        env: { EXTRA: "more" },
+        stdin: "from stdin\n"
+      })
+    )
+    expect(result.exitCode).toBe(3)
+    expect(result.stdout.split("\n").slice(1)).toEqual(["more", "from stdin", ""])
+    expect(result.stdout.split("\n")[0]).toMatch(/\/\.sam$/)
+    const err = await run(ctx.runtime().exec(ws, ["sh", "-c", "echo oops >&2"]))
+    expect(err).toEqual({ exitCode: 0, stdout: "", stderr: "oops\n" })
+    await run(ctx.runtime().delete(ws))
+  })
+
+  it("clones the requested branch", async () => {
+    const ws = id()
+    const info = await run(ctx.runtime().create(spec(ws, ctx.repo(), { branch: "feature" })))
+    expect(info.status, info.reason).toBe("running")
+    expect((await run(ctx.runtime().exec(ws, ["cat", "FEATURE.md"]))).stdout).toBe("feature work\n")
+    await run(ctx.runtime().delete(ws))
+  })
+
+  it("a repeated create with the same parameters is a no-op, also after a restart; other parameters conflict", async () => {
+    const ws = id()
+    const first = await run(ctx.runtime().create(spec(ws, ctx.repo())))
+    await run(ctx.runtime().exec(ws, ["sh", "-c", "echo mine > marker"]))
+    const log = collecting()
+    const again = await run(ctx.runtime().create(spec(ws, ctx.repo()), { onLog: log.onLog }))
+    expect(again.createdAt).toBe(first.createdAt)
+    expect(log.lines.map((l) => l.status)).toEqual(["info"])
+    const afterRestart = await run(ctx.restarted().create(spec(ws, ctx.repo())))
+    expect(afterRestart).toEqual(again)
+    expect((await run(ctx.restarted().exec(ws, ["cat", "marker"]))).stdout).toBe("mine\n")
+
+    const conflict = await run(
+      Effect.flip(ctx.runtime().create(spec(ws, ctx.repo(), { env: [{ name: "SAM_TOKEN", value: "other" }] })))
+    )
+    expect(conflict._tag).toBe("WorkspaceConflict")
+    const branchConflict = await run(Effect.flip(ctx.restarted().create(spec(ws, ctx.repo(), { branch: "feature" }))))
+    expect(branchConflict._tag).toBe("WorkspaceConflict")
+    expect((await run(ctx.runtime().exec(ws, ["cat", "marker"]))).stdout).toBe("mine\n")
+    await run(ctx.runtime().delete(ws))
+  })
+
+  it("a repository that cannot be reached ends in error with a clear reason", async () => {
+    const ws = id()
+    const log = collecting()
+    const missing = join(tmpdir(), "no-such-repo-here")
+    const info = await run(ctx.runtime().create(spec(ws, `file://${missing}`), { onLog: log.onLog }))
+    expect(info.status).toBe("error")
+    expect(info.reason).toContain(`repository not found: ${missing}`)
+    expect(log.lines.at(-1)?.status).toBe("failed")
+    const exec = await run(Effect.flip(ctx.runtime().exec(ws, ["true"])))
+    expect(exec._tag).toBe("WorkspaceUnavailable")
+
+    const notGit = await tempDir("sam-not-git-")
+    const ws2 = id()
+    const info2 = await run(ctx.runtime().create(spec(ws2, notGit)))
+    expect(info2.status).toBe("error")
+    expect(info2.reason).toMatch(/^clone: git exited with 128: .*(not a git repository|does not exist)/)
+    await run(ctx.runtime().delete(ws))
+    await run(ctx.runtime().delete(ws2))
+    await rm(notGit, { recursive: true, force: true })
+  })
+
+  it("stop, start and delete", async () => {
+    const ws = id()
+    await run(ctx.runtime().create(spec(ws, ctx.repo())))
+    expect((await run(ctx.runtime().stop(ws))).status).toBe("stopped")
+    expect((await run(Effect.flip(ctx.runtime().exec(ws, ["true"]))))._tag).toBe("WorkspaceUnavailable")
+    expect((await run(ctx.runtime().start(ws))).status).toBe("running")
+    expect((await run(ctx.runtime().exec(ws, ["cat", "README.md"]))).exitCode).toBe(0)
+    await run(ctx.runtime().delete(ws))
+    expect(Option.isNone(await run(ctx.runtime().get(ws)))).toBe(true)
+    expect((await run(Effect.flip(ctx.runtime().exec(ws, ["true"]))))._tag).toBe("WorkspaceNotFound")
+    await run(ctx.runtime().delete(ws))
+    const again = await run(ctx.runtime().create(spec(ws, ctx.repo(), { branch: "feature" })))
+    expect(again.status).toBe("running")
+    await run(ctx.runtime().delete(ws))
+  })
+
+  it("kill ends a spawned process's whole group", async () => {
+    const ws = id()
+    await run(ctx.runtime().create(spec(ws, ctx.repo())))
+    const started = Date.now()
+    const code = await run(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const proc = yield* ctx.runtime().spawn(ws, ["sh", "-c", "sleep 30 & sleep 30; echo MARKER"])
+          yield* proc.kill("SIGTERM")
+          return yield* proc.exitCode
+        })
+      )
+    )
+    expect(code).toBeGreaterThan(128)
+    expect(Date.now() - started).toBeLessThan(10_000)
+    const ps = await run(ctx.runtime().exec(ws, ["sh", "-c", "ps -eo args | grep -c '^sleep 30' || true"]))
+    expect(ps.stdout.trim()).toBe("0")
+    await run(ctx.runtime().delete(ws))
+  })
+}

@@ -1,0 +1,306 @@
+import type { PromptResponse, RequestPermissionResponse, StopReason } from "@agentclientprotocol/sdk"
+import { Deferred, Duration, Effect, Exit, Option, PubSub, Scope, Stream, SubscriptionRef } from "effect"
+import {
+  AgentCrashed,
+  AgentProtocolError,
+  type AgentStartError,
+  type PromptError,
+  PromptRejected
+} from "./AcpErrors.js"
+import type { AgentExit } from "./AgentProcess.js"
+import type { HarnessCommand } from "./HarnessCommand.js"
+import { type Incarnation, startIncarnation } from "./internal/Incarnation.js"
+import { autoApprove, PermissionDesk } from "./internal/PermissionDesk.js"
+import { eventOfUpdate, type SessionEvent, type SessionEventBody } from "./SessionEvent.js"
+
+export interface SessionHostOptions {
+  readonly command: HarnessCommand
+  /** The session's working directory as the agent sees it; defaults to the command's cwd. */
+  readonly sessionCwd?: string
+  /** Load this ACP session instead of creating one. */
+  readonly resumeSessionId?: string
+  /** How long a cancelled prompt may take to stop by itself before the process group is killed. Default 5 s. */
+  readonly cancelGrace?: Duration.DurationInput
+  /** Crash restarts allowed per session; the next crash fails the session. Default 3. */
+  readonly restartBudget?: number
+  /** First crash-restart delay, doubled on each further restart. Default 1 s. */
+  readonly restartBackoff?: Duration.DurationInput
+  /** `auto-approve` answers permission requests at once with the first allowing option. Default `ask`. */
+  readonly permissions?: "ask" | "auto-approve"
+  /** Called synchronously with every event, in `seq` order, from the first one on. */
+  readonly onEvent?: (event: SessionEvent) => void
+}
+
+export type SessionStatus = "starting" | "idle" | "prompting" | "cancelling" | "restarting" | "failed" | "stopped"
+
+export type CancelResult =
+  | { readonly _tag: "NothingToCancel"; readonly message: string }
+  | { readonly _tag: "Cancelled"; readonly forced: boolean; readonly stopMs: number }
+
+/** One ACP session with its agent process; see `AcpSessionHost.start`. */
+export interface AcpSession {
+  readonly acpSessionId: () => string
+  /** Process group id of the agent now running (its pid), if one is. */
+  readonly pgid: () => number | undefined
+  readonly status: SubscriptionRef.SubscriptionRef<SessionStatus>
+  /** Live events from the moment the stream is run; `onEvent` sees every event. */
+  readonly events: Stream.Stream<SessionEvent>
+  /** Runs one turn; waits while the agent (re)starts. Succeeds with `cancelled` when the turn was cancelled. */
+  readonly prompt: (text: string) => Effect.Effect<{ readonly stopReason: StopReason }, PromptError>
+  readonly cancel: () => Effect.Effect<CancelResult>
+  /** Answers a `permission-requested` event; false if no such request is pending. */
+  readonly answerPermission: (requestId: string, optionId: string | "cancelled") => Effect.Effect<boolean>
+  readonly stop: () => Effect.Effect<void>
+}
+
+interface Turn {
+  readonly incarnation: Incarnation
+  readonly response: Promise<PromptResponse>
+  cancelling: boolean
+}
+
+const flushMacrotask = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostOptions) {
+  const scope = yield* Effect.scope
+  const grace = Duration.decode(options.cancelGrace ?? "5 seconds")
+  const budget = options.restartBudget ?? 3
+  const backoff = Duration.decode(options.restartBackoff ?? "1 second")
+  const pubsub = yield* PubSub.unbounded<SessionEvent>()
+  const status = yield* SubscriptionRef.make<SessionStatus>("starting")
+  const lock = yield* Effect.makeSemaphore(1)
+  let seq = 0
+  let current: Incarnation | undefined
+  let acpSessionId = options.resumeSessionId
+  let crashRestarts = 0
+  let turn: Turn | undefined
+  let closing = false
+
+  const emit = (body: SessionEventBody) => {
+    seq += 1
+    const event = { ...body, seq, at: Date.now() } as SessionEvent
+    options.onEvent?.(event)
+    Effect.runSync(PubSub.publish(pubsub, event))
+  }
+  const desk = new PermissionDesk(emit, options.permissions === "auto-approve" ? autoApprove : undefined)
+
+  const launch = (load: boolean): Effect.Effect<Incarnation, AgentStartError> =>
+    Effect.gen(function* () {
+      const incarnation = yield* startIncarnation({
+        command: options.command,
+        sessionCwd: options.sessionCwd ?? options.command.cwd,
+        loadSessionId: load ? acpSessionId : undefined,
+        parent: scope,
+        hooks: {
+          onUpdate: (inc, update) => {
+            if (!inc.muted) emit(eventOfUpdate(update))
+          },
+          onPermission: (inc, request) =>
+            inc.muted
+              ? Promise.resolve<RequestPermissionResponse>({ outcome: { outcome: "cancelled" } })
+              : desk.ask(request),
+          onGarbage: (inc, line) => {
+            if (!inc.muted) emit({ type: "agent-output-ignored", line: line.slice(0, 500) })
+          }
+        }
+      })
+      acpSessionId = incarnation.acpSessionId
+      current = incarnation
+      emit({ type: "agent-started", pid: incarnation.process.pid, acpSessionId, loaded: load })
+      yield* Effect.forkIn(watch(incarnation), scope)
+      return incarnation
+    })
+
+  const watch = (incarnation: Incarnation) =>
+    Deferred.await(incarnation.process.exit).pipe(
+      Effect.flatMap((exit) =>
+        incarnation.expectedExit || closing ? Effect.void : lock.withPermits(1)(onCrash(incarnation, exit))
+      )
+    )
+
+  const restartAfterCrash: Effect.Effect<void> = Effect.gen(function* () {
+    while (true) {
+      crashRestarts += 1
+      if (crashRestarts > budget) {
+        yield* SubscriptionRef.set(status, "failed")
+        emit({ type: "failed", reason: `agent crashed ${crashRestarts} times; restart budget of ${budget} spent` })
+        return
+      }
+      yield* SubscriptionRef.set(status, "restarting")
+      yield* Effect.sleep(Duration.times(backoff, 2 ** (crashRestarts - 1)))
+      const restarted = yield* Effect.either(launch(true))
+      if (restarted._tag === "Right") {
+        emit({ type: "restarted", reason: "crash", attempt: crashRestarts, contextLost: restarted.right.contextLost })
+        yield* SubscriptionRef.set(status, "idle")
+        return
+      }
+      yield* Effect.logWarning("agent restart failed", restarted.left)
+      emit({ type: "crashed", exitCode: null, signal: null, stderrTail: restarted.left.message })
+    }
+  })
+
+  const onCrash = (incarnation: Incarnation, exit: AgentExit) =>
+    Effect.gen(function* () {
+      if (incarnation.expectedExit || closing || current !== incarnation) return
+      incarnation.muted = true
+      current = undefined
+      emit({ type: "crashed", ...exit, stderrTail: incarnation.process.stderrTail() })
+      desk.cancelAll()
+      yield* Scope.close(incarnation.scope, Exit.void)
+      yield* restartAfterCrash
+    })
+
+  const settled = status.changes.pipe(
+    Stream.filter((s) => s !== "starting" && s !== "restarting" && s !== "cancelling"),
+    Stream.runHead,
+    Effect.map(Option.getOrThrow)
+  )
+
+  const prompt = Effect.fn("AcpSessionHost.prompt")(function* (text: string) {
+    yield* settled
+    const incarnation = yield* lock.withPermits(1)(
+      Effect.gen(function* () {
+        const now = yield* SubscriptionRef.get(status)
+        if (now === "failed" || now === "stopped")
+          return yield* new PromptRejected({ reason: now, message: `the session has ${now}` })
+        if (now !== "idle" || !current)
+          return yield* new PromptRejected({ reason: "busy", message: "a prompt is already running" })
+        yield* SubscriptionRef.set(status, "prompting")
+        return current
+      })
+    )
+    emit({ type: "prompt-started", text })
+    const response = incarnation.connection.agent.request("session/prompt", {
+      sessionId: incarnation.acpSessionId,
+      prompt: [{ type: "text", text }]
+    })
+    response.catch(() => undefined)
+    const current_: Turn = { incarnation, response, cancelling: false }
+    turn = current_
+    const outcome = yield* Effect.raceFirst(
+      Effect.tryPromise(() => response).pipe(Effect.either),
+      Deferred.await(incarnation.process.exit)
+    )
+    if ("_tag" in outcome && outcome._tag === "Left") {
+      // A closed connection rejects the request just before the exit event arrives.
+      yield* Deferred.await(incarnation.process.exit).pipe(Effect.timeout("1 second"), Effect.ignore)
+    }
+    if (current_.cancelling) {
+      yield* lock.withPermits(1)(Effect.void)
+      return { stopReason: "cancelled" as const }
+    }
+    const exit = yield* Deferred.poll(incarnation.process.exit)
+    if (Option.isSome(exit)) {
+      if (turn === current_) turn = undefined
+      const { exitCode, signal } = yield* exit.value
+      if (incarnation.expectedExit) return yield* new PromptRejected({ reason: "stopped", message: "session stopped" })
+      return yield* new AgentCrashed({ exitCode, signal, message: `agent exited with code ${exitCode} (${signal})` })
+    }
+    yield* flushMacrotask
+    return yield* lock.withPermits(1)(
+      Effect.gen(function* () {
+        if (current_.cancelling) return { stopReason: "cancelled" as const }
+        turn = undefined
+        yield* SubscriptionRef.set(status, "idle")
+        if ("_tag" in outcome && outcome._tag === "Left") {
+          const error = outcome.left.error as { message?: string; code?: number }
+          emit({ type: "turn-failed", message: String(error?.message ?? error) })
+          return yield* new AgentProtocolError({ message: String(error?.message ?? error), code: error?.code ?? 0 })
+        }
+        const stopReason = "_tag" in outcome ? outcome.right.stopReason : "end_turn"
+        emit({ type: "turn-ended", stopReason })
+        return { stopReason }
+      })
+    )
+  })
+
+  const cancel = Effect.fn("AcpSessionHost.cancel")(function* () {
+    return yield* lock.withPermits(1)(
+      Effect.gen(function* () {
+        const active = turn
+        if (!active || (yield* SubscriptionRef.get(status)) !== "prompting")
+          return { _tag: "NothingToCancel", message: "No prompt in flight to cancel" } satisfies CancelResult
+        const startedAt = Date.now()
+        const incarnation = active.incarnation
+        active.cancelling = true
+        incarnation.muted = true
+        incarnation.expectedExit = true
+        yield* SubscriptionRef.set(status, "cancelling")
+        desk.cancelAll()
+        yield* Effect.tryPromise(() =>
+          incarnation.connection.agent.notify("session/cancel", { sessionId: incarnation.acpSessionId })
+        ).pipe(Effect.timeout("1 second"), Effect.ignore)
+        const stoppedInGrace = yield* Effect.raceFirst(
+          Effect.tryPromise(() => active.response).pipe(Effect.ignore),
+          Deferred.await(incarnation.process.exit)
+        ).pipe(Effect.timeout(grace), Effect.option)
+        incarnation.process.killGroup("SIGKILL")
+        yield* Deferred.await(incarnation.process.exit).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+        yield* incarnation.process.awaitGroupGone("2 seconds")
+        const stopMs = Date.now() - startedAt
+        yield* Scope.close(incarnation.scope, Exit.void)
+        current = undefined
+        turn = undefined
+        const forced = Option.isNone(stoppedInGrace)
+        emit({ type: "cancelled", forced, stopMs })
+        emit({ type: "turn-ended", stopReason: "cancelled" })
+        yield* SubscriptionRef.set(status, "restarting")
+        const restarted = yield* Effect.either(launch(true))
+        if (restarted._tag === "Right") {
+          emit({ type: "restarted", reason: "cancel", attempt: 0, contextLost: restarted.right.contextLost })
+          yield* SubscriptionRef.set(status, "idle")
+        } else {
+          emit({ type: "crashed", exitCode: null, signal: null, stderrTail: restarted.left.message })
+          yield* restartAfterCrash
+        }
+        return { _tag: "Cancelled", forced, stopMs } satisfies CancelResult
+      })
+    )
+  })
+
+  const stop = Effect.fn("AcpSessionHost.stop")(function* () {
+    yield* lock.withPermits(1)(
+      Effect.gen(function* () {
+        if ((yield* SubscriptionRef.get(status)) === "stopped") return
+        const incarnation = current
+        current = undefined
+        if (incarnation) {
+          incarnation.expectedExit = true
+          incarnation.muted = true
+          yield* Scope.close(incarnation.scope, Exit.void)
+        }
+        desk.cancelAll()
+        yield* SubscriptionRef.set(status, "stopped")
+        emit({ type: "stopped" })
+      })
+    )
+  })
+
+  yield* Effect.addFinalizer(() => stop())
+  yield* launch(options.resumeSessionId !== undefined).pipe(Effect.tap(() => SubscriptionRef.set(status, "idle")))
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      closing = true
+    })
+  )
+
+  return {
+    acpSessionId: () => acpSessionId ?? "",
+    pgid: () => current?.process.pid,
+    status,
+    events: Stream.fromPubSub(pubsub),
+    prompt,
+    cancel,
+    answerPermission: (requestId, optionId) => Effect.sync(() => desk.answer(requestId, optionId)),
+    stop
+  } satisfies AcpSession
+})
+
+/**
+ * Hosts ACP sessions: each runs its agent in its own process group, reports what the agent does as events with a
+ * per-session `seq`, restarts it after a crash (within a budget) and after a cancel (outside the budget), and
+ * reloads the ACP session so the conversation goes on. Closing the scope kills the process group.
+ */
+export class AcpSessionHost extends Effect.Service<AcpSessionHost>()("sam/AcpSessionHost", {
+  succeed: { start }
+}) {}

@@ -1,0 +1,142 @@
+import {
+  type ClientConnection,
+  client,
+  PROTOCOL_VERSION,
+  type RequestPermissionRequest,
+  type RequestPermissionResponse,
+  type SessionUpdate
+} from "@agentclientprotocol/sdk"
+import { Deferred, Duration, Effect, Exit, Scope } from "effect"
+import { AgentStartError } from "../AcpErrors.js"
+import { type AgentProcess, spawnAgent } from "../AgentProcess.js"
+import type { HarnessCommand } from "../HarnessCommand.js"
+
+export interface IncarnationHooks {
+  readonly onUpdate: (incarnation: Incarnation, update: SessionUpdate) => void
+  readonly onPermission: (
+    incarnation: Incarnation,
+    request: RequestPermissionRequest
+  ) => Promise<RequestPermissionResponse>
+  readonly onGarbage: (incarnation: Incarnation, line: string) => void
+}
+
+/** One run of the agent process with its ACP connection and session. */
+export interface Incarnation {
+  readonly process: AgentProcess
+  readonly connection: ClientConnection
+  readonly acpSessionId: string
+  /** The agent could not load the session, so it started a new one and forgot the conversation. */
+  readonly contextLost: boolean
+  readonly scope: Scope.CloseableScope
+  /** Nothing it says is reported any more (after a cancel or a crash, during session/load replay). */
+  muted: boolean
+  /** Its exit is ours (cancel, stop), not a crash. */
+  expectedExit: boolean
+}
+
+const STARTUP_TIMEOUT = Duration.seconds(30)
+
+/**
+ * Starts the agent in a scope forked from `parent`, initializes ACP and creates (or, with `loadSessionId`, loads)
+ * the session. On failure everything it started is released before the error is returned.
+ */
+export const startIncarnation = (options: {
+  readonly command: HarnessCommand
+  readonly sessionCwd: string
+  readonly loadSessionId: string | undefined
+  readonly hooks: IncarnationHooks
+  readonly parent: Scope.Scope
+}) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.fork(options.parent, { _tag: "Sequential" })
+    const self: { current?: Incarnation } = {}
+    const pending: Array<string> = []
+    const onGarbage = (line: string) =>
+      self.current ? options.hooks.onGarbage(self.current, line) : pending.push(line)
+    const started = Effect.gen(function* () {
+      const agentProcess = yield* spawnAgent(options.command, onGarbage).pipe(Scope.extend(scope))
+      const connection = client({ name: "sam-vm-agent" })
+        .onNotification("session/update", ({ params }) => {
+          if (self.current) options.hooks.onUpdate(self.current, params.update)
+        })
+        .onRequest("session/request_permission", ({ params }) =>
+          self.current ? options.hooks.onPermission(self.current, params) : { outcome: { outcome: "cancelled" } }
+        )
+        .connect(agentProcess.stream)
+      yield* Scope.addFinalizer(
+        scope,
+        Effect.sync(() => connection.close())
+      )
+
+      const rpc = <A>(step: "initialize" | "session", run: () => Promise<A>) =>
+        Effect.tryPromise({
+          try: run,
+          catch: (error) => new AgentStartError({ reason: step, message: String((error as Error)?.message ?? error) })
+        }).pipe(
+          Effect.raceFirst(
+            Deferred.await(agentProcess.exit).pipe(
+              Effect.flatMap((exit) =>
+                Effect.fail(
+                  new AgentStartError({
+                    reason: step,
+                    message: `agent exited (code ${exit.exitCode}, signal ${exit.signal}) during ${step}: ${agentProcess.stderrTail()}`
+                  })
+                )
+              )
+            )
+          ),
+          Effect.timeoutFail({
+            duration: STARTUP_TIMEOUT,
+            onTimeout: () => new AgentStartError({ reason: step, message: `no answer to ${step} in time` })
+          })
+        )
+
+      const init = yield* rpc("initialize", () =>
+        connection.agent.request("initialize", {
+          protocolVersion: PROTOCOL_VERSION,
+          clientCapabilities: {},
+          clientInfo: { name: "sam-vm-agent", version: "0.1.0" }
+        })
+      )
+      const canLoad = init.agentCapabilities?.loadSession === true
+      const loading = options.loadSessionId !== undefined && canLoad
+      // Updates replayed by session/load are already in the transcript: the incarnation starts muted.
+      const incarnation: Incarnation = {
+        process: agentProcess,
+        connection,
+        acpSessionId: options.loadSessionId ?? "",
+        contextLost: options.loadSessionId !== undefined && !canLoad,
+        scope,
+        muted: true,
+        expectedExit: false
+      }
+      self.current = incarnation
+      for (const line of pending.splice(0)) options.hooks.onGarbage(incarnation, line)
+      if (loading) {
+        yield* rpc("session", () =>
+          connection.agent.request("session/load", {
+            sessionId: options.loadSessionId!,
+            cwd: options.sessionCwd,
+            mcpServers: []
+          })
+        )
+      } else {
+        const created = yield* rpc("session", () =>
+          connection.agent.request("session/new", { cwd: options.sessionCwd, mcpServers: [] })
+        )
+        ;(incarnation as { acpSessionId: string }).acpSessionId = created.sessionId
+      }
+      // Replayed notifications may still be queued behind the response; let them drain while muted.
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      incarnation.muted = false
+      return incarnation
+    })
+    return yield* started.pipe(
+      Effect.onError(() =>
+        Effect.gen(function* () {
+          if (self.current) self.current.expectedExit = true
+          yield* Scope.close(scope, Exit.void)
+        })
+      )
+    )
+  })

@@ -1,0 +1,77 @@
+/** One step of a demo-agent prompt script; see `parseScript`. */
+export type Step =
+  | { readonly _tag: "say"; readonly text: string }
+  | { readonly _tag: "think"; readonly text: string }
+  | { readonly _tag: "plan"; readonly entries: ReadonlyArray<string> }
+  | { readonly _tag: "tool"; readonly title: string }
+  | { readonly _tag: "run"; readonly command: string }
+  | { readonly _tag: "sleep"; readonly ms: number }
+  | { readonly _tag: "ignore-cancel" }
+  | { readonly _tag: "crash" }
+  | { readonly _tag: "garbage" }
+  | { readonly _tag: "recall" }
+  | { readonly _tag: "ask-permission"; readonly title: string }
+  | { readonly _tag: "echo"; readonly text: string }
+
+const keywordOf = (line: string): [string, string] => {
+  const match = /^(\S+)\s*(.*)$/.exec(line)
+  return match ? [match[1]!, match[2]!.trim()] : ["", ""]
+}
+
+const stepOf = (line: string): Step => {
+  const [keyword, rest] = keywordOf(line)
+  switch (keyword) {
+    case "say":
+      return { _tag: "say", text: rest }
+    case "think":
+      return { _tag: "think", text: rest }
+    case "plan":
+      return {
+        _tag: "plan",
+        entries: rest
+          .split("|")
+          .map((entry) => entry.trim())
+          .filter((entry) => entry.length > 0)
+      }
+    case "tool":
+      return { _tag: "tool", title: rest || "tool" }
+    case "run":
+      return { _tag: "run", command: rest }
+    case "sleep": {
+      const ms = Number(rest)
+      return Number.isFinite(ms) && ms >= 0 ? { _tag: "sleep", ms } : { _tag: "echo", text: line }
+    }
+    case "ignore-cancel":
+      return { _tag: "ignore-cancel" }
+    case "crash":
+      return { _tag: "crash" }
+    case "garbage":
+      return { _tag: "garbage" }
+    case "recall":
+      return { _tag: "recall" }
+    case "ask-permission":
+      return { _tag: "ask-permission", title: rest || "permission" }
+    default:
+      return { _tag: "echo", text: line }
+  }
+}
+
+/**
+ * A prompt is a script, one step a line. A line whose first word is not a keyword is echoed back, so a plain
+ * sentence gets a short friendly reply.
+ */
+export const parseScript = (text: string): ReadonlyArray<Step> =>
+  text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0)
+    .map(stepOf)
+
+/** Splits text into a few chunks (at word boundaries) so a reply streams. */
+export const chunksOf = (text: string, count = 3): ReadonlyArray<string> => {
+  const words = text.split(/(?<=\s)/)
+  const size = Math.max(1, Math.ceil(words.length / count))
+  const chunks: Array<string> = []
+  for (let i = 0; i < words.length; i += size) chunks.push(words.slice(i, i + size).join(""))
+  return chunks.length > 0 ? chunks : [text]
+}

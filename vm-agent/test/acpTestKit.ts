@@ -1,0 +1,56 @@
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { Effect, Schedule, type Scope } from "effect"
+import { type AcpSession, AcpSessionHost, type SessionHostOptions } from "../src/acp/AcpSessionHost.js"
+import type { SessionEvent } from "../src/acp/SessionEvent.js"
+import { demoAgentCommand } from "../src/demo/DemoAgentCommand.js"
+
+export interface HostFixture {
+  readonly session: AcpSession
+  readonly events: Array<SessionEvent>
+  readonly dir: string
+}
+
+export const tempDir = () => Fs.mkdtempSync(Path.join(Os.tmpdir(), "sam-acp-"))
+
+/** Runs `body` against a session host driving the real demo agent in a fresh directory. */
+export const withDemoHost = <A, E>(
+  body: (fixture: HostFixture) => Effect.Effect<A, E, Scope.Scope>,
+  options: Partial<SessionHostOptions> & { readonly dir?: string } = {}
+): Promise<A> =>
+  Effect.gen(function* () {
+    const host = yield* AcpSessionHost
+    const dir = options.dir ?? tempDir()
+    const events: Array<SessionEvent> = []
+    const session = yield* host.start({
+      command: demoAgentCommand({ cwd: dir }),
+      cancelGrace: "2 seconds",
+      restartBackoff: "50 millis",
+      ...options,
+      onEvent: (event) => {
+        events.push(event)
+        options.onEvent?.(event)
+      }
+    })
+    return yield* body({ session, events, dir })
+  }).pipe(Effect.scoped, Effect.provide(AcpSessionHost.Default), Effect.runPromise)
+
+/** Polls `condition` until it holds, failing after `timeoutMs`. */
+export const waitUntil = (what: string, condition: () => boolean, timeoutMs = 10_000) =>
+  Effect.suspend(() => (condition() ? Effect.void : Effect.fail("not yet"))).pipe(
+    Effect.retry(Schedule.spaced("20 millis")),
+    Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new Error(`timed out waiting for ${what}`) })
+  )
+
+export const groupAlive = (pgid: number): boolean => {
+  try {
+    process.kill(-pgid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== "ESRCH"
+  }
+}
+
+export const textOf = (events: ReadonlyArray<SessionEvent>): string =>
+  events.flatMap((event) => (event.type === "text" ? [event.text] : [])).join("")

@@ -43,7 +43,10 @@ export const waitUntil = (what: string, condition: () => boolean, timeoutMs = 10
     Effect.timeoutFail({ duration: timeoutMs, onTimeout: () => new Error(`timed out waiting for ${what}`) })
   )
 
-export const groupAlive = (pgid: number): boolean => {
+export { groupAlive } from "../src/acp/AgentProcess.js"
+
+/** `kill(-pgid, 0)` fails with ESRCH only once init has reaped every zombie of the group. */
+export const groupSignalable = (pgid: number): boolean => {
   try {
     process.kill(-pgid, 0)
     return true
@@ -54,3 +57,10 @@ export const groupAlive = (pgid: number): boolean => {
 
 export const textOf = (events: ReadonlyArray<SessionEvent>): string =>
   events.flatMap((event) => (event.type === "text" ? [event.text] : [])).join("")
+
+/** The text a tool call streamed (a shell's output). */
+export const toolOutputOf = (events: ReadonlyArray<SessionEvent>): string =>
+  events
+    .flatMap((event) => (event.type === "tool-call-update" ? event.content : []))
+    .flatMap((content) => (content.type === "content" && content.content.type === "text" ? [content.content.text] : []))
+    .join("")

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process"
+import * as Fs from "node:fs"
 import type { Stream as AcpStream, AnyMessage } from "@agentclientprotocol/sdk"
 import { Deferred, type Duration, Effect, Exit, Schedule, type Scope } from "effect"
 import { AgentStartError } from "./AcpErrors.js"
@@ -25,8 +26,7 @@ export interface AgentProcess {
 const MAX_LINE_BYTES = 16 * 1024 * 1024
 const STDERR_TAIL_BYTES = 4096
 
-/** True while any process of group `pgid` exists (EPERM still means it exists). */
-export const groupAlive = (pgid: number): boolean => {
+const signalable = (pgid: number): boolean => {
   try {
     process.kill(-pgid, 0)
     return true
@@ -34,6 +34,33 @@ export const groupAlive = (pgid: number): boolean => {
     return (error as NodeJS.ErrnoException).code !== "ESRCH"
   }
 }
+
+/** Processes of group `pgid` that are not zombies, from /proc; undefined where there is no /proc. */
+const liveMembers = (pgid: number): number | undefined => {
+  let pids: Array<string>
+  try {
+    pids = Fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name))
+  } catch {
+    return undefined
+  }
+  let live = 0
+  for (const pid of pids) {
+    try {
+      const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      if (Number(pgrp) === pgid && state !== "Z" && state !== "X") live += 1
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return live
+}
+
+/**
+ * True while a process of group `pgid` can still run. Killed orphans stay zombies until init reaps them (which
+ * takes seconds under some inits) and can do nothing, so on Linux they do not count.
+ */
+export const groupAlive = (pgid: number): boolean => signalable(pgid) && (liveMembers(pgid) ?? 1) > 0
 
 const lineFramer = (onMessage: (message: AnyMessage) => void, onGarbage: (line: string) => void) => {
   let buffered = ""

@@ -1,0 +1,99 @@
+import { Effect, Fiber, SubscriptionRef } from "effect"
+import { describe, expect, it } from "vitest"
+import { groupAlive, groupSignalable, textOf, toolOutputOf, waitUntil, withDemoHost } from "./acpTestKit.js"
+
+const GRACE_MS = 2000
+// The shell prints MARKER; the prompt text itself never contains it.
+const LONG_RUN = `run echo BE""GUN; sleep 30; echo MAR""KER`
+
+describe("AcpSessionHost cancel", () => {
+  it("kills the process group of a running shell, drops later output, and keeps the context", () =>
+    withDemoHost(({ session, events }) =>
+      Effect.gen(function* () {
+        const turn = yield* Effect.fork(session.prompt(LONG_RUN))
+        yield* waitUntil("shell output", () => toolOutputOf(events).includes("BEGUN"))
+        const pgid = session.pgid()!
+        expect(groupAlive(pgid)).toBe(true)
+
+        const result = yield* session.cancel()
+        expect(result._tag).toBe("Cancelled")
+        if (result._tag !== "Cancelled") return
+        expect(result.forced).toBe(false)
+        expect(result.stopMs).toBeLessThan(GRACE_MS)
+        expect(groupAlive(pgid)).toBe(false)
+        yield* waitUntil("zombies reaped (ESRCH)", () => !groupSignalable(pgid), 5000)
+        expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
+        expect(yield* SubscriptionRef.get(session.status)).toBe("idle")
+        expect(session.pgid()).not.toBe(pgid)
+
+        yield* session.prompt("recall")
+        expect(textOf(events)).toContain(`1) ${LONG_RUN}`)
+        expect(JSON.stringify(events)).not.toContain("MARKER")
+        const kinds = events.map((event) => event.type)
+        expect(kinds.slice(kinds.indexOf("cancelled"))).toEqual([
+          "cancelled",
+          "turn-ended",
+          "agent-started",
+          "restarted",
+          "prompt-started",
+          ...kinds.slice(kinds.indexOf("prompt-started", kinds.indexOf("cancelled")) + 1)
+        ])
+        expect(events.map((event) => event.seq)).toEqual(events.map((_, i) => i + 1))
+        expect(events.some((event) => event.type === "crashed")).toBe(false)
+      })
+    ))
+
+  it("kills an agent that ignores session/cancel when the grace period ends, and mutes what it says meanwhile", () =>
+    withDemoHost(({ session, events }) =>
+      Effect.gen(function* () {
+        const script = `ignore-cancel\nrun echo BE""GUN; sleep 0.3; echo MAR""KER; sleep 30\nsay MAR""KER`
+        const turn = yield* Effect.fork(session.prompt(script))
+        yield* waitUntil("shell output", () => toolOutputOf(events).includes("BEGUN"))
+        const pgid = session.pgid()!
+
+        const result = yield* session.cancel()
+        expect(result._tag === "Cancelled" && result.forced).toBe(true)
+        if (result._tag !== "Cancelled") return
+        expect(result.stopMs).toBeGreaterThanOrEqual(GRACE_MS - 50)
+        expect(result.stopMs).toBeLessThan(GRACE_MS + 1000)
+        expect(groupAlive(pgid)).toBe(false)
+        yield* waitUntil("zombies reaped (ESRCH)", () => !groupSignalable(pgid), 5000)
+        expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
+        expect(yield* SubscriptionRef.get(session.status)).toBe("idle")
+
+        yield* session.prompt("recall")
+        expect(textOf(events)).toContain("1) ignore-cancel")
+        expect(JSON.stringify(events)).not.toContain("MARKER")
+      })
+    ))
+
+  it("does not spend the crash-restart budget on cancels", () =>
+    withDemoHost(
+      ({ session, events }) =>
+        Effect.gen(function* () {
+          for (let i = 0; i < 2; i++) {
+            const turn = yield* Effect.fork(session.prompt("sleep 30000"))
+            yield* waitUntil("prompt running", () => events.filter((e) => e.type === "prompt-started").length === i + 1)
+            expect((yield* session.cancel())._tag).toBe("Cancelled")
+            yield* Fiber.join(turn)
+          }
+          const result = yield* session.prompt("say still going")
+          expect(result.stopReason).toBe("end_turn")
+          expect(events.filter((event) => event.type === "restarted").length).toBe(2)
+          expect(events.some((event) => event.type === "failed")).toBe(false)
+        }),
+      { restartBudget: 1 }
+    ))
+
+  it("answers pending permission requests with cancelled on cancel", () =>
+    withDemoHost(({ session, events }) =>
+      Effect.gen(function* () {
+        const turn = yield* Effect.fork(session.prompt("ask-permission Deploy"))
+        yield* waitUntil("permission request", () => events.some((event) => event.type === "permission-requested"))
+        expect((yield* session.cancel())._tag).toBe("Cancelled")
+        expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
+        const resolved = events.find((event) => event.type === "permission-resolved")
+        expect(resolved?.type === "permission-resolved" && resolved.outcome).toBe("cancelled")
+      })
+    ))
+})

@@ -1,0 +1,148 @@
+import { spawn } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { Readable, Writable } from "node:stream"
+import {
+  type ClientConnection,
+  client,
+  ndJsonStream,
+  PROTOCOL_VERSION,
+  type SessionUpdate
+} from "@agentclientprotocol/sdk"
+import { afterEach, describe, expect, it } from "vitest"
+import { demoAgentCommand } from "../src/demo/DemoAgentCommand.js"
+import { chunksOf, parseScript } from "../src/demo/Script.js"
+import { tempDir } from "./acpTestKit.js"
+
+describe("demo agent script", () => {
+  it("parses keywords, and echoes lines without one", () => {
+    expect(parseScript("say hi there\n\n  plan a | b |  c \nsleep 10\nsleep soon\nhello")).toEqual([
+      { _tag: "say", text: "hi there" },
+      { _tag: "plan", entries: ["a", "b", "c"] },
+      { _tag: "sleep", ms: 10 },
+      { _tag: "echo", text: "sleep soon" },
+      { _tag: "echo", text: "hello" }
+    ])
+    expect(parseScript("run sleep 30; echo x\nignore-cancel\ncrash")).toEqual([
+      { _tag: "run", command: "sleep 30; echo x" },
+      { _tag: "ignore-cancel" },
+      { _tag: "crash" }
+    ])
+  })
+
+  it("streams a reply in several chunks that add up to the text", () => {
+    const chunks = chunksOf("one two three four five six")
+    expect(chunks.length).toBeGreaterThan(1)
+    expect(chunks.join("")).toBe("one two three four five six")
+  })
+})
+
+interface Agent {
+  readonly connection: ClientConnection
+  readonly updates: Array<SessionUpdate>
+  readonly exited: Promise<number | null>
+}
+
+const running: Array<() => void> = []
+afterEach(() => {
+  for (const kill of running.splice(0)) kill()
+})
+
+/** The demo agent driven directly through the SDK's client side, without the session host. */
+const startAgent = async (cwd: string, stateDir: string): Promise<Agent> => {
+  const command = demoAgentCommand({ cwd, env: { SAM_DEMO_AGENT_STATE_DIR: stateDir } })
+  const child = spawn(command.argv[0], command.argv.slice(1), {
+    cwd,
+    env: { ...process.env, ...command.env },
+    stdio: ["pipe", "pipe", "inherit"],
+    detached: true
+  })
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+  running.push(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL")
+    } catch {
+      // Already gone.
+    }
+  })
+  const updates: Array<SessionUpdate> = []
+  const connection = client()
+    .onNotification("session/update", ({ params }) => {
+      updates.push(params.update)
+    })
+    .connect(
+      ndJsonStream(
+        Writable.toWeb(child.stdin) as WritableStream<Uint8Array>,
+        Readable.toWeb(child.stdout) as ReadableStream<Uint8Array>
+      )
+    )
+  await connection.agent.request("initialize", { protocolVersion: PROTOCOL_VERSION, clientCapabilities: {} })
+  return { connection, updates, exited }
+}
+
+const said = (updates: ReadonlyArray<SessionUpdate>) =>
+  updates
+    .flatMap((u) => (u.sessionUpdate === "agent_message_chunk" && u.content.type === "text" ? [u.content.text] : []))
+    .join("")
+
+describe("demo agent over ACP", () => {
+  it("runs a shell command in the session cwd and streams its output as a tool call", async () => {
+    const cwd = tempDir()
+    Fs.writeFileSync(Path.join(cwd, "hello.txt"), "hi from the workspace")
+    const agent = await startAgent(cwd, tempDir())
+    const { sessionId } = await agent.connection.agent.request("session/new", { cwd, mcpServers: [] })
+    const response = await agent.connection.agent.request("session/prompt", {
+      sessionId,
+      prompt: [{ type: "text", text: "run cat hello.txt; exit 2" }]
+    })
+    expect(response.stopReason).toBe("end_turn")
+    const output = agent.updates.flatMap((u) =>
+      u.sessionUpdate === "tool_call_update"
+        ? (u.content ?? []).map((c) => (c.type === "content" && c.content.type === "text" ? c.content.text : ""))
+        : []
+    )
+    expect(output.join("")).toContain("hi from the workspace")
+    expect(agent.updates.at(-1)).toMatchObject({
+      sessionUpdate: "tool_call_update",
+      status: "failed",
+      rawOutput: { exitCode: 2 }
+    })
+  })
+
+  it("stops a running step on session/cancel and returns cancelled", async () => {
+    const cwd = tempDir()
+    const agent = await startAgent(cwd, tempDir())
+    const { sessionId } = await agent.connection.agent.request("session/new", { cwd, mcpServers: [] })
+    const startedAt = Date.now()
+    const turn = agent.connection.agent.request("session/prompt", {
+      sessionId,
+      prompt: [{ type: "text", text: "run sleep 30\nsay never" }]
+    })
+    while (!agent.updates.some((u) => u.sessionUpdate === "tool_call")) await new Promise((r) => setTimeout(r, 10))
+    await agent.connection.agent.notify("session/cancel", { sessionId })
+    expect((await turn).stopReason).toBe("cancelled")
+    expect(Date.now() - startedAt).toBeLessThan(10_000)
+    expect(said(agent.updates)).toBe("")
+  })
+
+  it("remembers a session's prompts across a restart through session/load", async () => {
+    const cwd = tempDir()
+    const stateDir = tempDir()
+    const first = await startAgent(cwd, stateDir)
+    const { sessionId } = await first.connection.agent.request("session/new", { cwd, mcpServers: [] })
+    await first.connection.agent.request("session/prompt", { sessionId, prompt: [{ type: "text", text: "say one" }] })
+    await first.connection.agent
+      .request("session/prompt", { sessionId, prompt: [{ type: "text", text: "crash" }] })
+      .catch(() => undefined)
+    expect(await first.exited).toBe(3)
+
+    const second = await startAgent(cwd, stateDir)
+    await second.connection.agent.request("session/load", { sessionId, cwd, mcpServers: [] })
+    expect(second.updates.map((u) => u.sessionUpdate)).toEqual(["user_message_chunk", "user_message_chunk"])
+    await second.connection.agent.request("session/prompt", { sessionId, prompt: [{ type: "text", text: "recall" }] })
+    expect(said(second.updates)).toBe("Earlier prompts: 1) say one 2) crash")
+    await expect(
+      second.connection.agent.request("session/load", { sessionId: "demo_unknown", cwd, mcpServers: [] })
+    ).rejects.toThrow()
+  })
+})

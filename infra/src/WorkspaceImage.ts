@@ -1,4 +1,4 @@
-import { mkdir, rename, rm, stat } from "node:fs/promises"
+import { mkdir, readdir, rename, rm, stat } from "node:fs/promises"
 import { homedir } from "node:os"
 import { join } from "node:path"
 import { Effect } from "effect"
@@ -8,12 +8,23 @@ import { ensureCommand, isRoot, run } from "./Host.js"
 import { StackError } from "./StackError.js"
 
 /** Bump when the package list below changes: a new version builds a new rootfs and image. */
-export const VERSION = "1"
+export const VERSION = "2"
 export const REPO = "sam-workspace"
 export const TAG = `${REPO}:${VERSION}`
 export const SUITE = "bookworm"
 export const MIRROR = "http://deb.debian.org/debian"
 export const PACKAGES = ["git", "ca-certificates", "bash", "coreutils", "procps"]
+
+/** Left out of the image: package caches and lists, docs, man pages, translations (half its size; vfs copies it per container). */
+export const EXCLUDES = [
+  "./var/cache/apt/archives/*.deb",
+  "./var/cache/apt/*.bin",
+  "./var/lib/apt/lists/*_*",
+  "./usr/share/doc/*",
+  "./usr/share/man/*",
+  "./usr/share/info/*",
+  "./usr/share/locale/*"
+]
 
 export interface ImageOptions {
   readonly cacheDir?: string
@@ -73,10 +84,15 @@ export const ensureRootfs = Effect.fn("WorkspaceImage.ensureRootfs")(function* (
     }
   )
   onProgress(`debootstrap done in ${Math.round((Date.now() - started) / 1000)} s; packing ${tarball}`)
-  yield* run("image", "tar", ["-C", rootfs, "-cf", `${tarball}.partial`, "."])
+  const excludes = EXCLUDES.map((pattern) => `--exclude=${pattern}`)
+  yield* run("image", "tar", ["-C", rootfs, ...excludes, "-cf", `${tarball}.partial`, "."])
   yield* fsStep(`cannot store ${tarball}`, async () => {
     await rename(`${tarball}.partial`, tarball)
     await rm(rootfs, { recursive: true, force: true })
+    const stale = (await readdir(cacheDir)).filter(
+      (n) => n.startsWith(`${REPO}-`) && !n.startsWith(`${REPO}-${VERSION}.`)
+    )
+    for (const name of stale) await rm(join(cacheDir, name), { recursive: true, force: true })
   })
   return tarball
 })

@@ -1,0 +1,200 @@
+import { dirname, join, posix, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import Docker from "dockerode"
+import { Effect, Layer } from "effect"
+import { type BootLog, lineSplitter } from "./internal/bootLog.js"
+import { startExec } from "./internal/dockerExec.js"
+import { collect, makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
+import { hashSpec, makeRecords } from "./internal/records.js"
+import { localPath, localRepository } from "./internal/repository.js"
+import { tarFiles } from "./internal/tar.js"
+import type { Capabilities, WorkspaceRuntimeService, WorkspaceSpec } from "./WorkspaceRuntime.js"
+import { WorkspaceRuntime } from "./WorkspaceRuntime.js"
+
+/** The image `infra/src/WorkspaceImage.ts` builds (Debian bookworm, git; no node). */
+export const DEFAULT_IMAGE = "sam-workspace:2"
+const WORKSPACE = "/workspace"
+const SOURCE = "/opt/sam/source"
+const PATH = "/opt/sam/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+export interface DockerRuntimeOptions {
+  /** the node's data directory: workspace records live in `<dataDir>/workspaces/.records` */
+  readonly dataDir: string
+  /** the engine's socket; default: DOCKER_HOST (unix://…) or /var/run/docker.sock */
+  readonly socketPath?: string
+  readonly image?: string
+  /** mounted read-only at /opt/sam/bin/node: the host's node, which matches the image's glibc */
+  readonly nodeBinary?: string
+  /** mounted read-only at /opt/sam/app: our code, so agents can run inside */
+  readonly appDir?: string
+}
+
+export const defaultSocketPath = (env: NodeJS.ProcessEnv = process.env) =>
+  env.DOCKER_HOST?.startsWith("unix://") ? env.DOCKER_HOST.slice("unix://".length) : "/var/run/docker.sock"
+
+const defaultAppDir = () => resolve(dirname(fileURLToPath(import.meta.url)), "../../..")
+
+const step = (name: string) => (cause: unknown) =>
+  new ProvisionError({ step: name, message: cause instanceof Error ? cause.message : String(cause) })
+
+const containerName = (workspaceId: string) => `sam-ws-${workspaceId}`
+
+/** Docker answers and has the workspace image: the vm-agent reports this as its `docker` capability. */
+export const probeDocker = (options: { readonly socketPath?: string; readonly image?: string } = {}) =>
+  Effect.gen(function* () {
+    const socketPath = options.socketPath ?? defaultSocketPath()
+    const image = options.image ?? DEFAULT_IMAGE
+    const docker = new Docker({ socketPath })
+    const ping = yield* Effect.tryPromise(() => docker.ping()).pipe(Effect.either)
+    if (ping._tag === "Left") {
+      return { docker: false, dockerReason: `no Docker engine answers on ${socketPath}`, hostRuntime: true }
+    }
+    const found = yield* Effect.tryPromise(() => docker.getImage(image).inspect()).pipe(Effect.either)
+    if (found._tag === "Left") {
+      return { docker: false, dockerReason: `the engine has no image ${image}`, hostRuntime: true }
+    }
+    return { docker: true, hostRuntime: true, image } satisfies Capabilities
+  }).pipe(Effect.withSpan("DockerRuntime.probe")) as Effect.Effect<Capabilities>
+
+export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRuntimeService => {
+  const socketPath = options.socketPath ?? defaultSocketPath()
+  const docker = new Docker({ socketPath })
+  const image = options.image ?? DEFAULT_IMAGE
+  const nodeBinary = options.nodeBinary ?? process.execPath
+  const appDir = options.appDir ?? defaultAppDir()
+  const records = makeRecords(join(resolve(options.dataDir), "workspaces", ".records"))
+  const container = (id: string) => docker.getContainer(containerName(id))
+
+  const removeContainer = (id: string) =>
+    Effect.tryPromise({
+      try: () => container(id).remove({ force: true, v: true }),
+      catch: step("delete")
+    }).pipe(
+      Effect.catchIf(
+        (e) => /no such container|404/i.test(e.message),
+        () => Effect.void
+      )
+    )
+
+  const inContainer = (id: string, name: string, argv: ReadonlyArray<string>, log: BootLog) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const proc = yield* Effect.acquireRelease(startExec(docker, container(id), argv, { cwd: "/" }), (p) =>
+          p.kill("SIGKILL")
+        ).pipe(Effect.mapError(step(name)))
+        const tail: Array<string> = []
+        const lines = lineSplitter((line) => {
+          tail.push(line)
+          if (tail.length > 6) tail.shift()
+          Effect.runFork(log(name, "info", line))
+        })
+        proc.stdout.on("data", lines.push)
+        proc.stderr.on("data", lines.push)
+        const result = yield* collect(proc)
+        lines.flush()
+        if (result.exitCode !== 0) {
+          return yield* new ProvisionError({
+            step: name,
+            message: `${argv[0]} exited with ${result.exitCode}: ${tail.join(" | ")}`
+          })
+        }
+      })
+    )
+
+  const provision = (spec: WorkspaceSpec, log: BootLog) =>
+    Effect.gen(function* () {
+      const id = spec.workspaceId
+      yield* Effect.tryPromise({ try: () => docker.getImage(image).inspect(), catch: step("image") }).pipe(
+        Effect.mapError(
+          () =>
+            new ProvisionError({
+              step: "image",
+              message: `the Docker engine has no image ${image} (build it with infra's WorkspaceImage.ensure)`
+            })
+        )
+      )
+      const source = yield* localRepository(spec.repoUrl)
+      const local = localPath(spec.repoUrl) !== undefined
+      yield* removeContainer(id)
+      const binds = [`${nodeBinary}:/opt/sam/bin/node:ro`, `${appDir}:/opt/sam/app:ro`]
+      if (local) binds.push(`${source}:${SOURCE}:ro`)
+      const created = yield* Effect.tryPromise({
+        try: () =>
+          docker.createContainer({
+            name: containerName(id),
+            Image: image,
+            Cmd: ["sleep", "infinity"],
+            WorkingDir: WORKSPACE,
+            Env: [`PATH=${PATH}`, "HOME=/root", "LANG=C.UTF-8", ...spec.env.map((e) => `${e.name}=${e.value}`)],
+            Labels: { "sam.workspace": id, "sam.hash": hashSpec(spec) },
+            HostConfig: { NetworkMode: spec.network, Init: true, Binds: binds }
+          }),
+        catch: step("container")
+      })
+      yield* Effect.tryPromise({ try: () => created.start(), catch: step("container") })
+      yield* log("container", "completed", `container ${containerName(id)} started (network ${spec.network})`)
+
+      yield* log("clone", "started", `cloning ${spec.repoUrl}${spec.branch ? ` (branch ${spec.branch})` : ""}`)
+      const branch = spec.branch ? ["--branch", spec.branch] : []
+      yield* inContainer(
+        id,
+        "clone",
+        ["git", "clone", "--progress", ...branch, "--", local ? SOURCE : spec.repoUrl, WORKSPACE],
+        log
+      )
+      yield* log("clone", "completed", "repository cloned")
+
+      if (spec.files.length > 0) {
+        const archive = yield* Effect.try({
+          try: () =>
+            tarFiles(
+              spec.files.map((f) => ({
+                ...f,
+                path: f.path.startsWith("~/") ? posix.join("/root", f.path.slice(2)) : posix.resolve(WORKSPACE, f.path)
+              }))
+            ),
+          catch: step("files")
+        })
+        yield* Effect.tryPromise({ try: () => created.putArchive(archive, { path: "/" }), catch: step("files") })
+        yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)
+      }
+      if (spec.env.length > 0) {
+        yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
+      }
+    })
+
+  const provisioner: Provisioner = {
+    kind: "docker",
+    pathOf: () => WORKSPACE,
+    provision,
+    halt: (record) =>
+      Effect.tryPromise({ try: () => container(record.workspaceId).stop({ t: 5 }), catch: step("stop") }).pipe(
+        Effect.catchIf(
+          (e) => /already stopped|304/i.test(e.message),
+          () => Effect.void
+        )
+      ),
+    resume: (record) =>
+      Effect.tryPromise({ try: () => container(record.workspaceId).start(), catch: step("start") }).pipe(
+        Effect.catchIf(
+          (e) => /already started|304/i.test(e.message),
+          () => Effect.void
+        )
+      ),
+    destroy: removeContainer,
+    spawn: (record, id, argv, opts) =>
+      Effect.acquireRelease(
+        startExec(docker, container(id), argv, {
+          cwd: opts?.cwd ? posix.resolve(record.path, opts.cwd) : record.path,
+          env: opts?.env
+        }),
+        (proc) => proc.kill("SIGKILL")
+      )
+  }
+
+  const lifecycle = makeLifecycle(records, provisioner)
+  return { ...lifecycle, capabilities: () => probeDocker({ socketPath, image }) }
+}
+
+export const layerDocker = (options: DockerRuntimeOptions) =>
+  Layer.sync(WorkspaceRuntime, () => makeDockerRuntime(options))

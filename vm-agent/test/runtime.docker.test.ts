@@ -1,0 +1,76 @@
+import { rm } from "node:fs/promises"
+import { join } from "node:path"
+import { Effect, Exit, Scope } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import * as DockerEngine from "../../infra/src/DockerEngine.js"
+import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
+import { makeDockerRuntime, probeDocker } from "../src/runtime/DockerRuntime.js"
+import type { WorkspaceRuntimeService } from "../src/runtime/WorkspaceRuntime.js"
+import { makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
+
+/**
+ * A dockerd of our own on a socket in a temporary directory, with the workspace image imported from
+ * the cached rootfs. When no engine can be had here the suite is skipped with the reason, unless
+ * `sam test` prepared one (SAM_DOCKER_READY=1): then a failure to start it fails the run.
+ */
+const dir = await tempDir("sam-docker-")
+const scope = Effect.runSync(Scope.make())
+const started = Date.now()
+const engine = await Effect.runPromise(
+  Effect.gen(function* () {
+    const engine = yield* DockerEngine.start({ dir: join(dir, "engine"), onProgress: () => {} })
+    const image = yield* WorkspaceImage.ensure(engine, {
+      onProgress: (line) => process.stdout.write(`[docker runtime test] ${line}\n`)
+    })
+    return { socketPath: engine.socketPath, image }
+  }).pipe(Scope.extend(scope), Effect.either)
+)
+const skipReason = engine._tag === "Left" ? `no Docker engine: ${engine.left.message}` : undefined
+if (skipReason && process.env.SAM_DOCKER_READY === "1")
+  throw new Error(`the prepared Docker engine failed: ${skipReason}`)
+if (skipReason) console.warn(`[docker runtime test] SKIPPED: ${skipReason}`)
+else process.stdout.write(`[docker runtime test] engine and image ready in ${Date.now() - started} ms\n`)
+
+afterAll(async () => {
+  await Effect.runPromise(Scope.close(scope, Exit.void))
+  await rm(dir, { recursive: true, force: true })
+})
+
+describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReason})` : ""}`, () => {
+  const socketPath = engine._tag === "Right" ? engine.right.socketPath : ""
+  const image = engine._tag === "Right" ? engine.right.image : ""
+  const make = () => makeDockerRuntime({ dataDir: join(dir, "node"), socketPath, image })
+  const runtime: WorkspaceRuntimeService = make()
+  let repo = ""
+  const ready = makeRepo(join(dir, "repo")).then((path) => {
+    repo = path
+  })
+
+  it("reports Docker as available with the workspace image", async () => {
+    await ready
+    expect(await run(probeDocker({ socketPath }))).toEqual({
+      docker: true,
+      hostRuntime: true,
+      image: WorkspaceImage.TAG
+    })
+    expect((await run(probeDocker({ socketPath: join(dir, "nothing.sock") }))).docker).toBe(false)
+  })
+
+  runtimeContract({ runtime: () => runtime, restarted: make, repo: () => repo })
+
+  it("the container has no network, and node runs inside through the read-only mount", async () => {
+    const started = Date.now()
+    const info = await run(runtime.create(spec("ws_net", repo)))
+    process.stdout.write(`[docker runtime test] create (docker) in ${Date.now() - started} ms\n`)
+    expect(info.status, info.reason).toBe("running")
+    const exec = (argv: Array<string>) => run(runtime.exec("ws_net", argv))
+    expect((await exec(["ls", "/sys/class/net"])).stdout.trim()).toBe("lo")
+    expect((await exec(["node", "--version"])).stdout.trim()).toBe(process.version)
+    const dial = "require('net').connect(53, '8.8.8.8').on('error', (e) => console.log(e.code))"
+    expect((await exec(["node", "-e", dial])).stdout.trim()).toBe("ENETUNREACH")
+    expect((await exec(["ls", "/opt/sam/app/vm-agent/package.json"])).exitCode).toBe(0)
+    const write = await exec(["sh", "-c", "touch /opt/sam/app/x 2>&1; touch /opt/sam/bin/node 2>&1"])
+    expect(write.stdout).toMatch(/Read-only file system/)
+    await run(runtime.delete("ws_net"))
+  })
+})

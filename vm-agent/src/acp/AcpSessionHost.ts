@@ -43,8 +43,8 @@ export interface AcpSession {
   /** Process group id of the agent now running (its pid), if one is. */
   readonly pgid: () => number | undefined
   readonly status: SubscriptionRef.SubscriptionRef<SessionStatus>
-  /** Live events from the moment the stream is run; `onEvent` sees every event. */
-  readonly events: Stream.Stream<SessionEvent>
+  /** A stream of the events from the moment of subscribing, for as long as the scope; `onEvent` sees them all. */
+  readonly subscribe: Effect.Effect<Stream.Stream<SessionEvent>, never, Scope.Scope>
   /** Runs one turn; waits while the agent (re)starts. Succeeds with `cancelled` when the turn was cancelled. */
   readonly prompt: (text: string) => Effect.Effect<{ readonly stopReason: StopReason }, PromptError>
   readonly cancel: () => Effect.Effect<CancelResult>
@@ -288,7 +288,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     acpSessionId: () => acpSessionId ?? "",
     pgid: () => current?.process.pid,
     status,
-    events: Stream.fromPubSub(pubsub),
+    subscribe: Effect.map(PubSub.subscribe(pubsub), (queue) => Stream.fromQueue(queue)),
     prompt,
     cancel,
     answerPermission: (requestId, optionId) => Effect.sync(() => desk.answer(requestId, optionId)),

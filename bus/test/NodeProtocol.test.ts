@@ -43,18 +43,13 @@ describe("node protocol", () => {
     expect(decoded._tag === "Malformed" && decoded.malformed.reason).toBe("unknown-type")
   })
 
-  it("accepts each kind of session update and refuses an unknown one", () => {
+  it("carries session events of the known kinds, bounded in size", () => {
     const sessionId = makeId("sess")
-    const updates: Array<Parameters<typeof NodeProtocol.SessionUpdate.make>[0]["update"]> = [
-      { kind: "text", text: "hi" },
-      { kind: "plan", entries: [{ content: "a", status: "pending" }] },
-      { kind: "tool_call", toolCallId: "t1", title: "ls", status: "completed", output: "a\nb" }
-    ]
-    for (const update of updates) {
-      expect(() => NodeProtocol.SessionUpdate.make({ sessionId, nodeSeq: 1, promptEpoch: 1, update })).not.toThrow()
-    }
-    expect(() =>
-      NodeProtocol.SessionUpdate.make({ sessionId, nodeSeq: 1, promptEpoch: 1, update: { kind: "dance" } as never })
-    ).toThrow()
+    const event = (e: Record<string, unknown>) => () =>
+      NodeProtocol.SessionEvent.make({ sessionId, nodeSeq: 1, promptEpoch: 1, event: e as never })
+    expect(event({ type: "text", text: "hi" })).not.toThrow()
+    expect(event({ type: "tool-call", toolCallId: "t1", title: "ls", content: [] })).not.toThrow()
+    expect(event({ type: "dance" })).toThrow()
+    expect(event({ type: "text", text: "x".repeat(300_000) })).toThrow(/256 kB/)
   })
 })

@@ -1,7 +1,7 @@
 import { z } from "zod"
 import { defineMessage, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
-import { Activity, PlanEntry } from "./SessionState.js"
+import { Activity } from "./SessionState.js"
 
 /**
  * The protocol between the control plane and a node's vm-agent (design §4): commands on
@@ -137,31 +137,39 @@ export const BootLog = defineMessage(
   { durable: true }
 )
 
-export const SessionUpdate = defineMessage(
-  "session.update",
+/** What the agent did, as the node's session host saw it (text, thought, plan, tool call, lifecycle). */
+export const SessionEventKind = z.enum([
+  "agent-started",
+  "prompt-started",
+  "text",
+  "thought",
+  "plan",
+  "tool-call",
+  "tool-call-update",
+  "permission-requested",
+  "permission-resolved",
+  "update",
+  "turn-ended",
+  "turn-failed",
+  "cancelled",
+  "crashed",
+  "restarted",
+  "failed",
+  "stopped",
+  "agent-output-ignored"
+])
+
+export const SessionEvent = defineMessage(
+  "session.event",
   z.object({
     sessionId: SessionId,
-    /** the node's own order of updates within one agent run; the session actor assigns the persisted seq */
+    /** the node's order of events for this session; the session actor assigns the persisted seq */
     nodeSeq: z.number().int().positive(),
     promptEpoch: z.number().int().nonnegative(),
-    update: z.discriminatedUnion("kind", [
-      z.object({ kind: z.literal("text"), text: z.string().max(100_000) }),
-      z.object({ kind: z.literal("thought"), text: z.string().max(100_000) }),
-      z.object({ kind: z.literal("plan"), entries: z.array(PlanEntry).max(200) }),
-      z.object({
-        kind: z.literal("tool_call"),
-        toolCallId: z.string().max(256),
-        title: z.string().max(1000),
-        status: z.enum(["pending", "in_progress", "completed", "failed"]),
-        output: z.string().max(100_000).optional()
-      }),
-      z.object({
-        kind: z.literal("permission"),
-        requestId: z.string().max(256),
-        title: z.string().max(1000),
-        options: z.array(z.string().max(200)).max(10)
-      })
-    ])
+    event: z
+      .object({ type: SessionEventKind })
+      .catchall(z.unknown())
+      .refine((event) => JSON.stringify(event).length <= 256_000, "session event larger than 256 kB")
   }),
   { durable: true }
 )
@@ -200,7 +208,7 @@ export const agentReports = registry(
   NodeReady,
   WorkspaceStatusReport,
   BootLog,
-  SessionUpdate,
+  SessionEvent,
   SessionActivity,
   TaskResult
 )

@@ -97,10 +97,12 @@ describe("AcpSessionHost with the demo agent", () => {
 
   it("loads an earlier session in a new host, which remembers its prompts", async () => {
     let sessionId = ""
-    const dir = await withDemoHost(({ session, dir }) =>
+    let lastSeq = 0
+    const dir = await withDemoHost(({ session, dir, events }) =>
       Effect.gen(function* () {
         yield* session.prompt("say remember the blue door")
         sessionId = session.acpSessionId()
+        lastSeq = events.at(-1)!.seq
         return dir
       })
     )
@@ -108,11 +110,12 @@ describe("AcpSessionHost with the demo agent", () => {
       ({ session, events }) =>
         Effect.gen(function* () {
           expect(session.acpSessionId()).toBe(sessionId)
+          expect(events[0]).toMatchObject({ type: "agent-started", loaded: true, seq: lastSeq + 1 })
           yield* session.prompt("recall")
           expect(textOf(events)).toContain("1) say remember the blue door")
           expect(events.some((event) => event.type === "update")).toBe(false)
         }),
-      { dir, resumeSessionId: sessionId }
+      { dir, resumeSessionId: sessionId, lastSeq }
     )
   })
 

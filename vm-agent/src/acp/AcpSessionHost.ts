@@ -27,6 +27,8 @@ export interface SessionHostOptions {
   readonly restartBackoff?: Duration.DurationInput
   /** `auto-approve` answers permission requests at once with the first allowing option. Default `ask`. */
   readonly permissions?: "ask" | "auto-approve"
+  /** The last `seq` this session reported before (when a new host takes a session over); numbering goes on from it. */
+  readonly lastSeq?: number
   /** Called synchronously with every event, in `seq` order, from the first one on. */
   readonly onEvent?: (event: SessionEvent) => void
 }
@@ -69,7 +71,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
   const pubsub = yield* PubSub.unbounded<SessionEvent>()
   const status = yield* SubscriptionRef.make<SessionStatus>("starting")
   const lock = yield* Effect.makeSemaphore(1)
-  let seq = 0
+  let seq = options.lastSeq ?? 0
   let current: Incarnation | undefined
   let acpSessionId = options.resumeSessionId
   let crashRestarts = 0
@@ -175,41 +177,43 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       prompt: [{ type: "text", text }]
     })
     response.catch(() => undefined)
-    const current_: Turn = { incarnation, response, cancelling: false }
-    turn = current_
-    const outcome = yield* Effect.raceFirst(
+    const active: Turn = { incarnation, response, cancelling: false }
+    turn = active
+    const answer = yield* Effect.raceFirst(
       Effect.tryPromise(() => response).pipe(Effect.either),
-      Deferred.await(incarnation.process.exit)
+      Deferred.await(incarnation.process.exit).pipe(Effect.as(undefined))
     )
-    if ("_tag" in outcome && outcome._tag === "Left") {
-      // A closed connection rejects the request just before the exit event arrives.
+    if (answer?._tag === "Left") {
+      // A dying agent closes the connection, which rejects the request just before its exit event arrives.
       yield* Deferred.await(incarnation.process.exit).pipe(Effect.timeout("1 second"), Effect.ignore)
     }
-    if (current_.cancelling) {
+    if (active.cancelling) {
+      // The cancel holds the lock until the agent is back.
       yield* lock.withPermits(1)(Effect.void)
       return { stopReason: "cancelled" as const }
     }
-    const exit = yield* Deferred.poll(incarnation.process.exit)
-    if (Option.isSome(exit)) {
-      if (turn === current_) turn = undefined
-      const { exitCode, signal } = yield* exit.value
+    const exited = yield* Deferred.poll(incarnation.process.exit)
+    if (Option.isSome(exited)) {
+      if (turn === active) turn = undefined
+      const { exitCode, signal } = yield* exited.value
       if (incarnation.expectedExit) return yield* new PromptRejected({ reason: "stopped", message: "session stopped" })
       return yield* new AgentCrashed({ exitCode, signal, message: `agent exited with code ${exitCode} (${signal})` })
     }
+    // Updates sent just before the answer may still be in flight through the SDK's handlers.
     yield* flushMacrotask
     return yield* lock.withPermits(1)(
       Effect.gen(function* () {
-        if (current_.cancelling) return { stopReason: "cancelled" as const }
+        if (active.cancelling) return { stopReason: "cancelled" as const }
         turn = undefined
         yield* SubscriptionRef.set(status, "idle")
-        if ("_tag" in outcome && outcome._tag === "Left") {
-          const error = outcome.left.error as { message?: string; code?: number }
-          emit({ type: "turn-failed", message: String(error?.message ?? error) })
-          return yield* new AgentProtocolError({ message: String(error?.message ?? error), code: error?.code ?? 0 })
+        if (answer === undefined || answer._tag === "Left") {
+          const error = (answer?.left.error ?? {}) as { readonly message?: string; readonly code?: number }
+          const message = String(error.message ?? error)
+          emit({ type: "turn-failed", message })
+          return yield* new AgentProtocolError({ message, code: error.code ?? 0 })
         }
-        const stopReason = "_tag" in outcome ? outcome.right.stopReason : "end_turn"
-        emit({ type: "turn-ended", stopReason })
-        return { stopReason }
+        emit({ type: "turn-ended", stopReason: answer.right.stopReason })
+        return { stopReason: answer.right.stopReason }
       })
     )
   })

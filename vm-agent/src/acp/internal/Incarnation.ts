@@ -99,12 +99,24 @@ export const startIncarnation = (options: {
         })
       )
       const canLoad = init.agentCapabilities?.loadSession === true
-      const loading = options.loadSessionId !== undefined && canLoad
-      // Updates replayed by session/load are already in the transcript: the incarnation starts muted.
+      // Until the incarnation exists, nothing the agent says is reported: session/load replays the conversation,
+      // which is already in the transcript.
+      let acpSessionId: string
+      if (options.loadSessionId !== undefined && canLoad) {
+        acpSessionId = options.loadSessionId
+        yield* rpc("session", () =>
+          connection.agent.request("session/load", { sessionId: acpSessionId, cwd: options.sessionCwd, mcpServers: [] })
+        )
+      } else {
+        const created = yield* rpc("session", () =>
+          connection.agent.request("session/new", { cwd: options.sessionCwd, mcpServers: [] })
+        )
+        acpSessionId = created.sessionId
+      }
       const incarnation: Incarnation = {
         process: agentProcess,
         connection,
-        acpSessionId: options.loadSessionId ?? "",
+        acpSessionId,
         contextLost: options.loadSessionId !== undefined && !canLoad,
         scope,
         muted: true,
@@ -112,21 +124,7 @@ export const startIncarnation = (options: {
       }
       self.current = incarnation
       for (const line of pending.splice(0)) options.hooks.onGarbage(incarnation, line)
-      if (loading) {
-        yield* rpc("session", () =>
-          connection.agent.request("session/load", {
-            sessionId: options.loadSessionId!,
-            cwd: options.sessionCwd,
-            mcpServers: []
-          })
-        )
-      } else {
-        const created = yield* rpc("session", () =>
-          connection.agent.request("session/new", { cwd: options.sessionCwd, mcpServers: [] })
-        )
-        ;(incarnation as { acpSessionId: string }).acpSessionId = created.sessionId
-      }
-      // Replayed notifications may still be queued behind the response; let them drain while muted.
+      // Replayed updates may still be queued behind the answer; they drain while muted.
       yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
       incarnation.muted = false
       return incarnation
@@ -134,7 +132,6 @@ export const startIncarnation = (options: {
     return yield* started.pipe(
       Effect.onError(() =>
         Effect.gen(function* () {
-          if (self.current) self.current.expectedExit = true
           yield* Scope.close(scope, Exit.void)
         })
       )

@@ -6,7 +6,7 @@ import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { makeDockerRuntime, probeDocker } from "../src/runtime/DockerRuntime.js"
 import type { WorkspaceRuntimeService } from "../src/runtime/WorkspaceRuntime.js"
-import { makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
+import { makeRepo, run, runtimeContract, tempDir } from "./runtimeFixtures.js"
 
 /**
  * A dockerd of our own on a socket in a temporary directory, with the workspace image imported from
@@ -56,14 +56,11 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
     expect((await run(probeDocker({ socketPath: join(dir, "nothing.sock") }))).docker).toBe(false)
   })
 
-  runtimeContract({ runtime: () => runtime, restarted: make, repo: () => repo })
+  const contract = runtimeContract({ runtime: () => runtime, restarted: make, repo: () => repo })
+  const ws = contract.workspaceId
 
   it("the container has no network, and node runs inside through the read-only mount", async () => {
-    const started = Date.now()
-    const info = await run(runtime.create(spec("ws_net", repo)))
-    process.stdout.write(`[docker runtime test] create (docker) in ${Date.now() - started} ms\n`)
-    expect(info.status, info.reason).toBe("running")
-    const exec = (argv: Array<string>) => run(runtime.exec("ws_net", argv))
+    const exec = (argv: Array<string>) => run(runtime.exec(ws, argv))
     expect((await exec(["ls", "/sys/class/net"])).stdout.trim()).toBe("lo")
     expect((await exec(["node", "--version"])).stdout.trim()).toBe(process.version)
     const dial = "require('net').connect(53, '8.8.8.8').on('error', (e) => console.log(e.code))"
@@ -71,6 +68,7 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
     expect((await exec(["ls", "/opt/sam/app/vm-agent/package.json"])).exitCode).toBe(0)
     const write = await exec(["sh", "-c", "touch /opt/sam/app/x 2>&1; touch /opt/sam/bin/node 2>&1"])
     expect(write.stdout).toMatch(/Read-only file system/)
-    await run(runtime.delete("ws_net"))
   })
+
+  contract.lifecycleTests()
 })

@@ -17,7 +17,7 @@ describe("host-process runtime", () => {
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  runtimeContract({
+  const contract = runtimeContract({
     runtime: () => runtime,
     restarted: () => makeHostRuntime({ dataDir: join(dir, "node") }),
     repo: () => repo
@@ -30,4 +30,6 @@ describe("host-process runtime", () => {
     await run(runtime.delete("ws_hostdir"))
     await expect(stat(join(dir, "node", "workspaces", "ws_hostdir"))).rejects.toThrow(/ENOENT/)
   })
+
+  contract.lifecycleTests()
 })

@@ -1,5 +1,5 @@
 import type { PromptResponse, RequestPermissionResponse, StopReason } from "@agentclientprotocol/sdk"
-import { Deferred, Duration, Effect, Exit, Option, PubSub, Scope, Stream, SubscriptionRef } from "effect"
+import { Config, Deferred, Duration, Effect, Exit, Option, PubSub, Scope, Stream, SubscriptionRef } from "effect"
 import {
   AgentCrashed,
   AgentProtocolError,
@@ -304,7 +304,15 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
  * Hosts ACP sessions: each runs its agent in its own process group, reports what the agent does as events with a
  * per-session `seq`, restarts it after a crash (within a budget) and after a cancel (outside the budget), and
  * reloads the ACP session so the conversation goes on. Closing the scope kills the process group.
+ * Defaults come from `SAM_ACP_CANCEL_GRACE`, `SAM_ACP_MAX_RESTARTS` and `SAM_ACP_RESTART_BACKOFF`.
  */
 export class AcpSessionHost extends Effect.Service<AcpSessionHost>()("sam/AcpSessionHost", {
-  succeed: { start }
+  effect: Effect.gen(function* () {
+    const defaults = yield* Config.all({
+      cancelGrace: Config.duration("SAM_ACP_CANCEL_GRACE").pipe(Config.withDefault(Duration.seconds(5))),
+      restartBudget: Config.integer("SAM_ACP_MAX_RESTARTS").pipe(Config.withDefault(3)),
+      restartBackoff: Config.duration("SAM_ACP_RESTART_BACKOFF").pipe(Config.withDefault(Duration.seconds(1)))
+    })
+    return { start: (options: SessionHostOptions) => start({ ...defaults, ...options }) }
+  })
 }) {}

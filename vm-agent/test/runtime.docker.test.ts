@@ -1,12 +1,13 @@
 import { rm } from "node:fs/promises"
 import { join } from "node:path"
+import Docker from "dockerode"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { makeDockerRuntime, probeDocker } from "../src/runtime/DockerRuntime.js"
 import type { WorkspaceRuntimeService } from "../src/runtime/WorkspaceRuntime.js"
-import { makeRepo, run, runtimeContract, tempDir } from "./runtimeFixtures.js"
+import { collecting, makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
 
 /**
  * A dockerd of our own on a socket in a temporary directory, with the workspace image imported from
@@ -68,6 +69,26 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
     expect((await exec(["ls", "/opt/sam/app/vm-agent/package.json"])).exitCode).toBe(0)
     const write = await exec(["sh", "-c", "touch /opt/sam/app/x 2>&1; touch /opt/sam/bin/node 2>&1"])
     expect(write.stdout).toMatch(/Read-only file system/)
+  })
+
+  it("a workspace container stopped or removed behind the runtime's back comes back on a repeated create", async () => {
+    const docker = new Docker({ socketPath })
+    await docker.getContainer(`sam-ws-${ws}`).stop({ t: 1 })
+    const log = collecting()
+    const info = await run(runtime.create(spec(ws, repo), { onLog: log.onLog }))
+    expect(info.status).toBe("running")
+    expect(log.lines[0]?.message).toMatch(/was not running; starting it/)
+    expect((await run(runtime.exec(ws, ["cat", "marker"]))).stdout).toBe("mine\n")
+
+    const other = "ws_removed"
+    await run(runtime.create(spec(other, repo)))
+    await docker.getContainer(`sam-ws-${other}`).remove({ force: true })
+    const log2 = collecting()
+    const again = await run(runtime.create(spec(other, repo), { onLog: log2.onLog }))
+    expect(again.status, again.reason).toBe("running")
+    expect(log2.lines[0]?.message).toMatch(/gone from the runtime; creating it anew/)
+    expect((await run(runtime.exec(other, ["cat", "README.md"]))).exitCode).toBe(0)
+    await run(runtime.delete(other))
   })
 
   contract.lifecycleTests()

@@ -1,10 +1,11 @@
 import { rm, stat } from "node:fs/promises"
 import { join } from "node:path"
-import { Option } from "effect"
+import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeHostRuntime } from "../src/runtime/HostRuntime.js"
-import type { WorkspaceRuntimeService } from "../src/runtime/WorkspaceRuntime.js"
-import { makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
+import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
+import { type WorkspaceRuntimeService, WorkspaceSpec } from "../src/runtime/WorkspaceRuntime.js"
+import { collecting, makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
 
 describe("host-process runtime", () => {
   let dir = ""
@@ -29,6 +30,37 @@ describe("host-process runtime", () => {
     expect(Option.isSome(await run(runtime.get("ws_hostdir")))).toBe(true)
     await run(runtime.delete("ws_hostdir"))
     await expect(stat(join(dir, "node", "workspaces", "ws_hostdir"))).rejects.toThrow(/ENOENT/)
+  })
+
+  it("concurrent creates of one workspace provision it once", async () => {
+    const log = collecting()
+    const all = await run(
+      Effect.all(
+        [1, 2, 3].map(() => runtime.create(spec("ws_race", repo), { onLog: log.onLog })),
+        { concurrency: "unbounded" }
+      )
+    )
+    expect(new Set(all.map((i) => JSON.stringify(i))).size).toBe(1)
+    expect(log.lines.filter((l) => l.step === "create" && l.status === "started")).toHaveLength(1)
+    await run(runtime.delete("ws_race"))
+  })
+
+  it("a create interrupted by a daemon crash, or a workspace gone from disk, is created anew on the next create", async () => {
+    const records = makeRecords(join(dir, "node", "workspaces", ".records"))
+    const parsed = WorkspaceSpec.parse(spec("ws_crash", repo))
+    await run(records.write(newRecord(parsed, "host", join(dir, "node", "workspaces", "ws_crash", "workspace"))))
+    const log = collecting()
+    const info = await run(runtime.create(spec("ws_crash", repo), { onLog: log.onLog }))
+    expect(info.status, info.reason).toBe("running")
+    expect(log.lines[0]?.message).toMatch(/interrupted; starting over/)
+
+    await rm(info.path, { recursive: true, force: true })
+    const log2 = collecting()
+    const again = await run(runtime.create(spec("ws_crash", repo), { onLog: log2.onLog }))
+    expect(again.status).toBe("running")
+    expect(log2.lines[0]?.message).toMatch(/gone from the runtime; creating it anew/)
+    expect((await run(runtime.exec("ws_crash", ["cat", "README.md"]))).stdout).toBe("hello from the repo\n")
+    await run(runtime.delete("ws_crash"))
   })
 
   contract.lifecycleTests()

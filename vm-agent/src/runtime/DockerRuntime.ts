@@ -127,7 +127,13 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
             WorkingDir: WORKSPACE,
             Env: [`PATH=${PATH}`, "HOME=/root", "LANG=C.UTF-8", ...spec.env.map((e) => `${e.name}=${e.value}`)],
             Labels: { "sam.workspace": id, "sam.hash": hashSpec(spec) },
-            HostConfig: { NetworkMode: spec.network, Init: true, Binds: binds }
+            HostConfig: {
+              NetworkMode: spec.network,
+              Init: true,
+              Binds: binds,
+              // dockerd brings running workspaces back after a reboot of the node
+              RestartPolicy: { Name: "unless-stopped" }
+            }
           }),
         catch: step("container")
       })
@@ -180,6 +186,11 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
           (e) => /already started|304/i.test(e.message),
           () => Effect.void
         )
+      ),
+    health: (record) =>
+      Effect.tryPromise(() => container(record.workspaceId).inspect()).pipe(
+        Effect.map((info) => (info.State.Running ? ("ok" as const) : ("stopped" as const))),
+        Effect.orElseSucceed(() => "missing" as const)
       ),
     destroy: removeContainer,
     spawn: (record, id, argv, opts) =>

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn as spawnChild } from "node:child_process"
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises"
+import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, resolve } from "node:path"
 import { Effect, Layer } from "effect"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
@@ -118,6 +118,13 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL"),
     resume: () => Effect.void,
+    health: (record) =>
+      Effect.promise(() =>
+        stat(join(record.path, ".git")).then(
+          () => "ok" as const,
+          () => "missing" as const
+        )
+      ),
     destroy: (id) =>
       killAll(id, "SIGKILL").pipe(Effect.zipRight(io("delete", () => rm(dirOf(id), { recursive: true, force: true })))),
     spawn: (record, id, argv, opts) =>

@@ -34,6 +34,8 @@ export interface Provisioner {
   /** stops the workspace's processes (the container) without losing its files */
   readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
   readonly resume: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
+  /** whether what the record says is running still exists (a container removed, a node rebooted) */
+  readonly health: (record: WorkspaceRecord) => Effect.Effect<"ok" | "stopped" | "missing">
   /** removes whatever exists of the workspace; never fails for a missing part */
   readonly destroy: (workspaceId: string) => Effect.Effect<void, ProvisionError>
   readonly spawn: WorkspaceRuntimeService["spawn"] extends (...args: infer A) => infer R
@@ -87,12 +89,22 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
               message: `workspace ${spec.workspaceId} exists with other parameters (repository, branch, network, env or files)`
             })
           }
-          if (existing.value.status !== "creating") {
-            yield* log("create", "info", `workspace exists with the same parameters (${existing.value.status})`)
-            return toInfo(existing.value)
+          const record = existing.value
+          const health = record.status === "running" ? yield* provisioner.health(record) : "ok"
+          if (health === "stopped") {
+            yield* log("create", "info", "workspace exists with the same parameters but was not running; starting it")
+            const resumed = yield* provisioner.resume(record).pipe(Effect.either)
+            if (resumed._tag === "Right") return toInfo(record)
+            yield* log("create", "info", `cannot start it (${resumed.left.message}); creating it anew`)
+          }
+          if (health === "missing") yield* log("create", "info", "workspace is gone from the runtime; creating it anew")
+          if (record.status !== "creating" && health === "ok") {
+            yield* log("create", "info", `workspace exists with the same parameters (${record.status})`)
+            return toInfo(record)
           }
           // "creating" while we hold its lock: the daemon died in the middle of an earlier create.
-          yield* log("create", "info", "an earlier create was interrupted; starting over")
+          if (record.status === "creating")
+            yield* log("create", "info", "an earlier create was interrupted; starting over")
           yield* provisioner.destroy(spec.workspaceId).pipe(Effect.ignore)
         }
         return toInfo(yield* provisionFresh(spec, log))

@@ -1,6 +1,7 @@
 import { Migrator } from "@effect/sql"
 import { Effect } from "effect"
 import ledger from "./migrations/0001_ledger.js"
+import actorRuntime from "./migrations/0002_actor_runtime.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -8,7 +9,8 @@ import ledger from "./migrations/0001_ledger.js"
  * processes starting together do not both apply them.
  */
 export const migrations = {
-  "0001_ledger": ledger
+  "0001_ledger": ledger,
+  "0002_actor_runtime": actorRuntime
 }
 
 const migrator = Migrator.make({})

@@ -1,0 +1,130 @@
+import type { SqlClient } from "@effect/sql"
+import type { Envelope, EnvelopeOf, MessageDef } from "@sam/bus"
+import { registry, Subjects } from "@sam/bus"
+import { Duration, type Effect } from "effect"
+import type { z } from "zod"
+
+/** A message leaving an actor through the outbox: published after commit with `Nats-Msg-Id` = envelope id. */
+export interface Outgoing {
+  readonly subject: string
+  readonly envelope: Envelope
+}
+
+/** Set (or replace) the actor's timer `name`, or cancel it. A due timer delivers `command` to the actor. */
+export type TimerInstruction =
+  | { readonly _tag: "Set"; readonly name: string; readonly at: Date; readonly command: Envelope }
+  | { readonly _tag: "Cancel"; readonly name: string }
+
+/** What a handler decided: the new state and everything that must happen if (and only if) it commits. */
+export interface Reaction<S> {
+  readonly state: S
+  readonly events?: ReadonlyArray<Outgoing>
+  readonly send?: ReadonlyArray<Outgoing>
+  readonly timers?: ReadonlyArray<TimerInstruction>
+  /** returned to an `ask`er after commit */
+  readonly reply?: unknown
+}
+
+export interface ActorContext<Id extends string> {
+  readonly kind: string
+  readonly id: Id
+  readonly subject: string
+  readonly streamSequence: number
+  /** the delivery attempt, counting local retries and server redeliveries, from 1 */
+  readonly attempt: number
+}
+
+type AnyDef = MessageDef<string, z.ZodType>
+
+export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z.ZodType<string>, S> {
+  /** the `<kind>` token of `sam.cmd.<kind>.<shard>.<id>` */
+  readonly name: string
+  /** fixed for the life of the kind: changing it moves entities to other shards */
+  readonly shards?: number
+  readonly id: IdS
+  readonly commands: Defs
+  /** read the entity's state inside the command's transaction */
+  readonly load: (id: z.output<IdS>) => Effect.Effect<S, unknown, SqlClient.SqlClient>
+  /** write the new state in the same transaction (skip when unchanged) */
+  readonly save: (id: z.output<IdS>, state: S, previous: S) => Effect.Effect<void, unknown, SqlClient.SqlClient>
+  readonly handle: (
+    state: S,
+    command: EnvelopeOf<Defs[number]>,
+    context: ActorContext<z.output<IdS>>
+  ) => Effect.Effect<Reaction<S>, unknown>
+}
+
+/**
+ * A kind as the runtime sees it (state and command types erased). Method syntax keeps the
+ * parameters bivariant so every `ActorKind<…>` is one.
+ */
+export interface AnyActorKind {
+  readonly name: string
+  readonly shards: number
+  readonly parseId: (
+    id: string
+  ) => { readonly ok: true; readonly id: string } | { readonly ok: false; readonly message: string }
+  readonly decode: (data: Uint8Array) => ReturnType<ReturnType<typeof registry>["decode"]>
+  load(id: string): Effect.Effect<unknown, unknown, SqlClient.SqlClient>
+  save(id: string, state: unknown, previous: unknown): Effect.Effect<void, unknown, SqlClient.SqlClient>
+  handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
+}
+
+export interface ActorKind<Defs extends ReadonlyArray<AnyDef>, IdS extends z.ZodType<string>, S> extends AnyActorKind {
+  readonly spec: ActorKindSpec<Defs, IdS, S>
+}
+
+export const DEFAULT_SHARDS = 16
+
+/** Define an actor kind. Its commands decode with the kind's registry; ids are checked with `id`. */
+export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.ZodType<string>, S>(
+  spec: ActorKindSpec<Defs, IdS, S>
+): ActorKind<Defs, IdS, S> => {
+  Subjects.token(spec.name)
+  const commands = registry(...spec.commands)
+  return {
+    spec,
+    name: spec.name,
+    shards: spec.shards ?? DEFAULT_SHARDS,
+    parseId: (id) => {
+      const parsed = spec.id.safeParse(id)
+      return parsed.success ? { ok: true, id: parsed.data } : { ok: false, message: parsed.error.message }
+    },
+    decode: commands.decode,
+    load: (id) => spec.load(id as z.output<IdS>),
+    save: (id, state, previous) => spec.save(id as z.output<IdS>, state as S, previous as S),
+    handle: (state, command, context) =>
+      spec.handle(
+        state as S,
+        command as EnvelopeOf<Defs[number]>,
+        context as ActorContext<z.output<IdS>>
+      ) as Effect.Effect<Reaction<unknown>, unknown>
+  }
+}
+
+/** The subject of a command to `kind/id`. */
+export const subjectOf = (kind: Pick<AnyActorKind, "name" | "shards">, id: string) =>
+  Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id)
+
+/** A command to another actor, sent through the outbox. */
+export const to = (kind: Pick<AnyActorKind, "name" | "shards">, id: string, envelope: Envelope): Outgoing => ({
+  subject: subjectOf(kind, id),
+  envelope
+})
+
+/** A domain event `sam.evt.<projectId>.<kind>.<id>.<type>`, published through the outbox. */
+export const event = (projectId: string, kind: string, id: string, envelope: Envelope): Outgoing => ({
+  subject: Subjects.event(projectId, kind, id, envelope.type),
+  envelope
+})
+
+export const Timer = {
+  /** due `after` from now (the handler's clock), or at a given date */
+  set: (name: string, when: Duration.DurationInput | Date, command: Envelope): TimerInstruction => ({
+    _tag: "Set",
+    name,
+    at: when instanceof Date ? when : new Date(Date.now() + Duration.toMillis(Duration.decode(when))),
+    command
+  }),
+  cancel: (name: string): TimerInstruction => ({ _tag: "Cancel", name })
+}

@@ -1,0 +1,65 @@
+import { createInbox, headers as natsHeaders } from "@nats-io/nats-core"
+import { ActorMessages, type Envelope, encode, Nats, NatsError, Publish } from "@sam/bus"
+import { Duration, Effect } from "effect"
+import { type AnyActorKind, subjectOf } from "./ActorKind.js"
+import { AskTimeout } from "./Errors.js"
+import { REPLY_HEADER } from "./internal/Shard.js"
+
+/**
+ * Send a command to `kind/id`: published to `sam.cmd.<kind>.<shard>.<id>` with `Nats-Msg-Id` = the
+ * envelope id, so sending the same envelope again is harmless. Succeeds once the stream stored it.
+ */
+export const send = Effect.fn("Actors.send")(function* (
+  kind: Pick<AnyActorKind, "name" | "shards">,
+  id: string,
+  command: Envelope
+) {
+  return yield* Publish.publish(subjectOf(kind, id), command)
+})
+
+/**
+ * Send a command and wait for its outcome: `applied` (with the handler's `reply`), `duplicate` (the
+ * message id was already processed) or `dead-lettered`. The answer comes on core NATS after the
+ * commit. `AskTimeout` says nothing about whether the command will still be applied.
+ */
+export const ask = Effect.fn("Actors.ask")(function* (
+  kind: Pick<AnyActorKind, "name" | "shards">,
+  id: string,
+  command: Envelope,
+  timeout: Duration.DurationInput = "10 seconds"
+) {
+  const { nc, js } = yield* Nats
+  // The connection's own inbox prefix, when its credentials only allow replies under one.
+  const inbox = createInbox((nc as { readonly options?: { readonly inboxPrefix?: string } }).options?.inboxPrefix)
+  const sub = nc.subscribe(inbox, { max: 1 })
+  const subject = subjectOf(kind, id)
+  const answer = Effect.tryPromise({
+    try: async () => {
+      for await (const msg of sub) return msg.data
+      throw new Error("reply subscription closed")
+    },
+    catch: (cause) => new NatsError({ reason: "Request", message: `ask ${subject}: ${cause}`, cause })
+  })
+  const published = Effect.tryPromise({
+    try: () => {
+      const h = natsHeaders()
+      h.set(REPLY_HEADER, inbox)
+      h.set("Sam-Type", command.type)
+      return js.publish(subject, encode(command), { msgID: command.id, headers: h })
+    },
+    catch: (cause) => new NatsError({ reason: "Publish", message: `ask ${subject}: ${cause}`, cause })
+  })
+  const data = yield* published.pipe(
+    Effect.zipRight(answer),
+    Effect.timeoutFail({
+      duration: Duration.decode(timeout),
+      onTimeout: () => new AskTimeout({ kind: kind.name, id, messageId: command.id })
+    }),
+    Effect.ensuring(Effect.sync(() => sub.unsubscribe()))
+  )
+  const decoded = ActorMessages.AskReply.body.safeParse(JSON.parse(new TextDecoder().decode(data)).body)
+  if (!decoded.success) {
+    return yield* new NatsError({ reason: "Request", message: `ask ${subject}: malformed reply` })
+  }
+  return decoded.data
+})

@@ -1,0 +1,88 @@
+import { hostname } from "node:os"
+import { SqlClient } from "@effect/sql"
+import { Nats } from "@sam/bus"
+import { Cause, Context, Effect, FiberSet, Layer } from "effect"
+import type { AnyActorKind } from "./ActorKind.js"
+import { sanitizeInstance } from "./internal/LeasePlan.js"
+import { type LeaseManager, manageLeases } from "./internal/Leases.js"
+import { publishRows } from "./internal/Relay.js"
+import { type RuntimeEvent, type RuntimeOptions, resolve } from "./internal/Settings.js"
+import { makeStore } from "./internal/Store.js"
+
+export type { Applied, RuntimeEvent, RuntimeOptions } from "./internal/Settings.js"
+
+export interface LocalShard {
+  readonly kind: string
+  readonly shard: number
+  readonly epoch: number
+  readonly mailboxes: number
+  readonly depth: number
+}
+
+export interface ActorRuntimeShape {
+  readonly instanceId: string
+  /** the shards this instance holds now, with their live mailboxes and queued commands */
+  readonly shards: () => ReadonlyArray<LocalShard>
+}
+
+export class ActorRuntime extends Context.Tag("sam/ActorRuntime")<ActorRuntime, ActorRuntimeShape>() {}
+
+const defaultInstanceId = () =>
+  sanitizeInstance(`${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`)
+
+/**
+ * Run actor kinds in this process: lease a share of each kind's shards, consume them, relay the
+ * outbox and fire due timers. Several runtimes (in one process or many) share the work through the
+ * leases. Closing the scope releases the leases gracefully (drains mailboxes, then frees the shards).
+ */
+export const make = Effect.fn("ActorRuntime.make")(function* (
+  kinds: ReadonlyArray<AnyActorKind>,
+  options: RuntimeOptions = {}
+) {
+  const nats = yield* Nats
+  const sql = yield* SqlClient.SqlClient
+  const settings = resolve(options, defaultInstanceId())
+  const store = makeStore(sql, settings.idleInTransactionMs)
+  const run = yield* FiberSet.makeRuntime<never>()
+  const fork = <A, E>(effect: Effect.Effect<A, E>) => run(effect)
+  const emit = (event: RuntimeEvent) => {
+    options.onEvent?.(event)
+    if (event._tag !== "Acquired" && event._tag !== "Released") {
+      Effect.runFork(Effect.logInfo(`actor runtime ${settings.instanceId}: ${event._tag}`, event))
+    }
+  }
+
+  const poll = (name: string, step: Effect.Effect<number, unknown>) =>
+    Effect.gen(function* () {
+      while (true) {
+        const n = yield* step.pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning(`${name} failed; retrying`, Cause.pretty(cause)).pipe(Effect.as(0))
+          )
+        )
+        if (n === 0) yield* Effect.sleep(settings.pollEveryMs)
+      }
+    })
+  fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats))))
+  fork(poll("timer poller", store.fireTimers(200, publishRows(nats))))
+
+  const managers: Array<LeaseManager> = []
+  for (const kind of kinds) managers.push(yield* manageLeases({ nats, store, kind, settings, fork, emit }))
+
+  return ActorRuntime.of({
+    instanceId: settings.instanceId,
+    shards: () =>
+      managers.flatMap((manager) =>
+        manager.owned().map((handle) => ({
+          kind: handle.kind,
+          shard: handle.shard,
+          epoch: handle.epoch,
+          mailboxes: handle.mailboxes(),
+          depth: handle.depth()
+        }))
+      )
+  })
+})
+
+export const layer = (kinds: ReadonlyArray<AnyActorKind>, options: RuntimeOptions = {}) =>
+  Layer.scoped(ActorRuntime, make(kinds, options))

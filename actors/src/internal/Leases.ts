@@ -1,0 +1,174 @@
+import { Kv, type Nats, NatsError, Topology } from "@sam/bus"
+import { Cause, Effect, Fiber, Option } from "effect"
+import type { AnyActorKind } from "../ActorKind.js"
+import { isFree, LeaseValue, leaseKey, MemberValue, memberKey, memberPrefix, plan } from "./LeasePlan.js"
+import type { RuntimeEvent, Settings } from "./Settings.js"
+import { resetConsumer, type ShardHandle, startShard } from "./Shard.js"
+import type { Store } from "./Store.js"
+
+const BUCKET = Topology.Buckets.leases.name
+
+interface Owned {
+  readonly epoch: number
+  revision: number
+  readonly handle: ShardHandle
+}
+
+export interface LeaseManager {
+  readonly kind: string
+  readonly owned: () => ReadonlyArray<ShardHandle>
+}
+
+/**
+ * Hold this instance's share of one kind's shard leases: announce the instance, renew what it holds
+ * (losing a shard the moment a renewal fails), give up shards beyond its share and take free ones.
+ * Taking raises the epoch in KV (compare-and-set) and then the Postgres fence, before any consuming.
+ */
+export const manageLeases = (deps: {
+  readonly nats: Nats["Type"]
+  readonly store: Store
+  readonly kind: AnyActorKind
+  readonly settings: Settings
+  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  readonly emit: (event: RuntimeEvent) => void
+}) =>
+  Effect.gen(function* () {
+    const { kind, settings, store, nats } = deps
+    const me = settings.instanceId
+    const ttl = settings.leaseTtlMs
+    const leases = yield* Kv.open(BUCKET, LeaseValue)
+    const members = yield* Kv.open(BUCKET, MemberValue)
+    const raw = yield* Effect.tryPromise({
+      try: () => nats.kvm.open(BUCKET),
+      catch: (cause) => new NatsError({ reason: "Kv", message: `open ${BUCKET}: ${cause}`, cause })
+    })
+    const owned = new Map<number, Owned>()
+
+    const liveMembers = (now: number) =>
+      Effect.gen(function* () {
+        const keys = yield* Effect.tryPromise({
+          try: async () => {
+            const out: Array<string> = []
+            for await (const key of await raw.keys(memberPrefix(kind.name))) out.push(key)
+            return out
+          },
+          catch: (cause) => new NatsError({ reason: "Kv", message: `list members: ${cause}`, cause })
+        })
+        const values = yield* Effect.forEach(keys, (key) => members.get(key).pipe(Effect.orElseSucceed(Option.none)), {
+          concurrency: 8
+        })
+        return Math.max(1, values.filter((v) => Option.isSome(v) && v.value.value.expiresAt > now).length)
+      })
+
+    const drop = (shard: number, why: string) =>
+      Effect.gen(function* () {
+        const held = owned.get(shard)
+        if (held === undefined) return
+        owned.delete(shard)
+        yield* held.handle.stop(false)
+        deps.emit({ _tag: "Lost", kind: kind.name, shard, epoch: held.epoch, why })
+      })
+
+    const release = (shard: number) =>
+      Effect.gen(function* () {
+        const held = owned.get(shard)
+        if (held === undefined) return
+        owned.delete(shard)
+        yield* held.handle.stop(true)
+        yield* leases
+          .update(leaseKey(kind.name, shard), { owner: "", epoch: held.epoch, expiresAt: 0 }, held.revision)
+          .pipe(Effect.ignore)
+        deps.emit({ _tag: "Released", kind: kind.name, shard, epoch: held.epoch })
+      })
+
+    const take = (shard: number) =>
+      Effect.gen(function* () {
+        const key = leaseKey(kind.name, shard)
+        const current = yield* leases.get(key)
+        const now = Date.now()
+        if (Option.isSome(current) && !isFree(current.value.value, now)) return
+        const fenced = yield* store.readFence(kind.name, shard)
+        const epoch = Math.max(Option.isSome(current) ? current.value.value.epoch : 0, fenced) + 1
+        const value = { owner: me, epoch, expiresAt: now + ttl }
+        const revision = Option.isSome(current)
+          ? yield* leases.update(key, value, current.value.revision)
+          : yield* leases.create(key, value)
+        const giveBack = leases.update(key, { owner: "", epoch, expiresAt: 0 }, revision).pipe(Effect.ignore)
+        const raised = yield* store
+          .writeFence(kind.name, shard, epoch, me, Math.min(2_000, Math.floor(ttl / 3)))
+          .pipe(Effect.orElseSucceed(() => false))
+        if (!raised) return yield* giveBack
+        yield* resetConsumer(nats, kind.name, shard, settings.shard).pipe(Effect.tapError(() => giveBack))
+        const handle = yield* startShard({
+          nats,
+          store,
+          kind,
+          shard,
+          epoch,
+          settings: settings.shard,
+          fork: deps.fork,
+          emit: deps.emit,
+          onFenced: () => undefined
+        })
+        owned.set(shard, { epoch, revision, handle })
+        deps.emit({ _tag: "Acquired", kind: kind.name, shard, epoch })
+      }).pipe(Effect.catchTag("KvConflict", () => Effect.void))
+
+    const renew = (shard: number, held: Owned, now: number) =>
+      held.handle.isActive()
+        ? leases
+            .update(leaseKey(kind.name, shard), { owner: me, epoch: held.epoch, expiresAt: now + ttl }, held.revision)
+            .pipe(
+              Effect.tap((revision) => Effect.sync(() => (held.revision = revision))),
+              Effect.catchAll((error) => drop(shard, `renewal failed: ${error._tag}`))
+            )
+        : drop(shard, "fenced")
+
+    const tick = Effect.gen(function* () {
+      const now = Date.now()
+      yield* Effect.forEach([...owned], ([shard, held]) => renew(shard, held, now), { concurrency: 8, discard: true })
+      yield* members.put(memberKey(kind.name, me), { instance: me, expiresAt: now + ttl })
+      const live = yield* liveMembers(now)
+      const shards = Array.from({ length: kind.shards }, (_, i) => i)
+      const current = yield* Effect.forEach(
+        shards,
+        (shard) =>
+          leases.get(leaseKey(kind.name, shard)).pipe(
+            Effect.map((entry) => [shard, Option.getOrUndefined(entry)?.value] as const),
+            Effect.orElseSucceed(() => [shard, { owner: "?", epoch: 0, expiresAt: Number.MAX_SAFE_INTEGER }] as const)
+          ),
+        { concurrency: 8 }
+      )
+      const decision = plan({
+        shards: kind.shards,
+        me,
+        owned: [...owned.keys()],
+        leases: new Map(current),
+        liveMembers: live,
+        now
+      })
+      yield* Effect.forEach(decision.release, release, { discard: true })
+      yield* Effect.forEach(decision.acquire, take, { discard: true })
+    }).pipe(
+      Effect.catchAllCause((cause) => Effect.logWarning(`lease tick for ${kind.name} failed`, Cause.pretty(cause)))
+    )
+
+    const loop = Effect.gen(function* () {
+      while (true) {
+        const started = Date.now()
+        yield* tick
+        yield* Effect.sleep(Math.max(10, settings.renewEveryMs - (Date.now() - started)))
+      }
+    })
+
+    let looping: Fiber.RuntimeFiber<never, never> | undefined
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        if (looping !== undefined) yield* Fiber.interrupt(looping)
+        yield* Effect.forEach([...owned.keys()], release, { discard: true })
+        yield* members.delete(memberKey(kind.name, me)).pipe(Effect.ignore)
+      })
+    )
+    looping = deps.fork(loop)
+    return { kind: kind.name, owned: () => [...owned.values()].map((held) => held.handle) } satisfies LeaseManager
+  })

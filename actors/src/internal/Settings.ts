@@ -1,0 +1,118 @@
+import type { Envelope } from "@sam/bus"
+import { Duration } from "effect"
+
+/** What the runtime reports as it goes: for logs, status and tests. */
+export type RuntimeEvent =
+  | { readonly _tag: "Acquired"; readonly kind: string; readonly shard: number; readonly epoch: number }
+  | { readonly _tag: "Released"; readonly kind: string; readonly shard: number; readonly epoch: number }
+  | {
+      readonly _tag: "Lost"
+      readonly kind: string
+      readonly shard: number
+      readonly epoch: number
+      readonly why: string
+    }
+  | { readonly _tag: "Fenced"; readonly kind: string; readonly shard: number; readonly epoch: number }
+  | {
+      readonly _tag: "CommitRefused"
+      readonly kind: string
+      readonly shard: number
+      readonly epoch: number
+      readonly id: string
+      readonly messageId: string
+    }
+  | {
+      readonly _tag: "DeadLettered"
+      readonly kind: string
+      readonly shard: number
+      readonly reason: string
+      readonly detail: string
+    }
+
+export interface Applied {
+  readonly kind: string
+  readonly id: string
+  readonly envelope: Envelope
+  readonly outcome: "applied" | "duplicate"
+  /** epoch milliseconds when the handling attempt started and when its commit was acknowledged */
+  readonly startedAt: number
+  readonly at: number
+}
+
+export interface RuntimeOptions {
+  /** unique per process; default `<host>-<pid>-<random>` */
+  readonly instanceId?: string
+  /** how long a shard lease lasts without renewal (default 10 s) */
+  readonly leaseTtl?: Duration.DurationInput
+  /** how often leases are renewed and shards rebalanced (default a fifth of the TTL) */
+  readonly renewEvery?: Duration.DurationInput
+  /** server redelivery of an unacknowledged command (default 30 s) */
+  readonly ackWait?: Duration.DurationInput
+  readonly maxAckPending?: number
+  /** messages a shard's puller buffers from the server */
+  readonly batch?: number
+  /** queued commands per entity before the shard stops pulling (default 64) */
+  readonly mailboxCapacity?: number
+  /** an entity with no message for this long is passivated (default 30 s) */
+  readonly idleAfter?: Duration.DurationInput
+  /** handler attempts (local retries plus redeliveries) before a command is dead-lettered (default 5) */
+  readonly maxAttempts?: number
+  readonly retryBase?: Duration.DurationInput
+  /** Postgres ends a command transaction left idle this long (a frozen owner), releasing its locks */
+  readonly idleInTransaction?: Duration.DurationInput
+  /** how often the outbox relay and the timer poller look for work when idle (default 200 ms) */
+  readonly pollEvery?: Duration.DurationInput
+  readonly onEvent?: (event: RuntimeEvent) => void
+  readonly onApplied?: (applied: Applied) => void
+  /** testing: return true to leave a delivery unacknowledged after its commit (forces redelivery) */
+  readonly withholdAck?: (streamSequence: number, deliveryCount: number) => boolean
+}
+
+export interface ShardSettings {
+  readonly ackWaitMs: number
+  readonly maxAckPending: number
+  readonly batch: number
+  readonly mailboxCapacity: number
+  readonly idleAfterMs: number
+  readonly maxAttempts: number
+  readonly retryBaseMs: number
+  readonly drainTimeoutMs: number
+  readonly onApplied?: ((applied: Applied) => void) | undefined
+  readonly withholdAck?: ((streamSequence: number, deliveryCount: number) => boolean) | undefined
+}
+
+export interface Settings {
+  readonly instanceId: string
+  readonly leaseTtlMs: number
+  readonly renewEveryMs: number
+  readonly idleInTransactionMs: number
+  readonly pollEveryMs: number
+  readonly shard: ShardSettings
+}
+
+const ms = (input: Duration.DurationInput | undefined, fallback: number) =>
+  input === undefined ? fallback : Duration.toMillis(Duration.decode(input))
+
+export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Settings => {
+  const leaseTtlMs = ms(options.leaseTtl, 10_000)
+  const renewEveryMs = ms(options.renewEvery, Math.max(100, Math.floor(leaseTtlMs / 5)))
+  return {
+    instanceId: options.instanceId ?? defaultInstanceId,
+    leaseTtlMs,
+    renewEveryMs,
+    idleInTransactionMs: ms(options.idleInTransaction, 30_000),
+    pollEveryMs: ms(options.pollEvery, 200),
+    shard: {
+      ackWaitMs: ms(options.ackWait, 30_000),
+      maxAckPending: options.maxAckPending ?? 1000,
+      batch: options.batch ?? 256,
+      mailboxCapacity: options.mailboxCapacity ?? 64,
+      idleAfterMs: ms(options.idleAfter, 30_000),
+      maxAttempts: options.maxAttempts ?? 5,
+      retryBaseMs: ms(options.retryBase, 100),
+      drainTimeoutMs: Math.max(200, Math.floor(leaseTtlMs / 4)),
+      onApplied: options.onApplied,
+      withholdAck: options.withholdAck
+    }
+  }
+}

@@ -1,0 +1,328 @@
+import type { JsMsg } from "@nats-io/jetstream"
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
+import { nanos } from "@nats-io/nats-core"
+import { ActorMessages, type Envelope, encode, type Nats, NatsError, Subjects, Topology } from "@sam/bus"
+import { Cause, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
+import type { AnyActorKind } from "../ActorKind.js"
+import type { RuntimeEvent, ShardSettings } from "./Settings.js"
+import type { Store } from "./Store.js"
+import { text } from "./Store.js"
+
+const STREAM = Topology.Streams.SAM_CMD.name
+export const REPLY_HEADER = "Sam-Reply-To"
+
+/** The durable pull consumer of one shard of one kind. */
+export const consumerName = (kind: string, shard: number) => `actor-${Subjects.token(kind)}-${shard}`
+
+const jsError = (what: string) => (cause: unknown) =>
+  new NatsError({ reason: "JetStream", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
+
+/**
+ * Recreate the shard's consumer so it starts right after its ack floor. A new owner thereby gets
+ * every unacknowledged message again, in stream order and before anything newer, which keeps each
+ * entity's order across a takeover (already-applied ones are inbox duplicates); and the previous
+ * owner's pending pulls die with the old consumer.
+ */
+export const resetConsumer = (nats: Nats["Type"], kind: string, shard: number, settings: ShardSettings) =>
+  Effect.gen(function* () {
+    const name = consumerName(kind, shard)
+    const info = yield* Effect.tryPromise({
+      try: () =>
+        nats.jsm.consumers.info(STREAM, name).catch((error: unknown) => {
+          if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return undefined
+          throw error
+        }),
+      catch: jsError(`consumer info ${name}`)
+    })
+    const floor = info?.ack_floor.stream_seq ?? 0
+    if (info !== undefined) {
+      yield* Effect.tryPromise({ try: () => nats.jsm.consumers.delete(STREAM, name), catch: jsError(`delete ${name}`) })
+    }
+    yield* Effect.tryPromise({
+      try: () =>
+        nats.jsm.consumers.add(STREAM, {
+          durable_name: name,
+          filter_subject: Subjects.commandShard(kind, shard),
+          ack_policy: AckPolicy.Explicit,
+          ...(floor > 0
+            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
+            : { deliver_policy: DeliverPolicy.All }),
+          ack_wait: nanos(settings.ackWaitMs),
+          max_deliver: -1,
+          max_ack_pending: settings.maxAckPending
+        }),
+      catch: jsError(`create consumer ${name}`)
+    })
+    return floor
+  })
+
+interface Mailbox {
+  readonly id: string
+  readonly queue: Queue.Queue<JsMsg>
+  busy: boolean
+}
+
+export interface ShardHandle {
+  readonly kind: string
+  readonly shard: number
+  readonly epoch: number
+  readonly isActive: () => boolean
+  /** pending messages in this shard's mailboxes */
+  readonly depth: () => number
+  readonly mailboxes: () => number
+  /** stop pulling; graceful waits (bounded) for the mailboxes to empty, otherwise drops what is queued */
+  readonly stop: (graceful: boolean) => Effect.Effect<void>
+}
+
+export interface ShardDeps {
+  readonly nats: Nats["Type"]
+  readonly store: Store
+  readonly kind: AnyActorKind
+  readonly shard: number
+  readonly epoch: number
+  readonly settings: ShardSettings
+  readonly fork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  readonly emit: (event: RuntimeEvent) => void
+  /** the fence refused a commit: the lease is gone */
+  readonly onFenced: () => void
+}
+
+const describe = (error: unknown): string =>
+  error instanceof Error
+    ? `${error.name}: ${error.message}`
+    : typeof error === "object" && error !== null
+      ? JSON.stringify(error).slice(0, 2000)
+      : String(error)
+
+const entityOf = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1)
+
+/** Start consuming one shard: one fiber pulls, one fiber per active entity handles its messages in order. */
+export const startShard = (deps: ShardDeps) =>
+  Effect.gen(function* () {
+    const { kind, shard, epoch, settings, store, nats } = deps
+    let active = true
+    const boxes = new Map<string, Mailbox>()
+
+    const reply = (msg: JsMsg, messageId: string, outcome: ActorMessages.AskOutcome, value?: unknown) =>
+      Effect.sync(() => {
+        const to = msg.headers?.get(REPLY_HEADER)
+        if (to === undefined || to === "") return
+        const envelope = ActorMessages.AskReply.make({ messageId, outcome, reply: value })
+        nats.nc.publish(to, encode(envelope))
+      })
+
+    const ack = (msg: JsMsg) =>
+      Effect.sync(() => {
+        if (settings.withholdAck?.(msg.seq, msg.info.deliveryCount) !== true) msg.ack()
+      })
+
+    const deadLetter = (
+      msg: JsMsg,
+      entityId: string | null,
+      messageId: string | null,
+      reason: ActorMessages.DeadLetterReason,
+      detail: string
+    ) =>
+      store
+        .deadLetter({
+          kind: kind.name,
+          shard,
+          epoch,
+          entityId,
+          messageId,
+          subject: msg.subject,
+          streamSequence: msg.seq,
+          reason,
+          detail,
+          payload: text(msg.data)
+        })
+        .pipe(
+          Effect.tap(() =>
+            Effect.sync(() => deps.emit({ _tag: "DeadLettered", kind: kind.name, shard, reason, detail }))
+          ),
+          Effect.zipRight(messageId === null ? Effect.void : reply(msg, messageId, "dead-lettered")),
+          Effect.zipRight(ack(msg)),
+          Effect.catchTag("Fenced", () => Effect.sync(() => lose())),
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning(`dead-lettering ${msg.subject}#${msg.seq} failed; retrying`, Cause.pretty(cause)).pipe(
+              Effect.zipRight(Effect.sleep(settings.retryBaseMs * 4)),
+              Effect.as(false)
+            )
+          ),
+          Effect.repeat({ while: (done) => done === false && active }),
+          Effect.asVoid
+        )
+
+    const lose = () => {
+      if (!active) return
+      active = false
+      deps.emit({ _tag: "Fenced", kind: kind.name, shard, epoch })
+      deps.onFenced()
+    }
+
+    const handleCommand = (msg: JsMsg, id: string, envelope: Envelope) =>
+      Effect.gen(function* () {
+        let attempt = 0
+        while (active) {
+          attempt++
+          const total = msg.info.deliveryCount - 1 + attempt
+          msg.working()
+          const started = Date.now()
+          const exit = yield* store
+            .commit({
+              kind,
+              shard,
+              epoch,
+              id,
+              envelope,
+              context: { kind: kind.name, id, subject: msg.subject, streamSequence: msg.seq, attempt: total }
+            })
+            .pipe(
+              Effect.withSpan("Actor.handle", {
+                attributes: {
+                  "actor.kind": kind.name,
+                  "actor.id": id,
+                  "actor.shard": shard,
+                  "message.type": envelope.type,
+                  "message.id": envelope.id,
+                  subject: msg.subject,
+                  streamSequence: msg.seq,
+                  attempt: total
+                }
+              }),
+              Effect.exit
+            )
+          if (Exit.isSuccess(exit)) {
+            yield* ack(msg)
+            const outcome = exit.value._tag === "Applied" ? "applied" : "duplicate"
+            yield* reply(msg, envelope.id, outcome, exit.value._tag === "Applied" ? exit.value.reply : undefined)
+            settings.onApplied?.({ kind: kind.name, id, envelope, outcome, startedAt: started, at: Date.now() })
+            return
+          }
+          const failure = Cause.failureOption(exit.cause)
+          if (Option.isSome(failure) && failure.value._tag === "Fenced") {
+            deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
+            return lose()
+          }
+          if (total >= settings.maxAttempts) {
+            const detail = Option.match(failure, {
+              onSome: (error) => (error._tag === "HandlerFailed" ? describe(error.cause) : describe(error)),
+              onNone: () => Cause.pretty(exit.cause)
+            })
+            return yield* deadLetter(msg, id, envelope.id, "handler-failed", detail)
+          }
+          yield* Effect.logDebug(`actor ${kind.name}/${id} failed on ${envelope.type} (attempt ${total})`)
+          yield* Effect.sleep(Math.min(settings.retryBaseMs * 2 ** (attempt - 1), 5_000))
+        }
+      })
+
+    const handleOne = (msg: JsMsg) => {
+      const rawId = entityOf(msg.subject)
+      const parsedId = kind.parseId(rawId)
+      if (!parsedId.ok) return deadLetter(msg, null, null, "bad-id", `${rawId}: ${parsedId.message}`)
+      const decoded = kind.decode(msg.data)
+      if (decoded._tag === "Malformed") {
+        return deadLetter(msg, parsedId.id, null, decoded.malformed.reason, decoded.malformed.message)
+      }
+      return handleCommand(msg, parsedId.id, decoded.envelope)
+    }
+
+    const mailboxLoop = (box: Mailbox): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        while (true) {
+          const next = yield* Queue.take(box.queue).pipe(Effect.timeoutOption(settings.idleAfterMs))
+          if (Option.isNone(next)) {
+            // Passivation is decided synchronously, so the dispatcher never offers to a mailbox that left.
+            const left = yield* Effect.sync(() => {
+              if (box.queue.unsafeSize().pipe(Option.getOrElse(() => 0)) > 0) return false
+              if (boxes.get(box.id) === box) boxes.delete(box.id)
+              return true
+            })
+            if (left) return
+            continue
+          }
+          if (!active) continue // not ours any more: leave it unacked for the new owner
+          box.busy = true
+          yield* handleOne(next.value).pipe(Effect.ensuring(Effect.sync(() => (box.busy = false))))
+        }
+      })
+
+    const dispatch = (msg: JsMsg) =>
+      Effect.suspend(() => {
+        if (!active) return Effect.void
+        const id = entityOf(msg.subject)
+        let box = boxes.get(id)
+        if (box === undefined) {
+          const created: Mailbox = {
+            id,
+            queue: Effect.runSync(Queue.bounded<JsMsg>(settings.mailboxCapacity)),
+            busy: false
+          }
+          boxes.set(id, created)
+          deps.fork(mailboxLoop(created))
+          box = created
+        }
+        // A full mailbox suspends the puller: nothing more is pulled until this entity catches up.
+        return box.queue.unsafeOffer(msg) ? Effect.void : Queue.offer(box.queue, msg)
+      })
+
+    const pull = Effect.gen(function* () {
+      const consumer = yield* Effect.tryPromise({
+        try: () => nats.js.consumers.get(STREAM, consumerName(kind.name, shard)),
+        catch: jsError(`open consumer ${kind.name}/${shard}`)
+      })
+      const messages = yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: () => consumer.consume({ max_messages: settings.batch }),
+          catch: jsError(`consume ${kind.name}/${shard}`)
+        }),
+        // close() resolves only once the iteration loop has seen the end, which an interrupted
+        // stream never does: stop the subscription without waiting for that.
+        (iterator) => Effect.sync(() => void iterator.close().catch(() => undefined))
+      )
+      // Not Stream.fromAsyncIterable: its finalizer awaits the iterator's return(), which never
+      // settles for an interrupted consume().
+      const iterator = messages[Symbol.asyncIterator]()
+      const next = Effect.tryPromise({
+        try: () => iterator.next(),
+        catch: (cause) => Option.some(jsError(`consume ${kind.name}/${shard}`)(cause))
+      }).pipe(Effect.flatMap((result) => (result.done ? Effect.fail(Option.none()) : Effect.succeed(result.value))))
+      yield* Stream.repeatEffectOption(next).pipe(Stream.runForEach(dispatch))
+    }).pipe(
+      Effect.scoped,
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.void
+          : Effect.logWarning(`shard ${kind.name}/${shard} stopped pulling`, Cause.pretty(cause))
+      )
+    )
+    const puller = deps.fork(pull)
+
+    const depth = () => {
+      let sum = 0
+      for (const box of boxes.values()) sum += box.queue.unsafeSize().pipe(Option.getOrElse(() => 0))
+      return sum
+    }
+    const idle = () => depth() === 0 && [...boxes.values()].every((box) => !box.busy)
+
+    const stop = (graceful: boolean) =>
+      Effect.gen(function* () {
+        yield* Fiber.interrupt(puller)
+        if (graceful && active) {
+          const deadline = Date.now() + settings.drainTimeoutMs
+          while (!idle() && Date.now() < deadline) yield* Effect.sleep(10)
+        }
+        active = false
+        for (const box of boxes.values()) yield* Queue.takeAll(box.queue)
+      })
+
+    return {
+      kind: kind.name,
+      shard,
+      epoch,
+      isActive: () => active,
+      depth,
+      mailboxes: () => boxes.size,
+      stop
+    } satisfies ShardHandle
+  })

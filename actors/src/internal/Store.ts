@@ -1,0 +1,202 @@
+import { SqlClient } from "@effect/sql"
+import type { Envelope } from "@sam/bus"
+import { ActorMessages, encode, Subjects } from "@sam/bus"
+import { Effect } from "effect"
+import type { ActorContext, AnyActorKind, Outgoing, Reaction } from "../ActorKind.js"
+import { Fenced, HandlerFailed } from "../Errors.js"
+
+export type CommitResult = { readonly _tag: "Applied"; readonly reply: unknown } | { readonly _tag: "Duplicate" }
+
+export interface DeadLetter {
+  readonly kind: string
+  readonly shard: number
+  readonly epoch: number
+  readonly entityId: string | null
+  /** the envelope id when known; otherwise the inbox key is derived from the stream sequence */
+  readonly messageId: string | null
+  readonly subject: string
+  readonly streamSequence: number
+  readonly reason: ActorMessages.DeadLetterReason
+  readonly detail: string
+  readonly payload: string
+}
+
+export interface ClaimedRow {
+  readonly messageId: string
+  readonly subject: string
+  readonly payload: string
+}
+
+const decoder = new TextDecoder()
+export const text = (data: Uint8Array) => decoder.decode(data)
+
+/** Where runtime events about an entity go (they belong to no project). */
+export const systemEvent = (kind: string, id: string | null, envelope: Envelope): Outgoing => ({
+  subject: Subjects.event(
+    ActorMessages.SYSTEM_PROJECT,
+    kind,
+    id !== null && Subjects.isToken(id) ? id : "unknown",
+    envelope.type
+  ),
+  envelope
+})
+
+/** The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases. */
+export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number) => {
+  // One statement both claims the message id and bounds how long this transaction may sit idle: an
+  // owner frozen mid-transaction (SIGSTOP) must not hold its row locks forever.
+  const claimInbox = (messageId: string, kind: string, entityId: string) =>
+    sql<{ mid: string }>`
+      INSERT INTO actor_inbox (message_id, kind, entity_id)
+      SELECT ${messageId}, ${kind}, ${entityId}
+      WHERE set_config('idle_in_transaction_session_timeout', ${String(idleInTransactionMs)}, true) IS NOT NULL
+      ON CONFLICT (message_id) DO NOTHING
+      RETURNING message_id AS mid`.pipe(Effect.map((rows) => rows.length > 0))
+
+  const writeOutbox = (rows: ReadonlyArray<Outgoing>) =>
+    rows.length === 0
+      ? Effect.void
+      : sql`INSERT INTO actor_outbox ${sql.insert(
+          rows.map((row) => ({
+            message_id: row.envelope.id,
+            subject: row.subject,
+            payload: text(encode(row.envelope))
+          }))
+        )} ON CONFLICT (message_id) DO NOTHING`
+
+  const checkFence = (kind: string, shard: number, epoch: number) =>
+    sql<{ epoch: string }>`
+      SELECT epoch FROM actor_shard_fences WHERE kind = ${kind} AND shard = ${shard} FOR SHARE`.pipe(
+      Effect.flatMap((rows) => {
+        const current = rows[0] === undefined ? null : Number(rows[0].epoch)
+        return current === epoch ? Effect.void : Effect.fail(new Fenced({ kind, shard, epoch, current }))
+      })
+    )
+
+  const writeTimers = (kind: AnyActorKind, id: string, reaction: Reaction<unknown>) =>
+    Effect.forEach(
+      reaction.timers ?? [],
+      (timer) =>
+        timer._tag === "Cancel"
+          ? sql`DELETE FROM actor_timers WHERE kind = ${kind.name} AND entity_id = ${id} AND name = ${timer.name}`
+          : sql`
+              INSERT INTO actor_timers (kind, entity_id, name, due_at, message_id, subject, payload)
+              VALUES (${kind.name}, ${id}, ${timer.name}, ${timer.at}, ${timer.command.id},
+                ${Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id)}, ${text(encode(timer.command))})
+              ON CONFLICT (kind, entity_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,
+                message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`,
+      { discard: true }
+    )
+
+  /**
+   * Apply one command: inbox claim, load, handle, save, outbox, timers and the fence check in one
+   * transaction. `Duplicate` when the message id was already processed; `Fenced` (rolled back) when
+   * the shard's epoch is no longer ours.
+   */
+  const commit = (input: {
+    readonly kind: AnyActorKind
+    readonly shard: number
+    readonly epoch: number
+    readonly id: string
+    readonly envelope: Envelope
+    readonly context: ActorContext<string>
+  }) => {
+    const { kind, id, envelope } = input
+    const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
+    return Effect.gen(function* () {
+      const fresh = yield* claimInbox(envelope.id, kind.name, id)
+      if (!fresh) return { _tag: "Duplicate" } satisfies CommitResult as CommitResult
+      const previous = yield* kind.load(id).pipe(Effect.mapError(failed))
+      const reaction = yield* kind.handle(previous, envelope, input.context).pipe(
+        Effect.catchAllDefect((defect) => Effect.fail(defect)),
+        Effect.mapError(failed)
+      )
+      yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
+      yield* writeOutbox([...(reaction.events ?? []), ...(reaction.send ?? [])])
+      yield* writeTimers(kind, id, reaction)
+      yield* checkFence(kind.name, input.shard, input.epoch)
+      return { _tag: "Applied", reply: reaction.reply } satisfies CommitResult as CommitResult
+    }).pipe(sql.withTransaction, Effect.provideService(SqlClient.SqlClient, sql))
+  }
+
+  /** Record a poison message with its reason and a `actor.dead-lettered` event, exactly once. */
+  const deadLetter = (letter: DeadLetter) =>
+    Effect.gen(function* () {
+      const inboxKey = letter.messageId ?? `seq_${letter.streamSequence}`
+      const fresh = yield* claimInbox(inboxKey, letter.kind, letter.entityId ?? "")
+      if (!fresh) return false
+      yield* sql`
+        INSERT INTO actor_dead_letters (kind, entity_id, message_id, subject, stream_seq, reason, detail, payload)
+        VALUES (${letter.kind}, ${letter.entityId}, ${letter.messageId}, ${letter.subject}, ${letter.streamSequence},
+          ${letter.reason}, ${letter.detail.slice(0, 4000)}, ${letter.payload})`
+      const event = ActorMessages.DeadLettered.make({
+        kind: letter.kind,
+        entityId: letter.entityId,
+        messageId: letter.messageId,
+        subject: letter.subject,
+        streamSequence: letter.streamSequence,
+        reason: letter.reason,
+        detail: letter.detail.slice(0, 4000)
+      })
+      yield* writeOutbox([systemEvent(letter.kind, letter.entityId, event)])
+      yield* checkFence(letter.kind, letter.shard, letter.epoch)
+      return true
+    }).pipe(sql.withTransaction)
+
+  const readFence = (kind: string, shard: number) =>
+    sql<{ epoch: string }>`SELECT epoch FROM actor_shard_fences WHERE kind = ${kind} AND shard = ${shard}`.pipe(
+      Effect.map((rows) => (rows[0] === undefined ? 0 : Number(rows[0].epoch)))
+    )
+
+  /** Raise the shard's fence to `epoch`; false when it is already there or beyond (someone newer). */
+  const writeFence = (kind: string, shard: number, epoch: number, owner: string, lockTimeoutMs: number) =>
+    Effect.gen(function* () {
+      yield* sql`SELECT set_config('lock_timeout', ${String(lockTimeoutMs)}, true)`
+      const rows = yield* sql<{ epoch: string }>`
+        INSERT INTO actor_shard_fences (kind, shard, epoch, owner) VALUES (${kind}, ${shard}, ${epoch}, ${owner})
+        ON CONFLICT (kind, shard) DO UPDATE SET epoch = EXCLUDED.epoch, owner = EXCLUDED.owner, updated_at = now()
+        WHERE actor_shard_fences.epoch < EXCLUDED.epoch
+        RETURNING epoch`
+      return rows.length > 0
+    }).pipe(sql.withTransaction)
+
+  /** Claim up to `limit` rows with SKIP LOCKED, hand them to `publish`, and finish them in the same transaction. */
+  const drain = (
+    claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedRow>, unknown>,
+    finish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<unknown, unknown>,
+    limit: number,
+    publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>
+  ) =>
+    Effect.gen(function* () {
+      const rows = yield* claim(limit)
+      if (rows.length === 0) return 0
+      yield* publish(rows)
+      yield* finish(rows)
+      return rows.length
+    }).pipe(sql.withTransaction)
+
+  const relayOutbox = (limit: number, publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>) =>
+    drain(
+      (n) => sql<ClaimedRow>`
+        SELECT message_id AS "messageId", subject, payload FROM actor_outbox
+        WHERE sent_at IS NULL ORDER BY seq LIMIT ${n} FOR UPDATE SKIP LOCKED`,
+      (rows) =>
+        sql`UPDATE actor_outbox SET sent_at = now() WHERE message_id IN ${sql.in(rows.map((row) => row.messageId))}`,
+      limit,
+      publish
+    )
+
+  const fireTimers = (limit: number, publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>) =>
+    drain(
+      (n) => sql<ClaimedRow>`
+        SELECT message_id AS "messageId", subject, payload FROM actor_timers
+        WHERE due_at <= now() ORDER BY due_at LIMIT ${n} FOR UPDATE SKIP LOCKED`,
+      (rows) => sql`DELETE FROM actor_timers WHERE message_id IN ${sql.in(rows.map((row) => row.messageId))}`,
+      limit,
+      publish
+    )
+
+  return { commit, deadLetter, readFence, writeFence, relayOutbox, fireTimers }
+}
+
+export type Store = ReturnType<typeof makeStore>

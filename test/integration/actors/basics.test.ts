@@ -1,0 +1,75 @@
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Actor, ActorStatus, Actors } from "@sam/actors"
+import { Nats } from "@sam/bus"
+import { Effect, Layer, type Redacted } from "effect"
+import { beforeAll } from "vitest"
+import { actorsDatabase, counters, waitUntil } from "../../src/ActorsHarness.js"
+import { startRuntime } from "../../src/ActorsInProcess.js"
+import { counterKind, Fail, Increment } from "../../src/CounterActor.js"
+import { natsAdmin, sqlLayer, unique } from "../../src/Env.js"
+
+let url: Redacted.Redacted<string>
+beforeAll(async () => {
+  url = await actorsDatabase()
+})
+const env = () => Layer.merge(natsAdmin("actors-basics"), sqlLayer(url))
+
+describe("actor runtime: ask, poison messages, status", () => {
+  it.scopedLive("a garbage payload and a failing handler are dead-lettered and the entity keeps working", () =>
+    Effect.gen(function* () {
+      const kind = counterKind(unique("k"), 4)
+      const runtime = yield* startRuntime(url, [kind], {
+        instanceId: unique("inst"),
+        leaseTtl: "3 seconds",
+        maxAttempts: 3,
+        retryBase: "20 millis"
+      })
+      yield* waitUntil(
+        "all shards leased",
+        Effect.sync(() => runtime.shards().length === 4),
+        10_000
+      )
+      const first = yield* Actors.ask(kind, "e1", Increment.make({ seq: 1 }))
+      expect(first).toEqual({ messageId: expect.any(String), outcome: "applied", reply: 1 })
+
+      const { js } = yield* Nats
+      const sql = yield* SqlClient.SqlClient
+      yield* Effect.promise(() => js.publish(Actor.subjectOf(kind, "e1"), "{not json"))
+      yield* Effect.promise(() =>
+        js.publish(Actor.subjectOf(kind, "e1"), JSON.stringify({ id: "msg_x", type: "nope" }))
+      )
+      const boom = Fail.make({ why: "test" })
+      const failed = yield* Actors.ask(kind, "e1", boom)
+      expect(failed.outcome).toBe("dead-lettered")
+      const second = yield* Actors.ask(kind, "e1", Increment.make({ seq: 2 }))
+      expect(second).toMatchObject({ outcome: "applied", reply: 2 })
+
+      const letters = yield* sql<{ reason: string; messageId: string | null; payload: string; detail: string }>`
+        SELECT reason, message_id, payload, detail FROM actor_dead_letters WHERE kind = ${kind.name} ORDER BY id`
+      expect(letters.map((l) => l.reason)).toEqual(["not-json", "bad-envelope", "handler-failed"])
+      expect(letters[0]?.payload).toBe("{not json")
+      expect(letters[2]?.messageId).toBe(boom.id)
+      expect(letters[2]?.detail).toContain("told to fail: test")
+      const state = (yield* counters(kind.name)).get("e1")
+      expect(state).toMatchObject({ count: 2, lastSeq: 2, violations: 0 })
+
+      const { jsm } = yield* Nats
+      const eventSubject = `sam.evt.system.${kind.name}.e1.actor.dead-lettered`
+      yield* waitUntil(
+        "dead-letter events published",
+        Effect.promise(() => jsm.streams.info("SAM_EVT", { subjects_filter: eventSubject })).pipe(
+          Effect.map((info) => info.state.subjects?.[eventSubject] === 3)
+        ),
+        10_000
+      )
+
+      const status = yield* ActorStatus.status()
+      const mine = status.shards.filter((s) => s.kind === kind.name)
+      expect(mine).toHaveLength(4)
+      expect(mine.every((s) => s.owner === runtime.instanceId && s.epoch === s.fence)).toBe(true)
+      expect(status.deadLetters.find((d) => d.kind === kind.name)?.count).toBe(3)
+      expect(ActorStatus.render(status)).toContain(runtime.instanceId)
+    }).pipe(Effect.provide(env()))
+  )
+})

@@ -4,8 +4,6 @@ import { z } from "zod"
 import {
   type CreateOptions,
   type ExecOptions,
-  type ExecResult,
-  type ProcessError,
   RuntimeFailure,
   type RuntimeKind,
   WorkspaceConflict,
@@ -143,11 +141,7 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
         return yield* collect(proc, options?.stdin)
       })
     )
-  }) as (
-    workspaceId: string,
-    argv: ReadonlyArray<string>,
-    options?: ExecOptions & { readonly stdin?: string }
-  ) => Effect.Effect<ExecResult, ProcessError>
+  })
 
   const transition = (workspaceId: string, op: "halt" | "resume") =>
     locked(workspaceId)(
@@ -167,18 +161,18 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
     exec,
     stop: Effect.fn("WorkspaceRuntime.stop")(function* (workspaceId: string) {
       return yield* transition(workspaceId, "halt")
-    }) as Lifecycle["stop"],
+    }),
     start: Effect.fn("WorkspaceRuntime.start")(function* (workspaceId: string) {
       return yield* transition(workspaceId, "resume")
-    }) as Lifecycle["start"],
+    }),
     delete: Effect.fn("WorkspaceRuntime.delete")(function* (workspaceId: string) {
       yield* locked(workspaceId)(
         provisioner
           .destroy(workspaceId)
           .pipe(Effect.mapError(runtimeFailure), Effect.zipRight(records.remove(workspaceId)))
       )
-    }) as Lifecycle["delete"]
-  } satisfies Lifecycle as Lifecycle
+    })
+  } satisfies Lifecycle
 }
 
 /** Feed `stdin`, then read both outputs to their end and wait for the exit code. */

@@ -1,0 +1,100 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Nats } from "@sam/bus"
+import { Effect, Layer, type Redacted } from "effect"
+import { beforeAll } from "vitest"
+import { actorsDatabase, counters, entityIds, publishLoad, waitUntil } from "../../src/ActorsHarness.js"
+import { startRuntime } from "../../src/ActorsInProcess.js"
+import { counterKind } from "../../src/CounterActor.js"
+import { natsAdmin, sqlLayer, unique } from "../../src/Env.js"
+
+let url: Redacted.Redacted<string>
+beforeAll(async () => {
+  url = await actorsDatabase()
+})
+const env = () => Layer.merge(natsAdmin("actors-load"), sqlLayer(url))
+
+const eventCount = (kindName: string) =>
+  Effect.gen(function* () {
+    const { jsm } = yield* Nats
+    const info = yield* Effect.promise(() =>
+      jsm.streams.info("SAM_EVT", { subjects_filter: `sam.evt.test.${kindName}.>` })
+    )
+    return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0)
+  })
+
+/** Every entity applied seq 1…n once each, in order. */
+const allApplied = (kindName: string, entities: ReadonlyArray<string>, n: number) =>
+  counters(kindName).pipe(
+    Effect.map((rows) => entities.every((id) => rows.get(id)?.count === n && rows.get(id)?.lastSeq === n))
+  )
+
+describe("actor runtime under load", () => {
+  it.scopedLive(
+    "10,000 commands over 500 entities with 2 instances: in order, each applied once, each event published once",
+    () =>
+      Effect.gen(function* () {
+        const kind = counterKind(unique("k"), 8)
+        const options = { leaseTtl: "4 seconds", mailboxCapacity: 32 } as const
+        const a = yield* startRuntime(url, [kind], { ...options, instanceId: unique("a") })
+        const b = yield* startRuntime(url, [kind], { ...options, instanceId: unique("b") })
+        yield* waitUntil(
+          "both instances share the shards",
+          Effect.sync(() => a.shards().length === 4 && b.shards().length === 4),
+          20_000
+        )
+        const entities = entityIds(500)
+        const started = Date.now()
+        yield* publishLoad({ kind, entities, perEntity: 20, publishers: 8 })
+        yield* waitUntil("all 10,000 applied", allApplied(kind.name, entities, 20), 90_000, 250)
+        const seconds = (Date.now() - started) / 1000
+        console.log(
+          `10,000 commands through 2 instances in ${seconds.toFixed(1)} s (${(10_000 / seconds).toFixed(0)}/s)`
+        )
+        const rows = yield* counters(kind.name)
+        expect([...rows.values()].reduce((sum, row) => sum + row.count, 0)).toBe(10_000)
+        expect([...rows.values()].every((row) => row.violations === 0)).toBe(true)
+        yield* waitUntil("10,000 events relayed", eventCount(kind.name).pipe(Effect.map((n) => n >= 10_000)), 30_000)
+        expect(yield* eventCount(kind.name)).toBe(10_000)
+      }).pipe(Effect.provide(env())),
+    150_000
+  )
+
+  it.scopedLive("commands published twice, and deliveries whose ack is withheld, apply once", () =>
+    Effect.gen(function* () {
+      const kind = counterKind(unique("k"), 4)
+      let duplicates = 0
+      const runtime = yield* startRuntime(url, [kind], {
+        instanceId: unique("r"),
+        leaseTtl: "4 seconds",
+        ackWait: "1 second",
+        // every first delivery stays unacknowledged: the server redelivers all of them
+        withholdAck: (_seq, deliveryCount) => deliveryCount === 1,
+        onApplied: (applied) => {
+          if (applied.outcome === "duplicate") duplicates++
+        }
+      })
+      yield* waitUntil(
+        "shards leased",
+        Effect.sync(() => runtime.shards().length === 4),
+        20_000
+      )
+      const entities = entityIds(50)
+      // the same envelope twice with its Nats-Msg-Id (the stream drops the copy) ...
+      yield* publishLoad({ kind, entities, perEntity: 4, publishers: 2, twice: "same-msg-id" })
+      // ... and twice without it, so the stream stores both and only the inbox can tell
+      yield* publishLoad({ kind, entities, perEntity: 4, publishers: 2, twice: "no-msg-id", startSeq: 5 })
+      yield* waitUntil("all applied", allApplied(kind.name, entities, 8), 60_000, 200)
+      // 200 stored copies plus a redelivery of each of the 600 stored messages are all duplicates
+      yield* waitUntil(
+        "every redelivery seen",
+        Effect.sync(() => duplicates >= 200 + 600),
+        30_000,
+        200
+      )
+      const rows = yield* counters(kind.name)
+      expect([...rows.values()].every((row) => row.count === 8 && row.violations === 0)).toBe(true)
+      expect(yield* eventCount(kind.name)).toBeLessThanOrEqual(400)
+      yield* waitUntil("400 events", eventCount(kind.name).pipe(Effect.map((n) => n === 400)), 20_000)
+    }).pipe(Effect.provide(env()))
+  )
+})

@@ -148,7 +148,7 @@ export const manageLeases = (deps: {
         now
       })
       yield* Effect.forEach(decision.release, release, { discard: true })
-      yield* Effect.forEach(decision.acquire, take, { discard: true })
+      yield* Effect.forEach(decision.acquire, take, { concurrency: 4, discard: true })
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logWarning(`lease tick for ${kind.name} failed`, Cause.pretty(cause)))
     )

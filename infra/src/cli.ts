@@ -59,6 +59,11 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   switch (args[0]) {
     case "up":
       return up
+    case "actors":
+      return Effect.flatMap(
+        Effect.promise(() => import("./ActorsStatus.js")),
+        (module) => module.actorsStatus
+      )
     case "creds":
       if (args[1] === "ops") return credsOps(args.slice(2))
       return Effect.fail(

@@ -1,0 +1,206 @@
+/**
+ * Benchmark: commands through the actor runtime (JetStream consumer, Postgres transaction with inbox,
+ * state, outbox and fence, ack after commit, outbox relay) against raw JetStream publish + consume
+ * + ack, on this machine in the same run. Run: `node --import tsx test/bench/actors.ts [N]`.
+ * Prints the figures and rewrites the "Actor runtime" section of docs/benchmarks.md.
+ */
+import { readFile, writeFile } from "node:fs/promises"
+import { cpus } from "node:os"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
+import { Actor, ActorRuntime } from "@sam/actors"
+import { Nats, natsLayer } from "@sam/bus"
+import { Sql } from "@sam/sql"
+import { Context, Effect, Layer, Logger, LogLevel } from "effect"
+import { counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
+import { startTestStack } from "../src/TestStack.js"
+
+const N = Number(process.argv[2] ?? 5_000)
+const SEQUENTIAL = 300
+const ENTITIES = 500
+const IN_FLIGHT = 256
+
+interface Figures {
+  readonly perSecond: number
+  readonly p50: number
+  readonly p99: number
+}
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+const figures = (count: number, elapsedMs: number, latencies: Array<number>): Figures => {
+  latencies.sort((a, b) => a - b)
+  return { perSecond: (count / elapsedMs) * 1000, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
+}
+
+/** Publish `count` messages with at most IN_FLIGHT unacknowledged publishes, or one at a time when `sequential`. */
+const drive = async (
+  count: number,
+  sequential: boolean,
+  send: (i: number) => Promise<unknown>,
+  done: Map<number, () => void>
+) => {
+  const finished: Array<Promise<void>> = []
+  let next = 0
+  const worker = async () => {
+    while (next < count) {
+      const i = next++
+      const applied = new Promise<void>((resolve) => done.set(i, resolve))
+      await send(i)
+      if (sequential) await applied
+      finished.push(applied)
+    }
+  }
+  await Promise.all(Array.from({ length: sequential ? 1 : IN_FLIGHT }, worker))
+  await Promise.all(finished)
+}
+
+const raw = (count: number, sequential: boolean) =>
+  Effect.gen(function* () {
+    const { js, jsm } = yield* Nats
+    const kind = `rawb${Math.random().toString(36).slice(2, 8)}`
+    const filter = `sam.cmd.${kind}.>`
+    yield* Effect.promise(() =>
+      jsm.consumers.add("SAM_CMD", {
+        durable_name: kind,
+        filter_subject: filter,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All
+      })
+    )
+    const consumer = yield* Effect.promise(() => js.consumers.get("SAM_CMD", kind))
+    const sentAt = new Map<number, number>()
+    const latencies: Array<number> = []
+    const done = new Map<number, () => void>()
+    const messages = yield* Effect.promise(() =>
+      consumer.consume({
+        max_messages: 256,
+        callback: (msg) => {
+          msg.ack()
+          const i = Number(msg.subject.slice(msg.subject.lastIndexOf(".") + 2))
+          latencies.push(Date.now() - (sentAt.get(i) ?? Date.now()))
+          done.get(i)?.()
+        }
+      })
+    )
+    const started = Date.now()
+    yield* Effect.promise(() =>
+      drive(
+        count,
+        sequential,
+        (i) => {
+          sentAt.set(i, Date.now())
+          return js.publish(`sam.cmd.${kind}.0.e${i}`, JSON.stringify(Increment.make({ seq: 1 })), {
+            msgID: `${kind}-${i}`
+          })
+        },
+        done
+      )
+    )
+    const elapsed = Date.now() - started
+    yield* Effect.promise(() => messages.close().catch(() => undefined))
+    return figures(count, elapsed, latencies)
+  })
+
+const runtime = (count: number, sequential: boolean, instances: number) =>
+  Effect.gen(function* () {
+    const kind = counterKind(`bench${Math.random().toString(36).slice(2, 8)}`, 8)
+    const sentAt = new Map<string, number>()
+    const indexOf = new Map<string, number>()
+    const latencies: Array<number> = []
+    const done = new Map<number, () => void>()
+    const onApplied = (applied: ActorRuntime.Applied) => {
+      const i = indexOf.get(applied.envelope.id)
+      if (i === undefined || applied.outcome !== "applied") return
+      latencies.push(applied.at - (sentAt.get(applied.envelope.id) ?? applied.at))
+      done.get(i)?.()
+    }
+    const { js } = yield* Nats
+    const runtimes = yield* Effect.forEach(
+      Array.from({ length: instances }, (_, n) => n),
+      (n) =>
+        Layer.build(ActorRuntime.layer([kind], { instanceId: `bench-${n}`, leaseTtl: "5 seconds", onApplied })).pipe(
+          Effect.map((context) => Context.get(context, ActorRuntime.ActorRuntime))
+        )
+    )
+    while (runtimes.reduce((sum, r) => sum + r.shards().length, 0) < kind.shards) yield* Effect.sleep(50)
+    const seqOf = new Map<string, number>()
+    const started = Date.now()
+    yield* Effect.promise(() =>
+      drive(
+        count,
+        sequential,
+        (i) => {
+          const id = `e${i % ENTITIES}`
+          const seq = (seqOf.get(id) ?? 0) + 1
+          seqOf.set(id, seq)
+          const envelope = Increment.make({ seq })
+          sentAt.set(envelope.id, Date.now())
+          indexOf.set(envelope.id, i)
+          return js.publish(Actor.subjectOf(kind, id), JSON.stringify(envelope), { msgID: envelope.id })
+        },
+        done
+      )
+    )
+    return figures(count, Date.now() - started, latencies)
+  }).pipe(Effect.scoped)
+
+const line = (name: string, f: Figures) =>
+  `| ${name} | ${f.perSecond.toFixed(0)} | ${f.p50.toFixed(0)} | ${f.p99.toFixed(0)} |`
+
+const main = Effect.gen(function* () {
+  yield* createCounterTable(yield* SqlClient.SqlClient)
+  yield* Effect.log(`warming up`)
+  yield* raw(500, false)
+  yield* runtime(500, false, 1)
+  const rawBurst = yield* raw(N, false)
+  const rtBurst = yield* runtime(N, false, 1)
+  const rtBurst2 = yield* runtime(N, false, 2)
+  const rawSeq = yield* raw(SEQUENTIAL, true)
+  const rtSeq = yield* runtime(SEQUENTIAL, true, 1)
+  const table = [
+    "| path | commands/s | p50 ms | p99 ms |",
+    "|---|---:|---:|---:|",
+    line(`raw JetStream publish → consume → ack, ${N} in a burst`, rawBurst),
+    line(`actor runtime, 1 instance, ${N} in a burst`, rtBurst),
+    line(`actor runtime, 2 instances, ${N} in a burst`, rtBurst2),
+    line(`raw JetStream, ${SEQUENTIAL} one at a time`, rawSeq),
+    line(`actor runtime, ${SEQUENTIAL} one at a time`, rtSeq)
+  ].join("\n")
+  const ratio = (rtBurst.perSecond / rawBurst.perSecond).toFixed(3)
+  const section = [
+    "## Actor runtime",
+    "",
+    `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/actors.ts ${N}\` on this machine`,
+    `(${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+    `Commands to ${ENTITIES} entities over 8 shards, up to ${IN_FLIGHT} publishes in flight (burst) or one at a time.`,
+    "Latency is from publish to the ack after the Postgres commit (runtime) or to consumption (raw).",
+    "Each runtime command is one transaction: inbox insert, state read and write, an outbox event, the fence check.",
+    "",
+    table,
+    "",
+    `Throughput ratio runtime/raw (1 instance, burst): ${ratio}.`,
+    ""
+  ].join("\n")
+  process.stdout.write(`${section}\n`)
+  const file = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
+  const current = yield* Effect.promise(() => readFile(file, "utf8").catch(() => "# Benchmarks\n"))
+  const start = current.indexOf("## Actor runtime")
+  const end = start < 0 ? -1 : current.indexOf("\n## ", start + 1)
+  const updated =
+    start < 0
+      ? `${current.trimEnd()}\n\n${section}`
+      : `${current.slice(0, start)}${section}${end < 0 ? "" : current.slice(end + 1)}`
+  yield* Effect.promise(() => writeFile(file, updated))
+})
+
+const running = await startTestStack()
+try {
+  const env = Layer.merge(
+    natsLayer({ servers: running.stack.natsUrl, creds: running.stack.controlPlaneCreds, name: "bench" }),
+    Sql.layer(running.stack.databaseUrl, "bench")
+  )
+  await Effect.runPromise(main.pipe(Effect.provide(env), Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))))
+} finally {
+  await running.close()
+}

@@ -15,7 +15,7 @@ beforeAll(async () => {
 })
 const env = () => Layer.merge(natsAdmin("actors-basics"), sqlLayer(url))
 
-describe("actor runtime: ask, poison messages, status", () => {
+describe("actor runtime: ask, poison messages, passivation, status", () => {
   it.scopedLive("a garbage payload and a failing handler are dead-lettered and the entity keeps working", () =>
     Effect.gen(function* () {
       const kind = counterKind(unique("k"), 4)
@@ -23,7 +23,8 @@ describe("actor runtime: ask, poison messages, status", () => {
         instanceId: unique("inst"),
         leaseTtl: "3 seconds",
         maxAttempts: 3,
-        retryBase: "20 millis"
+        retryBase: "20 millis",
+        idleAfter: "300 millis"
       })
       yield* waitUntil(
         "all shards leased",
@@ -63,6 +64,15 @@ describe("actor runtime: ask, poison messages, status", () => {
         ),
         10_000
       )
+
+      // idle entities are passivated; the next command reloads the state from Postgres
+      yield* waitUntil(
+        "idle mailboxes passivated",
+        Effect.sync(() => runtime.shards().every((shard) => shard.mailboxes === 0)),
+        10_000
+      )
+      const third = yield* Actors.ask(kind, "e1", Increment.make({ seq: 3 }))
+      expect(third).toMatchObject({ outcome: "applied", reply: 3 })
 
       const status = yield* ActorStatus.status()
       const mine = status.shards.filter((s) => s.kind === kind.name)

@@ -1,7 +1,7 @@
 export * as Actor from "./ActorKind.js"
 export * as Actors from "./Client.js"
 export * from "./Errors.js"
+export { consumerName } from "./internal/Consumer.js"
 export * as LeasePlan from "./internal/LeasePlan.js"
-export { consumerName } from "./internal/Shard.js"
 export * as ActorRuntime from "./Runtime.js"
 export * as ActorStatus from "./Status.js"

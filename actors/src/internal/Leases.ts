@@ -1,9 +1,10 @@
 import { Kv, type Nats, NatsError, Topology } from "@sam/bus"
 import { Cause, Effect, Fiber, Option } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
+import { resetConsumer } from "./Consumer.js"
 import { isFree, LeaseValue, leaseKey, MemberValue, memberKey, memberPrefix, plan } from "./LeasePlan.js"
 import type { RuntimeEvent, Settings } from "./Settings.js"
-import { resetConsumer, type ShardHandle, startShard } from "./Shard.js"
+import { type ShardHandle, startShard } from "./Shard.js"
 import type { Store } from "./Store.js"
 
 const BUCKET = Topology.Buckets.leases.name

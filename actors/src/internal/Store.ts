@@ -28,6 +28,8 @@ export interface ClaimedRow {
 }
 
 const decoder = new TextDecoder()
+/** Advisory lock key of the outbox relay ("sam-outbox" as a number). */
+const OUTBOX_LOCK = 0x5a4d0b0c
 export const text = (data: Uint8Array) => decoder.decode(data)
 
 /** Where runtime events about an entity go (they belong to no project). */
@@ -175,11 +177,14 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
       return rows.length
     }).pipe(sql.withTransaction)
 
+  // One relay at a time per database (a transaction-scoped advisory lock, freed if its holder dies), so
+  // rows are published in commit order; another instance's relay takes over on its next poll.
   const relayOutbox = (limit: number, publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>) =>
     drain(
       (n) => sql<ClaimedRow>`
         SELECT message_id AS "messageId", subject, payload FROM actor_outbox
-        WHERE sent_at IS NULL ORDER BY seq LIMIT ${n} FOR UPDATE SKIP LOCKED`,
+        WHERE sent_at IS NULL AND pg_try_advisory_xact_lock(${OUTBOX_LOCK})
+        ORDER BY seq LIMIT ${n} FOR UPDATE SKIP LOCKED`,
       (rows) =>
         sql`UPDATE actor_outbox SET sent_at = now() WHERE message_id IN ${sql.in(rows.map((row) => row.messageId))}`,
       limit,

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Actors } from "@sam/actors"
-import { Subjects } from "@sam/bus"
+import { Nats, Subjects } from "@sam/bus"
 import { Effect, Fiber, Layer, type Redacted } from "effect"
 import { afterEach, beforeAll } from "vitest"
 import {
@@ -88,6 +88,13 @@ describe("actor runtime failover (instances in child processes)", () => {
         const rows = yield* counters(kindName)
         expect([...rows.values()].reduce((sum, row) => sum + row.count, 0)).toBe(3_000)
         expect([...rows.values()].every((row) => row.violations === 0)).toBe(true)
+        // the killed instance's outbox rows are relayed by the survivor: each event exactly once
+        const { jsm } = yield* Nats
+        const events = Effect.promise(() =>
+          jsm.streams.info("SAM_EVT", { subjects_filter: `sam.evt.test.${kindName}.>` })
+        ).pipe(Effect.map((info) => Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0)))
+        yield* waitUntil("3,000 events relayed", events.pipe(Effect.map((n) => n >= 3_000)), 30_000)
+        expect(yield* events).toBe(3_000)
       }).pipe(Effect.provide(env())),
     120_000
   )

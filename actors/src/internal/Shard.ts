@@ -3,6 +3,7 @@ import { ActorMessages, type Envelope, encode, type Nats } from "@sam/bus"
 import { Cause, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
+import { afterFailure, totalAttempts } from "./Retry.js"
 import type { RuntimeEvent, ShardSettings } from "./Settings.js"
 import type { Store } from "./Store.js"
 import { text } from "./Store.js"
@@ -118,7 +119,7 @@ export const startShard = (deps: ShardDeps) =>
         let attempt = 0
         while (active) {
           attempt++
-          const total = msg.info.deliveryCount - 1 + attempt
+          const total = totalAttempts(msg.info.deliveryCount, attempt)
           if (attempt > 1) msg.working()
           const started = Date.now()
           const exit = yield* store
@@ -153,11 +154,18 @@ export const startShard = (deps: ShardDeps) =>
             return
           }
           const failure = Cause.failureOption(exit.cause)
-          if (Option.isSome(failure) && failure.value._tag === "Fenced") {
+          const next = afterFailure({
+            fenced: Option.isSome(failure) && failure.value._tag === "Fenced",
+            attempt,
+            deliveryCount: msg.info.deliveryCount,
+            maxAttempts: settings.maxAttempts,
+            retryBaseMs: settings.retryBaseMs
+          })
+          if (next._tag === "GiveUpShard") {
             deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
             return lose()
           }
-          if (total >= settings.maxAttempts) {
+          if (next._tag === "DeadLetter") {
             const detail = Option.match(failure, {
               onSome: (error) => (error._tag === "HandlerFailed" ? describe(error.cause) : describe(error)),
               onNone: () => Cause.pretty(exit.cause)
@@ -165,7 +173,7 @@ export const startShard = (deps: ShardDeps) =>
             return yield* deadLetter(msg, id, envelope.id, "handler-failed", detail)
           }
           yield* Effect.logDebug(`actor ${kind.name}/${id} failed on ${envelope.type} (attempt ${total})`)
-          yield* Effect.sleep(Math.min(settings.retryBaseMs * 2 ** (attempt - 1), 5_000))
+          yield* Effect.sleep(next.delayMs)
         }
       })
 

@@ -74,6 +74,11 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
       const third = yield* Actors.ask(kind, "e1", Increment.make({ seq: 3 }))
       expect(third).toMatchObject({ outcome: "applied", reply: 3 })
 
+      // nobody runs this kind: the asker gets a timeout, not a hang
+      const unserved = counterKind(unique("k"), 2)
+      const timedOut = yield* Actors.ask(unserved, "e1", Increment.make({ seq: 1 }), "300 millis").pipe(Effect.flip)
+      expect(timedOut._tag).toBe("AskTimeout")
+
       const status = yield* ActorStatus.status()
       const mine = status.shards.filter((s) => s.kind === kind.name)
       expect(mine).toHaveLength(4)

@@ -48,7 +48,7 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
   const emit = (event: RuntimeEvent) => {
     options.onEvent?.(event)
     if (event._tag !== "Acquired" && event._tag !== "Released") {
-      Effect.runFork(Effect.logInfo(`actor runtime ${settings.instanceId}: ${event._tag}`, event))
+      fork(Effect.logWarning(`actor runtime ${settings.instanceId}: ${event._tag}`).pipe(Effect.annotateLogs(event)))
     }
   }
 

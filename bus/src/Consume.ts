@@ -126,15 +126,32 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
         try: () => js.consumers.get(stream, durable),
         catch: jsError(`open consumer ${stream}/${durable}`)
       })
-      const messages = yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: () => consumer.consume({ max_messages: options.batch ?? 256 }),
-          catch: jsError(`consume ${stream}/${durable}`)
-        }),
-        (iterator) => Effect.promise(() => iterator.close())
-      )
       const onMalformed = options.onMalformed ?? logMalformed
-      return Stream.fromAsyncIterable(messages, jsError(`consume ${stream}/${durable}`)).pipe(
+      const batch = options.batch ?? 256
+      // Callback mode: interrupting the stream closes the subscription at once (the async-iterator
+      // mode waits for a pull in flight when its iterator is returned).
+      const messages = Stream.asyncScoped<JsMsg, NatsError>(
+        (emit) =>
+          Effect.acquireRelease(
+            Effect.tryPromise({
+              try: async () => {
+                const subscription = await consumer.consume({
+                  max_messages: batch,
+                  callback: (msg) => void emit.single(msg)
+                })
+                void subscription.closed().then((error) => {
+                  if (error) void emit.fail(jsError(`consume ${stream}/${durable}`)(error))
+                })
+                return subscription
+              },
+              catch: jsError(`consume ${stream}/${durable}`)
+            }),
+            (subscription) =>
+              Effect.promise(() => subscription.close()).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+          ),
+        batch
+      )
+      return messages.pipe(
         Stream.mapEffect((msg) => {
           const decoded = registry.decode(msg.data)
           if (decoded._tag === "Ok") {

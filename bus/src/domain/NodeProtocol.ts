@@ -1,5 +1,5 @@
 import { z } from "zod"
-import { defineMessage, registry } from "../Envelope.js"
+import { defineMessage, type EnvelopeOf, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
 import { Activity } from "./SessionState.js"
 
@@ -72,6 +72,8 @@ export const SessionStart = defineMessage(
   { durable: true }
 )
 
+export type SessionStartBody = z.output<typeof SessionStart.body>
+
 export const SessionPrompt = defineMessage(
   "session.prompt",
   z.object({ sessionId: SessionId, prompt: z.string().min(1).max(200_000), promptEpoch: z.number().int().positive() }),
@@ -89,6 +91,8 @@ export const nodeCommands = registry(
   SessionCancel,
   SessionStop
 )
+
+export type NodeCommand = EnvelopeOf<(typeof nodeCommands.defs)[number]>
 
 // ── vm-agent → control plane ───────────────────────────────────────────────────────────────
 
@@ -204,11 +208,28 @@ export const TaskResult = defineMessage(
   { durable: true }
 )
 
+/** A command the node could not act on: malformed, unknown target, conflicting. Nothing was changed. */
+export const CommandRejected = defineMessage(
+  "command.rejected",
+  z.object({
+    /** the refused message's id when it had one */
+    messageId: z.string().max(128).optional(),
+    commandType: z.string().max(128).optional(),
+    subject: z.string().max(512),
+    code: z.enum(["malformed", "not_found", "conflict", "invalid", "unavailable", "busy"]),
+    message: z.string().max(4096)
+  }),
+  { durable: true }
+)
+
 export const agentReports = registry(
   NodeReady,
   WorkspaceStatusReport,
   BootLog,
   SessionEvent,
   SessionActivity,
-  TaskResult
+  TaskResult,
+  CommandRejected
 )
+
+export type AgentReport = EnvelopeOf<(typeof agentReports.defs)[number]>

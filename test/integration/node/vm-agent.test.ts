@@ -1,0 +1,212 @@
+import { execFileSync } from "node:child_process"
+import { join } from "node:path"
+import { layer } from "@effect/vitest"
+import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
+import { type Duration, Effect } from "effect"
+import { expect } from "vitest"
+import { natsAdmin, waitUntil } from "../../src/Env.js"
+import { tempDir } from "../../src/TestStack.js"
+import { collectReports, makeRepo, prepareNode, type Report, startVmAgent } from "../../src/VmAgentProcess.js"
+
+const { NodeProtocol } = Domain
+type Of<T extends Report["type"]> = Extract<Report, { type: T }>
+
+const is =
+  <T extends Report["type"]>(type: T, where: (r: Of<T>) => boolean = () => true) =>
+  (r: Report): r is Of<T> =>
+    r.type === type && where(r as Of<T>)
+
+layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent on a node", (it) => {
+  it.scoped(
+    "creates a workspace, runs the demo agent, cancels a long command, keeps context, and survives its own restart",
+    () =>
+      Effect.gen(function* () {
+        const t0 = Date.now()
+        const nodeId = makeId("node")
+        const dir = yield* Effect.promise(() => tempDir("sam-node-"))
+        const node = yield* prepareNode(nodeId, dir)
+        const repo = makeRepo(join(dir, "repo"))
+        const reports = yield* collectReports(nodeId)
+        const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+        const waitFor = <T extends Report["type"]>(
+          what: string,
+          pick: (r: Report) => r is Of<T>,
+          timeout: Duration.DurationInput = "20 seconds"
+        ) =>
+          waitUntil(what, reports.all().pipe(Effect.map((all) => all.find(pick))), { timeout }).pipe(
+            // On a timeout, show what the node did say: the reports and its own output.
+            Effect.tapError(() =>
+              reports
+                .all()
+                .pipe(
+                  Effect.flatMap((all) =>
+                    Effect.sync(() =>
+                      console.log(
+                        `reports:\n${all.map((r) => `${r.type} ${JSON.stringify(r.body).slice(0, 200)}`).join("\n")}\nvm-agent output:\n${agent.output().slice(-3000)}`
+                      )
+                    )
+                  )
+                )
+            ),
+            Effect.tap(() => Effect.sync(() => console.log(`✓ ${what} at ${Date.now() - t0} ms`)))
+          )
+        const texts = (sessionId: string) =>
+          reports.all().pipe(
+            Effect.map((all) =>
+              all
+                .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+                .map((r) => JSON.stringify(r.body.event))
+                .join("\n")
+            )
+          )
+
+        let agent = startVmAgent(nodeId, node)
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        const ready = yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        expect(ready.body.capabilities.hostRuntime).toBe(true)
+
+        // A workspace from a local repository; the same create again is a no-op, a different one a conflict.
+        const workspaceId = makeId("ws")
+        const create = NodeProtocol.WorkspaceCreate.make({
+          workspaceId,
+          projectId: makeId("proj"),
+          repoUrl: repo,
+          env: [{ name: "GREETING", value: "hello", secret: false }],
+          files: [{ path: ".sam/note.txt", content: "runtime file" }]
+        })
+        yield* send(create)
+        yield* waitFor(
+          "workspace running",
+          is("workspace.status", (r) => r.body.status === "running")
+        )
+        expect((yield* reports.all()).some(is("workspace.bootlog"))).toBe(true)
+        yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: repo }))
+        yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: `${repo}-other` }))
+        const conflict = yield* waitFor(
+          "conflict",
+          is("command.rejected", (r) => r.body.code === "conflict")
+        )
+        expect(conflict.body.commandType).toBe("workspace.create")
+
+        // A conversation: streamed events in seq order with no gaps.
+        const sessionId = makeId("sess")
+        yield* send(
+          NodeProtocol.SessionStart.make({
+            sessionId,
+            workspaceId,
+            agent: "demo",
+            mode: "conversation",
+            prompt: "say hello from the demo"
+          })
+        )
+        yield* waitFor(
+          "first turn ends",
+          is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+        )
+        const seqs = (yield* reports.all())
+          .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+          .map((r) => r.body.nodeSeq)
+        expect(seqs).toEqual(seqs.map((_, i) => i + 1))
+        expect(yield* texts(sessionId)).toContain("hello from the demo")
+
+        // Cancel a long shell command: the group dies within the grace period, MARKER never shows.
+        yield* send(
+          NodeProtocol.SessionPrompt.make({ sessionId, prompt: 'run sleep 30; echo MAR""KER', promptEpoch: 2 })
+        )
+        yield* waitFor(
+          "prompting",
+          is("session.activity", (r) => r.body.promptEpoch === 2 && r.body.activity === "prompting")
+        )
+        yield* waitFor(
+          "the shell runs",
+          is("session.event", (r) => r.body.event.type === "tool-call" && r.body.sessionId === sessionId)
+        )
+        const cancelAt = Date.now()
+        yield* send(NodeProtocol.SessionCancel.make({ sessionId }))
+        yield* waitFor(
+          "cancelled turn",
+          is("session.activity", (r) => r.body.promptEpoch === 2 && r.body.stopReason === "cancelled")
+        )
+        expect(Date.now() - cancelAt).toBeLessThan(1500 + 3000)
+        expect(yield* texts(sessionId)).not.toContain("MARKER")
+
+        // Nothing in flight: the cancel says so.
+        yield* send(NodeProtocol.SessionCancel.make({ sessionId }))
+        const nothing = yield* waitFor(
+          "nothing to cancel",
+          is("command.rejected", (r) => r.body.commandType === "session.cancel")
+        )
+        expect(nothing.body.message).toMatch(/no prompt in flight|nothing to cancel/i)
+
+        // The follow-up keeps context.
+        yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "recall", promptEpoch: 3 }))
+        yield* waitFor(
+          "recall turn",
+          is("session.activity", (r) => r.body.promptEpoch === 3 && r.body.stopReason === "end_turn")
+        )
+        expect(yield* texts(sessionId)).toContain("say hello from the demo")
+
+        // Garbage and a prompt for an unknown session get clear answers.
+        const { nc } = yield* (yield* Effect.promise(() => import("@sam/bus"))).Nats
+        nc.publish(Subjects.nodeCommand(nodeId, "session.prompt"), "{garbage")
+        yield* waitFor(
+          "malformed rejected",
+          is("command.rejected", (r) => r.body.code === "malformed")
+        )
+        yield* send(NodeProtocol.SessionPrompt.make({ sessionId: makeId("sess"), prompt: "hi", promptEpoch: 2 }))
+        yield* waitFor(
+          "unknown session",
+          is("command.rejected", (r) => r.body.code === "not_found")
+        )
+
+        // The vm-agent dies mid-prompt; a prompt sent while it is down runs when it returns.
+        yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: 'run sleep 30; echo LA""TE', promptEpoch: 4 }))
+        yield* waitFor(
+          "prompting 4",
+          is("session.activity", (r) => r.body.promptEpoch === 4 && r.body.activity === "prompting")
+        )
+        agent.child.kill("SIGKILL")
+        yield* Effect.promise(() => agent.exited)
+        yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "say back again", promptEpoch: 5 }))
+        agent = startVmAgent(nodeId, node)
+        yield* waitFor(
+          "not working forever",
+          is("session.activity", (r) => r.body.activity === "idle" && (r.body.reason ?? "").includes("restarted"))
+        )
+        yield* waitFor(
+          "prompt sent while down",
+          is("session.activity", (r) => r.body.promptEpoch === 5 && r.body.stopReason === "end_turn"),
+          "30 seconds"
+        )
+        expect(yield* texts(sessionId)).toContain("back again")
+        expect(yield* texts(sessionId)).not.toContain("LATE")
+
+        // Task mode: the work is committed to a new branch, never the default branch.
+        const taskId = makeId("task")
+        const taskSession = makeId("sess")
+        yield* send(
+          NodeProtocol.SessionStart.make({
+            sessionId: taskSession,
+            workspaceId,
+            taskId,
+            agent: "demo",
+            mode: "task",
+            prompt: "run echo new > NEW.txt"
+          })
+        )
+        const result = yield* waitFor(
+          "task result",
+          is("task.result", (r) => r.body.taskId === taskId),
+          "30 seconds"
+        )
+        expect(result.body).toMatchObject({ outcome: "committed", branch: `sam/${taskId}` })
+        const checkout = join(node.dataDir, "workspaces", workspaceId, "workspace")
+        const git = (...args: Array<string>) => execFileSync("git", args, { cwd: checkout }).toString().trim()
+        expect(git("rev-parse", `sam/${taskId}`)).toBe(result.body.commitSha)
+        expect(git("rev-parse", "main")).toBe(
+          execFileSync("git", ["rev-parse", "main"], { cwd: repo }).toString().trim()
+        )
+        expect(git("show", "--name-only", "--format=", `sam/${taskId}`)).toContain("NEW.txt")
+      })
+  )
+})

@@ -1,0 +1,94 @@
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { mkdir, writeFile } from "node:fs/promises"
+import { join, resolve } from "node:path"
+import { Consume, Credentials, Domain, type Envelope, Subjects } from "@sam/bus"
+import { Chunk, Effect, Fiber, Redacted, Ref, Stream } from "effect"
+import { signing, stack, unique } from "./Env.js"
+
+const root = resolve(import.meta.dirname, "../..")
+
+export interface VmAgentProcess {
+  readonly child: ChildProcess
+  readonly output: () => string
+  readonly exited: Promise<number | null>
+}
+
+/** Node credentials, its durable consumer (as the control plane would create it) and a data dir. */
+export const prepareNode = (nodeId: string, dir: string) =>
+  Effect.gen(function* () {
+    const user = yield* Credentials.mintUser(signing(), `vm-agent-${nodeId}`, Credentials.nodePermissions(nodeId), {
+      expiresInSeconds: 3600
+    })
+    const credsFile = join(dir, "node.creds")
+    yield* Effect.promise(async () => {
+      await mkdir(dir, { recursive: true })
+      await writeFile(credsFile, Redacted.value(user.creds), { mode: 0o600 })
+    })
+    yield* Consume.ensureConsumer("SAM_NODE", {
+      durable: Subjects.nodeConsumerName(nodeId),
+      filterSubject: Subjects.nodeCommands(nodeId)
+    })
+    return { credsFile, dataDir: join(dir, "data") }
+  })
+
+/** A real vm-agent process (`node --import tsx vm-agent/src/main.ts`). */
+export const startVmAgent = (
+  nodeId: string,
+  node: { readonly credsFile: string; readonly dataDir: string },
+  env: Record<string, string> = {}
+): VmAgentProcess => {
+  const child = spawn(process.execPath, ["--import", "tsx", "vm-agent/src/main.ts"], {
+    cwd: root,
+    env: {
+      ...process.env,
+      SAM_NODE_ID: nodeId,
+      SAM_NATS_URL: stack().natsUrl,
+      SAM_NATS_CREDS: node.credsFile,
+      SAM_NODE_DATA_DIR: node.dataDir,
+      SAM_NODE_RUNTIME: "host",
+      SAM_NODE_HEARTBEAT_MS: "500",
+      SAM_NODE_CANCEL_GRACE_MS: "1500",
+      ...env
+    },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  child.stdout?.on("data", (c: Buffer) => (output += c))
+  child.stderr?.on("data", (c: Buffer) => (output += c))
+  const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
+  return { child, output: () => output, exited }
+}
+
+export type Report = Domain.NodeProtocol.AgentReport
+
+/** Collect every report of one node from SAM_AGENT, in stream order, in the background. */
+export const collectReports = (nodeId: string) =>
+  Effect.gen(function* () {
+    const durable = unique("reports-")
+    yield* Consume.ensureConsumer("SAM_AGENT", { durable, filterSubject: `sam.agent.${nodeId}.rpt.>` })
+    const seen = yield* Ref.make(Chunk.empty<Report>())
+    const fiber = yield* Consume.consume<ReadonlyArray<{ readonly type: string }>, Report & Envelope>(
+      "SAM_AGENT",
+      durable,
+      Domain.NodeProtocol.agentReports
+    ).pipe(
+      Stream.tap((d) => Consume.settle(d, Consume.Outcome.Ack())),
+      Stream.runForEach((d) => Ref.update(seen, Chunk.append(d.envelope))),
+      Effect.forkScoped
+    )
+    return { all: () => Ref.get(seen).pipe(Effect.map(Chunk.toArray)), fiber }
+  })
+
+export const stopFiber = Fiber.interrupt
+
+/** A git repository with one commit on `main`, for workspaces to clone. */
+export const makeRepo = (dir: string) => {
+  const git = (...args: Array<string>) =>
+    execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: dir })
+  execFileSync("mkdir", ["-p", dir])
+  git("init", "-q", "-b", "main")
+  execFileSync("sh", ["-c", "echo '# demo' > README.md"], { cwd: dir })
+  git("add", "-A")
+  git("commit", "-q", "-m", "initial")
+  return dir
+}

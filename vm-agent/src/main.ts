@@ -1,0 +1,39 @@
+import { NodeRuntime } from "@effect/platform-node"
+import { natsLayer, Subjects } from "@sam/bus"
+import { Effect, Layer } from "effect"
+import { AcpSessionHost } from "./acp/AcpSessionHost.js"
+import { run } from "./node/Daemon.js"
+import * as NodeConfig from "./node/NodeConfig.js"
+import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
+
+/**
+ * The vm-agent process: one per node. Settings come from the environment (see NodeConfig.ts); its
+ * NATS credentials allow only its own node's subjects.
+ */
+const program = Effect.gen(function* () {
+  const { settings, creds } = yield* NodeConfig.fromEnv()
+  const docker = {
+    dataDir: settings.dataDir,
+    ...(settings.dockerSocket === undefined ? {} : { socketPath: settings.dockerSocket })
+  }
+  const runtime =
+    settings.runtime === "host"
+      ? layerHost({ dataDir: settings.dataDir })
+      : settings.runtime === "docker"
+        ? layerDocker(docker)
+        : layerAuto(docker)
+  const layers = Layer.mergeAll(
+    natsLayer({
+      servers: settings.natsUrl,
+      creds,
+      name: `vm-agent-${settings.nodeId}`,
+      inboxPrefix: Subjects.nodeInboxPrefix(settings.nodeId),
+      waitOnFirstConnect: true
+    }),
+    runtime,
+    AcpSessionHost.Default
+  )
+  return yield* run(settings).pipe(Effect.scoped, Effect.provide(layers))
+})
+
+program.pipe(NodeRuntime.runMain)

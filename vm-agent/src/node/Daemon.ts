@@ -1,0 +1,198 @@
+import { statfs } from "node:fs/promises"
+import { freemem, loadavg, totalmem } from "node:os"
+import { Consume, Domain, type Envelope, Publish, Subjects } from "@sam/bus"
+import { Effect, Schedule, Stream } from "effect"
+import { AcpSessionHost } from "../acp/AcpSessionHost.js"
+import { WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
+import type { NodeSettings } from "./NodeConfig.js"
+import { makeReporter } from "./Reporter.js"
+import { makeSessionRecords } from "./SessionRecords.js"
+import { makeSessions } from "./Sessions.js"
+
+const { NodeProtocol } = Domain
+type Command = Domain.NodeProtocol.NodeCommand
+
+/** Commands about one workspace or session run in order; different ones run side by side. */
+const keyOf = (command: Command) => {
+  switch (command.type) {
+    case "workspace.create":
+    case "workspace.stop":
+    case "workspace.delete":
+      return `ws:${command.body.workspaceId}`
+    case "session.cancel":
+      return `cancel:${command.body.sessionId}`
+    default:
+      return `sess:${command.body.sessionId}`
+  }
+}
+
+/**
+ * The vm-agent: reports ready with its capabilities, heartbeats, and carries out the commands of its
+ * durable consumer on SAM_NODE (created by the control plane), so commands sent while it was down
+ * run when it returns. Each command is acked once acted on; a bad one is terminated and answered
+ * with a `command.rejected` report that says why.
+ */
+export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
+  const scope = yield* Effect.scope
+  const runtime = yield* WorkspaceRuntime
+  const host = yield* AcpSessionHost
+  const reporter = yield* makeReporter(settings.nodeId)
+  const records = makeSessionRecords(settings.dataDir)
+  const sessions = makeSessions({
+    dataDir: settings.dataDir,
+    runtime,
+    host,
+    reporter,
+    records,
+    cancelGraceMs: settings.cancelGraceMs,
+    scope
+  })
+  const capabilities = yield* runtime.capabilities()
+  yield* reporter.send(NodeProtocol.NodeReady, {
+    nodeId: settings.nodeId,
+    version: settings.version,
+    capabilities: { docker: capabilities.docker, hostRuntime: capabilities.hostRuntime, agents: ["demo"] }
+  })
+  yield* Effect.logInfo(`vm-agent ${settings.nodeId} ready (runtime ${runtime.kind})`)
+  yield* sessions.recover(yield* records.list)
+
+  const heartbeat = Effect.gen(function* () {
+    const disk = yield* Effect.promise(() => statfs(settings.dataDir).catch(() => undefined))
+    const workspaces = yield* runtime.list()
+    yield* Publish.emit(
+      Subjects.heartbeat(settings.nodeId),
+      NodeProtocol.Heartbeat.make({
+        nodeId: settings.nodeId,
+        load1: loadavg()[0] ?? 0,
+        memoryPercent: Math.round((1 - freemem() / totalmem()) * 1000) / 10,
+        diskPercent: disk === undefined ? 0 : Math.round((1 - disk.bavail / disk.blocks) * 1000) / 10,
+        activeWorkspaces: workspaces.filter((w) => w.status === "running").length,
+        promptingSessions: sessions.prompting() as never
+      })
+    )
+  }).pipe(Effect.catchAll((e) => Effect.logWarning(`heartbeat failed: ${e.message}`)))
+  yield* heartbeat.pipe(Effect.repeat(Schedule.spaced(`${settings.heartbeatMs} millis`)), Effect.forkScoped)
+
+  const locks = new Map<string, Effect.Semaphore>()
+  const lockFor = (key: string) => {
+    let lock = locks.get(key)
+    if (lock === undefined) {
+      lock = Effect.unsafeMakeSemaphore(1)
+      locks.set(key, lock)
+    }
+    return lock
+  }
+
+  const handle = (command: Command, subject: string) =>
+    Effect.gen(function* () {
+      const reject = (code: "not_found" | "conflict" | "invalid" | "unavailable" | "busy", message: string) =>
+        reporter.rejected({ messageId: command.id, commandType: command.type, subject, code, message })
+      switch (command.type) {
+        case "workspace.create": {
+          const body = command.body
+          yield* reporter.send(
+            NodeProtocol.WorkspaceStatusReport,
+            { workspaceId: body.workspaceId, status: "creating" },
+            body.workspaceId
+          )
+          const created = yield* runtime
+            .create(
+              {
+                workspaceId: body.workspaceId,
+                repoUrl: body.repoUrl,
+                ...(body.branch === undefined ? {} : { branch: body.branch }),
+                env: body.env,
+                files: body.files
+              },
+              { onLog: (entry) => reporter.send(NodeProtocol.BootLog, entry, body.workspaceId) }
+            )
+            .pipe(Effect.either)
+          if (created._tag === "Left")
+            return yield* reject(
+              created.left._tag === "WorkspaceConflict" ? "conflict" : "invalid",
+              created.left.message
+            )
+          const info = created.right
+          return yield* reporter.send(
+            NodeProtocol.WorkspaceStatusReport,
+            {
+              workspaceId: info.workspaceId,
+              status: info.status === "running" ? "running" : info.status === "stopped" ? "stopped" : "error",
+              runtime: info.runtime,
+              ...(info.reason === undefined ? {} : { reason: info.reason })
+            },
+            info.workspaceId
+          )
+        }
+        case "workspace.stop": {
+          const stopped = yield* runtime.stop(command.body.workspaceId).pipe(Effect.either)
+          if (stopped._tag === "Left")
+            return yield* reject(
+              stopped.left._tag === "WorkspaceNotFound" ? "not_found" : "unavailable",
+              stopped.left.message
+            )
+          return yield* reporter.send(
+            NodeProtocol.WorkspaceStatusReport,
+            { workspaceId: command.body.workspaceId, status: "stopped" },
+            command.body.workspaceId
+          )
+        }
+        case "workspace.delete": {
+          const deleted = yield* runtime.delete(command.body.workspaceId).pipe(Effect.either)
+          if (deleted._tag === "Left") return yield* reject("unavailable", deleted.left.message)
+          return yield* reporter.send(
+            NodeProtocol.WorkspaceStatusReport,
+            { workspaceId: command.body.workspaceId, status: "deleted" },
+            command.body.workspaceId
+          )
+        }
+        case "session.start":
+          return yield* sessions
+            .start(command.body, yield* records.list)
+            .pipe(Effect.catchAll((r) => reject(r.code, r.message)))
+        case "session.prompt": {
+          const record = (yield* records.list).find((r) => r.sessionId === command.body.sessionId)
+          return yield* sessions
+            .prompt(record, command.body.prompt, command.body.promptEpoch)
+            .pipe(Effect.catchAll((r) => reject(r.code, r.message)))
+        }
+        case "session.cancel":
+          return yield* sessions.cancel(command.body.sessionId).pipe(Effect.catchAll((r) => reject(r.code, r.message)))
+        case "session.stop":
+          return yield* sessions.stop(command.body.sessionId)
+      }
+    })
+
+  yield* Consume.consume<ReadonlyArray<{ readonly type: string }>, Command & Envelope>(
+    "SAM_NODE",
+    Subjects.nodeConsumerName(settings.nodeId),
+    NodeProtocol.nodeCommands,
+    {
+      onMalformed: (report) =>
+        reporter.rejected({
+          subject: report.subject,
+          code: "malformed",
+          message: `${report.malformed.reason}: ${report.malformed.message}`
+        })
+    }
+  ).pipe(
+    Stream.mapEffect(
+      (delivery) =>
+        lockFor(keyOf(delivery.envelope))
+          .withPermits(1)(handle(delivery.envelope, delivery.subject))
+          .pipe(
+            Effect.catchAllCause((cause) => Effect.logError("command failed", cause)),
+            Effect.zipRight(Consume.settle(delivery, Consume.Outcome.Ack())),
+            Effect.withSpan("VmAgent.command", {
+              attributes: {
+                type: delivery.envelope.type,
+                subject: delivery.subject,
+                streamSequence: delivery.streamSequence
+              }
+            })
+          ),
+      { concurrency: 16, unordered: true }
+    ),
+    Stream.runDrain
+  )
+})

@@ -1,0 +1,57 @@
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { Domain, SessionId, TaskId, WorkspaceId } from "@sam/bus"
+import { Effect } from "effect"
+import { z } from "zod"
+
+/** What a node remembers of a session across its own restarts, so it can reload the agent's session. */
+export const SessionRecord = z.object({
+  sessionId: SessionId,
+  workspaceId: WorkspaceId,
+  taskId: TaskId.optional(),
+  agent: Domain.NodeProtocol.AgentKind,
+  mode: Domain.NodeProtocol.TaskMode,
+  acpSessionId: z.string().optional(),
+  /** the agent's process group when it last started, to clear it after a node restart */
+  agentPgid: z.number().int().positive().optional(),
+  lastSeq: z.number().int().nonnegative(),
+  promptEpoch: z.number().int().nonnegative()
+})
+export type SessionRecord = z.infer<typeof SessionRecord>
+
+export const makeSessionRecords = (dataDir: string) => {
+  const dir = join(dataDir, "sessions")
+  const path = (id: string) => join(dir, `${id}.json`)
+  return {
+    dir,
+    save: (record: SessionRecord) =>
+      Effect.promise(async () => {
+        await mkdir(dir, { recursive: true })
+        await writeFile(`${path(record.sessionId)}.tmp`, JSON.stringify(record))
+        const { rename } = await import("node:fs/promises")
+        await rename(`${path(record.sessionId)}.tmp`, path(record.sessionId))
+      }),
+    remove: (id: string) => Effect.promise(() => rm(path(id), { force: true })),
+    /** every readable record; unreadable files are logged and skipped */
+    list: Effect.gen(function* () {
+      const names = yield* Effect.promise(() => readdir(dir).catch(() => [] as Array<string>))
+      const records: Array<SessionRecord> = []
+      for (const name of names.filter((n) => n.endsWith(".json"))) {
+        const text = yield* Effect.promise(() => readFile(join(dir, name), "utf8").catch(() => ""))
+        const parsed = SessionRecord.safeParse(
+          (() => {
+            try {
+              return JSON.parse(text)
+            } catch {
+              return undefined
+            }
+          })()
+        )
+        if (parsed.success) records.push(parsed.data)
+        else yield* Effect.logWarning(`ignoring unreadable session record ${name}`)
+      }
+      return records
+    })
+  }
+}
+export type SessionRecords = ReturnType<typeof makeSessionRecords>

@@ -1,0 +1,271 @@
+import { join } from "node:path"
+import { Domain } from "@sam/bus"
+import { Cause, Deferred, Effect, ExecutionStrategy, Exit, Option, Queue, Scope } from "effect"
+import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
+import type { SessionEvent } from "../acp/SessionEvent.js"
+import { demoAgentCommand } from "../demo/DemoAgentCommand.js"
+import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
+import type { Reporter } from "./Reporter.js"
+import type { SessionRecord, SessionRecords } from "./SessionRecords.js"
+import { commitTaskWork } from "./TaskCommit.js"
+
+const { NodeProtocol } = Domain
+type Rejection = {
+  readonly code: "not_found" | "conflict" | "invalid" | "unavailable" | "busy"
+  readonly message: string
+}
+
+interface Live {
+  /** every report of this session goes through here, so they leave in the order they happened */
+  readonly outbox: Queue.Queue<Effect.Effect<void>>
+  readonly session: AcpSession
+  readonly scope: Scope.CloseableScope
+  record: SessionRecord
+  readonly turns: Effect.Semaphore
+  prompting: boolean
+}
+
+export interface SessionsDeps {
+  readonly dataDir: string
+  readonly runtime: WorkspaceRuntimeService
+  readonly host: AcpSessionHost
+  readonly reporter: Reporter
+  readonly records: SessionRecords
+  readonly cancelGraceMs: number
+  /** the daemon's scope: sessions live in child scopes of it */
+  readonly scope: Scope.Scope
+}
+
+/**
+ * The sessions of this node: each an ACP session host in a scope of its own. Events are reported in
+ * `seq` order; activity (prompting, idle, error) is reported around every turn; a turn runs in the
+ * background so that cancel and stop are never queued behind it.
+ */
+export const makeSessions = (deps: SessionsDeps) => {
+  const live = new Map<string, Live>()
+  const now = () => new Date().toISOString()
+
+  const report = (
+    record: SessionRecord,
+    body: Omit<Parameters<typeof NodeProtocol.SessionActivity.make>[0], "sessionId" | "observedAt" | "promptEpoch">
+  ) =>
+    deps.reporter.send(
+      NodeProtocol.SessionActivity,
+      { sessionId: record.sessionId, promptEpoch: record.promptEpoch, observedAt: now(), ...body },
+      record.sessionId
+    )
+
+  /** An activity report in order with the session's events. */
+  const activity = (entry: Live, body: Parameters<typeof report>[1]) =>
+    Effect.gen(function* () {
+      const done = yield* Deferred.make<void>()
+      yield* Queue.offer(
+        entry.outbox,
+        report(entry.record, body).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
+      )
+      yield* Deferred.await(done)
+    })
+
+  /** Start (or, after a node restart, reload) the agent of a recorded session. */
+  const open = (record: SessionRecord) =>
+    Effect.gen(function* () {
+      if (record.agent !== "demo") {
+        return yield* Effect.fail<Rejection>({
+          code: "unavailable",
+          message: `agent ${record.agent} is not installed on this node`
+        })
+      }
+      const workspace = yield* deps.runtime.get(record.workspaceId)
+      if (Option.isNone(workspace) || workspace.value.status !== "running") {
+        return yield* Effect.fail<Rejection>({
+          code: "unavailable",
+          message: `workspace ${record.workspaceId} is not running on this node`
+        })
+      }
+      if (workspace.value.runtime !== "host") {
+        return yield* Effect.fail<Rejection>({
+          code: "unavailable",
+          message: "agent sessions in Docker workspaces are not wired yet"
+        })
+      }
+      const scope = yield* Scope.fork(deps.scope, ExecutionStrategy.sequential)
+      const outbox = yield* Queue.unbounded<Effect.Effect<void>>()
+      const entry: { current?: Live; record: SessionRecord } = { record }
+      // Remember the agent's session id, its process group and the last seq, for a reload.
+      const reportEvent = (event: SessionEvent) =>
+        Effect.gen(function* () {
+          const { seq, at: _at, ...body } = event
+          const current = entry.current?.record ?? entry.record
+          const next = {
+            ...current,
+            lastSeq: seq,
+            ...(event.type === "agent-started" ? { acpSessionId: event.acpSessionId, agentPgid: event.pid } : {})
+          }
+          if (entry.current !== undefined) entry.current.record = next
+          else entry.record = next
+          yield* deps.reporter.send(
+            NodeProtocol.SessionEvent,
+            { sessionId: record.sessionId, nodeSeq: seq, promptEpoch: next.promptEpoch, event: body },
+            record.sessionId
+          )
+          if (event.type === "agent-started" || event.type === "failed") yield* deps.records.save(next)
+          if (event.type === "failed") yield* report(next, { activity: "error", reason: event.reason })
+        })
+      const session = yield* deps.host
+        .start({
+          command: demoAgentCommand({
+            cwd: workspace.value.path,
+            env: { SAM_DEMO_AGENT_STATE_DIR: join(deps.dataDir, "agents", record.sessionId) }
+          }),
+          ...(record.acpSessionId === undefined ? {} : { resumeSessionId: record.acpSessionId }),
+          lastSeq: record.lastSeq,
+          cancelGrace: `${deps.cancelGraceMs} millis`,
+          onEvent: (event) => Queue.unsafeOffer(outbox, reportEvent(event))
+        })
+        .pipe(
+          Scope.extend(scope),
+          Effect.tapError(() => Scope.close(scope, Exit.void)),
+          Effect.mapError((e): Rejection => ({ code: "unavailable", message: `agent did not start: ${e.message}` }))
+        )
+      const turns = yield* Effect.makeSemaphore(1)
+      entry.current = { outbox, session, scope, record: entry.record, turns, prompting: false }
+      live.set(record.sessionId, entry.current)
+      yield* Queue.take(outbox).pipe(
+        Effect.flatten,
+        Effect.catchAllCause((cause) => Effect.logError(`session report failed: ${Cause.pretty(cause)}`)),
+        Effect.forever,
+        Effect.forkIn(scope)
+      )
+      return entry.current
+    })
+
+  const runTurn = (entry: Live, text: string) =>
+    turn(entry, text).pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.logError(`turn of ${entry.record.sessionId} failed: ${Cause.pretty(cause)}`)
+      )
+    )
+
+  const turn = (entry: Live, text: string) =>
+    entry.turns.withPermits(1)(
+      Effect.gen(function* () {
+        const record = entry.record
+        entry.prompting = true
+        yield* activity(entry, { activity: "prompting" })
+        const result = yield* Effect.either(entry.session.prompt(text))
+        entry.prompting = false
+        yield* deps.records.save(entry.record)
+        if (result._tag === "Left") {
+          yield* activity(entry, { activity: "error", stopReason: "error", reason: result.left.message })
+          if (record.mode === "task" && record.taskId !== undefined) {
+            yield* deps.reporter.send(NodeProtocol.TaskResult, {
+              taskId: record.taskId,
+              sessionId: record.sessionId,
+              outcome: "failed",
+              reason: result.left.message
+            })
+          }
+          return
+        }
+        const stopReason =
+          result.right.stopReason === "end_turn" || result.right.stopReason === "cancelled"
+            ? result.right.stopReason
+            : "end_turn"
+        yield* activity(entry, {
+          activity: "idle",
+          stopReason,
+          ...(entry.record.acpSessionId ? { acpSessionId: entry.record.acpSessionId } : {})
+        })
+        if (record.mode === "task" && record.taskId !== undefined && stopReason === "end_turn") {
+          const outcome = yield* commitTaskWork(deps.runtime, record.workspaceId, record.taskId)
+          yield* deps.reporter.send(NodeProtocol.TaskResult, {
+            taskId: record.taskId,
+            sessionId: record.sessionId,
+            ...outcome
+          })
+        }
+      })
+    )
+
+  const ensureOpen = (record: SessionRecord) => {
+    const existing = live.get(record.sessionId)
+    return existing === undefined ? open(record) : Effect.succeed(existing)
+  }
+
+  return {
+    /** `session.start`: a repeated start of a known session is a no-op */
+    start: (body: Domain.NodeProtocol.SessionStartBody, records: ReadonlyArray<SessionRecord>) =>
+      Effect.gen(function* () {
+        if (live.has(body.sessionId) || records.some((r) => r.sessionId === body.sessionId)) return
+        const record: SessionRecord = {
+          sessionId: body.sessionId,
+          workspaceId: body.workspaceId,
+          ...(body.taskId === undefined ? {} : { taskId: body.taskId }),
+          agent: body.agent,
+          mode: body.mode,
+          ...(body.acpSessionId === undefined ? {} : { acpSessionId: body.acpSessionId }),
+          lastSeq: 0,
+          promptEpoch: 1
+        }
+        const entry = yield* open(record)
+        yield* deps.records.save(entry.record)
+        yield* Effect.forkIn(runTurn(entry, body.prompt), deps.scope)
+      }),
+    prompt: (record: SessionRecord | undefined, text: string, epoch: number) =>
+      Effect.gen(function* () {
+        const known = live.get(record?.sessionId ?? "")?.record ?? record
+        if (known === undefined)
+          return yield* Effect.fail<Rejection>({ code: "not_found", message: "no such session on this node" })
+        const entry = yield* ensureOpen(known)
+        // Epochs grow with every prompt the control plane sends: one we have seen is a redelivery.
+        if (epoch <= entry.record.promptEpoch) return
+        entry.record = { ...entry.record, promptEpoch: epoch }
+        yield* deps.records.save(entry.record)
+        yield* Effect.forkIn(runTurn(entry, text), deps.scope)
+      }),
+    cancel: (sessionId: string) =>
+      Effect.gen(function* () {
+        const entry = live.get(sessionId)
+        if (entry === undefined)
+          return yield* Effect.fail<Rejection>({
+            code: "invalid",
+            message: "nothing to cancel: the session has no agent running on this node"
+          })
+        const result = yield* entry.session.cancel()
+        if (result._tag === "NothingToCancel")
+          return yield* Effect.fail<Rejection>({ code: "invalid", message: result.message })
+      }),
+    stop: (sessionId: string) =>
+      Effect.gen(function* () {
+        const entry = live.get(sessionId)
+        live.delete(sessionId)
+        if (entry !== undefined) {
+          yield* entry.session.stop()
+          yield* activity(entry, { activity: "stopped" })
+          yield* Scope.close(entry.scope, Exit.void)
+        }
+        yield* deps.records.remove(sessionId)
+      }),
+    /** After a node restart: a turn that was in flight is gone; say so, so no session shows working forever. */
+    recover: (records: ReadonlyArray<SessionRecord>) =>
+      Effect.forEach(
+        records,
+        (record) =>
+          Effect.sync(() => {
+            // The agent of the previous run outlived it (its own process group): end it.
+            if (record.agentPgid !== undefined) {
+              try {
+                process.kill(-record.agentPgid, "SIGKILL")
+              } catch {}
+            }
+          }).pipe(
+            Effect.zipRight(
+              report(record, { activity: "idle", reason: "the node restarted; the turn in flight was lost" })
+            )
+          ),
+        { discard: true }
+      ),
+    prompting: () => [...live.values()].filter((e) => e.prompting).map((e) => e.record.sessionId)
+  }
+}
+export type Sessions = ReturnType<typeof makeSessions>

@@ -11,6 +11,7 @@ const USAGE = `usage: sam <command>
   up                     start the local stack (NATS + Postgres, later the control plane) until Ctrl-C
   creds ops [--out F] [--days N]
                          write a .creds file for the NATS CLI (default .sam/ops.creds, 30 days)
+  actors                 the actor runtime's shard owners, epochs, pending commands and dead letters
   test                   run the whole test suite (lint, types, tests) on servers of its own
 
 environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320)`

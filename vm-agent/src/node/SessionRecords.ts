@@ -1,4 +1,5 @@
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises"
+import { randomBytes } from "node:crypto"
+import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { Domain, SessionId, TaskId, WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
@@ -22,15 +23,19 @@ export type SessionRecord = z.infer<typeof SessionRecord>
 export const makeSessionRecords = (dataDir: string) => {
   const dir = join(dataDir, "sessions")
   const path = (id: string) => join(dir, `${id}.json`)
+  // Writes of one record are serialized, each through its own temporary file and an atomic rename.
+  const lock = Effect.unsafeMakeSemaphore(1)
   return {
     dir,
     save: (record: SessionRecord) =>
-      Effect.promise(async () => {
-        await mkdir(dir, { recursive: true })
-        await writeFile(`${path(record.sessionId)}.tmp`, JSON.stringify(record))
-        const { rename } = await import("node:fs/promises")
-        await rename(`${path(record.sessionId)}.tmp`, path(record.sessionId))
-      }),
+      lock.withPermits(1)(
+        Effect.promise(async () => {
+          await mkdir(dir, { recursive: true })
+          const tmp = `${path(record.sessionId)}.${randomBytes(4).toString("hex")}.tmp`
+          await writeFile(tmp, JSON.stringify(record))
+          await rename(tmp, path(record.sessionId))
+        })
+      ),
     remove: (id: string) => Effect.promise(() => rm(path(id), { force: true })),
     /** every readable record; unreadable files are logged and skipped */
     list: Effect.gen(function* () {

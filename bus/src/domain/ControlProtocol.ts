@@ -1,0 +1,142 @@
+import { z } from "zod"
+import { defineMessage, registry } from "../Envelope.js"
+import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
+import { AgentKind, SessionActivity, SessionEvent, TaskMode, TaskResult } from "./NodeProtocol.js"
+import { ExecutionStep } from "./States.js"
+
+/**
+ * Commands between the control plane's actors (`sam.cmd.<kind>.<shard>.<id>`), and the reports the
+ * ingress hands them. A report is wrapped with the node that sent it (taken from the subject, which
+ * the broker guarantees): the receiving actor drops and audits one that names an entity its ledger
+ * does not place on that node.
+ */
+
+// ── task (kind "task", id task_…) ──────────────────────────────────────────────────────────
+export const TaskSubmit = defineMessage(
+  "task.submit",
+  z.object({
+    taskId: TaskId,
+    projectId: ProjectId,
+    userId: UserId,
+    prompt: z.string().min(1).max(200_000),
+    agent: AgentKind.default("demo"),
+    mode: TaskMode.default("task")
+  }),
+  { durable: true }
+)
+export const TaskCancel = defineMessage(
+  "task.cancel",
+  z.object({ taskId: TaskId, reason: z.string().max(1000).optional() }),
+  {
+    durable: true
+  }
+)
+export const TaskRetry = defineMessage("task.retry", z.object({ taskId: TaskId }), { durable: true })
+/** from the node actor: a ready node with capacity is the task's */
+export const TaskNodeAssigned = defineMessage("task.node-assigned", z.object({ taskId: TaskId, nodeId: NodeId }), {
+  durable: true
+})
+/** from the workspace actor */
+export const TaskWorkspaceStatus = defineMessage(
+  "task.workspace-status",
+  z.object({
+    taskId: TaskId,
+    workspaceId: WorkspaceId,
+    status: z.enum(["running", "error"]),
+    reason: z.string().max(4096).optional()
+  }),
+  { durable: true }
+)
+/** from the session actor: the agent is running the first prompt, or the session failed */
+export const TaskSessionStatus = defineMessage(
+  "task.session-status",
+  z.object({
+    taskId: TaskId,
+    sessionId: SessionId,
+    status: z.enum(["running", "failed", "awaiting_followup"]),
+    reason: z.string().max(4096).optional()
+  }),
+  { durable: true }
+)
+/** from the ingress: the node's `task.result` report */
+export const TaskResultReported = defineMessage(
+  "task.result-reported",
+  z.object({ nodeId: NodeId, result: TaskResult.body }),
+  { durable: true }
+)
+/** a durable timer: the step the task was in did not finish in time */
+export const TaskStepTimeout = defineMessage(
+  "task.step-timeout",
+  z.object({ taskId: TaskId, step: ExecutionStep, attempt: z.number().int().nonnegative() }),
+  { durable: true }
+)
+
+// ── session (kind "session", id sess_…) ────────────────────────────────────────────────────
+export const SessionOpen = defineMessage(
+  "session.open",
+  z.object({
+    sessionId: SessionId,
+    projectId: ProjectId,
+    taskId: TaskId.optional(),
+    workspaceId: WorkspaceId,
+    nodeId: NodeId,
+    agent: AgentKind,
+    mode: TaskMode,
+    prompt: z.string().min(1).max(200_000)
+  }),
+  { durable: true }
+)
+/** a follow-up from a user: refused (with a reply) when the session is failed or stopped */
+export const SessionPromptCommand = defineMessage(
+  "session.user-prompt",
+  z.object({ sessionId: SessionId, prompt: z.string().min(1).max(200_000) }),
+  { durable: true }
+)
+export const SessionCancelCommand = defineMessage("session.user-cancel", z.object({ sessionId: SessionId }), {
+  durable: true
+})
+export const SessionStopCommand = defineMessage(
+  "session.user-stop",
+  z.object({ sessionId: SessionId, reason: z.string().max(1000).optional() }),
+  { durable: true }
+)
+/** from the task actor when the task fails: the session fails with it (event `session.failed`) */
+export const SessionFail = defineMessage(
+  "session.fail",
+  z.object({ sessionId: SessionId, reason: z.string().max(4096) }),
+  { durable: true }
+)
+/** from the ingress */
+export const SessionReport = defineMessage(
+  "session.report",
+  z.object({
+    nodeId: NodeId,
+    report: z.discriminatedUnion("type", [
+      z.object({ type: z.literal("session.event"), body: SessionEvent.body }),
+      z.object({ type: z.literal("session.activity"), body: SessionActivity.body })
+    ])
+  }),
+  { durable: true }
+)
+/** a durable timer: check that a `prompting` snapshot still shows signs of life */
+export const SessionHeal = defineMessage("session.heal", z.object({ sessionId: SessionId }), { durable: true })
+
+export const taskCommands = registry(
+  TaskSubmit,
+  TaskCancel,
+  TaskRetry,
+  TaskNodeAssigned,
+  TaskWorkspaceStatus,
+  TaskSessionStatus,
+  TaskResultReported,
+  TaskStepTimeout
+)
+export const sessionCommands = registry(
+  SessionOpen,
+  SessionPromptCommand,
+  SessionCancelCommand,
+  SessionStopCommand,
+  SessionFail,
+  SessionReport,
+  SessionHeal
+)

@@ -18,6 +18,8 @@
  */
 export * as Actor from "./ActorKind.js"
 export * as Actors from "./Client.js"
+export * as ReportIngress from "./domain/ReportIngress.js"
+export * as SessionActor from "./domain/SessionActor.js"
 export * from "./Errors.js"
 export { consumerName } from "./internal/Consumer.js"
 export * as LeasePlan from "./internal/LeasePlan.js"

@@ -2,6 +2,7 @@ import { Migrator } from "@effect/sql"
 import { Effect } from "effect"
 import ledger from "./migrations/0001_ledger.js"
 import actorRuntime from "./migrations/0002_actor_runtime.js"
+import sessions from "./migrations/0003_sessions.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -10,7 +11,8 @@ import actorRuntime from "./migrations/0002_actor_runtime.js"
  */
 export const migrations = {
   "0001_ledger": ledger,
-  "0002_actor_runtime": actorRuntime
+  "0002_actor_runtime": actorRuntime,
+  "0003_sessions": sessions
 }
 
 const migrator = Migrator.make({})

@@ -1,4 +1,6 @@
 export * as ControlProtocol from "./ControlProtocol.js"
+export * from "./NodeHealth.js"
 export * as NodeProtocol from "./NodeProtocol.js"
+export * as SessionEvents from "./SessionEvents.js"
 export * from "./SessionState.js"
 export * from "./States.js"

@@ -1,0 +1,284 @@
+import type { SqlClient } from "@effect/sql"
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
+import { nanos } from "@nats-io/nats-core"
+import {
+  Consume,
+  Domain,
+  type Envelope,
+  type EnvelopeOf,
+  Kv,
+  Nats,
+  NatsError,
+  NodeId,
+  Publish,
+  registry,
+  Topology
+} from "@sam/bus"
+import { Cause, Effect, Layer, Stream } from "effect"
+import type { AnyActorKind } from "../ActorKind.js"
+import { subjectOf } from "../ActorKind.js"
+import { type DroppedReport, insertDropped } from "./SessionLedger.js"
+
+const { NodeProtocol, ControlProtocol, NodeHealthRecord } = Domain
+
+/**
+ * The report ingress: every vm-agent report (`sam.agent.<nodeId>.rpt.<type>[.<id>]`, stream
+ * SAM_AGENT) is decoded, attributed to the node named by its SUBJECT (the broker lets a node publish
+ * only under its own id), checked for forgery, and routed by type to the actor that owns what it
+ * names. The routed command keeps the report's envelope id as its message id, so a report delivered
+ * twice becomes one command (the SAM_CMD stream and the actor inbox both drop the repeat).
+ * Heartbeats (core `sam.agent.<nodeId>.hb`) are written to KV `sam_node_health`.
+ */
+
+export type AgentReport = EnvelopeOf<(typeof NodeProtocol.agentReports.defs)[number]>
+export type ReportType = AgentReport["type"]
+
+/** Where a report came from, as the broker guarantees it. */
+export interface ReportSource {
+  readonly nodeId: NodeId
+  readonly subject: string
+  readonly streamSequence: number
+  /** the `<id>` token after the type, when the subject has one */
+  readonly subjectEntityId: string | undefined
+}
+
+export type ReportRequirements = Nats | SqlClient.SqlClient
+
+export type ReportHandler<T extends ReportType> = (
+  report: Extract<AgentReport, { readonly type: T }>,
+  source: ReportSource
+) => Effect.Effect<Consume.Outcome, unknown, ReportRequirements>
+
+/** One handler per report type; a type without a handler is acknowledged and logged. */
+export type ReportRoutes = { readonly [T in ReportType]?: ReportHandler<T> }
+
+/** Send a command to an actor with the report's envelope id as the command's message id. */
+export const forward = (kind: Pick<AnyActorKind, "name" | "shards">, id: string, command: Envelope) =>
+  Publish.publish(subjectOf(kind, id), command).pipe(Effect.as(Consume.Outcome.Ack()))
+
+/** `session.event` and `session.activity` → `session.report` to the session actor. */
+export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): ReportRoutes => {
+  const toSession = (
+    report: Extract<AgentReport, { readonly type: "session.event" | "session.activity" }>,
+    source: ReportSource
+  ) =>
+    forward(
+      session,
+      report.body.sessionId,
+      ControlProtocol.SessionReport.make(
+        { nodeId: source.nodeId, report: { type: report.type, body: report.body } as never },
+        {
+          id: report.id,
+          causationId: report.id,
+          ...(report.correlationId ? { correlationId: report.correlationId } : {})
+        }
+      )
+    )
+  return { "session.event": toSession, "session.activity": toSession }
+}
+
+/** Record a refused report in `dropped_reports` (and the log), and terminate its delivery. */
+export const drop = (
+  source: { readonly nodeId: string; readonly subject: string },
+  report: { readonly type: string; readonly id?: string | undefined; readonly body?: unknown },
+  entityId: string | null,
+  reason: string
+) => {
+  const row: DroppedReport = {
+    nodeId: source.nodeId,
+    subject: source.subject,
+    type: report.type,
+    entityId,
+    messageId: report.id ?? null,
+    reason,
+    payload: report.body === undefined ? "" : JSON.stringify(report.body)
+  }
+  return Effect.logWarning(`dropped ${report.type} report from ${source.nodeId} on ${source.subject}: ${reason}`).pipe(
+    Effect.zipRight(insertDropped([row])),
+    Effect.as(Consume.Outcome.Term({ reason }))
+  )
+}
+
+/** The id a report's body names (workspace, session or task), for the subject check and the audit. */
+const entityOf = (report: AgentReport): string | undefined => {
+  const body = report.body as Record<string, unknown>
+  for (const key of ["sessionId", "workspaceId", "taskId"]) {
+    if (typeof body[key] === "string") return body[key] as string
+  }
+  return undefined
+}
+
+/** Parse `sam.agent.<nodeId>.rpt.<type>[.<id>]`; undefined when the subject is not a report's. */
+export const parseSubject = (subject: string, type: string) => {
+  const prefix = subject.split(".")
+  if (prefix[0] !== "sam" || prefix[1] !== "agent" || prefix[3] !== "rpt") return undefined
+  const nodeId = NodeId.safeParse(prefix[2])
+  if (!nodeId.success) return undefined
+  const rest = prefix.slice(4).join(".")
+  if (rest !== type && !rest.startsWith(`${type}.`)) return undefined
+  const id = rest === type ? undefined : rest.slice(type.length + 1)
+  return { nodeId: nodeId.data, subjectEntityId: id }
+}
+
+/**
+ * The router over `routes`: checks that the body does not name another node and that the subject's
+ * id (when present) is the entity the body names, then hands the report to its handler.
+ */
+export const router =
+  (routes: ReportRoutes) =>
+  (delivery: Consume.Delivery<AgentReport>): Effect.Effect<Consume.Outcome, unknown, ReportRequirements> =>
+    Effect.gen(function* () {
+      const report = delivery.envelope
+      const parsed = parseSubject(delivery.subject, report.type)
+      const nodeToken = delivery.subject.split(".")[2] ?? "unknown"
+      if (parsed === undefined) {
+        return yield* drop(
+          { nodeId: nodeToken, subject: delivery.subject },
+          report,
+          null,
+          "subject_does_not_match_type"
+        )
+      }
+      const source: ReportSource = { ...parsed, subject: delivery.subject, streamSequence: delivery.streamSequence }
+      const entity = entityOf(report) ?? null
+      const bodyNode = (report.body as { readonly nodeId?: unknown }).nodeId
+      if (bodyNode !== undefined && bodyNode !== source.nodeId) {
+        return yield* drop(source, report, entity, `body names node ${String(bodyNode)}: forged`)
+      }
+      if (source.subjectEntityId !== undefined && entity !== null && source.subjectEntityId !== entity) {
+        return yield* drop(source, report, entity, `subject names ${source.subjectEntityId}: forged`)
+      }
+      const handler = routes[report.type] as ReportHandler<ReportType> | undefined
+      if (handler === undefined) {
+        yield* Effect.logDebug(`no route for ${report.type} report from ${source.nodeId}; acknowledged`)
+        return Consume.Outcome.Ack()
+      }
+      return yield* handler(report, source)
+    })
+
+export interface IngressOptions {
+  readonly routes: ReportRoutes
+  /** durable consumer on SAM_AGENT (default `control-report-ingress`) */
+  readonly durable?: string
+  /** `all` (default) for production; `new` for a consumer created by a test on a shared stream */
+  readonly deliver?: "all" | "new"
+  readonly ackWait?: string
+  /** called after each heartbeat was stored, e.g. to tell the node actor */
+  readonly onHeartbeat?: (record: Domain.NodeHealthRecord) => Effect.Effect<void, unknown, ReportRequirements>
+}
+
+export const DEFAULT_DURABLE = "control-report-ingress"
+const STREAM = Topology.Streams.SAM_AGENT.name
+const FILTER = "sam.agent.*.rpt.>"
+const HEARTBEATS = "sam.agent.*.hb"
+
+const jsError = (what: string) => (cause: unknown) =>
+  new NatsError({ reason: "JetStream", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
+
+const ensureNewConsumer = (durable: string) =>
+  Effect.gen(function* () {
+    const { jsm } = yield* Nats
+    const existing = yield* Effect.tryPromise({
+      try: () =>
+        jsm.consumers.info(STREAM, durable).catch((error: unknown) => {
+          if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return undefined
+          throw error
+        }),
+      catch: jsError(`consumer info ${durable}`)
+    })
+    if (existing !== undefined) return
+    yield* Effect.tryPromise({
+      try: () =>
+        jsm.consumers.add(STREAM, {
+          durable_name: durable,
+          filter_subject: FILTER,
+          ack_policy: AckPolicy.Explicit,
+          deliver_policy: DeliverPolicy.New,
+          ack_wait: nanos(30_000),
+          max_deliver: -1
+        }),
+      catch: jsError(`create consumer ${durable}`)
+    })
+  })
+
+const heartbeats = registry(NodeProtocol.Heartbeat)
+
+/** Store each heartbeat whose body names the node of its subject; anything else is logged and ignored. */
+const heartbeatLoop = (options: IngressOptions) =>
+  Effect.gen(function* () {
+    const { nc } = yield* Nats
+    const store = yield* Kv.open(Topology.Buckets.nodeHealth.name, NodeHealthRecord)
+    const messages = Stream.asyncScoped<{ subject: string; data: Uint8Array }>((emit) =>
+      Effect.acquireRelease(
+        Effect.sync(() =>
+          nc.subscribe(HEARTBEATS, { callback: (_, msg) => void emit.single({ subject: msg.subject, data: msg.data }) })
+        ),
+        (sub) => Effect.sync(() => sub.unsubscribe())
+      )
+    )
+    yield* Stream.runForEach(messages, ({ subject, data }) =>
+      Effect.gen(function* () {
+        const decoded = heartbeats.decode(data)
+        const nodeToken = subject.split(".")[2] ?? ""
+        if (decoded._tag === "Malformed") {
+          return yield* Effect.logWarning(`ignored heartbeat on ${subject}: ${decoded.malformed.message}`)
+        }
+        const body = decoded.envelope.body
+        if (body.nodeId !== nodeToken) {
+          return yield* Effect.logWarning(`ignored heartbeat on ${subject}: body names ${body.nodeId}`)
+        }
+        const record: Domain.NodeHealthRecord = {
+          ...body,
+          sentAt: decoded.envelope.at,
+          receivedAt: new Date().toISOString()
+        }
+        yield* store.put(body.nodeId, record)
+        if (options.onHeartbeat) yield* options.onHeartbeat(record)
+      }).pipe(Effect.catchAllCause((cause) => Effect.logWarning(`heartbeat on ${subject} failed`, Cause.pretty(cause))))
+    )
+  })
+
+/**
+ * Run the ingress in the current scope: the durable consumer of reports and the heartbeat
+ * subscription. A handler that fails naks its delivery (redelivered after a second); a payload that
+ * does not decode is terminated and audited.
+ */
+export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOptions) {
+  const durable = options.durable ?? DEFAULT_DURABLE
+  const context = yield* Effect.context<ReportRequirements>()
+  if ((options.deliver ?? "all") === "new") yield* ensureNewConsumer(durable)
+  else
+    yield* Consume.ensureConsumer(STREAM, {
+      durable,
+      filterSubject: FILTER,
+      ...(options.ackWait === undefined ? {} : { ackWait: options.ackWait as never })
+    })
+  const route = router(options.routes)
+  const deliveries = Consume.consume<typeof NodeProtocol.agentReports.defs, AgentReport>(
+    STREAM,
+    durable,
+    NodeProtocol.agentReports,
+    {
+      onMalformed: (bad) =>
+        drop(
+          { nodeId: bad.subject.split(".")[2] ?? "unknown", subject: bad.subject },
+          { type: bad.malformed.reason },
+          null,
+          `malformed: ${bad.malformed.message}`
+        ).pipe(
+          Effect.asVoid,
+          Effect.provide(context),
+          Effect.catchAllCause((cause) => Effect.logWarning("auditing a malformed report failed", Cause.pretty(cause)))
+        )
+    }
+  )
+  yield* Effect.forkScoped(
+    Consume.run(deliveries, (delivery) => route(delivery).pipe(Effect.provide(context))).pipe(
+      Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
+    )
+  )
+  yield* Effect.forkScoped(heartbeatLoop(options))
+})
+
+/** The ingress as a layer: runs while the layer is alive. */
+export const layer = (options: IngressOptions) => Layer.scopedDiscard(run(options))

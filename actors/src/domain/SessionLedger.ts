@@ -1,0 +1,115 @@
+import { SqlClient } from "@effect/sql"
+import type { Domain } from "@sam/bus"
+import { Effect } from "effect"
+
+/** The session's row in `sessions`, as the session actor reads and writes it. */
+export interface SessionRow {
+  readonly id: string
+  readonly projectId: string
+  readonly workspaceId: string | null
+  readonly taskId: string | null
+  readonly nodeId: string | null
+  readonly agent: string
+  readonly mode: Domain.NodeProtocol.TaskMode
+  readonly status: Domain.SessionStatus
+  readonly acpSessionId: string | null
+  readonly promptEpoch: number
+  readonly lastSeq: number
+  readonly errorReason: string | null
+  /** when the task was told its agent is running (sent once) */
+  readonly runningReportedAt: Date | null
+  /** the last report from the node about this session: the healer's evidence of life */
+  readonly lastEvidenceAt: Date | null
+  readonly endedAt: Date | null
+  readonly version: number
+}
+
+export interface TranscriptEntry {
+  readonly seq: number
+  readonly type: string
+  readonly payload: unknown
+  readonly nodeSeq: number
+  readonly promptEpoch: number
+  readonly reportId: string
+}
+
+export interface DroppedReport {
+  readonly nodeId: string
+  readonly subject: string | null
+  readonly type: string
+  readonly entityId: string | null
+  readonly messageId: string | null
+  readonly reason: string
+  readonly payload: string
+}
+
+/**
+ * What a handler decided, written by `save` in the command's transaction: the row, plus the
+ * transcript entries and audit rows this command adds (empty after every load).
+ */
+export interface SessionState {
+  readonly row: SessionRow | null
+  readonly transcript: ReadonlyArray<TranscriptEntry>
+  readonly dropped: ReadonlyArray<DroppedReport>
+}
+
+type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version"> & {
+  readonly promptEpoch: number | string
+  readonly lastSeq: number | string
+  readonly version: number | string
+}
+
+export const load = (id: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<Raw>`
+      SELECT id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id, prompt_epoch,
+        last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version
+      FROM sessions WHERE id = ${id} FOR UPDATE`
+    const raw = rows[0]
+    const row: SessionRow | null =
+      raw === undefined
+        ? null
+        : { ...raw, promptEpoch: Number(raw.promptEpoch), lastSeq: Number(raw.lastSeq), version: Number(raw.version) }
+    return { row, transcript: [], dropped: [] } satisfies SessionState as SessionState
+  })
+
+/** Audit rows, also written by the report ingress for reports refused before they reach an actor. */
+export const insertDropped = (rows: ReadonlyArray<DroppedReport>) =>
+  Effect.gen(function* () {
+    if (rows.length === 0) return
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`INSERT INTO dropped_reports ${sql.insert(rows.map((row) => ({ ...row })))}`
+  })
+
+export const save = (state: SessionState, previous: SessionState) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const row = state.row
+    if (row !== null && row !== previous.row) {
+      yield* sql`
+        INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
+          prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version)
+        VALUES (${row.id}, ${row.projectId}, ${row.workspaceId}, ${row.taskId}, ${row.nodeId}, ${row.agent},
+          ${row.mode}, ${row.status}, ${row.acpSessionId}, ${row.promptEpoch}, ${row.lastSeq}, ${row.errorReason},
+          ${row.runningReportedAt}, ${row.lastEvidenceAt}, ${row.endedAt}, ${row.version})
+        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, acp_session_id = EXCLUDED.acp_session_id,
+          prompt_epoch = EXCLUDED.prompt_epoch, last_seq = EXCLUDED.last_seq, error_reason = EXCLUDED.error_reason,
+          running_reported_at = EXCLUDED.running_reported_at, last_evidence_at = EXCLUDED.last_evidence_at,
+          ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, updated_at = now()`
+    }
+    if (state.transcript.length > 0 && row !== null) {
+      yield* sql`INSERT INTO session_events ${sql.insert(
+        state.transcript.map((entry) => ({
+          session_id: row.id,
+          seq: entry.seq,
+          type: entry.type,
+          payload: JSON.stringify(entry.payload),
+          node_seq: entry.nodeSeq,
+          prompt_epoch: entry.promptEpoch,
+          report_id: entry.reportId
+        }))
+      )}`
+    }
+    yield* insertDropped(state.dropped)
+  })

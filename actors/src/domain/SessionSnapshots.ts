@@ -1,0 +1,55 @@
+import { Domain, Kv, KvConflict, Topology } from "@sam/bus"
+import { Effect, Option } from "effect"
+
+type Snapshot = Domain.SessionSnapshot
+
+export interface SnapshotWrite {
+  /** false when `decide` kept the current value (an older report, nothing to change) */
+  readonly written: boolean
+  readonly snapshot: Snapshot | undefined
+}
+
+/**
+ * The session-state snapshots in KV `sam_session_state` (design §6), one key per session id. Every
+ * write is a compare-and-set on the key's revision: `decide` sees the current value and returns the
+ * next, or `undefined` to keep it; a lost race reads again and decides again.
+ */
+export const open = Effect.fn("SessionSnapshots.open")(function* () {
+  const store = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
+  const write = (
+    sessionId: string,
+    decide: (current: Snapshot | undefined) => Snapshot | undefined
+  ): Effect.Effect<SnapshotWrite, unknown> =>
+    Effect.gen(function* () {
+      for (let attempt = 1; ; attempt++) {
+        const current = yield* store.get(sessionId).pipe(
+          // A value that no longer parses is replaced, never trusted.
+          Effect.catchTag("KvCorrupt", () => Effect.succeed(Option.none<Kv.KvEntry<Snapshot>>()))
+        )
+        const value = Option.getOrUndefined(current)?.value
+        const next = decide(value)
+        if (next === undefined) return { written: false, snapshot: value }
+        const stored = yield* (
+          Option.isSome(current) ? store.update(sessionId, next, current.value.revision) : store.create(sessionId, next)
+        ).pipe(
+          Effect.as(true),
+          Effect.catchIf(
+            (error): error is KvConflict => error instanceof KvConflict && attempt < 10,
+            () => Effect.succeed(false)
+          )
+        )
+        if (stored) return { written: true, snapshot: next }
+      }
+    })
+  const get = (sessionId: string) =>
+    store.get(sessionId).pipe(Effect.map((entry) => Option.getOrUndefined(entry)?.value))
+  return { write, get }
+})
+
+export type SessionSnapshots = Effect.Effect.Success<ReturnType<typeof open>>
+
+/** True when a node's report observed at `observedAt` in `promptEpoch` is not older than `current`. */
+export const reportIsCurrent = (current: Snapshot | undefined, promptEpoch: number, observedAt: string) =>
+  current === undefined ||
+  promptEpoch > current.promptEpoch ||
+  (promptEpoch === current.promptEpoch && Date.parse(observedAt) >= Date.parse(current.updatedAt))

@@ -1,0 +1,79 @@
+import { z } from "zod"
+import { defineMessage, registry } from "../Envelope.js"
+import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
+import { AgentKind, SessionEventKind, TaskMode } from "./NodeProtocol.js"
+import { SessionSnapshot } from "./SessionState.js"
+
+/**
+ * Domain events of the session actor, on `sam.evt.<projectId>.session.<sessionId>.<type>` (stream
+ * SAM_EVT, published through the actor's outbox after its transaction committed, so a reader never
+ * sees an event whose state change did not happen). Consumers must tolerate a repeat: a relay that
+ * crashed after publishing and before marking may publish once more, with the same `Nats-Msg-Id`.
+ */
+
+export const SessionOpened = defineMessage(
+  "session.opened",
+  z.object({
+    sessionId: SessionId,
+    projectId: ProjectId,
+    taskId: TaskId.optional(),
+    workspaceId: WorkspaceId,
+    nodeId: NodeId,
+    agent: AgentKind,
+    mode: TaskMode
+  }),
+  { durable: true }
+)
+
+/**
+ * One transcript entry. `seq` is the session's own sequence (1, 2, 3… with no gaps), assigned by
+ * the session actor in the transaction that persisted the entry; a client catching up asks for
+ * every `seq` above the last it saw (design §7).
+ */
+export const SessionEventAppended = defineMessage(
+  "session.event",
+  z.object({
+    sessionId: SessionId,
+    seq: z.number().int().positive(),
+    promptEpoch: z.number().int().nonnegative(),
+    nodeSeq: z.number().int().positive(),
+    event: z.object({ type: SessionEventKind }).catchall(z.unknown())
+  }),
+  { durable: true }
+)
+
+/** The snapshot in KV `sam_session_state` changed; carries the new snapshot. */
+export const SessionActivityChanged = defineMessage(
+  "session.activity",
+  z.object({ sessionId: SessionId, snapshot: SessionSnapshot }),
+  { durable: true }
+)
+
+/** A user's prompt was accepted and handed to the node with this epoch. */
+export const SessionPromptAccepted = defineMessage(
+  "session.prompt-accepted",
+  z.object({ sessionId: SessionId, promptEpoch: z.number().int().positive(), prompt: z.string() }),
+  { durable: true }
+)
+
+export const SessionStopped = defineMessage(
+  "session.stopped",
+  z.object({ sessionId: SessionId, reason: z.string().max(1000).optional() }),
+  { durable: true }
+)
+
+/** The session failed (its task failed, or its agent could not be kept alive); it takes no more prompts. */
+export const SessionFailed = defineMessage(
+  "session.failed",
+  z.object({ sessionId: SessionId, reason: z.string().max(4096) }),
+  { durable: true }
+)
+
+export const sessionEvents = registry(
+  SessionOpened,
+  SessionEventAppended,
+  SessionActivityChanged,
+  SessionPromptAccepted,
+  SessionStopped,
+  SessionFailed
+)

@@ -1,0 +1,183 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Actor, Actors } from "@sam/actors"
+import { Domain, encode, makeId, Nats } from "@sam/bus"
+import { Effect, Layer, type Redacted } from "effect"
+import { beforeAll } from "vitest"
+import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
+import {
+  fakeNode,
+  placement,
+  sessionDatabase,
+  snapshotOf,
+  startControl,
+  transcriptOf
+} from "../../src/SessionHarness.js"
+
+const { ControlProtocol } = Domain
+
+let url: Redacted.Redacted<string>
+beforeAll(async () => {
+  url = await sessionDatabase()
+})
+const env = () => Layer.merge(natsAdmin("session-transcript"), sqlLayer(url))
+
+describe("session actor: transcript and activity", () => {
+  it.scopedLive(
+    "events are persisted with seq 1..n in order, once, though reports are redelivered and published twice",
+    () =>
+      Effect.gen(function* () {
+        // Every third command's first delivery is left unacknowledged: the server redelivers it.
+        const { session } = yield* startControl(url, {
+          runtime: { ackWait: "1 second", withholdAck: (seq, deliveries) => deliveries === 1 && seq % 3 === 0 }
+        })
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const sessionId = makeId("sess")
+        const opened = yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionOpen.make({
+            sessionId,
+            projectId,
+            workspaceId,
+            nodeId,
+            agent: "demo",
+            mode: "conversation",
+            prompt: "hello"
+          })
+        )
+        expect(opened).toMatchObject({ outcome: "applied", reply: { ok: true, promptEpoch: 1 } })
+        const start = yield* waitUntil(
+          "the node received session.start",
+          Effect.sync(() => node.commands.find((c) => c.type === "session.start"))
+        )
+        expect(start.body).toMatchObject({ sessionId, workspaceId, agent: "demo", prompt: "hello" })
+        expect(yield* snapshotOf(sessionId)).toMatchObject({ activity: "prompting", promptEpoch: 1, lastSeq: 0 })
+
+        const N = 40
+        const events = Array.from({ length: N }, (_, i) =>
+          node.event(sessionId, 1, { type: "text", text: `chunk ${i}` })
+        )
+        yield* node.publish(node.activity(sessionId, { activity: "prompting", promptEpoch: 1 }), sessionId)
+        for (const [i, event] of events.entries()) {
+          yield* node.publish(event, sessionId)
+          if (i % 4 === 0) yield* node.publish(event, sessionId) // same Nats-Msg-Id: the stream drops it
+          if (i % 5 === 0) yield* node.publishRaw(event, sessionId) // stored twice: the command id dedupes it
+        }
+        // The same command published straight to SAM_CMD without a message id: only the inbox stops it.
+        const { js } = yield* Nats
+        const again = ControlProtocol.SessionReport.make(
+          { nodeId, report: { type: "session.event", body: events[7]!.body } },
+          { id: events[7]!.id }
+        )
+        yield* Effect.promise(() => js.publish(Actor.subjectOf(session, sessionId), encode(again)))
+
+        const rows = yield* waitUntil(
+          "the transcript is complete",
+          transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length >= N ? rows : undefined))),
+          { timeout: "30 seconds" }
+        )
+        yield* node.publish(
+          node.activity(sessionId, { activity: "idle", promptEpoch: 1, stopReason: "end_turn" }),
+          sessionId
+        )
+        yield* waitUntil(
+          "the snapshot is idle",
+          snapshotOf(sessionId).pipe(Effect.map((s) => (s?.activity === "idle" ? s : undefined)))
+        )
+        const final = yield* transcriptOf(sessionId)
+        expect(final.length).toBe(N)
+        expect(final.map((r) => r.seq)).toEqual(Array.from({ length: N }, (_, i) => i + 1))
+        expect(final.map((r) => r.payload.text)).toEqual(events.map((e) => e.body.event.text))
+        expect(rows.map((r) => r.nodeSeq)).toEqual(events.map((e) => e.body.nodeSeq))
+        expect(yield* snapshotOf(sessionId)).toMatchObject({ activity: "idle", lastSeq: N, reason: "completed" })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "the snapshot goes prompting → idle, and an older activity report never overwrites a newer one",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url)
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const sessionId = makeId("sess")
+        yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionOpen.make({
+            sessionId,
+            projectId,
+            workspaceId,
+            nodeId,
+            agent: "demo",
+            mode: "conversation",
+            prompt: "hello"
+          })
+        )
+        const t0 = Date.now()
+        const at = (ms: number) => new Date(t0 + ms).toISOString()
+        yield* node.publish(
+          node.activity(sessionId, { activity: "prompting", promptEpoch: 1, observedAt: at(100) }),
+          sessionId
+        )
+        yield* waitUntil(
+          "the node's prompting report is the snapshot",
+          snapshotOf(sessionId).pipe(
+            Effect.map((s) => (s?.source === "vm_report" && s.activity === "prompting" ? s : undefined))
+          )
+        )
+        const idle = node.activity(sessionId, {
+          activity: "idle",
+          promptEpoch: 1,
+          stopReason: "end_turn",
+          observedAt: at(300)
+        })
+        yield* node.publish(idle, sessionId)
+        yield* waitUntil(
+          "the snapshot is idle",
+          snapshotOf(sessionId).pipe(Effect.map((s) => (s?.activity === "idle" ? s : undefined)))
+        )
+        // A late re-report of prompting, observed before the idle: it must not bring back "working".
+        const late = node.activity(sessionId, { activity: "prompting", promptEpoch: 1, observedAt: at(200) })
+        const reply = yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionReport.make(
+            { nodeId, report: { type: "session.activity", body: late.body } },
+            { id: late.id }
+          )
+        )
+        expect(reply.outcome).toBe("applied")
+        const snapshot = yield* snapshotOf(sessionId)
+        expect(snapshot).toMatchObject({ activity: "idle", promptEpoch: 1, reason: "completed", source: "vm_report" })
+        expect(snapshot?.updatedAt).toBe(at(300))
+        // An idle report of an older prompt epoch after a new prompt: the new prompt's prompting stays.
+        const prompted = yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionPromptCommand.make({ sessionId, prompt: "more" })
+        )
+        expect(prompted).toMatchObject({ outcome: "applied", reply: { ok: true, promptEpoch: 2 } })
+        const stale = node.activity(sessionId, { activity: "idle", promptEpoch: 1, stopReason: "end_turn" })
+        yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionReport.make(
+            { nodeId, report: { type: "session.activity", body: stale.body } },
+            { id: stale.id }
+          )
+        )
+        expect(yield* snapshotOf(sessionId)).toMatchObject({ activity: "prompting", promptEpoch: 2 })
+        const prompt = yield* waitUntil(
+          "the node received the follow-up",
+          Effect.sync(() => node.commands.find((c) => c.type === "session.prompt"))
+        )
+        expect(prompt.body).toMatchObject({ sessionId, prompt: "more", promptEpoch: 2 })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+})

@@ -1,0 +1,214 @@
+import { SqlClient } from "@effect/sql"
+import type { JsMsg } from "@nats-io/jetstream"
+import { Actor, ActorRuntime, ReportIngress, SessionActor } from "@sam/actors"
+import {
+  Consume,
+  Credentials,
+  Domain,
+  type Envelope,
+  encode,
+  Kv,
+  makeId,
+  Nats,
+  type NodeId,
+  Publish,
+  Subjects,
+  Topology
+} from "@sam/bus"
+import { Migrations } from "@sam/sql"
+import { Context, Effect, Layer, type Redacted } from "effect"
+import { startRuntime } from "./ActorsInProcess.js"
+import { freshDatabase, natsAs, sqlLayer, unique } from "./Env.js"
+
+const { NodeProtocol, SessionSnapshot } = Domain
+
+/** A migrated database with a user and a project to hang sessions on. */
+export const sessionDatabase = async () => {
+  const url = await freshDatabase()
+  await Effect.runPromise(Migrations.migrate().pipe(Effect.provide(sqlLayer(url))))
+  return url
+}
+
+/** A project with a node and a workspace placed on it, as the task path would have left them. */
+export const placement = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const userId = makeId("user")
+  const projectId = makeId("proj")
+  yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'tester')`
+  yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'p', 'file:///tmp/r')`
+  const place = () =>
+    Effect.gen(function* () {
+      const nodeId = makeId("node")
+      const workspaceId = makeId("ws")
+      yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${nodeId}, 'local', 'running')`
+      yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeId}, 'running')`
+      return { nodeId, workspaceId }
+    })
+  return { userId, projectId, place }
+})
+
+export interface ControlOptions {
+  readonly healEvery?: string
+  readonly staleAfter?: string
+  readonly runtime?: ActorRuntime.RuntimeOptions
+}
+
+/**
+ * The session actor (under a kind name of its own) in an in-process runtime, and the report ingress
+ * routing to it through a consumer of its own that starts at the end of the shared SAM_AGENT stream.
+ * Alive for the current scope.
+ */
+export const startControl = (url: Redacted.Redacted<string>, options: ControlOptions = {}) =>
+  Effect.gen(function* () {
+    const task = { name: unique("task"), shards: 2 }
+    const session = yield* SessionActor.make({
+      name: unique("sess"),
+      shards: 2,
+      task,
+      ...(options.healEvery === undefined ? {} : { healEvery: options.healEvery as never }),
+      ...(options.staleAfter === undefined ? {} : { staleAfter: options.staleAfter as never })
+    })
+    const runtime = yield* startRuntime(url, [session], {
+      instanceId: unique("inst"),
+      leaseTtl: "3 seconds",
+      retryBase: "20 millis",
+      pollEvery: "50 millis",
+      ...options.runtime
+    })
+    yield* waitFor(
+      "session shards leased",
+      Effect.sync(() => runtime.shards().length === 2 || undefined)
+    )
+    yield* ReportIngress.run({
+      routes: ReportIngress.sessionRoutes(session),
+      durable: unique("ingress"),
+      deliver: "new"
+    })
+    return { session, task, runtime }
+  })
+
+const waitFor = <A, E, R>(what: string, check: Effect.Effect<A | undefined, E, R>, timeoutMs = 15_000) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const value = yield* check
+      if (value !== undefined) return value
+      if (Date.now() > deadline) return yield* Effect.fail(new Error(`timed out waiting for ${what}`))
+      yield* Effect.sleep("50 millis")
+    }
+  })
+
+/** Every message on `filter` of `stream` from now on (an ordered consumer), collected as decoded JSON. */
+export const collect = (stream: string, filter: string) =>
+  Effect.gen(function* () {
+    const { js } = yield* Nats
+    const seen: Array<{ subject: string; envelope: Envelope }> = []
+    const consumer = yield* Effect.promise(() => js.consumers.get(stream, { filter_subjects: [filter] }))
+    yield* Effect.acquireRelease(
+      Effect.promise(() =>
+        consumer.consume({
+          callback: (msg: JsMsg) => {
+            seen.push({ subject: msg.subject, envelope: msg.json<Envelope>() })
+          }
+        })
+      ),
+      (messages) => Effect.promise(() => messages.close()).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+    )
+    return seen
+  })
+
+/**
+ * A fake node: its own minted credentials (it can publish only as itself), the durable consumer of
+ * its commands, and helpers to report as the vm-agent does.
+ */
+export const fakeNode = (nodeId: NodeId) =>
+  Effect.gen(function* () {
+    const context = yield* Layer.build(
+      natsAs(`fake-${nodeId}`, Credentials.nodePermissions(nodeId), Subjects.nodeInboxPrefix(nodeId))
+    )
+    const nats = Context.get(context, Nats)
+    yield* Consume.ensureConsumer(Topology.Streams.SAM_NODE.name, {
+      durable: Subjects.nodeConsumerName(nodeId),
+      filterSubject: Subjects.nodeCommands(nodeId)
+    })
+    const commands: Array<Domain.NodeProtocol.NodeCommand> = []
+    yield* Consume.run(
+      Consume.consume<typeof NodeProtocol.nodeCommands.defs, Domain.NodeProtocol.NodeCommand>(
+        Topology.Streams.SAM_NODE.name,
+        Subjects.nodeConsumerName(nodeId),
+        NodeProtocol.nodeCommands
+      ),
+      (delivery) => Effect.sync(() => commands.push(delivery.envelope)).pipe(Effect.as(Consume.Outcome.Ack()))
+    ).pipe(Effect.provideService(Nats, nats), Effect.forkScoped)
+    const asNode = <A, E>(effect: Effect.Effect<A, E, Nats>) => effect.pipe(Effect.provideService(Nats, nats))
+    /** publish a report on this node's subject (the broker allows no other) */
+    const publish = (envelope: Envelope, entityId?: string, options: { readonly asNode?: NodeId } = {}) =>
+      asNode(Publish.publish(Subjects.agentReport(options.asNode ?? nodeId, envelope.type, entityId), envelope))
+    /** publish the same bytes again without a message id: the stream stores it twice */
+    const publishRaw = (envelope: Envelope, entityId?: string) =>
+      asNode(
+        Effect.promise(() =>
+          nats.js.publish(Subjects.agentReport(nodeId, envelope.type, entityId), encode(envelope))
+        ).pipe(Effect.asVoid)
+      )
+    let nodeSeq = 0
+    const event = (sessionId: string, promptEpoch: number, event: { type: string; [k: string]: unknown }) =>
+      NodeProtocol.SessionEvent.make({
+        sessionId: sessionId as never,
+        nodeSeq: ++nodeSeq,
+        promptEpoch,
+        event: event as never
+      })
+    const activity = (
+      sessionId: string,
+      body: Omit<Parameters<typeof NodeProtocol.SessionActivity.make>[0], "sessionId" | "observedAt"> & {
+        readonly observedAt?: string
+      }
+    ) =>
+      NodeProtocol.SessionActivity.make({
+        observedAt: new Date().toISOString(),
+        ...body,
+        sessionId: sessionId as never
+      })
+    const heartbeat = (promptingSessions: ReadonlyArray<string>) =>
+      asNode(
+        Publish.emit(
+          Subjects.heartbeat(nodeId),
+          NodeProtocol.Heartbeat.make({
+            nodeId,
+            load1: 0.1,
+            memoryPercent: 10,
+            diskPercent: 10,
+            activeWorkspaces: 1,
+            promptingSessions: promptingSessions as never
+          })
+        )
+      )
+    return { nodeId, commands, publish, publishRaw, event, activity, heartbeat }
+  })
+
+/** The session's snapshot in KV, or undefined. */
+export const snapshotOf = (sessionId: string) =>
+  Effect.gen(function* () {
+    const store = yield* Kv.open(Topology.Buckets.sessionState.name, SessionSnapshot)
+    const entry = yield* store.get(sessionId)
+    return entry._tag === "Some" ? entry.value.value : undefined
+  })
+
+export const transcriptOf = (sessionId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ seq: string; type: string; payload: { type: string; text?: string }; nodeSeq: string }>`
+      SELECT seq, type, payload, node_seq FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`
+    return rows.map((row) => ({ ...row, seq: Number(row.seq), nodeSeq: Number(row.nodeSeq) }))
+  })
+
+export const sessionRow = (sessionId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ status: string; promptEpoch: number; lastSeq: string; errorReason: string | null }>`
+      SELECT status, prompt_epoch, last_seq, error_reason FROM sessions WHERE id = ${sessionId}`
+    return rows[0]
+  })
+
+export { Actor, ActorRuntime }

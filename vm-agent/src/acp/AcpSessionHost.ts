@@ -7,7 +7,7 @@ import {
   type PromptError,
   PromptRejected
 } from "./AcpErrors.js"
-import type { AgentExit } from "./AgentProcess.js"
+import type { AgentExit, AgentSpawner } from "./AgentProcess.js"
 import type { HarnessCommand } from "./HarnessCommand.js"
 import { type Incarnation, startIncarnation } from "./internal/Incarnation.js"
 import { autoApprove, PermissionDesk } from "./internal/PermissionDesk.js"
@@ -15,6 +15,11 @@ import { eventOfUpdate, type SessionEvent, type SessionEventBody } from "./Sessi
 
 export interface SessionHostOptions {
   readonly command: HarnessCommand
+  /**
+   * How the agent is started; default: on the host, in a process group of its own. `workspaceSpawner` starts it
+   * inside a workspace (a Docker container), where its argv, cwd and process group then are.
+   */
+  readonly spawn?: AgentSpawner
   /** The session's working directory as the agent sees it; defaults to the command's cwd. */
   readonly sessionCwd?: string
   /** Load this ACP session instead of creating one. */
@@ -90,6 +95,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     Effect.gen(function* () {
       const incarnation = yield* startIncarnation({
         command: options.command,
+        spawn: options.spawn,
         sessionCwd: options.sessionCwd ?? options.command.cwd,
         loadSessionId: load ? acpSessionId : undefined,
         parent: scope,
@@ -238,7 +244,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           Effect.tryPromise(() => active.response).pipe(Effect.ignore),
           Deferred.await(incarnation.process.exit)
         ).pipe(Effect.timeout(grace), Effect.option)
-        incarnation.process.killGroup("SIGKILL")
+        yield* incarnation.process.killGroup("SIGKILL")
         yield* Deferred.await(incarnation.process.exit).pipe(Effect.timeout("5 seconds"), Effect.ignore)
         yield* incarnation.process.awaitGroupGone("2 seconds")
         const stopMs = Date.now() - startedAt

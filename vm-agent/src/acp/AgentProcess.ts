@@ -1,7 +1,8 @@
 import { spawn } from "node:child_process"
-import * as Fs from "node:fs"
+import type { Readable, Writable } from "node:stream"
 import type { Stream as AcpStream, AnyMessage } from "@agentclientprotocol/sdk"
 import { Deferred, type Duration, Effect, Exit, Schedule, type Scope } from "effect"
+import { groupAlive, signalGroup } from "../runtime/internal/processGroup.js"
 import { AgentStartError } from "./AcpErrors.js"
 import type { HarnessCommand } from "./HarnessCommand.js"
 
@@ -10,15 +11,16 @@ export interface AgentExit {
   readonly signal: string | null
 }
 
-/** A running agent process, leader of its own process group. */
+/** A running agent process, leader of its own process group (on the host, or in a workspace container). */
 export interface AgentProcess {
+  /** its pid, which is its process group's id, where it runs */
   readonly pid: number
   /** The ACP message stream over the agent's stdio; stdout lines that are not JSON objects never enter it. */
   readonly stream: AcpStream
   readonly exit: Deferred.Deferred<AgentExit>
   readonly stderrTail: () => string
-  /** Sends `signal` to the whole process group; true if the group still existed. */
-  readonly killGroup: (signal: NodeJS.Signals) => boolean
+  /** Sends `signal` to the whole process group, also after the agent itself ended. */
+  readonly killGroup: (signal: NodeJS.Signals) => Effect.Effect<void>
   /** Waits until no process of the group is left, up to `timeout`; true if it is gone. */
   readonly awaitGroupGone: (timeout: Duration.DurationInput) => Effect.Effect<boolean>
 }
@@ -26,41 +28,7 @@ export interface AgentProcess {
 const MAX_LINE_BYTES = 16 * 1024 * 1024
 const STDERR_TAIL_BYTES = 4096
 
-const signalable = (pgid: number): boolean => {
-  try {
-    process.kill(-pgid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code !== "ESRCH"
-  }
-}
-
-/** Processes of group `pgid` that are not zombies, from /proc; undefined where there is no /proc. */
-const liveMembers = (pgid: number): number | undefined => {
-  let pids: Array<string>
-  try {
-    pids = Fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name))
-  } catch {
-    return undefined
-  }
-  let live = 0
-  for (const pid of pids) {
-    try {
-      const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      if (Number(pgrp) === pgid && state !== "Z" && state !== "X") live += 1
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return live
-}
-
-/**
- * True while a process of group `pgid` can still run. Killed orphans stay zombies until init reaps them (which
- * takes seconds under some inits) and can do nothing, so on Linux they do not count.
- */
-export const groupAlive = (pgid: number): boolean => signalable(pgid) && (liveMembers(pgid) ?? 1) > 0
+export { groupAlive }
 
 const lineFramer = (onMessage: (message: AnyMessage) => void, onGarbage: (line: string) => void) => {
   let buffered = ""
@@ -94,6 +62,60 @@ const lineFramer = (onMessage: (message: AnyMessage) => void, onGarbage: (line: 
   }
 }
 
+/**
+ * The ACP stream over an agent's stdio, and the tail of its stderr. Lines of stdout that are not JSON objects go
+ * to `onGarbage`; after the SDK cancelled the readable (the connection closed), later lines and the end are dropped.
+ */
+export const agentStdio = (
+  io: { readonly stdin: Writable; readonly stdout: Readable; readonly stderr: Readable },
+  onGarbage: (line: string) => void
+) => {
+  let stderr = ""
+  let controller: ReadableStreamDefaultController<AnyMessage> | undefined
+  let open = true
+  const readable = new ReadableStream<AnyMessage>({
+    start: (c) => {
+      controller = c
+    },
+    cancel: () => {
+      open = false
+    }
+  })
+  const framer = lineFramer((message) => open && controller?.enqueue(message), onGarbage)
+  io.stdout.setEncoding("utf8").on("data", framer.push)
+  io.stdout.on("end", () => {
+    framer.flush()
+    if (open) controller?.close()
+    open = false
+  })
+  io.stderr.setEncoding("utf8").on("data", (text: string) => {
+    stderr = (stderr + text).slice(-STDERR_TAIL_BYTES)
+  })
+  // Writes to a dead agent fail through the write callback; the stream error itself is expected then.
+  io.stdin.on("error", () => undefined)
+  const writable = new WritableStream<AnyMessage>({
+    write: (message) =>
+      new Promise<void>((resolve, reject) => {
+        if (!io.stdin.writable) return reject(new Error("agent stdin is closed"))
+        io.stdin.write(`${JSON.stringify(message)}\n`, (error) => (error ? reject(error) : resolve()))
+      })
+  })
+  return { stream: { readable, writable } satisfies AcpStream, stderrTail: () => stderr }
+}
+
+/** Polls `alive` until it is false, up to `timeout`; true if the group is gone. */
+export const pollGroupGone = (
+  alive: Effect.Effect<boolean>,
+  timeout: Duration.DurationInput,
+  every: Duration.DurationInput = "10 millis"
+) =>
+  alive.pipe(
+    Effect.flatMap((yes) => (yes ? Effect.fail("alive" as const) : Effect.void)),
+    Effect.retry(Schedule.spaced(every)),
+    Effect.timeout(timeout),
+    Effect.match({ onFailure: () => false, onSuccess: () => true })
+  )
+
 const start = (command: HarnessCommand, onGarbage: (line: string) => void) =>
   Effect.async<AgentProcess, AgentStartError>((resume) => {
     const [file, ...args] = command.argv
@@ -104,37 +126,7 @@ const start = (command: HarnessCommand, onGarbage: (line: string) => void) =>
       stdio: ["pipe", "pipe", "pipe"]
     })
     const exit = Deferred.unsafeMake<AgentExit>(undefined as never)
-    let stderr = ""
-    let controller: ReadableStreamDefaultController<AnyMessage> | undefined
-    // The SDK cancels the readable when the connection closes; later lines and the end are then dropped.
-    let open = true
-    const readable = new ReadableStream<AnyMessage>({
-      start: (c) => {
-        controller = c
-      },
-      cancel: () => {
-        open = false
-      }
-    })
-    const framer = lineFramer((message) => open && controller?.enqueue(message), onGarbage)
-    child.stdout.setEncoding("utf8").on("data", framer.push)
-    child.stdout.on("end", () => {
-      framer.flush()
-      if (open) controller?.close()
-      open = false
-    })
-    child.stderr.setEncoding("utf8").on("data", (text: string) => {
-      stderr = (stderr + text).slice(-STDERR_TAIL_BYTES)
-    })
-    // Writes to a dead agent fail through the write callback; the stream error itself is expected then.
-    child.stdin.on("error", () => undefined)
-    const writable = new WritableStream<AnyMessage>({
-      write: (message) =>
-        new Promise<void>((resolve, reject) => {
-          if (!child.stdin.writable) return reject(new Error("agent stdin is closed"))
-          child.stdin.write(`${JSON.stringify(message)}\n`, (error) => (error ? reject(error) : resolve()))
-        })
-    })
+    const stdio = agentStdio(child, onGarbage)
     child.on("exit", (exitCode, signal) => Deferred.unsafeDone(exit, Exit.succeed({ exitCode, signal })))
     child.once("error", (error) => {
       resume(Effect.fail(new AgentStartError({ reason: "spawn", message: `${file}: ${error.message}` })))
@@ -144,37 +136,36 @@ const start = (command: HarnessCommand, onGarbage: (line: string) => void) =>
       resume(
         Effect.succeed({
           pid,
-          stream: { readable, writable },
+          ...stdio,
           exit,
-          stderrTail: () => stderr,
-          killGroup: (signal) => {
-            try {
-              process.kill(-pid, signal)
-              return true
-            } catch {
-              return false
-            }
-          },
+          killGroup: (signal) => Effect.sync(() => void signalGroup(pid, signal)),
           awaitGroupGone: (timeout) =>
-            Effect.suspend(() => (groupAlive(pid) ? Effect.fail("alive" as const) : Effect.void)).pipe(
-              Effect.retry(Schedule.spaced("10 millis")),
-              Effect.timeout(timeout),
-              Effect.match({ onFailure: () => false, onSuccess: () => true })
+            pollGroupGone(
+              Effect.sync(() => groupAlive(pid)),
+              timeout
             )
         })
       )
     })
   })
 
+/** Starts an agent with `command` in a process group of its own; closing the scope kills the group. */
+export type AgentSpawner = (
+  command: HarnessCommand,
+  onGarbage: (line: string) => void
+) => Effect.Effect<AgentProcess, AgentStartError, Scope.Scope>
+
+/** What a spawner does when its scope closes: SIGKILL the whole group and wait until it is gone. */
+export const releaseAgent = (agent: AgentProcess) =>
+  Effect.gen(function* () {
+    yield* agent.killGroup("SIGKILL")
+    yield* Deferred.await(agent.exit).pipe(Effect.timeout("5 seconds"), Effect.ignore)
+    yield* agent.awaitGroupGone("2 seconds")
+  })
+
 /**
- * Starts `command` as the leader of a new process group. Closing the scope kills the whole group (SIGKILL), so
- * shell children and their orphans die with the agent.
+ * Starts `command` on the host as the leader of a new process group. Closing the scope kills the whole group
+ * (SIGKILL), so shell children and their orphans die with the agent.
  */
-export const spawnAgent = (command: HarnessCommand, onGarbage: (line: string) => void) =>
-  Effect.acquireRelease(start(command, onGarbage), (agent) =>
-    Effect.gen(function* () {
-      agent.killGroup("SIGKILL")
-      yield* Deferred.await(agent.exit).pipe(Effect.timeout("5 seconds"), Effect.ignore)
-      yield* agent.awaitGroupGone("2 seconds")
-    })
-  ) satisfies Effect.Effect<AgentProcess, AgentStartError, Scope.Scope>
+export const spawnAgent: AgentSpawner = (command, onGarbage) =>
+  Effect.acquireRelease(start(command, onGarbage), releaseAgent)

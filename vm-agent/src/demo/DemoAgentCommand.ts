@@ -1,6 +1,10 @@
 import { createRequire } from "node:module"
+import { isAbsolute, posix, relative, sep } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import type { HarnessCommand } from "../acp/HarnessCommand.js"
+
+const tsxLoader = () => createRequire(import.meta.url).resolve("tsx")
+const demoMain = () => fileURLToPath(new URL("./main.ts", import.meta.url))
 
 /**
  * The harness command that runs the built-in demo agent from source with tsx. The loader is passed by absolute
@@ -10,12 +14,31 @@ export const demoAgentCommand = (options: {
   readonly cwd: string
   readonly env?: Readonly<Record<string, string>>
 }): HarnessCommand => ({
-  argv: [
-    process.execPath,
-    "--import",
-    pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href,
-    fileURLToPath(new URL("./main.ts", import.meta.url))
-  ],
+  argv: [process.execPath, "--import", pathToFileURL(tsxLoader()).href, demoMain()],
   cwd: options.cwd,
   env: { ...options.env }
 })
+
+/**
+ * The demo agent's command inside a workspace container, where the host's node binary is mounted at `node` and
+ * the repository root `appDir` (with its node_modules: pnpm's links are relative, so they resolve there too) at
+ * `appMount`. Paths are those the container sees.
+ */
+export const demoAgentCommandInContainer = (options: {
+  readonly node: string
+  readonly appDir: string
+  readonly appMount: string
+  readonly cwd: string
+  readonly env?: Readonly<Record<string, string>>
+}): HarnessCommand => {
+  const inside = (hostPath: string) => {
+    const rel = relative(options.appDir, hostPath)
+    if (rel.startsWith("..") || isAbsolute(rel)) throw new Error(`${hostPath} is not under ${options.appDir}`)
+    return posix.join(options.appMount, ...rel.split(sep))
+  }
+  return {
+    argv: [options.node, "--import", `file://${inside(tsxLoader())}`, inside(demoMain())],
+    cwd: options.cwd,
+    env: { ...options.env }
+  }
+}

@@ -3,7 +3,9 @@ import { Domain } from "@sam/bus"
 import { Cause, Deferred, Effect, ExecutionStrategy, Exit, Option, Queue, Scope } from "effect"
 import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
-import { demoAgentCommand } from "../demo/DemoAgentCommand.js"
+import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
+import { demoAgentCommand, demoAgentCommandInContainer } from "../demo/DemoAgentCommand.js"
+import { APP_IN_CONTAINER, defaultAppDir, NODE_IN_CONTAINER } from "../runtime/DockerRuntime.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import type { Reporter } from "./Reporter.js"
 import type { SessionRecord, SessionRecords } from "./SessionRecords.js"
@@ -82,12 +84,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           message: `workspace ${record.workspaceId} is not running on this node`
         })
       }
-      if (workspace.value.runtime !== "host") {
-        return yield* Effect.fail<Rejection>({
-          code: "unavailable",
-          message: "agent sessions in Docker workspaces are not wired yet"
-        })
-      }
+      const inContainer = workspace.value.runtime === "docker"
       const scope = yield* Scope.fork(deps.scope, ExecutionStrategy.sequential)
       const outbox = yield* Queue.unbounded<Effect.Effect<void>>()
       const entry: { current?: Live; record: SessionRecord } = { record }
@@ -113,10 +110,25 @@ export const makeSessions = (deps: SessionsDeps) => {
         })
       const session = yield* deps.host
         .start({
-          command: demoAgentCommand({
-            cwd: workspace.value.path,
-            env: { SAM_DEMO_AGENT_STATE_DIR: join(deps.dataDir, "agents", record.sessionId) }
-          }),
+          ...(inContainer
+            ? {
+                // In the container, the agent's state lives outside the checkout (task commits take all of it) and
+                // survives agent restarts, as the container does.
+                command: demoAgentCommandInContainer({
+                  node: NODE_IN_CONTAINER,
+                  appDir: defaultAppDir(),
+                  appMount: APP_IN_CONTAINER,
+                  cwd: workspace.value.path,
+                  env: { SAM_DEMO_AGENT_STATE_DIR: `/root/.sam/agents/${record.sessionId}` }
+                }),
+                spawn: workspaceSpawner(deps.runtime, record.workspaceId)
+              }
+            : {
+                command: demoAgentCommand({
+                  cwd: workspace.value.path,
+                  env: { SAM_DEMO_AGENT_STATE_DIR: join(deps.dataDir, "agents", record.sessionId) }
+                })
+              }),
           ...(record.acpSessionId === undefined ? {} : { resumeSessionId: record.acpSessionId }),
           lastSeq: record.lastSeq,
           cancelGrace: `${deps.cancelGraceMs} millis`,
@@ -251,13 +263,21 @@ export const makeSessions = (deps: SessionsDeps) => {
       Effect.forEach(
         records,
         (record) =>
-          Effect.sync(() => {
-            // The agent of the previous run outlived it (its own process group): end it.
-            if (record.agentPgid !== undefined) {
-              try {
-                process.kill(-record.agentPgid, "SIGKILL")
-              } catch {}
+          Effect.gen(function* () {
+            // The agent of the previous run outlived it (its own process group): end it where it runs.
+            const pgid = record.agentPgid
+            if (pgid === undefined) return
+            const workspace = yield* deps.runtime.get(record.workspaceId)
+            if (Option.isSome(workspace) && workspace.value.runtime === "docker") {
+              if (workspace.value.status !== "running") return
+              yield* deps.runtime
+                .exec(record.workspaceId, ["/bin/sh", "-c", 'kill -KILL -- "-$0" 2>/dev/null; true', String(pgid)])
+                .pipe(Effect.ignore)
+              return
             }
+            try {
+              process.kill(-pgid, "SIGKILL")
+            } catch {}
           }).pipe(
             Effect.zipRight(
               report(record, { activity: "idle", reason: "the node restarted; the turn in flight was lost" })

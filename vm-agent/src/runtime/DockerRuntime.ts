@@ -14,6 +14,10 @@ import { WorkspaceRuntime } from "./WorkspaceRuntime.js"
 /** The image `infra/src/WorkspaceImage.ts` builds (Debian bookworm, git; no node). */
 export const DEFAULT_IMAGE = "sam-workspace:2"
 const WORKSPACE = "/workspace"
+/** where the host's node binary is mounted in a workspace container */
+export const NODE_IN_CONTAINER = "/opt/sam/bin/node"
+/** where our code (the repository root, with its node_modules) is mounted in a workspace container */
+export const APP_IN_CONTAINER = "/opt/sam/app"
 const SOURCE = "/opt/sam/source"
 const PATH = "/opt/sam/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -32,7 +36,8 @@ export interface DockerRuntimeOptions {
 export const defaultSocketPath = (env: NodeJS.ProcessEnv = process.env) =>
   env.DOCKER_HOST?.startsWith("unix://") ? env.DOCKER_HOST.slice("unix://".length) : "/var/run/docker.sock"
 
-const defaultAppDir = () => resolve(dirname(fileURLToPath(import.meta.url)), "../../..")
+/** the repository root this code runs from: what a container gets at `APP_IN_CONTAINER` by default */
+export const defaultAppDir = () => resolve(dirname(fileURLToPath(import.meta.url)), "../../..")
 
 const step = (name: string) => (cause: unknown) =>
   new ProvisionError({ step: name, message: cause instanceof Error ? cause.message : String(cause) })
@@ -116,7 +121,7 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       const source = yield* localRepository(spec.repoUrl)
       const local = localPath(spec.repoUrl) !== undefined
       yield* removeContainer(id)
-      const binds = [`${nodeBinary}:/opt/sam/bin/node:ro`, `${appDir}:/opt/sam/app:ro`]
+      const binds = [`${nodeBinary}:${NODE_IN_CONTAINER}:ro`, `${appDir}:${APP_IN_CONTAINER}:ro`]
       if (local) binds.push(`${source}:${SOURCE}:ro`)
       const created = yield* Effect.tryPromise({
         try: () =>

@@ -4,6 +4,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path"
 import { Effect, Layer } from "effect"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
+import { groupAlive, signalGroup } from "./internal/processGroup.js"
 import { makeRecords } from "./internal/records.js"
 import { localRepository } from "./internal/repository.js"
 import {
@@ -177,7 +178,13 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
                     process.kill(-child.pid, signal)
                   } catch {}
                 }
-              })
+              }),
+            pgid: Effect.succeed(child.pid ?? 0),
+            killGroup: (signal) =>
+              Effect.sync(() => {
+                if (child.pid !== undefined) signalGroup(child.pid, signal)
+              }),
+            groupAlive: Effect.sync(() => child.pid !== undefined && groupAlive(child.pid))
           }
           return proc
         }),

@@ -78,8 +78,14 @@ export interface WorkspaceProcess {
   readonly stderr: Readable
   /** waits for the exit; a signal death is 128 + its number */
   readonly exitCode: Effect.Effect<number>
-  /** signals the whole process group */
+  /** signals the whole process group while its leader runs */
   readonly kill: (signal?: NodeJS.Signals) => Effect.Effect<void>
+  /** the process group's id (the leader's pid) as seen where it runs: on the host, or in the container */
+  readonly pgid: Effect.Effect<number>
+  /** signals the whole process group, also after its leader ended (orphans left in it) */
+  readonly killGroup: (signal: NodeJS.Signals) => Effect.Effect<void>
+  /** whether a process of the group that can still run is left (zombies do not count) */
+  readonly groupAlive: Effect.Effect<boolean>
 }
 
 export interface Capabilities {

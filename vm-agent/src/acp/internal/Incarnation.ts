@@ -8,7 +8,7 @@ import {
 } from "@agentclientprotocol/sdk"
 import { Deferred, Duration, Effect, Exit, Scope } from "effect"
 import { AgentStartError } from "../AcpErrors.js"
-import { type AgentProcess, spawnAgent } from "../AgentProcess.js"
+import { type AgentProcess, type AgentSpawner, spawnAgent } from "../AgentProcess.js"
 import type { HarnessCommand } from "../HarnessCommand.js"
 
 export interface IncarnationHooks {
@@ -42,6 +42,8 @@ const STARTUP_TIMEOUT = Duration.seconds(30)
  */
 export const startIncarnation = (options: {
   readonly command: HarnessCommand
+  /** how the agent process is started; default: on the host */
+  readonly spawn?: AgentSpawner | undefined
   readonly sessionCwd: string
   readonly loadSessionId: string | undefined
   readonly hooks: IncarnationHooks
@@ -54,7 +56,7 @@ export const startIncarnation = (options: {
     const onGarbage = (line: string) =>
       self.current ? options.hooks.onGarbage(self.current, line) : pending.push(line)
     const started = Effect.gen(function* () {
-      const agentProcess = yield* spawnAgent(options.command, onGarbage).pipe(Scope.extend(scope))
+      const agentProcess = yield* (options.spawn ?? spawnAgent)(options.command, onGarbage).pipe(Scope.extend(scope))
       const connection = client({ name: "sam-vm-agent" })
         .onNotification("session/update", ({ params }) => {
           if (self.current) options.hooks.onUpdate(self.current, params.update)

@@ -7,6 +7,22 @@ import { RuntimeFailure, type WorkspaceProcess } from "../WorkspaceRuntime.js"
 const dockerFailure = (what: string) => (cause: unknown) =>
   new RuntimeFailure({ reason: "docker", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
 
+/** Runs a short command in the container and returns its stdout. */
+export const smallExec = async (container: Docker.Container, argv: ReadonlyArray<string>) => {
+  const exec = await container.exec({ Cmd: [...argv], AttachStdout: true, AttachStderr: true })
+  const stream = await exec.start({ hijack: true, stdin: false })
+  const stdout = new PassThrough()
+  const chunks: Array<Buffer> = []
+  stdout.on("data", (chunk: Buffer) => chunks.push(Buffer.from(chunk)))
+  container.modem.demuxStream(stream, stdout, new PassThrough().resume())
+  await new Promise<void>((done) => {
+    stream.once("end", done)
+    stream.once("close", done)
+    stream.once("error", () => done())
+  })
+  return Buffer.concat(chunks).toString("utf8")
+}
+
 /**
  * `docker exec` with stdin attached. The process is a session and group leader inside the container;
  * a small shell wrapper records its pid so that `kill` can signal the whole group with another exec.
@@ -62,37 +78,46 @@ export const startExec = (
       return 255
     })
     stream.on("error", () => {})
+    // The pid file may lag the start by a moment.
+    const waitPid = 'for i in 1 2 3 4 5 6 7 8 9 10; do [ -s "$0" ] && break; sleep 0.05; done; pg=$(cat "$0")'
     const signalGroup = (signal: NodeJS.Signals) =>
       Effect.tryPromise({
-        try: async () => {
-          const killer = await container.exec({
-            Cmd: [
-              "/bin/sh",
-              "-c",
-              // the pid file may lag the start by a moment
-              'for i in 1 2 3 4 5 6 7 8 9 10; do [ -s "$0" ] && break; sleep 0.05; done; kill -s "$1" -- "-$(cat "$0")" 2>/dev/null; true',
-              pidFile,
-              signal.replace(/^SIG/, "")
-            ],
-            AttachStdout: true,
-            AttachStderr: true
-          })
-          const out = await killer.start({ hijack: true, stdin: false })
-          await new Promise<void>((done) => {
-            out.once("end", done)
-            out.once("close", done)
-            out.once("error", () => done())
-            out.resume()
-          })
-        },
+        try: () =>
+          smallExec(container, [
+            "/bin/sh",
+            "-c",
+            `${waitPid}; kill -s "$1" -- "-$pg" 2>/dev/null; true`,
+            pidFile,
+            signal.replace(/^SIG/, "")
+          ]),
         catch: dockerFailure("docker exec kill")
       }).pipe(Effect.ignore)
+    let pgid: Promise<number> | undefined
+    const readPgid = () => {
+      pgid ??= smallExec(container, ["/bin/sh", "-c", `${waitPid}; echo "$pg"`, pidFile]).then((out) => {
+        const pid = Number(out.trim())
+        if (!Number.isInteger(pid) || pid <= 0) throw new Error(`no pid for the exec (${out.trim()})`)
+        return pid
+      })
+      return pgid
+    }
+    // Counts the group's processes that are not zombies, from the container's /proc.
+    const countLive =
+      'pg="$0"; n=0; for f in /proc/[0-9]*/stat; do { read -r s < "$f"; } 2>/dev/null || continue; ' +
+      `s=\${s##*) }; set -- $s; if [ "$3" = "$pg" ] && [ "$1" != Z ] && [ "$1" != X ]; then n=$((n+1)); fi; done; echo $n`
     const proc: WorkspaceProcess = {
       stdin: stream as unknown as Writable,
       stdout,
       stderr,
       exitCode: Effect.promise(() => exit),
-      kill: (signal = "SIGTERM") => (ended ? Effect.void : signalGroup(signal))
+      kill: (signal = "SIGTERM") => (ended ? Effect.void : signalGroup(signal)),
+      pgid: Effect.tryPromise({ try: readPgid, catch: dockerFailure("docker exec pid") }).pipe(Effect.orDie),
+      killGroup: signalGroup,
+      // an engine that does not answer any more (the container is gone) leaves no process to count
+      groupAlive: Effect.tryPromise(async () => {
+        const pid = await readPgid()
+        return Number((await smallExec(container, ["/bin/sh", "-c", countLive, String(pid)])).trim()) > 0
+      }).pipe(Effect.orElseSucceed(() => false))
     }
     return proc
   })

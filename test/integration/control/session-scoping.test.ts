@@ -1,0 +1,156 @@
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Actors } from "@sam/actors"
+import { Domain, makeId } from "@sam/bus"
+import { Effect, Layer, type Redacted } from "effect"
+import { beforeAll } from "vitest"
+import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
+import {
+  fakeNode,
+  placement,
+  sessionDatabase,
+  sessionRow,
+  snapshotOf,
+  startControl,
+  transcriptOf
+} from "../../src/SessionHarness.js"
+
+const { ControlProtocol, NodeProtocol } = Domain
+
+let url: Redacted.Redacted<string>
+beforeAll(async () => {
+  url = await sessionDatabase()
+})
+const env = () => Layer.merge(natsAdmin("session-scoping"), sqlLayer(url))
+
+const dropped = (entityId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql<{ nodeId: string; type: string; reason: string; subject: string | null; messageId: string }>`
+      SELECT node_id, type, reason, subject, message_id FROM dropped_reports WHERE entity_id = ${entityId} ORDER BY id`
+  })
+
+describe("callback scoping: a node reports only on what the ledger places on it", () => {
+  it.scopedLive(
+    "a report from node B naming node A's session changes nothing and is audited",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url)
+        const { projectId, place } = yield* placement
+        const a = yield* place()
+        const b = yield* place()
+        const nodeA = yield* fakeNode(a.nodeId)
+        const nodeB = yield* fakeNode(b.nodeId)
+        const sessionId = makeId("sess")
+        yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionOpen.make({
+            sessionId,
+            projectId,
+            workspaceId: a.workspaceId,
+            nodeId: a.nodeId,
+            agent: "demo",
+            mode: "task",
+            prompt: "hello"
+          })
+        )
+        const before = yield* snapshotOf(sessionId)
+        // Node B (its own credentials, its own subject) claims A's session said things and went idle.
+        const forgedEvent = nodeB.event(sessionId, 1, { type: "text", text: "not from A" })
+        const forgedIdle = nodeB.activity(sessionId, { activity: "idle", promptEpoch: 1, stopReason: "end_turn" })
+        yield* nodeB.publish(forgedEvent, sessionId)
+        yield* nodeB.publish(forgedIdle, sessionId)
+        const audit = yield* waitUntil(
+          "both forged reports audited",
+          dropped(sessionId).pipe(Effect.map((rows) => (rows.length >= 2 ? rows : undefined)))
+        )
+        expect(audit).toEqual([
+          expect.objectContaining({
+            nodeId: b.nodeId,
+            type: "session.event",
+            reason: "session_not_on_node",
+            messageId: forgedEvent.id
+          }),
+          expect.objectContaining({
+            nodeId: b.nodeId,
+            type: "session.activity",
+            reason: "session_not_on_node",
+            messageId: forgedIdle.id
+          })
+        ])
+        expect(yield* transcriptOf(sessionId)).toEqual([])
+        expect(yield* snapshotOf(sessionId)).toEqual(before)
+        expect(yield* sessionRow(sessionId)).toMatchObject({ status: "active", lastSeq: "0" })
+
+        // The real node's report still applies.
+        yield* nodeA.publish(nodeA.event(sessionId, 1, { type: "text", text: "from A" }), sessionId)
+        const rows = yield* waitUntil(
+          "A's event persisted",
+          transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length === 1 ? rows : undefined)))
+        )
+        expect(rows[0]).toMatchObject({ seq: 1, payload: { text: "from A" } })
+
+        // A report for a session no ledger knows is dropped too.
+        const ghost = makeId("sess")
+        yield* nodeA.publish(nodeA.event(ghost, 1, { type: "text", text: "ghost" }), ghost)
+        const ghostAudit = yield* waitUntil(
+          "the unknown session audited",
+          dropped(ghost).pipe(Effect.map((rows) => (rows.length >= 1 ? rows : undefined)))
+        )
+        expect(ghostAudit[0]).toMatchObject({ nodeId: a.nodeId, reason: "unknown_session" })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "a body naming another node, or a subject naming another entity, is a forgery: dropped and audited",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url)
+        const { projectId, place } = yield* placement
+        const a = yield* place()
+        const b = yield* place()
+        const nodeB = yield* fakeNode(b.nodeId)
+        const sessionId = makeId("sess")
+        yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionOpen.make({
+            sessionId,
+            projectId,
+            workspaceId: a.workspaceId,
+            nodeId: a.nodeId,
+            agent: "demo",
+            mode: "task",
+            prompt: "hello"
+          })
+        )
+        // B says, on its own subject, that it is A being ready.
+        const ready = NodeProtocol.NodeReady.make({
+          nodeId: a.nodeId,
+          version: "1",
+          capabilities: { docker: false, hostRuntime: true, agents: ["demo"] }
+        })
+        yield* nodeB.publish(ready)
+        // B's subject names one of its own sessions while the body names A's.
+        const ownSession = makeId("sess")
+        const mismatched = nodeB.event(sessionId, 1, { type: "text", text: "sneaky" })
+        yield* nodeB.publish(mismatched, ownSession)
+        const sql = yield* SqlClient.SqlClient
+        const rows = yield* waitUntil(
+          "both forgeries audited",
+          sql<{ type: string; reason: string; messageId: string; subject: string }>`
+          SELECT type, reason, message_id, subject FROM dropped_reports WHERE node_id = ${b.nodeId} ORDER BY id`.pipe(
+            Effect.map((rows) => (rows.length >= 2 ? rows : undefined))
+          )
+        )
+        expect(rows[0]).toMatchObject({ type: "node.ready", messageId: ready.id })
+        expect(rows[0]?.reason).toContain(`body names node ${a.nodeId}`)
+        expect(rows[1]).toMatchObject({ type: "session.event", messageId: mismatched.id })
+        expect(rows[1]?.reason).toContain(`subject names ${ownSession}`)
+        expect(yield* transcriptOf(sessionId)).toEqual([])
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+})

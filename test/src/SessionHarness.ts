@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import type { JsMsg } from "@nats-io/jetstream"
 import { Actor, ActorRuntime, ReportIngress, SessionActor } from "@sam/actors"
 import {
   Consume,
@@ -44,7 +43,13 @@ export const placement = Effect.gen(function* () {
       yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeId}, 'running')`
       return { nodeId, workspaceId }
     })
-  return { userId, projectId, place }
+  const task = () =>
+    Effect.gen(function* () {
+      const taskId = makeId("task")
+      yield* sql`INSERT INTO tasks (id, project_id, created_by, prompt) VALUES (${taskId}, ${projectId}, ${userId}, 'p')`
+      return taskId
+    })
+  return { userId, projectId, place, task }
 })
 
 export interface ControlOptions {
@@ -98,22 +103,20 @@ const waitFor = <A, E, R>(what: string, check: Effect.Effect<A | undefined, E, R
     }
   })
 
-/** Every message on `filter` of `stream` from now on (an ordered consumer), collected as decoded JSON. */
-export const collect = (stream: string, filter: string) =>
+/** Every message on `filter` from now on, as a core subscriber sees it (the streams' subjects are plain subjects too). */
+export const collect = (filter: string) =>
   Effect.gen(function* () {
-    const { js } = yield* Nats
+    const { nc } = yield* Nats
     const seen: Array<{ subject: string; envelope: Envelope }> = []
-    const consumer = yield* Effect.promise(() => js.consumers.get(stream, { filter_subjects: [filter] }))
     yield* Effect.acquireRelease(
-      Effect.promise(() =>
-        consumer.consume({
-          callback: (msg: JsMsg) => {
-            seen.push({ subject: msg.subject, envelope: msg.json<Envelope>() })
-          }
+      Effect.sync(() =>
+        nc.subscribe(filter, {
+          callback: (_, msg) => void seen.push({ subject: msg.subject, envelope: msg.json<Envelope>() })
         })
       ),
-      (messages) => Effect.promise(() => messages.close()).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+      (sub) => Effect.sync(() => sub.unsubscribe())
     )
+    yield* Effect.promise(() => nc.flush())
     return seen
   })
 

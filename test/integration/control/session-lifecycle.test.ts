@@ -1,0 +1,227 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Actor, Actors } from "@sam/actors"
+import { Domain, makeId, Subjects } from "@sam/bus"
+import { Effect, Fiber, Layer, type Redacted } from "effect"
+import { beforeAll } from "vitest"
+import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
+import {
+  collect,
+  fakeNode,
+  placement,
+  sessionDatabase,
+  sessionRow,
+  snapshotOf,
+  startControl,
+  transcriptOf
+} from "../../src/SessionHarness.js"
+
+const { ControlProtocol } = Domain
+
+let url: Redacted.Redacted<string>
+beforeAll(async () => {
+  url = await sessionDatabase()
+})
+const env = () => Layer.merge(natsAdmin("session-lifecycle"), sqlLayer(url))
+
+const openOn = (
+  session: Actor.AnyActorKind,
+  input: { projectId: string; nodeId: string; workspaceId: string; taskId?: string; mode?: "task" | "conversation" }
+) =>
+  Effect.gen(function* () {
+    const sessionId = makeId("sess")
+    const reply = yield* Actors.ask(
+      session,
+      sessionId,
+      ControlProtocol.SessionOpen.make({
+        sessionId,
+        projectId: input.projectId as never,
+        workspaceId: input.workspaceId as never,
+        nodeId: input.nodeId as never,
+        ...(input.taskId === undefined ? {} : { taskId: input.taskId as never }),
+        agent: "demo",
+        mode: input.mode ?? "conversation",
+        prompt: "hello"
+      })
+    )
+    expect(reply.outcome).toBe("applied")
+    return sessionId
+  })
+
+describe("session actor: failure, refusals, the healer", () => {
+  it.scopedLive(
+    "session.fail leaves the snapshot not prompting, emits session.failed, and a later prompt is refused",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url)
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const events = yield* collect(Subjects.projectEvents(projectId))
+        const sessionId = yield* openOn(session, { projectId, nodeId, workspaceId })
+        yield* node.publish(node.activity(sessionId, { activity: "prompting", promptEpoch: 1 }), sessionId)
+        yield* waitUntil(
+          "prompting reported",
+          snapshotOf(sessionId).pipe(Effect.map((s) => (s?.source === "vm_report" ? s : undefined)))
+        )
+
+        const failed = yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionFail.make({ sessionId, reason: "task failed at workspace_ready: boom" })
+        )
+        expect(failed).toMatchObject({ outcome: "applied", reply: { ok: true } })
+        const snapshot = yield* snapshotOf(sessionId)
+        expect(snapshot?.activity).not.toBe("prompting")
+        expect(snapshot).toMatchObject({ activity: "error", reason: "failed", promptStartedAt: null })
+        expect(yield* sessionRow(sessionId)).toMatchObject({
+          status: "failed",
+          errorReason: "task failed at workspace_ready: boom"
+        })
+        const failedEvent = yield* waitUntil(
+          "session.failed published",
+          Effect.sync(() =>
+            events.find((e) => e.subject === `sam.evt.${projectId}.session.${sessionId}.session.failed`)
+          )
+        )
+        expect(failedEvent.envelope.body).toEqual({ sessionId, reason: "task failed at workspace_ready: boom" })
+        yield* waitUntil(
+          "the node was told to stop the session",
+          Effect.sync(() => node.commands.find((c) => c.type === "session.stop"))
+        )
+
+        // A prompt to the failed session: a clear refusal, and nothing changes.
+        const refused = yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionPromptCommand.make({ sessionId, prompt: "again?" })
+        )
+        expect(refused).toMatchObject({ outcome: "applied", reply: { ok: false, code: "session_failed" } })
+        expect((refused.reply as { message: string }).message).toContain(
+          "has failed (task failed at workspace_ready: boom)"
+        )
+        expect(yield* sessionRow(sessionId)).toMatchObject({ status: "failed", promptEpoch: 1 })
+        expect(yield* snapshotOf(sessionId)).toEqual(snapshot)
+        // A late "prompting" from the node does not make a failed session look working.
+        yield* node.publish(node.activity(sessionId, { activity: "prompting", promptEpoch: 1 }), sessionId)
+        yield* node.publish(node.event(sessionId, 1, { type: "text", text: "late" }), sessionId)
+        yield* waitUntil(
+          "the late event persisted",
+          transcriptOf(sessionId).pipe(Effect.map((r) => (r.length === 1 ? r : undefined)))
+        )
+        expect((yield* snapshotOf(sessionId))?.activity).toBe("error")
+        expect(node.commands.filter((c) => c.type === "session.prompt")).toEqual([])
+        // A repeated fail is a no-op; so is a prompt to a session nobody opened, refused as unknown.
+        const again = yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionFail.make({ sessionId, reason: "again" })
+        )
+        expect(again.reply).toMatchObject({ ok: true, duplicate: true })
+        const ghost = makeId("sess")
+        const unknown = yield* Actors.ask(
+          session,
+          ghost,
+          ControlProtocol.SessionPromptCommand.make({ sessionId: ghost, prompt: "hi" })
+        )
+        expect(unknown.reply).toMatchObject({ ok: false, code: "not_found" })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "the task hears running once, awaiting_followup at a turn's end, and failed when the agent fails",
+    () =>
+      Effect.gen(function* () {
+        const { session, task } = yield* startControl(url)
+        const { projectId, place, task: makeTask } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const taskCommands = yield* collect(`sam.cmd.${task.name}.>`)
+        const taskId = yield* makeTask()
+        const sessionId = yield* openOn(session, { projectId, nodeId, workspaceId, taskId, mode: "conversation" })
+        yield* node.publish(node.activity(sessionId, { activity: "prompting", promptEpoch: 1 }), sessionId)
+        yield* node.publish(node.activity(sessionId, { activity: "prompting", promptEpoch: 1 }), sessionId)
+        yield* node.publish(
+          node.activity(sessionId, { activity: "idle", promptEpoch: 1, stopReason: "end_turn" }),
+          sessionId
+        )
+        const statuses = () => taskCommands.map((c) => (c.envelope.body as { status: string }).status)
+        yield* waitUntil(
+          "running and awaiting_followup",
+          Effect.sync(() => (statuses().length >= 2 ? true : undefined))
+        )
+        expect(statuses()).toEqual(["running", "awaiting_followup"])
+        expect(taskCommands[0]?.subject).toBe(Actor.subjectOf(task, taskId))
+
+        yield* node.publish(node.event(sessionId, 1, { type: "failed", reason: "crashed 3 times" }), sessionId)
+        yield* node.publish(
+          node.activity(sessionId, { activity: "error", promptEpoch: 1, reason: "crashed 3 times" }),
+          sessionId
+        )
+        yield* waitUntil(
+          "the task told of the failure",
+          Effect.sync(() => (statuses().length >= 3 ? true : undefined))
+        )
+        expect(taskCommands[2]?.envelope.body).toMatchObject({
+          status: "failed",
+          reason: "agent failed: crashed 3 times"
+        })
+        expect(yield* sessionRow(sessionId)).toMatchObject({ status: "failed" })
+        expect((yield* snapshotOf(sessionId))?.activity).toBe("error")
+        expect((yield* transcriptOf(sessionId)).map((r) => r.type)).toEqual(["failed"])
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "the healer turns a stale prompting into idle with its reason, but not while the node says it is working",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url, { healEvery: "300 millis", staleAfter: "1500 millis" })
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const events = yield* collect(Subjects.projectEvents(projectId))
+        const quiet = yield* openOn(session, { projectId, nodeId, workspaceId })
+        const alive = yield* openOn(session, { projectId, nodeId, workspaceId })
+        const openedAt = Date.now()
+        // The node heartbeats, listing `alive` as prompting and not `quiet`.
+        const beating = yield* node
+          .heartbeat([alive])
+          .pipe(Effect.zipRight(Effect.sleep("200 millis")), Effect.forever, Effect.forkScoped)
+        const healed = yield* waitUntil(
+          "the quiet session healed",
+          snapshotOf(quiet).pipe(Effect.map((s) => (s?.activity === "idle" ? s : undefined))),
+          { timeout: "15 seconds" }
+        )
+        expect(Date.now() - openedAt).toBeGreaterThanOrEqual(1500)
+        expect(healed).toMatchObject({
+          activity: "idle",
+          source: "healer",
+          reason: "stale_no_evidence",
+          promptStartedAt: null
+        })
+        yield* waitUntil(
+          "the healed snapshot published",
+          Effect.sync(() =>
+            events.find(
+              (e) =>
+                e.subject === `sam.evt.${projectId}.session.${quiet}.session.activity` &&
+                (e.envelope.body as { snapshot: { source: string } }).snapshot.source === "healer"
+            )
+          )
+        )
+        // `alive` has evidence of life: it stays prompting while the heartbeats name it.
+        expect((yield* snapshotOf(alive))?.activity).toBe("prompting")
+        yield* Fiber.interrupt(beating)
+        const later = yield* waitUntil(
+          "alive healed once the heartbeats stopped naming it",
+          snapshotOf(alive).pipe(Effect.map((s) => (s?.activity === "idle" ? s : undefined))),
+          { timeout: "15 seconds" }
+        )
+        expect(later).toMatchObject({ source: "healer", reason: "stale_no_evidence" })
+        expect((yield* sessionRow(quiet))?.status).toBe("active")
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+})

@@ -5,6 +5,7 @@ import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
 import {
+  collect,
   fakeNode,
   placement,
   sessionDatabase,
@@ -27,13 +28,19 @@ describe("session actor: transcript and activity", () => {
     () =>
       Effect.gen(function* () {
         // Every third command's first delivery is left unacknowledged: the server redelivers it.
+        const outcomes: Array<"applied" | "duplicate"> = []
         const { session } = yield* startControl(url, {
-          runtime: { ackWait: "1 second", withholdAck: (seq, deliveries) => deliveries === 1 && seq % 3 === 0 }
+          runtime: {
+            ackWait: "1 second",
+            withholdAck: (seq, deliveries) => deliveries === 1 && seq % 3 === 0,
+            onApplied: (applied) => void outcomes.push(applied.outcome)
+          }
         })
         const { projectId, place } = yield* placement
         const { nodeId, workspaceId } = yield* place()
         const node = yield* fakeNode(nodeId)
         const sessionId = makeId("sess")
+        const published = yield* collect(`sam.evt.${projectId}.session.${sessionId}.session.event`)
         const opened = yield* Actors.ask(
           session,
           sessionId,
@@ -92,6 +99,17 @@ describe("session actor: transcript and activity", () => {
         expect(final.map((r) => r.payload.text)).toEqual(events.map((e) => e.body.event.text))
         expect(rows.map((r) => r.nodeSeq)).toEqual(events.map((e) => e.body.nodeSeq))
         expect(yield* snapshotOf(sessionId)).toMatchObject({ activity: "idle", lastSeq: N, reason: "completed" })
+        // Redeliveries and repeats did reach the actor, and its inbox dropped them.
+        expect(outcomes.filter((o) => o === "duplicate").length).toBeGreaterThan(0)
+        // Each entry was published once as a domain event, in seq order.
+        const seqs = yield* waitUntil(
+          "every session.event published",
+          Effect.sync(() =>
+            published.length >= N ? published.map((e) => (e.envelope.body as { seq: number }).seq) : undefined
+          )
+        )
+        expect(new Set(seqs).size).toBe(N)
+        expect([...seqs].sort((a, b) => a - b)).toEqual(final.map((r) => r.seq))
       }).pipe(Effect.provide(env())),
     60_000
   )

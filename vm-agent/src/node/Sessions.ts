@@ -271,7 +271,7 @@ export const makeSessions = (deps: SessionsDeps) => {
             if (Option.isSome(workspace) && workspace.value.runtime === "docker") {
               if (workspace.value.status !== "running") return
               yield* deps.runtime
-                .exec(record.workspaceId, ["/bin/sh", "-c", 'kill -KILL -- "-$0" 2>/dev/null; true', String(pgid)])
+                .exec(record.workspaceId, ["/bin/sh", "-c", 'kill -s KILL -- "-$0" 2>/dev/null; true', String(pgid)])
                 .pipe(Effect.ignore)
               return
             }

@@ -4,7 +4,7 @@ import { Effect, Exit, Fiber, Schedule, Scope, SubscriptionRef } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
 import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
-import { AcpSessionHost, type SessionHostOptions } from "../src/acp/AcpSessionHost.js"
+import { type AcpSession, AcpSessionHost, type SessionHostOptions } from "../src/acp/AcpSessionHost.js"
 import type { SessionEvent } from "../src/acp/SessionEvent.js"
 import { workspaceSpawner } from "../src/acp/WorkspaceAgent.js"
 import { demoAgentCommandInContainer } from "../src/demo/DemoAgentCommand.js"
@@ -67,16 +67,14 @@ describe.skipIf(skipReason)(
       )
 
     const withSession = <A, E>(
-      body: (s: {
-        session: import("../src/acp/AcpSessionHost.js").AcpSession
-        events: Array<SessionEvent>
-      }) => Effect.Effect<A, E, Scope.Scope>,
+      body: (s: { session: AcpSession; events: Array<SessionEvent> }) => Effect.Effect<A, E, Scope.Scope>,
       options: Partial<SessionHostOptions> = {}
     ) =>
       Effect.gen(function* () {
         yield* Effect.promise(() => ready)
         const host = yield* AcpSessionHost
         const events: Array<SessionEvent> = []
+        const startedAt = Date.now()
         const session = yield* host.start({
           command: demoAgentCommandInContainer({
             node: NODE_IN_CONTAINER,
@@ -91,6 +89,7 @@ describe.skipIf(skipReason)(
           ...options,
           onEvent: (event) => void events.push(event)
         })
+        process.stdout.write(`[acp docker test] agent started in the container in ${Date.now() - startedAt} ms\n`)
         return yield* body({ session, events })
       }).pipe(Effect.scoped, Effect.provide(AcpSessionHost.Default), Effect.runPromise)
 
@@ -156,6 +155,10 @@ describe.skipIf(skipReason)(
           expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
           expect(yield* SubscriptionRef.get(session.status)).toBe("idle")
           expect(session.pgid()).not.toBe(pgid)
+          const at = (type: SessionEvent["type"]) => events.find((event) => event.type === type)?.at ?? 0
+          process.stdout.write(
+            `[acp docker test] agent back after the cancel in ${at("restarted") - at("cancelled")} ms\n`
+          )
 
           yield* session.prompt("recall")
           expect(textOf(events)).toContain(`1) ${LONG_RUN}`)

@@ -1,0 +1,230 @@
+import { Domain, type Envelope, type EnvelopeOf } from "@sam/bus"
+import type { Duration } from "effect"
+import { Effect } from "effect"
+import * as Actor from "../ActorKind.js"
+import type * as Ledger from "./SessionLedger.js"
+import { reportIsCurrent, type SessionSnapshots } from "./SessionSnapshots.js"
+
+/**
+ * The session actor's handling of what nodes report (`session.report`) and of its healer timer
+ * (`session.heal`). See SessionActor.ts for the kind.
+ */
+
+const { SessionEvents } = Domain
+type Snapshot = Domain.SessionSnapshot
+type Row = Ledger.SessionRow
+type State = Ledger.SessionState
+type ReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
+
+export const HEAL_TIMER = "heal"
+
+/** The answer to an `ask`: refusals are data with a code a caller can act on and a message a user can read. */
+export type SessionReply =
+  | { readonly ok: true; readonly promptEpoch?: number; readonly duplicate?: boolean }
+  | {
+      readonly ok: false
+      readonly code: "not_found" | "session_failed" | "session_stopped" | "invalid_transition" | "dropped"
+      readonly message: string
+    }
+
+export interface Deps {
+  readonly snapshots: SessionSnapshots
+  readonly health: (nodeId: string) => Effect.Effect<Domain.NodeHealthRecord | undefined>
+  readonly taskKind: Pick<Actor.AnyActorKind, "name" | "shards">
+  readonly healEvery: Duration.Duration
+  readonly staleAfterMs: number
+}
+
+export type Reaction = Actor.Reaction<State>
+
+export interface Helpers {
+  readonly meta: { readonly causationId: string; readonly correlationId: string }
+  readonly event: (r: Row, envelope: Envelope) => Actor.Outgoing
+  readonly activityEvent: (r: Row, snapshot: Snapshot) => Actor.Outgoing
+  readonly toTask: (
+    r: Row,
+    status: "running" | "failed" | "awaiting_followup",
+    reason?: string
+  ) => ReadonlyArray<Actor.Outgoing>
+  readonly healTimer: (sessionId: string) => Actor.TimerInstruction
+  readonly bump: (r: Row, change: Partial<Row>) => Row
+  readonly fail: (
+    r: Row,
+    reason: string,
+    extra: { events?: Array<Actor.Outgoing>; send?: Array<Actor.Outgoing> }
+  ) => Effect.Effect<Reaction, unknown>
+}
+
+export const report = (
+  deps: Deps,
+  state: State,
+  command: ReportCommand,
+  h: Helpers
+): Effect.Effect<Reaction, unknown> => {
+  const { nodeId, report } = command.body
+  const row = state.row
+  if (row === null || row.nodeId !== nodeId) {
+    const reason = row === null ? "unknown_session" : "session_not_on_node"
+    const dropped: Ledger.DroppedReport = {
+      nodeId,
+      subject: null,
+      type: report.type,
+      entityId: report.body.sessionId,
+      messageId: command.id,
+      reason,
+      payload: JSON.stringify(report.body)
+    }
+    return Effect.logWarning(
+      `dropped ${report.type} from ${nodeId} for session ${report.body.sessionId}: ${reason}`
+    ).pipe(
+      Effect.as({
+        state: { ...state, dropped: [dropped] },
+        reply: {
+          ok: false,
+          code: "dropped",
+          message: `session ${report.body.sessionId} is not placed on node ${nodeId}`
+        } satisfies SessionReply
+      })
+    )
+  }
+  if (report.type === "session.event") {
+    return Effect.gen(function* () {
+      const body = report.body
+      const seq = row.lastSeq + 1
+      const agentStarted = body.event.type === "agent-started" && typeof body.event.acpSessionId === "string"
+      const next = h.bump(row, {
+        lastSeq: seq,
+        lastEvidenceAt: new Date(),
+        ...(agentStarted ? { acpSessionId: body.event.acpSessionId as string } : {})
+      })
+      const entries = body.event.type === "plan" ? body.event.entries : undefined
+      const plan = Array.isArray(entries) ? Domain.SessionSnapshot.shape.plan.safeParse(entries) : undefined
+      yield* deps.snapshots.write(row.id, (current) =>
+        current === undefined
+          ? undefined
+          : {
+              ...current,
+              lastSeq: Math.max(current.lastSeq, seq),
+              ...(plan?.success === true ? { plan: plan.data } : {})
+            }
+      )
+      const appended = h.event(
+        next,
+        SessionEvents.SessionEventAppended.make(
+          { sessionId: row.id, seq, promptEpoch: body.promptEpoch, nodeSeq: body.nodeSeq, event: body.event },
+          h.meta
+        )
+      )
+      const entry: Ledger.TranscriptEntry = {
+        seq,
+        type: body.event.type,
+        payload: body.event,
+        nodeSeq: body.nodeSeq,
+        promptEpoch: body.promptEpoch,
+        reportId: command.id
+      }
+      const withEntry: State = { ...state, row: next, transcript: [entry] }
+      // The agent could not be kept alive: the session fails, and with it its task (sam-protocols §1).
+      if (body.event.type === "failed" && next.status !== "failed" && next.status !== "stopped") {
+        const reason = `agent failed: ${typeof body.event.reason === "string" ? body.event.reason : "no reason given"}`
+        const failed = yield* h.fail(next, reason, { events: [appended] })
+        return {
+          ...failed,
+          state: { ...failed.state, transcript: [entry] },
+          send: [...(failed.send ?? []), ...h.toTask(next, "failed", reason)]
+        }
+      }
+      return { state: withEntry, events: [appended], reply: { ok: true } satisfies SessionReply }
+    })
+  }
+  return Effect.gen(function* () {
+    const body = report.body
+    const ended = row.status === "failed" || row.status === "stopped"
+    let next = h.bump(row, {
+      lastEvidenceAt: new Date(),
+      ...(body.acpSessionId === undefined ? {} : { acpSessionId: body.acpSessionId })
+    })
+    const written = yield* deps.snapshots.write(row.id, (current) => {
+      // An ended session never shows working again; an older report never replaces a newer one.
+      if (ended || !reportIsCurrent(current, body.promptEpoch, body.observedAt)) return undefined
+      const sameSpell = current?.activity === body.activity && current.promptEpoch === body.promptEpoch
+      return {
+        activity: body.activity,
+        promptStartedAt: body.activity === "prompting" ? (sameSpell ? current.promptStartedAt : body.observedAt) : null,
+        promptEpoch: body.promptEpoch,
+        plan: current?.plan ?? null,
+        source: "vm_report",
+        reason:
+          body.activity === "idle"
+            ? body.stopReason === "cancelled"
+              ? "cancelled"
+              : "completed"
+            : body.activity === "error"
+              ? "failed"
+              : null,
+        lastSeq: Math.max(current?.lastSeq ?? 0, row.lastSeq),
+        step: current?.step ?? null,
+        updatedAt: body.observedAt
+      }
+    })
+    const send: Array<Actor.Outgoing> = []
+    if (!ended && body.activity === "prompting" && row.runningReportedAt === null && row.taskId !== null) {
+      next = { ...next, runningReportedAt: new Date() }
+      send.push(...h.toTask(next, "running"))
+    }
+    if (
+      written.written &&
+      body.activity === "idle" &&
+      body.stopReason === "end_turn" &&
+      row.mode === "conversation" &&
+      !ended
+    ) {
+      send.push(...h.toTask(next, "awaiting_followup"))
+    }
+    const working = written.snapshot !== undefined && Domain.WORKING_ACTIVITIES.has(written.snapshot.activity)
+    return {
+      state: { ...state, row: next },
+      send,
+      events: written.written && written.snapshot !== undefined ? [h.activityEvent(next, written.snapshot)] : [],
+      timers: written.written ? [working ? h.healTimer(row.id) : Actor.Timer.cancel(HEAL_TIMER)] : [],
+      reply: { ok: true } satisfies SessionReply
+    } satisfies Reaction
+  })
+}
+
+export const heal = (
+  deps: Deps,
+  state: State,
+  h: Pick<Helpers, "event" | "activityEvent" | "healTimer">
+): Effect.Effect<Reaction, unknown> =>
+  Effect.gen(function* () {
+    const row = state.row
+    if (row === null || row.status === "failed" || row.status === "stopped") return { state }
+    const current = yield* deps.snapshots.get(row.id)
+    if (current === undefined || !Domain.WORKING_ACTIVITIES.has(current.activity)) return { state }
+    const cutoff = Date.now() - deps.staleAfterMs
+    const node = row.nodeId === null ? undefined : yield* deps.health(row.nodeId)
+    const evidence =
+      Date.parse(current.updatedAt) > cutoff ||
+      (row.lastEvidenceAt !== null && row.lastEvidenceAt.getTime() > cutoff) ||
+      (node !== undefined && Date.parse(node.receivedAt) > cutoff && node.promptingSessions.includes(row.id as never))
+    if (evidence) return { state, timers: [h.healTimer(row.id)] }
+    const at = new Date().toISOString()
+    const written = yield* deps.snapshots.write(row.id, (latest) =>
+      latest === undefined || !Domain.WORKING_ACTIVITIES.has(latest.activity)
+        ? undefined
+        : {
+            ...latest,
+            activity: "idle",
+            promptStartedAt: null,
+            source: "healer",
+            reason: "stale_no_evidence",
+            updatedAt: at
+          }
+    )
+    yield* Effect.logWarning(`healed session ${row.id}: prompting with no evidence of life, now idle`)
+    return {
+      state,
+      events: written.written && written.snapshot !== undefined ? [h.activityEvent(row, written.snapshot)] : []
+    }
+  })

@@ -39,7 +39,11 @@ export const workspaceSpawner =
           Effect.flatMap((code) => Deferred.done(exit, Exit.succeed(exitOf(code)))),
           Effect.forkDaemon
         )
-        const pid = yield* proc.pgid
+        const pid = yield* proc.pgid.pipe(
+          Effect.catchAllDefect(
+            (defect) => new AgentStartError({ reason: "spawn", message: `no process group for the agent: ${defect}` })
+          )
+        )
         return {
           pid,
           ...stdio,

@@ -18,6 +18,7 @@
  */
 export * as Actor from "./ActorKind.js"
 export * as Actors from "./Client.js"
+export * as ControlPlane from "./domain/index.js"
 export * as ReportIngress from "./domain/ReportIngress.js"
 export * as SessionActor from "./domain/SessionActor.js"
 export * from "./Errors.js"

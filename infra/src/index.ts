@@ -1,3 +1,4 @@
+export * as LocalProvider from "./LocalProvider.js"
 export * as LocalStack from "./LocalStack.js"
 export * as NatsAuth from "./NatsAuth.js"
 export * as NatsServer from "./NatsServer.js"

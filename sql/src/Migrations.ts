@@ -3,6 +3,7 @@ import { Effect } from "effect"
 import ledger from "./migrations/0001_ledger.js"
 import actorRuntime from "./migrations/0002_actor_runtime.js"
 import sessions from "./migrations/0003_sessions.js"
+import tasks from "./migrations/0004_tasks.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -12,7 +13,8 @@ import sessions from "./migrations/0003_sessions.js"
 export const migrations = {
   "0001_ledger": ledger,
   "0002_actor_runtime": actorRuntime,
-  "0003_sessions": sessions
+  "0003_sessions": sessions,
+  "0004_tasks": tasks
 }
 
 const migrator = Migrator.make({})

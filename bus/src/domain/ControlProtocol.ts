@@ -1,7 +1,16 @@
 import { z } from "zod"
 import { defineMessage, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
-import { AgentKind, SessionActivity, SessionEvent, TaskMode, TaskResult } from "./NodeProtocol.js"
+import {
+  AgentKind,
+  BootLog,
+  NodeReady,
+  SessionActivity,
+  SessionEvent,
+  TaskMode,
+  TaskResult,
+  WorkspaceStatusReport
+} from "./NodeProtocol.js"
 import { ExecutionStep } from "./States.js"
 
 /**
@@ -120,6 +129,52 @@ export const SessionReport = defineMessage(
 )
 /** a durable timer: check that a `prompting` snapshot still shows signs of life */
 export const SessionHeal = defineMessage("session.heal", z.object({ sessionId: SessionId }), { durable: true })
+
+// ── node (kind "node", id node_…) ──────────────────────────────────────────────────────────
+/** from a task that found no ready node: create one with the default provider */
+export const NodeProvision = defineMessage(
+  "node.provision",
+  z.object({ nodeId: NodeId, provider: z.enum(["local"]).default("local"), requestedBy: TaskId.optional() }),
+  { durable: true }
+)
+/** from the ingress: the node's `node.ready` report */
+export const NodeReadyReported = defineMessage(
+  "node.ready-reported",
+  z.object({ nodeId: NodeId, ready: NodeReady.body }),
+  { durable: true }
+)
+/** from the ingress, at most every few seconds per node: a heartbeat arrived */
+export const NodeHeartbeatSeen = defineMessage(
+  "node.heartbeat-seen",
+  z.object({ nodeId: NodeId, at: z.iso.datetime() }),
+  { durable: true }
+)
+
+// ── workspace (kind "workspace", id ws_…) ──────────────────────────────────────────────────
+/**
+ * Hand the workspace's create command to its node, once: both the task path and the node-ready
+ * path send this; the workspace actor records `dispatched_at` and ignores any later dispatch.
+ */
+export const WorkspaceDispatch = defineMessage(
+  "workspace.dispatch",
+  z.object({ workspaceId: WorkspaceId, via: z.enum(["task", "node-ready"]) }),
+  { durable: true }
+)
+/** from the ingress: the node's `workspace.status` or `workspace.bootlog` report */
+export const WorkspaceReport = defineMessage(
+  "workspace.report",
+  z.object({
+    nodeId: NodeId,
+    report: z.discriminatedUnion("type", [
+      z.object({ type: z.literal("workspace.status"), body: WorkspaceStatusReport.body }),
+      z.object({ type: z.literal("workspace.bootlog"), body: BootLog.body })
+    ])
+  }),
+  { durable: true }
+)
+
+export const nodeActorCommands = registry(NodeProvision, NodeReadyReported, NodeHeartbeatSeen)
+export const workspaceCommands = registry(WorkspaceDispatch, WorkspaceReport)
 
 export const taskCommands = registry(
   TaskSubmit,

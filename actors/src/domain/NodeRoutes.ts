@@ -1,0 +1,59 @@
+import { Domain } from "@sam/bus"
+import { Effect } from "effect"
+import * as Actors from "../Client.js"
+import { NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
+import { forward, type ReportRoutes } from "./ReportIngress.js"
+
+const { ControlProtocol: C } = Domain
+
+/**
+ * How the ingress hands node, workspace and task reports to their actors, with the node taken from
+ * the subject. The report's envelope id becomes the command's id: a redelivered report is one command.
+ */
+export const nodeReportRoutes: ReportRoutes = {
+  "node.ready": (report, source) =>
+    forward(
+      NodeRef,
+      source.nodeId,
+      C.NodeReadyReported.make({ nodeId: source.nodeId, ready: report.body }, { id: report.id })
+    ),
+  "workspace.status": (report, source) =>
+    forward(
+      WorkspaceRef,
+      report.body.workspaceId,
+      C.WorkspaceReport.make(
+        { nodeId: source.nodeId, report: { type: "workspace.status", body: report.body } },
+        { id: report.id }
+      )
+    ),
+  "workspace.bootlog": (report, source) =>
+    forward(
+      WorkspaceRef,
+      report.body.workspaceId,
+      C.WorkspaceReport.make(
+        { nodeId: source.nodeId, report: { type: "workspace.bootlog", body: report.body } },
+        { id: report.id }
+      )
+    ),
+  "task.result": (report, source) =>
+    forward(
+      TaskRef,
+      report.body.taskId,
+      C.TaskResultReported.make({ nodeId: source.nodeId, result: report.body }, { id: report.id })
+    )
+}
+
+/** Heartbeats become at most one `node.heartbeat-seen` per node every `everyMs`. */
+export const makeHeartbeatThrottle = (everyMs = 5_000) => {
+  const last = new Map<string, number>()
+  return (record: Domain.NodeHealthRecord) => {
+    const now = Date.now()
+    if ((last.get(record.nodeId) ?? 0) + everyMs > now) return Effect.void
+    last.set(record.nodeId, now)
+    return Actors.send(
+      NodeRef,
+      record.nodeId,
+      C.NodeHeartbeatSeen.make({ nodeId: record.nodeId as never, at: new Date(now).toISOString() })
+    ).pipe(Effect.asVoid)
+  }
+}

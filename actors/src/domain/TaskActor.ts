@@ -1,0 +1,372 @@
+import { SqlClient } from "@effect/sql"
+import { Domain, defineMessage, makeId, TaskId } from "@sam/bus"
+import { Effect } from "effect"
+import { z } from "zod"
+import * as Actor from "../ActorKind.js"
+import { dropped } from "./Audit.js"
+import { HEARTBEAT_FRESH_SECONDS, NodeRef, SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
+
+const { ControlProtocol: C, advanceStep, taskTransition, TERMINAL_TASK_STATUSES } = Domain
+type Step = Domain.ExecutionStep
+type Status = Domain.TaskStatus
+
+export const TaskStatusEvent = defineMessage(
+  "task.status",
+  z.object({
+    taskId: z.string(),
+    status: Domain.TaskStatus,
+    step: Domain.ExecutionStep.nullable(),
+    errorStep: z.string().nullable(),
+    errorReason: z.string().nullable(),
+    nodeId: z.string().nullable(),
+    workspaceId: z.string().nullable(),
+    sessionId: z.string().nullable(),
+    branch: z.string().nullable()
+  }),
+  { durable: true }
+)
+
+/** How long a task may wait in a step before it fails; `SAM_TASK_STEP_TIMEOUT_MS` overrides (tests). */
+export const stepTimeoutMs = () => Number(process.env.SAM_TASK_STEP_TIMEOUT_MS ?? 120_000)
+
+interface Row {
+  readonly id: string
+  readonly projectId: string
+  readonly createdBy: string
+  readonly prompt: string
+  readonly agent: Domain.NodeProtocol.AgentKind
+  readonly mode: Domain.NodeProtocol.TaskMode
+  readonly status: Status
+  readonly executionStep: Step | null
+  readonly errorStep: string | null
+  readonly errorReason: string | null
+  readonly nodeId: string | null
+  readonly workspaceId: string | null
+  readonly sessionId: string | null
+  readonly branch: string | null
+  readonly commitSha: string | null
+}
+interface State {
+  readonly task: Row | null
+  /** the best node for new work: a ready one first, else one being provisioned; from `load` */
+  readonly candidate: { readonly nodeId: string; readonly ready: boolean } | null
+  readonly transitions: ReadonlyArray<{ readonly from: Status | null; readonly to: Status; readonly reason: string }>
+  readonly newNode?: string
+  readonly newWorkspace?: string
+}
+type Reaction = Actor.Reaction<State>
+
+const statusEvent = (t: Row) =>
+  Actor.event(
+    t.projectId,
+    "task",
+    t.id,
+    TaskStatusEvent.make({
+      taskId: t.id,
+      status: t.status,
+      step: t.executionStep,
+      errorStep: t.errorStep,
+      errorReason: t.errorReason,
+      nodeId: t.nodeId,
+      workspaceId: t.workspaceId,
+      sessionId: t.sessionId,
+      branch: t.branch
+    })
+  )
+
+const stepTimer = (t: Row, step: Step) =>
+  Actor.Timer.set("step", stepTimeoutMs(), C.TaskStepTimeout.make({ taskId: t.id as never, step, attempt: 0 }))
+
+const withStatus = (state: State, task: Row, to: Status, reason: string): State | undefined => {
+  const t = taskTransition(task.status, to)
+  if (t._tag === "Refused") return undefined
+  return {
+    ...state,
+    task: { ...task, status: to },
+    transitions: t._tag === "Allowed" ? [...state.transitions, { from: task.status, to, reason }] : state.transitions
+  }
+}
+
+const step = (task: Row, next: Step): Row => ({ ...task, executionStep: advanceStep(task.executionStep, next) })
+
+/** Fail the task with the step and reason, fail its session with it, and stop its timer. */
+const fail = (state: State, task: Row, reason: string): Reaction => {
+  const failed = withStatus(state, { ...task, errorStep: task.executionStep, errorReason: reason }, "failed", reason)
+  if (failed === undefined || failed.task === null) return { state }
+  return {
+    state: failed,
+    events: [statusEvent(failed.task)],
+    timers: [Actor.Timer.cancel("step")],
+    send:
+      task.sessionId === null
+        ? []
+        : [Actor.to(SessionRef, task.sessionId, C.SessionFail.make({ sessionId: task.sessionId as never, reason }))]
+  }
+}
+
+/** Pick a node: a ready one gets the workspace at once; otherwise wait for one, provisioning it if needed. */
+const placeOnNode = (state: State, task: Row): Reaction => {
+  const workspaceId = makeId("ws")
+  const candidate = state.candidate
+  const nodeId = candidate?.nodeId ?? makeId("node")
+  const placed: Row = { ...task, nodeId, workspaceId, sessionId: null }
+  if (candidate?.ready) {
+    const delegated = withStatus(state, step(placed, "workspace_dispatch"), "delegated", "workspace dispatched")!
+    return {
+      state: { ...delegated, newWorkspace: workspaceId },
+      send: [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))],
+      events: [statusEvent(delegated.task!)],
+      timers: [stepTimer(delegated.task!, "workspace_dispatch")]
+    }
+  }
+  const waiting = step(placed, "node_provisioning")
+  return {
+    state: { ...state, task: waiting, newWorkspace: workspaceId, ...(candidate === null ? { newNode: nodeId } : {}) },
+    send:
+      candidate === null
+        ? [Actor.to(NodeRef, nodeId, C.NodeProvision.make({ nodeId, requestedBy: task.id as never }))]
+        : [],
+    events: [statusEvent(waiting)],
+    timers: [stepTimer(waiting, "node_provisioning")]
+  }
+}
+
+export const TaskKind = Actor.make({
+  ...TaskRef,
+  id: TaskId,
+  commands: C.taskCommands.defs,
+  load: (id) =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* sql<Row>`
+        SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
+          node_id, workspace_id, session_id, branch, commit_sha FROM tasks WHERE id = ${id} FOR UPDATE`
+      const candidates = yield* sql<{ nodeId: string; ready: boolean }>`
+        SELECT n.id AS node_id,
+          (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
+        FROM nodes n
+        WHERE n.status IN ('provisioning', 'running', 'warm')
+          AND (SELECT count(*) FROM workspaces w WHERE w.node_id = n.id
+               AND w.status IN ('pending', 'creating', 'running', 'recovery')) < n.max_workspaces
+        ORDER BY 2 DESC, n.created_at LIMIT 1`
+      const state: State = { task: rows[0] ?? null, candidate: candidates[0] ?? null, transitions: [] }
+      return state
+    }),
+  save: (id, state, previous) =>
+    Effect.gen(function* () {
+      const t = state.task
+      if (t === null) return
+      const sql = yield* SqlClient.SqlClient
+      if (state.newNode !== undefined) {
+        yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${state.newNode}, 'local', 'provisioning')`
+      }
+      if (previous.task === null) {
+        yield* sql`
+          INSERT INTO tasks (id, project_id, created_by, prompt, agent, mode, status, execution_step, node_id, workspace_id)
+          VALUES (${id}, ${t.projectId}, ${t.createdBy}, ${t.prompt}, ${t.agent}, ${t.mode}, ${t.status}, ${t.executionStep},
+            ${t.nodeId}, ${t.workspaceId})`
+      } else {
+        yield* sql`
+          UPDATE tasks SET status = ${t.status}, execution_step = ${t.executionStep}, error_step = ${t.errorStep},
+            error_reason = ${t.errorReason}, node_id = ${t.nodeId}, workspace_id = ${t.workspaceId},
+            session_id = ${t.sessionId}, branch = ${t.branch}, commit_sha = ${t.commitSha},
+            finished_at = ${TERMINAL_TASK_STATUSES.has(t.status) ? new Date() : null}, updated_at = now(), version = version + 1
+          WHERE id = ${id}`
+      }
+      if (state.newWorkspace !== undefined) {
+        yield* sql`
+          INSERT INTO workspaces (id, project_id, node_id, task_id, status)
+          VALUES (${state.newWorkspace}, ${t.projectId}, ${t.nodeId}, ${id}, 'pending')`
+      }
+      for (const tr of state.transitions) {
+        yield* sql`
+          INSERT INTO task_status_events (task_id, from_status, to_status, actor, reason)
+          VALUES (${id}, ${tr.from}, ${tr.to}, 'task-actor', ${tr.reason})`
+      }
+    }),
+  handle: (state, command): Effect.Effect<Reaction> => {
+    const task = state.task
+    if (command.type === "task.submit") {
+      if (task !== null) return Effect.succeed({ state, reply: { ok: true, duplicate: true } })
+      const b = command.body
+      const created: Row = {
+        id: b.taskId,
+        projectId: b.projectId,
+        createdBy: b.userId,
+        prompt: b.prompt,
+        agent: b.agent,
+        mode: b.mode,
+        status: "queued",
+        executionStep: "node_selection",
+        errorStep: null,
+        errorReason: null,
+        nodeId: null,
+        workspaceId: null,
+        sessionId: null,
+        branch: null,
+        commitSha: null
+      }
+      const placed = placeOnNode(
+        { ...state, transitions: [{ from: null, to: "queued", reason: "submitted" }] },
+        created
+      )
+      return Effect.succeed({ ...placed, reply: { ok: true, taskId: b.taskId } })
+    }
+    if (task === null)
+      return Effect.succeed({ state, reply: { ok: false, code: "not_found", message: "no such task" } })
+    const terminal = TERMINAL_TASK_STATUSES.has(task.status)
+    switch (command.type) {
+      case "task.node-assigned": {
+        if (terminal || task.nodeId !== command.body.nodeId || task.executionStep !== "node_provisioning") {
+          return Effect.succeed({ state })
+        }
+        const next = withStatus(
+          state,
+          step(task, "workspace_dispatch"),
+          "delegated",
+          "node ready; workspace dispatched"
+        )!
+        return Effect.succeed({
+          state: next,
+          send: [
+            Actor.to(
+              WorkspaceRef,
+              task.workspaceId!,
+              C.WorkspaceDispatch.make({ workspaceId: task.workspaceId as never, via: "task" })
+            )
+          ],
+          events: [statusEvent(next.task!)],
+          timers: [stepTimer(next.task!, "workspace_dispatch")]
+        })
+      }
+      case "task.workspace-status": {
+        if (terminal || command.body.workspaceId !== task.workspaceId) return Effect.succeed({ state })
+        if (command.body.status === "error") {
+          return Effect.succeed(
+            fail(state, step(task, "workspace_ready"), `workspace failed: ${command.body.reason ?? "no reason given"}`)
+          )
+        }
+        if (task.sessionId !== null) return Effect.succeed({ state })
+        const sessionId = makeId("sess")
+        const next: Row = { ...step(task, "agent_session"), sessionId }
+        return Effect.succeed({
+          state: { ...state, task: next },
+          send: [
+            Actor.to(
+              SessionRef,
+              sessionId,
+              C.SessionOpen.make({
+                sessionId,
+                projectId: task.projectId as never,
+                taskId: task.id as never,
+                workspaceId: task.workspaceId as never,
+                nodeId: task.nodeId as never,
+                agent: task.agent,
+                mode: task.mode,
+                prompt: task.prompt
+              })
+            )
+          ],
+          events: [statusEvent(next)],
+          timers: [stepTimer(next, "agent_session")]
+        })
+      }
+      case "task.session-status": {
+        if (terminal || command.body.sessionId !== task.sessionId) return Effect.succeed({ state })
+        if (command.body.status === "failed") {
+          return Effect.succeed(fail(state, task, `agent session failed: ${command.body.reason ?? "no reason given"}`))
+        }
+        if (command.body.status === "awaiting_followup") {
+          const next = step(task, "awaiting_followup")
+          return Effect.succeed({ state: { ...state, task: next }, events: [statusEvent(next)] })
+        }
+        const running = withStatus(state, step(task, "running"), "in_progress", "agent is working")
+        if (running === undefined) return Effect.succeed({ state })
+        return Effect.succeed({
+          state: running,
+          events: [statusEvent(running.task!)],
+          timers: [Actor.Timer.cancel("step")]
+        })
+      }
+      case "task.result-reported": {
+        const { nodeId, result } = command.body
+        if (task.nodeId !== nodeId || task.sessionId !== result.sessionId) {
+          return Effect.succeed({
+            state,
+            events: [
+              dropped({
+                nodeId,
+                kind: "task",
+                entityId: task.id,
+                reportType: "task.result",
+                reason: "task is not on this node"
+              })
+            ]
+          })
+        }
+        if (terminal) return Effect.succeed({ state })
+        if (result.outcome === "failed")
+          return Effect.succeed(fail(state, task, `the agent's work could not be kept: ${result.reason ?? ""}`))
+        // The result can overtake the session's "running" (a fast turn): it proves the agent ran.
+        const started =
+          task.status === "delegated"
+            ? withStatus(state, step(task, "running"), "in_progress", "agent is working")
+            : state
+        if (started === undefined || started.task === null) return Effect.succeed({ state })
+        const done = withStatus(
+          started,
+          { ...started.task, branch: result.branch ?? null, commitSha: result.commitSha ?? null },
+          "completed",
+          result.outcome === "committed" ? `committed to ${result.branch}` : "no changes"
+        )
+        if (done === undefined) return Effect.succeed({ state })
+        return Effect.succeed({ state: done, events: [statusEvent(done.task!)], timers: [Actor.Timer.cancel("step")] })
+      }
+      case "task.step-timeout": {
+        if (terminal || task.executionStep !== command.body.step) return Effect.succeed({ state })
+        return Effect.succeed(fail(state, task, `timed out in step ${command.body.step}`))
+      }
+      case "task.cancel": {
+        const cancelled = withStatus(state, task, "cancelled", command.body.reason ?? "cancelled by the user")
+        if (cancelled === undefined) {
+          return Effect.succeed({
+            state,
+            reply: { ok: false, code: "invalid", message: `a ${task.status} task cannot be cancelled` }
+          })
+        }
+        return Effect.succeed({
+          state: cancelled,
+          events: [statusEvent(cancelled.task!)],
+          timers: [Actor.Timer.cancel("step")],
+          send:
+            task.sessionId === null
+              ? []
+              : [
+                  Actor.to(
+                    SessionRef,
+                    task.sessionId,
+                    C.SessionStopCommand.make({ sessionId: task.sessionId as never, reason: "task cancelled" })
+                  )
+                ],
+          reply: { ok: true }
+        })
+      }
+      case "task.retry": {
+        const ready = withStatus(
+          state,
+          { ...task, errorStep: null, errorReason: null, executionStep: null },
+          "ready",
+          "retry"
+        )
+        if (ready === undefined || task.status === "ready") {
+          return Effect.succeed({
+            state,
+            reply: { ok: false, code: "invalid", message: `a ${task.status} task cannot be retried` }
+          })
+        }
+        const queued = withStatus(ready, { ...ready.task!, executionStep: "node_selection" }, "queued", "retry")!
+        return Effect.succeed({ ...placeOnNode(queued, queued.task!), reply: { ok: true } })
+      }
+    }
+  }
+})

@@ -1,0 +1,7 @@
+export { type ControlPlaneOptions, layer, run } from "../ControlPlane.js"
+export * from "./Kinds.js"
+export { NodeKind, NodeProvisionRequested, NodeStatusEvent } from "./NodeActor.js"
+export { makeHeartbeatThrottle, nodeReportRoutes } from "./NodeRoutes.js"
+export { NodeProvider, runProvisioner } from "./Provisioner.js"
+export { stepTimeoutMs, TaskKind, TaskStatusEvent } from "./TaskActor.js"
+export { WorkspaceBootLogEvent, WorkspaceEvent, WorkspaceKind } from "./WorkspaceActor.js"

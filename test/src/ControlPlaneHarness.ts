@@ -1,0 +1,51 @@
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { ControlPlane } from "@sam/actors"
+import { makeId } from "@sam/bus"
+import { LocalProvider } from "@sam/infra"
+import { Migrations } from "@sam/sql"
+import { Effect, Layer } from "effect"
+import { freshDatabase, sqlLayer } from "./Env.js"
+import { startPrivateNats } from "./PrivateNats.js"
+import { tempDir } from "./TestStack.js"
+import { makeRepo } from "./VmAgentProcess.js"
+
+/**
+ * The whole control plane in this process (actor runtime, ingress, provisioner) with the local
+ * provider spawning real vm-agent processes (host runtime), on a private nats-server and a fresh
+ * database. The test gets `Nats` and `SqlClient`.
+ */
+export const ControlPlaneEnv = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const nats = yield* startPrivateNats
+    const dir = yield* Effect.promise(() => tempDir("sam-cp-"))
+    const sql = sqlLayer(yield* Effect.promise(freshDatabase))
+    const base = Layer.merge(nats.layer, sql)
+    yield* Migrations.migrate().pipe(Effect.provide(sql))
+    const provider = LocalProvider.layer({
+      dataDir: dir,
+      natsUrl: nats.url,
+      signing: nats.signing,
+      runtime: "host",
+      env: { SAM_NODE_HEARTBEAT_MS: "500", SAM_NODE_CANCEL_GRACE_MS: "1500", SAM_ACP_RESTART_BACKOFF: "200 millis" }
+    })
+    const controlPlane = ControlPlane.layer({
+      runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
+      session: { healEvery: "2 seconds" }
+    })
+    return Layer.merge(base, controlPlane.pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base))))
+  })
+)
+
+/** A user and a project whose repository is a fresh local git repo. */
+export const seedProject = (repoUrl?: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const userId = makeId("user")
+    const projectId = makeId("proj")
+    const repo = repoUrl ?? makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
+    yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'Test Owner')`
+    yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'demo', ${repo})`
+    yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${userId}, 'owner')`
+    return { userId, projectId, repo }
+  })

@@ -1,0 +1,26 @@
+import { Credentials, Nats, natsLayer, Provision } from "@sam/bus"
+import { NatsServer } from "@sam/infra"
+import { Effect } from "effect"
+import { freePort, tempDir } from "./TestStack.js"
+
+/**
+ * A nats-server of this test file's own, provisioned with the topology: for tests whose durable
+ * consumers (the control plane's) must not see another file's streams.
+ */
+export const startPrivateNats = Effect.gen(function* () {
+  const dir = yield* Effect.promise(() => tempDir("sam-nats-"))
+  const server = yield* NatsServer.start({
+    dir: `${dir}/nats`,
+    host: "127.0.0.1",
+    port: yield* Effect.promise(freePort)
+  })
+  const admin = yield* Credentials.mintUser(server.auth.signing, "admin", Credentials.adminPermissions)
+  const layer = natsLayer({ servers: server.url, creds: admin.creds, name: "private-admin" })
+  yield* Effect.gen(function* () {
+    yield* Nats
+    yield* Provision.provision()
+  }).pipe(Effect.provide(layer), Effect.scoped)
+  return { url: server.url, signing: server.auth.signing, dir, layer }
+})
+
+export type PrivateNats = Effect.Effect.Success<typeof startPrivateNats>

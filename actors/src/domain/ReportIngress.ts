@@ -14,7 +14,7 @@ import {
   registry,
   Topology
 } from "@sam/bus"
-import { Cause, Effect, Layer, Stream } from "effect"
+import { Cause, type Duration, Effect, Layer, Schedule, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
 import { type DroppedReport, insertDropped } from "./SessionLedger.js"
@@ -53,8 +53,23 @@ export type ReportHandler<T extends ReportType> = (
 export type ReportRoutes = { readonly [T in ReportType]?: ReportHandler<T> }
 
 /** Send a command to an actor with the report's envelope id as the command's message id. */
+/**
+ * Send a command to an actor; make it with `commandMeta(report)` so that it carries the report's id.
+ * A failed publish is retried in place for a while (a nak would let later reports of the same
+ * session overtake this one, and the session actor numbers events in arrival order), then naked.
+ */
 export const forward = (kind: Pick<AnyActorKind, "name" | "shards">, id: string, command: Envelope) =>
-  Publish.publish(subjectOf(kind, id), command).pipe(Effect.as(Consume.Outcome.Ack()))
+  Publish.publish(subjectOf(kind, id), command).pipe(
+    Effect.retry(Schedule.exponential("50 millis", 2).pipe(Schedule.upTo("15 seconds"))),
+    Effect.as(Consume.Outcome.Ack())
+  )
+
+/** The meta of a command made from a report: the report's id (one report, one command) and its lineage. */
+export const commandMeta = (report: Envelope) => ({
+  id: report.id,
+  causationId: report.id,
+  ...(report.correlationId === undefined ? {} : { correlationId: report.correlationId })
+})
 
 /** `session.event` and `session.activity` → `session.report` to the session actor. */
 export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): ReportRoutes => {
@@ -67,11 +82,7 @@ export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): R
       report.body.sessionId,
       ControlProtocol.SessionReport.make(
         { nodeId: source.nodeId, report: { type: report.type, body: report.body } as never },
-        {
-          id: report.id,
-          causationId: report.id,
-          ...(report.correlationId ? { correlationId: report.correlationId } : {})
-        }
+        commandMeta(report)
       )
     )
   return { "session.event": toSession, "session.activity": toSession }
@@ -162,7 +173,7 @@ export interface IngressOptions {
   readonly durable?: string
   /** `all` (default) for production; `new` for a consumer created by a test on a shared stream */
   readonly deliver?: "all" | "new"
-  readonly ackWait?: string
+  readonly ackWait?: Duration.DurationInput
   /** called after each heartbeat was stored, e.g. to tell the node actor */
   readonly onHeartbeat?: (record: Domain.NodeHealthRecord) => Effect.Effect<void, unknown, ReportRequirements>
 }
@@ -251,7 +262,7 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
     yield* Consume.ensureConsumer(STREAM, {
       durable,
       filterSubject: FILTER,
-      ...(options.ackWait === undefined ? {} : { ackWait: options.ackWait as never })
+      ...(options.ackWait === undefined ? {} : { ackWait: options.ackWait })
     })
   const route = router(options.routes)
   const deliveries = Consume.consume<typeof NodeProtocol.agentReports.defs, AgentReport>(

@@ -12,9 +12,10 @@ import {
   NodeId,
   Publish,
   registry,
+  Subjects,
   Topology
 } from "@sam/bus"
-import { Cause, type Duration, Effect, Layer, Schedule, Stream } from "effect"
+import { Cause, type Duration, Effect, GroupBy, Layer, Schedule, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
 import { type DroppedReport, insertDropped } from "./SessionLedger.js"
@@ -175,6 +176,8 @@ export interface IngressOptions {
   readonly deliver?: "all" | "new"
   readonly ackWait?: Duration.DurationInput
   /** called after each heartbeat was stored, e.g. to tell the node actor */
+  /** reports handled side by side; those about one entity always share a lane (default 16) */
+  readonly lanes?: number
   readonly onHeartbeat?: (record: Domain.NodeHealthRecord) => Effect.Effect<void, unknown, ReportRequirements>
 }
 
@@ -283,8 +286,17 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
         )
     }
   )
+  // Reports about one entity stay in order (one lane handles them one at a time); lanes run side by
+  // side, so one slow publish does not hold up every node.
+  const lanes = options.lanes ?? 16
+  const laneOf = (delivery: Consume.Delivery<AgentReport>) =>
+    Subjects.shardOf(entityOf(delivery.envelope) ?? delivery.subject, lanes)
+  const handle = (delivery: Consume.Delivery<AgentReport>) => route(delivery).pipe(Effect.provide(context))
   yield* Effect.forkScoped(
-    Consume.run(deliveries, (delivery) => route(delivery).pipe(Effect.provide(context))).pipe(
+    deliveries.pipe(
+      Stream.groupByKey(laneOf, { bufferSize: 64 }),
+      GroupBy.evaluate((_, lane) => Stream.fromEffect(Consume.run(lane, handle))),
+      Stream.runDrain,
       Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
     )
   )

@@ -15,7 +15,7 @@ import {
   Topology
 } from "@sam/bus"
 import { Migrations } from "@sam/sql"
-import { Context, Effect, Layer, type Redacted } from "effect"
+import { Context, Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import { startRuntime } from "./ActorsInProcess.js"
 import { freshDatabase, natsAs, sqlLayer, unique } from "./Env.js"
 
@@ -84,12 +84,24 @@ export const startControl = (url: Redacted.Redacted<string>, options: ControlOpt
       "session shards leased",
       Effect.sync(() => runtime.shards().length === 2 || undefined)
     )
-    yield* ReportIngress.run({
-      routes: ReportIngress.sessionRoutes(session),
-      durable: unique("ingress"),
-      deliver: "new"
-    })
-    return { session, task, runtime }
+    const durable = unique("ingress")
+    /** one more ingress instance on the same durable consumer, alive until `stop` */
+    const ingress = (instanceId: string) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        yield* ReportIngress.run({
+          routes: ReportIngress.sessionRoutes(session),
+          durable,
+          deliver: "new",
+          instanceId,
+          leaseTtl: "1500 millis",
+          ackWait: "2 seconds"
+        }).pipe(Scope.extend(scope))
+        return { stop: Scope.close(scope, Exit.void) }
+      })
+    const first = yield* ingress(unique("ingress-a"))
+    yield* Effect.addFinalizer(() => first.stop)
+    return { session, task, runtime, ingress, stopFirstIngress: first.stop }
   })
 
 const waitFor = <A, E, R>(what: string, check: Effect.Effect<A | undefined, E, R>, timeoutMs = 15_000) =>

@@ -15,9 +15,10 @@ import {
   Subjects,
   Topology
 } from "@sam/bus"
-import { Cause, type Duration, Effect, GroupBy, Layer, Schedule, Stream } from "effect"
+import { Cause, Duration, Effect, GroupBy, Layer, Schedule, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
+import * as IngressLease from "./IngressLease.js"
 import { type DroppedReport, insertDropped } from "./SessionLedger.js"
 
 const { NodeProtocol, ControlProtocol, NodeHealthRecord } = Domain
@@ -176,6 +177,10 @@ export interface IngressOptions {
   readonly deliver?: "all" | "new"
   readonly ackWait?: Duration.DurationInput
   /** called after each heartbeat was stored, e.g. to tell the node actor */
+  /** names this instance in the ingress lease (default random) */
+  readonly instanceId?: string
+  /** how long the ingress lease outlives a holder that stopped renewing it (default 10 s) */
+  readonly leaseTtl?: Duration.DurationInput
   /** reports handled side by side; those about one entity always share a lane (default 16) */
   readonly lanes?: number
   readonly onHeartbeat?: (record: Domain.NodeHealthRecord) => Effect.Effect<void, unknown, ReportRequirements>
@@ -189,7 +194,7 @@ const HEARTBEATS = "sam.agent.*.hb"
 const jsError = (what: string) => (cause: unknown) =>
   new NatsError({ reason: "JetStream", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
 
-const ensureNewConsumer = (durable: string) =>
+const ensureNewConsumer = (durable: string, ackWait: Duration.DurationInput) =>
   Effect.gen(function* () {
     const { jsm } = yield* Nats
     const existing = yield* Effect.tryPromise({
@@ -208,7 +213,7 @@ const ensureNewConsumer = (durable: string) =>
           filter_subject: FILTER,
           ack_policy: AckPolicy.Explicit,
           deliver_policy: DeliverPolicy.New,
-          ack_wait: nanos(30_000),
+          ack_wait: nanos(Duration.toMillis(Duration.decode(ackWait))),
           max_deliver: -1
         }),
       catch: jsError(`create consumer ${durable}`)
@@ -260,7 +265,7 @@ const heartbeatLoop = (options: IngressOptions) =>
 export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOptions) {
   const durable = options.durable ?? DEFAULT_DURABLE
   const context = yield* Effect.context<ReportRequirements>()
-  if ((options.deliver ?? "all") === "new") yield* ensureNewConsumer(durable)
+  if ((options.deliver ?? "all") === "new") yield* ensureNewConsumer(durable, options.ackWait ?? "30 seconds")
   else
     yield* Consume.ensureConsumer(STREAM, {
       durable,
@@ -292,15 +297,27 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
   const laneOf = (delivery: Consume.Delivery<AgentReport>) =>
     Subjects.shardOf(entityOf(delivery.envelope) ?? delivery.subject, lanes)
   const handle = (delivery: Consume.Delivery<AgentReport>) => route(delivery).pipe(Effect.provide(context))
-  yield* Effect.forkScoped(
-    deliveries.pipe(
-      Stream.groupByKey(laneOf, { bufferSize: 64 }),
-      GroupBy.evaluate((_, lane) => Stream.fromEffect(Consume.run(lane, handle))),
-      Stream.runDrain,
-      Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
+  const work = Effect.gen(function* () {
+    yield* Effect.forkScoped(
+      deliveries.pipe(
+        Stream.groupByKey(laneOf, { bufferSize: 64 }),
+        GroupBy.evaluate((_, lane) => Stream.fromEffect(Consume.run(lane, handle))),
+        Stream.runDrain,
+        Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
+      )
     )
-  )
-  yield* Effect.forkScoped(heartbeatLoop(options))
+    yield* Effect.forkScoped(heartbeatLoop(options))
+    return yield* Effect.never
+  })
+  // One instance at a time consumes: two consumers of one durable would interleave a session's reports.
+  yield* IngressLease.whileHeld(
+    {
+      key: `ingress.${durable}`,
+      owner: options.instanceId ?? `ingress-${Math.random().toString(36).slice(2, 10)}`,
+      ...(options.leaseTtl === undefined ? {} : { ttl: options.leaseTtl })
+    },
+    work
+  ).pipe(Effect.forkScoped)
 })
 
 /** The ingress as a layer: runs while the layer is alive. */

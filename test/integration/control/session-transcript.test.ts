@@ -198,4 +198,62 @@ describe("session actor: transcript and activity", () => {
       }).pipe(Effect.provide(env())),
     60_000
   )
+
+  it.scopedLive(
+    "with two ingress instances one consumes at a time, the transcript stays in order, and the other takes over",
+    () =>
+      Effect.gen(function* () {
+        const { session, ingress, stopFirstIngress } = yield* startControl(url)
+        yield* ingress(makeId("msg").replace("msg_", "b"))
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const ids = [makeId("sess"), makeId("sess"), makeId("sess")]
+        for (const sessionId of ids) {
+          yield* Actors.ask(
+            session,
+            sessionId,
+            ControlProtocol.SessionOpen.make({
+              sessionId,
+              projectId,
+              workspaceId,
+              nodeId,
+              agent: "demo",
+              mode: "conversation",
+              prompt: "hello"
+            })
+          )
+        }
+        const burst = (from: number, n: number) =>
+          Effect.forEach(
+            ids,
+            (sessionId) =>
+              Effect.forEach(
+                Array.from({ length: n }, (_, i) => from + i),
+                (i) => node.publish(node.event(sessionId, 1, { type: "text", text: `${i}` }), sessionId),
+                { discard: true }
+              ),
+            { concurrency: "unbounded", discard: true }
+          )
+        const complete = (n: number) =>
+          waitUntil(
+            `${n} entries in every transcript`,
+            Effect.forEach(ids, transcriptOf).pipe(
+              Effect.map((all) => (all.every((rows) => rows.length >= n) ? all : undefined))
+            ),
+            { timeout: "30 seconds" }
+          )
+        yield* burst(0, 60)
+        yield* complete(60)
+        // The holder goes away; the other instance takes the lease and the reports keep flowing.
+        yield* stopFirstIngress
+        yield* burst(60, 60)
+        const all = yield* complete(120)
+        for (const rows of all) {
+          expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 120 }, (_, i) => i + 1))
+          expect(rows.map((r) => r.payload.text)).toEqual(Array.from({ length: 120 }, (_, i) => `${i}`))
+        }
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
 })

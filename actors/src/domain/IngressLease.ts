@@ -1,0 +1,77 @@
+import { Kv, Topology } from "@sam/bus"
+import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { z } from "zod"
+
+/**
+ * One holder at a time for a piece of work that must not run twice side by side (the report
+ * ingress: two consumers of one durable would interleave a session's reports). The lease is a key
+ * in KV `sam_leases` written with compare-and-set; its holder renews it every third of the TTL and
+ * stops the work as soon as a renewal fails; another instance takes it once it has expired, or at
+ * once when the holder releases it on shutdown.
+ */
+const LeaseValue = z.object({ owner: z.string(), expiresAt: z.number() })
+type LeaseValue = z.infer<typeof LeaseValue>
+
+export interface LeaseOptions {
+  readonly key: string
+  readonly owner: string
+  readonly ttl?: Duration.DurationInput
+}
+
+export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
+  options: LeaseOptions,
+  work: Effect.Effect<void, E, R | Scope.Scope>
+) {
+  const store = yield* Kv.open(Topology.Buckets.leases.name, LeaseValue)
+  const ttlMs = Duration.toMillis(Duration.decode(options.ttl ?? "10 seconds"))
+  const every = Math.max(50, Math.floor(ttlMs / 3))
+  const next = (): LeaseValue => ({ owner: options.owner, expiresAt: Date.now() + ttlMs })
+
+  /** the revision now held, or none */
+  const take = Effect.gen(function* () {
+    const current = yield* store.get(options.key).pipe(Effect.orElseSucceed(() => Option.none()))
+    if (Option.isNone(current)) return yield* store.create(options.key, next()).pipe(Effect.option)
+    const { value, revision } = current.value
+    if (value.owner !== options.owner && value.expiresAt > Date.now()) return Option.none<number>()
+    return yield* store.update(options.key, next(), revision).pipe(Effect.option)
+  })
+
+  const hold = (revision: number) =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const fiber = yield* work.pipe(Scope.extend(scope), Effect.forkDaemon)
+      yield* Effect.logInfo(`${options.owner} holds ${options.key}`)
+      let held = revision
+      yield* Effect.gen(function* () {
+        while (true) {
+          yield* Effect.sleep(every)
+          const renewed = yield* store.update(options.key, next(), held).pipe(Effect.option)
+          if (Option.isNone(renewed)) return
+          held = renewed.value
+        }
+      }).pipe(
+        Effect.ensuring(
+          Effect.gen(function* () {
+            yield* Fiber.interrupt(fiber)
+            yield* Scope.close(scope, Exit.void)
+            // Released on the way out so that another instance need not wait for the TTL.
+            yield* store.get(options.key).pipe(
+              Effect.flatMap((entry) =>
+                Option.isSome(entry) && entry.value.value.owner === options.owner
+                  ? store.delete(options.key)
+                  : Effect.void
+              ),
+              Effect.ignore
+            )
+            yield* Effect.logInfo(`${options.owner} gave up ${options.key}`)
+          })
+        )
+      )
+    })
+
+  while (true) {
+    const revision = yield* take
+    if (Option.isSome(revision)) yield* hold(revision.value)
+    yield* Effect.sleep(every)
+  }
+})

@@ -128,7 +128,7 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
       })
       const onMalformed = options.onMalformed ?? logMalformed
       const batch = options.batch ?? 256
-      // Callback mode: interrupting the stream closes the subscription at once (the async-iterator
+      // Callback mode: interrupting the stream stops the subscription at once (the async-iterator
       // mode waits for a pull in flight when its iterator is returned).
       const messages = Stream.asyncScoped<JsMsg, NatsError>(
         (emit) =>
@@ -146,8 +146,8 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
               },
               catch: jsError(`consume ${stream}/${durable}`)
             }),
-            (subscription) =>
-              Effect.promise(() => subscription.close()).pipe(Effect.timeout("2 seconds"), Effect.ignore)
+            // stop() ends the subscription at once; close() would wait for a pull in flight to expire.
+            (subscription) => Effect.sync(() => subscription.stop())
           ),
         batch
       )

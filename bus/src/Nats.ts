@@ -48,8 +48,14 @@ export const connectNats = (options: NatsOptions) =>
       new NatsError({ reason: "Connect", message: `cannot connect to NATS at ${options.servers}: ${cause}`, cause })
   })
 
+/** Drain on release (flushes publishes and acks), but never hang a shutdown on it: close after 3 s. */
 const acquire = (options: NatsOptions) =>
-  Effect.acquireRelease(connectNats(options), (nc) => Effect.promise(() => nc.drain().catch(() => nc.close())))
+  Effect.acquireRelease(connectNats(options), (nc) =>
+    Effect.promise(() => nc.drain().catch(() => undefined)).pipe(
+      Effect.timeout("3 seconds"),
+      Effect.catchAll(() => Effect.promise(() => nc.close().catch(() => undefined)))
+    )
+  )
 
 export const makeNats = Effect.fn("Nats.make")(function* (options: NatsOptions) {
   const nc = yield* acquire(options)

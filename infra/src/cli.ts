@@ -1,16 +1,27 @@
 import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
+import { SqlClient } from "@effect/sql"
+import { ControlPlane } from "@sam/actors"
+import { makeId, natsLayer } from "@sam/bus"
+import { Sql } from "@sam/sql"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import * as LocalClient from "./LocalClient.js"
+import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
 import * as OpsCreds from "./OpsCreds.js"
 import * as Progress from "./Progress.js"
 import { StackError } from "./StackError.js"
+import * as TaskCli from "./TaskCli.js"
 
 const USAGE = `usage: sam <command>
 
-  up                     start the local stack (NATS + Postgres, later the control plane) until Ctrl-C
+  up                     start the local stack (NATS, Postgres, the control plane, local nodes) until Ctrl-C
   creds ops [--out F] [--days N]
                          write a .creds file for the NATS CLI (default .sam/ops.creds, 30 days)
+  project create --repo R [--name N] | project list
+  task create --project P --prompt "…" [--agent demo] [--mode task|conversation]
+                         submit a task and print what the agent does until it ends
+  session prompt|cancel|watch sess_… ["prompt"]
   actors                 the actor runtime's shard owners, epochs, pending commands and dead letters
   test                   run the whole test suite (lint, types, tests) on servers of its own
 
@@ -28,6 +39,21 @@ const up = Effect.gen(function* () {
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("SAM stopped.\n")))
   const stack = yield* LocalStack.start(options)
   const progress = yield* Progress.Progress
+  const cpNats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-control-plane" })
+  const provider = LocalProvider.layer({
+    dataDir: stack.dataDir,
+    natsUrl: stack.natsUrl,
+    signing: stack.signing,
+    runtime: (process.env.SAM_NODE_RUNTIME as "auto" | "docker" | "host" | undefined) ?? "auto"
+  })
+  const base = Layer.merge(cpNats, Sql.layer(stack.databaseUrl, "sam-control-plane"))
+  yield* Layer.launch(
+    ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+  ).pipe(
+    Effect.tapErrorCause((cause) => Effect.logError("the control plane stopped", cause)),
+    Effect.forkScoped
+  )
+  yield* progress.step(`control plane: task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`)
   yield* progress.done(
     `SAM is up: NATS ${stack.natsUrl} · Postgres ${stack.databaseDisplayUrl} · data ${stack.dataDir}\n` +
       `Inspect with: ./sam creds ops && nats --server ${stack.natsUrl} --creds ${stack.dataDir}/ops.creds stream ls\n` +
@@ -36,6 +62,75 @@ const up = Effect.gen(function* () {
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("\nStopping SAM…\n")))
   return yield* Effect.never
 }).pipe(Effect.scoped, Effect.provide(Progress.console))
+
+/** A command against a running `sam up`, with its NATS and Postgres. */
+const client = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(Effect.provide(LocalClient.layer(LocalStack.defaults())))
+
+const positional = (args: ReadonlyArray<string>) =>
+  args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--"))
+const flags = (args: ReadonlyArray<string>) =>
+  Object.fromEntries(args.flatMap((a, i) => (a.startsWith("--") ? [[a.slice(2), args[i + 1]]] : [])))
+
+const project = (args: ReadonlyArray<string>) =>
+  client(
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const owner = yield* LocalClient.localOwner(LocalStack.defaults().dataDir)
+      if (args[0] === "list") {
+        const rows = yield* sql<{ id: string; name: string; repoUrl: string }>`
+          SELECT id, name, repo_url FROM projects ORDER BY created_at`
+        yield* Effect.sync(() => process.stdout.write(rows.map((r) => `${r.id}  ${r.name}  ${r.repoUrl}\n`).join("")))
+        return
+      }
+      const repo = flag(args, "--repo")
+      if (args[0] !== "create" || repo === undefined) {
+        return yield* new StackError({
+          step: "project",
+          message: "usage: sam project create --repo <path or URL> [--name N] | sam project list"
+        })
+      }
+      const id = makeId("proj")
+      const name = flag(args, "--name") ?? repo.split("/").filter(Boolean).pop() ?? "project"
+      yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${id}, ${owner}, ${name}, ${repo})`
+      yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${id}, ${owner}, 'owner')`
+      yield* Effect.sync(() => process.stdout.write(`${id}\n`))
+    })
+  )
+
+const task = (args: ReadonlyArray<string>) =>
+  args[0] === "create"
+    ? client(
+        LocalClient.localOwner(LocalStack.defaults().dataDir).pipe(
+          Effect.flatMap((owner) => TaskCli.createTask(flags(args.slice(1)), owner))
+        )
+      )
+    : Effect.fail(
+        new StackError({
+          step: "task",
+          message: 'usage: sam task create --project proj_… --prompt "…" [--agent demo] [--mode task|conversation]'
+        })
+      )
+
+const session = (args: ReadonlyArray<string>) => {
+  const [verb, id, ...rest] = positional(args)
+  if (id === undefined)
+    return Effect.fail(
+      new StackError({ step: "session", message: 'usage: sam session prompt|cancel|watch sess_… ["prompt"]' })
+    )
+  switch (verb) {
+    case "prompt":
+      return rest[0] === undefined
+        ? Effect.fail(new StackError({ step: "session", message: 'usage: sam session prompt sess_… "prompt"' }))
+        : client(TaskCli.promptSession(id, rest.join(" ")))
+    case "cancel":
+      return client(TaskCli.cancelSession(id))
+    case "watch":
+      return client(TaskCli.watchSession(id))
+    default:
+      return Effect.fail(new StackError({ step: "session", message: `unknown session command ${verb}` }))
+  }
+}
 
 const credsOps = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -56,6 +151,11 @@ const credsOps = (args: ReadonlyArray<string>) =>
     )
   })
 
+const asStackError = (step: string) => (error: unknown) =>
+  error instanceof StackError
+    ? error
+    : new StackError({ step, message: error instanceof Error ? error.message : String(error), cause: error })
+
 const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   switch (args[0]) {
     case "up":
@@ -65,6 +165,12 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
         Effect.promise(() => import("./ActorsStatus.js")),
         (module) => module.actorsStatus
       )
+    case "project":
+      return project(args.slice(1)).pipe(Effect.mapError(asStackError("project")))
+    case "task":
+      return task(args.slice(1)).pipe(Effect.mapError(asStackError("task")))
+    case "session":
+      return session(args.slice(1)).pipe(Effect.mapError(asStackError("session")))
     case "creds":
       if (args[1] === "ops") return credsOps(args.slice(2))
       return Effect.fail(

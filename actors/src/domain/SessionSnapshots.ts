@@ -48,8 +48,13 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
 
 export type SessionSnapshots = Effect.Effect.Success<ReturnType<typeof open>>
 
-/** True when a node's report observed at `observedAt` in `promptEpoch` is not older than `current`. */
+/**
+ * True when a node's report observed at `observedAt` in `promptEpoch` may replace `current`: a later
+ * epoch, or the same epoch and not older. Over what the control plane itself wrote for that epoch
+ * (a prompt it just sent) the node's word wins whatever the clocks say, since the two clocks differ.
+ */
 export const reportIsCurrent = (current: Snapshot | undefined, promptEpoch: number, observedAt: string) =>
   current === undefined ||
   promptEpoch > current.promptEpoch ||
-  (promptEpoch === current.promptEpoch && Date.parse(observedAt) >= Date.parse(current.updatedAt))
+  (promptEpoch === current.promptEpoch &&
+    (current.source === "control_plane" || Date.parse(observedAt) >= Date.parse(current.updatedAt)))

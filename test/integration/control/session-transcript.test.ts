@@ -195,6 +195,27 @@ describe("session actor: transcript and activity", () => {
           Effect.sync(() => node.commands.find((c) => c.type === "session.prompt"))
         )
         expect(prompt.body).toMatchObject({ sessionId, prompt: "more", promptEpoch: 2 })
+        // The node's clock runs a minute behind: its report of epoch 2 still replaces what the control
+        // plane wrote for that epoch, and then only newer reports of the node replace it.
+        const behind = (ms: number) => new Date(t0 - 60_000 + ms).toISOString()
+        yield* node.publish(
+          node.activity(sessionId, { activity: "prompting", promptEpoch: 2, observedAt: behind(0) }),
+          sessionId
+        )
+        yield* node.publish(
+          node.activity(sessionId, {
+            activity: "idle",
+            promptEpoch: 2,
+            stopReason: "end_turn",
+            observedAt: behind(50)
+          }),
+          sessionId
+        )
+        const skewed = yield* waitUntil(
+          "the skewed node's idle is the snapshot",
+          snapshotOf(sessionId).pipe(Effect.map((s) => (s?.promptEpoch === 2 && s.activity === "idle" ? s : undefined)))
+        )
+        expect(skewed).toMatchObject({ source: "vm_report", updatedAt: behind(50) })
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { Actor, ActorRuntime, ControlPlane } from "@sam/actors"
+import { Actor, ActorRuntime, Actors, ControlPlane } from "@sam/actors"
 import { Consume, Domain, makeId, Nats, Publish } from "@sam/bus"
 import { Migrations } from "@sam/sql"
 import { Chunk, Effect, Layer, Stream } from "effect"
@@ -86,5 +86,36 @@ layer(Env, { excludeTestServices: true, timeout: 60_000 })("workspace dispatch",
         expect(info.num_pending).toBe(0)
         expect(info.delivered.stream_seq).toBeGreaterThan(0)
       })
+  )
+
+  it.effect("a report from node A that names node B's workspace changes nothing", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const userId = makeId("user")
+      const projectId = makeId("proj")
+      const [nodeA, nodeB] = [makeId("node"), makeId("node")]
+      const workspaceId = makeId("ws")
+      yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'u')`
+      yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'p', '/r')`
+      yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${nodeA}, 'local', 'running'), (${nodeB}, 'local', 'running')`
+      yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeB}, 'creating')`
+      const { nc } = yield* Nats
+      const audit = nc.subscribe(`sam.evt.system.node.${nodeA}.report.dropped`, { max: 1 })
+      yield* Actors.ask(
+        ControlPlane.WorkspaceRef,
+        workspaceId,
+        C.WorkspaceReport.make({
+          nodeId: nodeA,
+          report: { type: "workspace.status", body: { workspaceId, status: "error", reason: "forged" } }
+        })
+      )
+      const rows = yield* sql<{ status: string; errorReason: string | null }>`
+        SELECT status, error_reason FROM workspaces WHERE id = ${workspaceId}`
+      expect(rows[0]).toEqual({ status: "creating", errorReason: null })
+      const dropped = yield* Effect.promise(async () => {
+        for await (const msg of audit) return JSON.parse(new TextDecoder().decode(msg.data))
+      })
+      expect(dropped.body).toMatchObject({ nodeId: nodeA, kind: "workspace", entityId: workspaceId })
+    })
   )
 })

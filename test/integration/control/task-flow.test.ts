@@ -133,4 +133,31 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
       expect(failed.errorReason).toContain("workspace failed")
     })
   )
+
+  it.effect("bad input gets a clear answer and changes nothing", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { projectId, userId } = yield* seedProject()
+      const unknown = makeId("task")
+      const cancelUnknown = yield* Actors.ask(ControlPlane.TaskRef, unknown, C.TaskCancel.make({ taskId: unknown }))
+      expect(cancelUnknown).toMatchObject({ reply: { ok: false, code: "not_found" } })
+      expect(yield* taskRow(unknown)).toBeUndefined()
+
+      const taskId = yield* submit(projectId, userId, "say once")
+      const again = yield* Actors.ask(
+        ControlPlane.TaskRef,
+        taskId,
+        C.TaskSubmit.make({ taskId, projectId: projectId as never, userId: userId as never, prompt: "say twice" })
+      )
+      expect(again).toMatchObject({ reply: { ok: true, duplicate: true } })
+      const done = yield* until(taskId, (row) => row.status === "completed" || row.status === "failed")
+      expect(done.status).toBe("completed")
+      const prompt = yield* sql<{ prompt: string }>`SELECT prompt FROM tasks WHERE id = ${taskId}`
+      expect(prompt[0]?.prompt).toBe("say once")
+
+      const cancelDone = yield* Actors.ask(ControlPlane.TaskRef, taskId, C.TaskCancel.make({ taskId }))
+      expect(cancelDone).toMatchObject({ reply: { ok: false, code: "invalid" } })
+      expect((yield* taskRow(taskId))?.status).toBe("completed")
+    })
+  )
 })

@@ -52,7 +52,12 @@ describe("./sam up and ./sam creds ops", async () => {
   const dataDir = await tempDir("sam-up-")
   const natsPort = await freePort()
   const pgPort = await freePort()
-  const env = { SAM_DATA_DIR: dataDir, SAM_NATS_PORT: String(natsPort), SAM_PG_PORT: String(pgPort) }
+  const env = {
+    SAM_DATA_DIR: dataDir,
+    SAM_NATS_PORT: String(natsPort),
+    SAM_PG_PORT: String(pgPort),
+    SAM_NODE_RUNTIME: "host"
+  }
   const running: Array<Up> = []
   afterAll(async () => {
     for (const { child } of running) child.kill("SIGKILL")
@@ -111,9 +116,26 @@ describe("./sam up and ./sam creds ops", async () => {
       await nc.close()
     }
 
+    // A task from the CLI: it reaches in_progress, streams the agent's output, and completes.
+    const run = (...args: Array<string>) =>
+      promisify(execFile)(sam, args, { cwd: root, env: { ...process.env, ...env }, timeout: 60_000 })
+    const repo = join(dataDir, "repo")
+    await promisify(execFile)("sh", [
+      "-c",
+      `mkdir -p ${repo} && cd ${repo} && git init -q -b main && echo hi > README.md && git add -A && git -c user.name=t -c user.email=t@t commit -qm init`
+    ])
+    const project = (await run("project", "create", "--repo", repo, "--name", "demo")).stdout.trim()
+    expect(project).toMatch(/^proj_[0-9a-z]+$/)
+    const task = await run("task", "create", "--project", project, "--prompt", "say from the cli\nrun echo x > X.txt")
+    expect(task.stdout).toContain("from the cli")
+    expect(task.stdout).toMatch(/▸ task completed .*branch sam\/task_/)
+    const bad = await run("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)
+    expect(bad.code).toBe(1)
+    expect(bad.stderr).toContain("no project proj_nosuchproject")
+
     second.child.kill("SIGINT")
     expect(await second.exited).toBe(0)
-  }, 120_000)
+  }, 180_000)
 
   it("says clearly what is wrong when a port is taken", async () => {
     const blocker = await up(env)

@@ -1,0 +1,181 @@
+/**
+ * Benchmark: task create → first agent output on a warm node, through the whole control plane (task,
+ * workspace and session actors, the vm-agent, a workspace clone, the demo agent over ACP), for the
+ * host runtime and, when a Docker engine can be had, the Docker runtime. The raw baseline, measured
+ * in the same run: start the same demo agent directly and prompt it (spawn, initialize, new session,
+ * prompt → first text), the work no system can skip. Run: `node --import tsx test/bench/tasks.ts [N]`.
+ * Rewrites the "Tasks" section of docs/benchmarks.md.
+ */
+import { readFile, writeFile } from "node:fs/promises"
+import { cpus } from "node:os"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { Actors, ControlPlane } from "@sam/actors"
+import { Domain, makeId, Nats, natsLayer, registry } from "@sam/bus"
+import { LocalProvider } from "@sam/infra"
+import { Sql } from "@sam/sql"
+import { Deferred, Effect, Layer, Logger, LogLevel, Stream } from "effect"
+import * as DockerEngine from "../../infra/src/DockerEngine.js"
+import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
+import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
+import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
+import { startTestStack, tempDir } from "../src/TestStack.js"
+import { makeRepo } from "../src/VmAgentProcess.js"
+
+const N = Number(process.argv[2] ?? 10)
+const { ControlProtocol: C, SessionEvents: E } = Domain
+const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended)
+
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+const summary = (ms: Array<number>) => {
+  ms.sort((a, b) => a - b)
+  return { p50: percentile(ms, 50), p99: percentile(ms, 99) }
+}
+
+/** Time from `task.submit` to the first text the agent streams, for `count` tasks one after another. */
+const timeTasks = (count: number, projectId: string, userId: string) =>
+  Effect.gen(function* () {
+    const { nc } = yield* Nats
+    const latencies: Array<number> = []
+    for (let i = 0; i <= count; i++) {
+      const taskId = makeId("task")
+      const first = yield* Deferred.make<number>()
+      let sessionId: string | undefined
+      const sub = nc.subscribe(`sam.evt.${projectId}.>`, {
+        callback: (_, msg) => {
+          const decoded = events.decode(msg.data)
+          if (decoded._tag !== "Ok") return
+          const e = decoded.envelope
+          if (e.type === "task.status" && e.body.taskId === taskId && e.body.sessionId) sessionId = e.body.sessionId
+          if (e.type === "session.event" && e.body.sessionId === sessionId && e.body.event.type === "text") {
+            Deferred.unsafeDone(first, Effect.succeed(performance.now()))
+          }
+        }
+      })
+      const start = performance.now()
+      yield* Actors.ask(
+        ControlPlane.TaskRef,
+        taskId,
+        C.TaskSubmit.make({ taskId, projectId: projectId as never, userId: userId as never, prompt: "say hello" })
+      )
+      const at = yield* Deferred.await(first).pipe(Effect.timeout("120 seconds"))
+      sub.unsubscribe()
+      // The first task warms the node (provisioning, first agent start); it is not counted.
+      if (i > 0) latencies.push(at - start)
+    }
+    return summary(latencies)
+  })
+
+const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) =>
+  Effect.gen(function* () {
+    const running = yield* Effect.acquireRelease(Effect.promise(startTestStack), (r) => Effect.promise(r.close))
+    const stack = running.stack
+    const nats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" })
+    const sql = Sql.layer(stack.databaseUrl, "bench")
+    const base = Layer.merge(nats, sql)
+    const provider = LocalProvider.layer({
+      dataDir: join(stack.dataDir, "bench"),
+      natsUrl: stack.natsUrl,
+      signing: stack.signing,
+      runtime,
+      env: dockerSocket === undefined ? {} : { SAM_DOCKER_SOCKET: dockerSocket }
+    })
+    return yield* Effect.gen(function* () {
+      const db = yield* SqlClient.SqlClient
+      const userId = makeId("user")
+      const projectId = makeId("proj")
+      const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-bench-")), "repo"))
+      yield* db`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
+      yield* db`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'bench', ${repo})`
+      return yield* timeTasks(N, projectId, userId)
+    }).pipe(
+      Effect.provide(
+        Layer.merge(
+          base,
+          ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+        )
+      )
+    )
+  }).pipe(Effect.scoped)
+
+/** The raw baseline: the demo agent started and prompted directly, no control plane, no workspace. */
+const direct = Effect.gen(function* () {
+  const host = yield* AcpSessionHost
+  const cwd = yield* Effect.promise(() => tempDir("sam-bench-direct-"))
+  const latencies: Array<number> = []
+  for (let i = 0; i <= N; i++) {
+    const start = performance.now()
+    yield* Effect.scoped(
+      Effect.gen(function* () {
+        const session = yield* host.start({ command: demoAgentCommand({ cwd }) })
+        const stream = yield* session.subscribe
+        const firstText = yield* Stream.runHead(Stream.filter(stream, (e) => e.type === "text")).pipe(Effect.fork)
+        yield* session.prompt("say hello")
+        yield* firstText.await
+        if (i > 0) latencies.push(performance.now() - start)
+      })
+    )
+  }
+  return summary(latencies)
+}).pipe(Effect.provide(AcpSessionHost.Default))
+
+const dockerEngine = Effect.gen(function* () {
+  yield* DockerEngine.ensureInstalled(() => undefined)
+  const engine = yield* DockerEngine.start({ dir: yield* Effect.promise(() => tempDir("sam-bench-docker-")) })
+  yield* WorkspaceImage.ensure(engine, { onProgress: () => undefined })
+  return engine.socketPath
+})
+
+const program = Effect.gen(function* () {
+  const baseline = yield* direct
+  const host = yield* throughControlPlane("host")
+  const docker = yield* dockerEngine.pipe(
+    Effect.flatMap((socket) => throughControlPlane("docker", socket)),
+    Effect.map((figures) => ({ ok: true as const, figures })),
+    Effect.catchAll((error) =>
+      Effect.succeed({ ok: false as const, reason: String((error as Error).message ?? error) })
+    )
+  )
+  const row = (name: string, f: { p50: number; p99: number }) =>
+    `| ${name} | ${f.p50.toFixed(0)} | ${f.p99.toFixed(0)} | ${(f.p50 / baseline.p50).toFixed(1)}× |`
+  const section = [
+    "## Tasks",
+    "",
+    `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/tasks.ts ${N}\` on this machine`,
+    `(${cpus().length} cores, shared with other work), ${N} tasks one after another on a warm node (the first task,`,
+    "which provisions the node, is not counted). Time from `task.submit` to the first text the agent streams",
+    "(prompt `say hello`). Baseline: the same demo agent started and prompted directly, in the same run.",
+    "",
+    "| path | p50 ms | p99 ms | p50 vs baseline |",
+    "|---|---:|---:|---:|",
+    row("baseline: demo agent spawned and prompted directly", baseline),
+    row("task through the control plane, host runtime", host),
+    docker.ok
+      ? row("task through the control plane, Docker runtime", docker.figures)
+      : `| Docker runtime | — | — | not measured: ${docker.reason} |`,
+    "",
+    "The difference is the control plane's path: the task, workspace and session actors (a Postgres",
+    "transaction each, relayed through the outbox), the node's durable consumer, a workspace clone, and",
+    "the report ingress back.",
+    ""
+  ].join("\n")
+  process.stdout.write(`${section}\n`)
+  const path = join(import.meta.dirname, "../../docs/benchmarks.md")
+  const doc = yield* Effect.promise(() => readFile(path, "utf8").catch(() => "# Benchmarks\n"))
+  const start = doc.indexOf("## Tasks")
+  const end = start < 0 ? -1 : doc.indexOf("\n## ", start + 1)
+  const next =
+    start < 0
+      ? `${doc.trimEnd()}\n\n${section}`
+      : `${doc.slice(0, start)}${section}${end < 0 ? "" : doc.slice(end + 1)}`
+  yield* Effect.promise(() => writeFile(path, next))
+})
+
+program.pipe(Effect.scoped, Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)), Effect.runPromise).then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error)
+    process.exit(1)
+  }
+)

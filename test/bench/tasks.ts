@@ -19,8 +19,8 @@ import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
 import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
+import { makeRepo } from "../src/Repo.js"
 import { startTestStack, tempDir } from "../src/TestStack.js"
-import { makeRepo } from "../src/VmAgentProcess.js"
 
 const N = Number(process.argv[2] ?? 10)
 const { ControlProtocol: C, SessionEvents: E } = Domain

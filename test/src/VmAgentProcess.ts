@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { Consume, Credentials, Domain, type Envelope, Subjects } from "@sam/bus"
@@ -81,14 +81,4 @@ export const collectReports = (nodeId: string) =>
 
 export const stopFiber = Fiber.interrupt
 
-/** A git repository with one commit on `main`, for workspaces to clone. */
-export const makeRepo = (dir: string) => {
-  const git = (...args: Array<string>) =>
-    execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: dir })
-  execFileSync("mkdir", ["-p", dir])
-  git("init", "-q", "-b", "main")
-  execFileSync("sh", ["-c", "echo '# demo' > README.md"], { cwd: dir })
-  git("add", "-A")
-  git("commit", "-q", "-m", "initial")
-  return dir
-}
+export { makeRepo } from "./Repo.js"

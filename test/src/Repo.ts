@@ -1,0 +1,13 @@
+import { execFileSync } from "node:child_process"
+
+/** A git repository with one commit on `main`, for workspaces to clone. */
+export const makeRepo = (dir: string) => {
+  const git = (...args: Array<string>) =>
+    execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: dir })
+  execFileSync("mkdir", ["-p", dir])
+  git("init", "-q", "-b", "main")
+  execFileSync("sh", ["-c", "echo '# demo' > README.md"], { cwd: dir })
+  git("add", "-A")
+  git("commit", "-q", "-m", "initial")
+  return dir
+}

@@ -15,27 +15,35 @@ import { makeRepo } from "./VmAgentProcess.js"
  * provider spawning real vm-agent processes (host runtime), on a private nats-server and a fresh
  * database. The test gets `Nats` and `SqlClient`.
  */
-export const ControlPlaneEnv = Layer.unwrapScoped(
-  Effect.gen(function* () {
-    const nats = yield* startPrivateNats
-    const dir = yield* Effect.promise(() => tempDir("sam-cp-"))
-    const sql = sqlLayer(yield* Effect.promise(freshDatabase))
-    const base = Layer.merge(nats.layer, sql)
-    yield* Migrations.migrate().pipe(Effect.provide(sql))
-    const provider = LocalProvider.layer({
-      dataDir: dir,
-      natsUrl: nats.url,
-      signing: nats.signing,
-      runtime: "host",
-      env: { SAM_NODE_HEARTBEAT_MS: "500", SAM_NODE_CANCEL_GRACE_MS: "1500", SAM_ACP_RESTART_BACKOFF: "200 millis" }
+export const makeControlPlaneEnv = (options: { readonly runtime: "host" | "docker"; readonly dockerSocket?: string }) =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const nats = yield* startPrivateNats
+      const dir = yield* Effect.promise(() => tempDir("sam-cp-"))
+      const sql = sqlLayer(yield* Effect.promise(freshDatabase))
+      const base = Layer.merge(nats.layer, sql)
+      yield* Migrations.migrate().pipe(Effect.provide(sql))
+      const provider = LocalProvider.layer({
+        dataDir: dir,
+        natsUrl: nats.url,
+        signing: nats.signing,
+        runtime: options.runtime,
+        env: {
+          SAM_NODE_HEARTBEAT_MS: "500",
+          SAM_NODE_CANCEL_GRACE_MS: "1500",
+          SAM_ACP_RESTART_BACKOFF: "200 millis",
+          ...(options.dockerSocket === undefined ? {} : { SAM_DOCKER_SOCKET: options.dockerSocket })
+        }
+      })
+      const controlPlane = ControlPlane.layer({
+        runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
+        session: { healEvery: "2 seconds" }
+      })
+      return Layer.merge(base, controlPlane.pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base))))
     })
-    const controlPlane = ControlPlane.layer({
-      runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
-      session: { healEvery: "2 seconds" }
-    })
-    return Layer.merge(base, controlPlane.pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base))))
-  })
-)
+  )
+
+export const ControlPlaneEnv = makeControlPlaneEnv({ runtime: "host" })
 
 /** A user and a project whose repository is a fresh local git repo. */
 export const seedProject = (repoUrl?: string) =>

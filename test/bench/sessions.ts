@@ -1,0 +1,158 @@
+/**
+ * Benchmark: agent session events from a node (its own minted credentials) through the report
+ * ingress and the session actor into Postgres (transcript with seq) and KV (snapshot lastSeq),
+ * against raw core NATS publish/subscribe of the same payloads in the same run. The node is this
+ * script publishing as the vm-agent would; the agent itself is not in the path.
+ * Run: `node --import tsx test/bench/sessions.ts [N] [sessions]`. Rewrites the "Session reports"
+ * section of docs/benchmarks.md.
+ */
+import { readFile, writeFile } from "node:fs/promises"
+import { cpus } from "node:os"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { ActorRuntime, Actors, ReportIngress, SessionActor } from "@sam/actors"
+import { Credentials, Domain, encode, makeId, Nats, natsLayer, Publish, Subjects } from "@sam/bus"
+import { Migrations, Sql } from "@sam/sql"
+import { Context, Effect, Layer, Logger, LogLevel } from "effect"
+import { startTestStack } from "../src/TestStack.js"
+
+const N = Number(process.argv[2] ?? 2_000)
+const SESSIONS = Number(process.argv[3] ?? 8)
+// the raw path: core NATS on a subject the node may publish to and no stream stores
+const { ControlProtocol, NodeProtocol } = Domain
+
+const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
+  Effect.gen(function* () {
+    yield* Migrations.migrate()
+    const sql = yield* SqlClient.SqlClient
+    const userId = makeId("user")
+    const projectId = makeId("proj")
+    const nodeId = makeId("node")
+    const workspaceId = makeId("ws")
+    yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
+    yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'b', 'file:///b')`
+    yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${nodeId}, 'local', 'running')`
+    yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeId}, 'running')`
+
+    const session = yield* SessionActor.make({ name: `sessb${Math.random().toString(36).slice(2, 6)}`, shards: 8 })
+    const runtime = yield* Layer.build(ActorRuntime.layer([session], { instanceId: "bench", leaseTtl: "5 seconds" }))
+    const rt = Context.get(runtime, ActorRuntime.ActorRuntime)
+    while (rt.shards().length < session.shards) yield* Effect.sleep(50)
+    yield* ReportIngress.run({
+      routes: ReportIngress.sessionRoutes(session),
+      durable: `benchingress${Math.random().toString(36).slice(2, 6)}`,
+      deliver: "new"
+    })
+
+    const user = yield* Credentials.mintUser(signing, `bench-${nodeId}`, Credentials.nodePermissions(nodeId))
+    const nodeNats = Context.get(
+      yield* Layer.build(
+        natsLayer({
+          servers: natsUrl,
+          creds: user.creds,
+          name: "bench-node",
+          inboxPrefix: Subjects.nodeInboxPrefix(nodeId)
+        })
+      ),
+      Nats
+    )
+    const ids = Array.from({ length: SESSIONS }, () => makeId("sess"))
+    for (const sessionId of ids) {
+      yield* Actors.ask(
+        session,
+        sessionId,
+        ControlProtocol.SessionOpen.make({
+          sessionId,
+          projectId,
+          workspaceId,
+          nodeId,
+          agent: "demo",
+          mode: "conversation",
+          prompt: "bench"
+        })
+      )
+    }
+    const perSession = Math.ceil(N / SESSIONS)
+    const total = perSession * SESSIONS
+    const event = (sessionId: string, i: number) =>
+      NodeProtocol.SessionEvent.make({
+        sessionId: sessionId as never,
+        nodeSeq: i + 1,
+        promptEpoch: 1,
+        event: { type: "text", text: `chunk ${i} ${"x".repeat(80)}` }
+      })
+    const persisted = sql<{ n: string }>`SELECT count(*) AS n FROM session_events WHERE session_id IN ${sql.in(ids)}`
+
+    const started = Date.now()
+    yield* Effect.forEach(
+      ids,
+      (sessionId) =>
+        Effect.forEach(
+          Array.from({ length: perSession }, (_, i) => i),
+          (i) => Publish.publish(Subjects.agentReport(nodeId, "session.event", sessionId), event(sessionId, i)),
+          { discard: true }
+        ),
+      { concurrency: "unbounded", discard: true }
+    ).pipe(Effect.provideService(Nats, nodeNats))
+    const published = Date.now() - started
+    while (Number((yield* persisted)[0]?.n) < total) yield* Effect.sleep(50)
+    const elapsed = Date.now() - started
+
+    const { nc } = yield* Nats
+    let received = 0
+    const sub = nc.subscribe(Subjects.pty(nodeId, "bench", "out"), { callback: () => void received++ })
+    yield* Effect.promise(() => nc.flush())
+    const payload = encode(event(ids[0] ?? "", 0))
+    const rawStart = Date.now()
+    for (let i = 0; i < total; i++) nodeNats.nc.publish(Subjects.pty(nodeId, "bench", "out"), payload)
+    while (received < total) yield* Effect.sleep(5)
+    const rawElapsed = Math.max(1, Date.now() - rawStart)
+    sub.unsubscribe()
+
+    const ours = (total / elapsed) * 1000
+    const raw = (total / rawElapsed) * 1000
+    const section = [
+      "## Session reports",
+      "",
+      `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/sessions.ts ${N} ${SESSIONS}\``,
+      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+      `${total} \`session.event\` reports over ${SESSIONS} sessions, published by a node with its own credentials as fast as`,
+      "JetStream acknowledges them; the time runs until the last one is in the transcript. Each report: SAM_AGENT →",
+      "ingress (subject check) → SAM_CMD → session actor (one transaction: inbox, seq, transcript row, outbox event,",
+      "fence) + KV snapshot lastSeq (compare-and-set) → domain event on SAM_EVT.",
+      "",
+      "| path | events/s | total ms |",
+      "|---|---:|---:|",
+      `| node → ingress → session actor → Postgres + KV | ${ours.toFixed(0)} | ${elapsed} |`,
+      `| raw core NATS publish → subscribe, same payloads | ${raw.toFixed(0)} | ${rawElapsed} |`,
+      "",
+      `Publishing alone took ${published} ms. Ratio session path/raw: ${(ours / raw).toFixed(3)}.`,
+      ""
+    ].join("\n")
+    process.stdout.write(`${section}\n`)
+    const file = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
+    const current = yield* Effect.promise(() => readFile(file, "utf8").catch(() => "# Benchmarks\n"))
+    const start = current.indexOf("## Session reports")
+    const end = start < 0 ? -1 : current.indexOf("\n## ", start + 1)
+    const updated =
+      start < 0
+        ? `${current.trimEnd()}\n\n${section}`
+        : `${current.slice(0, start)}${section}${end < 0 ? "" : current.slice(end + 1)}`
+    yield* Effect.promise(() => writeFile(file, updated))
+  }).pipe(Effect.scoped)
+
+const running = await startTestStack()
+try {
+  const env = Layer.merge(
+    natsLayer({ servers: running.stack.natsUrl, creds: running.stack.controlPlaneCreds, name: "bench" }),
+    Sql.layer(running.stack.databaseUrl, "bench")
+  )
+  await Effect.runPromise(
+    main(running.stack.signing, running.stack.natsUrl).pipe(
+      Effect.provide(env),
+      Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
+    )
+  )
+} finally {
+  await running.close()
+}

@@ -2,8 +2,8 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { Consume, Credentials, Domain, type Envelope, Subjects } from "@sam/bus"
-import { Chunk, Effect, Fiber, Redacted, Ref, Stream } from "effect"
-import { signing, stack, unique } from "./Env.js"
+import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
+import { signing, stack, unique, waitUntil } from "./Env.js"
 
 const root = resolve(import.meta.dirname, "../..")
 
@@ -82,3 +82,52 @@ export const collectReports = (nodeId: string) =>
 export const stopFiber = Fiber.interrupt
 
 export { makeRepo } from "./Repo.js"
+
+export type ReportOf<T extends Report["type"]> = Extract<Report, { type: T }>
+
+/** A predicate on reports of one type, narrowing it. */
+export const is =
+  <T extends Report["type"]>(type: T, where: (r: ReportOf<T>) => boolean = () => true) =>
+  (r: Report): r is ReportOf<T> =>
+    r.type === type && where(r as ReportOf<T>)
+
+/**
+ * Waiting on a node's reports: `waitFor` the first that matches (on a timeout it prints every report
+ * and the vm-agent's own output), and `texts` of one session's events, for asserting on content.
+ */
+export const reportWaiter = (
+  reports: { readonly all: () => Effect.Effect<Array<Report>> },
+  agentOutput: () => string,
+  t0 = Date.now()
+) => ({
+  waitFor: <T extends Report["type"]>(
+    what: string,
+    pick: (r: Report) => r is ReportOf<T>,
+    timeout: Duration.DurationInput = "20 seconds"
+  ) =>
+    waitUntil(what, reports.all().pipe(Effect.map((all) => all.find(pick))), { timeout }).pipe(
+      Effect.tapError(() =>
+        reports
+          .all()
+          .pipe(
+            Effect.flatMap((all) =>
+              Effect.sync(() =>
+                console.log(
+                  `reports:\n${all.map((r) => `${r.type} ${JSON.stringify(r.body).slice(0, 200)}`).join("\n")}\nvm-agent output:\n${agentOutput().slice(-3000)}`
+                )
+              )
+            )
+          )
+      ),
+      Effect.tap(() => Effect.sync(() => console.log(`✓ ${what} at ${Date.now() - t0} ms`)))
+    ),
+  texts: (sessionId: string) =>
+    reports.all().pipe(
+      Effect.map((all) =>
+        all
+          .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+          .map((r) => JSON.stringify(r.body.event))
+          .join("\n")
+      )
+    )
+})

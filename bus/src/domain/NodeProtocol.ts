@@ -11,14 +11,16 @@ import { Activity } from "./SessionState.js"
  * reporting node is dropped and audited.
  */
 
-const EnvVar = z.object({
+/** A runtime environment variable of a workspace. */
+export const EnvVar = z.object({
   name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/),
   value: z.string().max(32_768),
   /** secret values are never logged or reported back */
   secret: z.boolean().default(false)
 })
 
-const RuntimeFile = z.object({
+/** A file written into a workspace at creation: a relative path is inside the checkout, `~/…` in the home. */
+export const RuntimeFile = z.object({
   path: z
     .string()
     .min(1)

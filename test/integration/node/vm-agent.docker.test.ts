@@ -2,26 +2,20 @@ import { rm } from "node:fs/promises"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
 import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
-import { type Duration, Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { afterAll, describe, expect } from "vitest"
 import * as DockerEngine from "../../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../../infra/src/WorkspaceImage.js"
 import { makeDockerRuntime } from "../../../vm-agent/src/runtime/DockerRuntime.js"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { tempDir } from "../../src/TestStack.js"
-import { collectReports, makeRepo, prepareNode, type Report, startVmAgent } from "../../src/VmAgentProcess.js"
+import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
 /**
  * The vm-agent end to end over NATS with the Docker runtime: the workspace is a container of a dockerd of our own
  * and the demo agent runs inside it. Skipped with the reason when no engine can be had (unless SAM_DOCKER_READY=1).
  */
 const { NodeProtocol } = Domain
-type Of<T extends Report["type"]> = Extract<Report, { type: T }>
-
-const is =
-  <T extends Report["type"]>(type: T, where: (r: Of<T>) => boolean = () => true) =>
-  (r: Report): r is Of<T> =>
-    r.type === type && where(r as Of<T>)
 
 const dockerDir = await tempDir("sam-node-docker-")
 const engineScope = Effect.runSync(Scope.make())
@@ -57,36 +51,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           const reports = yield* collectReports(nodeId)
           const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
           const env = { SAM_NODE_RUNTIME: "docker", SAM_DOCKER_SOCKET: socketPath }
-          const waitFor = <T extends Report["type"]>(
-            what: string,
-            pick: (r: Report) => r is Of<T>,
-            timeout: Duration.DurationInput = "20 seconds"
-          ) =>
-            waitUntil(what, reports.all().pipe(Effect.map((all) => all.find(pick))), { timeout }).pipe(
-              Effect.tapError(() =>
-                reports
-                  .all()
-                  .pipe(
-                    Effect.flatMap((all) =>
-                      Effect.sync(() =>
-                        console.log(
-                          `reports:\n${all.map((r) => `${r.type} ${JSON.stringify(r.body).slice(0, 200)}`).join("\n")}\nvm-agent output:\n${agent.output().slice(-3000)}`
-                        )
-                      )
-                    )
-                  )
-              ),
-              Effect.tap(() => Effect.sync(() => console.log(`✓ ${what} at ${Date.now() - t0} ms`)))
-            )
-          const texts = (sessionId: string) =>
-            reports.all().pipe(
-              Effect.map((all) =>
-                all
-                  .filter(is("session.event", (r) => r.body.sessionId === sessionId))
-                  .map((r) => JSON.stringify(r.body.event))
-                  .join("\n")
-              )
-            )
+          const { waitFor, texts } = reportWaiter(reports, () => agent.output(), t0)
 
           /** what the agent said, its text chunks joined */
           const said = (sessionId: string) =>

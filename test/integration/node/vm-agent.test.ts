@@ -2,19 +2,13 @@ import { execFileSync } from "node:child_process"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
 import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
-import { type Duration, Effect } from "effect"
+import { Effect } from "effect"
 import { expect } from "vitest"
-import { natsAdmin, waitUntil } from "../../src/Env.js"
+import { natsAdmin } from "../../src/Env.js"
 import { tempDir } from "../../src/TestStack.js"
-import { collectReports, makeRepo, prepareNode, type Report, startVmAgent } from "../../src/VmAgentProcess.js"
+import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
-type Of<T extends Report["type"]> = Extract<Report, { type: T }>
-
-const is =
-  <T extends Report["type"]>(type: T, where: (r: Of<T>) => boolean = () => true) =>
-  (r: Report): r is Of<T> =>
-    r.type === type && where(r as Of<T>)
 
 layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent on a node", (it) => {
   it.scoped(
@@ -28,37 +22,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         const repo = makeRepo(join(dir, "repo"))
         const reports = yield* collectReports(nodeId)
         const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
-        const waitFor = <T extends Report["type"]>(
-          what: string,
-          pick: (r: Report) => r is Of<T>,
-          timeout: Duration.DurationInput = "20 seconds"
-        ) =>
-          waitUntil(what, reports.all().pipe(Effect.map((all) => all.find(pick))), { timeout }).pipe(
-            // On a timeout, show what the node did say: the reports and its own output.
-            Effect.tapError(() =>
-              reports
-                .all()
-                .pipe(
-                  Effect.flatMap((all) =>
-                    Effect.sync(() =>
-                      console.log(
-                        `reports:\n${all.map((r) => `${r.type} ${JSON.stringify(r.body).slice(0, 200)}`).join("\n")}\nvm-agent output:\n${agent.output().slice(-3000)}`
-                      )
-                    )
-                  )
-                )
-            ),
-            Effect.tap(() => Effect.sync(() => console.log(`✓ ${what} at ${Date.now() - t0} ms`)))
-          )
-        const texts = (sessionId: string) =>
-          reports.all().pipe(
-            Effect.map((all) =>
-              all
-                .filter(is("session.event", (r) => r.body.sessionId === sessionId))
-                .map((r) => JSON.stringify(r.body.event))
-                .join("\n")
-            )
-          )
+        const { waitFor, texts } = reportWaiter(reports, () => agent.output(), t0)
 
         let agent = startVmAgent(nodeId, node)
         yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))

@@ -1,24 +1,11 @@
 import type { Readable, Writable } from "node:stream"
+import { Domain } from "@sam/bus"
 import { Context, Data, type Effect, type Option, type Scope } from "effect"
 import { z } from "zod"
 
-/** Same shape as the bus's `workspace.create` env entries: secret values are never logged. */
-export const EnvVar = z.object({
-  name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/),
-  value: z.string().max(32_768),
-  secret: z.boolean().default(false)
-})
-
-/** A relative path is inside the repository checkout, `~/…` in the home directory, else absolute. */
-export const RuntimeFile = z.object({
-  path: z
-    .string()
-    .min(1)
-    .max(512)
-    .refine((p) => !p.split("/").includes(".."), "no .. in runtime file paths"),
-  content: z.string().max(1_048_576),
-  mode: z.number().int().min(0).max(0o777).optional()
-})
+/** The bus's `workspace.create` shapes: one definition for what crosses the wire and what the runtime takes. */
+export const EnvVar = Domain.NodeProtocol.EnvVar
+export const RuntimeFile = Domain.NodeProtocol.RuntimeFile
 
 export const WorkspaceSpec = z.object({
   workspaceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/),

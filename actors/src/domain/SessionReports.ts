@@ -1,4 +1,4 @@
-import { Domain, type Envelope, type EnvelopeOf } from "@sam/bus"
+import { Domain, type Envelope, type EnvelopeOf, Subjects } from "@sam/bus"
 import type { Duration } from "effect"
 import { Effect } from "effect"
 import * as Actor from "../ActorKind.js"
@@ -67,7 +67,8 @@ export const report = (
     const reason = row === null ? "unknown_session" : "session_not_on_node"
     const dropped: Ledger.DroppedReport = {
       nodeId,
-      subject: null,
+      // the subject as the vm-agent publishes it; the ingress refused one naming another entity
+      subject: Subjects.agentReport(nodeId, report.type, report.body.sessionId),
       type: report.type,
       entityId: report.body.sessionId,
       messageId: command.id,

@@ -79,6 +79,7 @@ describe("callback scoping: a node reports only on what the ledger places on it"
             messageId: forgedIdle.id
           })
         ])
+        expect(audit[0]?.subject).toBe(`sam.agent.${b.nodeId}.rpt.session.event.${sessionId}`)
         expect(yield* transcriptOf(sessionId)).toEqual([])
         expect(yield* snapshotOf(sessionId)).toEqual(before)
         expect(yield* sessionRow(sessionId)).toMatchObject({ status: "active", lastSeq: "0" })

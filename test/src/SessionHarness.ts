@@ -166,6 +166,9 @@ export const fakeNode = (nodeId: NodeId) =>
           nats.js.publish(Subjects.agentReport(nodeId, envelope.type, entityId), encode(envelope))
         ).pipe(Effect.asVoid)
       )
+    /** publish arbitrary bytes on one of this node's report subjects */
+    const publishBytes = (type: string, data: string | Uint8Array) =>
+      Effect.promise(() => nats.js.publish(Subjects.agentReport(nodeId, type), data)).pipe(Effect.asVoid)
     let nodeSeq = 0
     const event = (sessionId: string, promptEpoch: number, event: { type: string; [k: string]: unknown }) =>
       NodeProtocol.SessionEvent.make({
@@ -199,7 +202,7 @@ export const fakeNode = (nodeId: NodeId) =>
           })
         )
       )
-    return { nodeId, commands, publish, publishRaw, event, activity, heartbeat }
+    return { nodeId, commands, publish, publishRaw, publishBytes, event, activity, heartbeat }
   })
 
 /** The session's snapshot in KV, or undefined. */

@@ -154,4 +154,55 @@ describe("callback scoping: a node reports only on what the ledger places on it"
       }).pipe(Effect.provide(env())),
     60_000
   )
+
+  it.scopedLive(
+    "a malformed report is audited and the ingress carries on",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url)
+        const { projectId, place } = yield* placement
+        const a = yield* place()
+        const node = yield* fakeNode(a.nodeId)
+        const sessionId = makeId("sess")
+        yield* Actors.ask(
+          session,
+          sessionId,
+          ControlProtocol.SessionOpen.make({
+            sessionId,
+            projectId,
+            workspaceId: a.workspaceId,
+            nodeId: a.nodeId,
+            agent: "demo",
+            mode: "task",
+            prompt: "hello"
+          })
+        )
+        yield* node.publishBytes("session.event", "{not json")
+        yield* node.publishBytes(
+          "session.event",
+          JSON.stringify({ ...node.event(sessionId, 1, { type: "text" }), body: { sessionId } })
+        )
+        yield* node.publishBytes(
+          "nonsense",
+          JSON.stringify({ id: makeId("msg"), type: "nonsense", at: new Date().toISOString(), body: {} })
+        )
+        yield* node.publish(node.event(sessionId, 1, { type: "text", text: "fine" }), sessionId)
+        yield* waitUntil(
+          "the good report applied",
+          transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length === 1 ? rows : undefined)))
+        )
+        const sql = yield* SqlClient.SqlClient
+        const rows = yield* waitUntil(
+          "the malformed reports audited",
+          sql<{ type: string; reason: string }>`
+          SELECT type, reason FROM dropped_reports WHERE node_id = ${a.nodeId} ORDER BY id`.pipe(
+            Effect.map((rows) => (rows.length >= 3 ? rows : undefined))
+          )
+        )
+        expect(rows.map((r) => r.type)).toEqual(["not-json", "bad-body", "unknown-type"])
+        for (const row of rows) expect(row.reason).toMatch(/^malformed: /)
+        expect((yield* transcriptOf(sessionId))[0]).toMatchObject({ seq: 1, payload: { text: "fine" } })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
 })

@@ -12,11 +12,18 @@ const { NodeProtocol } = Domain
 export const makeReporter = Effect.fn("VmAgent.reporter")(function* (nodeId: string) {
   const nats = yield* Nats
   const send = <T extends string, S extends z.ZodType>(def: MessageDef<T, S>, body: z.input<S>, id?: string) =>
-    Effect.suspend(() => Publish.publish(Subjects.agentReport(nodeId, def.type, id), def.make(body))).pipe(
-      Effect.provideService(Nats, nats),
-      Effect.retry(Schedule.exponential("100 millis", 2).pipe(Schedule.upTo("60 seconds"))),
-      Effect.tapError((error) => Effect.logError(`report ${def.type} lost: ${error.message}`)),
-      Effect.ignore,
+    // The envelope is built once: every retry carries the same id, so a publish whose ack was lost
+    // and is then retried is stored once (Nats-Msg-Id) and applied once.
+    Effect.try(() => def.make(body)).pipe(
+      Effect.orDie,
+      Effect.flatMap((envelope) =>
+        Publish.publish(Subjects.agentReport(nodeId, def.type, id), envelope).pipe(
+          Effect.provideService(Nats, nats),
+          Effect.retry(Schedule.exponential("100 millis", 2).pipe(Schedule.upTo("60 seconds"))),
+          Effect.tapError((error) => Effect.logError(`report ${def.type} lost: ${error.message}`)),
+          Effect.ignore
+        )
+      ),
       Effect.catchAllDefect((defect) => Effect.logError(`report ${def.type} could not be built`, defect))
     )
   const rejected = (body: z.input<typeof NodeProtocol.CommandRejected.body>) =>

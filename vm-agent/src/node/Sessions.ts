@@ -25,6 +25,8 @@ interface Live {
   record: SessionRecord
   readonly turns: Effect.Semaphore
   prompting: boolean
+  /** the epoch of the turn running (or last run): its reports carry it, not a newer prompt's */
+  turnEpoch: number
 }
 
 export interface SessionsDeps {
@@ -49,11 +51,12 @@ export const makeSessions = (deps: SessionsDeps) => {
 
   const report = (
     record: SessionRecord,
-    body: Omit<Parameters<typeof NodeProtocol.SessionActivity.make>[0], "sessionId" | "observedAt" | "promptEpoch">
+    body: Omit<Parameters<typeof NodeProtocol.SessionActivity.make>[0], "sessionId" | "observedAt" | "promptEpoch">,
+    epoch?: number
   ) =>
     deps.reporter.send(
       NodeProtocol.SessionActivity,
-      { sessionId: record.sessionId, promptEpoch: record.promptEpoch, observedAt: now(), ...body },
+      { sessionId: record.sessionId, promptEpoch: epoch ?? record.promptEpoch, observedAt: now(), ...body },
       record.sessionId
     )
 
@@ -63,7 +66,7 @@ export const makeSessions = (deps: SessionsDeps) => {
       const done = yield* Deferred.make<void>()
       yield* Queue.offer(
         entry.outbox,
-        report(entry.record, body).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
+        report(entry.record, body, entry.turnEpoch).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
       )
       yield* Deferred.await(done)
     })
@@ -102,7 +105,12 @@ export const makeSessions = (deps: SessionsDeps) => {
           else entry.record = next
           yield* deps.reporter.send(
             NodeProtocol.SessionEvent,
-            { sessionId: record.sessionId, nodeSeq: seq, promptEpoch: next.promptEpoch, event: body },
+            {
+              sessionId: record.sessionId,
+              nodeSeq: seq,
+              promptEpoch: entry.current?.turnEpoch ?? next.promptEpoch,
+              event: body
+            },
             record.sessionId
           )
           if (event.type === "agent-started" || event.type === "failed") yield* deps.records.save(next)
@@ -140,7 +148,15 @@ export const makeSessions = (deps: SessionsDeps) => {
           Effect.mapError((e): Rejection => ({ code: "unavailable", message: `agent did not start: ${e.message}` }))
         )
       const turns = yield* Effect.makeSemaphore(1)
-      entry.current = { outbox, session, scope, record: entry.record, turns, prompting: false }
+      entry.current = {
+        outbox,
+        session,
+        scope,
+        record: entry.record,
+        turns,
+        prompting: false,
+        turnEpoch: entry.record.promptEpoch
+      }
       live.set(record.sessionId, entry.current)
       yield* Queue.take(outbox).pipe(
         Effect.flatten,
@@ -151,16 +167,17 @@ export const makeSessions = (deps: SessionsDeps) => {
       return entry.current
     })
 
-  const runTurn = (entry: Live, text: string) =>
-    turn(entry, text).pipe(
+  const runTurn = (entry: Live, text: string, epoch: number) =>
+    turn(entry, text, epoch).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`turn of ${entry.record.sessionId} failed: ${Cause.pretty(cause)}`)
       )
     )
 
-  const turn = (entry: Live, text: string) =>
+  const turn = (entry: Live, text: string, epoch: number) =>
     entry.turns.withPermits(1)(
       Effect.gen(function* () {
+        entry.turnEpoch = epoch
         const record = entry.record
         entry.prompting = true
         yield* activity(entry, { activity: "prompting" })
@@ -221,7 +238,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         }
         const entry = yield* open(record)
         yield* deps.records.save(entry.record)
-        yield* Effect.forkIn(runTurn(entry, body.prompt), deps.scope)
+        yield* Effect.forkIn(runTurn(entry, body.prompt, entry.record.promptEpoch), deps.scope)
       }),
     prompt: (record: SessionRecord | undefined, text: string, epoch: number) =>
       Effect.gen(function* () {
@@ -233,7 +250,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         if (epoch <= entry.record.promptEpoch) return
         entry.record = { ...entry.record, promptEpoch: epoch }
         yield* deps.records.save(entry.record)
-        yield* Effect.forkIn(runTurn(entry, text), deps.scope)
+        yield* Effect.forkIn(runTurn(entry, text, epoch), deps.scope)
       }),
     cancel: (sessionId: string) =>
       Effect.gen(function* () {

@@ -298,6 +298,32 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
       })
     }
     case "session.fail": {
+      const unopened = command.body.unopened
+      if (row === null && unopened !== undefined) {
+        // The task failed before this session was opened: record it, failed, with its event.
+        return fail(
+          {
+            id: command.body.sessionId,
+            projectId: unopened.projectId,
+            workspaceId: unopened.workspaceId,
+            taskId: unopened.taskId,
+            nodeId: unopened.nodeId,
+            agent: unopened.agent,
+            mode: unopened.mode,
+            status: "active",
+            acpSessionId: null,
+            promptEpoch: 0,
+            lastSeq: 0,
+            errorReason: null,
+            runningReportedAt: null,
+            lastEvidenceAt: null,
+            endedAt: null,
+            version: 0
+          },
+          command.body.reason,
+          {}
+        )
+      }
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
       // Idempotent: a session that already ended keeps how it ended.
       if (row.status === "failed" || row.status === "stopped") {

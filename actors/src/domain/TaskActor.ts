@@ -89,18 +89,40 @@ const withStatus = (state: State, task: Row, to: Status, reason: string): State 
 
 const step = (task: Row, next: Step): Row => ({ ...task, executionStep: advanceStep(task.executionStep, next) })
 
-/** Fail the task with the step and reason, fail its session with it, and stop its timer. */
+/**
+ * Fail the task with the step and reason, fail its session with it (recording one, failed, when the
+ * task never got as far as opening it), and stop its timer.
+ */
 const fail = (state: State, task: Row, reason: string): Reaction => {
-  const failed = withStatus(state, { ...task, errorStep: task.executionStep, errorReason: reason }, "failed", reason)
+  const sessionId = task.sessionId ?? (task.workspaceId === null ? null : makeId("sess"))
+  const failed = withStatus(
+    state,
+    { ...task, sessionId, errorStep: task.executionStep, errorReason: reason },
+    "failed",
+    reason
+  )
   if (failed === undefined || failed.task === null) return { state }
+  const unopened =
+    task.sessionId === null && task.workspaceId !== null
+      ? {
+          unopened: {
+            projectId: task.projectId as never,
+            taskId: task.id as never,
+            workspaceId: task.workspaceId as never,
+            nodeId: task.nodeId as never,
+            agent: task.agent,
+            mode: task.mode
+          }
+        }
+      : {}
   return {
     state: failed,
     events: [statusEvent(failed.task)],
     timers: [Actor.Timer.cancel("step")],
     send:
-      task.sessionId === null
+      sessionId === null
         ? []
-        : [Actor.to(SessionRef, task.sessionId, C.SessionFail.make({ sessionId: task.sessionId as never, reason }))]
+        : [Actor.to(SessionRef, sessionId, C.SessionFail.make({ sessionId: sessionId as never, reason, ...unopened }))]
   }
 }
 

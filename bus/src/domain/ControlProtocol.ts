@@ -112,7 +112,24 @@ export const SessionStopCommand = defineMessage(
 /** from the task actor when the task fails: the session fails with it (event `session.failed`) */
 export const SessionFail = defineMessage(
   "session.fail",
-  z.object({ sessionId: SessionId, reason: z.string().max(4096) }),
+  z.object({
+    sessionId: SessionId,
+    reason: z.string().max(4096),
+    /**
+     * For a task that failed before its session was opened (its workspace never came up): the
+     * session is recorded as failed with this context, so the task still has a failed session.
+     */
+    unopened: z
+      .object({
+        projectId: ProjectId,
+        taskId: TaskId,
+        workspaceId: WorkspaceId,
+        nodeId: NodeId.nullable(),
+        agent: AgentKind,
+        mode: TaskMode
+      })
+      .optional()
+  }),
   { durable: true }
 )
 /** from the ingress */

@@ -2,6 +2,7 @@ import { Effect, Layer } from "effect"
 import { SessionRef, TaskRef } from "./domain/Kinds.js"
 import { NodeKind } from "./domain/NodeActor.js"
 import { makeHeartbeatThrottle, nodeReportRoutes } from "./domain/NodeRoutes.js"
+import { ProjectKind } from "./domain/ProjectActor.js"
 import { runProvisioner } from "./domain/Provisioner.js"
 import * as ReportIngress from "./domain/ReportIngress.js"
 import * as SessionActor from "./domain/SessionActor.js"
@@ -15,15 +16,15 @@ export interface ControlPlaneOptions {
 }
 
 /**
- * The control plane in the current scope: the actor runtime with the task, node, workspace and
- * session kinds; the report ingress (reports → actors, heartbeats → KV and the node actor); the
+ * The control plane in the current scope: the actor runtime with the project, task, node, workspace
+ * and session kinds; the report ingress (reports → actors, heartbeats → KV and the node actor); the
  * provisioner (node requests → the provider). Several instances may run against one NATS and one
  * Postgres: the runtime shares the shards through its leases.
  */
 export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlaneOptions = {}) {
   // Every reference to a kind (Kinds.ts) must agree with the kind's own name and shard count.
   const session = yield* SessionActor.make({ task: TaskRef, shards: SessionRef.shards, ...options.session })
-  const runtime = yield* ActorRuntime.make([TaskKind, NodeKind, WorkspaceKind, session], options.runtime)
+  const runtime = yield* ActorRuntime.make([ProjectKind, TaskKind, NodeKind, WorkspaceKind, session], options.runtime)
   yield* ReportIngress.run({
     routes: { ...ReportIngress.sessionRoutes(session), ...nodeReportRoutes },
     onHeartbeat: makeHeartbeatThrottle()

@@ -1,8 +1,8 @@
 import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
-import { makeId, natsLayer } from "@sam/bus"
+import { Actors, ControlPlane } from "@sam/actors"
+import { Domain, makeId, natsLayer } from "@sam/bus"
 import { Sql } from "@sam/sql"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import * as LocalClient from "./LocalClient.js"
@@ -92,8 +92,13 @@ const project = (args: ReadonlyArray<string>) =>
       }
       const id = makeId("proj")
       const name = flag(args, "--name") ?? repo.split("/").filter(Boolean).pop() ?? "project"
-      yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${id}, ${owner}, ${name}, ${repo})`
-      yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${id}, ${owner}, 'owner')`
+      const create = yield* Effect.try({
+        try: () =>
+          Domain.ControlProtocol.ProjectCreate.make({ projectId: id, ownerId: owner as never, name, repoUrl: repo }),
+        catch: (e) =>
+          new StackError({ step: "project", message: `invalid project: ${e instanceof Error ? e.message : e}` })
+      })
+      yield* Actors.ask(ControlPlane.ProjectRef, id, create)
       yield* Effect.sync(() => process.stdout.write(`${id}\n`))
     })
   )

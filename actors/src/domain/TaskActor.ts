@@ -87,6 +87,12 @@ const withStatus = (state: State, task: Row, to: Status, reason: string): State 
   }
 }
 
+/** The refusal of an illegal move, naming the allowed ones. */
+const refusal = (from: Status, to: Status) => {
+  const t = taskTransition(from, to)
+  return t._tag === "Refused" ? t.message : `the task is already ${from}`
+}
+
 const step = (task: Row, next: Step): Row => ({ ...task, executionStep: advanceStep(task.executionStep, next) })
 
 /**
@@ -353,7 +359,7 @@ export const TaskKind = Actor.make({
         if (cancelled === undefined) {
           return Effect.succeed({
             state,
-            reply: { ok: false, code: "invalid", message: `a ${task.status} task cannot be cancelled` }
+            reply: { ok: false, code: "invalid_transition", message: refusal(task.status, "cancelled") }
           })
         }
         return Effect.succeed({
@@ -383,7 +389,7 @@ export const TaskKind = Actor.make({
         if (ready === undefined || task.status === "ready") {
           return Effect.succeed({
             state,
-            reply: { ok: false, code: "invalid", message: `a ${task.status} task cannot be retried` }
+            reply: { ok: false, code: "invalid_transition", message: refusal(task.status, "ready") }
           })
         }
         const queued = withStatus(ready, { ...ready.task!, executionStep: "node_selection" }, "queued", "retry")!

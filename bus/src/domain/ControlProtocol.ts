@@ -20,6 +20,24 @@ import { ExecutionStep } from "./States.js"
  * does not place on that node.
  */
 
+// ── project (kind "project", id proj_…) ────────────────────────────────────────────────────
+export const ProjectCreate = defineMessage(
+  "project.create",
+  z.object({
+    projectId: ProjectId,
+    ownerId: UserId,
+    name: z.string().trim().min(1).max(200),
+    /** any Git URL or path the nodes can reach (a local path or file:// URL on this machine) */
+    repoUrl: z.string().trim().min(1).max(2048),
+    defaultBranch: z
+      .string()
+      .regex(/^[A-Za-z0-9._/-]{1,255}$/)
+      .default("main")
+  }),
+  { durable: true }
+)
+export const projectCommands = registry(ProjectCreate)
+
 // ── task (kind "task", id task_…) ──────────────────────────────────────────────────────────
 export const TaskSubmit = defineMessage(
   "task.submit",

@@ -151,6 +151,25 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { projectId, userId } = yield* seedProject()
+      // A project through its actor: created once; the same create again says so and changes nothing.
+      const projectCreate = C.ProjectCreate.make({
+        projectId: makeId("proj"),
+        ownerId: userId as never,
+        name: "by actor",
+        repoUrl: "/srv/repo"
+      })
+      expect(yield* Actors.ask(ControlPlane.ProjectRef, projectCreate.body.projectId, projectCreate)).toMatchObject({
+        reply: { ok: true }
+      })
+      const again2 = C.ProjectCreate.make({ ...projectCreate.body, name: "renamed" })
+      expect(yield* Actors.ask(ControlPlane.ProjectRef, again2.body.projectId, again2)).toMatchObject({
+        reply: { ok: true, duplicate: true }
+      })
+      const named = yield* sql<{ name: string; members: number }>`
+        SELECT name, (SELECT count(*)::int FROM project_members m WHERE m.project_id = p.id) AS members
+        FROM projects p WHERE id = ${projectCreate.body.projectId}`
+      expect(named[0]).toEqual({ name: "by actor", members: 1 })
+
       const unknown = makeId("task")
       const cancelUnknown = yield* Actors.ask(ControlPlane.TaskRef, unknown, C.TaskCancel.make({ taskId: unknown }))
       expect(cancelUnknown).toMatchObject({ reply: { ok: false, code: "not_found" } })
@@ -169,7 +188,13 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
       expect(prompt[0]?.prompt).toBe("say once")
 
       const cancelDone = yield* Actors.ask(ControlPlane.TaskRef, taskId, C.TaskCancel.make({ taskId }))
-      expect(cancelDone).toMatchObject({ reply: { ok: false, code: "invalid" } })
+      expect(cancelDone).toMatchObject({
+        reply: {
+          ok: false,
+          code: "invalid_transition",
+          message: "invalid task transition completed → cancelled; allowed from completed: none"
+        }
+      })
       expect((yield* taskRow(taskId))?.status).toBe("completed")
     })
   )

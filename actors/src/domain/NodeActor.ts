@@ -103,7 +103,9 @@ export const NodeKind = Actor.make({
         : []
     switch (command.type) {
       case "node.provision": {
-        if (row.providerRequestId !== null) return Effect.succeed({ state })
+        // Asked once; asked again only by a retry while the node is still not up (providers are idempotent).
+        const again = command.body.retry !== undefined && row.status === "provisioning" && row.agentReadyAt === null
+        if (row.providerRequestId !== null && !again) return Effect.succeed({ state })
         const next: Row = { ...row, providerRequestId: command.id }
         return Effect.succeed({
           state: { ...state, row: next },

@@ -74,8 +74,15 @@ const statusEvent = (t: Row) =>
     })
   )
 
-const stepTimer = (t: Row, step: Step) =>
-  Actor.Timer.set("step", stepTimeoutMs(), C.TaskStepTimeout.make({ taskId: t.id as never, step, attempt: 0 }))
+/** A step that times out is retried this many times, each wait twice the last, before the task fails. */
+export const STEP_RETRIES = 2
+
+const stepTimer = (t: Row, step: Step, attempt = 0) =>
+  Actor.Timer.set(
+    "step",
+    stepTimeoutMs() * 2 ** attempt,
+    C.TaskStepTimeout.make({ taskId: t.id as never, step, attempt })
+  )
 
 const withStatus = (state: State, task: Row, to: Status, reason: string): State | undefined => {
   const t = taskTransition(task.status, to)
@@ -352,7 +359,32 @@ export const TaskKind = Actor.make({
       }
       case "task.step-timeout": {
         if (terminal || task.executionStep !== command.body.step) return Effect.succeed({ state })
-        return Effect.succeed(fail(state, task, `timed out in step ${command.body.step}`))
+        const attempt = command.body.attempt
+        if (attempt >= STEP_RETRIES) {
+          return Effect.succeed(
+            fail(state, task, `timed out in step ${command.body.step} after ${attempt + 1} attempts`)
+          )
+        }
+        // Retry with backoff: wait again, twice as long; a node still being provisioned is asked for again
+        // (every step's command is idempotent, so re-sending it is safe).
+        return Effect.succeed({
+          state,
+          timers: [stepTimer(task, command.body.step, attempt + 1)],
+          send:
+            command.body.step === "node_provisioning" && task.nodeId !== null
+              ? [
+                  Actor.to(
+                    NodeRef,
+                    task.nodeId,
+                    C.NodeProvision.make({
+                      nodeId: task.nodeId as never,
+                      requestedBy: task.id as never,
+                      retry: attempt + 1
+                    })
+                  )
+                ]
+              : []
+        })
       }
       case "task.cancel": {
         const cancelled = withStatus(state, task, "cancelled", command.body.reason ?? "cancelled by the user")

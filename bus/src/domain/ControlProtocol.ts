@@ -169,7 +169,13 @@ export const SessionHeal = defineMessage("session.heal", z.object({ sessionId: S
 /** from a task that found no ready node: create one with the default provider */
 export const NodeProvision = defineMessage(
   "node.provision",
-  z.object({ nodeId: NodeId, provider: z.enum(["local"]).default("local"), requestedBy: TaskId.optional() }),
+  z.object({
+    nodeId: NodeId,
+    provider: z.enum(["local"]).default("local"),
+    requestedBy: TaskId.optional(),
+    /** a task's retry after the node did not become ready in time: ask the provider again */
+    retry: z.number().int().positive().optional()
+  }),
   { durable: true }
 )
 /** from the ingress: the node's `node.ready` report */

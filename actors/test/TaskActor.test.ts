@@ -1,0 +1,78 @@
+import { Domain, makeId } from "@sam/bus"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
+import { STEP_RETRIES, stepTimeoutMs, TaskKind } from "../src/domain/TaskActor.js"
+
+const { ControlProtocol: C } = Domain
+
+const waitingForNode = () => {
+  const taskId = makeId("task")
+  const nodeId = makeId("node")
+  return {
+    taskId,
+    nodeId,
+    state: {
+      task: {
+        id: taskId,
+        projectId: makeId("proj"),
+        createdBy: makeId("user"),
+        prompt: "say hi",
+        agent: "demo",
+        mode: "task",
+        status: "queued",
+        executionStep: "node_provisioning",
+        errorStep: null,
+        errorReason: null,
+        nodeId,
+        workspaceId: makeId("ws"),
+        sessionId: null,
+        branch: null,
+        commitSha: null
+      },
+      candidate: null,
+      transitions: []
+    }
+  }
+}
+
+const handle = (state: unknown, command: ReturnType<typeof C.TaskStepTimeout.make>) =>
+  Effect.runPromise(
+    TaskKind.handle(state, command, {
+      kind: "task",
+      id: "x",
+      subject: "s",
+      streamSequence: 1,
+      attempt: 1
+    }) as unknown as Effect.Effect<{
+      state: { task: { status: string; errorReason: string | null; errorStep: string | null } }
+      timers?: Array<{ _tag: string; at?: Date; command?: { body: { attempt: number } } }>
+      send?: Array<{ subject: string; envelope: { type: string; body: { retry?: number } } }>
+    }>
+  )
+
+describe("task step timeouts", () => {
+  it("retry with backoff, asking for the node again, before they fail the task", async () => {
+    const { taskId, state } = waitingForNode()
+    const first = await handle(state, C.TaskStepTimeout.make({ taskId, step: "node_provisioning", attempt: 0 }))
+    expect(first.state.task.status).toBe("queued")
+    const timer = first.timers?.[0]
+    expect(timer?.command?.body.attempt).toBe(1)
+    expect((timer?.at?.getTime() ?? 0) - Date.now()).toBeGreaterThan(stepTimeoutMs() * 2 - 1_000)
+    expect(first.send?.map((s) => [s.envelope.type, s.envelope.body.retry])).toEqual([["node.provision", 1]])
+
+    const last = await handle(
+      state,
+      C.TaskStepTimeout.make({ taskId, step: "node_provisioning", attempt: STEP_RETRIES })
+    )
+    expect(last.state.task).toMatchObject({ status: "failed", errorStep: "node_provisioning" })
+    expect(last.state.task.errorReason).toContain(`after ${STEP_RETRIES + 1} attempts`)
+    expect(last.send?.map((s) => s.envelope.type)).toEqual(["session.fail"])
+  })
+
+  it("for a step the task has left, do nothing", async () => {
+    const { taskId, state } = waitingForNode()
+    const stale = await handle(state, C.TaskStepTimeout.make({ taskId, step: "workspace_dispatch", attempt: 0 }))
+    expect(stale.state).toBe(state)
+    expect(stale.timers ?? []).toEqual([])
+  })
+})

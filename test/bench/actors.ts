@@ -4,9 +4,7 @@
  * + ack, on this machine in the same run. Run: `node --import tsx test/bench/actors.ts [N]`.
  * Prints the figures and rewrites the "Actor runtime" section of docs/benchmarks.md.
  */
-import { readFile, writeFile } from "node:fs/promises"
 import { cpus } from "node:os"
-import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
 import { Actor, ActorRuntime } from "@sam/actors"
@@ -15,6 +13,7 @@ import { Sql } from "@sam/sql"
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import { counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
 import { startTestStack } from "../src/TestStack.js"
+import { writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 5_000)
 const SEQUENTIAL = 300
@@ -182,16 +181,7 @@ const main = Effect.gen(function* () {
     `Throughput ratio runtime/raw (1 instance, burst): ${ratio}.`,
     ""
   ].join("\n")
-  process.stdout.write(`${section}\n`)
-  const file = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
-  const current = yield* Effect.promise(() => readFile(file, "utf8").catch(() => "# Benchmarks\n"))
-  const start = current.indexOf("## Actor runtime")
-  const end = start < 0 ? -1 : current.indexOf("\n## ", start + 1)
-  const updated =
-    start < 0
-      ? `${current.trimEnd()}\n\n${section}`
-      : `${current.slice(0, start)}${section}${end < 0 ? "" : current.slice(end + 1)}`
-  yield* Effect.promise(() => writeFile(file, updated))
+  yield* writeSection("Actor runtime", section)
 })
 
 const running = await startTestStack()

@@ -6,15 +6,14 @@
  * Run: `node --import tsx test/bench/sessions.ts [N] [sessions]`. Rewrites the "Session reports"
  * section of docs/benchmarks.md.
  */
-import { readFile, writeFile } from "node:fs/promises"
 import { cpus } from "node:os"
-import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { ActorRuntime, Actors, ReportIngress, SessionActor } from "@sam/actors"
 import { Credentials, Domain, encode, makeId, Nats, natsLayer, Publish, Subjects } from "@sam/bus"
 import { Migrations, Sql } from "@sam/sql"
 import { Context, Effect, Layer, Logger, LogLevel } from "effect"
 import { startTestStack } from "../src/TestStack.js"
+import { writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 2_000)
 const SESSIONS = Number(process.argv[3] ?? 8)
@@ -129,16 +128,7 @@ const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
       `Publishing alone took ${published} ms. Ratio session path/raw: ${(ours / raw).toFixed(3)}.`,
       ""
     ].join("\n")
-    process.stdout.write(`${section}\n`)
-    const file = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
-    const current = yield* Effect.promise(() => readFile(file, "utf8").catch(() => "# Benchmarks\n"))
-    const start = current.indexOf("## Session reports")
-    const end = start < 0 ? -1 : current.indexOf("\n## ", start + 1)
-    const updated =
-      start < 0
-        ? `${current.trimEnd()}\n\n${section}`
-        : `${current.slice(0, start)}${section}${end < 0 ? "" : current.slice(end + 1)}`
-    yield* Effect.promise(() => writeFile(file, updated))
+    yield* writeSection("Session reports", section)
   }).pipe(Effect.scoped)
 
 const running = await startTestStack()

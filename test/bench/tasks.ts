@@ -6,7 +6,6 @@
  * prompt → first text), the work no system can skip. Run: `node --import tsx test/bench/tasks.ts [N]`.
  * Rewrites the "Tasks" section of docs/benchmarks.md.
  */
-import { readFile, writeFile } from "node:fs/promises"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -21,6 +20,7 @@ import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
 import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack, tempDir } from "../src/TestStack.js"
+import { writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 10)
 const { ControlProtocol: C, SessionEvents: E } = Domain
@@ -160,16 +160,7 @@ const program = Effect.gen(function* () {
     "the report ingress back.",
     ""
   ].join("\n")
-  process.stdout.write(`${section}\n`)
-  const path = join(import.meta.dirname, "../../docs/benchmarks.md")
-  const doc = yield* Effect.promise(() => readFile(path, "utf8").catch(() => "# Benchmarks\n"))
-  const start = doc.indexOf("## Tasks")
-  const end = start < 0 ? -1 : doc.indexOf("\n## ", start + 1)
-  const next =
-    start < 0
-      ? `${doc.trimEnd()}\n\n${section}`
-      : `${doc.slice(0, start)}${section}${end < 0 ? "" : doc.slice(end + 1)}`
-  yield* Effect.promise(() => writeFile(path, next))
+  yield* writeSection("Tasks", section)
 })
 
 program.pipe(Effect.scoped, Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)), Effect.runPromise).then(

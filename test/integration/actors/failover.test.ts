@@ -126,7 +126,9 @@ describe("actor runtime failover (instances in child processes)", () => {
         yield* waitUntil(
           "the other worker took every shard",
           Effect.sync(() => b.owned().size === SHARDS),
-          TTL_MS + 10_000,
+          // What this test proves is the fence, not the takeover time (the kill -9 test bounds that):
+          // room for a machine so loaded that the survivor's own lease ticks run late.
+          TTL_MS + 25_000,
           20
         )
         console.log(`takeover from a frozen owner: ${Date.now() - stoppedAt} ms`)

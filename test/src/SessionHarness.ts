@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Actor, ActorRuntime, ReportIngress, SessionActor } from "@sam/actors"
+import { Actor, ActorRuntime, Actors, ReportIngress, SessionActor } from "@sam/actors"
 import {
   Consume,
   Credentials,
@@ -230,3 +230,34 @@ export const sessionRow = (sessionId: string) =>
   })
 
 export { Actor, ActorRuntime }
+
+export interface OpenInput {
+  readonly projectId: string
+  readonly nodeId: string
+  readonly workspaceId: string
+  readonly taskId?: string
+  readonly mode?: "task" | "conversation"
+  /** an id of the caller's; a fresh one when absent */
+  readonly sessionId?: string
+}
+
+/** Open a demo-agent session on a placed workspace; returns its id and the actor's answer. */
+export const openSession = (session: Pick<Actor.AnyActorKind, "name" | "shards">, input: OpenInput) =>
+  Effect.gen(function* () {
+    const sessionId = input.sessionId ?? makeId("sess")
+    const reply = yield* Actors.ask(
+      session,
+      sessionId,
+      Domain.ControlProtocol.SessionOpen.make({
+        sessionId: sessionId as never,
+        projectId: input.projectId as never,
+        workspaceId: input.workspaceId as never,
+        nodeId: input.nodeId as never,
+        ...(input.taskId === undefined ? {} : { taskId: input.taskId as never }),
+        agent: "demo",
+        mode: input.mode ?? "conversation",
+        prompt: "hello"
+      })
+    )
+    return { sessionId, reply }
+  })

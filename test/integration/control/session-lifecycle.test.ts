@@ -7,6 +7,8 @@ import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
 import {
   collect,
   fakeNode,
+  type OpenInput,
+  openSession,
   placement,
   sessionDatabase,
   sessionRow,
@@ -23,29 +25,13 @@ beforeAll(async () => {
 })
 const env = () => Layer.merge(natsAdmin("session-lifecycle"), sqlLayer(url))
 
-const openOn = (
-  session: Actor.AnyActorKind,
-  input: { projectId: string; nodeId: string; workspaceId: string; taskId?: string; mode?: "task" | "conversation" }
-) =>
-  Effect.gen(function* () {
-    const sessionId = makeId("sess")
-    const reply = yield* Actors.ask(
-      session,
-      sessionId,
-      ControlProtocol.SessionOpen.make({
-        sessionId,
-        projectId: input.projectId as never,
-        workspaceId: input.workspaceId as never,
-        nodeId: input.nodeId as never,
-        ...(input.taskId === undefined ? {} : { taskId: input.taskId as never }),
-        agent: "demo",
-        mode: input.mode ?? "conversation",
-        prompt: "hello"
-      })
-    )
-    expect(reply.outcome).toBe("applied")
-    return sessionId
-  })
+const openOn = (session: Actor.AnyActorKind, input: OpenInput) =>
+  openSession(session, input).pipe(
+    Effect.map(({ sessionId, reply }) => {
+      expect(reply.outcome).toBe("applied")
+      return sessionId
+    })
+  )
 
 describe("session actor: failure, refusals, the healer", () => {
   it.scopedLive(

@@ -1,12 +1,12 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Actors } from "@sam/actors"
 import { Domain, makeId } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
 import {
   fakeNode,
+  openSession,
   placement,
   sessionDatabase,
   sessionRow,
@@ -15,7 +15,7 @@ import {
   transcriptOf
 } from "../../src/SessionHarness.js"
 
-const { ControlProtocol, NodeProtocol } = Domain
+const { NodeProtocol } = Domain
 
 let url: Redacted.Redacted<string>
 beforeAll(async () => {
@@ -42,19 +42,13 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         const nodeA = yield* fakeNode(a.nodeId)
         const nodeB = yield* fakeNode(b.nodeId)
         const sessionId = makeId("sess")
-        yield* Actors.ask(
-          session,
-          sessionId,
-          ControlProtocol.SessionOpen.make({
-            sessionId,
-            projectId,
-            workspaceId: a.workspaceId,
-            nodeId: a.nodeId,
-            agent: "demo",
-            mode: "task",
-            prompt: "hello"
-          })
-        )
+        yield* openSession(session, {
+          projectId,
+          workspaceId: a.workspaceId,
+          nodeId: a.nodeId,
+          mode: "task",
+          sessionId
+        })
         const before = yield* snapshotOf(sessionId)
         // Node B (its own credentials, its own subject) claims A's session said things and went idle.
         const forgedEvent = nodeB.event(sessionId, 1, { type: "text", text: "not from A" })
@@ -114,19 +108,13 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         const b = yield* place()
         const nodeB = yield* fakeNode(b.nodeId)
         const sessionId = makeId("sess")
-        yield* Actors.ask(
-          session,
-          sessionId,
-          ControlProtocol.SessionOpen.make({
-            sessionId,
-            projectId,
-            workspaceId: a.workspaceId,
-            nodeId: a.nodeId,
-            agent: "demo",
-            mode: "task",
-            prompt: "hello"
-          })
-        )
+        yield* openSession(session, {
+          projectId,
+          workspaceId: a.workspaceId,
+          nodeId: a.nodeId,
+          mode: "task",
+          sessionId
+        })
         // B says, on its own subject, that it is A being ready.
         const ready = NodeProtocol.NodeReady.make({
           nodeId: a.nodeId,
@@ -164,19 +152,13 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         const a = yield* place()
         const node = yield* fakeNode(a.nodeId)
         const sessionId = makeId("sess")
-        yield* Actors.ask(
-          session,
-          sessionId,
-          ControlProtocol.SessionOpen.make({
-            sessionId,
-            projectId,
-            workspaceId: a.workspaceId,
-            nodeId: a.nodeId,
-            agent: "demo",
-            mode: "task",
-            prompt: "hello"
-          })
-        )
+        yield* openSession(session, {
+          projectId,
+          workspaceId: a.workspaceId,
+          nodeId: a.nodeId,
+          mode: "task",
+          sessionId
+        })
         yield* node.publishBytes("session.event", "{not json")
         yield* node.publishBytes(
           "session.event",

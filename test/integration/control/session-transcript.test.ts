@@ -7,6 +7,7 @@ import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
 import {
   collect,
   fakeNode,
+  openSession,
   placement,
   sessionDatabase,
   snapshotOf,
@@ -41,19 +42,13 @@ describe("session actor: transcript and activity", () => {
         const node = yield* fakeNode(nodeId)
         const sessionId = makeId("sess")
         const published = yield* collect(`sam.evt.${projectId}.session.${sessionId}.session.event`)
-        const opened = yield* Actors.ask(
-          session,
-          sessionId,
-          ControlProtocol.SessionOpen.make({
-            sessionId,
-            projectId,
-            workspaceId,
-            nodeId,
-            agent: "demo",
-            mode: "conversation",
-            prompt: "hello"
-          })
-        )
+        const { reply: opened } = yield* openSession(session, {
+          projectId,
+          workspaceId,
+          nodeId,
+          mode: "conversation",
+          sessionId
+        })
         expect(opened).toMatchObject({ outcome: "applied", reply: { ok: true, promptEpoch: 1 } })
         const start = yield* waitUntil(
           "the node received session.start",
@@ -123,19 +118,7 @@ describe("session actor: transcript and activity", () => {
         const { nodeId, workspaceId } = yield* place()
         const node = yield* fakeNode(nodeId)
         const sessionId = makeId("sess")
-        yield* Actors.ask(
-          session,
-          sessionId,
-          ControlProtocol.SessionOpen.make({
-            sessionId,
-            projectId,
-            workspaceId,
-            nodeId,
-            agent: "demo",
-            mode: "conversation",
-            prompt: "hello"
-          })
-        )
+        yield* openSession(session, { projectId, workspaceId, nodeId, mode: "conversation", sessionId })
         const t0 = Date.now()
         const at = (ms: number) => new Date(t0 + ms).toISOString()
         yield* node.publish(
@@ -231,19 +214,7 @@ describe("session actor: transcript and activity", () => {
         const node = yield* fakeNode(nodeId)
         const ids = [makeId("sess"), makeId("sess"), makeId("sess")]
         for (const sessionId of ids) {
-          yield* Actors.ask(
-            session,
-            sessionId,
-            ControlProtocol.SessionOpen.make({
-              sessionId,
-              projectId,
-              workspaceId,
-              nodeId,
-              agent: "demo",
-              mode: "conversation",
-              prompt: "hello"
-            })
-          )
+          yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
         }
         const burst = (from: number, n: number) =>
           Effect.forEach(

@@ -53,7 +53,9 @@ const up = Effect.gen(function* () {
     Effect.tapErrorCause((cause) => Effect.logError("the control plane stopped", cause)),
     Effect.forkScoped
   )
-  yield* progress.step(`control plane: project, task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`)
+  yield* progress.step(
+    `control plane: project, task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`
+  )
   yield* progress.done(
     `SAM is up: NATS ${stack.natsUrl} · Postgres ${stack.databaseDisplayUrl} · data ${stack.dataDir}\n` +
       `Inspect with: ./sam creds ops && nats --server ${stack.natsUrl} --creds ${stack.dataDir}/ops.creds stream ls\n` +

@@ -6,7 +6,7 @@ import { promisify } from "node:util"
 import { jetstreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
-import { afterAll, describe, expect, it } from "vitest"
+import { afterAll, afterEach, describe, expect, it } from "vitest"
 import { freePort, tempDir } from "../../src/TestStack.js"
 
 const root = resolve(import.meta.dirname, "../../..")
@@ -59,6 +59,15 @@ describe("./sam up and ./sam creds ops", async () => {
     SAM_NODE_RUNTIME: "host"
   }
   const running: Array<Up> = []
+  // A test that fails midway must not leave its `sam up` (and its servers' ports) to the next one:
+  // stop it the way a user would, Ctrl-C, and wait.
+  afterEach(async () => {
+    for (const up of running.splice(0)) {
+      if (up.child.exitCode !== null || up.child.signalCode !== null) continue
+      up.child.kill("SIGINT")
+      await Promise.race([up.exited, new Promise((done) => setTimeout(done, 15_000))])
+    }
+  })
   afterAll(async () => {
     for (const { child } of running) child.kill("SIGKILL")
     await rm(dataDir, { recursive: true, force: true })
@@ -127,7 +136,8 @@ describe("./sam up and ./sam creds ops", async () => {
     const project = (await run("project", "create", "--repo", repo, "--name", "demo")).stdout.trim()
     expect(project).toMatch(/^proj_[0-9a-z]+$/)
     const task = await run("task", "create", "--project", project, "--prompt", "say from the cli\nrun echo x > X.txt")
-    expect(task.stdout).toContain("from the cli")
+    // The agent's text streams in chunks; a task-status line may fall between two of them.
+    expect(task.stdout.replace(/\n▸ [^\n]*\n/g, "")).toContain("from the cli")
     expect(task.stdout).toMatch(/▸ task completed .*branch sam\/task_/)
     const bad = await run("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)
     expect(bad.code).toBe(1)

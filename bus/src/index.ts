@@ -1,4 +1,5 @@
 export * as ActorMessages from "./ActorMessages.js"
+export * as Api from "./api/index.js"
 export * as Consume from "./Consume.js"
 export * as Credentials from "./Credentials.js"
 export * as Domain from "./domain/index.js"

@@ -4,6 +4,7 @@ import ledger from "./migrations/0001_ledger.js"
 import actorRuntime from "./migrations/0002_actor_runtime.js"
 import sessions from "./migrations/0003_sessions.js"
 import tasks from "./migrations/0004_tasks.js"
+import gateway from "./migrations/0005_gateway.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -14,7 +15,8 @@ export const migrations = {
   "0001_ledger": ledger,
   "0002_actor_runtime": actorRuntime,
   "0003_sessions": sessions,
-  "0004_tasks": tasks
+  "0004_tasks": tasks,
+  "0005_gateway": gateway
 }
 
 const migrator = Migrator.make({})

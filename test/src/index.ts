@@ -1,1 +1,2 @@
+export * from "./GatewayHarness.js"
 export * from "./TestStack.js"

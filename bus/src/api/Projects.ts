@@ -1,0 +1,26 @@
+import { z } from "zod"
+import { ProjectId, UserId } from "../Ids.js"
+
+export const Project = z.object({
+  id: ProjectId,
+  name: z.string(),
+  repoUrl: z.string(),
+  defaultBranch: z.string(),
+  ownerId: UserId,
+  /** the caller's role in it */
+  role: z.enum(["owner", "member"]),
+  createdAt: z.iso.datetime()
+})
+export type Project = z.infer<typeof Project>
+
+export const CreateProjectRequest = z.object({
+  name: z.string().trim().min(1).max(200),
+  /** any Git URL or path the nodes can reach (a local path or file:// URL on this machine) */
+  repoUrl: z.string().trim().min(1).max(2048),
+  defaultBranch: z
+    .string()
+    .regex(/^[A-Za-z0-9._/-]{1,255}$/)
+    .optional()
+})
+
+export const ProjectList = z.object({ projects: z.array(Project) })

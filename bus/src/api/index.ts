@@ -1,0 +1,3 @@
+export * from "./ApiError.js"
+export * from "./Auth.js"
+export * from "./Projects.js"

@@ -1,0 +1,51 @@
+import { createServer } from "node:http"
+import { HttpServer, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServer } from "@effect/platform-node"
+import type { SqlClient } from "@effect/sql"
+import type { Nats } from "@sam/bus"
+import { Context, Effect, Layer } from "effect"
+import { ApiError } from "./ApiError.js"
+import { Auth } from "./Auth.js"
+import * as Route from "./Route.js"
+import * as AuthRoutes from "./routes/Auth.js"
+import * as ProjectRoutes from "./routes/Projects.js"
+
+export interface GatewayOptions {
+  readonly host: string
+  /** 0 picks a free port (tests) */
+  readonly port: number
+}
+
+export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions => ({
+  host: env.SAM_GATEWAY_HOST ?? "127.0.0.1",
+  port: Number(env.SAM_GATEWAY_PORT ?? 8080)
+})
+
+/** Every REST route, in the order OpenAPI lists them. */
+export const routes: ReadonlyArray<Route.Route> = [...AuthRoutes.routes, ...ProjectRoutes.routes]
+
+const notFound = HttpServerResponse.unsafeJson(
+  new ApiError({ code: "not_found", message: "no such route (see /api/v1/openapi.json)" }).body,
+  { status: 404 }
+)
+
+/** The HTTP app: the API under /api/v1 (with its OpenAPI document); anything else is a JSON 404. */
+export const app = Route.router(routes, { title: "SAM API", version: "1" }).pipe(
+  Effect.catchTag("RouteNotFound", () => Effect.succeed(notFound))
+)
+
+/**
+ * The gateway on one port, in the current scope: returns the URL it listens on. It needs the
+ * ledger (`SqlClient`) and the bus (`Nats`); closing the scope stops the server.
+ */
+export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptions) {
+  const server = NodeHttpServer.layer(createServer, { port: options.port, host: options.host })
+  const context = yield* Layer.build(
+    HttpServer.serve(app).pipe(Layer.provideMerge(server), Layer.provide(Auth.Default))
+  )
+  const address = Context.get(context, HttpServer.HttpServer).address
+  const port = address._tag === "TcpAddress" ? address.port : options.port
+  return { url: `http://${options.host}:${port}` }
+})
+
+export type Requirements = SqlClient.SqlClient | Nats

@@ -1,0 +1,76 @@
+import { randomBytes } from "node:crypto"
+import { readFile, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { makeId, type UserId } from "@sam/bus"
+import { Effect } from "effect"
+import { Auth, hashPassword } from "./Auth.js"
+
+export const OWNER_LOGIN = "owner"
+
+export interface LocalOwner {
+  readonly userId: UserId
+  /** set only when the account was given a password now: print it once, it is stored nowhere */
+  readonly newPassword?: string
+  /** the file holding an API token for the `sam` CLI on this machine (mode 0600) */
+  readonly cliTokenFile: string
+}
+
+const readText = (path: string) =>
+  Effect.promise(() =>
+    readFile(path, "utf8").then(
+      (text) => text.trim(),
+      () => undefined
+    )
+  )
+
+/**
+ * The local owner account of a one-machine installation (design §9): created on the first `up`,
+ * with login `owner` and a generated password returned once. The `sam` CLI on this machine signs
+ * in with an API token kept in `<dataDir>/cli.token`; it is re-created if it was revoked.
+ */
+export const ensure = Effect.fn("LocalOwner.ensure")(function* (dataDir: string) {
+  const sql = yield* SqlClient.SqlClient
+  const auth = yield* Auth
+  const ownerFile = join(dataDir, "owner.json")
+  const recorded = yield* readText(ownerFile)
+  const userId = ((recorded === undefined ? undefined : (JSON.parse(recorded) as { userId?: string }).userId) ??
+    makeId("user")) as UserId
+  yield* sql`
+    INSERT INTO users (id, display_name, login) VALUES (${userId}, 'Local owner', ${OWNER_LOGIN})
+    ON CONFLICT (id) DO UPDATE SET login = coalesce(users.login, excluded.login)`
+  if (recorded === undefined) {
+    yield* Effect.promise(() =>
+      writeFile(ownerFile, JSON.stringify({ userId, createdAt: new Date().toISOString() }), { mode: 0o600 })
+    )
+  }
+  let newPassword: string | undefined
+  const [row] = yield* sql<{ passwordHash: string | null }>`SELECT password_hash FROM users WHERE id = ${userId}`
+  if (row?.passwordHash === null || row === undefined) {
+    newPassword = randomBytes(18).toString("base64url")
+    yield* sql`UPDATE users SET password_hash = ${yield* hashPassword(newPassword)} WHERE id = ${userId}`
+  }
+  const cliTokenFile = join(dataDir, "cli.token")
+  const existing = yield* readText(cliTokenFile)
+  const usable =
+    existing === undefined
+      ? false
+      : yield* auth.verify(existing).pipe(
+          Effect.map((p) => p.userId === userId),
+          Effect.orElseSucceed(() => false)
+        )
+  if (!usable) {
+    const created = yield* auth.createToken(userId, { name: "sam CLI on this machine" })
+    yield* Effect.promise(() => writeFile(cliTokenFile, `${created.token}\n`, { mode: 0o600 }))
+  }
+  return { userId, cliTokenFile, ...(newPassword === undefined ? {} : { newPassword }) } satisfies LocalOwner
+})
+
+/** Set a new password for the local owner (`sam owner password`); returned once. */
+export const resetPassword = Effect.fn("LocalOwner.resetPassword")(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const password = randomBytes(18).toString("base64url")
+  const rows =
+    yield* sql`UPDATE users SET password_hash = ${yield* hashPassword(password)} WHERE login = ${OWNER_LOGIN} RETURNING id`
+  return rows.length === 0 ? undefined : password
+})

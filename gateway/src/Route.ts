@@ -1,0 +1,209 @@
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import type { SqlClient } from "@effect/sql"
+import type { Nats } from "@sam/bus"
+import { Api } from "@sam/bus"
+import { Effect, Option } from "effect"
+import { z } from "zod"
+import { ApiError, issues } from "./ApiError.js"
+import { Auth, type Principal } from "./Auth.js"
+
+/** What a route handler may use; the gateway layer provides all of it. */
+export type Services = SqlClient.SqlClient | Nats | Auth
+
+type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
+type Schema = z.ZodType
+
+export interface Spec<P extends Schema, Q extends Schema, B extends Schema, O extends Schema> {
+  readonly method: Method
+  /** under `/api/v1`, with `:name` parameters: `/projects/:projectId` */
+  readonly path: `/${string}`
+  readonly summary: string
+  readonly tag: string
+  /** default true: the caller must be signed in or send an API token */
+  readonly auth?: boolean
+  readonly params?: P
+  readonly query?: Q
+  readonly body?: B
+  readonly response: O
+  /** default 200 (201 for a POST that creates, say so) */
+  readonly status?: 200 | 201 | 202
+}
+
+export interface Input<P extends Schema, Q extends Schema, B extends Schema, A extends boolean> {
+  readonly principal: A extends false ? Principal | null : Principal
+  readonly params: z.output<P>
+  readonly query: z.output<Q>
+  readonly body: z.output<B>
+  readonly request: HttpServerRequest.HttpServerRequest
+}
+
+/** A handler returns the response body, or a full response when it must set headers or cookies. */
+export type Result<O extends Schema> = z.input<O> | { readonly response: HttpServerResponse.HttpServerResponse }
+
+export interface Route {
+  readonly spec: Spec<Schema, Schema, Schema, Schema>
+  readonly handle: (input: Input<Schema, Schema, Schema, boolean>) => Effect.Effect<unknown, ApiError, Services>
+}
+
+const Empty = z.object({})
+
+/** A typed route: its schemas parse the request and the response, and describe it in OpenAPI. */
+export const make = <
+  P extends Schema = typeof Empty,
+  Q extends Schema = typeof Empty,
+  B extends Schema = typeof Empty,
+  O extends Schema = Schema,
+  A extends boolean = true
+>(
+  spec: Spec<P, Q, B, O> & { readonly auth?: A },
+  handle: (input: Input<P, Q, B, A>) => Effect.Effect<Result<O>, ApiError, Services>
+): Route => ({ spec, handle: handle as unknown as Route["handle"] })
+
+const MAX_BODY_BYTES = 1_048_576
+
+const parse = <S extends Schema>(schema: S | undefined, value: unknown, code: Api.ErrorCode, what: string) => {
+  const result = (schema ?? Empty).safeParse(value)
+  return result.success
+    ? Effect.succeed(result.data as z.output<S>)
+    : Effect.fail(new ApiError({ code, message: `${what} is not valid`, details: issues(result.error) }))
+}
+
+const readJson = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.gen(function* () {
+    const type = request.headers["content-type"] ?? ""
+    if (!/^application\/json\b/i.test(type)) {
+      return yield* new ApiError({
+        code: "unsupported_media_type",
+        message: "send the body as JSON with `Content-Type: application/json`"
+      })
+    }
+    const length = Number(request.headers["content-length"] ?? 0)
+    if (length > MAX_BODY_BYTES) {
+      return yield* new ApiError({
+        code: "payload_too_large",
+        message: `bodies are limited to ${MAX_BODY_BYTES} bytes`
+      })
+    }
+    const text = yield* request.text.pipe(
+      HttpServerRequest.withMaxBodySize(Option.some(MAX_BODY_BYTES)),
+      Effect.mapError(
+        () => new ApiError({ code: "payload_too_large", message: `bodies are limited to ${MAX_BODY_BYTES} bytes` })
+      )
+    )
+    return yield* Effect.try({
+      try: () => JSON.parse(text) as unknown,
+      catch: (e) =>
+        new ApiError({ code: "invalid_json", message: `the body is not JSON: ${e instanceof Error ? e.message : e}` })
+    })
+  })
+
+export const errorResponse = (error: ApiError) => HttpServerResponse.unsafeJson(error.body, { status: error.status })
+
+const toHandler = (route: Route) =>
+  Effect.gen(function* () {
+    const { spec } = route
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const auth = yield* Auth
+    const principal = spec.auth === false ? null : yield* auth.authenticate(request)
+    const params = yield* parse(spec.params, yield* HttpRouter.params, "invalid_params", "a path parameter")
+    const url = new URL(request.url, "http://gateway")
+    const query = yield* parse(spec.query, Object.fromEntries(url.searchParams), "invalid_query", "the query string")
+    const body =
+      spec.body === undefined ? {} : yield* parse(spec.body, yield* readJson(request), "invalid_body", "the body")
+    const result = yield* route.handle({ principal, params, query, body, request })
+    if (typeof result === "object" && result !== null && "response" in result) {
+      return (result as { response: HttpServerResponse.HttpServerResponse }).response
+    }
+    // Parsing the output strips every field the schema does not name: nothing leaks by accident.
+    const out = spec.response.safeParse(result)
+    if (!out.success)
+      return yield* Effect.die(new Error(`${spec.method} ${spec.path}: bad response: ${out.error.message}`))
+    return HttpServerResponse.unsafeJson(out.data, { status: spec.status ?? 200 })
+  }).pipe(
+    Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
+    Effect.catchAllDefect((defect) =>
+      Effect.logError(`${route.spec.method} ${route.spec.path} failed`, defect).pipe(
+        Effect.as(
+          errorResponse(new ApiError({ code: "internal", message: "the gateway failed to handle this request" }))
+        )
+      )
+    ),
+    Effect.withSpan(`${route.spec.method} ${route.spec.path}`)
+  )
+
+export const PREFIX = "/api/v1"
+
+/** All routes on one router under `/api/v1`, plus `GET /api/v1/openapi.json` describing them. */
+export const router = (routes: ReadonlyArray<Route>, info: { readonly title: string; readonly version: string }) => {
+  const document = openApi(routes, info)
+  return HttpRouter.fromIterable([
+    ...routes.map((route) =>
+      HttpRouter.makeRoute(route.spec.method, `${PREFIX}${route.spec.path}` as HttpRouter.PathInput, toHandler(route))
+    ),
+    HttpRouter.makeRoute("GET", `${PREFIX}/openapi.json`, Effect.succeed(HttpServerResponse.unsafeJson(document)))
+  ])
+}
+
+const jsonSchema = (schema: Schema, io: "input" | "output") =>
+  z.toJSONSchema(schema, { io, unrepresentable: "any", target: "openapi-3.0" }) as Record<string, unknown>
+
+const parameters = (schema: Schema | undefined, where: "path" | "query") => {
+  if (schema === undefined) return []
+  const described = jsonSchema(schema, "input") as { properties?: Record<string, unknown>; required?: string[] }
+  return Object.entries(described.properties ?? {}).map(([name, property]) => ({
+    name,
+    in: where,
+    required: where === "path" || (described.required ?? []).includes(name),
+    schema: property
+  }))
+}
+
+/** The OpenAPI 3 document, generated from the same zod schemas that parse the requests. */
+export const openApi = (routes: ReadonlyArray<Route>, info: { readonly title: string; readonly version: string }) => {
+  const paths: Record<string, Record<string, unknown>> = {}
+  for (const { spec } of routes) {
+    const path = `${PREFIX}${spec.path.replace(/:([A-Za-z]+)/g, "{$1}")}`
+    const errors = {
+      description: "an error",
+      content: { "application/json": { schema: jsonSchema(Api.ApiErrorBody, "output") } }
+    }
+    paths[path] = {
+      ...paths[path],
+      [spec.method.toLowerCase()]: {
+        summary: spec.summary,
+        tags: [spec.tag],
+        operationId: `${spec.method.toLowerCase()}${spec.path.replace(/[^A-Za-z]+(.)/g, (_, c: string) => c.toUpperCase())}`,
+        parameters: [...parameters(spec.params, "path"), ...parameters(spec.query, "query")],
+        ...(spec.body === undefined
+          ? {}
+          : {
+              requestBody: {
+                required: true,
+                content: { "application/json": { schema: jsonSchema(spec.body, "input") } }
+              }
+            }),
+        responses: {
+          [String(spec.status ?? 200)]: {
+            description: "success",
+            content: { "application/json": { schema: jsonSchema(spec.response, "output") } }
+          },
+          default: errors
+        },
+        ...(spec.auth === false ? { security: [] } : {})
+      }
+    }
+  }
+  return {
+    openapi: "3.0.3",
+    info,
+    servers: [{ url: "/" }],
+    components: {
+      securitySchemes: {
+        bearer: { type: "http", scheme: "bearer", description: "an API token (sam_pat_…) or a session token" },
+        cookie: { type: "apiKey", in: "cookie", name: "sam_session" }
+      }
+    },
+    security: [{ bearer: [] }, { cookie: [] }],
+    paths
+  }
+}

@@ -1,0 +1,6 @@
+export * as Access from "./Access.js"
+export * from "./ApiError.js"
+export * from "./Auth.js"
+export * as Gateway from "./Gateway.js"
+export * as LocalOwner from "./LocalOwner.js"
+export * as Route from "./Route.js"

@@ -1,0 +1,93 @@
+import { SqlClient } from "@effect/sql"
+import { ControlPlane } from "@sam/actors"
+import { Api, Domain, makeId, ProjectId } from "@sam/bus"
+import { Effect } from "effect"
+import { z } from "zod"
+import { requireMember } from "../Access.js"
+import { ApiError } from "../ApiError.js"
+import * as Command from "../Command.js"
+import * as Route from "../Route.js"
+
+interface ProjectRow {
+  readonly id: string
+  readonly name: string
+  readonly repoUrl: string
+  readonly defaultBranch: string
+  readonly ownerId: string
+  readonly role: "owner" | "member"
+  readonly createdAt: Date
+}
+const toProject = (row: ProjectRow) => ({ ...row, createdAt: row.createdAt.toISOString() })
+
+const ProjectParams = z.object({ projectId: ProjectId })
+
+export const routes = [
+  Route.make(
+    {
+      method: "GET",
+      path: "/projects",
+      summary: "The projects I am a member of",
+      tag: "projects",
+      response: Api.ProjectList
+    },
+    ({ principal }) =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const rows = yield* sql<ProjectRow>`
+          SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.created_at
+          FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${principal.userId}
+          ORDER BY p.created_at`.pipe(Effect.orDie)
+        return { projects: rows.map(toProject) }
+      })
+  ),
+  Route.make(
+    {
+      method: "POST",
+      path: "/projects",
+      summary: "Create a project from a Git repository; I become its owner",
+      tag: "projects",
+      body: Api.CreateProjectRequest,
+      response: Api.Project,
+      status: 201
+    },
+    ({ principal, body }) =>
+      Effect.gen(function* () {
+        const projectId = makeId("proj")
+        const command = yield* Command.build(() =>
+          Domain.ControlProtocol.ProjectCreate.make({
+            projectId,
+            ownerId: principal.userId,
+            name: body.name,
+            repoUrl: body.repoUrl,
+            ...(body.defaultBranch === undefined ? {} : { defaultBranch: body.defaultBranch })
+          })
+        )
+        yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
+        return yield* getProject(principal.userId, projectId)
+      })
+  ),
+  Route.make(
+    {
+      method: "GET",
+      path: "/projects/:projectId",
+      summary: "One project",
+      tag: "projects",
+      params: ProjectParams,
+      response: Api.Project
+    },
+    ({ principal, params }) =>
+      requireMember(principal, params.projectId).pipe(Effect.zipRight(getProject(principal.userId, params.projectId)))
+  )
+]
+
+const getProject = (userId: string, projectId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<ProjectRow>`
+      SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.created_at
+      FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${userId}
+      WHERE p.id = ${projectId}`.pipe(Effect.orDie)
+    const row = rows[0]
+    if (row === undefined) return yield* new ApiError({ code: "not_found", message: `no project ${projectId}` })
+    return toProject(row)
+  })

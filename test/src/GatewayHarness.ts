@@ -1,0 +1,80 @@
+import { SqlClient } from "@effect/sql"
+import { makeId, type UserId } from "@sam/bus"
+import { Auth, Gateway } from "@sam/gateway"
+import { Context, Effect, Layer } from "effect"
+import { makeControlPlaneEnv } from "./ControlPlaneHarness.js"
+
+/** Where the gateway under test listens. */
+export class GatewayUrl extends Context.Tag("test/GatewayUrl")<GatewayUrl, string>() {}
+
+/**
+ * The control plane (host runtime, real vm-agents) and the gateway on a free port, on a private
+ * nats-server and a fresh database. Tests get `GatewayUrl`, `Nats` and `SqlClient`.
+ */
+export const GatewayEnv = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const env = makeControlPlaneEnv({ runtime: "host" })
+    const gateway = Layer.scoped(
+      GatewayUrl,
+      Gateway.start({ host: "127.0.0.1", port: 0 }).pipe(Effect.map((g) => g.url))
+    )
+    return Layer.provideMerge(gateway, env)
+  })
+)
+
+export interface TestUser {
+  readonly userId: UserId
+  /** an API token of this user */
+  readonly token: string
+  readonly tokenId: string
+}
+
+/** A user with an API token, made directly in the ledger. */
+export const makeUser = (name = "Test User") =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const userId = makeId("user")
+    yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, ${name})`
+    const created = yield* Effect.flatMap(Auth, (auth) => auth.createToken(userId, { name: "test" })).pipe(
+      Effect.provide(Auth.Default)
+    )
+    return { userId, token: created.token, tokenId: created.id } satisfies TestUser
+  })
+
+export interface HttpResult {
+  readonly status: number
+  readonly body: any
+  readonly headers: Headers
+}
+
+/** One HTTP request to the gateway with an optional bearer token; the body is parsed when it is JSON. */
+export const http = (
+  method: string,
+  path: string,
+  options: {
+    readonly token?: string
+    readonly body?: unknown
+    readonly raw?: string
+    readonly headers?: Record<string, string>
+  } = {}
+) =>
+  Effect.gen(function* () {
+    const base = yield* GatewayUrl
+    return yield* Effect.promise(async (): Promise<HttpResult> => {
+      const headers: Record<string, string> = { ...options.headers }
+      if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
+      let body: string | undefined
+      if (options.raw !== undefined) body = options.raw
+      else if (options.body !== undefined) {
+        body = JSON.stringify(options.body)
+        headers["content-type"] ??= "application/json"
+      }
+      const response = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body }) })
+      const text = await response.text()
+      let parsed: unknown = text
+      try {
+        parsed = text === "" ? undefined : JSON.parse(text)
+      } catch {}
+      return { status: response.status, body: parsed, headers: response.headers }
+    })
+  })

@@ -43,6 +43,7 @@ export const makeUser = (name = "Test User") =>
 
 export interface HttpResult {
   readonly status: number
+  // biome-ignore lint/suspicious/noExplicitAny: a response body is arbitrary JSON; tests assert it field by field
   readonly body: any
   readonly headers: Headers
 }

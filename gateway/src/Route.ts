@@ -10,24 +10,10 @@ import { Auth, type Principal } from "./Auth.js"
 /** What a route handler may use; the gateway layer provides all of it. */
 export type Services = SqlClient.SqlClient | Nats | Auth
 
-type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE"
 type Schema = z.ZodType
 
-export interface Spec<P extends Schema, Q extends Schema, B extends Schema, O extends Schema> {
-  readonly method: Method
-  /** under `/api/v1`, with `:name` parameters: `/projects/:projectId` */
-  readonly path: `/${string}`
-  readonly summary: string
-  readonly tag: string
-  /** default true: the caller must be signed in or send an API token */
-  readonly auth?: boolean
-  readonly params?: P
-  readonly query?: Q
-  readonly body?: B
-  readonly response: O
-  /** default 200 (201 for a POST that creates, say so) */
-  readonly status?: 200 | 201 | 202
-}
+/** A route's description: an endpoint of the shared contract (`Api.Endpoint`, in bus/src/api). */
+export type Spec<P extends Schema, Q extends Schema, B extends Schema, O extends Schema> = Api.Endpoint<P, Q, B, O>
 
 export interface Input<P extends Schema, Q extends Schema, B extends Schema, A extends boolean> {
   readonly principal: A extends false ? Principal | null : Principal
@@ -48,14 +34,8 @@ export interface Route {
 const Empty = z.object({})
 
 /** A typed route: its schemas parse the request and the response, and describe it in OpenAPI. */
-export const make = <
-  P extends Schema = typeof Empty,
-  Q extends Schema = typeof Empty,
-  B extends Schema = typeof Empty,
-  O extends Schema = Schema,
-  A extends boolean = true
->(
-  spec: Spec<P, Q, B, O> & { readonly auth?: A },
+export const make = <P extends Schema, Q extends Schema, B extends Schema, O extends Schema, A extends boolean>(
+  spec: Api.Endpoint<P, Q, B, O, A>,
   handle: (input: Input<P, Q, B, A>) => Effect.Effect<Result<O>, ApiError, Services>
 ): Route => ({ spec, handle: handle as unknown as Route["handle"] })
 
@@ -131,7 +111,7 @@ const toHandler = (route: Route) =>
     Effect.withSpan(`${route.spec.method} ${route.spec.path}`)
   )
 
-export const PREFIX = "/api/v1"
+const PREFIX = Api.PREFIX
 
 /** All routes on one router under `/api/v1`, plus `GET /api/v1/openapi.json` describing them. */
 export const router = (routes: ReadonlyArray<Route>, info: { readonly title: string; readonly version: string }) => {

@@ -1,5 +1,6 @@
 import { z } from "zod"
 import { ApiTokenId, UserId } from "../Ids.js"
+import { endpoint } from "./Endpoint.js"
 
 /** Who is calling: the signed-in user. Never carries a password, a token or a hash. */
 export const Me = z.object({
@@ -45,3 +46,49 @@ export const CreatedApiToken = ApiToken.extend({ token: z.string() })
 export type CreatedApiToken = z.infer<typeof CreatedApiToken>
 
 export const ApiTokenList = z.object({ tokens: z.array(ApiToken) })
+
+const TokenParams = z.object({ tokenId: ApiTokenId })
+
+export const AuthEndpoints = {
+  login: endpoint({
+    method: "POST",
+    path: "/auth/login",
+    summary: "Sign in with a login and password (the local owner account); sets the session cookie",
+    tag: "auth",
+    auth: false,
+    body: LoginRequest,
+    response: LoginResponse
+  }),
+  logout: endpoint({
+    method: "POST",
+    path: "/auth/logout",
+    summary: "End this browser session",
+    tag: "auth",
+    response: z.object({})
+  }),
+  me: endpoint({ method: "GET", path: "/me", summary: "Who am I", tag: "auth", response: Me }),
+  createToken: endpoint({
+    method: "POST",
+    path: "/tokens",
+    summary: "Create an API token; its value is in this response only",
+    tag: "auth",
+    body: CreateApiTokenRequest,
+    response: CreatedApiToken,
+    status: 201
+  }),
+  listTokens: endpoint({
+    method: "GET",
+    path: "/tokens",
+    summary: "List my API tokens (never their values)",
+    tag: "auth",
+    response: ApiTokenList
+  }),
+  revokeToken: endpoint({
+    method: "DELETE",
+    path: "/tokens/:tokenId",
+    summary: "Revoke an API token: it stops working over HTTP and NATS at once",
+    tag: "auth",
+    params: TokenParams,
+    response: ApiToken
+  })
+}

@@ -1,5 +1,6 @@
 import { z } from "zod"
 import { ProjectId, UserId } from "../Ids.js"
+import { endpoint } from "./Endpoint.js"
 
 export const Project = z.object({
   id: ProjectId,
@@ -24,3 +25,32 @@ export const CreateProjectRequest = z.object({
 })
 
 export const ProjectList = z.object({ projects: z.array(Project) })
+
+const ProjectParams = z.object({ projectId: ProjectId })
+
+export const ProjectEndpoints = {
+  listProjects: endpoint({
+    method: "GET",
+    path: "/projects",
+    summary: "The projects I am a member of",
+    tag: "projects",
+    response: ProjectList
+  }),
+  createProject: endpoint({
+    method: "POST",
+    path: "/projects",
+    summary: "Create a project from a Git repository; I become its owner",
+    tag: "projects",
+    body: CreateProjectRequest,
+    response: Project,
+    status: 201
+  }),
+  getProject: endpoint({
+    method: "GET",
+    path: "/projects/:projectId",
+    summary: "One project",
+    tag: "projects",
+    params: ProjectParams,
+    response: Project
+  })
+}

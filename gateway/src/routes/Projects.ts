@@ -1,8 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { ControlPlane } from "@sam/actors"
-import { Api, Domain, makeId, ProjectId } from "@sam/bus"
+import { Api, Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
-import { z } from "zod"
 import { requireMember } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import * as Command from "../Command.js"
@@ -19,64 +18,35 @@ interface ProjectRow {
 }
 const toProject = (row: ProjectRow) => ({ ...row, createdAt: row.createdAt.toISOString() })
 
-const ProjectParams = z.object({ projectId: ProjectId })
-
 export const routes = [
-  Route.make(
-    {
-      method: "GET",
-      path: "/projects",
-      summary: "The projects I am a member of",
-      tag: "projects",
-      response: Api.ProjectList
-    },
-    ({ principal }) =>
-      Effect.gen(function* () {
-        const sql = yield* SqlClient.SqlClient
-        const rows = yield* sql<ProjectRow>`
+  Route.make(Api.ProjectEndpoints.listProjects, ({ principal }) =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* sql<ProjectRow>`
           SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.created_at
           FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${principal.userId}
           ORDER BY p.created_at`.pipe(Effect.orDie)
-        return { projects: rows.map(toProject) }
-      })
+      return { projects: rows.map(toProject) }
+    })
   ),
-  Route.make(
-    {
-      method: "POST",
-      path: "/projects",
-      summary: "Create a project from a Git repository; I become its owner",
-      tag: "projects",
-      body: Api.CreateProjectRequest,
-      response: Api.Project,
-      status: 201
-    },
-    ({ principal, body }) =>
-      Effect.gen(function* () {
-        const projectId = makeId("proj")
-        const command = yield* Command.build(() =>
-          Domain.ControlProtocol.ProjectCreate.make({
-            projectId,
-            ownerId: principal.userId,
-            name: body.name,
-            repoUrl: body.repoUrl,
-            ...(body.defaultBranch === undefined ? {} : { defaultBranch: body.defaultBranch })
-          })
-        )
-        yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
-        return yield* getProject(principal.userId, projectId)
-      })
+  Route.make(Api.ProjectEndpoints.createProject, ({ principal, body }) =>
+    Effect.gen(function* () {
+      const projectId = makeId("proj")
+      const command = yield* Command.build(() =>
+        Domain.ControlProtocol.ProjectCreate.make({
+          projectId,
+          ownerId: principal.userId,
+          name: body.name,
+          repoUrl: body.repoUrl,
+          ...(body.defaultBranch === undefined ? {} : { defaultBranch: body.defaultBranch })
+        })
+      )
+      yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
+      return yield* getProject(principal.userId, projectId)
+    })
   ),
-  Route.make(
-    {
-      method: "GET",
-      path: "/projects/:projectId",
-      summary: "One project",
-      tag: "projects",
-      params: ProjectParams,
-      response: Api.Project
-    },
-    ({ principal, params }) =>
-      requireMember(principal, params.projectId).pipe(Effect.zipRight(getProject(principal.userId, params.projectId)))
+  Route.make(Api.ProjectEndpoints.getProject, ({ principal, params }) =>
+    requireMember(principal, params.projectId).pipe(Effect.zipRight(getProject(principal.userId, params.projectId)))
   )
 ]
 

@@ -9,6 +9,8 @@ import { Auth } from "./Auth.js"
 import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
 import * as ProjectRoutes from "./routes/Projects.js"
+import * as SessionRoutes from "./routes/Sessions.js"
+import * as TaskRoutes from "./routes/Tasks.js"
 
 export interface GatewayOptions {
   readonly host: string
@@ -22,7 +24,12 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions =
 })
 
 /** Every REST route, in the order OpenAPI lists them. */
-export const routes: ReadonlyArray<Route.Route> = [...AuthRoutes.routes, ...ProjectRoutes.routes]
+export const routes: ReadonlyArray<Route.Route> = [
+  ...AuthRoutes.routes,
+  ...ProjectRoutes.routes,
+  ...TaskRoutes.routes,
+  ...SessionRoutes.routes
+]
 
 const notFound = HttpServerResponse.unsafeJson(
   new ApiError({ code: "not_found", message: "no such route (see /api/v1/openapi.json)" }).body,

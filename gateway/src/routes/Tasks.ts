@@ -1,0 +1,10 @@
+import { Api } from "@sam/bus"
+import * as Route from "../Route.js"
+import * as Tasks from "../services/Tasks.js"
+
+const E = Api.TaskEndpoints
+
+export const routes = [
+  Route.make(E.createTask, ({ principal, params, body }) => Tasks.createTask(principal, params.projectId, body)),
+  Route.make(E.cancelTask, ({ principal, params, body }) => Tasks.cancelTask(principal, params.taskId, body))
+]

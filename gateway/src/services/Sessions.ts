@@ -1,0 +1,34 @@
+import { ControlPlane } from "@sam/actors"
+import { type Api, Domain } from "@sam/bus"
+import { Effect } from "effect"
+import type { z } from "zod"
+import { sessionProject } from "../Access.js"
+import type { Principal } from "../Auth.js"
+import * as Command from "../Command.js"
+
+const C = Domain.ControlProtocol
+
+/**
+ * A follow-up prompt, shared by `POST /sessions/:id/prompt` and the NATS ingress. A failed or
+ * stopped session refuses it (`invalid_state`, with the reason); the answer streams on the feed.
+ */
+export const prompt = Effect.fn("Sessions.prompt")(function* (
+  principal: Principal,
+  sessionId: string,
+  input: z.output<typeof Api.PromptRequest>
+) {
+  yield* sessionProject(principal, sessionId)
+  const command = yield* Command.build(() =>
+    C.SessionPromptCommand.make({ sessionId: sessionId as never, prompt: input.prompt })
+  )
+  const reply = yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  return { sessionId: sessionId as never, promptEpoch: Number(reply.promptEpoch ?? 0) }
+})
+
+/** Cancel the current answer (ACP cancel, then the process group after a grace); the session stays. */
+export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Principal, sessionId: string) {
+  yield* sessionProject(principal, sessionId)
+  const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId: sessionId as never }))
+  yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  return { sessionId: sessionId as never, accepted: true as const }
+})

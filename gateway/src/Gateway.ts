@@ -3,25 +3,39 @@ import { HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import type { Nats } from "@sam/bus"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
+import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
 import * as ProjectRoutes from "./routes/Projects.js"
 import * as SessionRoutes from "./routes/Sessions.js"
 import * as TaskRoutes from "./routes/Tasks.js"
 
-export interface GatewayOptions {
-  readonly host: string
-  /** 0 picks a free port (tests) */
-  readonly port: number
-}
+export type { GatewayOptions } from "./Config.js"
 
-export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions => ({
-  host: env.SAM_GATEWAY_HOST ?? "127.0.0.1",
-  port: Number(env.SAM_GATEWAY_PORT ?? 8080)
-})
+/** Host and port from SAM_GATEWAY_HOST / SAM_GATEWAY_PORT; GitHub sign-in from SAM_GITHUB_* when set. */
+export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions => {
+  const github =
+    env.SAM_GITHUB_CLIENT_ID !== undefined && env.SAM_GITHUB_CLIENT_SECRET !== undefined
+      ? {
+          clientId: env.SAM_GITHUB_CLIENT_ID,
+          clientSecret: Redacted.make(env.SAM_GITHUB_CLIENT_SECRET),
+          webUrl: env.SAM_GITHUB_URL ?? "https://github.com",
+          apiUrl: env.SAM_GITHUB_API_URL ?? "https://api.github.com",
+          ...(env.SAM_GITHUB_ALLOWED_LOGINS === undefined
+            ? {}
+            : { allowedLogins: env.SAM_GITHUB_ALLOWED_LOGINS.split(",").map((l) => l.trim().toLowerCase()) })
+        }
+      : undefined
+  return {
+    host: env.SAM_GATEWAY_HOST ?? "127.0.0.1",
+    port: Number(env.SAM_GATEWAY_PORT ?? 8080),
+    ...(env.SAM_PUBLIC_URL === undefined ? {} : { publicUrl: env.SAM_PUBLIC_URL }),
+    ...(github === undefined ? {} : { github })
+  }
+}
 
 /** Every REST route, in the order OpenAPI lists them. */
 export const routes: ReadonlyArray<Route.Route> = [
@@ -47,12 +61,24 @@ export const app = Route.router(routes, { title: "SAM API", version: "1" }).pipe
  */
 export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptions) {
   const server = NodeHttpServer.layer(createServer, { port: options.port, host: options.host })
+  // The port is known only once bound (0 in tests): routes read the URL after that.
+  let url = `http://${options.host}:${options.port}`
+  const config = GatewayConfig.of({
+    ...options,
+    get publicUrl() {
+      return options.publicUrl ?? url
+    }
+  })
   const context = yield* Layer.build(
-    HttpServer.serve(app).pipe(Layer.provideMerge(server), Layer.provide(Auth.Default))
+    HttpServer.serve(app).pipe(
+      Layer.provideMerge(server),
+      Layer.provide(Auth.Default),
+      Layer.provide(Layer.succeed(GatewayConfig, config))
+    )
   )
   const address = Context.get(context, HttpServer.HttpServer).address
-  const port = address._tag === "TcpAddress" ? address.port : options.port
-  return { url: `http://${options.host}:${port}` }
+  url = `http://${options.host}:${address._tag === "TcpAddress" ? address.port : options.port}`
+  return { url }
 })
 
 export type Requirements = SqlClient.SqlClient | Nats

@@ -6,9 +6,10 @@ import { Effect, Option } from "effect"
 import { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
 import { Auth, type Principal } from "./Auth.js"
+import type { GatewayConfig } from "./Config.js"
 
 /** What a route handler may use; the gateway layer provides all of it. */
-export type Services = SqlClient.SqlClient | Nats | Auth
+export type Services = SqlClient.SqlClient | Nats | Auth | GatewayConfig
 
 type Schema = z.ZodType
 

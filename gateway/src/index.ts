@@ -1,6 +1,7 @@
 export * as Access from "./Access.js"
 export * from "./ApiError.js"
 export * from "./Auth.js"
+export * from "./Config.js"
 export * as Gateway from "./Gateway.js"
 export * as LocalOwner from "./LocalOwner.js"
 export * as Route from "./Route.js"

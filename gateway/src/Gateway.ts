@@ -1,5 +1,5 @@
 import { createServer } from "node:http"
-import { HttpServer, HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import type { Nats } from "@sam/bus"
@@ -7,8 +7,11 @@ import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
+import * as Feed from "./feed/Feed.js"
+import * as FeedRoute from "./feed/FeedRoute.js"
 import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
+import * as GitHubRoutes from "./routes/GitHub.js"
 import * as ProjectRoutes from "./routes/Projects.js"
 import * as SessionRoutes from "./routes/Sessions.js"
 import * as TaskRoutes from "./routes/Tasks.js"
@@ -40,6 +43,7 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions =
 /** Every REST route, in the order OpenAPI lists them. */
 export const routes: ReadonlyArray<Route.Route> = [
   ...AuthRoutes.routes,
+  ...GitHubRoutes.routes,
   ...ProjectRoutes.routes,
   ...TaskRoutes.routes,
   ...SessionRoutes.routes
@@ -50,8 +54,9 @@ const notFound = HttpServerResponse.unsafeJson(
   { status: 404 }
 )
 
-/** The HTTP app: the API under /api/v1 (with its OpenAPI document); anything else is a JSON 404. */
+/** The HTTP app: the API under /api/v1 (with its OpenAPI document) and the feed; anything else is a JSON 404. */
 export const app = Route.router(routes, { title: "SAM API", version: "1" }).pipe(
+  HttpRouter.concat(FeedRoute.router),
   Effect.catchTag("RouteNotFound", () => Effect.succeed(notFound))
 )
 
@@ -71,8 +76,10 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   })
   const context = yield* Layer.build(
     HttpServer.serve(app).pipe(
+      HttpMiddleware.withTracerDisabledWhen(FeedRoute.tokenInUrl),
       Layer.provideMerge(server),
       Layer.provide(Auth.Default),
+      Layer.provide(Feed.layer()),
       Layer.provide(Layer.succeed(GatewayConfig, config))
     )
   )

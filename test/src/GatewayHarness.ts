@@ -11,16 +11,19 @@ export class GatewayUrl extends Context.Tag("test/GatewayUrl")<GatewayUrl, strin
  * The control plane (host runtime, real vm-agents) and the gateway on a free port, on a private
  * nats-server and a fresh database. Tests get `GatewayUrl`, `Nats` and `SqlClient`.
  */
-export const GatewayEnv = Layer.unwrapScoped(
-  Effect.gen(function* () {
-    const env = makeControlPlaneEnv({ runtime: "host" })
-    const gateway = Layer.scoped(
-      GatewayUrl,
-      Gateway.start({ host: "127.0.0.1", port: 0 }).pipe(Effect.map((g) => g.url))
-    )
-    return Layer.provideMerge(gateway, env)
-  })
-)
+export const makeGatewayEnv = (options: Partial<Gateway.GatewayOptions> = {}) =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const env = makeControlPlaneEnv({ runtime: "host" })
+      const gateway = Layer.scoped(
+        GatewayUrl,
+        Gateway.start({ host: "127.0.0.1", port: 0, ...options }).pipe(Effect.map((g) => g.url))
+      )
+      return Layer.provideMerge(gateway, env)
+    })
+  )
+
+export const GatewayEnv = makeGatewayEnv()
 
 export interface TestUser {
   readonly userId: UserId
@@ -70,7 +73,12 @@ export const http = (
         body = JSON.stringify(options.body)
         headers["content-type"] ??= "application/json"
       }
-      const response = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body }) })
+      const response = await fetch(`${base}${path}`, {
+        method,
+        headers,
+        redirect: "manual",
+        ...(body === undefined ? {} : { body })
+      })
       const text = await response.text()
       let parsed: unknown = text
       try {

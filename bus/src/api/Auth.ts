@@ -92,3 +92,33 @@ export const AuthEndpoints = {
     response: ApiToken
   })
 }
+
+export const GitHubCallbackQuery = z.object({
+  code: z.string().min(1).max(512).optional(),
+  state: z.string().min(1).max(512).optional(),
+  error: z.string().max(200).optional(),
+  error_description: z.string().max(2000).optional()
+})
+
+/** GitHub sign-in (deployments): redirects, not JSON, on success. */
+export const GitHubEndpoints = {
+  githubStart: endpoint({
+    method: "GET",
+    path: "/auth/github",
+    summary: "Start signing in with GitHub: redirects to GitHub's authorize page",
+    tag: "auth",
+    auth: false,
+    response: z.object({}),
+    status: 302
+  }),
+  githubCallback: endpoint({
+    method: "GET",
+    path: "/auth/github/callback",
+    summary: "GitHub redirects here; signs the user in (session cookie) and redirects to the app",
+    tag: "auth",
+    auth: false,
+    query: GitHubCallbackQuery,
+    response: z.object({}),
+    status: 302
+  })
+}

@@ -26,7 +26,7 @@ export interface Endpoint<
   readonly body?: B
   readonly response: O
   /** default 200 */
-  readonly status?: 200 | 201 | 202
+  readonly status?: 200 | 201 | 202 | 302
 }
 
 export const endpoint = <

@@ -2,30 +2,24 @@ import { HttpServerResponse } from "@effect/platform"
 import { Api } from "@sam/bus"
 import { Effect, Option } from "effect"
 import { ApiError } from "../ApiError.js"
-import { Auth, SESSION_COOKIE } from "../Auth.js"
+import { Auth } from "../Auth.js"
+import * as Cookies from "../Cookies.js"
 import * as Route from "../Route.js"
 
 const E = Api.AuthEndpoints
-
-const sessionCookie = (value: string, maxAgeSeconds: number) =>
-  `${SESSION_COOKIE}=${value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAgeSeconds}`
 
 export const routes = [
   Route.make(E.login, ({ body }) =>
     Effect.gen(function* () {
       const session = yield* (yield* Auth).login(body.login, body.password)
-      const maxAge = Math.floor((Date.parse(session.expiresAt) - Date.now()) / 1000)
-      return {
-        response: HttpServerResponse.unsafeJson(Api.LoginResponse.parse(session), {
-          headers: { "set-cookie": sessionCookie(session.sessionToken, maxAge) }
-        })
-      }
+      const response = HttpServerResponse.unsafeJson(Api.LoginResponse.parse(session))
+      return { response: Cookies.setSession(response, session.sessionToken, session.expiresAt) }
     })
   ),
   Route.make(E.logout, ({ principal }) =>
     Effect.gen(function* () {
       yield* (yield* Auth).logout(principal)
-      return { response: HttpServerResponse.unsafeJson({}, { headers: { "set-cookie": sessionCookie("", 0) } }) }
+      return { response: Cookies.clearSession(HttpServerResponse.unsafeJson({})) }
     })
   ),
   Route.make(E.me, ({ principal }) =>

@@ -1,2 +1,3 @@
 export * from "./GatewayHarness.js"
 export * from "./TestStack.js"
+export * from "./FakeGitHub.js"

@@ -1,6 +1,7 @@
 export * from "./ApiError.js"
 export * from "./Auth.js"
 export * from "./Endpoint.js"
+export * from "./Feed.js"
 export * from "./Projects.js"
 export * from "./Sessions.js"
 export * from "./Tasks.js"

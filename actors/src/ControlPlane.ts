@@ -2,6 +2,7 @@ import { Effect, Layer } from "effect"
 import { SessionRef, TaskRef } from "./domain/Kinds.js"
 import { NodeKind } from "./domain/NodeActor.js"
 import { makeHeartbeatThrottle, nodeReportRoutes } from "./domain/NodeRoutes.js"
+import * as Notifications from "./domain/Notifications.js"
 import { ProjectKind } from "./domain/ProjectActor.js"
 import { runProvisioner } from "./domain/Provisioner.js"
 import * as ReportIngress from "./domain/ReportIngress.js"
@@ -29,6 +30,7 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
     routes: { ...ReportIngress.sessionRoutes(session), ...nodeReportRoutes },
     onHeartbeat: makeHeartbeatThrottle()
   })
+  yield* Effect.forkScoped(Notifications.run())
   yield* Effect.forkScoped(
     runProvisioner().pipe(Effect.tapErrorCause((cause) => Effect.logError("provisioner stopped", cause)))
   )

@@ -2,7 +2,15 @@ import { encodeUser, fmtCreds } from "@nats-io/jwt"
 import { createUser, fromSeed } from "@nats-io/nkeys"
 import { Effect, Redacted } from "effect"
 import { NatsError } from "./Errors.js"
-import { agentAll, ingressAll, nodeAll, nodeConsumerName, nodeInboxPrefix, ptyAll } from "./Subjects.js"
+import {
+  agentAll,
+  ingressAll,
+  nodeAll,
+  nodeConsumerName,
+  nodeInboxPrefix,
+  ptyAll,
+  userInboxPrefix
+} from "./Subjects.js"
 
 /**
  * Minting NATS user credentials. The control plane holds the SAM account's signing key (an nkey
@@ -92,10 +100,15 @@ export const nodePermissions = (nodeId: string): Permissions => {
   }
 }
 
-/** A programmatic client: request/reply on its own ingress subjects only. */
-export const userPermissions = (userId: string): Permissions => ({
-  publish: { allow: [ingressAll(userId)] },
-  subscribe: { allow: [`_INBOX.user.${userId}.>`] }
+/**
+ * A programmatic client, bound to the API token it was minted with (ADR 0011): request/reply on
+ * `sam.in.<userId>.<tokenId>.>` only, replies only under its own inbox prefix (connect with
+ * `inboxPrefix: userInboxPrefix(userId, tokenId)`). The ingress checks that token on every request,
+ * so revoking the token stops these credentials although the JWT itself stays valid until it expires.
+ */
+export const userPermissions = (userId: string, tokenId: string): Permissions => ({
+  publish: { allow: [ingressAll(userId, tokenId)] },
+  subscribe: { allow: [`${userInboxPrefix(userId, tokenId)}.>`] }
 })
 
 /** The control plane and operators: everything inside the SAM account. */

@@ -55,9 +55,31 @@ export const pty = (nodeId: string, ptyId: string, direction: "in" | "out") =>
   `sam.pty.${token(nodeId)}.${token(ptyId)}.${direction}`
 export const ptyAll = (nodeId: string) => `sam.pty.${token(nodeId)}.>`
 
-/** `sam.in.<userId>.<command>` — request/reply ingress for programmatic clients. */
-export const ingress = (userId: string, commandName: string) => `sam.in.${token(userId)}.${messageType(commandName)}`
-export const ingressAll = (userId: string) => `sam.in.${token(userId)}.>`
+/**
+ * `sam.in.<userId>.<tokenId>.<command>` — request/reply ingress for programmatic clients (ADR 0011).
+ * A client's credentials are bound to one API token: it may publish only under its own user and
+ * token, so the ingress reads both from the subject and checks the token on every request.
+ */
+export const ingress = (userId: string, tokenId: string, commandName: string) =>
+  `sam.in.${token(userId)}.${token(tokenId)}.${messageType(commandName)}`
+/** Everything one credential may publish: the prefix `sam.in.<userId>.<tokenId>` and below. */
+export const ingressPrefix = (userId: string, tokenId: string) => `sam.in.${token(userId)}.${token(tokenId)}`
+export const ingressAll = (userId: string, tokenId: string) => `${ingressPrefix(userId, tokenId)}.>`
+/** What the ingress subscribes to: every user's and token's commands. */
+export const ingressEverything = "sam.in.*.*.>"
+
+/** The parts of an ingress subject, or undefined when it is not one. */
+export const parseIngress = (subject: string) => {
+  const parts = subject.split(".")
+  if (parts.length < 5 || parts[0] !== "sam" || parts[1] !== "in") return undefined
+  const [userId, tokenId] = [parts[2]!, parts[3]!]
+  const commandName = parts.slice(4).join(".")
+  if (!isToken(userId) || !isToken(tokenId) || !TYPE.test(commandName)) return undefined
+  return { userId, tokenId, commandName }
+}
+
+/** The inbox prefix of a programmatic client's connection; its credentials allow replies only there. */
+export const userInboxPrefix = (userId: string, tokenId: string) => `_INBOX.${token(userId)}.${token(tokenId)}`
 
 /** The inbox prefix a node's connection must use; its credentials allow replies only there. */
 export const nodeInboxPrefix = (nodeId: string) => `_INBOX.node.${token(nodeId)}`

@@ -15,7 +15,13 @@ describe("subjects", () => {
     )
     expect(Subjects.heartbeat("node_a")).toBe("sam.agent.node_a.hb")
     expect(Subjects.pty("node_a", "pty1", "in")).toBe("sam.pty.node_a.pty1.in")
-    expect(Subjects.ingress("user_u", "task.create")).toBe("sam.in.user_u.task.create")
+    expect(Subjects.ingress("user_u", "tok_t", "task.create")).toBe("sam.in.user_u.tok_t.task.create")
+    expect(Subjects.parseIngress("sam.in.user_u.tok_t.task.create")).toEqual({
+      userId: "user_u",
+      tokenId: "tok_t",
+      commandName: "task.create"
+    })
+    expect(Subjects.parseIngress("sam.in.user_u.task")).toBeUndefined()
   })
 
   it.each(["a.>", "*", "a b", "", ">", "node.x", "a\nb", "ä"])("refuse the hostile id %j", (id) => {

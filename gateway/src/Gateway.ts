@@ -9,8 +9,10 @@ import { Auth } from "./Auth.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
+import * as Ingress from "./Ingress.js"
 import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
+import * as CredentialRoutes from "./routes/Credentials.js"
 import * as GitHubRoutes from "./routes/GitHub.js"
 import * as ProjectRoutes from "./routes/Projects.js"
 import * as SessionRoutes from "./routes/Sessions.js"
@@ -43,6 +45,7 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions =
 /** Every REST route, in the order OpenAPI lists them. */
 export const routes: ReadonlyArray<Route.Route> = [
   ...AuthRoutes.routes,
+  ...CredentialRoutes.routes,
   ...GitHubRoutes.routes,
   ...ProjectRoutes.routes,
   ...TaskRoutes.routes,
@@ -83,6 +86,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       Layer.provide(Layer.succeed(GatewayConfig, config))
     )
   )
+  yield* Ingress.start().pipe(Effect.provide(Auth.Default))
   const address = Context.get(context, HttpServer.HttpServer).address
   url = `http://${options.host}:${address._tag === "TcpAddress" ? address.port : options.port}`
   return { url }

@@ -6,7 +6,7 @@ import { LocalProvider } from "@sam/infra"
 import { Migrations } from "@sam/sql"
 import { Effect, Layer } from "effect"
 import { freshDatabase, sqlLayer } from "./Env.js"
-import { startPrivateNats } from "./PrivateNats.js"
+import { type PrivateNats, startPrivateNats } from "./PrivateNats.js"
 import { tempDir } from "./TestStack.js"
 import { makeRepo } from "./VmAgentProcess.js"
 
@@ -15,10 +15,15 @@ import { makeRepo } from "./VmAgentProcess.js"
  * provider spawning real vm-agent processes (host runtime), on a private nats-server and a fresh
  * database. The test gets `Nats` and `SqlClient`.
  */
-export const makeControlPlaneEnv = (options: { readonly runtime: "host" | "docker"; readonly dockerSocket?: string }) =>
+export const makeControlPlaneEnv = (options: {
+  readonly runtime: "host" | "docker"
+  readonly dockerSocket?: string
+  /** a private nats-server started by the caller (who needs its URL or signing key); else one of its own */
+  readonly nats?: PrivateNats
+}) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
-      const nats = yield* startPrivateNats
+      const nats = options.nats ?? (yield* startPrivateNats)
       const dir = yield* Effect.promise(() => tempDir("sam-cp-"))
       const sql = sqlLayer(yield* Effect.promise(freshDatabase))
       const base = Layer.merge(nats.layer, sql)

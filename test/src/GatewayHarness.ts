@@ -3,6 +3,7 @@ import { makeId, type UserId } from "@sam/bus"
 import { Auth, Gateway } from "@sam/gateway"
 import { Context, Effect, Layer } from "effect"
 import { makeControlPlaneEnv } from "./ControlPlaneHarness.js"
+import { startPrivateNats } from "./PrivateNats.js"
 
 /** Where the gateway under test listens. */
 export class GatewayUrl extends Context.Tag("test/GatewayUrl")<GatewayUrl, string>() {}
@@ -14,10 +15,13 @@ export class GatewayUrl extends Context.Tag("test/GatewayUrl")<GatewayUrl, strin
 export const makeGatewayEnv = (options: Partial<Gateway.GatewayOptions> = {}) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
-      const env = makeControlPlaneEnv({ runtime: "host" })
+      const nats = yield* startPrivateNats
+      const env = makeControlPlaneEnv({ runtime: "host", nats })
       const gateway = Layer.scoped(
         GatewayUrl,
-        Gateway.start({ host: "127.0.0.1", port: 0, ...options }).pipe(Effect.map((g) => g.url))
+        Gateway.start({ host: "127.0.0.1", port: 0, signing: nats.signing, natsUrl: nats.url, ...options }).pipe(
+          Effect.map((g) => g.url)
+        )
       )
       return Layer.provideMerge(gateway, env)
     })

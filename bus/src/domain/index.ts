@@ -1,6 +1,7 @@
 export * as ControlProtocol from "./ControlProtocol.js"
 export * from "./NodeHealth.js"
 export * as NodeProtocol from "./NodeProtocol.js"
+export * as Notifications from "./Notifications.js"
 export * as SessionEvents from "./SessionEvents.js"
 export * from "./SessionState.js"
 export * from "./States.js"

@@ -1,0 +1,276 @@
+import { SqlClient } from "@effect/sql"
+import { type Api, Consume, Domain, type Envelope, type EnvelopeOf, makeId, Publish, registry } from "@sam/bus"
+import { Effect, Schedule } from "effect"
+import { TaskStatusEvent } from "./TaskActor.js"
+
+const { SessionEvents, Notifications: N } = Domain
+
+/**
+ * The notifications reactor: domain events on SAM_EVT become rows in `notifications` and
+ * `notification.created` events. Two durable consumers (nats-server 2.9 takes one filter each):
+ * task events and session events. Several control planes may share them; every step is idempotent,
+ * so order and repeats do not matter: a row is unique per (source event, type, user), inserted with
+ * `ON CONFLICT DO NOTHING`, and the stored row is published with a message id derived from its own
+ * id, so handling an event twice stores and publishes nothing new.
+ *
+ * Mapping (recipient: the task's creator; for a session without a task, the project's owners):
+ * - `task.status` completed → `task_complete`; failed → `error`; in_progress at step `running` → `progress`
+ * - `task.pull-request` (nothing publishes it yet) → `pr_created`
+ * - `session.event` `permission-requested` → `needs_input`; the first `plan` of a turn → `progress`
+ * - `session.failed` → `error`, unless the session's task carries the failure (it is failed, or
+ *   still running and about to fail with it); `session.stopped` → `session_ended`
+ */
+
+export const TASK_CONSUMER = "notifications-tasks"
+export const SESSION_CONSUMER = "notifications-sessions"
+
+/** What a source event asks for, before its recipients are known. */
+interface Draft {
+  readonly type: Api.NotificationType
+  readonly title: string
+  readonly body: string | null
+  /** with type and user, what makes it unique: the source event's id, or a coarser key to say it once */
+  readonly sourceEventId: string
+}
+
+interface Context {
+  readonly projectId: string
+  readonly taskId: string | null
+  readonly sessionId: string | null
+  readonly recipients: ReadonlyArray<string>
+}
+
+interface Row {
+  readonly id: string
+  readonly userId: string
+  readonly projectId: string
+  readonly taskId: string | null
+  readonly sessionId: string | null
+  readonly type: Api.NotificationType
+  readonly priority: boolean
+  readonly title: string
+  readonly body: string | null
+  readonly createdAt: Date
+  readonly readAt: Date | null
+}
+
+const PRIORITY: ReadonlySet<string> = new Set(["needs_input", "task_complete", "error"])
+
+const clip = (text: string, max = 500) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`)
+/** A prompt in one line: its first non-empty line, clipped. */
+const summary = (prompt: string) => clip(prompt.split("\n").find((line) => line.trim() !== "") ?? prompt, 120)
+
+const taskEvents = registry(TaskStatusEvent, N.PullRequestOpened)
+type TaskEvent = EnvelopeOf<(typeof taskEvents.defs)[number]> & Envelope
+type SessionEvent = EnvelopeOf<(typeof SessionEvents.sessionEvents.defs)[number]> & Envelope
+
+interface TaskFacts {
+  readonly prompt: string
+  readonly status: string | null
+}
+
+const taskDraft = (event: TaskEvent, task: TaskFacts): Draft | undefined => {
+  const source = event.id
+  if (event.type === "task.pull-request") {
+    return { type: "pr_created", title: "Pull request opened", body: event.body.url, sourceEventId: source }
+  }
+  const b = event.body
+  switch (b.status) {
+    case "completed":
+      return {
+        type: "task_complete",
+        title: "Task completed",
+        body: `${summary(task.prompt)}${b.branch === null ? "" : ` (branch ${b.branch})`}`,
+        sourceEventId: source
+      }
+    case "failed":
+      return {
+        type: "error",
+        title: "Task failed",
+        body: clip(`${b.errorReason ?? "no reason given"}${b.errorStep === null ? "" : ` (at ${b.errorStep})`}`),
+        sourceEventId: source
+      }
+    case "in_progress":
+      return b.step === "running"
+        ? { type: "progress", title: "Task is running", body: summary(task.prompt), sourceEventId: source }
+        : undefined
+    default:
+      return undefined
+  }
+}
+
+const sessionDraft = (event: SessionEvent, task: TaskFacts | null): Draft | undefined => {
+  switch (event.type) {
+    case "session.event": {
+      const e = event.body.event as { readonly type: string; readonly title?: unknown; readonly entries?: unknown }
+      if (e.type === "permission-requested") {
+        const what = typeof e.title === "string" && e.title !== "" ? e.title : "a tool call"
+        return {
+          type: "needs_input",
+          title: "The agent needs your input",
+          body: clip(`Permission requested: ${what}`),
+          sourceEventId: event.id
+        }
+      }
+      if (e.type === "plan") {
+        const entries = Array.isArray(e.entries) ? e.entries : []
+        const steps = entries.map((entry) => String((entry as { content?: unknown }).content ?? "")).filter(Boolean)
+        return {
+          type: "progress",
+          title: "The agent made a plan",
+          body: steps.length === 0 ? null : clip(steps.join(" · ")),
+          // One per turn: later plan updates of the same turn add no notification.
+          sourceEventId: `${event.body.sessionId}.plan.${event.body.promptEpoch}`
+        }
+      }
+      return undefined
+    }
+    case "session.failed":
+      // A task that failed, or that will fail with its session, says so itself.
+      if (task !== null && task.status !== "completed" && task.status !== "cancelled") return undefined
+      return { type: "error", title: "Session failed", body: clip(event.body.reason), sourceEventId: event.id }
+    case "session.stopped":
+      return {
+        type: "session_ended",
+        title: "Session ended",
+        body: event.body.reason === undefined ? null : clip(event.body.reason),
+        sourceEventId: event.id
+      }
+    default:
+      return undefined
+  }
+}
+
+const toNotification = (row: Row): Api.Notification =>
+  ({
+    ...row,
+    createdAt: row.createdAt.toISOString(),
+    readAt: row.readAt === null ? null : row.readAt.toISOString()
+  }) as Api.Notification
+
+/** Store the draft for every recipient (once) and publish each stored row. */
+const notify = (source: Envelope, context: Context, draft: Draft) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    for (const userId of context.recipients) {
+      yield* sql`
+        INSERT INTO notifications
+          (id, user_id, project_id, task_id, session_id, type, priority, title, body, source_event_id)
+        VALUES (${makeId("ntf")}, ${userId}, ${context.projectId}, ${context.taskId}, ${context.sessionId},
+          ${draft.type}, ${PRIORITY.has(draft.type)}, ${draft.title}, ${draft.body}, ${draft.sourceEventId})
+        ON CONFLICT (source_event_id, type, user_id) DO NOTHING`
+      const rows = yield* sql<Row>`
+        SELECT id, user_id, project_id, task_id, session_id, type, priority, title, body, created_at, read_at
+        FROM notifications
+        WHERE source_event_id = ${draft.sourceEventId} AND type = ${draft.type} AND user_id = ${userId}`
+      const row = rows[0]
+      if (row === undefined) continue
+      yield* Publish.publish(
+        N.notificationSubject(row.projectId, row.id),
+        N.NotificationCreated.make(
+          { notification: toNotification(row) },
+          {
+            id: N.notificationMessageId(row.id),
+            at: row.createdAt,
+            causationId: source.id,
+            ...(source.correlationId === undefined ? {} : { correlationId: source.correlationId })
+          }
+        )
+      )
+    }
+    return Consume.Outcome.Ack()
+  })
+
+const handleTask = (delivery: Consume.Delivery<TaskEvent>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const event = delivery.envelope
+    const tasks = yield* sql<{ projectId: string; createdBy: string; prompt: string; status: string }>`
+      SELECT project_id, created_by, prompt, status FROM tasks WHERE id = ${event.body.taskId}`
+    const task = tasks[0]
+    const draft = task === undefined ? undefined : taskDraft(event, task)
+    if (task === undefined || draft === undefined) return Consume.Outcome.Ack()
+    const sessionId = event.type === "task.status" ? event.body.sessionId : null
+    return yield* notify(
+      event,
+      { projectId: task.projectId, taskId: event.body.taskId, sessionId, recipients: [task.createdBy] },
+      draft
+    )
+  })
+
+/** Session events that can never notify are acknowledged without a query. */
+const mayNotify = (event: SessionEvent) =>
+  event.type === "session.failed" ||
+  event.type === "session.stopped" ||
+  (event.type === "session.event" &&
+    (event.body.event.type === "permission-requested" || event.body.event.type === "plan"))
+
+const handleSession = (delivery: Consume.Delivery<SessionEvent>) =>
+  Effect.gen(function* () {
+    const event = delivery.envelope
+    if (!mayNotify(event)) return Consume.Outcome.Ack()
+    const sql = yield* SqlClient.SqlClient
+    const sessions = yield* sql<{
+      projectId: string
+      taskId: string | null
+      createdBy: string | null
+      prompt: string | null
+      status: string | null
+    }>`
+      SELECT s.project_id, s.task_id, t.created_by, t.prompt, t.status
+      FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id WHERE s.id = ${event.body.sessionId}`
+    const session = sessions[0]
+    if (session === undefined) return Consume.Outcome.Ack()
+    const task = session.createdBy === null ? null : { prompt: session.prompt ?? "", status: session.status }
+    const draft = sessionDraft(event, task)
+    if (draft === undefined) return Consume.Outcome.Ack()
+    const recipients =
+      session.createdBy !== null
+        ? [session.createdBy]
+        : (yield* sql<{ userId: string }>`
+            SELECT user_id FROM project_members WHERE project_id = ${session.projectId} AND role = 'owner'`).map(
+            (m) => m.userId
+          )
+    return yield* notify(
+      event,
+      { projectId: session.projectId, taskId: session.taskId, sessionId: event.body.sessionId, recipients },
+      draft
+    )
+  })
+
+/** New event types on the same subjects are not ours to notify about: no warning for those. */
+const onMalformed = (report: Consume.MalformedDelivery) =>
+  report.malformed.reason === "unknown-type"
+    ? Effect.void
+    : Effect.logWarning(`notifications: terminated malformed ${report.subject}: ${report.malformed.message}`)
+
+/** Run the reactor until interrupted; a consumer that stops (connection trouble) is reopened. */
+export const run = Effect.fn("Notifications.run")(function* () {
+  yield* Consume.ensureConsumer("SAM_EVT", { durable: TASK_CONSUMER, filterSubject: "sam.evt.*.task.*.task.*" })
+  yield* Consume.ensureConsumer("SAM_EVT", {
+    durable: SESSION_CONSUMER,
+    filterSubject: "sam.evt.*.session.*.session.*"
+  })
+  const tasks = Consume.run(
+    Consume.consume<typeof taskEvents.defs, TaskEvent>("SAM_EVT", TASK_CONSUMER, taskEvents, { onMalformed }),
+    handleTask
+  )
+  const sessions = Consume.run(
+    Consume.consume<typeof SessionEvents.sessionEvents.defs, SessionEvent>(
+      "SAM_EVT",
+      SESSION_CONSUMER,
+      SessionEvents.sessionEvents,
+      { onMalformed }
+    ),
+    handleSession
+  )
+  const keepGoing = <E, R>(what: string, work: Effect.Effect<void, E, R>) =>
+    work.pipe(
+      Effect.tapErrorCause((cause) => Effect.logWarning(`notifications: ${what} consumer stopped; reopening`, cause)),
+      Effect.retry(Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("10 seconds"))))
+    )
+  yield* Effect.all([keepGoing("task", tasks), keepGoing("session", sessions)], {
+    concurrency: "unbounded",
+    discard: true
+  })
+})

@@ -14,9 +14,13 @@ import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
 import * as CredentialRoutes from "./routes/Credentials.js"
 import * as GitHubRoutes from "./routes/GitHub.js"
+import * as MemberRoutes from "./routes/Members.js"
+import * as NodeRoutes from "./routes/Nodes.js"
+import * as NotificationRoutes from "./routes/Notifications.js"
 import * as ProjectRoutes from "./routes/Projects.js"
 import * as SessionRoutes from "./routes/Sessions.js"
 import * as TaskRoutes from "./routes/Tasks.js"
+import * as WorkspaceRoutes from "./routes/Workspaces.js"
 
 export type { GatewayOptions } from "./Config.js"
 
@@ -48,8 +52,12 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...CredentialRoutes.routes,
   ...GitHubRoutes.routes,
   ...ProjectRoutes.routes,
+  ...MemberRoutes.routes,
   ...TaskRoutes.routes,
-  ...SessionRoutes.routes
+  ...SessionRoutes.routes,
+  ...WorkspaceRoutes.routes,
+  ...NodeRoutes.routes,
+  ...NotificationRoutes.routes
 ]
 
 const notFound = HttpServerResponse.unsafeJson(

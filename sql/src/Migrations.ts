@@ -5,6 +5,7 @@ import actorRuntime from "./migrations/0002_actor_runtime.js"
 import sessions from "./migrations/0003_sessions.js"
 import tasks from "./migrations/0004_tasks.js"
 import gateway from "./migrations/0005_gateway.js"
+import bootlog from "./migrations/0006_bootlog.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -16,7 +17,8 @@ export const migrations = {
   "0002_actor_runtime": actorRuntime,
   "0003_sessions": sessions,
   "0004_tasks": tasks,
-  "0005_gateway": gateway
+  "0005_gateway": gateway,
+  "0006_bootlog": bootlog
 }
 
 const migrator = Migrator.make({})

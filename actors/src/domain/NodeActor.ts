@@ -18,6 +18,26 @@ export const NodeStatusEvent = defineMessage(
   z.object({ nodeId: z.string(), status: Domain.NodeStatus, ready: z.boolean() }),
   { durable: true }
 )
+/** A user asked to stop what runs on the node; each workspace named was sent `workspace.user-stop`. */
+export const NodeStopRequested = defineMessage(
+  "node.stop-requested",
+  z.object({ nodeId: NodeId, workspaces: z.array(z.string()), reason: z.string().optional() }),
+  { durable: true }
+)
+/**
+ * A user retired the node: for its provider to destroy the machine. The local provider does not act
+ * on it yet; the node is `destroying`, takes no new work, and is not restarted with the control plane.
+ */
+export const NodeDestroyRequested = defineMessage(
+  "node.destroy-requested",
+  z.object({
+    nodeId: NodeId,
+    provider: z.enum(["local", "hetzner"]),
+    workspaces: z.array(z.string()),
+    reason: z.string().optional()
+  }),
+  { durable: true }
+)
 
 interface Row {
   readonly id: string
@@ -34,7 +54,12 @@ interface State {
   readonly undispatched: ReadonlyArray<string>
   /** tasks waiting for this node to be ready */
   readonly waiting: ReadonlyArray<string>
+  /** its workspaces that are not deleted, with their status */
+  readonly workspaces: ReadonlyArray<{ readonly id: string; readonly status: Domain.WorkspaceStatus }>
 }
+
+/** Workspaces a stop applies to: handed to the node and not stopped or on their way there. */
+const STOPPABLE: ReadonlySet<Domain.WorkspaceStatus> = new Set(["creating", "running", "recovery", "sleeping"])
 
 const fresh = (row: Row) =>
   row.agentReadyAt !== null &&
@@ -63,10 +88,13 @@ export const NodeKind = Actor.make({
         SELECT id FROM workspaces WHERE node_id = ${id} AND dispatched_at IS NULL AND status = 'pending'`
       const waiting = yield* sql<{ id: string }>`
         SELECT id FROM tasks WHERE node_id = ${id} AND status = 'queued' AND execution_step = 'node_provisioning'`
+      const workspaces = yield* sql<{ id: string; status: Domain.WorkspaceStatus }>`
+        SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`
       const state: State = {
         row: rows[0] ?? null,
         undispatched: undispatched.map((r) => r.id),
-        waiting: waiting.map((r) => r.id)
+        waiting: waiting.map((r) => r.id),
+        workspaces
       }
       return state
     }),
@@ -87,7 +115,7 @@ export const NodeKind = Actor.make({
     if (row === null) return Effect.succeed({ state, reply: { ok: false, code: "not_found" } })
     /** Once ready: the node-ready path of dispatch, and the tasks that waited. */
     const handOver = (next: Row) =>
-      fresh(next)
+      fresh(next) && next.status !== "destroying"
         ? [
             ...state.undispatched.map((workspaceId) =>
               Actor.to(
@@ -128,6 +156,75 @@ export const NodeKind = Actor.make({
       case "node.heartbeat-seen": {
         const next: Row = { ...row, lastHeartbeatAt: new Date(command.body.at) }
         return Effect.succeed({ state: { ...state, row: next }, send: handOver(next) })
+      }
+      case "node.stop": {
+        const reason = command.body.reason
+        const stopping = state.workspaces.filter((w) => STOPPABLE.has(w.status)).map((w) => w.id)
+        return Effect.succeed({
+          state,
+          send: stopping.map((workspaceId) =>
+            Actor.to(
+              WorkspaceRef,
+              workspaceId,
+              C.WorkspaceStopCommand.make({
+                workspaceId: workspaceId as never,
+                reason: reason ?? "its node was stopped"
+              })
+            )
+          ),
+          events: [
+            systemEvent(
+              row,
+              NodeStopRequested.make({
+                nodeId: row.id as never,
+                workspaces: stopping,
+                ...(reason === undefined ? {} : { reason })
+              })
+            )
+          ],
+          reply: { ok: true, workspaces: stopping }
+        })
+      }
+      case "node.destroy": {
+        const transition = Domain.nodeTransition(row.status, "destroying")
+        if (transition._tag === "Unchanged") {
+          return Effect.succeed({ state, reply: { ok: true, duplicate: true, workspaces: [] } })
+        }
+        if (transition._tag === "Refused") {
+          return Effect.succeed({
+            state,
+            reply: { ok: false, code: "invalid_transition", message: transition.message }
+          })
+        }
+        const reason = command.body.reason
+        const next: Row = { ...row, status: "destroying" }
+        const deleting = state.workspaces.map((w) => w.id)
+        return Effect.succeed({
+          state: { ...state, row: next },
+          send: deleting.map((workspaceId) =>
+            Actor.to(
+              WorkspaceRef,
+              workspaceId,
+              C.WorkspaceDeleteCommand.make({
+                workspaceId: workspaceId as never,
+                reason: reason ?? "its node was deleted"
+              })
+            )
+          ),
+          events: [
+            systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: next.status, ready: false })),
+            systemEvent(
+              next,
+              NodeDestroyRequested.make({
+                nodeId: row.id as never,
+                provider: row.provider,
+                workspaces: deleting,
+                ...(reason === undefined ? {} : { reason })
+              })
+            )
+          ],
+          reply: { ok: true, workspaces: deleting }
+        })
       }
     }
   }

@@ -6,10 +6,21 @@ import * as Actor from "../ActorKind.js"
 import { ProjectRef } from "./Kinds.js"
 
 const { ControlProtocol: C } = Domain
+type Role = Domain.ControlProtocol.MemberRole
 
 export const ProjectCreated = defineMessage(
   "project.created",
   z.object({ projectId: z.string(), name: z.string(), repoUrl: z.string() }),
+  { durable: true }
+)
+export const ProjectMemberAdded = defineMessage(
+  "project.member-added",
+  z.object({ projectId: z.string(), userId: z.string(), role: C.MemberRole, by: z.string() }),
+  { durable: true }
+)
+export const ProjectMemberRemoved = defineMessage(
+  "project.member-removed",
+  z.object({ projectId: z.string(), userId: z.string(), by: z.string() }),
   { durable: true }
 )
 
@@ -20,14 +31,24 @@ interface Row {
   readonly repoUrl: string
   readonly defaultBranch: string
 }
+type MemberChange =
+  | { readonly _tag: "Upsert"; readonly userId: string; readonly role: Role }
+  | { readonly _tag: "Remove"; readonly userId: string }
 interface State {
   readonly row: Row | null
   readonly created: boolean
+  readonly members: ReadonlyMap<string, Role>
+  /** written by `save`; empty after every load */
+  readonly changes: ReadonlyArray<MemberChange>
 }
+
+const refuse = (state: State, code: string, message: string) => ({ state, reply: { ok: false, code, message } })
+const owners = (members: ReadonlyMap<string, Role>) => [...members.values()].filter((r) => r === "owner").length
 
 /**
  * A project: a Git repository by URL, with its owner as its first member. Creating one twice with
- * the same id is a no-op that says so; settings and membership changes come with the gateway.
+ * the same id is a no-op that says so. Membership changes go through here, one at a time, so two
+ * owners removing each other at once cannot leave the project without an owner.
  */
 export const ProjectKind = Actor.make({
   ...ProjectRef,
@@ -38,42 +59,113 @@ export const ProjectKind = Actor.make({
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<Row>`
         SELECT id, owner_id, name, repo_url, default_branch FROM projects WHERE id = ${id} FOR UPDATE`
-      const state: State = { row: rows[0] ?? null, created: false }
+      const members = yield* sql<{ userId: string; role: Role }>`
+        SELECT user_id, role FROM project_members WHERE project_id = ${id}`
+      const state: State = {
+        row: rows[0] ?? null,
+        created: false,
+        members: new Map(members.map((m) => [m.userId, m.role])),
+        changes: []
+      }
       return state
     }),
   save: (_id, state) =>
     Effect.gen(function* () {
       const row = state.row
-      if (!state.created || row === null) return
+      if (row === null) return
       const sql = yield* SqlClient.SqlClient
-      yield* sql`
-        INSERT INTO projects (id, owner_id, name, repo_url, default_branch)
-        VALUES (${row.id}, ${row.ownerId}, ${row.name}, ${row.repoUrl}, ${row.defaultBranch})`
-      yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${row.id}, ${row.ownerId}, 'owner')`
+      if (state.created) {
+        yield* sql`
+          INSERT INTO projects (id, owner_id, name, repo_url, default_branch)
+          VALUES (${row.id}, ${row.ownerId}, ${row.name}, ${row.repoUrl}, ${row.defaultBranch})`
+        yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${row.id}, ${row.ownerId}, 'owner')`
+      }
+      for (const change of state.changes) {
+        if (change._tag === "Upsert") {
+          yield* sql`
+            INSERT INTO project_members (project_id, user_id, role) VALUES (${row.id}, ${change.userId}, ${change.role})
+            ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role`
+        } else {
+          yield* sql`DELETE FROM project_members WHERE project_id = ${row.id} AND user_id = ${change.userId}`
+        }
+      }
     }),
   handle: (state, command) => {
-    const b = command.body
-    if (state.row !== null) {
-      return Effect.succeed({ state, reply: { ok: true, duplicate: true, projectId: state.row.id } })
+    const row = state.row
+    switch (command.type) {
+      case "project.create": {
+        const b = command.body
+        if (row !== null) return Effect.succeed({ state, reply: { ok: true, duplicate: true, projectId: row.id } })
+        const created: Row = {
+          id: b.projectId,
+          ownerId: b.ownerId,
+          name: b.name,
+          repoUrl: b.repoUrl,
+          defaultBranch: b.defaultBranch
+        }
+        return Effect.succeed({
+          state: { ...state, row: created, created: true, members: new Map([[b.ownerId, "owner" as const]]) },
+          events: [
+            Actor.event(
+              created.id,
+              "project",
+              created.id,
+              ProjectCreated.make({ projectId: created.id, name: created.name, repoUrl: created.repoUrl })
+            )
+          ],
+          reply: { ok: true, projectId: created.id }
+        })
+      }
+      case "project.add-member": {
+        const b = command.body
+        if (row === null) return Effect.succeed(refuse(state, "not_found", `no project ${b.projectId}`))
+        const current = state.members.get(b.userId)
+        if (current === b.role) return Effect.succeed({ state, reply: { ok: true, duplicate: true, role: b.role } })
+        const members = new Map(state.members).set(b.userId, b.role)
+        if (owners(members) === 0) {
+          return Effect.succeed(refuse(state, "last_owner", "the project's only owner cannot stop being an owner"))
+        }
+        return Effect.succeed({
+          state: {
+            ...state,
+            members,
+            changes: [...state.changes, { _tag: "Upsert" as const, userId: b.userId, role: b.role }]
+          },
+          events: [
+            Actor.event(
+              row.id,
+              "project",
+              row.id,
+              ProjectMemberAdded.make({ projectId: row.id, userId: b.userId, role: b.role, by: b.by })
+            )
+          ],
+          reply: { ok: true, role: b.role }
+        })
+      }
+      case "project.remove-member": {
+        const b = command.body
+        if (row === null) return Effect.succeed(refuse(state, "not_found", `no project ${b.projectId}`))
+        if (!state.members.has(b.userId)) {
+          return Effect.succeed(refuse(state, "not_found", `${b.userId} is not a member of ${row.id}`))
+        }
+        const members = new Map(state.members)
+        members.delete(b.userId)
+        if (owners(members) === 0) {
+          return Effect.succeed(refuse(state, "last_owner", "the project's only owner cannot be removed"))
+        }
+        return Effect.succeed({
+          state: { ...state, members, changes: [...state.changes, { _tag: "Remove" as const, userId: b.userId }] },
+          events: [
+            Actor.event(
+              row.id,
+              "project",
+              row.id,
+              ProjectMemberRemoved.make({ projectId: row.id, userId: b.userId, by: b.by })
+            )
+          ],
+          reply: { ok: true }
+        })
+      }
     }
-    const row: Row = {
-      id: b.projectId,
-      ownerId: b.ownerId,
-      name: b.name,
-      repoUrl: b.repoUrl,
-      defaultBranch: b.defaultBranch
-    }
-    return Effect.succeed({
-      state: { ...state, row, created: true },
-      events: [
-        Actor.event(
-          row.id,
-          "project",
-          row.id,
-          ProjectCreated.make({ projectId: row.id, name: row.name, repoUrl: row.repoUrl })
-        )
-      ],
-      reply: { ok: true, projectId: row.id }
-    })
   }
 })

@@ -4,9 +4,9 @@ import { Effect } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { dropped } from "./Audit.js"
-import { TaskRef, WorkspaceRef } from "./Kinds.js"
+import { SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
 
-const { ControlProtocol: C, NodeProtocol: N, workspaceTransition } = Domain
+const { ControlProtocol: C, NodeProtocol: N, workspaceTransition, TERMINAL_TASK_STATUSES } = Domain
 
 export const WorkspaceEvent = defineMessage(
   "workspace.status",
@@ -32,8 +32,16 @@ interface Row {
   readonly errorReason: string | null
   readonly repoUrl: string
   readonly branch: string | null
+  /** its task's status, to cancel a task that has not ended when the workspace goes away */
+  readonly taskStatus: Domain.TaskStatus | null
+  /** sessions in it that are active or sleeping */
+  readonly liveSessions: ReadonlyArray<string>
+  /** boot log lines this command adds (empty after every load) */
+  readonly bootLog: ReadonlyArray<z.output<typeof N.BootLog.body>>
 }
 type State = Row | null
+
+const refuse = (state: State, code: string, message: string) => ({ state, reply: { ok: false, code, message } })
 
 const event = (row: Row, body: z.input<typeof WorkspaceEvent.body>) =>
   Actor.event(row.projectId, "workspace", row.id, WorkspaceEvent.make(body))
@@ -50,11 +58,17 @@ export const WorkspaceKind = Actor.make({
   load: (id) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<Row>`
+      const rows = yield* sql<Omit<Row, "liveSessions" | "bootLog">>`
         SELECT w.id, w.project_id, w.node_id, w.task_id, w.status, w.runtime, w.dispatched_at, w.dispatch_count,
-          w.error_reason, COALESCE(w.repo_url, p.repo_url) AS repo_url, COALESCE(w.branch, p.default_branch) AS branch
-        FROM workspaces w JOIN projects p ON p.id = w.project_id WHERE w.id = ${id} FOR UPDATE OF w`
-      return (rows[0] ?? null) as State
+          w.error_reason, COALESCE(w.repo_url, p.repo_url) AS repo_url, COALESCE(w.branch, p.default_branch) AS branch,
+          t.status AS task_status
+        FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
+        WHERE w.id = ${id} FOR UPDATE OF w`
+      const row = rows[0]
+      if (row === undefined) return null as State
+      const sessions = yield* sql<{ id: string }>`
+        SELECT id FROM sessions WHERE workspace_id = ${id} AND status IN ('active', 'sleeping') ORDER BY created_at`
+      return { ...row, liveSessions: sessions.map((s) => s.id), bootLog: [] } as State
     }),
   save: (id, state) =>
     Effect.gen(function* () {
@@ -64,14 +78,26 @@ export const WorkspaceKind = Actor.make({
         UPDATE workspaces SET status = ${state.status}, runtime = ${state.runtime}, dispatched_at = ${state.dispatchedAt},
           dispatch_count = ${state.dispatchCount}, error_reason = ${state.errorReason}, updated_at = now(), version = version + 1
         WHERE id = ${id}`
+      if (state.bootLog.length > 0) {
+        yield* sql`INSERT INTO workspace_boot_log ${sql.insert(
+          state.bootLog.map((line) => ({
+            workspace_id: id,
+            step: line.step,
+            status: line.status,
+            message: line.message
+          }))
+        )}`
+      }
     }),
   handle: (state, command) => {
     switch (command.type) {
       case "workspace.dispatch": {
         if (state === null || state.nodeId === null)
           return Effect.succeed({ state, reply: { ok: false, code: "not_found" } })
-        // Dispatched already (by the other path, or a redelivery): nothing more to send.
-        if (state.dispatchedAt !== null) return Effect.succeed({ state, reply: { ok: true, dispatched: false } })
+        // Dispatched already (by the other path, or a redelivery), or deleted before: nothing to send.
+        if (state.dispatchedAt !== null || state.status !== "pending") {
+          return Effect.succeed({ state, reply: { ok: true, dispatched: false } })
+        }
         const next: Row = {
           ...state,
           status: "creating",
@@ -116,13 +142,14 @@ export const WorkspaceKind = Actor.make({
         }
         if (report.type === "workspace.bootlog") {
           return Effect.succeed({
-            state,
+            state: { ...state, bootLog: [...state.bootLog, report.body] },
             events: [Actor.event(state.projectId, "workspace", state.id, WorkspaceBootLogEvent.make(report.body))]
           })
         }
         const to = report.body.status
-        const transition = workspaceTransition(state.status, to)
-        if (transition._tag !== "Allowed") return Effect.succeed({ state })
+        // A delete sends the node `stop` then `delete`; if the stop was not reported, the delete still ends it.
+        const viaStopped = to === "deleted" && state.status === "stopping"
+        if (workspaceTransition(state.status, to)._tag !== "Allowed" && !viaStopped) return Effect.succeed({ state })
         const next: Row = {
           ...state,
           status: to,
@@ -156,6 +183,72 @@ export const WorkspaceKind = Actor.make({
           ]
         })
       }
+      case "workspace.user-stop":
+        return Effect.succeed(stopOrDelete(state, "stop", command.body.reason, command.id))
+      case "workspace.user-delete":
+        return Effect.succeed(stopOrDelete(state, "delete", command.body.reason, command.id))
     }
   }
 })
+
+/**
+ * A user's stop or delete. The node is told (`workspace.stop`, then `workspace.delete` for a delete)
+ * and reports the outcome; the workspace's live sessions are stopped and its task, if it has not
+ * ended, is cancelled: nothing is left showing as working in a workspace that is gone.
+ */
+const stopOrDelete = (
+  state: State,
+  kind: "stop" | "delete",
+  reason: string | undefined,
+  causationId: string
+): Actor.Reaction<State> => {
+  if (state === null) return refuse(state, "not_found", "no such workspace")
+  if (state.status === "deleted") {
+    return kind === "delete"
+      ? { state, reply: { ok: true, duplicate: true, status: state.status } }
+      : refuse(state, "invalid_transition", `workspace ${state.id} was deleted`)
+  }
+  const dispatched = state.dispatchedAt !== null && state.nodeId !== null
+  if (kind === "stop" && !dispatched) {
+    return refuse(state, "invalid_transition", `workspace ${state.id} was never started; delete it instead`)
+  }
+  if (kind === "stop" && (state.status === "stopping" || state.status === "stopped")) {
+    return { state, reply: { ok: true, duplicate: true, status: state.status } }
+  }
+  const status: Domain.WorkspaceStatus = !dispatched
+    ? "deleted"
+    : workspaceTransition(state.status, "stopping")._tag === "Allowed"
+      ? "stopping"
+      : state.status
+  const next: Row = { ...state, status }
+  const meta = { causationId }
+  const toNode =
+    !dispatched || state.nodeId === null
+      ? []
+      : [
+          ...(state.status === "stopped" ? [] : [N.WorkspaceStop.make({ workspaceId: state.id as never }, meta)]),
+          ...(kind === "delete" ? [N.WorkspaceDelete.make({ workspaceId: state.id as never }, meta)] : [])
+        ].map((command) => ({ subject: Subjects.nodeCommand(state.nodeId as string, command.type), envelope: command }))
+  const why =
+    `its workspace was ${kind === "stop" ? "stopped" : "deleted"}${reason === undefined ? "" : ` (${reason})`}`.slice(
+      0,
+      1000
+    )
+  const cascade = [
+    ...state.liveSessions.map((sessionId) =>
+      Actor.to(SessionRef, sessionId, C.SessionStopCommand.make({ sessionId: sessionId as never, reason: why }, meta))
+    ),
+    ...(state.taskId !== null && state.taskStatus !== null && !TERMINAL_TASK_STATUSES.has(state.taskStatus)
+      ? [Actor.to(TaskRef, state.taskId, C.TaskCancel.make({ taskId: state.taskId as never, reason: why }, meta))]
+      : [])
+  ]
+  return {
+    state: next,
+    send: [...toNode, ...cascade],
+    events:
+      status === state.status
+        ? []
+        : [event(next, { workspaceId: next.id, status, via: "user", ...(reason === undefined ? {} : { reason }) })],
+    reply: { ok: true, status }
+  }
+}

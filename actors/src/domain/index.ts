@@ -1,8 +1,14 @@
 export { type ControlPlaneOptions, layer, run } from "../ControlPlane.js"
 export * from "./Kinds.js"
-export { NodeKind, NodeProvisionRequested, NodeStatusEvent } from "./NodeActor.js"
+export {
+  NodeDestroyRequested,
+  NodeKind,
+  NodeProvisionRequested,
+  NodeStatusEvent,
+  NodeStopRequested
+} from "./NodeActor.js"
 export { makeHeartbeatThrottle, nodeReportRoutes } from "./NodeRoutes.js"
-export { ProjectCreated, ProjectKind } from "./ProjectActor.js"
+export { ProjectCreated, ProjectKind, ProjectMemberAdded, ProjectMemberRemoved } from "./ProjectActor.js"
 export { NodeProvider, runProvisioner } from "./Provisioner.js"
 export { stepTimeoutMs, TaskKind, TaskStatusEvent } from "./TaskActor.js"
 export { WorkspaceBootLogEvent, WorkspaceEvent, WorkspaceKind } from "./WorkspaceActor.js"

@@ -1,14 +1,96 @@
 import { z } from "zod"
-import { SessionId } from "../Ids.js"
+import { AgentKind, SessionEventKind, TaskMode } from "../domain/NodeProtocol.js"
+import { SessionSnapshot } from "../domain/SessionState.js"
+import { SessionStatus, TaskStatus } from "../domain/States.js"
+import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
+import { limit } from "./Paging.js"
 
 export const PromptRequest = z.object({ prompt: z.string().min(1).max(200_000) })
 export const PromptAccepted = z.object({ sessionId: SessionId, promptEpoch: z.number().int().nonnegative() })
 export const Accepted = z.object({ sessionId: SessionId, accepted: z.literal(true) })
 
+/**
+ * A chat session as a reader sees it. `status` and `snapshot.activity` are derived (design §6): a
+ * session whose task has ended is never shown `active`, nor its snapshot `prompting`/`recovering`,
+ * even if a transition was missed; `storedStatus` is the ledger's own value.
+ */
+export const Session = z.object({
+  id: SessionId,
+  projectId: ProjectId,
+  taskId: TaskId.nullable(),
+  workspaceId: WorkspaceId.nullable(),
+  nodeId: NodeId.nullable(),
+  agent: AgentKind,
+  mode: TaskMode,
+  status: SessionStatus,
+  storedStatus: SessionStatus,
+  taskStatus: TaskStatus.nullable(),
+  promptEpoch: z.number().int().nonnegative(),
+  /** the seq of its last transcript entry */
+  lastSeq: z.number().int().nonnegative(),
+  errorReason: z.string().nullable(),
+  /** the activity snapshot from KV `sam_session_state`; null before the first */
+  snapshot: SessionSnapshot.nullable(),
+  createdAt: z.iso.datetime(),
+  updatedAt: z.iso.datetime(),
+  endedAt: z.iso.datetime().nullable()
+})
+export type Session = z.infer<typeof Session>
+
+export const ListSessionsQuery = z.object({ limit: limit(50, 200), before: SessionId.optional() })
+export const SessionList = z.object({ sessions: z.array(Session), nextBefore: SessionId.nullable() })
+
+/** One transcript entry; `event` is what the agent did (`type` is its kind: text, thought, tool-call…). */
+export const TranscriptEntry = z.object({
+  seq: z.number().int().positive(),
+  promptEpoch: z.number().int().nonnegative().nullable(),
+  event: z.object({ type: SessionEventKind }).catchall(z.unknown()),
+  at: z.iso.datetime()
+})
+
+export const TranscriptQuery = z.object({
+  afterSeq: z.coerce.number().int().nonnegative().default(0),
+  limit: limit(200, 1000)
+})
+export const TranscriptPage = z.object({
+  sessionId: SessionId,
+  events: z.array(TranscriptEntry),
+  /** ask again with `afterSeq` = this for the next page; null when this page reached the end */
+  nextAfterSeq: z.number().int().nonnegative().nullable(),
+  lastSeq: z.number().int().nonnegative()
+})
+
+const ProjectParams = z.object({ projectId: ProjectId })
 const SessionParams = z.object({ sessionId: SessionId })
 
 export const SessionEndpoints = {
+  listSessions: endpoint({
+    method: "GET",
+    path: "/projects/:projectId/sessions",
+    summary: "A project's chat sessions, newest first, with status and activity snapshot",
+    tag: "sessions",
+    params: ProjectParams,
+    query: ListSessionsQuery,
+    response: SessionList
+  }),
+  getSession: endpoint({
+    method: "GET",
+    path: "/sessions/:sessionId",
+    summary: "One session, with status and activity snapshot",
+    tag: "sessions",
+    params: SessionParams,
+    response: Session
+  }),
+  sessionEvents: endpoint({
+    method: "GET",
+    path: "/sessions/:sessionId/events",
+    summary: "A page of a session's transcript, in seq order after `afterSeq` (at most 1000 entries)",
+    tag: "sessions",
+    params: SessionParams,
+    query: TranscriptQuery,
+    response: TranscriptPage
+  }),
   promptSession: endpoint({
     method: "POST",
     path: "/sessions/:sessionId/prompt",
@@ -27,5 +109,13 @@ export const SessionEndpoints = {
     params: SessionParams,
     response: Accepted,
     status: 202
+  }),
+  stopSession: endpoint({
+    method: "POST",
+    path: "/sessions/:sessionId/stop",
+    summary: "Stop a session: its agent is stopped and it takes no more prompts",
+    tag: "sessions",
+    params: SessionParams,
+    response: Session
   })
 }

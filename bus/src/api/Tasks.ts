@@ -3,6 +3,7 @@ import { AgentKind, TaskMode } from "../domain/NodeProtocol.js"
 import { ExecutionStep, TaskStatus } from "../domain/States.js"
 import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
+import { limit } from "./Paging.js"
 
 export const Task = z.object({
   id: TaskId,
@@ -35,10 +36,56 @@ export const CreateTaskRequest = z.object({
 
 export const CancelTaskRequest = z.object({ reason: z.string().max(1000).optional() })
 
+/** One change of a task's status, as recorded in `task_status_events`; `from` is null for the first. */
+export const TaskStatusChange = z.object({
+  from: TaskStatus.nullable(),
+  to: TaskStatus,
+  actor: z.string(),
+  reason: z.string().nullable(),
+  at: z.iso.datetime()
+})
+
+/** A task with its status history, oldest change first. */
+export const TaskDetail = Task.extend({ statusEvents: z.array(TaskStatusChange) })
+
+export const ListTasksQuery = z.object({
+  /** one status or several, comma-separated: `status=queued,in_progress` */
+  status: z
+    .string()
+    .transform((value) => value.split(",").filter((part) => part !== ""))
+    .pipe(z.array(TaskStatus).min(1))
+    .optional(),
+  limit: limit(50, 200),
+  before: TaskId.optional()
+})
+
+export const TaskList = z.object({
+  tasks: z.array(Task),
+  /** pass as `before` for the next page; null when this page is the last */
+  nextBefore: TaskId.nullable()
+})
+
 const ProjectParams = z.object({ projectId: ProjectId })
 const TaskParams = z.object({ taskId: TaskId })
 
 export const TaskEndpoints = {
+  listTasks: endpoint({
+    method: "GET",
+    path: "/projects/:projectId/tasks",
+    summary: "A project's tasks, newest first, optionally of some statuses",
+    tag: "tasks",
+    params: ProjectParams,
+    query: ListTasksQuery,
+    response: TaskList
+  }),
+  getTask: endpoint({
+    method: "GET",
+    path: "/tasks/:taskId",
+    summary: "One task, with every change of its status",
+    tag: "tasks",
+    params: TaskParams,
+    response: TaskDetail
+  }),
   createTask: endpoint({
     method: "POST",
     path: "/projects/:projectId/tasks",
@@ -56,6 +103,14 @@ export const TaskEndpoints = {
     tag: "tasks",
     params: TaskParams,
     body: CancelTaskRequest,
+    response: Task
+  }),
+  retryTask: endpoint({
+    method: "POST",
+    path: "/tasks/:taskId/retry",
+    summary: "Run a failed or cancelled task again, in a new workspace",
+    tag: "tasks",
+    params: TaskParams,
     response: Task
   })
 }

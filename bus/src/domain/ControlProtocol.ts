@@ -36,7 +36,25 @@ export const ProjectCreate = defineMessage(
   }),
   { durable: true }
 )
-export const projectCommands = registry(ProjectCreate)
+export const MemberRole = z.enum(["owner", "member"])
+export type MemberRole = z.infer<typeof MemberRole>
+/**
+ * Make `userId` a member with `role`, or change the role of a member. Refused with `last_owner`
+ * when it would leave the project without an owner, `not_found` when there is no project. The
+ * sender checks that the user exists and that `by` may do this.
+ */
+export const ProjectAddMember = defineMessage(
+  "project.add-member",
+  z.object({ projectId: ProjectId, userId: UserId, role: MemberRole, by: UserId }),
+  { durable: true }
+)
+/** Remove a member. Refused with `last_owner` for the only owner, `not_found` for a non-member. */
+export const ProjectRemoveMember = defineMessage(
+  "project.remove-member",
+  z.object({ projectId: ProjectId, userId: UserId, by: UserId }),
+  { durable: true }
+)
+export const projectCommands = registry(ProjectCreate, ProjectAddMember, ProjectRemoveMember)
 
 // ── task (kind "task", id task_…) ──────────────────────────────────────────────────────────
 export const TaskSubmit = defineMessage(
@@ -214,8 +232,53 @@ export const WorkspaceReport = defineMessage(
   { durable: true }
 )
 
-export const nodeActorCommands = registry(NodeProvision, NodeReadyReported, NodeHeartbeatSeen)
-export const workspaceCommands = registry(WorkspaceDispatch, WorkspaceReport)
+/**
+ * Stop what runs on a node: each of its live workspaces gets a `workspace.user-stop`. The node stays
+ * up and takes new work.
+ */
+export const NodeStop = defineMessage(
+  "node.stop",
+  z.object({ nodeId: NodeId, reason: z.string().max(1000).optional() }),
+  { durable: true }
+)
+/**
+ * Retire a node: it takes no new work (`destroying`), its workspaces are deleted, and the event
+ * `node.destroy-requested` asks its provider to destroy the machine (the local provider does not
+ * act on it yet: its vm-agent runs until the control plane stops, and is not started again).
+ */
+export const NodeDestroy = defineMessage(
+  "node.destroy",
+  z.object({ nodeId: NodeId, reason: z.string().max(1000).optional() }),
+  { durable: true }
+)
+
+/**
+ * From a user or the node actor: stop the workspace's processes and keep its files (the node's
+ * `workspace.stop`). Its live sessions are stopped and its task, if not ended, is cancelled.
+ * Refused (`invalid_transition`) for a workspace that was never handed to its node, or was deleted.
+ */
+export const WorkspaceStopCommand = defineMessage(
+  "workspace.user-stop",
+  z.object({ workspaceId: WorkspaceId, reason: z.string().max(1000).optional() }),
+  { durable: true }
+)
+/**
+ * Delete the workspace and its files (the node's `workspace.stop` then `workspace.delete`), with its
+ * sessions and task as for a stop. A workspace never handed to its node is deleted at once.
+ */
+export const WorkspaceDeleteCommand = defineMessage(
+  "workspace.user-delete",
+  z.object({ workspaceId: WorkspaceId, reason: z.string().max(1000).optional() }),
+  { durable: true }
+)
+
+export const nodeActorCommands = registry(NodeProvision, NodeReadyReported, NodeHeartbeatSeen, NodeStop, NodeDestroy)
+export const workspaceCommands = registry(
+  WorkspaceDispatch,
+  WorkspaceReport,
+  WorkspaceStopCommand,
+  WorkspaceDeleteCommand
+)
 
 export const taskCommands = registry(
   TaskSubmit,

@@ -5,6 +5,7 @@ import type { z } from "zod"
 import { sessionProject } from "../Access.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
+import { getSession } from "./SessionViews.js"
 
 const C = Domain.ControlProtocol
 
@@ -31,4 +32,14 @@ export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Princip
   const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId: sessionId as never }))
   yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
   return { sessionId: sessionId as never, accepted: true as const }
+})
+
+/** Stop a session: the agent is stopped on its node and the session takes no more prompts. */
+export const stop = Effect.fn("Sessions.stop")(function* (principal: Principal, sessionId: string) {
+  yield* sessionProject(principal, sessionId)
+  const command = yield* Command.build(() =>
+    C.SessionStopCommand.make({ sessionId: sessionId as never, reason: `stopped by ${principal.userId}` })
+  )
+  yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  return yield* getSession(principal, sessionId)
 })

@@ -90,3 +90,68 @@ export const cancelTask = Effect.fn("Tasks.cancel")(function* (
   yield* Command.ask(ControlPlane.TaskRef, taskId, cancel)
   return yield* getTask(taskId)
 })
+
+/**
+ * A project's tasks, newest first, of the given statuses if any. `before` is the last task id of the
+ * previous page: paging by position, not by offset, so new tasks do not shift the pages.
+ */
+export const listTasks = Effect.fn("Tasks.list")(function* (
+  principal: Principal,
+  projectId: string,
+  query: z.output<typeof Api.ListTasksQuery>
+) {
+  yield* requireMember(principal, projectId)
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<TaskRow>`
+    SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
+           node_id, workspace_id, session_id, branch, commit_sha, created_at, updated_at, finished_at
+    FROM tasks
+    WHERE project_id = ${projectId}
+      ${query.status === undefined ? sql`` : sql`AND status IN ${sql.in(query.status)}`}
+      ${
+        query.before === undefined
+          ? sql``
+          : sql`AND (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = ${query.before})`
+      }
+    ORDER BY created_at DESC, id DESC
+    LIMIT ${query.limit + 1}`.pipe(Effect.orDie)
+  const page = rows.slice(0, query.limit)
+  return {
+    tasks: page.map(toTask),
+    nextBefore: rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null
+  }
+})
+
+/** A task with its status history (`task_status_events`, oldest first), for a member of its project. */
+export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Principal, taskId: string) {
+  yield* taskProject(principal, taskId)
+  const sql = yield* SqlClient.SqlClient
+  const task = yield* getTask(taskId)
+  const events = yield* sql<{
+    fromStatus: Domain.TaskStatus | null
+    toStatus: Domain.TaskStatus
+    actor: string
+    reason: string | null
+    at: Date
+  }>`
+    SELECT from_status, to_status, actor, reason, at FROM task_status_events
+    WHERE task_id = ${taskId} ORDER BY id`.pipe(Effect.orDie)
+  return {
+    ...task,
+    statusEvents: events.map((e) => ({
+      from: e.fromStatus,
+      to: e.toStatus,
+      actor: e.actor,
+      reason: e.reason,
+      at: e.at.toISOString()
+    }))
+  }
+})
+
+/** Run a failed or cancelled task again (`invalid_state`, with the allowed moves, otherwise). */
+export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: string) {
+  yield* taskProject(principal, taskId)
+  const retry = yield* Command.build(() => C.TaskRetry.make({ taskId: taskId as never }))
+  yield* Command.ask(ControlPlane.TaskRef, taskId, retry)
+  return yield* getTask(taskId)
+})

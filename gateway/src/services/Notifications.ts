@@ -1,0 +1,100 @@
+import { SqlClient } from "@effect/sql"
+import type { Api } from "@sam/bus"
+import { Effect } from "effect"
+import type { z } from "zod"
+import { ApiError } from "../ApiError.js"
+import type { Principal } from "../Auth.js"
+
+interface NotificationRow {
+  readonly id: string
+  readonly userId: string
+  readonly projectId: string
+  readonly taskId: string | null
+  readonly sessionId: string | null
+  readonly type: Api.NotificationType
+  readonly priority: boolean
+  readonly title: string
+  readonly body: string | null
+  readonly createdAt: Date
+  readonly readAt: Date | null
+}
+
+const toNotification = (row: NotificationRow): z.input<typeof Api.Notification> => ({
+  id: row.id as never,
+  userId: row.userId as never,
+  projectId: row.projectId as never,
+  taskId: row.taskId as never,
+  sessionId: row.sessionId as never,
+  type: row.type,
+  priority: row.priority,
+  title: row.title,
+  body: row.body,
+  createdAt: row.createdAt.toISOString(),
+  readAt: row.readAt === null ? null : row.readAt.toISOString()
+})
+
+const COLUMNS =
+  "n.id, n.user_id, n.project_id, n.task_id, n.session_id, n.type, n.priority, n.title, n.body, n.created_at, n.read_at"
+
+/**
+ * The caller's notifications, of projects they are still a member of: someone removed from a
+ * project stops seeing what happens in it, here as everywhere.
+ */
+const mine = (sql: SqlClient.SqlClient, userId: string) =>
+  sql`n.user_id = ${userId} AND EXISTS (
+    SELECT 1 FROM project_members m WHERE m.project_id = n.project_id AND m.user_id = ${userId})`
+
+const unreadCount = (sql: SqlClient.SqlClient, userId: string) =>
+  sql<{
+    n: number
+  }>`SELECT count(*)::int AS n FROM notifications n WHERE ${mine(sql, userId)} AND n.read_at IS NULL`.pipe(
+    Effect.orDie,
+    Effect.map((rows) => rows[0]?.n ?? 0)
+  )
+
+export const list = Effect.fn("Notifications.list")(function* (
+  principal: Principal,
+  query: z.output<typeof Api.ListNotificationsQuery>
+) {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<NotificationRow>`
+    SELECT ${sql.unsafe(COLUMNS)} FROM notifications n
+    WHERE ${mine(sql, principal.userId)}
+      ${query.unread === true ? sql`AND n.read_at IS NULL` : query.unread === false ? sql`AND n.read_at IS NOT NULL` : sql``}
+      ${
+        query.before === undefined
+          ? sql``
+          : sql`AND (n.created_at, n.id) < (SELECT created_at, id FROM notifications WHERE id = ${query.before})`
+      }
+    ORDER BY n.created_at DESC, n.id DESC
+    LIMIT ${query.limit + 1}`.pipe(Effect.orDie)
+  const page = rows.slice(0, query.limit)
+  return {
+    notifications: page.map(toNotification),
+    unreadCount: yield* unreadCount(sql, principal.userId),
+    nextBefore: (rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null) as never
+  }
+})
+
+/** Mark one read (again: a no-op that keeps the first time). Someone else's is `not_found`, as is an unknown id. */
+export const markRead = Effect.fn("Notifications.markRead")(function* (principal: Principal, notificationId: string) {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<NotificationRow>`
+    UPDATE notifications n SET read_at = coalesce(n.read_at, now())
+    WHERE n.id = ${notificationId} AND ${mine(sql, principal.userId)}
+    RETURNING ${sql.unsafe(COLUMNS)}`.pipe(Effect.orDie)
+  const row = rows[0]
+  if (row === undefined) {
+    return yield* new ApiError({ code: "not_found", message: `no notification ${notificationId}` })
+  }
+  return toNotification(row)
+})
+
+export const markAllRead = Effect.fn("Notifications.markAllRead")(function* (principal: Principal) {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{ id: string }>`
+    UPDATE notifications n SET read_at = now()
+    WHERE ${mine(sql, principal.userId)} AND n.read_at IS NULL
+    RETURNING n.id`.pipe(Effect.orDie)
+  return { marked: rows.length, unreadCount: yield* unreadCount(sql, principal.userId) }
+})

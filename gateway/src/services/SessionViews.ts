@@ -1,0 +1,172 @@
+import { SqlClient } from "@effect/sql"
+import { type Api, Domain, Kv, Topology } from "@sam/bus"
+import { Effect, Option } from "effect"
+import type { z } from "zod"
+import { requireMember, sessionProject } from "../Access.js"
+import { ApiError } from "../ApiError.js"
+import type { Principal } from "../Auth.js"
+
+type Snapshot = Domain.SessionSnapshot
+
+interface SessionRow {
+  readonly id: string
+  readonly projectId: string
+  readonly taskId: string | null
+  readonly workspaceId: string | null
+  readonly nodeId: string | null
+  readonly agent: Domain.NodeProtocol.AgentKind
+  readonly mode: Domain.NodeProtocol.TaskMode
+  readonly status: Domain.SessionStatus
+  readonly taskStatus: Domain.TaskStatus | null
+  readonly promptEpoch: number
+  readonly lastSeq: number | string
+  readonly errorReason: string | null
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly endedAt: Date | null
+}
+
+const ENDED_REASON: Partial<Record<Domain.TaskStatus, Snapshot["reason"]>> = {
+  completed: "completed",
+  cancelled: "cancelled",
+  failed: "failed"
+}
+
+/**
+ * The snapshot a reader may show (design §6): a session that has ended, or whose task has, is never
+ * `prompting` or `recovering`, whatever the KV still says after a missed transition.
+ */
+export const visibleSnapshot = (
+  snapshot: Snapshot | undefined,
+  status: Domain.SessionStatus,
+  taskStatus: Domain.TaskStatus | null
+): Snapshot | null => {
+  if (snapshot === undefined) return null
+  const ended = status === "stopped" || status === "failed"
+  if (!ended || !Domain.WORKING_ACTIVITIES.has(snapshot.activity)) return snapshot
+  return {
+    ...snapshot,
+    activity: status === "failed" ? "error" : "stopped",
+    promptStartedAt: null,
+    reason:
+      (taskStatus === null ? undefined : ENDED_REASON[taskStatus]) ?? (status === "failed" ? "failed" : "force_stopped")
+  }
+}
+
+const toSession = (row: SessionRow, snapshot: Snapshot | undefined): z.input<typeof Api.Session> => {
+  const status = Domain.visibleSessionStatus(row.status, row.taskStatus)
+  return {
+    id: row.id as never,
+    projectId: row.projectId as never,
+    taskId: row.taskId as never,
+    workspaceId: row.workspaceId as never,
+    nodeId: row.nodeId as never,
+    agent: row.agent,
+    mode: row.mode,
+    status,
+    storedStatus: row.status,
+    taskStatus: row.taskStatus,
+    promptEpoch: row.promptEpoch,
+    lastSeq: Number(row.lastSeq),
+    errorReason: row.errorReason,
+    snapshot: visibleSnapshot(snapshot, status, row.taskStatus),
+    createdAt: row.createdAt.toISOString(),
+    updatedAt: row.updatedAt.toISOString(),
+    endedAt: row.endedAt === null ? null : row.endedAt.toISOString()
+  }
+}
+
+/** The snapshots of these sessions from KV `sam_session_state`; a value that no longer parses reads as none. */
+const snapshots = (ids: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    if (ids.length === 0) return new Map<string, Snapshot>()
+    const store = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
+    const entries = yield* Effect.forEach(
+      ids,
+      (id) =>
+        store.get(id).pipe(
+          Effect.catchTag("KvCorrupt", () => Effect.succeed(Option.none())),
+          Effect.map((entry) => [id, Option.getOrUndefined(entry)?.value] as const)
+        ),
+      { concurrency: 16 }
+    )
+    return new Map(entries.filter((e): e is readonly [string, Snapshot] => e[1] !== undefined))
+  }).pipe(
+    Effect.mapError(
+      (e) => new ApiError({ code: "unavailable", message: `the session snapshots cannot be read now (${e.message})` })
+    )
+  )
+
+const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.SqlClient["and"]>, limit: number) =>
+  sql<SessionRow>`
+    SELECT s.id, s.project_id, s.task_id, s.workspace_id, s.node_id, s.agent, s.mode, s.status, t.status AS task_status,
+      s.prompt_epoch, s.last_seq, s.error_reason, s.created_at, s.updated_at, s.ended_at
+    FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id
+    WHERE ${where}
+    ORDER BY s.created_at DESC, s.id DESC
+    LIMIT ${limit}`.pipe(Effect.orDie)
+
+/** A project's sessions, newest first, each with its (derived) status and snapshot. */
+export const listSessions = Effect.fn("Sessions.list")(function* (
+  principal: Principal,
+  projectId: string,
+  query: z.output<typeof Api.ListSessionsQuery>
+) {
+  yield* requireMember(principal, projectId)
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* selectSessions(
+    sql,
+    sql.and([
+      sql`s.project_id = ${projectId}`,
+      query.before === undefined
+        ? sql`true`
+        : sql`(s.created_at, s.id) < (SELECT created_at, id FROM sessions WHERE id = ${query.before})`
+    ]),
+    query.limit + 1
+  )
+  const page = rows.slice(0, query.limit)
+  const snaps = yield* snapshots(page.map((r) => r.id))
+  return {
+    sessions: page.map((row) => toSession(row, snaps.get(row.id))),
+    nextBefore: (rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null) as never
+  }
+})
+
+/** One session as a member of its project sees it. */
+export const getSession = Effect.fn("Sessions.get")(function* (principal: Principal, sessionId: string) {
+  yield* sessionProject(principal, sessionId)
+  const sql = yield* SqlClient.SqlClient
+  const [row] = yield* selectSessions(sql, sql.and([sql`s.id = ${sessionId}`]), 1)
+  if (row === undefined) return yield* new ApiError({ code: "not_found", message: `no session ${sessionId}` })
+  const snaps = yield* snapshots([row.id])
+  return toSession(row, snaps.get(row.id))
+})
+
+/** A page of the transcript after `afterSeq`, in seq order; `nextAfterSeq` is null once it reached the end. */
+export const transcript = Effect.fn("Sessions.transcript")(function* (
+  principal: Principal,
+  sessionId: string,
+  query: z.output<typeof Api.TranscriptQuery>
+) {
+  yield* sessionProject(principal, sessionId)
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{ seq: number | string; promptEpoch: number | null; payload: unknown; at: Date }>`
+    SELECT seq, prompt_epoch, payload, at FROM session_events
+    WHERE session_id = ${sessionId} AND seq > ${query.afterSeq}
+    ORDER BY seq LIMIT ${query.limit + 1}`.pipe(Effect.orDie)
+  const [session] = yield* sql<{ lastSeq: number | string }>`
+    SELECT last_seq FROM sessions WHERE id = ${sessionId}`.pipe(Effect.orDie)
+  const page = rows.slice(0, query.limit)
+  const events = page.map((row) => ({
+    seq: Number(row.seq),
+    promptEpoch: row.promptEpoch,
+    event: (typeof row.payload === "string" ? JSON.parse(row.payload) : row.payload) as never,
+    at: row.at.toISOString()
+  }))
+  return {
+    sessionId: sessionId as never,
+    events,
+    nextAfterSeq: rows.length > query.limit ? (events[events.length - 1]?.seq ?? null) : null,
+    lastSeq: Number(session?.lastSeq ?? 0)
+  }
+})

@@ -1,0 +1,104 @@
+import { SqlClient } from "@effect/sql"
+import { layer } from "@effect/vitest"
+import { makeId } from "@sam/bus"
+import { Gateway } from "@sam/gateway"
+import { Effect } from "effect"
+import { expect } from "vitest"
+import { GatewayEnv, makeUser } from "../../src/index.js"
+import { api, conversation, createProject, expectNoSecrets } from "./RestKit.js"
+
+/**
+ * Everything a refused request could have changed: rows, statuses, roles, prompt epochs, reads,
+ * revocations. Taken before and after an outsider calls every route.
+ */
+const ledger = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const [row] = yield* sql<Record<string, unknown>>`
+    SELECT
+      (SELECT count(*) FROM projects) AS projects,
+      (SELECT string_agg(project_id || ':' || user_id || ':' || role, ',' ORDER BY project_id, user_id)
+        FROM project_members) AS members,
+      (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM tasks) AS tasks,
+      (SELECT count(*) FROM task_status_events) AS task_status_events,
+      (SELECT string_agg(id || ':' || status || ':' || prompt_epoch, ',' ORDER BY id) FROM sessions) AS sessions,
+      (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM workspaces) AS workspaces,
+      (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM nodes) AS nodes,
+      (SELECT count(*) FROM notifications WHERE read_at IS NULL) AS unread,
+      (SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL) AS live_tokens,
+      (SELECT count(*) FROM actor_inbox WHERE kind <> 'node') AS commands`
+  return row
+})
+
+/** Valid bodies for the routes whose body needs more than `{}`, so a refusal cannot be a 400. */
+const bodies = (outsider: string): Record<string, unknown> => ({
+  "POST /projects/:projectId/tasks": { prompt: "say intruder", mode: "conversation" },
+  "POST /sessions/:sessionId/prompt": { prompt: "say intruder" },
+  "POST /projects/:projectId/members": { userId: outsider, role: "owner" }
+})
+
+layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: membership on every route", (it) => {
+  it.effect("someone outside a project is refused by every route that names its things, and changes nothing", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const projectId = yield* createProject(alice)
+      const run = yield* conversation(alice, projectId, "say hello to the members only")
+      const notificationId = makeId("ntf")
+      yield* sql`
+        INSERT INTO notifications (id, user_id, project_id, task_id, session_id, type, priority, title, source_event_id)
+        VALUES (${notificationId}, ${alice.userId}, ${projectId}, ${run.taskId}, ${run.sessionId}, 'needs_input', true,
+          'Alice only', ${notificationId})`
+      const ids: Record<string, string> = {
+        projectId,
+        taskId: run.taskId,
+        sessionId: run.sessionId,
+        workspaceId: run.workspaceId,
+        nodeId: run.nodeId,
+        userId: alice.userId,
+        notificationId,
+        tokenId: alice.tokenId
+      }
+      const fill = (path: string) =>
+        path.replace(/:([A-Za-z]+)/g, (_, name: string) => {
+          const id = ids[name]
+          if (id === undefined) throw new Error(`no sample id for :${name} in ${path}: add one to this test`)
+          return id
+        })
+
+      const withIds = Gateway.routes.filter((route) => route.spec.path.includes(":"))
+      const withoutIds = Gateway.routes.filter((route) => !route.spec.path.includes(":"))
+      expect(withIds.length).toBeGreaterThanOrEqual(25)
+
+      const before = yield* ledger
+      for (const { spec } of withIds) {
+        const key = `${spec.method} ${spec.path}`
+        const body = spec.body === undefined ? undefined : (bodies(bob.userId)[key] ?? {})
+        const response = yield* api(bob, spec.method, fill(spec.path), body === undefined ? {} : { body })
+        expect([403, 404], `${key} answered ${response.status} ${JSON.stringify(response.body)}`).toContain(
+          response.status
+        )
+        expect(["forbidden", "not_found"]).toContain(response.body.code)
+      }
+      expect(yield* ledger).toEqual(before)
+
+      // Routes that name nothing answer with the caller's own things only.
+      const alicesIds = Object.values(ids).filter((id) => id !== alice.userId)
+      for (const { spec } of withoutIds.filter((route) => route.spec.method === "GET")) {
+        const response = yield* api(bob, "GET", spec.path)
+        for (const id of alicesIds) {
+          expect(JSON.stringify(response.body ?? null), `GET ${spec.path} shows ${id}`).not.toContain(id)
+        }
+      }
+      expect((yield* api(bob, "POST", "/notifications/read-all")).body.marked).toBe(0)
+      expect(yield* ledger).toEqual(before)
+
+      // Alice sees all of it, and no response to anyone carried a secret.
+      for (const { spec } of Gateway.routes.filter((route) => route.spec.method === "GET")) {
+        const response = yield* api(alice, "GET", fill(spec.path))
+        if (spec.auth !== false) expect(response.status, `GET ${spec.path}`).toBe(200)
+      }
+      yield* expectNoSecrets([alice, bob])
+    })
+  )
+})

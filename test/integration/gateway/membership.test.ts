@@ -24,8 +24,7 @@ const ledger = Effect.gen(function* () {
       (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM workspaces) AS workspaces,
       (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM nodes) AS nodes,
       (SELECT count(*) FROM notifications WHERE read_at IS NULL) AS unread,
-      (SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL) AS live_tokens,
-      (SELECT count(*) FROM actor_inbox WHERE kind <> 'node') AS commands`
+      (SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL) AS live_tokens`
   return row
 })
 

@@ -94,9 +94,10 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("gateway: the
       // Sessions with their snapshots; the transcript in pages.
       const sessions = yield* api(alice, "GET", `/projects/${projectId}/sessions`)
       expect(sessions.body.sessions).toHaveLength(2)
-      const live = yield* api(alice, "GET", `/sessions/${first.sessionId}`)
-      expect(live.body).toMatchObject({ id: first.sessionId, taskId: first.taskId, status: "active" })
-      expect(live.body.snapshot.activity).toBe("idle")
+      const live = yield* until(alice, `/sessions/${first.sessionId}`, "the answer ended", (b) =>
+        b.snapshot?.activity === "idle" ? b : undefined
+      )
+      expect(live).toMatchObject({ id: first.sessionId, taskId: first.taskId, status: "active" })
       const head = yield* api(alice, "GET", `/sessions/${first.sessionId}/events`, { query: { limit: 2 } })
       expect(head.body.events.map((e: { seq: number }) => e.seq)).toEqual([1, 2])
       expect(head.body.nextAfterSeq).toBe(2)

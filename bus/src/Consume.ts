@@ -45,6 +45,12 @@ export interface ConsumerSpec {
   /** total deliveries before the server gives up on a message; -1 for unlimited */
   readonly maxDeliver?: number
   readonly maxAckPending?: number
+  /**
+   * Where a NEW consumer starts: `all` (default) from the stream's first message, `new` from the
+   * next one published (a reactor added to a running system must not replay days of history). An
+   * existing consumer always resumes from its ack floor.
+   */
+  readonly startAt?: "all" | "new"
 }
 
 const jsError = (what: string) => (cause: unknown) =>
@@ -60,7 +66,7 @@ export const ensureConsumer = Effect.fn("Bus.ensureConsumer")(function* (stream:
     durable_name: spec.durable,
     filter_subject: spec.filterSubject,
     ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
+    deliver_policy: spec.startAt === "new" ? DeliverPolicy.New : DeliverPolicy.All,
     ack_wait: nanos(Duration.toMillis(Duration.decode(spec.ackWait ?? "30 seconds"))),
     max_deliver: spec.maxDeliver ?? -1,
     max_ack_pending: spec.maxAckPending ?? 1000

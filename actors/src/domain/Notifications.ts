@@ -246,10 +246,15 @@ const onMalformed = (report: Consume.MalformedDelivery) =>
 
 /** Run the reactor until interrupted; a consumer that stops (connection trouble) is reopened. */
 export const run = Effect.fn("Notifications.run")(function* () {
-  yield* Consume.ensureConsumer("SAM_EVT", { durable: TASK_CONSUMER, filterSubject: "sam.evt.*.task.*.task.*" })
+  yield* Consume.ensureConsumer("SAM_EVT", {
+    durable: TASK_CONSUMER,
+    filterSubject: "sam.evt.*.task.*.task.*",
+    startAt: "new"
+  })
   yield* Consume.ensureConsumer("SAM_EVT", {
     durable: SESSION_CONSUMER,
-    filterSubject: "sam.evt.*.session.*.session.*"
+    filterSubject: "sam.evt.*.session.*.session.*",
+    startAt: "new"
   })
   const tasks = Consume.run(
     Consume.consume<typeof taskEvents.defs, TaskEvent>("SAM_EVT", TASK_CONSUMER, taskEvents, { onMalformed }),

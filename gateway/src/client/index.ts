@@ -1,1 +1,2 @@
 export * as Client from "./Client.js"
+export * from "./FeedClient.js"

@@ -1,0 +1,61 @@
+import { SqlClient } from "@effect/sql"
+import { Domain, Kv, Topology } from "@sam/bus"
+import { Effect, Option } from "effect"
+import { frame, type OutFrame } from "./Outbound.js"
+
+export interface TranscriptFrame {
+  readonly seq: number
+  readonly frame: OutFrame
+}
+
+interface Row {
+  readonly seq: string
+  readonly prompt_epoch: number | null
+  readonly payload: string
+  readonly at: Date
+}
+
+/**
+ * What a subscriber reads before it goes live (design §7): the session's snapshot in KV and its
+ * transcript in Postgres, the canonical record, in pages of seq order.
+ */
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const snapshots = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
+
+  /** The session's snapshot frame; a value that no longer parses is reported as none. */
+  const snapshot = (sessionId: string) =>
+    snapshots.get(sessionId).pipe(
+      Effect.map((entry) => Option.getOrNull(Option.map(entry, (e) => e.value))),
+      Effect.catchTag("KvCorrupt", (error) =>
+        Effect.logWarning("feed: corrupt session snapshot", error.message).pipe(Effect.as(null))
+      ),
+      Effect.orDie,
+      Effect.map((value) => frame({ type: "snapshot", sessionId: sessionId as never, snapshot: value }))
+    )
+
+  /**
+   * Up to `limit` transcript entries after `afterSeq`, as `session.event` frames. The stored JSON is
+   * spliced in as text (no parse and re-serialize per row) and read without the client's name
+   * transforms, so the agent's event reaches the client exactly as it was recorded.
+   */
+  const page = (sessionId: string, afterSeq: number, limit: number) =>
+    sql<Row>`
+      SELECT seq, prompt_epoch, payload::text AS payload, at FROM session_events
+      WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.withoutTransform.pipe(
+      Effect.orDie,
+      Effect.map((rows) =>
+        rows.map((row): TranscriptFrame => {
+          const seq = Number(row.seq)
+          const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
+            row.prompt_epoch ?? 0
+          },"event":${row.payload},"at":${JSON.stringify(row.at.toISOString())}}`
+          return { seq, frame: { json, bytes: Buffer.byteLength(json) } }
+        })
+      )
+    )
+
+  return { snapshot, page }
+})
+
+export type CatchUp = Effect.Effect.Success<typeof make>

@@ -1,0 +1,48 @@
+import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest } from "@effect/platform-node"
+import { Api } from "@sam/bus"
+import { Effect } from "effect"
+import { ApiError } from "../ApiError.js"
+import { Auth } from "../Auth.js"
+import { errorResponse } from "../Route.js"
+import * as Connection from "./Connection.js"
+
+export const PATH = `${Api.PREFIX}/feed`
+
+/**
+ * True for a request that carries a token in its URL (`?access_token=`): the gateway must not
+ * trace or log its URL.
+ */
+export const tokenInUrl = (request: HttpServerRequest.HttpServerRequest) => request.url.includes("access_token=")
+
+const tokenOf = (request: HttpServerRequest.HttpServerRequest) =>
+  new URL(request.url, "http://gateway").searchParams.get("access_token") ?? undefined
+
+/**
+ * `GET /api/v1/feed`: authenticate (bearer header, session cookie, or `?access_token=` since a
+ * browser cannot set headers on a WebSocket), then upgrade and run the connection until it closes.
+ * A refused caller gets the usual JSON error and no socket.
+ */
+const handler = Effect.gen(function* () {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  const auth = yield* Auth
+  const token = tokenOf(request)
+  const principal = yield* token === undefined ? auth.authenticate(request) : auth.verify(token)
+  if (request.headers.upgrade?.toLowerCase() !== "websocket") {
+    return HttpServerResponse.unsafeJson(
+      { code: "invalid_state", message: "the feed is a WebSocket: send `Upgrade: websocket`" },
+      { status: 426, headers: { upgrade: "websocket" } }
+    )
+  }
+  const socket = yield* request.upgrade.pipe(
+    Effect.mapError(() => new ApiError({ code: "invalid_state", message: "the WebSocket upgrade failed" }))
+  )
+  const tcp = NodeHttpServerRequest.toIncomingMessage(request).socket
+  yield* Effect.scoped(Connection.run(principal, socket, tcp))
+  return HttpServerResponse.empty()
+}).pipe(
+  Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
+  Effect.withSpan("GET /api/v1/feed")
+)
+
+export const router = HttpRouter.empty.pipe(HttpRouter.get(PATH, handler))

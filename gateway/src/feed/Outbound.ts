@@ -1,0 +1,118 @@
+import type * as Net from "node:net"
+import { Socket } from "@effect/platform"
+import { Api } from "@sam/bus"
+import { Deferred, Effect, Queue } from "effect"
+import type { FeedOptions } from "./FeedConfig.js"
+
+/** A serialized server frame. One event is serialized once and the same value sent to every connection. */
+export interface OutFrame {
+  readonly json: string
+  readonly bytes: number
+}
+
+export const frame = (value: Api.ServerFrame): OutFrame => {
+  const json = JSON.stringify(value)
+  return { json, bytes: Buffer.byteLength(json) }
+}
+
+/**
+ * The sending side of one connection. `@effect/platform`'s socket write is a synchronous `ws.send`
+ * that never pushes back, so the backlog is measured: what sits in the TCP socket's write buffer
+ * plus this queue. Live sends close a client whose backlog passes `maxBufferedBytes`; catch-up
+ * sends wait for it to drain instead, up to `drainTimeoutMs`.
+ */
+export interface Outbound {
+  /** queue a live frame; false when the connection is closing (now, or because of this frame) */
+  readonly send: (frame: OutFrame) => boolean
+  /** queue a catch-up frame once the backlog is below low water; false when the connection is closing */
+  readonly sendPaced: (frame: OutFrame) => Effect.Effect<boolean>
+  /** close with a code and reason; later sends are dropped; the socket is destroyed after the grace */
+  readonly close: (code: number, reason: string) => void
+  readonly isClosing: () => boolean
+  readonly backlog: () => number
+  /** completes once a close was asked for */
+  readonly closing: Effect.Effect<void>
+}
+
+export const make = Effect.fn("Feed.outbound")(function* (
+  socket: Socket.Socket,
+  tcp: Net.Socket | undefined,
+  options: FeedOptions
+) {
+  const write = yield* socket.writer
+  const queue = yield* Effect.acquireRelease(Queue.unbounded<OutFrame | null>(), Queue.shutdown)
+  const closingSignal = yield* Deferred.make<void>()
+  let queuedBytes = 0
+  let closeEvent: Socket.CloseEvent | undefined
+
+  const backlog = () => queuedBytes + (tcp?.writableLength ?? 0)
+
+  const close = (code: number, reason: string) => {
+    if (closeEvent !== undefined) return
+    closeEvent = new Socket.CloseEvent(code, reason)
+    Deferred.unsafeDone(closingSignal, Effect.void)
+    queue.unsafeOffer(null)
+  }
+
+  const enqueue = (out: OutFrame) => {
+    queuedBytes += out.bytes
+    queue.unsafeOffer(out)
+  }
+
+  const send = (out: OutFrame) => {
+    if (closeEvent !== undefined) return false
+    const pending = backlog() + out.bytes
+    if (pending > options.maxBufferedBytes) {
+      close(Api.FeedClose.tooSlow, `too slow: ${pending} bytes buffered`)
+      return false
+    }
+    enqueue(out)
+    return true
+  }
+
+  const sendPaced = (out: OutFrame) =>
+    Effect.gen(function* () {
+      if (backlog() > options.lowWaterBytes) {
+        const deadline = Date.now() + options.drainTimeoutMs
+        while (closeEvent === undefined && backlog() > options.lowWaterBytes) {
+          if (Date.now() > deadline) {
+            close(Api.FeedClose.tooSlow, `too slow: ${backlog()} bytes buffered after ${options.drainTimeoutMs} ms`)
+            break
+          }
+          yield* Effect.sleep(5)
+        }
+      }
+      if (closeEvent !== undefined) return false
+      enqueue(out)
+      return true
+    })
+
+  // The close frame goes out ahead of anything still queued: a slow client would otherwise never
+  // reach it. A client that does not read it within the grace loses its socket anyway.
+  const writer = Effect.gen(function* () {
+    for (;;) {
+      const batch = yield* Queue.takeBetween(queue, 1, 512)
+      for (const out of batch) {
+        if (closeEvent !== undefined) {
+          yield* write(closeEvent)
+          yield* Effect.sleep(options.closeGraceMs)
+          tcp?.destroy()
+          return
+        }
+        if (out === null) continue
+        queuedBytes -= out.bytes
+        yield* write(out.json)
+      }
+    }
+  }).pipe(Effect.ignore)
+  yield* Effect.forkScoped(writer)
+
+  return {
+    send,
+    sendPaced,
+    close,
+    isClosing: () => closeEvent !== undefined,
+    backlog,
+    closing: Deferred.await(closingSignal)
+  } satisfies Outbound
+})

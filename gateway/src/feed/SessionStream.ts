@@ -1,0 +1,148 @@
+import { Effect, Queue } from "effect"
+import type { CatchUp } from "./CatchUp.js"
+import type { FeedOptions } from "./FeedConfig.js"
+import { frame, type Outbound, type OutFrame } from "./Outbound.js"
+
+/**
+ * One session subscribed on one connection: every `session.event` after the client's `afterSeq`,
+ * exactly once and in seq order, whatever the interleaving of live events and transcript reads.
+ *
+ * `lastSent` is the one truth. A live event at or below it is a repeat and is dropped; the next one
+ * is sent at once; one further ahead means something is missing (we are still catching up, or the
+ * bus lost a message), so it is held while the gap is read from the transcript. The transcript has
+ * every event before it is published (the actor's outbox publishes after its commit), so reading
+ * from `lastSent` always finds what a live event skipped over. Held events are bounded: past
+ * `maxPendingBytes` they are dropped and only the highest seq seen is kept, to be read back.
+ */
+export interface SessionStream {
+  readonly sessionId: string
+  /** a live `session.event`, called by the fanout in arrival order; never blocks */
+  readonly onLive: (seq: number, frame: OutFrame) => void
+  /** read the transcript past `lastSent` even without a live event (the bus reconnected) */
+  readonly poke: () => void
+  /** snapshot, transcript after `afterSeq`, `caught-up`, then gap fills; runs until interrupted */
+  readonly run: Effect.Effect<void>
+}
+
+const MAX_STALLS = 20
+
+export const make = Effect.fnUntraced(function* (
+  sessionId: string,
+  afterSeq: number,
+  out: Outbound,
+  catchUp: CatchUp,
+  options: Pick<FeedOptions, "maxPendingBytes" | "pageSize">
+) {
+  const wake = yield* Queue.sliding<void>(1)
+  let lastSent = afterSeq
+  let highestSeen = 0
+  let filling = true
+  let mustRead = true
+  const pending = new Map<number, OutFrame>()
+  let pendingBytes = 0
+
+  const startFill = () => {
+    if (filling) return
+    filling = true
+    wake.unsafeOffer(undefined)
+  }
+
+  const onLive = (seq: number, live: OutFrame) => {
+    if (seq <= lastSent) return
+    if (!filling && seq === lastSent + 1) {
+      if (out.send(live)) lastSent = seq
+      return
+    }
+    if (seq > highestSeen) highestSeen = seq
+    if (!pending.has(seq) && pendingBytes + live.bytes <= options.maxPendingBytes) {
+      pending.set(seq, live)
+      pendingBytes += live.bytes
+    }
+    startFill()
+  }
+
+  const poke = () => {
+    mustRead = true
+    startFill()
+  }
+
+  /** The held event that comes next, if any; drops every held one already sent. */
+  const nextPending = () => {
+    for (const [seq, held] of pending) {
+      if (seq <= lastSent) {
+        pending.delete(seq)
+        pendingBytes -= held.bytes
+      }
+    }
+    const next = pending.get(lastSent + 1)
+    if (next !== undefined) {
+      pending.delete(lastSent + 1)
+      pendingBytes -= next.bytes
+    }
+    return next
+  }
+
+  const send = (seq: number, out_: OutFrame) =>
+    out.sendPaced(out_).pipe(
+      Effect.map((sent) => {
+        if (sent) lastSent = seq
+        return sent
+      })
+    )
+
+  /**
+   * Send what is missing until nothing is: held events in order, else the transcript from
+   * `lastSent`. It ends in the same synchronous step that finds nothing left and goes live, so a
+   * live event can never slip between the last caught-up event and `onDone`.
+   */
+  const fill = (onDone: () => void) =>
+    Effect.gen(function* () {
+      let stalls = 0
+      for (;;) {
+        const held = nextPending()
+        if (held !== undefined) {
+          if (!(yield* send(lastSent + 1, held))) return
+          continue
+        }
+        if (!mustRead && highestSeen <= lastSent) {
+          filling = false
+          onDone()
+          return
+        }
+        const reading = mustRead
+        mustRead = false
+        const rows = yield* catchUp.page(sessionId, lastSent, options.pageSize)
+        for (const row of rows) {
+          if (row.seq <= lastSent) continue
+          if (!(yield* send(row.seq, row.frame))) return
+        }
+        if (rows.length === options.pageSize) mustRead = true
+        if (rows.length > 0 || reading || pending.has(lastSent + 1)) {
+          stalls = 0
+          continue
+        }
+        // Seen live but not in the transcript: only if rows were deleted (the session was). Wait a
+        // little in case, then skip ahead rather than hold the subscription forever.
+        if (++stalls > MAX_STALLS) {
+          yield* Effect.logWarning(`feed: session ${sessionId} events after ${lastSent} are gone; skipping`)
+          lastSent = pending.size > 0 ? Math.min(...pending.keys()) - 1 : highestSeen
+          stalls = 0
+        } else {
+          yield* Effect.sleep(20 * stalls)
+        }
+      }
+    })
+
+  const run = Effect.gen(function* () {
+    if (!(yield* out.sendPaced(yield* catchUp.snapshot(sessionId)))) return
+    yield* fill(() => {
+      out.send(frame({ type: "caught-up", sessionId: sessionId as never, lastSeq: lastSent }))
+    })
+    for (;;) {
+      yield* Queue.take(wake)
+      yield* fill(() => {})
+    }
+  }).pipe(Effect.withSpan("Feed.session", { attributes: { sessionId, afterSeq } }))
+
+  return { sessionId, onLive, poke, run } satisfies SessionStream
+})

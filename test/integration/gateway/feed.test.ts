@@ -1,0 +1,371 @@
+import { layer } from "@effect/vitest"
+import { FeedClient } from "@sam/gateway/client"
+import { type Duration, Effect } from "effect"
+import { expect } from "vitest"
+import { waitUntil } from "../../src/Env.js"
+import { GatewayEnv, GatewayUrl, http, makeUser } from "../../src/index.js"
+import {
+  digest,
+  isOpen,
+  type RawClient,
+  rawClient,
+  seedSession,
+  startGateway,
+  transcriptDigest
+} from "./FeedTestKit.js"
+
+const open = (client: Awaited<Effect.Effect.Success<ReturnType<typeof rawClient>>>) => {
+  if (!isOpen(client)) throw new Error(`refused with HTTP ${client.refused}`)
+  return client
+}
+const until = <A>(what: string, check: () => A | undefined, timeout: Duration.DurationInput = "20 seconds") =>
+  waitUntil(what, Effect.sync(check), { timeout, every: "20 millis" })
+const seqsOf = (client: RawClient) => client.of("session.event").map((f) => f.seq)
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+/** Frames a careless or hostile client might send: not JSON, unknown types, valid types with bad bodies. */
+const badFrames = (count: number) => {
+  let seed = 42
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31
+    return seed / 2 ** 31
+  }
+  const pick = <A>(values: ReadonlyArray<A>) => values[Math.floor(random() * values.length)] as A
+  const junk = () =>
+    Array.from({ length: Math.floor(random() * 40) }, () => String.fromCharCode(32 + random() * 90)).join("")
+  const makers: Array<() => string> = [
+    () => junk(),
+    () => `{${junk()}`,
+    () => JSON.stringify(pick([1, "x", null, true, [], [1, 2], {}])),
+    () => JSON.stringify({ type: junk() }),
+    () => JSON.stringify({ type: pick(["subscribe", "unsubscribe"]), projects: pick(["p", [1], ["proj_x.y"], {}]) }),
+    () =>
+      JSON.stringify({
+        type: "subscribe",
+        sessions: [{ sessionId: pick(["sess_a", "x", 3]), afterSeq: pick([-1, 1.5, "1", null]) }]
+      }),
+    () =>
+      JSON.stringify({
+        type: "subscribe",
+        sessions: Array.from({ length: 101 }, () => ({ sessionId: "sess_a", afterSeq: 0 }))
+      }),
+    () => JSON.stringify({ type: "unsubscribe", sessions: [{ sessionId: "sess_a" }] }),
+    () => `${"[".repeat(5000)}${"]".repeat(5000)}`,
+    () => JSON.stringify({ type: "SUBSCRIBE" }),
+    () => JSON.stringify({ type: ["ping"] })
+  ]
+  return Array.from({ length: count }, () => pick(makers)())
+}
+
+layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: live feed", (it) => {
+  it.effect("a subscriber gets the snapshot, the transcript, caught-up, then live events, each once", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const s = yield* seedSession(alice)
+      yield* s.produce(20)
+      yield* waitUntil("20 in the transcript", s.lastSeq.pipe(Effect.map((n) => (n >= 20 ? n : undefined))))
+      const client = open(yield* rawClient(url, alice.token))
+      client.send({ type: "subscribe", id: "r1", sessions: [{ sessionId: s.sessionId, afterSeq: 5 }] })
+      yield* until("caught up", () => client.of("caught-up")[0])
+      yield* s.produce(10)
+      yield* until("30 events", () => (seqsOf(client).at(-1) === 30 ? true : undefined))
+      const types = client.frames.map((f) => f.type)
+      expect(types.slice(0, 3)).toEqual(["hello", "subscribed", "snapshot"])
+      expect(client.of("subscribed")[0]).toMatchObject({ id: "r1", sessions: [s.sessionId], projects: [] })
+      expect(client.of("snapshot")[0]?.snapshot).toMatchObject({ activity: expect.any(String) })
+      expect(client.of("caught-up")[0]).toMatchObject({ sessionId: s.sessionId, lastSeq: 20 })
+      expect(types.indexOf("caught-up")).toBe(types.lastIndexOf("session.event", types.indexOf("caught-up")) + 1)
+      expect(seqsOf(client)).toEqual(range(6, 30))
+      const seen = digest()
+      for (const f of client.of("session.event")) seen.add(f.seq, f.event)
+      expect(yield* transcriptDigest(s.sessionId, 5)).toEqual({ count: 25, hex: seen.hex() })
+      client.socket.close()
+    })
+  )
+
+  it.scoped(
+    "50 clients that drop off and come back after 1, 100 and 10,000 missed events see every event once, in order",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* GatewayUrl
+        const alice = yield* makeUser("Alice")
+        const s = yield* seedSession(alice)
+        const CLIENTS = 50
+        // each client leaves three times, at staggered points, and comes back once this many events were missed
+        const plan = (i: number) => [
+          { at: 10 + i, miss: 1 },
+          { at: 80 + 2 * i, miss: 100 },
+          { at: 300 + 2 * i, miss: 10_000 }
+        ]
+        const TOTAL = 300 + 2 * CLIENTS + 10_000 + 100
+        let produced = 0
+        yield* Effect.forkScoped(
+          Effect.forever(
+            s.lastSeq.pipe(
+              Effect.tap((n) => Effect.sync(() => (produced = n))),
+              Effect.zipRight(Effect.sleep(50))
+            )
+          )
+        )
+        const started = Date.now()
+        yield* Effect.forkScoped(s.produce(TOTAL))
+        const clients = Array.from({ length: CLIENTS }, (_, i) => {
+          const steps = plan(i)
+          const seen = digest()
+          const state = {
+            seqs: [] as Array<number>,
+            step: 0,
+            away: undefined as number | undefined,
+            client: undefined as unknown as FeedClient
+          }
+          state.client = new FeedClient({
+            baseUrl: url,
+            token: alice.token,
+            sessions: [{ sessionId: s.sessionId }],
+            minBackoffMs: 50,
+            onFrame: (f) => {
+              if (f.type !== "session.event") return
+              state.seqs.push(f.seq)
+              seen.add(f.seq, f.event)
+              const next = steps[state.step]
+              if (next !== undefined && state.away === undefined && f.seq >= next.at) {
+                state.away = next.miss
+                state.client.disconnect()
+              }
+            }
+          })
+          return { state, seen }
+        })
+        // bring each client back once it has missed its share
+        let logged = Date.now()
+        yield* until(
+          "every client back for the last time and done",
+          () => {
+            if (Date.now() - logged > 10_000) {
+              logged = Date.now()
+              const steps = clients.map((c) => c.state.step).join("")
+              const got = Math.min(...clients.map((c) => c.state.seqs.length))
+              console.log(`${logged - started} ms: ${produced} produced; steps ${steps}; every client has ${got}`)
+            }
+            for (const { state } of clients) {
+              const last = state.client.lastSeq(s.sessionId) ?? 0
+              if (state.away !== undefined && produced >= last + state.away) {
+                state.away = undefined
+                state.step++
+                state.client.connect()
+              }
+            }
+            return clients.every(({ state }) => state.step === 3 && state.seqs.length === TOTAL) ? true : undefined
+          },
+          "170 seconds"
+        )
+        const transcript = yield* transcriptDigest(s.sessionId)
+        expect(transcript.count).toBe(TOTAL)
+        for (const { state, seen } of clients) {
+          expect(state.client.stats).toEqual({ connections: 4, duplicates: 0, gaps: 0 })
+          expect(state.seqs.every((seq, i) => seq === i + 1)).toBe(true)
+          expect(seen.hex()).toBe(transcript.hex)
+          state.client.close()
+        }
+        console.log(`feed: ${TOTAL} events to ${CLIENTS} clients with 3 reconnects each in ${Date.now() - started} ms`)
+      }),
+    240_000
+  )
+
+  it.effect("a non-member is refused the project and the session, and sees none of their events", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const s = yield* seedSession(alice)
+      const mallory = open(yield* rawClient(url, bob.token))
+      mallory.send({
+        type: "subscribe",
+        id: "x",
+        projects: [s.projectId],
+        sessions: [{ sessionId: s.sessionId, afterSeq: 0 }]
+      })
+      const member = open(yield* rawClient(url, alice.token))
+      member.send({ type: "subscribe", projects: [s.projectId], sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+      yield* until("bob's answer", () => mallory.of("subscribed")[0])
+      yield* s.produce(5)
+      yield* s.activity("prompting")
+      yield* until("alice has 5 events", () => (seqsOf(member).length === 5 ? true : undefined))
+      const activity = yield* until("alice sees the activity", () =>
+        member.of("event").find((e) => e.eventType === "session.activity")
+      )
+      expect(activity).toMatchObject({ projectId: s.projectId, kind: "session", id: s.sessionId })
+      const errors = mallory.of("error")
+      expect(errors.map((e) => [e.code, e.id, e.details])).toEqual([
+        ["forbidden", "x", { projectId: s.projectId }],
+        ["forbidden", "x", { sessionId: s.sessionId }]
+      ])
+      expect(mallory.of("subscribed")[0]).toMatchObject({ projects: [], sessions: [] })
+      expect(mallory.frames.map((f) => f.type).sort()).toEqual(["error", "error", "hello", "subscribed"])
+      mallory.send({ type: "subscribe", id: "y", sessions: [{ sessionId: "sess_doesnotexist", afterSeq: 0 }] })
+      yield* until("not found", () => mallory.of("error").find((e) => e.id === "y"))
+      expect(mallory.of("error").find((e) => e.id === "y")?.code).toBe("not_found")
+      mallory.socket.close()
+      member.socket.close()
+    })
+  )
+
+  it.effect("no token, a bad token or a revoked one is refused before the upgrade; the query token works", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const none = yield* rawClient(url, undefined)
+      expect(isOpen(none) ? 101 : none.refused).toBe(401)
+      const created = yield* http("POST", "/api/v1/tokens", { token: alice.token, body: { name: "feed" } })
+      const token = created.body.token as string
+      const viaQuery = open(yield* rawClient(url, token, { query: true }))
+      yield* until("hello", () => viaQuery.of("hello")[0])
+      expect(viaQuery.of("hello")[0]?.userId).toBe(alice.userId)
+      viaQuery.socket.close()
+      expect((yield* http("DELETE", `/api/v1/tokens/${created.body.id}`, { token: alice.token })).status).toBe(200)
+      for (const query of [false, true]) {
+        const refused = yield* rawClient(url, token, { query })
+        expect(isOpen(refused) ? 101 : refused.refused).toBe(401)
+        if (!isOpen(refused)) expect(JSON.parse(refused.body).code).toBe("unauthenticated")
+      }
+      const garbage = yield* rawClient(url, "sam_pat_nope")
+      expect(isOpen(garbage) ? 101 : garbage.refused).toBe(401)
+      const plain = yield* http("GET", "/api/v1/feed", { token: alice.token })
+      expect(plain.status).toBe(426)
+    })
+  )
+
+  it.scoped("an open connection is closed when its token is revoked; silent ones are closed, pings answered", () =>
+    Effect.gen(function* () {
+      const url = yield* startGateway({ HEARTBEAT_MS: 300, RECHECK_MS: 300 })
+      const alice = yield* makeUser("Alice")
+      const created = yield* http("POST", "/api/v1/tokens", { token: alice.token, body: { name: "feed" } })
+      const revoked = open(yield* rawClient(url, created.body.token))
+      const silent = open(yield* rawClient(url, alice.token))
+      const polite = open(yield* rawClient(url, alice.token))
+      polite.socket.on("message", (data) => {
+        if (JSON.parse(String(data)).type === "ping") polite.send({ type: "pong" })
+      })
+      polite.send({ type: "ping" })
+      yield* http("DELETE", `/api/v1/tokens/${created.body.id}`, { token: alice.token })
+      const [gone, quiet] = yield* Effect.promise(() => Promise.all([revoked.closed, silent.closed]))
+      expect(gone.code).toBe(4001)
+      expect(quiet).toEqual({ code: 4000, reason: "no pong" })
+      expect(silent.of("ping").length).toBeGreaterThanOrEqual(1)
+      expect(polite.socket.readyState).toBe(1)
+      expect(polite.of("pong").length).toBe(1)
+      polite.socket.close()
+    })
+  )
+
+  it.effect("bad frames get error frames or close codes, change nothing, and the gateway keeps serving", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const s = yield* seedSession(alice)
+      const good = open(yield* rawClient(url, alice.token))
+      good.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+      const frames = badFrames(300)
+      for (let i = 0; i < frames.length; i += 20) {
+        const batch = frames.slice(i, i + 20)
+        const client = open(yield* rawClient(url, alice.token))
+        for (const frame of batch) client.send(frame)
+        client.send({ type: "subscribe", id: "ok", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+        yield* until("answers", () => client.of("subscribed")[0])
+        const errors = client.of("error")
+        expect(errors.length).toBe(batch.length)
+        expect(errors.every((e) => e.code === "bad_frame")).toBe(true)
+        expect(client.of("subscribed")[0]).toMatchObject({ id: "ok", sessions: [s.sessionId] })
+        if (batch.length === 20) {
+          client.send("one too many")
+          expect(yield* Effect.promise(() => client.closed)).toMatchObject({ code: 1008 })
+        } else client.socket.close()
+      }
+      const binary = open(yield* rawClient(url, alice.token))
+      binary.socket.send(Buffer.from([1, 2, 3]))
+      expect((yield* Effect.promise(() => binary.closed)).code).toBe(1003)
+      const huge = open(yield* rawClient(url, alice.token))
+      huge.send(JSON.stringify({ type: "ping", pad: "x".repeat(70_000) }))
+      expect((yield* Effect.promise(() => huge.closed)).code).toBe(1009)
+      const details = open(yield* rawClient(url, alice.token))
+      details.send({ type: "subscribe", sessions: [{ sessionId: "nope", afterSeq: -1 }] })
+      const refusal = yield* until("error", () => details.of("error")[0])
+      const paths = (refusal.details as Array<{ path: string }>).map((issue) => issue.path)
+      expect(paths).toEqual(expect.arrayContaining(["sessions.0.sessionId", "sessions.0.afterSeq"]))
+      details.socket.close()
+      yield* s.produce(5)
+      yield* until("the good client still gets events", () => (seqsOf(good).length === 5 ? true : undefined))
+      expect((yield* http("GET", "/api/v1/me", { token: alice.token })).status).toBe(200)
+      good.socket.close()
+    })
+  )
+
+  it.scoped(
+    "a client that stops reading is closed with the reason, while a fast one keeps receiving",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* startGateway({ MAX_BUFFERED_BYTES: 256 * 1024, CLOSE_GRACE_MS: 60_000 })
+        const alice = yield* makeUser("Alice")
+        const s = yield* seedSession(alice)
+        const fast = open(yield* rawClient(url, alice.token))
+        const slow = open(yield* rawClient(url, alice.token))
+        for (const client of [fast, slow])
+          client.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+        yield* until("both caught up", () => (fast.of("caught-up")[0] && slow.of("caught-up")[0]) ?? undefined)
+        slow.socket.pause()
+        const N = 400
+        yield* Effect.forkScoped(s.produce(N, 60_000))
+        yield* until(
+          "the fast client has every event",
+          () => (seqsOf(fast).length === N ? true : undefined),
+          "120 seconds"
+        )
+        slow.socket.resume()
+        const closed = yield* Effect.promise(() => slow.closed)
+        expect(closed.code).toBe(4008)
+        expect(closed.reason).toMatch(/^too slow: \d+ bytes buffered$/)
+        expect(seqsOf(slow).length).toBeLessThan(N)
+        expect(seqsOf(fast)).toEqual(range(1, N))
+        expect(fast.socket.readyState).toBe(1)
+        fast.socket.close()
+        // Catching up is paced, not punished: 24 MB to a client that does not read for a while.
+        const late = open(yield* rawClient(url, alice.token))
+        late.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+        late.socket.pause()
+        yield* Effect.sleep("3 seconds")
+        late.socket.resume()
+        yield* until("the late client caught up", () => late.of("caught-up")[0], "60 seconds")
+        expect(seqsOf(late)).toEqual(range(1, N))
+        late.socket.close()
+      }),
+    180_000
+  )
+
+  it.effect("FeedClient follows a session across reconnects", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const s = yield* seedSession(alice)
+      const seqs: Array<number> = []
+      const client = new FeedClient({
+        baseUrl: url,
+        token: alice.token,
+        sessions: [{ sessionId: s.sessionId }],
+        onFrame: (f) => {
+          if (f.type === "session.event") seqs.push(f.seq)
+        }
+      })
+      yield* s.produce(10)
+      yield* until("10", () => (seqs.length === 10 ? true : undefined))
+      client.disconnect()
+      yield* s.produce(10)
+      yield* waitUntil("20 in the transcript", s.lastSeq.pipe(Effect.map((n) => (n >= 20 ? n : undefined))))
+      client.connect()
+      yield* until("20", () => (seqs.length === 20 ? true : undefined))
+      expect(seqs).toEqual(range(1, 20))
+      expect(client.stats).toMatchObject({ connections: 2, duplicates: 0, gaps: 0 })
+      client.close()
+    })
+  )
+})

@@ -1,39 +1,91 @@
-import { readFile, writeFile } from "node:fs/promises"
+import { readFile } from "node:fs/promises"
 import { join } from "node:path"
-import { SqlClient } from "@effect/sql"
-import { makeId, natsLayer } from "@sam/bus"
+import type { Api } from "@sam/bus"
+import { Client } from "@sam/gateway/client"
 import { Sql } from "@sam/sql"
 import { Effect, Layer, Redacted } from "effect"
-import type * as LocalStack from "./LocalStack.js"
+import type { z } from "zod"
+import * as LocalStack from "./LocalStack.js"
 import { StackError } from "./StackError.js"
 
-/**
- * Connections to a running `sam up` for the CLI: NATS with the control plane's credentials and
- * Postgres with the generated password, both read from the data directory.
- */
-export const layer = (options: LocalStack.StackOptions) =>
+/** Where the CLI finds the gateway: SAM_GATEWAY_URL, else http://127.0.0.1:$SAM_GATEWAY_PORT (8080). */
+export const gatewayUrl = (env: NodeJS.ProcessEnv = process.env) =>
+  env.SAM_GATEWAY_URL ?? `http://127.0.0.1:${env.SAM_GATEWAY_PORT ?? 8080}`
+
+const readText = (path: string) =>
+  Effect.promise(() =>
+    readFile(path, "utf8").then(
+      (text) => text.trim(),
+      () => undefined
+    )
+  )
+
+/** The CLI's API token: SAM_TOKEN, else the one `sam up` keeps for this machine in `<dataDir>/cli.token`. */
+const token = (env: NodeJS.ProcessEnv) =>
+  Effect.gen(function* () {
+    if (env.SAM_TOKEN !== undefined && env.SAM_TOKEN !== "") return { token: env.SAM_TOKEN, from: "SAM_TOKEN" }
+    const file = join(LocalStack.defaults(env).dataDir, "cli.token")
+    const text = yield* readText(file)
+    if (text === undefined || text === "") {
+      return yield* new StackError({
+        step: "unauthenticated",
+        message: `no API token: set SAM_TOKEN, or run \`./sam up\` once with this data directory (it writes ${file})`
+      })
+    }
+    return { token: text, from: file }
+  })
+
+export interface ApiClient {
+  readonly url: string
+  readonly token: string
+  /** One API call; a failure is a `StackError` whose step is the API's error code (`✗ <code>: <message>`). */
+  readonly call: <
+    P extends z.ZodType,
+    Q extends z.ZodType,
+    B extends z.ZodType,
+    O extends z.ZodType,
+    A extends boolean
+  >(
+    endpoint: Api.Endpoint<P, Q, B, O, A>,
+    ...input: Client.Args<P, Q, B>
+  ) => Effect.Effect<z.output<O>, StackError>
+}
+
+/** The HTTP API of a running `sam up` (or any gateway at SAM_GATEWAY_URL), signed in with the CLI's token. */
+export const api = (env: NodeJS.ProcessEnv = process.env) =>
+  Effect.gen(function* () {
+    const url = gatewayUrl(env)
+    const credential = yield* token(env)
+    const client = Client.make({ baseUrl: url, token: credential.token })
+    const call: ApiClient["call"] = (endpoint, ...input) =>
+      client.call(endpoint, ...input).pipe(
+        Effect.mapError((error) => {
+          const hint =
+            error.code === "unreachable"
+              ? " (is `./sam up` running? set SAM_GATEWAY_URL or SAM_GATEWAY_PORT if it listens elsewhere)"
+              : error.code === "unauthenticated"
+                ? ` (the token from ${credential.from})`
+                : ""
+          return new StackError({ step: error.code, message: `${error.message}${hint}`, cause: error })
+        })
+      )
+    return { url, token: credential.token, call } satisfies ApiClient
+  })
+
+/** Postgres of a running `sam up`, with the generated password from the data directory (operator commands). */
+export const sqlLayer = (options: LocalStack.StackOptions) =>
   Layer.unwrapEffect(
     Effect.gen(function* () {
-      const read = (path: string) =>
-        Effect.tryPromise({
-          try: () => readFile(path, "utf8"),
-          catch: () =>
-            new StackError({
-              step: "connect",
-              message: `cannot read ${path}: has \`./sam up\` run with this data directory?`
-            })
+      const file = join(options.dataDir, "postgres", "password")
+      const password = yield* readText(file)
+      if (password === undefined) {
+        return yield* new StackError({
+          step: "connect",
+          message: `cannot read ${file}: has \`./sam up\` run with this data directory?`
         })
-      const creds = yield* read(join(options.dataDir, "nats", "control-plane.creds"))
-      const password = (yield* read(join(options.dataDir, "postgres", "password"))).trim()
+      }
       const url = `postgres://sam:${encodeURIComponent(password)}@${options.host}:${options.pgPort}/${options.database}`
-      return Layer.merge(
-        natsLayer({
-          servers: `nats://${options.host}:${options.natsPort}`,
-          creds: Redacted.make(creds),
-          name: "sam-cli"
-        }),
-        Sql.layer(Redacted.make(url), "sam-cli")
-      )
+      return Sql.layer(Redacted.make(url), "sam-cli")
     })
   ).pipe(
     Layer.catchAll((error) =>
@@ -44,25 +96,3 @@ export const layer = (options: LocalStack.StackOptions) =>
       )
     )
   )
-
-/** The local owner account of this installation, created the first time it is needed. */
-export const localOwner = (dataDir: string) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    const file = join(dataDir, "owner.json")
-    const existing = yield* Effect.promise(() =>
-      readFile(file, "utf8")
-        .then((text) => JSON.parse(text) as { userId: string })
-        .catch(() => undefined)
-    )
-    const userId = existing?.userId ?? makeId("user")
-    yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'Local owner') ON CONFLICT (id) DO NOTHING`
-    if (existing === undefined) {
-      yield* Effect.promise(() =>
-        writeFile(file, JSON.stringify({ userId, createdAt: new Date().toISOString() }), {
-          mode: 0o600
-        })
-      )
-    }
-    return userId
-  })

@@ -1,25 +1,16 @@
-import { SqlClient } from "@effect/sql"
-import { Actors, ControlPlane } from "@sam/actors"
-import { Domain, makeId, Nats, ProjectId, registry, SessionId } from "@sam/bus"
-import { Deferred, Effect } from "effect"
+import { Api, Domain } from "@sam/bus"
+import { FeedClient, type FeedSubscription } from "@sam/gateway/client"
+import { Duration, Effect, Option, Queue } from "effect"
 import { z } from "zod"
+import { out, parseArgs, table, usage } from "./ApiCli.js"
+import * as LocalClient from "./LocalClient.js"
 import { StackError } from "./StackError.js"
 
-const { ControlProtocol: C, SessionEvents: E } = Domain
-
-const printable = registry(
-  ControlPlane.TaskStatusEvent,
-  E.SessionEventAppended,
-  E.SessionActivityChanged,
-  E.SessionFailed,
-  E.SessionStopped
-)
-type Printable = Extract<ReturnType<typeof printable.decode>, { _tag: "Ok" }>["envelope"]
-
-const out = (text: string) => Effect.sync(() => process.stdout.write(text))
+const T = Api.TaskEndpoints
+const S = Api.SessionEndpoints
 
 /** How one session event reads in a terminal. */
-const render = (event: Record<string, unknown> & { type: string }): string => {
+export const render = (event: Record<string, unknown> & { type: string }): string => {
   switch (event.type) {
     case "text":
       return String(event.text)
@@ -47,164 +38,354 @@ const render = (event: Record<string, unknown> & { type: string }): string => {
   }
 }
 
-/** What to do with an event: print it and go on, skip it, or print it and stop (well or not). */
-export type WatchUntil = (envelope: Printable) => "continue" | "skip" | "done" | "failed"
+interface TaskState {
+  readonly status: string
+  readonly step: string | null
+  readonly errorReason: string | null
+  readonly branch: string | null
+}
+const statusLine = (t: TaskState) =>
+  `\n▸ task ${t.status}${t.step ? ` · ${t.step}` : ""}${t.errorReason ? ` · ${t.errorReason}` : ""}${t.branch ? ` · branch ${t.branch}` : ""}\n`
 
-/**
- * Print a project's live events (subscribed before `start` runs, so nothing is missed) until
- * `until` says so. Returns whether it ended well.
- */
-export const watch = <R>(projectFilter: string, start: Effect.Effect<void, unknown, R>, until: WatchUntil) =>
+const ended = (t: TaskState) => ["completed", "failed", "cancelled"].includes(t.status)
+const waiting = (t: TaskState) => !ended(t) && t.step === "awaiting_followup"
+const fromTask = (t: z.output<typeof Api.Task>): TaskState & { readonly sessionId: string | null } => ({
+  status: t.status,
+  step: t.executionStep,
+  errorReason: t.errorReason,
+  branch: t.branch,
+  sessionId: t.sessionId
+})
+
+type ApiClient = LocalClient.ApiClient
+type Frame = Api.ServerFrame
+/** What the feed tells us: a frame, or that it reconnected (project events are not caught up), or that it is gone. */
+type Signal =
+  | Frame
+  | { readonly type: "reconnected" }
+  | { readonly type: "gone"; readonly code: number; readonly reason: string }
+
+/** After a task ends, how long to wait for its session's last events (they come by another actor). */
+const DRAIN = Duration.seconds(5)
+const TURN_ENDS = new Set(["turn-ended", "failed", "crashed"])
+
+const refused = (frame: Api.ServerFrameOf<"error">) =>
+  Effect.fail(new StackError({ step: frame.code, message: frame.message }))
+
+/** The gateway's feed in this scope, as a queue of signals; subscribes to `subscription` on connecting. */
+const openFeed = (api: ApiClient, subscription: FeedSubscription) =>
   Effect.gen(function* () {
-    const { nc } = yield* Nats
-    const result = yield* Deferred.make<boolean>()
-    const sub = nc.subscribe(`sam.evt.${projectFilter}.>`, {
-      callback: (_, msg) => {
-        const decoded = printable.decode(msg.data)
-        if (decoded._tag !== "Ok") return
-        const envelope = decoded.envelope
-        const verdict = until(envelope)
-        if (verdict === "skip") return
-        if (envelope.type === "session.event") process.stdout.write(render(envelope.body.event))
-        if (envelope.type === "task.status") {
-          const b = envelope.body
-          process.stdout.write(
-            `\n▸ task ${b.status}${b.step ? ` · ${b.step}` : ""}${b.errorReason ? ` · ${b.errorReason}` : ""}${b.branch ? ` · branch ${b.branch}` : ""}\n`
+    const signals = yield* Queue.unbounded<Signal>()
+    let opened = 0
+    const feed = yield* Effect.acquireRelease(
+      Effect.sync(
+        () =>
+          new FeedClient({
+            baseUrl: api.url,
+            token: api.token,
+            ...subscription,
+            onFrame: (frame) => Queue.unsafeOffer(signals, frame),
+            onStatus: (status) => {
+              if (status.state === "open" && opened++ > 0) Queue.unsafeOffer(signals, { type: "reconnected" })
+              if (status.state === "closed" && status.reconnecting && opened > 0) {
+                process.stderr.write(`\n… the feed connection closed (${status.code}); reconnecting\n`)
+              }
+              if (status.state === "closed" && !status.reconnecting) {
+                Queue.unsafeOffer(signals, { type: "gone", code: status.code, reason: status.reason })
+              }
+            }
+          })
+      ),
+      (feed) => Effect.sync(() => feed.close())
+    )
+    const next = Queue.take(signals).pipe(
+      Effect.flatMap((signal) => {
+        if (signal.type === "gone") {
+          const refused = signal.code === 4001 || signal.code === 4401
+          return Effect.fail(
+            new StackError({
+              step: refused ? "unauthenticated" : "feed",
+              message: refused
+                ? "the gateway refused the token for the feed"
+                : `the feed closed (${signal.code} ${signal.reason})`
+            })
           )
         }
-        if (verdict !== "continue") Deferred.unsafeDone(result, Effect.succeed(verdict === "done"))
+        return Effect.succeed(signal)
+      })
+    )
+    /** Wait until the feed confirms what we asked for (before acting, so no event is missed). */
+    const subscribed = Effect.gen(function* () {
+      for (;;) {
+        const signal = yield* next
+        if (signal.type === "error") return yield* refused(signal)
+        if (signal.type === "subscribed") return
       }
     })
-    yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
+    return { feed, next, subscribed }
+  })
+
+/**
+ * Follow a task: its status changes as `▸ task …` lines and its session's events as they happen,
+ * until it ends or waits for a follow-up. `start` runs once the feed listens (it submits or
+ * retries the task). Returns the task's state then.
+ */
+const followTask = (
+  api: ApiClient,
+  projectId: string,
+  start: Effect.Effect<{ readonly id: string }, StackError>,
+  /** a session the task had before (a retry): its events are not this run's */
+  stale: string | null = null
+) =>
+  Effect.gen(function* () {
+    const { feed, next, subscribed } = yield* openFeed(api, { projects: [projectId] })
+    yield* subscribed
+    const { id: taskId } = yield* start
+    let shown = ""
+    let sessionId: string | null = null
+    let lastType: string | undefined
+    let printed = 0
+    let tries = 0
+    let finished: TaskState | undefined
+    let drainUntil = 0
+    const apply = (state: TaskState & { readonly sessionId: string | null }) => {
+      const line = statusLine(state)
+      if (line !== shown) process.stdout.write(line)
+      shown = line
+      if (state.sessionId !== null && state.sessionId !== sessionId && state.sessionId !== stale) {
+        if (sessionId !== null) feed.unsubscribe({ sessions: [sessionId] })
+        sessionId = state.sessionId
+        lastType = undefined
+        printed = 0
+        tries = 0
+        feed.subscribe({ sessions: [{ sessionId, afterSeq: 0 }] })
+      }
+      if (finished === undefined && (ended(state) || waiting(state))) {
+        finished = state
+        drainUntil = Date.now() + Duration.toMillis(DRAIN)
+      }
+    }
+    // Project events are not caught up after a reconnect: read the task again.
+    const refresh = api.call(T.getTask, { params: { taskId } }).pipe(Effect.map((t) => apply(fromTask(t))))
+    for (;;) {
+      if (finished !== undefined && (sessionId === null || (lastType !== undefined && TURN_ENDS.has(lastType)))) {
+        return { id: taskId, sessionId, state: finished }
+      }
+      const signal =
+        finished === undefined
+          ? Option.some(yield* next)
+          : yield* next.pipe(Effect.timeoutOption(Math.max(0, drainUntil - Date.now())))
+      if (Option.isNone(signal)) return { id: taskId, sessionId, state: finished as TaskState }
+      const frame = signal.value
+      if (frame.type === "reconnected") yield* refresh
+      else if (
+        frame.type === "event" &&
+        frame.kind === "task" &&
+        frame.id === taskId &&
+        frame.eventType === "task.status"
+      ) {
+        apply(frame.body as TaskState & { sessionId: string | null })
+      } else if (frame.type === "session.event" && frame.sessionId === sessionId) {
+        process.stdout.write(render(frame.event))
+        lastType = frame.event.type
+        printed = frame.seq
+      } else if (frame.type === "error") {
+        // The task names its session a moment before the session actor has recorded it.
+        const named = (frame.details as { sessionId?: string } | undefined)?.sessionId
+        if (sessionId === null || named !== sessionId || frame.code !== "not_found" || ++tries > 40) {
+          return yield* refused(frame)
+        }
+        yield* Effect.sleep("250 millis")
+        feed.subscribe({ sessions: [{ sessionId, afterSeq: printed }] })
+      } else if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
+        lastType = "failed"
+      }
+    }
+  }).pipe(Effect.scoped)
+
+const SESSION_ENDS = new Set(["session.failed", "session.stopped"])
+
+/**
+ * Print a session's events after `afterSeq`, live, until `until` says a frame ends it (or forever).
+ * `start` runs once the feed listens.
+ */
+const followSession = (
+  api: ApiClient,
+  sessionId: string,
+  afterSeq: number,
+  start: Effect.Effect<void, StackError>,
+  until: (frame: Frame) => boolean
+) =>
+  Effect.gen(function* () {
+    const { next, subscribed } = yield* openFeed(api, { sessions: [{ sessionId, afterSeq }] })
+    yield* subscribed
     yield* start
-    return yield* Deferred.await(result)
+    for (;;) {
+      const frame = yield* next
+      if (frame.type === "error") return yield* refused(frame)
+      if (frame.type === "session.event" && frame.sessionId === sessionId) process.stdout.write(render(frame.event))
+      if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
+        const reason = (frame.body as { reason?: string }).reason
+        if (frame.eventType === "session.stopped")
+          return yield* out(`\n· session stopped${reason ? `: ${reason}` : ""}\n`)
+        return yield* new StackError({ step: "session", message: `session ${sessionId} failed: ${reason ?? "?"}` })
+      }
+      if (frame.type !== "reconnected" && until(frame)) return
+    }
   }).pipe(Effect.scoped)
 
 const TaskArgs = z.object({
-  project: ProjectId,
+  project: z.string(),
   prompt: z.string().min(1),
   agent: Domain.NodeProtocol.AgentKind.default("demo"),
   mode: Domain.NodeProtocol.TaskMode.default("task")
 })
+const CREATE_USAGE = 'sam task create --project proj_… --prompt "…" [--agent demo] [--mode task|conversation]'
 
-/** `sam task create`: submit a task and print what happens until it ends (or waits for a follow-up). */
-export const createTask = (input: Record<string, string | undefined>, userId: string) =>
+/** `sam task create`: submit, then print what happens until it ends (or waits for a follow-up). */
+const createTask = (flags: Record<string, string | undefined>) =>
   Effect.gen(function* () {
-    const args = TaskArgs.safeParse(input)
+    const args = TaskArgs.safeParse(flags)
     if (!args.success) {
       return yield* new StackError({
         step: "task",
-        message: `${args.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("; ")}\nusage: sam task create --project proj_… --prompt "…" [--agent demo] [--mode task|conversation]`
+        message: `${args.error.issues.map((i) => `--${i.path.join(".")}: ${i.message}`).join("; ")}\nusage: ${CREATE_USAGE}`
       })
     }
-    const sql = yield* SqlClient.SqlClient
-    const found = yield* sql`SELECT 1 FROM projects WHERE id = ${args.data.project}`
-    if (found.length === 0)
-      return yield* new StackError({ step: "task", message: `no project ${args.data.project} (see: sam project list)` })
-    const taskId = makeId("task")
-    let sessionId: string | undefined
-    const submit = Actors.ask(
-      ControlPlane.TaskRef,
-      taskId,
-      C.TaskSubmit.make({
-        taskId,
-        projectId: args.data.project,
-        userId: userId as never,
-        prompt: args.data.prompt,
-        agent: args.data.agent,
-        mode: args.data.mode
-      })
-    ).pipe(Effect.zipRight(out(`task ${taskId} submitted\n`)), Effect.orDie)
-    const ok = yield* watch(args.data.project, submit, (e) => {
-      if (e.type !== "task.status") return e.body.sessionId === sessionId ? "continue" : "skip"
-      if (e.body.taskId !== taskId) return "skip"
-      if (e.body.sessionId) sessionId = e.body.sessionId
-      if (e.body.status === "completed") return "done"
-      if (e.body.status === "failed" || e.body.status === "cancelled") return "failed"
-      if (e.body.step === "awaiting_followup") return "done"
-      return "continue"
-    })
-    if (sessionId !== undefined)
-      yield* out(`session ${sessionId}: follow up with ./sam session prompt ${sessionId} "…"\n`)
-    if (!ok) return yield* new StackError({ step: "task", message: `task ${taskId} did not complete` })
+    const api = yield* LocalClient.api()
+    const { project, prompt, agent, mode } = args.data
+    // A clear `not_found` / `forbidden` before the feed is opened for it.
+    yield* api.call(Api.ProjectEndpoints.getProject, { params: { projectId: project } })
+    const submit = api
+      .call(T.createTask, { params: { projectId: project }, body: { prompt, agent, mode } })
+      .pipe(Effect.tap((created) => out(`task ${created.id} submitted\n`)))
+    yield* report(yield* followTask(api, project, submit))
   })
 
-const sessionProject = (sessionId: string) =>
+/** The end of a followed task: how to follow up, and a failure unless it completed or awaits one. */
+const report = (task: { readonly id: string; readonly sessionId: string | null; readonly state: TaskState }) =>
   Effect.gen(function* () {
-    const parsed = SessionId.safeParse(sessionId)
-    if (!parsed.success) return yield* new StackError({ step: "session", message: `not a session id: ${sessionId}` })
-    const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{
-      projectId: string
-      status: string
-    }>`SELECT project_id, status FROM sessions WHERE id = ${sessionId}`
-    if (rows[0] === undefined) return yield* new StackError({ step: "session", message: `no session ${sessionId}` })
-    return rows[0]
+    if (task.sessionId !== null) {
+      yield* out(`session ${task.sessionId}: follow up with ./sam session prompt ${task.sessionId} "…"\n`)
+    }
+    if (!waiting(task.state) && task.state.status !== "completed") {
+      const why = task.state.errorReason === null ? "" : `: ${task.state.errorReason}`
+      return yield* new StackError({ step: "task", message: `task ${task.id} ${task.state.status}${why}` })
+    }
   })
 
-const turnEnds =
-  (sessionId: string): WatchUntil =>
-  (e) => {
-    if (e.type === "task.status" || e.body.sessionId !== sessionId) return "skip"
-    if (e.type === "session.failed") return "failed"
-    if (e.type === "session.event" && e.body.sessionId === sessionId && e.body.event.type === "turn-ended")
-      return "done"
-    return "continue"
-  }
+const day = (iso: string | null) => (iso === null ? null : iso.slice(0, 19).replace("T", " "))
 
-/** `sam session prompt <id> "…"`: a follow-up; prints the turn. */
-export const promptSession = (sessionId: string, prompt: string) =>
+/** `sam task …` */
+export const task = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
-    const { projectId } = yield* sessionProject(sessionId)
-    const ask = Actors.ask(
-      ControlPlane.SessionRef,
-      sessionId,
-      C.SessionPromptCommand.make({ sessionId: sessionId as never, prompt })
-    ).pipe(
-      Effect.flatMap((answer) => {
-        const reply = (answer as { reply?: { ok?: boolean; message?: string } }).reply
-        return reply?.ok === false
-          ? Effect.die(new StackError({ step: "session", message: reply.message ?? "refused" }))
-          : Effect.void
-      }),
-      Effect.orDie
-    )
-    const ok = yield* watch(projectId, ask, turnEnds(sessionId))
-    if (!ok) return yield* new StackError({ step: "session", message: `session ${sessionId} failed` })
-  })
-
-/** `sam session cancel <id>`. */
-export const cancelSession = (sessionId: string) =>
-  Effect.gen(function* () {
-    yield* sessionProject(sessionId)
-    yield* Actors.send(
-      ControlPlane.SessionRef,
-      sessionId,
-      C.SessionCancelCommand.make({ sessionId: sessionId as never })
-    )
-    yield* out(`cancel sent to ${sessionId}\n`)
-  })
-
-/** `sam session watch <id>`: the transcript so far from the ledger, then live events until Ctrl-C. */
-export const watchSession = (sessionId: string) =>
-  Effect.gen(function* () {
-    const { projectId } = yield* sessionProject(sessionId)
-    const sql = yield* SqlClient.SqlClient
-    let last = 0
-    const history = sql<{ seq: string; payload: Record<string, unknown> & { type: string } }>`
-      SELECT seq, payload FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`.pipe(
-      Effect.tap((rows) =>
-        Effect.forEach(rows, (row) => {
-          last = Number(row.seq)
-          return out(render(row.payload))
+    const { flags, words } = parseArgs(args)
+    const [verb, id] = words
+    if (verb === "create") return yield* createTask(flags)
+    const api = yield* LocalClient.api()
+    switch (verb) {
+      case "list": {
+        const projects =
+          flags.project === undefined
+            ? (yield* api.call(Api.ProjectEndpoints.listProjects)).projects.map((p) => p.id)
+            : [flags.project]
+        const rows: Array<Array<string | null>> = [["ID", "PROJECT", "STATUS", "STEP", "MODE", "CREATED", "PROMPT"]]
+        for (const projectId of projects) {
+          const { tasks } = yield* api.call(T.listTasks, {
+            params: { projectId },
+            query: flags.status === undefined ? {} : { status: flags.status }
+          })
+          for (const t of tasks) {
+            const firstLine = t.prompt.split("\n")[0] ?? ""
+            rows.push([t.id, t.projectId, t.status, t.executionStep, t.mode, day(t.createdAt), firstLine.slice(0, 60)])
+          }
+        }
+        return yield* out(rows.length === 1 ? "no tasks\n" : `${table(rows)}\n`)
+      }
+      case "get": {
+        if (id === undefined) return yield* usage("task", "sam task get task_…")
+        const t = yield* api.call(T.getTask, { params: { taskId: id } })
+        return yield* out(
+          `${table([
+            ["id", t.id],
+            ["project", t.projectId],
+            ["status", t.status],
+            ["step", t.executionStep],
+            ["error", t.errorReason === null ? null : `${t.errorStep ?? "?"}: ${t.errorReason}`],
+            ["agent · mode", `${t.agent} · ${t.mode}`],
+            ["node", t.nodeId],
+            ["workspace", t.workspaceId],
+            ["session", t.sessionId],
+            ["branch", t.branch === null ? null : `${t.branch}${t.commitSha ? ` @ ${t.commitSha.slice(0, 12)}` : ""}`],
+            ["created", day(t.createdAt)],
+            ["finished", day(t.finishedAt)],
+            ["prompt", t.prompt.split("\n").join(" ⏎ ")]
+          ])}\n\nhistory:\n${table(t.statusEvents.map((e) => [day(e.at), `${e.from ?? "·"} → ${e.to}`, e.actor, e.reason]))}\n`
+        )
+      }
+      case "cancel": {
+        if (id === undefined) return yield* usage("task", "sam task cancel task_… [--reason R]")
+        const t = yield* api.call(T.cancelTask, {
+          params: { taskId: id },
+          body: flags.reason === undefined ? {} : { reason: flags.reason }
         })
-      ),
-      Effect.asVoid,
-      Effect.orDie
-    )
-    yield* watch(projectId, history, (e) => {
-      if (e.type === "task.status" || e.body.sessionId !== sessionId) return "skip"
-      if (e.type === "session.event" && e.body.seq <= last) return "skip"
-      return e.type === "session.failed" ? "failed" : "continue"
-    })
+        return yield* out(`task ${t.id} ${t.status}\n`)
+      }
+      case "retry": {
+        if (id === undefined) return yield* usage("task", "sam task retry task_…")
+        const before = yield* api.call(T.getTask, { params: { taskId: id } })
+        const retry = api
+          .call(T.retryTask, { params: { taskId: id } })
+          .pipe(Effect.tap((t) => out(`task ${t.id} ${t.status} again\n`)))
+        return yield* report(yield* followTask(api, before.projectId, retry, before.sessionId))
+      }
+      default:
+        return yield* usage("task", `${CREATE_USAGE}\n       sam task list [--project P] | get|cancel|retry task_…`)
+    }
+  })
+
+/** `sam session …` */
+export const session = (args: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const { words } = parseArgs(args)
+    const [verb, id, ...rest] = words
+    if (id === undefined) return yield* usage("session", 'sam session prompt sess_… "…" | cancel|stop|watch sess_…')
+    const api = yield* LocalClient.api()
+    switch (verb) {
+      case "prompt": {
+        if (rest.length === 0) return yield* usage("session", 'sam session prompt sess_… "prompt"')
+        const before = yield* api.call(S.getSession, { params: { sessionId: id } })
+        let epoch = Number.POSITIVE_INFINITY
+        const prompt = api.call(S.promptSession, { params: { sessionId: id }, body: { prompt: rest.join(" ") } }).pipe(
+          Effect.tap((accepted) =>
+            Effect.sync(() => {
+              epoch = accepted.promptEpoch
+            })
+          ),
+          Effect.asVoid
+        )
+        // This prompt's turn ends, not one still running from before it.
+        return yield* followSession(
+          api,
+          id,
+          before.lastSeq,
+          prompt,
+          (f) => f.type === "session.event" && f.promptEpoch >= epoch && TURN_ENDS.has(f.event.type)
+        )
+      }
+      case "cancel": {
+        yield* api.call(S.cancelSession, { params: { sessionId: id } })
+        return yield* out(`cancel sent to ${id}\n`)
+      }
+      case "stop": {
+        const stopped = yield* api.call(S.stopSession, { params: { sessionId: id } })
+        return yield* out(`session ${stopped.id} ${stopped.status}\n`)
+      }
+      case "watch":
+        // The whole transcript from the feed's catch-up, then live, until Ctrl-C or the session ends.
+        yield* api.call(S.getSession, { params: { sessionId: id } })
+        return yield* followSession(api, id, 0, Effect.void, () => false)
+      default:
+        return yield* new StackError({ step: "session", message: `unknown session command ${verb}` })
+    }
   })

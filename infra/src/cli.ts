@@ -1,10 +1,11 @@
 import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
-import { SqlClient } from "@effect/sql"
-import { Actors, ControlPlane } from "@sam/actors"
-import { Domain, makeId, natsLayer } from "@sam/bus"
+import { ControlPlane } from "@sam/actors"
+import { natsLayer } from "@sam/bus"
+import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import * as ApiCli from "./ApiCli.js"
 import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
@@ -15,22 +16,62 @@ import * as TaskCli from "./TaskCli.js"
 
 const USAGE = `usage: sam <command>
 
-  up                     start the local stack (NATS, Postgres, the control plane, local nodes) until Ctrl-C
+  up                     start the local stack (NATS, Postgres, the control plane, the gateway, local nodes)
+                         until Ctrl-C; the first run prints the owner account's password once
+  owner password         set a new password for the local owner account (printed once)
+
+through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <code>: <message>"):
+  project create --repo R [--name N] [--branch B] | project list | project get|members proj_…
+  task create --project P --prompt "…" [--agent demo] [--mode task|conversation]
+                         submit a task and print what the agent does until it ends or awaits a follow-up
+  task list [--project P] [--status S] | task get|cancel|retry task_…
+  session prompt sess_… "…" | session cancel|stop sess_…
+  session watch sess_…   the transcript so far, then live events until Ctrl-C
+  token create NAME [--days N] | token list | token revoke tok_…
+                         API tokens (create prints the token once)
+  creds user [--out F] [--days N]
+                         NATS credentials for your API token, for \`nats req\` (default .sam/user.creds)
+  notifications [--unread] | nodes | workspaces --project P
+
+operator tools (direct access to NATS and Postgres):
   creds ops [--out F] [--days N]
                          write a .creds file for the NATS CLI (default .sam/ops.creds, 30 days)
-  project create --repo R [--name N] | project list
-  task create --project P --prompt "…" [--agent demo] [--mode task|conversation]
-                         submit a task and print what the agent does until it ends
-  session prompt|cancel|watch sess_… ["prompt"]
   actors                 the actor runtime's shard owners, epochs, pending commands and dead letters
   test                   run the whole test suite (lint, types, tests) on servers of its own
 
-environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320)`
+environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320), SAM_GATEWAY_PORT (8080),
+  SAM_GATEWAY_URL (http://127.0.0.1:$SAM_GATEWAY_PORT), SAM_TOKEN (an API token instead of .sam/cli.token)`
 
-const flag = (args: ReadonlyArray<string>, name: string) => {
-  const at = args.indexOf(name)
-  return at >= 0 ? args[at + 1] : undefined
-}
+const startGateway = (stack: LocalStack.Stack) =>
+  Effect.gen(function* () {
+    const options = { ...Gateway.defaults(), signing: stack.signing, natsUrl: stack.natsUrl }
+    // Its own connections, held by this scope (not the control plane's): the gateway serves users.
+    const connections = yield* Layer.build(
+      Layer.merge(
+        natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-gateway" }),
+        Sql.layer(stack.databaseUrl, "sam-gateway")
+      )
+    ).pipe(Effect.mapError((e) => new StackError({ step: "gateway", message: e.message, cause: e })))
+    const { url } = yield* Gateway.start(options).pipe(
+      Effect.provide(connections),
+      Effect.mapError((e) => {
+        const reason = String((e as { cause?: unknown }).cause ?? e)
+        return new StackError({
+          step: "gateway",
+          message: `cannot listen on ${options.host}:${options.port}: ${
+            /EADDRINUSE/.test(reason) ? "address already in use" : reason
+          } (set SAM_GATEWAY_PORT to use another port)`,
+          cause: e
+        })
+      })
+    )
+    const owner = yield* LocalOwner.ensure(stack.dataDir).pipe(
+      Effect.provide(Auth.Default),
+      Effect.provide(connections),
+      Effect.mapError((e) => new StackError({ step: "owner", message: `cannot set up the owner account: ${e}` }))
+    )
+    return { url, owner }
+  })
 
 const up = Effect.gen(function* () {
   const options = LocalStack.defaults()
@@ -56,8 +97,20 @@ const up = Effect.gen(function* () {
   yield* progress.step(
     `control plane: project, task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`
   )
+  const { url, owner } = yield* startGateway(stack)
+  yield* progress.step(
+    `gateway on ${url} (HTTP API ${url}/api/v1, OpenAPI ${url}/api/v1/openapi.json, feed /api/v1/feed)`
+  )
+  yield* progress.step(
+    owner.newPassword === undefined
+      ? `owner account: login owner; the sam CLI signs in with ${owner.cliTokenFile}`
+      : `owner account created: login owner, password ${owner.newPassword}\n` +
+          "    (shown once; `./sam owner password` sets a new one); " +
+          `the sam CLI signs in with ${owner.cliTokenFile}`
+  )
   yield* progress.done(
-    `SAM is up: NATS ${stack.natsUrl} · Postgres ${stack.databaseDisplayUrl} · data ${stack.dataDir}\n` +
+    `SAM is up: ${url} · NATS ${stack.natsUrl} · Postgres ${stack.databaseDisplayUrl} · data ${stack.dataDir}\n` +
+      `Try: ./sam project list · curl -H "Authorization: Bearer $(cat ${owner.cliTokenFile})" ${url}/api/v1/me\n` +
       `Inspect with: ./sam creds ops && nats --server ${stack.natsUrl} --creds ${stack.dataDir}/ops.creds stream ls\n` +
       "Press Ctrl-C to stop."
   )
@@ -65,90 +118,34 @@ const up = Effect.gen(function* () {
   return yield* Effect.never
 }).pipe(Effect.scoped, Effect.provide(Progress.console))
 
-/** A command against a running `sam up`, with its NATS and Postgres. */
-const client = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  effect.pipe(Effect.provide(LocalClient.layer(LocalStack.defaults())))
-
-const positional = (args: ReadonlyArray<string>) =>
-  args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--"))
-const flags = (args: ReadonlyArray<string>) =>
-  Object.fromEntries(args.flatMap((a, i) => (a.startsWith("--") ? [[a.slice(2), args[i + 1]]] : [])))
-
-const project = (args: ReadonlyArray<string>) =>
-  client(
-    Effect.gen(function* () {
-      const sql = yield* SqlClient.SqlClient
-      const owner = yield* LocalClient.localOwner(LocalStack.defaults().dataDir)
-      if (args[0] === "list") {
-        const rows = yield* sql<{ id: string; name: string; repoUrl: string }>`
-          SELECT id, name, repo_url FROM projects ORDER BY created_at`
-        yield* Effect.sync(() => process.stdout.write(rows.map((r) => `${r.id}  ${r.name}  ${r.repoUrl}\n`).join("")))
-        return
-      }
-      const repo = flag(args, "--repo")
-      if (args[0] !== "create" || repo === undefined) {
-        return yield* new StackError({
-          step: "project",
-          message: "usage: sam project create --repo <path or URL> [--name N] | sam project list"
-        })
-      }
-      const id = makeId("proj")
-      const name = flag(args, "--name") ?? repo.split("/").filter(Boolean).pop() ?? "project"
-      const create = yield* Effect.try({
-        try: () =>
-          Domain.ControlProtocol.ProjectCreate.make({ projectId: id, ownerId: owner as never, name, repoUrl: repo }),
-        catch: (e) =>
-          new StackError({ step: "project", message: `invalid project: ${e instanceof Error ? e.message : e}` })
-      })
-      yield* Actors.ask(ControlPlane.ProjectRef, id, create)
-      yield* Effect.sync(() => process.stdout.write(`${id}\n`))
-    })
+const ownerPassword = Effect.gen(function* () {
+  const password = yield* LocalOwner.resetPassword().pipe(
+    Effect.provide(LocalClient.sqlLayer(LocalStack.defaults())),
+    Effect.mapError((e) => (e instanceof StackError ? e : new StackError({ step: "owner", message: String(e) })))
   )
-
-const task = (args: ReadonlyArray<string>) =>
-  args[0] === "create"
-    ? client(
-        LocalClient.localOwner(LocalStack.defaults().dataDir).pipe(
-          Effect.flatMap((owner) => TaskCli.createTask(flags(args.slice(1)), owner))
-        )
-      )
-    : Effect.fail(
-        new StackError({
-          step: "task",
-          message: 'usage: sam task create --project proj_… --prompt "…" [--agent demo] [--mode task|conversation]'
-        })
-      )
-
-const session = (args: ReadonlyArray<string>) => {
-  const [verb, id, ...rest] = positional(args)
-  if (id === undefined)
-    return Effect.fail(
-      new StackError({ step: "session", message: 'usage: sam session prompt|cancel|watch sess_… ["prompt"]' })
-    )
-  switch (verb) {
-    case "prompt":
-      return rest[0] === undefined
-        ? Effect.fail(new StackError({ step: "session", message: 'usage: sam session prompt sess_… "prompt"' }))
-        : client(TaskCli.promptSession(id, rest.join(" ")))
-    case "cancel":
-      return client(TaskCli.cancelSession(id))
-    case "watch":
-      return client(TaskCli.watchSession(id))
-    default:
-      return Effect.fail(new StackError({ step: "session", message: `unknown session command ${verb}` }))
+  if (password === undefined) {
+    return yield* new StackError({ step: "owner", message: "there is no owner account yet: run `./sam up` first" })
   }
+  yield* Effect.sync(() =>
+    process.stdout.write(`new password for login owner: ${password}\n(shown once; the old one no longer works)\n`)
+  )
+})
+
+const flag = (args: ReadonlyArray<string>, name: string) => {
+  const at = args.indexOf(name)
+  return at >= 0 ? args[at + 1] : undefined
 }
 
 const credsOps = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
-    const { dataDir } = LocalStack.defaults()
+    const { dataDir, natsPort } = LocalStack.defaults()
     const out = resolve(flag(args, "--out") ?? `${dataDir}/ops.creds`)
     const days = Number(flag(args, "--days") ?? 30)
     if (!Number.isInteger(days) || days < 1 || days > 3650) {
       return yield* new StackError({ step: "creds", message: "--days must be a whole number from 1 to 3650" })
     }
     const written = yield* OpsCreds.write(dataDir, out, days)
-    const url = `nats://127.0.0.1:${LocalStack.defaults().natsPort}`
+    const url = `nats://127.0.0.1:${natsPort}`
     yield* Effect.sync(() =>
       process.stdout.write(
         `wrote ${written.file} (operator, expires ${written.expiresAt?.toISOString()}; keep it secret)\n` +
@@ -164,31 +161,41 @@ const asStackError = (step: string) => (error: unknown) =>
     : new StackError({ step, message: error instanceof Error ? error.message : String(error), cause: error })
 
 const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
-  switch (args[0]) {
+  const [command, ...rest] = args
+  switch (command) {
     case "up":
       return up
+    case "owner":
+      return rest[0] === "password"
+        ? ownerPassword
+        : Effect.fail(new StackError({ step: "cli", message: "usage: sam owner password" }))
     case "actors":
       return Effect.flatMap(
         Effect.promise(() => import("./ActorsStatus.js")),
         (module) => module.actorsStatus
       )
-    case "project":
-      return project(args.slice(1)).pipe(Effect.mapError(asStackError("project")))
     case "task":
-      return task(args.slice(1)).pipe(Effect.mapError(asStackError("task")))
+      return TaskCli.task(rest).pipe(Effect.mapError(asStackError("task")))
     case "session":
-      return session(args.slice(1)).pipe(Effect.mapError(asStackError("session")))
+      return TaskCli.session(rest).pipe(Effect.mapError(asStackError("session")))
     case "creds":
-      if (args[1] === "ops") return credsOps(args.slice(2))
+      if (rest[0] === "ops") return credsOps(rest.slice(1))
+      if (rest[0] === "user") return ApiCli.run(command, rest).pipe(Effect.mapError(asStackError(command)))
       return Effect.fail(
-        new StackError({ step: "cli", message: `unknown creds kind ${args[1] ?? "(none)"}; try: sam creds ops` })
+        new StackError({ step: "cli", message: `unknown creds kind ${rest[0] ?? "(none)"}; try: sam creds user|ops` })
       )
+    case "project":
+    case "token":
+    case "notifications":
+    case "nodes":
+    case "workspaces":
+      return ApiCli.run(command, rest).pipe(Effect.mapError(asStackError(command)))
     case undefined:
     case "help":
     case "--help":
       return Effect.sync(() => process.stdout.write(`${USAGE}\n`))
     default:
-      return Effect.fail(new StackError({ step: "cli", message: `unknown command ${args[0]}\n\n${USAGE}` }))
+      return Effect.fail(new StackError({ step: "cli", message: `unknown command ${command}\n\n${USAGE}` }))
   }
 }
 

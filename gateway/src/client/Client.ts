@@ -34,7 +34,8 @@ export type Input<P extends Schema, Q extends Schema, B extends Schema> = Part<"
   Part<"query", Q> &
   Part<"body", B>
 
-type Args<P extends Schema, Q extends Schema, B extends Schema> =
+/** The second argument of `call`: optional when the endpoint needs no parameters and no body. */
+export type Args<P extends Schema, Q extends Schema, B extends Schema> =
   Empty extends Input<P, Q, B> ? [input?: Input<P, Q, B>] : [input: Input<P, Q, B>]
 
 export interface ClientOptions {

@@ -24,6 +24,17 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("gateway: the 
       const { projects } = yield* api.call(Api.ProjectEndpoints.listProjects)
       expect(projects.map((p) => p.id)).toEqual([project.id])
 
+      // Query parameters go into the search string (a page of a project's tasks, filtered by status).
+      const page = yield* api.call(Api.TaskEndpoints.listTasks, {
+        params: { projectId: project.id },
+        query: { status: "queued,in_progress", limit: 5 }
+      })
+      expect(page).toEqual({ tasks: [], nextBefore: null })
+      const badQuery = yield* failure(
+        api.call(Api.TaskEndpoints.listTasks, { params: { projectId: project.id }, query: { status: "bogus" } })
+      )
+      expect(badQuery).toMatchObject({ status: 400, code: "invalid_query" })
+
       const token = yield* api.call(Api.AuthEndpoints.createToken, { body: { name: "ci", expiresInDays: 2 } })
       expect(token.token).toMatch(/^sam_pat_/)
       const revoked = yield* api.call(Api.AuthEndpoints.revokeToken, { params: { tokenId: token.id } })

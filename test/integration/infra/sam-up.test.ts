@@ -48,16 +48,27 @@ const up = async (env: NodeJS.ProcessEnv): Promise<Up> => {
   return { child, output: () => output, exited }
 }
 
-describe("./sam up and ./sam creds ops", async () => {
+describe("./sam up, its gateway, and the CLI", async () => {
   const dataDir = await tempDir("sam-up-")
   const natsPort = await freePort()
   const pgPort = await freePort()
+  const gatewayPort = await freePort()
+  const gateway = `http://127.0.0.1:${gatewayPort}`
   const env = {
     SAM_DATA_DIR: dataDir,
     SAM_NATS_PORT: String(natsPort),
     SAM_PG_PORT: String(pgPort),
+    SAM_GATEWAY_PORT: String(gatewayPort),
     SAM_NODE_RUNTIME: "host"
   }
+  const run = (...args: Array<string>) =>
+    promisify(execFile)(sam, args, { cwd: root, env: { ...process.env, ...env }, timeout: 60_000 })
+  const login = (password: string) =>
+    fetch(`${gateway}/api/v1/auth/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ login: "owner", password })
+    }).then((response) => response.status)
   const running: Array<Up> = []
   // A test that fails midway must not leave its `sam up` (and its servers' ports) to the next one:
   // stop it the way a user would, Ctrl-C, and wait.
@@ -73,7 +84,7 @@ describe("./sam up and ./sam creds ops", async () => {
     await rm(dataDir, { recursive: true, force: true })
   })
 
-  it("starts NATS and Postgres with progress, stops cleanly on Ctrl-C, and reuses its data the second time", async () => {
+  it("starts NATS, Postgres and the gateway with progress, stops cleanly on Ctrl-C, reuses its data the second time, and the CLI works through the API", async () => {
     const first = await up(env)
     running.push(first)
     const lines = first.output()
@@ -81,16 +92,24 @@ describe("./sam up and ./sam creds ops", async () => {
     expect(lines).toContain(`postgres on postgres://sam@127.0.0.1:${pgPort}/sam (cluster created)`)
     expect(lines).toContain("migrations applied: 0001_ledger")
     expect(lines).toMatch(/bus topology: \d+ streams and buckets \(created SAM_CMD, SAM_EVT, SAM_NODE, SAM_AGENT/)
-    expect(lines).toContain(`SAM is up: NATS nats://127.0.0.1:${natsPort}`)
+    expect(lines).toContain(`gateway on ${gateway} (HTTP API ${gateway}/api/v1`)
+    expect(lines).toContain(`SAM is up: ${gateway} · NATS nats://127.0.0.1:${natsPort}`)
     expect(lines).not.toMatch(/postgres:\/\/sam:[^@]+@/) // the password is never printed
     expect(await portOpen(natsPort)).toBe(true)
     expect(await portOpen(pgPort)).toBe(true)
+    // The owner's password, once: it signs in.
+    const password = /owner account created: login owner, password (\S+)/.exec(lines)?.[1]
+    expect(password).toBeDefined()
+    expect(lines).toContain("shown once; `./sam owner password` sets a new one")
+    expect(await login(password as string)).toBe(200)
+    expect(await login(`${password}x`)).toBe(401)
 
     first.child.kill("SIGINT")
     expect(await first.exited).toBe(0)
     expect(first.output()).toContain("SAM stopped.")
     expect(await portOpen(natsPort)).toBe(false)
     expect(await portOpen(pgPort)).toBe(false)
+    expect(await portOpen(gatewayPort)).toBe(false)
 
     const second = await up(env)
     running.push(second)
@@ -98,6 +117,17 @@ describe("./sam up and ./sam creds ops", async () => {
     expect(second.output()).toContain("(cluster reused)")
     expect(second.output()).toContain("migrations up to date")
     expect(second.output()).toMatch(/\(\d+ unchanged\)/)
+    expect(second.output()).toContain("owner account: login owner")
+    expect(second.output()).not.toContain(password as string)
+    expect(second.output()).not.toMatch(/password \S/)
+    expect(await login(password as string)).toBe(200)
+
+    // A new owner password, printed once; the old one stops working.
+    const reset = await run("owner", "password")
+    const newPassword = /new password for login owner: (\S+)/.exec(reset.stdout)?.[1]
+    expect(newPassword).toBeDefined()
+    expect(await login(newPassword as string)).toBe(200)
+    expect(await login(password as string)).toBe(401)
 
     // An operator's credentials: inspect streams, consumers and buckets as the NATS CLI would.
     const out = join(dataDir, "ops.creds")
@@ -125,27 +155,71 @@ describe("./sam up and ./sam creds ops", async () => {
       await nc.close()
     }
 
-    // A task from the CLI: it reaches in_progress, streams the agent's output, and completes.
-    const run = (...args: Array<string>) =>
-      promisify(execFile)(sam, args, { cwd: root, env: { ...process.env, ...env }, timeout: 60_000 })
+    // A task from the CLI, through the gateway alone (its NATS and Postgres ports are wrong on purpose):
+    // it streams the agent's output from the feed and completes.
+    const viaGateway = (...args: Array<string>) =>
+      promisify(execFile)(sam, args, {
+        cwd: root,
+        env: { ...process.env, ...env, SAM_NATS_PORT: "1", SAM_PG_PORT: "1" },
+        timeout: 60_000
+      })
     const repo = join(dataDir, "repo")
     await promisify(execFile)("sh", [
       "-c",
       `mkdir -p ${repo} && cd ${repo} && git init -q -b main && echo hi > README.md && git add -A && git -c user.name=t -c user.email=t@t commit -qm init`
     ])
-    const project = (await run("project", "create", "--repo", repo, "--name", "demo")).stdout.trim()
+    const project = (await viaGateway("project", "create", "--repo", repo, "--name", "demo")).stdout.trim()
     expect(project).toMatch(/^proj_[0-9a-z]+$/)
-    const task = await run("task", "create", "--project", project, "--prompt", "say from the cli\nrun echo x > X.txt")
+    expect((await viaGateway("project", "list")).stdout).toContain(`${project}  demo  owner`)
+    const task = await viaGateway(
+      "task",
+      "create",
+      "--project",
+      project,
+      "--prompt",
+      "say from the cli\nrun echo x > X.txt"
+    )
     // The agent's text streams in chunks; a task-status line may fall between two of them.
     expect(task.stdout.replace(/\n▸ [^\n]*\n/g, "")).toContain("from the cli")
     expect(task.stdout).toMatch(/▸ task completed .*branch sam\/task_/)
-    const bad = await run("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)
+    const taskId = /task (task_[0-9a-z]+) submitted/.exec(task.stdout)?.[1] as string
+    expect((await viaGateway("task", "get", taskId)).stdout).toMatch(/status +completed/)
+    const bad = await viaGateway("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)
     expect(bad.code).toBe(1)
-    expect(bad.stderr).toContain("no project proj_nosuchproject")
+    expect(bad.stderr).toContain("✗ not_found: no project proj_nosuchproject")
+
+    // API tokens: the value is printed once, never listed.
+    const token = (await viaGateway("token", "create", "ci", "--days", "1")).stdout.trim()
+    expect(token).toMatch(/^sam_pat_[0-9a-z]+$/)
+    const tokens = (await viaGateway("token", "list")).stdout
+    expect(tokens).toContain(" ci ")
+    expect(tokens).not.toContain(token)
+
+    // NATS credentials for the CLI's token, and the request the printed usage describes.
+    const userCreds = join(dataDir, "user.creds")
+    const creds = await viaGateway("creds", "user", "--out", userCreds)
+    expect((await stat(userCreds)).mode & 0o777).toBe(0o600)
+    const usage = /--inbox-prefix (\S+) req (\S+)\.task\.create/.exec(creds.stdout)
+    expect(usage).not.toBeNull()
+    const user = await connect({
+      servers: `nats://127.0.0.1:${natsPort}`,
+      authenticator: credsAuthenticator(await readFile(userCreds)),
+      inboxPrefix: usage?.[1] as string
+    })
+    try {
+      const reply = await user.request(
+        `${usage?.[2]}.task.create`,
+        JSON.stringify({ projectId: project, prompt: "say over nats" }),
+        { timeout: 10_000 }
+      )
+      expect(reply.json()).toMatchObject({ ok: true, result: { projectId: project } })
+    } finally {
+      await user.close()
+    }
 
     second.child.kill("SIGINT")
     expect(await second.exited).toBe(0)
-  }, 180_000)
+  }, 240_000)
 
   it("says clearly what is wrong when a port is taken", async () => {
     const blocker = await up(env)
@@ -162,7 +236,30 @@ describe("./sam up and ./sam creds ops", async () => {
     expect(code).not.toBe(0)
     expect(output).toMatch(/✗ nats: nats-server exited .* before it was ready/)
     expect(output).toMatch(/address already in use/)
+
+    // Only the gateway's port taken: NATS and Postgres start, then stop again when the gateway cannot.
+    const others = { nats: await freePort(), pg: await freePort() }
+    const gatewayClash = spawn(sam, ["up"], {
+      cwd: root,
+      env: {
+        ...process.env,
+        ...env,
+        SAM_DATA_DIR: join(dataDir, "other-gateway"),
+        SAM_NATS_PORT: String(others.nats),
+        SAM_PG_PORT: String(others.pg)
+      },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let gatewayOutput = ""
+    gatewayClash.stdout.on("data", (c: Buffer) => (gatewayOutput += c))
+    gatewayClash.stderr.on("data", (c: Buffer) => (gatewayOutput += c))
+    expect(await new Promise<number | null>((done) => gatewayClash.once("exit", done))).not.toBe(0)
+    expect(gatewayOutput).toContain(`✗ gateway: cannot listen on 127.0.0.1:${gatewayPort}: address already in use`)
+    expect(gatewayOutput).toContain("SAM stopped.")
+    expect(await portOpen(others.nats)).toBe(false)
+    expect(await portOpen(others.pg)).toBe(false)
+
     blocker.child.kill("SIGINT")
     expect(await blocker.exited).toBe(0)
-  }, 120_000)
+  }, 180_000)
 })

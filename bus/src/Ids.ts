@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto"
 import { z } from "zod"
 
 /**
@@ -8,7 +7,7 @@ import { z } from "zod"
 const ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 const randomToken = (length = 20): string => {
-  const bytes = randomBytes(length)
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(length))
   let out = ""
   for (const byte of bytes) out += ALPHABET[byte & 31]
   return out

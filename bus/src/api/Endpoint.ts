@@ -1,4 +1,4 @@
-import type { z } from "zod"
+import { z } from "zod"
 
 type Schema = z.ZodType
 
@@ -29,10 +29,14 @@ export interface Endpoint<
   readonly status?: 200 | 201 | 202 | 302
 }
 
+/** What an endpoint without params, query or body takes. */
+const Nothing = z.object({})
+type Nothing = typeof Nothing
+
 export const endpoint = <
-  P extends Schema = z.ZodObject<{}>,
-  Q extends Schema = z.ZodObject<{}>,
-  B extends Schema = z.ZodObject<{}>,
+  P extends Schema = Nothing,
+  Q extends Schema = Nothing,
+  B extends Schema = Nothing,
   O extends Schema = Schema,
   A extends boolean = true
 >(

@@ -1,14 +1,12 @@
-// Browser-safe: only `fetch`, `URL` and zod at run time; `@sam/bus` is imported for its types (its
-// root module also holds the NATS connection, which a browser bundle must not pull in).
-import type { Api } from "@sam/bus"
+// Browser-safe: `fetch`, `URL`, zod and the API contract (`@sam/bus/api`, which has no NATS in it).
+import * as Api from "@sam/bus/api"
 import { Data, Effect } from "effect"
-import { z } from "zod"
+import type { z } from "zod"
 
 type Schema = z.ZodType
 
-const PREFIX: typeof Api.PREFIX = "/api/v1"
-
-const ErrorBody = z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() })
+const PREFIX = Api.PREFIX
+const ErrorBody = Api.ApiErrorBody
 
 /**
  * A call that did not succeed. From the gateway: its HTTP `status` and error body (`code`, `message`,

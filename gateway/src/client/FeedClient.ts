@@ -203,7 +203,12 @@ export class FeedClient implements AsyncIterable<Api.ServerFrame> {
 
   private receive(data: string) {
     this.lastHeard = Date.now()
-    const frame = JSON.parse(data) as Api.ServerFrame
+    let frame: Api.ServerFrame
+    try {
+      frame = JSON.parse(data) as Api.ServerFrame
+    } catch {
+      return
+    }
     switch (frame.type) {
       case "hello":
         this.attempt = 0

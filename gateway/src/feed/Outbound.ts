@@ -24,6 +24,8 @@ export const frame = (value: Api.ServerFrame): OutFrame => {
 export interface Outbound {
   /** queue a live frame; false when the connection is closing (now, or because of this frame) */
   readonly send: (frame: OutFrame) => boolean
+  /** queue a catch-up frame if the backlog is below low water now; false otherwise (closing, or no room) */
+  readonly trySend: (frame: OutFrame) => boolean
   /** queue a catch-up frame once the backlog is below low water; false when the connection is closing */
   readonly sendPaced: (frame: OutFrame) => Effect.Effect<boolean>
   /** close with a code and reason; later sends are dropped; the socket is destroyed after the grace */
@@ -70,6 +72,12 @@ export const make = Effect.fn("Feed.outbound")(function* (
     return true
   }
 
+  const trySend = (out: OutFrame) => {
+    if (closeEvent !== undefined || backlog() > options.lowWaterBytes) return false
+    enqueue(out)
+    return true
+  }
+
   const sendPaced = (out: OutFrame) =>
     Effect.gen(function* () {
       if (backlog() > options.lowWaterBytes) {
@@ -87,28 +95,35 @@ export const make = Effect.fn("Feed.outbound")(function* (
       return true
     })
 
+  // A batch goes out corked: one syscall for everything queued since the last one, instead of one
+  // per frame (a burst to many clients is otherwise bound by syscalls).
+  const writeBatch = (batch: Iterable<OutFrame | null>) =>
+    Effect.suspend(() => {
+      tcp?.cork()
+      return Effect.forEach(
+        batch,
+        (out) => {
+          if (out === null || closeEvent !== undefined) return Effect.void
+          queuedBytes -= out.bytes
+          return write(out.json)
+        },
+        { discard: true }
+      )
+    }).pipe(Effect.ensuring(Effect.sync(() => tcp?.uncork())))
+
   // The close frame goes out ahead of anything still queued: a slow client would otherwise never
   // reach it. A client that does not read it within the grace loses its socket anyway.
   const writer = Effect.gen(function* () {
-    for (;;) {
-      const batch = yield* Queue.takeBetween(queue, 1, 512)
-      for (const out of batch) {
-        if (closeEvent !== undefined) {
-          yield* write(closeEvent)
-          yield* Effect.sleep(options.closeGraceMs)
-          tcp?.destroy()
-          return
-        }
-        if (out === null) continue
-        queuedBytes -= out.bytes
-        yield* write(out.json)
-      }
-    }
+    while (closeEvent === undefined) yield* writeBatch(yield* Queue.takeBetween(queue, 1, 1024))
+    yield* write(closeEvent)
+    yield* Effect.sleep(options.closeGraceMs)
+    tcp?.destroy()
   }).pipe(Effect.ignore)
   yield* Effect.forkScoped(writer)
 
   return {
     send,
+    trySend,
     sendPaced,
     close,
     isClosing: () => closeEvent !== undefined,

@@ -82,8 +82,8 @@ export const make = Effect.fnUntraced(function* (
     return next
   }
 
-  const send = (seq: number, out_: OutFrame) =>
-    out.sendPaced(out_).pipe(
+  const send = (seq: number, next: OutFrame) =>
+    Effect.suspend(() => (out.trySend(next) ? Effect.succeed(true) : out.sendPaced(next))).pipe(
       Effect.map((sent) => {
         if (sent) lastSent = seq
         return sent
@@ -114,7 +114,8 @@ export const make = Effect.fnUntraced(function* (
         const rows = yield* catchUp.page(sessionId, lastSent, options.pageSize)
         for (const row of rows) {
           if (row.seq <= lastSent) continue
-          if (!(yield* send(row.seq, row.frame))) return
+          if (out.trySend(row.frame)) lastSent = row.seq
+          else if (!(yield* send(row.seq, row.frame))) return
         }
         if (rows.length === options.pageSize) mustRead = true
         if (rows.length > 0 || reading || pending.has(lastSent + 1)) {

@@ -66,20 +66,20 @@ export const make = Effect.fnUntraced(function* (
     startFill()
   }
 
-  /** The held event that comes next, if any; drops every held one already sent. */
+  /** The held event that comes next; when there is none, drops every held one already sent. */
   const nextPending = () => {
-    for (const [seq, held] of pending) {
-      if (seq <= lastSent) {
-        pending.delete(seq)
-        pendingBytes -= held.bytes
-      }
-    }
     const next = pending.get(lastSent + 1)
     if (next !== undefined) {
       pending.delete(lastSent + 1)
       pendingBytes -= next.bytes
+      return next
     }
-    return next
+    for (const [seq, held] of pending) {
+      if (seq > lastSent) continue
+      pending.delete(seq)
+      pendingBytes -= held.bytes
+    }
+    return undefined
   }
 
   const send = (seq: number, next: OutFrame) =>

@@ -1,16 +1,5 @@
 import { ControlPlane } from "@sam/actors"
-import { Domain, defineMessage, NotificationId, registry, UserId } from "@sam/bus"
-import { z } from "zod"
-
-/**
- * A notification for one user (published by the notifications reactor). Only what routing needs
- * is checked; the rest of the notification passes through as it was published.
- */
-export const NotificationCreated = defineMessage(
-  "notification.created",
-  z.object({ notification: z.looseObject({ id: NotificationId, userId: UserId }) }),
-  { durable: true }
-)
+import { Domain, registry } from "@sam/bus"
 
 /**
  * The domain events the feed forwards. Anything else on `sam.evt.>` (provisioning requests,
@@ -23,7 +12,8 @@ export const forwarded = registry(
   ControlPlane.WorkspaceBootLogEvent,
   ControlPlane.ProjectCreated,
   ControlPlane.NodeStatusEvent,
-  NotificationCreated
+  Domain.Notifications.NotificationCreated,
+  Domain.Notifications.PullRequestOpened
 )
 
 export type Forwarded = NonNullable<Extract<ReturnType<typeof forwarded.decode>, { _tag: "Ok" }>["envelope"]>

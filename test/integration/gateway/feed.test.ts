@@ -1,4 +1,6 @@
 import { layer } from "@effect/vitest"
+import { ControlPlane } from "@sam/actors"
+import { Domain, encode, makeId, Nats, Publish, Subjects } from "@sam/bus"
 import { FeedClient } from "@sam/gateway/client"
 import { type Duration, Effect } from "effect"
 import { expect } from "vitest"
@@ -208,6 +210,59 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
       expect(mallory.of("error").find((e) => e.id === "y")?.code).toBe("not_found")
       mallory.socket.close()
       member.socket.close()
+    })
+  )
+
+  it.effect("notifications reach only their user, node events only users who can see the node, audits nobody", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const s = yield* seedSession(alice)
+      const a = open(yield* rawClient(url, alice.token))
+      const b = open(yield* rawClient(url, bob.token))
+      yield* until("both connected", () => (a.of("hello")[0] && b.of("hello")[0]) ?? undefined)
+      const notify = (userId: string) => {
+        const id = makeId("ntf")
+        const envelope = Domain.Notifications.NotificationCreated.make({
+          notification: {
+            id,
+            userId: userId as never,
+            projectId: s.projectId,
+            taskId: null,
+            sessionId: s.sessionId,
+            type: "needs_input",
+            priority: true,
+            title: "the agent asks",
+            body: null,
+            createdAt: new Date().toISOString(),
+            readAt: null
+          }
+        })
+        return { id, envelope, subject: Domain.Notifications.notificationSubject(s.projectId, id) }
+      }
+      const forAlice = notify(alice.userId)
+      yield* Publish.publish(forAlice.subject, forAlice.envelope)
+      // the outbox relay may publish twice: JetStream keeps one, a core subscriber sees both
+      const { nc } = yield* Nats
+      nc.publish(forAlice.subject, encode(forAlice.envelope))
+      const node = ControlPlane.NodeStatusEvent.make({ nodeId: s.nodeId, status: "running", ready: true })
+      const audit = { ...node, id: makeId("msg"), type: "report.dropped" }
+      yield* Publish.publish(Subjects.event("system", "node", s.nodeId, audit.type), audit)
+      yield* Publish.publish(Subjects.event("system", "node", s.nodeId, node.type), node)
+      // events reach the feed in order: once Bob has his, everything before it was routed
+      const forBob = notify(bob.userId)
+      yield* Publish.publish(forBob.subject, forBob.envelope)
+      yield* until("bob has his notification", () => b.of("event")[0])
+      yield* until("alice has the node event", () => a.of("event").find((e) => e.eventType === "node.status"))
+      expect(a.of("event").map((e) => [e.eventType, e.projectId, e.id])).toEqual([
+        ["notification.created", s.projectId, forAlice.id],
+        ["node.status", null, s.nodeId]
+      ])
+      expect(a.of("event")[0]?.body).toMatchObject({ notification: { title: "the agent asks" } })
+      expect(b.of("event").map((e) => [e.eventType, e.id])).toEqual([["notification.created", forBob.id]])
+      a.socket.close()
+      b.socket.close()
     })
   )
 

@@ -1,9 +1,9 @@
 import { describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import { expect } from "vitest"
-import type { CatchUp } from "../../../gateway/src/feed/CatchUp.js"
-import type { Outbound, OutFrame } from "../../../gateway/src/feed/Outbound.js"
-import * as SessionStream from "../../../gateway/src/feed/SessionStream.js"
+import type { CatchUp } from "../src/feed/CatchUp.js"
+import type { Outbound, OutFrame } from "../src/feed/Outbound.js"
+import * as SessionStream from "../src/feed/SessionStream.js"
 
 const frameOf = (seq: number): OutFrame => {
   const json = JSON.stringify({ type: "session.event", seq })

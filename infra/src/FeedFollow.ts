@@ -1,0 +1,239 @@
+import { Api } from "@sam/bus"
+import { FeedClient, type FeedSubscription } from "@sam/gateway/client"
+import { Duration, Effect, Option, Queue } from "effect"
+import type { z } from "zod"
+import { out } from "./ApiCli.js"
+import type * as LocalClient from "./LocalClient.js"
+import { StackError } from "./StackError.js"
+
+/**
+ * Following a task or a session on the gateway's live feed, for the CLI: what the agent does, as
+ * terminal text, until the task ends or the turn does.
+ */
+
+const T = Api.TaskEndpoints
+
+/** How one session event reads in a terminal. */
+export const render = (event: Record<string, unknown> & { type: string }): string => {
+  switch (event.type) {
+    case "text":
+      return String(event.text)
+    case "thought":
+      return `\x1b[2m${String(event.text)}\x1b[0m`
+    case "plan":
+      return `\n[plan] ${(event.entries as Array<{ content: string; status: string }>).map((e) => `${e.status === "completed" ? "✓" : "·"} ${e.content}`).join(" | ")}\n`
+    case "tool-call":
+      return `\n$ ${String(event.title)}\n`
+    case "tool-call-update": {
+      const content =
+        (event.content as Array<{ type: string; content?: { type: string; text?: string } }> | undefined) ?? []
+      return content.map((c) => c.content?.text ?? "").join("")
+    }
+    case "turn-ended":
+      return `\n· turn ended (${String(event.stopReason)})\n`
+    case "cancelled":
+      return "\n· cancelled\n"
+    case "crashed":
+      return `\n✗ the agent crashed (exit ${String(event.exitCode)})\n`
+    case "failed":
+      return `\n✗ ${String(event.reason)}\n`
+    default:
+      return ""
+  }
+}
+
+export interface TaskState {
+  readonly status: string
+  readonly step: string | null
+  readonly errorReason: string | null
+  readonly branch: string | null
+}
+const statusLine = (t: TaskState) =>
+  `\n▸ task ${t.status}${t.step ? ` · ${t.step}` : ""}${t.errorReason ? ` · ${t.errorReason}` : ""}${t.branch ? ` · branch ${t.branch}` : ""}\n`
+
+const ended = (t: TaskState) => ["completed", "failed", "cancelled"].includes(t.status)
+export const waiting = (t: TaskState) => !ended(t) && t.step === "awaiting_followup"
+export const fromTask = (t: z.output<typeof Api.Task>): TaskState & { readonly sessionId: string | null } => ({
+  status: t.status,
+  step: t.executionStep,
+  errorReason: t.errorReason,
+  branch: t.branch,
+  sessionId: t.sessionId
+})
+
+type ApiClient = LocalClient.ApiClient
+type Frame = Api.ServerFrame
+/** What the feed tells us: a frame, or that it reconnected (project events are not caught up), or that it is gone. */
+type Signal =
+  | Frame
+  | { readonly type: "reconnected" }
+  | { readonly type: "gone"; readonly code: number; readonly reason: string }
+
+/** After a task ends, how long to wait for its session's last events (they come by another actor). */
+const DRAIN = Duration.seconds(5)
+export const TURN_ENDS = new Set(["turn-ended", "failed", "crashed"])
+
+const refused = (frame: Api.ServerFrameOf<"error">) =>
+  Effect.fail(new StackError({ step: frame.code, message: frame.message }))
+
+/** The gateway's feed in this scope, as a queue of signals; subscribes to `subscription` on connecting. */
+const openFeed = (api: ApiClient, subscription: FeedSubscription) =>
+  Effect.gen(function* () {
+    const signals = yield* Queue.unbounded<Signal>()
+    let opened = 0
+    const feed = yield* Effect.acquireRelease(
+      Effect.sync(
+        () =>
+          new FeedClient({
+            baseUrl: api.url,
+            token: api.token,
+            ...subscription,
+            onFrame: (frame) => Queue.unsafeOffer(signals, frame),
+            onStatus: (status) => {
+              if (status.state === "open" && opened++ > 0) Queue.unsafeOffer(signals, { type: "reconnected" })
+              if (status.state === "closed" && status.reconnecting && opened > 0) {
+                process.stderr.write(`\n… the feed connection closed (${status.code}); reconnecting\n`)
+              }
+              if (status.state === "closed" && !status.reconnecting) {
+                Queue.unsafeOffer(signals, { type: "gone", code: status.code, reason: status.reason })
+              }
+            }
+          })
+      ),
+      (feed) => Effect.sync(() => feed.close())
+    )
+    const next = Queue.take(signals).pipe(
+      Effect.flatMap((signal) => {
+        if (signal.type === "gone") {
+          const refused = signal.code === 4001 || signal.code === 4401
+          return Effect.fail(
+            new StackError({
+              step: refused ? "unauthenticated" : "feed",
+              message: refused
+                ? "the gateway refused the token for the feed"
+                : `the feed closed (${signal.code} ${signal.reason})`
+            })
+          )
+        }
+        return Effect.succeed(signal)
+      })
+    )
+    /** Wait until the feed confirms what we asked for (before acting, so no event is missed). */
+    const subscribed = Effect.gen(function* () {
+      for (;;) {
+        const signal = yield* next
+        if (signal.type === "error") return yield* refused(signal)
+        if (signal.type === "subscribed") return
+      }
+    })
+    return { feed, next, subscribed }
+  })
+
+/**
+ * Follow a task: its status changes as `▸ task …` lines and its session's events as they happen,
+ * until it ends or waits for a follow-up. `start` runs once the feed listens (it submits or
+ * retries the task). Returns the task's state then.
+ */
+export const followTask = (
+  api: ApiClient,
+  projectId: string,
+  start: Effect.Effect<{ readonly id: string }, StackError>,
+  /** a session the task had before (a retry): its events are not this run's */
+  stale: string | null = null
+) =>
+  Effect.gen(function* () {
+    const { feed, next, subscribed } = yield* openFeed(api, { projects: [projectId] })
+    yield* subscribed
+    const { id: taskId } = yield* start
+    let shown = ""
+    let sessionId: string | null = null
+    let lastType: string | undefined
+    let printed = 0
+    let tries = 0
+    let finished: TaskState | undefined
+    let drainUntil = 0
+    const apply = (state: TaskState & { readonly sessionId: string | null }) => {
+      const line = statusLine(state)
+      if (line !== shown) process.stdout.write(line)
+      shown = line
+      if (state.sessionId !== null && state.sessionId !== sessionId && state.sessionId !== stale) {
+        if (sessionId !== null) feed.unsubscribe({ sessions: [sessionId] })
+        sessionId = state.sessionId
+        lastType = undefined
+        printed = 0
+        tries = 0
+        feed.subscribe({ sessions: [{ sessionId, afterSeq: 0 }] })
+      }
+      if (finished === undefined && (ended(state) || waiting(state))) {
+        finished = state
+        drainUntil = Date.now() + Duration.toMillis(DRAIN)
+      }
+    }
+    // Project events are not caught up after a reconnect: read the task again.
+    const refresh = api.call(T.getTask, { params: { taskId } }).pipe(Effect.map((t) => apply(fromTask(t))))
+    for (;;) {
+      if (finished !== undefined && (sessionId === null || (lastType !== undefined && TURN_ENDS.has(lastType)))) {
+        return { id: taskId, sessionId, state: finished }
+      }
+      const signal =
+        finished === undefined
+          ? Option.some(yield* next)
+          : yield* next.pipe(Effect.timeoutOption(Math.max(0, drainUntil - Date.now())))
+      if (Option.isNone(signal)) return { id: taskId, sessionId, state: finished as TaskState }
+      const frame = signal.value
+      if (frame.type === "reconnected") yield* refresh
+      else if (
+        frame.type === "event" &&
+        frame.kind === "task" &&
+        frame.id === taskId &&
+        frame.eventType === "task.status"
+      ) {
+        apply(frame.body as TaskState & { sessionId: string | null })
+      } else if (frame.type === "session.event" && frame.sessionId === sessionId) {
+        process.stdout.write(render(frame.event))
+        lastType = frame.event.type
+        printed = frame.seq
+      } else if (frame.type === "error") {
+        // The task names its session a moment before the session actor has recorded it.
+        const named = (frame.details as { sessionId?: string } | undefined)?.sessionId
+        if (sessionId === null || named !== sessionId || frame.code !== "not_found" || ++tries > 40) {
+          return yield* refused(frame)
+        }
+        yield* Effect.sleep("250 millis")
+        feed.subscribe({ sessions: [{ sessionId, afterSeq: printed }] })
+      } else if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
+        lastType = "failed"
+      }
+    }
+  }).pipe(Effect.scoped)
+
+const SESSION_ENDS = new Set(["session.failed", "session.stopped"])
+
+/**
+ * Print a session's events after `afterSeq`, live, until `until` says a frame ends it (or forever).
+ * `start` runs once the feed listens.
+ */
+export const followSession = (
+  api: ApiClient,
+  sessionId: string,
+  afterSeq: number,
+  start: Effect.Effect<void, StackError>,
+  until: (frame: Frame) => boolean
+) =>
+  Effect.gen(function* () {
+    const { next, subscribed } = yield* openFeed(api, { sessions: [{ sessionId, afterSeq }] })
+    yield* subscribed
+    yield* start
+    for (;;) {
+      const frame = yield* next
+      if (frame.type === "error") return yield* refused(frame)
+      if (frame.type === "session.event" && frame.sessionId === sessionId) process.stdout.write(render(frame.event))
+      if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
+        const reason = (frame.body as { reason?: string }).reason
+        if (frame.eventType === "session.stopped")
+          return yield* out(`\n· session stopped${reason ? `: ${reason}` : ""}\n`)
+        return yield* new StackError({ step: "session", message: `session ${sessionId} failed: ${reason ?? "?"}` })
+      }
+      if (frame.type !== "reconnected" && until(frame)) return
+    }
+  }).pipe(Effect.scoped)

@@ -1,3 +1,3 @@
+export * from "./FakeGitHub.js"
 export * from "./GatewayHarness.js"
 export * from "./TestStack.js"
-export * from "./FakeGitHub.js"

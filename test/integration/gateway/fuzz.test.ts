@@ -29,6 +29,7 @@ const hostileStrings = [
   "🙂".repeat(1000),
   "sam.evt.>",
   "proj_../x",
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a hostile string, meant literally
   "${process.exit()}"
 ]
 

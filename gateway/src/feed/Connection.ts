@@ -29,7 +29,13 @@ export const run = Effect.fn("Feed.connection")(function* (
   const { options, fanout } = feed
   const scope = yield* Effect.scope
   const out = yield* Outbound.make(socket, tcp, options)
-  const self: Subscriber = { id: makeId("conn"), userId: principal.userId, out }
+  const rechecks = yield* Queue.sliding<void>(1)
+  const self: Subscriber = {
+    id: makeId("conn"),
+    userId: principal.userId,
+    out,
+    recheck: () => rechecks.unsafeOffer(undefined)
+  }
   const subscriptions = yield* Subscriptions.make(principal, self, feed, scope)
   yield* Effect.acquireRelease(
     Effect.sync(() => fanout.register(self)),
@@ -120,7 +126,8 @@ export const run = Effect.fn("Feed.connection")(function* (
   yield* Effect.forkScoped(
     Effect.forever(
       Effect.gen(function* () {
-        yield* Effect.sleep(options.recheckMs)
+        // every `recheckMs`, and at once when the fanout sees this user removed from a project
+        yield* Queue.take(rechecks).pipe(Effect.timeout(options.recheckMs), Effect.ignore)
         if (!(yield* credentialActive)) {
           return out.close(Api.FeedClose.unauthenticated, "the credential was revoked or has expired")
         }

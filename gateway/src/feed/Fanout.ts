@@ -10,6 +10,8 @@ export interface Subscriber {
   readonly id: string
   readonly userId: string
   readonly out: Outbound
+  /** membership of this user changed: check every subscription again now */
+  readonly recheck: () => void
 }
 
 const RECENT_IDS = 8192
@@ -102,6 +104,10 @@ export const make = Effect.gen(function* () {
       if (envelope.type === "node.status")
         nodeEvents.unsafeOffer({ nodeId: subject.id, frame: eventFrame(subject, envelope) })
       return
+    }
+    // A removed member stops receiving the project's events now, not at the next periodic check.
+    if (envelope.type === "project.member-removed") {
+      for (const target of byUser.map.get(envelope.body.userId) ?? []) target.recheck()
     }
     const targets = new Set(byProject.map.get(subject.project))
     if (subject.kind === "session") for (const target of bySession.get(subject.id)?.keys() ?? []) targets.add(target)

@@ -11,6 +11,8 @@ export const forwarded = registry(
   ControlPlane.WorkspaceEvent,
   ControlPlane.WorkspaceBootLogEvent,
   ControlPlane.ProjectCreated,
+  ControlPlane.ProjectMemberAdded,
+  ControlPlane.ProjectMemberRemoved,
   ControlPlane.NodeStatusEvent,
   Domain.Notifications.NotificationCreated,
   Domain.Notifications.PullRequestOpened

@@ -213,6 +213,47 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
     })
   )
 
+  it.effect("a member removed from the project stops receiving its events at once, not at the next recheck", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const s = yield* seedSession(alice)
+      const added = yield* http("POST", `/api/v1/projects/${s.projectId}/members`, {
+        token: alice.token,
+        body: { userId: bob.userId, role: "member" }
+      })
+      expect(added.status).toBeLessThan(300)
+      const watcher = open(yield* rawClient(url, bob.token))
+      watcher.send({ type: "subscribe", projects: [s.projectId], sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+      yield* until("bob is caught up", () => watcher.of("caught-up")[0])
+      yield* s.produce(3)
+      yield* until("bob has 3 events", () => (seqsOf(watcher).length === 3 ? true : undefined))
+      const removedAt = Date.now()
+      const removed = yield* http("DELETE", `/api/v1/projects/${s.projectId}/members/${bob.userId}`, {
+        token: alice.token
+      })
+      expect(removed.status).toBe(200)
+      // The default recheck is a minute away: the removal event itself must end the subscriptions.
+      const refusals = yield* until(
+        "bob is told he lost access",
+        () => (watcher.of("error").length >= 2 ? watcher.of("error") : undefined),
+        "10 seconds"
+      )
+      expect(Date.now() - removedAt).toBeLessThan(10_000)
+      expect(refusals.map((e) => e.code)).toEqual(["forbidden", "forbidden"])
+      const owner = open(yield* rawClient(url, alice.token))
+      owner.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 3 }] })
+      yield* until("alice is caught up", () => owner.of("caught-up")[0])
+      yield* s.produce(3)
+      yield* until("alice, still a member, gets the next 3 live", () => (seqsOf(owner).length === 3 ? true : undefined))
+      // … and bob, who was removed, none of them.
+      expect(seqsOf(watcher)).toEqual([1, 2, 3])
+      watcher.socket.close()
+      owner.socket.close()
+    })
+  )
+
   it.effect("notifications reach only their user, node events only users who can see the node, audits nobody", () =>
     Effect.gen(function* () {
       const url = yield* GatewayUrl

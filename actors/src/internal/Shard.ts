@@ -261,7 +261,8 @@ export const startShard = (deps: ShardDeps) =>
 
     const depth = () => {
       let sum = 0
-      for (const box of boxes.values()) sum += box.queue.unsafeSize().pipe(Option.getOrElse(() => 0))
+      // A queue's size goes negative while a taker waits on it (an idle mailbox): count only messages.
+      for (const box of boxes.values()) sum += Math.max(0, box.queue.unsafeSize().pipe(Option.getOrElse(() => 0)))
       return sum
     }
     const idle = () => depth() === 0 && [...boxes.values()].every((box) => !box.busy)

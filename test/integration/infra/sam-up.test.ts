@@ -217,8 +217,12 @@ describe("./sam up, its gateway, and the CLI", async () => {
       await user.close()
     }
 
+    // With a node running: every actor shard hands its lease back at once and the node is stopped
+    // with SIGTERM, not SIGKILL 10 s later (an idle mailbox once counted as a pending message).
+    const stopping = Date.now()
     second.child.kill("SIGINT")
     expect(await second.exited).toBe(0)
+    expect(Date.now() - stopping).toBeLessThan(8_000)
   }, 240_000)
 
   it("says clearly what is wrong when a port is taken", async () => {

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Consume, Domain, type Envelope, type EnvelopeOf, makeId, Publish, registry } from "@sam/bus"
+import { Api, Consume, Domain, type Envelope, type EnvelopeOf, makeId, Publish, registry } from "@sam/bus"
 import { Effect, Schedule } from "effect"
 import { TaskStatusEvent } from "./TaskActor.js"
 
@@ -40,21 +40,7 @@ interface Context {
   readonly recipients: ReadonlyArray<string>
 }
 
-interface Row {
-  readonly id: string
-  readonly userId: string
-  readonly projectId: string
-  readonly taskId: string | null
-  readonly sessionId: string | null
-  readonly type: Api.NotificationType
-  readonly priority: boolean
-  readonly title: string
-  readonly body: string | null
-  readonly createdAt: Date
-  readonly readAt: Date | null
-}
-
-const PRIORITY: ReadonlySet<string> = new Set(["needs_input", "task_complete", "error"])
+type Row = Api.NotificationRow
 
 const clip = (text: string, max = 500) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`)
 /** A prompt in one line: its first non-empty line, clipped. */
@@ -141,13 +127,6 @@ const sessionDraft = (event: SessionEvent, task: TaskFacts | null): Draft | unde
   }
 }
 
-const toNotification = (row: Row): Api.Notification =>
-  ({
-    ...row,
-    createdAt: row.createdAt.toISOString(),
-    readAt: row.readAt === null ? null : row.readAt.toISOString()
-  }) as Api.Notification
-
 /** Store the draft for every recipient (once) and publish each stored row. */
 const notify = (source: Envelope, context: Context, draft: Draft) =>
   Effect.gen(function* () {
@@ -157,7 +136,7 @@ const notify = (source: Envelope, context: Context, draft: Draft) =>
         INSERT INTO notifications
           (id, user_id, project_id, task_id, session_id, type, priority, title, body, source_event_id)
         VALUES (${makeId("ntf")}, ${userId}, ${context.projectId}, ${context.taskId}, ${context.sessionId},
-          ${draft.type}, ${PRIORITY.has(draft.type)}, ${draft.title}, ${draft.body}, ${draft.sourceEventId})
+          ${draft.type}, ${Api.PRIORITY_TYPES.has(draft.type)}, ${draft.title}, ${draft.body}, ${draft.sourceEventId})
         ON CONFLICT (source_event_id, type, user_id) DO NOTHING`
       const rows = yield* sql<Row>`
         SELECT id, user_id, project_id, task_id, session_id, type, priority, title, body, created_at, read_at
@@ -168,7 +147,7 @@ const notify = (source: Envelope, context: Context, draft: Draft) =>
       yield* Publish.publish(
         N.notificationSubject(row.projectId, row.id),
         N.NotificationCreated.make(
-          { notification: toNotification(row) },
+          { notification: Api.fromRow(row) },
           {
             id: N.notificationMessageId(row.id),
             at: row.createdAt,

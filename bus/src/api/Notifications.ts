@@ -34,3 +34,26 @@ export const Notification = z.object({
   readAt: z.iso.datetime().nullable()
 })
 export type Notification = z.infer<typeof Notification>
+
+/** A `notifications` row as the ledger returns it (camelCase columns, timestamps as dates). */
+export interface NotificationRow {
+  readonly id: string
+  readonly userId: string
+  readonly projectId: string
+  readonly taskId: string | null
+  readonly sessionId: string | null
+  readonly type: NotificationType
+  readonly priority: boolean
+  readonly title: string
+  readonly body: string | null
+  readonly createdAt: Date
+  readonly readAt: Date | null
+}
+
+/** The row as the API and the `notification.created` event show it. */
+export const fromRow = (row: NotificationRow): Notification =>
+  ({
+    ...row,
+    createdAt: row.createdAt.toISOString(),
+    readAt: row.readAt === null ? null : row.readAt.toISOString()
+  }) as Notification

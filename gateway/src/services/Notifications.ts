@@ -1,37 +1,11 @@
 import { SqlClient } from "@effect/sql"
-import type { Api } from "@sam/bus"
+import { Api } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 
-interface NotificationRow {
-  readonly id: string
-  readonly userId: string
-  readonly projectId: string
-  readonly taskId: string | null
-  readonly sessionId: string | null
-  readonly type: Api.NotificationType
-  readonly priority: boolean
-  readonly title: string
-  readonly body: string | null
-  readonly createdAt: Date
-  readonly readAt: Date | null
-}
-
-const toNotification = (row: NotificationRow): z.input<typeof Api.Notification> => ({
-  id: row.id as never,
-  userId: row.userId as never,
-  projectId: row.projectId as never,
-  taskId: row.taskId as never,
-  sessionId: row.sessionId as never,
-  type: row.type,
-  priority: row.priority,
-  title: row.title,
-  body: row.body,
-  createdAt: row.createdAt.toISOString(),
-  readAt: row.readAt === null ? null : row.readAt.toISOString()
-})
+type NotificationRow = Api.NotificationRow
 
 const COLUMNS =
   "n.id, n.user_id, n.project_id, n.task_id, n.session_id, n.type, n.priority, n.title, n.body, n.created_at, n.read_at"
@@ -70,7 +44,7 @@ export const list = Effect.fn("Notifications.list")(function* (
     LIMIT ${query.limit + 1}`.pipe(Effect.orDie)
   const page = rows.slice(0, query.limit)
   return {
-    notifications: page.map(toNotification),
+    notifications: page.map(Api.fromRow),
     unreadCount: yield* unreadCount(sql, principal.userId),
     nextBefore: (rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null) as never
   }
@@ -87,7 +61,7 @@ export const markRead = Effect.fn("Notifications.markRead")(function* (principal
   if (row === undefined) {
     return yield* new ApiError({ code: "not_found", message: `no notification ${notificationId}` })
   }
-  return toNotification(row)
+  return Api.fromRow(row)
 })
 
 export const markAllRead = Effect.fn("Notifications.markAllRead")(function* (principal: Principal) {

@@ -1,6 +1,11 @@
 import { readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Effect } from "effect"
+import type { SqlClient } from "@effect/sql"
+import { type Nats, natsLayer } from "@sam/bus"
+import type { LocalStack } from "@sam/infra"
+import { Sql } from "@sam/sql"
+import { Effect, Layer, Logger, LogLevel } from "effect"
+import { startTestStack } from "../src/TestStack.js"
 
 const FILE = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
 
@@ -20,3 +25,27 @@ export const writeSection = (heading: string, section: string) =>
         : `${current.slice(0, start)}${section}${end < 0 ? "" : current.slice(end + 1)}`
     await writeFile(FILE, updated)
   })
+
+/**
+ * Run a benchmark on a stack of its own (the `sam up` code on free ports in a temp dir), with the
+ * control plane's NATS connection and Postgres, logging warnings only. `beforeClose` runs before the
+ * stack stops, whatever happened.
+ */
+export const runOnStack = async <E>(
+  main: (stack: LocalStack.Stack) => Effect.Effect<void, E, Nats | SqlClient.SqlClient>,
+  beforeClose: () => void = () => {}
+) => {
+  const running = await startTestStack()
+  try {
+    const env = Layer.merge(
+      natsLayer({ servers: running.stack.natsUrl, creds: running.stack.controlPlaneCreds, name: "bench" }),
+      Sql.layer(running.stack.databaseUrl, "bench")
+    )
+    await Effect.runPromise(
+      main(running.stack).pipe(Effect.provide(env), Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)))
+    )
+  } finally {
+    beforeClose()
+    await running.close()
+  }
+}

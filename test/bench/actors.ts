@@ -8,12 +8,10 @@ import { cpus } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
 import { Actor, ActorRuntime } from "@sam/actors"
-import { Nats, natsLayer } from "@sam/bus"
-import { Sql } from "@sam/sql"
-import { Context, Effect, Layer, Logger, LogLevel } from "effect"
+import { Nats } from "@sam/bus"
+import { Context, Effect, Layer } from "effect"
 import { counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
-import { startTestStack } from "../src/TestStack.js"
-import { writeSection } from "./BenchReport.js"
+import { runOnStack, writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 5_000)
 const SEQUENTIAL = 300
@@ -184,13 +182,4 @@ const main = Effect.gen(function* () {
   yield* writeSection("Actor runtime", section)
 })
 
-const running = await startTestStack()
-try {
-  const env = Layer.merge(
-    natsLayer({ servers: running.stack.natsUrl, creds: running.stack.controlPlaneCreds, name: "bench" }),
-    Sql.layer(running.stack.databaseUrl, "bench")
-  )
-  await Effect.runPromise(main.pipe(Effect.provide(env), Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))))
-} finally {
-  await running.close()
-}
+await runOnStack(() => main)

@@ -17,10 +17,9 @@ import { connect, credsAuthenticator } from "@nats-io/transport-node"
 import { Domain, encode, makeId, Nats, natsLayer, Subjects } from "@sam/bus"
 import { Auth, Gateway } from "@sam/gateway"
 import { nodeWebSocket } from "@sam/gateway/client"
-import { Migrations, Sql } from "@sam/sql"
-import { Context, Effect, Layer, Logger, LogLevel, Redacted } from "effect"
-import { startTestStack } from "../src/TestStack.js"
-import { writeSection } from "./BenchReport.js"
+import { Migrations } from "@sam/sql"
+import { Context, Effect, Layer, Redacted } from "effect"
+import { runOnStack, writeSection } from "./BenchReport.js"
 
 /** Parent → child; the child keeps the fields of `connect` for later commands. */
 interface Message {
@@ -219,23 +218,13 @@ async function parent() {
       yield* writeSection("Live feed", section)
     }).pipe(Effect.scoped)
 
-  const running = await startTestStack()
-  try {
-    const env = Layer.merge(
-      natsLayer({ servers: running.stack.natsUrl, creds: running.stack.controlPlaneCreds, name: "bench" }),
-      Sql.layer(running.stack.databaseUrl, "bench")
-    )
-    await Effect.runPromise(
-      main(running.stack.natsUrl, running.stack.controlPlaneCreds).pipe(
-        Effect.provide(env),
-        Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
-      )
-    )
-  } finally {
-    child.removeAllListeners("exit")
-    ;(child as ChildProcess).kill()
-    await running.close()
-  }
+  await runOnStack(
+    (stack) => main(stack.natsUrl, stack.controlPlaneCreds),
+    () => {
+      child.removeAllListeners("exit")
+      ;(child as ChildProcess).kill()
+    }
+  )
 }
 
 /** The child: WebSocket clients of the feed and a raw NATS subscriber, driven by the parent over IPC. */

@@ -10,10 +10,9 @@ import { cpus } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { ActorRuntime, Actors, ReportIngress, SessionActor } from "@sam/actors"
 import { Credentials, Domain, encode, makeId, Nats, natsLayer, Publish, Subjects } from "@sam/bus"
-import { Migrations, Sql } from "@sam/sql"
-import { Context, Effect, Layer, Logger, LogLevel } from "effect"
-import { startTestStack } from "../src/TestStack.js"
-import { writeSection } from "./BenchReport.js"
+import { Migrations } from "@sam/sql"
+import { Context, Effect, Layer } from "effect"
+import { runOnStack, writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 2_000)
 const SESSIONS = Number(process.argv[3] ?? 8)
@@ -131,18 +130,4 @@ const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
     yield* writeSection("Session reports", section)
   }).pipe(Effect.scoped)
 
-const running = await startTestStack()
-try {
-  const env = Layer.merge(
-    natsLayer({ servers: running.stack.natsUrl, creds: running.stack.controlPlaneCreds, name: "bench" }),
-    Sql.layer(running.stack.databaseUrl, "bench")
-  )
-  await Effect.runPromise(
-    main(running.stack.signing, running.stack.natsUrl).pipe(
-      Effect.provide(env),
-      Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
-    )
-  )
-} finally {
-  await running.close()
-}
+await runOnStack((stack) => main(stack.signing, stack.natsUrl))

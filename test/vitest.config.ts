@@ -3,7 +3,7 @@ import { defineProject } from "vitest/config"
 export default defineProject({
   test: {
     name: "integration",
-    include: ["integration/**/*.test.ts"],
+    include: ["integration/**/*.test.ts", "security/**/*.test.ts"],
     globalSetup: ["./src/globalSetup.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000

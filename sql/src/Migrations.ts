@@ -6,6 +6,7 @@ import sessions from "./migrations/0003_sessions.js"
 import tasks from "./migrations/0004_tasks.js"
 import gateway from "./migrations/0005_gateway.js"
 import bootlog from "./migrations/0006_bootlog.js"
+import nodeOwnership from "./migrations/0007_node_ownership.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -18,7 +19,8 @@ export const migrations = {
   "0003_sessions": sessions,
   "0004_tasks": tasks,
   "0005_gateway": gateway,
-  "0006_bootlog": bootlog
+  "0006_bootlog": bootlog,
+  "0007_node_ownership": nodeOwnership
 }
 
 const migrator = Migrator.make({})

@@ -56,6 +56,12 @@ export const pty = (nodeId: string, ptyId: string, direction: "in" | "out") =>
 export const ptyAll = (nodeId: string) => `sam.pty.${token(nodeId)}.>`
 
 /**
+ * Core NATS, gateway → every gateway: a credential was revoked (or a sign-in ended), so each gateway
+ * closes the feed connections opened with it at once.
+ */
+export const gatewayRevoked = "sam.gw.revoked"
+
+/**
  * `sam.in.<userId>.<tokenId>.<command>` — request/reply ingress for programmatic clients (ADR 0011).
  * A client's credentials are bound to one API token: it may publish only under its own user and
  * token, so the ingress reads both from the subject and checks the token on every request.

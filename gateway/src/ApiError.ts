@@ -7,6 +7,8 @@ export class ApiError extends Data.TaggedError("ApiError")<{
   readonly code: Api.ErrorCode
   readonly message: string
   readonly details?: unknown
+  /** seconds, sent as `Retry-After` (with `rate_limited`) */
+  readonly retryAfter?: number
 }> {
   get status(): number {
     return Api.errorStatus[this.code]

@@ -1,5 +1,6 @@
-import type { Credentials } from "@sam/bus"
 import { Context, type Redacted } from "effect"
+import type { FeedOptions } from "./feed/FeedConfig.js"
+import type { ThrottleOptions } from "./LoginThrottle.js"
 
 export interface GitHubOAuth {
   readonly clientId: string
@@ -8,8 +9,12 @@ export interface GitHubOAuth {
   readonly webUrl: string
   /** the REST API: https://api.github.com */
   readonly apiUrl: string
-  /** if set, only these GitHub logins may sign in */
+  /** these GitHub logins may sign in (lower case) */
   readonly allowedLogins?: ReadonlyArray<string>
+  /** active members of these GitHub organizations may sign in (lower case) */
+  readonly allowedOrgs?: ReadonlyArray<string>
+  /** any GitHub account may sign in (and gets a SAM account); off unless asked for */
+  readonly allowAny?: boolean
 }
 
 export interface GatewayOptions {
@@ -20,10 +25,12 @@ export interface GatewayOptions {
   readonly publicUrl?: string
   /** GitHub sign-in, for deployments; off when absent */
   readonly github?: GitHubOAuth
-  /** the account signing key, to mint NATS credentials for programmatic clients */
-  readonly signing?: Credentials.SigningAccount
   /** the NATS URL programmatic clients should connect to (told to them with their credentials) */
   readonly natsUrl?: string
+  /** the feed's limits over `SAM_FEED_*` and the defaults (tests) */
+  readonly feed?: Partial<FeedOptions>
+  /** password sign-in throttling over the defaults (tests) */
+  readonly loginThrottle?: Partial<ThrottleOptions>
 }
 
 /** The gateway's configuration, as its routes see it (`publicUrl` resolved once the port is bound). */

@@ -2,14 +2,17 @@ import { createServer } from "node:http"
 import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
-import type { Nats } from "@sam/bus"
+import { Api, type Nats } from "@sam/bus"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
+import { limitFrames } from "./feed/FrameLimit.js"
 import * as Ingress from "./Ingress.js"
+import * as LoginThrottle from "./LoginThrottle.js"
+import * as Revocation from "./Revocation.js"
 import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
 import * as CredentialRoutes from "./routes/Credentials.js"
@@ -24,8 +27,22 @@ import * as WorkspaceRoutes from "./routes/Workspaces.js"
 
 export type { GatewayOptions } from "./Config.js"
 
-/** Host and port from SAM_GATEWAY_HOST / SAM_GATEWAY_PORT; GitHub sign-in from SAM_GITHUB_* when set. */
+const list = (value: string | undefined) =>
+  value === undefined
+    ? undefined
+    : value
+        .split(",")
+        .map((item) => item.trim().toLowerCase())
+        .filter((item) => item !== "")
+
+/**
+ * Host and port from SAM_GATEWAY_HOST / SAM_GATEWAY_PORT; GitHub sign-in from SAM_GITHUB_* when set.
+ * Who may sign in with GitHub: SAM_GITHUB_ALLOWED_LOGINS and SAM_GITHUB_ALLOWED_ORGS (comma
+ * separated), or anyone with SAM_GITHUB_ALLOW_ANY=1; with none of them nobody may.
+ */
 export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions => {
+  const allowedLogins = list(env.SAM_GITHUB_ALLOWED_LOGINS)
+  const allowedOrgs = list(env.SAM_GITHUB_ALLOWED_ORGS)
   const github =
     env.SAM_GITHUB_CLIENT_ID !== undefined && env.SAM_GITHUB_CLIENT_SECRET !== undefined
       ? {
@@ -33,9 +50,9 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions =
           clientSecret: Redacted.make(env.SAM_GITHUB_CLIENT_SECRET),
           webUrl: env.SAM_GITHUB_URL ?? "https://github.com",
           apiUrl: env.SAM_GITHUB_API_URL ?? "https://api.github.com",
-          ...(env.SAM_GITHUB_ALLOWED_LOGINS === undefined
-            ? {}
-            : { allowedLogins: env.SAM_GITHUB_ALLOWED_LOGINS.split(",").map((l) => l.trim().toLowerCase()) })
+          ...(allowedLogins === undefined ? {} : { allowedLogins }),
+          ...(allowedOrgs === undefined ? {} : { allowedOrgs }),
+          allowAny: env.SAM_GITHUB_ALLOW_ANY === "1"
         }
       : undefined
   return {
@@ -76,7 +93,14 @@ export const app = Route.router(routes, { title: "SAM API", version: "1" }).pipe
  * ledger (`SqlClient`) and the bus (`Nats`); closing the scope stops the server.
  */
 export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptions) {
-  const server = NodeHttpServer.layer(createServer, { port: options.port, host: options.host })
+  const server = NodeHttpServer.layer(
+    () => {
+      const http = createServer()
+      limitFrames(http, Api.MAX_CLIENT_FRAME_BYTES)
+      return http
+    },
+    { port: options.port, host: options.host }
+  )
   // The port is known only once bound (0 in tests): routes read the URL after that.
   let url = `http://${options.host}:${options.port}`
   const config = GatewayConfig.of({
@@ -90,7 +114,9 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       HttpMiddleware.withTracerDisabledWhen(FeedRoute.tokenInUrl),
       Layer.provideMerge(server),
       Layer.provide(Auth.Default),
-      Layer.provide(Feed.layer()),
+      Layer.provide(LoginThrottle.layer(options.loginThrottle)),
+      Layer.provide(Revocation.layer),
+      Layer.provide(Feed.layer(options.feed)),
       Layer.provide(Layer.succeed(GatewayConfig, config))
     )
   )

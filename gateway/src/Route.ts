@@ -7,9 +7,11 @@ import { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
 import { Auth, type Principal } from "./Auth.js"
 import type { GatewayConfig } from "./Config.js"
+import type { LoginThrottle } from "./LoginThrottle.js"
+import type { Revocation } from "./Revocation.js"
 
 /** What a route handler may use; the gateway layer provides all of it. */
-export type Services = SqlClient.SqlClient | Nats | Auth | GatewayConfig
+export type Services = SqlClient.SqlClient | Nats | Auth | GatewayConfig | Revocation | LoginThrottle
 
 type Schema = z.ZodType
 
@@ -78,7 +80,11 @@ const readJson = (request: HttpServerRequest.HttpServerRequest) =>
     })
   })
 
-export const errorResponse = (error: ApiError) => HttpServerResponse.unsafeJson(error.body, { status: error.status })
+export const errorResponse = (error: ApiError) =>
+  HttpServerResponse.unsafeJson(error.body, {
+    status: error.status,
+    ...(error.retryAfter === undefined ? {} : { headers: { "retry-after": String(error.retryAfter) } })
+  })
 
 const toHandler = (route: Route) =>
   Effect.gen(function* () {

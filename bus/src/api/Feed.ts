@@ -32,7 +32,9 @@ import { ApiErrorBody } from "./ApiError.js"
  * connection (1008). Binary frames close it (1003), frames over 64 KiB too (1009). A client that
  * does not read fast enough is closed (4008, with the bytes buffered in the reason) and should
  * reconnect with its last seq per session; so should one closed for any other reason except 4001
- * (its credential was revoked or has expired).
+ * (its credential was revoked or has expired: closed within about a second of the revocation) and
+ * 4009 (the user has too many feed connections open). The WebSocket server refuses a message over
+ * 64 KiB as soon as its header announces it, without reading it.
  */
 
 /** A client-chosen id echoed in the `subscribed` or `error` frame that answers the request. */
@@ -146,7 +148,12 @@ export const FeedClose = {
   /** the credential was revoked or expired: sign in again, do not just reconnect */
   unauthenticated: 4001,
   /** the client fell behind: reconnect with the last seq per session */
-  tooSlow: 4008
+  tooSlow: 4008,
+  /**
+   * the user already has the most feed connections one gateway allows (`SAM_FEED_MAX_CONNECTIONS_PER_USER`,
+   * 32): close another one of them first; reconnecting at once will be refused the same way
+   */
+  tooManyConnections: 4009
 } as const
 
 export const MAX_CLIENT_FRAME_BYTES = 65_536

@@ -33,6 +33,7 @@ export const run = Effect.fn("Feed.connection")(function* (
   const self: Subscriber = {
     id: makeId("conn"),
     userId: principal.userId,
+    credentialId: principal.credentialId,
     out,
     recheck: () => rechecks.unsafeOffer(undefined)
   }

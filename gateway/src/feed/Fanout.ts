@@ -1,4 +1,4 @@
-import { type Api, Nats } from "@sam/bus"
+import { Api, Nats } from "@sam/bus"
 import { Effect, Queue } from "effect"
 import { type EventSubject, type Forwarded, forwarded, parseSubject, SYSTEM } from "./FeedEvents.js"
 import * as NodeAudience from "./NodeAudience.js"
@@ -9,6 +9,8 @@ import type { SessionStream } from "./SessionStream.js"
 export interface Subscriber {
   readonly id: string
   readonly userId: string
+  /** the session or API token the connection was opened with */
+  readonly credentialId: string
   readonly out: Outbound
   /** membership of this user changed: check every subscription again now */
   readonly recheck: () => void
@@ -176,6 +178,22 @@ export const make = Effect.gen(function* () {
       const streams = bySession.get(stream.sessionId)
       if (streams?.get(subscriber) === stream) streams.delete(subscriber)
       if (streams?.size === 0) bySession.delete(stream.sessionId)
+    },
+    /**
+     * Close the user's connections opened with `credentialId` (all of the user's when absent) with
+     * 4001; returns how many were open.
+     */
+    closeCredential: (
+      target: { readonly userId: string; readonly credentialId?: string | undefined },
+      reason: string
+    ) => {
+      let n = 0
+      for (const subscriber of [...(byUser.map.get(target.userId) ?? [])]) {
+        if (target.credentialId !== undefined && subscriber.credentialId !== target.credentialId) continue
+        subscriber.out.close(Api.FeedClose.unauthenticated, reason)
+        n++
+      }
+      return n
     },
     connections: () => {
       let n = 0

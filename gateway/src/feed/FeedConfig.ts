@@ -20,6 +20,8 @@ export interface FeedOptions {
   readonly recheckMs: number
   readonly maxSessionsPerConnection: number
   readonly maxProjectsPerConnection: number
+  /** open feed connections per user (all gateways count separately); one more is closed with 4009 */
+  readonly maxConnectionsPerUser: number
 }
 
 export const defaults: FeedOptions = {
@@ -32,7 +34,8 @@ export const defaults: FeedOptions = {
   closeGraceMs: 5_000,
   recheckMs: 60_000,
   maxSessionsPerConnection: 200,
-  maxProjectsPerConnection: 100
+  maxProjectsPerConnection: 100,
+  maxConnectionsPerUser: 32
 }
 
 const env = (name: string, fallback: number) => Config.integer(`SAM_FEED_${name}`).pipe(Config.withDefault(fallback))
@@ -50,7 +53,8 @@ export const resolve = (explicit: Partial<FeedOptions> = {}) =>
       closeGraceMs: yield* env("CLOSE_GRACE_MS", defaults.closeGraceMs),
       recheckMs: yield* env("RECHECK_MS", defaults.recheckMs),
       maxSessionsPerConnection: yield* env("MAX_SESSIONS", defaults.maxSessionsPerConnection),
-      maxProjectsPerConnection: yield* env("MAX_PROJECTS", defaults.maxProjectsPerConnection)
+      maxProjectsPerConnection: yield* env("MAX_PROJECTS", defaults.maxProjectsPerConnection),
+      maxConnectionsPerUser: yield* env("MAX_CONNECTIONS_PER_USER", defaults.maxConnectionsPerUser)
     }
     const options: FeedOptions = { ...fromEnv, ...explicit }
     // Catch-up must leave room under the live limit, or its last frame could close the client.

@@ -1,4 +1,4 @@
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Api } from "@sam/bus"
 import { Effect } from "effect"
@@ -6,6 +6,7 @@ import { ApiError } from "../ApiError.js"
 import { Auth } from "../Auth.js"
 import { errorResponse } from "../Route.js"
 import * as Connection from "./Connection.js"
+import { Feed } from "./Feed.js"
 
 export const PATH = `${Api.PREFIX}/feed`
 
@@ -17,6 +18,13 @@ export const tokenInUrl = (request: HttpServerRequest.HttpServerRequest) => requ
 
 const tokenOf = (request: HttpServerRequest.HttpServerRequest) =>
   new URL(request.url, "http://gateway").searchParams.get("access_token") ?? undefined
+
+/** Open the socket only to close it at once with `code`; give the client `graceMs` to read the close. */
+const refuse = (socket: Socket.Socket, code: number, reason: string, graceMs: number) =>
+  Effect.gen(function* () {
+    const write = yield* socket.writer
+    yield* socket.runRaw(() => {}, { onOpen: Effect.ignore(write(new Socket.CloseEvent(code, reason))) })
+  }).pipe(Effect.scoped, Effect.timeout(graceMs), Effect.ignore)
 
 /**
  * `GET /api/v1/feed`: authenticate (bearer header, session cookie, or `?access_token=` since a
@@ -34,11 +42,26 @@ const handler = Effect.gen(function* () {
       { status: 426, headers: { upgrade: "websocket" } }
     )
   }
+  const feed = yield* Feed
+  // Refused with a close code rather than an HTTP status: a browser cannot read a failed upgrade's status.
+  const admitted = feed.admit(principal.userId)
   const socket = yield* request.upgrade.pipe(
-    Effect.mapError(() => new ApiError({ code: "invalid_state", message: "the WebSocket upgrade failed" }))
+    Effect.mapError(() => new ApiError({ code: "invalid_state", message: "the WebSocket upgrade failed" })),
+    Effect.tapError(() => Effect.sync(() => admitted && feed.leave(principal.userId)))
   )
+  if (!admitted) {
+    yield* refuse(
+      socket,
+      Api.FeedClose.tooManyConnections,
+      `too many feed connections: at most ${feed.options.maxConnectionsPerUser} per user`,
+      feed.options.closeGraceMs
+    )
+    return HttpServerResponse.empty()
+  }
   const tcp = NodeHttpServerRequest.toIncomingMessage(request).socket
-  yield* Effect.scoped(Connection.run(principal, socket, tcp))
+  yield* Effect.scoped(Connection.run(principal, socket, tcp)).pipe(
+    Effect.ensuring(Effect.sync(() => feed.leave(principal.userId)))
+  )
   return HttpServerResponse.empty()
 }).pipe(
   Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),

@@ -4,14 +4,20 @@ import { Effect, Option } from "effect"
 import { ApiError } from "../ApiError.js"
 import { Auth } from "../Auth.js"
 import * as Cookies from "../Cookies.js"
+import { LoginThrottle } from "../LoginThrottle.js"
+import { Revocation } from "../Revocation.js"
 import * as Route from "../Route.js"
 
 const E = Api.AuthEndpoints
 
 export const routes = [
-  Route.make(E.login, ({ body }) =>
+  Route.make(E.login, ({ body, request }) =>
     Effect.gen(function* () {
+      const throttle = yield* LoginThrottle
+      const address = Option.getOrUndefined(request.remoteAddress)
+      yield* throttle.begin(body.login, address)
       const session = yield* (yield* Auth).login(body.login, body.password)
+      yield* throttle.succeeded(body.login, address)
       const response = HttpServerResponse.unsafeJson(Api.LoginResponse.parse(session))
       return { response: Cookies.setSession(response, session.sessionToken, session.expiresAt) }
     })
@@ -19,6 +25,13 @@ export const routes = [
   Route.make(E.logout, ({ principal }) =>
     Effect.gen(function* () {
       yield* (yield* Auth).logout(principal)
+      if (principal.via === "session") {
+        yield* (yield* Revocation).revoked({
+          userId: principal.userId,
+          credentialId: principal.credentialId,
+          reason: "signed out"
+        })
+      }
       return { response: Cookies.clearSession(HttpServerResponse.unsafeJson({})) }
     })
   ),
@@ -36,6 +49,14 @@ export const routes = [
     Effect.flatMap(Auth, (auth) => auth.listTokens(principal.userId)).pipe(Effect.map((tokens) => ({ tokens })))
   ),
   Route.make(E.revokeToken, ({ principal, params }) =>
-    Effect.flatMap(Auth, (auth) => auth.revokeToken(principal.userId, params.tokenId))
+    Effect.gen(function* () {
+      const token = yield* (yield* Auth).revokeToken(principal.userId, params.tokenId)
+      yield* (yield* Revocation).revoked({
+        userId: principal.userId,
+        credentialId: token.id,
+        reason: "the API token was revoked"
+      })
+      return token
+    })
   )
 ]

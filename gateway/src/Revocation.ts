@@ -1,0 +1,63 @@
+import { Nats, Subjects } from "@sam/bus"
+import { Context, Effect, Layer } from "effect"
+import { z } from "zod"
+import { Feed } from "./feed/Feed.js"
+
+/** What was revoked: one credential (an API token or a sign-in session) of a user, or all of them. */
+export const Revoked = z.object({
+  userId: z.string().min(1),
+  /** absent: every credential of the user (the user was removed) */
+  credentialId: z.string().min(1).optional(),
+  reason: z.string().max(200)
+})
+export type Revoked = z.infer<typeof Revoked>
+
+/**
+ * What must happen at once when a credential stops being valid, beyond the row that says so: its
+ * open feed connections close (4001) on this gateway now, and on every other gateway as soon as
+ * they get the `sam.gw.revoked` message. Requests need nothing: each one looks its credential up.
+ */
+export class Revocation extends Context.Tag("sam/Revocation")<
+  Revocation,
+  { readonly revoked: (target: Revoked) => Effect.Effect<void> }
+>() {}
+
+/** Needs the feed (this gateway's connections) and the bus; the subscription ends with the scope. */
+export const layer = Layer.scoped(
+  Revocation,
+  Effect.gen(function* () {
+    const { nc } = yield* Nats
+    const { fanout } = yield* Feed
+    const closeHere = (target: Revoked) => fanout.closeCredential(target, target.reason)
+    yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        nc.subscribe(Subjects.gatewayRevoked, {
+          callback: (error, msg) => {
+            if (error !== null) return
+            let json: unknown
+            try {
+              json = msg.json()
+            } catch {
+              return
+            }
+            const parsed = Revoked.safeParse(json)
+            if (parsed.success) closeHere(parsed.data)
+          }
+        })
+      ),
+      (sub) => Effect.sync(() => sub.unsubscribe())
+    )
+    yield* Effect.promise(() => nc.flush())
+
+    /** The revocation hook: call it after the revocation is committed. */
+    const revoked = Effect.fn("Revocation.revoked")(function* (target: Revoked) {
+      const closed = closeHere(target)
+      yield* Effect.annotateCurrentSpan("closed", closed)
+      // Other gateways; this one gets its own message too, and closing twice is a no-op.
+      yield* Effect.try(() => nc.publish(Subjects.gatewayRevoked, JSON.stringify(target))).pipe(
+        Effect.catchAll((error) => Effect.logWarning("revocation: could not tell the other gateways", error))
+      )
+    })
+    return { revoked }
+  })
+)

@@ -12,6 +12,8 @@ const TokenResponse = z.union([
   z.object({ error: z.string(), error_description: z.string().optional() })
 ])
 const GitHubUser = z.object({ id: z.number().int().positive(), login: z.string().min(1), name: z.string().nullish() })
+/** `GET /user/memberships/orgs/{org}`: 200 with the membership, 404 when the user is not in the organization. */
+const OrgMembership = z.object({ state: z.enum(["active", "pending"]), organization: z.object({ login: z.string() }) })
 
 export const STATE_COOKIE = "sam_oauth_state"
 export const newState = () => randomBytes(24).toString("base64url")
@@ -20,7 +22,8 @@ export const authorizeUrl = (github: GitHubOAuth, redirectUri: string, state: st
   const url = new URL("/login/oauth/authorize", github.webUrl)
   url.searchParams.set("client_id", github.clientId)
   url.searchParams.set("redirect_uri", redirectUri)
-  url.searchParams.set("scope", "read:user")
+  // Organization membership needs `read:org` (GitHub shows it on the consent page); logins alone need nothing more.
+  url.searchParams.set("scope", (github.allowedOrgs ?? []).length > 0 ? "read:user read:org" : "read:user")
   url.searchParams.set("state", state)
   url.searchParams.set("allow_signup", "false")
   return url.toString()
@@ -34,6 +37,46 @@ export const sameState = (expected: string | undefined, actual: string | undefin
 
 const refused = (message: string) => new ApiError({ code: "unauthenticated", message })
 
+/** True when the configuration lets nobody in: say so before sending anyone to GitHub. */
+export const nobodyAllowed = (github: GitHubOAuth) =>
+  github.allowAny !== true && (github.allowedLogins ?? []).length === 0 && (github.allowedOrgs ?? []).length === 0
+
+export const NOBODY_ALLOWED =
+  "GitHub sign-in lets nobody in yet: the operator must set SAM_GITHUB_ALLOWED_LOGINS (GitHub logins) " +
+  "and/or SAM_GITHUB_ALLOWED_ORGS (GitHub organizations whose members may sign in), " +
+  "or SAM_GITHUB_ALLOW_ANY=1 to let any GitHub account in"
+
+const apiHeaders = (accessToken: string) => ({
+  accept: "application/vnd.github+json",
+  authorization: `Bearer ${accessToken}`,
+  "x-github-api-version": "2022-11-28",
+  "user-agent": "sam-gateway"
+})
+
+/**
+ * May this GitHub user sign in? A listed login, or an active member (not a pending invitation) of a
+ * listed organization, asked of GitHub with the user's token, one organization at a time.
+ */
+const allowed = Effect.fn("GitHub.allowed")(function* (github: GitHubOAuth, login: string, accessToken: string) {
+  if (github.allowAny === true) return true
+  if ((github.allowedLogins ?? []).includes(login)) return true
+  for (const org of github.allowedOrgs ?? []) {
+    const answer = yield* fetchJson(
+      new URL(`/user/memberships/orgs/${encodeURIComponent(org)}`, github.apiUrl).toString(),
+      { headers: apiHeaders(accessToken) }
+    )
+    const membership = OrgMembership.safeParse(answer.body)
+    if (answer.status === 200 && membership.success && membership.data.state === "active") return true
+    if (answer.status !== 200 && answer.status !== 404 && answer.status !== 403) {
+      return yield* new ApiError({
+        code: "unavailable",
+        message: `GitHub did not say whether you are in ${org} (it answered ${answer.status}); try again`
+      })
+    }
+  }
+  return false
+})
+
 const fetchJson = (url: string, init: RequestInit) =>
   Effect.tryPromise({
     try: async () => {
@@ -45,8 +88,9 @@ const fetchJson = (url: string, init: RequestInit) =>
 
 /**
  * The OAuth web flow's server side: exchange the code for a token, read who it belongs to, and
- * find or create that user (by GitHub's numeric id, which survives a rename). GitHub's access token
- * is used for this one call and never stored.
+ * check that it may sign in here (an allowed login or organization), and find or create that user
+ * (by GitHub's numeric id, which survives a rename). GitHub's access token is used for these calls
+ * and never stored.
  */
 export const signIn = Effect.fn("GitHub.signIn")(function* (github: GitHubOAuth, code: string, redirectUri: string) {
   const exchanged = yield* fetchJson(new URL("/login/oauth/access_token", github.webUrl).toString(), {
@@ -65,20 +109,23 @@ export const signIn = Effect.fn("GitHub.signIn")(function* (github: GitHubOAuth,
     return yield* refused(`GitHub refused the sign-in: ${token.data.error_description ?? token.data.error}`)
   }
   const fetched = yield* fetchJson(new URL("/user", github.apiUrl).toString(), {
-    headers: {
-      accept: "application/vnd.github+json",
-      authorization: `Bearer ${token.data.access_token}`,
-      "x-github-api-version": "2022-11-28",
-      "user-agent": "sam-gateway"
-    }
+    headers: apiHeaders(token.data.access_token)
   })
   const user = GitHubUser.safeParse(fetched.body)
   if (fetched.status !== 200 || !user.success) {
     return yield* refused(`GitHub did not say who you are (GET /user answered ${fetched.status})`)
   }
   const login = user.data.login.toLowerCase()
-  if (github.allowedLogins !== undefined && !github.allowedLogins.includes(login)) {
-    return yield* new ApiError({ code: "forbidden", message: `GitHub user ${user.data.login} may not sign in here` })
+  if (nobodyAllowed(github)) return yield* new ApiError({ code: "forbidden", message: NOBODY_ALLOWED })
+  // Checked before any row is written: a refused GitHub user leaves no account behind.
+  if (!(yield* allowed(github, login, token.data.access_token))) {
+    const orgs = github.allowedOrgs ?? []
+    return yield* new ApiError({
+      code: "forbidden",
+      message:
+        `GitHub user ${user.data.login} may not sign in here: ask the operator to add the login to ` +
+        `SAM_GITHUB_ALLOWED_LOGINS${orgs.length > 0 ? `, or to make you an active member of ${orgs.join(" or ")}` : ""}`
+    })
   }
   const sql = yield* SqlClient.SqlClient
   const userId = yield* sql

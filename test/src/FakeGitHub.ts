@@ -8,14 +8,19 @@ export interface FakeGitHubUser {
 }
 
 /**
- * A stand-in for github.com's OAuth endpoints and api.github.com's `GET /user`, with the shapes and
- * errors GitHub documents: the token exchange answers 200 with `{error, error_description}` for a
- * bad code or client secret; `/user` answers 401 `{"message": "Bad credentials"}` for a bad token.
- * Codes are single use, as on GitHub.
+ * A stand-in for github.com's OAuth endpoints and api.github.com's `GET /user`, `GET /user/orgs` and
+ * `GET /user/memberships/orgs/{org}`, with the shapes and errors GitHub documents: the token exchange
+ * answers 200 with `{error, error_description}` for a bad code or client secret; the API answers 401
+ * `{"message": "Bad credentials"}` for a bad token; a membership is 404 `Not Found` for an
+ * organization the user is not in, and the organization endpoints need the `read:org` scope (403
+ * without it). Codes are single use, as on GitHub; a token has the scopes its authorization asked for.
  */
 export const startFakeGitHub = async (client: { readonly id: string; readonly secret: string }) => {
-  const codes = new Map<string, { user: FakeGitHubUser; redirectUri: string }>()
-  const tokens = new Map<string, FakeGitHubUser>()
+  const codes = new Map<string, { user: FakeGitHubUser; redirectUri: string; scope: string }>()
+  const tokens = new Map<string, { user: FakeGitHubUser; scope: string }>()
+  /** lower-case login → lower-case organization → membership state */
+  const memberships = new Map<string, Map<string, "active" | "pending">>()
+  const notFound = { message: "Not Found", documentation_url: "https://docs.github.com/rest" }
   const exchanges: Array<{ code: string; redirectUri: string }> = []
   const json = (res: ServerResponse, status: number, body: unknown) => {
     res.writeHead(status, { "content-type": "application/json; charset=utf-8" })
@@ -56,18 +61,54 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
       }
       exchanges.push({ code: body.code ?? "", redirectUri: body.redirect_uri ?? "" })
       const token = `gho_${randomBytes(18).toString("hex")}`
-      tokens.set(token, grant.user)
-      return json(res, 200, { access_token: token, token_type: "bearer", scope: "read:user" })
+      tokens.set(token, { user: grant.user, scope: grant.scope })
+      return json(res, 200, { access_token: token, token_type: "bearer", scope: grant.scope.replaceAll(" ", ",") })
     }
-    if (req.method === "GET" && url.pathname === "/user") {
-      const token = /^(?:Bearer|token) (\S+)$/.exec(req.headers.authorization ?? "")?.[1]
-      const user = token === undefined ? undefined : tokens.get(token)
-      if (user === undefined) {
-        return json(res, 401, { message: "Bad credentials", documentation_url: "https://docs.github.com/rest" })
+    const bearer = /^(?:Bearer|token) (\S+)$/.exec(req.headers.authorization ?? "")?.[1]
+    const grant = bearer === undefined ? undefined : tokens.get(bearer)
+    const needsToken = req.method === "GET" && (url.pathname === "/user" || url.pathname.startsWith("/user/"))
+    if (needsToken && grant === undefined) {
+      return json(res, 401, { message: "Bad credentials", documentation_url: "https://docs.github.com/rest" })
+    }
+    if (grant === undefined) return json(res, 404, notFound)
+    const orgsOf = memberships.get(grant.user.login.toLowerCase()) ?? new Map<string, "active" | "pending">()
+    const orgJson = (org: string) => ({
+      login: org,
+      id: org.length * 1000 + 7,
+      url: `${url.origin}/orgs/${org}`,
+      description: null
+    })
+    if (url.pathname === "/user") return json(res, 200, { ...grant.user, type: "User", site_admin: false, email: null })
+    if (url.pathname.startsWith("/user/orgs") || url.pathname.startsWith("/user/memberships/orgs")) {
+      if (!grant.scope.split(/[ ,]/).includes("read:org")) {
+        return json(res, 403, {
+          message: "You need at least read:org scope or user scope to list your organization memberships.",
+          documentation_url: "https://docs.github.com/rest/orgs/members"
+        })
       }
-      return json(res, 200, { ...user, type: "User", site_admin: false, email: null })
     }
-    json(res, 404, { message: "Not Found", documentation_url: "https://docs.github.com/rest" })
+    if (url.pathname === "/user/orgs") {
+      return json(
+        res,
+        200,
+        [...orgsOf].filter(([, state]) => state === "active").map(([org]) => orgJson(org))
+      )
+    }
+    const membership = /^\/user\/memberships\/orgs\/([^/]+)$/.exec(url.pathname)
+    if (membership !== null) {
+      const org = decodeURIComponent(membership[1] ?? "").toLowerCase()
+      const state = orgsOf.get(org)
+      if (state === undefined) return json(res, 404, notFound)
+      return json(res, 200, {
+        url: `${url.origin}/orgs/${org}/memberships/${grant.user.login}`,
+        state,
+        role: "member",
+        organization_url: `${url.origin}/orgs/${org}`,
+        organization: orgJson(org),
+        user: { login: grant.user.login, id: grant.user.id }
+      })
+    }
+    json(res, 404, notFound)
   })
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
   const address = server.address()
@@ -75,11 +116,20 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
   return {
     url,
     exchanges,
-    /** What github.com does when the user clicks "Authorize": a one-time code for the redirect. */
-    authorize: (user: FakeGitHubUser, redirectUri: string) => {
+    /**
+     * What github.com does when the user clicks "Authorize": a one-time code for the redirect, whose
+     * token carries the scopes asked for (`scope` of the authorize URL).
+     */
+    authorize: (user: FakeGitHubUser, redirectUri: string, scope = "read:user") => {
       const code = randomBytes(10).toString("hex")
-      codes.set(code, { user, redirectUri })
+      codes.set(code, { user, redirectUri, scope })
       return code
+    },
+    /** Make `login` a member of `org` (an invitation not yet accepted is `pending`). */
+    setMembership: (login: string, org: string, state: "active" | "pending") => {
+      const orgs = memberships.get(login.toLowerCase()) ?? new Map<string, "active" | "pending">()
+      orgs.set(org.toLowerCase(), state)
+      memberships.set(login.toLowerCase(), orgs)
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve()))
   }

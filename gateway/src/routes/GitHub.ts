@@ -26,6 +26,8 @@ export const routes = [
   Route.make(E.githubStart, () =>
     Effect.gen(function* () {
       const { github, redirectUri } = yield* configured
+      if (GitHub.nobodyAllowed(github))
+        return yield* new ApiError({ code: "forbidden", message: GitHub.NOBODY_ALLOWED })
       const state = GitHub.newState()
       return {
         response: Cookies.setOAuthState(

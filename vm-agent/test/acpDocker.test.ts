@@ -81,7 +81,7 @@ describe.skipIf(skipReason)(
             appDir: defaultAppDir(),
             appMount: APP_IN_CONTAINER,
             cwd: "/workspace",
-            env: { SAM_DEMO_AGENT_STATE_DIR: `/root/.sam/agents/${Math.random().toString(36).slice(2, 8)}` }
+            env: { SAM_DEMO_AGENT_STATE_DIR: `/home/sam/.sam/agents/${Math.random().toString(36).slice(2, 8)}` }
           }),
           spawn: workspaceSpawner(runtime, ws),
           cancelGrace: `${GRACE_MS} millis`,

@@ -63,5 +63,35 @@ describe("host-process runtime", () => {
     await run(runtime.delete("ws_crash"))
   })
 
+  it.runIf(process.getuid?.() === 0)(
+    "as root: each workspace runs as a uid of its own, sees only its own env, and cannot read another workspace",
+    async () => {
+      process.env.SAM_VM_AGENT_CANARY = "vm-agent-secret-canary"
+      try {
+        const a = await run(runtime.create(spec("ws_iso_a", repo)))
+        const b = await run(runtime.create(spec("ws_iso_b", repo, { env: [{ name: "B_ONLY", value: "b-secret" }] })))
+        const sh = (ws: string, script: string) => run(runtime.exec(ws, ["sh", "-c", script]))
+        const uidA = (await sh("ws_iso_a", "id -u")).stdout.trim()
+        const uidB = (await sh("ws_iso_b", "id -u")).stdout.trim()
+        expect(Number(uidA)).toBeGreaterThanOrEqual(200_000)
+        expect(uidB).not.toBe(uidA)
+        const env = (await sh("ws_iso_a", "env")).stdout
+        expect(env).toContain("GREETING=hi")
+        expect(env).not.toMatch(/CANARY|B_ONLY|SAM_NODE|NATS/)
+        const peek = await sh("ws_iso_a", `ls ${b.path}; cat ${b.path}/README.md; ls ${join(b.path, "..")}`)
+        expect(peek.stdout).toBe("")
+        expect(peek.stderr).toMatch(/Permission denied/)
+        // the vm-agent's own environment, and its records and the env files of workspaces
+        const own = await sh("ws_iso_a", `cat /proc/${process.pid}/environ; ls ${join(a.path, "../..")}`)
+        expect(own.stdout).toBe("")
+        expect(own.stderr).toMatch(/Permission denied/)
+        await run(runtime.delete("ws_iso_a"))
+        await run(runtime.delete("ws_iso_b"))
+      } finally {
+        delete process.env.SAM_VM_AGENT_CANARY
+      }
+    }
+  )
+
   contract.lifecycleTests()
 })

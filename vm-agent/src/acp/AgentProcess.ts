@@ -2,6 +2,7 @@ import { spawn } from "node:child_process"
 import type { Readable, Writable } from "node:stream"
 import type { Stream as AcpStream, AnyMessage } from "@agentclientprotocol/sdk"
 import { Deferred, type Duration, Effect, Exit, Schedule, type Scope } from "effect"
+import { baseEnv } from "../runtime/internal/agentEnv.js"
 import { groupAlive, signalGroup } from "../runtime/internal/processGroup.js"
 import { AgentStartError } from "./AcpErrors.js"
 import type { HarnessCommand } from "./HarnessCommand.js"
@@ -121,7 +122,8 @@ const start = (command: HarnessCommand, onGarbage: (line: string) => void) =>
     const [file, ...args] = command.argv
     const child = spawn(file, args, {
       cwd: command.cwd,
-      env: { ...process.env, ...command.env },
+      // never the vm-agent's own environment: agents are untrusted code (ADR 0014)
+      env: { ...baseEnv(process.env.HOME ?? "/"), ...command.env },
       detached: true,
       stdio: ["pipe", "pipe", "pipe"]
     })
@@ -164,8 +166,9 @@ export const releaseAgent = (agent: AgentProcess) =>
   })
 
 /**
- * Starts `command` on the host as the leader of a new process group. Closing the scope kills the whole group
- * (SIGKILL), so shell children and their orphans die with the agent.
+ * Starts `command` on the host as the leader of a new process group, as the vm-agent's user with only PATH, LANG,
+ * HOME and the command's env. Closing the scope kills the whole group (SIGKILL), so shell children and their
+ * orphans die with the agent. The vm-agent runs agents in workspaces with `workspaceSpawner` instead.
  */
 export const spawnAgent: AgentSpawner = (command, onGarbage) =>
   Effect.acquireRelease(start(command, onGarbage), releaseAgent)

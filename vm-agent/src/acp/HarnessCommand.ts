@@ -1,4 +1,4 @@
-/** How to start an ACP agent: argv, working directory and environment additions (merged over the daemon's). */
+/** How to start an ACP agent: argv, working directory and its own variables (added to PATH, LANG and HOME only). */
 export interface HarnessCommand {
   readonly argv: readonly [string, ...Array<string>]
   readonly cwd: string

@@ -1,4 +1,4 @@
-import { join } from "node:path"
+import { posix } from "node:path"
 import { Domain } from "@sam/bus"
 import { Cause, Deferred, Effect, ExecutionStrategy, Exit, Option, Queue, Scope } from "effect"
 import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
@@ -116,27 +116,21 @@ export const makeSessions = (deps: SessionsDeps) => {
           if (event.type === "agent-started" || event.type === "failed") yield* deps.records.save(next)
           if (event.type === "failed") yield* report(next, { activity: "error", reason: event.reason })
         })
+      // The agent runs where the workspace is, as its user and with its environment only (ADR 0014). Its state
+      // lives in that user's home: outside the checkout (task commits take all of it), across agent restarts.
+      const stateDir = posix.join(workspace.value.home, ".sam", "agents", record.sessionId)
       const session = yield* deps.host
         .start({
-          ...(inContainer
-            ? {
-                // In the container, the agent's state lives outside the checkout (task commits take all of it) and
-                // survives agent restarts, as the container does.
-                command: demoAgentCommandInContainer({
-                  node: NODE_IN_CONTAINER,
-                  appDir: defaultAppDir(),
-                  appMount: APP_IN_CONTAINER,
-                  cwd: workspace.value.path,
-                  env: { SAM_DEMO_AGENT_STATE_DIR: `/root/.sam/agents/${record.sessionId}` }
-                }),
-                spawn: workspaceSpawner(deps.runtime, record.workspaceId)
-              }
-            : {
-                command: demoAgentCommand({
-                  cwd: workspace.value.path,
-                  env: { SAM_DEMO_AGENT_STATE_DIR: join(deps.dataDir, "agents", record.sessionId) }
-                })
-              }),
+          command: inContainer
+            ? demoAgentCommandInContainer({
+                node: NODE_IN_CONTAINER,
+                appDir: defaultAppDir(),
+                appMount: APP_IN_CONTAINER,
+                cwd: workspace.value.path,
+                env: { SAM_DEMO_AGENT_STATE_DIR: stateDir }
+              })
+            : demoAgentCommand({ cwd: workspace.value.path, env: { SAM_DEMO_AGENT_STATE_DIR: stateDir } }),
+          spawn: workspaceSpawner(deps.runtime, record.workspaceId),
           ...(record.acpSessionId === undefined ? {} : { resumeSessionId: record.acpSessionId }),
           lastSeq: record.lastSeq,
           cancelGrace: `${deps.cancelGraceMs} millis`,

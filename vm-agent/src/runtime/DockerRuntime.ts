@@ -19,6 +19,12 @@ export const NODE_IN_CONTAINER = "/opt/sam/bin/node"
 /** where our code (the repository root, with its node_modules) is mounted in a workspace container */
 export const APP_IN_CONTAINER = "/opt/sam/app"
 const SOURCE = "/opt/sam/source"
+/**
+ * Who the workspace's processes run as (ADR 0014): not root, so an agent cannot undo the container's limits or read
+ * what root-only files a mount shows. No passwd entry is needed; the image has no such user.
+ */
+export const WORKSPACE_USER = "1000:1000"
+const HOME = "/home/sam"
 const PATH = "/opt/sam/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 export interface DockerRuntimeOptions {
@@ -84,8 +90,9 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
   const inContainer = (id: string, name: string, argv: ReadonlyArray<string>, log: BootLog) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const proc = yield* Effect.acquireRelease(startExec(docker, container(id), argv, { cwd: "/" }), (p) =>
-          p.kill("SIGKILL")
+        const proc = yield* Effect.acquireRelease(
+          startExec(docker, container(id), argv, { cwd: "/", user: "0:0" }),
+          (p) => p.kill("SIGKILL")
         ).pipe(Effect.mapError(step(name)))
         const tail: Array<string> = []
         const lines = lineSplitter((line) => {
@@ -130,7 +137,9 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
             Image: image,
             Cmd: ["sleep", "infinity"],
             WorkingDir: WORKSPACE,
-            Env: [`PATH=${PATH}`, "HOME=/root", "LANG=C.UTF-8", ...spec.env.map((e) => `${e.name}=${e.value}`)],
+            // the container's whole environment: the workspace's variables and nothing of the vm-agent's
+            Env: [`PATH=${PATH}`, `HOME=${HOME}`, "LANG=C.UTF-8", ...spec.env.map((e) => `${e.name}=${e.value}`)],
+            User: WORKSPACE_USER,
             Labels: { "sam.workspace": id, "sam.hash": hashSpec(spec) },
             HostConfig: {
               NetworkMode: spec.network,
@@ -161,7 +170,7 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
             tarFiles(
               spec.files.map((f) => ({
                 ...f,
-                path: f.path.startsWith("~/") ? posix.join("/root", f.path.slice(2)) : posix.resolve(WORKSPACE, f.path)
+                path: f.path.startsWith("~/") ? posix.join(HOME, f.path.slice(2)) : posix.resolve(WORKSPACE, f.path)
               }))
             ),
           catch: step("files")
@@ -172,11 +181,21 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       if (spec.env.length > 0) {
         yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
       }
+      // cloned and written as root: hand the checkout and the home to the workspace's user
+      yield* inContainer(
+        id,
+        "user",
+        ["sh", "-c", `mkdir -p ${HOME} && chown -R ${WORKSPACE_USER} ${WORKSPACE} ${HOME}`],
+        log
+      )
+      yield* log("user", "completed", `processes run as ${WORKSPACE_USER}`)
+      return {}
     })
 
   const provisioner: Provisioner = {
     kind: "docker",
     pathOf: () => WORKSPACE,
+    homeOf: () => HOME,
     provision,
     halt: (record) =>
       Effect.tryPromise({ try: () => container(record.workspaceId).stop({ t: 5 }), catch: step("stop") }).pipe(
@@ -194,7 +213,14 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       ),
     health: (record) =>
       Effect.tryPromise(() => container(record.workspaceId).inspect()).pipe(
-        Effect.map((info) => (info.State.Running ? ("ok" as const) : ("stopped" as const))),
+        Effect.map((info) =>
+          // a container from before workspaces had a user of their own runs agents as root: it is made again
+          info.Config.User !== WORKSPACE_USER
+            ? ("missing" as const)
+            : info.State.Running
+              ? ("ok" as const)
+              : ("stopped" as const)
+        ),
         Effect.orElseSucceed(() => "missing" as const)
       ),
     destroy: removeContainer,

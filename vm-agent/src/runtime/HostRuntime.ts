@@ -1,12 +1,22 @@
 import { type ChildProcess, spawn as spawnChild } from "node:child_process"
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, resolve } from "node:path"
 import { Effect, Layer } from "effect"
+import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
 import { groupAlive, signalGroup } from "./internal/processGroup.js"
-import { makeRecords } from "./internal/records.js"
+import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
 import { localRepository } from "./internal/repository.js"
+import {
+  canIsolate,
+  claimUid,
+  DEFAULT_UID_CLAIMS,
+  ensureTraversable,
+  killUser,
+  ownTree,
+  releaseUid
+} from "./internal/workspaceUser.js"
 import {
   RuntimeFailure,
   type WorkspaceProcess,
@@ -18,14 +28,29 @@ import {
 export interface HostRuntimeOptions {
   /** the node's data directory: workspaces live in `<dataDir>/workspaces/<id>/` */
   readonly dataDir: string
+  /**
+   * Give each workspace a uid of its own (ADR 0014); default: when the vm-agent is root, the only case where it can.
+   * Without it agents run as the vm-agent and can read what it can.
+   */
+  readonly isolate?: boolean
+  /** where uids are claimed, machine-wide (default /var/lib/sam/workspace-uids) */
+  readonly uidClaims?: string
 }
+
+/** Said once when the host runtime starts without root: agents then run as the vm-agent. */
+export const NOT_ISOLATED_WARNING =
+  "host runtime: the vm-agent is not root, so agents run as its own user and can read whatever it can " +
+  "(its credentials, other workspaces); run it as root, or use the Docker runtime, to isolate them"
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
 
-const io = (step: string, f: () => Promise<unknown>) =>
+const io = <A>(step: string, f: () => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: (cause) => new ProvisionError({ step, message: String(cause) }) })
 
-/** Runs a command to completion, its output going to the boot log; fails with the last lines. */
+/**
+ * Runs a command of the vm-agent's own (the clone) to completion, its output going to the boot log; fails with the
+ * last lines. It runs as the vm-agent with its environment: never use it for anything a workspace controls.
+ */
 export const runLogged = (step: string, argv: ReadonlyArray<string>, cwd: string, log: BootLog) =>
   Effect.async<void, ProvisionError>((resume) => {
     const [command = "", ...args] = argv
@@ -57,6 +82,8 @@ export const runLogged = (step: string, argv: ReadonlyArray<string>, cwd: string
 export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeService => {
   const root = resolve(options.dataDir, "workspaces")
   const records = makeRecords(join(root, ".records"))
+  const isolate = options.isolate ?? canIsolate()
+  const uidClaims = options.uidClaims ?? DEFAULT_UID_CLAIMS
   const dirOf = (id: string) => join(root, id)
   const checkout = (id: string) => join(dirOf(id), "workspace")
   const home = (id: string) => join(dirOf(id), "home")
@@ -71,7 +98,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
         ? join(dirOf(id), "rootfs", path)
         : join(checkout(id), path)
 
-  const killAll = (id: string, signal: NodeJS.Signals) =>
+  const killAll = (id: string, signal: NodeJS.Signals, uid?: number) =>
     Effect.sync(() => {
       for (const child of processes.get(id) ?? []) {
         if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
@@ -80,7 +107,40 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           } catch {}
         }
       }
+      if (uid !== undefined && signal === "SIGKILL") killUser(uid)
     })
+
+  /** The uid recorded for a workspace, read for a delete (which gets an id, not the record). */
+  const recordedUid = (id: string) =>
+    records.read(id).pipe(Effect.map((record) => (record._tag === "Some" ? record.value.uid : undefined)))
+
+  /**
+   * The workspace's user: a uid of its own, owner of its checkout and home (0700); its directory is root's and
+   * only its group may enter it (0710), so the env file there stays root's. Every directory above it gets o+x
+   * (enter, not list) so the user can reach its own.
+   */
+  const isolateWorkspace = (id: string, log: BootLog) =>
+    io("user", async () => {
+      await mkdir(join(dirOf(id), "rootfs"), { recursive: true })
+      const granted = await ensureTraversable(root)
+      const uid = await claimUid(uidClaims, dirOf(id))
+      for (const dir of [checkout(id), home(id), join(dirOf(id), "rootfs")]) {
+        await ownTree(dir, uid, uid)
+        await chmod(dir, 0o700)
+      }
+      await chown(dirOf(id), 0, uid)
+      await chmod(dirOf(id), 0o710)
+      return { uid, gid: uid, granted }
+    }).pipe(
+      Effect.tap(({ uid, granted }) =>
+        log(
+          "user",
+          "completed",
+          `processes run as uid ${uid}${granted.length > 0 ? `; made ${granted.join(", ")} traversable (o+x)` : ""}`
+        )
+      ),
+      Effect.map(({ uid, gid }) => ({ uid, gid }))
+    )
 
   const provision = (spec: WorkspaceSpec, log: BootLog) =>
     Effect.gen(function* () {
@@ -111,26 +171,46 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       if (spec.env.length > 0) {
         yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
       }
+      return isolate ? yield* isolateWorkspace(id, log) : {}
     })
+
+  /** A workspace made before per-workspace users would run its agents as root: it is made again. */
+  const predatesIsolation = (record: WorkspaceRecord) => isolate && record.uid === undefined
 
   const provisioner: Provisioner = {
     kind: "host",
     pathOf: checkout,
+    homeOf: home,
     provision,
-    halt: (record) => killAll(record.workspaceId, "SIGKILL"),
+    halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
     resume: () => Effect.void,
     health: (record) =>
-      Effect.promise(() =>
-        stat(join(record.path, ".git")).then(
-          () => "ok" as const,
-          () => "missing" as const
-        )
-      ),
+      predatesIsolation(record)
+        ? Effect.succeed("missing" as const)
+        : Effect.promise(() =>
+            stat(join(record.path, ".git")).then(
+              () => "ok" as const,
+              () => "missing" as const
+            )
+          ),
     destroy: (id) =>
-      killAll(id, "SIGKILL").pipe(Effect.zipRight(io("delete", () => rm(dirOf(id), { recursive: true, force: true })))),
+      Effect.gen(function* () {
+        const uid = yield* recordedUid(id)
+        yield* killAll(id, "SIGKILL", uid)
+        yield* io("delete", async () => {
+          await rm(dirOf(id), { recursive: true, force: true })
+          if (uid !== undefined) await releaseUid(uidClaims, uid, dirOf(id))
+        })
+      }),
     spawn: (record, id, argv, opts) =>
       Effect.acquireRelease(
         Effect.gen(function* () {
+          if (predatesIsolation(record)) {
+            return yield* new RuntimeFailure({
+              reason: "spawn",
+              message: `workspace ${id} was made before workspaces had users of their own; create it again`
+            })
+          }
           const env = yield* Effect.tryPromise({
             try: async () => JSON.parse(await readFile(envFile(id), "utf8")) as Record<string, string>,
             catch: (cause) => new RuntimeFailure({ reason: "io", message: `cannot read the workspace env: ${cause}` })
@@ -141,13 +221,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
             cwd,
             detached: true,
             stdio: ["pipe", "pipe", "pipe"],
-            env: {
-              PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
-              LANG: process.env.LANG ?? "C.UTF-8",
-              HOME: home(id),
-              ...env,
-              ...opts?.env
-            }
+            ...(isolate && record.uid !== undefined ? { uid: record.uid, gid: record.gid ?? record.uid } : {}),
+            env: { ...baseEnv(home(id)), ...env, ...opts?.env }
           })
           const exit = new Promise<number>((done) => {
             child.once("error", () => done(127))
@@ -199,4 +274,11 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   }
 }
 
-export const layerHost = (options: HostRuntimeOptions) => Layer.sync(WorkspaceRuntime, () => makeHostRuntime(options))
+export const layerHost = (options: HostRuntimeOptions) =>
+  Layer.effect(
+    WorkspaceRuntime,
+    Effect.gen(function* () {
+      if (!(options.isolate ?? canIsolate())) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
+      return makeHostRuntime(options)
+    })
+  )

@@ -30,6 +30,8 @@ export interface WorkspaceInfo {
   readonly reason?: string | undefined
   /** the checkout: a host directory, or /workspace in the container */
   readonly path: string
+  /** the home of the user the workspace's processes run as, as the workspace sees it (HOME) */
+  readonly home: string
   readonly createdAt: string
   readonly updatedAt: string
 }

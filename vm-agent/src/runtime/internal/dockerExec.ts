@@ -7,9 +7,9 @@ import { RuntimeFailure, type WorkspaceProcess } from "../WorkspaceRuntime.js"
 const dockerFailure = (what: string) => (cause: unknown) =>
   new RuntimeFailure({ reason: "docker", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
 
-/** Runs a short command in the container and returns its stdout. */
+/** Runs a short command of ours in the container, as root (it signals groups of any user there), for its stdout. */
 export const smallExec = async (container: Docker.Container, argv: ReadonlyArray<string>) => {
-  const exec = await container.exec({ Cmd: [...argv], AttachStdout: true, AttachStderr: true })
+  const exec = await container.exec({ Cmd: [...argv], User: "0:0", AttachStdout: true, AttachStderr: true })
   const stream = await exec.start({ hijack: true, stdin: false })
   const stdout = new PassThrough()
   const chunks: Array<Buffer> = []
@@ -31,7 +31,12 @@ export const startExec = (
   docker: Docker,
   container: Docker.Container,
   argv: ReadonlyArray<string>,
-  options: { readonly cwd: string; readonly env?: Readonly<Record<string, string>> | undefined }
+  options: {
+    readonly cwd: string
+    readonly env?: Readonly<Record<string, string>> | undefined
+    /** default: the container's user (the workspace's); our own provisioning steps pass root */
+    readonly user?: string
+  }
 ) =>
   Effect.gen(function* () {
     const pidFile = `/tmp/.sam-exec-${randomBytes(8).toString("hex")}.pid`
@@ -40,6 +45,7 @@ export const startExec = (
         container.exec({
           Cmd: ["/bin/sh", "-c", 'echo $$ > "$0"; exec "$@"', pidFile, ...argv],
           Env: Object.entries(options.env ?? {}).map(([k, v]) => `${k}=${v}`),
+          ...(options.user === undefined ? {} : { User: options.user }),
           WorkingDir: options.cwd,
           AttachStdin: true,
           AttachStdout: true,

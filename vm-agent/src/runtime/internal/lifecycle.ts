@@ -16,7 +16,7 @@ import {
   WorkspaceUnavailable
 } from "../WorkspaceRuntime.js"
 import { type BootLog, makeBootLog } from "./bootLog.js"
-import { hashSpec, newRecord, type Records, toInfo, type WorkspaceRecord } from "./records.js"
+import { hashSpec, newRecord, type Records, toInfo as recordInfo, type WorkspaceRecord } from "./records.js"
 
 /** A provisioning step failed; the workspace ends `error` with `step: message` as its reason. */
 export class ProvisionError extends Data.TaggedError("ProvisionError")<{
@@ -28,7 +28,13 @@ export class ProvisionError extends Data.TaggedError("ProvisionError")<{
 export interface Provisioner {
   readonly kind: RuntimeKind
   readonly pathOf: (workspaceId: string) => string
-  readonly provision: (spec: WorkspaceSpec, log: BootLog) => Effect.Effect<void, ProvisionError>
+  /** the home of the workspace's user, as the workspace sees it */
+  readonly homeOf: (workspaceId: string) => string
+  /** what it returns (the workspace's user, on the host) is kept in the record */
+  readonly provision: (
+    spec: WorkspaceSpec,
+    log: BootLog
+  ) => Effect.Effect<Partial<Pick<WorkspaceRecord, "uid" | "gid">>, ProvisionError>
   /** stops the workspace's processes (the container) without losing its files */
   readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
   readonly resume: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
@@ -53,6 +59,7 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
     }
     return lock.withPermits(1)
   }
+  const toInfo = (record: WorkspaceRecord) => ({ ...recordInfo(record), home: provisioner.homeOf(record.workspaceId) })
   const runtimeFailure = (e: ProvisionError) =>
     new RuntimeFailure({ reason: provisioner.kind === "docker" ? "docker" : "io", message: `${e.step}: ${e.message}` })
 
@@ -69,7 +76,7 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
         return yield* records.update(record, { status: "error", reason })
       }
       yield* log("create", "completed", `workspace is running (${Date.now() - started} ms)`)
-      return yield* records.update(record, { status: "running" })
+      return yield* records.update(record, { ...outcome.right, status: "running" })
     })
 
   const create = Effect.fn("WorkspaceRuntime.create")(function* (input: WorkspaceSpecInput, options?: CreateOptions) {

@@ -21,6 +21,9 @@ export const WorkspaceRecord = z.object({
   network: z.enum(["none", "host"]),
   envNames: z.array(z.string()),
   filePaths: z.array(z.string()),
+  /** host runtime as root: the workspace's own uid (and gid), which its processes run as */
+  uid: z.number().int().positive().optional(),
+  gid: z.number().int().positive().optional(),
   createdAt: z.string(),
   updatedAt: z.string()
 })
@@ -41,7 +44,7 @@ export const hashSpec = (spec: WorkspaceSpec) =>
     )
     .digest("hex")
 
-export const toInfo = (record: WorkspaceRecord): WorkspaceInfo => ({
+export const toInfo = (record: WorkspaceRecord): Omit<WorkspaceInfo, "home"> => ({
   workspaceId: record.workspaceId,
   runtime: record.runtime,
   status: record.status,
@@ -82,7 +85,7 @@ export const makeRecords = (dir: string) => {
     )
   const write = (record: WorkspaceRecord) =>
     Effect.promise(async () => {
-      await mkdir(dir, { recursive: true })
+      await mkdir(dir, { recursive: true, mode: 0o700 })
       const tmp = `${file(record.workspaceId)}.${process.pid}.tmp`
       await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 })
       await rename(tmp, file(record.workspaceId))

@@ -1,0 +1,115 @@
+import { execFile } from "node:child_process"
+import { createHash } from "node:crypto"
+import * as Fs from "node:fs"
+import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { dirname, join, resolve } from "node:path"
+import { promisify } from "node:util"
+
+/**
+ * Per-workspace users of the host runtime (ADR 0014). Only root can give a process another uid, so a vm-agent that
+ * is not root runs agents as itself and cannot keep them apart.
+ */
+export const canIsolate = () => process.getuid?.() === 0
+
+/** Workspace uids (each its own gid too) come from this range, far above the system's and people's ids. */
+const FIRST_UID = 200_000
+const UID_RANGE = 1_000_000
+
+/** Machine-wide: several vm-agents of one machine (local nodes) must never hand out the same uid. */
+export const DEFAULT_UID_CLAIMS = "/var/lib/sam/workspace-uids"
+
+const exists = (path: string) =>
+  stat(path).then(
+    () => true,
+    () => false
+  )
+
+const tryClaim = async (file: string, owner: string): Promise<"mine" | "taken" | "stale"> => {
+  try {
+    await writeFile(file, owner, { flag: "wx", mode: 0o600 })
+    return "mine"
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+  }
+  const holder = await readFile(file, "utf8").catch(() => "")
+  if (holder === owner) return "mine"
+  // a claim whose workspace directory is gone (deleted without release, a removed test dir) is free again
+  return holder !== "" && !(await exists(holder)) ? "stale" : "taken"
+}
+
+/**
+ * A uid for the workspace in directory `owner` (which must exist), claimed by a file `<claims>/<uid>` created
+ * exclusively, so concurrent vm-agents on one machine never share one. The same owner gets the same uid again;
+ * the first candidate is derived from the path, so a retry mostly lands on the same number.
+ */
+export const claimUid = async (claims: string, owner: string): Promise<number> => {
+  await mkdir(claims, { recursive: true, mode: 0o700 })
+  const start = createHash("sha256").update(owner).digest().readUInt32BE(0) % UID_RANGE
+  for (let i = 0; i < UID_RANGE; i++) {
+    const uid = FIRST_UID + ((start + i) % UID_RANGE)
+    const file = join(claims, String(uid))
+    let outcome = await tryClaim(file, owner)
+    if (outcome === "stale") {
+      await rm(file, { force: true })
+      outcome = await tryClaim(file, owner)
+    }
+    if (outcome === "mine") return uid
+  }
+  throw new Error(`no free workspace uid left in ${claims}`)
+}
+
+export const releaseUid = async (claims: string, uid: number, owner: string) => {
+  const file = join(claims, String(uid))
+  if ((await readFile(file, "utf8").catch(() => "")) === owner) await rm(file, { force: true })
+}
+
+/** `chown -R` without following symlinks (a repository may hold links to anywhere). */
+export const ownTree = (path: string, uid: number, gid: number) =>
+  promisify(execFile)("chown", ["-R", "-h", "--", `${uid}:${gid}`, path]).then(() => undefined)
+
+/** Adds o+x to `dir` and every directory above it that lacks it (no listing: `r` is left as it is). */
+export const ensureTraversable = async (dir: string) => {
+  const granted: Array<string> = []
+  for (let each = resolve(dir); ; each = dirname(each)) {
+    const { mode } = await stat(each)
+    if ((mode & 0o001) === 0) {
+      await chmod(each, (mode & 0o7777) | 0o001)
+      granted.push(each)
+    }
+    if (each === dirname(each)) break
+  }
+  return granted
+}
+
+const processesOf = (uid: number): Array<number> => {
+  let pids: Array<string>
+  try {
+    pids = Fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name))
+  } catch {
+    return []
+  }
+  return pids.flatMap((pid) => {
+    try {
+      const line = /^Uid:\s+(\d+)\s+(\d+)/m.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+      return line !== null && (Number(line[1]) === uid || Number(line[2]) === uid) ? [Number(pid)] : []
+    } catch {
+      return []
+    }
+  })
+}
+
+/**
+ * SIGKILLs every process running as `uid`: also those that left the agent's process group (`setsid`, daemons),
+ * which only a per-workspace uid lets us find. A few passes, as a process may fork while we look.
+ */
+export const killUser = (uid: number) => {
+  for (let pass = 0; pass < 5; pass++) {
+    const pids = processesOf(uid)
+    if (pids.length === 0) return
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL")
+      } catch {}
+    }
+  }
+}

@@ -1,6 +1,7 @@
 import { Effect, Layer } from "effect"
 import { SessionRef, TaskRef } from "./domain/Kinds.js"
 import { NodeKind } from "./domain/NodeActor.js"
+import { runNodeRevoker } from "./domain/NodeRevoker.js"
 import { makeHeartbeatThrottle, nodeReportRoutes } from "./domain/NodeRoutes.js"
 import * as Notifications from "./domain/Notifications.js"
 import { ProjectKind } from "./domain/ProjectActor.js"
@@ -9,6 +10,7 @@ import * as ReportIngress from "./domain/ReportIngress.js"
 import * as SessionActor from "./domain/SessionActor.js"
 import { TaskKind } from "./domain/TaskActor.js"
 import { WorkspaceKind } from "./domain/WorkspaceActor.js"
+import * as NatsAccounts from "./NatsAccounts.js"
 import * as ActorRuntime from "./Runtime.js"
 
 export interface ControlPlaneOptions {
@@ -19,7 +21,7 @@ export interface ControlPlaneOptions {
 /**
  * The control plane in the current scope: the actor runtime with the project, task, node, workspace
  * and session kinds; the report ingress (reports → actors, heartbeats → KV and the node actor); the
- * provisioner (node requests → the provider). Several instances may run against one NATS and one
+ * provisioner (node requests → the provider); node credential renewals and revocations (ADR 0016). Several instances may run against one NATS and one
  * Postgres: the runtime shares the shards through its leases.
  */
 export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlaneOptions = {}) {
@@ -33,6 +35,10 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
   yield* Effect.forkScoped(Notifications.run())
   yield* Effect.forkScoped(
     runProvisioner().pipe(Effect.tapErrorCause((cause) => Effect.logError("provisioner stopped", cause)))
+  )
+  yield* NatsAccounts.runNodeRenewals(NatsAccounts.nodeCredsTtlSeconds())
+  yield* Effect.forkScoped(
+    runNodeRevoker().pipe(Effect.tapErrorCause((cause) => Effect.logError("node revoker stopped", cause)))
   )
   return runtime
 })

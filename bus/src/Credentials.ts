@@ -2,20 +2,11 @@ import { encodeUser, fmtCreds } from "@nats-io/jwt"
 import { createUser, fromSeed } from "@nats-io/nkeys"
 import { Effect, Redacted } from "effect"
 import { NatsError } from "./Errors.js"
-import {
-  agentAll,
-  ingressAll,
-  nodeAll,
-  nodeConsumerName,
-  nodeInboxPrefix,
-  ptyAll,
-  userInboxPrefix
-} from "./Subjects.js"
 
 /**
- * Minting NATS user credentials. The control plane holds the SAM account's signing key (an nkey
- * seed starting `SA`); users it signs get exactly the subjects listed here and nothing else, which
- * the server enforces (design §4).
+ * Minting NATS users of the SAM account, where the control plane's own processes connect. Nodes and
+ * programmatic clients never get a user of this account: they get users of accounts of their own
+ * (Accounts.ts, ADR 0016).
  */
 
 export interface Permissions {
@@ -76,39 +67,6 @@ export const mintUser = Effect.fn("Bus.mintUser")(function* (
     creds: Redacted.make(new TextDecoder().decode(fmtCreds(jwt, user))),
     expiresAt: exp === undefined ? undefined : new Date(exp * 1000)
   } satisfies MintedUser
-})
-
-/**
- * A node's vm-agent: consume its own commands through its own durable consumer on SAM_NODE, publish
- * its own reports, heartbeats and terminal output, and receive replies only under its own inbox
- * prefix (connect with `inboxPrefix: nodeInboxPrefix(nodeId)`). It cannot create, delete or read
- * any other consumer, stream or bucket.
- */
-export const nodePermissions = (nodeId: string): Permissions => {
-  const durable = nodeConsumerName(nodeId)
-  return {
-    publish: {
-      allow: [
-        agentAll(nodeId),
-        ptyAll(nodeId),
-        `$JS.API.CONSUMER.INFO.SAM_NODE.${durable}`,
-        `$JS.API.CONSUMER.MSG.NEXT.SAM_NODE.${durable}`,
-        `$JS.ACK.SAM_NODE.${durable}.>`
-      ]
-    },
-    subscribe: { allow: [nodeAll(nodeId), ptyAll(nodeId), `${nodeInboxPrefix(nodeId)}.>`] }
-  }
-}
-
-/**
- * A programmatic client, bound to the API token it was minted with (ADR 0011): request/reply on
- * `sam.in.<userId>.<tokenId>.>` only, replies only under its own inbox prefix (connect with
- * `inboxPrefix: userInboxPrefix(userId, tokenId)`). The ingress checks that token on every request,
- * so revoking the token stops these credentials although the JWT itself stays valid until it expires.
- */
-export const userPermissions = (userId: string, tokenId: string): Permissions => ({
-  publish: { allow: [ingressAll(userId, tokenId)] },
-  subscribe: { allow: [`${userInboxPrefix(userId, tokenId)}.>`] }
 })
 
 /** The control plane and operators: everything inside the SAM account. */

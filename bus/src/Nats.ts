@@ -8,8 +8,13 @@ import { NatsError } from "./Errors.js"
 
 export interface NatsOptions {
   readonly servers: string
-  /** contents of a `.creds` file (user JWT and seed) */
-  readonly creds?: Redacted.Redacted<string> | undefined
+  /**
+   * contents of a `.creds` file (user JWT and seed), or a function giving the current contents:
+   * it is asked on every (re)connect, so renewed credentials are used from the next connect on
+   */
+  readonly creds?: Redacted.Redacted<string> | (() => Redacted.Redacted<string>) | undefined
+  /** the JetStream API prefix (a node account imports its consumer's API under its own prefix) */
+  readonly jsApiPrefix?: string | undefined
   readonly name: string
   /** required when the credentials only allow replies under one prefix (nodes, users) */
   readonly inboxPrefix?: string | undefined
@@ -31,15 +36,18 @@ export class Nats extends Context.Tag("sam/Nats")<
   }
 >() {}
 
+const credsBytes = (creds: Redacted.Redacted<string> | (() => Redacted.Redacted<string>)) =>
+  typeof creds === "function"
+    ? () => new TextEncoder().encode(Redacted.value(creds()))
+    : new TextEncoder().encode(Redacted.value(creds))
+
 export const connectNats = (options: NatsOptions) =>
   Effect.tryPromise({
     try: () =>
       connect({
         servers: options.servers,
         name: options.name,
-        ...(options.creds === undefined
-          ? {}
-          : { authenticator: credsAuthenticator(new TextEncoder().encode(Redacted.value(options.creds))) }),
+        ...(options.creds === undefined ? {} : { authenticator: credsAuthenticator(credsBytes(options.creds)) }),
         ...(options.inboxPrefix === undefined ? {} : { inboxPrefix: options.inboxPrefix }),
         ...(options.waitOnFirstConnect ? { waitOnFirstConnect: true } : {}),
         maxReconnectAttempts: -1
@@ -60,10 +68,14 @@ const acquire = (options: NatsOptions) =>
 export const makeNats = Effect.fn("Nats.make")(function* (options: NatsOptions) {
   const nc = yield* acquire(options)
   const jsm = yield* Effect.tryPromise({
-    try: () => jetstreamManager(nc, { checkAPI: false }),
+    try: () =>
+      jetstreamManager(nc, {
+        checkAPI: false,
+        ...(options.jsApiPrefix === undefined ? {} : { apiPrefix: options.jsApiPrefix })
+      }),
     catch: (cause) => new NatsError({ reason: "JetStream", message: `JetStream unavailable: ${cause}`, cause })
   })
-  const js = jetstream(nc)
+  const js = jetstream(nc, options.jsApiPrefix === undefined ? {} : { apiPrefix: options.jsApiPrefix })
   return Nats.of({ nc, js, jsm, kvm: new Kvm(js) })
 })
 

@@ -1,3 +1,4 @@
+export * as Accounts from "./Accounts.js"
 export * as ActorMessages from "./ActorMessages.js"
 export * as Api from "./api/index.js"
 export * as Consume from "./Consume.js"

@@ -105,7 +105,22 @@ const answer = (auth: Auth, msg: Msg): Effect.Effect<Api.IngressReply, never, Re
     )
   )
 
-const handle = (auth: Auth, msg: Msg) =>
+/**
+ * Requests reach the ingress from the clients' own accounts through a service import, so the server
+ * has rewritten their reply subject to a one-off `_R_.…` that routes back to the requester alone
+ * (ADR 0016). A reply subject of any other shape was set inside the SAM account, by no client: the
+ * request is dropped unanswered and not run, so the gateway can never be made to publish to a
+ * subject of someone else's choosing (`$JS.API.…`, `$KV.…`).
+ */
+export const isServerMadeReply = (reply: string | undefined) =>
+  reply === undefined || reply === "" || reply.startsWith("_R_.")
+
+const handle = (auth: Auth, msg: Msg) => (isServerMadeReply(msg.reply) ? answerOn(auth, msg) : dropForeignReply(msg))
+
+const dropForeignReply = (msg: Msg) =>
+  Effect.logWarning(`ingress request on ${msg.subject} with reply subject ${msg.reply} dropped: not a client's`)
+
+const answerOn = (auth: Auth, msg: Msg) =>
   answer(auth, msg).pipe(
     Effect.flatMap((reply) =>
       Effect.sync(() => {

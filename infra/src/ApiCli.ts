@@ -163,10 +163,10 @@ const credsUser = (args: ReadonlyArray<string>) =>
     const { flags } = parseArgs(args)
     const { dataDir, natsPort } = LocalStack.defaults()
     const file = resolve(flags.out ?? join(dataDir, "user.creds"))
-    const days = flags.days === undefined ? undefined : Number(flags.days)
+    const hours = flags.hours === undefined ? undefined : Number(flags.hours)
     const api = yield* LocalClient.api()
     const minted = yield* api.call(Api.CredentialsEndpoints.mintNatsCredentials, {
-      body: days === undefined ? {} : { expiresInDays: days }
+      body: hours === undefined ? {} : { expiresInHours: hours }
     })
     yield* Effect.tryPromise({
       try: async () => {

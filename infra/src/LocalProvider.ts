@@ -3,8 +3,8 @@ import { createWriteStream } from "node:fs"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { ControlPlane } from "@sam/actors"
-import { Consume, Credentials, Nats, Subjects } from "@sam/bus"
+import { ControlPlane, NatsAccounts } from "@sam/actors"
+import { Consume, Nats, Subjects } from "@sam/bus"
 import { Effect, Layer, Redacted } from "effect"
 import { stopChild } from "./ChildProcess.js"
 
@@ -12,7 +12,6 @@ export interface LocalProviderOptions {
   /** nodes live in `<dataDir>/nodes/<nodeId>/` (credentials, workspaces, log) */
   readonly dataDir: string
   readonly natsUrl: string
-  readonly signing: Credentials.SigningAccount
   /** `auto` uses Docker when an engine with the workspace image answers, else host processes */
   readonly runtime?: "auto" | "docker" | "host"
   /** extra environment for the vm-agents (tests shorten heartbeats and grace periods) */
@@ -22,8 +21,9 @@ export interface LocalProviderOptions {
 const repoRoot = resolve(fileURLToPath(new URL("../..", import.meta.url)))
 
 /**
- * The local provider: a node is a vm-agent child process on this machine, with NATS credentials
- * minted for that node alone and its durable command consumer created here. Closing the scope
+ * The local provider: a node is a vm-agent child process on this machine, with NATS credentials of
+ * that node's own account (ADR 0016), short-lived (it renews them itself), and its durable command
+ * consumer created here. Closing the scope
  * stops every node it started.
  */
 export const layer = (options: LocalProviderOptions) =>
@@ -31,6 +31,8 @@ export const layer = (options: LocalProviderOptions) =>
     ControlPlane.NodeProvider,
     Effect.gen(function* () {
       const nats = yield* Nats
+      const accounts = yield* NatsAccounts.NatsAccounts
+      const ttlSeconds = NatsAccounts.nodeCredsTtlSeconds()
       const children = new Map<string, ChildProcess>()
       yield* Effect.addFinalizer(() =>
         Effect.forEach([...children.values()], (child) => stopChild(child), { concurrency: "unbounded", discard: true })
@@ -40,14 +42,7 @@ export const layer = (options: LocalProviderOptions) =>
           const running = children.get(nodeId)
           if (running !== undefined && running.exitCode === null && running.signalCode === null) return
           const dir = join(options.dataDir, "nodes", nodeId)
-          const user = yield* Credentials.mintUser(
-            options.signing,
-            `vm-agent-${nodeId}`,
-            Credentials.nodePermissions(nodeId),
-            {
-              expiresInSeconds: 30 * 86_400
-            }
-          )
+          const user = yield* accounts.nodeCredentials(nodeId, ttlSeconds)
           const credsFile = join(dir, "node.creds")
           yield* Effect.promise(async () => {
             await mkdir(dir, { recursive: true, mode: 0o700 })
@@ -57,7 +52,7 @@ export const layer = (options: LocalProviderOptions) =>
             durable: Subjects.nodeConsumerName(nodeId),
             filterSubject: Subjects.nodeCommands(nodeId)
           }).pipe(Effect.provideService(Nats, nats))
-          const log = createWriteStream(join(dir, "vm-agent.log"), { flags: "a" })
+          const log = createWriteStream(join(dir, "vm-agent.log"), { flags: "a", mode: 0o600 })
           const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "vm-agent/src/main.ts")], {
             cwd: repoRoot,
             env: {

@@ -1,8 +1,9 @@
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
-import { Credentials, Nats, natsLayer, Provision } from "@sam/bus"
+import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { Migrations, Sql } from "@sam/sql"
 import { Effect, Redacted } from "effect"
+import * as DataDir from "./DataDir.js"
 import * as NatsServer from "./NatsServer.js"
 import * as Postgres from "./Postgres.js"
 import { Progress } from "./Progress.js"
@@ -32,6 +33,10 @@ export interface Stack {
   readonly controlPlaneCredsFile: string
   readonly controlPlaneCreds: Redacted.Redacted<string>
   readonly signing: Credentials.SigningAccount
+  /** makes the outside parties' accounts and users (nodes, programmatic clients: ADR 0016) */
+  readonly authority: Accounts.Authority
+  /** a system-account user that may push account JWTs and nothing else */
+  readonly systemCreds: Redacted.Redacted<string>
   readonly databaseUrl: Redacted.Redacted<string>
   readonly databaseDisplayUrl: string
   readonly databaseUrlFor: (database: string) => Redacted.Redacted<string>
@@ -65,6 +70,21 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     catch: (cause) => new StackError({ step: "nats", message: `cannot write ${controlPlaneCredsFile}`, cause })
   })
 
+  // A user of the system account that can push account JWTs, and nothing else. The SAM account JWT is
+  // pushed once now: the full resolver keeps pushed JWTs, and one stored earlier must not win.
+  const system = yield* Credentials.mintUser(nats.auth.systemSigning, "sam-accounts", Accounts.systemUserPermissions, {
+    expiresInSeconds: CONTROL_PLANE_CREDS_DAYS * 86_400
+  }).pipe(Effect.mapError((e) => new StackError({ step: "nats", message: e.message, cause: e })))
+  yield* Effect.gen(function* () {
+    const { nc } = yield* Nats
+    yield* Accounts.pushAccount(nc, nats.auth.samAccountJwt)
+  }).pipe(
+    Effect.provide(natsLayer({ servers: nats.url, creds: system.creds, name: "sam-up-accounts" })),
+    Effect.mapError(
+      (e) => new StackError({ step: "nats", message: `cannot update the SAM account: ${e.message}`, cause: e })
+    )
+  )
+
   const pg = yield* Postgres.start({
     dir: join(options.dataDir, "postgres"),
     port: options.pgPort,
@@ -76,6 +96,7 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     )
   }
   yield* progress.step(`postgres on ${pg.displayUrl} (cluster ${pg.created ? "created" : "reused"})`)
+  yield* DataDir.secure(options.dataDir)
 
   const applied = yield* Migrations.migrate().pipe(
     Effect.provide(Sql.layer(pg.url, "sam-up")),
@@ -117,6 +138,8 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     controlPlaneCredsFile,
     controlPlaneCreds: controlPlane.creds,
     signing: nats.auth.signing,
+    authority: nats.auth.authority,
+    systemCreds: system.creds,
     databaseUrl: pg.url,
     databaseDisplayUrl: pg.displayUrl,
     databaseUrlFor: pg.adminUrl

@@ -2,30 +2,66 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { encodeAccount, encodeOperator } from "@nats-io/jwt"
 import { createAccount, createOperator, fromSeed, type KeyPair } from "@nats-io/nkeys"
-import type { Credentials } from "@sam/bus"
+import { Accounts, type Credentials } from "@sam/bus"
 import { Effect, Redacted } from "effect"
 import { z } from "zod"
 import { StackError } from "./StackError.js"
 
 /**
- * Operator-mode NATS for one installation: an operator, the system account and the SAM account
- * (with a separate signing key for users). The seeds are generated once into the data directory and
- * reused; the JWTs and the server configuration are written anew on every start from them.
+ * Operator-mode NATS for one installation (ADR 0003, ADR 0016): an operator with a signing key for
+ * accounts, the system account and the SAM account (each with a separate signing key for its users),
+ * and the signing keys of the outside parties' accounts (one account per node and per API token,
+ * made at run time: Accounts.ts). The seeds are generated once into the data directory and reused;
+ * the JWTs and the server configuration are written anew on every start from them.
  */
 const KeysFile = z.object({
+  /** 2 since ADR 0016; a file without it was written before outside parties had accounts of their own */
+  layout: z.literal(2).optional(),
   operator: z.string().startsWith("SO"),
+  operatorSigning: z.string().startsWith("SO").optional(),
   systemAccount: z.string().startsWith("SA"),
+  systemSigning: z.string().startsWith("SA").optional(),
   samAccount: z.string().startsWith("SA"),
-  samSigning: z.string().startsWith("SA")
+  samSigning: z.string().startsWith("SA"),
+  nodesSigning: z.string().startsWith("SA").optional(),
+  clientsSigning: z.string().startsWith("SA").optional()
 })
 type KeysFile = z.infer<typeof KeysFile>
+interface Keys {
+  readonly layout: 2
+  readonly operator: string
+  readonly operatorSigning: string
+  readonly systemAccount: string
+  readonly systemSigning: string
+  readonly samAccount: string
+  readonly samSigning: string
+  readonly nodesSigning: string
+  readonly clientsSigning: string
+}
+
+const complete = (keys: KeysFile): Keys => ({
+  layout: 2,
+  operator: keys.operator,
+  operatorSigning: keys.operatorSigning ?? seedOf(createOperator()),
+  systemAccount: keys.systemAccount,
+  systemSigning: keys.systemSigning ?? seedOf(createAccount()),
+  samAccount: keys.samAccount,
+  // Users minted before layout 2 (nodes and programmatic clients inside SAM) die with the old key.
+  samSigning: keys.layout === 2 ? keys.samSigning : seedOf(createAccount()),
+  nodesSigning: keys.nodesSigning ?? seedOf(createAccount()),
+  clientsSigning: keys.clientsSigning ?? seedOf(createAccount())
+})
 
 export interface NatsAuth {
   readonly operatorPublicKey: string
   readonly systemAccountPublicKey: string
   readonly samAccountPublicKey: string
-  /** what the control plane needs to mint users */
+  /** what the control plane needs to mint users of the SAM account (its own processes) */
   readonly signing: Credentials.SigningAccount
+  /** signs system-account users (the ones that push account JWTs) */
+  readonly systemSigning: Credentials.SigningAccount
+  /** what makes the outside parties' accounts and users */
+  readonly authority: Accounts.Authority
   readonly operatorJwt: string
   readonly systemAccountJwt: string
   readonly samAccountJwt: string
@@ -57,18 +93,15 @@ export const loadOrCreate = Effect.fn("NatsAuth.loadOrCreate")(function* (dir: s
       readFile(path, "utf8").catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? undefined : Promise.reject(e))),
     catch: fail(`read ${path}`)
   })
-  let keys: KeysFile
+  let keys: Keys
   const created = existing === undefined
   if (existing === undefined) {
-    keys = {
+    keys = complete({
+      layout: 2,
       operator: seedOf(createOperator()),
       systemAccount: seedOf(createAccount()),
       samAccount: seedOf(createAccount()),
       samSigning: seedOf(createAccount())
-    }
-    yield* Effect.tryPromise({
-      try: () => writeFile(path, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 }),
-      catch: fail(`write ${path}`)
     })
   } else {
     const parsed = KeysFile.safeParse(
@@ -76,17 +109,33 @@ export const loadOrCreate = Effect.fn("NatsAuth.loadOrCreate")(function* (dir: s
     )
     if (!parsed.success)
       return yield* new StackError({ step: "nats keys", message: `${path} is damaged: ${parsed.error.message}` })
-    keys = parsed.data
-    yield* Effect.tryPromise({ try: () => chmod(path, 0o600), catch: fail(`chmod ${path}`) })
+    keys = complete(parsed.data)
   }
+  if (existing === undefined || JSON.stringify(keys) !== JSON.stringify(JSON.parse(existing))) {
+    yield* Effect.tryPromise({
+      try: () => writeFile(path, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 }),
+      catch: fail(`write ${path}`)
+    })
+  }
+  yield* Effect.tryPromise({ try: () => chmod(path, 0o600), catch: fail(`chmod ${path}`) })
   const operator = load(keys.operator)
+  const operatorSigning = load(keys.operatorSigning)
   const system = load(keys.systemAccount)
+  const systemSigning = load(keys.systemSigning)
   const sam = load(keys.samAccount)
   const samSigning = load(keys.samSigning)
   const jwts = yield* Effect.tryPromise({
     try: async () => ({
-      operatorJwt: await encodeOperator("sam-operator", operator, { system_account: system.getPublicKey() }),
-      systemAccountJwt: await encodeAccount("SYS", system, { limits: unlimitedAccount }, { signer: operator }),
+      operatorJwt: await encodeOperator("sam-operator", operator, {
+        system_account: system.getPublicKey(),
+        signing_keys: [operatorSigning.getPublicKey()]
+      }),
+      systemAccountJwt: await encodeAccount(
+        "SYS",
+        system,
+        { limits: unlimitedAccount, signing_keys: [systemSigning.getPublicKey()] },
+        { signer: operatorSigning }
+      ),
       samAccountJwt: await encodeAccount(
         "SAM",
         sam,
@@ -102,9 +151,10 @@ export const loadOrCreate = Effect.fn("NatsAuth.loadOrCreate")(function* (dir: s
             disk_max_stream_bytes: -1,
             max_bytes_required: false
           },
-          signing_keys: [samSigning.getPublicKey()]
+          signing_keys: [samSigning.getPublicKey()],
+          exports: [...Accounts.samExports]
         },
-        { signer: operator }
+        { signer: operatorSigning }
       )
     }),
     catch: fail("encode operator and account JWTs")
@@ -114,6 +164,13 @@ export const loadOrCreate = Effect.fn("NatsAuth.loadOrCreate")(function* (dir: s
     systemAccountPublicKey: system.getPublicKey(),
     samAccountPublicKey: sam.getPublicKey(),
     signing: { accountPublicKey: sam.getPublicKey(), signingSeed: Redacted.make(keys.samSigning) },
+    systemSigning: { accountPublicKey: system.getPublicKey(), signingSeed: Redacted.make(keys.systemSigning) },
+    authority: {
+      samAccountPublicKey: sam.getPublicKey(),
+      operatorSigningSeed: Redacted.make(keys.operatorSigning),
+      nodesSigningSeed: Redacted.make(keys.nodesSigning),
+      clientsSigningSeed: Redacted.make(keys.clientsSigning)
+    },
     ...jwts,
     created
   } satisfies NatsAuth
@@ -123,9 +180,15 @@ export interface ServerConfigOptions {
   readonly host: string
   readonly port: number
   readonly storeDir: string
+  /** where the server keeps the account JWTs pushed to it (the outside parties' accounts) */
+  readonly accountsDir: string
 }
 
-/** The nats-server configuration: JetStream on, accounts resolved from memory (preloaded JWTs). */
+/**
+ * The nats-server configuration: JetStream on; accounts from the full resolver, which keeps the
+ * account JWTs pushed over the system account (`$SYS.REQ.CLAIMS.UPDATE`) in its directory; SYS and
+ * SAM are preloaded (and pushed again at start, so a stored older SAM JWT never wins).
+ */
 export const serverConfig = (auth: NatsAuth, options: ServerConfigOptions) =>
   [
     "server_name: sam",
@@ -138,7 +201,7 @@ export const serverConfig = (auth: NatsAuth, options: ServerConfigOptions) =>
     "}",
     `operator: ${auth.operatorJwt}`,
     `system_account: ${auth.systemAccountPublicKey}`,
-    "resolver: MEMORY",
+    `resolver: { type: full, dir: ${JSON.stringify(options.accountsDir)}, allow_delete: false, interval: "2m" }`,
     "resolver_preload: {",
     `  ${auth.systemAccountPublicKey}: ${auth.systemAccountJwt}`,
     `  ${auth.samAccountPublicKey}: ${auth.samAccountJwt}`,

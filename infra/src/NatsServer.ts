@@ -21,12 +21,18 @@ export const start = Effect.fn("NatsServer.start")(function* (options: NatsServe
   const auth = yield* loadOrCreate(options.dir)
   const storeDir = join(options.dir, "jetstream")
   const configFile = join(options.dir, "nats.conf")
+  const accountsDir = join(options.dir, "accounts")
   yield* Effect.tryPromise({
     try: async () => {
       await mkdir(storeDir, { recursive: true })
-      await writeFile(configFile, serverConfig(auth, { host: options.host, port: options.port, storeDir }), {
-        mode: 0o600
-      })
+      await mkdir(accountsDir, { recursive: true, mode: 0o700 })
+      await writeFile(
+        configFile,
+        serverConfig(auth, { host: options.host, port: options.port, storeDir, accountsDir }),
+        {
+          mode: 0o600
+        }
+      )
     },
     catch: (cause) => new StackError({ step: "nats", message: `cannot write ${configFile}: ${cause}`, cause })
   })

@@ -1,6 +1,6 @@
 import { resolve } from "node:path"
 import { NodeRuntime } from "@effect/platform-node"
-import { ControlPlane } from "@sam/actors"
+import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
@@ -29,8 +29,9 @@ through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <
   session watch sess_…   the transcript so far, then live events until Ctrl-C
   token create NAME [--days N] | token list | token revoke tok_…
                          API tokens (create prints the token once)
-  creds user [--out F] [--days N]
-                         NATS credentials for your API token, for \`nats req\` (default .sam/user.creds)
+  creds user [--out F] [--hours N]
+                         NATS credentials for your API token, for \`nats req\` (default .sam/user.creds;
+                         12 hours, at most 24; revoking the token revokes them at once)
   notifications [--unread] | nodes | workspaces --project P
 
 operator tools (direct access to NATS and Postgres):
@@ -42,16 +43,21 @@ operator tools (direct access to NATS and Postgres):
 environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320), SAM_GATEWAY_PORT (8080),
   SAM_GATEWAY_URL (http://127.0.0.1:$SAM_GATEWAY_PORT), SAM_TOKEN (an API token instead of .sam/cli.token)`
 
+/** The outside parties' NATS accounts (nodes, programmatic clients; ADR 0016). */
+const accountsLayer = (stack: LocalStack.Stack) =>
+  NatsAccounts.layer({ natsUrl: stack.natsUrl, systemCreds: stack.systemCreds, authority: stack.authority })
+
 const startGateway = (stack: LocalStack.Stack) =>
   Effect.gen(function* () {
-    const options = { ...Gateway.defaults(), signing: stack.signing, natsUrl: stack.natsUrl }
+    const options = { ...Gateway.defaults(), natsUrl: stack.natsUrl }
     // Its own connections, held by this scope (not the control plane's): the gateway serves users.
-    const connections = yield* Layer.build(
-      Layer.merge(
-        natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-gateway" }),
-        Sql.layer(stack.databaseUrl, "sam-gateway")
-      )
-    ).pipe(Effect.mapError((e) => new StackError({ step: "gateway", message: e.message, cause: e })))
+    const base = Layer.merge(
+      natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-gateway" }),
+      Sql.layer(stack.databaseUrl, "sam-gateway")
+    )
+    const connections = yield* Layer.build(Layer.merge(base, accountsLayer(stack).pipe(Layer.provide(base)))).pipe(
+      Effect.mapError((e) => new StackError({ step: "gateway", message: e.message, cause: e }))
+    )
     const { url } = yield* Gateway.start(options).pipe(
       Effect.provide(connections),
       Effect.mapError((e) => {
@@ -84,10 +90,10 @@ const up = Effect.gen(function* () {
   const provider = LocalProvider.layer({
     dataDir: stack.dataDir,
     natsUrl: stack.natsUrl,
-    signing: stack.signing,
     runtime: (process.env.SAM_NODE_RUNTIME as "auto" | "docker" | "host" | undefined) ?? "auto"
   })
-  const base = Layer.merge(cpNats, Sql.layer(stack.databaseUrl, "sam-control-plane"))
+  const connections = Layer.merge(cpNats, Sql.layer(stack.databaseUrl, "sam-control-plane"))
+  const base = Layer.merge(connections, accountsLayer(stack).pipe(Layer.provide(connections)))
   yield* Layer.launch(
     ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
   ).pipe(

@@ -7,6 +7,7 @@ import tasks from "./migrations/0004_tasks.js"
 import gateway from "./migrations/0005_gateway.js"
 import bootlog from "./migrations/0006_bootlog.js"
 import nodeOwnership from "./migrations/0007_node_ownership.js"
+import natsAccounts from "./migrations/0008_nats_accounts.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -20,7 +21,8 @@ export const migrations = {
   "0004_tasks": tasks,
   "0005_gateway": gateway,
   "0006_bootlog": bootlog,
-  "0007_node_ownership": nodeOwnership
+  "0007_node_ownership": nodeOwnership,
+  "0008_nats_accounts": natsAccounts
 }
 
 const migrator = Migrator.make({})

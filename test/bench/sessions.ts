@@ -9,9 +9,11 @@
 import { cpus } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { ActorRuntime, Actors, ReportIngress, SessionActor } from "@sam/actors"
-import { Credentials, Domain, encode, makeId, Nats, natsLayer, Publish, Subjects } from "@sam/bus"
+import { Accounts, Domain, encode, makeId, Nats, natsLayer, Publish, Subjects } from "@sam/bus"
+import type { LocalStack } from "@sam/infra"
 import { Migrations } from "@sam/sql"
 import { Context, Effect, Layer } from "effect"
+import { partyCredentials } from "../src/Parties.js"
 import { runOnStack, writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 2_000)
@@ -19,7 +21,7 @@ const SESSIONS = Number(process.argv[3] ?? 8)
 // the raw path: core NATS on a subject the node may publish to and no stream stores
 const { ControlProtocol, NodeProtocol } = Domain
 
-const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
+const main = (stack: LocalStack.Stack, natsUrl: string) =>
   Effect.gen(function* () {
     yield* Migrations.migrate()
     const sql = yield* SqlClient.SqlClient
@@ -29,7 +31,7 @@ const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
     const workspaceId = makeId("ws")
     yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
     yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'b', 'file:///b')`
-    yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${nodeId}, 'local', 'running')`
+    yield* sql`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${nodeId}, 'local', 'running', ${userId})`
     yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeId}, 'running')`
 
     const session = yield* SessionActor.make({ name: `sessb${Math.random().toString(36).slice(2, 6)}`, shards: 8 })
@@ -42,14 +44,18 @@ const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
       deliver: "new"
     })
 
-    const user = yield* Credentials.mintUser(signing, `bench-${nodeId}`, Credentials.nodePermissions(nodeId))
+    const { user } = yield* partyCredentials(
+      { kind: "node", nodeId },
+      { natsUrl, systemCreds: stack.systemCreds, authority: stack.authority }
+    )
     const nodeNats = Context.get(
       yield* Layer.build(
         natsLayer({
           servers: natsUrl,
           creds: user.creds,
           name: "bench-node",
-          inboxPrefix: Subjects.nodeInboxPrefix(nodeId)
+          inboxPrefix: Subjects.nodeInboxPrefix(nodeId),
+          jsApiPrefix: Accounts.nodeJsApiPrefix
         })
       ),
       Nats
@@ -130,4 +136,4 @@ const main = (signing: Credentials.SigningAccount, natsUrl: string) =>
     yield* writeSection("Session reports", section)
   }).pipe(Effect.scoped)
 
-await runOnStack((stack) => main(stack.signing, stack.natsUrl))
+await runOnStack((stack) => main(stack, stack.natsUrl))

@@ -9,7 +9,7 @@
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
-import { Actors, ControlPlane } from "@sam/actors"
+import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
 import { Domain, makeId, Nats, natsLayer, registry } from "@sam/bus"
 import { LocalProvider } from "@sam/infra"
 import { Sql } from "@sam/sql"
@@ -73,11 +73,16 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
     const stack = running.stack
     const nats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" })
     const sql = Sql.layer(stack.databaseUrl, "bench")
-    const base = Layer.merge(nats, sql)
+    const connections = Layer.merge(nats, sql)
+    const accounts = NatsAccounts.layer({
+      natsUrl: stack.natsUrl,
+      systemCreds: stack.systemCreds,
+      authority: stack.authority
+    })
+    const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
     const provider = LocalProvider.layer({
       dataDir: join(stack.dataDir, "bench"),
       natsUrl: stack.natsUrl,
-      signing: stack.signing,
       runtime,
       env: dockerSocket === undefined ? {} : { SAM_DOCKER_SOCKET: dockerSocket }
     })

@@ -1,10 +1,10 @@
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
+import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { makeId } from "@sam/bus"
 import { LocalProvider } from "@sam/infra"
 import { Migrations } from "@sam/sql"
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { freshDatabase, sqlLayer } from "./Env.js"
 import { type PrivateNats, startPrivateNats } from "./PrivateNats.js"
 import { tempDir } from "./TestStack.js"
@@ -26,12 +26,17 @@ export const makeControlPlaneEnv = (options: {
       const nats = options.nats ?? (yield* startPrivateNats)
       const dir = yield* Effect.promise(() => tempDir("sam-cp-"))
       const sql = sqlLayer(yield* Effect.promise(freshDatabase))
-      const base = Layer.merge(nats.layer, sql)
+      const connections = Layer.merge(nats.layer, sql)
+      const accounts = NatsAccounts.layer({
+        natsUrl: nats.url,
+        systemCreds: nats.systemCreds,
+        authority: nats.authority
+      })
+      const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
       yield* Migrations.migrate().pipe(Effect.provide(sql))
       const provider = LocalProvider.layer({
         dataDir: dir,
         natsUrl: nats.url,
-        signing: nats.signing,
         runtime: options.runtime,
         env: {
           SAM_NODE_HEARTBEAT_MS: "500",
@@ -44,9 +49,23 @@ export const makeControlPlaneEnv = (options: {
         runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
         session: { healEvery: "2 seconds" }
       })
-      return Layer.merge(base, controlPlane.pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base))))
+      const nodes = Layer.succeed(LocalNodes, { dir: join(dir, "nodes"), natsUrl: nats.url })
+      return Layer.mergeAll(
+        base,
+        nodes,
+        controlPlane.pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+      )
     })
   )
+
+/**
+ * Where the local provider keeps its nodes (`<dir>/<nodeId>/`: the credentials it minted for the
+ * node, its data, its log) and the NATS server they connect to: for a test that acts as a node.
+ */
+export class LocalNodes extends Context.Tag("test/LocalNodes")<
+  LocalNodes,
+  { readonly dir: string; readonly natsUrl: string }
+>() {}
 
 export const ControlPlaneEnv = makeControlPlaneEnv({ runtime: "host" })
 

@@ -1,8 +1,9 @@
-import { Credentials, Nats, natsLayer } from "@sam/bus"
+import { Accounts, Credentials, Nats, natsLayer, Subjects } from "@sam/bus"
 import { Sql } from "@sam/sql"
 import { Duration, Effect, Layer, Redacted } from "effect"
 import pg from "pg"
 import { inject } from "vitest"
+import * as Parties from "./Parties.js"
 
 /** The shared stack of this test run (see globalSetup.ts). */
 export const stack = () => inject("stack")
@@ -22,6 +23,41 @@ export const natsAs = (name: string, permissions: Credentials.Permissions, inbox
     Effect.gen(function* () {
       const user = yield* Credentials.mintUser(signing(), name, permissions, { expiresInSeconds: 600 })
       return natsLayer({ servers: stack().natsUrl, creds: user.creds, name, inboxPrefix })
+    })
+  )
+
+/** The shared stack's outside-party authority (ADR 0016). */
+export const authority = (): Accounts.Authority => {
+  const a = stack().authority
+  return {
+    samAccountPublicKey: a.samAccountPublicKey,
+    operatorSigningSeed: Redacted.make(a.operatorSigningSeed),
+    nodesSigningSeed: Redacted.make(a.nodesSigningSeed),
+    clientsSigningSeed: Redacted.make(a.clientsSigningSeed)
+  }
+}
+
+/** A party's own account and a user of it, on the shared stack (see Parties.ts). */
+export const partyCredentials = (party: Accounts.Party, options: { readonly ttlSeconds?: number } = {}) =>
+  Parties.partyCredentials(party, {
+    natsUrl: stack().natsUrl,
+    systemCreds: Redacted.make(stack().systemCreds),
+    authority: authority(),
+    ...options
+  })
+
+/** Connect as a node: a user of the node's own account, its inbox prefix and JetStream API prefix. */
+export const natsAsNode = (nodeId: string, name = `vm-agent-${nodeId}`) =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const { user } = yield* partyCredentials({ kind: "node", nodeId })
+      return natsLayer({
+        servers: stack().natsUrl,
+        creds: user.creds,
+        name,
+        inboxPrefix: Subjects.nodeInboxPrefix(nodeId),
+        jsApiPrefix: Accounts.nodeJsApiPrefix
+      })
     })
   )
 

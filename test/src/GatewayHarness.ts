@@ -19,9 +19,7 @@ export const makeGatewayEnv = (options: Partial<Gateway.GatewayOptions> = {}) =>
       const env = makeControlPlaneEnv({ runtime: "host", nats })
       const gateway = Layer.scoped(
         GatewayUrl,
-        Gateway.start({ host: "127.0.0.1", port: 0, signing: nats.signing, natsUrl: nats.url, ...options }).pipe(
-          Effect.map((g) => g.url)
-        )
+        Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: nats.url, ...options }).pipe(Effect.map((g) => g.url))
       )
       return Layer.provideMerge(gateway, env)
     })

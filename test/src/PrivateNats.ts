@@ -1,4 +1,4 @@
-import { Credentials, Nats, natsLayer, Provision } from "@sam/bus"
+import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { NatsServer } from "@sam/infra"
 import { Effect } from "effect"
 import { freePort, tempDir } from "./TestStack.js"
@@ -20,7 +20,15 @@ export const startPrivateNats = Effect.gen(function* () {
     yield* Nats
     yield* Provision.provision()
   }).pipe(Effect.provide(layer), Effect.scoped)
-  return { url: server.url, signing: server.auth.signing, dir, layer }
+  const system = yield* Credentials.mintUser(server.auth.systemSigning, "accounts", Accounts.systemUserPermissions)
+  return {
+    url: server.url,
+    signing: server.auth.signing,
+    authority: server.auth.authority,
+    systemCreds: system.creds,
+    dir,
+    layer
+  }
 })
 
 export type PrivateNats = Effect.Effect.Success<typeof startPrivateNats>

@@ -2,7 +2,6 @@ import { SqlClient } from "@effect/sql"
 import { Actor, ActorRuntime, Actors, ReportIngress, SessionActor } from "@sam/actors"
 import {
   Consume,
-  Credentials,
   Domain,
   type Envelope,
   encode,
@@ -17,7 +16,7 @@ import {
 import { Migrations } from "@sam/sql"
 import { Context, Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import { startRuntime } from "./ActorsInProcess.js"
-import { freshDatabase, natsAs, sqlLayer, unique } from "./Env.js"
+import { freshDatabase, natsAsNode, sqlLayer, unique } from "./Env.js"
 
 const { NodeProtocol, SessionSnapshot } = Domain
 
@@ -28,7 +27,10 @@ export const sessionDatabase = async () => {
   return url
 }
 
-/** A project with a node and a workspace placed on it, as the task path would have left them. */
+/**
+ * A project with a node and a workspace placed on it, as the task path would have left them: each
+ * node belongs to the project's owner.
+ */
 export const placement = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const userId = makeId("user")
@@ -39,7 +41,7 @@ export const placement = Effect.gen(function* () {
     Effect.gen(function* () {
       const nodeId = makeId("node")
       const workspaceId = makeId("ws")
-      yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${nodeId}, 'local', 'running')`
+      yield* sql`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${nodeId}, 'local', 'running', ${userId})`
       yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeId}, 'running')`
       return { nodeId, workspaceId }
     })
@@ -138,9 +140,7 @@ export const collect = (filter: string) =>
  */
 export const fakeNode = (nodeId: NodeId) =>
   Effect.gen(function* () {
-    const context = yield* Layer.build(
-      natsAs(`fake-${nodeId}`, Credentials.nodePermissions(nodeId), Subjects.nodeInboxPrefix(nodeId))
-    )
+    const context = yield* Layer.build(natsAsNode(nodeId, `fake-${nodeId}`))
     const nats = Context.get(context, Nats)
     yield* Consume.ensureConsumer(Topology.Streams.SAM_NODE.name, {
       durable: Subjects.nodeConsumerName(nodeId),

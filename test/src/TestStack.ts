@@ -59,6 +59,14 @@ export interface ProvidedStack {
   readonly controlPlaneCreds: string
   readonly accountPublicKey: string
   readonly signingSeed: string
+  /** the outside parties' account authority (ADR 0016), as plain strings */
+  readonly authority: {
+    readonly samAccountPublicKey: string
+    readonly operatorSigningSeed: string
+    readonly nodesSigningSeed: string
+    readonly clientsSigningSeed: string
+  }
+  readonly systemCreds: string
   readonly databaseUrl: string
 }
 
@@ -68,5 +76,12 @@ export const toProvided = (stack: LocalStack.Stack): ProvidedStack => ({
   controlPlaneCreds: Redacted.value(stack.controlPlaneCreds),
   accountPublicKey: stack.signing.accountPublicKey,
   signingSeed: Redacted.value(stack.signing.signingSeed),
+  authority: {
+    samAccountPublicKey: stack.authority.samAccountPublicKey,
+    operatorSigningSeed: Redacted.value(stack.authority.operatorSigningSeed),
+    nodesSigningSeed: Redacted.value(stack.authority.nodesSigningSeed),
+    clientsSigningSeed: Redacted.value(stack.authority.clientsSigningSeed)
+  },
+  systemCreds: Redacted.value(stack.systemCreds),
   databaseUrl: Redacted.value(stack.databaseUrl)
 })

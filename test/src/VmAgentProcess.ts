@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
-import { Consume, Credentials, Domain, type Envelope, Subjects } from "@sam/bus"
+import { Consume, Domain, type Envelope, Subjects } from "@sam/bus"
 import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
-import { signing, stack, unique, waitUntil } from "./Env.js"
+import { partyCredentials, stack, unique, waitUntil } from "./Env.js"
 
 const root = resolve(import.meta.dirname, "../..")
 
@@ -16,9 +16,7 @@ export interface VmAgentProcess {
 /** Node credentials, its durable consumer (as the control plane would create it) and a data dir. */
 export const prepareNode = (nodeId: string, dir: string) =>
   Effect.gen(function* () {
-    const user = yield* Credentials.mintUser(signing(), `vm-agent-${nodeId}`, Credentials.nodePermissions(nodeId), {
-      expiresInSeconds: 3600
-    })
+    const { user } = yield* partyCredentials({ kind: "node", nodeId }, { ttlSeconds: 3600 })
     const credsFile = join(dir, "node.creds")
     yield* Effect.promise(async () => {
       await mkdir(dir, { recursive: true })

@@ -1,9 +1,10 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { natsLayer, Subjects } from "@sam/bus"
+import { Accounts, natsLayer, Subjects } from "@sam/bus"
 import { Effect, Layer } from "effect"
 import { AcpSessionHost } from "./acp/AcpSessionHost.js"
 import { run } from "./node/Daemon.js"
 import * as NodeConfig from "./node/NodeConfig.js"
+import * as Renewal from "./node/Renewal.js"
 import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
 
 /**
@@ -12,6 +13,7 @@ import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
  */
 const program = Effect.gen(function* () {
   const { settings, creds } = yield* NodeConfig.fromEnv()
+  const renewable = new Renewal.RenewableCreds(creds)
   const docker = {
     dataDir: settings.dataDir,
     ...(settings.dockerSocket === undefined ? {} : { socketPath: settings.dockerSocket })
@@ -25,7 +27,8 @@ const program = Effect.gen(function* () {
   const layers = Layer.mergeAll(
     natsLayer({
       servers: settings.natsUrl,
-      creds,
+      creds: renewable.current,
+      jsApiPrefix: Accounts.nodeJsApiPrefix,
       name: `vm-agent-${settings.nodeId}`,
       inboxPrefix: Subjects.nodeInboxPrefix(settings.nodeId),
       waitOnFirstConnect: true
@@ -33,7 +36,10 @@ const program = Effect.gen(function* () {
     runtime,
     AcpSessionHost.Default
   )
-  return yield* run(settings).pipe(Effect.scoped, Effect.provide(layers))
+  return yield* Effect.gen(function* () {
+    yield* Effect.forkScoped(Renewal.run(settings, renewable))
+    return yield* run(settings)
+  }).pipe(Effect.scoped, Effect.provide(layers))
 })
 
 program.pipe(NodeRuntime.runMain)

@@ -1,14 +1,18 @@
 import { z } from "zod"
 import { endpoint } from "./Endpoint.js"
 
-/** How long the credentials live; capped by the API token's own expiry. Default 30 days. */
+/**
+ * How long the credentials live, in hours (1-24, default 12; capped by the API token's own expiry).
+ * They are short-lived by design (ADR 0016): mint again with the token when they run out.
+ */
 export const MintNatsCredentialsRequest = z.object({
-  expiresInDays: z.number().int().min(1).max(365).optional()
+  expiresInHours: z.number().int().min(1).max(24).optional()
 })
 
 /**
- * NATS credentials bound to the API token that minted them (ADR 0011). This response is the only
- * place `creds` ever appears: it is not stored, and it is a secret (a JWT and its private seed).
+ * NATS credentials bound to the API token that minted them (ADR 0011), a user of that token's own
+ * NATS account (ADR 0016): revoking the token revokes them at the server at once. This response is
+ * the only place `creds` ever appears: it is not stored, and it is a secret (a JWT and its seed).
  */
 export const NatsCredentials = z.object({
   /** the `.creds` file content, for `nats --creds <file>` or a client's creds authenticator */

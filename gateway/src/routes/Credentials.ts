@@ -1,18 +1,20 @@
 import { SqlClient } from "@effect/sql"
-import { Api, Credentials, Subjects } from "@sam/bus"
-import { Effect, Redacted } from "effect"
+import { NatsAccounts } from "@sam/actors"
+import { Api, Subjects } from "@sam/bus"
+import { Effect, Option, Redacted } from "effect"
 import { ApiError } from "../ApiError.js"
 import { GatewayConfig } from "../Config.js"
 import * as Route from "../Route.js"
 
-const DEFAULT_DAYS = 30
-const DAY_MS = 86_400_000
+const DEFAULT_HOURS = 12
+const HOUR_MS = 3_600_000
 
 /**
- * `POST /nats/credentials` (ADR 0011): a NATS user bound to the caller's API token. The JWT lets it
- * publish only `sam.in.<userId>.<tokenId>.>` and receive replies only under its own inbox prefix; the
- * ingress checks the token on every request, so revoking the token stops these credentials. A
- * browser session cannot mint (there is no token to bind them to). The creds are never logged.
+ * `POST /nats/credentials` (ADR 0011, 0016): a NATS user of the caller's API token's own account,
+ * which imports only `sam.in.<userId>.<tokenId>.>` from SAM; the user may publish only there and
+ * receive replies only under its own inbox prefix. Revoking the token revokes the account's users at
+ * the server (and the ingress still checks the token on every request). A browser session cannot
+ * mint (there is no token to bind them to). The creds are never logged.
  */
 export const routes = [
   Route.make(Api.CredentialsEndpoints.mintNatsCredentials, ({ principal, body }) =>
@@ -24,7 +26,8 @@ export const routes = [
         })
       }
       const config = yield* GatewayConfig
-      if (config.signing === undefined) {
+      const accounts = yield* Effect.serviceOption(NatsAccounts.NatsAccounts)
+      if (Option.isNone(accounts)) {
         return yield* new ApiError({ code: "unavailable", message: "this gateway cannot mint NATS credentials" })
       }
       const sql = yield* SqlClient.SqlClient
@@ -32,14 +35,11 @@ export const routes = [
         SELECT expires_at FROM api_tokens WHERE id = ${principal.credentialId}`.pipe(Effect.orDie)
       const tokenExpiry = tokens[0]?.expiresAt?.getTime() ?? Number.POSITIVE_INFINITY
       const now = Date.now()
-      const expiresAtMs = Math.min(now + (body.expiresInDays ?? DEFAULT_DAYS) * DAY_MS, tokenExpiry)
+      const expiresAtMs = Math.min(now + (body.expiresInHours ?? DEFAULT_HOURS) * HOUR_MS, tokenExpiry)
       const { userId, credentialId: tokenId } = principal
-      const minted = yield* Credentials.mintUser(
-        config.signing,
-        `user-${userId}-${tokenId}`,
-        Credentials.userPermissions(userId, tokenId),
-        { expiresInSeconds: Math.max(1, Math.floor((expiresAtMs - now) / 1000)) }
-      ).pipe(Effect.orDie)
+      const minted = yield* accounts.value
+        .clientCredentials(userId, tokenId, Math.max(1, Math.floor((expiresAtMs - now) / 1000)))
+        .pipe(Effect.orDie)
       return {
         creds: Redacted.value(minted.creds),
         subjectPrefix: Subjects.ingressPrefix(userId, tokenId),

@@ -1,10 +1,10 @@
 import { layer } from "@effect/vitest"
 import { PermissionViolationError, type Status } from "@nats-io/nats-core"
-import { Consume, Credentials, defineMessage, makeId, Publish, registry, Subjects } from "@sam/bus"
+import { Consume, defineMessage, makeId, Publish, registry, Subjects } from "@sam/bus"
 import { Effect, Stream } from "effect"
 import { expect } from "vitest"
 import { z } from "zod"
-import { Nats, natsAdmin, natsAs } from "../../src/Env.js"
+import { Nats, natsAdmin, natsAsNode } from "../../src/Env.js"
 
 const Hello = defineMessage("test.hello", z.object({ text: z.string() }), { durable: true })
 const messages = registry(Hello)
@@ -21,8 +21,8 @@ const nextPermissionError = (status: AsyncIterable<Status>) =>
 const nodeA = makeId("node")
 const nodeB = makeId("node")
 
-/** Node A's connection, next to an admin connection that sets up its durable consumer. */
-const NodeA = natsAs(`vm-agent-${nodeA}`, Credentials.nodePermissions(nodeA), Subjects.nodeInboxPrefix(nodeA))
+/** Node A's connection (a user of its own account), next to an admin connection that sets up its durable consumer. */
+const NodeA = natsAsNode(nodeA)
 
 layer(natsAdmin("admin"), { excludeTestServices: true, timeout: 30_000 })("a node's credentials", (it) => {
   it.effect("consume its own commands and publish its own reports", () =>

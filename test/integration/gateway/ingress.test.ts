@@ -93,9 +93,10 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("programmatic
       })
       expect(minted.body.creds).toContain("BEGIN NATS USER JWT")
       expect(minted.body.natsUrl).toMatch(/^nats:\/\//)
-      const days = (Date.parse(minted.body.expiresAt) - Date.now()) / 86_400_000
-      expect(days).toBeGreaterThan(29.9)
-      expect(days).toBeLessThanOrEqual(30)
+      // Short-lived by default (ADR 0016): 12 hours.
+      const hours = (Date.parse(minted.body.expiresAt) - Date.now()) / 3_600_000
+      expect(hours).toBeGreaterThan(11.9)
+      expect(hours).toBeLessThanOrEqual(12)
 
       const nc = yield* connectWith(minted.body as Minted)
       const prefix = minted.body.subjectPrefix as string
@@ -186,11 +187,16 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("programmatic
         token: alice.token,
         body: { name: "short", expiresInDays: 2 }
       })
-      const capped = yield* mint(shortToken.body.token, { expiresInDays: 30 })
+      const capped = yield* mint(shortToken.body.token, { expiresInHours: 24 })
       expect(capped.status).toBe(201)
       expect(Date.parse(capped.body.expiresAt)).toBeLessThanOrEqual(Date.parse(shortToken.body.expiresAt))
-      const tooLong = yield* mint(alice.token, { expiresInDays: 0 })
-      expect(tooLong.body.code).toBe("invalid_body")
+      expect(Date.parse(capped.body.expiresAt)).toBeLessThanOrEqual(Date.now() + 24 * 3_600_000)
+      const byDefault = yield* mint(alice.token, {})
+      expect(Date.parse(byDefault.body.expiresAt)).toBeLessThanOrEqual(Date.now() + 12 * 3_600_000)
+      for (const hours of [0, 25, 24 * 365]) {
+        const refused = yield* mint(alice.token, { expiresInHours: hours })
+        expect(refused.body.code).toBe("invalid_body")
+      }
     })
   )
 

@@ -1,0 +1,95 @@
+import { writeFile } from "node:fs/promises"
+import { Accounts, Nats } from "@sam/bus"
+import { Duration, Effect, Redacted } from "effect"
+import { z } from "zod"
+import type { NodeSettings } from "./NodeConfig.js"
+
+/**
+ * The node's NATS credentials live hours (ADR 0016). At half their life the vm-agent asks the control
+ * plane for a fresh JWT for the user key it already holds (`sam.agent.<nodeId>.creds`, its own
+ * subject), keeps it for the next (re)connect and writes it to its creds file for a restart. When
+ * the JWT expires the server drops the connection and the client reconnects with the new one. A node
+ * that was deleted gets no renewal: its credentials end with their JWT.
+ */
+export class RenewableCreds {
+  #creds: Redacted.Redacted<string>
+  constructor(creds: Redacted.Redacted<string>) {
+    this.#creds = creds
+  }
+  readonly current = () => this.#creds
+  replaceJwt(jwt: string) {
+    this.#creds = Redacted.make(Redacted.value(this.#creds).replace(JWT_BLOCK, `$1${jwt}$3`))
+  }
+}
+
+const JWT_BLOCK = /(-----BEGIN NATS USER JWT-----\s*\n)([^\n]+)(\n)/
+
+const Claims = z.object({ sub: z.string(), iat: z.number(), exp: z.number().optional() })
+
+/** The claims of the JWT inside a `.creds` text (it is signed by the control plane; here only read). */
+export const claimsOf = (creds: Redacted.Redacted<string>) => {
+  const jwt = JWT_BLOCK.exec(Redacted.value(creds))?.[2]
+  const payload = jwt?.split(".")[1]
+  if (payload === undefined) return undefined
+  const parsed = Claims.safeParse(
+    (() => {
+      try {
+        return JSON.parse(Buffer.from(payload, "base64url").toString("utf8"))
+      } catch {
+        return undefined
+      }
+    })()
+  )
+  return parsed.success ? parsed.data : undefined
+}
+
+export const run = Effect.fn("VmAgent.renewCredentials")(function* (settings: NodeSettings, creds: RenewableCreds) {
+  const { nc } = yield* Nats
+  const subject = `sam.agent.${settings.nodeId}.creds`
+  for (;;) {
+    const claims = claimsOf(creds.current())
+    if (claims?.exp === undefined) {
+      yield* Effect.logWarning("the node's NATS credentials do not expire; nothing to renew")
+      return
+    }
+    const nowS = Date.now() / 1000
+    const renewAt = claims.iat + (claims.exp - claims.iat) / 2
+    if (renewAt > nowS) yield* Effect.sleep(Duration.seconds(renewAt - nowS))
+    const retryEvery = Duration.seconds(Math.max(1, Math.min(10, (claims.exp - claims.iat) / 10)))
+    const renewed = yield* Effect.tryPromise(() =>
+      nc.request(subject, JSON.stringify({ publicKey: claims.sub }), { timeout: 5000 })
+    ).pipe(
+      Effect.map((msg) =>
+        Accounts.NodeRenewReply.safeParse(
+          (() => {
+            try {
+              return msg.json()
+            } catch {
+              return undefined
+            }
+          })()
+        )
+      ),
+      Effect.either
+    )
+    if (renewed._tag === "Left" || !renewed.right.success) {
+      yield* Effect.logWarning(
+        `NATS credential renewal failed (${renewed._tag === "Left" ? String(renewed.left.error) : "unexpected reply"}); retrying`
+      )
+      yield* Effect.sleep(retryEvery)
+      continue
+    }
+    const reply = renewed.right.data
+    if (!reply.ok) {
+      yield* Effect.logError(`NATS credential renewal refused: ${reply.error}; the credentials end when they expire`)
+      return
+    }
+    creds.replaceJwt(reply.jwt)
+    yield* Effect.tryPromise(() =>
+      writeFile(settings.credsFile, Redacted.value(creds.current()), { mode: 0o600 })
+    ).pipe(
+      Effect.catchAll((e) => Effect.logWarning(`cannot write the renewed credentials to ${settings.credsFile}: ${e}`))
+    )
+    yield* Effect.logInfo(`NATS credentials renewed until ${reply.expiresAt}`)
+  }
+})

@@ -1,2 +1,3 @@
 export * as Migrations from "./Migrations.js"
 export * as Sql from "./Sql.js"
+export * as StoredJson from "./StoredJson.js"

@@ -42,7 +42,14 @@ interface Context {
 
 type Row = Api.NotificationRow
 
-const clip = (text: string, max = 500) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`)
+/**
+ * Display text, at most `max` characters. A NUL (agent output may have one) cannot be stored in
+ * `text`: it is shown as U+FFFD here; the transcript keeps the event as it was.
+ */
+const clip = (raw: string, max = 500) => {
+  const text = raw.replaceAll("\u0000", "\uFFFD")
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`
+}
 /** A prompt in one line: its first non-empty line, clipped. */
 const summary = (prompt: string) => clip(prompt.split("\n").find((line) => line.trim() !== "") ?? prompt, 120)
 

@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import type { Domain } from "@sam/bus"
+import { StoredJson } from "@sam/sql"
 import { Effect } from "effect"
 
 /** The session's row in `sessions`, as the session actor reads and writes it. */
@@ -104,7 +105,7 @@ export const save = (state: SessionState, previous: SessionState) =>
           session_id: row.id,
           seq: entry.seq,
           type: entry.type,
-          payload: JSON.stringify(entry.payload),
+          payload: StoredJson.encode(JSON.stringify(entry.payload)),
           node_seq: entry.nodeSeq,
           prompt_epoch: entry.promptEpoch,
           report_id: entry.reportId

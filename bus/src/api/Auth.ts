@@ -1,6 +1,7 @@
 import { z } from "zod"
 import { ApiTokenId, UserId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
+import { storable } from "./Text.js"
 
 /** Who is calling: the signed-in user. Never carries a password, a token or a hash. */
 export const Me = z.object({
@@ -14,7 +15,7 @@ export const Me = z.object({
 export type Me = z.infer<typeof Me>
 
 export const LoginRequest = z.object({
-  login: z.string().min(1).max(64),
+  login: storable(z.string().min(1).max(64)),
   password: z.string().min(1).max(1024)
 })
 export const LoginResponse = z.object({
@@ -25,7 +26,7 @@ export const LoginResponse = z.object({
 })
 
 export const CreateApiTokenRequest = z.object({
-  name: z.string().trim().min(1).max(100),
+  name: storable(z.string().trim().min(1).max(100)),
   /** days until it expires; none means it lives until revoked */
   expiresInDays: z.number().int().min(1).max(3650).optional()
 })

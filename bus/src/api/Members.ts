@@ -2,6 +2,7 @@ import { z } from "zod"
 import { MemberRole } from "../domain/ControlProtocol.js"
 import { ProjectId, UserId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
+import { storable } from "./Text.js"
 
 export const Member = z.object({
   userId: UserId,
@@ -18,7 +19,7 @@ export const MemberList = z.object({ members: z.array(Member) })
 /** Who to add, by user id or by login (the local login or a GitHub login), and as what. */
 export const AddMemberRequest = z.union([
   z.object({ userId: UserId, role: MemberRole.default("member") }),
-  z.object({ login: z.string().trim().min(1).max(64), role: MemberRole.default("member") })
+  z.object({ login: storable(z.string().trim().min(1).max(64)), role: MemberRole.default("member") })
 ])
 
 const ProjectParams = z.object({ projectId: ProjectId })

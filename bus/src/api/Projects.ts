@@ -1,6 +1,7 @@
 import { z } from "zod"
 import { ProjectId, UserId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
+import { storable } from "./Text.js"
 
 export const Project = z.object({
   id: ProjectId,
@@ -15,9 +16,9 @@ export const Project = z.object({
 export type Project = z.infer<typeof Project>
 
 export const CreateProjectRequest = z.object({
-  name: z.string().trim().min(1).max(200),
+  name: storable(z.string().trim().min(1).max(200)),
   /** any Git URL or path the nodes can reach (a local path or file:// URL on this machine) */
-  repoUrl: z.string().trim().min(1).max(2048),
+  repoUrl: storable(z.string().trim().min(1).max(2048)),
   defaultBranch: z
     .string()
     .regex(/^[A-Za-z0-9._/-]{1,255}$/)

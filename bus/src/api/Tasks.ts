@@ -4,6 +4,7 @@ import { ExecutionStep, TaskStatus } from "../domain/States.js"
 import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 import { limit } from "./Paging.js"
+import { storable } from "./Text.js"
 
 export const Task = z.object({
   id: TaskId,
@@ -29,12 +30,13 @@ export type Task = z.infer<typeof Task>
 
 /** The chat submit: a message to a project becomes a task. */
 export const CreateTaskRequest = z.object({
-  prompt: z.string().min(1).max(200_000),
+  /** a NUL is refused here: `tasks.prompt` is text (a session prompt keeps it) */
+  prompt: storable(z.string().min(1).max(200_000)),
   agent: AgentKind.default("demo"),
   mode: TaskMode.default("task")
 })
 
-export const CancelTaskRequest = z.object({ reason: z.string().max(1000).optional() })
+export const CancelTaskRequest = z.object({ reason: storable(z.string().max(1000)).optional() })
 
 /** One change of a task's status, as recorded in `task_status_events`; `from` is null for the first. */
 export const TaskStatusChange = z.object({

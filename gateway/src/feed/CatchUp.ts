@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Domain, Kv, Topology } from "@sam/bus"
+import { StoredJson } from "@sam/sql"
 import { Effect, Option } from "effect"
 import { frame, type OutFrame } from "./Outbound.js"
 
@@ -49,7 +50,7 @@ export const make = Effect.gen(function* () {
           const seq = Number(row.seq)
           const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
             row.prompt_epoch ?? 0
-          },"event":${row.payload},"at":${JSON.stringify(row.at.toISOString())}}`
+          },"event":${StoredJson.decode(row.payload)},"at":${JSON.stringify(row.at.toISOString())}}`
           return { seq, frame: { json, bytes: Buffer.byteLength(json) } }
         })
       )

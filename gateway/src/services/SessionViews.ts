@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { type Api, Domain, Kv, Topology } from "@sam/bus"
+import { StoredJson } from "@sam/sql"
 import { Effect, Option } from "effect"
 import type { z } from "zod"
 import { requireMember, sessionProject } from "../Access.js"
@@ -150,8 +151,8 @@ export const transcript = Effect.fn("Sessions.transcript")(function* (
 ) {
   yield* sessionProject(principal, sessionId)
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<{ seq: number | string; promptEpoch: number | null; payload: unknown; at: Date }>`
-    SELECT seq, prompt_epoch, payload, at FROM session_events
+  const rows = yield* sql<{ seq: number | string; promptEpoch: number | null; payload: string; at: Date }>`
+    SELECT seq, prompt_epoch, payload::text AS payload, at FROM session_events
     WHERE session_id = ${sessionId} AND seq > ${query.afterSeq}
     ORDER BY seq LIMIT ${query.limit + 1}`.pipe(Effect.orDie)
   const [session] = yield* sql<{ lastSeq: number | string }>`
@@ -160,7 +161,7 @@ export const transcript = Effect.fn("Sessions.transcript")(function* (
   const events = page.map((row) => ({
     seq: Number(row.seq),
     promptEpoch: row.promptEpoch,
-    event: (typeof row.payload === "string" ? JSON.parse(row.payload) : row.payload) as never,
+    event: JSON.parse(StoredJson.decode(row.payload)) as never,
     at: row.at.toISOString()
   }))
   return {

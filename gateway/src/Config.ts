@@ -1,6 +1,7 @@
 import { Context, type Redacted } from "effect"
 import type { FeedOptions } from "./feed/FeedConfig.js"
 import type { ThrottleOptions } from "./LoginThrottle.js"
+import type { LocalRepos } from "./RepoUrl.js"
 
 export interface GitHubOAuth {
   readonly clientId: string
@@ -29,6 +30,8 @@ export interface GatewayOptions {
   readonly natsUrl?: string
   /** the feed's limits over `SAM_FEED_*` and the defaults (tests) */
   readonly feed?: Partial<FeedOptions>
+  /** who may create projects on local paths; `SAM_ALLOW_LOCAL_REPOS` (default `owner`) when absent */
+  readonly localRepos?: LocalRepos
   /** password sign-in throttling over the defaults (tests) */
   readonly loginThrottle?: Partial<ThrottleOptions>
 }

@@ -12,6 +12,7 @@ import * as FeedRoute from "./feed/FeedRoute.js"
 import { limitFrames } from "./feed/FrameLimit.js"
 import * as Ingress from "./Ingress.js"
 import * as LoginThrottle from "./LoginThrottle.js"
+import { localReposConfig } from "./RepoUrl.js"
 import * as Revocation from "./Revocation.js"
 import * as Route from "./Route.js"
 import * as AuthRoutes from "./routes/Auth.js"
@@ -103,8 +104,10 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   )
   // The port is known only once bound (0 in tests): routes read the URL after that.
   let url = `http://${options.host}:${options.port}`
+  const localRepos = options.localRepos ?? (yield* localReposConfig)
   const config = GatewayConfig.of({
     ...options,
+    localRepos,
     get publicUrl() {
       return options.publicUrl ?? url
     }

@@ -5,6 +5,9 @@ import { Effect } from "effect"
 import { requireMember } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import * as Command from "../Command.js"
+import { GatewayConfig } from "../Config.js"
+import { OWNER_LOGIN } from "../LocalOwner.js"
+import * as RepoUrl from "../RepoUrl.js"
 import * as Route from "../Route.js"
 
 interface ProjectRow {
@@ -31,6 +34,14 @@ export const routes = [
   ),
   Route.make(Api.ProjectEndpoints.createProject, ({ principal, body }) =>
     Effect.gen(function* () {
+      const location = yield* RepoUrl.classify(body.repoUrl)
+      if (location._tag === "Local") {
+        const sql = yield* SqlClient.SqlClient
+        const [caller] = yield* sql<{ login: string | null }>`
+          SELECT login FROM users WHERE id = ${principal.userId}`.pipe(Effect.orDie)
+        const { localRepos } = yield* GatewayConfig
+        yield* RepoUrl.checkLocal(localRepos ?? "owner", caller?.login === OWNER_LOGIN)
+      }
       const projectId = makeId("proj")
       const command = yield* Command.build(() =>
         Domain.ControlProtocol.ProjectCreate.make({

@@ -165,7 +165,11 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         )
         expect(result.body).toMatchObject({ outcome: "committed", branch: `sam/${taskId}` })
         const checkout = join(node.dataDir, "workspaces", workspaceId, "workspace")
-        const git = (...args: Array<string>) => execFileSync("git", args, { cwd: checkout }).toString().trim()
+        // the checkout belongs to the workspace's own uid (ADR 0014): git, as root here, must be told it is fine
+        const git = (...args: Array<string>) =>
+          execFileSync("git", ["-c", `safe.directory=${checkout}`, ...args], { cwd: checkout })
+            .toString()
+            .trim()
         expect(git("rev-parse", `sam/${taskId}`)).toBe(result.body.commitSha)
         expect(git("rev-parse", "main")).toBe(
           execFileSync("git", ["rev-parse", "main"], { cwd: repo }).toString().trim()

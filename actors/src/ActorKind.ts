@@ -43,8 +43,14 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
   readonly shards?: number
   readonly id: IdS
   readonly commands: Defs
-  /** read the entity's state inside the command's transaction */
-  readonly load: (id: z.output<IdS>) => Effect.Effect<S, unknown, SqlClient.SqlClient>
+  /**
+   * read the entity's state inside the command's transaction; the command is there for reads that
+   * depend on what it names (a new task's submitter, whose nodes it may be placed on)
+   */
+  readonly load: (
+    id: z.output<IdS>,
+    command: EnvelopeOf<Defs[number]>
+  ) => Effect.Effect<S, unknown, SqlClient.SqlClient>
   /** write the new state in the same transaction (skip when unchanged) */
   readonly save: (id: z.output<IdS>, state: S, previous: S) => Effect.Effect<void, unknown, SqlClient.SqlClient>
   readonly handle: (
@@ -65,7 +71,7 @@ export interface AnyActorKind {
     id: string
   ) => { readonly ok: true; readonly id: string } | { readonly ok: false; readonly message: string }
   readonly decode: (data: Uint8Array) => ReturnType<ReturnType<typeof registry>["decode"]>
-  load(id: string): Effect.Effect<unknown, unknown, SqlClient.SqlClient>
+  load(id: string, command: Envelope): Effect.Effect<unknown, unknown, SqlClient.SqlClient>
   save(id: string, state: unknown, previous: unknown): Effect.Effect<void, unknown, SqlClient.SqlClient>
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
 }
@@ -91,7 +97,7 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
       return parsed.success ? { ok: true, id: parsed.data } : { ok: false, message: parsed.error.message }
     },
     decode: commands.decode,
-    load: (id) => spec.load(id as z.output<IdS>),
+    load: (id, command) => spec.load(id as z.output<IdS>, command as EnvelopeOf<Defs[number]>),
     save: (id, state, previous) => spec.save(id as z.output<IdS>, state as S, previous as S),
     handle: (state, command, context) =>
       spec.handle(

@@ -19,6 +19,7 @@ import { Cause, Duration, Effect, GroupBy, Layer, Schedule, Stream } from "effec
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
 import * as IngressLease from "./IngressLease.js"
+import * as Ownership from "./ReportOwnership.js"
 import { type DroppedReport, insertDropped } from "./SessionLedger.js"
 
 const { NodeProtocol, ControlProtocol, NodeHealthRecord } = Domain
@@ -135,11 +136,12 @@ export const parseSubject = (subject: string, type: string) => {
 
 /**
  * The router over `routes`: checks that the body does not name another node and that the subject's
- * id (when present) is the entity the body names, then hands the report to its handler.
+ * id (when present) is the entity the body names, and that what it names is the node's owner's and,
+ * for a session, still live (ReportOwnership.ts); then hands the report to its handler.
  */
-export const router =
-  (routes: ReportRoutes) =>
-  (delivery: Consume.Delivery<AgentReport>): Effect.Effect<Consume.Outcome, unknown, ReportRequirements> =>
+export const router = (routes: ReportRoutes) => {
+  const resultsSeen = Ownership.makeResultsSeen()
+  return (delivery: Consume.Delivery<AgentReport>): Effect.Effect<Consume.Outcome, unknown, ReportRequirements> =>
     Effect.gen(function* () {
       const report = delivery.envelope
       const parsed = parseSubject(delivery.subject, report.type)
@@ -166,8 +168,13 @@ export const router =
         yield* Effect.logDebug(`no route for ${report.type} report from ${source.nodeId}; acknowledged`)
         return Consume.Outcome.Ack()
       }
-      return yield* handler(report, source)
+      const refused = yield* Ownership.refusal(report, source.nodeId, resultsSeen)
+      if (refused !== undefined) return yield* drop(source, report, entity, refused)
+      const outcome = yield* handler(report, source)
+      if (report.type === "task.result") resultsSeen.add(report.body.sessionId)
+      return outcome
     })
+}
 
 export interface IngressOptions {
   readonly routes: ReportRoutes

@@ -213,7 +213,15 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
     }
     case "session.user-prompt": {
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
-      const refused = terminal(row)
+      const refused =
+        terminal(row) ??
+        (state.taskEnded === true
+          ? refuse(
+              state,
+              "invalid_transition",
+              `session ${row.id} belongs to task ${row.taskId}, which has ended; its transcript is final`
+            )
+          : undefined)
       if (refused !== undefined || row.nodeId === null) {
         return Effect.succeed(refused ?? refuse(state, "not_found", `session ${row.id} is on no node`))
       }

@@ -1,7 +1,9 @@
 import { SqlClient } from "@effect/sql"
-import type { Domain } from "@sam/bus"
+import { Domain } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect } from "effect"
+
+const { TERMINAL_TASK_STATUSES } = Domain
 
 /** The session's row in `sessions`, as the session actor reads and writes it. */
 export interface SessionRow {
@@ -52,6 +54,8 @@ export interface SessionState {
   readonly row: SessionRow | null
   readonly transcript: ReadonlyArray<TranscriptEntry>
   readonly dropped: ReadonlyArray<DroppedReport>
+  /** its task has ended (completed, failed or cancelled): the session takes no more prompts */
+  readonly taskEnded?: boolean
 }
 
 type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version"> & {
@@ -63,16 +67,24 @@ type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version"> & {
 export const load = (id: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<Raw>`
-      SELECT id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id, prompt_epoch,
-        last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version
-      FROM sessions WHERE id = ${id} FOR UPDATE`
-    const raw = rows[0]
+    const rows = yield* sql<Raw & { readonly taskStatus: Domain.TaskStatus | null }>`
+      SELECT s.id, s.project_id, s.workspace_id, s.task_id, s.node_id, s.agent, s.mode, s.status, s.acp_session_id,
+        s.prompt_epoch, s.last_seq, s.error_reason, s.running_reported_at, s.last_evidence_at, s.ended_at, s.version,
+        t.status AS task_status
+      FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id WHERE s.id = ${id} FOR UPDATE OF s`
+    const found = rows[0]
+    const { taskStatus, ...raw } = found ?? { taskStatus: null }
     const row: SessionRow | null =
-      raw === undefined
+      found === undefined
         ? null
-        : { ...raw, promptEpoch: Number(raw.promptEpoch), lastSeq: Number(raw.lastSeq), version: Number(raw.version) }
-    return { row, transcript: [], dropped: [] } satisfies SessionState as SessionState
+        : {
+            ...(raw as Raw),
+            promptEpoch: Number(found.promptEpoch),
+            lastSeq: Number(found.lastSeq),
+            version: Number(found.version)
+          }
+    const taskEnded = taskStatus !== null && TERMINAL_TASK_STATUSES.has(taskStatus)
+    return { row, transcript: [], dropped: [], taskEnded } satisfies SessionState as SessionState
   })
 
 /** Audit rows, also written by the report ingress for reports refused before they reach an actor. */

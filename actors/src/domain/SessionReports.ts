@@ -63,8 +63,10 @@ export const report = (
 ): Effect.Effect<Reaction, unknown> => {
   const { nodeId, report } = command.body
   const row = state.row
-  if (row === null || row.nodeId !== nodeId) {
-    const reason = row === null ? "unknown_session" : "session_not_on_node"
+  // An ended session's transcript is final: an event that arrives after the stop or failure is not kept.
+  const ended = row !== null && report.type === "session.event" && (row.status === "stopped" || row.status === "failed")
+  if (row === null || row.nodeId !== nodeId || ended) {
+    const reason = row === null ? "unknown_session" : row.nodeId !== nodeId ? "session_not_on_node" : "session_ended"
     const dropped: Ledger.DroppedReport = {
       nodeId,
       // the subject as the vm-agent publishes it; the ingress refused one naming another entity
@@ -83,7 +85,10 @@ export const report = (
         reply: {
           ok: false,
           code: "dropped",
-          message: `session ${report.body.sessionId} is not placed on node ${nodeId}`
+          message:
+            reason === "session_ended"
+              ? `session ${report.body.sessionId} has ended`
+              : `session ${report.body.sessionId} is not placed on node ${nodeId}`
         } satisfies SessionReply
       })
     )

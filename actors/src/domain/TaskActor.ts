@@ -48,7 +48,7 @@ interface Row {
 }
 interface State {
   readonly task: Row | null
-  /** the best node for new work: a ready one first, else one being provisioned; from `load` */
+  /** the best of the submitter's nodes for new work: a ready one first, else one being provisioned; from `load` */
   readonly candidate: { readonly nodeId: string; readonly ready: boolean } | null
   readonly transitions: ReadonlyArray<{ readonly from: Status | null; readonly to: Status; readonly reason: string }>
   readonly newNode?: string
@@ -139,7 +139,10 @@ const fail = (state: State, task: Row, reason: string): Reaction => {
   }
 }
 
-/** Pick a node: a ready one gets the workspace at once; otherwise wait for one, provisioning it if needed. */
+/**
+ * Pick one of the submitter's nodes: a ready one gets the workspace at once; otherwise wait for one,
+ * provisioning a new node (owned by the submitter) if needed.
+ */
 const placeOnNode = (state: State, task: Row): Reaction => {
   const workspaceId = makeId("ws")
   const candidate = state.candidate
@@ -170,21 +173,28 @@ export const TaskKind = Actor.make({
   ...TaskRef,
   id: TaskId,
   commands: C.taskCommands.defs,
-  load: (id) =>
+  load: (id, command) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<Row>`
         SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
           node_id, workspace_id, session_id, branch, commit_sha FROM tasks WHERE id = ${id} FOR UPDATE`
-      const candidates = yield* sql<{ nodeId: string; ready: boolean }>`
+      const task = rows[0] ?? null
+      // A node belongs to one user (design §9): a task goes only on a node of the user who submitted it.
+      const submitter = task?.createdBy ?? (command.type === "task.submit" ? command.body.userId : undefined)
+      const places = command.type === "task.submit" || command.type === "task.retry"
+      const candidates =
+        submitter === undefined || !places
+          ? []
+          : yield* sql<{ nodeId: string; ready: boolean }>`
         SELECT n.id AS node_id,
           (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
         FROM nodes n
-        WHERE n.status IN ('provisioning', 'running', 'warm')
+        WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm')
           AND (SELECT count(*) FROM workspaces w WHERE w.node_id = n.id
                AND w.status IN ('pending', 'creating', 'running', 'recovery')) < n.max_workspaces
         ORDER BY 2 DESC, n.created_at LIMIT 1`
-      const state: State = { task: rows[0] ?? null, candidate: candidates[0] ?? null, transitions: [] }
+      const state: State = { task, candidate: candidates[0] ?? null, transitions: [] }
       return state
     }),
   save: (id, state, previous) =>
@@ -193,7 +203,8 @@ export const TaskKind = Actor.make({
       if (t === null) return
       const sql = yield* SqlClient.SqlClient
       if (state.newNode !== undefined) {
-        yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${state.newNode}, 'local', 'provisioning')`
+        yield* sql`
+          INSERT INTO nodes (id, provider, status, owner_id) VALUES (${state.newNode}, 'local', 'provisioning', ${t.createdBy})`
       }
       if (previous.task === null) {
         yield* sql`

@@ -108,7 +108,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
     return Effect.gen(function* () {
       const fresh = yield* claimInbox(envelope.id, kind.name, id)
       if (!fresh) return { _tag: "Duplicate" } satisfies CommitResult as CommitResult
-      const previous = yield* kind.load(id).pipe(Effect.mapError(failed))
+      const previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
       const reaction = yield* kind.handle(previous, envelope, input.context).pipe(
         Effect.catchAllDefect((defect) => Effect.fail(defect)),
         Effect.mapError(failed)

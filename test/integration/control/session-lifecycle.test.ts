@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Actor, Actors } from "@sam/actors"
 import { Domain, makeId, Subjects } from "@sam/bus"
@@ -87,13 +88,23 @@ describe("session actor: failure, refusals, the healer", () => {
         )
         expect(yield* sessionRow(sessionId)).toMatchObject({ status: "failed", promptEpoch: 1 })
         expect(yield* snapshotOf(sessionId)).toEqual(snapshot)
-        // A late "prompting" from the node does not make a failed session look working.
+        // A late "prompting" from the node does not make a failed session look working, and a late event
+        // does not grow its transcript: both are refused and audited.
         yield* node.publish(node.activity(sessionId, { activity: "prompting", promptEpoch: 1 }), sessionId)
         yield* node.publish(node.event(sessionId, 1, { type: "text", text: "late" }), sessionId)
-        yield* waitUntil(
-          "the late event persisted",
-          transcriptOf(sessionId).pipe(Effect.map((r) => (r.length === 1 ? r : undefined)))
+        const sql = yield* SqlClient.SqlClient
+        const late = yield* waitUntil(
+          "the late reports audited",
+          sql<{ type: string; reason: string }>`
+            SELECT type, reason FROM dropped_reports WHERE entity_id = ${sessionId} ORDER BY id`.pipe(
+            Effect.map((rows) => (rows.length === 2 ? rows : undefined))
+          )
         )
+        expect(late).toEqual([
+          { type: "session.activity", reason: "session_ended" },
+          { type: "session.event", reason: "session_ended" }
+        ])
+        expect(yield* transcriptOf(sessionId)).toEqual([])
         expect((yield* snapshotOf(sessionId))?.activity).toBe("error")
         expect(node.commands.filter((c) => c.type === "session.prompt")).toEqual([])
         // A repeated fail is a no-op; so is a prompt to a session nobody opened, refused as unknown.

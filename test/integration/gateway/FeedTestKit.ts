@@ -10,7 +10,7 @@ import type { TestUser } from "../../src/index.js"
 const { ControlProtocol, NodeProtocol } = Domain
 
 /**
- * A project of `owner` with a node and a workspace placed on it (as the task path leaves them) and
+ * A project of `owner` with a node of theirs and a workspace placed on it (as the task path leaves them) and
  * a session opened through the session actor. The node is this test, publishing reports on the
  * node's subject: the ingress, the session actor, Postgres and NATS on the way are the real ones.
  */
@@ -23,7 +23,7 @@ export const seedSession = (owner: TestUser) =>
     const sessionId = makeId("sess")
     yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${owner.userId}, 'feed', 'file:///f')`
     yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${owner.userId}, 'owner')`
-    yield* sql`INSERT INTO nodes (id, provider, status) VALUES (${nodeId}, 'local', 'running')`
+    yield* sql`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${nodeId}, 'local', 'running', ${owner.userId})`
     yield* sql`INSERT INTO workspaces (id, project_id, node_id, status) VALUES (${workspaceId}, ${projectId}, ${nodeId}, 'running')`
     yield* Actors.ask(
       ControlPlane.SessionRef,

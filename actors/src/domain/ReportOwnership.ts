@@ -1,0 +1,102 @@
+import { SqlClient } from "@effect/sql"
+import { Domain } from "@sam/bus"
+import { Effect } from "effect"
+
+/**
+ * A node belongs to one user and hosts only that user's work (design §9, ADR 0015). Before a report
+ * reaches its actor, the ingress checks it against the ledger: the session, workspace or task it names
+ * must be the node's owner's (the task's submitter; for work without a task, the project's owner), and
+ * a session report must be about a session that is still live. Whether the entity is placed on this
+ * very node is the actor's check (it holds the row under lock); ownership never changes once set, so it
+ * is checked here once per report.
+ */
+
+/** Reasons recorded in `dropped_reports` for a report refused here. */
+export const Refusal = {
+  /** the node has no owner (a node from before ownership that never hosted anything): it hosts nothing */
+  unowned: "node_has_no_owner",
+  /** the entity belongs to another user than the node's owner */
+  foreign: "not_the_node_owners",
+  /** the session was stopped or failed */
+  sessionEnded: "session_ended",
+  /** the session's task has ended (or its result was reported): its transcript is final */
+  taskEnded: "task_ended"
+} as const
+
+type Report = { readonly type: string; readonly body: unknown }
+
+interface Ownership {
+  readonly ownerId: string | null
+  readonly nodeOwner: string | null
+  readonly sessionStatus?: string | null
+  readonly taskStatus?: string | null
+}
+
+const terminalTask = (status: string | null | undefined) =>
+  status != null && Domain.TERMINAL_TASK_STATUSES.has(status as Domain.TaskStatus)
+
+/**
+ * Sessions whose task result this ingress has passed on. A node reports its task's result after the
+ * session's last event and activity, and the ingress handles one session's reports in order: anything
+ * about the session that comes after the result is not the agent's work, even before the task actor
+ * has recorded the task complete. Bounded: the oldest entries go first; the ledger check covers them.
+ */
+export const makeResultsSeen = (max = 10_000) => {
+  const seen = new Set<string>()
+  return {
+    add: (sessionId: string) => {
+      seen.delete(sessionId)
+      seen.add(sessionId)
+      if (seen.size > max) seen.delete(seen.values().next().value as string)
+    },
+    has: (sessionId: string) => seen.has(sessionId)
+  }
+}
+export type ResultsSeen = ReturnType<typeof makeResultsSeen>
+
+const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
+  const body = report.body as Record<string, unknown>
+  const nodeOwner = sql`(SELECT n.owner_id FROM nodes n WHERE n.id = ${nodeId})`
+  switch (report.type) {
+    case "session.event":
+    case "session.activity":
+      return sql<Ownership>`
+        SELECT COALESCE(t.created_by, p.owner_id) AS owner_id, ${nodeOwner} AS node_owner,
+          s.status AS session_status, t.status AS task_status
+        FROM sessions s JOIN projects p ON p.id = s.project_id LEFT JOIN tasks t ON t.id = s.task_id
+        WHERE s.id = ${String(body.sessionId)}`
+    case "workspace.status":
+    case "workspace.bootlog":
+      return sql<Ownership>`
+        SELECT COALESCE(t.created_by, p.owner_id) AS owner_id, ${nodeOwner} AS node_owner
+        FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
+        WHERE w.id = ${String(body.workspaceId)}`
+    case "task.result":
+      return sql<Ownership>`
+        SELECT t.created_by AS owner_id, ${nodeOwner} AS node_owner, t.status AS task_status
+        FROM tasks t WHERE t.id = ${String(body.taskId)}`
+    default:
+      return undefined
+  }
+}
+
+/**
+ * Why `report` from `nodeId` is refused, or undefined when it goes on to its actor. An entity the
+ * ledger does not know goes on too: its actor drops and audits it as unknown.
+ */
+export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const query = lookup(sql, report, nodeId)
+    if (query === undefined) return undefined
+    const [row] = yield* query
+    if (row === undefined) return undefined
+    if (row.nodeOwner === null) return Refusal.unowned
+    if (row.ownerId !== row.nodeOwner) return Refusal.foreign
+    if (report.type === "session.event" || report.type === "session.activity") {
+      if (row.sessionStatus === "stopped" || row.sessionStatus === "failed") return Refusal.sessionEnded
+      const sessionId = String((report.body as { sessionId?: unknown }).sessionId)
+      if (terminalTask(row.taskStatus) || resultsSeen.has(sessionId)) return Refusal.taskEnded
+    }
+    return undefined
+  })

@@ -1,0 +1,263 @@
+import { readFile } from "node:fs/promises"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { layer } from "@effect/vitest"
+import { Actors, ControlPlane } from "@sam/actors"
+import { Domain, type Envelope, encode, Kv, makeId, Nats, natsLayer, Subjects, Topology } from "@sam/bus"
+import { Context, type Duration, Effect, Layer, Option, Redacted } from "effect"
+import { expect } from "vitest"
+import { LocalNodes, makeControlPlaneEnv, seedProject } from "../src/ControlPlaneHarness.js"
+import { waitUntil } from "../src/Env.js"
+
+/**
+ * A node belongs to one user (design §9, ADR 0015): tasks go only on their submitter's nodes, and the
+ * control plane accepts a node's reports only about its owner's work that is still live. The whole
+ * control plane runs here with the local provider starting real vm-agents; a node is impersonated
+ * with the very credentials the provider minted for it, publishing on its own subjects as the broker
+ * allows.
+ */
+
+const { ControlProtocol: C, NodeProtocol: N } = Domain
+
+interface TaskRow {
+  readonly status: string
+  readonly executionStep: string | null
+  readonly errorReason: string | null
+  readonly nodeId: string | null
+  readonly workspaceId: string | null
+  readonly sessionId: string | null
+}
+
+const taskRow = (taskId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<TaskRow>`
+      SELECT status, execution_step, error_reason, node_id, workspace_id, session_id FROM tasks WHERE id = ${taskId}`
+    return row
+  })
+
+const until = (taskId: string, done: (row: TaskRow) => boolean, timeout: Duration.DurationInput = "60 seconds") =>
+  waitUntil(
+    `task ${taskId}`,
+    taskRow(taskId).pipe(Effect.map((row) => (row !== undefined && done(row) ? row : undefined))),
+    { timeout, every: "100 millis" }
+  )
+
+const ended = (row: TaskRow) => row.status === "completed" || row.status === "failed"
+
+const submit = (owner: { projectId: string; userId: string }, prompt: string, mode: "task" | "conversation") =>
+  Effect.gen(function* () {
+    const taskId = makeId("task")
+    yield* Actors.ask(
+      ControlPlane.TaskRef,
+      taskId,
+      C.TaskSubmit.make({
+        taskId,
+        projectId: owner.projectId as never,
+        userId: owner.userId as never,
+        prompt,
+        agent: "demo",
+        mode
+      })
+    )
+    return taskId
+  })
+
+/** Everything a report could change about a task, its workspace and its session. */
+const observe = (taskId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const task = yield* taskRow(taskId)
+    const snapshots = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
+    return {
+      task,
+      session: (yield* sql`SELECT status, last_seq, error_reason FROM sessions WHERE id = ${task?.sessionId ?? ""}`)[0],
+      transcript:
+        yield* sql`SELECT seq, type, payload FROM session_events WHERE session_id = ${task?.sessionId ?? ""} ORDER BY seq`,
+      workspace: (yield* sql`SELECT status, error_reason FROM workspaces WHERE id = ${task?.workspaceId ?? ""}`)[0],
+      bootLog:
+        yield* sql`SELECT step, status, message FROM workspace_boot_log WHERE workspace_id = ${task?.workspaceId ?? ""} ORDER BY id`,
+      snapshot: Option.getOrUndefined(yield* snapshots.get(task?.sessionId ?? ""))?.value
+    }
+  })
+
+/** Connect as `nodeId` with the credentials the local provider minted for it, and publish its reports. */
+const asNode = (nodeId: string) =>
+  Effect.gen(function* () {
+    const nodes = yield* LocalNodes
+    const creds = yield* Effect.promise(() => readFile(join(nodes.dir, nodeId, "node.creds"), "utf8"))
+    const context = yield* Layer.build(
+      natsLayer({
+        servers: nodes.natsUrl,
+        creds: Redacted.make(creds),
+        name: `forger-${nodeId}`,
+        inboxPrefix: Subjects.nodeInboxPrefix(nodeId)
+      })
+    )
+    const { nc } = Context.get(context, Nats)
+    /** publish on the node's own report subject, as the broker allows it */
+    return (envelope: Envelope, entityId?: string) =>
+      Effect.promise(async () => {
+        nc.publish(Subjects.agentReport(nodeId, envelope.type, entityId), encode(envelope))
+        await nc.flush()
+      })
+  })
+
+const audited = (nodeId: string, messageIds: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* waitUntil(
+      `${messageIds.length} reports from ${nodeId} audited`,
+      sql<{ type: string; entityId: string; messageId: string; reason: string }>`
+        SELECT type, entity_id, message_id, reason FROM dropped_reports
+        WHERE node_id = ${nodeId} AND message_id IN ${sql.in(messageIds)} ORDER BY id`.pipe(
+        Effect.map((rows) => (rows.length === messageIds.length ? rows : undefined))
+      ),
+      { timeout: "15 seconds" }
+    )
+  })
+
+const env = makeControlPlaneEnv({ runtime: "host" })
+
+layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to one user", (it) => {
+  it.effect(
+    "two users' tasks submitted together go to different nodes, each its submitter's; one user's tasks share a node",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const alice = yield* seedProject()
+        const bob = yield* seedProject()
+        // Alice's node is still being provisioned when Bob's task and her second one arrive.
+        const aliceFirst = yield* submit(alice, "say alice one", "task")
+        const [bobTask, aliceSecond] = yield* Effect.all(
+          [submit(bob, "say bob one", "task"), submit(alice, "say alice two", "task")],
+          { concurrency: "unbounded" }
+        )
+        const [a1, b1, a2] = yield* Effect.all([
+          until(aliceFirst, ended),
+          until(bobTask, ended),
+          until(aliceSecond, ended)
+        ])
+        expect([a1.status, b1.status, a2.status]).toEqual(["completed", "completed", "completed"])
+        expect(b1.nodeId).not.toBe(a1.nodeId)
+        expect(a2.nodeId).toBe(a1.nodeId)
+        const owners = yield* sql<{ id: string; ownerId: string | null }>`
+          SELECT id, owner_id FROM nodes WHERE id IN ${sql.in([a1.nodeId!, b1.nodeId!])}`
+        expect(Object.fromEntries(owners.map((n) => [n.id, n.ownerId]))).toEqual({
+          [a1.nodeId!]: alice.userId,
+          [b1.nodeId!]: bob.userId
+        })
+      })
+  )
+
+  it.scoped("a node's reports about another user's session, workspace and task change nothing and are audited", () =>
+    Effect.gen(function* () {
+      const alice = yield* seedProject()
+      const bob = yield* seedProject()
+      // Alice's conversation stays live (awaiting her follow-up); Bob's task brings up Bob's node.
+      const aliceTask = yield* submit(alice, "say hello alice", "conversation")
+      const bobTask = yield* submit(bob, "say hello bob", "task")
+      const a = yield* until(aliceTask, (row) => row.executionStep === "awaiting_followup" || ended(row))
+      const b = yield* until(bobTask, ended)
+      expect(a.status).toBe("in_progress")
+      expect(b.nodeId).not.toBe(a.nodeId)
+      const before = yield* observe(aliceTask)
+      expect(before.transcript.length).toBeGreaterThan(0)
+
+      const publish = yield* asNode(b.nodeId!)
+      const sessionId = a.sessionId as never
+      const workspaceId = a.workspaceId as never
+      const forged = [
+        [
+          N.SessionEvent.make({ sessionId, nodeSeq: 1000, promptEpoch: 1, event: { type: "text", text: "forged" } }),
+          a.sessionId
+        ],
+        [
+          N.SessionActivity.make({
+            sessionId,
+            activity: "prompting",
+            promptEpoch: 1,
+            observedAt: new Date().toISOString()
+          }),
+          a.sessionId
+        ],
+        [N.WorkspaceStatusReport.make({ workspaceId, status: "error", reason: "forged" }), undefined],
+        [N.BootLog.make({ workspaceId, step: "clone", status: "failed", message: "forged" }), undefined],
+        [N.TaskResult.make({ taskId: aliceTask, sessionId, outcome: "failed", reason: "forged" }), undefined]
+      ] as const
+      for (const [envelope, entityId] of forged) yield* publish(envelope, entityId ?? undefined)
+
+      const rows = yield* audited(
+        b.nodeId!,
+        forged.map(([envelope]) => envelope.id)
+      )
+      // Reports about different entities are handled side by side: compare them in any order.
+      expect(rows.map((row) => [row.type, row.reason]).sort()).toEqual([
+        ["session.activity", "not_the_node_owners"],
+        ["session.event", "not_the_node_owners"],
+        ["task.result", "not_the_node_owners"],
+        ["workspace.bootlog", "not_the_node_owners"],
+        ["workspace.status", "not_the_node_owners"]
+      ])
+      expect(yield* observe(aliceTask)).toEqual(before)
+
+      // The ingress carries on: Alice's own node still reports her follow-up.
+      const prompted = yield* Actors.ask(
+        ControlPlane.SessionRef,
+        a.sessionId!,
+        C.SessionPromptCommand.make({ sessionId, prompt: "say second answer" })
+      )
+      expect(prompted).toMatchObject({ reply: { ok: true } })
+      const sql = yield* SqlClient.SqlClient
+      yield* waitUntil(
+        "Alice's follow-up in her transcript",
+        sql<{ payload: unknown }>`SELECT payload FROM session_events WHERE session_id = ${a.sessionId}`.pipe(
+          Effect.map((rows) => (JSON.stringify(rows).includes("second answer") ? rows : undefined))
+        ),
+        { timeout: "30 seconds" }
+      )
+    })
+  )
+
+  it.scoped("a completed task's transcript is final: its own node's later reports are refused and audited", () =>
+    Effect.gen(function* () {
+      const alice = yield* seedProject()
+      const taskId = yield* submit(alice, "say the work is done", "task")
+      const done = yield* until(taskId, ended)
+      expect(done.status).toBe("completed")
+      const before = yield* observe(taskId)
+
+      const publish = yield* asNode(done.nodeId!)
+      const sessionId = done.sessionId as never
+      const event = N.SessionEvent.make({
+        sessionId,
+        nodeSeq: 1000,
+        promptEpoch: 1,
+        event: { type: "text", text: "appended after the task completed" }
+      })
+      const activity = N.SessionActivity.make({
+        sessionId,
+        activity: "prompting",
+        promptEpoch: 2,
+        observedAt: new Date().toISOString()
+      })
+      yield* publish(event, done.sessionId!)
+      yield* publish(activity, done.sessionId!)
+      const rows = yield* audited(done.nodeId!, [event.id, activity.id])
+      expect(rows.map((row) => [row.type, row.reason])).toEqual([
+        ["session.event", "task_ended"],
+        ["session.activity", "task_ended"]
+      ])
+      expect(yield* observe(taskId)).toEqual(before)
+
+      // Nor does the session take a follow-up prompt that would make its node report more.
+      const prompted = yield* Actors.ask(
+        ControlPlane.SessionRef,
+        done.sessionId!,
+        C.SessionPromptCommand.make({ sessionId, prompt: "say more" })
+      )
+      expect(prompted).toMatchObject({ reply: { ok: false, code: "invalid_transition" } })
+      expect(yield* observe(taskId)).toEqual(before)
+    })
+  )
+})

@@ -1,4 +1,5 @@
-import { rm, stat } from "node:fs/promises"
+import { execFileSync } from "node:child_process"
+import { mkdir, rm, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -92,6 +93,25 @@ describe("host-process runtime", () => {
       }
     }
   )
+
+  it("never writes a runtime file through a symlink the repository holds", async () => {
+    const outside = join(dir, "outside")
+    const evil = join(dir, "evil-repo")
+    await mkdir(outside, { recursive: true })
+    await makeRepo(evil)
+    execFileSync(
+      "sh",
+      ["-c", `ln -s ${outside} .sam && git add .sam && git -c user.name=t -c user.email=t@t commit -qm link`],
+      {
+        cwd: evil
+      }
+    )
+    const info = await run(runtime.create(spec("ws_symlink", evil)))
+    expect(info.status).toBe("error")
+    expect(info.reason).toMatch(/leads out of the workspace/)
+    await expect(stat(join(outside, "config.json"))).rejects.toThrow(/ENOENT/)
+    await run(runtime.delete("ws_symlink"))
+  })
 
   contract.lifecycleTests()
 })

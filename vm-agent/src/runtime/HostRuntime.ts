@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn as spawnChild } from "node:child_process"
-import { chmod, chown, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { constants } from "node:fs"
+import { chmod, chown, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, resolve } from "node:path"
 import { Effect, Layer } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
@@ -162,7 +163,16 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
         const target = filePath(id, file.path)
         yield* io("files", async () => {
           await mkdir(dirname(target), { recursive: true })
-          await writeFile(target, file.content, { mode: file.mode ?? 0o644 })
+          // Written as root into a checkout whose content the repository chose: a symlink there must not send the
+          // write elsewhere on the machine.
+          const parent = await realpath(dirname(target))
+          if (!parent.startsWith(`${await realpath(dirOf(id))}/`)) throw new Error(`${file.path} leads out of the workspace`)
+          const handle = await open(
+            target,
+            constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+            file.mode ?? 0o644
+          )
+          await handle.writeFile(file.content).finally(() => handle.close())
         })
       }
       if (spec.files.length > 0) yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)

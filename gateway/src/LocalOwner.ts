@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto"
-import { readFile, writeFile } from "node:fs/promises"
+import { chmod, readFile, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { makeId, type UserId } from "@sam/bus"
@@ -73,4 +73,29 @@ export const resetPassword = Effect.fn("LocalOwner.resetPassword")(function* () 
   const rows =
     yield* sql`UPDATE users SET password_hash = ${yield* hashPassword(password)} WHERE login = ${OWNER_LOGIN} RETURNING id`
   return rows.length === 0 ? undefined : password
+})
+
+export const PASSWORD_FILE = "owner-password"
+
+/**
+ * Hand a new owner password to the person starting SAM without leaving it in a log: on a terminal
+ * it is to be shown once (and an older password file, now stale, is removed); otherwise (output to
+ * a file, a service manager's journal, CI) it is written to `<dataDir>/owner-password` with mode
+ * 0600, and only that path may be printed.
+ */
+export const presentPassword = Effect.fn("LocalOwner.presentPassword")(function* (
+  password: string,
+  dataDir: string,
+  terminal: boolean
+) {
+  const file = join(dataDir, PASSWORD_FILE)
+  if (terminal) {
+    yield* Effect.promise(() => rm(file, { force: true }))
+    return { _tag: "Show", password } as const
+  }
+  yield* Effect.promise(async () => {
+    await writeFile(file, `${password}\n`, { mode: 0o600 })
+    await chmod(file, 0o600)
+  })
+  return { _tag: "Saved", file } as const
 })

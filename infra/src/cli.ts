@@ -107,12 +107,19 @@ const up = Effect.gen(function* () {
   yield* progress.step(
     `gateway on ${url} (HTTP API ${url}/api/v1, OpenAPI ${url}/api/v1/openapi.json, feed /api/v1/feed)`
   )
-  yield* progress.step(
+  const password =
     owner.newPassword === undefined
+      ? undefined
+      : yield* LocalOwner.presentPassword(owner.newPassword, stack.dataDir, process.stdout.isTTY === true)
+  yield* progress.step(
+    password === undefined
       ? `owner account: login owner; the sam CLI signs in with ${owner.cliTokenFile}`
-      : `owner account created: login owner, password ${owner.newPassword}\n` +
+      : password._tag === "Show"
+        ? `owner account created: login owner, password ${password.password}\n` +
           "    (shown once; `./sam owner password` sets a new one); " +
           `the sam CLI signs in with ${owner.cliTokenFile}`
+        : `owner account created: login owner, password in ${password.file} (mode 0600; not printed, as this ` +
+          `output is not a terminal); the sam CLI signs in with ${owner.cliTokenFile}`
   )
   yield* progress.done(
     `SAM is up: ${url} · NATS ${stack.natsUrl} · Postgres ${stack.databaseDisplayUrl} · data ${stack.dataDir}\n` +
@@ -132,8 +139,17 @@ const ownerPassword = Effect.gen(function* () {
   if (password === undefined) {
     return yield* new StackError({ step: "owner", message: "there is no owner account yet: run `./sam up` first" })
   }
+  const shown = yield* LocalOwner.presentPassword(
+    password,
+    LocalStack.defaults().dataDir,
+    process.stdout.isTTY === true
+  )
   yield* Effect.sync(() =>
-    process.stdout.write(`new password for login owner: ${password}\n(shown once; the old one no longer works)\n`)
+    process.stdout.write(
+      shown._tag === "Show"
+        ? `new password for login owner: ${shown.password}\n(shown once; the old one no longer works)\n`
+        : `new password for login owner written to ${shown.file} (mode 0600); the old one no longer works\n`
+    )
   )
 })
 

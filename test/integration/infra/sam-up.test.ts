@@ -97,10 +97,14 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(lines).not.toMatch(/postgres:\/\/sam:[^@]+@/) // the password is never printed
     expect(await portOpen(natsPort)).toBe(true)
     expect(await portOpen(pgPort)).toBe(true)
-    // The owner's password, once: it signs in.
-    const password = /owner account created: login owner, password (\S+)/.exec(lines)?.[1]
-    expect(password).toBeDefined()
-    expect(lines).toContain("shown once; `./sam owner password` sets a new one")
+    // The owner's password: this output is not a terminal (it may be a log), so it is not printed
+    // but written to a file only its user can read; it signs in.
+    const passwordFile = join(dataDir, "owner-password")
+    expect(lines).toContain(`owner account created: login owner, password in ${passwordFile} (mode 0600`)
+    expect((await stat(passwordFile)).mode & 0o777).toBe(0o600)
+    const password = (await readFile(passwordFile, "utf8")).trim()
+    expect(password.length).toBeGreaterThanOrEqual(20)
+    expect(lines).not.toContain(password)
     expect(await login(password as string)).toBe(200)
     expect(await login(`${password}x`)).toBe(401)
 
@@ -122,12 +126,23 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(second.output()).not.toMatch(/password \S/)
     expect(await login(password as string)).toBe(200)
 
-    // A new owner password, printed once; the old one stops working.
+    // A new owner password, to the file again (not a terminal); the old one stops working.
     const reset = await run("owner", "password")
-    const newPassword = /new password for login owner: (\S+)/.exec(reset.stdout)?.[1]
-    expect(newPassword).toBeDefined()
-    expect(await login(newPassword as string)).toBe(200)
+    expect(reset.stdout).toContain(`new password for login owner written to ${passwordFile} (mode 0600)`)
+    const newPassword = (await readFile(passwordFile, "utf8")).trim()
+    expect(newPassword).not.toBe(password)
+    expect(reset.stdout).not.toContain(newPassword)
+    expect(await login(newPassword)).toBe(200)
     expect(await login(password as string)).toBe(401)
+    // On a terminal it is shown once instead, and the stale file goes.
+    const onTerminal = await promisify(execFile)("script", ["-qec", `${sam} owner password`, "/dev/null"], {
+      cwd: root,
+      env: { ...process.env, ...env }
+    })
+    const shown = /new password for login owner: (\S+)/.exec(onTerminal.stdout)?.[1]
+    expect(shown).toBeDefined()
+    expect(await login(shown as string)).toBe(200)
+    await expect(stat(passwordFile)).rejects.toThrow()
 
     // An operator's credentials: inspect streams, consumers and buckets as the NATS CLI would.
     const out = join(dataDir, "ops.creds")

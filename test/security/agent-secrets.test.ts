@@ -6,15 +6,8 @@ import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, stack } from "../src/Env.js"
 import { tempDir } from "../src/TestStack.js"
-import {
-  collectReports,
-  is,
-  makeRepo,
-  prepareNode,
-  type Report,
-  reportWaiter,
-  startVmAgent
-} from "../src/VmAgentProcess.js"
+import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../src/VmAgentProcess.js"
+import { toolCalls } from "./AgentTranscript.js"
 
 const { NodeProtocol } = Domain
 
@@ -30,27 +23,6 @@ const VM_AGENT_SECRETS = {
 }
 const WORKSPACE_VAR = { name: "WORKSPACE_GREETING", value: "hello-from-the-workspace-env" }
 const OTHER_PROJECT_SECRET = "other-project-secret-c0ffee"
-
-/** Every tool call of one session: its command, its whole output and its exit code. */
-const toolCalls = (reports: ReadonlyArray<Report>, sessionId: string) => {
-  const calls = new Map<string, { command: string; output: string; exitCode?: number }>()
-  for (const r of reports) {
-    if (r.type !== "session.event" || r.body.sessionId !== sessionId) continue
-    const event = r.body.event as {
-      type: string
-      toolCallId?: string
-      title?: string | null
-      content?: ReadonlyArray<{ content?: { text?: string } }>
-      rawOutput?: { exitCode?: number } | null
-    }
-    if (event.toolCallId === undefined) continue
-    const call = calls.get(event.toolCallId) ?? { command: event.title ?? "", output: "" }
-    for (const part of event.content ?? []) call.output += part.content?.text ?? ""
-    if (typeof event.rawOutput?.exitCode === "number") call.exitCode = event.rawOutput.exitCode
-    calls.set(event.toolCallId, call)
-  }
-  return [...calls.values()]
-}
 
 /** The long strings of a `.creds` file or a JSON key file: JWTs and nkey seeds. */
 const secretStrings = (text: string) => [...text.matchAll(/[A-Za-z0-9_.=-]{20,}/g)].map((m) => m[0])

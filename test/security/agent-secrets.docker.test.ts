@@ -1,0 +1,113 @@
+import { rm } from "node:fs/promises"
+import { join } from "node:path"
+import { layer } from "@effect/vitest"
+import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
+import { Effect, Exit, Scope } from "effect"
+import { afterAll, describe, expect } from "vitest"
+import * as DockerEngine from "../../infra/src/DockerEngine.js"
+import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
+import { natsAdmin } from "../src/Env.js"
+import { tempDir } from "../src/TestStack.js"
+import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../src/VmAgentProcess.js"
+import { toolCalls } from "./AgentTranscript.js"
+
+/**
+ * The demo agent as an attacker in a Docker workspace (ADR 0014): it runs as a user that is not root, with the
+ * workspace's environment only. A dockerd of our own; skipped with the reason when none can be had (unless
+ * SAM_DOCKER_READY=1).
+ */
+const { NodeProtocol } = Domain
+
+const VM_AGENT_SECRET = { SAM_GITHUB_CLIENT_SECRET: "gh-client-secret-canary-docker-5d1e" }
+const WORKSPACE_VAR = { name: "WORKSPACE_GREETING", value: "hello-from-the-container-env" }
+
+const dockerDir = await tempDir("sam-sec-docker-")
+const engineScope = Effect.runSync(Scope.make())
+const engine = await Effect.runPromise(
+  Effect.gen(function* () {
+    const engine = yield* DockerEngine.start({ dir: join(dockerDir, "engine"), onProgress: () => {} })
+    yield* WorkspaceImage.ensure(engine, { onProgress: (line) => process.stdout.write(`[security docker] ${line}\n`) })
+    return engine.socketPath
+  }).pipe(Scope.extend(engineScope), Effect.either)
+)
+const skipReason = engine._tag === "Left" ? `no Docker engine: ${engine.left.message}` : undefined
+if (skipReason && process.env.SAM_DOCKER_READY === "1")
+  throw new Error(`the prepared Docker engine failed: ${skipReason}`)
+if (skipReason) console.warn(`[security docker] SKIPPED: ${skipReason}`)
+
+afterAll(async () => {
+  await Effect.runPromise(Scope.close(engineScope, Exit.void))
+  await rm(dockerDir, { recursive: true, force: true })
+})
+
+describe.skipIf(skipReason)(`an agent in a container${skipReason ? ` (SKIPPED: ${skipReason})` : ""}`, () => {
+  const socketPath = engine._tag === "Right" ? engine.right : ""
+  layer(natsAdmin(), { excludeTestServices: true, timeout: 180_000 })("sees only what it was given", (it) => {
+    it.scoped("runs as a user that is not root, with the workspace's environment only", () =>
+      Effect.gen(function* () {
+        const nodeId = makeId("node")
+        const dir = yield* Effect.promise(() => tempDir("sam-sec-node-"))
+        const node = yield* prepareNode(nodeId, dir)
+        const reports = yield* collectReports(nodeId)
+        const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+        const agent = startVmAgent(nodeId, node, {
+          SAM_NODE_RUNTIME: "docker",
+          SAM_DOCKER_SOCKET: socketPath,
+          ...VM_AGENT_SECRET
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        const { waitFor } = reportWaiter(reports, () => agent.output())
+        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+
+        const workspaceId = makeId("ws")
+        yield* send(
+          NodeProtocol.WorkspaceCreate.make({
+            workspaceId,
+            projectId: makeId("proj"),
+            repoUrl: makeRepo(join(dir, "repo")),
+            env: [{ ...WORKSPACE_VAR, secret: false }]
+          })
+        )
+        yield* waitFor(
+          "workspace running",
+          is("workspace.status", (r) => r.body.workspaceId === workspaceId && r.body.status === "running"),
+          "60 seconds"
+        )
+        // root's files in the container (its init runs as the workspace's user too: its environ is the workspace's
+        // own, which the transcript check covers)
+        const attempts = ["cat /etc/shadow", "ls /root"]
+        const commands = ["id -u", "env", ...attempts]
+        const sessionId = makeId("sess")
+        yield* send(
+          NodeProtocol.SessionStart.make({
+            sessionId,
+            workspaceId,
+            agent: "demo",
+            mode: "conversation",
+            prompt: commands.map((command) => `run ${command}`).join("\n")
+          })
+        )
+        yield* waitFor(
+          "the attack's turn ends",
+          is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn"),
+          "60 seconds"
+        )
+        const all = yield* reports.all()
+        const calls = toolCalls(all, sessionId)
+        expect(calls.map((c) => c.command)).toEqual(commands)
+        const [uid, env, ...tries] = calls
+        expect.soft(uid?.output.trim()).toBe("1000")
+        expect.soft(env?.output).toContain(`${WORKSPACE_VAR.name}=${WORKSPACE_VAR.value}`)
+        expect.soft(env?.output).toContain("HOME=/home/sam")
+        const names = (env?.output ?? "").split("\n").map((line) => line.split("=")[0])
+        expect.soft(names.filter((name) => name?.startsWith("SAM_"))).toEqual(["SAM_DEMO_AGENT_STATE_DIR"])
+        for (const attempt of tries) {
+          expect.soft(attempt.output, attempt.command).toMatch(/Permission denied/)
+          expect.soft(attempt.exitCode, attempt.command).not.toBe(0)
+        }
+        const transcript = JSON.stringify(all.filter(is("session.event", (r) => r.body.sessionId === sessionId)))
+        expect.soft(transcript).not.toContain(VM_AGENT_SECRET.SAM_GITHUB_CLIENT_SECRET)
+      })
+    )
+  })
+})

@@ -90,7 +90,9 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 180_000 })("an agent se
           otherCheckout: `ls ${join(other.path, "workspace")}`,
           otherSecretFile: `cat ${join(other.path, "workspace", "SECRET.md")}`,
           otherEnvFile: `cat ${join(other.path, ".sam-env.json")}`,
-          workspaces: `ls ${join(node.dataDir, "workspaces")}`
+          workspaces: `ls ${join(node.dataDir, "workspaces")}`,
+          nodeDataDir: `ls ${node.dataDir}`,
+          sessionRecords: `ls ${join(node.dataDir, "sessions")}`
         }
         const commands = ["id -u", "env", ...Object.values(attempts)]
         const sessionId = makeId("sess")

@@ -30,9 +30,10 @@ export const makeSessionRecords = (dataDir: string) => {
     save: (record: SessionRecord) =>
       lock.withPermits(1)(
         Effect.promise(async () => {
-          await mkdir(dir, { recursive: true })
+          // root's alone: agents run on this machine as other users (ADR 0014)
+          await mkdir(dir, { recursive: true, mode: 0o700 })
           const tmp = `${path(record.sessionId)}.${randomBytes(4).toString("hex")}.tmp`
-          await writeFile(tmp, JSON.stringify(record))
+          await writeFile(tmp, JSON.stringify(record), { mode: 0o600 })
           await rename(tmp, path(record.sessionId))
         })
       ),

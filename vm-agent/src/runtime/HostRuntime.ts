@@ -123,6 +123,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   const isolateWorkspace = (id: string, log: BootLog) =>
     io("user", async () => {
       await mkdir(join(dirOf(id), "rootfs"), { recursive: true })
+      // the node's data dir and the workspaces' parent: enter, never list (other workspaces' ids, session records)
+      for (const dir of [resolve(options.dataDir), root]) await chmod(dir, 0o711)
       const granted = await ensureTraversable(root)
       const uid = await claimUid(uidClaims, dirOf(id))
       for (const dir of [checkout(id), home(id), join(dirOf(id), "rootfs")]) {
@@ -166,7 +168,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           // Written as root into a checkout whose content the repository chose: a symlink there must not send the
           // write elsewhere on the machine.
           const parent = await realpath(dirname(target))
-          if (!parent.startsWith(`${await realpath(dirOf(id))}/`)) throw new Error(`${file.path} leads out of the workspace`)
+          if (!parent.startsWith(`${await realpath(dirOf(id))}/`))
+            throw new Error(`${file.path} leads out of the workspace`)
           const handle = await open(
             target,
             constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,

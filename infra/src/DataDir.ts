@@ -7,7 +7,7 @@ import { StackError } from "./StackError.js"
  * The modes of the data directory's secrets (ADR 0014). Agents run as other users on this machine and must reach
  * their own workspace under `nodes/`, so the data directory is enter-only (0711: no listing); `postgres/` too, as
  * the postgres user runs the cluster under it; everything else of ours is root's alone. Files written later (the
- * CLI token, node credentials, `sam creds` output) are written 0600 by their writers.
+ * CLI token, the owner's password, node credentials, `sam creds` output) are written 0600 by their writers.
  */
 const MODES: ReadonlyArray<readonly [string, number]> = [
   ["", 0o711],
@@ -18,6 +18,7 @@ const MODES: ReadonlyArray<readonly [string, number]> = [
   ["nodes", 0o711],
   ["cli.token", 0o600],
   ["owner.json", 0o600],
+  ["owner-password", 0o600],
   ["ops.creds", 0o600],
   ["user.creds", 0o600]
 ]

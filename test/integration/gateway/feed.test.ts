@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { ControlPlane } from "@sam/actors"
 import { Domain, encode, makeId, Nats, Publish, Subjects } from "@sam/bus"
@@ -93,6 +94,10 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
         const url = yield* GatewayUrl
         const alice = yield* makeUser("Alice")
         const s = yield* seedSession(alice)
+        // Two members share the clients: one user may hold at most 32 feed connections (4009).
+        const bob = yield* makeUser("Bob")
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${s.projectId}, ${bob.userId}, 'member')`
         const CLIENTS = 50
         // each client leaves three times, at staggered points, and comes back once this many events were missed
         const plan = (i: number) => [
@@ -123,7 +128,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
           }
           state.client = new FeedClient({
             baseUrl: url,
-            token: alice.token,
+            token: i % 2 === 0 ? alice.token : bob.token,
             sessions: [{ sessionId: s.sessionId }],
             minBackoffMs: 50,
             onFrame: (f) => {

@@ -225,7 +225,17 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       const taskId = yield* submit(alice, "say the work is done", "task")
       const done = yield* until(taskId, ended)
       expect(done.status).toBe("completed")
-      const before = yield* observe(taskId)
+      // The node's own reports from before its result still land, even after the task completed: the
+      // session's idle (its last report before the result) comes after all its events.
+      const before = yield* waitUntil(
+        "the session's last reports applied",
+        observe(taskId).pipe(
+          Effect.map((seen) =>
+            seen.snapshot?.activity === "idle" && JSON.stringify(seen.transcript).includes("done") ? seen : undefined
+          )
+        ),
+        { timeout: "15 seconds" }
+      )
 
       const publish = yield* asNode(done.nodeId!)
       const sessionId = done.sessionId as never

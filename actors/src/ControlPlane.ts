@@ -16,6 +16,8 @@ import * as ActorRuntime from "./Runtime.js"
 export interface ControlPlaneOptions {
   readonly runtime?: ActorRuntime.RuntimeOptions
   readonly session?: SessionActor.SessionActorOptions
+  /** how long a renewed node JWT lives (default `SAM_NODE_CREDS_TTL_SECONDS`, else 6 hours) */
+  readonly nodeCredsTtlSeconds?: number
 }
 
 /**
@@ -36,7 +38,7 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
   yield* Effect.forkScoped(
     runProvisioner().pipe(Effect.tapErrorCause((cause) => Effect.logError("provisioner stopped", cause)))
   )
-  yield* NatsAccounts.runNodeRenewals(NatsAccounts.nodeCredsTtlSeconds())
+  yield* NatsAccounts.runNodeRenewals(options.nodeCredsTtlSeconds ?? NatsAccounts.nodeCredsTtlSeconds())
   yield* Effect.forkScoped(
     runNodeRevoker().pipe(Effect.tapErrorCause((cause) => Effect.logError("node revoker stopped", cause)))
   )

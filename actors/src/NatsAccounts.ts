@@ -37,6 +37,8 @@ export class NatsAccounts extends Context.Tag("sam/NatsAccounts")<
     ) => Effect.Effect<Credentials.MintedUser, NatsError>
     /** revoke every user of the token's account now */
     readonly revokeClient: (tokenId: string) => Effect.Effect<number, NatsError>
+    /** revoke the accounts of every API token of a user (the user was removed) */
+    readonly revokeClientsOf: (userId: string) => Effect.Effect<number, NatsError>
   }
 >() {}
 
@@ -83,15 +85,25 @@ export const make = Effect.fn("NatsAccounts.make")(function* (options: NatsAccou
       return winner[0]?.publicKey ?? publicKey
     })
 
-  const revoke = (party: Accounts.Party) =>
+  interface LiveRow {
+    readonly publicKey: string
+    readonly ownerRef: string
+    readonly userId: string | null
+  }
+  const live = (party: Accounts.Party) =>
+    db(sql<LiveRow>`
+      SELECT public_key, owner_ref, user_id FROM nats_accounts
+      WHERE kind = ${party.kind} AND owner_ref = ${ownerRef(party)} AND revoked_at IS NULL`)
+
+  const revoke = (party: Accounts.Party, found: Effect.Effect<ReadonlyArray<LiveRow>, NatsError> = live(party)) =>
     Effect.gen(function* () {
-      const rows = yield* db(sql<{ publicKey: string; userId: string | null }>`
-        SELECT public_key, user_id FROM nats_accounts
-        WHERE kind = ${party.kind} AND owner_ref = ${ownerRef(party)} AND revoked_at IS NULL`)
+      const rows = yield* found
       const revokedBefore = Math.floor(Date.now() / 1000)
       for (const row of rows) {
         const actual: Accounts.Party =
-          party.kind === "client" ? { ...party, userId: row.userId ?? party.userId } : party
+          party.kind === "client"
+            ? { kind: "client", userId: row.userId ?? party.userId, tokenId: row.ownerRef }
+            : party
         yield* Accounts.pushAccount(
           system.nc,
           yield* Accounts.accountJwt(authority, actual, row.publicKey, { revokedBefore })
@@ -126,7 +138,14 @@ export const make = Effect.fn("NatsAccounts.make")(function* (options: NatsAccou
         const account = yield* ensure(party)
         return yield* Accounts.mintPartyUser(authority, party, account, ttlSeconds)
       }),
-    revokeClient: (tokenId) => revoke({ kind: "client", userId: "unknown", tokenId })
+    revokeClient: (tokenId) => revoke({ kind: "client", userId: "unknown", tokenId }),
+    revokeClientsOf: (userId) =>
+      revoke(
+        { kind: "client", userId, tokenId: "all" },
+        db(sql<LiveRow>`
+          SELECT public_key, owner_ref, user_id FROM nats_accounts
+          WHERE kind = 'client' AND user_id = ${userId} AND revoked_at IS NULL`)
+      )
   })
 })
 

@@ -5,6 +5,7 @@ import { Cause, Data, Duration, Effect, Option, Stream } from "effect"
 import type { Envelope, Malformed, Registry } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
+import { nodeCommands, nodeConsumerName } from "./Subjects.js"
 
 /** What a handler decided about one delivery. Outcomes are data; `settle` carries them out. */
 export type Outcome = Data.TaggedEnum<{
@@ -102,7 +103,25 @@ export interface ConsumeOptions {
   readonly onMalformed?: (report: MalformedDelivery) => Effect.Effect<void>
   /** messages buffered from the server at once */
   readonly batch?: number
+  /** how long one pull request waits on the server (default 30 s) */
+  readonly expires?: Duration.DurationInput
 }
+
+/**
+ * A node's durable command consumer (created by the control plane, read by that node alone). Its
+ * deliveries reach the node through its account's service import (ADR 0016); a pull request in
+ * flight when the node's connection drops (its JWT rolls over, the network blips) can swallow a
+ * delivery, which comes back after `ackWait`. So the wait is short, and the vm-agent marks a command
+ * it is still working on as in progress.
+ */
+export const nodeConsumer = (nodeId: string): ConsumerSpec => ({
+  durable: nodeConsumerName(nodeId),
+  filterSubject: nodeCommands(nodeId),
+  ackWait: NODE_ACK_WAIT
+})
+export const NODE_ACK_WAIT = "6 seconds"
+/** The vm-agent's pull requests live this long, so a stale one ends soon after a reconnect. */
+export const NODE_PULL_EXPIRES = "5 seconds"
 
 const logMalformed = (report: MalformedDelivery) =>
   Effect.logWarning(`terminated malformed message on ${report.subject}: ${report.malformed.message}`).pipe(
@@ -143,6 +162,9 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
               try: async () => {
                 const subscription = await consumer.consume({
                   max_messages: batch,
+                  ...(options.expires === undefined
+                    ? {}
+                    : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
                   callback: (msg) => void emit.single(msg)
                 })
                 void subscription.closed().then((error) => {

@@ -1,5 +1,6 @@
+import { NatsAccounts } from "@sam/actors"
 import { Nats, Subjects } from "@sam/bus"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 import { z } from "zod"
 import { Feed } from "./feed/Feed.js"
 
@@ -28,6 +29,7 @@ export const layer = Layer.scoped(
   Effect.gen(function* () {
     const { nc } = yield* Nats
     const { fanout } = yield* Feed
+    const accounts = yield* Effect.serviceOption(NatsAccounts.NatsAccounts)
     const closeHere = (target: Revoked) => fanout.closeCredential(target, target.reason)
     yield* Effect.acquireRelease(
       Effect.sync(() =>
@@ -57,6 +59,24 @@ export const layer = Layer.scoped(
       yield* Effect.try(() => nc.publish(Subjects.gatewayRevoked, JSON.stringify(target))).pipe(
         Effect.catchAll((error) => Effect.logWarning("revocation: could not tell the other gateways", error))
       )
+      // NATS credentials minted with an API token live in that token's own account (ADR 0016):
+      // revoke its users at the server, which closes their connections now.
+      if (Option.isSome(accounts)) {
+        const nats =
+          target.credentialId === undefined
+            ? accounts.value.revokeClientsOf(target.userId)
+            : target.credentialId.startsWith("tok_")
+              ? accounts.value.revokeClient(target.credentialId)
+              : Effect.succeed(0)
+        yield* nats.pipe(
+          Effect.catchAll((error) =>
+            Effect.logError(
+              `revocation: the NATS credentials of ${target.credentialId ?? target.userId} stay valid until they expire`,
+              error
+            )
+          )
+        )
+      }
     })
     return { revoked }
   })

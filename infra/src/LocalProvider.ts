@@ -4,7 +4,7 @@ import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { ControlPlane, NatsAccounts } from "@sam/actors"
-import { Consume, Nats, Subjects } from "@sam/bus"
+import { Consume, Nats } from "@sam/bus"
 import { Effect, Layer, Redacted } from "effect"
 import { stopChild } from "./ChildProcess.js"
 
@@ -12,6 +12,8 @@ export interface LocalProviderOptions {
   /** nodes live in `<dataDir>/nodes/<nodeId>/` (credentials, workspaces, log) */
   readonly dataDir: string
   readonly natsUrl: string
+  /** how long a node's first JWT lives (default `SAM_NODE_CREDS_TTL_SECONDS`, else 6 hours); it renews itself */
+  readonly credsTtlSeconds?: number
   /** `auto` uses Docker when an engine with the workspace image answers, else host processes */
   readonly runtime?: "auto" | "docker" | "host"
   /** extra environment for the vm-agents (tests shorten heartbeats and grace periods) */
@@ -32,7 +34,7 @@ export const layer = (options: LocalProviderOptions) =>
     Effect.gen(function* () {
       const nats = yield* Nats
       const accounts = yield* NatsAccounts.NatsAccounts
-      const ttlSeconds = NatsAccounts.nodeCredsTtlSeconds()
+      const ttlSeconds = options.credsTtlSeconds ?? NatsAccounts.nodeCredsTtlSeconds()
       const children = new Map<string, ChildProcess>()
       yield* Effect.addFinalizer(() =>
         Effect.forEach([...children.values()], (child) => stopChild(child), { concurrency: "unbounded", discard: true })
@@ -48,10 +50,9 @@ export const layer = (options: LocalProviderOptions) =>
             await mkdir(dir, { recursive: true, mode: 0o700 })
             await writeFile(credsFile, Redacted.value(user.creds), { mode: 0o600 })
           })
-          yield* Consume.ensureConsumer("SAM_NODE", {
-            durable: Subjects.nodeConsumerName(nodeId),
-            filterSubject: Subjects.nodeCommands(nodeId)
-          }).pipe(Effect.provideService(Nats, nats))
+          yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeId)).pipe(
+            Effect.provideService(Nats, nats)
+          )
           const log = createWriteStream(join(dir, "vm-agent.log"), { flags: "a", mode: 0o600 })
           const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "vm-agent/src/main.ts")], {
             cwd: repoRoot,

@@ -20,6 +20,8 @@ export const makeControlPlaneEnv = (options: {
   readonly dockerSocket?: string
   /** a private nats-server started by the caller (who needs its URL or signing key); else one of its own */
   readonly nats?: PrivateNats
+  /** node JWT lifetime (tests of renewal shorten it) */
+  readonly nodeCredsTtlSeconds?: number
 }) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
@@ -37,6 +39,7 @@ export const makeControlPlaneEnv = (options: {
       const provider = LocalProvider.layer({
         dataDir: dir,
         natsUrl: nats.url,
+        ...(options.nodeCredsTtlSeconds === undefined ? {} : { credsTtlSeconds: options.nodeCredsTtlSeconds }),
         runtime: options.runtime,
         env: {
           SAM_NODE_HEARTBEAT_MS: "500",
@@ -47,7 +50,8 @@ export const makeControlPlaneEnv = (options: {
       })
       const controlPlane = ControlPlane.layer({
         runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
-        session: { healEvery: "2 seconds" }
+        session: { healEvery: "2 seconds" },
+        ...(options.nodeCredsTtlSeconds === undefined ? {} : { nodeCredsTtlSeconds: options.nodeCredsTtlSeconds })
       })
       const nodes = Layer.succeed(LocalNodes, { dir: join(dir, "nodes"), natsUrl: nats.url })
       return Layer.mergeAll(

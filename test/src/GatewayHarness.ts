@@ -12,11 +12,14 @@ export class GatewayUrl extends Context.Tag("test/GatewayUrl")<GatewayUrl, strin
  * The control plane (host runtime, real vm-agents) and the gateway on a free port, on a private
  * nats-server and a fresh database. Tests get `GatewayUrl`, `Nats` and `SqlClient`.
  */
-export const makeGatewayEnv = (options: Partial<Gateway.GatewayOptions> = {}) =>
+export const makeGatewayEnv = (
+  options: Partial<Gateway.GatewayOptions> = {},
+  controlPlane: { readonly nodeCredsTtlSeconds?: number } = {}
+) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const nats = yield* startPrivateNats
-      const env = makeControlPlaneEnv({ runtime: "host", nats })
+      const env = makeControlPlaneEnv({ runtime: "host", nats, ...controlPlane })
       const gateway = Layer.scoped(
         GatewayUrl,
         Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: nats.url, ...options }).pipe(Effect.map((g) => g.url))

@@ -142,10 +142,7 @@ export const fakeNode = (nodeId: NodeId) =>
   Effect.gen(function* () {
     const context = yield* Layer.build(natsAsNode(nodeId, `fake-${nodeId}`))
     const nats = Context.get(context, Nats)
-    yield* Consume.ensureConsumer(Topology.Streams.SAM_NODE.name, {
-      durable: Subjects.nodeConsumerName(nodeId),
-      filterSubject: Subjects.nodeCommands(nodeId)
-    })
+    yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeId))
     const commands: Array<Domain.NodeProtocol.NodeCommand> = []
     yield* Consume.run(
       Consume.consume<typeof NodeProtocol.nodeCommands.defs, Domain.NodeProtocol.NodeCommand>(

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
-import { Consume, Domain, type Envelope, Subjects } from "@sam/bus"
+import { Consume, Domain, type Envelope } from "@sam/bus"
 import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
 import { partyCredentials, stack, unique, waitUntil } from "./Env.js"
 
@@ -22,10 +22,7 @@ export const prepareNode = (nodeId: string, dir: string) =>
       await mkdir(dir, { recursive: true })
       await writeFile(credsFile, Redacted.value(user.creds), { mode: 0o600 })
     })
-    yield* Consume.ensureConsumer("SAM_NODE", {
-      durable: Subjects.nodeConsumerName(nodeId),
-      filterSubject: Subjects.nodeCommands(nodeId)
-    })
+    yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeId))
     return { credsFile, dataDir: join(dir, "data") }
   })
 

@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { Consume, type Envelope, type EnvelopeOf, registry } from "@sam/bus"
 import { Effect } from "effect"
 import { NatsAccounts } from "../NatsAccounts.js"
@@ -5,21 +6,40 @@ import { NodeDestroyRequested } from "./NodeActor.js"
 
 const requests = registry(NodeDestroyRequested)
 
+/** How long a node being destroyed may still report its workspaces' deletion before it is cut off. */
+export const DRAIN_GRACE_MS = 30_000
+
 /**
- * A node that is being destroyed loses its NATS account at once (ADR 0016): every user of it is
- * revoked at the server, which closes the vm-agent's connections, and no renewal is granted after.
- * From a durable consumer on SAM_EVT, so a request survives a control-plane restart.
+ * A node that is being destroyed loses its NATS account (ADR 0016): every user of it is revoked at
+ * the server, which closes the vm-agent's connections, and no renewal is granted after. First its
+ * workspaces are given back: the node gets their delete commands and may report them deleted, for at
+ * most `DRAIN_GRACE_MS` after the request; then it is revoked whatever it still holds. From a
+ * durable consumer on SAM_EVT, so a request survives a control-plane restart.
  */
-export const runNodeRevoker = Effect.fn("NodeRevoker.run")(function* () {
+export const runNodeRevoker = Effect.fn("NodeRevoker.run")(function* (options: { readonly graceMs?: number } = {}) {
   const accounts = yield* NatsAccounts
+  const sql = yield* SqlClient.SqlClient
+  const graceMs = options.graceMs ?? DRAIN_GRACE_MS
   yield* Consume.ensureConsumer("SAM_EVT", {
     durable: "node-revoker",
     filterSubject: `sam.evt.system.node.*.${NodeDestroyRequested.type}`
   })
   type Request = EnvelopeOf<typeof NodeDestroyRequested> & Envelope
   yield* Consume.run(Consume.consume<typeof requests.defs, Request>("SAM_EVT", "node-revoker", requests), (delivery) =>
-    accounts.revokeNode(delivery.envelope.body.nodeId).pipe(
-      Effect.as(Consume.Outcome.Ack()),
+    Effect.gen(function* () {
+      const { nodeId } = delivery.envelope.body
+      const [live] = yield* sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM workspaces
+        WHERE node_id = ${nodeId} AND dispatched_at IS NOT NULL AND status NOT IN ('deleted', 'error')`
+      const waited = Date.now() - Date.parse(delivery.envelope.at)
+      if ((live?.n ?? 0) > 0 && waited < graceMs) return Consume.Outcome.Nak({ delay: "500 millis" })
+      if ((live?.n ?? 0) > 0)
+        yield* Effect.logWarning(
+          `node ${nodeId}: ${live?.n} workspaces not reported deleted after ${waited} ms; revoking it anyway`
+        )
+      yield* accounts.revokeNode(nodeId)
+      return Consume.Outcome.Ack()
+    }).pipe(
       Effect.catchAll((e) =>
         Effect.logError(`cannot revoke node ${delivery.envelope.body.nodeId}: ${e.message}`).pipe(
           Effect.as(Consume.Outcome.Nak({ delay: "5 seconds" }))

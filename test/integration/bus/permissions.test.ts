@@ -27,10 +27,7 @@ const NodeA = natsAsNode(nodeA)
 layer(natsAdmin("admin"), { excludeTestServices: true, timeout: 30_000 })("a node's credentials", (it) => {
   it.effect("consume its own commands and publish its own reports", () =>
     Effect.gen(function* () {
-      yield* Consume.ensureConsumer("SAM_NODE", {
-        durable: Subjects.nodeConsumerName(nodeA),
-        filterSubject: Subjects.nodeCommands(nodeA)
-      })
+      yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeA))
       const sent = Hello.make({ text: "for A" })
       yield* Publish.publish(Subjects.nodeCommand(nodeA, "workspace.create"), sent)
       yield* Publish.publish(Subjects.nodeCommand(nodeB, "workspace.create"), Hello.make({ text: "for B" }))
@@ -84,10 +81,7 @@ layer(natsAdmin("admin"), { excludeTestServices: true, timeout: 30_000 })("a nod
 
   it.scoped("a node cannot read another node's durable consumer", () =>
     Effect.gen(function* () {
-      yield* Consume.ensureConsumer("SAM_NODE", {
-        durable: Subjects.nodeConsumerName(nodeB),
-        filterSubject: Subjects.nodeCommands(nodeB)
-      })
+      yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeB))
       const attempt = yield* Consume.consume("SAM_NODE", Subjects.nodeConsumerName(nodeB), messages).pipe(
         Stream.take(1),
         Stream.runDrain,

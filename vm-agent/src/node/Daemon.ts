@@ -163,11 +163,22 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       }
     })
 
+  /** While a command waits for its turn or runs, tell the server it is in progress (its ack wait is short). */
+  const inProgress = <A, E, R>(msg: { working(): void }, effect: Effect.Effect<A, E, R>) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        yield* Effect.forkScoped(Effect.sync(() => msg.working()).pipe(Effect.delay("2 seconds"), Effect.forever))
+        return yield* effect
+      })
+    )
+
   yield* Consume.consume<ReadonlyArray<{ readonly type: string }>, Command & Envelope>(
     "SAM_NODE",
     Subjects.nodeConsumerName(settings.nodeId),
     NodeProtocol.nodeCommands,
     {
+      // Short pulls: one left on the server by a dropped connection ends soon (ADR 0016).
+      expires: Consume.NODE_PULL_EXPIRES,
       onMalformed: (report) =>
         reporter.rejected({
           subject: report.subject,
@@ -178,19 +189,20 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   ).pipe(
     Stream.mapEffect(
       (delivery) =>
-        lockFor(keyOf(delivery.envelope))
-          .withPermits(1)(handle(delivery.envelope, delivery.subject))
-          .pipe(
-            Effect.catchAllCause((cause) => Effect.logError("command failed", cause)),
-            Effect.zipRight(Consume.settle(delivery, Consume.Outcome.Ack())),
-            Effect.withSpan("VmAgent.command", {
-              attributes: {
-                type: delivery.envelope.type,
-                subject: delivery.subject,
-                streamSequence: delivery.streamSequence
-              }
-            })
-          ),
+        inProgress(
+          delivery.msg,
+          lockFor(keyOf(delivery.envelope)).withPermits(1)(handle(delivery.envelope, delivery.subject))
+        ).pipe(
+          Effect.catchAllCause((cause) => Effect.logError("command failed", cause)),
+          Effect.zipRight(Consume.settle(delivery, Consume.Outcome.Ack())),
+          Effect.withSpan("VmAgent.command", {
+            attributes: {
+              type: delivery.envelope.type,
+              subject: delivery.subject,
+              streamSequence: delivery.streamSequence
+            }
+          })
+        ),
       { concurrency: 16, unordered: true }
     ),
     Stream.runDrain

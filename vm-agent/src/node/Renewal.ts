@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises"
+import { rename, writeFile } from "node:fs/promises"
 import { Accounts, Nats } from "@sam/bus"
 import { Duration, Effect, Redacted } from "effect"
 import { z } from "zod"
@@ -46,6 +46,15 @@ export const claimsOf = (creds: Redacted.Redacted<string>) => {
 export const run = Effect.fn("VmAgent.renewCredentials")(function* (settings: NodeSettings, creds: RenewableCreds) {
   const { nc } = yield* Nats
   const subject = `sam.agent.${settings.nodeId}.creds`
+  // The connection's own story: a JWT that expires drops it, and it comes back with the renewed one.
+  yield* Effect.forkScoped(
+    Effect.promise(async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error")
+          console.error(`[nats] ${s.type}${"error" in s && s.error ? `: ${String(s.error)}` : ""}`)
+      }
+    })
+  )
   for (;;) {
     const claims = claimsOf(creds.current())
     if (claims?.exp === undefined) {
@@ -85,9 +94,12 @@ export const run = Effect.fn("VmAgent.renewCredentials")(function* (settings: No
       return
     }
     creds.replaceJwt(reply.jwt)
-    yield* Effect.tryPromise(() =>
-      writeFile(settings.credsFile, Redacted.value(creds.current()), { mode: 0o600 })
-    ).pipe(
+    // Written aside and renamed over: a crash mid-write never leaves a torn creds file.
+    yield* Effect.tryPromise(async () => {
+      const aside = `${settings.credsFile}.renewing`
+      await writeFile(aside, Redacted.value(creds.current()), { mode: 0o600 })
+      await rename(aside, settings.credsFile)
+    }).pipe(
       Effect.catchAll((e) => Effect.logWarning(`cannot write the renewed credentials to ${settings.credsFile}: ${e}`))
     )
     yield* Effect.logInfo(`NATS credentials renewed until ${reply.expiresAt}`)

@@ -25,7 +25,7 @@ const stringsOf = (value: unknown): Array<string> =>
 const fieldsOf = (body: { details?: Array<{ path: string }> }) => (body.details ?? []).map((d) => d.path)
 
 layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("security: input hygiene", (it) => {
-  it.effect("a NUL where a person types a name, login, reason or task prompt is a 400 naming the field", () =>
+  it.effect("a NUL where a person types a name, login or reason is a 400 naming the field", () =>
     Effect.gen(function* () {
       const alice = yield* makeUser("Alice")
       const projectId = yield* createProject(alice)
@@ -44,7 +44,12 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("security: in
         },
         { method: "POST", path: "/tokens", body: { name: `ci${NUL}` }, field: "name" },
         { method: "POST", path: `/projects/${projectId}/members`, body: { login: `bob${NUL}` }, field: "login" },
-        { method: "POST", path: `/projects/${projectId}/tasks`, body: { prompt: `say hi${NUL}` }, field: "prompt" },
+        {
+          method: "POST",
+          path: "/tasks/task_nonexistent0000000000/cancel",
+          body: { reason: `no${NUL}` },
+          field: "reason"
+        },
         { method: "POST", path: "/auth/login", body: { login: `owner${NUL}`, password: "x" }, field: "login" }
       ]
       for (const c of cases) {
@@ -62,47 +67,53 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("security: in
     })
   )
 
-  it.effect("a session prompt and agent output with NUL characters come back exactly, over REST and the feed", () =>
-    Effect.gen(function* () {
-      const url = yield* GatewayUrl
-      const alice = yield* makeUser("Alice")
-      const projectId = yield* createProject(alice)
-      const { sessionId } = yield* conversation(alice, projectId, "say hello")
-      // The prompt itself holds a NUL, the agent says one back, and a command prints one.
-      const prompt = `say nul${NUL}said\nrun printf 'printed\\0nul'`
-      const prompted = yield* api(alice, "POST", `/sessions/${sessionId}/prompt`, { body: { prompt } })
-      expect(prompted.status).toBe(202)
+  it.effect(
+    "task and session prompts and agent output with NUL characters come back exactly, over REST and the feed",
+    () =>
+      Effect.gen(function* () {
+        const url = yield* GatewayUrl
+        const alice = yield* makeUser("Alice")
+        const projectId = yield* createProject(alice)
+        // A task's prompt is data: kept exactly, NUL and the escape character itself (ADR 0017).
+        const first = `say hel${NUL}lo \uE000${"\uE000"}0 end`
+        const { sessionId, taskId } = yield* conversation(alice, projectId, first)
+        const task = yield* api(alice, "GET", `/tasks/${taskId}`)
+        expect(task.body.prompt).toBe(first)
+        // The prompt itself holds a NUL, the agent says one back, and a command prints one.
+        const prompt = `say nul${NUL}said\nrun printf 'printed\\0nul'`
+        const prompted = yield* api(alice, "POST", `/sessions/${sessionId}/prompt`, { body: { prompt } })
+        expect(prompted.status).toBe(202)
 
-      const transcript = yield* waitUntil(
-        "the command's output in the transcript",
-        api(alice, "GET", `/sessions/${sessionId}/events`, { query: { afterSeq: 0, limit: 500 } }).pipe(
-          Effect.map((r) => {
-            const texts = stringsOf(r.body.events)
-            return texts.includes(`printed${NUL}nul`) && texts.some((t) => t.includes(`nul${NUL}said`))
-              ? r.body
-              : undefined
-          })
-        ),
-        { timeout: "60 seconds", every: "200 millis" }
-      )
-      // Nothing was dropped: the seqs run 1..lastSeq without a gap.
-      const seqs = (transcript.events as Array<{ seq: number }>).map((e) => e.seq)
-      expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1))
+        const transcript = yield* waitUntil(
+          "the command's output in the transcript",
+          api(alice, "GET", `/sessions/${sessionId}/events`, { query: { afterSeq: 0, limit: 500 } }).pipe(
+            Effect.map((r) => {
+              const texts = stringsOf(r.body.events)
+              return texts.includes(`printed${NUL}nul`) && texts.some((t) => t.includes(`nul${NUL}said`))
+                ? r.body
+                : undefined
+            })
+          ),
+          { timeout: "60 seconds", every: "200 millis" }
+        )
+        // Nothing was dropped: the seqs run 1..lastSeq without a gap.
+        const seqs = (transcript.events as Array<{ seq: number }>).map((e) => e.seq)
+        expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1))
 
-      // The feed's catch-up gives the same events, the same strings.
-      const client = yield* rawClient(url, alice.token)
-      if (!isOpen(client)) throw new Error("feed refused")
-      client.send({ type: "subscribe", sessions: [{ sessionId, afterSeq: 0 }] })
-      yield* waitUntil(
-        "caught-up",
-        Effect.sync(() => client.of("caught-up")[0])
-      )
-      const fed = client.of("session.event").filter((f) => f.seq <= seqs.length)
-      expect(fed.map((f) => f.seq)).toEqual(seqs)
-      expect(fed.map((f) => f.event)).toEqual((transcript.events as Array<{ event: unknown }>).map((e) => e.event))
-      expect(stringsOf(fed.map((f) => f.event))).toContain(`printed${NUL}nul`)
-      client.socket.close()
-    })
+        // The feed's catch-up gives the same events, the same strings.
+        const client = yield* rawClient(url, alice.token)
+        if (!isOpen(client)) throw new Error("feed refused")
+        client.send({ type: "subscribe", sessions: [{ sessionId, afterSeq: 0 }] })
+        yield* waitUntil(
+          "caught-up",
+          Effect.sync(() => client.of("caught-up")[0])
+        )
+        const fed = client.of("session.event").filter((f) => f.seq <= seqs.length)
+        expect(fed.map((f) => f.seq)).toEqual(seqs)
+        expect(fed.map((f) => f.event)).toEqual((transcript.events as Array<{ event: unknown }>).map((e) => e.event))
+        expect(stringsOf(fed.map((f) => f.event))).toContain(`printed${NUL}nul`)
+        client.socket.close()
+      })
   )
 
   it.scoped("only the local owner may create a project on a local path (SAM_ALLOW_LOCAL_REPOS=owner)", () =>

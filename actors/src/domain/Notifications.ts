@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Api, Consume, Domain, type Envelope, type EnvelopeOf, makeId, Publish, registry } from "@sam/bus"
+import { StoredText } from "@sam/sql"
 import { Effect, Schedule } from "effect"
 import { TaskStatusEvent } from "./TaskActor.js"
 
@@ -51,7 +52,10 @@ const clip = (raw: string, max = 500) => {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`
 }
 /** A prompt in one line: its first non-empty line, clipped. */
-const summary = (prompt: string) => clip(prompt.split("\n").find((line) => line.trim() !== "") ?? prompt, 120)
+const summary = (stored: string) => {
+  const prompt = StoredText.visible(StoredText.decode(stored))
+  return clip(prompt.split("\n").find((line) => line.trim() !== "") ?? prompt, 120)
+}
 
 const taskEvents = registry(TaskStatusEvent, N.PullRequestOpened)
 type TaskEvent = EnvelopeOf<(typeof taskEvents.defs)[number]> & Envelope

@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Domain, defineMessage, makeId, TaskId } from "@sam/bus"
+import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
@@ -179,7 +180,8 @@ export const TaskKind = Actor.make({
       const rows = yield* sql<Row>`
         SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
           node_id, workspace_id, session_id, branch, commit_sha FROM tasks WHERE id = ${id} FOR UPDATE`
-      const task = rows[0] ?? null
+      const found = rows[0]
+      const task = found === undefined ? null : { ...found, prompt: StoredText.decode(found.prompt) }
       // A node belongs to one user (design §9): a task goes only on a node of the user who submitted it.
       const submitter = task?.createdBy ?? (command.type === "task.submit" ? command.body.userId : undefined)
       const places = command.type === "task.submit" || command.type === "task.retry"
@@ -209,7 +211,7 @@ export const TaskKind = Actor.make({
       if (previous.task === null) {
         yield* sql`
           INSERT INTO tasks (id, project_id, created_by, prompt, agent, mode, status, execution_step, node_id, workspace_id)
-          VALUES (${id}, ${t.projectId}, ${t.createdBy}, ${t.prompt}, ${t.agent}, ${t.mode}, ${t.status}, ${t.executionStep},
+          VALUES (${id}, ${t.projectId}, ${t.createdBy}, ${StoredText.encode(t.prompt)}, ${t.agent}, ${t.mode}, ${t.status}, ${t.executionStep},
             ${t.nodeId}, ${t.workspaceId})`
       } else {
         yield* sql`

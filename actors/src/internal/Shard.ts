@@ -60,7 +60,9 @@ export const startShard = (deps: ShardDeps) =>
     const reply = (msg: JsMsg, messageId: string, outcome: ActorMessages.AskOutcome, value?: unknown) =>
       Effect.sync(() => {
         const to = msg.headers?.get(REPLY_HEADER)
-        if (to === undefined || to === "") return
+        // Answers go to an inbox and nowhere else: a header naming `$JS.API.…` or `$KV.…` is ignored
+        // (only the control plane's own processes can send commands; ADR 0016).
+        if (to === undefined || !to.startsWith("_INBOX.")) return
         const envelope = ActorMessages.AskReply.make({ messageId, outcome, reply: value })
         nats.nc.publish(to, encode(envelope))
       })

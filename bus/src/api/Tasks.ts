@@ -30,8 +30,8 @@ export type Task = z.infer<typeof Task>
 
 /** The chat submit: a message to a project becomes a task. */
 export const CreateTaskRequest = z.object({
-  /** a NUL is refused here: `tasks.prompt` is text (a session prompt keeps it) */
-  prompt: storable(z.string().min(1).max(200_000)),
+  /** kept exactly, NUL characters too (ADR 0017) */
+  prompt: z.string().min(1).max(200_000),
   agent: AgentKind.default("demo"),
   mode: TaskMode.default("task")
 })

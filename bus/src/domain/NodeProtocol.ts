@@ -98,11 +98,22 @@ export type NodeCommand = EnvelopeOf<(typeof nodeCommands.defs)[number]>
 
 // ── vm-agent → control plane ───────────────────────────────────────────────────────────────
 
+/**
+ * A node's diagnostic text (a reason, a boot-log line) goes into `text` columns, which refuse the
+ * NUL character: one shows as ␀ there rather than failing the report (agent output itself is kept
+ * exactly, ADR 0017).
+ */
+const nodeText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .transform((text) => text.replaceAll("\u0000", "\u2400"))
+
 export const NodeReady = defineMessage(
   "node.ready",
   z.object({
     nodeId: NodeId,
-    version: z.string().max(64),
+    version: nodeText(64),
     capabilities: z.object({ docker: z.boolean(), hostRuntime: z.boolean(), agents: z.array(AgentKind) })
   }),
   { durable: true }
@@ -127,7 +138,7 @@ export const WorkspaceStatusReport = defineMessage(
     workspaceId: WorkspaceId,
     status: z.enum(["creating", "running", "recovery", "stopped", "deleted", "error"]),
     runtime: z.enum(["docker", "host"]).optional(),
-    reason: z.string().max(4096).optional()
+    reason: nodeText(4096).optional()
   }),
   { durable: true }
 )
@@ -136,9 +147,9 @@ export const BootLog = defineMessage(
   "workspace.bootlog",
   z.object({
     workspaceId: WorkspaceId,
-    step: z.string().max(64),
+    step: nodeText(64),
     status: z.enum(["started", "completed", "failed", "info"]),
-    message: z.string().max(4096)
+    message: nodeText(4096)
   }),
   { durable: true }
 )
@@ -187,7 +198,7 @@ export const SessionActivity = defineMessage(
     activity: Activity,
     promptEpoch: z.number().int().nonnegative(),
     stopReason: z.enum(["end_turn", "cancelled", "max_tokens", "refusal", "error"]).optional(),
-    reason: z.string().max(2048).optional(),
+    reason: nodeText(2048).optional(),
     acpSessionId: z.string().max(256).optional(),
     observedAt: z.iso.datetime()
   }),
@@ -200,12 +211,16 @@ export const TaskResult = defineMessage(
     taskId: TaskId,
     sessionId: SessionId,
     outcome: z.enum(["committed", "no_changes", "failed"]),
-    branch: z.string().max(255).optional(),
+    branch: z
+      .string()
+      .max(255)
+      .refine((b) => !b.includes("\u0000"), "a branch name holds no NUL")
+      .optional(),
     commitSha: z
       .string()
       .regex(/^[0-9a-f]{40}$/)
       .optional(),
-    reason: z.string().max(4096).optional()
+    reason: nodeText(4096).optional()
   }),
   { durable: true }
 )
@@ -217,9 +232,9 @@ export const CommandRejected = defineMessage(
     /** the refused message's id when it had one */
     messageId: z.string().max(128).optional(),
     commandType: z.string().max(128).optional(),
-    subject: z.string().max(512),
+    subject: nodeText(512),
     code: z.enum(["malformed", "not_found", "conflict", "invalid", "unavailable", "busy"]),
-    message: z.string().max(4096)
+    message: nodeText(4096)
   }),
   { durable: true }
 )

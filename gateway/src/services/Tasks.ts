@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { ControlPlane } from "@sam/actors"
 import { type Api, Domain, makeId } from "@sam/bus"
+import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { requireMember, taskProject } from "../Access.js"
@@ -33,6 +34,7 @@ interface TaskRow {
 
 export const toTask = (row: TaskRow) => ({
   ...row,
+  prompt: StoredText.decode(row.prompt),
   createdAt: row.createdAt.toISOString(),
   updatedAt: row.updatedAt.toISOString(),
   finishedAt: row.finishedAt === null ? null : row.finishedAt.toISOString()

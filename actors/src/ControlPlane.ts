@@ -1,4 +1,5 @@
 import { Effect, Layer } from "effect"
+import { rejectionRoutes } from "./domain/CommandRejections.js"
 import { SessionRef, TaskRef } from "./domain/Kinds.js"
 import { NodeKind } from "./domain/NodeActor.js"
 import { runNodeRevoker } from "./domain/NodeRevoker.js"
@@ -31,7 +32,7 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
   const session = yield* SessionActor.make({ task: TaskRef, shards: SessionRef.shards, ...options.session })
   const runtime = yield* ActorRuntime.make([ProjectKind, TaskKind, NodeKind, WorkspaceKind, session], options.runtime)
   yield* ReportIngress.run({
-    routes: { ...ReportIngress.sessionRoutes(session), ...nodeReportRoutes },
+    routes: { ...ReportIngress.sessionRoutes(session), ...nodeReportRoutes, ...rejectionRoutes(session) },
     onHeartbeat: makeHeartbeatThrottle()
   })
   yield* Effect.forkScoped(Notifications.run())

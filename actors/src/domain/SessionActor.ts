@@ -3,6 +3,7 @@ import { Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
 import { DEFAULT_SHARDS } from "../ActorKind.js"
 import * as Ledger from "./SessionLedger.js"
+import { rejected } from "./SessionRejections.js"
 import { type Deps, HEAL_TIMER, heal, type Reaction, report, type SessionReply } from "./SessionReports.js"
 import { open as openSnapshots } from "./SessionSnapshots.js"
 
@@ -84,7 +85,7 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
   const event = (r: Row, envelope: Envelope) => Actor.event(r.projectId, KIND, r.id, envelope)
   const activityEvent = (r: Row, snapshot: Snapshot) =>
     event(r, SessionEvents.SessionActivityChanged.make({ sessionId: r.id, snapshot }, meta))
-  const toTask = (r: Row, status: "running" | "failed" | "awaiting_followup", reason?: string) =>
+  const toTask = (r: Row, status: "running" | "failed" | "awaiting_followup" | "stopped", reason?: string) =>
     r.taskId === null
       ? []
       : [
@@ -101,10 +102,14 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
     Actor.Timer.set(HEAL_TIMER, deps.healEvery, ControlProtocol.SessionHeal.make({ sessionId }, meta))
   const bump = (r: Row, change: Partial<Row>): Row => ({ ...r, ...change, version: r.version + 1 })
 
-  /** Fail the session: row failed, snapshot not prompting, the node told to stop, `session.failed`. */
+  /**
+   * Fail the session: row failed, snapshot not prompting, the node told to stop, `session.failed`, and
+   * a last transcript entry (`failed`, by the control plane) that says why (ADR 0019).
+   */
   const fail = (r: Row, reason: string, extra: { events?: Array<Actor.Outgoing>; send?: Array<Actor.Outgoing> }) =>
     Effect.gen(function* () {
       const at = nowIso()
+      const seq = r.lastSeq + 1
       const written = yield* deps.snapshots.write(r.id, (current) => ({
         activity: "error",
         promptStartedAt: null,
@@ -112,15 +117,31 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
         plan: current?.plan ?? null,
         source: "control_plane",
         reason: "failed",
-        lastSeq: Math.max(current?.lastSeq ?? 0, r.lastSeq),
+        lastSeq: Math.max(current?.lastSeq ?? 0, seq),
         step: current?.step ?? null,
         updatedAt: at
       }))
-      const next = bump(r, { status: "failed", errorReason: reason, endedAt: new Date() })
+      const next = bump(r, { status: "failed", errorReason: reason, endedAt: new Date(), lastSeq: seq })
+      const said = { type: "failed" as const, reason, source: "control_plane" }
+      const entry: Ledger.TranscriptEntry = {
+        seq,
+        type: said.type,
+        payload: said,
+        nodeSeq: null,
+        promptEpoch: r.promptEpoch,
+        reportId: command.id
+      }
       return {
-        state: { ...state, row: next },
+        state: { ...state, row: next, transcript: [...state.transcript, entry] },
         events: [
           ...(extra.events ?? []),
+          event(
+            next,
+            SessionEvents.SessionEventAppended.make(
+              { sessionId: r.id, seq, promptEpoch: r.promptEpoch, event: said },
+              meta
+            )
+          ),
           ...(written.snapshot === undefined ? [] : [activityEvent(next, written.snapshot)]),
           event(next, SessionEvents.SessionFailed.make({ sessionId: r.id, reason }, meta))
         ],
@@ -260,11 +281,17 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
       if (refused !== undefined || row.nodeId === null) {
         return Effect.succeed(refused ?? refuse(state, "not_found", `session ${row.id} is on no node`))
       }
-      return Effect.succeed({
-        state,
-        send: [toNode(row.nodeId, NodeProtocol.SessionCancel.make({ sessionId: row.id }, meta))],
-        reply: { ok: true, promptEpoch: row.promptEpoch } satisfies SessionReply
-      })
+      const nodeId = row.nodeId
+      // Nothing in flight (the snapshot is what the actor wrote for a prompt it sent, or the node's
+      // word since): the answer says so and the node is not asked.
+      return deps.snapshots.get(row.id).pipe(
+        Effect.map((snapshot): Reaction => {
+          const inFlight = snapshot !== undefined && Domain.WORKING_ACTIVITIES.has(snapshot.activity)
+          const reply = { ok: true, promptEpoch: row.promptEpoch, status: inFlight ? "cancelling" : "idle" }
+          if (!inFlight) return { state, reply }
+          return { state, send: [toNode(nodeId, NodeProtocol.SessionCancel.make({ sessionId: row.id }, meta))], reply }
+        })
+      )
     }
     case "session.user-stop": {
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
@@ -286,10 +313,16 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
           updatedAt: at
         }))
         const next = bump(row, { status: "stopped", endedAt: new Date() })
+        // A stop that came neither from its task nor from its workspace ends the task (ADR 0019).
+        const endsTask = command.body.from !== "task" && command.body.from !== "workspace" && state.taskEnded !== true
         return {
           state: { ...state, row: next },
-          send:
-            row.nodeId === null ? [] : [toNode(row.nodeId, NodeProtocol.SessionStop.make({ sessionId: row.id }, meta))],
+          send: [
+            ...(row.nodeId === null
+              ? []
+              : [toNode(row.nodeId, NodeProtocol.SessionStop.make({ sessionId: row.id }, meta))]),
+            ...(endsTask ? toTask(next, "stopped", reason) : [])
+          ],
           events: [
             ...(written.snapshot === undefined ? [] : [activityEvent(next, written.snapshot)]),
             event(
@@ -343,5 +376,7 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
       return report(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
     case "session.heal":
       return heal(deps, state, { event, activityEvent, healTimer })
+    case "session.command-rejected":
+      return rejected(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
   }
 }

@@ -31,7 +31,8 @@ export interface TranscriptEntry {
   readonly seq: number
   readonly type: string
   readonly payload: unknown
-  readonly nodeSeq: number
+  /** null for an entry the control plane recorded itself (`permission-answered`) */
+  readonly nodeSeq: number | null
   readonly promptEpoch: number
   readonly reportId: string
 }

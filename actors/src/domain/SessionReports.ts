@@ -136,7 +136,7 @@ export const report = (
         const failed = yield* h.fail(next, reason, { events: [appended] })
         return {
           ...failed,
-          state: { ...failed.state, transcript: [entry] },
+          state: { ...failed.state, transcript: [entry, ...failed.state.transcript] },
           send: [...(failed.send ?? []), ...h.toTask(next, "failed", reason)]
         }
       }
@@ -178,11 +178,12 @@ export const report = (
       next = { ...next, runningReportedAt: new Date() }
       send.push(...h.toTask(next, "running"))
     }
+    // A conversation's turn that ended, or any cancelled turn (a task-mode run reports no result then),
+    // leaves the session waiting for a follow-up.
     if (
       written.written &&
       body.activity === "idle" &&
-      body.stopReason === "end_turn" &&
-      row.mode === "conversation" &&
+      ((body.stopReason === "end_turn" && row.mode === "conversation") || body.stopReason === "cancelled") &&
       !ended
     ) {
       send.push(...h.toTask(next, "awaiting_followup"))

@@ -324,6 +324,21 @@ export const TaskKind = Actor.make({
         if (command.body.status === "failed") {
           return Effect.succeed(fail(state, task, `agent session failed: ${command.body.reason ?? "no reason given"}`))
         }
+        if (command.body.status === "stopped") {
+          // A user ended the session: that ends a conversation (completed, design §6) once its agent has run;
+          // a task-mode run, or one whose agent never started, is cancelled.
+          const why = `its session was stopped${command.body.reason === undefined ? "" : ` (${command.body.reason})`}`
+          const ended =
+            task.mode === "conversation" && task.status === "in_progress"
+              ? withStatus(state, task, "completed", `conversation ended: ${why}`)
+              : withStatus(state, task, "cancelled", why)
+          if (ended === undefined) return Effect.succeed({ state })
+          return Effect.succeed({
+            state: ended,
+            events: [statusEvent(ended.task!)],
+            timers: [Actor.Timer.cancel("step")]
+          })
+        }
         if (command.body.status === "awaiting_followup") {
           const next = step(task, "awaiting_followup")
           return Effect.succeed({ state: { ...state, task: next }, events: [statusEvent(next)] })
@@ -418,7 +433,11 @@ export const TaskKind = Actor.make({
                   Actor.to(
                     SessionRef,
                     task.sessionId,
-                    C.SessionStopCommand.make({ sessionId: task.sessionId as never, reason: "task cancelled" })
+                    C.SessionStopCommand.make({
+                      sessionId: task.sessionId as never,
+                      reason: "task cancelled",
+                      from: "task"
+                    })
                   )
                 ],
           reply: { ok: true }

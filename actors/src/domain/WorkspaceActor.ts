@@ -183,6 +183,8 @@ export const WorkspaceKind = Actor.make({
           ]
         })
       }
+      case "workspace.command-rejected":
+        return Effect.succeed(rejected(state, command.body))
       case "workspace.user-stop":
         return Effect.succeed(stopOrDelete(state, "stop", command.body.reason, command.id))
       case "workspace.user-delete":
@@ -190,6 +192,65 @@ export const WorkspaceKind = Actor.make({
     }
   }
 })
+
+/**
+ * The node refused one of this workspace's commands (ADR 0019): a refused create leaves it `error`
+ * with the node's reason, and its task fails at once; a refused stop of a workspace the node does not
+ * have leaves it `stopped` (nothing of it runs there), any other refused stop or delete `error`. A
+ * refusal that no longer matches the workspace's status (a repeat of a create that worked) changes
+ * nothing.
+ */
+const rejected = (state: State, body: z.output<typeof C.WorkspaceCommandRejected.body>): Actor.Reaction<State> => {
+  if (state === null || state.nodeId !== body.nodeId) {
+    return {
+      state,
+      events: [
+        dropped({
+          nodeId: body.nodeId,
+          kind: "workspace",
+          entityId: body.workspaceId,
+          reportType: "command.rejected",
+          reason: state === null ? "unknown workspace" : "workspace is not on this node"
+        })
+      ]
+    }
+  }
+  const reason = `the node refused ${body.commandType} (${body.code}): ${body.message}`.slice(0, 4096)
+  const to: Domain.WorkspaceStatus | undefined =
+    body.commandType === "workspace.create"
+      ? state.status === "creating"
+        ? "error"
+        : undefined
+      : body.commandType === "workspace.stop" && state.status === "stopping"
+        ? body.code === "not_found"
+          ? "stopped"
+          : "error"
+        : body.commandType === "workspace.delete" && workspaceTransition(state.status, "error")._tag === "Allowed"
+          ? "error"
+          : undefined
+  if (to === undefined) return { state }
+  const next: Row = { ...state, status: to, errorReason: to === "error" ? reason : state.errorReason }
+  const toTask =
+    to === "error" && state.taskId !== null
+      ? [
+          Actor.to(
+            TaskRef,
+            state.taskId,
+            C.TaskWorkspaceStatus.make({
+              taskId: state.taskId as never,
+              workspaceId: state.id as never,
+              status: "error",
+              reason
+            })
+          )
+        ]
+      : []
+  return {
+    state: next,
+    send: toTask,
+    events: [event(next, { workspaceId: next.id, status: to, reason, via: "node-rejected" })]
+  }
+}
 
 /**
  * A user's stop or delete. The node is told (`workspace.stop`, then `workspace.delete` for a delete)
@@ -236,7 +297,11 @@ const stopOrDelete = (
     )
   const cascade = [
     ...state.liveSessions.map((sessionId) =>
-      Actor.to(SessionRef, sessionId, C.SessionStopCommand.make({ sessionId: sessionId as never, reason: why }, meta))
+      Actor.to(
+        SessionRef,
+        sessionId,
+        C.SessionStopCommand.make({ sessionId: sessionId as never, reason: why, from: "workspace" }, meta)
+      )
     ),
     ...(state.taskId !== null && state.taskStatus !== null && !TERMINAL_TASK_STATUSES.has(state.taskStatus)
       ? [Actor.to(TaskRef, state.taskId, C.TaskCancel.make({ taskId: state.taskId as never, reason: why }, meta))]

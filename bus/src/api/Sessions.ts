@@ -8,7 +8,16 @@ import { limit } from "./Paging.js"
 
 export const PromptRequest = z.object({ prompt: z.string().min(1).max(200_000) })
 export const PromptAccepted = z.object({ sessionId: SessionId, promptEpoch: z.number().int().nonnegative() })
-export const Accepted = z.object({ sessionId: SessionId, accepted: z.literal(true) })
+/**
+ * The answer to a cancel: `cancelling` when a turn was in flight and its node was asked to stop it
+ * (the turn then ends `cancelled` on the feed and the session awaits a follow-up), `idle` when nothing
+ * was in flight (nothing was sent); `accepted` is true only for `cancelling`.
+ */
+export const Accepted = z.object({
+  sessionId: SessionId,
+  status: z.enum(["cancelling", "idle"]),
+  accepted: z.boolean()
+})
 
 /**
  * A chat session as a reader sees it. `status` and `snapshot.activity` are derived (design §6): a
@@ -104,7 +113,8 @@ export const SessionEndpoints = {
   cancelSession: endpoint({
     method: "POST",
     path: "/sessions/:sessionId/cancel",
-    summary: "Cancel the current answer; the session stays open for a follow-up",
+    summary:
+      "Cancel the current answer (`cancelling`), or say that nothing is in flight (`idle`); the session stays open for a follow-up",
     tag: "sessions",
     params: SessionParams,
     response: Accepted,

@@ -4,6 +4,7 @@ import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Id
 import {
   AgentKind,
   BootLog,
+  CommandRejected,
   NodeReady,
   SessionActivity,
   SessionEvent,
@@ -92,13 +93,16 @@ export const TaskWorkspaceStatus = defineMessage(
   }),
   { durable: true }
 )
-/** from the session actor: the agent is running the first prompt, or the session failed */
+/**
+ * from the session actor: the agent is running the first prompt, a turn ended (or was cancelled) and
+ * the session awaits a follow-up, the session failed, or a user stopped it (which ends the task)
+ */
 export const TaskSessionStatus = defineMessage(
   "task.session-status",
   z.object({
     taskId: TaskId,
     sessionId: SessionId,
-    status: z.enum(["running", "failed", "awaiting_followup"]),
+    status: z.enum(["running", "failed", "awaiting_followup", "stopped"]),
     reason: z.string().max(4096).optional()
   }),
   { durable: true }
@@ -142,7 +146,16 @@ export const SessionCancelCommand = defineMessage("session.user-cancel", z.objec
 })
 export const SessionStopCommand = defineMessage(
   "session.user-stop",
-  z.object({ sessionId: SessionId, reason: z.string().max(1000).optional() }),
+  z.object({
+    sessionId: SessionId,
+    reason: z.string().max(1000).optional(),
+    /**
+     * Who stopped it: a stop by its task (cancelled) or its workspace (stopped or deleted, which
+     * cancels the task itself) leaves the task alone; any other stop ends the task (a conversation
+     * `completed`, a task-mode run `cancelled`).
+     */
+    from: z.enum(["user", "task", "workspace"]).optional()
+  }),
   { durable: true }
 )
 /** from the task actor when the task fails: the session fails with it (event `session.failed`) */
@@ -272,12 +285,53 @@ export const WorkspaceDeleteCommand = defineMessage(
   { durable: true }
 )
 
+/**
+ * From the ingress: a node refused a command (its `command.rejected`) and changed nothing. The
+ * ingress found the refused message in the outbox, addressed to that very node, so it is a command
+ * the control plane sent there; it goes to the actor of the entity the command named.
+ */
+const rejection = {
+  nodeId: NodeId,
+  /** the refused command's message id */
+  messageId: z.string().max(128),
+  code: CommandRejected.body.shape.code,
+  /** the node's reason */
+  message: z.string().max(4096)
+}
+/** A workspace command refused: a refused `workspace.create` leaves the workspace `error` with the reason. */
+export const WorkspaceCommandRejected = defineMessage(
+  "workspace.command-rejected",
+  z.object({
+    workspaceId: WorkspaceId,
+    commandType: z.enum(["workspace.create", "workspace.stop", "workspace.delete"]),
+    ...rejection
+  }),
+  { durable: true }
+)
+/**
+ * A session command refused: a refused `session.start` fails the session, a refused
+ * `session.prompt` ends that prompt's turn as failed (the session fails when the node does not
+ * have it); the reason goes into the transcript.
+ */
+export const SessionCommandRejected = defineMessage(
+  "session.command-rejected",
+  z.object({
+    sessionId: SessionId,
+    commandType: z.enum(["session.start", "session.prompt", "session.cancel", "session.stop"]),
+    /** the refused prompt's epoch (`session.start` is epoch 1) */
+    promptEpoch: z.number().int().nonnegative().optional(),
+    ...rejection
+  }),
+  { durable: true }
+)
+
 export const nodeActorCommands = registry(NodeProvision, NodeReadyReported, NodeHeartbeatSeen, NodeStop, NodeDestroy)
 export const workspaceCommands = registry(
   WorkspaceDispatch,
   WorkspaceReport,
   WorkspaceStopCommand,
-  WorkspaceDeleteCommand
+  WorkspaceDeleteCommand,
+  WorkspaceCommandRejected
 )
 
 export const taskCommands = registry(
@@ -297,5 +351,6 @@ export const sessionCommands = registry(
   SessionStopCommand,
   SessionFail,
   SessionReport,
-  SessionHeal
+  SessionHeal,
+  SessionCommandRejected
 )

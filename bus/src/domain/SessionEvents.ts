@@ -36,7 +36,8 @@ export const SessionEventAppended = defineMessage(
     sessionId: SessionId,
     seq: z.number().int().positive(),
     promptEpoch: z.number().int().nonnegative(),
-    nodeSeq: z.number().int().positive(),
+    /** absent for an entry the control plane itself recorded (`permission-answered`) */
+    nodeSeq: z.number().int().positive().optional(),
     event: z.object({ type: SessionEventKind }).catchall(z.unknown())
   }),
   { durable: true }

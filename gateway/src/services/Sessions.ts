@@ -26,12 +26,16 @@ export const prompt = Effect.fn("Sessions.prompt")(function* (
   return { sessionId: sessionId as never, promptEpoch: Number(reply.promptEpoch ?? 0) }
 })
 
-/** Cancel the current answer (ACP cancel, then the process group after a grace); the session stays. */
+/**
+ * Cancel the current answer (ACP cancel, then the process group after a grace); the session stays.
+ * With nothing in flight the session actor sends nothing and the answer is `idle`.
+ */
 export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Principal, sessionId: string) {
   yield* sessionProject(principal, sessionId)
   const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId: sessionId as never }))
-  yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
-  return { sessionId: sessionId as never, accepted: true as const }
+  const reply = yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  const status = reply.status === "idle" ? ("idle" as const) : ("cancelling" as const)
+  return { sessionId: sessionId as never, status, accepted: status === "cancelling" }
 })
 
 /** Stop a session: the agent is stopped on its node and the session takes no more prompts. */

@@ -104,7 +104,10 @@ describe("session actor: failure, refusals, the healer", () => {
           { type: "session.activity", reason: "session_ended" },
           { type: "session.event", reason: "session_ended" }
         ])
-        expect(yield* transcriptOf(sessionId)).toEqual([])
+        // Its transcript holds only the failure, which says why (ADR 0019): the late event was not kept.
+        expect((yield* transcriptOf(sessionId)).map((r) => r.payload)).toEqual([
+          { type: "failed", reason: "task failed at workspace_ready: boom", source: "control_plane" }
+        ])
         expect((yield* snapshotOf(sessionId))?.activity).toBe("error")
         expect(node.commands.filter((c) => c.type === "session.prompt")).toEqual([])
         // A repeated fail is a no-op; so is a prompt to a session nobody opened, refused as unknown.
@@ -165,7 +168,11 @@ describe("session actor: failure, refusals, the healer", () => {
         })
         expect(yield* sessionRow(sessionId)).toMatchObject({ status: "failed" })
         expect((yield* snapshotOf(sessionId))?.activity).toBe("error")
-        expect((yield* transcriptOf(sessionId)).map((r) => r.type)).toEqual(["failed"])
+        // The node's event, then the control plane's entry that says why the session failed (ADR 0019).
+        expect((yield* transcriptOf(sessionId)).map((r) => r.payload)).toEqual([
+          { type: "failed", reason: "crashed 3 times" },
+          { type: "failed", reason: "agent failed: crashed 3 times", source: "control_plane" }
+        ])
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -154,16 +154,21 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("gateway: the
         (yield* api(alice, "POST", `/sessions/${first.sessionId}/prompt`, { body: { prompt: "say x" } })).status
       ).toBe(409)
 
+      // Stopping a conversation's session ends the conversation: its task is completed (ADR 0019).
+      yield* untilTask(first.taskId, "completed by the stop", (r) => r.status === "completed")
+      expect((yield* api(alice, "POST", `/tasks/${first.taskId}/cancel`, { body: {} })).status).toBe(409)
+
       // Cancel and retry: a new run in a new workspace; a second retry is refused while it runs.
-      expect((yield* api(alice, "POST", `/tasks/${first.taskId}/cancel`, { body: {} })).body.status).toBe("cancelled")
-      const retried = yield* api(alice, "POST", `/tasks/${first.taskId}/retry`)
+      const third = yield* conversation(alice, projectId, "say hello from the third task")
+      expect((yield* api(alice, "POST", `/tasks/${third.taskId}/cancel`, { body: {} })).body.status).toBe("cancelled")
+      const retried = yield* api(alice, "POST", `/tasks/${third.taskId}/retry`)
       expect(retried.status).toBe(200)
       expect(TERMINAL).not.toContain(retried.body.status)
-      const again = yield* api(alice, "POST", `/tasks/${first.taskId}/retry`)
+      const again = yield* api(alice, "POST", `/tasks/${third.taskId}/retry`)
       expect(again.status).toBe(409)
       expect(again.body.code).toBe("invalid_state")
-      const rerun = yield* untilTask(first.taskId, "runs again", (r) => r.executionStep === "awaiting_followup")
-      expect(rerun.workspaceId).not.toBe(first.workspaceId)
+      const rerun = yield* untilTask(third.taskId, "runs again", (r) => r.executionStep === "awaiting_followup")
+      expect(rerun.workspaceId).not.toBe(third.workspaceId)
 
       // Stop its workspace: the node stops it, its session stops, its task is cancelled. Then delete it.
       const stopWs = yield* api(alice, "POST", `/workspaces/${rerun.workspaceId}/stop`)
@@ -172,7 +177,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("gateway: the
       yield* until(alice, `/workspaces/${rerun.workspaceId}`, "the workspace stopped", (b) =>
         b.status === "stopped" ? true : undefined
       )
-      yield* until(alice, `/tasks/${first.taskId}`, "the task is cancelled", (b) =>
+      yield* until(alice, `/tasks/${third.taskId}`, "the task is cancelled", (b) =>
         b.status === "cancelled" ? true : undefined
       )
       expect((yield* api(alice, "GET", `/sessions/${rerun.sessionId}`)).body.status).toBe("stopped")

@@ -1,0 +1,308 @@
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { layer } from "@effect/vitest"
+import { Accounts, Consume, Domain, makeId, Nats, natsLayer, Publish, Subjects, Topology } from "@sam/bus"
+import { Gateway } from "@sam/gateway"
+import { Context, type Duration, Effect, Layer } from "effect"
+import { expect } from "vitest"
+import { makeControlPlaneEnv } from "../../src/ControlPlaneHarness.js"
+import { waitUntil } from "../../src/Env.js"
+import { GatewayUrl, http, makeUser, type TestUser } from "../../src/GatewayHarness.js"
+import { partyCredentials } from "../../src/Parties.js"
+import { type PrivateNats, startPrivateNats } from "../../src/PrivateNats.js"
+import { makeRepo } from "../../src/Repo.js"
+import { tempDir } from "../../src/TestStack.js"
+
+/**
+ * Rejections come home and sessions end their tasks (ADR 0019), against the whole control plane and
+ * the gateway with real vm-agents; a node that refuses commands is impersonated with a node account
+ * of its own on the same broker (it can publish only as itself), as a vm-agent would refuse them.
+ */
+
+const { NodeProtocol: N } = Domain
+
+class Broker extends Context.Tag("test/LooseEndsBroker")<Broker, PrivateNats>() {}
+
+const env = Layer.unwrapScoped(
+  Effect.gen(function* () {
+    const nats = yield* startPrivateNats
+    const controlPlane = makeControlPlaneEnv({ runtime: "host", nats })
+    const gateway = Layer.scoped(
+      GatewayUrl,
+      Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: nats.url }).pipe(Effect.map((g) => g.url))
+    )
+    return Layer.merge(Layer.provideMerge(gateway, controlPlane), Layer.succeed(Broker, nats))
+  })
+)
+
+interface TaskRow {
+  readonly status: string
+  readonly executionStep: string | null
+  readonly errorStep: string | null
+  readonly errorReason: string | null
+  readonly sessionId: string | null
+  readonly workspaceId: string | null
+  readonly branch: string | null
+}
+
+const taskRow = (taskId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<TaskRow>`
+      SELECT status, execution_step, error_step, error_reason, session_id, workspace_id, branch FROM tasks WHERE id = ${taskId}`
+    return row
+  })
+
+const untilTask = (
+  taskId: string,
+  what: string,
+  done: (row: TaskRow) => boolean,
+  timeout: Duration.DurationInput = "60 seconds"
+) =>
+  waitUntil(
+    `task ${taskId}: ${what}`,
+    taskRow(taskId).pipe(Effect.map((row) => (row !== undefined && done(row) ? row : undefined))),
+    { timeout, every: "100 millis" }
+  )
+
+const transcript = (sessionId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql<{ seq: number; type: string; payload: { type: string; reason?: string; source?: string } }>`
+      SELECT seq::int, type, payload FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`
+  })
+
+/** A user with a project on a fresh local repository. */
+const owner = (name: string) =>
+  Effect.gen(function* () {
+    const user = yield* makeUser(name)
+    const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
+    const project = yield* http("POST", "/api/v1/projects", { token: user.token, body: { name: "p", repoUrl: repo } })
+    expect(project.status).toBe(201)
+    return { user, projectId: project.body.id as string }
+  })
+
+const createTask = (user: TestUser, projectId: string, prompt: string, mode: "task" | "conversation") =>
+  Effect.gen(function* () {
+    const created = yield* http("POST", `/api/v1/projects/${projectId}/tasks`, {
+      token: user.token,
+      body: { prompt, mode }
+    })
+    expect(created.status).toBe(201)
+    return created.body.id as string
+  })
+
+/**
+ * A node of `userId`'s that the ledger shows ready, played by the test: it takes its commands from
+ * its durable consumer and answers each with `answer` (a report to publish, or nothing).
+ */
+const refusingNode = (
+  userId: string,
+  answer: (
+    command: Domain.NodeProtocol.NodeCommand,
+    subject: string
+  ) => ReadonlyArray<{
+    readonly envelope: ReturnType<typeof N.CommandRejected.make> | ReturnType<typeof N.WorkspaceStatusReport.make>
+    readonly entityId?: string
+  }>
+) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const broker = yield* Broker
+    const nodeId = makeId("node")
+    yield* sql`
+      INSERT INTO nodes (id, provider, status, owner_id, agent_ready_at, last_heartbeat_at)
+      VALUES (${nodeId}, 'local', 'running', ${userId}, now(), now())`
+    const { user } = yield* partyCredentials(
+      { kind: "node", nodeId },
+      { natsUrl: broker.url, systemCreds: broker.systemCreds, authority: broker.authority }
+    )
+    const context = yield* Layer.build(
+      natsLayer({
+        servers: broker.url,
+        creds: user.creds,
+        name: `refusing-${nodeId}`,
+        inboxPrefix: Subjects.nodeInboxPrefix(nodeId),
+        jsApiPrefix: Accounts.nodeJsApiPrefix
+      })
+    )
+    const nats = Context.get(context, Nats)
+    yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeId))
+    const commands: Array<Domain.NodeProtocol.NodeCommand> = []
+    const publish = (envelope: { readonly type: string; readonly id: string }, entityId?: string) =>
+      Publish.publish(Subjects.agentReport(nodeId, envelope.type, entityId), envelope as never).pipe(
+        Effect.provideService(Nats, nats)
+      )
+    yield* Consume.run(
+      Consume.consume<typeof N.nodeCommands.defs, Domain.NodeProtocol.NodeCommand>(
+        Topology.Streams.SAM_NODE.name,
+        Subjects.nodeConsumerName(nodeId),
+        N.nodeCommands
+      ),
+      (delivery) =>
+        Effect.gen(function* () {
+          commands.push(delivery.envelope)
+          for (const report of answer(delivery.envelope, delivery.subject))
+            yield* publish(report.envelope, report.entityId)
+          return Consume.Outcome.Ack()
+        })
+    ).pipe(Effect.provideService(Nats, nats), Effect.forkScoped)
+    return { nodeId, commands, publish }
+  })
+
+const refusal = (command: Domain.NodeProtocol.NodeCommand, subject: string, message: string) =>
+  N.CommandRejected.make({ messageId: command.id, commandType: command.type, subject, code: "invalid", message })
+
+layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come home, sessions end their tasks", (it) => {
+  it.effect("stopping a conversation's session completes its task, with the reason recorded", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const { user, projectId } = yield* owner("Stopper")
+      const taskId = yield* createTask(user, projectId, "say hello", "conversation")
+      const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
+      const stopped = yield* http("POST", `/api/v1/sessions/${waiting.sessionId}/stop`, { token: user.token })
+      expect(stopped.status).toBe(200)
+      const done = yield* untilTask(taskId, "ends", (r) => r.status !== "in_progress", "15 seconds")
+      expect(done).toMatchObject({ status: "completed", errorReason: null })
+      const [last] = yield* sql<{ fromStatus: string; toStatus: string; reason: string }>`
+        SELECT from_status, to_status, reason FROM task_status_events WHERE task_id = ${taskId} ORDER BY id DESC LIMIT 1`
+      expect(last).toMatchObject({ fromStatus: "in_progress", toStatus: "completed" })
+      expect(last?.reason).toMatch(/conversation ended: its session was stopped \(stopped by user_/)
+    })
+  )
+
+  it.effect("cancel with nothing in flight answers idle and sends the node nothing", () =>
+    Effect.gen(function* () {
+      const { user, projectId } = yield* owner("Idle")
+      const taskId = yield* createTask(user, projectId, "say hello", "conversation")
+      const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
+      const cancelled = yield* http("POST", `/api/v1/sessions/${waiting.sessionId}/cancel`, { token: user.token })
+      expect(cancelled.body).toEqual({ sessionId: waiting.sessionId, status: "idle", accepted: false })
+      // The session and its task are as they were: the follow-up still works.
+      const prompted = yield* http("POST", `/api/v1/sessions/${waiting.sessionId}/prompt`, {
+        token: user.token,
+        body: { prompt: "say still here" }
+      })
+      expect(prompted.status).toBe(202)
+      yield* waitUntil(
+        "the follow-up's answer",
+        transcript(waiting.sessionId!).pipe(
+          Effect.map((rows) => (JSON.stringify(rows).includes("still here") ? true : undefined))
+        ),
+        { timeout: "30 seconds" }
+      )
+    })
+  )
+
+  it.effect("cancelling a task-mode turn leaves the task awaiting a follow-up, and the follow-up completes it", () =>
+    Effect.gen(function* () {
+      const { user, projectId } = yield* owner("Canceller")
+      const taskId = yield* createTask(user, projectId, "say starting\nrun sleep 30\nsay too late", "task")
+      const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
+      const sessionId = running.sessionId!
+      yield* waitUntil(
+        "the agent runs its command",
+        transcript(sessionId).pipe(Effect.map((rows) => (rows.some((r) => r.type === "tool-call") ? true : undefined))),
+        { timeout: "30 seconds" }
+      )
+      const cancelled = yield* http("POST", `/api/v1/sessions/${sessionId}/cancel`, { token: user.token })
+      expect(cancelled.status).toBe(202)
+      expect(cancelled.body).toEqual({ sessionId, status: "cancelling", accepted: true })
+      const waiting = yield* untilTask(
+        taskId,
+        "awaits a follow-up",
+        (r) => r.executionStep === "awaiting_followup",
+        "20 seconds"
+      )
+      expect(waiting.status).toBe("in_progress")
+      const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {
+        token: user.token,
+        body: { prompt: "run echo done > DONE.txt\nsay finished" }
+      })
+      expect(prompted.status).toBe(202)
+      const done = yield* untilTask(taskId, "ends", (r) => r.status === "completed" || r.status === "failed")
+      expect(done).toMatchObject({ status: "completed", branch: `sam/${taskId}` })
+      const said = (yield* transcript(sessionId)).filter((r) => r.type === "text").map((r) => JSON.stringify(r.payload))
+      expect(said.join()).not.toContain("too late")
+    })
+  )
+
+  it.scoped(
+    "a node refusing workspace.create fails the workspace and the task at once, and the session's transcript says why",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { user, projectId } = yield* owner("Refused")
+        const node = yield* refusingNode(user.userId, (command, subject) =>
+          command.type === "workspace.create"
+            ? [{ envelope: refusal(command, subject, "no room for this repository (test)") }]
+            : []
+        )
+        const started = Date.now()
+        const taskId = yield* createTask(user, projectId, "say hi", "task")
+        const failed = yield* untilTask(taskId, "fails", (r) => r.status === "failed", "20 seconds")
+        // Promptly: the step timeout is two minutes.
+        expect(Date.now() - started).toBeLessThan(20_000)
+        expect(node.commands.map((c) => c.type)).toEqual(["workspace.create"])
+        expect(failed).toMatchObject({ errorStep: "workspace_ready" })
+        expect(failed.errorReason).toContain("no room for this repository (test)")
+        const [workspace] = yield* sql<{ status: string; errorReason: string }>`
+          SELECT status, error_reason FROM workspaces WHERE id = ${failed.workspaceId}`
+        expect(workspace?.status).toBe("error")
+        expect(workspace?.errorReason).toContain("the node refused workspace.create (invalid)")
+        const rows = yield* waitUntil(
+          "the failed session's transcript",
+          transcript(failed.sessionId!).pipe(Effect.map((r) => (r.length > 0 ? r : undefined)))
+        )
+        expect(rows.at(-1)?.payload).toMatchObject({ type: "failed", source: "control_plane" })
+        expect(rows.at(-1)?.payload.reason).toContain("no room for this repository (test)")
+
+        // A rejection naming a message the control plane never sent this node is audited, not routed.
+        const forged = N.CommandRejected.make({
+          messageId: makeId("msg"),
+          commandType: "workspace.create",
+          subject: "x",
+          code: "invalid",
+          message: "forged"
+        })
+        yield* node.publish(forged)
+        const audit = yield* waitUntil(
+          "the unknown rejection audited",
+          sql<{ reason: string }>`SELECT reason FROM dropped_reports WHERE message_id = ${forged.id}`.pipe(
+            Effect.map((r) => r[0])
+          )
+        )
+        expect(audit.reason).toBe("rejected_unknown_command")
+      })
+  )
+
+  it.scoped("a node refusing session.start fails the session and its task with the node's reason", () =>
+    Effect.gen(function* () {
+      const { user, projectId } = yield* owner("NoAgent")
+      yield* refusingNode(user.userId, (command, subject) =>
+        command.type === "workspace.create"
+          ? [
+              {
+                envelope: N.WorkspaceStatusReport.make({ workspaceId: command.body.workspaceId, status: "running" }),
+                entityId: command.body.workspaceId
+              }
+            ]
+          : command.type === "session.start"
+            ? [{ envelope: refusal(command, subject, "agent demo is not installed on this node (test)") }]
+            : []
+      )
+      const taskId = yield* createTask(user, projectId, "say hi", "task")
+      const failed = yield* untilTask(taskId, "fails", (r) => r.status === "failed", "20 seconds")
+      expect(failed.errorStep).toBe("agent_session")
+      expect(failed.errorReason).toContain("agent demo is not installed on this node (test)")
+      const sql = yield* SqlClient.SqlClient
+      const [session] = yield* sql<{ status: string; errorReason: string }>`
+        SELECT status, error_reason FROM sessions WHERE id = ${failed.sessionId}`
+      expect(session?.status).toBe("failed")
+      expect(session?.errorReason).toContain("the node refused session.start (invalid)")
+      const rows = yield* transcript(failed.sessionId!)
+      expect(rows.at(-1)?.payload).toMatchObject({ type: "failed", source: "control_plane" })
+      expect(rows.at(-1)?.payload.reason).toContain("agent demo is not installed on this node (test)")
+    })
+  )
+})

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createWriteStream } from "node:fs"
-import { Deferred, Effect, Exit } from "effect"
+import { Deferred, Effect, Either, Exit } from "effect"
 import { StackError } from "./StackError.js"
 
 export interface ServerProcessOptions {
@@ -19,42 +19,50 @@ export interface ServerProcessOptions {
   readonly stopSignal?: NodeJS.Signals
 }
 
-/**
- * A long-running server as a scoped child process: its output goes to a log file; acquisition waits
- * for its ready line; release sends SIGTERM and waits for it to exit (SIGKILL after 10 s).
- */
-export const serverProcess = (options: ServerProcessOptions) =>
-  Effect.acquireRelease(
-    Effect.gen(function* () {
-      const ready = yield* Deferred.make<void, StackError>()
-      const log = createWriteStream(options.logFile, { flags: "a" })
-      let tail = ""
-      const child: ChildProcess = spawn(options.command, [...options.args], {
-        stdio: ["ignore", "pipe", "pipe"],
-        ...(options.user ?? {})
-      })
-      const onOutput = (chunk: Buffer) => {
-        log.write(chunk)
-        tail = (tail + chunk.toString("utf8")).slice(-4000)
-        if (options.readyWhen.test(tail)) Deferred.unsafeDone(ready, Exit.void)
-      }
-      child.stdout?.on("data", onOutput)
-      child.stderr?.on("data", onOutput)
-      child.on("error", (error: NodeJS.ErrnoException) => {
-        const message =
-          error.code === "ENOENT"
-            ? `${options.command} not found. ${options.missingHint}`
-            : `${options.command}: ${error.message}`
-        Deferred.unsafeDone(ready, Exit.fail(new StackError({ step: options.step, message, cause: error })))
-      })
+/** How a process ended, as a user reads it: `code 1`, `SIGKILL`. */
+export const exitReason = (code: number | null, signal: NodeJS.Signals | null) => signal ?? `code ${code}`
+
+interface Launched {
+  readonly child: ChildProcess
+  readonly startedAt: number
+  /** resolves with how it ended */
+  readonly exited: Promise<string>
+}
+
+/** Spawn the server and wait for its ready line; a failure or an interruption kills it. */
+const launch = (options: ServerProcessOptions) =>
+  Effect.gen(function* () {
+    const ready = yield* Deferred.make<void, StackError>()
+    const log = createWriteStream(options.logFile, { flags: "a" })
+    let tail = ""
+    const child: ChildProcess = spawn(options.command, [...options.args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(options.user ?? {})
+    })
+    const onOutput = (chunk: Buffer) => {
+      log.write(chunk)
+      tail = (tail + chunk.toString("utf8")).slice(-4000)
+      if (options.readyWhen.test(tail)) Deferred.unsafeDone(ready, Exit.void)
+    }
+    child.stdout?.on("data", onOutput)
+    child.stderr?.on("data", onOutput)
+    child.on("error", (error: NodeJS.ErrnoException) => {
+      const message =
+        error.code === "ENOENT"
+          ? `${options.command} not found. ${options.missingHint}`
+          : `${options.command}: ${error.message}`
+      Deferred.unsafeDone(ready, Exit.fail(new StackError({ step: options.step, message, cause: error })))
+    })
+    const exited = new Promise<string>((resolve) =>
       child.on("exit", (code, signal) => {
         log.end()
+        resolve(exitReason(code, signal))
         Deferred.unsafeDone(
           ready,
           Exit.fail(
             new StackError({
               step: options.step,
-              message: `${options.command} exited (${signal ?? `code ${code}`}) before it was ready; its last output (see ${options.logFile}):\n${tail
+              message: `${options.command} exited (${exitReason(code, signal)}) before it was ready; its last output (see ${options.logFile}):\n${tail
                 .trim()
                 .split("\n")
                 .slice(-8)
@@ -63,21 +71,115 @@ export const serverProcess = (options: ServerProcessOptions) =>
           )
         )
       })
-      yield* Deferred.await(ready).pipe(
-        Effect.timeoutFail({
-          duration: options.readyTimeoutMs ?? 30_000,
-          onTimeout: () =>
-            new StackError({
-              step: options.step,
-              message: `${options.command} was not ready in time; see ${options.logFile}`
-            })
-        }),
-        Effect.onError(() => Effect.sync(() => child.kill("SIGKILL")))
-      )
-      return child
-    }),
+    )
+    yield* Deferred.await(ready).pipe(
+      Effect.timeoutFail({
+        duration: options.readyTimeoutMs ?? 30_000,
+        onTimeout: () =>
+          new StackError({
+            step: options.step,
+            message: `${options.command} was not ready in time; see ${options.logFile}`
+          })
+      }),
+      Effect.onError(() => Effect.sync(() => child.kill("SIGKILL")))
+    )
+    return { child, startedAt: Date.now(), exited } satisfies Launched
+  })
+
+/**
+ * A long-running server as a scoped child process: its output goes to a log file; acquisition waits
+ * for its ready line; release sends SIGTERM and waits for it to exit (SIGKILL after 10 s).
+ */
+export const serverProcess = (options: ServerProcessOptions) =>
+  Effect.acquireRelease(
+    Effect.map(launch(options), (launched) => launched.child),
     (child) => stopChild(child, options.stopSignal)
   )
+
+export interface RestartPolicy {
+  /** restarts in a row that may fail (or die again soon) before giving up */
+  readonly maxAttempts: number
+  readonly firstDelayMs: number
+  readonly maxDelayMs: number
+  /** up this long, it counts as healthy again: the next death starts from the first delay */
+  readonly stableMs: number
+}
+
+export const defaultRestartPolicy: RestartPolicy = {
+  maxAttempts: 5,
+  firstDelayMs: 1_000,
+  maxDelayMs: 10_000,
+  stableMs: 60_000
+}
+
+/** 1 s, 2 s, 4 s… up to the policy's cap. */
+export const backoff = (policy: RestartPolicy, attempt: number) =>
+  Math.min(policy.firstDelayMs * 2 ** Math.max(0, attempt - 1), policy.maxDelayMs)
+
+export interface SupervisedServer {
+  readonly pid: () => number | undefined
+  /** fails once the server died and could not be restarted; never succeeds */
+  readonly failed: Effect.Effect<never, StackError>
+}
+
+/**
+ * A server that is started again (same command: same data and port) when it exits while its scope
+ * is open, with backoff and a log line each time. After `maxAttempts` restarts in a row that fail,
+ * `failed` fails with a message for the user (`sam up` then stops). Closing the scope stops it at
+ * once, also while it is down or being restarted.
+ */
+export const supervisedServer = (
+  options: ServerProcessOptions & { readonly name: string },
+  policy = defaultRestartPolicy
+) =>
+  Effect.gen(function* () {
+    let current = yield* launch(options)
+    let stopping = false
+    const failed = yield* Deferred.make<never, StackError>()
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        stopping = true
+        return stopChild(current.child, options.stopSignal)
+      })
+    )
+    const supervise = Effect.gen(function* () {
+      let failures = 0
+      for (;;) {
+        const reason = yield* Effect.promise(() => current.exited)
+        if (stopping) return
+        if (Date.now() - current.startedAt >= policy.stableMs) failures = 0
+        const diedAt = Date.now()
+        let cause = `pid ${current.child.pid} exited (${reason})`
+        for (;;) {
+          failures += 1
+          if (failures > policy.maxAttempts) {
+            const error = new StackError({
+              step: options.step,
+              message: `${options.name} ${cause} and could not be restarted after ${policy.maxAttempts} attempts; see ${options.logFile}`
+            })
+            yield* Effect.logError(error.message)
+            return yield* Deferred.fail(failed, error)
+          }
+          const delay = backoff(policy, failures)
+          yield* Effect.logWarning(
+            `${options.name} ${cause}; restarting it in ${delay / 1000} s (attempt ${failures} of ${policy.maxAttempts})`
+          )
+          yield* Effect.sleep(delay)
+          const next = yield* Effect.either(launch(options))
+          if (Either.isRight(next)) {
+            current = next.right
+            yield* Effect.logInfo(
+              `${options.name} restarted (pid ${current.child.pid}), ${((Date.now() - diedAt) / 1000).toFixed(1)} s after it died`
+            )
+            break
+          }
+          cause = `failed to restart: ${next.left.message.split("\n").slice(0, 3).join(" ")}`
+        }
+      }
+    })
+    yield* Effect.forkScoped(supervise)
+    return { pid: () => current.child.pid, failed: Deferred.await(failed) } satisfies SupervisedServer
+  })
 
 export const stopChild = (child: ChildProcess, signal: NodeJS.Signals = "SIGTERM") =>
   Effect.async<void>((resume) => {

@@ -40,13 +40,18 @@ export interface Stack {
   readonly databaseUrl: Redacted.Redacted<string>
   readonly databaseDisplayUrl: string
   readonly databaseUrlFor: (database: string) => Redacted.Redacted<string>
+  /** the servers' current pids (they change when one is restarted) */
+  readonly pids: () => { readonly nats: number | undefined; readonly postgres: number | undefined }
+  /** fails when nats-server or Postgres died and could not be restarted (the stack should stop) */
+  readonly failed: Effect.Effect<never, StackError>
 }
 
 const CONTROL_PLANE_CREDS_DAYS = 365
 
 /**
  * The whole local stack in one scope: NATS (operator mode, JetStream) and Postgres under one data
- * directory, migrations applied, bus topology provisioned. Closing the scope stops both servers.
+ * directory, migrations applied, bus topology provisioned. A server that dies is restarted (see
+ * `failed`). Closing the scope stops both servers.
  */
 export const start = Effect.fn("LocalStack.start")(function* (options: StackOptions) {
   const progress = yield* Progress
@@ -142,6 +147,8 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     systemCreds: system.creds,
     databaseUrl: pg.url,
     databaseDisplayUrl: pg.displayUrl,
-    databaseUrlFor: pg.adminUrl
+    databaseUrlFor: pg.adminUrl,
+    pids: () => ({ nats: nats.pid(), postgres: pg.pid() }),
+    failed: Effect.raceFirst(nats.failed, pg.failed)
   } satisfies Stack
 })

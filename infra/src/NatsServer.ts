@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect } from "effect"
-import { serverProcess } from "./ChildProcess.js"
+import { supervisedServer } from "./ChildProcess.js"
 import { loadOrCreate, serverConfig } from "./NatsAuth.js"
 import { StackError } from "./StackError.js"
 
@@ -15,7 +15,8 @@ export interface NatsServerOptions {
 
 /**
  * nats-server in operator mode with JetStream, as a scoped child process. Keys are created on first
- * start and reused after; stopping the scope stops the server.
+ * start and reused after; stopping the scope stops the server. If it dies, it is started again on the
+ * same store and port (`supervisedServer`); `failed` fails when it cannot be.
  */
 export const start = Effect.fn("NatsServer.start")(function* (options: NatsServerOptions) {
   const auth = yield* loadOrCreate(options.dir)
@@ -36,7 +37,8 @@ export const start = Effect.fn("NatsServer.start")(function* (options: NatsServe
     },
     catch: (cause) => new StackError({ step: "nats", message: `cannot write ${configFile}: ${cause}`, cause })
   })
-  const child = yield* serverProcess({
+  const server = yield* supervisedServer({
+    name: "nats-server",
     step: "nats",
     command: options.binary ?? process.env.SAM_NATS_SERVER_BIN ?? "nats-server",
     args: ["-c", configFile],
@@ -44,5 +46,5 @@ export const start = Effect.fn("NatsServer.start")(function* (options: NatsServe
     readyWhen: /Server is ready/,
     missingHint: "Install it with: apt-get install -y nats-server (or set SAM_NATS_SERVER_BIN)"
   })
-  return { auth, url: `nats://${options.host}:${options.port}`, configFile, pid: child.pid }
+  return { auth, url: `nats://${options.host}:${options.port}`, configFile, pid: server.pid, failed: server.failed }
 })

@@ -7,7 +7,7 @@ import { dirname, join, resolve } from "node:path"
 import { promisify } from "node:util"
 import { Effect, Redacted } from "effect"
 import pg from "pg"
-import { serverProcess } from "./ChildProcess.js"
+import { supervisedServer } from "./ChildProcess.js"
 import { StackError } from "./StackError.js"
 
 export interface PostgresOptions {
@@ -103,7 +103,8 @@ const initdb = async (
 /**
  * Embedded Postgres as a scoped child process. The cluster is created on first start with a
  * generated password kept in the data directory (mode 0600); later starts reuse both. Listens on
- * 127.0.0.1 only; stopping the scope performs a fast shutdown.
+ * 127.0.0.1 only; stopping the scope performs a fast shutdown. If it dies, it is started again on the
+ * same data and port (`supervisedServer`); `failed` fails when it cannot be.
  */
 export const start = Effect.fn("Postgres.start")(function* (options: PostgresOptions) {
   const dataDir = join(options.dir, "data")
@@ -131,7 +132,8 @@ export const start = Effect.fn("Postgres.start")(function* (options: PostgresOpt
       catch: fail("initdb failed")
     })
   }
-  yield* serverProcess({
+  const server = yield* supervisedServer({
+    name: "postgres",
     step: "postgres",
     command: join(bin, "postgres"),
     args: [
@@ -172,6 +174,8 @@ export const start = Effect.fn("Postgres.start")(function* (options: PostgresOpt
     displayUrl: `postgres://${USER}@127.0.0.1:${options.port}/${options.database}`,
     adminUrl: (database: string) => Redacted.make(urlFor(database)),
     created: !initialised,
+    pid: server.pid,
+    failed: server.failed,
     /** directories given o+x so the postgres user can reach its files */
     granted
   }

@@ -128,7 +128,8 @@ const up = Effect.gen(function* () {
       "Press Ctrl-C to stop."
   )
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("\nStopping SAM…\n")))
-  return yield* Effect.never
+  // Runs until Ctrl-C, or until nats-server or Postgres died and could not be restarted.
+  return yield* stack.failed
 }).pipe(Effect.scoped, Effect.provide(Progress.console))
 
 const ownerPassword = Effect.gen(function* () {

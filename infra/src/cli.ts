@@ -6,6 +6,7 @@ import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
 import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import * as ApiCli from "./ApiCli.js"
+import * as DataLock from "./DataLock.js"
 import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
@@ -81,6 +82,8 @@ const startGateway = (stack: LocalStack.Stack) =>
 
 const up = Effect.gen(function* () {
   const options = LocalStack.defaults()
+  // Before anything touches the data directory: a second `sam up` on it must not start its servers.
+  yield* DataLock.acquire(options.dataDir)
   yield* Effect.sync(() => process.stdout.write(`Starting SAM (data in ${options.dataDir})\n`))
   // Finalizers run in reverse: this one last, after every server has stopped.
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("SAM stopped.\n")))

@@ -3,10 +3,11 @@ import { createWriteStream } from "node:fs"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { SqlClient } from "@effect/sql"
 import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { Consume, Nats } from "@sam/bus"
-import { Effect, Layer, Redacted } from "effect"
-import { stopChild } from "./ChildProcess.js"
+import { Effect, Either, Fiber, Layer, Redacted } from "effect"
+import { backoff, exitReason, type RestartPolicy, stopChild } from "./ChildProcess.js"
 
 export interface LocalProviderOptions {
   /** nodes live in `<dataDir>/nodes/<nodeId>/` (credentials, workspaces, log) */
@@ -18,31 +19,54 @@ export interface LocalProviderOptions {
   readonly runtime?: "auto" | "docker" | "host"
   /** extra environment for the vm-agents (tests shorten heartbeats and grace periods) */
   readonly env?: Readonly<Record<string, string>>
+  /** how a vm-agent that exits is started again (default: 1 s, 2 s, 4 s… up to 30 s; reset after 60 s up) */
+  readonly restart?: Omit<RestartPolicy, "maxAttempts">
 }
 
 const repoRoot = resolve(fileURLToPath(new URL("../..", import.meta.url)))
 
+const defaultRestart: Omit<RestartPolicy, "maxAttempts"> = { firstDelayMs: 1_000, maxDelayMs: 30_000, stableMs: 60_000 }
+
+interface Running {
+  readonly child: ChildProcess
+  readonly startedAt: number
+  readonly exited: Promise<string>
+}
+
 /**
  * The local provider: a node is a vm-agent child process on this machine, with NATS credentials of
  * that node's own account (ADR 0016), short-lived (it renews them itself), and its durable command
- * consumer created here. Closing the scope
- * stops every node it started.
+ * consumer created here. A vm-agent that exits is started again with backoff and fresh credentials
+ * (its old ones may have expired), unless its node is being destroyed or its account is revoked
+ * (ADR 0020). Closing the scope stops every node it started, and none is restarted then.
  */
 export const layer = (options: LocalProviderOptions) =>
   Layer.scoped(
     ControlPlane.NodeProvider,
     Effect.gen(function* () {
       const nats = yield* Nats
+      const sql = yield* SqlClient.SqlClient
       const accounts = yield* NatsAccounts.NatsAccounts
+      const scope = yield* Effect.scope
       const ttlSeconds = options.credsTtlSeconds ?? NatsAccounts.nodeCredsTtlSeconds()
-      const children = new Map<string, ChildProcess>()
+      const policy = options.restart ?? defaultRestart
+      const children = new Map<string, Running>()
+      const supervisors = new Map<string, Fiber.RuntimeFiber<void>>()
+      let stopping = false
       yield* Effect.addFinalizer(() =>
-        Effect.forEach([...children.values()], (child) => stopChild(child), { concurrency: "unbounded", discard: true })
-      )
-      const provision = (nodeId: string) =>
         Effect.gen(function* () {
-          const running = children.get(nodeId)
-          if (running !== undefined && running.exitCode === null && running.signalCode === null) return
+          stopping = true
+          yield* Fiber.interruptAll(supervisors.values())
+          yield* Effect.forEach([...children.values()], ({ child }) => stopChild(child), {
+            concurrency: "unbounded",
+            discard: true
+          })
+        })
+      )
+
+      /** Fresh credentials, the node's consumer, and the vm-agent process. */
+      const start = (nodeId: string) =>
+        Effect.gen(function* () {
           const dir = join(options.dataDir, "nodes", nodeId)
           const user = yield* accounts.nodeCredentials(nodeId, ttlSeconds)
           const credsFile = join(dir, "node.creds")
@@ -69,8 +93,86 @@ export const layer = (options: LocalProviderOptions) =>
           })
           child.stdout?.pipe(log)
           child.stderr?.pipe(log)
-          children.set(nodeId, child)
-          yield* Effect.logInfo(`local node ${nodeId} started (pid ${child.pid}; log ${join(dir, "vm-agent.log")})`)
+          const exited = new Promise<string>((done) =>
+            child.once("exit", (code, signal) => done(exitReason(code, signal)))
+          )
+          const running = { child, startedAt: Date.now(), exited } satisfies Running
+          children.set(nodeId, running)
+          return running
+        })
+
+      /** Why a node must not run again, if it must not. */
+      const retired = (nodeId: string) =>
+        sql<{ status: string }>`SELECT status FROM nodes WHERE id = ${nodeId}`.pipe(
+          Effect.map(([row]) =>
+            row === undefined
+              ? "it is not in the ledger"
+              : row.status === "destroying" || row.status === "deleted"
+                ? `it is ${row.status}`
+                : undefined
+          )
+        )
+
+      /** A failure that means the node must stay down: retired, or its account revoked. */
+      const final = (error: unknown) =>
+        typeof error === "string"
+          ? error
+          : typeof error === "object" && error !== null && "reason" in error && error.reason === "Permission"
+            ? `not restarting it: ${String((error as { message?: unknown }).message)}`
+            : undefined
+
+      const supervise = (nodeId: string, first: Running) =>
+        Effect.gen(function* () {
+          let current = first
+          let failures = 0
+          for (;;) {
+            const reason = yield* Effect.promise(() => current.exited)
+            if (stopping) return
+            if (Date.now() - current.startedAt >= policy.stableMs) failures = 0
+            let cause = `vm-agent (pid ${current.child.pid}) exited (${reason})`
+            for (;;) {
+              failures += 1
+              const gone = yield* Effect.either(retired(nodeId))
+              if (Either.isRight(gone) && gone.right !== undefined) {
+                return yield* Effect.logInfo(`local node ${nodeId}: ${cause}; not restarting it: ${gone.right}`)
+              }
+              const delay = backoff({ ...policy, maxAttempts: 0 }, failures)
+              yield* Effect.logWarning(
+                `local node ${nodeId}: ${cause}; restarting it in ${delay / 1000} s (attempt ${failures})`
+              )
+              yield* Effect.sleep(delay)
+              const again = yield* Effect.either(
+                Effect.gen(function* () {
+                  const why = yield* retired(nodeId)
+                  if (why !== undefined) return yield* Effect.fail(`not restarting it: ${why}`)
+                  // Fresh credentials: the old file's JWT may have expired; a revoked node gets none.
+                  return yield* start(nodeId)
+                })
+              )
+              if (Either.isRight(again)) {
+                current = again.right
+                yield* Effect.logInfo(
+                  `local node ${nodeId}: vm-agent restarted (pid ${current.child.pid}), attempt ${failures}`
+                )
+                break
+              }
+              const stop = final(again.left)
+              if (stop !== undefined) return yield* Effect.logInfo(`local node ${nodeId}: ${stop}`)
+              // NATS or Postgres may be down a moment: try again, later.
+              cause = `cannot restart its vm-agent yet (${String((again.left as { message?: unknown }).message ?? again.left)})`
+            }
+          }
+        })
+
+      const provision = (nodeId: string) =>
+        Effect.gen(function* () {
+          const supervisor = supervisors.get(nodeId)
+          if (supervisor !== undefined && supervisor.unsafePoll() === null) return
+          const running = yield* start(nodeId)
+          supervisors.set(nodeId, yield* Effect.forkIn(supervise(nodeId, running), scope))
+          yield* Effect.logInfo(
+            `local node ${nodeId} started (pid ${running.child.pid}; log ${join(options.dataDir, "nodes", nodeId, "vm-agent.log")})`
+          )
         })
       return { provision }
     })

@@ -10,6 +10,7 @@ import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
 import { limitFrames } from "./feed/FrameLimit.js"
+import * as Health from "./Health.js"
 import * as Ingress from "./Ingress.js"
 import * as LoginThrottle from "./LoginThrottle.js"
 import { localReposConfig } from "./RepoUrl.js"
@@ -117,6 +118,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       HttpMiddleware.withTracerDisabledWhen(FeedRoute.tokenInUrl),
       Layer.provideMerge(server),
       Layer.provide(Auth.Default),
+      Layer.provide(Health.layer),
       Layer.provide(LoginThrottle.layer(options.loginThrottle)),
       Layer.provide(Revocation.layer),
       Layer.provide(Feed.layer(options.feed)),

@@ -7,6 +7,7 @@ import { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
 import { Auth, type Principal } from "./Auth.js"
 import type { GatewayConfig } from "./Config.js"
+import { Health, unavailable } from "./Health.js"
 import type { LoginThrottle } from "./LoginThrottle.js"
 import type { Revocation } from "./Revocation.js"
 
@@ -86,7 +87,7 @@ export const errorResponse = (error: ApiError) =>
     ...(error.retryAfter === undefined ? {} : { headers: { "retry-after": String(error.retryAfter) } })
   })
 
-const toHandler = (route: Route) =>
+const serve = (route: Route) =>
   Effect.gen(function* () {
     const { spec } = route
     const request = yield* HttpServerRequest.HttpServerRequest
@@ -106,13 +107,42 @@ const toHandler = (route: Route) =>
     if (!out.success)
       return yield* Effect.die(new Error(`${spec.method} ${spec.path}: bad response: ${out.error.message}`))
     return HttpServerResponse.unsafeJson(out.data, { status: spec.status ?? 200 })
-  }).pipe(
+  })
+
+/**
+ * While NATS or Postgres is down (`Health`), answer 503 at once with the reason, and end a request
+ * in flight when one goes down, rather than let it hang until they are back.
+ */
+const failFast = (route: Route) =>
+  Effect.flatMap(Effect.serviceOption(Health), (health) => {
+    if (Option.isNone(health)) return serve(route)
+    const down = health.value.down()
+    if (Option.isSome(down)) return Effect.fail(unavailable(down.value))
+    return Effect.raceFirst(
+      serve(route),
+      Effect.flatMap(health.value.whenDown, (dependency) => Effect.fail(unavailable(dependency, true)))
+    )
+  })
+
+const toHandler = (route: Route) =>
+  failFast(route).pipe(
     Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
+    // A request that died because the database just went down says so, not `internal`.
     Effect.catchAllDefect((defect) =>
-      Effect.logError(`${route.spec.method} ${route.spec.path} failed`, defect).pipe(
-        Effect.as(
-          errorResponse(new ApiError({ code: "internal", message: "the gateway failed to handle this request" }))
-        )
+      Effect.flatMap(
+        Effect.flatMap(Effect.serviceOption(Health), (health) =>
+          Option.isSome(health) ? health.value.recheck : Effect.succeed(Option.none())
+        ),
+        (down) =>
+          Option.isSome(down)
+            ? Effect.succeed(errorResponse(unavailable(down.value)))
+            : Effect.logError(`${route.spec.method} ${route.spec.path} failed`, defect).pipe(
+                Effect.as(
+                  errorResponse(
+                    new ApiError({ code: "internal", message: "the gateway failed to handle this request" })
+                  )
+                )
+              )
       )
     ),
     Effect.withSpan(`${route.spec.method} ${route.spec.path}`)

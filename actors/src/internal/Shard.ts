@@ -119,6 +119,7 @@ export const startShard = (deps: ShardDeps) =>
     const handleCommand = (msg: JsMsg, id: string, envelope: Envelope) =>
       Effect.gen(function* () {
         let attempt = 0
+        let waits = 0
         while (active) {
           attempt++
           const total = totalAttempts(msg.info.deliveryCount, attempt)
@@ -166,6 +167,19 @@ export const startShard = (deps: ShardDeps) =>
           if (next._tag === "GiveUpShard") {
             deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
             return lose()
+          }
+          // Postgres down (restarting): wait for it without spending the command's attempts, so an
+          // outage of a few seconds dead-letters nothing (ADR 0020).
+          if (!(yield* store.reachable)) {
+            if (waits++ % 10 === 0) {
+              yield* Effect.logWarning(
+                `actor ${kind.name}/${id}: the database is unavailable; retrying ${envelope.type}`
+              )
+            }
+            attempt -= 1
+            msg.working()
+            yield* Effect.sleep(1_000)
+            continue
           }
           if (next._tag === "DeadLetter") {
             const detail = Option.match(failure, {

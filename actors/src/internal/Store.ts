@@ -201,7 +201,13 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
       publish
     )
 
-  return { commit, deadLetter, readFence, writeFence, relayOutbox, fireTimers }
+  /** Whether Postgres answers now: a command that failed while it did not is not the command's fault. */
+  const reachable = sql`SELECT 1`.pipe(
+    Effect.timeout("1 second"),
+    Effect.match({ onFailure: () => false, onSuccess: () => true })
+  )
+
+  return { commit, deadLetter, readFence, writeFence, relayOutbox, fireTimers, reachable }
 }
 
 export type Store = ReturnType<typeof makeStore>

@@ -3,7 +3,7 @@ import { defineProject } from "vitest/config"
 export default defineProject({
   test: {
     name: "integration",
-    include: ["integration/**/*.test.ts", "security/**/*.test.ts"],
+    include: ["integration/**/*.test.ts", "security/**/*.test.ts", "faults/**/*.test.ts"],
     globalSetup: ["./src/globalSetup.ts"],
     // Tests play several users of one machine on local repositories; test/security checks `owner` and `none`.
     env: { SAM_ALLOW_LOCAL_REPOS: "all" },

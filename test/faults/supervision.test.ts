@@ -1,0 +1,86 @@
+import { spawn } from "node:child_process"
+import { readFile, rm, writeFile } from "node:fs/promises"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { alive, api, makeEnv, root, runTask, type SamUp, startSamUp, stopSamUp, waitFor } from "./SamUp.js"
+
+/** A pid that was alive a moment ago and is no more: what a crashed `sam up` leaves in its lock. */
+const deadPid = async () => {
+  const child = spawn("true")
+  await new Promise((done) => child.once("exit", done))
+  return child.pid as number
+}
+
+describe("sam up supervises its local nodes and owns its data directory", async () => {
+  const setup = await makeEnv()
+  let up: SamUp
+
+  beforeAll(async () => {
+    // A lock left by a `sam up` that died is taken over.
+    await writeFile(join(setup.dataDir, "sam-up.lock"), `${await deadPid()}\n`)
+    up = await startSamUp(setup.env)
+  }, 60_000)
+  afterAll(async () => {
+    if (up !== undefined) await stopSamUp(up)
+    await rm(setup.dataDir, { recursive: true, force: true })
+  })
+
+  it("a second sam up on the same data directory exits at once naming the holder, and touches nothing", async () => {
+    expect((await readFile(join(setup.dataDir, "sam-up.lock"), "utf8")).trim()).toBe(String(up.child.pid))
+    const natsLog = await readFile(join(setup.dataDir, "nats", "nats.log"), "utf8")
+    const started = Date.now()
+    const second = spawn(join(root, "sam"), ["up"], {
+      cwd: root,
+      env: { ...process.env, ...setup.env, SAM_GATEWAY_PORT: "1" },
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    second.stdout.on("data", (c: Buffer) => (output += c))
+    second.stderr.on("data", (c: Buffer) => (output += c))
+    const code = await new Promise<number | null>((done) => second.once("exit", done))
+    const took = Date.now() - started
+    console.log(`second sam up refused in ${took} ms`)
+    expect(code).not.toBe(0)
+    expect(output).toContain(`✗ lock: another sam up (pid ${up.child.pid}) is running on ${setup.dataDir}`)
+    expect(output).not.toContain("nats-server on")
+    expect(took).toBeLessThan(5_000)
+    // The first one's server log is as it was, its lock is still its own, and it still serves.
+    expect(await readFile(join(setup.dataDir, "nats", "nats.log"), "utf8")).toBe(natsLog)
+    expect((await readFile(join(setup.dataDir, "sam-up.lock"), "utf8")).trim()).toBe(String(up.child.pid))
+    expect(up.child.exitCode).toBeNull()
+    expect((await (await api(setup.gateway, setup.dataDir)).call("GET", "/me")).status).toBe(200)
+  }, 30_000)
+
+  it("a vm-agent killed with SIGKILL is restarted with fresh credentials and runs the next task", async () => {
+    const client = await api(setup.gateway, setup.dataDir)
+    const project = await client.call("POST", "/projects", { name: "faults", repoUrl: setup.repo })
+    expect(project.status).toBe(201)
+    const first = await runTask(client, project.body.id, "say before\nrun echo 1 > ONE.txt")
+    const nodeId = first.nodeId as string
+    const pid = Number(new RegExp(`local node ${nodeId} started \\(pid (\\d+)`).exec(up.output())?.[1])
+    expect(alive(pid)).toBe(true)
+    const creds = await readFile(join(setup.dataDir, "nodes", nodeId, "node.creds"), "utf8")
+
+    const killed = Date.now()
+    process.kill(pid, "SIGKILL")
+    const restarted = new RegExp(`local node ${nodeId}: vm-agent restarted \\(pid (\\d+)`)
+    const newPid = await waitFor("the vm-agent to be restarted", async () => restarted.exec(up.output())?.[1], 15_000)
+    const delay = Date.now() - killed
+    console.log(`vm-agent restarted ${delay} ms after SIGKILL`)
+    expect(up.output()).toMatch(
+      new RegExp(
+        `local node ${nodeId}: vm-agent \\(pid ${pid}\\) exited \\(SIGKILL\\); restarting it in 1 s \\(attempt 1\\)`
+      )
+    )
+    expect(Number(newPid)).not.toBe(pid)
+    expect(alive(Number(newPid))).toBe(true)
+    expect(delay).toBeLessThan(5_000)
+    // Credentials minted anew for the restart (the old JWT may have expired).
+    expect(await readFile(join(setup.dataDir, "nodes", nodeId, "node.creds"), "utf8")).not.toBe(creds)
+
+    const started = Date.now()
+    const next = await runTask(client, project.body.id, "say after the restart\nrun echo 2 > TWO.txt")
+    console.log(`a task on the restarted node completed ${Date.now() - started} ms after submission`)
+    expect(next.nodeId).toBe(nodeId)
+  }, 55_000)
+})

@@ -8,7 +8,9 @@ import { Effect } from "effect"
  * must be the node's owner's (the task's submitter; for work without a task, the project's owner), and
  * a session report must be about a session that is still live. Whether the entity is placed on this
  * very node is the actor's check (it holds the row under lock); ownership never changes once set, so it
- * is checked here once per report.
+ * is checked here once per report. A `command.rejected` has no rule here, so a legitimate one is never
+ * refused as foreign or ended: CommandRejections.ts routes it only when the refused message is one the
+ * control plane sent to that very node (ADR 0019).
  */
 
 /** Reasons recorded in `dropped_reports` for a report refused here. */

@@ -4,6 +4,7 @@ import { Effect, FiberSet } from "effect"
 import type { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
 import { Auth, type Principal } from "./Auth.js"
+import * as Permissions from "./services/Permissions.js"
 import * as Sessions from "./services/Sessions.js"
 import * as Tasks from "./services/Tasks.js"
 
@@ -33,7 +34,9 @@ const handlers: {
   "task.create": (principal, { projectId, ...body }) => Tasks.createTask(principal, projectId, body),
   "task.cancel": (principal, { taskId, ...body }) => Tasks.cancelTask(principal, taskId, body),
   "session.prompt": (principal, { sessionId, ...body }) => Sessions.prompt(principal, sessionId, body),
-  "session.cancel": (principal, { sessionId }) => Sessions.cancel(principal, sessionId)
+  "session.cancel": (principal, { sessionId }) => Sessions.cancel(principal, sessionId),
+  "session.answer-permission": (principal, { sessionId, requestId, ...answer }) =>
+    Permissions.answer(principal, sessionId, requestId, answer)
 }
 
 const unauthenticated = (message: string) => new ApiError({ code: "unauthenticated", message })

@@ -8,6 +8,7 @@ import gateway from "./migrations/0005_gateway.js"
 import bootlog from "./migrations/0006_bootlog.js"
 import nodeOwnership from "./migrations/0007_node_ownership.js"
 import natsAccounts from "./migrations/0008_nats_accounts.js"
+import permissions from "./migrations/0009_permissions.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -22,7 +23,8 @@ export const migrations = {
   "0005_gateway": gateway,
   "0006_bootlog": bootlog,
   "0007_node_ownership": nodeOwnership,
-  "0008_nats_accounts": natsAccounts
+  "0008_nats_accounts": natsAccounts,
+  "0009_permissions": permissions
 }
 
 const migrator = Migrator.make({})

@@ -99,13 +99,23 @@ const taskDraft = (event: TaskEvent, task: TaskFacts): Draft | undefined => {
 const sessionDraft = (event: SessionEvent, task: TaskFacts | null): Draft | undefined => {
   switch (event.type) {
     case "session.event": {
-      const e = event.body.event as { readonly type: string; readonly title?: unknown; readonly entries?: unknown }
+      const e = event.body.event as {
+        readonly type: string
+        readonly title?: unknown
+        readonly entries?: unknown
+        readonly requestId?: unknown
+        readonly options?: unknown
+      }
       if (e.type === "permission-requested") {
         const what = typeof e.title === "string" && e.title !== "" ? e.title : "a tool call"
+        const options = (Array.isArray(e.options) ? e.options : [])
+          .map((o: { optionId?: unknown; name?: unknown }) => `${String(o.optionId)} (${String(o.name)})`)
+          .join(", ")
         return {
           type: "needs_input",
           title: "The agent needs your input",
-          body: clip(`Permission requested: ${what}`),
+          // What to answer and how: POST /sessions/:sessionId/permissions/:requestId {optionId} (ADR 0018).
+          body: clip(`Permission requested: ${what}. Request ${String(e.requestId)}; options: ${options}`),
           sourceEventId: event.id
         }
       }
@@ -206,11 +216,17 @@ const handleSession = (delivery: Consume.Delivery<SessionEvent>) =>
       createdBy: string | null
       prompt: string | null
       status: string | null
+      pendingPermissions: string
     }>`
-      SELECT s.project_id, s.task_id, t.created_by, t.prompt, t.status
+      SELECT s.project_id, s.task_id, t.created_by, t.prompt, t.status, s.pending_permissions::text AS pending_permissions
       FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id WHERE s.id = ${event.body.sessionId}`
     const session = sessions[0]
     if (session === undefined) return Consume.Outcome.Ack()
+    // A request the project's policy answered at once (or a member already did) needs nobody's input.
+    if (event.type === "session.event" && event.body.event.type === "permission-requested") {
+      const pending = JSON.parse(session.pendingPermissions) as ReadonlyArray<{ readonly requestId: string }>
+      if (!pending.some((p) => p.requestId === event.body.event.requestId)) return Consume.Outcome.Ack()
+    }
     const task = session.createdBy === null ? null : { prompt: session.prompt ?? "", status: session.status }
     const draft = sessionDraft(event, task)
     if (draft === undefined) return Consume.Outcome.Ack()

@@ -18,6 +18,16 @@ export const ProjectMemberAdded = defineMessage(
   z.object({ projectId: z.string(), userId: z.string(), role: C.MemberRole, by: z.string() }),
   { durable: true }
 )
+export const ProjectPermissionsChanged = defineMessage(
+  "project.permissions-changed",
+  z.object({
+    projectId: z.string(),
+    policy: C.PermissionPolicy,
+    timeoutSeconds: z.number().int().positive(),
+    by: z.string()
+  }),
+  { durable: true }
+)
 export const ProjectMemberRemoved = defineMessage(
   "project.member-removed",
   z.object({ projectId: z.string(), userId: z.string(), by: z.string() }),
@@ -30,6 +40,8 @@ interface Row {
   readonly name: string
   readonly repoUrl: string
   readonly defaultBranch: string
+  readonly permissionPolicy: Domain.ControlProtocol.PermissionPolicy
+  readonly permissionTimeoutSeconds: number
 }
 type MemberChange =
   | { readonly _tag: "Upsert"; readonly userId: string; readonly role: Role }
@@ -40,6 +52,8 @@ interface State {
   readonly members: ReadonlyMap<string, Role>
   /** written by `save`; empty after every load */
   readonly changes: ReadonlyArray<MemberChange>
+  /** the permission settings changed (ADR 0018): `save` writes them */
+  readonly settingsChanged?: boolean
 }
 
 const refuse = (state: State, code: string, message: string) => ({ state, reply: { ok: false, code, message } })
@@ -58,7 +72,8 @@ export const ProjectKind = Actor.make({
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<Row>`
-        SELECT id, owner_id, name, repo_url, default_branch FROM projects WHERE id = ${id} FOR UPDATE`
+        SELECT id, owner_id, name, repo_url, default_branch, permission_policy, permission_timeout_seconds
+        FROM projects WHERE id = ${id} FOR UPDATE`
       const members = yield* sql<{ userId: string; role: Role }>`
         SELECT user_id, role FROM project_members WHERE project_id = ${id}`
       const state: State = {
@@ -79,6 +94,11 @@ export const ProjectKind = Actor.make({
           INSERT INTO projects (id, owner_id, name, repo_url, default_branch)
           VALUES (${row.id}, ${row.ownerId}, ${row.name}, ${row.repoUrl}, ${row.defaultBranch})`
         yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${row.id}, ${row.ownerId}, 'owner')`
+      }
+      if (state.settingsChanged === true && !state.created) {
+        yield* sql`
+          UPDATE projects SET permission_policy = ${row.permissionPolicy},
+            permission_timeout_seconds = ${row.permissionTimeoutSeconds} WHERE id = ${row.id}`
       }
       for (const change of state.changes) {
         if (change._tag === "Upsert") {
@@ -101,7 +121,9 @@ export const ProjectKind = Actor.make({
           ownerId: b.ownerId,
           name: b.name,
           repoUrl: b.repoUrl,
-          defaultBranch: b.defaultBranch
+          defaultBranch: b.defaultBranch,
+          permissionPolicy: "ask",
+          permissionTimeoutSeconds: C.DEFAULT_PERMISSION_TIMEOUT_SECONDS
         }
         return Effect.succeed({
           state: { ...state, row: created, created: true, members: new Map([[b.ownerId, "owner" as const]]) },
@@ -140,6 +162,32 @@ export const ProjectKind = Actor.make({
             )
           ],
           reply: { ok: true, role: b.role }
+        })
+      }
+      case "project.set-permissions": {
+        const b = command.body
+        if (row === null) return Effect.succeed(refuse(state, "not_found", `no project ${b.projectId}`))
+        const next: Row = {
+          ...row,
+          permissionPolicy: b.policy ?? row.permissionPolicy,
+          permissionTimeoutSeconds: b.timeoutSeconds ?? row.permissionTimeoutSeconds
+        }
+        return Effect.succeed({
+          state: { ...state, row: next, settingsChanged: true },
+          events: [
+            Actor.event(
+              row.id,
+              "project",
+              row.id,
+              ProjectPermissionsChanged.make({
+                projectId: row.id,
+                policy: next.permissionPolicy,
+                timeoutSeconds: next.permissionTimeoutSeconds,
+                by: b.by
+              })
+            )
+          ],
+          reply: { ok: true }
         })
       }
       case "project.remove-member": {

@@ -3,6 +3,7 @@ import { Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
 import { DEFAULT_SHARDS } from "../ActorKind.js"
 import * as Ledger from "./SessionLedger.js"
+import * as Permissions from "./SessionPermissions.js"
 import { rejected } from "./SessionRejections.js"
 import { type Deps, HEAL_TIMER, heal, type Reaction, report, type SessionReply } from "./SessionReports.js"
 import { open as openSnapshots } from "./SessionSnapshots.js"
@@ -372,11 +373,18 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
       }
       return fail(row, command.body.reason, {})
     }
-    case "session.report":
-      return report(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
+    case "session.report": {
+      const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
+      return report(deps, state, command, helpers).pipe(
+        Effect.flatMap((reaction) => Permissions.afterReport(deps, command, reaction, helpers))
+      )
+    }
     case "session.heal":
       return heal(deps, state, { event, activityEvent, healTimer })
     case "session.command-rejected":
       return rejected(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
+    case "session.answer-permission":
+    case "session.permission-timeout":
+      return Permissions.answer(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
   }
 }

@@ -25,6 +25,8 @@ export interface SessionRow {
   readonly lastEvidenceAt: Date | null
   readonly endedAt: Date | null
   readonly version: number
+  /** the agent's permission requests waiting for an answer (ADR 0018); none when absent */
+  readonly pendingPermissions?: ReadonlyArray<Domain.PendingPermission>
 }
 
 export interface TranscriptEntry {
@@ -57,9 +59,15 @@ export interface SessionState {
   readonly dropped: ReadonlyArray<DroppedReport>
   /** its task has ended (completed, failed or cancelled): the session takes no more prompts */
   readonly taskEnded?: boolean
+  /** the project's permission policy (ADR 0018), as loaded with the row */
+  readonly permissionPolicy?: {
+    readonly policy: Domain.ControlProtocol.PermissionPolicy
+    readonly timeoutSeconds: number
+  }
 }
 
-type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version"> & {
+type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version" | "pendingPermissions"> & {
+  readonly pendingPermissions: string
   readonly promptEpoch: number | string
   readonly lastSeq: number | string
   readonly version: number | string
@@ -68,13 +76,24 @@ type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version"> & {
 export const load = (id: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<Raw & { readonly taskStatus: Domain.TaskStatus | null }>`
+    const rows = yield* sql<
+      Raw & {
+        readonly taskStatus: Domain.TaskStatus | null
+        readonly permissionPolicy: Domain.ControlProtocol.PermissionPolicy | null
+        readonly permissionTimeoutSeconds: number | null
+      }
+    >`
       SELECT s.id, s.project_id, s.workspace_id, s.task_id, s.node_id, s.agent, s.mode, s.status, s.acp_session_id,
         s.prompt_epoch, s.last_seq, s.error_reason, s.running_reported_at, s.last_evidence_at, s.ended_at, s.version,
-        t.status AS task_status
-      FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id WHERE s.id = ${id} FOR UPDATE OF s`
+        s.pending_permissions::text AS pending_permissions, t.status AS task_status, p.permission_policy, p.permission_timeout_seconds
+      FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id LEFT JOIN projects p ON p.id = s.project_id
+      WHERE s.id = ${id} FOR UPDATE OF s`
     const found = rows[0]
-    const { taskStatus, ...raw } = found ?? { taskStatus: null }
+    const { taskStatus, permissionPolicy, permissionTimeoutSeconds, ...raw } = found ?? {
+      taskStatus: null,
+      permissionPolicy: null,
+      permissionTimeoutSeconds: null
+    }
     const row: SessionRow | null =
       found === undefined
         ? null
@@ -82,10 +101,17 @@ export const load = (id: string) =>
             ...(raw as Raw),
             promptEpoch: Number(found.promptEpoch),
             lastSeq: Number(found.lastSeq),
-            version: Number(found.version)
+            version: Number(found.version),
+            pendingPermissions: JSON.parse(
+              StoredJson.decode(found.pendingPermissions)
+            ) as Array<Domain.PendingPermission>
           }
     const taskEnded = taskStatus !== null && TERMINAL_TASK_STATUSES.has(taskStatus)
-    return { row, transcript: [], dropped: [], taskEnded } satisfies SessionState as SessionState
+    const policy =
+      permissionPolicy === null
+        ? {}
+        : { permissionPolicy: { policy: permissionPolicy, timeoutSeconds: Number(permissionTimeoutSeconds) } }
+    return { row, transcript: [], dropped: [], taskEnded, ...policy } satisfies SessionState as SessionState
   })
 
 /** Audit rows, also written by the report ingress for reports refused before they reach an actor. */
@@ -103,14 +129,17 @@ export const save = (state: SessionState, previous: SessionState) =>
     if (row !== null && row !== previous.row) {
       yield* sql`
         INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
-          prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version)
+          prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version,
+          pending_permissions)
         VALUES (${row.id}, ${row.projectId}, ${row.workspaceId}, ${row.taskId}, ${row.nodeId}, ${row.agent},
           ${row.mode}, ${row.status}, ${row.acpSessionId}, ${row.promptEpoch}, ${row.lastSeq}, ${row.errorReason},
-          ${row.runningReportedAt}, ${row.lastEvidenceAt}, ${row.endedAt}, ${row.version})
+          ${row.runningReportedAt}, ${row.lastEvidenceAt}, ${row.endedAt}, ${row.version},
+          ${StoredJson.encode(JSON.stringify(row.pendingPermissions ?? []))}::jsonb)
         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, acp_session_id = EXCLUDED.acp_session_id,
           prompt_epoch = EXCLUDED.prompt_epoch, last_seq = EXCLUDED.last_seq, error_reason = EXCLUDED.error_reason,
           running_reported_at = EXCLUDED.running_reported_at, last_evidence_at = EXCLUDED.last_evidence_at,
-          ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, updated_at = now()`
+          ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, pending_permissions = EXCLUDED.pending_permissions,
+          updated_at = now()`
     }
     if (state.transcript.length > 0 && row !== null) {
       yield* sql`INSERT INTO session_events ${sql.insert(

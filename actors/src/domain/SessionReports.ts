@@ -20,10 +20,17 @@ export const HEAL_TIMER = "heal"
 
 /** The answer to an `ask`: refusals are data with a code a caller can act on and a message a user can read. */
 export type SessionReply =
-  | { readonly ok: true; readonly promptEpoch?: number; readonly duplicate?: boolean }
+  | { readonly ok: true; readonly promptEpoch?: number; readonly duplicate?: boolean; readonly outcome?: string }
   | {
       readonly ok: false
-      readonly code: "not_found" | "session_failed" | "session_stopped" | "invalid_transition" | "dropped"
+      readonly code:
+        | "not_found"
+        | "session_failed"
+        | "session_stopped"
+        | "invalid_transition"
+        | "dropped"
+        | "permission_not_pending"
+        | "unknown_option"
       readonly message: string
     }
 

@@ -1,7 +1,15 @@
 import { z } from "zod"
 import { ProjectId, SessionId, TaskId } from "../Ids.js"
 import { ApiErrorBody } from "./ApiError.js"
-import { Accepted, PromptAccepted, PromptRequest } from "./Sessions.js"
+import {
+  Accepted,
+  CancelAnswer,
+  OptionAnswer,
+  PermissionAnswered,
+  PermissionParams,
+  PromptAccepted,
+  PromptRequest
+} from "./Sessions.js"
 import { CancelTaskRequest, CreateTaskRequest, Task } from "./Tasks.js"
 
 /**
@@ -35,6 +43,15 @@ export const IngressCommands = {
     summary: "Cancel the current answer; the session stays open for a follow-up",
     request: z.object({ sessionId: SessionId }),
     result: Accepted
+  },
+  /** `POST /sessions/:sessionId/permissions/:requestId`: `{sessionId, requestId, optionId}` or `{…, outcome: "cancelled"}` */
+  "session.answer-permission": {
+    summary: "Answer the agent's pending permission request",
+    request: z.union([
+      OptionAnswer.extend(PermissionParams.shape).strict(),
+      CancelAnswer.extend(PermissionParams.shape).strict()
+    ]),
+    result: PermissionAnswered
   }
 } as const
 

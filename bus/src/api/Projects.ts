@@ -1,4 +1,5 @@
 import { z } from "zod"
+import { PermissionPolicy, PermissionTimeoutSeconds } from "../domain/ControlProtocol.js"
 import { ProjectId, UserId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 import { storable } from "./Text.js"
@@ -11,6 +12,10 @@ export const Project = z.object({
   ownerId: UserId,
   /** the caller's role in it */
   role: z.enum(["owner", "member"]),
+  /** how the agents' permission requests are answered: `ask` a member (default), `allow` or `deny` at once */
+  permissionPolicy: PermissionPolicy,
+  /** under `ask`: seconds before an unanswered request is refused (default 600) */
+  permissionTimeoutSeconds: z.number().int().positive(),
   createdAt: z.iso.datetime()
 })
 export type Project = z.infer<typeof Project>
@@ -26,6 +31,14 @@ export const CreateProjectRequest = z.object({
 })
 
 export const ProjectList = z.object({ projects: z.array(Project) })
+
+/** The settings an owner may change; fields left out stay as they are. */
+export const UpdateProjectRequest = z
+  .object({
+    permissionPolicy: PermissionPolicy.optional(),
+    permissionTimeoutSeconds: PermissionTimeoutSeconds.optional()
+  })
+  .strict()
 
 const ProjectParams = z.object({ projectId: ProjectId })
 
@@ -52,6 +65,15 @@ export const ProjectEndpoints = {
     summary: "One project",
     tag: "projects",
     params: ProjectParams,
+    response: Project
+  }),
+  updateProject: endpoint({
+    method: "PATCH",
+    path: "/projects/:projectId",
+    summary: "Change a project's settings (owners): its permission policy and timeout",
+    tag: "projects",
+    params: ProjectParams,
+    body: UpdateProjectRequest,
     response: Project
   })
 }

@@ -19,6 +19,17 @@ export const Accepted = z.object({
   accepted: z.boolean()
 })
 
+/** The answer to a permission request: one of its options (`optionId`), or `{outcome: "cancelled"}`. */
+export const OptionAnswer = z.object({ optionId: z.string().min(1).max(256) })
+export const CancelAnswer = z.object({ outcome: z.literal("cancelled") })
+export const AnswerPermissionRequest = z.union([OptionAnswer.strict(), CancelAnswer.strict()])
+export const PermissionAnswered = z.object({
+  sessionId: SessionId,
+  requestId: z.string(),
+  /** the option chosen, or `cancelled` */
+  outcome: z.string()
+})
+
 /**
  * A chat session as a reader sees it. `status` and `snapshot.activity` are derived (design §6): a
  * session whose task has ended is never shown `active`, nor its snapshot `prompting`/`recovering`,
@@ -72,6 +83,7 @@ export const TranscriptPage = z.object({
 
 const ProjectParams = z.object({ projectId: ProjectId })
 const SessionParams = z.object({ sessionId: SessionId })
+export const PermissionParams = z.object({ sessionId: SessionId, requestId: z.string().min(1).max(128) })
 
 export const SessionEndpoints = {
   listSessions: endpoint({
@@ -118,6 +130,17 @@ export const SessionEndpoints = {
     tag: "sessions",
     params: SessionParams,
     response: Accepted,
+    status: 202
+  }),
+  answerPermission: endpoint({
+    method: "POST",
+    path: "/sessions/:sessionId/permissions/:requestId",
+    summary:
+      "Answer the agent's pending permission request (see the snapshot's `permissions`); 409 invalid_state when it no longer waits",
+    tag: "sessions",
+    params: PermissionParams,
+    body: AnswerPermissionRequest,
+    response: PermissionAnswered,
     status: 202
   }),
   stopSession: endpoint({

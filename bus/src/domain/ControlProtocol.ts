@@ -55,7 +55,26 @@ export const ProjectRemoveMember = defineMessage(
   z.object({ projectId: ProjectId, userId: UserId, by: UserId }),
   { durable: true }
 )
-export const projectCommands = registry(ProjectCreate, ProjectAddMember, ProjectRemoveMember)
+/**
+ * How a project's agents' permission requests are answered (ADR 0018): `ask` a member, who has
+ * `timeoutSeconds` before the request is refused; `allow` or `deny` at once, without a person.
+ */
+export const PermissionPolicy = z.enum(["ask", "allow", "deny"])
+export type PermissionPolicy = z.infer<typeof PermissionPolicy>
+export const PermissionTimeoutSeconds = z.number().int().min(1).max(86_400)
+export const DEFAULT_PERMISSION_TIMEOUT_SECONDS = 600
+/** Change the project's permission policy or its timeout; `by` is an owner (the sender checks). */
+export const ProjectSetPermissions = defineMessage(
+  "project.set-permissions",
+  z.object({
+    projectId: ProjectId,
+    policy: PermissionPolicy.optional(),
+    timeoutSeconds: PermissionTimeoutSeconds.optional(),
+    by: UserId
+  }),
+  { durable: true }
+)
+export const projectCommands = registry(ProjectCreate, ProjectAddMember, ProjectRemoveMember, ProjectSetPermissions)
 
 // ── task (kind "task", id task_…) ──────────────────────────────────────────────────────────
 export const TaskSubmit = defineMessage(
@@ -191,6 +210,27 @@ export const SessionReport = defineMessage(
       z.object({ type: z.literal("session.activity"), body: SessionActivity.body })
     ])
   }),
+  { durable: true }
+)
+/**
+ * A member's answer to the agent's pending permission request: one of its options, or cancelled.
+ * Refused (`permission_not_pending`) when no such request waits (answered, timed out, turn over).
+ */
+export const SessionAnswerPermission = defineMessage(
+  "session.answer-permission",
+  z.object({
+    sessionId: SessionId,
+    requestId: z.string().min(1).max(128),
+    /** an option id of the request, or `cancelled` */
+    optionId: z.string().min(1).max(256),
+    by: UserId
+  }),
+  { durable: true }
+)
+/** a durable timer: nobody answered the permission request in time; the project's policy does */
+export const SessionPermissionTimeout = defineMessage(
+  "session.permission-timeout",
+  z.object({ sessionId: SessionId, requestId: z.string().min(1).max(128) }),
   { durable: true }
 )
 /** a durable timer: check that a `prompting` snapshot still shows signs of life */
@@ -352,5 +392,7 @@ export const sessionCommands = registry(
   SessionFail,
   SessionReport,
   SessionHeal,
-  SessionCommandRejected
+  SessionCommandRejected,
+  SessionAnswerPermission,
+  SessionPermissionTimeout
 )

@@ -83,6 +83,12 @@ export const SessionPrompt = defineMessage(
 )
 export const SessionCancel = defineMessage("session.cancel", z.object({ sessionId: SessionId }), { durable: true })
 export const SessionStop = defineMessage("session.stop", z.object({ sessionId: SessionId }), { durable: true })
+/** Answer the agent's pending permission request `requestId` with one of its options, or `cancelled` (ADR 0018). */
+export const SessionPermissionAnswer = defineMessage(
+  "session.permission-answer",
+  z.object({ sessionId: SessionId, requestId: z.string().min(1).max(128), optionId: z.string().min(1).max(256) }),
+  { durable: true }
+)
 
 export const nodeCommands = registry(
   WorkspaceCreate,
@@ -91,7 +97,8 @@ export const nodeCommands = registry(
   SessionStart,
   SessionPrompt,
   SessionCancel,
-  SessionStop
+  SessionStop,
+  SessionPermissionAnswer
 )
 
 export type NodeCommand = EnvelopeOf<(typeof nodeCommands.defs)[number]>
@@ -165,6 +172,8 @@ export const SessionEventKind = z.enum([
   "tool-call-update",
   "permission-requested",
   "permission-resolved",
+  /** recorded by the control plane: who answered a permission request (a user, the policy, its timeout) */
+  "permission-answered",
   "update",
   "turn-ended",
   "turn-failed",

@@ -15,6 +15,25 @@ export const PlanEntry = z.object({
   priority: z.enum(["high", "medium", "low"]).optional()
 })
 
+/**
+ * A permission request of the agent that waits for an answer (ADR 0018): answer it with
+ * `POST /sessions/:sessionId/permissions/:requestId`. It leaves the snapshot when answered (by a
+ * user, the project's policy or its timeout) or when the turn ends.
+ */
+export const PendingPermission = z.object({
+  requestId: z.string().min(1).max(128),
+  title: z.string().max(2000).nullable(),
+  toolCallId: z.string().max(256).nullable(),
+  options: z
+    .array(z.object({ optionId: z.string().max(256), name: z.string().max(2000), kind: z.string().max(64) }))
+    .max(20),
+  promptEpoch: z.number().int().nonnegative(),
+  requestedAt: z.iso.datetime(),
+  /** when the project's policy answers it if nobody has */
+  expiresAt: z.iso.datetime()
+})
+export type PendingPermission = z.infer<typeof PendingPermission>
+
 export const SessionSnapshot = z.object({
   activity: Activity,
   promptStartedAt: z.iso.datetime().nullable(),
@@ -24,6 +43,8 @@ export const SessionSnapshot = z.object({
   reason: z.enum(["completed", "cancelled", "force_stopped", "dead", "stale_no_evidence", "failed"]).nullable(),
   lastSeq: z.number().int().nonnegative(),
   step: ExecutionStep.nullable().optional(),
+  /** the agent's permission requests waiting for an answer (absent: none) */
+  permissions: z.array(PendingPermission).max(20).optional(),
   updatedAt: z.iso.datetime()
 })
 export type SessionSnapshot = z.infer<typeof SessionSnapshot>

@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { ControlPlane } from "@sam/actors"
 import { Api, Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
-import { requireMember } from "../Access.js"
+import { requireMember, requireOwner } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import * as Command from "../Command.js"
 import { GatewayConfig } from "../Config.js"
@@ -17,6 +17,8 @@ interface ProjectRow {
   readonly defaultBranch: string
   readonly ownerId: string
   readonly role: "owner" | "member"
+  readonly permissionPolicy: Domain.ControlProtocol.PermissionPolicy
+  readonly permissionTimeoutSeconds: number
   readonly createdAt: Date
 }
 const toProject = (row: ProjectRow) => ({ ...row, createdAt: row.createdAt.toISOString() })
@@ -26,7 +28,8 @@ export const routes = [
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<ProjectRow>`
-          SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.created_at
+          SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.permission_policy,
+            p.permission_timeout_seconds, p.created_at
           FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${principal.userId}
           ORDER BY p.created_at`.pipe(Effect.orDie)
       return { projects: rows.map(toProject) }
@@ -58,6 +61,21 @@ export const routes = [
   ),
   Route.make(Api.ProjectEndpoints.getProject, ({ principal, params }) =>
     requireMember(principal, params.projectId).pipe(Effect.zipRight(getProject(principal.userId, params.projectId)))
+  ),
+  Route.make(Api.ProjectEndpoints.updateProject, ({ principal, params, body }) =>
+    Effect.gen(function* () {
+      yield* requireOwner(principal, params.projectId)
+      const command = yield* Command.build(() =>
+        Domain.ControlProtocol.ProjectSetPermissions.make({
+          projectId: params.projectId,
+          by: principal.userId,
+          ...(body.permissionPolicy === undefined ? {} : { policy: body.permissionPolicy }),
+          ...(body.permissionTimeoutSeconds === undefined ? {} : { timeoutSeconds: body.permissionTimeoutSeconds })
+        })
+      )
+      yield* Command.ask(ControlPlane.ProjectRef, params.projectId, command)
+      return yield* getProject(principal.userId, params.projectId)
+    })
   )
 ]
 
@@ -65,7 +83,8 @@ const getProject = (userId: string, projectId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const rows = yield* sql<ProjectRow>`
-      SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.created_at
+      SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.permission_policy,
+            p.permission_timeout_seconds, p.created_at
       FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${userId}
       WHERE p.id = ${projectId}`.pipe(Effect.orDie)
     const row = rows[0]

@@ -1,5 +1,6 @@
 import { Api } from "@sam/bus"
 import * as Route from "../Route.js"
+import * as Permissions from "../services/Permissions.js"
 import * as Sessions from "../services/Sessions.js"
 import * as SessionViews from "../services/SessionViews.js"
 
@@ -15,5 +16,8 @@ export const routes = [
   ),
   Route.make(E.promptSession, ({ principal, params, body }) => Sessions.prompt(principal, params.sessionId, body)),
   Route.make(E.cancelSession, ({ principal, params }) => Sessions.cancel(principal, params.sessionId)),
+  Route.make(E.answerPermission, ({ principal, params, body }) =>
+    Permissions.answer(principal, params.sessionId, params.requestId, body)
+  ),
   Route.make(E.stopSession, ({ principal, params }) => Sessions.stop(principal, params.sessionId))
 ]

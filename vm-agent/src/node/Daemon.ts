@@ -21,6 +21,8 @@ const keyOf = (command: Command) => {
       return `ws:${command.body.workspaceId}`
     case "session.cancel":
       return `cancel:${command.body.sessionId}`
+    case "session.permission-answer":
+      return `answer:${command.body.sessionId}`
     default:
       return `sess:${command.body.sessionId}`
   }
@@ -160,6 +162,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           return yield* sessions.cancel(command.body.sessionId).pipe(Effect.catchAll((r) => reject(r.code, r.message)))
         case "session.stop":
           return yield* sessions.stop(command.body.sessionId)
+        case "session.permission-answer": {
+          const { sessionId, requestId, optionId } = command.body
+          return yield* sessions
+            .answerPermission(sessionId, requestId, optionId)
+            .pipe(Effect.catchAll((r) => reject(r.code, r.message)))
+        }
       }
     })
 

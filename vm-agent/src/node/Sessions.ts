@@ -258,6 +258,17 @@ export const makeSessions = (deps: SessionsDeps) => {
         if (result._tag === "NothingToCancel")
           return yield* Effect.fail<Rejection>({ code: "invalid", message: result.message })
       }),
+    /** `session.permission-answer`: hand a member's (or the policy's) answer to the waiting agent */
+    answerPermission: (sessionId: string, requestId: string, optionId: string) =>
+      Effect.gen(function* () {
+        const entry = live.get(sessionId)
+        const answered = entry === undefined ? false : yield* entry.session.answerPermission(requestId, optionId)
+        if (!answered)
+          return yield* Effect.fail<Rejection>({
+            code: "invalid",
+            message: `no permission request ${requestId} waits in this session on this node`
+          })
+      }),
     stop: (sessionId: string) =>
       Effect.gen(function* () {
         const entry = live.get(sessionId)

@@ -102,7 +102,7 @@ const refusingNode = (
     command: Domain.NodeProtocol.NodeCommand,
     subject: string
   ) => ReadonlyArray<{
-    readonly envelope: ReturnType<typeof N.CommandRejected.make> | ReturnType<typeof N.WorkspaceStatusReport.make>
+    readonly envelope: { readonly type: string; readonly id: string }
     readonly entityId?: string
   }>
 ) =>
@@ -303,6 +303,93 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
       const rows = yield* transcript(failed.sessionId!)
       expect(rows.at(-1)?.payload).toMatchObject({ type: "failed", source: "control_plane" })
       expect(rows.at(-1)?.payload.reason).toContain("agent demo is not installed on this node (test)")
+    })
+  )
+
+  it.scoped("a node refusing a prompt ends that turn as failed, and no other node can refuse it", () =>
+    Effect.gen(function* () {
+      const { user, projectId } = yield* owner("Busy")
+      const node = yield* refusingNode(user.userId, (command, subject) => {
+        switch (command.type) {
+          case "workspace.create":
+            return [
+              {
+                envelope: N.WorkspaceStatusReport.make({ workspaceId: command.body.workspaceId, status: "running" }),
+                entityId: command.body.workspaceId
+              }
+            ]
+          case "session.start": {
+            const { sessionId } = command.body
+            const activity = (activity: "prompting" | "idle") =>
+              N.SessionActivity.make({
+                sessionId,
+                activity,
+                promptEpoch: 1,
+                ...(activity === "idle" ? { stopReason: "end_turn" as const } : {}),
+                observedAt: new Date().toISOString()
+              })
+            return [
+              { envelope: activity("prompting"), entityId: sessionId },
+              { envelope: activity("idle"), entityId: sessionId }
+            ]
+          }
+          case "session.prompt":
+            return [
+              {
+                envelope: N.CommandRejected.make({
+                  messageId: command.id,
+                  commandType: command.type,
+                  subject,
+                  code: "busy",
+                  message: "a turn is already running (test)"
+                })
+              }
+            ]
+          default:
+            return []
+        }
+      })
+      const taskId = yield* createTask(user, projectId, "say hi", "conversation")
+      const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
+      const sessionId = waiting.sessionId!
+      const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {
+        token: user.token,
+        body: { prompt: "say again" }
+      })
+      expect(prompted.body.promptEpoch).toBe(2)
+      const rows = yield* waitUntil(
+        "the refused turn in the transcript",
+        transcript(sessionId).pipe(Effect.map((r) => (r.at(-1)?.type === "turn-failed" ? r : undefined)))
+      )
+      expect(rows.at(-1)?.payload).toMatchObject({ type: "turn-failed", source: "control_plane" })
+      expect(rows.at(-1)?.payload.reason).toContain("the node refused session.prompt (busy): a turn is already running")
+      const shown = yield* http("GET", `/api/v1/sessions/${sessionId}`, { token: user.token })
+      expect(shown.body).toMatchObject({
+        status: "active",
+        snapshot: { activity: "idle", reason: "failed", promptEpoch: 2 }
+      })
+      expect(yield* taskRow(taskId)).toMatchObject({ status: "in_progress", executionStep: "awaiting_followup" })
+
+      // Another node cannot refuse this node's commands: audited, nothing changes.
+      const prompt = node.commands.find((c) => c.type === "session.prompt")!
+      const other = yield* refusingNode(user.userId, () => [])
+      const forged = N.CommandRejected.make({
+        messageId: prompt.id,
+        commandType: prompt.type,
+        subject: "x",
+        code: "not_found",
+        message: "forged"
+      })
+      yield* other.publish(forged)
+      const sql = yield* SqlClient.SqlClient
+      const audit = yield* waitUntil(
+        "the forged rejection audited",
+        sql<{ reason: string }>`SELECT reason FROM dropped_reports WHERE message_id = ${forged.id}`.pipe(
+          Effect.map((r) => r[0])
+        )
+      )
+      expect(audit.reason).toBe("rejected_another_nodes_command")
+      expect((yield* http("GET", `/api/v1/sessions/${sessionId}`, { token: user.token })).body.status).toBe("active")
     })
   )
 })

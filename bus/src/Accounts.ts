@@ -187,37 +187,40 @@ const userClaims = (party: Party, accountPublicKey: string) => {
   }
 }
 
-/**
- * A user of a party's account, valid for `ttlSeconds`. With `userPublicKey` (a renewal) the JWT is
- * issued for the key the party already holds and no seed is returned; otherwise a new key pair is
- * made and the `.creds` holds its seed.
- */
+/** A JWT for `user` in the party's account, valid for `ttlSeconds`, signed by that kind's signing key. */
+const signUser = (authority: Authority, party: Party, accountPublicKey: string, user: KeyPair, ttlSeconds: number) =>
+  Effect.gen(function* () {
+    const signer = yield* keyOf(
+      party.kind === "node" ? authority.nodesSigningSeed : authority.clientsSigningSeed,
+      `${party.kind}s signing`
+    )
+    const exp = Math.floor(Date.now() / 1000) + Math.max(1, Math.floor(ttlSeconds))
+    const jwt = yield* Effect.tryPromise({
+      try: () => encodeUser(partyName(party), user, signer, userClaims(party, accountPublicKey), { exp }),
+      catch: (cause) =>
+        new NatsError({ reason: "Permission", message: `cannot sign a user of ${partyName(party)}`, cause })
+    })
+    return { jwt, expiresAt: new Date(exp * 1000) }
+  })
+
+/** A new user (a new key pair) of a party's account: the `.creds` holds its seed. */
 export const mintPartyUser = Effect.fn("Accounts.mintPartyUser")(function* (
   authority: Authority,
   party: Party,
   accountPublicKey: string,
   ttlSeconds: number
 ) {
-  const signer = yield* keyOf(
-    party.kind === "node" ? authority.nodesSigningSeed : authority.clientsSigningSeed,
-    `${party.kind}s signing`
-  )
   const user = createUser()
-  const exp = Math.floor(Date.now() / 1000) + Math.max(1, Math.floor(ttlSeconds))
-  const jwt = yield* Effect.tryPromise({
-    try: () => encodeUser(partyName(party), user, signer, userClaims(party, accountPublicKey), { exp }),
-    catch: (cause) =>
-      new NatsError({ reason: "Permission", message: `cannot mint a user of ${partyName(party)}`, cause })
-  })
+  const { jwt, expiresAt } = yield* signUser(authority, party, accountPublicKey, user, ttlSeconds)
   return {
     publicKey: user.getPublicKey(),
     jwt,
     creds: Redacted.make(new TextDecoder().decode(fmtCreds(jwt, user))),
-    expiresAt: new Date(exp * 1000)
+    expiresAt
   } satisfies MintedUser
 })
 
-/** A fresh JWT for a user key the party already holds (node credential renewal). */
+/** A fresh JWT for a user key the party already holds (node credential renewal); no seed involved. */
 export const renewPartyUser = Effect.fn("Accounts.renewPartyUser")(function* (
   authority: Authority,
   party: Party,
@@ -225,23 +228,13 @@ export const renewPartyUser = Effect.fn("Accounts.renewPartyUser")(function* (
   userPublicKey: string,
   ttlSeconds: number
 ) {
-  const signer = yield* keyOf(
-    party.kind === "node" ? authority.nodesSigningSeed : authority.clientsSigningSeed,
-    `${party.kind}s signing`
-  )
+  if (!userPublicKey.startsWith("U"))
+    return yield* new NatsError({ reason: "Permission", message: "not a user public key" })
   const user: KeyPair = yield* Effect.try({
     try: () => fromPublic(userPublicKey),
     catch: (cause) => new NatsError({ reason: "Permission", message: "not a user public key", cause })
   })
-  if (!userPublicKey.startsWith("U"))
-    return yield* new NatsError({ reason: "Permission", message: "not a user public key" })
-  const exp = Math.floor(Date.now() / 1000) + Math.max(1, Math.floor(ttlSeconds))
-  const jwt = yield* Effect.tryPromise({
-    try: () => encodeUser(partyName(party), user, signer, userClaims(party, accountPublicKey), { exp }),
-    catch: (cause) =>
-      new NatsError({ reason: "Permission", message: `cannot renew a user of ${partyName(party)}`, cause })
-  })
-  return { jwt, expiresAt: new Date(exp * 1000) }
+  return yield* signUser(authority, party, accountPublicKey, user, ttlSeconds)
 })
 
 const ClaimsUpdateReply = z.union([

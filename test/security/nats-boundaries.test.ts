@@ -2,13 +2,13 @@ import { readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { type NatsConnection, PermissionViolationError, type Status } from "@nats-io/nats-core"
+import type { NatsConnection } from "@nats-io/nats-core"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
 import { Accounts, makeId, Nats, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { LocalNodes } from "../src/ControlPlaneHarness.js"
-import { waitUntil } from "../src/Env.js"
+import { nextPermissionError, waitUntil } from "../src/Env.js"
 import { http, makeGatewayEnv, makeUser, type TestUser, tempDir } from "../src/index.js"
 import { makeRepo } from "../src/Repo.js"
 
@@ -175,14 +175,6 @@ const closedAfter = (nc: NatsConnection, since: () => number) =>
     await nc.closed()
     return Date.now() - since()
   })
-
-const nextPermissionError = (status: AsyncIterable<Status>) =>
-  Effect.promise(async () => {
-    for await (const s of status) {
-      if (s.type === "error" && s.error instanceof PermissionViolationError) return s.error
-    }
-    throw new Error("connection closed without a permission error")
-  }).pipe(Effect.timeout("5 seconds"))
 
 /** Reply subjects an attacker would like SAM to publish to on its behalf. */
 const forgedReplies = (victim: { readonly durable: string }) => [

@@ -1,3 +1,4 @@
+import { PermissionViolationError, type Status } from "@nats-io/nats-core"
 import { Accounts, Credentials, Nats, natsLayer, Subjects } from "@sam/bus"
 import { Sql } from "@sam/sql"
 import { Duration, Effect, Layer, Redacted } from "effect"
@@ -101,3 +102,12 @@ export const waitUntil = <A, E, R>(
       yield* Effect.sleep(options.every ?? "50 millis")
     }
   })
+
+/** The next permissions error the server reports on a connection (its `status()` iterator), within 5 s. */
+export const nextPermissionError = (status: AsyncIterable<Status>) =>
+  Effect.promise(async () => {
+    for await (const s of status) {
+      if (s.type === "error" && s.error instanceof PermissionViolationError) return s.error
+    }
+    throw new Error("connection closed without a permission error")
+  }).pipe(Effect.timeout("5 seconds"))

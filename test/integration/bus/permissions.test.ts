@@ -1,22 +1,13 @@
 import { layer } from "@effect/vitest"
-import { PermissionViolationError, type Status } from "@nats-io/nats-core"
+import { PermissionViolationError } from "@nats-io/nats-core"
 import { Consume, defineMessage, makeId, Publish, registry, Subjects } from "@sam/bus"
 import { Effect, Stream } from "effect"
 import { expect } from "vitest"
 import { z } from "zod"
-import { Nats, natsAdmin, natsAsNode } from "../../src/Env.js"
+import { Nats, natsAdmin, natsAsNode, nextPermissionError } from "../../src/Env.js"
 
 const Hello = defineMessage("test.hello", z.object({ text: z.string() }), { durable: true })
 const messages = registry(Hello)
-
-/** The next permission error the server reports on this connection. */
-const nextPermissionError = (status: AsyncIterable<Status>) =>
-  Effect.promise(async () => {
-    for await (const s of status) {
-      if (s.type === "error" && s.error instanceof PermissionViolationError) return s.error
-    }
-    throw new Error("connection closed without a permission error")
-  }).pipe(Effect.timeout("5 seconds"))
 
 const nodeA = makeId("node")
 const nodeB = makeId("node")

@@ -1,12 +1,12 @@
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { type NatsConnection, PermissionViolationError, type Status } from "@nats-io/nats-core"
+import type { NatsConnection } from "@nats-io/nats-core"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
 import { Auth, Gateway } from "@sam/gateway"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { waitUntil } from "../../src/Env.js"
+import { nextPermissionError, waitUntil } from "../../src/Env.js"
 import { GatewayEnv, http, makeUser, type TestUser, tempDir } from "../../src/index.js"
 import { makeRepo } from "../../src/Repo.js"
 
@@ -52,15 +52,6 @@ const request = (nc: NatsConnection, subject: string, payload: unknown, timeout 
   Effect.promise(() =>
     nc.request(subject, typeof payload === "string" ? payload : JSON.stringify(payload), { timeout })
   ).pipe(Effect.map((msg) => msg.json<Reply>()))
-
-/** The next permissions error the server reports on this connection. */
-const nextPermissionError = (status: AsyncIterable<Status>) =>
-  Effect.promise(async () => {
-    for await (const s of status) {
-      if (s.type === "error" && s.error instanceof PermissionViolationError) return s.error
-    }
-    throw new Error("connection closed without a permission error")
-  }).pipe(Effect.timeout("5 seconds"))
 
 const projectOf = (user: TestUser) =>
   Effect.gen(function* () {

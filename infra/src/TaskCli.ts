@@ -124,7 +124,11 @@ export const session = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const { words } = parseArgs(args)
     const [verb, id, ...rest] = words
-    if (id === undefined) return yield* usage("session", 'sam session prompt sess_… "…" | cancel|stop|watch sess_…')
+    if (id === undefined)
+      return yield* usage(
+        "session",
+        'sam session prompt sess_… "…" | cancel|stop|watch sess_… | answer sess_… [perm_… option]'
+      )
     const api = yield* LocalClient.api()
     switch (verb) {
       case "prompt": {
@@ -155,6 +159,27 @@ export const session = (args: ReadonlyArray<string>) =>
       case "stop": {
         const stopped = yield* api.call(S.stopSession, { params: { sessionId: id } })
         return yield* out(`session ${stopped.id} ${stopped.status}\n`)
+      }
+      case "answer": {
+        // Without a request: what waits, and how to answer it (ADR 0018).
+        const [requestId, choice] = rest
+        if (requestId === undefined || choice === undefined) {
+          const current = yield* api.call(S.getSession, { params: { sessionId: id } })
+          const pending = current.snapshot?.permissions ?? []
+          if (pending.length === 0) return yield* out(`no permission request waits in ${id}\n`)
+          for (const p of pending) {
+            const options = p.options.map((o) => `${o.optionId} (${o.name})`).join(", ")
+            yield* out(
+              `${p.requestId}: ${p.title ?? "a tool call"}; options: ${options}, cancelled; until ${p.expiresAt}\n`
+            )
+          }
+          return yield* out(`answer with ./sam session answer ${id} <requestId> <option>\n`)
+        }
+        const answered = yield* api.call(S.answerPermission, {
+          params: { sessionId: id, requestId },
+          body: choice === "cancelled" || choice === "cancel" ? { outcome: "cancelled" } : { optionId: choice }
+        })
+        return yield* out(`${answered.requestId} answered: ${answered.outcome}\n`)
       }
       case "watch":
         // The whole transcript from the feed's catch-up, then live, until Ctrl-C or the session ends.

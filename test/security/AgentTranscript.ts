@@ -1,4 +1,6 @@
-import type { Report } from "../src/VmAgentProcess.js"
+import { Domain, type Envelope, makeId } from "@sam/bus"
+import { Effect } from "effect"
+import { is, type Report, type reportWaiter } from "../src/VmAgentProcess.js"
 
 /** Every tool call of one session: its command, its whole output and its exit code. */
 export const toolCalls = (reports: ReadonlyArray<Report>, sessionId: string) => {
@@ -20,3 +22,36 @@ export const toolCalls = (reports: ReadonlyArray<Report>, sessionId: string) => 
   }
   return [...calls.values()]
 }
+
+/**
+ * The attacker's turn: the demo agent, in `workspaceId`, runs each command with `run` in one prompt;
+ * resolves once the turn ended, with each command's call (in order, the same commands as given).
+ */
+export const attackTurn = <E, R>(
+  node: {
+    readonly send: (envelope: Envelope) => Effect.Effect<unknown, E, R>
+    readonly waitFor: ReturnType<typeof reportWaiter>["waitFor"]
+    readonly reports: { readonly all: () => Effect.Effect<Array<Report>> }
+  },
+  workspaceId: string,
+  commands: ReadonlyArray<string>
+) =>
+  Effect.gen(function* () {
+    const sessionId = makeId("sess")
+    yield* node.send(
+      Domain.NodeProtocol.SessionStart.make({
+        sessionId,
+        workspaceId: workspaceId as never,
+        agent: "demo",
+        mode: "conversation",
+        prompt: commands.map((command) => `run ${command}`).join("\n")
+      })
+    )
+    yield* node.waitFor(
+      "the attack's turn ends",
+      is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn"),
+      "60 seconds"
+    )
+    const all = yield* node.reports.all()
+    return { sessionId, all, calls: toolCalls(all, sessionId) }
+  })

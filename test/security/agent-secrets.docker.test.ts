@@ -9,7 +9,7 @@ import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { natsAdmin } from "../src/Env.js"
 import { tempDir } from "../src/TestStack.js"
 import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../src/VmAgentProcess.js"
-import { toolCalls } from "./AgentTranscript.js"
+import { attackTurn } from "./AgentTranscript.js"
 
 /**
  * The demo agent as an attacker in a Docker workspace (ADR 0014): it runs as a user that is not root, with the
@@ -77,23 +77,7 @@ describe.skipIf(skipReason)(`an agent in a container${skipReason ? ` (SKIPPED: $
         // own, which the transcript check covers)
         const attempts = ["cat /etc/shadow", "ls /root"]
         const commands = ["id -u", "env", ...attempts]
-        const sessionId = makeId("sess")
-        yield* send(
-          NodeProtocol.SessionStart.make({
-            sessionId,
-            workspaceId,
-            agent: "demo",
-            mode: "conversation",
-            prompt: commands.map((command) => `run ${command}`).join("\n")
-          })
-        )
-        yield* waitFor(
-          "the attack's turn ends",
-          is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn"),
-          "60 seconds"
-        )
-        const all = yield* reports.all()
-        const calls = toolCalls(all, sessionId)
+        const { sessionId, all, calls } = yield* attackTurn({ send, waitFor, reports }, workspaceId, commands)
         expect(calls.map((c) => c.command)).toEqual(commands)
         const [uid, env, ...tries] = calls
         expect.soft(uid?.output.trim()).toBe("1000")

@@ -7,7 +7,7 @@ import { expect } from "vitest"
 import { natsAdmin, stack } from "../src/Env.js"
 import { tempDir } from "../src/TestStack.js"
 import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../src/VmAgentProcess.js"
-import { toolCalls } from "./AgentTranscript.js"
+import { attackTurn } from "./AgentTranscript.js"
 
 const { NodeProtocol } = Domain
 
@@ -95,23 +95,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 180_000 })("an agent se
           sessionRecords: `ls ${join(node.dataDir, "sessions")}`
         }
         const commands = ["id -u", "env", ...Object.values(attempts)]
-        const sessionId = makeId("sess")
-        yield* send(
-          NodeProtocol.SessionStart.make({
-            sessionId,
-            workspaceId: mine.workspaceId,
-            agent: "demo",
-            mode: "conversation",
-            prompt: commands.map((command) => `run ${command}`).join("\n")
-          })
-        )
-        yield* waitFor(
-          "the attack's turn ends",
-          is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn"),
-          "60 seconds"
-        )
-        const all = yield* reports.all()
-        const calls = toolCalls(all, sessionId)
+        const { sessionId, all, calls } = yield* attackTurn({ send, waitFor, reports }, mine.workspaceId, commands)
         expect(calls.map((c) => c.command)).toEqual(commands)
         const [uid, env, ...tries] = calls
 

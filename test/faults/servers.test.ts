@@ -37,7 +37,10 @@ const outage = async (client: Api, killed: number, dependency: "nats" | "postgre
     answers.push({ at: Date.now() - killed, status: me.status, ms: me.ms, body: me.body })
     const refused = answers.some((a) => a.status === 503)
     if (refused && me.status === 200) break
-    if (Date.now() - killed > ms) throw new Error(`no outage and recovery in ${ms} ms: ${JSON.stringify(answers)}`)
+    if (Date.now() - killed > ms) {
+      const statuses = answers.map((a) => a.status).join(" ")
+      throw new Error(`no 503 then 200 in ${ms} ms; statuses: ${statuses}; last: ${JSON.stringify(answers.at(-1))}`)
+    }
     await new Promise((done) => setTimeout(done, 100))
   }
   const during = answers.slice(

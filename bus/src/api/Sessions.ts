@@ -5,6 +5,7 @@ import { SessionStatus, TaskStatus } from "../domain/States.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 import { limit } from "./Paging.js"
+import { storable } from "./Text.js"
 
 export const PromptRequest = z.object({ prompt: z.string().min(1).max(200_000) })
 export const PromptAccepted = z.object({ sessionId: SessionId, promptEpoch: z.number().int().nonnegative() })
@@ -20,7 +21,7 @@ export const Accepted = z.object({
 })
 
 /** The answer to a permission request: one of its options (`optionId`), or `{outcome: "cancelled"}`. */
-export const OptionAnswer = z.object({ optionId: z.string().min(1).max(256) })
+export const OptionAnswer = z.object({ optionId: storable(z.string().min(1).max(256)) })
 export const CancelAnswer = z.object({ outcome: z.literal("cancelled") })
 export const AnswerPermissionRequest = z.union([OptionAnswer.strict(), CancelAnswer.strict()])
 export const PermissionAnswered = z.object({
@@ -83,7 +84,9 @@ export const TranscriptPage = z.object({
 
 const ProjectParams = z.object({ projectId: ProjectId })
 const SessionParams = z.object({ sessionId: SessionId })
-export const PermissionParams = z.object({ sessionId: SessionId, requestId: z.string().min(1).max(128) })
+/** a request id as the node reports it (`perm_1`) */
+export const PermissionRequestId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, "not a permission request id")
+export const PermissionParams = z.object({ sessionId: SessionId, requestId: PermissionRequestId })
 
 export const SessionEndpoints = {
   listSessions: endpoint({

@@ -237,6 +237,11 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: per
         const unknown = yield* answer(alice, sessionId, "perm_999", { optionId: "allow" })
         expect(unknown.status).toBe(409)
         expect(unknown.body).toMatchObject({ code: "invalid_state", details: { reason: "permission_not_pending" } })
+        // Text that cannot be stored is refused before anything is asked (ADR 0017).
+        expect((yield* answer(alice, sessionId, "perm%00", { optionId: "allow" })).status).toBe(400)
+        expect((yield* answer(alice, sessionId, pending.requestId, { optionId: "allow\u0000" })).body.code).toBe(
+          "invalid_body"
+        )
         const first = yield* answer(alice, sessionId, pending.requestId, { outcome: "cancelled" })
         expect(first.status).toBe(202)
         expect(first.body.outcome).toBe("cancelled")
@@ -244,6 +249,10 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: per
         expect(second.status).toBe(409)
         expect(second.body.code).toBe("invalid_state")
         yield* untilSaid(alice, sessionId, "Permission for publish: cancelled")
+        yield* untilEvent(alice, sessionId, "the turn ends", (e) => e.type === "turn-ended")
+        const over = yield* answer(alice, sessionId, pending.requestId, { outcome: "cancelled" })
+        expect(over.status).toBe(409)
+        expect((yield* api(alice, "GET", `/sessions/${sessionId}`)).body.snapshot.permissions).toBeUndefined()
       }),
     150_000
   )

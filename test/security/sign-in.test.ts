@@ -3,7 +3,7 @@ import { layer } from "@effect/vitest"
 import { Gateway } from "@sam/gateway"
 import { Effect, Redacted } from "effect"
 import { afterAll, expect } from "vitest"
-import { GatewayUrl, http, makeGatewayEnv, makeUser, startFakeGitHub } from "../src/index.js"
+import { cookieOf, GatewayUrl, http, makeGatewayEnv, makeUser, startFakeGitHub } from "../src/index.js"
 
 const client = { id: "Iv1.securityclient", secret: "security-client-secret" }
 const github = await startFakeGitHub(client)
@@ -16,13 +16,6 @@ const oauth = {
   apiUrl: github.url
 }
 const env = makeGatewayEnv({ github: { ...oauth, allowedLogins: ["alice-gh"], allowedOrgs: ["acme"] } })
-
-const cookieOf = (headers: Headers, name: string) =>
-  headers
-    .getSetCookie()
-    .map((c) => c.split(";")[0] ?? "")
-    .find((c) => c.startsWith(`${name}=`))
-    ?.slice(name.length + 1)
 
 /** The browser's part of the OAuth flow; the user authorizes whatever scopes the gateway asked for. */
 const signIn = (user: { id: number; login: string; name: string | null }) =>

@@ -92,3 +92,11 @@ export const http = (
       return { status: response.status, body: parsed, headers: response.headers }
     })
   })
+
+/** The value of a cookie a response sets (`Set-Cookie`), if it sets it. */
+export const cookieOf = (headers: Headers, name: string) =>
+  headers
+    .getSetCookie()
+    .map((c) => c.split(";")[0] ?? "")
+    .find((c) => c.startsWith(`${name}=`))
+    ?.slice(name.length + 1)

@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { afterAll, expect } from "vitest"
-import { http, makeGatewayEnv, startFakeGitHub } from "../../src/index.js"
+import { cookieOf, http, makeGatewayEnv, startFakeGitHub } from "../../src/index.js"
 
 const client = { id: "Iv1.testclient", secret: "test-client-secret-value" }
 const github = await startFakeGitHub(client)
@@ -17,13 +17,6 @@ const env = makeGatewayEnv({
     allowAny: true
   }
 })
-
-const cookieOf = (headers: Headers, name: string) =>
-  headers
-    .getSetCookie()
-    .map((c) => c.split(";")[0] ?? "")
-    .find((c) => c.startsWith(`${name}=`))
-    ?.slice(name.length + 1)
 
 /** The browser's part: start, "authorize" at GitHub, come back to the callback with the state cookie. */
 const signIn = (user: { id: number; login: string; name: string | null }) =>

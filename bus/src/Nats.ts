@@ -59,7 +59,9 @@ export const connectNats = (options: NatsOptions) =>
 /** Drain on release (flushes publishes and acks), but never hang a shutdown on it: close after 3 s. */
 const acquire = (options: NatsOptions) =>
   Effect.acquireRelease(connectNats(options), (nc) =>
+    // Interruptible: a release runs uninterruptibly, and the timeout must be able to end the drain.
     Effect.promise(() => nc.drain().catch(() => undefined)).pipe(
+      Effect.interruptible,
       Effect.timeout("3 seconds"),
       Effect.catchAll(() => Effect.promise(() => nc.close().catch(() => undefined)))
     )

@@ -8,6 +8,11 @@ import { type ShardHandle, startShard } from "./Shard.js"
 import type { Store } from "./Store.js"
 
 const BUCKET = Topology.Buckets.leases.name
+/**
+ * How long a stopping instance tries to hand a lease or its membership back before leaving it to
+ * expire (finalizers run uninterruptibly: the KV call is made interruptible so the timeout can end it).
+ */
+const GIVE_BACK_TIMEOUT = "1 second"
 
 interface Owned {
   readonly epoch: number
@@ -76,9 +81,10 @@ export const manageLeases = (deps: {
         if (held === undefined) return
         owned.delete(shard)
         yield* held.handle.stop(true)
+        // Bounded: with NATS down (a stop during an outage) the lease simply expires.
         yield* leases
           .update(leaseKey(kind.name, shard), { owner: "", epoch: held.epoch, expiresAt: 0 }, held.revision)
-          .pipe(Effect.ignore)
+          .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore)
         deps.emit({ _tag: "Released", kind: kind.name, shard, epoch: held.epoch })
       })
 
@@ -167,7 +173,9 @@ export const manageLeases = (deps: {
       Effect.gen(function* () {
         if (looping !== undefined) yield* Fiber.interrupt(looping)
         yield* Effect.forEach([...owned.keys()], release, { discard: true })
-        yield* members.delete(memberKey(kind.name, me)).pipe(Effect.ignore)
+        yield* members
+          .delete(memberKey(kind.name, me))
+          .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore)
       })
     )
     looping = deps.fork(loop)

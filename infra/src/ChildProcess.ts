@@ -118,6 +118,8 @@ export const backoff = (policy: RestartPolicy, attempt: number) =>
 
 export interface SupervisedServer {
   readonly pid: () => number | undefined
+  /** whether it runs now (not while it is down or being restarted) */
+  readonly running: () => boolean
   /** fails once the server died and could not be restarted; never succeeds */
   readonly failed: Effect.Effect<never, StackError>
 }
@@ -149,13 +151,14 @@ export const supervisedServer = (
         if (stopping) return
         if (Date.now() - current.startedAt >= policy.stableMs) failures = 0
         const diedAt = Date.now()
-        let cause = `pid ${current.child.pid} exited (${reason})`
+        const died = `pid ${current.child.pid} exited (${reason})`
+        let cause = died
         for (;;) {
           failures += 1
           if (failures > policy.maxAttempts) {
             const error = new StackError({
               step: options.step,
-              message: `${options.name} ${cause} and could not be restarted after ${policy.maxAttempts} attempts; see ${options.logFile}`
+              message: `${options.name} died (${died}) and could not be restarted after ${policy.maxAttempts} attempts; the last: ${cause}; see ${options.logFile}`
             })
             yield* Effect.logError(error.message)
             return yield* Deferred.fail(failed, error)
@@ -178,7 +181,11 @@ export const supervisedServer = (
       }
     })
     yield* Effect.forkScoped(supervise)
-    return { pid: () => current.child.pid, failed: Deferred.await(failed) } satisfies SupervisedServer
+    return {
+      pid: () => current.child.pid,
+      running: () => current.child.exitCode === null && current.child.signalCode === null,
+      failed: Deferred.await(failed)
+    } satisfies SupervisedServer
   })
 
 export const stopChild = (child: ChildProcess, signal: NodeJS.Signals = "SIGTERM") =>

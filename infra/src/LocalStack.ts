@@ -3,6 +3,7 @@ import { join, resolve } from "node:path"
 import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { Migrations, Sql } from "@sam/sql"
 import { Effect, Redacted } from "effect"
+import { defaultRestartPolicy } from "./ChildProcess.js"
 import * as DataDir from "./DataDir.js"
 import * as NatsServer from "./NatsServer.js"
 import * as Postgres from "./Postgres.js"
@@ -15,6 +16,8 @@ export interface StackOptions {
   readonly natsPort: number
   readonly pgPort: number
   readonly database: string
+  /** restarts in a row of a server that died before `sam up` gives up (`SAM_SERVER_RESTARTS`, 5) */
+  readonly serverRestarts?: number
 }
 
 export const defaults = (env: NodeJS.ProcessEnv = process.env): StackOptions => ({
@@ -22,7 +25,8 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): StackOptions => 
   host: "127.0.0.1",
   natsPort: Number(env.SAM_NATS_PORT ?? 4222),
   pgPort: Number(env.SAM_PG_PORT ?? 54320),
-  database: env.SAM_PG_DATABASE ?? "sam"
+  database: env.SAM_PG_DATABASE ?? "sam",
+  serverRestarts: Number(env.SAM_SERVER_RESTARTS ?? 5)
 })
 
 /** What a running stack offers to the processes started on it. */
@@ -42,6 +46,8 @@ export interface Stack {
   readonly databaseUrlFor: (database: string) => Redacted.Redacted<string>
   /** the servers' current pids (they change when one is restarted) */
   readonly pids: () => { readonly nats: number | undefined; readonly postgres: number | undefined }
+  /** whether nats-server and Postgres both run now */
+  readonly serversRunning: () => boolean
   /** fails when nats-server or Postgres died and could not be restarted (the stack should stop) */
   readonly failed: Effect.Effect<never, StackError>
 }
@@ -61,7 +67,8 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     catch: (cause) => new StackError({ step: "data", message: `cannot create ${options.dataDir}: ${cause}`, cause })
   })
 
-  const nats = yield* NatsServer.start({ dir: natsDir, host: options.host, port: options.natsPort })
+  const restart = { ...defaultRestartPolicy, maxAttempts: options.serverRestarts ?? defaultRestartPolicy.maxAttempts }
+  const nats = yield* NatsServer.start({ dir: natsDir, host: options.host, port: options.natsPort, restart })
   yield* progress.step(
     `nats-server on ${nats.url} (JetStream, operator mode; keys ${nats.auth.created ? "created" : "reused"} in ${natsDir})`
   )
@@ -93,7 +100,8 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
   const pg = yield* Postgres.start({
     dir: join(options.dataDir, "postgres"),
     port: options.pgPort,
-    database: options.database
+    database: options.database,
+    restart
   })
   if (pg.granted.length > 0) {
     yield* progress.step(
@@ -149,6 +157,7 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
     databaseDisplayUrl: pg.displayUrl,
     databaseUrlFor: pg.adminUrl,
     pids: () => ({ nats: nats.pid(), postgres: pg.pid() }),
+    serversRunning: () => nats.running() && pg.running(),
     failed: Effect.raceFirst(nats.failed, pg.failed)
   } satisfies Stack
 })

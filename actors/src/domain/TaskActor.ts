@@ -22,7 +22,9 @@ export const TaskStatusEvent = defineMessage(
     nodeId: z.string().nullable(),
     workspaceId: z.string().nullable(),
     sessionId: z.string().nullable(),
-    branch: z.string().nullable()
+    branch: z.string().nullable(),
+    /** why the task waits, e.g. for node capacity (ADR 0022) */
+    reason: z.string().optional()
   }),
   { durable: true }
 )
@@ -52,12 +54,10 @@ interface State {
   /** the best of the submitter's nodes for new work: a ready one first, else one being provisioned; from `load` */
   readonly candidate: { readonly nodeId: string; readonly ready: boolean } | null
   readonly transitions: ReadonlyArray<{ readonly from: Status | null; readonly to: Status; readonly reason: string }>
-  readonly newNode?: string
-  readonly newWorkspace?: string
 }
 type Reaction = Actor.Reaction<State>
 
-const statusEvent = (t: Row) =>
+const statusEvent = (t: Row, reason?: string) =>
   Actor.event(
     t.projectId,
     "task",
@@ -71,7 +71,8 @@ const statusEvent = (t: Row) =>
       nodeId: t.nodeId,
       workspaceId: t.workspaceId,
       sessionId: t.sessionId,
-      branch: t.branch
+      branch: t.branch,
+      ...(reason === undefined ? {} : { reason })
     })
   )
 
@@ -140,37 +141,79 @@ const fail = (state: State, task: Row, reason: string): Reaction => {
   }
 }
 
+/** Wait before placing again: 1 s, doubling, at most 10 s; `SAM_TASK_CAPACITY_RETRY_MS` sets the first. */
+const capacityBackoffMs = (attempt: number) =>
+  Math.min(Number(process.env.SAM_TASK_CAPACITY_RETRY_MS ?? 1000) * 2 ** attempt, 10_000)
+
 /**
- * Pick one of the submitter's nodes: a ready one gets the workspace at once; otherwise wait for one,
- * provisioning a new node (owned by the submitter) if needed.
+ * Ask for a slot (ADR 0022): on the best of the submitter's nodes with room, else on a new node the
+ * node actor creates for the submitter if the node caps allow. The workspace id is the task's while
+ * the answer is on its way; the node comes with the grant.
  */
-const placeOnNode = (state: State, task: Row): Reaction => {
+const placeOnNode = (state: State, task: Row, attempt = 0): Reaction => {
   const workspaceId = makeId("ws")
   const candidate = state.candidate
   const nodeId = candidate?.nodeId ?? makeId("node")
-  const placed: Row = { ...task, nodeId, workspaceId, sessionId: null }
-  if (candidate?.ready) {
-    const delegated = withStatus(state, step(placed, "workspace_dispatch"), "delegated", "workspace dispatched")!
+  const asking: Row = { ...task, nodeId: null, workspaceId, sessionId: null }
+  return {
+    state: { ...state, task: asking },
+    send: [
+      Actor.to(
+        NodeRef,
+        nodeId,
+        C.NodeReserve.make({
+          nodeId: nodeId as never,
+          taskId: task.id as never,
+          workspaceId,
+          projectId: task.projectId as never,
+          ownerId: task.createdBy as never,
+          create: candidate === null,
+          attempt
+        })
+      )
+    ],
+    events: [statusEvent(asking)],
+    timers: [Actor.Timer.cancel("step")]
+  }
+}
+
+/** The node granted the slot: a ready node gets the workspace at once; otherwise wait for it to be ready. */
+const placed = (state: State, task: Row, nodeId: string, ready: boolean): Reaction => {
+  const on: Row = { ...task, nodeId }
+  if (ready) {
+    const delegated = withStatus(state, step(on, "workspace_dispatch"), "delegated", "workspace dispatched")!
+    const workspaceId = task.workspaceId as never
     return {
-      state: { ...delegated, newWorkspace: workspaceId },
+      state: delegated,
       send: [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))],
       events: [statusEvent(delegated.task!)],
       timers: [stepTimer(delegated.task!, "workspace_dispatch")]
     }
   }
-  const waiting = step(placed, "node_provisioning")
+  const waiting = step(on, "node_provisioning")
   return {
-    state: { ...state, task: waiting, newWorkspace: workspaceId, ...(candidate === null ? { newNode: nodeId } : {}) },
-    send:
-      candidate === null
-        ? [Actor.to(NodeRef, nodeId, C.NodeProvision.make({ nodeId, requestedBy: task.id as never }))]
-        : [],
+    state: { ...state, task: waiting },
     events: [statusEvent(waiting)],
     timers: [stepTimer(waiting, "node_provisioning")]
   }
 }
 
-export const TaskKind = Actor.make({
+/** A task that ended gives its node slot back (ADR 0022). */
+const releaseOnEnd = (before: State, reaction: Reaction): Reaction => {
+  const was = before.task
+  const now = reaction.state.task
+  if (was === null || now === null || TERMINAL_TASK_STATUSES.has(was.status) || !TERMINAL_TASK_STATUSES.has(now.status))
+    return reaction
+  if (now.nodeId === null || now.workspaceId === null) return reaction
+  const release = Actor.to(
+    NodeRef,
+    now.nodeId,
+    C.NodeRelease.make({ nodeId: now.nodeId as never, workspaceId: now.workspaceId as never })
+  )
+  return { ...reaction, send: [...(reaction.send ?? []), release] }
+}
+
+const TaskFlow = Actor.make({
   ...TaskRef,
   id: TaskId,
   commands: C.taskCommands.defs,
@@ -184,7 +227,7 @@ export const TaskKind = Actor.make({
       const task = found === undefined ? null : { ...found, prompt: StoredText.decode(found.prompt) }
       // A node belongs to one user (design §9): a task goes only on a node of the user who submitted it.
       const submitter = task?.createdBy ?? (command.type === "task.submit" ? command.body.userId : undefined)
-      const places = command.type === "task.submit" || command.type === "task.retry"
+      const places = command.type === "task.submit" || command.type === "task.retry" || command.type === "task.place"
       const candidates =
         submitter === undefined || !places
           ? []
@@ -193,8 +236,7 @@ export const TaskKind = Actor.make({
           (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
         FROM nodes n
         WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm')
-          AND (SELECT count(*) FROM workspaces w WHERE w.node_id = n.id
-               AND w.status IN ('pending', 'creating', 'running', 'recovery')) < n.max_workspaces
+          AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = n.id) < n.max_workspaces
         ORDER BY 2 DESC, n.created_at LIMIT 1`
       const state: State = { task, candidate: candidates[0] ?? null, transitions: [] }
       return state
@@ -204,10 +246,6 @@ export const TaskKind = Actor.make({
       const t = state.task
       if (t === null) return
       const sql = yield* SqlClient.SqlClient
-      if (state.newNode !== undefined) {
-        yield* sql`
-          INSERT INTO nodes (id, provider, status, owner_id) VALUES (${state.newNode}, 'local', 'provisioning', ${t.createdBy})`
-      }
       if (previous.task === null) {
         yield* sql`
           INSERT INTO tasks (id, project_id, created_by, prompt, agent, mode, status, execution_step, node_id, workspace_id)
@@ -220,11 +258,6 @@ export const TaskKind = Actor.make({
             session_id = ${t.sessionId}, branch = ${t.branch}, commit_sha = ${t.commitSha},
             finished_at = ${TERMINAL_TASK_STATUSES.has(t.status) ? new Date() : null}, updated_at = now(), version = version + 1
           WHERE id = ${id}`
-      }
-      if (state.newWorkspace !== undefined) {
-        yield* sql`
-          INSERT INTO workspaces (id, project_id, node_id, task_id, status)
-          VALUES (${state.newWorkspace}, ${t.projectId}, ${t.nodeId}, ${id}, 'pending')`
       }
       for (const tr of state.transitions) {
         yield* sql`
@@ -443,6 +476,56 @@ export const TaskKind = Actor.make({
           reply: { ok: true }
         })
       }
+      case "task.node-reserved": {
+        const b = command.body
+        if (task.nodeId === b.nodeId && task.workspaceId === b.workspaceId) return Effect.succeed({ state })
+        if (terminal || task.nodeId !== null || task.workspaceId !== b.workspaceId) {
+          // Granted too late (the task ended or asked again): give the slot and its workspace back.
+          const reason = "its task no longer needs it"
+          return Effect.succeed({
+            state,
+            send: [
+              Actor.to(NodeRef, b.nodeId, C.NodeRelease.make({ nodeId: b.nodeId, workspaceId: b.workspaceId })),
+              Actor.to(
+                WorkspaceRef,
+                b.workspaceId,
+                C.WorkspaceDeleteCommand.make({ workspaceId: b.workspaceId, reason })
+              )
+            ]
+          })
+        }
+        return Effect.succeed(placed(state, task, b.nodeId, b.ready))
+      }
+      case "task.node-full": {
+        const b = command.body
+        if (terminal || task.nodeId !== null || task.workspaceId !== b.workspaceId) return Effect.succeed({ state })
+        const reason = `waiting for node capacity: ${b.reason}`
+        const waiting: Row = { ...step(task, "waiting_for_node_capacity"), workspaceId: null }
+        const first = task.executionStep !== "waiting_for_node_capacity"
+        return Effect.succeed({
+          state: {
+            ...state,
+            task: waiting,
+            transitions: first
+              ? [...state.transitions, { from: task.status, to: task.status, reason }]
+              : state.transitions
+          },
+          events: [statusEvent(waiting, reason)],
+          timers: [
+            Actor.Timer.set(
+              "capacity",
+              capacityBackoffMs(b.attempt),
+              C.TaskPlace.make({ taskId: task.id as never, attempt: b.attempt + 1, via: "timer" })
+            )
+          ]
+        })
+      }
+      case "task.place": {
+        if (terminal || task.executionStep !== "waiting_for_node_capacity" || task.workspaceId !== null) {
+          return Effect.succeed({ state })
+        }
+        return Effect.succeed(placeOnNode(state, task, command.body.via === "timer" ? command.body.attempt : 0))
+      }
       case "task.retry": {
         const ready = withStatus(
           state,
@@ -461,4 +544,11 @@ export const TaskKind = Actor.make({
       }
     }
   }
+})
+
+/** The task flow, and a task that ends gives its node slot back. */
+export const TaskKind = Actor.make({
+  ...TaskFlow.spec,
+  handle: (state, command, context) =>
+    Effect.map(TaskFlow.spec.handle(state, command, context), (reaction) => releaseOnEnd(state, reaction))
 })

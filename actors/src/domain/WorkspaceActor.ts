@@ -4,7 +4,7 @@ import { Effect } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { dropped } from "./Audit.js"
-import { SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
+import { NodeRef, SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
 
 const { ControlProtocol: C, NodeProtocol: N, workspaceTransition, TERMINAL_TASK_STATUSES } = Domain
 
@@ -51,7 +51,7 @@ const event = (row: Row, body: z.input<typeof WorkspaceEvent.body>) =>
  * node-ready path comes first), then driven by the node's reports, which it checks come from the
  * node the ledger places it on.
  */
-export const WorkspaceKind = Actor.make({
+const WorkspaceFlow = Actor.make({
   ...WorkspaceRef,
   id: WorkspaceId,
   commands: C.workspaceCommands.defs,
@@ -317,3 +317,23 @@ const stopOrDelete = (
     reply: { ok: true, status }
   }
 }
+
+/** Statuses in which a workspace no longer holds a slot on its node (ADR 0022). */
+const GONE: ReadonlySet<Domain.WorkspaceStatus> = new Set(["stopped", "deleted", "error"])
+
+/** The workspace flow, and a workspace that stops, is deleted or fails gives its node slot back. */
+export const WorkspaceKind = Actor.make({
+  ...WorkspaceFlow.spec,
+  handle: (state, command, context) =>
+    Effect.map(WorkspaceFlow.spec.handle(state, command, context), (reaction) => {
+      const next = reaction.state
+      if (state === null || next === null || next.nodeId === null) return reaction
+      if (GONE.has(state.status) || !GONE.has(next.status)) return reaction
+      const release = Actor.to(
+        NodeRef,
+        next.nodeId,
+        C.NodeRelease.make({ nodeId: next.nodeId as never, workspaceId: next.id as never })
+      )
+      return { ...reaction, send: [...(reaction.send ?? []), release] }
+    })
+})

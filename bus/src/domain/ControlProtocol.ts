@@ -101,6 +101,33 @@ export const TaskRetry = defineMessage("task.retry", z.object({ taskId: TaskId }
 export const TaskNodeAssigned = defineMessage("task.node-assigned", z.object({ taskId: TaskId, nodeId: NodeId }), {
   durable: true
 })
+/** from the node actor: the node reserved a slot for the task's workspace (inserted `pending` on it) */
+export const TaskNodeReserved = defineMessage(
+  "task.node-reserved",
+  z.object({ taskId: TaskId, nodeId: NodeId, workspaceId: WorkspaceId, ready: z.boolean() }),
+  { durable: true }
+)
+/** from the node actor: no slot for the workspace (the node is full, or no new node within the caps) */
+export const TaskNodeFull = defineMessage(
+  "task.node-full",
+  z.object({
+    taskId: TaskId,
+    nodeId: NodeId,
+    workspaceId: WorkspaceId,
+    reason: z.string().max(1000),
+    attempt: z.number().int().nonnegative().default(0)
+  }),
+  { durable: true }
+)
+/**
+ * Try placing again: a durable timer (backoff) of a task waiting for node capacity, or the node
+ * actor when a slot of its owner's was released.
+ */
+export const TaskPlace = defineMessage(
+  "task.place",
+  z.object({ taskId: TaskId, attempt: z.number().int().nonnegative(), via: z.enum(["timer", "released"]) }),
+  { durable: true }
+)
 /** from the workspace actor */
 export const TaskWorkspaceStatus = defineMessage(
   "task.workspace-status",
@@ -249,6 +276,30 @@ export const NodeProvision = defineMessage(
   }),
   { durable: true }
 )
+/**
+ * From a task: reserve a slot on the node for `workspaceId` (ADR 0022). The node actor, one message at
+ * a time, answers `task.node-reserved` (and inserts the workspace, `pending`) or `task.node-full`.
+ * With `create`, a node that does not exist yet is created for `ownerId` and provisioned, unless the
+ * owner's or the installation's node cap is reached.
+ */
+export const NodeReserve = defineMessage(
+  "node.reserve",
+  z.object({
+    nodeId: NodeId,
+    taskId: TaskId,
+    workspaceId: WorkspaceId,
+    projectId: ProjectId,
+    ownerId: UserId,
+    create: z.boolean(),
+    /** the task's placement attempt, echoed in `task.node-full` (its backoff) */
+    attempt: z.number().int().nonnegative().default(0)
+  }),
+  { durable: true }
+)
+/** From a task that ended or a workspace that stopped, was deleted or failed: free its slot (idempotent). */
+export const NodeRelease = defineMessage("node.release", z.object({ nodeId: NodeId, workspaceId: WorkspaceId }), {
+  durable: true
+})
 /** from the ingress: the node's `node.ready` report */
 export const NodeReadyReported = defineMessage(
   "node.ready-reported",
@@ -365,7 +416,15 @@ export const SessionCommandRejected = defineMessage(
   { durable: true }
 )
 
-export const nodeActorCommands = registry(NodeProvision, NodeReadyReported, NodeHeartbeatSeen, NodeStop, NodeDestroy)
+export const nodeActorCommands = registry(
+  NodeProvision,
+  NodeReadyReported,
+  NodeHeartbeatSeen,
+  NodeStop,
+  NodeDestroy,
+  NodeReserve,
+  NodeRelease
+)
 export const workspaceCommands = registry(
   WorkspaceDispatch,
   WorkspaceReport,
@@ -382,7 +441,10 @@ export const taskCommands = registry(
   TaskWorkspaceStatus,
   TaskSessionStatus,
   TaskResultReported,
-  TaskStepTimeout
+  TaskStepTimeout,
+  TaskNodeReserved,
+  TaskNodeFull,
+  TaskPlace
 )
 export const sessionCommands = registry(
   SessionOpen,

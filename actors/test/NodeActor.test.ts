@@ -1,0 +1,100 @@
+import { Domain, makeId } from "@sam/bus"
+import { Effect } from "effect"
+import { afterEach, describe, expect, it } from "vitest"
+import { NodeKind } from "../src/domain/NodeActor.js"
+
+const { ControlProtocol: C } = Domain
+
+const owner = makeId("user")
+const nodeId = makeId("node")
+
+const node = (reservations: ReadonlyArray<string>, fleet: { own: number; all: number } | null = null) => ({
+  row: {
+    id: nodeId,
+    ownerId: owner,
+    maxWorkspaces: 2,
+    status: "running",
+    provider: "local",
+    providerRequestId: "msg_x",
+    agentReadyAt: new Date(),
+    lastHeartbeatAt: new Date(),
+    capabilities: {}
+  },
+  undispatched: [],
+  waiting: [],
+  workspaces: [],
+  reservations,
+  capacityWaiters: [],
+  fleet
+})
+
+const reserve = (over: Partial<{ ownerId: string; create: boolean }> = {}) =>
+  C.NodeReserve.make({
+    nodeId,
+    taskId: makeId("task"),
+    workspaceId: makeId("ws"),
+    projectId: makeId("proj"),
+    ownerId: (over.ownerId ?? owner) as never,
+    create: over.create ?? false,
+    attempt: 3
+  })
+
+type Out = {
+  state: { row: { ownerId: string; maxWorkspaces: number } | null; reserved?: unknown; created?: true }
+  send?: Array<{ envelope: { type: string; body: { reason?: string; ready?: boolean; attempt?: number } } }>
+  events?: Array<{ envelope: { type: string } }>
+}
+const handle = (state: unknown, command: ReturnType<typeof C.NodeReserve.make>) =>
+  Effect.runPromise(
+    NodeKind.handle(state, command, {
+      kind: "node",
+      id: nodeId,
+      subject: "s",
+      streamSequence: 1,
+      attempt: 1
+    }) as unknown as Effect.Effect<Out>
+  )
+
+const saved = { ...process.env }
+afterEach(() => {
+  process.env = { ...saved }
+})
+
+describe("a node's slots (ADR 0022)", () => {
+  it("are granted up to max_workspaces, then refused with the reason", async () => {
+    const granted = await handle(node([makeId("ws")]), reserve())
+    expect(granted.send?.map((s) => [s.envelope.type, s.envelope.body.ready])).toEqual([["task.node-reserved", true]])
+    expect(granted.state.reserved).toBeDefined()
+
+    const full = await handle(node([makeId("ws"), makeId("ws")]), reserve())
+    expect(full.send?.map((s) => s.envelope.type)).toEqual(["task.node-full"])
+    expect(full.send?.[0]?.envelope.body).toMatchObject({
+      reason: expect.stringContaining("is full (2 of 2"),
+      attempt: 3
+    })
+    expect(full.state.reserved).toBeUndefined()
+  })
+
+  it("are the owner's only", async () => {
+    const other = await handle(node([]), reserve({ ownerId: makeId("user") }))
+    expect(other.send?.[0]?.envelope.body.reason).toContain("not the submitter's")
+  })
+
+  it("on a new node: created for its owner and provisioned within the per-user and installation caps", async () => {
+    process.env.SAM_MAX_NODES_PER_USER = "2"
+    process.env.SAM_MAX_NODES = "3"
+    process.env.SAM_NODE_MAX_WORKSPACES = "5"
+    const fresh = { ...node([], { own: 1, all: 2 }), row: null, reservations: [] }
+    const created = await handle(fresh, reserve({ create: true }))
+    expect(created.state.created).toBe(true)
+    expect(created.state.row).toMatchObject({ ownerId: owner, maxWorkspaces: 5 })
+    expect(created.events?.map((e) => e.envelope.type)).toEqual(["node.provision-requested"])
+    expect(created.send?.map((s) => [s.envelope.type, s.envelope.body.ready])).toEqual([["task.node-reserved", false]])
+
+    const mine = await handle({ ...fresh, fleet: { own: 2, all: 2 } }, reserve({ create: true }))
+    expect(mine.send?.[0]?.envelope.body.reason).toContain("the user's node cap is reached (2 nodes)")
+    const everyone = await handle({ ...fresh, fleet: { own: 0, all: 3 } }, reserve({ create: true }))
+    expect(everyone.send?.[0]?.envelope.body.reason).toContain("the installation's node cap is reached (3 nodes)")
+    expect(everyone.state.row).toBeNull()
+  })
+})

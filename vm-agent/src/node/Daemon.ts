@@ -1,9 +1,9 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
 import { Consume, Domain, type Envelope, Publish, Subjects } from "@sam/bus"
-import { Effect, Schedule, Stream } from "effect"
+import { Cause, Data, Duration, Effect, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
-import { WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
+import { type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
 import type { NodeSettings } from "./NodeConfig.js"
 import { makeReporter } from "./Reporter.js"
 import { makeSessionRecords } from "./SessionRecords.js"
@@ -28,11 +28,49 @@ const keyOf = (command: Command) => {
   }
 }
 
+/** Handling failed for a reason that may pass (the runtime could not reach Docker, an I/O error): try again. */
+export class CommandRetry extends Data.TaggedError("CommandRetry")<{ readonly message: string }> {
+  static fromRuntime = (failure: RuntimeFailure) =>
+    new CommandRetry({ message: `${failure.reason}: ${failure.message}` })
+}
+
+/** Deliveries of one command before a failure that may pass is given up on (reported `unavailable`). */
+export const MAX_COMMAND_DELIVERIES = 5
+/** The wait before delivery n + 1 of a command whose handling failed: 0.5 s, doubling, at most 10 s. */
+export const retryDelay = (deliveryCount: number) =>
+  Duration.millis(Math.min(500 * 2 ** Math.max(0, deliveryCount - 1), 10_000))
+
+/**
+ * How a handled command is settled. Handled, or refused with a `command.rejected` report: ack. Failed
+ * for a reason that may pass: nak with a growing delay, until the last delivery, which is reported
+ * `unavailable` and terminated. A defect (a bug, never fixed by trying again; retrying would repeat its
+ * side effects) is reported `unavailable` with the defect and terminated, never silently acked.
+ */
+export const settleBy = (
+  exit: { readonly _tag: "Success" } | { readonly _tag: "Failure"; readonly cause: Cause.Cause<CommandRetry> },
+  deliveryCount: number
+):
+  | { readonly outcome: Consume.Outcome; readonly report?: undefined }
+  | { readonly outcome: Consume.Outcome; readonly report: string } => {
+  if (exit._tag === "Success") return { outcome: Consume.Outcome.Ack() }
+  // Interrupted (the daemon stops): not handled, so it comes again.
+  if (Cause.isInterruptedOnly(exit.cause)) return { outcome: Consume.Outcome.Nak({ delay: retryDelay(1) }) }
+  const failure = Cause.failureOption(exit.cause)
+  if (failure._tag === "Some") {
+    if (deliveryCount < MAX_COMMAND_DELIVERIES)
+      return { outcome: Consume.Outcome.Nak({ delay: retryDelay(deliveryCount) }) }
+    const report = `gave up after ${deliveryCount} deliveries: ${failure.value.message}`
+    return { outcome: Consume.Outcome.Term({ reason: report }), report }
+  }
+  const report = `the node failed to handle it: ${Cause.pretty(exit.cause).split("\n")[0]}`
+  return { outcome: Consume.Outcome.Term({ reason: report }), report }
+}
+
 /**
  * The vm-agent: reports ready with its capabilities, heartbeats, and carries out the commands of its
  * durable consumer on SAM_NODE (created by the control plane), so commands sent while it was down
- * run when it returns. Each command is acked once acted on; a bad one is terminated and answered
- * with a `command.rejected` report that says why.
+ * run when it returns. Each command is settled by its outcome (`settleBy`); a bad one is terminated
+ * and answered with a `command.rejected` report that says why.
  */
 export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   const scope = yield* Effect.scope
@@ -129,10 +167,9 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         case "workspace.stop": {
           const stopped = yield* runtime.stop(command.body.workspaceId).pipe(Effect.either)
           if (stopped._tag === "Left")
-            return yield* reject(
-              stopped.left._tag === "WorkspaceNotFound" ? "not_found" : "unavailable",
-              stopped.left.message
-            )
+            return stopped.left._tag === "WorkspaceNotFound"
+              ? yield* reject("not_found", stopped.left.message)
+              : yield* CommandRetry.fromRuntime(stopped.left)
           return yield* reporter.send(
             NodeProtocol.WorkspaceStatusReport,
             { workspaceId: command.body.workspaceId, status: "stopped" },
@@ -141,7 +178,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         }
         case "workspace.delete": {
           const deleted = yield* runtime.delete(command.body.workspaceId).pipe(Effect.either)
-          if (deleted._tag === "Left") return yield* reject("unavailable", deleted.left.message)
+          if (deleted._tag === "Left") return yield* CommandRetry.fromRuntime(deleted.left)
           return yield* reporter.send(
             NodeProtocol.WorkspaceStatusReport,
             { workspaceId: command.body.workspaceId, status: "deleted" },
@@ -201,8 +238,24 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           delivery.msg,
           lockFor(keyOf(delivery.envelope)).withPermits(1)(handle(delivery.envelope, delivery.subject))
         ).pipe(
-          Effect.catchAllCause((cause) => Effect.logError("command failed", cause)),
-          Effect.zipRight(Consume.settle(delivery, Consume.Outcome.Ack())),
+          Effect.exit,
+          Effect.flatMap((exit) => {
+            const { outcome, report } = settleBy(exit, delivery.deliveryCount)
+            const { envelope } = delivery
+            return Effect.gen(function* () {
+              if (exit._tag === "Failure")
+                yield* Effect.logError(`${envelope.type} failed (delivery ${delivery.deliveryCount})`, exit.cause)
+              if (report !== undefined)
+                yield* reporter.rejected({
+                  messageId: envelope.id,
+                  commandType: envelope.type,
+                  subject: delivery.subject,
+                  code: "unavailable",
+                  message: report
+                })
+              yield* Consume.settle(delivery, outcome)
+            })
+          }),
           Effect.withSpan("VmAgent.command", {
             attributes: {
               type: delivery.envelope.type,

@@ -8,7 +8,10 @@ const { ControlProtocol: C } = Domain
 const owner = makeId("user")
 const nodeId = makeId("node")
 
-const node = (reservations: ReadonlyArray<string>, fleet: { own: number; all: number } | null = null) => ({
+const node = (
+  reservations: ReadonlyArray<string>,
+  fleet: { own: number; all: number; roomy: boolean } | null = null
+) => ({
   row: {
     id: nodeId,
     ownerId: owner,
@@ -41,7 +44,9 @@ const reserve = (over: Partial<{ ownerId: string; create: boolean }> = {}) =>
 
 type Out = {
   state: { row: { ownerId: string; maxWorkspaces: number } | null; reserved?: unknown; created?: true }
-  send?: Array<{ envelope: { type: string; body: { reason?: string; ready?: boolean; attempt?: number } } }>
+  send?: Array<{
+    envelope: { type: string; body: { reason?: string; ready?: boolean; attempt?: number; elsewhere?: boolean } }
+  }>
   events?: Array<{ envelope: { type: string } }>
 }
 const handle = (state: unknown, command: ReturnType<typeof C.NodeReserve.make>) =>
@@ -84,17 +89,21 @@ describe("a node's slots (ADR 0022)", () => {
     process.env.SAM_MAX_NODES_PER_USER = "2"
     process.env.SAM_MAX_NODES = "3"
     process.env.SAM_NODE_MAX_WORKSPACES = "5"
-    const fresh = { ...node([], { own: 1, all: 2 }), row: null, reservations: [] }
+    const fresh = { ...node([], { own: 1, all: 2, roomy: false }), row: null, reservations: [] }
     const created = await handle(fresh, reserve({ create: true }))
     expect(created.state.created).toBe(true)
     expect(created.state.row).toMatchObject({ ownerId: owner, maxWorkspaces: 5 })
     expect(created.events?.map((e) => e.envelope.type)).toEqual(["node.provision-requested"])
     expect(created.send?.map((s) => [s.envelope.type, s.envelope.body.ready])).toEqual([["task.node-reserved", false]])
 
-    const mine = await handle({ ...fresh, fleet: { own: 2, all: 2 } }, reserve({ create: true }))
+    const mine = await handle({ ...fresh, fleet: { own: 2, all: 2, roomy: false } }, reserve({ create: true }))
     expect(mine.send?.[0]?.envelope.body.reason).toContain("the user's node cap is reached (2 nodes)")
-    const everyone = await handle({ ...fresh, fleet: { own: 0, all: 3 } }, reserve({ create: true }))
+    const everyone = await handle({ ...fresh, fleet: { own: 0, all: 3, roomy: false } }, reserve({ create: true }))
     expect(everyone.send?.[0]?.envelope.body.reason).toContain("the installation's node cap is reached (3 nodes)")
     expect(everyone.state.row).toBeNull()
+    // Another task of the owner's created a node with room a moment ago: place there, no second node.
+    const roomy = await handle({ ...fresh, fleet: { own: 1, all: 1, roomy: true } }, reserve({ create: true }))
+    expect(roomy.state.row).toBeNull()
+    expect(roomy.send?.[0]?.envelope.body).toMatchObject({ elsewhere: true })
   })
 })

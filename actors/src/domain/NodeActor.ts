@@ -73,7 +73,7 @@ interface State {
   /** the owner's tasks waiting for node capacity, oldest first */
   readonly capacityWaiters: ReadonlyArray<string>
   /** for a `node.reserve` that would create the node: live nodes of its owner and of the installation */
-  readonly fleet: { readonly own: number; readonly all: number } | null
+  readonly fleet: { readonly own: number; readonly all: number; readonly roomy: boolean } | null
   /** what this command writes besides the row */
   readonly created?: true
   readonly reserved?: { readonly workspaceId: string; readonly taskId: string; readonly projectId: string }
@@ -111,8 +111,10 @@ export const NodeKind = Actor.make({
       const creating = rows.length === 0 && command.type === "node.reserve" && command.body.create
       if (creating) yield* sql`SELECT pg_advisory_xact_lock(hashtext('sam.node-fleet'))`
       const fleet = creating
-        ? (yield* sql<{ own: number; all: number }>`
-            SELECT count(*) FILTER (WHERE owner_id = ${command.body.ownerId})::int AS own, count(*)::int AS all
+        ? (yield* sql<{ own: number; all: number; roomy: boolean }>`
+            SELECT count(*) FILTER (WHERE owner_id = ${command.body.ownerId})::int AS own, count(*)::int AS all,
+              bool_or(owner_id = ${command.body.ownerId}
+                AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = nodes.id) < max_workspaces) IS TRUE AS roomy
             FROM nodes WHERE status IN ('provisioning', 'running', 'warm')`)[0]!
         : null
       const reservations = yield* sql<{ workspaceId: string }>`
@@ -315,7 +317,7 @@ const reserve = (
   command: Envelope & { readonly body: z.output<typeof C.NodeReserve.body> }
 ): Actor.Reaction<State> => {
   const b = command.body
-  const full = (reason: string): Actor.Reaction<State> => ({
+  const full = (reason: string, elsewhere = false): Actor.Reaction<State> => ({
     state,
     send: [
       Actor.to(
@@ -326,7 +328,8 @@ const reserve = (
           nodeId: b.nodeId,
           workspaceId: b.workspaceId,
           reason,
-          attempt: b.attempt
+          attempt: b.attempt,
+          elsewhere
         })
       )
     ]
@@ -350,6 +353,8 @@ const reserve = (
   const row = state.row
   if (row === null) {
     if (!b.create || state.fleet === null) return full(`node ${b.nodeId} does not exist`)
+    // A node created by another task of the owner's a moment ago has room: no new node.
+    if (state.fleet.roomy) return full("another of the user's nodes has room", true)
     const caps = nodeCaps()
     if (state.fleet.own >= caps.perUser) return full(`the user's node cap is reached (${caps.perUser} nodes)`)
     if (state.fleet.all >= caps.total) return full(`the installation's node cap is reached (${caps.total} nodes)`)

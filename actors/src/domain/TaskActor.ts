@@ -227,7 +227,11 @@ const TaskFlow = Actor.make({
       const task = found === undefined ? null : { ...found, prompt: StoredText.decode(found.prompt) }
       // A node belongs to one user (design §9): a task goes only on a node of the user who submitted it.
       const submitter = task?.createdBy ?? (command.type === "task.submit" ? command.body.userId : undefined)
-      const places = command.type === "task.submit" || command.type === "task.retry" || command.type === "task.place"
+      const places =
+        command.type === "task.submit" ||
+        command.type === "task.retry" ||
+        command.type === "task.place" ||
+        command.type === "task.node-full"
       const candidates =
         submitter === undefined || !places
           ? []
@@ -499,6 +503,8 @@ const TaskFlow = Actor.make({
       case "task.node-full": {
         const b = command.body
         if (terminal || task.nodeId !== null || task.workspaceId !== b.workspaceId) return Effect.succeed({ state })
+        // Another task of the submitter's got a node with room first: ask that one now.
+        if (b.elsewhere && state.candidate !== null) return Effect.succeed(placeOnNode(state, task, b.attempt))
         const reason = `waiting for node capacity: ${b.reason}`
         const waiting: Row = { ...step(task, "waiting_for_node_capacity"), workspaceId: null }
         const first = task.executionStep !== "waiting_for_node_capacity"

@@ -115,7 +115,9 @@ export const TaskNodeFull = defineMessage(
     nodeId: NodeId,
     workspaceId: WorkspaceId,
     reason: z.string().max(1000),
-    attempt: z.number().int().nonnegative().default(0)
+    attempt: z.number().int().nonnegative().default(0),
+    /** no new node: another of the owner's nodes has room, so place again at once */
+    elsewhere: z.boolean().default(false)
   }),
   { durable: true }
 )

@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { rejectionRoutes } from "./domain/CommandRejections.js"
-import { SessionRef, TaskRef } from "./domain/Kinds.js"
+import { KindRefs } from "./domain/Kinds.js"
 import { NodeKind } from "./domain/NodeActor.js"
 import { runNodeRevoker } from "./domain/NodeRevoker.js"
 import { makeHeartbeatThrottle, nodeReportRoutes } from "./domain/NodeRoutes.js"
@@ -28,9 +28,14 @@ export interface ControlPlaneOptions {
  * Postgres: the runtime shares the shards through its leases.
  */
 export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlaneOptions = {}) {
-  // Every reference to a kind (Kinds.ts) must agree with the kind's own name and shard count.
-  const session = yield* SessionActor.make({ task: TaskRef, shards: SessionRef.shards, ...options.session })
-  const runtime = yield* ActorRuntime.make([ProjectKind, TaskKind, NodeKind, WorkspaceKind, session], options.runtime)
+  const session = yield* SessionActor.make(options.session)
+  const kinds = [ProjectKind, TaskKind, NodeKind, WorkspaceKind, session]
+  // Senders address kinds through Kinds.ts: a kind run with another name or count would never see them.
+  for (const kind of kinds) {
+    if (!KindRefs.some((ref) => ref.name === kind.name && ref.shards === kind.shards))
+      return yield* Effect.dieMessage(`kind ${kind.name} (${kind.shards} shards) is not as Kinds.ts defines it`)
+  }
+  const runtime = yield* ActorRuntime.make(kinds, options.runtime)
   yield* ReportIngress.run({
     routes: { ...ReportIngress.sessionRoutes(session), ...nodeReportRoutes, ...rejectionRoutes(session) },
     onHeartbeat: makeHeartbeatThrottle()

@@ -20,7 +20,11 @@ export interface ShardStatus {
 export interface Status {
   readonly shards: ReadonlyArray<ShardStatus>
   readonly members: ReadonlyArray<{ readonly kind: string; readonly instance: string; readonly expiresInMs: number }>
-  readonly deadLetters: ReadonlyArray<{ readonly kind: string; readonly count: number }>
+  readonly deadLetters: ReadonlyArray<{
+    readonly kind: string
+    readonly count: number
+    readonly reasons: ReadonlyArray<{ readonly reason: string; readonly count: number }>
+  }>
   readonly outboxUnsent: number
   readonly timers: number
 }
@@ -98,8 +102,8 @@ export const status = Effect.fn("Actors.status")(function* () {
       Effect.orElseSucceed(() => undefined)
     )
   )
-  const dead = yield* sql<{ kind: string; count: string }>`
-    SELECT kind, count(*) AS count FROM actor_dead_letters GROUP BY kind ORDER BY kind`
+  const dead = yield* sql<{ kind: string; reason: string; count: string }>`
+    SELECT kind, reason, count(*) AS count FROM actor_dead_letters GROUP BY kind, reason ORDER BY kind, reason`
   const [outbox] = yield* sql<{ n: string }>`SELECT count(*) AS n FROM actor_outbox WHERE sent_at IS NULL`
   const [timers] = yield* sql<{ n: string }>`SELECT count(*) AS n FROM actor_timers`
   return {
@@ -107,7 +111,12 @@ export const status = Effect.fn("Actors.status")(function* () {
       .filter((row) => row !== undefined)
       .sort((a, b) => a.kind.localeCompare(b.kind) || a.shard - b.shard),
     members: memberRows.filter((row) => row !== undefined && row.expiresInMs > 0).map((row) => row!),
-    deadLetters: dead.map((row) => ({ kind: row.kind, count: Number(row.count) })),
+    deadLetters: [...new Set(dead.map((row) => row.kind))].map((kind) => {
+      const reasons = dead
+        .filter((row) => row.kind === kind)
+        .map((row) => ({ reason: row.reason, count: Number(row.count) }))
+      return { kind, count: reasons.reduce((sum, r) => sum + r.count, 0), reasons }
+    }),
     outboxUnsent: Number(outbox?.n ?? 0),
     timers: Number(timers?.n ?? 0)
   } satisfies Status
@@ -132,7 +141,11 @@ export const render = (s: Status): string => {
   if (s.shards.length === 0) lines.push("(no shard leases yet: is a control plane running?)")
   lines.push("", `instances: ${s.members.map((m) => `${m.instance} (${m.kind})`).join(", ") || "none alive"}`)
   lines.push(
-    `dead letters: ${s.deadLetters.map((d) => `${d.kind} ${d.count}`).join(", ") || "none"}`,
+    `dead letters: ${
+      s.deadLetters
+        .map((d) => `${d.kind} ${d.count} (${d.reasons.map((r) => `${r.reason} ${r.count}`).join(", ")})`)
+        .join(", ") || "none"
+    }`,
     `outbox unsent: ${s.outboxUnsent} · timers pending: ${s.timers}`
   )
   return lines.join("\n")

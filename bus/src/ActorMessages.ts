@@ -24,6 +24,8 @@ export const DeadLetterReason = z.enum([
   "unknown-type",
   "bad-body",
   "bad-id",
+  /** on a shard other than `shardOf(id, shards)` of its entity: the sender's shard count is not the kind's */
+  "wrong-shard",
   "handler-failed"
 ])
 export type DeadLetterReason = z.infer<typeof DeadLetterReason>

@@ -1,7 +1,7 @@
 import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology } from "@sam/bus"
 import { Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
-import { DEFAULT_SHARDS } from "../ActorKind.js"
+import { SessionRef, TaskRef } from "./Kinds.js"
 import * as Ledger from "./SessionLedger.js"
 import * as Permissions from "./SessionPermissions.js"
 import { rejected } from "./SessionRejections.js"
@@ -39,12 +39,12 @@ export const KIND = "session"
 export const make = Effect.fn("SessionActor.make")(function* (options: SessionActorOptions = {}) {
   const snapshots = yield* openSnapshots()
   const health = yield* openHealth()
-  const taskKind = options.task ?? { name: "task", shards: DEFAULT_SHARDS }
+  const taskKind = options.task ?? TaskRef
   const healEvery = Duration.decode(options.healEvery ?? "30 seconds")
   const staleAfterMs = Duration.toMillis(Duration.decode(options.staleAfter ?? "5 minutes"))
   return Actor.make({
     name: options.name ?? KIND,
-    shards: options.shards ?? DEFAULT_SHARDS,
+    shards: options.shards ?? SessionRef.shards,
     id: SessionId,
     commands: ControlProtocol.sessionCommands.defs,
     load: (id) => Ledger.load(id),

@@ -1,5 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream"
-import { ActorMessages, type Envelope, encode, type Nats } from "@sam/bus"
+import { ActorMessages, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
 import { Cause, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
@@ -200,6 +200,13 @@ export const startShard = (deps: ShardDeps) =>
       const decoded = kind.decode(msg.data)
       if (decoded._tag === "Malformed") {
         return deadLetter(msg, parsedId.id, null, decoded.malformed.reason, decoded.malformed.message)
+      }
+      // A sender that disagrees with the kind's shard count puts an entity's commands on a shard that may
+      // be held by another instance than its own one: applying them would break one-at-a-time per entity.
+      const home = Subjects.shardOf(parsedId.id, kind.shards)
+      if (home !== shard) {
+        const detail = `${parsedId.id} belongs to shard ${home} of ${kind.shards}, not ${shard}`
+        return deadLetter(msg, parsedId.id, decoded.envelope.id, "wrong-shard", detail)
       }
       return handleCommand(msg, parsedId.id, decoded.envelope)
     }

@@ -50,7 +50,8 @@ export const makeControlPlaneEnv = (options: {
       })
       const controlPlane = ControlPlane.layer({
         runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
-        session: { healEvery: "2 seconds" },
+        // A lost turn is ended after 10 s without a sign of life (ADR 0021), not the default minute.
+        session: { healEvery: "2 seconds", staleAfter: "10 seconds" },
         ...(options.nodeCredsTtlSeconds === undefined ? {} : { nodeCredsTtlSeconds: options.nodeCredsTtlSeconds })
       })
       const nodes = Layer.succeed(LocalNodes, { dir: join(dir, "nodes"), natsUrl: nats.url })

@@ -1,8 +1,9 @@
 import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology } from "@sam/bus"
-import { Duration, Effect } from "effect"
+import { Config, Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
 import { SessionRef, TaskRef } from "./Kinds.js"
 import * as Ledger from "./SessionLedger.js"
+import { openToolCalls } from "./SessionLostTurns.js"
 import * as Permissions from "./SessionPermissions.js"
 import { rejected } from "./SessionRejections.js"
 import { type Deps, HEAL_TIMER, heal, type Reaction, report, type SessionReply } from "./SessionReports.js"
@@ -22,9 +23,12 @@ export interface SessionActorOptions {
   readonly shards?: number
   /** where `task.session-status` goes: the task kind's name and shard count */
   readonly task?: Pick<Actor.AnyActorKind, "name" | "shards">
-  /** how often a `prompting` snapshot is checked for signs of life (default 30 s) */
+  /** how often a `prompting` snapshot is checked for signs of life (default 15 s) */
   readonly healEvery?: Duration.DurationInput
-  /** how long `prompting` may go without any evidence of life before it is healed to idle (default 5 min) */
+  /**
+   * how long `prompting` may go without any sign of life before its turn ends as lost (ADR 0021);
+   * default `SAM_SESSION_LOST_AFTER_MS`, else 60 s
+   */
   readonly staleAfter?: Duration.DurationInput
 }
 
@@ -40,14 +44,22 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
   const snapshots = yield* openSnapshots()
   const health = yield* openHealth()
   const taskKind = options.task ?? TaskRef
-  const healEvery = Duration.decode(options.healEvery ?? "30 seconds")
-  const staleAfterMs = Duration.toMillis(Duration.decode(options.staleAfter ?? "5 minutes"))
+  const healEvery = Duration.decode(options.healEvery ?? "15 seconds")
+  const staleAfterMs =
+    options.staleAfter !== undefined
+      ? Duration.toMillis(Duration.decode(options.staleAfter))
+      : yield* Config.integer("SAM_SESSION_LOST_AFTER_MS").pipe(Config.withDefault(60_000), Effect.orDie)
   return Actor.make({
     name: options.name ?? KIND,
     shards: options.shards ?? SessionRef.shards,
     id: SessionId,
     commands: ControlProtocol.sessionCommands.defs,
-    load: (id) => Ledger.load(id),
+    load: (id, command) =>
+      mayLoseTurn(command as Command)
+        ? Ledger.load(id).pipe(
+            Effect.zipWith(openToolCalls(id), (state, calls) => ({ ...state, openToolCalls: calls }))
+          )
+        : Ledger.load(id),
     save: (_id, state, previous) => Ledger.save(state, previous),
     handle: (state, command) =>
       handle({ snapshots, health, taskKind, healEvery, staleAfterMs }, state, command as Command).pipe(
@@ -57,6 +69,13 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
 })
 
 export type SessionKind = Effect.Effect.Success<ReturnType<typeof make>>
+
+/** A command that may end the turn in flight as lost needs that turn's open tool calls (ADR 0021). */
+const mayLoseTurn = (command: Command) =>
+  command.type === "session.heal" ||
+  (command.type === "session.report" &&
+    command.body.report.type === "session.activity" &&
+    command.body.report.body.stopReason === "lost")
 
 /** The latest heartbeat of a node, as the ingress stored it; none when missing or unreadable. */
 const openHealth = () =>
@@ -380,7 +399,7 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
       )
     }
     case "session.heal":
-      return heal(deps, state, { event, activityEvent, healTimer })
+      return heal(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
     case "session.command-rejected":
       return rejected(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
     case "session.answer-permission":

@@ -59,6 +59,8 @@ export interface SessionState {
   readonly dropped: ReadonlyArray<DroppedReport>
   /** its task has ended (completed, failed or cancelled): the session takes no more prompts */
   readonly taskEnded?: boolean
+  /** the latest turn's tool calls still open, loaded only for a command that may end it as lost (ADR 0021) */
+  readonly openToolCalls?: ReadonlyArray<{ readonly toolCallId: string; readonly title: string | null }>
   /** the project's permission policy (ADR 0018), as loaded with the row */
   readonly permissionPolicy?: {
     readonly policy: Domain.ControlProtocol.PermissionPolicy

@@ -1,8 +1,9 @@
 import { Domain, type Envelope, type EnvelopeOf, Subjects } from "@sam/bus"
-import type { Duration } from "effect"
-import { Effect } from "effect"
+import { Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
+import { HEARTBEAT_FRESH_SECONDS } from "./Kinds.js"
 import type * as Ledger from "./SessionLedger.js"
+import { endLost } from "./SessionLostTurns.js"
 import { reportIsCurrent, type SessionSnapshots } from "./SessionSnapshots.js"
 
 /**
@@ -39,6 +40,7 @@ export interface Deps {
   readonly health: (nodeId: string) => Effect.Effect<Domain.NodeHealthRecord | undefined>
   readonly taskKind: Pick<Actor.AnyActorKind, "name" | "shards">
   readonly healEvery: Duration.Duration
+  /** how long a working session may show no sign of life before its turn is ended as lost */
   readonly staleAfterMs: number
 }
 
@@ -150,6 +152,16 @@ export const report = (
       return { state: withEntry, events: [appended], reply: { ok: true } satisfies SessionReply }
     })
   }
+  // The node restarted with this turn in flight: it ends as lost, and the reloaded session can go on.
+  if (report.body.stopReason === "lost" && row.status !== "failed" && row.status !== "stopped") {
+    return endLost(deps, state, h, command.id, {
+      why: report.body.reason ?? "the node lost the turn in flight",
+      promptEpoch: report.body.promptEpoch,
+      source: "vm_report",
+      task: "awaiting_followup",
+      healTimer: HEAL_TIMER
+    })
+  }
   return Effect.gen(function* () {
     const body = report.body
     const ended = row.status === "failed" || row.status === "stopped"
@@ -206,39 +218,46 @@ export const report = (
   })
 }
 
+/**
+ * The healer (`session.heal`, every `healEvery` while a turn runs): a working session needs signs of
+ * life — its node's reports, or heartbeats that list it as prompting — within `staleAfterMs`; without
+ * them the turn ends as lost (ADR 0021). The task then awaits a follow-up while the node heartbeats (it
+ * is up, without the turn), and fails at its step when the node has gone silent.
+ */
 export const heal = (
   deps: Deps,
   state: State,
-  h: Pick<Helpers, "event" | "activityEvent" | "healTimer">
+  command: { readonly id: string; readonly at: string },
+  h: Helpers
 ): Effect.Effect<Reaction, unknown> =>
   Effect.gen(function* () {
     const row = state.row
     if (row === null || row.status === "failed" || row.status === "stopped") return { state }
     const current = yield* deps.snapshots.get(row.id)
     if (current === undefined || !Domain.WORKING_ACTIVITIES.has(current.activity)) return { state }
-    const cutoff = Date.now() - deps.staleAfterMs
+    // A heal that fires late (the control plane or NATS was down) saw no heartbeats meanwhile: look again later.
+    const everyMs = Duration.toMillis(deps.healEvery)
+    if (Date.now() - Date.parse(command.at) > 2 * everyMs + 1000) return { state, timers: [h.healTimer(row.id)] }
+    const now = Date.now()
+    const cutoff = now - deps.staleAfterMs
     const node = row.nodeId === null ? undefined : yield* deps.health(row.nodeId)
+    const heardAt = node === undefined ? undefined : Date.parse(node.receivedAt)
     const evidence =
       Date.parse(current.updatedAt) > cutoff ||
       (row.lastEvidenceAt !== null && row.lastEvidenceAt.getTime() > cutoff) ||
-      (node !== undefined && Date.parse(node.receivedAt) > cutoff && node.promptingSessions.includes(row.id as never))
+      (heardAt !== undefined && heardAt > cutoff && node!.promptingSessions.includes(row.id as never))
     if (evidence) return { state, timers: [h.healTimer(row.id)] }
-    const at = new Date().toISOString()
-    const written = yield* deps.snapshots.write(row.id, (latest) =>
-      latest === undefined || !Domain.WORKING_ACTIVITIES.has(latest.activity)
-        ? undefined
-        : {
-            ...latest,
-            activity: "idle",
-            promptStartedAt: null,
-            source: "healer",
-            reason: "stale_no_evidence",
-            updatedAt: at
-          }
-    )
-    yield* Effect.logWarning(`healed session ${row.id}: prompting with no evidence of life, now idle`)
-    return {
-      state,
-      events: written.written && written.snapshot !== undefined ? [h.activityEvent(row, written.snapshot)] : []
-    }
+    const nodeUp =
+      heardAt !== undefined && heardAt > now - Math.min(HEARTBEAT_FRESH_SECONDS * 1000, deps.staleAfterMs / 2)
+    const bound = Math.round(deps.staleAfterMs / 1000)
+    const why = nodeUp
+      ? `node ${row.nodeId} is up but no longer runs this turn (no sign of it for ${bound} s); the turn in flight was lost`
+      : `node ${row.nodeId} went silent (${heardAt === undefined ? "no heartbeat" : `last heartbeat ${Math.round((now - heardAt) / 1000)} s ago`}); the turn in flight was lost`
+    return yield* endLost(deps, state, h, command.id, {
+      why,
+      promptEpoch: current.promptEpoch,
+      source: "healer",
+      task: nodeUp ? "awaiting_followup" : "failed",
+      healTimer: HEAL_TIMER
+    })
   })

@@ -206,7 +206,8 @@ export const SessionActivity = defineMessage(
     sessionId: SessionId,
     activity: Activity,
     promptEpoch: z.number().int().nonnegative(),
-    stopReason: z.enum(["end_turn", "cancelled", "max_tokens", "refusal", "error"]).optional(),
+    /** `lost`: after a node restart, the turn that was in flight is gone (ADR 0021) */
+    stopReason: z.enum(["end_turn", "cancelled", "max_tokens", "refusal", "error", "lost"]).optional(),
     reason: nodeText(2048).optional(),
     acpSessionId: z.string().max(256).optional(),
     observedAt: z.iso.datetime()

@@ -40,7 +40,8 @@ export const SessionSnapshot = z.object({
   promptEpoch: z.number().int().nonnegative(),
   plan: z.array(PlanEntry).max(200).nullable(),
   source: z.enum(["vm_report", "control_plane", "healer"]),
-  reason: z.enum(["completed", "cancelled", "force_stopped", "dead", "stale_no_evidence", "failed"]).nullable(),
+  /** `lost`: the turn in flight was lost (its node restarted, or went silent past the healer's bound; ADR 0021) */
+  reason: z.enum(["completed", "cancelled", "force_stopped", "dead", "stale_no_evidence", "failed", "lost"]).nullable(),
   lastSeq: z.number().int().nonnegative(),
   step: ExecutionStep.nullable().optional(),
   /** the agent's permission requests waiting for an answer (absent: none) */

@@ -178,7 +178,7 @@ describe("session actor: failure, refusals, the healer", () => {
   )
 
   it.scopedLive(
-    "the healer turns a stale prompting into idle with its reason, but not while the node says it is working",
+    "the healer ends a stale prompting's turn as lost (idle, reason lost), but not while the node says it is working",
     () =>
       Effect.gen(function* () {
         const { session } = yield* startControl(url, { healEvery: "300 millis", staleAfter: "1500 millis" })
@@ -202,8 +202,14 @@ describe("session actor: failure, refusals, the healer", () => {
         expect(healed).toMatchObject({
           activity: "idle",
           source: "healer",
-          reason: "stale_no_evidence",
+          reason: "lost",
           promptStartedAt: null
+        })
+        // The turn ends in the transcript too (ADR 0021).
+        expect((yield* transcriptOf(quiet)).at(-1)?.payload).toMatchObject({
+          type: "turn-ended",
+          reason: "lost",
+          source: "control_plane"
         })
         yield* waitUntil(
           "the healed snapshot published",
@@ -223,7 +229,7 @@ describe("session actor: failure, refusals, the healer", () => {
           snapshotOf(alive).pipe(Effect.map((s) => (s?.activity === "idle" ? s : undefined))),
           { timeout: "15 seconds" }
         )
-        expect(later).toMatchObject({ source: "healer", reason: "stale_no_evidence" })
+        expect(later).toMatchObject({ source: "healer", reason: "lost" })
         expect((yield* sessionRow(quiet))?.status).toBe("active")
       }).pipe(Effect.provide(env())),
     60_000

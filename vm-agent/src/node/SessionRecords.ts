@@ -16,7 +16,9 @@ export const SessionRecord = z.object({
   /** the agent's process group when it last started, to clear it after a node restart */
   agentPgid: z.number().int().positive().optional(),
   lastSeq: z.number().int().nonnegative(),
-  promptEpoch: z.number().int().nonnegative()
+  promptEpoch: z.number().int().nonnegative(),
+  /** a turn was running when this was saved: after a node restart it is reported lost (ADR 0021) */
+  turnInFlight: z.boolean().optional()
 })
 export type SessionRecord = z.infer<typeof SessionRecord>
 

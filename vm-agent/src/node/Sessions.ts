@@ -47,6 +47,19 @@ export interface SessionsDeps {
  */
 export const makeSessions = (deps: SessionsDeps) => {
   const live = new Map<string, Live>()
+  /** sessions whose turn runs: their records say so, and a restarted node reports that turn lost */
+  const inFlight = new Set<string>()
+  const saving = Effect.unsafeMakeSemaphore(1)
+  // What is written is read once the write's turn comes, so a slower earlier write never has the last word.
+  const save = (record: SessionRecord) =>
+    saving.withPermits(1)(
+      Effect.suspend(() =>
+        deps.records.save({
+          ...(live.get(record.sessionId)?.record ?? record),
+          turnInFlight: inFlight.has(record.sessionId)
+        })
+      )
+    )
   const now = () => new Date().toISOString()
 
   const report = (
@@ -113,7 +126,8 @@ export const makeSessions = (deps: SessionsDeps) => {
             },
             record.sessionId
           )
-          if (event.type === "agent-started" || event.type === "failed") yield* deps.records.save(next)
+          if (event.type === "agent-started" || event.type === "failed")
+            yield* save(entry.current?.record ?? entry.record)
           if (event.type === "failed") yield* report(next, { activity: "error", reason: event.reason })
         })
       // The agent runs where the workspace is, as its user and with its environment only (ADR 0014). Its state
@@ -174,10 +188,13 @@ export const makeSessions = (deps: SessionsDeps) => {
         entry.turnEpoch = epoch
         const record = entry.record
         entry.prompting = true
+        inFlight.add(record.sessionId)
+        yield* save(entry.record)
         yield* activity(entry, { activity: "prompting" })
         const result = yield* Effect.either(entry.session.prompt(text))
         entry.prompting = false
-        yield* deps.records.save(entry.record)
+        inFlight.delete(record.sessionId)
+        yield* save(entry.record)
         if (result._tag === "Left") {
           yield* activity(entry, { activity: "error", stopReason: "error", reason: result.left.message })
           if (record.mode === "task" && record.taskId !== undefined) {
@@ -231,7 +248,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           promptEpoch: 1
         }
         const entry = yield* open(record)
-        yield* deps.records.save(entry.record)
+        yield* save(entry.record)
         yield* Effect.forkIn(runTurn(entry, body.prompt, entry.record.promptEpoch), deps.scope)
       }),
     prompt: (record: SessionRecord | undefined, text: string, epoch: number) =>
@@ -243,7 +260,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         // Epochs grow with every prompt the control plane sends: one we have seen is a redelivery.
         if (epoch <= entry.record.promptEpoch) return
         entry.record = { ...entry.record, promptEpoch: epoch }
-        yield* deps.records.save(entry.record)
+        yield* save(entry.record)
         yield* Effect.forkIn(runTurn(entry, text, epoch), deps.scope)
       }),
     cancel: (sessionId: string) =>
@@ -280,7 +297,10 @@ export const makeSessions = (deps: SessionsDeps) => {
         }
         yield* deps.records.remove(sessionId)
       }),
-    /** After a node restart: a turn that was in flight is gone; say so, so no session shows working forever. */
+    /**
+     * After a node restart: a turn that was in flight is gone; say so (`idle`, stop reason `lost`), so no
+     * session shows working forever. The record stays: the next prompt reloads the agent's session.
+     */
     recover: (records: ReadonlyArray<SessionRecord>) =>
       Effect.forEach(
         records,
@@ -302,7 +322,13 @@ export const makeSessions = (deps: SessionsDeps) => {
             } catch {}
           }).pipe(
             Effect.zipRight(
-              report(record, { activity: "idle", reason: "the node restarted; the turn in flight was lost" })
+              record.turnInFlight === true
+                ? report(record, {
+                    activity: "idle",
+                    stopReason: "lost",
+                    reason: "the node restarted; the turn in flight was lost"
+                  }).pipe(Effect.zipRight(deps.records.save({ ...record, turnInFlight: false })))
+                : Effect.void
             )
           ),
         { discard: true }

@@ -23,6 +23,12 @@ export interface Reaction<S> {
   readonly timers?: ReadonlyArray<TimerInstruction>
   /** returned to an `ask`er after commit */
   readonly reply?: unknown
+  /**
+   * Side effects outside Postgres (a KV snapshot), run after COMMIT and before the ack, never for a
+   * command that is fenced or rolled back; a crash between the commit and these skips them, so what
+   * they write must be a view the ledger can be recovered from, never ahead of it.
+   */
+  readonly afterCommit?: ReadonlyArray<Effect.Effect<void, unknown>>
 }
 
 export interface ActorContext<Id extends string> {

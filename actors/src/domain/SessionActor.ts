@@ -61,8 +61,16 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
           )
         : Ledger.load(id),
     save: (_id, state, previous) => Ledger.save(state, previous),
-    handle: (state, command) =>
-      handle({ snapshots, health, taskKind, healEvery, staleAfterMs }, state, command as Command).pipe(
+    // Snapshot writes are staged while handling and run after the commit (never ahead of the ledger).
+    handle: (state, command, context) =>
+      Effect.suspend(() => {
+        snapshots.discardStaged(context.id)
+        return handle({ snapshots, health, taskKind, healEvery, staleAfterMs }, state, command as Command)
+      }).pipe(
+        Effect.map((reaction) => ({
+          ...reaction,
+          afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
+        })),
         Effect.withSpan("SessionActor.handle", { attributes: { type: command.type, messageId: command.id } })
       )
   })

@@ -9,23 +9,33 @@ export interface SnapshotWrite {
   readonly snapshot: Snapshot | undefined
 }
 
+type Decide = (current: Snapshot | undefined) => Snapshot | undefined
+
 /**
  * The session-state snapshots in KV `sam_session_state` (design §6), one key per session id. Every
  * write is a compare-and-set on the key's revision: `decide` sees the current value and returns the
  * next, or `undefined` to keep it; a lost race reads again and decides again.
+ *
+ * A handler's `write` is staged, not stored: it answers what would be written, later reads of that
+ * session see it, and `takeStaged` hands the writes over to run after the command commits (its
+ * reaction's `afterCommit`), so a fenced or rolled-back command leaves KV as it was. The actor handles
+ * one command of a session at a time, so staging per session id is per command.
  */
 export const open = Effect.fn("SessionSnapshots.open")(function* () {
   const store = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
-  const write = (
+  const staged = new Map<string, { value: Snapshot | undefined; readonly writes: Array<Decide> }>()
+  const read = (sessionId: string) =>
+    store.get(sessionId).pipe(
+      // A value that no longer parses is replaced, never trusted.
+      Effect.catchTag("KvCorrupt", () => Effect.succeed(Option.none<Kv.KvEntry<Snapshot>>()))
+    )
+  const storeNow = (
     sessionId: string,
     decide: (current: Snapshot | undefined) => Snapshot | undefined
   ): Effect.Effect<SnapshotWrite, unknown> =>
     Effect.gen(function* () {
       for (let attempt = 1; ; attempt++) {
-        const current = yield* store.get(sessionId).pipe(
-          // A value that no longer parses is replaced, never trusted.
-          Effect.catchTag("KvCorrupt", () => Effect.succeed(Option.none<Kv.KvEntry<Snapshot>>()))
-        )
+        const current = yield* read(sessionId)
         const value = Option.getOrUndefined(current)?.value
         const next = decide(value)
         if (next === undefined) return { written: false, snapshot: value }
@@ -41,9 +51,37 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
         if (stored) return { written: true, snapshot: next }
       }
     })
+  const write = (sessionId: string, decide: Decide): Effect.Effect<SnapshotWrite, unknown> =>
+    Effect.gen(function* () {
+      const stage = staged.get(sessionId)
+      const value = stage !== undefined ? stage.value : Option.getOrUndefined(yield* read(sessionId))?.value
+      const next = decide(value)
+      if (next === undefined) return { written: false, snapshot: value }
+      if (stage === undefined) staged.set(sessionId, { value: next, writes: [decide] })
+      else {
+        stage.value = next
+        stage.writes.push(decide)
+      }
+      return { written: true, snapshot: next }
+    })
   const get = (sessionId: string) =>
-    store.get(sessionId).pipe(Effect.map((entry) => Option.getOrUndefined(entry)?.value))
-  return { write, get }
+    Effect.suspend(() => {
+      const stage = staged.get(sessionId)
+      return stage !== undefined
+        ? Effect.succeed(stage.value)
+        : store.get(sessionId).pipe(Effect.map((entry) => Option.getOrUndefined(entry)?.value))
+    })
+  /** Drop what an earlier, failed attempt staged for this session. */
+  const discardStaged = (sessionId: string) => void staged.delete(sessionId)
+  /** The writes staged by this command, taken now, to run after its commit (each decides again on what is there). */
+  const takeStaged = (sessionId: string): ReadonlyArray<Effect.Effect<void, unknown>> => {
+    const stage = staged.get(sessionId)
+    staged.delete(sessionId)
+    return stage === undefined
+      ? []
+      : [Effect.forEach(stage.writes, (decide) => storeNow(sessionId, decide), { discard: true })]
+  }
+  return { write, get, discardStaged, takeStaged }
 })
 
 export type SessionSnapshots = Effect.Effect.Success<ReturnType<typeof open>>

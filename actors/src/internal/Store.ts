@@ -105,7 +105,9 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
   }) => {
     const { kind, id, envelope } = input
     const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
+    let afterCommit: ReadonlyArray<Effect.Effect<void, unknown>> = []
     return Effect.gen(function* () {
+      afterCommit = []
       const fresh = yield* claimInbox(envelope.id, kind.name, id)
       if (!fresh) return { _tag: "Duplicate" } satisfies CommitResult as CommitResult
       const previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
@@ -117,8 +119,26 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
       yield* writeOutbox([...(reaction.events ?? []), ...(reaction.send ?? [])])
       yield* writeTimers(kind, id, reaction)
       yield* checkFence(kind.name, input.shard, input.epoch)
+      afterCommit = reaction.afterCommit ?? []
       return { _tag: "Applied", reply: reaction.reply } satisfies CommitResult as CommitResult
-    }).pipe(sql.withTransaction, Effect.provideService(SqlClient.SqlClient, sql))
+    }).pipe(
+      sql.withTransaction,
+      Effect.provideService(SqlClient.SqlClient, sql),
+      // Committed: what lies outside Postgres follows now, never ahead of the ledger. Its failure no
+      // longer changes the command's outcome.
+      Effect.tap(() =>
+        Effect.forEach(
+          afterCommit,
+          (effect) =>
+            effect.pipe(
+              Effect.catchAllCause((cause) =>
+                Effect.logWarning(`after commit of ${envelope.type} to ${kind.name}/${id} failed`, cause)
+              )
+            ),
+          { discard: true }
+        )
+      )
+    )
   }
 
   /** Record a poison message with its reason and a `actor.dead-lettered` event, exactly once. */

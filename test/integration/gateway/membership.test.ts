@@ -32,7 +32,9 @@ const ledger = Effect.gen(function* () {
 const bodies = (outsider: string): Record<string, unknown> => ({
   "POST /projects/:projectId/tasks": { prompt: "say intruder", mode: "conversation" },
   "POST /sessions/:sessionId/prompt": { prompt: "say intruder" },
-  "POST /projects/:projectId/members": { userId: outsider, role: "owner" }
+  "POST /projects/:projectId/members": { userId: outsider, role: "owner" },
+  "POST /sessions/:sessionId/permissions/:requestId": { optionId: "allow" },
+  "PATCH /projects/:projectId": { permissionPolicy: "allow" }
 })
 
 layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: membership on every route", (it) => {
@@ -56,7 +58,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
         nodeId: run.nodeId,
         userId: alice.userId,
         notificationId,
-        tokenId: alice.tokenId
+        tokenId: alice.tokenId,
+        requestId: "perm_1"
       }
       const fill = (path: string) =>
         path.replace(/:([A-Za-z]+)/g, (_, name: string) => {

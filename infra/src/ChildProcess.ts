@@ -34,18 +34,23 @@ const launch = (options: ServerProcessOptions) =>
   Effect.gen(function* () {
     const ready = yield* Deferred.make<void, StackError>()
     const log = createWriteStream(options.logFile, { flags: "a" })
+    // A log that cannot be written is no reason to bring the stack down.
+    log.on("error", () => {})
     let tail = ""
     const child: ChildProcess = spawn(options.command, [...options.args], {
       stdio: ["ignore", "pipe", "pipe"],
       ...(options.user ?? {})
     })
     const onOutput = (chunk: Buffer) => {
-      log.write(chunk)
+      // Output can still arrive after "exit" (a server's own children hold the pipe): keep it while the log is open.
+      if (!log.writableEnded) log.write(chunk)
       tail = (tail + chunk.toString("utf8")).slice(-4000)
       if (options.readyWhen.test(tail)) Deferred.unsafeDone(ready, Exit.void)
     }
     child.stdout?.on("data", onOutput)
     child.stderr?.on("data", onOutput)
+    // "close" comes once its output pipes are closed too, so nothing it wrote is lost from the log.
+    child.on("close", () => log.end())
     child.on("error", (error: NodeJS.ErrnoException) => {
       const message =
         error.code === "ENOENT"
@@ -55,7 +60,6 @@ const launch = (options: ServerProcessOptions) =>
     })
     const exited = new Promise<string>((resolve) =>
       child.on("exit", (code, signal) => {
-        log.end()
         resolve(exitReason(code, signal))
         Deferred.unsafeDone(
           ready,

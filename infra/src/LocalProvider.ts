@@ -97,8 +97,12 @@ export const layer = (options: LocalProviderOptions) =>
             },
             stdio: ["ignore", "pipe", "pipe"]
           })
-          child.stdout?.pipe(log)
-          child.stderr?.pipe(log)
+          // Both pipes into one log, which ends once the child and its pipes are closed (a pipe that
+          // ended the log would make the other's next write an unhandled error).
+          log.on("error", () => {})
+          child.stdout?.pipe(log, { end: false })
+          child.stderr?.pipe(log, { end: false })
+          child.on("close", () => log.end())
           const exited = new Promise<string>((done) =>
             child.once("exit", (code, signal) => done(exitReason(code, signal)))
           )

@@ -23,7 +23,8 @@ const ledger = Effect.gen(function* () {
       (SELECT string_agg(id || ':' || status || ':' || prompt_epoch, ',' ORDER BY id) FROM sessions) AS sessions,
       (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM workspaces) AS workspaces,
       (SELECT string_agg(id || ':' || status, ',' ORDER BY id) FROM nodes) AS nodes,
-      (SELECT count(*) FROM notifications WHERE read_at IS NULL) AS unread,
+      -- reads: a notification the reactor adds meanwhile (the conversation's) is not the outsider's doing
+      (SELECT count(*) FROM notifications WHERE read_at IS NOT NULL) AS read,
       (SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL) AS live_tokens`
   return row
 })

@@ -1,16 +1,14 @@
 import { readdir, readFile } from "node:fs/promises"
-import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Gateway } from "@sam/gateway"
-import { type Duration, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { expect } from "vitest"
+import { createProject, submitTask, untilTask } from "../integration/gateway/RestKit.js"
 import { makeControlPlaneEnv } from "../src/ControlPlaneHarness.js"
 import { waitUntil } from "../src/Env.js"
 import { GatewayUrl, http, makeUser, type TestUser } from "../src/GatewayHarness.js"
 import { startPrivateNats } from "../src/PrivateNats.js"
-import { makeRepo } from "../src/Repo.js"
-import { tempDir } from "../src/TestStack.js"
 
 /**
  * A lost turn ends truthfully (ADR 0021), against the whole control plane, the gateway and real
@@ -31,36 +29,6 @@ const env = Layer.unwrapScoped(
   })
 )
 
-interface TaskRow {
-  readonly status: string
-  readonly executionStep: string | null
-  readonly errorStep: string | null
-  readonly errorReason: string | null
-  readonly sessionId: string | null
-  readonly nodeId: string | null
-  readonly branch: string | null
-}
-
-const taskRow = (taskId: string) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<TaskRow>`
-      SELECT status, execution_step, error_step, error_reason, session_id, node_id, branch FROM tasks WHERE id = ${taskId}`
-    return row
-  })
-
-const untilTask = (
-  taskId: string,
-  what: string,
-  done: (row: TaskRow) => boolean,
-  timeout: Duration.DurationInput = "60 seconds"
-) =>
-  waitUntil(
-    `task ${taskId}: ${what}`,
-    taskRow(taskId).pipe(Effect.map((row) => (row !== undefined && done(row) ? row : undefined))),
-    { timeout, every: "100 millis" }
-  )
-
 type Payload = {
   type: string
   reason?: string
@@ -80,23 +48,11 @@ const transcript = (sessionId: string) =>
       SELECT seq::int, type, payload FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`
   })
 
+/** A user with a project on a fresh local repository. */
 const owner = (name: string) =>
   Effect.gen(function* () {
     const user = yield* makeUser(name)
-    const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
-    const project = yield* http("POST", "/api/v1/projects", { token: user.token, body: { name: "p", repoUrl: repo } })
-    expect(project.status).toBe(201)
-    return { user, projectId: project.body.id as string }
-  })
-
-const createTask = (user: TestUser, projectId: string, prompt: string, mode: "task" | "conversation") =>
-  Effect.gen(function* () {
-    const created = yield* http("POST", `/api/v1/projects/${projectId}/tasks`, {
-      token: user.token,
-      body: { prompt, mode }
-    })
-    expect(created.status).toBe(201)
-    return created.body.id as string
+    return { user, projectId: yield* createProject(user, "p") }
   })
 
 /** The vm-agent process of `nodeId` (the local provider gives it `SAM_NODE_ID` in its environment). */
@@ -139,7 +95,7 @@ const start = (name: string, mode: "task" | "conversation") =>
   Effect.gen(function* () {
     const { user, projectId } = yield* owner(name)
     const prompt = "say starting\nrun sleep 60\nsay too late"
-    const taskId = yield* createTask(user, projectId, prompt, mode)
+    const taskId = yield* submitTask(user, projectId, prompt, mode)
     const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
     const sessionId = running.sessionId!
     const nodeId = running.nodeId!

@@ -1,17 +1,15 @@
-import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Accounts, Consume, Domain, makeId, Nats, natsLayer, Publish, Subjects, Topology } from "@sam/bus"
 import { Gateway } from "@sam/gateway"
-import { Context, type Duration, Effect, Layer } from "effect"
+import { Context, Effect, Layer } from "effect"
 import { expect } from "vitest"
 import { makeControlPlaneEnv } from "../../src/ControlPlaneHarness.js"
 import { waitUntil } from "../../src/Env.js"
-import { GatewayUrl, http, makeUser, type TestUser } from "../../src/GatewayHarness.js"
+import { GatewayUrl, http, makeUser } from "../../src/GatewayHarness.js"
 import { partyCredentials } from "../../src/Parties.js"
 import { type PrivateNats, startPrivateNats } from "../../src/PrivateNats.js"
-import { makeRepo } from "../../src/Repo.js"
-import { tempDir } from "../../src/TestStack.js"
+import { createProject, submitTask, taskRow, untilTask } from "../gateway/RestKit.js"
 
 /**
  * Rejections come home and sessions end their tasks (ADR 0019), against the whole control plane and
@@ -35,36 +33,6 @@ const env = Layer.unwrapScoped(
   })
 )
 
-interface TaskRow {
-  readonly status: string
-  readonly executionStep: string | null
-  readonly errorStep: string | null
-  readonly errorReason: string | null
-  readonly sessionId: string | null
-  readonly workspaceId: string | null
-  readonly branch: string | null
-}
-
-const taskRow = (taskId: string) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    const [row] = yield* sql<TaskRow>`
-      SELECT status, execution_step, error_step, error_reason, session_id, workspace_id, branch FROM tasks WHERE id = ${taskId}`
-    return row
-  })
-
-const untilTask = (
-  taskId: string,
-  what: string,
-  done: (row: TaskRow) => boolean,
-  timeout: Duration.DurationInput = "60 seconds"
-) =>
-  waitUntil(
-    `task ${taskId}: ${what}`,
-    taskRow(taskId).pipe(Effect.map((row) => (row !== undefined && done(row) ? row : undefined))),
-    { timeout, every: "100 millis" }
-  )
-
 const transcript = (sessionId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -76,20 +44,7 @@ const transcript = (sessionId: string) =>
 const owner = (name: string) =>
   Effect.gen(function* () {
     const user = yield* makeUser(name)
-    const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
-    const project = yield* http("POST", "/api/v1/projects", { token: user.token, body: { name: "p", repoUrl: repo } })
-    expect(project.status).toBe(201)
-    return { user, projectId: project.body.id as string }
-  })
-
-const createTask = (user: TestUser, projectId: string, prompt: string, mode: "task" | "conversation") =>
-  Effect.gen(function* () {
-    const created = yield* http("POST", `/api/v1/projects/${projectId}/tasks`, {
-      token: user.token,
-      body: { prompt, mode }
-    })
-    expect(created.status).toBe(201)
-    return created.body.id as string
+    return { user, projectId: yield* createProject(user, "p") }
   })
 
 /**
@@ -158,7 +113,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const { user, projectId } = yield* owner("Stopper")
-      const taskId = yield* createTask(user, projectId, "say hello", "conversation")
+      const taskId = yield* submitTask(user, projectId, "say hello", "conversation")
       const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
       const stopped = yield* http("POST", `/api/v1/sessions/${waiting.sessionId}/stop`, { token: user.token })
       expect(stopped.status).toBe(200)
@@ -174,7 +129,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
   it.effect("cancel with nothing in flight answers idle and sends the node nothing", () =>
     Effect.gen(function* () {
       const { user, projectId } = yield* owner("Idle")
-      const taskId = yield* createTask(user, projectId, "say hello", "conversation")
+      const taskId = yield* submitTask(user, projectId, "say hello", "conversation")
       const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
       const cancelled = yield* http("POST", `/api/v1/sessions/${waiting.sessionId}/cancel`, { token: user.token })
       expect(cancelled.body).toEqual({ sessionId: waiting.sessionId, status: "idle", accepted: false })
@@ -197,7 +152,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
   it.effect("cancelling a task-mode turn leaves the task awaiting a follow-up, and the follow-up completes it", () =>
     Effect.gen(function* () {
       const { user, projectId } = yield* owner("Canceller")
-      const taskId = yield* createTask(user, projectId, "say starting\nrun sleep 30\nsay too late", "task")
+      const taskId = yield* submitTask(user, projectId, "say starting\nrun sleep 30\nsay too late", "task")
       const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
       const sessionId = running.sessionId!
       yield* waitUntil(
@@ -239,7 +194,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
             : []
         )
         const started = Date.now()
-        const taskId = yield* createTask(user, projectId, "say hi", "task")
+        const taskId = yield* submitTask(user, projectId, "say hi", "task")
         const failed = yield* untilTask(taskId, "fails", (r) => r.status === "failed", "20 seconds")
         // Promptly: the step timeout is two minutes.
         expect(Date.now() - started).toBeLessThan(20_000)
@@ -291,7 +246,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
             ? [{ envelope: refusal(command, subject, "agent demo is not installed on this node (test)") }]
             : []
       )
-      const taskId = yield* createTask(user, projectId, "say hi", "task")
+      const taskId = yield* submitTask(user, projectId, "say hi", "task")
       const failed = yield* untilTask(taskId, "fails", (r) => r.status === "failed", "20 seconds")
       expect(failed.errorStep).toBe("agent_session")
       expect(failed.errorReason).toContain("agent demo is not installed on this node (test)")
@@ -349,7 +304,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
             return []
         }
       })
-      const taskId = yield* createTask(user, projectId, "say hi", "conversation")
+      const taskId = yield* submitTask(user, projectId, "say hi", "conversation")
       const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
       const sessionId = waiting.sessionId!
       const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {

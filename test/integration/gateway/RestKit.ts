@@ -1,6 +1,6 @@
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
-import { Effect } from "effect"
+import { type Duration, Effect } from "effect"
 import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
 import { type HttpResult, http, type TestUser, tempDir } from "../../src/index.js"
@@ -82,25 +82,42 @@ export const createProject = (user: TestUser, name = "demo") =>
 export interface TaskRow {
   readonly status: string
   readonly executionStep: string | null
+  readonly errorStep: string | null
+  readonly errorReason: string | null
   readonly sessionId: string | null
   readonly workspaceId: string | null
   readonly nodeId: string | null
+  readonly branch: string | null
 }
 
-const taskRow = (taskId: string) =>
+export const taskRow = (taskId: string) =>
   Effect.flatMap(
     SqlClient.SqlClient,
     (sql) => sql<TaskRow>`
-      SELECT status, execution_step, session_id, workspace_id, node_id FROM tasks WHERE id = ${taskId}`
+      SELECT status, execution_step, error_step, error_reason, session_id, workspace_id, node_id, branch
+      FROM tasks WHERE id = ${taskId}`
   ).pipe(Effect.map((rows) => rows[0]))
 
 /** Wait until the task's row satisfies `done`; returns it. */
-export const untilTask = (taskId: string, what: string, done: (row: TaskRow) => boolean) =>
+export const untilTask = (
+  taskId: string,
+  what: string,
+  done: (row: TaskRow) => boolean,
+  timeout: Duration.DurationInput = "60 seconds"
+) =>
   waitUntil(
     `task ${taskId}: ${what}`,
     taskRow(taskId).pipe(Effect.map((row) => (row !== undefined && done(row) ? row : undefined))),
-    { timeout: "60 seconds", every: "100 millis" }
+    { timeout, every: "100 millis" }
   )
+
+/** Submit a task as `user`; returns its id. */
+export const submitTask = (user: TestUser, projectId: string, prompt: string, mode: "task" | "conversation") =>
+  Effect.gen(function* () {
+    const created = yield* api(user, "POST", `/projects/${projectId}/tasks`, { body: { prompt, mode } })
+    expect(created.status).toBe(201)
+    return created.body.id as string
+  })
 
 /** Submit a conversation task and wait until its agent answered and it awaits a follow-up. */
 export const conversation = (user: TestUser, projectId: string, prompt: string) =>

@@ -51,6 +51,23 @@ const event = (row: Row, body: z.input<typeof WorkspaceEvent.body>) =>
  * node-ready path comes first), then driven by the node's reports, which it checks come from the
  * node the ledger places it on.
  */
+/** The workspace's task (if it has one) hears that it is running or failed. */
+const tellTask = (state: Row, status: "running" | "error", reason: string | undefined) =>
+  state.taskId === null
+    ? []
+    : [
+        Actor.to(
+          TaskRef,
+          state.taskId,
+          C.TaskWorkspaceStatus.make({
+            taskId: state.taskId as never,
+            workspaceId: state.id as never,
+            status,
+            ...(reason === undefined ? {} : { reason })
+          })
+        )
+      ]
+
 const WorkspaceFlow = Actor.make({
   ...WorkspaceRef,
   id: WorkspaceId,
@@ -157,19 +174,8 @@ const WorkspaceFlow = Actor.make({
           errorReason: to === "error" ? (report.body.reason ?? "the node reported an error") : state.errorReason
         }
         const toTask =
-          state.taskId !== null && (to === "running" || to === "error")
-            ? [
-                Actor.to(
-                  TaskRef,
-                  state.taskId,
-                  C.TaskWorkspaceStatus.make({
-                    taskId: state.taskId as never,
-                    workspaceId: state.id as never,
-                    status: to,
-                    ...(next.errorReason === null || to !== "error" ? {} : { reason: next.errorReason })
-                  })
-                )
-              ]
+          to === "running" || to === "error"
+            ? tellTask(state, to, to === "error" ? (next.errorReason ?? undefined) : undefined)
             : []
         return Effect.succeed({
           state: next,
@@ -230,21 +236,7 @@ const rejected = (state: State, body: z.output<typeof C.WorkspaceCommandRejected
           : undefined
   if (to === undefined) return { state }
   const next: Row = { ...state, status: to, errorReason: to === "error" ? reason : state.errorReason }
-  const toTask =
-    to === "error" && state.taskId !== null
-      ? [
-          Actor.to(
-            TaskRef,
-            state.taskId,
-            C.TaskWorkspaceStatus.make({
-              taskId: state.taskId as never,
-              workspaceId: state.id as never,
-              status: "error",
-              reason
-            })
-          )
-        ]
-      : []
+  const toTask = to === "error" ? tellTask(state, "error", reason) : []
   return {
     state: next,
     send: toTask,

@@ -22,7 +22,7 @@ export const startSamUp = async (env: NodeJS.ProcessEnv): Promise<SamUp> => {
   child.stderr.on("data", (chunk: Buffer) => (output += chunk))
   const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
   await new Promise<void>((ready, fail) => {
-    const timer = setTimeout(() => fail(new Error(`sam up not ready in 50 s:\n${output}`)), 50_000)
+    const timer = setTimeout(() => fail(new Error(`sam up not ready in 60 s:\n${output}`)), 60_000)
     child.stdout.on("data", () => {
       if (output.includes("Press Ctrl-C to stop.")) {
         clearTimeout(timer)

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import { readFile, rm, stat } from "node:fs/promises"
 import { connect as tcpConnect } from "node:net"
 import { join, resolve } from "node:path"
@@ -7,6 +7,7 @@ import { jetstreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
 import { afterAll, afterEach, describe, expect, it } from "vitest"
+import { type SamUp, startSamUp } from "../../faults/SamUp.js"
 import { freePort, tempDir } from "../../src/TestStack.js"
 
 const root = resolve(import.meta.dirname, "../../..")
@@ -18,35 +19,6 @@ const portOpen = (port: number) =>
     socket.once("connect", () => done(socket.destroy() === undefined || true))
     socket.once("error", () => done(false))
   })
-
-interface Up {
-  readonly child: ChildProcess
-  readonly output: () => string
-  readonly exited: Promise<number | null>
-}
-
-/** `./sam up` until it says it is up (or fails, with its output in the error). */
-const up = async (env: NodeJS.ProcessEnv): Promise<Up> => {
-  const child = spawn(sam, ["up"], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
-  let output = ""
-  child.stdout.on("data", (chunk: Buffer) => (output += chunk))
-  child.stderr.on("data", (chunk: Buffer) => (output += chunk))
-  const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
-  await new Promise<void>((ready, fail) => {
-    const timer = setTimeout(() => fail(new Error(`sam up not ready in 60 s:\n${output}`)), 60_000)
-    child.stdout.on("data", () => {
-      if (output.includes("Press Ctrl-C to stop.")) {
-        clearTimeout(timer)
-        ready()
-      }
-    })
-    void exited.then((code) => {
-      clearTimeout(timer)
-      fail(new Error(`sam up exited with ${code}:\n${output}`))
-    })
-  })
-  return { child, output: () => output, exited }
-}
 
 describe("./sam up, its gateway, and the CLI", async () => {
   const dataDir = await tempDir("sam-up-")
@@ -69,7 +41,7 @@ describe("./sam up, its gateway, and the CLI", async () => {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ login: "owner", password })
     }).then((response) => response.status)
-  const running: Array<Up> = []
+  const running: Array<SamUp> = []
   // A test that fails midway must not leave its `sam up` (and its servers' ports) to the next one:
   // stop it the way a user would, Ctrl-C, and wait.
   afterEach(async () => {
@@ -85,7 +57,7 @@ describe("./sam up, its gateway, and the CLI", async () => {
   })
 
   it("starts NATS, Postgres and the gateway with progress, stops cleanly on Ctrl-C, reuses its data the second time, and the CLI works through the API", async () => {
-    const first = await up(env)
+    const first = await startSamUp(env)
     running.push(first)
     const lines = first.output()
     expect(lines).toContain(`nats-server on nats://127.0.0.1:${natsPort} (JetStream, operator mode; keys created`)
@@ -115,7 +87,7 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(await portOpen(pgPort)).toBe(false)
     expect(await portOpen(gatewayPort)).toBe(false)
 
-    const second = await up(env)
+    const second = await startSamUp(env)
     running.push(second)
     expect(second.output()).toContain("keys reused")
     expect(second.output()).toContain("(cluster reused)")
@@ -241,7 +213,7 @@ describe("./sam up, its gateway, and the CLI", async () => {
   }, 240_000)
 
   it("says clearly what is wrong when a port is taken", async () => {
-    const blocker = await up(env)
+    const blocker = await startSamUp(env)
     running.push(blocker)
     const clash = spawn(sam, ["up"], {
       cwd: root,

@@ -1,0 +1,170 @@
+import { readdir, readFile, rm } from "node:fs/promises"
+import { join } from "node:path"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { type Api, api, makeEnv, type SamUp, startSamUp, stopSamUp, waitFor } from "./SamUp.js"
+import {
+  expectNothingWorking,
+  pids,
+  processTree,
+  sleeping,
+  stackProcesses,
+  startTurns,
+  type Turn,
+  ticking,
+  untilCompleted,
+  untilLost
+} from "./Turns.js"
+
+/**
+ * Issue 10's fault matrix against `./sam up` (real nats-server, Postgres, vm-agents and the demo
+ * agent): kill -9 of the vm-agent, kill -9 of nats-server, SIGSTOP of Postgres for 10 s, Ctrl-C and
+ * a new `sam up`, each while a task-mode turn and a conversation turn run on one node. Afterwards,
+ * within 60 s of the fault clearing, each task and session is in a truthful state, the transcript
+ * says what happened with `seq` contiguous and unique, and nothing is left running or prompting.
+ *
+ * A fault the turn can outlive (NATS, Postgres) strikes a turn that streams output for a few seconds:
+ * the turn must end as it would have without the fault, every line of output once. A fault that takes
+ * the agent's process with it (the vm-agent, the stack) strikes `run sleep 60`: the turn is lost, and
+ * must end as lost. One stack for the whole file; each cell starts its own pair of tasks.
+ */
+
+const TICKS = 12
+
+describe("the fault matrix: every turn ends truthfully", async () => {
+  const setup = await makeEnv()
+  const env = {
+    ...setup.env,
+    // Faster signs of life and a shorter bound for a turn with none (defaults 5 s and 60 s).
+    SAM_NODE_HEARTBEAT_MS: "1000",
+    SAM_SESSION_LOST_AFTER_MS: "15000",
+    // Every cell's tasks on one node: tasks whose turn was lost await a follow-up, holding their slot.
+    SAM_NODE_MAX_WORKSPACES: "12"
+  }
+  let up: SamUp
+  let client: Api
+  let projectId: string
+
+  beforeAll(async () => {
+    up = await startSamUp(env)
+    client = await api(setup.gateway, setup.dataDir)
+    const project = await client.call("POST", "/projects", { name: "matrix", repoUrl: setup.repo })
+    expect(project.status).toBe(201)
+    projectId = project.body.id
+  }, 60_000)
+  afterEach(async (context) => {
+    if (context.task.result?.state === "fail") console.log(`sam up's output:\n${up.output().slice(-8000)}`)
+  })
+  afterAll(async () => {
+    if (up !== undefined) await stopSamUp(up)
+    await rm(setup.dataDir, { recursive: true, force: true })
+  })
+
+  /** The vm-agent process of `nodeId` in this stack (the local provider gives it `SAM_NODE_ID`). */
+  const vmAgentPid = async (nodeId: string) => {
+    for (const name of await readdir("/proc")) {
+      if (!/^\d+$/.test(name)) continue
+      const environ = await readFile(`/proc/${name}/environ`, "utf8").catch(() => "")
+      const vars = environ.split("\0")
+      if (vars.includes(`SAM_NODE_ID=${nodeId}`) && vars.includes(`SAM_DATA_DIR=${setup.dataDir}`)) {
+        const cmdline = await readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
+        if (cmdline.includes("vm-agent/src/main.ts")) return Number(name)
+      }
+    }
+    return undefined
+  }
+
+  const log = (cell: string, since: number, turns: ReadonlyArray<Turn>, outcome: ReadonlyArray<{ status: string }>) =>
+    console.log(
+      `${cell}: ${turns.map((t, i) => `${t.mode} ${outcome[i]?.status}`).join(", ")}; truthful ${Date.now() - since} ms after the fault cleared`
+    )
+
+  it("kill -9 of the vm-agent: both turns end as lost, the restarted node says so", async () => {
+    const { task, conversation } = await startTurns(client, projectId, sleeping)
+    const nodes = [...new Set([task.nodeId, conversation.nodeId])]
+    const victims = await Promise.all(nodes.map((n) => waitFor(`the vm-agent of ${n}`, () => vmAgentPid(n), 5_000)))
+    for (const pid of victims) process.kill(pid, "SIGKILL")
+    const cleared = Date.now()
+    const ends = await Promise.all([task, conversation].map((turn) => untilLost(client, turn, 60_000)))
+    log("vm-agent kill -9", cleared, [task, conversation], ends)
+    await expectNothingWorking(client, projectId)
+    // The agents outlived their vm-agent (process groups of their own): the restarted one ended them.
+    await waitFor(
+      "no agent still running sleep 60",
+      async () => (await stackProcesses(setup.dataDir, "sleep 60")).length === 0,
+      10_000
+    )
+  }, 90_000)
+
+  it("kill -9 of nats-server: both turns go on and end as they would have, no output lost or repeated", async () => {
+    const { task, conversation } = await startTurns(client, projectId, ticking(TICKS))
+    const natsConf = join(setup.dataDir, "nats", "nats.conf")
+    const [natsPid] = await pids(natsConf)
+    expect(natsPid).toBeDefined()
+    process.kill(natsPid as number, "SIGKILL")
+    await waitFor(
+      "nats-server restarted",
+      async () => {
+        const now = await pids(natsConf)
+        return now.length === 1 && now[0] !== natsPid
+      },
+      15_000
+    )
+    const cleared = Date.now()
+    const ends = await Promise.all([task, conversation].map((turn) => untilCompleted(client, turn, TICKS, 60_000)))
+    log("nats-server kill -9", cleared, [task, conversation], ends)
+    await expectNothingWorking(client, projectId)
+  }, 90_000)
+
+  it("SIGSTOP of Postgres for 10 s: both turns go on and end as they would have, no output lost or repeated", async () => {
+    const { task, conversation } = await startTurns(client, projectId, ticking(TICKS))
+    const pgData = join(setup.dataDir, "postgres", "data")
+    const [postmaster] = await pids(`postgres -D ${pgData}`)
+    expect(postmaster).toBeDefined()
+    // The whole server: the postmaster and every backend, as a machine that froze would.
+    const frozen = await processTree(postmaster as number)
+    for (const pid of frozen) process.kill(pid, "SIGSTOP")
+    const statuses: Array<number> = []
+    try {
+      // The fault itself lasts 10 s; meanwhile the API is asked, to see that the database is really gone.
+      const until = Date.now() + 10_000
+      while (Date.now() < until) {
+        statuses.push((await client.call("GET", "/me")).status)
+        await new Promise((done) => setTimeout(done, Math.max(0, Math.min(500, until - Date.now()))))
+      }
+    } finally {
+      for (const pid of frozen) {
+        try {
+          process.kill(pid, "SIGCONT")
+        } catch {}
+      }
+    }
+    const cleared = Date.now()
+    expect(statuses, "the API while Postgres was frozen").toContain(503)
+    const ends = await Promise.all([task, conversation].map((turn) => untilCompleted(client, turn, TICKS, 60_000)))
+    log("Postgres SIGSTOP 10 s", cleared, [task, conversation], ends)
+    await expectNothingWorking(client, projectId)
+  }, 90_000)
+
+  it("Ctrl-C and a new sam up: both turns end as lost, reported by the node started again", async () => {
+    const { task, conversation } = await startTurns(client, projectId, sleeping)
+    const stopMs = await stopSamUp(up, 30_000)
+    expect(await up.exited).toBe(0)
+    // Nothing of the stack outlives it: no server, vm-agent, agent or its `sleep 60`.
+    const left = await waitFor(
+      "the stack's processes to end",
+      async () => {
+        const left = await stackProcesses(setup.dataDir)
+        return left.length === 0 ? left : undefined
+      },
+      5_000
+    ).catch(async () => stackProcesses(setup.dataDir))
+    expect(left, "processes left by sam up").toEqual([])
+    up = await startSamUp(env)
+    const cleared = Date.now()
+    console.log(`Ctrl-C: stopped in ${stopMs} ms; up again`)
+    client = await api(setup.gateway, setup.dataDir)
+    const ends = await Promise.all([task, conversation].map((turn) => untilLost(client, turn, 60_000)))
+    log("Ctrl-C and restart", cleared, [task, conversation], ends)
+    await expectNothingWorking(client, projectId)
+  }, 150_000)
+})

@@ -38,7 +38,9 @@ describe("the fault matrix: every turn ends truthfully", async () => {
     SAM_NODE_HEARTBEAT_MS: "1000",
     SAM_SESSION_LOST_AFTER_MS: "15000",
     // Every cell's tasks on one node: tasks whose turn was lost await a follow-up, holding their slot.
-    SAM_NODE_MAX_WORKSPACES: "12"
+    SAM_NODE_MAX_WORKSPACES: "12",
+    // No web app: these faults are the API's and the actors' to survive (and it keeps the start short).
+    SAM_WEB_DIST: join(setup.dataDir, "no-web")
   }
   let up: SamUp
   let client: Api

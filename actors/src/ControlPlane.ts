@@ -6,7 +6,7 @@ import { runNodeRevoker } from "./domain/NodeRevoker.js"
 import { makeHeartbeatThrottle, nodeReportRoutes } from "./domain/NodeRoutes.js"
 import * as Notifications from "./domain/Notifications.js"
 import { ProjectKind } from "./domain/ProjectActor.js"
-import { runProvisioner } from "./domain/Provisioner.js"
+import { runMachineReconciler, runProvisioner } from "./domain/Provisioner.js"
 import * as ReportIngress from "./domain/ReportIngress.js"
 import * as SessionActor from "./domain/SessionActor.js"
 import { TaskKind } from "./domain/TaskActor.js"
@@ -44,6 +44,7 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
   yield* Effect.forkScoped(
     runProvisioner().pipe(Effect.tapErrorCause((cause) => Effect.logError("provisioner stopped", cause)))
   )
+  yield* Effect.forkScoped(runMachineReconciler())
   yield* NatsAccounts.runNodeRenewals(options.nodeCredsTtlSeconds ?? NatsAccounts.nodeCredsTtlSeconds())
   yield* Effect.forkScoped(
     runNodeRevoker().pipe(Effect.tapErrorCause((cause) => Effect.logError("node revoker stopped", cause)))

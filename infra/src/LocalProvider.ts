@@ -93,6 +93,8 @@ export const layer = (options: LocalProviderOptions) =>
               SAM_NATS_CREDS: credsFile,
               SAM_NODE_DATA_DIR: join(dir, "data"),
               SAM_NODE_RUNTIME: options.runtime ?? "auto",
+              // Task branches outlive the node's workspaces here (ADR 0023).
+              SAM_NODE_BRANCH_DIR: join(options.dataDir, "branches"),
               ...options.env
             },
             stdio: ["ignore", "pipe", "pipe"]
@@ -184,6 +186,33 @@ export const layer = (options: LocalProviderOptions) =>
             `local node ${nodeId} started (pid ${running.child.pid}; log ${join(options.dataDir, "nodes", nodeId, "vm-agent.log")})`
           )
         })
-      return { provision }
+      /** The node is retired (ADR 0023): its supervisor ends and its vm-agent is stopped, for good. */
+      const destroy = (nodeId: string) =>
+        Effect.gen(function* () {
+          const supervisor = supervisors.get(nodeId)
+          supervisors.delete(nodeId)
+          if (supervisor !== undefined) yield* Fiber.interrupt(supervisor)
+          const running = children.get(nodeId)
+          children.delete(nodeId)
+          if (running === undefined || running.child.exitCode !== null || running.child.signalCode !== null)
+            return "no vm-agent of it was running"
+          yield* stopChild(running.child)
+          yield* Effect.logInfo(
+            `local node ${nodeId}: vm-agent (pid ${running.child.pid}) stopped; the node is destroyed`
+          )
+          return `vm-agent (pid ${running.child.pid}) stopped`
+        })
+
+      /** Nodes with a vm-agent running or being restarted here. */
+      const list = () =>
+        Effect.sync(() => [
+          ...new Set([
+            ...[...children]
+              .filter(([, r]) => r.child.exitCode === null && r.child.signalCode === null)
+              .map(([id]) => id),
+            ...[...supervisors].filter(([, f]) => f.unsafePoll() === null).map(([id]) => id)
+          ])
+        ])
+      return { provision, destroy, list }
     })
   )

@@ -4,6 +4,7 @@ import { Effect } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
+import { Reconciled, reconcile } from "./Reconciler.js"
 
 const { ControlProtocol: C } = Domain
 
@@ -46,6 +47,18 @@ export const nodeCaps = () => ({
   workspaces: Number(process.env.SAM_NODE_MAX_WORKSPACES ?? 4)
 })
 
+/**
+ * Idle reclaim (ADR 0023): how long a node with no workspace slot taken waits before it joins its
+ * owner's warm pool or is destroyed (`SAM_NODE_IDLE_MS`, default 10 min), and how many idle nodes each
+ * user keeps warm for fast starts (`SAM_WARM_NODES`, default 1).
+ */
+export const nodeIdle = () => ({
+  afterMs: Number(process.env.SAM_NODE_IDLE_MS ?? 600_000),
+  warm: Number(process.env.SAM_WARM_NODES ?? 1)
+})
+
+const IDLE_TIMER = "idle"
+
 /** Node statuses that count against the caps and can take work. */
 const LIVE_NODE: ReadonlySet<Domain.NodeStatus> = new Set(["provisioning", "running", "warm"])
 
@@ -70,10 +83,16 @@ interface State {
   readonly workspaces: ReadonlyArray<{ readonly id: string; readonly status: Domain.WorkspaceStatus }>
   /** the workspaces holding its slots (`node_reservations`) */
   readonly reservations: ReadonlyArray<string>
+  /** of those, the ones whose task ended: waiting for their idle timeout (ADR 0023) */
+  readonly idleReserved: ReadonlyArray<string>
   /** the owner's tasks waiting for node capacity, oldest first */
   readonly capacityWaiters: ReadonlyArray<string>
   /** for a `node.reserve` that would create the node: live nodes of its owner and of the installation */
   readonly fleet: { readonly own: number; readonly all: number; readonly roomy: boolean } | null
+  /** for `node.idle-check`: the owner's other nodes kept warm */
+  readonly warmPeers?: number
+  /** for `node.heartbeat-seen` with an inventory: what the ledger says about what the node holds */
+  readonly ledger?: Reconciled.Ledger
   /** what this command writes besides the row */
   readonly created?: true
   readonly reserved?: { readonly workspaceId: string; readonly taskId: string; readonly projectId: string }
@@ -117,8 +136,17 @@ export const NodeKind = Actor.make({
                 AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = nodes.id) < max_workspaces) IS TRUE AS roomy
             FROM nodes WHERE status IN ('provisioning', 'running', 'warm')`)[0]!
         : null
-      const reservations = yield* sql<{ workspaceId: string }>`
-        SELECT workspace_id FROM node_reservations WHERE node_id = ${id} ORDER BY created_at`
+      // At a node cap, the owner's workspaces whose task ended are asked to stop now, to free a slot.
+      const ownerIdle = creating
+        ? yield* sql<{ workspaceId: string }>`
+            SELECT r.workspace_id FROM node_reservations r JOIN nodes n ON n.id = r.node_id
+              JOIN tasks t ON t.id = r.task_id
+            WHERE n.owner_id = ${command.body.ownerId} AND t.status IN ('completed', 'failed', 'cancelled')
+            ORDER BY t.finished_at LIMIT 4`
+        : []
+      const reservations = yield* sql<{ workspaceId: string; taskEnded: boolean }>`
+        SELECT r.workspace_id, COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false) AS task_ended
+        FROM node_reservations r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.node_id = ${id} ORDER BY r.created_at`
       const capacityWaiters =
         command.type === "node.release"
           ? yield* sql<{ id: string }>`
@@ -132,12 +160,26 @@ export const NodeKind = Actor.make({
         SELECT id FROM tasks WHERE node_id = ${id} AND status = 'queued' AND execution_step = 'node_provisioning'`
       const workspaces = yield* sql<{ id: string; status: Domain.WorkspaceStatus }>`
         SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`
+      const heartbeat = command.type === "node.heartbeat-seen" ? command.body.inventory : undefined
+      const ledger = heartbeat === undefined ? undefined : yield* Reconciled.load(id, heartbeat)
+      const warmPeers =
+        command.type === "node.idle-check" && rows[0] !== undefined
+          ? (yield* sql<{ n: number }>`
+              SELECT count(*)::int AS n FROM nodes
+              WHERE owner_id = ${rows[0].ownerId} AND id <> ${id} AND status = 'warm'`)[0]!.n
+          : undefined
       const state: State = {
+        ...(ledger === undefined ? {} : { ledger }),
+        ...(warmPeers === undefined ? {} : { warmPeers }),
         row: rows[0] ?? null,
         undispatched: undispatched.map((r) => r.id),
         waiting: waiting.map((r) => r.id),
         workspaces,
         reservations: reservations.map((r) => r.workspaceId),
+        idleReserved: [
+          ...reservations.filter((r) => r.taskEnded).map((r) => r.workspaceId),
+          ...ownerIdle.map((r) => r.workspaceId)
+        ],
         capacityWaiters: capacityWaiters.map((r) => r.id),
         fleet
       }
@@ -217,7 +259,27 @@ export const NodeKind = Actor.make({
       }
       case "node.heartbeat-seen": {
         const next: Row = { ...row, lastHeartbeatAt: new Date(command.body.at) }
-        return Effect.succeed({ state: { ...state, row: next }, send: handOver(next) })
+        const inventory = command.body.inventory
+        const found =
+          inventory === undefined || state.ledger === undefined ? undefined : reconcile(row.id, inventory, state.ledger)
+        return Effect.as(
+          Effect.forEach(found?.lines ?? [], (line) => Effect.logWarning(line), { discard: true }),
+          {
+            state: { ...state, row: next },
+            send: [...handOver(next), ...(found?.send ?? [])],
+            events: found?.events ?? []
+          }
+        )
+      }
+      case "node.idle-check":
+        return Effect.succeed(idleCheck(state, row))
+      case "node.destroyed": {
+        if (row.status !== "destroying") return Effect.succeed({ state })
+        const next: Row = { ...row, status: "deleted" }
+        return Effect.succeed({
+          state: { ...state, row: next },
+          events: [systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: "deleted", ready: false }))]
+        })
       }
       case "node.stop": {
         const reason = command.body.reason
@@ -251,60 +313,86 @@ export const NodeKind = Actor.make({
         const workspaceId = command.body.workspaceId
         if (!state.reservations.includes(workspaceId)) return Effect.succeed({ state })
         const free = row.maxWorkspaces - (state.reservations.length - 1)
+        const left = state.reservations.filter((w) => w !== workspaceId)
         // Wake the owner's oldest waiting tasks, as many as there are free slots; the rest retry on their timers.
+        const woken = state.capacityWaiters.slice(0, Math.max(0, free))
+        // The last slot given back and nobody waiting: the node is idle from now (ADR 0023).
+        const idle = left.length === 0 && woken.length === 0 && LIVE_NODE.has(row.status)
         return Effect.succeed({
-          state: { ...state, reservations: state.reservations.filter((w) => w !== workspaceId), released: workspaceId },
-          send: state.capacityWaiters
-            .slice(0, Math.max(0, free))
-            .map((taskId) =>
-              Actor.to(TaskRef, taskId, C.TaskPlace.make({ taskId: taskId as never, attempt: 0, via: "released" }))
-            )
-        })
-      }
-      case "node.destroy": {
-        const transition = Domain.nodeTransition(row.status, "destroying")
-        if (transition._tag === "Unchanged") {
-          return Effect.succeed({ state, reply: { ok: true, duplicate: true, workspaces: [] } })
-        }
-        if (transition._tag === "Refused") {
-          return Effect.succeed({
-            state,
-            reply: { ok: false, code: "invalid_transition", message: transition.message }
-          })
-        }
-        const reason = command.body.reason
-        const next: Row = { ...row, status: "destroying" }
-        const deleting = state.workspaces.map((w) => w.id)
-        return Effect.succeed({
-          state: { ...state, row: next },
-          send: deleting.map((workspaceId) =>
-            Actor.to(
-              WorkspaceRef,
-              workspaceId,
-              C.WorkspaceDeleteCommand.make({
-                workspaceId: workspaceId as never,
-                reason: reason ?? "its node was deleted"
-              })
-            )
+          state: { ...state, reservations: left, released: workspaceId },
+          send: woken.map((taskId) =>
+            Actor.to(TaskRef, taskId, C.TaskPlace.make({ taskId: taskId as never, attempt: 0, via: "released" }))
           ),
-          events: [
-            systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: next.status, ready: false })),
-            systemEvent(
-              next,
-              NodeDestroyRequested.make({
-                nodeId: row.id as never,
-                provider: row.provider,
-                workspaces: deleting,
-                ...(reason === undefined ? {} : { reason })
-              })
-            )
-          ],
-          reply: { ok: true, workspaces: deleting }
+          timers: idle
+            ? [Actor.Timer.set(IDLE_TIMER, nodeIdle().afterMs, C.NodeIdleCheck.make({ nodeId: row.id as never }))]
+            : []
         })
       }
+      case "node.destroy":
+        return Effect.succeed(destroy(state, row, command.body.reason))
     }
   }
 })
+
+/**
+ * Retire the node: it takes no new work (`destroying`), its workspaces are deleted, and
+ * `node.destroy-requested` asks its provider to destroy the machine once they are (NodeRevoker.ts).
+ */
+const destroy = (state: State, row: Row, reason: string | undefined): Actor.Reaction<State> => {
+  const transition = Domain.nodeTransition(row.status, "destroying")
+  if (transition._tag === "Unchanged") return { state, reply: { ok: true, duplicate: true, workspaces: [] } }
+  if (transition._tag === "Refused")
+    return { state, reply: { ok: false, code: "invalid_transition", message: transition.message } }
+  const next: Row = { ...row, status: "destroying" }
+  const deleting = state.workspaces.map((w) => w.id)
+  return {
+    state: { ...state, row: next },
+    send: deleting.map((workspaceId) =>
+      Actor.to(
+        WorkspaceRef,
+        workspaceId,
+        C.WorkspaceDeleteCommand.make({ workspaceId: workspaceId as never, reason: reason ?? "its node was deleted" })
+      )
+    ),
+    events: [
+      systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: next.status, ready: false })),
+      systemEvent(
+        next,
+        NodeDestroyRequested.make({
+          nodeId: row.id as never,
+          provider: row.provider,
+          workspaces: deleting,
+          ...(reason === undefined ? {} : { reason })
+        })
+      )
+    ],
+    reply: { ok: true, workspaces: deleting },
+    timers: [Actor.Timer.cancel(IDLE_TIMER)]
+  }
+}
+
+/**
+ * The idle timer fired (ADR 0023): a node that still holds no slot joins its owner's warm pool while
+ * that has room, else it is destroyed. A node that took work meanwhile is left alone.
+ */
+const idleCheck = (state: State, row: Row): Actor.Reaction<State> => {
+  if (state.reservations.length > 0 || !LIVE_NODE.has(row.status) || row.status === "warm") return { state }
+  const { afterMs, warm } = nodeIdle()
+  if (row.status === "provisioning")
+    return destroy(state, row, `it never became ready and no task waits for it (${Math.round(afterMs / 1000)} s)`)
+  if ((state.warmPeers ?? 0) < warm) {
+    const next: Row = { ...row, status: "warm" }
+    return {
+      state: { ...state, row: next },
+      events: [systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: "warm", ready: fresh(next) }))]
+    }
+  }
+  return destroy(
+    state,
+    row,
+    `idle for ${Math.round(afterMs / 1000)} s and its owner's warm pool is full (${warm} node${warm === 1 ? "" : "s"})`
+  )
+}
 
 /**
  * A slot for a task's workspace, one message at a time (ADR 0022): granted while the node is live, the
@@ -349,6 +437,17 @@ const reserve = (
       )
     ]
   })
+  // Workspaces whose task ended are asked to stop now rather than at their idle timeout: the slot they
+  // give back wakes the waiting task (`node.release` wakes the owner's waiting tasks).
+  const freeIdle = (reaction: Actor.Reaction<State>): Actor.Reaction<State> => ({
+    ...reaction,
+    send: [
+      ...(reaction.send ?? []),
+      ...[...new Set(state.idleReserved)].map((workspaceId) =>
+        Actor.to(WorkspaceRef, workspaceId, C.WorkspaceIdleTimeout.make({ workspaceId: workspaceId as never }))
+      )
+    ]
+  })
   const slot = { workspaceId: b.workspaceId, taskId: b.taskId, projectId: b.projectId }
   const row = state.row
   if (row === null) {
@@ -356,8 +455,9 @@ const reserve = (
     // A node created by another task of the owner's a moment ago has room: no new node.
     if (state.fleet.roomy) return full("another of the user's nodes has room", true)
     const caps = nodeCaps()
-    if (state.fleet.own >= caps.perUser) return full(`the user's node cap is reached (${caps.perUser} nodes)`)
-    if (state.fleet.all >= caps.total) return full(`the installation's node cap is reached (${caps.total} nodes)`)
+    if (state.fleet.own >= caps.perUser) return freeIdle(full(`the user's node cap is reached (${caps.perUser} nodes)`))
+    if (state.fleet.all >= caps.total)
+      return freeIdle(full(`the installation's node cap is reached (${caps.total} nodes)`))
     const created: Row = {
       id: b.nodeId,
       ownerId: b.ownerId,
@@ -380,7 +480,20 @@ const reserve = (
   if (row.ownerId !== b.ownerId) return full(`node ${row.id} is not the submitter's`)
   if (!LIVE_NODE.has(row.status)) return full(`node ${row.id} is ${row.status}`)
   if (state.reservations.length >= row.maxWorkspaces) {
-    return full(`node ${row.id} is full (${state.reservations.length} of ${row.maxWorkspaces} workspaces)`)
+    return freeIdle(full(`node ${row.id} is full (${state.reservations.length} of ${row.maxWorkspaces} workspaces)`))
   }
-  return grant({ ...state, reserved: slot, reservations: [...state.reservations, b.workspaceId] }, row)
+  // A warm (or idle) node takes work again: it is running, and no longer idle.
+  const taken: Row = row.status === "warm" ? { ...row, status: "running" } : row
+  const reaction = grant(
+    { ...state, row: taken, reserved: slot, reservations: [...state.reservations, b.workspaceId] },
+    taken
+  )
+  return {
+    ...reaction,
+    timers: [Actor.Timer.cancel(IDLE_TIMER)],
+    events:
+      taken === row
+        ? []
+        : [systemEvent(taken, NodeStatusEvent.make({ nodeId: row.id, status: "running", ready: fresh(taken) }))]
+  }
 }

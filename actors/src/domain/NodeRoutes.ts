@@ -53,7 +53,13 @@ export const makeHeartbeatThrottle = (everyMs = 5_000) => {
     return Actors.send(
       NodeRef,
       record.nodeId,
-      C.NodeHeartbeatSeen.make({ nodeId: record.nodeId as never, at: new Date(now).toISOString() })
+      C.NodeHeartbeatSeen.make({
+        nodeId: record.nodeId as never,
+        at: new Date(now).toISOString(),
+        ...(record.workspaces === undefined || record.agentSessions === undefined
+          ? {}
+          : { inventory: { workspaces: record.workspaces, agentSessions: record.agentSessions } })
+      })
     ).pipe(Effect.asVoid)
   }
 }

@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Consume, type Envelope, type EnvelopeOf, registry } from "@sam/bus"
+import { Consume, defineMessage, type Envelope, type EnvelopeOf, Publish, registry, Subjects } from "@sam/bus"
 import { Context, Effect } from "effect"
+import { z } from "zod"
 import { NodeProvisionRequested } from "./NodeActor.js"
 
 /** Where nodes come from: the local provider (vm-agent processes here) or a cloud (Hetzner, later). */
@@ -9,10 +10,24 @@ export class NodeProvider extends Context.Tag("sam/NodeProvider")<
   {
     /** make the node run; idempotent: a node already running is left alone */
     readonly provision: (nodeId: string) => Effect.Effect<void, unknown>
+    /**
+     * destroy the machine (the local provider stops its vm-agent for good); idempotent: a node that is
+     * gone already is fine. Says what it did.
+     */
+    readonly destroy: (nodeId: string) => Effect.Effect<string, unknown>
+    /** the nodes whose machines exist, for the reconciler */
+    readonly list: () => Effect.Effect<ReadonlyArray<string>>
   }
 >() {}
 
 const requests = registry(NodeProvisionRequested)
+
+/** The audit line of the machine reconciler, on `sam.evt.system.node.<nodeId>.machine-reconciled`. */
+export const MachineAudit = defineMessage(
+  "machine-reconciled",
+  z.object({ nodeId: z.string(), found: z.string().max(1000), action: z.enum(["destroyed", "provisioned"]) }),
+  { durable: true }
+)
 
 /**
  * Carries out `node.provision-requested` events with the provider, from a durable consumer on
@@ -40,4 +55,51 @@ export const runProvisioner = Effect.fn("Provisioner.run")(function* () {
   yield* Consume.run(Consume.consume<typeof requests.defs, Request>("SAM_EVT", "provisioner", requests), (delivery) =>
     provider.provision(delivery.envelope.body.nodeId).pipe(Effect.as(Consume.Outcome.Ack()))
   )
+})
+
+/** How often the machine reconciler compares the provider's machines with the ledger; `SAM_RECONCILE_INTERVAL_MS`. */
+export const reconcileIntervalMs = () => Number(process.env.SAM_RECONCILE_INTERVAL_MS ?? 60_000)
+
+/**
+ * The machine side of the reconciler (ADR 0023), every `reconcileIntervalMs`: a machine whose node the
+ * ledger does not have, or has `deleted`, is destroyed; a node the ledger says is alive whose machine
+ * is gone is provisioned again. Each with an audit event (`reconciled`) and a log line.
+ */
+export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(function* () {
+  const provider = yield* NodeProvider
+  const sql = yield* SqlClient.SqlClient
+  const audit = (nodeId: string, found: string, action: "destroyed" | "provisioned") =>
+    Effect.logWarning(`reconciler: node ${nodeId}: ${found}; ${action}`).pipe(
+      Effect.zipRight(
+        Publish.publish(
+          Subjects.event("system", "node", nodeId, MachineAudit.type),
+          MachineAudit.make({ nodeId, found, action })
+        )
+      ),
+      Effect.catchAll((e) => Effect.logError(`reconciler: cannot record its finding on ${nodeId}`, e))
+    )
+  const once = Effect.gen(function* () {
+    const machines = yield* provider.list()
+    const rows = yield* sql<{ id: string; status: string }>`
+      SELECT id, status FROM nodes WHERE id IN ${sql.in(machines.length > 0 ? [...machines] : [""])}
+        OR (provider = 'local' AND status IN ('provisioning', 'running', 'warm'))`
+    const status = new Map(rows.map((r) => [r.id, r.status]))
+    for (const nodeId of machines) {
+      const s = status.get(nodeId)
+      if (s !== undefined && s !== "deleted") continue
+      yield* provider.destroy(nodeId)
+      yield* audit(
+        nodeId,
+        s === undefined ? "a machine whose node is not in the ledger" : "a machine of a deleted node",
+        "destroyed"
+      )
+    }
+    const have = new Set(machines)
+    for (const row of rows) {
+      if (have.has(row.id) || !["provisioning", "running", "warm"].includes(row.status)) continue
+      yield* provider.provision(row.id)
+      yield* audit(row.id, `${row.status} in the ledger, but its machine was gone`, "provisioned")
+    }
+  }).pipe(Effect.catchAllCause((cause) => Effect.logError("reconciler: machines", cause)))
+  yield* once.pipe(Effect.delay(reconcileIntervalMs()), Effect.forever)
 })

@@ -1,6 +1,7 @@
 import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology } from "@sam/bus"
 import { Config, Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
+import { type Launches, launches } from "./AgentLaunches.js"
 import { SessionRef, TaskRef } from "./Kinds.js"
 import * as Ledger from "./SessionLedger.js"
 import { openToolCalls } from "./SessionLostTurns.js"
@@ -43,6 +44,7 @@ export const KIND = "session"
 export const make = Effect.fn("SessionActor.make")(function* (options: SessionActorOptions = {}) {
   const snapshots = yield* openSnapshots()
   const health = yield* openHealth()
+  const launch = yield* launches()
   const taskKind = options.task ?? TaskRef
   const healEvery = Duration.decode(options.healEvery ?? "15 seconds")
   const staleAfterMs =
@@ -65,7 +67,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
     handle: (state, command, context) =>
       Effect.suspend(() => {
         snapshots.discardStaged(context.id)
-        return handle({ snapshots, health, taskKind, healEvery, staleAfterMs }, state, command as Command)
+        return handle({ snapshots, health, taskKind, healEvery, staleAfterMs, launch }, state, command as Command)
       }).pipe(
         Effect.map((reaction) => ({
           ...reaction,
@@ -103,7 +105,11 @@ const refuse = (state: State, code: Extract<SessionReply, { ok: false }>["code"]
 
 const nowIso = () => new Date().toISOString()
 
-const handle = (deps: Deps, state: State, command: Command): Effect.Effect<Reaction, unknown> => {
+const handle = (
+  deps: Deps & { readonly launch: Launches },
+  state: State,
+  command: Command
+): Effect.Effect<Reaction, unknown> => {
   const row = state.row
   const meta = { causationId: command.id, correlationId: command.correlationId ?? command.id }
   const toNode = (nodeId: string, envelope: Envelope): Actor.Outgoing => ({
@@ -197,6 +203,15 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
           )
         : undefined
 
+  const sleeping = (r: Row) =>
+    r.status === "sleeping"
+      ? refuse(
+          state,
+          "session_sleeping",
+          `session ${r.id} is sleeping: its task completed and its agent was stopped to give its memory back; start a new task to go on from its branch`
+        )
+      : undefined
+
   switch (command.type) {
     case "session.open": {
       const body = command.body
@@ -234,13 +249,20 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
         }))
         const { sessionId, projectId, workspaceId, nodeId, agent, mode } = body
         const taskId = body.taskId === undefined ? {} : { taskId: body.taskId }
+        // credential, runtime assets and profile, sealed to the node's key (ADR 0025)
+        const launch = yield* deps.launch({
+          taskId: body.taskId,
+          projectId,
+          agent,
+          xkey: (yield* deps.health(nodeId))?.xkey
+        })
         return {
           state: { ...state, row: next },
           send: [
             toNode(
               nodeId,
               NodeProtocol.SessionStart.make(
-                { sessionId, workspaceId, agent, mode, prompt: body.prompt, ...taskId },
+                { sessionId, workspaceId, agent, mode, prompt: body.prompt, ...taskId, ...(launch ? { launch } : {}) },
                 meta
               )
             )
@@ -264,6 +286,7 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
       const refused =
         terminal(row) ??
+        sleeping(row) ??
         (state.taskEnded === true
           ? refuse(
               state,
@@ -305,7 +328,7 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
     }
     case "session.user-cancel": {
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
-      const refused = terminal(row)
+      const refused = terminal(row) ?? sleeping(row)
       if (refused !== undefined || row.nodeId === null) {
         return Effect.succeed(refused ?? refuse(state, "not_found", `session ${row.id} is on no node`))
       }
@@ -360,6 +383,40 @@ const handle = (deps: Deps, state: State, command: Command): Effect.Effect<React
                 meta
               )
             )
+          ],
+          timers: [Actor.Timer.cancel(HEAL_TIMER)],
+          reply: { ok: true } satisfies SessionReply
+        } satisfies Reaction
+      })
+    }
+    case "session.sleep": {
+      if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
+      const transition = Domain.sessionTransition(row.status, "sleeping")
+      // Idempotent, and a session that ended keeps how it ended.
+      if (transition._tag !== "Allowed") return Effect.succeed({ state, reply: { ok: true, duplicate: true } })
+      const reason = command.body.reason
+      return Effect.gen(function* () {
+        const at = nowIso()
+        const written = yield* deps.snapshots.write(row.id, (current) => ({
+          activity: "sleeping",
+          promptStartedAt: null,
+          promptEpoch: Math.max(current?.promptEpoch ?? 0, row.promptEpoch),
+          plan: current?.plan ?? null,
+          source: "control_plane",
+          reason: "completed",
+          lastSeq: Math.max(current?.lastSeq ?? 0, row.lastSeq),
+          step: current?.step ?? null,
+          updatedAt: at
+        }))
+        const next = bump(row, { status: "sleeping" })
+        return {
+          state: { ...state, row: next },
+          // The node stops the agent process; the session's files and the branch stay in the workspace.
+          send:
+            row.nodeId === null ? [] : [toNode(row.nodeId, NodeProtocol.SessionStop.make({ sessionId: row.id }, meta))],
+          events: [
+            ...(written.snapshot === undefined ? [] : [activityEvent(next, written.snapshot)]),
+            event(next, SessionEvents.SessionSlept.make({ sessionId: row.id, reason }, meta))
           ],
           timers: [Actor.Timer.cancel(HEAL_TIMER)],
           reply: { ok: true } satisfies SessionReply

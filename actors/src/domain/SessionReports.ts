@@ -28,6 +28,7 @@ export type SessionReply =
         | "not_found"
         | "session_failed"
         | "session_stopped"
+        | "session_sleeping"
         | "invalid_transition"
         | "dropped"
         | "permission_not_pending"
@@ -164,7 +165,8 @@ export const report = (
   }
   return Effect.gen(function* () {
     const body = report.body
-    const ended = row.status === "failed" || row.status === "stopped"
+    // A sleeping session's agent was stopped on purpose (ADR 0023): its snapshot stays `sleeping`.
+    const ended = row.status === "failed" || row.status === "stopped" || row.status === "sleeping"
     let next = h.bump(row, {
       lastEvidenceAt: new Date(),
       ...(body.acpSessionId === undefined ? {} : { acpSessionId: body.acpSessionId })

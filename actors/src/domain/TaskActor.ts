@@ -198,19 +198,22 @@ const placed = (state: State, task: Row, nodeId: string, ready: boolean): Reacti
   }
 }
 
-/** A task that ended gives its node slot back (ADR 0022). */
+/**
+ * A task that ended tells its workspace, which gives its node slot back once it is stopped or deleted
+ * (ADR 0022, 0023): at once when it was never handed to the node, after its idle timeout otherwise.
+ */
 const releaseOnEnd = (before: State, reaction: Reaction): Reaction => {
   const was = before.task
   const now = reaction.state.task
   if (was === null || now === null || TERMINAL_TASK_STATUSES.has(was.status) || !TERMINAL_TASK_STATUSES.has(now.status))
     return reaction
   if (now.nodeId === null || now.workspaceId === null) return reaction
-  const release = Actor.to(
-    NodeRef,
-    now.nodeId,
-    C.NodeRelease.make({ nodeId: now.nodeId as never, workspaceId: now.workspaceId as never })
+  const ended = Actor.to(
+    WorkspaceRef,
+    now.workspaceId,
+    C.WorkspaceTaskEnded.make({ workspaceId: now.workspaceId as never, taskId: now.id as never, status: now.status })
   )
-  return { ...reaction, send: [...(reaction.send ?? []), release] }
+  return { ...reaction, send: [...(reaction.send ?? []), ended] }
 }
 
 const TaskFlow = Actor.make({
@@ -420,7 +423,15 @@ const TaskFlow = Actor.make({
           result.outcome === "committed" ? `committed to ${result.branch}` : "no changes"
         )
         if (done === undefined) return Effect.succeed({ state })
-        return Effect.succeed({ state: done, events: [statusEvent(done.task!)], timers: [Actor.Timer.cancel("step")] })
+        // Completed work sleeps (ADR 0023): the agent process is stopped, the session takes no prompts.
+        const sessionId = done.task!.sessionId as never
+        const sleep = C.SessionSleep.make({ sessionId, reason: "its task completed" })
+        return Effect.succeed({
+          state: done,
+          events: [statusEvent(done.task!)],
+          timers: [Actor.Timer.cancel("step")],
+          send: [Actor.to(SessionRef, sessionId, sleep)]
+        })
       }
       case "task.step-timeout": {
         if (terminal || task.executionStep !== command.body.step) return Effect.succeed({ state })
@@ -552,7 +563,7 @@ const TaskFlow = Actor.make({
   }
 })
 
-/** The task flow, and a task that ends gives its node slot back. */
+/** The task flow, and a task that ends tells its workspace. */
 export const TaskKind = Actor.make({
   ...TaskFlow.spec,
   handle: (state, command, context) =>

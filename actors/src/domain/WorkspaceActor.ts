@@ -36,6 +36,8 @@ interface Row {
   readonly taskStatus: Domain.TaskStatus | null
   /** sessions in it that are active or sleeping */
   readonly liveSessions: ReadonlyArray<string>
+  /** of those, the active ones (an agent may be working: the workspace is not idle) */
+  readonly activeSessions: ReadonlyArray<string>
   /** boot log lines this command adds (empty after every load) */
   readonly bootLog: ReadonlyArray<z.output<typeof N.BootLog.body>>
 }
@@ -75,7 +77,7 @@ const WorkspaceFlow = Actor.make({
   load: (id) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<Omit<Row, "liveSessions" | "bootLog">>`
+      const rows = yield* sql<Omit<Row, "liveSessions" | "activeSessions" | "bootLog">>`
         SELECT w.id, w.project_id, w.node_id, w.task_id, w.status, w.runtime, w.dispatched_at, w.dispatch_count,
           w.error_reason, COALESCE(w.repo_url, p.repo_url) AS repo_url, COALESCE(w.branch, p.default_branch) AS branch,
           t.status AS task_status
@@ -83,9 +85,14 @@ const WorkspaceFlow = Actor.make({
         WHERE w.id = ${id} FOR UPDATE OF w`
       const row = rows[0]
       if (row === undefined) return null as State
-      const sessions = yield* sql<{ id: string }>`
-        SELECT id FROM sessions WHERE workspace_id = ${id} AND status IN ('active', 'sleeping') ORDER BY created_at`
-      return { ...row, liveSessions: sessions.map((s) => s.id), bootLog: [] } as State
+      const sessions = yield* sql<{ id: string; status: string }>`
+        SELECT id, status FROM sessions WHERE workspace_id = ${id} AND status IN ('active', 'sleeping') ORDER BY created_at`
+      return {
+        ...row,
+        liveSessions: sessions.map((s) => s.id),
+        activeSessions: sessions.filter((s) => s.status === "active").map((s) => s.id),
+        bootLog: []
+      } as State
     }),
   save: (id, state) =>
     Effect.gen(function* () {
@@ -195,6 +202,12 @@ const WorkspaceFlow = Actor.make({
         return Effect.succeed(stopOrDelete(state, "stop", command.body.reason, command.id))
       case "workspace.user-delete":
         return Effect.succeed(stopOrDelete(state, "delete", command.body.reason, command.id))
+      case "workspace.task-ended":
+        return Effect.succeed(taskEnded(state, command.body.taskId, command.id))
+      case "workspace.idle-timeout":
+        return Effect.succeed(idleTimeout(state, command.id))
+      case "workspace.missing":
+        return Effect.succeed(missing(state, command.body))
     }
   }
 })
@@ -307,6 +320,61 @@ const stopOrDelete = (
         ? []
         : [event(next, { workspaceId: next.id, status, via: "user", ...(reason === undefined ? {} : { reason }) })],
     reply: { ok: true, status }
+  }
+}
+
+/** How long a workspace whose task ended may sit idle before it is stopped; `SAM_WORKSPACE_IDLE_MS` (default 10 min). */
+export const workspaceIdleMs = () => Number(process.env.SAM_WORKSPACE_IDLE_MS ?? 600_000)
+
+const IDLE_TIMER = "idle"
+const idleTimer = (state: Row) =>
+  Actor.Timer.set(IDLE_TIMER, workspaceIdleMs(), C.WorkspaceIdleTimeout.make({ workspaceId: state.id as never }))
+
+/** Still handed to its node and holding its processes: a stop applies. */
+const HOLDING: ReadonlySet<Domain.WorkspaceStatus> = new Set(["creating", "running", "recovery", "sleeping"])
+
+/**
+ * Its task ended (ADR 0023): a workspace never handed to its node is deleted now; one that runs waits
+ * for its idle timeout; one already gone gives its slot back (again: releases are idempotent).
+ */
+const taskEnded = (state: State, taskId: string, causationId: string): Actor.Reaction<State> => {
+  if (state === null || state.taskId !== taskId) return { state }
+  if (state.status === "pending" && state.dispatchedAt === null)
+    return stopOrDelete(state, "delete", "its task ended before the workspace was started", causationId)
+  if (HOLDING.has(state.status)) return { state, timers: [idleTimer(state)] }
+  if (GONE.has(state.status) && state.nodeId !== null)
+    return {
+      state,
+      send: [
+        Actor.to(
+          NodeRef,
+          state.nodeId,
+          C.NodeRelease.make({ nodeId: state.nodeId as never, workspaceId: state.id as never })
+        )
+      ]
+    }
+  return { state }
+}
+
+/** The idle timer fired: stop the workspace unless a session in it is active again; its files and branches stay. */
+const idleTimeout = (state: State, causationId: string): Actor.Reaction<State> => {
+  if (state === null || !HOLDING.has(state.status)) return { state }
+  const taskRunning = state.taskStatus !== null && !TERMINAL_TASK_STATUSES.has(state.taskStatus)
+  if (state.activeSessions.length > 0 || taskRunning) return { state, timers: [idleTimer(state)] }
+  return stopOrDelete(state, "stop", "idle since its task ended", causationId)
+}
+
+/**
+ * The reconciler found that the node no longer has this workspace, which the ledger says runs there
+ * (ADR 0023): it is `error` with the reason, and its task, if it still runs, fails.
+ */
+const missing = (state: State, body: { readonly nodeId: string; readonly reason: string }): Actor.Reaction<State> => {
+  if (state === null || state.nodeId !== body.nodeId || !HOLDING.has(state.status)) return { state }
+  const next: Row = { ...state, status: "error", errorReason: body.reason }
+  return {
+    state: next,
+    send: tellTask(state, "error", body.reason),
+    events: [event(next, { workspaceId: next.id, status: "error", reason: body.reason, via: "reconciler" })]
   }
 }
 

@@ -12,7 +12,7 @@ import {
   TaskResult,
   WorkspaceStatusReport
 } from "./NodeProtocol.js"
-import { ExecutionStep } from "./States.js"
+import { ExecutionStep, TaskStatus } from "./States.js"
 
 /**
  * Commands between the control plane's actors (`sam.cmd.<kind>.<shard>.<id>`), and the reports the
@@ -229,6 +229,15 @@ export const SessionFail = defineMessage(
   }),
   { durable: true }
 )
+/**
+ * From the task actor when its task completed: the session sleeps (ADR 0023): its agent process is
+ * stopped on the node and it takes no prompts. Idempotent; a session that ended keeps how it ended.
+ */
+export const SessionSleep = defineMessage(
+  "session.sleep",
+  z.object({ sessionId: SessionId, reason: z.string().max(1000) }),
+  { durable: true }
+)
 /** from the ingress */
 export const SessionReport = defineMessage(
   "session.report",
@@ -308,10 +317,33 @@ export const NodeReadyReported = defineMessage(
   z.object({ nodeId: NodeId, ready: NodeReady.body }),
   { durable: true }
 )
-/** from the ingress, at most every few seconds per node: a heartbeat arrived */
+/**
+ * From the ingress, at most every few seconds per node: a heartbeat arrived, with what the node says
+ * it holds (its workspaces and the sessions whose agent process runs) for the reconciler (ADR 0023).
+ */
 export const NodeHeartbeatSeen = defineMessage(
   "node.heartbeat-seen",
-  z.object({ nodeId: NodeId, at: z.iso.datetime() }),
+  z.object({
+    nodeId: NodeId,
+    at: z.iso.datetime(),
+    inventory: z
+      .object({
+        workspaces: z.array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) })).max(1000),
+        agentSessions: z.array(SessionId).max(1000)
+      })
+      .optional()
+  }),
+  { durable: true }
+)
+/**
+ * A durable timer set when the node's last slot is released: if it is still idle, it joins its owner's
+ * warm pool (`warm`) or, when that is full, is destroyed (ADR 0023).
+ */
+export const NodeIdleCheck = defineMessage("node.idle-check", z.object({ nodeId: NodeId }), { durable: true })
+/** From the node retirer: the provider destroyed the machine (the local provider: stopped its vm-agent). */
+export const NodeDestroyed = defineMessage(
+  "node.destroyed",
+  z.object({ nodeId: NodeId, detail: z.string().max(1000).optional() }),
   { durable: true }
 )
 
@@ -379,6 +411,29 @@ export const WorkspaceDeleteCommand = defineMessage(
 )
 
 /**
+ * From the task actor when its task ended: the workspace stops once idle (no active session) for
+ * `SAM_WORKSPACE_IDLE_MS`; one never handed to its node is deleted at once (ADR 0023).
+ */
+export const WorkspaceTaskEnded = defineMessage(
+  "workspace.task-ended",
+  z.object({ workspaceId: WorkspaceId, taskId: TaskId, status: TaskStatus }),
+  { durable: true }
+)
+/** A durable timer of an idle workspace: stop it if no session in it is active. */
+export const WorkspaceIdleTimeout = defineMessage("workspace.idle-timeout", z.object({ workspaceId: WorkspaceId }), {
+  durable: true
+})
+/**
+ * From the node actor's reconciler: the node's heartbeats no longer list this workspace, which the
+ * ledger says runs there; it is marked `error` with the reason (ADR 0023).
+ */
+export const WorkspaceMissing = defineMessage(
+  "workspace.missing",
+  z.object({ workspaceId: WorkspaceId, nodeId: NodeId, reason: z.string().max(1000) }),
+  { durable: true }
+)
+
+/**
  * From the ingress: a node refused a command (its `command.rejected`) and changed nothing. The
  * ingress found the refused message in the outbox, addressed to that very node, so it is a command
  * the control plane sent there; it goes to the actor of the entity the command named.
@@ -425,14 +480,19 @@ export const nodeActorCommands = registry(
   NodeStop,
   NodeDestroy,
   NodeReserve,
-  NodeRelease
+  NodeRelease,
+  NodeIdleCheck,
+  NodeDestroyed
 )
 export const workspaceCommands = registry(
   WorkspaceDispatch,
   WorkspaceReport,
   WorkspaceStopCommand,
   WorkspaceDeleteCommand,
-  WorkspaceCommandRejected
+  WorkspaceCommandRejected,
+  WorkspaceTaskEnded,
+  WorkspaceIdleTimeout,
+  WorkspaceMissing
 )
 
 export const taskCommands = registry(
@@ -458,5 +518,6 @@ export const sessionCommands = registry(
   SessionHeal,
   SessionCommandRejected,
   SessionAnswerPermission,
-  SessionPermissionTimeout
+  SessionPermissionTimeout,
+  SessionSleep
 )

@@ -1,5 +1,5 @@
 import { z } from "zod"
-import { NodeId, SessionId } from "../Ids.js"
+import { NodeId, SessionId, WorkspaceId } from "../Ids.js"
 
 /**
  * The latest heartbeat of a node, in KV `sam_node_health` under the node id, written by the report
@@ -14,6 +14,13 @@ export const NodeHealthRecord = z.object({
   diskPercent: z.number().min(0).max(100),
   activeWorkspaces: z.number().int().nonnegative(),
   promptingSessions: z.array(SessionId).max(1000),
+  /** the node's public curve key, for sealing what only it may read (ADR 0025) */
+  xkey: z.string().max(64).optional(),
+  workspaces: z
+    .array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) }))
+    .max(1000)
+    .optional(),
+  agentSessions: z.array(SessionId).max(1000).optional(),
   /** when the node sent it */
   sentAt: z.iso.datetime(),
   receivedAt: z.iso.datetime()

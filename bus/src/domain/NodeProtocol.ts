@@ -1,6 +1,7 @@
 import { z } from "zod"
 import { defineMessage, type EnvelopeOf, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
+import { NodeXkey, SealedLaunch } from "./AgentLaunch.js"
 import { Activity } from "./SessionState.js"
 
 /**
@@ -69,7 +70,9 @@ export const SessionStart = defineMessage(
     mode: TaskMode,
     prompt: z.string().min(1).max(200_000),
     /** the agent's own session id from an earlier run, to load rather than start anew */
-    acpSessionId: z.string().max(256).optional()
+    acpSessionId: z.string().max(256).optional(),
+    /** credential, runtime variables and files, model and mode, sealed to this node's xkey (ADR 0025) */
+    launch: SealedLaunch.optional()
   }),
   { durable: true }
 )
@@ -134,7 +137,16 @@ export const Heartbeat = defineMessage(
     memoryPercent: z.number().min(0).max(100),
     diskPercent: z.number().min(0).max(100),
     activeWorkspaces: z.number().int().nonnegative(),
-    promptingSessions: z.array(SessionId).max(1000)
+    promptingSessions: z.array(SessionId).max(1000),
+    /** the node's public curve key: what a session's launch is sealed to (ADR 0025) */
+    xkey: NodeXkey.optional(),
+    /** what the node holds, for the control plane's reconciler (ADR 0023); absent from older vm-agents */
+    workspaces: z
+      .array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) }))
+      .max(1000)
+      .optional(),
+    /** sessions whose agent process runs on the node */
+    agentSessions: z.array(SessionId).max(1000).optional()
   }),
   { durable: false }
 )

@@ -63,6 +63,16 @@ export const SessionStopped = defineMessage(
   { durable: true }
 )
 
+/**
+ * The session's task completed: its agent process was stopped (its memory given back) and the session
+ * sleeps; it takes no prompts (ADR 0023). A stop of its workspace later stops it.
+ */
+export const SessionSlept = defineMessage(
+  "session.slept",
+  z.object({ sessionId: SessionId, reason: z.string().max(1000) }),
+  { durable: true }
+)
+
 /** The session failed (its task failed, or its agent could not be kept alive); it takes no more prompts. */
 export const SessionFailed = defineMessage(
   "session.failed",
@@ -76,5 +86,6 @@ export const sessionEvents = registry(
   SessionActivityChanged,
   SessionPromptAccepted,
   SessionStopped,
+  SessionSlept,
   SessionFailed
 )

@@ -6,7 +6,8 @@ import { ExecutionStep } from "./States.js"
  * Written with compare-and-set by the session actor; `updatedAt` and `promptEpoch` let a writer
  * refuse an older report.
  */
-export const Activity = z.enum(["idle", "prompting", "recovering", "error", "stopped"])
+/** `sleeping`: the session's task completed and its agent process was stopped to give its memory back (ADR 0023) */
+export const Activity = z.enum(["idle", "prompting", "recovering", "error", "stopped", "sleeping"])
 export type Activity = z.infer<typeof Activity>
 
 export const PlanEntry = z.object({

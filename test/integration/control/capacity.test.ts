@@ -14,7 +14,9 @@ const CAPS = {
   SAM_MAX_NODES_PER_USER: "2",
   SAM_MAX_NODES: "3",
   SAM_NODE_MAX_WORKSPACES: "2",
-  SAM_TASK_CAPACITY_RETRY_MS: "300"
+  SAM_TASK_CAPACITY_RETRY_MS: "300",
+  // A finished task's workspace holds its slot until it is stopped as idle (ADR 0023): soon, here.
+  SAM_WORKSPACE_IDLE_MS: "1500"
 }
 const saved = Object.fromEntries(Object.keys(CAPS).map((k) => [k, process.env[k]]))
 Object.assign(process.env, CAPS)
@@ -150,7 +152,7 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 150_000 })("node ca
           0
         )
         expect((yield* waitReasons(tasks)).length).toBeGreaterThan(0)
-        // Every slot is given back (the last release follows its task's end through the outbox).
+        // Every slot is given back (the last release follows its workspace's idle stop).
         yield* waitUntil(
           "every slot given back",
           Effect.map(sql`SELECT workspace_id FROM node_reservations`, (rows) => (rows.length === 0 ? true : undefined)),

@@ -5,9 +5,12 @@ import { Cause, Data, Duration, Effect, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
 import type { NodeSettings } from "./NodeConfig.js"
+import { installedAgents } from "../acp/Harnesses.js"
+import { loadNodeKey } from "./NodeKey.js"
 import { makeReporter } from "./Reporter.js"
 import { makeSessionRecords } from "./SessionRecords.js"
 import { makeSessions } from "./Sessions.js"
+import { keepTaskBranches } from "./TaskCommit.js"
 
 const { NodeProtocol } = Domain
 type Command = Domain.NodeProtocol.NodeCommand
@@ -78,7 +81,9 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   const host = yield* AcpSessionHost
   const reporter = yield* makeReporter(settings.nodeId)
   const records = makeSessionRecords(settings.dataDir)
+  const key = yield* loadNodeKey(settings.dataDir)
   const sessions = makeSessions({
+    key,
     dataDir: settings.dataDir,
     runtime,
     host,
@@ -91,7 +96,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   yield* reporter.send(NodeProtocol.NodeReady, {
     nodeId: settings.nodeId,
     version: settings.version,
-    capabilities: { docker: capabilities.docker, hostRuntime: capabilities.hostRuntime, agents: ["demo"] }
+    capabilities: { docker: capabilities.docker, hostRuntime: capabilities.hostRuntime, agents: installedAgents() }
   })
   yield* Effect.logInfo(`vm-agent ${settings.nodeId} ready (runtime ${runtime.kind})`)
   yield* sessions.recover(yield* records.list)
@@ -107,7 +112,10 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         memoryPercent: Math.round((1 - freemem() / totalmem()) * 1000) / 10,
         diskPercent: disk === undefined ? 0 : Math.round((1 - disk.bavail / disk.blocks) * 1000) / 10,
         activeWorkspaces: workspaces.filter((w) => w.status === "running").length,
-        promptingSessions: sessions.prompting() as never
+        promptingSessions: sessions.prompting() as never,
+        xkey: key.publicKey,
+        workspaces: workspaces.map((w) => ({ workspaceId: w.workspaceId as never, status: w.status })),
+        agentSessions: sessions.agents() as never
       })
     )
   }).pipe(Effect.catchAll((e) => Effect.logWarning(`heartbeat failed: ${e.message}`)))
@@ -165,6 +173,16 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           )
         }
         case "workspace.stop": {
+          const workspaceId = command.body.workspaceId
+          const current = yield* runtime.get(workspaceId)
+          if (settings.branchDir !== undefined && current._tag === "Some" && current.value.status === "running") {
+            const kept = yield* keepTaskBranches(runtime, workspaceId, settings.branchDir)
+            yield* reporter.send(
+              NodeProtocol.BootLog,
+              { workspaceId, step: "stop", status: "info", message: kept },
+              workspaceId
+            )
+          }
           const stopped = yield* runtime.stop(command.body.workspaceId).pipe(Effect.either)
           if (stopped._tag === "Left")
             return stopped.left._tag === "WorkspaceNotFound"

@@ -13,7 +13,9 @@ export const NodeSettings = z.object({
   dockerSocket: z.string().optional(),
   heartbeatMs: z.coerce.number().int().min(100).max(600_000).default(5_000),
   cancelGraceMs: z.coerce.number().int().min(0).max(120_000).default(5_000),
-  version: z.string().default("0.1.0")
+  version: z.string().default("0.1.0"),
+  /** where a workspace's task branches are kept as git bundles when it stops (ADR 0023); none: not kept */
+  branchDir: z.string().min(1).optional()
 })
 export type NodeSettings = z.infer<typeof NodeSettings>
 
@@ -29,7 +31,8 @@ export const fromEnv = (env: NodeJS.ProcessEnv = process.env) =>
       runtime: env.SAM_NODE_RUNTIME,
       dockerSocket: env.SAM_DOCKER_SOCKET,
       heartbeatMs: env.SAM_NODE_HEARTBEAT_MS,
-      cancelGraceMs: env.SAM_NODE_CANCEL_GRACE_MS
+      cancelGraceMs: env.SAM_NODE_CANCEL_GRACE_MS,
+      branchDir: env.SAM_NODE_BRANCH_DIR
     })
     if (!parsed.success) {
       return yield* Effect.die(

@@ -4,9 +4,9 @@ import { Cause, Deferred, Effect, ExecutionStrategy, Exit, Option, Queue, Scope 
 import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
-import { demoAgentCommand, demoAgentCommandInContainer } from "../demo/DemoAgentCommand.js"
-import { APP_IN_CONTAINER, defaultAppDir, NODE_IN_CONTAINER } from "../runtime/DockerRuntime.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
+import { agentStart, withPromptAppend } from "./AgentStart.js"
+import type { NodeKey } from "./NodeKey.js"
 import type { Reporter } from "./Reporter.js"
 import type { SessionRecord, SessionRecords } from "./SessionRecords.js"
 import { commitTaskWork } from "./TaskCommit.js"
@@ -27,6 +27,8 @@ interface Live {
   prompting: boolean
   /** the epoch of the turn running (or last run): its reports carry it, not a newer prompt's */
   turnEpoch: number
+  /** the profile's system-prompt addition, for the session's first prompt */
+  readonly promptAppend: string | undefined
 }
 
 export interface SessionsDeps {
@@ -38,6 +40,8 @@ export interface SessionsDeps {
   readonly cancelGraceMs: number
   /** the daemon's scope: sessions live in child scopes of it */
   readonly scope: Scope.Scope
+  /** opens the launches sealed to this node (ADR 0025) */
+  readonly key?: NodeKey
 }
 
 /**
@@ -87,12 +91,6 @@ export const makeSessions = (deps: SessionsDeps) => {
   /** Start (or, after a node restart, reload) the agent of a recorded session. */
   const open = (record: SessionRecord) =>
     Effect.gen(function* () {
-      if (record.agent !== "demo") {
-        return yield* Effect.fail<Rejection>({
-          code: "unavailable",
-          message: `agent ${record.agent} is not installed on this node`
-        })
-      }
       const workspace = yield* deps.runtime.get(record.workspaceId)
       if (Option.isNone(workspace) || workspace.value.status !== "running") {
         return yield* Effect.fail<Rejection>({
@@ -100,7 +98,17 @@ export const makeSessions = (deps: SessionsDeps) => {
           message: `workspace ${record.workspaceId} is not running on this node`
         })
       }
-      const inContainer = workspace.value.runtime === "docker"
+      // The agent runs where the workspace is, as its user and with its environment only (ADR 0014). Its state
+      // lives in that user's home: outside the checkout (task commits take all of it), across agent restarts.
+      const stateDir = posix.join(workspace.value.home, ".sam", "agents", record.sessionId)
+      // its credential, runtime files and variables, opened from the sealed launch (ADR 0025)
+      const { command, promptAppend } = yield* agentStart({
+        record,
+        workspace: workspace.value,
+        runtime: deps.runtime,
+        key: deps.key,
+        stateDir
+      })
       const scope = yield* Scope.fork(deps.scope, ExecutionStrategy.sequential)
       const outbox = yield* Queue.unbounded<Effect.Effect<void>>()
       const entry: { current?: Live; record: SessionRecord } = { record }
@@ -130,20 +138,9 @@ export const makeSessions = (deps: SessionsDeps) => {
             yield* save(entry.current?.record ?? entry.record)
           if (event.type === "failed") yield* report(next, { activity: "error", reason: event.reason })
         })
-      // The agent runs where the workspace is, as its user and with its environment only (ADR 0014). Its state
-      // lives in that user's home: outside the checkout (task commits take all of it), across agent restarts.
-      const stateDir = posix.join(workspace.value.home, ".sam", "agents", record.sessionId)
       const session = yield* deps.host
         .start({
-          command: inContainer
-            ? demoAgentCommandInContainer({
-                node: NODE_IN_CONTAINER,
-                appDir: defaultAppDir(),
-                appMount: APP_IN_CONTAINER,
-                cwd: workspace.value.path,
-                env: { SAM_DEMO_AGENT_STATE_DIR: stateDir }
-              })
-            : demoAgentCommand({ cwd: workspace.value.path, env: { SAM_DEMO_AGENT_STATE_DIR: stateDir } }),
+          command,
           spawn: workspaceSpawner(deps.runtime, record.workspaceId),
           ...(record.acpSessionId === undefined ? {} : { resumeSessionId: record.acpSessionId }),
           lastSeq: record.lastSeq,
@@ -163,7 +160,8 @@ export const makeSessions = (deps: SessionsDeps) => {
         record: entry.record,
         turns,
         prompting: false,
-        turnEpoch: entry.record.promptEpoch
+        turnEpoch: entry.record.promptEpoch,
+        promptAppend
       }
       live.set(record.sessionId, entry.current)
       yield* Queue.take(outbox).pipe(
@@ -244,12 +242,16 @@ export const makeSessions = (deps: SessionsDeps) => {
           agent: body.agent,
           mode: body.mode,
           ...(body.acpSessionId === undefined ? {} : { acpSessionId: body.acpSessionId }),
+          ...(body.launch === undefined ? {} : { launch: body.launch }),
           lastSeq: 0,
           promptEpoch: 1
         }
         const entry = yield* open(record)
         yield* save(entry.record)
-        yield* Effect.forkIn(runTurn(entry, body.prompt, entry.record.promptEpoch), deps.scope)
+        yield* Effect.forkIn(
+          runTurn(entry, withPromptAppend(body.prompt, entry.promptAppend), entry.record.promptEpoch),
+          deps.scope
+        )
       }),
     prompt: (record: SessionRecord | undefined, text: string, epoch: number) =>
       Effect.gen(function* () {
@@ -333,7 +335,9 @@ export const makeSessions = (deps: SessionsDeps) => {
           ),
         { discard: true }
       ),
-    prompting: () => [...live.values()].filter((e) => e.prompting).map((e) => e.record.sessionId)
+    prompting: () => [...live.values()].filter((e) => e.prompting).map((e) => e.record.sessionId),
+    /** sessions whose agent process runs here (the reconciler's evidence, ADR 0023) */
+    agents: () => [...live.keys()]
   }
 }
 export type Sessions = ReturnType<typeof makeSessions>

@@ -84,7 +84,7 @@ export const TranscriptPage = z.object({
 
 const ProjectParams = z.object({ projectId: ProjectId })
 const SessionParams = z.object({ sessionId: SessionId })
-/** a request id as the node reports it (`perm_1`) */
+/** a request id as the node reports it (`perm_<host>_<n>`) */
 export const PermissionRequestId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, "not a permission request id")
 export const PermissionParams = z.object({ sessionId: SessionId, requestId: PermissionRequestId })
 

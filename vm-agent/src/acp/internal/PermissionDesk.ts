@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto"
 import type { PermissionOption, RequestPermissionRequest, RequestPermissionResponse } from "@agentclientprotocol/sdk"
 import type { SessionEventBody } from "../SessionEvent.js"
 
@@ -5,9 +6,14 @@ import type { SessionEventBody } from "../SessionEvent.js"
 export const autoApprove = (options: ReadonlyArray<PermissionOption>): string | undefined =>
   (options.find((option) => option.kind === "allow_once" || option.kind === "allow_always") ?? options[0])?.optionId
 
-/** Holds the agent's pending permission requests until they are answered, or cancelled with the turn. */
+/**
+ * Holds the agent's pending permission requests until they are answered, or cancelled with the turn.
+ * Request ids are `perm_<desk>_<n>`: `<desk>` is new for every desk (every session host, so every
+ * vm-agent run), so an answer held across a restart can never answer a later request by its number.
+ */
 export class PermissionDesk {
   private next = 0
+  private readonly desk = `${Date.now().toString(36)}${randomBytes(3).toString("hex")}`
   private readonly pending = new Map<string, (optionId: string) => void>()
 
   constructor(
@@ -16,7 +22,7 @@ export class PermissionDesk {
   ) {}
 
   ask(request: RequestPermissionRequest): Promise<RequestPermissionResponse> {
-    const requestId = `perm_${++this.next}`
+    const requestId = `perm_${this.desk}_${++this.next}`
     this.emit({
       type: "permission-requested",
       requestId,

@@ -51,6 +51,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
     options.staleAfter !== undefined
       ? Duration.toMillis(Duration.decode(options.staleAfter))
       : yield* Config.integer("SAM_SESSION_LOST_AFTER_MS").pipe(Config.withDefault(60_000), Effect.orDie)
+  const listeningSince = Date.now()
   return Actor.make({
     name: options.name ?? KIND,
     shards: options.shards ?? SessionRef.shards,
@@ -67,7 +68,11 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
     handle: (state, command, context) =>
       Effect.suspend(() => {
         snapshots.discardStaged(context.id)
-        return handle({ snapshots, health, taskKind, healEvery, staleAfterMs, launch }, state, command as Command)
+        return handle(
+          { snapshots, health, taskKind, healEvery, staleAfterMs, listeningSince, launch },
+          state,
+          command as Command
+        )
       }).pipe(
         Effect.map((reaction) => ({
           ...reaction,

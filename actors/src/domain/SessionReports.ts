@@ -43,6 +43,11 @@ export interface Deps {
   readonly healEvery: Duration.Duration
   /** how long a working session may show no sign of life before its turn is ended as lost */
   readonly staleAfterMs: number
+  /**
+   * when this control plane began to listen (epoch ms): silence before it is not a node's silence, as
+   * nobody was there to hear its heartbeats (a restarted stack); none: count from the evidence alone
+   */
+  readonly listeningSince?: number
 }
 
 export type Reaction = Actor.Reaction<State>
@@ -241,6 +246,10 @@ export const heal = (
     const everyMs = Duration.toMillis(deps.healEvery)
     if (Date.now() - Date.parse(command.at) > 2 * everyMs + 1000) return { state, timers: [h.healTimer(row.id)] }
     const now = Date.now()
+    // Just started (`sam up` again after Ctrl-C): the node may be starting too, about to report the turn
+    // it lost; it gets the whole bound to show up before its silence counts (ADR 0021).
+    if (deps.listeningSince !== undefined && now - deps.listeningSince < deps.staleAfterMs)
+      return { state, timers: [h.healTimer(row.id)] }
     const cutoff = now - deps.staleAfterMs
     const node = row.nodeId === null ? undefined : yield* deps.health(row.nodeId)
     const heardAt = node === undefined ? undefined : Date.parse(node.receivedAt)

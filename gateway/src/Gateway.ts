@@ -16,6 +16,7 @@ import * as LoginThrottle from "./LoginThrottle.js"
 import { localReposConfig } from "./RepoUrl.js"
 import * as Revocation from "./Revocation.js"
 import * as Route from "./Route.js"
+import * as AgentRoutes from "./routes/Agents.js"
 import * as AuthRoutes from "./routes/Auth.js"
 import * as CredentialRoutes from "./routes/Credentials.js"
 import * as GitHubRoutes from "./routes/GitHub.js"
@@ -76,7 +77,8 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...SessionRoutes.routes,
   ...WorkspaceRoutes.routes,
   ...NodeRoutes.routes,
-  ...NotificationRoutes.routes
+  ...NotificationRoutes.routes,
+  ...AgentRoutes.routes
 ]
 
 const notFound = HttpServerResponse.unsafeJson(

@@ -5,11 +5,13 @@ import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
 import { Cause, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
+import * as AgentCli from "./AgentCli.js"
 import * as ApiCli from "./ApiCli.js"
 import * as DataLock from "./DataLock.js"
 import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
+import * as MasterKey from "./MasterKey.js"
 import * as OpsCreds from "./OpsCreds.js"
 import * as Progress from "./Progress.js"
 import { StackError } from "./StackError.js"
@@ -36,6 +38,7 @@ through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <
                          NATS credentials for your API token, for \`nats req\` (default .sam/user.creds;
                          12 hours, at most 24; revoking the token revokes them at once)
   notifications [--unread] | nodes | workspaces --project P
+${AgentCli.USAGE_LINES}
 
 operator tools (direct access to NATS and Postgres):
   creds ops [--out F] [--days N]
@@ -90,6 +93,7 @@ const up = Effect.gen(function* () {
   // Finalizers run in reverse: this one last, after every server has stopped.
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("SAM stopped.\n")))
   const stack = yield* LocalStack.start(options)
+  yield* MasterKey.ensure(stack.dataDir)
   const progress = yield* Progress.Progress
   const cpNats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-control-plane" })
   const provider = LocalProvider.layer({
@@ -222,6 +226,8 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
       return Effect.fail(
         new StackError({ step: "cli", message: `unknown creds kind ${rest[0] ?? "(none)"}; try: sam creds user|ops` })
       )
+    case "agents":
+      return AgentCli.agents(rest)
     case "project":
     case "token":
     case "notifications":

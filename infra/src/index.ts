@@ -1,3 +1,4 @@
+export * as AgentInstall from "./AgentInstall.js"
 export * as LocalProvider from "./LocalProvider.js"
 export * as LocalStack from "./LocalStack.js"
 export * as NatsAuth from "./NatsAuth.js"

@@ -1,4 +1,5 @@
 export * as Migrations from "./Migrations.js"
+export * as SecretBox from "./SecretBox.js"
 export * as Sql from "./Sql.js"
 export * as StoredJson from "./StoredJson.js"
 export * as StoredText from "./StoredText.js"

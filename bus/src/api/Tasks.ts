@@ -32,8 +32,12 @@ export type Task = z.infer<typeof Task>
 export const CreateTaskRequest = z.object({
   /** kept exactly, NUL characters too (ADR 0017) */
   prompt: z.string().min(1).max(200_000),
-  agent: AgentKind.default("demo"),
-  mode: TaskMode.default("task")
+  /** default: the profile's agent, else the demo agent */
+  agent: AgentKind.optional(),
+  /** default: the profile's task mode, else `task` */
+  mode: TaskMode.optional(),
+  /** an agent profile of the project: its agent, model, permission mode, prompt addition and runtime assets */
+  profileId: z.string().max(64).optional()
 })
 
 export const CancelTaskRequest = z.object({ reason: storable(z.string().max(1000)).optional() })

@@ -1,3 +1,4 @@
+export * from "./Agents.js"
 export * from "./ApiError.js"
 export * from "./Auth.js"
 export * from "./Credentials.js"

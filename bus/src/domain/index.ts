@@ -1,3 +1,4 @@
+export * as AgentLaunch from "./AgentLaunch.js"
 export * as ControlProtocol from "./ControlProtocol.js"
 export * from "./NodeHealth.js"
 export * as NodeProtocol from "./NodeProtocol.js"

@@ -8,6 +8,7 @@ import { requireMember, taskProject } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
+import { requireProfile } from "./Agents.js"
 
 const C = Domain.ControlProtocol
 
@@ -62,6 +63,9 @@ export const createTask = Effect.fn("Tasks.create")(function* (
   input: z.output<typeof Api.CreateTaskRequest>
 ) {
   yield* requireMember(principal, projectId)
+  // A profile of another project is `not_found`; its agent and task mode are the defaults of the submit.
+  const profile =
+    input.profileId === undefined ? undefined : yield* requireProfile(principal, projectId, input.profileId)
   const taskId = makeId("task")
   const submit = yield* Command.build(() =>
     C.TaskSubmit.make({
@@ -69,10 +73,16 @@ export const createTask = Effect.fn("Tasks.create")(function* (
       projectId: projectId as never,
       userId: principal.userId,
       prompt: input.prompt,
-      agent: input.agent,
-      mode: input.mode
+      agent: input.agent ?? profile?.agent ?? "demo",
+      mode: input.mode ?? profile?.taskMode ?? "task"
     })
   )
+  if (profile !== undefined) {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`INSERT INTO task_agent_profiles (task_id, profile_id) VALUES (${taskId}, ${profile.id})`.pipe(
+      Effect.orDie
+    )
+  }
   yield* Command.ask(ControlPlane.TaskRef, taskId, submit)
   return yield* getTask(taskId)
 })

@@ -3,4 +3,6 @@ export interface HarnessCommand {
   readonly argv: readonly [string, ...Array<string>]
   readonly cwd: string
   readonly env?: Readonly<Record<string, string>>
+  /** the ACP session mode set (`session/set_mode`) after the session is created or loaded */
+  readonly sessionMode?: string
 }

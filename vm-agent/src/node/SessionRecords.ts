@@ -18,7 +18,9 @@ export const SessionRecord = z.object({
   lastSeq: z.number().int().nonnegative(),
   promptEpoch: z.number().int().nonnegative(),
   /** a turn was running when this was saved: after a node restart it is reported lost (ADR 0021) */
-  turnInFlight: z.boolean().optional()
+  turnInFlight: z.boolean().optional(),
+  /** the launch as the control plane sealed it to this node: ciphertext, opened at each agent start (ADR 0025) */
+  launch: Domain.AgentLaunch.SealedLaunch.optional()
 })
 export type SessionRecord = z.infer<typeof SessionRecord>
 

@@ -115,6 +115,12 @@ export const startIncarnation = (options: {
         )
         acpSessionId = created.sessionId
       }
+      const sessionMode = options.command.sessionMode
+      if (sessionMode !== undefined) {
+        yield* rpc("session", () =>
+          connection.agent.request("session/set_mode", { sessionId: acpSessionId, modeId: sessionMode })
+        )
+      }
       const incarnation: Incarnation = {
         process: agentProcess,
         connection,

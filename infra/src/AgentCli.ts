@@ -1,0 +1,172 @@
+import { readFile } from "node:fs/promises"
+import { Api } from "@sam/bus"
+import { Effect } from "effect"
+import { agentCacheDir, installAgent, isInstalled } from "./AgentInstall.js"
+import { out, parseArgs, table, usage } from "./ApiCli.js"
+import * as LocalClient from "./LocalClient.js"
+import { StackError } from "./StackError.js"
+
+export const USAGE_LINES = `  agents [list]          the agents, whether this machine has them installed, and your credentials
+  agents install [ID…]   install agents (all real ones by default) from the npm registry into the node cache
+  agents credential set ID [--kind api-key|oauth-token|auth-file] [--file F]
+                         store your credential for an agent (read from F, else stdin); encrypted, never shown again
+  agents credential rm ID
+  agents profile list|create --project P --name N --agent ID [--model M] [--permission ask|allow-edits|allow-all]
+                         [--mode task|conversation] [--prompt-append TEXT] | rm --project P prof_…
+  agents env set|rm --project P [--profile prof_…] KEY [VALUE] [--secret]
+                         runtime variables of a project or profile (a profile's wins on the same key)`
+
+const isAgent = (id: string | undefined): id is Api.Harness["id"] => id !== undefined && id in Api.Harnesses
+
+const readValue = (file: string | undefined) =>
+  Effect.tryPromise({
+    try: async () => {
+      if (file !== undefined) return await readFile(file, "utf8")
+      const chunks: Array<Buffer> = []
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+      return Buffer.concat(chunks).toString("utf8")
+    },
+    catch: (cause) => new StackError({ step: "agents", message: `cannot read the credential: ${cause}`, cause })
+  })
+
+const list = Effect.gen(function* () {
+  const api = yield* LocalClient.api()
+  const { credentials } = yield* api.call(Api.AgentEndpoints.listCredentials)
+  const cache = agentCacheDir()
+  const rows = Object.values(Api.Harnesses).map((h) => [
+    h.id,
+    h.name,
+    h.package === undefined ? "built in" : `${h.package.name}@${h.package.version}`,
+    isInstalled(h.id, cache) ? "yes" : "no",
+    h.credentials.length === 0 ? "none needed" : (credentials.find((c) => c.agent === h.id)?.kind ?? "missing")
+  ])
+  return yield* out(`${table([["ID", "NAME", "PACKAGE", "INSTALLED", "YOUR CREDENTIAL"], ...rows])}\n`)
+})
+
+const install = (ids: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const wanted =
+      ids.length > 0
+        ? ids
+        : Object.values(Api.Harnesses)
+            .filter((h) => h.package)
+            .map((h) => h.id)
+    for (const id of wanted) {
+      if (!isAgent(id)) return yield* usage("agents", `sam agents install [${Object.keys(Api.Harnesses).join("|")}]`)
+      yield* out(`installing ${id}…\n`)
+      const dir = yield* installAgent(id)
+      yield* out(`${id}: ${dir ?? "built in"}\n`)
+    }
+  })
+
+const credential = (verb: string | undefined, agent: string | undefined, flags: Record<string, string | undefined>) =>
+  Effect.gen(function* () {
+    if (!isAgent(agent)) return yield* usage("agents", "sam agents credential set|rm ID")
+    const api = yield* LocalClient.api()
+    if (verb === "rm") {
+      yield* api.call(Api.AgentEndpoints.deleteCredential, { params: { agent } })
+      return yield* out(`revoked your ${agent} credential\n`)
+    }
+    if (verb !== "set") return yield* usage("agents", "sam agents credential set|rm ID")
+    const kind = Api.CredentialKind.safeParse(flags.kind ?? "api-key")
+    if (!kind.success) return yield* usage("agents", "--kind api-key|oauth-token|auth-file")
+    const value = yield* readValue(flags.file)
+    const saved = yield* api.call(Api.AgentEndpoints.setCredential, {
+      params: { agent },
+      body: { kind: kind.data, value: kind.data === "auth-file" ? value : value.trim() }
+    })
+    return yield* out(`stored your ${agent} ${saved.kind} (encrypted; updated ${saved.updatedAt})\n`)
+  })
+
+const profile = (verb: string | undefined, id: string | undefined, flags: Record<string, string | undefined>) =>
+  Effect.gen(function* () {
+    const projectId = flags.project
+    if (projectId === undefined) return yield* usage("agents", "sam agents profile list|create|rm --project P …")
+    const api = yield* LocalClient.api()
+    const E = Api.AgentEndpoints
+    if (verb === "list") {
+      const { profiles } = yield* api.call(E.listProfiles, { params: { projectId } })
+      return yield* out(
+        `${table([
+          ["ID", "NAME", "AGENT", "MODEL", "PERMISSIONS", "MODE"],
+          ...profiles.map((p) => [p.id, p.name, p.agent, p.model, p.permissionMode, p.taskMode])
+        ])}\n`
+      )
+    }
+    if (verb === "rm" && id !== undefined) {
+      yield* api.call(E.deleteProfile, { params: { projectId, profileId: id } })
+      return yield* out(`deleted ${id}\n`)
+    }
+    if (verb !== "create" || flags.name === undefined || !isAgent(flags.agent))
+      return yield* usage("agents", "sam agents profile create --project P --name N --agent ID [options]")
+    const created = yield* api.call(E.createProfile, {
+      params: { projectId },
+      body: {
+        name: flags.name,
+        agent: flags.agent,
+        ...(flags.model === undefined ? {} : { model: flags.model }),
+        ...(flags.permission === undefined ? {} : { permissionMode: flags.permission as Api.PermissionMode }),
+        ...(flags.mode === undefined ? {} : { taskMode: flags.mode as "task" | "conversation" }),
+        ...(flags["prompt-append"] === undefined ? {} : { systemPromptAppend: flags["prompt-append"] })
+      }
+    })
+    return yield* out(`${created.id}\n`)
+  })
+
+const env = (verb: string | undefined, words: ReadonlyArray<string>, flags: Record<string, string | undefined>) =>
+  Effect.gen(function* () {
+    const projectId = flags.project
+    const [key, value] = words
+    if (projectId === undefined || key === undefined || (verb === "set" && value === undefined))
+      return yield* usage("agents", "sam agents env set|rm --project P [--profile prof_…] KEY [VALUE] [--secret]")
+    const api = yield* LocalClient.api()
+    const E = Api.AgentEndpoints
+    const profileId = flags.profile
+    const config =
+      verb === "rm"
+        ? profileId === undefined
+          ? yield* api.call(E.projectRuntime.deleteEnv, { params: { projectId, key } })
+          : yield* api.call(E.profileRuntime.deleteEnv, { params: { projectId, profileId, key } })
+        : profileId === undefined
+          ? yield* api.call(E.projectRuntime.setEnv, {
+              params: { projectId },
+              body: { key, value: value!, isSecret: flags.secret === "true" }
+            })
+          : yield* api.call(E.profileRuntime.setEnv, {
+              params: { projectId, profileId },
+              body: { key, value: value!, isSecret: flags.secret === "true" }
+            })
+    return yield* out(
+      `${table([["KEY", "VALUE"], ...config.envVars.map((v) => [v.key, v.isSecret ? "(secret)" : v.value])])}\n`
+    )
+  })
+
+/** `sam agents …`: the catalog, installs, credentials, profiles and runtime variables (ADR 0025). */
+export const agents = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
+  const { flags, words } = parseArgs(args)
+  const [verb, ...rest] = words
+  const run = (() => {
+    switch (verb) {
+      case undefined:
+      case "list":
+        return list
+      case "install":
+        return install(rest)
+      case "credential":
+        return credential(rest[0], rest[1], flags)
+      case "profile":
+        return profile(rest[0], rest[1], flags)
+      case "env":
+        return env(rest[0], rest.slice(1), flags)
+      default:
+        return usage("agents", `\n${USAGE_LINES}`)
+    }
+  })()
+  return (run as Effect.Effect<void, unknown>).pipe(
+    Effect.mapError((e) =>
+      e instanceof StackError
+        ? e
+        : new StackError({ step: "agents", message: e instanceof Error ? e.message : String(e), cause: e })
+    )
+  )
+}

@@ -13,8 +13,11 @@ import { collectReports, is, reportWaiter } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
-/** A runtime whose `delete` fails (I/O) a given number of times per workspace, and whose `stop` dies. */
-const flakyRuntime = (failuresOf: (workspaceId: string) => number) => {
+/**
+ * A runtime whose `delete` fails (I/O) a given number of times per workspace, whose `stop` dies, and
+ * whose workspace `running` is there but cannot spawn a process (I/O).
+ */
+const flakyRuntime = (failuresOf: (workspaceId: string) => number, running: string) => {
   const attempts = new Map<string, number>()
   const count = (key: string) => {
     const n = (attempts.get(key) ?? 0) + 1
@@ -26,9 +29,26 @@ const flakyRuntime = (failuresOf: (workspaceId: string) => number) => {
     kind: "host",
     capabilities: () => Effect.succeed({ docker: false, hostRuntime: true }),
     list: () => Effect.succeed([]),
-    get: () => Effect.succeed(Option.none()),
+    get: (workspaceId) =>
+      Effect.succeed(
+        workspaceId === running
+          ? Option.some({
+              workspaceId,
+              runtime: "host" as const,
+              status: "running" as const,
+              path: "/nonexistent",
+              home: "/nonexistent",
+              createdAt: new Date().toISOString(),
+              updatedAt: new Date().toISOString()
+            })
+          : Option.none()
+      ),
     create: unused,
-    spawn: unused,
+    spawn: (workspaceId) =>
+      Effect.suspend(() => {
+        count(`spawn:${workspaceId}`)
+        return Effect.fail(new RuntimeFailure({ reason: "io", message: "EAGAIN: no process for now" }))
+      }),
     exec: unused,
     start: unused,
     stop: (workspaceId) =>
@@ -61,7 +81,11 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })(
           const transient = makeId("ws")
           const broken = makeId("ws")
           const stopped = makeId("ws")
-          const runtime = flakyRuntime((id) => (id === transient ? 2 : id === broken ? Number.POSITIVE_INFINITY : 0))
+          const spawnless = makeId("ws")
+          const runtime = flakyRuntime(
+            (id) => (id === transient ? 2 : id === broken ? Number.POSITIVE_INFINITY : 0),
+            spawnless
+          )
           const settings = NodeSettings.parse({
             nodeId,
             natsUrl: "unused",
@@ -108,6 +132,26 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })(
           expect(gaveUp.body.message).toContain(`after ${MAX_COMMAND_DELIVERIES} deliveries`)
           expect(runtime.attempts(`delete:${broken}`)).toBe(MAX_COMMAND_DELIVERIES)
           expect(runtime.attempts(`stop:${stopped}`)).toBe(1)
+
+          // An agent that cannot be spawned for an I/O reason: the start is tried again, not refused at
+          // once, and after the last delivery refused as unavailable (the session actor fails it then).
+          const start = NodeProtocol.SessionStart.make({
+            sessionId: makeId("sess"),
+            workspaceId: spawnless,
+            agent: "demo",
+            mode: "conversation",
+            prompt: "say hi"
+          })
+          yield* send(start)
+          const refused = yield* waitFor(
+            "the start given up",
+            is("command.rejected", (r) => r.body.messageId === start.id),
+            "30 seconds"
+          )
+          expect(refused.body).toMatchObject({ code: "unavailable", commandType: "session.start" })
+          expect(refused.body.message).toContain(`gave up after ${MAX_COMMAND_DELIVERIES} deliveries`)
+          expect(refused.body.message).toContain("EAGAIN")
+          expect(runtime.attempts(`spawn:${spawnless}`)).toBeGreaterThanOrEqual(MAX_COMMAND_DELIVERIES)
           const all = yield* reports.all()
           expect(all.filter(is("command.rejected", (r) => r.body.messageId === doomed.id))).toHaveLength(1)
           expect(

@@ -4,6 +4,8 @@ import { Data } from "effect"
 export class AgentStartError extends Data.TaggedError("AgentStartError")<{
   readonly reason: "spawn" | "initialize" | "session"
   readonly message: string
+  /** the runtime failed for a reason that may pass (I/O, the Docker engine): worth another try */
+  readonly transient?: boolean
 }> {}
 
 /** The agent exited while a prompt was in flight; the host restarts it within its budget. */

@@ -32,7 +32,16 @@ export const workspaceSpawner =
       Effect.gen(function* () {
         const proc = yield* runtime
           .spawn(workspaceId, command.argv, { cwd: command.cwd, ...(command.env ? { env: command.env } : {}) })
-          .pipe(Effect.mapError((error) => new AgentStartError({ reason: "spawn", message: error.message })))
+          .pipe(
+            Effect.mapError(
+              (error) =>
+                new AgentStartError({
+                  reason: "spawn",
+                  message: error.message,
+                  transient: error._tag === "RuntimeFailure"
+                })
+            )
+          )
         const stdio = agentStdio(proc, onGarbage)
         const exit = yield* Deferred.make<AgentExit>()
         yield* proc.exitCode.pipe(

@@ -3,9 +3,9 @@ import { freemem, loadavg, totalmem } from "node:os"
 import { Consume, Domain, type Envelope, Publish, Subjects } from "@sam/bus"
 import { Cause, Data, Duration, Effect, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
+import { installedAgents } from "../acp/Harnesses.js"
 import { type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
 import type { NodeSettings } from "./NodeConfig.js"
-import { installedAgents } from "../acp/Harnesses.js"
 import { loadNodeKey } from "./NodeKey.js"
 import { makeReporter } from "./Reporter.js"
 import { makeSessionRecords } from "./SessionRecords.js"
@@ -135,6 +135,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     Effect.gen(function* () {
       const reject = (code: "not_found" | "conflict" | "invalid" | "unavailable" | "busy", message: string) =>
         reporter.rejected({ messageId: command.id, commandType: command.type, subject, code, message })
+      // An agent that could not start for a reason that may pass (I/O) is tried again, as stop and delete are.
+      const refuseOrRetry = (r: {
+        readonly code: "not_found" | "conflict" | "invalid" | "unavailable" | "busy"
+        readonly message: string
+        readonly retry?: boolean
+      }) => (r.retry === true ? Effect.fail(new CommandRetry({ message: r.message })) : reject(r.code, r.message))
       switch (command.type) {
         case "workspace.create": {
           const body = command.body
@@ -204,14 +210,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           )
         }
         case "session.start":
-          return yield* sessions
-            .start(command.body, yield* records.list)
-            .pipe(Effect.catchAll((r) => reject(r.code, r.message)))
+          return yield* sessions.start(command.body, yield* records.list).pipe(Effect.catchAll(refuseOrRetry))
         case "session.prompt": {
           const record = (yield* records.list).find((r) => r.sessionId === command.body.sessionId)
           return yield* sessions
             .prompt(record, command.body.prompt, command.body.promptEpoch)
-            .pipe(Effect.catchAll((r) => reject(r.code, r.message)))
+            .pipe(Effect.catchAll(refuseOrRetry))
         }
         case "session.cancel":
           return yield* sessions.cancel(command.body.sessionId).pipe(Effect.catchAll((r) => reject(r.code, r.message)))

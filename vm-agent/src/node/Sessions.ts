@@ -15,6 +15,8 @@ const { NodeProtocol } = Domain
 type Rejection = {
   readonly code: "not_found" | "conflict" | "invalid" | "unavailable" | "busy"
   readonly message: string
+  /** a failure that may pass (the runtime's I/O): the daemon retries the command instead of refusing it */
+  readonly retry?: boolean
 }
 
 interface Live {
@@ -150,7 +152,13 @@ export const makeSessions = (deps: SessionsDeps) => {
         .pipe(
           Scope.extend(scope),
           Effect.tapError(() => Scope.close(scope, Exit.void)),
-          Effect.mapError((e): Rejection => ({ code: "unavailable", message: `agent did not start: ${e.message}` }))
+          Effect.mapError(
+            (e): Rejection => ({
+              code: "unavailable",
+              message: `agent did not start: ${e.message}`,
+              ...(e.transient === true ? { retry: true } : {})
+            })
+          )
         )
       const turns = yield* Effect.makeSemaphore(1)
       entry.current = {

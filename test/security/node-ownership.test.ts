@@ -225,13 +225,13 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       const taskId = yield* submit(alice, "say the work is done", "task")
       const done = yield* until(taskId, ended)
       expect(done.status).toBe("completed")
-      // The node's own reports from before its result still land, even after the task completed: the
-      // session's idle (its last report before the result) comes after all its events.
+      // The node's own reports from before its result still land, even after the task completed; then the
+      // session sleeps (ADR 0023).
       const before = yield* waitUntil(
-        "the session's last reports applied",
+        "the session's last reports applied and the session asleep",
         observe(taskId).pipe(
           Effect.map((seen) =>
-            seen.snapshot?.activity === "idle" && JSON.stringify(seen.transcript).includes("done") ? seen : undefined
+            seen.snapshot?.activity === "sleeping" && JSON.stringify(seen.transcript).includes("done") ? seen : undefined
           )
         ),
         { timeout: "15 seconds" }

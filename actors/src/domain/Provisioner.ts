@@ -3,6 +3,7 @@ import { Consume, defineMessage, type Envelope, type EnvelopeOf, Publish, regist
 import { Context, Effect } from "effect"
 import { z } from "zod"
 import { NodeProvisionRequested } from "./NodeActor.js"
+import { settleMs } from "./Reconciler.js"
 
 /** Where nodes come from: the local provider (vm-agent processes here) or a cloud (Hetzner, later). */
 export class NodeProvider extends Context.Tag("sam/NodeProvider")<
@@ -80,8 +81,10 @@ export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(f
     )
   const once = Effect.gen(function* () {
     const machines = yield* provider.list()
-    const rows = yield* sql<{ id: string; status: string }>`
-      SELECT id, status FROM nodes WHERE id IN ${sql.in(machines.length > 0 ? [...machines] : [""])}
+    // A node created a moment ago may not be provisioned yet: only rows that kept their status count.
+    const rows = yield* sql<{ id: string; status: string; settled: boolean }>`
+      SELECT id, status, updated_at < now() - make_interval(secs => ${settleMs() / 1000}) AS settled FROM nodes
+      WHERE id IN ${sql.in(machines.length > 0 ? [...machines] : [""])}
         OR (provider = 'local' AND status IN ('provisioning', 'running', 'warm'))`
     const status = new Map(rows.map((r) => [r.id, r.status]))
     for (const nodeId of machines) {
@@ -96,7 +99,7 @@ export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(f
     }
     const have = new Set(machines)
     for (const row of rows) {
-      if (have.has(row.id) || !["provisioning", "running", "warm"].includes(row.status)) continue
+      if (have.has(row.id) || !row.settled || !["provisioning", "running", "warm"].includes(row.status)) continue
       yield* provider.provision(row.id)
       yield* audit(row.id, `${row.status} in the ledger, but its machine was gone`, "provisioned")
     }

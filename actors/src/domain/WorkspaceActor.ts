@@ -258,9 +258,10 @@ const rejected = (state: State, body: z.output<typeof C.WorkspaceCommandRejected
 }
 
 /**
- * A user's stop or delete. The node is told (`workspace.stop`, then `workspace.delete` for a delete)
- * and reports the outcome; the workspace's live sessions are stopped and its task, if it has not
- * ended, is cancelled: nothing is left showing as working in a workspace that is gone.
+ * A stop or delete (a user's, or the idle reclaim's). The node is told (`workspace.stop`, then
+ * `workspace.delete` for a delete) and reports the outcome; the workspace's active sessions (for a
+ * delete also its sleeping ones) are stopped and its task, if it has not ended, is cancelled: nothing
+ * is left showing as working in a workspace that is gone.
  */
 const stopOrDelete = (
   state: State,
@@ -300,8 +301,10 @@ const stopOrDelete = (
       0,
       1000
     )
+  // A stop keeps the workspace's files: a sleeping session stays asleep there (ADR 0023); a delete ends it.
+  const ending = kind === "stop" ? state.activeSessions : state.liveSessions
   const cascade = [
-    ...state.liveSessions.map((sessionId) =>
+    ...ending.map((sessionId) =>
       Actor.to(
         SessionRef,
         sessionId,

@@ -1,0 +1,61 @@
+import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+
+/** A process of this machine, as /proc shows it (processes that end while read are skipped). */
+export interface Proc {
+  readonly pid: number
+  readonly ppid: number
+  readonly cmdline: string
+  /** its working directory, when readable */
+  readonly cwd: string
+  /** resident memory in KiB */
+  readonly rssKiB: number
+}
+
+const read = (pid: number): Proc | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // comm may hold spaces and parentheses: the fields after the last ")" are fixed.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    const status = readFileSync(`/proc/${pid}/status`, "utf8")
+    const rss = /VmRSS:\s+(\d+)/.exec(status)
+    let cwd = ""
+    try {
+      cwd = readlinkSync(`/proc/${pid}/cwd`)
+    } catch {}
+    return {
+      pid,
+      ppid: Number(fields[1]),
+      cmdline: readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " "),
+      cwd,
+      rssKiB: rss === null ? 0 : Number(rss[1])
+    }
+  } catch {
+    return undefined
+  }
+}
+
+/** Every process of the machine. */
+export const processes = (): ReadonlyArray<Proc> =>
+  readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .map((name) => read(Number(name)))
+    .filter((p) => p !== undefined)
+
+/** `root` and all its descendants. */
+export const processTree = (root = process.pid): ReadonlyArray<Proc> => {
+  const all = processes()
+  const children = new Map<number, Array<Proc>>()
+  for (const p of all) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p])
+  const out: Array<Proc> = []
+  const visit = (pid: number) => {
+    const self = all.find((p) => p.pid === pid)
+    if (self !== undefined) out.push(self)
+    for (const child of children.get(pid) ?? []) visit(child.pid)
+  }
+  visit(root)
+  return out
+}
+
+/** Resident memory of `root`'s process tree, in MiB. */
+export const treeRssMiB = (root = process.pid) =>
+  Math.round(processTree(root).reduce((sum, p) => sum + p.rssKiB, 0) / 1024)

@@ -141,7 +141,7 @@ const env = (verb: string | undefined, words: ReadonlyArray<string>, flags: Reco
     )
   })
 
-/** `sam agents …`: the catalog, installs, credentials, profiles and runtime variables (ADR 0025). */
+/** `sam agents …`: the catalog, installs, credentials, profiles and runtime variables (ADR 0024). */
 export const agents = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   const { flags, words } = parseArgs(args)
   const [verb, ...rest] = words

@@ -37,7 +37,7 @@ export const isInstalled = (agent: AgentKind, cache = agentCacheDir()) => {
 
 /**
  * Install a harness's pinned packages (and its own Node, when it needs a newer one than the host's) from the npm
- * registry into `<cache>/<id>@<version>`, with no install scripts run (ADR 0025): into a temporary directory first,
+ * registry into `<cache>/<id>@<version>`, with no install scripts run (ADR 0024): into a temporary directory first,
  * renamed into place once complete, so a half-done install is never taken for one. Nothing to do when it is there.
  */
 export const installAgent = Effect.fn("AgentInstall.install")(function* (

@@ -5,7 +5,7 @@ import { Effect } from "effect"
 import { StackError } from "./StackError.js"
 
 /**
- * The embedded setup's master key for secrets at rest (design §9, ADR 0025): unless SAM_MASTER_KEY or
+ * The embedded setup's master key for secrets at rest (design §9, ADR 0024): unless SAM_MASTER_KEY or
  * SAM_MASTER_KEY_FILE is set, `<data dir>/master.key` (0600), generated the first time, and SAM_MASTER_KEY_FILE
  * pointed at it for the control plane and the gateway in this process. Losing it loses every stored credential.
  */

@@ -34,7 +34,7 @@ const reveal = (row: AssetRow) => (row.isSecret ? SecretBox.open(row.value) : Ef
 
 /**
  * What the agent of a task's session starts with, resolved in the control plane so the node gets one payload
- * (ADR 0025): the submitter's credential for the agent (as its variable, or its file in the workspace user's home),
+ * (ADR 0024): the submitter's credential for the agent (as its variable, or its file in the workspace user's home),
  * the project's and the task's profile's runtime variables and files, and the profile's model, mode and prompt
  * addition. A missing credential is not an error here: the launch says why, and the node refuses the start with
  * that reason, which fails the task. Nothing of it is logged.

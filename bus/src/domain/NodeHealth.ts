@@ -14,7 +14,7 @@ export const NodeHealthRecord = z.object({
   diskPercent: z.number().min(0).max(100),
   activeWorkspaces: z.number().int().nonnegative(),
   promptingSessions: z.array(SessionId).max(1000),
-  /** the node's public curve key, for sealing what only it may read (ADR 0025) */
+  /** the node's public curve key, for sealing what only it may read (ADR 0024) */
   xkey: z.string().max(64).optional(),
   workspaces: z
     .array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) }))

@@ -71,7 +71,7 @@ export const SessionStart = defineMessage(
     prompt: z.string().min(1).max(200_000),
     /** the agent's own session id from an earlier run, to load rather than start anew */
     acpSessionId: z.string().max(256).optional(),
-    /** credential, runtime variables and files, model and mode, sealed to this node's xkey (ADR 0025) */
+    /** credential, runtime variables and files, model and mode, sealed to this node's xkey (ADR 0024) */
     launch: SealedLaunch.optional()
   }),
   { durable: true }
@@ -138,7 +138,7 @@ export const Heartbeat = defineMessage(
     diskPercent: z.number().min(0).max(100),
     activeWorkspaces: z.number().int().nonnegative(),
     promptingSessions: z.array(SessionId).max(1000),
-    /** the node's public curve key: what a session's launch is sealed to (ADR 0025) */
+    /** the node's public curve key: what a session's launch is sealed to (ADR 0024) */
     xkey: NodeXkey.optional(),
     /** what the node holds, for the control plane's reconciler (ADR 0023); absent from older vm-agents */
     workspaces: z

@@ -12,7 +12,7 @@ const project = (principal: Principal, projectId: string) =>
 const profile = (principal: Principal, projectId: string, profileId: string) =>
   Effect.as(Agents.requireProfile(principal, projectId, profileId), { projectId, profileId })
 
-/** The harness catalog, a user's agent credentials, and a project's agent profiles and runtime assets (ADR 0025). */
+/** The harness catalog, a user's agent credentials, and a project's agent profiles and runtime assets (ADR 0024). */
 export const routes = [
   Route.make(E.listAgents, () => Effect.succeed(Agents.catalog())),
   Route.make(E.listCredentials, ({ principal }) => Agents.listCredentials(principal)),

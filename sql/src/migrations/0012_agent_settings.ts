@@ -3,7 +3,7 @@ import { Effect } from "effect"
 
 /**
  * Agent credentials per user, agent profiles per project, and runtime variables and files of projects and
- * profiles (ADR 0025). Every credential and every secret runtime value is AES-256-GCM ciphertext (`SecretBox`);
+ * profiles (ADR 0024). Every credential and every secret runtime value is AES-256-GCM ciphertext (`SecretBox`);
  * a non-secret runtime value is kept as it is. `task_agent_profiles` remembers which profile a task was
  * submitted with, so that its session starts with that profile's settings.
  */

@@ -22,7 +22,7 @@ const refuse = (message: string) => Effect.fail<StartRefusal>({ code: "unavailab
 const WRITE_FILE = 'umask 077 && mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
 
 /**
- * What a session's agent starts as (ADR 0025): the launch the control plane sealed to this node is opened here,
+ * What a session's agent starts as (ADR 0024): the launch the control plane sealed to this node is opened here,
  * its files are written into the workspace as the workspace's user (0600; `~/…` in its home, else in the
  * checkout), and its variables go to the agent's process only, never to the workspace's env file. A real agent
  * needs its launch (it holds the credential) and its pinned install in the node's cache.

@@ -10,7 +10,7 @@ export interface NodeKey {
 }
 
 /**
- * The node's curve key pair (ADR 0025), kept in `<dataDir>/node.xkey` (0600, root's when the vm-agent is root) so a
+ * The node's curve key pair (ADR 0024), kept in `<dataDir>/node.xkey` (0600, root's when the vm-agent is root) so a
  * launch sealed before a restart still opens after it, and a session reloads with its credential.
  */
 export const loadNodeKey = (dataDir: string) =>

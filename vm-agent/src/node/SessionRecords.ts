@@ -19,7 +19,7 @@ export const SessionRecord = z.object({
   promptEpoch: z.number().int().nonnegative(),
   /** a turn was running when this was saved: after a node restart it is reported lost (ADR 0021) */
   turnInFlight: z.boolean().optional(),
-  /** the launch as the control plane sealed it to this node: ciphertext, opened at each agent start (ADR 0025) */
+  /** the launch as the control plane sealed it to this node: ciphertext, opened at each agent start (ADR 0024) */
   launch: Domain.AgentLaunch.SealedLaunch.optional()
 })
 export type SessionRecord = z.infer<typeof SessionRecord>

@@ -42,7 +42,7 @@ export interface SessionsDeps {
   readonly cancelGraceMs: number
   /** the daemon's scope: sessions live in child scopes of it */
   readonly scope: Scope.Scope
-  /** opens the launches sealed to this node (ADR 0025) */
+  /** opens the launches sealed to this node (ADR 0024) */
   readonly key?: NodeKey
 }
 
@@ -103,7 +103,7 @@ export const makeSessions = (deps: SessionsDeps) => {
       // The agent runs where the workspace is, as its user and with its environment only (ADR 0014). Its state
       // lives in that user's home: outside the checkout (task commits take all of it), across agent restarts.
       const stateDir = posix.join(workspace.value.home, ".sam", "agents", record.sessionId)
-      // its credential, runtime files and variables, opened from the sealed launch (ADR 0025)
+      // its credential, runtime files and variables, opened from the sealed launch (ADR 0024)
       const { command, promptAppend } = yield* agentStart({
         record,
         workspace: workspace.value,

@@ -6,11 +6,13 @@ import {
   expectNothingWorking,
   pids,
   processTree,
+  said,
   sleeping,
   stackProcesses,
   startTurns,
   type Turn,
   ticking,
+  transcript,
   untilCompleted,
   untilLost
 } from "./Turns.js"
@@ -144,6 +146,59 @@ describe("the fault matrix: every turn ends truthfully", async () => {
     expect(statuses, "the API while Postgres was frozen").toContain(503)
     const ends = await Promise.all([task, conversation].map((turn) => untilCompleted(client, turn, TICKS, 60_000)))
     log("Postgres SIGSTOP 10 s", cleared, [task, conversation], ends)
+    await expectNothingWorking(client, projectId)
+  }, 90_000)
+
+  it("a permission answer in flight when the vm-agent dies: the transcript says the agent never had it", async () => {
+    const created = await client.call("POST", `/projects/${projectId}/tasks`, {
+      prompt: "say asking\nask-permission Deploy\nsay deployed",
+      mode: "conversation"
+    })
+    expect(created.status).toBe(201)
+    const taskId = created.body.id as string
+    const asked = await waitFor(
+      "the permission request in the snapshot",
+      async () => {
+        const task = (await client.call("GET", `/tasks/${taskId}`)).body
+        if (!task.sessionId) return undefined
+        const session = (await client.call("GET", `/sessions/${task.sessionId}`)).body
+        const request = session.snapshot?.permissions?.[0]
+        return request === undefined ? undefined : { task, request }
+      },
+      45_000
+    )
+    const { sessionId, nodeId } = asked.task
+    const requestId = asked.request.requestId as string
+    // The vm-agent freezes, the answer is recorded and sent, and the vm-agent dies before it reads it.
+    const pid = (await waitFor("the vm-agent", () => vmAgentPid(nodeId), 5_000)) as number
+    process.kill(pid, "SIGSTOP")
+    const answer = await client.call("POST", `/sessions/${sessionId}/permissions/${requestId}`, { optionId: "allow" })
+    expect(answer.status).toBe(202)
+    process.kill(pid, "SIGKILL")
+    const cleared = Date.now()
+    const turn: Turn = { mode: "conversation", taskId, sessionId, nodeId }
+    await untilLost(client, turn, 60_000, true)
+    const { entries } = await waitFor(
+      "the answer recorded as undelivered",
+      async () => {
+        const page = await transcript(client, sessionId)
+        return page.entries.some((e) => e.event.type === "permission-resolved" && e.event.outcome === "undelivered")
+          ? page
+          : undefined
+      },
+      30_000
+    )
+    console.log(`permission answer lost with its vm-agent: said so ${Date.now() - cleared} ms after the kill`)
+    expect(entries.map((e) => e.seq)).toEqual(entries.map((_, i) => i + 1))
+    const answered = entries.findIndex((e) => e.event.type === "permission-answered")
+    const undelivered = entries.findIndex(
+      (e) => e.event.type === "permission-resolved" && e.event.outcome === "undelivered"
+    )
+    expect(entries[answered]?.event).toMatchObject({ requestId, outcome: "allow" })
+    expect(entries[undelivered]?.event).toMatchObject({ requestId, source: "control_plane" })
+    expect(entries[undelivered]?.event.reason).toContain("the node refused session.permission-answer")
+    expect(undelivered).toBeGreaterThan(answered)
+    expect(said(entries)).not.toContain("deployed")
     await expectNothingWorking(client, projectId)
   }, 90_000)
 

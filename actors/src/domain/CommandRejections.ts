@@ -51,7 +51,8 @@ export const rejectionRoutes = (session: Pick<AnyActorKind, "name" | "shards">):
         case "session.start":
         case "session.prompt":
         case "session.cancel":
-        case "session.stop": {
+        case "session.stop":
+        case "session.permission-answer": {
           const { sessionId } = command.body
           const promptEpoch =
             command.type === "session.prompt"
@@ -67,6 +68,7 @@ export const rejectionRoutes = (session: Pick<AnyActorKind, "name" | "shards">):
                 sessionId,
                 commandType: command.type,
                 ...(promptEpoch === undefined ? {} : { promptEpoch }),
+                ...(command.type === "session.permission-answer" ? { requestId: command.body.requestId } : {}),
                 ...rejection
               },
               meta

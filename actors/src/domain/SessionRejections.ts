@@ -8,8 +8,10 @@ import type { Deps, Helpers, Reaction } from "./SessionReports.js"
  * sent it (ADR 0019). A refused `session.start` fails the session (and its task) with the node's
  * reason; a refused `session.prompt` ends that prompt's turn as failed, with a `turn-failed`
  * transcript entry, and the session waits for another prompt (it fails when the node does not have
- * it at all); a refused cancel or stop changes nothing (a stopped session is stopped either way, and
- * `session.user-cancel` asks the node only while a turn is in flight).
+ * it at all); a refused permission answer (the agent no longer waits for it: its turn ended, or the
+ * vm-agent restarted) gets a `permission-resolved` entry with outcome `undelivered`, so the transcript
+ * does not end on an answer the agent never had; a refused cancel or stop changes nothing (a stopped
+ * session is stopped either way, and `session.user-cancel` asks the node only while a turn is in flight).
  */
 
 const { SessionEvents } = Domain
@@ -41,6 +43,7 @@ export const rejected = (deps: Deps, state: State, command: Command, h: Helpers)
       return { ...failed, send: [...(failed.send ?? []), ...h.toTask(row, "failed", reason)] }
     })
   }
+  if (body.commandType === "session.permission-answer") return undelivered(state, row, command, reason, h)
   if (body.commandType !== "session.prompt") return log.pipe(Effect.as({ state }))
   const promptEpoch = body.promptEpoch ?? row.promptEpoch
   return Effect.gen(function* () {
@@ -86,3 +89,38 @@ export const rejected = (deps: Deps, state: State, command: Command, h: Helpers)
     } satisfies Reaction
   })
 }
+
+/** The node refused a permission answer: say in the transcript that the agent never had it. */
+const undelivered = (state: State, row: Ledger.SessionRow, command: Command, reason: string, h: Helpers) =>
+  Effect.gen(function* () {
+    yield* Effect.logWarning(`session ${row.id}: ${reason}`)
+    const seq = row.lastSeq + 1
+    const said = {
+      type: "permission-resolved" as const,
+      requestId: command.body.requestId ?? null,
+      outcome: "undelivered",
+      reason,
+      source: "control_plane"
+    }
+    const next = h.bump(row, { lastSeq: seq })
+    const entry: Ledger.TranscriptEntry = {
+      seq,
+      type: said.type,
+      payload: said,
+      nodeSeq: null,
+      promptEpoch: row.promptEpoch,
+      reportId: command.id
+    }
+    return {
+      state: { ...state, row: next, transcript: [entry] },
+      events: [
+        h.event(
+          next,
+          SessionEvents.SessionEventAppended.make(
+            { sessionId: row.id, seq, promptEpoch: row.promptEpoch, event: said },
+            h.meta
+          )
+        )
+      ]
+    } satisfies Reaction
+  })

@@ -459,15 +459,24 @@ export const WorkspaceCommandRejected = defineMessage(
 /**
  * A session command refused: a refused `session.start` fails the session, a refused
  * `session.prompt` ends that prompt's turn as failed (the session fails when the node does not
- * have it); the reason goes into the transcript.
+ * have it), a refused `session.permission-answer` (`requestId`) is recorded as never delivered; the
+ * reason goes into the transcript.
  */
 export const SessionCommandRejected = defineMessage(
   "session.command-rejected",
   z.object({
     sessionId: SessionId,
-    commandType: z.enum(["session.start", "session.prompt", "session.cancel", "session.stop"]),
+    commandType: z.enum([
+      "session.start",
+      "session.prompt",
+      "session.cancel",
+      "session.stop",
+      "session.permission-answer"
+    ]),
     /** the refused prompt's epoch (`session.start` is epoch 1) */
     promptEpoch: z.number().int().nonnegative().optional(),
+    /** the permission request a refused `session.permission-answer` answered */
+    requestId: z.string().max(128).optional(),
     ...rejection
   }),
   { durable: true }

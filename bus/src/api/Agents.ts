@@ -24,6 +24,8 @@ export interface CredentialSpec {
   readonly file?: string
   /** variables set beside a file credential, `~` meaning the workspace user's home */
   readonly fileEnv?: Readonly<Record<string, string>>
+  /** the ACP `authenticate` method the agent wants before `session/new` with this credential */
+  readonly authMethod?: string
   readonly label: string
 }
 
@@ -96,7 +98,7 @@ export const Harnesses: Readonly<Record<AgentKind, Harness>> = {
       extra: ["@zed-industries/codex-acp-linux-x64@0.16.0"]
     },
     credentials: [
-      { kind: "api-key", env: "OPENAI_API_KEY", label: "OpenAI API key" },
+      { kind: "api-key", env: "OPENAI_API_KEY", label: "OpenAI API key", authMethod: "openai-api-key" },
       {
         kind: "auth-file",
         file: "~/.codex/auth.json",
@@ -105,7 +107,9 @@ export const Harnesses: Readonly<Record<AgentKind, Harness>> = {
       }
     ],
     modelEnv: "OPENAI_MODEL",
-    models: ["gpt-5-codex", "gpt-5"]
+    models: ["gpt-5-codex", "gpt-5"],
+    // `auto` runs commands in Codex's bubblewrap sandbox, which needs `bwrap` in the workspace
+    modes: { ask: "read-only", "allow-edits": "auto", "allow-all": "full-access" }
   },
   gemini: {
     id: "gemini",

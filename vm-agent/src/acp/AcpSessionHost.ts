@@ -213,8 +213,14 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         turn = undefined
         yield* SubscriptionRef.set(status, "idle")
         if (answer === undefined || answer._tag === "Left") {
-          const error = (answer?.left.error ?? {}) as { readonly message?: string; readonly code?: number }
-          const message = String(error.message ?? error)
+          const error = (answer?.left.error ?? {}) as {
+            readonly message?: string
+            readonly code?: number
+            readonly data?: { readonly message?: unknown }
+          }
+          // JSON-RPC's message is generic ("Internal error"); agents put the provider's reason in data.message.
+          const detail = typeof error.data?.message === "string" ? error.data.message : undefined
+          const message = String(error.message ?? error) + (detail === undefined ? "" : `: ${detail.slice(0, 500)}`)
           emit({ type: "turn-failed", message })
           return yield* new AgentProtocolError({ message, code: error.code ?? 0 })
         }

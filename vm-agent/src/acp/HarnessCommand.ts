@@ -5,4 +5,6 @@ export interface HarnessCommand {
   readonly env?: Readonly<Record<string, string>>
   /** the ACP session mode set (`session/set_mode`) after the session is created or loaded */
   readonly sessionMode?: string
+  /** the ACP `authenticate` method called after `initialize`, for agents that want one (Codex with an API key) */
+  readonly authMethod?: string
 }

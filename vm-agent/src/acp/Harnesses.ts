@@ -50,6 +50,9 @@ export const realAgentCommand = (options: {
   const binary = !entry.endsWith(".js")
   const node = pkg.node === undefined ? options.node : posix.join(dir, Api.HARNESS_NODE)
   const home = (value: string) => (value.startsWith("~/") ? posix.join(options.home, value.slice(2)) : value)
+  const authMethod = harness.credentials.find(
+    (c) => c.authMethod !== undefined && c.env !== undefined && options.launch.env[c.env] !== undefined
+  )?.authMethod
   const fileEnv: Record<string, string> = {}
   for (const spec of harness.credentials) {
     if (spec.file !== undefined && options.launch.files.some((f) => f.path === spec.file))
@@ -66,7 +69,8 @@ export const realAgentCommand = (options: {
         ? { [harness.modelEnv]: options.launch.model }
         : {})
     },
-    ...(options.launch.sessionMode === undefined ? {} : { sessionMode: options.launch.sessionMode })
+    ...(options.launch.sessionMode === undefined ? {} : { sessionMode: options.launch.sessionMode }),
+    ...(authMethod === undefined ? {} : { authMethod })
   }
 }
 

@@ -101,6 +101,10 @@ export const startIncarnation = (options: {
         })
       )
       const canLoad = init.agentCapabilities?.loadSession === true
+      const authMethod = options.command.authMethod
+      if (authMethod !== undefined) {
+        yield* rpc("initialize", () => connection.agent.request("authenticate", { methodId: authMethod }))
+      }
       // Until the incarnation exists, nothing the agent says is reported: session/load replays the conversation,
       // which is already in the transcript.
       let acpSessionId: string

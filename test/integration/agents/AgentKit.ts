@@ -1,0 +1,124 @@
+import { execFileSync } from "node:child_process"
+import { readdir, readFile } from "node:fs/promises"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import type { Api } from "@sam/bus"
+import { FeedClient } from "@sam/gateway/client"
+import { Effect } from "effect"
+import { expect } from "vitest"
+import { LocalNodes } from "../../src/ControlPlaneHarness.js"
+import { waitUntil } from "../../src/Env.js"
+import { GatewayUrl, type TestUser } from "../../src/index.js"
+import { recorded, untilTask } from "../gateway/RestKit.js"
+
+/** Everything the ledger holds, as text: every row of every table. */
+export const ledgerText = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const tables = yield* sql<{ name: string }>`
+    SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'`
+  const parts: Array<string> = []
+  for (const { name } of tables) {
+    const rows = yield* sql<{ text: string | null }>`SELECT string_agg(t::text, ' ') AS text FROM ${sql(name)} t`
+    parts.push(rows[0]?.text ?? "")
+  }
+  return parts.join("\n")
+})
+
+/** Every vm-agent log, and every workspace's env file (what its shells and terminals start with). */
+export const nodeFiles = Effect.gen(function* () {
+  const { dir } = yield* LocalNodes
+  return yield* Effect.promise(async () => {
+    const out: Array<{ path: string; text: string }> = []
+    const walk = async (path: string, depth: number): Promise<void> => {
+      for (const entry of await readdir(path, { withFileTypes: true }).catch(() => [])) {
+        const full = join(path, entry.name)
+        if (entry.isDirectory() && depth < 6 && entry.name !== "checkout" && entry.name !== "home")
+          await walk(full, depth + 1)
+        else if (
+          entry.isFile() &&
+          (entry.name === "vm-agent.log" || entry.name === "env" || entry.name.endsWith(".json"))
+        )
+          out.push({ path: full, text: await readFile(full, "utf8").catch(() => "") })
+      }
+    }
+    await walk(dir, 0)
+    return out
+  })
+})
+
+/** A feed client following the project; the frames it received so far. */
+export const follow = (user: TestUser, projectId: string) =>
+  Effect.acquireRelease(
+    Effect.gen(function* () {
+      const baseUrl = yield* GatewayUrl
+      const frames: Array<Api.ServerFrame> = []
+      const client = new FeedClient({
+        baseUrl,
+        token: user.token,
+        projects: [projectId],
+        onFrame: (f) => frames.push(f)
+      })
+      return { client, frames }
+    }),
+    ({ client }) => Effect.sync(() => client.close())
+  )
+
+/** A file of the task branch `sam/<taskId>` in the task's workspace checkout. */
+export const branchFile = (taskId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const ws = yield* sql<{ id: string }>`SELECT workspace_id AS id FROM tasks WHERE id = ${taskId}`
+    const { dir } = yield* LocalNodes
+    const checkout = execFileSync("find", [dir, "-type", "d", "-path", `*${ws[0]!.id}*`, "-name", ".git"], {
+      encoding: "utf8"
+    })
+      .trim()
+      .split("\n")[0]!
+      .replace(/\/\.git$/, "")
+    return (path: string) =>
+      execFileSync("git", ["-c", `safe.directory=${checkout}`, "-C", checkout, "show", `sam/${taskId}:${path}`], {
+        encoding: "utf8"
+      })
+  })
+
+/**
+ * Follow a task's session on the feed as soon as it exists, wait for the task to end, and return its row and the
+ * session's events as the feed client received them (a catch-up of what came before the subscription, then live).
+ */
+export const runTask = (
+  feed: { readonly client: FeedClient; readonly frames: Array<Api.ServerFrame> },
+  taskId: string
+) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const opened = yield* untilTask(taskId, "has a session", (r) => r.sessionId !== null, "120 seconds")
+    yield* waitUntil(
+      "the session is open",
+      sql`SELECT 1 FROM sessions WHERE id = ${opened.sessionId}`.pipe(Effect.map((rows) => rows[0]))
+    )
+    feed.client.subscribe({ sessions: [{ sessionId: opened.sessionId!, afterSeq: 0 }] })
+    const done = yield* untilTask(taskId, "ends", (r) => ["completed", "failed"].includes(r.status), "150 seconds")
+    const events = yield* waitUntil(
+      "the feed shows the turn's end",
+      Effect.sync(() => {
+        const seen = feed.frames.flatMap((f) =>
+          f.type === "session.event" && f.sessionId === done.sessionId ? [f.event as { type: string }] : []
+        )
+        return seen.some((e) => e.type === "turn-ended" || e.type === "turn-failed") ? seen : undefined
+      }),
+      { timeout: "20 seconds" }
+    )
+    return { done, events }
+  })
+
+/** `secret` is nowhere but in the agent's process: not in the ledger, the node's logs and env files, any API response. */
+export const expectSecretKept = (secret: string) =>
+  Effect.gen(function* () {
+    expect((yield* ledgerText).includes(secret)).toBe(false)
+    for (const file of yield* nodeFiles) expect(file.text.includes(secret), file.path).toBe(false)
+    for (const response of recorded) expect(response.text.includes(secret), response.path).toBe(false)
+  })
+
+export const masterKeyForTests = () => {
+  process.env.SAM_MASTER_KEY ??= Buffer.alloc(32, 7).toString("base64")
+}

@@ -1,0 +1,114 @@
+import { layer } from "@effect/vitest"
+import { AgentInstall } from "@sam/infra"
+import { Effect } from "effect"
+import { expect } from "vitest"
+import { startFakeOpenAI } from "../../src/FakeOpenAI.js"
+import { GatewayEnv, makeUser } from "../../src/index.js"
+import { api, createProject, untilTask } from "../gateway/RestKit.js"
+import { branchFile, expectSecretKept, follow, masterKeyForTests, runTask } from "./AgentKit.js"
+
+masterKeyForTests()
+
+const KEY = "sk-proj-FAKECODEXKEY-c2FtLWNvZGV4LWUyZQ"
+const BAD_KEY = "sk-proj-REVOKEDCODEX-bm90LXJlYWw"
+
+/** Codex reaches a provider through its config.toml: a project runtime file in the workspace user's home. */
+const codexConfig = (url: string) => `model = "gpt-5-codex"
+model_provider = "fake"
+
+[model_providers.fake]
+name = "fake OpenAI"
+base_url = "${url}/v1"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+`
+
+const setup = (url: string, key: string) =>
+  Effect.gen(function* () {
+    const alice = yield* makeUser("Alice")
+    const projectId = yield* createProject(alice, "codex")
+    const saved = yield* api(alice, "PUT", "/agent-credentials/codex", { body: { kind: "api-key", value: key } })
+    expect(saved.status).toBe(200)
+    const file = yield* api(alice, "PUT", `/projects/${projectId}/runtime/files`, {
+      body: { path: "~/.codex/config.toml", content: codexConfig(url) }
+    })
+    expect(file.status).toBe(200)
+    const profile = yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
+      body: { name: "codex", agent: "codex", permissionMode: "allow-all" }
+    })
+    expect(profile.status).toBe(201)
+    return { alice, projectId, profileId: profile.body.id as string }
+  })
+
+layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
+  "Codex end to end (fake OpenAI Responses API)",
+  (it) => {
+    it.scoped(
+      "a task with the Codex profile streams reasoning, text and a command that edits a file; it is committed",
+      () =>
+        Effect.gen(function* () {
+          yield* AgentInstall.installAgent("codex")
+          const fake = yield* startFakeOpenAI
+          const { alice, projectId, profileId } = yield* setup(fake.url, KEY)
+          const feed = yield* follow(alice, projectId)
+          fake.script(
+            {
+              items: [
+                { type: "reasoning", text: "The user wants hello.txt; a shell command will do." },
+                { type: "message", text: "Creating hello.txt." },
+                {
+                  type: "function_call",
+                  name: "exec_command",
+                  arguments: { cmd: "printf 'hello from codex\\n' > hello.txt" }
+                }
+              ]
+            },
+            { items: [{ type: "message", text: "All done: hello.txt exists." }] }
+          )
+          const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+            body: { prompt: "create hello.txt", profileId }
+          })
+          expect(created.status).toBe(201)
+          expect(created.body).toMatchObject({ agent: "codex", mode: "task" })
+          const taskId = created.body.id as string
+          const { done, events } = yield* runTask(feed, taskId)
+          expect(done.errorReason).toBeNull()
+          expect(done).toMatchObject({ status: "completed", branch: `sam/${taskId}` })
+          expect(fake.requests.length).toBeGreaterThanOrEqual(2)
+          expect(fake.requests.every((r) => r.authorization === `Bearer ${KEY}`)).toBe(true)
+
+          const text = JSON.stringify(events)
+          expect(events.some((e) => e.type === "thought")).toBe(true)
+          expect(text).toContain("a shell command will do")
+          expect(text).toContain("Creating hello.txt.")
+          expect(text).toContain("All done")
+          expect(events.some((e) => e.type === "tool-call")).toBe(true)
+          expect((yield* branchFile(taskId))("hello.txt")).toBe("hello from codex\n")
+          yield* expectSecretKept(KEY)
+        })
+    )
+
+    it.scoped("a bad key ends the task with the provider's error, which holds no secret", () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeOpenAI
+        const { alice, projectId, profileId } = yield* setup(fake.url, BAD_KEY)
+        fake.script({ status: 401 }, { status: 401 }, { status: 401 })
+        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+          body: { prompt: "create hello.txt", profileId }
+        })
+        const failed = yield* untilTask(
+          created.body.id,
+          "ends",
+          (r) => ["completed", "failed"].includes(r.status),
+          "90 seconds"
+        )
+        expect(failed.status).toBe("failed")
+        expect(failed.errorReason).toMatch(/401|Unauthorized|API key/i)
+        expect(failed.errorReason).not.toContain(BAD_KEY)
+        yield* expectSecretKept(BAD_KEY)
+      })
+    )
+  }
+)

@@ -103,11 +103,18 @@ export const api = async (gateway: string, dataDir: string): Promise<Api> => {
   }
 }
 
+/** Thrown by a `waitFor` check: what it waits for cannot happen any more. */
+export class Stop extends Error {}
+
 /** Poll `check` until it returns a value (not undefined/false), or fail after `ms`. */
 export const waitFor = async <A>(what: string, check: () => Promise<A | undefined | false>, ms = 30_000) => {
   const deadline = Date.now() + ms
   for (;;) {
-    const value = await check().catch(() => undefined)
+    // A check that throws a Stop gives up at once (the awaited state can no longer come); other errors are retried.
+    const value = await check().catch((error) => {
+      if (error instanceof Stop) throw error
+      return undefined
+    })
     if (value !== undefined && value !== false) return value as A
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((done) => setTimeout(done, 100))

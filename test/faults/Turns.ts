@@ -1,6 +1,6 @@
 import { readdir, readFile, readlink } from "node:fs/promises"
 import { expect } from "vitest"
-import { type Api, exec, waitFor } from "./SamUp.js"
+import { type Api, exec, Stop, waitFor } from "./SamUp.js"
 
 /**
  * The fault matrix's view of a turn, through the HTTP API only (what a user or a client sees):
@@ -56,6 +56,8 @@ export const startTurns = async (client: Api, projectId: string, prompt: string,
       `${mode} ${taskId} to run`,
       async () => {
         const task = await getTask(client, taskId)
+        if (["completed", "failed", "cancelled"].includes(task.status))
+          throw new Stop(`${mode} ${taskId} ended before its turn ran: ${JSON.stringify(task)}`)
         return task.status === "in_progress" && task.sessionId && task.nodeId ? task : undefined
       },
       ms

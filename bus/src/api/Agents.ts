@@ -114,7 +114,7 @@ export const Harnesses: Readonly<Record<AgentKind, Harness>> = {
   gemini: {
     id: "gemini",
     name: "Gemini CLI",
-    args: ["--experimental-acp"],
+    args: ["--acp"],
     package: {
       name: "@google/gemini-cli",
       version: "0.61.0",
@@ -123,7 +123,10 @@ export const Harnesses: Readonly<Record<AgentKind, Harness>> = {
     },
     credentials: [{ kind: "api-key", env: "GEMINI_API_KEY", label: "Gemini API key" }],
     modelEnv: "GEMINI_MODEL",
-    models: ["gemini-2.5-pro", "gemini-2.5-flash"]
+    models: ["gemini-2.5-pro", "gemini-2.5-flash"],
+    modes: { ask: "default", "allow-edits": "autoEdit", "allow-all": "yolo" },
+    // The checkout is the workspace's own: Gemini CLI refuses edits and modes in a folder it does not trust.
+    env: { GEMINI_CLI_TRUST_WORKSPACE: "true" }
   },
   opencode: {
     id: "opencode",

@@ -43,6 +43,9 @@ export const systemEvent = (kind: string, id: string | null, envelope: Envelope)
   envelope
 })
 
+/** How long a commit may sit idle once it holds its shard's fence row (see `checkFence`). */
+const FENCE_HOLD_MS = 2_000
+
 /** The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases. */
 export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number) => {
   // One statement both claims the message id and bounds how long this transaction may sit idle: an
@@ -66,9 +69,16 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
           }))
         )} ON CONFLICT (message_id) DO NOTHING`
 
+  // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner
+  // must update to take the shard. That gap is a few statements' time: an owner frozen in it (SIGSTOP, a
+  // paused VM) would block the takeover for the whole `idleInTransaction` (30 s; a minute in the
+  // failover test), so the check also shortens the idle bound for the rest of the transaction.
   const checkFence = (kind: string, shard: number, epoch: number) =>
     sql<{ epoch: string }>`
-      SELECT epoch FROM actor_shard_fences WHERE kind = ${kind} AND shard = ${shard} FOR SHARE`.pipe(
+      SELECT epoch FROM actor_shard_fences
+      WHERE kind = ${kind} AND shard = ${shard}
+        AND set_config('idle_in_transaction_session_timeout', ${String(Math.min(idleInTransactionMs, FENCE_HOLD_MS))}, true) IS NOT NULL
+      FOR SHARE`.pipe(
       Effect.flatMap((rows) => {
         const current = rows[0] === undefined ? null : Number(rows[0].epoch)
         return current === epoch ? Effect.void : Effect.fail(new Fenced({ kind, shard, epoch, current }))

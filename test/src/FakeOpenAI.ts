@@ -8,7 +8,11 @@ import { Effect } from "effect"
  * `response.output_item.added`/`.done` (reasoning with its summary, message with `output_text`, `function_call`),
  * `response.reasoning_summary_text.delta`, `response.output_text.delta`, and `response.completed` with `usage`;
  * errors as `{"error":{"message","type","param","code"}}` with 401 `invalid_api_key` and 429
- * `rate_limit_exceeded`. Each test scripts the replies in order; when none is left it answers "Done.".
+ * `rate_limit_exceeded`. The same script also answers the Chat Completions API (`POST /v1/chat/completions`,
+ * streaming `chat.completion.chunk`s with `delta.content`, `delta.reasoning_content` and `delta.tool_calls`, a final
+ * usage chunk and `data: [DONE]`), for adapters on an OpenAI-compatible provider (OpenCode). Requests without tools
+ * (a session title) get a short text there. Each test scripts the replies in order; when none is left it answers
+ * "Done.".
  */
 
 export type Item =
@@ -21,6 +25,8 @@ export type OpenAIReply = { readonly items: ReadonlyArray<Item> } | { readonly s
 export interface OpenAIRequest {
   readonly path: string
   readonly authorization: string | undefined
+  /** a request with tools: the agent's own loop, not a side request */
+  readonly main: boolean
   // biome-ignore lint/suspicious/noExplicitAny: the request body as the adapter sent it
   readonly body: any
 }
@@ -118,6 +124,39 @@ const stream = (res: ServerResponse, model: string, items: ReadonlyArray<Item>) 
   res.end()
 }
 
+const chatStream = (res: ServerResponse, model: string, items: ReadonlyArray<Item>) => {
+  const id = `chatcmpl-fake${++counter}`
+  const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+    res.write(
+      `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`
+    )
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" })
+  let tools = 0
+  for (const [n, item] of items.entries()) {
+    const role = n === 0 ? { role: "assistant" } : {}
+    if (item.type === "reasoning") chunk({ ...role, reasoning_content: item.text })
+    else if (item.type === "message") chunk({ ...role, content: item.text })
+    else
+      chunk({
+        ...role,
+        tool_calls: [
+          {
+            index: tools++,
+            id: `call_${counter}_${n}`,
+            type: "function",
+            function: { name: item.name, arguments: JSON.stringify(item.arguments) }
+          }
+        ]
+      })
+  }
+  chunk({}, tools > 0 ? "tool_calls" : "stop")
+  res.write(
+    `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model, choices: [], usage: { prompt_tokens: 120, completion_tokens: 30, total_tokens: 150 } })}\n\n`
+  )
+  res.write("data: [DONE]\n\n")
+  res.end()
+}
+
 const readBody = (req: IncomingMessage) =>
   new Promise<string>((resolve) => {
     let body = ""
@@ -141,8 +180,14 @@ export const startFakeOpenAI = Effect.acquireRelease(
         body = JSON.parse(text)
       } catch {}
       const path = (req.url ?? "/").split("?")[0] ?? "/"
-      requests.push({ path, authorization: req.headers.authorization, body })
-      if (path !== "/v1/responses") {
+      requests.push({
+        path,
+        authorization: req.headers.authorization,
+        main: Array.isArray(body.tools) && body.tools.length > 0,
+        body
+      })
+      const chat = path === "/v1/chat/completions"
+      if (path !== "/v1/responses" && !chat) {
         res.writeHead(404, { "content-type": "application/json" })
         return res.end(
           JSON.stringify({
@@ -150,12 +195,16 @@ export const startFakeOpenAI = Effect.acquireRelease(
           })
         )
       }
-      const reply = queue.shift() ?? { items: [{ type: "message", text: "Done." }] }
+      const side = chat && !(Array.isArray(body.tools) && body.tools.length > 0)
+      const reply: OpenAIReply = side
+        ? { items: [{ type: "message", text: "A title" }] }
+        : (queue.shift() ?? { items: [{ type: "message", text: "Done." }] })
       if ("status" in reply) {
         res.writeHead(reply.status, { "content-type": "application/json" })
         return res.end(JSON.stringify({ error: ERRORS[reply.status] }))
       }
-      stream(res, body.model ?? "gpt-fake", reply.items)
+      if (chat) chatStream(res, body.model ?? "gpt-fake", reply.items)
+      else stream(res, body.model ?? "gpt-fake", reply.items)
     })
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
     const { port } = server.address() as AddressInfo

@@ -139,7 +139,10 @@ export const Harnesses: Readonly<Record<AgentKind, Harness>> = {
       extra: ["opencode-linux-x64@1.18.33"]
     },
     credentials: [{ kind: "api-key", env: "OPENCODE_API_KEY", label: "OpenCode Zen API key" }],
-    models: ["opencode/claude-sonnet-4-6"]
+    models: ["opencode/claude-sonnet-4-6"],
+    // Another provider (any OpenAI-compatible URL) is a runtime variable OPENCODE_CONFIG_CONTENT whose provider
+    // reads the key as {env:OPENCODE_API_KEY}; OpenCode has no ACP session modes, so permission modes do not apply.
+    env: { OPENCODE_DISABLE_AUTOUPDATE: "1", OPENCODE_DISABLE_SHARE: "1" }
   }
 }
 

@@ -52,16 +52,22 @@ export const startTurns = async (client: Api, projectId: string, prompt: string,
   const ids = { task: await submit("task"), conversation: await submit("conversation") }
   const turn = async (mode: Mode): Promise<Turn> => {
     const taskId = ids[mode]
+    // What the API said last, for the message when the turn never starts.
+    let last: unknown
     const running = await waitFor(
       `${mode} ${taskId} to run`,
       async () => {
-        const task = await getTask(client, taskId)
+        const answer = await client.call("GET", `/tasks/${taskId}`)
+        last = answer
+        const task = answer.body
         if (["completed", "failed", "cancelled"].includes(task.status))
           throw new Stop(`${mode} ${taskId} ended before its turn ran: ${JSON.stringify(task)}`)
         return task.status === "in_progress" && task.sessionId && task.nodeId ? task : undefined
       },
       ms
-    )
+    ).catch((error) => {
+      throw error instanceof Stop ? error : new Error(`${error.message}; the API said last: ${JSON.stringify(last)}`)
+    })
     await waitFor(
       `${mode} ${taskId}'s agent inside its tool call`,
       async () => (await transcript(client, running.sessionId)).entries.some((e) => e.event.type === "tool-call"),

@@ -1,5 +1,5 @@
 import { createServer } from "node:http"
-import { HttpMiddleware, HttpRouter, HttpServer, HttpServerResponse } from "@effect/platform"
+import { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import { Api, type Nats } from "@sam/bus"
@@ -27,6 +27,7 @@ import * as ProjectRoutes from "./routes/Projects.js"
 import * as SessionRoutes from "./routes/Sessions.js"
 import * as TaskRoutes from "./routes/Tasks.js"
 import * as WorkspaceRoutes from "./routes/Workspaces.js"
+import * as WebApp from "./WebApp.js"
 
 export type { GatewayOptions } from "./Config.js"
 
@@ -86,10 +87,21 @@ const notFound = HttpServerResponse.unsafeJson(
   { status: 404 }
 )
 
-/** The HTTP app: the API under /api/v1 (with its OpenAPI document) and the feed; anything else is a JSON 404. */
+const isApi = (url: string) => url === "/api" || url.startsWith("/api/") || url.startsWith("/api?")
+
+/**
+ * The HTTP app: the API under /api/v1 (with its OpenAPI document) and the feed; an unknown /api path
+ * is a JSON 404; any other path is the web app's (its last route), or the JSON 404 when it is not built.
+ */
 export const app = Route.router(routes, { title: "SAM API", version: "1" }).pipe(
   HttpRouter.concat(FeedRoute.router),
-  Effect.catchTag("RouteNotFound", () => Effect.succeed(notFound))
+  Effect.catchTag("RouteNotFound", () =>
+    Effect.gen(function* () {
+      const request = yield* HttpServerRequest.HttpServerRequest
+      const web = yield* WebApp.WebApp
+      return web.serve === undefined || isApi(request.url) ? notFound : yield* web.serve(request)
+    })
+  )
 )
 
 /**
@@ -108,6 +120,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   // The port is known only once bound (0 in tests): routes read the URL after that.
   let url = `http://${options.host}:${options.port}`
   const localRepos = options.localRepos ?? (yield* localReposConfig)
+  const web = yield* WebApp.load()
   const config = GatewayConfig.of({
     ...options,
     localRepos,
@@ -124,12 +137,18 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       Layer.provide(LoginThrottle.layer(options.loginThrottle)),
       Layer.provide(Revocation.layer),
       Layer.provide(Feed.layer(options.feed)),
-      Layer.provide(Layer.succeed(GatewayConfig, config))
+      Layer.provide(Layer.succeed(GatewayConfig, config)),
+      Layer.provide(Layer.succeed(WebApp.WebApp, web))
     )
   )
   yield* Ingress.start().pipe(Effect.provide(Auth.Default))
   const address = Context.get(context, HttpServer.HttpServer).address
   url = `http://${options.host}:${address._tag === "TcpAddress" ? address.port : options.port}`
+  const loopback = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host
+  web.configure({
+    apiUrl: `http://${loopback}:${address._tag === "TcpAddress" ? address.port : options.port}`,
+    github: options.github !== undefined
+  })
   return { url }
 })
 

@@ -4,7 +4,8 @@ import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
-import { Cause, Effect, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
+import { Cause, Effect, Either, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
+import * as WebBuild from "../../web/build.js"
 import * as AgentCli from "./AgentCli.js"
 import * as ApiCli from "./ApiCli.js"
 import * as DataLock from "./DataLock.js"
@@ -122,6 +123,25 @@ const up = Effect.gen(function* () {
   yield* progress.step(
     `control plane: project, task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`
   )
+  // The web app the gateway serves at `/`: built again only when its sources changed.
+  const web = yield* Effect.either(
+    Effect.tryPromise(() =>
+      WebBuild.ensureBuilt({
+        onBuild: () => process.stdout.write("  … building the web app (its sources changed since the last build)\n")
+      })
+    )
+  )
+  if (Either.isRight(web)) {
+    yield* progress.step(
+      web.right.built
+        ? `web app built in ${(web.right.ms / 1000).toFixed(1)} s (web/dist)`
+        : "web app up to date (web/dist)"
+    )
+  } else {
+    yield* Effect.sync(() =>
+      process.stdout.write(`  ✗ web app not built (the API and feed run without it): ${web.left.cause}\n`)
+    )
+  }
   const { url, owner } = yield* startGateway(stack)
   yield* progress.step(
     `gateway on ${url} (HTTP API ${url}/api/v1, OpenAPI ${url}/api/v1/openapi.json, feed /api/v1/feed)`

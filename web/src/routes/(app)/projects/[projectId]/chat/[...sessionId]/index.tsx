@@ -1,0 +1,667 @@
+import {
+  $,
+  component$,
+  type NoSerialize,
+  noSerialize,
+  useSignal,
+  useStore,
+  useTask$,
+  useVisibleTask$
+} from "@builder.io/qwik"
+import { type DocumentHead, Link, routeLoader$, useNavigate } from "@builder.io/qwik-city"
+import * as Api from "@sam/bus/api"
+import { Composer } from "~/components/chat/Composer"
+import { ItemView } from "~/components/chat/ItemView"
+import { StatusIcon } from "~/components/chat/StatusIcon"
+import { api, call, feed, onFrame, onStatus } from "~/lib/browser"
+import { clientOf, load } from "~/lib/server"
+import {
+  ATTENTION_LABEL,
+  attentionOf,
+  elapsed,
+  relativeTime,
+  STAGES,
+  STEP_LABEL,
+  stageIndex,
+  TERMINAL,
+  titleOf
+} from "~/lib/sessions"
+import { type Item, Timeline } from "~/lib/timeline"
+
+type Session = Api.Session
+type Task = Api.Task
+
+const STARTERS = [
+  "say Hello! What can you do?",
+  "think about the repository\nplan Read the code|Run the tests|Summarise\nrun ls\nsay Here is what I found.",
+  "run git log --oneline -5\nsay Those are the latest commits.",
+  "ask-permission edit README.md"
+]
+const STARTER_LABELS = [
+  "Say hello",
+  "Look around the repository",
+  "Summarise the latest commits",
+  "Ask before editing a file"
+]
+
+/** How many timeline items are rendered at once; scrolling up renders more. */
+const WINDOW = 150
+
+export const useChat = routeLoader$(async (event) => {
+  const client = clientOf(event)
+  const projectId = event.params.projectId!
+  const sessionId = (event.params.sessionId ?? "").split("/")[0] || null
+  const taskParam = event.url.searchParams.get("task")
+  const [project, sessions, tasks] = await Promise.all([
+    load(event, client.call(Api.ProjectEndpoints.getProject, { params: { projectId } })),
+    load(event, client.call(Api.SessionEndpoints.listSessions, { params: { projectId }, query: { limit: 200 } })),
+    load(event, client.call(Api.TaskEndpoints.listTasks, { params: { projectId }, query: { limit: 200 } }))
+  ])
+  let session: Session | null = null
+  let task: Task | null = null
+  if (sessionId !== null) {
+    session = await load(event, client.call(Api.SessionEndpoints.getSession, { params: { sessionId } }))
+    if (session.taskId !== null)
+      task = await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId: session.taskId } }))
+  } else if (taskParam !== null) {
+    task = await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId: taskParam } }))
+    if (task.sessionId !== null) throw event.redirect(302, `/projects/${projectId}/chat/${task.sessionId}`)
+  }
+  const prompts: Record<string, string> = {}
+  for (const t of tasks.tasks) prompts[t.id] = t.prompt
+  if (task !== null) prompts[task.id] = task.prompt
+  return { project, sessions: sessions.sessions, prompts, session, task, serverNow: Date.now() }
+})
+
+const byActivity = (a: Session, b: Session) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt)
+
+export default component$(() => {
+  const chat = useChat()
+  const nav = useNavigate()
+  const timelineRef = useSignal<HTMLElement>()
+  const state = useStore({
+    sessions: [...chat.value.sessions].sort(byActivity),
+    prompts: chat.value.prompts,
+    session: chat.value.session,
+    task: chat.value.task,
+    items: [] as Array<Item>,
+    windowStart: 0,
+    loaded: chat.value.session === null,
+    connection: "connecting" as "connecting" | "open" | "reconnecting",
+    now: chat.value.serverNow,
+    search: "",
+    drawer: false,
+    interrupting: false,
+    actionError: null as string | null,
+    more: undefined as NoSerialize<() => void> | undefined
+  })
+
+  // A navigation (another session, a new chat) brings new loader data: start from it.
+  useTask$(({ track }) => {
+    const data = track(() => chat.value)
+    state.sessions = [...data.sessions].sort(byActivity)
+    state.prompts = data.prompts
+    state.session = data.session
+    state.task = data.task
+    state.items = []
+    state.windowStart = 0
+    state.loaded = data.session === null
+    state.interrupting = false
+    state.actionError = null
+    state.drawer = false
+  })
+
+  // The live feed: the project's lifecycle events, and the open session's transcript from seq 0.
+  // biome-ignore lint/correctness/noQwikUseVisibleTask: the live feed is a browser socket (house style: live sockets only)
+  useVisibleTask$(({ track, cleanup }) => {
+    const projectId = track(() => chat.value.project.id)
+    const sessionId = track(() => chat.value.session?.id ?? null)
+    const taskId = track(() => chat.value.task?.id ?? null)
+    const timeline = new Timeline()
+    let el: HTMLElement | undefined
+    let windowSize = WINDOW
+    let stick = true
+    let anchor: number | undefined
+    let frame = 0
+    const flush = () => {
+      frame = 0
+      const start = Math.max(0, timeline.items.length - windowSize)
+      state.windowStart = start
+      state.items = timeline.items.slice(start)
+    }
+    const schedule = () => {
+      if (frame === 0) frame = requestAnimationFrame(flush)
+    }
+    state.more = noSerialize(() => {
+      if (state.windowStart === 0 || el === undefined) return
+      anchor = el.scrollHeight - el.scrollTop
+      windowSize += WINDOW
+      schedule()
+    })
+
+    // Follow new output only while the reader is at the bottom.
+    const onScroll = () => {
+      if (el === undefined) return
+      stick = el.scrollHeight - el.scrollTop - el.clientHeight < 60
+      if (el.scrollTop < 40 && state.windowStart > 0 && anchor === undefined) state.more?.()
+    }
+    const observer = new MutationObserver(() => {
+      if (el === undefined) return
+      if (anchor !== undefined) {
+        el.scrollTop = el.scrollHeight - anchor
+        anchor = undefined
+      } else if (stick) el.scrollTop = el.scrollHeight
+    })
+    // The timeline element of this view exists once it has rendered.
+    const attach = () => {
+      el = timelineRef.value
+      if (el === undefined) return
+      observer.observe(el, { childList: true, subtree: true, characterData: true })
+      el.addEventListener("scroll", onScroll, { passive: true })
+      el.scrollTop = el.scrollHeight
+    }
+    const attaching = requestAnimationFrame(attach)
+
+    let refreshTimer: ReturnType<typeof setTimeout> | undefined
+    const refresh = () => {
+      clearTimeout(refreshTimer)
+      refreshTimer = setTimeout(async () => {
+        const [list, one, task] = await Promise.all([
+          call(api.call(Api.SessionEndpoints.listSessions, { params: { projectId }, query: { limit: 200 } })),
+          sessionId === null ? undefined : call(api.call(Api.SessionEndpoints.getSession, { params: { sessionId } })),
+          state.task === null
+            ? undefined
+            : call(api.call(Api.TaskEndpoints.getTask, { params: { taskId: state.task.id } }))
+        ])
+        if (list.ok) state.sessions = [...list.value.sessions].sort(byActivity)
+        if (one?.ok && state.session?.id === one.value.id) state.session = one.value
+        if (task?.ok && state.task?.id === task.value.id) {
+          state.task = task.value
+          if (sessionId === null && task.value.sessionId !== null) {
+            nav(`/projects/${projectId}/chat/${task.value.sessionId}`, { replaceState: true })
+          }
+        }
+      }, 150)
+    }
+
+    const patchSession = (id: string, patch: Partial<Session>) => {
+      state.sessions = state.sessions.map((s) => (s.id === id ? { ...s, ...patch } : s)).sort(byActivity)
+      if (state.session?.id === id) state.session = { ...state.session, ...patch }
+    }
+
+    const stopFrames = onFrame((f) => {
+      switch (f.type) {
+        case "hello":
+          refresh()
+          return
+        case "snapshot":
+          if (f.sessionId === sessionId && state.session !== null)
+            state.session = { ...state.session, snapshot: f.snapshot }
+          return
+        case "session.event":
+          if (f.sessionId === sessionId && timeline.add(f)) schedule()
+          return
+        case "caught-up":
+          if (f.sessionId === sessionId) {
+            state.loaded = true
+            schedule()
+          }
+          return
+        case "event": {
+          if (f.projectId !== projectId) return
+          const body = (f.body ?? {}) as Record<string, unknown>
+          const now = new Date().toISOString()
+          if (f.eventType === "session.activity" && typeof body.sessionId === "string") {
+            patchSession(body.sessionId, { snapshot: body.snapshot as Session["snapshot"], updatedAt: now })
+            if ((body.snapshot as { activity?: string } | undefined)?.activity !== "prompting")
+              state.interrupting = false
+          } else if (f.eventType === "session.failed" && typeof body.sessionId === "string") {
+            patchSession(body.sessionId, { status: "failed", errorReason: String(body.reason ?? ""), updatedAt: now })
+          } else if (f.eventType === "task.status" && typeof body.taskId === "string") {
+            const status = body.status as Task["status"]
+            state.sessions = state.sessions.map((s) => (s.taskId === body.taskId ? { ...s, taskStatus: status } : s))
+            if (state.session?.taskId === body.taskId) state.session = { ...state.session, taskStatus: status }
+            if (state.task?.id === body.taskId) {
+              state.task = {
+                ...state.task,
+                status,
+                executionStep: (body.step as Task["executionStep"]) ?? state.task.executionStep,
+                errorStep: (body.errorStep as string | null) ?? null,
+                errorReason: (body.errorReason as string | null) ?? null,
+                sessionId: (body.sessionId as Task["sessionId"]) ?? state.task.sessionId,
+                workspaceId: (body.workspaceId as Task["workspaceId"]) ?? state.task.workspaceId
+              }
+            }
+          }
+          if (f.eventType.startsWith("session.") || f.eventType.startsWith("task.")) refresh()
+          return
+        }
+        default:
+          return
+      }
+    })
+    const stopStatus = onStatus((s) => {
+      state.connection =
+        s.state === "open"
+          ? "open"
+          : state.connection === "open" || s.state === "closed"
+            ? "reconnecting"
+            : "connecting"
+    })
+    const client = feed()
+    client.subscribe({ projects: [projectId], sessions: sessionId === null ? [] : [{ sessionId, afterSeq: 0 }] })
+    const tick = setInterval(() => {
+      state.now = Date.now()
+    }, 1000)
+    state.now = Date.now()
+    if (taskId !== null && sessionId === null) refresh()
+
+    cleanup(() => {
+      stopFrames()
+      stopStatus()
+      clearInterval(tick)
+      clearTimeout(refreshTimer)
+      if (frame !== 0) cancelAnimationFrame(frame)
+      cancelAnimationFrame(attaching)
+      observer.disconnect()
+      el?.removeEventListener("scroll", onScroll)
+      client.unsubscribe({ projects: [projectId], sessions: sessionId === null ? [] : [sessionId] })
+    })
+  })
+
+  const projectId = chat.value.project.id
+  const session = state.session
+  const task = state.task
+  const taskEnded = task !== null && TERMINAL.has(task.status)
+  const status = session === null ? null : attentionOf(session)
+  const working = status === "working" || status === "needs_input"
+  const provisioning =
+    task !== null && !taskEnded && (task.executionStep === null || stageIndex(task.executionStep) < STAGES.length)
+  const failedReason =
+    task?.status === "failed"
+      ? (task.errorReason ?? "the task failed")
+      : session?.status === "failed"
+        ? (session.errorReason ?? "the session failed")
+        : null
+  const ended = session !== null && (session.status === "stopped" || session.status === "failed" || taskEnded)
+  const pending = (session?.snapshot?.permissions ?? []).map((p) => p.requestId)
+  const query = state.search.trim().toLowerCase()
+  const shown = state.sessions.filter(
+    (s) =>
+      query === "" ||
+      s.id.toLowerCase().includes(query) ||
+      titleOf(s.id, s.taskId === null ? undefined : state.prompts[s.taskId])
+        .toLowerCase()
+        .includes(query)
+  )
+  const title =
+    session !== null
+      ? titleOf(session.id, session.taskId === null ? undefined : state.prompts[session.taskId])
+      : task !== null
+        ? titleOf(task.id, task.prompt)
+        : "New chat"
+
+  const submit = $(async (text: string, options: { agent: string; mode: "task" | "conversation" }) => {
+    const result = await call(
+      api.call(Api.TaskEndpoints.createTask, {
+        params: { projectId },
+        body: { prompt: text, agent: options.agent as "demo", mode: options.mode }
+      })
+    )
+    if (!result.ok) return result.error.message
+    await nav(`/projects/${projectId}/chat?task=${result.value.id}`)
+    return null
+  })
+  const followUp = $(async (text: string) => {
+    if (state.session === null) return "no session"
+    const result = await call(
+      api.call(Api.SessionEndpoints.promptSession, { params: { sessionId: state.session.id }, body: { prompt: text } })
+    )
+    return result.ok ? null : result.error.message
+  })
+  const interrupt = $(async () => {
+    if (state.session === null) return
+    state.interrupting = true
+    const result = await call(api.call(Api.SessionEndpoints.cancelSession, { params: { sessionId: state.session.id } }))
+    if (!result.ok) {
+      state.interrupting = false
+      state.actionError = result.error.message
+    } else if (result.value.status === "idle") state.interrupting = false
+  })
+  const answer = $(async (requestId: string, optionId: string) => {
+    if (state.session === null) return
+    const result = await call(
+      api.call(Api.SessionEndpoints.answerPermission, {
+        params: { sessionId: state.session.id, requestId },
+        body: { optionId }
+      })
+    )
+    if (!result.ok) state.actionError = result.error.message
+  })
+  const retry = $(async () => {
+    if (state.task === null) return
+    const result = await call(api.call(Api.TaskEndpoints.retryTask, { params: { taskId: state.task.id } }))
+    if (!result.ok) state.actionError = result.error.message
+    else await nav(`/projects/${projectId}/chat?task=${result.value.id}`)
+  })
+
+  return (
+    <div class="chat">
+      <div
+        class={["backdrop", state.drawer && "open"]}
+        onClick$={() => {
+          state.drawer = false
+        }}
+      />
+      <aside
+        class={["sidebar", state.drawer && "open"]}
+        aria-label="Chats"
+        data-testid="sidebar"
+        onKeyDown$={(event) => {
+          if (event.key === "Escape") state.drawer = false
+        }}
+      >
+        <div class="sidebar-head">
+          <h2 title={chat.value.project.repoUrl}>{chat.value.project.name}</h2>
+          {state.connection === "reconnecting" && (
+            <span class="badge badge-warning" title="Live updates paused">
+              offline
+            </span>
+          )}
+          <Link class="btn btn-ghost btn-icon" href={`/projects/${projectId}/settings`} aria-label="Project settings">
+            <svg
+              width="18"
+              height="18"
+              viewBox="0 0 24 24"
+              fill="none"
+              stroke="currentColor"
+              stroke-width="2"
+              aria-hidden="true"
+            >
+              <circle cx="12" cy="12" r="3" />
+              <path d="M19.4 15a1.7 1.7 0 0 0 .3 1.8l.1.1a2 2 0 1 1-2.8 2.8l-.1-.1a1.7 1.7 0 0 0-1.8-.3 1.7 1.7 0 0 0-1 1.5V21a2 2 0 1 1-4 0v-.1a1.7 1.7 0 0 0-1.1-1.5 1.7 1.7 0 0 0-1.8.3l-.1.1a2 2 0 1 1-2.8-2.8l.1-.1a1.7 1.7 0 0 0 .3-1.8 1.7 1.7 0 0 0-1.5-1H3a2 2 0 1 1 0-4h.1a1.7 1.7 0 0 0 1.5-1.1 1.7 1.7 0 0 0-.3-1.8l-.1-.1a2 2 0 1 1 2.8-2.8l.1.1a1.7 1.7 0 0 0 1.8.3H9a1.7 1.7 0 0 0 1-1.5V3a2 2 0 1 1 4 0v.1a1.7 1.7 0 0 0 1 1.5 1.7 1.7 0 0 0 1.8-.3l.1-.1a2 2 0 1 1 2.8 2.8l-.1.1a1.7 1.7 0 0 0-.3 1.8V9a1.7 1.7 0 0 0 1.5 1H21a2 2 0 1 1 0 4h-.1a1.7 1.7 0 0 0-1.5 1z" />
+            </svg>
+          </Link>
+        </div>
+        <div class="stack" style={{ gap: "var(--space-2)" }}>
+          <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+            + New chat
+          </Link>
+          <div class="row" style={{ gap: "var(--space-2)", flexWrap: "nowrap" }}>
+            <label class="sr-only" for="chat-search">
+              Search chats
+            </label>
+            <input
+              id="chat-search"
+              class="input"
+              type="search"
+              placeholder="Search chats…"
+              value={state.search}
+              onInput$={(_, input) => {
+                state.search = input.value
+              }}
+            />
+            <Link class="btn btn-sm" href={`/projects/${projectId}/tasks`}>
+              Tasks
+            </Link>
+          </div>
+        </div>
+        <ul class="sessions" data-testid="sessions">
+          {shown.length === 0 && <li class="hint empty">{query === "" ? "No chats yet." : "No chat matches."}</li>}
+          {shown.map((s) => {
+            const st = attentionOf(s)
+            return (
+              <li key={s.id}>
+                <Link
+                  class="session-row"
+                  href={`/projects/${projectId}/chat/${s.id}`}
+                  aria-current={s.id === session?.id ? "page" : undefined}
+                  data-session={s.id}
+                  data-status={st}
+                >
+                  <StatusIcon status={st} />
+                  <span class="session-title">
+                    {titleOf(s.id, s.taskId === null ? undefined : state.prompts[s.taskId])}
+                  </span>
+                  <span class="session-meta">
+                    <span>{s.mode === "task" ? "Task" : "Chat"}</span>
+                    {st === "needs_input" && <span style={{ color: "var(--warning)" }}>Needs input</span>}
+                    <span>{relativeTime(s.updatedAt, state.now)}</span>
+                  </span>
+                </Link>
+              </li>
+            )
+          })}
+        </ul>
+      </aside>
+
+      <section class="main" aria-label="Conversation">
+        <header class="main-head">
+          <h1 data-testid="chat-title">{title}</h1>
+          {status !== null && (
+            <span
+              class={[
+                "badge",
+                status === "failed"
+                  ? "badge-danger"
+                  : status === "working"
+                    ? "badge-success"
+                    : status === "needs_input"
+                      ? "badge-warning"
+                      : ""
+              ]}
+              data-testid="session-status"
+              data-status={status}
+            >
+              {ATTENTION_LABEL[status]}
+            </span>
+          )}
+          {session !== null && <span class="badge hide-phone">{session.mode === "task" ? "Task" : "Chat"}</span>}
+          <button
+            class="btn btn-ghost btn-icon drawer-toggle"
+            type="button"
+            aria-label="Show chats"
+            aria-expanded={state.drawer}
+            data-testid="open-sessions"
+            onClick$={() => {
+              state.drawer = true
+            }}
+          >
+            <svg
+              width="22"
+              height="22"
+              viewBox="0 0 24 24"
+              fill="none"
+              stroke="currentColor"
+              stroke-width="2"
+              aria-hidden="true"
+            >
+              <path d="M8 6h13M8 12h13M8 18h13M3 6h.01M3 12h.01M3 18h.01" />
+            </svg>
+          </button>
+        </header>
+
+        <div class="banners">
+          {state.connection === "reconnecting" && (
+            <div class="banner" role="status" data-testid="connection-banner">
+              <span style={{ flex: 1 }}>Reconnecting… live updates are paused; nothing is lost.</span>
+              <button class="btn btn-sm" type="button" onClick$={() => feed().connect()}>
+                Retry now
+              </button>
+            </div>
+          )}
+          {state.actionError !== null && (
+            <div class="form-error row" role="alert">
+              <span style={{ flex: 1 }}>{state.actionError}</span>
+              <button
+                class="btn btn-sm btn-ghost"
+                type="button"
+                onClick$={() => {
+                  state.actionError = null
+                }}
+              >
+                Dismiss
+              </button>
+            </div>
+          )}
+          {failedReason !== null && (
+            <section class="failure" role="alert" data-testid="failure-card">
+              <h2>{task?.status === "failed" ? "This task failed" : "This session failed"}</h2>
+              {task?.errorStep && (
+                <span class="hint">
+                  At step: <span class="mono">{task.errorStep}</span>
+                </span>
+              )}
+              <p style={{ margin: 0 }} data-testid="failure-reason">
+                {failedReason}
+              </p>
+              {task !== null && (
+                <div>
+                  <button class="btn" type="button" onClick$={retry}>
+                    Retry
+                  </button>
+                </div>
+              )}
+            </section>
+          )}
+          {provisioning && task !== null && (
+            <section class="provisioning" role="status" aria-live="polite" data-testid="provisioning">
+              <div class="row">
+                <strong style={{ flex: 1 }}>
+                  {STAGES[Math.min(stageIndex(task.executionStep), STAGES.length - 1)]?.name} (
+                  {Math.min(stageIndex(task.executionStep) + 1, STAGES.length)}/{STAGES.length})
+                </strong>
+                <span class="muted mono">{elapsed(task.createdAt, state.now)}</span>
+              </div>
+              <div class="stages" aria-hidden="true">
+                {STAGES.map((stage, i) => (
+                  <div
+                    key={stage.name}
+                    class="stage"
+                    data-state={
+                      i < stageIndex(task.executionStep)
+                        ? "done"
+                        : i === stageIndex(task.executionStep)
+                          ? "current"
+                          : "todo"
+                    }
+                  />
+                ))}
+              </div>
+              <div class="stage-labels">
+                {STAGES.map((stage) => (
+                  <span key={stage.name}>{stage.name}</span>
+                ))}
+              </div>
+              <span class="hint" data-testid="provisioning-step">
+                {STEP_LABEL[task.executionStep ?? "node_selection"] ?? task.executionStep}
+              </span>
+              {task.workspaceId !== null && (
+                <Link class="hint" href={`/workspaces/${task.workspaceId}`}>
+                  View boot log
+                </Link>
+              )}
+            </section>
+          )}
+        </div>
+
+        {session === null && task === null ? (
+          <div class="empty-chat" data-testid="empty-chat">
+            <h2>What do you want to build?</h2>
+            <p class="muted" style={{ margin: 0 }}>
+              Describe the task and an agent will start working on it. The demo agent follows a little script: try one
+              of these.
+            </p>
+            <div class="starters">
+              {STARTERS.map((prompt, i) => (
+                <button
+                  key={prompt}
+                  class="btn"
+                  type="button"
+                  onClick$={() => submit(prompt, { agent: "demo", mode: "conversation" })}
+                >
+                  {STARTER_LABELS[i]}
+                </button>
+              ))}
+            </div>
+          </div>
+        ) : (
+          // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrolling region must take focus to scroll by keyboard
+          <div class="timeline" ref={timelineRef} data-testid="timeline" aria-live="off" tabIndex={0}>
+            {state.windowStart > 0 && (
+              <button
+                class="btn btn-sm"
+                type="button"
+                style={{ alignSelf: "center", width: "auto" }}
+                onClick$={() => state.more?.()}
+              >
+                Show {Math.min(WINDOW, state.windowStart)} earlier
+              </button>
+            )}
+            {session === null && task !== null && <div class="msg-user">{task.prompt}</div>}
+            {session !== null && !state.loaded && <p class="hint">Loading the conversation…</p>}
+            {state.items.map((item, i) => (
+              <ItemView
+                key={item.key}
+                item={item}
+                streaming={working && i === state.items.length - 1}
+                pending={pending}
+                onAnswer$={answer}
+              />
+            ))}
+          </div>
+        )}
+
+        <div>
+          {session !== null && working && (
+            <div class="working" role="status" data-testid="working-bar">
+              <span class="working-dot" aria-hidden="true" />
+              <span style={{ flex: 1 }}>
+                {status === "needs_input" ? "Agent is waiting for your answer" : "Agent is working"}{" "}
+                <span class="muted mono" data-testid="working-elapsed">
+                  ({elapsed(session.snapshot?.promptStartedAt, state.now)})
+                </span>
+              </span>
+              <button
+                class="btn btn-danger btn-sm"
+                type="button"
+                onClick$={interrupt}
+                disabled={state.interrupting}
+                data-testid="interrupt"
+              >
+                {state.interrupting ? "Interrupting…" : "Interrupt"}
+              </button>
+            </div>
+          )}
+          {session === null && task === null ? (
+            <Composer
+              placeholder="Describe a task, or try: say hello"
+              pickers
+              onSend$={submit}
+              testId="new-chat-composer"
+            />
+          ) : session === null ? null : ended ? (
+            <div class="composer">
+              <div class="composer-box glass row">
+                <span class="muted" style={{ flex: 1 }}>
+                  This session has ended.
+                </span>
+                <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+                  New chat
+                </Link>
+              </div>
+            </div>
+          ) : (
+            <Composer
+              placeholder={working ? "Agent is working… your message will follow" : "Send a follow-up…"}
+              onSend$={followUp}
+              testId="follow-up"
+            />
+          )}
+        </div>
+      </section>
+    </div>
+  )
+})
+
+export const head: DocumentHead = ({ resolveValue }) => ({ title: resolveValue(useChat).project.name })

@@ -1,0 +1,176 @@
+import { component$ } from "@builder.io/qwik"
+import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import * as Api from "@sam/bus/api"
+import { Either } from "effect"
+import { clientOf, load, run } from "~/lib/server"
+import { ATTENTION_LABEL, attentionOf, relativeTime } from "~/lib/sessions"
+
+export const useProjects = routeLoader$(async (event) => {
+  const client = clientOf(event)
+  const { projects } = await load(event, client.call(Api.ProjectEndpoints.listProjects))
+  // Each project's most recent sessions (a few), with their derived status.
+  const sessions = await Promise.all(
+    projects.map(async (p) => {
+      const result = await run(
+        client.call(Api.SessionEndpoints.listSessions, { params: { projectId: p.id }, query: { limit: 5 } })
+      )
+      return Either.isRight(result) ? result.right.sessions : []
+    })
+  )
+  return projects.map((project, i) => ({
+    project,
+    sessions: (sessions[i] ?? []).map((s) => ({ id: s.id, status: attentionOf(s), updatedAt: s.updatedAt }))
+  }))
+})
+
+/** Field errors from the API's zod issues: `{ name: "…", repoUrl: "…" }`. */
+const fieldErrors = (details: unknown) => {
+  const errors: Record<string, string> = {}
+  for (const issue of Array.isArray(details) ? details : []) {
+    const path = String((issue as { path?: unknown }).path ?? "").split(".")[0] ?? ""
+    const message = String((issue as { message?: unknown }).message ?? "")
+    if (path !== "" && errors[path] === undefined) errors[path] = message
+  }
+  return errors
+}
+
+export const useCreateProject = routeAction$(async (form, event) => {
+  const name = String(form.name ?? "")
+  const repoUrl = String(form.repoUrl ?? "")
+  const branch = String(form.defaultBranch ?? "").trim()
+  const result = await run(
+    clientOf(event).call(Api.ProjectEndpoints.createProject, {
+      body: { name, repoUrl, ...(branch === "" ? {} : { defaultBranch: branch }) }
+    })
+  )
+  if (Either.isLeft(result)) {
+    const fields = fieldErrors(result.left.details)
+    return event.fail(result.left.status || 502, {
+      message: Object.keys(fields).length > 0 ? "Fix the fields below." : result.left.message,
+      fields,
+      values: { name, repoUrl, defaultBranch: branch }
+    })
+  }
+  throw event.redirect(302, `/projects/${result.right.id}/chat`)
+})
+
+export default component$(() => {
+  const projects = useProjects()
+  const create = useCreateProject()
+  const failed = create.value?.failed ? create.value : undefined
+  const fields: Record<string, string> = failed?.fields ?? {}
+  return (
+    <main class="page">
+      <div class="page-narrow">
+        <div class="row">
+          <h1 style={{ flex: 1 }}>Projects</h1>
+        </div>
+        {projects.value.length === 0 ? (
+          <p class="glass card empty">No projects yet: link a repository below and start a chat.</p>
+        ) : (
+          <ul class="list" data-testid="projects">
+            {projects.value.map(({ project, sessions }) => (
+              <li key={project.id}>
+                <Link
+                  class="list-item glass"
+                  href={`/projects/${project.id}/chat`}
+                  style={{ borderRadius: "var(--radius-lg)" }}
+                >
+                  <div style={{ flex: 1, minWidth: 0 }}>
+                    <div style={{ fontWeight: 700 }}>{project.name}</div>
+                    <div
+                      class="muted mono"
+                      style={{ fontSize: "var(--text-xs)", overflow: "hidden", textOverflow: "ellipsis" }}
+                    >
+                      {project.repoUrl} · {project.defaultBranch}
+                    </div>
+                  </div>
+                  <div class="row" style={{ gap: "var(--space-1)" }}>
+                    {sessions.filter((s) => s.status === "working" || s.status === "needs_input").length > 0 && (
+                      <span class="badge badge-success">
+                        {sessions.filter((s) => s.status === "working" || s.status === "needs_input").length} active
+                      </span>
+                    )}
+                    {sessions[0] && (
+                      <span class="badge">
+                        {ATTENTION_LABEL[sessions[0].status]} · {relativeTime(sessions[0].updatedAt)}
+                      </span>
+                    )}
+                    <span class="badge">{sessions.length === 0 ? "no chats" : `${sessions.length} recent`}</span>
+                  </div>
+                </Link>
+              </li>
+            ))}
+          </ul>
+        )}
+        <section class="glass card stack" aria-labelledby="new-project">
+          <h2 id="new-project">New project</h2>
+          <Form action={create} class="stack">
+            {failed && (
+              <p class="form-error" role="alert">
+                {failed.message}
+              </p>
+            )}
+            <div class="field">
+              <label for="p-name">Name</label>
+              <input
+                class="input"
+                id="p-name"
+                name="name"
+                value={failed?.values.name ?? ""}
+                aria-invalid={fields.name ? "true" : undefined}
+                aria-describedby={fields.name ? "p-name-error" : undefined}
+              />
+              {fields.name && (
+                <span class="field-error" id="p-name-error">
+                  {fields.name}
+                </span>
+              )}
+            </div>
+            <div class="field">
+              <label for="p-repo">Repository URL</label>
+              <input
+                class="input mono"
+                id="p-repo"
+                name="repoUrl"
+                placeholder="https://github.com/you/repo.git or /path/to/repo"
+                value={failed?.values.repoUrl ?? ""}
+                aria-invalid={fields.repoUrl ? "true" : undefined}
+                aria-describedby={fields.repoUrl ? "p-repo-error" : undefined}
+              />
+              {fields.repoUrl && (
+                <span class="field-error" id="p-repo-error">
+                  {fields.repoUrl}
+                </span>
+              )}
+            </div>
+            <div class="field">
+              <label for="p-branch">Default branch</label>
+              <input
+                class="input mono"
+                id="p-branch"
+                name="defaultBranch"
+                placeholder="main"
+                value={failed?.values.defaultBranch ?? ""}
+                aria-invalid={fields.defaultBranch ? "true" : undefined}
+                aria-describedby={fields.defaultBranch ? "p-branch-error" : undefined}
+              />
+              {fields.defaultBranch && (
+                <span class="field-error" id="p-branch-error">
+                  {fields.defaultBranch}
+                </span>
+              )}
+            </div>
+            <div>
+              <button class="btn btn-primary" type="submit" disabled={create.isRunning}>
+                {create.isRunning ? "Creating…" : "Create project"}
+              </button>
+            </div>
+          </Form>
+        </section>
+      </div>
+    </main>
+  )
+})
+
+export const head: DocumentHead = { title: "Projects" }

@@ -1,0 +1,81 @@
+import { component$ } from "@builder.io/qwik"
+import { type DocumentHead, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import * as Api from "@sam/bus/api"
+import { Either } from "effect"
+import { ConfirmAction } from "~/components/Confirm"
+import { clientOf, load, run } from "~/lib/server"
+
+export const useWorkspace = routeLoader$(async (event) => {
+  const client = clientOf(event)
+  const workspaceId = event.params.workspaceId!
+  const [workspace, bootlog] = await Promise.all([
+    load(event, client.call(Api.WorkspaceEndpoints.getWorkspace, { params: { workspaceId } })),
+    load(
+      event,
+      client.call(Api.WorkspaceEndpoints.workspaceBootLog, { params: { workspaceId }, query: { limit: 1000 } })
+    )
+  ])
+  return { workspace, lines: bootlog.lines }
+})
+
+export const useStop = routeAction$(async (_, event) => {
+  const r = await run(
+    clientOf(event).call(Api.WorkspaceEndpoints.stopWorkspace, { params: { workspaceId: event.params.workspaceId! } })
+  )
+  return Either.isLeft(r) ? event.fail(r.left.status || 502, { message: r.left.message }) : { message: "Stopping." }
+})
+
+export const useDelete = routeAction$(async (_, event) => {
+  const r = await run(
+    clientOf(event).call(Api.WorkspaceEndpoints.deleteWorkspace, { params: { workspaceId: event.params.workspaceId! } })
+  )
+  return Either.isLeft(r) ? event.fail(r.left.status || 502, { message: r.left.message }) : { message: "Deleting." }
+})
+
+export default component$(() => {
+  const data = useWorkspace()
+  const stop = useStop()
+  const del = useDelete()
+  const { workspace: w, lines } = data.value
+  return (
+    <main class="page">
+      <div class="page-narrow">
+        <div class="row">
+          <h1 class="mono" style={{ flex: 1, fontSize: "var(--text-lg)" }}>
+            {w.id}
+          </h1>
+          <ConfirmAction action={stop} label="Stop" confirm="Stop this workspace?" />
+          <ConfirmAction action={del} label="Delete" confirm="Delete this workspace and its files?" />
+        </div>
+        {(stop.value?.message || del.value?.message) && <p class="hint">{stop.value?.message ?? del.value?.message}</p>}
+        <section class="glass card row">
+          <span class="badge">{w.status}</span>
+          <span class="badge">{w.runtime ?? "—"}</span>
+          {w.nodeId && (
+            <Link class="badge" href={`/nodes/${w.nodeId}`}>
+              {w.nodeId}
+            </Link>
+          )}
+          <Link class="badge" href={`/projects/${w.projectId}/chat`}>
+            project
+          </Link>
+          {w.errorReason && <span class="field-error">{w.errorReason}</span>}
+        </section>
+        <section class="glass card stack">
+          <h2>Boot log</h2>
+          {lines.length === 0 ? (
+            <p class="hint">No boot log yet.</p>
+          ) : (
+            <pre class="secret" style={{ margin: 0, maxHeight: "60vh", overflow: "auto" }} data-testid="bootlog">
+              {lines
+                .map((l) => `${new Date(l.at).toLocaleTimeString()}  ${l.step}  ${l.status}  ${l.message}`)
+                .join("\n")}
+            </pre>
+          )}
+        </section>
+      </div>
+    </main>
+  )
+})
+
+export const head: DocumentHead = { title: "Workspace" }

@@ -1,8 +1,10 @@
+import { execFileSync } from "node:child_process"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
 import { expect } from "vitest"
+import { waitUntil } from "../../src/Env.js"
 import { type FakeAnthropic, startFakeAnthropic, workingDirectory } from "../../src/FakeAnthropic.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
@@ -11,10 +13,23 @@ import { branchFile, expectSecretKept, follow, ledgerText, masterKeyForTests, ru
 // The control plane and the gateway of this process open secrets with this key (`sam up` generates one).
 masterKeyForTests()
 
+/** pgrep exits 1 when nothing matches */
+const safe = (count: () => number) => {
+  try {
+    return count()
+  } catch {
+    return 0
+  }
+}
+
 const KEY = "sk-ant-api03-FAKEKEY-c2FtLWNsYXVkZS1lMmUtdGVzdA"
 const BAD_KEY = "sk-ant-api03-REVOKED-bm90LWEtcmVhbC1rZXk"
 
-const setup = (fake: FakeAnthropic, key: string) =>
+const setup = (
+  fake: FakeAnthropic,
+  key: string,
+  options: { readonly permissionMode?: string; readonly taskMode?: string } = {}
+) =>
   Effect.gen(function* () {
     const alice = yield* makeUser("Alice")
     const projectId = yield* createProject(alice, "claude")
@@ -30,7 +45,12 @@ const setup = (fake: FakeAnthropic, key: string) =>
       expect(set.status).toBe(200)
     }
     const profile = yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
-      body: { name: "claude", agent: "claude-code", permissionMode: "allow-all", taskMode: "task" }
+      body: {
+        name: "claude",
+        agent: "claude-code",
+        permissionMode: options.permissionMode ?? "allow-all",
+        taskMode: options.taskMode ?? "task"
+      }
     })
     expect(profile.status).toBe(201)
     return { alice, projectId, profileId: profile.body.id as string }
@@ -138,6 +158,118 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
         expect(failed.status).toBe("failed")
         expect(failed.errorReason).toMatch(/no Claude Code credential/)
         expect(fake.requests.length).toBe(0)
+      })
+    )
+
+    it.scoped("in ask mode the edit waits for a person's answer, which lets it go ahead", () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeAnthropic
+        const { alice, projectId, profileId } = yield* setup(fake, KEY, { permissionMode: "ask" })
+        const feed = yield* follow(alice, projectId)
+        fake.script(
+          (request) => ({
+            blocks: [
+              {
+                type: "tool_use",
+                name: "Write",
+                input: { file_path: `${workingDirectory(request)}/asked.txt`, content: "asked first\n" }
+              }
+            ]
+          }),
+          { blocks: [{ type: "text", text: "Written after your answer." }] }
+        )
+        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+          body: { prompt: "write asked.txt", profileId }
+        })
+        const taskId = created.body.id as string
+        const opened = yield* untilTask(taskId, "has a session", (r) => r.sessionId !== null, "120 seconds")
+        const sessionId = opened.sessionId!
+        const sql = yield* SqlClient.SqlClient
+        const request = yield* waitUntil(
+          "the agent asks before writing",
+          sql<{ payload: { requestId: string; options: Array<{ optionId: string; kind: string }> } }>`
+            SELECT payload FROM session_events WHERE session_id = ${sessionId} AND type = 'permission-requested'`.pipe(
+            Effect.map((rows) => rows[0]?.payload)
+          ),
+          { timeout: "60 seconds" }
+        )
+        const allow = request.options.find((o) => o.kind === "allow_once") ?? request.options[0]!
+        const answered = yield* api(alice, "POST", `/sessions/${sessionId}/permissions/${request.requestId}`, {
+          body: { optionId: allow.optionId }
+        })
+        expect(answered.status).toBe(202)
+        const { done, events } = yield* runTask(feed, taskId)
+        expect(done).toMatchObject({ status: "completed", branch: `sam/${taskId}` })
+        expect(events.some((e) => e.type === "permission-resolved")).toBe(true)
+        expect((yield* branchFile(taskId))("asked.txt")).toBe("asked first\n")
+      })
+    )
+
+    it.scoped("cancel during a long command stops it; a follow-up keeps the conversation", () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeAnthropic
+        const { alice, projectId, profileId } = yield* setup(fake, KEY, { taskMode: "conversation" })
+        fake.script({
+          blocks: [
+            {
+              type: "tool_use",
+              name: "Bash",
+              input: { command: "tail -f /dev/null", description: "follow nothing, forever" }
+            }
+          ]
+        })
+        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+          body: { prompt: "remember the word PELICAN, then wait", profileId }
+        })
+        const taskId = created.body.id as string
+        const opened = yield* untilTask(taskId, "has a session", (r) => r.sessionId !== null, "120 seconds")
+        const sessionId = opened.sessionId!
+        const sql = yield* SqlClient.SqlClient
+        yield* waitUntil(
+          "the long command runs",
+          sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND type = 'tool-call'`.pipe(
+            Effect.map((rows) => rows[0])
+          ),
+          { timeout: "60 seconds" }
+        )
+        const sleeping = () =>
+          execFileSync("pgrep", ["-f", "tail -f /dev/null"], { encoding: "utf8" }).trim().split("\n").filter(Boolean)
+            .length
+        yield* waitUntil(
+          "the long command runs",
+          Effect.sync(() => (safe(sleeping) > 0 ? true : undefined))
+        )
+        const cancelled = yield* api(alice, "POST", `/sessions/${sessionId}/cancel`)
+        expect(cancelled.status).toBe(202)
+        yield* waitUntil(
+          "the turn ends cancelled",
+          sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND type = 'cancelled'`.pipe(
+            Effect.map((rows) => rows[0])
+          ),
+          { timeout: "30 seconds" }
+        )
+        yield* waitUntil(
+          "the long command is gone",
+          Effect.sync(() => (safe(sleeping) === 0 ? true : undefined)),
+          {
+            timeout: "20 seconds"
+          }
+        )
+        fake.script({ blocks: [{ type: "text", text: "You asked me to remember a word." }] })
+        const before = fake.requests.length
+        const prompted = yield* api(alice, "POST", `/sessions/${sessionId}/prompt`, { body: { prompt: "which word?" } })
+        expect(prompted.status).toBe(202)
+        yield* waitUntil(
+          "the follow-up is answered",
+          sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND payload::text LIKE '%remember a word%'`.pipe(
+            Effect.map((rows) => rows[0])
+          ),
+          { timeout: "60 seconds" }
+        )
+        // The agent sent the first prompt along with the follow-up: the conversation survived the cancel.
+        const followUp = fake.requests.slice(before).filter((r) => r.main)
+        expect(followUp.length).toBeGreaterThan(0)
+        expect(JSON.stringify(followUp.at(-1)!.body.messages)).toContain("PELICAN")
       })
     )
   }

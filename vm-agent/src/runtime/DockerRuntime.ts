@@ -1,7 +1,9 @@
+import { existsSync } from "node:fs"
 import { dirname, join, posix, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import Docker from "dockerode"
 import { Effect, Layer } from "effect"
+import { AGENTS_IN_CONTAINER, agentCacheDir } from "../acp/Harnesses.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { startExec } from "./internal/dockerExec.js"
 import { collect, makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
@@ -130,6 +132,9 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       yield* removeContainer(id)
       const binds = [`${nodeBinary}:${NODE_IN_CONTAINER}:ro`, `${appDir}:${APP_IN_CONTAINER}:ro`]
       if (local) binds.push(`${source}:${SOURCE}:ro`)
+      // real agents' pinned installs (ADR 0024), read-only like our code
+      const agents = agentCacheDir()
+      if (existsSync(agents)) binds.push(`${agents}:${AGENTS_IN_CONTAINER}:ro`)
       const created = yield* Effect.tryPromise({
         try: () =>
           docker.createContainer({

@@ -12,10 +12,13 @@ const S = Api.SessionEndpoints
 const TaskArgs = z.object({
   project: z.string(),
   prompt: z.string().min(1),
-  agent: Domain.NodeProtocol.AgentKind.default("demo"),
-  mode: Domain.NodeProtocol.TaskMode.default("task")
+  /** default: the profile's, else the demo agent (the gateway decides) */
+  agent: Domain.NodeProtocol.AgentKind.optional(),
+  mode: Domain.NodeProtocol.TaskMode.optional(),
+  profile: z.string().optional()
 })
-const CREATE_USAGE = 'sam task create --project proj_… --prompt "…" [--agent demo] [--mode task|conversation]'
+const CREATE_USAGE =
+  'sam task create --project proj_… --prompt "…" [--agent demo|claude-code|codex|gemini|opencode] [--profile prof_…] [--mode task|conversation]'
 
 /** `sam task create`: submit, then print what happens until it ends (or waits for a follow-up). */
 const createTask = (flags: Record<string, string | undefined>) =>
@@ -28,11 +31,19 @@ const createTask = (flags: Record<string, string | undefined>) =>
       })
     }
     const api = yield* LocalClient.api()
-    const { project, prompt, agent, mode } = args.data
+    const { project, prompt, agent, mode, profile } = args.data
     // A clear `not_found` / `forbidden` before the feed is opened for it.
     yield* api.call(Api.ProjectEndpoints.getProject, { params: { projectId: project } })
     const submit = api
-      .call(T.createTask, { params: { projectId: project }, body: { prompt, agent, mode } })
+      .call(T.createTask, {
+        params: { projectId: project },
+        body: {
+          prompt,
+          ...(agent === undefined ? {} : { agent }),
+          ...(mode === undefined ? {} : { mode }),
+          ...(profile === undefined ? {} : { profileId: profile })
+        }
+      })
       .pipe(Effect.tap((created) => out(`task ${created.id} submitted\n`)))
     yield* report(yield* followTask(api, project, submit))
   })

@@ -115,7 +115,11 @@ export const runTask = (
 export const expectSecretKept = (secret: string) =>
   Effect.gen(function* () {
     expect((yield* ledgerText).includes(secret)).toBe(false)
-    for (const file of yield* nodeFiles) expect(file.text.includes(secret), file.path).toBe(false)
+    const files = yield* nodeFiles
+    // what the workspace's shells and terminals start with, and the node's log, were among those read
+    expect(files.some((f) => f.path.endsWith(".sam-env.json"))).toBe(true)
+    expect(files.some((f) => f.path.endsWith("vm-agent.log") && f.text.length > 0)).toBe(true)
+    for (const file of files) expect(file.text.includes(secret), file.path).toBe(false)
     for (const response of recorded) expect(response.text.includes(secret), response.path).toBe(false)
   })
 

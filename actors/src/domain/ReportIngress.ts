@@ -227,6 +227,43 @@ const ensureNewConsumer = (durable: string, ackWait: Duration.DurationInput) =>
     })
   })
 
+/**
+ * Before a holder of the ingress lease consumes: when the durable has deliveries nobody acknowledged
+ * (an earlier holder gave the lease up mid-batch, or died), recreate it from its ack floor, so those
+ * reports come again at once and before anything newer. Without this they came back only after the
+ * ack wait (30 s), after newer reports of the same session: a NATS restart made the ingress give up
+ * and retake its lease, and a conversation's last events (its turn's end) arrived half a minute late,
+ * after the healer had ended the turn as lost (test/faults/matrix.test.ts). Reports are handled
+ * idempotently, so those already handled change nothing.
+ */
+const resumeFromAckFloor = (durable: string) =>
+  Effect.gen(function* () {
+    const { jsm } = yield* Nats
+    const info = yield* Effect.tryPromise({
+      try: () =>
+        jsm.consumers.info(STREAM, durable).catch((error: unknown) => {
+          if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return undefined
+          throw error
+        }),
+      catch: jsError(`consumer info ${durable}`)
+    })
+    if (info === undefined || info.num_ack_pending === 0) return
+    const { opt_start_time: _time, ...config } = info.config
+    yield* Effect.tryPromise({ try: () => jsm.consumers.delete(STREAM, durable), catch: jsError(`delete ${durable}`) })
+    yield* Effect.tryPromise({
+      try: () =>
+        jsm.consumers.add(STREAM, {
+          ...config,
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: info.ack_floor.stream_seq + 1
+        }),
+      catch: jsError(`create consumer ${durable}`)
+    })
+    yield* Effect.logInfo(
+      `report ingress: ${info.num_ack_pending} reports were given to an earlier holder and not acknowledged; consuming again from stream sequence ${info.ack_floor.stream_seq + 1}`
+    )
+  })
+
 const heartbeats = registry(NodeProtocol.Heartbeat)
 
 /** Store each heartbeat whose body names the node of its subject; anything else is logged and ignored. */
@@ -305,6 +342,13 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
     Subjects.shardOf(entityOf(delivery.envelope) ?? delivery.subject, lanes)
   const handle = (delivery: Consume.Delivery<AgentReport>) => route(delivery).pipe(Effect.provide(context))
   const work = Effect.gen(function* () {
+    // Should it fail (NATS still settling), consume anyway: those reports then come after the ack wait.
+    yield* resumeFromAckFloor(durable).pipe(
+      Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.upTo("5 seconds"))),
+      Effect.catchAll((error) =>
+        Effect.logWarning(`report ingress: could not consume from the ack floor: ${error.message}`)
+      )
+    )
     yield* Effect.forkScoped(
       deliveries.pipe(
         Stream.groupByKey(laneOf, { bufferSize: 64 }),

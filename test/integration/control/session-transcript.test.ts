@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Actor, Actors } from "@sam/actors"
+import { Actor, Actors, ReportIngress } from "@sam/actors"
 import { Domain, encode, makeId, Nats } from "@sam/bus"
-import { Effect, Layer, type Redacted } from "effect"
+import { Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import { beforeAll } from "vitest"
 import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
 import {
@@ -199,6 +199,60 @@ describe("session actor: transcript and activity", () => {
           snapshotOf(sessionId).pipe(Effect.map((s) => (s?.promptEpoch === 2 && s.activity === "idle" ? s : undefined)))
         )
         expect(skewed).toMatchObject({ source: "vm_report", updatedAt: behind(50) })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "reports an earlier ingress holder was given and never acknowledged come again at once and in order, not after the ack wait",
+    () =>
+      Effect.gen(function* () {
+        const { session, stopFirstIngress } = yield* startControl(url)
+        yield* stopFirstIngress
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const sessionId = makeId("sess")
+        yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
+        // An ingress of its own with the production ack wait (30 s), so a redelivery by the ack wait shows.
+        const durable = makeId("msg").replace("msg_", "ing")
+        const holder = (instanceId: string) =>
+          Effect.gen(function* () {
+            const scope = yield* Scope.make()
+            yield* ReportIngress.run({
+              routes: ReportIngress.sessionRoutes(session),
+              durable,
+              deliver: "new",
+              instanceId,
+              leaseTtl: "1500 millis",
+              ackWait: "30 seconds"
+            }).pipe(Scope.extend(scope))
+            return Scope.close(scope, Exit.void)
+          })
+        const stopFirst = yield* holder("ingress-first")
+        yield* stopFirst
+        const say = (i: number) => node.publish(node.event(sessionId, 1, { type: "text", text: `${i}` }), sessionId)
+        // The earlier holder was given three reports and died before acknowledging them.
+        for (const i of [0, 1, 2]) yield* say(i)
+        const { js } = yield* Nats
+        const consumer = yield* Effect.promise(() => js.consumers.get("SAM_AGENT", durable))
+        const batch = yield* Effect.promise(() => consumer.fetch({ max_messages: 3, expires: 2_000 }))
+        let taken = 0
+        yield* Effect.promise(async () => {
+          for await (const _ of batch) if (++taken === 3) break
+        })
+        expect(taken).toBe(3)
+        for (const i of [3, 4, 5]) yield* say(i)
+        const started = Date.now()
+        yield* holder("ingress-second")
+        const rows = yield* waitUntil(
+          "all six in the transcript",
+          transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length >= 6 ? rows : undefined))),
+          { timeout: "10 seconds" }
+        )
+        console.log(`the unacknowledged reports handled ${Date.now() - started} ms after the new holder started`)
+        expect(rows.map((r) => r.payload.text)).toEqual(["0", "1", "2", "3", "4", "5"])
+        expect(rows.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6])
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -49,7 +49,8 @@ const setup = (
         name: "claude",
         agent: "claude-code",
         permissionMode: options.permissionMode ?? "allow-all",
-        taskMode: options.taskMode ?? "task"
+        taskMode: options.taskMode ?? "task",
+        model: "claude-fake-model"
       }
     })
     expect(profile.status).toBe(201)
@@ -109,6 +110,10 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           expect(text).toContain("All done")
           expect(events.filter((e) => e.type === "tool-call").length).toBeGreaterThanOrEqual(2)
           expect(text).toMatch(/"status":"completed"/)
+          // the turn's token usage is kept with its end; the profile's model reached the provider
+          const ended = events.find((e) => e.type === "turn-ended") as { usage?: { totalTokens?: number } }
+          expect(ended.usage?.totalTokens).toBeGreaterThan(0)
+          expect(main.every((r) => r.model === "claude-fake-model")).toBe(true)
 
           // The task branch has the agent's edit and what its command wrote.
           const show = yield* branchFile(taskId)
@@ -142,6 +147,28 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
         SELECT payload FROM session_events WHERE session_id = ${failed.sessionId} ORDER BY seq`
         expect(JSON.stringify(events)).toMatch(/Invalid API key/i)
         expect((yield* ledgerText).includes(BAD_KEY)).toBe(false)
+      })
+    )
+
+    it.scoped("rate limited (429) and overloaded (529) answers end the turn with the provider's reason", () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeAnthropic
+        const { alice, projectId, profileId } = yield* setup(fake, KEY)
+        for (const [status, reason] of [
+          [429, /rate limit/i],
+          [529, /overloaded/i]
+        ] as const) {
+          fake.script({ status })
+          const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+            body: { prompt: `try once (${status})`, profileId }
+          })
+          const failed = yield* untilTask(created.body.id, "ends", (r) => ["completed", "failed"].includes(r.status))
+          expect(failed.status).toBe("failed")
+          const sql = yield* SqlClient.SqlClient
+          const events = yield* sql<{ payload: unknown }>`
+            SELECT payload FROM session_events WHERE session_id = ${failed.sessionId} ORDER BY seq`
+          expect(`${failed.errorReason} ${JSON.stringify(events)}`).toMatch(reason)
+        }
       })
     )
 

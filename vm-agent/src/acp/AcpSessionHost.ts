@@ -224,7 +224,13 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           emit({ type: "turn-failed", message })
           return yield* new AgentProtocolError({ message, code: error.code ?? 0 })
         }
-        emit({ type: "turn-ended", stopReason: answer.right.stopReason })
+        // the turn's token usage, where the agent reports it (Claude Code, OpenCode), kept with the turn's end
+        const usage = (answer.right as { readonly usage?: unknown }).usage
+        emit({
+          type: "turn-ended",
+          stopReason: answer.right.stopReason,
+          ...(typeof usage === "object" && usage !== null ? { usage } : {})
+        })
         return { stopReason: answer.right.stopReason }
       })
     )

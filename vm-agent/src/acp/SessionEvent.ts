@@ -41,7 +41,7 @@ export type SessionEventBody =
     }
   | { readonly type: "permission-resolved"; readonly requestId: string; readonly outcome: string }
   | { readonly type: "update"; readonly update: SessionUpdate }
-  | { readonly type: "turn-ended"; readonly stopReason: StopReason }
+  | { readonly type: "turn-ended"; readonly stopReason: StopReason; readonly usage?: unknown }
   | { readonly type: "turn-failed"; readonly message: string }
   | { readonly type: "cancelled"; readonly forced: boolean; readonly stopMs: number }
   | {

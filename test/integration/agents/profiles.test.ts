@@ -1,7 +1,11 @@
+import { readFile } from "node:fs/promises"
+import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { expect } from "vitest"
+import { LocalNodes } from "../../src/ControlPlaneHarness.js"
+import { waitUntil } from "../../src/Env.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, expectNoSecrets, recorded, untilTask } from "../gateway/RestKit.js"
 
@@ -81,6 +85,31 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })(
           expect(text).toContain(FILE_SECRET)
           // the profile's system-prompt addition reached the agent with the first prompt
           expect(text).toContain("appended")
+
+          // The agent cannot read the node's curve key nor the session records holding the sealed launch.
+          const { dir } = yield* LocalNodes
+          const nodeData = join(dir, row.nodeId!, "data")
+          const seed = yield* Effect.promise(() => readFile(join(nodeData, "node.xkey"), "utf8"))
+          const attack = yield* api(alice, "POST", `/sessions/${row.sessionId}/prompt`, {
+            body: {
+              prompt: `run cat ${join(nodeData, "node.xkey")} ${join(nodeData, "sessions", `${row.sessionId}.json`)}`
+            }
+          })
+          expect(attack.status).toBe(202)
+          const attempt = yield* waitUntil(
+            "the attack's turn ends",
+            sql<{ payload: unknown }>`
+          SELECT payload FROM session_events WHERE session_id = ${row.sessionId} ORDER BY seq`.pipe(
+              Effect.map((rows) => {
+                const all = JSON.stringify(rows)
+                return all.split("turn-ended").length > 2 ? all : undefined
+              })
+            ),
+            { timeout: "30 seconds" }
+          )
+          expect(attempt).toMatch(/node\.xkey: Permission denied/)
+          expect(attempt).toMatch(/\.json: Permission denied/)
+          expect(attempt).not.toContain(seed.trim())
 
           // At rest the secrets are ciphertext; the plain values are stored as they are.
           const stored = yield* sql<{ value: string; isSecret: boolean }>`

@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process"
+import { readdir, readFile } from "node:fs/promises"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { AgentInstall } from "@sam/infra"
@@ -12,6 +13,21 @@ import { branchFile, expectSecretKept, follow, ledgerText, masterKeyForTests, ru
 
 // The control plane and the gateway of this process open secrets with this key (`sam up` generates one).
 masterKeyForTests()
+
+/** The vm-agent process of `nodeId` (the local provider gives it `SAM_NODE_ID` in its environment). */
+const vmAgentPid = (nodeId: string) =>
+  Effect.promise(async () => {
+    for (const name of await readdir("/proc")) {
+      if (!/^\d+$/.test(name)) continue
+      const [environ, cmdline] = await Promise.all([
+        readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
+        readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
+      ])
+      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && cmdline.includes("vm-agent/src/main.ts"))
+        return Number(name)
+    }
+    return undefined
+  })
 
 /** pgrep exits 1 when nothing matches */
 const safe = (count: () => number) => {
@@ -297,6 +313,57 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
         const followUp = fake.requests.slice(before).filter((r) => r.main)
         expect(followUp.length).toBeGreaterThan(0)
         expect(JSON.stringify(followUp.at(-1)!.body.messages)).toContain("PELICAN")
+      })
+    )
+
+    it.scoped("after its vm-agent restarts, a follow-up reloads the agent with its credential and conversation", () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeAnthropic
+        const { alice, projectId, profileId } = yield* setup(fake, KEY, { taskMode: "conversation" })
+        fake.script({ blocks: [{ type: "text", text: "Noted: OSPREY." }] })
+        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+          body: { prompt: "remember the word OSPREY", profileId }
+        })
+        const row = yield* untilTask(
+          created.body.id,
+          "awaits a follow-up",
+          (r) => r.executionStep === "awaiting_followup"
+        )
+        const before = yield* vmAgentPid(row.nodeId!)
+        expect(before).toBeDefined()
+        process.kill(before!, "SIGKILL")
+        // the local provider starts the node's vm-agent again (ADR 0020)
+        yield* waitUntil(
+          "the vm-agent runs again",
+          vmAgentPid(row.nodeId!).pipe(Effect.map((pid) => (pid !== undefined && pid !== before ? pid : undefined))),
+          { timeout: "60 seconds" }
+        )
+        fake.script({ blocks: [{ type: "text", text: "The word was OSPREY." }] })
+        const seen = fake.requests.length
+        const sql = yield* SqlClient.SqlClient
+        yield* waitUntil(
+          "the follow-up is taken and answered",
+          Effect.gen(function* () {
+            const prompted = yield* api(alice, "POST", `/sessions/${row.sessionId}/prompt`, {
+              body: { prompt: "which word?" }
+            })
+            if (prompted.status !== 202) return undefined
+            return true
+          }),
+          { timeout: "60 seconds", every: "1 second" }
+        )
+        yield* waitUntil(
+          "the answer is in the transcript",
+          sql`SELECT 1 FROM session_events WHERE session_id = ${row.sessionId} AND payload::text LIKE '%The word was OSPREY%'`.pipe(
+            Effect.map((rows) => rows[0])
+          ),
+          { timeout: "60 seconds" }
+        )
+        const after = fake.requests.slice(seen).filter((r) => r.main)
+        expect(after.length).toBeGreaterThan(0)
+        expect(after.every((r) => r.apiKey === KEY)).toBe(true)
+        expect(JSON.stringify(after.at(-1)!.body.messages)).toContain("OSPREY")
+        yield* expectSecretKept(KEY)
       })
     )
   }

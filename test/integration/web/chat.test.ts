@@ -1,0 +1,308 @@
+import type { BrowserContext, Page } from "playwright-core"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { makeRepo } from "../../src/Repo.js"
+import { apiGet, newContext, repoDir, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
+
+/**
+ * The web app as a person uses it, in Debian's Chromium against a real stack: gateway, control
+ * plane, vm-agents and the demo agent. One signed-in browser goes through the story in order.
+ */
+let stack: WebStack
+let context: BrowserContext
+let page: Page
+let projectUrl = ""
+
+const timeline = () => page.getByTestId("timeline")
+const composerText = () => page.locator("#composer-text")
+
+/** Type into the composer and send with Ctrl+Enter. */
+const send = async (text: string) => {
+  await composerText().fill(text)
+  await composerText().press("Control+Enter")
+}
+
+const sessionIdOf = (url: string) => /\/chat\/(sess_[^/?#]+)/.exec(url)?.[1] ?? ""
+
+beforeAll(async () => {
+  stack = await startWebStack()
+  context = await newContext(stack)
+  page = await context.newPage()
+}, 240_000)
+
+afterAll(async () => {
+  await stack?.close()
+}, 180_000)
+
+describe("web app: project chat in the browser", () => {
+  it("signs in with the owner password, with an inline error for a wrong one", async () => {
+    await page.goto("/")
+    await page.waitForURL("**/signin**")
+    await page.fill("#password", "not-the-password")
+    await page.click("button[type=submit]")
+    await expect.poll(() => page.getByRole("alert").textContent()).toContain("do not match")
+    await shot(page, "signin")
+    await signIn(page, stack)
+    await expect.poll(() => page.locator("h1").first().textContent()).toBe("Projects")
+  })
+
+  it("creates a project, showing the API's validation error next to the field", async () => {
+    await page.fill("#p-name", "   ")
+    await page.fill("#p-repo", "/tmp/x")
+    await page.click("text=Create project")
+    await expect.poll(() => page.locator("#p-name-error").textContent()).toBeTruthy()
+    expect(await page.locator("#p-name").getAttribute("aria-invalid")).toBe("true")
+    const repo = makeRepo(await repoDir())
+    await page.fill("#p-name", "web demo")
+    await page.fill("#p-repo", repo)
+    await Promise.all([page.waitForURL("**/projects/*/chat"), page.click("text=Create project")])
+    projectUrl = new URL(page.url()).pathname
+    await expect.poll(() => page.getByTestId("empty-chat").textContent()).toContain("What do you want to build?")
+    await shot(page, "new-chat")
+  })
+
+  it("submits a task and streams text, thought, plan and tool cards", async () => {
+    await send(
+      "think about the repository\nplan Read the code|Run a command|Answer\nrun echo streamed-output\nsay **Done** reading: all good."
+    )
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+    await expect
+      .poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 })
+      .toContain("Done reading: all good.")
+    expect(await timeline().locator("[data-kind=text] strong").last().textContent()).toBe("Done")
+    expect(await timeline().locator("[data-kind=thought]").count()).toBe(1)
+    expect(await timeline().locator("[data-kind=plan] li").count()).toBe(3)
+    const tool = timeline().locator("[data-kind=tool]").last()
+    await expect.poll(() => tool.getAttribute("data-status")).toBe("completed")
+    await tool.locator("summary").click()
+    await expect.poll(() => tool.locator(".tool-output").textContent()).toContain("streamed-output")
+    expect(await timeline().locator("[data-kind=user]").first().textContent()).toContain("think about the repository")
+    const sessionId = sessionIdOf(page.url())
+    await expect.poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status")).toBe("idle")
+    await shot(page, "chat")
+  })
+
+  it("interrupts a long `run sleep 30` turn and sends a follow-up that recalls the context", async () => {
+    await send("run sleep 30")
+    await expect.poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    const sessionId = sessionIdOf(page.url())
+    await expect.poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status")).toBe("working")
+    await shot(page, "working")
+    const started = Date.now()
+    await page.getByTestId("interrupt").click()
+    await expect.poll(() => page.getByTestId("working-bar").count(), { timeout: 15_000 }).toBe(0)
+    expect(Date.now() - started).toBeLessThan(15_000)
+    await expect.poll(() => timeline().locator("[data-kind=system]").allTextContents()).toContain("Turn interrupted")
+    await send("recall")
+    await expect
+      .poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 })
+      .toContain("run sleep 30")
+    expect(await timeline().locator("[data-kind=text]").last().textContent()).toContain("think about the repository")
+  })
+
+  it("after a reload mid-turn shows “Agent is working” with the right elapsed time at once", async () => {
+    await send("sleep 15000\nsay woke up")
+    await expect.poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    const sessionId = sessionIdOf(page.url())
+    const session = await apiGet(stack, context, `/sessions/${sessionId}`)
+    const startedAt = Date.parse(session.snapshot.promptStartedAt)
+    // Let some seconds pass, so a wrong clock (elapsed from the reload) would show.
+    await expect.poll(() => Date.now() - startedAt > 3_000, { timeout: 10_000 }).toBe(true)
+    // The server-rendered page already says so, before any script runs.
+    const html = await (
+      await fetch(`${stack.url}${new URL(page.url()).pathname}`, {
+        headers: { cookie: `sam_session=${(await context.cookies()).find((c) => c.name === "sam_session")?.value}` }
+      })
+    ).text()
+    expect(html).toContain("Agent is working")
+    await page.reload({ waitUntil: "domcontentloaded" })
+    const shown = await page.getByTestId("working-elapsed").textContent()
+    const seconds =
+      Number(/(\d+)s/.exec(shown ?? "")?.[1] ?? "-1") + 60 * Number(/(\d+)m/.exec(shown ?? "")?.[1] ?? "0")
+    const expected = (Date.now() - startedAt) / 1000
+    expect(Math.abs(seconds - expected)).toBeLessThan(3)
+    expect(seconds).toBeGreaterThanOrEqual(3)
+    await page.getByTestId("interrupt").click()
+    await expect.poll(() => page.getByTestId("working-bar").count(), { timeout: 15_000 }).toBe(0)
+  })
+
+  it("drops the live connection mid-turn and catches up with no missing or duplicated message", async () => {
+    const sessionId = sessionIdOf(page.url())
+    await send("say alpha-first\nsleep 2500\nsay bravo-second\nrun echo charlie-third\nsay delta-fourth")
+    await expect
+      .poll(async () => (await timeline().locator("[data-kind=text]").allTextContents()).join(), { timeout: 20_000 })
+      .toContain("alpha-first")
+    await page.evaluate("window.__samBlockFeed = true; for (const socket of window.__samSockets) socket.close()")
+    await expect.poll(() => page.getByTestId("connection-banner").isVisible(), { timeout: 10_000 }).toBe(true)
+    await shot(page, "reconnecting")
+    // The agent goes on while the browser is away.
+    await expect
+      .poll(
+        async () => {
+          const page1 = await apiGet(stack, context, `/sessions/${sessionId}/events?limit=1000`)
+          return page1.events.some((e: { event: { type: string; text?: string } }) =>
+            e.event.text?.includes("delta-fourth")
+          )
+        },
+        { timeout: 30_000 }
+      )
+      .toBe(true)
+    const agentText = async () => (await timeline().locator("[data-kind=text]").allTextContents()).join("\n")
+    expect(await agentText()).not.toContain("delta-fourth")
+    await page.evaluate("window.__samBlockFeed = false")
+    await expect.poll(() => page.getByTestId("connection-banner").count(), { timeout: 15_000 }).toBe(0)
+    await expect.poll(agentText, { timeout: 15_000 }).toContain("delta-fourth")
+    const text = await agentText()
+    for (const word of ["alpha-first", "bravo-second", "delta-fourth"]) {
+      expect(text.split(word).length - 1, word).toBe(1)
+    }
+    // What the page holds is exactly the transcript: every seq, once.
+    const transcript = await apiGet(stack, context, `/sessions/${sessionId}/events?limit=1000`)
+    const stats = (await page.evaluate(
+      `({ stats: window.__samFeed.stats, lastSeq: window.__samFeed.lastSeq(${JSON.stringify(sessionId)}) })`
+    )) as { stats: unknown; lastSeq: number }
+    expect(stats.lastSeq).toBe(transcript.lastSeq)
+    expect(stats.stats).toMatchObject({ duplicates: 0, gaps: 0 })
+    const userMessages = transcript.events.filter((e: { event: { type: string } }) => e.event.type === "prompt-started")
+    expect(await timeline().locator("[data-kind=user]").count()).toBe(userMessages.length)
+  })
+
+  it("turns a failed task (the agent crashes) to failed in the sidebar and the view, live, with its reason", async () => {
+    await page.goto(projectUrl)
+    await page.selectOption("#composer-mode", "task")
+    await send("crash")
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+    const sessionId = sessionIdOf(page.url())
+    await expect.poll(() => page.getByTestId("failure-card").isVisible(), { timeout: 60_000 }).toBe(true)
+    expect(await page.getByTestId("failure-reason").textContent()).toMatch(/crash|exit/i)
+    await expect.poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status")).toBe("failed")
+    expect(await page.getByTestId("session-status").getAttribute("data-status")).toBe("failed")
+    expect(await page.getByTestId("working-bar").count()).toBe(0)
+    await shot(page, "failed")
+  })
+
+  it("counts unread Priority notifications on the bell and shows them by tab", async () => {
+    const list = await apiGet(stack, context, "/notifications?limit=200")
+    const unreadPriority = list.notifications.filter(
+      (n: { priority: boolean; readAt: string | null }) => n.priority && !n.readAt
+    )
+    expect(unreadPriority.length).toBeGreaterThan(0)
+    await page.reload()
+    await expect.poll(() => page.getByTestId("bell-count").textContent()).toBe(String(unreadPriority.length))
+    await page.getByTestId("bell").click()
+    await expect
+      .poll(() => page.getByTestId("notifications").locator("li.notif").count())
+      .toBe(list.notifications.filter((n: { priority: boolean }) => n.priority).length)
+    expect(await page.getByTestId("notifications").textContent()).toContain("Task failed")
+    await shot(page, "notifications")
+    await page.getByTestId("tab-all").click()
+    await expect
+      .poll(() => page.getByTestId("notifications").locator("li.notif").count())
+      .toBe(list.notifications.length)
+    await page.getByTestId("tab-updates").click()
+    await expect
+      .poll(() => page.getByTestId("notifications").locator("li.notif").count())
+      .toBe(list.notifications.filter((n: { priority: boolean }) => !n.priority).length)
+    await page.getByRole("button", { name: "Mark all read" }).click()
+    await expect.poll(() => page.getByTestId("bell-count").count()).toBe(0)
+    const after = await apiGet(stack, context, "/notifications?unread=true")
+    expect(after.unreadCount).toBe(0)
+  })
+
+  it("answers the agent's permission request with its option buttons", async () => {
+    await page.goto(projectUrl)
+    await send("ask-permission edit README.md")
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+    const request = timeline().locator("[data-kind=permission]")
+    await expect.poll(() => request.getByRole("button", { name: "Allow" }).isVisible(), { timeout: 30_000 }).toBe(true)
+    const sessionId = sessionIdOf(page.url())
+    await expect
+      .poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status"))
+      .toBe("needs_input")
+    await shot(page, "permission")
+    await request.getByRole("button", { name: "Allow" }).click()
+    await expect
+      .poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 20_000 })
+      .toContain("Permission for edit README.md: allow")
+    await expect.poll(() => request.textContent()).toContain("Answered: Allow")
+  })
+
+  it("keeps a long session smooth: only a window of it is rendered, and scrolling up shows more", async () => {
+    const lines = Array.from({ length: 320 }, (_, i) => `tool step-${i + 1}`).join("\n")
+    await send(`${lines}\nsay long session done`)
+    await expect
+      .poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 60_000 })
+      .toContain("long session done")
+    const rendered = await timeline().locator("[data-kind]").count()
+    expect(rendered).toBeLessThanOrEqual(150)
+    expect(await timeline().locator("[data-kind=tool] .tool-title").first().textContent()).not.toBe("step-1")
+    await expect.poll(() => page.getByRole("button", { name: /earlier/ }).isVisible()).toBe(true)
+    await page.getByRole("button", { name: /earlier/ }).click()
+    await expect.poll(() => timeline().locator("[data-kind]").count()).toBeGreaterThan(rendered)
+  })
+
+  it("creates an API token shown once, lists and revokes it, and mints NATS credentials", async () => {
+    await page.goto("/settings")
+    await page.fill("#t-name", "ci token")
+    await page.click("text=Create token")
+    await expect.poll(() => page.getByTestId("new-token").textContent()).toContain("sam_pat_")
+    await expect.poll(() => page.getByTestId("token-list").textContent()).toContain("ci token")
+    await page.reload()
+    expect(await page.getByTestId("new-token").count()).toBe(0)
+    expect(await page.content()).not.toContain("sam_pat_")
+    await page.getByRole("button", { name: "Revoke ci token" }).click()
+    await expect
+      .poll(() => page.getByTestId("token-list").locator("tr", { hasText: "ci token" }).textContent())
+      .toContain("revoked")
+    await page.click("text=Mint credentials")
+    await expect
+      .poll(() => page.locator(".secret").last().textContent(), { timeout: 20_000 })
+      .toContain("NATS USER JWT")
+    await shot(page, "settings")
+  })
+
+  it("lists the project's tasks with a status filter, and the nodes with their health and capacity", async () => {
+    await page.goto(`${projectUrl.replace(/\/chat$/, "")}/tasks`)
+    await expect.poll(() => page.getByTestId("tasks").locator("li").count()).toBeGreaterThan(2)
+    await page.getByRole("link", { name: "failed", exact: true }).click()
+    await expect.poll(() => page.getByTestId("tasks").textContent()).toContain("crash")
+    expect(await page.getByTestId("tasks").locator("li").count()).toBe(1)
+    await page.getByTestId("tasks").locator("a").first().click()
+    await expect.poll(() => page.locator("table").textContent()).toContain("failed")
+    await shot(page, "task")
+    await page.goto("/nodes")
+    await expect.poll(() => page.getByTestId("nodes").textContent()).toContain("healthy")
+    await shot(page, "nodes")
+  })
+
+  it("works on a phone: the session list is a drawer, nothing overflows, touch targets are 44 px", async () => {
+    const phone = await newContext(stack, {
+      viewport: { width: 375, height: 740 },
+      isMobile: true,
+      hasTouch: true,
+      deviceScaleFactor: 2
+    })
+    const mobile = await phone.newPage()
+    await signIn(mobile, stack)
+    await mobile.goto(projectUrl)
+    await expect.poll(() => mobile.getByTestId("empty-chat").isVisible()).toBe(true)
+    const overflow = (await mobile.evaluate("document.documentElement.scrollWidth - window.innerWidth")) as number
+    expect(overflow).toBeLessThanOrEqual(0)
+    const sidebar = mobile.getByTestId("sidebar")
+    const hidden = await sidebar.boundingBox()
+    expect(hidden === null || hidden.x >= 375 - 1).toBe(true)
+    await shot(mobile, "phone-chat")
+    await mobile.getByTestId("open-sessions").tap()
+    await expect
+      .poll(async () => {
+        const box = await sidebar.boundingBox()
+        return box !== null && box.x + box.width <= 376 && box.x < 375 - 200
+      })
+      .toBe(true)
+    await shot(mobile, "phone-drawer")
+    const small = await mobile.evaluate(`[...document.querySelectorAll(
+      ".sidebar.open a, .sidebar.open button, .topbar button, .composer button"
+    )].map((el) => el.getBoundingClientRect()).filter((r) => r.width > 0 && r.height > 0 && r.height < 44).length`)
+    expect(small).toBe(0)
+    await phone.close()
+  })
+})

@@ -208,6 +208,8 @@ const main = Effect.gen(function* () {
     `The long session has ${EVENTS} transcript entries (${epochs} turns of a prompt, thought, plan, tool call,`,
     "four text chunks and the turn's end), inserted as the session actor would have; the page renders the",
     "last 150 timeline items of them. Script time is Chromium's `ScriptDuration` until the page was usable.",
+    "The session page follows the transcript over the feed from seq 0, so most of its time is the feed's",
+    "catch-up of every entry and folding them into items; the page renders a window, never all of them.",
     "",
     "| page | usable after ms | JS files | JS KiB (decoded) | script ms | items rendered |",
     "|---|---:|---:|---:|---:|---:|",

@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
@@ -10,6 +11,7 @@ import { branchFile, expectSecretKept, follow, masterKeyForTests, runTask } from
 masterKeyForTests()
 
 const KEY = "sk-proj-FAKECODEXKEY-c2FtLWNvZGV4LWUyZQ"
+const AUTH_FILE_KEY = "sk-proj-FROMAUTHJSON-YXV0aC1maWxl"
 const BAD_KEY = "sk-proj-REVOKEDCODEX-bm90LXJlYWw"
 
 /** Codex reaches a provider through its config.toml: a project runtime file in the workspace user's home. */
@@ -109,6 +111,50 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
         expect(failed.errorReason).not.toContain(BAD_KEY)
         yield* expectSecretKept(BAD_KEY)
       })
+    )
+
+    it.scoped(
+      "with an auth.json credential the file is written 0600 in the workspace home and Codex signs in with it",
+      () =>
+        Effect.gen(function* () {
+          const fake = yield* startFakeOpenAI
+          const alice = yield* makeUser("Alice")
+          const projectId = yield* createProject(alice, "codex-auth")
+          const saved = yield* api(alice, "PUT", "/agent-credentials/codex", {
+            body: { kind: "auth-file", value: JSON.stringify({ OPENAI_API_KEY: AUTH_FILE_KEY }) }
+          })
+          expect(saved.body).toMatchObject({ kind: "auth-file", hasValue: true })
+          // the provider takes OpenAI's sign-in (auth.json) instead of a variable
+          const config = codexConfig(fake.url).replace('env_key = "OPENAI_API_KEY"', "requires_openai_auth = true")
+          yield* api(alice, "PUT", `/projects/${projectId}/runtime/files`, {
+            body: { path: "~/.codex/config.toml", content: config }
+          })
+          const profile = yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
+            body: { name: "codex", agent: "codex", permissionMode: "allow-all", taskMode: "conversation" }
+          })
+          fake.script({
+            items: [
+              { type: "function_call", name: "exec_command", arguments: { cmd: "stat -c %a ~/.codex/auth.json" } }
+            ]
+          })
+          const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+            body: { prompt: "show the auth file's mode", profileId: profile.body.id }
+          })
+          const row = yield* untilTask(
+            created.body.id,
+            "awaits a follow-up",
+            (r) => r.executionStep === "awaiting_followup"
+          )
+          expect(fake.requests.length).toBeGreaterThan(0)
+          expect(fake.requests.every((r) => r.authorization === `Bearer ${AUTH_FILE_KEY}`)).toBe(true)
+          const sql = yield* SqlClient.SqlClient
+          const events = yield* sql<{ payload: unknown }>`
+        SELECT payload FROM session_events WHERE session_id = ${row.sessionId} ORDER BY seq`
+          // the command's output: the file is the workspace user's alone
+          const updates = events.filter((e) => (e.payload as { type: string }).type === "tool-call-update")
+          expect(JSON.stringify(updates)).toMatch(/\b600\b/)
+          yield* expectSecretKept(AUTH_FILE_KEY)
+        })
     )
   }
 )

@@ -7,6 +7,6 @@ export default defineConfig({
     fileParallelism: false,
     maxWorkers: 1,
     minWorkers: 1,
-    projects: ["bus", "sql", "infra", "actors", "vm-agent", "gateway", "test"]
+    projects: ["bus", "sql", "infra", "actors", "vm-agent", "gateway", "web", "test"]
   }
 })

@@ -39,6 +39,7 @@ const safe = (count: () => number) => {
 }
 
 const KEY = "sk-ant-api03-FAKEKEY-c2FtLWNsYXVkZS1lMmUtdGVzdA"
+const OAUTH_TOKEN = "sk-ant-oat01-FAKEOAUTH-c3Vic2NyaXB0aW9u"
 const BAD_KEY = "sk-ant-api03-REVOKED-bm90LWEtcmVhbC1rZXk"
 
 const setup = (
@@ -185,6 +186,27 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
             SELECT payload FROM session_events WHERE session_id = ${failed.sessionId} ORDER BY seq`
           expect(`${failed.errorReason} ${JSON.stringify(events)}`).toMatch(reason)
         }
+      })
+    )
+
+    it.scoped("a rotated credential of the other kind (a subscription OAuth token) is what the next session uses", () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeAnthropic
+        const { alice, projectId, profileId } = yield* setup(fake, KEY, { taskMode: "conversation" })
+        const rotated = yield* api(alice, "PUT", "/agent-credentials/claude-code", {
+          body: { kind: "oauth-token", value: OAUTH_TOKEN }
+        })
+        expect(rotated.body).toMatchObject({ kind: "oauth-token", hasValue: true })
+        fake.script({ blocks: [{ type: "text", text: "Signed in with a subscription." }] })
+        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+          body: { prompt: "hello", profileId }
+        })
+        yield* untilTask(created.body.id, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
+        const main = fake.requests.filter((r) => r.main)
+        expect(main.length).toBeGreaterThan(0)
+        expect(main.every((r) => r.authorization === `Bearer ${OAUTH_TOKEN}` && r.apiKey === undefined)).toBe(true)
+        yield* expectSecretKept(OAUTH_TOKEN)
+        yield* expectSecretKept(KEY)
       })
     )
 

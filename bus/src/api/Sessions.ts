@@ -55,7 +55,20 @@ export const Session = z.object({
   snapshot: SessionSnapshot.nullable(),
   createdAt: z.iso.datetime(),
   updatedAt: z.iso.datetime(),
-  endedAt: z.iso.datetime().nullable()
+  endedAt: z.iso.datetime().nullable(),
+  /**
+   * Token usage summed over the turns whose agent reported it (each turn's is on its `turn-ended` transcript
+   * entry); null when none did (the demo agent, Codex, Gemini CLI)
+   */
+  usage: z
+    .object({
+      turns: z.number().int().nonnegative(),
+      inputTokens: z.number().int().nonnegative(),
+      outputTokens: z.number().int().nonnegative(),
+      totalTokens: z.number().int().nonnegative()
+    })
+    .nullable()
+    .optional()
 })
 export type Session = z.infer<typeof Session>
 

@@ -25,6 +25,10 @@ interface SessionRow {
   readonly createdAt: Date
   readonly updatedAt: Date
   readonly endedAt: Date | null
+  readonly usageTurns: number
+  readonly usageInput: number
+  readonly usageOutput: number
+  readonly usageTotal: number
 }
 
 const ENDED_REASON: Partial<Record<Domain.TaskStatus, Snapshot["reason"]>> = {
@@ -73,7 +77,16 @@ const toSession = (row: SessionRow, snapshot: Snapshot | undefined): z.input<typ
     snapshot: visibleSnapshot(snapshot, status, row.taskStatus),
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
-    endedAt: row.endedAt === null ? null : row.endedAt.toISOString()
+    endedAt: row.endedAt === null ? null : row.endedAt.toISOString(),
+    usage:
+      row.usageTurns > 0
+        ? {
+            turns: row.usageTurns,
+            inputTokens: row.usageInput,
+            outputTokens: row.usageOutput,
+            totalTokens: row.usageTotal
+          }
+        : null
   }
 }
 
@@ -101,8 +114,17 @@ const snapshots = (ids: ReadonlyArray<string>) =>
 const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.SqlClient["and"]>, limit: number) =>
   sql<SessionRow>`
     SELECT s.id, s.project_id, s.task_id, s.workspace_id, s.node_id, s.agent, s.mode, s.status, t.status AS task_status,
-      s.prompt_epoch, s.last_seq, s.error_reason, s.created_at, s.updated_at, s.ended_at
+      s.prompt_epoch, s.last_seq, s.error_reason, s.created_at, s.updated_at, s.ended_at,
+      u.turns AS usage_turns, u.input AS usage_input, u.output AS usage_output, u.total AS usage_total
     FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id
+    CROSS JOIN LATERAL (
+      SELECT count(*)::int AS turns,
+        coalesce(sum((e.payload->'usage'->>'inputTokens')::bigint), 0)::int AS input,
+        coalesce(sum((e.payload->'usage'->>'outputTokens')::bigint), 0)::int AS output,
+        coalesce(sum((e.payload->'usage'->>'totalTokens')::bigint), 0)::int AS total
+      FROM session_events e
+      WHERE e.session_id = s.id AND e.type = 'turn-ended' AND jsonb_typeof(e.payload->'usage') = 'object'
+    ) u
     WHERE ${where}
     ORDER BY s.created_at DESC, s.id DESC
     LIMIT ${limit}`.pipe(Effect.orDie)

@@ -130,6 +130,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           // the turn's token usage is kept with its end; the profile's model reached the provider
           const ended = events.find((e) => e.type === "turn-ended") as { usage?: { totalTokens?: number } }
           expect(ended.usage?.totalTokens).toBeGreaterThan(0)
+          // … and summed with the session
+          const session = yield* api(alice, "GET", `/sessions/${done.sessionId}`)
+          expect(session.body.usage).toMatchObject({ turns: 1, totalTokens: ended.usage?.totalTokens })
           expect(main.every((r) => r.model === "claude-fake-model")).toBe(true)
 
           // The task branch has the agent's edit and what its command wrote.

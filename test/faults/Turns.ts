@@ -1,4 +1,5 @@
 import { readdir, readFile, readlink } from "node:fs/promises"
+import { nodeWebSocket } from "@sam/gateway/client"
 import { expect } from "vitest"
 import { type Api, exec, Stop, waitFor } from "./SamUp.js"
 
@@ -276,4 +277,56 @@ export const stackProcesses = async (dataDir: string, command?: string) => {
       found.push({ pid: Number(name), cmdline: line })
   }
   return found
+}
+
+/**
+ * A feed connection that follows `sessionIds` from their first entry (`afterSeq` 0) and keeps every
+ * `session.event` frame's seq, for a check that a client saw each entry once, in order, through a fault
+ * the gateway lived through (the feed re-reads from the last seq it sent after a NATS reconnect).
+ */
+export const watchFeed = async (gateway: string, client: Api, sessionIds: ReadonlyArray<string>) => {
+  const WS = await nodeWebSocket()
+  // Opened as a client would, again until it is (the gateway may refuse the upgrade during an outage).
+  const socket = await waitFor(
+    "the feed connection",
+    () =>
+      new Promise<InstanceType<typeof WS> | undefined>((done) => {
+        const socket = new WS(`${gateway.replace("http", "ws")}/api/v1/feed`, {
+          headers: { authorization: `Bearer ${client.token}` }
+        })
+        socket.once("open", () => done(socket))
+        socket.once("error", () => done(undefined))
+      }),
+    15_000
+  )
+  const seqs = new Map<string, Array<number>>(sessionIds.map((id) => [id, []]))
+  const errors: Array<unknown> = []
+  let closed: string | undefined
+  socket.on("message", (data) => {
+    const frame = JSON.parse(String(data))
+    if (frame.type === "ping") socket.send(JSON.stringify({ type: "pong" }))
+    if (frame.type === "session.event") seqs.get(frame.sessionId)?.push(frame.seq)
+    if (frame.type === "error") errors.push(frame)
+  })
+  socket.on("close", (code, reason) => (closed = `${code} ${reason}`))
+  socket.send(
+    JSON.stringify({ type: "subscribe", sessions: sessionIds.map((sessionId) => ({ sessionId, afterSeq: 0 })) })
+  )
+  return {
+    /** every seq of the session's transcript came once, in order, and the connection held */
+    expectWhole: async (sessionId: string) => {
+      const { lastSeq } = await transcript(client, sessionId)
+      await waitFor(
+        `the feed to deliver ${sessionId} up to seq ${lastSeq}`,
+        async () => (seqs.get(sessionId) ?? []).includes(lastSeq),
+        10_000
+      ).catch(() => undefined)
+      expect(closed, "the feed connection closed").toBeUndefined()
+      expect(
+        seqs.get(sessionId),
+        `what the feed delivered of ${sessionId} (error frames: ${JSON.stringify(errors)})`
+      ).toEqual(Array.from({ length: lastSeq }, (_, i) => i + 1))
+    },
+    close: () => socket.close()
+  }
 }

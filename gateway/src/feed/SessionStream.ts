@@ -1,4 +1,4 @@
-import { Effect, Queue } from "effect"
+import { Cause, Effect, Queue, Schedule } from "effect"
 import type { CatchUp } from "./CatchUp.js"
 import type { FeedOptions } from "./FeedConfig.js"
 import { frame, type Outbound, type OutFrame } from "./Outbound.js"
@@ -25,6 +25,28 @@ export interface SessionStream {
 }
 
 const MAX_STALLS = 20
+
+/**
+ * A read of the snapshot (KV) or the transcript (Postgres) that fails is tried again (0.2 s doubling, at
+ * most 2 s apart) for as long as the subscription lives: a subscription made while NATS or Postgres is
+ * down (or a read that meets the outage) used to end its stream with the failure, leaving the client
+ * subscribed to a session of which nothing ever came, neither catch-up nor live events (found by the
+ * fault matrix, test/faults/matrix.test.ts). Reads change nothing, so trying again is safe.
+ */
+const patiently = <A>(sessionId: string, read: Effect.Effect<A>) =>
+  read.pipe(
+    Effect.sandbox,
+    Effect.tapError((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.void
+        : Effect.logWarning(`feed: reading session ${sessionId} failed; trying again`, Cause.pretty(cause))
+    ),
+    Effect.retry({
+      schedule: Schedule.exponential("200 millis").pipe(Schedule.union(Schedule.spaced("2 seconds"))),
+      while: (cause) => !Cause.isInterruptedOnly(cause)
+    }),
+    Effect.unsandbox
+  )
 
 export const make = Effect.fnUntraced(function* (
   sessionId: string,
@@ -111,7 +133,7 @@ export const make = Effect.fnUntraced(function* (
         }
         const reading = mustRead
         mustRead = false
-        const rows = yield* catchUp.page(sessionId, lastSent, options.pageSize)
+        const rows = yield* patiently(sessionId, catchUp.page(sessionId, lastSent, options.pageSize))
         for (const row of rows) {
           if (row.seq <= lastSent) continue
           if (out.trySend(row.frame)) lastSent = row.seq
@@ -135,7 +157,7 @@ export const make = Effect.fnUntraced(function* (
     })
 
   const run = Effect.gen(function* () {
-    if (!(yield* out.sendPaced(yield* catchUp.snapshot(sessionId)))) return
+    if (!(yield* out.sendPaced(yield* patiently(sessionId, catchUp.snapshot(sessionId))))) return
     yield* fill(() => {
       out.send(frame({ type: "caught-up", sessionId: sessionId as never, lastSeq: lastSent }))
     })

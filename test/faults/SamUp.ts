@@ -14,15 +14,19 @@ export interface SamUp {
   readonly exited: Promise<number | null>
 }
 
-/** `./sam up` with `env`, resolved once it says it is up (or rejected with its output). */
-export const startSamUp = async (env: NodeJS.ProcessEnv): Promise<SamUp> => {
+/** `./sam up` with `env`, resolved once it says it is up (or rejected with its output, and stopped, after `readyMs`). */
+export const startSamUp = async (env: NodeJS.ProcessEnv, readyMs = 60_000): Promise<SamUp> => {
   const child = spawn(sam, ["up"], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
   child.stdout.on("data", (chunk: Buffer) => (output += chunk))
   child.stderr.on("data", (chunk: Buffer) => (output += chunk))
   const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)))
   await new Promise<void>((ready, fail) => {
-    const timer = setTimeout(() => fail(new Error(`sam up not ready in 60 s:\n${output}`)), 60_000)
+    const timer = setTimeout(() => {
+      // Not left running behind a test that gave up on it.
+      child.kill("SIGKILL")
+      fail(new Error(`sam up not ready in ${readyMs / 1000} s:\n${output}`))
+    }, readyMs)
     child.stdout.on("data", () => {
       if (output.includes("Press Ctrl-C to stop.")) {
         clearTimeout(timer)

@@ -1,5 +1,5 @@
 import { readdir, readFile, readlink } from "node:fs/promises"
-import { nodeWebSocket } from "@sam/gateway/client"
+import { FeedClient, nodeWebSocket } from "@sam/gateway/client"
 import { expect } from "vitest"
 import { type Api, exec, Stop, waitFor } from "./SamUp.js"
 
@@ -328,5 +328,48 @@ export const watchFeed = async (gateway: string, client: Api, sessionIds: Readon
       ).toEqual(Array.from({ length: lastSeq }, (_, i) => i + 1))
     },
     close: () => socket.close()
+  }
+}
+
+/**
+ * The product's own reconnecting client (`FeedClient`) following `sessionIds` from their start, for a
+ * fault the gateway does not live through (the stack stopped and started again): once the gateway is
+ * back it subscribes again from the last seq it delivered, and must deliver each seq once, in order.
+ */
+export const followWithClient = (gateway: string, client: Api, sessionIds: ReadonlyArray<string>) => {
+  const seqs = new Map<string, Array<number>>(sessionIds.map((id) => [id, []]))
+  const feed = new FeedClient({
+    baseUrl: gateway,
+    token: client.token,
+    sessions: sessionIds.map((sessionId) => ({ sessionId, afterSeq: 0 })),
+    maxBackoffMs: 2_000,
+    onFrame: (frame) => {
+      if (frame.type === "session.event") seqs.get(frame.sessionId)?.push(frame.seq)
+    }
+  })
+  return {
+    /** the client has delivered the session's transcript as it is now (it is connected and live) */
+    caughtUp: async (sessionId: string) => {
+      const { lastSeq } = await transcript(client, sessionId)
+      await waitFor(
+        `the client to catch up with ${sessionId}`,
+        async () => (seqs.get(sessionId) ?? []).includes(lastSeq),
+        20_000
+      )
+    },
+    expectWhole: async (sessionId: string) => {
+      const { lastSeq } = await transcript(client, sessionId)
+      await waitFor(
+        `the client to deliver ${sessionId} up to seq ${lastSeq}`,
+        async () => (seqs.get(sessionId) ?? []).includes(lastSeq),
+        20_000
+      ).catch(() => undefined)
+      expect(seqs.get(sessionId), `what FeedClient delivered of ${sessionId}`).toEqual(
+        Array.from({ length: lastSeq }, (_, i) => i + 1)
+      )
+      expect(feed.stats.gaps, "gaps FeedClient saw").toBe(0)
+      expect(feed.stats.connections, "FeedClient reconnected").toBeGreaterThan(1)
+    },
+    close: () => feed.close()
   }
 }

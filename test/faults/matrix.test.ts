@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import { type Api, api, makeEnv, type SamUp, startSamUp, stopSamUp, waitFor } from "./SamUp.js"
 import {
   expectNothingWorking,
+  followWithClient,
   pids,
   processTree,
   said,
@@ -50,12 +51,13 @@ describe("the fault matrix: every turn ends truthfully", async () => {
   let projectId: string
 
   beforeAll(async () => {
-    up = await startSamUp(env)
+    // Generous: on a machine busy with other suites a start has taken over a minute.
+    up = await startSamUp(env, 110_000)
     client = await api(setup.gateway, setup.dataDir)
     const project = await client.call("POST", "/projects", { name: "matrix", repoUrl: setup.repo })
     expect(project.status).toBe(201)
     projectId = project.body.id
-  }, 60_000)
+  }, 120_000)
   let failed = false
   afterEach(async (context) => {
     if (context.task.result?.state === "fail") failed = true
@@ -243,6 +245,9 @@ describe("the fault matrix: every turn ends truthfully", async () => {
 
   it("Ctrl-C and a new sam up: both turns end as lost, reported by the node started again", async () => {
     const { task, conversation } = await startTurns(client, projectId, sleeping)
+    const follower = followWithClient(setup.gateway, client, [task.sessionId, conversation.sessionId])
+    await follower.caughtUp(task.sessionId)
+    await follower.caughtUp(conversation.sessionId)
     const stopMs = await stopSamUp(up, 30_000)
     expect(await up.exited).toBe(0)
     // Nothing of the stack outlives it: no server, vm-agent, agent or its `sleep 60`.
@@ -258,12 +263,16 @@ describe("the fault matrix: every turn ends truthfully", async () => {
     // Down for a while, as after a real Ctrl-C: longer, with the start, than the healer's bound (20 s), so
     // the heal that comes due meanwhile must not take the nodes' silence for their death.
     await new Promise((done) => setTimeout(done, 15_000))
-    up = await startSamUp(env)
+    up = await startSamUp(env, 110_000)
     const cleared = Date.now()
     console.log(`Ctrl-C: stopped in ${stopMs} ms; up again`)
     client = await api(setup.gateway, setup.dataDir)
     const ends = await Promise.all([task, conversation].map((turn) => untilLost(client, turn, 60_000, true)))
     log("Ctrl-C and restart", cleared, [task, conversation], ends)
+    // A client that stayed open through it reconnected by itself and saw each entry once.
+    await follower.expectWhole(task.sessionId)
+    await follower.expectWhole(conversation.sessionId)
+    follower.close()
     await expectNothingWorking(client, projectId)
-  }, 150_000)
+  }, 200_000)
 })

@@ -10,6 +10,8 @@ import { z } from "zod"
  * once when the holder releases it on shutdown.
  */
 const LeaseValue = z.object({ owner: z.string(), expiresAt: z.number() })
+/** between tries of a renewal that failed for want of NATS */
+const RETRY_MS = 250
 type LeaseValue = z.infer<typeof LeaseValue>
 
 export interface LeaseOptions {
@@ -42,12 +44,25 @@ export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
       const fiber = yield* work.pipe(Scope.extend(scope), Effect.forkDaemon)
       yield* Effect.logInfo(`${options.owner} holds ${options.key}`)
       let held = revision
+      let heldUntil = Date.now() + ttlMs
       yield* Effect.gen(function* () {
         while (true) {
           yield* Effect.sleep(every)
-          const renewed = yield* store.update(options.key, next(), held).pipe(Effect.option)
-          if (Option.isNone(renewed)) return
-          held = renewed.value
+          // A renewal that fails for want of NATS (it restarted a moment ago) is tried again while the
+          // lease still holds; giving the lease up at once stopped the work and made reports wait.
+          // A conflict means the key is no longer ours: stop.
+          let renewed = yield* store.update(options.key, next(), held).pipe(Effect.either)
+          while (
+            renewed._tag === "Left" &&
+            renewed.left._tag !== "KvConflict" &&
+            Date.now() + RETRY_MS < heldUntil - RETRY_MS
+          ) {
+            yield* Effect.sleep(RETRY_MS)
+            renewed = yield* store.update(options.key, next(), held).pipe(Effect.either)
+          }
+          if (renewed._tag === "Left") return
+          held = renewed.right
+          heldUntil = Date.now() + ttlMs
         }
       }).pipe(
         Effect.ensuring(

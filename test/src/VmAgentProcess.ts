@@ -68,11 +68,25 @@ export const collectReports = (nodeId: string) =>
       Domain.NodeProtocol.agentReports
     ).pipe(
       Stream.tap((d) => Consume.settle(d, Consume.Outcome.Ack())),
-      Stream.runForEach((d) => Ref.update(seen, Chunk.append(d.envelope))),
+      // A run of events (`session.events`) is seen as the single events it holds, as the control plane applies it.
+      Stream.runForEach((d) => Ref.update(seen, Chunk.appendAll(Chunk.fromIterable(singleEvents(d.envelope))))),
       Effect.forkScoped
     )
     return { all: () => Ref.get(seen).pipe(Effect.map(Chunk.toArray)), fiber }
   })
+
+/** A report as its single events: a `session.events` run becomes the `session.event` reports it holds. */
+export const singleEvents = (report: Report & Envelope): ReadonlyArray<Report & Envelope> =>
+  report.type !== "session.events"
+    ? [report]
+    : report.body.events.map(
+        (e) =>
+          ({
+            ...report,
+            type: "session.event",
+            body: { sessionId: report.body.sessionId, promptEpoch: report.body.promptEpoch, ...e }
+          }) as Report & Envelope
+      )
 
 export const stopFiber = Fiber.interrupt
 

@@ -74,10 +74,10 @@ export const commandMeta = (report: Envelope) => ({
   ...(report.correlationId === undefined ? {} : { correlationId: report.correlationId })
 })
 
-/** `session.event` and `session.activity` → `session.report` to the session actor. */
+/** `session.event`, `session.events` and `session.activity` → `session.report` to the session actor. */
 export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): ReportRoutes => {
   const toSession = (
-    report: Extract<AgentReport, { readonly type: "session.event" | "session.activity" }>,
+    report: Extract<AgentReport, { readonly type: "session.event" | "session.events" | "session.activity" }>,
     source: ReportSource
   ) =>
     forward(
@@ -88,7 +88,7 @@ export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): R
         commandMeta(report)
       )
     )
-  return { "session.event": toSession, "session.activity": toSession }
+  return { "session.event": toSession, "session.events": toSession, "session.activity": toSession }
 }
 
 /** Record a refused report in `dropped_reports` (and the log), and terminate its delivery. */

@@ -61,6 +61,7 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
   const nodeOwner = sql`(SELECT n.owner_id FROM nodes n WHERE n.id = ${nodeId})`
   switch (report.type) {
     case "session.event":
+    case "session.events":
     case "session.activity":
       return sql<Ownership>`
         SELECT COALESCE(t.created_by, p.owner_id) AS owner_id, ${nodeOwner} AS node_owner,
@@ -95,7 +96,7 @@ export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen
     if (row === undefined) return undefined
     if (row.nodeOwner === null) return Refusal.unowned
     if (row.ownerId !== row.nodeOwner) return Refusal.foreign
-    if (report.type === "session.event" || report.type === "session.activity") {
+    if (report.type === "session.event" || report.type === "session.events" || report.type === "session.activity") {
       if (row.sessionStatus === "stopped" || row.sessionStatus === "failed") return Refusal.sessionEnded
       const sessionId = String((report.body as { sessionId?: unknown }).sessionId)
       if (terminalTask(row.taskStatus) || resultsSeen.has(sessionId)) return Refusal.taskEnded

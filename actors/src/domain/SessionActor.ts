@@ -7,7 +7,16 @@ import * as Ledger from "./SessionLedger.js"
 import { openToolCalls } from "./SessionLostTurns.js"
 import * as Permissions from "./SessionPermissions.js"
 import { rejected } from "./SessionRejections.js"
-import { type Deps, HEAL_TIMER, heal, type Reaction, report, type SessionReply } from "./SessionReports.js"
+import {
+  type Deps,
+  eventsOf,
+  HEAL_TIMER,
+  heal,
+  type Reaction,
+  type ReportCommand,
+  report,
+  type SessionReply
+} from "./SessionReports.js"
 import { open as openSnapshots } from "./SessionSnapshots.js"
 
 export type { SessionReply } from "./SessionReports.js"
@@ -67,7 +76,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
     // Snapshot writes are staged while handling and run after the commit (never ahead of the ledger).
     handle: (state, command, context) =>
       Effect.suspend(() => {
-        snapshots.discardStaged(context.id)
+        snapshots.begin(context.id, context.transaction)
         return handle(
           { snapshots, health, taskKind, healEvery, staleAfterMs, listeningSince, launch },
           state,
@@ -464,9 +473,43 @@ const handle = (
     }
     case "session.report": {
       const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
-      return report(deps, state, command, helpers).pipe(
-        Effect.flatMap((reaction) => Permissions.afterReport(deps, command, reaction, helpers))
-      )
+      const one = (current: State, single: ReportCommand) =>
+        report(deps, current, single, helpers).pipe(
+          Effect.flatMap((reaction) => Permissions.afterReport(deps, single, reaction, helpers))
+        )
+      const singles = eventsOf(command)
+      if (singles.length === 1) return one(state, singles[0]!)
+      // A run of events (issue 12): applied one by one in this one transaction, their transcript
+      // entries, events, commands and timers kept in order; the snapshot is written once, after commit.
+      return Effect.gen(function* () {
+        let current = state
+        const transcript: Array<Ledger.TranscriptEntry> = []
+        const dropped: Array<Ledger.DroppedReport> = []
+        const events: Array<Actor.Outgoing> = []
+        const send: Array<Actor.Outgoing> = []
+        const timers: Array<Actor.TimerInstruction> = []
+        const afterCommit: Array<Effect.Effect<void, unknown>> = []
+        let reply: unknown
+        for (const single of singles) {
+          const reaction = yield* one({ ...current, transcript: [], dropped: [] }, single)
+          current = reaction.state
+          transcript.push(...reaction.state.transcript)
+          dropped.push(...reaction.state.dropped)
+          events.push(...(reaction.events ?? []))
+          send.push(...(reaction.send ?? []))
+          timers.push(...(reaction.timers ?? []))
+          afterCommit.push(...(reaction.afterCommit ?? []))
+          reply = reaction.reply
+        }
+        return {
+          state: { ...current, transcript, dropped },
+          events,
+          send,
+          timers,
+          afterCommit,
+          reply
+        } satisfies Reaction
+      })
     }
     case "session.heal":
       return heal(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })

@@ -2,7 +2,7 @@ import { Domain, type EnvelopeOf, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import * as Actor from "../ActorKind.js"
 import type * as Ledger from "./SessionLedger.js"
-import type { Deps, Helpers, Reaction, SessionReply } from "./SessionReports.js"
+import type { Deps, Helpers, Reaction, ReportCommand, SessionReply } from "./SessionReports.js"
 
 /**
  * The agent's permission requests (ADR 0018), as the session actor keeps them: a reported
@@ -17,7 +17,6 @@ type Row = Ledger.SessionRow
 type State = Ledger.SessionState
 type Pending = Domain.PendingPermission
 type Policy = Domain.ControlProtocol.PermissionPolicy
-type ReportCommand = EnvelopeOf<typeof ControlProtocol.SessionReport>
 type AnswerCommand = EnvelopeOf<typeof ControlProtocol.SessionAnswerPermission>
 type TimeoutCommand = EnvelopeOf<typeof ControlProtocol.SessionPermissionTimeout>
 type By = { readonly by: "user"; readonly userId: string } | { readonly by: "policy" | "timeout" }

@@ -15,7 +15,35 @@ const { SessionEvents } = Domain
 type Snapshot = Domain.SessionSnapshot
 type Row = Ledger.SessionRow
 type State = Ledger.SessionState
-type ReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
+type AnyReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
+/** A report of one event or one activity (a `session.events` run is applied one event at a time). */
+export type ReportCommand = AnyReportCommand & {
+  readonly body: {
+    readonly report: Exclude<AnyReportCommand["body"]["report"], { readonly type: "session.events" }>
+  }
+}
+
+/**
+ * A `session.events` run as the single-event reports it holds, in order, each with the run's command
+ * id (one command: its transcript entries share its report id).
+ */
+export const eventsOf = (command: AnyReportCommand): ReadonlyArray<ReportCommand> => {
+  const report = command.body.report
+  if (report.type !== "session.events") return [command as ReportCommand]
+  return report.body.events.map(
+    (e) =>
+      ({
+        ...command,
+        body: {
+          nodeId: command.body.nodeId,
+          report: {
+            type: "session.event",
+            body: { sessionId: report.body.sessionId, promptEpoch: report.body.promptEpoch, ...e }
+          }
+        }
+      }) as ReportCommand
+  )
+}
 
 export const HEAL_TIMER = "heal"
 

@@ -23,7 +23,16 @@ type Decide = (current: Snapshot | undefined) => Snapshot | undefined
  */
 export const open = Effect.fn("SessionSnapshots.open")(function* () {
   const store = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
-  const staged = new Map<string, { value: Snapshot | undefined; readonly writes: Array<Decide> }>()
+  const staged = new Map<
+    string,
+    {
+      /** whether `value` is this transaction's view (else KV is read) */
+      loaded: boolean
+      value: Snapshot | undefined
+      writes: Array<Decide>
+      readonly transaction: string | undefined
+    }
+  >()
   const read = (sessionId: string) =>
     store.get(sessionId).pipe(
       // A value that no longer parses is replaced, never trusted.
@@ -54,11 +63,13 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
   const write = (sessionId: string, decide: Decide): Effect.Effect<SnapshotWrite, unknown> =>
     Effect.gen(function* () {
       const stage = staged.get(sessionId)
-      const value = stage !== undefined ? stage.value : Option.getOrUndefined(yield* read(sessionId))?.value
+      const value = stage?.loaded === true ? stage.value : Option.getOrUndefined(yield* read(sessionId))?.value
       const next = decide(value)
       if (next === undefined) return { written: false, snapshot: value }
-      if (stage === undefined) staged.set(sessionId, { value: next, writes: [decide] })
+      if (stage === undefined)
+        staged.set(sessionId, { loaded: true, value: next, writes: [decide], transaction: undefined })
       else {
+        stage.loaded = true
         stage.value = next
         stage.writes.push(decide)
       }
@@ -67,21 +78,56 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
   const get = (sessionId: string) =>
     Effect.suspend(() => {
       const stage = staged.get(sessionId)
-      return stage !== undefined
+      return stage?.loaded === true
         ? Effect.succeed(stage.value)
         : store.get(sessionId).pipe(Effect.map((entry) => Option.getOrUndefined(entry)?.value))
     })
-  /** Drop what an earlier, failed attempt staged for this session. */
-  const discardStaged = (sessionId: string) => void staged.delete(sessionId)
-  /** The writes staged by this command, taken now, to run after its commit (each decides again on what is there). */
+  /**
+   * A command of this session begins in `transaction`: what another transaction staged (an earlier
+   * attempt that failed, or one committed since) is dropped; what an earlier command of this very
+   * transaction staged (a group commit) stays its view.
+   */
+  const begin = (sessionId: string, transaction: string | undefined) => {
+    const stage = staged.get(sessionId)
+    if (stage === undefined) {
+      if (transaction !== undefined) staged.set(sessionId, { loaded: false, value: undefined, writes: [], transaction })
+      return
+    }
+    if (transaction === undefined || stage.transaction !== transaction) {
+      staged.delete(sessionId)
+      if (transaction !== undefined) staged.set(sessionId, { loaded: false, value: undefined, writes: [], transaction })
+    }
+  }
+  /**
+   * The writes staged by this command, taken now, to run after its commit: decided again on what is
+   * there, one after the other, and stored in one compare-and-set (a run of events writes once).
+   */
   const takeStaged = (sessionId: string): ReadonlyArray<Effect.Effect<void, unknown>> => {
     const stage = staged.get(sessionId)
-    staged.delete(sessionId)
-    return stage === undefined
-      ? []
-      : [Effect.forEach(stage.writes, (decide) => storeNow(sessionId, decide), { discard: true })]
+    if (stage === undefined || stage.writes.length === 0) return []
+    const writes = stage.writes
+    // The view stays for the next command of the same transaction; the writes go with this command.
+    stage.writes = []
+    const decideAll: Decide = (current) => {
+      let value = current
+      let changed = false
+      for (const decide of writes) {
+        const next = decide(value)
+        if (next !== undefined) {
+          value = next
+          changed = true
+        }
+      }
+      return changed ? value : undefined
+    }
+    // Stored: the view has served its transaction (unless a later one took the stage over meanwhile).
+    const forget = Effect.sync(() => {
+      const now = staged.get(sessionId)
+      if (now === stage && now.writes.length === 0) staged.delete(sessionId)
+    })
+    return [Effect.asVoid(storeNow(sessionId, decideAll)).pipe(Effect.ensuring(forget))]
   }
-  return { write, get, discardStaged, takeStaged }
+  return { write, get, begin, takeStaged }
 })
 
 export type SessionSnapshots = Effect.Effect.Success<ReturnType<typeof open>>

@@ -8,6 +8,7 @@ import {
   NodeReady,
   SessionActivity,
   SessionEvent,
+  SessionEvents,
   TaskMode,
   TaskResult,
   WorkspaceStatusReport
@@ -245,6 +246,7 @@ export const SessionReport = defineMessage(
     nodeId: NodeId,
     report: z.discriminatedUnion("type", [
       z.object({ type: z.literal("session.event"), body: SessionEvent.body }),
+      z.object({ type: z.literal("session.events"), body: SessionEvents.body }),
       z.object({ type: z.literal("session.activity"), body: SessionActivity.body })
     ])
   }),

@@ -212,6 +212,33 @@ export const SessionEvent = defineMessage(
   { durable: true }
 )
 
+/** Most events in one `session.events` report, and its most bytes (a JetStream message holds 1 MiB). */
+export const MAX_EVENTS_PER_REPORT = 1_000
+export const MAX_EVENTS_REPORT_BYTES = 900_000
+
+/**
+ * A run of one session's events in the node's order, all of one prompt epoch (issue 12): the vm-agent
+ * coalesces what the agent wrote while its previous report was being published, so a busy session
+ * sends a few large reports and a quiet one a report per event, with no wait added.
+ */
+export const SessionEvents = defineMessage(
+  "session.events",
+  z
+    .object({
+      sessionId: SessionId,
+      promptEpoch: z.number().int().nonnegative(),
+      events: z
+        .array(z.object({ nodeSeq: SessionEvent.body.shape.nodeSeq, event: SessionEvent.body.shape.event }))
+        .min(1)
+        .max(MAX_EVENTS_PER_REPORT)
+    })
+    .refine(
+      (body) => body.events.every((e, i) => i === 0 || e.nodeSeq > body.events[i - 1]!.nodeSeq),
+      "events in the node's order"
+    ),
+  { durable: true }
+)
+
 export const SessionActivity = defineMessage(
   "session.activity",
   z.object({
@@ -266,6 +293,7 @@ export const agentReports = registry(
   WorkspaceStatusReport,
   BootLog,
   SessionEvent,
+  SessionEvents,
   SessionActivity,
   TaskResult,
   CommandRejected

@@ -19,9 +19,19 @@ type Rejection = {
   readonly retry?: boolean
 }
 
+/** An event the agent wrote, waiting in its session's outbox to be reported (in a run with those after it). */
+class AgentEventItem {
+  constructor(readonly event: SessionEvent) {}
+}
+/** What a session reports, in order: the agent's events (coalesced into runs) and other reports. */
+type OutboxItem = AgentEventItem | Effect.Effect<void>
+
+/** Most outbox items taken at once, so a run stays well inside one report's limits. */
+const OUTBOX_TAKE = 256
+
 interface Live {
   /** every report of this session goes through here, so they leave in the order they happened */
-  readonly outbox: Queue.Queue<Effect.Effect<void>>
+  readonly outbox: Queue.Queue<OutboxItem>
   readonly session: AcpSession
   readonly scope: Scope.CloseableScope
   record: SessionRecord
@@ -112,34 +122,89 @@ export const makeSessions = (deps: SessionsDeps) => {
         stateDir
       })
       const scope = yield* Scope.fork(deps.scope, ExecutionStrategy.sequential)
-      const outbox = yield* Queue.unbounded<Effect.Effect<void>>()
+      const outbox = yield* Queue.unbounded<OutboxItem>()
       const entry: { current?: Live; record: SessionRecord } = { record }
-      // Remember the agent's session id, its process group and the last seq, for a reload.
-      const reportEvent = (event: SessionEvent) =>
-        Effect.gen(function* () {
-          const { seq, at: _at, ...body } = event
-          const current = entry.current?.record ?? entry.record
-          const next = {
-            ...current,
-            lastSeq: seq,
-            ...(event.type === "agent-started" ? { acpSessionId: event.acpSessionId, agentPgid: event.pid } : {})
-          }
-          if (entry.current !== undefined) entry.current.record = next
-          else entry.record = next
-          yield* deps.reporter.send(
-            NodeProtocol.SessionEvent,
-            {
-              sessionId: record.sessionId,
-              nodeSeq: seq,
-              promptEpoch: entry.current?.turnEpoch ?? next.promptEpoch,
-              event: body
-            },
-            record.sessionId
-          )
-          if (event.type === "agent-started" || event.type === "failed")
-            yield* save(entry.current?.record ?? entry.record)
-          if (event.type === "failed") yield* report(next, { activity: "error", reason: event.reason })
+      // Remember the agent's session id, its process group and the last seq, for a reload; say what
+      // must follow the event once it is reported.
+      const prepare = (event: SessionEvent) => {
+        const { seq, at: _at, ...body } = event
+        const current = entry.current?.record ?? entry.record
+        const next = {
+          ...current,
+          lastSeq: seq,
+          ...(event.type === "agent-started" ? { acpSessionId: event.acpSessionId, agentPgid: event.pid } : {})
+        }
+        if (entry.current !== undefined) entry.current.record = next
+        else entry.record = next
+        const after =
+          event.type === "agent-started" || event.type === "failed"
+            ? save(entry.current?.record ?? entry.record).pipe(
+                Effect.zipRight(
+                  event.type === "failed" ? report(next, { activity: "error", reason: event.reason }) : Effect.void
+                )
+              )
+            : undefined
+        return { nodeSeq: seq, epoch: entry.current?.turnEpoch ?? next.promptEpoch, body, after }
+      }
+      const publishRun = (events: ReadonlyArray<{ nodeSeq: number; event: Record<string, unknown> }>, epoch: number) =>
+        events.length === 1
+          ? deps.reporter.send(
+              NodeProtocol.SessionEvent,
+              {
+                sessionId: record.sessionId,
+                nodeSeq: events[0]!.nodeSeq,
+                promptEpoch: epoch,
+                event: events[0]!.event as never
+              },
+              record.sessionId
+            )
+          : deps.reporter.send(
+              NodeProtocol.SessionEvents,
+              { sessionId: record.sessionId, promptEpoch: epoch, events: events as never },
+              record.sessionId
+            )
+      /**
+       * Report what waits in the outbox, in order: the events the agent wrote while the last report was
+       * being published go out as one run (issue 12), so a busy agent costs a report per run, not per
+       * event, and a quiet one waits for nothing.
+       */
+      const safe = (effect: Effect.Effect<void>) =>
+        Effect.catchAllCause(effect, (cause) => Effect.logError(`session report failed: ${Cause.pretty(cause)}`))
+      const drain = Effect.gen(function* () {
+        const items = yield* Queue.takeBetween(outbox, 1, OUTBOX_TAKE)
+        let run: Array<{ nodeSeq: number; event: Record<string, unknown> }> = []
+        let epoch = 0
+        let bytes = 0
+        const flush = Effect.suspend(() => {
+          if (run.length === 0) return Effect.void
+          const events = run
+          run = []
+          bytes = 0
+          return safe(publishRun(events, epoch))
         })
+        for (const item of items) {
+          if (!(item instanceof AgentEventItem)) {
+            yield* flush
+            yield* safe(item)
+            continue
+          }
+          const event = prepare(item.event)
+          const size = JSON.stringify(event.body).length
+          const fits =
+            event.epoch === epoch &&
+            run.length < NodeProtocol.MAX_EVENTS_PER_REPORT &&
+            bytes + size < NodeProtocol.MAX_EVENTS_REPORT_BYTES
+          if (!fits) yield* flush
+          epoch = event.epoch
+          run.push({ nodeSeq: event.nodeSeq, event: event.body })
+          bytes += size
+          if (event.after !== undefined) {
+            yield* flush
+            yield* safe(event.after)
+          }
+        }
+        yield* flush
+      })
       const session = yield* deps.host
         .start({
           command,
@@ -147,7 +212,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           ...(record.acpSessionId === undefined ? {} : { resumeSessionId: record.acpSessionId }),
           lastSeq: record.lastSeq,
           cancelGrace: `${deps.cancelGraceMs} millis`,
-          onEvent: (event) => Queue.unsafeOffer(outbox, reportEvent(event))
+          onEvent: (event) => Queue.unsafeOffer(outbox, new AgentEventItem(event))
         })
         .pipe(
           Scope.extend(scope),
@@ -172,8 +237,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         promptAppend
       }
       live.set(record.sessionId, entry.current)
-      yield* Queue.take(outbox).pipe(
-        Effect.flatten,
+      yield* drain.pipe(
         Effect.catchAllCause((cause) => Effect.logError(`session report failed: ${Cause.pretty(cause)}`)),
         Effect.forever,
         Effect.forkIn(scope)

@@ -38,6 +38,11 @@ export interface ActorContext<Id extends string> {
   readonly streamSequence: number
   /** the delivery attempt, counting local retries and server redeliveries, from 1 */
   readonly attempt: number
+  /**
+   * the transaction applying it: commands of one group commit share it (issue 12), so what a handler
+   * stages for after the commit stays visible to the commands after it in the same transaction
+   */
+  readonly transaction?: string
 }
 
 type AnyDef = MessageDef<string, z.ZodType>

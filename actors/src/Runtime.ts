@@ -1,7 +1,7 @@
 import { hostname } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { Nats } from "@sam/bus"
-import { Cause, Context, Effect, FiberSet, Layer } from "effect"
+import { Cause, Context, Effect, FiberSet, Layer, Queue } from "effect"
 import type { AnyActorKind } from "./ActorKind.js"
 import { sanitizeInstance } from "./internal/LeasePlan.js"
 import { type LeaseManager, manageLeases } from "./internal/Leases.js"
@@ -42,7 +42,9 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
   const nats = yield* Nats
   const sql = yield* SqlClient.SqlClient
   const settings = resolve(options, defaultInstanceId())
-  const store = makeStore(sql, settings.idleInTransactionMs)
+  // A commit that wrote outbox rows wakes the relay; it otherwise polls (other instances' rows).
+  const outboxWritten = yield* Queue.sliding<void>(1)
+  const store = makeStore(sql, settings.idleInTransactionMs, () => Queue.unsafeOffer(outboxWritten, undefined))
   const run = yield* FiberSet.makeRuntime<never>()
   const fork = <A, E>(effect: Effect.Effect<A, E>) => run(effect)
   const emit = (event: RuntimeEvent) => {
@@ -52,7 +54,7 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
     }
   }
 
-  const poll = (name: string, step: Effect.Effect<number, unknown>) =>
+  const poll = (name: string, step: Effect.Effect<number, unknown>, wake?: Queue.Queue<void>) =>
     Effect.gen(function* () {
       while (true) {
         const n = yield* step.pipe(
@@ -60,10 +62,12 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
             Effect.logWarning(`${name} failed; retrying`, Cause.pretty(cause)).pipe(Effect.as(0))
           )
         )
-        if (n === 0) yield* Effect.sleep(settings.pollEveryMs)
+        if (n > 0) continue
+        const idle = Effect.sleep(settings.pollEveryMs)
+        yield* wake === undefined ? idle : Effect.race(idle, Queue.take(wake))
       }
     })
-  fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats))))
+  fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats)), outboxWritten))
   fork(poll("timer poller", store.fireTimers(200, publishRows(nats))))
 
   const managers: Array<LeaseManager> = []

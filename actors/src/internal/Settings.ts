@@ -53,6 +53,8 @@ export interface RuntimeOptions {
   readonly batch?: number
   /** queued commands per entity before the shard stops pulling (default 64) */
   readonly mailboxCapacity?: number
+  /** most waiting commands of one entity applied in one transaction (group commit; default 64) */
+  readonly groupMax?: number
   /** an entity with no message for this long is passivated (default 30 s) */
   readonly idleAfter?: Duration.DurationInput
   /** handler attempts (local retries plus redeliveries) before a command is dead-lettered (default 5) */
@@ -73,6 +75,7 @@ export interface ShardSettings {
   readonly maxAckPending: number
   readonly batch: number
   readonly mailboxCapacity: number
+  readonly groupMax: number
   readonly idleAfterMs: number
   readonly maxAttempts: number
   readonly retryBaseMs: number
@@ -107,6 +110,7 @@ export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Set
       maxAckPending: options.maxAckPending ?? 1000,
       batch: options.batch ?? 256,
       mailboxCapacity: options.mailboxCapacity ?? 64,
+      groupMax: options.groupMax ?? 64,
       idleAfterMs: ms(options.idleAfter, 30_000),
       maxAttempts: options.maxAttempts ?? 5,
       retryBaseMs: ms(options.retryBase, 100),

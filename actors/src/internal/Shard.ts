@@ -50,7 +50,10 @@ const describe = (error: unknown): string =>
 
 const entityOf = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1)
 
-/** Start consuming one shard: one fiber pulls, one fiber per active entity handles its messages in order. */
+/**
+ * Start consuming one shard: one fiber pulls, one fiber per active entity handles its messages in
+ * order, all of those waiting in one transaction (group commit).
+ */
 export const startShard = (deps: ShardDeps) =>
   Effect.gen(function* () {
     const { kind, shard, epoch, settings, store, nats } = deps
@@ -211,6 +214,83 @@ export const startShard = (deps: ShardDeps) =>
       return handleCommand(msg, parsedId.id, decoded.envelope)
     }
 
+    /**
+     * Messages that passed their checks, applied in arrival order in one transaction (group commit,
+     * issue 12); should the group fail, each is applied on its own, with its own retries.
+     */
+    const applyGroup = (
+      items: ReadonlyArray<{ readonly msg: JsMsg; readonly id: string; readonly envelope: Envelope }>
+    ) =>
+      Effect.gen(function* () {
+        if (items.length === 0) return
+        if (items.length === 1) return yield* handleCommand(items[0]!.msg, items[0]!.id, items[0]!.envelope)
+        const started = Date.now()
+        const exit = yield* store
+          .commitGroup(
+            items.map(({ msg, id, envelope }) => ({
+              kind,
+              shard,
+              epoch,
+              id,
+              envelope,
+              context: {
+                kind: kind.name,
+                id,
+                subject: msg.subject,
+                streamSequence: msg.seq,
+                attempt: totalAttempts(msg.info.deliveryCount, 1)
+              }
+            }))
+          )
+          .pipe(
+            Effect.withSpan("Actor.handleGroup", {
+              attributes: { "actor.kind": kind.name, "actor.shard": shard, "group.size": items.length }
+            }),
+            Effect.exit
+          )
+        if (Exit.isSuccess(exit)) {
+          for (const [i, result] of exit.value.entries()) {
+            const { msg, id, envelope } = items[i]!
+            yield* ack(msg)
+            const outcome = result._tag === "Applied" ? "applied" : "duplicate"
+            yield* reply(msg, envelope.id, outcome, result._tag === "Applied" ? result.reply : undefined)
+            settings.onApplied?.({ kind: kind.name, id, envelope, outcome, startedAt: started, at: Date.now() })
+          }
+          return
+        }
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure) && failure.value._tag === "Fenced") {
+          for (const { id, envelope } of items)
+            deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
+          return lose()
+        }
+        for (const { msg, id, envelope } of items) {
+          if (!active) return
+          yield* handleCommand(msg, id, envelope)
+        }
+      })
+
+    /** Check each message (id, payload, shard), dead-letter the bad ones, apply the rest in groups. */
+    const handleMany = (msgs: ReadonlyArray<JsMsg>) =>
+      Effect.gen(function* () {
+        let group: Array<{ readonly msg: JsMsg; readonly id: string; readonly envelope: Envelope }> = []
+        for (const msg of msgs) {
+          const rawId = entityOf(msg.subject)
+          const parsedId = kind.parseId(rawId)
+          const decoded = parsedId.ok ? kind.decode(msg.data) : undefined
+          const valid = parsedId.ok && decoded?._tag === "Ok" && Subjects.shardOf(parsedId.id, kind.shards) === shard
+          if (valid) {
+            group.push({ msg, id: parsedId.id, envelope: decoded.envelope })
+            continue
+          }
+          // A bad one is dead-lettered in its place: those before it are applied first.
+          yield* applyGroup(group)
+          group = []
+          yield* handleOne(msg)
+        }
+        yield* applyGroup(group)
+      })
+
     const mailboxLoop = (box: Mailbox): Effect.Effect<void> =>
       Effect.gen(function* () {
         while (true) {
@@ -227,7 +307,9 @@ export const startShard = (deps: ShardDeps) =>
           }
           if (!active) continue // not ours any more: leave it unacked for the new owner
           box.busy = true
-          yield* handleOne(next.value).pipe(Effect.ensuring(Effect.sync(() => (box.busy = false))))
+          // What else waits for this entity goes in the same transaction (group commit, issue 12).
+          const more = yield* Queue.takeUpTo(box.queue, settings.groupMax - 1)
+          yield* handleMany([next.value, ...more]).pipe(Effect.ensuring(Effect.sync(() => (box.busy = false))))
         }
       })
 

@@ -47,7 +47,11 @@ export const systemEvent = (kind: string, id: string | null, envelope: Envelope)
 const FENCE_HOLD_MS = 2_000
 
 /** The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases. */
-export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number) => {
+/**
+ * `onOutbox` is called after a commit that wrote outbox rows: the relay publishes them at once
+ * instead of at its next poll (the live path's latency, issue 12).
+ */
+export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number, onOutbox: () => void = () => {}) => {
   // One statement both claims the message id and bounds how long this transaction may sit idle: an
   // owner frozen mid-transaction (SIGSTOP) must not hold its row locks forever.
   const claimInbox = (messageId: string, kind: string, entityId: string) =>
@@ -100,56 +104,91 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
       { discard: true }
     )
 
-  /**
-   * Apply one command: inbox claim, load, handle, save, outbox, timers and the fence check in one
-   * transaction. `Duplicate` when the message id was already processed; `Fenced` (rolled back) when
-   * the shard's epoch is no longer ours.
-   */
-  const commit = (input: {
+  interface CommandInput {
     readonly kind: AnyActorKind
     readonly shard: number
     readonly epoch: number
     readonly id: string
     readonly envelope: Envelope
     readonly context: ActorContext<string>
-  }) => {
-    const { kind, id, envelope } = input
-    const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
-    let afterCommit: ReadonlyArray<Effect.Effect<void, unknown>> = []
-    return Effect.gen(function* () {
-      afterCommit = []
+  }
+  interface Applied {
+    readonly result: CommitResult
+    readonly afterCommit: ReadonlyArray<Effect.Effect<void, unknown>>
+    readonly outgoing: number
+  }
+  let transactions = 0
+
+  /** Inside a transaction: inbox claim, load, handle, save, outbox and timers of one command. */
+  const applyOne = (input: CommandInput, transaction: string) =>
+    Effect.gen(function* () {
+      const { kind, id, envelope } = input
+      const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
       const fresh = yield* claimInbox(envelope.id, kind.name, id)
-      if (!fresh) return { _tag: "Duplicate" } satisfies CommitResult as CommitResult
+      if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
       const previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
-      const reaction = yield* kind.handle(previous, envelope, input.context).pipe(
+      const reaction = yield* kind.handle(previous, envelope, { ...input.context, transaction }).pipe(
         Effect.catchAllDefect((defect) => Effect.fail(defect)),
         Effect.mapError(failed)
       )
       yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
-      yield* writeOutbox([...(reaction.events ?? []), ...(reaction.send ?? [])])
+      const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])]
+      yield* writeOutbox(rows)
       yield* writeTimers(kind, id, reaction)
-      yield* checkFence(kind.name, input.shard, input.epoch)
-      afterCommit = reaction.afterCommit ?? []
-      return { _tag: "Applied", reply: reaction.reply } satisfies CommitResult as CommitResult
+      return {
+        result: { _tag: "Applied", reply: reaction.reply },
+        afterCommit: reaction.afterCommit ?? [],
+        outgoing: rows.length
+      } satisfies Applied as Applied
+    })
+
+  /**
+   * Apply commands of one shard, in order, in one transaction (group commit, issue 12): each claims
+   * its inbox row (a repeat is `Duplicate`), loads what the ones before it wrote, and is handled and
+   * saved; one fence check; one COMMIT. Any failure rolls all of them back (`Fenced` when the shard's
+   * epoch is no longer ours); the caller then applies them one at a time. After the commit, each
+   * command's after-commit effects run, in order (never ahead of the ledger).
+   */
+  const commitGroup = (inputs: ReadonlyArray<CommandInput>) => {
+    const first = inputs[0]!
+    const transaction = `t${++transactions}`
+    return Effect.gen(function* () {
+      const applied: Array<Applied> = []
+      for (const input of inputs) applied.push(yield* applyOne(input, transaction))
+      yield* checkFence(first.kind.name, first.shard, first.epoch)
+      return applied
     }).pipe(
       sql.withTransaction,
       Effect.provideService(SqlClient.SqlClient, sql),
-      // Committed: what lies outside Postgres follows now, never ahead of the ledger. Its failure no
-      // longer changes the command's outcome.
-      Effect.tap(() =>
+      // Committed: what lies outside Postgres follows now. Its failure no longer changes the outcome.
+      Effect.tap((applied) => {
+        if (applied.some((a) => a.outgoing > 0)) onOutbox()
+      }),
+      Effect.tap((applied) =>
         Effect.forEach(
-          afterCommit,
-          (effect) =>
+          applied.flatMap((a, i) => a.afterCommit.map((effect) => ({ effect, input: inputs[i]! }))),
+          ({ effect, input }) =>
             effect.pipe(
               Effect.catchAllCause((cause) =>
-                Effect.logWarning(`after commit of ${envelope.type} to ${kind.name}/${id} failed`, cause)
+                Effect.logWarning(
+                  `after commit of ${input.envelope.type} to ${input.kind.name}/${input.id} failed`,
+                  cause
+                )
               )
             ),
           { discard: true }
         )
-      )
+      ),
+      Effect.map((applied) => applied.map((a) => a.result))
     )
   }
+
+  /**
+   * Apply one command: inbox claim, load, handle, save, outbox, timers and the fence check in one
+   * transaction. `Duplicate` when the message id was already processed; `Fenced` (rolled back) when
+   * the shard's epoch is no longer ours.
+   */
+  const commit = (input: CommandInput) => commitGroup([input]).pipe(Effect.map((results) => results[0]!))
 
   /** Record a poison message with its reason and a `actor.dead-lettered` event, exactly once. */
   const deadLetter = (letter: DeadLetter) =>
@@ -237,7 +276,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number)
     Effect.match({ onFailure: () => false, onSuccess: () => true })
   )
 
-  return { commit, deadLetter, readFence, writeFence, relayOutbox, fireTimers, reachable }
+  return { commit, commitGroup, deadLetter, readFence, writeFence, relayOutbox, fireTimers, reachable }
 }
 
 export type Store = ReturnType<typeof makeStore>

@@ -56,6 +56,12 @@ export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => v
         case "say":
           await say(step.text)
           break
+        case "stamp": {
+          // One chunk: the reader takes the time from it.
+          const text = `stamp ${(performance.timeOrigin + performance.now()).toFixed(3)}`
+          await update({ sessionUpdate: "agent_message_chunk", content: { type: "text", text } })
+          break
+        }
         case "echo":
           await say(`You said: ${step.text}. Hello from the demo agent!`)
           break

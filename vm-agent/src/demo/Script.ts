@@ -1,6 +1,8 @@
 /** One step of a demo-agent prompt script; see `parseScript`. */
 export type Step =
   | { readonly _tag: "say"; readonly text: string }
+  /** says `stamp <ms since the epoch>` at the moment it writes it (benchmarks measure the live path with it) */
+  | { readonly _tag: "stamp" }
   | { readonly _tag: "think"; readonly text: string }
   | { readonly _tag: "plan"; readonly entries: ReadonlyArray<string> }
   | { readonly _tag: "tool"; readonly title: string }
@@ -23,6 +25,8 @@ const stepOf = (line: string): Step => {
   switch (keyword) {
     case "say":
       return { _tag: "say", text: rest }
+    case "stamp":
+      return { _tag: "stamp" }
     case "think":
       return { _tag: "think", text: rest }
     case "plan":

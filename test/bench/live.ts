@@ -1,0 +1,256 @@
+/**
+ * Benchmark: the live path, whole (issue 12). Real vm-agents and demo agents (host runtime), the
+ * control plane (report ingress, session actors, Postgres, the outbox relay), the gateway and its
+ * WebSocket feed, with one feed client per session.
+ *
+ * - Throughput: S conversation sessions each run a prompt of K `say` lines at once; events/s from the
+ *   first prompt to the last `turn-ended` at the feed clients, against raw core NATS publish →
+ *   subscribe of as many payloads of the same size in the same run.
+ * - Latency: the S sessions each stream 50 events/s (`stamp`, `sleep 20`) for a few seconds; the time
+ *   from the agent's write (the stamp) to the feed client's receipt.
+ *
+ * Run: `node --import tsx test/bench/live.ts [sessions] [lines]`. Rewrites the "Live path" section of
+ * docs/benchmarks.md.
+ */
+import { cpus } from "node:os"
+import { join } from "node:path"
+import { SqlClient } from "@effect/sql"
+import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
+import { Domain, makeId, Nats, natsLayer, Subjects } from "@sam/bus"
+import { Auth, Gateway } from "@sam/gateway"
+import { FeedClient } from "@sam/gateway/client"
+import { LocalProvider } from "@sam/infra"
+import { Sql } from "@sam/sql"
+import { Effect, Layer, Logger, LogLevel } from "effect"
+import { makeRepo } from "../src/Repo.js"
+import { startTestStack, tempDir } from "../src/TestStack.js"
+import { writeSection } from "./BenchReport.js"
+
+const SESSIONS = Number(process.argv[2] ?? 20)
+const LINES = Number(process.argv[3] ?? 250)
+const LATENCY_SECONDS = 4
+const { ControlProtocol: C } = Domain
+const now = () => performance.timeOrigin + performance.now()
+const percentile = (sorted: ReadonlyArray<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+
+// 20 sessions on at most 3 nodes of one user.
+process.env.SAM_NODE_MAX_WORKSPACES = String(Math.ceil(SESSIONS / 3) + 1)
+
+interface Follower {
+  readonly sessionId: string
+  readonly client: FeedClient
+  /** events received, and the seqs seen (to check order and that none is missing or repeated) */
+  count: number
+  lastSeq: number
+  outOfOrder: number
+  turnEnds: number
+  readonly stamps: Array<number>
+}
+
+const program = Effect.gen(function* () {
+  const running = yield* Effect.acquireRelease(Effect.promise(startTestStack), (r) => Effect.promise(r.close))
+  const stack = running.stack
+  const connections = Layer.merge(
+    natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" }),
+    Sql.layer(stack.databaseUrl, "bench")
+  )
+  const accounts = NatsAccounts.layer({
+    natsUrl: stack.natsUrl,
+    systemCreds: stack.systemCreds,
+    authority: stack.authority
+  })
+  const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
+  const provider = LocalProvider.layer({
+    dataDir: join(stack.dataDir, "bench"),
+    natsUrl: stack.natsUrl,
+    runtime: "host"
+  })
+  // Where the control plane's time goes: commands applied per kind and how long each took.
+  const applied = new Map<string, { n: number; ms: number }>()
+  const onApplied = (a: { kind: string; startedAt: number; at: number }) => {
+    const entry = applied.get(a.kind) ?? { n: 0, ms: 0 }
+    entry.n++
+    entry.ms += a.at - a.startedAt
+    applied.set(a.kind, entry)
+  }
+  const env = Layer.merge(
+    base,
+    ControlPlane.layer({ runtime: { onApplied } }).pipe(
+      Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base))
+    )
+  )
+  return yield* Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const { url } = yield* Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: stack.natsUrl })
+    const userId = makeId("user")
+    const projectId = makeId("proj")
+    const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-bench-live-")), "repo"))
+    yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
+    yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'bench', ${repo})`
+    yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${userId}, 'owner')`
+    const { token } = yield* Effect.flatMap(Auth, (auth) => auth.createToken(userId, { name: "bench" })).pipe(
+      Effect.provide(Auth.Default)
+    )
+
+    // S conversations, each waiting for a follow-up with its agent running.
+    const taskIds = yield* Effect.forEach(
+      Array.from({ length: SESSIONS }),
+      () =>
+        Effect.gen(function* () {
+          const taskId = makeId("task")
+          yield* Actors.ask(
+            ControlPlane.TaskRef,
+            taskId,
+            C.TaskSubmit.make({
+              taskId,
+              projectId: projectId as never,
+              userId: userId as never,
+              prompt: "say ready",
+              mode: "conversation"
+            })
+          )
+          return taskId
+        }),
+      { concurrency: "unbounded" }
+    )
+    const deadline = Date.now() + 180_000
+    let sessions: ReadonlyArray<{ sessionId: string; lastSeq: number }> = []
+    while (Date.now() < deadline) {
+      sessions = yield* sql<{ sessionId: string; lastSeq: number }>`
+        SELECT s.id AS session_id, s.last_seq::int AS last_seq FROM tasks t JOIN sessions s ON s.id = t.session_id
+        WHERE t.id IN ${sql.in(taskIds)} AND t.execution_step = 'awaiting_followup'`
+      if (sessions.length === SESSIONS) break
+      yield* Effect.sleep(200)
+    }
+    if (sessions.length < SESSIONS) return yield* Effect.dieMessage(`only ${sessions.length} sessions got ready`)
+
+    const followers: Array<Follower> = sessions.map(({ sessionId, lastSeq }) => {
+      const follower: Follower = {
+        sessionId,
+        count: 0,
+        lastSeq,
+        outOfOrder: 0,
+        turnEnds: 0,
+        stamps: [],
+        client: new FeedClient({
+          baseUrl: url,
+          token,
+          sessions: [{ sessionId, afterSeq: lastSeq }],
+          onStatus: (status) => {
+            if (status.state === "closed") process.stderr.write(`feed client: closed ${status.code} ${status.reason}\n`)
+          },
+          onFrame: (frame) => {
+            if (frame.type === "error") process.stderr.write(`feed error: ${JSON.stringify(frame).slice(0, 300)}\n`)
+            if (frame.type !== "session.event") return
+            const at = now()
+            follower.count++
+            if (frame.seq !== follower.lastSeq + 1) follower.outOfOrder++
+            follower.lastSeq = frame.seq
+            if (frame.event.type === "turn-ended") follower.turnEnds++
+            const text = frame.event.type === "text" ? String(frame.event.text ?? "") : ""
+            if (text.startsWith("stamp ")) follower.stamps.push(at - Number(text.slice(6)))
+          }
+        })
+      }
+      return follower
+    })
+    // Every client subscribed before anything is sent.
+    yield* Effect.sleep(1_000)
+    const waitTurns = (n: number, timeoutMs: number) =>
+      Effect.gen(function* () {
+        const until = Date.now() + timeoutMs
+        let reported = Date.now()
+        while (followers.some((f) => f.turnEnds < n)) {
+          if (Date.now() > until) return yield* Effect.dieMessage(`turn ${n} did not end everywhere in time`)
+          if (Date.now() - reported > 5_000) {
+            reported = Date.now()
+            const [stored] = yield* sql<{ n: number }>`
+              SELECT count(*)::int AS n FROM session_events WHERE session_id IN ${sql.in(followers.map((f) => f.sessionId))}`
+            process.stderr.write(
+              `… turn ${n}: ${followers.reduce((sum, f) => sum + f.count, 0)} events at the clients, ${stored?.n} stored, ${followers.filter((f) => f.turnEnds >= n).length} turns ended; commands ${[...applied].map(([k, v]) => `${k} ${v.n} (${(v.ms / v.n).toFixed(1)} ms)`).join(", ")}\n`
+            )
+          }
+          yield* Effect.sleep(5)
+        }
+      })
+    const prompt = (text: string) =>
+      Effect.forEach(
+        followers,
+        (f) =>
+          Actors.ask(
+            ControlPlane.SessionRef,
+            f.sessionId,
+            C.SessionPromptCommand.make({ sessionId: f.sessionId as never, prompt: text })
+          ),
+        { concurrency: "unbounded", discard: true }
+      )
+
+    // Throughput.
+    const script = Array.from({ length: LINES }, (_, i) => `say chunk ${i} ${"x".repeat(60)}`).join("\n")
+    const before = followers.reduce((sum, f) => sum + f.count, 0)
+    const started = now()
+    yield* prompt(script)
+    yield* waitTurns(1, 300_000)
+    const elapsed = now() - started
+    const events = followers.reduce((sum, f) => sum + f.count, 0) - before
+    const perSecond = (events / elapsed) * 1000
+
+    // The raw baseline: the same number of payloads of the same size over core NATS, publish → subscribe.
+    const { nc } = yield* Nats
+    const payload = new TextEncoder().encode(
+      JSON.stringify({ type: "text", text: `chunk 0 ${"x".repeat(60)}` }).padEnd(400, " ")
+    )
+    const subject = Subjects.pty("node_bench", "raw", "out")
+    let received = 0
+    const sub = nc.subscribe(subject, { callback: () => void received++ })
+    yield* Effect.promise(() => nc.flush())
+    const rawStart = now()
+    for (let i = 0; i < events; i++) nc.publish(subject, payload)
+    while (received < events) yield* Effect.sleep(1)
+    const rawElapsed = now() - rawStart
+    sub.unsubscribe()
+    const raw = (events / rawElapsed) * 1000
+
+    // Latency at 50 events/s per session.
+    const paced = Array.from({ length: LATENCY_SECONDS * 50 }, () => "stamp\nsleep 20").join("\n")
+    yield* prompt(paced)
+    yield* waitTurns(2, 120_000)
+    const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
+    const outOfOrder = followers.reduce(
+      (sum, f) => sum + f.outOfOrder + f.client.stats.gaps + f.client.stats.duplicates,
+      0
+    )
+    for (const f of followers) f.client.close()
+
+    const section = [
+      "## Live path",
+      "",
+      `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/live.ts ${SESSIONS} ${LINES}\``,
+      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+      `${SESSIONS} conversation sessions with real vm-agents and demo agents (host runtime, ${new Set(sessions.map((s) => s.sessionId)).size} sessions on up to 3 nodes),`,
+      "the control plane, the gateway and one WebSocket feed client per session, all on this machine.",
+      "",
+      "| path | events | events/s | total ms |",
+      "|---|---:|---:|---:|",
+      `| agent → vm-agent → ingress → session actor (Postgres) → outbox → gateway → feed clients, ${LINES} \`say\` lines per session at once | ${events} | ${perSecond.toFixed(0)} | ${elapsed.toFixed(0)} |`,
+      `| raw core NATS publish → subscribe, as many payloads of 400 bytes | ${events} | ${raw.toFixed(0)} | ${rawElapsed.toFixed(0)} |`,
+      "",
+      `Ratio live path/raw: ${(perSecond / raw).toFixed(3)}.`,
+      "",
+      `Latency, each of the ${SESSIONS} sessions streaming 50 events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events):`,
+      `from the agent's write to the feed client, p50 ${percentile(stamps, 50).toFixed(1)} ms, p99 ${percentile(stamps, 99).toFixed(1)} ms,`,
+      `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms. Events out of order, missing or repeated at the clients: ${outOfOrder}.`,
+      ""
+    ].join("\n")
+    yield* writeSection("Live path", section)
+  }).pipe(Effect.provide(env))
+})
+
+program.pipe(Effect.scoped, Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)), Effect.runPromise).then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error)
+    process.exit(1)
+  }
+)

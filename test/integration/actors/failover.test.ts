@@ -145,7 +145,24 @@ describe("actor runtime failover (instances in child processes)", () => {
           20_000
         )
         yield* Fiber.join(load)
-        yield* waitUntil("all load applied", allApplied(kindName, entities, 10), 60_000, 250)
+        yield* waitUntil("all load applied", allApplied(kindName, entities, 10), 60_000, 250).pipe(
+          // Say which entities fell short and how (lost: count below 10; out of order: violations).
+          Effect.tapError(() =>
+            counters(kindName).pipe(
+              Effect.map((rows) =>
+                console.log(
+                  "entities not at 10:",
+                  JSON.stringify(
+                    entities
+                      .filter((id) => rows.get(id)?.count !== 10 || rows.get(id)?.lastSeq !== 10)
+                      .map((id) => [id, rows.get(id)])
+                  )
+                )
+              ),
+              Effect.ignore
+            )
+          )
+        )
         const sql = yield* SqlClient.SqlClient
         const inbox = yield* sql<{ n: string }>`SELECT count(*) AS n FROM actor_inbox WHERE message_id = ${slow.id}`
         expect(Number(inbox[0]?.n)).toBe(1)

@@ -1,5 +1,6 @@
 import { Context, type Redacted } from "effect"
 import type { FeedOptions } from "./feed/FeedConfig.js"
+import type { GitHubAppOptions } from "./GitHubApp.js"
 import type { ThrottleOptions } from "./LoginThrottle.js"
 import type { LocalRepos } from "./RepoUrl.js"
 
@@ -26,6 +27,8 @@ export interface GatewayOptions {
   readonly publicUrl?: string
   /** GitHub sign-in, for deployments; off when absent */
   readonly github?: GitHubOAuth
+  /** the GitHub App (installations, webhooks, installation tokens), for deployments; off when absent */
+  readonly githubApp?: GitHubAppOptions
   /** the NATS URL programmatic clients should connect to (told to them with their credentials) */
   readonly natsUrl?: string
   /** the feed's limits over `SAM_FEED_*` and the defaults (tests) */

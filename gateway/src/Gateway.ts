@@ -10,6 +10,7 @@ import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
 import { limitFrames } from "./feed/FrameLimit.js"
+import * as GitHubApp from "./GitHubApp.js"
 import * as Health from "./Health.js"
 import * as Ingress from "./Ingress.js"
 import * as LoginThrottle from "./LoginThrottle.js"
@@ -20,6 +21,7 @@ import * as AgentRoutes from "./routes/Agents.js"
 import * as AuthRoutes from "./routes/Auth.js"
 import * as CredentialRoutes from "./routes/Credentials.js"
 import * as GitHubRoutes from "./routes/GitHub.js"
+import * as GitHubAppRoutes from "./routes/GitHubApp.js"
 import * as MemberRoutes from "./routes/Members.js"
 import * as NodeRoutes from "./routes/Nodes.js"
 import * as NotificationRoutes from "./routes/Notifications.js"
@@ -59,11 +61,13 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions =
           allowAny: env.SAM_GITHUB_ALLOW_ANY === "1"
         }
       : undefined
+  const githubApp = GitHubApp.fromEnv(env)
   return {
     host: env.SAM_GATEWAY_HOST ?? "127.0.0.1",
     port: Number(env.SAM_GATEWAY_PORT ?? 8080),
     ...(env.SAM_PUBLIC_URL === undefined ? {} : { publicUrl: env.SAM_PUBLIC_URL }),
-    ...(github === undefined ? {} : { github })
+    ...(github === undefined ? {} : { github }),
+    ...(githubApp === undefined ? {} : { githubApp })
   }
 }
 
@@ -72,6 +76,7 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...AuthRoutes.routes,
   ...CredentialRoutes.routes,
   ...GitHubRoutes.routes,
+  ...GitHubAppRoutes.routes,
   ...ProjectRoutes.routes,
   ...MemberRoutes.routes,
   ...TaskRoutes.routes,

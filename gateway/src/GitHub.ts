@@ -89,8 +89,8 @@ const fetchJson = (url: string, init: RequestInit) =>
 /**
  * The OAuth web flow's server side: exchange the code for a token, read who it belongs to, and
  * check that it may sign in here (an allowed login or organization), and find or create that user
- * (by GitHub's numeric id, which survives a rename). GitHub's access token is used for these calls
- * and never stored.
+ * (by GitHub's numeric id, which survives a rename). GitHub's access token is returned, redacted, for
+ * the caller to keep sealed when a GitHub App needs it (calls made as the user); it is stored nowhere else.
  */
 export const signIn = Effect.fn("GitHub.signIn")(function* (github: GitHubOAuth, code: string, redirectUri: string) {
   const exchanged = yield* fetchJson(new URL("/login/oauth/access_token", github.webUrl).toString(), {
@@ -142,5 +142,5 @@ export const signIn = Effect.fn("GitHub.signIn")(function* (github: GitHubOAuth,
       })
     )
     .pipe(Effect.orDie)
-  return userId
+  return { userId, accessToken: Redacted.make(token.data.access_token) }
 })

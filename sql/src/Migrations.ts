@@ -11,6 +11,7 @@ import natsAccounts from "./migrations/0008_nats_accounts.js"
 import permissions from "./migrations/0009_permissions.js"
 import nodeCapacity from "./migrations/0010_node_capacity.js"
 import agentSettings from "./migrations/0011_agent_settings.js"
+import githubInstallations from "./migrations/0012_github_installations.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -28,7 +29,8 @@ export const migrations = {
   "0008_nats_accounts": natsAccounts,
   "0009_permissions": permissions,
   "0010_node_capacity": nodeCapacity,
-  "0011_agent_settings": agentSettings
+  "0011_agent_settings": agentSettings,
+  "0012_github_installations": githubInstallations
 }
 
 const migrator = Migrator.make({})

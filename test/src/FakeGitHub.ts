@@ -7,6 +7,48 @@ export interface FakeGitHubUser {
   readonly name: string | null
 }
 
+export interface FakeRepository {
+  readonly id: number
+  readonly name: string
+  readonly private: boolean
+  readonly defaultBranch: string
+}
+
+export interface FakeInstallation {
+  readonly id: number
+  readonly account: { readonly login: string; readonly id: number; readonly type: "User" | "Organization" }
+  readonly repositories: FakeRepository[]
+  /** lower-case logins that may see it */
+  readonly access: Set<string>
+  failWith?: number
+}
+
+const installationJson = (i: FakeInstallation, origin: string) => ({
+  id: i.id,
+  account: { ...i.account, url: `${origin}/users/${i.account.login}` },
+  app_id: 1,
+  app_slug: "sam",
+  target_id: i.account.id,
+  target_type: i.account.type,
+  repository_selection: "selected",
+  permissions: { contents: "write", metadata: "read", pull_requests: "write" },
+  events: [],
+  created_at: "2026-01-01T00:00:00Z",
+  updated_at: "2026-01-01T00:00:00Z"
+})
+
+const repoJson = (r: FakeRepository, i: FakeInstallation, origin: string) => ({
+  id: r.id,
+  node_id: `R_${r.id}`,
+  name: r.name,
+  full_name: `${i.account.login}/${r.name}`,
+  private: r.private,
+  owner: { login: i.account.login, id: i.account.id, type: i.account.type },
+  html_url: `${origin}/${i.account.login}/${r.name}`,
+  clone_url: `${origin}/${i.account.login}/${r.name}.git`,
+  default_branch: r.defaultBranch
+})
+
 /**
  * A stand-in for github.com's OAuth endpoints and api.github.com's `GET /user`, `GET /user/orgs` and
  * `GET /user/memberships/orgs/{org}`, with the shapes and errors GitHub documents: the token exchange
@@ -34,6 +76,12 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
       })
       req.on("end", () => resolve(text))
     })
+  const installations = new Map<number, FakeInstallation>()
+  const paged = <T>(url: URL, items: ReadonlyArray<T>) => {
+    const perPage = Math.min(100, Number(url.searchParams.get("per_page") ?? 30))
+    const page = Math.max(1, Number(url.searchParams.get("page") ?? 1))
+    return items.slice((page - 1) * perPage, page * perPage)
+  }
   const server = createServer(async (req, res) => {
     const url = new URL(req.url ?? "/", "http://github.test")
     if (req.method === "POST" && url.pathname === "/login/oauth/access_token") {
@@ -91,8 +139,37 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
       return json(
         res,
         200,
-        [...orgsOf].filter(([, state]) => state === "active").map(([org]) => orgJson(org))
+        paged(
+          url,
+          [...orgsOf].filter(([, state]) => state === "active").map(([org]) => orgJson(org))
+        )
       )
+    }
+    if (url.pathname === "/user/installations") {
+      const mine = [...installations.values()].filter((i) => i.access.has(grant.user.login.toLowerCase()))
+      const page = paged(url, mine)
+      return json(res, 200, {
+        total_count: mine.length,
+        installations: page.map((i) => installationJson(i, url.origin))
+      })
+    }
+    const repos = /^\/user\/installations\/(\d+)\/repositories$/.exec(url.pathname)
+    if (repos !== null) {
+      const installation = installations.get(Number(repos[1]))
+      if (installation?.failWith !== undefined) {
+        return json(res, installation.failWith, {
+          message: installation.failWith === 403 ? "Resource not accessible by integration" : "Server Error",
+          documentation_url: "https://docs.github.com/rest/apps/installations"
+        })
+      }
+      if (installation === undefined || !installation.access.has(grant.user.login.toLowerCase())) {
+        return json(res, 404, notFound)
+      }
+      return json(res, 200, {
+        total_count: installation.repositories.length,
+        repository_selection: "selected",
+        repositories: paged(url, installation.repositories).map((r) => repoJson(r, installation, url.origin))
+      })
     }
     const membership = /^\/user\/memberships\/orgs\/([^/]+)$/.exec(url.pathname)
     if (membership !== null) {
@@ -131,6 +208,16 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
       orgs.set(org.toLowerCase(), state)
       memberships.set(login.toLowerCase(), orgs)
     },
+    /**
+     * The app installed on an account: `access` lists the logins GitHub would show it to (with
+     * `GET /user/installations` and its repositories), `failWith` makes its repositories answer that
+     * status instead (403 as for an integration without access, 500 for an outage).
+     */
+    install: (installation: FakeInstallation) => {
+      installations.set(installation.id, installation)
+      return installation
+    },
+    installations,
     close: () => new Promise<void>((resolve) => server.close(() => resolve()))
   }
 }

@@ -6,6 +6,7 @@ import { Auth } from "../Auth.js"
 import { GatewayConfig } from "../Config.js"
 import * as Cookies from "../Cookies.js"
 import * as GitHub from "../GitHub.js"
+import * as Installations from "../GitHubInstallations.js"
 import * as Route from "../Route.js"
 
 const E = Api.GitHubEndpoints
@@ -52,7 +53,9 @@ export const routes = [
           message: "this sign-in link has expired or was opened in another browser; start again at /api/v1/auth/github"
         })
       }
-      const userId = yield* GitHub.signIn(github, query.code, redirectUri)
+      const { userId, accessToken } = yield* GitHub.signIn(github, query.code, redirectUri)
+      // Kept (sealed) only for a GitHub App: installation discovery and repositories are asked as the user.
+      if ((yield* GatewayConfig).githubApp !== undefined) yield* Installations.rememberToken(userId, accessToken)
       const session = yield* (yield* Auth).createSession(userId)
       const redirect = HttpServerResponse.redirect("/", { status: 302 })
       return {

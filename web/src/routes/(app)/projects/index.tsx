@@ -2,25 +2,30 @@ import { component$ } from "@builder.io/qwik"
 import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
+import { StatusIcon } from "~/components/chat/StatusIcon"
 import { clientOf, load, run } from "~/lib/server"
-import { ATTENTION_LABEL, attentionOf, relativeTime } from "~/lib/sessions"
+import { ATTENTION_LABEL, attentionOf, relativeTime, titleOf } from "~/lib/sessions"
 
 export const useProjects = routeLoader$(async (event) => {
   const client = clientOf(event)
   const { projects } = await load(event, client.call(Api.ProjectEndpoints.listProjects))
-  // Each project's most recent sessions (a few), with their derived status.
-  const sessions = await Promise.all(
+  // Each project's most recent sessions (a few), with their derived status and the prompt that started them.
+  const recent = await Promise.all(
     projects.map(async (p) => {
-      const result = await run(
-        client.call(Api.SessionEndpoints.listSessions, { params: { projectId: p.id }, query: { limit: 5 } })
-      )
-      return Either.isRight(result) ? result.right.sessions : []
+      const [sessions, tasks] = await Promise.all([
+        run(client.call(Api.SessionEndpoints.listSessions, { params: { projectId: p.id }, query: { limit: 5 } })),
+        run(client.call(Api.TaskEndpoints.listTasks, { params: { projectId: p.id }, query: { limit: 50 } }))
+      ])
+      const prompts = new Map(Either.isRight(tasks) ? tasks.right.tasks.map((t) => [t.id, t.prompt]) : [])
+      return (Either.isRight(sessions) ? sessions.right.sessions : []).map((s) => ({
+        id: s.id,
+        status: attentionOf(s),
+        updatedAt: s.updatedAt,
+        title: titleOf(s.id, s.taskId === null ? undefined : prompts.get(s.taskId))
+      }))
     })
   )
-  return projects.map((project, i) => ({
-    project,
-    sessions: (sessions[i] ?? []).map((s) => ({ id: s.id, status: attentionOf(s), updatedAt: s.updatedAt }))
-  }))
+  return projects.map((project, i) => ({ project, sessions: recent[i] ?? [] }))
 })
 
 /** Field errors from the API's zod issues: `{ name: "…", repoUrl: "…" }`. */
@@ -91,14 +96,25 @@ export default component$(() => {
                         {sessions.filter((s) => s.status === "working" || s.status === "needs_input").length} active
                       </span>
                     )}
-                    {sessions[0] && (
-                      <span class="badge">
-                        {ATTENTION_LABEL[sessions[0].status]} · {relativeTime(sessions[0].updatedAt)}
-                      </span>
-                    )}
                     <span class="badge">{sessions.length === 0 ? "no chats" : `${sessions.length} recent`}</span>
                   </div>
                 </Link>
+                {sessions.length > 0 && (
+                  <ul class="sessions" style={{ padding: "var(--space-1) 0 0 var(--space-4)" }}>
+                    {sessions.slice(0, 3).map((s) => (
+                      <li key={s.id}>
+                        <Link class="session-row" href={`/projects/${project.id}/chat/${s.id}`} data-status={s.status}>
+                          <StatusIcon status={s.status} />
+                          <span class="session-title">{s.title}</span>
+                          <span class="session-meta">
+                            <span>{ATTENTION_LABEL[s.status]}</span>
+                            <span>{relativeTime(s.updatedAt)}</span>
+                          </span>
+                        </Link>
+                      </li>
+                    ))}
+                  </ul>
+                )}
               </li>
             ))}
           </ul>

@@ -75,6 +75,13 @@ export const useChat = routeLoader$(async (event) => {
 
 const byActivity = (a: Session, b: Session) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt)
 
+/** True when snapshot `a` is strictly newer than `b` (a later prompt, or the same prompt updated later). */
+const newer = (a: Session["snapshot"], b: Session["snapshot"]) =>
+  a !== null &&
+  (b === null ||
+    a.promptEpoch > b.promptEpoch ||
+    (a.promptEpoch === b.promptEpoch && Date.parse(a.updatedAt) > Date.parse(b.updatedAt)))
+
 export default component$(() => {
   const chat = useChat()
   const nav = useNavigate()
@@ -118,7 +125,8 @@ export default component$(() => {
     const sessionId = track(() => chat.value.session?.id ?? null)
     const taskId = track(() => chat.value.task?.id ?? null)
     const timeline = new Timeline()
-    let el: HTMLElement | undefined
+    // The timeline element is whatever is rendered now (a navigation may replace it): never cached.
+    const current = () => timelineRef.value
     let windowSize = WINDOW
     let stick = true
     let anchor: number | undefined
@@ -133,34 +141,34 @@ export default component$(() => {
       if (frame === 0) frame = requestAnimationFrame(flush)
     }
     state.more = noSerialize(() => {
-      if (state.windowStart === 0 || el === undefined) return
+      const el = current()
+      if (state.windowStart === 0 || el === undefined || anchor !== undefined) return
       anchor = el.scrollHeight - el.scrollTop
       windowSize += WINDOW
       schedule()
     })
 
-    // Follow new output only while the reader is at the bottom.
-    const onScroll = () => {
-      if (el === undefined) return
+    // Follow new output only while the reader is at the bottom; near the top, render the window before.
+    const onScroll = (event: Event) => {
+      const el = current()
+      if (el === undefined || event.target !== el) return
       stick = el.scrollHeight - el.scrollTop - el.clientHeight < 60
-      if (el.scrollTop < 40 && state.windowStart > 0 && anchor === undefined) state.more?.()
+      if (el.scrollTop < 40 && state.windowStart > 0) state.more?.()
     }
-    const observer = new MutationObserver(() => {
-      if (el === undefined) return
+    const observer = new MutationObserver((records) => {
+      const el = current()
+      if (el === undefined || !records.some((record) => el.contains(record.target))) return
       if (anchor !== undefined) {
         el.scrollTop = el.scrollHeight - anchor
         anchor = undefined
       } else if (stick) el.scrollTop = el.scrollHeight
     })
-    // The timeline element of this view exists once it has rendered.
-    const attach = () => {
-      el = timelineRef.value
-      if (el === undefined) return
-      observer.observe(el, { childList: true, subtree: true, characterData: true })
-      el.addEventListener("scroll", onScroll, { passive: true })
-      el.scrollTop = el.scrollHeight
-    }
-    const attaching = requestAnimationFrame(attach)
+    observer.observe(document.body, { childList: true, subtree: true, characterData: true })
+    document.addEventListener("scroll", onScroll, { capture: true, passive: true })
+    const attaching = requestAnimationFrame(() => {
+      const el = current()
+      if (el !== undefined) el.scrollTop = el.scrollHeight
+    })
 
     let refreshTimer: ReturnType<typeof setTimeout> | undefined
     const refresh = () => {
@@ -173,8 +181,22 @@ export default component$(() => {
             ? undefined
             : call(api.call(Api.TaskEndpoints.getTask, { params: { taskId: state.task.id } }))
         ])
-        if (list.ok) state.sessions = [...list.value.sessions].sort(byActivity)
-        if (one?.ok && state.session?.id === one.value.id) state.session = one.value
+        if (list.ok) {
+          // A read that raced a live event must not bring an older snapshot back.
+          const known = new Map(state.sessions.map((s) => [s.id, s]))
+          state.sessions = list.value.sessions
+            .map((s) => {
+              const mine = known.get(s.id)
+              return mine !== undefined && newer(mine.snapshot, s.snapshot) ? { ...s, snapshot: mine.snapshot } : s
+            })
+            .sort(byActivity)
+        }
+        if (one?.ok && state.session?.id === one.value.id) {
+          const mine = state.session.snapshot
+          state.session = newer(mine, one.value.snapshot) ? { ...one.value, snapshot: mine } : one.value
+          const fresh = state.session
+          state.sessions = state.sessions.map((s) => (s.id === fresh.id ? { ...s, snapshot: fresh.snapshot } : s))
+        }
         if (task?.ok && state.task?.id === task.value.id) {
           state.task = task.value
           if (sessionId === null && task.value.sessionId !== null) {
@@ -195,8 +217,9 @@ export default component$(() => {
           refresh()
           return
         case "snapshot":
-          if (f.sessionId === sessionId && state.session !== null)
-            state.session = { ...state.session, snapshot: f.snapshot }
+          if (f.sessionId === sessionId && f.snapshot !== null && !newer(state.session?.snapshot ?? null, f.snapshot)) {
+            patchSession(f.sessionId, { snapshot: f.snapshot })
+          }
           return
         case "session.event":
           if (f.sessionId === sessionId && timeline.add(f)) schedule()
@@ -212,7 +235,9 @@ export default component$(() => {
           const body = (f.body ?? {}) as Record<string, unknown>
           const now = new Date().toISOString()
           if (f.eventType === "session.activity" && typeof body.sessionId === "string") {
-            patchSession(body.sessionId, { snapshot: body.snapshot as Session["snapshot"], updatedAt: now })
+            const snapshot = body.snapshot as Session["snapshot"]
+            const mine = state.sessions.find((s) => s.id === body.sessionId)?.snapshot ?? null
+            if (!newer(mine, snapshot)) patchSession(body.sessionId, { snapshot, updatedAt: now })
             if ((body.snapshot as { activity?: string } | undefined)?.activity !== "prompting")
               state.interrupting = false
           } else if (f.eventType === "session.failed" && typeof body.sessionId === "string") {
@@ -264,7 +289,7 @@ export default component$(() => {
       if (frame !== 0) cancelAnimationFrame(frame)
       cancelAnimationFrame(attaching)
       observer.disconnect()
-      el?.removeEventListener("scroll", onScroll)
+      document.removeEventListener("scroll", onScroll, { capture: true })
       client.unsubscribe({ projects: [projectId], sessions: sessionId === null ? [] : [sessionId] })
     })
   })

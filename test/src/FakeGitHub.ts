@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto"
+import { createPublicKey, createVerify, randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
 
 export interface FakeGitHubUser {
@@ -56,8 +56,43 @@ const repoJson = (r: FakeRepository, i: FakeInstallation, origin: string) => ({
  * `{"message": "Bad credentials"}` for a bad token; a membership is 404 `Not Found` for an
  * organization the user is not in, and the organization endpoints need the `read:org` scope (403
  * without it). Codes are single use, as on GitHub; a token has the scopes its authorization asked for.
+ * The GitHub App's side: `GET /user/installations` and `/user/installations/{id}/repositories` as the
+ * user (404 for an installation the user cannot see), and `POST /app/installations/{id}/access_tokens`
+ * with an app JWT it verifies under the app's public key (401 with GitHub's messages otherwise; 404 for
+ * an unknown installation, 422 for a repository outside it). Lists are paged (`per_page`, `page`).
  */
-export const startFakeGitHub = async (client: { readonly id: string; readonly secret: string }) => {
+export const startFakeGitHub = async (
+  client: { readonly id: string; readonly secret: string },
+  /** the GitHub App: its id and public key, to verify the app's JWTs */
+  app?: { readonly id: string; readonly publicKey: string }
+) => {
+  /** installation tokens minted: token → what it reaches and until when */
+  const installationTokens = new Map<string, { installationId: number; repositoryIds: number[]; expiresAt: Date }>()
+  /** GitHub's checks of an app JWT: RS256 under the app's key, `iss` the app id, at most ten minutes long. */
+  const appJwtError = (jwt: string | undefined) => {
+    const [header, payload, sig] = (jwt ?? "").split(".")
+    if (app === undefined || header === undefined || payload === undefined || sig === undefined) {
+      return "A JSON web token could not be decoded"
+    }
+    const verifier = createVerify("RSA-SHA256")
+    verifier.update(`${header}.${payload}`)
+    if (!verifier.verify(createPublicKey(app.publicKey), Buffer.from(sig, "base64url"))) {
+      return "A JSON web token could not be decoded"
+    }
+    const claims = JSON.parse(Buffer.from(payload, "base64url").toString()) as {
+      iat: number
+      exp: number
+      iss: unknown
+    }
+    const now = Date.now() / 1000
+    if (String(claims.iss) !== app.id) return "'Issuer' claim ('iss') must be an Integer"
+    if (claims.exp - claims.iat > 600 || claims.exp > now + 600) {
+      return "'Expiration time' claim ('exp') is too far in the future"
+    }
+    if (claims.exp < now)
+      return "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires"
+    return undefined
+  }
   const codes = new Map<string, { user: FakeGitHubUser; redirectUri: string; scope: string }>()
   const tokens = new Map<string, { user: FakeGitHubUser; scope: string }>()
   /** lower-case login → lower-case organization → membership state */
@@ -113,6 +148,35 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
       return json(res, 200, { access_token: token, token_type: "bearer", scope: grant.scope.replaceAll(" ", ",") })
     }
     const bearer = /^(?:Bearer|token) (\S+)$/.exec(req.headers.authorization ?? "")?.[1]
+    const mint = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(url.pathname)
+    if (req.method === "POST" && mint !== null) {
+      const jwtError = appJwtError(bearer)
+      if (jwtError !== undefined) {
+        return json(res, 401, { message: jwtError, documentation_url: "https://docs.github.com/rest" })
+      }
+      const installation = installations.get(Number(mint[1]))
+      if (installation === undefined) return json(res, 404, notFound)
+      const body = JSON.parse((await readBody(req)) || "{}") as { repository_ids?: number[] }
+      const ids = body.repository_ids ?? installation.repositories.map((r) => r.id)
+      const reached = ids.map((id) => installation.repositories.find((r) => r.id === id))
+      if (reached.some((r) => r === undefined)) {
+        return json(res, 422, {
+          message:
+            "There is at least one repository that does not exist or is not accessible to the parent installation.",
+          documentation_url: "https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app"
+        })
+      }
+      const token = `ghs_${randomBytes(18).toString("hex")}`
+      const expiresAt = new Date(Date.now() + 3600_000)
+      installationTokens.set(token, { installationId: installation.id, repositoryIds: ids, expiresAt })
+      return json(res, 201, {
+        token,
+        expires_at: expiresAt.toISOString().replace(/\.\d{3}Z$/, "Z"),
+        permissions: { contents: "write", metadata: "read", pull_requests: "write" },
+        repository_selection: "selected",
+        repositories: reached.map((r) => repoJson(r as FakeRepository, installation, url.origin))
+      })
+    }
     const grant = bearer === undefined ? undefined : tokens.get(bearer)
     const needsToken = req.method === "GET" && (url.pathname === "/user" || url.pathname.startsWith("/user/"))
     if (needsToken && grant === undefined) {
@@ -218,6 +282,7 @@ export const startFakeGitHub = async (client: { readonly id: string; readonly se
       return installation
     },
     installations,
+    installationTokens,
     close: () => new Promise<void>((resolve) => server.close(() => resolve()))
   }
 }

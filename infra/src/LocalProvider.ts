@@ -84,7 +84,12 @@ export const layer = (options: LocalProviderOptions) =>
             Effect.provideService(Nats, nats)
           )
           const log = createWriteStream(join(dir, "vm-agent.log"), { flags: "a", mode: 0o600 })
-          const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "vm-agent/src/main.ts")], {
+          // Compiled JavaScript when `./sam` built it (SAM_COMPILED=1, infra/build.mjs), else from source.
+          const main =
+            process.env.SAM_COMPILED === "1"
+              ? [join(repoRoot, "dist/vm-agent.mjs")]
+              : ["--import", "tsx", join(repoRoot, "vm-agent/src/main.ts")]
+          const child = spawn(process.execPath, main, {
             cwd: repoRoot,
             env: {
               ...process.env,

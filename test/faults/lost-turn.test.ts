@@ -9,6 +9,7 @@ import { makeControlPlaneEnv } from "../src/ControlPlaneHarness.js"
 import { waitUntil } from "../src/Env.js"
 import { GatewayUrl, http, makeUser, type TestUser } from "../src/GatewayHarness.js"
 import { startPrivateNats } from "../src/PrivateNats.js"
+import { isVmAgent } from "../src/ProcessTree.js"
 
 /**
  * A lost turn ends truthfully (ADR 0021), against the whole control plane, the gateway and real
@@ -64,8 +65,7 @@ const vmAgentPid = (nodeId: string) =>
         readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
         readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
       ])
-      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && cmdline.includes("vm-agent/src/main.ts"))
-        return Number(name)
+      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && isVmAgent(cmdline)) return Number(name)
     }
     return undefined
   })

@@ -1,6 +1,7 @@
 import { readdir, readFile, rm } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { isVmAgent } from "../src/ProcessTree.js"
 import { type Api, api, makeEnv, type SamUp, startSamUp, stopSamUp, waitFor } from "./SamUp.js"
 import {
   expectNothingWorking,
@@ -85,7 +86,7 @@ describe("the fault matrix: every turn ends truthfully", async () => {
       const vars = environ.split("\0")
       if (vars.includes(`SAM_NODE_ID=${nodeId}`) && vars.includes(`SAM_DATA_DIR=${setup.dataDir}`)) {
         const cmdline = await readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
-        if (cmdline.includes("vm-agent/src/main.ts")) return Number(name)
+        if (isVmAgent(cmdline)) return Number(name)
       }
     }
     return undefined

@@ -59,3 +59,11 @@ export const processTree = (root = process.pid): ReadonlyArray<Proc> => {
 /** Resident memory of `root`'s process tree, in MiB. */
 export const treeRssMiB = (root = process.pid) =>
   Math.round(processTree(root).reduce((sum, p) => sum + p.rssKiB, 0) / 1024)
+
+/** A vm-agent's command line, run from source (tsx) or compiled (`./sam`, SAM_COMPILED=1). */
+export const isVmAgent = (cmdline: string) =>
+  cmdline.includes("vm-agent/src/main.ts") || cmdline.includes("dist/vm-agent.mjs")
+
+/** The demo agent's command line, from source or compiled. */
+export const isDemoAgent = (cmdline: string) =>
+  cmdline.includes("demo/main.ts") || cmdline.includes("dist/demo-agent.mjs")

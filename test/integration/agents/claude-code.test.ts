@@ -8,6 +8,7 @@ import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
 import { type FakeAnthropic, startFakeAnthropic, workingDirectory } from "../../src/FakeAnthropic.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
+import { isVmAgent } from "../../src/ProcessTree.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import { branchFile, expectSecretKept, follow, ledgerText, masterKeyForTests, runTask } from "./AgentKit.js"
 
@@ -23,8 +24,7 @@ const vmAgentPid = (nodeId: string) =>
         readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
         readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
       ])
-      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && cmdline.includes("vm-agent/src/main.ts"))
-        return Number(name)
+      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && isVmAgent(cmdline)) return Number(name)
     }
     return undefined
   })

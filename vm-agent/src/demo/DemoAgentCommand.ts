@@ -5,6 +5,9 @@ import type { HarnessCommand } from "../acp/HarnessCommand.js"
 
 const tsxLoader = () => createRequire(import.meta.url).resolve("tsx")
 const demoMain = () => fileURLToPath(new URL("./main.ts", import.meta.url))
+/** `./sam` runs compiled JavaScript (SAM_COMPILED=1, built by infra/build.mjs): so does the demo agent then. */
+const compiled = () => process.env.SAM_COMPILED === "1"
+const demoBundle = () => fileURLToPath(new URL("../../../dist/demo-agent.mjs", import.meta.url))
 
 /**
  * The harness command that runs the built-in demo agent from source with tsx. The loader is passed by absolute
@@ -14,7 +17,9 @@ export const demoAgentCommand = (options: {
   readonly cwd: string
   readonly env?: Readonly<Record<string, string>>
 }): HarnessCommand => ({
-  argv: [process.execPath, "--import", pathToFileURL(tsxLoader()).href, demoMain()],
+  argv: compiled()
+    ? [process.execPath, demoBundle()]
+    : [process.execPath, "--import", pathToFileURL(tsxLoader()).href, demoMain()],
   cwd: options.cwd,
   env: { ...options.env }
 })
@@ -37,7 +42,9 @@ export const demoAgentCommandInContainer = (options: {
     return posix.join(options.appMount, ...rel.split(sep))
   }
   return {
-    argv: [options.node, "--import", `file://${inside(tsxLoader())}`, inside(demoMain())],
+    argv: compiled()
+      ? [options.node, inside(demoBundle())]
+      : [options.node, "--import", `file://${inside(tsxLoader())}`, inside(demoMain())],
     cwd: options.cwd,
     env: { ...options.env }
   }

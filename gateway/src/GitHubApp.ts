@@ -15,11 +15,15 @@ export interface GitHubAppOptions {
   readonly webhookSecret: Redacted.Redacted<string>
   /** the REST API: https://api.github.com */
   readonly apiUrl: string
+  /** the app's URL name, for its install page `<webUrl>/apps/<slug>/installations/new` */
+  readonly slug?: string
+  /** where users install apps: https://github.com */
+  readonly webUrl: string
 }
 
 /**
- * From `SAM_GITHUB_APP_ID`, `SAM_GITHUB_APP_PRIVATE_KEY` (or `SAM_GITHUB_APP_PRIVATE_KEY_FILE`) and
- * `SAM_GITHUB_WEBHOOK_SECRET`; undefined (the app is off) without an app id. Half a configuration is
+ * From `SAM_GITHUB_APP_ID`, `SAM_GITHUB_APP_PRIVATE_KEY` (or `SAM_GITHUB_APP_PRIVATE_KEY_FILE`),
+ * `SAM_GITHUB_WEBHOOK_SECRET` and optionally `SAM_GITHUB_APP_SLUG` (for the install link); undefined (the app is off) without an app id. Half a configuration is
  * refused at start-up, naming what is missing, rather than failing at the first webhook.
  */
 export const fromEnv = (env: NodeJS.ProcessEnv): GitHubAppOptions | undefined => {
@@ -39,7 +43,11 @@ export const fromEnv = (env: NodeJS.ProcessEnv): GitHubAppOptions | undefined =>
     appId,
     privateKey: Redacted.make(privateKey),
     webhookSecret: Redacted.make(webhookSecret),
-    apiUrl: env.SAM_GITHUB_API_URL ?? "https://api.github.com"
+    apiUrl: env.SAM_GITHUB_API_URL ?? "https://api.github.com",
+    webUrl: env.SAM_GITHUB_URL ?? "https://github.com",
+    ...(env.SAM_GITHUB_APP_SLUG === undefined || env.SAM_GITHUB_APP_SLUG === ""
+      ? {}
+      : { slug: env.SAM_GITHUB_APP_SLUG })
   }
 }
 

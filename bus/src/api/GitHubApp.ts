@@ -33,6 +33,12 @@ export type GitHubRepository = z.infer<typeof GitHubRepository>
 
 export const GitHubInstallationParams = z.object({ installationId: GitHubInstallationId })
 
+/** What GitHub adds to the Setup URL; the installation is taken from GitHub (as the user), never from here. */
+export const GitHubSetupQuery = z.object({
+  installation_id: z.string().max(30).optional(),
+  setup_action: z.string().max(30).optional()
+})
+
 export const GitHubWebhookAck = z.object({
   /** false when this delivery id was seen before: nothing was done again */
   fresh: z.boolean(),
@@ -51,6 +57,24 @@ export const GitHubAppEndpoints = {
     tag: "github",
     auth: false,
     response: GitHubWebhookAck
+  }),
+  installApp: endpoint({
+    method: "GET",
+    path: "/github/install",
+    summary: "Install the GitHub App on an account or organisation: redirects to GitHub's install page",
+    tag: "github",
+    response: z.object({}),
+    status: 302
+  }),
+  installSetup: endpoint({
+    method: "GET",
+    path: "/github/setup",
+    summary:
+      "GitHub's Setup URL after an install or update: syncs my installations with GitHub, then redirects to settings",
+    tag: "github",
+    query: GitHubSetupQuery,
+    response: z.object({}),
+    status: 302
   }),
   listInstallations: endpoint({
     method: "GET",

@@ -1,4 +1,4 @@
-import { HttpServerRequest } from "@effect/platform"
+import { HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Api } from "@sam/bus"
 import { Effect, Option } from "effect"
@@ -89,6 +89,27 @@ export const routes = [
           })
         )
         .pipe(Effect.catchTag("SqlError", Effect.die))
+    })
+  ),
+  Route.make(E.installApp, () =>
+    Effect.gen(function* () {
+      const app = yield* configured
+      if (app.slug === undefined) {
+        return yield* new ApiError({
+          code: "not_found",
+          message: "the GitHub App's install link is not configured (set SAM_GITHUB_APP_SLUG)"
+        })
+      }
+      const url = new URL(`/apps/${encodeURIComponent(app.slug)}/installations/new`, app.webUrl)
+      return { response: HttpServerResponse.redirect(url.toString(), { status: 302 }) }
+    })
+  ),
+  Route.make(E.installSetup, ({ principal }) =>
+    Effect.gen(function* () {
+      const app = yield* configured
+      // What was installed is read from GitHub as this user (the query can be forged by anyone).
+      yield* Installations.sync(app.apiUrl, principal.userId)
+      return { response: HttpServerResponse.redirect("/settings", { status: 302 }) }
     })
   ),
   Route.make(E.listInstallations, ({ principal }) =>

@@ -25,7 +25,9 @@ const env = makeGatewayEnv({
     appId: "4242",
     privateKey: Redacted.make("unused here"),
     webhookSecret: Redacted.make(webhookSecret),
-    apiUrl: github.url
+    apiUrl: github.url,
+    webUrl: github.url,
+    slug: "sam-test-app"
   }
 })
 
@@ -234,30 +236,46 @@ layer(env, { excludeTestServices: true, timeout: 60_000 })("GitHub App installat
     })
   )
 
-  it.effect("my own personal installation is linked by sync; GitHub's token is nowhere in the ledger in clear", () =>
-    Effect.gen(function* () {
-      const dee = { id: 1301, login: "dee", name: "Dee" }
-      github.install({
-        id: 801,
-        account: { login: "dee", id: 1301, type: "User" },
-        repositories: [{ id: 81, name: "notes", private: false, defaultBranch: "trunk" }],
-        access: new Set(["dee"])
+  it.effect(
+    "install link and Setup URL; my own personal installation is linked by sync; GitHub's token is nowhere in the ledger in clear",
+    () =>
+      Effect.gen(function* () {
+        const dee = { id: 1301, login: "dee", name: "Dee" }
+        github.install({
+          id: 801,
+          account: { login: "dee", id: 1301, type: "User" },
+          repositories: [{ id: 81, name: "notes", private: false, defaultBranch: "trunk" }],
+          access: new Set(["dee"])
+        })
+        // someone else's personal installation that dee can see is recorded, not linked
+        github.install({
+          id: 802,
+          account: { login: "eve", id: 1302, type: "User" },
+          repositories: [],
+          access: new Set(["dee"])
+        })
+        const { cookie } = yield* signIn(dee)
+        const install = yield* http("GET", "/api/v1/github/install", { headers: { cookie } })
+        expect(install.status).toBe(302)
+        expect(install.headers.get("location")).toBe(`${github.url}/apps/sam-test-app/installations/new`)
+        // GitHub sends dee back to the Setup URL: SAM syncs as dee (the query's id is not trusted)
+        const setup = yield* http("GET", "/api/v1/github/setup?installation_id=802&setup_action=install", {
+          headers: { cookie }
+        })
+        expect(setup.status).toBe(302)
+        expect(setup.headers.get("location")).toBe("/settings")
+        const sql0 = yield* SqlClient.SqlClient
+        const linkedNow = yield* sql0<{ id: number }>`
+        SELECT installation_id::float8 AS id FROM github_installation_links l JOIN users u ON u.id = l.user_id
+        WHERE u.github_id = ${dee.id}`
+        expect(linkedNow).toEqual([{ id: 801 }])
+        const seen = yield* installations(cookie)
+        expect(seen.installations).toEqual([{ installationId: 801, accountType: "personal", accountName: "dee" }])
+        expect((yield* canonical(802))[0]?.accountType).toBe("personal")
+        const sql = yield* SqlClient.SqlClient
+        const dump = yield* sql<{ t: string }>`SELECT row_to_json(t)::text AS t FROM github_user_tokens t`
+        expect(dump.length).toBeGreaterThan(0)
+        expect(dump.map((r) => r.t).join()).not.toContain("gho_")
       })
-      // someone else's personal installation that dee can see is recorded, not linked
-      github.install({
-        id: 802,
-        account: { login: "eve", id: 1302, type: "User" },
-        repositories: [],
-        access: new Set(["dee"])
-      })
-      const { cookie } = yield* signIn(dee)
-      const seen = yield* installations(cookie)
-      expect(seen.installations).toEqual([{ installationId: 801, accountType: "personal", accountName: "dee" }])
-      expect((yield* canonical(802))[0]?.accountType).toBe("personal")
-      const sql = yield* SqlClient.SqlClient
-      const dump = yield* sql<{ t: string }>`SELECT row_to_json(t)::text AS t FROM github_user_tokens t`
-      expect(dump.length).toBeGreaterThan(0)
-      expect(dump.map((r) => r.t).join()).not.toContain("gho_")
-    })
   )
 })

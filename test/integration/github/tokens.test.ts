@@ -30,6 +30,7 @@ const app = (privateKey: string, appId = "31337"): GitHubApp.GitHubAppOptions =>
   appId,
   privateKey: Redacted.make(privateKey),
   webhookSecret: Redacted.make("s"),
+  webUrl: github.url,
   apiUrl: github.url
 })
 

@@ -76,7 +76,6 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...AuthRoutes.routes,
   ...CredentialRoutes.routes,
   ...GitHubRoutes.routes,
-  ...GitHubAppRoutes.routes,
   ...ProjectRoutes.routes,
   ...MemberRoutes.routes,
   ...TaskRoutes.routes,
@@ -84,7 +83,8 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...WorkspaceRoutes.routes,
   ...NodeRoutes.routes,
   ...NotificationRoutes.routes,
-  ...AgentRoutes.routes
+  ...AgentRoutes.routes,
+  ...GitHubAppRoutes.routes
 ]
 
 const notFound = HttpServerResponse.unsafeJson(

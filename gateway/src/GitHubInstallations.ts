@@ -7,12 +7,22 @@ import { ApiError } from "./ApiError.js"
 import { apiHeaders, call } from "./GitHubApp.js"
 
 /** GitHub's installation account (`installation.account`): a user or an organization. */
-export const Account = z.object({ login: z.string().min(1), id: z.number().int().positive(), type: z.string() })
+/** GitHub logins are letters, digits and dashes; whatever comes, a NUL would not fit a Postgres text column. */
+const Login = z
+  .string()
+  .min(1)
+  .max(100)
+  .refine((login) => !login.includes("\0"), "a login has no NUL")
+export const Account = z.object({
+  login: Login,
+  id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  type: z.string()
+})
 export type Account = z.infer<typeof Account>
 /** An installation as GitHub describes it in webhooks and in `GET /user/installations`. */
 export const Installation = z.object({ id: z.number().int().positive(), account: Account.nullable() })
 const UserInstallations = z.object({ total_count: z.number(), installations: z.array(z.unknown()) })
-const Org = z.object({ login: z.string().min(1) })
+const Org = z.object({ login: Login })
 const Repository = z.object({
   id: z.number().int().positive(),
   name: z.string(),

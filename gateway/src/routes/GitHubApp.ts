@@ -66,7 +66,8 @@ export const routes = [
       }
       const delivery = request.headers["x-github-delivery"] ?? ""
       const event = request.headers["x-github-event"] ?? ""
-      if (delivery === "" || delivery.length > 200 || event === "") {
+      // GitHub's delivery ids are GUIDs and its event names snake_case words.
+      if (!/^[A-Za-z0-9-]{1,200}$/.test(delivery) || !/^[a-z_]{1,100}$/.test(event)) {
         return yield* new ApiError({
           code: "invalid_body",
           message: "X-GitHub-Delivery and X-GitHub-Event are required"

@@ -134,6 +134,29 @@ layer(env, { excludeTestServices: true, timeout: 60_000 })("GitHub App installat
       expect(malformed.status).toBe(400)
       const again = yield* deliver("installation", payload, { delivery: bad })
       expect(again.body).toEqual({ fresh: true, handled: true })
+      // hostile input, signed or not, is a clear 4xx
+      const nul = yield* deliver("installation", {
+        ...payload,
+        installation: { id: 502, account: { ...account, login: "a\u0000b" } }
+      })
+      expect(nul.status).toBe(400)
+      const notJson = yield* http("POST", "/api/v1/github/webhook", {
+        raw: "{nope",
+        headers: {
+          "x-github-event": "installation",
+          "x-github-delivery": randomUUID(),
+          "x-hub-signature-256": sign("{nope")
+        }
+      })
+      expect(notJson.status).toBe(400)
+      expect(notJson.body.code).toBe("invalid_json")
+      const oddDelivery = yield* deliver("installation", payload, { delivery: "../../x" })
+      expect(oddDelivery.status).toBe(400)
+      for (const id of ["%00", "1e308", "-1", "0", "x"]) {
+        const r = yield* http("DELETE", `/api/v1/github/installations/${id}`, { headers: { cookie: "sam_session=x" } })
+        expect(r.status, id).toBeGreaterThanOrEqual(400)
+        expect(r.status, id).toBeLessThan(500)
+      }
     })
   )
 

@@ -258,6 +258,10 @@ describe("web app: project chat in the browser", () => {
     await poll(() => page.getByRole("button", { name: /earlier/ }).isVisible()).toBe(true)
     await page.getByRole("button", { name: /earlier/ }).dispatchEvent("click")
     await poll(() => timeline().locator("[data-kind]").count()).toBeGreaterThan(rendered)
+    // Scrolling to the top renders the rest, where the reader is.
+    const more = await timeline().locator("[data-kind]").count()
+    await page.evaluate(`document.querySelector("[data-testid=timeline]").scrollTop = 0`)
+    await poll(() => timeline().locator("[data-kind]").count()).toBeGreaterThan(more)
   })
 
   it("creates an API token shown once, lists and revokes it, and mints NATS credentials", async () => {

@@ -1,13 +1,4 @@
-import {
-  $,
-  component$,
-  type NoSerialize,
-  noSerialize,
-  useSignal,
-  useStore,
-  useTask$,
-  useVisibleTask$
-} from "@builder.io/qwik"
+import { $, component$, type NoSerialize, noSerialize, useStore, useTask$, useVisibleTask$ } from "@builder.io/qwik"
 import { type DocumentHead, Link, routeLoader$, useNavigate } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Composer } from "~/components/chat/Composer"
@@ -85,7 +76,6 @@ const newer = (a: Session["snapshot"], b: Session["snapshot"]) =>
 export default component$(() => {
   const chat = useChat()
   const nav = useNavigate()
-  const timelineRef = useSignal<HTMLElement>()
   const state = useStore({
     sessions: [...chat.value.sessions].sort(byActivity),
     prompts: chat.value.prompts,
@@ -126,7 +116,7 @@ export default component$(() => {
     const taskId = track(() => chat.value.task?.id ?? null)
     const timeline = new Timeline()
     // The timeline element is whatever is rendered now (a navigation may replace it): never cached.
-    const current = () => timelineRef.value
+    const current = () => document.querySelector<HTMLElement>(".timeline") ?? undefined
     let windowSize = WINDOW
     let stick = true
     let anchor: number | undefined
@@ -612,7 +602,7 @@ export default component$(() => {
           </div>
         ) : (
           // biome-ignore lint/a11y/noNoninteractiveTabindex: a scrolling region must take focus to scroll by keyboard
-          <div class="timeline" ref={timelineRef} data-testid="timeline" aria-live="off" tabIndex={0}>
+          <div class="timeline" data-testid="timeline" aria-live="off" tabIndex={0}>
             {state.windowStart > 0 && (
               <button
                 class="btn btn-sm"

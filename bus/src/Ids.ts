@@ -42,3 +42,5 @@ export const UserSessionId = idSchema("uses")
 export type UserSessionId = z.infer<typeof UserSessionId>
 export const NotificationId = idSchema("ntf")
 export type NotificationId = z.infer<typeof NotificationId>
+export const ProfileId = idSchema("prof")
+export type ProfileId = z.infer<typeof ProfileId>

@@ -2,6 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { Consume, defineMessage, type Envelope, type EnvelopeOf, Publish, registry, Subjects } from "@sam/bus"
 import { Context, Effect } from "effect"
 import { z } from "zod"
+import { HEARTBEAT_FRESH_SECONDS } from "./Kinds.js"
 import { NodeProvisionRequested } from "./NodeActor.js"
 import { settleMs } from "./Reconciler.js"
 
@@ -26,7 +27,7 @@ const requests = registry(NodeProvisionRequested)
 /** The audit line of the machine reconciler, on `sam.evt.system.node.<nodeId>.machine-reconciled`. */
 export const MachineAudit = defineMessage(
   "machine-reconciled",
-  z.object({ nodeId: z.string(), found: z.string().max(1000), action: z.enum(["destroyed", "provisioned"]) }),
+  z.object({ nodeId: z.string(), found: z.string().max(1000), action: z.enum(["destroyed", "reported"]) }),
   { durable: true }
 )
 
@@ -63,13 +64,17 @@ export const reconcileIntervalMs = () => Number(process.env.SAM_RECONCILE_INTERV
 
 /**
  * The machine side of the reconciler (ADR 0023), every `reconcileIntervalMs`: a machine whose node the
- * ledger does not have, or has `deleted`, is destroyed; a node the ledger says is alive whose machine
- * is gone is provisioned again. Each with an audit event (`reconciled`) and a log line.
+ * ledger does not have, or has `deleted`, is destroyed; a node the ledger says is alive, whose machine
+ * this provider does not hold and which has not heartbeated for `HEARTBEAT_FRESH_SECONDS`, is reported
+ * (once): it takes no work while silent (a task's placement needs a fresh heartbeat), `sam up` starts
+ * such nodes again when it starts, and a user can delete it. Each with an audit event
+ * (`machine-reconciled`) and a log line.
  */
 export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(function* () {
   const provider = yield* NodeProvider
   const sql = yield* SqlClient.SqlClient
-  const audit = (nodeId: string, found: string, action: "destroyed" | "provisioned") =>
+  const reported = new Set<string>()
+  const audit = (nodeId: string, found: string, action: "destroyed" | "reported") =>
     Effect.logWarning(`reconciler: node ${nodeId}: ${found}; ${action}`).pipe(
       Effect.zipRight(
         Publish.publish(
@@ -82,8 +87,10 @@ export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(f
   const once = Effect.gen(function* () {
     const machines = yield* provider.list()
     // A node created a moment ago may not be provisioned yet: only rows that kept their status count.
-    const rows = yield* sql<{ id: string; status: string; settled: boolean }>`
-      SELECT id, status, updated_at < now() - make_interval(secs => ${settleMs() / 1000}) AS settled FROM nodes
+    const rows = yield* sql<{ id: string; status: string; settled: boolean; silent: boolean }>`
+      SELECT id, status, updated_at < now() - make_interval(secs => ${settleMs() / 1000}) AS settled,
+        (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS silent
+      FROM nodes
       WHERE id IN ${sql.in(machines.length > 0 ? [...machines] : [""])}
         OR (provider = 'local' AND status IN ('provisioning', 'running', 'warm'))`
     const status = new Map(rows.map((r) => [r.id, r.status]))
@@ -99,9 +106,10 @@ export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(f
     }
     const have = new Set(machines)
     for (const row of rows) {
-      if (have.has(row.id) || !row.settled || !["provisioning", "running", "warm"].includes(row.status)) continue
-      yield* provider.provision(row.id)
-      yield* audit(row.id, `${row.status} in the ledger, but its machine was gone`, "provisioned")
+      const live = ["provisioning", "running", "warm"].includes(row.status)
+      if (have.has(row.id) || !row.settled || !row.silent || !live || reported.has(row.id)) continue
+      reported.add(row.id)
+      yield* audit(row.id, `${row.status} in the ledger, but no machine of it runs and it is silent`, "reported")
     }
   }).pipe(Effect.catchAllCause((cause) => Effect.logError("reconciler: machines", cause)))
   yield* once.pipe(Effect.delay(reconcileIntervalMs()), Effect.forever)

@@ -1,5 +1,6 @@
 import { z } from "zod"
 import { AgentKind, TaskMode } from "../domain/NodeProtocol.js"
+import { ProfileId, ProjectId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 
 /**
@@ -244,8 +245,9 @@ export const AgentProfile = z.object({
 })
 export type AgentProfile = z.infer<typeof AgentProfile>
 
-const ProjectShape = { projectId: z.string() }
-const ProfileShape = { projectId: z.string(), profileId: z.string() }
+// Path ids are ids: anything else (a NUL, a stray character) is a 400 before it reaches Postgres.
+const ProjectShape = { projectId: ProjectId }
+const ProfileShape = { projectId: ProjectId, profileId: ProfileId }
 const ProjectParams = z.object(ProjectShape)
 const ProfileParams = z.object(ProfileShape)
 const Key = z.object({ key: z.string() })

@@ -232,7 +232,7 @@ export const nodeStates: StateTable<NodeStatus> = {
   },
   running: {
     evidence:
-      "Heartbeats (fresh within 30 s to take work); `sam up` restarts a vm-agent that exits, and the machine reconciler provisions a node whose machine is gone.",
+      "Heartbeats (fresh within 30 s to take work); `sam up` restarts a vm-agent that exits; the machine reconciler reports a silent node whose machine is gone.",
     wayOut: [
       {
         to: "warm",

@@ -39,20 +39,35 @@ export const seedSession = (owner: TestUser) =>
       })
     )
     let nodeSeq = 0
-    /** report `count` text events, one after another as a node does; `size` characters of text each */
-    const produce = (count: number, size = 60) =>
+    /**
+     * report `count` text events, one report after another as a node does (runs of up to `run` events in
+     * a `session.events` report, as a busy agent's vm-agent sends them; 1: one `session.event` each);
+     * `size` characters of text each
+     */
+    const produce = (count: number, size = 60, run = 1) =>
       Effect.forEach(
-        Array.from({ length: count }, () => ++nodeSeq),
-        (n) =>
-          Publish.publish(
-            Subjects.agentReport(nodeId, "session.event", sessionId),
-            NodeProtocol.SessionEvent.make({
-              sessionId,
-              nodeSeq: n,
-              promptEpoch: 1,
-              event: { type: "text", text: `${n} `.padEnd(size, "x") }
-            })
-          ),
+        Array.from({ length: Math.ceil(count / run) }, (_, i) =>
+          Array.from({ length: Math.min(run, count - i * run) }, () => ++nodeSeq)
+        ),
+        (ns) =>
+          ns.length === 1
+            ? Publish.publish(
+                Subjects.agentReport(nodeId, "session.event", sessionId),
+                NodeProtocol.SessionEvent.make({
+                  sessionId,
+                  nodeSeq: ns[0]!,
+                  promptEpoch: 1,
+                  event: { type: "text", text: `${ns[0]} `.padEnd(size, "x") }
+                })
+              )
+            : Publish.publish(
+                Subjects.agentReport(nodeId, "session.events", sessionId),
+                NodeProtocol.SessionEvents.make({
+                  sessionId,
+                  promptEpoch: 1,
+                  events: ns.map((n) => ({ nodeSeq: n, event: { type: "text", text: `${n} `.padEnd(size, "x") } }))
+                })
+              ),
         { discard: true }
       )
     /** report the agent's activity: the actor writes the snapshot and publishes `session.activity` */

@@ -115,6 +115,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
             )
           )
         )
+        // The turn is not in flight: no healer ends it mid-test.
+        yield* s.activity("idle")
         const started = Date.now()
         yield* Effect.forkScoped(s.produce(TOTAL))
         const clients = Array.from({ length: CLIENTS }, (_, i) => {

@@ -231,7 +231,9 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
         "the session's last reports applied and the session asleep",
         observe(taskId).pipe(
           Effect.map((seen) =>
-            seen.snapshot?.activity === "sleeping" && JSON.stringify(seen.transcript).includes("done") ? seen : undefined
+            seen.snapshot?.activity === "sleeping" && JSON.stringify(seen.transcript).includes("done")
+              ? seen
+              : undefined
           )
         ),
         { timeout: "15 seconds" }

@@ -162,6 +162,10 @@ export const NodeKind = Actor.make({
         SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`
       const heartbeat = command.type === "node.heartbeat-seen" ? command.body.inventory : undefined
       const ledger = heartbeat === undefined ? undefined : yield* Reconciled.load(id, heartbeat)
+      // One warm-pool decision per owner at a time (a transaction lock): two nodes idle at once would
+      // each count the other as not yet warm.
+      if (command.type === "node.idle-check" && rows[0] !== undefined)
+        yield* sql`SELECT pg_advisory_xact_lock(hashtext(${`sam.warm-pool.${rows[0].ownerId}`}))`
       const warmPeers =
         command.type === "node.idle-check" && rows[0] !== undefined
           ? (yield* sql<{ n: number }>`

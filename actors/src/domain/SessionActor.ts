@@ -154,7 +154,11 @@ const handle = (
    * Fail the session: row failed, snapshot not prompting, the node told to stop, `session.failed`, and
    * a last transcript entry (`failed`, by the control plane) that says why (ADR 0019).
    */
-  const fail = (r: Row, reason: string, extra: { events?: Array<Actor.Outgoing>; send?: Array<Actor.Outgoing> }) =>
+  const fail = (
+    r: Row,
+    reason: string,
+    extra: { events?: Array<Actor.Outgoing>; send?: Array<Actor.Outgoing>; unopened?: true }
+  ) =>
     Effect.gen(function* () {
       const at = nowIso()
       const seq = r.lastSeq + 1
@@ -195,7 +199,10 @@ const handle = (
         ],
         send: [
           ...(extra.send ?? []),
-          ...(r.nodeId === null ? [] : [toNode(r.nodeId, NodeProtocol.SessionStop.make({ sessionId: r.id }, meta))])
+          // A session never opened has nothing on its node to stop.
+          ...(r.nodeId === null || extra.unopened === true
+            ? []
+            : [toNode(r.nodeId, NodeProtocol.SessionStop.make({ sessionId: r.id }, meta))])
         ],
         timers: [Actor.Timer.cancel(HEAL_TIMER)],
         reply: { ok: true } satisfies SessionReply
@@ -461,7 +468,7 @@ const handle = (
             version: 0
           },
           command.body.reason,
-          {}
+          { unopened: true }
         )
       }
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))

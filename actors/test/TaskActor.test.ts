@@ -66,8 +66,8 @@ describe("task step timeouts", () => {
     )
     expect(last.state.task).toMatchObject({ status: "failed", errorStep: "node_provisioning" })
     expect(last.state.task.errorReason).toContain(`after ${STEP_RETRIES + 1} attempts`)
-    // The failed task gives its node slot back (ADR 0022).
-    expect(last.send?.map((s) => s.envelope.type)).toEqual(["session.fail", "node.release"])
+    // The failed task tells its workspace, which gives its node slot back once it is stopped or deleted (ADR 0022, 0023).
+    expect(last.send?.map((s) => s.envelope.type)).toEqual(["session.fail", "workspace.task-ended"])
   })
 
   it("for a step the task has left, do nothing", async () => {

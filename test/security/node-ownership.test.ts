@@ -262,13 +262,13 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       ])
       expect(yield* observe(taskId)).toEqual(before)
 
-      // Nor does the session take a follow-up prompt that would make its node report more.
+      // Nor does the session take a follow-up prompt that would make its node report more: it sleeps (ADR 0023).
       const prompted = yield* Actors.ask(
         ControlPlane.SessionRef,
         done.sessionId!,
         C.SessionPromptCommand.make({ sessionId, prompt: "say more" })
       )
-      expect(prompted).toMatchObject({ reply: { ok: false, code: "invalid_transition" } })
+      expect(prompted).toMatchObject({ reply: { ok: false, code: "session_sleeping" } })
       expect(yield* observe(taskId)).toEqual(before)
     })
   )

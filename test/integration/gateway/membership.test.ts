@@ -35,7 +35,12 @@ const bodies = (outsider: string): Record<string, unknown> => ({
   "POST /sessions/:sessionId/prompt": { prompt: "say intruder" },
   "POST /projects/:projectId/members": { userId: outsider, role: "owner" },
   "POST /sessions/:sessionId/permissions/:requestId": { optionId: "allow" },
-  "PATCH /projects/:projectId": { permissionPolicy: "allow" }
+  "PATCH /projects/:projectId": { permissionPolicy: "allow" },
+  "POST /projects/:projectId/agent-profiles": { name: "intruder", agent: "demo" },
+  "PUT /projects/:projectId/runtime/env": { key: "FOO", value: "1" },
+  "PUT /projects/:projectId/runtime/files": { path: "intruder.txt", content: "x" },
+  "PUT /projects/:projectId/agent-profiles/:profileId/runtime/env": { key: "FOO", value: "1" },
+  "PUT /projects/:projectId/agent-profiles/:profileId/runtime/files": { path: "intruder.txt", content: "x" }
 })
 
 layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: membership on every route", (it) => {
@@ -60,7 +65,13 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
         userId: alice.userId,
         notificationId,
         tokenId: alice.tokenId,
-        requestId: "perm_1"
+        requestId: "perm_1",
+        agent: "claude-code",
+        profileId: (yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
+          body: { name: "members only", agent: "demo" }
+        })).body.id,
+        key: "FOO",
+        installationId: "4242"
       }
       const fill = (path: string) =>
         path.replace(/:([A-Za-z]+)/g, (_, name: string) => {
@@ -69,7 +80,11 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
           return id
         })
 
-      const withIds = Gateway.routes.filter((route) => route.spec.path.includes(":"))
+      // Setting one's own agent credential names nothing of anyone else's (it is the caller's row).
+      const callersOwn = new Set(["PUT /agent-credentials/:agent"])
+      const withIds = Gateway.routes.filter(
+        (route) => route.spec.path.includes(":") && !callersOwn.has(`${route.spec.method} ${route.spec.path}`)
+      )
       const withoutIds = Gateway.routes.filter((route) => !route.spec.path.includes(":"))
       expect(withIds.length).toBeGreaterThanOrEqual(25)
 
@@ -77,7 +92,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
       for (const { spec } of withIds) {
         const key = `${spec.method} ${spec.path}`
         const body = spec.body === undefined ? undefined : (bodies(bob.userId)[key] ?? {})
-        const response = yield* api(bob, spec.method, fill(spec.path), body === undefined ? {} : { body })
+        const query = key.endsWith("/runtime/files") && spec.method === "DELETE" ? "?path=intruder.txt" : ""
+        const response = yield* api(bob, spec.method, fill(spec.path) + query, body === undefined ? {} : { body })
         expect([403, 404], `${key} answered ${response.status} ${JSON.stringify(response.body)}`).toContain(
           response.status
         )
@@ -86,7 +102,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
       expect(yield* ledger).toEqual(before)
 
       // Routes that name nothing answer with the caller's own things only.
-      const alicesIds = Object.values(ids).filter((id) => id !== alice.userId)
+      // (an agent's name, a variable name and a GitHub installation number are nobody's things)
+      const notThings = new Set([alice.userId, ids.agent, ids.key, ids.installationId])
+      const alicesIds = Object.values(ids).filter((id) => !notThings.has(id))
       for (const { spec } of withoutIds.filter((route) => route.spec.method === "GET")) {
         const response = yield* api(bob, "GET", spec.path)
         for (const id of alicesIds) {
@@ -97,7 +115,11 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
       expect(yield* ledger).toEqual(before)
 
       // Alice sees all of it, and no response to anyone carried a secret.
-      for (const { spec } of Gateway.routes.filter((route) => route.spec.method === "GET")) {
+      // (GitHub installations are not set up here: no GitHub App in this test)
+      const alicesGets = Gateway.routes.filter(
+        (route) => route.spec.method === "GET" && !route.spec.path.startsWith("/github/")
+      )
+      for (const { spec } of alicesGets) {
         const response = yield* api(alice, "GET", fill(spec.path))
         if (spec.auth !== false) expect(response.status, `GET ${spec.path}`).toBe(200)
       }

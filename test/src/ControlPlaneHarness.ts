@@ -1,11 +1,12 @@
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
-import { ControlPlane, NatsAccounts } from "@sam/actors"
-import { makeId } from "@sam/bus"
+import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
+import { Domain, makeId } from "@sam/bus"
 import { LocalProvider } from "@sam/infra"
 import { Migrations } from "@sam/sql"
 import { Context, Effect, Layer } from "effect"
-import { freshDatabase, sqlLayer } from "./Env.js"
+import { afterAll } from "vitest"
+import { freshDatabase, sqlLayer, waitUntil } from "./Env.js"
 import { type PrivateNats, startPrivateNats } from "./PrivateNats.js"
 import { tempDir } from "./TestStack.js"
 import { makeRepo } from "./VmAgentProcess.js"
@@ -85,4 +86,62 @@ export const seedProject = (repoUrl?: string) =>
     yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'demo', ${repo})`
     yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${userId}, 'owner')`
     return { userId, projectId, repo }
+  })
+
+/**
+ * Settings the in-process control plane reads from the environment, set for this test file and
+ * restored after it (the files after it run in the same process).
+ */
+export const useSettings = (settings: Readonly<Record<string, string>>) => {
+  const saved = Object.fromEntries(Object.keys(settings).map((k) => [k, process.env[k]]))
+  Object.assign(process.env, settings)
+  afterAll(() => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+  })
+}
+
+/** Submit a task for the demo agent straight to the task actor; its id. */
+export const submitTask = (projectId: string, userId: string, prompt: string, mode: "task" | "conversation" = "task") =>
+  Effect.gen(function* () {
+    const taskId = makeId("task")
+    yield* Actors.ask(
+      ControlPlane.TaskRef,
+      taskId,
+      Domain.ControlProtocol.TaskSubmit.make({
+        taskId,
+        projectId: projectId as never,
+        userId: userId as never,
+        prompt,
+        agent: "demo",
+        mode
+      })
+    )
+    return taskId
+  })
+
+const TERMINAL = ["completed", "failed", "cancelled"]
+
+/** The tasks' rows once every one of them has ended. */
+export const tasksEnded = (taskIds: ReadonlyArray<string>, timeout: `${number} seconds`) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* waitUntil(
+      `${taskIds.length} tasks to end`,
+      Effect.map(
+        sql<{
+          id: string
+          status: string
+          sessionId: string
+          workspaceId: string
+          commitSha: string | null
+          errorReason: string | null
+        }>`
+          SELECT id, status, session_id, workspace_id, commit_sha, error_reason FROM tasks WHERE id IN ${sql.in(taskIds)}`,
+        (rows) => (rows.length === taskIds.length && rows.every((r) => TERMINAL.includes(r.status)) ? rows : undefined)
+      ),
+      { timeout, every: "200 millis" }
+    )
   })

@@ -1,54 +1,28 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Actors, ControlPlane } from "@sam/actors"
-import { Domain, makeId } from "@sam/bus"
+import { Domain } from "@sam/bus"
 import { Effect, Fiber, Ref } from "effect"
-import { afterAll, expect } from "vitest"
-import { ControlPlaneEnv, seedProject } from "../../src/ControlPlaneHarness.js"
+import { expect } from "vitest"
+import { ControlPlaneEnv, seedProject, submitTask, tasksEnded, useSettings } from "../../src/ControlPlaneHarness.js"
 import { waitUntil } from "../../src/Env.js"
 
 const { ControlProtocol: C } = Domain
 
 // Small caps (ADR 0022), read by the in-process control plane; restored for the files after this one.
-const CAPS = {
+useSettings({
   SAM_MAX_NODES_PER_USER: "2",
   SAM_MAX_NODES: "3",
   SAM_NODE_MAX_WORKSPACES: "2",
   SAM_TASK_CAPACITY_RETRY_MS: "300",
   // A finished task's workspace holds its slot until it is stopped as idle (ADR 0023): soon, here.
   SAM_WORKSPACE_IDLE_MS: "1500"
-}
-const saved = Object.fromEntries(Object.keys(CAPS).map((k) => [k, process.env[k]]))
-Object.assign(process.env, CAPS)
-afterAll(() => {
-  for (const [k, v] of Object.entries(saved)) {
-    if (v === undefined) delete process.env[k]
-    else process.env[k] = v
-  }
 })
-
-const TERMINAL = ["completed", "failed", "cancelled"]
 
 const submitBurst = (projectId: string, userId: string, count: number) =>
   Effect.forEach(
     Array.from({ length: count }, (_, i) => i),
-    (i) =>
-      Effect.gen(function* () {
-        const taskId = makeId("task")
-        yield* Actors.ask(
-          ControlPlane.TaskRef,
-          taskId,
-          C.TaskSubmit.make({
-            taskId,
-            projectId: projectId as never,
-            userId: userId as never,
-            prompt: `say task ${i} of a burst`,
-            agent: "demo",
-            mode: "task"
-          })
-        )
-        return taskId
-      }),
+    (i) => submitTask(projectId, userId, `say task ${i} of a burst`),
     { concurrency: "unbounded" }
   )
 
@@ -103,19 +77,7 @@ const sampling = Effect.gen(function* () {
   return { worst, fiber }
 })
 
-const allEnded = (taskIds: ReadonlyArray<string>, timeout: `${number} seconds`) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    return yield* waitUntil(
-      `${taskIds.length} tasks to end`,
-      Effect.map(
-        sql<{ id: string; status: string; errorReason: string | null }>`
-          SELECT id, status, error_reason FROM tasks WHERE id IN ${sql.in(taskIds)}`,
-        (rows) => (rows.length === taskIds.length && rows.every((r) => TERMINAL.includes(r.status)) ? rows : undefined)
-      ),
-      { timeout, every: "200 millis" }
-    )
-  })
+const allEnded = tasksEnded
 
 const waitReasons = (taskIds: ReadonlyArray<string>) =>
   Effect.gen(function* () {

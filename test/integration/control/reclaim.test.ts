@@ -6,8 +6,15 @@ import { layer } from "@effect/vitest"
 import { Actors, ControlPlane } from "@sam/actors"
 import { Domain, type Envelope, Kv, makeId, Nats, Publish, Subjects, Topology } from "@sam/bus"
 import { Effect, Fiber, Ref } from "effect"
-import { afterAll, expect } from "vitest"
-import { ControlPlaneEnv, LocalNodes, seedProject } from "../../src/ControlPlaneHarness.js"
+import { expect } from "vitest"
+import {
+  ControlPlaneEnv,
+  LocalNodes,
+  seedProject,
+  submitTask,
+  tasksEnded,
+  useSettings
+} from "../../src/ControlPlaneHarness.js"
 import { waitUntil } from "../../src/Env.js"
 import { isDemoAgent, isVmAgent, processes, processTree } from "../../src/ProcessTree.js"
 
@@ -18,7 +25,7 @@ const { ControlProtocol: C, NodeProtocol: N } = Domain
  * work sleeps, idle workspaces stop, idle nodes go back to the warm pool, and the reconciler finds
  * what has no live owner. Short timeouts here; the defaults are minutes.
  */
-const SETTINGS = {
+useSettings({
   SAM_MAX_NODES_PER_USER: "3",
   SAM_NODE_MAX_WORKSPACES: "4",
   SAM_TASK_CAPACITY_RETRY_MS: "300",
@@ -27,17 +34,8 @@ const SETTINGS = {
   SAM_WARM_NODES: "1",
   SAM_RECONCILE_SETTLE_MS: "1000",
   SAM_RECONCILE_INTERVAL_MS: "2000"
-}
-const saved = Object.fromEntries(Object.keys(SETTINGS).map((k) => [k, process.env[k]]))
-Object.assign(process.env, SETTINGS)
-afterAll(() => {
-  for (const [k, v] of Object.entries(saved)) {
-    if (v === undefined) delete process.env[k]
-    else process.env[k] = v
-  }
 })
 
-const TERMINAL = ["completed", "failed", "cancelled"]
 const LIVE_WORKSPACE = ["pending", "creating", "running", "recovery", "stopping"]
 
 /** This run's vm-agents (their credentials are under its nodes directory) and what runs under them. */
@@ -60,49 +58,14 @@ const isOurs = (pid: number, nodesDir: string) => {
   }
 }
 
-const submit = (projectId: string, userId: string, prompt: string, mode: "task" | "conversation" = "task") =>
-  Effect.gen(function* () {
-    const taskId = makeId("task")
-    yield* Actors.ask(
-      ControlPlane.TaskRef,
-      taskId,
-      C.TaskSubmit.make({
-        taskId,
-        projectId: projectId as never,
-        userId: userId as never,
-        prompt,
-        agent: "demo",
-        mode
-      })
-    )
-    return taskId
-  })
-
-const allEnded = (taskIds: ReadonlyArray<string>, timeout: `${number} seconds`) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    return yield* waitUntil(
-      `${taskIds.length} tasks to end`,
-      Effect.map(
-        sql<{
-          id: string
-          status: string
-          sessionId: string
-          workspaceId: string
-          commitSha: string | null
-          errorReason: string | null
-        }>`
-          SELECT id, status, session_id, workspace_id, commit_sha, error_reason FROM tasks WHERE id IN ${sql.in(taskIds)}`,
-        (rows) => (rows.length === taskIds.length && rows.every((r) => TERMINAL.includes(r.status)) ? rows : undefined)
-      ),
-      { timeout, every: "200 millis" }
-    )
-  })
+const submit = submitTask
+const allEnded = tasksEnded
 
 /** Back to the warm pool: no agent process, no live workspace, one live node (warm) with its vm-agent. */
 const reclaimed = (userId: string, nodesDir: string, timeout: `${number} seconds`) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    let last: unknown
     return yield* waitUntil(
       "agent processes, workspaces and nodes back to the warm pool",
       Effect.gen(function* () {
@@ -111,6 +74,7 @@ const reclaimed = (userId: string, nodesDir: string, timeout: `${number} seconds
         const nodes = yield* sql<{ id: string; status: string }>`
           SELECT id, status FROM nodes WHERE owner_id = ${userId} AND status IN ('provisioning', 'running', 'warm', 'destroying')`
         const procs = nodeProcesses(nodesDir)
+        last = { workspaces: workspaces[0]!.n, nodes, ...procs }
         const done =
           workspaces[0]!.n === 0 &&
           nodes.length === 1 &&
@@ -120,7 +84,7 @@ const reclaimed = (userId: string, nodesDir: string, timeout: `${number} seconds
         return done ? { node: nodes[0]!.id, ...procs } : undefined
       }),
       { timeout, every: "250 millis" }
-    )
+    ).pipe(Effect.tapError(() => Effect.sync(() => console.log(`reclaim: last seen ${JSON.stringify(last)}`))))
   })
 
 layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 240_000 })("idle reclaim (ADR 0023)", (it) => {

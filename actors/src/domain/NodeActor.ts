@@ -320,8 +320,9 @@ export const NodeKind = Actor.make({
         const left = state.reservations.filter((w) => w !== workspaceId)
         // Wake the owner's oldest waiting tasks, as many as there are free slots; the rest retry on their timers.
         const woken = state.capacityWaiters.slice(0, Math.max(0, free))
-        // The last slot given back and nobody waiting: the node is idle from now (ADR 0023).
-        const idle = left.length === 0 && woken.length === 0 && LIVE_NODE.has(row.status)
+        // The last slot given back: the node is idle from now (ADR 0023). A woken task that takes a slot
+        // here cancels the check; one that goes elsewhere leaves it to fire.
+        const idle = left.length === 0 && LIVE_NODE.has(row.status)
         return Effect.succeed({
           state: { ...state, reservations: left, released: workspaceId },
           send: woken.map((taskId) =>

@@ -196,7 +196,9 @@ export const startShard = (deps: ShardDeps) =>
         }
       })
 
-    const handleOne = (msg: JsMsg) => {
+    type Checked = { readonly msg: JsMsg; readonly id: string; readonly envelope: Envelope }
+    /** A message's id, payload and shard checked once: the command to apply, or its dead letter. */
+    const check = (msg: JsMsg): Checked | Effect.Effect<void> => {
       const rawId = entityOf(msg.subject)
       const parsedId = kind.parseId(rawId)
       if (!parsedId.ok) return deadLetter(msg, null, null, "bad-id", `${rawId}: ${parsedId.message}`)
@@ -211,16 +213,14 @@ export const startShard = (deps: ShardDeps) =>
         const detail = `${parsedId.id} belongs to shard ${home} of ${kind.shards}, not ${shard}`
         return deadLetter(msg, parsedId.id, decoded.envelope.id, "wrong-shard", detail)
       }
-      return handleCommand(msg, parsedId.id, decoded.envelope)
+      return { msg, id: parsedId.id, envelope: decoded.envelope }
     }
 
     /**
      * Messages that passed their checks, applied in arrival order in one transaction (group commit,
      * issue 12); should the group fail, each is applied on its own, with its own retries.
      */
-    const applyGroup = (
-      items: ReadonlyArray<{ readonly msg: JsMsg; readonly id: string; readonly envelope: Envelope }>
-    ) =>
+    const applyGroup = (items: ReadonlyArray<Checked>) =>
       Effect.gen(function* () {
         if (items.length === 0) return
         if (items.length === 1) return yield* handleCommand(items[0]!.msg, items[0]!.id, items[0]!.envelope)
@@ -270,23 +270,19 @@ export const startShard = (deps: ShardDeps) =>
         }
       })
 
-    /** Check each message (id, payload, shard), dead-letter the bad ones, apply the rest in groups. */
+    /** Check each message, dead-letter the bad ones in their place, apply the rest in groups. */
     const handleMany = (msgs: ReadonlyArray<JsMsg>) =>
       Effect.gen(function* () {
-        let group: Array<{ readonly msg: JsMsg; readonly id: string; readonly envelope: Envelope }> = []
+        let group: Array<Checked> = []
         for (const msg of msgs) {
-          const rawId = entityOf(msg.subject)
-          const parsedId = kind.parseId(rawId)
-          const decoded = parsedId.ok ? kind.decode(msg.data) : undefined
-          const valid = parsedId.ok && decoded?._tag === "Ok" && Subjects.shardOf(parsedId.id, kind.shards) === shard
-          if (valid) {
-            group.push({ msg, id: parsedId.id, envelope: decoded.envelope })
+          const checked = check(msg)
+          if (!Effect.isEffect(checked)) {
+            group.push(checked)
             continue
           }
-          // A bad one is dead-lettered in its place: those before it are applied first.
           yield* applyGroup(group)
           group = []
-          yield* handleOne(msg)
+          yield* checked
         }
         yield* applyGroup(group)
       })

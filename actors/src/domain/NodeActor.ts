@@ -99,9 +99,6 @@ interface State {
   readonly released?: string
 }
 
-/** Workspaces a stop applies to: handed to the node and not stopped or on their way there. */
-const STOPPABLE: ReadonlySet<Domain.WorkspaceStatus> = new Set(["creating", "running", "recovery", "sleeping"])
-
 const fresh = (row: Row) =>
   row.agentReadyAt !== null &&
   row.lastHeartbeatAt !== null &&
@@ -287,7 +284,9 @@ export const NodeKind = Actor.make({
       }
       case "node.stop": {
         const reason = command.body.reason
-        const stopping = state.workspaces.filter((w) => STOPPABLE.has(w.status)).map((w) => w.id)
+        const stopping = state.workspaces
+          .filter((w) => Domain.STOPPABLE_WORKSPACE_STATUSES.has(w.status))
+          .map((w) => w.id)
         return Effect.succeed({
           state,
           send: stopping.map((workspaceId) =>

@@ -333,8 +333,7 @@ const IDLE_TIMER = "idle"
 const idleTimer = (state: Row) =>
   Actor.Timer.set(IDLE_TIMER, workspaceIdleMs(), C.WorkspaceIdleTimeout.make({ workspaceId: state.id as never }))
 
-/** Still handed to its node and holding its processes: a stop applies. */
-const HOLDING: ReadonlySet<Domain.WorkspaceStatus> = new Set(["creating", "running", "recovery", "sleeping"])
+const HOLDING = Domain.STOPPABLE_WORKSPACE_STATUSES
 
 /**
  * Its task ended (ADR 0023): a workspace never handed to its node is deleted now; one that runs waits

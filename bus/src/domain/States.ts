@@ -71,6 +71,14 @@ const workspaceTransitions: Record<WorkspaceStatus, ReadonlyArray<WorkspaceStatu
   error: ["creating", "stopping", "stopped", "deleted"]
 }
 
+/** Workspace statuses in which it was handed to its node and holds processes there: a stop applies. */
+export const STOPPABLE_WORKSPACE_STATUSES: ReadonlySet<WorkspaceStatus> = new Set([
+  "creating",
+  "running",
+  "recovery",
+  "sleeping"
+])
+
 export const NodeStatus = z.enum(["provisioning", "running", "warm", "destroying", "deleted", "error"])
 export type NodeStatus = z.infer<typeof NodeStatus>
 

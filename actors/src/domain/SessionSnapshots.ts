@@ -18,8 +18,8 @@ type Decide = (current: Snapshot | undefined) => Snapshot | undefined
  *
  * A handler's `write` is staged, not stored: it answers what would be written, later reads of that
  * session see it, and `takeStaged` hands the writes over to run after the command commits (its
- * reaction's `afterCommit`), so a fenced or rolled-back command leaves KV as it was. The actor handles
- * one command of a session at a time, so staging per session id is per command.
+ * reaction's `afterCommit`), so a fenced or rolled-back command leaves KV as it was. Staging is per
+ * session and transaction (`begin`): the commands of one group commit see each other's writes.
  */
 export const open = Effect.fn("SessionSnapshots.open")(function* () {
   const store = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
@@ -89,14 +89,9 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
    */
   const begin = (sessionId: string, transaction: string | undefined) => {
     const stage = staged.get(sessionId)
-    if (stage === undefined) {
-      if (transaction !== undefined) staged.set(sessionId, { loaded: false, value: undefined, writes: [], transaction })
-      return
-    }
-    if (transaction === undefined || stage.transaction !== transaction) {
-      staged.delete(sessionId)
-      if (transaction !== undefined) staged.set(sessionId, { loaded: false, value: undefined, writes: [], transaction })
-    }
+    if (stage !== undefined && transaction !== undefined && stage.transaction === transaction) return
+    staged.delete(sessionId)
+    if (transaction !== undefined) staged.set(sessionId, { loaded: false, value: undefined, writes: [], transaction })
   }
   /**
    * The writes staged by this command, taken now, to run after its commit: decided again on what is

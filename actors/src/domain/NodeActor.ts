@@ -83,7 +83,10 @@ interface State {
   readonly workspaces: ReadonlyArray<{ readonly id: string; readonly status: Domain.WorkspaceStatus }>
   /** the workspaces holding its slots (`node_reservations`) */
   readonly reservations: ReadonlyArray<string>
-  /** of those, the ones whose task ended: waiting for their idle timeout (ADR 0023) */
+  /**
+   * workspaces whose task ended, waiting for their idle timeout (ADR 0023): this node's, and for a
+   * `node.reserve` that would create a node, some of the owner's other nodes' (asked to stop early)
+   */
   readonly idleReserved: ReadonlyArray<string>
   /** the owner's tasks waiting for node capacity, oldest first */
   readonly capacityWaiters: ReadonlyArray<string>

@@ -12,6 +12,7 @@ import permissions from "./migrations/0009_permissions.js"
 import nodeCapacity from "./migrations/0010_node_capacity.js"
 import agentSettings from "./migrations/0011_agent_settings.js"
 import githubInstallations from "./migrations/0012_github_installations.js"
+import cloudNodes from "./migrations/0013_cloud_nodes.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -30,7 +31,8 @@ export const migrations = {
   "0009_permissions": permissions,
   "0010_node_capacity": nodeCapacity,
   "0011_agent_settings": agentSettings,
-  "0012_github_installations": githubInstallations
+  "0012_github_installations": githubInstallations,
+  "0013_cloud_nodes": cloudNodes
 }
 
 const migrator = Migrator.make({})

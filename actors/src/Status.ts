@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { Kv, Nats, NatsError, Topology } from "@sam/bus"
 import { Effect, Option } from "effect"
+import { consumerName } from "./internal/Consumer.js"
 import { LeaseValue, leasePrefix, MemberValue } from "./internal/LeasePlan.js"
 
 export interface ShardStatus {
@@ -72,7 +73,7 @@ export const status = Effect.fn("Actors.status")(function* () {
         const [, kind = "", shardText = "0"] = key.split(".")
         const shard = Number(shardText)
         const lease = Option.getOrUndefined(entry)?.value
-        const backlog = consumers.get(`actor-${kind}-${shard}`)
+        const backlog = consumers.get(consumerName(kind, shard, lease?.epoch ?? 0))
         return {
           kind,
           shard,

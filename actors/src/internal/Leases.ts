@@ -105,7 +105,7 @@ export const manageLeases = (deps: {
           .writeFence(kind.name, shard, epoch, me, Math.min(2_000, Math.floor(ttl / 3)))
           .pipe(Effect.orElseSucceed(() => false))
         if (!raised) return yield* giveBack
-        yield* resetConsumer(nats, kind.name, shard, settings.shard).pipe(Effect.tapError(() => giveBack))
+        yield* resetConsumer(nats, kind.name, shard, epoch, settings.shard).pipe(Effect.tapError(() => giveBack))
         const handle = yield* startShard({
           nats,
           store,

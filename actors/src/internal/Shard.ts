@@ -330,7 +330,7 @@ export const startShard = (deps: ShardDeps) =>
 
     const pull = Effect.gen(function* () {
       const consumer = yield* Effect.tryPromise({
-        try: () => nats.js.consumers.get(STREAM, consumerName(kind.name, shard)),
+        try: () => nats.js.consumers.get(STREAM, consumerName(kind.name, shard, epoch)),
         catch: jsError(`open consumer ${kind.name}/${shard}`)
       })
       const messages = yield* Effect.acquireRelease(

@@ -22,7 +22,8 @@ export interface LeaseOptions {
 
 export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
   options: LeaseOptions,
-  work: Effect.Effect<void, E, R | Scope.Scope>
+  /** the work of one holding, given the lease's KV revision at its start (it grows with every holding) */
+  work: (revision: number) => Effect.Effect<void, E, R | Scope.Scope>
 ) {
   const store = yield* Kv.open(Topology.Buckets.leases.name, LeaseValue)
   const ttlMs = Duration.toMillis(Duration.decode(options.ttl ?? "10 seconds"))
@@ -41,7 +42,7 @@ export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
   const hold = (revision: number) =>
     Effect.gen(function* () {
       const scope = yield* Scope.make()
-      const fiber = yield* work.pipe(Scope.extend(scope), Effect.forkDaemon)
+      const fiber = yield* work(revision).pipe(Scope.extend(scope), Effect.forkDaemon)
       yield* Effect.logInfo(`${options.owner} holds ${options.key}`)
       let held = revision
       let heldUntil = Date.now() + ttlMs

@@ -201,18 +201,48 @@ const HEARTBEATS = "sam.agent.*.hb"
 const jsError = (what: string) => (cause: unknown) =>
   new NatsError({ reason: "JetStream", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
 
-const ensureNewConsumer = (durable: string, ackWait: Duration.DurationInput) =>
+/** Whether a consumer of SAM_AGENT is one of this ingress's (any holding, or the unversioned name of old). */
+const isIngressConsumer = (name: string, durable: string) =>
+  name === durable || (name.startsWith(`${durable}-r`) && /^[0-9]+$/.test(name.slice(durable.length + 2)))
+
+/**
+ * The consumer of one holding of the ingress lease, named by the lease's KV revision, which grows with
+ * every holding. A holder frozen past its lease (SIGSTOP, a paused VM) keeps its pull loop, and the NATS
+ * client re-pulls a consumer *by name* after missed heartbeats: with one name for all holders it took
+ * reports from its successor's consumer, forwarded some before noticing the loss, and the rest reached
+ * the successor only after the ack wait, behind newer reports of the same session. With its own name,
+ * its pulls end with its consumer. The new consumer starts right after the highest ack floor of the
+ * previous ones (a report is acknowledged once handled), so reports an earlier holder never acknowledged
+ * (it gave the lease up mid-batch, or died) come again at once and before anything newer; without that
+ * they came back only after the ack wait (30 s), and a conversation's last events (its turn's end)
+ * arrived half a minute late (test/faults/matrix.test.ts). Reports are handled idempotently, so those
+ * already handled change nothing.
+ */
+const ingressConsumers = (durable: string) =>
   Effect.gen(function* () {
     const { jsm } = yield* Nats
-    const existing = yield* Effect.tryPromise({
-      try: () =>
-        jsm.consumers.info(STREAM, durable).catch((error: unknown) => {
-          if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return undefined
-          throw error
-        }),
-      catch: jsError(`consumer info ${durable}`)
+    return yield* Effect.tryPromise({
+      try: async () => {
+        const out: Array<{ name: string; floor: number; pending: number }> = []
+        for await (const info of jsm.consumers.list(STREAM)) {
+          if (isIngressConsumer(info.name, durable)) {
+            out.push({ name: info.name, floor: info.ack_floor.stream_seq, pending: info.num_ack_pending })
+          }
+        }
+        return out
+      },
+      catch: jsError(`list consumers ${durable}`)
     })
-    if (existing !== undefined) return
+  })
+
+/**
+ * For `deliver: "new"` (a test on a shared stream): the ingress's first consumer is created when it
+ * starts, not when it first holds its lease, so reports published in between are not skipped.
+ */
+const ensureFirstConsumer = (durable: string, ackWait: Duration.DurationInput) =>
+  Effect.gen(function* () {
+    const { jsm } = yield* Nats
+    if ((yield* ingressConsumers(durable)).length > 0) return
     yield* Effect.tryPromise({
       try: () =>
         jsm.consumers.add(STREAM, {
@@ -227,41 +257,47 @@ const ensureNewConsumer = (durable: string, ackWait: Duration.DurationInput) =>
     })
   })
 
-/**
- * Before a holder of the ingress lease consumes: when the durable has deliveries nobody acknowledged
- * (an earlier holder gave the lease up mid-batch, or died), recreate it from its ack floor, so those
- * reports come again at once and before anything newer. Without this they came back only after the
- * ack wait (30 s), after newer reports of the same session: a NATS restart made the ingress give up
- * and retake its lease, and a conversation's last events (its turn's end) arrived half a minute late,
- * after the healer had ended the turn as lost (test/faults/matrix.test.ts). Reports are handled
- * idempotently, so those already handled change nothing.
- */
-const resumeFromAckFloor = (durable: string) =>
+const takeConsumer = (durable: string, revision: number, startAt: "all" | "new", ackWait: Duration.DurationInput) =>
   Effect.gen(function* () {
     const { jsm } = yield* Nats
-    const info = yield* Effect.tryPromise({
-      try: () =>
-        jsm.consumers.info(STREAM, durable).catch((error: unknown) => {
-          if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return undefined
-          throw error
+    const name = `${durable}-r${revision}`
+    const previous = yield* ingressConsumers(durable)
+    const floor = Math.max(0, ...previous.map((consumer) => consumer.floor))
+    yield* Effect.forEach(
+      previous,
+      (consumer) =>
+        Effect.tryPromise({
+          try: () =>
+            jsm.consumers.delete(STREAM, consumer.name).catch((error: unknown) => {
+              if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return true
+              throw error
+            }),
+          catch: jsError(`delete ${consumer.name}`)
         }),
-      catch: jsError(`consumer info ${durable}`)
-    })
-    if (info === undefined || info.num_ack_pending === 0) return
-    const { opt_start_time: _time, ...config } = info.config
-    yield* Effect.tryPromise({ try: () => jsm.consumers.delete(STREAM, durable), catch: jsError(`delete ${durable}`) })
+      { discard: true }
+    )
     yield* Effect.tryPromise({
       try: () =>
         jsm.consumers.add(STREAM, {
-          ...config,
-          deliver_policy: DeliverPolicy.StartSequence,
-          opt_start_seq: info.ack_floor.stream_seq + 1
+          durable_name: name,
+          filter_subject: FILTER,
+          ack_policy: AckPolicy.Explicit,
+          ...(previous.length > 0
+            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
+            : { deliver_policy: startAt === "new" ? DeliverPolicy.New : DeliverPolicy.All }),
+          ack_wait: nanos(Duration.toMillis(Duration.decode(ackWait))),
+          max_deliver: -1,
+          max_ack_pending: 1000
         }),
-      catch: jsError(`create consumer ${durable}`)
+      catch: jsError(`create consumer ${name}`)
     })
-    yield* Effect.logInfo(
-      `report ingress: ${info.num_ack_pending} reports were given to an earlier holder and not acknowledged; consuming again from stream sequence ${info.ack_floor.stream_seq + 1}`
-    )
+    const unacknowledged = previous.reduce((sum, consumer) => sum + consumer.pending, 0)
+    if (unacknowledged > 0) {
+      yield* Effect.logInfo(
+        `report ingress: ${unacknowledged} reports were given to an earlier holder and not acknowledged; consuming again from stream sequence ${floor + 1}`
+      )
+    }
+    return name
   })
 
 const heartbeats = registry(NodeProtocol.Heartbeat)
@@ -309,19 +345,10 @@ const heartbeatLoop = (options: IngressOptions) =>
 export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOptions) {
   const durable = options.durable ?? DEFAULT_DURABLE
   const context = yield* Effect.context<ReportRequirements>()
-  if ((options.deliver ?? "all") === "new") yield* ensureNewConsumer(durable, options.ackWait ?? "30 seconds")
-  else
-    yield* Consume.ensureConsumer(STREAM, {
-      durable,
-      filterSubject: FILTER,
-      ...(options.ackWait === undefined ? {} : { ackWait: options.ackWait })
-    })
+  if (options.deliver === "new") yield* ensureFirstConsumer(durable, options.ackWait ?? "30 seconds")
   const route = router(options.routes)
-  const deliveries = Consume.consume<typeof NodeProtocol.agentReports.defs, AgentReport>(
-    STREAM,
-    durable,
-    NodeProtocol.agentReports,
-    {
+  const deliveries = (name: string) =>
+    Consume.consume<typeof NodeProtocol.agentReports.defs, AgentReport>(STREAM, name, NodeProtocol.agentReports, {
       onMalformed: (bad) =>
         drop(
           { nodeId: bad.subject.split(".")[2] ?? "unknown", subject: bad.subject },
@@ -333,33 +360,33 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
           Effect.provide(context),
           Effect.catchAllCause((cause) => Effect.logWarning("auditing a malformed report failed", Cause.pretty(cause)))
         )
-    }
-  )
+    })
   // Reports about one entity stay in order (one lane handles them one at a time); lanes run side by
   // side, so one slow publish does not hold up every node.
   const lanes = options.lanes ?? 16
   const laneOf = (delivery: Consume.Delivery<AgentReport>) =>
     Subjects.shardOf(entityOf(delivery.envelope) ?? delivery.subject, lanes)
   const handle = (delivery: Consume.Delivery<AgentReport>) => route(delivery).pipe(Effect.provide(context))
-  const work = Effect.gen(function* () {
-    // Should it fail (NATS still settling), consume anyway: those reports then come after the ack wait.
-    yield* resumeFromAckFloor(durable).pipe(
-      Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.upTo("5 seconds"))),
-      Effect.catchAll((error) =>
-        Effect.logWarning(`report ingress: could not consume from the ack floor: ${error.message}`)
+  const work = (revision: number) =>
+    Effect.gen(function* () {
+      // Should it fail (NATS still settling), retry: the lease is given up should it keep failing.
+      const name = yield* takeConsumer(
+        durable,
+        revision,
+        options.deliver ?? "all",
+        options.ackWait ?? "30 seconds"
+      ).pipe(Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.upTo("5 seconds"))))
+      yield* Effect.forkScoped(
+        deliveries(name).pipe(
+          Stream.groupByKey(laneOf, { bufferSize: 64 }),
+          GroupBy.evaluate((_, lane) => Stream.fromEffect(Consume.run(lane, handle))),
+          Stream.runDrain,
+          Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
+        )
       )
-    )
-    yield* Effect.forkScoped(
-      deliveries.pipe(
-        Stream.groupByKey(laneOf, { bufferSize: 64 }),
-        GroupBy.evaluate((_, lane) => Stream.fromEffect(Consume.run(lane, handle))),
-        Stream.runDrain,
-        Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
-      )
-    )
-    yield* Effect.forkScoped(heartbeatLoop(options))
-    return yield* Effect.never
-  })
+      yield* Effect.forkScoped(heartbeatLoop(options))
+      return yield* Effect.never
+    })
   // One instance at a time consumes: two consumers of one durable would interleave a session's reports.
   yield* IngressLease.whileHeld(
     {

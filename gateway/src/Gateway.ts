@@ -11,6 +11,8 @@ import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
 import { limitFrames } from "./feed/FrameLimit.js"
 import * as GitHubApp from "./GitHubApp.js"
+import * as GitHubPullRequests from "./GitHubPullRequests.js"
+import * as GitHubRepoAccess from "./GitHubRepoAccess.js"
 import * as Health from "./Health.js"
 import * as Ingress from "./Ingress.js"
 import * as LoginThrottle from "./LoginThrottle.js"
@@ -147,6 +149,10 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
     )
   )
   yield* Ingress.start().pipe(Effect.provide(Auth.Default))
+  yield* GitHubRepoAccess.serve(options.githubApp)
+  if (options.githubApp !== undefined) {
+    yield* Effect.forkScoped(GitHubPullRequests.run(options.githubApp, () => config.publicUrl))
+  }
   const address = Context.get(context, HttpServer.HttpServer).address
   url = `http://${options.host}:${address._tag === "TcpAddress" ? address.port : options.port}`
   const loopback = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host

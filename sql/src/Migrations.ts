@@ -13,6 +13,7 @@ import nodeCapacity from "./migrations/0010_node_capacity.js"
 import agentSettings from "./migrations/0011_agent_settings.js"
 import githubInstallations from "./migrations/0012_github_installations.js"
 import cloudNodes from "./migrations/0013_cloud_nodes.js"
+import githubRepositories from "./migrations/0015_github_repositories.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -32,7 +33,8 @@ export const migrations = {
   "0010_node_capacity": nodeCapacity,
   "0011_agent_settings": agentSettings,
   "0012_github_installations": githubInstallations,
-  "0013_cloud_nodes": cloudNodes
+  "0013_cloud_nodes": cloudNodes,
+  "0015_github_repositories": githubRepositories
 }
 
 const migrator = Migrator.make({})

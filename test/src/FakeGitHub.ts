@@ -1,5 +1,9 @@
+import { execFileSync, spawn } from "node:child_process"
 import { createPublicKey, createVerify, randomBytes } from "node:crypto"
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 
 export interface FakeGitHubUser {
   readonly id: number
@@ -12,6 +16,16 @@ export interface FakeRepository {
   readonly name: string
   readonly private: boolean
   readonly defaultBranch: string
+}
+
+/** A pull request the fake holds, as GitHub's REST API shows it (the fields SAM reads and a few more). */
+export interface FakePullRequest {
+  readonly number: number
+  readonly title: string
+  readonly body: string
+  readonly head: string
+  readonly base: string
+  readonly html_url: string
 }
 
 export interface FakeInstallation {
@@ -117,6 +131,178 @@ export const startFakeGitHub = async (
     const page = Math.max(1, Number(url.searchParams.get("page") ?? 1))
     return items.slice((page - 1) * perPage, page * perPage)
   }
+  /** Bare repositories served over git's smart HTTP protocol, `<gitRoot>/<owner>/<name>.git`. */
+  const gitRoot = mkdtempSync(join(tmpdir(), "fake-github-git-"))
+  const pullRequests = new Map<string, FakePullRequest[]>()
+  /** what the git endpoint saw: the credentials it was given (for the test that no other token works) */
+  const gitRequests: Array<{ repo: string; service: string; status: number }> = []
+  const findRepo = (owner: string, name: string) => {
+    for (const installation of installations.values()) {
+      if (installation.account.login.toLowerCase() !== owner.toLowerCase()) continue
+      const repo = installation.repositories.find((r) => r.name.toLowerCase() === name.toLowerCase())
+      if (repo !== undefined) return { installation, repo }
+    }
+    return undefined
+  }
+  /** An installation token that is live and reaches the repository. */
+  const tokenReaches = (token: string | undefined, repoId: number) => {
+    const minted = token === undefined ? undefined : installationTokens.get(token)
+    return minted !== undefined && minted.expiresAt.getTime() > Date.now() && minted.repositoryIds.includes(repoId)
+  }
+  const basicToken = (req: IncomingMessage) => {
+    const basic = /^Basic (\S+)$/.exec(req.headers.authorization ?? "")?.[1]
+    if (basic === undefined) return undefined
+    const [user, ...password] = Buffer.from(basic, "base64").toString("utf8").split(":")
+    return user === "x-access-token" ? password.join(":") : undefined
+  }
+  /**
+   * github.com's git endpoint: `git http-backend` (CGI) over the bare repository. A private repository needs
+   * Basic `x-access-token:<installation token>` for everything, a public one for pushes; without it the answer
+   * is 401 with a Basic challenge, so git asks its credential helper, as with GitHub. The default branch is
+   * protected (a ruleset, as GitHub's branch protection refuses it: `GH006`).
+   */
+  const serveGit = (req: IncomingMessage, res: ServerResponse, url: URL, owner: string, name: string, rest: string) => {
+    const found = findRepo(owner, name)
+    const service = url.searchParams.get("service") ?? rest.slice(1)
+    if (found === undefined) {
+      res.writeHead(404, { "content-type": "text/plain" })
+      return res.end("Repository not found.\n")
+    }
+    const push = service === "git-receive-pack"
+    const authorized = tokenReaches(basicToken(req), found.repo.id)
+    if (!authorized && (push || found.repo.private)) {
+      gitRequests.push({ repo: `${owner}/${name}`, service, status: 401 })
+      res.writeHead(401, { "www-authenticate": 'Basic realm="GitHub"', "content-type": "text/plain" })
+      return res.end("Invalid username or token.\n")
+    }
+    gitRequests.push({ repo: `${owner}/${name}`, service, status: 200 })
+    const child = spawn("git", ["http-backend"], {
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        GIT_PROJECT_ROOT: gitRoot,
+        GIT_HTTP_EXPORT_ALL: "1",
+        PATH_INFO: `/${found.installation.account.login}/${found.repo.name}.git${rest}`,
+        REQUEST_METHOD: req.method ?? "GET",
+        QUERY_STRING: url.search.slice(1),
+        CONTENT_TYPE: req.headers["content-type"] ?? "",
+        REMOTE_USER: "x-access-token",
+        REMOTE_ADDR: "127.0.0.1",
+        ...(req.headers["content-encoding"] ? { HTTP_CONTENT_ENCODING: req.headers["content-encoding"] } : {}),
+        ...(req.headers["git-protocol"] ? { GIT_PROTOCOL: String(req.headers["git-protocol"]) } : {})
+      },
+      stdio: ["pipe", "pipe", "pipe"]
+    })
+    req.pipe(child.stdin)
+    let head = Buffer.alloc(0)
+    let headerDone = false
+    child.stdout.on("data", (chunk: Buffer) => {
+      if (headerDone) return void res.write(chunk)
+      head = Buffer.concat([head, chunk])
+      const end = head.indexOf("\r\n\r\n")
+      if (end < 0) return
+      headerDone = true
+      const headers: Record<string, string> = {}
+      let status = 200
+      for (const line of head.subarray(0, end).toString("utf8").split("\r\n")) {
+        const colon = line.indexOf(":")
+        const key = line.slice(0, colon).trim().toLowerCase()
+        const value = line.slice(colon + 1).trim()
+        if (key === "status") status = Number(value.split(" ")[0])
+        else headers[key] = value
+      }
+      res.writeHead(status, headers)
+      res.write(head.subarray(end + 4))
+    })
+    child.stderr.on("data", () => {})
+    child.on("close", () => res.end())
+  }
+  /** `POST /repos/{owner}/{repo}/pulls` and `GET …/pulls?head=owner:branch` with an installation token. */
+  const servePulls = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    owner: string,
+    name: string,
+    bearer: string | undefined
+  ) => {
+    const found = findRepo(owner, name)
+    if (found === undefined || !tokenReaches(bearer, found.repo.id)) return json(res, 404, notFound)
+    const key = `${found.installation.account.login}/${found.repo.name}`
+    const list = pullRequests.get(key) ?? []
+    pullRequests.set(key, list)
+    const asJson = (pr: FakePullRequest) => ({
+      number: pr.number,
+      html_url: pr.html_url,
+      url: `${url.origin}/repos/${key}/pulls/${pr.number}`,
+      state: "open",
+      title: pr.title,
+      body: pr.body,
+      head: { ref: pr.head, label: `${found.installation.account.login}:${pr.head}` },
+      base: { ref: pr.base, label: `${found.installation.account.login}:${pr.base}` }
+    })
+    if (req.method === "GET") {
+      const head = url.searchParams.get("head")
+      return json(
+        res,
+        200,
+        list.filter((pr) => head === null || `${found.installation.account.login}:${pr.head}` === head).map(asJson)
+      )
+    }
+    const body = JSON.parse((await readBody(req)) || "{}") as {
+      title?: string
+      head?: string
+      base?: string
+      body?: string
+    }
+    const invalid = (field: string) =>
+      json(res, 422, {
+        message: "Validation Failed",
+        errors: [{ resource: "PullRequest", field, code: "invalid" }],
+        documentation_url: "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
+      })
+    const exists = (ref: string) => {
+      try {
+        execFileSync("git", [
+          "--git-dir",
+          join(gitRoot, `${key}.git`),
+          "rev-parse",
+          "--verify",
+          "-q",
+          `refs/heads/${ref}`
+        ])
+        return true
+      } catch {
+        return false
+      }
+    }
+    if (typeof body.title !== "string" || body.title === "") return invalid("title")
+    if (typeof body.head !== "string" || !exists(body.head)) return invalid("head")
+    if (typeof body.base !== "string" || !exists(body.base)) return invalid("base")
+    if (list.some((pr) => pr.head === body.head)) {
+      return json(res, 422, {
+        message: "Validation Failed",
+        errors: [
+          {
+            resource: "PullRequest",
+            code: "custom",
+            message: `A pull request already exists for ${found.installation.account.login}:${body.head}.`
+          }
+        ],
+        documentation_url: "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
+      })
+    }
+    const number = list.length + 1
+    const pr: FakePullRequest = {
+      number,
+      title: body.title,
+      body: body.body ?? "",
+      head: body.head,
+      base: body.base,
+      html_url: `${url.origin}/${key}/pull/${number}`
+    }
+    list.push(pr)
+    return json(res, 201, asJson(pr))
+  }
   const server = createServer(async (req, res) => {
     const url = new URL(req.url ?? "/", "http://github.test")
     if (req.method === "POST" && url.pathname === "/login/oauth/access_token") {
@@ -177,6 +363,10 @@ export const startFakeGitHub = async (
         repositories: reached.map((r) => repoJson(r as FakeRepository, installation, url.origin))
       })
     }
+    const gitPath = /^\/([^/]+)\/([^/]+?)\.git(\/.*)$/.exec(url.pathname)
+    if (gitPath !== null) return serveGit(req, res, url, gitPath[1] ?? "", gitPath[2] ?? "", gitPath[3] ?? "")
+    const pulls = /^\/repos\/([^/]+)\/([^/]+)\/pulls$/.exec(url.pathname)
+    if (pulls !== null) return servePulls(req, res, url, pulls[1] ?? "", pulls[2] ?? "", bearer)
     const grant = bearer === undefined ? undefined : tokens.get(bearer)
     const needsToken = req.method === "GET" && (url.pathname === "/user" || url.pathname.startsWith("/user/"))
     if (needsToken && grant === undefined) {
@@ -283,6 +473,42 @@ export const startFakeGitHub = async (
     },
     installations,
     installationTokens,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve()))
+    pullRequests,
+    gitRequests,
+    /** where the bare repositories are: `<gitRoot>/<owner>/<name>.git` */
+    gitRoot,
+    /**
+     * A bare repository for one of an installation's repositories, with one commit (`files`) on its default
+     * branch, which is protected: a push to it is refused as GitHub's branch protection refuses it.
+     */
+    createRepository: (installation: FakeInstallation, repo: FakeRepository, files: Record<string, string>) => {
+      const bare = join(gitRoot, installation.account.login, `${repo.name}.git`)
+      mkdirSync(bare, { recursive: true })
+      const git = (cwd: string, ...args: string[]) =>
+        execFileSync("git", ["-c", "user.name=Fake", "-c", "user.email=fake@github.test", ...args], {
+          cwd,
+          stdio: "pipe"
+        })
+      git(bare, "init", "-q", "--bare", `--initial-branch=${repo.defaultBranch}`)
+      git(bare, "config", "http.receivepack", "true")
+      const work = mkdtempSync(join(tmpdir(), "fake-github-seed-"))
+      git(work, "init", "-q", `--initial-branch=${repo.defaultBranch}`)
+      for (const [path, content] of Object.entries(files)) writeFileSync(join(work, path), content)
+      git(work, "add", "-A")
+      git(work, "commit", "-q", "-m", "initial")
+      git(work, "push", "-q", bare, `HEAD:refs/heads/${repo.defaultBranch}`)
+      rmSync(work, { recursive: true, force: true })
+      writeFileSync(
+        join(bare, "hooks", "pre-receive"),
+        `#!/bin/sh\nwhile read old new ref; do\n  if [ "$ref" = "refs/heads/${repo.defaultBranch}" ]; then\n` +
+          `    echo "error: GH006: Protected branch update failed for $ref." >&2\n    exit 1\n  fi\ndone\n`,
+        { mode: 0o755 }
+      )
+      return bare
+    },
+    close: () =>
+      new Promise<void>((resolve) => server.close(() => resolve())).then(() =>
+        rmSync(gitRoot, { recursive: true, force: true })
+      )
   }
 }

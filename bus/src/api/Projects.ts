@@ -16,19 +16,40 @@ export const Project = z.object({
   permissionPolicy: PermissionPolicy,
   /** under `ask`: seconds before an unanswered request is refused (default 600) */
   permissionTimeoutSeconds: z.number().int().positive(),
+  /** the GitHub repository (`owner/name`) its workspaces reach through the GitHub App, if any */
+  githubRepository: z.string().nullable(),
   createdAt: z.iso.datetime()
 })
 export type Project = z.infer<typeof Project>
 
-export const CreateProjectRequest = z.object({
-  name: storable(z.string().trim().min(1).max(200)),
-  /** any Git URL or path the nodes can reach (a local path or file:// URL on this machine) */
-  repoUrl: storable(z.string().trim().min(1).max(2048)),
-  defaultBranch: z
-    .string()
-    .regex(/^[A-Za-z0-9._/-]{1,255}$/)
-    .optional()
-})
+/** A repository of one of the caller's GitHub App installations (ADR 0028). */
+export const ProjectGitHubRepository = z
+  .object({
+    installationId: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+    /** `owner/name`, as GitHub lists it for the installation */
+    repository: z.string().regex(/^[A-Za-z0-9_.-]{1,100}\/[A-Za-z0-9_.-]{1,100}$/, "owner/name")
+  })
+  .strict()
+
+export const CreateProjectRequest = z
+  .object({
+    name: storable(z.string().trim().min(1).max(200)),
+    /** any Git URL or path the nodes can reach (a local path or file:// URL on this machine); not with `github` */
+    repoUrl: storable(z.string().trim().min(1).max(2048)).optional(),
+    /**
+     * a repository of one of my GitHub App installations: its workspaces get short-lived tokens for it and
+     * tasks in task mode end in a pull request; the URL and (unless given) the default branch come from GitHub
+     */
+    github: ProjectGitHubRepository.optional(),
+    defaultBranch: z
+      .string()
+      .regex(/^[A-Za-z0-9._/-]{1,255}$/)
+      .optional()
+  })
+  .refine((body) => (body.repoUrl === undefined) !== (body.github === undefined), {
+    message: "give either repoUrl or github, not both",
+    path: ["repoUrl"]
+  })
 
 export const ProjectList = z.object({ projects: z.array(Project) })
 

@@ -51,6 +51,8 @@ export const Session = z.object({
   /** the seq of its last transcript entry */
   lastSeq: z.number().int().nonnegative(),
   errorReason: z.string().nullable(),
+  /** the pull request its task opened (task mode on a GitHub App repository, ADR 0028) */
+  prUrl: z.string().nullable(),
   /** the activity snapshot from KV `sam_session_state`; null before the first */
   snapshot: SessionSnapshot.nullable(),
   createdAt: z.iso.datetime(),

@@ -22,6 +22,8 @@ export const Task = z.object({
   sessionId: SessionId.nullable(),
   branch: z.string().nullable(),
   commitSha: z.string().nullable(),
+  /** the pull request opened for its branch (task mode on a GitHub App repository, ADR 0028) */
+  prUrl: z.string().nullable(),
   createdAt: z.iso.datetime(),
   updatedAt: z.iso.datetime(),
   finishedAt: z.iso.datetime().nullable()

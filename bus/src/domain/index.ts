@@ -1,5 +1,6 @@
 export * as AgentLaunch from "./AgentLaunch.js"
 export * as ControlProtocol from "./ControlProtocol.js"
+export * as GitAccess from "./GitAccess.js"
 export * from "./NodeHealth.js"
 export * as NodeProtocol from "./NodeProtocol.js"
 export * as Notifications from "./Notifications.js"

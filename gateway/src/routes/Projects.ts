@@ -1,11 +1,13 @@
 import { SqlClient } from "@effect/sql"
 import { ControlPlane } from "@sam/actors"
-import { Api, Domain, makeId } from "@sam/bus"
+import { Api, Domain, makeId, type UserId } from "@sam/bus"
 import { Effect } from "effect"
+import type { z } from "zod"
 import { requireMember, requireOwner } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import * as Command from "../Command.js"
 import { GatewayConfig } from "../Config.js"
+import * as Installations from "../GitHubInstallations.js"
 import { OWNER_LOGIN } from "../LocalOwner.js"
 import * as RepoUrl from "../RepoUrl.js"
 import * as Route from "../Route.js"
@@ -19,6 +21,7 @@ interface ProjectRow {
   readonly role: "owner" | "member"
   readonly permissionPolicy: Domain.ControlProtocol.PermissionPolicy
   readonly permissionTimeoutSeconds: number
+  readonly githubRepository: string | null
   readonly createdAt: Date
 }
 const toProject = (row: ProjectRow) => ({ ...row, createdAt: row.createdAt.toISOString() })
@@ -29,15 +32,18 @@ export const routes = [
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<ProjectRow>`
           SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.permission_policy,
-            p.permission_timeout_seconds, p.created_at
+            p.permission_timeout_seconds, g.full_name AS github_repository, p.created_at
           FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${principal.userId}
+          LEFT JOIN github_project_repositories g ON g.project_id = p.id
           ORDER BY p.created_at`.pipe(Effect.orDie)
       return { projects: rows.map(toProject) }
     })
   ),
   Route.make(Api.ProjectEndpoints.createProject, ({ principal, body }) =>
     Effect.gen(function* () {
-      const location = yield* RepoUrl.classify(body.repoUrl)
+      const github = body.github === undefined ? undefined : yield* pickRepository(principal.userId, body.github)
+      const repoUrl = github?.repoUrl ?? body.repoUrl ?? ""
+      const location = yield* RepoUrl.classify(repoUrl)
       if (location._tag === "Local") {
         const sql = yield* SqlClient.SqlClient
         const [caller] = yield* sql<{ login: string | null }>`
@@ -51,11 +57,20 @@ export const routes = [
           projectId,
           ownerId: principal.userId,
           name: body.name,
-          repoUrl: body.repoUrl,
-          ...(body.defaultBranch === undefined ? {} : { defaultBranch: body.defaultBranch })
+          repoUrl,
+          ...((body.defaultBranch ?? github?.defaultBranch) === undefined
+            ? {}
+            : { defaultBranch: body.defaultBranch ?? github?.defaultBranch })
         })
       )
       yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
+      if (github !== undefined) {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`
+          INSERT INTO github_project_repositories (project_id, installation_id, repository_id, full_name)
+          VALUES (${projectId}, ${github.installationId}, ${github.repositoryId}, ${github.fullName})
+          ON CONFLICT (project_id) DO NOTHING`.pipe(Effect.orDie)
+      }
       return yield* getProject(principal.userId, projectId)
     })
   ),
@@ -79,13 +94,41 @@ export const routes = [
   )
 ]
 
+/**
+ * A repository of one of the caller's installations, as GitHub lists it for them now (the installation and
+ * the repository are checked as the user: the intersection of their access and the app's, ADR 0025).
+ */
+const pickRepository = (userId: string, pick: z.infer<typeof Api.ProjectGitHubRepository>) =>
+  Effect.gen(function* () {
+    const { githubApp } = yield* GatewayConfig
+    if (githubApp === undefined) {
+      return yield* new ApiError({ code: "not_found", message: "no GitHub App is configured (SAM_GITHUB_APP_ID)" })
+    }
+    const repositories = yield* Installations.repositories(githubApp.apiUrl, userId as UserId, pick.installationId)
+    const repo = repositories.find((r) => r.fullName.toLowerCase() === pick.repository.toLowerCase())
+    if (repo === undefined) {
+      return yield* new ApiError({
+        code: "not_found",
+        message: `installation ${pick.installationId} gives you no repository ${pick.repository}`
+      })
+    }
+    return {
+      installationId: pick.installationId,
+      repositoryId: repo.id,
+      fullName: repo.fullName,
+      defaultBranch: repo.defaultBranch,
+      repoUrl: new URL(`/${repo.fullName}.git`, githubApp.webUrl).toString()
+    }
+  })
+
 const getProject = (userId: string, projectId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const rows = yield* sql<ProjectRow>`
       SELECT p.id, p.name, p.repo_url, p.default_branch, p.owner_id, m.role, p.permission_policy,
-            p.permission_timeout_seconds, p.created_at
+            p.permission_timeout_seconds, g.full_name AS github_repository, p.created_at
       FROM projects p JOIN project_members m ON m.project_id = p.id AND m.user_id = ${userId}
+      LEFT JOIN github_project_repositories g ON g.project_id = p.id
       WHERE p.id = ${projectId}`.pipe(Effect.orDie)
     const row = rows[0]
     if (row === undefined) return yield* new ApiError({ code: "not_found", message: `no project ${projectId}` })

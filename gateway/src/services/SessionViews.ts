@@ -22,6 +22,7 @@ interface SessionRow {
   readonly promptEpoch: number
   readonly lastSeq: number | string
   readonly errorReason: string | null
+  readonly prUrl: string | null
   readonly createdAt: Date
   readonly updatedAt: Date
   readonly endedAt: Date | null
@@ -74,6 +75,7 @@ const toSession = (row: SessionRow, snapshot: Snapshot | undefined): z.input<typ
     promptEpoch: row.promptEpoch,
     lastSeq: Number(row.lastSeq),
     errorReason: row.errorReason,
+    prUrl: row.prUrl,
     snapshot: visibleSnapshot(snapshot, status, row.taskStatus),
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
@@ -114,7 +116,7 @@ const snapshots = (ids: ReadonlyArray<string>) =>
 const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.SqlClient["and"]>, limit: number) =>
   sql<SessionRow>`
     SELECT s.id, s.project_id, s.task_id, s.workspace_id, s.node_id, s.agent, s.mode, s.status, t.status AS task_status,
-      s.prompt_epoch, s.last_seq, s.error_reason, s.created_at, s.updated_at, s.ended_at,
+      s.prompt_epoch, s.last_seq, s.error_reason, s.pr_url, s.created_at, s.updated_at, s.ended_at,
       u.turns AS usage_turns, u.input AS usage_input, u.output AS usage_output, u.total AS usage_total
     FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id
     CROSS JOIN LATERAL (

@@ -28,6 +28,7 @@ interface TaskRow {
   readonly sessionId: string | null
   readonly branch: string | null
   readonly commitSha: string | null
+  readonly prUrl: string | null
   readonly createdAt: Date
   readonly updatedAt: Date
   readonly finishedAt: Date | null
@@ -46,7 +47,7 @@ export const getTask = Effect.fn("Tasks.get")(function* (taskId: string) {
   const sql = yield* SqlClient.SqlClient
   const rows = yield* sql<TaskRow>`
     SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
-           node_id, workspace_id, session_id, branch, commit_sha, created_at, updated_at, finished_at
+           node_id, workspace_id, session_id, branch, commit_sha, pr_url, created_at, updated_at, finished_at
     FROM tasks WHERE id = ${taskId}`.pipe(Effect.orDie)
   const row = rows[0]
   if (row === undefined) return yield* new ApiError({ code: "not_found", message: `no task ${taskId}` })
@@ -116,7 +117,7 @@ export const listTasks = Effect.fn("Tasks.list")(function* (
   const sql = yield* SqlClient.SqlClient
   const rows = yield* sql<TaskRow>`
     SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
-           node_id, workspace_id, session_id, branch, commit_sha, created_at, updated_at, finished_at
+           node_id, workspace_id, session_id, branch, commit_sha, pr_url, created_at, updated_at, finished_at
     FROM tasks
     WHERE project_id = ${projectId}
       ${query.status === undefined ? sql`` : sql`AND status IN ${sql.in(query.status)}`}

@@ -1,10 +1,11 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
-import { Consume, Domain, type Envelope, Publish, Subjects } from "@sam/bus"
+import { Consume, Domain, type Envelope, Nats, Publish, Subjects } from "@sam/bus"
 import { Cause, Data, Duration, Effect, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
 import { type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
+import { makeGitCredentials } from "./GitCredentials.js"
 import type { NodeSettings } from "./NodeConfig.js"
 import { loadNodeKey } from "./NodeKey.js"
 import { makeReporter } from "./Reporter.js"
@@ -82,7 +83,17 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   const reporter = yield* makeReporter(settings.nodeId)
   const records = makeSessionRecords(settings.dataDir)
   const key = yield* loadNodeKey(settings.dataDir)
+  const { nc } = yield* Nats
+  const git = makeGitCredentials(nc, settings.nodeId)
+  yield* Effect.addFinalizer(() => git.close())
+  /** Workspaces whose git asks SAM for repository tokens answer on their socket (ADR 0028). */
+  const serveGit = (workspaceId: string) =>
+    Effect.gen(function* () {
+      const socket = runtime.gitHelper === undefined ? undefined : yield* runtime.gitHelper(workspaceId)
+      if (socket !== undefined) yield* git.serve(workspaceId, socket.socketPath, socket.repoUrl, socket.uid)
+    })
   const sessions = makeSessions({
+    git,
     key,
     dataDir: settings.dataDir,
     runtime,
@@ -100,6 +111,9 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   })
   yield* Effect.logInfo(`vm-agent ${settings.nodeId} ready (runtime ${runtime.kind})`)
   yield* sessions.recover(yield* records.list)
+  for (const workspace of yield* runtime.list()) {
+    if (workspace.status === "running") yield* serveGit(workspace.workspaceId)
+  }
 
   const heartbeat = Effect.gen(function* () {
     const disk = yield* Effect.promise(() => statfs(settings.dataDir).catch(() => undefined))
@@ -158,7 +172,26 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
                 env: body.env,
                 files: body.files
               },
-              { onLog: (entry) => reporter.send(NodeProtocol.BootLog, entry, body.workspaceId) }
+              {
+                onLog: (entry) => reporter.send(NodeProtocol.BootLog, entry, body.workspaceId),
+                repositoryCredential: git.access(body.workspaceId).pipe(
+                  Effect.tap((access) =>
+                    access._tag === "Refused"
+                      ? reporter.send(
+                          NodeProtocol.BootLog,
+                          {
+                            workspaceId: body.workspaceId,
+                            step: "clone",
+                            status: "info",
+                            message: `no repository token: ${access.reason}`
+                          },
+                          body.workspaceId
+                        )
+                      : Effect.void
+                  ),
+                  Effect.map((access) => (access._tag === "Granted" ? access.credential : undefined))
+                )
+              }
             )
             .pipe(Effect.either)
           if (created._tag === "Left")
@@ -167,6 +200,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
               created.left.message
             )
           const info = created.right
+          if (info.status === "running") yield* serveGit(info.workspaceId)
           return yield* reporter.send(
             NodeProtocol.WorkspaceStatusReport,
             {
@@ -201,6 +235,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           )
         }
         case "workspace.delete": {
+          yield* git.forget(command.body.workspaceId)
           const deleted = yield* runtime.delete(command.body.workspaceId).pipe(Effect.either)
           if (deleted._tag === "Left") return yield* CommandRetry.fromRuntime(deleted.left)
           return yield* reporter.send(

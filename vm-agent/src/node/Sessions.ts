@@ -6,6 +6,7 @@ import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import { agentStart, withPromptAppend } from "./AgentStart.js"
+import type { GitCredentials } from "./GitCredentials.js"
 import type { NodeKey } from "./NodeKey.js"
 import type { Reporter } from "./Reporter.js"
 import type { SessionRecord, SessionRecords } from "./SessionRecords.js"
@@ -44,6 +45,8 @@ interface Live {
 }
 
 export interface SessionsDeps {
+  /** repository tokens: a task's branch is pushed with them (ADR 0028) */
+  readonly git?: GitCredentials
   readonly dataDir: string
   readonly runtime: WorkspaceRuntimeService
   readonly host: AcpSessionHost
@@ -287,7 +290,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           ...(entry.record.acpSessionId ? { acpSessionId: entry.record.acpSessionId } : {})
         })
         if (record.mode === "task" && record.taskId !== undefined && stopReason === "end_turn") {
-          const outcome = yield* commitTaskWork(deps.runtime, record.workspaceId, record.taskId)
+          const outcome = yield* commitTaskWork(deps.runtime, record.workspaceId, record.taskId, deps.git)
           yield* deps.reporter.send(NodeProtocol.TaskResult, {
             taskId: record.taskId,
             sessionId: record.sessionId,

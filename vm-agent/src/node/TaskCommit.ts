@@ -2,18 +2,47 @@ import { mkdir, rename, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect } from "effect"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
+import type { GitCredentials } from "./GitCredentials.js"
 
-const git = (runtime: WorkspaceRuntimeService, workspaceId: string, args: ReadonlyArray<string>) =>
+const gitIn = (runtime: WorkspaceRuntimeService, workspaceId: string, args: ReadonlyArray<string>) =>
   runtime.exec(workspaceId, ["git", "-c", "user.name=SAM", "-c", "user.email=sam@localhost", ...args])
 
 /**
- * Task mode: commit what the agent changed to a new branch `sam/<taskId>` (never the default branch)
- * and say what happened. Opening a pull request comes later, with GitHub.
+ * Push `branch` of the workspace to its origin with the workspace's repository token (through its credential
+ * helper), refusing the default branch: SAM's pushes only ever create or move task branches. Says why not.
  */
-export const commitTaskWork = (runtime: WorkspaceRuntimeService, workspaceId: string, taskId: string) =>
+export const pushBranch = (
+  runtime: WorkspaceRuntimeService,
+  workspaceId: string,
+  branch: string,
+  defaultBranch: string
+) =>
+  Effect.gen(function* () {
+    if (branch === defaultBranch || branch === `refs/heads/${defaultBranch}`)
+      return { pushed: false as const, reason: `SAM never pushes to the default branch (${defaultBranch})` }
+    const ref = `refs/heads/${branch}`
+    const pushed = yield* runtime.exec(workspaceId, ["git", "push", "--porcelain", "origin", `${ref}:${ref}`], {
+      env: { GIT_TERMINAL_PROMPT: "0" }
+    })
+    return pushed.exitCode === 0
+      ? { pushed: true as const }
+      : { pushed: false as const, reason: `git push failed: ${pushed.stderr.trim().split("\n").slice(-3).join(" | ")}` }
+  })
+
+/**
+ * Task mode: commit what the agent changed to a new branch `sam/<taskId>` (never the default branch) and,
+ * when the repository is reached with a SAM token (ADR 0028), push it; the control plane then opens the pull
+ * request. Says what happened.
+ */
+export const commitTaskWork = (
+  runtime: WorkspaceRuntimeService,
+  workspaceId: string,
+  taskId: string,
+  git?: GitCredentials
+) =>
   Effect.gen(function* () {
     const branch = `sam/${taskId}`
-    const status = yield* git(runtime, workspaceId, ["status", "--porcelain"])
+    const status = yield* gitIn(runtime, workspaceId, ["status", "--porcelain"])
     if (status.exitCode !== 0)
       return { outcome: "failed" as const, reason: `git status failed: ${status.stderr.trim()}` }
     if (status.stdout.trim() === "") return { outcome: "no_changes" as const }
@@ -22,12 +51,20 @@ export const commitTaskWork = (runtime: WorkspaceRuntimeService, workspaceId: st
       ["add", "-A"],
       ["commit", "-q", "-m", `SAM task ${taskId}`]
     ]) {
-      const step = yield* git(runtime, workspaceId, args)
+      const step = yield* gitIn(runtime, workspaceId, args)
       if (step.exitCode !== 0)
         return { outcome: "failed" as const, reason: `git ${args[0]} failed: ${step.stderr.trim()}` }
     }
-    const sha = yield* git(runtime, workspaceId, ["rev-parse", "HEAD"])
-    return { outcome: "committed" as const, branch, commitSha: sha.stdout.trim() }
+    const sha = yield* gitIn(runtime, workspaceId, ["rev-parse", "HEAD"])
+    const committed = { outcome: "committed" as const, branch, commitSha: sha.stdout.trim() }
+    const access = git === undefined ? ({ _tag: "None" } as const) : yield* git.access(workspaceId)
+    if (access._tag === "None") return committed
+    if (access._tag === "Refused")
+      return { outcome: "failed" as const, reason: `committed to ${branch} but cannot push it: ${access.reason}` }
+    const pushed = yield* pushBranch(runtime, workspaceId, branch, access.credential.defaultBranch)
+    return pushed.pushed
+      ? committed
+      : { outcome: "failed" as const, reason: `committed to ${branch} but not pushed: ${pushed.reason}` }
   }).pipe(
     Effect.catchAll((error) =>
       Effect.succeed({ outcome: "failed" as const, reason: `cannot commit: ${error.message}` })
@@ -41,7 +78,7 @@ export const commitTaskWork = (runtime: WorkspaceRuntimeService, workspaceId: st
  */
 export const keepTaskBranches = (runtime: WorkspaceRuntimeService, workspaceId: string, branchDir: string) =>
   Effect.gen(function* () {
-    const refs = yield* git(runtime, workspaceId, ["for-each-ref", "--format=%(refname:short)", "refs/heads/sam/"])
+    const refs = yield* gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname:short)", "refs/heads/sam/"])
     const branches = refs.stdout.split("\n").filter((b) => b.trim() !== "")
     if (refs.exitCode !== 0 || branches.length === 0) return "no task branch to keep"
     // Through base64: the runtime's exec returns text.

@@ -2,9 +2,10 @@ import { type ChildProcess, spawn as spawnChild } from "node:child_process"
 import { constants } from "node:fs"
 import { chmod, chown, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, resolve } from "node:path"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
+import { HELPER_SCRIPT, remoteOf } from "./internal/gitHelper.js"
 import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
 import { groupAlive, signalGroup } from "./internal/processGroup.js"
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
@@ -19,6 +20,7 @@ import {
   releaseUid
 } from "./internal/workspaceUser.js"
 import {
+  type CreateOptions,
   RuntimeFailure,
   type WorkspaceProcess,
   WorkspaceRuntime,
@@ -43,6 +45,17 @@ export const NOT_ISOLATED_WARNING =
   "host runtime: the vm-agent is not root, so agents run as its own user and can read whatever it can " +
   "(its credentials, other workspaces); run it as root, or use the Docker runtime, to isolate them"
 
+/**
+ * The vm-agent's own clone gets the token from its environment (the clone's process only) through an inline
+ * helper: the URL stays clean and nothing is written down.
+ */
+const cloneCredentialArgs = [
+  "-c",
+  "credential.helper=",
+  "-c",
+  'credential.helper=!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$SAM_GIT_USERNAME" "$SAM_GIT_PASSWORD"; }; f'
+]
+
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
 
 const io = <A>(step: string, f: () => Promise<A>) =>
@@ -52,13 +65,19 @@ const io = <A>(step: string, f: () => Promise<A>) =>
  * Runs a command of the vm-agent's own (the clone) to completion, its output going to the boot log; fails with the
  * last lines. It runs as the vm-agent with its environment: never use it for anything a workspace controls.
  */
-export const runLogged = (step: string, argv: ReadonlyArray<string>, cwd: string, log: BootLog) =>
+export const runLogged = (
+  step: string,
+  argv: ReadonlyArray<string>,
+  cwd: string,
+  log: BootLog,
+  env: Readonly<Record<string, string>> = {}
+) =>
   Effect.async<void, ProvisionError>((resume) => {
     const [command = "", ...args] = argv
     const child = spawnChild(command, args, {
       cwd,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, GIT_TERMINAL_PROMPT: "0" }
+      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...env }
     })
     const tail: Array<string> = []
     const lines = lineSplitter((line) => {
@@ -89,6 +108,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   const checkout = (id: string) => join(dirOf(id), "workspace")
   const home = (id: string) => join(dirOf(id), "home")
   const envFile = (id: string) => join(dirOf(id), ".sam-env.json")
+  const gitSocket = (id: string) => join(dirOf(id), "git.sock")
   const processes = new Map<string, Set<ChildProcess>>()
 
   /** `~/x` in the workspace's home, a relative path in the checkout, an absolute one under `rootfs/`. */
@@ -145,7 +165,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       Effect.map(({ uid, gid }) => ({ uid, gid }))
     )
 
-  const provision = (spec: WorkspaceSpec, log: BootLog) =>
+  const provision = (spec: WorkspaceSpec, log: BootLog, options?: CreateOptions) =>
     Effect.gen(function* () {
       const id = spec.workspaceId
       yield* io("prepare", async () => {
@@ -153,14 +173,46 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
         await mkdir(home(id), { recursive: true })
       })
       const source = yield* localRepository(spec.repoUrl)
-      yield* log("clone", "started", `cloning ${spec.repoUrl}${spec.branch ? ` (branch ${spec.branch})` : ""}`)
+      const remote = remoteOf(spec.repoUrl)
+      const credential =
+        remote === undefined || options?.repositoryCredential === undefined
+          ? undefined
+          : yield* options.repositoryCredential
+      yield* log(
+        "clone",
+        "started",
+        `cloning ${spec.repoUrl}${spec.branch ? ` (branch ${spec.branch})` : ""}${credential ? " with a repository token" : ""}`
+      )
       yield* runLogged(
         "clone",
-        ["git", "clone", "--progress", ...(spec.branch ? ["--branch", spec.branch] : []), "--", source, checkout(id)],
+        [
+          "git",
+          ...(credential === undefined ? [] : cloneCredentialArgs),
+          "clone",
+          "--progress",
+          ...(spec.branch ? ["--branch", spec.branch] : []),
+          "--",
+          source,
+          checkout(id)
+        ],
         dirOf(id),
-        log
+        log,
+        credential === undefined
+          ? {}
+          : { SAM_GIT_USERNAME: credential.username, SAM_GIT_PASSWORD: Redacted.value(credential.token) }
       )
       yield* log("clone", "completed", "repository cloned")
+      if (remote !== undefined) {
+        // git in the workspace asks the vm-agent for a token through this helper, on the workspace's socket.
+        const helper = join(dirOf(id), "git-credential-sam.cjs")
+        yield* io("git", () => writeFile(helper, HELPER_SCRIPT, { mode: 0o644 }))
+        yield* runLogged(
+          "git",
+          ["git", "config", "credential.helper", `!"${process.execPath}" "${helper}" "${gitSocket(id)}"`],
+          checkout(id),
+          log
+        )
+      }
       for (const file of spec.files) {
         const target = filePath(id, file.path)
         yield* io("files", async () => {
@@ -283,6 +335,16 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   const lifecycle = makeLifecycle(records, provisioner)
   return {
     ...lifecycle,
+    gitHelper: (id) =>
+      records
+        .read(id)
+        .pipe(
+          Effect.map((record) =>
+            record._tag === "None" || remoteOf(record.value.repoUrl) === undefined
+              ? undefined
+              : { socketPath: gitSocket(id), uid: record.value.uid, repoUrl: record.value.repoUrl }
+          )
+        ),
     capabilities: () => Effect.succeed({ docker: false, dockerReason: "host runtime", hostRuntime: true })
   }
 }

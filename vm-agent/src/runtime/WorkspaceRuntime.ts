@@ -1,6 +1,6 @@
 import type { Readable, Writable } from "node:stream"
 import { Domain } from "@sam/bus"
-import { Context, Data, type Effect, type Option, type Scope } from "effect"
+import { Context, Data, type Effect, type Option, type Redacted, type Scope } from "effect"
 import { z } from "zod"
 
 /** The bus's `workspace.create` shapes: one definition for what crosses the wire and what the runtime takes. */
@@ -46,6 +46,23 @@ export interface BootLogEntry {
 
 export interface CreateOptions {
   readonly onLog?: (entry: BootLogEntry) => Effect.Effect<void>
+  /**
+   * A token for the repository, asked for just before the clone (ADR 0028): given to that one git process
+   * of the vm-agent's, never stored, never in the workspace's environment.
+   */
+  readonly repositoryCredential?: Effect.Effect<RepositoryCredential | undefined>
+}
+
+export interface RepositoryCredential {
+  readonly username: string
+  readonly token: Redacted.Redacted<string>
+}
+
+/** Where a workspace's git credential helper reaches the vm-agent, and who may connect there. */
+export interface GitHelperSocket {
+  readonly socketPath: string
+  readonly uid?: number | undefined
+  readonly repoUrl: string
 }
 
 export interface ExecOptions {
@@ -144,6 +161,8 @@ export interface WorkspaceRuntimeService {
   /** removes everything of the workspace; deleting an unknown workspace succeeds */
   readonly delete: (workspaceId: string) => Effect.Effect<void, RuntimeFailure>
   readonly capabilities: () => Effect.Effect<Capabilities>
+  /** the socket the workspace's git credential helper asks (runtimes that install the helper) */
+  readonly gitHelper?: (workspaceId: string) => Effect.Effect<GitHelperSocket | undefined>
 }
 
 /** Where workspaces run: Docker containers, or directories and processes on the host. */

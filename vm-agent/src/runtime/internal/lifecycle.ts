@@ -33,7 +33,8 @@ export interface Provisioner {
   /** what it returns (the workspace's user, on the host) is kept in the record */
   readonly provision: (
     spec: WorkspaceSpec,
-    log: BootLog
+    log: BootLog,
+    options?: CreateOptions
   ) => Effect.Effect<Partial<Pick<WorkspaceRecord, "uid" | "gid">>, ProvisionError>
   /** stops the workspace's processes (the container) without losing its files */
   readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
@@ -63,13 +64,13 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
   const runtimeFailure = (e: ProvisionError) =>
     new RuntimeFailure({ reason: provisioner.kind === "docker" ? "docker" : "io", message: `${e.step}: ${e.message}` })
 
-  const provisionFresh = (spec: WorkspaceSpec, log: BootLog) =>
+  const provisionFresh = (spec: WorkspaceSpec, log: BootLog, options?: CreateOptions) =>
     Effect.gen(function* () {
       const record = newRecord(spec, provisioner.kind, provisioner.pathOf(spec.workspaceId))
       yield* records.write(record)
       yield* log("create", "started", `creating workspace ${spec.workspaceId} (${provisioner.kind} runtime)`)
       const started = Date.now()
-      const outcome = yield* provisioner.provision(spec, log).pipe(Effect.either)
+      const outcome = yield* provisioner.provision(spec, log, options).pipe(Effect.either)
       if (outcome._tag === "Left") {
         const reason = `${outcome.left.step}: ${outcome.left.message}`
         yield* log(outcome.left.step, "failed", outcome.left.message)
@@ -112,7 +113,7 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
             yield* log("create", "info", "an earlier create was interrupted; starting over")
           yield* provisioner.destroy(spec.workspaceId).pipe(Effect.ignore)
         }
-        return toInfo(yield* provisionFresh(spec, log))
+        return toInfo(yield* provisionFresh(spec, log, options))
       })
     )
   })

@@ -11,7 +11,7 @@ const { ControlProtocol: C } = Domain
 /** Published when a node must be provisioned; the provider reactor acts on it (Provisioner.ts). */
 export const NodeProvisionRequested = defineMessage(
   "node.provision-requested",
-  z.object({ nodeId: NodeId, provider: z.enum(["local"]) }),
+  z.object({ nodeId: NodeId, provider: z.enum(["local", "hetzner"]) }),
   { durable: true }
 )
 export const NodeStatusEvent = defineMessage(
@@ -59,6 +59,9 @@ export const nodeIdle = () => ({
 
 const IDLE_TIMER = "idle"
 
+/** A cloud node's machine when its profile names no size or location (sam-ui-agents §5): medium, nbg1, docker-ce. */
+export const DEFAULT_MACHINE = { size: "medium", location: "nbg1", image: "docker-ce" } as const
+
 /** Node statuses that count against the caps and can take work. */
 const LIVE_NODE: ReadonlySet<Domain.NodeStatus> = new Set(["provisioning", "running", "warm"])
 
@@ -98,6 +101,8 @@ interface State {
   readonly ledger?: Reconciled.Ledger
   /** what this command writes besides the row */
   readonly created?: true
+  /** for a created cloud node: the machine asked for (ADR 0026) */
+  readonly machine?: Domain.ControlProtocol.NodeMachine
   readonly reserved?: { readonly workspaceId: string; readonly taskId: string; readonly projectId: string }
   readonly released?: string
 }
@@ -132,7 +137,7 @@ export const NodeKind = Actor.make({
       const fleet = creating
         ? (yield* sql<{ own: number; all: number; roomy: boolean }>`
             SELECT count(*) FILTER (WHERE owner_id = ${command.body.ownerId})::int AS own, count(*)::int AS all,
-              bool_or(owner_id = ${command.body.ownerId}
+              bool_or(owner_id = ${command.body.ownerId} AND provider = ${command.body.machine?.provider ?? "local"}
                 AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = nodes.id) < max_workspaces) IS TRUE AS roomy
             FROM nodes WHERE status IN ('provisioning', 'running', 'warm')`)[0]!
         : null
@@ -198,6 +203,13 @@ export const NodeKind = Actor.make({
         yield* sql`
           INSERT INTO nodes (id, provider, status, owner_id, max_workspaces)
           VALUES (${id}, ${row.provider}, ${row.status}, ${row.ownerId}, ${row.maxWorkspaces})`
+        const m = state.machine
+        if (m !== undefined && m.provider !== "local") {
+          yield* sql`
+            INSERT INTO node_machines (node_id, provider, size, size_explicit, location, image)
+            VALUES (${id}, ${m.provider}, ${m.size ?? DEFAULT_MACHINE.size}, ${m.sizeExplicit},
+              ${m.location ?? DEFAULT_MACHINE.location}, ${DEFAULT_MACHINE.image})`
+        }
       }
       if (state.reserved !== undefined) {
         const r = state.reserved
@@ -245,7 +257,7 @@ export const NodeKind = Actor.make({
         const next: Row = { ...row, providerRequestId: command.id }
         return Effect.succeed({
           state: { ...state, row: next },
-          events: [systemEvent(next, NodeProvisionRequested.make({ nodeId: row.id as never, provider: "local" }))]
+          events: [systemEvent(next, NodeProvisionRequested.make({ nodeId: row.id as never, provider: row.provider }))]
         })
       }
       case "node.ready-reported": {
@@ -470,17 +482,24 @@ const reserve = (
       ownerId: b.ownerId,
       maxWorkspaces: caps.workspaces,
       status: "provisioning",
-      provider: "local",
+      provider: b.machine?.provider ?? "local",
       providerRequestId: command.id,
       agentReadyAt: null,
       lastHeartbeatAt: null,
       capabilities: {}
     }
-    const next: State = { ...state, row: created, created: true, reserved: slot, reservations: [b.workspaceId] }
+    const next: State = {
+      ...state,
+      row: created,
+      created: true,
+      reserved: slot,
+      reservations: [b.workspaceId],
+      ...(b.machine === undefined ? {} : { machine: b.machine })
+    }
     const reaction = grant(next, created)
     return {
       ...reaction,
-      events: [systemEvent(created, NodeProvisionRequested.make({ nodeId: b.nodeId, provider: "local" }))]
+      events: [systemEvent(created, NodeProvisionRequested.make({ nodeId: b.nodeId, provider: created.provider }))]
     }
   }
   if (state.reservations.includes(b.workspaceId)) return grant(state, row)

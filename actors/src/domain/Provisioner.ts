@@ -6,7 +6,10 @@ import { HEARTBEAT_FRESH_SECONDS } from "./Kinds.js"
 import { NodeProvisionRequested } from "./NodeActor.js"
 import { settleMs } from "./Reconciler.js"
 
-/** Where nodes come from: the local provider (vm-agent processes here) or a cloud (Hetzner, later). */
+/**
+ * Where nodes come from: the local provider (vm-agent processes here) or a cloud (Hetzner, ADR 0026).
+ * A control plane with several routes each node to its ledger row's provider (`infra/src/NodeProviders.ts`).
+ */
 export class NodeProvider extends Context.Tag("sam/NodeProvider")<
   NodeProvider,
   {
@@ -17,8 +20,11 @@ export class NodeProvider extends Context.Tag("sam/NodeProvider")<
      * gone already is fine. Says what it did.
      */
     readonly destroy: (nodeId: string) => Effect.Effect<string, unknown>
-    /** the nodes whose machines exist, for the reconciler */
-    readonly list: () => Effect.Effect<ReadonlyArray<string>>
+    /**
+     * the nodes whose machines exist, for the reconciler; fails rather than answer a partial list (a
+     * machine missing from it would be taken for vanished)
+     */
+    readonly list: () => Effect.Effect<ReadonlyArray<string>, unknown>
   }
 >() {}
 
@@ -39,8 +45,12 @@ export const MachineAudit = defineMessage(
 export const runProvisioner = Effect.fn("Provisioner.run")(function* () {
   const provider = yield* NodeProvider
   const sql = yield* SqlClient.SqlClient
+  // A cloud node still provisioning may have lost its request with the previous control plane; its
+  // provider looks for its server before it creates one.
   const alive = yield* sql<{ id: string }>`
-    SELECT id FROM nodes WHERE provider = 'local' AND status IN ('provisioning', 'running', 'warm')`
+    SELECT id FROM nodes
+    WHERE (provider = 'local' AND status IN ('provisioning', 'running', 'warm'))
+      OR (provider <> 'local' AND status = 'provisioning')`
   yield* Effect.forEach(
     alive,
     (node) =>
@@ -61,6 +71,8 @@ export const runProvisioner = Effect.fn("Provisioner.run")(function* () {
 
 /** How often the machine reconciler compares the provider's machines with the ledger; `SAM_RECONCILE_INTERVAL_MS`. */
 export const reconcileIntervalMs = () => Number(process.env.SAM_RECONCILE_INTERVAL_MS ?? 60_000)
+/** At most this many machines destroyed per run (`SAM_RECONCILE_MAX_DESTROYS`, default 5): a bad ledger read cannot sweep a fleet. */
+export const reconcileMaxDestroys = () => Number(process.env.SAM_RECONCILE_MAX_DESTROYS ?? 5)
 
 /**
  * The machine side of the reconciler (ADR 0023), every `reconcileIntervalMs`: a machine whose node the
@@ -92,11 +104,17 @@ export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(f
         (last_heartbeat_at IS NULL OR last_heartbeat_at < now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS silent
       FROM nodes
       WHERE id IN ${sql.in(machines.length > 0 ? [...machines] : [""])}
-        OR (provider = 'local' AND status IN ('provisioning', 'running', 'warm'))`
+        OR status IN ('provisioning', 'running', 'warm')`
     const status = new Map(rows.map((r) => [r.id, r.status]))
+    let destroyed = 0
     for (const nodeId of machines) {
       const s = status.get(nodeId)
       if (s !== undefined && s !== "deleted") continue
+      if (destroyed >= reconcileMaxDestroys()) {
+        yield* Effect.logWarning(`reconciler: ${reconcileMaxDestroys()} machines destroyed this run; the rest wait`)
+        break
+      }
+      destroyed += 1
       yield* provider.destroy(nodeId)
       yield* audit(
         nodeId,
@@ -109,7 +127,10 @@ export const runMachineReconciler = Effect.fn("Provisioner.reconcileMachines")(f
       const live = ["provisioning", "running", "warm"].includes(row.status)
       if (have.has(row.id) || !row.settled || !row.silent || !live || reported.has(row.id)) continue
       reported.add(row.id)
-      yield* audit(row.id, `${row.status} in the ledger, but no machine of it runs and it is silent`, "reported")
+      const found = `${row.status} in the ledger, but no machine of it runs and it is silent`
+      // Marked on the row, for the node list and the user; the node actor does not write error_reason.
+      yield* sql`UPDATE nodes SET error_reason = ${`reconciler: ${found}`} WHERE id = ${row.id}`
+      yield* audit(row.id, found, "reported")
     }
   }).pipe(Effect.catchAllCause((cause) => Effect.logError("reconciler: machines", cause)))
   yield* once.pipe(Effect.delay(reconcileIntervalMs()), Effect.forever)

@@ -53,6 +53,8 @@ interface State {
   readonly task: Row | null
   /** the best of the submitter's nodes for new work: a ready one first, else one being provisioned; from `load` */
   readonly candidate: { readonly nodeId: string; readonly ready: boolean } | null
+  /** the machine the task's profile asks for (ADR 0026); local when it names none */
+  readonly machine?: Domain.ControlProtocol.NodeMachine
   readonly transitions: ReadonlyArray<{ readonly from: Status | null; readonly to: Status; readonly reason: string }>
 }
 type Reaction = Actor.Reaction<State>
@@ -168,7 +170,8 @@ const placeOnNode = (state: State, task: Row, attempt = 0): Reaction => {
           projectId: task.projectId as never,
           ownerId: task.createdBy as never,
           create: candidate === null,
-          attempt
+          attempt,
+          ...(state.machine === undefined ? {} : { machine: state.machine })
         })
       )
     ],
@@ -235,6 +238,23 @@ const TaskFlow = Actor.make({
         command.type === "task.retry" ||
         command.type === "task.place" ||
         command.type === "task.node-full"
+      // The task's profile may ask for a cloud node (ADR 0026): it goes only on a node of that provider.
+      const wishes = places
+        ? yield* sql<{ nodeProvider: "local" | "hetzner" | null; vmSize: string | null; vmLocation: string | null }>`
+            SELECT p.node_provider, p.vm_size, p.vm_location
+            FROM task_agent_profiles tp JOIN agent_profiles p ON p.id = tp.profile_id WHERE tp.task_id = ${id}`
+        : []
+      const wish = wishes[0]
+      const machine: Domain.ControlProtocol.NodeMachine = C.NodeMachine.parse({
+        provider: wish?.nodeProvider ?? "local",
+        ...(wish?.nodeProvider === "hetzner"
+          ? {
+              ...(wish.vmSize === null ? {} : { size: wish.vmSize }),
+              sizeExplicit: wish.vmSize !== null,
+              ...(wish.vmLocation === null ? {} : { location: wish.vmLocation })
+            }
+          : {})
+      })
       const candidates =
         submitter === undefined || !places
           ? []
@@ -242,10 +262,15 @@ const TaskFlow = Actor.make({
         SELECT n.id AS node_id,
           (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
         FROM nodes n
-        WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm')
+        WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm') AND n.provider = ${machine.provider}
           AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = n.id) < n.max_workspaces
         ORDER BY 2 DESC, n.created_at LIMIT 1`
-      const state: State = { task, candidate: candidates[0] ?? null, transitions: [] }
+      const state: State = {
+        task,
+        candidate: candidates[0] ?? null,
+        transitions: [],
+        ...(machine.provider === "local" ? {} : { machine })
+      }
       return state
     }),
   save: (id, state, previous) =>

@@ -10,6 +10,6 @@ export {
 } from "./NodeActor.js"
 export { makeHeartbeatThrottle, nodeReportRoutes } from "./NodeRoutes.js"
 export { ProjectCreated, ProjectKind, ProjectMemberAdded, ProjectMemberRemoved } from "./ProjectActor.js"
-export { NodeProvider, runProvisioner } from "./Provisioner.js"
+export { NodeProvider, runMachineReconciler, runProvisioner } from "./Provisioner.js"
 export { stepTimeoutMs, TaskKind, TaskStatusEvent } from "./TaskActor.js"
 export { WorkspaceBootLogEvent, WorkspaceEvent, WorkspaceKind } from "./WorkspaceActor.js"

@@ -289,6 +289,15 @@ export const NodeProvision = defineMessage(
   }),
   { durable: true }
 )
+/** A node's machine as a task's profile asks for it (ADR 0026); a local node has no size or location. */
+export const NodeMachine = z.object({
+  provider: z.enum(["local", "hetzner"]),
+  size: z.enum(["small", "medium", "large"]).optional(),
+  sizeExplicit: z.boolean().default(false),
+  location: z.enum(["fsn1", "nbg1", "hel1", "ash", "hil"]).optional()
+})
+export type NodeMachine = z.output<typeof NodeMachine>
+
 /**
  * From a task: reserve a slot on the node for `workspaceId` (ADR 0022). The node actor, one message at
  * a time, answers `task.node-reserved` (and inserts the workspace, `pending`) or `task.node-full`.
@@ -305,7 +314,12 @@ export const NodeReserve = defineMessage(
     ownerId: UserId,
     create: z.boolean(),
     /** the task's placement attempt, echoed in `task.node-full` (its backoff) */
-    attempt: z.number().int().nonnegative().default(0)
+    attempt: z.number().int().nonnegative().default(0),
+    /**
+     * What kind of machine a node created for it must be (the task's agent profile, ADR 0026): the
+     * provider, and for a cloud node its size (`explicit` when the profile named it) and location.
+     */
+    machine: NodeMachine.optional()
   }),
   { durable: true }
 )

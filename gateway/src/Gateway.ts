@@ -21,6 +21,7 @@ import * as Revocation from "./Revocation.js"
 import * as Route from "./Route.js"
 import * as AgentRoutes from "./routes/Agents.js"
 import * as AuthRoutes from "./routes/Auth.js"
+import * as CloudRoutes from "./routes/Cloud.js"
 import * as CredentialRoutes from "./routes/Credentials.js"
 import * as GitHubRoutes from "./routes/GitHub.js"
 import * as GitHubAppRoutes from "./routes/GitHubApp.js"
@@ -86,7 +87,8 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...NodeRoutes.routes,
   ...NotificationRoutes.routes,
   ...AgentRoutes.routes,
-  ...GitHubAppRoutes.routes
+  ...GitHubAppRoutes.routes,
+  ...CloudRoutes.routes
 ]
 
 const notFound = HttpServerResponse.unsafeJson(

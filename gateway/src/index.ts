@@ -1,6 +1,7 @@
 export * as Access from "./Access.js"
 export * from "./ApiError.js"
 export * from "./Auth.js"
+export * from "./CloudTokenCheck.js"
 export * from "./Config.js"
 export * as Gateway from "./Gateway.js"
 export * as GitHubApp from "./GitHubApp.js"

@@ -12,7 +12,9 @@ export const USAGE_LINES = `  agents [list]          the agents, whether this ma
                          store your credential for an agent (read from F, else stdin); encrypted, never shown again
   agents credential rm ID
   agents profile list|create --project P --name N --agent ID [--model M] [--permission ask|allow-edits|allow-all]
-                         [--mode task|conversation] [--prompt-append TEXT] | rm --project P prof_…
+                         [--mode task|conversation] [--prompt-append TEXT]
+                         [--node local|hetzner] [--size small|medium|large] [--location fsn1|nbg1|hel1|ash|hil]
+                         | rm --project P prof_…
   agents env set|rm --project P [--profile prof_…] KEY [VALUE] [--secret]
                          runtime variables of a project or profile (a profile's wins on the same key)`
 
@@ -88,8 +90,18 @@ const profile = (verb: string | undefined, id: string | undefined, flags: Record
       const { profiles } = yield* api.call(E.listProfiles, { params: { projectId } })
       return yield* out(
         `${table([
-          ["ID", "NAME", "AGENT", "MODEL", "PERMISSIONS", "MODE"],
-          ...profiles.map((p) => [p.id, p.name, p.agent, p.model, p.permissionMode, p.taskMode])
+          ["ID", "NAME", "AGENT", "MODEL", "PERMISSIONS", "MODE", "NODE"],
+          ...profiles.map((p) => [
+            p.id,
+            p.name,
+            p.agent,
+            p.model,
+            p.permissionMode,
+            p.taskMode,
+            p.nodeProvider === "hetzner"
+              ? `hetzner ${p.vmSize ?? "medium (default)"} ${p.vmLocation ?? "nbg1 (default)"}`
+              : "local"
+          ])
         ])}\n`
       )
     }
@@ -107,7 +119,11 @@ const profile = (verb: string | undefined, id: string | undefined, flags: Record
         ...(flags.model === undefined ? {} : { model: flags.model }),
         ...(flags.permission === undefined ? {} : { permissionMode: flags.permission as Api.PermissionMode }),
         ...(flags.mode === undefined ? {} : { taskMode: flags.mode as "task" | "conversation" }),
-        ...(flags["prompt-append"] === undefined ? {} : { systemPromptAppend: flags["prompt-append"] })
+        ...(flags["prompt-append"] === undefined ? {} : { systemPromptAppend: flags["prompt-append"] }),
+        // Checked by the gateway: a wrong value is its clear 400.
+        ...(flags.node === undefined ? {} : { nodeProvider: flags.node as Api.AgentProfile["nodeProvider"] }),
+        ...(flags.size === undefined ? {} : { vmSize: flags.size as Api.AgentProfile["vmSize"] }),
+        ...(flags.location === undefined ? {} : { vmLocation: flags.location as Api.AgentProfile["vmLocation"] })
       }
     })
     return yield* out(`${created.id}\n`)

@@ -8,7 +8,9 @@ import { Cause, Effect, Either, Exit, Fiber, Layer, Logger, LogLevel, Option } f
 import * as WebBuild from "../../web/build.js"
 import * as AgentCli from "./AgentCli.js"
 import * as ApiCli from "./ApiCli.js"
+import * as CloudCli from "./CloudCli.js"
 import * as DataLock from "./DataLock.js"
+import * as HetznerTokenCheck from "./hetzner/TokenCheck.js"
 import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
@@ -40,6 +42,7 @@ through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <
                          12 hours, at most 24; revoking the token revokes them at once)
   notifications [--unread] | nodes | workspaces --project P
 ${AgentCli.USAGE_LINES}
+${CloudCli.USAGE_LINES}
 
 operator tools (direct access to NATS and Postgres):
   creds ops [--out F] [--days N]
@@ -66,6 +69,8 @@ const startGateway = (stack: LocalStack.Stack) =>
       Effect.mapError((e) => new StackError({ step: "gateway", message: e.message, cause: e }))
     )
     const { url } = yield* Gateway.start(options).pipe(
+      // Cloud tokens are checked with their provider before they are stored (ADR 0026).
+      Effect.provide(HetznerTokenCheck.layer()),
       Effect.provide(connections),
       Effect.mapError((e) => {
         const reason = String((e as { cause?: unknown }).cause ?? e)
@@ -248,6 +253,8 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
       )
     case "agents":
       return AgentCli.agents(rest)
+    case "cloud":
+      return CloudCli.cloud(rest)
     case "project":
     case "token":
     case "notifications":

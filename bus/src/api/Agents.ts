@@ -221,13 +221,24 @@ export const RuntimeFileView = z.object({
 export const RuntimeConfig = z.object({ envVars: z.array(RuntimeEnvView), files: z.array(RuntimeFileView) })
 export type RuntimeConfig = z.infer<typeof RuntimeConfig>
 
+export const NodeProviderName = z.enum(["local", "hetzner"])
+/** SAM's Hetzner sizes: small cx23 (2 vCPU, 4 GB), medium cx33 (4, 8 GB), large cx43 (8, 16 GB) */
+export const VmSize = z.enum(["small", "medium", "large"])
+export const VmLocation = z.enum(["fsn1", "nbg1", "hel1", "ash", "hil"])
+
 export const AgentProfileInput = z.object({
   name: z.string().trim().min(1).max(100),
   agent: AgentKind,
   model: z.string().max(200).nullable().default(null),
   permissionMode: PermissionMode.default("ask"),
   systemPromptAppend: z.string().max(20_000).nullable().default(null),
-  taskMode: TaskMode.default("task")
+  taskMode: TaskMode.default("task"),
+  /** where its tasks run (ADR 0026): `hetzner` is a server in the submitter's Hetzner project; null is local */
+  nodeProvider: NodeProviderName.nullable().default(null),
+  /** a Hetzner node's size; null is the default (medium), which steps down a size when none is available */
+  vmSize: VmSize.nullable().default(null),
+  /** a Hetzner node's location; null is the default (nbg1) */
+  vmLocation: VmLocation.nullable().default(null)
 })
 export const AgentProfilePatch = AgentProfileInput.partial()
 
@@ -240,6 +251,9 @@ export const AgentProfile = z.object({
   permissionMode: PermissionMode,
   systemPromptAppend: z.string().nullable(),
   taskMode: TaskMode,
+  nodeProvider: NodeProviderName.nullable(),
+  vmSize: VmSize.nullable(),
+  vmLocation: VmLocation.nullable(),
   createdAt: z.iso.datetime(),
   updatedAt: z.iso.datetime()
 })

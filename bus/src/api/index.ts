@@ -1,6 +1,7 @@
 export * from "./Agents.js"
 export * from "./ApiError.js"
 export * from "./Auth.js"
+export * from "./Cloud.js"
 export * from "./Credentials.js"
 export * from "./Endpoint.js"
 export * from "./Feed.js"

@@ -115,6 +115,9 @@ interface ProfileRow {
   readonly permissionMode: Api.PermissionMode
   readonly systemPromptAppend: string | null
   readonly taskMode: "task" | "conversation"
+  readonly nodeProvider: Api.AgentProfile["nodeProvider"]
+  readonly vmSize: Api.AgentProfile["vmSize"]
+  readonly vmLocation: Api.AgentProfile["vmLocation"]
   readonly createdAt: Date
   readonly updatedAt: Date
 }
@@ -124,7 +127,7 @@ const profileView = (row: ProfileRow): Api.AgentProfile => ({
   updatedAt: iso(row.updatedAt)
 })
 const PROFILE_COLUMNS =
-  "id, project_id, name, agent, model, permission_mode, system_prompt_append, task_mode, created_at, updated_at"
+  "id, project_id, name, agent, model, permission_mode, system_prompt_append, task_mode, node_provider, vm_size, vm_location, created_at, updated_at"
 
 /** A profile of this project, after the membership check; another project's profile is `not_found`. */
 export const requireProfile = Effect.fn("Agents.requireProfile")(function* (
@@ -166,9 +169,11 @@ export const createProfile = Effect.fn("Agents.createProfile")(function* (
   const sql = yield* SqlClient.SqlClient
   const id = makeId("prof")
   const rows = yield* sql<ProfileRow>`
-    INSERT INTO agent_profiles (id, project_id, created_by, name, agent, model, permission_mode, system_prompt_append, task_mode)
+    INSERT INTO agent_profiles (id, project_id, created_by, name, agent, model, permission_mode, system_prompt_append, task_mode,
+      node_provider, vm_size, vm_location)
     VALUES (${id}, ${projectId}, ${principal.userId}, ${input.name}, ${input.agent}, ${input.model},
-      ${input.permissionMode}, ${input.systemPromptAppend}, ${input.taskMode})
+      ${input.permissionMode}, ${input.systemPromptAppend}, ${input.taskMode}, ${input.nodeProvider}, ${input.vmSize},
+      ${input.vmLocation})
     ON CONFLICT (project_id, name) DO NOTHING
     RETURNING ${sql.literal(PROFILE_COLUMNS)}`.pipe(Effect.orDie)
   if (rows[0] === undefined) return yield* nameTaken(input.name)
@@ -192,7 +197,8 @@ export const updateProfile = Effect.fn("Agents.updateProfile")(function* (
   const rows = yield* sql<ProfileRow>`
     UPDATE agent_profiles SET name = ${next.name}, agent = ${next.agent}, model = ${next.model},
       permission_mode = ${next.permissionMode}, system_prompt_append = ${next.systemPromptAppend},
-      task_mode = ${next.taskMode}, updated_at = now()
+      task_mode = ${next.taskMode}, node_provider = ${next.nodeProvider}, vm_size = ${next.vmSize},
+      vm_location = ${next.vmLocation}, updated_at = now()
     WHERE id = ${profileId} RETURNING ${sql.literal(PROFILE_COLUMNS)}`.pipe(Effect.orDie)
   return profileView(rows[0]!)
 })

@@ -57,7 +57,10 @@ export const commitTaskWork = (
     }
     const sha = yield* gitIn(runtime, workspaceId, ["rev-parse", "HEAD"])
     const committed = { outcome: "committed" as const, branch, commitSha: sha.stdout.trim() }
-    const access = git === undefined ? ({ _tag: "None" } as const) : yield* git.access(workspaceId)
+    // Only a repository the workspace reaches over http(s) can be pushed with a SAM token.
+    const helper = runtime.gitHelper === undefined ? undefined : yield* runtime.gitHelper(workspaceId)
+    const access =
+      git === undefined || helper === undefined ? ({ _tag: "None" } as const) : yield* git.access(workspaceId)
     if (access._tag === "None") return committed
     if (access._tag === "Refused")
       return { outcome: "failed" as const, reason: `committed to ${branch} but cannot push it: ${access.reason}` }

@@ -20,6 +20,23 @@ export const useCreateToken = routeAction$(async (form, event) => {
   return { token: r.right.token, name: r.right.name }
 })
 
+/** A Hetzner token is sent once, checked with Hetzner by the gateway, and never comes back (ADR 0026). */
+export const useCloud = routeLoader$((event) =>
+  load(event, clientOf(event).call(Api.CloudEndpoints.listCloudCredentials))
+)
+
+export const useSetHetzner = routeAction$(async (form, event) => {
+  const r = await run(
+    clientOf(event).call(Api.CloudEndpoints.setHetznerToken, { body: { token: String(form.token ?? "") } })
+  )
+  return Either.isLeft(r) ? event.fail(r.left.status || 502, { message: r.left.message }) : { saved: true }
+})
+
+export const useRemoveHetzner = routeAction$(async (_form, event) => {
+  const r = await run(clientOf(event).call(Api.CloudEndpoints.deleteHetznerToken))
+  return Either.isLeft(r) ? event.fail(r.left.status || 502, { message: r.left.message }) : { removed: true }
+})
+
 export const useRevokeToken = routeAction$(async (form, event) => {
   const r = await run(
     clientOf(event).call(Api.AuthEndpoints.revokeToken, { params: { tokenId: String(form.tokenId) } })
@@ -52,6 +69,10 @@ export default component$(() => {
   const create = useCreateToken()
   const revoke = useRevokeToken()
   const mint = useMintCreds()
+  const cloud = useCloud()
+  const setHetzner = useSetHetzner()
+  const removeHetzner = useRemoveHetzner()
+  const hetzner = cloud.value.credentials.find((c) => c.provider === "hetzner")
   const created = create.value && !create.value.failed ? create.value : undefined
   const creds = mint.value && !mint.value.failed ? mint.value : undefined
   return (
@@ -125,6 +146,47 @@ export default component$(() => {
               ))}
             </tbody>
           </table>
+        </section>
+        <section class="glass card stack" aria-labelledby="cloud">
+          <h2 id="cloud">Hetzner Cloud</h2>
+          <p class="hint" style={{ margin: 0 }}>
+            Run agents on servers in your own Hetzner Cloud project: paste a <em>Read &amp; Write</em> API token
+            (Hetzner Console → your project → Security → API tokens). It is checked with Hetzner, stored encrypted and
+            never shown again. Agent profiles with the node <code>hetzner</code> then run on servers there.
+          </p>
+          <p data-testid="hetzner-status" style={{ margin: 0 }}>
+            {hetzner?.configured
+              ? `Token set · checked with Hetzner ${relativeTime(hetzner.validatedAt ?? "")}`
+              : "No token set"}
+          </p>
+          <Form action={setHetzner} class="row" style={{ alignItems: "end" }}>
+            <div class="field" style={{ flex: 1, minWidth: "240px" }}>
+              <label for="h-token">{hetzner?.configured ? "Replace the token" : "API token"}</label>
+              <input
+                class="input"
+                id="h-token"
+                name="token"
+                type="password"
+                autocomplete="off"
+                spellcheck={false}
+                minLength={32}
+                maxLength={200}
+                required
+              />
+            </div>
+            <button class="btn btn-primary" type="submit">
+              Save token
+            </button>
+          </Form>
+          {setHetzner.value?.failed && <p class="form-error">{setHetzner.value.message}</p>}
+          {hetzner?.configured && (
+            <Form action={removeHetzner}>
+              <button class="btn btn-sm btn-danger" type="submit">
+                Remove token
+              </button>
+            </Form>
+          )}
+          {removeHetzner.value?.failed && <p class="form-error">{removeHetzner.value.message}</p>}
         </section>
         <section class="glass card stack" aria-labelledby="nats">
           <h2 id="nats">NATS credentials</h2>

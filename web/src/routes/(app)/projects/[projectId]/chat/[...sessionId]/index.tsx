@@ -472,6 +472,11 @@ export default component$(() => {
             </span>
           )}
           {session !== null && <span class="badge hide-phone">{session.mode === "task" ? "Task" : "Chat"}</span>}
+          {session?.prUrl && (
+            <a class="badge" href={session.prUrl} target="_blank" rel="noopener noreferrer" data-testid="pull-request">
+              Pull request
+            </a>
+          )}
           <button
             class="btn btn-ghost btn-icon drawer-toggle"
             type="button"

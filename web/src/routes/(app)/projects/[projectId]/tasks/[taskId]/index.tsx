@@ -70,6 +70,16 @@ export default component$(() => {
                 </dd>
               </div>
             )}
+            {t.prUrl && (
+              <div class="row">
+                <dt class="muted">Pull request</dt>
+                <dd style={{ margin: 0 }}>
+                  <a href={t.prUrl} target="_blank" rel="noopener noreferrer" data-testid="task-pull-request">
+                    {t.prUrl}
+                  </a>
+                </dd>
+              </div>
+            )}
           </dl>
           <div class="row">
             {t.sessionId && (

@@ -304,7 +304,7 @@ export const startFakeGitHub = async (
     return json(res, 201, asJson(pr))
   }
   const server = createServer(async (req, res) => {
-    const url = new URL(req.url ?? "/", "http://github.test")
+    const url = new URL(req.url ?? "/", `http://${req.headers.host ?? "github.test"}`)
     if (req.method === "POST" && url.pathname === "/login/oauth/access_token") {
       const text = await readBody(req)
       const body = (req.headers["content-type"] ?? "").includes("json")

@@ -31,6 +31,10 @@ export interface GatewayOptions {
   readonly githubApp?: GitHubAppOptions
   /** the NATS URL programmatic clients should connect to (told to them with their credentials) */
   readonly natsUrl?: string
+  /** the NATS URL remote nodes connect to (`SAM_NODE_NATS_URL`); `natsUrl` when absent (ADR 0027) */
+  readonly nodeNatsUrl?: string
+  /** the URL remote nodes reach this gateway on for their boot (`SAM_NODE_PUBLIC_URL`); `publicUrl` when absent */
+  readonly nodePublicUrl?: string
   /** the feed's limits over `SAM_FEED_*` and the defaults (tests) */
   readonly feed?: Partial<FeedOptions>
   /** who may create projects on local paths; `SAM_ALLOW_LOCAL_REPOS` (default `owner`) when absent */

@@ -3,7 +3,7 @@ import { ControlPlane } from "@sam/actors"
 import { Context, Effect, Layer } from "effect"
 
 type Shape = ControlPlane.NodeProvider["Type"]
-export type ProviderName = "local" | "hetzner"
+export type ProviderName = "local" | "hetzner" | "joined"
 
 /**
  * One `NodeProvider` over several (ADR 0026): a node goes to the provider its ledger row names
@@ -46,6 +46,18 @@ export const routed = (providers: { readonly local: Shape } & Partial<Record<Exc
     return shape
   })
 
+/**
+ * Machines their owners joined (ADR 0027): nothing to provision (the machine boots itself with its join
+ * token) and nothing to destroy (retiring the node revokes its NATS account, which ends its vm-agent's
+ * connection; the machine is its owner's). It lists none: a silent one is reported by the reconciler.
+ */
+export const joined: Shape = {
+  provision: () => Effect.void,
+  destroy: (nodeId) =>
+    Effect.succeed(`node ${nodeId} is a machine its owner joined: its credentials are revoked; the machine is theirs`),
+  list: () => Effect.succeed([])
+}
+
 /** The control plane's `NodeProvider`: the local provider's layer, and the cloud providers' beside it. */
 export const layer = <E, R, E2, R2>(
   local: Layer.Layer<ControlPlane.NodeProvider, E, R>,
@@ -56,6 +68,6 @@ export const layer = <E, R, E2, R2>(
     Effect.gen(function* () {
       const l = Context.get(yield* Layer.build(local), ControlPlane.NodeProvider)
       const h = hetzner === undefined ? undefined : Context.get(yield* Layer.build(hetzner), ControlPlane.NodeProvider)
-      return yield* routed({ local: l, ...(h === undefined ? {} : { hetzner: h }) })
+      return yield* routed({ local: l, joined, ...(h === undefined ? {} : { hetzner: h }) })
     })
   )

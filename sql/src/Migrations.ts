@@ -13,6 +13,7 @@ import nodeCapacity from "./migrations/0010_node_capacity.js"
 import agentSettings from "./migrations/0011_agent_settings.js"
 import githubInstallations from "./migrations/0012_github_installations.js"
 import cloudNodes from "./migrations/0013_cloud_nodes.js"
+import nodeBoot from "./migrations/0014_node_boot.js"
 import githubRepositories from "./migrations/0015_github_repositories.js"
 
 /**
@@ -34,7 +35,8 @@ export const migrations = {
   "0011_agent_settings": agentSettings,
   "0012_github_installations": githubInstallations,
   "0013_cloud_nodes": cloudNodes,
-  "0015_github_repositories": githubRepositories
+  "0014_node_boot": nodeBoot,
+  "0015_github_repositories": githubRepositories,
 }
 
 const migrator = Migrator.make({})

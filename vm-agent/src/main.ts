@@ -2,7 +2,9 @@ import { NodeRuntime } from "@effect/platform-node"
 import { Accounts, natsLayer, Subjects } from "@sam/bus"
 import { Effect, Layer } from "effect"
 import { AcpSessionHost } from "./acp/AcpSessionHost.js"
+import * as Bootstrap from "./node/Bootstrap.js"
 import { run } from "./node/Daemon.js"
+import { type JoinUsageError, joinEnv } from "./node/Join.js"
 import * as NodeConfig from "./node/NodeConfig.js"
 import * as Renewal from "./node/Renewal.js"
 import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
@@ -12,7 +14,21 @@ import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
  * NATS credentials allow only its own node's subjects.
  */
 const program = Effect.gen(function* () {
-  const { settings, creds } = yield* NodeConfig.fromEnv()
+  // `node join <url> <token>` / `node run`: a machine its owner joins (ADR 0027).
+  const given = yield* Effect.try({
+    try: () => joinEnv(process.argv.slice(2), process.env) ?? process.env,
+    catch: (e) => e as JoinUsageError
+  }).pipe(
+    Effect.catchAll((e) =>
+      Effect.sync(() => {
+        process.stderr.write(`${e.message}\n`)
+        process.exit(2)
+      })
+    )
+  )
+  // A remote node trades its bootstrap token for its credentials first (ADR 0027).
+  const env = yield* Bootstrap.prepare(given).pipe(Effect.orDieWith((e) => new Error(e.message)))
+  const { settings, creds } = yield* NodeConfig.fromEnv(env)
   const renewable = new Renewal.RenewableCreds(creds)
   const docker = {
     dataDir: settings.dataDir,

@@ -239,6 +239,7 @@ const TaskFlow = Actor.make({
         command.type === "task.place" ||
         command.type === "task.node-full"
       // The task's profile may ask for a cloud node (ADR 0026): it goes only on a node of that provider.
+      // Without one it goes on a ready machine its submitter joined (ADR 0027), else a local node.
       const wishes = places
         ? yield* sql<{ nodeProvider: "local" | "hetzner" | null; vmSize: string | null; vmLocation: string | null }>`
             SELECT p.node_provider, p.vm_size, p.vm_location
@@ -262,9 +263,11 @@ const TaskFlow = Actor.make({
         SELECT n.id AS node_id,
           (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
         FROM nodes n
-        WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm') AND n.provider = ${machine.provider}
+        WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm')
+          AND (n.provider = ${machine.provider} OR (${machine.provider} = 'local' AND n.provider = 'joined'
+            AND n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})))
           AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = n.id) < n.max_workspaces
-        ORDER BY 2 DESC, n.created_at LIMIT 1`
+        ORDER BY 2 DESC, (n.provider = 'joined') DESC, n.created_at LIMIT 1`
       const state: State = {
         task,
         candidate: candidates[0] ?? null,

@@ -9,7 +9,7 @@ import { endpoint } from "./Endpoint.js"
  */
 export const Node = z.object({
   id: NodeId,
-  provider: z.enum(["local", "hetzner"]),
+  provider: z.enum(["local", "hetzner", "joined"]),
   status: NodeStatus,
   /** `stale` when its last heartbeat is not fresh, whatever was stored */
   health: NodeHealth,

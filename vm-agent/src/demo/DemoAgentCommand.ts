@@ -6,8 +6,10 @@ import type { HarnessCommand } from "../acp/HarnessCommand.js"
 const tsxLoader = () => createRequire(import.meta.url).resolve("tsx")
 const demoMain = () => fileURLToPath(new URL("./main.ts", import.meta.url))
 /** `./sam` runs compiled JavaScript (SAM_COMPILED=1, built by infra/build.mjs): so does the demo agent then. */
-const compiled = () => process.env.SAM_COMPILED === "1"
-const demoBundle = () => fileURLToPath(new URL("../../../dist/demo-agent.mjs", import.meta.url))
+const compiled = () => process.env.SAM_COMPILED === "1" || process.env.SAM_DEMO_AGENT_BUNDLE !== undefined
+/** A remote node's artifact puts the demo agent beside the vm-agent (`SAM_DEMO_AGENT_BUNDLE`, ADR 0027). */
+const demoBundle = () =>
+  process.env.SAM_DEMO_AGENT_BUNDLE ?? fileURLToPath(new URL("../../../dist/demo-agent.mjs", import.meta.url))
 
 /**
  * The harness command that runs the built-in demo agent from source with tsx. The loader is passed by absolute

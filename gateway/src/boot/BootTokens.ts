@@ -1,0 +1,100 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto"
+import { SqlClient } from "@effect/sql"
+import { Api, makeId } from "@sam/bus"
+import { Effect, Redacted } from "effect"
+
+/** How long a bootstrap token lives (`SAM_BOOT_TOKEN_TTL_SECONDS`, default 15 minutes; 60 s to 2 h). */
+export const tokenTtlSeconds = (env: NodeJS.ProcessEnv = process.env) => {
+  const value = Number(env.SAM_BOOT_TOKEN_TTL_SECONDS ?? 900)
+  return Number.isFinite(value) ? Math.min(7200, Math.max(60, Math.floor(value))) : 900
+}
+
+export const hashToken = (token: string) => createHash("sha256").update(token, "utf8").digest()
+
+export interface Issued {
+  readonly nodeId: string
+  readonly token: Redacted.Redacted<string>
+  readonly expiresAt: Date
+}
+
+/**
+ * A fresh bootstrap token bound to `nodeId` and its owner: 256 random bits, stored as their SHA-256
+ * only, usable once until `expiresAt`. The value exists only in what is returned (user data, a join
+ * command); it is never logged.
+ */
+export const issue = Effect.fn("BootTokens.issue")(function* (input: {
+  readonly nodeId: string
+  readonly ownerId: string
+  readonly purpose: "cloud" | "join"
+  readonly provider: string
+  readonly ttlSeconds?: number
+}) {
+  const sql = yield* SqlClient.SqlClient
+  const token = `${Api.BOOT_TOKEN_PREFIX}${randomBytes(32).toString("base64url")}`
+  const expiresAt = new Date(Date.now() + (input.ttlSeconds ?? tokenTtlSeconds()) * 1000)
+  yield* sql`
+    INSERT INTO node_boot_tokens (token_hash, node_id, owner_id, purpose, provider, expires_at)
+    VALUES (${hashToken(token)}, ${input.nodeId}, ${input.ownerId}, ${input.purpose}, ${input.provider}, ${expiresAt})`
+  return { nodeId: input.nodeId, token: Redacted.make(token), expiresAt } satisfies Issued
+})
+
+/** A join token for a machine of `ownerId`'s: the node id is chosen now, its row is made at the exchange. */
+export const issueJoin = (ownerId: string, ttlSeconds?: number) =>
+  issue({
+    nodeId: makeId("node"),
+    ownerId,
+    purpose: "join",
+    provider: "joined",
+    ...(ttlSeconds === undefined ? {} : { ttlSeconds })
+  })
+
+export interface Redeemable {
+  readonly nodeId: string
+  readonly ownerId: string
+  readonly purpose: "cloud" | "join"
+  readonly provider: string
+}
+
+export type Refusal = "unknown" | "used" | "expired" | "other-node" | "node-gone"
+
+/**
+ * Locks the token's row for this transaction and says whether it may be used now. The row is found by
+ * the SHA-256 of what was sent (an index lookup that leaks nothing useful about a stored value), then
+ * the stored hash is compared in constant time.
+ */
+export const lock = Effect.fn("BootTokens.lock")(function* (token: string, nodeId: string | undefined) {
+  const sql = yield* SqlClient.SqlClient
+  const hash = hashToken(token)
+  const rows = yield* sql<{
+    tokenHash: Uint8Array
+    nodeId: string
+    ownerId: string
+    purpose: "cloud" | "join"
+    provider: string
+    expired: boolean
+    usedAt: Date | null
+    nodeStatus: string | null
+  }>`
+    SELECT t.token_hash, t.node_id, t.owner_id, t.purpose, t.provider, t.expires_at <= now() AS expired, t.used_at,
+      n.status AS node_status
+    FROM node_boot_tokens t LEFT JOIN nodes n ON n.id = t.node_id
+    WHERE t.token_hash = ${hash} FOR UPDATE OF t`
+  const row = rows[0]
+  if (row === undefined || !timingSafeEqual(Buffer.from(row.tokenHash), hash)) return { refused: "unknown" as Refusal }
+  if (row.usedAt !== null) return { refused: "used" as Refusal }
+  if (row.expired) return { refused: "expired" as Refusal }
+  if (nodeId !== undefined && nodeId !== row.nodeId) return { refused: "other-node" as Refusal }
+  const live = row.nodeStatus === "provisioning" || row.nodeStatus === "running" || row.nodeStatus === "warm"
+  if (row.purpose === "cloud" ? !live : row.nodeStatus !== null) return { refused: "node-gone" as Refusal }
+  return {
+    token: { nodeId: row.nodeId, ownerId: row.ownerId, purpose: row.purpose, provider: row.provider } as Redeemable
+  }
+})
+
+/** Marks the token used (in the exchange's transaction, after its checks). */
+export const markUsed = (token: string, from: string | undefined) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => sql`UPDATE node_boot_tokens SET used_at = now(), used_from = ${from ?? null}
+      WHERE token_hash = ${hashToken(token)} AND used_at IS NULL`
+  )

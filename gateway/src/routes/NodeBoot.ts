@@ -1,0 +1,164 @@
+import { HttpServerResponse } from "@effect/platform"
+import { SqlClient } from "@effect/sql"
+import { NatsAccounts } from "@sam/actors"
+import { Api, Consume, Nats } from "@sam/bus"
+import { Effect, Option, Redacted } from "effect"
+import { requireNodeVisible } from "../Access.js"
+import { ApiError } from "../ApiError.js"
+import { downloads, refusedExchanges } from "../boot/BootLimiter.js"
+import { bootScripts, joinCommand } from "../boot/BootScripts.js"
+import * as BootTokens from "../boot/BootTokens.js"
+import * as NodeArtifact from "../boot/NodeArtifact.js"
+import { GatewayConfig } from "../Config.js"
+import * as Route from "../Route.js"
+
+const E = Api.NodeBootEndpoints
+
+const addressOf = (request: { readonly remoteAddress: Option.Option<string> }) =>
+  Option.getOrElse(request.remoteAddress, () => "unknown")
+
+const throttled = (seconds: number) =>
+  new ApiError({ code: "rate_limited", message: `too many requests; try again in ${seconds} s`, retryAfter: seconds })
+
+const limitDownloads = (address: string) =>
+  Effect.suspend(() => {
+    const wait = downloads.blocked(address)
+    if (wait !== undefined) return Effect.fail(throttled(wait))
+    downloads.count(address)
+    return Effect.void
+  })
+
+const artifact = NodeArtifact.current().pipe(
+  Effect.catchTag("ArtifactError", (e) =>
+    Effect.logError(e.message).pipe(
+      Effect.zipRight(Effect.fail(new ApiError({ code: "unavailable", message: "the vm-agent artifact is not built" })))
+    )
+  )
+)
+
+const REFUSED =
+  "the bootstrap token was refused: it is unknown, was used already, has expired, or is not this node's " +
+  "(ask for a new one: a new server, or `sam node token`)"
+
+/**
+ * The boot path's routes (ADR 0027). The exchange and the downloads are unauthenticated: the exchange
+ * takes a token only once and returns only its node's credentials; refusals are counted per address.
+ */
+export const routes = [
+  Route.make(E.exchangeBootToken, ({ body, request }) =>
+    Effect.gen(function* () {
+      const address = addressOf(request)
+      const wait = refusedExchanges.perAddress.blocked(address) ?? refusedExchanges.total.blocked("all")
+      if (wait !== undefined) return yield* throttled(wait)
+      const accounts = yield* Effect.serviceOption(NatsAccounts.NatsAccounts)
+      if (Option.isNone(accounts))
+        return yield* new ApiError({ code: "unavailable", message: "this gateway cannot mint node credentials" })
+      const config = yield* GatewayConfig
+      const natsUrl = config.nodeNatsUrl ?? config.natsUrl
+      if (natsUrl === undefined)
+        return yield* new ApiError({ code: "unavailable", message: "this gateway does not know the nodes' NATS URL" })
+      const sql = yield* SqlClient.SqlClient
+      const nats = yield* Nats
+      const ttl = NatsAccounts.nodeCredsTtlSeconds()
+      const outcome = yield* sql
+        .withTransaction(
+          Effect.gen(function* () {
+            const locked = yield* BootTokens.lock(body.token, body.nodeId)
+            if (locked.token === undefined) return { refused: locked.refused }
+            const token = locked.token
+            if (token.purpose === "join") {
+              yield* sql`
+              INSERT INTO nodes (id, provider, status, owner_id, max_workspaces, provider_request_id)
+              VALUES (${token.nodeId}, 'joined', 'provisioning', ${token.ownerId},
+                ${Number(process.env.SAM_NODE_MAX_WORKSPACES ?? 4)}, 'join')`
+            }
+            const user = yield* accounts.value.nodeCredentials(token.nodeId, ttl)
+            yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(token.nodeId)).pipe(
+              Effect.provideService(Nats, nats)
+            )
+            yield* BootTokens.markUsed(body.token, address)
+            for (const entry of body.bootLog ?? []) {
+              yield* sql`
+              INSERT INTO node_boot_log (node_id, at, step, status, message)
+              VALUES (${token.nodeId}, ${new Date(entry.at)}, ${entry.step}, ${entry.status}, ${entry.message})`
+            }
+            return { token, user }
+          })
+        )
+        .pipe(Effect.orDie)
+      if (outcome.refused !== undefined) {
+        refusedExchanges.perAddress.count(address)
+        refusedExchanges.total.count("all")
+        yield* Effect.logWarning(`node boot: a bootstrap exchange from ${address} was refused (${outcome.refused})`)
+        return yield* new ApiError({ code: "unauthenticated", message: REFUSED })
+      }
+      yield* Effect.logInfo(
+        `node boot: node ${outcome.token.nodeId} (${outcome.token.provider}) exchanged its bootstrap token from ${address}`
+      )
+      return {
+        nodeId: outcome.token.nodeId as never,
+        natsUrl,
+        creds: Redacted.value(outcome.user.creds),
+        expiresAt: (outcome.user.expiresAt ?? new Date(Date.now() + ttl * 1000)).toISOString()
+      }
+    })
+  ),
+  Route.make(E.vmAgentArtifact, ({ request }) =>
+    Effect.gen(function* () {
+      yield* limitDownloads(addressOf(request))
+      const current = yield* artifact
+      const bytes = yield* NodeArtifact.read(current).pipe(Effect.orDie)
+      return {
+        response: HttpServerResponse.uint8Array(bytes, {
+          contentType: "application/gzip",
+          headers: { "x-sam-sha256": current.sha256, "cache-control": "no-store" }
+        })
+      }
+    })
+  ),
+  Route.make(E.vmAgentChecksum, ({ request }) =>
+    Effect.gen(function* () {
+      yield* limitDownloads(addressOf(request))
+      const current = yield* artifact
+      return { response: HttpServerResponse.text(`${current.sha256}  vm-agent.tar.gz\n`) }
+    })
+  ),
+  Route.make(E.bootScript, ({ request }) =>
+    Effect.gen(function* () {
+      yield* limitDownloads(addressOf(request))
+      return { response: HttpServerResponse.text(bootScripts().boot, { contentType: "text/x-shellscript" }) }
+    })
+  ),
+  Route.make(E.createJoinToken, ({ principal }) =>
+    Effect.gen(function* () {
+      const config = yield* GatewayConfig
+      const issued = yield* BootTokens.issueJoin(principal.userId).pipe(Effect.orDie)
+      const current = yield* Effect.option(NodeArtifact.current())
+      const token = Redacted.value(issued.token)
+      const url = config.nodePublicUrl ?? config.publicUrl
+      return {
+        nodeId: issued.nodeId as never,
+        token: token as never,
+        expiresAt: issued.expiresAt.toISOString(),
+        command: joinCommand(url, token, Option.getOrUndefined(current)?.sha256),
+        samCommand: `sam node join ${url} ${token}`
+      }
+    })
+  ),
+  Route.make(E.nodeBootLog, ({ principal, params }) =>
+    Effect.gen(function* () {
+      yield* requireNodeVisible(principal, params.nodeId)
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* sql<{
+        at: Date
+        step: string
+        status: "started" | "completed" | "failed" | "info"
+        message: string
+      }>`
+        SELECT at, step, status, message FROM node_boot_log WHERE node_id = ${params.nodeId} ORDER BY id`.pipe(
+        Effect.orDie
+      )
+      return { entries: rows.map((r) => ({ ...r, at: r.at.toISOString() })) }
+    })
+  )
+]

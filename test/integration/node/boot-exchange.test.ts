@@ -1,0 +1,133 @@
+import { SqlClient } from "@effect/sql"
+import { layer } from "@effect/vitest"
+import { makeId } from "@sam/bus"
+import { BootTokens } from "@sam/gateway"
+import { Effect, Redacted } from "effect"
+import { describe, expect } from "vitest"
+import { http, makeGatewayEnv, makeUser } from "../../src/GatewayHarness.js"
+
+/**
+ * The bootstrap exchange is an unauthenticated HTTP surface (ADR 0027): a token works once, before it
+ * expires, for its own node only, and returns that node's NATS credentials and nothing else; every
+ * refusal is the same 401 and changes nothing; refusals are limited per address.
+ */
+
+const claims = (creds: string) => {
+  const jwt = /-----BEGIN NATS USER JWT-----\s*\n([^\n]+)\n/.exec(creds)?.[1] ?? ""
+  return JSON.parse(Buffer.from(jwt.split(".")[1] ?? "", "base64url").toString("utf8"))
+}
+
+describe("the bootstrap exchange", () => {
+  layer(makeGatewayEnv(), { excludeTestServices: true, timeout: 60_000 })("exchange", (it) => {
+    it.effect("a join token: once, for its node only; the node is its user's", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const alice = yield* makeUser("Alice")
+        const bob = yield* makeUser("Bob")
+        expect((yield* http("POST", "/api/v1/nodes/join-token")).status).toBe(401)
+        const issued = yield* http("POST", "/api/v1/nodes/join-token", { token: alice.token })
+        expect(issued.status).toBe(201)
+        const { token, nodeId, command, samCommand } = issued.body
+        expect(command).toContain("/api/v1/node-boot/boot.sh | sudo bash -s -- --url")
+        expect(command).toContain(token)
+        expect(samCommand).toMatch(/^sam node join http:\/\/127\.0\.0\.1:\d+ sam_boot_/)
+        // Only the hash is stored.
+        const stored = yield* sql<{
+          tokenHash: Uint8Array
+        }>`SELECT token_hash FROM node_boot_tokens WHERE node_id = ${nodeId}`
+        expect(Buffer.from(stored[0]!.tokenHash).toString("utf8")).not.toContain(token)
+
+        // Bound to its node: naming another node is refused and does not spend it.
+        const other = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token, nodeId: makeId("node") } })
+        expect(other.status).toBe(401)
+        expect((yield* sql`SELECT 1 FROM nodes WHERE id = ${nodeId}`).length).toBe(0)
+
+        const first = yield* http("POST", "/api/v1/node-boot/exchange", {
+          body: {
+            token,
+            bootLog: [{ at: new Date().toISOString(), step: "boot", status: "started", message: "hello" }]
+          }
+        })
+        expect(first.status).toBe(200)
+        expect(Object.keys(first.body).sort()).toEqual(["creds", "expiresAt", "natsUrl", "nodeId"])
+        expect(first.body.nodeId).toBe(nodeId)
+        const jwt = claims(first.body.creds)
+        expect(jwt.name).toContain(nodeId)
+        const node = yield* sql<{ ownerId: string; provider: string; status: string }>`
+          SELECT owner_id, provider, status FROM nodes WHERE id = ${nodeId}`
+        expect(node[0]).toEqual({ ownerId: alice.userId, provider: "joined", status: "provisioning" })
+
+        // Once: a replay is refused the same way and changes nothing.
+        const replay = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token } })
+        expect(replay.status).toBe(401)
+        expect(replay.body).toEqual({ code: "unauthenticated", message: other.body.message })
+
+        // Its boot log: the owner sees it, another user does not.
+        const log = yield* http("GET", `/api/v1/nodes/${nodeId}/boot-log`, { token: alice.token })
+        expect(log.body.entries).toMatchObject([{ step: "boot", status: "started", message: "hello" }])
+        expect((yield* http("GET", `/api/v1/nodes/${nodeId}/boot-log`, { token: bob.token })).status).toBe(403)
+      })
+    )
+
+    it.effect("an unknown, expired or malformed token is refused and changes nothing", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const alice = yield* makeUser("Alice")
+        const unknown = yield* http("POST", "/api/v1/node-boot/exchange", {
+          body: { token: `sam_boot_${"x".repeat(43)}` }
+        })
+        expect(unknown.status).toBe(401)
+        const expired = yield* BootTokens.issueJoin(alice.userId, 60)
+        yield* sql`UPDATE node_boot_tokens SET expires_at = now() - interval '1 second' WHERE node_id = ${expired.nodeId}`
+        const late = yield* http("POST", "/api/v1/node-boot/exchange", {
+          body: { token: Redacted.value(expired.token) }
+        })
+        expect(late.status).toBe(401)
+        const row = yield* sql<{
+          usedAt: Date | null
+        }>`SELECT used_at FROM node_boot_tokens WHERE node_id = ${expired.nodeId}`
+        expect(row[0]?.usedAt).toBeNull()
+        expect((yield* sql`SELECT 1 FROM nodes WHERE id = ${expired.nodeId}`).length).toBe(0)
+        const malformed = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token: "' OR 1=1 --" } })
+        expect(malformed.status).toBe(400)
+        // A cloud token for a node that was deleted meanwhile is refused.
+        const nodeId = makeId("node")
+        yield* sql`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${nodeId}, 'hetzner', 'deleted', ${alice.userId})`
+        const gone = yield* BootTokens.issue({ nodeId, ownerId: alice.userId, purpose: "cloud", provider: "hetzner" })
+        const refused = yield* http("POST", "/api/v1/node-boot/exchange", {
+          body: { token: Redacted.value(gone.token), nodeId }
+        })
+        expect(refused.status).toBe(401)
+      })
+    )
+
+    it.effect("serves the artifact with its sha256, and the boot script", () =>
+      Effect.gen(function* () {
+        const sum = yield* http("GET", "/api/v1/node-boot/vm-agent.sha256")
+        if (sum.status === 503) return // dist/ not built in this run: the boot tests build it
+        expect(sum.status).toBe(200)
+        const script = yield* http("GET", "/api/v1/node-boot/boot.sh")
+        expect(script.status).toBe(200)
+        expect(String(script.body)).toContain("sam-vm-agent.service")
+      })
+    )
+
+    // Last: it leaves this address throttled.
+    it.effect("refusals are limited per address: 429 with Retry-After, whatever the token", () =>
+      Effect.gen(function* () {
+        const statuses: Array<number> = []
+        for (let i = 0; i < 12; i++) {
+          const r = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token: `sam_boot_${"y".repeat(43)}` } })
+          statuses.push(r.status)
+          if (r.status === 429) expect(Number(r.headers.get("retry-after"))).toBeGreaterThan(0)
+        }
+        expect(statuses).toContain(429)
+        expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(10)
+        const alice = yield* makeUser("Alice")
+        const good = yield* http("POST", "/api/v1/nodes/join-token", { token: alice.token })
+        const blocked = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token: good.body.token } })
+        expect(blocked.status).toBe(429)
+      })
+    )
+  })
+})

@@ -26,6 +26,7 @@ import * as CredentialRoutes from "./routes/Credentials.js"
 import * as GitHubRoutes from "./routes/GitHub.js"
 import * as GitHubAppRoutes from "./routes/GitHubApp.js"
 import * as MemberRoutes from "./routes/Members.js"
+import * as NodeBootRoutes from "./routes/NodeBoot.js"
 import * as NodeRoutes from "./routes/Nodes.js"
 import * as NotificationRoutes from "./routes/Notifications.js"
 import * as ProjectRoutes from "./routes/Projects.js"
@@ -69,6 +70,8 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): GatewayOptions =
     host: env.SAM_GATEWAY_HOST ?? "127.0.0.1",
     port: Number(env.SAM_GATEWAY_PORT ?? 8080),
     ...(env.SAM_PUBLIC_URL === undefined ? {} : { publicUrl: env.SAM_PUBLIC_URL }),
+    ...(env.SAM_NODE_PUBLIC_URL === undefined ? {} : { nodePublicUrl: env.SAM_NODE_PUBLIC_URL }),
+    ...(env.SAM_NODE_NATS_URL === undefined ? {} : { nodeNatsUrl: env.SAM_NODE_NATS_URL }),
     ...(github === undefined ? {} : { github }),
     ...(githubApp === undefined ? {} : { githubApp })
   }
@@ -88,7 +91,8 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...NotificationRoutes.routes,
   ...AgentRoutes.routes,
   ...GitHubAppRoutes.routes,
-  ...CloudRoutes.routes
+  ...CloudRoutes.routes,
+  ...NodeBootRoutes.routes
 ]
 
 const notFound = HttpServerResponse.unsafeJson(

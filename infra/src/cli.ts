@@ -15,6 +15,7 @@ import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
 import * as MasterKey from "./MasterKey.js"
+import * as NodeCli from "./NodeCli.js"
 import * as OpsCreds from "./OpsCreds.js"
 import * as Progress from "./Progress.js"
 import { StackError } from "./StackError.js"
@@ -41,6 +42,9 @@ through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <
                          NATS credentials for your API token, for \`nats req\` (default .sam/user.creds;
                          12 hours, at most 24; revoking the token revokes them at once)
   notifications [--unread] | nodes | workspaces --project P
+  node token             a join token (one use, minutes) and the one-line command that makes a machine your node
+  node join URL TOKEN [--dir D] [--runtime auto|docker|host] | node run [--dir D]
+                         make this machine a node of the token's user (foreground; ADR 0027)
 ${AgentCli.USAGE_LINES}
 ${CloudCli.USAGE_LINES}
 
@@ -253,6 +257,8 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
       )
     case "agents":
       return AgentCli.agents(rest)
+    case "node":
+      return NodeCli.node(rest)
     case "cloud":
       return CloudCli.cloud(rest)
     case "project":

@@ -11,7 +11,7 @@ const { ControlProtocol: C } = Domain
 /** Published when a node must be provisioned; the provider reactor acts on it (Provisioner.ts). */
 export const NodeProvisionRequested = defineMessage(
   "node.provision-requested",
-  z.object({ nodeId: NodeId, provider: z.enum(["local", "hetzner"]) }),
+  z.object({ nodeId: NodeId, provider: z.enum(["local", "hetzner", "joined"]) }),
   { durable: true }
 )
 export const NodeStatusEvent = defineMessage(
@@ -33,7 +33,7 @@ export const NodeDestroyRequested = defineMessage(
   "node.destroy-requested",
   z.object({
     nodeId: NodeId,
-    provider: z.enum(["local", "hetzner"]),
+    provider: z.enum(["local", "hetzner", "joined"]),
     workspaces: z.array(z.string()),
     reason: z.string().optional()
   }),
@@ -70,7 +70,8 @@ interface Row {
   readonly ownerId: string | null
   readonly maxWorkspaces: number
   readonly status: Domain.NodeStatus
-  readonly provider: "local" | "hetzner"
+  /** `joined`: a machine its owner joined (ADR 0027); its vm-agent came with a join token */
+  readonly provider: "local" | "hetzner" | "joined"
   readonly providerRequestId: string | null
   readonly agentReadyAt: Date | null
   readonly lastHeartbeatAt: Date | null

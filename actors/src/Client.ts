@@ -1,5 +1,5 @@
-import { createInbox, headers as natsHeaders } from "@nats-io/nats-core"
-import { ActorMessages, type Envelope, encode, Nats, NatsError, Publish } from "@sam/bus"
+import { createInbox } from "@nats-io/nats-core"
+import { ActorMessages, type Envelope, encode, Nats, NatsError, Publish, Trace } from "@sam/bus"
 import { Duration, Effect } from "effect"
 import { type AnyActorKind, subjectOf } from "./ActorKind.js"
 import { AskTimeout } from "./Errors.js"
@@ -25,10 +25,12 @@ export const send = Effect.fn("Actors.send")(function* (
 export const ask = Effect.fn("Actors.ask")(function* (
   kind: Pick<AnyActorKind, "name" | "shards">,
   id: string,
-  command: Envelope,
+  message: Envelope,
   timeout: Duration.DurationInput = "10 seconds"
 ) {
   const { nc, js } = yield* Nats
+  const command = yield* Trace.stamp(message)
+  const headers = yield* Trace.headersFor(command)
   // The connection's own inbox prefix, when its credentials only allow replies under one.
   const inbox = createInbox((nc as { readonly options?: { readonly inboxPrefix?: string } }).options?.inboxPrefix)
   const sub = nc.subscribe(inbox, { max: 1 })
@@ -42,10 +44,8 @@ export const ask = Effect.fn("Actors.ask")(function* (
   })
   const published = Effect.tryPromise({
     try: () => {
-      const h = natsHeaders()
-      h.set(REPLY_HEADER, inbox)
-      h.set("Sam-Type", command.type)
-      return js.publish(subject, encode(command), { msgID: command.id, headers: h })
+      headers.set(REPLY_HEADER, inbox)
+      return js.publish(subject, encode(command), { msgID: command.id, headers })
     },
     catch: (cause) => new NatsError({ reason: "Publish", message: `ask ${subject}: ${cause}`, cause })
   })

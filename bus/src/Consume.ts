@@ -6,6 +6,7 @@ import type { Envelope, Malformed, Registry } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
 import { nodeCommands, nodeConsumerName } from "./Subjects.js"
+import * as Trace from "./Trace.js"
 
 /** What a handler decided about one delivery. Outcomes are data; `settle` carries them out. */
 export type Outcome = Data.TaggedEnum<{
@@ -242,7 +243,13 @@ export const run = <E extends Envelope, R>(
           : Effect.void
       ),
       Effect.flatMap((outcome) => settle(delivery, outcome)),
+      // What the handler publishes follows the message it handles (issue 12).
+      Trace.withCorrelation(delivery.envelope.correlationId),
       Effect.withSpan("Bus.handle", {
+        ...Option.match(Trace.parentOf(delivery.msg.headers?.get("traceparent")), {
+          onNone: () => ({}),
+          onSome: (parent) => ({ parent })
+        }),
         attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
       })
     )

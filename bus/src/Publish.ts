@@ -1,10 +1,9 @@
-import type { MsgHdrs } from "@nats-io/nats-core"
-import { headers as natsHeaders } from "@nats-io/nats-core"
 import { Effect } from "effect"
 import type { Envelope } from "./Envelope.js"
 import { encode } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
+import { headersFor, stamp } from "./Trace.js"
 
 export interface Published {
   readonly stream: string
@@ -13,24 +12,19 @@ export interface Published {
   readonly duplicate: boolean
 }
 
-const traceHeaders = (envelope: Envelope): MsgHdrs => {
-  const h = natsHeaders()
-  h.set("Sam-Type", envelope.type)
-  if (envelope.correlationId !== undefined) h.set("Sam-Correlation-Id", envelope.correlationId)
-  return h
-}
-
 /**
  * Publish a durable message to its stream with `Nats-Msg-Id` = envelope id, and wait for the
  * server's acknowledgement. Publishing the same envelope again within the stream's duplicate window
  * stores nothing new and returns `duplicate: true`. Fails with `NatsError` (`Publish`) when no stream
  * takes the subject, the server refuses (permissions), or the ack times out.
  */
-export const publish = Effect.fn("Bus.publish")(function* (subject: string, envelope: Envelope) {
+export const publish = Effect.fn("Bus.publish")(function* (subject: string, message: Envelope) {
   const { js } = yield* Nats
+  const envelope = yield* stamp(message)
+  const headers = yield* headersFor(envelope)
   yield* Effect.annotateCurrentSpan({ subject, type: envelope.type, messageId: envelope.id })
   const ack = yield* Effect.tryPromise({
-    try: () => js.publish(subject, encode(envelope), { msgID: envelope.id, headers: traceHeaders(envelope) }),
+    try: () => js.publish(subject, encode(envelope), { msgID: envelope.id, headers }),
     catch: (cause) =>
       new NatsError({ reason: "Publish", message: `publish ${envelope.type} to ${subject} failed: ${cause}`, cause })
   })
@@ -38,10 +32,12 @@ export const publish = Effect.fn("Bus.publish")(function* (subject: string, enve
 })
 
 /** Publish a volatile message on core NATS: delivered to current subscribers only, never stored. */
-export const emit = Effect.fn("Bus.emit")(function* (subject: string, envelope: Envelope) {
+export const emit = Effect.fn("Bus.emit")(function* (subject: string, message: Envelope) {
   const { nc } = yield* Nats
+  const envelope = yield* stamp(message)
+  const headers = yield* headersFor(envelope)
   yield* Effect.try({
-    try: () => nc.publish(subject, encode(envelope), { headers: traceHeaders(envelope) }),
+    try: () => nc.publish(subject, encode(envelope), { headers }),
     catch: (cause) => new NatsError({ reason: "Publish", message: `emit to ${subject} failed: ${cause}`, cause })
   })
 })

@@ -32,6 +32,7 @@ import * as NotificationRoutes from "./routes/Notifications.js"
 import * as ProjectRoutes from "./routes/Projects.js"
 import * as SessionRoutes from "./routes/Sessions.js"
 import * as TaskRoutes from "./routes/Tasks.js"
+import * as TraceRoutes from "./routes/Trace.js"
 import * as WorkspaceRoutes from "./routes/Workspaces.js"
 import * as WebApp from "./WebApp.js"
 
@@ -85,6 +86,7 @@ export const routes: ReadonlyArray<Route.Route> = [
   ...ProjectRoutes.routes,
   ...MemberRoutes.routes,
   ...TaskRoutes.routes,
+  ...TraceRoutes.routes,
   ...SessionRoutes.routes,
   ...WorkspaceRoutes.routes,
   ...NodeRoutes.routes,

@@ -1,5 +1,5 @@
 import type { SqlClient } from "@effect/sql"
-import { Api, ApiTokenId, Nats, Subjects, UserId } from "@sam/bus"
+import { Api, ApiTokenId, makeId, Nats, Subjects, Trace, UserId } from "@sam/bus"
 import { Effect, FiberSet } from "effect"
 import type { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
@@ -123,17 +123,21 @@ const handle = (auth: Auth, msg: Msg) => (isServerMadeReply(msg.reply) ? answerO
 const dropForeignReply = (msg: Msg) =>
   Effect.logWarning(`ingress request on ${msg.subject} with reply subject ${msg.reply} dropped: not a client's`)
 
-const answerOn = (auth: Auth, msg: Msg) =>
-  answer(auth, msg).pipe(
+const answerOn = (auth: Auth, msg: Msg) => {
+  // The request's id is the correlation id of everything it causes (issue 12), as over HTTP.
+  const requestId = makeId("req")
+  return answer(auth, msg).pipe(
+    Trace.withCorrelation(requestId),
     Effect.flatMap((reply) =>
       Effect.sync(() => {
         // A request published without a reply subject gets nothing back (it still ran).
-        if (msg.reply) msg.respond(encoder.encode(JSON.stringify(reply)))
+        if (msg.reply) msg.respond(encoder.encode(JSON.stringify({ ...reply, requestId })))
       })
     ),
     Effect.catchAllDefect((defect) => Effect.logWarning(`ingress could not reply on ${msg.subject}`, defect)),
-    Effect.withSpan("Ingress.request", { attributes: { subject: msg.subject } })
+    Effect.withSpan("Ingress.request", { attributes: { subject: msg.subject, "request.id": requestId } })
   )
+}
 
 /**
  * Subscribe the ingress in the current scope (queue group `sam-ingress`) and return once the server

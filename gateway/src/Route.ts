@@ -1,7 +1,7 @@
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import type { SqlClient } from "@effect/sql"
 import type { Nats } from "@sam/bus"
-import { Api } from "@sam/bus"
+import { Api, makeId, Trace } from "@sam/bus"
 import { Effect, Option } from "effect"
 import { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
@@ -124,6 +124,22 @@ const failFast = (route: Route) =>
     )
   })
 
+/**
+ * Each request gets an id, answered in `X-Request-Id`: the correlation id of every message it causes,
+ * through every actor hop, node command, agent report and feed frame (issue 12; `sam trace`). An id the
+ * client sends is not taken: correlation ids are the gateway's, so nobody can file messages under
+ * another's request.
+ */
+const withRequestId = <E, R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+  Effect.suspend(() => {
+    const requestId = makeId("req")
+    return handler.pipe(
+      Trace.withCorrelation(requestId),
+      Effect.map((response) => HttpServerResponse.setHeader(response, "x-request-id", requestId)),
+      Effect.annotateLogs("requestId", requestId)
+    )
+  })
+
 const toHandler = (route: Route) =>
   failFast(route).pipe(
     Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
@@ -145,6 +161,7 @@ const toHandler = (route: Route) =>
               )
       )
     ),
+    withRequestId,
     Effect.withSpan(`${route.spec.method} ${route.spec.path}`)
   )
 

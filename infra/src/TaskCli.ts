@@ -125,8 +125,31 @@ export const task = (args: ReadonlyArray<string>) =>
           .pipe(Effect.tap((t) => out(`task ${t.id} ${t.status} again\n`)))
         return yield* report(yield* followTask(api, before.projectId, retry, before.sessionId))
       }
+      case "trace": {
+        if (id === undefined) return yield* usage("task", "sam task trace task_…")
+        const trace = yield* api.call(Api.TraceEndpoints.getTaskTrace, { params: { taskId: id } })
+        if (trace.requests.length === 0) return yield* out(`no traced requests for ${trace.taskId}\n`)
+        const ms = (n: number) => `+${n} ms`
+        const blocks = trace.requests.map(
+          (request) =>
+            `request ${request.correlationId} at ${day(request.at)}\n${table([
+              ["FIRST", "LAST", "ACTOR", "COMMAND", "COUNT"],
+              ...request.hops.map((hop) => [
+                ms(hop.firstMs),
+                hop.count > 1 ? ms(hop.lastMs) : "",
+                `${hop.kind}/${hop.entityId}`,
+                hop.type,
+                String(hop.count)
+              ])
+            ])}`
+        )
+        return yield* out(`${blocks.join("\n\n")}\n`)
+      }
       default:
-        return yield* usage("task", `${CREATE_USAGE}\n       sam task list [--project P] | get|cancel|retry task_…`)
+        return yield* usage(
+          "task",
+          `${CREATE_USAGE}\n       sam task list [--project P] | get|cancel|retry|trace task_…`
+        )
     }
   })
 

@@ -15,6 +15,7 @@ import githubInstallations from "./migrations/0012_github_installations.js"
 import cloudNodes from "./migrations/0013_cloud_nodes.js"
 import nodeBoot from "./migrations/0014_node_boot.js"
 import githubRepositories from "./migrations/0015_github_repositories.js"
+import messageTrace from "./migrations/0016_message_trace.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -37,6 +38,7 @@ export const migrations = {
   "0013_cloud_nodes": cloudNodes,
   "0014_node_boot": nodeBoot,
   "0015_github_repositories": githubRepositories,
+  "0016_message_trace": messageTrace
 }
 
 const migrator = Migrator.make({})

@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, type Envelope, NodeId } from "@sam/bus"
-import { Effect } from "effect"
+import { Domain, defineMessage, type Envelope, NodeId, Trace } from "@sam/bus"
+import { Effect, FiberRef } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
@@ -83,6 +83,8 @@ interface State {
   readonly undispatched: ReadonlyArray<string>
   /** tasks waiting for this node to be ready */
   readonly waiting: ReadonlyArray<string>
+  /** the correlation id of the request each waiting task or undispatched workspace was reserved for */
+  readonly correlations?: ReadonlyMap<string, string>
   /** its workspaces that are not deleted, with their status */
   readonly workspaces: ReadonlyArray<{ readonly id: string; readonly status: Domain.WorkspaceStatus }>
   /** the workspaces holding its slots (`node_reservations`) */
@@ -160,10 +162,15 @@ export const NodeKind = Actor.make({
               WHERE t.status = 'queued' AND t.execution_step = 'waiting_for_node_capacity'
               ORDER BY t.created_at LIMIT 20`
           : []
-      const undispatched = yield* sql<{ id: string }>`
-        SELECT id FROM workspaces WHERE node_id = ${id} AND dispatched_at IS NULL AND status = 'pending'`
-      const waiting = yield* sql<{ id: string }>`
-        SELECT id FROM tasks WHERE node_id = ${id} AND status = 'queued' AND execution_step = 'node_provisioning'`
+      // with the request each was reserved for: what the node's readiness hands over follows it (issue 12)
+      const undispatched = yield* sql<{ id: string; correlationId: string | null }>`
+        SELECT w.id, r.correlation_id FROM workspaces w
+        LEFT JOIN node_reservations r ON r.workspace_id = w.id AND r.node_id = w.node_id
+        WHERE w.node_id = ${id} AND w.dispatched_at IS NULL AND w.status = 'pending'`
+      const waiting = yield* sql<{ id: string; correlationId: string | null }>`
+        SELECT t.id, (SELECT r.correlation_id FROM node_reservations r
+            WHERE r.task_id = t.id AND r.node_id = t.node_id ORDER BY r.created_at DESC LIMIT 1) AS correlation_id
+        FROM tasks t WHERE t.node_id = ${id} AND t.status = 'queued' AND t.execution_step = 'node_provisioning'`
       const workspaces = yield* sql<{ id: string; status: Domain.WorkspaceStatus }>`
         SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`
       const heartbeat = command.type === "node.heartbeat-seen" ? command.body.inventory : undefined
@@ -184,6 +191,9 @@ export const NodeKind = Actor.make({
         row: rows[0] ?? null,
         undispatched: undispatched.map((r) => r.id),
         waiting: waiting.map((r) => r.id),
+        correlations: new Map(
+          [...undispatched, ...waiting].flatMap((r) => (r.correlationId === null ? [] : [[r.id, r.correlationId]]))
+        ),
         workspaces,
         reservations: reservations.map((r) => r.workspaceId),
         idleReserved: [
@@ -217,8 +227,10 @@ export const NodeKind = Actor.make({
         yield* sql`
           INSERT INTO workspaces (id, project_id, node_id, task_id, status)
           VALUES (${r.workspaceId}, ${r.projectId}, ${id}, ${r.taskId}, 'pending')`
+        const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
         yield* sql`
-          INSERT INTO node_reservations (workspace_id, node_id, task_id) VALUES (${r.workspaceId}, ${id}, ${r.taskId})`
+          INSERT INTO node_reservations (workspace_id, node_id, task_id, correlation_id)
+          VALUES (${r.workspaceId}, ${id}, ${r.taskId}, ${correlationId})`
       }
       if (state.released !== undefined) {
         yield* sql`DELETE FROM node_reservations WHERE workspace_id = ${state.released} AND node_id = ${id}`
@@ -234,6 +246,11 @@ export const NodeKind = Actor.make({
     if (command.type === "node.reserve") return Effect.succeed(reserve(state, command))
     const row = state.row
     if (row === null) return Effect.succeed({ state, reply: { ok: false, code: "not_found" } })
+    /** The request a waiting task or workspace was reserved for, as the meta of what hands it over. */
+    const followed = (id: string) => {
+      const correlationId = state.correlations?.get(id)
+      return correlationId === undefined ? {} : { correlationId }
+    }
     /** Once ready: the node-ready path of dispatch, and the tasks that waited. */
     const handOver = (next: Row) =>
       fresh(next) && next.status !== "destroying"
@@ -242,11 +259,18 @@ export const NodeKind = Actor.make({
               Actor.to(
                 WorkspaceRef,
                 workspaceId,
-                C.WorkspaceDispatch.make({ workspaceId: workspaceId as never, via: "node-ready" })
+                C.WorkspaceDispatch.make(
+                  { workspaceId: workspaceId as never, via: "node-ready" },
+                  followed(workspaceId)
+                )
               )
             ),
             ...state.waiting.map((taskId) =>
-              Actor.to(TaskRef, taskId, C.TaskNodeAssigned.make({ taskId: taskId as never, nodeId: next.id as never }))
+              Actor.to(
+                TaskRef,
+                taskId,
+                C.TaskNodeAssigned.make({ taskId: taskId as never, nodeId: next.id as never }, followed(taskId))
+              )
             )
           ]
         : []

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Domain } from "@sam/bus"
+import { Domain, Trace } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
-import { Effect } from "effect"
+import { Effect, FiberRef } from "effect"
 
 const { TERMINAL_TASK_STATUSES } = Domain
 
@@ -144,6 +144,8 @@ export const save = (state: SessionState, previous: SessionState) =>
           updated_at = now()`
     }
     if (state.transcript.length > 0 && row !== null) {
+      // the correlation id of the command being applied: that of the request the entries answer (issue 12)
+      const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
       yield* sql`INSERT INTO session_events ${sql.insert(
         state.transcript.map((entry) => ({
           session_id: row.id,
@@ -152,7 +154,8 @@ export const save = (state: SessionState, previous: SessionState) =>
           payload: StoredJson.encode(JSON.stringify(entry.payload)),
           node_seq: entry.nodeSeq,
           prompt_epoch: entry.promptEpoch,
-          report_id: entry.reportId
+          report_id: entry.reportId,
+          correlation_id: correlationId
         }))
       )}`
     }

@@ -135,7 +135,8 @@ export const startShard = (deps: ShardDeps) =>
               epoch,
               id,
               envelope,
-              context: { kind: kind.name, id, subject: msg.subject, streamSequence: msg.seq, attempt: total }
+              context: { kind: kind.name, id, subject: msg.subject, streamSequence: msg.seq, attempt: total },
+              traceparent: msg.headers?.get("traceparent")
             })
             .pipe(
               Effect.withSpan("Actor.handle", {
@@ -239,7 +240,8 @@ export const startShard = (deps: ShardDeps) =>
                 subject: msg.subject,
                 streamSequence: msg.seq,
                 attempt: totalAttempts(msg.info.deliveryCount, 1)
-              }
+              },
+              traceparent: msg.headers?.get("traceparent")
             }))
           )
           .pipe(

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
-import { ActorMessages, encode, Subjects } from "@sam/bus"
-import { Effect } from "effect"
+import { ActorMessages, encode, Subjects, Trace } from "@sam/bus"
+import { Effect, Option } from "effect"
 import type { ActorContext, AnyActorKind, Outgoing, Reaction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
 
@@ -54,10 +54,15 @@ const FENCE_HOLD_MS = 2_000
 export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number, onOutbox: () => void = () => {}) => {
   // One statement both claims the message id and bounds how long this transaction may sit idle: an
   // owner frozen mid-transaction (SIGSTOP) must not hold its row locks forever.
-  const claimInbox = (messageId: string, kind: string, entityId: string) =>
+  const claimInbox = (
+    messageId: string,
+    kind: string,
+    entityId: string,
+    trace: { readonly type: string; readonly correlationId: string } | null = null
+  ) =>
     sql<{ mid: string }>`
-      INSERT INTO actor_inbox (message_id, kind, entity_id)
-      SELECT ${messageId}, ${kind}, ${entityId}
+      INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
+      SELECT ${messageId}, ${kind}, ${entityId}, ${trace?.type ?? null}, ${trace?.correlationId ?? null}
       WHERE set_config('idle_in_transaction_session_timeout', ${String(idleInTransactionMs)}, true) IS NOT NULL
       ON CONFLICT (message_id) DO NOTHING
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => rows.length > 0))
@@ -111,6 +116,8 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     readonly id: string
     readonly envelope: Envelope
     readonly context: ActorContext<string>
+    /** the W3C trace context the command came with (its NATS `traceparent` header) */
+    readonly traceparent?: string | undefined
   }
   interface Applied {
     readonly result: CommitResult
@@ -119,12 +126,22 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
   }
   let transactions = 0
 
-  /** Inside a transaction: inbox claim, load, handle, save, outbox and timers of one command. */
-  const applyOne = (input: CommandInput, transaction: string) =>
-    Effect.gen(function* () {
-      const { kind, id, envelope } = input
+  /**
+   * Inside a transaction: inbox claim, load, handle, save, outbox and timers of one command. What the
+   * handler emits carries the command's correlation id (its own id when it came with none) and names
+   * the command as its cause; the handler runs with that correlation id (issue 12).
+   */
+  const applyOne = (input: CommandInput, transaction: string) => {
+    const { kind, id, envelope } = input
+    const correlationId = envelope.correlationId ?? envelope.id
+    const follow = (next: Envelope): Envelope => ({
+      ...next,
+      correlationId: next.correlationId ?? correlationId,
+      causationId: next.causationId ?? envelope.id
+    })
+    return Effect.gen(function* () {
       const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
-      const fresh = yield* claimInbox(envelope.id, kind.name, id)
+      const fresh = yield* claimInbox(envelope.id, kind.name, id, { type: envelope.type, correlationId })
       if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
       const previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
       const reaction = yield* kind.handle(previous, envelope, { ...input.context, transaction }).pipe(
@@ -132,15 +149,39 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
         Effect.mapError(failed)
       )
       yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
-      const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])]
+      const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
+        ...row,
+        envelope: follow(row.envelope)
+      }))
       yield* writeOutbox(rows)
-      yield* writeTimers(kind, id, reaction)
+      yield* writeTimers(kind, id, {
+        ...reaction,
+        timers: (reaction.timers ?? []).map((timer) =>
+          timer._tag === "Set" ? { ...timer, command: follow(timer.command) } : timer
+        )
+      })
       return {
         result: { _tag: "Applied", reply: reaction.reply },
-        afterCommit: reaction.afterCommit ?? [],
+        afterCommit: (reaction.afterCommit ?? []).map(Trace.withCorrelation(correlationId)),
         outgoing: rows.length
       } satisfies Applied as Applied
-    })
+    }).pipe(
+      Trace.withCorrelation(correlationId),
+      Effect.withSpan("Actor.apply", {
+        ...Option.match(Trace.parentOf(input.traceparent), {
+          onNone: () => ({}),
+          onSome: (parent) => ({ parent })
+        }),
+        attributes: {
+          "actor.kind": kind.name,
+          "actor.id": id,
+          "message.type": envelope.type,
+          "message.id": envelope.id,
+          "correlation.id": correlationId
+        }
+      })
+    )
+  }
 
   /**
    * Apply commands of one shard, in order, in one transaction (group commit, issue 12): each claims

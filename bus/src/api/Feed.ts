@@ -90,7 +90,9 @@ export const SessionEventFrame = z.object({
   /** the agent's event as the transcript stores it: `{ type: "text" | "plan" | …, … }` */
   event: z.object({ type: z.string() }).catchall(z.unknown()),
   /** when it was recorded (the transcript's time when caught up, the event's when live; close, not equal) */
-  at: z.string()
+  at: z.string(),
+  /** the id of the request this event answers (its `X-Request-Id`): one message followed end to end */
+  correlationId: z.string().optional()
 })
 export const CaughtUpFrame = z.object({
   type: z.literal("caught-up"),
@@ -107,7 +109,9 @@ export const EventFrame = z.object({
   /** the domain event type: `task.status`, `workspace.status`, `session.activity`, `notification.created`… */
   eventType: z.string(),
   body: z.unknown(),
-  at: z.string()
+  at: z.string(),
+  /** the id of the request that caused this event (its `X-Request-Id`), when one did */
+  correlationId: z.string().optional()
 })
 export const FeedErrorCode = z.enum(["bad_frame", "forbidden", "not_found", "too_many_subscriptions", "internal"])
 export type FeedErrorCode = z.infer<typeof FeedErrorCode>

@@ -63,8 +63,9 @@ export type IngressRequest<C extends IngressCommand> = z.input<(typeof IngressCo
 export type IngressResult<C extends IngressCommand> = z.output<(typeof IngressCommands)[C]["result"]>
 
 /** Every reply of the ingress: the command's result, or the error the HTTP API would have answered. */
+/** `requestId`: the correlation id of everything the request caused (as the HTTP API's `X-Request-Id`). */
 export const IngressReply = z.discriminatedUnion("ok", [
-  z.object({ ok: z.literal(true), result: z.unknown() }),
-  z.object({ ok: z.literal(false), error: ApiErrorBody })
+  z.object({ ok: z.literal(true), result: z.unknown(), requestId: z.string().optional() }),
+  z.object({ ok: z.literal(false), error: ApiErrorBody, requestId: z.string().optional() })
 ])
 export type IngressReply = z.infer<typeof IngressReply>

@@ -14,6 +14,7 @@ interface Row {
   readonly prompt_epoch: number | null
   readonly payload: string
   readonly at: Date
+  readonly correlation_id: string | null
 }
 
 /**
@@ -42,7 +43,7 @@ export const make = Effect.gen(function* () {
    */
   const page = (sessionId: string, afterSeq: number, limit: number) =>
     sql<Row>`
-      SELECT seq, prompt_epoch, payload::text AS payload, at FROM session_events
+      SELECT seq, prompt_epoch, payload::text AS payload, at, correlation_id FROM session_events
       WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.withoutTransform.pipe(
       Effect.orDie,
       Effect.map((rows) =>
@@ -50,7 +51,9 @@ export const make = Effect.gen(function* () {
           const seq = Number(row.seq)
           const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
             row.prompt_epoch ?? 0
-          },"event":${StoredJson.decode(row.payload)},"at":${JSON.stringify(row.at.toISOString())}}`
+          },"event":${StoredJson.decode(row.payload)},"at":${JSON.stringify(row.at.toISOString())}${
+            row.correlation_id === null ? "" : `,"correlationId":${JSON.stringify(row.correlation_id)}`
+          }}`
           return { seq, frame: { json, bytes: Buffer.byteLength(json) } }
         })
       )

@@ -68,7 +68,8 @@ export const make = Effect.gen(function* () {
       id: subject.id,
       eventType: envelope.type,
       body: envelope.body,
-      at: envelope.at
+      at: envelope.at,
+      ...(envelope.correlationId === undefined ? {} : { correlationId: envelope.correlationId })
     })
 
   /** Cheap checks on the subject alone, so nobody pays to decode an event nobody watches. */
@@ -90,7 +91,8 @@ export const make = Effect.gen(function* () {
         seq: body.seq,
         promptEpoch: body.promptEpoch,
         event: body.event,
-        at: envelope.at
+        at: envelope.at,
+        ...(envelope.correlationId === undefined ? {} : { correlationId: envelope.correlationId })
       })
       for (const stream of streams.values()) stream.onLive(body.seq, live)
       return

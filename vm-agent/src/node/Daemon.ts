@@ -1,6 +1,6 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
-import { Consume, Domain, type Envelope, Nats, Publish, Subjects } from "@sam/bus"
+import { Consume, Domain, type Envelope, Nats, Publish, Subjects, Trace } from "@sam/bus"
 import { Cause, Data, Duration, Effect, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
@@ -173,7 +173,11 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
                 files: body.files
               },
               {
-                onLog: (entry) => reporter.send(NodeProtocol.BootLog, entry, body.workspaceId),
+                // called from the runtime's own fibers: the boot log follows the command that asked for it
+                onLog: (entry) =>
+                  reporter
+                    .send(NodeProtocol.BootLog, entry, body.workspaceId)
+                    .pipe(Trace.withCorrelation(command.correlationId)),
                 repositoryCredential: git.access(body.workspaceId).pipe(
                   Effect.tap((access) =>
                     access._tag === "Refused"
@@ -293,7 +297,10 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       (delivery) =>
         inProgress(
           delivery.msg,
-          lockFor(keyOf(delivery.envelope)).withPermits(1)(handle(delivery.envelope, delivery.subject))
+          lockFor(keyOf(delivery.envelope)).withPermits(1)(
+            // What a command causes on this node (a turn's reports) carries its correlation id (issue 12).
+            handle(delivery.envelope, delivery.subject).pipe(Trace.withCorrelation(delivery.envelope.correlationId))
+          )
         ).pipe(
           Effect.exit,
           Effect.flatMap((exit) => {

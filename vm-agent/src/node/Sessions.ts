@@ -1,6 +1,6 @@
 import { posix } from "node:path"
-import { Domain } from "@sam/bus"
-import { Cause, Deferred, Effect, ExecutionStrategy, Exit, Option, Queue, Scope } from "effect"
+import { Domain, Trace } from "@sam/bus"
+import { Cause, Deferred, Effect, ExecutionStrategy, Exit, FiberRef, Option, Queue, Scope } from "effect"
 import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
@@ -80,17 +80,30 @@ export const makeSessions = (deps: SessionsDeps) => {
       )
     )
   const now = () => new Date().toISOString()
+  /**
+   * The correlation id of each session's turn (that of the command that started it): the turn's
+   * reports carry it, so one request is followed to the agent's output (issue 12).
+   */
+  const turnCorrelation = new Map<string, { readonly epoch: number; readonly id: string | undefined }>()
+  const correlated =
+    (sessionId: string, epoch: number) =>
+    <A, E, R>(effect: Effect.Effect<A, E, R>) => {
+      const turn = turnCorrelation.get(sessionId)
+      return turn?.epoch === epoch ? Trace.withCorrelation(turn.id)(effect) : effect
+    }
 
   const report = (
     record: SessionRecord,
     body: Omit<Parameters<typeof NodeProtocol.SessionActivity.make>[0], "sessionId" | "observedAt" | "promptEpoch">,
     epoch?: number
   ) =>
-    deps.reporter.send(
-      NodeProtocol.SessionActivity,
-      { sessionId: record.sessionId, promptEpoch: epoch ?? record.promptEpoch, observedAt: now(), ...body },
-      record.sessionId
-    )
+    deps.reporter
+      .send(
+        NodeProtocol.SessionActivity,
+        { sessionId: record.sessionId, promptEpoch: epoch ?? record.promptEpoch, observedAt: now(), ...body },
+        record.sessionId
+      )
+      .pipe(correlated(record.sessionId, epoch ?? record.promptEpoch))
 
   /** An activity report in order with the session's events. */
   const activity = (entry: Live, body: Parameters<typeof report>[1]) =>
@@ -183,7 +196,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           const events = run
           run = []
           bytes = 0
-          return safe(publishRun(events, epoch))
+          return safe(publishRun(events, epoch).pipe(correlated(record.sessionId, epoch)))
         })
         for (const item of items) {
           if (!(item instanceof AgentEventItem)) {
@@ -259,6 +272,7 @@ export const makeSessions = (deps: SessionsDeps) => {
     entry.turns.withPermits(1)(
       Effect.gen(function* () {
         entry.turnEpoch = epoch
+        turnCorrelation.set(entry.record.sessionId, { epoch, id: yield* FiberRef.get(Trace.correlation) })
         const record = entry.record
         entry.prompting = true
         inFlight.add(record.sessionId)
@@ -367,6 +381,7 @@ export const makeSessions = (deps: SessionsDeps) => {
       Effect.gen(function* () {
         const entry = live.get(sessionId)
         live.delete(sessionId)
+        turnCorrelation.delete(sessionId)
         if (entry !== undefined) {
           yield* entry.session.stop()
           yield* activity(entry, { activity: "stopped" })

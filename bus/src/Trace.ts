@@ -1,0 +1,70 @@
+import type { MsgHdrs } from "@nats-io/nats-core"
+import { headers as natsHeaders } from "@nats-io/nats-core"
+import { Effect, FiberRef, Option, Tracer } from "effect"
+import type { Envelope } from "./Envelope.js"
+
+/**
+ * One message followed from end to end (issue 12). The correlation id of an HTTP request (its
+ * `X-Request-Id`) rides on every envelope it causes: the gateway sets it for the request's fiber,
+ * `stamp` copies it onto envelopes published from that fiber, the actor runtime copies a command's onto
+ * whatever its handler emits and onto the fiber that handles it, the vm-agent onto the reports of the
+ * turn a command started, and the feed onto its frames. W3C trace context (`traceparent`) travels in
+ * NATS headers next to it, so spans of every hop join one trace when a tracer is configured.
+ */
+export const correlation: FiberRef.FiberRef<string | undefined> = FiberRef.unsafeMake<string | undefined>(undefined)
+
+/** Run `effect` with `id` as the correlation id of what it publishes. */
+export const withCorrelation =
+  (id: string | undefined) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    id === undefined ? effect : Effect.locally(effect, correlation, id)
+
+/** The envelope with the current correlation id when it has none of its own. */
+export const stamp = <E extends Envelope>(envelope: E): Effect.Effect<E> =>
+  envelope.correlationId !== undefined
+    ? Effect.succeed(envelope)
+    : FiberRef.get(correlation).pipe(
+        Effect.map((id) => (id === undefined ? envelope : ({ ...envelope, correlationId: id } as E)))
+      )
+
+const HEX = /^[0-9a-f]+$/
+
+/** `traceparent` of a span: `00-<trace id>-<span id>-01`, or none when the ids are not W3C-shaped. */
+export const traceparentOf = (span: Tracer.AnySpan): string | undefined => {
+  const traceId = span.traceId.toLowerCase()
+  const spanId = span.spanId.toLowerCase()
+  if (traceId.length !== 32 || spanId.length !== 16 || !HEX.test(traceId) || !HEX.test(spanId)) return undefined
+  return `00-${traceId}-${spanId}-${span.sampled ? "01" : "00"}`
+}
+
+const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
+
+/** The remote parent a `traceparent` header names, or none for a missing or malformed one. */
+export const parentOf = (traceparent: string | undefined): Option.Option<Tracer.ExternalSpan> => {
+  const match = traceparent === undefined ? null : TRACEPARENT.exec(traceparent)
+  if (match === null) return Option.none()
+  const [, traceId = "", spanId = "", flags = "00"] = match
+  if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return Option.none()
+  return Option.some(Tracer.externalSpan({ traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 }))
+}
+
+/** Run `effect` as a child of the remote span a `traceparent` header names (as is, without one). */
+export const continueFrom =
+  (traceparent: string | undefined) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Option.match(parentOf(traceparent), {
+      onNone: () => effect,
+      onSome: (parent) => Effect.withParentSpan(effect, parent)
+    })
+
+/** NATS headers for an envelope: its type, its correlation id, and the current span as `traceparent`. */
+export const headersFor = (envelope: Envelope, extra?: Readonly<Record<string, string>>): Effect.Effect<MsgHdrs> =>
+  Effect.map(Effect.option(Effect.currentSpan), (span) => {
+    const h = natsHeaders()
+    h.set("Sam-Type", envelope.type)
+    if (envelope.correlationId !== undefined) h.set("Sam-Correlation-Id", envelope.correlationId)
+    const parent = Option.isSome(span) ? traceparentOf(span.value) : undefined
+    if (parent !== undefined) h.set("traceparent", parent)
+    for (const [key, value] of Object.entries(extra ?? {})) h.set(key, value)
+    return h
+  })

@@ -55,6 +55,8 @@ interface State {
   readonly candidate: { readonly nodeId: string; readonly ready: boolean } | null
   /** the machine the task's profile asks for (ADR 0026); local when it names none */
   readonly machine?: Domain.ControlProtocol.NodeMachine
+  /** for a step timeout while its node is provisioned: why the provider could not make it, if it said */
+  readonly nodeError?: string
   readonly transitions: ReadonlyArray<{ readonly from: Status | null; readonly to: Status; readonly reason: string }>
 }
 type Reaction = Actor.Reaction<State>
@@ -268,7 +270,13 @@ const TaskFlow = Actor.make({
             AND n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})))
           AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = n.id) < n.max_workspaces
         ORDER BY 2 DESC, (n.provider = 'joined') DESC, n.created_at LIMIT 1`
+      const nodeErrors =
+        command.type === "task.step-timeout" && command.body.step === "node_provisioning" && task?.nodeId
+          ? yield* sql<{ errorReason: string | null }>`SELECT error_reason FROM nodes WHERE id = ${task.nodeId}`
+          : []
+      const nodeError = nodeErrors[0]?.errorReason ?? undefined
       const state: State = {
+        ...(nodeError === undefined ? {} : { nodeError }),
         task,
         candidate: candidates[0] ?? null,
         transitions: [],
@@ -464,6 +472,9 @@ const TaskFlow = Actor.make({
       case "task.step-timeout": {
         if (terminal || task.executionStep !== command.body.step) return Effect.succeed({ state })
         const attempt = command.body.attempt
+        // A cloud provider that gave up (no capacity, quota, no token: ADR 0026) says why; asking again would not help.
+        if (command.body.step === "node_provisioning" && state.nodeError !== undefined)
+          return Effect.succeed(fail(state, task, `its node could not be provisioned: ${state.nodeError}`))
         if (attempt >= STEP_RETRIES) {
           return Effect.succeed(
             fail(state, task, `timed out in step ${command.body.step} after ${attempt + 1} attempts`)

@@ -17,6 +17,7 @@ export const FILES = ["vm-agent.mjs", "demo-agent.mjs"] as const
 const LAUNCHER = `#!/bin/sh
 # sam on a node (ADR 0027): \`sam node join <url> <token>\`, \`sam node run\`; the vm-agent is beside this file.
 here=$(dirname "$(readlink -f "$0")")
+export SAM_COMPILED=1 SAM_DEMO_AGENT_BUNDLE="\${SAM_DEMO_AGENT_BUNDLE:-$here/demo-agent.mjs}"
 exec node "$here/vm-agent.mjs" "$@"
 `
 

@@ -9,13 +9,16 @@ import * as WebBuild from "../../web/build.js"
 import * as AgentCli from "./AgentCli.js"
 import * as ApiCli from "./ApiCli.js"
 import * as CloudCli from "./CloudCli.js"
+import * as NodeBoot from "./cloud/NodeBoot.js"
 import * as DataLock from "./DataLock.js"
+import * as HetznerProvider from "./hetzner/HetznerProvider.js"
 import * as HetznerTokenCheck from "./hetzner/TokenCheck.js"
 import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
 import * as MasterKey from "./MasterKey.js"
 import * as NodeCli from "./NodeCli.js"
+import * as NodeProviders from "./NodeProviders.js"
 import * as OpsCreds from "./OpsCreds.js"
 import * as Progress from "./Progress.js"
 import { StackError } from "./StackError.js"
@@ -106,11 +109,19 @@ const up = Effect.gen(function* () {
   yield* MasterKey.ensure(stack.dataDir)
   const progress = yield* Progress.Progress
   const cpNats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-control-plane" })
-  const provider = LocalProvider.layer({
+  const local = LocalProvider.layer({
     dataDir: stack.dataDir,
     natsUrl: stack.natsUrl,
     runtime: (process.env.SAM_NODE_RUNTIME as "auto" | "docker" | "host" | undefined) ?? "auto"
   })
+  // Hetzner nodes of users who set a token (ADR 0026), booted to reach this control plane (ADR 0027).
+  const gatewayDefaults = Gateway.defaults()
+  const hetzner = HetznerProvider.layer().pipe(
+    Layer.provide(
+      NodeBoot.layer(NodeBoot.optionsFromEnv(process.env, `http://${gatewayDefaults.host}:${gatewayDefaults.port}`))
+    )
+  )
+  const provider = NodeProviders.layer(local, hetzner)
   const connections = Layer.merge(cpNats, Sql.layer(stack.databaseUrl, "sam-control-plane"))
   const base = Layer.merge(connections, accountsLayer(stack).pipe(Layer.provide(connections)))
   const controlPlane = yield* Layer.launch(
@@ -257,10 +268,10 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
       )
     case "agents":
       return AgentCli.agents(rest)
-    case "node":
-      return NodeCli.node(rest)
     case "cloud":
       return CloudCli.cloud(rest)
+    case "node":
+      return NodeCli.node(rest)
     case "project":
     case "token":
     case "notifications":

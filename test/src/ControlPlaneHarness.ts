@@ -2,10 +2,11 @@ import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
 import { Domain, makeId } from "@sam/bus"
-import { LocalProvider } from "@sam/infra"
+import { Hetzner, LocalProvider, NodeProviders } from "@sam/infra"
 import { Migrations } from "@sam/sql"
 import { Context, Effect, Layer } from "effect"
 import { afterAll } from "vitest"
+import type { NodeBoot } from "../../infra/src/cloud/NodeBoot.js"
 import { freshDatabase, sqlLayer, waitUntil } from "./Env.js"
 import { type PrivateNats, startPrivateNats } from "./PrivateNats.js"
 import { tempDir } from "./TestStack.js"
@@ -23,6 +24,15 @@ export const makeControlPlaneEnv = (options: {
   readonly nats?: PrivateNats
   /** node JWT lifetime (tests of renewal shorten it) */
   readonly nodeCredsTtlSeconds?: number
+  /**
+   * Hetzner nodes too (ADR 0026): the provider against this API root (a `FakeHetzner`'s `url`), with this
+   * boot (`NodeBoot`: the live one, or a stand-in that renders fixed user data)
+   */
+  readonly hetzner?: {
+    readonly apiUrl: string
+    readonly nodeBoot: Layer.Layer<NodeBoot, never, SqlClient.SqlClient>
+    readonly policy?: Hetzner.CreateServer.RetryPolicy
+  }
 }) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
@@ -49,6 +59,14 @@ export const makeControlPlaneEnv = (options: {
           ...(options.dockerSocket === undefined ? {} : { SAM_DOCKER_SOCKET: options.dockerSocket })
         }
       })
+      const hetzner =
+        options.hetzner === undefined
+          ? undefined
+          : Hetzner.Provider.layer({
+              apiUrl: options.hetzner.apiUrl,
+              ...(options.hetzner.policy === undefined ? {} : { policy: options.hetzner.policy })
+            }).pipe(Layer.provide(options.hetzner.nodeBoot))
+      const providers = NodeProviders.layer(provider, hetzner)
       const controlPlane = ControlPlane.layer({
         runtime: { leaseTtl: "3 seconds", pollEvery: "100 millis" },
         // A lost turn is ended after 10 s without a sign of life (ADR 0021), not the default minute.
@@ -59,7 +77,7 @@ export const makeControlPlaneEnv = (options: {
       return Layer.mergeAll(
         base,
         nodes,
-        controlPlane.pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+        controlPlane.pipe(Layer.provide(Layer.merge(providers.pipe(Layer.provide(base)), base)))
       )
     })
   )
@@ -103,10 +121,20 @@ export const useSettings = (settings: Readonly<Record<string, string>>) => {
   })
 }
 
-/** Submit a task for the demo agent straight to the task actor; its id. */
-export const submitTask = (projectId: string, userId: string, prompt: string, mode: "task" | "conversation" = "task") =>
+/** Submit a task for the demo agent straight to the task actor, with an agent profile if given; its id. */
+export const submitTask = (
+  projectId: string,
+  userId: string,
+  prompt: string,
+  mode: "task" | "conversation" = "task",
+  profileId?: string
+) =>
   Effect.gen(function* () {
     const taskId = makeId("task")
+    if (profileId !== undefined) {
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`INSERT INTO task_agent_profiles (task_id, profile_id) VALUES (${taskId}, ${profileId})`
+    }
     yield* Actors.ask(
       ControlPlane.TaskRef,
       taskId,

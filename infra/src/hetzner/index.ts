@@ -1,5 +1,6 @@
 export * as CreateServer from "./CreateServer.js"
 export * as Client from "./HetznerClient.js"
 export * as Errors from "./HetznerError.js"
+export * as Provider from "./HetznerProvider.js"
 export * as Schemas from "./HetznerSchemas.js"
 export * as TokenCheck from "./TokenCheck.js"

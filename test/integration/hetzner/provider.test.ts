@@ -6,7 +6,7 @@ import { ControlPlane } from "@sam/actors"
 import { makeId } from "@sam/bus"
 import { Hetzner, NodeProviders } from "@sam/infra"
 import { Migrations, SecretBox } from "@sam/sql"
-import { Effect, Fiber, Layer } from "effect"
+import { Cause, Effect, Fiber, Layer, Logger } from "effect"
 import { afterAll, beforeAll, expect } from "vitest"
 import { NodeBoot } from "../../../infra/src/cloud/NodeBoot.js"
 import { freshDatabase, natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
@@ -248,5 +248,29 @@ layer(Env, { excludeTestServices: true, timeout: 60_000 })("Hetzner provider", (
         SELECT node_id, status FROM provider_requests WHERE kind = 'delete'`
         expect(deletes).toEqual([{ nodeId: orphanNode, status: "succeeded" }])
       }).pipe(Effect.provide(natsAdmin()))
+  )
+
+  it.scoped("no log line carries a token: a success, a refused token (401), a list", () =>
+    Effect.gen(function* () {
+      const lines: string[] = []
+      const capture = Logger.replace(
+        Logger.defaultLogger,
+        Logger.make(({ message, cause }) => {
+          lines.push(`${JSON.stringify(message)} ${Cause.pretty(cause)}`)
+        })
+      )
+      const revoked = `hz-${randomBytes(24).toString("hex")}`
+      yield* Effect.gen(function* () {
+        const provider = yield* Hetzner.Provider.make({ policy: fastPolicy })
+        const good = yield* seedNode()
+        yield* provider.provisionNow(good.nodeId)
+        const bad = yield* seedNode({ token: revoked })
+        const error = yield* Effect.flip(provider.provisionNow(bad.nodeId))
+        expect(error.message).toContain("unable to authenticate")
+        yield* Effect.either(provider.list())
+      }).pipe(Effect.provide(capture))
+      expect(lines.length).toBeGreaterThan(1)
+      for (const line of lines) for (const token of [TOKEN, OTHER_TOKEN, revoked]) expect(line).not.toContain(token)
+    })
   )
 })

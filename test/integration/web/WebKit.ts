@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Auth, LocalOwner } from "@sam/gateway"
+import { Auth, type Gateway, LocalOwner } from "@sam/gateway"
 import { Effect, ManagedRuntime } from "effect"
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core"
 import { ensureBuilt } from "../../../web/build.js"
@@ -16,9 +16,9 @@ export const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), "..", "
  * A real stack for browser tests: the control plane with real vm-agents and the demo agent, the
  * gateway serving the built web app, an owner account with a password, and Debian's Chromium.
  */
-export const startWebStack = async () => {
+export const startWebStack = async (gateway: Partial<Gateway.GatewayOptions> = {}) => {
   const build = await ensureBuilt()
-  const runtime = ManagedRuntime.make(makeGatewayEnv())
+  const runtime = ManagedRuntime.make(makeGatewayEnv(gateway))
   const url = await runtime.runPromise(GatewayUrl)
   const dataDir = await tempDir("sam-web-owner-")
   const owner = await runtime.runPromise(LocalOwner.ensure(dataDir).pipe(Effect.provide(Auth.Default)))

@@ -28,6 +28,31 @@ export const useProjects = routeLoader$(async (event) => {
   return projects.map((project, i) => ({ project, sessions: recent[i] ?? [] }))
 })
 
+/**
+ * The repositories of my GitHub App installations, for the picker (installation → repository → default
+ * branch): none when no app is configured (404) or GitHub cannot be asked now; the URL field stays.
+ */
+export const useGitHubRepositories = routeLoader$(async (event) => {
+  const client = clientOf(event)
+  const installations = await run(client.call(Api.GitHubAppEndpoints.listInstallations))
+  if (Either.isLeft(installations)) return []
+  const groups = await Promise.all(
+    installations.right.installations.map(async (installation) => {
+      const repos = await run(
+        client.call(Api.GitHubAppEndpoints.listRepositories, {
+          params: { installationId: installation.installationId }
+        })
+      )
+      return {
+        installationId: installation.installationId,
+        accountName: installation.accountName,
+        repositories: Either.isRight(repos) ? repos.right.repositories : []
+      }
+    })
+  )
+  return groups.filter((g) => g.repositories.length > 0)
+})
+
 /** Field errors from the API's zod issues: `{ name: "…", repoUrl: "…" }`. */
 const fieldErrors = (details: unknown) => {
   const errors: Record<string, string> = {}
@@ -43,9 +68,12 @@ export const useCreateProject = routeAction$(async (form, event) => {
   const name = String(form.name ?? "")
   const repoUrl = String(form.repoUrl ?? "")
   const branch = String(form.defaultBranch ?? "").trim()
+  // `<installationId>:<owner/name>` from the picker; empty for a URL
+  const picked = /^(\d+):(.+)$/.exec(String(form.github ?? ""))
+  const source = picked ? { github: { installationId: Number(picked[1]), repository: picked[2] ?? "" } } : { repoUrl }
   const result = await run(
     clientOf(event).call(Api.ProjectEndpoints.createProject, {
-      body: { name, repoUrl, ...(branch === "" ? {} : { defaultBranch: branch }) }
+      body: { name, ...source, ...(branch === "" ? {} : { defaultBranch: branch }) }
     })
   )
   if (Either.isLeft(result)) {
@@ -53,7 +81,7 @@ export const useCreateProject = routeAction$(async (form, event) => {
     return event.fail(result.left.status || 502, {
       message: Object.keys(fields).length > 0 ? "Fix the fields below." : result.left.message,
       fields,
-      values: { name, repoUrl, defaultBranch: branch }
+      values: { name, repoUrl, defaultBranch: branch, github: String(form.github ?? "") }
     })
   }
   throw event.redirect(302, `/projects/${result.right.id}/chat`)
@@ -61,6 +89,7 @@ export const useCreateProject = routeAction$(async (form, event) => {
 
 export default component$(() => {
   const projects = useProjects()
+  const github = useGitHubRepositories()
   const create = useCreateProject()
   const failed = create.value?.failed ? create.value : undefined
   const fields: Record<string, string> = failed?.fields ?? {}
@@ -143,6 +172,42 @@ export default component$(() => {
                 </span>
               )}
             </div>
+            {github.value.length > 0 && (
+              <div class="field">
+                <label for="p-github">GitHub repository</label>
+                <select
+                  class="input"
+                  id="p-github"
+                  name="github"
+                  data-testid="github-repository"
+                  aria-invalid={fields.github ? "true" : undefined}
+                  aria-describedby={fields.github ? "p-github-error" : undefined}
+                >
+                  <option value="">None: use the URL below</option>
+                  {github.value.map((installation) => (
+                    <optgroup key={installation.installationId} label={installation.accountName}>
+                      {installation.repositories.map((repo) => {
+                        const value = `${installation.installationId}:${repo.fullName}`
+                        return (
+                          <option key={value} value={value} selected={failed?.values.github === value}>
+                            {`${repo.fullName} (${repo.defaultBranch}${repo.private ? ", private" : ""})`}
+                          </option>
+                        )
+                      })}
+                    </optgroup>
+                  ))}
+                </select>
+                <span class="muted" style={{ fontSize: "var(--text-xs)" }}>
+                  Through the GitHub App: workspaces get a token for it, tasks end in a pull request. The default branch
+                  is GitHub&apos;s unless you give one.
+                </span>
+                {fields.github && (
+                  <span class="field-error" id="p-github-error">
+                    {fields.github}
+                  </span>
+                )}
+              </div>
+            )}
             <div class="field">
               <label for="p-repo">Repository URL</label>
               <input

@@ -14,7 +14,8 @@ export class GatewayUrl extends Context.Tag("test/GatewayUrl")<GatewayUrl, strin
  */
 export const makeGatewayEnv = (
   options: Partial<Gateway.GatewayOptions> = {},
-  controlPlane: { readonly nodeCredsTtlSeconds?: number } = {}
+  /** the control plane's options (node JWT lifetime; Hetzner nodes with a fake's URL and a boot) */
+  controlPlane: Omit<Parameters<typeof makeControlPlaneEnv>[0], "runtime" | "nats"> = {}
 ) =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
@@ -22,7 +23,13 @@ export const makeGatewayEnv = (
       const env = makeControlPlaneEnv({ runtime: "host", nats, ...controlPlane })
       const gateway = Layer.scoped(
         GatewayUrl,
-        Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: nats.url, ...options }).pipe(Effect.map((g) => g.url))
+        Gateway.start({
+          host: "127.0.0.1",
+          port: 0,
+          natsUrl: nats.url,
+          ...(nats.websocket === undefined ? {} : { natsWebSocket: nats.websocket }),
+          ...options
+        }).pipe(Effect.map((g) => g.url))
       )
       return Layer.provideMerge(gateway, env)
     })

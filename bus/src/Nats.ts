@@ -1,7 +1,7 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
-import type { NatsConnection } from "@nats-io/nats-core"
+import { type NatsConnection, wsconnect } from "@nats-io/nats-core"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { NatsError } from "./Errors.js"
@@ -41,10 +41,13 @@ const credsBytes = (creds: Redacted.Redacted<string> | (() => Redacted.Redacted<
     ? () => new TextEncoder().encode(Redacted.value(creds()))
     : new TextEncoder().encode(Redacted.value(creds))
 
+/** `ws://` or `wss://`: NATS over WebSocket (a remote node through the gateway's `/nats`, ADR 0027). */
+const overWebSocket = (servers: string) => /^wss?:\/\//.test(servers)
+
 export const connectNats = (options: NatsOptions) =>
   Effect.tryPromise({
     try: () =>
-      connect({
+      (overWebSocket(options.servers) ? wsconnect : connect)({
         servers: options.servers,
         name: options.name,
         ...(options.creds === undefined ? {} : { authenticator: credsAuthenticator(credsBytes(options.creds)) }),

@@ -33,6 +33,8 @@ export interface GatewayOptions {
   readonly natsUrl?: string
   /** the NATS URL remote nodes connect to (`SAM_NODE_NATS_URL`); `natsUrl` when absent (ADR 0027) */
   readonly nodeNatsUrl?: string
+  /** nats-server's WebSocket listener on loopback (`127.0.0.1:<port>`), served to remote nodes at `/nats` (ADR 0027) */
+  readonly natsWebSocket?: string
   /** the URL remote nodes reach this gateway on for their boot (`SAM_NODE_PUBLIC_URL`); `publicUrl` when absent */
   readonly nodePublicUrl?: string
   /** the feed's limits over `SAM_FEED_*` and the defaults (tests) */

@@ -6,6 +6,7 @@ import { Api, type Nats } from "@sam/bus"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
+import { proxyNatsWebSocket } from "./boot/NatsWebSocketProxy.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
@@ -128,6 +129,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
     () => {
       const http = createServer()
       limitFrames(http, Api.MAX_CLIENT_FRAME_BYTES)
+      if (options.natsWebSocket !== undefined) proxyNatsWebSocket(http, options.natsWebSocket)
       return http
     },
     { port: options.port, host: options.host }

@@ -1,4 +1,5 @@
 import { mkdir, writeFile } from "node:fs/promises"
+import { createServer } from "node:net"
 import { join, resolve } from "node:path"
 import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { Migrations, Sql } from "@sam/sql"
@@ -14,6 +15,11 @@ export interface StackOptions {
   readonly dataDir: string
   readonly host: string
   readonly natsPort: number
+  /**
+   * NATS over WebSocket on loopback, which the gateway serves at `/nats` to remote nodes (ADR 0027):
+   * `SAM_NATS_WS_PORT`; `auto` (the default) takes a free port, `off` none
+   */
+  readonly natsWebSocketPort?: number | "auto"
   readonly pgPort: number
   readonly database: string
   /** restarts in a row of a server that died before `sam up` gives up (`SAM_SERVER_RESTARTS`, 5) */
@@ -24,6 +30,9 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): StackOptions => 
   dataDir: resolve(env.SAM_DATA_DIR ?? ".sam"),
   host: "127.0.0.1",
   natsPort: Number(env.SAM_NATS_PORT ?? 4222),
+  ...(env.SAM_NATS_WS_PORT === "off"
+    ? {}
+    : { natsWebSocketPort: env.SAM_NATS_WS_PORT === undefined ? "auto" : Number(env.SAM_NATS_WS_PORT) }),
   pgPort: Number(env.SAM_PG_PORT ?? 54320),
   database: env.SAM_PG_DATABASE ?? "sam",
   serverRestarts: Number(env.SAM_SERVER_RESTARTS ?? 5)
@@ -33,6 +42,8 @@ export const defaults = (env: NodeJS.ProcessEnv = process.env): StackOptions => 
 export interface Stack {
   readonly dataDir: string
   readonly natsUrl: string
+  /** `127.0.0.1:<port>` of NATS's WebSocket listener, for the gateway's `/nats` (ADR 0027) */
+  readonly natsWebSocket?: string
   /** a `.creds` file with full rights in the SAM account, for control-plane processes */
   readonly controlPlaneCredsFile: string
   readonly controlPlaneCreds: Redacted.Redacted<string>
@@ -54,6 +65,14 @@ export interface Stack {
 
 const CONTROL_PLANE_CREDS_DAYS = 365
 
+const freeLoopbackPort = Effect.async<number>((resume) => {
+  const server = createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const address = server.address()
+    server.close(() => resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0)))
+  })
+})
+
 /**
  * The whole local stack in one scope: NATS (operator mode, JetStream) and Postgres under one data
  * directory, migrations applied, bus topology provisioned. A server that dies is restarted (see
@@ -68,7 +87,17 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
   })
 
   const restart = { ...defaultRestartPolicy, maxAttempts: options.serverRestarts ?? defaultRestartPolicy.maxAttempts }
-  const nats = yield* NatsServer.start({ dir: natsDir, host: options.host, port: options.natsPort, restart })
+  const nats = yield* NatsServer.start({
+    dir: natsDir,
+    host: options.host,
+    port: options.natsPort,
+    ...(options.natsWebSocketPort === undefined
+      ? {}
+      : {
+          websocketPort: options.natsWebSocketPort === "auto" ? yield* freeLoopbackPort : options.natsWebSocketPort
+        }),
+    restart
+  })
   yield* progress.step(
     `nats-server on ${nats.url} (JetStream, operator mode; keys ${nats.auth.created ? "created" : "reused"} in ${natsDir})`
   )
@@ -148,6 +177,7 @@ export const start = Effect.fn("LocalStack.start")(function* (options: StackOpti
   return {
     dataDir: options.dataDir,
     natsUrl: nats.url,
+    ...(nats.websocket === undefined ? {} : { natsWebSocket: nats.websocket }),
     controlPlaneCredsFile,
     controlPlaneCreds: controlPlane.creds,
     signing: nats.auth.signing,

@@ -182,6 +182,11 @@ export interface ServerConfigOptions {
   readonly storeDir: string
   /** where the server keeps the account JWTs pushed to it (the outside parties' accounts) */
   readonly accountsDir: string
+  /**
+   * NATS over WebSocket on this loopback port, plain: remote nodes reach it through the gateway's
+   * `/nats` (ADR 0027), whose public address carries the TLS
+   */
+  readonly websocketPort?: number
 }
 
 /**
@@ -194,6 +199,9 @@ export const serverConfig = (auth: NatsAuth, options: ServerConfigOptions) =>
     "server_name: sam",
     `listen: "${options.host}:${options.port}"`,
     "max_payload: 1MB",
+    ...(options.websocketPort === undefined
+      ? []
+      : ["websocket {", `  listen: "127.0.0.1:${options.websocketPort}"`, "  no_tls: true", "}"]),
     "jetstream {",
     `  store_dir: ${JSON.stringify(options.storeDir)}`,
     "  max_memory_store: 256MB",

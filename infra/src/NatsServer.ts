@@ -10,6 +10,8 @@ export interface NatsServerOptions {
   readonly dir: string
   readonly host: string
   readonly port: number
+  /** NATS over WebSocket on this loopback port, for the gateway's `/nats` (ADR 0027) */
+  readonly websocketPort?: number
   readonly binary?: string
   /** how it is restarted when it dies (default `defaultRestartPolicy`) */
   readonly restart?: RestartPolicy
@@ -31,7 +33,13 @@ export const start = Effect.fn("NatsServer.start")(function* (options: NatsServe
       await mkdir(accountsDir, { recursive: true, mode: 0o700 })
       await writeFile(
         configFile,
-        serverConfig(auth, { host: options.host, port: options.port, storeDir, accountsDir }),
+        serverConfig(auth, {
+          host: options.host,
+          port: options.port,
+          storeDir,
+          accountsDir,
+          ...(options.websocketPort === undefined ? {} : { websocketPort: options.websocketPort })
+        }),
         {
           mode: 0o600
         }
@@ -54,6 +62,8 @@ export const start = Effect.fn("NatsServer.start")(function* (options: NatsServe
   return {
     auth,
     url: `nats://${options.host}:${options.port}`,
+    /** `127.0.0.1:<port>` of its WebSocket listener, when it has one */
+    websocket: options.websocketPort === undefined ? undefined : `127.0.0.1:${options.websocketPort}`,
     configFile,
     pid: server.pid,
     running: server.running,

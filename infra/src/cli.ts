@@ -66,7 +66,11 @@ const accountsLayer = (stack: LocalStack.Stack) =>
 
 const startGateway = (stack: LocalStack.Stack) =>
   Effect.gen(function* () {
-    const options = { ...Gateway.defaults(), natsUrl: stack.natsUrl }
+    const options = {
+      ...Gateway.defaults(),
+      natsUrl: stack.natsUrl,
+      ...(stack.natsWebSocket === undefined ? {} : { natsWebSocket: stack.natsWebSocket })
+    }
     // Its own connections, held by this scope (not the control plane's): the gateway serves users.
     const base = Layer.merge(
       natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-gateway" }),

@@ -12,7 +12,9 @@ export const startPrivateNats = Effect.gen(function* () {
   const server = yield* NatsServer.start({
     dir: `${dir}/nats`,
     host: "127.0.0.1",
-    port: yield* Effect.promise(freePort)
+    port: yield* Effect.promise(freePort),
+    // NATS over WebSocket, which a gateway serves to remote nodes at /nats (ADR 0027)
+    websocketPort: yield* Effect.promise(freePort)
   })
   const admin = yield* Credentials.mintUser(server.auth.signing, "admin", Credentials.adminPermissions)
   const layer = natsLayer({ servers: server.url, creds: admin.creds, name: "private-admin" })
@@ -23,6 +25,7 @@ export const startPrivateNats = Effect.gen(function* () {
   const system = yield* Credentials.mintUser(server.auth.systemSigning, "accounts", Accounts.systemUserPermissions)
   return {
     url: server.url,
+    websocket: server.websocket,
     signing: server.auth.signing,
     authority: server.auth.authority,
     systemCreds: system.creds,

@@ -1,6 +1,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Accounts, natsLayer, Subjects } from "@sam/bus"
 import { Effect, Layer } from "effect"
+import { WebSocket as WsWebSocket } from "ws"
 import { AcpSessionHost } from "./acp/AcpSessionHost.js"
 import * as Bootstrap from "./node/Bootstrap.js"
 import { run } from "./node/Daemon.js"
@@ -13,6 +14,9 @@ import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
  * The vm-agent process: one per node. Settings come from the environment (see NodeConfig.ts); its
  * NATS credentials allow only its own node's subjects.
  */
+// NATS over WebSocket (a remote node through the gateway, ADR 0027) needs a WebSocket; Node 20 has none built in.
+if (globalThis.WebSocket === undefined) Object.assign(globalThis, { WebSocket: WsWebSocket })
+
 const program = Effect.gen(function* () {
   // `node join <url> <token>` / `node run`: a machine its owner joins (ADR 0027).
   const given = yield* Effect.try({

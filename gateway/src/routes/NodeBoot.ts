@@ -8,6 +8,7 @@ import { ApiError } from "../ApiError.js"
 import { downloads, refusedExchanges } from "../boot/BootLimiter.js"
 import { bootScripts, joinCommand } from "../boot/BootScripts.js"
 import * as BootTokens from "../boot/BootTokens.js"
+import { nodeNatsUrl } from "../boot/NatsWebSocketProxy.js"
 import * as NodeArtifact from "../boot/NodeArtifact.js"
 import { GatewayConfig } from "../Config.js"
 import * as Route from "../Route.js"
@@ -54,7 +55,10 @@ export const routes = [
       if (Option.isNone(accounts))
         return yield* new ApiError({ code: "unavailable", message: "this gateway cannot mint node credentials" })
       const config = yield* GatewayConfig
-      const natsUrl = config.nodeNatsUrl ?? config.natsUrl
+      // Over the gateway's own address when NATS's WebSocket is served at /nats, else NATS's own URL.
+      const natsUrl =
+        config.nodeNatsUrl ??
+        (config.natsWebSocket !== undefined ? nodeNatsUrl(config.nodePublicUrl ?? config.publicUrl) : config.natsUrl)
       if (natsUrl === undefined)
         return yield* new ApiError({ code: "unavailable", message: "this gateway does not know the nodes' NATS URL" })
       const sql = yield* SqlClient.SqlClient

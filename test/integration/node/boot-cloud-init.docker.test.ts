@@ -70,6 +70,8 @@ describe.skipIf(skipReason)(`a node booted from its cloud-init${skipReason ? ` (
           expect(console_).toContain("sam-firewall: IPv6: this kernel has no ip6_tables (probed)")
           expect(console_).toContain("sam-boot: firewall completed")
           expect(console_).not.toContain(spent)
+          // NATS over WebSocket through the gateway's own port (ADR 0027): no NATS port is needed.
+          expect(console_).toMatch(/bootstrap: this machine is node node_\w+; NATS ws:\/\/127\.0\.0\.1:\d+\/nats/)
 
           // The node's boot log, as its vm-agent reported it.
           const log = yield* http("GET", `/api/v1/nodes/${nodeId}/boot-log`, { token })

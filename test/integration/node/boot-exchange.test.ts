@@ -51,6 +51,8 @@ describe("the bootstrap exchange", () => {
         expect(first.status).toBe(200)
         expect(Object.keys(first.body).sort()).toEqual(["creds", "expiresAt", "natsUrl", "nodeId"])
         expect(first.body.nodeId).toBe(nodeId)
+        // Over the gateway's own address: NATS over WebSocket at /nats (ADR 0027).
+        expect(first.body.natsUrl).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/nats$/)
         const jwt = claims(first.body.creds)
         expect(jwt.name).toContain(nodeId)
         const node = yield* sql<{ ownerId: string; provider: string; status: string }>`

@@ -226,21 +226,32 @@ export const NodeProviderName = z.enum(["local", "hetzner"])
 export const VmSize = z.enum(["small", "medium", "large"])
 export const VmLocation = z.enum(["fsn1", "nbg1", "hel1", "ash", "hil"])
 
-export const AgentProfileInput = z.object({
+const ProfileFields = {
   name: z.string().trim().min(1).max(100),
   agent: AgentKind,
-  model: z.string().max(200).nullable().default(null),
-  permissionMode: PermissionMode.default("ask"),
-  systemPromptAppend: z.string().max(20_000).nullable().default(null),
-  taskMode: TaskMode.default("task"),
+  model: z.string().max(200).nullable(),
+  permissionMode: PermissionMode,
+  systemPromptAppend: z.string().max(20_000).nullable(),
+  taskMode: TaskMode,
   /** where its tasks run (ADR 0026): `hetzner` is a server in the submitter's Hetzner project; null is local */
-  nodeProvider: NodeProviderName.nullable().default(null),
+  nodeProvider: NodeProviderName.nullable(),
   /** a Hetzner node's size; null is the default (medium), which steps down a size when none is available */
-  vmSize: VmSize.nullable().default(null),
+  vmSize: VmSize.nullable(),
   /** a Hetzner node's location; null is the default (nbg1) */
-  vmLocation: VmLocation.nullable().default(null)
+  vmLocation: VmLocation.nullable()
+}
+export const AgentProfileInput = z.object({
+  ...ProfileFields,
+  model: ProfileFields.model.default(null),
+  permissionMode: ProfileFields.permissionMode.default("ask"),
+  systemPromptAppend: ProfileFields.systemPromptAppend.default(null),
+  taskMode: ProfileFields.taskMode.default("task"),
+  nodeProvider: ProfileFields.nodeProvider.default(null),
+  vmSize: ProfileFields.vmSize.default(null),
+  vmLocation: ProfileFields.vmLocation.default(null)
 })
-export const AgentProfilePatch = AgentProfileInput.partial()
+/** Only what is sent changes (no defaults here: zod applies a default even to an optional field). */
+export const AgentProfilePatch = z.object(ProfileFields).partial()
 
 export const AgentProfile = z.object({
   id: z.string(),

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
+import { makeId } from "@sam/bus"
 import { Gateway } from "@sam/gateway"
 import { Hetzner } from "@sam/infra"
 import { Migrations, SecretBox } from "@sam/sql"
@@ -117,6 +118,45 @@ layer(Env, { excludeTestServices: true, timeout: 60_000 })("cloud credentials: a
         expect((yield* sealedRows).filter((r) => r.userId === carol.userId)).toEqual([])
         // Without signing in: 401.
         expect((yield* http("GET", "/api/v1/cloud-credentials")).status).toBe(401)
+      })
+  )
+
+  it.effect(
+    "an agent profile asks for a Hetzner node by provider, size and location; other values are a clear 400",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const dave = yield* makeUser("Dave")
+        const projectId = makeId("proj")
+        yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${dave.userId}, 'p', '/tmp/p')`
+        yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${dave.userId}, 'owner')`
+        const path = `/api/v1/projects/${projectId}/agent-profiles`
+        const created = yield* http("POST", path, {
+          token: dave.token,
+          body: { name: "cloud", agent: "demo", nodeProvider: "hetzner", vmSize: "large", vmLocation: "hel1" }
+        })
+        expect(created.status).toBe(201)
+        expect(created.body).toMatchObject({ nodeProvider: "hetzner", vmSize: "large", vmLocation: "hel1" })
+        const plain = yield* http("POST", path, { token: dave.token, body: { name: "here", agent: "demo" } })
+        expect(plain.body).toMatchObject({ nodeProvider: null, vmSize: null, vmLocation: null })
+        for (const body of [
+          { name: "x1", agent: "demo", nodeProvider: "aws" },
+          { name: "x2", agent: "demo", nodeProvider: "hetzner", vmSize: "huge" },
+          { name: "x3", agent: "demo", nodeProvider: "hetzner", vmLocation: "mars" }
+        ]) {
+          const r = yield* http("POST", path, { token: dave.token, body })
+          expect(r.status, JSON.stringify(body)).toBe(400)
+          expect(r.body.code).toBe("invalid_body")
+        }
+        const patched = yield* http("PATCH", `${path}/${created.body.id}`, {
+          token: dave.token,
+          body: { vmSize: null, vmLocation: "fsn1" }
+        })
+        expect(patched.body).toMatchObject({ nodeProvider: "hetzner", vmSize: null, vmLocation: "fsn1" })
+        const [row] = yield* sql<{
+          n: number
+        }>`SELECT count(*)::int AS n FROM agent_profiles WHERE project_id = ${projectId}`
+        expect(row?.n).toBe(2)
       })
   )
 })

@@ -8,9 +8,34 @@ import type { GitHubOAuth } from "./Config.js"
 
 /** GitHub's documented answers: the token exchange (200 even on error) and `GET /user`. */
 const TokenResponse = z.union([
-  z.object({ access_token: z.string().min(1), token_type: z.string(), scope: z.string().optional() }),
+  z.object({
+    access_token: z.string().min(1),
+    token_type: z.string(),
+    scope: z.string().optional(),
+    /** a GitHub App's user token that expires (the default: eight hours) comes with a refresh token */
+    expires_in: z.number().int().positive().optional(),
+    refresh_token: z.string().min(1).optional()
+  }),
   z.object({ error: z.string(), error_description: z.string().optional() })
 ])
+
+/** A user's GitHub token as SAM keeps it (sealed): the access token and, when it expires, how to renew it. */
+export interface UserToken {
+  readonly accessToken: Redacted.Redacted<string>
+  readonly refreshToken?: Redacted.Redacted<string> | undefined
+  readonly expiresAt?: Date | undefined
+}
+
+const userTokenOf = (data: {
+  access_token: string
+  expires_in?: number | undefined
+  refresh_token?: string | undefined
+}) =>
+  ({
+    accessToken: Redacted.make(data.access_token),
+    ...(data.refresh_token === undefined ? {} : { refreshToken: Redacted.make(data.refresh_token) }),
+    ...(data.expires_in === undefined ? {} : { expiresAt: new Date(Date.now() + data.expires_in * 1000) })
+  }) satisfies UserToken
 const GitHubUser = z.object({ id: z.number().int().positive(), login: z.string().min(1), name: z.string().nullish() })
 /** `GET /user/memberships/orgs/{org}`: 200 with the membership, 404 when the user is not in the organization. */
 const OrgMembership = z.object({ state: z.enum(["active", "pending"]), organization: z.object({ login: z.string() }) })
@@ -142,5 +167,31 @@ export const signIn = Effect.fn("GitHub.signIn")(function* (github: GitHubOAuth,
       })
     )
     .pipe(Effect.orDie)
-  return { userId, accessToken: Redacted.make(token.data.access_token) }
+  return { userId, accessToken: Redacted.make(token.data.access_token), token: userTokenOf(token.data) }
+})
+
+/**
+ * Renew an expiring user token with its refresh token (`grant_type=refresh_token`; GitHub answers 200 with
+ * `bad_refresh_token` for a used or expired one). The refresh token is single use: the new one replaces it.
+ */
+export const refreshUserToken = Effect.fn("GitHub.refreshUserToken")(function* (
+  github: GitHubOAuth,
+  refreshToken: Redacted.Redacted<string>
+) {
+  const answer = yield* fetchJson(new URL("/login/oauth/access_token", github.webUrl).toString(), {
+    method: "POST",
+    headers: { accept: "application/json", "content-type": "application/json" },
+    body: JSON.stringify({
+      client_id: github.clientId,
+      client_secret: Redacted.value(github.clientSecret),
+      grant_type: "refresh_token",
+      refresh_token: Redacted.value(refreshToken)
+    })
+  })
+  const token = TokenResponse.safeParse(answer.body)
+  if (!token.success) return yield* refused(`GitHub answered the token refresh with ${answer.status}`)
+  if ("error" in token.data) {
+    return yield* refused(`GitHub refused the token refresh: ${token.data.error_description ?? token.data.error}`)
+  }
+  return userTokenOf(token.data)
 })

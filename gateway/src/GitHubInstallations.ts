@@ -4,6 +4,8 @@ import { SecretBox } from "@sam/sql"
 import { Effect, Redacted } from "effect"
 import { z } from "zod"
 import { ApiError } from "./ApiError.js"
+import { GatewayConfig } from "./Config.js"
+import { refreshUserToken, type UserToken } from "./GitHub.js"
 import { apiHeaders, call } from "./GitHubApp.js"
 
 /** GitHub's installation account (`installation.account`): a user or an organization. */
@@ -102,13 +104,22 @@ export const created = Effect.fn("GitHubInstallations.created")(function* (
   return true
 })
 
-/** Keep the user's GitHub token for calls made as them, sealed; without a master key it is not kept. */
+/**
+ * Keep the user's GitHub token for calls made as them, sealed; without a master key it is not kept. An
+ * expiring token is kept with its refresh token and expiry, as one sealed JSON value (an older plain token
+ * still opens).
+ */
 export const rememberToken = Effect.fn("GitHubInstallations.rememberToken")(function* (
   userId: UserId,
-  token: Redacted.Redacted<string>
+  token: UserToken
 ) {
   const sql = yield* SqlClient.SqlClient
-  const sealed = yield* SecretBox.seal(Redacted.value(token)).pipe(
+  const stored = JSON.stringify({
+    access: Redacted.value(token.accessToken),
+    ...(token.refreshToken === undefined ? {} : { refresh: Redacted.value(token.refreshToken) }),
+    ...(token.expiresAt === undefined ? {} : { expiresAt: token.expiresAt.toISOString() })
+  })
+  const sealed = yield* SecretBox.seal(stored).pipe(
     Effect.tapError((e) => Effect.logWarning(`GitHub token of ${userId} not kept: ${e.message}`)),
     Effect.option
   )
@@ -118,6 +129,16 @@ export const rememberToken = Effect.fn("GitHubInstallations.rememberToken")(func
     ON CONFLICT (user_id) DO UPDATE SET sealed = excluded.sealed, updated_at = now()`.pipe(Effect.orDie)
 })
 
+const Stored = z.object({ access: z.string().min(1), refresh: z.string().optional(), expiresAt: z.string().optional() })
+
+/** Renewed when it expires within this (a sync makes several calls with it). */
+export const USER_TOKEN_REFRESH_MARGIN_MS = 5 * 60_000
+
+/**
+ * The user's GitHub token, renewed first with its refresh token when it expires soon (GitHub App user
+ * tokens live eight hours unless the app opts out). A refresh GitHub refuses leaves the old token: the
+ * caller's call then fails as GitHub says, and the next sign-in stores a fresh one.
+ */
 const userToken = Effect.fn("GitHubInstallations.userToken")(function* (userId: UserId) {
   const sql = yield* SqlClient.SqlClient
   const rows = yield* sql<{ sealed: string }>`SELECT sealed FROM github_user_tokens WHERE user_id = ${userId}`.pipe(
@@ -125,9 +146,34 @@ const userToken = Effect.fn("GitHubInstallations.userToken")(function* (userId: 
   )
   const row = rows[0]
   if (row === undefined) return undefined
-  return yield* SecretBox.open(row.sealed).pipe(
-    Effect.map((token) => Redacted.make(token)),
-    Effect.catchAll(() => Effect.succeed(undefined))
+  const opened = yield* SecretBox.open(row.sealed).pipe(Effect.option)
+  if (opened._tag === "None") return undefined
+  const parsed = opened.value.startsWith("{")
+    ? Stored.safeParse(
+        (() => {
+          try {
+            return JSON.parse(opened.value)
+          } catch {
+            return undefined
+          }
+        })()
+      )
+    : { success: true as const, data: { access: opened.value } as z.infer<typeof Stored> }
+  if (!parsed.success) return undefined
+  const stored = parsed.data
+  const current = Redacted.make(stored.access)
+  const expiresAt = stored.expiresAt === undefined ? undefined : new Date(stored.expiresAt)
+  if (stored.refresh === undefined || expiresAt === undefined) return current
+  if (expiresAt.getTime() - Date.now() > USER_TOKEN_REFRESH_MARGIN_MS) return current
+  const config = yield* Effect.serviceOption(GatewayConfig)
+  const github = config._tag === "Some" ? config.value.github : undefined
+  if (github === undefined) return current
+  return yield* refreshUserToken(github, Redacted.make(stored.refresh)).pipe(
+    Effect.tap((renewed) => rememberToken(userId, renewed)),
+    Effect.map((renewed) => renewed.accessToken),
+    Effect.catchAll((e) =>
+      Effect.logWarning(`GitHub token of ${userId} not renewed: ${e.message}`).pipe(Effect.as(current))
+    )
   )
 })
 

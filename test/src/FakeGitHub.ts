@@ -78,7 +78,12 @@ const repoJson = (r: FakeRepository, i: FakeInstallation, origin: string) => ({
 export const startFakeGitHub = async (
   client: { readonly id: string; readonly secret: string },
   /** the GitHub App: its id and public key, to verify the app's JWTs */
-  app?: { readonly id: string; readonly publicKey: string }
+  app?: { readonly id: string; readonly publicKey: string },
+  /**
+   * `userTokenLifetimeSeconds`: user tokens expire (as a GitHub App's do by default, eight hours) and come
+   * with a single-use refresh token
+   */
+  options: { readonly userTokenLifetimeSeconds?: number } = {}
 ) => {
   /** installation tokens minted: token → what it reaches and until when */
   const installationTokens = new Map<string, { installationId: number; repositoryIds: number[]; expiresAt: Date }>()
@@ -108,7 +113,29 @@ export const startFakeGitHub = async (
     return undefined
   }
   const codes = new Map<string, { user: FakeGitHubUser; redirectUri: string; scope: string }>()
-  const tokens = new Map<string, { user: FakeGitHubUser; scope: string }>()
+  const tokens = new Map<string, { user: FakeGitHubUser; scope: string; expiresAt?: number }>()
+  const refreshTokens = new Map<string, { user: FakeGitHubUser; scope: string }>()
+  /** the refresh grants answered, good or bad */
+  const refreshes: Array<{ ok: boolean }> = []
+  const issue = (grant: { user: FakeGitHubUser; scope: string }) => {
+    const token = `gho_${randomBytes(18).toString("hex")}`
+    const lifetime = options.userTokenLifetimeSeconds
+    if (lifetime === undefined) {
+      tokens.set(token, grant)
+      return { access_token: token, token_type: "bearer", scope: grant.scope.replaceAll(" ", ",") }
+    }
+    tokens.set(token, { ...grant, expiresAt: Date.now() + lifetime * 1000 })
+    const refresh = `ghr_${randomBytes(30).toString("hex")}`
+    refreshTokens.set(refresh, grant)
+    return {
+      access_token: token,
+      expires_in: lifetime,
+      refresh_token: refresh,
+      refresh_token_expires_in: 15897600,
+      token_type: "bearer",
+      scope: ""
+    }
+  }
   /** lower-case login → lower-case organization → membership state */
   const memberships = new Map<string, Map<string, "active" | "pending">>()
   const notFound = { message: "Not Found", documentation_url: "https://docs.github.com/rest" }
@@ -318,6 +345,20 @@ export const startFakeGitHub = async (
             "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#incorrect-client-credentials"
         })
       }
+      if (body.grant_type === "refresh_token") {
+        const refreshed = refreshTokens.get(body.refresh_token ?? "")
+        refreshTokens.delete(body.refresh_token ?? "")
+        refreshes.push({ ok: refreshed !== undefined })
+        if (refreshed === undefined) {
+          return json(res, 200, {
+            error: "bad_refresh_token",
+            error_description: "The refresh token passed is incorrect or expired.",
+            error_uri:
+              "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-refresh-token"
+          })
+        }
+        return json(res, 200, issue(refreshed))
+      }
       const grant = codes.get(body.code ?? "")
       codes.delete(body.code ?? "")
       if (grant === undefined || (body.redirect_uri !== undefined && body.redirect_uri !== grant.redirectUri)) {
@@ -329,9 +370,7 @@ export const startFakeGitHub = async (
         })
       }
       exchanges.push({ code: body.code ?? "", redirectUri: body.redirect_uri ?? "" })
-      const token = `gho_${randomBytes(18).toString("hex")}`
-      tokens.set(token, { user: grant.user, scope: grant.scope })
-      return json(res, 200, { access_token: token, token_type: "bearer", scope: grant.scope.replaceAll(" ", ",") })
+      return json(res, 200, issue({ user: grant.user, scope: grant.scope }))
     }
     const bearer = /^(?:Bearer|token) (\S+)$/.exec(req.headers.authorization ?? "")?.[1]
     const mint = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(url.pathname)
@@ -367,7 +406,9 @@ export const startFakeGitHub = async (
     if (gitPath !== null) return serveGit(req, res, url, gitPath[1] ?? "", gitPath[2] ?? "", gitPath[3] ?? "")
     const pulls = /^\/repos\/([^/]+)\/([^/]+)\/pulls$/.exec(url.pathname)
     if (pulls !== null) return servePulls(req, res, url, pulls[1] ?? "", pulls[2] ?? "", bearer)
-    const grant = bearer === undefined ? undefined : tokens.get(bearer)
+    const held = bearer === undefined ? undefined : tokens.get(bearer)
+    // an expired user token is refused as GitHub refuses it
+    const grant = held?.expiresAt !== undefined && held.expiresAt <= Date.now() ? undefined : held
     const needsToken = req.method === "GET" && (url.pathname === "/user" || url.pathname.startsWith("/user/"))
     if (needsToken && grant === undefined) {
       return json(res, 401, { message: "Bad credentials", documentation_url: "https://docs.github.com/rest" })
@@ -473,6 +514,14 @@ export const startFakeGitHub = async (
     },
     installations,
     installationTokens,
+    refreshes,
+    refreshTokens,
+    /** End every user token of `login` now (their refresh tokens stay good). */
+    expireUserTokens: (login: string) => {
+      for (const grant of tokens.values()) {
+        if (grant.user.login.toLowerCase() === login.toLowerCase()) grant.expiresAt = Date.now() - 1
+      }
+    },
     pullRequests,
     gitRequests,
     /** where the bare repositories are: `<gitRoot>/<owner>/<name>.git` */

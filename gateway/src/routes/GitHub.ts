@@ -53,9 +53,9 @@ export const routes = [
           message: "this sign-in link has expired or was opened in another browser; start again at /api/v1/auth/github"
         })
       }
-      const { userId, accessToken } = yield* GitHub.signIn(github, query.code, redirectUri)
+      const { userId, token } = yield* GitHub.signIn(github, query.code, redirectUri)
       // Kept (sealed) only for a GitHub App: installation discovery and repositories are asked as the user.
-      if ((yield* GatewayConfig).githubApp !== undefined) yield* Installations.rememberToken(userId, accessToken)
+      if ((yield* GatewayConfig).githubApp !== undefined) yield* Installations.rememberToken(userId, token)
       const session = yield* (yield* Auth).createSession(userId)
       const redirect = HttpServerResponse.redirect("/", { status: 302 })
       return {

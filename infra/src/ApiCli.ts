@@ -60,10 +60,21 @@ const project = (args: ReadonlyArray<string>) =>
     switch (verb) {
       case "create": {
         const repo = flags.repo
-        if (repo === undefined) return yield* usage("project", "sam project create --repo <path or URL> [--name N]")
-        const name = flags.name ?? repo.split("/").filter(Boolean).pop() ?? "project"
+        // `--github <installationId>:<owner/name>`: a repository of one of my GitHub App installations
+        const picked = flags.github === undefined ? undefined : /^(\d+):(.+)$/.exec(flags.github)
+        if ((repo === undefined) === (picked === undefined) || picked === null) {
+          return yield* usage(
+            "project",
+            "sam project create --repo <path or URL> | --github <installationId>:<owner/name> [--name N] [--branch B]"
+          )
+        }
+        const source =
+          picked === undefined
+            ? { repoUrl: repo ?? "" }
+            : { github: { installationId: Number(picked[1]), repository: picked[2] ?? "" } }
+        const name = flags.name ?? (picked?.[2] ?? repo ?? "").split("/").filter(Boolean).pop() ?? "project"
         const created = yield* api.call(E.createProject, {
-          body: { name, repoUrl: repo, ...(flags.branch === undefined ? {} : { defaultBranch: flags.branch }) }
+          body: { name, ...source, ...(flags.branch === undefined ? {} : { defaultBranch: flags.branch }) }
         })
         return yield* out(`${created.id}\n`)
       }
@@ -82,6 +93,7 @@ const project = (args: ReadonlyArray<string>) =>
             ["id", p.id],
             ["name", p.name],
             ["repository", p.repoUrl],
+            ["github", p.githubRepository],
             ["default branch", p.defaultBranch],
             ["owner", p.ownerId],
             ["your role", p.role],
@@ -103,7 +115,7 @@ const project = (args: ReadonlyArray<string>) =>
       default:
         return yield* usage(
           "project",
-          "sam project create --repo R [--name N] [--branch B] | list | get|members proj_…"
+          "sam project create --repo R | --github ID:OWNER/NAME [--name N] [--branch B] | list | get|members proj_…"
         )
     }
   })

@@ -103,6 +103,7 @@ export const task = (args: ReadonlyArray<string>) =>
             ["workspace", t.workspaceId],
             ["session", t.sessionId],
             ["branch", t.branch === null ? null : `${t.branch}${t.commitSha ? ` @ ${t.commitSha.slice(0, 12)}` : ""}`],
+            ["pull request", t.prUrl],
             ["created", day(t.createdAt)],
             ["finished", day(t.finishedAt)],
             ["prompt", t.prompt.split("\n").join(" ⏎ ")]

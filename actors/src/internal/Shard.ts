@@ -1,14 +1,19 @@
 import type { JsMsg } from "@nats-io/jetstream"
 import { ActorMessages, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
-import { Cause, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
 import { afterFailure, totalAttempts } from "./Retry.js"
 import type { RuntimeEvent, ShardSettings } from "./Settings.js"
-import type { Store } from "./Store.js"
+import type { CommitResult, Store } from "./Store.js"
 import { text } from "./Store.js"
 
 export const REPLY_HEADER = "Sam-Reply-To"
+
+/** Transactions of one shard's batches that may run at the same time. */
+const COMMIT_LANES = 2
+/** Most entities' groups in one batch (each holds up to `groupMax` commands). */
+const BATCH_GROUPS = 16
 
 interface Mailbox {
   readonly id: string
@@ -218,38 +223,100 @@ export const startShard = (deps: ShardDeps) =>
     }
 
     /**
+     * Groups of different entities that are ready at the same time share a transaction (group commit
+     * across the shard's entities, issue 12): a burst over many entities pays one BEGIN, one fence check
+     * and one COMMIT per batch, not per command. Each entity has at most one group waiting here (its
+     * mailbox waits for the answer), so its order holds; `COMMIT_LANES` batches of a shard run side by
+     * side, so one slow transaction does not hold up the rest. Should a batch fail for another reason
+     * than the fence, each group is answered `Retry` and applied on its own, with its own retries.
+     */
+    type Batched = Exit.Exit<ReadonlyArray<CommitResult>, "Fenced" | "Retry" | "Stopped">
+    interface Submission {
+      readonly items: ReadonlyArray<Checked>
+      readonly done: Deferred.Deferred<Batched>
+    }
+    const submissions = Effect.runSync(Queue.unbounded<Submission>())
+    const inputOf = ({ msg, id, envelope }: Checked) => ({
+      kind,
+      shard,
+      epoch,
+      id,
+      envelope,
+      context: {
+        kind: kind.name,
+        id,
+        subject: msg.subject,
+        streamSequence: msg.seq,
+        attempt: totalAttempts(msg.info.deliveryCount, 1)
+      },
+      traceparent: msg.headers?.get("traceparent")
+    })
+    const stoppedAll = (batch: ReadonlyArray<Submission>) =>
+      Effect.forEach(batch, (submission) => Deferred.succeed(submission.done, Exit.fail("Stopped")), { discard: true })
+    /**
+     * A lane: takes what waits, commits it, answers each group. Once the shard stops it takes nothing
+     * more, but a batch it holds is carried through (the fence then refuses it if the shard is gone).
+     */
+    const lane = (state: { busy: boolean }) =>
+      Effect.gen(function* () {
+        while (active) {
+          const batch = [...(yield* Queue.takeBetween(submissions, 1, BATCH_GROUPS))]
+          state.busy = true
+          if (!active) {
+            yield* stoppedAll(batch)
+            state.busy = false
+            return
+          }
+          // more than one entity's group may wait: take them all, up to BATCH_GROUPS groups
+          const inputs = batch.flatMap((submission) => submission.items.map(inputOf))
+          const exit = yield* store.commitGroup(inputs).pipe(
+            Effect.withSpan("Actor.handleGroup", {
+              attributes: {
+                "actor.kind": kind.name,
+                "actor.shard": shard,
+                "group.size": inputs.length,
+                "group.entities": batch.length
+              }
+            }),
+            Effect.exit
+          )
+          let offset = 0
+          for (const submission of batch) {
+            const size = submission.items.length
+            const answer: Batched = Exit.isSuccess(exit)
+              ? Exit.succeed(exit.value.slice(offset, offset + size))
+              : Option.match(Cause.failureOption(exit.cause), {
+                  onNone: () => Exit.fail("Retry" as const),
+                  onSome: (error) => Exit.fail(error._tag === "Fenced" ? ("Fenced" as const) : ("Retry" as const))
+                })
+            offset += size
+            yield* Deferred.succeed(submission.done, answer)
+          }
+          state.busy = false
+        }
+      })
+    const lanes = Array.from({ length: COMMIT_LANES }, () => {
+      const state = { busy: false }
+      return { state, fiber: deps.fork(lane(state)) }
+    })
+    const commitTogether = (items: ReadonlyArray<Checked>) =>
+      Effect.gen(function* () {
+        if (!active) return Exit.fail("Stopped" as const) as Batched
+        const done = yield* Deferred.make<Batched>()
+        yield* Queue.offer(submissions, { items, done })
+        return yield* Deferred.await(done)
+      })
+
+    /**
      * Messages that passed their checks, applied in arrival order in one transaction (group commit,
-     * issue 12); should the group fail, each is applied on its own, with its own retries.
+     * issue 12), with other entities' groups that wait at the same time; should that transaction fail,
+     * each is applied on its own, with its own retries.
      */
     const applyGroup = (items: ReadonlyArray<Checked>) =>
       Effect.gen(function* () {
         if (items.length === 0) return
-        if (items.length === 1) return yield* handleCommand(items[0]!.msg, items[0]!.id, items[0]!.envelope)
         const started = Date.now()
-        const exit = yield* store
-          .commitGroup(
-            items.map(({ msg, id, envelope }) => ({
-              kind,
-              shard,
-              epoch,
-              id,
-              envelope,
-              context: {
-                kind: kind.name,
-                id,
-                subject: msg.subject,
-                streamSequence: msg.seq,
-                attempt: totalAttempts(msg.info.deliveryCount, 1)
-              },
-              traceparent: msg.headers?.get("traceparent")
-            }))
-          )
-          .pipe(
-            Effect.withSpan("Actor.handleGroup", {
-              attributes: { "actor.kind": kind.name, "actor.shard": shard, "group.size": items.length }
-            }),
-            Effect.exit
-          )
+        const exit = yield* commitTogether(items)
         if (Exit.isSuccess(exit)) {
           for (const [i, result] of exit.value.entries()) {
             const { msg, id, envelope } = items[i]!
@@ -260,8 +327,9 @@ export const startShard = (deps: ShardDeps) =>
           }
           return
         }
-        const failure = Cause.failureOption(exit.cause)
-        if (Option.isSome(failure) && failure.value._tag === "Fenced") {
+        const failed = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+        if (failed === "Stopped") return
+        if (failed === "Fenced") {
           for (const { id, envelope } of items)
             deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
           return lose()
@@ -379,6 +447,10 @@ export const startShard = (deps: ShardDeps) =>
         }
         active = false
         for (const box of boxes.values()) yield* Queue.takeAll(box.queue)
+        // Groups still waiting are not ours any more: left unacknowledged for the next owner. A lane in the
+        // middle of a batch carries it through (the fence decides); idle ones stop.
+        yield* stoppedAll([...(yield* Queue.takeAll(submissions))])
+        yield* Fiber.interruptAll(lanes.filter((l) => !l.state.busy).map((l) => l.fiber))
       })
 
     return {

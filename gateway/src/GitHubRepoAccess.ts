@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, Nats, Subjects } from "@sam/bus"
+import { ControlPlane } from "@sam/actors"
+import { Domain, Nats, Publish, Subjects } from "@sam/bus"
 import { Effect, Redacted, Runtime } from "effect"
 import type { GitHubAppOptions } from "./GitHubApp.js"
 import { mintInstallationToken } from "./GitHubAppToken.js"
@@ -41,7 +42,18 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
     LEFT JOIN github_installation_accounts a ON a.installation_id = g.installation_id
     WHERE w.id = ${workspaceId}`.pipe(Effect.orDie)
   if (row === undefined || row.nodeId !== nodeId) {
+    // Dropped and audited, as a report naming another node's workspace is (design §4).
     yield* Effect.logWarning(`node ${nodeId} asked for repository access to workspace ${workspaceId}, not its own`)
+    yield* Publish.publish(
+      Subjects.event("system", "node", nodeId, ControlPlane.ReportDropped.type),
+      ControlPlane.ReportDropped.make({
+        nodeId,
+        kind: "workspace",
+        entityId: workspaceId,
+        reportType: "git.access",
+        reason: "workspace is not on this node"
+      })
+    ).pipe(Effect.catchAll((e) => Effect.logWarning(`the audit event was not published: ${e.message}`)))
     return refuse("forbidden", `workspace ${workspaceId} is not on this node`)
   }
   if (ENDED.includes(row.status)) return refuse("forbidden", `workspace ${workspaceId} is ${row.status}`)
@@ -91,12 +103,8 @@ export const serve = Effect.fn("GitHubRepoAccess.serve")(function* (app: GitHubA
       )
       if (!request.success) return yield* respond({ ok: false, code: "bad_request", error: "expected {workspaceId}" })
       yield* respond(yield* gitAccess(app, nodeId, request.data.workspaceId))
-    }).pipe(
-      Effect.catchAllCause((cause) => Effect.logError("repository access request failed", cause)),
-      Effect.provideService(SqlClient.SqlClient, sql)
-    )
-  const sql = yield* SqlClient.SqlClient
-  const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    }).pipe(Effect.catchAllCause((cause) => Effect.logError("repository access request failed", cause)))
+  const runFork = Runtime.runFork(yield* Effect.runtime<SqlClient.SqlClient | Nats>())
   yield* Effect.forkScoped(
     Effect.promise(async () => {
       for await (const msg of sub) runFork(answer(msg.subject, msg.reply, msg.data))

@@ -1,4 +1,5 @@
 export { type ControlPlaneOptions, layer, run } from "../ControlPlane.js"
+export { ReportDropped } from "./Audit.js"
 export { rejectionRoutes } from "./CommandRejections.js"
 export * from "./Kinds.js"
 export {

@@ -297,6 +297,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
         const accounts = yield* NatsAccounts.NatsAccounts
         const strangerId = makeId("node")
         const stranger = yield* accounts.nodeCredentials(strangerId, 300)
+        const audits = (yield* Nats).nc.subscribe(`sam.evt.system.node.${strangerId}.report.dropped`, { max: 1 })
         const reply = yield* Effect.scoped(
           Effect.gen(function* () {
             const { nc } = yield* Nats
@@ -318,6 +319,12 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
           )
         )
         expect(reply).toMatchObject({ ok: false, code: "forbidden" })
+        // and audited as a dropped report of that node
+        const audit = yield* Effect.promise(async () => {
+          for await (const msg of audits) return msg.json() as { body: Record<string, string> }
+          return undefined
+        }).pipe(Effect.timeout("10 seconds"))
+        expect(audit?.body).toMatchObject({ nodeId: strangerId, entityId: firstWs, reportType: "git.access" })
         const direct = yield* GitHubRepoAccess.gitAccess(app, strangerId, firstWs)
         expect(direct.ok).toBe(false)
 

@@ -38,10 +38,17 @@ export interface InstallationToken {
  * installation, with contents and pull requests write. GitHub answers 404 for an installation it does not
  * know (or not of this app), 422 for a repository outside the installation, 401 for a bad app JWT.
  */
+/** What a token may do; GitHub grants no more than the installation has. */
+export type TokenPermissions = Readonly<Record<"contents" | "pull_requests" | "metadata", "read" | "write">>
+
+/** The default: contents and pull requests write. A workspace's token gets less (ADR 0028). */
+export const DEFAULT_PERMISSIONS: TokenPermissions = { contents: "write", pull_requests: "write", metadata: "read" }
+
 export const mintInstallationToken = Effect.fn("GitHubAppToken.mint")(function* (
   app: GitHubAppOptions,
   installationId: number,
-  repositoryId: number
+  repositoryId: number,
+  permissions: Partial<TokenPermissions> = DEFAULT_PERMISSIONS
 ) {
   const jwt = yield* Effect.try({
     try: () => appJwt(app),
@@ -52,7 +59,7 @@ export const mintInstallationToken = Effect.fn("GitHubAppToken.mint")(function* 
     headers: { ...apiHeaders(Redacted.value(jwt)), "content-type": "application/json" },
     body: JSON.stringify({
       repository_ids: [repositoryId],
-      permissions: { contents: "write", pull_requests: "write", metadata: "read" }
+      permissions
     })
   })
   const parsed = AccessToken.safeParse(answer.body)

@@ -7,6 +7,9 @@ import { mintInstallationToken } from "./GitHubAppToken.js"
 
 const { GitAccess } = Domain
 
+/** What a workspace's token may do: read and push code, nothing else (no pull requests, issues, settings). */
+export const WORKSPACE_PERMISSIONS = { contents: "write", metadata: "read" } as const
+
 /** Workspaces in these states get no token: their repository work is over. */
 const ENDED = ["stopping", "stopped", "deleted", "error"]
 
@@ -63,7 +66,8 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   if (app === undefined) return refuse("unavailable", "no GitHub App is configured (SAM_GITHUB_APP_ID)")
   if (row.uninstalled)
     return refuse("forbidden", `the GitHub App was uninstalled from installation ${row.installationId}`)
-  return yield* mintInstallationToken(app, row.installationId, row.repositoryId).pipe(
+  // Contents only: the pull request is opened by the control plane, with a token of its own.
+  return yield* mintInstallationToken(app, row.installationId, row.repositoryId, WORKSPACE_PERMISSIONS).pipe(
     Effect.map(
       (minted): Domain.GitAccess.GitAccessReply => ({
         ok: true,

@@ -86,7 +86,10 @@ export const startFakeGitHub = async (
   options: { readonly userTokenLifetimeSeconds?: number } = {}
 ) => {
   /** installation tokens minted: token → what it reaches and until when */
-  const installationTokens = new Map<string, { installationId: number; repositoryIds: number[]; expiresAt: Date }>()
+  const installationTokens = new Map<
+    string,
+    { installationId: number; repositoryIds: number[]; expiresAt: Date; permissions: Record<string, string> }
+  >()
   /** GitHub's checks of an app JWT: RS256 under the app's key, `iss` the app id, at most ten minutes long. */
   const appJwtError = (jwt: string | undefined) => {
     const [header, payload, sig] = (jwt ?? "").split(".")
@@ -172,9 +175,14 @@ export const startFakeGitHub = async (
     return undefined
   }
   /** An installation token that is live and reaches the repository. */
-  const tokenReaches = (token: string | undefined, repoId: number) => {
+  const tokenReaches = (token: string | undefined, repoId: number, permission?: string) => {
     const minted = token === undefined ? undefined : installationTokens.get(token)
-    return minted !== undefined && minted.expiresAt.getTime() > Date.now() && minted.repositoryIds.includes(repoId)
+    return (
+      minted !== undefined &&
+      minted.expiresAt.getTime() > Date.now() &&
+      minted.repositoryIds.includes(repoId) &&
+      (permission === undefined || minted.permissions[permission] !== undefined)
+    )
   }
   const basicToken = (req: IncomingMessage) => {
     const basic = /^Basic (\S+)$/.exec(req.headers.authorization ?? "")?.[1]
@@ -196,7 +204,7 @@ export const startFakeGitHub = async (
       return res.end("Repository not found.\n")
     }
     const push = service === "git-receive-pack"
-    const authorized = tokenReaches(basicToken(req), found.repo.id)
+    const authorized = tokenReaches(basicToken(req), found.repo.id, "contents")
     if (!authorized && (push || found.repo.private)) {
       gitRequests.push({ repo: `${owner}/${name}`, service, status: 401 })
       res.writeHead(401, { "www-authenticate": 'Basic realm="GitHub"', "content-type": "text/plain" })
@@ -254,6 +262,14 @@ export const startFakeGitHub = async (
   ) => {
     const found = findRepo(owner, name)
     if (found === undefined || !tokenReaches(bearer, found.repo.id)) return json(res, 404, notFound)
+    // a token without pull requests permission: GitHub's 403 for an integration
+    if (!tokenReaches(bearer, found.repo.id, "pull_requests")) {
+      return json(res, 403, {
+        message: "Resource not accessible by integration",
+        documentation_url: "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+        status: "403"
+      })
+    }
     const key = `${found.installation.account.login}/${found.repo.name}`
     const list = pullRequests.get(key) ?? []
     pullRequests.set(key, list)
@@ -381,7 +397,10 @@ export const startFakeGitHub = async (
       }
       const installation = installations.get(Number(mint[1]))
       if (installation === undefined) return json(res, 404, notFound)
-      const body = JSON.parse((await readBody(req)) || "{}") as { repository_ids?: number[] }
+      const body = JSON.parse((await readBody(req)) || "{}") as {
+        repository_ids?: number[]
+        permissions?: Record<string, string>
+      }
       const ids = body.repository_ids ?? installation.repositories.map((r) => r.id)
       const reached = ids.map((id) => installation.repositories.find((r) => r.id === id))
       if (reached.some((r) => r === undefined)) {
@@ -393,11 +412,18 @@ export const startFakeGitHub = async (
       }
       const token = `ghs_${randomBytes(18).toString("hex")}`
       const expiresAt = new Date(Date.now() + 3600_000)
-      installationTokens.set(token, { installationId: installation.id, repositoryIds: ids, expiresAt })
+      // GitHub grants what was asked for, within the installation's own permissions
+      const granted = body.permissions ?? { contents: "write", metadata: "read", pull_requests: "write" }
+      installationTokens.set(token, {
+        installationId: installation.id,
+        repositoryIds: ids,
+        expiresAt,
+        permissions: granted
+      })
       return json(res, 201, {
         token,
         expires_at: expiresAt.toISOString().replace(/\.\d{3}Z$/, "Z"),
-        permissions: { contents: "write", metadata: "read", pull_requests: "write" },
+        permissions: granted,
         repository_selection: "selected",
         repositories: reached.map((r) => repoJson(r as FakeRepository, installation, url.origin))
       })

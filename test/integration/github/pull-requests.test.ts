@@ -259,7 +259,11 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
         const probe = [
           `run git ls-remote ${github.url}/acme/widgets.git 2>&1; echo widgets-exit=$?`,
           `run git ls-remote ${github.url}/acme/gadgets.git >/dev/null 2>&1; echo gadgets-exit=$?`,
-          `run printf 'protocol=http\\nhost=${new URL(github.url).host}\\n' | node ${firstDir} ${firstSocket} get; echo; echo stolen-exit=$?`
+          `run printf 'protocol=http\\nhost=${new URL(github.url).host}\\n' | node ${firstDir} ${firstSocket} get; echo; echo stolen-exit=$?`,
+          // its own token (the agent can ask its own helper) reaches code only: no pull requests with it
+          `run T=$(printf 'protocol=http\\nhost=${new URL(github.url).host}\\n\\n' | git credential fill | sed -n 's/^password=//p'); ` +
+            `curl -s -o /dev/null -w 'pr-status=%{http_code}\\n' -X POST -H "authorization: token $T" ` +
+            `-d '{"title":"x","head":"main","base":"main"}' ${github.url}/repos/acme/gadgets/pulls`
         ].join("\n")
         const second = yield* http("POST", `/api/v1/projects/${other.body.id}/tasks`, {
           headers: ada.headers,
@@ -282,15 +286,16 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
             }>`SELECT payload::text AS payload FROM session_events WHERE session_id = ${secondSession}`,
             (rows) => {
               const text = rows.map((r) => r.payload).join("\n")
-              // the prompt itself says `stolen-exit=$?`: wait for the number
-              return /stolen-exit=\d/.test(text) ? text : undefined
+              // the prompt itself says `pr-status=%{http_code}`: wait for the number
+              return /pr-status=\d/.test(text) ? text : undefined
             }
           ),
           { timeout: "60 seconds", every: "250 millis" }
         )
         expect(probed).toContain("gadgets-exit=0")
         expect(probed).not.toContain("widgets-exit=0")
-        expect(probed).not.toContain("password=")
+        expect(probed).not.toMatch(/password=ghs_/)
+        expect(probed).toContain("pr-status=403")
 
         // The control plane answers a node only for its own workspaces: another node asking for the first
         // workspace's token (on its own subject, with its own credentials) is refused.

@@ -218,6 +218,8 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         }
         case "workspace.stop": {
           const workspaceId = command.body.workspaceId
+          // a stopped workspace's processes are gone: its token and its socket go too (a create serves it again)
+          yield* git.forget(workspaceId)
           const current = yield* runtime.get(workspaceId)
           if (settings.branchDir !== undefined && current._tag === "Some" && current.value.status === "running") {
             const kept = yield* keepTaskBranches(runtime, workspaceId, settings.branchDir)

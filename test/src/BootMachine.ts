@@ -27,6 +27,8 @@ export interface MachineOptions {
   readonly image: string
   /** host paths the machine sees at the same path, read-only (a project's local repository) */
   readonly shared?: ReadonlyArray<string>
+  /** false: no Node on the machine (the boot script installs the control plane's runtime); default true */
+  readonly node?: boolean
   /** extra environment of the machine (e.g. `SAM_FIREWALL_SIMULATE_NO_IP6TABLES=1`) */
   readonly env?: Readonly<Record<string, string>>
 }
@@ -92,8 +94,7 @@ const start = (options: MachineOptions, script: (dir: string) => Promise<string>
         "host",
         "-v",
         `${dir}:/cloud-init:ro`,
-        "-v",
-        `${process.execPath}:/usr/local/bin/node:ro`,
+        ...(options.node === false ? [] : ["-v", `${process.execPath}:/usr/local/bin/node:ro`]),
         ...(options.shared ?? []).flatMap((path) => ["-v", `${path}:${path}:ro`]),
         ...Object.entries(env).flatMap(([k, v]) => ["-e", `${k}=${v}`]),
         options.image,

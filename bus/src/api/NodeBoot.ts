@@ -78,6 +78,24 @@ export const NodeBootEndpoints = {
     auth: false,
     response: z.unknown()
   }),
+  nodeRuntime: endpoint({
+    method: "GET",
+    path: "/node-boot/node-runtime.tar.gz",
+    summary:
+      "The control plane's own Node (bin/node), for a machine whose distribution has none >= 20; its architecture " +
+      "in x-sam-arch, its sha256 in x-sam-sha256 and at node-runtime.sha256",
+    tag: "node-boot",
+    auth: false,
+    response: z.unknown()
+  }),
+  nodeRuntimeChecksum: endpoint({
+    method: "GET",
+    path: "/node-boot/node-runtime.sha256",
+    summary: "`<sha256>  node-runtime.tar.gz <arch>` of the Node runtime",
+    tag: "node-boot",
+    auth: false,
+    response: z.unknown()
+  }),
   bootScript: endpoint({
     method: "GET",
     path: "/node-boot/boot.sh",

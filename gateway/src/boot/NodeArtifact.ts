@@ -29,10 +29,16 @@ export interface Artifact {
   readonly bytes: number
 }
 
-/** Packages the bundles require by name (esbuild leaves them out), with their dependencies, flattened. */
-const RUNTIME_PACKAGES = ["ssh2"]
+/**
+ * Packages the bundles require by name (esbuild leaves them out), each found along the dependency chain
+ * that needs it from the vm-agent's package (dockerode requires ssh2 when it loads), with their
+ * dependencies, flattened.
+ */
+const RUNTIME_PACKAGES: ReadonlyArray<ReadonlyArray<string>> = [["dockerode", "docker-modem", "ssh2"]]
 
-const runtimePackages = async (dist: string) => {
+const repoRoot = () => resolve(fileURLToPath(new URL("../../..", import.meta.url)))
+
+const runtimePackages = async () => {
   const found = new Map<string, string>()
   const visit = async (name: string, from: string) => {
     if (found.has(name)) return
@@ -48,9 +54,11 @@ const runtimePackages = async (dist: string) => {
     }
     for (const dep of Object.keys(manifest.dependencies ?? {})) await visit(dep, join(dir, "package.json"))
   }
-  for (const name of RUNTIME_PACKAGES) {
-    const linked = join(dist, "node_modules", name)
-    await visit(name, join(await realpath(linked), "..", "package.json"))
+  for (const chain of RUNTIME_PACKAGES) {
+    let from = join(repoRoot(), "vm-agent", "package.json")
+    for (const link of chain.slice(0, -1)) from = createRequire(from).resolve(`${link}/package.json`)
+    await visit(chain[chain.length - 1]!, from)
+    if (!found.has(chain[chain.length - 1]!)) throw new Error(`${chain.join(" → ")} is not installed`)
   }
   return [...found]
 }
@@ -77,7 +85,7 @@ export const current = (dist: string = process.env.SAM_ARTIFACT_DIST ?? defaultD
       await mkdir(join(stage, "node_modules"), { recursive: true })
       for (const file of FILES) await symlink(join(dist, file), join(stage, file))
       await writeFile(join(stage, "sam"), LAUNCHER, { mode: 0o755 })
-      for (const [name, dir] of await runtimePackages(dist)) await symlink(dir, join(stage, "node_modules", name))
+      for (const [name, dir] of await runtimePackages()) await symlink(dir, join(stage, "node_modules", name))
       const tar = await promisify(execFile)(
         "tar",
         [
@@ -115,4 +123,56 @@ export const read = (artifact: Artifact) =>
   Effect.tryPromise({
     try: () => readFile(artifact.path),
     catch: (cause) => new ArtifactError({ message: `cannot read ${artifact.path}: ${cause}` })
+  })
+
+/** `uname -m` of the machines this control plane's own Node runs on. */
+export const runtimeArch = () => ({ x64: "x86_64", arm64: "aarch64" })[process.arch as "x64" | "arm64"] ?? process.arch
+
+let runtimeCached: { readonly key: string; readonly artifact: Artifact & { readonly arch: string } } | undefined
+
+/**
+ * The Node runtime a node installs when its distribution's is older than 20 (Ubuntu 24.04 and Debian 12
+ * ship 18): this control plane's own `node` binary (>= 20.19 by design), as `bin/node` in a
+ * reproducible tarball beside the build (`dist/node-runtime-<arch>.tar.gz`), for machines of its
+ * architecture.
+ */
+export const runtime = (dist: string = process.env.SAM_ARTIFACT_DIST ?? defaultDist()) =>
+  Effect.tryPromise({
+    try: async () => {
+      const binary = await realpath(process.execPath)
+      const info = await stat(binary)
+      const key = `${binary}:${info.size}@${info.mtimeMs}`
+      if (runtimeCached?.key === key) return runtimeCached.artifact
+      const stage = join(dist, "node-runtime")
+      await rm(stage, { recursive: true, force: true })
+      await mkdir(join(stage, "bin"), { recursive: true })
+      await symlink(binary, join(stage, "bin", "node"))
+      const tar = await promisify(execFile)(
+        "tar",
+        [
+          "--sort=name",
+          "--mtime=@0",
+          "--owner=0",
+          "--group=0",
+          "--numeric-owner",
+          "--dereference",
+          "-C",
+          stage,
+          "-cf",
+          "-",
+          "bin"
+        ],
+        { encoding: "buffer", maxBuffer: 512 * 1024 * 1024 }
+      )
+      const gz = gzipSync(tar.stdout, { level: 6 })
+      const arch = runtimeArch()
+      const path = join(dist, `node-runtime-${arch}.tar.gz`)
+      const partial = `${path}.${process.pid}.partial`
+      await writeFile(partial, gz, { mode: 0o644 })
+      await rename(partial, path)
+      const artifact = { path, sha256: createHash("sha256").update(gz).digest("hex"), bytes: gz.length, arch }
+      runtimeCached = { key, artifact }
+      return artifact
+    },
+    catch: (cause) => new ArtifactError({ message: `the Node runtime artifact cannot be made: ${cause}` })
   })

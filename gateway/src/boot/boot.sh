@@ -79,14 +79,65 @@ node_ok() {
   command -v node >/dev/null 2>&1 &&
     node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'
 }
+# A download before Node is there: curl, wget, or (plain http only) bash's /dev/tcp.
+download() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL -o "$2" "$1"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -O "$2" "$1"
+  else
+    http_get "$1" "$2"
+  fi
+}
+http_get() {
+  local rest=${1#http://} line status
+  [ "$rest" != "$1" ] || return 1
+  local hostport=${rest%%/*} path="/${rest#*/}"
+  local host=${hostport%:*} port=${hostport##*:}
+  [ "$port" != "$hostport" ] || port=80
+  exec 3<>"/dev/tcp/$host/$port" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$hostport" >&3
+  IFS= read -r status <&3 || return 1
+  case "$status" in "HTTP/1."?" 200"*) ;; *)
+    exec 3<&-
+    return 1
+    ;;
+  esac
+  while IFS= read -r line <&3; do [ -n "${line%$'\r'}" ] || break; done
+  cat <&3 >"$2"
+  exec 3<&-
+}
 log node started "looking for Node.js >= 20"
+if ! node_ok; then
+  # The control plane's own Node first (the same >= 20 everywhere, checksummed), for a machine of its
+  # architecture; else the distribution's nodejs (Node >= 20 from Debian 13, Ubuntu 24.10 on).
+  runtime_sum="$SAM_OPT/node-runtime.sha256"
+  mkdir -p "$SAM_OPT"
+  if download "$SAM_URL/api/v1/node-boot/node-runtime.sha256" "$runtime_sum"; then
+    read -r runtime_sha _ runtime_arch <"$runtime_sum" || true
+    if [ "${runtime_arch:-}" = "$(uname -m)" ]; then
+      log node info "installing the control plane's Node runtime ($runtime_arch)"
+      expected=${SAM_RUNTIME_SHA256:-$runtime_sha}
+      download "$SAM_URL/api/v1/node-boot/node-runtime.tar.gz" "$SAM_OPT/node-runtime.tar.gz" ||
+        fail node "cannot download the Node runtime"
+      actual=$(sha256sum "$SAM_OPT/node-runtime.tar.gz" | cut -d' ' -f1)
+      [ "$actual" = "$expected" ] || fail node "Node runtime sha256 mismatch: expected $expected, got $actual"
+      mkdir -p "$SAM_OPT/node"
+      tar -xzf "$SAM_OPT/node-runtime.tar.gz" -C "$SAM_OPT/node" --no-same-owner
+      chmod 0755 "$SAM_OPT" "$SAM_OPT/node" "$SAM_OPT/node/bin"
+      ln -sfn "$SAM_OPT/node/bin/node" /usr/local/bin/node
+      rm -f "$SAM_OPT/node-runtime.tar.gz"
+      hash -r
+    fi
+  fi
+fi
 if ! node_ok; then
   log node info "installing nodejs from the distribution (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -q || fail node "apt-get update failed"
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends nodejs ca-certificates tar ||
     fail node "apt-get install nodejs failed"
-  node_ok || fail node "Node $(node --version 2>/dev/null || echo none) is older than 20: use an image whose distribution ships Node >= 20 (Debian 13, Ubuntu 24.04)"
+  node_ok || fail node "Node $(node --version 2>/dev/null || echo none) is older than 20, and the control plane has no runtime for $(uname -m)"
 fi
 NODE_BIN=$(command -v node)
 log node completed "Node $(node --version) at $NODE_BIN"

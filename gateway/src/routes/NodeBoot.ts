@@ -37,6 +37,14 @@ const artifact = NodeArtifact.current().pipe(
   )
 )
 
+const runtime = NodeArtifact.runtime().pipe(
+  Effect.catchTag("ArtifactError", (e) =>
+    Effect.logError(e.message).pipe(
+      Effect.zipRight(Effect.fail(new ApiError({ code: "unavailable", message: "no Node runtime to serve" })))
+    )
+  )
+)
+
 const REFUSED =
   "the bootstrap token was refused: it is unknown, was used already, has expired, or is not this node's " +
   "(ask for a new one: a new server, or `sam node token`)"
@@ -125,6 +133,26 @@ export const routes = [
       yield* limitDownloads(addressOf(request))
       const current = yield* artifact
       return { response: HttpServerResponse.text(`${current.sha256}  vm-agent.tar.gz\n`) }
+    })
+  ),
+  Route.make(E.nodeRuntime, ({ request }) =>
+    Effect.gen(function* () {
+      yield* limitDownloads(addressOf(request))
+      const current = yield* runtime
+      const bytes = yield* NodeArtifact.read(current).pipe(Effect.orDie)
+      return {
+        response: HttpServerResponse.uint8Array(bytes, {
+          contentType: "application/gzip",
+          headers: { "x-sam-sha256": current.sha256, "x-sam-arch": current.arch, "cache-control": "no-store" }
+        })
+      }
+    })
+  ),
+  Route.make(E.nodeRuntimeChecksum, ({ request }) =>
+    Effect.gen(function* () {
+      yield* limitDownloads(addressOf(request))
+      const current = yield* runtime
+      return { response: HttpServerResponse.text(`${current.sha256}  node-runtime.tar.gz ${current.arch}\n`) }
     })
   ),
   Route.make(E.bootScript, ({ request }) =>

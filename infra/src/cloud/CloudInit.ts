@@ -9,6 +9,8 @@ export interface CloudInitInput {
   readonly token: string
   /** the sha256 of the vm-agent artifact the node must install */
   readonly artifactSha256: string
+  /** the sha256 of the control plane's Node runtime, installed when the image's Node is older than 20 */
+  readonly runtimeSha256?: string
   readonly bootScript: string
   readonly firewallScript: string
   /** inbound ports the operator opens ("22", "8443/tcp", "51820/udp"); none by default */
@@ -57,6 +59,7 @@ export const render = (input: CloudInitInput) => {
     shellValue("SAM_URL", input.controlPlaneUrl.replace(/\/+$/, "")),
     shellValue("SAM_NODE_ID", input.nodeId),
     shellValue("SAM_ARTIFACT_SHA256", input.artifactSha256),
+    ...(input.runtimeSha256 === undefined ? [] : [shellValue("SAM_RUNTIME_SHA256", input.runtimeSha256)]),
     `SAM_INBOUND_PORTS="${ports.join(" ")}"`,
     shellValue("SAM_NODE_RUNTIME", input.runtime ?? "auto"),
     "SAM_CLOUD=1"

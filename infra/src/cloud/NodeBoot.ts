@@ -1,6 +1,6 @@
 import type { SqlClient } from "@effect/sql"
 import { BootTokens, bootScripts, NodeArtifact } from "@sam/gateway"
-import { Context, Data, Effect, Layer, Redacted } from "effect"
+import { Context, Data, Effect, Layer, Option, Redacted } from "effect"
 import * as CloudInit from "./CloudInit.js"
 
 export class NodeBootError extends Data.TaggedError("NodeBootError")<{
@@ -46,6 +46,8 @@ export const make = (options: NodeBootOptions) =>
           const artifact = yield* NodeArtifact.current().pipe(
             Effect.mapError((e) => new NodeBootError({ reason: "artifact", message: e.message }))
           )
+          // Optional: a machine whose image has Node >= 20 never asks for it.
+          const runtime = yield* Effect.option(NodeArtifact.runtime())
           const issued = yield* BootTokens.issue({
             nodeId: node.nodeId,
             ownerId: node.ownerId,
@@ -65,6 +67,7 @@ export const make = (options: NodeBootOptions) =>
                 nodeId: node.nodeId,
                 token: Redacted.value(issued.token),
                 artifactSha256: artifact.sha256,
+                ...(Option.isSome(runtime) ? { runtimeSha256: runtime.value.sha256 } : {}),
                 bootScript: scripts.boot,
                 firewallScript: scripts.firewall,
                 ...(options.inboundPorts === undefined ? {} : { inboundPorts: options.inboundPorts }),

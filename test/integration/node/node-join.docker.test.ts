@@ -10,8 +10,8 @@ import { GatewayUrl, http, makeGatewayEnv } from "../../src/GatewayHarness.js"
 /**
  * Any Linux machine with Node joins as a node of its user (ADR 0027): a machine-in-a-container (host
  * network, no SAM checkout) downloads the artifact, checks its sha256, and runs the `sam` in it:
- * `sam node join <url> <token>`; another runs the one-line install command (the boot script, which
- * installs sam-vm-agent.service). Both trade their join token once; a task of the user runs on the
+ * `sam node join <url> <token>`; another, with no Node at all, runs the one-line install command (the
+ * boot script, which installs the control plane's Node runtime and sam-vm-agent.service). Both trade their join token once; a task of the user runs on the
  * joined machine and its output reaches the feed.
  */
 const { engine, skipReason } = await bootEngine("node-join")
@@ -62,17 +62,24 @@ describe.skipIf(skipReason)(`sam node join${skipReason ? ` (SKIPPED: ${skipReaso
           const second = yield* http("POST", "/api/v1/nodes/join-token", { token })
           const oneLine = second.body.command as string
           expect(oneLine).toMatch(/^curl -fsSL \S+\/api\/v1\/node-boot\/boot\.sh \| sudo bash -s -- --url /)
+          // A machine with no Node and no curl: the boot script fetches the control plane's own Node runtime
+          // (bash's /dev/tcp over plain http here) and checks its sha256. The script itself is handed over as
+          // `curl … | sudo bash -s -- …` would.
+          const script = yield* http("GET", "/api/v1/node-boot/boot.sh")
           const b = yield* bootShell(
-            `${fetchTo(`${url}/api/v1/node-boot/boot.sh`, "/tmp/boot.sh")}\n` +
+            `cat > /tmp/boot.sh <<'SAM_BOOT_SH'\n${script.body}SAM_BOOT_SH\n` +
               `SAM_NODE_RUNTIME=host bash /tmp/boot.sh ${oneLine.split("| sudo bash -s -- ")[1]}`,
-            { socketPath: engine!.socketPath, image: engine!.image, shared: [repo] }
+            { socketPath: engine!.socketPath, image: engine!.image, shared: [repo], node: false }
           )
           yield* nodeReady(second.body.nodeId).pipe(
             Effect.tapError(() => Effect.promise(async () => console.error(`[join] machine B:\n${await b.console()}`)))
           )
           const unit = yield* Effect.promise(() => b.file("/etc/systemd/system/sam-vm-agent.service"))
           expect(unit).toContain("ExecStart=")
-          expect(yield* Effect.promise(() => b.console())).not.toContain("apt-timers")
+          const consoleB = yield* Effect.promise(() => b.console())
+          expect(consoleB).not.toContain("apt-timers")
+          expect(consoleB).toContain("installing the control plane's Node runtime")
+          expect(consoleB).toMatch(/node completed: Node v\d+\.\d+\.\d+ at \/usr\/local\/bin\/node/)
 
           const run = yield* taskThroughFeed(projectId, token, "hello from a joined machine").pipe(
             Effect.tapError(() => Effect.promise(async () => console.error(`[join] machine A:\n${await a.console()}`)))

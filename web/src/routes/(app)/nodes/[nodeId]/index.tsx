@@ -8,9 +8,10 @@ import { clientOf, load, run } from "~/lib/server"
 export const useNode = routeLoader$(async (event) => {
   const client = clientOf(event)
   const nodeId = event.params.nodeId!
-  const [node, projects] = await Promise.all([
+  const [node, projects, bootLog] = await Promise.all([
     load(event, client.call(Api.NodeEndpoints.getNode, { params: { nodeId } })),
-    load(event, client.call(Api.ProjectEndpoints.listProjects))
+    load(event, client.call(Api.ProjectEndpoints.listProjects)),
+    run(client.call(Api.NodeBootEndpoints.nodeBootLog, { params: { nodeId } }))
   ])
   const lists = await Promise.all(
     projects.projects.map((p) =>
@@ -20,7 +21,7 @@ export const useNode = routeLoader$(async (event) => {
   const workspaces = lists
     .flatMap((l) => (Either.isRight(l) ? l.right.workspaces : []))
     .filter((w) => w.nodeId === nodeId)
-  return { node, workspaces }
+  return { node, workspaces, boot: Either.isRight(bootLog) ? bootLog.right.entries : [] }
 })
 
 export const useStopNode = routeAction$(async (_, event) => {
@@ -41,7 +42,7 @@ export default component$(() => {
   const data = useNode()
   const stop = useStopNode()
   const del = useDeleteNode()
-  const { node, workspaces } = data.value
+  const { node, workspaces, boot } = data.value
   const message = stop.value?.message ?? del.value?.message
   return (
     <main class="page">
@@ -66,6 +67,14 @@ export default component$(() => {
           </div>
           {node.errorReason && <p class="form-error">{node.errorReason}</p>}
         </section>
+        {boot.length > 0 && (
+          <section class="glass card stack">
+            <h2>Boot log</h2>
+            <pre class="secret" style={{ margin: 0, maxHeight: "40vh", overflow: "auto" }} data-testid="node-bootlog">
+              {boot.map((e) => `${e.at.slice(11, 19)}  ${e.step} ${e.status}: ${e.message}`).join("\n")}
+            </pre>
+          </section>
+        )}
         <section class="glass card stack">
           <h2>Workspaces</h2>
           {workspaces.length === 0 ? (

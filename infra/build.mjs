@@ -101,13 +101,17 @@ await build({
 })
 // Packages loaded at run time by name from the bundles (a dynamic import, a lazy require) resolve from
 // dist/: link them there from the workspace package that depends on them.
-const links = { ws: "gateway", ssh2: "vm-agent" }
+// Each is found along the dependency chain that needs it (pnpm does not hoist ssh2, which dockerode's
+// docker-modem requires when it loads: without NODE_PATH, a build found no ssh2 and the vm-agent could not start).
+const links = { ws: ["gateway"], ssh2: ["vm-agent", "dockerode", "docker-modem"] }
 mkdirSync(join(out, "node_modules"), { recursive: true })
 for (const [name, from] of Object.entries(links)) {
   const link = join(out, "node_modules", name)
   rmSync(link, { force: true, recursive: true })
   try {
-    const target = dirname(createRequire(join(root, from, "package.json")).resolve(`${name}/package.json`))
+    let manifest = join(root, from[0], "package.json")
+    for (const step of from.slice(1)) manifest = createRequire(manifest).resolve(`${step}/package.json`)
+    const target = dirname(createRequire(manifest).resolve(`${name}/package.json`))
     symlinkSync(target, link)
   } catch {
     // not installed (an optional part): the code that wants it says so when it runs

@@ -1,3 +1,4 @@
+import { Actors } from "@sam/bus"
 import { Data } from "effect"
 
 /** A commit refused because the shard's fencing epoch moved on: this instance no longer owns the shard. */
@@ -17,8 +18,6 @@ export class HandlerFailed extends Data.TaggedError("HandlerFailed")<{
 }> {}
 
 /** An `ask` that got no reply in time; the command may still be applied later. */
-export class AskTimeout extends Data.TaggedError("AskTimeout")<{
-  readonly kind: string
-  readonly id: string
-  readonly messageId: string
-}> {}
+/** No answer to an `ask` in time (defined with the client, in bus). */
+export const AskTimeout = Actors.AskTimeout
+export type AskTimeout = Actors.AskTimeout

@@ -1,5 +1,5 @@
-import { Actors } from "@sam/actors"
 import type { Envelope } from "@sam/bus"
+import { Actors } from "@sam/bus"
 import { Effect } from "effect"
 import { ApiError } from "./ApiError.js"
 

@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { Consume, Domain, type EnvelopeOf, Publish, registry, Subjects } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect, Redacted, Schedule } from "effect"
@@ -18,7 +17,7 @@ import { mintInstallationToken } from "./GitHubAppToken.js"
  */
 export const CONSUMER = "github-pull-requests"
 
-const taskEvents = registry(ControlPlane.TaskStatusEvent, Domain.Notifications.PullRequestOpened)
+const taskEvents = registry(Domain.TaskStatusEvent, Domain.Notifications.PullRequestOpened)
 type TaskEvent = EnvelopeOf<(typeof taskEvents.defs)[number]>
 
 const PullRequest = z.object({ number: z.number().int().positive(), html_url: z.string().url() })

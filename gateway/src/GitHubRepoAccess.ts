@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { Domain, Nats, Publish, Subjects } from "@sam/bus"
 import { Effect, Redacted, Runtime } from "effect"
 import type { GitHubAppOptions } from "./GitHubApp.js"
@@ -48,8 +47,8 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
     // Dropped and audited, as a report naming another node's workspace is (design §4).
     yield* Effect.logWarning(`node ${nodeId} asked for repository access to workspace ${workspaceId}, not its own`)
     yield* Publish.publish(
-      Subjects.event("system", "node", nodeId, ControlPlane.ReportDropped.type),
-      ControlPlane.ReportDropped.make({
+      Subjects.event("system", "node", nodeId, Domain.ReportDropped.type),
+      Domain.ReportDropped.make({
         nodeId,
         kind: "workspace",
         entityId: workspaceId,

@@ -1,5 +1,4 @@
-import { NatsAccounts } from "@sam/actors"
-import { Nats, Subjects } from "@sam/bus"
+import { Nats, NatsAccounts, Subjects } from "@sam/bus"
 import { Context, Effect, Layer, Option } from "effect"
 import { z } from "zod"
 import { Feed } from "./feed/Feed.js"

@@ -1,44 +1,14 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, type Envelope, NodeId, Trace } from "@sam/bus"
+import { Domain, type Envelope, NodeId, Trace } from "@sam/bus"
 import { Effect, FiberRef } from "effect"
-import { z } from "zod"
+import type { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
 import { Reconciled, reconcile } from "./Reconciler.js"
 
 const { ControlProtocol: C } = Domain
 
-/** Published when a node must be provisioned; the provider reactor acts on it (Provisioner.ts). */
-export const NodeProvisionRequested = defineMessage(
-  "node.provision-requested",
-  z.object({ nodeId: NodeId, provider: z.enum(["local", "hetzner", "joined"]) }),
-  { durable: true }
-)
-export const NodeStatusEvent = defineMessage(
-  "node.status",
-  z.object({ nodeId: z.string(), status: Domain.NodeStatus, ready: z.boolean() }),
-  { durable: true }
-)
-/** A user asked to stop what runs on the node; each workspace named was sent `workspace.user-stop`. */
-export const NodeStopRequested = defineMessage(
-  "node.stop-requested",
-  z.object({ nodeId: NodeId, workspaces: z.array(z.string()), reason: z.string().optional() }),
-  { durable: true }
-)
-/**
- * A user retired the node: for its provider to destroy the machine. The local provider does not act
- * on it yet; the node is `destroying`, takes no new work, and is not restarted with the control plane.
- */
-export const NodeDestroyRequested = defineMessage(
-  "node.destroy-requested",
-  z.object({
-    nodeId: NodeId,
-    provider: z.enum(["local", "hetzner", "joined"]),
-    workspaces: z.array(z.string()),
-    reason: z.string().optional()
-  }),
-  { durable: true }
-)
+export const { NodeProvisionRequested, NodeStatusEvent, NodeStopRequested, NodeDestroyRequested } = Domain
 
 /** Node caps (ADR 0022): nodes per user, nodes in the installation, workspaces a new node holds. */
 export const nodeCaps = () => ({

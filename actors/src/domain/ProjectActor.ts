@@ -1,38 +1,13 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, ProjectId } from "@sam/bus"
+import { Domain, ProjectId } from "@sam/bus"
 import { Effect } from "effect"
-import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { ProjectRef } from "./Kinds.js"
 
 const { ControlProtocol: C } = Domain
 type Role = Domain.ControlProtocol.MemberRole
 
-export const ProjectCreated = defineMessage(
-  "project.created",
-  z.object({ projectId: z.string(), name: z.string(), repoUrl: z.string() }),
-  { durable: true }
-)
-export const ProjectMemberAdded = defineMessage(
-  "project.member-added",
-  z.object({ projectId: z.string(), userId: z.string(), role: C.MemberRole, by: z.string() }),
-  { durable: true }
-)
-export const ProjectPermissionsChanged = defineMessage(
-  "project.permissions-changed",
-  z.object({
-    projectId: z.string(),
-    policy: C.PermissionPolicy,
-    timeoutSeconds: z.number().int().positive(),
-    by: z.string()
-  }),
-  { durable: true }
-)
-export const ProjectMemberRemoved = defineMessage(
-  "project.member-removed",
-  z.object({ projectId: z.string(), userId: z.string(), by: z.string() }),
-  { durable: true }
-)
+export const { ProjectCreated, ProjectMemberAdded, ProjectPermissionsChanged, ProjectMemberRemoved } = Domain
 
 interface Row {
   readonly id: string

@@ -1,8 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, makeId, TaskId } from "@sam/bus"
+import { Domain, makeId, TaskId } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
-import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { dropped } from "./Audit.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
@@ -11,23 +10,7 @@ const { ControlProtocol: C, advanceStep, taskTransition, TERMINAL_TASK_STATUSES 
 type Step = Domain.ExecutionStep
 type Status = Domain.TaskStatus
 
-export const TaskStatusEvent = defineMessage(
-  "task.status",
-  z.object({
-    taskId: z.string(),
-    status: Domain.TaskStatus,
-    step: Domain.ExecutionStep.nullable(),
-    errorStep: z.string().nullable(),
-    errorReason: z.string().nullable(),
-    nodeId: z.string().nullable(),
-    workspaceId: z.string().nullable(),
-    sessionId: z.string().nullable(),
-    branch: z.string().nullable(),
-    /** why the task waits, e.g. for node capacity (ADR 0022) */
-    reason: z.string().optional()
-  }),
-  { durable: true }
-)
+export const TaskStatusEvent = Domain.TaskStatusEvent
 
 /** How long a task may wait in a step before it fails; `SAM_TASK_STEP_TIMEOUT_MS` overrides (tests). */
 export const stepTimeoutMs = () => Number(process.env.SAM_TASK_STEP_TIMEOUT_MS ?? 120_000)

@@ -1,24 +1,14 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, Subjects, WorkspaceId } from "@sam/bus"
+import { Domain, Subjects, WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
-import { z } from "zod"
+import type { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { dropped } from "./Audit.js"
 import { NodeRef, SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
 
 const { ControlProtocol: C, NodeProtocol: N, workspaceTransition, TERMINAL_TASK_STATUSES } = Domain
 
-export const WorkspaceEvent = defineMessage(
-  "workspace.status",
-  z.object({
-    workspaceId: z.string(),
-    status: Domain.WorkspaceStatus,
-    reason: z.string().optional(),
-    via: z.string().optional()
-  }),
-  { durable: true }
-)
-export const WorkspaceBootLogEvent = defineMessage("workspace.bootlog", N.BootLog.body, { durable: true })
+export const { WorkspaceEvent, WorkspaceBootLogEvent } = Domain
 
 interface Row {
   readonly id: string

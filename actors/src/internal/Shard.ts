@@ -1,5 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream"
-import { ActorMessages, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
+import { ActorMessages, Actors, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
@@ -8,7 +8,7 @@ import type { RuntimeEvent, ShardSettings } from "./Settings.js"
 import type { CommitResult, Store } from "./Store.js"
 import { text } from "./Store.js"
 
-export const REPLY_HEADER = "Sam-Reply-To"
+export const REPLY_HEADER = Actors.REPLY_HEADER
 
 /** Transactions of one shard's batches that may run at the same time. */
 const COMMIT_LANES = 2

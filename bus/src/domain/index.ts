@@ -1,6 +1,8 @@
 export * as AgentLaunch from "./AgentLaunch.js"
 export * as ControlProtocol from "./ControlProtocol.js"
+export * from "./Events.js"
 export * as GitAccess from "./GitAccess.js"
+export * from "./Kinds.js"
 export * from "./NodeHealth.js"
 export * as NodeProtocol from "./NodeProtocol.js"
 export * as Notifications from "./Notifications.js"

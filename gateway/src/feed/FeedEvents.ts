@@ -1,4 +1,3 @@
-import { ControlPlane } from "@sam/actors"
 import { Domain, registry } from "@sam/bus"
 
 /**
@@ -7,13 +6,13 @@ import { Domain, registry } from "@sam/bus"
  */
 export const forwarded = registry(
   ...Domain.SessionEvents.sessionEvents.defs,
-  ControlPlane.TaskStatusEvent,
-  ControlPlane.WorkspaceEvent,
-  ControlPlane.WorkspaceBootLogEvent,
-  ControlPlane.ProjectCreated,
-  ControlPlane.ProjectMemberAdded,
-  ControlPlane.ProjectMemberRemoved,
-  ControlPlane.NodeStatusEvent,
+  Domain.TaskStatusEvent,
+  Domain.WorkspaceEvent,
+  Domain.WorkspaceBootLogEvent,
+  Domain.ProjectCreated,
+  Domain.ProjectMemberAdded,
+  Domain.ProjectMemberRemoved,
+  Domain.NodeStatusEvent,
   Domain.Notifications.NotificationCreated,
   Domain.Notifications.PullRequestOpened
 )

@@ -1,6 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { NatsAccounts } from "@sam/actors"
-import { Api, Subjects } from "@sam/bus"
+import { Api, NatsAccounts, Subjects } from "@sam/bus"
 import { Effect, Option, Redacted } from "effect"
 import { ApiError } from "../ApiError.js"
 import { GatewayConfig } from "../Config.js"

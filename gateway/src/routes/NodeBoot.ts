@@ -1,7 +1,6 @@
 import { HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
-import { NatsAccounts } from "@sam/actors"
-import { Api, Consume, Nats } from "@sam/bus"
+import { Api, Consume, Nats, NatsAccounts } from "@sam/bus"
 import { Effect, Option, Redacted } from "effect"
 import { requireNodeVisible } from "../Access.js"
 import { ApiError } from "../ApiError.js"

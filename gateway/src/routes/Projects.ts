@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { Api, Domain, makeId, type UserId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -63,7 +62,7 @@ export const routes = [
             : { defaultBranch: body.defaultBranch ?? github?.defaultBranch })
         })
       )
-      yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
+      yield* Command.ask(Domain.ProjectRef, projectId, command)
       if (github !== undefined) {
         const sql = yield* SqlClient.SqlClient
         yield* sql`
@@ -88,7 +87,7 @@ export const routes = [
           ...(body.permissionTimeoutSeconds === undefined ? {} : { timeoutSeconds: body.permissionTimeoutSeconds })
         })
       )
-      yield* Command.ask(ControlPlane.ProjectRef, params.projectId, command)
+      yield* Command.ask(Domain.ProjectRef, params.projectId, command)
       return yield* getProject(principal.userId, params.projectId)
     })
   )

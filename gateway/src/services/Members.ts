@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { type Api, Domain } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -75,7 +74,7 @@ export const addMember = Effect.fn("Members.add")(function* (
       by: principal.userId
     })
   )
-  yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
+  yield* Command.ask(Domain.ProjectRef, projectId, command)
   const sql = yield* SqlClient.SqlClient
   const [row] = yield* selectMembers(sql, projectId, userId)
   if (row === undefined) return yield* new ApiError({ code: "conflict", message: `${userId} was removed meanwhile` })
@@ -92,6 +91,6 @@ export const removeMember = Effect.fn("Members.remove")(function* (
   const command = yield* Command.build(() =>
     C.ProjectRemoveMember.make({ projectId: projectId as never, userId: userId as never, by: principal.userId })
   )
-  yield* Command.ask(ControlPlane.ProjectRef, projectId, command)
+  yield* Command.ask(Domain.ProjectRef, projectId, command)
   return { projectId: projectId as never, userId: userId as never, removed: true as const }
 })

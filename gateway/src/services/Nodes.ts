@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { type Api, Domain } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -53,7 +52,7 @@ const select = (sql: SqlClient.SqlClient, userId: string, nodeId?: string) =>
     SELECT n.id, n.provider, n.status, n.health, n.owner_id, n.agent_ready_at, n.last_heartbeat_at, n.capabilities,
       n.max_workspaces, n.error_reason, n.created_at, n.updated_at,
       (n.last_heartbeat_at IS NOT NULL
-        AND n.last_heartbeat_at > now() - make_interval(secs => ${ControlPlane.HEARTBEAT_FRESH_SECONDS})) AS fresh,
+        AND n.last_heartbeat_at > now() - make_interval(secs => ${Domain.HEARTBEAT_FRESH_SECONDS})) AS fresh,
       (SELECT count(*) FROM workspaces w JOIN project_members m ON m.project_id = w.project_id AND m.user_id = ${userId}
         WHERE w.node_id = n.id AND w.status NOT IN ('stopped', 'deleted')) AS active_workspaces
     FROM nodes n
@@ -128,7 +127,7 @@ export const change = Effect.fn("Nodes.change")(function* (
       ? C.NodeStop.make({ nodeId: nodeId as never, reason })
       : C.NodeDestroy.make({ nodeId: nodeId as never, reason })
   )
-  const reply = yield* Command.ask(ControlPlane.NodeRef, nodeId, command)
+  const reply = yield* Command.ask(Domain.NodeRef, nodeId, command)
   const workspaces = (Array.isArray(reply.workspaces) ? reply.workspaces : []) as Array<never>
   return {
     node: yield* one(principal, nodeId),

@@ -1,4 +1,3 @@
-import { ControlPlane } from "@sam/actors"
 import { type Api, Domain } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -26,7 +25,7 @@ export const answer = Effect.fn("Permissions.answer")(function* (
   const command = yield* Command.build(() =>
     C.SessionAnswerPermission.make({ sessionId: sessionId as never, requestId, optionId, by: principal.userId })
   )
-  const reply = yield* Command.ask(ControlPlane.SessionRef, sessionId, command).pipe(
+  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command).pipe(
     Effect.catchIf(
       (error) => (error.details as { reason?: string } | undefined)?.reason === "unknown_option",
       (error) => Effect.fail(new ApiError({ code: "invalid_body", message: error.message }))

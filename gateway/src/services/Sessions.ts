@@ -1,4 +1,3 @@
-import { ControlPlane } from "@sam/actors"
 import { type Api, Domain } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -22,7 +21,7 @@ export const prompt = Effect.fn("Sessions.prompt")(function* (
   const command = yield* Command.build(() =>
     C.SessionPromptCommand.make({ sessionId: sessionId as never, prompt: input.prompt })
   )
-  const reply = yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command)
   return { sessionId: sessionId as never, promptEpoch: Number(reply.promptEpoch ?? 0) }
 })
 
@@ -33,7 +32,7 @@ export const prompt = Effect.fn("Sessions.prompt")(function* (
 export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Principal, sessionId: string) {
   yield* sessionProject(principal, sessionId)
   const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId: sessionId as never }))
-  const reply = yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command)
   const status = reply.status === "idle" ? ("idle" as const) : ("cancelling" as const)
   return { sessionId: sessionId as never, status, accepted: status === "cancelling" }
 })
@@ -44,6 +43,6 @@ export const stop = Effect.fn("Sessions.stop")(function* (principal: Principal, 
   const command = yield* Command.build(() =>
     C.SessionStopCommand.make({ sessionId: sessionId as never, reason: `stopped by ${principal.userId}` })
   )
-  yield* Command.ask(ControlPlane.SessionRef, sessionId, command)
+  yield* Command.ask(Domain.SessionRef, sessionId, command)
   return yield* getSession(principal, sessionId)
 })

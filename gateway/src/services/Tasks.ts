@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { type Api, Domain, makeId } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
@@ -84,7 +83,7 @@ export const createTask = Effect.fn("Tasks.create")(function* (
       Effect.orDie
     )
   }
-  yield* Command.ask(ControlPlane.TaskRef, taskId, submit)
+  yield* Command.ask(Domain.TaskRef, taskId, submit)
   return yield* getTask(taskId)
 })
 
@@ -100,7 +99,7 @@ export const cancelTask = Effect.fn("Tasks.cancel")(function* (
       reason: input.reason ?? `cancelled by ${principal.userId}`
     })
   )
-  yield* Command.ask(ControlPlane.TaskRef, taskId, cancel)
+  yield* Command.ask(Domain.TaskRef, taskId, cancel)
   return yield* getTask(taskId)
 })
 
@@ -165,6 +164,6 @@ export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Pri
 export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: string) {
   yield* taskProject(principal, taskId)
   const retry = yield* Command.build(() => C.TaskRetry.make({ taskId: taskId as never }))
-  yield* Command.ask(ControlPlane.TaskRef, taskId, retry)
+  yield* Command.ask(Domain.TaskRef, taskId, retry)
   return yield* getTask(taskId)
 })

@@ -1,5 +1,4 @@
 import { SqlClient } from "@effect/sql"
-import { ControlPlane } from "@sam/actors"
 import { type Api, Domain } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -138,6 +137,6 @@ export const change = Effect.fn("Workspaces.change")(function* (
       ? C.WorkspaceStopCommand.make({ workspaceId: workspaceId as never, reason })
       : C.WorkspaceDeleteCommand.make({ workspaceId: workspaceId as never, reason })
   )
-  yield* Command.ask(ControlPlane.WorkspaceRef, workspaceId, command)
+  yield* Command.ask(Domain.WorkspaceRef, workspaceId, command)
   return { workspace: yield* one(workspaceId), accepted: true as const }
 })

@@ -109,7 +109,12 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("programmatic
         { timeout: "60 seconds" }
       )
       const prompted = yield* request(nc, `${prefix}.session.prompt`, { sessionId, prompt: "say second answer" })
-      expect(prompted).toEqual({ ok: true, result: { sessionId, promptEpoch: 2 } })
+      expect(prompted).toEqual({
+        ok: true,
+        result: { sessionId, promptEpoch: 2 },
+        // the correlation id of what the request caused (issue 12)
+        requestId: expect.stringMatching(/^req_/)
+      })
       yield* waitUntil(
         "the follow-up's answer is in the transcript",
         sql<{ n: number }>`

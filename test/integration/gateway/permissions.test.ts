@@ -149,7 +149,11 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: per
             })
           ).pipe(Effect.map((msg) => msg.json<Event>()))
         const reply = yield* request({ sessionId, requestId: pending.requestId, optionId: "allow" })
-        expect(reply).toEqual({ ok: true, result: { sessionId, requestId: pending.requestId, outcome: "allow" } })
+        expect(reply).toEqual({
+          ok: true,
+          result: { sessionId, requestId: pending.requestId, outcome: "allow" },
+          requestId: expect.stringMatching(/^req_/)
+        })
         yield* untilSaid(alice, sessionId, "Permission for migrate: allow")
         yield* untilSaid(alice, sessionId, "after migrate")
         const again = yield* request({ sessionId, requestId: pending.requestId, outcome: "cancelled" })

@@ -1,9 +1,12 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { makeId } from "@sam/bus"
+import { connect, credsAuthenticator } from "@nats-io/transport-node"
+import { makeId, Subjects } from "@sam/bus"
 import { BootTokens } from "@sam/gateway"
 import { Effect, Redacted } from "effect"
 import { describe, expect } from "vitest"
+import { LocalNodes } from "../../src/ControlPlaneHarness.js"
+import { nextPermissionError } from "../../src/Env.js"
 import { http, makeGatewayEnv, makeUser } from "../../src/GatewayHarness.js"
 
 /**
@@ -38,8 +41,8 @@ describe("the bootstrap exchange", () => {
         expect(Buffer.from(stored[0]!.tokenHash).toString("utf8")).not.toContain(token)
 
         // Bound to its node: naming another node is refused and does not spend it.
-        const other = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token, nodeId: makeId("node") } })
-        expect(other.status).toBe(401)
+        const elsewhere = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token, nodeId: makeId("node") } })
+        expect(elsewhere.status).toBe(401)
         expect((yield* sql`SELECT 1 FROM nodes WHERE id = ${nodeId}`).length).toBe(0)
 
         const first = yield* http("POST", "/api/v1/node-boot/exchange", {
@@ -59,10 +62,28 @@ describe("the bootstrap exchange", () => {
           SELECT owner_id, provider, status FROM nodes WHERE id = ${nodeId}`
         expect(node[0]).toEqual({ ownerId: alice.userId, provider: "joined", status: "provisioning" })
 
+        // What it got is that node's and no other's: another node's subjects are refused by the server.
+        const { natsUrl } = yield* LocalNodes
+        const nc = yield* Effect.promise(() =>
+          connect({
+            servers: natsUrl,
+            authenticator: credsAuthenticator(new TextEncoder().encode(first.body.creds)),
+            inboxPrefix: Subjects.nodeInboxPrefix(nodeId)
+          })
+        )
+        const other = makeId("node")
+        const denied = nextPermissionError(nc.status())
+        nc.publish(Subjects.heartbeat(other), "{}")
+        expect(String((yield* denied).message)).toMatch(/publish/i)
+        const deniedSub = nextPermissionError(nc.status())
+        nc.subscribe(`sam.node.${other}.cmd.>`)
+        expect(String((yield* deniedSub).message)).toMatch(/subscri/i)
+        yield* Effect.promise(() => nc.close())
+
         // Once: a replay is refused the same way and changes nothing.
         const replay = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token } })
         expect(replay.status).toBe(401)
-        expect(replay.body).toEqual({ code: "unauthenticated", message: other.body.message })
+        expect(replay.body).toEqual({ code: "unauthenticated", message: elsewhere.body.message })
 
         // Its boot log: the owner sees it, another user does not.
         const log = yield* http("GET", `/api/v1/nodes/${nodeId}/boot-log`, { token: alice.token })
@@ -100,6 +121,21 @@ describe("the bootstrap exchange", () => {
           body: { token: Redacted.value(gone.token), nodeId }
         })
         expect(refused.status).toBe(401)
+      })
+    )
+
+    it.effect("a token raced by several exchanges at once is used by exactly one", () =>
+      Effect.gen(function* () {
+        const alice = yield* makeUser("Alice")
+        const issued = yield* BootTokens.issueJoin(alice.userId)
+        const token = Redacted.value(issued.token)
+        const results = yield* Effect.all(
+          Array.from({ length: 6 }, () => http("POST", "/api/v1/node-boot/exchange", { body: { token } })),
+          { concurrency: "unbounded" }
+        )
+        const statuses = results.map((r) => r.status)
+        expect(statuses.filter((s) => s === 200)).toHaveLength(1)
+        expect(statuses.every((s) => s === 200 || s === 401 || s === 429)).toBe(true)
       })
     )
 

@@ -391,6 +391,8 @@ const destroy = (state: State, row: Row, reason: string | undefined): Actor.Reac
  */
 const idleCheck = (state: State, row: Row): Actor.Reaction<State> => {
   if (state.reservations.length > 0 || !LIVE_NODE.has(row.status) || row.status === "warm") return { state }
+  // A machine its owner joined costs SAM nothing idle and is not SAM's to retire (ADR 0027).
+  if (row.provider === "joined") return { state }
   const { afterMs, warm } = nodeIdle()
   if (row.status === "provisioning")
     return destroy(state, row, `it never became ready and no task waits for it (${Math.round(afterMs / 1000)} s)`)

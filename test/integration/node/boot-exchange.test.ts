@@ -5,9 +5,10 @@ import { makeId, Subjects } from "@sam/bus"
 import { BootTokens } from "@sam/gateway"
 import { Effect, Redacted } from "effect"
 import { describe, expect } from "vitest"
+import * as NodeCli from "../../../infra/src/NodeCli.js"
 import { LocalNodes } from "../../src/ControlPlaneHarness.js"
 import { nextPermissionError } from "../../src/Env.js"
-import { http, makeGatewayEnv, makeUser } from "../../src/GatewayHarness.js"
+import { GatewayUrl, http, makeGatewayEnv, makeUser } from "../../src/GatewayHarness.js"
 
 /**
  * The bootstrap exchange is an unauthenticated HTTP surface (ADR 0027): a token works once, before it
@@ -136,6 +137,38 @@ describe("the bootstrap exchange", () => {
         const statuses = results.map((r) => r.status)
         expect(statuses.filter((s) => s === 200)).toHaveLength(1)
         expect(statuses.every((s) => s === 200 || s === 401 || s === 429)).toBe(true)
+      })
+    )
+
+    it.effect("`sam node token` prints the one-line command and the `sam node join` command", () =>
+      Effect.gen(function* () {
+        const url = yield* GatewayUrl
+        const alice = yield* makeUser("Alice")
+        const saved = { url: process.env.SAM_GATEWAY_URL, token: process.env.SAM_TOKEN }
+        const printed: Array<string> = []
+        const write = process.stdout.write.bind(process.stdout)
+        yield* Effect.acquireUseRelease(
+          Effect.sync(() => {
+            process.env.SAM_GATEWAY_URL = url
+            process.env.SAM_TOKEN = alice.token
+            process.stdout.write = ((chunk: string) => printed.push(String(chunk)) > 0) as typeof process.stdout.write
+          }),
+          () => NodeCli.node(["token"]),
+          () =>
+            Effect.sync(() => {
+              process.stdout.write = write
+              if (saved.url === undefined) delete process.env.SAM_GATEWAY_URL
+              else process.env.SAM_GATEWAY_URL = saved.url
+              if (saved.token === undefined) delete process.env.SAM_TOKEN
+              else process.env.SAM_TOKEN = saved.token
+            })
+        )
+        const text = printed.join("")
+        expect(text).toMatch(/join token for node node_\w+ \(one use, until /)
+        expect(text).toContain(
+          `curl -fsSL ${url}/api/v1/node-boot/boot.sh | sudo bash -s -- --url ${url} --token sam_boot_`
+        )
+        expect(text).toMatch(new RegExp(`sam node join ${url} sam_boot_[A-Za-z0-9_-]{43}`))
       })
     )
 

@@ -36,5 +36,8 @@ export const refusedExchanges = {
   perAddress: new WindowLimiter(Number(process.env.SAM_BOOT_REFUSALS_PER_ADDRESS ?? 10), 5 * 60_000),
   total: new WindowLimiter(300, 60_000)
 }
-/** Artifact and script downloads: 30 per address per minute. */
-export const downloads = new WindowLimiter(30, 60_000)
+/**
+ * Artifact and script downloads: 120 per address per minute (behind a reverse proxy every node shares its
+ * address; the boot script retries a 429 after its Retry-After).
+ */
+export const downloads = new WindowLimiter(120, 60_000)

@@ -82,9 +82,9 @@ node_ok() {
 # A download before Node is there: curl, wget, or (plain http only) bash's /dev/tcp.
 download() {
   if command -v curl >/dev/null 2>&1; then
-    curl -fsSL -o "$2" "$1"
+    curl -fsSL --retry 5 --retry-delay 2 -o "$2" "$1"
   elif command -v wget >/dev/null 2>&1; then
-    wget -q -O "$2" "$1"
+    wget -q --tries=5 --waitretry=2 -O "$2" "$1"
   else
     http_get "$1" "$2"
   fi
@@ -142,13 +142,26 @@ fi
 NODE_BIN=$(command -v node)
 log node completed "Node $(node --version) at $NODE_BIN"
 
+# Downloads once Node is there: retried on 429 (after its Retry-After, at most 60 s), 5xx and network
+# errors, 6 attempts in all (many servers booting at once share the control plane's limits).
 fetch_to() {
   node -e '
     const [url, file] = process.argv.slice(1)
-    fetch(url).then(async (r) => {
-      if (!r.ok) throw new Error(`${url}: HTTP ${r.status} ${await r.text()}`)
-      require("node:fs").writeFileSync(file, Buffer.from(await r.arrayBuffer()), { mode: 0o600 })
-    }).catch((e) => { console.error(String(e && e.message || e)); process.exit(1) })' "$1" "$2"
+    const sleep = (s) => new Promise((done) => setTimeout(done, s * 1000))
+    const attempt = async (n) => {
+      try {
+        const r = await fetch(url)
+        if (r.ok) return require("node:fs").writeFileSync(file, Buffer.from(await r.arrayBuffer()), { mode: 0o600 })
+        const text = await r.text()
+        if (n >= 6 || (r.status !== 429 && r.status < 500)) throw new Error(`${url}: HTTP ${r.status} ${text}`)
+        await sleep(Math.min(60, Number(r.headers.get("retry-after")) || 2 ** n))
+      } catch (e) {
+        if (n >= 6 || String(e.message).startsWith(url)) throw e
+        await sleep(2 ** n)
+      }
+      return attempt(n + 1)
+    }
+    attempt(1).catch((e) => { console.error(String(e && e.message || e)); process.exit(1) })' "$1" "$2"
 }
 
 log artifact started "downloading the vm-agent from $SAM_URL"

@@ -23,6 +23,8 @@ export interface GeminiRequest {
   readonly path: string
   readonly apiKey: string | undefined
   readonly main: boolean
+  // biome-ignore lint/suspicious/noExplicitAny: the request body as the CLI sent it
+  readonly body: any
 }
 
 const ERRORS = {
@@ -74,7 +76,7 @@ export const startFakeGemini = Effect.acquireRelease(
       } catch {}
       const path = (req.url ?? "/").split("?")[0] ?? "/"
       const main = Array.isArray(body.tools) && body.tools.length > 0
-      requests.push({ path, apiKey: req.headers["x-goog-api-key"] as string | undefined, main })
+      requests.push({ path, apiKey: req.headers["x-goog-api-key"] as string | undefined, main, body })
       const model = /models\/([^:]+)/.exec(path)?.[1] ?? "gemini-fake"
       const reply: GeminiReply = main
         ? (queue.shift() ?? { parts: [{ text: "Done." }] })

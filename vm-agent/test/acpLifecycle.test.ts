@@ -50,6 +50,34 @@ describe("AcpSessionHost lifecycle", () => {
     )
   })
 
+  it("after a cancel whose session/load the agent refuses, starts a new session and says the context is lost", () => {
+    const dir = tempDir()
+    return withDemoHost(
+      ({ session, events }) =>
+        Effect.gen(function* () {
+          yield* session.prompt("say remember ALBATROSS")
+          const turn = yield* Effect.fork(session.prompt("sleep 30000\nsay never"))
+          yield* waitUntil("prompting", () => Effect.runSync(SubscriptionRef.get(session.status)) === "prompting")
+          const result = yield* session.cancel()
+          expect(result._tag).toBe("Cancelled")
+          expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
+          const restarted = events.find((event) => event.type === "restarted")
+          expect(restarted?.type === "restarted" && restarted.contextLost).toBe(true)
+          expect(events.some((event) => event.type === "crashed" || event.type === "failed")).toBe(false)
+          yield* session.prompt("recall")
+          // the new session has no earlier prompts
+          expect(textOf(events)).toMatch(/No earlier prompts\.$/)
+        }),
+      {
+        dir,
+        // Losing the agent's state file when the turn is cancelled makes the session/load that follows fail.
+        onEvent: (event) => {
+          if (event.type === "cancelled") Fs.rmSync(Path.join(dir, ".sam-demo-agent"), { recursive: true, force: true })
+        }
+      }
+    )
+  })
+
   it("refuses a second prompt while one runs, and any prompt after stop", () =>
     withDemoHost(({ session }) =>
       Effect.gen(function* () {

@@ -59,15 +59,22 @@ export const Session = z.object({
   updatedAt: z.iso.datetime(),
   endedAt: z.iso.datetime().nullable(),
   /**
-   * Token usage summed over the turns whose agent reported it (each turn's is on its `turn-ended` transcript
-   * entry); null when none did (the demo agent, Codex, Gemini CLI)
+   * What the agent reported of its usage; null when it reported nothing (the demo agent). Token counts are summed
+   * over the turns whose answer carried them (each turn's is on its `turn-ended` transcript entry: Claude Code,
+   * OpenCode); `context` and `cost` are from the agent's latest ACP `usage_update` (tokens in its context window
+   * and the session's cumulative cost), where it sends them.
    */
   usage: z
     .object({
       turns: z.number().int().nonnegative(),
       inputTokens: z.number().int().nonnegative(),
       outputTokens: z.number().int().nonnegative(),
-      totalTokens: z.number().int().nonnegative()
+      totalTokens: z.number().int().nonnegative(),
+      context: z
+        .object({ usedTokens: z.number().nonnegative(), sizeTokens: z.number().nonnegative() })
+        .nullable()
+        .optional(),
+      cost: z.object({ amount: z.number(), currency: z.string() }).nullable().optional()
     })
     .nullable()
     .optional()

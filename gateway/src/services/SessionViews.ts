@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { type Api, Domain, Kv, Topology } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect, Option } from "effect"
-import type { z } from "zod"
+import { z } from "zod"
 import { requireMember, sessionProject } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
@@ -30,6 +30,8 @@ interface SessionRow {
   readonly usageInput: number
   readonly usageOutput: number
   readonly usageTotal: number
+  /** the payload's `update` of the latest ACP `usage_update` (stored JSON text), if any */
+  readonly usageUpdate: string | null
 }
 
 const ENDED_REASON: Partial<Record<Domain.TaskStatus, Snapshot["reason"]>> = {
@@ -80,15 +82,31 @@ const toSession = (row: SessionRow, snapshot: Snapshot | undefined): z.input<typ
     createdAt: row.createdAt.toISOString(),
     updatedAt: row.updatedAt.toISOString(),
     endedAt: row.endedAt === null ? null : row.endedAt.toISOString(),
-    usage:
-      row.usageTurns > 0
-        ? {
-            turns: row.usageTurns,
-            inputTokens: row.usageInput,
-            outputTokens: row.usageOutput,
-            totalTokens: row.usageTotal
-          }
-        : null
+    usage: usageOf(row)
+  }
+}
+
+/** An ACP `usage_update` as the transcript keeps it; anything else reads as none. */
+const UsageUpdate = z.object({
+  used: z.number().nonnegative(),
+  size: z.number().nonnegative(),
+  cost: z.object({ amount: z.number(), currency: z.string() }).nullish()
+})
+
+const usageOf = (row: SessionRow): Api.Session["usage"] => {
+  let stored: unknown = null
+  try {
+    stored = row.usageUpdate === null ? null : JSON.parse(StoredJson.decode(row.usageUpdate))
+  } catch {}
+  const update = UsageUpdate.safeParse(stored)
+  if (row.usageTurns === 0 && !update.success) return null
+  return {
+    turns: row.usageTurns,
+    inputTokens: row.usageInput,
+    outputTokens: row.usageOutput,
+    totalTokens: row.usageTotal,
+    context: update.success ? { usedTokens: update.data.used, sizeTokens: update.data.size } : null,
+    cost: update.success ? (update.data.cost ?? null) : null
   }
 }
 
@@ -117,7 +135,8 @@ const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.Sq
   sql<SessionRow>`
     SELECT s.id, s.project_id, s.task_id, s.workspace_id, s.node_id, s.agent, s.mode, s.status, t.status AS task_status,
       s.prompt_epoch, s.last_seq, s.error_reason, s.pr_url, s.created_at, s.updated_at, s.ended_at,
-      u.turns AS usage_turns, u.input AS usage_input, u.output AS usage_output, u.total AS usage_total
+      u.turns AS usage_turns, u.input AS usage_input, u.output AS usage_output, u.total AS usage_total,
+      c.update::text AS usage_update
     FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id
     CROSS JOIN LATERAL (
       SELECT count(*)::int AS turns,
@@ -127,6 +146,11 @@ const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.Sq
       FROM session_events e
       WHERE e.session_id = s.id AND e.type = 'turn-ended' AND jsonb_typeof(e.payload->'usage') = 'object'
     ) u
+    LEFT JOIN LATERAL (
+      SELECT e.payload->'update' AS update FROM session_events e
+      WHERE e.session_id = s.id AND e.type = 'update' AND e.payload->'update'->>'sessionUpdate' = 'usage_update'
+      ORDER BY e.seq DESC LIMIT 1
+    ) c ON true
     WHERE ${where}
     ORDER BY s.created_at DESC, s.id DESC
     LIMIT ${limit}`.pipe(Effect.orDie)

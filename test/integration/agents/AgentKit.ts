@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -9,7 +10,8 @@ import { expect } from "vitest"
 import { LocalNodes } from "../../src/ControlPlaneHarness.js"
 import { waitUntil } from "../../src/Env.js"
 import { GatewayUrl, type TestUser } from "../../src/index.js"
-import { recorded, untilTask } from "../gateway/RestKit.js"
+import { processes } from "../../src/ProcessTree.js"
+import { api, recorded, untilTask } from "../gateway/RestKit.js"
 
 /** Everything the ledger holds, as text: every row of every table. */
 export const ledgerText = Effect.gen(function* () {
@@ -126,3 +128,73 @@ export const expectSecretKept = (secret: string) =>
 export const masterKeyForTests = () => {
   process.env.SAM_MASTER_KEY ??= Buffer.alloc(32, 7).toString("base64")
 }
+
+/** The processes of this machine whose command line holds `marker` (a command, its shell, its wrappers). */
+export const running = (marker: string) => processes().filter((p) => p.cmdline.includes(marker))
+
+/**
+ * Cancel a turn while its agent runs a long command (one whose command line holds `marker`): wait until the
+ * command's processes run, cancel through the API, and wait for the turn to end cancelled on the transcript and
+ * for every process of that command to be gone.
+ */
+export const cancelDuringCommand = (user: TestUser, taskId: string, marker: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const opened = yield* untilTask(taskId, "has a session", (r) => r.sessionId !== null, "120 seconds")
+    const sessionId = opened.sessionId!
+    yield* waitUntil(
+      "the agent starts the long command",
+      sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND type = 'tool-call'`.pipe(
+        Effect.map((rows) => rows[0])
+      ),
+      { timeout: "90 seconds" }
+    )
+    const tree = yield* waitUntil(
+      "the long command runs",
+      Effect.sync(() => {
+        const found = running(marker)
+        return found.length > 0 ? found : undefined
+      }),
+      { timeout: "60 seconds" }
+    )
+    const cancelled = yield* api(user, "POST", `/sessions/${sessionId}/cancel`)
+    expect(cancelled.status).toBe(202)
+    yield* waitUntil(
+      "the turn ends cancelled",
+      sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND type = 'cancelled'`.pipe(
+        Effect.map((rows) => rows[0])
+      ),
+      { timeout: "30 seconds" }
+    )
+    yield* waitUntil(
+      "the long command's processes are gone",
+      Effect.sync(() => (running(marker).length === 0 ? true : undefined)),
+      { timeout: "20 seconds" }
+    )
+    // each process seen running it has ended: gone, or a zombie its parent has yet to reap
+    const live = (pid: number) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+        return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0] !== "Z"
+      } catch {
+        return false
+      }
+    }
+    expect(tree.filter((p) => live(p.pid)).map((p) => p.cmdline)).toEqual([])
+    return sessionId
+  })
+
+/** Send a follow-up prompt and wait until the transcript holds `answer` (the fake's scripted reply). */
+export const followUp = (user: TestUser, sessionId: string, prompt: string, answer: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const prompted = yield* api(user, "POST", `/sessions/${sessionId}/prompt`, { body: { prompt } })
+    expect(prompted.status).toBe(202)
+    yield* waitUntil(
+      "the follow-up is answered",
+      sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND payload::text LIKE ${`%${answer}%`}`.pipe(
+        Effect.map((rows) => rows[0])
+      ),
+      { timeout: "90 seconds" }
+    )
+  })

@@ -6,9 +6,20 @@ import { expect } from "vitest"
 import { startFakeOpenAI } from "../../src/FakeOpenAI.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
-import { branchFile, expectSecretKept, follow, masterKeyForTests, runTask } from "./AgentKit.js"
+import {
+  branchFile,
+  cancelDuringCommand,
+  expectSecretKept,
+  follow,
+  followUp,
+  masterKeyForTests,
+  runTask
+} from "./AgentKit.js"
 
 masterKeyForTests()
+
+/** A command that runs until stopped, unique to this file so its processes are told apart. */
+const LONG = `sleep ${3000 + Math.floor(Math.random() * 900)}`
 
 const KEY = "sk-proj-FAKECODEXKEY-c2FtLWNvZGV4LWUyZQ"
 const AUTH_FILE_KEY = "sk-proj-FROMAUTHJSON-YXV0aC1maWxl"
@@ -27,7 +38,7 @@ request_max_retries = 0
 stream_max_retries = 0
 `
 
-const setup = (url: string, key: string) =>
+const setup = (url: string, key: string, taskMode = "task") =>
   Effect.gen(function* () {
     const alice = yield* makeUser("Alice")
     const projectId = yield* createProject(alice, "codex")
@@ -38,7 +49,7 @@ const setup = (url: string, key: string) =>
     })
     expect(file.status).toBe(200)
     const profile = yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
-      body: { name: "codex", agent: "codex", permissionMode: "allow-all" }
+      body: { name: "codex", agent: "codex", permissionMode: "allow-all", taskMode }
     })
     expect(profile.status).toBe(201)
     return { alice, projectId, profileId: profile.body.id as string }
@@ -88,6 +99,11 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           expect(text).toContain("All done")
           expect(events.some((e) => e.type === "tool-call")).toBe(true)
           expect((yield* branchFile(taskId))("hello.txt")).toBe("hello from codex\n")
+          // Codex reports its context window's use (ACP usage_update): shown with the session
+          const session = yield* api(alice, "GET", `/sessions/${done.sessionId}`)
+          expect(session.body.usage).toMatchObject({ turns: 0, cost: null })
+          expect(session.body.usage.context.usedTokens).toBeGreaterThan(0)
+          expect(session.body.usage.context.sizeTokens).toBeGreaterThan(session.body.usage.context.usedTokens)
           yield* expectSecretKept(KEY)
         })
     )
@@ -155,6 +171,31 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           expect(JSON.stringify(updates)).toMatch(/\b600\b/)
           yield* expectSecretKept(AUTH_FILE_KEY)
         })
+    )
+
+    it.scoped(
+      "cancel during a long command stops its processes; a follow-up keeps the conversation",
+      () =>
+        Effect.gen(function* () {
+          const fake = yield* startFakeOpenAI
+          const { alice, projectId, profileId } = yield* setup(fake.url, KEY, "conversation")
+          fake.script({
+            items: [{ type: "function_call", name: "exec_command", arguments: { cmd: LONG, yield_time_ms: 120000 } }]
+          })
+          const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+            body: { prompt: "remember the word PELICAN, then wait", profileId }
+          })
+          const sessionId = yield* cancelDuringCommand(alice, created.body.id as string, LONG)
+          fake.script({ items: [{ type: "message", text: "You asked me to remember a word." }] })
+          const before = fake.requests.length
+          yield* followUp(alice, sessionId, "which word?", "You asked me to remember a word.")
+          // the agent sent the first prompt along with the follow-up: the conversation survived the cancel
+          const after = fake.requests.slice(before).filter((r) => r.main)
+          expect(after.length).toBeGreaterThan(0)
+          expect(JSON.stringify(after.at(-1)!.body.input)).toContain("PELICAN")
+          expect(JSON.stringify(after.at(-1)!.body.input)).toContain("which word?")
+        }),
+      180_000
     )
   }
 )

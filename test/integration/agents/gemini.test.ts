@@ -1,18 +1,31 @@
+import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
 import { expect } from "vitest"
+import { waitUntil } from "../../src/Env.js"
 import { startFakeGemini } from "../../src/FakeGemini.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
-import { branchFile, expectSecretKept, follow, masterKeyForTests, runTask } from "./AgentKit.js"
+import {
+  branchFile,
+  cancelDuringCommand,
+  expectSecretKept,
+  follow,
+  followUp,
+  masterKeyForTests,
+  runTask
+} from "./AgentKit.js"
 
 masterKeyForTests()
+
+/** A command that runs until stopped, unique to this file so its processes are told apart. */
+const LONG = `sleep ${3000 + Math.floor(Math.random() * 900)}`
 
 const KEY = "AIzaFAKEGEMINIKEY-c2FtLWdlbWluaS1lMmU"
 const BAD_KEY = "AIzaREVOKEDGEMINI-bm90LXJlYWw"
 
-const setup = (url: string, key: string) =>
+const setup = (url: string, key: string, taskMode = "task") =>
   Effect.gen(function* () {
     const alice = yield* makeUser("Alice")
     const projectId = yield* createProject(alice, "gemini")
@@ -23,7 +36,7 @@ const setup = (url: string, key: string) =>
     })
     expect(env.status).toBe(200)
     const profile = yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
-      body: { name: "gemini", agent: "gemini", permissionMode: "allow-all" }
+      body: { name: "gemini", agent: "gemini", permissionMode: "allow-all", taskMode }
     })
     expect(profile.status).toBe(201)
     return { alice, projectId, profileId: profile.body.id as string }
@@ -92,5 +105,42 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("Gemini CLI e
       expect(failed.errorReason).not.toContain(BAD_KEY)
       yield* expectSecretKept(BAD_KEY)
     })
+  )
+
+  it.scoped(
+    "cancel during a long command stops its processes; the follow-up is answered, in a new conversation (Gemini CLI had saved none)",
+    () =>
+      Effect.gen(function* () {
+        const fake = yield* startFakeGemini
+        const { alice, projectId, profileId } = yield* setup(fake.url, KEY, "conversation")
+        fake.script({ parts: [{ functionCall: { name: "run_shell_command", args: { command: LONG } } }] })
+        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+          body: { prompt: "remember the word PELICAN, then wait", profileId }
+        })
+        const sessionId = yield* cancelDuringCommand(alice, created.body.id as string, LONG)
+        // The cancel restarts the agent and loads its session. Gemini CLI 0.61 writes a conversation's turns to
+        // ~/.gemini/tmp/<project>/chats only as the turn completes: after a first turn cancelled the file holds
+        // only its setup message, which it does not count as resumable, and session/load answers "Internal error:
+        // No previous sessions found for this project." The vm-agent then starts a new session and says the
+        // context is lost, so the session goes on without the first prompt.
+        const sql = yield* SqlClient.SqlClient
+        const restarted = yield* waitUntil(
+          "the agent is started again",
+          sql<{ payload: { contextLost: boolean } }>`
+            SELECT payload FROM session_events WHERE session_id = ${sessionId} AND type = 'restarted'`.pipe(
+            Effect.map((rows) => rows[0]?.payload)
+          ),
+          { timeout: "60 seconds" }
+        )
+        expect(restarted.contextLost).toBe(true)
+        fake.script({ parts: [{ text: "Which word? I have no earlier message." }] })
+        const before = fake.requests.length
+        yield* followUp(alice, sessionId, "which word?", "I have no earlier message.")
+        const after = fake.requests.slice(before).filter((r) => r.main)
+        expect(after.length).toBeGreaterThan(0)
+        expect(JSON.stringify(after.at(-1)!.body.contents)).toContain("which word?")
+        expect(JSON.stringify(after.at(-1)!.body.contents)).not.toContain("PELICAN")
+      }),
+    180_000
   )
 })

@@ -5,9 +5,20 @@ import { expect } from "vitest"
 import { startFakeOpenAI } from "../../src/FakeOpenAI.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
-import { branchFile, expectSecretKept, follow, masterKeyForTests, runTask } from "./AgentKit.js"
+import {
+  branchFile,
+  cancelDuringCommand,
+  expectSecretKept,
+  follow,
+  followUp,
+  masterKeyForTests,
+  runTask
+} from "./AgentKit.js"
 
 masterKeyForTests()
+
+/** A command that runs until stopped, unique to this file so its processes are told apart. */
+const LONG = `sleep ${3000 + Math.floor(Math.random() * 900)}`
 
 const KEY = "oc-FAKEOPENCODEKEY-c2FtLW9wZW5jb2RlLWUyZQ"
 const BAD_KEY = "oc-REVOKEDOPENCODE-bm90LXJlYWw"
@@ -27,7 +38,7 @@ const config = (url: string) =>
     model: "fake/fake-model"
   })
 
-const setup = (url: string, key: string) =>
+const setup = (url: string, key: string, taskMode = "task") =>
   Effect.gen(function* () {
     const alice = yield* makeUser("Alice")
     const projectId = yield* createProject(alice, "opencode")
@@ -38,7 +49,7 @@ const setup = (url: string, key: string) =>
     })
     expect(env.status).toBe(200)
     const profile = yield* api(alice, "POST", `/projects/${projectId}/agent-profiles`, {
-      body: { name: "opencode", agent: "opencode" }
+      body: { name: "opencode", agent: "opencode", taskMode }
     })
     expect(profile.status).toBe(201)
     return { alice, projectId, profileId: profile.body.id as string }
@@ -111,6 +122,33 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
         expect(ended.status).toBe("failed")
         expect(ended.errorReason).toMatch(/401|Incorrect API key|Unauthorized/i)
       })
+    )
+
+    it.scoped(
+      "cancel during a long command stops its processes; a follow-up keeps the conversation",
+      () =>
+        Effect.gen(function* () {
+          const fake = yield* startFakeOpenAI
+          const { alice, projectId, profileId } = yield* setup(fake.url, KEY, "conversation")
+          fake.script({
+            items: [
+              { type: "function_call", name: "bash", arguments: { command: LONG, description: "wait a long time" } }
+            ]
+          })
+          const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+            body: { prompt: "remember the word PELICAN, then wait", profileId }
+          })
+          const sessionId = yield* cancelDuringCommand(alice, created.body.id as string, LONG)
+          fake.script({ items: [{ type: "message", text: "You asked me to remember a word." }] })
+          const before = fake.requests.length
+          yield* followUp(alice, sessionId, "which word?", "You asked me to remember a word.")
+          // the agent sent the first prompt along with the follow-up: the conversation survived the cancel
+          const after = fake.requests.slice(before).filter((r) => r.main)
+          expect(after.length).toBeGreaterThan(0)
+          expect(JSON.stringify(after.at(-1)!.body.messages)).toContain("PELICAN")
+          expect(JSON.stringify(after.at(-1)!.body.messages)).toContain("which word?")
+        }),
+      180_000
     )
   }
 )

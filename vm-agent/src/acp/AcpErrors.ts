@@ -6,6 +6,8 @@ export class AgentStartError extends Data.TaggedError("AgentStartError")<{
   readonly message: string
   /** the runtime failed for a reason that may pass (I/O, the Docker engine): worth another try */
   readonly transient?: boolean
+  /** the agent answered the request with a JSON-RPC error (it runs, and refused), rather than exiting or not answering */
+  readonly refused?: boolean
 }> {}
 
 /** The agent exited while a prompt was in flight; the host restarts it within its budget. */

@@ -267,9 +267,23 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         emit({ type: "cancelled", forced, stopMs })
         emit({ type: "turn-ended", stopReason: "cancelled" })
         yield* SubscriptionRef.set(status, "restarting")
-        const restarted = yield* Effect.either(launch(true))
+        // An agent that answers session/load with an error (Gemini CLI keeps no conversation on disk until a turn
+        // has completed, so a first turn cancelled leaves nothing to load) gets a new session: the conversation
+        // before the cancel is lost and the restart says so, but the session goes on.
+        let lost = false
+        const restarted = yield* Effect.either(
+          launch(true).pipe(
+            Effect.catchIf(
+              (e) => e.reason === "session" && e.refused === true,
+              () =>
+                Effect.sync(() => {
+                  lost = true
+                }).pipe(Effect.zipRight(launch(false)))
+            )
+          )
+        )
         if (restarted._tag === "Right") {
-          emit({ type: "restarted", reason: "cancel", attempt: 0, contextLost: restarted.right.contextLost })
+          emit({ type: "restarted", reason: "cancel", attempt: 0, contextLost: lost || restarted.right.contextLost })
           yield* SubscriptionRef.set(status, "idle")
         } else {
           emit({ type: "crashed", exitCode: null, signal: null, stderrTail: restarted.left.message })

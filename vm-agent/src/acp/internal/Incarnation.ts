@@ -73,7 +73,25 @@ export const startIncarnation = (options: {
       const rpc = <A>(step: "initialize" | "session", run: () => Promise<A>) =>
         Effect.tryPromise({
           try: run,
-          catch: (error) => new AgentStartError({ reason: step, message: String((error as Error)?.message ?? error) })
+          catch: (error) => {
+            // JSON-RPC's message is generic ("Internal error"); agents put their reason in data (.message, .details)
+            const data = (error as { readonly data?: unknown })?.data
+            const fields = (data ?? {}) as { readonly message?: unknown; readonly details?: unknown }
+            const detail =
+              typeof data === "string"
+                ? data
+                : typeof fields.message === "string"
+                  ? fields.message
+                  : typeof fields.details === "string"
+                    ? fields.details
+                    : undefined
+            const message = String((error as Error)?.message ?? error)
+            return new AgentStartError({
+              reason: step,
+              message: detail === undefined ? message : `${message}: ${detail.slice(0, 500)}`,
+              refused: typeof (error as { readonly code?: unknown })?.code === "number"
+            })
+          }
         }).pipe(
           Effect.raceFirst(
             Deferred.await(agentProcess.exit).pipe(

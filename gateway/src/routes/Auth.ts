@@ -3,6 +3,7 @@ import { Api } from "@sam/bus"
 import { Effect, Option } from "effect"
 import { ApiError } from "../ApiError.js"
 import { Auth } from "../Auth.js"
+import { clientAddress } from "../ClientAddress.js"
 import * as Cookies from "../Cookies.js"
 import { LoginThrottle } from "../LoginThrottle.js"
 import { Revocation } from "../Revocation.js"
@@ -14,7 +15,7 @@ export const routes = [
   Route.make(E.login, ({ body, request }) =>
     Effect.gen(function* () {
       const throttle = yield* LoginThrottle
-      const address = Option.getOrUndefined(request.remoteAddress)
+      const address = clientAddress(request)
       yield* throttle.begin(body.login, address)
       const session = yield* (yield* Auth).login(body.login, body.password)
       yield* throttle.succeeded(body.login, address)

@@ -1,4 +1,4 @@
-import { HttpServerResponse } from "@effect/platform"
+import { type HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { SqlClient } from "@effect/sql"
 import { Api, Consume, Nats, NatsAccounts } from "@sam/bus"
 import { Effect, Option, Redacted } from "effect"
@@ -9,13 +9,13 @@ import { bootScripts, joinCommand } from "../boot/BootScripts.js"
 import * as BootTokens from "../boot/BootTokens.js"
 import { nodeNatsUrl } from "../boot/NatsWebSocketProxy.js"
 import * as NodeArtifact from "../boot/NodeArtifact.js"
+import { clientAddress } from "../ClientAddress.js"
 import { GatewayConfig } from "../Config.js"
 import * as Route from "../Route.js"
 
 const E = Api.NodeBootEndpoints
 
-const addressOf = (request: { readonly remoteAddress: Option.Option<string> }) =>
-  Option.getOrElse(request.remoteAddress, () => "unknown")
+const addressOf = (request: HttpServerRequest.HttpServerRequest) => clientAddress(request) ?? "unknown"
 
 const throttled = (seconds: number) =>
   new ApiError({ code: "rate_limited", message: `too many requests; try again in ${seconds} s`, retryAfter: seconds })

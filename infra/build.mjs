@@ -4,9 +4,8 @@
 // nothing when no source is newer than the last build.
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { createRequire } from "node:module"
-import { dirname, join, relative } from "node:path"
+import { dirname, join, relative, resolve } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
-import { build } from "esbuild"
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)))
 const out = join(root, "dist")
@@ -49,6 +48,8 @@ const stale = () => {
 }
 
 if (process.argv.includes("--if-stale") && !stale()) process.exit(0)
+// loaded only when there is something to build: `--if-stale` on a fresh build is on every command's path
+const { build } = await import("esbuild")
 
 const started = Date.now()
 const sourcesAt = newest()
@@ -71,8 +72,7 @@ const sourceUrls = {
   }
 }
 mkdirSync(out, { recursive: true })
-await build({
-  entryPoints: Object.fromEntries(Object.entries(entries).map(([name, path]) => [name, join(root, path)])),
+const common = {
   outdir: out,
   outExtension: { ".js": ".mjs" },
   bundle: true,
@@ -98,7 +98,23 @@ await build({
     js: "import { createRequire as __samRequire } from 'node:module'; const require = __samRequire(import.meta.url);"
   },
   plugins: [sourceUrls]
-})
+}
+const entryPoints = (names) => Object.fromEntries(names.map((name) => [name, join(root, entries[name])]))
+const results = await Promise.all([
+  // The CLI in chunks, each command's module loaded when it runs (cli.ts): `sam task list` does not load
+  // the control plane, the gateway and the servers' code.
+  build({ ...common, entryPoints: entryPoints(["cli"]), splitting: true, metafile: true }),
+  // The node's processes, one file each: the node artifact (gateway/src/boot) ships them as they are.
+  build({ ...common, entryPoints: entryPoints(["vm-agent", "demo-agent"]), metafile: true })
+])
+// What an earlier build left and this one did not write (chunks are named by their content) goes, after
+// the build: a process starting meanwhile still finds its files.
+const written = new Set(
+  results.flatMap((result) => Object.keys(result.metafile.outputs).map((path) => resolve(path)))
+)
+for (const name of readdirSync(out)) {
+  if (/\.mjs(\.map)?$/.test(name) && !written.has(join(out, name))) rmSync(join(out, name))
+}
 // Packages loaded at run time by name from the bundles (a dynamic import, a lazy require) resolve from
 // dist/: link them there from the workspace package that depends on them.
 // Each is found along the dependency chain that needs it (pnpm does not hoist ssh2, which dockerode's

@@ -5,18 +5,9 @@ import { agentCacheDir, installAgent, isInstalled } from "./AgentInstall.js"
 import { out, parseArgs, table, usage } from "./ApiCli.js"
 import * as LocalClient from "./LocalClient.js"
 import { StackError } from "./StackError.js"
+import { AGENT_USAGE_LINES as USAGE_LINES } from "./Usage.js"
 
-export const USAGE_LINES = `  agents [list]          the agents, whether this machine has them installed, and your credentials
-  agents install [ID…]   install agents (all real ones by default) from the npm registry into the node cache
-  agents credential set ID [--kind api-key|oauth-token|auth-file] [--file F]
-                         store your credential for an agent (read from F, else stdin); encrypted, never shown again
-  agents credential rm ID
-  agents profile list|create --project P --name N --agent ID [--model M] [--permission ask|allow-edits|allow-all]
-                         [--mode task|conversation] [--prompt-append TEXT]
-                         [--node local|hetzner] [--size small|medium|large] [--location fsn1|nbg1|hel1|ash|hil]
-                         | rm --project P prof_…
-  agents env set|rm --project P [--profile prof_…] KEY [VALUE] [--secret]
-                         runtime variables of a project or profile (a profile's wins on the same key)`
+export { USAGE_LINES }
 
 const isAgent = (id: string | undefined): id is Api.Harness["id"] => id !== undefined && id in Api.Harnesses
 

@@ -3,10 +3,9 @@ import { Effect } from "effect"
 import { out, usage } from "./ApiCli.js"
 import * as LocalClient from "./LocalClient.js"
 import { StackError } from "./StackError.js"
+import { CLOUD_USAGE_LINES as USAGE_LINES } from "./Usage.js"
 
-export const USAGE_LINES = `  cloud hetzner set-token  store your Hetzner Cloud API token (read from stdin; checked with Hetzner, encrypted,
-                         never shown again); profiles with --node hetzner then run on servers in that project
-  cloud hetzner status | cloud hetzner remove`
+export { USAGE_LINES }
 
 const readStdin = Effect.tryPromise({
   try: async () => {

@@ -1,28 +1,7 @@
-import { resolve } from "node:path"
-import { NodeRuntime } from "@effect/platform-node"
-import { ControlPlane, NatsAccounts } from "@sam/actors"
-import { natsLayer } from "@sam/bus"
-import { Auth, Gateway, LocalOwner } from "@sam/gateway"
-import { Sql } from "@sam/sql"
-import { Cause, Effect, Either, Exit, Fiber, Layer, Logger, LogLevel, Option } from "effect"
-import * as WebBuild from "../../web/build.js"
-import * as AgentCli from "./AgentCli.js"
-import * as ApiCli from "./ApiCli.js"
-import * as CloudCli from "./CloudCli.js"
-import * as NodeBoot from "./cloud/NodeBoot.js"
-import * as DataLock from "./DataLock.js"
-import * as HetznerProvider from "./hetzner/HetznerProvider.js"
-import * as HetznerTokenCheck from "./hetzner/TokenCheck.js"
-import * as LocalClient from "./LocalClient.js"
-import * as LocalProvider from "./LocalProvider.js"
-import * as LocalStack from "./LocalStack.js"
-import * as MasterKey from "./MasterKey.js"
-import * as NodeCli from "./NodeCli.js"
-import * as NodeProviders from "./NodeProviders.js"
-import * as OpsCreds from "./OpsCreds.js"
-import * as Progress from "./Progress.js"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
 import { StackError } from "./StackError.js"
-import * as TaskCli from "./TaskCli.js"
+import { AGENT_USAGE_LINES, CLOUD_USAGE_LINES } from "./Usage.js"
 
 const USAGE = `usage: sam <command>
 
@@ -48,8 +27,8 @@ through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <
   node token             a join token (one use, minutes) and the one-line command that makes a machine your node
   node join URL TOKEN [--dir D] [--runtime auto|docker|host] | node run [--dir D]
                          make this machine a node of the token's user (foreground; ADR 0027)
-${AgentCli.USAGE_LINES}
-${CloudCli.USAGE_LINES}
+${AGENT_USAGE_LINES}
+${CLOUD_USAGE_LINES}
 
 operator tools (direct access to NATS and Postgres):
   creds ops [--out F] [--days N]
@@ -60,200 +39,28 @@ operator tools (direct access to NATS and Postgres):
 environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320), SAM_GATEWAY_PORT (8080),
   SAM_GATEWAY_URL (http://127.0.0.1:$SAM_GATEWAY_PORT), SAM_TOKEN (an API token instead of .sam/cli.token)`
 
-/** The outside parties' NATS accounts (nodes, programmatic clients; ADR 0016). */
-const accountsLayer = (stack: LocalStack.Stack) =>
-  NatsAccounts.layer({ natsUrl: stack.natsUrl, systemCreds: stack.systemCreds, authority: stack.authority })
-
-const startGateway = (stack: LocalStack.Stack) =>
-  Effect.gen(function* () {
-    const options = {
-      ...Gateway.defaults(),
-      natsUrl: stack.natsUrl,
-      ...(stack.natsWebSocket === undefined ? {} : { natsWebSocket: stack.natsWebSocket })
-    }
-    // Its own connections, held by this scope (not the control plane's): the gateway serves users.
-    const base = Layer.merge(
-      natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-gateway" }),
-      Sql.layer(stack.databaseUrl, "sam-gateway")
-    )
-    const connections = yield* Layer.build(Layer.merge(base, accountsLayer(stack).pipe(Layer.provide(base)))).pipe(
-      Effect.mapError((e) => new StackError({ step: "gateway", message: e.message, cause: e }))
-    )
-    const { url } = yield* Gateway.start(options).pipe(
-      // Cloud tokens are checked with their provider before they are stored (ADR 0026).
-      Effect.provide(HetznerTokenCheck.layer()),
-      Effect.provide(connections),
-      Effect.mapError((e) => {
-        const reason = String((e as { cause?: unknown }).cause ?? e)
-        return new StackError({
-          step: "gateway",
-          message: `cannot listen on ${options.host}:${options.port}: ${
-            /EADDRINUSE/.test(reason) ? "address already in use" : reason
-          } (set SAM_GATEWAY_PORT to use another port)`,
-          cause: e
-        })
-      })
-    )
-    const owner = yield* LocalOwner.ensure(stack.dataDir).pipe(
-      Effect.provide(Auth.Default),
-      Effect.provide(connections),
-      Effect.mapError((e) => new StackError({ step: "owner", message: `cannot set up the owner account: ${e}` }))
-    )
-    return { url, owner }
-  })
-
-const up = Effect.gen(function* () {
-  const options = LocalStack.defaults()
-  // Before anything touches the data directory: a second `sam up` on it must not start its servers.
-  yield* DataLock.acquire(options.dataDir)
-  yield* Effect.sync(() => process.stdout.write(`Starting SAM (data in ${options.dataDir})\n`))
-  // Finalizers run in reverse: this one last, after every server has stopped.
-  yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("SAM stopped.\n")))
-  const stack = yield* LocalStack.start(options)
-  yield* MasterKey.ensure(stack.dataDir)
-  const progress = yield* Progress.Progress
-  const cpNats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "sam-control-plane" })
-  const local = LocalProvider.layer({
-    dataDir: stack.dataDir,
-    natsUrl: stack.natsUrl,
-    runtime: (process.env.SAM_NODE_RUNTIME as "auto" | "docker" | "host" | undefined) ?? "auto"
-  })
-  // Hetzner nodes of users who set a token (ADR 0026), booted to reach this control plane (ADR 0027).
-  const gatewayDefaults = Gateway.defaults()
-  const hetzner = HetznerProvider.layer().pipe(
-    Layer.provide(
-      NodeBoot.layer(NodeBoot.optionsFromEnv(process.env, `http://${gatewayDefaults.host}:${gatewayDefaults.port}`))
-    )
-  )
-  const provider = NodeProviders.layer(local, hetzner)
-  const connections = Layer.merge(cpNats, Sql.layer(stack.databaseUrl, "sam-control-plane"))
-  const base = Layer.merge(connections, accountsLayer(stack).pipe(Layer.provide(connections)))
-  const controlPlane = yield* Layer.launch(
-    ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
-  ).pipe(
-    Effect.tapErrorCause((cause) => Effect.logError("the control plane stopped", cause)),
-    Effect.forkDaemon
-  )
-  // Its stop hands leases back and drains over NATS: with NATS or Postgres down that only times out,
-  // so it gets a few seconds, then `sam up` goes on stopping (the provider kills its nodes on exit).
-  yield* Effect.addFinalizer(() => {
-    const limit = stack.serversRunning() ? "10 seconds" : "3 seconds"
-    return Fiber.interrupt(controlPlane).pipe(
-      Effect.interruptible,
-      Effect.timeout(limit),
-      Effect.catchAll(() => Effect.logWarning(`the control plane did not stop within ${limit}; leaving it`))
-    )
-  })
-  yield* progress.step(
-    `control plane: project, task, node, workspace and session actors; local nodes in ${stack.dataDir}/nodes`
-  )
-  // The web app the gateway serves at `/`: built again only when its sources changed.
-  const web = yield* Effect.either(
-    Effect.tryPromise(() =>
-      WebBuild.ensureBuilt({
-        onBuild: () => process.stdout.write("  … building the web app (its sources changed since the last build)\n")
-      })
-    )
-  )
-  if (Either.isRight(web)) {
-    yield* progress.step(
-      web.right.built
-        ? `web app built in ${(web.right.ms / 1000).toFixed(1)} s (web/dist)`
-        : "web app up to date (web/dist)"
-    )
-  } else {
-    yield* Effect.sync(() =>
-      process.stdout.write(`  ✗ web app not built (the API and feed run without it): ${web.left.cause}\n`)
-    )
-  }
-  const { url, owner } = yield* startGateway(stack)
-  yield* progress.step(
-    `gateway on ${url} (HTTP API ${url}/api/v1, OpenAPI ${url}/api/v1/openapi.json, feed /api/v1/feed)`
-  )
-  const password =
-    owner.newPassword === undefined
-      ? undefined
-      : yield* LocalOwner.presentPassword(owner.newPassword, stack.dataDir, process.stdout.isTTY === true)
-  yield* progress.step(
-    password === undefined
-      ? `owner account: login owner; the sam CLI signs in with ${owner.cliTokenFile}`
-      : password._tag === "Show"
-        ? `owner account created: login owner, password ${password.password}\n` +
-          "    (shown once; `./sam owner password` sets a new one); " +
-          `the sam CLI signs in with ${owner.cliTokenFile}`
-        : `owner account created: login owner, password in ${password.file} (mode 0600; not printed, as this ` +
-          `output is not a terminal); the sam CLI signs in with ${owner.cliTokenFile}`
-  )
-  yield* progress.done(
-    `SAM is up: ${url} · NATS ${stack.natsUrl} · Postgres ${stack.databaseDisplayUrl} · data ${stack.dataDir}\n` +
-      `Try: ./sam project list · curl -H "Authorization: Bearer $(cat ${owner.cliTokenFile})" ${url}/api/v1/me\n` +
-      `Inspect with: ./sam creds ops && nats --server ${stack.natsUrl} --creds ${stack.dataDir}/ops.creds stream ls\n` +
-      "Press Ctrl-C to stop."
-  )
-  yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("\nStopping SAM…\n")))
-  // Runs until Ctrl-C, or until nats-server or Postgres died and could not be restarted.
-  return yield* stack.failed
-}).pipe(Effect.scoped, Effect.provide(Progress.console))
-
-const ownerPassword = Effect.gen(function* () {
-  const password = yield* LocalOwner.resetPassword().pipe(
-    Effect.provide(LocalClient.sqlLayer(LocalStack.defaults())),
-    Effect.mapError((e) => (e instanceof StackError ? e : new StackError({ step: "owner", message: String(e) })))
-  )
-  if (password === undefined) {
-    return yield* new StackError({ step: "owner", message: "there is no owner account yet: run `./sam up` first" })
-  }
-  const shown = yield* LocalOwner.presentPassword(
-    password,
-    LocalStack.defaults().dataDir,
-    process.stdout.isTTY === true
-  )
-  yield* Effect.sync(() =>
-    process.stdout.write(
-      shown._tag === "Show"
-        ? `new password for login owner: ${shown.password}\n(shown once; the old one no longer works)\n`
-        : `new password for login owner written to ${shown.file} (mode 0600); the old one no longer works\n`
-    )
-  )
-})
-
-const flag = (args: ReadonlyArray<string>, name: string) => {
-  const at = args.indexOf(name)
-  return at >= 0 ? args[at + 1] : undefined
-}
-
-const credsOps = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const { dataDir, natsPort } = LocalStack.defaults()
-    const out = resolve(flag(args, "--out") ?? `${dataDir}/ops.creds`)
-    const days = Number(flag(args, "--days") ?? 30)
-    if (!Number.isInteger(days) || days < 1 || days > 3650) {
-      return yield* new StackError({ step: "creds", message: "--days must be a whole number from 1 to 3650" })
-    }
-    const written = yield* OpsCreds.write(dataDir, out, days)
-    const url = `nats://127.0.0.1:${natsPort}`
-    yield* Effect.sync(() =>
-      process.stdout.write(
-        `wrote ${written.file} (operator, expires ${written.expiresAt?.toISOString()}; keep it secret)\n` +
-          `  nats --server ${url} --creds ${written.file} stream ls\n` +
-          `  nats --server ${url} --creds ${written.file} kv ls\n`
-      )
-    )
-  })
-
 const asStackError = (step: string) => (error: unknown) =>
   error instanceof StackError
     ? error
     : new StackError({ step, message: error instanceof Error ? error.message : String(error), cause: error })
 
+/** A command's module, loaded when that command runs: each command loads only what it needs. */
+const lazy = <M>(load: () => Promise<M>) => Effect.promise(load)
+const stackCli = lazy(() => import("./StackCli.js"))
+const apiCli = (command: string, rest: ReadonlyArray<string>) =>
+  Effect.flatMap(
+    lazy(() => import("./ApiCli.js")),
+    (m) => m.run(command, rest)
+  ).pipe(Effect.mapError(asStackError(command)))
+
 const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   const [command, ...rest] = args
   switch (command) {
     case "up":
-      return up
+      return Effect.flatMap(stackCli, (m) => m.up)
     case "owner":
       return rest[0] === "password"
-        ? ownerPassword
+        ? Effect.flatMap(stackCli, (m) => m.ownerPassword)
         : Effect.fail(new StackError({ step: "cli", message: "usage: sam owner password" }))
     case "actors":
       return Effect.flatMap(
@@ -261,27 +68,42 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
         (module) => module.actorsStatus
       )
     case "task":
-      return TaskCli.task(rest).pipe(Effect.mapError(asStackError("task")))
+      return Effect.flatMap(
+        lazy(() => import("./TaskCli.js")),
+        (m) => m.task(rest)
+      ).pipe(Effect.mapError(asStackError("task")))
     case "session":
-      return TaskCli.session(rest).pipe(Effect.mapError(asStackError("session")))
+      return Effect.flatMap(
+        lazy(() => import("./TaskCli.js")),
+        (m) => m.session(rest)
+      ).pipe(Effect.mapError(asStackError("session")))
     case "creds":
-      if (rest[0] === "ops") return credsOps(rest.slice(1))
-      if (rest[0] === "user") return ApiCli.run(command, rest).pipe(Effect.mapError(asStackError(command)))
+      if (rest[0] === "ops") return Effect.flatMap(stackCli, (m) => m.credsOps(rest.slice(1)))
+      if (rest[0] === "user") return apiCli(command, rest)
       return Effect.fail(
         new StackError({ step: "cli", message: `unknown creds kind ${rest[0] ?? "(none)"}; try: sam creds user|ops` })
       )
     case "agents":
-      return AgentCli.agents(rest)
+      return Effect.flatMap(
+        lazy(() => import("./AgentCli.js")),
+        (m) => m.agents(rest)
+      )
     case "cloud":
-      return CloudCli.cloud(rest)
+      return Effect.flatMap(
+        lazy(() => import("./CloudCli.js")),
+        (m) => m.cloud(rest)
+      )
     case "node":
-      return NodeCli.node(rest)
+      return Effect.flatMap(
+        lazy(() => import("./NodeCli.js")),
+        (m) => m.node(rest)
+      )
     case "project":
     case "token":
     case "notifications":
     case "nodes":
     case "workspaces":
-      return ApiCli.run(command, rest).pipe(Effect.mapError(asStackError(command)))
+      return apiCli(command, rest)
     case undefined:
     case "help":
     case "--help":

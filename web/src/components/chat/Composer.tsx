@@ -1,14 +1,30 @@
 import { $, component$, type QRL, useSignal } from "@builder.io/qwik"
 
+/** What the composer sends with a new chat's first message. */
+export interface SendOptions {
+  readonly agent: string
+  readonly mode: "task" | "conversation"
+  /** an agent profile of the project: its agent, and its settings and runtime (the mode stays as picked) */
+  readonly profileId?: string
+}
+
+/** A profile as the composer offers it. */
+export interface ComposerProfile {
+  readonly id: string
+  readonly name: string
+  readonly agentName: string
+  readonly taskMode: "task" | "conversation"
+}
+
 export interface ComposerProps {
   readonly placeholder: string
   readonly disabled?: boolean
   /** resolves to an error message, or null when sent (then the text is cleared; else it stays) */
-  readonly onSend$: QRL<
-    (text: string, options: { agent: string; mode: "task" | "conversation" }) => Promise<string | null>
-  >
-  /** the agent and mode pickers of a new chat */
+  readonly onSend$: QRL<(text: string, options: SendOptions) => Promise<string | null>>
+  /** the agent (or profile) and mode pickers of a new chat */
   readonly pickers?: boolean
+  /** the project's agent profiles, offered in the agent picker */
+  readonly profiles?: ReadonlyArray<ComposerProfile>
   readonly initial?: string
   readonly testId?: string
 }
@@ -16,7 +32,8 @@ export interface ComposerProps {
 /** The message box: Ctrl/⌘+Enter sends, Enter is a newline; the text stays when sending fails. */
 export const Composer = component$<ComposerProps>((props) => {
   const text = useSignal(props.initial ?? "")
-  const agent = useSignal("demo")
+  /** `agent:<id>` or `profile:<id>` */
+  const agent = useSignal("agent:demo")
   const mode = useSignal<"task" | "conversation">("conversation")
   const sending = useSignal(false)
   const error = useSignal<string | null>(null)
@@ -25,7 +42,11 @@ export const Composer = component$<ComposerProps>((props) => {
     if (value.trim() === "" || sending.value || props.disabled) return
     sending.value = true
     error.value = null
-    const failure = await props.onSend$(value, { agent: agent.value, mode: mode.value })
+    const [kind, id = ""] = agent.value.split(":")
+    const failure = await props.onSend$(
+      value,
+      kind === "profile" ? { agent: "", mode: mode.value, profileId: id } : { agent: id, mode: mode.value }
+    )
     sending.value = false
     if (failure === null) text.value = ""
     else error.value = failure
@@ -52,14 +73,27 @@ export const Composer = component$<ComposerProps>((props) => {
               <label class="sr-only" for="composer-agent">
                 Agent
               </label>
-              <select id="composer-agent" class="select" bind:value={agent}>
-                <option value="demo">Demo agent</option>
-                <option value="claude-code" disabled>
-                  Claude Code (later)
-                </option>
-                <option value="codex" disabled>
-                  Codex (later)
-                </option>
+              <select
+                id="composer-agent"
+                class="select"
+                value={agent.value}
+                onChange$={(_, el) => {
+                  agent.value = el.value
+                  // a profile brings its default mode; it can still be changed before sending
+                  const profile = props.profiles?.find((p) => `profile:${p.id}` === el.value)
+                  if (profile !== undefined) mode.value = profile.taskMode
+                }}
+              >
+                <option value="agent:demo">Demo agent</option>
+                {(props.profiles ?? []).length > 0 && (
+                  <optgroup label="Profiles">
+                    {(props.profiles ?? []).map((p) => (
+                      <option key={p.id} value={`profile:${p.id}`}>
+                        {`${p.name} (${p.agentName})`}
+                      </option>
+                    ))}
+                  </optgroup>
+                )}
               </select>
               <label class="sr-only" for="composer-mode">
                 Mode

@@ -1,5 +1,5 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Client } from "@sam/gateway/client"
 import { Either } from "effect"
@@ -79,6 +79,12 @@ export default component$(() => {
     <main class="page">
       <div class="page-narrow">
         <h1>Settings</h1>
+        <section class="glass card row" aria-label="Agent credentials">
+          <span style={{ flex: 1 }}>Your keys and tokens for Claude Code, Codex, Gemini CLI and OpenCode.</span>
+          <Link class="btn" href="/settings/agents">
+            Agent credentials
+          </Link>
+        </section>
         <section class="glass card stack" aria-labelledby="tokens">
           <h2 id="tokens">API tokens</h2>
           <p class="hint" style={{ margin: 0 }}>

@@ -45,6 +45,9 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>{project.name} · settings</h1>
+          <Link class="btn" href={`/projects/${project.id}/agents`}>
+            Agent profiles
+          </Link>
           <Link class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>

@@ -1,7 +1,7 @@
 import { $, component$, type NoSerialize, noSerialize, useStore, useTask$, useVisibleTask$ } from "@builder.io/qwik"
 import { type DocumentHead, Link, routeLoader$, useNavigate } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
-import { Composer } from "~/components/chat/Composer"
+import { Composer, type ComposerProfile, type SendOptions } from "~/components/chat/Composer"
 import { ItemView } from "~/components/chat/ItemView"
 import { StatusIcon } from "~/components/chat/StatusIcon"
 import { api, call, feed, onFrame, onStatus } from "~/lib/browser"
@@ -35,6 +35,29 @@ const STARTER_LABELS = [
   "Ask before editing a file"
 ]
 
+type Usage = NonNullable<Session["usage"]>
+
+const count = (n: number) => (n >= 10_000 ? `${Math.round(n / 1000)}k` : n.toLocaleString("en"))
+
+/** What the agent reported of its usage, in a few characters: tokens, context, cost. */
+const usageLabel = (usage: Usage) =>
+  [
+    usage.totalTokens > 0 ? `${count(usage.totalTokens)} tokens` : "",
+    usage.context && usage.totalTokens === 0 ? `${count(usage.context.usedTokens)} in context` : "",
+    usage.cost ? `${usage.cost.amount.toFixed(2)} ${usage.cost.currency}` : ""
+  ]
+    .filter((part) => part !== "")
+    .join(" · ")
+
+const usageTitle = (usage: Usage) =>
+  [
+    `${usage.turns} turn(s) reported: ${usage.inputTokens} in, ${usage.outputTokens} out, ${usage.totalTokens} total`,
+    usage.context ? `context ${usage.context.usedTokens} of ${usage.context.sizeTokens} tokens` : "",
+    usage.cost ? `cost so far ${usage.cost.amount} ${usage.cost.currency}` : ""
+  ]
+    .filter((part) => part !== "")
+    .join("; ")
+
 /** How many timeline items are rendered at once; scrolling up renders more. */
 const WINDOW = 150
 
@@ -43,10 +66,12 @@ export const useChat = routeLoader$(async (event) => {
   const projectId = event.params.projectId!
   const sessionId = (event.params.sessionId ?? "").split("/")[0] || null
   const taskParam = event.url.searchParams.get("task")
-  const [project, sessions, tasks] = await Promise.all([
+  const [project, sessions, tasks, profiles, agents] = await Promise.all([
     load(event, client.call(Api.ProjectEndpoints.getProject, { params: { projectId } })),
     load(event, client.call(Api.SessionEndpoints.listSessions, { params: { projectId }, query: { limit: 200 } })),
-    load(event, client.call(Api.TaskEndpoints.listTasks, { params: { projectId }, query: { limit: 200 } }))
+    load(event, client.call(Api.TaskEndpoints.listTasks, { params: { projectId }, query: { limit: 200 } })),
+    load(event, client.call(Api.AgentEndpoints.listProfiles, { params: { projectId } })),
+    load(event, client.call(Api.AgentEndpoints.listAgents))
   ])
   let session: Session | null = null
   let task: Task | null = null
@@ -61,7 +86,21 @@ export const useChat = routeLoader$(async (event) => {
   const prompts: Record<string, string> = {}
   for (const t of tasks.tasks) prompts[t.id] = t.prompt
   if (task !== null) prompts[task.id] = task.prompt
-  return { project, sessions: sessions.sessions, prompts, session, task, serverNow: Date.now() }
+  const profileOptions: Array<ComposerProfile> = profiles.profiles.map((p) => ({
+    id: p.id,
+    name: p.name,
+    agentName: agents.agents.find((a) => a.id === p.agent)?.name ?? p.agent,
+    taskMode: p.taskMode
+  }))
+  return {
+    project,
+    sessions: sessions.sessions,
+    prompts,
+    session,
+    task,
+    profiles: profileOptions,
+    serverNow: Date.now()
+  }
 })
 
 const byActivity = (a: Session, b: Session) => Date.parse(b.updatedAt) - Date.parse(a.updatedAt)
@@ -316,11 +355,14 @@ export default component$(() => {
         ? titleOf(task.id, task.prompt)
         : "New chat"
 
-  const submit = $(async (text: string, options: { agent: string; mode: "task" | "conversation" }) => {
+  const submit = $(async (text: string, options: SendOptions) => {
     const result = await call(
       api.call(Api.TaskEndpoints.createTask, {
         params: { projectId },
-        body: { prompt: text, agent: options.agent as "demo", mode: options.mode }
+        body:
+          options.profileId !== undefined
+            ? { prompt: text, profileId: options.profileId, mode: options.mode }
+            : { prompt: text, agent: options.agent as "demo", mode: options.mode }
       })
     )
     if (!result.ok) return result.error.message
@@ -472,6 +514,11 @@ export default component$(() => {
             </span>
           )}
           {session !== null && <span class="badge hide-phone">{session.mode === "task" ? "Task" : "Chat"}</span>}
+          {session?.usage && usageLabel(session.usage) !== "" && (
+            <span class="badge hide-phone" data-testid="session-usage" title={usageTitle(session.usage)}>
+              {usageLabel(session.usage)}
+            </span>
+          )}
           {session?.prUrl && (
             <a class="badge" href={session.prUrl} target="_blank" rel="noopener noreferrer" data-testid="pull-request">
               Pull request
@@ -657,6 +704,7 @@ export default component$(() => {
             <Composer
               placeholder="Describe a task, or try: say hello"
               pickers
+              profiles={chat.value.profiles}
               onSend$={submit}
               testId="new-chat-composer"
             />

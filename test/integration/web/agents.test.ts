@@ -1,0 +1,122 @@
+import type { BrowserContext, Page } from "playwright-core"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { makeRepo } from "../../src/Repo.js"
+import { masterKeyForTests } from "../agents/AgentKit.js"
+import { apiGet, newContext, repoDir, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
+
+/**
+ * The agent settings pages in Debian's Chromium against a real stack: a credential is added and never shown back,
+ * a profile with a runtime variable is made, the composer picks it, and the task (the demo agent) runs with it.
+ */
+masterKeyForTests()
+
+const KEY = "sk-ant-api03-WEBSETTINGS-bmV2ZXItc2hvd24tYmFjaw"
+const SECRET = "s3cret-WEB-runtime-value"
+
+let stack: WebStack
+let context: BrowserContext
+let page: Page
+
+const poll = <T>(fn: () => T | Promise<T>, options: { readonly timeout?: number } = {}) =>
+  expect.poll(fn, { timeout: 10_000, ...options })
+
+beforeAll(async () => {
+  stack = await startWebStack()
+  context = await newContext(stack)
+  page = await context.newPage()
+  await signIn(page, stack)
+}, 240_000)
+
+afterAll(async () => {
+  await stack?.close()
+}, 180_000)
+
+describe("web app: agent credentials and profiles", () => {
+  it("adds a credential whose value is never rendered back, rotates it and removes it", async () => {
+    await page.goto("/settings")
+    await Promise.all([page.waitForURL("**/settings/agents"), page.click("text=Agent credentials")])
+    const card = page.getByTestId("credential-claude-code")
+    expect(await page.getByTestId("credential-status-claude-code").textContent()).toBe("No credential set")
+    await card.locator("input[name=value]").fill(KEY)
+    await card.getByRole("button", { name: "Save" }).click()
+    await poll(() => page.getByTestId("credential-status-claude-code").textContent()).toContain("Anthropic API key set")
+    expect(await card.locator("input[name=value]").inputValue()).toBe("")
+    expect(await page.content()).not.toContain(KEY)
+    await page.reload()
+    expect(await page.content()).not.toContain(KEY)
+    const listed = await apiGet(stack, context, "/agent-credentials")
+    expect(listed.credentials).toEqual([expect.objectContaining({ agent: "claude-code", hasValue: true })])
+    expect(JSON.stringify(listed)).not.toContain(KEY)
+    await shot(page, "agent-credentials")
+    // a new value of the other kind rotates it
+    await card.locator("select[name=kind]").selectOption("oauth-token")
+    await card.locator("input[name=value]").fill(`${KEY}-ROTATED`)
+    await card.getByRole("button", { name: "Rotate" }).click()
+    await poll(() => page.getByTestId("credential-status-claude-code").textContent()).toContain("subscription token")
+    expect(await page.content()).not.toContain(KEY)
+    expect((await apiGet(stack, context, "/agent-credentials")).credentials).toEqual([
+      expect.objectContaining({ agent: "claude-code", kind: "oauth-token", hasValue: true })
+    ])
+    // removing it revokes it
+    await card.getByRole("button", { name: "Remove the Claude Code credential" }).click()
+    await poll(() => page.getByTestId("credential-status-claude-code").textContent()).toBe("No credential set")
+    expect((await apiGet(stack, context, "/agent-credentials")).credentials).toEqual([])
+  })
+
+  it("creates a profile with runtime variables (a secret one masked); the composer picks it and the task gets them", async () => {
+    await page.goto("/projects")
+    await page.fill("#p-name", "agents web")
+    await page.fill("#p-repo", makeRepo(await repoDir()))
+    await Promise.all([page.waitForURL("**/projects/*/chat"), page.click("text=Create project")])
+    const projectId = /\/projects\/([^/]+)\/chat/.exec(page.url())![1]!
+    await page.goto(`/projects/${projectId}/settings`)
+    await Promise.all([page.waitForURL("**/agents"), page.click("text=Agent profiles")])
+
+    const form = page.getByTestId("new-profile")
+    await form.locator("input[name=name]").fill("web demo")
+    await form.locator("select[name=agent]").selectOption("demo")
+    await form.locator("select[name=taskMode]").selectOption("conversation")
+    await form.getByRole("button", { name: "Create profile" }).click()
+    const profile = page.getByTestId("profile-web demo")
+    await poll(() => profile.count()).toBe(1)
+    /** the profile's details stay open across an action's reload, or are opened again */
+    const open = async () => {
+      if ((await profile.locator("details").getAttribute("open")) === null) await profile.locator("summary").click()
+    }
+    await open()
+    const runtime = profile.locator("[data-testid^=runtime-]")
+    await runtime.locator("input[name=key]:not([type=hidden])").fill("WEB_FOO")
+    await runtime.locator("input[name=value]").fill("from-profile")
+    await runtime.getByRole("button", { name: "Set a variable of profile web demo" }).click()
+    await poll(() => profile.getByTestId("env-WEB_FOO").textContent()).toContain("from-profile")
+    await open()
+    await runtime.locator("input[name=key]:not([type=hidden])").fill("WEB_SECRET")
+    await runtime.locator("input[name=value]").fill(SECRET)
+    await runtime.locator("input[id^=env-secret-]").check()
+    await runtime.getByRole("button", { name: "Set a variable of profile web demo" }).click()
+    await poll(() => profile.getByTestId("env-WEB_SECRET").count()).toBe(1)
+    expect(await profile.getByTestId("env-WEB_SECRET").textContent()).toContain("secret")
+    expect(await page.content()).not.toContain(SECRET)
+    await shot(page, "agent-profiles")
+
+    await page.goto(`/projects/${projectId}/chat`)
+    const option = page.locator("#composer-agent option", { hasText: "web demo (Demo agent)" })
+    await page.selectOption("#composer-agent", (await option.getAttribute("value"))!)
+    expect(await page.locator("#composer-mode").inputValue()).toBe("conversation")
+    // a shell's ${#VAR}: the secret's length, not the secret
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the command's own shell expands it
+    await page.locator("#composer-text").fill('run echo "FOO=$WEB_FOO SECRET_LENGTH=${#WEB_SECRET}"')
+    await page.locator("#composer-text").press("Control+Enter")
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 90_000 })
+    const tool = page.getByTestId("timeline").locator("[data-kind=tool]").last()
+    await poll(() => tool.getAttribute("data-status"), { timeout: 60_000 }).toBe("completed")
+    await tool.locator("summary").click()
+    await poll(() => tool.locator(".tool-output").textContent()).toContain(
+      `FOO=from-profile SECRET_LENGTH=${SECRET.length}`
+    )
+    // the task was the profile's
+    const tasks = await apiGet(stack, context, `/projects/${projectId}/tasks`)
+    expect(tasks.tasks[0]).toMatchObject({ agent: "demo", mode: "conversation" })
+    expect(await page.content()).not.toContain(SECRET)
+  })
+})

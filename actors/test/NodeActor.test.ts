@@ -107,3 +107,27 @@ describe("a node's slots (ADR 0022)", () => {
     expect(roomy.send?.[0]?.envelope.body).toMatchObject({ elsewhere: true })
   })
 })
+
+describe("idle reclaim of a joined machine (ADR 0027)", () => {
+  const idle = C.NodeIdleCheck.make({ nodeId: nodeId as never }) as unknown as ReturnType<typeof C.NodeReserve.make>
+  const at = (provider: string, status: string) => ({
+    ...node([]),
+    row: { ...node([]).row, provider, status },
+    warmPeers: 1
+  })
+
+  it("leaves a joined node alone however long it idles, provisioning or running; a local node is retired", async () => {
+    process.env.SAM_WARM_NODES = "1"
+    for (const status of ["running", "provisioning"]) {
+      const joined = await handle(at("joined", status), idle)
+      expect(joined.events ?? []).toEqual([])
+      expect(joined.send ?? []).toEqual([])
+      expect(joined.state.row).toMatchObject({ status, provider: "joined" })
+    }
+    // The same idle check on a node SAM made, with its owner's warm pool full: destroyed.
+    for (const status of ["running", "provisioning"]) {
+      const local = await handle(at("local", status), idle)
+      expect(local.events?.map((e) => e.envelope.type)).toContain("node.destroy-requested")
+    }
+  })
+})

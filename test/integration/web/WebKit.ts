@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs"
+import { copyFileSync, mkdirSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Auth, type Gateway, LocalOwner } from "@sam/gateway"
@@ -10,7 +10,14 @@ import { processTree } from "../../src/ProcessTree.js"
 
 const STOP_WITHIN_MS = 45_000
 
-export const SCREENSHOTS = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "docs", "screenshots")
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..")
+
+/** Where every run writes its screenshots: git-ignored, so a test run leaves the checkout clean. */
+export const SCREENSHOTS = join(ROOT, ".sam", "screenshots")
+
+/** The README's screenshots, rewritten only on purpose: `SAM_UPDATE_SCREENSHOTS=1`. */
+export const DOC_SCREENSHOTS = join(ROOT, "docs", "screenshots")
+const UPDATE_DOCS = process.env.SAM_UPDATE_SCREENSHOTS === "1"
 
 /**
  * A real stack for browser tests: the control plane with real vm-agents and the demo agent, the
@@ -29,6 +36,7 @@ export const startWebStack = async (gateway: Partial<Gateway.GatewayOptions> = {
     args: ["--no-sandbox", "--disable-background-networking"]
   })
   mkdirSync(SCREENSHOTS, { recursive: true })
+  if (UPDATE_DOCS) mkdirSync(DOC_SCREENSHOTS, { recursive: true })
   return {
     url,
     build,
@@ -44,8 +52,10 @@ export const startWebStack = async (gateway: Partial<Gateway.GatewayOptions> = {
         new Promise<false>((resolve) => setTimeout(() => resolve(false), STOP_WITHIN_MS).unref())
       ])
       if (stopped) return console.log(`web stack: stopped after ${Date.now() - started} ms`)
-      // Seen now and then (not only with the web app mounted): the stack's scope does not finish
-      // closing. Say so loudly, and leave no vm-agent or nats-server of this stack running.
+      // Seen before the gateway let go of connections that never end on their own (a half-sent
+      // request, a WebSocket whose peer never answers the close frame: test/integration/gateway/
+      // shutdown.test.ts). If it happens again, say so loudly, and leave no vm-agent or nats-server
+      // of this stack running.
       const left = processTree().filter((p) => p.pid !== process.pid && /vm-agent|nats-server/.test(p.cmdline))
       console.error(
         `web stack: NOT stopped within ${STOP_WITHIN_MS} ms; killing what it started: ${left.map((p) => p.pid).join(", ")}`
@@ -108,7 +118,11 @@ export const apiGet = async (stack: WebStack, context: BrowserContext, path: str
   return (await response.json()) as any
 }
 
-export const shot = (page: Page, name: string) => page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) })
+export const shot = async (page: Page, name: string) => {
+  const path = join(SCREENSHOTS, `${name}.png`)
+  await page.screenshot({ path })
+  if (UPDATE_DOCS) copyFileSync(path, join(DOC_SCREENSHOTS, `${name}.png`))
+}
 
 /** A local Git repository for a project. */
 export const repoDir = async () => join(await tempDir("sam-web-repo-"), "repo")

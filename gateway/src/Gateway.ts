@@ -1,4 +1,5 @@
 import { createServer } from "node:http"
+import type { Socket } from "node:net"
 import { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
@@ -120,14 +121,42 @@ export const app = Route.router(routes, { title: "SAM API", version: "1" }).pipe
   )
 )
 
+/** How long a stopping gateway lets requests in flight and WebSocket close handshakes finish. */
+const SHUTDOWN_GRACE_MS = 2_000
+
+/**
+ * Runs just before the HTTP server closes (finalizers run last first). `server.close()` waits for every
+ * connection to end, and some never end on their own: a client that sent half a request is waited for
+ * until Node's headers timeout (60 s), a feed socket whose peer never answers the close frame for ws'
+ * 30 s (test/integration/gateway/shutdown.test.ts measured both), and a request that arrives on a
+ * keep-alive connection once the handler is gone is answered by nobody. So the connections still open
+ * after the grace are destroyed.
+ */
+const letGoAfterGrace = (http: ReturnType<typeof createServer> | undefined, sockets: Set<Socket>) => {
+  if (http === undefined) return
+  const timer = setTimeout(() => {
+    http.closeAllConnections()
+    for (const socket of sockets) socket.destroy()
+  }, SHUTDOWN_GRACE_MS)
+  timer.unref()
+  http.once("close", () => clearTimeout(timer))
+}
+
 /**
  * The gateway on one port, in the current scope: returns the URL it listens on. It needs the
  * ledger (`SqlClient`) and the bus (`Nats`); closing the scope stops the server.
  */
 export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptions) {
+  // Every connection, upgraded ones included (the feed's and /nats' WebSockets leave the HTTP server's own list).
+  const sockets = new Set<Socket>()
+  let http: ReturnType<typeof createServer> | undefined
   const server = NodeHttpServer.layer(
     () => {
-      const http = createServer()
+      http = createServer()
+      http.on("connection", (socket: Socket) => {
+        sockets.add(socket)
+        socket.once("close", () => sockets.delete(socket))
+      })
       limitFrames(http, Api.MAX_CLIENT_FRAME_BYTES)
       if (options.natsWebSocket !== undefined) proxyNatsWebSocket(http, options.natsWebSocket)
       return http
@@ -158,6 +187,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       Layer.provide(Layer.succeed(WebApp.WebApp, web))
     )
   )
+  yield* Effect.addFinalizer(() => Effect.sync(() => letGoAfterGrace(http, sockets)))
   yield* Ingress.start().pipe(Effect.provide(Auth.Default))
   yield* GitHubRepoAccess.serve(options.githubApp)
   if (options.githubApp !== undefined) {

@@ -26,7 +26,22 @@ export const ReadAllResult = z.object({
   unreadCount: z.number().int().nonnegative()
 })
 
+/** How many of my notifications are unread, by tab: the bell's count comes from here, not from a page. */
+export const UnreadCounts = z.object({
+  unread: z.number().int().nonnegative(),
+  priority: z.number().int().nonnegative(),
+  updates: z.number().int().nonnegative()
+})
+export type UnreadCounts = z.infer<typeof UnreadCounts>
+
 export const NotificationEndpoints = {
+  unreadCounts: endpoint({
+    method: "GET",
+    path: "/notifications/unread-count",
+    summary: "How many of my notifications are unread: all, Priority and Updates",
+    tag: "notifications",
+    response: UnreadCounts
+  }),
   listNotifications: endpoint({
     method: "GET",
     path: "/notifications",

@@ -26,6 +26,17 @@ const unreadCount = (sql: SqlClient.SqlClient, userId: string) =>
     Effect.map((rows) => rows[0]?.n ?? 0)
   )
 
+/** My unread notifications counted by tab, in one query over the same rows the list shows. */
+export const unreadCounts = Effect.fn("Notifications.unreadCounts")(function* (principal: Principal) {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{ unread: number; priority: number }>`
+    SELECT count(*)::int AS unread, (count(*) FILTER (WHERE n.priority))::int AS priority
+    FROM notifications n WHERE ${mine(sql, principal.userId)} AND n.read_at IS NULL`.pipe(Effect.orDie)
+  const unread = rows[0]?.unread ?? 0
+  const priority = rows[0]?.priority ?? 0
+  return { unread, priority, updates: unread - priority }
+})
+
 export const list = Effect.fn("Notifications.list")(function* (
   principal: Principal,
   query: z.output<typeof Api.ListNotificationsQuery>

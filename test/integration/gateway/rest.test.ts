@@ -3,7 +3,7 @@ import { layer } from "@effect/vitest"
 import { Domain, Kv, makeId, Topology } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { GatewayEnv, makeUser } from "../../src/index.js"
+import { GatewayEnv, http, makeUser } from "../../src/index.js"
 import { api, conversation, createProject, expectNoSecrets, until, untilTask } from "./RestKit.js"
 
 const TERMINAL = ["completed", "failed", "cancelled"]
@@ -257,6 +257,50 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("gateway: the
         SELECT read_at FROM notifications WHERE id IN (${ids[3] as string}, ${ids[4] as string})`
       expect(untouched.map((r) => r.readAt)).toEqual([null, null])
       yield* expectNoSecrets([alice, bob])
+    })
+  )
+
+  it.effect("notifications: the unread count by tab counts all my unread ones, not a page of them", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const mine = yield* createProject(alice)
+      const bobs = yield* createProject(bob)
+      const insert = (userId: string, projectId: string, type: string, priority: boolean, read: boolean) => {
+        const id = makeId("ntf")
+        return sql`
+          INSERT INTO notifications (id, user_id, project_id, type, priority, title, source_event_id, read_at)
+          VALUES (${id}, ${userId}, ${projectId}, ${type}, ${priority}, ${`n ${id}`}, ${id}, ${read ? new Date() : null})`
+      }
+      expect((yield* api(alice, "GET", "/notifications/unread-count")).body).toEqual({
+        unread: 0,
+        priority: 0,
+        updates: 0
+      })
+      // More than the largest page (200) and the bell's 99+.
+      yield* sql`
+        INSERT INTO notifications (id, user_id, project_id, type, priority, title, source_event_id)
+        SELECT id, ${alice.userId}, ${mine}, 'task_complete', true, 'many', id
+        FROM (SELECT 'ntf_' || md5(random()::text || i) AS id FROM generate_series(1, 230) AS i) AS many`
+      for (let i = 0; i < 3; i++) yield* insert(alice.userId, mine, "progress", false, false)
+      yield* insert(alice.userId, mine, "task_complete", true, true)
+      yield* insert(bob.userId, bobs, "task_complete", true, false)
+      // About a project Alice is not a member of: not counted, as it is not listed.
+      yield* insert(alice.userId, bobs, "needs_input", true, false)
+      const counts = yield* api(alice, "GET", "/notifications/unread-count")
+      expect(counts.status).toBe(200)
+      expect(counts.body).toEqual({ unread: 233, priority: 230, updates: 3 })
+      const first = (yield* api(alice, "GET", "/notifications", { query: { limit: 1, unread: "true" } })).body
+        .notifications[0]
+      yield* api(alice, "POST", `/notifications/${first.id}/read`)
+      expect((yield* api(alice, "GET", "/notifications/unread-count")).body.unread).toBe(232)
+      expect((yield* api(bob, "GET", "/notifications/unread-count")).body).toEqual({
+        unread: 1,
+        priority: 1,
+        updates: 0
+      })
+      expect((yield* http("GET", "/api/v1/notifications/unread-count")).status).toBe(401)
     })
   )
 })

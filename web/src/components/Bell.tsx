@@ -13,8 +13,18 @@ export const badgeText = (count: number) => (count > 99 ? "99+" : String(count))
 export const Bell = component$(() => {
   const open = useSignal(false)
   const tab = useSignal<Tab>("priority")
-  const state = useStore({ items: [] as Array<Api.Notification>, loaded: false })
+  const state = useStore({
+    items: [] as Array<Api.Notification>,
+    loaded: false,
+    // Counted by the API over all my unread notifications, not over the page shown.
+    counts: { unread: 0, priority: 0, updates: 0 } as Api.UnreadCounts
+  })
   const nav = useNavigate()
+
+  const recount = $(async () => {
+    const result = await call(api.call(Api.NotificationEndpoints.unreadCounts))
+    if (result.ok) state.counts = result.value
+  })
 
   const reload = $(async () => {
     const result = await call(api.call(Api.NotificationEndpoints.listNotifications, { query: { limit: 200 } }))
@@ -27,28 +37,35 @@ export const Bell = component$(() => {
   // biome-ignore lint/correctness/noQwikUseVisibleTask: the live feed is a browser socket (house style: live sockets only)
   useVisibleTask$(({ cleanup }) => {
     reload()
+    recount()
     const stop = onFrame((frame) => {
       if (frame.type === "event" && frame.eventType === "notification.created") {
         const body = frame.body as { notification?: Api.Notification }
         const n = body.notification
-        if (n !== undefined && !state.items.some((item) => item.id === n.id)) state.items = [n, ...state.items]
+        if (n !== undefined && !state.items.some((item) => item.id === n.id)) {
+          state.items = [n, ...state.items]
+          recount()
+        }
       }
-      if (frame.type === "hello") reload()
+      if (frame.type === "hello") {
+        reload()
+        recount()
+      }
     })
     cleanup(() => stop())
   })
 
-  const unreadPriority = state.items.filter((n) => n.priority && n.readAt === null).length
+  const unreadPriority = state.counts.priority
   const shown = state.items.filter((n) =>
     tab.value === "all" ? true : tab.value === "priority" ? n.priority : !n.priority
   )
   const countOf = (t: Tab) =>
-    state.items.filter((n) => n.readAt === null && (t === "all" ? true : t === "priority" ? n.priority : !n.priority))
-      .length
+    t === "all" ? state.counts.unread : t === "priority" ? state.counts.priority : state.counts.updates
 
   const markRead = $(async (id: string) => {
     const result = await call(api.call(Api.NotificationEndpoints.readNotification, { params: { notificationId: id } }))
     if (result.ok) state.items = state.items.map((n) => (n.id === id ? result.value : n))
+    await recount()
   })
 
   return (
@@ -102,6 +119,7 @@ export const Bell = component$(() => {
                   const now = new Date().toISOString()
                   state.items = state.items.map((n) => (n.readAt === null ? { ...n, readAt: now } : n))
                 }
+                await recount()
               }}
             >
               Mark all read

@@ -114,6 +114,12 @@ export const NodeKind = Actor.make({
                 AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = nodes.id) < max_workspaces) IS TRUE AS roomy
             FROM nodes WHERE status IN ('provisioning', 'running', 'warm')`)[0]!
         : null
+      // An unused join token holds its machine's place under the caps (ADR 0027): it becomes a node when used.
+      const joining = creating
+        ? (yield* sql<{ own: number; all: number }>`
+            SELECT count(*) FILTER (WHERE owner_id = ${command.body.ownerId})::int AS own, count(*)::int AS all
+            FROM node_boot_tokens WHERE purpose = 'join' AND used_at IS NULL AND expires_at > now()`)[0]!
+        : null
       // At a node cap, the owner's workspaces whose task ended are asked to stop now, to free a slot.
       const ownerIdle = creating
         ? yield* sql<{ workspaceId: string }>`
@@ -171,7 +177,10 @@ export const NodeKind = Actor.make({
           ...ownerIdle.map((r) => r.workspaceId)
         ],
         capacityWaiters: capacityWaiters.map((r) => r.id),
-        fleet
+        fleet:
+          fleet === null || joining === null
+            ? fleet
+            : { ...fleet, own: fleet.own + joining.own, all: fleet.all + joining.all }
       }
       return state
     }),

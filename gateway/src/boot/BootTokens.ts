@@ -48,6 +48,43 @@ export const issueJoin = (ownerId: string, ttlSeconds?: number) =>
     ...(ttlSeconds === undefined ? {} : { ttlSeconds })
   })
 
+/**
+ * The node caps (ADR 0022: `SAM_MAX_NODES_PER_USER`, `SAM_MAX_NODES`), read as the node actor reads them. A join
+ * token holds a place under them from its issue: a user's live nodes and unused, unexpired join tokens together
+ * stay within the cap, and the node actor counts those tokens when it creates a node.
+ */
+const nodeCaps = () => ({
+  perUser: Number(process.env.SAM_MAX_NODES_PER_USER ?? 3),
+  total: Number(process.env.SAM_MAX_NODES ?? 10)
+})
+
+/** A join token for `ownerId` while the caps allow, counted under the node actor's fleet lock; else why not. */
+export const issueJoinWithinCaps = (ownerId: string, ttlSeconds?: number) =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    sql.withTransaction(
+      Effect.gen(function* () {
+        yield* sql`SELECT pg_advisory_xact_lock(hashtext('sam.node-fleet'))`
+        const [count] = yield* sql<{ own: number; all: number }>`
+          SELECT count(*) FILTER (WHERE owner_id = ${ownerId})::int AS own, count(*)::int AS all FROM (
+            SELECT owner_id FROM nodes WHERE status IN ('provisioning', 'running', 'warm')
+            UNION ALL
+            SELECT owner_id FROM node_boot_tokens WHERE purpose = 'join' AND used_at IS NULL AND expires_at > now()
+          ) counted`
+        const caps = nodeCaps()
+        const own = count?.own ?? 0
+        if (own >= caps.perUser)
+          return {
+            refused:
+              `your node cap is reached: ${own} nodes and unused join tokens, at most ${caps.perUser} ` +
+              "(SAM_MAX_NODES_PER_USER); delete a node or let an unused join token expire"
+          }
+        if ((count?.all ?? 0) >= caps.total)
+          return { refused: `the installation's node cap is reached (${caps.total} nodes, SAM_MAX_NODES)` }
+        return { issued: yield* issueJoin(ownerId, ttlSeconds) }
+      })
+    )
+  )
+
 export interface Redeemable {
   readonly nodeId: string
   readonly ownerId: string

@@ -163,7 +163,14 @@ export const routes = [
   Route.make(E.createJoinToken, ({ principal }) =>
     Effect.gen(function* () {
       const config = yield* GatewayConfig
-      const issued = yield* BootTokens.issueJoin(principal.userId).pipe(Effect.orDie)
+      const issued = yield* BootTokens.issueJoinWithinCaps(principal.userId).pipe(
+        Effect.catchTag("SqlError", Effect.die),
+        Effect.flatMap((outcome) =>
+          outcome.refused === undefined
+            ? Effect.succeed(outcome.issued)
+            : Effect.fail(new ApiError({ code: "conflict", message: outcome.refused }))
+        )
+      )
       const current = yield* Effect.option(NodeArtifact.current())
       const token = Redacted.value(issued.token)
       const url = config.nodePublicUrl ?? config.publicUrl

@@ -140,6 +140,45 @@ describe("the bootstrap exchange", () => {
       })
     )
 
+    it.effect("join tokens hold places under the user's node cap from their issue until used or expired", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const alice = yield* makeUser("Alice")
+        const bob = yield* makeUser("Bob")
+        const saved = process.env.SAM_MAX_NODES_PER_USER
+        process.env.SAM_MAX_NODES_PER_USER = "2"
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            if (saved === undefined) delete process.env.SAM_MAX_NODES_PER_USER
+            else process.env.SAM_MAX_NODES_PER_USER = saved
+          })
+        )
+        const ask = (token: string) => http("POST", "/api/v1/nodes/join-token", { token })
+        const first = yield* ask(alice.token)
+        const second = yield* ask(alice.token)
+        expect([first.status, second.status]).toEqual([201, 201])
+        const third = yield* ask(alice.token)
+        expect(third.status).toBe(409)
+        expect(third.body.message).toMatch(/node cap is reached: 2 nodes and unused join tokens, at most 2/)
+        expect((yield* sql`SELECT 1 FROM node_boot_tokens WHERE owner_id = ${alice.userId}`).length).toBe(2)
+        // Another user's cap is their own.
+        expect((yield* ask(bob.token)).status).toBe(201)
+        // A used token is a node: still two. (What the exchange does, in SQL: earlier tests spent this address's
+        // refusals.)
+        yield* sql`UPDATE node_boot_tokens SET used_at = now() WHERE node_id = ${first.body.nodeId}`
+        yield* sql`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${first.body.nodeId}, 'joined', 'provisioning', ${alice.userId})`
+        expect((yield* ask(alice.token)).status).toBe(409)
+        // An expired token holds nothing.
+        yield* sql`UPDATE node_boot_tokens SET expires_at = now() - interval '1 second'
+          WHERE node_id = ${second.body.nodeId}`
+        expect((yield* ask(alice.token)).status).toBe(201)
+        // A deleted node gives its place back.
+        yield* sql`UPDATE nodes SET status = 'deleted' WHERE id = ${first.body.nodeId}`
+        expect((yield* ask(alice.token)).status).toBe(201)
+        expect((yield* ask(alice.token)).status).toBe(409)
+      }).pipe(Effect.scoped)
+    )
+
     it.effect("`sam node token` prints the one-line command and the `sam node join` command", () =>
       Effect.gen(function* () {
         const url = yield* GatewayUrl

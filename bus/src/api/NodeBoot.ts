@@ -1,6 +1,7 @@
 import { z } from "zod"
 import { NodeId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
+import { storable } from "./Text.js"
 
 /**
  * The boot path of a node on a machine outside the control plane (ADR 0027): a Hetzner server's
@@ -15,9 +16,10 @@ export const BootToken = z
 /** One line of a node's boot log: a boot-script step or a cloud-init stage, as the vm-agent reported it. */
 export const BootLogEntry = z.object({
   at: z.iso.datetime(),
-  step: z.string().min(1).max(64),
+  step: storable(z.string().min(1).max(64)),
   status: z.enum(["started", "completed", "failed", "info"]),
-  message: z.string().max(2000)
+  // stored in a text column: a NUL is refused here (400) rather than failing the exchange's transaction
+  message: storable(z.string().max(2000))
 })
 export type BootLogEntry = z.infer<typeof BootLogEntry>
 

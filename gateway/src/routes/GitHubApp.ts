@@ -44,7 +44,21 @@ const act = (event: string, payload: unknown) =>
       })
     }
     const { action, installation, sender } = parsed.data
-    if (action === "created") return yield* Installations.created(installation, sender)
+    if (action === "created") {
+      // GitHub never reuses an installation id (a reinstall is a new one), and the delivery id is not covered by the
+      // signature: a "created" for an installation SAM saw deleted is a replayed body, and revives nothing.
+      const sql = yield* SqlClient.SqlClient
+      const tombstoned = yield* sql`
+        SELECT 1 FROM github_installation_accounts
+        WHERE installation_id = ${installation.id} AND uninstalled_at IS NOT NULL`.pipe(Effect.orDie)
+      if (tombstoned.length > 0) {
+        yield* Effect.logWarning(
+          `GitHub webhook: a "created" delivery for installation ${installation.id}, which was deleted, was ignored`
+        )
+        return false
+      }
+      return yield* Installations.created(installation, sender)
+    }
     if (action === "deleted") {
       yield* Installations.uninstalled(installation.id)
       return true

@@ -132,7 +132,12 @@ layer(env, { excludeTestServices: true, timeout: 60_000 })("GitHub App installat
       const bad = randomUUID()
       const malformed = yield* deliver("installation", { action: "created" }, { delivery: bad })
       expect(malformed.status).toBe(400)
-      const again = yield* deliver("installation", payload, { delivery: bad })
+      // (another installation: 501 was deleted, and a "created" never revives a deleted one)
+      const again = yield* deliver(
+        "installation",
+        { ...payload, installation: { ...payload.installation, id: 503 } },
+        { delivery: bad }
+      )
       expect(again.body).toEqual({ fresh: true, handled: true })
       // hostile input, signed or not, is a clear 4xx
       const nul = yield* deliver("installation", {

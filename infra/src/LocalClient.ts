@@ -51,6 +51,17 @@ export interface ApiClient {
   ) => Effect.Effect<z.output<O>, StackError>
 }
 
+/** A 400's field issues (`details: [{path, message}]`), as `: token: a Hetzner API token is 64 characters long`. */
+const fieldIssues = (details: unknown) => {
+  if (!Array.isArray(details)) return ""
+  const lines = details.flatMap((d: { path?: unknown; message?: unknown }) =>
+    typeof d?.message === "string"
+      ? [`${typeof d.path === "string" && d.path !== "" ? `${d.path}: ` : ""}${d.message}`]
+      : []
+  )
+  return lines.length === 0 ? "" : `: ${lines.slice(0, 5).join("; ")}`
+}
+
 /** The HTTP API of a running `sam up` (or any gateway at SAM_GATEWAY_URL), signed in with the CLI's token. */
 export const api = (env: NodeJS.ProcessEnv = process.env) =>
   Effect.gen(function* () {
@@ -66,7 +77,11 @@ export const api = (env: NodeJS.ProcessEnv = process.env) =>
               : error.code === "unauthenticated"
                 ? ` (the token from ${credential.from})`
                 : ""
-          return new StackError({ step: error.code, message: `${error.message}${hint}`, cause: error })
+          return new StackError({
+            step: error.code,
+            message: `${error.message}${fieldIssues(error.details)}${hint}`,
+            cause: error
+          })
         })
       )
     return { url, token: credential.token, call } satisfies ApiClient

@@ -191,6 +191,8 @@ describe("web app: project chat in the browser", () => {
       (n: { priority: boolean; readAt: string | null }) => n.priority && !n.readAt
     )
     expect(unreadPriority.length).toBeGreaterThan(0)
+    // The bell's count is the API's count of all unread Priority ones (here the same as the page's).
+    expect((await apiGet(stack, context, "/notifications/unread-count")).priority).toBe(unreadPriority.length)
     await page.reload()
     await poll(() => page.getByTestId("bell-count").textContent()).toBe(String(unreadPriority.length))
     await page.getByTestId("bell").click()
@@ -347,6 +349,10 @@ describe("web app: project chat in the browser", () => {
     await signIn(mobile, stack)
     await mobile.goto(projectUrl)
     await poll(() => mobile.getByTestId("empty-chat").isVisible()).toBe(true)
+    // The new-chat heading is in full view, below the header, not scrolled under it.
+    const heading = await mobile.getByRole("heading", { name: "What do you want to build?" }).boundingBox()
+    const header = await mobile.locator(".main-head").boundingBox()
+    expect(heading !== null && header !== null && heading.y >= header.y + header.height).toBe(true)
     const overflow = (await mobile.evaluate("document.documentElement.scrollWidth - window.innerWidth")) as number
     expect(overflow).toBeLessThanOrEqual(0)
     const sidebar = mobile.getByTestId("sidebar")

@@ -5,6 +5,42 @@ import { Either } from "effect"
 import { clientOf, load, run } from "~/lib/server"
 import { STEP_LABEL, TERMINAL, titleOf } from "~/lib/sessions"
 
+/** The steps in the order a task goes through them; waiting for capacity only when it did. */
+const STEPS: ReadonlyArray<string> = Api.Task.shape.executionStep.unwrap().options
+
+type StepState = "done" | "current" | "failed" | "todo"
+
+/**
+ * Each execution step with where the task is: steps only move forward (the control plane never
+ * goes back one), so every step before the current one is done; the one it failed at is marked.
+ */
+export const stepStates = (t: {
+  readonly status: string
+  readonly executionStep: string | null
+  readonly errorStep: string | null
+}): Array<{ step: string; state: StepState }> => {
+  const at = t.status === "failed" ? (t.errorStep ?? t.executionStep) : t.executionStep
+  const index = at === null ? (t.status === "completed" ? STEPS.length : -1) : STEPS.indexOf(at)
+  return STEPS.filter((step) => step !== "waiting_for_node_capacity" || at === step)
+    .filter((step) => step !== "awaiting_followup" || at === step)
+    .map((step) => {
+      const i = STEPS.indexOf(step)
+      const state: StepState =
+        i < index || t.status === "completed"
+          ? "done"
+          : i === index
+            ? t.status === "failed"
+              ? "failed"
+              : TERMINAL.has(t.status)
+                ? "done"
+                : "current"
+            : "todo"
+      return { step, state }
+    })
+}
+
+const STEP_MARK: Record<StepState, string> = { done: "✓", current: "…", failed: "✕", todo: "·" }
+
 export const useTask = routeLoader$((event) =>
   load(event, clientOf(event).call(Api.TaskEndpoints.getTask, { params: { taskId: event.params.taskId! } }))
 )
@@ -103,9 +139,25 @@ export default component$(() => {
             )}
           </div>
         </section>
+        <section class="glass card stack" aria-labelledby="steps">
+          <h2 id="steps">Execution steps</h2>
+          <ol class="steps" data-testid="task-steps">
+            {stepStates(t).map(({ step, state }) => (
+              <li key={step} class="step" data-step={step} data-state={state}>
+                <span class="step-mark" aria-hidden="true">
+                  {STEP_MARK[state]}
+                </span>
+                <span style={{ flex: 1 }}>{(STEP_LABEL[step] ?? step).replace("…", "")}</span>
+                <span class="muted" style={{ fontSize: "var(--text-xs)" }}>
+                  {state === "done" ? "done" : state === "current" ? "now" : state === "failed" ? "failed here" : ""}
+                </span>
+              </li>
+            ))}
+          </ol>
+        </section>
         <section class="glass card stack">
           <h2>Status history</h2>
-          <table class="table">
+          <table class="table" data-testid="status-history">
             <thead>
               <tr>
                 <th>When</th>

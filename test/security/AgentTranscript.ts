@@ -6,7 +6,7 @@ import { is, type Report, type reportWaiter } from "../src/VmAgentProcess.js"
 export const toolCalls = (reports: ReadonlyArray<Report>, sessionId: string) => {
   const calls = new Map<string, { command: string; output: string; exitCode?: number }>()
   for (const r of reports) {
-    if (r.type !== "session.event" || r.body.sessionId !== sessionId) continue
+    if (r.type !== "session.event-reported" || r.body.sessionId !== sessionId) continue
     const event = r.body.event as {
       type: string
       toolCallId?: string
@@ -49,7 +49,7 @@ export const attackTurn = <E, R>(
     )
     yield* node.waitFor(
       "the attack's turn ends",
-      is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn"),
+      is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn"),
       "60 seconds"
     )
     const all = yield* node.reports.all()

@@ -70,7 +70,7 @@ describe.skipIf(skipReason)(`an agent in a container${skipReason ? ` (SKIPPED: $
         )
         yield* waitFor(
           "workspace running",
-          is("workspace.status", (r) => r.body.workspaceId === workspaceId && r.body.status === "running"),
+          is("workspace.status-reported", (r) => r.body.workspaceId === workspaceId && r.body.status === "running"),
           "60 seconds"
         )
         // root's files in the container (its init runs as the workspace's user too: its environ is the workspace's
@@ -89,7 +89,9 @@ describe.skipIf(skipReason)(`an agent in a container${skipReason ? ` (SKIPPED: $
           expect.soft(attempt.output, attempt.command).toMatch(/Permission denied/)
           expect.soft(attempt.exitCode, attempt.command).not.toBe(0)
         }
-        const transcript = JSON.stringify(all.filter(is("session.event", (r) => r.body.sessionId === sessionId)))
+        const transcript = JSON.stringify(
+          all.filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
+        )
         expect.soft(transcript).not.toContain(VM_AGENT_SECRET.SAM_GITHUB_CLIENT_SECRET)
       })
     )

@@ -60,7 +60,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 180_000 })("an agent se
             )
             yield* waitFor(
               `workspace ${workspaceId} running`,
-              is("workspace.status", (r) => r.body.workspaceId === workspaceId && r.body.status === "running"),
+              is("workspace.status-reported", (r) => r.body.workspaceId === workspaceId && r.body.status === "running"),
               "30 seconds"
             )
             return { workspaceId, path: join(node.dataDir, "workspaces", workspaceId) }
@@ -118,7 +118,9 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 180_000 })("an agent se
         }
 
         // And no secret value appears anywhere in what the session reported.
-        const transcript = JSON.stringify(all.filter(is("session.event", (r) => r.body.sessionId === sessionId)))
+        const transcript = JSON.stringify(
+          all.filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
+        )
         const secrets = [
           ...Object.values(VM_AGENT_SECRETS),
           OTHER_PROJECT_SECRET,

@@ -262,7 +262,7 @@ layer(Env, { excludeTestServices: true, timeout: 60_000 })("NATS boundaries (ADR
         for (const reply of forgedReplies(victim)) {
           nc.publish(`${Accounts.nodeJsApiPrefix}.CONSUMER.MSG.NEXT.SAM_NODE.${own}`, pull, { reply })
           nc.publish(`${Accounts.nodeJsApiPrefix}.CONSUMER.INFO.SAM_NODE.${own}`, "", { reply })
-          nc.publish(Subjects.agentReport(nodeId, "session.event", makeId("sess")), "{}", { reply })
+          nc.publish(Subjects.agentReport(nodeId, "session.event-reported", makeId("sess")), "{}", { reply })
           nc.publish(Subjects.heartbeat(nodeId), "{}", { reply })
           nc.publish(`$JS.ACK.SAM_NODE.${own}.1.1.1.1.1.0`, "+ACK", { reply })
         }

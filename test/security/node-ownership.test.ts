@@ -193,11 +193,11 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       )
       // Reports about different entities are handled side by side: compare them in any order.
       expect(rows.map((row) => [row.type, row.reason]).sort()).toEqual([
-        ["session.activity", "not_the_node_owners"],
-        ["session.event", "not_the_node_owners"],
+        ["session.activity-reported", "not_the_node_owners"],
+        ["session.event-reported", "not_the_node_owners"],
         ["task.result", "not_the_node_owners"],
-        ["workspace.bootlog", "not_the_node_owners"],
-        ["workspace.status", "not_the_node_owners"]
+        ["workspace.bootlog-reported", "not_the_node_owners"],
+        ["workspace.status-reported", "not_the_node_owners"]
       ])
       expect(yield* observe(aliceTask)).toEqual(before)
 
@@ -257,8 +257,8 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       yield* publish(activity, done.sessionId!)
       const rows = yield* audited(done.nodeId!, [event.id, activity.id])
       expect(rows.map((row) => [row.type, row.reason])).toEqual([
-        ["session.event", "task_ended"],
-        ["session.activity", "task_ended"]
+        ["session.event-reported", "task_ended"],
+        ["session.activity-reported", "task_ended"]
       ])
       expect(yield* observe(taskId)).toEqual(before)
 

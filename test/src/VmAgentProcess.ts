@@ -75,15 +75,15 @@ export const collectReports = (nodeId: string) =>
     return { all: () => Ref.get(seen).pipe(Effect.map(Chunk.toArray)), fiber }
   })
 
-/** A report as its single events: a `session.events` run becomes the `session.event` reports it holds. */
+/** A report as its single events: a `session.events-reported` run becomes the `session.event-reported` reports it holds. */
 export const singleEvents = (report: Report & Envelope): ReadonlyArray<Report & Envelope> =>
-  report.type !== "session.events"
+  report.type !== "session.events-reported"
     ? [report]
     : report.body.events.map(
         (e) =>
           ({
             ...report,
-            type: "session.event",
+            type: "session.event-reported",
             body: { sessionId: report.body.sessionId, promptEpoch: report.body.promptEpoch, ...e }
           }) as Report & Envelope
       )
@@ -134,7 +134,7 @@ export const reportWaiter = (
     reports.all().pipe(
       Effect.map((all) =>
         all
-          .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+          .filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
           .map((r) => JSON.stringify(r.body.event))
           .join("\n")
       )

@@ -17,7 +17,7 @@ export const nodeReportRoutes: ReportRoutes = {
       source.nodeId,
       C.NodeReadyReported.make({ nodeId: source.nodeId, ready: report.body }, { id: report.id })
     ),
-  "workspace.status": (report, source) =>
+  "workspace.status-reported": (report, source) =>
     forward(
       WorkspaceRef,
       report.body.workspaceId,
@@ -26,7 +26,7 @@ export const nodeReportRoutes: ReportRoutes = {
         { id: report.id }
       )
     ),
-  "workspace.bootlog": (report, source) =>
+  "workspace.bootlog-reported": (report, source) =>
     forward(
       WorkspaceRef,
       report.body.workspaceId,

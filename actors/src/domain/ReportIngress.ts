@@ -74,21 +74,35 @@ export const commandMeta = (report: Envelope) => ({
   ...(report.correlationId === undefined ? {} : { correlationId: report.correlationId })
 })
 
-/** `session.event`, `session.events` and `session.activity` → `session.report` to the session actor. */
+/** The session actor's name for what a node reported (the report's type without `-reported`). */
+const sessionReportKind = {
+  "session.event-reported": "session.event",
+  "session.events-reported": "session.events",
+  "session.activity-reported": "session.activity"
+} as const
+
+/**
+ * `session.event-reported`, `session.events-reported` and `session.activity-reported` → `session.report` to the
+ * session actor.
+ */
 export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): ReportRoutes => {
   const toSession = (
-    report: Extract<AgentReport, { readonly type: "session.event" | "session.events" | "session.activity" }>,
+    report: Extract<AgentReport, { readonly type: keyof typeof sessionReportKind }>,
     source: ReportSource
   ) =>
     forward(
       session,
       report.body.sessionId,
       ControlProtocol.SessionReport.make(
-        { nodeId: source.nodeId, report: { type: report.type, body: report.body } as never },
+        { nodeId: source.nodeId, report: { type: sessionReportKind[report.type], body: report.body } as never },
         commandMeta(report)
       )
     )
-  return { "session.event": toSession, "session.events": toSession, "session.activity": toSession }
+  return {
+    "session.event-reported": toSession,
+    "session.events-reported": toSession,
+    "session.activity-reported": toSession
+  }
 }
 
 /** Record a refused report in `dropped_reports` (and the log), and terminate its delivery. */

@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { Domain } from "@sam/bus"
 import { Effect } from "effect"
+import type { ReportType } from "./ReportIngress.js"
 
 /**
  * A node belongs to one user and hosts only that user's work (design §9, ADR 0015). Before a report
@@ -25,7 +26,8 @@ export const Refusal = {
   taskEnded: "task_ended"
 } as const
 
-type Report = { readonly type: string; readonly body: unknown }
+/** A node's report as the ingress decoded it: its type is one of the reports' (a typo here is a type error). */
+type Report = { readonly type: ReportType; readonly body: unknown }
 
 interface Ownership {
   readonly ownerId: string | null
@@ -60,16 +62,16 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
   const body = report.body as Record<string, unknown>
   const nodeOwner = sql`(SELECT n.owner_id FROM nodes n WHERE n.id = ${nodeId})`
   switch (report.type) {
-    case "session.event":
-    case "session.events":
-    case "session.activity":
+    case "session.event-reported":
+    case "session.events-reported":
+    case "session.activity-reported":
       return sql<Ownership>`
         SELECT COALESCE(t.created_by, p.owner_id) AS owner_id, ${nodeOwner} AS node_owner,
           s.status AS session_status, t.status AS task_status
         FROM sessions s JOIN projects p ON p.id = s.project_id LEFT JOIN tasks t ON t.id = s.task_id
         WHERE s.id = ${String(body.sessionId)}`
-    case "workspace.status":
-    case "workspace.bootlog":
+    case "workspace.status-reported":
+    case "workspace.bootlog-reported":
       return sql<Ownership>`
         SELECT COALESCE(t.created_by, p.owner_id) AS owner_id, ${nodeOwner} AS node_owner
         FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
@@ -96,7 +98,11 @@ export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen
     if (row === undefined) return undefined
     if (row.nodeOwner === null) return Refusal.unowned
     if (row.ownerId !== row.nodeOwner) return Refusal.foreign
-    if (report.type === "session.event" || report.type === "session.events" || report.type === "session.activity") {
+    if (
+      report.type === "session.event-reported" ||
+      report.type === "session.events-reported" ||
+      report.type === "session.activity-reported"
+    ) {
       if (row.sessionStatus === "stopped" || row.sessionStatus === "failed") return Refusal.sessionEnded
       const sessionId = String((report.body as { sessionId?: unknown }).sessionId)
       if (terminalTask(row.taskStatus) || resultsSeen.has(sessionId)) return Refusal.taskEnded

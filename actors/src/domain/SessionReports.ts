@@ -112,9 +112,9 @@ export const report = (
     const reason = row === null ? "unknown_session" : row.nodeId !== nodeId ? "session_not_on_node" : "session_ended"
     const dropped: Ledger.DroppedReport = {
       nodeId,
-      // the subject as the vm-agent publishes it; the ingress refused one naming another entity
-      subject: Subjects.agentReport(nodeId, report.type, report.body.sessionId),
-      type: report.type,
+      // the report's type and subject as the vm-agent publishes them (as the ingress records what it refuses)
+      subject: Subjects.agentReport(nodeId, `${report.type}-reported`, report.body.sessionId),
+      type: `${report.type}-reported`,
       entityId: report.body.sessionId,
       messageId: command.id,
       reason,

@@ -147,7 +147,7 @@ const WorkspaceFlow = Actor.make({
                   nodeId,
                   kind: "workspace",
                   entityId: report.body.workspaceId,
-                  reportType: report.type,
+                  reportType: `${report.type}-reported`,
                   reason: state === null ? "unknown workspace" : "workspace is not on this node"
                 })
               ]

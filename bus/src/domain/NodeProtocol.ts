@@ -152,7 +152,7 @@ export const Heartbeat = defineMessage(
 )
 
 export const WorkspaceStatusReport = defineMessage(
-  "workspace.status",
+  "workspace.status-reported",
   z.object({
     workspaceId: WorkspaceId,
     status: z.enum(["creating", "running", "recovery", "stopped", "deleted", "error"]),
@@ -163,7 +163,7 @@ export const WorkspaceStatusReport = defineMessage(
 )
 
 export const BootLog = defineMessage(
-  "workspace.bootlog",
+  "workspace.bootlog-reported",
   z.object({
     workspaceId: WorkspaceId,
     step: nodeText(64),
@@ -198,7 +198,7 @@ export const SessionEventKind = z.enum([
 ])
 
 export const SessionEvent = defineMessage(
-  "session.event",
+  "session.event-reported",
   z.object({
     sessionId: SessionId,
     /** the node's order of events for this session; the session actor assigns the persisted seq */
@@ -222,7 +222,7 @@ export const MAX_EVENTS_REPORT_BYTES = 900_000
  * sends a few large reports and a quiet one a report per event, with no wait added.
  */
 export const SessionEvents = defineMessage(
-  "session.events",
+  "session.events-reported",
   z
     .object({
       sessionId: SessionId,
@@ -240,7 +240,7 @@ export const SessionEvents = defineMessage(
 )
 
 export const SessionActivity = defineMessage(
-  "session.activity",
+  "session.activity-reported",
   z.object({
     sessionId: SessionId,
     activity: Activity,

@@ -101,8 +101,8 @@ describe("session actor: failure, refusals, the healer", () => {
           )
         )
         expect(late).toEqual([
-          { type: "session.activity", reason: "session_ended" },
-          { type: "session.event", reason: "session_ended" }
+          { type: "session.activity-reported", reason: "session_ended" },
+          { type: "session.event-reported", reason: "session_ended" }
         ])
         // Its transcript holds only the failure, which says why (ADR 0019): the late event was not kept.
         expect((yield* transcriptOf(sessionId)).map((r) => r.payload)).toEqual([

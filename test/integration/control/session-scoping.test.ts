@@ -62,18 +62,18 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         expect(audit).toEqual([
           expect.objectContaining({
             nodeId: b.nodeId,
-            type: "session.event",
+            type: "session.event-reported",
             reason: "session_not_on_node",
             messageId: forgedEvent.id
           }),
           expect.objectContaining({
             nodeId: b.nodeId,
-            type: "session.activity",
+            type: "session.activity-reported",
             reason: "session_not_on_node",
             messageId: forgedIdle.id
           })
         ])
-        expect(audit[0]?.subject).toBe(`sam.agent.${b.nodeId}.rpt.session.event.${sessionId}`)
+        expect(audit[0]?.subject).toBe(`sam.agent.${b.nodeId}.rpt.session.event-reported.${sessionId}`)
         expect(yield* transcriptOf(sessionId)).toEqual([])
         expect(yield* snapshotOf(sessionId)).toEqual(before)
         expect(yield* sessionRow(sessionId)).toMatchObject({ status: "active", lastSeq: "0" })
@@ -136,7 +136,7 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         )
         expect(rows[0]).toMatchObject({ type: "node.ready", messageId: ready.id })
         expect(rows[0]?.reason).toContain(`body names node ${a.nodeId}`)
-        expect(rows[1]).toMatchObject({ type: "session.event", messageId: mismatched.id })
+        expect(rows[1]).toMatchObject({ type: "session.event-reported", messageId: mismatched.id })
         expect(rows[1]?.reason).toContain(`subject names ${ownSession}`)
         expect(yield* transcriptOf(sessionId)).toEqual([])
       }).pipe(Effect.provide(env())),
@@ -159,9 +159,9 @@ describe("callback scoping: a node reports only on what the ledger places on it"
           mode: "task",
           sessionId
         })
-        yield* node.publishBytes("session.event", "{not json")
+        yield* node.publishBytes("session.event-reported", "{not json")
         yield* node.publishBytes(
-          "session.event",
+          "session.event-reported",
           JSON.stringify({ ...node.event(sessionId, 1, { type: "text" }), body: { sessionId } })
         )
         yield* node.publishBytes(

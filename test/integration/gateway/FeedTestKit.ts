@@ -52,7 +52,7 @@ export const seedSession = (owner: TestUser) =>
         (ns) =>
           ns.length === 1
             ? Publish.publish(
-                Subjects.agentReport(nodeId, "session.event", sessionId),
+                Subjects.agentReport(nodeId, "session.event-reported", sessionId),
                 NodeProtocol.SessionEvent.make({
                   sessionId,
                   nodeSeq: ns[0]!,
@@ -61,7 +61,7 @@ export const seedSession = (owner: TestUser) =>
                 })
               )
             : Publish.publish(
-                Subjects.agentReport(nodeId, "session.events", sessionId),
+                Subjects.agentReport(nodeId, "session.events-reported", sessionId),
                 NodeProtocol.SessionEvents.make({
                   sessionId,
                   promptEpoch: 1,
@@ -73,7 +73,7 @@ export const seedSession = (owner: TestUser) =>
     /** report the agent's activity: the actor writes the snapshot and publishes `session.activity` */
     const activity = (value: "prompting" | "idle") =>
       Publish.publish(
-        Subjects.agentReport(nodeId, "session.activity", sessionId),
+        Subjects.agentReport(nodeId, "session.activity-reported", sessionId),
         NodeProtocol.SessionActivity.make({
           sessionId,
           activity: value,

@@ -106,7 +106,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })(
           yield* send(NodeProtocol.WorkspaceDelete.make({ workspaceId: transient }))
           yield* waitFor(
             "deleted after two failures",
-            is("workspace.status", (r) => r.body.workspaceId === transient && r.body.status === "deleted")
+            is("workspace.status-reported", (r) => r.body.workspaceId === transient && r.body.status === "deleted")
           )
           expect(runtime.attempts(`delete:${transient}`)).toBe(3)
 

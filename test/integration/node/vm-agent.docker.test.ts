@@ -58,7 +58,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
             reports.all().pipe(
               Effect.map((all) =>
                 all
-                  .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+                  .filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
                   .map((r) => r.body.event as { readonly type: string; readonly text?: string })
                   .flatMap((event) => (event.type === "text" ? [event.text ?? ""] : []))
                   .join("")
@@ -74,7 +74,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           yield* send(NodeProtocol.WorkspaceCreate.make({ workspaceId, projectId: makeId("proj"), repoUrl: repo }))
           yield* waitFor(
             "workspace running",
-            is("workspace.status", (r) => r.body.status === "running"),
+            is("workspace.status-reported", (r) => r.body.status === "running"),
             "40 seconds"
           )
           // A second runtime on the node's storage, to look into the container.
@@ -100,13 +100,13 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           )
           yield* waitFor(
             "first turn ends",
-            is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+            is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
           )
           console.log(
             `session start to first turn end (agent start in the container included): ${Date.now() - startAt} ms`
           )
           const seqs = (yield* reports.all())
-            .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+            .filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
             .map((r) => r.body.nodeSeq)
           expect(seqs).toEqual(seqs.map((_, i) => i + 1))
           expect(yield* texts(sessionId)).toContain("/workspace")
@@ -118,7 +118,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           )
           yield* waitFor(
             "the shell runs",
-            is("session.event", (r) => r.body.event.type === "tool-call" && r.body.sessionId === sessionId)
+            is("session.event-reported", (r) => r.body.event.type === "tool-call" && r.body.sessionId === sessionId)
           )
           yield* waitUntil(
             "sleep in the container",
@@ -129,7 +129,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           yield* send(NodeProtocol.SessionCancel.make({ sessionId }))
           yield* waitFor(
             "cancelled turn",
-            is("session.activity", (r) => r.body.promptEpoch === 2 && r.body.stopReason === "cancelled")
+            is("session.activity-reported", (r) => r.body.promptEpoch === 2 && r.body.stopReason === "cancelled")
           )
           console.log(`cancel command to cancelled report: ${Date.now() - cancelAt} ms`)
           expect(Date.now() - cancelAt).toBeLessThan(1500 + 3000)
@@ -139,7 +139,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "recall", promptEpoch: 3 }))
           yield* waitFor(
             "recall turn",
-            is("session.activity", (r) => r.body.promptEpoch === 3 && r.body.stopReason === "end_turn")
+            is("session.activity-reported", (r) => r.body.promptEpoch === 3 && r.body.stopReason === "end_turn")
           )
           expect(yield* said(sessionId)).toContain("1) run pwd; cat README.md 2) run sleep 30")
 
@@ -151,7 +151,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           yield* waitFor(
             "tool call 4",
             is(
-              "session.event",
+              "session.event-reported",
               (r) => r.body.promptEpoch === 4 && r.body.event.type === "tool-call" && r.body.sessionId === sessionId
             )
           )
@@ -161,11 +161,14 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           agent = startVmAgent(nodeId, node, env)
           yield* waitFor(
             "not working forever",
-            is("session.activity", (r) => r.body.activity === "idle" && (r.body.reason ?? "").includes("restarted"))
+            is(
+              "session.activity-reported",
+              (r) => r.body.activity === "idle" && (r.body.reason ?? "").includes("restarted")
+            )
           )
           yield* waitFor(
             "prompt sent while down",
-            is("session.activity", (r) => r.body.promptEpoch === 5 && r.body.stopReason === "end_turn"),
+            is("session.activity-reported", (r) => r.body.promptEpoch === 5 && r.body.stopReason === "end_turn"),
             "30 seconds"
           )
           expect(yield* sleepsLeft).toBe("0")

@@ -41,9 +41,9 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         yield* send(create)
         yield* waitFor(
           "workspace running",
-          is("workspace.status", (r) => r.body.status === "running")
+          is("workspace.status-reported", (r) => r.body.status === "running")
         )
-        expect((yield* reports.all()).some(is("workspace.bootlog"))).toBe(true)
+        expect((yield* reports.all()).some(is("workspace.bootlog-reported"))).toBe(true)
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: repo }))
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: `${repo}-other` }))
         const conflict = yield* waitFor(
@@ -65,10 +65,10 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         )
         yield* waitFor(
           "first turn ends",
-          is("session.activity", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+          is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
         )
         const seqs = (yield* reports.all())
-          .filter(is("session.event", (r) => r.body.sessionId === sessionId))
+          .filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
           .map((r) => r.body.nodeSeq)
         expect(seqs).toEqual(seqs.map((_, i) => i + 1))
         expect(yield* texts(sessionId)).toContain("hello from the demo")
@@ -79,17 +79,17 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         )
         yield* waitFor(
           "prompting",
-          is("session.activity", (r) => r.body.promptEpoch === 2 && r.body.activity === "prompting")
+          is("session.activity-reported", (r) => r.body.promptEpoch === 2 && r.body.activity === "prompting")
         )
         yield* waitFor(
           "the shell runs",
-          is("session.event", (r) => r.body.event.type === "tool-call" && r.body.sessionId === sessionId)
+          is("session.event-reported", (r) => r.body.event.type === "tool-call" && r.body.sessionId === sessionId)
         )
         const cancelAt = Date.now()
         yield* send(NodeProtocol.SessionCancel.make({ sessionId }))
         yield* waitFor(
           "cancelled turn",
-          is("session.activity", (r) => r.body.promptEpoch === 2 && r.body.stopReason === "cancelled")
+          is("session.activity-reported", (r) => r.body.promptEpoch === 2 && r.body.stopReason === "cancelled")
         )
         expect(Date.now() - cancelAt).toBeLessThan(1500 + 3000)
         expect(yield* texts(sessionId)).not.toContain("MARKER")
@@ -106,7 +106,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "recall", promptEpoch: 3 }))
         yield* waitFor(
           "recall turn",
-          is("session.activity", (r) => r.body.promptEpoch === 3 && r.body.stopReason === "end_turn")
+          is("session.activity-reported", (r) => r.body.promptEpoch === 3 && r.body.stopReason === "end_turn")
         )
         expect(yield* texts(sessionId)).toContain("say hello from the demo")
 
@@ -127,7 +127,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: 'run sleep 30; echo LA""TE', promptEpoch: 4 }))
         yield* waitFor(
           "prompting 4",
-          is("session.activity", (r) => r.body.promptEpoch === 4 && r.body.activity === "prompting")
+          is("session.activity-reported", (r) => r.body.promptEpoch === 4 && r.body.activity === "prompting")
         )
         agent.child.kill("SIGKILL")
         yield* Effect.promise(() => agent.exited)
@@ -135,11 +135,14 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         agent = startVmAgent(nodeId, node)
         yield* waitFor(
           "not working forever",
-          is("session.activity", (r) => r.body.activity === "idle" && (r.body.reason ?? "").includes("restarted"))
+          is(
+            "session.activity-reported",
+            (r) => r.body.activity === "idle" && (r.body.reason ?? "").includes("restarted")
+          )
         )
         yield* waitFor(
           "prompt sent while down",
-          is("session.activity", (r) => r.body.promptEpoch === 5 && r.body.stopReason === "end_turn"),
+          is("session.activity-reported", (r) => r.body.promptEpoch === 5 && r.body.stopReason === "end_turn"),
           "30 seconds"
         )
         expect(yield* texts(sessionId)).toContain("back again")

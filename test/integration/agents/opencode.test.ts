@@ -99,6 +99,13 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           expect(text).toContain("All done")
           expect(events.some((e) => e.type === "tool-call")).toBe(true)
           expect((yield* branchFile(taskId))("hello.txt")).toBe("hello from opencode\n")
+          // OpenCode reports the turn's tokens in its prompt answer: kept with the turn's end, summed on the session
+          const ended = events.find((e) => e.type === "turn-ended" && "usage" in e) as {
+            usage?: { totalTokens?: number }
+          }
+          expect(ended.usage?.totalTokens).toBeGreaterThan(0)
+          const session = yield* api(alice, "GET", `/sessions/${done.sessionId}`)
+          expect(session.body.usage).toMatchObject({ turns: 1, totalTokens: ended.usage?.totalTokens })
           yield* expectSecretKept(KEY)
         })
     )

@@ -43,15 +43,31 @@ export const claimsOf = (creds: Redacted.Redacted<string>) => {
   return parsed.success ? parsed.data : undefined
 }
 
+/** NATS refusing the node's credentials (not a network failure): the server's authorization errors. */
+export const isCredentialRefusal = (error: string) =>
+  /Authorization Violation|AuthorizationError|user authentication (expired|revoked)/i.test(error)
+
+export const CREDENTIALS_REFUSED =
+  "[nats] the control plane refuses this node's credentials: the node was deleted (its NATS account is " +
+  "revoked) or its credentials expired unrenewed. It keeps trying; a machine you joined joins again with a new " +
+  "token: `sam node token`, then `sam node join <url> <token>` after removing its state directory (/var/lib/sam-node as root, else ~/.sam-node, or --dir)"
+
 export const run = Effect.fn("VmAgent.renewCredentials")(function* (settings: NodeSettings, creds: RenewableCreds) {
   const { nc } = yield* Nats
   const subject = `sam.agent.${settings.nodeId}.creds`
   // The connection's own story: a JWT that expires drops it, and it comes back with the renewed one.
   yield* Effect.forkScoped(
     Effect.promise(async () => {
+      let refused = false
       for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error")
-          console.error(`[nats] ${s.type}${"error" in s && s.error ? `: ${String(s.error)}` : ""}`)
+        if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error") {
+          const error = "error" in s && s.error ? String(s.error) : ""
+          console.error(`[nats] ${s.type}${error ? `: ${error}` : ""}`)
+          // Said once per run of refusals: what a refusal of the node's own credentials means, and what to do.
+          if (!refused && isCredentialRefusal(error)) console.error(CREDENTIALS_REFUSED)
+          if (s.type === "reconnect") refused = false
+          else if (isCredentialRefusal(error)) refused = true
+        }
       }
     })
   )

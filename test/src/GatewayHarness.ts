@@ -3,6 +3,7 @@ import { makeId, type UserId } from "@sam/bus"
 import { Auth, Gateway } from "@sam/gateway"
 import { Context, Effect, Layer } from "effect"
 import { makeControlPlaneEnv } from "./ControlPlaneHarness.js"
+import { waitUntil } from "./Env.js"
 import { startPrivateNats } from "./PrivateNats.js"
 
 /** Where the gateway under test listens. */
@@ -107,3 +108,19 @@ export const cookieOf = (headers: Headers, name: string) =>
     .map((c) => c.split(";")[0] ?? "")
     .find((c) => c.startsWith(`${name}=`))
     ?.slice(name.length + 1)
+
+/** Wait for a conversation task's first turn to end (`awaiting_followup`); its session's id. */
+export const awaitingFollowUp = (taskId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    return yield* waitUntil(
+      "the task awaits a follow-up",
+      sql<{ sessionId: string | null; executionStep: string | null }>`
+        SELECT session_id, execution_step FROM tasks WHERE id = ${taskId}`.pipe(
+        Effect.map((rows) =>
+          rows[0]?.executionStep === "awaiting_followup" ? (rows[0].sessionId ?? undefined) : undefined
+        )
+      ),
+      { timeout: "60 seconds" }
+    )
+  })

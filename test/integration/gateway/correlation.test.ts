@@ -1,10 +1,9 @@
 import { join } from "node:path"
-import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
-import { GatewayEnv, GatewayUrl, http, makeUser, tempDir } from "../../src/index.js"
+import { awaitingFollowUp, GatewayEnv, GatewayUrl, http, makeUser, tempDir } from "../../src/index.js"
 import { makeRepo } from "../../src/Repo.js"
 import { isOpen, type RawClient, rawClient } from "./FeedTestKit.js"
 
@@ -22,7 +21,6 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("one request 
     () =>
       Effect.gen(function* () {
         const url = yield* GatewayUrl
-        const sql = yield* SqlClient.SqlClient
         const alice = yield* makeUser("Alice")
         const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
         const project = yield* http("POST", "/api/v1/projects", {
@@ -43,16 +41,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("one request 
         const first = created.headers.get("x-request-id") ?? ""
         expect(first).toMatch(/^req_[0-9A-Za-z]+$/)
         const taskId = created.body.id as string
-        const sessionId = yield* waitUntil(
-          "the task awaits a follow-up",
-          sql<{ sessionId: string | null; executionStep: string | null }>`
-            SELECT session_id, execution_step FROM tasks WHERE id = ${taskId}`.pipe(
-            Effect.map((rows) =>
-              rows[0]?.executionStep === "awaiting_followup" ? (rows[0].sessionId ?? undefined) : undefined
-            )
-          ),
-          { timeout: "60 seconds" }
-        )
+        const sessionId = yield* awaitingFollowUp(taskId)
         // The task's own events (its status changes) on the project feed carry the request's id.
         const taskEvents = client.of("event").filter((f) => f.kind === "task" && f.id === taskId)
         expect(taskEvents.length).toBeGreaterThan(0)

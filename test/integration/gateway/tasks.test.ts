@@ -4,7 +4,7 @@ import { layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
-import { GatewayEnv, http, makeUser, tempDir } from "../../src/index.js"
+import { awaitingFollowUp, GatewayEnv, http, makeUser, tempDir } from "../../src/index.js"
 import { makeRepo } from "../../src/Repo.js"
 
 layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tasks and sessions over HTTP", (it) => {
@@ -24,16 +24,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
       expect(created.status).toBe(201)
       expect(created.body).toMatchObject({ projectId: project.body.id, createdBy: alice.userId, mode: "conversation" })
       const taskId = created.body.id as string
-      const sessionId = yield* waitUntil(
-        "the task awaits a follow-up",
-        sql<{ sessionId: string | null; executionStep: string | null }>`
-          SELECT session_id, execution_step FROM tasks WHERE id = ${taskId}`.pipe(
-          Effect.map((rows) =>
-            rows[0]?.executionStep === "awaiting_followup" ? (rows[0].sessionId ?? undefined) : undefined
-          )
-        ),
-        { timeout: "60 seconds" }
-      )
+      const sessionId = yield* awaitingFollowUp(taskId)
       const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {
         token: alice.token,
         body: { prompt: "say second answer" }

@@ -109,9 +109,7 @@ const results = await Promise.all([
 ])
 // What an earlier build left and this one did not write (chunks are named by their content) goes, after
 // the build: a process starting meanwhile still finds its files.
-const written = new Set(
-  results.flatMap((result) => Object.keys(result.metafile.outputs).map((path) => resolve(path)))
-)
+const written = new Set(results.flatMap((result) => Object.keys(result.metafile.outputs).map((path) => resolve(path))))
 for (const name of readdirSync(out)) {
   if (/\.mjs(\.map)?$/.test(name) && !written.has(join(out, name))) rmSync(join(out, name))
 }

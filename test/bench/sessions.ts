@@ -93,7 +93,8 @@ const main = (stack: LocalStack.Stack, natsUrl: string) =>
       (sessionId) =>
         Effect.forEach(
           Array.from({ length: perSession }, (_, i) => i),
-          (i) => Publish.publish(Subjects.agentReport(nodeId, "session.event-reported", sessionId), event(sessionId, i)),
+          (i) =>
+            Publish.publish(Subjects.agentReport(nodeId, "session.event-reported", sessionId), event(sessionId, i)),
           { discard: true }
         ),
       { concurrency: "unbounded", discard: true }

@@ -144,7 +144,7 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     const after = await historyTo()
     expect(after.slice(0, before.length + 1)).toEqual([...before, "cancelled"])
     expect(after.slice(before.length + 1)).toContain("queued")
-    await shot(page, "task")
+    await shot(page, "task-retried")
   })
 
   it("lists nodes with status, health and capacity; a node's workspaces; a workspace's boot log; stop and delete after a confirmation", async () => {
@@ -157,7 +157,7 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     const row = nodes.locator("li", { hasText: node.id })
     expect(await row.textContent()).toContain(node.status)
     expect(await row.textContent()).toContain(`${node.activeWorkspaces}/${node.maxWorkspaces}`)
-    await shot(page, "nodes")
+    await shot(page, "nodes-capacity")
 
     const task = await apiGet(stack, context, `/tasks/${longTaskId}`)
     const workspaceId: string = task.workspaceId

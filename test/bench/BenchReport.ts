@@ -22,7 +22,7 @@ export const writeSection = (heading: string, section: string) =>
     const updated =
       start < 0
         ? `${current.trimEnd()}\n\n${section}`
-        : `${current.slice(0, start)}${section}${end < 0 ? "" : current.slice(end + 1)}`
+        : `${current.slice(0, start)}${section.trimEnd()}\n${end < 0 ? "" : `\n${current.slice(end + 1)}`}`
     await writeFile(FILE, updated)
   })
 

@@ -180,7 +180,8 @@ describe("web app: project chat in the browser", () => {
     await poll(() => page.getByTestId("failure-card").isVisible(), { timeout: 60_000 }).toBe(true)
     expect(await page.getByTestId("failure-reason").textContent()).toMatch(/crash|exit/i)
     await poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status")).toBe("failed")
-    expect(await page.getByTestId("session-status").getAttribute("data-status")).toBe("failed")
+    // the sidebar and the header each follow the live feed: wait for both, not for one then the other
+    await poll(() => page.getByTestId("session-status").getAttribute("data-status")).toBe("failed")
     expect(await page.getByTestId("working-bar").count()).toBe(0)
     await shot(page, "failed")
   })

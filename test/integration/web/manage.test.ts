@@ -126,7 +126,7 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     longTaskId = /\/tasks\/(task_[^/?#]+)/.exec(page.url())?.[1] ?? ""
     await poll(() => taskTitle().textContent()).toContain("long task started")
     const current = page.getByTestId("task-steps").locator("[data-state=current]")
-    expect(await current.getAttribute("data-step")).toBe("running")
+    await poll(() => current.getAttribute("data-step")).toBe("running")
     expect(await page.getByTestId("task-steps").locator("[data-state=todo]").count()).toBe(0)
     const before = await historyTo()
     expect(before[0]).toBe("queued")
@@ -185,7 +185,7 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     await page.getByRole("button", { name: "Stop…" }).click()
     await poll(() => page.locator("main").textContent()).toContain("Stop this workspace?")
     await page.getByRole("button", { name: "Keep it" }).click()
-    expect(await page.getByRole("button", { name: "Yes, stop" }).count()).toBe(0)
+    await poll(() => page.getByRole("button", { name: "Yes, stop" }).count()).toBe(0)
     expect((await apiGet(stack, context, `/workspaces/${workspaceId}`)).status).toBe("running")
 
     await page.getByRole("button", { name: "Stop…" }).click()
@@ -276,7 +276,7 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     await page.goto(projectUrl)
     await poll(() => page.getByTestId("bell-count").textContent()).toBe("99+")
     await page.getByTestId("bell").click()
-    expect(await page.getByTestId("tab-priority").locator(".badge").textContent()).toBe("99+")
+    await poll(() => page.getByTestId("tab-priority").locator(".badge").textContent()).toBe("99+")
     await page.getByRole("button", { name: "Mark all read" }).click()
     await poll(() => page.getByTestId("bell-count").count()).toBe(0)
     expect((await apiGet(stack, context, "/notifications/unread-count")).priority).toBe(0)

@@ -125,6 +125,8 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     await page.waitForURL(/\/tasks\/task_/)
     longTaskId = /\/tasks\/(task_[^/?#]+)/.exec(page.url())?.[1] ?? ""
     await poll(() => taskTitle().textContent()).toContain("long task started")
+    // (handed to its workspace, "delegated", until the agent runs; the page is as of its loading)
+    await reloadUntil(async () => (await historyTo()).at(-1)).toBe("in_progress")
     const current = page.getByTestId("task-steps").locator("[data-state=current]")
     await poll(() => current.getAttribute("data-step")).toBe("running")
     expect(await page.getByTestId("task-steps").locator("[data-state=todo]").count()).toBe(0)

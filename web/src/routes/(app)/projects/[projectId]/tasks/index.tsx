@@ -6,6 +6,19 @@ import { relativeTime, titleOf } from "~/lib/sessions"
 
 const FILTERS = ["all", "in_progress", "queued", "completed", "failed", "cancelled"] as const
 
+/**
+ * The statuses each filter shows: every status is under one of them. A task handed to its workspace
+ * (`delegated`) is in progress to the person reading, and one not yet queued (`draft`, `ready`, as a
+ * retried one is for a moment) is waiting with the queued ones.
+ */
+const STATUSES: Record<string, string> = {
+  in_progress: "delegated,in_progress",
+  queued: "draft,ready,queued",
+  completed: "completed",
+  failed: "failed",
+  cancelled: "cancelled"
+}
+
 export const statusBadge = (status: string) =>
   status === "failed"
     ? "badge-danger"
@@ -18,14 +31,15 @@ export const statusBadge = (status: string) =>
 export const useTasks = routeLoader$(async (event) => {
   const client = clientOf(event)
   const projectId = event.params.projectId!
-  const filter = event.url.searchParams.get("status") ?? "all"
+  const asked = event.url.searchParams.get("status") ?? "all"
+  const filter = STATUSES[asked] === undefined ? "all" : asked
   const [project, tasks] = await Promise.all([
     load(event, client.call(Api.ProjectEndpoints.getProject, { params: { projectId } })),
     load(
       event,
       client.call(Api.TaskEndpoints.listTasks, {
         params: { projectId },
-        query: { limit: 200, ...(filter === "all" ? {} : { status: filter }) }
+        query: { limit: 200, ...(filter === "all" ? {} : { status: STATUSES[filter] }) }
       })
     )
   ])

@@ -5,8 +5,10 @@ import { createRequire } from "node:module"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { gzipSync } from "node:zlib"
+import { gzip } from "node:zlib"
 import { Data, Effect } from "effect"
+
+const gzipAsync = promisify(gzip)
 
 export class ArtifactError extends Data.TaggedError("ArtifactError")<{ readonly message: string }> {}
 
@@ -104,7 +106,8 @@ export const current = (dist: string = process.env.SAM_ARTIFACT_DIST ?? defaultD
         ],
         { encoding: "buffer", maxBuffer: 256 * 1024 * 1024 }
       )
-      const gz = gzipSync(tar.stdout, { level: 9 })
+      // in the thread pool: a gateway making an artifact keeps answering (the Node runtime is ~100 MB)
+      const gz = await gzipAsync(tar.stdout, { level: 9 })
       const sha256 = createHash("sha256").update(gz).digest("hex")
       const partial = `${path}.${process.pid}.partial`
       await writeFile(partial, gz, { mode: 0o644 })
@@ -164,7 +167,7 @@ export const runtime = (dist: string = process.env.SAM_ARTIFACT_DIST ?? defaultD
         ],
         { encoding: "buffer", maxBuffer: 512 * 1024 * 1024 }
       )
-      const gz = gzipSync(tar.stdout, { level: 6 })
+      const gz = await gzipAsync(tar.stdout, { level: 6 })
       const arch = runtimeArch()
       const path = join(dist, `node-runtime-${arch}.tar.gz`)
       const partial = `${path}.${process.pid}.partial`

@@ -86,11 +86,16 @@ export const http = (
         body = JSON.stringify(options.body)
         headers["content-type"] ??= "application/json"
       }
+      // A failure says which request it was (fetch's own error names neither).
       const response = await fetch(`${base}${path}`, {
         method,
         headers,
         redirect: "manual",
         ...(body === undefined ? {} : { body })
+      }).catch((cause: unknown) => {
+        const reason =
+          cause instanceof Error ? `${cause.message} (${String((cause as { cause?: unknown }).cause)})` : cause
+        throw new Error(`${method} ${path}: ${reason}`, { cause })
       })
       const text = await response.text()
       let parsed: unknown = text

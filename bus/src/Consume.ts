@@ -306,10 +306,7 @@ export const run = <E extends Envelope, R>(
       // What the handler publishes follows the message it handles (issue 12).
       Trace.withCorrelation(delivery.envelope.correlationId),
       Effect.withSpan("Bus.handle", {
-        ...Option.match(Trace.parentOf(delivery.msg.headers?.get("traceparent")), {
-          onNone: () => ({}),
-          onSome: (parent) => ({ parent })
-        }),
+        ...Trace.parentFrom(delivery.msg.headers?.get("traceparent")),
         attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
       })
     )

@@ -306,7 +306,10 @@ export const run = <E extends Envelope, R>(
       // What the handler publishes follows the message it handles (issue 12).
       Trace.withCorrelation(delivery.envelope.correlationId),
       Effect.withSpan("Bus.handle", {
-        ...Trace.parentFrom(delivery.msg.headers?.get("traceparent")),
+        ...Option.match(Trace.parentOf(delivery.msg.headers?.get("traceparent")), {
+          onNone: () => ({}),
+          onSome: (parent) => ({ parent })
+        }),
         attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
       })
     )

@@ -48,9 +48,14 @@ export const parentOf = (traceparent: string | undefined): Option.Option<Tracer.
   return Option.some(Tracer.externalSpan({ traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 }))
 }
 
-/** `withSpan` options making the span a child of the remote one a `traceparent` header names (none without one). */
-export const parentFrom = (traceparent: string | undefined): { readonly parent?: Tracer.ExternalSpan } =>
-  Option.match(parentOf(traceparent), { onNone: () => ({}), onSome: (parent) => ({ parent }) })
+/** Run `effect` as a child of the remote span a `traceparent` header names (as is, without one). */
+export const continueFrom =
+  (traceparent: string | undefined) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Option.match(parentOf(traceparent), {
+      onNone: () => effect,
+      onSome: (parent) => Effect.withParentSpan(effect, parent)
+    })
 
 /** NATS headers for an envelope: its type, its correlation id, and the current span as `traceparent`. */
 export const headersFor = (envelope: Envelope, extra?: Readonly<Record<string, string>>): Effect.Effect<MsgHdrs> =>

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
 import { ActorMessages, encode, Subjects, Trace } from "@sam/bus"
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
 import type { ActorContext, AnyActorKind, Outgoing, Reaction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
 
@@ -168,7 +168,10 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     }).pipe(
       Trace.withCorrelation(correlationId),
       Effect.withSpan("Actor.apply", {
-        ...Trace.parentFrom(input.traceparent),
+        ...Option.match(Trace.parentOf(input.traceparent), {
+          onNone: () => ({}),
+          onSome: (parent) => ({ parent })
+        }),
         attributes: {
           "actor.kind": kind.name,
           "actor.id": id,

@@ -10,27 +10,6 @@ import { Data, Effect } from "effect"
 
 const gzipAsync = promisify(gzip)
 
-/** `entry` of `stage` as a tar that is byte-for-byte the same for the same files (sorted, no times or owners). */
-const reproducibleTar = (stage: string, entry: string, extra: ReadonlyArray<string> = []) =>
-  promisify(execFile)(
-    "tar",
-    [
-      "--sort=name",
-      "--mtime=@0",
-      "--owner=0",
-      "--group=0",
-      "--numeric-owner",
-      ...extra,
-      "--dereference",
-      "-C",
-      stage,
-      "-cf",
-      "-",
-      entry
-    ],
-    { encoding: "buffer", maxBuffer: 512 * 1024 * 1024 }
-  )
-
 export class ArtifactError extends Data.TaggedError("ArtifactError")<{ readonly message: string }> {}
 
 /** What a node installs: the compiled vm-agent and the demo agent it runs (infra/build.mjs writes them). */
@@ -109,7 +88,24 @@ export const current = (dist: string = process.env.SAM_ARTIFACT_DIST ?? defaultD
       for (const file of FILES) await symlink(join(dist, file), join(stage, file))
       await writeFile(join(stage, "sam"), LAUNCHER, { mode: 0o755 })
       for (const [name, dir] of await runtimePackages()) await symlink(dir, join(stage, "node_modules", name))
-      const tar = await reproducibleTar(stage, ".", ["--mode=a+rX,u+w,go-w"])
+      const tar = await promisify(execFile)(
+        "tar",
+        [
+          "--sort=name",
+          "--mtime=@0",
+          "--owner=0",
+          "--group=0",
+          "--numeric-owner",
+          "--mode=a+rX,u+w,go-w",
+          "--dereference",
+          "-C",
+          stage,
+          "-cf",
+          "-",
+          "."
+        ],
+        { encoding: "buffer", maxBuffer: 256 * 1024 * 1024 }
+      )
       // in the thread pool: a gateway making an artifact keeps answering (the Node runtime is ~100 MB)
       const gz = await gzipAsync(tar.stdout, { level: 9 })
       const sha256 = createHash("sha256").update(gz).digest("hex")
@@ -154,7 +150,23 @@ export const runtime = (dist: string = process.env.SAM_ARTIFACT_DIST ?? defaultD
       await rm(stage, { recursive: true, force: true })
       await mkdir(join(stage, "bin"), { recursive: true })
       await symlink(binary, join(stage, "bin", "node"))
-      const tar = await reproducibleTar(stage, "bin")
+      const tar = await promisify(execFile)(
+        "tar",
+        [
+          "--sort=name",
+          "--mtime=@0",
+          "--owner=0",
+          "--group=0",
+          "--numeric-owner",
+          "--dereference",
+          "-C",
+          stage,
+          "-cf",
+          "-",
+          "bin"
+        ],
+        { encoding: "buffer", maxBuffer: 512 * 1024 * 1024 }
+      )
       const gz = await gzipAsync(tar.stdout, { level: 6 })
       const arch = runtimeArch()
       const path = join(dist, `node-runtime-${arch}.tar.gz`)

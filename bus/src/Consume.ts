@@ -99,66 +99,6 @@ export const ensureConsumer = Effect.fn("Bus.ensureConsumer")(function* (stream:
   }
 })
 
-/** A durable consumer as a successor sees it: its name, ack floor and deliveries nobody acknowledged. */
-export interface HeldConsumer {
-  readonly name: string
-  readonly floor: number
-  readonly pending: number
-}
-
-/**
- * Replace the consumers of `stream` that `isOurs` claims by one (`config`, with its name), which starts
- * right after the highest of their ack floors (a message is acknowledged once handled, so every floor
- * is handled), or at `startAt` when there were none. A successor thereby gets every unacknowledged
- * message again, in stream order and before anything newer; and a previous holder's pull loop, which
- * the NATS client re-pulls by *name* after missed heartbeats, cannot reach the new consumer (its name
- * is new). Returns the consumers it replaced.
- */
-export const replaceConsumers = Effect.fn("Bus.replaceConsumers")(function* (
-  stream: string,
-  isOurs: (name: string) => boolean,
-  config: Omit<Partial<ConsumerConfig>, "deliver_policy" | "opt_start_seq"> & { readonly durable_name: string },
-  startAt: typeof DeliverPolicy.All | typeof DeliverPolicy.New
-) {
-  const { jsm } = yield* Nats
-  const previous = yield* Effect.tryPromise({
-    try: async () => {
-      const out: Array<HeldConsumer> = []
-      for await (const info of jsm.consumers.list(stream)) {
-        if (isOurs(info.name))
-          out.push({ name: info.name, floor: info.ack_floor.stream_seq, pending: info.num_ack_pending })
-      }
-      return out
-    },
-    catch: jsError(`list consumers of ${stream}`)
-  })
-  const floor = Math.max(0, ...previous.map((consumer) => consumer.floor))
-  yield* Effect.forEach(
-    previous,
-    (consumer) =>
-      Effect.tryPromise({
-        try: () =>
-          jsm.consumers.delete(stream, consumer.name).catch((error: unknown) => {
-            if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return true
-            throw error
-          }),
-        catch: jsError(`delete ${stream}/${consumer.name}`)
-      }),
-    { discard: true }
-  )
-  yield* Effect.tryPromise({
-    try: () =>
-      jsm.consumers.add(stream, {
-        ...config,
-        ...(previous.length > 0
-          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
-          : { deliver_policy: startAt })
-      }),
-    catch: jsError(`create consumer ${stream}/${config.durable_name}`)
-  })
-  return previous
-})
-
 export interface ConsumeOptions {
   /** called for every payload that does not decode, after it was terminated; default: a warning log */
   readonly onMalformed?: (report: MalformedDelivery) => Effect.Effect<void>

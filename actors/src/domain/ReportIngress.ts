@@ -1,5 +1,5 @@
 import type { SqlClient } from "@effect/sql"
-import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
 import {
   Consume,
@@ -232,6 +232,23 @@ const isIngressConsumer = (name: string, durable: string) =>
  * arrived half a minute late (test/faults/matrix.test.ts). Reports are handled idempotently, so those
  * already handled change nothing.
  */
+const ingressConsumers = (durable: string) =>
+  Effect.gen(function* () {
+    const { jsm } = yield* Nats
+    return yield* Effect.tryPromise({
+      try: async () => {
+        const out: Array<{ name: string; floor: number; pending: number }> = []
+        for await (const info of jsm.consumers.list(STREAM)) {
+          if (isIngressConsumer(info.name, durable)) {
+            out.push({ name: info.name, floor: info.ack_floor.stream_seq, pending: info.num_ack_pending })
+          }
+        }
+        return out
+      },
+      catch: jsError(`list consumers ${durable}`)
+    })
+  })
+
 /**
  * For `deliver: "new"` (a test on a shared stream): the ingress's first consumer is created when it
  * starts, not when it first holds its lease, so reports published in between are not skipped.
@@ -239,14 +256,7 @@ const isIngressConsumer = (name: string, durable: string) =>
 const ensureFirstConsumer = (durable: string, ackWait: Duration.DurationInput) =>
   Effect.gen(function* () {
     const { jsm } = yield* Nats
-    const held = yield* Effect.tryPromise({
-      try: async () => {
-        for await (const info of jsm.consumers.list(STREAM)) if (isIngressConsumer(info.name, durable)) return true
-        return false
-      },
-      catch: jsError(`list consumers ${durable}`)
-    })
-    if (held) return
+    if ((yield* ingressConsumers(durable)).length > 0) return
     yield* Effect.tryPromise({
       try: () =>
         jsm.consumers.add(STREAM, {
@@ -263,23 +273,40 @@ const ensureFirstConsumer = (durable: string, ackWait: Duration.DurationInput) =
 
 const takeConsumer = (durable: string, revision: number, startAt: "all" | "new", ackWait: Duration.DurationInput) =>
   Effect.gen(function* () {
+    const { jsm } = yield* Nats
     const name = `${durable}-r${revision}`
-    const previous = yield* Consume.replaceConsumers(
-      STREAM,
-      (consumer) => isIngressConsumer(consumer, durable),
-      {
-        durable_name: name,
-        filter_subject: FILTER,
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: nanos(Duration.toMillis(Duration.decode(ackWait))),
-        max_deliver: -1,
-        max_ack_pending: 1000
-      },
-      startAt === "new" ? DeliverPolicy.New : DeliverPolicy.All
+    const previous = yield* ingressConsumers(durable)
+    const floor = Math.max(0, ...previous.map((consumer) => consumer.floor))
+    yield* Effect.forEach(
+      previous,
+      (consumer) =>
+        Effect.tryPromise({
+          try: () =>
+            jsm.consumers.delete(STREAM, consumer.name).catch((error: unknown) => {
+              if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return true
+              throw error
+            }),
+          catch: jsError(`delete ${consumer.name}`)
+        }),
+      { discard: true }
     )
+    yield* Effect.tryPromise({
+      try: () =>
+        jsm.consumers.add(STREAM, {
+          durable_name: name,
+          filter_subject: FILTER,
+          ack_policy: AckPolicy.Explicit,
+          ...(previous.length > 0
+            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
+            : { deliver_policy: startAt === "new" ? DeliverPolicy.New : DeliverPolicy.All }),
+          ack_wait: nanos(Duration.toMillis(Duration.decode(ackWait))),
+          max_deliver: -1,
+          max_ack_pending: 1000
+        }),
+      catch: jsError(`create consumer ${name}`)
+    })
     const unacknowledged = previous.reduce((sum, consumer) => sum + consumer.pending, 0)
     if (unacknowledged > 0) {
-      const floor = Math.max(0, ...previous.map((consumer) => consumer.floor))
       yield* Effect.logInfo(
         `report ingress: ${unacknowledged} reports were given to an earlier holder and not acknowledged; consuming again from stream sequence ${floor + 1}`
       )

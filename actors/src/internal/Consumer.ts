@@ -1,6 +1,6 @@
-import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { Consume, Nats, NatsError, Subjects, Topology } from "@sam/bus"
+import { type Nats, NatsError, Subjects, Topology } from "@sam/bus"
 import { Effect } from "effect"
 import type { ShardSettings } from "./Settings.js"
 
@@ -27,10 +27,11 @@ export const jsError = (what: string) => (cause: unknown) =>
   new NatsError({ reason: "JetStream", message: `${what}: ${cause instanceof Error ? cause.message : cause}`, cause })
 
 /**
- * Replace the shard's consumers (any epoch) by one for `epoch`, after their ack floor
- * (`Consume.replaceConsumers`): a new owner gets every unacknowledged message again, in stream order and
- * before anything newer, which keeps each entity's order across a takeover (already-applied ones are
- * inbox duplicates). Returns the floor it starts after.
+ * Replace the shard's consumers by one for `epoch` that starts right after their ack floor. A new owner
+ * thereby gets every unacknowledged message again, in stream order and before anything newer, which
+ * keeps each entity's order across a takeover (already-applied ones are inbox duplicates); and the
+ * previous owner's pulls die with its consumer. A message is acknowledged only once it is committed (or
+ * dead-lettered), so every consumer's ack floor is applied: the highest one is where to start.
  */
 export const resetConsumer = (
   nats: Nats["Type"],
@@ -39,19 +40,46 @@ export const resetConsumer = (
   epoch: number,
   settings: Pick<ShardSettings, "ackWaitMs" | "maxAckPending">
 ) =>
-  Consume.replaceConsumers(
-    STREAM,
-    (name) => isShardConsumer(name, kind, shard),
-    {
-      durable_name: consumerName(kind, shard, epoch),
-      filter_subject: Subjects.commandShard(kind, shard),
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: nanos(settings.ackWaitMs),
-      max_deliver: -1,
-      max_ack_pending: settings.maxAckPending
-    },
-    DeliverPolicy.All
-  ).pipe(
-    Effect.map((previous) => Math.max(0, ...previous.map((consumer) => consumer.floor))),
-    Effect.provideService(Nats, nats)
-  )
+  Effect.gen(function* () {
+    const name = consumerName(kind, shard, epoch)
+    const previous = yield* Effect.tryPromise({
+      try: async () => {
+        const out: Array<{ name: string; floor: number }> = []
+        for await (const info of nats.jsm.consumers.list(STREAM)) {
+          if (isShardConsumer(info.name, kind, shard)) out.push({ name: info.name, floor: info.ack_floor.stream_seq })
+        }
+        return out
+      },
+      catch: jsError(`list consumers of ${kind}/${shard}`)
+    })
+    const floor = Math.max(0, ...previous.map((consumer) => consumer.floor))
+    yield* Effect.forEach(
+      previous,
+      (consumer) =>
+        Effect.tryPromise({
+          try: () =>
+            nats.jsm.consumers.delete(STREAM, consumer.name).catch((error: unknown) => {
+              if (error instanceof JetStreamApiError && error.code === JetStreamApiCodes.ConsumerNotFound) return true
+              throw error
+            }),
+          catch: jsError(`delete ${consumer.name}`)
+        }),
+      { discard: true }
+    )
+    yield* Effect.tryPromise({
+      try: () =>
+        nats.jsm.consumers.add(STREAM, {
+          durable_name: name,
+          filter_subject: Subjects.commandShard(kind, shard),
+          ack_policy: AckPolicy.Explicit,
+          ...(floor > 0
+            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: floor + 1 }
+            : { deliver_policy: DeliverPolicy.All }),
+          ack_wait: nanos(settings.ackWaitMs),
+          max_deliver: -1,
+          max_ack_pending: settings.maxAckPending
+        }),
+      catch: jsError(`create consumer ${name}`)
+    })
+    return floor
+  })

@@ -137,7 +137,7 @@ describe.skipIf(skipReason)(
         })
       ))
 
-    it("cancel kills the process group inside the container within the grace; the context is kept", () =>
+    it("cancel kills the turn's processes inside the container within the grace; the agent and its context are kept", () =>
       withSession(({ session, events }) =>
         Effect.gen(function* () {
           const turn = yield* Effect.fork(session.prompt(LONG_RUN))
@@ -148,17 +148,17 @@ describe.skipIf(skipReason)(
           const result = yield* session.cancel()
           expect(result._tag).toBe("Cancelled")
           if (result._tag !== "Cancelled") return
-          process.stdout.write(`[acp docker test] cancel to group gone in the container: ${result.stopMs} ms\n`)
+          process.stdout.write(
+            `[acp docker test] cancel to the turn's processes gone in the container: ${result.stopMs} ms\n`
+          )
           expect(result.forced).toBe(false)
           expect(result.stopMs).toBeLessThan(GRACE_MS)
           expect(yield* Effect.promise(sleepsLeft)).toBe(0)
           expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
           expect(yield* SubscriptionRef.get(session.status)).toBe("idle")
-          expect(session.pgid()).not.toBe(pgid)
-          const at = (type: SessionEvent["type"]) => events.find((event) => event.type === type)?.at ?? 0
-          process.stdout.write(
-            `[acp docker test] agent back after the cancel in ${at("restarted") - at("cancelled")} ms\n`
-          )
+          // the agent answered the cancel in time: it goes on, no restart
+          expect(session.pgid()).toBe(pgid)
+          expect(events.some((event) => event.type === "restarted")).toBe(false)
 
           yield* session.prompt("recall")
           expect(textOf(events)).toContain(`1) ${LONG_RUN}`)

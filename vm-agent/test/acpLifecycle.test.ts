@@ -50,13 +50,14 @@ describe("AcpSessionHost lifecycle", () => {
     )
   })
 
-  it("after a cancel whose session/load the agent refuses, starts a new session and says the context is lost", () => {
+  it("after a forced cancel whose session/load the agent refuses, starts a new session and says the context is lost", () => {
     const dir = tempDir()
     return withDemoHost(
       ({ session, events }) =>
         Effect.gen(function* () {
           yield* session.prompt("say remember ALBATROSS")
-          const turn = yield* Effect.fork(session.prompt("sleep 30000\nsay never"))
+          // it ignores the cancel, so it is killed and started again with session/load
+          const turn = yield* Effect.fork(session.prompt("ignore-cancel\nsleep 30000\nsay never"))
           yield* waitUntil("prompting", () => Effect.runSync(SubscriptionRef.get(session.status)) === "prompting")
           const result = yield* session.cancel()
           expect(result._tag).toBe("Cancelled")

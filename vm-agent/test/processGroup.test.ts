@@ -1,7 +1,13 @@
 import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import { groupAlive, signalGroup } from "../src/runtime/internal/processGroup.js"
+import {
+  bootTicks,
+  groupAlive,
+  signalGroup,
+  signalStartedSince,
+  startedSince
+} from "../src/runtime/internal/processGroup.js"
 
 const alive = (pid: number) => {
   try {
@@ -38,6 +44,39 @@ describe("signalGroup", () => {
     await until("the stray runs in a session of its own", () => alive(stray) && sessionOf(stray) === stray)
     expect(signalGroup(leader.pid!, "SIGKILL")).toBe(true)
     await until("the stray is gone", () => !alive(stray))
+    await until("the group is gone", () => !groupAlive(leader.pid!))
+  })
+})
+
+const startOf = (pid: number) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19])
+}
+
+describe("signalStartedSince", () => {
+  it("kills what a group started after a mark (a turn's tool commands, also in a session of their own), not what it had before nor its leader", async () => {
+    // an agent with a helper from before the turn; on a line in, the turn starts a command and a stray one
+    const leader = spawn(
+      "/bin/sh",
+      ["-c", "sleep 300 & echo $!; read x; sleep 301 & echo $!; setsid /bin/sh -c 'echo $$; exec sleep 302' & wait"],
+      { detached: true, stdio: ["pipe", "pipe", "ignore"] }
+    )
+    const pids: Array<number> = []
+    leader.stdout.on("data", (chunk: Buffer) => pids.push(...chunk.toString().trim().split(/\s+/).map(Number)))
+    await until("the helper runs", () => pids.length === 1 && alive(pids[0]!))
+    const helper = pids[0]!
+    await until("the clock is past the helper's start", () => bootTicks()! > startOf(helper))
+    const since = bootTicks()!
+    leader.stdin.write("go\n")
+    await until("the turn's commands run", () => pids.length === 3 && alive(pids[1]!) && alive(pids[2]!))
+    const [, command, stray] = pids as [number, number, number]
+    await until("the stray runs in a session of its own", () => sessionOf(stray) === stray)
+    expect(startedSince(leader.pid!, since).sort()).toEqual([command, stray].sort())
+    signalStartedSince(leader.pid!, since, "SIGKILL")
+    await until("the turn's commands are gone", () => !alive(command) && !alive(stray))
+    expect(startedSince(leader.pid!, since)).toEqual([])
+    expect(alive(helper) && alive(leader.pid!)).toBe(true)
+    signalGroup(leader.pid!, "SIGKILL")
     await until("the group is gone", () => !groupAlive(leader.pid!))
   })
 })

@@ -1,5 +1,6 @@
 import type { PromptResponse, RequestPermissionResponse, StopReason } from "@agentclientprotocol/sdk"
 import { Config, Deferred, Duration, Effect, Exit, Option, PubSub, Scope, Stream, SubscriptionRef } from "effect"
+import { bootTicks } from "../runtime/internal/processGroup.js"
 import {
   AgentCrashed,
   AgentProtocolError,
@@ -63,6 +64,8 @@ export interface AcpSession {
 interface Turn {
   readonly incarnation: Incarnation
   readonly response: Promise<PromptResponse>
+  /** when it began, in the kernel's clock ticks since boot (`bootTicks`); what the agent started since is the turn's */
+  readonly since: number | undefined
   cancelling: boolean
 }
 
@@ -174,16 +177,19 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         if (now !== "idle" || !current)
           return yield* new PromptRejected({ reason: "busy", message: "a prompt is already running" })
         yield* SubscriptionRef.set(status, "prompting")
+        // an agent kept after a cancel was muted until its next turn
+        current.muted = false
         return current
       })
     )
     emit({ type: "prompt-started", text })
+    const since = bootTicks()
     const response = incarnation.connection.agent.request("session/prompt", {
       sessionId: incarnation.acpSessionId,
       prompt: [{ type: "text", text }]
     })
     response.catch(() => undefined)
-    const active: Turn = { incarnation, response, cancelling: false }
+    const active: Turn = { incarnation, response, since, cancelling: false }
     turn = active
     const answer = yield* Effect.raceFirst(
       Effect.tryPromise(() => response).pipe(Effect.either),
@@ -253,9 +259,28 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           incarnation.connection.agent.notify("session/cancel", { sessionId: incarnation.acpSessionId })
         ).pipe(Effect.timeout("1 second"), Effect.ignore)
         const stoppedInGrace = yield* Effect.raceFirst(
-          Effect.tryPromise(() => active.response).pipe(Effect.ignore),
-          Deferred.await(incarnation.process.exit)
+          Effect.tryPromise(() => active.response).pipe(Effect.option),
+          Deferred.await(incarnation.process.exit).pipe(Effect.as(Option.none<PromptResponse>()))
         ).pipe(Effect.timeout(grace), Effect.option)
+        // The agent answered the prompt in time and runs: it stays, with its ACP session and the conversation in it
+        // (Gemini CLI could not load a conversation whose first turn was cancelled), and only what it started during
+        // the turn (its tool commands) is killed. Otherwise, or if those do not go, the whole group goes and the agent
+        // is started again with session/load.
+        const answered = Option.isSome(stoppedInGrace) && Option.isSome(stoppedInGrace.value)
+        if (answered && active.since !== undefined && Option.isNone(yield* Deferred.poll(incarnation.process.exit))) {
+          yield* incarnation.process.killSince(active.since, "SIGKILL")
+          const toolsGone = yield* incarnation.process.awaitGoneSince(active.since, "2 seconds")
+          incarnation.expectedExit = false
+          if (toolsGone && Option.isNone(yield* Deferred.poll(incarnation.process.exit))) {
+            turn = undefined
+            const stopMs = Date.now() - startedAt
+            emit({ type: "cancelled", forced: false, stopMs })
+            emit({ type: "turn-ended", stopReason: "cancelled" })
+            yield* SubscriptionRef.set(status, "idle")
+            return { _tag: "Cancelled", forced: false, stopMs } satisfies CancelResult
+          }
+          incarnation.expectedExit = true
+        }
         yield* incarnation.process.killGroup("SIGKILL")
         yield* Deferred.await(incarnation.process.exit).pipe(Effect.timeout("5 seconds"), Effect.ignore)
         yield* incarnation.process.awaitGroupGone("2 seconds")
@@ -263,7 +288,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         yield* Scope.close(incarnation.scope, Exit.void)
         current = undefined
         turn = undefined
-        const forced = Option.isNone(stoppedInGrace)
+        const forced = !answered
         emit({ type: "cancelled", forced, stopMs })
         emit({ type: "turn-ended", stopReason: "cancelled" })
         yield* SubscriptionRef.set(status, "restarting")

@@ -3,7 +3,7 @@ import type { Readable, Writable } from "node:stream"
 import type { Stream as AcpStream, AnyMessage } from "@agentclientprotocol/sdk"
 import { Deferred, type Duration, Effect, Exit, Schedule, type Scope } from "effect"
 import { baseEnv } from "../runtime/internal/agentEnv.js"
-import { groupAlive, signalGroup } from "../runtime/internal/processGroup.js"
+import { groupAlive, signalGroup, signalStartedSince, startedSince } from "../runtime/internal/processGroup.js"
 import { AgentStartError } from "./AcpErrors.js"
 import type { HarnessCommand } from "./HarnessCommand.js"
 
@@ -24,6 +24,13 @@ export interface AgentProcess {
   readonly killGroup: (signal: NodeJS.Signals) => Effect.Effect<void>
   /** Waits until no process of the group is left, up to `timeout`; true if it is gone. */
   readonly awaitGroupGone: (timeout: Duration.DurationInput) => Effect.Effect<boolean>
+  /**
+   * Sends `signal` to the processes of the group (on the host also their descendants that left it) that started at
+   * or after `since` (`bootTicks`), not the agent: the tool commands of a turn that began then.
+   */
+  readonly killSince: (since: number, signal: NodeJS.Signals) => Effect.Effect<void>
+  /** Waits until none of those is left, up to `timeout`; true if they are gone. */
+  readonly awaitGoneSince: (since: number, timeout: Duration.DurationInput) => Effect.Effect<boolean>
 }
 
 const MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -144,6 +151,12 @@ const start = (command: HarnessCommand, onGarbage: (line: string) => void) =>
           awaitGroupGone: (timeout) =>
             pollGroupGone(
               Effect.sync(() => groupAlive(pid)),
+              timeout
+            ),
+          killSince: (since, signal) => Effect.sync(() => signalStartedSince(pid, since, signal)),
+          awaitGoneSince: (since, timeout) =>
+            pollGroupGone(
+              Effect.sync(() => startedSince(pid, since).length > 0),
               timeout
             )
         })

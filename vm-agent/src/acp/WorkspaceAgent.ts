@@ -59,7 +59,9 @@ export const workspaceSpawner =
           exit,
           killGroup: proc.killGroup,
           // each look is an exec into the container: poll less often than on the host
-          awaitGroupGone: (timeout) => pollGroupGone(proc.groupAlive, timeout, "25 millis")
+          awaitGroupGone: (timeout) => pollGroupGone(proc.groupAlive, timeout, "25 millis"),
+          killSince: proc.killSince,
+          awaitGoneSince: (since, timeout) => pollGroupGone(proc.aliveSince(since), timeout, "25 millis")
         } satisfies AgentProcess
       }),
       releaseAgent

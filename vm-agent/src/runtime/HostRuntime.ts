@@ -7,7 +7,7 @@ import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { HELPER_SCRIPT, remoteOf } from "./internal/gitHelper.js"
 import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
-import { groupAlive, signalGroup } from "./internal/processGroup.js"
+import { groupAlive, signalGroup, signalStartedSince, startedSince } from "./internal/processGroup.js"
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
 import { localRepository } from "./internal/repository.js"
 import {
@@ -324,7 +324,13 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
               Effect.sync(() => {
                 if (child.pid !== undefined) signalGroup(child.pid, signal)
               }),
-            groupAlive: Effect.sync(() => child.pid !== undefined && groupAlive(child.pid))
+            groupAlive: Effect.sync(() => child.pid !== undefined && groupAlive(child.pid)),
+            killSince: (since, signal) =>
+              Effect.sync(() => {
+                if (child.pid !== undefined) signalStartedSince(child.pid, since, signal)
+              }),
+            aliveSince: (since) =>
+              Effect.sync(() => child.pid !== undefined && startedSince(child.pid, since).length > 0)
           }
           return proc
         }),

@@ -92,6 +92,14 @@ export interface WorkspaceProcess {
   readonly killGroup: (signal: NodeJS.Signals) => Effect.Effect<void>
   /** whether a process of the group that can still run is left (zombies do not count) */
   readonly groupAlive: Effect.Effect<boolean>
+  /**
+   * signals the processes of the group that started at or after `since` (kernel clock ticks since boot, as
+   * `bootTicks` reads them), not the leader: what it started during a turn (on the host also their descendants
+   * that left the group)
+   */
+  readonly killSince: (since: number, signal: NodeJS.Signals) => Effect.Effect<void>
+  /** whether one of the processes `killSince` signals can still run */
+  readonly aliveSince: (since: number) => Effect.Effect<boolean>
 }
 
 export interface Capabilities {

@@ -111,6 +111,17 @@ export const startExec = (
     const countLive =
       'pg="$0"; n=0; for f in /proc/[0-9]*/stat; do { read -r s < "$f"; } 2>/dev/null || continue; ' +
       `s=\${s##*) }; set -- $s; if [ "$3" = "$pg" ] && [ "$1" != Z ] && [ "$1" != X ]; then n=$((n+1)); fi; done; echo $n`
+    // Signals (or, with "-", counts) the group's processes but the leader that started at or after a clock tick
+    // and are not zombies; the container's /proc is the same kernel's, so its start times are on the host's clock.
+    const sinceScript =
+      `${waitPid}; since="$1"; sig="$2"; n=0; for f in /proc/[0-9]*/stat; do { read -r s < "$f"; } 2>/dev/null || continue; ` +
+      `p=\${f#/proc/}; p=\${p%/stat}; s=\${s##*) }; set -- $s; ` +
+      `if [ "$3" = "$pg" ] && [ "$p" != "$pg" ] && [ "$1" != Z ] && [ "$1" != X ] && [ "\${20}" -ge "$since" ] 2>/dev/null; ` +
+      `then n=$((n+1)); [ "$sig" = - ] || kill -s "$sig" "$p" 2>/dev/null; fi; done; echo $n`
+    const since = (ticks: number, signal: string) =>
+      smallExec(container, ["/bin/sh", "-c", sinceScript, pidFile, String(ticks), signal]).then((out) =>
+        Number(out.trim())
+      )
     const proc: WorkspaceProcess = {
       stdin: stream as unknown as Writable,
       stdout,
@@ -123,7 +134,18 @@ export const startExec = (
       groupAlive: Effect.tryPromise(async () => {
         const pid = await readPgid()
         return Number((await smallExec(container, ["/bin/sh", "-c", countLive, String(pid)])).trim()) > 0
-      }).pipe(Effect.orElseSucceed(() => false))
+      }).pipe(Effect.orElseSucceed(() => false)),
+      killSince: (ticks, signal) =>
+        Effect.tryPromise({
+          try: () => since(ticks, signal.replace(/^SIG/, "")),
+          catch: dockerFailure("docker exec kill")
+        }).pipe(Effect.ignore),
+      aliveSince: (ticks) =>
+        Effect.tryPromise(() => since(ticks, "-")).pipe(
+          Effect.map((n) => n > 0),
+          // unknown counts as alive: the caller then stops the whole group
+          Effect.orElseSucceed(() => true)
+        )
     }
     return proc
   })

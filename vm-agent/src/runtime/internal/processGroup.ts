@@ -36,37 +36,100 @@ const liveMembers = (pgid: number): number | undefined => {
  */
 export const groupAlive = (pgid: number): boolean => signalable(pgid) && (liveMembers(pgid) ?? 1) > 0
 
-/**
- * The descendants of group `pgid`'s processes that left it (a new session or group: Claude Code runs each tool
- * command so), found by their parent links in /proc; none where there is no /proc.
- */
-const strayDescendants = (pgid: number): Array<number> => {
-  const procs = new Map<number, { readonly ppid: number; readonly pgrp: number }>()
+interface Proc {
+  readonly pid: number
+  readonly ppid: number
+  readonly pgrp: number
+  readonly state: string
+  /** when it started, in clock ticks since boot */
+  readonly start: number
+}
+
+/** Every process of this host (its pid namespace), from /proc; none where there is no /proc. */
+const allProcesses = (): Array<Proc> => {
+  const out: Array<Proc> = []
+  let names: Array<string>
   try {
-    for (const name of Fs.readdirSync("/proc")) {
-      if (!/^\d+$/.test(name)) continue
-      try {
-        const stat = Fs.readFileSync(`/proc/${name}/stat`, "utf8")
-        const [, ppid, pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-        procs.set(Number(name), { ppid: Number(ppid), pgrp: Number(pgrp) })
-      } catch {
-        // The process ended while we looked.
-      }
-    }
+    names = Fs.readdirSync("/proc")
   } catch {
-    return []
+    return out
   }
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = Fs.readFileSync(`/proc/${name}/stat`, "utf8")
+      // after "pid (comm) ": state, ppid, pgrp, …, and starttime as the 20th
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      out.push({
+        pid: Number(name),
+        state: fields[0]!,
+        ppid: Number(fields[1]),
+        pgrp: Number(fields[2]),
+        start: Number(fields[19])
+      })
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return out
+}
+
+/**
+ * The processes of group `pgid` and the descendants of its processes that left it (a new session or group: Claude
+ * Code runs each tool command so), found by their parent links in /proc; none where there is no /proc.
+ */
+const treeOf = (pgid: number): Array<Proc> => {
+  const procs = allProcesses()
+  const byPid = new Map(procs.map((p) => [p.pid, p]))
   const children = new Map<number, Array<number>>()
-  for (const [pid, { ppid }] of procs) children.set(ppid, [...(children.get(ppid) ?? []), pid])
+  for (const { pid, ppid } of procs) children.set(ppid, [...(children.get(ppid) ?? []), pid])
   const seen = new Set<number>()
-  const queue = [...procs].filter(([, p]) => p.pgrp === pgid).map(([pid]) => pid)
+  const queue = procs.filter((p) => p.pgrp === pgid).map((p) => p.pid)
   while (queue.length > 0) {
     const pid = queue.pop()!
     if (seen.has(pid)) continue
     seen.add(pid)
     queue.push(...(children.get(pid) ?? []))
   }
-  return [...seen].filter((pid) => procs.get(pid)?.pgrp !== pgid)
+  return [...seen].map((pid) => byPid.get(pid)!)
+}
+
+const strayDescendants = (pgid: number): Array<number> =>
+  treeOf(pgid)
+    .filter((p) => p.pgrp !== pgid)
+    .map((p) => p.pid)
+
+/**
+ * The kernel's clock since boot in clock ticks (USER_HZ, 100 on Linux), the clock of a process's start time in
+ * /proc/<pid>/stat; undefined where there is no /proc. Containers share it: they run on the same kernel.
+ */
+export const bootTicks = (): number | undefined => {
+  try {
+    const seconds = Number(Fs.readFileSync("/proc/uptime", "utf8").split(" ")[0])
+    return Number.isFinite(seconds) ? Math.floor(seconds * 100) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The processes of group `pgid` and of its strays' trees that started at or after `since` (see `bootTicks`), the
+ * leader excepted, and are not zombies: what an agent started during a turn that began at `since`.
+ */
+export const startedSince = (pgid: number, since: number): Array<number> =>
+  treeOf(pgid)
+    .filter((p) => p.pid !== pgid && p.start >= since && p.state !== "Z" && p.state !== "X")
+    .map((p) => p.pid)
+
+/** Signals what `startedSince(pgid, since)` finds: a turn's processes, not the agent that ran it. */
+export const signalStartedSince = (pgid: number, since: number, signal: NodeJS.Signals): void => {
+  for (const pid of startedSince(pgid, since)) {
+    try {
+      process.kill(pid, signal)
+    } catch {
+      // gone already
+    }
+  }
 }
 
 /**

@@ -74,3 +74,27 @@ export const adminPermissions: Permissions = {
   publish: { allow: [">"] },
   subscribe: { allow: [">"] }
 }
+
+/**
+ * A NATS user key pair made where it is used (a node before its bootstrap exchange, ADR 0027): only the
+ * public key leaves; the seed stays with its maker, who joins it to a signed JWT with `credsText`.
+ */
+export const newUserKey = () => {
+  const user = createUser()
+  return { publicKey: user.getPublicKey(), seed: Redacted.make(new TextDecoder().decode(user.getSeed())) }
+}
+
+/** The user key of a kept seed (`SU…`), or undefined when it is not one. */
+export const userKeyOf = (seed: Redacted.Redacted<string>) => {
+  try {
+    const text = Redacted.value(seed).trim()
+    if (!text.startsWith("SU")) return undefined
+    return { publicKey: fromSeed(new TextEncoder().encode(text)).getPublicKey(), seed: Redacted.make(text) }
+  } catch {
+    return undefined
+  }
+}
+
+/** The `.creds` text for a JWT signed for the key of `seed` (a secret: it holds the seed). */
+export const credsText = (jwt: string, seed: Redacted.Redacted<string>) =>
+  Redacted.make(new TextDecoder().decode(fmtCreds(jwt, fromSeed(new TextEncoder().encode(Redacted.value(seed))))))

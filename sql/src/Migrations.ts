@@ -16,6 +16,7 @@ import cloudNodes from "./migrations/0013_cloud_nodes.js"
 import nodeBoot from "./migrations/0014_node_boot.js"
 import githubRepositories from "./migrations/0015_github_repositories.js"
 import messageTrace from "./migrations/0016_message_trace.js"
+import nodeBootKeys from "./migrations/0017_node_boot_keys.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -38,7 +39,8 @@ export const migrations = {
   "0013_cloud_nodes": cloudNodes,
   "0014_node_boot": nodeBoot,
   "0015_github_repositories": githubRepositories,
-  "0016_message_trace": messageTrace
+  "0016_message_trace": messageTrace,
+  "0017_node_boot_keys": nodeBootKeys
 }
 
 const migrator = Migrator.make({})

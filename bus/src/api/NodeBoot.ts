@@ -13,31 +13,79 @@ export const BootToken = z
   .string()
   .regex(/^sam_boot_[A-Za-z0-9_-]{43}$/, "a bootstrap token looks like sam_boot_ followed by 43 characters")
 
-/** One line of a node's boot log: a boot-script step or a cloud-init stage, as the vm-agent reported it. */
+/** C0 controls but tab, and DEL: a boot-log line is one line of text, shown in a page and a terminal. */
+const hasControl = (value: string) => {
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i)
+    if ((code < 0x20 && code !== 0x09) || code === 0x7f) return true
+  }
+  return false
+}
+const oneLine = <S extends z.ZodString>(schema: S) =>
+  storable(schema).refine((value) => !hasControl(value), "must not contain control characters")
+
+/** One line of a node's boot log: a boot-script step or a cloud-init stage, as the node reported it. */
 export const BootLogEntry = z.object({
+  /**
+   * the line's number in the machine's boot log (`/var/log/sam-boot.log`): a line sent twice (live, then
+   * again with the exchange) is stored once
+   */
+  seq: z.number().int().min(1).max(1_000_000).optional(),
   at: z.iso.datetime(),
-  step: storable(z.string().min(1).max(64)),
+  step: oneLine(z.string().min(1).max(64)),
   status: z.enum(["started", "completed", "failed", "info"]),
-  // stored in a text column: a NUL is refused here (400) rather than failing the exchange's transaction
-  message: storable(z.string().max(2000))
+  // stored in a text column: a NUL or a control character is refused here (400), not in the transaction
+  message: oneLine(z.string().max(2000))
 })
 export type BootLogEntry = z.infer<typeof BootLogEntry>
+
+/** A NATS user public key (`U…`): the node made the key pair and keeps its seed. */
+export const NodeUserKey = z
+  .string()
+  .regex(/^U[A-Z2-7]{55}$/, "a NATS user public key: U followed by 55 base32 characters")
 
 export const BootExchange = z.object({
   token: BootToken,
   /** the node the machine was booted as (cloud user data names it); when given it must be the token's */
   nodeId: NodeId.optional(),
+  /**
+   * the public key of the NATS user key pair the node made for itself; the exchange signs a JWT for it.
+   * The same token, node and key again within `BOOT_REPEAT_SECONDS` of the first use signs again (the
+   * first answer was lost); any other key is refused.
+   */
+  publicKey: NodeUserKey,
   /** the boot progress so far, reported with the exchange */
   bootLog: z.array(BootLogEntry).max(200).optional()
 })
+
+/** How long after its use a token may be exchanged again for the same node and public key (5 minutes). */
+export const BOOT_REPEAT_SECONDS = 300
 
 export const BootCredentials = z.object({
   nodeId: NodeId,
   /** the NATS URL this node connects to */
   natsUrl: z.string(),
-  /** the node's NATS user credentials (a `.creds` text): its own subjects only, renewed by the vm-agent */
-  creds: z.string(),
+  /**
+   * the node's NATS user JWT for the public key it sent: its own subjects only, renewed by the vm-agent.
+   * Useless without the seed, which never left the node.
+   */
+  jwt: z.string(),
   expiresAt: z.iso.datetime()
+})
+
+/** Boot-log lines a cloud node's boot script sends as it goes, before its exchange (with its unspent token). */
+export const BootLogAppend = z.object({
+  token: BootToken,
+  nodeId: NodeId,
+  entries: z
+    .array(BootLogEntry.extend({ seq: z.number().int().min(1).max(1_000_000) }))
+    .min(1)
+    .max(50)
+})
+
+export const BootLogAppended = z.object({
+  /** how many of the lines were new (a line already stored, by its number, is not stored again) */
+  stored: z.number().int()
 })
 
 export const JoinToken = z.object({
@@ -63,6 +111,17 @@ export const NodeBootEndpoints = {
     auth: false,
     body: BootExchange,
     response: BootCredentials
+  }),
+  appendBootLog: endpoint({
+    method: "POST",
+    path: "/node-boot/log",
+    summary:
+      "A booting cloud node adds lines to its boot log as it goes, with its bootstrap token while unspent (not " +
+      "spending it); 401 once it is spent, expired or another node's; 429 past the rate or the node's line cap",
+    tag: "node-boot",
+    auth: false,
+    body: BootLogAppend,
+    response: BootLogAppended
   }),
   vmAgentArtifact: endpoint({
     method: "GET",

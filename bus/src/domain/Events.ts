@@ -1,4 +1,5 @@
 import { z } from "zod"
+import { BootLogEntry } from "../api/NodeBoot.js"
 import { defineMessage } from "../Envelope.js"
 import { NodeId } from "../Ids.js"
 import { MemberRole, PermissionPolicy } from "./ControlProtocol.js"
@@ -97,6 +98,16 @@ export const WorkspaceEvent = defineMessage(
   { durable: true }
 )
 export const WorkspaceBootLogEvent = defineMessage("workspace.bootlog", BootLog.body, { durable: true })
+/**
+ * New lines of a node's boot log, as they were stored (on `sam.evt.system.node.<nodeId>.node.bootlog`,
+ * volatile: the boot log itself is in the ledger, GET /nodes/:id/boot-log). The feed hands it to whoever may
+ * see the node.
+ */
+export const NodeBootLogEvent = defineMessage(
+  "node.bootlog",
+  z.object({ nodeId: NodeId, entries: z.array(BootLogEntry) }),
+  { durable: false }
+)
 
 /**
  * A report that names an entity the ledger does not place on the reporting node is dropped: it

@@ -90,16 +90,26 @@ export interface Redeemable {
   readonly ownerId: string
   readonly purpose: "cloud" | "join"
   readonly provider: string
+  /** the token was used by an exchange for this node and this public key within the repeat window */
+  readonly repeat: boolean
 }
 
-export type Refusal = "unknown" | "used" | "expired" | "other-node" | "node-gone"
+export type Refusal = "unknown" | "used" | "other-key" | "expired" | "other-node" | "node-gone"
+
+const live = (status: string | null) => status === "provisioning" || status === "running" || status === "warm"
 
 /**
  * Locks the token's row for this transaction and says whether it may be used now. The row is found by
  * the SHA-256 of what was sent (an index lookup that leaks nothing useful about a stored value), then
- * the stored hash is compared in constant time.
+ * the stored hash is compared in constant time. With `publicKey` (an exchange), a used token passes again
+ * only for the node and key of the exchange that used it, within `BOOT_REPEAT_SECONDS` of that use; without
+ * it (a boot-log line), a used token never passes.
  */
-export const lock = Effect.fn("BootTokens.lock")(function* (token: string, nodeId: string | undefined) {
+export const lock = Effect.fn("BootTokens.lock")(function* (
+  token: string,
+  nodeId: string | undefined,
+  publicKey?: string
+) {
   const sql = yield* SqlClient.SqlClient
   const hash = hashToken(token)
   const rows = yield* sql<{
@@ -110,28 +120,37 @@ export const lock = Effect.fn("BootTokens.lock")(function* (token: string, nodeI
     provider: string
     expired: boolean
     usedAt: Date | null
+    usedRecently: boolean
+    publicKey: string | null
     nodeStatus: string | null
   }>`
     SELECT t.token_hash, t.node_id, t.owner_id, t.purpose, t.provider, t.expires_at <= now() AS expired, t.used_at,
+      t.used_at > now() - make_interval(secs => ${Api.BOOT_REPEAT_SECONDS}) AS used_recently, t.public_key,
       n.status AS node_status
     FROM node_boot_tokens t LEFT JOIN nodes n ON n.id = t.node_id
     WHERE t.token_hash = ${hash} FOR UPDATE OF t`
   const row = rows[0]
   if (row === undefined || !timingSafeEqual(Buffer.from(row.tokenHash), hash)) return { refused: "unknown" as Refusal }
-  if (row.usedAt !== null) return { refused: "used" as Refusal }
-  if (row.expired) return { refused: "expired" as Refusal }
   if (nodeId !== undefined && nodeId !== row.nodeId) return { refused: "other-node" as Refusal }
-  const live = row.nodeStatus === "provisioning" || row.nodeStatus === "running" || row.nodeStatus === "warm"
-  if (row.purpose === "cloud" ? !live : row.nodeStatus !== null) return { refused: "node-gone" as Refusal }
-  return {
-    token: { nodeId: row.nodeId, ownerId: row.ownerId, purpose: row.purpose, provider: row.provider } as Redeemable
+  const found = { nodeId: row.nodeId, ownerId: row.ownerId, purpose: row.purpose, provider: row.provider }
+  if (row.usedAt !== null) {
+    // The first answer may have been lost: the same key may ask again for a while. Its JWT is useless to
+    // anyone without that key's seed, which never left the node.
+    if (publicKey === undefined || !row.usedRecently) return { refused: "used" as Refusal }
+    if (row.publicKey === null || row.publicKey !== publicKey) return { refused: "other-key" as Refusal }
+    if (!live(row.nodeStatus)) return { refused: "node-gone" as Refusal }
+    return { token: { ...found, repeat: true } as Redeemable }
   }
+  if (row.expired) return { refused: "expired" as Refusal }
+  if (row.purpose === "cloud" ? !live(row.nodeStatus) : row.nodeStatus !== null)
+    return { refused: "node-gone" as Refusal }
+  return { token: { ...found, repeat: false } as Redeemable }
 })
 
-/** Marks the token used (in the exchange's transaction, after its checks). */
-export const markUsed = (token: string, from: string | undefined) =>
+/** Marks the token used by the exchange for `publicKey` (in the exchange's transaction, after its checks). */
+export const markUsed = (token: string, from: string | undefined, publicKey: string) =>
   Effect.flatMap(
     SqlClient.SqlClient,
-    (sql) => sql`UPDATE node_boot_tokens SET used_at = now(), used_from = ${from ?? null}
+    (sql) => sql`UPDATE node_boot_tokens SET used_at = now(), used_from = ${from ?? null}, public_key = ${publicKey}
       WHERE token_hash = ${hashToken(token)} AND used_at IS NULL`
   )

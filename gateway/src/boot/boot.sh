@@ -3,8 +3,9 @@
 # hand on a machine its owner joins (`curl -fsSL <url>/api/v1/node-boot/boot.sh | sudo bash -s -- ...`).
 # It installs the vm-agent from the control plane's checksummed artifact and runs it as the systemd
 # service sam-vm-agent.service; the vm-agent trades the bootstrap token (single use, minutes) for its
-# node's NATS credentials. Each step is a line in $SAM_BOOT_LOG, which the vm-agent reports as the
-# node's boot log; `set -x` traces every command (never the token) to $SAM_BOOT_TRACE.
+# node's NATS credentials. Each step is a line in $SAM_BOOT_LOG, sent live to the control plane on a cloud
+# node and again by the vm-agent with its exchange, the node's boot log; `set -x` traces every command
+# (never the token) to $SAM_BOOT_TRACE.
 set -euo pipefail
 umask 077
 
@@ -35,6 +36,56 @@ mkdir -p "$SAM_ETC" "$SAM_STATE" "$(dirname "$SAM_BOOT_LOG")"
 log() {
   printf '%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$1" "$2" "$3" >>"$SAM_BOOT_LOG"
   printf 'sam-boot: %s %s: %s\n' "$1" "$2" "$3" >&2
+  send_log
+}
+# A cloud node's boot log goes to the control plane as it is written (POST /api/v1/node-boot/log with the
+# bootstrap token while it is unspent), so its node page shows the boot as it goes. Best effort: every
+# line not yet taken (the firewall script's too) goes with the next one, the vm-agent sends the whole log
+# with its exchange, and a line is stored once by its number. A joining machine's node is made by its
+# exchange, so its log goes with that only. Run without the trace: the body holds the token.
+json_string() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/\\t}
+  s=${s//$'\r'/}
+  printf -v REPLY '"%s"' "$s"
+}
+post_json() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS -m 5 -H 'content-type: application/json' --data-binary @- -o /dev/null "$1"
+  elif command -v node >/dev/null 2>&1; then
+    node -e 'fetch(process.argv[1], { method: "POST", headers: { "content-type": "application/json" },
+      body: require("node:fs").readFileSync(0), signal: AbortSignal.timeout(5000) })
+      .then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$1"
+  else
+    return 1
+  fi
+}
+send_log_now() {
+  set +x
+  [ -n "${SAM_NODE_ID:-}" ] && [ -s "$SAM_ETC/bootstrap-token" ] && [ -n "${SAM_URL:-}" ] || return 0
+  local token taken=0 n=0 last=0 entries="" at step status message
+  token=$(<"$SAM_ETC/bootstrap-token")
+  [ -s "$SAM_STATE/boot-log.sent" ] && taken=$(<"$SAM_STATE/boot-log.sent")
+  while IFS=$'\t' read -r at step status message; do
+    n=$((n + 1))
+    [ "$n" -gt "$taken" ] || continue
+    case "$status" in started | completed | failed | info) ;; *) continue ;; esac
+    [ -n "$at" ] && [ -n "$step" ] || continue
+    json_string "$at" && at=$REPLY
+    json_string "$step" && step=$REPLY
+    json_string "$status" && status=$REPLY
+    json_string "${message:0:2000}" && message=$REPLY
+    entries+="${entries:+,}{\"seq\":$n,\"at\":$at,\"step\":$step,\"status\":$status,\"message\":$message}"
+    last=$n
+    [ $((n - taken)) -lt 50 ] || break
+  done <"$SAM_BOOT_LOG"
+  [ -n "$entries" ] || return 0
+  printf '{"token":"%s","nodeId":"%s","entries":[%s]}' "$token" "$SAM_NODE_ID" "$entries" |
+    post_json "$SAM_URL/api/v1/node-boot/log" && echo "$last" >"$SAM_STATE/boot-log.sent"
+}
+send_log() {
+  (send_log_now) 2>/dev/null || true
 }
 fail() {
   log "$1" failed "$2"

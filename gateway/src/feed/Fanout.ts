@@ -17,6 +17,8 @@ export interface Subscriber {
 }
 
 const RECENT_IDS = 8192
+/** What the feed hands to whoever may see the node (its owner, members of projects with workspaces on it). */
+const NODE_EVENTS = new Set(["node.status", "node.bootlog"])
 
 /** Set-valued index: key → members. */
 class Index<K, V> {
@@ -76,7 +78,7 @@ export const make = Effect.gen(function* () {
   const wanted = (subject: EventSubject) => {
     if (byUser.map.size === 0) return false
     if (subject.type === "notification.created") return true
-    if (subject.project === SYSTEM) return subject.kind === "node" && subject.type === "node.status"
+    if (subject.project === SYSTEM) return subject.kind === "node" && NODE_EVENTS.has(subject.type)
     return byProject.map.has(subject.project) || (subject.kind === "session" && bySession.has(subject.id))
   }
 
@@ -105,7 +107,7 @@ export const make = Effect.gen(function* () {
       return
     }
     if (subject.project === SYSTEM) {
-      if (envelope.type === "node.status")
+      if (envelope.type === "node.status" || envelope.type === "node.bootlog")
         nodeEvents.unsafeOffer({ nodeId: subject.id, frame: eventFrame(subject, envelope) })
       return
     }

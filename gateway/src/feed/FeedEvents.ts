@@ -13,6 +13,7 @@ export const forwarded = registry(
   Domain.ProjectMemberAdded,
   Domain.ProjectMemberRemoved,
   Domain.NodeStatusEvent,
+  Domain.NodeBootLogEvent,
   Domain.Notifications.NotificationCreated,
   Domain.Notifications.PullRequestOpened
 )

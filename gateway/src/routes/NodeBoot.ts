@@ -9,6 +9,7 @@ import { bootScripts, joinCommand } from "../boot/BootScripts.js"
 import * as BootTokens from "../boot/BootTokens.js"
 import { nodeNatsUrl } from "../boot/NatsWebSocketProxy.js"
 import * as NodeArtifact from "../boot/NodeArtifact.js"
+import * as NodeBootLog from "../boot/NodeBootLog.js"
 import { clientAddress } from "../ClientAddress.js"
 import { GatewayConfig } from "../Config.js"
 import * as Route from "../Route.js"
@@ -74,26 +75,24 @@ export const routes = [
       const outcome = yield* sql
         .withTransaction(
           Effect.gen(function* () {
-            const locked = yield* BootTokens.lock(body.token, body.nodeId)
+            const locked = yield* BootTokens.lock(body.token, body.nodeId, body.publicKey)
             if (locked.token === undefined) return { refused: locked.refused }
             const token = locked.token
-            if (token.purpose === "join") {
+            if (token.purpose === "join" && !token.repeat) {
               yield* sql`
               INSERT INTO nodes (id, provider, status, owner_id, max_workspaces, provider_request_id)
               VALUES (${token.nodeId}, 'joined', 'provisioning', ${token.ownerId},
                 ${Number(process.env.SAM_NODE_MAX_WORKSPACES ?? 4)}, 'join')`
             }
-            const user = yield* accounts.value.nodeCredentials(token.nodeId, ttl)
+            // A JWT for the key the node made: what this answer carries is useless without its seed.
+            const user = yield* accounts.value.renewNode(token.nodeId, body.publicKey, ttl)
             yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(token.nodeId)).pipe(
               Effect.provideService(Nats, nats)
             )
-            yield* BootTokens.markUsed(body.token, address)
-            for (const entry of body.bootLog ?? []) {
-              yield* sql`
-              INSERT INTO node_boot_log (node_id, at, step, status, message)
-              VALUES (${token.nodeId}, ${new Date(entry.at)}, ${entry.step}, ${entry.status}, ${entry.message})`
-            }
-            return { token, user }
+            // A repeat keeps the first use's time, so the window does not slide.
+            if (!token.repeat) yield* BootTokens.markUsed(body.token, address, body.publicKey)
+            const stored = yield* NodeBootLog.store(token.nodeId, body.bootLog ?? [])
+            return { token, user, stored }
           })
         )
         .pipe(Effect.orDie)
@@ -103,15 +102,62 @@ export const routes = [
         yield* Effect.logWarning(`node boot: a bootstrap exchange from ${address} was refused (${outcome.refused})`)
         return yield* new ApiError({ code: "unauthenticated", message: REFUSED })
       }
+      yield* NodeBootLog.announce(outcome.token.nodeId, outcome.stored)
       yield* Effect.logInfo(
-        `node boot: node ${outcome.token.nodeId} (${outcome.token.provider}) exchanged its bootstrap token from ${address}`
+        `node boot: node ${outcome.token.nodeId} (${outcome.token.provider}) ` +
+          `${outcome.token.repeat ? "repeated its exchange (same key)" : "exchanged its bootstrap token"} from ${address}`
       )
       return {
         nodeId: outcome.token.nodeId as never,
         natsUrl,
-        creds: Redacted.value(outcome.user.creds),
-        expiresAt: (outcome.user.expiresAt ?? new Date(Date.now() + ttl * 1000)).toISOString()
+        jwt: outcome.user.jwt,
+        expiresAt: outcome.user.expiresAt.toISOString()
       }
+    })
+  ),
+  Route.make(E.appendBootLog, ({ body, request }) =>
+    Effect.gen(function* () {
+      const address = addressOf(request)
+      const wait = refusedExchanges.perAddress.blocked(address) ?? refusedExchanges.total.blocked("all")
+      if (wait !== undefined) return yield* throttled(wait)
+      const busy = NodeBootLog.appends.blocked(body.nodeId)
+      if (busy !== undefined) return yield* throttled(busy)
+      const sql = yield* SqlClient.SqlClient
+      const outcome = yield* sql
+        .withTransaction(
+          Effect.gen(function* () {
+            // Locked as the exchange locks it: a line is never stored after the exchange that spends the token.
+            const locked = yield* BootTokens.lock(body.token, body.nodeId)
+            if (locked.token === undefined) return { refused: locked.refused }
+            // A joining machine's node is made by its exchange: its lines so far go with that.
+            if (locked.token.purpose === "join") return { join: true as const }
+            const [count] = yield* sql<{ n: number }>`
+              SELECT count(*)::int AS n FROM node_boot_log WHERE node_id = ${body.nodeId}`
+            if ((count?.n ?? 0) >= NodeBootLog.MAX_LINES) return { full: true as const }
+            return { stored: yield* NodeBootLog.store(body.nodeId, body.entries) }
+          })
+        )
+        .pipe(Effect.orDie)
+      if ("refused" in outcome) {
+        refusedExchanges.perAddress.count(address)
+        refusedExchanges.total.count("all")
+        yield* Effect.logWarning(`node boot: boot-log lines from ${address} were refused (${outcome.refused})`)
+        return yield* new ApiError({ code: "unauthenticated", message: REFUSED })
+      }
+      NodeBootLog.appends.count(body.nodeId)
+      if ("join" in outcome)
+        return yield* new ApiError({
+          code: "conflict",
+          message: "a joining machine's node is made by its exchange; its boot log so far goes with the exchange"
+        })
+      if ("full" in outcome)
+        return yield* new ApiError({
+          code: "rate_limited",
+          message: `this node's boot log is full (${NodeBootLog.MAX_LINES} lines)`,
+          retryAfter: 3600
+        })
+      yield* NodeBootLog.announce(body.nodeId, outcome.stored)
+      return { stored: outcome.stored.length }
     })
   ),
   Route.make(E.vmAgentArtifact, ({ request }) =>
@@ -186,17 +232,7 @@ export const routes = [
   Route.make(E.nodeBootLog, ({ principal, params }) =>
     Effect.gen(function* () {
       yield* requireNodeVisible(principal, params.nodeId)
-      const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<{
-        at: Date
-        step: string
-        status: "started" | "completed" | "failed" | "info"
-        message: string
-      }>`
-        SELECT at, step, status, message FROM node_boot_log WHERE node_id = ${params.nodeId} ORDER BY id`.pipe(
-        Effect.orDie
-      )
-      return { entries: rows.map((r) => ({ ...r, at: r.at.toISOString() })) }
+      return { entries: yield* NodeBootLog.read(params.nodeId).pipe(Effect.orDie) }
     })
   )
 ]

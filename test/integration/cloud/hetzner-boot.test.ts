@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { makeId } from "@sam/bus"
+import { Credentials, makeId } from "@sam/bus"
 import { SecretBox } from "@sam/sql"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, describe, expect } from "vitest"
@@ -109,9 +109,10 @@ describe.skipIf(skipReason)(
             const userData = fake.userData(server!.id) ?? ""
             expect(userData.startsWith("#cloud-config\n")).toBe(true)
             const spent = /sam_boot_[A-Za-z0-9_-]{43}/.exec(userData)?.[0]
-            expect((yield* http("POST", "/api/v1/node-boot/exchange", { body: { token: spent, nodeId } })).status).toBe(
-              401
-            )
+            const replay = yield* http("POST", "/api/v1/node-boot/exchange", {
+              body: { token: spent, nodeId, publicKey: Credentials.newUserKey().publicKey }
+            })
+            expect(replay.status).toBe(401)
             const machine = yield* Effect.promise(() => machines.get(server!.id)!)
             const trace = yield* Effect.promise(() => machine.file("/var/log/sam-boot.trace"))
             expect(trace.indexOf("systemctl disable apt-daily.timer")).toBeGreaterThan(-1)

@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { makeId } from "@sam/bus"
+import { Credentials, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { describe, expect } from "vitest"
 import * as NodeBoot from "../../../infra/src/cloud/NodeBoot.js"
@@ -90,7 +90,9 @@ describe.skipIf(skipReason)(`a node booted from its cloud-init${skipReason ? ` (
           expect(steps.indexOf("apt-timers:completed")).toBeLessThan(steps.indexOf("vm-agent:started"))
 
           // The token was single-use: a replay changes nothing and says why.
-          const replay = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token: spent, nodeId } })
+          const replay = yield* http("POST", "/api/v1/node-boot/exchange", {
+            body: { token: spent, nodeId, publicKey: Credentials.newUserKey().publicKey }
+          })
           expect(replay.status).toBe(401)
           expect(replay.body.code).toBe("unauthenticated")
 

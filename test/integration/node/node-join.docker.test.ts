@@ -1,5 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
+import { Credentials } from "@sam/bus"
 import { Effect } from "effect"
 import { describe, expect } from "vitest"
 import { bootEngine, nodeReady, taskThroughFeed, tokenOf } from "../../src/BootEnv.js"
@@ -55,7 +56,9 @@ describe.skipIf(skipReason)(`sam node join${skipReason ? ` (SKIPPED: ${skipReaso
           expect(node[0]).toEqual({ ownerId: userId, provider: "joined" })
           // The machine keeps its node identity, root-only; the token is spent.
           expect(yield* Effect.promise(() => a.file("/var/lib/sam-node/node.json"))).toContain(issued.body.nodeId)
-          const again = yield* http("POST", "/api/v1/node-boot/exchange", { body: { token: issued.body.token } })
+          const again = yield* http("POST", "/api/v1/node-boot/exchange", {
+            body: { token: issued.body.token, publicKey: Credentials.newUserKey().publicKey }
+          })
           expect(again.status).toBe(401)
 
           // Machine B: the one-line install command (boot script → sam-vm-agent.service, run in the foreground here).

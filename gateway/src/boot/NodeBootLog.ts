@@ -1,0 +1,68 @@
+import { SqlClient } from "@effect/sql"
+import { ActorMessages, type Api, Domain, Publish, Subjects } from "@sam/bus"
+import { Effect } from "effect"
+import { WindowLimiter } from "./BootLimiter.js"
+
+/** At most this many lines of boot log per node: a flood from a token's holder ends here. */
+export const MAX_LINES = Number(process.env.SAM_NODE_BOOT_LOG_MAX_LINES ?? 1000)
+
+/** Live boot-log posts per node (one bootstrap token each): 60 a minute, then 429 with Retry-After. */
+export const appends = new WindowLimiter(Number(process.env.SAM_NODE_BOOT_LOG_POSTS_PER_MINUTE ?? 60), 60_000)
+
+/**
+ * Stores a node's boot-log lines (in the caller's transaction): a numbered line that is stored already is
+ * skipped, and nothing past `MAX_LINES` for the node is kept. Returns the lines that are new, in order.
+ */
+export const store = Effect.fn("NodeBootLog.store")(function* (
+  nodeId: string,
+  entries: ReadonlyArray<Api.BootLogEntry>
+) {
+  const sql = yield* SqlClient.SqlClient
+  if (entries.length === 0) return []
+  const [count] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM node_boot_log WHERE node_id = ${nodeId}`
+  let room = MAX_LINES - (count?.n ?? 0)
+  const stored: Array<Api.BootLogEntry> = []
+  for (const entry of [...entries].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity))) {
+    if (room <= 0) break
+    const inserted =
+      entry.seq === undefined
+        ? yield* sql`
+          INSERT INTO node_boot_log (node_id, at, step, status, message)
+          VALUES (${nodeId}, ${new Date(entry.at)}, ${entry.step}, ${entry.status}, ${entry.message}) RETURNING id`
+        : yield* sql`
+          INSERT INTO node_boot_log (node_id, seq, at, step, status, message)
+          VALUES (${nodeId}, ${entry.seq}, ${new Date(entry.at)}, ${entry.step}, ${entry.status}, ${entry.message})
+          ON CONFLICT (node_id, seq) WHERE seq IS NOT NULL DO NOTHING RETURNING id`
+    if (inserted.length > 0) {
+      stored.push(entry)
+      room -= 1
+    }
+  }
+  return stored
+})
+
+/**
+ * Tells the feed about lines just stored (after their commit): `node.bootlog` on the node's system subject,
+ * volatile; a page that missed it reads the boot log again when its feed (re)connects.
+ */
+export const announce = (nodeId: string, entries: ReadonlyArray<Api.BootLogEntry>) =>
+  entries.length === 0
+    ? Effect.void
+    : Publish.emit(
+        Subjects.event(ActorMessages.SYSTEM_PROJECT, "node", nodeId, Domain.NodeBootLogEvent.type),
+        Domain.NodeBootLogEvent.make({ nodeId: nodeId as never, entries: [...entries] })
+      ).pipe(Effect.catchAll((e) => Effect.logWarning(`node boot: the live boot log of ${nodeId}: ${e.message}`)))
+
+/** A node's boot log, oldest first. */
+export const read = Effect.fn("NodeBootLog.read")(function* (nodeId: string) {
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql<{
+    seq: number | null
+    at: Date
+    step: string
+    status: "started" | "completed" | "failed" | "info"
+    message: string
+  }>`SELECT seq, at, step, status, message FROM node_boot_log WHERE node_id = ${nodeId}
+    ORDER BY seq NULLS LAST, id`
+  return rows.map(({ seq, ...r }) => ({ ...(seq === null ? {} : { seq }), ...r, at: r.at.toISOString() }))
+})

@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { makeId } from "@sam/bus"
-import { Effect } from "effect"
+import { BootTokens } from "@sam/gateway"
+import { Effect, Redacted } from "effect"
 import type { BrowserContext, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeRepo } from "../../src/Repo.js"
@@ -282,5 +283,44 @@ describe("web app: tasks, nodes and workspaces, members, the bell", () => {
     await page.getByRole("button", { name: "Mark all read" }).click()
     await poll(() => page.getByTestId("bell-count").count()).toBe(0)
     expect((await apiGet(stack, context, "/notifications/unread-count")).priority).toBe(0)
+  })
+
+  it("shows a booting cloud node's boot log live: a line the node sends after the page loaded appears without a reload", async () => {
+    const me = await apiGet(stack, context, "/me")
+    const nodeId = makeId("node")
+    await sql(
+      (q) =>
+        q`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${nodeId}, 'hetzner', 'provisioning', ${me.userId})`
+    )
+    const issued = await stack.runtime.runPromise(
+      BootTokens.issue({ nodeId, ownerId: me.userId, purpose: "cloud", provider: "hetzner" })
+    )
+    // What the node's boot script sends as it goes (POST /node-boot/log with its bootstrap token).
+    const send = async (seq: number, message: string) => {
+      const r = await fetch(`${stack.url}/api/v1/node-boot/log`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          token: Redacted.value(issued.token),
+          nodeId,
+          entries: [{ seq, at: new Date().toISOString(), step: "artifact", status: "info", message }]
+        })
+      })
+      expect(r.status).toBe(200)
+    }
+    await send(1, "downloading the vm-agent")
+    await page.goto(`${stack.url}/nodes/${nodeId}`)
+    const log = page.getByTestId("node-bootlog")
+    await poll(() => log.textContent()).toContain("downloading the vm-agent")
+    // No reload from here on: a mark on the page's window survives only if the page stays.
+    await page.evaluate("window.__stayed = true")
+    await poll(() => page.evaluate("window.__samFeed?.stats.connections ?? 0")).toBeGreaterThan(0)
+    await send(2, "vm-agent installed")
+    await poll(() => log.textContent()).toContain("vm-agent installed")
+    expect(await page.evaluate("window.__stayed")).toBe(true)
+    const text = (await log.textContent()) ?? ""
+    expect(text.indexOf("downloading the vm-agent")).toBeLessThan(text.indexOf("vm-agent installed"))
+    await shot(page, "node-bootlog-live")
+    await sql((q) => q`UPDATE nodes SET status = 'deleted' WHERE id = ${nodeId}`)
   })
 })

@@ -3,6 +3,7 @@ import { type DocumentHead, Link, routeAction$, routeLoader$ } from "@builder.io
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import { ConfirmAction } from "~/components/Confirm"
+import { NodeBootLog } from "~/components/NodeBootLog"
 import { clientOf, load, run } from "~/lib/server"
 
 export const useNode = routeLoader$(async (event) => {
@@ -67,14 +68,7 @@ export default component$(() => {
           </div>
           {node.errorReason && <p class="form-error">{node.errorReason}</p>}
         </section>
-        {boot.length > 0 && (
-          <section class="glass card stack">
-            <h2>Boot log</h2>
-            <pre class="secret" style={{ margin: 0, maxHeight: "40vh", overflow: "auto" }} data-testid="node-bootlog">
-              {boot.map((e) => `${e.at.slice(11, 19)}  ${e.step} ${e.status}: ${e.message}`).join("\n")}
-            </pre>
-          </section>
-        )}
+        <NodeBootLog key={node.id} nodeId={node.id} initial={boot} live={node.provider !== "local"} />
         <section class="glass card stack">
           <h2>Workspaces</h2>
           {workspaces.length === 0 ? (

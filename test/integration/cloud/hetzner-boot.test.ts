@@ -121,6 +121,28 @@ describe.skipIf(skipReason)(
             )
             const bootLog = yield* http("GET", `/api/v1/nodes/${nodeId}/boot-log`, { token })
             expect(JSON.stringify(bootLog.body)).toContain("IPv6: this kernel has no ip6_tables")
+            // The boot log was live: the boot script's lines reached the control plane as it went, before the
+            // vm-agent's exchange spent the token, in order and once each (the exchange's copy added only the rest).
+            const lines = yield* sql<{ seq: number; step: string; status: string; early: boolean }>`
+              SELECT l.seq, l.step, l.status, l.received_at < t.used_at AS early
+              FROM node_boot_log l JOIN node_boot_tokens t ON t.node_id = l.node_id
+              WHERE l.node_id = ${nodeId} ORDER BY l.id`
+            const seqs = lines.map((l) => l.seq)
+            expect(seqs).toEqual([...seqs].sort((a, b) => a - b))
+            expect(new Set(seqs).size).toBe(seqs.length)
+            const early = lines.filter((l) => l.early).map((l) => `${l.step}:${l.status}`)
+            for (const step of ["boot:started", "apt-timers:completed", "firewall:completed", "artifact:completed"])
+              expect(early).toContain(step)
+            expect(lines.find((l) => l.step === "vm-agent")?.early).toBe(false)
+            // The machine made its own NATS key; its seed is now only in its creds file (root-only).
+            expect(
+              yield* Effect.promise(() =>
+                machine.file("/var/lib/sam/node.seed").then(
+                  () => "kept",
+                  () => "gone"
+                )
+              )
+            ).toBe("gone")
 
             // The user deletes the node: its server is deleted at Hetzner and the machine goes down.
             const deleted = yield* http("DELETE", `/api/v1/nodes/${nodeId}`, { token })

@@ -198,3 +198,14 @@ export const followUp = (user: TestUser, sessionId: string, prompt: string, answ
       { timeout: "90 seconds" }
     )
   })
+
+/**
+ * How often the session's agent was started again (`restarted` events): none after a cancel the agent answered in
+ * time, since the vm-agent keeps it then and kills only what the turn started.
+ */
+export const agentRestarts = (sessionId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql`SELECT 1 FROM session_events WHERE session_id = ${sessionId} AND type = 'restarted'`
+    return rows.length
+  })

@@ -10,7 +10,15 @@ import { type FakeAnthropic, startFakeAnthropic, workingDirectory } from "../../
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { isVmAgent } from "../../src/ProcessTree.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
-import { branchFile, expectSecretKept, follow, ledgerText, masterKeyForTests, runTask } from "./AgentKit.js"
+import {
+  agentRestarts,
+  branchFile,
+  expectSecretKept,
+  follow,
+  ledgerText,
+  masterKeyForTests,
+  runTask
+} from "./AgentKit.js"
 
 // The control plane and the gateway of this process open secrets with this key (`sam up` generates one).
 masterKeyForTests()
@@ -339,6 +347,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
         const followUp = fake.requests.slice(before).filter((r) => r.main)
         expect(followUp.length).toBeGreaterThan(0)
         expect(JSON.stringify(followUp.at(-1)!.body.messages)).toContain("PELICAN")
+        // the agent answered the cancel in time: it was kept, not started again
+        expect(yield* agentRestarts(sessionId)).toBe(0)
       })
     )
 

@@ -7,6 +7,7 @@ import { startFakeOpenAI } from "../../src/FakeOpenAI.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import {
+  agentRestarts,
   branchFile,
   cancelDuringCommand,
   expectSecretKept,
@@ -194,6 +195,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           expect(after.length).toBeGreaterThan(0)
           expect(JSON.stringify(after.at(-1)!.body.input)).toContain("PELICAN")
           expect(JSON.stringify(after.at(-1)!.body.input)).toContain("which word?")
+          // the agent answered the cancel in time: it was kept, not started again
+          expect(yield* agentRestarts(sessionId)).toBe(0)
         }),
       180_000
     )

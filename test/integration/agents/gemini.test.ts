@@ -1,13 +1,12 @@
-import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { waitUntil } from "../../src/Env.js"
 import { startFakeGemini } from "../../src/FakeGemini.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import {
+  agentRestarts,
   branchFile,
   cancelDuringCommand,
   expectSecretKept,
@@ -108,7 +107,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("Gemini CLI e
   )
 
   it.scoped(
-    "cancel during a long command stops its processes; the follow-up is answered, in a new conversation (Gemini CLI had saved none)",
+    "cancel during a long command stops its processes; the follow-up goes on the same conversation",
     () =>
       Effect.gen(function* () {
         const fake = yield* startFakeGemini
@@ -118,28 +117,18 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("Gemini CLI e
           body: { prompt: "remember the word PELICAN, then wait", profileId }
         })
         const sessionId = yield* cancelDuringCommand(alice, created.body.id as string, LONG)
-        // The cancel restarts the agent and loads its session. Gemini CLI 0.61 writes a conversation's turns to
-        // ~/.gemini/tmp/<project>/chats only as the turn completes: after a first turn cancelled the file holds
-        // only its setup message, which it does not count as resumable, and session/load answers "Internal error:
-        // No previous sessions found for this project." The vm-agent then starts a new session and says the
-        // context is lost, so the session goes on without the first prompt.
-        const sql = yield* SqlClient.SqlClient
-        const restarted = yield* waitUntil(
-          "the agent is started again",
-          sql<{ payload: { contextLost: boolean } }>`
-            SELECT payload FROM session_events WHERE session_id = ${sessionId} AND type = 'restarted'`.pipe(
-            Effect.map((rows) => rows[0]?.payload)
-          ),
-          { timeout: "60 seconds" }
-        )
-        expect(restarted.contextLost).toBe(true)
-        fake.script({ parts: [{ text: "Which word? I have no earlier message." }] })
+        // Gemini CLI answers session/cancel in time, so the vm-agent keeps it (killing only the command) rather
+        // than starting it again: Gemini CLI 0.61 could not load this conversation, whose only turn was cancelled
+        // before it saved it ("No previous sessions found for this project").
+        fake.script({ parts: [{ text: "The word was PELICAN." }] })
         const before = fake.requests.length
-        yield* followUp(alice, sessionId, "which word?", "I have no earlier message.")
+        yield* followUp(alice, sessionId, "which word?", "The word was PELICAN.")
         const after = fake.requests.slice(before).filter((r) => r.main)
         expect(after.length).toBeGreaterThan(0)
-        expect(JSON.stringify(after.at(-1)!.body.contents)).toContain("which word?")
-        expect(JSON.stringify(after.at(-1)!.body.contents)).not.toContain("PELICAN")
+        const contents = JSON.stringify(after.at(-1)!.body.contents)
+        expect(contents).toContain("which word?")
+        expect(contents).toContain("remember the word PELICAN")
+        expect(yield* agentRestarts(sessionId)).toBe(0)
       }),
     180_000
   )

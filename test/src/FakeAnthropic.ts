@@ -17,8 +17,14 @@ export type Block =
   | { readonly type: "thinking"; readonly thinking: string }
   | { readonly type: "tool_use"; readonly name: string; readonly input: Record<string, unknown> }
 
+/** The usage a reply reports; default 25 input tokens (`message_start`) and 42 output tokens (`message_delta`). */
+export interface Usage {
+  readonly input_tokens: number
+  readonly output_tokens: number
+}
+
 export type Reply =
-  | { readonly blocks: ReadonlyArray<Block> }
+  | { readonly blocks: ReadonlyArray<Block>; readonly usage?: Usage }
   | { readonly status: 401 | 429 | 529; readonly message?: string }
 
 /** A reply, or one made from the request (e.g. with the working directory the adapter told the model). */
@@ -53,7 +59,12 @@ const sse = (res: ServerResponse, events: ReadonlyArray<readonly [string, Record
 
 let messages = 0
 
-const stream = (res: ServerResponse, model: string, blocks: ReadonlyArray<Block>) => {
+const stream = (
+  res: ServerResponse,
+  model: string,
+  blocks: ReadonlyArray<Block>,
+  usage: Usage = { input_tokens: 25, output_tokens: 42 }
+) => {
   const id = `msg_fake${++messages}`
   const events: Array<readonly [string, Record<string, unknown>]> = [
     [
@@ -67,7 +78,7 @@ const stream = (res: ServerResponse, model: string, blocks: ReadonlyArray<Block>
           content: [],
           stop_reason: null,
           stop_sequence: null,
-          usage: { input_tokens: 25, output_tokens: 1 }
+          usage: { input_tokens: usage.input_tokens, output_tokens: 1 }
         }
       }
     ]
@@ -98,7 +109,10 @@ const stream = (res: ServerResponse, model: string, blocks: ReadonlyArray<Block>
   const usesTool = blocks.some((b) => b.type === "tool_use")
   events.push([
     "message_delta",
-    { delta: { stop_reason: usesTool ? "tool_use" : "end_turn", stop_sequence: null }, usage: { output_tokens: 42 } }
+    {
+      delta: { stop_reason: usesTool ? "tool_use" : "end_turn", stop_sequence: null },
+      usage: { output_tokens: usage.output_tokens }
+    }
   ])
   events.push(["message_stop", {}])
   sse(res, events)
@@ -172,7 +186,7 @@ export const startFakeAnthropic = Effect.acquireRelease(
           })
         )
       }
-      stream(res, body.model ?? "claude-fake", reply.blocks)
+      stream(res, body.model ?? "claude-fake", reply.blocks, reply.usage)
     })
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
     const { port } = server.address() as AddressInfo

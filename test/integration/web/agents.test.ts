@@ -1,12 +1,17 @@
+import { AgentInstall } from "@sam/infra"
+import { Effect, Exit, Scope } from "effect"
 import type { BrowserContext, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { startFakeAnthropic } from "../../src/FakeAnthropic.js"
 import { makeRepo } from "../../src/Repo.js"
 import { masterKeyForTests } from "../agents/AgentKit.js"
-import { apiGet, newContext, repoDir, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
+import { apiGet, newContext, repoDir, sessionToken, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
 
 /**
  * The agent settings pages in Debian's Chromium against a real stack: a credential is added and never shown back,
  * a profile with a runtime variable is made, the composer picks it, and the task (the demo agent) runs with it.
+ * Then a real agent (Claude Code, against a local fake of the Anthropic API) reports its usage, which the chat
+ * header shows.
  */
 masterKeyForTests()
 
@@ -27,9 +32,24 @@ beforeAll(async () => {
   await signIn(page, stack)
 }, 240_000)
 
+const fakes = Effect.runSync(Scope.make())
+
 afterAll(async () => {
   await stack?.close()
+  await Effect.runPromise(Scope.close(fakes, Exit.void))
 }, 180_000)
+
+/** A JSON request to the API as the signed-in browser's user. */
+const apiSend = async (method: string, path: string, body: unknown) => {
+  const response = await fetch(`${stack.url}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${await sessionToken(context)}`, "content-type": "application/json" },
+    body: JSON.stringify(body)
+  })
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`)
+  // biome-ignore lint/suspicious/noExplicitAny: a response body, checked field by field
+  return (await response.json()) as any
+}
 
 describe("web app: agent credentials and profiles", () => {
   it("adds a credential whose value is never rendered back, rotates it and removes it", async () => {
@@ -119,4 +139,94 @@ describe("web app: agent credentials and profiles", () => {
     expect(tasks.tasks[0]).toMatchObject({ agent: "demo", mode: "conversation" })
     expect(await page.content()).not.toContain(SECRET)
   })
+
+  it("the chat header shows the tokens and the cost Claude Code reported for the turn", async () => {
+    await Effect.runPromise(AgentInstall.installAgent("claude-code"))
+    const fake = await Effect.runPromise(startFakeAnthropic.pipe(Scope.extend(fakes)))
+    // the turn's one model request reports 400k input and 100k output tokens
+    fake.script({
+      blocks: [{ type: "text", text: "Noted, at some expense." }],
+      usage: { input_tokens: 400_000, output_tokens: 100_000 }
+    })
+    await page.goto("/projects")
+    await page.fill("#p-name", "usage web")
+    await page.fill("#p-repo", makeRepo(await repoDir()))
+    await Promise.all([page.waitForURL("**/projects/*/chat"), page.click("text=Create project")])
+    const projectId = /\/projects\/([^/]+)\/chat/.exec(page.url())![1]!
+    await apiSend("PUT", "/agent-credentials/claude-code", { kind: "api-key", value: KEY })
+    for (const [key, value] of [
+      ["ANTHROPIC_BASE_URL", fake.url],
+      ["CLAUDE_CODE_MAX_RETRIES", "0"]
+    ])
+      await apiSend("PUT", `/projects/${projectId}/runtime/env`, { key, value })
+    await apiSend("POST", `/projects/${projectId}/agent-profiles`, {
+      name: "claude usage",
+      agent: "claude-code",
+      model: "claude-sonnet-4-5",
+      permissionMode: "allow-all",
+      taskMode: "conversation"
+    })
+
+    await page.goto(`/projects/${projectId}/chat`)
+    const option = page.locator("#composer-agent option", { hasText: "claude usage (Claude Code)" })
+    await page.selectOption("#composer-agent", (await option.getAttribute("value"))!)
+    await page.locator("#composer-text").fill("note this, whatever it costs")
+    await page.locator("#composer-text").press("Control+Enter")
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 90_000 })
+    const sessionId = /\/chat\/(sess_[^/?]+)/.exec(page.url())![1]!
+    await poll(() => page.getByTestId("timeline").locator("[data-kind=text]").last().textContent(), {
+      timeout: 90_000
+    }).toContain("Noted, at some expense.")
+
+    // what the agent reported: the turn's tokens on its end, the context and the cost in its last usage_update
+    const transcript = await apiGet(stack, context, `/sessions/${sessionId}/events`)
+    interface Reported {
+      readonly used: number
+      readonly size: number
+      readonly cost: { readonly amount: number; readonly currency: string }
+    }
+    interface Entry {
+      readonly event: {
+        readonly type: string
+        readonly usage?: { inputTokens: number; outputTokens: number; totalTokens: number }
+        readonly update?: { readonly sessionUpdate?: string } & Partial<Reported>
+      }
+    }
+    const events = transcript.events as Array<Entry>
+    const ended = events.find((e) => e.event.type === "turn-ended")!.event.usage!
+    const reported = events
+      .filter((e) => e.event.type === "update" && e.event.update?.sessionUpdate === "usage_update")
+      .at(-1)!.event.update as Reported
+    // the fake's 400k + 100k tokens are the turn's, and the cost is theirs at Claude Code's price for the model
+    // ($3 per million input tokens, $15 per million output: 1.20 + 1.50; the session title's few tokens round away)
+    expect(ended.inputTokens).toBeGreaterThanOrEqual(400_000)
+    expect(ended.outputTokens).toBeGreaterThanOrEqual(100_000)
+    expect(reported.cost.currency).toBe("USD")
+    expect(reported.cost.amount).toBeCloseTo(2.7, 2)
+
+    // the header says so, as the session's usage from the agent's reports
+    const badge = page.getByTestId("session-usage")
+    const label = `${Math.round(ended.totalTokens / 1000)}k tokens · ${reported.cost.amount.toFixed(2)} USD`
+    expect(label).toBe("500k tokens · 2.70 USD")
+    await poll(() => badge.textContent(), { timeout: 30_000 }).toBe(label)
+    expect(await badge.getAttribute("title")).toBe(
+      `1 turn(s) reported: ${ended.inputTokens} in, ${ended.outputTokens} out, ${ended.totalTokens} total; ` +
+        `context ${reported.used} of ${reported.size} tokens; cost so far ${reported.cost.amount} USD`
+    )
+    // it is what the session says, after a reload too
+    const session = await apiGet(stack, context, `/sessions/${sessionId}`)
+    expect(session.usage).toMatchObject({
+      turns: 1,
+      totalTokens: ended.totalTokens,
+      cost: reported.cost,
+      context: { usedTokens: reported.used, sizeTokens: reported.size }
+    })
+    await page.reload()
+    expect(await page.getByTestId("session-usage").textContent()).toBe(label)
+    await poll(() => page.getByTestId("timeline").locator("[data-kind=text]").last().textContent()).toContain(
+      "Noted, at some expense."
+    )
+    await shot(page, "chat-usage")
+    expect(await page.content()).not.toContain(KEY)
+  }, 240_000)
 })

@@ -22,7 +22,9 @@ export const store = Effect.fn("NodeBootLog.store")(function* (
   const [count] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM node_boot_log WHERE node_id = ${nodeId}`
   let room = MAX_LINES - (count?.n ?? 0)
   const stored: Array<Api.BootLogEntry> = []
-  for (const entry of [...entries].sort((a, b) => (a.seq ?? Infinity) - (b.seq ?? Infinity))) {
+  // Numbered lines in their order, then the unnumbered ones as they came.
+  const ordered = [...entries.filter((e) => e.seq !== undefined)].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0))
+  for (const entry of [...ordered, ...entries.filter((e) => e.seq === undefined)]) {
     if (room <= 0) break
     const inserted =
       entry.seq === undefined

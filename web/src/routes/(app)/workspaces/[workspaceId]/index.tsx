@@ -3,6 +3,7 @@ import { type DocumentHead, Link, routeAction$, routeLoader$ } from "@builder.io
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import { ConfirmAction } from "~/components/Confirm"
+import { NodeBootLog } from "~/components/NodeBootLog"
 import { clientOf, load, run } from "~/lib/server"
 
 export const useWorkspace = routeLoader$(async (event) => {
@@ -15,7 +16,16 @@ export const useWorkspace = routeLoader$(async (event) => {
       client.call(Api.WorkspaceEndpoints.workspaceBootLog, { params: { workspaceId }, query: { limit: 1000 } })
     )
   ])
-  return { workspace, lines: bootlog.lines }
+  // The boot of the node it is on (a cloud node's or a joined machine's; a local node has none).
+  const nodeBoot =
+    workspace.nodeId === null || workspace.nodeId === undefined
+      ? undefined
+      : await run(client.call(Api.NodeBootEndpoints.nodeBootLog, { params: { nodeId: workspace.nodeId } }))
+  return {
+    workspace,
+    lines: bootlog.lines,
+    nodeBoot: nodeBoot !== undefined && Either.isRight(nodeBoot) ? nodeBoot.right.entries : []
+  }
 })
 
 export const useStop = routeAction$(async (_, event) => {
@@ -36,7 +46,7 @@ export default component$(() => {
   const data = useWorkspace()
   const stop = useStop()
   const del = useDelete()
-  const { workspace: w, lines } = data.value
+  const { workspace: w, lines, nodeBoot } = data.value
   return (
     <main class="page">
       <div class="page-narrow">
@@ -73,6 +83,9 @@ export default component$(() => {
             </pre>
           )}
         </section>
+        {w.nodeId && (
+          <NodeBootLog key={w.nodeId} nodeId={w.nodeId} initial={nodeBoot} live={false} title="Its node's boot log" />
+        )}
       </div>
     </main>
   )

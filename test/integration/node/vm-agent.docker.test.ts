@@ -40,7 +40,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
   const socketPath = engine._tag === "Right" ? engine.right : ""
   layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent on a Docker node", (it) => {
     it.scoped(
-      "runs the demo agent inside the workspace container: prompt, cancel kills the group in the container, context across cancel and restart, task commit",
+      "runs the demo agent inside the workspace container: prompt, cancel kills the command in the container, context across cancel and restart, task commit",
       () =>
         Effect.gen(function* () {
           const t0 = Date.now()
@@ -112,7 +112,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           expect(yield* texts(sessionId)).toContain("/workspace")
           expect(yield* texts(sessionId)).toContain("# demo")
 
-          // Cancel a long shell command: its group dies inside the container, MARKER never shows.
+          // Cancel a long shell command: its processes die inside the container (the agent stays), MARKER never shows.
           yield* send(
             NodeProtocol.SessionPrompt.make({ sessionId, prompt: 'run sleep 30; echo MAR""KER', promptEpoch: 2 })
           )

@@ -73,7 +73,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         expect(seqs).toEqual(seqs.map((_, i) => i + 1))
         expect(yield* texts(sessionId)).toContain("hello from the demo")
 
-        // Cancel a long shell command: the group dies within the grace period, MARKER never shows.
+        // Cancel a long shell command: its processes die within the grace period (the agent that answered stays), MARKER never shows.
         yield* send(
           NodeProtocol.SessionPrompt.make({ sessionId, prompt: 'run sleep 30; echo MAR""KER', promptEpoch: 2 })
         )

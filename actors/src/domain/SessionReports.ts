@@ -148,7 +148,8 @@ export const report = (
       })
       const entries = body.event.type === "plan" ? body.event.entries : undefined
       const plan = Array.isArray(entries) ? Domain.SessionSnapshot.shape.plan.safeParse(entries) : undefined
-      yield* deps.snapshots.write(row.id, (current) =>
+      // Staged unread: the event's answer is not needed, and the snapshot's read waits for the commit.
+      yield* deps.snapshots.stage(row.id, (current) =>
         current === undefined
           ? undefined
           : {

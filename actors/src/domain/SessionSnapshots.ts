@@ -60,28 +60,54 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
         if (stored) return { written: true, snapshot: next }
       }
     })
-  const write = (sessionId: string, decide: Decide): Effect.Effect<SnapshotWrite, unknown> =>
+  /** This transaction's view of the session: KV's value with what was staged unread applied over it. */
+  const view = (sessionId: string) =>
     Effect.gen(function* () {
       const stage = staged.get(sessionId)
-      const value = stage?.loaded === true ? stage.value : Option.getOrUndefined(yield* read(sessionId))?.value
+      if (stage?.loaded === true) return stage.value
+      let value = Option.getOrUndefined(yield* read(sessionId))?.value
+      for (const decide of stage?.writes ?? []) value = decide(value) ?? value
+      if (stage !== undefined) {
+        stage.loaded = true
+        stage.value = value
+      }
+      return value
+    })
+  const push = (sessionId: string, decide: Decide, next: Snapshot | undefined) => {
+    const stage = staged.get(sessionId)
+    if (stage === undefined) {
+      staged.set(sessionId, { loaded: next !== undefined, value: next, writes: [decide], transaction: undefined })
+      return
+    }
+    if (next !== undefined) {
+      stage.loaded = true
+      stage.value = next
+    }
+    stage.writes.push(decide)
+  }
+  const write = (sessionId: string, decide: Decide): Effect.Effect<SnapshotWrite, unknown> =>
+    Effect.gen(function* () {
+      const value = yield* view(sessionId)
       const next = decide(value)
       if (next === undefined) return { written: false, snapshot: value }
-      if (stage === undefined)
-        staged.set(sessionId, { loaded: true, value: next, writes: [decide], transaction: undefined })
-      else {
-        stage.loaded = true
-        stage.value = next
-        stage.writes.push(decide)
-      }
+      push(sessionId, decide, next)
       return { written: true, snapshot: next }
     })
-  const get = (sessionId: string) =>
-    Effect.suspend(() => {
-      const stage = staged.get(sessionId)
-      return stage?.loaded === true
-        ? Effect.succeed(stage.value)
-        : store.get(sessionId).pipe(Effect.map((entry) => Option.getOrUndefined(entry)?.value))
+  /**
+   * Stage a write whose answer the caller does not need, without reading KV: an agent's event only
+   * moves `lastSeq` (and the plan), and reading the snapshot inside the transaction held a Postgres
+   * connection for a KV round trip per event (issue 12). It is decided with the others after commit.
+   */
+  const stage = (sessionId: string, decide: Decide) =>
+    Effect.sync(() => {
+      const current = staged.get(sessionId)
+      if (current?.loaded === true) {
+        const next = decide(current.value)
+        if (next !== undefined) current.value = next
+        current.writes.push(decide)
+      } else push(sessionId, decide, undefined)
     })
+  const get = (sessionId: string) => view(sessionId)
   /**
    * A command of this session begins in `transaction`: what another transaction staged (an earlier
    * attempt that failed, or one committed since) is dropped; what an earlier command of this very
@@ -94,35 +120,43 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
     if (transaction !== undefined) staged.set(sessionId, { loaded: false, value: undefined, writes: [], transaction })
   }
   /**
-   * The writes staged by this command, taken now, to run after its commit: decided again on what is
-   * there, one after the other, and stored in one compare-and-set (a run of events writes once).
+   * What this transaction staged, stored after its commit: decided again on what is there, one after
+   * the other, in one compare-and-set. The writes are taken when the effect runs, not when it is made:
+   * every command of a group commit hands one over, and the first to run after the commit stores the
+   * writes of all of them (a group of a session's events writes once; the rest find nothing). The
+   * session's next transaction cannot begin before they ran: its group waits for this one's answer.
    */
   const takeStaged = (sessionId: string): ReadonlyArray<Effect.Effect<void, unknown>> => {
     const stage = staged.get(sessionId)
     if (stage === undefined || stage.writes.length === 0) return []
-    const writes = stage.writes
-    // The view stays for the next command of the same transaction; the writes go with this command.
-    stage.writes = []
-    const decideAll: Decide = (current) => {
-      let value = current
-      let changed = false
-      for (const decide of writes) {
-        const next = decide(value)
-        if (next !== undefined) {
-          value = next
-          changed = true
+    return [
+      Effect.suspend(() => {
+        const writes = stage.writes
+        if (writes.length === 0) return Effect.void
+        // The view stays for the next command of the same transaction; the writes go now.
+        stage.writes = []
+        const decideAll: Decide = (current) => {
+          let value = current
+          let changed = false
+          for (const decide of writes) {
+            const next = decide(value)
+            if (next !== undefined) {
+              value = next
+              changed = true
+            }
+          }
+          return changed ? value : undefined
         }
-      }
-      return changed ? value : undefined
-    }
-    // Stored: the view has served its transaction (unless a later one took the stage over meanwhile).
-    const forget = Effect.sync(() => {
-      const now = staged.get(sessionId)
-      if (now === stage && now.writes.length === 0) staged.delete(sessionId)
-    })
-    return [Effect.asVoid(storeNow(sessionId, decideAll)).pipe(Effect.ensuring(forget))]
+        // Stored: the view has served its transaction (unless a later one took the stage over meanwhile).
+        const forget = Effect.sync(() => {
+          const now = staged.get(sessionId)
+          if (now === stage && now.writes.length === 0) staged.delete(sessionId)
+        })
+        return Effect.asVoid(storeNow(sessionId, decideAll)).pipe(Effect.ensuring(forget))
+      })
+    ]
   }
-  return { write, get, begin, takeStaged }
+  return { write, stage, get, begin, takeStaged }
 })
 
 export type SessionSnapshots = Effect.Effect.Success<ReturnType<typeof open>>

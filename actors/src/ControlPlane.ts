@@ -38,6 +38,7 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
   const runtime = yield* ActorRuntime.make(kinds, options.runtime)
   yield* ReportIngress.run({
     routes: { ...ReportIngress.sessionRoutes(session), ...nodeReportRoutes, ...rejectionRoutes(session) },
+    sessionRuns: session,
     onHeartbeat: makeHeartbeatThrottle()
   })
   yield* Effect.forkScoped(Notifications.run())

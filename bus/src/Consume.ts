@@ -222,15 +222,15 @@ export const settle = (delivery: Delivery, outcome: Outcome): Effect.Effect<void
   )
 
 /**
- * Run a handler over every delivery, one at a time, settling each with the outcome it returns. A
- * handler that fails or dies naks the delivery after `retryDelay` (default 1 s) and the loop goes on.
+ * Handle one delivery and settle it with the outcome the handler returns. A handler that fails or dies
+ * naks the delivery after `retryDelay` (default 1 s).
  */
-export const run = <E extends Envelope, R>(
-  deliveries: Stream.Stream<Delivery<E>, NatsError, Nats>,
-  handler: (delivery: Delivery<E>) => Effect.Effect<Outcome, unknown, R>,
-  options: { readonly retryDelay?: Duration.DurationInput } = {}
-): Effect.Effect<void, NatsError, Nats | R> =>
-  Stream.runForEach(deliveries, (delivery) =>
+export const handleOne =
+  <E extends Envelope, R>(
+    handler: (delivery: Delivery<E>) => Effect.Effect<Outcome, unknown, R>,
+    options: { readonly retryDelay?: Duration.DurationInput } = {}
+  ) =>
+  (delivery: Delivery<E>): Effect.Effect<void, never, R> =>
     handler(delivery).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logWarning(`handler failed for ${delivery.subject}; will redeliver`, Cause.pretty(cause)).pipe(
@@ -253,4 +253,13 @@ export const run = <E extends Envelope, R>(
         attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
       })
     )
-  )
+
+/**
+ * Run a handler over every delivery, one at a time, settling each with the outcome it returns. A
+ * handler that fails or dies naks the delivery after `retryDelay` (default 1 s) and the loop goes on.
+ */
+export const run = <E extends Envelope, R>(
+  deliveries: Stream.Stream<Delivery<E>, NatsError, Nats>,
+  handler: (delivery: Delivery<E>) => Effect.Effect<Outcome, unknown, R>,
+  options: { readonly retryDelay?: Duration.DurationInput } = {}
+): Effect.Effect<void, NatsError, Nats | R> => Stream.runForEach(deliveries, handleOne(handler, options))

@@ -21,7 +21,7 @@ import { Auth, Gateway } from "@sam/gateway"
 import { FeedClient } from "@sam/gateway/client"
 import { LocalProvider } from "@sam/infra"
 import { Sql } from "@sam/sql"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Effect, Fiber, Layer, Logger, LogLevel } from "effect"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack, tempDir } from "../src/TestStack.js"
 import { writeSection } from "./BenchReport.js"
@@ -212,10 +212,32 @@ const program = Effect.gen(function* () {
     sub.unsubscribe()
     const raw = (events / rawElapsed) * 1000
 
-    // Latency at 50 events/s per session.
+    // Latency at 50 events/s per session, with the backlog of each stage sampled every 250 ms: reports
+    // the ingress has not yet handled, session commands not yet applied, outbox rows not yet published
+    // (a consumer's pending and delivered-but-unacknowledged messages).
+    const backlog = { reports: 0, commands: 0, outbox: 0, samples: 0 }
+    const { jsm } = yield* Nats
+    const sample = Effect.gen(function* () {
+      const pending = (stream: string, match: (name: string) => boolean) =>
+        Effect.promise(async () => {
+          let sum = 0
+          for await (const info of jsm.consumers.list(stream))
+            if (match(info.name)) sum += info.num_pending + info.num_ack_pending
+          return sum
+        })
+      const reports = yield* pending("SAM_AGENT", (name) => name.startsWith("control-report-ingress"))
+      const commands = yield* pending("SAM_CMD", (name) => name.startsWith("actor-session-"))
+      const [row] = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM actor_outbox WHERE sent_at IS NULL`
+      backlog.reports = Math.max(backlog.reports, reports)
+      backlog.commands = Math.max(backlog.commands, commands)
+      backlog.outbox = Math.max(backlog.outbox, row?.n ?? 0)
+      backlog.samples++
+    }).pipe(Effect.zipRight(Effect.sleep(250)), Effect.forever, Effect.fork)
+    const probe = yield* sample
     const paced = Array.from({ length: LATENCY_SECONDS * 50 }, () => "stamp\nsleep 20").join("\n")
     yield* prompt(paced)
     yield* waitTurns(2, 120_000)
+    yield* Fiber.interrupt(probe)
     const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
     const outOfOrder = followers.reduce(
       (sum, f) => sum + f.outOfOrder + f.client.stats.gaps + f.client.stats.duplicates,
@@ -241,8 +263,11 @@ const program = Effect.gen(function* () {
       `Latency, each of the ${SESSIONS} sessions streaming 50 events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events):`,
       `from the agent's write to the feed client, p50 ${percentile(stamps, 50).toFixed(1)} ms, p99 ${percentile(stamps, 99).toFixed(1)} ms,`,
       `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms. Events out of order, missing or repeated at the clients: ${outOfOrder}.`,
+      `The largest backlog seen meanwhile (${backlog.samples} samples, 250 ms apart): ${backlog.reports} reports not yet handled by the ingress,`,
+      `${backlog.commands} session commands not yet applied, ${backlog.outbox} outbox rows waiting for the relay.`,
       ""
     ].join("\n")
+    console.log(section)
     yield* writeSection("Live path", section)
   }).pipe(Effect.provide(env))
 })

@@ -40,6 +40,7 @@ const main = (stack: LocalStack.Stack, natsUrl: string) =>
     while (rt.shards().length < session.shards) yield* Effect.sleep(50)
     yield* ReportIngress.run({
       routes: ReportIngress.sessionRoutes(session),
+      sessionRuns: session,
       durable: `benchingress${Math.random().toString(36).slice(2, 6)}`,
       deliver: "new"
     })

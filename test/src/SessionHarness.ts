@@ -93,6 +93,7 @@ export const startControl = (url: Redacted.Redacted<string>, options: ControlOpt
         const scope = yield* Scope.make()
         yield* ReportIngress.run({
           routes: ReportIngress.sessionRoutes(session),
+          sessionRuns: session,
           durable,
           deliver: "new",
           instanceId,
@@ -213,8 +214,14 @@ export const snapshotOf = (sessionId: string) =>
 export const transcriptOf = (sessionId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<{ seq: string; type: string; payload: { type: string; text?: string }; nodeSeq: string }>`
-      SELECT seq, type, payload, node_seq FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`
+    const rows = yield* sql<{
+      seq: string
+      type: string
+      payload: { type: string; text?: string }
+      nodeSeq: string
+      reportId: string | null
+    }>`
+      SELECT seq, type, payload, node_seq, report_id FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`
     return rows.map((row) => ({ ...row, seq: Number(row.seq), nodeSeq: Number(row.nodeSeq) }))
   })
 

@@ -13,9 +13,10 @@ import {
   Publish,
   registry,
   Subjects,
-  Topology
+  Topology,
+  Trace
 } from "@sam/bus"
-import { Cause, Duration, Effect, GroupBy, Layer, Schedule, Stream } from "effect"
+import { Cause, Chunk, Duration, Effect, Layer, Queue, Schedule, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
 import * as IngressLease from "./IngressLease.js"
@@ -148,35 +149,56 @@ export const parseSubject = (subject: string, type: string) => {
   return { nodeId: nodeId.data, subjectEntityId: id }
 }
 
+/** A report that passed the checks that need no ledger: where it comes from and what it names. */
+interface Checked {
+  readonly report: AgentReport
+  readonly source: ReportSource
+  readonly entity: string | null
+}
+
+/**
+ * The checks of one delivery that need no ledger: a subject that is a report's, a body that does not
+ * name another node, and the subject's id (when present) the entity the body names. A refusal is
+ * audited and the delivery terminated.
+ */
+const precheck = (
+  delivery: Consume.Delivery<AgentReport>
+): { readonly checked: Checked } | { readonly refused: ReturnType<typeof drop> } => {
+  const report = delivery.envelope
+  const parsed = parseSubject(delivery.subject, report.type)
+  const nodeToken = delivery.subject.split(".")[2] ?? "unknown"
+  if (parsed === undefined) {
+    return {
+      refused: drop({ nodeId: nodeToken, subject: delivery.subject }, report, null, "subject_does_not_match_type")
+    }
+  }
+  const source: ReportSource = { ...parsed, subject: delivery.subject, streamSequence: delivery.streamSequence }
+  const entity = entityOf(report) ?? null
+  const bodyNode = (report.body as { readonly nodeId?: unknown }).nodeId
+  if (bodyNode !== undefined && bodyNode !== source.nodeId) {
+    return { refused: drop(source, report, entity, `body names node ${String(bodyNode)}: forged`) }
+  }
+  if (source.subjectEntityId !== undefined && entity !== null && source.subjectEntityId !== entity) {
+    return { refused: drop(source, report, entity, `subject names ${source.subjectEntityId}: forged`) }
+  }
+  return { checked: { report, source, entity } }
+}
+
 /**
  * The router over `routes`: checks that the body does not name another node and that the subject's
  * id (when present) is the entity the body names, and that what it names is the node's owner's and,
  * for a session, still live (ReportOwnership.ts); then hands the report to its handler.
+ *
+ * `run` does the same for consecutive reports of one session by one node that waited together (issue
+ * 12): one ownership check for them all, and one `session.report-run` to the session actor.
  */
-export const router = (routes: ReportRoutes) => {
+export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name" | "shards">) => {
   const resultsSeen = Ownership.makeResultsSeen()
-  return (delivery: Consume.Delivery<AgentReport>): Effect.Effect<Consume.Outcome, unknown, ReportRequirements> =>
+  const one = (delivery: Consume.Delivery<AgentReport>): Effect.Effect<Consume.Outcome, unknown, ReportRequirements> =>
     Effect.gen(function* () {
-      const report = delivery.envelope
-      const parsed = parseSubject(delivery.subject, report.type)
-      const nodeToken = delivery.subject.split(".")[2] ?? "unknown"
-      if (parsed === undefined) {
-        return yield* drop(
-          { nodeId: nodeToken, subject: delivery.subject },
-          report,
-          null,
-          "subject_does_not_match_type"
-        )
-      }
-      const source: ReportSource = { ...parsed, subject: delivery.subject, streamSequence: delivery.streamSequence }
-      const entity = entityOf(report) ?? null
-      const bodyNode = (report.body as { readonly nodeId?: unknown }).nodeId
-      if (bodyNode !== undefined && bodyNode !== source.nodeId) {
-        return yield* drop(source, report, entity, `body names node ${String(bodyNode)}: forged`)
-      }
-      if (source.subjectEntityId !== undefined && entity !== null && source.subjectEntityId !== entity) {
-        return yield* drop(source, report, entity, `subject names ${source.subjectEntityId}: forged`)
-      }
+      const pre = precheck(delivery)
+      if ("refused" in pre) return yield* pre.refused
+      const { report, source, entity } = pre.checked
       const handler = routes[report.type] as ReportHandler<ReportType> | undefined
       if (handler === undefined) {
         yield* Effect.logDebug(`no route for ${report.type} report from ${source.nodeId}; acknowledged`)
@@ -188,6 +210,66 @@ export const router = (routes: ReportRoutes) => {
       if (report.type === "task.result") resultsSeen.add(report.body.sessionId)
       return outcome
     })
+  /** The outcome of each delivery of a run, in order; a failure fails them all (they are naked). */
+  const run = (
+    deliveries: ReadonlyArray<Consume.Delivery<AgentReport>>
+  ): Effect.Effect<ReadonlyArray<Consume.Outcome>, unknown, ReportRequirements> =>
+    Effect.gen(function* () {
+      const outcomes: Array<Consume.Outcome | undefined> = []
+      const passed: Array<{ readonly index: number; readonly checked: Checked }> = []
+      for (const [index, delivery] of deliveries.entries()) {
+        const pre = precheck(delivery)
+        if ("refused" in pre) outcomes[index] = yield* pre.refused
+        else passed.push({ index, checked: pre.checked })
+      }
+      const first = passed[0]?.checked
+      if (first === undefined || session === undefined) return outcomes as ReadonlyArray<Consume.Outcome>
+      // The same session, node and kind of report: the ledger answers the same for each.
+      const refused = yield* Ownership.refusal(first.report, first.source.nodeId, resultsSeen)
+      if (refused !== undefined) {
+        for (const { index, checked } of passed) {
+          outcomes[index] = yield* drop(checked.source, checked.report, checked.entity, refused)
+        }
+        return outcomes as ReadonlyArray<Consume.Outcome>
+      }
+      const sessionId = (first.report.body as { readonly sessionId: string }).sessionId
+      const reports = passed.map(({ checked }) => ({
+        id: checked.report.id,
+        report: {
+          type: sessionReportKind[checked.report.type as keyof typeof sessionReportKind],
+          body: checked.report.body
+        } as never
+      }))
+      const outcome =
+        reports.length === 1
+          ? yield* (routes[first.report.type] as ReportHandler<ReportType>)(first.report, first.source)
+          : yield* forward(
+              session,
+              sessionId,
+              ControlProtocol.SessionReportRun.make(
+                { nodeId: first.source.nodeId, sessionId: sessionId as never, reports },
+                // An id of its own: each report's id is claimed by the actor as the report's.
+                {
+                  causationId: first.report.id,
+                  ...(first.report.correlationId === undefined ? {} : { correlationId: first.report.correlationId })
+                }
+              )
+            )
+      for (const { index } of passed) outcomes[index] = outcome
+      return outcomes as ReadonlyArray<Consume.Outcome>
+    })
+  return { one, run }
+}
+
+/**
+ * Whether consecutive deliveries may go on as one run: session reports of one session, from one node
+ * subject, for one request. Undefined for any other report.
+ */
+const runKey = (delivery: Consume.Delivery<AgentReport>) => {
+  const report = delivery.envelope
+  if (!(report.type in sessionReportKind)) return undefined
+  const sessionId = (report.body as { readonly sessionId?: unknown }).sessionId
+  return `${delivery.subject.split(".")[2]}|${String(sessionId)}|${report.correlationId ?? ""}`
 }
 
 export interface IngressOptions {
@@ -204,10 +286,16 @@ export interface IngressOptions {
   readonly leaseTtl?: Duration.DurationInput
   /** reports handled side by side; those about one entity always share a lane (default 16) */
   readonly lanes?: number
+  /** the session actor: consecutive reports of a session that wait together go to it as one run */
+  readonly sessionRuns?: Pick<AnyActorKind, "name" | "shards">
   readonly onHeartbeat?: (record: Domain.NodeHealthRecord) => Effect.Effect<void, unknown, ReportRequirements>
 }
 
 export const DEFAULT_DURABLE = "control-report-ingress"
+/** Deliveries waiting in one lane (the consumer waits when it is full). */
+const LANE_BUFFER = 256
+/** Most payload bytes in one run: a command stays well under NATS's 1 MB message limit. */
+const RUN_BYTES = 900_000
 const STREAM = Topology.Streams.SAM_AGENT.name
 const FILTER = "sam.agent.*.rpt.>"
 const HEARTBEATS = "sam.agent.*.hb"
@@ -360,7 +448,7 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
   const durable = options.durable ?? DEFAULT_DURABLE
   const context = yield* Effect.context<ReportRequirements>()
   if (options.deliver === "new") yield* ensureFirstConsumer(durable, options.ackWait ?? "30 seconds")
-  const route = router(options.routes)
+  const route = router(options.routes, options.sessionRuns)
   const deliveries = (name: string) =>
     Consume.consume<typeof NodeProtocol.agentReports.defs, AgentReport>(STREAM, name, NodeProtocol.agentReports, {
       onMalformed: (bad) =>
@@ -376,11 +464,66 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
         )
     })
   // Reports about one entity stay in order (one lane handles them one at a time); lanes run side by
-  // side, so one slow publish does not hold up every node.
+  // side, so one slow publish does not hold up every node. A lane takes all that waits in it, and
+  // consecutive reports of one session go on as one run (issue 12): a busy control plane then pays
+  // one ownership check, one command and one transaction per run rather than per report.
   const lanes = options.lanes ?? 16
   const laneOf = (delivery: Consume.Delivery<AgentReport>) =>
     Subjects.shardOf(entityOf(delivery.envelope) ?? delivery.subject, lanes)
-  const handle = (delivery: Consume.Delivery<AgentReport>) => route(delivery).pipe(Effect.provide(context))
+  const handleOne = Consume.handleOne((delivery: Consume.Delivery<AgentReport>) =>
+    route.one(delivery).pipe(Effect.provide(context))
+  )
+  const handleRun = (run: ReadonlyArray<Consume.Delivery<AgentReport>>) =>
+    route.run(run).pipe(
+      Effect.provide(context),
+      Effect.matchCauseEffect({
+        onFailure: (cause) =>
+          Effect.logWarning(`a run of ${run.length} reports failed; will redeliver`, Cause.pretty(cause)).pipe(
+            Effect.zipRight(
+              Effect.forEach(run, (delivery) => Consume.settle(delivery, Consume.Outcome.Nak({ delay: "1 second" })), {
+                discard: true
+              })
+            )
+          ),
+        onSuccess: (outcomes) =>
+          Effect.forEach(
+            run,
+            (delivery, i) => {
+              const outcome = outcomes[i] ?? Consume.Outcome.Nak({ delay: "1 second" })
+              return (
+                outcome._tag === "Term"
+                  ? Effect.logWarning(`terminated ${delivery.envelope.type} on ${delivery.subject}: ${outcome.reason}`)
+                  : Effect.void
+              ).pipe(Effect.zipRight(Consume.settle(delivery, outcome)))
+            },
+            { discard: true }
+          )
+      }),
+      Trace.withCorrelation(run[0]?.envelope.correlationId),
+      Effect.withSpan("ReportIngress.run", { attributes: { reports: run.length } })
+    )
+  /** Split what a lane took into runs (in order) and handle each. */
+  const handleTaken = (taken: ReadonlyArray<Consume.Delivery<AgentReport>>) =>
+    Effect.gen(function* () {
+      let i = 0
+      while (i < taken.length) {
+        const key = options.sessionRuns === undefined ? undefined : runKey(taken[i]!)
+        let j = i + 1
+        let bytes = taken[i]!.msg.data.length
+        while (
+          key !== undefined &&
+          j < taken.length &&
+          j - i < ControlProtocol.MAX_REPORTS_PER_RUN &&
+          runKey(taken[j]!) === key &&
+          bytes + taken[j]!.msg.data.length <= RUN_BYTES
+        ) {
+          bytes += taken[j]!.msg.data.length
+          j++
+        }
+        yield* j - i === 1 ? handleOne(taken[i]!) : handleRun(taken.slice(i, j))
+        i = j
+      }
+    })
   const work = (revision: number) =>
     Effect.gen(function* () {
       // Should it fail (NATS still settling), retry: the lease is given up should it keep failing.
@@ -390,11 +533,20 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
         options.deliver ?? "all",
         options.ackWait ?? "30 seconds"
       ).pipe(Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.upTo("5 seconds"))))
+      const queues = yield* Effect.forEach(Array.from({ length: lanes }), () =>
+        Queue.bounded<Consume.Delivery<AgentReport>>(LANE_BUFFER)
+      )
+      for (const queue of queues) {
+        yield* Effect.forkScoped(
+          Queue.takeBetween(queue, 1, LANE_BUFFER).pipe(
+            Effect.flatMap((taken) => handleTaken(Chunk.toReadonlyArray(taken))),
+            Effect.forever
+          )
+        )
+      }
       yield* Effect.forkScoped(
         deliveries(name).pipe(
-          Stream.groupByKey(laneOf, { bufferSize: 64 }),
-          GroupBy.evaluate((_, lane) => Stream.fromEffect(Consume.run(lane, handle))),
-          Stream.runDrain,
+          Stream.runForEach((delivery) => Queue.offer(queues[laneOf(delivery)]!, delivery)),
           Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
         )
       )

@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology } from "@sam/bus"
 import { Config, Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
@@ -54,6 +55,10 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
   const snapshots = yield* openSnapshots()
   const health = yield* openHealth()
   const launch = yield* launches()
+  // Used inside the command's transaction (the client joins the one in progress).
+  const sql = yield* SqlClient.SqlClient
+  const claimReports = (sessionId: string, ids: ReadonlyArray<string>, correlationId: string) =>
+    Ledger.claimReports(sessionId, ids, correlationId).pipe(Effect.provideService(SqlClient.SqlClient, sql))
   const taskKind = options.task ?? TaskRef
   const healEvery = Duration.decode(options.healEvery ?? "15 seconds")
   const staleAfterMs =
@@ -78,7 +83,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
       Effect.suspend(() => {
         snapshots.begin(context.id, context.transaction)
         return handle(
-          { snapshots, health, taskKind, healEvery, staleAfterMs, listeningSince, launch },
+          { snapshots, health, taskKind, healEvery, staleAfterMs, listeningSince, launch, claimReports },
           state,
           command as Command
         )
@@ -97,9 +102,10 @@ export type SessionKind = Effect.Effect.Success<ReturnType<typeof make>>
 /** A command that may end the turn in flight as lost needs that turn's open tool calls (ADR 0021). */
 const mayLoseTurn = (command: Command) =>
   command.type === "session.heal" ||
-  (command.type === "session.report" &&
-    command.body.report.type === "session.activity" &&
-    command.body.report.body.stopReason === "lost")
+  (command.type === "session.report" && reportsLostTurn(command.body.report)) ||
+  (command.type === "session.report-run" && command.body.reports.some((r) => reportsLostTurn(r.report)))
+const reportsLostTurn = (report: EnvelopeOf<typeof ControlProtocol.SessionReport>["body"]["report"]) =>
+  report.type === "session.activity" && report.body.stopReason === "lost"
 
 /** The latest heartbeat of a node, as the ingress stored it; none when missing or unreadable. */
 const openHealth = () =>
@@ -119,8 +125,48 @@ const refuse = (state: State, code: Extract<SessionReply, { ok: false }>["code"]
 
 const nowIso = () => new Date().toISOString()
 
+/**
+ * Reports applied one by one in one transaction (a `session.events` run, or a `session.report-run`;
+ * issue 12): their transcript entries, events, commands and timers kept in order; the snapshot is
+ * written once, after commit.
+ */
+const applyRun = (
+  state: State,
+  singles: ReadonlyArray<ReportCommand>,
+  one: (current: State, single: ReportCommand) => Effect.Effect<Reaction, unknown>
+): Effect.Effect<Reaction, unknown> =>
+  Effect.gen(function* () {
+    let current = state
+    const transcript: Array<Ledger.TranscriptEntry> = []
+    const dropped: Array<Ledger.DroppedReport> = []
+    const events: Array<Actor.Outgoing> = []
+    const send: Array<Actor.Outgoing> = []
+    const timers: Array<Actor.TimerInstruction> = []
+    const afterCommit: Array<Effect.Effect<void, unknown>> = []
+    let reply: unknown
+    for (const single of singles) {
+      const reaction = yield* one({ ...current, transcript: [], dropped: [] }, single)
+      current = reaction.state
+      transcript.push(...reaction.state.transcript)
+      dropped.push(...reaction.state.dropped)
+      events.push(...(reaction.events ?? []))
+      send.push(...(reaction.send ?? []))
+      timers.push(...(reaction.timers ?? []))
+      afterCommit.push(...(reaction.afterCommit ?? []))
+      reply = reaction.reply
+    }
+    return { state: { ...current, transcript, dropped }, events, send, timers, afterCommit, reply } satisfies Reaction
+  })
+
 const handle = (
-  deps: Deps & { readonly launch: Launches },
+  deps: Deps & {
+    readonly launch: Launches
+    readonly claimReports: (
+      sessionId: string,
+      ids: ReadonlyArray<string>,
+      correlationId: string
+    ) => Effect.Effect<Set<string>, unknown>
+  },
   state: State,
   command: Command
 ): Effect.Effect<Reaction, unknown> => {
@@ -486,37 +532,42 @@ const handle = (
         )
       const singles = eventsOf(command)
       if (singles.length === 1) return one(state, singles[0]!)
-      // A run of events (issue 12): applied one by one in this one transaction, their transcript
-      // entries, events, commands and timers kept in order; the snapshot is written once, after commit.
-      return Effect.gen(function* () {
-        let current = state
-        const transcript: Array<Ledger.TranscriptEntry> = []
-        const dropped: Array<Ledger.DroppedReport> = []
-        const events: Array<Actor.Outgoing> = []
-        const send: Array<Actor.Outgoing> = []
-        const timers: Array<Actor.TimerInstruction> = []
-        const afterCommit: Array<Effect.Effect<void, unknown>> = []
-        let reply: unknown
-        for (const single of singles) {
-          const reaction = yield* one({ ...current, transcript: [], dropped: [] }, single)
-          current = reaction.state
-          transcript.push(...reaction.state.transcript)
-          dropped.push(...reaction.state.dropped)
-          events.push(...(reaction.events ?? []))
-          send.push(...(reaction.send ?? []))
-          timers.push(...(reaction.timers ?? []))
-          afterCommit.push(...(reaction.afterCommit ?? []))
-          reply = reaction.reply
-        }
-        return {
-          state: { ...current, transcript, dropped },
-          events,
-          send,
-          timers,
-          afterCommit,
-          reply
-        } satisfies Reaction
-      })
+      return applyRun(state, singles, one)
+    }
+    case "session.report-run": {
+      const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
+      const one = (current: State, single: ReportCommand) =>
+        report(deps, current, single, helpers).pipe(
+          Effect.flatMap((reaction) => Permissions.afterReport(deps, single, reaction, helpers))
+        )
+      const { nodeId, sessionId, reports } = command.body
+      if (sessionId !== row?.id && row !== null)
+        return Effect.succeed(refuse(state, "dropped", `a run for ${sessionId} sent to ${row.id}`))
+      // Each report is applied once, whatever run it came in: its id is claimed in the inbox.
+      return deps
+        .claimReports(
+          sessionId,
+          reports.map((r) => r.id),
+          meta.correlationId
+        )
+        .pipe(
+          Effect.flatMap((fresh) => {
+            // A report stored twice in SAM_AGENT may come twice in one run: applied the first time only.
+            const singles = reports
+              .filter((r) => fresh.delete(r.id))
+              .flatMap((r) =>
+                eventsOf({
+                  ...command,
+                  id: r.id,
+                  type: "session.report",
+                  body: { nodeId, report: r.report }
+                } as EnvelopeOf<typeof ControlProtocol.SessionReport>)
+              )
+            if (singles.length === 0)
+              return Effect.succeed({ state, reply: { ok: true, duplicate: true } satisfies SessionReply } as Reaction)
+            return applyRun(state, singles, one)
+          })
+        )
     }
     case "session.heal":
       return heal(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })

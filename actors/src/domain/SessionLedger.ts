@@ -161,3 +161,26 @@ export const save = (state: SessionState, previous: SessionState) =>
     }
     yield* insertDropped(state.dropped)
   })
+
+/**
+ * Claim the inbox rows of the reports of a `session.report-run` (issue 12), in the command's
+ * transaction: the ids not seen before, which are the ones to apply. A report counts once whether it
+ * came alone (its id was the command's) or in any run.
+ */
+export const claimReports = (sessionId: string, ids: ReadonlyArray<string>, correlationId: string) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ messageId: string }>`
+      INSERT INTO actor_inbox ${sql.insert(
+        ids.map((id) => ({
+          message_id: id,
+          kind: "session",
+          entity_id: sessionId,
+          type: "session.report",
+          correlation_id: correlationId
+        }))
+      )}
+      ON CONFLICT (message_id) DO NOTHING
+      RETURNING message_id`
+    return new Set(rows.map((row) => row.messageId))
+  })

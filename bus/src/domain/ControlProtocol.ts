@@ -1,6 +1,6 @@
 import { z } from "zod"
 import { defineMessage, registry } from "../Envelope.js"
-import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
+import { MessageId, NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
 import {
   AgentKind,
   BootLog,
@@ -239,16 +239,32 @@ export const SessionSleep = defineMessage(
   z.object({ sessionId: SessionId, reason: z.string().max(1000) }),
   { durable: true }
 )
-/** from the ingress */
-export const SessionReport = defineMessage(
-  "session.report",
+/** What a node reported about a session, as the ingress passes it on. */
+const SessionReportBody = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("session.event"), body: SessionEvent.body }),
+  z.object({ type: z.literal("session.events"), body: SessionEvents.body }),
+  z.object({ type: z.literal("session.activity"), body: SessionActivity.body })
+])
+/** from the ingress: one report, with the report's id as the command's */
+export const SessionReport = defineMessage("session.report", z.object({ nodeId: NodeId, report: SessionReportBody }), {
+  durable: true
+})
+/** Most reports in one `session.report-run`. */
+export const MAX_REPORTS_PER_RUN = 256
+/**
+ * From the ingress: consecutive reports of one session by one node that waited together (issue 12),
+ * each with its own id. The session actor applies each once, whatever run it comes in (a report
+ * redelivered after a failover may come again in a run made up otherwise).
+ */
+export const SessionReportRun = defineMessage(
+  "session.report-run",
   z.object({
     nodeId: NodeId,
-    report: z.discriminatedUnion("type", [
-      z.object({ type: z.literal("session.event"), body: SessionEvent.body }),
-      z.object({ type: z.literal("session.events"), body: SessionEvents.body }),
-      z.object({ type: z.literal("session.activity"), body: SessionActivity.body })
-    ])
+    sessionId: SessionId,
+    reports: z
+      .array(z.object({ id: MessageId, report: SessionReportBody }))
+      .min(2)
+      .max(MAX_REPORTS_PER_RUN)
   }),
   { durable: true }
 )
@@ -540,6 +556,7 @@ export const sessionCommands = registry(
   SessionStopCommand,
   SessionFail,
   SessionReport,
+  SessionReportRun,
   SessionHeal,
   SessionCommandRejected,
   SessionAnswerPermission,

@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Actor, Actors, ReportIngress } from "@sam/actors"
 import { Domain, encode, makeId, Nats } from "@sam/bus"
@@ -221,6 +222,7 @@ describe("session actor: transcript and activity", () => {
             const scope = yield* Scope.make()
             yield* ReportIngress.run({
               routes: ReportIngress.sessionRoutes(session),
+              sessionRuns: session,
               durable,
               deliver: "new",
               instanceId,
@@ -253,6 +255,71 @@ describe("session actor: transcript and activity", () => {
         console.log(`the unacknowledged reports handled ${Date.now() - started} ms after the new holder started`)
         expect(rows.map((r) => r.payload.text)).toEqual(["0", "1", "2", "3", "4", "5"])
         expect(rows.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6])
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "reports that wait together go to the session as one run; one applied alone before, or stored twice in the run, counts once",
+    () =>
+      Effect.gen(function* () {
+        const { session, stopFirstIngress } = yield* startControl(url)
+        yield* stopFirstIngress
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const sessionId = makeId("sess")
+        yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
+        const durable = makeId("msg").replace("msg_", "ing")
+        const holder = (instanceId: string) =>
+          Effect.gen(function* () {
+            const scope = yield* Scope.make()
+            yield* ReportIngress.run({
+              routes: ReportIngress.sessionRoutes(session),
+              sessionRuns: session,
+              durable,
+              deliver: "new",
+              instanceId,
+              leaseTtl: "1500 millis"
+            }).pipe(Scope.extend(scope))
+            return Scope.close(scope, Exit.void)
+          })
+        const events = Array.from({ length: 10 }, (_, i) => node.event(sessionId, 1, { type: "text", text: `${i}` }))
+        // The first report is applied on its own.
+        const stopFirst = yield* holder("ingress-first")
+        yield* node.publish(events[0]!, sessionId)
+        yield* waitUntil(
+          "the first report in the transcript",
+          transcriptOf(sessionId).pipe(Effect.map((rows) => rows.length === 1 || undefined))
+        )
+        yield* stopFirst
+        // With no ingress running, the rest wait: the first stored again, and the sixth stored twice.
+        yield* node.publishRaw(events[0]!, sessionId)
+        for (const [i, event] of events.entries()) {
+          if (i === 0) continue
+          yield* node.publish(event, sessionId)
+          if (i === 5) yield* node.publishRaw(event, sessionId)
+        }
+        yield* holder("ingress-second")
+        // A last report after them: once it is in, every repeat before it was seen (one lane, in order).
+        const last = node.event(sessionId, 1, { type: "text", text: "last" })
+        yield* node.publish(last, sessionId)
+        const rows = yield* waitUntil(
+          "the last report in the transcript",
+          transcriptOf(sessionId).pipe(
+            Effect.map((rows) => (rows.some((r) => r.payload.text === "last") ? rows : undefined))
+          ),
+          { timeout: "10 seconds" }
+        )
+        expect(rows.map((r) => r.payload.text)).toEqual(["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "last"])
+        expect(rows.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+        expect(rows.map((r) => r.reportId)).toEqual([...events, last].map((e) => e.id))
+        // The eleven that waited took fewer commands than reports: they went as runs.
+        const sql = yield* SqlClient.SqlClient
+        const [runs] = yield* sql<{ n: number }>`
+          SELECT count(*)::int AS n FROM actor_inbox WHERE entity_id = ${sessionId} AND type = 'session.report-run'`
+        expect(runs!.n).toBeGreaterThanOrEqual(1)
+        expect(runs!.n).toBeLessThan(11)
       }).pipe(Effect.provide(env())),
     60_000
   )

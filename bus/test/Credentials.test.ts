@@ -20,6 +20,30 @@ const account = {
 }
 
 describe("credentials", () => {
+  it("a node-made user key: its seed makes the creds for a JWT signed for its public key; only the key travels", async () => {
+    const key = Credentials.newUserKey()
+    expect(key.publicKey).toMatch(/^U[A-Z2-7]{55}$/)
+    expect(String(key.seed)).not.toContain("SU")
+    const node = makeId("node")
+    const signed = await Effect.runPromise(
+      Accounts.renewPartyUser(
+        authority,
+        { kind: "node", nodeId: node },
+        createAccount().getPublicKey(),
+        key.publicKey,
+        60
+      )
+    )
+    expect(decode(signed.jwt).sub).toBe(key.publicKey)
+    const creds = Redacted.value(Credentials.credsText(signed.jwt, key.seed))
+    expect(creds).toContain(signed.jwt)
+    expect(creds).toContain(Redacted.value(key.seed))
+    // A kept seed gives the same key back; anything else is not a user seed.
+    expect(Credentials.userKeyOf(Redacted.make(`${Redacted.value(key.seed)}\n`))?.publicKey).toBe(key.publicKey)
+    expect(Credentials.userKeyOf(Redacted.make(new TextDecoder().decode(createAccount().getSeed())))).toBeUndefined()
+    expect(Credentials.userKeyOf(Redacted.make("garbage"))).toBeUndefined()
+  })
+
   it("a node's account imports only its own subjects from SAM, and revokes all its users when asked", async () => {
     const node = makeId("node")
     const key = Accounts.newAccountKey()

@@ -288,7 +288,8 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         yield* Scope.close(incarnation.scope, Exit.void)
         current = undefined
         turn = undefined
-        const forced = !answered
+        // forced: the grace ran out (an agent that answered, with an error or by exiting, stopped by itself)
+        const forced = Option.isNone(stoppedInGrace)
         emit({ type: "cancelled", forced, stopMs })
         emit({ type: "turn-ended", stopReason: "cancelled" })
         yield* SubscriptionRef.set(status, "restarting")

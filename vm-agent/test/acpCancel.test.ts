@@ -43,6 +43,23 @@ describe("AcpSessionHost cancel", () => {
       })
     ))
 
+  it("leaves running what an earlier turn started (a background server), killing only the cancelled turn's", () =>
+    withDemoHost(({ session, events }) =>
+      Effect.gen(function* () {
+        yield* session.prompt("run sleep 301 >/dev/null 2>&1 & echo BG=$!")
+        const background = Number(/BG=(\d+)/.exec(toolOutputOf(events))![1])
+        const turn = yield* Effect.fork(session.prompt(LONG_RUN))
+        yield* waitUntil("shell output", () => toolOutputOf(events).includes("BEGUN"))
+        const pgid = session.pgid()!
+        expect(startedSince(pgid, 0).length).toBeGreaterThan(1)
+        const result = yield* session.cancel()
+        expect(result._tag === "Cancelled" && !result.forced).toBe(true)
+        expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
+        // the earlier turn's process alone is left (closing the session kills the whole group, it too)
+        expect(startedSince(pgid, 0)).toEqual([background])
+      })
+    ))
+
   it("kills an agent that ignores session/cancel when the grace period ends, and mutes what it says meanwhile", () =>
     withDemoHost(({ session, events }) =>
       Effect.gen(function* () {

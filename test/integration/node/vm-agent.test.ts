@@ -43,7 +43,13 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
           "workspace running",
           is("workspace.status-reported", (r) => r.body.status === "running")
         )
-        expect((yield* reports.all()).some(is("workspace.bootlog-reported"))).toBe(true)
+        // Its boot log, in order and all of it before the status that says it runs (the lines are sent
+        // from a fiber of their own while the clone goes on).
+        const created = yield* reports.all()
+        const running = created.findIndex(is("workspace.status-reported", (r) => r.body.status === "running"))
+        const lines = created.flatMap((r, i) => (is("workspace.bootlog-reported")(r) ? [i] : []))
+        expect(lines.length).toBeGreaterThan(0)
+        expect(Math.max(...lines)).toBeLessThan(running)
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: repo }))
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: `${repo}-other` }))
         const conflict = yield* waitFor(

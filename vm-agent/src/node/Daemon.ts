@@ -1,10 +1,10 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
 import { Consume, Domain, type Envelope, Nats, Publish, Subjects, Trace } from "@sam/bus"
-import { Cause, Data, Duration, Effect, Schedule, Stream } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Fiber, Queue, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
-import { type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
+import { type BootLogEntry, type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
 import { makeGitCredentials } from "./GitCredentials.js"
 import type { NodeSettings } from "./NodeConfig.js"
 import { loadNodeKey } from "./NodeKey.js"
@@ -163,6 +163,29 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
             { workspaceId: body.workspaceId, status: "creating" },
             body.workspaceId
           )
+          // Boot-log lines go out in order from a fiber of their own, so the clone does not wait for
+          // each line's publish (issue 12: first output); the status that ends the create follows them.
+          const lines = yield* Queue.unbounded<
+            { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
+          >()
+          const sender = yield* Queue.take(lines).pipe(
+            Effect.flatMap((item) =>
+              "sent" in item
+                ? Deferred.succeed(item.sent, undefined)
+                : reporter
+                    .send(NodeProtocol.BootLog, item.line, body.workspaceId)
+                    .pipe(Effect.catchAllCause((cause) => Effect.logWarning("a boot-log line was not reported", cause)))
+            ),
+            Effect.forever,
+            Trace.withCorrelation(command.correlationId),
+            Effect.fork
+          )
+          const sent = Effect.gen(function* () {
+            const done = yield* Deferred.make<void>()
+            yield* Queue.offer(lines, { sent: done })
+            yield* Deferred.await(done)
+            yield* Fiber.interrupt(sender)
+          })
           const created = yield* runtime
             .create(
               {
@@ -174,23 +197,18 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
               },
               {
                 // called from the runtime's own fibers: the boot log follows the command that asked for it
-                onLog: (entry) =>
-                  reporter
-                    .send(NodeProtocol.BootLog, entry, body.workspaceId)
-                    .pipe(Trace.withCorrelation(command.correlationId)),
+                onLog: (line) => Queue.offer(lines, { line }),
                 repositoryCredential: git.access(body.workspaceId).pipe(
                   Effect.tap((access) =>
                     access._tag === "Refused"
-                      ? reporter.send(
-                          NodeProtocol.BootLog,
-                          {
+                      ? Queue.offer(lines, {
+                          line: {
                             workspaceId: body.workspaceId,
                             step: "clone",
                             status: "info",
                             message: `no repository token: ${access.reason}`
-                          },
-                          body.workspaceId
-                        )
+                          }
+                        })
                       : Effect.void
                   ),
                   Effect.map((access) => (access._tag === "Granted" ? access.credential : undefined))
@@ -198,6 +216,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
               }
             )
             .pipe(Effect.either)
+          yield* sent
           if (created._tag === "Left")
             return yield* reject(
               created.left._tag === "WorkspaceConflict" ? "conflict" : "invalid",

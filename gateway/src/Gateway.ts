@@ -8,6 +8,7 @@ import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
 import { proxyNatsWebSocket } from "./boot/NatsWebSocketProxy.js"
+import * as NodeBootLog from "./boot/NodeBootLog.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
@@ -190,6 +191,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   yield* Effect.addFinalizer(() => Effect.sync(() => letGoAfterGrace(http, sockets)))
   yield* Ingress.start().pipe(Effect.provide(Auth.Default))
   yield* GitHubRepoAccess.serve(options.githubApp)
+  yield* NodeBootLog.serve()
   if (options.githubApp !== undefined) {
     yield* Effect.forkScoped(GitHubPullRequests.run(options.githubApp, () => config.publicUrl))
   }

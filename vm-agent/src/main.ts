@@ -3,6 +3,7 @@ import { Accounts, natsLayer, Subjects } from "@sam/bus"
 import { Effect, Layer } from "effect"
 import { WebSocket as WsWebSocket } from "ws"
 import { AcpSessionHost } from "./acp/AcpSessionHost.js"
+import * as BootLogReport from "./node/BootLogReport.js"
 import * as Bootstrap from "./node/Bootstrap.js"
 import { run } from "./node/Daemon.js"
 import { type JoinUsageError, joinEnv } from "./node/Join.js"
@@ -58,6 +59,7 @@ const program = Effect.gen(function* () {
   )
   return yield* Effect.gen(function* () {
     yield* Effect.forkScoped(Renewal.run(settings, renewable))
+    yield* Effect.forkScoped(BootLogReport.run(settings.nodeId, env.SAM_BOOT_LOG))
     return yield* run(settings)
   }).pipe(Effect.scoped, Effect.provide(layers))
 })

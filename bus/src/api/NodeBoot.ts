@@ -83,6 +83,18 @@ export const BootLogAppend = z.object({
     .max(50)
 })
 
+/**
+ * `sam.agent.<nodeId>.bootlog` — a node's vm-agent, once connected, sends the lines its boot log file gains
+ * after its exchange (request/reply; its own subject only): stored as `POST /node-boot/log` stores them.
+ */
+export const bootLogSubject = (nodeId: string) => `sam.agent.${nodeId}.bootlog`
+export const NodeBootLogReport = BootLogAppend.pick({ entries: true })
+export const NodeBootLogReply = z.union([
+  z.object({ ok: z.literal(true), stored: z.number().int() }),
+  z.object({ ok: z.literal(false), error: z.string() })
+])
+export type NodeBootLogReply = z.infer<typeof NodeBootLogReply>
+
 export const BootLogAppended = z.object({
   /** how many of the lines were new (a line already stored, by its number, is not stored again) */
   stored: z.number().int()

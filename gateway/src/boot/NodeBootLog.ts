@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
-import { ActorMessages, type Api, Domain, Publish, Subjects } from "@sam/bus"
-import { Effect } from "effect"
+import { ActorMessages, Api, Domain, Nats, Publish, Subjects } from "@sam/bus"
+import { Effect, Runtime } from "effect"
 import { WindowLimiter } from "./BootLimiter.js"
 
 /** At most this many lines of boot log per node: a flood from a token's holder ends here. */
@@ -67,4 +67,47 @@ export const read = Effect.fn("NodeBootLog.read")(function* (nodeId: string) {
   }>`SELECT seq, at, step, status, message FROM node_boot_log WHERE node_id = ${nodeId}
     ORDER BY seq NULLS LAST, id`
   return rows.map(({ seq, ...r }) => ({ ...(seq === null ? {} : { seq }), ...r, at: r.at.toISOString() }))
+})
+
+/**
+ * Answers `sam.agent.<nodeId>.bootlog`: the lines a connected node's boot log file gained after its exchange
+ * (the token is spent by then). The node id comes from the subject, which only that node's account can
+ * publish on; the node must be live; the same limits as the posts before the exchange.
+ */
+export const serve = Effect.fn("NodeBootLog.serve")(function* () {
+  const { nc } = yield* Nats
+  const sql = yield* SqlClient.SqlClient
+  const sub = nc.subscribe("sam.agent.*.bootlog", { queue: "sam-node-bootlog" })
+  yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
+  const answer = (subject: string, reply: string | undefined, data: Uint8Array) =>
+    Effect.gen(function* () {
+      if (reply === undefined || !reply.startsWith("_R_.")) return
+      const respond = (body: Api.NodeBootLogReply) => Effect.sync(() => nc.publish(reply, JSON.stringify(body)))
+      const nodeId = subject.split(".")[2] ?? ""
+      if (!Subjects.isToken(nodeId)) return yield* respond({ ok: false, error: "bad subject" })
+      const report = Api.NodeBootLogReport.safeParse(
+        yield* Effect.try(() => JSON.parse(new TextDecoder().decode(data))).pipe(Effect.orElseSucceed(() => undefined))
+      )
+      if (!report.success) return yield* respond({ ok: false, error: "expected {entries} (1 to 50 numbered lines)" })
+      if (appends.blocked(nodeId) !== undefined)
+        return yield* respond({ ok: false, error: "too many boot-log reports" })
+      appends.count(nodeId)
+      const stored = yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const nodes = yield* sql<{ status: string }>`SELECT status FROM nodes WHERE id = ${nodeId} FOR SHARE`
+          const status = nodes[0]?.status
+          if (status !== "provisioning" && status !== "running" && status !== "warm") return undefined
+          return yield* store(nodeId, report.data.entries)
+        })
+      )
+      if (stored === undefined) return yield* respond({ ok: false, error: "this node is not live" })
+      yield* announce(nodeId, stored)
+      yield* respond({ ok: true, stored: stored.length })
+    }).pipe(Effect.catchAllCause((cause) => Effect.logError("node boot-log report failed", cause)))
+  const runFork = Runtime.runFork(yield* Effect.runtime<SqlClient.SqlClient | Nats>())
+  yield* Effect.forkScoped(
+    Effect.promise(async () => {
+      for await (const msg of sub) runFork(answer(msg.subject, msg.reply, msg.data))
+    })
+  )
 })

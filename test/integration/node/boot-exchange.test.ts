@@ -1,15 +1,20 @@
+import { appendFile, readFile, writeFile } from "node:fs/promises"
+import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
-import { Credentials, makeId, Subjects } from "@sam/bus"
+import { Accounts, Credentials, makeId, natsLayer, Subjects } from "@sam/bus"
 import { BootTokens } from "@sam/gateway"
 import { FeedClient } from "@sam/gateway/client"
-import { Effect, Redacted } from "effect"
+import { Effect, Fiber, Redacted } from "effect"
 import { describe, expect } from "vitest"
 import * as NodeCli from "../../../infra/src/NodeCli.js"
+import * as BootLogReport from "../../../vm-agent/src/node/BootLogReport.js"
+import * as Bootstrap from "../../../vm-agent/src/node/Bootstrap.js"
 import { LocalNodes } from "../../src/ControlPlaneHarness.js"
 import { nextPermissionError, waitUntil } from "../../src/Env.js"
 import { GatewayUrl, http, makeGatewayEnv, makeUser } from "../../src/GatewayHarness.js"
+import { tempDir } from "../../src/TestStack.js"
 
 /**
  * The bootstrap exchange is an unauthenticated HTTP surface (ADR 0027): a token works once, before it
@@ -294,6 +299,67 @@ describe("the bootstrap exchange", () => {
           SELECT l.seq FROM node_boot_log l JOIN node_boot_tokens t ON t.node_id = l.node_id
           WHERE l.node_id = ${nodeId} AND l.received_at < t.used_at ORDER BY l.seq`
           expect(early.map((r) => r.seq)).toEqual([1, 2, 3])
+        }).pipe(Effect.scoped)
+    )
+
+    it.effect(
+      "after its exchange, the connected vm-agent sends what its boot log file gains, until its node is gone",
+      () =>
+        Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const alice = yield* makeUser("Alice")
+          const nodeId = makeId("node")
+          yield* sql`INSERT INTO nodes (id, provider, status, owner_id) VALUES (${nodeId}, 'hetzner', 'provisioning', ${alice.userId})`
+          const issued = yield* BootTokens.issue({
+            nodeId,
+            ownerId: alice.userId,
+            purpose: "cloud",
+            provider: "hetzner"
+          })
+          const key = newKey()
+          const line = (seq: number) => `${new Date().toISOString()}\tservice\tinfo\tline ${seq}\n`
+          const dir = yield* Effect.promise(() => tempDir("sam-bootlog-report-"))
+          const file = join(dir, "sam-boot.log")
+          yield* Effect.promise(() => writeFile(file, line(1) + line(2)))
+          const exchanged = yield* http("POST", "/api/v1/node-boot/exchange", {
+            body: {
+              token: Redacted.value(issued.token),
+              nodeId,
+              publicKey: key.publicKey,
+              bootLog: Bootstrap.readBootLog(yield* Effect.promise(() => readFile(file, "utf8")))
+            }
+          })
+          expect(exchanged.status).toBe(200)
+          // The boot script writes on after the exchange (the token is spent: its posts would be refused).
+          yield* Effect.promise(() => appendFile(file, line(3)))
+          const { natsUrl } = yield* LocalNodes
+          const nodeNats = natsLayer({
+            servers: natsUrl,
+            creds: Credentials.credsText(exchanged.body.jwt, key.seed),
+            jsApiPrefix: Accounts.nodeJsApiPrefix,
+            inboxPrefix: Subjects.nodeInboxPrefix(nodeId),
+            name: "bootlog-report-test"
+          })
+          const report = yield* Effect.forkScoped(
+            BootLogReport.run(nodeId, file, { for: "60 seconds", every: "100 millis" }).pipe(Effect.provide(nodeNats))
+          )
+          const seqs = () =>
+            sql<{ seq: number }>`SELECT seq FROM node_boot_log WHERE node_id = ${nodeId} ORDER BY id`.pipe(
+              Effect.map((rows) => rows.map((r) => r.seq))
+            )
+          const stored = (n: number) =>
+            waitUntil(`${n} lines stored`, seqs().pipe(Effect.map((s) => (s.length >= n ? s : undefined))), {
+              timeout: "15 seconds",
+              every: "100 millis"
+            })
+          expect(yield* stored(3)).toEqual([1, 2, 3])
+          yield* Effect.promise(() => appendFile(file, line(4)))
+          expect(yield* stored(4)).toEqual([1, 2, 3, 4])
+          // A node that is gone stores nothing more, and its vm-agent stops sending.
+          yield* sql`UPDATE nodes SET status = 'deleted' WHERE id = ${nodeId}`
+          yield* Effect.promise(() => appendFile(file, line(5)))
+          yield* Fiber.join(report)
+          expect(yield* seqs()).toEqual([1, 2, 3, 4])
         }).pipe(Effect.scoped)
     )
 

@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
-import { Credentials, Domain, makeId, Subjects } from "@sam/bus"
+import { Api, Credentials, Domain, makeId, Subjects } from "@sam/bus"
 import { BootTokens } from "@sam/gateway"
 import { Effect, Redacted } from "effect"
 import { describe, expect } from "vitest"
@@ -207,6 +207,10 @@ describe("the boot path under attack", () => {
         const denied = nextPermissionError(nc.status())
         nc.publish(Domain.GitAccess.gitAccessSubject(other), JSON.stringify({ workspaceId: makeId("ws") }))
         expect(String((yield* denied).message)).toMatch(/publish/i)
+        // Write another node's boot log: refused the same way.
+        const deniedLog = nextPermissionError(nc.status())
+        nc.publish(Api.bootLogSubject(other), JSON.stringify({ entries: [] }))
+        expect(String((yield* deniedLog).message)).toMatch(/publish/i)
         // Overhear every node's asks, or every reply: the server refuses the subscriptions.
         for (const subject of ["sam.agent.*.git", `sam.agent.${other}.>`, "_R_.>", "_INBOX.>"]) {
           const refused = nextPermissionError(nc.status())

@@ -1,6 +1,7 @@
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { Domain } from "@sam/bus"
 import { Effect, Schedule, type Scope } from "effect"
 import { type AcpSession, AcpSessionHost, type SessionHostOptions } from "../src/acp/AcpSessionHost.js"
 import type { SessionEvent } from "../src/acp/SessionEvent.js"
@@ -14,7 +15,18 @@ export interface HostFixture {
 
 export const tempDir = () => Fs.mkdtempSync(Path.join(Os.tmpdir(), "sam-acp-"))
 
-/** Runs `body` against a session host driving the real demo agent in a fresh directory. */
+/** Fails unless every event is one the control plane takes in a report (the bus's `SessionEventBody`, ≤ 256 kB). */
+export const expectReportable = (events: ReadonlyArray<SessionEvent>) => {
+  for (const { seq, at: _at, ...body } of events) {
+    const parsed = Domain.NodeProtocol.SessionEvent.body.shape.event.safeParse(body)
+    if (!parsed.success) throw new Error(`event ${seq} (${body.type}) breaks the contract: ${parsed.error.message}`)
+  }
+}
+
+/**
+ * Runs `body` against a session host driving the real demo agent in a fresh directory; afterwards every event the
+ * host emitted must be one the bus accepts.
+ */
 export const withDemoHost = <A, E>(
   body: (fixture: HostFixture) => Effect.Effect<A, E, Scope.Scope>,
   options: Partial<SessionHostOptions> & { readonly dir?: string } = {}
@@ -33,7 +45,9 @@ export const withDemoHost = <A, E>(
         options.onEvent?.(event)
       }
     })
-    return yield* body({ session, events, dir })
+    const result = yield* body({ session, events, dir })
+    expectReportable(events)
+    return result
   }).pipe(Effect.scoped, Effect.provide(AcpSessionHost.Default), Effect.runPromise)
 
 /** Polls `condition` until it holds, failing after `timeoutMs`. */

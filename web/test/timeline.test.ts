@@ -1,13 +1,10 @@
+import type * as Api from "@sam/bus/api"
 import { describe, expect, it } from "vitest"
 import { renderMarkdown } from "../src/lib/markdown"
 import { attentionOf, elapsed } from "../src/lib/sessions"
 import { Timeline } from "../src/lib/timeline"
 
-const entry = (seq: number, event: Record<string, unknown>, promptEpoch = 1) => ({
-  seq,
-  promptEpoch,
-  event: event as { type: string }
-})
+const entry = (seq: number, event: Api.SessionEventBody, promptEpoch = 1) => ({ seq, promptEpoch, event })
 
 describe("timeline", () => {
   it("merges a prompt's text, updates tool cards in place, and takes each seq once", () => {
@@ -20,6 +17,7 @@ describe("timeline", () => {
       entry(3, {
         type: "tool-call-update",
         toolCallId: "a",
+        title: null,
         status: null,
         content: [{ type: "content", content: { type: "text", text: "README.md\n" } }]
       })
@@ -28,6 +26,7 @@ describe("timeline", () => {
       entry(4, {
         type: "tool-call-update",
         toolCallId: "a",
+        title: null,
         status: "completed",
         content: [],
         rawOutput: { exitCode: 0 }
@@ -50,6 +49,7 @@ describe("timeline", () => {
       entry(1, {
         type: "permission-requested",
         requestId: "perm_1",
+        toolCallId: "a",
         title: "edit",
         options: [{ optionId: "allow", name: "Allow", kind: "allow_once" }]
       })

@@ -99,29 +99,20 @@ const taskDraft = (event: TaskEvent, task: TaskFacts): Draft | undefined => {
 const sessionDraft = (event: SessionEvent, task: TaskFacts | null): Draft | undefined => {
   switch (event.type) {
     case "session.event": {
-      const e = event.body.event as {
-        readonly type: string
-        readonly title?: unknown
-        readonly entries?: unknown
-        readonly requestId?: unknown
-        readonly options?: unknown
-      }
+      const e = event.body.event
       if (e.type === "permission-requested") {
-        const what = typeof e.title === "string" && e.title !== "" ? e.title : "a tool call"
-        const options = (Array.isArray(e.options) ? e.options : [])
-          .map((o: { optionId?: unknown; name?: unknown }) => `${String(o.optionId)} (${String(o.name)})`)
-          .join(", ")
+        const what = e.title !== null && e.title !== "" ? e.title : "a tool call"
+        const options = e.options.map((o) => `${o.optionId} (${o.name})`).join(", ")
         return {
           type: "needs_input",
           title: "The agent needs your input",
           // What to answer and how: POST /sessions/:sessionId/permissions/:requestId {optionId} (ADR 0018).
-          body: clip(`Permission requested: ${what}. Request ${String(e.requestId)}; options: ${options}`),
+          body: clip(`Permission requested: ${what}. Request ${e.requestId}; options: ${options}`),
           sourceEventId: event.id
         }
       }
       if (e.type === "plan") {
-        const entries = Array.isArray(e.entries) ? e.entries : []
-        const steps = entries.map((entry) => String((entry as { content?: unknown }).content ?? "")).filter(Boolean)
+        const steps = e.entries.map((entry) => entry.content).filter(Boolean)
         return {
           type: "progress",
           title: "The agent made a plan",

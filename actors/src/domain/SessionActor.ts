@@ -220,7 +220,7 @@ const handle = (
         updatedAt: at
       }))
       const next = bump(r, { status: "failed", errorReason: reason, endedAt: new Date(), lastSeq: seq })
-      const said = { type: "failed" as const, reason, source: "control_plane" }
+      const said: Domain.SessionEventOf<"failed"> = { type: "failed", reason, source: "control_plane" }
       const entry: Ledger.TranscriptEntry = {
         seq,
         type: said.type,

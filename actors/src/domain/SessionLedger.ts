@@ -32,7 +32,7 @@ export interface SessionRow {
 export interface TranscriptEntry {
   readonly seq: number
   readonly type: string
-  readonly payload: unknown
+  readonly payload: Domain.SessionEventBody
   /** null for an entry the control plane recorded itself (`permission-answered`) */
   readonly nodeSeq: number | null
   readonly promptEpoch: number

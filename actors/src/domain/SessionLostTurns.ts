@@ -93,23 +93,25 @@ export const endLost = (
     if (!written.written) {
       return { state: { ...state, row: h.bump(row, { lastEvidenceAt: new Date() }) }, reply: { ok: true } }
     }
-    const said = [
-      ...calls.map((call) => ({
-        type: "tool-call-update",
-        toolCallId: call.toolCallId,
-        title: call.title,
-        status: "failed",
-        content: [],
-        rawOutput: null,
-        reason: "lost",
-        source: "control_plane"
-      })),
+    const said: Array<Domain.SessionEventBody> = [
+      ...calls.map(
+        (call): Domain.SessionEventOf<"tool-call-update"> => ({
+          type: "tool-call-update",
+          toolCallId: call.toolCallId,
+          title: call.title,
+          status: "failed",
+          content: [],
+          rawOutput: null,
+          reason: "lost",
+          source: "control_plane"
+        })
+      ),
       {
         type: "turn-ended",
         stopReason: "lost",
         reason: "lost",
         message: lost.why,
-        lostToolCalls: calls,
+        lostToolCalls: [...calls],
         source: "control_plane"
       }
     ]
@@ -138,10 +140,10 @@ export const endLost = (
             next,
             SessionEvents.SessionEventAppended.make(
               {
-                sessionId: row.id as never,
+                sessionId: row.id,
                 seq: entry.seq,
                 promptEpoch: entry.promptEpoch,
-                event: entry.payload as never
+                event: entry.payload
               },
               h.meta
             )

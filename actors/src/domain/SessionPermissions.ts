@@ -39,8 +39,12 @@ export const policyChoice = (policy: "allow" | "deny", options: Pending["options
 const str = (value: unknown, max: number) => (typeof value === "string" ? value.slice(0, max) : null)
 
 /** The pending request a `permission-requested` event describes. */
-const pendingOf = (event: Record<string, unknown>, promptEpoch: number, timeoutSeconds: number): Pending => {
-  const options = Array.isArray(event.options) ? (event.options as Array<Record<string, unknown>>) : []
+const pendingOf = (
+  event: Domain.SessionEventOf<"permission-requested">,
+  promptEpoch: number,
+  timeoutSeconds: number
+): Pending => {
+  const options = event.options
   const now = Date.now()
   return {
     requestId: str(event.requestId, 128) ?? "",
@@ -61,7 +65,7 @@ const pendingOf = (event: Record<string, unknown>, promptEpoch: number, timeoutS
 const answered = (h: Helpers, row: Row, reportId: string, request: Pending, optionId: string, by: By) => {
   const seq = row.lastSeq + 1
   const option = request.options.find((o) => o.optionId === optionId)
-  const payload = {
+  const payload: Domain.SessionEventOf<"permission-answered"> = {
     type: "permission-answered",
     requestId: request.requestId,
     outcome: optionId,
@@ -84,7 +88,7 @@ const answered = (h: Helpers, row: Row, reportId: string, request: Pending, opti
   const event = h.event(
     next,
     SessionEvents.SessionEventAppended.make(
-      { sessionId: row.id as never, seq, promptEpoch: request.promptEpoch, event: payload as never },
+      { sessionId: row.id, seq, promptEpoch: request.promptEpoch, event: payload },
       h.meta
     )
   )
@@ -155,7 +159,7 @@ export const afterReport = (
       timers.push(...gone.map((p) => Actor.Timer.cancel(timerName(p.requestId))))
     }
     if (report.type === "session.event") {
-      const event = report.body.event as Record<string, unknown> & { readonly type: string }
+      const event = report.body.event
       if (event.type === "permission-requested" && typeof event.requestId === "string") {
         const { policy, timeoutSeconds } = policyOf(reaction.state)
         const request = pendingOf(event, report.body.promptEpoch, timeoutSeconds)

@@ -49,7 +49,7 @@ export const rejected = (deps: Deps, state: State, command: Command, h: Helpers)
   return Effect.gen(function* () {
     yield* log
     const seq = row.lastSeq + 1
-    const said = { type: "turn-failed" as const, reason, source: "control_plane" }
+    const said: Domain.SessionEventOf<"turn-failed"> = { type: "turn-failed", reason, source: "control_plane" }
     const next = h.bump(row, { lastSeq: seq })
     const at = new Date().toISOString()
     // The refused prompt's turn is over; a later prompt's snapshot is left alone.
@@ -95,8 +95,8 @@ const undelivered = (state: State, row: Ledger.SessionRow, command: Command, rea
   Effect.gen(function* () {
     yield* Effect.logWarning(`session ${row.id}: ${reason}`)
     const seq = row.lastSeq + 1
-    const said = {
-      type: "permission-resolved" as const,
+    const said: Domain.SessionEventOf<"permission-resolved"> = {
+      type: "permission-resolved",
       requestId: command.body.requestId ?? null,
       outcome: "undelivered",
       reason,

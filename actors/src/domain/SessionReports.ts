@@ -140,14 +140,14 @@ export const report = (
     return Effect.gen(function* () {
       const body = report.body
       const seq = row.lastSeq + 1
-      const agentStarted = body.event.type === "agent-started" && typeof body.event.acpSessionId === "string"
+      const event = body.event
       const next = h.bump(row, {
         lastSeq: seq,
         lastEvidenceAt: new Date(),
-        ...(agentStarted ? { acpSessionId: body.event.acpSessionId as string } : {})
+        ...(event.type === "agent-started" ? { acpSessionId: event.acpSessionId } : {})
       })
-      const entries = body.event.type === "plan" ? body.event.entries : undefined
-      const plan = Array.isArray(entries) ? Domain.SessionSnapshot.shape.plan.safeParse(entries) : undefined
+      // the snapshot's plan is stricter than the event's (its statuses, bounded sizes): one it refuses is not shown
+      const plan = event.type === "plan" ? Domain.SessionSnapshot.shape.plan.safeParse(event.entries) : undefined
       // Staged unread: the event's answer is not needed, and the snapshot's read waits for the commit.
       yield* deps.snapshots.stage(row.id, (current) =>
         current === undefined
@@ -175,8 +175,8 @@ export const report = (
       }
       const withEntry: State = { ...state, row: next, transcript: [entry] }
       // The agent could not be kept alive: the session fails, and with it its task (sam-protocols §1).
-      if (body.event.type === "failed" && next.status !== "failed" && next.status !== "stopped") {
-        const reason = `agent failed: ${typeof body.event.reason === "string" ? body.event.reason : "no reason given"}`
+      if (event.type === "failed" && next.status !== "failed" && next.status !== "stopped") {
+        const reason = `agent failed: ${event.reason}`
         const failed = yield* h.fail(next, reason, { events: [appended] })
         return {
           ...failed,

@@ -1,4 +1,5 @@
 import { z } from "zod"
+import { SessionEventBody } from "../domain/SessionEventBody.js"
 import { SessionSnapshot } from "../domain/SessionState.js"
 import { ProjectId, SessionId, UserId } from "../Ids.js"
 import { ApiErrorBody } from "./ApiError.js"
@@ -88,7 +89,7 @@ export const SessionEventFrame = z.object({
   seq: z.number().int().positive(),
   promptEpoch: z.number().int().nonnegative(),
   /** the agent's event as the transcript stores it: `{ type: "text" | "plan" | …, … }` */
-  event: z.object({ type: z.string() }).catchall(z.unknown()),
+  event: SessionEventBody,
   /** when it was recorded (the transcript's time when caught up, the event's when live; close, not equal) */
   at: z.string(),
   /** the id of the request this event answers (its `X-Request-Id`): one message followed end to end */

@@ -1,5 +1,6 @@
 import { z } from "zod"
-import { AgentKind, SessionEventKind, TaskMode } from "../domain/NodeProtocol.js"
+import { AgentKind, TaskMode } from "../domain/NodeProtocol.js"
+import { SessionEventBody } from "../domain/SessionEventBody.js"
 import { SessionSnapshot } from "../domain/SessionState.js"
 import { SessionStatus, TaskStatus } from "../domain/States.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
@@ -84,11 +85,21 @@ export type Session = z.infer<typeof Session>
 export const ListSessionsQuery = z.object({ limit: limit(50, 200), before: SessionId.optional() })
 export const SessionList = z.object({ sessions: z.array(Session), nextBefore: SessionId.nullable() })
 
+/** What the agent did, one kind per `type` (the same body on the node's reports, the bus and the feed). */
+export {
+  PermissionOption,
+  SessionEventBody,
+  type SessionEventKind,
+  type SessionEventOf,
+  SessionPlanEntry,
+  ToolCallContent
+} from "../domain/SessionEventBody.js"
+
 /** One transcript entry; `event` is what the agent did (`type` is its kind: text, thought, tool-call…). */
 export const TranscriptEntry = z.object({
   seq: z.number().int().positive(),
   promptEpoch: z.number().int().nonnegative().nullable(),
-  event: z.object({ type: SessionEventKind }).catchall(z.unknown()),
+  event: SessionEventBody,
   at: z.iso.datetime()
 })
 

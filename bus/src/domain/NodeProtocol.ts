@@ -2,6 +2,7 @@ import { z } from "zod"
 import { defineMessage, type EnvelopeOf, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
 import { NodeXkey, SealedLaunch } from "./AgentLaunch.js"
+import { SessionEventBody } from "./SessionEventBody.js"
 import { Activity } from "./SessionState.js"
 
 /**
@@ -173,29 +174,7 @@ export const BootLog = defineMessage(
   { durable: true }
 )
 
-/** What the agent did, as the node's session host saw it (text, thought, plan, tool call, lifecycle). */
-export const SessionEventKind = z.enum([
-  "agent-started",
-  "prompt-started",
-  "text",
-  "thought",
-  "plan",
-  "tool-call",
-  "tool-call-update",
-  "permission-requested",
-  "permission-resolved",
-  /** recorded by the control plane: who answered a permission request (a user, the policy, its timeout) */
-  "permission-answered",
-  "update",
-  "turn-ended",
-  "turn-failed",
-  "cancelled",
-  "crashed",
-  "restarted",
-  "failed",
-  "stopped",
-  "agent-output-ignored"
-])
+export { SessionEventKind } from "./SessionEventBody.js"
 
 export const SessionEvent = defineMessage(
   "session.event-reported",
@@ -204,10 +183,11 @@ export const SessionEvent = defineMessage(
     /** the node's order of events for this session; the session actor assigns the persisted seq */
     nodeSeq: z.number().int().positive(),
     promptEpoch: z.number().int().nonnegative(),
-    event: z
-      .object({ type: SessionEventKind })
-      .catchall(z.unknown())
-      .refine((event) => JSON.stringify(event).length <= 256_000, "session event larger than 256 kB")
+    /** what the agent did (SessionEventBody), at most 256 kB of JSON */
+    event: SessionEventBody.refine(
+      (event) => JSON.stringify(event).length <= 256_000,
+      "session event larger than 256 kB"
+    )
   }),
   { durable: true }
 )

@@ -1,7 +1,8 @@
 import { z } from "zod"
 import { defineMessage, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
-import { AgentKind, SessionEventKind, TaskMode } from "./NodeProtocol.js"
+import { AgentKind, TaskMode } from "./NodeProtocol.js"
+import { SessionEventBody } from "./SessionEventBody.js"
 import { SessionSnapshot } from "./SessionState.js"
 
 /**
@@ -38,7 +39,7 @@ export const SessionEventAppended = defineMessage(
     promptEpoch: z.number().int().nonnegative(),
     /** absent for an entry the control plane itself recorded (`permission-answered`) */
     nodeSeq: z.number().int().positive().optional(),
-    event: z.object({ type: SessionEventKind }).catchall(z.unknown())
+    event: SessionEventBody
   }),
   { durable: true }
 )

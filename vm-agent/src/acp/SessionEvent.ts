@@ -9,27 +9,30 @@ import type {
   ToolKind
 } from "@agentclientprotocol/sdk"
 
-/** What happened in a session, as the host reports it. `SessionEvent` adds the per-session `seq`. */
+/**
+ * What happened in a session, as the host reports it. `SessionEvent` adds the per-session `seq`. Each member must
+ * stay assignable to the bus's `SessionEventBody` (the reporter takes no other): the contract is checked here.
+ */
 export type SessionEventBody =
   | { readonly type: "agent-started"; readonly pid: number; readonly acpSessionId: string; readonly loaded: boolean }
   | { readonly type: "prompt-started"; readonly text: string }
   | { readonly type: "text"; readonly text: string }
   | { readonly type: "thought"; readonly text: string }
-  | { readonly type: "plan"; readonly entries: ReadonlyArray<PlanEntry> }
+  | { readonly type: "plan"; readonly entries: Array<PlanEntry> }
   | {
       readonly type: "tool-call"
       readonly toolCallId: string
       readonly title: string
       readonly kind: ToolKind | null
       readonly status: ToolCallStatus | null
-      readonly content: ReadonlyArray<ToolCallContent>
+      readonly content: Array<ToolCallContent>
     }
   | {
       readonly type: "tool-call-update"
       readonly toolCallId: string
       readonly title: string | null
       readonly status: ToolCallStatus | null
-      readonly content: ReadonlyArray<ToolCallContent>
+      readonly content: Array<ToolCallContent>
       readonly rawOutput: unknown
     }
   | {
@@ -37,7 +40,7 @@ export type SessionEventBody =
       readonly requestId: string
       readonly toolCallId: string
       readonly title: string | null
-      readonly options: ReadonlyArray<PermissionOption>
+      readonly options: Array<PermissionOption>
     }
   | { readonly type: "permission-resolved"; readonly requestId: string; readonly outcome: string }
   | { readonly type: "update"; readonly update: SessionUpdate }

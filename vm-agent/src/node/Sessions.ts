@@ -27,6 +27,9 @@ class AgentEventItem {
 /** What a session reports, in order: the agent's events (coalesced into runs) and other reports. */
 type OutboxItem = AgentEventItem | Effect.Effect<void>
 
+/** One event of a session's report, as the bus defines it: the vm-agent's events must fit it as they are. */
+type AgentEventReport = { readonly nodeSeq: number; readonly event: Domain.SessionEventBody }
+
 /** Most outbox items taken at once, so a run stays well inside one report's limits. */
 const OUTBOX_TAKE = 256
 
@@ -162,7 +165,7 @@ export const makeSessions = (deps: SessionsDeps) => {
             : undefined
         return { nodeSeq: seq, epoch: entry.current?.turnEpoch ?? next.promptEpoch, body, after }
       }
-      const publishRun = (events: ReadonlyArray<{ nodeSeq: number; event: Record<string, unknown> }>, epoch: number) =>
+      const publishRun = (events: Array<AgentEventReport>, epoch: number) =>
         events.length === 1
           ? deps.reporter.send(
               NodeProtocol.SessionEvent,
@@ -170,13 +173,13 @@ export const makeSessions = (deps: SessionsDeps) => {
                 sessionId: record.sessionId,
                 nodeSeq: events[0]!.nodeSeq,
                 promptEpoch: epoch,
-                event: events[0]!.event as never
+                event: events[0]!.event
               },
               record.sessionId
             )
           : deps.reporter.send(
               NodeProtocol.SessionEvents,
-              { sessionId: record.sessionId, promptEpoch: epoch, events: events as never },
+              { sessionId: record.sessionId, promptEpoch: epoch, events },
               record.sessionId
             )
       /**
@@ -188,7 +191,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         Effect.catchAllCause(effect, (cause) => Effect.logError(`session report failed: ${Cause.pretty(cause)}`))
       const drain = Effect.gen(function* () {
         const items = yield* Queue.takeBetween(outbox, 1, OUTBOX_TAKE)
-        let run: Array<{ nodeSeq: number; event: Record<string, unknown> }> = []
+        let run: Array<AgentEventReport> = []
         let epoch = 0
         let bytes = 0
         const flush = Effect.suspend(() => {

@@ -1,3 +1,4 @@
+import type * as Api from "@sam/bus/api"
 import { renderMarkdown } from "./markdown"
 
 /** One row of the chat timeline, built from the session's transcript entries (seq order). */
@@ -49,17 +50,17 @@ export type Item =
 export interface Entry {
   readonly seq: number
   readonly promptEpoch: number | null
-  readonly event: { readonly type: string } & Record<string, unknown>
+  /** as the API and the feed give it; the feed's frames are not checked again here, so fields are read with care */
+  readonly event: Api.SessionEventBody
 }
 
 const str = (value: unknown): string => (typeof value === "string" ? value : "")
 
 /** Text of ACP tool-call content blocks: `content` text, diffs as unified-ish text, terminals by id. */
-const contentText = (content: unknown): { text: string; diff: boolean } => {
+const contentText = (content: ReadonlyArray<Api.ToolCallContent> | undefined): { text: string; diff: boolean } => {
   let diff = false
   const parts: Array<string> = []
-  for (const block of Array.isArray(content) ? content : []) {
-    const b = block as Record<string, unknown>
+  for (const b of Array.isArray(content) ? content : []) {
     if (b.type === "content") {
       const inner = b.content as Record<string, unknown> | undefined
       parts.push(inner?.type === "text" ? str(inner.text) : `[${str(inner?.type)}]`)
@@ -139,15 +140,15 @@ export class Timeline {
         return
       case "plan": {
         const entries = (Array.isArray(event.entries) ? event.entries : []).map((e) => ({
-          content: str((e as Record<string, unknown>).content),
-          status: str((e as Record<string, unknown>).status) || "pending"
+          content: str(e.content),
+          status: str(e.status) || "pending"
         }))
         this.push({ kind: "plan", key, seq, entries })
         return
       }
       case "tool-call": {
         const { text, diff } = contentText(event.content)
-        const locations = Array.isArray(event.locations) ? (event.locations as Array<Record<string, unknown>>) : []
+        const locations = Array.isArray(event.locations) ? event.locations : []
         const first = locations[0]
         this.tools.set(str(event.toolCallId), this.items.length)
         this.push({
@@ -169,7 +170,9 @@ export class Timeline {
         const item = index === undefined ? undefined : this.items[index]
         if (index === undefined || item?.kind !== "tool") return
         const { text, diff } = contentText(event.content)
-        const exit = (event.rawOutput as { exitCode?: unknown } | null)?.exitCode
+        const raw = event.rawOutput
+        const exit =
+          typeof raw === "object" && raw !== null ? (raw as { readonly exitCode?: unknown }).exitCode : undefined
         this.replace(index, {
           ...item,
           title: str(event.title) || item.title,
@@ -182,9 +185,9 @@ export class Timeline {
       case "permission-requested": {
         this.permissions.set(str(event.requestId), this.items.length)
         const options = (Array.isArray(event.options) ? event.options : []).map((o) => ({
-          optionId: str((o as Record<string, unknown>).optionId),
-          name: str((o as Record<string, unknown>).name),
-          kind: str((o as Record<string, unknown>).kind)
+          optionId: str(o.optionId),
+          name: str(o.name),
+          kind: str(o.kind)
         }))
         this.push({
           kind: "permission",
@@ -202,7 +205,7 @@ export class Timeline {
         const index = this.permissions.get(str(event.requestId))
         const item = index === undefined ? undefined : this.items[index]
         if (index === undefined || item?.kind !== "permission") return
-        const outcome = str(event.outcome) || str(event.optionId) || "answered"
+        const outcome = str(event.outcome) || "answered"
         const name = item.options.find((o) => o.optionId === outcome)?.name ?? outcome
         this.replace(index, { ...item, outcome: name })
         return
@@ -213,7 +216,7 @@ export class Timeline {
         return
       }
       case "turn-failed":
-        this.push({ kind: "system", key, seq, text: `Turn failed: ${str(event.message)}`, error: true })
+        this.push({ kind: "system", key, seq, text: `Turn failed: ${str(event.message ?? event.reason)}`, error: true })
         return
       case "crashed":
         this.push({

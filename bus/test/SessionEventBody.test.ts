@@ -7,7 +7,7 @@ const { NodeProtocol, SessionEvents } = Domain
  * Every kind as its producers really write it: the vm-agent's session host (vm-agent/src/acp) and, where it records
  * entries itself, the control plane (actors: a failed session, a lost turn, a refused prompt or answer, an answer).
  */
-const real: { readonly [K in Domain.SessionEventKind]: ReadonlyArray<Record<string, unknown>> } = {
+const real: { readonly [K in Domain.SessionEventKind]: ReadonlyArray<Domain.SessionEventOf<K>> } = {
   "agent-started": [{ type: "agent-started", pid: 4242, acpSessionId: "c9f1-acp", loaded: false }],
   "prompt-started": [{ type: "prompt-started", text: "run ls" }],
   text: [{ type: "text", text: "Hello " }],
@@ -134,7 +134,10 @@ describe("session event bodies", () => {
     expect(Object.keys(real).sort()).toEqual([...Domain.SessionEventKind.options].sort())
   })
 
-  it.each(Object.entries(real).flatMap(([kind, events]) => events.map((event, i) => [`${kind} #${i + 1}`, event])))(
+  const cases: Array<[string, Domain.SessionEventBody]> = Object.entries(real).flatMap(([kind, events]) =>
+    events.map((event, i): [string, Domain.SessionEventBody] => [`${kind} #${i + 1}`, event])
+  )
+  it.each(cases)(
     "takes %s as its producer writes it, in a report, a domain event and an API page, unchanged",
     (_, event) => {
       const decoded = report(event)
@@ -145,7 +148,7 @@ describe("session event bodies", () => {
         sessionId,
         seq: 1,
         promptEpoch: 1,
-        event: event as never
+        event
       })
       expect(appended.body.event).toEqual(event)
       const page = Api.TranscriptEntry.parse({ seq: 1, promptEpoch: 1, event, at: new Date().toISOString() })

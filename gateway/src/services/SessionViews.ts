@@ -191,6 +191,9 @@ export const getSession = Effect.fn("Sessions.get")(function* (principal: Princi
   return toSession(row, snaps.get(row.id))
 })
 
+/** A transcript entry's event as the session actor stored it (checked when reported; the route's schema checks it again). */
+const storedEvent = (payload: string): Api.SessionEventBody => JSON.parse(StoredJson.decode(payload))
+
 /** A page of the transcript after `afterSeq`, in seq order; `nextAfterSeq` is null once it reached the end. */
 export const transcript = Effect.fn("Sessions.transcript")(function* (
   principal: Principal,
@@ -209,7 +212,7 @@ export const transcript = Effect.fn("Sessions.transcript")(function* (
   const events = page.map((row) => ({
     seq: Number(row.seq),
     promptEpoch: row.promptEpoch,
-    event: JSON.parse(StoredJson.decode(row.payload)) as never,
+    event: storedEvent(row.payload),
     at: row.at.toISOString()
   }))
   return {

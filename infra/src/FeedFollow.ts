@@ -14,29 +14,30 @@ import { StackError } from "./StackError.js"
 const T = Api.TaskEndpoints
 
 /** How one session event reads in a terminal. */
-export const render = (event: Record<string, unknown> & { type: string }): string => {
+export const render = (event: Api.SessionEventBody): string => {
   switch (event.type) {
     case "text":
-      return String(event.text)
+      return event.text
     case "thought":
-      return `\x1b[2m${String(event.text)}\x1b[0m`
+      return `\x1b[2m${event.text}\x1b[0m`
     case "plan":
-      return `\n[plan] ${(event.entries as Array<{ content: string; status: string }>).map((e) => `${e.status === "completed" ? "✓" : "·"} ${e.content}`).join(" | ")}\n`
+      return `\n[plan] ${event.entries.map((e) => `${e.status === "completed" ? "✓" : "·"} ${e.content}`).join(" | ")}\n`
     case "tool-call":
-      return `\n$ ${String(event.title)}\n`
-    case "tool-call-update": {
-      const content =
-        (event.content as Array<{ type: string; content?: { type: string; text?: string } }> | undefined) ?? []
-      return content.map((c) => c.content?.text ?? "").join("")
-    }
+      return `\n$ ${event.title}\n`
+    case "tool-call-update":
+      // ACP `content` blocks carry a content block; the text ones are what a shell printed
+      return event.content
+        .map((c) => (c.type === "content" ? (c.content as { readonly text?: unknown } | undefined)?.text : undefined))
+        .map((text) => (typeof text === "string" ? text : ""))
+        .join("")
     case "turn-ended":
-      return `\n· turn ended (${String(event.stopReason)})\n`
+      return `\n· turn ended (${event.stopReason})\n`
     case "cancelled":
       return "\n· cancelled\n"
     case "crashed":
       return `\n✗ the agent crashed (exit ${String(event.exitCode)})\n`
     case "failed":
-      return `\n✗ ${String(event.reason)}\n`
+      return `\n✗ ${event.reason}\n`
     default:
       return ""
   }

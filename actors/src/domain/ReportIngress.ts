@@ -502,28 +502,42 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
       Trace.withCorrelation(run[0]?.envelope.correlationId),
       Effect.withSpan("ReportIngress.run", { attributes: { reports: run.length } })
     )
-  /** Split what a lane took into runs (in order) and handle each. */
-  const handleTaken = (taken: ReadonlyArray<Consume.Delivery<AgentReport>>) =>
+  /** One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. */
+  const handleEntity = (reports: ReadonlyArray<Consume.Delivery<AgentReport>>) =>
     Effect.gen(function* () {
       let i = 0
-      while (i < taken.length) {
-        const key = options.sessionRuns === undefined ? undefined : runKey(taken[i]!)
+      while (i < reports.length) {
+        const key = options.sessionRuns === undefined ? undefined : runKey(reports[i]!)
         let j = i + 1
-        let bytes = taken[i]!.msg.data.length
+        let bytes = reports[i]!.msg.data.length
         while (
           key !== undefined &&
-          j < taken.length &&
+          j < reports.length &&
           j - i < ControlProtocol.MAX_REPORTS_PER_RUN &&
-          runKey(taken[j]!) === key &&
-          bytes + taken[j]!.msg.data.length <= RUN_BYTES
+          runKey(reports[j]!) === key &&
+          bytes + reports[j]!.msg.data.length <= RUN_BYTES
         ) {
-          bytes += taken[j]!.msg.data.length
+          bytes += reports[j]!.msg.data.length
           j++
         }
-        yield* j - i === 1 ? handleOne(taken[i]!) : handleRun(taken.slice(i, j))
+        yield* j - i === 1 ? handleOne(reports[i]!) : handleRun(reports.slice(i, j))
         i = j
       }
     })
+  /**
+   * What a lane took, by entity: each entity's reports in their order, the entities side by side
+   * (a lane serves several sessions; their reports interleave, and only one entity's order matters).
+   */
+  const handleTaken = (taken: ReadonlyArray<Consume.Delivery<AgentReport>>) => {
+    const byEntity = new Map<string, Array<Consume.Delivery<AgentReport>>>()
+    for (const delivery of taken) {
+      const key = entityOf(delivery.envelope) ?? delivery.subject
+      const reports = byEntity.get(key)
+      if (reports === undefined) byEntity.set(key, [delivery])
+      else reports.push(delivery)
+    }
+    return Effect.forEach(byEntity.values(), handleEntity, { concurrency: "unbounded", discard: true })
+  }
   const work = (revision: number) =>
     Effect.gen(function* () {
       // Should it fail (NATS still settling), retry: the lease is given up should it keep failing.

@@ -168,13 +168,8 @@ export const fakeNode = (nodeId: NodeId) =>
     const publishBytes = (type: string, data: string | Uint8Array) =>
       Effect.promise(() => nats.js.publish(Subjects.agentReport(nodeId, type), data)).pipe(Effect.asVoid)
     let nodeSeq = 0
-    const event = (sessionId: string, promptEpoch: number, event: { type: string; [k: string]: unknown }) =>
-      NodeProtocol.SessionEvent.make({
-        sessionId: sessionId as never,
-        nodeSeq: ++nodeSeq,
-        promptEpoch,
-        event: event as never
-      })
+    const event = (sessionId: string, promptEpoch: number, event: Domain.SessionEventBody) =>
+      NodeProtocol.SessionEvent.make({ sessionId: sessionId as never, nodeSeq: ++nodeSeq, promptEpoch, event })
     const activity = (
       sessionId: string,
       body: Omit<Parameters<typeof NodeProtocol.SessionActivity.make>[0], "sessionId" | "observedAt"> & {

@@ -165,7 +165,7 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         yield* node.publishBytes("session.event-reported", "{not json")
         yield* node.publishBytes(
           "session.event-reported",
-          JSON.stringify({ ...node.event(sessionId, 1, { type: "text" }), body: { sessionId } })
+          JSON.stringify({ ...node.event(sessionId, 1, { type: "text", text: "x" }), body: { sessionId } })
         )
         yield* node.publishBytes(
           "nonsense",

@@ -183,10 +183,17 @@ export const SessionEvent = defineMessage(
     /** the node's order of events for this session; the session actor assigns the persisted seq */
     nodeSeq: z.number().int().positive(),
     promptEpoch: z.number().int().nonnegative(),
-    /** what the agent did (SessionEventBody), at most 256 kB of JSON */
+    /**
+     * what the agent did (SessionEventBody), at most 256 kB of JSON; never an entry in the control
+     * plane's name (`source: "control_plane"` is how the transcript marks what SAM itself recorded, so
+     * a node must not be able to put words in its mouth)
+     */
     event: SessionEventBody.refine(
       (event) => JSON.stringify(event).length <= 256_000,
       "session event larger than 256 kB"
+    ).refine(
+      (event) => (event as { readonly source?: unknown }).source === undefined,
+      "a node's event has no source: the control plane's entries are its own"
     )
   }),
   { durable: true }

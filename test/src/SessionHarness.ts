@@ -14,7 +14,7 @@ import {
   Topology
 } from "@sam/bus"
 import { Migrations } from "@sam/sql"
-import { Context, Effect, Exit, Layer, type Redacted, Scope } from "effect"
+import { Context, type Duration, Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import { startRuntime } from "./ActorsInProcess.js"
 import { freshDatabase, natsAsNode, sqlLayer, unique } from "./Env.js"
 
@@ -86,19 +86,25 @@ export const startControl = (url: Redacted.Redacted<string>, options: ControlOpt
       "session shards leased",
       Effect.sync(() => runtime.shards().length === 2 || undefined)
     )
-    const durable = unique("ingress")
-    /** one more ingress instance on the same durable consumer, alive until `stop` */
-    const ingress = (instanceId: string) =>
+    const shared = unique("ingress")
+    /**
+     * One more ingress instance, alive until `stop`: on the same durable consumer as the first, or on
+     * one of its own (`durable`), with the production ack wait when a test needs redelivery to show.
+     */
+    const ingress = (
+      instanceId: string,
+      consumer: { readonly durable?: string; readonly ackWait?: Duration.DurationInput } = {}
+    ) =>
       Effect.gen(function* () {
         const scope = yield* Scope.make()
         yield* ReportIngress.run({
           routes: ReportIngress.sessionRoutes(session),
           sessionRuns: session,
-          durable,
+          durable: consumer.durable ?? shared,
           deliver: "new",
           instanceId,
           leaseTtl: "1500 millis",
-          ackWait: "2 seconds"
+          ackWait: consumer.ackWait ?? "2 seconds"
         }).pipe(Scope.extend(scope))
         return { stop: Scope.close(scope, Exit.void) }
       })

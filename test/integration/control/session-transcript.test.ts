@@ -1,8 +1,8 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Actor, Actors, ReportIngress } from "@sam/actors"
+import { Actor, Actors } from "@sam/actors"
 import { Domain, encode, makeId, Nats } from "@sam/bus"
-import { Effect, Exit, Layer, type Redacted, Scope } from "effect"
+import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
 import {
@@ -208,7 +208,7 @@ describe("session actor: transcript and activity", () => {
     "reports an earlier ingress holder was given and never acknowledged come again at once and in order, not after the ack wait",
     () =>
       Effect.gen(function* () {
-        const { session, stopFirstIngress } = yield* startControl(url)
+        const { session, ingress, stopFirstIngress } = yield* startControl(url)
         yield* stopFirstIngress
         const { projectId, place } = yield* placement
         const { nodeId, workspaceId } = yield* place()
@@ -217,22 +217,9 @@ describe("session actor: transcript and activity", () => {
         yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
         // An ingress of its own with the production ack wait (30 s), so a redelivery by the ack wait shows.
         const durable = makeId("msg").replace("msg_", "ing")
-        const holder = (instanceId: string) =>
-          Effect.gen(function* () {
-            const scope = yield* Scope.make()
-            yield* ReportIngress.run({
-              routes: ReportIngress.sessionRoutes(session),
-              sessionRuns: session,
-              durable,
-              deliver: "new",
-              instanceId,
-              leaseTtl: "1500 millis",
-              ackWait: "30 seconds"
-            }).pipe(Scope.extend(scope))
-            return Scope.close(scope, Exit.void)
-          })
-        const stopFirst = yield* holder("ingress-first")
-        yield* stopFirst
+        const holder = (instanceId: string) => ingress(instanceId, { durable, ackWait: "30 seconds" })
+        const first = yield* holder("ingress-first")
+        yield* first.stop
         const say = (i: number) => node.publish(node.event(sessionId, 1, { type: "text", text: `${i}` }), sessionId)
         // The earlier holder was given three reports and died before acknowledging them.
         for (const i of [0, 1, 2]) yield* say(i)
@@ -263,7 +250,7 @@ describe("session actor: transcript and activity", () => {
     "reports that wait together go to the session as one run; one applied alone before, or stored twice in the run, counts once",
     () =>
       Effect.gen(function* () {
-        const { session, stopFirstIngress } = yield* startControl(url)
+        const { session, ingress, stopFirstIngress } = yield* startControl(url)
         yield* stopFirstIngress
         const { projectId, place } = yield* placement
         const { nodeId, workspaceId } = yield* place()
@@ -271,28 +258,16 @@ describe("session actor: transcript and activity", () => {
         const sessionId = makeId("sess")
         yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
         const durable = makeId("msg").replace("msg_", "ing")
-        const holder = (instanceId: string) =>
-          Effect.gen(function* () {
-            const scope = yield* Scope.make()
-            yield* ReportIngress.run({
-              routes: ReportIngress.sessionRoutes(session),
-              sessionRuns: session,
-              durable,
-              deliver: "new",
-              instanceId,
-              leaseTtl: "1500 millis"
-            }).pipe(Scope.extend(scope))
-            return Scope.close(scope, Exit.void)
-          })
+        const holder = (instanceId: string) => ingress(instanceId, { durable })
         const events = Array.from({ length: 10 }, (_, i) => node.event(sessionId, 1, { type: "text", text: `${i}` }))
         // The first report is applied on its own.
-        const stopFirst = yield* holder("ingress-first")
+        const first = yield* holder("ingress-first")
         yield* node.publish(events[0]!, sessionId)
         yield* waitUntil(
           "the first report in the transcript",
           transcriptOf(sessionId).pipe(Effect.map((rows) => rows.length === 1 || undefined))
         )
-        yield* stopFirst
+        yield* first.stop
         // With no ingress running, the rest wait: the first stored again, and the sixth stored twice.
         yield* node.publishRaw(events[0]!, sessionId)
         for (const [i, event] of events.entries()) {

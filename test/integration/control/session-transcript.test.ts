@@ -24,6 +24,18 @@ beforeAll(async () => {
 })
 const env = () => Layer.merge(natsAdmin("session-transcript"), sqlLayer(url))
 
+/** An open session on a node whose reports no ingress takes yet: the test starts the ones it needs. */
+const sessionWithoutIngress = Effect.gen(function* () {
+  const { session, ingress, stopFirstIngress } = yield* startControl(url)
+  yield* stopFirstIngress
+  const { projectId, place } = yield* placement
+  const { nodeId, workspaceId } = yield* place()
+  const node = yield* fakeNode(nodeId)
+  const sessionId = makeId("sess")
+  yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
+  return { session, ingress, node, sessionId }
+})
+
 describe("session actor: transcript and activity", () => {
   it.scopedLive(
     "events are persisted with seq 1..n in order, once, though reports are redelivered and published twice",
@@ -208,13 +220,7 @@ describe("session actor: transcript and activity", () => {
     "reports an earlier ingress holder was given and never acknowledged come again at once and in order, not after the ack wait",
     () =>
       Effect.gen(function* () {
-        const { session, ingress, stopFirstIngress } = yield* startControl(url)
-        yield* stopFirstIngress
-        const { projectId, place } = yield* placement
-        const { nodeId, workspaceId } = yield* place()
-        const node = yield* fakeNode(nodeId)
-        const sessionId = makeId("sess")
-        yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
+        const { ingress, node, sessionId } = yield* sessionWithoutIngress
         // An ingress of its own with the production ack wait (30 s), so a redelivery by the ack wait shows.
         const durable = makeId("msg").replace("msg_", "ing")
         const holder = (instanceId: string) => ingress(instanceId, { durable, ackWait: "30 seconds" })
@@ -250,13 +256,7 @@ describe("session actor: transcript and activity", () => {
     "reports that wait together go to the session as one run; one applied alone before, or stored twice in the run, counts once",
     () =>
       Effect.gen(function* () {
-        const { session, ingress, stopFirstIngress } = yield* startControl(url)
-        yield* stopFirstIngress
-        const { projectId, place } = yield* placement
-        const { nodeId, workspaceId } = yield* place()
-        const node = yield* fakeNode(nodeId)
-        const sessionId = makeId("sess")
-        yield* openSession(session, { projectId, workspaceId, nodeId, sessionId })
+        const { ingress, node, sessionId } = yield* sessionWithoutIngress
         const durable = makeId("msg").replace("msg_", "ing")
         const holder = (instanceId: string) => ingress(instanceId, { durable })
         const events = Array.from({ length: 10 }, (_, i) => node.event(sessionId, 1, { type: "text", text: `${i}` }))

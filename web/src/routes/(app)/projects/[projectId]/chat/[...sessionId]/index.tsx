@@ -200,9 +200,13 @@ export default component$(() => {
     })
 
     let refreshTimer: ReturnType<typeof setTimeout> | undefined
+    // Bumped by every live change: a read that was in flight meanwhile is older than what the page
+    // shows (it would bring a failed session back as idle), and the refresh that change asked for follows.
+    let live = 0
     const refresh = () => {
       clearTimeout(refreshTimer)
       refreshTimer = setTimeout(async () => {
+        const started = live
         const [list, one, task] = await Promise.all([
           call(api.call(Api.SessionEndpoints.listSessions, { params: { projectId }, query: { limit: 200 } })),
           sessionId === null ? undefined : call(api.call(Api.SessionEndpoints.getSession, { params: { sessionId } })),
@@ -210,6 +214,7 @@ export default component$(() => {
             ? undefined
             : call(api.call(Api.TaskEndpoints.getTask, { params: { taskId: state.task.id } }))
         ])
+        if (live !== started) return refresh()
         if (list.ok) {
           // A read that raced a live event must not bring an older snapshot back.
           const known = new Map(state.sessions.map((s) => [s.id, s]))
@@ -246,6 +251,7 @@ export default component$(() => {
           refresh()
           return
         case "snapshot":
+          live++
           if (f.sessionId === sessionId && f.snapshot !== null && !newer(state.session?.snapshot ?? null, f.snapshot)) {
             patchSession(f.sessionId, { snapshot: f.snapshot })
           }
@@ -261,6 +267,7 @@ export default component$(() => {
           return
         case "event": {
           if (f.projectId !== projectId) return
+          live++
           const body = (f.body ?? {}) as Record<string, unknown>
           const now = new Date().toISOString()
           if (f.eventType === "session.activity" && typeof body.sessionId === "string") {

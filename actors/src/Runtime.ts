@@ -9,6 +9,10 @@ import { publishRows } from "./internal/Relay.js"
 import { type RuntimeEvent, type RuntimeOptions, resolve } from "./internal/Settings.js"
 import { makeStore } from "./internal/Store.js"
 
+/** The oldest outbox rows looked at by one prune statement, and statements per prune. */
+const PRUNE_BATCH = 5_000
+const PRUNE_ROUNDS = 20
+
 export type { Applied, RuntimeEvent, RuntimeOptions } from "./internal/Settings.js"
 
 export interface LocalShard {
@@ -69,6 +73,27 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
     })
   fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats)), outboxWritten))
   fork(poll("timer poller", store.fireTimers(200, publishRows(nats))))
+  // Published outbox rows go once JetStream no longer needs them to drop a repeat (every instance
+  // prunes; deleting the same rows twice is harmless), a bounded batch at a time.
+  fork(
+    Effect.gen(function* () {
+      while (true) {
+        yield* Effect.sleep(settings.pruneEveryMs)
+        // a bounded amount of work per round: a backlog older than the retention goes over a few rounds
+        for (let round = 0, deleted = 1; deleted > 0 && round < PRUNE_ROUNDS; round++) {
+          deleted = yield* store
+            .pruneOutbox(settings.outboxRetentionMs, PRUNE_BATCH)
+            .pipe(
+              Effect.catchAllCause((cause) =>
+                Effect.logWarning("pruning the outbox failed; trying again later", Cause.pretty(cause)).pipe(
+                  Effect.as(0)
+                )
+              )
+            )
+        }
+      }
+    })
+  )
 
   const managers: Array<LeaseManager> = []
   for (const kind of kinds) managers.push(yield* manageLeases({ nats, store, kind, settings, fork, emit }))

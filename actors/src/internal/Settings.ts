@@ -64,6 +64,13 @@ export interface RuntimeOptions {
   readonly idleInTransaction?: Duration.DurationInput
   /** how often the outbox relay and the timer poller look for work when idle (default 200 ms) */
   readonly pollEvery?: Duration.DurationInput
+  /**
+   * how long a published outbox row is kept (default 1 h, `SAM_OUTBOX_RETENTION_MS`): long past
+   * JetStream's 2-minute duplicate window, so a relay's repeat is still dropped by the server
+   */
+  readonly outboxRetention?: Duration.DurationInput
+  /** how often published outbox rows older than the retention are deleted (default 60 s) */
+  readonly pruneEvery?: Duration.DurationInput
   readonly onEvent?: (event: RuntimeEvent) => void
   readonly onApplied?: (applied: Applied) => void
   /** testing: return true to leave a delivery unacknowledged after its commit (forces redelivery) */
@@ -90,7 +97,14 @@ export interface Settings {
   readonly renewEveryMs: number
   readonly idleInTransactionMs: number
   readonly pollEveryMs: number
+  readonly outboxRetentionMs: number
+  readonly pruneEveryMs: number
   readonly shard: ShardSettings
+}
+
+const envMs = (name: string) => {
+  const value = Number(process.env[name])
+  return Number.isFinite(value) && value >= 0 && process.env[name] !== "" ? value : undefined
 }
 
 const ms = (input: Duration.DurationInput | undefined, fallback: number) =>
@@ -105,6 +119,8 @@ export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Set
     renewEveryMs,
     idleInTransactionMs: ms(options.idleInTransaction, 30_000),
     pollEveryMs: ms(options.pollEvery, 200),
+    outboxRetentionMs: ms(options.outboxRetention, envMs("SAM_OUTBOX_RETENTION_MS") ?? 3_600_000),
+    pruneEveryMs: ms(options.pruneEvery, 60_000),
     shard: {
       ackWaitMs: ms(options.ackWait, 30_000),
       maxAckPending: options.maxAckPending ?? 1000,

@@ -312,12 +312,25 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     )
 
   /** Whether Postgres answers now: a command that failed while it did not is not the command's fault. */
+  /**
+   * Of the `limit` oldest outbox rows, delete those published before `olderThanMs` ago; the number
+   * deleted. Rows not yet published are never touched. Only the oldest rows are read (rows are
+   * published in order), so a call costs the same however many recent rows the table holds. Without
+   * this every event ever published stays a row.
+   */
+  const pruneOutbox = (olderThanMs: number, limit: number) =>
+    sql<{ seq: string }>`
+      DELETE FROM actor_outbox WHERE seq IN (
+        SELECT seq FROM (SELECT seq, sent_at FROM actor_outbox ORDER BY seq LIMIT ${limit}) AS oldest
+        WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => ${olderThanMs / 1000}))
+      RETURNING seq`.pipe(Effect.map((rows) => rows.length))
+
   const reachable = sql`SELECT 1`.pipe(
     Effect.timeout("1 second"),
     Effect.match({ onFailure: () => false, onSuccess: () => true })
   )
 
-  return { commit, commitGroup, deadLetter, readFence, writeFence, relayOutbox, fireTimers, reachable }
+  return { commit, commitGroup, deadLetter, readFence, writeFence, relayOutbox, fireTimers, pruneOutbox, reachable }
 }
 
 export type Store = ReturnType<typeof makeStore>

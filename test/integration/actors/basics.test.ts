@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Actor, ActorStatus, Actors } from "@sam/actors"
 import { Nats } from "@sam/bus"
-import { Effect, Layer, type Redacted } from "effect"
+import { Deferred, Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { actorsDatabase, counters, waitUntil } from "../../src/ActorsHarness.js"
 import { startRuntime } from "../../src/ActorsInProcess.js"
@@ -85,6 +85,65 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
       expect(mine.every((s) => s.owner === runtime.instanceId && s.epoch === s.fence)).toBe(true)
       expect(status.deadLetters.find((d) => d.kind === kind.name)?.count).toBe(3)
       expect(ActorStatus.render(status)).toContain(runtime.instanceId)
+    }).pipe(Effect.provide(env()))
+  )
+
+  it.scopedLive("published outbox rows are deleted after the retention; rows not yet published are kept", () =>
+    Effect.gen(function* () {
+      const kind = counterKind(unique("k"), 2)
+      const runtime = yield* startRuntime(url, [kind], {
+        instanceId: unique("inst"),
+        leaseTtl: "3 seconds",
+        retryBase: "20 millis",
+        pollEvery: "50 millis",
+        outboxRetention: "0 millis",
+        pruneEvery: "50 millis"
+      })
+      yield* waitUntil(
+        "all shards leased",
+        Effect.sync(() => runtime.shards().length === 2),
+        10_000
+      )
+      const sql = yield* SqlClient.SqlClient
+      const rowsOf = sql<{ messageId: string; sent: boolean }>`
+        SELECT message_id, sent_at IS NOT NULL AS sent FROM actor_outbox WHERE subject LIKE ${`%.${kind.name}.%`}`
+      // Published, then gone.
+      yield* Actors.ask(kind, "e1", Increment.make({ seq: 1 }))
+      yield* waitUntil(
+        "the published event's row deleted",
+        rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
+        10_000
+      )
+      // While the relay cannot run (another holds its lock), the next event's row waits unpublished.
+      const release = yield* Deferred.make<void>()
+      const held = yield* Deferred.make<void>()
+      yield* sql`SELECT pg_advisory_xact_lock(${0x5a4d0b0c})`.pipe(
+        Effect.zipRight(Deferred.succeed(held, undefined)),
+        Effect.zipRight(Deferred.await(release)),
+        sql.withTransaction,
+        Effect.forkScoped
+      )
+      yield* Deferred.await(held)
+      yield* Actors.ask(kind, "e1", Increment.make({ seq: 2 }))
+      const [waiting] = yield* rowsOf
+      expect(waiting).toMatchObject({ sent: false })
+      // A published row from long ago, added after it: once that one is pruned, a prune ran past the waiting row.
+      yield* sql`
+        INSERT INTO actor_outbox (message_id, subject, payload, sent_at)
+        VALUES (${`msg_old${unique("x")}`}, ${`sam.evt.test.${kind.name}.old.x`}, '{}', now() - interval '2 hours')`
+      yield* waitUntil(
+        "the old published row pruned",
+        rowsOf.pipe(Effect.map((rows) => rows.length === 1)),
+        10_000
+      )
+      expect(yield* rowsOf).toEqual([{ messageId: waiting!.messageId, sent: false }])
+      // The relay runs again: the event is published, then its row goes too.
+      yield* Deferred.succeed(release, undefined)
+      yield* waitUntil(
+        "the held event published and its row deleted",
+        rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
+        10_000
+      )
     }).pipe(Effect.provide(env()))
   )
 })

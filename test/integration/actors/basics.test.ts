@@ -131,11 +131,7 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
       yield* sql`
         INSERT INTO actor_outbox (message_id, subject, payload, sent_at)
         VALUES (${`msg_old${unique("x")}`}, ${`sam.evt.test.${kind.name}.old.x`}, '{}', now() - interval '2 hours')`
-      yield* waitUntil(
-        "the old published row pruned",
-        rowsOf.pipe(Effect.map((rows) => rows.length === 1)),
-        10_000
-      )
+      yield* waitUntil("the old published row pruned", rowsOf.pipe(Effect.map((rows) => rows.length === 1)), 10_000)
       expect(yield* rowsOf).toEqual([{ messageId: waiting!.messageId, sent: false }])
       // The relay runs again: the event is published, then its row goes too.
       yield* Deferred.succeed(release, undefined)

@@ -279,6 +279,12 @@ const handle = (
         )
       : undefined
 
+  const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
+  /** One node report (one event or activity) applied, then its permission follow-ups. */
+  const one = (current: State, single: ReportCommand) =>
+    report(deps, current, single, helpers).pipe(
+      Effect.flatMap((reaction) => Permissions.afterReport(deps, single, reaction, helpers))
+    )
   switch (command.type) {
     case "session.open": {
       const body = command.body
@@ -525,21 +531,11 @@ const handle = (
       return fail(row, command.body.reason, {})
     }
     case "session.report": {
-      const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
-      const one = (current: State, single: ReportCommand) =>
-        report(deps, current, single, helpers).pipe(
-          Effect.flatMap((reaction) => Permissions.afterReport(deps, single, reaction, helpers))
-        )
       const singles = eventsOf(command)
       if (singles.length === 1) return one(state, singles[0]!)
       return applyRun(state, singles, one)
     }
     case "session.report-run": {
-      const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
-      const one = (current: State, single: ReportCommand) =>
-        report(deps, current, single, helpers).pipe(
-          Effect.flatMap((reaction) => Permissions.afterReport(deps, single, reaction, helpers))
-        )
       const { nodeId, sessionId, reports } = command.body
       if (sessionId !== row?.id && row !== null)
         return Effect.succeed(refuse(state, "dropped", `a run for ${sessionId} sent to ${row.id}`))
@@ -570,11 +566,11 @@ const handle = (
         )
     }
     case "session.heal":
-      return heal(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
+      return heal(deps, state, command, helpers)
     case "session.command-rejected":
-      return rejected(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
+      return rejected(deps, state, command, helpers)
     case "session.answer-permission":
     case "session.permission-timeout":
-      return Permissions.answer(deps, state, command, { meta, event, activityEvent, toTask, healTimer, bump, fail })
+      return Permissions.answer(deps, state, command, helpers)
   }
 }

@@ -86,6 +86,16 @@ describe("host-process runtime", () => {
         const own = await sh("ws_iso_a", `cat /proc/${process.pid}/environ; ls ${join(a.path, "../..")}`)
         expect(own.stdout).toBe("")
         expect(own.stderr).toMatch(/Permission denied/)
+        // The project's repository is the node's, not the workspace's: its objects were copied, not
+        // hard-linked (a link's chown to the workspace's uid would hand the agent the source's files).
+        const objects = execFileSync("find", [join(repo, ".git", "objects"), "-type", "f"], { encoding: "utf8" })
+          .split("\n")
+          .filter(Boolean)
+        expect(objects.length).toBeGreaterThan(0)
+        for (const object of objects) expect((await stat(object)).uid, object).toBe(0)
+        const written = await sh("ws_iso_a", `chmod u+w .git/objects/*/* && echo x >> "$(ls .git/objects/*/* | head -1)"`)
+        expect(written.exitCode, written.stderr).toBe(0)
+        expect(execFileSync("git", ["fsck", "--strict"], { cwd: repo, encoding: "utf8" })).toBe("")
         await run(runtime.delete("ws_iso_a"))
         await run(runtime.delete("ws_iso_b"))
       } finally {

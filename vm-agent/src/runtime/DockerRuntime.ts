@@ -164,7 +164,7 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       yield* inContainer(
         id,
         "clone",
-        ["git", "clone", "--progress", ...branch, "--", local ? SOURCE : spec.repoUrl, WORKSPACE],
+        ["git", "clone", "--progress", "--no-hardlinks", ...branch, "--", local ? SOURCE : spec.repoUrl, WORKSPACE],
         log
       )
       yield* log("clone", "completed", "repository cloned")

@@ -190,6 +190,9 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           ...(credential === undefined ? [] : cloneCredentialArgs),
           "clone",
           "--progress",
+          // A local repository's objects are copied: hard links would share their inodes with the
+          // workspace, whose chown below would hand the node's source files to the agent's uid.
+          "--no-hardlinks",
           ...(spec.branch ? ["--branch", spec.branch] : []),
           "--",
           source,

@@ -93,7 +93,10 @@ describe("host-process runtime", () => {
           .filter(Boolean)
         expect(objects.length).toBeGreaterThan(0)
         for (const object of objects) expect((await stat(object)).uid, object).toBe(0)
-        const written = await sh("ws_iso_a", `chmod u+w .git/objects/*/* && echo x >> "$(ls .git/objects/*/* | head -1)"`)
+        const written = await sh(
+          "ws_iso_a",
+          `chmod u+w .git/objects/*/* && echo x >> "$(ls .git/objects/*/* | head -1)"`
+        )
         expect(written.exitCode, written.stderr).toBe(0)
         expect(execFileSync("git", ["fsck", "--strict"], { cwd: repo, encoding: "utf8" })).toBe("")
         await run(runtime.delete("ws_iso_a"))

@@ -85,6 +85,26 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
   let crashRestarts = 0
   let turn: Turn | undefined
   let closing = false
+  /** the clock tick in which the agent last became idle: what started up to then is no later turn's */
+  let idleSince: number | undefined
+
+  const idle = Effect.suspend(() => {
+    idleSince = bootTicks()
+    return SubscriptionRef.set(status, "idle")
+  })
+  /**
+   * A turn's mark: a tick after the one in which the agent became idle, so that what an earlier turn (or the
+   * agent's start) started in that tick is not this turn's. Waits for the next tick (10 ms) only when the prompt
+   * comes in the same tick as the idle.
+   */
+  const turnMark = Effect.gen(function* () {
+    let now = bootTicks()
+    while (now !== undefined && idleSince !== undefined && now <= idleSince) {
+      yield* Effect.sleep("2 millis")
+      now = bootTicks()
+    }
+    return now
+  })
 
   const emit = (body: SessionEventBody) => {
     seq += 1
@@ -142,7 +162,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       const restarted = yield* Effect.either(launch(true))
       if (restarted._tag === "Right") {
         emit({ type: "restarted", reason: "crash", attempt: crashRestarts, contextLost: restarted.right.contextLost })
-        yield* SubscriptionRef.set(status, "idle")
+        yield* idle
         return
       }
       yield* Effect.logWarning("agent restart failed", restarted.left)
@@ -183,7 +203,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       })
     )
     emit({ type: "prompt-started", text })
-    const since = bootTicks()
+    const since = yield* turnMark
     const response = incarnation.connection.agent.request("session/prompt", {
       sessionId: incarnation.acpSessionId,
       prompt: [{ type: "text", text }]
@@ -217,7 +237,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       Effect.gen(function* () {
         if (active.cancelling) return { stopReason: "cancelled" as const }
         turn = undefined
-        yield* SubscriptionRef.set(status, "idle")
+        yield* idle
         if (answer === undefined || answer._tag === "Left") {
           const error = (answer?.left.error ?? {}) as {
             readonly message?: string
@@ -276,7 +296,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
             const stopMs = Date.now() - startedAt
             emit({ type: "cancelled", forced: false, stopMs })
             emit({ type: "turn-ended", stopReason: "cancelled" })
-            yield* SubscriptionRef.set(status, "idle")
+            yield* idle
             return { _tag: "Cancelled", forced: false, stopMs } satisfies CancelResult
           }
           incarnation.expectedExit = true
@@ -310,7 +330,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         )
         if (restarted._tag === "Right") {
           emit({ type: "restarted", reason: "cancel", attempt: 0, contextLost: lost || restarted.right.contextLost })
-          yield* SubscriptionRef.set(status, "idle")
+          yield* idle
         } else {
           emit({ type: "crashed", exitCode: null, signal: null, stderrTail: restarted.left.message })
           yield* restartAfterCrash
@@ -339,7 +359,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
   })
 
   yield* Effect.addFinalizer(() => stop())
-  yield* launch(options.resumeSessionId !== undefined).pipe(Effect.tap(() => SubscriptionRef.set(status, "idle")))
+  yield* launch(options.resumeSessionId !== undefined).pipe(Effect.tap(() => idle))
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
       closing = true

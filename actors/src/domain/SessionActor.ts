@@ -411,7 +411,11 @@ const handle = (
       return deps.snapshots.get(row.id).pipe(
         Effect.map((snapshot): Reaction => {
           const inFlight = snapshot !== undefined && Domain.WORKING_ACTIVITIES.has(snapshot.activity)
-          const reply = { ok: true, promptEpoch: row.promptEpoch, status: inFlight ? "cancelling" : "idle" }
+          const reply: SessionReply = {
+            ok: true,
+            promptEpoch: row.promptEpoch,
+            status: inFlight ? "cancelling" : "idle"
+          }
           if (!inFlight) return { state, reply }
           return { state, send: [toNode(nodeId, NodeProtocol.SessionCancel.make({ sessionId: row.id }, meta))], reply }
         })

@@ -47,22 +47,8 @@ export const eventsOf = (command: AnyReportCommand): ReadonlyArray<ReportCommand
 
 export const HEAL_TIMER = "heal"
 
-/** The answer to an `ask`: refusals are data with a code a caller can act on and a message a user can read. */
-export type SessionReply =
-  | { readonly ok: true; readonly promptEpoch?: number; readonly duplicate?: boolean; readonly outcome?: string }
-  | {
-      readonly ok: false
-      readonly code:
-        | "not_found"
-        | "session_failed"
-        | "session_stopped"
-        | "session_sleeping"
-        | "invalid_transition"
-        | "dropped"
-        | "permission_not_pending"
-        | "unknown_option"
-      readonly message: string
-    }
+/** The answer to an `ask` (`Domain.Replies`): refusals are data with a code a caller can act on and a message a user can read. */
+export type SessionReply = Domain.Replies.SessionReply
 
 export interface Deps {
   readonly snapshots: SessionSnapshots

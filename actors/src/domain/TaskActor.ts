@@ -1,7 +1,8 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, makeId, TaskId } from "@sam/bus"
+import { Domain, makeId, NodeId, TaskId } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
+import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { dropped } from "./Audit.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
@@ -15,27 +16,13 @@ export const TaskStatusEvent = Domain.TaskStatusEvent
 /** How long a task may wait in a step before it fails; `SAM_TASK_STEP_TIMEOUT_MS` overrides (tests). */
 export const stepTimeoutMs = () => Number(process.env.SAM_TASK_STEP_TIMEOUT_MS ?? 120_000)
 
-interface Row {
-  readonly id: string
-  readonly projectId: string
-  readonly createdBy: string
-  readonly prompt: string
-  readonly agent: Domain.NodeProtocol.AgentKind
-  readonly mode: Domain.NodeProtocol.TaskMode
-  readonly status: Status
-  readonly executionStep: Step | null
-  readonly errorStep: string | null
-  readonly errorReason: string | null
-  readonly nodeId: string | null
-  readonly workspaceId: string | null
-  readonly sessionId: string | null
-  readonly branch: string | null
-  readonly commitSha: string | null
-}
+type Row = Domain.Rows.TaskRow
+const decodeTasks = Domain.Rows.decodeRows(Domain.Rows.TaskRow, "task")
+const decodeCandidates = Domain.Rows.decodeRows(z.object({ nodeId: NodeId, ready: z.boolean() }), "node candidate")
 interface State {
   readonly task: Row | null
   /** the best of the submitter's nodes for new work: a ready one first, else one being provisioned; from `load` */
-  readonly candidate: { readonly nodeId: string; readonly ready: boolean } | null
+  readonly candidate: { readonly nodeId: NodeId; readonly ready: boolean } | null
   /** the machine the task's profile asks for (ADR 0026); local when it names none */
   readonly machine?: Domain.ControlProtocol.NodeMachine
   /** for a step timeout while its node is provisioned: why the provider could not make it, if it said */
@@ -67,11 +54,7 @@ const statusEvent = (t: Row, reason?: string) =>
 export const STEP_RETRIES = 2
 
 const stepTimer = (t: Row, step: Step, attempt = 0) =>
-  Actor.Timer.set(
-    "step",
-    stepTimeoutMs() * 2 ** attempt,
-    C.TaskStepTimeout.make({ taskId: t.id as never, step, attempt })
-  )
+  Actor.Timer.set("step", stepTimeoutMs() * 2 ** attempt, C.TaskStepTimeout.make({ taskId: t.id, step, attempt }))
 
 const withStatus = (state: State, task: Row, to: Status, reason: string): State | undefined => {
   const t = taskTransition(task.status, to)
@@ -108,10 +91,10 @@ const fail = (state: State, task: Row, reason: string): Reaction => {
     task.sessionId === null && task.workspaceId !== null
       ? {
           unopened: {
-            projectId: task.projectId as never,
-            taskId: task.id as never,
-            workspaceId: task.workspaceId as never,
-            nodeId: task.nodeId as never,
+            projectId: task.projectId,
+            taskId: task.id,
+            workspaceId: task.workspaceId,
+            nodeId: task.nodeId,
             agent: task.agent,
             mode: task.mode
           }
@@ -124,7 +107,7 @@ const fail = (state: State, task: Row, reason: string): Reaction => {
     send:
       sessionId === null
         ? []
-        : [Actor.to(SessionRef, sessionId, C.SessionFail.make({ sessionId: sessionId as never, reason, ...unopened }))]
+        : [Actor.to(SessionRef, sessionId, C.SessionFail.make({ sessionId: sessionId, reason, ...unopened }))]
   }
 }
 
@@ -149,11 +132,11 @@ const placeOnNode = (state: State, task: Row, attempt = 0): Reaction => {
         NodeRef,
         nodeId,
         C.NodeReserve.make({
-          nodeId: nodeId as never,
-          taskId: task.id as never,
+          nodeId: nodeId,
+          taskId: task.id,
           workspaceId,
-          projectId: task.projectId as never,
-          ownerId: task.createdBy as never,
+          projectId: task.projectId,
+          ownerId: task.createdBy,
           create: candidate === null,
           attempt,
           ...(state.machine === undefined ? {} : { machine: state.machine })
@@ -166,11 +149,12 @@ const placeOnNode = (state: State, task: Row, attempt = 0): Reaction => {
 }
 
 /** The node granted the slot: a ready node gets the workspace at once; otherwise wait for it to be ready. */
-const placed = (state: State, task: Row, nodeId: string, ready: boolean): Reaction => {
+const placed = (state: State, task: Row, nodeId: NodeId, ready: boolean): Reaction => {
   const on: Row = { ...task, nodeId }
+  const workspaceId = task.workspaceId
+  if (workspaceId === null) return fail(state, task, "a node slot was granted for no workspace")
   if (ready) {
     const delegated = withStatus(state, step(on, "workspace_dispatch"), "delegated", "workspace dispatched")!
-    const workspaceId = task.workspaceId as never
     return {
       state: delegated,
       send: [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))],
@@ -199,7 +183,7 @@ const releaseOnEnd = (before: State, reaction: Reaction): Reaction => {
   const ended = Actor.to(
     WorkspaceRef,
     now.workspaceId,
-    C.WorkspaceTaskEnded.make({ workspaceId: now.workspaceId as never, taskId: now.id as never, status: now.status })
+    C.WorkspaceTaskEnded.make({ workspaceId: now.workspaceId, taskId: now.id, status: now.status })
   )
   return { ...reaction, send: [...(reaction.send ?? []), ended] }
 }
@@ -211,10 +195,10 @@ const TaskFlow = Actor.make({
   load: (id, command) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<Row>`
+      const rows = yield* sql`
         SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
           node_id, workspace_id, session_id, branch, commit_sha FROM tasks WHERE id = ${id} FOR UPDATE`
-      const found = rows[0]
+      const found = (yield* Effect.sync(() => decodeTasks(rows)))[0]
       const task = found === undefined ? null : { ...found, prompt: StoredText.decode(found.prompt) }
       // A node belongs to one user (design §9): a task goes only on a node of the user who submitted it.
       const submitter = task?.createdBy ?? (command.type === "task.submit" ? command.body.userId : undefined)
@@ -244,7 +228,7 @@ const TaskFlow = Actor.make({
       const candidates =
         submitter === undefined || !places
           ? []
-          : yield* sql<{ nodeId: string; ready: boolean }>`
+          : yield* sql`
         SELECT n.id AS node_id,
           (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
         FROM nodes n
@@ -252,7 +236,7 @@ const TaskFlow = Actor.make({
           AND (n.provider = ${machine.provider} OR (${machine.provider} = 'local' AND n.provider = 'joined'
             AND n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})))
           AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = n.id) < n.max_workspaces
-        ORDER BY 2 DESC, (n.provider = 'joined') DESC, n.created_at LIMIT 1`
+        ORDER BY 2 DESC, (n.provider = 'joined') DESC, n.created_at LIMIT 1`.pipe(Effect.map(decodeCandidates))
       const nodeErrors =
         command.type === "task.step-timeout" && command.body.step === "node_provisioning" && task?.nodeId
           ? yield* sql<{ errorReason: string | null }>`SELECT error_reason FROM nodes WHERE id = ${task.nodeId}`
@@ -324,7 +308,13 @@ const TaskFlow = Actor.make({
     const terminal = TERMINAL_TASK_STATUSES.has(task.status)
     switch (command.type) {
       case "task.node-assigned": {
-        if (terminal || task.nodeId !== command.body.nodeId || task.executionStep !== "node_provisioning") {
+        const workspaceId = task.workspaceId
+        if (
+          terminal ||
+          workspaceId === null ||
+          task.nodeId !== command.body.nodeId ||
+          task.executionStep !== "node_provisioning"
+        ) {
           return Effect.succeed({ state })
         }
         const next = withStatus(
@@ -335,19 +325,15 @@ const TaskFlow = Actor.make({
         )!
         return Effect.succeed({
           state: next,
-          send: [
-            Actor.to(
-              WorkspaceRef,
-              task.workspaceId!,
-              C.WorkspaceDispatch.make({ workspaceId: task.workspaceId as never, via: "task" })
-            )
-          ],
+          send: [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))],
           events: [statusEvent(next.task!)],
           timers: [stepTimer(next.task!, "workspace_dispatch")]
         })
       }
       case "task.workspace-status": {
-        if (terminal || command.body.workspaceId !== task.workspaceId) return Effect.succeed({ state })
+        const nodeId = task.nodeId
+        if (terminal || command.body.workspaceId !== task.workspaceId || nodeId === null)
+          return Effect.succeed({ state })
         if (command.body.status === "error") {
           return Effect.succeed(
             fail(state, step(task, "workspace_ready"), `workspace failed: ${command.body.reason ?? "no reason given"}`)
@@ -364,10 +350,10 @@ const TaskFlow = Actor.make({
               sessionId,
               C.SessionOpen.make({
                 sessionId,
-                projectId: task.projectId as never,
-                taskId: task.id as never,
-                workspaceId: task.workspaceId as never,
-                nodeId: task.nodeId as never,
+                projectId: task.projectId,
+                taskId: task.id,
+                workspaceId: command.body.workspaceId,
+                nodeId,
                 agent: task.agent,
                 mode: task.mode,
                 prompt: task.prompt
@@ -443,13 +429,15 @@ const TaskFlow = Actor.make({
         )
         if (done === undefined) return Effect.succeed({ state })
         // Completed work sleeps (ADR 0023): the agent process is stopped, the session takes no prompts.
-        const sessionId = done.task!.sessionId as never
-        const sleep = C.SessionSleep.make({ sessionId, reason: "its task completed" })
+        const sessionId = done.task!.sessionId
         return Effect.succeed({
           state: done,
           events: [statusEvent(done.task!)],
           timers: [Actor.Timer.cancel("step")],
-          send: [Actor.to(SessionRef, sessionId, sleep)]
+          send:
+            sessionId === null
+              ? []
+              : [Actor.to(SessionRef, sessionId, C.SessionSleep.make({ sessionId, reason: "its task completed" }))]
         })
       }
       case "task.step-timeout": {
@@ -475,8 +463,8 @@ const TaskFlow = Actor.make({
                     NodeRef,
                     task.nodeId,
                     C.NodeProvision.make({
-                      nodeId: task.nodeId as never,
-                      requestedBy: task.id as never,
+                      nodeId: task.nodeId,
+                      requestedBy: task.id,
                       retry: attempt + 1
                     })
                   )
@@ -504,7 +492,7 @@ const TaskFlow = Actor.make({
                     SessionRef,
                     task.sessionId,
                     C.SessionStopCommand.make({
-                      sessionId: task.sessionId as never,
+                      sessionId: task.sessionId,
                       reason: "task cancelled",
                       from: "task"
                     })
@@ -554,7 +542,7 @@ const TaskFlow = Actor.make({
             Actor.Timer.set(
               "capacity",
               capacityBackoffMs(b.attempt),
-              C.TaskPlace.make({ taskId: task.id as never, attempt: b.attempt + 1, via: "timer" })
+              C.TaskPlace.make({ taskId: task.id, attempt: b.attempt + 1, via: "timer" })
             )
           ]
         })

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, Subjects, WorkspaceId } from "@sam/bus"
+import { Domain, SessionId, Subjects, WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
-import type { z } from "zod"
+import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { dropped } from "./Audit.js"
 import { NodeRef, SessionRef, TaskRef, WorkspaceRef } from "./Kinds.js"
@@ -10,24 +10,21 @@ const { ControlProtocol: C, NodeProtocol: N, workspaceTransition, TERMINAL_TASK_
 
 export const { WorkspaceEvent, WorkspaceBootLogEvent } = Domain
 
-interface Row {
-  readonly id: string
-  readonly projectId: string
-  readonly nodeId: string | null
-  readonly taskId: string | null
-  readonly status: Domain.WorkspaceStatus
-  readonly runtime: "docker" | "host" | null
-  readonly dispatchedAt: Date | null
-  readonly dispatchCount: number
-  readonly errorReason: string | null
-  readonly repoUrl: string
-  readonly branch: string | null
+/** The workspace's row as the actor keeps it: its repository and branch with the project's defaults. */
+const Loaded = Domain.Rows.WorkspaceRow.extend({
+  repoUrl: z.string(),
+  dispatchCount: z.number(),
   /** its task's status, to cancel a task that has not ended when the workspace goes away */
-  readonly taskStatus: Domain.TaskStatus | null
+  taskStatus: Domain.TaskStatus.nullable()
+})
+const decodeLoaded = Domain.Rows.decodeRows(Loaded, "workspace")
+const decodeSessions = Domain.Rows.decodeRows(z.object({ id: SessionId, status: Domain.SessionStatus }), "session")
+
+interface Row extends z.output<typeof Loaded> {
   /** sessions in it that are active or sleeping */
-  readonly liveSessions: ReadonlyArray<string>
+  readonly liveSessions: ReadonlyArray<SessionId>
   /** of those, the active ones (an agent may be working: the workspace is not idle) */
-  readonly activeSessions: ReadonlyArray<string>
+  readonly activeSessions: ReadonlyArray<SessionId>
   /** boot log lines this command adds (empty after every load) */
   readonly bootLog: ReadonlyArray<z.output<typeof N.BootLog.body>>
 }
@@ -52,8 +49,8 @@ const tellTask = (state: Row, status: "running" | "error", reason: string | unde
           TaskRef,
           state.taskId,
           C.TaskWorkspaceStatus.make({
-            taskId: state.taskId as never,
-            workspaceId: state.id as never,
+            taskId: state.taskId,
+            workspaceId: state.id,
             status,
             ...(reason === undefined ? {} : { reason })
           })
@@ -67,22 +64,25 @@ const WorkspaceFlow = Actor.make({
   load: (id) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<Omit<Row, "liveSessions" | "activeSessions" | "bootLog">>`
+      const rows = yield* sql`
         SELECT w.id, w.project_id, w.node_id, w.task_id, w.status, w.runtime, w.dispatched_at, w.dispatch_count,
           w.error_reason, COALESCE(w.repo_url, p.repo_url) AS repo_url, COALESCE(w.branch, p.default_branch) AS branch,
           t.status AS task_status
         FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
-        WHERE w.id = ${id} FOR UPDATE OF w`
+        WHERE w.id = ${id} FOR UPDATE OF w`.pipe(Effect.map(decodeLoaded))
       const row = rows[0]
       if (row === undefined) return null as State
-      const sessions = yield* sql<{ id: string; status: string }>`
-        SELECT id, status FROM sessions WHERE workspace_id = ${id} AND status IN ('active', 'sleeping') ORDER BY created_at`
-      return {
+      const sessions = yield* sql`
+        SELECT id, status FROM sessions WHERE workspace_id = ${id} AND status IN ('active', 'sleeping') ORDER BY created_at`.pipe(
+        Effect.map(decodeSessions)
+      )
+      const state: State = {
         ...row,
         liveSessions: sessions.map((s) => s.id),
         activeSessions: sessions.filter((s) => s.status === "active").map((s) => s.id),
         bootLog: []
-      } as State
+      }
+      return state
     }),
   save: (id, state) =>
     Effect.gen(function* () {
@@ -120,8 +120,8 @@ const WorkspaceFlow = Actor.make({
         }
         const create = N.WorkspaceCreate.make(
           {
-            workspaceId: state.id as never,
-            projectId: state.projectId as never,
+            workspaceId: state.id,
+            projectId: state.projectId,
             repoUrl: state.repoUrl,
             ...(state.branch === null ? {} : { branch: state.branch })
           },
@@ -283,8 +283,8 @@ const stopOrDelete = (
     !dispatched || state.nodeId === null
       ? []
       : [
-          ...(state.status === "stopped" ? [] : [N.WorkspaceStop.make({ workspaceId: state.id as never }, meta)]),
-          ...(kind === "delete" ? [N.WorkspaceDelete.make({ workspaceId: state.id as never }, meta)] : [])
+          ...(state.status === "stopped" ? [] : [N.WorkspaceStop.make({ workspaceId: state.id }, meta)]),
+          ...(kind === "delete" ? [N.WorkspaceDelete.make({ workspaceId: state.id }, meta)] : [])
         ].map((command) => ({ subject: Subjects.nodeCommand(state.nodeId as string, command.type), envelope: command }))
   const why =
     `its workspace was ${kind === "stop" ? "stopped" : "deleted"}${reason === undefined ? "" : ` (${reason})`}`.slice(
@@ -298,11 +298,11 @@ const stopOrDelete = (
       Actor.to(
         SessionRef,
         sessionId,
-        C.SessionStopCommand.make({ sessionId: sessionId as never, reason: why, from: "workspace" }, meta)
+        C.SessionStopCommand.make({ sessionId: sessionId, reason: why, from: "workspace" }, meta)
       )
     ),
     ...(state.taskId !== null && state.taskStatus !== null && !TERMINAL_TASK_STATUSES.has(state.taskStatus)
-      ? [Actor.to(TaskRef, state.taskId, C.TaskCancel.make({ taskId: state.taskId as never, reason: why }, meta))]
+      ? [Actor.to(TaskRef, state.taskId, C.TaskCancel.make({ taskId: state.taskId, reason: why }, meta))]
       : [])
   ]
   return {
@@ -321,7 +321,7 @@ export const workspaceIdleMs = () => Number(process.env.SAM_WORKSPACE_IDLE_MS ??
 
 const IDLE_TIMER = "idle"
 const idleTimer = (state: Row) =>
-  Actor.Timer.set(IDLE_TIMER, workspaceIdleMs(), C.WorkspaceIdleTimeout.make({ workspaceId: state.id as never }))
+  Actor.Timer.set(IDLE_TIMER, workspaceIdleMs(), C.WorkspaceIdleTimeout.make({ workspaceId: state.id }))
 
 const HOLDING = Domain.STOPPABLE_WORKSPACE_STATUSES
 
@@ -337,13 +337,7 @@ const taskEnded = (state: State, taskId: string, causationId: string): Actor.Rea
   if (GONE.has(state.status) && state.nodeId !== null)
     return {
       state,
-      send: [
-        Actor.to(
-          NodeRef,
-          state.nodeId,
-          C.NodeRelease.make({ nodeId: state.nodeId as never, workspaceId: state.id as never })
-        )
-      ]
+      send: [Actor.to(NodeRef, state.nodeId, C.NodeRelease.make({ nodeId: state.nodeId, workspaceId: state.id }))]
     }
   return { state }
 }
@@ -381,11 +375,7 @@ export const WorkspaceKind = Actor.make({
       const next = reaction.state
       if (state === null || next === null || next.nodeId === null) return reaction
       if (GONE.has(state.status) || !GONE.has(next.status)) return reaction
-      const release = Actor.to(
-        NodeRef,
-        next.nodeId,
-        C.NodeRelease.make({ nodeId: next.nodeId as never, workspaceId: next.id as never })
-      )
+      const release = Actor.to(NodeRef, next.nodeId, C.NodeRelease.make({ nodeId: next.nodeId, workspaceId: next.id }))
       return { ...reaction, send: [...(reaction.send ?? []), release] }
     })
 })

@@ -127,8 +127,7 @@ export const change = Effect.fn("Nodes.change")(function* (
       ? C.NodeStop.make({ nodeId: nodeId as never, reason })
       : C.NodeDestroy.make({ nodeId: nodeId as never, reason })
   )
-  const reply = yield* Command.ask(Domain.NodeRef, nodeId, command)
-  const workspaces = (Array.isArray(reply.workspaces) ? reply.workspaces : []) as Array<never>
+  const { workspaces } = yield* Command.ask(Domain.NodeRef, nodeId, command, Domain.Replies.NodeChanged)
   return {
     node: yield* one(principal, nodeId),
     workspaces,

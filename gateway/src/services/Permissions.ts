@@ -25,11 +25,11 @@ export const answer = Effect.fn("Permissions.answer")(function* (
   const command = yield* Command.build(() =>
     C.SessionAnswerPermission.make({ sessionId: sessionId as never, requestId, optionId, by: principal.userId })
   )
-  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command).pipe(
+  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command, Domain.Replies.SessionApplied).pipe(
     Effect.catchIf(
       (error) => (error.details as { reason?: string } | undefined)?.reason === "unknown_option",
       (error) => Effect.fail(new ApiError({ code: "invalid_body", message: error.message }))
     )
   )
-  return { sessionId: sessionId as never, requestId, outcome: String(reply.outcome ?? optionId) }
+  return { sessionId: sessionId as never, requestId, outcome: reply.outcome ?? optionId }
 })

@@ -1,4 +1,4 @@
-import { type Api, Domain } from "@sam/bus"
+import { type Api, Domain, type SessionId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { sessionProject } from "../Access.js"
@@ -14,34 +14,32 @@ const C = Domain.ControlProtocol
  */
 export const prompt = Effect.fn("Sessions.prompt")(function* (
   principal: Principal,
-  sessionId: string,
+  sessionId: SessionId,
   input: z.output<typeof Api.PromptRequest>
 ) {
   yield* sessionProject(principal, sessionId)
-  const command = yield* Command.build(() =>
-    C.SessionPromptCommand.make({ sessionId: sessionId as never, prompt: input.prompt })
-  )
-  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command)
-  return { sessionId: sessionId as never, promptEpoch: Number(reply.promptEpoch ?? 0) }
+  const command = yield* Command.build(() => C.SessionPromptCommand.make({ sessionId, prompt: input.prompt }))
+  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command, Domain.Replies.SessionApplied)
+  return { sessionId, promptEpoch: reply.promptEpoch ?? 0 }
 })
 
 /**
  * Cancel the current answer (ACP cancel, then the process group after a grace); the session stays.
  * With nothing in flight the session actor sends nothing and the answer is `idle`.
  */
-export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Principal, sessionId: string) {
+export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Principal, sessionId: SessionId) {
   yield* sessionProject(principal, sessionId)
-  const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId: sessionId as never }))
-  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command)
+  const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId }))
+  const reply = yield* Command.ask(Domain.SessionRef, sessionId, command, Domain.Replies.SessionApplied)
   const status = reply.status === "idle" ? ("idle" as const) : ("cancelling" as const)
-  return { sessionId: sessionId as never, status, accepted: status === "cancelling" }
+  return { sessionId, status, accepted: status === "cancelling" }
 })
 
 /** Stop a session: the agent is stopped on its node and the session takes no more prompts. */
-export const stop = Effect.fn("Sessions.stop")(function* (principal: Principal, sessionId: string) {
+export const stop = Effect.fn("Sessions.stop")(function* (principal: Principal, sessionId: SessionId) {
   yield* sessionProject(principal, sessionId)
   const command = yield* Command.build(() =>
-    C.SessionStopCommand.make({ sessionId: sessionId as never, reason: `stopped by ${principal.userId}` })
+    C.SessionStopCommand.make({ sessionId, reason: `stopped by ${principal.userId}` })
   )
   yield* Command.ask(Domain.SessionRef, sessionId, command)
   return yield* getSession(principal, sessionId)

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain, makeId } from "@sam/bus"
+import { type Api, Domain, makeId, type ProjectId, type TaskId } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
 import type { z } from "zod"
@@ -11,27 +11,8 @@ import { requireProfile } from "./Agents.js"
 
 const C = Domain.ControlProtocol
 
-interface TaskRow {
-  readonly id: string
-  readonly projectId: string
-  readonly createdBy: string
-  readonly prompt: string
-  readonly agent: string
-  readonly mode: "task" | "conversation"
-  readonly status: Domain.TaskStatus
-  readonly executionStep: Domain.ExecutionStep | null
-  readonly errorStep: string | null
-  readonly errorReason: string | null
-  readonly nodeId: string | null
-  readonly workspaceId: string | null
-  readonly sessionId: string | null
-  readonly branch: string | null
-  readonly commitSha: string | null
-  readonly prUrl: string | null
-  readonly createdAt: Date
-  readonly updatedAt: Date
-  readonly finishedAt: Date | null
-}
+type TaskRow = Domain.Rows.TaskRecord
+const decodeTasks = Domain.Rows.decodeRows(Domain.Rows.TaskRecord, "task")
 
 export const toTask = (row: TaskRow) => ({
   ...row,
@@ -42,12 +23,12 @@ export const toTask = (row: TaskRow) => ({
 })
 
 /** A task as the API shows it; `not_found` if there is none (membership is the caller's check). */
-export const getTask = Effect.fn("Tasks.get")(function* (taskId: string) {
+export const getTask = Effect.fn("Tasks.get")(function* (taskId: TaskId) {
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<TaskRow>`
+  const rows = yield* sql`
     SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
            node_id, workspace_id, session_id, branch, commit_sha, pr_url, created_at, updated_at, finished_at
-    FROM tasks WHERE id = ${taskId}`.pipe(Effect.orDie)
+    FROM tasks WHERE id = ${taskId}`.pipe(Effect.orDie, Effect.map(decodeTasks))
   const row = rows[0]
   if (row === undefined) return yield* new ApiError({ code: "not_found", message: `no task ${taskId}` })
   return toTask(row)
@@ -59,7 +40,7 @@ export const getTask = Effect.fn("Tasks.get")(function* (taskId: string) {
  */
 export const createTask = Effect.fn("Tasks.create")(function* (
   principal: Principal,
-  projectId: string,
+  projectId: ProjectId,
   input: z.output<typeof Api.CreateTaskRequest>
 ) {
   yield* requireMember(principal, projectId)
@@ -70,7 +51,7 @@ export const createTask = Effect.fn("Tasks.create")(function* (
   const submit = yield* Command.build(() =>
     C.TaskSubmit.make({
       taskId,
-      projectId: projectId as never,
+      projectId,
       userId: principal.userId,
       prompt: input.prompt,
       agent: input.agent ?? profile?.agent ?? "demo",
@@ -89,13 +70,13 @@ export const createTask = Effect.fn("Tasks.create")(function* (
 
 export const cancelTask = Effect.fn("Tasks.cancel")(function* (
   principal: Principal,
-  taskId: string,
+  taskId: TaskId,
   input: z.output<typeof Api.CancelTaskRequest>
 ) {
   yield* taskProject(principal, taskId)
   const cancel = yield* Command.build(() =>
     C.TaskCancel.make({
-      taskId: taskId as never,
+      taskId,
       reason: input.reason ?? `cancelled by ${principal.userId}`
     })
   )
@@ -109,12 +90,12 @@ export const cancelTask = Effect.fn("Tasks.cancel")(function* (
  */
 export const listTasks = Effect.fn("Tasks.list")(function* (
   principal: Principal,
-  projectId: string,
+  projectId: ProjectId,
   query: z.output<typeof Api.ListTasksQuery>
 ) {
   yield* requireMember(principal, projectId)
   const sql = yield* SqlClient.SqlClient
-  const rows = yield* sql<TaskRow>`
+  const rows = yield* sql`
     SELECT id, project_id, created_by, prompt, agent, mode, status, execution_step, error_step, error_reason,
            node_id, workspace_id, session_id, branch, commit_sha, pr_url, created_at, updated_at, finished_at
     FROM tasks
@@ -126,7 +107,7 @@ export const listTasks = Effect.fn("Tasks.list")(function* (
           : sql`AND (created_at, id) < (SELECT created_at, id FROM tasks WHERE id = ${query.before})`
       }
     ORDER BY created_at DESC, id DESC
-    LIMIT ${query.limit + 1}`.pipe(Effect.orDie)
+    LIMIT ${query.limit + 1}`.pipe(Effect.orDie, Effect.map(decodeTasks))
   const page = rows.slice(0, query.limit)
   return {
     tasks: page.map(toTask),
@@ -135,7 +116,7 @@ export const listTasks = Effect.fn("Tasks.list")(function* (
 })
 
 /** A task with its status history (`task_status_events`, oldest first), for a member of its project. */
-export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Principal, taskId: string) {
+export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Principal, taskId: TaskId) {
   yield* taskProject(principal, taskId)
   const sql = yield* SqlClient.SqlClient
   const task = yield* getTask(taskId)
@@ -161,9 +142,9 @@ export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Pri
 })
 
 /** Run a failed or cancelled task again (`invalid_state`, with the allowed moves, otherwise). */
-export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: string) {
+export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: TaskId) {
   yield* taskProject(principal, taskId)
-  const retry = yield* Command.build(() => C.TaskRetry.make({ taskId: taskId as never }))
+  const retry = yield* Command.build(() => C.TaskRetry.make({ taskId }))
   yield* Command.ask(Domain.TaskRef, taskId, retry)
   return yield* getTask(taskId)
 })

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain } from "@sam/bus"
+import { type Api, Domain, type ProjectId, type WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { requireMember, workspaceProject } from "../Access.js"
@@ -9,28 +9,16 @@ import * as Command from "../Command.js"
 
 const C = Domain.ControlProtocol
 
-interface WorkspaceRow {
-  readonly id: string
-  readonly projectId: string
-  readonly nodeId: string | null
-  readonly taskId: string | null
-  readonly status: Domain.WorkspaceStatus
-  readonly runtime: "docker" | "host" | null
-  readonly repoUrl: string | null
-  readonly branch: string | null
-  readonly errorReason: string | null
-  readonly dispatchedAt: Date | null
-  readonly createdAt: Date
-  readonly updatedAt: Date
-}
+type WorkspaceRow = Domain.Rows.WorkspaceRecord
+const decodeWorkspaces = Domain.Rows.decodeRows(Domain.Rows.WorkspaceRecord, "workspace")
 
 const iso = (value: Date | null) => (value === null ? null : value.toISOString())
 
 const toWorkspace = (row: WorkspaceRow): z.input<typeof Api.Workspace> => ({
-  id: row.id as never,
-  projectId: row.projectId as never,
-  nodeId: row.nodeId as never,
-  taskId: row.taskId as never,
+  id: row.id,
+  projectId: row.projectId,
+  nodeId: row.nodeId,
+  taskId: row.taskId,
   status: row.status,
   runtime: row.runtime,
   repoUrl: row.repoUrl,
@@ -42,16 +30,16 @@ const toWorkspace = (row: WorkspaceRow): z.input<typeof Api.Workspace> => ({
 })
 
 const select = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.SqlClient["and"]>, limit: number) =>
-  sql<WorkspaceRow>`
+  sql`
     SELECT w.id, w.project_id, w.node_id, w.task_id, w.status, w.runtime,
       COALESCE(w.repo_url, p.repo_url) AS repo_url, COALESCE(w.branch, p.default_branch) AS branch,
       w.error_reason, w.dispatched_at, w.created_at, w.updated_at
     FROM workspaces w JOIN projects p ON p.id = w.project_id
     WHERE ${where}
     ORDER BY w.created_at DESC, w.id DESC
-    LIMIT ${limit}`.pipe(Effect.orDie)
+    LIMIT ${limit}`.pipe(Effect.orDie, Effect.map(decodeWorkspaces))
 
-const one = (workspaceId: string) =>
+const one = (workspaceId: WorkspaceId) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const [row] = yield* select(sql, sql.and([sql`w.id = ${workspaceId}`]), 1)
@@ -62,7 +50,7 @@ const one = (workspaceId: string) =>
 /** A project's workspaces, newest first. */
 export const listWorkspaces = Effect.fn("Workspaces.list")(function* (
   principal: Principal,
-  projectId: string,
+  projectId: ProjectId,
   query: z.output<typeof Api.ListWorkspacesQuery>
 ) {
   yield* requireMember(principal, projectId)
@@ -80,11 +68,11 @@ export const listWorkspaces = Effect.fn("Workspaces.list")(function* (
   const page = rows.slice(0, query.limit)
   return {
     workspaces: page.map(toWorkspace),
-    nextBefore: (rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null) as never
+    nextBefore: rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null
   }
 })
 
-export const getWorkspace = Effect.fn("Workspaces.get")(function* (principal: Principal, workspaceId: string) {
+export const getWorkspace = Effect.fn("Workspaces.get")(function* (principal: Principal, workspaceId: WorkspaceId) {
   yield* workspaceProject(principal, workspaceId)
   return yield* one(workspaceId)
 })
@@ -92,7 +80,7 @@ export const getWorkspace = Effect.fn("Workspaces.get")(function* (principal: Pr
 /** The boot log lines after `afterSeq`, oldest first, as the workspace actor persisted them. */
 export const bootLog = Effect.fn("Workspaces.bootLog")(function* (
   principal: Principal,
-  workspaceId: string,
+  workspaceId: WorkspaceId,
   query: z.output<typeof Api.BootLogQuery>
 ) {
   yield* workspaceProject(principal, workspaceId)
@@ -115,7 +103,7 @@ export const bootLog = Effect.fn("Workspaces.bootLog")(function* (
     at: row.at.toISOString()
   }))
   return {
-    workspaceId: workspaceId as never,
+    workspaceId,
     lines,
     nextAfterSeq: rows.length > query.limit ? (lines[lines.length - 1]?.seq ?? null) : null
   }
@@ -127,15 +115,15 @@ export const bootLog = Effect.fn("Workspaces.bootLog")(function* (
  */
 export const change = Effect.fn("Workspaces.change")(function* (
   principal: Principal,
-  workspaceId: string,
+  workspaceId: WorkspaceId,
   kind: "stop" | "delete"
 ) {
   yield* workspaceProject(principal, workspaceId)
   const reason = `${kind === "stop" ? "stopped" : "deleted"} by ${principal.userId}`
   const command = yield* Command.build(() =>
     kind === "stop"
-      ? C.WorkspaceStopCommand.make({ workspaceId: workspaceId as never, reason })
-      : C.WorkspaceDeleteCommand.make({ workspaceId: workspaceId as never, reason })
+      ? C.WorkspaceStopCommand.make({ workspaceId, reason })
+      : C.WorkspaceDeleteCommand.make({ workspaceId, reason })
   )
   yield* Command.ask(Domain.WorkspaceRef, workspaceId, command)
   return { workspace: yield* one(workspaceId), accepted: true as const }

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, type Envelope, NodeId, Trace } from "@sam/bus"
+import { Domain, type Envelope, NodeId, TaskId, Trace, WorkspaceId } from "@sam/bus"
 import { Effect, FiberRef } from "effect"
-import type { z } from "zod"
+import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
 import { Reconciled, reconcile } from "./Reconciler.js"
@@ -35,37 +35,35 @@ export const DEFAULT_MACHINE = { size: "medium", location: "nbg1", image: "docke
 /** Node statuses that count against the caps and can take work. */
 const LIVE_NODE: ReadonlySet<Domain.NodeStatus> = new Set(["provisioning", "running", "warm"])
 
-interface Row {
-  readonly id: string
-  readonly ownerId: string | null
-  readonly maxWorkspaces: number
-  readonly status: Domain.NodeStatus
-  /** `joined`: a machine its owner joined (ADR 0027); its vm-agent came with a join token */
-  readonly provider: "local" | "hetzner" | "joined"
-  readonly providerRequestId: string | null
-  readonly agentReadyAt: Date | null
-  readonly lastHeartbeatAt: Date | null
-  readonly capabilities: unknown
-}
+type Row = Domain.Rows.NodeRow
+const { decodeRows } = Domain.Rows
+const decodeNodes = decodeRows(Domain.Rows.NodeRow, "node")
+const WorkspaceRef_ = z.object({ workspaceId: WorkspaceId })
+const decodeWorkspaceRefs = decodeRows(WorkspaceRef_, "workspace")
+const decodeReservations = decodeRows(WorkspaceRef_.extend({ taskEnded: z.boolean() }), "reservation")
+const decodeTaskIds = decodeRows(z.object({ id: TaskId }), "task")
+const decodeUndispatched = decodeRows(z.object({ id: WorkspaceId, correlationId: z.string().nullable() }), "workspace")
+const decodeWaiting = decodeRows(z.object({ id: TaskId, correlationId: z.string().nullable() }), "task")
+const decodeWorkspaces = decodeRows(z.object({ id: WorkspaceId, status: Domain.WorkspaceStatus }), "workspace")
 interface State {
   readonly row: Row | null
   /** workspaces placed on this node that were never handed to it */
-  readonly undispatched: ReadonlyArray<string>
+  readonly undispatched: ReadonlyArray<WorkspaceId>
   /** tasks waiting for this node to be ready */
-  readonly waiting: ReadonlyArray<string>
+  readonly waiting: ReadonlyArray<TaskId>
   /** the correlation id of the request each waiting task or undispatched workspace was reserved for */
   readonly correlations?: ReadonlyMap<string, string>
   /** its workspaces that are not deleted, with their status */
-  readonly workspaces: ReadonlyArray<{ readonly id: string; readonly status: Domain.WorkspaceStatus }>
+  readonly workspaces: ReadonlyArray<{ readonly id: WorkspaceId; readonly status: Domain.WorkspaceStatus }>
   /** the workspaces holding its slots (`node_reservations`) */
-  readonly reservations: ReadonlyArray<string>
+  readonly reservations: ReadonlyArray<WorkspaceId>
   /**
    * workspaces whose task ended, waiting for their idle timeout (ADR 0023): this node's, and for a
    * `node.reserve` that would create a node, some of the owner's other nodes' (asked to stop early)
    */
-  readonly idleReserved: ReadonlyArray<string>
+  readonly idleReserved: ReadonlyArray<WorkspaceId>
   /** the owner's tasks waiting for node capacity, oldest first */
-  readonly capacityWaiters: ReadonlyArray<string>
+  readonly capacityWaiters: ReadonlyArray<TaskId>
   /** for a `node.reserve` that would create the node: live nodes of its owner and of the installation */
   readonly fleet: { readonly own: number; readonly all: number; readonly roomy: boolean } | null
   /** for `node.idle-check`: the owner's other nodes kept warm */
@@ -100,10 +98,10 @@ export const NodeKind = Actor.make({
   load: (id, command) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      const rows = yield* sql<Row>`
+      const rows = yield* sql`
         SELECT id, owner_id, max_workspaces, status, provider, provider_request_id, agent_ready_at, last_heartbeat_at,
           capabilities
-        FROM nodes WHERE id = ${id} FOR UPDATE`
+        FROM nodes WHERE id = ${id} FOR UPDATE`.pipe(Effect.map(decodeNodes))
       // Creating a node counts the installation's nodes: one creation at a time, under a transaction lock.
       const creating = rows.length === 0 && command.type === "node.reserve" && command.body.create
       if (creating) yield* sql`SELECT pg_advisory_xact_lock(hashtext('sam.node-fleet'))`
@@ -122,33 +120,41 @@ export const NodeKind = Actor.make({
         : null
       // At a node cap, the owner's workspaces whose task ended are asked to stop now, to free a slot.
       const ownerIdle = creating
-        ? yield* sql<{ workspaceId: string }>`
+        ? yield* sql`
             SELECT r.workspace_id FROM node_reservations r JOIN nodes n ON n.id = r.node_id
               JOIN tasks t ON t.id = r.task_id
             WHERE n.owner_id = ${command.body.ownerId} AND t.status IN ('completed', 'failed', 'cancelled')
-            ORDER BY t.finished_at LIMIT 4`
+            ORDER BY t.finished_at LIMIT 4`.pipe(Effect.map(decodeWorkspaceRefs))
         : []
-      const reservations = yield* sql<{ workspaceId: string; taskEnded: boolean }>`
+      const reservations = yield* sql`
         SELECT r.workspace_id, COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false) AS task_ended
-        FROM node_reservations r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.node_id = ${id} ORDER BY r.created_at`
+        FROM node_reservations r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.node_id = ${id} ORDER BY r.created_at`.pipe(
+        Effect.map(decodeReservations)
+      )
       const capacityWaiters =
         command.type === "node.release"
-          ? yield* sql<{ id: string }>`
+          ? yield* sql`
               SELECT t.id FROM tasks t JOIN nodes n ON n.owner_id = t.created_by AND n.id = ${id}
               WHERE t.status = 'queued' AND t.execution_step = 'waiting_for_node_capacity'
-              ORDER BY t.created_at LIMIT 20`
+              ORDER BY t.created_at LIMIT 20`.pipe(Effect.map(decodeTaskIds))
           : []
       // with the request each was reserved for: what the node's readiness hands over follows it (issue 12)
-      const undispatched = yield* sql<{ id: string; correlationId: string | null }>`
+      const undispatched = yield* sql`
         SELECT w.id, r.correlation_id FROM workspaces w
         LEFT JOIN node_reservations r ON r.workspace_id = w.id AND r.node_id = w.node_id
-        WHERE w.node_id = ${id} AND w.dispatched_at IS NULL AND w.status = 'pending'`
-      const waiting = yield* sql<{ id: string; correlationId: string | null }>`
+        WHERE w.node_id = ${id} AND w.dispatched_at IS NULL AND w.status = 'pending'`.pipe(
+        Effect.map(decodeUndispatched)
+      )
+      const waiting = yield* sql`
         SELECT t.id, (SELECT r.correlation_id FROM node_reservations r
             WHERE r.task_id = t.id AND r.node_id = t.node_id ORDER BY r.created_at DESC LIMIT 1) AS correlation_id
-        FROM tasks t WHERE t.node_id = ${id} AND t.status = 'queued' AND t.execution_step = 'node_provisioning'`
-      const workspaces = yield* sql<{ id: string; status: Domain.WorkspaceStatus }>`
-        SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`
+        FROM tasks t WHERE t.node_id = ${id} AND t.status = 'queued' AND t.execution_step = 'node_provisioning'`.pipe(
+        Effect.map(decodeWaiting)
+      )
+      const workspaces = yield* sql`
+        SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`.pipe(
+        Effect.map(decodeWorkspaces)
+      )
       const heartbeat = command.type === "node.heartbeat-seen" ? command.body.inventory : undefined
       const ledger = heartbeat === undefined ? undefined : yield* Reconciled.load(id, heartbeat)
       // One warm-pool decision per owner at a time (a transaction lock): two nodes idle at once would
@@ -238,18 +244,11 @@ export const NodeKind = Actor.make({
               Actor.to(
                 WorkspaceRef,
                 workspaceId,
-                C.WorkspaceDispatch.make(
-                  { workspaceId: workspaceId as never, via: "node-ready" },
-                  followed(workspaceId)
-                )
+                C.WorkspaceDispatch.make({ workspaceId: workspaceId, via: "node-ready" }, followed(workspaceId))
               )
             ),
             ...state.waiting.map((taskId) =>
-              Actor.to(
-                TaskRef,
-                taskId,
-                C.TaskNodeAssigned.make({ taskId: taskId as never, nodeId: next.id as never }, followed(taskId))
-              )
+              Actor.to(TaskRef, taskId, C.TaskNodeAssigned.make({ taskId: taskId, nodeId: next.id }, followed(taskId)))
             )
           ]
         : []
@@ -261,7 +260,7 @@ export const NodeKind = Actor.make({
         const next: Row = { ...row, providerRequestId: command.id }
         return Effect.succeed({
           state: { ...state, row: next },
-          events: [systemEvent(next, NodeProvisionRequested.make({ nodeId: row.id as never, provider: row.provider }))]
+          events: [systemEvent(next, NodeProvisionRequested.make({ nodeId: row.id, provider: row.provider }))]
         })
       }
       case "node.ready-reported": {
@@ -313,7 +312,7 @@ export const NodeKind = Actor.make({
               WorkspaceRef,
               workspaceId,
               C.WorkspaceStopCommand.make({
-                workspaceId: workspaceId as never,
+                workspaceId: workspaceId,
                 reason: reason ?? "its node was stopped"
               })
             )
@@ -322,7 +321,7 @@ export const NodeKind = Actor.make({
             systemEvent(
               row,
               NodeStopRequested.make({
-                nodeId: row.id as never,
+                nodeId: row.id,
                 workspaces: stopping,
                 ...(reason === undefined ? {} : { reason })
               })
@@ -344,10 +343,10 @@ export const NodeKind = Actor.make({
         return Effect.succeed({
           state: { ...state, reservations: left, released: workspaceId },
           send: woken.map((taskId) =>
-            Actor.to(TaskRef, taskId, C.TaskPlace.make({ taskId: taskId as never, attempt: 0, via: "released" }))
+            Actor.to(TaskRef, taskId, C.TaskPlace.make({ taskId: taskId, attempt: 0, via: "released" }))
           ),
           timers: idle
-            ? [Actor.Timer.set(IDLE_TIMER, nodeIdle().afterMs, C.NodeIdleCheck.make({ nodeId: row.id as never }))]
+            ? [Actor.Timer.set(IDLE_TIMER, nodeIdle().afterMs, C.NodeIdleCheck.make({ nodeId: row.id }))]
             : []
         })
       }
@@ -374,7 +373,7 @@ const destroy = (state: State, row: Row, reason: string | undefined): Actor.Reac
       Actor.to(
         WorkspaceRef,
         workspaceId,
-        C.WorkspaceDeleteCommand.make({ workspaceId: workspaceId as never, reason: reason ?? "its node was deleted" })
+        C.WorkspaceDeleteCommand.make({ workspaceId: workspaceId, reason: reason ?? "its node was deleted" })
       )
     ),
     events: [
@@ -382,7 +381,7 @@ const destroy = (state: State, row: Row, reason: string | undefined): Actor.Reac
       systemEvent(
         next,
         NodeDestroyRequested.make({
-          nodeId: row.id as never,
+          nodeId: row.id,
           provider: row.provider,
           workspaces: deleting,
           ...(reason === undefined ? {} : { reason })
@@ -469,7 +468,7 @@ const reserve = (
     send: [
       ...(reaction.send ?? []),
       ...[...new Set(state.idleReserved)].map((workspaceId) =>
-        Actor.to(WorkspaceRef, workspaceId, C.WorkspaceIdleTimeout.make({ workspaceId: workspaceId as never }))
+        Actor.to(WorkspaceRef, workspaceId, C.WorkspaceIdleTimeout.make({ workspaceId: workspaceId }))
       )
     ]
   })

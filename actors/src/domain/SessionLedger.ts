@@ -2,28 +2,30 @@ import { SqlClient } from "@effect/sql"
 import { Domain, Trace } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect, FiberRef } from "effect"
+import { z } from "zod"
 
 const { TERMINAL_TASK_STATUSES } = Domain
 
+/** The session's row in `sessions` as the session actor reads it (the pending permissions still stored JSON). */
+const Loaded = Domain.Rows.SessionRow.extend({
+  acpSessionId: z.string().nullable(),
+  runningReportedAt: z.date().nullable(),
+  lastEvidenceAt: z.date().nullable(),
+  version: z.coerce.number(),
+  pendingPermissions: z.string(),
+  taskStatus: Domain.TaskStatus.nullable(),
+  permissionPolicy: Domain.ControlProtocol.PermissionPolicy.nullable(),
+  permissionTimeoutSeconds: z.number().nullable()
+})
+const decodeLoaded = Domain.Rows.decodeRows(Loaded, "session")
+
 /** The session's row in `sessions`, as the session actor reads and writes it. */
-export interface SessionRow {
-  readonly id: string
-  readonly projectId: string
-  readonly workspaceId: string | null
-  readonly taskId: string | null
-  readonly nodeId: string | null
-  readonly agent: string
-  readonly mode: Domain.NodeProtocol.TaskMode
-  readonly status: Domain.SessionStatus
+export interface SessionRow extends Domain.Rows.SessionRow {
   readonly acpSessionId: string | null
-  readonly promptEpoch: number
-  readonly lastSeq: number
-  readonly errorReason: string | null
   /** when the task was told its agent is running (sent once) */
   readonly runningReportedAt: Date | null
   /** the last report from the node about this session: the healer's evidence of life */
   readonly lastEvidenceAt: Date | null
-  readonly endedAt: Date | null
   readonly version: number
   /** the agent's permission requests waiting for an answer (ADR 0018); none when absent */
   readonly pendingPermissions?: ReadonlyArray<Domain.PendingPermission>
@@ -68,46 +70,33 @@ export interface SessionState {
   }
 }
 
-type Raw = Omit<SessionRow, "promptEpoch" | "lastSeq" | "version" | "pendingPermissions"> & {
-  readonly pendingPermissions: string
-  readonly promptEpoch: number | string
-  readonly lastSeq: number | string
-  readonly version: number | string
-}
-
 export const load = (id: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
-    const rows = yield* sql<
-      Raw & {
-        readonly taskStatus: Domain.TaskStatus | null
-        readonly permissionPolicy: Domain.ControlProtocol.PermissionPolicy | null
-        readonly permissionTimeoutSeconds: number | null
-      }
-    >`
+    const rows = yield* sql`
       SELECT s.id, s.project_id, s.workspace_id, s.task_id, s.node_id, s.agent, s.mode, s.status, s.acp_session_id,
         s.prompt_epoch, s.last_seq, s.error_reason, s.running_reported_at, s.last_evidence_at, s.ended_at, s.version,
         s.pending_permissions::text AS pending_permissions, t.status AS task_status, p.permission_policy, p.permission_timeout_seconds
       FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id LEFT JOIN projects p ON p.id = s.project_id
-      WHERE s.id = ${id} FOR UPDATE OF s`
+      WHERE s.id = ${id} FOR UPDATE OF s`.pipe(Effect.map(decodeLoaded))
     const found = rows[0]
-    const { taskStatus, permissionPolicy, permissionTimeoutSeconds, ...raw } = found ?? {
-      taskStatus: null,
-      permissionPolicy: null,
-      permissionTimeoutSeconds: null
+    const taskStatus = found?.taskStatus ?? null
+    const permissionPolicy = found?.permissionPolicy ?? null
+    const permissionTimeoutSeconds = found?.permissionTimeoutSeconds ?? null
+    let row: SessionRow | null = null
+    if (found !== undefined) {
+      const {
+        taskStatus: _t,
+        permissionPolicy: _p,
+        permissionTimeoutSeconds: _s,
+        pendingPermissions,
+        ...columns
+      } = found
+      row = {
+        ...columns,
+        pendingPermissions: JSON.parse(StoredJson.decode(pendingPermissions)) as Array<Domain.PendingPermission>
+      }
     }
-    const row: SessionRow | null =
-      found === undefined
-        ? null
-        : {
-            ...(raw as Raw),
-            promptEpoch: Number(found.promptEpoch),
-            lastSeq: Number(found.lastSeq),
-            version: Number(found.version),
-            pendingPermissions: JSON.parse(
-              StoredJson.decode(found.pendingPermissions)
-            ) as Array<Domain.PendingPermission>
-          }
     const taskEnded = taskStatus !== null && TERMINAL_TASK_STATUSES.has(taskStatus)
     const policy =
       permissionPolicy === null

@@ -99,7 +99,7 @@ const answered = (h: Helpers, row: Row, reportId: string, request: Pending, opti
           {
             subject: Subjects.nodeCommand(row.nodeId, NodeProtocol.SessionPermissionAnswer.type),
             envelope: NodeProtocol.SessionPermissionAnswer.make(
-              { sessionId: row.id as never, requestId: request.requestId, optionId },
+              { sessionId: row.id, requestId: request.requestId, optionId },
               h.meta
             )
           }
@@ -169,10 +169,7 @@ export const afterReport = (
             Actor.Timer.set(
               timerName(request.requestId),
               new Date(request.expiresAt),
-              ControlProtocol.SessionPermissionTimeout.make(
-                { sessionId: row.id as never, requestId: request.requestId },
-                h.meta
-              )
+              ControlProtocol.SessionPermissionTimeout.make({ sessionId: row.id, requestId: request.requestId }, h.meta)
             )
           )
         } else {

@@ -271,7 +271,7 @@ export const heal = (
     const evidence =
       Date.parse(current.updatedAt) > cutoff ||
       (row.lastEvidenceAt !== null && row.lastEvidenceAt.getTime() > cutoff) ||
-      (heardAt !== undefined && heardAt > cutoff && node!.promptingSessions.includes(row.id as never))
+      (heardAt !== undefined && heardAt > cutoff && node!.promptingSessions.includes(row.id))
     if (evidence) return { state, timers: [h.healTimer(row.id)] }
     const nodeUp =
       heardAt !== undefined && heardAt > now - Math.min(HEARTBEAT_FRESH_SECONDS * 1000, deps.staleAfterMs / 2)

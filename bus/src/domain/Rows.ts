@@ -1,7 +1,7 @@
 import { z } from "zod"
 import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
 import { AgentKind, TaskMode } from "./NodeProtocol.js"
-import { ExecutionStep, TaskStatus, WorkspaceStatus } from "./States.js"
+import { ExecutionStep, NodeStatus, SessionStatus, TaskStatus, WorkspaceStatus } from "./States.js"
 
 /**
  * The ledger's rows as the actors and the gateway read them (issue 12): decoded once, where they are read,
@@ -56,6 +56,38 @@ export type WorkspaceRow = z.output<typeof WorkspaceRow>
 /** A workspace as the gateway lists it. */
 export const WorkspaceRecord = WorkspaceRow.extend({ createdAt: z.date(), updatedAt: z.date() })
 export type WorkspaceRecord = z.output<typeof WorkspaceRecord>
+
+/** The columns of `nodes` the node actor keeps as its state. */
+export const NodeRow = z.object({
+  id: NodeId,
+  ownerId: UserId.nullable(),
+  maxWorkspaces: z.number(),
+  status: NodeStatus,
+  /** `joined`: a machine its owner joined (ADR 0027); its vm-agent came with a join token */
+  provider: z.enum(["local", "hetzner", "joined"]),
+  providerRequestId: z.string().nullable(),
+  agentReadyAt: z.date().nullable(),
+  lastHeartbeatAt: z.date().nullable(),
+  capabilities: z.unknown()
+})
+export type NodeRow = z.output<typeof NodeRow>
+
+/** The columns of `sessions` every reader of a session needs (`last_seq` is a bigint: read as text). */
+export const SessionRow = z.object({
+  id: SessionId,
+  projectId: ProjectId,
+  taskId: TaskId.nullable(),
+  workspaceId: WorkspaceId.nullable(),
+  nodeId: NodeId.nullable(),
+  agent: AgentKind,
+  mode: TaskMode,
+  status: SessionStatus,
+  promptEpoch: z.number(),
+  lastSeq: z.coerce.number(),
+  errorReason: z.string().nullable(),
+  endedAt: z.date().nullable()
+})
+export type SessionRow = z.output<typeof SessionRow>
 
 /** Decodes rows a query read; a row that does not fit is a defect (a ledger this code does not know). */
 export const decodeRows =

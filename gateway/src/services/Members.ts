@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain } from "@sam/bus"
+import { type Api, Domain, type ProjectId, type UserId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { requireMember, requireOwner } from "../Access.js"
@@ -10,7 +10,7 @@ import * as Command from "../Command.js"
 const C = Domain.ControlProtocol
 
 interface MemberRow {
-  readonly userId: string
+  readonly userId: UserId
   readonly login: string | null
   readonly displayName: string
   readonly githubLogin: string | null
@@ -27,14 +27,14 @@ const toMember = (row: MemberRow): z.input<typeof Api.Member> => ({
   addedAt: row.addedAt.toISOString()
 })
 
-const selectMembers = (sql: SqlClient.SqlClient, projectId: string, userId?: string) =>
+const selectMembers = (sql: SqlClient.SqlClient, projectId: ProjectId, userId?: string) =>
   sql<MemberRow>`
     SELECT u.id AS user_id, u.login, u.display_name, u.github_login, m.role, m.created_at AS added_at
     FROM project_members m JOIN users u ON u.id = m.user_id
     WHERE m.project_id = ${projectId} ${userId === undefined ? sql`` : sql`AND m.user_id = ${userId}`}
     ORDER BY m.created_at, u.id`.pipe(Effect.orDie)
 
-export const listMembers = Effect.fn("Members.list")(function* (principal: Principal, projectId: string) {
+export const listMembers = Effect.fn("Members.list")(function* (principal: Principal, projectId: ProjectId) {
   yield* requireMember(principal, projectId)
   const sql = yield* SqlClient.SqlClient
   return { members: (yield* selectMembers(sql, projectId)).map(toMember) }
@@ -61,15 +61,15 @@ const resolveUser = (input: z.output<typeof Api.AddMemberRequest>) =>
 /** Add a member or change a member's role (owners only); the project actor keeps at least one owner. */
 export const addMember = Effect.fn("Members.add")(function* (
   principal: Principal,
-  projectId: string,
+  projectId: ProjectId,
   input: z.output<typeof Api.AddMemberRequest>
 ) {
   yield* requireOwner(principal, projectId)
   const userId = yield* resolveUser(input)
   const command = yield* Command.build(() =>
     C.ProjectAddMember.make({
-      projectId: projectId as never,
-      userId: userId as never,
+      projectId,
+      userId,
       role: input.role,
       by: principal.userId
     })
@@ -84,13 +84,11 @@ export const addMember = Effect.fn("Members.add")(function* (
 /** Remove a member (owners only); the last owner stays (`invalid_state`, reason `last_owner`). */
 export const removeMember = Effect.fn("Members.remove")(function* (
   principal: Principal,
-  projectId: string,
-  userId: string
+  projectId: ProjectId,
+  userId: UserId
 ) {
   yield* requireOwner(principal, projectId)
-  const command = yield* Command.build(() =>
-    C.ProjectRemoveMember.make({ projectId: projectId as never, userId: userId as never, by: principal.userId })
-  )
+  const command = yield* Command.build(() => C.ProjectRemoveMember.make({ projectId, userId, by: principal.userId }))
   yield* Command.ask(Domain.ProjectRef, projectId, command)
-  return { projectId: projectId as never, userId: userId as never, removed: true as const }
+  return { projectId, userId, removed: true as const }
 })

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain } from "@sam/bus"
+import { type Api, Domain, type NodeId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { requireNodeVisible } from "../Access.js"
@@ -67,7 +67,7 @@ export const listNodes = Effect.fn("Nodes.list")(function* (principal: Principal
   return { nodes: (yield* select(sql, principal.userId)).map(toNode) }
 })
 
-const one = (principal: Principal, nodeId: string) =>
+const one = (principal: Principal, nodeId: NodeId) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const [row] = yield* select(sql, principal.userId, nodeId)
@@ -75,7 +75,7 @@ const one = (principal: Principal, nodeId: string) =>
     return toNode(row)
   })
 
-export const getNode = Effect.fn("Nodes.get")(function* (principal: Principal, nodeId: string) {
+export const getNode = Effect.fn("Nodes.get")(function* (principal: Principal, nodeId: NodeId) {
   yield* requireNodeVisible(principal, nodeId)
   return yield* one(principal, nodeId)
 })
@@ -84,7 +84,7 @@ export const getNode = Effect.fn("Nodes.get")(function* (principal: Principal, n
  * Who may stop or retire a node: its owner; for a node without one (the control plane's shared
  * nodes), a user who owns every project with a live workspace on it, so nobody stops others' work.
  */
-const requireNodeControl = Effect.fn("Nodes.requireControl")(function* (principal: Principal, nodeId: string) {
+const requireNodeControl = Effect.fn("Nodes.requireControl")(function* (principal: Principal, nodeId: NodeId) {
   yield* requireNodeVisible(principal, nodeId)
   const sql = yield* SqlClient.SqlClient
   const [row] = yield* sql<{ ownerId: string | null; foreignWork: boolean }>`
@@ -117,15 +117,13 @@ const KEPT_NOTE =
  */
 export const change = Effect.fn("Nodes.change")(function* (
   principal: Principal,
-  nodeId: string,
+  nodeId: NodeId,
   kind: "stop" | "delete"
 ) {
   yield* requireNodeControl(principal, nodeId)
   const reason = `${kind === "stop" ? "stopped" : "deleted"} by ${principal.userId}`
   const command = yield* Command.build(() =>
-    kind === "stop"
-      ? C.NodeStop.make({ nodeId: nodeId as never, reason })
-      : C.NodeDestroy.make({ nodeId: nodeId as never, reason })
+    kind === "stop" ? C.NodeStop.make({ nodeId, reason }) : C.NodeDestroy.make({ nodeId, reason })
   )
   const { workspaces } = yield* Command.ask(Domain.NodeRef, nodeId, command, Domain.Replies.NodeChanged)
   return {

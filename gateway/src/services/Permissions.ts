@@ -1,4 +1,4 @@
-import { type Api, Domain } from "@sam/bus"
+import { type Api, Domain, type SessionId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
 import { sessionProject } from "../Access.js"
@@ -16,14 +16,14 @@ const C = Domain.ControlProtocol
  */
 export const answer = Effect.fn("Permissions.answer")(function* (
   principal: Principal,
-  sessionId: string,
+  sessionId: SessionId,
   requestId: string,
   input: z.output<typeof Api.AnswerPermissionRequest>
 ) {
   yield* sessionProject(principal, sessionId)
   const optionId = "optionId" in input ? input.optionId : "cancelled"
   const command = yield* Command.build(() =>
-    C.SessionAnswerPermission.make({ sessionId: sessionId as never, requestId, optionId, by: principal.userId })
+    C.SessionAnswerPermission.make({ sessionId, requestId, optionId, by: principal.userId })
   )
   const reply = yield* Command.ask(Domain.SessionRef, sessionId, command, Domain.Replies.SessionApplied).pipe(
     Effect.catchIf(
@@ -31,5 +31,5 @@ export const answer = Effect.fn("Permissions.answer")(function* (
       (error) => Effect.fail(new ApiError({ code: "invalid_body", message: error.message }))
     )
   )
-  return { sessionId: sessionId as never, requestId, outcome: reply.outcome ?? optionId }
+  return { sessionId, requestId, outcome: reply.outcome ?? optionId }
 })

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain, Kv, Topology } from "@sam/bus"
+import { type Api, Domain, Kv, type SessionId, Topology } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect, Option } from "effect"
 import { z } from "zod"
@@ -9,30 +9,21 @@ import type { Principal } from "../Auth.js"
 
 type Snapshot = Domain.SessionSnapshot
 
-interface SessionRow {
-  readonly id: string
-  readonly projectId: string
-  readonly taskId: string | null
-  readonly workspaceId: string | null
-  readonly nodeId: string | null
-  readonly agent: Domain.NodeProtocol.AgentKind
-  readonly mode: Domain.NodeProtocol.TaskMode
-  readonly status: Domain.SessionStatus
-  readonly taskStatus: Domain.TaskStatus | null
-  readonly promptEpoch: number
-  readonly lastSeq: number | string
-  readonly errorReason: string | null
-  readonly prUrl: string | null
-  readonly createdAt: Date
-  readonly updatedAt: Date
-  readonly endedAt: Date | null
-  readonly usageTurns: number
-  readonly usageInput: number
-  readonly usageOutput: number
-  readonly usageTotal: number
+/** A session as the API shows it: its row, its task's status, its pull request, times and token usage. */
+const SessionRecord = Domain.Rows.SessionRow.extend({
+  taskStatus: Domain.TaskStatus.nullable(),
+  prUrl: z.string().nullable(),
+  createdAt: z.date(),
+  updatedAt: z.date(),
+  usageTurns: z.number(),
+  usageInput: z.number(),
+  usageOutput: z.number(),
+  usageTotal: z.number(),
   /** the payload's `update` of the latest ACP `usage_update` (stored JSON text), if any */
-  readonly usageUpdate: string | null
-}
+  usageUpdate: z.string().nullable()
+})
+type SessionRow = z.output<typeof SessionRecord>
+const decodeSessions = Domain.Rows.decodeRows(SessionRecord, "session")
 
 const ENDED_REASON: Partial<Record<Domain.TaskStatus, Snapshot["reason"]>> = {
   completed: "completed",
@@ -64,18 +55,18 @@ export const visibleSnapshot = (
 const toSession = (row: SessionRow, snapshot: Snapshot | undefined): z.input<typeof Api.Session> => {
   const status = Domain.visibleSessionStatus(row.status, row.taskStatus)
   return {
-    id: row.id as never,
-    projectId: row.projectId as never,
-    taskId: row.taskId as never,
-    workspaceId: row.workspaceId as never,
-    nodeId: row.nodeId as never,
+    id: row.id,
+    projectId: row.projectId,
+    taskId: row.taskId,
+    workspaceId: row.workspaceId,
+    nodeId: row.nodeId,
     agent: row.agent,
     mode: row.mode,
     status,
     storedStatus: row.status,
     taskStatus: row.taskStatus,
     promptEpoch: row.promptEpoch,
-    lastSeq: Number(row.lastSeq),
+    lastSeq: row.lastSeq,
     errorReason: row.errorReason,
     prUrl: row.prUrl,
     snapshot: visibleSnapshot(snapshot, status, row.taskStatus),
@@ -132,7 +123,7 @@ const snapshots = (ids: ReadonlyArray<string>) =>
   )
 
 const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.SqlClient["and"]>, limit: number) =>
-  sql<SessionRow>`
+  sql`
     SELECT s.id, s.project_id, s.task_id, s.workspace_id, s.node_id, s.agent, s.mode, s.status, t.status AS task_status,
       s.prompt_epoch, s.last_seq, s.error_reason, s.pr_url, s.created_at, s.updated_at, s.ended_at,
       u.turns AS usage_turns, u.input AS usage_input, u.output AS usage_output, u.total AS usage_total,
@@ -153,7 +144,7 @@ const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.Sq
     ) c ON true
     WHERE ${where}
     ORDER BY s.created_at DESC, s.id DESC
-    LIMIT ${limit}`.pipe(Effect.orDie)
+    LIMIT ${limit}`.pipe(Effect.orDie, Effect.map(decodeSessions))
 
 /** A project's sessions, newest first, each with its (derived) status and snapshot. */
 export const listSessions = Effect.fn("Sessions.list")(function* (
@@ -177,12 +168,12 @@ export const listSessions = Effect.fn("Sessions.list")(function* (
   const snaps = yield* snapshots(page.map((r) => r.id))
   return {
     sessions: page.map((row) => toSession(row, snaps.get(row.id))),
-    nextBefore: (rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null) as never
+    nextBefore: rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null
   }
 })
 
 /** One session as a member of its project sees it. */
-export const getSession = Effect.fn("Sessions.get")(function* (principal: Principal, sessionId: string) {
+export const getSession = Effect.fn("Sessions.get")(function* (principal: Principal, sessionId: SessionId) {
   yield* sessionProject(principal, sessionId)
   const sql = yield* SqlClient.SqlClient
   const [row] = yield* selectSessions(sql, sql.and([sql`s.id = ${sessionId}`]), 1)
@@ -197,7 +188,7 @@ const storedEvent = (payload: string): Api.SessionEventBody => JSON.parse(Stored
 /** A page of the transcript after `afterSeq`, in seq order; `nextAfterSeq` is null once it reached the end. */
 export const transcript = Effect.fn("Sessions.transcript")(function* (
   principal: Principal,
-  sessionId: string,
+  sessionId: SessionId,
   query: z.output<typeof Api.TranscriptQuery>
 ) {
   yield* sessionProject(principal, sessionId)
@@ -216,7 +207,7 @@ export const transcript = Effect.fn("Sessions.transcript")(function* (
     at: row.at.toISOString()
   }))
   return {
-    sessionId: sessionId as never,
+    sessionId,
     events,
     nextAfterSeq: rows.length > query.limit ? (events[events.length - 1]?.seq ?? null) : null,
     lastSeq: Number(session?.lastSeq ?? 0)

@@ -179,7 +179,15 @@ describe("web app: agent credentials and profiles", () => {
     }).toContain("Noted, at some expense.")
 
     // what the agent reported: the turn's tokens on its end, the context and the cost in its last usage_update
-    const transcript = await apiGet(stack, context, `/sessions/${sessionId}/events`)
+    // (the text shows as the agent writes it; the turn's end follows it into the transcript)
+    const transcriptEnded = async () => {
+      const read = await apiGet(stack, context, `/sessions/${sessionId}/events`)
+      return (read.events as Array<{ event: { type: string } }>).some((e) => e.event.type === "turn-ended")
+        ? read
+        : undefined
+    }
+    await poll(transcriptEnded, { timeout: 30_000 }).toBeDefined()
+    const transcript = (await transcriptEnded())!
     interface Reported {
       readonly used: number
       readonly size: number

@@ -263,6 +263,9 @@ export default component$(() => {
           if (f.sessionId === sessionId) {
             state.loaded = true
             schedule()
+            // What the page loaded was read before this subscription: a change in between (a task that
+            // failed while the page navigated to its session) came as no live event. Read once more.
+            refresh()
           }
           return
         case "event": {

@@ -1,4 +1,5 @@
 import { describe, it } from "@effect/vitest"
+import { SessionId } from "@sam/bus"
 import { Effect, Fiber } from "effect"
 import { expect } from "vitest"
 import type { CatchUp } from "../src/feed/CatchUp.js"
@@ -51,7 +52,7 @@ const schedule = (seed: number, options: { readonly afterSeq: number; readonly m
     }
     const TOTAL = 300
     for (let seq = 1; seq <= 40; seq++) transcript.push(seq)
-    const stream = yield* SessionStream.make("sess_x", options.afterSeq, out, catchUp, {
+    const stream = yield* SessionStream.make(SessionId.parse("sess_x"), options.afterSeq, out, catchUp, {
       maxPendingBytes: options.maxPendingBytes,
       pageSize: 16
     })

@@ -196,9 +196,31 @@ const mayNotify = (event: SessionEvent) =>
   (event.type === "session.event" &&
     (event.body.event.type === "permission-requested" || event.body.event.type === "plan"))
 
+/**
+ * A `session.event-batch` is its entries, each as the `session.event` it stands for (with an id of its own,
+ * stable across redeliveries, for the notification it may cause).
+ */
+const entriesOf = (event: SessionEvent): ReadonlyArray<SessionEvent> =>
+  event.type === "session.event-batch"
+    ? event.body.entries.map((entry) => ({
+        ...event,
+        id: `${event.id}_${entry.seq}` as typeof event.id,
+        type: "session.event" as const,
+        body: { sessionId: event.body.sessionId, ...entry }
+      }))
+    : [event]
+
 const handleSession = (delivery: Consume.Delivery<SessionEvent>) =>
   Effect.gen(function* () {
-    const event = delivery.envelope
+    for (const event of entriesOf(delivery.envelope)) {
+      const outcome = yield* handleSessionEvent(event)
+      if (outcome._tag !== "Ack") return outcome
+    }
+    return Consume.Outcome.Ack()
+  })
+
+const handleSessionEvent = (event: SessionEvent) =>
+  Effect.gen(function* () {
     if (!mayNotify(event)) return Consume.Outcome.Ack()
     const sql = yield* SqlClient.SqlClient
     const sessions = yield* sql<{

@@ -4,6 +4,7 @@ import { Config, Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
 import { type Launches, launches } from "./AgentLaunches.js"
 import { SessionRef, TaskRef } from "./Kinds.js"
+import { batchTranscript } from "./SessionEventBatches.js"
 import * as Ledger from "./SessionLedger.js"
 import { openToolCalls } from "./SessionLostTurns.js"
 import * as Permissions from "./SessionPermissions.js"
@@ -90,6 +91,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
       }).pipe(
         Effect.map((reaction) => ({
           ...reaction,
+          ...(reaction.events === undefined ? {} : { events: batchTranscript(reaction.events) }),
           afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
         })),
         Effect.withSpan("SessionActor.handle", { attributes: { type: command.type, messageId: command.id } })

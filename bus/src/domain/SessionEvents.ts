@@ -44,6 +44,25 @@ export const SessionEventAppended = defineMessage(
   { durable: true }
 )
 
+/** A transcript entry as a `session.event-batch` carries it: a `session.event`'s body without the session. */
+export const SessionEventEntry = SessionEventAppended.body.omit({ sessionId: true })
+export type SessionEventEntry = z.output<typeof SessionEventEntry>
+
+/** At most this many entries in one `session.event-batch`, and about this many bytes of them. */
+export const MAX_BATCH_ENTRIES = 128
+export const MAX_BATCH_BYTES = 256 * 1024
+
+/**
+ * Consecutive transcript entries of one session persisted in one transaction (a busy agent's run of reports),
+ * published as one message instead of a `session.event` each (issue 12): one outbox row, one publish and one
+ * decode per batch. Entries are in seq order with no gap; a lone entry still goes as a `session.event`.
+ */
+export const SessionEventBatch = defineMessage(
+  "session.event-batch",
+  z.object({ sessionId: SessionId, entries: z.array(SessionEventEntry).min(1).max(MAX_BATCH_ENTRIES) }),
+  { durable: true }
+)
+
 /** The snapshot in KV `sam_session_state` changed; carries the new snapshot. */
 export const SessionActivityChanged = defineMessage(
   "session.activity",
@@ -84,6 +103,7 @@ export const SessionFailed = defineMessage(
 export const sessionEvents = registry(
   SessionOpened,
   SessionEventAppended,
+  SessionEventBatch,
   SessionActivityChanged,
   SessionPromptAccepted,
   SessionStopped,

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, Kv, Topology } from "@sam/bus"
+import { Domain, Kv, type SessionId, Topology } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect, Option } from "effect"
 import { frame, type OutFrame } from "./Outbound.js"
@@ -26,14 +26,14 @@ export const make = Effect.gen(function* () {
   const snapshots = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
 
   /** The session's snapshot frame; a value that no longer parses is reported as none. */
-  const snapshot = (sessionId: string) =>
+  const snapshot = (sessionId: SessionId) =>
     snapshots.get(sessionId).pipe(
       Effect.map((entry) => Option.getOrNull(Option.map(entry, (e) => e.value))),
       Effect.catchTag("KvCorrupt", (error) =>
         Effect.logWarning("feed: corrupt session snapshot", error.message).pipe(Effect.as(null))
       ),
       Effect.orDie,
-      Effect.map((value) => frame({ type: "snapshot", sessionId: sessionId as never, snapshot: value }))
+      Effect.map((value) => frame({ type: "snapshot", sessionId, snapshot: value }))
     )
 
   /**

@@ -99,6 +99,25 @@ export const make = Effect.gen(function* () {
       for (const stream of streams.values()) stream.onLive(body.seq, live)
       return
     }
+    if (envelope.type === "session.event-batch") {
+      const streams = bySession.get(subject.id)
+      if (streams === undefined) return
+      const { sessionId, entries } = envelope.body
+      const correlation = envelope.correlationId === undefined ? {} : { correlationId: envelope.correlationId }
+      for (const entry of entries) {
+        const live = frame({
+          type: "session.event",
+          sessionId,
+          seq: entry.seq,
+          promptEpoch: entry.promptEpoch,
+          event: entry.event,
+          at: envelope.at,
+          ...correlation
+        })
+        for (const stream of streams.values()) stream.onLive(entry.seq, live)
+      }
+      return
+    }
     if (envelope.type === "notification.created") {
       const targets = byUser.map.get(envelope.body.notification.userId)
       if (targets === undefined) return
@@ -127,7 +146,8 @@ export const make = Effect.gen(function* () {
     if (subject === undefined || !wanted(subject)) return
     const decoded = forwarded.decode(msg.data)
     if (decoded._tag !== "Ok") return
-    if (decoded.envelope.type !== "session.event" && seen(decoded.envelope.id)) return
+    const type = decoded.envelope.type
+    if (type !== "session.event" && type !== "session.event-batch" && seen(decoded.envelope.id)) return
     route(subject, decoded.envelope)
   }
 

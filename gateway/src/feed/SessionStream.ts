@@ -1,3 +1,4 @@
+import type { SessionId } from "@sam/bus"
 import { Cause, Effect, Queue, Schedule } from "effect"
 import type { CatchUp } from "./CatchUp.js"
 import type { FeedOptions } from "./FeedConfig.js"
@@ -15,7 +16,7 @@ import { frame, type Outbound, type OutFrame } from "./Outbound.js"
  * `maxPendingBytes` they are dropped and only the highest seq seen is kept, to be read back.
  */
 export interface SessionStream {
-  readonly sessionId: string
+  readonly sessionId: SessionId
   /** a live `session.event`, called by the fanout in arrival order; never blocks */
   readonly onLive: (seq: number, frame: OutFrame) => void
   /** read the transcript past `lastSent` even without a live event (the bus reconnected) */
@@ -49,7 +50,7 @@ const patiently = <A>(sessionId: string, read: Effect.Effect<A>) =>
   )
 
 export const make = Effect.fnUntraced(function* (
-  sessionId: string,
+  sessionId: SessionId,
   afterSeq: number,
   out: Outbound,
   catchUp: CatchUp,
@@ -159,7 +160,7 @@ export const make = Effect.fnUntraced(function* (
   const run = Effect.gen(function* () {
     if (!(yield* out.sendPaced(yield* patiently(sessionId, catchUp.snapshot(sessionId))))) return
     yield* fill(() => {
-      out.send(frame({ type: "caught-up", sessionId: sessionId as never, lastSeq: lastSent }))
+      out.send(frame({ type: "caught-up", sessionId, lastSeq: lastSent }))
     })
     for (;;) {
       yield* Queue.take(wake)

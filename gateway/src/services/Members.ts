@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain, type ProjectId, type UserId } from "@sam/bus"
+import { type Api, Domain, type ProjectId, UserId } from "@sam/bus"
 import { Effect } from "effect"
-import type { z } from "zod"
+import { z } from "zod"
 import { requireMember, requireOwner } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
@@ -9,17 +9,19 @@ import * as Command from "../Command.js"
 
 const C = Domain.ControlProtocol
 
-interface MemberRow {
-  readonly userId: UserId
-  readonly login: string | null
-  readonly displayName: string
-  readonly githubLogin: string | null
-  readonly role: "owner" | "member"
-  readonly addedAt: Date
-}
+const MemberRow = z.object({
+  userId: UserId,
+  login: z.string().nullable(),
+  displayName: z.string(),
+  githubLogin: z.string().nullable(),
+  role: z.enum(["owner", "member"]),
+  addedAt: z.date()
+})
+type MemberRow = z.output<typeof MemberRow>
+const decodeMembers = Domain.Rows.decodeRows(MemberRow, "member")
 
 const toMember = (row: MemberRow): z.input<typeof Api.Member> => ({
-  userId: row.userId as never,
+  userId: row.userId,
   login: row.login,
   displayName: row.displayName,
   githubLogin: row.githubLogin,
@@ -28,11 +30,11 @@ const toMember = (row: MemberRow): z.input<typeof Api.Member> => ({
 })
 
 const selectMembers = (sql: SqlClient.SqlClient, projectId: ProjectId, userId?: string) =>
-  sql<MemberRow>`
+  sql`
     SELECT u.id AS user_id, u.login, u.display_name, u.github_login, m.role, m.created_at AS added_at
     FROM project_members m JOIN users u ON u.id = m.user_id
     WHERE m.project_id = ${projectId} ${userId === undefined ? sql`` : sql`AND m.user_id = ${userId}`}
-    ORDER BY m.created_at, u.id`.pipe(Effect.orDie)
+    ORDER BY m.created_at, u.id`.pipe(Effect.orDie, Effect.map(decodeMembers))
 
 export const listMembers = Effect.fn("Members.list")(function* (principal: Principal, projectId: ProjectId) {
   yield* requireMember(principal, projectId)

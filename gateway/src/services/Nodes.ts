@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { type Api, Domain, type NodeId } from "@sam/bus"
+import { Api, Domain, type NodeId } from "@sam/bus"
 import { Effect } from "effect"
-import type { z } from "zod"
+import { z } from "zod"
 import { requireNodeVisible } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
@@ -9,38 +9,42 @@ import * as Command from "../Command.js"
 
 const C = Domain.ControlProtocol
 
-interface NodeRow {
-  readonly id: string
-  readonly provider: "local" | "hetzner"
-  readonly status: Domain.NodeStatus
-  readonly health: Domain.NodeHealth
-  readonly fresh: boolean
-  readonly ownerId: string | null
-  readonly agentReadyAt: Date | null
-  readonly lastHeartbeatAt: Date | null
-  readonly capabilities: Record<string, unknown> | null
-  readonly maxWorkspaces: number
-  readonly activeWorkspaces: number | string
-  readonly errorReason: string | null
-  readonly createdAt: Date
-  readonly updatedAt: Date
-}
+/** A node as its owner and the members of projects on it see it: no provider request id, nothing added later. */
+const NodeView = Domain.Rows.NodeRow.pick({
+  id: true,
+  provider: true,
+  status: true,
+  ownerId: true,
+  agentReadyAt: true,
+  lastHeartbeatAt: true,
+  maxWorkspaces: true
+}).extend({
+  health: Domain.NodeHealth,
+  fresh: z.boolean(),
+  capabilities: Api.Node.shape.capabilities,
+  activeWorkspaces: z.coerce.number(),
+  errorReason: z.string().nullable(),
+  createdAt: z.date(),
+  updatedAt: z.date()
+})
+type NodeRow = z.output<typeof NodeView>
+const decodeNodes = Domain.Rows.decodeRows(NodeView, "node")
 
 const iso = (value: Date | null) => (value === null ? null : value.toISOString())
 
 /** Only named columns: a node row's provider request id and anything added later stay out. */
 const toNode = (row: NodeRow): z.input<typeof Api.Node> => ({
-  id: row.id as never,
+  id: row.id,
   provider: row.provider,
   status: row.status,
   health: row.fresh ? row.health : "stale",
   ready: row.fresh && row.agentReadyAt !== null && (row.status === "running" || row.status === "warm"),
-  ownerId: row.ownerId as never,
+  ownerId: row.ownerId,
   agentReadyAt: iso(row.agentReadyAt),
   lastHeartbeatAt: iso(row.lastHeartbeatAt),
-  capabilities: row.capabilities as never,
+  capabilities: row.capabilities,
   maxWorkspaces: row.maxWorkspaces,
-  activeWorkspaces: Number(row.activeWorkspaces),
+  activeWorkspaces: row.activeWorkspaces,
   errorReason: row.errorReason,
   createdAt: row.createdAt.toISOString(),
   updatedAt: row.updatedAt.toISOString()
@@ -48,7 +52,7 @@ const toNode = (row: NodeRow): z.input<typeof Api.Node> => ({
 
 /** Nodes `userId` can see (design §9): its own, and those hosting a workspace of a project it is a member of. */
 const select = (sql: SqlClient.SqlClient, userId: string, nodeId?: string) =>
-  sql<NodeRow>`
+  sql`
     SELECT n.id, n.provider, n.status, n.health, n.owner_id, n.agent_ready_at, n.last_heartbeat_at, n.capabilities,
       n.max_workspaces, n.error_reason, n.created_at, n.updated_at,
       (n.last_heartbeat_at IS NOT NULL
@@ -60,7 +64,7 @@ const select = (sql: SqlClient.SqlClient, userId: string, nodeId?: string) =>
         SELECT 1 FROM workspaces w JOIN project_members m ON m.project_id = w.project_id AND m.user_id = ${userId}
         WHERE w.node_id = n.id))
       ${nodeId === undefined ? sql`` : sql`AND n.id = ${nodeId}`}
-    ORDER BY n.created_at DESC, n.id DESC`.pipe(Effect.orDie)
+    ORDER BY n.created_at DESC, n.id DESC`.pipe(Effect.orDie, Effect.map(decodeNodes))
 
 export const listNodes = Effect.fn("Nodes.list")(function* (principal: Principal) {
   const sql = yield* SqlClient.SqlClient

@@ -57,7 +57,7 @@ export const list = Effect.fn("Notifications.list")(function* (
   return {
     notifications: page.map(Api.fromRow),
     unreadCount: yield* unreadCount(sql, principal.userId),
-    nextBefore: (rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null) as never
+    nextBefore: rows.length > query.limit ? (page[page.length - 1]?.id ?? null) : null
   }
 })
 

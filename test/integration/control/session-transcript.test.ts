@@ -37,6 +37,16 @@ const sessionWithoutIngress = Effect.gen(function* () {
 })
 
 describe("session actor: transcript and activity", () => {
+  /** The transcript entries' seqs in the `session.event`s and `session.event-batch`es published, in order. */
+  const publishedSeqs = (published: ReadonlyArray<{ envelope: { type: string; body: unknown } }>) =>
+    published.flatMap(({ envelope }) =>
+      envelope.type === "session.event"
+        ? [(envelope.body as { seq: number }).seq]
+        : envelope.type === "session.event-batch"
+          ? (envelope.body as { entries: Array<{ seq: number }> }).entries.map((e) => e.seq)
+          : []
+    )
+
   it.scopedLive(
     "events are persisted with seq 1..n in order, once, though reports are redelivered and published twice",
     () =>
@@ -54,7 +64,7 @@ describe("session actor: transcript and activity", () => {
         const { nodeId, workspaceId } = yield* place()
         const node = yield* fakeNode(nodeId)
         const sessionId = makeId("sess")
-        const published = yield* collect(`sam.evt.${projectId}.session.${sessionId}.session.event`)
+        const published = yield* collect(`sam.evt.${projectId}.session.${sessionId}.session.*`)
         const { reply: opened } = yield* openSession(session, {
           projectId,
           workspaceId,
@@ -112,9 +122,10 @@ describe("session actor: transcript and activity", () => {
         // Each entry was published once as a domain event, in seq order.
         const seqs = yield* waitUntil(
           "every session.event published",
-          Effect.sync(() =>
-            published.length >= N ? published.map((e) => (e.envelope.body as { seq: number }).seq) : undefined
-          )
+          Effect.sync(() => {
+            const seqs = publishedSeqs(published)
+            return seqs.length >= N ? seqs : undefined
+          })
         )
         expect(new Set(seqs).size).toBe(N)
         expect([...seqs].sort((a, b) => a - b)).toEqual(final.map((r) => r.seq))
@@ -257,6 +268,7 @@ describe("session actor: transcript and activity", () => {
     () =>
       Effect.gen(function* () {
         const { ingress, node, sessionId } = yield* sessionWithoutIngress
+        const published = yield* collect(`sam.evt.*.session.${sessionId}.session.*`)
         const durable = makeId("msg").replace("msg_", "ing")
         const holder = (instanceId: string) => ingress(instanceId, { durable })
         const events = Array.from({ length: 10 }, (_, i) => node.event(sessionId, 1, { type: "text", text: `${i}` }))
@@ -295,6 +307,15 @@ describe("session actor: transcript and activity", () => {
           SELECT count(*)::int AS n FROM actor_inbox WHERE entity_id = ${sessionId} AND type = 'session.report-run'`
         expect(runs!.n).toBeGreaterThanOrEqual(1)
         expect(runs!.n).toBeLessThan(11)
+        // A run's entries went out as batches: each entry once, in fewer messages than entries.
+        const seqs = yield* waitUntil(
+          "every entry published",
+          Effect.sync(() => (publishedSeqs(published).length >= 11 ? publishedSeqs(published) : undefined))
+        )
+        expect(seqs).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+        const transcriptMessages = published.filter((p) => p.envelope.type.startsWith("session.event"))
+        expect(transcriptMessages.some((p) => p.envelope.type === "session.event-batch")).toBe(true)
+        expect(transcriptMessages.length).toBeLessThan(11)
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -17,6 +17,7 @@ import {
   Trace
 } from "@sam/bus"
 import { Cause, Chunk, Duration, Effect, Layer, Queue, Schedule, Stream } from "effect"
+import type { z } from "zod"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
 import * as IngressLease from "./IngressLease.js"
@@ -82,6 +83,20 @@ const sessionReportKind = {
   "session.activity-reported": "session.activity"
 } as const
 
+type SessionAgentReport = Extract<AgentReport, { readonly type: keyof typeof sessionReportKind }>
+
+/** A node's session report as the session actor's command carries it (its type without `-reported`). */
+const sessionReportOf = (report: SessionAgentReport): z.input<typeof ControlProtocol.SessionReportBody> => {
+  switch (report.type) {
+    case "session.event-reported":
+      return { type: "session.event", body: report.body }
+    case "session.events-reported":
+      return { type: "session.events", body: report.body }
+    case "session.activity-reported":
+      return { type: "session.activity", body: report.body }
+  }
+}
+
 /**
  * `session.event-reported`, `session.events-reported` and `session.activity-reported` → `session.report` to the
  * session actor.
@@ -95,7 +110,7 @@ export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): R
       session,
       report.body.sessionId,
       ControlProtocol.SessionReport.make(
-        { nodeId: source.nodeId, report: { type: sessionReportKind[report.type], body: report.body } as never },
+        { nodeId: source.nodeId, report: sessionReportOf(report) },
         commandMeta(report)
       )
     )
@@ -232,13 +247,10 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
         }
         return outcomes as ReadonlyArray<Consume.Outcome>
       }
-      const sessionId = (first.report.body as { readonly sessionId: string }).sessionId
+      const sessionId = (first.report as SessionAgentReport).body.sessionId
       const reports = passed.map(({ checked }) => ({
         id: checked.report.id,
-        report: {
-          type: sessionReportKind[checked.report.type as keyof typeof sessionReportKind],
-          body: checked.report.body
-        } as never
+        report: sessionReportOf(checked.report as SessionAgentReport)
       }))
       const outcome =
         reports.length === 1
@@ -247,7 +259,7 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
               session,
               sessionId,
               ControlProtocol.SessionReportRun.make(
-                { nodeId: first.source.nodeId, sessionId: sessionId as never, reports },
+                { nodeId: first.source.nodeId, sessionId, reports },
                 // An id of its own: each report's id is claimed by the actor as the report's.
                 {
                   causationId: first.report.id,

@@ -240,7 +240,7 @@ export const SessionSleep = defineMessage(
   { durable: true }
 )
 /** What a node reported about a session, as the ingress passes it on. */
-const SessionReportBody = z.discriminatedUnion("type", [
+export const SessionReportBody = z.discriminatedUnion("type", [
   z.object({ type: z.literal("session.event"), body: SessionEvent.body }),
   z.object({ type: z.literal("session.events"), body: SessionEvents.body }),
   z.object({ type: z.literal("session.activity"), body: SessionActivity.body })

@@ -24,7 +24,7 @@ import { writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 10)
 const { ControlProtocol: C, SessionEvents: E } = Domain
-const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended)
+const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended, E.SessionEventBatch)
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
@@ -73,7 +73,14 @@ const timeTasks = (count: number, projectId: string, userId: string) =>
           if (decoded._tag !== "Ok") return
           const e = decoded.envelope
           if (e.type === "task.status" && e.body.taskId === taskId && e.body.sessionId) sessionId = e.body.sessionId
-          if (e.type === "session.event" && e.body.sessionId === sessionId && e.body.event.type === "text") {
+          // the first text, alone or in a batch of entries persisted together
+          const texts =
+            e.type === "session.event"
+              ? [e.body.event]
+              : e.type === "session.event-batch"
+                ? e.body.entries.map((entry) => entry.event)
+                : []
+          if (e.body.sessionId === sessionId && texts.some((event) => event.type === "text")) {
             Deferred.unsafeDone(first, Effect.succeed(performance.now()))
           }
         }

@@ -86,6 +86,22 @@ const redeliver = (subject: string) =>
     yield* Effect.promise(() => js.publish(subject, stored!.data, { msgID: makeId("msg") }))
   })
 
+/** Publishes again the last message on one of `subjects` that contains `text`. */
+const redeliverWith = (subjects: ReadonlyArray<string>, text: string) =>
+  Effect.gen(function* () {
+    const { js, jsm } = yield* Nats
+    for (const subject of subjects) {
+      const stored = yield* Effect.promise(() =>
+        jsm.streams.getMessage("SAM_EVT", { last_by_subj: subject }).catch(() => undefined)
+      )
+      if (stored != null && new TextDecoder().decode(stored.data).includes(text)) {
+        yield* Effect.promise(() => js.publish(subject, stored.data, { msgID: makeId("msg") }))
+        return
+      }
+    }
+    return yield* Effect.die(new Error(`no message on ${subjects.join(" or ")} holds ${text}`))
+  })
+
 const projectOf = (user: TestUser) =>
   Effect.gen(function* () {
     const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
@@ -175,7 +191,13 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("notification
       expect(asked.body).toContain("deploy to production")
       expect(asked.sessionId).toMatch(/^sess_/)
 
-      yield* redeliver(Subjects.event(projectId, "session", asked.sessionId!, "session.event"))
+      // the request came alone or in a batch of entries persisted together: the message that carried it, again
+      yield* redeliverWith(
+        ["session.event", "session.event-batch"].map((type) =>
+          Subjects.event(projectId, "session", asked.sessionId!, type)
+        ),
+        "permission-requested"
+      )
       const cancelled = yield* http("POST", `/api/v1/tasks/${taskId}/cancel`, { token: alice.token, body: {} })
       expect(cancelled.status).toBe(200)
       const ended = yield* waitForRow(projectId, "session_ended", (row) => row.type === "session_ended")

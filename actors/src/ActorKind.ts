@@ -64,6 +64,12 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
   ) => Effect.Effect<S, unknown, SqlClient.SqlClient>
   /** write the new state in the same transaction (skip when unchanged) */
   readonly save: (id: z.output<IdS>, state: S, previous: S) => Effect.Effect<void, unknown, SqlClient.SqlClient>
+  /**
+   * For a command that follows another of the same entity in one transaction (group commit): the state it
+   * starts from, made from the one the command before saved (what only that save needed cleared), instead of
+   * loading it again; `undefined` to load. Without it every command loads.
+   */
+  readonly carry?: (state: S, command: EnvelopeOf<Defs[number]>) => S | undefined
   readonly handle: (
     state: S,
     command: EnvelopeOf<Defs[number]>,
@@ -84,6 +90,7 @@ export interface AnyActorKind {
   readonly decode: (data: Uint8Array) => ReturnType<ReturnType<typeof registry>["decode"]>
   load(id: string, command: Envelope): Effect.Effect<unknown, unknown, SqlClient.SqlClient>
   save(id: string, state: unknown, previous: unknown): Effect.Effect<void, unknown, SqlClient.SqlClient>
+  carry?(state: unknown, command: Envelope): unknown
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
 }
 
@@ -110,6 +117,11 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
     decode: commands.decode,
     load: (id, command) => spec.load(id as z.output<IdS>, command as EnvelopeOf<Defs[number]>),
     save: (id, state, previous) => spec.save(id as z.output<IdS>, state as S, previous as S),
+    ...(spec.carry === undefined
+      ? {}
+      : {
+          carry: (state: unknown, command: Envelope) => spec.carry!(state as S, command as EnvelopeOf<Defs[number]>)
+        }),
     handle: (state, command, context) =>
       spec.handle(
         state as S,

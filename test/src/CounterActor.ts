@@ -40,6 +40,10 @@ export const createCounterTable = (sql: SqlClient.SqlClient) =>
 export interface CounterHooks {
   /** called when a slow increment starts, before its pause (inside the transaction) */
   readonly onSlow?: (id: string, messageId: string) => void
+  /** called on every load from the database */
+  readonly onLoad?: (id: string) => void
+  /** start a command that follows another of the entity in one transaction from that one's state (`carry`) */
+  readonly carry?: boolean
 }
 
 export const counterKind = (name: string, shards: number, hooks: CounterHooks = {}) =>
@@ -50,6 +54,7 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
     commands: [Increment, Fail, Remind, Reminded],
     load: (id) =>
       Effect.gen(function* () {
+        hooks.onLoad?.(id)
         const sql = yield* SqlClient.SqlClient
         const rows = yield* sql<Counter>`
           SELECT count, last_seq, violations, fired FROM test_counters WHERE kind = ${name} AND id = ${id} FOR UPDATE`
@@ -64,6 +69,7 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
           ON CONFLICT (kind, id) DO UPDATE SET count = EXCLUDED.count, last_seq = EXCLUDED.last_seq,
             violations = EXCLUDED.violations, fired = EXCLUDED.fired`
       }),
+    ...(hooks.carry === true ? { carry: (state: Counter) => state } : {}),
     handle: (state, command, context) => {
       switch (command.type) {
         case "counter.increment": {

@@ -79,6 +79,11 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
           )
         : Ledger.load(id),
     save: (_id, state, previous) => Ledger.save(state, previous),
+    // A session's commands that wait together are applied in one transaction: each after the first starts
+    // from the row the one before saved (the transcript and audit rows it wrote cleared), not from a reload.
+    // One that may end a turn as lost loads, for the turn's open tool calls.
+    carry: (state, command) =>
+      mayLoseTurn(command as Command) || state.row === null ? undefined : Ledger.carried(state),
     // Snapshot writes are staged while handling and run after the commit (never ahead of the ledger).
     handle: (state, command, context) =>
       Effect.suspend(() => {

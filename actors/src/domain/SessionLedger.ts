@@ -105,6 +105,15 @@ export const load = (id: string) =>
     return { row, transcript: [], dropped: [], taskEnded, ...policy } satisfies SessionState as SessionState
   })
 
+/** The state a command starts from after another of the session in the same transaction: the row as saved, nothing left to write. */
+export const carried = (state: SessionState): SessionState => ({
+  row: state.row,
+  transcript: [],
+  dropped: [],
+  ...(state.taskEnded === undefined ? {} : { taskEnded: state.taskEnded }),
+  ...(state.permissionPolicy === undefined ? {} : { permissionPolicy: state.permissionPolicy })
+})
+
 /** Audit rows, also written by the report ingress for reports refused before they reach an actor. */
 export const insertDropped = (rows: ReadonlyArray<DroppedReport>) =>
   Effect.gen(function* () {

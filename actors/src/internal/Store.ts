@@ -131,7 +131,9 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
    * handler emits carries the command's correlation id (its own id when it came with none) and names
    * the command as its cause; the handler runs with that correlation id (issue 12).
    */
-  const applyOne = (input: CommandInput, transaction: string) => {
+  /** the states saved so far in a transaction, by `<kind>/<id>`, for `carry` */
+  type Carried = Map<string, unknown>
+  const applyOne = (input: CommandInput, transaction: string, carried?: Carried) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
     const follow = (next: Envelope): Envelope => ({
@@ -143,12 +145,17 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
       const fresh = yield* claimInbox(envelope.id, kind.name, id, { type: envelope.type, correlationId })
       if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
-      const previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
+      const key = `${kind.name}/${id}`
+      const before = carried?.get(key)
+      const carriedState = before === undefined || kind.carry === undefined ? undefined : kind.carry(before, envelope)
+      const previous =
+        carriedState !== undefined ? carriedState : yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
       const reaction = yield* kind.handle(previous, envelope, { ...input.context, transaction }).pipe(
         Effect.catchAllDefect((defect) => Effect.fail(defect)),
         Effect.mapError(failed)
       )
       yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
+      carried?.set(key, reaction.state)
       const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
         ...row,
         envelope: follow(row.envelope)
@@ -195,7 +202,8 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     const transaction = `t${++transactions}`
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
-      for (const input of inputs) applied.push(yield* applyOne(input, transaction))
+      const carried: Carried = new Map()
+      for (const input of inputs) applied.push(yield* applyOne(input, transaction, carried))
       yield* checkFence(first.kind.name, first.shard, first.epoch)
       return applied
     }).pipe(

@@ -67,16 +67,20 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       ON CONFLICT (message_id) DO NOTHING
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => rows.length > 0))
 
+  /** In order, 1,000 rows a statement (Postgres takes at most 65,535 parameters in one). */
   const writeOutbox = (rows: ReadonlyArray<Outgoing>) =>
-    rows.length === 0
-      ? Effect.void
-      : sql`INSERT INTO actor_outbox ${sql.insert(
-          rows.map((row) => ({
+    Effect.forEach(
+      Array.from({ length: Math.ceil(rows.length / 1000) }, (_, i) => rows.slice(i * 1000, (i + 1) * 1000)),
+      (chunk) =>
+        sql`INSERT INTO actor_outbox ${sql.insert(
+          chunk.map((row) => ({
             message_id: row.envelope.id,
             subject: row.subject,
             payload: text(encode(row.envelope))
           }))
-        )} ON CONFLICT (message_id) DO NOTHING`
+        )} ON CONFLICT (message_id) DO NOTHING`,
+      { discard: true }
+    )
 
   // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner
   // must update to take the shard. That gap is a few statements' time: an owner frozen in it (SIGSTOP, a
@@ -133,7 +137,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
    */
   /** the states saved so far in a transaction, by `<kind>/<id>`, for `carry` */
   type Carried = Map<string, unknown>
-  const applyOne = (input: CommandInput, transaction: string, carried?: Carried) => {
+  const applyOne = (input: CommandInput, transaction: string, carried: Carried, outbox: Array<Outgoing>) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
     const follow = (next: Envelope): Envelope => ({
@@ -146,7 +150,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       const fresh = yield* claimInbox(envelope.id, kind.name, id, { type: envelope.type, correlationId })
       if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
       const key = `${kind.name}/${id}`
-      const before = carried?.get(key)
+      const before = carried.get(key)
       const carriedState = before === undefined || kind.carry === undefined ? undefined : kind.carry(before, envelope)
       const previous =
         carriedState !== undefined ? carriedState : yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
@@ -155,12 +159,13 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
         Effect.mapError(failed)
       )
       yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
-      carried?.set(key, reaction.state)
+      carried.set(key, reaction.state)
       const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
         ...row,
         envelope: follow(row.envelope)
       }))
-      yield* writeOutbox(rows)
+      // written once for the whole group, in order, before its fence check
+      outbox.push(...rows)
       yield* writeTimers(kind, id, {
         ...reaction,
         timers: (reaction.timers ?? []).map((timer) =>
@@ -203,7 +208,9 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
       const carried: Carried = new Map()
-      for (const input of inputs) applied.push(yield* applyOne(input, transaction, carried))
+      const outbox: Array<Outgoing> = []
+      for (const input of inputs) applied.push(yield* applyOne(input, transaction, carried, outbox))
+      yield* writeOutbox(outbox)
       yield* checkFence(first.kind.name, first.shard, first.epoch)
       return applied
     }).pipe(

@@ -1,9 +1,9 @@
 import { z } from "zod"
-import { AgentKind, TaskMode } from "../domain/NodeProtocol.js"
+import { SessionRow } from "../domain/Rows.js"
 import { SessionEventBody } from "../domain/SessionEventBody.js"
 import { SessionSnapshot } from "../domain/SessionState.js"
 import { SessionStatus, TaskStatus } from "../domain/States.js"
-import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
+import { ProjectId, SessionId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 import { limit } from "./Paging.js"
 import { storable } from "./Text.js"
@@ -37,21 +37,12 @@ export const PermissionAnswered = z.object({
  * session whose task has ended is never shown `active`, nor its snapshot `prompting`/`recovering`,
  * even if a transition was missed; `storedStatus` is the ledger's own value.
  */
-export const Session = z.object({
-  id: SessionId,
-  projectId: ProjectId,
-  taskId: TaskId.nullable(),
-  workspaceId: WorkspaceId.nullable(),
-  nodeId: NodeId.nullable(),
-  agent: AgentKind,
-  mode: TaskMode,
-  status: SessionStatus,
+export const Session = SessionRow.extend({
   storedStatus: SessionStatus,
   taskStatus: TaskStatus.nullable(),
   promptEpoch: z.number().int().nonnegative(),
   /** the seq of its last transcript entry */
   lastSeq: z.number().int().nonnegative(),
-  errorReason: z.string().nullable(),
   /** the pull request its task opened (task mode on a GitHub App repository, ADR 0028) */
   prUrl: z.string().nullable(),
   /** the activity snapshot from KV `sam_session_state`; null before the first */

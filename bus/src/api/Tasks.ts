@@ -1,27 +1,15 @@
 import { z } from "zod"
 import { AgentKind, TaskMode } from "../domain/NodeProtocol.js"
-import { ExecutionStep, TaskStatus } from "../domain/States.js"
-import { NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } from "../Ids.js"
+import { TaskRow } from "../domain/Rows.js"
+import { TaskStatus } from "../domain/States.js"
+import { ProjectId, TaskId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 import { limit } from "./Paging.js"
 import { storable } from "./Text.js"
 
-export const Task = z.object({
-  id: TaskId,
-  projectId: ProjectId,
-  createdBy: UserId,
-  prompt: z.string(),
+/** A task: its ledger row (`domain/Rows.ts`) as the API shows it, with its pull request and its times. */
+export const Task = TaskRow.extend({
   agent: z.string(),
-  mode: TaskMode,
-  status: TaskStatus,
-  executionStep: ExecutionStep.nullable(),
-  errorStep: z.string().nullable(),
-  errorReason: z.string().nullable(),
-  nodeId: NodeId.nullable(),
-  workspaceId: WorkspaceId.nullable(),
-  sessionId: SessionId.nullable(),
-  branch: z.string().nullable(),
-  commitSha: z.string().nullable(),
   /** the pull request opened for its branch (task mode on a GitHub App repository, ADR 0028) */
   prUrl: z.string().nullable(),
   createdAt: z.iso.datetime(),

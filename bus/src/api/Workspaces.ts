@@ -1,21 +1,12 @@
 import { z } from "zod"
 import { BootLog } from "../domain/NodeProtocol.js"
-import { WorkspaceStatus } from "../domain/States.js"
-import { NodeId, ProjectId, TaskId, WorkspaceId } from "../Ids.js"
+import { WorkspaceRow } from "../domain/Rows.js"
+import { ProjectId, WorkspaceId } from "../Ids.js"
 import { endpoint } from "./Endpoint.js"
 import { limit } from "./Paging.js"
 
 /** A workspace: a checkout of the project's repository on a node, where a task's agent runs. */
-export const Workspace = z.object({
-  id: WorkspaceId,
-  projectId: ProjectId,
-  nodeId: NodeId.nullable(),
-  taskId: TaskId.nullable(),
-  status: WorkspaceStatus,
-  runtime: z.enum(["docker", "host"]).nullable(),
-  repoUrl: z.string().nullable(),
-  branch: z.string().nullable(),
-  errorReason: z.string().nullable(),
+export const Workspace = WorkspaceRow.extend({
   /** when its create command was handed to its node; null until then */
   dispatchedAt: z.iso.datetime().nullable(),
   createdAt: z.iso.datetime(),

@@ -77,3 +77,38 @@ describe("task step timeouts", () => {
     expect(stale.timers ?? []).toEqual([])
   })
 })
+
+describe("a task whose node's readiness came before it waited for it", () => {
+  it("is delegated when its workspace runs, opens its session, and completes on its result", async () => {
+    const { taskId, nodeId, state } = waitingForNode()
+    const apply = (at: unknown, command: { type: string }) =>
+      Effect.runPromise(
+        TaskKind.handle(at, command as never, {
+          kind: "task",
+          id: taskId,
+          subject: "s",
+          streamSequence: 1,
+          attempt: 1
+        }) as unknown as Effect.Effect<{
+          state: { task: { status: string; executionStep: string; sessionId: string | null } }
+          send?: Array<{ envelope: { type: string } }>
+        }>
+      )
+    const workspaceId = (state.task as { workspaceId: string }).workspaceId
+    // no task.node-assigned came: the workspace's status is the first the task hears of the node
+    const running = await apply(
+      state,
+      C.TaskWorkspaceStatus.make({ taskId, workspaceId: workspaceId as never, status: "running" })
+    )
+    expect(running.state.task).toMatchObject({ status: "delegated", executionStep: "agent_session" })
+    expect(running.send?.map((s) => s.envelope.type)).toEqual(["session.open"])
+    const done = await apply(
+      running.state,
+      C.TaskResultReported.make({
+        nodeId,
+        result: { taskId, sessionId: running.state.task.sessionId as never, outcome: "no_changes" }
+      })
+    )
+    expect(done.state.task.status).toBe("completed")
+  })
+})

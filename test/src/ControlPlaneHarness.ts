@@ -171,5 +171,32 @@ export const tasksEnded = (taskIds: ReadonlyArray<string>, timeout: `${number} s
         (rows) => (rows.length === taskIds.length && rows.every((r) => TERMINAL.includes(r.status)) ? rows : undefined)
       ),
       { timeout, every: "200 millis" }
+    ).pipe(
+      // What each task that did not end was doing, with its workspace, session and node: the evidence a
+      // timeout needs to be understood.
+      Effect.tapError(() =>
+        sql<Record<string, unknown>>`
+          SELECT t.id, t.status, t.execution_step, t.node_id, t.updated_at, w.id AS workspace, w.status AS workspace_status,
+            w.dispatched_at, s.id AS session, s.status AS session_status, s.last_seq, n.status AS node_status,
+            n.last_heartbeat_at
+          FROM tasks t LEFT JOIN workspaces w ON w.id = t.workspace_id LEFT JOIN sessions s ON s.id = t.session_id
+            LEFT JOIN nodes n ON n.id = t.node_id
+          WHERE t.id IN ${sql.in(taskIds)} AND t.status NOT IN ${sql.in(TERMINAL)}`.pipe(
+          Effect.tap((rows) => Effect.sync(() => console.log(`tasks not ended: ${JSON.stringify(rows, null, 1)}`))),
+          Effect.tap((rows) =>
+            Effect.forEach(rows, (row) =>
+              Effect.gen(function* () {
+                const events = yield* sql`
+                  SELECT seq, type, prompt_epoch, at FROM session_events WHERE session_id = ${String(row.session)} ORDER BY seq`
+                const inbox = yield* sql`
+                  SELECT kind, entity_id, type, processed_at FROM actor_inbox
+                  WHERE entity_id IN (${String(row.session)}, ${String(row.id)}, ${String(row.workspace)}) ORDER BY processed_at`
+                console.log(`task ${row.id}: events ${JSON.stringify(events)}\ninbox ${JSON.stringify(inbox)}`)
+              })
+            )
+          ),
+          Effect.ignore
+        )
+      )
     )
   })

@@ -341,9 +341,18 @@ const TaskFlow = Actor.make({
         }
         if (task.sessionId !== null) return Effect.succeed({ state })
         const sessionId = makeId("sess")
-        const next: Row = { ...step(task, "agent_session"), sessionId }
+        const opened: Row = { ...step(task, "agent_session"), sessionId }
+        // A workspace that runs proves its node ready. A task still queued waited for the node's readiness, which
+        // the node actor handled before the task was waiting (it dispatched the workspace, and told no task): the
+        // workspace's status is the evidence, and without this the task stayed queued with its agent done.
+        const moved =
+          task.status === "queued"
+            ? withStatus(state, opened, "delegated", "its workspace runs on its node")
+            : { ...state, task: opened }
+        if (moved === undefined || moved.task === null) return Effect.succeed({ state })
+        const next = moved.task
         return Effect.succeed({
-          state: { ...state, task: next },
+          state: moved,
           send: [
             Actor.to(
               SessionRef,

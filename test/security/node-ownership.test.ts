@@ -231,7 +231,10 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
         "the session's last reports applied and the session asleep",
         observe(taskId).pipe(
           Effect.map((seen) =>
-            seen.snapshot?.activity === "sleeping" && JSON.stringify(seen.transcript).includes("done")
+            // the row as well as the snapshot: one read of each is not atomic, and the snapshot follows the commit
+            seen.snapshot?.activity === "sleeping" &&
+            (seen.session as { status?: string } | undefined)?.status === "sleeping" &&
+            JSON.stringify(seen.transcript).includes("done")
               ? seen
               : undefined
           )

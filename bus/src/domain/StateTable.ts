@@ -46,6 +46,11 @@ export const taskStates: StateTable<TaskStatus> = {
         who: "task actor (`task.node-reserved`, `task.node-assigned`)",
         when: "a ready node grants a slot"
       },
+      {
+        to: "delegated",
+        who: "task actor (`task.workspace-status` running)",
+        when: "its workspace already runs, which proves its node ready"
+      },
       { to: "failed", who: "task actor (`task.step-timeout`)", when: "the step timer fires a third time" },
       { to: "cancelled", who: "task actor (`task.cancel`)", when: "a user cancels" }
     ]

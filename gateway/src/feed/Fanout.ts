@@ -83,26 +83,12 @@ export const make = Effect.gen(function* () {
   }
 
   const route = (subject: EventSubject, envelope: Forwarded) => {
-    if (envelope.type === "session.event") {
+    if (envelope.type === "session.event" || envelope.type === "session.event-batch") {
       const streams = bySession.get(subject.id)
       if (streams === undefined) return
-      const body = envelope.body
-      const live = frame({
-        type: "session.event",
-        sessionId: body.sessionId,
-        seq: body.seq,
-        promptEpoch: body.promptEpoch,
-        event: body.event,
-        at: envelope.at,
-        ...(envelope.correlationId === undefined ? {} : { correlationId: envelope.correlationId })
-      })
-      for (const stream of streams.values()) stream.onLive(body.seq, live)
-      return
-    }
-    if (envelope.type === "session.event-batch") {
-      const streams = bySession.get(subject.id)
-      if (streams === undefined) return
-      const { sessionId, entries } = envelope.body
+      // a batch is its entries, each a frame of its own (ADR 0032)
+      const { sessionId } = envelope.body
+      const entries = envelope.type === "session.event" ? [envelope.body] : envelope.body.entries
       const correlation = envelope.correlationId === undefined ? {} : { correlationId: envelope.correlationId }
       for (const entry of entries) {
         const live = frame({

@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises"
-import { Api } from "@sam/bus"
+import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { agentCacheDir, installAgent, isInstalled } from "./AgentInstall.js"
 import { out, parseArgs, table, usage } from "./ApiCli.js"

@@ -1,9 +1,9 @@
 import { chmod, mkdir, writeFile } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
-import { Api } from "@sam/bus"
+import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import * as LocalClient from "./LocalClient.js"
-import * as LocalStack from "./LocalStack.js"
+import * as StackDefaults from "./StackDefaults.js"
 import { StackError } from "./StackError.js"
 
 export const out = (text: string) => Effect.sync(() => process.stdout.write(text))
@@ -173,7 +173,7 @@ const token = (args: ReadonlyArray<string>) =>
 const credsUser = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const { flags } = parseArgs(args)
-    const { dataDir, natsPort } = LocalStack.defaults()
+    const { dataDir, natsPort } = StackDefaults.defaults()
     const file = resolve(flags.out ?? join(dataDir, "user.creds"))
     const hours = flags.hours === undefined ? undefined : Number(flags.hours)
     const api = yield* LocalClient.api()

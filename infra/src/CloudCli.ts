@@ -1,4 +1,4 @@
-import { Api } from "@sam/bus"
+import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { out, usage } from "./ApiCli.js"
 import * as LocalClient from "./LocalClient.js"

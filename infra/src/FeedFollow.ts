@@ -1,4 +1,4 @@
-import { Api } from "@sam/bus"
+import * as Api from "@sam/bus/api"
 import { FeedClient, type FeedSubscription } from "@sam/gateway/client"
 import { Duration, Effect, Option, Queue } from "effect"
 import type { z } from "zod"

@@ -2,10 +2,9 @@ import { readFile } from "node:fs/promises"
 import { join } from "node:path"
 import type { Api } from "@sam/bus"
 import { Client } from "@sam/gateway/client"
-import { Sql } from "@sam/sql"
-import { Effect, Layer, Redacted } from "effect"
+import { Effect } from "effect"
 import type { z } from "zod"
-import * as LocalStack from "./LocalStack.js"
+import * as StackDefaults from "./StackDefaults.js"
 import { StackError } from "./StackError.js"
 
 /** Where the CLI finds the gateway: SAM_GATEWAY_URL, else http://127.0.0.1:$SAM_GATEWAY_PORT (8080). */
@@ -24,7 +23,7 @@ const readText = (path: string) =>
 const token = (env: NodeJS.ProcessEnv) =>
   Effect.gen(function* () {
     if (env.SAM_TOKEN !== undefined && env.SAM_TOKEN !== "") return { token: env.SAM_TOKEN, from: "SAM_TOKEN" }
-    const file = join(LocalStack.defaults(env).dataDir, "cli.token")
+    const file = join(StackDefaults.defaults(env).dataDir, "cli.token")
     const text = yield* readText(file)
     if (text === undefined || text === "") {
       return yield* new StackError({
@@ -86,28 +85,3 @@ export const api = (env: NodeJS.ProcessEnv = process.env) =>
       )
     return { url, token: credential.token, call } satisfies ApiClient
   })
-
-/** Postgres of a running `sam up`, with the generated password from the data directory (operator commands). */
-export const sqlLayer = (options: LocalStack.StackOptions) =>
-  Layer.unwrapEffect(
-    Effect.gen(function* () {
-      const file = join(options.dataDir, "postgres", "password")
-      const password = yield* readText(file)
-      if (password === undefined) {
-        return yield* new StackError({
-          step: "connect",
-          message: `cannot read ${file}: has \`./sam up\` run with this data directory?`
-        })
-      }
-      const url = `postgres://sam:${encodeURIComponent(password)}@${options.host}:${options.pgPort}/${options.database}`
-      return Sql.layer(Redacted.make(url), "sam-cli")
-    })
-  ).pipe(
-    Layer.catchAll((error) =>
-      Layer.fail(
-        error instanceof StackError
-          ? error
-          : new StackError({ step: "connect", message: `${error.message}: is \`./sam up\` running?`, cause: error })
-      )
-    )
-  )

@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises"
 import { createServer } from "node:net"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
 import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { Migrations, Sql } from "@sam/sql"
 import { Effect, Redacted } from "effect"
@@ -9,34 +9,10 @@ import * as DataDir from "./DataDir.js"
 import * as NatsServer from "./NatsServer.js"
 import * as Postgres from "./Postgres.js"
 import { Progress } from "./Progress.js"
+import type { StackOptions } from "./StackDefaults.js"
 import { StackError } from "./StackError.js"
 
-export interface StackOptions {
-  readonly dataDir: string
-  readonly host: string
-  readonly natsPort: number
-  /**
-   * NATS over WebSocket on loopback, which the gateway serves at `/nats` to remote nodes (ADR 0027):
-   * `SAM_NATS_WS_PORT`; `auto` (the default) takes a free port, `off` none
-   */
-  readonly natsWebSocketPort?: number | "auto"
-  readonly pgPort: number
-  readonly database: string
-  /** restarts in a row of a server that died before `sam up` gives up (`SAM_SERVER_RESTARTS`, 5) */
-  readonly serverRestarts?: number
-}
-
-export const defaults = (env: NodeJS.ProcessEnv = process.env): StackOptions => ({
-  dataDir: resolve(env.SAM_DATA_DIR ?? ".sam"),
-  host: "127.0.0.1",
-  natsPort: Number(env.SAM_NATS_PORT ?? 4222),
-  ...(env.SAM_NATS_WS_PORT === "off"
-    ? {}
-    : { natsWebSocketPort: env.SAM_NATS_WS_PORT === undefined ? "auto" : Number(env.SAM_NATS_WS_PORT) }),
-  pgPort: Number(env.SAM_PG_PORT ?? 54320),
-  database: env.SAM_PG_DATABASE ?? "sam",
-  serverRestarts: Number(env.SAM_SERVER_RESTARTS ?? 5)
-})
+export { defaults, type StackOptions } from "./StackDefaults.js"
 
 /** What a running stack offers to the processes started on it. */
 export interface Stack {

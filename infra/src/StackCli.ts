@@ -3,18 +3,18 @@
  * CLI only for them, so a client command (`sam task list`) does not load the control plane, the gateway
  * and the servers' code (issue 12: a CLI command in a fraction of a second).
  */
-import { resolve } from "node:path"
+import { readFile } from "node:fs/promises"
+import { join, resolve } from "node:path"
 import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
-import { Effect, Either, Fiber, Layer } from "effect"
+import { Effect, Either, Fiber, Layer, Redacted } from "effect"
 import * as WebBuild from "../../web/build.js"
 import * as NodeBoot from "./cloud/NodeBoot.js"
 import * as DataLock from "./DataLock.js"
 import * as HetznerProvider from "./hetzner/HetznerProvider.js"
 import * as HetznerTokenCheck from "./hetzner/TokenCheck.js"
-import * as LocalClient from "./LocalClient.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
 import * as MasterKey from "./MasterKey.js"
@@ -158,9 +158,39 @@ export const up = Effect.gen(function* () {
   return yield* stack.failed
 }).pipe(Effect.scoped, Effect.provide(Progress.console))
 
+/** Postgres of a running `sam up`, with the generated password from the data directory (operator commands). */
+export const sqlLayer = (options: LocalStack.StackOptions) =>
+  Layer.unwrapEffect(
+    Effect.gen(function* () {
+      const file = join(options.dataDir, "postgres", "password")
+      const password = yield* Effect.promise(() =>
+        readFile(file, "utf8").then(
+          (t) => t.trim(),
+          () => undefined
+        )
+      )
+      if (password === undefined) {
+        return yield* new StackError({
+          step: "connect",
+          message: `cannot read ${file}: has \`./sam up\` run with this data directory?`
+        })
+      }
+      const url = `postgres://sam:${encodeURIComponent(password)}@${options.host}:${options.pgPort}/${options.database}`
+      return Sql.layer(Redacted.make(url), "sam-cli")
+    })
+  ).pipe(
+    Layer.catchAll((error) =>
+      Layer.fail(
+        error instanceof StackError
+          ? error
+          : new StackError({ step: "connect", message: `${error.message}: is \`./sam up\` running?`, cause: error })
+      )
+    )
+  )
+
 export const ownerPassword = Effect.gen(function* () {
   const password = yield* LocalOwner.resetPassword().pipe(
-    Effect.provide(LocalClient.sqlLayer(LocalStack.defaults())),
+    Effect.provide(sqlLayer(LocalStack.defaults())),
     Effect.mapError((e) => (e instanceof StackError ? e : new StackError({ step: "owner", message: String(e) })))
   )
   if (password === undefined) {

@@ -1,4 +1,4 @@
-import { Api, Domain } from "@sam/bus"
+import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { z } from "zod"
 import { out, parseArgs, table, usage } from "./ApiCli.js"
@@ -13,8 +13,8 @@ const TaskArgs = z.object({
   project: z.string(),
   prompt: z.string().min(1),
   /** default: the profile's, else the demo agent (the gateway decides) */
-  agent: Domain.NodeProtocol.AgentKind.optional(),
-  mode: Domain.NodeProtocol.TaskMode.optional(),
+  agent: Api.CreateTaskRequest.shape.agent,
+  mode: Api.CreateTaskRequest.shape.mode,
   profile: z.string().optional()
 })
 const CREATE_USAGE =

@@ -113,9 +113,16 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   }
 }
 
-/** Exit 0 for a finished command or a requested stop (Ctrl-C), 1 for any failure, said once on stderr. */
-const teardown = <E, A>(exit: Exit.Exit<E, A>, onExit: (code: number) => void) =>
-  onExit(Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : 0)
+/**
+ * Exit 0 for a finished command or a requested stop (Ctrl-C), 1 for any failure, said once on stderr. The
+ * process exits once its output is written rather than when nothing keeps it alive: fetch's idle
+ * keep-alive connection to the gateway held a finished `sam task list` for another 76 ms (issue 12).
+ */
+const teardown = <E, A>(exit: Exit.Exit<E, A>, onExit: (code: number) => void) => {
+  const code = Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : 0
+  onExit(code)
+  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)))
+}
 
 main(process.argv.slice(2)).pipe(
   Effect.tapErrorCause((cause) =>

@@ -110,7 +110,8 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     seq += 1
     const event = { ...body, seq, at: Date.now() } as SessionEvent
     options.onEvent?.(event)
-    Effect.runSync(PubSub.publish(pubsub, event))
+    // Unbounded: it always takes the event; no fiber per event (issue 12).
+    pubsub.unsafeOffer(event)
   }
   const desk = new PermissionDesk(emit, options.permissions === "auto-approve" ? autoApprove : undefined)
 

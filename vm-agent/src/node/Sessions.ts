@@ -165,9 +165,12 @@ export const makeSessions = (deps: SessionsDeps) => {
             : undefined
         return { nodeSeq: seq, epoch: entry.current?.turnEpoch ?? next.promptEpoch, body, after }
       }
-      const publishRun = (events: Array<AgentEventReport>, epoch: number) =>
-        events.length === 1
-          ? deps.reporter.send(
+      /** A run of events, with the correlation id of the turn they belong to. */
+      const publishRun = (events: Array<AgentEventReport>, epoch: number) => {
+        const turn = turnCorrelation.get(record.sessionId)
+        const correlationId = turn?.epoch === epoch ? turn.id : undefined
+        return events.length === 1
+          ? deps.reporter.sendEvent(
               NodeProtocol.SessionEvent,
               {
                 sessionId: record.sessionId,
@@ -175,13 +178,16 @@ export const makeSessions = (deps: SessionsDeps) => {
                 promptEpoch: epoch,
                 event: events[0]!.event
               },
-              record.sessionId
+              record.sessionId,
+              correlationId
             )
-          : deps.reporter.send(
+          : deps.reporter.sendEvent(
               NodeProtocol.SessionEvents,
               { sessionId: record.sessionId, promptEpoch: epoch, events },
-              record.sessionId
+              record.sessionId,
+              correlationId
             )
+      }
       /**
        * Report what waits in the outbox, in order: the events the agent wrote while the last report was
        * being published go out as one run (issue 12), so a busy agent costs a report per run, not per
@@ -199,7 +205,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           const events = run
           run = []
           bytes = 0
-          return safe(publishRun(events, epoch).pipe(correlated(record.sessionId, epoch)))
+          return publishRun(events, epoch)
         })
         for (const item of items) {
           if (!(item instanceof AgentEventItem)) {

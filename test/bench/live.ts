@@ -12,6 +12,7 @@
  * Run: `node --import tsx test/bench/live.ts [sessions] [lines]`. Rewrites the "Live path" section of
  * docs/benchmarks.md.
  */
+import { readdirSync, readFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -22,6 +23,7 @@ import { FeedClient } from "@sam/gateway/client"
 import { LocalProvider } from "@sam/infra"
 import { Sql } from "@sam/sql"
 import { Effect, Fiber, Layer, Logger, LogLevel } from "effect"
+import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack, tempDir } from "../src/TestStack.js"
 import { writeSection } from "./BenchReport.js"
@@ -33,6 +35,63 @@ const { ControlProtocol: C } = Domain
 const now = () => performance.timeOrigin + performance.now()
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+
+/**
+ * What this process (control plane, gateway, feed clients) does per event: SQL statements by their
+ * first words, NATS publishes and requests by their subject's first tokens. Counted in the paced run.
+ */
+const ops = { on: false, sql: new Map<string, number>(), nats: new Map<string, number>() }
+const bump = (map: Map<string, number>, key: string) => void map.set(key, (map.get(key) ?? 0) + 1)
+const countOps = (nc: object) => {
+  const query = pg.Client.prototype.query as (...args: Array<unknown>) => unknown
+  pg.Client.prototype.query = function (this: pg.Client, ...args: Array<unknown>) {
+    if (ops.on) {
+      const text = typeof args[0] === "string" ? args[0] : String((args[0] as { text?: unknown })?.text ?? "")
+      bump(ops.sql, text.replace(/\s+/g, " ").trim().split(" ").slice(0, 3).join(" "))
+    }
+    return query.apply(this, args)
+  } as never
+  const proto = Object.getPrototypeOf(nc) as Record<string, (...args: Array<unknown>) => unknown>
+  for (const method of ["publish", "request"] as const) {
+    const original = proto[method]!
+    proto[method] = function (this: unknown, subject: unknown, ...rest: Array<unknown>) {
+      if (ops.on) bump(ops.nats, `${method} ${String(subject).split(".").slice(0, 3).join(".")}`)
+      return original.call(this, subject, ...rest)
+    }
+  }
+}
+
+/**
+ * CPU time (user + system, ms) used so far by the machine's processes of each kind: the vm-agents, the
+ * demo agents, nats-server, Postgres, and this process (control plane, gateway and feed clients).
+ */
+const cpuByKind = () => {
+  const tick = 1000 / 100 // USER_HZ
+  const kinds: Record<string, number> = { "vm-agent": 0, "demo agent": 0, "nats-server": 0, postgres: 0 }
+  for (const pid of readdirSync("/proc").filter((name) => /^[0-9]+$/.test(name))) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8")
+      const kind = cmdline.includes("vm-agent")
+        ? "vm-agent"
+        : cmdline.includes("demo-agent") || cmdline.includes("demo/main")
+          ? "demo agent"
+          : cmdline.startsWith("nats-server")
+            ? "nats-server"
+            : cmdline.startsWith("postgres")
+              ? "postgres"
+              : undefined
+      if (kind === undefined) continue
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      kinds[kind] = (kinds[kind] ?? 0) + (Number(fields[11]) + Number(fields[12])) * tick
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  const own = process.cpuUsage()
+  kinds["control plane, gateway, clients"] = (own.user + own.system) / 1000
+  return kinds
+}
 
 // 20 sessions on at most 3 nodes of one user.
 process.env.SAM_NODE_MAX_WORKSPACES = String(Math.ceil(SESSIONS / 3) + 1)
@@ -234,9 +293,15 @@ const program = Effect.gen(function* () {
       backlog.samples++
     }).pipe(Effect.zipRight(Effect.sleep(250)), Effect.forever, Effect.fork)
     const probe = yield* sample
+    countOps(nc)
+    ops.on = true
+    const cpuBefore = cpuByKind()
+    const pacedBefore = followers.reduce((sum, f) => sum + f.count, 0)
     const paced = Array.from({ length: LATENCY_SECONDS * 50 }, () => "stamp\nsleep 20").join("\n")
     yield* prompt(paced)
     yield* waitTurns(2, 120_000)
+    ops.on = false
+    const cpuAfter = cpuByKind()
     yield* Fiber.interrupt(probe)
     const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
     const outOfOrder = followers.reduce(
@@ -244,6 +309,20 @@ const program = Effect.gen(function* () {
       0
     )
     for (const f of followers) f.client.close()
+    const pacedEvents = followers.reduce((sum, f) => sum + f.count, 0) - pacedBefore
+    const perEvent = (map: Map<string, number>) => {
+      const total = [...map.values()].reduce((a, b) => a + b, 0)
+      const top = [...map]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 8)
+        .map(([k, n]) => `\`${k}\` ${(n / pacedEvents).toFixed(2)}`)
+        .join(", ")
+      return `${(total / pacedEvents).toFixed(1)} (${top})`
+    }
+    const cpuPerEvent = Object.entries(cpuAfter)
+      .map(([kind, ms]) => ({ kind, us: ((ms - (cpuBefore[kind] ?? 0)) * 1000) / pacedEvents }))
+      .sort((a, b) => b.us - a.us)
+    const cpuTotal = cpuPerEvent.reduce((sum, c) => sum + c.us, 0)
 
     const section = [
       "## Live path",
@@ -265,6 +344,11 @@ const program = Effect.gen(function* () {
       `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms. Events out of order, missing or repeated at the clients: ${outOfOrder}.`,
       `The largest backlog seen meanwhile (${backlog.samples} samples, 250 ms apart): ${backlog.reports} reports not yet handled by the ingress,`,
       `${backlog.commands} session commands not yet applied, ${backlog.outbox} outbox rows waiting for the relay.`,
+      `Per event delivered in that run (${pacedEvents} events), in the process of the control plane, gateway and clients:`,
+      `SQL statements ${perEvent(ops.sql)};`,
+      `NATS publishes and requests ${perEvent(ops.nats)}.`,
+      `CPU time per event from the first stamp to the last turn's end, by process: ${cpuPerEvent.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")};`,
+      `${cpuTotal.toFixed(0)} µs in all, so ${SESSIONS * 50} events/s would need ${((cpuTotal * SESSIONS * 50) / 10_000).toFixed(0)}% of one core (this machine has ${cpus().length * 100}%).`,
       ""
     ].join("\n")
     console.log(section)

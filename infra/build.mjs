@@ -71,6 +71,24 @@ const sourceUrls = {
     )
   }
 }
+// zod re-exports every locale's messages (`z.locales`, 370 KB of its 760) from its namespace, which the bundles
+// would then compile at every start; SAM uses zod's default, English (issue 12: `sam task list`). Its locales
+// index is bundled as English alone.
+const zodEnglishOnly = {
+  name: "zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /\/locales\/index\.js$/ }, (args) =>
+      /[\\/]zod[\\/]v4[\\/](classic|core|mini)[\\/]/.test(args.importer)
+        ? { path: join(dirname(args.importer), "..", "locales", "en.js"), namespace: "zod-locales" }
+        : undefined
+    )
+    b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (args) => ({
+      contents: `export { default as en } from ${JSON.stringify(args.path)}`,
+      resolveDir: dirname(args.path),
+      loader: "js"
+    }))
+  }
+}
 mkdirSync(out, { recursive: true })
 const common = {
   outdir: out,
@@ -97,7 +115,7 @@ const common = {
   banner: {
     js: "import { createRequire as __samRequire } from 'node:module'; const require = __samRequire(import.meta.url);"
   },
-  plugins: [sourceUrls]
+  plugins: [sourceUrls, zodEnglishOnly]
 }
 const entryPoints = (names) => Object.fromEntries(names.map((name) => [name, join(root, entries[name])]))
 const results = await Promise.all([

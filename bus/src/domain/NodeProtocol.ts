@@ -1,7 +1,7 @@
 import { z } from "zod"
 import { defineMessage, type EnvelopeOf, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
-import { NodeXkey, SealedLaunch } from "./AgentLaunch.js"
+import { NodeXkey, SealedLaunch } from "./AgentLaunchSchema.js"
 import { SessionEventBody } from "./SessionEventBody.js"
 import { Activity } from "./SessionState.js"
 

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Consume, Domain, type EnvelopeOf, Publish, registry, Subjects } from "@sam/bus"
+import { Consume, Domain, type EnvelopeOf, MessageId, Publish, registry, Subjects } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect, Redacted, Schedule } from "effect"
 import { z } from "zod"
@@ -131,8 +131,8 @@ export const openFor = Effect.fn("GitHubPullRequests.openFor")(function* (
   yield* Publish.publish(
     Subjects.event(task.projectId, "task", event.taskId, Domain.Notifications.PullRequestOpened.type),
     Domain.Notifications.PullRequestOpened.make(
-      { taskId: event.taskId as never, url: pr.html_url, number: pr.number, branch: event.branch },
-      { id: `msg_pr${event.taskId.replace(/^task_/, "")}` as never }
+      { taskId: event.taskId, url: pr.html_url, number: pr.number, branch: event.branch },
+      { id: MessageId.parse(`msg_pr${event.taskId.replace(/^task_/, "")}`) }
     )
   )
   yield* Effect.logInfo(`task ${event.taskId}: pull request ${pr.html_url}`)

@@ -46,11 +46,7 @@ export const runNodeRevoker = Effect.fn("NodeRevoker.run")(function* (options: {
       yield* accounts.revokeNode(nodeId)
       // Then the machine goes (ADR 0023), and the node is `deleted` once it has.
       const detail = yield* provider.destroy(nodeId)
-      yield* Actors.send(
-        NodeRef,
-        nodeId,
-        C.NodeDestroyed.make({ nodeId: nodeId as never, detail: detail.slice(0, 1000) })
-      )
+      yield* Actors.send(NodeRef, nodeId, C.NodeDestroyed.make({ nodeId, detail: detail.slice(0, 1000) }))
       return Consume.Outcome.Ack()
     }).pipe(
       Effect.catchAll((e) =>

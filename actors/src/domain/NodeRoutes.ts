@@ -54,7 +54,7 @@ export const makeHeartbeatThrottle = (everyMs = 5_000) => {
       NodeRef,
       record.nodeId,
       C.NodeHeartbeatSeen.make({
-        nodeId: record.nodeId as never,
+        nodeId: record.nodeId,
         at: new Date(now).toISOString(),
         ...(record.workspaces === undefined || record.agentSessions === undefined
           ? {}

@@ -125,13 +125,7 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
     if (row.nodeId !== nodeId || !row.dispatched || !row.settled || !EXPECTED.has(row.status) || held.has(row.id))
       continue
     const reason = `its node ${nodeId} no longer has it (reconciler)`
-    send.push(
-      Actor.to(
-        WorkspaceRef,
-        row.id,
-        C.WorkspaceMissing.make({ workspaceId: row.id as never, nodeId: nodeId as never, reason })
-      )
-    )
+    send.push(Actor.to(WorkspaceRef, row.id, C.WorkspaceMissing.make({ workspaceId: row.id, nodeId, reason })))
     audit({
       kind: "workspace",
       entityId: row.id,

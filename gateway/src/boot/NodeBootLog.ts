@@ -52,7 +52,7 @@ export const announce = (nodeId: string, entries: ReadonlyArray<Api.BootLogEntry
     ? Effect.void
     : Publish.emit(
         Subjects.event(ActorMessages.SYSTEM_PROJECT, "node", nodeId, Domain.NodeBootLogEvent.type),
-        Domain.NodeBootLogEvent.make({ nodeId: nodeId as never, entries: [...entries] })
+        Domain.NodeBootLogEvent.make({ nodeId, entries: [...entries] })
       ).pipe(Effect.catchAll((e) => Effect.logWarning(`node boot: the live boot log of ${nodeId}: ${e.message}`)))
 
 /** A node's boot log, oldest first. */

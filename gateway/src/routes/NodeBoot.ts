@@ -108,7 +108,7 @@ export const routes = [
           `${outcome.token.repeat ? "repeated its exchange (same key)" : "exchanged its bootstrap token"} from ${address}`
       )
       return {
-        nodeId: outcome.token.nodeId as never,
+        nodeId: outcome.token.nodeId,
         natsUrl,
         jwt: outcome.user.jwt,
         expiresAt: outcome.user.expiresAt.toISOString()
@@ -221,8 +221,8 @@ export const routes = [
       const token = Redacted.value(issued.token)
       const url = config.nodePublicUrl ?? config.publicUrl
       return {
-        nodeId: issued.nodeId as never,
-        token: token as never,
+        nodeId: issued.nodeId,
+        token,
         expiresAt: issued.expiresAt.toISOString(),
         command: joinCommand(url, token, Option.getOrUndefined(current)?.sha256),
         samCommand: `sam node join ${url} ${token}`

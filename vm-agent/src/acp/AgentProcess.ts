@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process"
 import type { Readable, Writable } from "node:stream"
 import type { Stream as AcpStream, AnyMessage } from "@agentclientprotocol/sdk"
-import { Deferred, type Duration, Effect, Exit, Schedule, type Scope } from "effect"
+import { Deferred, type Duration, Effect, Exit, FiberId, Schedule, type Scope } from "effect"
 import { baseEnv } from "../runtime/internal/agentEnv.js"
 import { groupAlive, signalGroup, signalStartedSince, startedSince } from "../runtime/internal/processGroup.js"
 import { AgentStartError } from "./AcpErrors.js"
@@ -134,7 +134,7 @@ const start = (command: HarnessCommand, onGarbage: (line: string) => void) =>
       detached: true,
       stdio: ["pipe", "pipe", "pipe"]
     })
-    const exit = Deferred.unsafeMake<AgentExit>(undefined as never)
+    const exit = Deferred.unsafeMake<AgentExit>(FiberId.none)
     const stdio = agentStdio(child, onGarbage)
     child.on("exit", (exitCode, signal) => Deferred.unsafeDone(exit, Exit.succeed({ exitCode, signal })))
     child.once("error", (error) => {

@@ -126,10 +126,10 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         memoryPercent: Math.round((1 - freemem() / totalmem()) * 1000) / 10,
         diskPercent: disk === undefined ? 0 : Math.round((1 - disk.bavail / disk.blocks) * 1000) / 10,
         activeWorkspaces: workspaces.filter((w) => w.status === "running").length,
-        promptingSessions: sessions.prompting() as never,
+        promptingSessions: sessions.prompting(),
         xkey: key.publicKey,
-        workspaces: workspaces.map((w) => ({ workspaceId: w.workspaceId as never, status: w.status })),
-        agentSessions: sessions.agents() as never
+        workspaces: workspaces.map((w) => ({ workspaceId: w.workspaceId, status: w.status })),
+        agentSessions: sessions.agents()
       })
     )
   }).pipe(Effect.catchAll((e) => Effect.logWarning(`heartbeat failed: ${e.message}`)))

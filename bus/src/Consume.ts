@@ -1,7 +1,7 @@
 import type { ConsumerConfig, JsMsg } from "@nats-io/jetstream"
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { Cause, Data, Duration, Effect, Option, Stream } from "effect"
+import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Option, Queue, Stream } from "effect"
 import type { Envelope, Malformed, Registry } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
@@ -154,56 +154,62 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
       })
       const onMalformed = options.onMalformed ?? logMalformed
       const batch = options.batch ?? 256
-      // Callback mode: interrupting the stream stops the subscription at once (the async-iterator
-      // mode waits for a pull in flight when its iterator is returned).
-      const messages = Stream.asyncScoped<JsMsg, NatsError>(
-        (emit) =>
-          Effect.acquireRelease(
-            Effect.tryPromise({
-              try: async () => {
-                const subscription = await consumer.consume({
-                  max_messages: batch,
-                  ...(options.expires === undefined
-                    ? {}
-                    : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
-                  callback: (msg) => void emit.single(msg)
-                })
-                void subscription.closed().then((error) => {
-                  if (error) void emit.fail(jsError(`consume ${stream}/${durable}`)(error))
-                })
-                return subscription
-              },
-              catch: jsError(`consume ${stream}/${durable}`)
-            }),
-            // stop() ends the subscription at once; close() would wait for a pull in flight to expire.
-            (subscription) => Effect.sync(() => subscription.stop())
-          ),
-        batch
+      // Callback mode (interrupting the stream stops the subscription at once; the async-iterator mode
+      // waits for a pull in flight when its iterator is returned). Each message goes straight into a
+      // queue, without a fiber of its own, and is taken with whatever else waits there (issue 12): the
+      // server holds back what is over the consumer's max_ack_pending, so the queue stays bounded.
+      const queue = yield* Effect.acquireRelease(Queue.unbounded<JsMsg>(), Queue.shutdown)
+      const failed = yield* Deferred.make<never, NatsError>()
+      yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const subscription = await consumer.consume({
+              max_messages: batch,
+              ...(options.expires === undefined
+                ? {}
+                : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
+              callback: (msg) => void queue.unsafeOffer(msg)
+            })
+            void subscription.closed().then((error) => {
+              if (error) Deferred.unsafeDone(failed, Exit.fail(jsError(`consume ${stream}/${durable}`)(error)))
+            })
+            return subscription
+          },
+          catch: jsError(`consume ${stream}/${durable}`)
+        }),
+        // stop() ends the subscription at once; close() would wait for a pull in flight to expire.
+        (subscription) => Effect.sync(() => subscription.stop())
       )
-      return messages.pipe(
-        Stream.mapEffect((msg) => {
-          const decoded = registry.decode(msg.data)
-          if (decoded._tag === "Ok") {
-            return Effect.succeed(
-              Option.some<Delivery<E>>({
+      /** What waits, decoded; a payload that does not decode is terminated, reported and left out. */
+      const decodeAll = (msgs: Chunk.Chunk<JsMsg>) =>
+        Effect.gen(function* () {
+          const out: Array<Delivery<E>> = []
+          for (const msg of msgs) {
+            const decoded = registry.decode(msg.data)
+            if (decoded._tag === "Ok") {
+              out.push({
                 envelope: decoded.envelope as unknown as E,
                 subject: msg.subject,
                 streamSequence: msg.seq,
                 deliveryCount: msg.info.deliveryCount,
                 msg
               })
-            )
+              continue
+            }
+            msg.term()
+            yield* onMalformed({
+              stream,
+              consumer: durable,
+              subject: msg.subject,
+              streamSequence: msg.seq,
+              malformed: decoded.malformed
+            })
           }
-          msg.term()
-          return onMalformed({
-            stream,
-            consumer: durable,
-            subject: msg.subject,
-            streamSequence: msg.seq,
-            malformed: decoded.malformed
-          }).pipe(Effect.as(Option.none<Delivery<E>>()))
-        }),
-        Stream.filterMap((delivery) => delivery)
+          return Chunk.unsafeFromArray(out)
+        })
+      return Stream.fromQueue(queue, { maxChunkSize: batch }).pipe(
+        Stream.mapChunksEffect(decodeAll),
+        Stream.interruptWhen(Deferred.await(failed))
       )
     })
   )

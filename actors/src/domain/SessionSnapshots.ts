@@ -3,6 +3,9 @@ import { Effect, Option } from "effect"
 
 type Snapshot = Domain.SessionSnapshot
 
+/** Sessions whose last stored snapshot an instance keeps (the oldest forgotten first). */
+const KNOWN_MAX = 10_000
+
 export interface SnapshotWrite {
   /** false when `decide` kept the current value (an older report, nothing to change) */
   readonly written: boolean
@@ -38,26 +41,46 @@ export const open = Effect.fn("SessionSnapshots.open")(function* () {
       // A value that no longer parses is replaced, never trusted.
       Effect.catchTag("KvCorrupt", () => Effect.succeed(Option.none<Kv.KvEntry<Snapshot>>()))
     )
+  /**
+   * What this instance last stored for each session, with its revision: the next write tries its
+   * compare-and-set on it without reading KV first (a KV round trip per session command, issue 12).
+   * Should anyone have written since, the set fails and the write reads and decides again.
+   */
+  const known = new Map<string, Kv.KvEntry<Snapshot>>()
+  const remember = (sessionId: string, entry: Kv.KvEntry<Snapshot>) => {
+    known.delete(sessionId)
+    known.set(sessionId, entry)
+    if (known.size > KNOWN_MAX) known.delete(known.keys().next().value as string)
+  }
   const storeNow = (
     sessionId: string,
     decide: (current: Snapshot | undefined) => Snapshot | undefined
   ): Effect.Effect<SnapshotWrite, unknown> =>
     Effect.gen(function* () {
       for (let attempt = 1; ; attempt++) {
-        const current = yield* read(sessionId)
+        const cached = attempt === 1 ? known.get(sessionId) : undefined
+        const current = cached !== undefined ? Option.some(cached) : yield* read(sessionId)
         const value = Option.getOrUndefined(current)?.value
         const next = decide(value)
-        if (next === undefined) return { written: false, snapshot: value }
-        const stored = yield* (
+        if (next === undefined) {
+          if (cached === undefined) return { written: false, snapshot: value }
+          // nothing to change on what this instance knows: decided again on what KV holds
+          known.delete(sessionId)
+          continue
+        }
+        const revision = yield* (
           Option.isSome(current) ? store.update(sessionId, next, current.value.revision) : store.create(sessionId, next)
         ).pipe(
-          Effect.as(true),
           Effect.catchIf(
             (error): error is KvConflict => error instanceof KvConflict && attempt < 10,
-            () => Effect.succeed(false)
+            () => Effect.succeed(undefined)
           )
         )
-        if (stored) return { written: true, snapshot: next }
+        if (revision !== undefined) {
+          remember(sessionId, { value: next, revision })
+          return { written: true, snapshot: next }
+        }
+        known.delete(sessionId)
       }
     })
   /** This transaction's view of the session: KV's value with what was staged unread applied over it. */

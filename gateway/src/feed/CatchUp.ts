@@ -13,7 +13,8 @@ interface Row {
   readonly seq: string
   readonly prompt_epoch: number | null
   readonly payload: string
-  readonly at: Date
+  /** as `Date.toISOString` writes it, made by Postgres: no Date parsed and formatted per row */
+  readonly at: string
   readonly correlation_id: string | null
 }
 
@@ -43,7 +44,8 @@ export const make = Effect.gen(function* () {
    */
   const page = (sessionId: string, afterSeq: number, limit: number) =>
     sql<Row>`
-      SELECT seq, prompt_epoch, payload::text AS payload, at, correlation_id FROM session_events
+      SELECT seq, prompt_epoch, payload::text AS payload, correlation_id,
+        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at FROM session_events
       WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.withoutTransform.pipe(
       Effect.orDie,
       Effect.map((rows) =>
@@ -51,7 +53,7 @@ export const make = Effect.gen(function* () {
           const seq = Number(row.seq)
           const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
             row.prompt_epoch ?? 0
-          },"event":${StoredJson.decode(row.payload)},"at":${JSON.stringify(row.at.toISOString())}${
+          },"event":${StoredJson.decode(row.payload)},"at":"${row.at}"${
             row.correlation_id === null ? "" : `,"correlationId":${JSON.stringify(row.correlation_id)}`
           }}`
           return { seq, frame: { json, bytes: Buffer.byteLength(json) } }

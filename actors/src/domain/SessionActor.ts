@@ -94,17 +94,43 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
           command as Command
         )
       }).pipe(
-        Effect.map((reaction) => ({
-          ...reaction,
-          ...(reaction.events === undefined ? {} : { events: batchTranscript(reaction.events) }),
-          afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
-        })),
+        Effect.map((reaction) => {
+          const timed = sameTime(reaction)
+          return {
+            ...timed,
+            ...(timed.events === undefined ? {} : { events: batchTranscript(timed.events) }),
+            afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
+          }
+        }),
         Effect.withSpan("SessionActor.handle", { attributes: { type: command.type, messageId: command.id } })
       )
   })
 })
 
 export type SessionKind = Effect.Effect.Success<ReturnType<typeof make>>
+
+/**
+ * One time for the transcript entries a reaction adds: the rows store it and the `session.event`s that
+ * publish them carry it, so a client sees the same time for an event live and read back after a
+ * reconnect (the rows took the transaction's start, the events the moment each was made).
+ */
+const sameTime = (reaction: Reaction): Reaction => {
+  if (reaction.state.transcript.length === 0) return reaction
+  const at = new Date().toISOString()
+  return {
+    ...reaction,
+    state: { ...reaction.state, transcriptAt: at },
+    ...(reaction.events === undefined
+      ? {}
+      : {
+          events: reaction.events.map((outgoing) =>
+            outgoing.envelope.type === SessionEvents.SessionEventAppended.type
+              ? { ...outgoing, envelope: { ...outgoing.envelope, at } }
+              : outgoing
+          )
+        })
+  }
+}
 
 /** A command that may end the turn in flight as lost needs that turn's open tool calls (ADR 0021). */
 const mayLoseTurn = (command: Command) =>

@@ -58,6 +58,8 @@ export interface DroppedReport {
 export interface SessionState {
   readonly row: SessionRow | null
   readonly transcript: ReadonlyArray<TranscriptEntry>
+  /** the time of those entries, as their published events carry it (else the transaction's) */
+  readonly transcriptAt?: string
   readonly dropped: ReadonlyArray<DroppedReport>
   /** its task has ended (completed, failed or cancelled): the session takes no more prompts */
   readonly taskEnded?: boolean
@@ -153,7 +155,8 @@ export const save = (state: SessionState, previous: SessionState) =>
           node_seq: entry.nodeSeq,
           prompt_epoch: entry.promptEpoch,
           report_id: entry.reportId,
-          correlation_id: correlationId
+          correlation_id: correlationId,
+          ...(state.transcriptAt === undefined ? {} : { at: state.transcriptAt })
         }))
       )}`
     }

@@ -83,6 +83,13 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
       const seen = digest()
       for (const f of client.of("session.event")) seen.add(f.seq, f.event)
       expect(yield* transcriptDigest(s.sessionId, 5)).toEqual({ count: 25, hex: seen.hex() })
+      // Each frame's time is the ledger's, written as Date.toISOString writes it, read back (6–20) or live (21–30).
+      const sql = yield* SqlClient.SqlClient
+      const rows = yield* sql<{ seq: string; at: Date }>`
+        SELECT seq, at FROM session_events WHERE session_id = ${s.sessionId} AND seq > 5 ORDER BY seq`
+      expect(client.of("session.event").map((f) => [f.seq, f.at])).toEqual(
+        rows.map((row) => [Number(row.seq), row.at.toISOString()])
+      )
       client.socket.close()
     })
   )

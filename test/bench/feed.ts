@@ -117,7 +117,12 @@ async function parent() {
       const { token } = yield* Effect.flatMap(Auth, (auth) => auth.createToken(userId, { name: "bench" })).pipe(
         Effect.provide(Auth.Default)
       )
-      const { url } = yield* Gateway.start({ host: "127.0.0.1", port: 0 })
+      // One user holds every client: the per-user cap on feed connections (32 by default) is raised to fit them.
+      const { url } = yield* Gateway.start({
+        host: "127.0.0.1",
+        port: 0,
+        feed: { maxConnectionsPerUser: CLIENTS + 20 }
+      })
       const publisher = Context.get(yield* Layer.build(natsLayer({ servers: natsUrl, creds, name: "bench-pub" })), Nats)
       const subject = Subjects.event(projectId, "session", live, "session.event")
       const publish = (seq: number, text: string) =>

@@ -42,19 +42,30 @@ const schedule = (seed: number, options: { readonly afterSeq: number; readonly m
     }
     const catchUp: CatchUp = {
       snapshot: () => Effect.succeed({ json: '{"type":"snapshot"}', bytes: 19 }),
-      page: (_sessionId, after, limit) =>
+      // as Postgres answers: up to `limit` rows, cut after the one that crosses `maxBytes`
+      page: (_sessionId, after, limit, maxBytes) =>
         Effect.gen(function* () {
           yield* yields(4)
-          const rows = transcript.filter((seq) => seq > after).slice(0, limit)
+          const taken = transcript.filter((seq) => seq > after).slice(0, limit)
+          const frames: Array<{ seq: number; frame: OutFrame }> = []
+          let bytes = 0
+          for (const seq of taken) {
+            if (bytes >= maxBytes) break
+            const frame = frameOf(seq)
+            frames.push({ seq, frame })
+            bytes += frame.bytes
+          }
           yield* yields(4)
-          return rows.map((seq) => ({ seq, frame: frameOf(seq) }))
+          return { more: taken.length === limit || frames.length < taken.length, frames }
         })
     }
     const TOTAL = 300
     for (let seq = 1; seq <= 40; seq++) transcript.push(seq)
     const stream = yield* SessionStream.make(SessionId.parse("sess_x"), options.afterSeq, out, catchUp, {
       maxPendingBytes: options.maxPendingBytes,
-      pageSize: 16
+      pageSize: 16,
+      // about 5 frames: pages end on bytes as well as on rows
+      pageBytes: frameOf(1).bytes * 5
     })
     const running = yield* Effect.fork(stream.run)
     // the actor commits, then the relay publishes: sometimes late, twice, out of order, or lost

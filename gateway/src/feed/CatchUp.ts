@@ -16,6 +16,8 @@ interface Row {
   /** as `Date.toISOString` writes it, made by Postgres: no Date parsed and formatted per row */
   readonly at: string
   readonly correlation_id: string | null
+  /** rows the page took before its byte bound */
+  readonly taken: string
 }
 
 /**
@@ -38,18 +40,26 @@ export const make = Effect.gen(function* () {
     )
 
   /**
-   * Up to `limit` transcript entries after `afterSeq`, as `session.event` frames. The stored JSON is
-   * spliced in as text (no parse and re-serialize per row) and read without the client's name
-   * transforms, so the agent's event reaches the client exactly as it was recorded.
+   * Transcript entries after `afterSeq`, as `session.event` frames: up to `limit` of them and about
+   * `maxBytes` (the entry that crosses it is the last; the first always comes), with whether more may
+   * follow. The stored JSON is spliced in as text (no parse and re-serialize per row) and read without
+   * the client's name transforms, so the agent's event reaches the client exactly as it was recorded.
    */
-  const page = (sessionId: string, afterSeq: number, limit: number) =>
+  const page = (sessionId: string, afterSeq: number, limit: number, maxBytes: number) =>
     sql<Row>`
-      SELECT seq, prompt_epoch, payload::text AS payload, correlation_id,
-        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at FROM session_events
-      WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}`.withoutTransform.pipe(
+      SELECT seq, prompt_epoch, payload, correlation_id, at, taken FROM (
+        SELECT seq, prompt_epoch, payload, correlation_id, at, count(*) OVER () AS taken,
+          sum(octet_length(payload)) OVER (ORDER BY seq) - octet_length(payload) AS before
+        FROM (
+          SELECT seq, prompt_epoch, payload::text AS payload, correlation_id,
+            to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at
+          FROM session_events WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}
+        ) rows
+      ) sized WHERE before < ${maxBytes} ORDER BY seq`.withoutTransform.pipe(
       Effect.orDie,
-      Effect.map((rows) =>
-        rows.map((row): TranscriptFrame => {
+      Effect.map((rows) => ({
+        more: rows.length > 0 && (Number(rows[0]!.taken) === limit || rows.length < Number(rows[0]!.taken)),
+        frames: rows.map((row): TranscriptFrame => {
           const seq = Number(row.seq)
           const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
             row.prompt_epoch ?? 0
@@ -58,7 +68,7 @@ export const make = Effect.gen(function* () {
           }}`
           return { seq, frame: { json, bytes: Buffer.byteLength(json) } }
         })
-      )
+      }))
     )
 
   return { snapshot, page }

@@ -14,6 +14,8 @@ export interface FeedOptions {
   readonly maxPendingBytes: number
   /** transcript rows per query */
   readonly pageSize: number
+  /** transcript bytes per query (a query returns at least one row): what a page may hold in memory */
+  readonly pageBytes: number
   /** after a close frame, how long the client has to read it before the socket is destroyed */
   readonly closeGraceMs: number
   /** how often an open connection's credential is checked again (revocation, expiry) */
@@ -30,7 +32,8 @@ export const defaults: FeedOptions = {
   lowWaterBytes: 256 * 1024,
   drainTimeoutMs: 30_000,
   maxPendingBytes: 1024 * 1024,
-  pageSize: 500,
+  pageSize: 5000,
+  pageBytes: 2 * 1024 * 1024,
   closeGraceMs: 5_000,
   recheckMs: 60_000,
   maxSessionsPerConnection: 200,
@@ -50,6 +53,7 @@ export const resolve = (explicit: Partial<FeedOptions> = {}) =>
       drainTimeoutMs: yield* env("DRAIN_TIMEOUT_MS", defaults.drainTimeoutMs),
       maxPendingBytes: yield* env("MAX_PENDING_BYTES", defaults.maxPendingBytes),
       pageSize: yield* env("PAGE_SIZE", defaults.pageSize),
+      pageBytes: yield* env("PAGE_BYTES", defaults.pageBytes),
       closeGraceMs: yield* env("CLOSE_GRACE_MS", defaults.closeGraceMs),
       recheckMs: yield* env("RECHECK_MS", defaults.recheckMs),
       maxSessionsPerConnection: yield* env("MAX_SESSIONS", defaults.maxSessionsPerConnection),

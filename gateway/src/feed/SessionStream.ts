@@ -54,7 +54,7 @@ export const make = Effect.fnUntraced(function* (
   afterSeq: number,
   out: Outbound,
   catchUp: CatchUp,
-  options: Pick<FeedOptions, "maxPendingBytes" | "pageSize">
+  options: Pick<FeedOptions, "maxPendingBytes" | "pageSize" | "pageBytes">
 ) {
   const wake = yield* Queue.sliding<void>(1)
   let lastSent = afterSeq
@@ -134,13 +134,16 @@ export const make = Effect.fnUntraced(function* (
         }
         const reading = mustRead
         mustRead = false
-        const rows = yield* patiently(sessionId, catchUp.page(sessionId, lastSent, options.pageSize))
+        const { frames: rows, more } = yield* patiently(
+          sessionId,
+          catchUp.page(sessionId, lastSent, options.pageSize, options.pageBytes)
+        )
         for (const row of rows) {
           if (row.seq <= lastSent) continue
           if (out.trySend(row.frame)) lastSent = row.seq
           else if (!(yield* send(row.seq, row.frame))) return
         }
-        if (rows.length === options.pageSize) mustRead = true
+        if (more) mustRead = true
         if (rows.length > 0 || reading || pending.has(lastSent + 1)) {
           stalls = 0
           continue

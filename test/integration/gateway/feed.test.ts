@@ -5,6 +5,7 @@ import { Domain, encode, makeId, Nats, Publish, Subjects } from "@sam/bus"
 import { FeedClient } from "@sam/gateway/client"
 import { type Duration, Effect } from "effect"
 import { expect } from "vitest"
+import * as CatchUp from "../../../gateway/src/feed/CatchUp.js"
 import { waitUntil } from "../../src/Env.js"
 import { GatewayEnv, GatewayUrl, http, makeUser } from "../../src/index.js"
 import {
@@ -92,6 +93,38 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
       )
       client.socket.close()
     })
+  )
+
+  it.effect(
+    "a catch-up page ends on its row count or its byte bound, whichever comes first, and says if more follow",
+    () =>
+      Effect.gen(function* () {
+        const alice = yield* makeUser("Alice")
+        const s = yield* seedSession(alice)
+        yield* s.produce(20)
+        yield* waitUntil("20 in the transcript", s.lastSeq.pipe(Effect.map((n) => (n >= 20 ? n : undefined))))
+        const catchUp = yield* CatchUp.make
+        const sql = yield* SqlClient.SqlClient
+        const sizes = (yield* sql<{ size: number }>`
+        SELECT octet_length(payload::text) AS size FROM session_events WHERE session_id = ${s.sessionId} ORDER BY seq`).map(
+          (row) => Number(row.size)
+        )
+        const seqs = (page: { readonly frames: ReadonlyArray<{ readonly seq: number }> }) =>
+          page.frames.map((f) => f.seq)
+        // all of it: no more
+        const all = yield* catchUp.page(s.sessionId, 0, 100, 1 << 20)
+        expect([seqs(all), all.more]).toEqual([range(1, 20), false])
+        // the row count ends it: more may follow
+        const counted = yield* catchUp.page(s.sessionId, 5, 10, 1 << 20)
+        expect([seqs(counted), counted.more]).toEqual([range(6, 15), true])
+        // the bytes of three rows: three rows, more follow; a byte short of them: the third still comes, as the one that crosses
+        const three = (sizes[0] ?? 0) + (sizes[1] ?? 0) + (sizes[2] ?? 0)
+        const bytes = yield* catchUp.page(s.sessionId, 0, 100, three)
+        expect([seqs(bytes), bytes.more]).toEqual([range(1, 3), true])
+        expect(seqs(yield* catchUp.page(s.sessionId, 0, 100, three - 1))).toEqual(range(1, 3))
+        // the first row always comes, however small the bound
+        expect(seqs(yield* catchUp.page(s.sessionId, 19, 100, 1))).toEqual([20])
+      })
   )
 
   it.scoped(

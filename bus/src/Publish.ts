@@ -19,24 +19,16 @@ export interface Published {
  * takes the subject, the server refuses (permissions), or the ack times out.
  */
 export const publish = Effect.fn("Bus.publish")(function* (subject: string, message: Envelope) {
-  const { js } = yield* Nats
-  const envelope = yield* stamp(message)
-  const headers = yield* headersFor(envelope)
-  yield* Effect.annotateCurrentSpan({ subject, type: envelope.type, messageId: envelope.id })
-  const ack = yield* Effect.tryPromise({
-    try: () => js.publish(subject, encode(envelope), { msgID: envelope.id, headers }),
-    catch: (cause) =>
-      new NatsError({ reason: "Publish", message: `publish ${envelope.type} to ${subject} failed: ${cause}`, cause })
-  })
-  return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate } satisfies Published
+  yield* Effect.annotateCurrentSpan({ subject, type: message.type, messageId: message.id })
+  return yield* publishUntraced(subject, message)
 })
 
 /**
  * `publish` without a span of its own, for a path that publishes per event (a vm-agent's session reports,
- * issue 12): stamped, and with the current span's `traceparent` in its headers, as `publish` does. A span
- * and its stack capture per call cost more than the publish.
+ * issue 12): the same envelope, stamped, with the current span's `traceparent` in its headers. A span and
+ * its stack capture per call cost more than the publish.
  */
-export const publishUntraced = (subject: string, message: Envelope) =>
+export const publishUntraced = (subject: string, message: Envelope): Effect.Effect<Published, NatsError, Nats> =>
   Effect.flatMap(Nats, ({ js }) =>
     Effect.flatMap(stamp(message), (envelope) =>
       Effect.flatMap(headersFor(envelope), (headers) =>
@@ -48,7 +40,7 @@ export const publishUntraced = (subject: string, message: Envelope) =>
               message: `publish ${envelope.type} to ${subject} failed: ${cause}`,
               cause
             })
-        })
+        }).pipe(Effect.map((ack): Published => ({ stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })))
       )
     )
   )

@@ -4,8 +4,12 @@ import { Config, Effect } from "effect"
 export interface FeedOptions {
   /** the server pings this often; a connection silent for two intervals is closed */
   readonly heartbeatMs: number
-  /** live backlog (socket buffer + our queue) past which a client is closed as too slow */
+  /**
+   * live backlog (socket buffer + our queue) that a client may stay over for `slowAfterMs` at most,
+   * and pass four times never, before it is closed as too slow
+   */
   readonly maxBufferedBytes: number
+  readonly slowAfterMs: number
   /** catch-up waits until the backlog is below this before sending more */
   readonly lowWaterBytes: number
   /** how long catch-up waits for the backlog to drain before it gives up on the client */
@@ -29,6 +33,7 @@ export interface FeedOptions {
 export const defaults: FeedOptions = {
   heartbeatMs: 20_000,
   maxBufferedBytes: 4 * 1024 * 1024,
+  slowAfterMs: 2_000,
   lowWaterBytes: 256 * 1024,
   drainTimeoutMs: 30_000,
   maxPendingBytes: 1024 * 1024,
@@ -49,6 +54,7 @@ export const resolve = (explicit: Partial<FeedOptions> = {}) =>
     const fromEnv: FeedOptions = {
       heartbeatMs: yield* env("HEARTBEAT_MS", defaults.heartbeatMs),
       maxBufferedBytes: yield* env("MAX_BUFFERED_BYTES", defaults.maxBufferedBytes),
+      slowAfterMs: yield* env("SLOW_AFTER_MS", defaults.slowAfterMs),
       lowWaterBytes: yield* env("LOW_WATER_BYTES", defaults.lowWaterBytes),
       drainTimeoutMs: yield* env("DRAIN_TIMEOUT_MS", defaults.drainTimeoutMs),
       maxPendingBytes: yield* env("MAX_PENDING_BYTES", defaults.maxPendingBytes),

@@ -18,8 +18,10 @@ export const frame = (value: Api.ServerFrame): OutFrame => {
 /**
  * The sending side of one connection. `@effect/platform`'s socket write is a synchronous `ws.send`
  * that never pushes back, so the backlog is measured: what sits in the TCP socket's write buffer
- * plus this queue. Live sends close a client whose backlog passes `maxBufferedBytes`; catch-up
- * sends wait for it to drain instead, up to `drainTimeoutMs`.
+ * plus this queue. Live sends close a client whose backlog has stayed over `maxBufferedBytes` for
+ * `slowAfterMs`, or passes four times it: one step may hand a client several batches of a session's
+ * events at once (each up to 256 KiB), which says nothing of how fast it reads. Catch-up sends wait
+ * for the backlog to drain instead, up to `drainTimeoutMs`.
  */
 export interface Outbound {
   /** queue a live frame; false when the connection is closing (now, or because of this frame) */
@@ -61,12 +63,22 @@ export const make = Effect.fn("Feed.outbound")(function* (
     queue.unsafeOffer(out)
   }
 
+  /** since when the live backlog has been over `maxBufferedBytes`, without a send finding it under */
+  let overSince: number | undefined
   const send = (out: OutFrame) => {
     if (closeEvent !== undefined) return false
     const pending = backlog() + out.bytes
-    if (pending > options.maxBufferedBytes) {
+    if (pending <= options.maxBufferedBytes) overSince = undefined
+    else if (pending > 4 * options.maxBufferedBytes) {
       close(Api.FeedClose.tooSlow, `too slow: ${pending} bytes buffered`)
       return false
+    } else {
+      const now = Date.now()
+      overSince ??= now
+      if (now - overSince >= options.slowAfterMs) {
+        close(Api.FeedClose.tooSlow, `too slow: ${pending} bytes buffered for ${now - overSince} ms`)
+        return false
+      }
     }
     enqueue(out)
     return true

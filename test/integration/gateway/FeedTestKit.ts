@@ -136,6 +136,8 @@ export interface RawClient {
   readonly frames: Array<Frame>
   readonly socket: Awaited<ReturnType<typeof nodeWebSocket>>["prototype"]
   readonly closed: Promise<{ readonly code: number; readonly reason: string }>
+  /** the close, once it came */
+  readonly closedWith: () => { readonly code: number; readonly reason: string } | undefined
   readonly send: (frame: unknown) => void
   readonly of: <T extends Frame["type"]>(type: T) => Array<Api.ServerFrameOf<T>>
 }
@@ -152,8 +154,12 @@ export const rawClient = (baseUrl: string, token: string | undefined, options: {
     const socket = new WS(url, { headers })
     const frames: Array<Frame> = []
     socket.on("message", (data) => frames.push(JSON.parse(String(data)) as Frame))
+    let closedWith: { code: number; reason: string } | undefined
     const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-      socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() }))
+      socket.on("close", (code, reason) => {
+        closedWith = { code, reason: reason.toString() }
+        resolve(closedWith)
+      })
     )
     socket.on("error", () => {})
     return new Promise((resolve) => {
@@ -162,6 +168,7 @@ export const rawClient = (baseUrl: string, token: string | undefined, options: {
           frames,
           socket,
           closed,
+          closedWith: () => closedWith,
           send: (frame) => socket.send(typeof frame === "string" ? frame : JSON.stringify(frame)),
           of: (type) => frames.filter((f) => f.type === type) as never
         })

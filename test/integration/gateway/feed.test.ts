@@ -450,7 +450,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
     "a client that stops reading is closed with the reason, while a fast one keeps receiving",
     () =>
       Effect.gen(function* () {
-        const url = yield* startGateway({ MAX_BUFFERED_BYTES: 256 * 1024, CLOSE_GRACE_MS: 60_000 })
+        const url = yield* startGateway({ MAX_BUFFERED_BYTES: 512 * 1024, CLOSE_GRACE_MS: 60_000 })
         const alice = yield* makeUser("Alice")
         const s = yield* seedSession(alice)
         const fast = open(yield* rawClient(url, alice.token))
@@ -460,16 +460,22 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
         yield* until("both caught up", () => (fast.of("caught-up")[0] && slow.of("caught-up")[0]) ?? undefined)
         slow.socket.pause()
         const N = 400
-        yield* Effect.forkScoped(s.produce(N, 60_000))
+        // Reports of 8 events, as a busy agent's vm-agent sends them: the session publishes them in
+        // batches of four 60 KB events, and a busy gateway may take several batches in one step.
+        yield* Effect.forkScoped(s.produce(N, 60_000, 8))
         yield* until(
           "the fast client has every event",
-          () => (seqsOf(fast).length === N ? true : undefined),
+          () => {
+            const closed = fast.closedWith()
+            if (closed !== undefined) throw new Error(`the fast client was closed: ${closed.code} ${closed.reason}`)
+            return seqsOf(fast).length === N ? true : undefined
+          },
           "120 seconds"
         )
         slow.socket.resume()
         const closed = yield* Effect.promise(() => slow.closed)
         expect(closed.code).toBe(4008)
-        expect(closed.reason).toMatch(/^too slow: \d+ bytes buffered$/)
+        expect(closed.reason).toMatch(/^too slow: \d+ bytes buffered( for \d+ ms)?$/)
         expect(seqsOf(slow).length).toBeLessThan(N)
         expect(seqsOf(fast)).toEqual(range(1, N))
         expect(fast.socket.readyState).toBe(1)

@@ -54,18 +54,31 @@ const FENCE_HOLD_MS = 2_000
 export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number, onOutbox: () => void = () => {}) => {
   // One statement both claims the message id and bounds how long this transaction may sit idle: an
   // owner frozen mid-transaction (SIGSTOP) must not hold its row locks forever.
-  const claimInbox = (
-    messageId: string,
-    kind: string,
-    entityId: string,
-    trace: { readonly type: string; readonly correlationId: string } | null = null
-  ) =>
+  const claimInbox = (messageId: string, kind: string, entityId: string) =>
     sql<{ mid: string }>`
-      INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
-      SELECT ${messageId}, ${kind}, ${entityId}, ${trace?.type ?? null}, ${trace?.correlationId ?? null}
+      INSERT INTO actor_inbox (message_id, kind, entity_id)
+      SELECT ${messageId}, ${kind}, ${entityId}
       WHERE set_config('idle_in_transaction_session_timeout', ${String(idleInTransactionMs)}, true) IS NOT NULL
       ON CONFLICT (message_id) DO NOTHING
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => rows.length > 0))
+
+  /**
+   * The same for a group's messages in one statement (issue 12: a statement costs a round trip and a
+   * syscall, and a group holds tens of commands in a burst); the ids claimed now. An id already in
+   * the inbox is not returned: that message is a repeat.
+   */
+  const claimInboxes = (inputs: ReadonlyArray<CommandInput>) =>
+    sql<{ mid: string }>`
+      INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
+      SELECT * FROM unnest(
+        ${inputs.map((input) => input.envelope.id)}::text[],
+        ${inputs.map((input) => input.kind.name)}::text[],
+        ${inputs.map((input) => input.id)}::text[],
+        ${inputs.map((input) => input.envelope.type)}::text[],
+        ${inputs.map((input) => input.envelope.correlationId ?? input.envelope.id)}::text[])
+      WHERE set_config('idle_in_transaction_session_timeout', ${String(idleInTransactionMs)}, true) IS NOT NULL
+      ON CONFLICT (message_id) DO NOTHING
+      RETURNING message_id AS mid`.pipe(Effect.map((rows) => new Set(rows.map((row) => row.mid))))
 
   /** In order, 1,000 rows a statement (Postgres takes at most 65,535 parameters in one). */
   const writeOutbox = (rows: ReadonlyArray<Outgoing>) =>
@@ -131,13 +144,20 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
   let transactions = 0
 
   /**
-   * Inside a transaction: inbox claim, load, handle, save, outbox and timers of one command. What the
+   * Inside a transaction, its inbox row claimed (`fresh`) or found (a repeat): load, handle, save,
+   * outbox and timers of one command. What the
    * handler emits carries the command's correlation id (its own id when it came with none) and names
    * the command as its cause; the handler runs with that correlation id (issue 12).
    */
   /** the states saved so far in a transaction, by `<kind>/<id>`, for `carry` */
   type Carried = Map<string, unknown>
-  const applyOne = (input: CommandInput, transaction: string, carried: Carried, outbox: Array<Outgoing>) => {
+  const applyOne = (
+    input: CommandInput,
+    fresh: boolean,
+    transaction: string,
+    carried: Carried,
+    outbox: Array<Outgoing>
+  ) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
     const follow = (next: Envelope): Envelope => ({
@@ -147,7 +167,6 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     })
     return Effect.gen(function* () {
       const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
-      const fresh = yield* claimInbox(envelope.id, kind.name, id, { type: envelope.type, correlationId })
       if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
       const key = `${kind.name}/${id}`
       const before = carried.get(key)
@@ -196,9 +215,9 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
   }
 
   /**
-   * Apply commands of one shard, in order, in one transaction (group commit, issue 12): each claims
-   * its inbox row (a repeat is `Duplicate`), loads what the ones before it wrote, and is handled and
-   * saved; one fence check; one COMMIT. Any failure rolls all of them back (`Fenced` when the shard's
+   * Apply commands of one shard, in order, in one transaction (group commit, issue 12): one statement
+   * claims their inbox rows (a repeat is `Duplicate`); each loads what the ones before it wrote, and
+   * is handled and saved; one fence check; one COMMIT. Any failure rolls all of them back (`Fenced` when the shard's
    * epoch is no longer ours); the caller then applies them one at a time. After the commit, each
    * command's after-commit effects run, in order (never ahead of the ledger).
    */
@@ -209,7 +228,10 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       const applied: Array<Applied> = []
       const carried: Carried = new Map()
       const outbox: Array<Outgoing> = []
-      for (const input of inputs) applied.push(yield* applyOne(input, transaction, carried, outbox))
+      // a message twice in one group: its second time is a repeat, like any other
+      const claimed = yield* claimInboxes(inputs)
+      for (const input of inputs)
+        applied.push(yield* applyOne(input, claimed.delete(input.envelope.id), transaction, carried, outbox))
       yield* writeOutbox(outbox)
       yield* checkFence(first.kind.name, first.shard, first.epoch)
       return applied

@@ -219,6 +219,52 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
     })
   )
 
+  it.scoped(
+    "a cancelled task's session takes no more reports from its node, whose reports about it passed before",
+    () =>
+      Effect.gen(function* () {
+        const alice = yield* seedProject()
+        const taskId = yield* submit(alice, "say waiting for you", "conversation")
+        // The agent's reports about the session passed (the ingress has seen this node report about it) and
+        // its turn ended: the conversation waits for a follow-up. The owner cancels the task.
+        const waiting = yield* until(taskId, (row) => row.executionStep === "awaiting_followup")
+        yield* Actors.ask(ControlPlane.TaskRef, taskId, C.TaskCancel.make({ taskId: taskId as never }))
+        const before = yield* waitUntil(
+          "the task cancelled and its session stopped",
+          observe(taskId).pipe(
+            Effect.map((seen) =>
+              seen.task?.status === "cancelled" &&
+              (seen.session as { status?: string } | undefined)?.status === "stopped" &&
+              seen.snapshot?.activity === "stopped"
+                ? seen
+                : undefined
+            )
+          ),
+          { timeout: "30 seconds" }
+        )
+        const publish = yield* asNode(waiting.nodeId!)
+        const sessionId = waiting.sessionId as never
+        const event = N.SessionEvent.make({
+          sessionId,
+          nodeSeq: 1000,
+          promptEpoch: 1,
+          event: { type: "text", text: "appended after the task was cancelled" }
+        })
+        const activity = N.SessionActivity.make({
+          sessionId,
+          activity: "prompting",
+          promptEpoch: 2,
+          observedAt: new Date().toISOString()
+        })
+        yield* publish(event, waiting.sessionId!)
+        yield* publish(activity, waiting.sessionId!)
+        const rows = yield* audited(waiting.nodeId!, [event.id, activity.id])
+        expect(rows.map((row) => row.type)).toEqual(["session.event-reported", "session.activity-reported"])
+        for (const row of rows) expect(["session_ended", "task_ended"]).toContain(row.reason)
+        expect(yield* observe(taskId)).toEqual(before)
+      })
+  )
+
   it.scoped("a completed task's transcript is final: its own node's later reports are refused and audited", () =>
     Effect.gen(function* () {
       const alice = yield* seedProject()

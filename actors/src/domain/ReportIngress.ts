@@ -209,6 +209,7 @@ const precheck = (
  */
 export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name" | "shards">) => {
   const resultsSeen = Ownership.makeResultsSeen()
+  const owned = Ownership.makeOwnedSessions()
   const one = (delivery: Consume.Delivery<AgentReport>): Effect.Effect<Consume.Outcome, unknown, ReportRequirements> =>
     Effect.gen(function* () {
       const pre = precheck(delivery)
@@ -219,7 +220,7 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
         yield* Effect.logDebug(`no route for ${report.type} report from ${source.nodeId}; acknowledged`)
         return Consume.Outcome.Ack()
       }
-      const refused = yield* Ownership.refusal(report, source.nodeId, resultsSeen)
+      const refused = yield* Ownership.refusal(report, source.nodeId, resultsSeen, owned)
       if (refused !== undefined) return yield* drop(source, report, entity, refused)
       const outcome = yield* handler(report, source)
       if (report.type === "task.result") resultsSeen.add(report.body.sessionId)
@@ -240,7 +241,7 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
       const first = passed[0]?.checked
       if (first === undefined || session === undefined) return outcomes as ReadonlyArray<Consume.Outcome>
       // The same session, node and kind of report: the ledger answers the same for each.
-      const refused = yield* Ownership.refusal(first.report, first.source.nodeId, resultsSeen)
+      const refused = yield* Ownership.refusal(first.report, first.source.nodeId, resultsSeen, owned)
       if (refused !== undefined) {
         for (const { index, checked } of passed) {
           outcomes[index] = yield* drop(checked.source, checked.report, checked.entity, refused)

@@ -8,8 +8,10 @@ import type { ReportType } from "./ReportIngress.js"
  * reaches its actor, the ingress checks it against the ledger: the session, workspace or task it names
  * must be the node's owner's (the task's submitter; for work without a task, the project's owner), and
  * a session report must be about a session that is still live. Whether the entity is placed on this
- * very node is the actor's check (it holds the row under lock); ownership never changes once set, so it
- * is checked here once per report. A `command.rejected` has no rule here, so a legitimate one is never
+ * very node is the actor's check (it holds the row under lock). Ownership never changes once set: once a
+ * node's report about a session passed, the ledger is not asked again for that node and session (issue
+ * 12: that query was one statement of four per event), and whether the session or its task has ended
+ * since is the session actor's check, which refuses and audits such a report with the same reasons. A `command.rejected` has no rule here, so a legitimate one is never
  * refused as foreign or ended: CommandRejections.ts routes it only when the refused message is one the
  * control plane sent to that very node (ADR 0019).
  */
@@ -58,6 +60,29 @@ export const makeResultsSeen = (max = 10_000) => {
 }
 export type ResultsSeen = ReturnType<typeof makeResultsSeen>
 
+/**
+ * The (node, session) pairs whose reports passed the ledger's check here. Bounded: the oldest entries
+ * go first, and their next report is checked against the ledger again.
+ */
+export const makeOwnedSessions = (max = 10_000) => {
+  const owned = new Set<string>()
+  return {
+    add: (nodeId: string, sessionId: string) => {
+      const key = `${nodeId} ${sessionId}`
+      owned.delete(key)
+      owned.add(key)
+      if (owned.size > max) owned.delete(owned.values().next().value as string)
+    },
+    has: (nodeId: string, sessionId: string) => owned.has(`${nodeId} ${sessionId}`)
+  }
+}
+export type OwnedSessions = ReturnType<typeof makeOwnedSessions>
+
+const isSessionReport = (report: Report) =>
+  report.type === "session.event-reported" ||
+  report.type === "session.events-reported" ||
+  report.type === "session.activity-reported"
+
 const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
   const body = report.body as Record<string, unknown>
   const nodeOwner = sql`(SELECT n.owner_id FROM nodes n WHERE n.id = ${nodeId})`
@@ -89,8 +114,11 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
  * Why `report` from `nodeId` is refused, or undefined when it goes on to its actor. An entity the
  * ledger does not know goes on too: its actor drops and audits it as unknown.
  */
-export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen) =>
+export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen, owned: OwnedSessions) =>
   Effect.gen(function* () {
+    const session = isSessionReport(report) ? String((report.body as { sessionId?: unknown }).sessionId) : undefined
+    if (session !== undefined && owned.has(nodeId, session))
+      return resultsSeen.has(session) ? Refusal.taskEnded : undefined
     const sql = yield* SqlClient.SqlClient
     const query = lookup(sql, report, nodeId)
     if (query === undefined) return undefined
@@ -98,14 +126,10 @@ export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen
     if (row === undefined) return undefined
     if (row.nodeOwner === null) return Refusal.unowned
     if (row.ownerId !== row.nodeOwner) return Refusal.foreign
-    if (
-      report.type === "session.event-reported" ||
-      report.type === "session.events-reported" ||
-      report.type === "session.activity-reported"
-    ) {
+    if (session !== undefined) {
       if (row.sessionStatus === "stopped" || row.sessionStatus === "failed") return Refusal.sessionEnded
-      const sessionId = String((report.body as { sessionId?: unknown }).sessionId)
-      if (terminalTask(row.taskStatus) || resultsSeen.has(sessionId)) return Refusal.taskEnded
+      if (terminalTask(row.taskStatus) || resultsSeen.has(session)) return Refusal.taskEnded
+      owned.add(nodeId, session)
     }
     return undefined
   })

@@ -92,10 +92,21 @@ export const report = (
 ): Effect.Effect<Reaction, unknown> => {
   const { nodeId, report } = command.body
   const row = state.row
-  // An ended session's transcript is final: an event that arrives after the stop or failure is not kept.
-  const ended = row !== null && report.type === "session.event" && (row.status === "stopped" || row.status === "failed")
-  if (row === null || row.nodeId !== nodeId || ended) {
-    const reason = row === null ? "unknown_session" : row.nodeId !== nodeId ? "session_not_on_node" : "session_ended"
+  // An ended session's transcript is final, and so is that of a session whose task ended: a report that
+  // arrives after the stop, the failure or the task's end is not kept. (The ingress refuses the same when
+  // its own check of the ledger sees it first; for a session it has seen, it no longer asks the ledger
+  // for every report: ReportOwnership.ts.)
+  const reason =
+    row === null
+      ? "unknown_session"
+      : row.nodeId !== nodeId
+        ? "session_not_on_node"
+        : row.status === "stopped" || row.status === "failed"
+          ? "session_ended"
+          : state.taskEnded === true
+            ? "task_ended"
+            : undefined
+  if (reason !== undefined || row === null) {
     const dropped: Ledger.DroppedReport = {
       nodeId,
       // the report's type and subject as the vm-agent publishes them (as the ingress records what it refuses)
@@ -103,7 +114,7 @@ export const report = (
       type: `${report.type}-reported`,
       entityId: report.body.sessionId,
       messageId: command.id,
-      reason,
+      reason: reason ?? "unknown_session",
       payload: JSON.stringify(report.body)
     }
     return Effect.logWarning(
@@ -117,7 +128,9 @@ export const report = (
           message:
             reason === "session_ended"
               ? `session ${report.body.sessionId} has ended`
-              : `session ${report.body.sessionId} is not placed on node ${nodeId}`
+              : reason === "task_ended"
+                ? `the task of session ${report.body.sessionId} has ended; its transcript is final`
+                : `session ${report.body.sessionId} is not placed on node ${nodeId}`
         } satisfies SessionReply
       })
     )

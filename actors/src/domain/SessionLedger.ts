@@ -128,8 +128,10 @@ export const save = (state: SessionState, previous: SessionState) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const row = state.row
-    if (row !== null && row !== previous.row) {
-      yield* sql`
+    const upsert =
+      row === null || row === previous.row
+        ? undefined
+        : sql`
         INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
           prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version,
           pending_permissions)
@@ -142,24 +144,30 @@ export const save = (state: SessionState, previous: SessionState) =>
           running_reported_at = EXCLUDED.running_reported_at, last_evidence_at = EXCLUDED.last_evidence_at,
           ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, pending_permissions = EXCLUDED.pending_permissions,
           updated_at = now()`
-    }
-    if (state.transcript.length > 0 && row !== null) {
-      // the correlation id of the command being applied: that of the request the entries answer (issue 12)
-      const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
-      yield* sql`INSERT INTO session_events ${sql.insert(
-        state.transcript.map((entry) => ({
-          session_id: row.id,
-          seq: entry.seq,
-          type: entry.type,
-          payload: StoredJson.encode(JSON.stringify(entry.payload)),
-          node_seq: entry.nodeSeq,
-          prompt_epoch: entry.promptEpoch,
-          report_id: entry.reportId,
-          correlation_id: correlationId,
-          ...(state.transcriptAt === undefined ? {} : { at: state.transcriptAt })
-        }))
-      )}`
-    }
+    // the correlation id of the command being applied: that of the request the entries answer (issue 12)
+    const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
+    const entries =
+      state.transcript.length === 0 || row === null
+        ? undefined
+        : sql`INSERT INTO session_events ${sql.insert(
+            state.transcript.map((entry) => ({
+              session_id: row.id,
+              seq: entry.seq,
+              type: entry.type,
+              payload: StoredJson.encode(JSON.stringify(entry.payload)),
+              node_seq: entry.nodeSeq,
+              prompt_epoch: entry.promptEpoch,
+              report_id: entry.reportId,
+              correlation_id: correlationId,
+              ...(state.transcriptAt === undefined ? {} : { at: state.transcriptAt })
+            }))
+          )}`
+    // Both in one statement when a command writes both, as a report does (issue 12: a round trip each,
+    // per event on the live path). The transcript's foreign key is checked at the statement's end, when a
+    // new session's row is there.
+    if (upsert !== undefined && entries !== undefined) yield* sql`WITH saved AS (${upsert}) ${entries}`
+    else if (upsert !== undefined) yield* upsert
+    else if (entries !== undefined) yield* entries
     yield* insertDropped(state.dropped)
   })
 

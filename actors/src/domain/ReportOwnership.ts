@@ -11,9 +11,10 @@ import type { ReportType } from "./ReportIngress.js"
  * very node is the actor's check (it holds the row under lock). Ownership never changes once set: once a
  * node's report about a session passed, the ledger is not asked again for that node and session (issue
  * 12: that query was one statement of four per event), and whether the session or its task has ended
- * since is the session actor's check, which refuses and audits such a report with the same reasons. A `command.rejected` has no rule here, so a legitimate one is never
- * refused as foreign or ended: CommandRejections.ts routes it only when the refused message is one the
- * control plane sent to that very node (ADR 0019).
+ * since is the session actor's check, which refuses and audits such a report with the same reasons.
+ * A `command.rejected` has no rule here, so a legitimate one is never refused as foreign or ended:
+ * CommandRejections.ts routes it only when the refused message is one the control plane sent to that
+ * very node (ADR 0019).
  */
 
 /** Reasons recorded in `dropped_reports` for a report refused here. */

@@ -117,6 +117,27 @@ const audited = (nodeId: string, messageIds: ReadonlyArray<string>) =>
     )
   })
 
+/** As the session's own node: a text event and a "prompting" activity, published late; the rows that audit them. */
+const reportLate = (nodeId: string, sessionId: string, text: string) =>
+  Effect.gen(function* () {
+    const publish = yield* asNode(nodeId)
+    const event = N.SessionEvent.make({
+      sessionId: sessionId as never,
+      nodeSeq: 1000,
+      promptEpoch: 1,
+      event: { type: "text", text }
+    })
+    const activity = N.SessionActivity.make({
+      sessionId: sessionId as never,
+      activity: "prompting",
+      promptEpoch: 2,
+      observedAt: new Date().toISOString()
+    })
+    yield* publish(event, sessionId)
+    yield* publish(activity, sessionId)
+    return yield* audited(nodeId, [event.id, activity.id])
+  })
+
 const env = makeControlPlaneEnv({ runtime: "host" })
 
 layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to one user", (it) => {
@@ -242,23 +263,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
           ),
           { timeout: "30 seconds" }
         )
-        const publish = yield* asNode(waiting.nodeId!)
-        const sessionId = waiting.sessionId as never
-        const event = N.SessionEvent.make({
-          sessionId,
-          nodeSeq: 1000,
-          promptEpoch: 1,
-          event: { type: "text", text: "appended after the task was cancelled" }
-        })
-        const activity = N.SessionActivity.make({
-          sessionId,
-          activity: "prompting",
-          promptEpoch: 2,
-          observedAt: new Date().toISOString()
-        })
-        yield* publish(event, waiting.sessionId!)
-        yield* publish(activity, waiting.sessionId!)
-        const rows = yield* audited(waiting.nodeId!, [event.id, activity.id])
+        const rows = yield* reportLate(waiting.nodeId!, waiting.sessionId!, "appended after the task was cancelled")
         expect(rows.map((row) => row.type)).toEqual(["session.event-reported", "session.activity-reported"])
         for (const row of rows) expect(["session_ended", "task_ended"]).toContain(row.reason)
         expect(yield* observe(taskId)).toEqual(before)
@@ -288,23 +293,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
         { timeout: "15 seconds" }
       )
 
-      const publish = yield* asNode(done.nodeId!)
-      const sessionId = done.sessionId as never
-      const event = N.SessionEvent.make({
-        sessionId,
-        nodeSeq: 1000,
-        promptEpoch: 1,
-        event: { type: "text", text: "appended after the task completed" }
-      })
-      const activity = N.SessionActivity.make({
-        sessionId,
-        activity: "prompting",
-        promptEpoch: 2,
-        observedAt: new Date().toISOString()
-      })
-      yield* publish(event, done.sessionId!)
-      yield* publish(activity, done.sessionId!)
-      const rows = yield* audited(done.nodeId!, [event.id, activity.id])
+      const rows = yield* reportLate(done.nodeId!, done.sessionId!, "appended after the task completed")
       expect(rows.map((row) => [row.type, row.reason])).toEqual([
         ["session.event-reported", "task_ended"],
         ["session.activity-reported", "task_ended"]
@@ -315,7 +304,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       const prompted = yield* Actors.ask(
         ControlPlane.SessionRef,
         done.sessionId!,
-        C.SessionPromptCommand.make({ sessionId, prompt: "say more" })
+        C.SessionPromptCommand.make({ sessionId: done.sessionId as never, prompt: "say more" })
       )
       expect(prompted).toMatchObject({ reply: { ok: false, code: "session_sleeping" } })
       expect(yield* observe(taskId)).toEqual(before)

@@ -81,8 +81,14 @@ export const run = Effect.fn("VmAgent.renewCredentials")(function* (settings: No
     const renewAt = claims.iat + (claims.exp - claims.iat) / 2
     if (renewAt > nowS) yield* Effect.sleep(Duration.seconds(renewAt - nowS))
     const retryEvery = Duration.seconds(Math.max(1, Math.min(10, (claims.exp - claims.iat) / 10)))
+    // A request sent while the connection drops (its JWT expiring: at half life that is when the JWT the
+    // connection was made with runs out) is lost with its reply. Waiting 5 s for it could outlast the
+    // credentials themselves; then the server refuses them and nothing can renew them any more. So the
+    // wait is at most a quarter of what is left, and the next try comes well before the end.
+    const leftMs = claims.exp * 1000 - Date.now()
+    const timeout = Math.max(500, Math.min(5000, Math.floor(leftMs / 4)))
     const renewed = yield* Effect.tryPromise(() =>
-      nc.request(subject, JSON.stringify({ publicKey: claims.sub }), { timeout: 5000 })
+      nc.request(subject, JSON.stringify({ publicKey: claims.sub }), { timeout })
     ).pipe(
       Effect.map((msg) =>
         Accounts.NodeRenewReply.safeParse(

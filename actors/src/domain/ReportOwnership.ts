@@ -42,23 +42,26 @@ interface Ownership {
 const terminalTask = (status: string | null | undefined) =>
   status != null && Domain.TERMINAL_TASK_STATUSES.has(status as Domain.TaskStatus)
 
+/** Keys remembered most recent last; past `max` the oldest go first. */
+const recent = (max: number) => {
+  const keys = new Set<string>()
+  return {
+    add: (key: string) => {
+      keys.delete(key)
+      keys.add(key)
+      if (keys.size > max) keys.delete(keys.values().next().value as string)
+    },
+    has: (key: string) => keys.has(key)
+  }
+}
+
 /**
  * Sessions whose task result this ingress has passed on. A node reports its task's result after the
  * session's last event and activity, and the ingress handles one session's reports in order: anything
  * about the session that comes after the result is not the agent's work, even before the task actor
  * has recorded the task complete. Bounded: the oldest entries go first; the ledger check covers them.
  */
-export const makeResultsSeen = (max = 10_000) => {
-  const seen = new Set<string>()
-  return {
-    add: (sessionId: string) => {
-      seen.delete(sessionId)
-      seen.add(sessionId)
-      if (seen.size > max) seen.delete(seen.values().next().value as string)
-    },
-    has: (sessionId: string) => seen.has(sessionId)
-  }
-}
+export const makeResultsSeen = (max = 10_000) => recent(max)
 export type ResultsSeen = ReturnType<typeof makeResultsSeen>
 
 /**
@@ -66,15 +69,10 @@ export type ResultsSeen = ReturnType<typeof makeResultsSeen>
  * go first, and their next report is checked against the ledger again.
  */
 export const makeOwnedSessions = (max = 10_000) => {
-  const owned = new Set<string>()
+  const pairs = recent(max)
   return {
-    add: (nodeId: string, sessionId: string) => {
-      const key = `${nodeId} ${sessionId}`
-      owned.delete(key)
-      owned.add(key)
-      if (owned.size > max) owned.delete(owned.values().next().value as string)
-    },
-    has: (nodeId: string, sessionId: string) => owned.has(`${nodeId} ${sessionId}`)
+    add: (nodeId: string, sessionId: string) => pairs.add(`${nodeId} ${sessionId}`),
+    has: (nodeId: string, sessionId: string) => pairs.has(`${nodeId} ${sessionId}`)
   }
 }
 export type OwnedSessions = ReturnType<typeof makeOwnedSessions>

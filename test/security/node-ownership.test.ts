@@ -270,6 +270,54 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       })
   )
 
+  it.scoped(
+    "a node's reports sent before its task's result all land, however far the task actor runs ahead of the session's",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const alice = yield* seedProject()
+        const taskId = yield* submit(alice, "say waiting for you", "conversation")
+        const waiting = yield* until(taskId, (row) => row.executionStep === "awaiting_followup")
+        // As the node: a run of output, then the task's result at once. The ingress passes them on in this
+        // order, but the result is one command to the task actor while the output is many to the session
+        // actor, so the task ends while its output is still being written (as after a stall of Postgres).
+        const publish = yield* asNode(waiting.nodeId!)
+        const sent: Array<string> = []
+        for (let i = 0; i < 200; i++) {
+          const event = N.SessionEvent.make({
+            sessionId: waiting.sessionId as never,
+            nodeSeq: 1000 + i,
+            promptEpoch: 1,
+            event: { type: "text", text: `before the result ${i}` }
+          })
+          sent.push(event.id)
+          yield* publish(event, waiting.sessionId!)
+        }
+        yield* publish(
+          N.TaskResult.make({
+            taskId: taskId as never,
+            sessionId: waiting.sessionId as never,
+            outcome: "no_changes"
+          }),
+          waiting.sessionId!
+        )
+        expect((yield* until(taskId, ended)).status).toBe("completed")
+        const landed = yield* waitUntil(
+          "each of the 200 events in the transcript or audited as dropped",
+          Effect.all({
+            written: sql<{ text: string }>`
+              SELECT payload->>'text' AS text FROM session_events
+              WHERE session_id = ${waiting.sessionId!} AND payload->>'text' LIKE 'before the result %' ORDER BY seq`,
+            dropped: sql<{ reason: string }>`
+              SELECT reason FROM dropped_reports WHERE message_id IN ${sql.in(sent)}`
+          }).pipe(Effect.map((seen) => (seen.written.length + seen.dropped.length >= 200 ? seen : undefined))),
+          { timeout: "30 seconds" }
+        )
+        expect(landed.dropped).toEqual([])
+        expect(landed.written.map((row) => row.text)).toEqual(sent.map((_, i) => `before the result ${i}`))
+      })
+  )
+
   it.scoped("a completed task's transcript is final: its own node's later reports are refused and audited", () =>
     Effect.gen(function* () {
       const alice = yield* seedProject()

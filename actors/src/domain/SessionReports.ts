@@ -92,10 +92,11 @@ export const report = (
 ): Effect.Effect<Reaction, unknown> => {
   const { nodeId, report } = command.body
   const row = state.row
-  // An ended session's transcript is final, and so is that of a session whose task ended: a report that
-  // arrives after the stop, the failure or the task's end is not kept. (The ingress refuses the same when
-  // its own check of the ledger sees it first; for a session it has seen, it no longer asks the ledger
-  // for every report: ReportOwnership.ts.)
+  // An ended session's transcript is final: a report that arrives after the stop or the failure is not
+  // kept (the stop is a command in this session's own order, after every report the ingress passed
+  // before it). A task's end is not checked here: the result that ends it goes to the task actor, which
+  // may apply it before this actor has written the output the node sent before that result; the ingress
+  // refuses what a node sends after its task's result, in the node's own order (ReportOwnership.ts).
   const reason =
     row === null
       ? "unknown_session"
@@ -103,9 +104,7 @@ export const report = (
         ? "session_not_on_node"
         : row.status === "stopped" || row.status === "failed"
           ? "session_ended"
-          : state.taskEnded === true
-            ? "task_ended"
-            : undefined
+          : undefined
   if (reason !== undefined || row === null) {
     const dropped: Ledger.DroppedReport = {
       nodeId,
@@ -128,9 +127,7 @@ export const report = (
           message:
             reason === "session_ended"
               ? `session ${report.body.sessionId} has ended`
-              : reason === "task_ended"
-                ? `the task of session ${report.body.sessionId} has ended; its transcript is final`
-                : `session ${report.body.sessionId} is not placed on node ${nodeId}`
+              : `session ${report.body.sessionId} is not placed on node ${nodeId}`
         } satisfies SessionReply
       })
     )

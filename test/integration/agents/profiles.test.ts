@@ -107,8 +107,14 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })(
             ),
             { timeout: "30 seconds" }
           )
-          expect(attempt).toMatch(/node\.xkey: Permission denied/)
-          expect(attempt).toMatch(/\.json: Permission denied/)
+          // the command's output as the agent streamed it (a line may come in several chunks)
+          const output = (JSON.parse(attempt) as Array<{ payload: { type: string; content?: unknown } }>)
+            .filter((row) => row.payload.type === "tool-call-update")
+            .flatMap((row) => (row.payload.content ?? []) as Array<{ content?: { text?: string } }>)
+            .map((part) => part.content?.text ?? "")
+            .join("")
+          expect(output).toMatch(/node\.xkey: Permission denied/)
+          expect(output).toMatch(/\.json: Permission denied/)
           expect(attempt).not.toContain(seed.trim())
 
           // At rest the secrets are ciphertext; the plain values are stored as they are.

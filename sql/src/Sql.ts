@@ -21,7 +21,7 @@ export const poolSize = () => {
 }
 
 /**
- * Statement names for query texts (ADR 0024). `pg` sends a query with parameters as an unnamed statement,
+ * Statement names for query texts (ADR 0033). `pg` sends a query with parameters as an unnamed statement,
  * which Postgres parses, analyses and rewrites anew at every call; a named one it parses once per
  * connection and then only binds. A text is named the second time this process sends it (one-off texts,
  * such as an insert of a row count seen once, stay unnamed), and at most `MAX_NAMED` texts are named, so
@@ -30,13 +30,15 @@ export const poolSize = () => {
  * transaction mode before 1.21).
  */
 const MAX_NAMED = 400
+/** longer texts are never named: they are the ones that grow with a count of rows, and memory stays bounded */
+const MAX_NAMED_LENGTH = 16_384
 const named = new Map<string, string>()
 const seenOnce = new Set<string>()
 const nameOf = (text: string): string | undefined => {
   const name = named.get(text)
-  if (name !== undefined || named.size >= MAX_NAMED) return name
+  if (name !== undefined || named.size >= MAX_NAMED || text.length > MAX_NAMED_LENGTH) return name
   if (!seenOnce.has(text)) {
-    if (seenOnce.size >= 10_000) seenOnce.clear()
+    if (seenOnce.size >= 1_000) seenOnce.clear()
     seenOnce.add(text)
     return undefined
   }

@@ -33,6 +33,10 @@ layer(Database, { excludeTestServices: true, timeout: 60_000 })("prepared statem
         yield* sql.unsafe("SELECT 1; SELECT 2")
         yield* sql.unsafe("SELECT 1; SELECT 2")
         expect(yield* prepared(sql)).not.toContain("SELECT 1; SELECT 2")
+        // nor is a text longer than 16 KiB (an insert of many rows): it is sent unnamed every time
+        const long = `SELECT $1::int AS n /* ${"x".repeat(16_400)} */`
+        for (let i = 0; i < 3; i++) expect(yield* sql.unsafe<{ n: number }>(long, [i])).toEqual([{ n: i }])
+        expect(yield* prepared(sql)).not.toContain(long)
       }).pipe(sql.withTransaction)
     })
   )

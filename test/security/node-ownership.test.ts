@@ -348,6 +348,26 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       ])
       expect(yield* observe(taskId)).toEqual(before)
 
+      // The session actor refuses the same on its own, in its order (its task ended and it went to sleep), for
+      // an ingress that no longer remembers the result: restarted, or past the 10,000 it keeps.
+      const late = N.SessionEvent.make({
+        sessionId: done.sessionId as never,
+        nodeSeq: 2000,
+        promptEpoch: 1,
+        event: { type: "text", text: "past an ingress that forgot the result" }
+      })
+      const applied = yield* Actors.ask(
+        ControlPlane.SessionRef,
+        done.sessionId!,
+        C.SessionReport.make(
+          { nodeId: done.nodeId as never, report: { type: "session.event", body: late.body } },
+          { id: late.id }
+        )
+      )
+      expect(applied).toMatchObject({ reply: { ok: false, code: "dropped" } })
+      expect((yield* audited(done.nodeId!, [late.id])).map((row) => row.reason)).toEqual(["task_ended"])
+      expect(yield* observe(taskId)).toEqual(before)
+
       // Nor does the session take a follow-up prompt that would make its node report more: it sleeps (ADR 0023).
       const prompted = yield* Actors.ask(
         ControlPlane.SessionRef,

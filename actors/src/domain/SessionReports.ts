@@ -93,10 +93,11 @@ export const report = (
   const { nodeId, report } = command.body
   const row = state.row
   // An ended session's transcript is final: a report that arrives after the stop or the failure is not
-  // kept (the stop is a command in this session's own order, after every report the ingress passed
-  // before it). A task's end is not checked here: the result that ends it goes to the task actor, which
-  // may apply it before this actor has written the output the node sent before that result; the ingress
-  // refuses what a node sends after its task's result, in the node's own order (ReportOwnership.ts).
+  // kept, nor one after the session went to sleep because its task ended. Both are commands in this
+  // session's own order, after every report the ingress passed on before them. The task's end alone is
+  // not enough: the result that ends it goes to the task actor, which may apply it before this actor has
+  // written the output the node sent before that result (the ingress refuses what a node sends after its
+  // result, in the node's order: ReportOwnership.ts).
   const reason =
     row === null
       ? "unknown_session"
@@ -104,7 +105,9 @@ export const report = (
         ? "session_not_on_node"
         : row.status === "stopped" || row.status === "failed"
           ? "session_ended"
-          : undefined
+          : row.status === "sleeping" && state.taskEnded === true
+            ? "task_ended"
+            : undefined
   if (reason !== undefined || row === null) {
     const dropped: Ledger.DroppedReport = {
       nodeId,
@@ -127,7 +130,9 @@ export const report = (
           message:
             reason === "session_ended"
               ? `session ${report.body.sessionId} has ended`
-              : `session ${report.body.sessionId} is not placed on node ${nodeId}`
+              : reason === "task_ended"
+                ? `the task of session ${report.body.sessionId} has ended; its transcript is final`
+                : `session ${report.body.sessionId} is not placed on node ${nodeId}`
         } satisfies SessionReply
       })
     )

@@ -1,7 +1,7 @@
 import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { NatsServer } from "@sam/infra"
 import { Effect } from "effect"
-import { freePort, tempDir } from "./TestStack.js"
+import { freePort, PORT_ATTEMPTS, portTaken, tempDir } from "./TestStack.js"
 
 /**
  * A nats-server of this test file's own, provisioned with the topology: for tests whose durable
@@ -9,13 +9,16 @@ import { freePort, tempDir } from "./TestStack.js"
  */
 export const startPrivateNats = Effect.gen(function* () {
   const dir = yield* Effect.promise(() => tempDir("sam-nats-"))
-  const server = yield* NatsServer.start({
-    dir: `${dir}/nats`,
-    host: "127.0.0.1",
-    port: yield* Effect.promise(freePort),
-    // NATS over WebSocket, which a gateway serves to remote nodes at /nats (ADR 0027)
-    websocketPort: yield* Effect.promise(freePort)
-  })
+  // fresh ports at each try: one picked may be taken by another process before nats-server binds it
+  const server = yield* Effect.gen(function* () {
+    return yield* NatsServer.start({
+      dir: `${dir}/nats`,
+      host: "127.0.0.1",
+      port: yield* Effect.promise(freePort),
+      // NATS over WebSocket, which a gateway serves to remote nodes at /nats (ADR 0027)
+      websocketPort: yield* Effect.promise(freePort)
+    })
+  }).pipe(Effect.retry({ times: PORT_ATTEMPTS - 1, while: portTaken }))
   const admin = yield* Credentials.mintUser(server.auth.signing, "admin", Credentials.adminPermissions)
   const layer = natsLayer({ servers: server.url, creds: admin.creds, name: "private-admin" })
   yield* Effect.gen(function* () {

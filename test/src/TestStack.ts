@@ -3,7 +3,7 @@ import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { LocalStack, Progress } from "@sam/infra"
-import { Effect, Exit, Redacted, Scope } from "effect"
+import { Cause, Effect, Exit, Redacted, Scope } from "effect"
 
 /** A port nobody listens on right now (the OS picks it). */
 export const freePort = () =>
@@ -16,6 +16,16 @@ export const freePort = () =>
       server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject()))
     })
   })
+
+/**
+ * A port from `freePort` can be taken by another process before the server binds it (the suite's files run
+ * side by side): a start that failed on "address already in use" is a candidate for another try on fresh ports.
+ */
+export const portTaken = (error: unknown) =>
+  /address already in use/i.test(String((error as { message?: unknown } | undefined)?.message ?? error))
+
+/** At most this many starts on fresh ports when a picked port was taken meanwhile. */
+export const PORT_ATTEMPTS = 3
 
 export const tempDir = async (prefix: string) => {
   const dir = await mkdtemp(join(tmpdir(), prefix))
@@ -32,17 +42,26 @@ export interface RunningStack {
  * The full local stack (the same code `sam up` runs) on free ports in a temporary data directory,
  * so the tests never touch a running `sam up`. `close` stops the servers and deletes the directory.
  */
-export const startTestStack = async (): Promise<RunningStack> => {
+export const startTestStack = (): Promise<RunningStack> => startOnce(1)
+
+const startOnce = async (attempt: number): Promise<RunningStack> => {
   const dataDir = await tempDir("sam-test-")
   const scope = Effect.runSync(Scope.make())
   const options = { dataDir, host: "127.0.0.1", natsPort: await freePort(), pgPort: await freePort(), database: "sam" }
-  const stack = await Effect.runPromise(
+  const started = await Effect.runPromiseExit(
     LocalStack.start(options).pipe(
       Effect.provide(Progress.silent),
       Scope.extend(scope),
       Effect.tapError(() => Scope.close(scope, Exit.void))
     )
   )
+  if (Exit.isFailure(started)) {
+    await rm(dataDir, { recursive: true, force: true })
+    const error = Cause.squash(started.cause)
+    if (attempt < PORT_ATTEMPTS && portTaken(error)) return startOnce(attempt + 1)
+    throw error
+  }
+  const stack = started.value
   return {
     stack,
     close: async () => {

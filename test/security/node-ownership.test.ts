@@ -204,6 +204,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
         ],
         [N.WorkspaceStatusReport.make({ workspaceId, status: "error", reason: "forged" }), undefined],
         [N.BootLog.make({ workspaceId, step: "clone", status: "failed", message: "forged" }), undefined],
+        [N.BootLogs.make({ workspaceId, lines: [{ step: "clone", status: "failed", message: "forged" }] }), undefined],
         [N.TaskResult.make({ taskId: aliceTask, sessionId, outcome: "failed", reason: "forged" }), undefined]
       ] as const
       for (const [envelope, entityId] of forged) yield* publish(envelope, entityId ?? undefined)
@@ -218,6 +219,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
         ["session.event-reported", "not_the_node_owners"],
         ["task.result", "not_the_node_owners"],
         ["workspace.bootlog-reported", "not_the_node_owners"],
+        ["workspace.bootlogs-reported", "not_the_node_owners"],
         ["workspace.status-reported", "not_the_node_owners"]
       ])
       expect(yield* observe(aliceTask)).toEqual(before)

@@ -35,6 +35,15 @@ export const nodeReportRoutes: ReportRoutes = {
         { id: report.id }
       )
     ),
+  "workspace.bootlogs-reported": (report, source) =>
+    forward(
+      WorkspaceRef,
+      report.body.workspaceId,
+      C.WorkspaceReport.make(
+        { nodeId: source.nodeId, report: { type: "workspace.bootlogs", body: report.body } },
+        { id: report.id }
+      )
+    ),
   "task.result": (report, source) =>
     forward(
       TaskRef,

@@ -96,6 +96,7 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
         WHERE s.id = ${String(body.sessionId)}`
     case "workspace.status-reported":
     case "workspace.bootlog-reported":
+    case "workspace.bootlogs-reported":
       return sql<Ownership>`
         SELECT COALESCE(t.created_by, p.owner_id) AS owner_id, ${nodeOwner} AS node_owner
         FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id

@@ -154,10 +154,16 @@ const WorkspaceFlow = Actor.make({
             })
           )
         }
-        if (report.type === "workspace.bootlog") {
+        if (report.type === "workspace.bootlog" || report.type === "workspace.bootlogs") {
+          const lines =
+            report.type === "workspace.bootlog"
+              ? [report.body]
+              : report.body.lines.map((line) => ({ workspaceId: state.id, ...line }))
           return Effect.succeed({
-            state: { ...state, bootLog: [...state.bootLog, report.body] },
-            events: [Actor.event(state.projectId, "workspace", state.id, WorkspaceBootLogEvent.make(report.body))]
+            state: { ...state, bootLog: [...state.bootLog, ...lines] },
+            events: lines.map((line) =>
+              Actor.event(state.projectId, "workspace", state.id, WorkspaceBootLogEvent.make(line))
+            )
           })
         }
         const to = report.body.status

@@ -317,7 +317,12 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       return rows.length > 0
     }).pipe(sql.withTransaction)
 
-  /** Claim up to `limit` rows with SKIP LOCKED, hand them to `publish`, and finish them in the same transaction. */
+  /**
+   * Claim up to `limit` rows with SKIP LOCKED, hand them to `publish`, and finish them in the same transaction.
+   * That transaction's commit does not wait for the disk (ADR 0034): should a crash lose it, its rows are
+   * published again, and a repeat is dropped by JetStream (`Nats-Msg-Id`) or by the receiving actor's inbox
+   * and the feed's `seq`, as for a relay that died between its publish and its commit.
+   */
   const drain = (
     claim: (limit: number) => Effect.Effect<ReadonlyArray<ClaimedRow>, unknown>,
     finish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<unknown, unknown>,
@@ -328,6 +333,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       const rows = yield* claim(limit)
       if (rows.length === 0) return 0
       yield* publish(rows)
+      yield* sql`SELECT set_config('synchronous_commit', 'off', true)`
       yield* finish(rows)
       return rows.length
     }).pipe(sql.withTransaction)

@@ -4,6 +4,7 @@ import { MessageId, NodeId, ProjectId, SessionId, TaskId, UserId, WorkspaceId } 
 import {
   AgentKind,
   BootLog,
+  BootLogs,
   CommandRejected,
   NodeReady,
   SessionActivity,
@@ -389,14 +390,15 @@ export const WorkspaceDispatch = defineMessage(
   z.object({ workspaceId: WorkspaceId, via: z.enum(["task", "node-ready"]) }),
   { durable: true }
 )
-/** from the ingress: the node's `workspace.status` or `workspace.bootlog` report */
+/** from the ingress: the node's `workspace.status`, `workspace.bootlog` or `workspace.bootlogs` report */
 export const WorkspaceReport = defineMessage(
   "workspace.report",
   z.object({
     nodeId: NodeId,
     report: z.discriminatedUnion("type", [
       z.object({ type: z.literal("workspace.status"), body: WorkspaceStatusReport.body }),
-      z.object({ type: z.literal("workspace.bootlog"), body: BootLog.body })
+      z.object({ type: z.literal("workspace.bootlog"), body: BootLog.body }),
+      z.object({ type: z.literal("workspace.bootlogs"), body: BootLogs.body })
     ])
   }),
   { durable: true }

@@ -174,6 +174,26 @@ export const BootLog = defineMessage(
   { durable: true }
 )
 
+/** Most boot log lines in one `workspace.bootlogs` report (each at most 4 KiB: the report stays far below 1 MiB). */
+export const MAX_BOOTLOG_LINES_PER_REPORT = 100
+
+/**
+ * A run of a workspace's boot log lines in the order they were written (issue 12): the vm-agent sends
+ * what the workspace's creation logged while its previous report was being published as one report,
+ * so a clone's progress costs the ingress and the workspace actor a few commands, not one per line.
+ */
+export const BootLogs = defineMessage(
+  "workspace.bootlogs-reported",
+  z.object({
+    workspaceId: WorkspaceId,
+    lines: z
+      .array(BootLog.body.pick({ step: true, status: true, message: true }))
+      .min(1)
+      .max(MAX_BOOTLOG_LINES_PER_REPORT)
+  }),
+  { durable: true }
+)
+
 export { SessionEventKind } from "./SessionEventBody.js"
 
 export const SessionEvent = defineMessage(
@@ -279,6 +299,7 @@ export const agentReports = registry(
   NodeReady,
   WorkspaceStatusReport,
   BootLog,
+  BootLogs,
   SessionEvent,
   SessionEvents,
   SessionActivity,

@@ -44,12 +44,21 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
           is("workspace.status-reported", (r) => r.body.status === "running")
         )
         // Its boot log, in order and all of it before the status that says it runs (the lines are sent
-        // from a fiber of their own while the clone goes on).
+        // from a fiber of their own while the clone goes on, what was logged meanwhile as one report).
         const created = yield* reports.all()
         const running = created.findIndex(is("workspace.status-reported", (r) => r.body.status === "running"))
-        const lines = created.flatMap((r, i) => (is("workspace.bootlog-reported")(r) ? [i] : []))
+        const lines = created.flatMap((r, i) => (is("workspace.bootlogs-reported")(r) ? [i] : []))
         expect(lines.length).toBeGreaterThan(0)
         expect(Math.max(...lines)).toBeLessThan(running)
+        const logged = lines.flatMap((i) => {
+          const r = created[i]!
+          return is("workspace.bootlogs-reported")(r) ? r.body.lines.map((l) => `${l.step} ${l.status}`) : []
+        })
+        const at = (line: string) => logged.indexOf(line)
+        expect(at("clone started")).toBeGreaterThanOrEqual(0)
+        expect(at("clone completed")).toBeGreaterThan(at("clone started"))
+        expect(at("files completed")).toBeGreaterThan(at("clone completed"))
+        expect(at("env completed")).toBeGreaterThan(at("files completed"))
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: repo }))
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: `${repo}-other` }))
         const conflict = yield* waitFor(

@@ -165,16 +165,38 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           )
           // Boot-log lines go out in order from a fiber of their own, so the clone does not wait for
           // each line's publish (issue 12: first output); the status that ends the create follows them.
+          // What was logged while the last report was being published goes out as one report.
           const lines = yield* Queue.unbounded<
             { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
           >()
-          const sender = yield* Queue.take(lines).pipe(
-            Effect.flatMap((item) =>
-              "sent" in item
-                ? Deferred.succeed(item.sent, undefined)
-                : reporter
-                    .send(NodeProtocol.BootLog, item.line, body.workspaceId)
-                    .pipe(Effect.catchAllCause((cause) => Effect.logWarning("a boot-log line was not reported", cause)))
+          const report = (run: ReadonlyArray<BootLogEntry>) =>
+            run.length === 0
+              ? Effect.void
+              : reporter
+                  .send(
+                    NodeProtocol.BootLogs,
+                    {
+                      workspaceId: body.workspaceId,
+                      lines: run.map(({ step, status, message }) => ({ step, status, message }))
+                    },
+                    body.workspaceId
+                  )
+                  .pipe(Effect.catchAllCause((cause) => Effect.logWarning("boot-log lines were not reported", cause)))
+          const sender = yield* Queue.takeBetween(lines, 1, NodeProtocol.MAX_BOOTLOG_LINES_PER_REPORT).pipe(
+            Effect.flatMap((items) =>
+              Effect.gen(function* () {
+                let run: Array<BootLogEntry> = []
+                for (const item of items) {
+                  if ("line" in item) {
+                    run.push(item.line)
+                    continue
+                  }
+                  yield* report(run)
+                  run = []
+                  yield* Deferred.succeed(item.sent, undefined)
+                }
+                yield* report(run)
+              })
             ),
             Effect.forever,
             Trace.withCorrelation(command.correlationId),

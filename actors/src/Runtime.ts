@@ -73,24 +73,26 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
     })
   fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats)), outboxWritten))
   fork(poll("timer poller", store.fireTimers(200, publishRows(nats))))
-  // Published outbox rows go once JetStream no longer needs them to drop a repeat (every instance
-  // prunes; deleting the same rows twice is harmless), a bounded batch at a time.
+  // Published outbox rows go once JetStream no longer needs them to drop a repeat, and inbox rows once
+  // SAM_CMD no longer holds their command (every instance prunes; deleting the same rows twice is
+  // harmless), a bounded batch at a time.
+  const prune = (what: string, step: Effect.Effect<number, unknown>) =>
+    Effect.gen(function* () {
+      // a bounded amount of work per round: a backlog older than the retention goes over a few rounds
+      for (let round = 0, deleted = 1; deleted > 0 && round < PRUNE_ROUNDS; round++) {
+        deleted = yield* step.pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning(`pruning the ${what} failed; trying again later`, Cause.pretty(cause)).pipe(Effect.as(0))
+          )
+        )
+      }
+    })
   fork(
     Effect.gen(function* () {
       while (true) {
         yield* Effect.sleep(settings.pruneEveryMs)
-        // a bounded amount of work per round: a backlog older than the retention goes over a few rounds
-        for (let round = 0, deleted = 1; deleted > 0 && round < PRUNE_ROUNDS; round++) {
-          deleted = yield* store
-            .pruneOutbox(settings.outboxRetentionMs, PRUNE_BATCH)
-            .pipe(
-              Effect.catchAllCause((cause) =>
-                Effect.logWarning("pruning the outbox failed; trying again later", Cause.pretty(cause)).pipe(
-                  Effect.as(0)
-                )
-              )
-            )
-        }
+        yield* prune("outbox", store.pruneOutbox(settings.outboxRetentionMs, PRUNE_BATCH))
+        yield* prune("inbox", store.pruneInbox(settings.inboxRetentionMs, PRUNE_BATCH))
       }
     })
   )

@@ -17,6 +17,7 @@ import nodeBoot from "./migrations/0014_node_boot.js"
 import githubRepositories from "./migrations/0015_github_repositories.js"
 import messageTrace from "./migrations/0016_message_trace.js"
 import nodeBootKeys from "./migrations/0017_node_boot_keys.js"
+import inboxRetention from "./migrations/0018_inbox_retention.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -40,7 +41,8 @@ export const migrations = {
   "0014_node_boot": nodeBoot,
   "0015_github_repositories": githubRepositories,
   "0016_message_trace": messageTrace,
-  "0017_node_boot_keys": nodeBootKeys
+  "0017_node_boot_keys": nodeBootKeys,
+  "0018_inbox_retention": inboxRetention
 }
 
 const migrator = Migrator.make({})

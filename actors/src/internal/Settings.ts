@@ -1,4 +1,4 @@
-import type { Envelope } from "@sam/bus"
+import { type Envelope, Topology } from "@sam/bus"
 import { Duration } from "effect"
 
 /** What the runtime reports as it goes: for logs, status and tests. */
@@ -69,7 +69,14 @@ export interface RuntimeOptions {
    * JetStream's 2-minute duplicate window, so a relay's repeat is still dropped by the server
    */
   readonly outboxRetention?: Duration.DurationInput
-  /** how often published outbox rows older than the retention are deleted (default 60 s) */
+  /**
+   * how long a handled command's inbox row is kept (default 8 days, `SAM_INBOX_RETENTION_MS`): the row is
+   * what makes a command delivered again a no-op, and a command stays in SAM_CMD for its maximum age (7 days),
+   * where a shard's new consumer may deliver it again; so at least that plus an hour. `sam trace` reads a
+   * task's hops from these rows: a task older than the retention has none left.
+   */
+  readonly inboxRetention?: Duration.DurationInput
+  /** how often published outbox rows and inbox rows older than their retention are deleted (default 60 s) */
   readonly pruneEvery?: Duration.DurationInput
   readonly onEvent?: (event: RuntimeEvent) => void
   readonly onApplied?: (applied: Applied) => void
@@ -98,6 +105,7 @@ export interface Settings {
   readonly idleInTransactionMs: number
   readonly pollEveryMs: number
   readonly outboxRetentionMs: number
+  readonly inboxRetentionMs: number
   readonly pruneEveryMs: number
   readonly shard: ShardSettings
 }
@@ -110,6 +118,18 @@ const envMs = (name: string) => {
 const ms = (input: Duration.DurationInput | undefined, fallback: number) =>
   input === undefined ? fallback : Duration.toMillis(Duration.decode(input))
 
+/** The least an inbox row may be kept: as long as SAM_CMD keeps a command, and an hour more. */
+export const MIN_INBOX_RETENTION_MS = Topology.Streams.SAM_CMD.max_age / 1_000_000 + 3_600_000
+
+const inboxRetention = (options: RuntimeOptions) => {
+  const value = ms(options.inboxRetention, envMs("SAM_INBOX_RETENTION_MS") ?? 8 * 86_400_000)
+  if (value < MIN_INBOX_RETENTION_MS)
+    throw new Error(
+      `SAM_INBOX_RETENTION_MS is ${value}: at least ${MIN_INBOX_RETENTION_MS} (SAM_CMD keeps a command for 7 days and may deliver it again; its inbox row is what makes that a no-op)`
+    )
+  return value
+}
+
 export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Settings => {
   const leaseTtlMs = ms(options.leaseTtl, 10_000)
   const renewEveryMs = ms(options.renewEvery, Math.max(100, Math.floor(leaseTtlMs / 5)))
@@ -120,6 +140,7 @@ export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Set
     idleInTransactionMs: ms(options.idleInTransaction, 30_000),
     pollEveryMs: ms(options.pollEvery, 200),
     outboxRetentionMs: ms(options.outboxRetention, envMs("SAM_OUTBOX_RETENTION_MS") ?? 3_600_000),
+    inboxRetentionMs: inboxRetention(options),
     pruneEveryMs: ms(options.pruneEvery, 60_000),
     shard: {
       ackWaitMs: ms(options.ackWait, 30_000),

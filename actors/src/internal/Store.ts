@@ -376,12 +376,37 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
         WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => ${olderThanMs / 1000}))
       RETURNING seq`.pipe(Effect.map((rows) => rows.length))
 
+  /**
+   * Delete up to `limit` inbox rows of commands handled more than `olderThanMs` ago; the number deleted.
+   * The rows are found by their time (a BRIN index: the table is written in time order, and the index
+   * costs the hot path's inserts next to nothing).
+   */
+  const pruneInbox = (olderThanMs: number, limit: number) =>
+    sql<{ n: number }>`
+      WITH gone AS (
+        DELETE FROM actor_inbox WHERE ctid = ANY(ARRAY(
+          SELECT ctid FROM actor_inbox
+          WHERE processed_at < now() - make_interval(secs => ${olderThanMs / 1000}) LIMIT ${limit}))
+        RETURNING 1)
+      SELECT count(*)::int AS n FROM gone`.pipe(Effect.map((rows) => rows[0]?.n ?? 0))
+
   const reachable = sql`SELECT 1`.pipe(
     Effect.timeout("1 second"),
     Effect.match({ onFailure: () => false, onSuccess: () => true })
   )
 
-  return { commit, commitGroup, deadLetter, readFence, writeFence, relayOutbox, fireTimers, pruneOutbox, reachable }
+  return {
+    commit,
+    commitGroup,
+    deadLetter,
+    readFence,
+    writeFence,
+    relayOutbox,
+    fireTimers,
+    pruneOutbox,
+    pruneInbox,
+    reachable
+  }
 }
 
 export type Store = ReturnType<typeof makeStore>

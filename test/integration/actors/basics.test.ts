@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Actor, ActorStatus, Actors } from "@sam/actors"
 import { Nats } from "@sam/bus"
-import { Deferred, Effect, Layer, type Redacted } from "effect"
+import { Cause, Deferred, Effect, Exit, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { actorsDatabase, counters, waitUntil } from "../../src/ActorsHarness.js"
 import { startRuntime } from "../../src/ActorsInProcess.js"
@@ -141,5 +141,65 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
         10_000
       )
     }).pipe(Effect.provide(env()))
+  )
+
+  it.scopedLive(
+    "inbox rows are deleted once SAM_CMD no longer keeps their command; a newer one still makes a repeat a no-op",
+    () =>
+      Effect.gen(function* () {
+        const kind = counterKind(unique("k"), 2)
+        const repeats: Array<string> = []
+        const runtime = yield* startRuntime(url, [kind], {
+          instanceId: unique("inst"),
+          leaseTtl: "3 seconds",
+          pollEvery: "50 millis",
+          pruneEvery: "50 millis",
+          onApplied: (applied) => {
+            if (applied.outcome === "duplicate") repeats.push(applied.envelope.id)
+          }
+        })
+        yield* waitUntil(
+          "all shards leased",
+          Effect.sync(() => runtime.shards().length === 2),
+          10_000
+        )
+        const sql = yield* SqlClient.SqlClient
+        const rowsOf = sql<{ messageId: string }>`
+        SELECT message_id FROM actor_inbox WHERE kind = ${kind.name} ORDER BY processed_at`
+        // Rows of commands handled 9 and 6 days ago: SAM_CMD keeps a command 7 days, the default retention is 8.
+        const old = `msg_${unique("old")}`
+        const newer = `msg_${unique("newer")}`
+        yield* sql`
+        INSERT INTO actor_inbox (message_id, kind, entity_id, processed_at)
+        VALUES (${old}, ${kind.name}, 'e1', now() - interval '9 days'), (${newer}, ${kind.name}, 'e1', now() - interval '6 days')`
+        const command = Increment.make({ seq: 1 })
+        expect(yield* Actors.ask(kind, "e1", command)).toMatchObject({ outcome: "applied", reply: 1 })
+        yield* waitUntil(
+          "the 9-day-old row pruned",
+          rowsOf.pipe(Effect.map((rows) => !rows.some((row) => row.messageId === old))),
+          10_000
+        )
+        expect((yield* rowsOf).map((row) => row.messageId)).toEqual([newer, command.id])
+        // The command stored and delivered again (past JetStream's duplicate window: no message id) is
+        // still recognised by its inbox row: nothing is applied twice.
+        const { js } = yield* Nats
+        yield* Effect.promise(() => js.publish(Actor.subjectOf(kind, "e1"), JSON.stringify(command)))
+        yield* waitUntil(
+          "the repeat seen as one",
+          Effect.sync(() => repeats.includes(command.id)),
+          10_000
+        )
+        expect(yield* Actors.ask(kind, "e1", Increment.make({ seq: 2 }))).toMatchObject({
+          outcome: "applied",
+          reply: 2
+        })
+        // A retention shorter than SAM_CMD's maximum age is refused at start.
+        const refused = yield* startRuntime(url, [kind], { instanceId: unique("inst"), inboxRetention: "1 day" }).pipe(
+          Effect.exit
+        )
+        expect(Exit.isFailure(refused) && Cause.pretty(refused.cause)).toContain(
+          "SAM_INBOX_RETENTION_MS is 86400000: at least"
+        )
+      }).pipe(Effect.provide(env()))
   )
 })

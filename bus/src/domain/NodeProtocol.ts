@@ -178,9 +178,9 @@ export const BootLog = defineMessage(
 export const MAX_BOOTLOG_LINES_PER_REPORT = 100
 
 /**
- * A run of a workspace's boot log lines in the order they were written (issue 12): the vm-agent sends
- * what the workspace's creation logged while its previous report was being published as one report,
- * so a clone's progress costs the ingress and the workspace actor a few commands, not one per line.
+ * A run of a workspace's boot log lines in the order they were written (issue 12): after a report the
+ * vm-agent gathers what the creation logs for up to 100 ms (or until the create ends) and sends it as
+ * one, so a clone's progress costs the ingress and the workspace actor a few commands, not one per line.
  */
 export const BootLogs = defineMessage(
   "workspace.bootlogs-reported",

@@ -14,6 +14,9 @@ import { makeSessions } from "./Sessions.js"
 import { keepTaskBranches } from "./TaskCommit.js"
 
 const { NodeProtocol } = Domain
+
+/** How long after a boot-log report the next waits to gather lines, unless the create ends first. */
+export const BOOT_LOG_EVERY = Duration.millis(100)
 type Command = Domain.NodeProtocol.NodeCommand
 
 /** Commands about one workspace or session run in order; different ones run side by side. */
@@ -165,10 +168,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           )
           // Boot-log lines go out in order from a fiber of their own, so the clone does not wait for
           // each line's publish (issue 12: first output); the status that ends the create follows them.
-          // What was logged while the last report was being published goes out as one report.
+          // After a report the sender waits up to BOOT_LOG_EVERY (or until the create ends) and sends what
+          // was logged meanwhile as one: a create costs the control plane a few reports, not one per line.
           const lines = yield* Queue.unbounded<
             { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
           >()
+          const ended = yield* Deferred.make<void>()
           const report = (run: ReadonlyArray<BootLogEntry>) =>
             run.length === 0
               ? Effect.void
@@ -195,7 +200,9 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
                   run = []
                   yield* Deferred.succeed(item.sent, undefined)
                 }
+                if (run.length === 0) return
                 yield* report(run)
+                yield* Effect.raceFirst(Effect.sleep(BOOT_LOG_EVERY), Deferred.await(ended))
               })
             ),
             Effect.forever,
@@ -204,6 +211,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           )
           const sent = Effect.gen(function* () {
             const done = yield* Deferred.make<void>()
+            yield* Deferred.succeed(ended, undefined)
             yield* Queue.offer(lines, { sent: done })
             yield* Deferred.await(done)
             yield* Fiber.interrupt(sender)

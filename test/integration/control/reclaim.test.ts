@@ -152,6 +152,12 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 240_000 })("idle re
         const reclaimStarted = Date.now()
         const after = yield* reclaimed(userId, nodesDir, "60 seconds")
         const reclaimedIn = Date.now() - reclaimStarted
+        // Completed work winds down without a report the control plane has to refuse: a node sends nothing
+        // about a session after its task's result (its agent's stop included).
+        const refused = yield* sql<{ type: string; reason: string }>`
+          SELECT d.type, d.reason FROM dropped_reports d JOIN nodes n ON n.id = d.node_id
+          WHERE n.owner_id = ${userId}`
+        expect(refused).toEqual([])
         yield* Fiber.interrupt(sampler)
         const worst = yield* Ref.get(peak)
         // No node over its cap, the user's node cap held, and the burst really ran side by side.

@@ -45,6 +45,11 @@ interface Live {
   turnEpoch: number
   /** the profile's system-prompt addition, for the session's first prompt */
   readonly promptAppend: string | undefined
+  /**
+   * its task's result is reported: the control plane takes nothing after it (the transcript is final), so
+   * what the agent's stop says afterwards is not sent to be refused and audited as foreign
+   */
+  resulted: boolean
 }
 
 export interface SessionsDeps {
@@ -108,7 +113,13 @@ export const makeSessions = (deps: SessionsDeps) => {
       )
       .pipe(correlated(record.sessionId, epoch ?? record.promptEpoch))
 
-  /** An activity report in order with the session's events. */
+  /**
+   * Queue an activity report behind the session's events and wait until it is published: what follows
+   * it outside the outbox (a task's result) must come after it. `queueActivity` does not wait: what
+   * follows it in the outbox (the turn's events) comes after it anyway.
+   */
+  const queueActivity = (entry: Live, body: Parameters<typeof report>[1]) =>
+    Queue.offer(entry.outbox, report(entry.record, body, entry.turnEpoch))
   const activity = (entry: Live, body: Parameters<typeof report>[1]) =>
     Effect.gen(function* () {
       const done = yield* Deferred.make<void>()
@@ -208,6 +219,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           return publishRun(events, epoch)
         })
         for (const item of items) {
+          if (item instanceof AgentEventItem && entry.current?.resulted === true) continue
           if (!(item instanceof AgentEventItem)) {
             yield* flush
             yield* safe(item)
@@ -259,7 +271,8 @@ export const makeSessions = (deps: SessionsDeps) => {
         turns,
         prompting: false,
         turnEpoch: entry.record.promptEpoch,
-        promptAppend
+        promptAppend,
+        resulted: false
       }
       live.set(record.sessionId, entry.current)
       yield* drain.pipe(
@@ -286,7 +299,8 @@ export const makeSessions = (deps: SessionsDeps) => {
         entry.prompting = true
         inFlight.add(record.sessionId)
         yield* save(entry.record)
-        yield* activity(entry, { activity: "prompting" })
+        // the agent gets its prompt at once; the report goes out first, in the outbox's order (issue 12)
+        yield* queueActivity(entry, { activity: "prompting" })
         const result = yield* Effect.either(entry.session.prompt(text))
         entry.prompting = false
         inFlight.delete(record.sessionId)
@@ -294,6 +308,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         if (result._tag === "Left") {
           yield* activity(entry, { activity: "error", stopReason: "error", reason: result.left.message })
           if (record.mode === "task" && record.taskId !== undefined) {
+            entry.resulted = true
             yield* deps.reporter.send(NodeProtocol.TaskResult, {
               taskId: record.taskId,
               sessionId: record.sessionId,
@@ -314,6 +329,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         })
         if (record.mode === "task" && record.taskId !== undefined && stopReason === "end_turn") {
           const outcome = yield* commitTaskWork(deps.runtime, record.workspaceId, record.taskId, deps.git)
+          entry.resulted = true
           yield* deps.reporter.send(NodeProtocol.TaskResult, {
             taskId: record.taskId,
             sessionId: record.sessionId,
@@ -393,7 +409,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         turnCorrelation.delete(sessionId)
         if (entry !== undefined) {
           yield* entry.session.stop()
-          yield* activity(entry, { activity: "stopped" })
+          if (!entry.resulted) yield* activity(entry, { activity: "stopped" })
           yield* Scope.close(entry.scope, Exit.void)
         }
         yield* deps.records.remove(sessionId)

@@ -1,10 +1,15 @@
-import { Domain } from "@sam/bus"
+import { Domain, type MessageId, type NodeId } from "@sam/bus"
 import { Effect } from "effect"
+import type { z } from "zod"
 import * as Actors from "../Client.js"
 import { NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
 import { forward, type ReportRoutes } from "./ReportIngress.js"
 
 const { ControlProtocol: C } = Domain
+
+/** A workspace's report, with the node that sent it, to the workspace it names. */
+const toWorkspace = (reportId: MessageId, nodeId: NodeId, report: z.input<typeof C.WorkspaceReport.body>["report"]) =>
+  forward(WorkspaceRef, report.body.workspaceId, C.WorkspaceReport.make({ nodeId, report }, { id: reportId }))
 
 /**
  * How the ingress hands node, workspace and task reports to their actors, with the node taken from
@@ -18,32 +23,11 @@ export const nodeReportRoutes: ReportRoutes = {
       C.NodeReadyReported.make({ nodeId: source.nodeId, ready: report.body }, { id: report.id })
     ),
   "workspace.status-reported": (report, source) =>
-    forward(
-      WorkspaceRef,
-      report.body.workspaceId,
-      C.WorkspaceReport.make(
-        { nodeId: source.nodeId, report: { type: "workspace.status", body: report.body } },
-        { id: report.id }
-      )
-    ),
+    toWorkspace(report.id, source.nodeId, { type: "workspace.status", body: report.body }),
   "workspace.bootlog-reported": (report, source) =>
-    forward(
-      WorkspaceRef,
-      report.body.workspaceId,
-      C.WorkspaceReport.make(
-        { nodeId: source.nodeId, report: { type: "workspace.bootlog", body: report.body } },
-        { id: report.id }
-      )
-    ),
+    toWorkspace(report.id, source.nodeId, { type: "workspace.bootlog", body: report.body }),
   "workspace.bootlogs-reported": (report, source) =>
-    forward(
-      WorkspaceRef,
-      report.body.workspaceId,
-      C.WorkspaceReport.make(
-        { nodeId: source.nodeId, report: { type: "workspace.bootlogs", body: report.body } },
-        { id: report.id }
-      )
-    ),
+    toWorkspace(report.id, source.nodeId, { type: "workspace.bootlogs", body: report.body }),
   "task.result": (report, source) =>
     forward(
       TaskRef,

@@ -118,24 +118,24 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("security: ga
         expect(limited[0]?.body.code).toBe("rate_limited")
         expect(Number(limited[0]?.headers.get("retry-after"))).toBeGreaterThanOrEqual(1)
 
-        // The right password is refused too while the login is locked: the lock says nothing about it.
-        const right = yield* login("carol", "carol-right-password")
-        expect(right.status).toBe(429)
-        // Once the lock has passed, one more wrong guess locks it for twice as long.
-        const firstWait = Number(right.headers.get("retry-after"))
+        // Once the lock has passed, one more wrong guess is checked and locks the login for longer than the
+        // first lock (1 s): the right password is refused too while it lasts, the lock says nothing about it.
+        // (Asked right after this guess, not after the burst: the burst's last lock may run out while its
+        // slowest checked guesses are still being hashed.)
         yield* waitUntil(
           "the lock to pass",
           login("carol", "wrong").pipe(Effect.map((r) => (r.status === 401 ? r : undefined))),
-          { timeout: "10 seconds", every: "200 millis" }
+          { timeout: "20 seconds", every: "200 millis" }
         )
         const next = yield* login("carol", "carol-right-password")
         expect(next.status).toBe(429)
-        expect(Number(next.headers.get("retry-after"))).toBeGreaterThanOrEqual(Math.max(2, firstWait))
+        expect(next.body.code).toBe("rate_limited")
+        expect(Number(next.headers.get("retry-after"))).toBeGreaterThanOrEqual(2)
         // After it, the right password signs in, and the login starts over.
         const signedIn = yield* waitUntil(
           "the right password to be accepted",
           login("carol", "carol-right-password").pipe(Effect.map((r) => (r.status === 200 ? r : undefined))),
-          { timeout: "15 seconds", every: "200 millis" }
+          { timeout: "40 seconds", every: "200 millis" }
         )
         expect(signedIn.body.userId).toBeDefined()
         expect((yield* login("carol", "wrong")).status).toBe(401)

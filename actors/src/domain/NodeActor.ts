@@ -511,7 +511,12 @@ const reserve = (
   if (row.ownerId !== b.ownerId) return full(`node ${row.id} is not the submitter's`)
   if (!LIVE_NODE.has(row.status)) return full(`node ${row.id} is ${row.status}`)
   if (state.reservations.length >= row.maxWorkspaces) {
-    return freeIdle(full(`node ${row.id} is full (${state.reservations.length} of ${row.maxWorkspaces} workspaces)`))
+    const idle = state.reservations.filter((w) => state.idleReserved.includes(w)).length
+    return freeIdle(
+      full(
+        `node ${row.id} is full (${state.reservations.length} of ${row.maxWorkspaces} workspaces)${idle > 0 ? `; stopping ${idle} whose task ended` : ""}`
+      )
+    )
   }
   // A warm (or idle) node takes work again: it is running, and no longer idle.
   const taken: Row = row.status === "warm" ? { ...row, status: "running" } : row

@@ -225,18 +225,31 @@ const TaskFlow = Actor.make({
             }
           : {})
       })
+      // A node with a free slot, else a ready one whose slot is held by idle work: a workspace whose task ended
+      // and that has no active session, which the node actor stops at once when asked (ADR 0023); its
+      // released slot wakes this task. Idle work never makes a new node (on a cloud, a new machine).
       const candidates =
         submitter === undefined || !places
           ? []
           : yield* sql`
-        SELECT n.id AS node_id,
-          (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
-        FROM nodes n
-        WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm')
-          AND (n.provider = ${machine.provider} OR (${machine.provider} = 'local' AND n.provider = 'joined'
-            AND n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})))
-          AND (SELECT count(*) FROM node_reservations r WHERE r.node_id = n.id) < n.max_workspaces
-        ORDER BY 2 DESC, (n.provider = 'joined') DESC, n.created_at LIMIT 1`.pipe(Effect.map(decodeCandidates))
+        WITH live AS (
+          SELECT n.id, n.provider, n.created_at, n.max_workspaces,
+            (n.agent_ready_at IS NOT NULL AND n.last_heartbeat_at > now() - make_interval(secs => ${HEARTBEAT_FRESH_SECONDS})) AS ready
+          FROM nodes n
+          WHERE n.owner_id = ${submitter} AND n.status IN ('provisioning', 'running', 'warm')
+            AND n.provider IN (${machine.provider}, ${machine.provider === "local" ? "joined" : machine.provider})),
+        slots AS (
+          SELECT l.*, count(r.workspace_id) AS taken,
+            count(r.workspace_id) FILTER (WHERE t.status IN ('completed', 'failed', 'cancelled')
+              AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.workspace_id = r.workspace_id AND s.status = 'active')) AS idle
+          FROM live l LEFT JOIN node_reservations r ON r.node_id = l.id LEFT JOIN tasks t ON t.id = r.task_id
+          GROUP BY l.id, l.provider, l.created_at, l.max_workspaces, l.ready)
+        SELECT id AS node_id, ready FROM slots
+        WHERE (provider <> 'joined' OR ready)
+          AND (taken < max_workspaces OR (ready AND taken - idle < max_workspaces))
+        ORDER BY ready DESC, taken < max_workspaces DESC, (provider = 'joined') DESC, created_at LIMIT 1`.pipe(
+              Effect.map(decodeCandidates)
+            )
       const nodeErrors =
         command.type === "task.step-timeout" && command.body.step === "node_provisioning" && task?.nodeId
           ? yield* sql<{ errorReason: string | null }>`SELECT error_reason FROM nodes WHERE id = ${task.nodeId}`

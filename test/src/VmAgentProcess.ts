@@ -16,14 +16,15 @@ export interface VmAgentProcess {
 /** Node credentials, its durable consumer (as the control plane would create it) and a data dir. */
 export const prepareNode = (nodeId: string, dir: string) =>
   Effect.gen(function* () {
-    const { user } = yield* partyCredentials({ kind: "node", nodeId }, { ttlSeconds: 3600 })
+    const { user, revoke } = yield* partyCredentials({ kind: "node", nodeId }, { ttlSeconds: 3600 })
     const credsFile = join(dir, "node.creds")
     yield* Effect.promise(async () => {
       await mkdir(dir, { recursive: true })
       await writeFile(credsFile, Redacted.value(user.creds), { mode: 0o600 })
     })
     yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeId))
-    return { credsFile, dataDir: join(dir, "data") }
+    /** `revoke` revokes the node's credentials at the server, as deleting the node does */
+    return { credsFile, dataDir: join(dir, "data"), revoke }
   })
 
 /** A real vm-agent process (`node --import tsx vm-agent/src/main.ts`). */

@@ -1,6 +1,6 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Accounts, natsLayer, Subjects } from "@sam/bus"
-import { Effect, Layer } from "effect"
+import { Accounts, Nats, natsLayer, Subjects } from "@sam/bus"
+import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { WebSocket as WsWebSocket } from "ws"
 import { AcpSessionHost } from "./acp/AcpSessionHost.js"
 import * as BootLogReport from "./node/BootLogReport.js"
@@ -58,10 +58,30 @@ const program = Effect.gen(function* () {
     AcpSessionHost.Default
   )
   return yield* Effect.gen(function* () {
+    const { nc } = yield* Nats
     yield* Effect.forkScoped(Renewal.run(settings, renewable))
     yield* Effect.forkScoped(BootLogReport.run(settings.nodeId, env.SAM_BOOT_LOG))
-    return yield* run(settings)
+    // The client gives up only when the server refused the node's credentials twice (it retries anything
+    // else for ever): nothing this node does can reach the control plane any more, so it stops its work
+    // (the daemon's scope ends its agents) instead of running on unseen.
+    const given = Effect.promise(() => nc.closed()).pipe(
+      Effect.flatMap((error) =>
+        Effect.fail(new Renewal.ConnectionGivenUp(error === undefined ? "closed" : String(error)))
+      )
+    )
+    return yield* Effect.raceFirst(run(settings), given)
   }).pipe(Effect.scoped, Effect.provide(layers))
 })
 
-program.pipe(NodeRuntime.runMain)
+program.pipe(
+  NodeRuntime.runMain({
+    teardown: (exit, onExit) => {
+      const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
+      if (Option.isSome(failure) && failure.value instanceof Renewal.ConnectionGivenUp) {
+        console.error(`[nats] ${Renewal.GIVEN_UP}`)
+        return onExit(Renewal.GIVEN_UP_EXIT_CODE)
+      }
+      onExit(Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : 0)
+    }
+  })
+)

@@ -262,6 +262,8 @@ EnvironmentFile=$SAM_ETC/vm-agent.env
 ExecStart=$NODE_BIN $SAM_OPT/current/vm-agent.mjs
 Restart=always
 RestartSec=5
+# 78: the control plane refused the node's credentials (deleted, or expired unrenewed); restarting cannot help
+RestartPreventExitStatus=78
 KillMode=mixed
 TimeoutStopSec=30
 

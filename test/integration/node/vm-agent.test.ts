@@ -4,7 +4,8 @@ import { layer } from "@effect/vitest"
 import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { natsAdmin } from "../../src/Env.js"
+import { natsAdmin, waitUntil } from "../../src/Env.js"
+import { isDemoAgent, processes } from "../../src/ProcessTree.js"
 import { tempDir } from "../../src/TestStack.js"
 import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
@@ -193,6 +194,68 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
           execFileSync("git", ["rev-parse", "main"], { cwd: repo }).toString().trim()
         )
         expect(git("show", "--name-only", "--format=", `sam/${taskId}`)).toContain("NEW.txt")
+      })
+  )
+
+  it.scoped(
+    "a vm-agent whose credentials the server refuses (its node deleted) stops its agents and exits, saying why",
+    () =>
+      Effect.gen(function* () {
+        const nodeId = makeId("node")
+        const dir = yield* Effect.promise(() => tempDir("sam-node-"))
+        const node = yield* prepareNode(nodeId, dir)
+        const repo = makeRepo(join(dir, "repo"))
+        const reports = yield* collectReports(nodeId)
+        const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+        const agent = startVmAgent(nodeId, node)
+        const { waitFor } = reportWaiter(reports, () => agent.output())
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const workspaceId = makeId("ws")
+        yield* send(
+          NodeProtocol.WorkspaceCreate.make({
+            workspaceId,
+            projectId: makeId("proj"),
+            repoUrl: repo,
+            env: [],
+            files: []
+          })
+        )
+        yield* waitFor(
+          "workspace running",
+          is("workspace.status-reported", (r) => r.body.status === "running")
+        )
+        const sessionId = makeId("sess")
+        yield* send(
+          NodeProtocol.SessionStart.make({
+            sessionId,
+            workspaceId,
+            agent: "demo",
+            mode: "conversation",
+            prompt: "say hi"
+          })
+        )
+        yield* waitFor(
+          "first turn ends",
+          is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+        )
+        const agents = () => processes().filter((p) => isDemoAgent(p.cmdline) && p.cwd.startsWith(node.dataDir))
+        expect(agents().length).toBe(1)
+
+        // The node is deleted: its account's users are revoked, and the server closes the connection.
+        yield* node.revoke
+        const code = yield* Effect.promise(() => agent.exited).pipe(Effect.timeout("20 seconds"))
+        expect(code).toBe(78)
+        expect(agent.output()).toContain("the control plane refuses this node's credentials")
+        expect(agent.output()).toContain("sam node token")
+        // Nothing of its work is left running.
+        yield* waitUntil(
+          "its agent gone",
+          Effect.sync(() => (agents().length === 0 ? true : undefined)),
+          {
+            timeout: "5 seconds"
+          }
+        )
       })
   )
 })

@@ -47,10 +47,25 @@ export const claimsOf = (creds: Redacted.Redacted<string>) => {
 export const isCredentialRefusal = (error: string) =>
   /Authorization Violation|AuthorizationError|user authentication (expired|revoked)/i.test(error)
 
+const REJOIN =
+  "a machine you joined joins again with a new token: `sam node token`, then `sam node join <url> <token>` after " +
+  "removing its state directory (/var/lib/sam-node as root, else ~/.sam-node, or --dir)"
+
 export const CREDENTIALS_REFUSED =
   "[nats] the control plane refuses this node's credentials: the node was deleted (its NATS account is " +
-  "revoked) or its credentials expired unrenewed. It keeps trying; a machine you joined joins again with a new " +
-  "token: `sam node token`, then `sam node join <url> <token>` after removing its state directory (/var/lib/sam-node as root, else ~/.sam-node, or --dir)"
+  `revoked) or its credentials expired unrenewed. It tries once more, then stops; ${REJOIN}`
+
+/** The NATS client gave up the connection (it does so only after the server refused the credentials twice). */
+export class ConnectionGivenUp extends Error {
+  readonly _tag = "ConnectionGivenUp"
+}
+
+/** EX_CONFIG: the vm-agent's service does not restart on it (boot.sh's `RestartPreventExitStatus`). */
+export const GIVEN_UP_EXIT_CODE = 78
+
+export const GIVEN_UP =
+  "the server refused this node's credentials again and closed its connection: the vm-agent stopped its agents " +
+  `and exits (status ${GIVEN_UP_EXIT_CODE}). The node was deleted, or its credentials expired unrenewed; ${REJOIN}`
 
 export const run = Effect.fn("VmAgent.renewCredentials")(function* (settings: NodeSettings, creds: RenewableCreds) {
   const { nc } = yield* Nats

@@ -18,6 +18,7 @@ import githubRepositories from "./migrations/0015_github_repositories.js"
 import messageTrace from "./migrations/0016_message_trace.js"
 import nodeBootKeys from "./migrations/0017_node_boot_keys.js"
 import inboxRetention from "./migrations/0018_inbox_retention.js"
+import sessionsByWorkspace from "./migrations/0019_sessions_by_workspace.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -42,7 +43,8 @@ export const migrations = {
   "0015_github_repositories": githubRepositories,
   "0016_message_trace": messageTrace,
   "0017_node_boot_keys": nodeBootKeys,
-  "0018_inbox_retention": inboxRetention
+  "0018_inbox_retention": inboxRetention,
+  "0019_sessions_by_workspace": sessionsByWorkspace
 }
 
 const migrator = Migrator.make({})

@@ -27,6 +27,7 @@ const node = (
   waiting: [],
   workspaces: [],
   reservations,
+  idleReserved: [],
   capacityWaiters: [],
   fleet
 })

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
-import { Consume, Domain, type Envelope } from "@sam/bus"
+import { Consume, Domain, type Envelope, makeId } from "@sam/bus"
 import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
 import { partyCredentials, stack, unique, waitUntil } from "./Env.js"
 
@@ -141,3 +141,25 @@ export const reportWaiter = (
       )
     )
 })
+
+/**
+ * Start a conversation of the demo agent in a workspace of the node (`session.start`) and wait until its first
+ * turn ends; its session id.
+ */
+export const conversationTurn = <E, R>(
+  send: (envelope: Envelope) => Effect.Effect<unknown, E, R>,
+  waitFor: ReturnType<typeof reportWaiter>["waitFor"],
+  workspaceId: Domain.NodeProtocol.SessionStartBody["workspaceId"],
+  prompt: string
+) =>
+  Effect.gen(function* () {
+    const sessionId = makeId("sess")
+    yield* send(
+      Domain.NodeProtocol.SessionStart.make({ sessionId, workspaceId, agent: "demo", mode: "conversation", prompt })
+    )
+    yield* waitFor(
+      "first turn ends",
+      is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+    )
+    return sessionId
+  })

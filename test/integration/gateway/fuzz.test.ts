@@ -119,6 +119,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: hos
         const { spec } = route
         const names = [...spec.path.matchAll(/:([A-Za-z]+)/g)].map((m) => m[1] as string)
         for (let i = 0; i < 12; i++) {
+          // A GET without ids or a body differs from round to round only by its query (every fourth round): the
+          // others would send the same request again (among them twelve downloads of the node's Node runtime).
+          if (names.length === 0 && spec.body === undefined && spec.method === "GET" && i % 4 !== 0) continue
           const validIds = i % 3 !== 0
           let path = spec.path as string
           for (const name of names) {

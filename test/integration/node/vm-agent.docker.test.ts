@@ -9,7 +9,15 @@ import * as WorkspaceImage from "../../../infra/src/WorkspaceImage.js"
 import { makeDockerRuntime } from "../../../vm-agent/src/runtime/DockerRuntime.js"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { tempDir } from "../../src/TestStack.js"
-import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
+import {
+  collectReports,
+  conversationTurn,
+  is,
+  makeRepo,
+  prepareNode,
+  reportWaiter,
+  startVmAgent
+} from "../../src/VmAgentProcess.js"
 
 /**
  * The vm-agent end to end over NATS with the Docker runtime: the workspace is a container of a dockerd of our own
@@ -87,21 +95,8 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
           )
 
           // A conversation whose agent runs in the container.
-          const sessionId = makeId("sess")
           const startAt = Date.now()
-          yield* send(
-            NodeProtocol.SessionStart.make({
-              sessionId,
-              workspaceId,
-              agent: "demo",
-              mode: "conversation",
-              prompt: "run pwd; cat README.md"
-            })
-          )
-          yield* waitFor(
-            "first turn ends",
-            is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
-          )
+          const sessionId = yield* conversationTurn(send, waitFor, workspaceId, "run pwd; cat README.md")
           console.log(
             `session start to first turn end (agent start in the container included): ${Date.now() - startAt} ms`
           )

@@ -7,7 +7,15 @@ import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { isDemoAgent, processes } from "../../src/ProcessTree.js"
 import { tempDir } from "../../src/TestStack.js"
-import { collectReports, is, makeRepo, prepareNode, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
+import {
+  collectReports,
+  conversationTurn,
+  is,
+  makeRepo,
+  prepareNode,
+  reportWaiter,
+  startVmAgent
+} from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
@@ -69,20 +77,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         expect(conflict.body.commandType).toBe("workspace.create")
 
         // A conversation: streamed events in seq order with no gaps.
-        const sessionId = makeId("sess")
-        yield* send(
-          NodeProtocol.SessionStart.make({
-            sessionId,
-            workspaceId,
-            agent: "demo",
-            mode: "conversation",
-            prompt: "say hello from the demo"
-          })
-        )
-        yield* waitFor(
-          "first turn ends",
-          is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
-        )
+        const sessionId = yield* conversationTurn(send, waitFor, workspaceId, "say hello from the demo")
         const seqs = (yield* reports.all())
           .filter(is("session.event-reported", (r) => r.body.sessionId === sessionId))
           .map((r) => r.body.nodeSeq)
@@ -225,20 +220,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
           "workspace running",
           is("workspace.status-reported", (r) => r.body.status === "running")
         )
-        const sessionId = makeId("sess")
-        yield* send(
-          NodeProtocol.SessionStart.make({
-            sessionId,
-            workspaceId,
-            agent: "demo",
-            mode: "conversation",
-            prompt: "say hi"
-          })
-        )
-        yield* waitFor(
-          "first turn ends",
-          is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
-        )
+        yield* conversationTurn(send, waitFor, workspaceId, "say hi")
         const agents = () => processes().filter((p) => isDemoAgent(p.cmdline) && p.cwd.startsWith(node.dataDir))
         expect(agents().length).toBe(1)
 

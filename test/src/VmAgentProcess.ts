@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
-import { Consume, Domain, type Envelope, makeId } from "@sam/bus"
+import { Consume, Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
 import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
 import { partyCredentials, stack, unique, waitUntil } from "./Env.js"
+import { makeRepo } from "./Repo.js"
+import { tempDir } from "./TestStack.js"
 
 const root = resolve(import.meta.dirname, "../..")
 
@@ -26,6 +28,20 @@ export const prepareNode = (nodeId: string, dir: string) =>
     /** `revoke` revokes the node's credentials at the server, as deleting the node does */
     return { credsFile, dataDir: join(dir, "data"), revoke }
   })
+
+/**
+ * A node for a test, before its vm-agent starts: its id and data dir, credentials and consumer (`prepareNode`), a
+ * repository to clone, its reports collected, and `send` for its commands.
+ */
+export const nodeUnderTest = Effect.gen(function* () {
+  const nodeId = makeId("node")
+  const dir = yield* Effect.promise(() => tempDir("sam-node-"))
+  const node = yield* prepareNode(nodeId, dir)
+  const repo = makeRepo(join(dir, "repo"))
+  const reports = yield* collectReports(nodeId)
+  const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+  return { nodeId, dir, node, repo, reports, send }
+})
 
 /** A real vm-agent process (`node --import tsx vm-agent/src/main.ts`). */
 export const startVmAgent = (

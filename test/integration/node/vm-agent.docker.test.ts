@@ -1,7 +1,7 @@
 import { rm } from "node:fs/promises"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
-import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
+import { Domain, makeId } from "@sam/bus"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, describe, expect } from "vitest"
 import * as DockerEngine from "../../../infra/src/DockerEngine.js"
@@ -9,15 +9,7 @@ import * as WorkspaceImage from "../../../infra/src/WorkspaceImage.js"
 import { makeDockerRuntime } from "../../../vm-agent/src/runtime/DockerRuntime.js"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { tempDir } from "../../src/TestStack.js"
-import {
-  collectReports,
-  conversationTurn,
-  is,
-  makeRepo,
-  prepareNode,
-  reportWaiter,
-  startVmAgent
-} from "../../src/VmAgentProcess.js"
+import { conversationTurn, is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
 /**
  * The vm-agent end to end over NATS with the Docker runtime: the workspace is a container of a dockerd of our own
@@ -52,12 +44,7 @@ describe.skipIf(skipReason)(`vm-agent with Docker workspaces${skipReason ? ` (SK
       () =>
         Effect.gen(function* () {
           const t0 = Date.now()
-          const nodeId = makeId("node")
-          const dir = yield* Effect.promise(() => tempDir("sam-node-"))
-          const node = yield* prepareNode(nodeId, dir)
-          const repo = makeRepo(join(dir, "repo"))
-          const reports = yield* collectReports(nodeId)
-          const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+          const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
           const env = { SAM_NODE_RUNTIME: "docker", SAM_DOCKER_SOCKET: socketPath }
           const { waitFor, texts } = reportWaiter(reports, () => agent.output(), t0)
 

@@ -1,21 +1,12 @@
 import { execFileSync } from "node:child_process"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
-import { Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
+import { Domain, makeId, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { isDemoAgent, processes } from "../../src/ProcessTree.js"
-import { tempDir } from "../../src/TestStack.js"
-import {
-  collectReports,
-  conversationTurn,
-  is,
-  makeRepo,
-  prepareNode,
-  reportWaiter,
-  startVmAgent
-} from "../../src/VmAgentProcess.js"
+import { conversationTurn, is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
@@ -25,12 +16,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
     () =>
       Effect.gen(function* () {
         const t0 = Date.now()
-        const nodeId = makeId("node")
-        const dir = yield* Effect.promise(() => tempDir("sam-node-"))
-        const node = yield* prepareNode(nodeId, dir)
-        const repo = makeRepo(join(dir, "repo"))
-        const reports = yield* collectReports(nodeId)
-        const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
         const { waitFor, texts } = reportWaiter(reports, () => agent.output(), t0)
 
         let agent = startVmAgent(nodeId, node)
@@ -196,12 +182,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
     "a vm-agent whose credentials the server refuses (its node deleted) stops its agents and exits, saying why",
     () =>
       Effect.gen(function* () {
-        const nodeId = makeId("node")
-        const dir = yield* Effect.promise(() => tempDir("sam-node-"))
-        const node = yield* prepareNode(nodeId, dir)
-        const repo = makeRepo(join(dir, "repo"))
-        const reports = yield* collectReports(nodeId)
-        const send = (envelope: Envelope) => Publish.publish(Subjects.nodeCommand(nodeId, envelope.type), envelope)
+        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
         const agent = startVmAgent(nodeId, node)
         const { waitFor } = reportWaiter(reports, () => agent.output())
         yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))

@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, makeId, NodeId, TaskId } from "@sam/bus"
+import { Domain, makeId, NodeId, type SessionId, TaskId, type WorkspaceId } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
 import { z } from "zod"
@@ -148,20 +148,50 @@ const placeOnNode = (state: State, task: Row, attempt = 0): Reaction => {
   }
 }
 
+const openSession = (task: Row, sessionId: SessionId, workspaceId: WorkspaceId, nodeId: NodeId) =>
+  Actor.to(
+    SessionRef,
+    sessionId,
+    C.SessionOpen.make({
+      sessionId,
+      projectId: task.projectId,
+      taskId: task.id,
+      workspaceId,
+      nodeId,
+      agent: task.agent,
+      mode: task.mode,
+      prompt: task.prompt
+    })
+  )
+
+/**
+ * The workspace is dispatched to its ready node and the task's session opened in the same step: the node
+ * gets the session's start while it creates the workspace and starts the agent the moment the workspace
+ * runs, instead of after the workspace's `running` has gone through the workspace, task and session
+ * actors (issue 12: three transactions and their relays off the first output's path).
+ */
+const dispatch = (state: State, task: Row, nodeId: NodeId, workspaceId: WorkspaceId, reason: string): Reaction => {
+  const sessionId = task.sessionId ?? makeId("sess")
+  const moved = withStatus(state, { ...step(task, "workspace_dispatch"), nodeId, sessionId }, "delegated", reason)
+  if (moved === undefined || moved.task === null) return { state }
+  const next = moved.task
+  return {
+    state: moved,
+    send: [
+      Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" })),
+      ...(task.sessionId !== null ? [] : [openSession(task, sessionId, workspaceId, nodeId)])
+    ],
+    events: [statusEvent(next)],
+    timers: [stepTimer(next, "workspace_dispatch")]
+  }
+}
+
 /** The node granted the slot: a ready node gets the workspace at once; otherwise wait for it to be ready. */
 const placed = (state: State, task: Row, nodeId: NodeId, ready: boolean): Reaction => {
   const on: Row = { ...task, nodeId }
   const workspaceId = task.workspaceId
   if (workspaceId === null) return fail(state, task, "a node slot was granted for no workspace")
-  if (ready) {
-    const delegated = withStatus(state, step(on, "workspace_dispatch"), "delegated", "workspace dispatched")!
-    return {
-      state: delegated,
-      send: [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))],
-      events: [statusEvent(delegated.task!)],
-      timers: [stepTimer(delegated.task!, "workspace_dispatch")]
-    }
-  }
+  if (ready) return dispatch(state, on, nodeId, workspaceId, "workspace dispatched")
   const waiting = step(on, "node_provisioning")
   return {
     state: { ...state, task: waiting },
@@ -330,18 +360,7 @@ const TaskFlow = Actor.make({
         ) {
           return Effect.succeed({ state })
         }
-        const next = withStatus(
-          state,
-          step(task, "workspace_dispatch"),
-          "delegated",
-          "node ready; workspace dispatched"
-        )!
-        return Effect.succeed({
-          state: next,
-          send: [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))],
-          events: [statusEvent(next.task!)],
-          timers: [stepTimer(next.task!, "workspace_dispatch")]
-        })
+        return Effect.succeed(dispatch(state, task, task.nodeId, workspaceId, "node ready; workspace dispatched"))
       }
       case "task.workspace-status": {
         const nodeId = task.nodeId
@@ -352,12 +371,13 @@ const TaskFlow = Actor.make({
             fail(state, step(task, "workspace_ready"), `workspace failed: ${command.body.reason ?? "no reason given"}`)
           )
         }
-        if (task.sessionId !== null) return Effect.succeed({ state })
-        const sessionId = makeId("sess")
-        const opened: Row = { ...step(task, "agent_session"), sessionId }
         // A workspace that runs proves its node ready. A task still queued waited for the node's readiness, which
         // the node actor handled before the task was waiting (it dispatched the workspace, and told no task): the
         // workspace's status is the evidence, and without this the task stayed queued with its agent done.
+        // A task dispatched before its session was opened with the dispatch opens it now.
+        const sessionId = task.sessionId ?? makeId("sess")
+        const opened: Row = { ...step(task, "agent_session"), sessionId }
+        if (task.sessionId !== null && opened.executionStep === task.executionStep) return Effect.succeed({ state })
         const moved =
           task.status === "queued"
             ? withStatus(state, opened, "delegated", "its workspace runs on its node")
@@ -366,22 +386,7 @@ const TaskFlow = Actor.make({
         const next = moved.task
         return Effect.succeed({
           state: moved,
-          send: [
-            Actor.to(
-              SessionRef,
-              sessionId,
-              C.SessionOpen.make({
-                sessionId,
-                projectId: task.projectId,
-                taskId: task.id,
-                workspaceId: command.body.workspaceId,
-                nodeId,
-                agent: task.agent,
-                mode: task.mode,
-                prompt: task.prompt
-              })
-            )
-          ],
+          send: task.sessionId !== null ? [] : [openSession(next, sessionId, command.body.workspaceId, nodeId)],
           events: [statusEvent(next)],
           timers: [stepTimer(next, "agent_session")]
         })

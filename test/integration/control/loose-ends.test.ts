@@ -198,7 +198,13 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
         const failed = yield* untilTask(taskId, "fails", (r) => r.status === "failed", "20 seconds")
         // Promptly: the step timeout is two minutes.
         expect(Date.now() - started).toBeLessThan(20_000)
-        expect(node.commands.map((c) => c.type)).toEqual(["workspace.create"])
+        // The session's start comes with the create (ADR 0036); its failure stops it on the node, and nothing else
+        // follows the refusal.
+        yield* waitUntil(
+          "the failed session's stop sent to the node",
+          Effect.sync(() => (node.commands.some((c) => c.type === "session.stop") ? true : undefined))
+        )
+        expect(node.commands.map((c) => c.type).sort()).toEqual(["session.start", "session.stop", "workspace.create"])
         expect(failed).toMatchObject({ errorStep: "workspace_ready" })
         expect(failed.errorReason).toContain("no room for this repository (test)")
         const [workspace] = yield* sql<{ status: string; errorReason: string }>`

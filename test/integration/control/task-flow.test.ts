@@ -131,14 +131,16 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
       const failed = yield* until(taskId, (row) => row.status === "failed" || row.status === "completed")
       expect(failed).toMatchObject({ status: "failed", errorStep: "workspace_ready" })
       expect(failed.errorReason).toContain("workspace failed")
-      // It never got as far as a session; it still has one, failed, with its event and snapshot.
+      // Its session, opened with the workspace's dispatch, never started an agent; it fails with the task.
       const sql = yield* SqlClient.SqlClient
       const session = yield* waitUntil(
         "the task's session recorded as failed",
         sql<{
           status: string
           errorReason: string
-        }>`SELECT status, error_reason FROM sessions WHERE id = ${failed.sessionId}`.pipe(Effect.map((rows) => rows[0]))
+        }>`SELECT status, error_reason FROM sessions WHERE id = ${failed.sessionId}`.pipe(
+          Effect.map((rows) => (rows[0]?.status === "active" ? undefined : rows[0]))
+        )
       )
       expect(session).toMatchObject({ status: "failed" })
       expect(session.errorReason).toContain("workspace failed")

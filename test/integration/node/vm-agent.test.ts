@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
-import { Domain, makeId, Subjects } from "@sam/bus"
+import { Domain, makeId, Nats, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
@@ -219,6 +219,100 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
             timeout: "5 seconds"
           }
         )
+      })
+  )
+
+  it.scoped(
+    "a session started before its workspace exists waits for the create and starts its agent as it ends; one whose create fails ends quietly",
+    () =>
+      Effect.gen(function* () {
+        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
+        const agent = startVmAgent(nodeId, node)
+        const { waitFor, texts } = reportWaiter(reports, () => agent.output())
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const { nc } = yield* Nats
+        const prompting = new Set<string>()
+        const heartbeats = nc.subscribe(Subjects.heartbeat(nodeId), {
+          callback: (_, msg) => {
+            for (const id of msg.json<{ body: { promptingSessions: Array<string> } }>().body.promptingSessions)
+              prompting.add(id)
+          }
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => heartbeats.unsubscribe()))
+        const start = (workspaceId: Domain.NodeProtocol.SessionStartBody["workspaceId"]) =>
+          Effect.gen(function* () {
+            const sessionId = makeId("sess")
+            yield* send(
+              NodeProtocol.SessionStart.make({ sessionId, workspaceId, agent: "demo", mode: "task", prompt: "say hi" })
+            )
+            return sessionId
+          })
+        const create = (workspaceId: Domain.NodeProtocol.SessionStartBody["workspaceId"], repoUrl: string) =>
+          send(
+            NodeProtocol.WorkspaceCreate.make({ workspaceId, projectId: makeId("proj"), repoUrl, env: [], files: [] })
+          )
+
+        // The control plane sends a task's session with its workspace (issue 12): the start may come first. It
+        // waits, and the node's heartbeats count its turn as on its way (the healer's evidence).
+        const workspaceId = makeId("ws")
+        const sessionId = yield* start(workspaceId)
+        yield* waitUntil(
+          "the waiting start in a heartbeat",
+          Effect.sync(() => (prompting.has(sessionId) ? true : undefined))
+        )
+        yield* create(workspaceId, repo)
+        yield* waitFor(
+          "its turn ends",
+          is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+        )
+        expect(yield* texts(sessionId)).toContain("hi")
+
+        // A create that fails: the start waiting for it is not refused (the workspace's error says why, and the
+        // control plane fails the task and its session from that); nothing of the session is started.
+        const broken = makeId("ws")
+        const orphan = yield* start(broken)
+        yield* waitUntil(
+          "the second waiting start in a heartbeat",
+          Effect.sync(() => (prompting.has(orphan) ? true : undefined))
+        )
+        yield* create(broken, join(node.dataDir, "no-such-repository"))
+        yield* waitFor(
+          "the create fails",
+          is("workspace.status-reported", (r) => r.body.workspaceId === broken && r.body.status === "error")
+        )
+        // A prompt for the same session runs after the start (one session's commands run in order): its refusal
+        // says the start has been settled.
+        const settled = (sessionId: string) =>
+          Effect.gen(function* () {
+            const prompt = NodeProtocol.SessionPrompt.make({ sessionId, prompt: "again", promptEpoch: 2 })
+            yield* send(prompt)
+            return yield* waitFor(
+              "a prompt after the start refused",
+              is("command.rejected", (r) => r.body.messageId === prompt.id && r.body.code === "not_found")
+            )
+          })
+        yield* settled(orphan)
+        const all = yield* reports.all()
+        expect(all.filter(is("command.rejected", (r) => r.body.commandType === "session.start"))).toEqual([])
+        expect(
+          all.filter((r) => "sessionId" in r.body && r.body.sessionId === orphan && r.type !== "command.rejected")
+        ).toEqual([])
+
+        // A stop while the start waits (the task was cancelled before its workspace was made) ends the wait at once,
+        // without an agent: a prompt after it is refused at once, not after the start's wait.
+        const never = yield* start(makeId("ws"))
+        yield* waitUntil(
+          "the third waiting start in a heartbeat",
+          Effect.sync(() => (prompting.has(never) ? true : undefined))
+        )
+        yield* send(NodeProtocol.SessionStop.make({ sessionId: never }))
+        yield* settled(never)
+        expect(
+          (yield* reports.all()).filter(
+            (r) => "sessionId" in r.body && r.body.sessionId === never && r.type !== "command.rejected"
+          )
+        ).toEqual([])
       })
   )
 })

@@ -1,7 +1,7 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
 import { Consume, Domain, type Envelope, Nats, Publish, Subjects, Trace } from "@sam/bus"
-import { Cause, Data, Deferred, Duration, Effect, Fiber, Queue, Schedule, Stream } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Queue, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
 import { type BootLogEntry, type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
@@ -40,6 +40,13 @@ export class CommandRetry extends Data.TaggedError("CommandRetry")<{ readonly me
   static fromRuntime = (failure: RuntimeFailure) =>
     new CommandRetry({ message: `${failure.reason}: ${failure.message}` })
 }
+
+/**
+ * How long a session's start waits for its workspace's create to begin on this node. The control plane sends
+ * both at once (issue 12), through two actors, so either may come first; a create that has begun is awaited
+ * however long it takes (its command says it is in progress).
+ */
+export const WORKSPACE_CREATE_WAIT = Duration.seconds(60)
 
 /** Deliveries of one command before a failure that may pass is given up on (reported `unavailable`). */
 export const MAX_COMMAND_DELIVERIES = 5
@@ -95,7 +102,51 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       const socket = runtime.gitHelper === undefined ? undefined : yield* runtime.gitHelper(workspaceId)
       if (socket !== undefined) yield* git.serve(workspaceId, socket.socketPath, socket.repoUrl, socket.uid)
     })
+  /** workspaces whose create runs now, and the starts waiting for a create to end */
+  const creating = new Set<string>()
+  const createGates = new Map<string, Deferred.Deferred<void>>()
+  const createdGate = (workspaceId: string) => {
+    let gate = createGates.get(workspaceId)
+    if (gate === undefined) {
+      gate = Deferred.unsafeMake<void>(FiberId.none)
+      createGates.set(workspaceId, gate)
+    }
+    return gate
+  }
+  /** the creates that ended without a running workspace, latest last: a start that comes after one ends quietly */
+  const failedCreates = new Set<string>()
+  const createEnded = (workspaceId: string) =>
+    Effect.gen(function* () {
+      // what the node holds, not what the create answered (a create refused as a conflict leaves one running)
+      const workspace = yield* runtime.get(workspaceId).pipe(Effect.orElseSucceed(() => Option.none()))
+      const running = Option.isSome(workspace) && workspace.value.status === "running"
+      failedCreates.delete(workspaceId)
+      if (!running) failedCreates.add(workspaceId)
+      if (failedCreates.size > 1000) failedCreates.delete(failedCreates.values().next().value!)
+      creating.delete(workspaceId)
+      const gate = createGates.get(workspaceId)
+      createGates.delete(workspaceId)
+      if (gate !== undefined) yield* Deferred.succeed(gate, undefined)
+    })
+  const workspaceCreated = (workspaceId: string) =>
+    Effect.gen(function* () {
+      if (!creating.has(workspaceId) && failedCreates.has(workspaceId)) return "failed" as const
+      const current = yield* runtime.get(workspaceId)
+      if (!creating.has(workspaceId) && Option.isSome(current) && current.value.status !== "creating")
+        return current.value.status === "error" ? ("failed" as const) : ("ready" as const)
+      const gate = createdGate(workspaceId)
+      const ended = yield* Deferred.await(gate).pipe(Effect.timeout(WORKSPACE_CREATE_WAIT), Effect.option)
+      if (Option.isNone(ended)) {
+        if (!creating.has(workspaceId)) {
+          if (createGates.get(workspaceId) === gate) createGates.delete(workspaceId)
+          return "ready" as const
+        }
+        yield* Deferred.await(gate)
+      }
+      return failedCreates.has(workspaceId) ? ("failed" as const) : ("ready" as const)
+    }).pipe(Effect.catchAll(() => Effect.succeed("ready" as const)))
   const sessions = makeSessions({
+    workspaceCreated,
     git,
     key,
     dataDir: settings.dataDir,
@@ -148,6 +199,117 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     return lock
   }
 
+  /** `workspace.create`: its boot log and status reported; a session waiting for it is let go as it ends. */
+  const createWorkspace = (
+    command: Extract<Command, { readonly type: "workspace.create" }>,
+    reject: (code: "conflict" | "invalid", message: string) => Effect.Effect<void>
+  ) =>
+    Effect.gen(function* () {
+      const body = command.body
+      yield* reporter.send(
+        NodeProtocol.WorkspaceStatusReport,
+        { workspaceId: body.workspaceId, status: "creating" },
+        body.workspaceId
+      )
+      // Boot-log lines go out in order from a fiber of their own, so the clone does not wait for
+      // each line's publish (issue 12: first output); the status that ends the create follows them.
+      // After a report the sender waits up to BOOT_LOG_EVERY (or until the create ends) and sends what
+      // was logged meanwhile as one: a create costs the control plane a few reports, not one per line.
+      const lines = yield* Queue.unbounded<
+        { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
+      >()
+      const ended = yield* Deferred.make<void>()
+      const report = (run: ReadonlyArray<BootLogEntry>) =>
+        run.length === 0
+          ? Effect.void
+          : reporter
+              .send(
+                NodeProtocol.BootLogs,
+                {
+                  workspaceId: body.workspaceId,
+                  lines: run.map(({ step, status, message }) => ({ step, status, message }))
+                },
+                body.workspaceId
+              )
+              .pipe(Effect.catchAllCause((cause) => Effect.logWarning("boot-log lines were not reported", cause)))
+      const sender = yield* Queue.takeBetween(lines, 1, NodeProtocol.MAX_BOOTLOG_LINES_PER_REPORT).pipe(
+        Effect.flatMap((items) =>
+          Effect.gen(function* () {
+            let run: Array<BootLogEntry> = []
+            for (const item of items) {
+              if ("line" in item) {
+                run.push(item.line)
+                continue
+              }
+              yield* report(run)
+              run = []
+              yield* Deferred.succeed(item.sent, undefined)
+            }
+            if (run.length === 0) return
+            yield* report(run)
+            yield* Effect.raceFirst(Effect.sleep(BOOT_LOG_EVERY), Deferred.await(ended))
+          })
+        ),
+        Effect.forever,
+        Trace.withCorrelation(command.correlationId),
+        Effect.fork
+      )
+      const sent = Effect.gen(function* () {
+        const done = yield* Deferred.make<void>()
+        yield* Deferred.succeed(ended, undefined)
+        yield* Queue.offer(lines, { sent: done })
+        yield* Deferred.await(done)
+        yield* Fiber.interrupt(sender)
+      })
+      const created = yield* runtime
+        .create(
+          {
+            workspaceId: body.workspaceId,
+            repoUrl: body.repoUrl,
+            ...(body.branch === undefined ? {} : { branch: body.branch }),
+            env: body.env,
+            files: body.files
+          },
+          {
+            // called from the runtime's own fibers: the boot log follows the command that asked for it
+            onLog: (line) => Queue.offer(lines, { line }),
+            repositoryCredential: git.access(body.workspaceId).pipe(
+              Effect.tap((access) =>
+                access._tag === "Refused"
+                  ? Queue.offer(lines, {
+                      line: {
+                        workspaceId: body.workspaceId,
+                        step: "clone",
+                        status: "info",
+                        message: `no repository token: ${access.reason}`
+                      }
+                    })
+                  : Effect.void
+              ),
+              Effect.map((access) => (access._tag === "Granted" ? access.credential : undefined))
+            )
+          }
+        )
+        .pipe(Effect.either)
+      if (created._tag === "Right" && created.right.status === "running") yield* serveGit(body.workspaceId)
+      // the session started with it starts its agent now, while the boot log and the status are reported
+      yield* createEnded(body.workspaceId)
+      yield* sent
+      if (created._tag === "Left")
+        return yield* reject(created.left._tag === "WorkspaceConflict" ? "conflict" : "invalid", created.left.message)
+      const info = created.right
+      return yield* reporter.send(
+        NodeProtocol.WorkspaceStatusReport,
+        {
+          workspaceId: info.workspaceId,
+          status: info.status === "running" ? "running" : info.status === "stopped" ? "stopped" : "error",
+          runtime: info.runtime,
+          ...(info.reason === undefined ? {} : { reason: info.reason })
+        },
+        info.workspaceId
+      )
+    })
+
   const handle = (command: Command, subject: string) =>
     Effect.gen(function* () {
       const reject = (code: "not_found" | "conflict" | "invalid" | "unavailable" | "busy", message: string) =>
@@ -160,109 +322,13 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       }) => (r.retry === true ? Effect.fail(new CommandRetry({ message: r.message })) : reject(r.code, r.message))
       switch (command.type) {
         case "workspace.create": {
-          const body = command.body
-          yield* reporter.send(
-            NodeProtocol.WorkspaceStatusReport,
-            { workspaceId: body.workspaceId, status: "creating" },
-            body.workspaceId
-          )
-          // Boot-log lines go out in order from a fiber of their own, so the clone does not wait for
-          // each line's publish (issue 12: first output); the status that ends the create follows them.
-          // After a report the sender waits up to BOOT_LOG_EVERY (or until the create ends) and sends what
-          // was logged meanwhile as one: a create costs the control plane a few reports, not one per line.
-          const lines = yield* Queue.unbounded<
-            { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
-          >()
-          const ended = yield* Deferred.make<void>()
-          const report = (run: ReadonlyArray<BootLogEntry>) =>
-            run.length === 0
-              ? Effect.void
-              : reporter
-                  .send(
-                    NodeProtocol.BootLogs,
-                    {
-                      workspaceId: body.workspaceId,
-                      lines: run.map(({ step, status, message }) => ({ step, status, message }))
-                    },
-                    body.workspaceId
-                  )
-                  .pipe(Effect.catchAllCause((cause) => Effect.logWarning("boot-log lines were not reported", cause)))
-          const sender = yield* Queue.takeBetween(lines, 1, NodeProtocol.MAX_BOOTLOG_LINES_PER_REPORT).pipe(
-            Effect.flatMap((items) =>
-              Effect.gen(function* () {
-                let run: Array<BootLogEntry> = []
-                for (const item of items) {
-                  if ("line" in item) {
-                    run.push(item.line)
-                    continue
-                  }
-                  yield* report(run)
-                  run = []
-                  yield* Deferred.succeed(item.sent, undefined)
-                }
-                if (run.length === 0) return
-                yield* report(run)
-                yield* Effect.raceFirst(Effect.sleep(BOOT_LOG_EVERY), Deferred.await(ended))
-              })
-            ),
-            Effect.forever,
-            Trace.withCorrelation(command.correlationId),
-            Effect.fork
-          )
-          const sent = Effect.gen(function* () {
-            const done = yield* Deferred.make<void>()
-            yield* Deferred.succeed(ended, undefined)
-            yield* Queue.offer(lines, { sent: done })
-            yield* Deferred.await(done)
-            yield* Fiber.interrupt(sender)
-          })
-          const created = yield* runtime
-            .create(
-              {
-                workspaceId: body.workspaceId,
-                repoUrl: body.repoUrl,
-                ...(body.branch === undefined ? {} : { branch: body.branch }),
-                env: body.env,
-                files: body.files
-              },
-              {
-                // called from the runtime's own fibers: the boot log follows the command that asked for it
-                onLog: (line) => Queue.offer(lines, { line }),
-                repositoryCredential: git.access(body.workspaceId).pipe(
-                  Effect.tap((access) =>
-                    access._tag === "Refused"
-                      ? Queue.offer(lines, {
-                          line: {
-                            workspaceId: body.workspaceId,
-                            step: "clone",
-                            status: "info",
-                            message: `no repository token: ${access.reason}`
-                          }
-                        })
-                      : Effect.void
-                  ),
-                  Effect.map((access) => (access._tag === "Granted" ? access.credential : undefined))
-                )
-              }
+          creating.add(command.body.workspaceId)
+          return yield* createWorkspace(command, reject).pipe(
+            Effect.onExit((exit) =>
+              Exit.isSuccess(exit) || !creating.has(command.body.workspaceId)
+                ? Effect.void
+                : createEnded(command.body.workspaceId)
             )
-            .pipe(Effect.either)
-          yield* sent
-          if (created._tag === "Left")
-            return yield* reject(
-              created.left._tag === "WorkspaceConflict" ? "conflict" : "invalid",
-              created.left.message
-            )
-          const info = created.right
-          if (info.status === "running") yield* serveGit(info.workspaceId)
-          return yield* reporter.send(
-            NodeProtocol.WorkspaceStatusReport,
-            {
-              workspaceId: info.workspaceId,
-              status: info.status === "running" ? "running" : info.status === "stopped" ? "stopped" : "error",
-              runtime: info.runtime,
-              ...(info.reason === undefined ? {} : { reason: info.reason })
-            },
-            info.workspaceId
           )
         }
         case "workspace.stop": {
@@ -344,6 +410,10 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         })
     }
   ).pipe(
+    // A stop cuts short a start still waiting for its workspace, ahead of the stop's turn (issue 12).
+    Stream.tap((delivery) =>
+      delivery.envelope.type === "session.stop" ? sessions.stopRequested(delivery.envelope.body.sessionId) : Effect.void
+    ),
     Stream.mapEffect(
       (delivery) =>
         inProgress(

@@ -65,6 +65,12 @@ export interface SessionsDeps {
   readonly scope: Scope.Scope
   /** opens the launches sealed to this node (ADR 0024) */
   readonly key?: NodeKey
+  /**
+   * Waits while the session's workspace is (about to be) created on this node: a task's session is started
+   * together with its workspace (issue 12). `failed`: the create it waited for did not end running, and the
+   * workspace's own report says why; `ready` otherwise (the start then finds the workspace running, or refuses).
+   */
+  readonly workspaceCreated?: (workspaceId: string) => Effect.Effect<"ready" | "failed">
 }
 
 /**
@@ -76,6 +82,11 @@ export const makeSessions = (deps: SessionsDeps) => {
   const live = new Map<string, Live>()
   /** sessions whose turn runs: their records say so, and a restarted node reports that turn lost */
   const inFlight = new Set<string>()
+  /**
+   * sessions whose start waits for their workspace's create: their turn is on its way (heartbeats say so), and a
+   * stop that comes meanwhile ends the wait without an agent
+   */
+  const waiting = new Map<string, Deferred.Deferred<"stopped">>()
   const saving = Effect.unsafeMakeSemaphore(1)
   // What is written is read once the write's turn comes, so a slower earlier write never has the last word.
   const save = (record: SessionRecord) =>
@@ -349,6 +360,21 @@ export const makeSessions = (deps: SessionsDeps) => {
     start: (body: Domain.NodeProtocol.SessionStartBody, records: ReadonlyArray<SessionRecord>) =>
       Effect.gen(function* () {
         if (live.has(body.sessionId) || records.some((r) => r.sessionId === body.sessionId)) return
+        if (deps.workspaceCreated !== undefined) {
+          const stopped = yield* Deferred.make<"stopped">()
+          waiting.set(body.sessionId, stopped)
+          const created = yield* Effect.raceFirst(
+            deps.workspaceCreated(body.workspaceId),
+            Deferred.await(stopped)
+          ).pipe(Effect.ensuring(Effect.sync(() => waiting.delete(body.sessionId))))
+          if (created === "stopped") return
+          if (created === "failed") {
+            yield* Effect.logWarning(
+              `session ${body.sessionId} not started: its workspace ${body.workspaceId} was not created (its report says why)`
+            )
+            return
+          }
+        }
         const record: SessionRecord = {
           sessionId: body.sessionId,
           workspaceId: body.workspaceId,
@@ -450,7 +476,19 @@ export const makeSessions = (deps: SessionsDeps) => {
           ),
         { discard: true }
       ),
-    prompting: () => [...live.values()].filter((e) => e.prompting).map((e) => e.record.sessionId),
+    /**
+     * A `session.stop` arrived (it runs after the session's start, in order): a start still waiting for its
+     * workspace ends now without starting the agent.
+     */
+    stopRequested: (sessionId: string) =>
+      Effect.suspend(() => {
+        const stopped = waiting.get(sessionId)
+        return stopped === undefined ? Effect.void : Deferred.succeed(stopped, "stopped")
+      }),
+    prompting: () => [
+      ...waiting.keys(),
+      ...[...live.values()].filter((e) => e.prompting).map((e) => e.record.sessionId)
+    ],
     /** sessions whose agent process runs here (the reconciler's evidence, ADR 0023) */
     agents: () => [...live.keys()]
   }

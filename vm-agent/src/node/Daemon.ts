@@ -1,7 +1,7 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
 import { Consume, Domain, type Envelope, Nats, Publish, Subjects, Trace } from "@sam/bus"
-import { Cause, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Option, Queue, Schedule, Stream } from "effect"
+import { Cause, Data, Deferred, Duration, Effect, Fiber, FiberId, Option, Queue, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
 import { type BootLogEntry, type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
@@ -322,13 +322,11 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       }) => (r.retry === true ? Effect.fail(new CommandRetry({ message: r.message })) : reject(r.code, r.message))
       switch (command.type) {
         case "workspace.create": {
-          creating.add(command.body.workspaceId)
+          const { workspaceId } = command.body
+          creating.add(workspaceId)
+          // a create cut short (interrupted, a defect) still lets its waiting starts go
           return yield* createWorkspace(command, reject).pipe(
-            Effect.onExit((exit) =>
-              Exit.isSuccess(exit) || !creating.has(command.body.workspaceId)
-                ? Effect.void
-                : createEnded(command.body.workspaceId)
-            )
+            Effect.ensuring(Effect.suspend(() => (creating.has(workspaceId) ? createEnded(workspaceId) : Effect.void)))
           )
         }
         case "workspace.stop": {

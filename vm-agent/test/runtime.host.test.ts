@@ -5,7 +5,7 @@ import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
-import { type WorkspaceRuntimeService, WorkspaceSpec } from "../src/runtime/WorkspaceRuntime.js"
+import { type ExecResult, type WorkspaceRuntimeService, WorkspaceSpec } from "../src/runtime/WorkspaceRuntime.js"
 import { collecting, makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
 
 describe("host-process runtime", () => {
@@ -104,6 +104,29 @@ describe("host-process runtime", () => {
       } finally {
         delete process.env.SAM_VM_AGENT_CANARY
       }
+    }
+  )
+
+  it.runIf(process.getuid?.() === 0)(
+    "as root: what runs while the repository is cloned (ADR 0037) runs as the workspace's own uid, and cannot read its env file",
+    async () => {
+      let during: ExecResult | undefined
+      const info = await run(
+        runtime.create(spec("ws_early_uid", repo), {
+          onSpawnable: runtime.exec("ws_early_uid", ["sh", "-c", "id -u; cat ../.sam-env.json 2>&1; true"]).pipe(
+            Effect.tap((result) => {
+              during = result
+            }),
+            Effect.orDie
+          )
+        })
+      )
+      expect(info.status, info.reason).toBe("running")
+      const [uid, envFile] = during!.stdout.trim().split("\n")
+      expect(Number(uid)).toBeGreaterThanOrEqual(200_000)
+      expect(envFile).toMatch(/Permission denied/)
+      expect((await run(runtime.exec("ws_early_uid", ["id", "-u"]))).stdout).toBe(`${uid}\n`)
+      await run(runtime.delete("ws_early_uid"))
     }
   )
 

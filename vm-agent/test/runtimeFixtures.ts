@@ -2,9 +2,15 @@ import { execFileSync } from "node:child_process"
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Option } from "effect"
+import { Effect, Option, Scope } from "effect"
 import { expect, it } from "vitest"
-import type { BootLogEntry, WorkspaceRuntimeService, WorkspaceSpecInput } from "../src/runtime/WorkspaceRuntime.js"
+import type {
+  BootLogEntry,
+  ExecResult,
+  WorkspaceProcess,
+  WorkspaceRuntimeService,
+  WorkspaceSpecInput
+} from "../src/runtime/WorkspaceRuntime.js"
 
 export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix))
 
@@ -84,6 +90,71 @@ export const runtimeContract = (ctx: ContractContext) => {
     expect(steps.at(-1)).toBe("create:completed")
     expect(log.lines.some((l) => l.message.includes("SAM_TOKEN"))).toBe(true)
     expect(JSON.stringify(log.lines)).not.toContain(SECRET)
+  })
+
+  it("takes processes while the repository is cloned (ADR 0037): with the env and home files, and nothing of the checkout theirs to write until the create ends", async () => {
+    const early = id()
+    let during: ExecResult | undefined
+    const info = await run(
+      ctx.runtime().create(spec(early, ctx.repo()), {
+        // the create waits for this: what runs here sees the workspace as an agent started then does
+        onSpawnable: ctx
+          .runtime()
+          .exec(early, ["sh", "-c", 'echo "$GREETING"; cat ~/.config/agent/key; ls -A; touch x 2>&1; true'])
+          .pipe(
+            Effect.tap((result) => {
+              during = result
+            }),
+            Effect.orDie
+          )
+      })
+    )
+    expect(info.status, info.reason).toBe("running")
+    const lines = during!.stdout.trim().split("\n")
+    expect(lines.slice(0, 2)).toEqual(["hi", "key-file"])
+    // the checkout is empty (the clone comes after), and not the user's to write (where it has a user of its own:
+    // a container, or a host vm-agent that is root)
+    if (ctx.runtime().kind === "docker" || process.getuid?.() === 0) {
+      expect(lines.slice(2)).toHaveLength(1)
+      expect(lines[2]).toMatch(/Permission denied/)
+    }
+    const after = await run(ctx.runtime().exec(early, ["sh", "-c", "cat README.md .sam/config.json; touch x"]))
+    expect(after.exitCode, after.stderr).toBe(0)
+    expect(after.stdout).toBe('hello from the repo\n{"agent":"demo"}\n')
+    await run(ctx.runtime().delete(early))
+  })
+
+  it("a create that fails after its workspace took processes ends them (ADR 0037)", async () => {
+    const failing = id()
+    const notARepo = await tempDir("sam-not-a-repo-")
+    const outcome = await run(
+      Effect.scoped(
+        Effect.gen(function* () {
+          const scope = yield* Effect.scope
+          let started: WorkspaceProcess | undefined
+          const info = yield* ctx.runtime().create(spec(failing, notARepo), {
+            onSpawnable: ctx
+              .runtime()
+              .spawn(failing, ["sleep", "60"])
+              .pipe(
+                Scope.extend(scope),
+                Effect.tap((proc) => {
+                  started = proc
+                }),
+                Effect.asVoid,
+                Effect.orDie
+              )
+          })
+          const exit = yield* started!.exitCode.pipe(Effect.timeout("20 seconds"), Effect.option)
+          return { info, exit }
+        })
+      )
+    )
+    expect(outcome.info.status).toBe("error")
+    expect(outcome.info.reason).toMatch(/^clone: /)
+    expect(Option.isSome(outcome.exit)).toBe(true)
+    await run(ctx.runtime().delete(failing))
+    await rm(notARepo, { recursive: true, force: true })
   })
 
   it("exec: cwd, extra env, exit codes, stdin", async () => {

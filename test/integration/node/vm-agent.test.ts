@@ -1,4 +1,6 @@
 import { execFileSync } from "node:child_process"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
 import { Domain, makeId, Nats, Subjects } from "@sam/bus"
@@ -53,7 +55,10 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         expect(at("clone started")).toBeGreaterThanOrEqual(0)
         expect(at("clone completed")).toBeGreaterThan(at("clone started"))
         expect(at("files completed")).toBeGreaterThan(at("clone completed"))
-        expect(at("env completed")).toBeGreaterThan(at("files completed"))
+        // the env and the workspace's user come before the clone: the workspace takes its agent from then on (ADR 0037)
+        expect(at("env completed")).toBeGreaterThanOrEqual(0)
+        expect(at("env completed")).toBeLessThan(at("clone started"))
+        if (process.getuid?.() === 0) expect(at("user completed")).toBeLessThan(at("clone started"))
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: repo }))
         yield* send(NodeProtocol.WorkspaceCreate.make({ ...create.body, repoUrl: `${repo}-other` }))
         const conflict = yield* waitFor(
@@ -297,6 +302,62 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         expect(all.filter(is("command.rejected", (r) => r.body.commandType === "session.start"))).toEqual([])
         expect(
           all.filter((r) => "sessionId" in r.body && r.body.sessionId === orphan && r.type !== "command.rejected")
+        ).toEqual([])
+
+        // The agent boots while its workspace's repository is cloned (ADR 0037): here a clone held by a loopback
+        // server until the test has seen the agent running in the workspace, then refused. The agent goes with the
+        // failed create, and its start again ends quietly.
+        let answer = () => {}
+        const held = new Promise<void>((resolve) => {
+          answer = resolve
+        })
+        const server = createServer((_, res) => {
+          void held.then(() => res.writeHead(500).end("no"))
+        })
+        const port = yield* Effect.async<number>((resume) => {
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed((server.address() as AddressInfo).port)))
+        })
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            answer()
+            server.closeAllConnections()
+            server.close()
+          })
+        )
+        // the control plane's answer to the node's question for a token: none (a public URL)
+        const access = nc.subscribe(Domain.GitAccess.gitAccessSubject(nodeId), {
+          callback: (_, msg) => void msg.respond(JSON.stringify({ ok: false, code: "none", error: "not through SAM" }))
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => access.unsubscribe()))
+        const cloneFails = makeId("ws")
+        const late = yield* start(cloneFails)
+        yield* create(cloneFails, `http://127.0.0.1:${port}/repo.git`)
+        const workspaceDir = join(node.dataDir, "workspaces", cloneFails)
+        const agentsIn = () => processes().filter((p) => isDemoAgent(p.cmdline) && p.cwd.startsWith(workspaceDir))
+        yield* waitUntil(
+          "the agent running while the clone waits",
+          Effect.sync(() => (agentsIn().length > 0 ? true : undefined))
+        )
+        answer()
+        yield* waitFor(
+          "the clone fails",
+          is(
+            "workspace.status-reported",
+            (r) => r.body.workspaceId === cloneFails && r.body.status === "error" && /^clone/.test(r.body.reason ?? "")
+          )
+        )
+        yield* settled(late)
+        yield* waitUntil(
+          "no agent left",
+          Effect.sync(() => (agentsIn().length === 0 ? true : undefined))
+        )
+        expect(
+          (yield* reports.all()).filter(is("command.rejected", (r) => r.body.commandType === "session.start"))
+        ).toEqual([])
+        expect(
+          (yield* reports.all()).filter(
+            (r) => "sessionId" in r.body && r.body.sessionId === late && r.type !== "command.rejected"
+          )
         ).toEqual([])
 
         // A stop while the start waits (the task was cancelled before its workspace was made) ends the wait at once,

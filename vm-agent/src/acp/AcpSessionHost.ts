@@ -35,6 +35,12 @@ export interface SessionHostOptions {
   readonly permissions?: "ask" | "auto-approve"
   /** The last `seq` this session reported before (when a new host takes a session over); numbering goes on from it. */
   readonly lastSeq?: number
+  /**
+   * Waited for once the agent's process has started and answered `initialize`, before its session is created: the
+   * agent boots while its workspace is still made (ADR 0037). Its failure fails the start. Only the first start
+   * waits; a restart does not.
+   */
+  readonly beforeSession?: Effect.Effect<void, AgentStartError>
   /** Called synchronously with every event, in `seq` order, from the first one on. */
   readonly onEvent?: (event: SessionEvent) => void
 }
@@ -87,6 +93,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
   let closing = false
   /** the clock tick in which the agent last became idle: what started up to then is no later turn's */
   let idleSince: number | undefined
+  let beforeSession = options.beforeSession
 
   const idle = Effect.suspend(() => {
     idleSince = bootTicks()
@@ -122,6 +129,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         spawn: options.spawn,
         sessionCwd: options.sessionCwd ?? options.command.cwd,
         loadSessionId: load ? acpSessionId : undefined,
+        beforeSession,
         parent: scope,
         hooks: {
           onUpdate: (inc, update) => {
@@ -138,6 +146,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       })
       acpSessionId = incarnation.acpSessionId
       current = incarnation
+      beforeSession = undefined
       emit({ type: "agent-started", pid: incarnation.process.pid, acpSessionId, loaded: load })
       yield* Effect.forkIn(watch(incarnation), scope)
       return incarnation

@@ -34,6 +34,8 @@ export const agentStart = (options: {
   readonly key: NodeKey | undefined
   /** the agent's own state: the demo agent keeps its sessions there */
   readonly stateDir: string
+  /** the workspace is still created (ADR 0037): files of the launch that go into the checkout wait for this */
+  readonly checkoutReady?: Effect.Effect<void, StartRefusal>
 }) =>
   Effect.gen(function* () {
     const { record, workspace } = options
@@ -47,30 +49,33 @@ export const agentStart = (options: {
     if (launch?.unavailable !== undefined) return yield* refuse(launch.unavailable)
     const inContainer = workspace.runtime === "docker"
     const write = (files: ReadonlyArray<{ path: string; content: string }>) =>
-      Effect.forEach(
-        files,
-        (file) =>
-          options.runtime
-            .exec(
-              record.workspaceId,
-              ["/bin/sh", "-c", WRITE_FILE, "sh", launchFilePath(file.path, workspace.path, workspace.home)],
-              { stdin: file.content }
-            )
-            .pipe(
-              Effect.mapError(
-                (e): StartRefusal => ({
-                  code: "unavailable",
-                  message: `cannot write ${file.path}: ${e.message}`,
-                  retry: e._tag === "RuntimeFailure"
-                })
-              ),
-              Effect.flatMap((result) =>
-                result.exitCode === 0
-                  ? Effect.void
-                  : refuse(`cannot write ${file.path}: ${result.stderr.trim().slice(0, 300)}`)
+      Effect.zipRight(
+        files.some((file) => !file.path.startsWith("~/")) ? (options.checkoutReady ?? Effect.void) : Effect.void,
+        Effect.forEach(
+          files,
+          (file) =>
+            options.runtime
+              .exec(
+                record.workspaceId,
+                ["/bin/sh", "-c", WRITE_FILE, "sh", launchFilePath(file.path, workspace.path, workspace.home)],
+                { stdin: file.content }
               )
-            ),
-        { discard: true }
+              .pipe(
+                Effect.mapError(
+                  (e): StartRefusal => ({
+                    code: "unavailable",
+                    message: `cannot write ${file.path}: ${e.message}`,
+                    retry: e._tag === "RuntimeFailure"
+                  })
+                ),
+                Effect.flatMap((result) =>
+                  result.exitCode === 0
+                    ? Effect.void
+                    : refuse(`cannot write ${file.path}: ${result.stderr.trim().slice(0, 300)}`)
+                )
+              ),
+          { discard: true }
+        )
       )
     const promptAppend = launch?.systemPromptAppend
     if (record.agent === "demo") {

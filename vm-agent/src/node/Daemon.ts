@@ -102,17 +102,28 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       const socket = runtime.gitHelper === undefined ? undefined : yield* runtime.gitHelper(workspaceId)
       if (socket !== undefined) yield* git.serve(workspaceId, socket.socketPath, socket.repoUrl, socket.uid)
     })
-  /** workspaces whose create runs now, and the starts waiting for a create to end */
+  /**
+   * Workspaces whose create runs now; those of them that already take processes (ADR 0037); and the starts
+   * waiting for either moment.
+   */
   const creating = new Set<string>()
+  const spawnable = new Set<string>()
   const createGates = new Map<string, Deferred.Deferred<void>>()
-  const createdGate = (workspaceId: string) => {
-    let gate = createGates.get(workspaceId)
+  const spawnGates = new Map<string, Deferred.Deferred<void>>()
+  const gateOf = (gates: Map<string, Deferred.Deferred<void>>, workspaceId: string) => {
+    let gate = gates.get(workspaceId)
     if (gate === undefined) {
       gate = Deferred.unsafeMake<void>(FiberId.none)
-      createGates.set(workspaceId, gate)
+      gates.set(workspaceId, gate)
     }
     return gate
   }
+  const release = (gates: Map<string, Deferred.Deferred<void>>, workspaceId: string) =>
+    Effect.suspend(() => {
+      const gate = gates.get(workspaceId)
+      gates.delete(workspaceId)
+      return gate === undefined ? Effect.void : Deferred.succeed(gate, undefined)
+    })
   /** the creates that ended without a running workspace, latest last: a start that comes after one ends quietly */
   const failedCreates = new Set<string>()
   const createEnded = (workspaceId: string) =>
@@ -124,29 +135,41 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       if (!running) failedCreates.add(workspaceId)
       if (failedCreates.size > 1000) failedCreates.delete(failedCreates.values().next().value!)
       creating.delete(workspaceId)
-      const gate = createGates.get(workspaceId)
-      createGates.delete(workspaceId)
-      if (gate !== undefined) yield* Deferred.succeed(gate, undefined)
+      spawnable.delete(workspaceId)
+      yield* release(spawnGates, workspaceId)
+      yield* release(createGates, workspaceId)
     })
-  const workspaceCreated = (workspaceId: string) =>
+  /** the create's moment a waiting start asked for, or its end; `failed` when it ended without a running workspace */
+  const awaitCreate = (gates: Map<string, Deferred.Deferred<void>>, workspaceId: string) =>
     Effect.gen(function* () {
       if (!creating.has(workspaceId) && failedCreates.has(workspaceId)) return "failed" as const
       const current = yield* runtime.get(workspaceId)
       if (!creating.has(workspaceId) && Option.isSome(current) && current.value.status !== "creating")
         return current.value.status === "error" ? ("failed" as const) : ("ready" as const)
-      const gate = createdGate(workspaceId)
+      const gate = gateOf(gates, workspaceId)
       const ended = yield* Deferred.await(gate).pipe(Effect.timeout(WORKSPACE_CREATE_WAIT), Effect.option)
       if (Option.isNone(ended)) {
         if (!creating.has(workspaceId)) {
-          if (createGates.get(workspaceId) === gate) createGates.delete(workspaceId)
+          if (gates.get(workspaceId) === gate) gates.delete(workspaceId)
           return "ready" as const
         }
         yield* Deferred.await(gate)
       }
-      return failedCreates.has(workspaceId) ? ("failed" as const) : ("ready" as const)
+      return failedCreates.has(workspaceId) && !creating.has(workspaceId) ? ("failed" as const) : ("ready" as const)
     }).pipe(Effect.catchAll(() => Effect.succeed("ready" as const)))
+  const workspaceCreated = (workspaceId: string) => awaitCreate(createGates, workspaceId)
+  /** `spawnable`: its create runs and it already takes processes; else as `workspaceCreated` */
+  const workspaceStartable = (workspaceId: string) =>
+    Effect.suspend(() =>
+      spawnable.has(workspaceId)
+        ? Effect.succeed("spawnable" as const)
+        : awaitCreate(spawnGates, workspaceId).pipe(
+            Effect.map((moment) => (spawnable.has(workspaceId) ? ("spawnable" as const) : moment))
+          )
+    )
   const sessions = makeSessions({
     workspaceCreated,
+    workspaceStartable,
     git,
     key,
     dataDir: settings.dataDir,
@@ -273,6 +296,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           {
             // called from the runtime's own fibers: the boot log follows the command that asked for it
             onLog: (line) => Queue.offer(lines, { line }),
+            // the session started with it starts its agent now, while the repository is cloned (ADR 0037)
+            onSpawnable: Effect.suspend(() => {
+              if (!creating.has(body.workspaceId)) return Effect.void
+              spawnable.add(body.workspaceId)
+              return release(spawnGates, body.workspaceId)
+            }),
             repositoryCredential: git.access(body.workspaceId).pipe(
               Effect.tap((access) =>
                 access._tag === "Refused"
@@ -292,7 +321,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         )
         .pipe(Effect.either)
       if (created._tag === "Right" && created.right.status === "running") yield* serveGit(body.workspaceId)
-      // the session started with it starts its agent now, while the boot log and the status are reported
+      // the session started with it creates its agent's session now, while the boot log and the status are reported
       yield* createEnded(body.workspaceId)
       yield* sent
       if (created._tag === "Left")

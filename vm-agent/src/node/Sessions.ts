@@ -1,11 +1,12 @@
 import { posix } from "node:path"
 import { Domain, Trace } from "@sam/bus"
 import { Cause, Deferred, Effect, ExecutionStrategy, Exit, FiberRef, Option, Queue, Scope } from "effect"
+import { AgentStartError } from "../acp/AcpErrors.js"
 import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
-import { agentStart, withPromptAppend } from "./AgentStart.js"
+import { agentStart, type StartRefusal, withPromptAppend } from "./AgentStart.js"
 import type { GitCredentials } from "./GitCredentials.js"
 import type { NodeKey } from "./NodeKey.js"
 import type { Reporter } from "./Reporter.js"
@@ -71,6 +72,11 @@ export interface SessionsDeps {
    * workspace's own report says why; `ready` otherwise (the start then finds the workspace running, or refuses).
    */
   readonly workspaceCreated?: (workspaceId: string) => Effect.Effect<"ready" | "failed">
+  /**
+   * As `workspaceCreated`, but `spawnable` as soon as the workspace takes processes while its create still runs
+   * (ADR 0037): the agent then boots alongside the clone, and its session is created once the create ends.
+   */
+  readonly workspaceStartable?: (workspaceId: string) => Effect.Effect<"spawnable" | "ready" | "failed">
 }
 
 /**
@@ -141,11 +147,16 @@ export const makeSessions = (deps: SessionsDeps) => {
       yield* Deferred.await(done)
     })
 
-  /** Start (or, after a node restart, reload) the agent of a recorded session. */
-  const open = (record: SessionRecord) =>
+  /**
+   * Start (or, after a node restart, reload) the agent of a recorded session. With `created`, the workspace's
+   * create still runs and it takes processes already (ADR 0037): the agent boots now, and what needs the
+   * checkout (its files there, its ACP session) waits for `created`.
+   */
+  const open = (record: SessionRecord, created?: Effect.Effect<void, StartRefusal>) =>
     Effect.gen(function* () {
       const workspace = yield* deps.runtime.get(record.workspaceId)
-      if (Option.isNone(workspace) || workspace.value.status !== "running") {
+      const status = Option.isSome(workspace) ? workspace.value.status : undefined
+      if (Option.isNone(workspace) || !(status === "running" || (created !== undefined && status === "creating"))) {
         return yield* Effect.fail<Rejection>({
           code: "unavailable",
           message: `workspace ${record.workspaceId} is not running on this node`
@@ -160,7 +171,8 @@ export const makeSessions = (deps: SessionsDeps) => {
         workspace: workspace.value,
         runtime: deps.runtime,
         key: deps.key,
-        stateDir
+        stateDir,
+        ...(created === undefined ? {} : { checkoutReady: created })
       })
       const scope = yield* Scope.fork(deps.scope, ExecutionStrategy.sequential)
       const outbox = yield* Queue.unbounded<OutboxItem>()
@@ -259,12 +271,19 @@ export const makeSessions = (deps: SessionsDeps) => {
           spawn: workspaceSpawner(deps.runtime, record.workspaceId),
           ...(record.acpSessionId === undefined ? {} : { resumeSessionId: record.acpSessionId }),
           lastSeq: record.lastSeq,
+          ...(created === undefined
+            ? {}
+            : {
+                beforeSession: created.pipe(
+                  Effect.mapError((r) => new AgentStartError({ reason: "session", message: r.message }))
+                )
+              }),
           cancelGrace: `${deps.cancelGraceMs} millis`,
           onEvent: (event) => Queue.unsafeOffer(outbox, new AgentEventItem(event))
         })
         .pipe(
           Scope.extend(scope),
-          Effect.tapError(() => Scope.close(scope, Exit.void)),
+          Effect.onExit((exit) => (Exit.isSuccess(exit) ? Effect.void : Scope.close(scope, Exit.void))),
           Effect.mapError(
             (e): Rejection => ({
               code: "unavailable",
@@ -350,6 +369,66 @@ export const makeSessions = (deps: SessionsDeps) => {
       })
     )
 
+  /**
+   * A `session.start`, listed as on its way (`waiting`) until its agent runs: it waits for its workspace's create to
+   * take processes (ADR 0037) or end, starts the agent, and creates its session once the create ends. A stop that
+   * comes meanwhile, or a create that fails, ends it without an agent and without a refusal.
+   */
+  const startWaiting = (body: Domain.NodeProtocol.SessionStartBody, stopped: Deferred.Deferred<"stopped">) =>
+    Effect.gen(function* () {
+      const notStarted = Effect.logWarning(
+        `session ${body.sessionId} not started: its workspace ${body.workspaceId} was not created (its report says why)`
+      )
+      /** why the start ended without an agent and without a refusal: the stop came, or the create failed */
+      let abandoned: "stopped" | "failed" | undefined
+      const untilStopped = <A>(effect: Effect.Effect<A>) => Effect.raceFirst(effect, Deferred.await(stopped))
+      const moment =
+        deps.workspaceStartable !== undefined
+          ? yield* untilStopped(deps.workspaceStartable(body.workspaceId))
+          : deps.workspaceCreated !== undefined
+            ? yield* untilStopped(deps.workspaceCreated(body.workspaceId))
+            : "ready"
+      if (moment === "stopped" || moment === "failed") {
+        if (moment === "failed") yield* notStarted
+        return
+      }
+      const created =
+        moment === "spawnable" && deps.workspaceCreated !== undefined
+          ? untilStopped(deps.workspaceCreated(body.workspaceId)).pipe(
+              Effect.flatMap((end) => {
+                if (end === "ready") return Effect.void
+                abandoned = end
+                return Effect.fail<StartRefusal>({ code: "unavailable", message: `workspace ${end}` })
+              })
+            )
+          : undefined
+      const record: SessionRecord = {
+        sessionId: body.sessionId,
+        workspaceId: body.workspaceId,
+        ...(body.taskId === undefined ? {} : { taskId: body.taskId }),
+        agent: body.agent,
+        mode: body.mode,
+        ...(body.acpSessionId === undefined ? {} : { acpSessionId: body.acpSessionId }),
+        ...(body.launch === undefined ? {} : { launch: body.launch }),
+        lastSeq: 0,
+        promptEpoch: 1
+      }
+      const opened = yield* open(record, created).pipe(Effect.either)
+      if (opened._tag === "Left") {
+        // started alongside its create: a create that failed meanwhile is the cause, and its report says so
+        if (created !== undefined && abandoned === undefined) yield* Effect.ignore(created)
+        if (abandoned === "failed") yield* notStarted
+        if (abandoned !== undefined) return
+        return yield* Effect.fail(opened.left)
+      }
+      const entry = opened.right
+      // its first turn saves the record (with the turn in flight) before the agent gets the prompt
+      yield* Effect.forkIn(
+        runTurn(entry, withPromptAppend(body.prompt, entry.promptAppend), entry.record.promptEpoch),
+        deps.scope
+      )
+    })
+
   const ensureOpen = (record: SessionRecord) => {
     const existing = live.get(record.sessionId)
     return existing === undefined ? open(record) : Effect.succeed(existing)
@@ -360,37 +439,10 @@ export const makeSessions = (deps: SessionsDeps) => {
     start: (body: Domain.NodeProtocol.SessionStartBody, records: ReadonlyArray<SessionRecord>) =>
       Effect.gen(function* () {
         if (live.has(body.sessionId) || records.some((r) => r.sessionId === body.sessionId)) return
-        if (deps.workspaceCreated !== undefined) {
-          const stopped = yield* Deferred.make<"stopped">()
-          waiting.set(body.sessionId, stopped)
-          const created = yield* Effect.raceFirst(
-            deps.workspaceCreated(body.workspaceId),
-            Deferred.await(stopped)
-          ).pipe(Effect.ensuring(Effect.sync(() => waiting.delete(body.sessionId))))
-          if (created === "stopped") return
-          if (created === "failed") {
-            yield* Effect.logWarning(
-              `session ${body.sessionId} not started: its workspace ${body.workspaceId} was not created (its report says why)`
-            )
-            return
-          }
-        }
-        const record: SessionRecord = {
-          sessionId: body.sessionId,
-          workspaceId: body.workspaceId,
-          ...(body.taskId === undefined ? {} : { taskId: body.taskId }),
-          agent: body.agent,
-          mode: body.mode,
-          ...(body.acpSessionId === undefined ? {} : { acpSessionId: body.acpSessionId }),
-          ...(body.launch === undefined ? {} : { launch: body.launch }),
-          lastSeq: 0,
-          promptEpoch: 1
-        }
-        const entry = yield* open(record)
-        yield* save(entry.record)
-        yield* Effect.forkIn(
-          runTurn(entry, withPromptAppend(body.prompt, entry.promptAppend), entry.record.promptEpoch),
-          deps.scope
+        const stopped = yield* Deferred.make<"stopped">()
+        waiting.set(body.sessionId, stopped)
+        return yield* startWaiting(body, stopped).pipe(
+          Effect.ensuring(Effect.sync(() => waiting.delete(body.sessionId)))
         )
       }),
     prompt: (record: SessionRecord | undefined, text: string, epoch: number) =>

@@ -10,7 +10,7 @@ import { collect, makeLifecycle, ProvisionError, type Provisioner } from "./inte
 import { hashSpec, makeRecords } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
 import { tarFiles } from "./internal/tar.js"
-import type { Capabilities, WorkspaceRuntimeService, WorkspaceSpec } from "./WorkspaceRuntime.js"
+import type { Capabilities, WorkspaceRuntimeService } from "./WorkspaceRuntime.js"
 import { WorkspaceRuntime } from "./WorkspaceRuntime.js"
 
 /** The image `infra/src/WorkspaceImage.ts` builds (Debian bookworm, git; no node). */
@@ -115,7 +115,7 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       })
     )
 
-  const provision = (spec: WorkspaceSpec, log: BootLog) =>
+  const provision: Provisioner["provision"] = (spec, log, _options, openToProcesses) =>
     Effect.gen(function* () {
       const id = spec.workspaceId
       yield* Effect.tryPromise({ try: () => docker.getImage(image).inspect(), catch: step("image") }).pipe(
@@ -159,6 +159,35 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       yield* Effect.tryPromise({ try: () => created.start(), catch: step("container") })
       yield* log("container", "completed", `container ${containerName(id)} started (network ${spec.network})`)
 
+      // What is not the checkout (home files, absolute paths), as root before anything runs as the user; the home
+      // is then the user's. From there the container takes processes (ADR 0037) while the repository is cloned
+      // and its files written as root into a checkout the user cannot write; the checkout is the user's last.
+      const inCheckout = (path: string) => !path.startsWith("~/") && !posix.isAbsolute(path)
+      const putFiles = (files: typeof spec.files) =>
+        files.length === 0
+          ? Effect.void
+          : Effect.try({
+              try: () =>
+                tarFiles(
+                  files.map((f) => ({
+                    ...f,
+                    path: f.path.startsWith("~/") ? posix.join(HOME, f.path.slice(2)) : posix.resolve(WORKSPACE, f.path)
+                  }))
+                ),
+              catch: step("files")
+            }).pipe(
+              Effect.flatMap((archive) =>
+                Effect.tryPromise({ try: () => created.putArchive(archive, { path: "/" }), catch: step("files") })
+              )
+            )
+      yield* putFiles(spec.files.filter((f) => !inCheckout(f.path)))
+      if (spec.env.length > 0) {
+        yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
+      }
+      yield* inContainer(id, "user", ["sh", "-c", `mkdir -p ${HOME} && chown -R ${WORKSPACE_USER} ${HOME}`], log)
+      yield* log("user", "completed", `processes run as ${WORKSPACE_USER}`)
+      yield* openToProcesses({})
+
       yield* log("clone", "started", `cloning ${spec.repoUrl}${spec.branch ? ` (branch ${spec.branch})` : ""}`)
       const branch = spec.branch ? ["--branch", spec.branch] : []
       yield* inContainer(
@@ -168,32 +197,11 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
         log
       )
       yield* log("clone", "completed", "repository cloned")
-
-      if (spec.files.length > 0) {
-        const archive = yield* Effect.try({
-          try: () =>
-            tarFiles(
-              spec.files.map((f) => ({
-                ...f,
-                path: f.path.startsWith("~/") ? posix.join(HOME, f.path.slice(2)) : posix.resolve(WORKSPACE, f.path)
-              }))
-            ),
-          catch: step("files")
-        })
-        yield* Effect.tryPromise({ try: () => created.putArchive(archive, { path: "/" }), catch: step("files") })
-        yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)
-      }
-      if (spec.env.length > 0) {
-        yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
-      }
-      // cloned and written as root: hand the checkout and the home to the workspace's user
-      yield* inContainer(
-        id,
-        "user",
-        ["sh", "-c", `mkdir -p ${HOME} && chown -R ${WORKSPACE_USER} ${WORKSPACE} ${HOME}`],
-        log
-      )
-      yield* log("user", "completed", `processes run as ${WORKSPACE_USER}`)
+      yield* putFiles(spec.files.filter((f) => inCheckout(f.path)))
+      if (spec.files.length > 0) yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)
+      // cloned and written as root: the checkout becomes the user's (chown -R changes a directory after its
+      // content and follows no link, so the user, already running, gains nothing while it walks)
+      yield* inContainer(id, "user", ["chown", "-R", WORKSPACE_USER, WORKSPACE], log)
       return {}
     })
 
@@ -208,6 +216,12 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
           (e) => /already stopped|304/i.test(e.message),
           () => Effect.void
         )
+      ),
+    abandon: (record) =>
+      Effect.promise(() =>
+        container(record.workspaceId)
+          .kill()
+          .catch(() => undefined)
       ),
     resume: (record) =>
       Effect.tryPromise({ try: () => container(record.workspaceId).start(), catch: step("start") }).pipe(

@@ -16,11 +16,11 @@ import {
   DEFAULT_UID_CLAIMS,
   ensureTraversable,
   killUser,
+  ownFreshTree,
   ownTree,
   releaseUid
 } from "./internal/workspaceUser.js"
 import {
-  type CreateOptions,
   RuntimeFailure,
   type WorkspaceProcess,
   WorkspaceRuntime,
@@ -136,19 +136,18 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     records.read(id).pipe(Effect.map((record) => (record._tag === "Some" ? record.value.uid : undefined)))
 
   /**
-   * The workspace's user: a uid of its own, owner of its checkout and home (0700); its directory is root's and
+   * The workspace's user: a uid of its own, owner of its home and `rootfs/` (0700); its directory is root's and
    * only its group may enter it (0710), so the env file there stays root's. Every directory above it gets o+x
-   * (enter, not list) so the user can reach its own.
+   * (enter, not list) so the user can reach its own. The checkout stays root's until `ownCheckout`.
    */
   const isolateWorkspace = (id: string, log: BootLog) =>
     io("user", async () => {
-      await mkdir(join(dirOf(id), "rootfs"), { recursive: true })
       // the node's data dir and the workspaces' parent: enter, never list (other workspaces' ids, session records)
       for (const dir of [resolve(options.dataDir), root]) await chmod(dir, 0o711)
       const granted = await ensureTraversable(root)
       const uid = await claimUid(uidClaims, dirOf(id))
-      for (const dir of [checkout(id), home(id), join(dirOf(id), "rootfs")]) {
-        await ownTree(dir, uid, uid)
+      for (const dir of [home(id), join(dirOf(id), "rootfs")]) {
+        await ownFreshTree(dir, uid, uid)
         await chmod(dir, 0o700)
       }
       await chown(dirOf(id), 0, uid)
@@ -165,15 +164,59 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       Effect.map(({ uid, gid }) => ({ uid, gid }))
     )
 
-  const provision = (spec: WorkspaceSpec, log: BootLog, options?: CreateOptions) =>
+  /**
+   * The checkout, cloned and written as root, handed to the workspace's user last. Its agent may run meanwhile
+   * (ADR 0037): `chown -R` changes a directory after what is in it, so nothing becomes the user's to write while
+   * the walk can still go through it, and the checkout itself (in the root-owned workspace directory) is last.
+   */
+  const ownCheckout = (id: string, owner: { readonly uid: number; readonly gid: number }) =>
+    io("user", async () => {
+      await ownTree(checkout(id), owner.uid, owner.gid)
+      await chmod(checkout(id), 0o700)
+    })
+
+  /** One file of the spec, written as root where nothing of the workspace's can write (yet). */
+  const writeSpecFile = (id: string, file: WorkspaceSpec["files"][number]) => {
+    const target = filePath(id, file.path)
+    return io("files", async () => {
+      await mkdir(dirname(target), { recursive: true })
+      // Written as root into a checkout whose content the repository chose: a symlink there must not send the
+      // write elsewhere on the machine.
+      const parent = await realpath(dirname(target))
+      if (!parent.startsWith(`${await realpath(dirOf(id))}/`))
+        throw new Error(`${file.path} leads out of the workspace`)
+      const handle = await open(
+        target,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+        file.mode ?? 0o644
+      )
+      await handle.writeFile(file.content).finally(() => handle.close())
+    })
+  }
+  const inCheckout = (path: string) => !path.startsWith("~/") && !isAbsolute(path)
+
+  /**
+   * In order: what is not the checkout (home and `rootfs/` files, the env) as root, then the user; then the
+   * workspace takes processes (ADR 0037) while the repository is cloned and its files written, still as root and
+   * where the user cannot write; the checkout becomes the user's last.
+   */
+  const provision: Provisioner["provision"] = (spec, log, options, openToProcesses) =>
     Effect.gen(function* () {
       const id = spec.workspaceId
       yield* io("prepare", async () => {
         await rm(dirOf(id), { recursive: true, force: true })
-        await mkdir(home(id), { recursive: true })
+        for (const dir of [home(id), join(dirOf(id), "rootfs"), checkout(id)]) await mkdir(dir, { recursive: true })
       })
+      for (const file of spec.files) if (!inCheckout(file.path)) yield* writeSpecFile(id, file)
+      const env = Object.fromEntries(spec.env.map((e) => [e.name, e.value]))
+      yield* io("env", () => writeFile(envFile(id), JSON.stringify(env), { mode: 0o600 }))
+      if (spec.env.length > 0) {
+        yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
+      }
       const source = yield* localRepository(spec.repoUrl)
       const remote = remoteOf(spec.repoUrl)
+      const owner = isolate ? yield* isolateWorkspace(id, log) : undefined
+      yield* openToProcesses(owner ?? {})
       const credential =
         remote === undefined || options?.repositoryCredential === undefined
           ? undefined
@@ -196,6 +239,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           ...(spec.branch ? ["--branch", spec.branch] : []),
           "--",
           source,
+          // made (empty) above: git clones into an empty directory
           checkout(id)
         ],
         dirOf(id),
@@ -216,30 +260,10 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           log
         )
       }
-      for (const file of spec.files) {
-        const target = filePath(id, file.path)
-        yield* io("files", async () => {
-          await mkdir(dirname(target), { recursive: true })
-          // Written as root into a checkout whose content the repository chose: a symlink there must not send the
-          // write elsewhere on the machine.
-          const parent = await realpath(dirname(target))
-          if (!parent.startsWith(`${await realpath(dirOf(id))}/`))
-            throw new Error(`${file.path} leads out of the workspace`)
-          const handle = await open(
-            target,
-            constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-            file.mode ?? 0o644
-          )
-          await handle.writeFile(file.content).finally(() => handle.close())
-        })
-      }
+      for (const file of spec.files) if (inCheckout(file.path)) yield* writeSpecFile(id, file)
       if (spec.files.length > 0) yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)
-      const env = Object.fromEntries(spec.env.map((e) => [e.name, e.value]))
-      yield* io("env", () => writeFile(envFile(id), JSON.stringify(env), { mode: 0o600 }))
-      if (spec.env.length > 0) {
-        yield* log("env", "completed", `env set: ${spec.env.map((e) => e.name).join(", ")} (values not shown)`)
-      }
-      return isolate ? yield* isolateWorkspace(id, log) : {}
+      if (owner !== undefined) yield* ownCheckout(id, owner)
+      return owner ?? {}
     })
 
   /** A workspace made before per-workspace users would run its agents as root: it is made again. */
@@ -251,6 +275,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     homeOf: home,
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
+    abandon: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
     resume: () => Effect.void,
     health: (record) =>
       predatesIsolation(record)

@@ -51,6 +51,12 @@ export interface CreateOptions {
    * of the vm-agent's, never stored, never in the workspace's environment.
    */
   readonly repositoryCredential?: Effect.Effect<RepositoryCredential | undefined>
+  /**
+   * Called once the workspace takes processes although its create has not ended (ADR 0037): from then on `spawn`
+   * and `exec` work while the repository is cloned, so an agent can start alongside. Runtimes that never open
+   * early (Docker) do not call it; the create's end is then the first moment.
+   */
+  readonly onSpawnable?: Effect.Effect<void>
 }
 
 export interface RepositoryCredential {

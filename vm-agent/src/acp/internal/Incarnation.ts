@@ -46,6 +46,8 @@ export const startIncarnation = (options: {
   readonly spawn?: AgentSpawner | undefined
   readonly sessionCwd: string
   readonly loadSessionId: string | undefined
+  /** waited for after the agent initialized, before its session is created or loaded (see `SessionHostOptions`) */
+  readonly beforeSession?: Effect.Effect<void, AgentStartError> | undefined
   readonly hooks: IncarnationHooks
   readonly parent: Scope.Scope
 }) =>
@@ -122,6 +124,22 @@ export const startIncarnation = (options: {
       const authMethod = options.command.authMethod
       if (authMethod !== undefined) {
         yield* rpc("initialize", () => connection.agent.request("authenticate", { methodId: authMethod }))
+      }
+      if (options.beforeSession !== undefined) {
+        yield* options.beforeSession.pipe(
+          Effect.raceFirst(
+            Deferred.await(agentProcess.exit).pipe(
+              Effect.flatMap((exit) =>
+                Effect.fail(
+                  new AgentStartError({
+                    reason: "session",
+                    message: `agent exited (code ${exit.exitCode}, signal ${exit.signal}) before its session: ${agentProcess.stderrTail()}`
+                  })
+                )
+              )
+            )
+          )
+        )
       }
       // Until the incarnation exists, nothing the agent says is reported: session/load replays the conversation,
       // which is already in the transcript.

@@ -34,10 +34,17 @@ export interface Provisioner {
   readonly provision: (
     spec: WorkspaceSpec,
     log: BootLog,
-    options?: CreateOptions
+    options: CreateOptions | undefined,
+    /**
+     * Opens the workspace to processes before provisioning ends (ADR 0037), run as the user given: called once
+     * nothing the workspace's processes can write is touched as root again.
+     */
+    open: (owner: Partial<Pick<WorkspaceRecord, "uid" | "gid">>) => Effect.Effect<void>
   ) => Effect.Effect<Partial<Pick<WorkspaceRecord, "uid" | "gid">>, ProvisionError>
   /** stops the workspace's processes (the container) without losing its files */
   readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
+  /** kills at once whatever runs in a workspace whose create failed after it took processes (ADR 0037) */
+  readonly abandon: (record: WorkspaceRecord) => Effect.Effect<void>
   readonly resume: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
   /** whether what the record says is running still exists (a container removed, a node rebooted) */
   readonly health: (record: WorkspaceRecord) => Effect.Effect<"ok" | "stopped" | "missing">
@@ -64,20 +71,40 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
   const runtimeFailure = (e: ProvisionError) =>
     new RuntimeFailure({ reason: provisioner.kind === "docker" ? "docker" : "io", message: `${e.step}: ${e.message}` })
 
+  /** workspaces being created that already take processes (ADR 0037): their record, with the user they run as */
+  const opened = new Map<string, WorkspaceRecord>()
+
   const provisionFresh = (spec: WorkspaceSpec, log: BootLog, options?: CreateOptions) =>
     Effect.gen(function* () {
-      const record = newRecord(spec, provisioner.kind, provisioner.pathOf(spec.workspaceId))
+      let record = newRecord(spec, provisioner.kind, provisioner.pathOf(spec.workspaceId))
       yield* records.write(record)
       yield* log("create", "started", `creating workspace ${spec.workspaceId} (${provisioner.kind} runtime)`)
       const started = Date.now()
-      const outcome = yield* provisioner.provision(spec, log, options).pipe(Effect.either)
+      // The user is recorded before anything runs as it: a delete after a failure (or a restart) finds its
+      // processes and gives its uid back.
+      const open = (owner: Partial<Pick<WorkspaceRecord, "uid" | "gid">>) =>
+        Effect.gen(function* () {
+          record = yield* records.update(record, owner)
+          opened.set(spec.workspaceId, record)
+          if (options?.onSpawnable !== undefined) yield* options.onSpawnable
+        })
+      const outcome = yield* provisioner.provision(spec, log, options, open).pipe(
+        Effect.either,
+        Effect.onInterrupt(() => Effect.sync(() => opened.delete(spec.workspaceId)))
+      )
       if (outcome._tag === "Left") {
+        const early = opened.get(spec.workspaceId)
+        opened.delete(spec.workspaceId)
+        // what started while it was created goes with it
+        if (early !== undefined) yield* provisioner.abandon(early)
         const reason = `${outcome.left.step}: ${outcome.left.message}`
         yield* log(outcome.left.step, "failed", outcome.left.message)
         return yield* records.update(record, { status: "error", reason })
       }
       yield* log("create", "completed", `workspace is running (${Date.now() - started} ms)`)
-      return yield* records.update(record, { ...outcome.right, status: "running" })
+      return yield* records
+        .update(record, { ...outcome.right, status: "running" })
+        .pipe(Effect.ensuring(Effect.sync(() => opened.delete(spec.workspaceId))))
     })
 
   const create = Effect.fn("WorkspaceRuntime.create")(function* (input: WorkspaceSpecInput, options?: CreateOptions) {
@@ -136,7 +163,14 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
     )
 
   const spawn: Lifecycle["spawn"] = (workspaceId, argv, options) =>
-    requireRunning(workspaceId).pipe(Effect.flatMap((record) => provisioner.spawn(record, workspaceId, argv, options)))
+    Effect.suspend(() => {
+      const early = opened.get(workspaceId)
+      return early !== undefined
+        ? provisioner.spawn(early, workspaceId, argv, options)
+        : requireRunning(workspaceId).pipe(
+            Effect.flatMap((record) => provisioner.spawn(record, workspaceId, argv, options))
+          )
+    })
 
   const exec = Effect.fn("WorkspaceRuntime.exec")(function* (
     workspaceId: string,

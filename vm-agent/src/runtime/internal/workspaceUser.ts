@@ -63,6 +63,20 @@ export const releaseUid = async (claims: string, uid: number, owner: string) => 
   if ((await readFile(file, "utf8").catch(() => "")) === owner) await rm(file, { force: true })
 }
 
+/**
+ * Hands a tree the vm-agent itself just made (a new workspace's home, holding only the files it wrote) to a user,
+ * in process: no `chown` to spawn on the way to the agent's start (issue 12). Links are changed, never followed.
+ * Only for trees nothing else can write to yet; a checkout goes through `ownTree`.
+ */
+export const ownFreshTree = async (path: string, uid: number, gid: number): Promise<void> => {
+  for (const entry of await Fs.promises.readdir(path, { withFileTypes: true })) {
+    const child = join(path, entry.name)
+    if (entry.isDirectory()) await ownFreshTree(child, uid, gid)
+    else await Fs.promises.lchown(child, uid, gid)
+  }
+  await Fs.promises.lchown(path, uid, gid)
+}
+
 /** `chown -R` without following symlinks (a repository may hold links to anywhere). */
 export const ownTree = (path: string, uid: number, gid: number) =>
   promisify(execFile)("chown", ["-R", "-h", "--", `${uid}:${gid}`, path]).then(() => undefined)

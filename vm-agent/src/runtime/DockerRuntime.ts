@@ -11,7 +11,7 @@ import { hashSpec, makeRecords } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
 import { tarFiles } from "./internal/tar.js"
 import type { Capabilities, WorkspaceRuntimeService } from "./WorkspaceRuntime.js"
-import { WorkspaceRuntime } from "./WorkspaceRuntime.js"
+import { inCheckout, WorkspaceRuntime } from "./WorkspaceRuntime.js"
 
 /** The image `infra/src/WorkspaceImage.ts` builds (Debian bookworm, git; no node). */
 export const DEFAULT_IMAGE = "sam-workspace:2"
@@ -162,7 +162,6 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       // What is not the checkout (home files, absolute paths), as root before anything runs as the user; the home
       // is then the user's. From there the container takes processes (ADR 0037) while the repository is cloned
       // and its files written as root into a checkout the user cannot write; the checkout is the user's last.
-      const inCheckout = (path: string) => !path.startsWith("~/") && !posix.isAbsolute(path)
       const putFiles = (files: typeof spec.files) =>
         files.length === 0
           ? Effect.void

@@ -21,6 +21,7 @@ import {
   releaseUid
 } from "./internal/workspaceUser.js"
 import {
+  inCheckout,
   RuntimeFailure,
   type WorkspaceProcess,
   WorkspaceRuntime,
@@ -193,7 +194,6 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       await handle.writeFile(file.content).finally(() => handle.close())
     })
   }
-  const inCheckout = (path: string) => !path.startsWith("~/") && !isAbsolute(path)
 
   /**
    * In order: what is not the checkout (home and `rootfs/` files, the env) as root, then the user; then the
@@ -275,6 +275,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     homeOf: home,
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
+    // halting is already immediate here: every process of the workspace and its uid is killed
     abandon: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
     resume: () => Effect.void,
     health: (record) =>

@@ -1,3 +1,4 @@
+import { posix } from "node:path"
 import type { Readable, Writable } from "node:stream"
 import { Domain } from "@sam/bus"
 import { Context, Data, type Effect, type Option, type Redacted, type Scope } from "effect"
@@ -6,6 +7,12 @@ import { z } from "zod"
 /** The bus's `workspace.create` shapes: one definition for what crosses the wire and what the runtime takes. */
 export const EnvVar = Domain.NodeProtocol.EnvVar
 export const RuntimeFile = Domain.NodeProtocol.RuntimeFile
+
+/**
+ * Whether a runtime file goes into the checkout: not `~/…` (the home) and not absolute. Such files are written
+ * after the clone; the others before the workspace takes processes (ADR 0037).
+ */
+export const inCheckout = (path: string) => !path.startsWith("~/") && !posix.isAbsolute(path)
 
 export const WorkspaceSpec = z.object({
   workspaceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/),

@@ -186,9 +186,10 @@ describe("session actor: failure, refusals, the healer", () => {
         const { nodeId, workspaceId } = yield* place()
         const node = yield* fakeNode(nodeId)
         const events = yield* collect(Subjects.projectEvents(projectId))
+        // Taken before `quiet` opens: its turn started after this, so it cannot be stale before 1.5 s from here.
+        const openedAt = Date.now()
         const quiet = yield* openOn(session, { projectId, nodeId, workspaceId })
         const alive = yield* openOn(session, { projectId, nodeId, workspaceId })
-        const openedAt = Date.now()
         // The node heartbeats, listing `alive` as prompting and not `quiet`.
         const beating = yield* node
           .heartbeat([alive])

@@ -54,9 +54,11 @@ export const manageLeases = (deps: {
       Effect.gen(function* () {
         const keys = yield* Effect.tryPromise({
           try: async () => {
-            const out: Array<string> = []
-            for await (const key of await raw.keys(memberPrefix(kind.name))) out.push(key)
-            return out
+            // A Set: the listing is a consumer that also delivers puts made while it runs, so a member
+            // that renews during it is listed twice (and counted twice, it would shrink everyone's share).
+            const out = new Set<string>()
+            for await (const key of await raw.keys(memberPrefix(kind.name))) out.add(key)
+            return [...out]
           },
           catch: (cause) => new NatsError({ reason: "Kv", message: `list members: ${cause}`, cause })
         })

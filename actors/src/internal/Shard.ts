@@ -64,6 +64,13 @@ export const startShard = (deps: ShardDeps) =>
     const { kind, shard, epoch, settings, store, nats } = deps
     let active = true
     const boxes = new Map<string, Mailbox>()
+    /**
+     * Messages taken from the consumer and not yet handled, with when their ack deadline was last pushed
+     * back. A burst the database cannot keep up with waits in the mailboxes for longer than `ack_wait`;
+     * without `working()` the server would deliver each again, and every copy costs a transaction (an
+     * inbox duplicate) while the backlog grows: a slow database would get slower still.
+     */
+    const held = new Map<JsMsg, number>()
 
     const reply = (msg: JsMsg, messageId: string, outcome: ActorMessages.AskOutcome, value?: unknown) =>
       Effect.sync(() => {
@@ -374,8 +381,15 @@ export const startShard = (deps: ShardDeps) =>
           if (!active) continue // not ours any more: leave it unacked for the new owner
           box.busy = true
           // What else waits for this entity goes in the same transaction (group commit, issue 12).
-          const more = yield* Queue.takeUpTo(box.queue, settings.groupMax - 1)
-          yield* handleMany([next.value, ...more]).pipe(Effect.ensuring(Effect.sync(() => (box.busy = false))))
+          const taken = [next.value, ...(yield* Queue.takeUpTo(box.queue, settings.groupMax - 1))]
+          yield* handleMany(taken).pipe(
+            Effect.ensuring(
+              Effect.sync(() => {
+                box.busy = false
+                for (const msg of taken) held.delete(msg)
+              })
+            )
+          )
         }
       })
 
@@ -394,6 +408,7 @@ export const startShard = (deps: ShardDeps) =>
           deps.fork(mailboxLoop(created))
           box = created
         }
+        held.set(msg, Date.now())
         // A full mailbox suspends the puller: nothing more is pulled until this entity catches up.
         return box.queue.unsafeOffer(msg) ? Effect.void : Queue.offer(box.queue, msg)
       })
@@ -429,6 +444,21 @@ export const startShard = (deps: ShardDeps) =>
       )
     )
     const puller = deps.fork(pull)
+    const extendEveryMs = Math.max(50, Math.floor(settings.ackWaitMs / 3))
+    const extender = deps.fork(
+      Effect.gen(function* () {
+        while (true) {
+          yield* Effect.sleep(extendEveryMs)
+          if (!active) continue // not ours any more: the next owner's consumer has them
+          const now = Date.now()
+          for (const [msg, since] of held) {
+            if (now - since < extendEveryMs) continue
+            msg.working()
+            held.set(msg, now)
+          }
+        }
+      })
+    )
 
     const depth = () => {
       let sum = 0
@@ -441,11 +471,13 @@ export const startShard = (deps: ShardDeps) =>
     const stop = (graceful: boolean) =>
       Effect.gen(function* () {
         yield* Fiber.interrupt(puller)
+        yield* Fiber.interrupt(extender)
         if (graceful && active) {
           const deadline = Date.now() + settings.drainTimeoutMs
           while (!idle() && Date.now() < deadline) yield* Effect.sleep(10)
         }
         active = false
+        held.clear()
         for (const box of boxes.values()) yield* Queue.takeAll(box.queue)
         // Groups still waiting are not ours any more: left unacknowledged for the next owner. A lane in the
         // middle of a batch carries it through (the fence decides); idle ones stop.

@@ -1,10 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Nats } from "@sam/bus"
+import { Actor } from "@sam/actors"
+import { Nats, Publish } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { actorsDatabase, counters, entityIds, publishLoad, waitUntil } from "../../src/ActorsHarness.js"
 import { startRuntime } from "../../src/ActorsInProcess.js"
-import { counterKind } from "../../src/CounterActor.js"
+import { counterKind, Increment } from "../../src/CounterActor.js"
 import { natsAdmin, sqlLayer, unique } from "../../src/Env.js"
 
 let url: Redacted.Redacted<string>
@@ -90,6 +91,47 @@ describe("actor runtime under load", () => {
         expect(loads).toBeLessThan(applied)
         console.log(`carry: ${applied} commands applied with ${loads} loads`)
       }).pipe(Effect.provide(env()))
+  )
+
+  it.scopedLive("commands that wait longer than ack_wait behind a slow one are not delivered again", () =>
+    Effect.gen(function* () {
+      const kind = counterKind(unique("k"), 1)
+      let applied = 0
+      let duplicates = 0
+      const runtime = yield* startRuntime(url, [kind], {
+        instanceId: unique("w"),
+        leaseTtl: "4 seconds",
+        ackWait: "1 second",
+        // one command a transaction: the ones behind wait in the mailbox, about 3 s for the last
+        groupMax: 1,
+        onApplied: (a) => {
+          if (a.outcome === "applied") applied++
+          else duplicates++
+        }
+      })
+      yield* waitUntil(
+        "shard leased",
+        Effect.sync(() => runtime.shards().length === 1),
+        20_000
+      )
+      yield* Effect.forEach(
+        Array.from({ length: 8 }, (_, i) => i + 1),
+        (seq) => Publish.publish(Actor.subjectOf(kind, "e1"), Increment.make({ seq, slowMs: 400 })),
+        { discard: true }
+      )
+      yield* waitUntil("all applied", allApplied(kind.name, ["e1"], 8), 30_000, 100)
+      const { jsm } = yield* Nats
+      const consumers = yield* Effect.promise(async () => {
+        const out: Array<{ name: string; redelivered: number }> = []
+        for await (const c of jsm.consumers.list("SAM_CMD"))
+          if (c.name.includes(kind.name)) out.push({ name: c.name, redelivered: c.num_redelivered })
+        return out
+      })
+      // Without the deadline pushed back, the server delivers the waiting ones again after 1 s.
+      expect(consumers.map((c) => c.redelivered)).toEqual([0])
+      expect(applied).toBe(8)
+      expect(duplicates).toBe(0)
+    }).pipe(Effect.provide(env()))
   )
 
   it.scopedLive("commands published twice, and deliveries whose ack is withheld, apply once", () =>

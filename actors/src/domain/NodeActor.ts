@@ -40,7 +40,10 @@ const { decodeRows } = Domain.Rows
 const decodeNodes = decodeRows(Domain.Rows.NodeRow, "node")
 const WorkspaceRef_ = z.object({ workspaceId: WorkspaceId })
 const decodeWorkspaceRefs = decodeRows(WorkspaceRef_, "workspace")
-const decodeReservations = decodeRows(WorkspaceRef_.extend({ taskEnded: z.boolean() }), "reservation")
+const decodeReservations = decodeRows(
+  WorkspaceRef_.extend({ taskEnded: z.boolean(), reclaimable: z.boolean() }),
+  "reservation"
+)
 const decodeTaskIds = decodeRows(z.object({ id: TaskId }), "task")
 const decodeUndispatched = decodeRows(z.object({ id: WorkspaceId, correlationId: z.string().nullable() }), "workspace")
 const decodeWaiting = decodeRows(z.object({ id: TaskId, correlationId: z.string().nullable() }), "task")
@@ -62,6 +65,8 @@ interface State {
    * `node.reserve` that would create a node, some of the owner's other nodes' (asked to stop early)
    */
   readonly idleReserved: ReadonlyArray<WorkspaceId>
+  /** this node's slots held by a workspace whose task ended and that has no active session (ADR 0038) */
+  readonly reclaimable: ReadonlyArray<WorkspaceId>
   /** the owner's tasks waiting for node capacity, oldest first */
   readonly capacityWaiters: ReadonlyArray<TaskId>
   /** for a `node.reserve` that would create the node: live nodes of its owner and of the installation */
@@ -127,7 +132,10 @@ export const NodeKind = Actor.make({
             ORDER BY t.finished_at LIMIT 4`.pipe(Effect.map(decodeWorkspaceRefs))
         : []
       const reservations = yield* sql`
-        SELECT r.workspace_id, COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false) AS task_ended
+        SELECT r.workspace_id, COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false) AS task_ended,
+          COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false)
+            AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.workspace_id = r.workspace_id AND s.status = 'active')
+            AS reclaimable
         FROM node_reservations r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.node_id = ${id} ORDER BY r.created_at`.pipe(
         Effect.map(decodeReservations)
       )
@@ -182,6 +190,7 @@ export const NodeKind = Actor.make({
           ...reservations.filter((r) => r.taskEnded).map((r) => r.workspaceId),
           ...ownerIdle.map((r) => r.workspaceId)
         ],
+        reclaimable: reservations.filter((r) => r.reclaimable).map((r) => r.workspaceId),
         capacityWaiters: capacityWaiters.map((r) => r.id),
         fleet:
           fleet === null || joining === null
@@ -511,6 +520,27 @@ const reserve = (
   if (row.ownerId !== b.ownerId) return full(`node ${row.id} is not the submitter's`)
   if (!LIVE_NODE.has(row.status)) return full(`node ${row.id} is ${row.status}`)
   if (state.reservations.length >= row.maxWorkspaces) {
+    // A ready node full of idle work hands the oldest idle workspace's slot to this task at once and stops
+    // that workspace: the task does not wait for the stop to be reported (ADR 0038).
+    const handedOver = fresh(row) ? state.reservations.find((w) => state.reclaimable.includes(w)) : undefined
+    if (handedOver !== undefined) {
+      const granted = grant(
+        {
+          ...state,
+          reserved: slot,
+          released: handedOver,
+          reservations: [...state.reservations.filter((w) => w !== handedOver), b.workspaceId]
+        },
+        row
+      )
+      return {
+        ...granted,
+        send: [
+          ...(granted.send ?? []),
+          Actor.to(WorkspaceRef, handedOver, C.WorkspaceIdleTimeout.make({ workspaceId: handedOver }))
+        ]
+      }
+    }
     const idle = state.reservations.filter((w) => state.idleReserved.includes(w)).length
     return freeIdle(
       full(

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
+import type { ActorRuntime } from "@sam/actors"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { actorsDatabase, waitUntil } from "../../src/ActorsHarness.js"
@@ -20,11 +21,11 @@ describe("actor runtime: shard shares", () => {
         const kind = counterKind(unique("k"), 8)
         const given: Array<string> = []
         // Renewing every 15 ms, each instance's membership is re-put while the other lists the members.
-        const options = (name: string) => ({
+        const options = (name: string): ActorRuntime.RuntimeOptions => ({
           instanceId: unique(name),
           leaseTtl: "4 seconds",
           renewEvery: "15 millis",
-          onEvent: (event: { _tag: string; shard?: number }) => {
+          onEvent: (event) => {
             if (event._tag === "Released" || event._tag === "Lost") given.push(`${name} ${event._tag} ${event.shard}`)
           }
         })

@@ -106,8 +106,12 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 240_000 })("idle re
         // The burst, sampled every 50 ms for the caps and the peak.
         const peak = yield* Ref.make({ perNode: 0, reserved: 0, nodes: 0, agents: 0, rssMiB: 0 })
         const sample = Effect.gen(function* () {
+          // Workspaces at work for a task that has not ended: a finished task's idle workspace holds no slot,
+          // and one whose slot a new task took is stopped beside it (ADR 0038).
           const perNode = yield* sql<{ n: number }>`
-            SELECT count(*)::int AS n FROM workspaces WHERE status IN ${sql.in(LIVE_WORKSPACE)} GROUP BY node_id`
+            SELECT count(*)::int AS n FROM workspaces w JOIN tasks t ON t.id = w.task_id
+            WHERE w.status IN ${sql.in(LIVE_WORKSPACE)} AND t.status NOT IN ('completed', 'failed', 'cancelled')
+            GROUP BY w.node_id`
           const reserved = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM node_reservations GROUP BY node_id`
           const [nodes] = yield* sql<{ n: number }>`
             SELECT count(*)::int AS n FROM nodes WHERE owner_id = ${userId} AND status IN ('provisioning', 'running', 'warm')`

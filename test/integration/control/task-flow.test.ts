@@ -144,8 +144,14 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
       )
       expect(session).toMatchObject({ status: "failed" })
       expect(session.errorReason).toContain("workspace failed")
+      // The snapshot follows the commit (it is written after it): awaited, not read at once.
       const snapshots = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
-      expect(Option.getOrThrow(yield* snapshots.get(failed.sessionId!)).value.activity).toBe("error")
+      yield* waitUntil(
+        "the session's snapshot says error",
+        snapshots
+          .get(failed.sessionId!)
+          .pipe(Effect.map((entry) => (Option.getOrUndefined(entry)?.value.activity === "error" ? true : undefined)))
+      )
     })
   )
 

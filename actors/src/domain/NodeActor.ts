@@ -455,36 +455,21 @@ const reserve = (
       )
     ]
   })
-  // A ready node gets the workspace in the same step (ADR 0039): its create does not wait for the task's
-  // transaction, which opens the session meanwhile.
-  const grant = (next: State, row: Row): Actor.Reaction<State> => {
-    const ready = fresh(row) && row.status !== "destroying"
-    return {
-      state: next,
-      send: [
-        Actor.to(
-          TaskRef,
-          b.taskId,
-          C.TaskNodeReserved.make({
-            taskId: b.taskId,
-            nodeId: b.nodeId,
-            workspaceId: b.workspaceId,
-            ready,
-            dispatched: ready
-          })
-        ),
-        ...(ready
-          ? [
-              Actor.to(
-                WorkspaceRef,
-                b.workspaceId,
-                C.WorkspaceDispatch.make({ workspaceId: b.workspaceId, via: "reserve" })
-              )
-            ]
-          : [])
-      ]
-    }
-  }
+  const grant = (next: State, row: Row): Actor.Reaction<State> => ({
+    state: next,
+    send: [
+      Actor.to(
+        TaskRef,
+        b.taskId,
+        C.TaskNodeReserved.make({
+          taskId: b.taskId,
+          nodeId: b.nodeId,
+          workspaceId: b.workspaceId,
+          ready: fresh(row) && row.status !== "destroying"
+        })
+      )
+    ]
+  })
   // Workspaces whose task ended are asked to stop now rather than at their idle timeout: the slot they
   // give back wakes the waiting task (`node.release` wakes the owner's waiting tasks).
   const freeIdle = (reaction: Actor.Reaction<State>): Actor.Reaction<State> => ({

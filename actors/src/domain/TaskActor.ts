@@ -170,15 +170,7 @@ const openSession = (task: Row, sessionId: SessionId, workspaceId: WorkspaceId, 
  * runs, instead of after the workspace's `running` has gone through the workspace, task and session
  * actors (issue 12: three transactions and their relays off the first output's path).
  */
-const dispatch = (
-  state: State,
-  task: Row,
-  nodeId: NodeId,
-  workspaceId: WorkspaceId,
-  reason: string,
-  /** the node actor sent the dispatch with its grant (ADR 0039) */
-  sent = false
-): Reaction => {
+const dispatch = (state: State, task: Row, nodeId: NodeId, workspaceId: WorkspaceId, reason: string): Reaction => {
   const sessionId = task.sessionId ?? makeId("sess")
   const moved = withStatus(state, { ...step(task, "workspace_dispatch"), nodeId, sessionId }, "delegated", reason)
   if (moved === undefined || moved.task === null) return { state }
@@ -186,7 +178,7 @@ const dispatch = (
   return {
     state: moved,
     send: [
-      ...(sent ? [] : [Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" }))]),
+      Actor.to(WorkspaceRef, workspaceId, C.WorkspaceDispatch.make({ workspaceId, via: "task" })),
       ...(task.sessionId !== null ? [] : [openSession(task, sessionId, workspaceId, nodeId)])
     ],
     events: [statusEvent(next)],
@@ -195,11 +187,11 @@ const dispatch = (
 }
 
 /** The node granted the slot: a ready node gets the workspace at once; otherwise wait for it to be ready. */
-const placed = (state: State, task: Row, nodeId: NodeId, ready: boolean, dispatched = false): Reaction => {
+const placed = (state: State, task: Row, nodeId: NodeId, ready: boolean): Reaction => {
   const on: Row = { ...task, nodeId }
   const workspaceId = task.workspaceId
   if (workspaceId === null) return fail(state, task, "a node slot was granted for no workspace")
-  if (ready) return dispatch(state, on, nodeId, workspaceId, "workspace dispatched", dispatched)
+  if (ready) return dispatch(state, on, nodeId, workspaceId, "workspace dispatched")
   const waiting = step(on, "node_provisioning")
   return {
     state: { ...state, task: waiting },
@@ -554,7 +546,7 @@ const TaskFlow = Actor.make({
             ]
           })
         }
-        return Effect.succeed(placed(state, task, b.nodeId, b.ready, b.dispatched === true))
+        return Effect.succeed(placed(state, task, b.nodeId, b.ready))
       }
       case "task.node-full": {
         const b = command.body

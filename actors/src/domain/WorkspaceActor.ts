@@ -112,11 +112,6 @@ const WorkspaceFlow = Actor.make({
         if (state.dispatchedAt !== null || state.status !== "pending") {
           return Effect.succeed({ state, reply: { ok: true, dispatched: false } })
         }
-        // Its task ended before the node got it (cancelled while the slot was granted): nothing to create;
-        // the task's end gives the slot back.
-        if (state.taskStatus !== null && TERMINAL_TASK_STATUSES.has(state.taskStatus)) {
-          return Effect.succeed({ state, reply: { ok: true, dispatched: false } })
-        }
         const next: Row = {
           ...state,
           status: "creating",

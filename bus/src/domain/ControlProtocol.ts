@@ -106,14 +106,7 @@ export const TaskNodeAssigned = defineMessage("task.node-assigned", z.object({ t
 /** from the node actor: the node reserved a slot for the task's workspace (inserted `pending` on it) */
 export const TaskNodeReserved = defineMessage(
   "task.node-reserved",
-  z.object({
-    taskId: TaskId,
-    nodeId: NodeId,
-    workspaceId: WorkspaceId,
-    ready: z.boolean(),
-    /** the node actor sent the workspace's dispatch itself (a ready node, ADR 0039): the task does not */
-    dispatched: z.boolean().optional()
-  }),
+  z.object({ taskId: TaskId, nodeId: NodeId, workspaceId: WorkspaceId, ready: z.boolean() }),
   { durable: true }
 )
 /** from the node actor: no slot for the workspace (the node is full, or no new node within the caps) */
@@ -394,7 +387,7 @@ export const NodeDestroyed = defineMessage(
  */
 export const WorkspaceDispatch = defineMessage(
   "workspace.dispatch",
-  z.object({ workspaceId: WorkspaceId, via: z.enum(["task", "node-ready", "reserve"]) }),
+  z.object({ workspaceId: WorkspaceId, via: z.enum(["task", "node-ready"]) }),
   { durable: true }
 )
 /** from the ingress: the node's `workspace.status`, `workspace.bootlog` or `workspace.bootlogs` report */

@@ -1,10 +1,9 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { Actor, ControlPlane } from "@sam/actors"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { ControlPlaneEnv, seedProject, submitTask, tasksEnded, useSettings } from "../../src/ControlPlaneHarness.js"
-import { Nats, waitUntil } from "../../src/Env.js"
+import { waitUntil } from "../../src/Env.js"
 
 // Two slots a node, room for more nodes, and finished tasks' workspaces left idle (ADR 0023's timeout far away):
 // only placement decides whether idle work makes a new node.
@@ -58,21 +57,6 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })(
           const waits = yield* sql<{ reason: string }>`
           SELECT reason FROM task_status_events WHERE task_id = ${third} AND reason LIKE 'waiting for node capacity%'`
           expect(waits).toEqual([])
-          // The node actor dispatched its workspace with the grant (ADR 0039), and nothing else did.
-          const [placedOn] = yield* sql<{ workspaceId: string }>`SELECT workspace_id FROM tasks WHERE id = ${third}`
-          const { js } = yield* Nats
-          const dispatches = yield* Effect.promise(async () => {
-            const subject = Actor.subjectOf(ControlPlane.WorkspaceRef, placedOn!.workspaceId)
-            const consumer = await js.consumers.get("SAM_CMD", { filter_subjects: subject })
-            const out: Array<unknown> = []
-            for await (const m of await consumer.fetch({ max_messages: 200, expires: 1_000 })) {
-              const envelope = m.json<{ type: string; body: { via?: string } }>()
-              if (envelope.type === "workspace.dispatch") out.push(envelope.body.via)
-              if (m.info.pending === 0) break
-            }
-            return out
-          })
-          expect(dispatches).toEqual(["reserve"])
           const slots = yield* sql<{ taskId: string }>`
           SELECT task_id FROM node_reservations WHERE node_id = ${node} ORDER BY created_at`
           expect(slots.map((r) => r.taskId)).toEqual([second, third])

@@ -28,6 +28,7 @@ const node = (
   workspaces: [],
   reservations,
   idleReserved: [],
+  reclaimable: [],
   capacityWaiters: [],
   fleet
 })
@@ -79,6 +80,25 @@ describe("a node's slots (ADR 0022)", () => {
       attempt: 3
     })
     expect(full.state.reserved).toBeUndefined()
+  })
+
+  it("on a ready node full of idle work: the oldest idle slot is handed over and only that workspace stops (ADR 0038)", async () => {
+    const [idleOld, busy, idleNew] = [makeId("ws"), makeId("ws"), makeId("ws")]
+    const state = { ...node([idleOld, busy]), idleReserved: [idleOld, idleNew], reclaimable: [idleOld] }
+    const command = reserve()
+    const taken = await handle(state, command)
+    expect(taken.send?.map((s) => s.envelope.type)).toEqual(["task.node-reserved", "workspace.idle-timeout"])
+    expect(taken.send?.[1]?.envelope.body).toMatchObject({ workspaceId: idleOld })
+    expect(taken.state).toMatchObject({ released: idleOld, reservations: [busy, command.body.workspaceId] })
+    // Not ready: no hand-over; the task waits and the idle ones are asked to stop (ADR 0035).
+    const stale = { ...state, row: { ...state.row, lastHeartbeatAt: new Date(0) } }
+    const waits = await handle(stale, reserve())
+    expect(waits.send?.map((s) => s.envelope.type)).toEqual([
+      "task.node-full",
+      "workspace.idle-timeout",
+      "workspace.idle-timeout"
+    ])
+    expect(waits.state.reserved).toBeUndefined()
   })
 
   it("are the owner's only", async () => {

@@ -41,7 +41,7 @@ const decodeNodes = decodeRows(Domain.Rows.NodeRow, "node")
 const WorkspaceRef_ = z.object({ workspaceId: WorkspaceId })
 const decodeWorkspaceRefs = decodeRows(WorkspaceRef_, "workspace")
 const decodeReservations = decodeRows(
-  WorkspaceRef_.extend({ taskEnded: z.boolean(), reclaimable: z.boolean() }),
+  WorkspaceRef_.extend({ taskEnded: z.boolean(), inUse: z.boolean() }),
   "reservation"
 )
 const decodeTaskIds = decodeRows(z.object({ id: TaskId }), "task")
@@ -131,11 +131,15 @@ export const NodeKind = Actor.make({
             WHERE n.owner_id = ${command.body.ownerId} AND t.status IN ('completed', 'failed', 'cancelled')
             ORDER BY t.finished_at LIMIT 4`.pipe(Effect.map(decodeWorkspaceRefs))
         : []
+      // Whether a slot's workspace has an active session: only a reservation hands slots over (ADR 0038), so
+      // other commands (heartbeats among them) do not look, and count every slot as in use.
+      const inUse =
+        command.type === "node.reserve"
+          ? sql`EXISTS (SELECT 1 FROM sessions s WHERE s.workspace_id = r.workspace_id AND s.status = 'active')`
+          : sql`true`
       const reservations = yield* sql`
         SELECT r.workspace_id, COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false) AS task_ended,
-          COALESCE(t.status IN ('completed', 'failed', 'cancelled'), false)
-            AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.workspace_id = r.workspace_id AND s.status = 'active')
-            AS reclaimable
+          ${inUse} AS in_use
         FROM node_reservations r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.node_id = ${id} ORDER BY r.created_at`.pipe(
         Effect.map(decodeReservations)
       )
@@ -190,7 +194,7 @@ export const NodeKind = Actor.make({
           ...reservations.filter((r) => r.taskEnded).map((r) => r.workspaceId),
           ...ownerIdle.map((r) => r.workspaceId)
         ],
-        reclaimable: reservations.filter((r) => r.reclaimable).map((r) => r.workspaceId),
+        reclaimable: reservations.filter((r) => r.taskEnded && !r.inUse).map((r) => r.workspaceId),
         capacityWaiters: capacityWaiters.map((r) => r.id),
         fleet:
           fleet === null || joining === null

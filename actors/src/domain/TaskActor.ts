@@ -394,7 +394,10 @@ const TaskFlow = Actor.make({
       case "task.session-status": {
         if (terminal || command.body.sessionId !== task.sessionId) return Effect.succeed({ state })
         if (command.body.status === "failed") {
-          return Effect.succeed(fail(state, task, `agent session failed: ${command.body.reason ?? "no reason given"}`))
+          // The session is opened with the workspace's dispatch (issue 12), so its failure (the node refusing its
+          // start, say) can come before the workspace's `running`: it is the agent session's step that failed.
+          const at = step(task, "agent_session")
+          return Effect.succeed(fail(state, at, `agent session failed: ${command.body.reason ?? "no reason given"}`))
         }
         if (command.body.status === "stopped") {
           // A user ended the session: that ends a conversation (completed, design §6) once its agent has run;

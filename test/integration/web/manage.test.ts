@@ -18,7 +18,7 @@ let context: BrowserContext
 let page: Page
 let projectUrl = ""
 
-const poll = <T>(fn: () => T | Promise<T>, options: { readonly timeout?: number } = {}) =>
+const poll = <T>(fn: () => T | Promise<T>, options: { readonly timeout?: number; readonly interval?: number } = {}) =>
   expect.poll(fn, { timeout: 10_000, ...options })
 
 const composerText = () => page.locator("#composer-text")
@@ -71,13 +71,15 @@ afterAll(async () => {
 describe("web app: tasks, nodes and workspaces, members, the bell", () => {
   it("retries a failed task from the failure card: it runs again, and its history shows both runs", async () => {
     await page.goto(projectUrl)
-    await sendTask("crash")
+    // The agent crashes after 2 s: a retry on the warm node fails again within a second otherwise, too soon
+    // to see the card go (CI missed it).
+    await sendTask("say about to crash\nsleep 2000\ncrash")
     await poll(() => page.getByTestId("failure-card").isVisible(), { timeout: 90_000 }).toBe(true)
     const tasks = await apiGet(stack, context, `/projects/${projectIdOf()}/tasks?status=failed`)
     failedTaskId = tasks.tasks[0].id
     await page.getByTestId("failure-card").getByRole("button", { name: "Retry" }).click()
     // The card goes while the task runs again, and comes back when the agent crashes once more.
-    await poll(() => page.getByTestId("failure-card").count(), { timeout: 20_000 }).toBe(0)
+    await poll(() => page.getByTestId("failure-card").count(), { timeout: 20_000, interval: 200 }).toBe(0)
     await poll(() => page.getByTestId("failure-card").isVisible(), { timeout: 90_000 }).toBe(true)
     expect(await page.getByTestId("failure-reason").textContent()).toMatch(/crash|exit/i)
     const task = await apiGet(stack, context, `/tasks/${failedTaskId}`)

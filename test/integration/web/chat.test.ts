@@ -1,7 +1,7 @@
-import type { BrowserContext, Page } from "playwright-core"
+import type { BrowserContext, Page, Route } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeRepo } from "../../src/Repo.js"
-import { apiGet, newContext, repoDir, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
+import { apiGet, newContext, repoDir, sessionToken, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
 
 /**
  * The web app as a person uses it, in Debian's Chromium against a real stack: gateway, control
@@ -184,6 +184,43 @@ describe("web app: project chat in the browser", () => {
     await poll(() => page.getByTestId("session-status").getAttribute("data-status")).toBe("failed")
     expect(await page.getByTestId("working-bar").count()).toBe(0)
     await shot(page, "failed")
+  })
+
+  it("goes to a new task's conversation even when reading the task failed while it ran", async () => {
+    // The node is retired, so the task waits for a new one and the page waits on the task (`?task=`).
+    const token = await sessionToken(context)
+    for (const node of (await apiGet(stack, context, "/nodes")).nodes) {
+      const retired = await fetch(`${stack.url}/api/v1/nodes/${node.id}`, {
+        method: "DELETE",
+        headers: { authorization: `Bearer ${token}` }
+      })
+      expect(retired.status).toBe(202)
+    }
+    await page.goto(projectUrl)
+    await page.selectOption("#composer-mode", "task")
+    // Every read of a task from the page fails (a flaky network) until the task is done and the page has
+    // gone quiet, so no live event is left to ask for another read: the page still reaches the conversation.
+    let lastRead = Date.now()
+    const failing = (route: Route) => {
+      lastRead = Date.now()
+      return route.abort("connectionreset")
+    }
+    await page.route("**/api/v1/tasks/task_*", failing)
+    try {
+      await send("say read after the network came back")
+      await page.waitForURL(/\/chat\?task=task_/, { timeout: 30_000 })
+      const taskId = new URL(page.url()).searchParams.get("task")
+      await poll(async () => (await apiGet(stack, context, `/tasks/${taskId}`)).status, { timeout: 60_000 }).toBe(
+        "completed"
+      )
+      await poll(() => Date.now() - lastRead > 1_500, { timeout: 30_000 }).toBe(true)
+    } finally {
+      await page.unroute("**/api/v1/tasks/task_*", failing)
+    }
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 15_000 })
+    await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
+      "read after the network came back"
+    )
   })
 
   it("counts unread Priority notifications on the bell and shows them by tab", async () => {

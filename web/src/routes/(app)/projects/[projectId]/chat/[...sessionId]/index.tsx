@@ -81,7 +81,9 @@ export const useChat = routeLoader$(async (event) => {
       task = await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId: session.taskId } }))
   } else if (taskParam !== null) {
     task = await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId: taskParam } }))
-    if (task.sessionId !== null) throw event.redirect(302, `/projects/${projectId}/chat/${task.sessionId}`)
+    // The task names its session a moment before the session is written: go there once it is listed.
+    if (task.sessionId !== null && sessions.sessions.some((s) => s.id === task?.sessionId))
+      throw event.redirect(302, `/projects/${projectId}/chat/${task.sessionId}`)
   }
   const prompts: Record<string, string> = {}
   for (const t of tasks.tasks) prompts[t.id] = t.prompt
@@ -203,7 +205,11 @@ export default component$(() => {
     // Bumped by every live change: a read that was in flight meanwhile is older than what the page
     // shows (it would bring a failed session back as idle), and the refresh that change asked for follows.
     let live = 0
-    const refresh = () => {
+    // Reads in a row that were set aside for a live change, or that failed: while the agent streams,
+    // every read overlaps a change, and a read lost to the network has no event to ask for another.
+    let discarded = 0
+    let failures = 0
+    const refresh = (delay = 150) => {
       clearTimeout(refreshTimer)
       refreshTimer = setTimeout(async () => {
         const started = live
@@ -214,7 +220,25 @@ export default component$(() => {
             ? undefined
             : call(api.call(Api.TaskEndpoints.getTask, { params: { taskId: state.task.id } }))
         ])
-        if (live !== started) return refresh()
+        // A page waiting on its task goes to the task's session once that session exists (the task names it
+        // a moment before the session is written), whatever came live meanwhile.
+        const opened = task?.ok && sessionId === null && state.task?.id === task.value.id ? task.value.sessionId : null
+        if (opened !== null && list.ok && list.value.sessions.some((s) => s.id === opened)) {
+          nav(`/projects/${projectId}/chat/${opened}`, { replaceState: true })
+          return
+        }
+        const lost = [list, one, task].some((r) => r?.ok === false && (r.error.status === 0 || r.error.status >= 500))
+        if (lost) {
+          // Read again, later each time (at most every 5 s): the page must not wait for an event that may not come.
+          failures++
+          return refresh(Math.min(500 * 2 ** failures, 5_000))
+        }
+        failures = 0
+        if (live !== started && discarded < 3) {
+          discarded++
+          return refresh()
+        }
+        discarded = 0
         if (list.ok) {
           // A read that raced a live event must not bring an older snapshot back.
           const known = new Map(state.sessions.map((s) => [s.id, s]))
@@ -231,13 +255,10 @@ export default component$(() => {
           const fresh = state.session
           state.sessions = state.sessions.map((s) => (s.id === fresh.id ? { ...s, snapshot: fresh.snapshot } : s))
         }
-        if (task?.ok && state.task?.id === task.value.id) {
-          state.task = task.value
-          if (sessionId === null && task.value.sessionId !== null) {
-            nav(`/projects/${projectId}/chat/${task.value.sessionId}`, { replaceState: true })
-          }
-        }
-      }, 150)
+        if (task?.ok && state.task?.id === task.value.id) state.task = task.value
+        // The task named a session not written yet: look again shortly.
+        if (opened !== null) refresh(300)
+      }, delay)
     }
 
     const patchSession = (id: string, patch: Partial<Session>) => {

@@ -69,12 +69,47 @@ const hopsOf = (correlationId: string, startedAt: number, until: number) =>
     return hops
   })
 
+const MILESTONES = [
+  "node gets workspace.create",
+  "node gets session.start",
+  "node reports its workspace running",
+  "node reports agent-started",
+  "node reports the first text"
+] as const
+type Milestone = (typeof MILESTONES)[number]
+
+/** The milestone a message on the bus is, if it is one: a command to a node, or a node's report. */
+const milestoneOf = (subject: string, data: Uint8Array): Milestone | undefined => {
+  if (!subject.startsWith("sam.node.") && !subject.startsWith("sam.agent.")) return undefined
+  let message: { type?: string; body?: Record<string, unknown> }
+  try {
+    message = JSON.parse(new TextDecoder().decode(data))
+  } catch {
+    return undefined
+  }
+  const body = message.body ?? {}
+  const eventTypes =
+    message.type === "session.event-reported"
+      ? [(body.event as { type?: string } | undefined)?.type]
+      : message.type === "session.events-reported"
+        ? ((body.events ?? []) as Array<{ event?: { type?: string } }>).map((e) => e.event?.type)
+        : []
+  if (message.type === "workspace.create") return "node gets workspace.create"
+  if (message.type === "session.start") return "node gets session.start"
+  if (message.type === "workspace.status-reported" && body.status === "running")
+    return "node reports its workspace running"
+  if (eventTypes.includes("agent-started")) return "node reports agent-started"
+  if (eventTypes.includes("text")) return "node reports the first text"
+  return undefined
+}
+
 /** Time from `task.submit` to the first text the agent streams, for `count` tasks one after another. */
 const timeTasks = (count: number, projectId: string, userId: string) =>
   Effect.gen(function* () {
     const { nc } = yield* Nats
     const latencies: Array<number> = []
     const hopTimes = new Map<string, Array<number>>()
+    const milestoneTimes = new Map<string, Array<number>>()
     for (let i = 0; i <= count; i++) {
       const taskId = makeId("task")
       const first = yield* Deferred.make<number>()
@@ -102,6 +137,17 @@ const timeTasks = (count: number, projectId: string, userId: string) =>
           }
         }
       })
+      // What crosses the bus for it: the node's commands and reports (milestones, first of each after the submit).
+      const seen = new Map<string, number>()
+      const mark = (name: string) => {
+        if (!seen.has(name)) seen.set(name, performance.now() - start)
+      }
+      const bus = nc.subscribe("sam.>", {
+        callback: (_, msg) => {
+          const milestone = milestoneOf(msg.subject, msg.data)
+          if (milestone !== undefined) mark(milestone)
+        }
+      })
       const submit = C.TaskSubmit.make({
         taskId,
         projectId: projectId as never,
@@ -117,12 +163,14 @@ const timeTasks = (count: number, projectId: string, userId: string) =>
       const deadline = Date.now() + 30_000
       while (demoAgentRunning() && Date.now() < deadline) yield* Effect.sleep("10 millis")
       sub.unsubscribe()
+      bus.unsubscribe()
       // The first task warms the node (provisioning, first agent start); it is not counted.
       if (i > 0) {
         latencies.push(at - start)
         for (const [hop, ms] of yield* hopsOf(submit.id, startedAt, at - start)) {
           hopTimes.set(hop, [...(hopTimes.get(hop) ?? []), ms])
         }
+        for (const [name, ms] of seen) milestoneTimes.set(name, [...(milestoneTimes.get(name) ?? []), ms])
       }
     }
     // each hop seen in at least half the tasks, by its median time after the submit
@@ -130,7 +178,10 @@ const timeTasks = (count: number, projectId: string, userId: string) =>
       .filter(([, times]) => times.length * 2 >= count)
       .map(([hop, times]) => [hop, summary(times).p50] as const)
       .sort((a, b) => a[1] - b[1])
-    return { ...summary(latencies), hops }
+    const milestones = Object.fromEntries(
+      MILESTONES.map((name) => [name, summary(milestoneTimes.get(name) ?? []).p50] as const)
+    ) as Record<Milestone, number>
+    return { ...summary(latencies), hops, milestones }
   })
 
 const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) =>
@@ -237,6 +288,22 @@ const program = Effect.gen(function* () {
     "|---|---:|",
     ...host.hops.map(([hop, ms]) => `| ${hop} | ${ms.toFixed(0)} |`),
     `| first text at the bus | ${host.p50.toFixed(0)} |`,
+    "",
+    "The same tasks as the node sees them: the commands it got and the reports it sent, each at its median",
+    "time after the submit, read from the bus:",
+    "",
+    "| on the bus | host p50 ms after submit | Docker p50 ms after submit |",
+    "|---|---:|---:|",
+    ...MILESTONES.map(
+      (name) =>
+        `| ${name} | ${host.milestones[name].toFixed(0)} | ${docker.ok ? docker.figures.milestones[name].toFixed(0) : "—"} |`
+    ),
+    `| first text at the bus (the control plane's event) | ${host.p50.toFixed(0)} | ${docker.ok ? docker.figures.p50.toFixed(0) : "—"} |`,
+    "",
+    `So, at the medians: the control plane takes ${host.milestones["node gets session.start"].toFixed(0)} ms to hand the node its`,
+    `session, the node ${(host.milestones["node reports the first text"] - host.milestones["node gets session.start"]).toFixed(0)} ms from there to report the first text`,
+    `(the agent's own start, alone, ${baseline.p50.toFixed(0)} ms), and the control plane ${(host.p50 - host.milestones["node reports the first text"]).toFixed(0)} ms to turn that`,
+    "report into the event a feed shows.",
     ""
   ].join("\n")
   yield* writeSection("Tasks", section)

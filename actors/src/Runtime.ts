@@ -1,13 +1,13 @@
 import { hostname } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { Nats } from "@sam/bus"
-import { Cause, Context, Effect, FiberSet, Layer, Queue } from "effect"
+import { Cause, Chunk, Context, Effect, FiberSet, Layer, Queue } from "effect"
 import type { AnyActorKind } from "./ActorKind.js"
 import { sanitizeInstance } from "./internal/LeasePlan.js"
 import { type LeaseManager, manageLeases } from "./internal/Leases.js"
-import { publishRows } from "./internal/Relay.js"
+import { publishNow, publishRows } from "./internal/Relay.js"
 import { type RuntimeEvent, type RuntimeOptions, resolve } from "./internal/Settings.js"
-import { makeStore } from "./internal/Store.js"
+import { type ClaimedRow, makeStore } from "./internal/Store.js"
 
 /** The oldest outbox rows looked at by one prune statement, and statements per prune. */
 const PRUNE_BATCH = 5_000
@@ -46,9 +46,18 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
   const nats = yield* Nats
   const sql = yield* SqlClient.SqlClient
   const settings = resolve(options, defaultInstanceId())
-  // A commit that wrote outbox rows wakes the relay; it otherwise polls (other instances' rows).
-  const outboxWritten = yield* Queue.sliding<void>(1)
-  const store = makeStore(sql, settings.idleInTransactionMs, () => Queue.unsafeOffer(outboxWritten, undefined))
+  // A commit publishes its outbox rows at once, in commit order (the publishes are issued on one connection before
+  // anything else runs), and marks them sent once JetStream has them; the relay publishes what is left unmarked.
+  const published = yield* Queue.unbounded<string>()
+  const publishCommitted = (rows: ReadonlyArray<ClaimedRow>) => {
+    publishNow(nats, rows).then(
+      () => {
+        for (const row of rows) Queue.unsafeOffer(published, row.messageId)
+      },
+      () => undefined // the relay publishes them after the grace
+    )
+  }
+  const store = makeStore(sql, settings.idleInTransactionMs, publishCommitted)
   const run = yield* FiberSet.makeRuntime<never>()
   const fork = <A, E>(effect: Effect.Effect<A, E>) => run(effect)
   const emit = (event: RuntimeEvent) => {
@@ -58,7 +67,7 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
     }
   }
 
-  const poll = (name: string, step: Effect.Effect<number, unknown>, wake?: Queue.Queue<void>) =>
+  const poll = (name: string, step: Effect.Effect<number, unknown>) =>
     Effect.gen(function* () {
       while (true) {
         const n = yield* step.pipe(
@@ -67,11 +76,25 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
           )
         )
         if (n > 0) continue
-        const idle = Effect.sleep(settings.pollEveryMs)
-        yield* wake === undefined ? idle : Effect.race(idle, Queue.take(wake))
+        yield* Effect.sleep(settings.pollEveryMs)
       }
     })
-  fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats)), outboxWritten))
+  // Marks for every row published meanwhile in one statement; a mark that fails has the relay publish again.
+  fork(
+    Effect.gen(function* () {
+      while (true) {
+        const ids = yield* Queue.takeBetween(published, 1, 5_000)
+        yield* store
+          .markSent(Chunk.toReadonlyArray(ids))
+          .pipe(
+            Effect.catchAllCause((cause) =>
+              Effect.logWarning("marking published outbox rows failed; the relay publishes them", Cause.pretty(cause))
+            )
+          )
+      }
+    })
+  )
+  fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats))))
   fork(poll("timer poller", store.fireTimers(200, publishRows(nats))))
   // Published outbox rows go once JetStream no longer needs them to drop a repeat, and inbox rows once
   // SAM_CMD no longer holds their command (every instance prunes; deleting the same rows twice is

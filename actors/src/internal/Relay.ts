@@ -12,9 +12,13 @@ const encoder = new TextEncoder()
  */
 export const publishRows = (nats: Nats["Type"]) => (rows: ReadonlyArray<ClaimedRow>) =>
   Effect.tryPromise({
-    try: () =>
-      Promise.all(
-        rows.map((row) => nats.js.publish(row.subject, encoder.encode(row.payload), { msgID: row.messageId }))
-      ),
+    try: () => publishNow(nats, rows),
     catch: (cause) => new NatsError({ reason: "Publish", message: `outbox publish failed: ${cause}`, cause })
   }).pipe(Effect.asVoid)
+
+/**
+ * The same as a promise: every publish is issued before this returns (in order, on one connection), and
+ * the promise settles once JetStream has acknowledged them all, or one failed.
+ */
+export const publishNow = (nats: Nats["Type"], rows: ReadonlyArray<ClaimedRow>) =>
+  Promise.all(rows.map((row) => nats.js.publish(row.subject, encoder.encode(row.payload), { msgID: row.messageId })))

@@ -48,10 +48,21 @@ const FENCE_HOLD_MS = 2_000
 
 /** The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases. */
 /**
- * `onOutbox` is called after a commit that wrote outbox rows: the relay publishes them at once
- * instead of at its next poll (the live path's latency, issue 12).
+ * How long the relay leaves a committed outbox row to the commit that wrote it: that commit publishes its rows
+ * itself (`onCommitted`); the relay publishes what it could not (a failed publish, a process gone meanwhile).
  */
-export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number, onOutbox: () => void = () => {}) => {
+export const DIRECT_PUBLISH_GRACE_MS = 2_000
+
+/**
+ * `onCommitted` is called, synchronously and in commit order, with the outbox rows of each commit: the
+ * committer publishes them at once (issue 12: no relay transaction on every hop) and marks them sent
+ * (`markSent`); what it does not mark, the relay publishes after `DIRECT_PUBLISH_GRACE_MS`.
+ */
+export const makeStore = (
+  sql: SqlClient.SqlClient,
+  idleInTransactionMs: number,
+  onCommitted: (rows: ReadonlyArray<ClaimedRow>) => void = () => {}
+) => {
   // One statement both claims the message id and bounds how long this transaction may sit idle: an
   // owner frozen mid-transaction (SIGSTOP) must not hold its row locks forever.
   const claimInbox = (messageId: string, kind: string, entityId: string) =>
@@ -81,17 +92,20 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => new Set(rows.map((row) => row.mid))))
 
   /** Outbox rows in order, 1,000 a statement (Postgres takes at most 65,535 parameters in one). */
-  const outboxStatements = (rows: ReadonlyArray<Outgoing>) =>
+  const outboxStatements = (rows: ReadonlyArray<ClaimedRow>) =>
     Array.from({ length: Math.ceil(rows.length / 1000) }, (_, i) => rows.slice(i * 1000, (i + 1) * 1000)).map(
       (chunk) =>
         sql`INSERT INTO actor_outbox ${sql.insert(
-          chunk.map((row) => ({
-            message_id: row.envelope.id,
-            subject: row.subject,
-            payload: text(encode(row.envelope))
-          }))
+          chunk.map((row) => ({ message_id: row.messageId, subject: row.subject, payload: row.payload }))
         )} ON CONFLICT (message_id) DO NOTHING`
     )
+
+  /** An outgoing message as its outbox row (encoded once: the row and the commit's own publish share it). */
+  const rowOf = (row: Outgoing): ClaimedRow => ({
+    messageId: row.envelope.id,
+    subject: row.subject,
+    payload: text(encode(row.envelope))
+  })
 
   // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner
   // must update to take the shard. That gap is a few statements' time: an owner frozen in it (SIGSTOP, a
@@ -99,7 +113,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
   // failover test), so the check also shortens the idle bound for the rest of the transaction.
   // The transaction's outbox rows are written by the same statement (the last 1,000 of them, in its
   // WITH; any before in statements of their own): one round trip less per commit (issue 12).
-  const writeOutboxAndCheckFence = (rows: ReadonlyArray<Outgoing>, kind: string, shard: number, epoch: number) =>
+  const writeOutboxAndCheckFence = (rows: ReadonlyArray<ClaimedRow>, kind: string, shard: number, epoch: number) =>
     Effect.gen(function* () {
       const inserts = outboxStatements(rows)
       const last = inserts.pop()
@@ -237,14 +251,16 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       const claimed = yield* claimInboxes(inputs)
       for (const input of inputs)
         applied.push(yield* applyOne(input, claimed.delete(input.envelope.id), transaction, carried, outbox))
-      yield* writeOutboxAndCheckFence(outbox, first.kind.name, first.shard, first.epoch)
-      return applied
+      const rows = outbox.map(rowOf)
+      yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)
+      return { applied, rows }
     }).pipe(
       sql.withTransaction,
       Effect.provideService(SqlClient.SqlClient, sql),
       // Committed: what lies outside Postgres follows now. Its failure no longer changes the outcome.
-      Effect.tap((applied) => {
-        if (applied.some((a) => a.outgoing > 0)) onOutbox()
+      Effect.map(({ applied, rows }) => {
+        if (rows.length > 0) onCommitted(rows)
+        return applied
       }),
       Effect.tap((applied) =>
         Effect.forEach(
@@ -291,14 +307,17 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
         reason: letter.reason,
         detail: letter.detail.slice(0, 4000)
       })
-      yield* writeOutboxAndCheckFence(
-        [systemEvent(letter.kind, letter.entityId, event)],
-        letter.kind,
-        letter.shard,
-        letter.epoch
-      )
-      return true
-    }).pipe(sql.withTransaction)
+      const rows = [rowOf(systemEvent(letter.kind, letter.entityId, event))]
+      yield* writeOutboxAndCheckFence(rows, letter.kind, letter.shard, letter.epoch)
+      return rows
+    }).pipe(
+      sql.withTransaction,
+      Effect.map((rows) => {
+        if (rows === false) return false
+        onCommitted(rows)
+        return true
+      })
+    )
 
   const readFence = (kind: string, shard: number) =>
     sql<{ epoch: string }>`SELECT epoch FROM actor_shard_fences WHERE kind = ${kind} AND shard = ${shard}`.pipe(
@@ -338,19 +357,31 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
       return rows.length
     }).pipe(sql.withTransaction)
 
-  // One relay at a time per database (a transaction-scoped advisory lock, freed if its holder dies), so
-  // rows are published in commit order; another instance's relay takes over on its next poll.
+  // The rows no commit published itself within the grace (its publish failed, its process went): one relay at
+  // a time per database (a transaction-scoped advisory lock, freed if its holder dies) publishes them in the
+  // order they were written; another instance's relay takes over on its next poll.
   const relayOutbox = (limit: number, publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>) =>
     drain(
       (n) => sql<ClaimedRow>`
         SELECT message_id AS "messageId", subject, payload FROM actor_outbox
-        WHERE sent_at IS NULL AND pg_try_advisory_xact_lock(${OUTBOX_LOCK})
+        WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => ${DIRECT_PUBLISH_GRACE_MS / 1000})
+          AND pg_try_advisory_xact_lock(${OUTBOX_LOCK})
         ORDER BY seq LIMIT ${n} FOR UPDATE SKIP LOCKED`,
       (rows) =>
         sql`UPDATE actor_outbox SET sent_at = now() WHERE message_id IN ${sql.in(rows.map((row) => row.messageId))}`,
       limit,
       publish
     )
+
+  /**
+   * Mark rows their commit published as sent (one statement; its commit need not wait for the disk: a mark
+   * lost in a crash has the relay publish the row again, which JetStream drops as a repeat).
+   */
+  const markSent = (messageIds: ReadonlyArray<string>) =>
+    sql`
+      UPDATE actor_outbox SET sent_at = now()
+      WHERE message_id IN ${sql.in(messageIds)} AND sent_at IS NULL
+        AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL`
 
   const fireTimers = (limit: number, publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>) =>
     drain(
@@ -402,6 +433,7 @@ export const makeStore = (sql: SqlClient.SqlClient, idleInTransactionMs: number,
     readFence,
     writeFence,
     relayOutbox,
+    markSent,
     fireTimers,
     pruneOutbox,
     pruneInbox,

@@ -88,59 +88,69 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
     }).pipe(Effect.provide(env()))
   )
 
-  it.scopedLive("published outbox rows are deleted after the retention; rows not yet published are kept", () =>
-    Effect.gen(function* () {
-      const kind = counterKind(unique("k"), 2)
-      const runtime = yield* startRuntime(url, [kind], {
-        instanceId: unique("inst"),
-        leaseTtl: "3 seconds",
-        retryBase: "20 millis",
-        pollEvery: "50 millis",
-        outboxRetention: "0 millis",
-        pruneEvery: "50 millis"
-      })
-      yield* waitUntil(
-        "all shards leased",
-        Effect.sync(() => runtime.shards().length === 2),
-        10_000
-      )
-      const sql = yield* SqlClient.SqlClient
-      const rowsOf = sql<{ messageId: string; sent: boolean }>`
+  it.scopedLive(
+    "a commit publishes its own outbox rows; published rows are deleted after the retention, unpublished ones kept for the relay",
+    () =>
+      Effect.gen(function* () {
+        const kind = counterKind(unique("k"), 2)
+        const runtime = yield* startRuntime(url, [kind], {
+          instanceId: unique("inst"),
+          leaseTtl: "3 seconds",
+          retryBase: "20 millis",
+          pollEvery: "50 millis",
+          outboxRetention: "0 millis",
+          pruneEvery: "50 millis"
+        })
+        yield* waitUntil(
+          "all shards leased",
+          Effect.sync(() => runtime.shards().length === 2),
+          10_000
+        )
+        const sql = yield* SqlClient.SqlClient
+        const rowsOf = sql<{ messageId: string; sent: boolean }>`
         SELECT message_id, sent_at IS NOT NULL AS sent FROM actor_outbox WHERE subject LIKE ${`%.${kind.name}.%`}`
-      // Published, then gone.
-      yield* Actors.ask(kind, "e1", Increment.make({ seq: 1 }))
-      yield* waitUntil(
-        "the published event's row deleted",
-        rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
-        10_000
-      )
-      // While the relay cannot run (another holds its lock), the next event's row waits unpublished.
-      const release = yield* Deferred.make<void>()
-      const held = yield* Deferred.make<void>()
-      yield* sql`SELECT pg_advisory_xact_lock(${0x5a4d0b0c})`.pipe(
-        Effect.zipRight(Deferred.succeed(held, undefined)),
-        Effect.zipRight(Deferred.await(release)),
-        sql.withTransaction,
-        Effect.forkScoped
-      )
-      yield* Deferred.await(held)
-      yield* Actors.ask(kind, "e1", Increment.make({ seq: 2 }))
-      const [waiting] = yield* rowsOf
-      expect(waiting).toMatchObject({ sent: false })
-      // A published row from long ago, added after it: once that one is pruned, a prune ran past the waiting row.
-      yield* sql`
+        // Published, then gone.
+        yield* Actors.ask(kind, "e1", Increment.make({ seq: 1 }))
+        yield* waitUntil(
+          "the published event's row deleted",
+          rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
+          10_000
+        )
+        // While the relay cannot run (another holds its lock), a commit still publishes its own rows.
+        const release = yield* Deferred.make<void>()
+        const held = yield* Deferred.make<void>()
+        yield* sql`SELECT pg_advisory_xact_lock(${0x5a4d0b0c})`.pipe(
+          Effect.zipRight(Deferred.succeed(held, undefined)),
+          Effect.zipRight(Deferred.await(release)),
+          sql.withTransaction,
+          Effect.forkScoped
+        )
+        yield* Deferred.await(held)
+        yield* Actors.ask(kind, "e1", Increment.make({ seq: 2 }))
+        yield* waitUntil(
+          "the event published by its commit and its row deleted",
+          rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
+          10_000
+        )
+        // A row its commit did not publish (its publish failed, its process went) waits for the relay.
+        const unsent = `msg_unsent${unique("x")}`
+        yield* sql`
+        INSERT INTO actor_outbox (message_id, subject, payload, created_at)
+        VALUES (${unsent}, ${`sam.evt.test.${kind.name}.e1.x`}, '{}', now() - interval '1 minute')`
+        // A published row from long ago, added after it: once that one is pruned, a prune ran past the waiting row.
+        yield* sql`
         INSERT INTO actor_outbox (message_id, subject, payload, sent_at)
         VALUES (${`msg_old${unique("x")}`}, ${`sam.evt.test.${kind.name}.old.x`}, '{}', now() - interval '2 hours')`
-      yield* waitUntil("the old published row pruned", rowsOf.pipe(Effect.map((rows) => rows.length === 1)), 10_000)
-      expect(yield* rowsOf).toEqual([{ messageId: waiting!.messageId, sent: false }])
-      // The relay runs again: the event is published, then its row goes too.
-      yield* Deferred.succeed(release, undefined)
-      yield* waitUntil(
-        "the held event published and its row deleted",
-        rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
-        10_000
-      )
-    }).pipe(Effect.provide(env()))
+        yield* waitUntil("the old published row pruned", rowsOf.pipe(Effect.map((rows) => rows.length === 1)), 10_000)
+        expect(yield* rowsOf).toEqual([{ messageId: unsent, sent: false }])
+        // The relay runs again: the row is published, then it goes too.
+        yield* Deferred.succeed(release, undefined)
+        yield* waitUntil(
+          "the held row published and deleted",
+          rowsOf.pipe(Effect.map((rows) => rows.length === 0)),
+          10_000
+        )
+      }).pipe(Effect.provide(env()))
   )
 
   it.scopedLive(

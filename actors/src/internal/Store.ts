@@ -46,14 +46,14 @@ export const systemEvent = (kind: string, id: string | null, envelope: Envelope)
 /** How long a commit may sit idle once it holds its shard's fence row (see `writeOutboxAndCheckFence`). */
 const FENCE_HOLD_MS = 2_000
 
-/** The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases. */
 /**
  * How long the relay leaves a committed outbox row to the commit that wrote it: that commit publishes its rows
  * itself (`onCommitted`); the relay publishes what it could not (a failed publish, a process gone meanwhile).
  */
-export const DIRECT_PUBLISH_GRACE_MS = 2_000
+const DIRECT_PUBLISH_GRACE_MS = 2_000
 
 /**
+ * The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases.
  * `onCommitted` is called, synchronously and in commit order, with the outbox rows of each commit: the
  * committer publishes them at once (issue 12: no relay transaction on every hop) and marks them sent
  * (`markSent`); what it does not mark, the relay publishes after `DIRECT_PUBLISH_GRACE_MS`.

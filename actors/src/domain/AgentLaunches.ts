@@ -32,6 +32,47 @@ export const mergeAssets = (rows: ReadonlyArray<AssetRow>, profileId: string | n
 
 const reveal = (row: AssetRow) => (row.isSecret ? SecretBox.open(row.value) : Effect.succeed(row.value))
 
+/** What `launchQuery` returns: one row, its parts as JSON (keys named as the fields are). */
+interface LaunchRow {
+  readonly profile: ProfileRow | null
+  readonly env: ReadonlyArray<AssetRow> | null
+  readonly files: ReadonlyArray<AssetRow> | null
+  readonly credentials: ReadonlyArray<{ readonly kind: Api.CredentialKind; readonly sealed: string }> | null
+}
+
+/**
+ * Everything a launch reads, in one statement (issue 12: it is on the way to a task's first output, inside the
+ * session's open, and five statements one after another cost four round trips more): the task's profile in this
+ * project, the project's and that profile's runtime variables and files, and the submitter's stored credential
+ * for the agent when the harness takes one.
+ */
+const launchQuery = (
+  sql: SqlClient.SqlClient,
+  input: { readonly taskId: string | undefined; readonly projectId: string; readonly agent: string },
+  withCredential: boolean
+) => {
+  const taskId = input.taskId ?? null
+  const asset = (table: "runtime_env_vars" | "runtime_files", name: string, value: string) =>
+    sql`(SELECT json_agg(json_build_object('profileId', a.profile_id, 'name', a.${sql(name)},
+          'value', a.${sql(value)}, 'isSecret', a.is_secret))
+        FROM ${sql(table)} a
+        WHERE a.project_id = ${input.projectId} AND (a.profile_id IS NULL OR a.profile_id = (SELECT id FROM profile)))`
+  return sql<LaunchRow>`
+    WITH profile AS (
+      SELECT p.id, p.model, p.permission_mode, p.system_prompt_append
+      FROM task_agent_profiles tp JOIN agent_profiles p ON p.id = tp.profile_id
+      WHERE tp.task_id = ${taskId} AND p.project_id = ${input.projectId}
+      LIMIT 1)
+    SELECT
+      (SELECT json_build_object('id', id, 'model', model, 'permissionMode', permission_mode,
+        'systemPromptAppend', system_prompt_append) FROM profile) AS profile,
+      ${asset("runtime_env_vars", "env_key", "value")} AS env,
+      ${asset("runtime_files", "file_path", "content")} AS files,
+      (SELECT json_agg(json_build_object('kind', c.kind, 'sealed', c.sealed))
+        FROM agent_credentials c JOIN tasks t ON t.created_by = c.user_id
+        WHERE ${withCredential} AND t.id = ${taskId} AND c.agent = ${input.agent}) AS credentials`
+}
+
 /**
  * What the agent of a task's session starts with, resolved in the control plane so the node gets one payload
  * (ADR 0024): the submitter's credential for the agent (as its variable, or its file in the workspace user's home),
@@ -46,26 +87,11 @@ export const resolveLaunch = Effect.fn("AgentLaunches.resolve")(function* (input
 }) {
   const sql = yield* SqlClient.SqlClient
   const harness = Api.Harnesses[input.agent]
-  const tasks =
-    input.taskId === undefined
-      ? []
-      : yield* sql<{ createdBy: string }>`SELECT created_by FROM tasks WHERE id = ${input.taskId}`
-  const userId = tasks[0]?.createdBy
-  const profiles =
-    input.taskId === undefined
-      ? []
-      : yield* sql<ProfileRow>`
-          SELECT p.id, p.model, p.permission_mode, p.system_prompt_append
-          FROM task_agent_profiles tp JOIN agent_profiles p ON p.id = tp.profile_id
-          WHERE tp.task_id = ${input.taskId} AND p.project_id = ${input.projectId}`
-  const profile = profiles[0]
+  const found = (yield* launchQuery(sql, input, harness.credentials.length > 0))[0]
+  const profile = found?.profile ?? undefined
   const profileId = profile?.id ?? null
-  const envRows = yield* sql<AssetRow>`
-    SELECT profile_id, env_key AS name, value, is_secret FROM runtime_env_vars
-    WHERE project_id = ${input.projectId} AND (profile_id IS NULL OR profile_id = ${profileId})`
-  const fileRows = yield* sql<AssetRow>`
-    SELECT profile_id, file_path AS name, content AS value, is_secret FROM runtime_files
-    WHERE project_id = ${input.projectId} AND (profile_id IS NULL OR profile_id = ${profileId})`
+  const envRows = found?.env ?? []
+  const fileRows = found?.files ?? []
 
   const env: Record<string, string> = {}
   for (const row of mergeAssets(envRows, profileId)) env[row.name] = yield* reveal(row)
@@ -74,11 +100,7 @@ export const resolveLaunch = Effect.fn("AgentLaunches.resolve")(function* (input
 
   let unavailable: string | undefined
   if (harness.credentials.length > 0) {
-    const stored =
-      userId === undefined
-        ? []
-        : yield* sql<{ kind: Api.CredentialKind; sealed: string }>`
-            SELECT kind, sealed FROM agent_credentials WHERE user_id = ${userId} AND agent = ${input.agent}`
+    const stored = found?.credentials ?? []
     const credential = stored[0]
     const spec = harness.credentials.find((c) => c.kind === credential?.kind)
     if (credential === undefined || spec === undefined) {

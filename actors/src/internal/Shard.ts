@@ -19,6 +19,8 @@ interface Mailbox {
   readonly id: string
   readonly queue: Queue.Queue<JsMsg>
   busy: boolean
+  /** when it was last given a message or last finished one: it is passivated `idleAfterMs` after that */
+  lastUsed: number
 }
 
 export interface ShardHandle {
@@ -364,34 +366,57 @@ export const startShard = (deps: ShardDeps) =>
         yield* applyGroup(group)
       })
 
+    /**
+     * An entity's messages, one group at a time. Its take is never interrupted while a message may be on the
+     * way to it: an interrupted `Queue.take` whose item was already handed over loses that item (Effect's
+     * queue does not put it back), and a lost message here is held, its ack deadline pushed back for as long
+     * as the shard is ours, and never applied. So an idle mailbox is not left by a timeout on its take; the
+     * sweeper below shuts its queue down once nothing waits in it and nothing was offered for `idleAfterMs`.
+     */
     const mailboxLoop = (box: Mailbox): Effect.Effect<void> =>
       Effect.gen(function* () {
         while (true) {
-          const next = yield* Queue.take(box.queue).pipe(Effect.timeoutOption(settings.idleAfterMs))
-          if (Option.isNone(next)) {
-            // Passivation is decided synchronously, so the dispatcher never offers to a mailbox that left.
-            const left = yield* Effect.sync(() => {
-              if (box.queue.unsafeSize().pipe(Option.getOrElse(() => 0)) > 0) return false
-              if (boxes.get(box.id) === box) boxes.delete(box.id)
-              return true
-            })
-            if (left) return
-            continue
-          }
+          const next = yield* Queue.take(box.queue)
           if (!active) continue // not ours any more: leave it unacked for the new owner
           box.busy = true
           // What else waits for this entity goes in the same transaction (group commit, issue 12).
-          const taken = [next.value, ...(yield* Queue.takeUpTo(box.queue, settings.groupMax - 1))]
+          const taken = [next, ...(yield* Queue.takeUpTo(box.queue, settings.groupMax - 1))]
           yield* handleMany(taken).pipe(
             Effect.ensuring(
               Effect.sync(() => {
                 box.busy = false
+                box.lastUsed = Date.now()
                 for (const msg of taken) held.delete(msg)
               })
             )
           )
         }
       })
+
+    /**
+     * Passivation: a mailbox that is not busy, holds no message and was given none for `idleAfterMs` leaves
+     * the map and its queue is shut down (which ends its loop's waiting take). All of that is decided
+     * synchronously, so the dispatcher never offers to a mailbox that left; and a message handed to a loop
+     * but not yet taken up counts as use (`dispatch` stamps `lastUsed`), so its mailbox is not idle.
+     */
+    const sweepEveryMs = Math.max(5, Math.min(1_000, Math.floor(settings.idleAfterMs / 2)))
+    const sweeper = deps.fork(
+      Effect.gen(function* () {
+        while (true) {
+          yield* Effect.sleep(sweepEveryMs)
+          const now = Date.now()
+          const idle: Array<Mailbox> = []
+          for (const box of boxes.values()) {
+            // A queue's size is negative while its loop waits on it: count only messages.
+            const waiting = box.queue.unsafeSize().pipe(Option.getOrElse(() => 0))
+            if (box.busy || waiting > 0 || now - box.lastUsed < settings.idleAfterMs) continue
+            boxes.delete(box.id)
+            idle.push(box)
+          }
+          for (const box of idle) yield* Queue.shutdown(box.queue)
+        }
+      })
+    )
 
     const dispatch = (msg: JsMsg) =>
       Effect.suspend(() => {
@@ -402,13 +427,16 @@ export const startShard = (deps: ShardDeps) =>
           const created: Mailbox = {
             id,
             queue: Effect.runSync(Queue.bounded<JsMsg>(settings.mailboxCapacity)),
-            busy: false
+            busy: false,
+            lastUsed: Date.now()
           }
           boxes.set(id, created)
           deps.fork(mailboxLoop(created))
           box = created
         }
-        held.set(msg, Date.now())
+        const now = Date.now()
+        held.set(msg, now)
+        box.lastUsed = now
         // A full mailbox suspends the puller: nothing more is pulled until this entity catches up.
         return box.queue.unsafeOffer(msg) ? Effect.void : Queue.offer(box.queue, msg)
       })
@@ -472,13 +500,19 @@ export const startShard = (deps: ShardDeps) =>
       Effect.gen(function* () {
         yield* Fiber.interrupt(puller)
         yield* Fiber.interrupt(extender)
+        yield* Fiber.interrupt(sweeper)
         if (graceful && active) {
           const deadline = Date.now() + settings.drainTimeoutMs
           while (!idle() && Date.now() < deadline) yield* Effect.sleep(10)
         }
         active = false
         held.clear()
-        for (const box of boxes.values()) yield* Queue.takeAll(box.queue)
+        // What waits in the mailboxes is left unacknowledged for the next owner; their loops end.
+        for (const box of boxes.values()) {
+          yield* Queue.takeAll(box.queue)
+          yield* Queue.shutdown(box.queue)
+        }
+        boxes.clear()
         // Groups still waiting are not ours any more: left unacknowledged for the next owner. A lane in the
         // middle of a batch carries it through (the fence decides); idle ones stop.
         yield* stoppedAll([...(yield* Queue.takeAll(submissions))])

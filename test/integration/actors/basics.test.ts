@@ -212,4 +212,44 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
         )
       }).pipe(Effect.provide(env()))
   )
+  it.scopedLive(
+    "a command that arrives as its entity's mailbox goes idle is applied, not lost",
+    () =>
+      Effect.gen(function* () {
+        // Mailboxes idle after 1 ms: between one command's answer and the next, each entity's mailbox
+        // passivates, or is about to, hundreds of times. A command handed to a mailbox as it goes idle must
+        // be applied, in order; one lost would be held, its ack deadline pushed back for ever, and its ask
+        // would time out.
+        const kind = counterKind(unique("k"), 2)
+        const runtime = yield* startRuntime(url, [kind], {
+          instanceId: unique("inst"),
+          leaseTtl: "3 seconds",
+          idleAfter: "1 millis"
+        })
+        yield* waitUntil(
+          "all shards leased",
+          Effect.sync(() => runtime.shards().length === 2),
+          10_000
+        )
+        const ENTITIES = 6
+        const EACH = 80
+        yield* Effect.forEach(
+          Array.from({ length: ENTITIES }, (_, e) => `e${e}`),
+          (id) =>
+            Effect.forEach(
+              Array.from({ length: EACH }, (_, i) => i + 1),
+              (seq) =>
+                Actors.ask(kind, id, Increment.make({ seq }), "5 seconds").pipe(
+                  Effect.zipLeft(Effect.sleep(`${seq % 3} millis`))
+                ),
+              { discard: true }
+            ),
+          { concurrency: "unbounded", discard: true }
+        )
+        const states = yield* counters(kind.name)
+        for (let e = 0; e < ENTITIES; e++)
+          expect(states.get(`e${e}`)).toMatchObject({ count: EACH, lastSeq: EACH, violations: 0 })
+      }).pipe(Effect.provide(env())),
+    120_000
+  )
 })

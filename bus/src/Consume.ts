@@ -252,6 +252,7 @@ export const handleOne =
       // What the handler publishes follows the message it handles (issue 12).
       Trace.withCorrelation(delivery.envelope.correlationId),
       Effect.withSpan("Bus.handle", {
+        captureStackTrace: false,
         ...Option.match(Trace.parentOf(delivery.msg.headers?.get("traceparent")), {
           onNone: () => ({}),
           onSome: (parent) => ({ parent })

@@ -135,7 +135,10 @@ const answerOn = (auth: Auth, msg: Msg) => {
       })
     ),
     Effect.catchAllDefect((defect) => Effect.logWarning(`ingress could not reply on ${msg.subject}`, defect)),
-    Effect.withSpan("Ingress.request", { attributes: { subject: msg.subject, "request.id": requestId } })
+    Effect.withSpan("Ingress.request", {
+      captureStackTrace: false,
+      attributes: { subject: msg.subject, "request.id": requestId }
+    })
   )
 }
 

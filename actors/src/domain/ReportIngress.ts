@@ -513,7 +513,7 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
           )
       }),
       Trace.withCorrelation(run[0]?.envelope.correlationId),
-      Effect.withSpan("ReportIngress.run", { attributes: { reports: run.length } })
+      Effect.withSpan("ReportIngress.run", { captureStackTrace: false, attributes: { reports: run.length } })
     )
   /** One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. */
   const handleEntity = (reports: ReadonlyArray<Consume.Delivery<AgentReport>>) =>

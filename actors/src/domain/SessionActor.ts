@@ -102,7 +102,10 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
             afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
           }
         }),
-        Effect.withSpan("SessionActor.handle", { attributes: { type: command.type, messageId: command.id } })
+        Effect.withSpan("SessionActor.handle", {
+          captureStackTrace: false,
+          attributes: { type: command.type, messageId: command.id }
+        })
       )
   })
 })

@@ -154,6 +154,7 @@ export const startShard = (deps: ShardDeps) =>
             })
             .pipe(
               Effect.withSpan("Actor.handle", {
+                captureStackTrace: false,
                 attributes: {
                   "actor.kind": kind.name,
                   "actor.id": id,
@@ -280,6 +281,7 @@ export const startShard = (deps: ShardDeps) =>
           const inputs = batch.flatMap((submission) => submission.items.map(inputOf))
           const exit = yield* store.commitGroup(inputs).pipe(
             Effect.withSpan("Actor.handleGroup", {
+              captureStackTrace: false,
               attributes: {
                 "actor.kind": kind.name,
                 "actor.shard": shard,

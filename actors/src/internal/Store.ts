@@ -218,6 +218,7 @@ export const makeStore = (
     }).pipe(
       Trace.withCorrelation(correlationId),
       Effect.withSpan("Actor.apply", {
+        captureStackTrace: false,
         ...Option.match(Trace.parentOf(input.traceparent), {
           onNone: () => ({}),
           onSome: (parent) => ({ parent })

@@ -469,6 +469,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
             })
           }),
           Effect.withSpan("VmAgent.command", {
+            captureStackTrace: false,
             attributes: {
               type: delivery.envelope.type,
               subject: delivery.subject,

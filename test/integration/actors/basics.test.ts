@@ -15,22 +15,27 @@ beforeAll(async () => {
 })
 const env = () => Layer.merge(natsAdmin("actors-basics"), sqlLayer(url))
 
+/** A runtime of this test's own (3 s leases) for `kind`, once it holds all of the kind's shards. */
+const leased = (kind: Actor.AnyActorKind, options: Omit<Parameters<typeof startRuntime>[2], "instanceId"> = {}) =>
+  Effect.gen(function* () {
+    const runtime = yield* startRuntime(url, [kind], { instanceId: unique("inst"), leaseTtl: "3 seconds", ...options })
+    yield* waitUntil(
+      "all shards leased",
+      Effect.sync(() => runtime.shards().length === kind.shards),
+      10_000
+    )
+    return runtime
+  })
+
 describe("actor runtime: ask, poison messages, passivation, status", () => {
   it.scopedLive("a garbage payload and a failing handler are dead-lettered and the entity keeps working", () =>
     Effect.gen(function* () {
       const kind = counterKind(unique("k"), 4)
-      const runtime = yield* startRuntime(url, [kind], {
-        instanceId: unique("inst"),
-        leaseTtl: "3 seconds",
+      const runtime = yield* leased(kind, {
         maxAttempts: 3,
         retryBase: "20 millis",
         idleAfter: "300 millis"
       })
-      yield* waitUntil(
-        "all shards leased",
-        Effect.sync(() => runtime.shards().length === 4),
-        10_000
-      )
       const first = yield* Actors.ask(kind, "e1", Increment.make({ seq: 1 }))
       expect(first).toEqual({ messageId: expect.any(String), outcome: "applied", reply: 1 })
 
@@ -93,19 +98,12 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
     () =>
       Effect.gen(function* () {
         const kind = counterKind(unique("k"), 2)
-        const runtime = yield* startRuntime(url, [kind], {
-          instanceId: unique("inst"),
-          leaseTtl: "3 seconds",
+        yield* leased(kind, {
           retryBase: "20 millis",
           pollEvery: "50 millis",
           outboxRetention: "0 millis",
           pruneEvery: "50 millis"
         })
-        yield* waitUntil(
-          "all shards leased",
-          Effect.sync(() => runtime.shards().length === 2),
-          10_000
-        )
         const sql = yield* SqlClient.SqlClient
         const rowsOf = sql<{ messageId: string; sent: boolean }>`
         SELECT message_id, sent_at IS NOT NULL AS sent FROM actor_outbox WHERE subject LIKE ${`%.${kind.name}.%`}`
@@ -159,20 +157,13 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
       Effect.gen(function* () {
         const kind = counterKind(unique("k"), 2)
         const repeats: Array<string> = []
-        const runtime = yield* startRuntime(url, [kind], {
-          instanceId: unique("inst"),
-          leaseTtl: "3 seconds",
+        yield* leased(kind, {
           pollEvery: "50 millis",
           pruneEvery: "50 millis",
           onApplied: (applied) => {
             if (applied.outcome === "duplicate") repeats.push(applied.envelope.id)
           }
         })
-        yield* waitUntil(
-          "all shards leased",
-          Effect.sync(() => runtime.shards().length === 2),
-          10_000
-        )
         const sql = yield* SqlClient.SqlClient
         const rowsOf = sql<{ messageId: string }>`
         SELECT message_id FROM actor_inbox WHERE kind = ${kind.name} ORDER BY processed_at`
@@ -221,16 +212,9 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
         // be applied, in order; one lost would be held, its ack deadline pushed back for ever, and its ask
         // would time out.
         const kind = counterKind(unique("k"), 2)
-        const runtime = yield* startRuntime(url, [kind], {
-          instanceId: unique("inst"),
-          leaseTtl: "3 seconds",
+        yield* leased(kind, {
           idleAfter: "1 millis"
         })
-        yield* waitUntil(
-          "all shards leased",
-          Effect.sync(() => runtime.shards().length === 2),
-          10_000
-        )
         const ENTITIES = 6
         const EACH = 80
         yield* Effect.forEach(

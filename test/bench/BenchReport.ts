@@ -1,11 +1,13 @@
-import { readFile, writeFile } from "node:fs/promises"
+import { execFile } from "node:child_process"
+import { readFile, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
+import { promisify } from "node:util"
 import type { SqlClient } from "@effect/sql"
 import { type Nats, natsLayer } from "@sam/bus"
 import type { LocalStack } from "@sam/infra"
 import { Sql } from "@sam/sql"
 import { Effect, Layer, Logger, LogLevel } from "effect"
-import { startTestStack } from "../src/TestStack.js"
+import { startTestStack, tempDir } from "../src/TestStack.js"
 
 const FILE = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
 
@@ -49,3 +51,18 @@ export const runOnStack = async <E>(
     await running.close()
   }
 }
+
+/**
+ * A scratch directory of this run's, deleted when the run ends: a Docker engine's holds the workspace image
+ * (about 4 GB), and runs that kept theirs filled the disk.
+ */
+export const scratch = (prefix: string) =>
+  Effect.acquireRelease(
+    Effect.promise(() => tempDir(prefix)),
+    (dir) =>
+      Effect.promise(async () => {
+        // A host-network container leaves dockerd's default netns mounted in its exec root.
+        await promisify(execFile)("umount", ["-l", join(dir, "exec", "netns", "default")]).catch(() => undefined)
+        await rm(dir, { recursive: true, force: true }).catch((e) => console.warn(`could not delete ${dir}: ${e}`))
+      })
+  )

@@ -25,8 +25,8 @@ import { Sql } from "@sam/sql"
 import { Effect, Fiber, Layer, Logger, LogLevel } from "effect"
 import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
-import { startTestStack, tempDir } from "../src/TestStack.js"
-import { writeSection } from "./BenchReport.js"
+import { startTestStack } from "../src/TestStack.js"
+import { scratch, writeSection } from "./BenchReport.js"
 
 const SESSIONS = Number(process.argv[2] ?? 20)
 const LINES = Number(process.argv[3] ?? 250)
@@ -144,7 +144,7 @@ const program = Effect.gen(function* () {
     const { url } = yield* Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: stack.natsUrl })
     const userId = makeId("user")
     const projectId = makeId("proj")
-    const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-bench-live-")), "repo"))
+    const repo = makeRepo(join(yield* scratch("sam-bench-live-"), "repo"))
     yield* sql`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
     yield* sql`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'bench', ${repo})`
     yield* sql`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${userId}, 'owner')`

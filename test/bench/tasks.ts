@@ -20,8 +20,8 @@ import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
 import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
 import { makeRepo } from "../src/Repo.js"
-import { startTestStack, tempDir } from "../src/TestStack.js"
-import { writeSection } from "./BenchReport.js"
+import { startTestStack } from "../src/TestStack.js"
+import { scratch, writeSection } from "./BenchReport.js"
 
 const N = Number(process.argv[2] ?? 10)
 const { ControlProtocol: C, SessionEvents: E } = Domain
@@ -207,7 +207,7 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
       const db = yield* SqlClient.SqlClient
       const userId = makeId("user")
       const projectId = makeId("proj")
-      const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-bench-")), "repo"))
+      const repo = makeRepo(join(yield* scratch("sam-bench-"), "repo"))
       yield* db`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
       yield* db`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'bench', ${repo})`
       return yield* timeTasks(N, projectId, userId)
@@ -224,7 +224,7 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
 /** The raw baseline: the demo agent started and prompted directly, no control plane, no workspace. */
 const direct = Effect.gen(function* () {
   const host = yield* AcpSessionHost
-  const cwd = yield* Effect.promise(() => tempDir("sam-bench-direct-"))
+  const cwd = yield* scratch("sam-bench-direct-")
   const latencies: Array<number> = []
   for (let i = 0; i <= N; i++) {
     const start = performance.now()
@@ -244,7 +244,8 @@ const direct = Effect.gen(function* () {
 
 const dockerEngine = Effect.gen(function* () {
   yield* DockerEngine.ensureInstalled(() => undefined)
-  const engine = yield* DockerEngine.start({ dir: yield* Effect.promise(() => tempDir("sam-bench-docker-")) })
+  // the scratch directory is deleted after the engine stops (finalizers run last first)
+  const engine = yield* DockerEngine.start({ dir: yield* scratch("sam-bench-docker-") })
   yield* WorkspaceImage.ensure(engine, { onProgress: () => undefined })
   return engine.socketPath
 })

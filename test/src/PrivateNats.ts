@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises"
 import { Accounts, Credentials, Nats, natsLayer, Provision } from "@sam/bus"
 import { NatsServer } from "@sam/infra"
 import { Effect } from "effect"
@@ -9,6 +10,8 @@ import { freePort, PORT_ATTEMPTS, portTaken, tempDir } from "./TestStack.js"
  */
 export const startPrivateNats = Effect.gen(function* () {
   const dir = yield* Effect.promise(() => tempDir("sam-nats-"))
+  // JetStream's files (about 6 MB a server) go when the file's scope ends, after the server has stopped
+  yield* Effect.addFinalizer(() => Effect.promise(() => rm(dir, { recursive: true, force: true })))
   // fresh ports at each try: one picked may be taken by another process before nats-server binds it
   const server = yield* Effect.gen(function* () {
     return yield* NatsServer.start({

@@ -203,6 +203,7 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
         )
       }).pipe(Effect.provide(env()))
   )
+
   it.scopedLive(
     "a command that arrives as its entity's mailbox goes idle is applied, not lost",
     () =>

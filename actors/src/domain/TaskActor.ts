@@ -443,8 +443,12 @@ const TaskFlow = Actor.make({
           })
         }
         if (terminal) return Effect.succeed({ state })
+        // A result proves the agent ran, and it can overtake the workspace's `running` (the session opens with
+        // the dispatch): a failed one is the agent session's step failing, as in `task.session-status`.
         if (result.outcome === "failed")
-          return Effect.succeed(fail(state, task, `the agent's work could not be kept: ${result.reason ?? ""}`))
+          return Effect.succeed(
+            fail(state, step(task, "agent_session"), `the agent's work could not be kept: ${result.reason ?? ""}`)
+          )
         // The result can overtake the session's "running" (a fast turn): it proves the agent ran.
         const started =
           task.status === "delegated"

@@ -81,8 +81,15 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
           SELECT to_status FROM task_status_events WHERE task_id = ${taskId} ORDER BY id`
         expect(path.map((p) => p.toStatus)).toEqual(["queued", "delegated", "in_progress", "completed"])
 
-        const events = yield* sql<{ seq: number; type: string; payload: unknown }>`
-          SELECT seq::int, type, payload FROM session_events WHERE session_id = ${done.sessionId} ORDER BY seq`
+        // The task and its session are actors of their own: the task's result can be committed before the
+        // session shard has written the turn's last events, so wait for the turn's end in the transcript.
+        const events = yield* waitUntil(
+          "the turn's events in the transcript",
+          sql<{ seq: number; type: string; payload: unknown }>`
+            SELECT seq::int, type, payload FROM session_events WHERE session_id = ${done.sessionId} ORDER BY seq`.pipe(
+            Effect.map((rows) => (rows.some((e) => e.type === "turn-ended") ? rows : undefined))
+          )
+        )
         expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1))
         const text = JSON.stringify(events.map((e) => e.payload))
         expect(text).toContain("working on it")

@@ -1,14 +1,13 @@
 import { defineConfig } from "vitest/config"
 
 const configured = Number(process.env.SAM_TEST_WORKERS)
-const workers = Number.isInteger(configured) && configured > 0 ? configured : 2
+const workers = Number.isInteger(configured) && configured > 0 ? configured : 1
 
 export default defineConfig({
   test: {
-    // Two files at a time (one per core). Each integration file has its own database, subjects, data
-    // directories and ports, so files do not share state; run one at a time, the suite took 24 min on
-    // this machine with a core idle much of the time, two at a time 17–20 min (CI aims at under 20).
-    // `SAM_TEST_WORKERS=1` runs them one at a time again.
+    // One file at a time by default. Two at a time (`SAM_TEST_WORKERS=2`) took 17–20 min instead of 24, but the
+    // files that run the report ingress on the shared test stack (session-transcript, session-scoping) take each
+    // other's reports when they run side by side: they need stacks of their own first.
     fileParallelism: true,
     maxWorkers: workers,
     minWorkers: 1,

@@ -1,13 +1,48 @@
 import { PermissionViolationError, type Status } from "@nats-io/nats-core"
 import { Accounts, Credentials, Nats, natsLayer, Subjects } from "@sam/bus"
 import { Sql } from "@sam/sql"
-import { Duration, Effect, Layer, Redacted } from "effect"
+import { Duration, Effect, Exit, Layer, Redacted, Scope } from "effect"
 import pg from "pg"
-import { inject } from "vitest"
+import { afterAll, beforeAll, inject } from "vitest"
 import * as Parties from "./Parties.js"
+import { startPrivateNats } from "./PrivateNats.js"
+import type { ProvidedStack } from "./TestStack.js"
 
-/** The shared stack of this test run (see globalSetup.ts). */
-export const stack = () => inject("stack")
+let ownNats: ProvidedStack | undefined
+
+/** The shared stack of this test run (see globalSetup.ts), with this file's own nats-server if it took one. */
+export const stack = (): ProvidedStack => ownNats ?? inject("stack")
+
+/**
+ * Give this test file a nats-server of its own, provisioned with the topology, in place of the shared
+ * one: every helper here (`natsAdmin`, `natsAs`, `natsAsNode`, `partyCredentials`) then connects to
+ * it. For files whose consumers read a shared stream from its end, such as a report ingress, which
+ * would otherwise also take the reports of a file running beside them. Call it at the file's top.
+ */
+export const useOwnNats = () => {
+  const scope = Effect.runSync(Scope.make())
+  beforeAll(async () => {
+    const nats = await Effect.runPromise(startPrivateNats.pipe(Scope.extend(scope)))
+    ownNats = {
+      ...inject("stack"),
+      natsUrl: nats.url,
+      controlPlaneCreds: Redacted.value(nats.adminCreds),
+      accountPublicKey: nats.signing.accountPublicKey,
+      signingSeed: Redacted.value(nats.signing.signingSeed),
+      authority: {
+        samAccountPublicKey: nats.authority.samAccountPublicKey,
+        operatorSigningSeed: Redacted.value(nats.authority.operatorSigningSeed),
+        nodesSigningSeed: Redacted.value(nats.authority.nodesSigningSeed),
+        clientsSigningSeed: Redacted.value(nats.authority.clientsSigningSeed)
+      },
+      systemCreds: Redacted.value(nats.systemCreds)
+    }
+  })
+  afterAll(async () => {
+    ownNats = undefined
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+  })
+}
 
 export const signing = (): Credentials.SigningAccount => ({
   accountPublicKey: stack().accountPublicKey,

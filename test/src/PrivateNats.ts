@@ -35,6 +35,8 @@ export const startPrivateNats = Effect.gen(function* () {
     signing: server.auth.signing,
     authority: server.auth.authority,
     systemCreds: system.creds,
+    /** the control plane's credentials on it (the same permissions as the shared stack's) */
+    adminCreds: admin.creds,
     dir,
     layer
   }

@@ -62,7 +62,8 @@ export interface ControlOptions {
 
 /**
  * The session actor (under a kind name of its own) in an in-process runtime, and the report ingress
- * routing to it through a consumer of its own that starts at the end of the shared SAM_AGENT stream.
+ * routing to it through a consumer of its own that starts at the end of the SAM_AGENT stream (files that
+ * use it take a nats-server of their own: `useOwnNats`).
  * Alive for the current scope.
  */
 export const startControl = (url: Redacted.Redacted<string>, options: ControlOptions = {}) =>

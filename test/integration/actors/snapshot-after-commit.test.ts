@@ -5,7 +5,7 @@ import { Actors } from "@sam/actors"
 import { Domain, Subjects } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
-import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
+import { natsAdmin, sqlLayer, useOwnNats, waitUntil } from "../../src/Env.js"
 import {
   openSession,
   placement,
@@ -16,6 +16,9 @@ import {
 } from "../../src/SessionHarness.js"
 
 const { ControlProtocol } = Domain
+
+// its report ingress takes every node's reports: on a nats-server of its own, not a neighbouring file's
+useOwnNats()
 
 let url: Redacted.Redacted<string>
 beforeAll(async () => {

@@ -4,7 +4,7 @@ import { Actor, Actors } from "@sam/actors"
 import { Domain, makeId, Subjects } from "@sam/bus"
 import { Effect, Fiber, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
-import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
+import { natsAdmin, sqlLayer, useOwnNats, waitUntil } from "../../src/Env.js"
 import {
   collect,
   fakeNode,
@@ -19,6 +19,9 @@ import {
 } from "../../src/SessionHarness.js"
 
 const { ControlProtocol } = Domain
+
+// its report ingress takes every node's reports: on a nats-server of its own, not a neighbouring file's
+useOwnNats()
 
 let url: Redacted.Redacted<string>
 beforeAll(async () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Domain, makeId } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
-import { natsAdmin, sqlLayer, waitUntil } from "../../src/Env.js"
+import { natsAdmin, sqlLayer, useOwnNats, waitUntil } from "../../src/Env.js"
 import {
   fakeNode,
   openSession,
@@ -16,6 +16,9 @@ import {
 } from "../../src/SessionHarness.js"
 
 const { NodeProtocol } = Domain
+
+// its report ingress takes every node's reports: on a nats-server of its own, not a neighbouring file's
+useOwnNats()
 
 let url: Redacted.Redacted<string>
 beforeAll(async () => {

@@ -4,7 +4,9 @@
  * host runtime and, when a Docker engine can be had, the Docker runtime. The raw baseline, measured
  * in the same run: start the same demo agent directly and prompt it (spawn, initialize, new session,
  * prompt → first text), the work no system can skip. Run: `node --import tsx test/bench/tasks.ts [N]`.
- * Rewrites the "Tasks" section of docs/benchmarks.md.
+ * Rewrites the "Tasks" section of docs/benchmarks.md. With `SAM_BENCH_TIMELINE=1` it also prints each
+ * host-runtime task's spans (the actors, their SQL statements, the bus handlers) on one clock; tracing
+ * every span slows the path, so the figures of such a run are not comparable.
  */
 import { readdirSync, readFileSync } from "node:fs"
 import { cpus } from "node:os"
@@ -22,9 +24,11 @@ import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
 import { scratch, writeSection } from "./BenchReport.js"
+import * as SpanTimeline from "./SpanTimeline.js"
 
 const N = Number(process.argv[2] ?? 10)
 const { ControlProtocol: C, SessionEvents: E } = Domain
+const timeline = process.env.SAM_BENCH_TIMELINE === "1" ? SpanTimeline.make() : undefined
 const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended, E.SessionEventBatch, E.SessionSlept)
 
 /** Whether a demo agent runs on this machine: /proc shows the host runtime's and the containers' alike. */
@@ -104,7 +108,7 @@ const milestoneOf = (subject: string, data: Uint8Array): Milestone | undefined =
 }
 
 /** Time from `task.submit` to the first text the agent streams, for `count` tasks one after another. */
-const timeTasks = (count: number, projectId: string, userId: string) =>
+const timeTasks = (count: number, projectId: string, userId: string, runtime: "host" | "docker") =>
   Effect.gen(function* () {
     const { nc } = yield* Nats
     const latencies: Array<number> = []
@@ -156,6 +160,7 @@ const timeTasks = (count: number, projectId: string, userId: string) =>
       })
       const startedAt = Date.now()
       const start = performance.now()
+      timeline?.clear()
       yield* Actors.ask(ControlPlane.TaskRef, taskId, submit)
       const at = yield* Deferred.await(first).pipe(Effect.timeout("120 seconds"))
       // The next task starts on an idle warm node: this one ended, its session slept, its agent exited.
@@ -166,6 +171,11 @@ const timeTasks = (count: number, projectId: string, userId: string) =>
       bus.unsubscribe()
       // The first task warms the node (provisioning, first agent start); it is not counted.
       if (i > 0) {
+        if (timeline !== undefined && runtime === "host") {
+          const from = performance.timeOrigin + start
+          console.log(`\ntask ${i}: its spans, ms after the submit (first text at ${(at - start).toFixed(1)} ms)`)
+          console.log(timeline.between(from, from + (at - start)).join("\n"))
+        }
         latencies.push(at - start)
         for (const [hop, ms] of yield* hopsOf(submit.id, startedAt, at - start)) {
           hopTimes.set(hop, [...(hopTimes.get(hop) ?? []), ms])
@@ -210,7 +220,7 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
       const repo = makeRepo(join(yield* scratch("sam-bench-"), "repo"))
       yield* db`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
       yield* db`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'bench', ${repo})`
-      return yield* timeTasks(N, projectId, userId)
+      return yield* timeTasks(N, projectId, userId, runtime)
     }).pipe(
       Effect.provide(
         Layer.merge(
@@ -310,10 +320,17 @@ const program = Effect.gen(function* () {
   yield* writeSection("Tasks", section)
 })
 
-program.pipe(Effect.scoped, Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)), Effect.runPromise).then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  }
-)
+program
+  .pipe(
+    timeline === undefined ? (run) => run : Effect.withTracer(timeline.tracer),
+    Effect.scoped,
+    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)),
+    Effect.runPromise
+  )
+  .then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(error)
+      process.exit(1)
+    }
+  )

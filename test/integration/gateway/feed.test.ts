@@ -158,7 +158,10 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
         // The turn is not in flight: no healer ends it mid-test.
         yield* s.activity("idle")
         const started = Date.now()
-        yield* Effect.forkScoped(s.produce(TOTAL))
+        // One event a report while clients leave and come back after 1 and 100 missed events, then runs of 10 a
+        // report, as a busy agent's vm-agent sends them (one a report throughout took 100 s here).
+        const ONE_BY_ONE = 300 + 2 * CLIENTS
+        yield* Effect.forkScoped(s.produce(ONE_BY_ONE).pipe(Effect.zipRight(s.produce(TOTAL - ONE_BY_ONE, 60, 10))))
         const clients = Array.from({ length: CLIENTS }, (_, i) => {
           const steps = plan(i)
           const seen = digest()

@@ -172,10 +172,18 @@ const notify = (source: Envelope, context: Context, draft: Draft) =>
     return Consume.Outcome.Ack()
   })
 
+/** Task events that can never notify (a step on the way) are acknowledged without a query, as `taskDraft` reads them. */
+const taskMayNotify = (event: TaskEvent) =>
+  event.type === "task.pull-request" ||
+  event.body.status === "completed" ||
+  event.body.status === "failed" ||
+  (event.body.status === "in_progress" && event.body.step === "running")
+
 const handleTask = (delivery: Consume.Delivery<TaskEvent>) =>
   Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
     const event = delivery.envelope
+    if (!taskMayNotify(event)) return Consume.Outcome.Ack()
+    const sql = yield* SqlClient.SqlClient
     const tasks = yield* sql<{ projectId: string; createdBy: string; prompt: string; status: string }>`
       SELECT project_id, created_by, prompt, status FROM tasks WHERE id = ${event.body.taskId}`
     const task = tasks[0]

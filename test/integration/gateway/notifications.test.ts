@@ -164,6 +164,24 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("notification
     })
   )
 
+  it.effect("a task whose agent works a while says once that it runs; its other steps say nothing", () =>
+    Effect.gen(function* () {
+      const alice = yield* makeUser("Alice")
+      const projectId = yield* projectOf(alice)
+      // the agent's start reaches the task well before its result (a fast turn's result may overtake it)
+      const taskId = yield* runTask(alice, projectId, "run sleep 2\nsay done")
+      expect(yield* taskStatus(taskId, ["completed", "failed"])).toBe("completed")
+      yield* waitForRow(projectId, "task_complete", (row) => row.type === "task_complete")
+      yield* drained
+      const rows = yield* rowsOf(projectId)
+      expect(rows.filter((row) => row.title === "Task is running")).toEqual([
+        expect.objectContaining({ type: "progress", priority: false, taskId, userId: alice.userId })
+      ])
+      // queued, delegated and the steps between are no one's business
+      expect(rows.map((row) => row.type).sort()).toEqual(["progress", "task_complete"])
+    })
+  )
+
   it.effect("a crashing task is one error for its creator (its failed session adds none)", () =>
     Effect.gen(function* () {
       const alice = yield* makeUser("Alice")

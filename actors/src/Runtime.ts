@@ -34,14 +34,14 @@ export class ActorRuntime extends Context.Tag("sam/ActorRuntime")<ActorRuntime, 
 const defaultInstanceId = () =>
   sanitizeInstance(`${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`)
 
+/** How long published outbox rows wait to be marked sent together (the relay takes them only after 2 s). */
+const MARK_EVERY = Duration.millis(50)
+
 /**
  * Run actor kinds in this process: lease a share of each kind's shards, consume them, relay the
  * outbox and fire due timers. Several runtimes (in one process or many) share the work through the
  * leases. Closing the scope releases the leases gracefully (drains mailboxes, then frees the shards).
  */
-/** How long published outbox rows wait to be marked sent together (the relay takes them only after 2 s). */
-const MARK_EVERY = Duration.millis(50)
-
 export const make = Effect.fn("ActorRuntime.make")(function* (
   kinds: ReadonlyArray<AnyActorKind>,
   options: RuntimeOptions = {}

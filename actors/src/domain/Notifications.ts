@@ -66,30 +66,34 @@ interface TaskFacts {
   readonly status: string | null
 }
 
-const taskDraft = (event: TaskEvent, task: TaskFacts): Draft | undefined => {
+/**
+ * The notification a task event makes, from the task's prompt; none for the steps on the way, which are
+ * then acknowledged without reading the task.
+ */
+const taskDraft = (event: TaskEvent): ((prompt: string) => Draft) | undefined => {
   const source = event.id
   if (event.type === "task.pull-request") {
-    return { type: "pr_created", title: "Pull request opened", body: event.body.url, sourceEventId: source }
+    return () => ({ type: "pr_created", title: "Pull request opened", body: event.body.url, sourceEventId: source })
   }
   const b = event.body
   switch (b.status) {
     case "completed":
-      return {
+      return (prompt) => ({
         type: "task_complete",
         title: "Task completed",
-        body: `${summary(task.prompt)}${b.branch === null ? "" : ` (branch ${b.branch})`}`,
+        body: `${summary(prompt)}${b.branch === null ? "" : ` (branch ${b.branch})`}`,
         sourceEventId: source
-      }
+      })
     case "failed":
-      return {
+      return () => ({
         type: "error",
         title: "Task failed",
         body: clip(`${b.errorReason ?? "no reason given"}${b.errorStep === null ? "" : ` (at ${b.errorStep})`}`),
         sourceEventId: source
-      }
+      })
     case "in_progress":
       return b.step === "running"
-        ? { type: "progress", title: "Task is running", body: summary(task.prompt), sourceEventId: source }
+        ? (prompt) => ({ type: "progress", title: "Task is running", body: summary(prompt), sourceEventId: source })
         : undefined
     default:
       return undefined
@@ -172,28 +176,21 @@ const notify = (source: Envelope, context: Context, draft: Draft) =>
     return Consume.Outcome.Ack()
   })
 
-/** Task events that can never notify (a step on the way) are acknowledged without a query, as `taskDraft` reads them. */
-const taskMayNotify = (event: TaskEvent) =>
-  event.type === "task.pull-request" ||
-  event.body.status === "completed" ||
-  event.body.status === "failed" ||
-  (event.body.status === "in_progress" && event.body.step === "running")
-
 const handleTask = (delivery: Consume.Delivery<TaskEvent>) =>
   Effect.gen(function* () {
     const event = delivery.envelope
-    if (!taskMayNotify(event)) return Consume.Outcome.Ack()
+    const draft = taskDraft(event)
+    if (draft === undefined) return Consume.Outcome.Ack()
     const sql = yield* SqlClient.SqlClient
-    const tasks = yield* sql<{ projectId: string; createdBy: string; prompt: string; status: string }>`
-      SELECT project_id, created_by, prompt, status FROM tasks WHERE id = ${event.body.taskId}`
+    const tasks = yield* sql<{ projectId: string; createdBy: string; prompt: string }>`
+      SELECT project_id, created_by, prompt FROM tasks WHERE id = ${event.body.taskId}`
     const task = tasks[0]
-    const draft = task === undefined ? undefined : taskDraft(event, task)
-    if (task === undefined || draft === undefined) return Consume.Outcome.Ack()
+    if (task === undefined) return Consume.Outcome.Ack()
     const sessionId = event.type === "task.status" ? event.body.sessionId : null
     return yield* notify(
       event,
       { projectId: task.projectId, taskId: event.body.taskId, sessionId, recipients: [task.createdBy] },
-      draft
+      draft(task.prompt)
     )
   })
 

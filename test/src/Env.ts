@@ -6,7 +6,7 @@ import pg from "pg"
 import { afterAll, beforeAll, inject } from "vitest"
 import * as Parties from "./Parties.js"
 import { startPrivateNats } from "./PrivateNats.js"
-import type { ProvidedStack } from "./TestStack.js"
+import { type ProvidedStack, providedNats } from "./TestStack.js"
 
 let ownNats: ProvidedStack | undefined
 
@@ -23,20 +23,7 @@ export const useOwnNats = () => {
   const scope = Effect.runSync(Scope.make())
   beforeAll(async () => {
     const nats = await Effect.runPromise(startPrivateNats.pipe(Scope.extend(scope)))
-    ownNats = {
-      ...inject("stack"),
-      natsUrl: nats.url,
-      controlPlaneCreds: Redacted.value(nats.adminCreds),
-      accountPublicKey: nats.signing.accountPublicKey,
-      signingSeed: Redacted.value(nats.signing.signingSeed),
-      authority: {
-        samAccountPublicKey: nats.authority.samAccountPublicKey,
-        operatorSigningSeed: Redacted.value(nats.authority.operatorSigningSeed),
-        nodesSigningSeed: Redacted.value(nats.authority.nodesSigningSeed),
-        clientsSigningSeed: Redacted.value(nats.authority.clientsSigningSeed)
-      },
-      systemCreds: Redacted.value(nats.systemCreds)
-    }
+    ownNats = { ...inject("stack"), ...providedNats({ ...nats, controlPlaneCreds: nats.adminCreds }) }
   })
   afterAll(async () => {
     ownNats = undefined

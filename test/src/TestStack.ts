@@ -89,18 +89,29 @@ export interface ProvidedStack {
   readonly databaseUrl: string
 }
 
+/** The NATS part of a provided stack, as plain strings: the shared stack's, or a test file's own server's. */
+export const providedNats = (nats: {
+  readonly url: string
+  readonly controlPlaneCreds: Redacted.Redacted<string>
+  readonly signing: Pick<LocalStack.Stack["signing"], "accountPublicKey" | "signingSeed">
+  readonly authority: LocalStack.Stack["authority"]
+  readonly systemCreds: Redacted.Redacted<string>
+}) => ({
+  natsUrl: nats.url,
+  controlPlaneCreds: Redacted.value(nats.controlPlaneCreds),
+  accountPublicKey: nats.signing.accountPublicKey,
+  signingSeed: Redacted.value(nats.signing.signingSeed),
+  authority: {
+    samAccountPublicKey: nats.authority.samAccountPublicKey,
+    operatorSigningSeed: Redacted.value(nats.authority.operatorSigningSeed),
+    nodesSigningSeed: Redacted.value(nats.authority.nodesSigningSeed),
+    clientsSigningSeed: Redacted.value(nats.authority.clientsSigningSeed)
+  },
+  systemCreds: Redacted.value(nats.systemCreds)
+})
+
 export const toProvided = (stack: LocalStack.Stack): ProvidedStack => ({
   dataDir: stack.dataDir,
-  natsUrl: stack.natsUrl,
-  controlPlaneCreds: Redacted.value(stack.controlPlaneCreds),
-  accountPublicKey: stack.signing.accountPublicKey,
-  signingSeed: Redacted.value(stack.signing.signingSeed),
-  authority: {
-    samAccountPublicKey: stack.authority.samAccountPublicKey,
-    operatorSigningSeed: Redacted.value(stack.authority.operatorSigningSeed),
-    nodesSigningSeed: Redacted.value(stack.authority.nodesSigningSeed),
-    clientsSigningSeed: Redacted.value(stack.authority.clientsSigningSeed)
-  },
-  systemCreds: Redacted.value(stack.systemCreds),
+  ...providedNats({ ...stack, url: stack.natsUrl }),
   databaseUrl: Redacted.value(stack.databaseUrl)
 })

@@ -65,6 +65,24 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
   /** write the new state in the same transaction (skip when unchanged) */
   readonly save: (id: z.output<IdS>, state: S, previous: S) => Effect.Effect<void, unknown, SqlClient.SqlClient>
   /**
+   * Group commit in fewer statements (issue 12): the states of several entities read at once, for the first
+   * command of each in a transaction, instead of a `load` each. Only for a kind whose `load` reads nothing
+   * that another entity's `save` writes (a transaction may hold many of its entities, and their saves wait,
+   * see `saveMany`). An entity missing from the map is loaded on its own.
+   */
+  readonly loadMany?: (
+    entries: ReadonlyArray<{ readonly id: z.output<IdS>; readonly command: EnvelopeOf<Defs[number]> }>
+  ) => Effect.Effect<ReadonlyMap<string, S>, unknown, SqlClient.SqlClient>
+  /**
+   * What the `save` of each of these commands would write, in their order (an entity may come more than
+   * once), in as few statements as the kind can. With it the runtime holds a transaction's saves and writes
+   * them together before its fence check, or before a `load` that follows them; the states of an entity's
+   * later commands then come from `carry` (or a load after that write).
+   */
+  readonly saveMany?: (
+    entries: ReadonlyArray<{ readonly id: z.output<IdS>; readonly state: S; readonly previous: S }>
+  ) => Effect.Effect<void, unknown, SqlClient.SqlClient>
+  /**
    * For a command that follows another of the same entity in one transaction (group commit): the state it
    * starts from, made from the one the command before saved (what only that save needed cleared), instead of
    * loading it again; `undefined` to load. Without it every command loads.
@@ -90,6 +108,12 @@ export interface AnyActorKind {
   readonly decode: (data: Uint8Array) => ReturnType<ReturnType<typeof registry>["decode"]>
   load(id: string, command: Envelope): Effect.Effect<unknown, unknown, SqlClient.SqlClient>
   save(id: string, state: unknown, previous: unknown): Effect.Effect<void, unknown, SqlClient.SqlClient>
+  loadMany?(
+    entries: ReadonlyArray<{ readonly id: string; readonly command: Envelope }>
+  ): Effect.Effect<ReadonlyMap<string, unknown>, unknown, SqlClient.SqlClient>
+  saveMany?(
+    entries: ReadonlyArray<{ readonly id: string; readonly state: unknown; readonly previous: unknown }>
+  ): Effect.Effect<void, unknown, SqlClient.SqlClient>
   carry?(state: unknown, command: Envelope): unknown
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
 }
@@ -117,6 +141,19 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
     decode: commands.decode,
     load: (id, command) => spec.load(id as z.output<IdS>, command as EnvelopeOf<Defs[number]>),
     save: (id, state, previous) => spec.save(id as z.output<IdS>, state as S, previous as S),
+    ...(spec.loadMany === undefined
+      ? {}
+      : {
+          loadMany: (entries: ReadonlyArray<{ readonly id: string; readonly command: Envelope }>) =>
+            spec.loadMany!(entries as ReadonlyArray<{ id: z.output<IdS>; command: EnvelopeOf<Defs[number]> }>)
+        }),
+    ...(spec.saveMany === undefined
+      ? {}
+      : {
+          saveMany: (
+            entries: ReadonlyArray<{ readonly id: string; readonly state: unknown; readonly previous: unknown }>
+          ) => spec.saveMany!(entries as ReadonlyArray<{ id: z.output<IdS>; state: S; previous: S }>)
+        }),
     ...(spec.carry === undefined
       ? {}
       : {

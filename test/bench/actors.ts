@@ -10,18 +10,25 @@ import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
 import { Actor, ActorRuntime } from "@sam/actors"
 import { Nats } from "@sam/bus"
 import { Context, Effect, Layer } from "effect"
-import { counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
+import { type CounterHooks, counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
 import { runOnStack, writeSection } from "./BenchReport.js"
+import { cpuByKind } from "./ProcessCpu.js"
 
 const N = Number(process.argv[2] ?? 5_000)
 const SEQUENTIAL = 300
 const ENTITIES = 500
 const IN_FLIGHT = 256
 
+/** A kind that reads a shard's entities in one statement and writes their saves in one (issue 12). */
+const GROUPED: CounterHooks = { batched: true, carry: true }
+const OWN = "this process (runtime and publisher)"
+
 interface Figures {
   readonly perSecond: number
   readonly p50: number
   readonly p99: number
+  /** CPU time per command, µs, by process */
+  readonly cpu?: Record<string, number>
 }
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
@@ -99,9 +106,9 @@ const raw = (count: number, sequential: boolean) =>
     return figures(count, elapsed, latencies)
   })
 
-const runtime = (count: number, sequential: boolean, instances: number) =>
+const runtime = (count: number, sequential: boolean, instances: number, hooks: CounterHooks = {}) =>
   Effect.gen(function* () {
-    const kind = counterKind(`bench${Math.random().toString(36).slice(2, 8)}`, 8)
+    const kind = counterKind(`bench${Math.random().toString(36).slice(2, 8)}`, 8, hooks)
     const sentAt = new Map<string, number>()
     const indexOf = new Map<string, number>()
     const latencies: Array<number> = []
@@ -122,6 +129,7 @@ const runtime = (count: number, sequential: boolean, instances: number) =>
     )
     while (runtimes.reduce((sum, r) => sum + r.shards().length, 0) < kind.shards) yield* Effect.sleep(50)
     const seqOf = new Map<string, number>()
+    const cpuBefore = cpuByKind(OWN)
     const started = Date.now()
     yield* Effect.promise(() =>
       drive(
@@ -139,7 +147,14 @@ const runtime = (count: number, sequential: boolean, instances: number) =>
         done
       )
     )
-    return figures(count, Date.now() - started, latencies)
+    const elapsed = Date.now() - started
+    const cpuAfter = cpuByKind(OWN)
+    const cpu = Object.fromEntries(
+      Object.entries(cpuAfter)
+        .map(([kind, ms]) => [kind, ((ms - (cpuBefore[kind] ?? 0)) * 1000) / count] as const)
+        .filter(([, us]) => us > 0)
+    )
+    return { ...figures(count, elapsed, latencies), cpu }
   }).pipe(Effect.scoped)
 
 const line = (name: string, f: Figures) =>
@@ -150,21 +165,29 @@ const main = Effect.gen(function* () {
   yield* Effect.log(`warming up`)
   yield* raw(500, false)
   yield* runtime(500, false, 1)
+  yield* runtime(500, false, 1, GROUPED)
   const rawBurst = yield* raw(N, false)
   const rtBurst = yield* runtime(N, false, 1)
-  const rtBurst2 = yield* runtime(N, false, 2)
+  const rtGrouped = yield* runtime(N, false, 1, GROUPED)
+  const rtGrouped2 = yield* runtime(N, false, 2, GROUPED)
   const rawSeq = yield* raw(SEQUENTIAL, true)
   const rtSeq = yield* runtime(SEQUENTIAL, true, 1)
   const table = [
     "| path | commands/s | p50 ms | p99 ms |",
     "|---|---:|---:|---:|",
     line(`raw JetStream publish → consume → ack, ${N} in a burst`, rawBurst),
-    line(`actor runtime, 1 instance, ${N} in a burst`, rtBurst),
-    line(`actor runtime, 2 instances, ${N} in a burst`, rtBurst2),
+    line(`actor runtime, 1 instance, ${N} in a burst, a load and a save per command`, rtBurst),
+    line(`actor runtime, 1 instance, ${N} in a burst, a group's loads and saves together`, rtGrouped),
+    line(`actor runtime, 2 instances, ${N} in a burst, a group's loads and saves together`, rtGrouped2),
     line(`raw JetStream, ${SEQUENTIAL} one at a time`, rawSeq),
     line(`actor runtime, ${SEQUENTIAL} one at a time`, rtSeq)
   ].join("\n")
-  const ratio = (rtBurst.perSecond / rawBurst.perSecond).toFixed(3)
+  const ratio = (f: Figures) => (f.perSecond / rawBurst.perSecond).toFixed(3)
+  const cpu = (f: Figures) =>
+    Object.entries(f.cpu ?? {})
+      .sort(([, a], [, b]) => b - a)
+      .map(([kind, us]) => `${kind} ${us.toFixed(0)} µs`)
+      .join(", ")
   const section = [
     "## Actor runtime",
     "",
@@ -173,11 +196,14 @@ const main = Effect.gen(function* () {
     `Commands to ${ENTITIES} entities over 8 shards, up to ${IN_FLIGHT} publishes in flight (burst) or one at a time.`,
     "Latency is from publish to the ack after the Postgres commit (runtime) or to consumption (raw).",
     "Commands of a shard that wait together share a transaction (group commit): one inbox insert for all of them,",
-    "each one's state read and write and outbox event, one fence check, one COMMIT.",
+    "each one's state read and write and outbox event, one fence check, one COMMIT. The test kind either loads and",
+    "saves each command's entity on its own, or, as a kind may (`loadMany`, `saveMany`, `carry`), reads the group's",
+    "entities in one statement and writes their saves in one.",
     "",
     table,
     "",
-    `Throughput ratio runtime/raw (1 instance, burst): ${ratio}.`,
+    `Throughput ratio runtime/raw (1 instance, burst): ${ratio(rtBurst)} with a load and a save per command, ${ratio(rtGrouped)} with a group's loads and saves together.`,
+    `CPU time per command in the burst, by process: ${cpu(rtBurst)} (a load and a save per command); ${cpu(rtGrouped)} (together).`,
     ""
   ].join("\n")
   yield* writeSection("Actor runtime", section)

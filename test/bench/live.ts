@@ -12,7 +12,6 @@
  * Run: `node --import tsx test/bench/live.ts [sessions] [lines]`. Rewrites the "Live path" section of
  * docs/benchmarks.md.
  */
-import { readdirSync, readFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -27,6 +26,10 @@ import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
 import { scratch, writeSection } from "./BenchReport.js"
+import { cpuByKind } from "./ProcessCpu.js"
+
+/** This process in the per-process CPU figures. */
+const OWN = "control plane, gateway, clients"
 
 const SESSIONS = Number(process.argv[2] ?? 20)
 const LINES = Number(process.argv[3] ?? 250)
@@ -59,38 +62,6 @@ const countOps = (nc: object) => {
       return original.call(this, subject, ...rest)
     }
   }
-}
-
-/**
- * CPU time (user + system, ms) used so far by the machine's processes of each kind: the vm-agents, the
- * demo agents, nats-server, Postgres, and this process (control plane, gateway and feed clients).
- */
-const cpuByKind = () => {
-  const tick = 1000 / 100 // USER_HZ
-  const kinds: Record<string, number> = { "vm-agent": 0, "demo agent": 0, "nats-server": 0, postgres: 0 }
-  for (const pid of readdirSync("/proc").filter((name) => /^[0-9]+$/.test(name))) {
-    try {
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8")
-      const kind = cmdline.includes("vm-agent")
-        ? "vm-agent"
-        : cmdline.includes("demo-agent") || cmdline.includes("demo/main")
-          ? "demo agent"
-          : cmdline.startsWith("nats-server")
-            ? "nats-server"
-            : cmdline.startsWith("postgres")
-              ? "postgres"
-              : undefined
-      if (kind === undefined) continue
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      kinds[kind] = (kinds[kind] ?? 0) + (Number(fields[11]) + Number(fields[12])) * tick
-    } catch {
-      // the process ended meanwhile
-    }
-  }
-  const own = process.cpuUsage()
-  kinds["control plane, gateway, clients"] = (own.user + own.system) / 1000
-  return kinds
 }
 
 // 20 sessions on at most 3 nodes of one user.
@@ -301,14 +272,14 @@ const program = Effect.gen(function* () {
         ops.sql.clear()
         ops.nats.clear()
         ops.on = true
-        const cpuBefore = cpuByKind()
+        const cpuBefore = cpuByKind(OWN)
         const before = followers.reduce((sum, f) => sum + f.count, 0)
         const gap = Math.round(1000 / perSecond)
         yield* prompt(Array.from({ length: LATENCY_SECONDS * perSecond }, () => `stamp\nsleep ${gap}`).join("\n"))
         turn++
         yield* waitTurns(turn, 120_000)
         ops.on = false
-        const cpuAfter = cpuByKind()
+        const cpuAfter = cpuByKind(OWN)
         yield* Fiber.interrupt(probe)
         const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
         const delivered = followers.reduce((sum, f) => sum + f.count, 0) - before

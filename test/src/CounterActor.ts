@@ -44,7 +44,15 @@ export interface CounterHooks {
   readonly onLoad?: (id: string) => void
   /** start a command that follows another of the entity in one transaction from that one's state (`carry`) */
   readonly carry?: boolean
+  /** read a group's entities in one statement and write their saves in one (`loadMany`, `saveMany`) */
+  readonly batched?: boolean
+  /** called on every read of several entities at once (`loadMany`), with how many */
+  readonly onLoadMany?: (entities: number) => void
+  /** called on every write of several commands' saves at once (`saveMany`), with how many */
+  readonly onSaveMany?: (saves: number) => void
 }
+
+const fresh: Counter = { count: 0, lastSeq: 0, violations: 0, fired: 0 }
 
 export const counterKind = (name: string, shards: number, hooks: CounterHooks = {}) =>
   Actor.make({
@@ -58,7 +66,7 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
         const sql = yield* SqlClient.SqlClient
         const rows = yield* sql<Counter>`
           SELECT count, last_seq, violations, fired FROM test_counters WHERE kind = ${name} AND id = ${id} FOR UPDATE`
-        return rows[0] ?? { count: 0, lastSeq: 0, violations: 0, fired: 0 }
+        return rows[0] ?? fresh
       }),
     save: (id, state) =>
       Effect.gen(function* () {
@@ -70,6 +78,38 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
             violations = EXCLUDED.violations, fired = EXCLUDED.fired`
       }),
     ...(hooks.carry === true ? { carry: (state: Counter) => state } : {}),
+    ...(hooks.batched === true
+      ? {
+          loadMany: (entries: ReadonlyArray<{ readonly id: string }>) =>
+            Effect.gen(function* () {
+              const ids = entries.map((entry) => entry.id)
+              hooks.onLoadMany?.(ids.length)
+              const sql = yield* SqlClient.SqlClient
+              const rows = yield* sql<Counter & { readonly id: string }>`
+                SELECT id, count, last_seq, violations, fired FROM test_counters
+                WHERE kind = ${name} AND id = ANY(${ids}::text[]) FOR UPDATE`
+              const states = new Map<string, Counter>(ids.map((id) => [id, fresh]))
+              for (const { id, ...state } of rows) states.set(id, state)
+              return states
+            }),
+          saveMany: (entries: ReadonlyArray<{ readonly id: string; readonly state: Counter }>) =>
+            Effect.gen(function* () {
+              hooks.onSaveMany?.(entries.length)
+              // an entity's last state is what its saves, one after another, would leave
+              const last = new Map(entries.map((entry) => [entry.id, entry.state]))
+              const ids = [...last.keys()]
+              const states = [...last.values()]
+              const sql = yield* SqlClient.SqlClient
+              yield* sql`
+                INSERT INTO test_counters (kind, id, count, last_seq, violations, fired)
+                SELECT ${name}, * FROM unnest(${ids}::text[], ${states.map((s) => s.count)}::int[],
+                  ${states.map((s) => s.lastSeq)}::int[], ${states.map((s) => s.violations)}::int[],
+                  ${states.map((s) => s.fired)}::int[])
+                ON CONFLICT (kind, id) DO UPDATE SET count = EXCLUDED.count, last_seq = EXCLUDED.last_seq,
+                  violations = EXCLUDED.violations, fired = EXCLUDED.fired`
+            })
+        }
+      : {}),
     handle: (state, command, context) => {
       switch (command.type) {
         case "counter.increment": {

@@ -163,20 +163,60 @@ export const makeStore = (
   let transactions = 0
 
   /**
+   * What the commands of one transaction share: the states saved so far by `<kind>/<id>` (for `carry`), the
+   * states read ahead by `loadMany`, the saves held for `saveMany`, and the outbox rows, written once for the
+   * whole group, in order, before its fence check.
+   */
+  interface Group {
+    readonly transaction: string
+    readonly carried: Map<string, unknown>
+    readonly preloaded: Map<string, unknown>
+    readonly held: Array<{ readonly id: string; readonly state: unknown; readonly previous: unknown }>
+    readonly outbox: Array<Outgoing>
+  }
+
+  /** Write the saves held for `kind.saveMany`, in their order. */
+  const flushHeld = (kind: AnyActorKind, group: Group, messageId: string) =>
+    group.held.length === 0 || kind.saveMany === undefined
+      ? Effect.void
+      : Effect.suspend(() => {
+          const entries = group.held.splice(0)
+          return kind.saveMany!(entries).pipe(
+            Effect.mapError((cause) => new HandlerFailed({ kind: kind.name, id: entries[0]!.id, messageId, cause }))
+          )
+        })
+
+  /**
+   * The first fresh command of each entity has its state read by one `loadMany` before any is handled (issue 12:
+   * a statement per group, not per command), when the kind has one.
+   */
+  const preload = (inputs: ReadonlyArray<CommandInput>, fresh: ReadonlyArray<boolean>, group: Group) =>
+    Effect.suspend(() => {
+      const { kind, id, envelope } = inputs[0]!
+      if (kind.loadMany === undefined) return Effect.void
+      const firsts = new Map<string, { id: string; command: Envelope }>()
+      inputs.forEach((input, i) => {
+        if (fresh[i] && !firsts.has(input.id)) firsts.set(input.id, { id: input.id, command: input.envelope })
+      })
+      if (firsts.size < 2) return Effect.void // one entity: its own `load` costs the same
+      return kind.loadMany([...firsts.values()]).pipe(
+        Effect.mapError((cause) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })),
+        Effect.tap((states) =>
+          Effect.sync(() => {
+            for (const [entity, state] of states) group.preloaded.set(`${kind.name}/${entity}`, state)
+          })
+        ),
+        Effect.asVoid
+      )
+    })
+
+  /**
    * Inside a transaction, its inbox row claimed (`fresh`) or found (a repeat): load, handle, save,
    * outbox and timers of one command. What the
    * handler emits carries the command's correlation id (its own id when it came with none) and names
    * the command as its cause; the handler runs with that correlation id (issue 12).
    */
-  /** the states saved so far in a transaction, by `<kind>/<id>`, for `carry` */
-  type Carried = Map<string, unknown>
-  const applyOne = (
-    input: CommandInput,
-    fresh: boolean,
-    transaction: string,
-    carried: Carried,
-    outbox: Array<Outgoing>
-  ) => {
+  const applyOne = (input: CommandInput, fresh: boolean, group: Group) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
     const follow = (next: Envelope): Envelope => ({
@@ -188,22 +228,32 @@ export const makeStore = (
       const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
       if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
       const key = `${kind.name}/${id}`
-      const before = carried.get(key)
+      const before = group.carried.get(key)
       const carriedState = before === undefined || kind.carry === undefined ? undefined : kind.carry(before, envelope)
-      const previous =
-        carriedState !== undefined ? carriedState : yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
-      const reaction = yield* kind.handle(previous, envelope, { ...input.context, transaction }).pipe(
-        Effect.catchAllDefect((defect) => Effect.fail(defect)),
-        Effect.mapError(failed)
-      )
-      yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
-      carried.set(key, reaction.state)
+      const preloaded = group.preloaded.get(key)
+      group.preloaded.delete(key)
+      let previous: unknown
+      if (carriedState !== undefined) previous = carriedState
+      else if (preloaded !== undefined) previous = preloaded
+      else {
+        // a load reads what the saves held so far write
+        yield* flushHeld(kind, group, envelope.id)
+        previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
+      }
+      const reaction = yield* kind
+        .handle(previous, envelope, { ...input.context, transaction: group.transaction })
+        .pipe(
+          Effect.catchAllDefect((defect) => Effect.fail(defect)),
+          Effect.mapError(failed)
+        )
+      if (kind.saveMany !== undefined) group.held.push({ id, state: reaction.state, previous })
+      else yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
+      group.carried.set(key, reaction.state)
       const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
         ...row,
         envelope: follow(row.envelope)
       }))
-      // written once for the whole group, in order, before its fence check
-      outbox.push(...rows)
+      group.outbox.push(...rows)
       yield* writeTimers(kind, id, {
         ...reaction,
         timers: (reaction.timers ?? []).map((timer) =>
@@ -236,23 +286,30 @@ export const makeStore = (
 
   /**
    * Apply commands of one shard, in order, in one transaction (group commit, issue 12): one statement
-   * claims their inbox rows (a repeat is `Duplicate`); each loads what the ones before it wrote, and
-   * is handled and saved; one fence check; one COMMIT. Any failure rolls all of them back (`Fenced` when the shard's
-   * epoch is no longer ours); the caller then applies them one at a time. After the commit, each
+   * claims their inbox rows (a repeat is `Duplicate`); the kind's `loadMany` reads their entities' states, or
+   * each loads what the ones before it wrote; each is handled and saved (the kind's `saveMany` writes the
+   * saves together); one fence check; one COMMIT. Any failure rolls all of them back (`Fenced` when the
+   * shard's epoch is no longer ours); the caller then applies them one at a time. After the commit, each
    * command's after-commit effects run, in order (never ahead of the ledger).
    */
   const commitGroup = (inputs: ReadonlyArray<CommandInput>) => {
     const first = inputs[0]!
-    const transaction = `t${++transactions}`
+    const group: Group = {
+      transaction: `t${++transactions}`,
+      carried: new Map(),
+      preloaded: new Map(),
+      held: [],
+      outbox: []
+    }
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
-      const carried: Carried = new Map()
-      const outbox: Array<Outgoing> = []
       // a message twice in one group: its second time is a repeat, like any other
       const claimed = yield* claimInboxes(inputs)
-      for (const input of inputs)
-        applied.push(yield* applyOne(input, claimed.delete(input.envelope.id), transaction, carried, outbox))
-      const rows = outbox.map(rowOf)
+      const fresh = inputs.map((input) => claimed.delete(input.envelope.id))
+      yield* preload(inputs, fresh, group)
+      for (const [i, input] of inputs.entries()) applied.push(yield* applyOne(input, fresh[i]!, group))
+      yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
+      const rows = group.outbox.map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)
       return { applied, rows }
     }).pipe(

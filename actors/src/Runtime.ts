@@ -1,6 +1,6 @@
 import { hostname } from "node:os"
 import { SqlClient } from "@effect/sql"
-import { Nats } from "@sam/bus"
+import { makeStreamPublisher, Nats } from "@sam/bus"
 import { Cause, Chunk, Context, Duration, Effect, FiberSet, Layer, Queue } from "effect"
 import type { AnyActorKind } from "./ActorKind.js"
 import { sanitizeInstance } from "./internal/LeasePlan.js"
@@ -51,9 +51,13 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
   const settings = resolve(options, defaultInstanceId())
   // A commit publishes its outbox rows at once, in commit order (the publishes are issued on one connection before
   // anything else runs), and marks them sent once JetStream has them; the relay publishes what is left unmarked.
+  const publisher = yield* Effect.acquireRelease(
+    Effect.sync(() => makeStreamPublisher(nats.nc)),
+    (p) => Effect.sync(() => p.close())
+  )
   const published = yield* Queue.unbounded<string>()
   const publishCommitted = (rows: ReadonlyArray<ClaimedRow>) => {
-    publishNow(nats, rows).then(
+    publishNow(publisher, rows).then(
       () => {
         for (const row of rows) Queue.unsafeOffer(published, row.messageId)
       },
@@ -100,8 +104,8 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
       }
     })
   )
-  fork(poll("outbox relay", store.relayOutbox(200, publishRows(nats))))
-  fork(poll("timer poller", store.fireTimers(200, publishRows(nats))))
+  fork(poll("outbox relay", store.relayOutbox(200, publishRows(publisher))))
+  fork(poll("timer poller", store.fireTimers(200, publishRows(publisher))))
   // Published outbox rows go once JetStream no longer needs them to drop a repeat, and inbox rows once
   // SAM_CMD no longer holds their command (every instance prunes; deleting the same rows twice is
   // harmless), a bounded batch at a time.

@@ -1,4 +1,4 @@
-import type { Nats } from "@sam/bus"
+import type { StreamPublisher } from "@sam/bus"
 import { NatsError } from "@sam/bus"
 import { Effect } from "effect"
 import type { ClaimedRow } from "./Store.js"
@@ -10,9 +10,9 @@ const encoder = new TextEncoder()
  * any acknowledgement is awaited (one connection keeps their order); one failure fails the batch,
  * whose transaction then rolls back so the rows are claimed again: the server drops the repeats.
  */
-export const publishRows = (nats: Nats["Type"]) => (rows: ReadonlyArray<ClaimedRow>) =>
+export const publishRows = (publisher: StreamPublisher) => (rows: ReadonlyArray<ClaimedRow>) =>
   Effect.tryPromise({
-    try: () => publishNow(nats, rows),
+    try: () => publishNow(publisher, rows),
     catch: (cause) => new NatsError({ reason: "Publish", message: `outbox publish failed: ${cause}`, cause })
   }).pipe(Effect.asVoid)
 
@@ -20,5 +20,7 @@ export const publishRows = (nats: Nats["Type"]) => (rows: ReadonlyArray<ClaimedR
  * The same as a promise: every publish is issued before this returns (in order, on one connection), and
  * the promise settles once JetStream has acknowledged them all, or one failed.
  */
-export const publishNow = (nats: Nats["Type"], rows: ReadonlyArray<ClaimedRow>) =>
-  Promise.all(rows.map((row) => nats.js.publish(row.subject, encoder.encode(row.payload), { msgID: row.messageId })))
+export const publishNow = (publisher: StreamPublisher, rows: ReadonlyArray<ClaimedRow>) =>
+  publisher.publish(
+    rows.map((row) => ({ subject: row.subject, data: encoder.encode(row.payload), msgId: row.messageId }))
+  )

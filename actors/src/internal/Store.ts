@@ -104,7 +104,7 @@ export const makeStore = (
   const rowOf = (row: Outgoing): ClaimedRow => ({
     messageId: row.envelope.id,
     subject: row.subject,
-    payload: text(encode(row.envelope))
+    payload: JSON.stringify(row.envelope) // what `encode` writes, as text
   })
 
   // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner

@@ -1,6 +1,6 @@
 import { hostname } from "node:os"
 import { SqlClient } from "@effect/sql"
-import { makeStreamPublisher, Nats } from "@sam/bus"
+import { Nats } from "@sam/bus"
 import { Cause, Chunk, Context, Duration, Effect, FiberSet, Layer, Queue } from "effect"
 import type { AnyActorKind } from "./ActorKind.js"
 import { sanitizeInstance } from "./internal/LeasePlan.js"
@@ -51,10 +51,7 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
   const settings = resolve(options, defaultInstanceId())
   // A commit publishes its outbox rows at once, in commit order (the publishes are issued on one connection before
   // anything else runs), and marks them sent once JetStream has them; the relay publishes what is left unmarked.
-  const publisher = yield* Effect.acquireRelease(
-    Effect.sync(() => makeStreamPublisher(nats.nc)),
-    (p) => Effect.sync(() => p.close())
-  )
+  const publisher = nats.streams
   const published = yield* Queue.unbounded<string>()
   const publishCommitted = (rows: ReadonlyArray<ClaimedRow>) => {
     publishNow(publisher, rows).then(

@@ -5,6 +5,7 @@ import { type NatsConnection, wsconnect } from "@nats-io/nats-core"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
 import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
 import { NatsError } from "./Errors.js"
+import { makeStreamPublisher, type StreamPublisher } from "./StreamPublisher.js"
 
 export interface NatsOptions {
   readonly servers: string
@@ -33,6 +34,8 @@ export class Nats extends Context.Tag("sam/Nats")<
     readonly js: JetStreamClient
     readonly jsm: JetStreamManager
     readonly kvm: Kvm
+    /** JetStream publishes acknowledged on one subscription of this connection (`Publish`, the outbox) */
+    readonly streams: StreamPublisher
   }
 >() {}
 
@@ -84,7 +87,8 @@ export const makeNats = Effect.fn("Nats.make")(function* (options: NatsOptions) 
     catch: (cause) => new NatsError({ reason: "JetStream", message: `JetStream unavailable: ${cause}`, cause })
   })
   const js = jetstream(nc, options.jsApiPrefix === undefined ? {} : { apiPrefix: options.jsApiPrefix })
-  return Nats.of({ nc, js, jsm, kvm: new Kvm(js) })
+  // Its subscription ends with the connection's drain, after the acknowledgements still on their way.
+  return Nats.of({ nc, js, jsm, kvm: new Kvm(js), streams: makeStreamPublisher(nc) })
 })
 
 export const natsLayer = (options: NatsOptions) => Layer.scoped(Nats, makeNats(options))

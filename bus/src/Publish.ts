@@ -3,14 +3,11 @@ import type { Envelope } from "./Envelope.js"
 import { encode } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
+import type { StreamAck } from "./StreamPublisher.js"
 import { headersFor, stamp } from "./Trace.js"
 
-export interface Published {
-  readonly stream: string
-  readonly seq: number
-  /** true when the server already had a message with this id within the duplicate window */
-  readonly duplicate: boolean
-}
+/** The stream's acknowledgement: `duplicate` when it already had a message with this id within its window. */
+export type Published = StreamAck
 
 /**
  * Publish a durable message to its stream with `Nats-Msg-Id` = envelope id, and wait for the
@@ -29,18 +26,18 @@ export const publish = Effect.fn("Bus.publish")(function* (subject: string, mess
  * its stack capture per call cost more than the publish.
  */
 export const publishUntraced = (subject: string, message: Envelope): Effect.Effect<Published, NatsError, Nats> =>
-  Effect.flatMap(Nats, ({ js }) =>
+  Effect.flatMap(Nats, ({ streams }) =>
     Effect.flatMap(stamp(message), (envelope) =>
       Effect.flatMap(headersFor(envelope), (headers) =>
         Effect.tryPromise({
-          try: () => js.publish(subject, encode(envelope), { msgID: envelope.id, headers }),
+          try: () => streams.publish([{ subject, data: encode(envelope), msgId: envelope.id, headers }]),
           catch: (cause) =>
             new NatsError({
               reason: "Publish",
               message: `publish ${envelope.type} to ${subject} failed: ${cause}`,
               cause
             })
-        }).pipe(Effect.map((ack): Published => ({ stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate })))
+        }).pipe(Effect.map((acks) => acks[0]!))
       )
     )
   )

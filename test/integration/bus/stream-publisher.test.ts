@@ -55,7 +55,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })(
             (e: unknown) => e
           )
         )
-        expect(String(error)).toMatch(/publish: no stream answered/)
+        expect(String(error)).toMatch(/publish to nostream\.[^:]+: no stream answered/)
         const subject = Subjects.command("test", 0, unique())
         yield* Effect.promise(() => p.publish([{ subject, data: encode(envelope), msgId: envelope.id }]))
         expect(yield* stored(subject)).toBe(1)

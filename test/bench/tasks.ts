@@ -107,6 +107,9 @@ const milestoneOf = (subject: string, data: Uint8Array): Milestone | undefined =
   return undefined
 }
 
+/** A task slower than this prints its milestones and hops. */
+const SLOW_MS = 10_000
+
 /** Time from `task.submit` to the first text the agent streams, for `count` tasks one after another. */
 const timeTasks = (count: number, projectId: string, userId: string, runtime: "host" | "docker") =>
   Effect.gen(function* () {
@@ -177,8 +180,13 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
           console.log(timeline.between(from, from + (at - start)).join("\n"))
         }
         latencies.push(at - start)
-        for (const [hop, ms] of yield* hopsOf(submit.id, startedAt, at - start)) {
-          hopTimes.set(hop, [...(hopTimes.get(hop) ?? []), ms])
+        const hops = yield* hopsOf(submit.id, startedAt, at - start)
+        for (const [hop, ms] of hops) hopTimes.set(hop, [...(hopTimes.get(hop) ?? []), ms])
+        // An outlier says where its time went: the node's milestones and the actors' hops, ms after the submit.
+        if (at - start > SLOW_MS) {
+          console.log(`\n${runtime} task ${i} took ${(at - start).toFixed(0)} ms to its first text:`)
+          for (const [name, ms] of seen) console.log(`  ${ms.toFixed(0).padStart(7)} ${name}`)
+          for (const [hop, ms] of hops) console.log(`  ${ms.toFixed(0).padStart(7)} ${hop}`)
         }
         for (const [name, ms] of seen) milestoneTimes.set(name, [...(milestoneTimes.get(name) ?? []), ms])
       }

@@ -29,6 +29,27 @@ const allApplied = (kindName: string, entities: ReadonlyArray<string>, n: number
     Effect.map((rows) => entities.every((id) => rows.get(id)?.count === n && rows.get(id)?.lastSeq === n))
   )
 
+/** A runtime of its own for `kinds`, counting the commands it applied, once it holds all their shards. */
+const countingRuntime = (kinds: ReadonlyArray<Actor.AnyActorKind>) =>
+  Effect.gen(function* () {
+    let applied = 0
+    const runtime = yield* startRuntime(url, kinds, {
+      instanceId: unique("c"),
+      leaseTtl: "4 seconds",
+      mailboxCapacity: 64,
+      onApplied: (a) => {
+        if (a.outcome === "applied") applied++
+      }
+    })
+    const shards = kinds.reduce((sum, kind) => sum + kind.shards, 0)
+    yield* waitUntil(
+      "shards leased",
+      Effect.sync(() => runtime.shards().length === shards),
+      20_000
+    )
+    return { applied: () => applied }
+  })
+
 describe("actor runtime under load", () => {
   it.scopedLive(
     "10,000 commands over 500 entities with 2 instances: in order, each applied once, each event published once",
@@ -65,21 +86,8 @@ describe("actor runtime under load", () => {
     () =>
       Effect.gen(function* () {
         let loads = 0
-        let applied = 0
         const kind = counterKind(unique("k"), 2, { carry: true, onLoad: () => void loads++ })
-        const runtime = yield* startRuntime(url, [kind], {
-          instanceId: unique("c"),
-          leaseTtl: "4 seconds",
-          mailboxCapacity: 64,
-          onApplied: (a) => {
-            if (a.outcome === "applied") applied++
-          }
-        })
-        yield* waitUntil(
-          "shards leased",
-          Effect.sync(() => runtime.shards().length === 2),
-          20_000
-        )
+        const { applied } = yield* countingRuntime([kind])
         const entities = entityIds(10)
         // each command stored twice without a message id: the copies wait in the same groups and only the
         // inbox can tell them apart, so a carried state must skip them as a fresh load would
@@ -87,9 +95,9 @@ describe("actor runtime under load", () => {
         yield* waitUntil("all applied", allApplied(kind.name, entities, 60), 60_000, 200)
         const rows = yield* counters(kind.name)
         expect([...rows.values()].every((row) => row.count === 60 && row.violations === 0)).toBe(true)
-        expect(applied).toBe(600)
-        expect(loads).toBeLessThan(applied)
-        console.log(`carry: ${applied} commands applied with ${loads} loads`)
+        expect(applied()).toBe(600)
+        expect(loads).toBeLessThan(applied())
+        console.log(`carry: ${applied()} commands applied with ${loads} loads`)
       }).pipe(Effect.provide(env()))
   )
 
@@ -100,7 +108,6 @@ describe("actor runtime under load", () => {
         const reads = { carried: [] as Array<number>, reloaded: [] as Array<number> }
         const writes = { carried: [] as Array<number>, reloaded: [] as Array<number> }
         let loads = 0
-        let applied = 0
         // with carry an entity's later commands start from the state held for saving; without it, the held
         // saves are written before the load that follows them
         const carried = counterKind(unique("k"), 2, {
@@ -115,19 +122,7 @@ describe("actor runtime under load", () => {
           onLoadMany: (n) => void reads.reloaded.push(n),
           onSaveMany: (n) => void writes.reloaded.push(n)
         })
-        const runtime = yield* startRuntime(url, [carried, reloaded], {
-          instanceId: unique("m"),
-          leaseTtl: "4 seconds",
-          mailboxCapacity: 64,
-          onApplied: (a) => {
-            if (a.outcome === "applied") applied++
-          }
-        })
-        yield* waitUntil(
-          "shards leased",
-          Effect.sync(() => runtime.shards().length === 4),
-          20_000
-        )
+        const { applied } = yield* countingRuntime([carried, reloaded])
         const entities = entityIds(40)
         // each command stored twice without a message id: only the inbox tells the copies apart
         yield* Effect.all(
@@ -141,14 +136,14 @@ describe("actor runtime under load", () => {
           const rows = yield* counters(kind.name)
           expect([...rows.values()].every((row) => row.count === 30 && row.violations === 0)).toBe(true)
         }
-        expect(applied).toBe(2 * 40 * 30)
+        expect(applied()).toBe(2 * 40 * 30)
         // the group reads and writes were used: several entities in one statement, several saves in one
         for (const seen of [reads.carried, reads.reloaded, writes.carried, writes.reloaded])
           expect(Math.max(...seen)).toBeGreaterThan(1)
         console.log(
           `loadMany: ${reads.carried.length + reads.reloaded.length} reads of up to ${Math.max(...reads.carried, ...reads.reloaded)} entities; ` +
             `saveMany: ${writes.carried.length + writes.reloaded.length} writes of up to ${Math.max(...writes.carried, ...writes.reloaded)} saves; ` +
-            `${loads} loads of one entity without carry, for ${applied / 2} commands`
+            `${loads} loads of one entity without carry, for ${applied() / 2} commands`
         )
       }).pipe(Effect.provide(env()))
   )

@@ -9,7 +9,7 @@ import { afterAll } from "vitest"
 import type { NodeBoot } from "../../infra/src/cloud/NodeBoot.js"
 import { freshDatabase, sqlLayer, waitUntil } from "./Env.js"
 import { type PrivateNats, startPrivateNats } from "./PrivateNats.js"
-import { tempDir } from "./TestStack.js"
+import { scopedTempDir, tempDir } from "./TestStack.js"
 import { makeRepo } from "./VmAgentProcess.js"
 
 /**
@@ -37,7 +37,8 @@ export const makeControlPlaneEnv = (options: {
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const nats = options.nats ?? (yield* startPrivateNats)
-      const dir = yield* Effect.promise(() => tempDir("sam-cp-"))
+      // the nodes' data (workspaces, logs), deleted once the nodes have stopped (finalizers run last first)
+      const dir = yield* scopedTempDir("sam-cp-")
       const sql = sqlLayer(yield* Effect.promise(freshDatabase))
       const connections = Layer.merge(nats.layer, sql)
       const accounts = NatsAccounts.layer({

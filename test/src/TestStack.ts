@@ -33,6 +33,20 @@ export const tempDir = async (prefix: string) => {
   return dir
 }
 
+/**
+ * A temporary directory, deleted with everything in it when the scope closes (a control plane harness's,
+ * with its nodes' workspaces and logs, was about 60 MB a test run, left in /tmp). `SAM_TEST_KEEP_DIRS=1`
+ * keeps them, to read a failed test's vm-agent logs.
+ */
+export const scopedTempDir = (prefix: string) =>
+  Effect.acquireRelease(
+    Effect.promise(() => tempDir(prefix)),
+    (dir) =>
+      process.env.SAM_TEST_KEEP_DIRS === "1"
+        ? Effect.void
+        : Effect.promise(() => rm(dir, { recursive: true, force: true }).catch(() => undefined))
+  )
+
 export interface RunningStack {
   readonly stack: LocalStack.Stack
   readonly close: () => Promise<void>

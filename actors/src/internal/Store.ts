@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
-import { ActorMessages, encode, Subjects, Trace } from "@sam/bus"
+import { ActorMessages, Subjects, Trace } from "@sam/bus"
 import { Effect, Option } from "effect"
 import type { ActorContext, AnyActorKind, Outgoing, Reaction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
@@ -31,6 +31,8 @@ const decoder = new TextDecoder()
 /** Advisory lock key of the outbox relay ("sam-outbox" as a number). */
 const OUTBOX_LOCK = 0x5a4d0b0c
 export const text = (data: Uint8Array) => decoder.decode(data)
+/** An envelope as the text `encode` writes as bytes (a row's payload; not encoded and decoded again). */
+const envelopeText = (envelope: Envelope) => JSON.stringify(envelope)
 
 /** Where runtime events about an entity go (they belong to no project). */
 export const systemEvent = (kind: string, id: string | null, envelope: Envelope): Outgoing => ({
@@ -104,7 +106,7 @@ export const makeStore = (
   const rowOf = (row: Outgoing): ClaimedRow => ({
     messageId: row.envelope.id,
     subject: row.subject,
-    payload: JSON.stringify(row.envelope) // what `encode` writes, as text
+    payload: envelopeText(row.envelope)
   })
 
   // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner
@@ -139,7 +141,7 @@ export const makeStore = (
           : sql`
               INSERT INTO actor_timers (kind, entity_id, name, due_at, message_id, subject, payload)
               VALUES (${kind.name}, ${id}, ${timer.name}, ${timer.at}, ${timer.command.id},
-                ${Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id)}, ${text(encode(timer.command))})
+                ${Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id)}, ${envelopeText(timer.command)})
               ON CONFLICT (kind, entity_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,
                 message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`,
       { discard: true }

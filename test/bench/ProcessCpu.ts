@@ -32,3 +32,9 @@ export const cpuByKind = (own: string) => {
   kinds[own] = (usage.user + usage.system) / 1000
   return kinds
 }
+
+/** CPU time per unit of work (µs) by kind of process between two readings of `cpuByKind`, the largest first. */
+export const cpuPer = (before: Record<string, number>, after: Record<string, number>, units: number) =>
+  Object.entries(after)
+    .map(([kind, ms]) => ({ kind, us: ((ms - (before[kind] ?? 0)) * 1000) / units }))
+    .sort((a, b) => b.us - a.us)

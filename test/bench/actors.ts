@@ -12,7 +12,7 @@ import { Nats } from "@sam/bus"
 import { Context, Effect, Layer } from "effect"
 import { type CounterHooks, counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
 import { runOnStack, writeSection } from "./BenchReport.js"
-import { cpuByKind } from "./ProcessCpu.js"
+import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 const N = Number(process.argv[2] ?? 5_000)
 const SEQUENTIAL = 300
@@ -27,8 +27,8 @@ interface Figures {
   readonly perSecond: number
   readonly p50: number
   readonly p99: number
-  /** CPU time per command, µs, by process */
-  readonly cpu?: Record<string, number>
+  /** CPU time per command, µs, by process, the largest first */
+  readonly cpu?: ReadonlyArray<{ readonly kind: string; readonly us: number }>
 }
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
@@ -149,11 +149,7 @@ const runtime = (count: number, sequential: boolean, instances: number, hooks: C
     )
     const elapsed = Date.now() - started
     const cpuAfter = cpuByKind(OWN)
-    const cpu = Object.fromEntries(
-      Object.entries(cpuAfter)
-        .map(([kind, ms]) => [kind, ((ms - (cpuBefore[kind] ?? 0)) * 1000) / count] as const)
-        .filter(([, us]) => us > 0)
-    )
+    const cpu = cpuPer(cpuBefore, cpuAfter, count).filter(({ us }) => us > 0)
     return { ...figures(count, elapsed, latencies), cpu }
   }).pipe(Effect.scoped)
 
@@ -183,11 +179,7 @@ const main = Effect.gen(function* () {
     line(`actor runtime, ${SEQUENTIAL} one at a time`, rtSeq)
   ].join("\n")
   const ratio = (f: Figures) => (f.perSecond / rawBurst.perSecond).toFixed(3)
-  const cpu = (f: Figures) =>
-    Object.entries(f.cpu ?? {})
-      .sort(([, a], [, b]) => b - a)
-      .map(([kind, us]) => `${kind} ${us.toFixed(0)} µs`)
-      .join(", ")
+  const cpu = (f: Figures) => (f.cpu ?? []).map(({ kind, us }) => `${kind} ${us.toFixed(0)} µs`).join(", ")
   const section = [
     "## Actor runtime",
     "",

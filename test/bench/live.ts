@@ -26,7 +26,7 @@ import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
 import { scratch, writeSection } from "./BenchReport.js"
-import { cpuByKind } from "./ProcessCpu.js"
+import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 /** This process in the per-process CPU figures. */
 const OWN = "control plane, gateway, clients"
@@ -292,9 +292,7 @@ const program = Effect.gen(function* () {
             .join(", ")
           return `${(total / delivered).toFixed(1)} (${top})`
         }
-        const cpu = Object.entries(cpuAfter)
-          .map(([kind, ms]) => ({ kind, us: ((ms - (cpuBefore[kind] ?? 0)) * 1000) / delivered }))
-          .sort((a, b) => b.us - a.us)
+        const cpu = cpuPer(cpuBefore, cpuAfter, delivered)
         const cpuTotal = cpu.reduce((sum, c) => sum + c.us, 0)
         const rate = SESSIONS * perSecond
         return [

@@ -462,6 +462,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
           client.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
         yield* until("both caught up", () => (fast.of("caught-up")[0] && slow.of("caught-up")[0]) ?? undefined)
         slow.socket.pause()
+        // The turn is not in flight: no healer ends it (an event more) while the late client catches up.
+        yield* s.activity("idle")
         const N = 400
         // Reports of 8 events, as a busy agent's vm-agent sends them: the session publishes them in
         // batches of four 60 KB events, and a busy gateway may take several batches in one step.

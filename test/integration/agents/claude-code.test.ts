@@ -153,7 +153,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           const listed = yield* api(alice, "GET", "/agent-credentials")
           expect(listed.body.credentials).toEqual([expect.objectContaining({ agent: "claude-code", hasValue: true })])
           yield* expectSecretKept(KEY)
-        })
+        }),
+      // it installs the agent's pinned release first (hundreds of MB from the registry on a fresh machine)
+      240_000
     )
 
     it.scoped("a bad key ends the turn and the task with a clear error that holds no secret", () =>

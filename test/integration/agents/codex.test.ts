@@ -106,7 +106,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           expect(session.body.usage.context.usedTokens).toBeGreaterThan(0)
           expect(session.body.usage.context.sizeTokens).toBeGreaterThan(session.body.usage.context.usedTokens)
           yield* expectSecretKept(KEY)
-        })
+        }),
+      // it installs the agent's pinned release first (hundreds of MB from the registry on a fresh machine)
+      240_000
     )
 
     it.scoped("a bad key ends the task with the provider's error, which holds no secret", () =>

@@ -82,7 +82,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("Gemini CLI e
         expect(show("hello.txt")).toBe("hello from gemini\n")
         expect(show("ran.txt")).toBe("ran\n")
         yield* expectSecretKept(KEY)
-      })
+      }),
+    // it installs the agent's pinned release first (hundreds of MB from the registry on a fresh machine)
+    240_000
   )
 
   it.scoped("an invalid key ends the task with the API's reason, which holds no secret", () =>

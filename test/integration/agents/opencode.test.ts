@@ -108,7 +108,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
           const session = yield* api(alice, "GET", `/sessions/${done.sessionId}`)
           expect(session.body.usage).toMatchObject({ turns: 1, totalTokens: ended.usage?.totalTokens })
           yield* expectSecretKept(KEY)
-        })
+        }),
+      // it installs the agent's pinned release first (hundreds of MB from the registry on a fresh machine)
+      240_000
     )
 
     it.scoped("a bad key ends the turn with the provider's error, which holds no secret", () =>

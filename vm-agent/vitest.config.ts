@@ -1,5 +1,10 @@
 import { defineProject } from "vitest/config"
 
 export default defineProject({
-  test: { name: "vm-agent", include: ["test/**/*.test.ts"], testTimeout: 60_000 }
+  test: {
+    name: "vm-agent",
+    include: ["test/**/*.test.ts"],
+    setupFiles: ["../test/src/removeTempDirs.ts"],
+    testTimeout: 60_000
+  }
 })

@@ -1,10 +1,10 @@
-import { rmSync } from "node:fs"
 import { chmod, mkdtemp, rm } from "node:fs/promises"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { LocalStack, Progress } from "@sam/infra"
 import { Cause, Effect, Exit, Redacted, Scope } from "effect"
+import { keepDirs, tracked } from "./TempDirs.js"
 
 /** A port nobody listens on right now (the OS picks it). */
 export const freePort = () =>
@@ -28,28 +28,6 @@ export const portTaken = (error: unknown) =>
 /** At most this many starts on fresh ports when a picked port was taken meanwhile. */
 export const PORT_ATTEMPTS = 3
 
-const keepDirs = () => process.env.SAM_TEST_KEEP_DIRS === "1"
-
-/** What `tempDir` made in this process and has not removed yet. */
-const made = new Set<string>()
-
-/**
- * Removes what `tempDir` made in this process (unless `SAM_TEST_KEEP_DIRS=1`): after each test file (the suite's
- * setup file), and when a benchmark's process exits.
- */
-export const removeTempDirs = () => {
-  if (keepDirs()) return
-  for (const dir of made) {
-    try {
-      rmSync(dir, { recursive: true, force: true })
-      made.delete(dir)
-    } catch {
-      // still in use (a mount): it stays
-    }
-  }
-}
-process.once("exit", removeTempDirs)
-
 /**
  * A temporary directory, removed by `removeTempDirs` (test repositories and stacks' data directories were left in
  * /tmp run after run).
@@ -57,8 +35,7 @@ process.once("exit", removeTempDirs)
 export const tempDir = async (prefix: string) => {
   const dir = await mkdtemp(join(tmpdir(), prefix))
   await chmod(dir, 0o755)
-  made.add(dir)
-  return dir
+  return tracked(dir)
 }
 
 /**

@@ -3,6 +3,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { Domain } from "@sam/bus"
 import { Effect, Schedule, type Scope } from "effect"
+import { tracked } from "../../test/src/TempDirs.js"
 import { type AcpSession, AcpSessionHost, type SessionHostOptions } from "../src/acp/AcpSessionHost.js"
 import type { SessionEvent } from "../src/acp/SessionEvent.js"
 import { demoAgentCommand } from "../src/demo/DemoAgentCommand.js"
@@ -13,7 +14,7 @@ export interface HostFixture {
   readonly dir: string
 }
 
-export const tempDir = () => Fs.mkdtempSync(Path.join(Os.tmpdir(), "sam-acp-"))
+export const tempDir = () => tracked(Fs.mkdtempSync(Path.join(Os.tmpdir(), "sam-acp-")))
 
 /** Fails unless every event is one the control plane takes in a report (the bus's `SessionEventBody`, ≤ 256 kB). */
 export const expectReportable = (events: ReadonlyArray<SessionEvent>) => {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Option, Scope } from "effect"
 import { expect, it } from "vitest"
+import { tracked } from "../../test/src/TempDirs.js"
 import type {
   BootLogEntry,
   ExecResult,
@@ -12,7 +13,7 @@ import type {
   WorkspaceSpecInput
 } from "../src/runtime/WorkspaceRuntime.js"
 
-export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix))
+export const tempDir = (prefix: string) => mkdtemp(join(tmpdir(), prefix)).then(tracked)
 
 /** A real git repository: `main` with README.md, and a branch `feature` with FEATURE.md. */
 export const makeRepo = async (dir: string) => {

@@ -7,6 +7,7 @@ import { GitHubApp, GitHubAppToken } from "@sam/gateway"
 import { Effect, Redacted } from "effect"
 import { afterAll } from "vitest"
 import { startFakeGitHub } from "../../src/index.js"
+import { tracked } from "../../src/TempDirs.js"
 
 // As GitHub hands a private key out: PKCS#1 PEM.
 const keys = generateKeyPairSync("rsa", {
@@ -73,7 +74,7 @@ describe("GitHub App installation tokens", () => {
 
   it("configuration from the environment: off without an app id, the key from a file, half a configuration refused", () => {
     expect(GitHubApp.fromEnv({})).toBeUndefined()
-    const dir = mkdtempSync(join(tmpdir(), "sam-gh-"))
+    const dir = tracked(mkdtempSync(join(tmpdir(), "sam-gh-")))
     const file = join(dir, "app.pem")
     writeFileSync(file, keys.privateKey, { mode: 0o600 })
     const loaded = GitHubApp.fromEnv({

@@ -1,6 +1,7 @@
 import * as Api from "@sam/bus/api"
-import { FeedClient, type FeedSubscription } from "@sam/gateway/client"
+import { FeedClient, type FeedSubscription, wsFactory } from "@sam/gateway/client"
 import { Duration, Effect, Option, Queue } from "effect"
+import WebSocket from "ws"
 import type { z } from "zod"
 import { out } from "./ApiCli.js"
 import type * as LocalClient from "./LocalClient.js"
@@ -88,6 +89,7 @@ const openFeed = (api: ApiClient, subscription: FeedSubscription) =>
           new FeedClient({
             baseUrl: api.url,
             token: api.token,
+            webSocket: wsFactory(WebSocket),
             ...subscription,
             onFrame: (frame) => Queue.unsafeOffer(signals, frame),
             onStatus: (status) => {

@@ -4,6 +4,7 @@ import type { Api } from "@sam/bus"
 import { Client } from "@sam/gateway/client"
 import { Effect } from "effect"
 import type { z } from "zod"
+import { nodeTransport } from "./HttpTransport.js"
 import * as StackDefaults from "./StackDefaults.js"
 import { StackError } from "./StackError.js"
 
@@ -66,7 +67,7 @@ export const api = (env: NodeJS.ProcessEnv = process.env) =>
   Effect.gen(function* () {
     const url = gatewayUrl(env)
     const credential = yield* token(env)
-    const client = Client.make({ baseUrl: url, token: credential.token })
+    const client = Client.make({ baseUrl: url, token: credential.token, transport: nodeTransport })
     const call: ApiClient["call"] = (endpoint, ...input) =>
       client.call(endpoint, ...input).pipe(
         Effect.mapError((error) => {

@@ -1,5 +1,6 @@
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Cause, Effect, Exit, Layer, Logger, LogLevel, Option } from "effect"
+import { Effect } from "effect"
+import { type ClientModules, clientCommand } from "./ClientCommands.js"
+import { runCli } from "./CliMain.js"
 import { StackError } from "./StackError.js"
 import { AGENT_USAGE_LINES, CLOUD_USAGE_LINES } from "./Usage.js"
 
@@ -39,22 +40,15 @@ operator tools (direct access to NATS and Postgres):
 environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320), SAM_GATEWAY_PORT (8080),
   SAM_GATEWAY_URL (http://127.0.0.1:$SAM_GATEWAY_PORT), SAM_TOKEN (an API token instead of .sam/cli.token)`
 
-const asStackError = (step: string) => (error: unknown) =>
-  error instanceof StackError
-    ? error
-    : new StackError({ step, message: error instanceof Error ? error.message : String(error), cause: error })
-
 /** A command's module, loaded when that command runs: each command loads only what it needs. */
 const lazy = <M>(load: () => Promise<M>) => Effect.promise(load)
 const stackCli = lazy(() => import("./StackCli.js"))
-const apiCli = (command: string, rest: ReadonlyArray<string>) =>
-  Effect.flatMap(
-    lazy(() => import("./ApiCli.js")),
-    (m) => m.run(command, rest)
-  ).pipe(Effect.mapError(asStackError(command)))
+const clientModules: ClientModules = { taskCli: () => import("./TaskCli.js"), apiCli: () => import("./ApiCli.js") }
 
 const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   const [command, ...rest] = args
+  const client = clientCommand(clientModules, command, rest)
+  if (client !== undefined) return client
   switch (command) {
     case "up":
       return Effect.flatMap(stackCli, (m) => m.up)
@@ -67,19 +61,8 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
         Effect.promise(() => import("./ActorsStatus.js")),
         (module) => module.actorsStatus
       )
-    case "task":
-      return Effect.flatMap(
-        lazy(() => import("./TaskCli.js")),
-        (m) => m.task(rest)
-      ).pipe(Effect.mapError(asStackError("task")))
-    case "session":
-      return Effect.flatMap(
-        lazy(() => import("./TaskCli.js")),
-        (m) => m.session(rest)
-      ).pipe(Effect.mapError(asStackError("session")))
     case "creds":
       if (rest[0] === "ops") return Effect.flatMap(stackCli, (m) => m.credsOps(rest.slice(1)))
-      if (rest[0] === "user") return apiCli(command, rest)
       return Effect.fail(
         new StackError({ step: "cli", message: `unknown creds kind ${rest[0] ?? "(none)"}; try: sam creds user|ops` })
       )
@@ -98,12 +81,6 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
         lazy(() => import("./NodeCli.js")),
         (m) => m.node(rest)
       )
-    case "project":
-    case "token":
-    case "notifications":
-    case "nodes":
-    case "workspaces":
-      return apiCli(command, rest)
     case undefined:
     case "help":
     case "--help":
@@ -113,29 +90,4 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   }
 }
 
-/**
- * Exit 0 for a finished command or a requested stop (Ctrl-C), 1 for any failure, said once on stderr. The
- * process exits once its output is written rather than when nothing keeps it alive: fetch's idle
- * keep-alive connection to the gateway held a finished `sam task list` for another 76 ms (issue 12).
- */
-const teardown = <E, A>(exit: Exit.Exit<E, A>, onExit: (code: number) => void) => {
-  const code = Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : 0
-  onExit(code)
-  process.stdout.write("", () => process.stderr.write("", () => process.exit(code)))
-}
-
-main(process.argv.slice(2)).pipe(
-  Effect.tapErrorCause((cause) =>
-    Effect.sync(() => {
-      if (Cause.isInterruptedOnly(cause)) return
-      const failure = Cause.failureOption(cause)
-      process.stderr.write(
-        Option.isSome(failure)
-          ? `\n✗ ${failure.value.step}: ${failure.value.message}\n`
-          : `\n✗ ${Cause.pretty(cause)}\n`
-      )
-    })
-  ),
-  Effect.provide(Layer.merge(Logger.pretty, Logger.minimumLogLevel(LogLevel.Info))),
-  NodeRuntime.runMain({ disableErrorReporting: true, teardown })
-)
+runCli(main)

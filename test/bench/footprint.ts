@@ -49,6 +49,9 @@ const waitFor = async (what: string, check: () => boolean, timeoutMs: number) =>
 
 interface Figures {
   readonly cliMs: number
+  /** compiled only, without `./sam`'s launcher: the client bundle with its code cache, and the CLI's ESM chunks */
+  readonly clientMs: number
+  readonly chunksMs: number
   readonly vmAgentMiB: number
   readonly demoAgentMiB: number
 }
@@ -101,7 +104,15 @@ const variant = async (name: "source" | "compiled"): Promise<Figures> => {
         timed(cli.command, [...cli.args, "task", "list", "--project", project], runEnv)
       )
     )
-    return { cliMs, vmAgentMiB, demoAgentMiB }
+    const direct = (...args: Array<string>) =>
+      name === "compiled"
+        ? median(
+            Array.from({ length: RUNS }, () => timed("node", [...args, "task", "list", "--project", project], runEnv))
+          )
+        : Number.NaN
+    const clientMs = direct("infra/run-cached.cjs", "dist/client.cjs")
+    const chunksMs = direct("dist/cli.mjs")
+    return { cliMs, clientMs, chunksMs, vmAgentMiB, demoAgentMiB }
   } catch (error) {
     process.stderr.write(output)
     throw error
@@ -130,13 +141,26 @@ const program = Effect.gen(function* () {
     `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/footprint.ts\` on this machine`,
     `(${cpus().length} cores, load average ${load}). Each column is a real \`sam up\` on a data directory of its own:`,
     "from TypeScript source (`node --import tsx infra/src/cli.ts`, vm-agents and demo agents under tsx, how SAM ran",
-    "before) and compiled (`./sam`, esbuild bundles in `dist/`). A conversation task ran to its follow-up, then the",
+    "before) and compiled (`./sam`, esbuild bundles in `dist/`; a client command such as `task list` runs from",
+    "`dist/client.cjs` with V8's code cache, infra/run-cached.cjs). A conversation task ran to its follow-up, then the",
     `node's processes were measured at rest; \`sam task list\` is the median of ${RUNS} runs against the running stack`,
     "(with `./sam`'s launcher: dependency and staleness checks). Baselines from the same run: `node -e 0`, an idle `node`.",
     "",
     "| what | from source | compiled | raw baseline | compiled vs baseline |",
     "|---|---:|---:|---:|---:|",
     row("`sam task list` against a running stack", source.cliMs, compiled.cliMs, nodeStartMs, "ms"),
+    ...(
+      [
+        [
+          "the client bundle with its code cache, without the launcher (`node infra/run-cached.cjs dist/client.cjs`)",
+          compiled.clientMs
+        ],
+        ["the CLI's ESM chunks, no code cache, without the launcher (`node dist/cli.mjs`)", compiled.chunksMs]
+      ] as const
+    ).map(
+      ([what, ms]) =>
+        `| ${what} | | ${ms.toFixed(0)} ms | ${nodeStartMs.toFixed(0)} ms | ${(ms / nodeStartMs).toFixed(1)}× |`
+    ),
     row("vm-agent resident memory at idle", source.vmAgentMiB, compiled.vmAgentMiB, idleNodeMiB, "MiB"),
     row("demo agent resident memory at idle", source.demoAgentMiB, compiled.demoAgentMiB, idleNodeMiB, "MiB"),
     ""

@@ -36,11 +36,29 @@ export type Input<P extends Schema, Q extends Schema, B extends Schema> = Part<"
 export type Args<P extends Schema, Q extends Schema, B extends Schema> =
   Empty extends Input<P, Q, B> ? [input?: Input<P, Q, B>] : [input: Input<P, Q, B>]
 
+/** One HTTP request as the client sends it, and the answer's status and body. */
+export interface TransportRequest {
+  readonly url: string
+  readonly method: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly body?: string | undefined
+  readonly signal: AbortSignal
+}
+export type Transport = (request: TransportRequest) => Promise<{ readonly status: number; readonly text: string }>
+
+/** `fetch`: in a browser, and wherever no other transport is given. */
+export const fetchTransport: Transport = async ({ url, method, headers, body, signal }) => {
+  const response = await fetch(url, { method, headers, signal, ...(body === undefined ? {} : { body }) })
+  return { status: response.status, text: await response.text() }
+}
+
 export interface ClientOptions {
   /** where the gateway is: `http://127.0.0.1:8080`; "" for the page's own origin in a browser */
   readonly baseUrl: string
   /** an API token (`sam_pat_…`) or session token; without one, a browser sends its session cookie */
   readonly token?: string | undefined
+  /** what carries the requests: `fetch` unless given (the CLI gives one over `node:http`, infra/src/HttpTransport.ts) */
+  readonly transport?: Transport | undefined
 }
 
 export interface Client {
@@ -95,6 +113,7 @@ const issues = (error: z.ZodError) =>
 /** A typed client of the HTTP API, built on the same endpoint descriptions the gateway serves. */
 export const make = (options: ClientOptions): Client => {
   const baseUrl = options.baseUrl.replace(/\/+$/, "")
+  const transport = options.transport ?? fetchTransport
   const call: Client["call"] = (endpoint, ...args) =>
     Effect.gen(function* () {
       const input = (args[0] ?? {}) as { params?: object; query?: object; body?: unknown }
@@ -109,15 +128,7 @@ export const make = (options: ClientOptions): Client => {
       }
       const what = `${endpoint.method} ${PREFIX}${endpoint.path}`
       const { status, text } = yield* Effect.tryPromise({
-        try: async (signal) => {
-          const response = await fetch(url, {
-            method: endpoint.method,
-            headers,
-            signal,
-            ...(body === undefined ? {} : { body })
-          })
-          return { status: response.status, text: await response.text() }
-        },
+        try: (signal) => transport({ url, method: endpoint.method, headers, body, signal }),
         catch: (cause) =>
           new ApiClientError({
             status: 0,

@@ -48,38 +48,46 @@ export const nodeWebSocket = async (): Promise<typeof NodeWebSocket> => {
 
 const isNode = () => typeof process !== "undefined" && typeof process.versions?.node === "string"
 
-/** In Node: `ws`, with the token as a bearer header; a refused upgrade closes as 4000 + its HTTP status (4401). */
-const nodeFactory: WebSocketFactory = async (url, token) => {
-  const WS = await nodeWebSocket()
-  const socket = new WS(url, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } })
-  let refusedWith: number | undefined
-  const adapter: WebSocketLike = {
-    get readyState() {
-      return socket.readyState
-    },
-    onopen: null,
-    onmessage: null,
-    onclose: null,
-    onerror: null,
-    send: (data) => socket.send(data),
-    close: (code, reason) => socket.close(code, reason)
-  }
-  socket.on("open", () => adapter.onopen?.(undefined))
-  socket.on("message", (data, isBinary) => adapter.onmessage?.({ data: isBinary ? data : String(data) }))
-  socket.on("error", (error) => adapter.onerror?.(error))
-  socket.on("close", (code, reason) =>
-    adapter.onclose?.(
-      refusedWith === undefined
-        ? { code, reason: reason.toString() }
-        : { code: 4000 + refusedWith, reason: `HTTP ${refusedWith}` }
+/**
+ * Sockets of the `ws` package's class `WS`, with the token as a bearer header; a refused upgrade closes as
+ * 4000 + its HTTP status (4401). Node code that imports `ws` itself passes `wsFactory(WebSocket)` (the CLI:
+ * its bundle then has no dynamic import to resolve at run time, infra/run-cached.cjs).
+ */
+export const wsFactory =
+  (WS: typeof NodeWebSocket): WebSocketFactory =>
+  async (url, token) => {
+    const socket = new WS(url, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } })
+    let refusedWith: number | undefined
+    const adapter: WebSocketLike = {
+      get readyState() {
+        return socket.readyState
+      },
+      onopen: null,
+      onmessage: null,
+      onclose: null,
+      onerror: null,
+      send: (data) => socket.send(data),
+      close: (code, reason) => socket.close(code, reason)
+    }
+    socket.on("open", () => adapter.onopen?.(undefined))
+    socket.on("message", (data, isBinary) => adapter.onmessage?.({ data: isBinary ? data : String(data) }))
+    socket.on("error", (error) => adapter.onerror?.(error))
+    socket.on("close", (code, reason) =>
+      adapter.onclose?.(
+        refusedWith === undefined
+          ? { code, reason: reason.toString() }
+          : { code: 4000 + refusedWith, reason: `HTTP ${refusedWith}` }
+      )
     )
-  )
-  socket.on("unexpected-response", (_request, response) => {
-    refusedWith = response.statusCode ?? 0
-    socket.terminate()
-  })
-  return adapter
-}
+    socket.on("unexpected-response", (_request, response) => {
+      refusedWith = response.statusCode ?? 0
+      socket.terminate()
+    })
+    return adapter
+  }
+
+/** In Node, by default: `ws`, imported when the first socket opens. */
+const nodeFactory: WebSocketFactory = async (url, token) => wsFactory(await nodeWebSocket())(url, token)
 
 /** Elsewhere: the global WebSocket, with the token in the URL (browsers cannot set headers on it). */
 const globalFactory: WebSocketFactory = async (url, token) => {

@@ -14,11 +14,16 @@ const asStackError = (step: string) => (error: unknown) =>
 export interface ClientModules {
   readonly taskCli: () => Promise<typeof import("./TaskCli.js")>
   readonly apiCli: () => Promise<typeof import("./ApiCli.js")>
+  readonly agentCli: () => Promise<typeof import("./AgentCli.js")>
+  readonly cloudCli: () => Promise<typeof import("./CloudCli.js")>
+  readonly nodeCli: () => Promise<typeof import("./NodeCli.js")>
 }
 
 /**
- * The commands that only call a gateway's HTTP API and feed (`sam task list`, …), or undefined for any
- * other. `./sam` runs them from their own bundle, dist/client.cjs, with V8's code cache (client.ts).
+ * The commands that call a gateway's HTTP API and feed (`sam task list`, …) and need nothing of the local
+ * stack's code (`agents install` also fills the agent cache, `node join|run` also starts this machine's
+ * vm-agent), or undefined for any other. `./sam` runs them from their own bundle, dist/client.cjs, with V8's
+ * code cache (client.ts).
  */
 export const clientCommand = (
   modules: ClientModules,
@@ -40,6 +45,12 @@ export const clientCommand = (
       )
     case "creds":
       return rest[0] === "user" ? apiCli(command, rest) : undefined
+    case "agents":
+      return Effect.flatMap(Effect.promise(modules.agentCli), (m) => m.agents(rest))
+    case "cloud":
+      return Effect.flatMap(Effect.promise(modules.cloudCli), (m) => m.cloud(rest))
+    case "node":
+      return Effect.flatMap(Effect.promise(modules.nodeCli), (m) => m.node(rest))
     case "project":
     case "token":
     case "notifications":

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { Api } from "@sam/bus"
+import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { out } from "./ApiCli.js"
 import * as LocalClient from "./LocalClient.js"

@@ -43,7 +43,13 @@ environment: SAM_DATA_DIR (.sam), SAM_NATS_PORT (4222), SAM_PG_PORT (54320), SAM
 /** A command's module, loaded when that command runs: each command loads only what it needs. */
 const lazy = <M>(load: () => Promise<M>) => Effect.promise(load)
 const stackCli = lazy(() => import("./StackCli.js"))
-const clientModules: ClientModules = { taskCli: () => import("./TaskCli.js"), apiCli: () => import("./ApiCli.js") }
+const clientModules: ClientModules = {
+  taskCli: () => import("./TaskCli.js"),
+  apiCli: () => import("./ApiCli.js"),
+  agentCli: () => import("./AgentCli.js"),
+  cloudCli: () => import("./CloudCli.js"),
+  nodeCli: () => import("./NodeCli.js")
+}
 
 const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
   const [command, ...rest] = args
@@ -65,21 +71,6 @@ const main = (args: ReadonlyArray<string>): Effect.Effect<void, StackError> => {
       if (rest[0] === "ops") return Effect.flatMap(stackCli, (m) => m.credsOps(rest.slice(1)))
       return Effect.fail(
         new StackError({ step: "cli", message: `unknown creds kind ${rest[0] ?? "(none)"}; try: sam creds user|ops` })
-      )
-    case "agents":
-      return Effect.flatMap(
-        lazy(() => import("./AgentCli.js")),
-        (m) => m.agents(rest)
-      )
-    case "cloud":
-      return Effect.flatMap(
-        lazy(() => import("./CloudCli.js")),
-        (m) => m.cloud(rest)
-      )
-    case "node":
-      return Effect.flatMap(
-        lazy(() => import("./NodeCli.js")),
-        (m) => m.node(rest)
       )
     case undefined:
     case "help":

@@ -42,21 +42,22 @@ const schedule = (seed: number, options: { readonly afterSeq: number; readonly m
     }
     const catchUp: CatchUp = {
       snapshot: () => Effect.succeed({ json: '{"type":"snapshot"}', bytes: 19 }),
-      // as Postgres answers: up to `limit` rows, cut after the one that crosses `maxBytes`
+      // as Postgres answers: up to `limit` rows, cut after the one that crosses `maxBytes`; more
+      // when a row past them exists
       page: (_sessionId, after, limit, maxBytes) =>
         Effect.gen(function* () {
           yield* yields(4)
-          const taken = transcript.filter((seq) => seq > after).slice(0, limit)
+          const taken = transcript.filter((seq) => seq > after).slice(0, limit + 1)
           const frames: Array<{ seq: number; frame: OutFrame }> = []
           let bytes = 0
-          for (const seq of taken) {
+          for (const seq of taken.slice(0, limit)) {
             if (bytes >= maxBytes) break
             const frame = frameOf(seq)
             frames.push({ seq, frame })
             bytes += frame.bytes
           }
           yield* yields(4)
-          return { more: taken.length === limit || frames.length < taken.length, frames }
+          return { more: frames.length < taken.length, frames }
         })
     }
     const TOTAL = 300

@@ -41,9 +41,11 @@ export const make = Effect.gen(function* () {
 
   /**
    * Transcript entries after `afterSeq`, as `session.event` frames: up to `limit` of them and about
-   * `maxBytes` (the entry that crosses it is the last; the first always comes), with whether more may
-   * follow. The stored JSON is spliced in as text (no parse and re-serialize per row) and read without
-   * the client's name transforms, so the agent's event reaches the client exactly as it was recorded.
+   * `maxBytes` (the entry that crosses it is the last; the first always comes), with whether more
+   * follow. One row past `limit` is read to tell (so a page that ends the transcript says so, and
+   * needs no empty read after it). The stored JSON is spliced in as text (no parse and re-serialize
+   * per row) and read without the client's name transforms, so the agent's event reaches the client
+   * exactly as it was recorded.
    */
   const page = (sessionId: string, afterSeq: number, limit: number, maxBytes: number) =>
     sql<Row>`
@@ -53,13 +55,13 @@ export const make = Effect.gen(function* () {
         FROM (
           SELECT seq, prompt_epoch, payload::text AS payload, correlation_id,
             to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at
-          FROM session_events WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit}
+          FROM session_events WHERE session_id = ${sessionId} AND seq > ${afterSeq} ORDER BY seq LIMIT ${limit + 1}
         ) rows
       ) sized WHERE before < ${maxBytes} ORDER BY seq`.withoutTransform.pipe(
       Effect.orDie,
       Effect.map((rows) => ({
-        more: rows.length > 0 && (Number(rows[0]!.taken) === limit || rows.length < Number(rows[0]!.taken)),
-        frames: rows.map((row): TranscriptFrame => {
+        more: rows.length > 0 && (Number(rows[0]!.taken) > limit || rows.length < Number(rows[0]!.taken)),
+        frames: rows.slice(0, limit).map((row): TranscriptFrame => {
           const seq = Number(row.seq)
           const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
             row.prompt_epoch ?? 0

@@ -117,6 +117,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
         // the row count ends it: more may follow
         const counted = yield* catchUp.page(s.sessionId, 5, 10, 1 << 20)
         expect([seqs(counted), counted.more]).toEqual([range(6, 15), true])
+        // a page whose row count ends the transcript says so: no empty read after it
+        const last = yield* catchUp.page(s.sessionId, 10, 10, 1 << 20)
+        expect([seqs(last), last.more]).toEqual([range(11, 20), false])
         // the bytes of three rows: three rows, more follow; a byte short of them: the third still comes, as the one that crosses
         const three = (sizes[0] ?? 0) + (sizes[1] ?? 0) + (sizes[2] ?? 0)
         const bytes = yield* catchUp.page(s.sessionId, 0, 100, three)

@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process"
+import { execFile, execFileSync } from "node:child_process"
 import { readFile, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { promisify } from "node:util"
@@ -9,7 +9,20 @@ import { Sql } from "@sam/sql"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { startTestStack, tempDir } from "../src/TestStack.js"
 
-const FILE = join(import.meta.dirname, "..", "..", "docs", "benchmarks.md")
+const ROOT = join(import.meta.dirname, "..", "..")
+const FILE = join(ROOT, "docs", "benchmarks.md")
+
+/**
+ * A benchmark that starts vm-agents or demo agents measures what `./sam` runs: the compiled ones in
+ * `dist/` (built here when a source changed, as `./sam` does). `SAM_COMPILED=0` runs them from source
+ * instead. Returns the command prefix that says which, for the report's "Measured by" line.
+ */
+export const compiledAgents = () => {
+  if (process.env.SAM_COMPILED === "0") return "SAM_COMPILED=0 "
+  execFileSync(process.execPath, [join(ROOT, "infra", "build.mjs"), "--if-stale"], { stdio: "inherit" })
+  process.env.SAM_COMPILED = "1"
+  return ""
+}
 
 /**
  * Print a benchmark's section and put it in docs/benchmarks.md: replace the section under the same

@@ -25,13 +25,15 @@ import { Effect, Fiber, Layer, Logger, LogLevel } from "effect"
 import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 /** This process in the per-process CPU figures. */
 const OWN = "control plane, gateway, clients"
 
 const SESSIONS = Number(process.argv[2] ?? 20)
+/** the vm-agents and demo agents as `./sam` runs them, compiled */
+const HOW = compiledAgents()
 const LINES = Number(process.argv[3] ?? 250)
 const LATENCY_SECONDS = 4
 const { ControlProtocol: C } = Domain
@@ -320,7 +322,7 @@ const program = Effect.gen(function* () {
     const section = [
       "## Live path",
       "",
-      `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/live.ts ${SESSIONS} ${LINES}\``,
+      `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`${HOW}node --import tsx test/bench/live.ts ${SESSIONS} ${LINES}\``,
       `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
       `${SESSIONS} conversation sessions with real vm-agents and demo agents (host runtime, ${new Set(sessions.map((s) => s.sessionId)).size} sessions on up to 3 nodes),`,
       "the control plane, the gateway and one WebSocket feed client per session, all on this machine.",

@@ -23,10 +23,12 @@ import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
 import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
 import * as SpanTimeline from "./SpanTimeline.js"
 
 const N = Number(process.argv[2] ?? 10)
+/** the vm-agents and demo agents as `./sam` runs them, compiled */
+const HOW = compiledAgents()
 const { ControlProtocol: C, SessionEvents: E } = Domain
 const timeline = process.env.SAM_BENCH_TIMELINE === "1" ? SpanTimeline.make() : undefined
 const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended, E.SessionEventBatch, E.SessionSlept)
@@ -283,7 +285,7 @@ const program = Effect.gen(function* () {
   const section = [
     "## Tasks",
     "",
-    `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/tasks.ts ${N}\` on this machine`,
+    `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`${HOW}node --import tsx test/bench/tasks.ts ${N}\` on this machine`,
     `(${cpus().length} cores, shared with other work), ${N} tasks one after another on a warm node (the first task,`,
     "which provisions the node, is not counted), each once the one before has ended, its session slept and its agent",
     "exited (an idle warm node). Time from `task.submit` to the first text the agent streams",

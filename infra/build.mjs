@@ -140,9 +140,10 @@ const results = await Promise.all([
 // What an earlier build left and this one did not write (chunks are named by their content) goes, after
 // the build: a process starting meanwhile still finds its files.
 const written = new Set(results.flatMap((result) => Object.keys(result.metafile.outputs).map((path) => resolve(path))))
-// A code cache (run-cached.cjs) is made again by the next run of its bundle.
+// A code cache (run-cached.cjs) is made again by the next run of its bundle; one a run was killed while
+// writing (`.v8cache.<pid>`) goes too.
 for (const name of readdirSync(out)) {
-  if (/\.[cm]js(\.map)?$|\.v8cache$/.test(name) && !written.has(join(out, name))) rmSync(join(out, name))
+  if (/\.[cm]js(\.map)?$|\.v8cache(\.\d+)?$/.test(name) && !written.has(join(out, name))) rmSync(join(out, name))
 }
 // Packages loaded at run time by name from the bundles (a dynamic import, a lazy require) resolve from
 // dist/: link them there from the workspace package that depends on them.

@@ -344,6 +344,7 @@ function runClients() {
             socket.on("message", (data) => {
               const frame = JSON.parse(String(data))
               if (frame.type === "session.event") count++
+              else if (frame.type === "session.events") count += frame.events.length
               else if (frame.type === "caught-up") resolve(now() - started)
             })
             socket.send(JSON.stringify({ type: "subscribe", sessions: [{ sessionId: m.sessionId!, afterSeq: 0 }] }))

@@ -1,5 +1,5 @@
 import { readdir, readFile, readlink } from "node:fs/promises"
-import { FeedClient, nodeWebSocket } from "@sam/gateway/client"
+import { FeedClient, framesOf, nodeWebSocket } from "@sam/gateway/client"
 import { expect } from "vitest"
 import { type Api, exec, Stop, waitFor } from "./SamUp.js"
 
@@ -280,8 +280,8 @@ export const stackProcesses = async (dataDir: string, command?: string) => {
 }
 
 /**
- * A feed connection that follows `sessionIds` from their first entry (`afterSeq` 0) and keeps every
- * `session.event` frame's seq, for a check that a client saw each entry once, in order, through a fault
+ * A feed connection that follows `sessionIds` from their first entry (`afterSeq` 0) and keeps the seq
+ * of every entry it gets (`session.event`, `session.events`), for a check that a client saw each entry once, in order, through a fault
  * the gateway lived through (the feed re-reads from the last seq it sent after a NATS reconnect).
  */
 export const watchFeed = async (gateway: string, client: Api, sessionIds: ReadonlyArray<string>) => {
@@ -305,7 +305,8 @@ export const watchFeed = async (gateway: string, client: Api, sessionIds: Readon
   socket.on("message", (data) => {
     const frame = JSON.parse(String(data))
     if (frame.type === "ping") socket.send(JSON.stringify({ type: "pong" }))
-    if (frame.type === "session.event") seqs.get(frame.sessionId)?.push(frame.seq)
+    // a transcript's run comes as one `session.events` frame of its entries
+    for (const one of framesOf(frame)) if (one.type === "session.event") seqs.get(one.sessionId)?.push(one.seq)
     if (frame.type === "error") errors.push(frame)
   })
   socket.on("close", (code, reason) => (closed = `${code} ${reason}`))

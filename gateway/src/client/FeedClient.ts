@@ -104,9 +104,19 @@ const feedUrl = (baseUrl: string) => {
 }
 
 /**
+ * A frame as a consumer takes it: a `session.events` frame is the `session.event` frames of its entries,
+ * in order; any other frame is itself.
+ */
+export const framesOf = (frame: Api.ServerFrame): ReadonlyArray<Api.ServerFrame> =>
+  frame.type === "session.events"
+    ? frame.events.map((entry) => ({ type: "session.event" as const, sessionId: frame.sessionId, ...entry }))
+    : [frame]
+
+/**
  * A reconnecting client of the gateway's feed (see `Api` Feed.ts for the protocol). It keeps the
  * last seq it delivered per session and, after any reconnect, subscribes again from there, so its
- * consumer sees every session event once and in order; a repeat is dropped (and counted). It
+ * consumer sees every session event once and in order, as a `session.event` frame (the entries of
+ * a `session.events` frame one by one); a repeat is dropped (and counted). It
  * answers pings, and treats two heartbeats of silence as a dead connection. It stops reconnecting
  * only when closed, or when the gateway refuses the credential (4001, or an HTTP 401 as 4401).
  */
@@ -217,6 +227,15 @@ export class FeedClient implements AsyncIterable<Api.ServerFrame> {
     } catch {
       return
     }
+    if (frame.type === "session.events") {
+      // frames are the gateway's and are not checked one by one; one not even a list is dropped
+      if (Array.isArray(frame.events)) for (const one of framesOf(frame)) this.take(one)
+      return
+    }
+    this.take(frame)
+  }
+
+  private take(frame: Api.ServerFrame) {
     switch (frame.type) {
       case "hello":
         this.attempt = 0

@@ -2,11 +2,12 @@ import { SqlClient } from "@effect/sql"
 import { Domain, Kv, type SessionId, Topology } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect, Option } from "effect"
-import { frame, type OutFrame } from "./Outbound.js"
+import { frame } from "./Outbound.js"
 
-export interface TranscriptFrame {
+/** One transcript entry: its seq, and its JSON as a `session.events` frame lists it (`Api.SessionEventEntry`). */
+export interface TranscriptEntry {
   readonly seq: number
-  readonly frame: OutFrame
+  readonly json: string
 }
 
 interface Row {
@@ -40,7 +41,7 @@ export const make = Effect.gen(function* () {
     )
 
   /**
-   * Transcript entries after `afterSeq`, as `session.event` frames: up to `limit` of them and about
+   * Transcript entries after `afterSeq`, as JSON ready to send: up to `limit` of them and about
    * `maxBytes` (the entry that crosses it is the last; the first always comes), with whether more
    * follow. One row past `limit` is read to tell (so a page that ends the transcript says so, and
    * needs no empty read after it). The stored JSON is spliced in as text (no parse and re-serialize
@@ -61,14 +62,12 @@ export const make = Effect.gen(function* () {
       Effect.orDie,
       Effect.map((rows) => ({
         more: rows.length > 0 && (Number(rows[0]!.taken) > limit || rows.length < Number(rows[0]!.taken)),
-        frames: rows.slice(0, limit).map((row): TranscriptFrame => {
+        entries: rows.slice(0, limit).map((row): TranscriptEntry => {
           const seq = Number(row.seq)
-          const json = `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},"seq":${seq},"promptEpoch":${
-            row.prompt_epoch ?? 0
-          },"event":${StoredJson.decode(row.payload)},"at":"${row.at}"${
-            row.correlation_id === null ? "" : `,"correlationId":${JSON.stringify(row.correlation_id)}`
-          }}`
-          return { seq, frame: { json, bytes: Buffer.byteLength(json) } }
+          const json = `{"seq":${seq},"promptEpoch":${row.prompt_epoch ?? 0},"event":${StoredJson.decode(row.payload)},"at":"${
+            row.at
+          }"${row.correlation_id === null ? "" : `,"correlationId":${JSON.stringify(row.correlation_id)}`}}`
+          return { seq, json }
         })
       }))
     )

@@ -15,6 +15,21 @@ export const frame = (value: Api.ServerFrame): OutFrame => {
   return { json, bytes: Buffer.byteLength(json) }
 }
 
+/** About the most a `session.events` frame holds: a browser pays per message, not per byte (Feed.ts). */
+export const EVENTS_FRAME_BYTES = 64 * 1024
+
+/**
+ * Entries of one session's transcript (each an `Api.SessionEventEntry` as JSON, consecutive and in seq
+ * order) as one frame: a `session.event` for one, a `session.events` for more.
+ */
+export const eventsFrame = (sessionId: string, entries: ReadonlyArray<string>): OutFrame => {
+  const json =
+    entries.length === 1
+      ? `{"type":"session.event","sessionId":${JSON.stringify(sessionId)},${entries[0]!.slice(1)}`
+      : `{"type":"session.events","sessionId":${JSON.stringify(sessionId)},"events":[${entries.join(",")}]}`
+  return { json, bytes: Buffer.byteLength(json) }
+}
+
 /**
  * The sending side of one connection. `@effect/platform`'s socket write is a synchronous `ws.send`
  * that never pushes back, so the backlog is measured: what sits in the TCP socket's write buffer

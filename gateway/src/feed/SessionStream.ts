@@ -2,7 +2,7 @@ import type { SessionId } from "@sam/bus"
 import { Cause, Effect, Queue, Schedule } from "effect"
 import type { CatchUp } from "./CatchUp.js"
 import type { FeedOptions } from "./FeedConfig.js"
-import { frame, type Outbound, type OutFrame } from "./Outbound.js"
+import { EVENTS_FRAME_BYTES, eventsFrame, frame, type Outbound, type OutFrame } from "./Outbound.js"
 
 /**
  * One session subscribed on one connection: every `session.event` after the client's `afterSeq`,
@@ -134,15 +134,33 @@ export const make = Effect.fnUntraced(function* (
         }
         const reading = mustRead
         mustRead = false
-        const { frames: rows, more } = yield* patiently(
+        const { entries: rows, more } = yield* patiently(
           sessionId,
           catchUp.page(sessionId, lastSent, options.pageSize, options.pageBytes)
         )
+        // Runs of entries go out as one frame each (`session.events`, up to about EVENTS_FRAME_BYTES).
+        let run: Array<string> = []
+        let runBytes = 0
+        let runLast = lastSent
+        const flush = () => {
+          const next = eventsFrame(sessionId, run)
+          const last = runLast
+          run = []
+          runBytes = 0
+          if (out.trySend(next)) {
+            lastSent = last
+            return Effect.succeed(true)
+          }
+          return send(last, next)
+        }
         for (const row of rows) {
           if (row.seq <= lastSent) continue
-          if (out.trySend(row.frame)) lastSent = row.seq
-          else if (!(yield* send(row.seq, row.frame))) return
+          if (run.length > 0 && runBytes + row.json.length > EVENTS_FRAME_BYTES && !(yield* flush())) return
+          run.push(row.json)
+          runBytes += row.json.length
+          runLast = row.seq
         }
+        if (run.length > 0 && !(yield* flush())) return
         if (more) mustRead = true
         if (rows.length > 0 || reading || pending.has(lastSent + 1)) {
           stalls = 0

@@ -3,7 +3,7 @@ import { SqlClient } from "@effect/sql"
 import { Actors, ControlPlane } from "@sam/actors"
 import { type Api, Domain, makeId, Publish, Subjects } from "@sam/bus"
 import { Gateway } from "@sam/gateway"
-import { nodeWebSocket } from "@sam/gateway/client"
+import { framesOf, nodeWebSocket } from "@sam/gateway/client"
 import { ConfigProvider, Effect } from "effect"
 import type { TestUser } from "../../src/index.js"
 
@@ -133,7 +133,10 @@ export const startGateway = (feed: Record<string, number>) =>
 export type Frame = Api.ServerFrame
 
 export interface RawClient {
+  /** the frames as a consumer takes them: a `session.events` frame is its entries' `session.event` frames */
   readonly frames: Array<Frame>
+  /** the frames as they came over the wire */
+  readonly wire: Array<Frame>
   readonly socket: Awaited<ReturnType<typeof nodeWebSocket>>["prototype"]
   readonly closed: Promise<{ readonly code: number; readonly reason: string }>
   /** the close, once it came */
@@ -153,7 +156,12 @@ export const rawClient = (baseUrl: string, token: string | undefined, options: {
     const headers = token === undefined || options.query ? {} : { authorization: `Bearer ${token}` }
     const socket = new WS(url, { headers })
     const frames: Array<Frame> = []
-    socket.on("message", (data) => frames.push(JSON.parse(String(data)) as Frame))
+    const wire: Array<Frame> = []
+    socket.on("message", (data) => {
+      const frame = JSON.parse(String(data)) as Frame
+      wire.push(frame)
+      frames.push(...framesOf(frame))
+    })
     let closedWith: { code: number; reason: string } | undefined
     const closed = new Promise<{ code: number; reason: string }>((resolve) =>
       socket.on("close", (code, reason) => {
@@ -166,6 +174,7 @@ export const rawClient = (baseUrl: string, token: string | undefined, options: {
       socket.on("open", () =>
         resolve({
           frames,
+          wire,
           socket,
           closed,
           closedWith: () => closedWith,

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { ControlPlane } from "@sam/actors"
-import { Domain, encode, makeId, Nats, Publish, Subjects } from "@sam/bus"
+import { Api, Domain, encode, makeId, Nats, Publish, Subjects } from "@sam/bus"
 import { FeedClient } from "@sam/gateway/client"
 import { type Duration, Effect } from "effect"
 import { expect } from "vitest"
@@ -91,6 +91,38 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
       expect(client.of("session.event").map((f) => [f.seq, f.at])).toEqual(
         rows.map((row) => [Number(row.seq), row.at.toISOString()])
       )
+      // On the wire, every frame is one the protocol defines, and the transcript's run (6–20) came as one
+      // `session.events` frame, right before `caught-up`.
+      for (const frame of client.wire) expect(Api.ServerFrame.safeParse(frame).error).toBeUndefined()
+      const wireTypes = client.wire.map((f) => f.type)
+      const caughtUp = wireTypes.indexOf("caught-up")
+      expect(wireTypes.slice(2, caughtUp + 1)).toEqual(["snapshot", "session.events", "caught-up"])
+      const run = client.wire[caughtUp - 1] as Api.ServerFrameOf<"session.events">
+      expect([run.sessionId, run.events.map((e) => e.seq)]).toEqual([s.sessionId, range(6, 20)])
+      client.socket.close()
+    })
+  )
+
+  it.effect("a long catch-up comes in frames of about 64 KiB, each of consecutive entries", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const s = yield* seedSession(alice)
+      // 1,500 events of 200 characters: about 400 KiB of transcript
+      yield* s.produce(1_500, 200, 50)
+      yield* waitUntil("1,500 in the transcript", s.lastSeq.pipe(Effect.map((n) => (n >= 1_500 ? n : undefined))))
+      const client = open(yield* rawClient(url, alice.token))
+      client.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+      yield* until("caught up", () => client.of("caught-up")[0])
+      expect(seqsOf(client)).toEqual(range(1, 1_500))
+      const runs = client.wire.filter((f): f is Api.ServerFrameOf<"session.events"> => f.type === "session.events")
+      expect(client.wire.filter((f) => f.type === "session.event")).toEqual([])
+      // a frame is cut before the entry that would take it past 64 KiB
+      const sizes = runs.map((f) => Buffer.byteLength(JSON.stringify(f)))
+      expect(runs.length).toBeGreaterThanOrEqual(Math.ceil(sizes.reduce((a, b) => a + b, 0) / (64 * 1024)))
+      expect(runs.length).toBeLessThan(12)
+      for (const size of sizes) expect(size).toBeLessThan(64 * 1024 + 1024)
+      expect(runs.flatMap((f) => f.events.map((e) => e.seq))).toEqual(range(1, 1_500))
       client.socket.close()
     })
   )
@@ -109,8 +141,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
         SELECT octet_length(payload::text) AS size FROM session_events WHERE session_id = ${s.sessionId} ORDER BY seq`).map(
           (row) => Number(row.size)
         )
-        const seqs = (page: { readonly frames: ReadonlyArray<{ readonly seq: number }> }) =>
-          page.frames.map((f) => f.seq)
+        const seqs = (page: { readonly entries: ReadonlyArray<{ readonly seq: number }> }) =>
+          page.entries.map((f) => f.seq)
         // all of it: no more
         const all = yield* catchUp.page(s.sessionId, 0, 100, 1 << 20)
         expect([seqs(all), all.more]).toEqual([range(1, 20), false])

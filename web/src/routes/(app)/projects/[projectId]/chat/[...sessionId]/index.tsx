@@ -162,14 +162,23 @@ export default component$(() => {
     let stick = true
     let anchor: number | undefined
     let frame = 0
+    let catchingUp: ReturnType<typeof setTimeout> | undefined
     const flush = () => {
       frame = 0
+      clearTimeout(catchingUp)
+      catchingUp = undefined
       const start = Math.max(0, timeline.items.length - windowSize)
       state.windowStart = start
       state.items = timeline.items.slice(start)
     }
+    /**
+     * Render on the next frame. While the transcript is still coming (before `caught-up`), at most every
+     * 250 ms: its runs come faster than the page renders, and a render after each held the next run back
+     * (10,000 events: 30 runs in 0.9 s, of which taking them in was 0.09 s).
+     */
     const schedule = () => {
-      if (frame === 0) frame = requestAnimationFrame(flush)
+      if (!state.loaded) catchingUp ??= setTimeout(flush, 250)
+      else if (frame === 0) frame = requestAnimationFrame(flush)
     }
     state.more = noSerialize(() => {
       const el = current()
@@ -347,6 +356,7 @@ export default component$(() => {
       clearInterval(tick)
       clearTimeout(refreshTimer)
       if (frame !== 0) cancelAnimationFrame(frame)
+      clearTimeout(catchingUp)
       cancelAnimationFrame(attaching)
       observer.disconnect()
       document.removeEventListener("scroll", onScroll, { capture: true })

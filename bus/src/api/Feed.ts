@@ -18,11 +18,12 @@ import { ApiErrorBody } from "./ApiError.js"
  *   every event with `seq > afterSeq` (from the transcript), `caught-up` (the last seq sent), then
  *   live events. Whatever the timing, a client sees each seq once, with no gaps: the gateway buffers
  *   live events while it reads, drops repeats, and fills gaps from the transcript. Subscribing again
- *   to the same session starts over from the new `afterSeq`. An event comes as a `session.event`
- *   frame, or with the ones after it in a `session.events` frame (their entries in seq order, about
- *   64 KiB at most): what the transcript gives runs of comes so, since a browser pays per message
- *   (10,000 `session.event` frames took Chromium 2.7 s to take in). `FeedClient` hands its consumer
- *   each entry of a `session.events` frame as the `session.event` frame it stands for.
+ *   to the same session starts over from the new `afterSeq`. Events read from the transcript (the
+ *   catch-up, a gap filled) come in runs: a `session.events` frame lists their entries in seq order,
+ *   about 64 KiB at most, since a browser pays per message (10,000 `session.event` frames took
+ *   Chromium 2.7 s to take in); a run of one is a `session.event` frame, as is each live event.
+ *   `FeedClient` hands its consumer each entry of a `session.events` frame as the `session.event`
+ *   frame it stands for.
  * - `event`: any other domain event of a subscribed project (task, workspace, session lifecycle),
  *   also of a subscribed session; node events to users who can see the node (its owner, members of
  *   projects with a workspace on it); notifications to their user. Each such event at most once
@@ -103,7 +104,7 @@ export const SessionEventFrame = SessionEventEntry.extend({
   type: z.literal("session.event"),
   sessionId: SessionId
 })
-/** Consecutive entries of one session's transcript in one frame, in seq order. */
+/** A run of one session's transcript entries in one frame, in seq order. */
 export const SessionEventsFrame = z.object({
   type: z.literal("session.events"),
   sessionId: SessionId,

@@ -101,6 +101,22 @@ const main = Effect.gen(function* () {
     context.addCookies([{ name: "sam_session", value: token, url, httpOnly: true, sameSite: "Lax" }])
   )
 
+  // The feed's messages as the page gets them: how many, and the time from the first to `caught-up`.
+  yield* Effect.promise(() =>
+    context.addInitScript(`(() => {
+      const Native = window.WebSocket
+      const seen = (window.__feedMessages = { count: 0, first: 0, caughtUp: 0 })
+      window.WebSocket = class extends Native {
+        constructor(...args) {
+          super(...args)
+          this.addEventListener("message", (event) => {
+            if (seen.count++ === 0) seen.first = performance.now()
+            if (!seen.caughtUp && String(event.data).startsWith('{"type":"caught-up"')) seen.caughtUp = performance.now()
+          })
+        }
+      }
+    })()`)
+  )
   /** Loads a page and reports the JS it loaded and ran until `ready` holds. */
   const visit = (path: string, ready: string) =>
     Effect.promise(async () => {
@@ -122,7 +138,8 @@ const main = Effect.gen(function* () {
       const rendered = (await page.evaluate(
         `document.querySelectorAll("[data-testid=timeline] [data-kind]").length`
       )) as number
-      return { page, usableMs, scriptMs: script * 1000, js, rendered }
+      const feed = (await page.evaluate("window.__feedMessages")) as { count: number; first: number; caughtUp: number }
+      return { page, usableMs, scriptMs: script * 1000, js, rendered, feed }
     })
 
   // (1) a new chat: nothing to load but the page
@@ -208,13 +225,17 @@ const main = Effect.gen(function* () {
     `The long session has ${EVENTS} transcript entries (${epochs} turns of a prompt, thought, plan, tool call,`,
     "four text chunks and the turn's end), inserted as the session actor would have; the page renders the",
     "last 150 timeline items of them. Script time is Chromium's `ScriptDuration` until the page was usable.",
-    "The session page follows the transcript over the feed from seq 0, so most of its time is the feed's",
-    "catch-up of every entry and folding them into items; the page renders a window, never all of them.",
+    "The session page follows the transcript over the feed from seq 0: the feed's catch-up of every entry (in",
+    "`session.events` runs, ADR 0042) and folding them into items; the page renders a window, never all of them.",
     "",
     "| page | usable after ms | JS files | JS KiB (decoded) | script ms | items rendered |",
     "|---|---:|---:|---:|---:|---:|",
     `| new chat (no session) | ${empty.usableMs.toFixed(0)} | ${empty.js.n} | ${kb(empty.js.bytes)} | ${ms(empty.scriptMs)} | ${empty.rendered} |`,
     `| session with ${EVENTS} events | ${long.usableMs.toFixed(0)} | ${long.js.n} | ${kb(long.js.bytes)} | ${ms(long.scriptMs)} | ${long.rendered} |`,
+    "",
+    `The long session's catch-up as the page got it: ${long.feed.count} feed messages until it was usable, ${(
+      long.feed.caughtUp - long.feed.first
+    ).toFixed(0)} ms from the first to \`caught-up\`.`,
     "",
     `Latency from publishing a session event on the bus to its text on the page, ${LATENCY_EVENTS} events 30 ms`,
     "apart, against a `FeedClient` in Node following the same session in the same run:",

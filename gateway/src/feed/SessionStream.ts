@@ -144,14 +144,9 @@ export const make = Effect.fnUntraced(function* (
         let runLast = lastSent
         const flush = () => {
           const next = eventsFrame(sessionId, run)
-          const last = runLast
           run = []
           runBytes = 0
-          if (out.trySend(next)) {
-            lastSent = last
-            return Effect.succeed(true)
-          }
-          return send(last, next)
+          return send(runLast, next)
         }
         for (const row of rows) {
           if (row.seq <= lastSent) continue

@@ -51,12 +51,10 @@ export interface RuntimeOptions {
   readonly maxAckPending?: number
   /** messages a shard's puller buffers from the server */
   readonly batch?: number
-  /** queued commands per entity before the shard stops pulling (default 64) */
+  /** commands waiting for one entity before the shard stops pulling (default 64) */
   readonly mailboxCapacity?: number
   /** most waiting commands of one entity applied in one transaction (group commit; default 64) */
   readonly groupMax?: number
-  /** an entity with no message for this long is passivated (default 30 s) */
-  readonly idleAfter?: Duration.DurationInput
   /** handler attempts (local retries plus redeliveries) before a command is dead-lettered (default 5) */
   readonly maxAttempts?: number
   readonly retryBase?: Duration.DurationInput
@@ -90,7 +88,6 @@ export interface ShardSettings {
   readonly batch: number
   readonly mailboxCapacity: number
   readonly groupMax: number
-  readonly idleAfterMs: number
   readonly maxAttempts: number
   readonly retryBaseMs: number
   readonly drainTimeoutMs: number
@@ -148,7 +145,6 @@ export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Set
       batch: options.batch ?? 256,
       mailboxCapacity: options.mailboxCapacity ?? 64,
       groupMax: options.groupMax ?? 64,
-      idleAfterMs: ms(options.idleAfter, 30_000),
       maxAttempts: options.maxAttempts ?? 5,
       retryBaseMs: ms(options.retryBase, 100),
       drainTimeoutMs: Math.max(200, Math.floor(leaseTtlMs / 4)),

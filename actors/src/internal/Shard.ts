@@ -1,11 +1,11 @@
 import type { JsMsg } from "@nats-io/jetstream"
 import { ActorMessages, Actors, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
-import { Cause, Deferred, Effect, Exit, Fiber, Option, Queue, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option, Stream } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
 import { afterFailure, totalAttempts } from "./Retry.js"
 import type { RuntimeEvent, ShardSettings } from "./Settings.js"
-import type { CommitResult, Store } from "./Store.js"
+import type { Store } from "./Store.js"
 import { text } from "./Store.js"
 
 export const REPLY_HEADER = Actors.REPLY_HEADER
@@ -14,14 +14,6 @@ export const REPLY_HEADER = Actors.REPLY_HEADER
 const COMMIT_LANES = 2
 /** Most entities' groups in one batch (each holds up to `groupMax` commands). */
 const BATCH_GROUPS = 16
-
-interface Mailbox {
-  readonly id: string
-  readonly queue: Queue.Queue<JsMsg>
-  busy: boolean
-  /** when it was last given a message or last finished one: it is passivated `idleAfterMs` after that */
-  lastUsed: number
-}
 
 export interface ShardHandle {
   readonly kind: string
@@ -58,17 +50,16 @@ const describe = (error: unknown): string =>
 const entityOf = (subject: string) => subject.slice(subject.lastIndexOf(".") + 1)
 
 /**
- * Start consuming one shard: one fiber pulls, one fiber per active entity handles its messages in
- * order, all of those waiting in one transaction (group commit).
+ * Start consuming one shard: one fiber pulls and queues each message for its entity; the shard's lanes apply
+ * the entities' waiting messages in order, those of many entities in one transaction (group commit).
  */
 export const startShard = (deps: ShardDeps) =>
   Effect.gen(function* () {
     const { kind, shard, epoch, settings, store, nats } = deps
     let active = true
-    const boxes = new Map<string, Mailbox>()
     /**
      * Messages taken from the consumer and not yet handled, with when their ack deadline was last pushed
-     * back. A burst the database cannot keep up with waits in the mailboxes for longer than `ack_wait`;
+     * back. A burst the database cannot keep up with waits in the entities' queues for longer than `ack_wait`;
      * without `working()` the server would deliver each again, and every copy costs a transaction (an
      * inbox duplicate) while the backlog grows: a slow database would get slower still.
      */
@@ -233,19 +224,73 @@ export const startShard = (deps: ShardDeps) =>
     }
 
     /**
-     * Groups of different entities that are ready at the same time share a transaction (group commit
-     * across the shard's entities, issue 12): a burst over many entities pays one BEGIN, one fence check
-     * and one COMMIT per batch, not per command. Each entity has at most one group waiting here (its
-     * mailbox waits for the answer), so its order holds; `COMMIT_LANES` batches of a shard run side by
-     * side, so one slow transaction does not hold up the rest. Should a batch fail for another reason
-     * than the fence, each group is answered `Retry` and applied on its own, with its own retries.
+     * The shard's scheduler (group commit, issue 12). An entity's messages wait in its queue, in arrival
+     * order; an entity with messages that has no group in a transaction is `ready`. A lane takes up to
+     * `BATCH_GROUPS` ready entities, up to `groupMax` messages of each, and commits them in one transaction
+     * (one BEGIN, fence check and COMMIT); `COMMIT_LANES` lanes of a shard run side by side, so one slow
+     * transaction does not hold up the rest. An entity is in one lane's batch at a time, so its order holds.
+     * Should a batch fail for another reason than the fence, each entity's messages are applied on their own,
+     * with their own retries, while the lanes go on with other entities. An entity with nothing waiting and
+     * nothing in a transaction is dropped at once (passivation: it holds no state but its queue).
      */
-    type Batched = Exit.Exit<ReadonlyArray<CommitResult>, "Fenced" | "Retry" | "Stopped">
-    interface Submission {
-      readonly items: ReadonlyArray<Checked>
-      readonly done: Deferred.Deferred<Batched>
+    interface Entity {
+      readonly id: string
+      /** checked messages, or a bad one's dead letter, in arrival order */
+      readonly waiting: Array<Checked | { readonly msg: JsMsg; readonly bad: Effect.Effect<void> }>
+      /** in a lane's batch, or being applied on its own */
+      busy: boolean
+      /** the puller waits on this while the entity holds `mailboxCapacity` messages */
+      room: Deferred.Deferred<void> | undefined
     }
-    const submissions = Effect.runSync(Queue.unbounded<Submission>())
+    const entities = new Map<string, Entity>()
+    const ready: Array<Entity> = []
+    const work = Effect.runSync(Effect.makeLatch(false))
+
+    /** An entity's batch is over: ready again if more waits, otherwise dropped. */
+    const release = (entity: Entity) => {
+      entity.busy = false
+      if (!active) return
+      if (entity.waiting.length > 0) {
+        ready.push(entity)
+        work.unsafeOpen()
+      } else entities.delete(entity.id)
+    }
+    const finished = (msg: JsMsg) => held.delete(msg)
+    const takeGroup = (entity: Entity): Array<Checked> => {
+      const group: Array<Checked> = []
+      while (group.length < settings.groupMax && entity.waiting.length > 0) {
+        const next = entity.waiting[0]!
+        if ("bad" in next) break
+        group.push(next)
+        entity.waiting.shift()
+      }
+      if (entity.room !== undefined && entity.waiting.length < settings.mailboxCapacity) {
+        Deferred.unsafeDone(entity.room, Exit.void)
+        entity.room = undefined
+      }
+      return group
+    }
+    /** Dead-letter the bad messages at the front of an entity's queue, in their place in its order. */
+    const badsFirst = (entity: Entity) =>
+      Effect.gen(function* () {
+        while (active && entity.waiting.length > 0) {
+          const next = entity.waiting[0]!
+          if (!("bad" in next)) return
+          entity.waiting.shift()
+          yield* next.bad
+          finished(next.msg)
+        }
+      })
+    /** A group the batch could not commit: each message on its own, with its own retries. */
+    const oneByOne = (entity: Entity, group: ReadonlyArray<Checked>) =>
+      Effect.gen(function* () {
+        for (const { msg, id, envelope } of group) {
+          if (!active) return
+          yield* handleCommand(msg, id, envelope)
+          finished(msg)
+        }
+      }).pipe(Effect.ensuring(Effect.sync(() => release(entity))))
+
     const inputOf = ({ msg, id, envelope }: Checked) => ({
       kind,
       shard,
@@ -261,186 +306,102 @@ export const startShard = (deps: ShardDeps) =>
       },
       traceparent: msg.headers?.get("traceparent")
     })
-    const stoppedAll = (batch: ReadonlyArray<Submission>) =>
-      Effect.forEach(batch, (submission) => Deferred.succeed(submission.done, Exit.fail("Stopped")), { discard: true })
-    /**
-     * A lane: takes what waits, commits it, answers each group. Once the shard stops it takes nothing
-     * more, but a batch it holds is carried through (the fence then refuses it if the shard is gone).
-     */
+
     const lane = (state: { busy: boolean }) =>
       Effect.gen(function* () {
         while (active) {
-          const batch = [...(yield* Queue.takeBetween(submissions, 1, BATCH_GROUPS))]
+          if (ready.length === 0) {
+            work.unsafeClose()
+            yield* work.await
+            continue
+          }
           state.busy = true
-          if (!active) {
-            yield* stoppedAll(batch)
-            state.busy = false
-            return
+          const picked = ready.splice(0, BATCH_GROUPS)
+          const groups: Array<{ readonly entity: Entity; readonly items: Array<Checked> }> = []
+          for (const entity of picked) {
+            entity.busy = true
+            yield* badsFirst(entity)
+            const items = takeGroup(entity)
+            if (items.length > 0) groups.push({ entity, items })
+            else release(entity)
           }
-          // more than one entity's group may wait: take them all, up to BATCH_GROUPS groups
-          const inputs = batch.flatMap((submission) => submission.items.map(inputOf))
-          const exit = yield* store.commitGroup(inputs).pipe(
-            Effect.withSpan("Actor.handleGroup", {
-              captureStackTrace: false,
-              attributes: {
-                "actor.kind": kind.name,
-                "actor.shard": shard,
-                "group.size": inputs.length,
-                "group.entities": batch.length
-              }
-            }),
-            Effect.exit
-          )
-          let offset = 0
-          for (const submission of batch) {
-            const size = submission.items.length
-            const answer: Batched = Exit.isSuccess(exit)
-              ? Exit.succeed(exit.value.slice(offset, offset + size))
-              : Option.match(Cause.failureOption(exit.cause), {
-                  onNone: () => Exit.fail("Retry" as const),
-                  onSome: (error) => Exit.fail(error._tag === "Fenced" ? ("Fenced" as const) : ("Retry" as const))
-                })
-            offset += size
-            yield* Deferred.succeed(submission.done, answer)
-          }
+          if (groups.length > 0 && active) yield* commitBatch(groups)
+          else for (const { entity } of groups) release(entity)
           state.busy = false
         }
       })
+
+    const commitBatch = (groups: ReadonlyArray<{ readonly entity: Entity; readonly items: Array<Checked> }>) =>
+      Effect.gen(function* () {
+        const inputs = groups.flatMap((group) => group.items.map(inputOf))
+        const started = Date.now()
+        const exit = yield* store.commitGroup(inputs).pipe(
+          Effect.withSpan("Actor.handleGroup", {
+            captureStackTrace: false,
+            attributes: {
+              "actor.kind": kind.name,
+              "actor.shard": shard,
+              "group.size": inputs.length,
+              "group.entities": groups.length
+            }
+          }),
+          Effect.exit
+        )
+        if (Exit.isSuccess(exit)) {
+          let i = 0
+          for (const { entity, items } of groups) {
+            for (const { msg, id, envelope } of items) {
+              const result = exit.value[i++]!
+              yield* ack(msg)
+              const outcome = result._tag === "Applied" ? "applied" : "duplicate"
+              yield* reply(msg, envelope.id, outcome, result._tag === "Applied" ? result.reply : undefined)
+              settings.onApplied?.({ kind: kind.name, id, envelope, outcome, startedAt: started, at: Date.now() })
+              finished(msg)
+            }
+            release(entity)
+          }
+          return
+        }
+        const failed = Option.getOrUndefined(Cause.failureOption(exit.cause))
+        if (failed?._tag === "Fenced") {
+          for (const { items } of groups)
+            for (const { id, envelope } of items)
+              deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
+          for (const { entity, items } of groups) {
+            for (const { msg } of items) finished(msg)
+            release(entity)
+          }
+          return lose()
+        }
+        for (const { entity, items } of groups) deps.fork(oneByOne(entity, items))
+      })
+
     const lanes = Array.from({ length: COMMIT_LANES }, () => {
       const state = { busy: false }
       return { state, fiber: deps.fork(lane(state)) }
     })
-    const commitTogether = (items: ReadonlyArray<Checked>) =>
-      Effect.gen(function* () {
-        if (!active) return Exit.fail("Stopped" as const) as Batched
-        const done = yield* Deferred.make<Batched>()
-        yield* Queue.offer(submissions, { items, done })
-        return yield* Deferred.await(done)
-      })
-
-    /**
-     * Messages that passed their checks, applied in arrival order in one transaction (group commit,
-     * issue 12), with other entities' groups that wait at the same time; should that transaction fail,
-     * each is applied on its own, with its own retries.
-     */
-    const applyGroup = (items: ReadonlyArray<Checked>) =>
-      Effect.gen(function* () {
-        if (items.length === 0) return
-        const started = Date.now()
-        const exit = yield* commitTogether(items)
-        if (Exit.isSuccess(exit)) {
-          for (const [i, result] of exit.value.entries()) {
-            const { msg, id, envelope } = items[i]!
-            yield* ack(msg)
-            const outcome = result._tag === "Applied" ? "applied" : "duplicate"
-            yield* reply(msg, envelope.id, outcome, result._tag === "Applied" ? result.reply : undefined)
-            settings.onApplied?.({ kind: kind.name, id, envelope, outcome, startedAt: started, at: Date.now() })
-          }
-          return
-        }
-        const failed = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
-        if (failed === "Stopped") return
-        if (failed === "Fenced") {
-          for (const { id, envelope } of items)
-            deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
-          return lose()
-        }
-        for (const { msg, id, envelope } of items) {
-          if (!active) return
-          yield* handleCommand(msg, id, envelope)
-        }
-      })
-
-    /** Check each message, dead-letter the bad ones in their place, apply the rest in groups. */
-    const handleMany = (msgs: ReadonlyArray<JsMsg>) =>
-      Effect.gen(function* () {
-        let group: Array<Checked> = []
-        for (const msg of msgs) {
-          const checked = check(msg)
-          if (!Effect.isEffect(checked)) {
-            group.push(checked)
-            continue
-          }
-          yield* applyGroup(group)
-          group = []
-          yield* checked
-        }
-        yield* applyGroup(group)
-      })
-
-    /**
-     * An entity's messages, one group at a time. Its take is never interrupted while a message may be on the
-     * way to it: an interrupted `Queue.take` whose item was already handed over loses that item (Effect's
-     * queue does not put it back), and a lost message here is held, its ack deadline pushed back for as long
-     * as the shard is ours, and never applied. So an idle mailbox is not left by a timeout on its take; the
-     * sweeper below shuts its queue down once nothing waits in it and nothing was offered for `idleAfterMs`.
-     */
-    const mailboxLoop = (box: Mailbox): Effect.Effect<void> =>
-      Effect.gen(function* () {
-        while (true) {
-          const next = yield* Queue.take(box.queue)
-          if (!active) continue // not ours any more: leave it unacked for the new owner
-          box.busy = true
-          // What else waits for this entity goes in the same transaction (group commit, issue 12).
-          const taken = [next, ...(yield* Queue.takeUpTo(box.queue, settings.groupMax - 1))]
-          yield* handleMany(taken).pipe(
-            Effect.ensuring(
-              Effect.sync(() => {
-                box.busy = false
-                box.lastUsed = Date.now()
-                for (const msg of taken) held.delete(msg)
-              })
-            )
-          )
-        }
-      })
-
-    /**
-     * Passivation: a mailbox that is not busy, holds no message and was given none for `idleAfterMs` leaves
-     * the map and its queue is shut down (which ends its loop's waiting take). All of that is decided
-     * synchronously, so the dispatcher never offers to a mailbox that left; and a message handed to a loop
-     * but not yet taken up counts as use (`dispatch` stamps `lastUsed`), so its mailbox is not idle.
-     */
-    const sweepEveryMs = Math.max(5, Math.min(1_000, Math.floor(settings.idleAfterMs / 2)))
-    const sweeper = deps.fork(
-      Effect.gen(function* () {
-        while (true) {
-          yield* Effect.sleep(sweepEveryMs)
-          const now = Date.now()
-          const idle: Array<Mailbox> = []
-          for (const box of boxes.values()) {
-            // A queue's size is negative while its loop waits on it: count only messages.
-            const waiting = box.queue.unsafeSize().pipe(Option.getOrElse(() => 0))
-            if (box.busy || waiting > 0 || now - box.lastUsed < settings.idleAfterMs) continue
-            boxes.delete(box.id)
-            idle.push(box)
-          }
-          for (const box of idle) yield* Queue.shutdown(box.queue)
-        }
-      })
-    )
 
     const dispatch = (msg: JsMsg) =>
       Effect.suspend(() => {
         if (!active) return Effect.void
         const id = entityOf(msg.subject)
-        let box = boxes.get(id)
-        if (box === undefined) {
-          const created: Mailbox = {
-            id,
-            queue: Effect.runSync(Queue.bounded<JsMsg>(settings.mailboxCapacity)),
-            busy: false,
-            lastUsed: Date.now()
-          }
-          boxes.set(id, created)
-          deps.fork(mailboxLoop(created))
-          box = created
+        let entity = entities.get(id)
+        if (entity === undefined) {
+          entity = { id, waiting: [], busy: false, room: undefined }
+          entities.set(id, entity)
         }
-        const now = Date.now()
-        held.set(msg, now)
-        box.lastUsed = now
-        // A full mailbox suspends the puller: nothing more is pulled until this entity catches up.
-        return box.queue.unsafeOffer(msg) ? Effect.void : Queue.offer(box.queue, msg)
+        held.set(msg, Date.now())
+        const checked = check(msg)
+        entity.waiting.push(Effect.isEffect(checked) ? { msg, bad: checked } : checked)
+        if (!entity.busy && entity.waiting.length === 1) {
+          ready.push(entity)
+          work.unsafeOpen()
+        }
+        // A full queue suspends the puller: nothing more is pulled until this entity catches up.
+        if (entity.waiting.length < settings.mailboxCapacity) return Effect.void
+        const room = entity.room ?? Deferred.unsafeMake<void>(FiberId.none)
+        entity.room = room
+        return Deferred.await(room)
       })
 
     const pull = Effect.gen(function* () {
@@ -492,32 +453,25 @@ export const startShard = (deps: ShardDeps) =>
 
     const depth = () => {
       let sum = 0
-      // A queue's size goes negative while a taker waits on it (an idle mailbox): count only messages.
-      for (const box of boxes.values()) sum += Math.max(0, box.queue.unsafeSize().pipe(Option.getOrElse(() => 0)))
+      for (const entity of entities.values()) sum += entity.waiting.length
       return sum
     }
-    const idle = () => depth() === 0 && [...boxes.values()].every((box) => !box.busy)
+    const idle = () => entities.size === 0
 
     const stop = (graceful: boolean) =>
       Effect.gen(function* () {
         yield* Fiber.interrupt(puller)
         yield* Fiber.interrupt(extender)
-        yield* Fiber.interrupt(sweeper)
         if (graceful && active) {
           const deadline = Date.now() + settings.drainTimeoutMs
           while (!idle() && Date.now() < deadline) yield* Effect.sleep(10)
         }
         active = false
         held.clear()
-        // What waits in the mailboxes is left unacknowledged for the next owner; their loops end.
-        for (const box of boxes.values()) {
-          yield* Queue.takeAll(box.queue)
-          yield* Queue.shutdown(box.queue)
-        }
-        boxes.clear()
-        // Groups still waiting are not ours any more: left unacknowledged for the next owner. A lane in the
-        // middle of a batch carries it through (the fence decides); idle ones stop.
-        yield* stoppedAll([...(yield* Queue.takeAll(submissions))])
+        // What waits is left unacknowledged for the next owner. A lane in the middle of a batch carries it
+        // through (the fence decides); idle ones stop.
+        entities.clear()
+        ready.length = 0
         yield* Fiber.interruptAll(lanes.filter((l) => !l.state.busy).map((l) => l.fiber))
       })
 
@@ -527,7 +481,7 @@ export const startShard = (deps: ShardDeps) =>
       epoch,
       isActive: () => active,
       depth,
-      mailboxes: () => boxes.size,
+      mailboxes: () => entities.size,
       stop
     } satisfies ShardHandle
   })

@@ -27,14 +27,13 @@ const leased = (kind: Actor.AnyActorKind, options: Omit<Parameters<typeof startR
     return runtime
   })
 
-describe("actor runtime: ask, poison messages, passivation, status", () => {
+describe("actor runtime: ask, poison messages, idle entities dropped, status", () => {
   it.scopedLive("a garbage payload and a failing handler are dead-lettered and the entity keeps working", () =>
     Effect.gen(function* () {
       const kind = counterKind(unique("k"), 4)
       const runtime = yield* leased(kind, {
         maxAttempts: 3,
-        retryBase: "20 millis",
-        idleAfter: "300 millis"
+        retryBase: "20 millis"
       })
       const first = yield* Actors.ask(kind, "e1", Increment.make({ seq: 1 }))
       expect(first).toEqual({ messageId: expect.any(String), outcome: "applied", reply: 1 })
@@ -70,9 +69,9 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
         10_000
       )
 
-      // idle entities are passivated; the next command reloads the state from Postgres
+      // an entity with nothing waiting is dropped; the next command reloads the state from Postgres
       yield* waitUntil(
-        "idle mailboxes passivated",
+        "idle entities dropped",
         Effect.sync(() => runtime.shards().every((shard) => shard.mailboxes === 0)),
         10_000
       )
@@ -205,17 +204,61 @@ describe("actor runtime: ask, poison messages, passivation, status", () => {
   )
 
   it.scopedLive(
-    "a command that arrives as its entity's mailbox goes idle is applied, not lost",
+    "bad messages among an entity's waiting commands are dead-lettered and hold up none of the rest, which apply in order",
     () =>
       Effect.gen(function* () {
-        // Mailboxes idle after 1 ms: between one command's answer and the next, each entity's mailbox
-        // passivates, or is about to, hundreds of times. A command handed to a mailbox as it goes idle must
-        // be applied, in order; one lost would be held, its ack deadline pushed back for ever, and its ask
-        // would time out.
         const kind = counterKind(unique("k"), 2)
-        yield* leased(kind, {
-          idleAfter: "1 millis"
-        })
+        const runtime = yield* leased(kind)
+        const { js } = yield* Nats
+        const sql = yield* SqlClient.SqlClient
+        // Published without waiting for any: they wait together and are taken as groups of one batch.
+        const EACH = 60
+        const bad = new Set([7, 23, 24, 41, 60])
+        const sent: Array<Promise<unknown>> = []
+        let seq = 0
+        for (let i = 1; i <= EACH; i++) {
+          for (const id of ["e1", "e2"]) {
+            const payload = bad.has(i)
+              ? `{garbage ${i}`
+              : JSON.stringify(Increment.make({ seq: i - [...bad].filter((b) => b < i).length }))
+            sent.push(js.publish(Actor.subjectOf(kind, id), payload))
+          }
+          if (!bad.has(i)) seq++
+        }
+        yield* Effect.promise(() => Promise.all(sent))
+        yield* waitUntil(
+          "every command applied or dead-lettered",
+          counters(kind.name).pipe(
+            Effect.map((states) => states.get("e1")?.count === seq && states.get("e2")?.count === seq)
+          ),
+          20_000
+        )
+        const states = yield* counters(kind.name)
+        for (const id of ["e1", "e2"]) expect(states.get(id)).toMatchObject({ count: seq, lastSeq: seq, violations: 0 })
+        const letters = yield* sql<{ entityId: string; payload: string }>`
+        SELECT entity_id, payload FROM actor_dead_letters WHERE kind = ${kind.name} ORDER BY id`
+        for (const id of ["e1", "e2"])
+          expect(letters.filter((l) => l.entityId === id).map((l) => l.payload)).toEqual(
+            [...bad].map((i) => `{garbage ${i}`)
+          )
+        yield* waitUntil(
+          "idle entities dropped",
+          Effect.sync(() => runtime.shards().every((shard) => shard.mailboxes === 0 && shard.depth === 0)),
+          10_000
+        )
+      }).pipe(Effect.provide(env()))
+  )
+
+  it.scopedLive(
+    "a command that arrives as its entity is dropped or ready again is applied, in order, not lost",
+    () =>
+      Effect.gen(function* () {
+        // An entity with nothing waiting is dropped as its batch ends: between one command's answer and the
+        // next, each entity is dropped and made again, or made ready again, hundreds of times. A command that
+        // arrives then must be applied, in order; one lost would be held, its ack deadline pushed back for
+        // ever, and its ask would time out.
+        const kind = counterKind(unique("k"), 2)
+        yield* leased(kind)
         const ENTITIES = 6
         const EACH = 80
         yield* Effect.forEach(

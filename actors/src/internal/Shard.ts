@@ -1,6 +1,6 @@
 import type { JsMsg } from "@nats-io/jetstream"
 import { ActorMessages, Actors, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
-import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option, Stream } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
 import { afterFailure, totalAttempts } from "./Retry.js"
@@ -423,9 +423,13 @@ export const startShard = (deps: ShardDeps) =>
       const iterator = messages[Symbol.asyncIterator]()
       const next = Effect.tryPromise({
         try: () => iterator.next(),
-        catch: (cause) => Option.some(jsError(`consume ${kind.name}/${shard}`)(cause))
-      }).pipe(Effect.flatMap((result) => (result.done ? Effect.fail(Option.none()) : Effect.succeed(result.value))))
-      yield* Stream.repeatEffectOption(next).pipe(Stream.runForEach(dispatch))
+        catch: jsError(`consume ${kind.name}/${shard}`)
+      })
+      while (true) {
+        const result = yield* next
+        if (result.done === true) return
+        yield* dispatch(result.value)
+      }
     }).pipe(
       Effect.scoped,
       Effect.catchAllCause((cause) =>

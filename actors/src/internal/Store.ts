@@ -256,12 +256,13 @@ export const makeStore = (
         envelope: follow(row.envelope)
       }))
       group.outbox.push(...rows)
-      yield* writeTimers(kind, id, {
-        ...reaction,
-        timers: (reaction.timers ?? []).map((timer) =>
-          timer._tag === "Set" ? { ...timer, command: follow(timer.command) } : timer
-        )
-      })
+      if (reaction.timers !== undefined && reaction.timers.length > 0)
+        yield* writeTimers(kind, id, {
+          ...reaction,
+          timers: reaction.timers.map((timer) =>
+            timer._tag === "Set" ? { ...timer, command: follow(timer.command) } : timer
+          )
+        })
       return {
         result: { _tag: "Applied", reply: reaction.reply },
         afterCommit: (reaction.afterCommit ?? []).map(Trace.withCorrelation(correlationId)),

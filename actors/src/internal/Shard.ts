@@ -66,13 +66,19 @@ export const startShard = (deps: ShardDeps) =>
     const held = new Map<JsMsg, number>()
 
     const reply = (msg: JsMsg, messageId: string, outcome: ActorMessages.AskOutcome, value?: unknown) =>
-      Effect.sync(() => {
+      Effect.suspend(() => {
         const to = msg.headers?.get(REPLY_HEADER)
         // Answers go to an inbox and nowhere else: a header naming `$JS.API.…` or `$KV.…` is ignored
         // (only the control plane's own processes can send commands; ADR 0016).
-        if (to === undefined || !to.startsWith("_INBOX.")) return
+        if (to === undefined || !to.startsWith("_INBOX.")) return Effect.void
         const envelope = ActorMessages.AskReply.make({ messageId, outcome, reply: value })
-        nats.nc.publish(to, encode(envelope))
+        // An answer that cannot go (a subject the client refuses, a connection closing) is the asker's
+        // loss alone: the command is applied, and the lane that answers goes on.
+        return Effect.try(() => nats.nc.publish(to, encode(envelope))).pipe(
+          Effect.catchAll((error) =>
+            Effect.logWarning(`actor ${kind.name}: could not answer ${messageId}`, error.cause)
+          )
+        )
       })
 
     const ack = (msg: JsMsg) =>
@@ -320,7 +326,7 @@ export const startShard = (deps: ShardDeps) =>
           const groups: Array<{ readonly entity: Entity; readonly items: Array<Checked> }> = []
           for (const entity of picked) {
             entity.busy = true
-            yield* badsFirst(entity)
+            if ("bad" in entity.waiting[0]!) yield* badsFirst(entity)
             const items = takeGroup(entity)
             if (items.length > 0) groups.push({ entity, items })
             else release(entity)

@@ -1,7 +1,8 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
+import { headers } from "@nats-io/nats-core"
 import { Actor, ActorStatus, Actors } from "@sam/actors"
-import { Nats } from "@sam/bus"
+import { Actors as BusActors, Nats } from "@sam/bus"
 import { Cause, Deferred, Effect, Exit, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { actorsDatabase, counters, waitUntil } from "../../src/ActorsHarness.js"
@@ -246,6 +247,28 @@ describe("actor runtime: ask, poison messages, idle entities dropped, status", (
           Effect.sync(() => runtime.shards().every((shard) => shard.mailboxes === 0 && shard.depth === 0)),
           10_000
         )
+      }).pipe(Effect.provide(env()))
+  )
+
+  it.scopedLive(
+    "an answer that cannot be sent (a reply subject the client refuses) stops nothing: later commands apply",
+    () =>
+      Effect.gen(function* () {
+        const kind = counterKind(unique("k"), 1)
+        yield* leased(kind)
+        const { js } = yield* Nats
+        const h = headers()
+        h.set(BusActors.REPLY_HEADER, "_INBOX.not a subject")
+        yield* Effect.promise(() =>
+          js.publish(Actor.subjectOf(kind, "e1"), JSON.stringify(Increment.make({ seq: 1 })), { headers: h })
+        )
+        // the same shard and entity, then another entity: both answered
+        const second = yield* Actors.ask(kind, "e1", Increment.make({ seq: 2 }), "5 seconds")
+        expect(second).toMatchObject({ outcome: "applied", reply: 2 })
+        const other = yield* Actors.ask(kind, "e2", Increment.make({ seq: 1 }), "5 seconds")
+        expect(other).toMatchObject({ outcome: "applied", reply: 1 })
+        const states = yield* counters(kind.name)
+        expect(states.get("e1")).toMatchObject({ count: 2, lastSeq: 2, violations: 0 })
       }).pipe(Effect.provide(env()))
   )
 

@@ -322,20 +322,33 @@ export const startShard = (deps: ShardDeps) =>
             continue
           }
           state.busy = true
-          const picked = ready.splice(0, BATCH_GROUPS)
-          const groups: Array<{ readonly entity: Entity; readonly items: Array<Checked> }> = []
-          for (const entity of picked) {
-            entity.busy = true
-            if ("bad" in entity.waiting[0]!) yield* badsFirst(entity)
-            const items = takeGroup(entity)
-            if (items.length > 0) groups.push({ entity, items })
-            else release(entity)
-          }
-          if (groups.length > 0 && active) yield* commitBatch(groups)
-          else for (const { entity } of groups) release(entity)
+          yield* takeAndCommit.pipe(
+            // A bug here would leave the batch's entities taken for ever, their commands held and never applied.
+            // The shard is given up instead: its lease goes, the next owner (this instance, most likely) gets a new
+            // consumer, and what was not acknowledged comes again (what was committed is then a repeat).
+            Effect.catchAllDefect((defect) =>
+              Effect.logError(
+                `shard ${kind.name}/${shard}: a lane failed (${describe(defect)}); giving the shard up`
+              ).pipe(Effect.zipRight(Effect.sync(lose)))
+            )
+          )
           state.busy = false
         }
       })
+
+    const takeAndCommit = Effect.gen(function* () {
+      const picked = ready.splice(0, BATCH_GROUPS)
+      const groups: Array<{ readonly entity: Entity; readonly items: Array<Checked> }> = []
+      for (const entity of picked) {
+        entity.busy = true
+        if ("bad" in entity.waiting[0]!) yield* badsFirst(entity)
+        const items = takeGroup(entity)
+        if (items.length > 0) groups.push({ entity, items })
+        else release(entity)
+      }
+      if (groups.length > 0 && active) yield* commitBatch(groups)
+      else for (const { entity } of groups) release(entity)
+    })
 
     const commitBatch = (groups: ReadonlyArray<{ readonly entity: Entity; readonly items: Array<Checked> }>) =>
       Effect.gen(function* () {

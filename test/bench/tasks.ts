@@ -117,6 +117,8 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
   Effect.gen(function* () {
     const { nc } = yield* Nats
     const latencies: Array<number> = []
+    /** each task slower than SLOW_MS with its steps, ms after its submit (written into the report) */
+    const slow: Array<string> = []
     const hopTimes = new Map<string, Array<number>>()
     const milestoneTimes = new Map<string, Array<number>>()
     for (let i = 0; i <= count; i++) {
@@ -186,9 +188,11 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
         for (const [hop, ms] of hops) hopTimes.set(hop, [...(hopTimes.get(hop) ?? []), ms])
         // An outlier says where its time went: the node's milestones and the actors' hops, ms after the submit.
         if (at - start > SLOW_MS) {
-          console.log(`\n${runtime} task ${i} took ${(at - start).toFixed(0)} ms to its first text:`)
-          for (const [name, ms] of seen) console.log(`  ${ms.toFixed(0).padStart(7)} ${name}`)
-          for (const [hop, ms] of hops) console.log(`  ${ms.toFixed(0).padStart(7)} ${hop}`)
+          const steps = [...seen, ...hops].sort((a, b) => a[1] - b[1])
+          slow.push(
+            `${runtime} task ${i}, ${(at - start).toFixed(0)} ms: ${steps.map(([name, ms]) => `${name} at ${ms.toFixed(0)}`).join(", ")}`
+          )
+          console.log(`\n${slow.at(-1)}`)
         }
         for (const [name, ms] of seen) milestoneTimes.set(name, [...(milestoneTimes.get(name) ?? []), ms])
       }
@@ -201,7 +205,7 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
     const milestones = Object.fromEntries(
       MILESTONES.map((name) => [name, summary(milestoneTimes.get(name) ?? []).p50] as const)
     ) as Record<Milestone, number>
-    return { ...summary(latencies), hops, milestones }
+    return { ...summary(latencies), hops, milestones, slow }
   })
 
 const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) =>
@@ -325,6 +329,12 @@ const program = Effect.gen(function* () {
     `session, the node ${(host.milestones["node reports the first text"] - host.milestones["node gets session.start"]).toFixed(0)} ms from there to report the first text`,
     `(the agent's own start, alone, ${baseline.p50.toFixed(0)} ms), and the control plane ${(host.p50 - host.milestones["node reports the first text"]).toFixed(0)} ms to turn that`,
     "report into the event a feed shows.",
+    ...[...host.slow, ...(docker.ok ? docker.figures.slow : [])].flatMap((line, i) => [
+      ...(i === 0
+        ? ["", `Tasks slower than ${SLOW_MS / 1000} s in this run, with each step in ms after the submit:`, ""]
+        : []),
+      `- ${line}`
+    ]),
     ""
   ].join("\n")
   yield* writeSection("Tasks", section)

@@ -3,7 +3,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { headers } from "@nats-io/nats-core"
 import { Actor, ActorStatus, Actors } from "@sam/actors"
 import { Actors as BusActors, Nats } from "@sam/bus"
-import { Cause, Deferred, Effect, Exit, Layer, type Redacted } from "effect"
+import { Cause, Deferred, Effect, Exit, Fiber, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { actorsDatabase, counters, waitUntil } from "../../src/ActorsHarness.js"
 import { startRuntime } from "../../src/ActorsInProcess.js"
@@ -297,6 +297,48 @@ describe("actor runtime: ask, poison messages, idle entities dropped, status", (
         expect(states.get("e1")).toMatchObject({ count: 4, lastSeq: 4, violations: 0 })
       }).pipe(Effect.provide(env())),
     60_000
+  )
+
+  it.scopedLive("an entity's full mailbox stops the shard's pull until it has room; nothing is lost or reordered", () =>
+    Effect.gen(function* () {
+      const kind = counterKind(unique("k"), 1)
+      const CAPACITY = 4
+      const runtime = yield* leased(kind, { mailboxCapacity: CAPACITY })
+      const { js } = yield* Nats
+      let deepest = 0
+      const sampler = yield* Effect.fork(
+        Effect.forever(
+          Effect.sync(() => {
+            for (const shard of runtime.shards()) deepest = Math.max(deepest, shard.depth)
+          }).pipe(Effect.zipRight(Effect.sleep("2 millis")))
+        )
+      )
+      // Every 20th command holds its transaction 50 ms, so what follows piles up behind it.
+      const COMMANDS = 200
+      yield* Effect.promise(() =>
+        Promise.all(
+          Array.from({ length: COMMANDS }, (_, i) =>
+            js.publish(
+              Actor.subjectOf(kind, "e1"),
+              JSON.stringify(Increment.make({ seq: i + 1, ...(i % 20 === 0 ? { slowMs: 50 } : {}) }))
+            )
+          )
+        )
+      )
+      yield* waitUntil(
+        "every command applied",
+        counters(kind.name).pipe(Effect.map((states) => states.get("e1")?.count === COMMANDS)),
+        30_000
+      )
+      yield* Fiber.interrupt(sampler)
+      expect((yield* counters(kind.name)).get("e1")).toMatchObject({
+        count: COMMANDS,
+        lastSeq: COMMANDS,
+        violations: 0
+      })
+      expect(deepest).toBeGreaterThan(0)
+      expect(deepest).toBeLessThanOrEqual(CAPACITY)
+    }).pipe(Effect.provide(env()))
   )
 
   it.scopedLive(

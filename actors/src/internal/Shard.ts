@@ -13,7 +13,7 @@ export const REPLY_HEADER = Actors.REPLY_HEADER
 /** Transactions of one shard's batches that may run at the same time. */
 const COMMIT_LANES = 2
 /** Most entities' groups in one batch (each holds up to `groupMax` commands). */
-const BATCH_GROUPS = 16
+const BATCH_GROUPS = 64
 
 export interface ShardHandle {
   readonly kind: string

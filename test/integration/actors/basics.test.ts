@@ -227,17 +227,22 @@ describe("actor runtime: ask, poison messages, idle entities dropped, status", (
           if (!bad.has(i)) seq++
         }
         yield* Effect.promise(() => Promise.all(sent))
+        const readLetters = sql<{ entityId: string; payload: string }>`
+          SELECT entity_id, payload FROM actor_dead_letters WHERE kind = ${kind.name} ORDER BY id`
+        // the last message of each entity is a bad one: done once its dead letter is written too
         yield* waitUntil(
           "every command applied or dead-lettered",
-          counters(kind.name).pipe(
-            Effect.map((states) => states.get("e1")?.count === seq && states.get("e2")?.count === seq)
+          Effect.all([counters(kind.name), readLetters]).pipe(
+            Effect.map(
+              ([states, letters]) =>
+                states.get("e1")?.count === seq && states.get("e2")?.count === seq && letters.length === 2 * bad.size
+            )
           ),
           20_000
         )
         const states = yield* counters(kind.name)
         for (const id of ["e1", "e2"]) expect(states.get(id)).toMatchObject({ count: seq, lastSeq: seq, violations: 0 })
-        const letters = yield* sql<{ entityId: string; payload: string }>`
-        SELECT entity_id, payload FROM actor_dead_letters WHERE kind = ${kind.name} ORDER BY id`
+        const letters = yield* readLetters
         for (const id of ["e1", "e2"])
           expect(letters.filter((l) => l.entityId === id).map((l) => l.payload)).toEqual(
             [...bad].map((i) => `{garbage ${i}`)

@@ -383,11 +383,11 @@ export const startShard = (deps: ShardDeps) =>
         }
         const failed = Option.getOrUndefined(Cause.failureOption(exit.cause))
         if (failed?._tag === "Fenced") {
-          for (const { items } of groups)
-            for (const { id, envelope } of items)
-              deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
           for (const { entity, items } of groups) {
-            for (const { msg } of items) finished(msg)
+            for (const { msg, id, envelope } of items) {
+              deps.emit({ _tag: "CommitRefused", kind: kind.name, shard, epoch, id, messageId: envelope.id })
+              finished(msg)
+            }
             release(entity)
           }
           return lose()

@@ -1,6 +1,7 @@
 import { createReadStream } from "node:fs"
 import { request } from "node:http"
 import { Effect } from "effect"
+import { z } from "zod"
 import { StackError } from "./StackError.js"
 
 /** A Docker Engine API endpoint on a unix socket. */
@@ -46,6 +47,19 @@ export const ping = (docker: DockerSocket) =>
   call(docker, "GET", "/_ping").pipe(
     Effect.map((reply) => reply.status === 200 && reply.body.trim() === "OK"),
     Effect.orElseSucceed(() => false)
+  )
+
+const Info = z.object({ Driver: z.string() })
+
+/** The storage driver the engine chose (`overlay2` where the kernel and the data root allow it). */
+export const storageDriver = (docker: DockerSocket) =>
+  call(docker, "GET", "/info").pipe(
+    Effect.flatMap((reply) =>
+      Effect.try({
+        try: () => Info.parse(JSON.parse(reply.body)).Driver,
+        catch: (cause) => apiError("/info", `HTTP ${reply.status}: ${String(cause)}`)
+      })
+    )
   )
 
 export const imageExists = (docker: DockerSocket, tag: string) =>

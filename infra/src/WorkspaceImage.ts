@@ -15,7 +15,7 @@ export const SUITE = "bookworm"
 export const MIRROR = "http://deb.debian.org/debian"
 export const PACKAGES = ["git", "ca-certificates", "bash", "coreutils", "procps"]
 
-/** Left out of the image: package caches and lists, docs, man pages, translations (half its size; vfs copies it per container). */
+/** Left out of the image: package caches and lists, docs, man pages, translations (half its size, and what vfs copies per container where overlay2 cannot be had). */
 export const EXCLUDES = [
   "./var/cache/apt/archives/*.deb",
   "./var/cache/apt/*.bin",

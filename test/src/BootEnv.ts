@@ -1,8 +1,7 @@
-import { execFile, execFileSync } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { rm } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { promisify } from "node:util"
 import { SqlClient } from "@effect/sql"
 import type { UserId } from "@sam/bus"
 import { Auth } from "@sam/gateway"
@@ -15,7 +14,6 @@ import { waitUntil } from "./Env.js"
 import { GatewayUrl, http } from "./GatewayHarness.js"
 import { tempDir } from "./TestStack.js"
 
-const exec = promisify(execFile)
 const root = resolve(fileURLToPath(new URL("../..", import.meta.url)))
 
 /**
@@ -37,8 +35,6 @@ export const bootEngine = async (label: string) => {
   )
   afterAll(async () => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
-    // A host-network container leaves dockerd's default netns mounted in its exec root.
-    await exec("umount", ["-l", join(dockerDir, "engine", "exec", "netns", "default")]).catch(() => undefined)
     await rm(dockerDir, { recursive: true, force: true }).catch((e) => console.warn(`[${label}] ${e}`))
   })
   const skipReason = engine._tag === "Left" ? `no Docker engine: ${engine.left.message}` : undefined

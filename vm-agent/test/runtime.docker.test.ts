@@ -1,8 +1,9 @@
-import { rm } from "node:fs/promises"
+import { readFile, rm } from "node:fs/promises"
 import { join } from "node:path"
 import Docker from "dockerode"
 import { Effect, Exit, Scope } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
+import * as DockerApi from "../../infra/src/DockerApi.js"
 import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { makeDockerRuntime, probeDocker } from "../src/runtime/DockerRuntime.js"
@@ -34,6 +35,9 @@ else process.stdout.write(`[docker runtime test] engine and image ready in ${Dat
 
 afterAll(async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
+  // the engine stopped leaves nothing mounted under its directory (containers' overlays, netns)
+  const mountinfo = await readFile("/proc/self/mountinfo", "utf8")
+  expect(mountinfo.split("\n").filter((line) => line.includes(` ${dir}/`))).toEqual([])
   await rm(dir, { recursive: true, force: true })
 })
 
@@ -55,6 +59,9 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
       image: WorkspaceImage.TAG
     })
     expect((await run(probeDocker({ socketPath: join(dir, "nothing.sock") }))).docker).toBe(false)
+    // overlay2 where the kernel has overlay (as on any installation): vfs would copy the image for every container
+    const overlay = (await readFile("/proc/filesystems", "utf8")).includes("\toverlay")
+    if (overlay) expect(await run(DockerApi.storageDriver({ socketPath }))).toBe("overlay2")
   })
 
   const contract = runtimeContract({ runtime: () => runtime, restarted: make, repo: () => repo })

@@ -66,7 +66,7 @@ const id = () => `ws_${Math.random().toString(36).slice(2, 10)}`
 
 /**
  * The behaviour both runtimes share. The tests run in order on one workspace (a Docker container
- * costs seconds on vfs); the returned id names it for the runtime's own tests, which run before the last one.
+ * costs seconds where the engine has only vfs); the returned id names it for the runtime's own tests, which run before the last one.
  */
 export const runtimeContract = (ctx: ContractContext) => {
   const ws = id()

@@ -16,7 +16,7 @@ import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
 import { Domain, makeId, Nats, natsLayer, registry } from "@sam/bus"
 import { LocalProvider } from "@sam/infra"
 import { Sql } from "@sam/sql"
-import { Deferred, Effect, Layer, Logger, LogLevel, Stream } from "effect"
+import { Deferred, Effect, Fiber, Layer, Logger, LogLevel, Stream } from "effect"
 import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
@@ -256,10 +256,14 @@ const direct = Effect.gen(function* () {
       Effect.gen(function* () {
         const session = yield* host.start({ command: demoAgentCommand({ cwd }) })
         const stream = yield* session.subscribe
-        const firstText = yield* Stream.runHead(Stream.filter(stream, (e) => e.type === "text")).pipe(Effect.fork)
+        // timed at the first text, as the tasks are, not at the end of the turn
+        const firstText = yield* Stream.runHead(Stream.filter(stream, (e) => e.type === "text")).pipe(
+          Effect.map(() => performance.now()),
+          Effect.fork
+        )
         yield* session.prompt("say hello")
-        yield* firstText.await
-        if (i > 0) latencies.push(performance.now() - start)
+        const at = yield* Fiber.join(firstText)
+        if (i > 0) latencies.push(at - start)
       })
     )
   }

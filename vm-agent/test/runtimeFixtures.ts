@@ -84,6 +84,8 @@ export const runtimeContract = (ctx: ContractContext) => {
     expect((await sh('cat "$HOME/.config/agent/key"; stat -c %a "$HOME/.config/agent/key"')).stdout).toBe(
       "key-file\n600\n"
     )
+    // the home and the directories made for its files are the user's to write
+    expect((await sh('touch "$HOME/new" "$HOME/.config/new" "$HOME/.config/agent/new" && echo ok')).stdout).toBe("ok\n")
     expect((await sh('echo "$SAM_TOKEN $GREETING"')).stdout).toBe(`${SECRET} hi\n`)
     const steps = log.lines.map((l) => `${l.step}:${l.status}`)
     expect(steps).toContain("clone:started")

@@ -102,10 +102,15 @@ const mountPoints = (mountinfo: string) =>
       field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)))
     )
 
+/** What is mounted under `dir` now, deepest first. */
+export const mountsUnder = async (dir: string) => {
+  const mounts = await readFile("/proc/self/mountinfo", "utf8").then(mountPoints, () => [])
+  return mounts.filter((point) => point.startsWith(`${resolve(dir)}/`)).sort((a, b) => b.length - a.length)
+}
+
 /** Lazily unmount everything mounted under `dir`, deepest first; what fails is left as it is. */
 const unmountUnder = (dir: string) =>
   Effect.promise(async () => {
-    const mounts = await readFile("/proc/self/mountinfo", "utf8").then(mountPoints, () => [])
-    const under = mounts.filter((point) => point.startsWith(`${resolve(dir)}/`)).sort((a, b) => b.length - a.length)
-    for (const point of under) await new Promise<void>((done) => execFile("umount", ["-l", point], () => done()))
+    for (const point of await mountsUnder(dir))
+      await new Promise<void>((done) => execFile("umount", ["-l", point], () => done()))
   })

@@ -7,7 +7,7 @@ import type { UserId } from "@sam/bus"
 import { Auth } from "@sam/gateway"
 import { FeedClient } from "@sam/gateway/client"
 import { Effect, Exit, Scope } from "effect"
-import { afterAll } from "vitest"
+import { afterAll, expect } from "vitest"
 import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { waitUntil } from "./Env.js"
@@ -35,6 +35,8 @@ export const bootEngine = async (label: string) => {
   )
   afterAll(async () => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
+    // the engine stopped leaves nothing mounted under its directory (a host-network container's netns)
+    expect(await DockerEngine.mountsUnder(dockerDir)).toEqual([])
     await rm(dockerDir, { recursive: true, force: true }).catch((e) => console.warn(`[${label}] ${e}`))
   })
   const skipReason = engine._tag === "Left" ? `no Docker engine: ${engine.left.message}` : undefined

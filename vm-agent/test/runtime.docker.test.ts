@@ -36,8 +36,7 @@ else process.stdout.write(`[docker runtime test] engine and image ready in ${Dat
 afterAll(async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
   // the engine stopped leaves nothing mounted under its directory (containers' overlays, netns)
-  const mountinfo = await readFile("/proc/self/mountinfo", "utf8")
-  expect(mountinfo.split("\n").filter((line) => line.includes(` ${dir}/`))).toEqual([])
+  expect(await DockerEngine.mountsUnder(dir)).toEqual([])
   await rm(dir, { recursive: true, force: true })
 })
 

@@ -35,9 +35,10 @@ export const bootEngine = async (label: string) => {
   )
   afterAll(async () => {
     await Effect.runPromise(Scope.close(scope, Exit.void))
-    // the engine stopped leaves nothing mounted under its directory (a host-network container's netns)
-    expect(await DockerEngine.mountsUnder(dockerDir)).toEqual([])
+    const mounted = await DockerEngine.mountsUnder(dockerDir)
     await rm(dockerDir, { recursive: true, force: true }).catch((e) => console.warn(`[${label}] ${e}`))
+    // the engine stopped leaves nothing mounted under its directory (a host-network container's netns)
+    expect(mounted).toEqual([])
   })
   const skipReason = engine._tag === "Left" ? `no Docker engine: ${engine.left.message}` : undefined
   if (skipReason && process.env.SAM_DOCKER_READY === "1")

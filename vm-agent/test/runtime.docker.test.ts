@@ -36,8 +36,9 @@ else process.stdout.write(`[docker runtime test] engine and image ready in ${Dat
 afterAll(async () => {
   await Effect.runPromise(Scope.close(scope, Exit.void))
   // the engine stopped leaves nothing mounted under its directory (containers' overlays, netns)
-  expect(await DockerEngine.mountsUnder(dir)).toEqual([])
-  await rm(dir, { recursive: true, force: true })
+  const mounted = await DockerEngine.mountsUnder(dir)
+  await rm(dir, { recursive: true, force: true }).catch((e) => console.warn(`[docker runtime test] ${e}`))
+  expect(mounted).toEqual([])
 })
 
 describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReason})` : ""}`, () => {

@@ -388,10 +388,17 @@ layer(Env, { excludeTestServices: true, timeout: 60_000 })("NATS boundaries (ADR
         const ms = yield* closed.await.pipe(Effect.flatten, Effect.timeout("10 seconds"))
         console.log(`node deleted: its NATS connection closed ${ms} ms after the delete request was sent`)
         expect(yield* tryConnect(creds)).toMatch(/Authorization|authorization|revoked/i)
+        // the ledger records the revocation once the server has it (the JWT is pushed first, then the row)
         const sql = yield* SqlClient.SqlClient
-        const [account] = yield* sql<{ revokedAt: Date | null }>`
-        SELECT revoked_at FROM nats_accounts WHERE kind = 'node' AND owner_ref = ${nodeId}`
-        expect(account?.revokedAt).toBeInstanceOf(Date)
+        const revokedAt = yield* waitUntil(
+          "the node's account recorded as revoked",
+          sql<{ revokedAt: Date | null }>`
+          SELECT revoked_at FROM nats_accounts WHERE kind = 'node' AND owner_ref = ${nodeId}`.pipe(
+            Effect.map(([account]) => account?.revokedAt ?? undefined)
+          ),
+          { timeout: "5 seconds" }
+        )
+        expect(revokedAt).toBeInstanceOf(Date)
       })
   )
 

@@ -7,6 +7,7 @@ import { Api, type Nats } from "@sam/bus"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
+import * as BootLimiter from "./boot/BootLimiter.js"
 import { proxyNatsWebSocket } from "./boot/NatsWebSocketProxy.js"
 import * as NodeBootLog from "./boot/NodeBootLog.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
@@ -175,6 +176,8 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       return options.publicUrl ?? url
     }
   })
+  // the boot routes' limits, shared by the HTTP routes and the boot-log subject; one set per gateway
+  const bootLimits = BootLimiter.make()
   const context = yield* Layer.build(
     HttpServer.serve(app).pipe(
       HttpMiddleware.withTracerDisabledWhen(FeedRoute.tokenInUrl),
@@ -182,6 +185,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       Layer.provide(Auth.Default),
       Layer.provide(Health.layer),
       Layer.provide(LoginThrottle.layer(options.loginThrottle)),
+      Layer.provide(Layer.succeed(BootLimiter.BootLimits, bootLimits)),
       Layer.provide(Revocation.layer),
       Layer.provide(Feed.layer(options.feed)),
       Layer.provide(Layer.succeed(GatewayConfig, config)),
@@ -191,7 +195,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   yield* Effect.addFinalizer(() => Effect.sync(() => letGoAfterGrace(http, sockets)))
   yield* Ingress.start().pipe(Effect.provide(Auth.Default))
   yield* GitHubRepoAccess.serve(options.githubApp)
-  yield* NodeBootLog.serve()
+  yield* NodeBootLog.serve().pipe(Effect.provideService(BootLimiter.BootLimits, bootLimits))
   if (options.githubApp !== undefined) {
     yield* Effect.forkScoped(GitHubPullRequests.run(options.githubApp, () => config.publicUrl))
   }

@@ -6,13 +6,14 @@ import { Effect, Option } from "effect"
 import { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
 import { Auth, type Principal } from "./Auth.js"
+import type { BootLimits } from "./boot/BootLimiter.js"
 import type { GatewayConfig } from "./Config.js"
 import { Health, unavailable } from "./Health.js"
 import type { LoginThrottle } from "./LoginThrottle.js"
 import type { Revocation } from "./Revocation.js"
 
 /** What a route handler may use; the gateway layer provides all of it. */
-export type Services = SqlClient.SqlClient | Nats | Auth | GatewayConfig | Revocation | LoginThrottle
+export type Services = SqlClient.SqlClient | Nats | Auth | GatewayConfig | Revocation | LoginThrottle | BootLimits
 
 type Schema = z.ZodType
 

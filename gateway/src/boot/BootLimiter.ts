@@ -1,3 +1,5 @@
+import { Context } from "effect"
+
 /**
  * In-memory limits on the gateway's unauthenticated boot routes (ADR 0027): refused bootstrap
  * exchanges per client address (a token is 256 random bits, so this bounds load and noise, not
@@ -31,13 +33,17 @@ export class WindowLimiter {
   }
 }
 
-/** Refused exchanges: 10 per address per 5 minutes, 300 in all per minute. */
-export const refusedExchanges = {
-  perAddress: new WindowLimiter(Number(process.env.SAM_BOOT_REFUSALS_PER_ADDRESS ?? 10), 5 * 60_000),
-  total: new WindowLimiter(300, 60_000)
-}
 /**
- * Artifact and script downloads: 120 per address per minute (behind a reverse proxy every node shares its
- * address; the boot script retries a 429 after its Retry-After).
+ * The boot routes' limits, one set per gateway (as its login throttle): refused exchanges, 10 per address per
+ * 5 minutes and 300 in all per minute; artifact and script downloads, 120 per address per minute (behind a
+ * reverse proxy every node shares its address; the boot script retries a 429 after its Retry-After); live
+ * boot-log posts, 60 per node (one bootstrap token each) per minute.
  */
-export const downloads = new WindowLimiter(120, 60_000)
+export const make = () => ({
+  refusedPerAddress: new WindowLimiter(Number(process.env.SAM_BOOT_REFUSALS_PER_ADDRESS ?? 10), 5 * 60_000),
+  refusedTotal: new WindowLimiter(300, 60_000),
+  downloads: new WindowLimiter(120, 60_000),
+  logAppends: new WindowLimiter(Number(process.env.SAM_NODE_BOOT_LOG_POSTS_PER_MINUTE ?? 60), 60_000)
+})
+
+export class BootLimits extends Context.Tag("sam/BootLimits")<BootLimits, ReturnType<typeof make>>() {}

@@ -1,13 +1,10 @@
 import { SqlClient } from "@effect/sql"
 import { ActorMessages, Api, Domain, Nats, Publish, Subjects } from "@sam/bus"
 import { Effect, Runtime } from "effect"
-import { WindowLimiter } from "./BootLimiter.js"
+import { BootLimits } from "./BootLimiter.js"
 
 /** At most this many lines of boot log per node: a flood from a token's holder ends here. */
 export const MAX_LINES = Number(process.env.SAM_NODE_BOOT_LOG_MAX_LINES ?? 1000)
-
-/** Live boot-log posts per node (one bootstrap token each): 60 a minute, then 429 with Retry-After. */
-export const appends = new WindowLimiter(Number(process.env.SAM_NODE_BOOT_LOG_POSTS_PER_MINUTE ?? 60), 60_000)
 
 /**
  * Stores a node's boot-log lines (in the caller's transaction): a numbered line that is stored already is
@@ -77,6 +74,7 @@ export const read = Effect.fn("NodeBootLog.read")(function* (nodeId: string) {
 export const serve = Effect.fn("NodeBootLog.serve")(function* () {
   const { nc } = yield* Nats
   const sql = yield* SqlClient.SqlClient
+  const { logAppends } = yield* BootLimits
   const sub = nc.subscribe("sam.agent.*.bootlog", { queue: "sam-node-bootlog" })
   yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
   const answer = (subject: string, reply: string | undefined, data: Uint8Array) =>
@@ -89,9 +87,9 @@ export const serve = Effect.fn("NodeBootLog.serve")(function* () {
         yield* Effect.try(() => JSON.parse(new TextDecoder().decode(data))).pipe(Effect.orElseSucceed(() => undefined))
       )
       if (!report.success) return yield* respond({ ok: false, error: "expected {entries} (1 to 50 numbered lines)" })
-      if (appends.blocked(nodeId) !== undefined)
+      if (logAppends.blocked(nodeId) !== undefined)
         return yield* respond({ ok: false, error: "too many boot-log reports" })
-      appends.count(nodeId)
+      logAppends.count(nodeId)
       const stored = yield* sql.withTransaction(
         Effect.gen(function* () {
           const nodes = yield* sql<{ status: string }>`SELECT status FROM nodes WHERE id = ${nodeId} FOR SHARE`

@@ -4,7 +4,7 @@ import { Api, Consume, Nats, NatsAccounts } from "@sam/bus"
 import { Effect, Option, Redacted } from "effect"
 import { requireNodeVisible } from "../Access.js"
 import { ApiError } from "../ApiError.js"
-import { downloads, refusedExchanges } from "../boot/BootLimiter.js"
+import { BootLimits } from "../boot/BootLimiter.js"
 import { bootScripts, joinCommand } from "../boot/BootScripts.js"
 import * as BootTokens from "../boot/BootTokens.js"
 import { nodeNatsUrl } from "../boot/NatsWebSocketProxy.js"
@@ -22,12 +22,21 @@ const throttled = (seconds: number) =>
   new ApiError({ code: "rate_limited", message: `too many requests; try again in ${seconds} s`, retryAfter: seconds })
 
 const limitDownloads = (address: string) =>
-  Effect.suspend(() => {
+  Effect.flatMap(BootLimits, ({ downloads }) => {
     const wait = downloads.blocked(address)
     if (wait !== undefined) return Effect.fail(throttled(wait))
     downloads.count(address)
     return Effect.void
   })
+
+/** Seconds to wait while `address`, or everyone, made too many refused exchanges. */
+const refusalWait = (limits: BootLimits["Type"], address: string) =>
+  limits.refusedPerAddress.blocked(address) ?? limits.refusedTotal.blocked("all")
+
+const countRefusal = (limits: BootLimits["Type"], address: string) => {
+  limits.refusedPerAddress.count(address)
+  limits.refusedTotal.count("all")
+}
 
 const artifact = NodeArtifact.current().pipe(
   Effect.catchTag("ArtifactError", (e) =>
@@ -57,7 +66,8 @@ export const routes = [
   Route.make(E.exchangeBootToken, ({ body, request }) =>
     Effect.gen(function* () {
       const address = addressOf(request)
-      const wait = refusedExchanges.perAddress.blocked(address) ?? refusedExchanges.total.blocked("all")
+      const limits = yield* BootLimits
+      const wait = refusalWait(limits, address)
       if (wait !== undefined) return yield* throttled(wait)
       const accounts = yield* Effect.serviceOption(NatsAccounts.NatsAccounts)
       if (Option.isNone(accounts))
@@ -97,8 +107,7 @@ export const routes = [
         )
         .pipe(Effect.orDie)
       if (outcome.refused !== undefined) {
-        refusedExchanges.perAddress.count(address)
-        refusedExchanges.total.count("all")
+        countRefusal(limits, address)
         yield* Effect.logWarning(`node boot: a bootstrap exchange from ${address} was refused (${outcome.refused})`)
         return yield* new ApiError({ code: "unauthenticated", message: REFUSED })
       }
@@ -118,9 +127,10 @@ export const routes = [
   Route.make(E.appendBootLog, ({ body, request }) =>
     Effect.gen(function* () {
       const address = addressOf(request)
-      const wait = refusedExchanges.perAddress.blocked(address) ?? refusedExchanges.total.blocked("all")
+      const limits = yield* BootLimits
+      const wait = refusalWait(limits, address)
       if (wait !== undefined) return yield* throttled(wait)
-      const busy = NodeBootLog.appends.blocked(body.nodeId)
+      const busy = limits.logAppends.blocked(body.nodeId)
       if (busy !== undefined) return yield* throttled(busy)
       const sql = yield* SqlClient.SqlClient
       const outcome = yield* sql
@@ -139,12 +149,11 @@ export const routes = [
         )
         .pipe(Effect.orDie)
       if ("refused" in outcome) {
-        refusedExchanges.perAddress.count(address)
-        refusedExchanges.total.count("all")
+        countRefusal(limits, address)
         yield* Effect.logWarning(`node boot: boot-log lines from ${address} were refused (${outcome.refused})`)
         return yield* new ApiError({ code: "unauthenticated", message: REFUSED })
       }
-      NodeBootLog.appends.count(body.nodeId)
+      limits.logAppends.count(body.nodeId)
       if ("join" in outcome)
         return yield* new ApiError({
           code: "conflict",

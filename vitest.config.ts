@@ -11,6 +11,6 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: workers,
     minWorkers: 1,
-    projects: ["bus", "sql", "infra", "actors", "vm-agent", "gateway", "web", "test", "test/vitest.alone.config.ts"]
+    projects: ["bus", "sql", "infra", "actors", "vm-agent", "gateway", "web", "test"]
   }
 })

@@ -1,3 +1,6 @@
+import { readFile } from "node:fs/promises"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { Config, Effect } from "effect"
 import { ApiError } from "./ApiError.js"
 
@@ -90,3 +93,25 @@ export const checkLocal = (localRepos: LocalRepos, callerIsLocalOwner: boolean) 
                 "(SAM_ALLOW_LOCAL_REPOS=owner); give a remote URL"
         })
       )
+
+/**
+ * The branch a local repository's HEAD names: `ref: refs/heads/<branch>` in `<path>/.git/HEAD`, or in
+ * `<path>/HEAD` for a bare repository. A project on a local repository takes it as its default branch unless
+ * one is given (git's own default is `master` on many machines). Read as a file, not by running git in a
+ * directory the caller chose. Undefined when there is no such file or it names no branch (a detached HEAD).
+ */
+export const localHeadBranch = (repoUrl: string): Effect.Effect<string | undefined> =>
+  Effect.promise(async () => {
+    let path: string
+    try {
+      path = repoUrl.startsWith("file://") ? fileURLToPath(repoUrl) : repoUrl
+    } catch {
+      return undefined
+    }
+    for (const head of [join(path, ".git", "HEAD"), join(path, "HEAD")]) {
+      const text = await readFile(head, "utf8").catch(() => undefined)
+      const branch = text === undefined ? undefined : /^ref: refs\/heads\/([A-Za-z0-9._/-]{1,255})\n?$/.exec(text)?.[1]
+      if (branch !== undefined) return branch
+    }
+    return undefined
+  })

@@ -50,6 +50,12 @@ export const routes = [
         const { localRepos } = yield* GatewayConfig
         yield* RepoUrl.checkLocal(localRepos ?? "owner", caller?.login === OWNER_LOGIN)
       }
+      // a local repository's own branch unless one is given (a remote one is not asked: that would be the
+      // gateway reaching out to whatever URL a user gives)
+      const defaultBranch =
+        body.defaultBranch ??
+        github?.defaultBranch ??
+        (location._tag === "Local" ? yield* RepoUrl.localHeadBranch(repoUrl) : undefined)
       const projectId = makeId("proj")
       const command = yield* Command.build(() =>
         Domain.ControlProtocol.ProjectCreate.make({
@@ -57,9 +63,7 @@ export const routes = [
           ownerId: principal.userId,
           name: body.name,
           repoUrl,
-          ...((body.defaultBranch ?? github?.defaultBranch) === undefined
-            ? {}
-            : { defaultBranch: body.defaultBranch ?? github?.defaultBranch })
+          ...(defaultBranch === undefined ? {} : { defaultBranch })
         })
       )
       yield* Command.ask(Domain.ProjectRef, projectId, command)

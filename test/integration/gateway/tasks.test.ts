@@ -56,4 +56,48 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
       expect(tasks[0]?.n).toBe(1)
     })
   )
+
+  it.effect("a project on a local repository takes the repository's branch, and its task runs on it", () =>
+    Effect.gen(function* () {
+      const alice = yield* makeUser("Alice")
+      // git's own default branch is `master` on many machines; SAM's default, `main`, would not be found
+      const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"), "trunk")
+      const project = yield* http("POST", "/api/v1/projects", {
+        token: alice.token,
+        body: { name: "t", repoUrl: repo }
+      })
+      expect(project.status).toBe(201)
+      expect(project.body.defaultBranch).toBe("trunk")
+      const asUrl = yield* http("POST", "/api/v1/projects", {
+        token: alice.token,
+        body: { name: "u", repoUrl: `file://${repo}` }
+      })
+      expect(asUrl.body.defaultBranch).toBe("trunk")
+      // a branch given wins; a path with no repository keeps the default
+      const given = yield* http("POST", "/api/v1/projects", {
+        token: alice.token,
+        body: { name: "g", repoUrl: repo, defaultBranch: "release" }
+      })
+      expect(given.body.defaultBranch).toBe("release")
+      const none = yield* http("POST", "/api/v1/projects", {
+        token: alice.token,
+        body: { name: "n", repoUrl: yield* Effect.promise(() => tempDir("sam-empty-")) }
+      })
+      expect(none.body.defaultBranch).toBe("main")
+
+      const created = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
+        token: alice.token,
+        body: { prompt: "say on trunk" }
+      })
+      expect(created.status).toBe(201)
+      const task = yield* waitUntil(
+        "the task to end",
+        http("GET", `/api/v1/tasks/${created.body.id}`, { token: alice.token }).pipe(
+          Effect.map((r) => (["completed", "failed"].includes(r.body.status) ? r.body : undefined))
+        ),
+        { timeout: "60 seconds" }
+      )
+      expect(task).toMatchObject({ status: "completed", errorReason: null })
+    })
+  )
 })

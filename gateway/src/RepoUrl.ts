@@ -1,4 +1,5 @@
-import { readFile } from "node:fs/promises"
+import { constants } from "node:fs"
+import { open } from "node:fs/promises"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Config, Effect } from "effect"
@@ -109,9 +110,28 @@ export const localHeadBranch = (repoUrl: string): Effect.Effect<string | undefin
       return undefined
     }
     for (const head of [join(path, ".git", "HEAD"), join(path, "HEAD")]) {
-      const text = await readFile(head, "utf8").catch(() => undefined)
+      const text = await readSmallFile(head)
       const branch = text === undefined ? undefined : /^ref: refs\/heads\/([A-Za-z0-9._/-]{1,255})\n?$/.exec(text)?.[1]
       if (branch !== undefined) return branch
     }
     return undefined
   })
+
+/**
+ * The first 512 bytes of a regular file, else undefined. Opened without blocking, so a named pipe put where
+ * HEAD should be does not hold the request (or one of libuv's few file threads) forever.
+ */
+const readSmallFile = async (file: string) => {
+  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch(() => undefined)
+  if (handle === undefined) return undefined
+  try {
+    if (!(await handle.stat()).isFile()) return undefined
+    const buffer = Buffer.alloc(512)
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0)
+    return buffer.subarray(0, bytesRead).toString("utf8")
+  } catch {
+    return undefined
+  } finally {
+    await handle.close().catch(() => {})
+  }
+}

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
@@ -84,6 +85,12 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
         body: { name: "n", repoUrl: yield* Effect.promise(() => tempDir("sam-empty-")) }
       })
       expect(none.body.defaultBranch).toBe("main")
+      // a named pipe where HEAD should be is not waited on
+      const piped = yield* Effect.promise(() => tempDir("sam-fifo-"))
+      execFileSync("mkdir", [join(piped, ".git")])
+      execFileSync("mkfifo", [join(piped, ".git", "HEAD")])
+      const fifo = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name: "f", repoUrl: piped } })
+      expect(fifo.body.defaultBranch).toBe("main")
 
       const created = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
         token: alice.token,

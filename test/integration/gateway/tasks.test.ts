@@ -7,6 +7,7 @@ import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
 import { awaitingFollowUp, GatewayEnv, http, makeUser, tempDir } from "../../src/index.js"
 import { makeRepo } from "../../src/Repo.js"
+import { untilTask } from "./RestKit.js"
 
 layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tasks and sessions over HTTP", (it) => {
   it.effect("a chat message becomes a task that runs, and a follow-up prompt reaches its session", () =>
@@ -91,19 +92,19 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
       execFileSync("mkfifo", [join(piped, ".git", "HEAD")])
       const fifo = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name: "f", repoUrl: piped } })
       expect(fifo.body.defaultBranch).toBe("main")
+      // HEAD linked to another file shows nothing of it
+      const linked = yield* Effect.promise(() => tempDir("sam-link-"))
+      execFileSync("mkdir", [join(linked, ".git")])
+      execFileSync("ln", ["-s", "/etc/hostname", join(linked, ".git", "HEAD")])
+      const link = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name: "l", repoUrl: linked } })
+      expect(link.body.defaultBranch).toBe("main")
 
       const created = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
         token: alice.token,
         body: { prompt: "say on trunk" }
       })
       expect(created.status).toBe(201)
-      const task = yield* waitUntil(
-        "the task to end",
-        http("GET", `/api/v1/tasks/${created.body.id}`, { token: alice.token }).pipe(
-          Effect.map((r) => (["completed", "failed"].includes(r.body.status) ? r.body : undefined))
-        ),
-        { timeout: "60 seconds" }
-      )
+      const task = yield* untilTask(created.body.id, "ends", (r) => ["completed", "failed"].includes(r.status))
       expect(task).toMatchObject({ status: "completed", errorReason: null })
     })
   )

@@ -128,6 +128,11 @@ export const make = Effect.fn("ActorRuntime.make")(function* (
   )
 
   const managers: Array<LeaseManager> = []
+  // Every kind's shards are given back together when the scope closes (a stop during a NATS outage is then
+  // bounded by one drain and one give-back timeout, not by their sum over the shards).
+  yield* Effect.addFinalizer(() =>
+    Effect.forEach(managers, (manager) => manager.close, { concurrency: "unbounded", discard: true })
+  )
   for (const kind of kinds) managers.push(yield* manageLeases({ nats, store, kind, settings, fork, emit }))
 
   return ActorRuntime.of({

@@ -36,6 +36,11 @@ export class Nats extends Context.Tag("sam/Nats")<
     readonly kvm: Kvm
     /** JetStream publishes acknowledged on one subscription of this connection (`Publish`, the outbox) */
     readonly streams: StreamPublisher
+    /**
+     * Whether the connection is up now (false from a disconnect until the reconnect): what is only worth
+     * sending while the server can be reached (a stop's give-backs) asks this rather than wait out a timeout.
+     */
+    readonly reachable: () => boolean
   }
 >() {}
 
@@ -65,19 +70,37 @@ export const connectNats = (options: NatsOptions) =>
       new NatsError({ reason: "Connect", message: `cannot connect to NATS at ${options.servers}: ${cause}`, cause })
   })
 
-/** Drain on release (flushes publishes and acks), but never hang a shutdown on it: close after 3 s. */
+/**
+ * Drain on release (flushes publishes and acks), but never hang a shutdown on it: close after 3 s, and at once
+ * while the server is out of reach. A drain then could only wait for a reconnect, and what it would flush is
+ * never the only copy: a request or a JetStream publish has its caller waiting for the answer, an outbox row
+ * is sent again by its relay, and an unacknowledged delivery comes again.
+ */
 const acquire = (options: NatsOptions) =>
-  Effect.acquireRelease(connectNats(options), (nc) =>
-    // Interruptible: a release runs uninterruptibly, and the timeout must be able to end the drain.
-    Effect.promise(() => nc.drain().catch(() => undefined)).pipe(
-      Effect.interruptible,
-      Effect.timeout("3 seconds"),
-      Effect.catchAll(() => Effect.promise(() => nc.close().catch(() => undefined)))
-    )
+  Effect.acquireRelease(
+    Effect.map(connectNats(options), (nc) => {
+      let reachable = true
+      void (async () => {
+        for await (const status of nc.status()) {
+          if (status.type === "disconnect") reachable = false
+          else if (status.type === "reconnect") reachable = true
+        }
+      })()
+      return { nc, reachable: () => reachable }
+    }),
+    ({ nc, reachable }) =>
+      reachable()
+        ? // Interruptible: a release runs uninterruptibly, and the timeout must be able to end the drain.
+          Effect.promise(() => nc.drain().catch(() => undefined)).pipe(
+            Effect.interruptible,
+            Effect.timeout("3 seconds"),
+            Effect.catchAll(() => Effect.promise(() => nc.close().catch(() => undefined)))
+          )
+        : Effect.promise(() => nc.close().catch(() => undefined))
   )
 
 export const makeNats = Effect.fn("Nats.make")(function* (options: NatsOptions) {
-  const nc = yield* acquire(options)
+  const { nc, reachable } = yield* acquire(options)
   const jsm = yield* Effect.tryPromise({
     try: () =>
       jetstreamManager(nc, {
@@ -88,7 +111,7 @@ export const makeNats = Effect.fn("Nats.make")(function* (options: NatsOptions) 
   })
   const js = jetstream(nc, options.jsApiPrefix === undefined ? {} : { apiPrefix: options.jsApiPrefix })
   // Its subscription ends with the connection's drain, after the acknowledgements still on their way.
-  return Nats.of({ nc, js, jsm, kvm: new Kvm(js), streams: makeStreamPublisher(nc) })
+  return Nats.of({ nc, js, jsm, kvm: new Kvm(js), streams: makeStreamPublisher(nc), reachable })
 })
 
 export const natsLayer = (options: NatsOptions) => Layer.scoped(Nats, makeNats(options))

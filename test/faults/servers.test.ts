@@ -142,7 +142,9 @@ describe("sam up restarts nats-server and Postgres, and the API says so while th
     const stopMs = await stopSamUp(running, 30_000)
     console.log(`Ctrl-C with NATS down: stopped in ${stopMs} ms`)
     expect(await running.exited).toBe(0)
-    expect(stopMs).toBeLessThan(10_000)
+    // Nothing waits for NATS on the way out: the connections close at once, the leases are left to expire.
+    // (It took 3–9 s here, and 10.2 s once in CI, while each give-back and drain waited out its timeout.)
+    expect(stopMs).toBeLessThan(5_000)
     expect(await readFile(join(setup.dataDir, "nats", "nats.conf"), "utf8")).toContain("jetstream")
   }, 58_000)
 

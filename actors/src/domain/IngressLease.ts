@@ -1,4 +1,4 @@
-import { Kv, Topology } from "@sam/bus"
+import { Kv, Nats, Topology } from "@sam/bus"
 import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import { z } from "zod"
 
@@ -12,6 +12,8 @@ import { z } from "zod"
 const LeaseValue = z.object({ owner: z.string(), expiresAt: z.number() })
 /** between tries of a renewal that failed for want of NATS */
 const RETRY_MS = 250
+/** how long a holder that stops tries to hand the lease back before leaving it to expire */
+const GIVE_BACK_TIMEOUT = "1 second"
 type LeaseValue = z.infer<typeof LeaseValue>
 
 export interface LeaseOptions {
@@ -25,6 +27,7 @@ export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
   /** the work of one holding, given the lease's KV revision at its start (it grows with every holding) */
   work: (revision: number) => Effect.Effect<void, E, R | Scope.Scope>
 ) {
+  const nats = yield* Nats
   const store = yield* Kv.open(Topology.Buckets.leases.name, LeaseValue)
   const ttlMs = Duration.toMillis(Duration.decode(options.ttl ?? "10 seconds"))
   const every = Math.max(50, Math.floor(ttlMs / 3))
@@ -70,13 +73,18 @@ export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
           Effect.gen(function* () {
             yield* Fiber.interrupt(fiber)
             yield* Scope.close(scope, Exit.void)
-            // Released on the way out so that another instance need not wait for the TTL.
+            // Released on the way out so that another instance need not wait for the TTL. Not with NATS out of
+            // reach, nor for longer than a second: the KV calls would wait out their 5 s request timeout and
+            // hold up a stopping `sam up`; the lease then expires. Interruptible, as this runs on the way out.
+            if (!nats.reachable()) return yield* Effect.logInfo(`${options.owner} left ${options.key} to expire`)
             yield* store.get(options.key).pipe(
               Effect.flatMap((entry) =>
                 Option.isSome(entry) && entry.value.value.owner === options.owner
                   ? store.delete(options.key)
                   : Effect.void
               ),
+              Effect.interruptible,
+              Effect.timeout(GIVE_BACK_TIMEOUT),
               Effect.ignore
             )
             yield* Effect.logInfo(`${options.owner} gave up ${options.key}`)

@@ -23,6 +23,11 @@ interface Owned {
 export interface LeaseManager {
   readonly kind: string
   readonly owned: () => ReadonlyArray<ShardHandle>
+  /**
+   * Stop renewing and give every shard back (drained, then freed in KV), and the membership, all at once: with
+   * NATS down each give-back waits out its timeout, so one after another they would add up per shard.
+   */
+  readonly close: Effect.Effect<void>
 }
 
 /**
@@ -83,10 +88,12 @@ export const manageLeases = (deps: {
         if (held === undefined) return
         owned.delete(shard)
         yield* held.handle.stop(true)
-        // Bounded: with NATS down (a stop during an outage) the lease simply expires.
-        yield* leases
-          .update(leaseKey(kind.name, shard), { owner: "", epoch: held.epoch, expiresAt: 0 }, held.revision)
-          .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore)
+        // Bounded, and not tried with NATS out of reach (a stop during an outage): the lease then expires.
+        if (nats.reachable()) {
+          yield* leases
+            .update(leaseKey(kind.name, shard), { owner: "", epoch: held.epoch, expiresAt: 0 }, held.revision)
+            .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore)
+        }
         deps.emit({ _tag: "Released", kind: kind.name, shard, epoch: held.epoch })
       })
 
@@ -170,16 +177,22 @@ export const manageLeases = (deps: {
       }
     })
 
-    let looping: Fiber.RuntimeFiber<never, never> | undefined
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        if (looping !== undefined) yield* Fiber.interrupt(looping)
-        yield* Effect.forEach([...owned.keys()], release, { discard: true })
-        yield* members
-          .delete(memberKey(kind.name, me))
-          .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore)
-      })
-    )
-    looping = deps.fork(loop)
-    return { kind: kind.name, owned: () => [...owned.values()].map((held) => held.handle) } satisfies LeaseManager
+    const looping = deps.fork(loop)
+    const close = Effect.gen(function* () {
+      yield* Fiber.interrupt(looping)
+      yield* Effect.all(
+        [
+          Effect.forEach([...owned.keys()], release, { concurrency: "unbounded", discard: true }),
+          members
+            .delete(memberKey(kind.name, me))
+            .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore, Effect.when(nats.reachable))
+        ],
+        { concurrency: "unbounded", discard: true }
+      )
+    })
+    return {
+      kind: kind.name,
+      owned: () => [...owned.values()].map((held) => held.handle),
+      close
+    } satisfies LeaseManager
   })

@@ -1,0 +1,89 @@
+import { describe, expect, it } from "@effect/vitest"
+import { ActorRuntime } from "@sam/actors"
+import { Nats, natsLayer } from "@sam/bus"
+import { Context, Effect, Exit, Layer, type Redacted, Scope } from "effect"
+import { beforeAll } from "vitest"
+import { actorsDatabase, waitUntil } from "../../src/ActorsHarness.js"
+import { startRuntime } from "../../src/ActorsInProcess.js"
+import { counterKind } from "../../src/CounterActor.js"
+import { natsAdmin, sqlLayer, unique } from "../../src/Env.js"
+import { startPrivateNats } from "../../src/PrivateNats.js"
+
+let url: Redacted.Redacted<string>
+beforeAll(async () => {
+  url = await actorsDatabase()
+})
+
+describe("actor runtime: stopping", () => {
+  it.scopedLive(
+    "a stopped instance gives its shards back at once: the other takes them long before their TTL",
+    () =>
+      Effect.gen(function* () {
+        const kind = counterKind(unique("k"), 8)
+        const options = (name: string): ActorRuntime.RuntimeOptions => ({
+          instanceId: unique(name),
+          leaseTtl: "30 seconds",
+          renewEvery: "200 millis"
+        })
+        const aScope = yield* Scope.make()
+        const a = yield* startRuntime(url, [kind], options("a")).pipe(Scope.extend(aScope))
+        const b = yield* startRuntime(url, [kind], options("b"))
+        yield* waitUntil(
+          "both instances share the shards",
+          Effect.sync(() => a.shards().length === 4 && b.shards().length === 4),
+          20_000
+        )
+        const stopping = Date.now()
+        yield* Scope.close(aScope, Exit.void)
+        const stopMs = Date.now() - stopping
+        // Left to expire, A's four shards would come to B after 30 s.
+        yield* waitUntil(
+          "B holding all eight shards",
+          Effect.sync(() => b.shards().length === 8),
+          10_000
+        )
+        console.log(`A stopped in ${stopMs} ms; B held all shards ${Date.now() - stopping} ms after A's stop began`)
+        expect(stopMs).toBeLessThan(3_000)
+      }).pipe(Effect.provide(Layer.merge(natsAdmin("actors-stop"), sqlLayer(url)))),
+    60_000
+  )
+
+  it.scopedLive(
+    "an instance stopped while NATS is out of reach stops at once, its leases left to expire (not a timeout per shard)",
+    () =>
+      Effect.gen(function* () {
+        const serverScope = yield* Scope.make()
+        const nats = yield* startPrivateNats.pipe(Scope.extend(serverScope))
+        const kind = counterKind(unique("k"), 8)
+        const runtimeScope = yield* Scope.make()
+        const connection = natsLayer({ servers: nats.url, creds: nats.adminCreds, name: "actors-stop-outage" })
+        const runtime = yield* Layer.build(
+          ActorRuntime.layer([kind], { instanceId: unique("alone"), leaseTtl: "10 seconds" }).pipe(
+            Layer.provide(Layer.merge(connection, sqlLayer(url)))
+          )
+        ).pipe(
+          Scope.extend(runtimeScope),
+          Effect.map((context) => Context.get(context, ActorRuntime.ActorRuntime))
+        )
+        yield* waitUntil(
+          "the instance holding all eight shards",
+          Effect.sync(() => runtime.shards().length === 8),
+          20_000
+        )
+        // The server goes; a probe connection of its own sees it gone (the runtime's sees the same socket close).
+        const probe = yield* Layer.build(natsLayer({ servers: nats.url, creds: nats.adminCreds, name: "probe" }))
+        const { nc } = Context.get(probe, Nats)
+        const gone = Effect.promise(async () => {
+          for await (const status of nc.status()) if (status.type === "disconnect") return
+        })
+        yield* Effect.all([gone, Scope.close(serverScope, Exit.void)], { concurrency: "unbounded" })
+        const stopping = Date.now()
+        yield* Scope.close(runtimeScope, Exit.void)
+        const stopMs = Date.now() - stopping
+        console.log(`with NATS gone, the instance stopped in ${stopMs} ms`)
+        // One after another, each shard's give-back waited out its second, and each connection's drain its 3 s.
+        expect(stopMs).toBeLessThan(1_500)
+      }),
+    60_000
+  )
+})

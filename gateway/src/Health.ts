@@ -14,7 +14,8 @@ const reasons: Record<Dependency, string> = {
  * Whether the gateway's NATS connection and Postgres answer, so a request fails at once with 503
  * `unavailable` and the reason while one of them is down, instead of hanging on it (ADR 0020).
  * NATS from its connection's status events (the client reconnects by itself), Postgres from a cheap
- * query every second.
+ * query every second: refused (the server gone) is down at once; unanswered is down only after
+ * `SLOW_PROBES` probes in a row, as one slow answer is as likely a busy machine or pool as a frozen server.
  */
 export class Health extends Context.Tag("sam/gateway/Health")<
   Health,
@@ -40,6 +41,10 @@ export const unavailable = (dependency: Dependency, during = false) =>
 
 const PROBE_EVERY = "1 second"
 const PROBE_TIMEOUT = "2 seconds"
+/** unanswered probes in a row that make Postgres down (about 5 s of a frozen server) */
+const SLOW_PROBES = 2
+
+type Probe = "answered" | "refused" | "unanswered"
 
 export const layer = Layer.scoped(
   Health,
@@ -81,19 +86,39 @@ export const layer = Layer.scoped(
         }
       })
     )
-    const probe = (timeout: Duration.DurationInput) =>
+    const ask = (timeout: Duration.DurationInput) =>
       sql`SELECT 1`.pipe(
         Effect.timeout(timeout),
-        Effect.match({ onFailure: () => true, onSuccess: () => false }),
-        Effect.flatMap((isDown) => set("postgres", isDown))
+        Effect.match({
+          onFailure: (error): Probe => (error._tag === "TimeoutException" ? "unanswered" : "refused"),
+          onSuccess: (): Probe => "answered"
+        })
       )
-    yield* Effect.forkScoped(probe(PROBE_TIMEOUT).pipe(Effect.repeat(Schedule.spaced(PROBE_EVERY))))
+    let unanswered = 0
+    const probe = ask(PROBE_TIMEOUT).pipe(
+      Effect.flatMap((result) => {
+        unanswered = result === "unanswered" ? unanswered + 1 : 0
+        return result === "answered"
+          ? set("postgres", false)
+          : result === "refused" || unanswered >= SLOW_PROBES
+            ? set("postgres", true)
+            : Effect.void
+      })
+    )
+    yield* Effect.forkScoped(probe.pipe(Effect.repeat(Schedule.spaced(PROBE_EVERY))))
     return Health.of({
       down,
       whenDown: Effect.suspend(() =>
         Option.match(down(), { onSome: Effect.succeed, onNone: () => Deferred.await(waiters) })
       ),
-      recheck: Effect.suspend(() => (state.postgres ? Effect.void : probe("500 millis"))).pipe(Effect.map(down))
+      // A request just failed: a refused probe says it was the database; a slow one is left to the regular probes.
+      recheck: Effect.suspend(() =>
+        state.postgres
+          ? Effect.void
+          : ask("500 millis").pipe(
+              Effect.flatMap((result) => (result === "refused" ? set("postgres", true) : Effect.void))
+            )
+      ).pipe(Effect.map(down))
     })
   })
 )

@@ -1,7 +1,8 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Domain, Kv, makeId, Topology } from "@sam/bus"
-import { Effect } from "effect"
+import { Sql } from "@sam/sql"
+import { Effect, Fiber } from "effect"
 import { expect } from "vitest"
 import { GatewayEnv, http, makeUser } from "../../src/index.js"
 import { api, conversation, createProject, expectNoSecrets, until, untilTask } from "./RestKit.js"
@@ -301,6 +302,35 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("gateway: the
         updates: 0
       })
       expect((yield* http("GET", "/api/v1/notifications/unread-count")).status).toBe(401)
+    })
+  )
+
+  it.effect("a database busy for 3.5 s is not one that is down: requests wait for a connection and are answered", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* makeUser("Alice")
+      // Every pooled connection held, as a burst of slow queries would: the gateway's probe waits with the rest.
+      const busy = yield* Effect.forEach(Array.from({ length: Sql.poolSize() }), () => sql`SELECT pg_sleep(3.5)`, {
+        concurrency: "unbounded",
+        discard: true
+      }).pipe(Effect.fork)
+      const answers: Array<{ status: number; ms: number }> = []
+      const started = Date.now()
+      while (Date.now() - started < 5_000) {
+        const asked = Date.now()
+        const me = yield* api(alice, "GET", "/me")
+        answers.push({ status: me.status, ms: Date.now() - asked })
+      }
+      yield* Fiber.join(busy)
+      const slowest = Math.max(...answers.map((a) => a.ms))
+      const refused = answers.filter((a) => a.status !== 200)
+      console.log(
+        `GET /me in 5 s from a busy pool: ${answers.length} answers, slowest ${slowest} ms, ${refused.length} not 200`
+      )
+      // It did wait (the pool was busy past the probe's 2 s timeout), and was never told the database is down
+      // (before, every answer for 2 s after the wait was 503 'the database is unavailable').
+      expect(slowest).toBeGreaterThan(2_000)
+      expect(refused).toEqual([])
     })
   )
 })

@@ -103,15 +103,17 @@ const schedule = (seed: number, options: { readonly afterSeq: number; readonly m
   })
 
 describe("feed: the session stream's exactly-once algorithm", () => {
-  it.effect("holds under 200 random schedules, from the start or mid-way, with ample or tiny holding room", () =>
-    Effect.gen(function* () {
-      for (let seed = 1; seed <= 200; seed++) {
-        yield* schedule(seed, {
-          afterSeq: seed % 3 === 0 ? 0 : seed % 3 === 1 ? 25 : 55,
-          maxPendingBytes: seed % 2 === 0 ? 1_000_000 : 60
-        })
-      }
-    }),
+  it.effect(
+    "holds under 200 random schedules, from the start or mid-way, with ample or tiny holding room",
+    () =>
+      Effect.gen(function* () {
+        for (let seed = 1; seed <= 200; seed++) {
+          yield* schedule(seed, {
+            afterSeq: seed % 3 === 0 ? 0 : seed % 3 === 1 ? 25 : 55,
+            maxPendingBytes: seed % 2 === 0 ? 1_000_000 : 60
+          })
+        }
+      }),
     // About 1 s of CPU; a machine busy with the rest of the suite can make that several times longer.
     30_000
   )

@@ -52,9 +52,13 @@ const credsBytes = (creds: Redacted.Redacted<string> | (() => Redacted.Redacted<
 /** `ws://` or `wss://`: NATS over WebSocket (a remote node through the gateway's `/nats`, ADR 0027). */
 const overWebSocket = (servers: string) => /^wss?:\/\//.test(servers)
 
+/**
+ * Connect; interruptible, also while `waitOnFirstConnect` keeps trying (a vm-agent told to stop before its server
+ * was ever reached waited for it for ever, SIGTERM or not). A connection made after the interruption is closed.
+ */
 export const connectNats = (options: NatsOptions) =>
   Effect.tryPromise({
-    try: () =>
+    try: (signal) =>
       (overWebSocket(options.servers) ? wsconnect : connect)({
         servers: options.servers,
         name: options.name,
@@ -65,6 +69,9 @@ export const connectNats = (options: NatsOptions) =>
         // The client would otherwise make an Error per request, for a stack it rarely reports: 6% of a
         // vm-agent's time when a session streams (issue 12). A failed request is wrapped by the caller.
         noAsyncTraces: true
+      }).then((nc) => {
+        if (signal.aborted) void nc.close().catch(() => undefined)
+        return nc
       }),
     catch: (cause) =>
       new NatsError({ reason: "Connect", message: `cannot connect to NATS at ${options.servers}: ${cause}`, cause })
@@ -78,7 +85,8 @@ export const connectNats = (options: NatsOptions) =>
  */
 const acquire = (options: NatsOptions) =>
   Effect.acquireRelease(
-    Effect.map(connectNats(options), (nc) => {
+    // An acquisition is uninterruptible unless it says otherwise: a stop must not wait for a server that never came.
+    Effect.map(Effect.interruptible(connectNats(options)), (nc) => {
       let reachable = true
       void (async () => {
         for await (const status of nc.status()) {

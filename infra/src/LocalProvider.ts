@@ -53,20 +53,21 @@ export const layer = (options: LocalProviderOptions) =>
       const children = new Map<string, Running>()
       const supervisors = new Map<string, Fiber.RuntimeFiber<void>>()
       let stopping = false
-      // Should this process exit before the scope closes (a stop that gave up waiting), no node outlives it.
+      // Should this process exit before the scope has closed (a stop that gave up waiting, also while this
+      // finalizer still waits for a vm-agent to stop), no node outlives it.
       const killAll = () => {
         for (const { child } of children.values()) if (child.exitCode === null) child.kill("SIGKILL")
       }
       process.once("exit", killAll)
       yield* Effect.addFinalizer(() =>
         Effect.gen(function* () {
-          process.removeListener("exit", killAll)
           stopping = true
           yield* Fiber.interruptAll(supervisors.values())
           yield* Effect.forEach([...children.values()], ({ child }) => stopChild(child), {
             concurrency: "unbounded",
             discard: true
           })
+          process.removeListener("exit", killAll)
         })
       )
 

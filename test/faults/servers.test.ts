@@ -1,8 +1,9 @@
-import { readFile, rm, writeFile } from "node:fs/promises"
+import { readdir, readFile, rm, writeFile } from "node:fs/promises"
 import { connect as tcpConnect } from "node:net"
 import { join } from "node:path"
 import { nodeWebSocket } from "@sam/gateway/client"
 import { afterAll, afterEach, describe, expect, it } from "vitest"
+import { isVmAgent } from "../src/ProcessTree.js"
 import {
   type Api,
   alive,
@@ -31,6 +32,20 @@ const serverPid = async (pattern: string) => {
   const pids = stdout.split("\n").filter(Boolean).map(Number)
   if (pids.length !== 1) throw new Error(`expected one process matching ${pattern}, found ${pids.join(", ")}`)
   return pids[0] as number
+}
+
+/** vm-agents started for this data directory (the local provider gives them `SAM_DATA_DIR`) that still run. */
+const vmAgentsOf = async (dataDir: string) => {
+  const pids: Array<number> = []
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue
+    const [environ, cmdline] = await Promise.all([
+      readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
+      readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
+    ])
+    if (environ.split("\0").includes(`SAM_DATA_DIR=${dataDir}`) && isVmAgent(cmdline)) pids.push(Number(name))
+  }
+  return pids
 }
 
 /**
@@ -208,5 +223,12 @@ describe("sam up restarts nats-server and Postgres, and the API says so while th
     expect(await portOpen(Number(setup.env.SAM_PG_PORT))).toBe(false)
     expect(await portOpen(Number(setup.env.SAM_GATEWAY_PORT))).toBe(false)
     expect(stopped).toBeLessThan(25_000)
+    // The node the earlier tests made was started again by this `sam up`, and is stopped with it: a vm-agent
+    // still waiting for its first connect to the dead server ignored its SIGTERM, and outlived `sam up`.
+    await waitFor(
+      "no vm-agent of this data directory",
+      async () => (await vmAgentsOf(setup.dataDir)).length === 0,
+      5_000
+    )
   }, 58_000)
 })

@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process"
 import { createServer } from "node:http"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, createServer as createTcpServer } from "node:net"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
 import { Domain, makeId, Nats, Subjects } from "@sam/bus"
@@ -8,11 +8,53 @@ import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { isDemoAgent, processes } from "../../src/ProcessTree.js"
-import { conversationTurn, is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
+import { tempDir } from "../../src/TestStack.js"
+import {
+  conversationTurn,
+  is,
+  nodeUnderTest,
+  prepareNode,
+  reportWaiter,
+  startVmAgent
+} from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
 layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent on a node", (it) => {
+  it.scoped("a vm-agent told to stop (SIGTERM) before it ever reached its server exits at once", () =>
+    Effect.gen(function* () {
+      const nodeId = makeId("node")
+      const node = yield* prepareNode(nodeId, yield* Effect.promise(() => tempDir("sam-node-")))
+      // No NATS there: a port that hangs up on every connection, so the vm-agent keeps trying its first
+      // connect (waitOnFirstConnect), and the test sees that it does.
+      let attempts = 0
+      const refusing = createTcpServer((socket) => {
+        attempts += 1
+        socket.destroy()
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((done) => void refusing.listen(0, "127.0.0.1", () => done(Effect.void))),
+        () => Effect.sync(() => refusing.close())
+      )
+      const { port } = refusing.address() as AddressInfo
+      const agent = startVmAgent(nodeId, node, { SAM_NATS_URL: `nats://127.0.0.1:${port}` })
+      yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+      yield* waitUntil(
+        "the vm-agent trying to connect",
+        Effect.sync(() => (attempts > 0 ? true : undefined)),
+        {
+          timeout: "30 seconds"
+        }
+      )
+      const stopping = Date.now()
+      agent.child.kill("SIGTERM")
+      // Before, it waited for that server for ever; a local node's supervisor then left it running.
+      const code = yield* Effect.promise(() => agent.exited).pipe(Effect.timeout("5 seconds"))
+      console.log(`a vm-agent that never connected stopped ${Date.now() - stopping} ms after SIGTERM`)
+      expect(code).toBe(0)
+    })
+  )
+
   it.scoped(
     "creates a workspace, runs the demo agent, cancels a long command, keeps context, and survives its own restart",
     () =>

@@ -24,8 +24,8 @@ export interface LeaseManager {
   readonly kind: string
   readonly owned: () => ReadonlyArray<ShardHandle>
   /**
-   * Stop renewing and give every shard back (drained, then freed in KV), and the membership, all at once: with
-   * NATS down each give-back waits out its timeout, so one after another they would add up per shard.
+   * Stop renewing and give every shard back (drained, then freed in KV), and the membership, all at once: one
+   * after another, each shard's drain and give-back timeout would add up.
    */
   readonly close: Effect.Effect<void>
 }

@@ -14,9 +14,27 @@ export interface SamUp {
   readonly exited: Promise<number | null>
 }
 
+/**
+ * The last resort for a `sam up` that did not stop: SIGKILL to its whole process group, its servers and vm-agents
+ * with it (a Postgres a test left frozen once outlived the run when only `sam up` itself was killed).
+ */
+const killGroup = (child: ChildProcess) => {
+  try {
+    process.kill(-(child.pid as number), "SIGKILL")
+  } catch {
+    child.kill("SIGKILL")
+  }
+}
+
 /** `./sam up` with `env`, resolved once it says it is up (or rejected with its output, and stopped, after `readyMs`). */
 export const startSamUp = async (env: NodeJS.ProcessEnv, readyMs = 60_000): Promise<SamUp> => {
-  const child = spawn(sam, ["up"], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+  // A process group of its own, which `killGroup` ends whole. Its Ctrl-C (SIGINT) still goes to `sam up` alone.
+  const child = spawn(sam, ["up"], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true
+  })
   let output = ""
   child.stdout.on("data", (chunk: Buffer) => (output += chunk))
   child.stderr.on("data", (chunk: Buffer) => (output += chunk))
@@ -24,7 +42,7 @@ export const startSamUp = async (env: NodeJS.ProcessEnv, readyMs = 60_000): Prom
   await new Promise<void>((ready, fail) => {
     const timer = setTimeout(() => {
       // Not left running behind a test that gave up on it.
-      child.kill("SIGKILL")
+      killGroup(child)
       fail(new Error(`sam up not ready in ${readyMs / 1000} s:\n${output}`))
     }, readyMs)
     child.stdout.on("data", () => {
@@ -46,7 +64,7 @@ export const stopSamUp = async (up: SamUp, ms = 15_000) => {
   if (up.child.exitCode !== null || up.child.signalCode !== null) return 0
   const started = Date.now()
   up.child.kill("SIGINT")
-  const timer = setTimeout(() => up.child.kill("SIGKILL"), ms)
+  const timer = setTimeout(() => killGroup(up.child), ms)
   await up.exited
   clearTimeout(timer)
   return Date.now() - started

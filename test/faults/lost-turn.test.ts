@@ -1,4 +1,3 @@
-import { readdir, readFile } from "node:fs/promises"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Gateway } from "@sam/gateway"
@@ -9,7 +8,7 @@ import { makeControlPlaneEnv } from "../src/ControlPlaneHarness.js"
 import { waitUntil } from "../src/Env.js"
 import { GatewayUrl, http, makeUser, type TestUser } from "../src/GatewayHarness.js"
 import { startPrivateNats } from "../src/PrivateNats.js"
-import { isVmAgent } from "../src/ProcessTree.js"
+import { vmAgentPids } from "../src/ProcessTree.js"
 
 /**
  * A lost turn ends truthfully (ADR 0021), against the whole control plane, the gateway and real
@@ -56,19 +55,8 @@ const owner = (name: string) =>
     return { user, projectId: yield* createProject(user, "p") }
   })
 
-/** The vm-agent process of `nodeId` (the local provider gives it `SAM_NODE_ID` in its environment). */
-const vmAgentPid = (nodeId: string) =>
-  Effect.promise(async () => {
-    for (const name of await readdir("/proc")) {
-      if (!/^\d+$/.test(name)) continue
-      const [environ, cmdline] = await Promise.all([
-        readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
-        readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
-      ])
-      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && isVmAgent(cmdline)) return Number(name)
-    }
-    return undefined
-  })
+/** The vm-agent process of `nodeId`. */
+const vmAgentPid = (nodeId: string) => Effect.promise(async () => (await vmAgentPids(`SAM_NODE_ID=${nodeId}`))[0])
 
 /** The transcript has no gap or repeat in `seq`, and its last turn ended as lost with its tool call closed. */
 const expectLostInTranscript = (rows: ReadonlyArray<{ seq: number; type: string; payload: Payload }>) => {

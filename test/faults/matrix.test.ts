@@ -1,7 +1,7 @@
-import { readdir, readFile, rm } from "node:fs/promises"
+import { rm } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { isVmAgent } from "../src/ProcessTree.js"
+import { vmAgentPids } from "../src/ProcessTree.js"
 import { type Api, api, makeEnv, type SamUp, startSamUp, stopSamUp, waitFor } from "./SamUp.js"
 import {
   expectNothingWorking,
@@ -78,19 +78,9 @@ describe("the fault matrix: every turn ends truthfully", async () => {
     else await rm(setup.dataDir, { recursive: true, force: true })
   })
 
-  /** The vm-agent process of `nodeId` in this stack (the local provider gives it `SAM_NODE_ID`). */
-  const vmAgentPid = async (nodeId: string) => {
-    for (const name of await readdir("/proc")) {
-      if (!/^\d+$/.test(name)) continue
-      const environ = await readFile(`/proc/${name}/environ`, "utf8").catch(() => "")
-      const vars = environ.split("\0")
-      if (vars.includes(`SAM_NODE_ID=${nodeId}`) && vars.includes(`SAM_DATA_DIR=${setup.dataDir}`)) {
-        const cmdline = await readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
-        if (isVmAgent(cmdline)) return Number(name)
-      }
-    }
-    return undefined
-  }
+  /** The vm-agent process of `nodeId` in this stack. */
+  const vmAgentPid = async (nodeId: string) =>
+    (await vmAgentPids(`SAM_NODE_ID=${nodeId}`, `SAM_DATA_DIR=${setup.dataDir}`))[0]
 
   const log = (cell: string, since: number, turns: ReadonlyArray<Turn>, outcome: ReadonlyArray<{ status: string }>) =>
     console.log(

@@ -1,9 +1,9 @@
-import { readdir, readFile, rm, writeFile } from "node:fs/promises"
+import { readFile, rm, writeFile } from "node:fs/promises"
 import { connect as tcpConnect } from "node:net"
 import { join } from "node:path"
 import { nodeWebSocket } from "@sam/gateway/client"
 import { afterAll, afterEach, describe, expect, it } from "vitest"
-import { isVmAgent } from "../src/ProcessTree.js"
+import { vmAgentPids } from "../src/ProcessTree.js"
 import {
   type Api,
   alive,
@@ -32,20 +32,6 @@ const serverPid = async (pattern: string) => {
   const pids = stdout.split("\n").filter(Boolean).map(Number)
   if (pids.length !== 1) throw new Error(`expected one process matching ${pattern}, found ${pids.join(", ")}`)
   return pids[0] as number
-}
-
-/** vm-agents started for this data directory (the local provider gives them `SAM_DATA_DIR`) that still run. */
-const vmAgentsOf = async (dataDir: string) => {
-  const pids: Array<number> = []
-  for (const name of await readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue
-    const [environ, cmdline] = await Promise.all([
-      readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
-      readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
-    ])
-    if (environ.split("\0").includes(`SAM_DATA_DIR=${dataDir}`) && isVmAgent(cmdline)) pids.push(Number(name))
-  }
-  return pids
 }
 
 /**
@@ -227,7 +213,7 @@ describe("sam up restarts nats-server and Postgres, and the API says so while th
     // still waiting for its first connect to the dead server ignored its SIGTERM, and outlived `sam up`.
     await waitFor(
       "no vm-agent of this data directory",
-      async () => (await vmAgentsOf(setup.dataDir)).length === 0,
+      async () => (await vmAgentPids(`SAM_DATA_DIR=${setup.dataDir}`)).length === 0,
       5_000
     )
   }, 58_000)

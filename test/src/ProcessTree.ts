@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { readdir, readFile } from "node:fs/promises"
 
 /** A process of this machine, as /proc shows it (processes that end while read are skipped). */
 export interface Proc {
@@ -67,3 +68,21 @@ export const isVmAgent = (cmdline: string) =>
 /** The demo agent's command line, from source or compiled. */
 export const isDemoAgent = (cmdline: string) =>
   cmdline.includes("demo/main.ts") || cmdline.includes("dist/demo-agent.mjs")
+
+/**
+ * The vm-agents running now whose environment holds every one of `entries` (`NAME=value`: the local provider
+ * gives each its `SAM_NODE_ID` and `SAM_DATA_DIR`).
+ */
+export const vmAgentPids = async (...entries: ReadonlyArray<string>) => {
+  const pids: Array<number> = []
+  for (const name of await readdir("/proc")) {
+    if (!/^\d+$/.test(name)) continue
+    const [environ, cmdline] = await Promise.all([
+      readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
+      readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
+    ])
+    const vars = environ.split("\0")
+    if (entries.every((entry) => vars.includes(entry)) && isVmAgent(cmdline)) pids.push(Number(name))
+  }
+  return pids
+}

@@ -1,5 +1,4 @@
 import { execFileSync } from "node:child_process"
-import { readdir, readFile } from "node:fs/promises"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { AgentInstall } from "@sam/infra"
@@ -8,7 +7,7 @@ import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
 import { type FakeAnthropic, startFakeAnthropic, workingDirectory } from "../../src/FakeAnthropic.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
-import { isVmAgent } from "../../src/ProcessTree.js"
+import { vmAgentPids } from "../../src/ProcessTree.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import {
   agentRestarts,
@@ -23,19 +22,8 @@ import {
 // The control plane and the gateway of this process open secrets with this key (`sam up` generates one).
 masterKeyForTests()
 
-/** The vm-agent process of `nodeId` (the local provider gives it `SAM_NODE_ID` in its environment). */
-const vmAgentPid = (nodeId: string) =>
-  Effect.promise(async () => {
-    for (const name of await readdir("/proc")) {
-      if (!/^\d+$/.test(name)) continue
-      const [environ, cmdline] = await Promise.all([
-        readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
-        readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
-      ])
-      if (environ.split("\0").includes(`SAM_NODE_ID=${nodeId}`) && isVmAgent(cmdline)) return Number(name)
-    }
-    return undefined
-  })
+/** The vm-agent process of `nodeId`. */
+const vmAgentPid = (nodeId: string) => Effect.promise(async () => (await vmAgentPids(`SAM_NODE_ID=${nodeId}`))[0])
 
 /** pgrep exits 1 when nothing matches */
 const safe = (count: () => number) => {

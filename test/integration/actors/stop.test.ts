@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { ActorRuntime } from "@sam/actors"
+import type { ActorRuntime } from "@sam/actors"
 import { Nats, natsLayer } from "@sam/bus"
 import { Context, Effect, Exit, Layer, type Redacted, Scope } from "effect"
 import { beforeAll } from "vitest"
@@ -56,15 +56,12 @@ describe("actor runtime: stopping", () => {
         const nats = yield* startPrivateNats.pipe(Scope.extend(serverScope))
         const kind = counterKind(unique("k"), 8)
         const runtimeScope = yield* Scope.make()
-        const connection = natsLayer({ servers: nats.url, creds: nats.adminCreds, name: "actors-stop-outage" })
-        const runtime = yield* Layer.build(
-          ActorRuntime.layer([kind], { instanceId: unique("alone"), leaseTtl: "10 seconds" }).pipe(
-            Layer.provide(Layer.merge(connection, sqlLayer(url)))
-          )
-        ).pipe(
-          Scope.extend(runtimeScope),
-          Effect.map((context) => Context.get(context, ActorRuntime.ActorRuntime))
-        )
+        const runtime = yield* startRuntime(
+          url,
+          [kind],
+          { instanceId: unique("alone"), leaseTtl: "10 seconds" },
+          natsLayer({ servers: nats.url, creds: nats.adminCreds, name: "actors-stop-outage" })
+        ).pipe(Scope.extend(runtimeScope))
         yield* waitUntil(
           "the instance holding all eight shards",
           Effect.sync(() => runtime.shards().length === 8),

@@ -229,15 +229,11 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   ) =>
     Effect.gen(function* () {
       const body = command.body
-      yield* reporter.send(
-        NodeProtocol.WorkspaceStatusReport,
-        { workspaceId: body.workspaceId, status: "creating" },
-        body.workspaceId
-      )
-      // Boot-log lines go out in order from a fiber of their own, so the clone does not wait for
-      // each line's publish (issue 12: first output); the status that ends the create follows them.
-      // After a report the sender waits up to BOOT_LOG_EVERY (or until the create ends) and sends what
-      // was logged meanwhile as one: a create costs the control plane a few reports, not one per line.
+      // The create's reports go out in order from a fiber of their own, so the workspace is made (and its
+      // agent started) while they are published (issue 12: first output): "creating", then the boot-log
+      // lines; the status that ends the create follows them. After a report the sender waits up to
+      // BOOT_LOG_EVERY (or until the create ends) and sends what was logged meanwhile as one: a create
+      // costs the control plane a few reports, not one per line.
       const lines = yield* Queue.unbounded<
         { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
       >()
@@ -255,7 +251,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
                 body.workspaceId
               )
               .pipe(Effect.catchAllCause((cause) => Effect.logWarning("boot-log lines were not reported", cause)))
-      const sender = yield* Queue.takeBetween(lines, 1, NodeProtocol.MAX_BOOTLOG_LINES_PER_REPORT).pipe(
+      const creatingReport = reporter.send(
+        NodeProtocol.WorkspaceStatusReport,
+        { workspaceId: body.workspaceId, status: "creating" },
+        body.workspaceId
+      )
+      const linesReported = Queue.takeBetween(lines, 1, NodeProtocol.MAX_BOOTLOG_LINES_PER_REPORT).pipe(
         Effect.flatMap((items) =>
           Effect.gen(function* () {
             let run: Array<BootLogEntry> = []
@@ -273,7 +274,10 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
             yield* Effect.raceFirst(Effect.sleep(BOOT_LOG_EVERY), Deferred.await(ended))
           })
         ),
-        Effect.forever,
+        Effect.forever
+      )
+      const sender = yield* creatingReport.pipe(
+        Effect.zipRight(linesReported),
         Trace.withCorrelation(command.correlationId),
         Effect.fork
       )

@@ -197,7 +197,14 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
   return {
     kind: provisioner.kind,
     create,
-    get: (workspaceId) => records.read(workspaceId).pipe(Effect.map(Option.map(toInfo))),
+    // a workspace that takes processes while it is created: its record is at hand (a start reads it on its way)
+    get: (workspaceId) =>
+      Effect.suspend(() => {
+        const early = opened.get(workspaceId)
+        return early !== undefined
+          ? Effect.succeed(Option.some(toInfo(early)))
+          : records.read(workspaceId).pipe(Effect.map(Option.map(toInfo)))
+      }),
     list: () => records.list().pipe(Effect.map((all) => all.map(toInfo))),
     spawn,
     exec,

@@ -1,5 +1,5 @@
 import { constants } from "node:fs"
-import { open } from "node:fs/promises"
+import { open, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Config, Effect } from "effect"
@@ -96,26 +96,44 @@ export const checkLocal = (localRepos: LocalRepos, callerIsLocalOwner: boolean) 
       )
 
 /**
- * The branch a local repository's HEAD names: `ref: refs/heads/<branch>` in `<path>/.git/HEAD`, or in
- * `<path>/HEAD` for a bare repository. A project on a local repository takes it as its default branch unless
- * one is given (git's own default is `master` on many machines). Read as a file, not by running git in a
- * directory the caller chose. Undefined when there is no such file or it names no branch (a detached HEAD).
+ * A local repository, as far as the control plane can tell without running git in a directory the caller chose:
+ * the branch its HEAD names (`ref: refs/heads/<branch>` in `<path>/.git/HEAD`, or in `<path>/HEAD` for a bare
+ * repository), undefined when HEAD names none (a detached HEAD, a `.git` file of a worktree). A project on a
+ * local repository takes that branch as its default unless one is given (git's own default is `master` on many
+ * machines). A path with neither `.git` nor a bare repository's HEAD is refused: the first task would fail at
+ * its clone, and a mistyped path is better said at once.
  */
-export const localHeadBranch = (repoUrl: string): Effect.Effect<string | undefined> =>
-  Effect.promise(async () => {
-    let path: string
-    try {
-      path = repoUrl.startsWith("file://") ? fileURLToPath(repoUrl) : repoUrl
-    } catch {
-      return undefined
+export const localRepository = (repoUrl: string): Effect.Effect<{ readonly branch: string | undefined }, ApiError> =>
+  Effect.gen(function* () {
+    const path = yield* Effect.try({
+      try: () => (repoUrl.startsWith("file://") ? fileURLToPath(repoUrl) : repoUrl),
+      catch: () => new ApiError({ code: "invalid_body", message: "not a valid file:// URL" })
+    })
+    const found = yield* Effect.promise(async () => {
+      let repository = false
+      for (const head of [join(path, ".git", "HEAD"), join(path, "HEAD")]) {
+        const text = await readSmallFile(head)
+        const branch =
+          text === undefined ? undefined : /^ref: refs\/heads\/([A-Za-z0-9._/-]{1,255})\n?$/.exec(text)?.[1]
+        if (branch !== undefined) return { repository: true, branch }
+        repository ||= text !== undefined
+      }
+      // a worktree's or a submodule's `.git` is a file pointing at the repository
+      return { repository: repository || (await isFile(join(path, ".git"))), branch: undefined }
+    })
+    if (!found.repository) {
+      return yield* refuse(
+        "no git repository at this path on this machine: give the directory of a checkout (with .git) or of a bare repository"
+      )
     }
-    for (const head of [join(path, ".git", "HEAD"), join(path, "HEAD")]) {
-      const text = await readSmallFile(head)
-      const branch = text === undefined ? undefined : /^ref: refs\/heads\/([A-Za-z0-9._/-]{1,255})\n?$/.exec(text)?.[1]
-      if (branch !== undefined) return branch
-    }
-    return undefined
+    return { branch: found.branch }
   })
+
+const isFile = (path: string) =>
+  stat(path).then(
+    (s) => s.isFile(),
+    () => false
+  )
 
 /**
  * The first 512 bytes of a regular file, else undefined. Opened without blocking, so a named pipe put where

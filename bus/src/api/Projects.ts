@@ -34,7 +34,10 @@ export const ProjectGitHubRepository = z
 export const CreateProjectRequest = z
   .object({
     name: storable(z.string().trim().min(1).max(200)),
-    /** any Git URL or path the nodes can reach (a local path or file:// URL on this machine); not with `github` */
+    /**
+     * any Git URL or path the nodes can reach (a local path or file:// URL on this machine, which must hold a
+     * checkout or a bare repository); not with `github`
+     */
     repoUrl: storable(z.string().trim().min(1).max(2048)).optional(),
     /**
      * a repository of one of my GitHub App installations: its workspaces get short-lived tokens for it and

@@ -43,19 +43,19 @@ export const routes = [
       const github = body.github === undefined ? undefined : yield* pickRepository(principal.userId, body.github)
       const repoUrl = github?.repoUrl ?? body.repoUrl ?? ""
       const location = yield* RepoUrl.classify(repoUrl)
+      let localBranch: string | undefined
       if (location._tag === "Local") {
         const sql = yield* SqlClient.SqlClient
         const [caller] = yield* sql<{ login: string | null }>`
           SELECT login FROM users WHERE id = ${principal.userId}`.pipe(Effect.orDie)
         const { localRepos } = yield* GatewayConfig
+        // only a caller who may use local paths learns whether one holds a repository
         yield* RepoUrl.checkLocal(localRepos ?? "owner", caller?.login === OWNER_LOGIN)
+        localBranch = (yield* RepoUrl.localRepository(repoUrl)).branch
       }
       // a local repository's own branch unless one is given (a remote one is not asked: that would be the
       // gateway reaching out to whatever URL a user gives)
-      const defaultBranch =
-        body.defaultBranch ??
-        github?.defaultBranch ??
-        (location._tag === "Local" ? yield* RepoUrl.localHeadBranch(repoUrl) : undefined)
+      const defaultBranch = body.defaultBranch ?? github?.defaultBranch ?? localBranch
       const projectId = makeId("proj")
       const command = yield* Command.build(() =>
         Domain.ControlProtocol.ProjectCreate.make({

@@ -15,7 +15,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("gateway: auth
 
       const created = yield* http("POST", "/api/v1/projects", {
         token: alice.token,
-        body: { name: "demo", repoUrl: "/tmp/nowhere" }
+        body: { name: "demo", repoUrl: "https://example.com/demo.git" }
       })
       expect(created.status).toBe(201)
       expect(created.body).toMatchObject({ name: "demo", role: "owner", ownerId: alice.userId })

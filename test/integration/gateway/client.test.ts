@@ -29,7 +29,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("gateway: the 
           expect(me).toMatchObject({ userId: alice.userId, via: "token" })
 
           const project = yield* api.call(Api.ProjectEndpoints.createProject, {
-            body: { name: "demo", repoUrl: "/tmp/nowhere" }
+            body: { name: "demo", repoUrl: "https://example.com/demo.git" }
           })
           expect(project).toMatchObject({ name: "demo", role: "owner", defaultBranch: "main", ownerId: alice.userId })
           const got = yield* api.call(Api.ProjectEndpoints.getProject, { params: { projectId: project.id } })
@@ -62,7 +62,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("gateway: the 
           const bob = yield* makeUser("Bob")
           const asAlice = Client.make({ baseUrl: base, token: alice.token })
           const project = yield* asAlice.call(Api.ProjectEndpoints.createProject, {
-            body: { name: "p", repoUrl: "/x" }
+            body: { name: "p", repoUrl: "https://example.com/p.git" }
           })
 
           const forbidden = yield* failure(

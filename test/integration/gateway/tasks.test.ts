@@ -75,29 +75,43 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
         body: { name: "u", repoUrl: `file://${repo}` }
       })
       expect(asUrl.body.defaultBranch).toBe("trunk")
-      // a branch given wins; a path with no repository keeps the default
+      // a branch given wins
       const given = yield* http("POST", "/api/v1/projects", {
         token: alice.token,
         body: { name: "g", repoUrl: repo, defaultBranch: "release" }
       })
       expect(given.body.defaultBranch).toBe("release")
-      const none = yield* http("POST", "/api/v1/projects", {
-        token: alice.token,
-        body: { name: "n", repoUrl: yield* Effect.promise(() => tempDir("sam-empty-")) }
-      })
-      expect(none.body.defaultBranch).toBe("main")
-      // a named pipe where HEAD should be is not waited on
+      // a path with no repository (a mistyped one, an empty directory) is refused at once, on its field
+      const projectsBefore = (yield* http("GET", "/api/v1/projects", { token: alice.token })).body.projects.length
+      for (const path of [`${repo}-typo`, yield* Effect.promise(() => tempDir("sam-empty-"))]) {
+        const none = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name: "n", repoUrl: path } })
+        expect(none.status, JSON.stringify(none.body)).toBe(400)
+        expect(none.body).toMatchObject({ code: "invalid_body", details: [{ path: "repoUrl" }] })
+        expect(none.body.message).toContain("no git repository at this path")
+      }
+      // a named pipe where HEAD should be is not waited on, and is no repository
       const piped = yield* Effect.promise(() => tempDir("sam-fifo-"))
       execFileSync("mkdir", [join(piped, ".git")])
       execFileSync("mkfifo", [join(piped, ".git", "HEAD")])
       const fifo = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name: "f", repoUrl: piped } })
-      expect(fifo.body.defaultBranch).toBe("main")
+      expect(fifo.status).toBe(400)
+      expect((yield* http("GET", "/api/v1/projects", { token: alice.token })).body.projects).toHaveLength(
+        projectsBefore
+      )
       // HEAD linked to another file shows nothing of it
       const linked = yield* Effect.promise(() => tempDir("sam-link-"))
       execFileSync("mkdir", [join(linked, ".git")])
       execFileSync("ln", ["-s", "/etc/hostname", join(linked, ".git", "HEAD")])
       const link = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name: "l", repoUrl: linked } })
       expect(link.body.defaultBranch).toBe("main")
+      // a worktree's checkout (its .git a file naming the repository) is one
+      const worktree = join(yield* Effect.promise(() => tempDir("sam-worktree-")), "wt")
+      execFileSync("git", ["-C", repo, "worktree", "add", "-q", "--detach", worktree])
+      const tree = yield* http("POST", "/api/v1/projects", {
+        token: alice.token,
+        body: { name: "w", repoUrl: worktree }
+      })
+      expect(tree.status, JSON.stringify(tree.body)).toBe(201)
 
       const created = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
         token: alice.token,

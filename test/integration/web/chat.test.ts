@@ -57,6 +57,10 @@ describe("web app: project chat in the browser", () => {
     expect(await page.locator("#p-name").getAttribute("aria-invalid")).toBe("true")
     const repo = makeRepo(await repoDir())
     await page.fill("#p-name", "web demo")
+    // a mistyped path is said at once, not at the first task's clone
+    await page.fill("#p-repo", `${repo}-typo`)
+    await page.click("text=Create project")
+    await poll(() => page.locator("#p-repo-error").textContent()).toContain("no git repository at this path")
     await page.fill("#p-repo", repo)
     await Promise.all([page.waitForURL("**/projects/*/chat"), page.click("text=Create project")])
     projectUrl = new URL(page.url()).pathname

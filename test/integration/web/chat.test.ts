@@ -110,6 +110,28 @@ describe("web app: project chat in the browser", () => {
     expect(await timeline().locator("[data-kind=text]").last().textContent()).toContain("think about the repository")
   })
 
+  it("shows a follow-up sent while the agent works as queued until its turn begins", async () => {
+    const usersBefore = await timeline().locator("[data-kind=user]").count()
+    await send("sleep 3000\nsay first turn done")
+    await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    await send("say the queued one ran")
+    const queued = page.getByTestId("queued-prompt")
+    await poll(() => queued.textContent()).toContain("say the queued one ran")
+    expect(await queued.textContent()).toContain("Queued")
+    await shot(page, "queued")
+    // its turn begins after the first: the queued bubble gives way to the transcript's own
+    await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
+      "the queued one ran"
+    )
+    expect(await queued.count()).toBe(0)
+    const users = await timeline().locator("[data-kind=user]").allTextContents()
+    expect(users.slice(usersBefore)).toEqual(["sleep 3000\nsay first turn done", "say the queued one ran"])
+    const texts = await timeline().locator("[data-kind=text]").allTextContents()
+    const first = texts.findIndex((t) => t.includes("first turn done"))
+    expect(first).toBeGreaterThanOrEqual(0)
+    expect(first).toBeLessThan(texts.findIndex((t) => t.includes("the queued one ran")))
+  })
+
   it("after a reload mid-turn shows “Agent is working” with the right elapsed time at once", async () => {
     await send("sleep 15000\nsay woke up")
     await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)

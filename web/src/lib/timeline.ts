@@ -92,6 +92,8 @@ const stopText: Record<string, string> = {
 export class Timeline {
   items: Array<Item> = []
   lastSeq = 0
+  /** the latest prompt the agent has begun (its `prompt-started`); a later one waits its turn */
+  startedEpoch = 0
   /** bumped on every change, so a view can tell whether to render */
   version = 0
   private readonly tools = new Map<string, number>()
@@ -120,6 +122,7 @@ export class Timeline {
     const key = `s${seq}`
     switch (event.type) {
       case "prompt-started":
+        this.startedEpoch = Math.max(this.startedEpoch, epoch)
         this.push({ kind: "user", key, seq, text: str(event.text) })
         return
       case "text": {

@@ -123,6 +123,12 @@ export default component$(() => {
     session: chat.value.session,
     task: chat.value.task,
     items: [] as Array<Item>,
+    /**
+     * Follow-ups sent while the agent worked, until their turn begins: the node runs them in order after the
+     * turn in progress, and the transcript shows them only then (their `prompt-started`).
+     */
+    queued: [] as Array<{ readonly epoch: number; readonly text: string }>,
+    startedEpoch: 0,
     windowStart: 0,
     loaded: chat.value.session === null,
     connection: "connecting" as "connecting" | "open" | "reconnecting",
@@ -142,6 +148,8 @@ export default component$(() => {
     state.session = data.session
     state.task = data.task
     state.items = []
+    state.queued = []
+    state.startedEpoch = 0
     state.windowStart = 0
     state.loaded = data.session === null
     state.interrupting = false
@@ -170,6 +178,9 @@ export default component$(() => {
       const start = Math.max(0, timeline.items.length - windowSize)
       state.windowStart = start
       state.items = timeline.items.slice(start)
+      state.startedEpoch = timeline.startedEpoch
+      if (state.queued.some((q) => q.epoch <= timeline.startedEpoch))
+        state.queued = state.queued.filter((q) => q.epoch > timeline.startedEpoch)
     }
     /**
      * Render on the next frame. While the transcript is still coming (before `caught-up`), at most every
@@ -412,10 +423,17 @@ export default component$(() => {
   })
   const followUp = $(async (text: string) => {
     if (state.session === null) return "no session"
+    const sessionId = state.session.id
+    const attention = attentionOf(state.session)
+    const busy = attention === "working" || attention === "needs_input"
     const result = await call(
-      api.call(Api.SessionEndpoints.promptSession, { params: { sessionId: state.session.id }, body: { prompt: text } })
+      api.call(Api.SessionEndpoints.promptSession, { params: { sessionId }, body: { prompt: text } })
     )
-    return result.ok ? null : result.error.message
+    if (!result.ok) return result.error.message
+    const { promptEpoch } = result.value
+    if (busy && state.session?.id === sessionId && promptEpoch > state.startedEpoch)
+      state.queued = [...state.queued, { epoch: promptEpoch, text }]
+    return null
   })
   const interrupt = $(async () => {
     if (state.session === null) return
@@ -717,6 +735,15 @@ export default component$(() => {
                 onAnswer$={answer}
               />
             ))}
+            {/* only while the agent works: a prompt that never began (its node lost it) is not shown waiting */}
+            {working &&
+              !ended &&
+              state.queued.map((q) => (
+                <div key={`q${q.epoch}`} class="msg-user queued" data-testid="queued-prompt">
+                  {q.text}
+                  <span class="queued-note">Queued: sent when the agent finishes this turn</span>
+                </div>
+              ))}
           </div>
         )}
 

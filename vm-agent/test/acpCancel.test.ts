@@ -40,6 +40,17 @@ describe("AcpSessionHost cancel", () => {
         ])
         expect(events.map((event) => event.seq)).toEqual(events.map((_, i) => i + 1))
         expect(events.some((event) => event.type === "crashed")).toBe(false)
+        // the cancelled turn's tool call, which the agent never finished, ends with its turn (just before it)
+        const call = events.find((event) => event.type === "tool-call")
+        const ended = events[kinds.indexOf("cancelled") - 1]
+        expect(ended).toMatchObject({ type: "tool-call-update", status: "cancelled" })
+        expect(ended?.type === "tool-call-update" && call?.type === "tool-call" && ended.toolCallId).toBe(
+          call?.type === "tool-call" && call.toolCallId
+        )
+        // and is the only one: recall's turn ran no tool
+        expect(
+          events.filter((event) => event.type === "tool-call-update" && event.status === "cancelled")
+        ).toHaveLength(1)
       })
     ))
 

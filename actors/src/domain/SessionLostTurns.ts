@@ -24,7 +24,7 @@ export interface OpenToolCall {
   readonly title: string | null
 }
 
-/** The tool calls of the session's latest turn that never reported `completed` or `failed`, in order. */
+/** The tool calls of the session's latest turn that never reported `completed`, `failed` or `cancelled`, in order. */
 export const openToolCalls = (sessionId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -37,7 +37,7 @@ export const openToolCalls = (sessionId: string) =>
       const payload = JSON.parse(StoredJson.decode(row.payload)) as Record<string, unknown>
       if (typeof payload.toolCallId !== "string") continue
       const known = calls.get(payload.toolCallId)
-      const done = payload.status === "completed" || payload.status === "failed"
+      const done = payload.status === "completed" || payload.status === "failed" || payload.status === "cancelled"
       calls.set(payload.toolCallId, {
         title: typeof payload.title === "string" ? payload.title.slice(0, 2000) : (known?.title ?? null),
         open: (known?.open ?? true) && !done

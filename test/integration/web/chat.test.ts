@@ -103,6 +103,8 @@ describe("web app: project chat in the browser", () => {
     await poll(() => page.getByTestId("working-bar").count(), { timeout: 15_000 }).toBe(0)
     expect(Date.now() - started).toBeLessThan(15_000)
     await poll(() => timeline().locator("[data-kind=system]").allTextContents()).toContain("Turn interrupted")
+    // the interrupted command is not shown running for ever
+    await poll(() => timeline().locator("[data-kind=tool]").last().getAttribute("data-status")).toBe("cancelled")
     await send("recall")
     await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
       "run sleep 30"

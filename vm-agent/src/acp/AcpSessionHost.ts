@@ -75,6 +75,16 @@ interface Turn {
   cancelling: boolean
 }
 
+/** Events that end a turn: its tool calls end with it. */
+const TURN_ENDS: ReadonlySet<SessionEventBody["type"]> = new Set([
+  "turn-ended",
+  "turn-failed",
+  "cancelled",
+  "crashed",
+  "failed",
+  "stopped"
+])
+
 const flushMacrotask = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
 const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostOptions) {
@@ -113,12 +123,35 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     return now
   })
 
-  const emit = (body: SessionEventBody) => {
+  const publish = (body: SessionEventBody) => {
     seq += 1
     const event = { ...body, seq, at: Date.now() } as SessionEvent
     options.onEvent?.(event)
     // Unbounded: it always takes the event; no fiber per event (issue 12).
     pubsub.unsafeOffer(event)
+  }
+  /** the agent's tool calls that have not finished (completed or failed), by id */
+  const openTools = new Set<string>()
+  const emit = (body: SessionEventBody) => {
+    if (body.type === "tool-call" || body.type === "tool-call-update") {
+      if (body.status === "completed" || body.status === "failed") openTools.delete(body.toolCallId)
+      else if (body.type === "tool-call") openTools.add(body.toolCallId)
+    } else if (TURN_ENDS.has(body.type)) {
+      // A turn that ends (cancelled, failed, crashed) leaves nothing of it running: what the agent did not finish
+      // is said to be cancelled, as ACP asks of its client, instead of showing "in progress" for ever.
+      for (const toolCallId of openTools) {
+        publish({
+          type: "tool-call-update",
+          toolCallId,
+          title: null,
+          status: "cancelled",
+          content: [],
+          rawOutput: null
+        })
+      }
+      openTools.clear()
+    }
+    publish(body)
   }
   const desk = new PermissionDesk(emit, options.permissions === "auto-approve" ? autoApprove : undefined)
 

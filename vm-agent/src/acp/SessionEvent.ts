@@ -31,7 +31,8 @@ export type SessionEventBody =
       readonly type: "tool-call-update"
       readonly toolCallId: string
       readonly title: string | null
-      readonly status: ToolCallStatus | null
+      /** ACP's, or `cancelled`: SAM's own, for a call its turn ended without finishing (ACP asks the client to) */
+      readonly status: ToolCallStatus | "cancelled" | null
       readonly content: Array<ToolCallContent>
       readonly rawOutput: unknown
     }

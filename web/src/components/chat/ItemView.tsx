@@ -6,6 +6,7 @@ const TOOL_STATUS: Record<string, string> = {
   in_progress: "badge-info",
   completed: "badge-success",
   failed: "badge-danger"
+  // `cancelled` (its turn ended before the agent finished it) has the plain, muted badge
 }
 
 const DiffLines = component$<{ text: string }>(({ text }) => (

@@ -73,9 +73,11 @@ export const layer = Layer.scoped(
           : Option.none()
 
     const runtime = yield* Effect.runtime<never>()
+    // Ends with the gateway: the connection's own close, after the gateway has stopped, is no outage to warn of.
     yield* Effect.forkScoped(
-      Effect.promise(async () => {
+      Effect.promise(async (signal) => {
         for await (const status of nc.status()) {
+          if (signal.aborted) return
           const isDown =
             status.type === "disconnect" || status.type === "close"
               ? true

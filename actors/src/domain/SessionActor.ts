@@ -412,7 +412,11 @@ const handle = (
         const at = nowIso()
         const written = yield* deps.snapshots.write(row.id, (current) => ({
           activity: "prompting",
-          promptStartedAt: at,
+          // a prompt that waits behind a turn in progress keeps the time the agent has been working since
+          promptStartedAt:
+            current !== undefined && Domain.WORKING_ACTIVITIES.has(current.activity) && current.promptStartedAt !== null
+              ? current.promptStartedAt
+              : at,
           promptEpoch,
           plan: current?.plan ?? null,
           source: "control_plane",

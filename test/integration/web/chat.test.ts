@@ -114,12 +114,16 @@ describe("web app: project chat in the browser", () => {
 
   it("shows a follow-up sent while the agent works as queued until its turn begins", async () => {
     const usersBefore = await timeline().locator("[data-kind=user]").count()
-    await send("sleep 3000\nsay first turn done")
+    await send("sleep 4000\nsay first turn done")
     await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    const elapsed = page.getByTestId("working-elapsed")
+    await poll(() => elapsed.textContent()).not.toBe("(0s)")
     await send("say the queued one ran")
     const queued = page.getByTestId("queued-prompt")
     await poll(() => queued.textContent()).toContain("say the queued one ran")
     expect(await queued.textContent()).toContain("Queued")
+    // the agent has been working since the first turn began: the clock does not start again
+    expect(await elapsed.textContent()).not.toBe("(0s)")
     await shot(page, "queued")
     // its turn begins after the first: the queued bubble gives way to the transcript's own
     await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
@@ -127,7 +131,7 @@ describe("web app: project chat in the browser", () => {
     )
     expect(await queued.count()).toBe(0)
     const users = await timeline().locator("[data-kind=user]").allTextContents()
-    expect(users.slice(usersBefore)).toEqual(["sleep 3000\nsay first turn done", "say the queued one ran"])
+    expect(users.slice(usersBefore)).toEqual(["sleep 4000\nsay first turn done", "say the queued one ran"])
     const texts = await timeline().locator("[data-kind=text]").allTextContents()
     const first = texts.findIndex((t) => t.includes("first turn done"))
     expect(first).toBeGreaterThanOrEqual(0)

@@ -99,6 +99,9 @@ describe("session status", () => {
 
   it("never shows a session working when its task has ended, even if the snapshot says so", () => {
     expect(of({ taskStatus: "completed" })).toBe("completed")
+    // nor sleeping: its agent sleeps, but no follow-up can wake it
+    expect(of({ status: "sleeping", taskStatus: "completed", snapshot: null })).toBe("completed")
+    expect(of({ status: "sleeping", taskStatus: "cancelled", snapshot: null })).toBe("stopped")
     expect(of({ taskStatus: "cancelled" })).toBe("stopped")
     expect(of({ taskStatus: "failed" })).toBe("failed")
   })

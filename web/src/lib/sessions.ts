@@ -8,7 +8,8 @@ export const TERMINAL = new Set(["completed", "failed", "cancelled"])
 
 /**
  * The sidebar's status, in precedence order: needs input › failed › working › idle › sleeping ›
- * completed › stopped. A session whose task has ended is never working, whatever its snapshot says.
+ * completed › stopped. A session whose task has ended is never working, whatever its snapshot says, nor
+ * sleeping: no follow-up wakes it (its transcript is final), so it shows how its task ended.
  */
 export const attentionOf = (s: Session): Attention => {
   const taskEnded = s.taskStatus !== null && TERMINAL.has(s.taskStatus)
@@ -17,7 +18,7 @@ export const attentionOf = (s: Session): Attention => {
   const working = s.snapshot?.activity === "prompting" || s.snapshot?.activity === "recovering"
   if (!taskEnded && s.status === "active" && working) return "working"
   if (!taskEnded && s.status === "active") return "idle"
-  if (s.status === "sleeping") return "sleeping"
+  if (!taskEnded && s.status === "sleeping") return "sleeping"
   if (s.taskStatus === "completed") return "completed"
   return "stopped"
 }

@@ -207,6 +207,21 @@ describe("web app: project chat in the browser", () => {
     expect(await timeline().locator("[data-kind=user]").count()).toBe(userMessages.length)
   })
 
+  it("ends a task-mode task as done, naming the branch its work is on", async () => {
+    await page.goto(projectUrl)
+    await page.selectOption("#composer-mode", "task")
+    await send("run echo done > DONE.txt\nsay Done.")
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+    const sessionId = sessionIdOf(page.url())
+    await poll(() => page.getByTestId("ended").textContent(), { timeout: 30_000 }).toMatch(
+      /The task is done: its work is on branch sam\/task_[0-9a-z]+\./
+    )
+    // done, not asleep: no follow-up wakes a session whose task has ended
+    await poll(() => page.getByTestId("session-status").getAttribute("data-status")).toBe("completed")
+    await poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status")).toBe("completed")
+    expect(await page.getByRole("link", { name: "Task details" }).getAttribute("href")).toMatch(/\/tasks\/task_/)
+  })
+
   it("turns a failed task (the agent crashes) to failed in the sidebar and the view, live, with its reason", async () => {
     await page.goto(projectUrl)
     await page.selectOption("#composer-mode", "task")

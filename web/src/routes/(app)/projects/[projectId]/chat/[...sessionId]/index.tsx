@@ -779,9 +779,26 @@ export default component$(() => {
           ) : session === null ? null : ended ? (
             <div class="composer">
               <div class="composer-box glass row">
-                <span class="muted" style={{ flex: 1 }}>
-                  This session has ended.
+                <span class="muted" style={{ flex: 1 }} data-testid="ended">
+                  {task?.status === "completed" ? (
+                    <>
+                      The task is done
+                      {task.branch ? (
+                        <>
+                          : its work is on branch <span class="mono">{task.branch}</span>
+                        </>
+                      ) : null}
+                      .
+                    </>
+                  ) : (
+                    "This session has ended."
+                  )}
                 </span>
+                {task !== null && (
+                  <Link class="btn" href={`/projects/${projectId}/tasks/${task.id}`}>
+                    Task details
+                  </Link>
+                )}
                 <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
                   New chat
                 </Link>

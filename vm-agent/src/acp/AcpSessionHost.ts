@@ -137,8 +137,9 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       if (body.status === "completed" || body.status === "failed") openTools.delete(body.toolCallId)
       else if (body.type === "tool-call") openTools.add(body.toolCallId)
     } else if (TURN_ENDS.has(body.type)) {
-      // A turn that ends (cancelled, failed, crashed) leaves nothing of it running: what the agent did not finish
-      // is said to be cancelled, as ACP asks of its client, instead of showing "in progress" for ever.
+      // A turn that ends, however it ends (done, cancelled, failed, crashed), leaves nothing of it running: a tool
+      // call the agent did not finish is said to be cancelled, as ACP asks of its client, instead of showing
+      // "in progress" for ever.
       for (const toolCallId of openTools) {
         publish({
           type: "tool-call-update",

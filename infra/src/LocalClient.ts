@@ -51,11 +51,14 @@ export interface ApiClient {
   ) => Effect.Effect<z.output<O>, StackError>
 }
 
-/** A 400's field issues (`details: [{path, message}]`), as `: token: a Hetzner API token is 64 characters long`. */
-const fieldIssues = (details: unknown) => {
+/**
+ * A 400's field issues (`details: [{path, message}]`), as `: token: a Hetzner API token is 64 characters long`;
+ * one that only repeats the error's own message is not said twice.
+ */
+const fieldIssues = (details: unknown, message: string) => {
   if (!Array.isArray(details)) return ""
   const lines = details.flatMap((d: { path?: unknown; message?: unknown }) =>
-    typeof d?.message === "string"
+    typeof d?.message === "string" && d.message !== message
       ? [`${typeof d.path === "string" && d.path !== "" ? `${d.path}: ` : ""}${d.message}`]
       : []
   )
@@ -79,7 +82,7 @@ export const api = (env: NodeJS.ProcessEnv = process.env) =>
                 : ""
           return new StackError({
             step: error.code,
-            message: `${error.message}${fieldIssues(error.details)}${hint}`,
+            message: `${error.message}${fieldIssues(error.details, error.message)}${hint}`,
             cause: error
           })
         })

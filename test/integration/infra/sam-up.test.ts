@@ -157,6 +157,13 @@ describe("./sam up, its gateway, and the CLI", async () => {
       "-c",
       `mkdir -p ${repo} && cd ${repo} && git init -q -b main && echo hi > README.md && git add -A && git -c user.name=t -c user.email=t@t commit -qm init`
     ])
+    // a mistyped path is refused at once, said once
+    const typo = await viaGateway("project", "create", "--repo", `${repo}-typo`, "--name", "demo").then(
+      () => undefined,
+      (error: { code?: number; stderr?: string }) => error
+    )
+    expect(typo?.code).toBe(1)
+    expect(typo?.stderr?.match(/no git repository at this path/g)).toHaveLength(1)
     const project = (await viaGateway("project", "create", "--repo", repo, "--name", "demo")).stdout.trim()
     expect(project).toMatch(/^proj_[0-9a-z]+$/)
     expect((await viaGateway("project", "list")).stdout).toContain(`${project}  demo  owner`)

@@ -295,6 +295,9 @@ export default component$(() => {
           live++
           if (f.sessionId === sessionId && f.snapshot !== null && !newer(state.session?.snapshot ?? null, f.snapshot)) {
             patchSession(f.sessionId, { snapshot: f.snapshot })
+            // The agent stopped working with prompts still waiting (its node lost them): they are not shown again
+            // at the next turn. Between two turns the snapshot stays working (it follows the latest prompt).
+            if (f.snapshot.activity !== "prompting" && f.snapshot.activity !== "recovering") state.queued = []
           }
           return
         case "session.event":

@@ -37,7 +37,7 @@ export const openToolCalls = (sessionId: string) =>
       const payload = JSON.parse(StoredJson.decode(row.payload)) as Record<string, unknown>
       if (typeof payload.toolCallId !== "string") continue
       const known = calls.get(payload.toolCallId)
-      const done = payload.status === "completed" || payload.status === "failed" || payload.status === "cancelled"
+      const done = Domain.toolCallFinished(payload.status)
       calls.set(payload.toolCallId, {
         title: typeof payload.title === "string" ? payload.title.slice(0, 2000) : (known?.title ?? null),
         open: (known?.open ?? true) && !done

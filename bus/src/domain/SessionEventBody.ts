@@ -147,3 +147,10 @@ export const SessionEventBody = z.discriminatedUnion(
 export type SessionEventBody = z.infer<typeof SessionEventBody>
 /** The body of one kind of session event. */
 export type SessionEventOf<K extends SessionEventKind> = Extract<SessionEventBody, { readonly type: K }>
+
+/**
+ * Whether a tool call with this status is over: ACP's `completed` and `failed`, and `cancelled`, which SAM's
+ * vm-agent says of a call its turn ended without finishing.
+ */
+export const toolCallFinished = (status: unknown) =>
+  status === "completed" || status === "failed" || status === "cancelled"

@@ -1,4 +1,5 @@
 import type { PromptResponse, RequestPermissionResponse, StopReason } from "@agentclientprotocol/sdk"
+import { Domain } from "@sam/bus"
 import { Config, Deferred, Duration, Effect, Exit, Option, PubSub, Scope, Stream, SubscriptionRef } from "effect"
 import { bootTicks } from "../runtime/internal/processGroup.js"
 import {
@@ -130,11 +131,11 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     // Unbounded: it always takes the event; no fiber per event (issue 12).
     pubsub.unsafeOffer(event)
   }
-  /** the agent's tool calls that have not finished (completed or failed), by id */
+  /** the agent's tool calls that have not finished, by id */
   const openTools = new Set<string>()
   const emit = (body: SessionEventBody) => {
     if (body.type === "tool-call" || body.type === "tool-call-update") {
-      if (body.status === "completed" || body.status === "failed") openTools.delete(body.toolCallId)
+      if (Domain.toolCallFinished(body.status)) openTools.delete(body.toolCallId)
       else if (body.type === "tool-call") openTools.add(body.toolCallId)
     } else if (TURN_ENDS.has(body.type)) {
       // A turn that ends, however it ends (done, cancelled, failed, crashed), leaves nothing of it running: a tool

@@ -6,6 +6,10 @@ export type Attention = "needs_input" | "failed" | "working" | "idle" | "sleepin
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled"])
 
+/** Whether a session's snapshot says its agent is at work (a turn in progress, or being recovered). */
+export const isWorking = (snapshot: Session["snapshot"]) =>
+  snapshot?.activity === "prompting" || snapshot?.activity === "recovering"
+
 /**
  * The sidebar's status, in precedence order: needs input › failed › working › idle › sleeping ›
  * completed › stopped. A session whose task has ended is never working, whatever its snapshot says, nor
@@ -15,7 +19,7 @@ export const attentionOf = (s: Session): Attention => {
   const taskEnded = s.taskStatus !== null && TERMINAL.has(s.taskStatus)
   if (!taskEnded && (s.snapshot?.permissions?.length ?? 0) > 0) return "needs_input"
   if (s.status === "failed" || s.taskStatus === "failed") return "failed"
-  const working = s.snapshot?.activity === "prompting" || s.snapshot?.activity === "recovering"
+  const working = isWorking(s.snapshot)
   if (!taskEnded && s.status === "active" && working) return "working"
   if (!taskEnded && s.status === "active") return "idle"
   if (!taskEnded && s.status === "sleeping") return "sleeping"

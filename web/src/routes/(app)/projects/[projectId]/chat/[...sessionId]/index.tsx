@@ -10,6 +10,7 @@ import {
   ATTENTION_LABEL,
   attentionOf,
   elapsed,
+  isWorking,
   relativeTime,
   STAGES,
   STEP_LABEL,
@@ -297,7 +298,7 @@ export default component$(() => {
             patchSession(f.sessionId, { snapshot: f.snapshot })
             // The agent stopped working with prompts still waiting (its node lost them): they are not shown again
             // at the next turn. Between two turns the snapshot stays working (it follows the latest prompt).
-            if (f.snapshot.activity !== "prompting" && f.snapshot.activity !== "recovering") state.queued = []
+            if (!isWorking(f.snapshot)) state.queued = []
           }
           return
         case "session.event":

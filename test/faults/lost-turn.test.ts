@@ -56,7 +56,7 @@ const owner = (name: string) =>
   })
 
 /** The vm-agent process of `nodeId`. */
-const vmAgentPid = (nodeId: string) => Effect.promise(async () => (await vmAgentPids(`SAM_NODE_ID=${nodeId}`))[0])
+const vmAgentPid = (nodeId: string) => Effect.sync(() => vmAgentPids(`SAM_NODE_ID=${nodeId}`)[0])
 
 /** The transcript has no gap or repeat in `seq`, and its last turn ended as lost with its tool call closed. */
 const expectLostInTranscript = (rows: ReadonlyArray<{ seq: number; type: string; payload: Payload }>) => {

@@ -79,8 +79,7 @@ describe("the fault matrix: every turn ends truthfully", async () => {
   })
 
   /** The vm-agent process of `nodeId` in this stack. */
-  const vmAgentPid = async (nodeId: string) =>
-    (await vmAgentPids(`SAM_NODE_ID=${nodeId}`, `SAM_DATA_DIR=${setup.dataDir}`))[0]
+  const vmAgentPid = async (nodeId: string) => vmAgentPids(`SAM_NODE_ID=${nodeId}`, `SAM_DATA_DIR=${setup.dataDir}`)[0]
 
   const log = (cell: string, since: number, turns: ReadonlyArray<Turn>, outcome: ReadonlyArray<{ status: string }>) =>
     console.log(

@@ -213,7 +213,7 @@ describe("sam up restarts nats-server and Postgres, and the API says so while th
     // still waiting for its first connect to the dead server ignored its SIGTERM, and outlived `sam up`.
     await waitFor(
       "no vm-agent of this data directory",
-      async () => (await vmAgentPids(`SAM_DATA_DIR=${setup.dataDir}`)).length === 0,
+      async () => vmAgentPids(`SAM_DATA_DIR=${setup.dataDir}`).length === 0,
       5_000
     )
   }, 58_000)

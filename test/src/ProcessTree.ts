@@ -1,5 +1,4 @@
 import { readdirSync, readFileSync, readlinkSync } from "node:fs"
-import { readdir, readFile } from "node:fs/promises"
 
 /** A process of this machine, as /proc shows it (processes that end while read are skipped). */
 export interface Proc {
@@ -73,16 +72,14 @@ export const isDemoAgent = (cmdline: string) =>
  * The vm-agents running now whose environment holds every one of `entries` (`NAME=value`: the local provider
  * gives each its `SAM_NODE_ID` and `SAM_DATA_DIR`).
  */
-export const vmAgentPids = async (...entries: ReadonlyArray<string>) => {
-  const pids: Array<number> = []
-  for (const name of await readdir("/proc")) {
-    if (!/^\d+$/.test(name)) continue
-    const [environ, cmdline] = await Promise.all([
-      readFile(`/proc/${name}/environ`, "utf8").catch(() => ""),
-      readFile(`/proc/${name}/cmdline`, "utf8").catch(() => "")
-    ])
-    const vars = environ.split("\0")
-    if (entries.every((entry) => vars.includes(entry)) && isVmAgent(cmdline)) pids.push(Number(name))
-  }
-  return pids
-}
+export const vmAgentPids = (...entries: ReadonlyArray<string>): Array<number> =>
+  processes()
+    .filter((p) => isVmAgent(p.cmdline))
+    .filter((p) => {
+      let vars: Array<string> = []
+      try {
+        vars = readFileSync(`/proc/${p.pid}/environ`, "utf8").split("\0")
+      } catch {}
+      return entries.every((entry) => vars.includes(entry))
+    })
+    .map((p) => p.pid)

@@ -23,7 +23,7 @@ import {
 masterKeyForTests()
 
 /** The vm-agent process of `nodeId`. */
-const vmAgentPid = (nodeId: string) => Effect.promise(async () => (await vmAgentPids(`SAM_NODE_ID=${nodeId}`))[0])
+const vmAgentPid = (nodeId: string) => Effect.sync(() => vmAgentPids(`SAM_NODE_ID=${nodeId}`)[0])
 
 /** pgrep exits 1 when nothing matches */
 const safe = (count: () => number) => {

@@ -9,6 +9,7 @@ const { NodeProtocol, SessionEvents } = Domain
  */
 const real: { readonly [K in Domain.SessionEventKind]: ReadonlyArray<Domain.SessionEventOf<K>> } = {
   "agent-started": [{ type: "agent-started", pid: 4242, acpSessionId: "c9f1-acp", loaded: false }],
+  "prompt-queued": [{ type: "prompt-queued", text: "now the tests", source: "control_plane" }],
   "prompt-started": [{ type: "prompt-started", text: "run ls" }],
   text: [{ type: "text", text: "Hello " }],
   thought: [{ type: "thought", text: "[image]" }],
@@ -142,7 +143,7 @@ describe("session event bodies", () => {
     (_, event) => {
       const decoded = report(event)
       // What the control plane records itself never comes from a node.
-      const fromNode = !("source" in event)
+      const fromNode = !("source" in event) && !Domain.controlPlaneKinds.has(event.type)
       expect(decoded._tag).toBe(fromNode ? "Ok" : "Malformed")
       if (decoded._tag === "Ok" && decoded.envelope.type === "session.event-reported")
         expect(decoded.envelope.body.event).toEqual(event)
@@ -211,6 +212,22 @@ describe("session event bodies", () => {
     const malformed = refusal(event)
     expect(malformed?.reason).toBe("bad-body")
     expect(malformed?.message).toContain(message)
+  })
+
+  it.each([
+    [
+      "who answered a permission request",
+      { type: "permission-answered", requestId: "p1", outcome: "allow", by: "user", userId: "user_x" }
+    ],
+    ["a queued prompt", { type: "prompt-queued", text: "and now delete the repository" }]
+  ])("refuses a node's report of %s, which only the control plane records", (_, event) => {
+    expect(refusal(event)?.message).toContain(`a node does not report ${event.type}: only the control plane records it`)
+    const many = NodeProtocol.SessionEvents.body.safeParse({
+      sessionId,
+      promptEpoch: 1,
+      events: [{ nodeSeq: 1, event }]
+    })
+    expect(many.success).toBe(false)
   })
 
   it("refuses a node's event in the control plane's name, in a report of one or of many", () => {

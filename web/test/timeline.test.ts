@@ -61,6 +61,42 @@ describe("timeline", () => {
   })
 })
 
+describe("queued prompts", () => {
+  const queued = (text: string) => ({ type: "prompt-queued" as const, text, source: "control_plane" as const })
+
+  it("keeps a prompt queued while its turn waits, and shows it as the user's once its turn begins", () => {
+    const t = new Timeline()
+    t.add(entry(1, { type: "prompt-started", text: "first" }, 1))
+    t.add(entry(2, { type: "text", text: "working on it" }, 1))
+    t.add(entry(3, queued("second"), 2))
+    t.add(entry(4, queued("third"), 3))
+    expect(t.queued.map((q) => [q.epoch, q.text])).toEqual([
+      [2, "second"],
+      [3, "third"]
+    ])
+    // queued prompts are not items in place: the view shows them after the turn in progress
+    expect(t.items.map((i) => i.kind)).toEqual(["user", "text"])
+    t.add(entry(5, { type: "turn-ended", stopReason: "end_turn" }, 1))
+    t.add(entry(6, { type: "prompt-started", text: "second" }, 2))
+    expect(t.queued.map((q) => q.text)).toEqual(["third"])
+    expect(t.items.filter((i) => i.kind === "user").map((i) => (i.kind === "user" ? i.text : ""))).toEqual([
+      "first",
+      "second"
+    ])
+  })
+
+  it("says a queued prompt was not delivered when a later one began instead", () => {
+    const t = new Timeline()
+    t.add(entry(1, { type: "prompt-started", text: "first" }, 1))
+    t.add(entry(2, queued("lost with its node"), 2))
+    t.add(entry(3, { type: "turn-ended", stopReason: "lost", source: "control_plane" }, 1))
+    t.add(entry(4, { type: "prompt-started", text: "sent later" }, 3))
+    expect(t.queued).toEqual([])
+    const notes = t.items.filter((i) => i.kind === "system").map((i) => (i.kind === "system" ? i.text : ""))
+    expect(notes).toContain("Not delivered (the agent never began its turn): lost with its node")
+  })
+})
+
 describe("markdown", () => {
   it("never lets an agent's HTML through", () => {
     const html = renderMarkdown('<img src=x onerror="alert(1)"> `<b>` [x](javascript:alert(1))')

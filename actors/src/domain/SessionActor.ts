@@ -410,6 +410,17 @@ const handle = (
       return Effect.gen(function* () {
         const promptEpoch = row.promptEpoch + 1
         const at = nowIso()
+        const prompt = command.body.prompt
+        const before = yield* deps.snapshots.get(row.id)
+        /** a turn is in progress: this prompt waits for it, and the transcript says so until its turn begins */
+        const queued = before !== undefined && Domain.WORKING_ACTIVITIES.has(before.activity)
+        if (queued && row.mode === "task")
+          return refuse(
+            state,
+            "invalid_transition",
+            `session ${row.id} runs a task, which ends when the agent finishes this turn: a follow-up sent now would never be answered. Interrupt the turn to add to it, or start a new task`
+          )
+        const seq = row.lastSeq + 1
         const written = yield* deps.snapshots.write(row.id, (current) => ({
           activity: "prompting",
           // a prompt that waits behind a turn in progress keeps the time the agent has been working since
@@ -421,17 +432,37 @@ const handle = (
           plan: current?.plan ?? null,
           source: "control_plane",
           reason: null,
-          lastSeq: Math.max(current?.lastSeq ?? 0, row.lastSeq),
+          lastSeq: Math.max(current?.lastSeq ?? 0, queued ? seq : row.lastSeq),
           step: current?.step ?? null,
           updatedAt: at
         }))
-        const next = bump(row, { promptEpoch })
-        const prompt = command.body.prompt
+        const said: Domain.SessionEventOf<"prompt-queued"> = {
+          type: "prompt-queued",
+          text: prompt,
+          source: "control_plane"
+        }
+        const entry: Ledger.TranscriptEntry = {
+          seq,
+          type: said.type,
+          payload: said,
+          nodeSeq: null,
+          promptEpoch,
+          reportId: command.id
+        }
+        const next = bump(row, queued ? { promptEpoch, lastSeq: seq } : { promptEpoch })
         return {
-          state: { ...state, row: next },
+          state: { ...state, row: next, ...(queued ? { transcript: [...state.transcript, entry] } : {}) },
           send: [toNode(nodeId, NodeProtocol.SessionPrompt.make({ sessionId: row.id, prompt, promptEpoch }, meta))],
           events: [
             event(next, SessionEvents.SessionPromptAccepted.make({ sessionId: row.id, promptEpoch, prompt }, meta)),
+            ...(queued
+              ? [
+                  event(
+                    next,
+                    SessionEvents.SessionEventAppended.make({ sessionId: row.id, seq, promptEpoch, event: said }, meta)
+                  )
+                ]
+              : []),
             ...(written.snapshot === undefined ? [] : [activityEvent(next, written.snapshot)])
           ],
           timers: [healTimer(row.id)],

@@ -2,7 +2,7 @@ import { z } from "zod"
 import { defineMessage, type EnvelopeOf, registry } from "../Envelope.js"
 import { NodeId, ProjectId, SessionId, TaskId, WorkspaceId } from "../Ids.js"
 import { NodeXkey, SealedLaunch } from "./AgentLaunchSchema.js"
-import { SessionEventBody } from "./SessionEventBody.js"
+import { controlPlaneKinds, SessionEventBody } from "./SessionEventBody.js"
 import { Activity } from "./SessionState.js"
 
 /**
@@ -211,10 +211,15 @@ export const SessionEvent = defineMessage(
     event: SessionEventBody.refine(
       (event) => JSON.stringify(event).length <= 256_000,
       "session event larger than 256 kB"
-    ).refine(
-      (event) => (event as { readonly source?: unknown }).source === undefined,
-      "a node's event has no source: the control plane's entries are its own"
     )
+      .refine(
+        (event) => (event as { readonly source?: unknown }).source === undefined,
+        "a node's event has no source: the control plane's entries are its own"
+      )
+      .refine((event) => !controlPlaneKinds.has(event.type), {
+        error: (issue) =>
+          `a node does not report ${String((issue.input as { readonly type?: unknown }).type)}: only the control plane records it`
+      })
   }),
   { durable: true }
 )

@@ -3,6 +3,8 @@ import { z } from "zod"
 /** What the agent did, as the node's session host saw it (text, thought, plan, tool call, lifecycle). */
 export const SessionEventKind = z.enum([
   "agent-started",
+  /** recorded by the control plane: a prompt accepted while the agent works, waiting for its turn */
+  "prompt-queued",
   "prompt-started",
   "text",
   "thought",
@@ -58,6 +60,11 @@ export const SessionEventBody = z.discriminatedUnion(
   [
     /** the agent process started (or was started again), with its ACP session (`loaded`: an earlier one) */
     member("agent-started", { pid: z.number().int(), acpSessionId: z.string(), loaded: z.boolean() }),
+    /**
+     * recorded by the control plane when it accepts a prompt while a turn is in progress (its entry's epoch is the
+     * prompt's): the node runs it once the turns before it end, and its `prompt-started` says when
+     */
+    member("prompt-queued", { text: z.string(), source }),
     /** a turn began with this prompt */
     member("prompt-started", { text: z.string() }),
     member("text", { text: z.string() }),
@@ -147,6 +154,12 @@ export const SessionEventBody = z.discriminatedUnion(
 export type SessionEventBody = z.infer<typeof SessionEventBody>
 /** The body of one kind of session event. */
 export type SessionEventOf<K extends SessionEventKind> = Extract<SessionEventBody, { readonly type: K }>
+
+/**
+ * The kinds only the control plane records: a node's report of one is refused whatever its fields say (a node must
+ * not be able to say who answered a permission request, or that the user queued a prompt).
+ */
+export const controlPlaneKinds: ReadonlySet<SessionEventKind> = new Set(["permission-answered", "prompt-queued"])
 
 /**
  * Whether a tool call with this status is over: ACP's `completed` and `failed`, and `cancelled`, which SAM's

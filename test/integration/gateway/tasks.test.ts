@@ -59,6 +59,94 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
     })
   )
 
+  it.effect(
+    "a follow-up sent while the agent works is queued in the transcript until its turn; a task refuses one",
+    () =>
+      Effect.gen(function* () {
+        const alice = yield* makeUser("Alice")
+        const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
+        const project = yield* http("POST", "/api/v1/projects", {
+          token: alice.token,
+          body: { name: "q", repoUrl: repo }
+        })
+        const prompt = (sessionId: string, text: string) =>
+          http("POST", `/api/v1/sessions/${sessionId}/prompt`, { token: alice.token, body: { prompt: text } })
+        const transcript = (sessionId: string) =>
+          http("GET", `/api/v1/sessions/${sessionId}/events?limit=1000`, { token: alice.token }).pipe(
+            Effect.map(
+              (r) =>
+                r.body.events as Array<{ seq: number; promptEpoch: number; event: { type: string; text?: string } }>
+            )
+          )
+        const chat = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
+          token: alice.token,
+          body: { prompt: "say ready", mode: "conversation" }
+        })
+        const sessionId = yield* awaitingFollowUp(chat.body.id)
+        // sent while the agent waits: it begins at once, and nothing says it waited
+        expect((yield* prompt(sessionId, "sleep 3000\nsay first turn done")).body.promptEpoch).toBe(2)
+        const queued = yield* prompt(sessionId, "say the queued one ran")
+        expect(queued.status).toBe(202)
+        expect(queued.body.promptEpoch).toBe(3)
+        /** what the agent said in a prompt's turn (its text comes in chunks) */
+        const said = (
+          events: ReadonlyArray<{ promptEpoch: number; event: { type: string; text?: string } }>,
+          epoch: number
+        ) =>
+          events
+            .filter((e) => e.promptEpoch === epoch && e.event.type === "text")
+            .map((e) => e.event.text)
+            .join("")
+        const events = yield* waitUntil(
+          "the queued prompt's answer",
+          transcript(sessionId).pipe(
+            Effect.map((events) => (said(events, 3).includes("the queued one ran") ? events : undefined))
+          ),
+          { timeout: "30 seconds" }
+        )
+        expect(said(events, 2)).toContain("first turn done")
+        const kinds = (type: string) => events.filter((e) => e.event.type === type)
+        expect(kinds("prompt-queued").map((e) => [e.promptEpoch, e.event.text])).toEqual([
+          [3, "say the queued one ran"]
+        ])
+        // recorded when it was sent, during the first turn; its turn began once that turn had ended
+        const queuedAt = kinds("prompt-queued")[0]!.seq
+        const firstTurnEnd = events.find((e) => e.promptEpoch === 2 && e.event.type === "turn-ended")!.seq
+        const started = kinds("prompt-started").find((e) => e.promptEpoch === 3)!.seq
+        expect(queuedAt).toBeLessThan(firstTurnEnd)
+        expect(firstTurnEnd).toBeLessThan(started)
+
+        // A task ends with its agent's turn: a follow-up sent during it would never be answered, and is refused.
+        const task = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
+          token: alice.token,
+          body: { prompt: "sleep 3000\nsay task done", mode: "task" }
+        })
+        const sql = yield* SqlClient.SqlClient
+        const taskSession = yield* waitUntil(
+          "the task's session",
+          sql<{ sessionId: string | null }>`SELECT session_id FROM tasks WHERE id = ${task.body.id}`.pipe(
+            Effect.map((rows) => rows[0]?.sessionId ?? undefined)
+          ),
+          { timeout: "30 seconds" }
+        )
+        // the session actor has opened it (the task names it in the transaction that asks for it)
+        yield* waitUntil(
+          "the task's session working",
+          http("GET", `/api/v1/sessions/${taskSession}`, { token: alice.token }).pipe(
+            Effect.map((r) => (r.status === 200 && r.body.snapshot?.activity === "prompting") || undefined)
+          ),
+          { timeout: "30 seconds" }
+        )
+        const refused = yield* prompt(taskSession, "say more")
+        expect(refused.status).toBe(409)
+        expect(refused.body.message).toContain("Interrupt the turn to add to it, or start a new task")
+        yield* untilTask(task.body.id, "completed", (row) => row.status === "completed")
+        const taskEvents = yield* transcript(taskSession)
+        expect(taskEvents.filter((e) => e.event.type === "prompt-queued")).toEqual([])
+        expect(taskEvents.filter((e) => e.event.type === "prompt-started")).toHaveLength(1)
+      })
+  )
+
   it.effect("a project on a local repository takes the repository's branch, and its task runs on it", () =>
     Effect.gen(function* () {
       const alice = yield* makeUser("Alice")

@@ -114,7 +114,7 @@ describe("web app: project chat in the browser", () => {
 
   it("shows a follow-up sent while the agent works as queued until its turn begins", async () => {
     const usersBefore = await timeline().locator("[data-kind=user]").count()
-    await send("sleep 4000\nsay first turn done")
+    await send("sleep 6000\nsay first turn done")
     await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
     const elapsed = page.getByTestId("working-elapsed")
     await poll(() => elapsed.textContent()).not.toBe("(0s)")
@@ -125,13 +125,17 @@ describe("web app: project chat in the browser", () => {
     // the agent has been working since the first turn began: the clock does not start again
     expect(await elapsed.textContent()).not.toBe("(0s)")
     await shot(page, "queued")
+    // the transcript holds it, not the page: a reload (or another device) shows it waiting too
+    await page.reload({ waitUntil: "domcontentloaded" })
+    await poll(() => queued.textContent()).toContain("say the queued one ran")
+    expect(await timeline().locator("[data-kind=user]").last().textContent()).toContain("say first turn done")
     // its turn begins after the first: the queued bubble gives way to the transcript's own
     await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
       "the queued one ran"
     )
     expect(await queued.count()).toBe(0)
     const users = await timeline().locator("[data-kind=user]").allTextContents()
-    expect(users.slice(usersBefore)).toEqual(["sleep 4000\nsay first turn done", "say the queued one ran"])
+    expect(users.slice(usersBefore)).toEqual(["sleep 6000\nsay first turn done", "say the queued one ran"])
     const texts = await timeline().locator("[data-kind=text]").allTextContents()
     const first = texts.findIndex((t) => t.includes("first turn done"))
     expect(first).toBeGreaterThanOrEqual(0)

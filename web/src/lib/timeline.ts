@@ -94,6 +94,11 @@ export class Timeline {
   lastSeq = 0
   /** the latest prompt the agent has begun (its `prompt-started`); a later one waits its turn */
   startedEpoch = 0
+  /**
+   * Prompts accepted while the agent worked (`prompt-queued`) whose turn has not begun, oldest first. One the
+   * agent never took (its node lost it, the task ended) stays here: the view says it was not delivered.
+   */
+  queued: Array<{ readonly epoch: number; readonly seq: number; readonly text: string }> = []
   /** bumped on every change, so a view can tell whether to render */
   version = 0
   private readonly tools = new Map<string, number>()
@@ -121,10 +126,24 @@ export class Timeline {
     const last = this.items[this.items.length - 1]
     const key = `s${seq}`
     switch (event.type) {
-      case "prompt-started":
+      case "prompt-queued":
+        if (epoch > this.startedEpoch) this.queued = [...this.queued, { epoch, seq, text: str(event.text) }]
+        return
+      case "prompt-started": {
         this.startedEpoch = Math.max(this.startedEpoch, epoch)
+        // an earlier queued prompt whose turn never began: a later one began instead
+        for (const skipped of this.queued.filter((q) => q.epoch < epoch))
+          this.push({
+            kind: "system",
+            key: `s${skipped.seq}`,
+            seq: skipped.seq,
+            text: `Not delivered (the agent never began its turn): ${skipped.text}`,
+            error: true
+          })
+        this.queued = this.queued.filter((q) => q.epoch > epoch)
         this.push({ kind: "user", key, seq, text: str(event.text) })
         return
+      }
       case "text": {
         if (last?.kind === "text" && last.epoch === epoch) {
           const text = (this.texts.get(last.seq) ?? "") + str(event.text)

@@ -10,7 +10,6 @@ import {
   ATTENTION_LABEL,
   attentionOf,
   elapsed,
-  isWorking,
   relativeTime,
   STAGES,
   STEP_LABEL,
@@ -125,10 +124,10 @@ export default component$(() => {
     task: chat.value.task,
     items: [] as Array<Item>,
     /**
-     * Follow-ups sent while the agent worked, until their turn begins: the node runs them in order after the
-     * turn in progress, and the transcript shows them only then (their `prompt-started`).
+     * Follow-ups sent while the agent worked whose turn has not begun (the transcript's `prompt-queued` entries,
+     * so a reload or another device shows them too): the node runs them in order after the turn in progress.
      */
-    queued: [] as Array<{ readonly epoch: number; readonly text: string }>,
+    queued: [] as Array<{ readonly epoch: number; readonly seq: number; readonly text: string }>,
     startedEpoch: 0,
     windowStart: 0,
     loaded: chat.value.session === null,
@@ -180,8 +179,7 @@ export default component$(() => {
       state.windowStart = start
       state.items = timeline.items.slice(start)
       state.startedEpoch = timeline.startedEpoch
-      if (state.queued.some((q) => q.epoch <= timeline.startedEpoch))
-        state.queued = state.queued.filter((q) => q.epoch > timeline.startedEpoch)
+      if (state.queued !== timeline.queued) state.queued = timeline.queued
     }
     /**
      * Render on the next frame. While the transcript is still coming (before `caught-up`), at most every
@@ -296,9 +294,6 @@ export default component$(() => {
           live++
           if (f.sessionId === sessionId && f.snapshot !== null && !newer(state.session?.snapshot ?? null, f.snapshot)) {
             patchSession(f.sessionId, { snapshot: f.snapshot })
-            // The agent stopped working with prompts still waiting (its node lost them): they are not shown again
-            // at the next turn. Between two turns the snapshot stays working (it follows the latest prompt).
-            if (!isWorking(f.snapshot)) state.queued = []
           }
           return
         case "session.event":
@@ -428,15 +423,10 @@ export default component$(() => {
   const followUp = $(async (text: string) => {
     if (state.session === null) return "no session"
     const sessionId = state.session.id
-    const attention = attentionOf(state.session)
-    const busy = attention === "working" || attention === "needs_input"
     const result = await call(
       api.call(Api.SessionEndpoints.promptSession, { params: { sessionId }, body: { prompt: text } })
     )
     if (!result.ok) return result.error.message
-    const { promptEpoch } = result.value
-    if (busy && state.session?.id === sessionId && promptEpoch > state.startedEpoch)
-      state.queued = [...state.queued, { epoch: promptEpoch, text }]
     return null
   })
   const interrupt = $(async () => {
@@ -739,15 +729,22 @@ export default component$(() => {
                 onAnswer$={answer}
               />
             ))}
-            {/* only while the agent works: a prompt that never began (its node lost it) is not shown waiting */}
-            {working &&
-              !ended &&
-              state.queued.map((q) => (
-                <div key={`q${q.epoch}`} class="msg-user queued" data-testid="queued-prompt">
-                  {q.text}
-                  <span class="queued-note">Queued: sent when the agent finishes this turn</span>
-                </div>
-              ))}
+            {/* Between two turns the snapshot stays working (it follows the latest prompt): a prompt still waiting
+                once the agent stopped working was lost with its turn (its node restarted, its task ended). */}
+            {state.loaded &&
+              state.queued.map((q) =>
+                working && !ended ? (
+                  <div key={`q${q.seq}`} class="msg-user queued" data-testid="queued-prompt">
+                    {q.text}
+                    <span class="queued-note">Queued: sent when the agent finishes this turn</span>
+                  </div>
+                ) : (
+                  <div key={`q${q.seq}`} class="msg-user queued undelivered" data-testid="undelivered-prompt">
+                    {q.text}
+                    <span class="queued-note">Not delivered: the agent stopped before its turn began</span>
+                  </div>
+                )
+              )}
           </div>
         )}
 

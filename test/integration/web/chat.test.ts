@@ -214,9 +214,15 @@ describe("web app: project chat in the browser", () => {
   it("ends a task-mode task as done, naming the branch its work is on", async () => {
     await page.goto(projectUrl)
     await page.selectOption("#composer-mode", "task")
-    await send("run echo done > DONE.txt\nsay Done.")
+    await send("sleep 4000\nrun echo done > DONE.txt\nsay Done.")
     await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
     const sessionId = sessionIdOf(page.url())
+    // the task ends with this turn: a follow-up now would never be answered, and the composer says so
+    await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    expect(await composerText().getAttribute("placeholder")).toContain("interrupt it to add to it")
+    await send("say one more thing")
+    await poll(() => page.getByTestId("send-error").textContent()).toContain("Interrupt the turn to add to it")
+    expect(await composerText().inputValue()).toBe("say one more thing")
     await poll(() => page.getByTestId("ended").textContent(), { timeout: 30_000 }).toMatch(
       /The task is done: its work is on branch sam\/task_[0-9a-z]+\./
     )

@@ -807,7 +807,13 @@ export default component$(() => {
             </div>
           ) : (
             <Composer
-              placeholder={working ? "Agent is working… your message will follow" : "Send a follow-up…"}
+              placeholder={
+                !working
+                  ? "Send a follow-up…"
+                  : session?.mode === "task"
+                    ? "The task ends when the agent finishes this turn: interrupt it to add to it"
+                    : "Agent is working… your message will follow"
+              }
               onSend$={followUp}
               testId="follow-up"
             />

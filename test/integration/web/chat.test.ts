@@ -1,5 +1,6 @@
 import type { BrowserContext, Page, Route } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { isVmAgent, processTree } from "../../src/ProcessTree.js"
 import { makeRepo } from "../../src/Repo.js"
 import { apiGet, newContext, repoDir, sessionToken, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
 
@@ -469,5 +470,27 @@ describe("web app: project chat in the browser", () => {
     )].map((el) => el.getBoundingClientRect()).filter((r) => r.width > 0 && r.height > 0 && r.height < 44).length`)
     expect(small).toBe(0)
     await phone.close()
+  })
+
+  it("says a queued follow-up was not delivered when its node restarted before its turn", async () => {
+    await page.goto(projectUrl)
+    await send("sleep 20000\nsay done")
+    await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+    await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    await send("say this never runs")
+    const queued = page.getByTestId("queued-prompt")
+    await poll(() => queued.textContent()).toContain("say this never runs")
+    // The node's vm-agent dies: its turn in flight and the prompt waiting behind it are gone with it.
+    const vmAgents = processTree().filter((p) => isVmAgent(p.cmdline))
+    expect(vmAgents.length).toBeGreaterThan(0)
+    for (const { pid } of vmAgents) process.kill(pid, "SIGKILL")
+    await poll(() => timeline().locator("[data-kind=system]").allTextContents(), { timeout: 30_000 }).toContain(
+      "Turn lost (its node restarted or went silent)"
+    )
+    const undelivered = page.getByTestId("undelivered-prompt")
+    await poll(() => undelivered.textContent()).toContain("Not delivered")
+    expect(await undelivered.textContent()).toContain("say this never runs")
+    expect(await queued.count()).toBe(0)
+    await shot(page, "undelivered")
   })
 })

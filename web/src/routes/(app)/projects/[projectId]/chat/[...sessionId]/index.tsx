@@ -739,7 +739,8 @@ export default component$(() => {
                     <span class="queued-note">Queued: sent when the agent finishes this turn</span>
                   </div>
                 ) : (
-                  <div key={`q${q.seq}`} class="msg-user queued undelivered" data-testid="undelivered-prompt">
+                  // a key of its own: under the waiting bubble's key Qwik kept the old element when the agent stopped
+                  <div key={`u${q.seq}`} class="msg-user queued undelivered" data-testid="undelivered-prompt">
                     {q.text}
                     <span class="queued-note">Not delivered: the agent stopped before its turn began</span>
                   </div>

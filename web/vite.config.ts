@@ -7,7 +7,12 @@ import { defineConfig } from "vite"
 export default defineConfig(() => ({
   plugins: [
     qwikCity({ trailingSlash: false }),
-    qwikVite({ client: { outDir: "dist/client" }, ssr: { outDir: "dist/server" } })
+    qwikVite({
+      client: { outDir: "dist/client" },
+      ssr: { outDir: "dist/server" },
+      // the problem page: a loader's failure is shown in the app's frame (web/src/lib/server.ts `load`)
+      experimental: ["enableRequestRewrite"]
+    })
   ],
   resolve: { alias: { "~": fileURLToPath(new URL("./src", import.meta.url)) } },
   build: { target: "es2022" },

@@ -493,4 +493,21 @@ describe("web app: project chat in the browser", () => {
     expect(await queued.count()).toBe(0)
     await shot(page, "undelivered")
   })
+
+  it("shows a wrong or stale address in the app's own frame, with its status and a way back", async () => {
+    const missing = await page.goto(`${stack.url}/projects/proj_doesnotexist/chat`)
+    expect(missing?.status()).toBe(404)
+    const problem = page.getByTestId("page-problem")
+    expect(await problem.locator("h1").textContent()).toBe("There is no such page")
+    expect(await problem.textContent()).toContain("no project proj_doesnotexist")
+    // still the app: its navigation, and the address as typed
+    expect(await page.getByRole("navigation", { name: "Main" }).isVisible()).toBe(true)
+    expect(new URL(page.url()).pathname).toBe("/projects/proj_doesnotexist/chat")
+    await shot(page, "not-found")
+    const malformed = await page.goto(`${stack.url}/projects/new/chat`)
+    expect(malformed?.status()).toBe(400)
+    expect(await problem.locator("h1").textContent()).toBe("There is no such page")
+    await Promise.all([page.waitForURL("**/projects"), problem.getByRole("link", { name: "Your projects" }).click()])
+    await poll(() => page.locator("h1").first().textContent()).toBe("Projects")
+  })
 })

@@ -36,10 +36,29 @@ export const run = <A>(effect: Effect.Effect<A, Client.ApiClientError>) =>
     )
   )
 
-/** Runs a call in a loader: a 401 sends the browser to sign in; any other failure is thrown as the page's error. */
+/** Where `load` leaves a page's failure for the problem page (`routes/(app)/problem`). */
+export const PAGE_PROBLEM = "sam:page-problem"
+export interface PageProblem {
+  readonly status: number
+  readonly message: string
+}
+
+/**
+ * Runs a call in a loader: a 401 sends the browser to sign in; any other failure is the page's. A page the browser
+ * asked for shows it in the app's own frame (a rewrite to the problem page, with the failure's status, the address
+ * kept); a client-side navigation's data request gets it as its error.
+ */
 export const load = async <A>(event: RequestEventCommon, effect: Effect.Effect<A, Client.ApiClientError>) => {
   const result = await run(effect)
   if (Either.isRight(result)) return result.right
   if (result.left.status === 401) throw event.redirect(302, `/signin?next=${encodeURIComponent(event.url.pathname)}`)
-  throw event.error((result.left.status === 0 ? 502 : result.left.status) as 500, result.left.message)
+  const problem: PageProblem = {
+    status: result.left.status === 0 ? 502 : result.left.status,
+    message: result.left.message
+  }
+  if (event.sharedMap.get("@isQData") !== true && event.sharedMap.get(PAGE_PROBLEM) === undefined) {
+    event.sharedMap.set(PAGE_PROBLEM, problem)
+    throw event.rewrite("/problem")
+  }
+  throw event.error(problem.status as 500, problem.message)
 }

@@ -196,6 +196,9 @@ export const BootLogs = defineMessage(
 
 export { SessionEventKind } from "./SessionEventBody.js"
 
+/** The most JSON one session event may be in a node's report (a vm-agent cuts what is longer to fit). */
+export const MAX_EVENT_BYTES = 256_000
+
 export const SessionEvent = defineMessage(
   "session.event-reported",
   z.object({
@@ -209,7 +212,7 @@ export const SessionEvent = defineMessage(
      * a node must not be able to put words in its mouth)
      */
     event: SessionEventBody.refine(
-      (event) => JSON.stringify(event).length <= 256_000,
+      (event) => JSON.stringify(event).length <= MAX_EVENT_BYTES,
       "session event larger than 256 kB"
     )
       .refine(

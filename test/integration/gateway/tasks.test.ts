@@ -147,6 +147,51 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
       })
   )
 
+  it.effect(
+    "a prompt and an answer larger than a report may carry reach the transcript cut, with nothing around them lost",
+    () =>
+      Effect.gen(function* () {
+        const alice = yield* makeUser("Alice")
+        const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
+        const project = yield* http("POST", "/api/v1/projects", {
+          token: alice.token,
+          body: { name: "b", repoUrl: repo }
+        })
+        const chat = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
+          token: alice.token,
+          body: { prompt: "say ready", mode: "conversation" }
+        })
+        const sessionId = yield* awaitingFollowUp(chat.body.id)
+        // 150,000 quotes: 300 kB of JSON each time they are sent (the demo agent echoes the line back)
+        const quotes = '"'.repeat(150_000)
+        const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {
+          token: alice.token,
+          body: { prompt: `say big one coming\n${quotes}\nsay after the big one` }
+        })
+        expect(prompted.status).toBe(202)
+        const events = yield* waitUntil(
+          "the turn's end",
+          http("GET", `/api/v1/sessions/${sessionId}/events?limit=1000`, { token: alice.token }).pipe(
+            Effect.map((r) => r.body.events as Array<{ promptEpoch: number; event: { type: string; text?: string } }>),
+            Effect.map((events) =>
+              events.some((e) => e.promptEpoch === 2 && e.event.type === "turn-ended") ? events : undefined
+            )
+          ),
+          { timeout: "30 seconds" }
+        )
+        const turn = events.filter((e) => e.promptEpoch === 2)
+        const cutMark = /… \[\d+ characters cut: an event may carry at most 256 kB\]/
+        const started = turn.find((e) => e.event.type === "prompt-started")
+        expect(started?.event.text?.startsWith('say big one coming\n"""')).toBe(true)
+        expect(started?.event.text).toMatch(cutMark)
+        const said = turn.filter((e) => e.event.type === "text").map((e) => e.event.text ?? "")
+        expect(said.join("")).toContain("big one coming")
+        // the echo of the quotes, cut
+        expect(said.some((text) => text.includes('"""') && cutMark.test(text))).toBe(true)
+        expect(said.join("")).toContain("after the big one")
+      })
+  )
+
   it.effect("a project on a local repository takes the repository's branch, and its task runs on it", () =>
     Effect.gen(function* () {
       const alice = yield* makeUser("Alice")

@@ -7,6 +7,7 @@ import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import { agentStart, type StartRefusal, withPromptAppend } from "./AgentStart.js"
+import { fitEvent } from "./FitEvent.js"
 import type { GitCredentials } from "./GitCredentials.js"
 import type { NodeKey } from "./NodeKey.js"
 import type { Reporter } from "./Reporter.js"
@@ -180,7 +181,8 @@ export const makeSessions = (deps: SessionsDeps) => {
       // Remember the agent's session id, its process group and the last seq, for a reload; say what
       // must follow the event once it is reported.
       const prepare = (event: SessionEvent) => {
-        const { seq, at: _at, ...body } = event
+        const { seq, at: _at, ...whole } = event
+        const body = fitEvent(whole)
         const current = entry.current?.record ?? entry.record
         const next = {
           ...current,

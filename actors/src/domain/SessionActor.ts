@@ -257,14 +257,7 @@ const handle = (
       }))
       const next = bump(r, { status: "failed", errorReason: reason, endedAt: new Date(), lastSeq: seq })
       const said: Domain.SessionEventOf<"failed"> = { type: "failed", reason, source: "control_plane" }
-      const entry: Ledger.TranscriptEntry = {
-        seq,
-        type: said.type,
-        payload: said,
-        nodeSeq: null,
-        promptEpoch: r.promptEpoch,
-        reportId: command.id
-      }
+      const entry = Ledger.ownEntry(seq, said, r.promptEpoch, command.id)
       return {
         state: { ...state, row: next, transcript: [...state.transcript, entry] },
         events: [
@@ -441,14 +434,7 @@ const handle = (
           text: prompt,
           source: "control_plane"
         }
-        const entry: Ledger.TranscriptEntry = {
-          seq,
-          type: said.type,
-          payload: said,
-          nodeSeq: null,
-          promptEpoch,
-          reportId: command.id
-        }
+        const entry = Ledger.ownEntry(seq, said, promptEpoch, command.id)
         const next = bump(row, queued ? { promptEpoch, lastSeq: seq } : { promptEpoch })
         return {
           state: { ...state, row: next, ...(queued ? { transcript: [...state.transcript, entry] } : {}) },

@@ -41,6 +41,14 @@ export interface TranscriptEntry {
   readonly reportId: string
 }
 
+/** A transcript entry the control plane records itself (no node seq): a failure, a lost turn, an answer, a queued prompt. */
+export const ownEntry = (
+  seq: number,
+  payload: Domain.SessionEventBody,
+  promptEpoch: number,
+  reportId: string
+): TranscriptEntry => ({ seq, type: payload.type, payload, nodeSeq: null, promptEpoch, reportId })
+
 export interface DroppedReport {
   readonly nodeId: string
   readonly subject: string | null

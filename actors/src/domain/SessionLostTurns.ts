@@ -3,7 +3,7 @@ import { Domain } from "@sam/bus"
 import { StoredJson } from "@sam/sql"
 import { Effect } from "effect"
 import * as Actor from "../ActorKind.js"
-import type * as Ledger from "./SessionLedger.js"
+import * as Ledger from "./SessionLedger.js"
 import { timerName } from "./SessionPermissions.js"
 import type { Deps, Helpers, Reaction, SessionReply } from "./SessionReports.js"
 
@@ -115,16 +115,7 @@ export const endLost = (
         source: "control_plane"
       }
     ]
-    const entries = said.map(
-      (payload, i): Ledger.TranscriptEntry => ({
-        seq: row.lastSeq + i + 1,
-        type: payload.type,
-        payload,
-        nodeSeq: null,
-        promptEpoch: lost.promptEpoch,
-        reportId
-      })
-    )
+    const entries = said.map((payload, i) => Ledger.ownEntry(row.lastSeq + i + 1, payload, lost.promptEpoch, reportId))
     const pending = row.pendingPermissions ?? []
     const next = h.bump(row, {
       lastSeq,

@@ -1,7 +1,7 @@
 import { Domain, type EnvelopeOf, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import * as Actor from "../ActorKind.js"
-import type * as Ledger from "./SessionLedger.js"
+import * as Ledger from "./SessionLedger.js"
 import type { Deps, Helpers, Reaction, ReportCommand, SessionReply } from "./SessionReports.js"
 
 /**
@@ -77,14 +77,7 @@ const answered = (h: Helpers, row: Row, reportId: string, request: Pending, opti
     lastSeq: seq,
     pendingPermissions: (row.pendingPermissions ?? []).filter((p) => p.requestId !== request.requestId)
   }
-  const entry: Ledger.TranscriptEntry = {
-    seq,
-    type: payload.type,
-    payload,
-    nodeSeq: null,
-    promptEpoch: request.promptEpoch,
-    reportId
-  }
+  const entry = Ledger.ownEntry(seq, payload, request.promptEpoch, reportId)
   const event = h.event(
     next,
     SessionEvents.SessionEventAppended.make(

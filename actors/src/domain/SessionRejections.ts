@@ -1,6 +1,6 @@
 import { Domain, type EnvelopeOf, Subjects } from "@sam/bus"
 import { Effect } from "effect"
-import type * as Ledger from "./SessionLedger.js"
+import * as Ledger from "./SessionLedger.js"
 import type { Deps, Helpers, Reaction } from "./SessionReports.js"
 
 /**
@@ -68,14 +68,7 @@ export const rejected = (deps: Deps, state: State, command: Command, h: Helpers)
             updatedAt: at
           }
     )
-    const entry: Ledger.TranscriptEntry = {
-      seq,
-      type: said.type,
-      payload: said,
-      nodeSeq: null,
-      promptEpoch,
-      reportId: command.id
-    }
+    const entry = Ledger.ownEntry(seq, said, promptEpoch, command.id)
     return {
       state: { ...state, row: next, transcript: [entry] },
       events: [
@@ -103,14 +96,7 @@ const undelivered = (state: State, row: Ledger.SessionRow, command: Command, rea
       source: "control_plane"
     }
     const next = h.bump(row, { lastSeq: seq })
-    const entry: Ledger.TranscriptEntry = {
-      seq,
-      type: said.type,
-      payload: said,
-      nodeSeq: null,
-      promptEpoch: row.promptEpoch,
-      reportId: command.id
-    }
+    const entry = Ledger.ownEntry(seq, said, row.promptEpoch, command.id)
     return {
       state: { ...state, row: next, transcript: [entry] },
       events: [

@@ -9,6 +9,19 @@ import { awaitingFollowUp, GatewayEnv, http, makeUser, tempDir } from "../../src
 import { makeRepo } from "../../src/Repo.js"
 import { untilTask } from "./RestKit.js"
 
+/** A new user's project on a new repository, with a conversation whose first turn ("say ready") is done. */
+const conversation = (name: string) =>
+  Effect.gen(function* () {
+    const alice = yield* makeUser("Alice")
+    const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
+    const project = yield* http("POST", "/api/v1/projects", { token: alice.token, body: { name, repoUrl: repo } })
+    const chat = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
+      token: alice.token,
+      body: { prompt: "say ready", mode: "conversation" }
+    })
+    return { alice, projectId: project.body.id as string, sessionId: yield* awaitingFollowUp(chat.body.id) }
+  })
+
 layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tasks and sessions over HTTP", (it) => {
   it.effect("a chat message becomes a task that runs, and a follow-up prompt reaches its session", () =>
     Effect.gen(function* () {
@@ -63,12 +76,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
     "a follow-up sent while the agent works is queued in the transcript until its turn; a task refuses one",
     () =>
       Effect.gen(function* () {
-        const alice = yield* makeUser("Alice")
-        const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
-        const project = yield* http("POST", "/api/v1/projects", {
-          token: alice.token,
-          body: { name: "q", repoUrl: repo }
-        })
+        const { alice, projectId, sessionId } = yield* conversation("q")
         const prompt = (sessionId: string, text: string) =>
           http("POST", `/api/v1/sessions/${sessionId}/prompt`, { token: alice.token, body: { prompt: text } })
         const transcript = (sessionId: string) =>
@@ -78,11 +86,6 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
                 r.body.events as Array<{ seq: number; promptEpoch: number; event: { type: string; text?: string } }>
             )
           )
-        const chat = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
-          token: alice.token,
-          body: { prompt: "say ready", mode: "conversation" }
-        })
-        const sessionId = yield* awaitingFollowUp(chat.body.id)
         // sent while the agent waits: it begins at once, and nothing says it waited
         expect((yield* prompt(sessionId, "sleep 3000\nsay first turn done")).body.promptEpoch).toBe(2)
         const queued = yield* prompt(sessionId, "say the queued one ran")
@@ -117,7 +120,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
         expect(firstTurnEnd).toBeLessThan(started)
 
         // A task ends with its agent's turn: a follow-up sent during it would never be answered, and is refused.
-        const task = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
+        const task = yield* http("POST", `/api/v1/projects/${projectId}/tasks`, {
           token: alice.token,
           body: { prompt: "sleep 3000\nsay task done", mode: "task" }
         })
@@ -151,17 +154,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: tas
     "a prompt and an answer larger than a report may carry reach the transcript cut, with nothing around them lost",
     () =>
       Effect.gen(function* () {
-        const alice = yield* makeUser("Alice")
-        const repo = makeRepo(join(yield* Effect.promise(() => tempDir("sam-repo-")), "repo"))
-        const project = yield* http("POST", "/api/v1/projects", {
-          token: alice.token,
-          body: { name: "b", repoUrl: repo }
-        })
-        const chat = yield* http("POST", `/api/v1/projects/${project.body.id}/tasks`, {
-          token: alice.token,
-          body: { prompt: "say ready", mode: "conversation" }
-        })
-        const sessionId = yield* awaitingFollowUp(chat.body.id)
+        const { alice, sessionId } = yield* conversation("b")
         // 150,000 quotes: 300 kB of JSON each time they are sent (the demo agent echoes the line back)
         const quotes = '"'.repeat(150_000)
         const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {

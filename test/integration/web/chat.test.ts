@@ -113,9 +113,10 @@ describe("web app: project chat in the browser", () => {
     expect(await timeline().locator("[data-kind=text]").last().textContent()).toContain("think about the repository")
   })
 
-  it("shows a follow-up sent while the agent works as queued until its turn begins", async () => {
+  it("shows a follow-up sent while the agent works as queued until its turn begins, also after a reload", async () => {
     const usersBefore = await timeline().locator("[data-kind=user]").count()
-    await send("sleep 6000\nsay first turn done")
+    // a turn long enough that a slow machine reloads the page well within it
+    await send("sleep 30000\nsay first turn done")
     await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
     const elapsed = page.getByTestId("working-elapsed")
     await poll(() => elapsed.textContent()).not.toBe("(0s)")
@@ -128,19 +129,24 @@ describe("web app: project chat in the browser", () => {
     await shot(page, "queued")
     // the transcript holds it, not the page: a reload (or another device) shows it waiting too
     await page.reload({ waitUntil: "domcontentloaded" })
-    await poll(() => queued.textContent()).toContain("say the queued one ran")
+    await poll(() => queued.textContent(), { timeout: 20_000 }).toContain("say the queued one ran")
     expect(await timeline().locator("[data-kind=user]").last().textContent()).toContain("say first turn done")
-    // its turn begins after the first: the queued bubble gives way to the transcript's own
+    // An interrupt ends the turn in progress, not the prompt waiting behind it: that one's turn begins next, and
+    // the queued bubble gives way to the transcript's own.
+    await page.getByTestId("interrupt").click()
     await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
       "the queued one ran"
     )
     expect(await queued.count()).toBe(0)
     const users = await timeline().locator("[data-kind=user]").allTextContents()
-    expect(users.slice(usersBefore)).toEqual(["sleep 6000\nsay first turn done", "say the queued one ran"])
+    expect(users.slice(usersBefore)).toEqual(["sleep 30000\nsay first turn done", "say the queued one ran"])
+    const items = await timeline().locator("[data-kind]").allTextContents()
+    const interrupted = items.lastIndexOf("Turn interrupted")
+    expect(interrupted).toBeGreaterThanOrEqual(0)
+    expect(interrupted).toBeLessThan(items.findLastIndex((t) => t.includes("say the queued one ran")))
+    // the interrupted turn never said its last line
     const texts = await timeline().locator("[data-kind=text]").allTextContents()
-    const first = texts.findIndex((t) => t.includes("first turn done"))
-    expect(first).toBeGreaterThanOrEqual(0)
-    expect(first).toBeLessThan(texts.findIndex((t) => t.includes("the queued one ran")))
+    expect(texts.some((t) => t.includes("first turn done"))).toBe(false)
   })
 
   it("after a reload mid-turn shows “Agent is working” with the right elapsed time at once", async () => {

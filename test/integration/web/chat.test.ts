@@ -510,6 +510,10 @@ describe("web app: project chat in the browser", () => {
     expect(await page.getByRole("navigation", { name: "Main" }).isVisible()).toBe(true)
     expect(new URL(page.url()).pathname).toBe("/projects/proj_doesnotexist/chat")
     await shot(page, "not-found")
+    // an address no page has: the same, with 404
+    const unknown = await page.goto(`${stack.url}/projectz`)
+    expect(unknown?.status()).toBe(404)
+    expect(await problem.locator("h1").textContent()).toBe("There is no such page")
     const malformed = await page.goto(`${stack.url}/projects/new/chat`)
     expect(malformed?.status()).toBe(400)
     expect(await problem.locator("h1").textContent()).toBe("There is no such page")

@@ -12,13 +12,13 @@ const reportable = (event: Domain.SessionEventBody) =>
 describe("fitEvent: an event larger than a report may carry", () => {
   it("leaves an event that fits as it is", () => {
     const event: Domain.SessionEventBody = { type: "text", text: "x".repeat(200_000) }
-    expect(fitEvent(event)).toBe(event)
+    expect(fitEvent(event).event).toBe(event)
   })
 
   it("cuts a prompt whose JSON is too long (200,000 quotes are 400 kB escaped), saying how much", () => {
     const event: Domain.SessionEventBody = { type: "prompt-started", text: `review this\n${'"'.repeat(200_000)}` }
     expect(reportable(event)).toBe(false)
-    const fitted = fitEvent(event)
+    const fitted = fitEvent(event).event
     expect(reportable(fitted)).toBe(true)
     expect(fitted.type).toBe("prompt-started")
     if (fitted.type !== "prompt-started") return
@@ -37,7 +37,7 @@ describe("fitEvent: an event larger than a report may carry", () => {
       rawOutput: { exitCode: 0, stdout: output, lines: output.split("\n") }
     }
     expect(reportable(event)).toBe(false)
-    const fitted = fitEvent(event)
+    const fitted = fitEvent(event).event
     expect(reportable(fitted)).toBe(true)
     expect(fitted).toMatchObject({
       type: "tool-call-update",
@@ -55,7 +55,7 @@ describe("fitEvent: an event larger than a report may carry", () => {
       entries: Array.from({ length: 20_000 }, (_, i) => ({ content: `step ${i}`, status: "pending", priority: "low" }))
     }
     expect(reportable(event)).toBe(false)
-    const fitted = fitEvent(event)
+    const fitted = fitEvent(event).event
     expect(reportable(fitted)).toBe(true)
     if (fitted.type === "plan")
       expect(fitted.entries[0]).toEqual({ content: "step 0", status: "pending", priority: "low" })

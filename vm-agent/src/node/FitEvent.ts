@@ -31,14 +31,16 @@ const cut = (value: unknown, level: (typeof LEVELS)[number]): unknown => {
  * An event as it can be reported: one whose JSON is longer than a report may carry (a prompt of 200,000 quotes, a
  * tool's whole output) has its long strings cut, each with a note of how much, and its long lists shortened,
  * keeping its kind and every short field (ids, status). Sent as it was, it could not be reported at all, and the
- * events reported with it would be lost with it.
+ * events reported with it would be lost with it. `bytes`: the length of its JSON, which the report's run counts.
  */
-export const fitEvent = <T extends object>(event: T): T => {
-  if (JSON.stringify(event).length <= LIMIT) return event
+export const fitEvent = <T extends object>(event: T): { readonly event: T; readonly bytes: number } => {
+  let bytes = JSON.stringify(event).length
+  if (bytes <= LIMIT) return { event, bytes }
   let fitted: unknown = event
   for (const level of LEVELS) {
     fitted = cut(event, level)
-    if (JSON.stringify(fitted).length <= LIMIT) break
+    bytes = JSON.stringify(fitted).length
+    if (bytes <= LIMIT) break
   }
-  return fitted as T
+  return { event: fitted as T, bytes }
 }

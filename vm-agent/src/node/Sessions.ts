@@ -182,7 +182,7 @@ export const makeSessions = (deps: SessionsDeps) => {
       // must follow the event once it is reported.
       const prepare = (event: SessionEvent) => {
         const { seq, at: _at, ...whole } = event
-        const body = fitEvent(whole)
+        const { event: body, bytes } = fitEvent(whole)
         const current = entry.current?.record ?? entry.record
         const next = {
           ...current,
@@ -199,7 +199,7 @@ export const makeSessions = (deps: SessionsDeps) => {
                 )
               )
             : undefined
-        return { nodeSeq: seq, epoch: entry.current?.turnEpoch ?? next.promptEpoch, body, after }
+        return { nodeSeq: seq, epoch: entry.current?.turnEpoch ?? next.promptEpoch, body, bytes, after }
       }
       /** A run of events, with the correlation id of the turn they belong to. */
       const publishRun = (events: Array<AgentEventReport>, epoch: number) => {
@@ -251,7 +251,7 @@ export const makeSessions = (deps: SessionsDeps) => {
             continue
           }
           const event = prepare(item.event)
-          const size = JSON.stringify(event.body).length
+          const size = event.bytes
           const fits =
             event.epoch === epoch &&
             run.length < NodeProtocol.MAX_EVENTS_PER_REPORT &&

@@ -56,6 +56,7 @@ export const load = async <A>(event: RequestEventCommon, effect: Effect.Effect<A
     status: result.left.status === 0 ? 502 : result.left.status,
     message: result.left.message
   }
+  // "@isQData": Qwik City's own mark of a client-side navigation's data request (pinned version, see vite.config.ts)
   if (event.sharedMap.get("@isQData") !== true && event.sharedMap.get(PAGE_PROBLEM) === undefined) {
     event.sharedMap.set(PAGE_PROBLEM, problem)
     throw event.rewrite("/problem")

@@ -483,6 +483,11 @@ describe("web app: project chat in the browser", () => {
     await send("sleep 20000\nsay done")
     await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
     await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)
+    // the node has begun the turn (its prompt-started is in), so it has recorded it as in flight: its restart
+    // reports it lost at once, not after the healer's minute
+    await poll(() => timeline().locator("[data-kind=user]").last().textContent(), { timeout: 20_000 }).toContain(
+      "sleep 20000"
+    )
     await send("say this never runs")
     const queued = page.getByTestId("queued-prompt")
     await poll(() => queued.textContent()).toContain("say this never runs")

@@ -47,6 +47,44 @@ export const sessionProject = projectOf("sessions", "session")
 export const workspaceProject = projectOf("workspaces", "workspace")
 
 /**
+ * What a caller may do with a task's work beyond reading it (ADR 0047). A task's agent runs with its submitter's
+ * agent credential, on its submitter's node: `drive` (prompt it, answer its permission requests, run the task
+ * again) is theirs alone; `end` (cancel, stop, stop or delete its workspace) is theirs or an owner's of the
+ * project. A session or workspace without a task belongs to the owner of the node it is on.
+ */
+export type Act = "drive" | "end"
+
+const actOn = (table: "tasks" | "sessions" | "workspaces", what: string) =>
+  Effect.fn(`Access.act.${what}`)(function* (principal: Principal, id: string, act: Act) {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* (
+      table === "tasks"
+        ? sql<{ projectId: string; submitter: string | null }>`
+          SELECT project_id, created_by AS submitter FROM tasks WHERE id = ${id}`
+        : sql<{ projectId: string; submitter: string | null }>`
+          SELECT x.project_id, COALESCE(t.created_by, n.owner_id) AS submitter FROM ${sql(table)} x
+          LEFT JOIN tasks t ON t.id = x.task_id LEFT JOIN nodes n ON n.id = x.node_id
+          WHERE x.id = ${id}`
+    ).pipe(Effect.orDie)
+    const row = rows[0]
+    if (row === undefined) return yield* new ApiError({ code: "not_found", message: `no ${what} ${id}` })
+    const role = yield* requireMember(principal, row.projectId)
+    if (row.submitter === principal.userId || (act === "end" && role === "owner")) return row.projectId
+    return yield* new ApiError({
+      code: "forbidden",
+      message:
+        act === "drive"
+          ? `${what} ${id} runs the agent of the member who started its task, with their credentials on their node: only they can prompt it, answer it or run it again`
+          : `only the member who started the task of ${what} ${id}, or an owner of project ${row.projectId}, can end its work`
+    })
+  })
+
+/** The project of a task, session or workspace, after checking the caller may act on it so (ADR 0047). */
+export const actOnTask = actOn("tasks", "task")
+export const actOnSession = actOn("sessions", "session")
+export const actOnWorkspace = actOn("workspaces", "workspace")
+
+/**
  * A node is visible to its owner and to the members of any project with a workspace on it; it is
  * `not_found` to everyone else (a node id says nothing about who may see it).
  */

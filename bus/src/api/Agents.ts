@@ -294,7 +294,7 @@ const runtimeEndpoints = <S extends z.ZodRawShape>(base: string, shape: S, what:
     setEnv: endpoint({
       method: "PUT",
       path: path("/env"),
-      summary: `Set a runtime variable of ${what} (the agent's process gets it; a profile's wins over the project's)`,
+      summary: `Set a runtime variable of ${what} (the agent's process gets it; a profile's wins over the project's; owners only)`,
       tag: "agents",
       params,
       body: SetRuntimeEnvRequest,
@@ -303,7 +303,7 @@ const runtimeEndpoints = <S extends z.ZodRawShape>(base: string, shape: S, what:
     deleteEnv: endpoint({
       method: "DELETE",
       path: path("/env/:key"),
-      summary: `Remove a runtime variable of ${what}`,
+      summary: `Remove a runtime variable of ${what} (owners only)`,
       tag: "agents",
       params: z.object({ ...shape, ...Key.shape }),
       response: RuntimeConfig
@@ -311,7 +311,7 @@ const runtimeEndpoints = <S extends z.ZodRawShape>(base: string, shape: S, what:
     setFile: endpoint({
       method: "PUT",
       path: path("/files"),
-      summary: `Set a runtime file of ${what} (written into the workspace when its agent starts)`,
+      summary: `Set a runtime file of ${what} (written into the workspace when its agent starts; owners only)`,
       tag: "agents",
       params,
       body: SetRuntimeFileRequest,
@@ -320,7 +320,7 @@ const runtimeEndpoints = <S extends z.ZodRawShape>(base: string, shape: S, what:
     deleteFile: endpoint({
       method: "DELETE",
       path: path("/files"),
-      summary: `Remove a runtime file of ${what}`,
+      summary: `Remove a runtime file of ${what} (owners only)`,
       tag: "agents",
       params,
       query: PathQuery,
@@ -372,7 +372,7 @@ export const AgentEndpoints = {
   createProfile: endpoint({
     method: "POST",
     path: "/projects/:projectId/agent-profiles",
-    summary: "Create an agent profile",
+    summary: "Create an agent profile (owners only)",
     tag: "agents",
     params: ProjectParams,
     body: AgentProfileInput,
@@ -390,7 +390,7 @@ export const AgentEndpoints = {
   updateProfile: endpoint({
     method: "PATCH",
     path: "/projects/:projectId/agent-profiles/:profileId",
-    summary: "Change an agent profile",
+    summary: "Change an agent profile (owners only)",
     tag: "agents",
     params: ProfileParams,
     body: AgentProfilePatch,
@@ -399,7 +399,7 @@ export const AgentEndpoints = {
   deleteProfile: endpoint({
     method: "DELETE",
     path: "/projects/:projectId/agent-profiles/:profileId",
-    summary: "Delete an agent profile",
+    summary: "Delete an agent profile (owners only)",
     tag: "agents",
     params: ProfileParams,
     response: Ok

@@ -40,6 +40,11 @@ export const PermissionAnswered = z.object({
 export const Session = SessionRow.extend({
   storedStatus: SessionStatus,
   taskStatus: TaskStatus.nullable(),
+  /**
+   * the user whose agent it is (its task's submitter): only they prompt it and answer it; they or an owner of the
+   * project cancel or stop it (ADR 0047)
+   */
+  startedBy: z.string().nullable(),
   promptEpoch: z.number().int().nonnegative(),
   /** the seq of its last transcript entry */
   lastSeq: z.number().int().nonnegative(),
@@ -142,7 +147,7 @@ export const SessionEndpoints = {
   promptSession: endpoint({
     method: "POST",
     path: "/sessions/:sessionId/prompt",
-    summary: "Send a follow-up prompt to a session; its answer streams on the feed",
+    summary: "Send a follow-up prompt to a session; its answer streams on the feed (its starter only)",
     tag: "sessions",
     params: SessionParams,
     body: PromptRequest,
@@ -153,7 +158,7 @@ export const SessionEndpoints = {
     method: "POST",
     path: "/sessions/:sessionId/cancel",
     summary:
-      "Cancel the current answer (`cancelling`), or say that nothing is in flight (`idle`); the session stays open for a follow-up",
+      "Cancel the current answer (`cancelling`), or say that nothing is in flight (`idle`); the session stays open for a follow-up (its starter or a project owner)",
     tag: "sessions",
     params: SessionParams,
     response: Accepted,
@@ -163,7 +168,7 @@ export const SessionEndpoints = {
     method: "POST",
     path: "/sessions/:sessionId/permissions/:requestId",
     summary:
-      "Answer the agent's pending permission request (see the snapshot's `permissions`); 409 invalid_state when it no longer waits",
+      "Answer the agent's pending permission request (see the snapshot's `permissions`); 409 invalid_state when it no longer waits (its starter only)",
     tag: "sessions",
     params: PermissionParams,
     body: AnswerPermissionRequest,
@@ -173,7 +178,7 @@ export const SessionEndpoints = {
   stopSession: endpoint({
     method: "POST",
     path: "/sessions/:sessionId/stop",
-    summary: "Stop a session: its agent is stopped and it takes no more prompts",
+    summary: "Stop a session: its agent is stopped and it takes no more prompts (its starter or a project owner)",
     tag: "sessions",
     params: SessionParams,
     response: Session

@@ -95,7 +95,7 @@ export const TaskEndpoints = {
   cancelTask: endpoint({
     method: "POST",
     path: "/tasks/:taskId/cancel",
-    summary: "Cancel a task that has not ended",
+    summary: "Cancel a task that has not ended (its submitter or a project owner)",
     tag: "tasks",
     params: TaskParams,
     body: CancelTaskRequest,
@@ -104,7 +104,7 @@ export const TaskEndpoints = {
   retryTask: endpoint({
     method: "POST",
     path: "/tasks/:taskId/retry",
-    summary: "Run a failed or cancelled task again, in a new workspace",
+    summary: "Run a failed or cancelled task again, in a new workspace (its submitter only)",
     tag: "tasks",
     params: TaskParams,
     response: Task

@@ -69,7 +69,8 @@ export const WorkspaceEndpoints = {
   stopWorkspace: endpoint({
     method: "POST",
     path: "/workspaces/:workspaceId/stop",
-    summary: "Stop a workspace's processes and keep its files; its sessions stop and its task is cancelled",
+    summary:
+      "Stop a workspace's processes and keep its files; its sessions stop and its task is cancelled (its task's submitter or a project owner)",
     tag: "workspaces",
     params: WorkspaceParams,
     response: WorkspaceChange,
@@ -78,7 +79,8 @@ export const WorkspaceEndpoints = {
   deleteWorkspace: endpoint({
     method: "DELETE",
     path: "/workspaces/:workspaceId",
-    summary: "Delete a workspace and its files; its sessions stop and its task is cancelled",
+    summary:
+      "Delete a workspace and its files; its sessions stop and its task is cancelled (its task's submitter or a project owner)",
     tag: "workspaces",
     params: WorkspaceParams,
     response: WorkspaceChange,

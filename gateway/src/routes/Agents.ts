@@ -1,6 +1,6 @@
 import { Api } from "@sam/bus"
 import { Effect } from "effect"
-import { requireMember } from "../Access.js"
+import { requireMember, requireOwner } from "../Access.js"
 import type { Principal } from "../Auth.js"
 import * as Route from "../Route.js"
 import * as Agents from "../services/Agents.js"
@@ -11,6 +11,14 @@ const project = (principal: Principal, projectId: string) =>
   Effect.as(requireMember(principal, projectId), { projectId, profileId: null })
 const profile = (principal: Principal, projectId: string, profileId: string) =>
   Effect.as(Agents.requireProfile(principal, projectId, profileId), { projectId, profileId })
+/**
+ * What every task of a project starts with (its runtime variables and files, its profiles') runs in every
+ * member's agent, with that member's credentials: only the project's owners change it (ADR 0047).
+ */
+const projectToChange = (principal: Principal, projectId: string) =>
+  Effect.as(requireOwner(principal, projectId), { projectId, profileId: null })
+const profileToChange = (principal: Principal, projectId: string, profileId: string) =>
+  Effect.as(Agents.requireProfile(principal, projectId, profileId, "change"), { projectId, profileId })
 
 /** The harness catalog, a user's agent credentials, and a project's agent profiles and runtime assets (ADR 0024). */
 export const routes = [
@@ -33,33 +41,37 @@ export const routes = [
     Effect.flatMap(project(principal, params.projectId), Agents.runtimeConfig)
   ),
   Route.make(E.projectRuntime.setEnv, ({ principal, params, body }) =>
-    Effect.flatMap(project(principal, params.projectId), (owner) => Agents.setEnv(owner, body))
+    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.setEnv(owner, body))
   ),
   Route.make(E.projectRuntime.deleteEnv, ({ principal, params }) =>
-    Effect.flatMap(project(principal, params.projectId), (owner) => Agents.deleteEnv(owner, params.key))
+    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.deleteEnv(owner, params.key))
   ),
   Route.make(E.projectRuntime.setFile, ({ principal, params, body }) =>
-    Effect.flatMap(project(principal, params.projectId), (owner) => Agents.setFile(owner, body))
+    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.setFile(owner, body))
   ),
   Route.make(E.projectRuntime.deleteFile, ({ principal, params, query }) =>
-    Effect.flatMap(project(principal, params.projectId), (owner) => Agents.deleteFile(owner, query.path))
+    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.deleteFile(owner, query.path))
   ),
   Route.make(E.profileRuntime.get, ({ principal, params }) =>
     Effect.flatMap(profile(principal, params.projectId, params.profileId), Agents.runtimeConfig)
   ),
   Route.make(E.profileRuntime.setEnv, ({ principal, params, body }) =>
-    Effect.flatMap(profile(principal, params.projectId, params.profileId), (owner) => Agents.setEnv(owner, body))
+    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
+      Agents.setEnv(owner, body)
+    )
   ),
   Route.make(E.profileRuntime.deleteEnv, ({ principal, params }) =>
-    Effect.flatMap(profile(principal, params.projectId, params.profileId), (owner) =>
+    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
       Agents.deleteEnv(owner, params.key)
     )
   ),
   Route.make(E.profileRuntime.setFile, ({ principal, params, body }) =>
-    Effect.flatMap(profile(principal, params.projectId, params.profileId), (owner) => Agents.setFile(owner, body))
+    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
+      Agents.setFile(owner, body)
+    )
   ),
   Route.make(E.profileRuntime.deleteFile, ({ principal, params, query }) =>
-    Effect.flatMap(profile(principal, params.projectId, params.profileId), (owner) =>
+    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
       Agents.deleteFile(owner, query.path)
     )
   )

@@ -3,7 +3,7 @@ import { Api, makeId } from "@sam/bus"
 import { SecretBox } from "@sam/sql"
 import { Effect } from "effect"
 import type { z } from "zod"
-import { requireMember } from "../Access.js"
+import { requireMember, requireOwner } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 
@@ -129,13 +129,17 @@ const profileView = (row: ProfileRow): Api.AgentProfile => ({
 const PROFILE_COLUMNS =
   "id, project_id, name, agent, model, permission_mode, system_prompt_append, task_mode, node_provider, vm_size, vm_location, created_at, updated_at"
 
-/** A profile of this project, after the membership check; another project's profile is `not_found`. */
+/**
+ * A profile of this project, after the membership check (for a `change`, the caller must own the project, ADR
+ * 0047); another project's profile is `not_found`.
+ */
 export const requireProfile = Effect.fn("Agents.requireProfile")(function* (
   principal: Principal,
   projectId: string,
-  profileId: string
+  profileId: string,
+  intent: "read" | "change" = "read"
 ) {
-  yield* requireMember(principal, projectId)
+  yield* intent === "change" ? requireOwner(principal, projectId) : requireMember(principal, projectId)
   const sql = yield* SqlClient.SqlClient
   const rows = yield* sql<ProfileRow>`
     SELECT ${sql.literal(PROFILE_COLUMNS)} FROM agent_profiles WHERE id = ${profileId} AND project_id = ${projectId}`.pipe(
@@ -165,7 +169,7 @@ export const createProfile = Effect.fn("Agents.createProfile")(function* (
   projectId: string,
   input: z.output<typeof Api.AgentProfileInput>
 ) {
-  yield* requireMember(principal, projectId)
+  yield* requireOwner(principal, projectId)
   const sql = yield* SqlClient.SqlClient
   const id = makeId("prof")
   const rows = yield* sql<ProfileRow>`
@@ -186,7 +190,7 @@ export const updateProfile = Effect.fn("Agents.updateProfile")(function* (
   profileId: string,
   patch: z.output<typeof Api.AgentProfilePatch>
 ) {
-  const current = yield* requireProfile(principal, projectId, profileId)
+  const current = yield* requireProfile(principal, projectId, profileId, "change")
   const next = { ...current, ...Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) }
   const sql = yield* SqlClient.SqlClient
   const clash = yield* sql`
@@ -208,7 +212,7 @@ export const deleteProfile = Effect.fn("Agents.deleteProfile")(function* (
   projectId: string,
   profileId: string
 ) {
-  yield* requireProfile(principal, projectId, profileId)
+  yield* requireProfile(principal, projectId, profileId, "change")
   const sql = yield* SqlClient.SqlClient
   yield* sql`DELETE FROM agent_profiles WHERE id = ${profileId}`.pipe(Effect.orDie)
   return { ok: true as const }

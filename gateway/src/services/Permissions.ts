@@ -1,7 +1,7 @@
 import { type Api, Domain, type SessionId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
-import { sessionProject } from "../Access.js"
+import { actOnSession } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
@@ -20,7 +20,7 @@ export const answer = Effect.fn("Permissions.answer")(function* (
   requestId: string,
   input: z.output<typeof Api.AnswerPermissionRequest>
 ) {
-  yield* sessionProject(principal, sessionId)
+  yield* actOnSession(principal, sessionId, "drive")
   const optionId = "optionId" in input ? input.optionId : "cancelled"
   const command = yield* Command.build(() =>
     C.SessionAnswerPermission.make({ sessionId, requestId, optionId, by: principal.userId })

@@ -12,6 +12,7 @@ type Snapshot = Domain.SessionSnapshot
 /** A session as the API shows it: its row, its task's status, its pull request, times and token usage. */
 const SessionRecord = Domain.Rows.SessionRow.extend({
   taskStatus: Domain.TaskStatus.nullable(),
+  startedBy: z.string().nullable(),
   prUrl: z.string().nullable(),
   createdAt: z.date(),
   updatedAt: z.date(),
@@ -65,6 +66,7 @@ const toSession = (row: SessionRow, snapshot: Snapshot | undefined): z.input<typ
     status,
     storedStatus: row.status,
     taskStatus: row.taskStatus,
+    startedBy: row.startedBy,
     promptEpoch: row.promptEpoch,
     lastSeq: row.lastSeq,
     errorReason: row.errorReason,
@@ -125,10 +127,10 @@ const snapshots = (ids: ReadonlyArray<string>) =>
 const selectSessions = (sql: SqlClient.SqlClient, where: ReturnType<SqlClient.SqlClient["and"]>, limit: number) =>
   sql`
     SELECT s.id, s.project_id, s.task_id, s.workspace_id, s.node_id, s.agent, s.mode, s.status, t.status AS task_status,
-      s.prompt_epoch, s.last_seq, s.error_reason, s.pr_url, s.created_at, s.updated_at, s.ended_at,
+      COALESCE(t.created_by, n.owner_id) AS started_by, s.prompt_epoch, s.last_seq, s.error_reason, s.pr_url, s.created_at, s.updated_at, s.ended_at,
       u.turns AS usage_turns, u.input AS usage_input, u.output AS usage_output, u.total AS usage_total,
       c.update::text AS usage_update
-    FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id
+    FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id LEFT JOIN nodes n ON n.id = s.node_id
     CROSS JOIN LATERAL (
       SELECT count(*)::int AS turns,
         coalesce(sum((e.payload->'usage'->>'inputTokens')::bigint), 0)::int AS input,

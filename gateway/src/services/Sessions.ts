@@ -1,7 +1,7 @@
 import { type Api, Domain, type SessionId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
-import { sessionProject } from "../Access.js"
+import { actOnSession } from "../Access.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
 import { getSession } from "./SessionViews.js"
@@ -17,7 +17,7 @@ export const prompt = Effect.fn("Sessions.prompt")(function* (
   sessionId: SessionId,
   input: z.output<typeof Api.PromptRequest>
 ) {
-  yield* sessionProject(principal, sessionId)
+  yield* actOnSession(principal, sessionId, "drive")
   const command = yield* Command.build(() => C.SessionPromptCommand.make({ sessionId, prompt: input.prompt }))
   const reply = yield* Command.ask(Domain.SessionRef, sessionId, command, Domain.Replies.SessionApplied)
   return { sessionId, promptEpoch: reply.promptEpoch ?? 0 }
@@ -28,7 +28,7 @@ export const prompt = Effect.fn("Sessions.prompt")(function* (
  * With nothing in flight the session actor sends nothing and the answer is `idle`.
  */
 export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Principal, sessionId: SessionId) {
-  yield* sessionProject(principal, sessionId)
+  yield* actOnSession(principal, sessionId, "end")
   const command = yield* Command.build(() => C.SessionCancelCommand.make({ sessionId }))
   const reply = yield* Command.ask(Domain.SessionRef, sessionId, command, Domain.Replies.SessionApplied)
   const status = reply.status === "idle" ? ("idle" as const) : ("cancelling" as const)
@@ -37,7 +37,7 @@ export const cancel = Effect.fn("Sessions.cancel")(function* (principal: Princip
 
 /** Stop a session: the agent is stopped on its node and the session takes no more prompts. */
 export const stop = Effect.fn("Sessions.stop")(function* (principal: Principal, sessionId: SessionId) {
-  yield* sessionProject(principal, sessionId)
+  yield* actOnSession(principal, sessionId, "end")
   const command = yield* Command.build(() =>
     C.SessionStopCommand.make({ sessionId, reason: `stopped by ${principal.userId}` })
   )

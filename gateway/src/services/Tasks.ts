@@ -3,7 +3,7 @@ import { type Api, Domain, makeId, type ProjectId, type TaskId } from "@sam/bus"
 import { StoredText } from "@sam/sql"
 import { Effect } from "effect"
 import type { z } from "zod"
-import { requireMember, taskProject } from "../Access.js"
+import { actOnTask, requireMember, taskProject } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
@@ -73,7 +73,7 @@ export const cancelTask = Effect.fn("Tasks.cancel")(function* (
   taskId: TaskId,
   input: z.output<typeof Api.CancelTaskRequest>
 ) {
-  yield* taskProject(principal, taskId)
+  yield* actOnTask(principal, taskId, "end")
   const cancel = yield* Command.build(() =>
     C.TaskCancel.make({
       taskId,
@@ -143,7 +143,7 @@ export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Pri
 
 /** Run a failed or cancelled task again (`invalid_state`, with the allowed moves, otherwise). */
 export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: TaskId) {
-  yield* taskProject(principal, taskId)
+  yield* actOnTask(principal, taskId, "drive")
   const retry = yield* Command.build(() => C.TaskRetry.make({ taskId }))
   yield* Command.ask(Domain.TaskRef, taskId, retry)
   return yield* getTask(taskId)

@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { type Api, Domain, type ProjectId, type WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
 import type { z } from "zod"
-import { requireMember, workspaceProject } from "../Access.js"
+import { actOnWorkspace, requireMember, workspaceProject } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
@@ -118,7 +118,7 @@ export const change = Effect.fn("Workspaces.change")(function* (
   workspaceId: WorkspaceId,
   kind: "stop" | "delete"
 ) {
-  yield* workspaceProject(principal, workspaceId)
+  yield* actOnWorkspace(principal, workspaceId, "end")
   const reason = `${kind === "stop" ? "stopped" : "deleted"} by ${principal.userId}`
   const command = yield* Command.build(() =>
     kind === "stop"

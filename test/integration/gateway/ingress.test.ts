@@ -124,6 +124,17 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("programmatic
         ),
         { timeout: "30 seconds" }
       )
+      // A member who did not start the session may not prompt its agent over NATS either (ADR 0047).
+      const bob = yield* makeUser("Bob")
+      const added = yield* http("POST", `/api/v1/projects/${projectId}/members`, {
+        token: alice.token,
+        body: { userId: bob.userId }
+      })
+      expect(added.status).toBe(201)
+      const asBob = yield* clientOf(bob.token)
+      const driven = yield* request(asBob.nc, `${asBob.prefix}.session.prompt`, { sessionId, prompt: "run env" })
+      expect(driven).toMatchObject({ ok: false, error: { code: "forbidden" } })
+      expect(driven.error.message).toContain("only they can prompt it")
       const cancelled = yield* request(nc, `${prefix}.session.cancel`, { sessionId })
       // The follow-up's turn may have ended already: then nothing is in flight and the answer says so.
       expect(cancelled).toMatchObject({ ok: true, result: { sessionId } })

@@ -3,6 +3,7 @@ import { Effect, Exit, Scope } from "effect"
 import type { BrowserContext, Page } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { startFakeAnthropic } from "../../src/FakeAnthropic.js"
+import { makeUser } from "../../src/index.js"
 import { makeRepo } from "../../src/Repo.js"
 import { masterKeyForTests } from "../agents/AgentKit.js"
 import { apiGet, newContext, repoDir, sessionToken, shot, signIn, startWebStack, type WebStack } from "./WebKit.js"
@@ -21,6 +22,9 @@ const SECRET = "s3cret-WEB-runtime-value"
 let stack: WebStack
 let context: BrowserContext
 let page: Page
+/** the project and the chat the profile test made: the member's test looks at them */
+let profileProject = ""
+let profileChat = ""
 
 const poll = <T>(fn: () => T | Promise<T>, options: { readonly timeout?: number } = {}) =>
   expect.poll(fn, { timeout: 10_000, ...options })
@@ -89,6 +93,7 @@ describe("web app: agent credentials and profiles", () => {
     await page.fill("#p-repo", makeRepo(await repoDir()))
     await Promise.all([page.waitForURL("**/projects/*/chat"), page.click("text=Create project")])
     const projectId = /\/projects\/([^/]+)\/chat/.exec(page.url())![1]!
+    profileProject = projectId
     await page.goto(`/projects/${projectId}/settings`)
     await Promise.all([page.waitForURL("**/agents"), page.click("text=Agent profiles")])
 
@@ -128,6 +133,7 @@ describe("web app: agent credentials and profiles", () => {
     await page.locator("#composer-text").fill('run echo "FOO=$WEB_FOO SECRET_LENGTH=${#WEB_SECRET}"')
     await page.locator("#composer-text").press("Control+Enter")
     await page.waitForURL(/\/chat\/sess_/, { timeout: 90_000 })
+    profileChat = new URL(page.url()).pathname
     const tool = page.getByTestId("timeline").locator("[data-kind=tool]").last()
     await poll(() => tool.getAttribute("data-status"), { timeout: 60_000 }).toBe("completed")
     await tool.locator("summary").click()
@@ -138,6 +144,44 @@ describe("web app: agent credentials and profiles", () => {
     const tasks = await apiGet(stack, context, `/projects/${projectId}/tasks`)
     expect(tasks.tasks[0]).toMatchObject({ agent: "demo", mode: "conversation" })
     expect(await page.content()).not.toContain(SECRET)
+  })
+
+  it("a member sees the owner's profiles and chat, secrets masked, and is offered no way to change or drive them", async () => {
+    expect(profileChat).toMatch(/\/chat\/sess_/)
+    const bob = await stack.runtime.runPromise(makeUser("Bob Member"))
+    await apiSend("POST", `/projects/${profileProject}/members`, { userId: bob.userId, role: "member" })
+    const bobs = await newContext(stack)
+    await bobs.addCookies([{ name: "sam_session", value: bob.token, url: stack.url }])
+    const member = await bobs.newPage()
+    try {
+      await member.goto(`/projects/${profileProject}/agents`)
+      await poll(() => member.getByTestId("owners-only").textContent()).toContain("Only the project's owners")
+      const profile = member.getByTestId("profile-web demo")
+      await profile.locator("summary").click()
+      await poll(() => profile.getByTestId("env-WEB_FOO").textContent()).toContain("from-profile")
+      expect(await profile.getByTestId("env-WEB_SECRET").textContent()).toContain("secret")
+      // nothing to submit: no profile form, no variable or file form, no remove button
+      expect(await member.getByTestId("new-profile").count()).toBe(0)
+      expect(await member.locator("main form").count()).toBe(0)
+      expect(await member.content()).not.toContain(SECRET)
+      await shot(member, "member-agents")
+
+      await member.goto(profileChat)
+      const tool = member.getByTestId("timeline").locator("[data-kind=tool]").last()
+      await poll(() => tool.getAttribute("data-status")).toBe("completed")
+      await poll(() => member.getByTestId("not-yours").textContent()).toContain("only they can write to it")
+      expect(await member.locator("#composer-text").count()).toBe(0)
+      await shot(member, "member-chat")
+      // and the API refuses what the page does not offer
+      const refused = await fetch(`${stack.url}/api/v1/sessions/${profileChat.split("/").pop()}/prompt`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${bob.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "run env" })
+      })
+      expect(refused.status).toBe(403)
+    } finally {
+      await bobs.close()
+    }
   })
 
   it("the chat header shows the tokens and the cost Claude Code reported for the turn", async () => {

@@ -123,9 +123,11 @@ const RuntimeEditor = component$<{ scope: string; label: string }>((props) => {
     (props.scope === "" ? data.value.runtime : data.value.profiles.find((p) => p.id === props.scope)?.runtime) ??
     ({ envVars: [], files: [] } satisfies Api.RuntimeConfig)
   const id = props.scope === "" ? "project" : props.scope
+  const editable = data.value.project.role === "owner"
   return (
     <div class="stack" data-testid={`runtime-${id}`}>
       <h3 style={{ margin: 0 }}>Environment variables</h3>
+      {config.envVars.length === 0 && <p class="hint muted">None.</p>}
       <table class="table">
         <tbody>
           {config.envVars.map((v) => (
@@ -133,40 +135,45 @@ const RuntimeEditor = component$<{ scope: string; label: string }>((props) => {
               <td class="mono">{v.key}</td>
               <td class="mono">{v.isSecret ? MASK : v.value}</td>
               <td>{v.isSecret && <span class="badge">secret</span>}</td>
-              <td>
-                <Form action={runtime}>
-                  <input type="hidden" name="scope" value={props.scope} />
-                  <input type="hidden" name="kind" value="env" />
-                  <input type="hidden" name="key" value={v.key} />
-                  <input type="hidden" name="remove" value="1" />
-                  <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${v.key}`}>
-                    Remove
-                  </button>
-                </Form>
-              </td>
+              {editable && (
+                <td>
+                  <Form action={runtime}>
+                    <input type="hidden" name="scope" value={props.scope} />
+                    <input type="hidden" name="kind" value="env" />
+                    <input type="hidden" name="key" value={v.key} />
+                    <input type="hidden" name="remove" value="1" />
+                    <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${v.key}`}>
+                      Remove
+                    </button>
+                  </Form>
+                </td>
+              )}
             </tr>
           ))}
         </tbody>
       </table>
-      <Form action={runtime} spaReset class="row" style={{ alignItems: "end" }}>
-        <input type="hidden" name="scope" value={props.scope} />
-        <input type="hidden" name="kind" value="env" />
-        <div class="field">
-          <label for={`env-key-${id}`}>Name</label>
-          <input class="input mono" id={`env-key-${id}`} name="key" placeholder="FOO" required />
-        </div>
-        <div class="field" style={{ flex: 1, minWidth: "160px" }}>
-          <label for={`env-value-${id}`}>Value</label>
-          <input class="input mono" id={`env-value-${id}`} name="value" autocomplete="off" spellcheck={false} />
-        </div>
-        <label class="row" style={{ gap: "4px" }}>
-          <input type="checkbox" name="isSecret" id={`env-secret-${id}`} /> secret
-        </label>
-        <button class="btn" type="submit" aria-label={`Set a variable of ${props.label}`}>
-          Set
-        </button>
-      </Form>
+      {editable && (
+        <Form action={runtime} spaReset class="row" style={{ alignItems: "end" }}>
+          <input type="hidden" name="scope" value={props.scope} />
+          <input type="hidden" name="kind" value="env" />
+          <div class="field">
+            <label for={`env-key-${id}`}>Name</label>
+            <input class="input mono" id={`env-key-${id}`} name="key" placeholder="FOO" required />
+          </div>
+          <div class="field" style={{ flex: 1, minWidth: "160px" }}>
+            <label for={`env-value-${id}`}>Value</label>
+            <input class="input mono" id={`env-value-${id}`} name="value" autocomplete="off" spellcheck={false} />
+          </div>
+          <label class="row" style={{ gap: "4px" }}>
+            <input type="checkbox" name="isSecret" id={`env-secret-${id}`} /> secret
+          </label>
+          <button class="btn" type="submit" aria-label={`Set a variable of ${props.label}`}>
+            Set
+          </button>
+        </Form>
+      )}
       <h3 style={{ margin: 0 }}>Files</h3>
+      {config.files.length === 0 && <p class="hint muted">None.</p>}
       <table class="table">
         <tbody>
           {config.files.map((f) => (
@@ -176,41 +183,45 @@ const RuntimeEditor = component$<{ scope: string; label: string }>((props) => {
                 {f.isSecret ? MASK : (f.content ?? "").slice(0, 200)}
               </td>
               <td>{f.isSecret && <span class="badge">secret</span>}</td>
-              <td>
-                <Form action={runtime}>
-                  <input type="hidden" name="scope" value={props.scope} />
-                  <input type="hidden" name="kind" value="file" />
-                  <input type="hidden" name="path" value={f.path} />
-                  <input type="hidden" name="remove" value="1" />
-                  <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${f.path}`}>
-                    Remove
-                  </button>
-                </Form>
-              </td>
+              {editable && (
+                <td>
+                  <Form action={runtime}>
+                    <input type="hidden" name="scope" value={props.scope} />
+                    <input type="hidden" name="kind" value="file" />
+                    <input type="hidden" name="path" value={f.path} />
+                    <input type="hidden" name="remove" value="1" />
+                    <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${f.path}`}>
+                      Remove
+                    </button>
+                  </Form>
+                </td>
+              )}
             </tr>
           ))}
         </tbody>
       </table>
-      <Form action={runtime} spaReset class="stack">
-        <input type="hidden" name="scope" value={props.scope} />
-        <input type="hidden" name="kind" value="file" />
-        <div class="row" style={{ alignItems: "end" }}>
-          <div class="field" style={{ flex: 1, minWidth: "200px" }}>
-            <label for={`file-path-${id}`}>Path (relative to the checkout, or ~/…)</label>
-            <input class="input mono" id={`file-path-${id}`} name="path" placeholder="~/.config/tool.toml" required />
+      {editable && (
+        <Form action={runtime} spaReset class="stack">
+          <input type="hidden" name="scope" value={props.scope} />
+          <input type="hidden" name="kind" value="file" />
+          <div class="row" style={{ alignItems: "end" }}>
+            <div class="field" style={{ flex: 1, minWidth: "200px" }}>
+              <label for={`file-path-${id}`}>Path (relative to the checkout, or ~/…)</label>
+              <input class="input mono" id={`file-path-${id}`} name="path" placeholder="~/.config/tool.toml" required />
+            </div>
+            <label class="row" style={{ gap: "4px" }}>
+              <input type="checkbox" name="isSecret" id={`file-secret-${id}`} /> secret
+            </label>
+            <button class="btn" type="submit" aria-label={`Set a file of ${props.label}`}>
+              Set file
+            </button>
           </div>
-          <label class="row" style={{ gap: "4px" }}>
-            <input type="checkbox" name="isSecret" id={`file-secret-${id}`} /> secret
-          </label>
-          <button class="btn" type="submit" aria-label={`Set a file of ${props.label}`}>
-            Set file
-          </button>
-        </div>
-        <div class="field">
-          <label for={`file-content-${id}`}>Content</label>
-          <textarea class="input mono" id={`file-content-${id}`} name="content" rows={3} spellcheck={false} />
-        </div>
-      </Form>
+          <div class="field">
+            <label for={`file-content-${id}`}>Content</label>
+            <textarea class="input mono" id={`file-content-${id}`} name="content" rows={3} spellcheck={false} />
+          </div>
+        </Form>
+      )}
       {runtime.value?.failed && runtime.value.scope === props.scope && (
         <p class="form-error" role="alert">
           {runtime.value.message}
@@ -298,6 +309,8 @@ export default component$(() => {
   const update = useUpdateProfile()
   const remove = useDeleteProfile()
   const { project, agents, profiles } = data.value
+  // What tasks start with runs in every member's agent, with that member's credentials: owners change it (ADR 0047).
+  const editable = project.role === "owner"
   const failure = (scope: string) =>
     (create.value?.failed && create.value.scope === scope && create.value.message) ||
     (update.value?.failed && update.value.scope === scope && update.value.message) ||
@@ -321,6 +334,12 @@ export default component$(() => {
             A profile is an agent with its model, permissions, prompt addition and default mode, plus runtime variables
             and files that win over the project's on the same name or path. Pick one in the chat's composer.
           </p>
+          {!editable && (
+            <p class="hint" style={{ margin: 0 }} data-testid="owners-only">
+              Only the project's owners change its profiles and runtime: they run in every member's tasks, with that
+              member's agent credentials.
+            </p>
+          )}
           <ul class="list" data-testid="profile-list">
             {profiles.map((p) => (
               <li key={p.id} class="list-item" style={{ display: "block" }} data-testid={`profile-${p.name}`}>
@@ -333,22 +352,31 @@ export default component$(() => {
                     </span>
                   </summary>
                   <div class="stack" style={{ marginTop: "12px" }}>
-                    <Form action={update} class="stack">
-                      <input type="hidden" name="scope" value={p.id} />
-                      <ProfileForm agents={agents} profile={p} />
-                      <div class="row">
-                        <button class="btn btn-primary" type="submit">
-                          Save profile
-                        </button>
-                      </div>
-                    </Form>
+                    {!editable && p.systemPromptAppend && (
+                      <p class="mono" style={{ margin: 0, whiteSpace: "pre-wrap" }}>
+                        {p.systemPromptAppend}
+                      </p>
+                    )}
+                    {editable && (
+                      <Form action={update} class="stack">
+                        <input type="hidden" name="scope" value={p.id} />
+                        <ProfileForm agents={agents} profile={p} />
+                        <div class="row">
+                          <button class="btn btn-primary" type="submit">
+                            Save profile
+                          </button>
+                        </div>
+                      </Form>
+                    )}
                     <RuntimeEditor scope={p.id} label={`profile ${p.name}`} />
-                    <Form action={remove}>
-                      <input type="hidden" name="scope" value={p.id} />
-                      <button class="btn btn-sm btn-danger" type="submit" aria-label={`Delete profile ${p.name}`}>
-                        Delete profile
-                      </button>
-                    </Form>
+                    {editable && (
+                      <Form action={remove}>
+                        <input type="hidden" name="scope" value={p.id} />
+                        <button class="btn btn-sm btn-danger" type="submit" aria-label={`Delete profile ${p.name}`}>
+                          Delete profile
+                        </button>
+                      </Form>
+                    )}
                     {failure(p.id) && (
                       <p class="form-error" role="alert">
                         {failure(p.id)}
@@ -360,15 +388,19 @@ export default component$(() => {
             ))}
             {profiles.length === 0 && <li class="list-item muted">No profiles yet: tasks run the demo agent.</li>}
           </ul>
-          <h3 style={{ margin: 0 }}>New profile</h3>
-          <Form action={create} spaReset class="stack" data-testid="new-profile">
-            <ProfileForm agents={agents} />
-            <div class="row">
-              <button class="btn btn-primary" type="submit">
-                Create profile
-              </button>
-            </div>
-          </Form>
+          {editable && (
+            <>
+              <h3 style={{ margin: 0 }}>New profile</h3>
+              <Form action={create} spaReset class="stack" data-testid="new-profile">
+                <ProfileForm agents={agents} />
+                <div class="row">
+                  <button class="btn btn-primary" type="submit">
+                    Create profile
+                  </button>
+                </div>
+              </Form>
+            </>
+          )}
           {failure("new") && (
             <p class="form-error" role="alert">
               {failure("new")}

@@ -18,6 +18,7 @@ import {
   titleOf
 } from "~/lib/sessions"
 import { type Item, Timeline } from "~/lib/timeline"
+import { useMe } from "~/routes/(app)/layout"
 
 type Session = Api.Session
 type Task = Api.Task
@@ -116,6 +117,7 @@ const newer = (a: Session["snapshot"], b: Session["snapshot"]) =>
 
 export default component$(() => {
   const chat = useChat()
+  const me = useMe()
   const nav = useNavigate()
   const state = useStore({
     sessions: [...chat.value.sessions].sort(byActivity),
@@ -389,7 +391,12 @@ export default component$(() => {
         ? (session.errorReason ?? "the session failed")
         : null
   const ended = session !== null && (session.status === "stopped" || session.status === "failed" || taskEnded)
-  const pending = (session?.snapshot?.permissions ?? []).map((p) => p.requestId)
+  // A session's agent runs with its starter's credentials, on their node: only they drive it; they or a project
+  // owner may end its turn (ADR 0047). The API refuses the rest; the page does not offer it.
+  const starter = session?.startedBy ?? task?.createdBy ?? null
+  const mine = starter === null || starter === me.value.userId
+  const mayEnd = mine || chat.value.project.role === "owner"
+  const pending = mine ? (session?.snapshot?.permissions ?? []).map((p) => p.requestId) : []
   const query = state.search.trim().toLowerCase()
   const shown = state.sessions.filter(
     (s) =>
@@ -635,7 +642,7 @@ export default component$(() => {
               <p style={{ margin: 0 }} data-testid="failure-reason">
                 {failedReason}
               </p>
-              {task !== null && (
+              {task !== null && mine && (
                 <div>
                   <button class="btn" type="button" onClick$={retry}>
                     Retry
@@ -754,20 +761,26 @@ export default component$(() => {
             <div class="working" role="status" data-testid="working-bar">
               <span class="working-dot" aria-hidden="true" />
               <span style={{ flex: 1 }}>
-                {status === "needs_input" ? "Agent is waiting for your answer" : "Agent is working"}{" "}
+                {status === "needs_input"
+                  ? mine
+                    ? "Agent is waiting for your answer"
+                    : "Agent is waiting for an answer"
+                  : "Agent is working"}{" "}
                 <span class="muted mono" data-testid="working-elapsed">
                   ({elapsed(session.snapshot?.promptStartedAt, state.now)})
                 </span>
               </span>
-              <button
-                class="btn btn-danger btn-sm"
-                type="button"
-                onClick$={interrupt}
-                disabled={state.interrupting}
-                data-testid="interrupt"
-              >
-                {state.interrupting ? "Interrupting…" : "Interrupt"}
-              </button>
+              {mayEnd && (
+                <button
+                  class="btn btn-danger btn-sm"
+                  type="button"
+                  onClick$={interrupt}
+                  disabled={state.interrupting}
+                  data-testid="interrupt"
+                >
+                  {state.interrupting ? "Interrupting…" : "Interrupt"}
+                </button>
+              )}
             </div>
           )}
           {session === null && task === null ? (
@@ -801,6 +814,18 @@ export default component$(() => {
                     Task details
                   </Link>
                 )}
+                <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+                  New chat
+                </Link>
+              </div>
+            </div>
+          ) : !mine ? (
+            <div class="composer">
+              <div class="composer-box glass row">
+                <span class="muted" style={{ flex: 1 }} data-testid="not-yours">
+                  Another member started this chat. Its agent works with their credentials, on their machine, so only
+                  they can write to it.
+                </span>
                 <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
                   New chat
                 </Link>

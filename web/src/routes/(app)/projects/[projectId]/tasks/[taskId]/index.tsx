@@ -4,6 +4,7 @@ import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import { clientOf, load, run } from "~/lib/server"
 import { STEP_LABEL, TERMINAL, titleOf } from "~/lib/sessions"
+import { useMe } from "~/routes/(app)/layout"
 
 /** The steps in the order a task goes through them; waiting for capacity only when it did. */
 const STEPS: ReadonlyArray<string> = Api.Task.shape.executionStep.unwrap().options
@@ -61,6 +62,7 @@ export const useRetry = routeAction$(async (_, event) => {
 
 export default component$(() => {
   const task = useTask()
+  const me = useMe()
   const cancel = useCancel()
   const retry = useRetry()
   const t = task.value
@@ -130,7 +132,8 @@ export default component$(() => {
                 </button>
               </Form>
             )}
-            {(t.status === "failed" || t.status === "cancelled") && (
+            {/* a retry runs the task's agent again, with its submitter's credentials: theirs alone (ADR 0047) */}
+            {(t.status === "failed" || t.status === "cancelled") && t.createdBy === me.value.userId && (
               <Form action={retry}>
                 <button class="btn" type="submit">
                   Retry

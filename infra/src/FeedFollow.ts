@@ -14,9 +14,16 @@ import { StackError } from "./StackError.js"
 
 const T = Api.TaskEndpoints
 
-/** How one session event reads in a terminal. */
-export const render = (event: Api.SessionEventBody): string => {
+/** How one session event reads in a terminal; `sessionId` names the session in what to type to answer. */
+export const render = (event: Api.SessionEventBody, sessionId = "sess_…"): string => {
   switch (event.type) {
+    case "permission-requested": {
+      // without this a task that waits for an answer looked like one that hangs
+      const options = [...event.options.map((o) => o.optionId), "cancelled"].join("|")
+      return `\n? the agent asks: ${event.title ?? "may it run a tool?"}\n  answer: ./sam session answer ${sessionId} ${event.requestId} ${options}\n`
+    }
+    case "permission-answered":
+      return `· answered ${event.optionName ?? event.outcome}${event.by === "user" ? "" : ` (${event.by})`}\n`
     case "text":
       return event.text
     case "thought":
@@ -193,7 +200,7 @@ export const followTask = (
       ) {
         apply(frame.body as TaskState & { sessionId: string | null })
       } else if (frame.type === "session.event" && frame.sessionId === sessionId) {
-        process.stdout.write(render(frame.event))
+        process.stdout.write(render(frame.event, frame.sessionId))
         lastType = frame.event.type
         printed = frame.seq
       } else if (frame.type === "error") {
@@ -230,7 +237,8 @@ export const followSession = (
     for (;;) {
       const frame = yield* next
       if (frame.type === "error") return yield* refused(frame)
-      if (frame.type === "session.event" && frame.sessionId === sessionId) process.stdout.write(render(frame.event))
+      if (frame.type === "session.event" && frame.sessionId === sessionId)
+        process.stdout.write(render(frame.event, sessionId))
       if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
         const reason = (frame.body as { reason?: string }).reason
         if (frame.eventType === "session.stopped")

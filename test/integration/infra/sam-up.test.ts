@@ -184,6 +184,35 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(bad.code).toBe(1)
     expect(bad.stderr).toContain("✗ not_found: no project proj_nosuchproject")
 
+    // A task whose agent asks for permission says so, with the command that answers it; that command does.
+    const asking = spawn(
+      sam,
+      ["task", "create", "--project", project, "--prompt", "ask-permission edit X.txt\nsay allowed"],
+      {
+        cwd: root,
+        env: { ...process.env, ...env, SAM_NATS_PORT: "1", SAM_PG_PORT: "1" }
+      }
+    )
+    let asked = ""
+    asking.stdout.on("data", (chunk) => {
+      asked += chunk
+    })
+    const exited = new Promise<number | null>((done) => asking.on("exit", done))
+    const answer = await expect
+      .poll(
+        () => /answer: \.\/sam (session answer sess_[0-9a-z]+ perm_\S+) allow\|reject\|cancelled/.exec(asked)?.[1],
+        {
+          timeout: 60_000
+        }
+      )
+      .toBeTruthy()
+      .then(() => /answer: \.\/sam (session answer sess_[0-9a-z]+ perm_\S+) /.exec(asked)![1]!)
+    expect(asked).toContain("? the agent asks: edit X.txt")
+    expect((await viaGateway(...answer.split(" "), "allow")).stdout).toContain("answered: allow")
+    expect(await exited).toBe(0)
+    expect(asked).toContain("· answered Allow")
+    expect(asked.replace(/\n▸ [^\n]*\n/g, "")).toContain("allowed")
+
     // API tokens: the value is printed once, never listed.
     const token = (await viaGateway("token", "create", "ci", "--days", "1")).stdout.trim()
     expect(token).toMatch(/^sam_pat_[0-9a-z]+$/)

@@ -48,10 +48,13 @@ const createTask = (flags: Record<string, string | undefined>) =>
     yield* report(yield* followTask(api, project, submit))
   })
 
-/** The end of a followed task: how to follow up, and a failure unless it completed or awaits one. */
+/**
+ * The end of a followed task: how to follow up when it awaits one (a completed task's session sleeps and refuses a
+ * prompt), and a failure unless it completed or awaits one.
+ */
 const report = (task: { readonly id: string; readonly sessionId: string | null; readonly state: TaskState }) =>
   Effect.gen(function* () {
-    if (task.sessionId !== null) {
+    if (task.sessionId !== null && waiting(task.state)) {
       yield* out(`session ${task.sessionId}: follow up with ./sam session prompt ${task.sessionId} "…"\n`)
     }
     if (!waiting(task.state) && task.state.status !== "completed") {

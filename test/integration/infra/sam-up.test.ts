@@ -178,6 +178,8 @@ describe("./sam up, its gateway, and the CLI", async () => {
     // The agent's text streams in chunks; a task-status line may fall between two of them.
     expect(task.stdout.replace(/\n▸ [^\n]*\n/g, "")).toContain("from the cli")
     expect(task.stdout).toMatch(/▸ task completed .*branch sam\/task_/)
+    // a completed task's session sleeps and refuses a prompt: no hint to send one
+    expect(task.stdout).not.toContain("follow up with")
     const taskId = /task (task_[0-9a-z]+) submitted/.exec(task.stdout)?.[1] as string
     expect((await viaGateway("task", "get", taskId)).stdout).toMatch(/status +completed/)
     const bad = await viaGateway("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)

@@ -193,7 +193,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
     )
   )
   yield* Effect.addFinalizer(() => Effect.sync(() => letGoAfterGrace(http, sockets)))
-  yield* Ingress.start().pipe(Effect.provide(Auth.Default))
+  yield* Ingress.start().pipe(Effect.provide(Auth.Default), Effect.provideService(GatewayConfig, config))
   yield* GitHubRepoAccess.serve(options.githubApp)
   yield* NodeBootLog.serve().pipe(Effect.provideService(BootLimiter.BootLimits, bootLimits))
   if (options.githubApp !== undefined) {

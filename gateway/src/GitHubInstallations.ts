@@ -196,6 +196,62 @@ const pages = <T>(apiUrl: string, path: string, token: Redacted.Redacted<string>
     return all
   })
 
+/** A repository as GitHub lists it to a user, with what that user may do with it. */
+const RepositoryWithPermissions = z.object({
+  id: z.number().int().positive(),
+  full_name: z.string(),
+  permissions: z.object({ push: z.boolean().optional() }).partial().optional()
+})
+
+export type RepositoryAccess =
+  | { readonly access: "write" | "read"; readonly repository: string }
+  | { readonly access: "none"; readonly why: "no-token" | "not-listed" }
+
+/**
+ * What a user may do with one repository of an installation, as GitHub answers through their own token now: the
+ * intersection of their access and the app's (ADR 0048). `write` when GitHub says they may push, `read` when it
+ * lists the repository without that, `none` when it does not list it to them (or SAM holds no token of theirs).
+ * Any other answer of GitHub's is `unavailable`.
+ */
+export const repositoryAccess = Effect.fn("GitHubInstallations.repositoryAccess")(function* (
+  apiUrl: string,
+  userId: UserId,
+  installationId: number,
+  repositoryId: number
+) {
+  const token = yield* userToken(userId)
+  if (token === undefined) {
+    return { access: "none", why: "no-token" } as RepositoryAccess
+  }
+  const listed = yield* pages(apiUrl, `/user/installations/${installationId}/repositories`, token, (body) => {
+    const parsed = Repositories.safeParse(body)
+    if (!parsed.success) return []
+    return parsed.data.repositories.flatMap((item) => {
+      const repo = RepositoryWithPermissions.safeParse(item)
+      return repo.success ? [repo.data] : []
+    })
+  }).pipe(
+    Effect.map((repos) => repos.find((r) => r.id === repositoryId)),
+    Effect.catchAllDefect((defect) =>
+      defect instanceof GitHubRefused && /answered 40[34]$/.test(defect.message)
+        ? Effect.succeed(undefined)
+        : Effect.fail(
+            new ApiError({
+              code: "unavailable",
+              message: `GitHub did not say what this user may do with the repository: ${defect instanceof Error ? defect.message : "no answer"}`
+            })
+          )
+    )
+  )
+  if (listed === undefined) {
+    return { access: "none", why: "not-listed" } as RepositoryAccess
+  }
+  return {
+    access: listed.permissions?.push === true ? "write" : "read",
+    repository: listed.full_name
+  } as RepositoryAccess
+})
+
 /** `GET /user/installations/{id}/repositories` as the user: 2xx → access; 403/404 → none; else an error. */
 const verifyAccess = (apiUrl: string, token: Redacted.Redacted<string>, installationId: number) =>
   Effect.gen(function* () {

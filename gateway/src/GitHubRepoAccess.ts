@@ -1,13 +1,17 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, Nats, Publish, Subjects } from "@sam/bus"
+import { Domain, Nats, Publish, Subjects, type UserId } from "@sam/bus"
 import { Effect, Redacted, Runtime } from "effect"
+import { ApiError } from "./ApiError.js"
 import type { GitHubAppOptions } from "./GitHubApp.js"
 import { mintInstallationToken } from "./GitHubAppToken.js"
+import { repositoryAccess } from "./GitHubInstallations.js"
 
 const { GitAccess } = Domain
 
 /** What a workspace's token may do: read and push code, nothing else (no pull requests, issues, settings). */
 export const WORKSPACE_PERMISSIONS = { contents: "write", metadata: "read" } as const
+/** The same for a task whose submitter may only read the repository on GitHub (ADR 0048). */
+export const READ_ONLY_PERMISSIONS = { contents: "read", metadata: "read" } as const
 
 /** Workspaces in these states get no token: their repository work is over. */
 const ENDED = ["stopping", "stopped", "deleted", "error"]
@@ -19,6 +23,7 @@ interface WorkspaceRepo {
   readonly installationId: number | null
   readonly repositoryId: number | null
   readonly uninstalled: boolean
+  readonly submitter: string | null
 }
 
 /**
@@ -38,8 +43,8 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   })
   const [row] = yield* sql<WorkspaceRepo>`
     SELECT w.node_id, w.status, p.default_branch, g.installation_id::float8 AS installation_id,
-      g.repository_id::float8 AS repository_id, a.uninstalled_at IS NOT NULL AS uninstalled
-    FROM workspaces w JOIN projects p ON p.id = w.project_id
+      g.repository_id::float8 AS repository_id, a.uninstalled_at IS NOT NULL AS uninstalled, t.created_by AS submitter
+    FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
     LEFT JOIN github_project_repositories g ON g.project_id = p.id
     LEFT JOIN github_installation_accounts a ON a.installation_id = g.installation_id
     WHERE w.id = ${workspaceId}`.pipe(Effect.orDie)
@@ -65,8 +70,26 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   if (app === undefined) return refuse("unavailable", "no GitHub App is configured (SAM_GITHUB_APP_ID)")
   if (row.uninstalled)
     return refuse("forbidden", `the GitHub App was uninstalled from installation ${row.installationId}`)
+  if (row.submitter === null) return refuse("forbidden", `workspace ${workspaceId} has no task, so nobody's access`)
+  // The submitter's own access, as GitHub says now: a member who may only read the repository gets a token that
+  // only reads it (ADR 0048), and one GitHub gives nothing gets nothing.
+  const installationId = row.installationId
+  const repositoryId = row.repositoryId
+  const submitter = yield* repositoryAccess(app.apiUrl, row.submitter as UserId, installationId, repositoryId).pipe(
+    Effect.map((access) => ({ ok: true as const, access })),
+    Effect.catchTag("ApiError", (e) => Effect.succeed({ ok: false as const, error: e.message }))
+  )
+  if (!submitter.ok) return refuse("unavailable", submitter.error)
+  if (submitter.access.access === "none") {
+    const why =
+      submitter.access.why === "no-token"
+        ? "SAM holds no GitHub token of theirs"
+        : "GitHub does not give them this repository through the app"
+    return refuse("forbidden", `the task's submitter cannot reach this repository: ${why}`)
+  }
+  const permissions = submitter.access.access === "write" ? WORKSPACE_PERMISSIONS : READ_ONLY_PERMISSIONS
   // Contents only: the pull request is opened by the control plane, with a token of its own.
-  return yield* mintInstallationToken(app, row.installationId, row.repositoryId, WORKSPACE_PERMISSIONS).pipe(
+  return yield* mintInstallationToken(app, installationId, repositoryId, permissions).pipe(
     Effect.map(
       (minted): Domain.GitAccess.GitAccessReply => ({
         ok: true,
@@ -80,6 +103,43 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
       Effect.succeed(refuse(e.code === "unavailable" ? "unavailable" : "forbidden", e.message))
     )
   )
+})
+
+/**
+ * Whether `userId` may submit a task of `mode` to a project tied to a GitHub repository (ADR 0048): GitHub must
+ * give them the repository through the app, and a task (which ends in a pushed branch and a pull request) needs
+ * push access; a chat needs only read access. A project without a repository asks nothing of GitHub.
+ */
+export const requireSubmitterAccess = Effect.fn("GitHubRepoAccess.requireSubmitterAccess")(function* (
+  app: GitHubAppOptions | undefined,
+  userId: UserId,
+  projectId: string,
+  mode: "task" | "conversation"
+) {
+  const sql = yield* SqlClient.SqlClient
+  const [tied] = yield* sql<{ installationId: number; repositoryId: number; fullName: string }>`
+    SELECT installation_id::float8 AS installation_id, repository_id::float8 AS repository_id, full_name
+    FROM github_project_repositories WHERE project_id = ${projectId}`.pipe(Effect.orDie)
+  if (tied === undefined) return
+  if (app === undefined) {
+    return yield* new ApiError({ code: "unavailable", message: "no GitHub App is configured (SAM_GITHUB_APP_ID)" })
+  }
+  const access = yield* repositoryAccess(app.apiUrl, userId, tied.installationId, tied.repositoryId)
+  if (access.access === "none") {
+    return yield* new ApiError({
+      code: "forbidden",
+      message:
+        access.why === "no-token"
+          ? `you cannot reach ${tied.fullName} on GitHub: SAM holds no GitHub token of yours (sign in with GitHub)`
+          : `you cannot reach ${tied.fullName} on GitHub: GitHub does not give you this repository through the app`
+    })
+  }
+  if (access.access === "read" && mode === "task") {
+    return yield* new ApiError({
+      code: "forbidden",
+      message: `you can read ${tied.fullName} on GitHub but not push to it, and a task ends in a branch pushed there and a pull request: start a chat (mode conversation) instead, or ask for push access`
+    })
+  }
 })
 
 /**

@@ -4,6 +4,7 @@ import { Effect, FiberSet } from "effect"
 import type { z } from "zod"
 import { ApiError, issues } from "./ApiError.js"
 import { Auth, type Principal } from "./Auth.js"
+import type { GatewayConfig } from "./Config.js"
 import * as Permissions from "./services/Permissions.js"
 import * as Sessions from "./services/Sessions.js"
 import * as Tasks from "./services/Tasks.js"
@@ -22,7 +23,7 @@ const MAX_BYTES = 1_048_576
 
 type Subscription = ReturnType<Nats["Type"]["nc"]["subscribe"]>
 type Msg = Subscription extends AsyncIterable<infer M> ? M : never
-type Requirements = SqlClient.SqlClient | Nats
+type Requirements = SqlClient.SqlClient | Nats | GatewayConfig
 type Input<C extends Api.IngressCommand> = z.output<(typeof Api.IngressCommands)[C]["request"]>
 
 const handlers: {

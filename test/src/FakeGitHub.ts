@@ -34,6 +34,8 @@ export interface FakeInstallation {
   readonly repositories: FakeRepository[]
   /** lower-case logins that may see it */
   readonly access: Set<string>
+  /** lower-case logins among them that may read its repositories but not push to them (GitHub's `pull` role) */
+  readonly readOnly?: Set<string>
   failWith?: number
 }
 
@@ -51,7 +53,22 @@ const installationJson = (i: FakeInstallation, origin: string) => ({
   updated_at: "2026-01-01T00:00:00Z"
 })
 
-const repoJson = (r: FakeRepository, i: FakeInstallation, origin: string) => ({
+/**
+ * A repository as GitHub answers it; listed to a user (a user access token), with what that user may do with it, as
+ * GitHub's `permissions` object.
+ */
+const repoJson = (r: FakeRepository, i: FakeInstallation, origin: string, login?: string) => ({
+  ...(login === undefined
+    ? {}
+    : {
+        permissions: {
+          admin: false,
+          maintain: false,
+          push: !(i.readOnly?.has(login.toLowerCase()) ?? false),
+          triage: false,
+          pull: true
+        }
+      }),
   id: r.id,
   node_id: `R_${r.id}`,
   name: r.name,
@@ -205,6 +222,12 @@ export const startFakeGitHub = async (
     }
     const push = service === "git-receive-pack"
     const authorized = tokenReaches(basicToken(req), found.repo.id, "contents")
+    // a token that only reads the repository's contents cannot push: GitHub answers 403
+    if (push && authorized && installationTokens.get(basicToken(req) ?? "")?.permissions.contents !== "write") {
+      gitRequests.push({ repo: `${owner}/${name}`, service, status: 403 })
+      res.writeHead(403, { "content-type": "text/plain" })
+      return res.end("Write access to repository not granted.\n")
+    }
     if (!authorized && (push || found.repo.private)) {
       gitRequests.push({ repo: `${owner}/${name}`, service, status: 401 })
       res.writeHead(401, { "www-authenticate": 'Basic realm="GitHub"', "content-type": "text/plain" })
@@ -489,7 +512,9 @@ export const startFakeGitHub = async (
       return json(res, 200, {
         total_count: installation.repositories.length,
         repository_selection: "selected",
-        repositories: paged(url, installation.repositories).map((r) => repoJson(r, installation, url.origin))
+        repositories: paged(url, installation.repositories).map((r) =>
+          repoJson(r, installation, url.origin, grant.user.login)
+        )
       })
     }
     const membership = /^\/user\/memberships\/orgs\/([^/]+)$/.exec(url.pathname)

@@ -7,6 +7,8 @@ import { actOnTask, requireMember, taskProject } from "../Access.js"
 import { ApiError } from "../ApiError.js"
 import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
+import { GatewayConfig } from "../Config.js"
+import { requireSubmitterAccess } from "../GitHubRepoAccess.js"
 import { requireProfile } from "./Agents.js"
 
 const C = Domain.ControlProtocol
@@ -47,6 +49,9 @@ export const createTask = Effect.fn("Tasks.create")(function* (
   // A profile of another project is `not_found`; its agent and task mode are the defaults of the submit.
   const profile =
     input.profileId === undefined ? undefined : yield* requireProfile(principal, projectId, input.profileId)
+  const mode = input.mode ?? profile?.taskMode ?? "task"
+  // On a GitHub repository: the submitter's own access, as GitHub says now (ADR 0048)
+  yield* requireSubmitterAccess((yield* GatewayConfig).githubApp, principal.userId, projectId, mode)
   const taskId = makeId("task")
   const submit = yield* Command.build(() =>
     C.TaskSubmit.make({
@@ -55,7 +60,7 @@ export const createTask = Effect.fn("Tasks.create")(function* (
       userId: principal.userId,
       prompt: input.prompt,
       agent: input.agent ?? profile?.agent ?? "demo",
-      mode: input.mode ?? profile?.taskMode ?? "task"
+      mode
     })
   )
   if (profile !== undefined) {
@@ -143,7 +148,9 @@ export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Pri
 
 /** Run a failed or cancelled task again (`invalid_state`, with the allowed moves, otherwise). */
 export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: TaskId) {
-  yield* actOnTask(principal, taskId, "drive")
+  const projectId = yield* actOnTask(principal, taskId, "drive")
+  const { mode } = yield* getTask(taskId)
+  yield* requireSubmitterAccess((yield* GatewayConfig).githubApp, principal.userId, projectId, mode)
   const retry = yield* Command.build(() => C.TaskRetry.make({ taskId }))
   yield* Command.ask(Domain.TaskRef, taskId, retry)
   return yield* getTask(taskId)

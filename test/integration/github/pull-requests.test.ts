@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process"
 import { createHmac, generateKeyPairSync, randomUUID } from "node:crypto"
 import { lstat, readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
@@ -32,7 +33,9 @@ const acme = github.install({
     { id: 771, name: "widgets", private: true, defaultBranch: "main" },
     { id: 772, name: "gadgets", private: true, defaultBranch: "main" }
   ],
-  access: new Set(["ada"])
+  access: new Set(["ada", "bob"]),
+  // bob may read acme's repositories on GitHub, not push to them; carol has nothing there
+  readOnly: new Set(["bob"])
 })
 github.createRepository(acme, acme.repositories[0]!, { "README.md": "widgets\n" })
 github.createRepository(acme, acme.repositories[1]!, { "README.md": "gadgets\n" })
@@ -361,5 +364,72 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
         for (const token of minted) expect(seen.includes(token)).toBe(false)
       }),
     180_000
+  )
+  it.effect(
+    "a member reaches the repository with their own GitHub access: read-only means a chat whose token cannot push, and no task; no access means nothing",
+    () =>
+      Effect.gen(function* () {
+        const ada = yield* signIn({ id: 2201, login: "ada", name: "Ada" })
+        yield* installedBy({ id: 2201, login: "ada" })
+        const created = yield* http("POST", "/api/v1/projects", {
+          headers: ada.headers,
+          body: { name: "gadgets", github: { installationId: acme.id, repository: "acme/gadgets" } }
+        })
+        expect(created.status, JSON.stringify(created.body)).toBe(201)
+        const projectId = created.body.id as string
+        const bob = yield* signIn({ id: 2202, login: "bob", name: "Bob" })
+        const carol = yield* signIn({ id: 2203, login: "carol", name: "Carol" })
+        for (const who of [bob, carol]) {
+          const me = yield* http("GET", "/api/v1/me", { headers: who.headers })
+          const added = yield* http("POST", `/api/v1/projects/${projectId}/members`, {
+            headers: ada.headers,
+            body: { userId: me.body.userId }
+          })
+          expect(added.status, JSON.stringify(added.body)).toBe(201)
+        }
+        const submit = (who: { headers: Record<string, string> }, prompt: string, mode: "task" | "conversation") =>
+          http("POST", `/api/v1/projects/${projectId}/tasks`, { headers: who.headers, body: { prompt, mode } })
+
+        // a task ends in a pushed branch: refused at once to a member GitHub lets only read the repository
+        const task = yield* submit(bob, "say hi", "task")
+        expect(task.status, JSON.stringify(task.body)).toBe(403)
+        expect(task.body.message).toContain("you can read acme/gadgets on GitHub but not push to it")
+        // nothing at all to a member GitHub gives nothing
+        const none = yield* submit(carol, "say hi", "conversation")
+        expect(none.status, JSON.stringify(none.body)).toBe(403)
+        expect(none.body.message).toContain("GitHub does not give you this repository")
+
+        // a chat clones with a token that reads; the agent's own push is refused by GitHub
+        const before = github.gitRequests.length
+        const chat = yield* submit(
+          bob,
+          "run git -c user.name=b -c user.email=b@x commit -q --allow-empty -m by-bob && git push origin HEAD:refs/heads/bob-was-here 2>&1; echo push-exit=$?",
+          "conversation"
+        )
+        expect(chat.status, JSON.stringify(chat.body)).toBe(201)
+        const sql = yield* SqlClient.SqlClient
+        const transcript = yield* waitUntil(
+          "the push's exit in bob's chat",
+          Effect.map(
+            sql<{ payload: string }>`
+              SELECT e.payload::text AS payload FROM session_events e JOIN tasks t ON t.session_id = e.session_id
+              WHERE t.id = ${chat.body.id}`,
+            (rows) => {
+              const all = rows.map((r) => r.payload).join("\n")
+              return /push-exit=\d/.test(all) ? all : undefined
+            }
+          ),
+          { timeout: "90 seconds" }
+        )
+        expect(transcript).not.toContain("push-exit=0")
+        expect(transcript).toContain("Write access to repository not granted")
+        const gadgets = github.gitRequests.slice(before).filter((r) => r.repo === "acme/gadgets")
+        expect(gadgets.some((r) => r.service === "git-upload-pack" && r.status === 200)).toBe(true)
+        expect(gadgets.some((r) => r.service === "git-receive-pack" && r.status === 403)).toBe(true)
+        const heads = execFileSync("git", ["--git-dir", join(github.gitRoot, "acme", "gadgets.git"), "for-each-ref"], {
+          encoding: "utf8"
+        })
+        expect(heads).not.toContain("bob-was-here")
+      })
   )
 })

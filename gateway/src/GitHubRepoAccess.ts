@@ -24,6 +24,7 @@ interface WorkspaceRepo {
   readonly repositoryId: number | null
   readonly uninstalled: boolean
   readonly submitter: string | null
+  readonly submitterIsMember: boolean
 }
 
 /**
@@ -43,7 +44,9 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   })
   const [row] = yield* sql<WorkspaceRepo>`
     SELECT w.node_id, w.status, p.default_branch, g.installation_id::float8 AS installation_id,
-      g.repository_id::float8 AS repository_id, a.uninstalled_at IS NOT NULL AS uninstalled, t.created_by AS submitter
+      g.repository_id::float8 AS repository_id, a.uninstalled_at IS NOT NULL AS uninstalled, t.created_by AS submitter,
+      EXISTS (SELECT 1 FROM project_members m WHERE m.project_id = w.project_id AND m.user_id = t.created_by)
+        AS submitter_is_member
     FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
     LEFT JOIN github_project_repositories g ON g.project_id = p.id
     LEFT JOIN github_installation_accounts a ON a.installation_id = g.installation_id
@@ -71,6 +74,9 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   if (row.uninstalled)
     return refuse("forbidden", `the GitHub App was uninstalled from installation ${row.installationId}`)
   if (row.submitter === null) return refuse("forbidden", `workspace ${workspaceId} has no task, so nobody's access`)
+  if (!row.submitterIsMember) {
+    return refuse("forbidden", "the task's submitter is no longer a member of its project")
+  }
   // The submitter's own access, as GitHub says now: a member who may only read the repository gets a token that
   // only reads it (ADR 0048), and one GitHub gives nothing gets nothing.
   const installationId = row.installationId

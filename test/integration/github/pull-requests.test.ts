@@ -430,6 +430,21 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
           encoding: "utf8"
         })
         expect(heads).not.toContain("bob-was-here")
+
+        // removed from the project, bob's workspace gets no token any more, however much GitHub lets him
+        const [placed] = yield* sql<{ nodeId: string; workspaceId: string }>`
+          SELECT node_id, workspace_id FROM tasks WHERE id = ${chat.body.id}`
+        const reading = yield* GitHubRepoAccess.gitAccess(app, placed!.nodeId, placed!.workspaceId)
+        expect(reading).toMatchObject({ ok: true })
+        const bobId = (yield* http("GET", "/api/v1/me", { headers: bob.headers })).body.userId as string
+        expect(
+          (yield* http("DELETE", `/api/v1/projects/${projectId}/members/${bobId}`, { headers: ada.headers })).status
+        ).toBe(200)
+        expect(yield* GitHubRepoAccess.gitAccess(app, placed!.nodeId, placed!.workspaceId)).toMatchObject({
+          ok: false,
+          code: "forbidden",
+          error: "the task's submitter is no longer a member of its project"
+        })
       })
   )
 })

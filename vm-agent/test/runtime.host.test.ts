@@ -147,6 +147,14 @@ describe("host-process runtime", () => {
     expect(info.reason).toMatch(/leads out of the workspace/)
     await expect(stat(join(outside, "config.json"))).rejects.toThrow(/ENOENT/)
     await run(runtime.delete("ws_symlink"))
+    // nor makes a directory through it, on the way to a file deeper down
+    const deeper = await run(
+      runtime.create(spec("ws_symlink_dir", evil, { files: [{ path: ".sam/made/by/root/x.json", content: "{}" }] }))
+    )
+    expect(deeper.status).toBe("error")
+    expect(deeper.reason).toMatch(/leads out of the workspace/)
+    await expect(stat(join(outside, "made"))).rejects.toThrow(/ENOENT/)
+    await run(runtime.delete("ws_symlink_dir"))
   })
 
   contract.lifecycleTests()

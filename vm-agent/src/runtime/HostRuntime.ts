@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn as spawnChild } from "node:child_process"
 import { constants } from "node:fs"
-import { chmod, chown, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
-import { dirname, isAbsolute, join, resolve } from "node:path"
+import { chmod, chown, lstat, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
 import { Effect, Layer, Redacted } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
@@ -176,11 +176,30 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       await chmod(checkout(id), 0o700)
     })
 
+  /**
+   * The directories from the workspace's own directory down to `dir`, made one at a time as root: each one that
+   * is there must be a directory, not a symlink (the repository chose what the checkout holds), so nothing is
+   * made elsewhere on the machine on the way (`mkdir -p` follows links).
+   */
+  const makeDirsInside = async (id: string, dir: string, path: string) => {
+    const base = dirOf(id)
+    let at = base
+    for (const segment of relative(base, dir)
+      .split(sep)
+      .filter((s) => s !== "")) {
+      at = join(at, segment)
+      const found = await lstat(at).catch(() => undefined)
+      if (found === undefined) await mkdir(at, { mode: 0o755 })
+      else if (found.isSymbolicLink()) throw new Error(`${path} leads out of the workspace`)
+      else if (!found.isDirectory()) throw new Error(`${path}: ${relative(base, at)} is a file, not a directory`)
+    }
+  }
+
   /** One file of the spec, written as root where nothing of the workspace's can write (yet). */
   const writeSpecFile = (id: string, file: WorkspaceSpec["files"][number]) => {
     const target = filePath(id, file.path)
     return io("files", async () => {
-      await mkdir(dirname(target), { recursive: true })
+      await makeDirsInside(id, dirname(target), file.path)
       // Written as root into a checkout whose content the repository chose: a symlink there must not send the
       // write elsewhere on the machine.
       const parent = await realpath(dirname(target))

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createWriteStream } from "node:fs"
 import { Deferred, Effect, Either, Exit } from "effect"
+import * as Leftovers from "./Leftovers.js"
 import { StackError } from "./StackError.js"
 
 export interface ServerProcessOptions {
@@ -41,6 +42,7 @@ const launch = (options: ServerProcessOptions) =>
       stdio: ["ignore", "pipe", "pipe"],
       ...(options.user ?? {})
     })
+    Leftovers.track(child.pid, options.step, options.stopSignal ?? "SIGTERM")
     const onOutput = (chunk: Buffer) => {
       // Output can still arrive after "exit" (a server's own children hold the pipe): keep it while the log is open.
       if (!log.writableEnded) log.write(chunk)

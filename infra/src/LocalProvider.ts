@@ -8,6 +8,7 @@ import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { Consume, Nats } from "@sam/bus"
 import { Effect, Either, Fiber, Layer, Redacted } from "effect"
 import { backoff, exitReason, type RestartPolicy, stopChild } from "./ChildProcess.js"
+import * as Leftovers from "./Leftovers.js"
 
 export interface LocalProviderOptions {
   /** nodes live in `<dataDir>/nodes/<nodeId>/` (credentials, workspaces, log) */
@@ -105,6 +106,7 @@ export const layer = (options: LocalProviderOptions) =>
             },
             stdio: ["ignore", "pipe", "pipe"]
           })
+          Leftovers.track(child.pid, `vm-agent of ${nodeId}`)
           // Both pipes into one log, which ends once the child and its pipes are closed (a pipe that
           // ended the log would make the other's next write an unhandled error).
           log.on("error", () => {})

@@ -15,6 +15,7 @@ import * as NodeBoot from "./cloud/NodeBoot.js"
 import * as DataLock from "./DataLock.js"
 import * as HetznerProvider from "./hetzner/HetznerProvider.js"
 import * as HetznerTokenCheck from "./hetzner/TokenCheck.js"
+import * as Leftovers from "./Leftovers.js"
 import * as LocalProvider from "./LocalProvider.js"
 import * as LocalStack from "./LocalStack.js"
 import * as MasterKey from "./MasterKey.js"
@@ -70,6 +71,18 @@ export const up = Effect.gen(function* () {
   // Before anything touches the data directory: a second `sam up` on it must not start its servers.
   yield* DataLock.acquire(options.dataDir)
   yield* Effect.sync(() => process.stdout.write(`Starting SAM (data in ${options.dataDir})\n`))
+  // A `sam up` killed outright (SIGKILL, the OOM killer) left its servers and nodes running on these ports and data.
+  const leftovers = yield* Leftovers.stopLeftovers(options.dataDir)
+  if (leftovers.length > 0) {
+    yield* Effect.sync(() =>
+      process.stdout.write(
+        `  ✓ stopped what the last sam up on this directory left running when it was killed: ${leftovers
+          .map((p) => `${p.what} (pid ${p.pid}${p.killed ? ", killed" : ""})`)
+          .join(", ")}\n`
+      )
+    )
+  }
+  yield* Effect.sync(() => Leftovers.recordIn(options.dataDir))
   // Finalizers run in reverse: this one last, after every server has stopped.
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("SAM stopped.\n")))
   const stack = yield* LocalStack.start(options)

@@ -1,8 +1,19 @@
 import { spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { readFile, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { alive, api, makeEnv, root, runTask, type SamUp, startSamUp, stopSamUp, waitFor } from "./SamUp.js"
+
+/** Whether a process runs: it exists and is not a zombie its parent has yet to reap. */
+const running = (pid: number) => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"
+  } catch {
+    return false
+  }
+}
 
 /** A pid that was alive a moment ago and is no more: what a crashed `sam up` leaves in its lock. */
 const deadPid = async () => {
@@ -91,4 +102,30 @@ describe("sam up supervises its local nodes and owns its data directory", async 
     console.log(`a task on the restarted node completed ${Date.now() - started} ms after submission`)
     expect(next.nodeId).toBe(nodeId)
   }, 55_000)
+
+  it("a sam up killed outright leaves nothing in the next one's way: it stops the old servers and nodes first", async () => {
+    // what this `sam up` started, as it recorded it: its servers and its local node's vm-agent
+    const recorded = (await readFile(join(setup.dataDir, "sam-up.pids"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => line.split(" "))
+    const whats = recorded.map((fields) => fields.slice(3).join(" "))
+    expect(whats).toEqual(expect.arrayContaining(["nats", "postgres", expect.stringMatching(/^vm-agent of node_/)]))
+    const pids = recorded.map((fields) => Number(fields[0])).filter((pid) => alive(pid))
+    expect(pids.length).toBeGreaterThanOrEqual(3)
+
+    // SIGKILL (the OOM killer does the same): nothing of `sam up` runs to stop what it started
+    process.kill(up.child.pid as number, "SIGKILL")
+    await up.exited
+    expect(pids.every((pid) => alive(pid))).toBe(true)
+
+    const started = Date.now()
+    up = await startSamUp(setup.env)
+    console.log(`sam up after a SIGKILL was up in ${Date.now() - started} ms`)
+    expect(up.output()).toMatch(
+      /✓ stopped what the last sam up on this directory left running when it was killed: .*nats \(pid \d+/
+    )
+    for (const pid of pids) expect(running(pid), `pid ${pid} still runs`).toBe(false)
+    expect((await (await api(setup.gateway, setup.dataDir)).call("GET", "/me")).status).toBe(200)
+  }, 90_000)
 })

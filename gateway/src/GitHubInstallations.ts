@@ -196,6 +196,22 @@ const pages = <T>(apiUrl: string, path: string, token: Redacted.Redacted<string>
     return all
   })
 
+/** The repositories of an installation GitHub lists to the user, each parsed by `schema` (others skipped). */
+const listRepositories = <S extends z.ZodType>(
+  apiUrl: string,
+  installationId: number,
+  token: Redacted.Redacted<string>,
+  schema: S
+) =>
+  pages(apiUrl, `/user/installations/${installationId}/repositories`, token, (body) => {
+    const parsed = Repositories.safeParse(body)
+    if (!parsed.success) return []
+    return parsed.data.repositories.flatMap((item) => {
+      const repo = schema.safeParse(item)
+      return repo.success ? [repo.data as z.output<S>] : []
+    })
+  })
+
 /** A repository as GitHub lists it to a user, with what that user may do with it. */
 const RepositoryWithPermissions = z.object({
   id: z.number().int().positive(),
@@ -223,14 +239,7 @@ export const repositoryAccess = Effect.fn("GitHubInstallations.repositoryAccess"
   if (token === undefined) {
     return { access: "none", why: "no-token" } as RepositoryAccess
   }
-  const listed = yield* pages(apiUrl, `/user/installations/${installationId}/repositories`, token, (body) => {
-    const parsed = Repositories.safeParse(body)
-    if (!parsed.success) return []
-    return parsed.data.repositories.flatMap((item) => {
-      const repo = RepositoryWithPermissions.safeParse(item)
-      return repo.success ? [repo.data] : []
-    })
-  }).pipe(
+  const listed = yield* listRepositories(apiUrl, installationId, token, RepositoryWithPermissions).pipe(
     Effect.map((repos) => repos.find((r) => r.id === repositoryId)),
     Effect.catchAllDefect((defect) =>
       defect instanceof GitHubRefused && /answered 40[34]$/.test(defect.message)
@@ -367,14 +376,7 @@ export const repositories = Effect.fn("GitHubInstallations.repositories")(functi
       message: "SAM holds no GitHub token of yours: sign in with GitHub again"
     })
   }
-  const repos = yield* pages(apiUrl, `/user/installations/${installationId}/repositories`, token, (body) => {
-    const parsed = Repositories.safeParse(body)
-    if (!parsed.success) return []
-    return parsed.data.repositories.flatMap((item) => {
-      const repo = Repository.safeParse(item)
-      return repo.success ? [repo.data] : []
-    })
-  }).pipe(
+  const repos = yield* listRepositories(apiUrl, installationId, token, Repository).pipe(
     Effect.catchAllDefect((defect) =>
       Effect.fail(
         new ApiError({

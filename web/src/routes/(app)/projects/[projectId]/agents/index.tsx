@@ -115,6 +115,24 @@ export const useRuntime = routeAction$(async (form, event) => {
 
 const MASK = "••••••••"
 
+/** A runtime variable's or file's Remove button, in its own table cell. */
+const RemoveCell = component$<{ scope: string; kind: "env" | "file"; name: string }>((props) => {
+  const runtime = useRuntime()
+  return (
+    <td>
+      <Form action={runtime}>
+        <input type="hidden" name="scope" value={props.scope} />
+        <input type="hidden" name="kind" value={props.kind} />
+        <input type="hidden" name={props.kind === "env" ? "key" : "path"} value={props.name} />
+        <input type="hidden" name="remove" value="1" />
+        <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${props.name}`}>
+          Remove
+        </button>
+      </Form>
+    </td>
+  )
+})
+
 const RuntimeEditor = component$<{ scope: string; label: string }>((props) => {
   const runtime = useRuntime()
   // read from the loader here (not passed down) so that the list follows the loader after each action
@@ -135,19 +153,7 @@ const RuntimeEditor = component$<{ scope: string; label: string }>((props) => {
               <td class="mono">{v.key}</td>
               <td class="mono">{v.isSecret ? MASK : v.value}</td>
               <td>{v.isSecret && <span class="badge">secret</span>}</td>
-              {editable && (
-                <td>
-                  <Form action={runtime}>
-                    <input type="hidden" name="scope" value={props.scope} />
-                    <input type="hidden" name="kind" value="env" />
-                    <input type="hidden" name="key" value={v.key} />
-                    <input type="hidden" name="remove" value="1" />
-                    <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${v.key}`}>
-                      Remove
-                    </button>
-                  </Form>
-                </td>
-              )}
+              {editable && <RemoveCell scope={props.scope} kind="env" name={v.key} />}
             </tr>
           ))}
         </tbody>
@@ -183,19 +189,7 @@ const RuntimeEditor = component$<{ scope: string; label: string }>((props) => {
                 {f.isSecret ? MASK : (f.content ?? "").slice(0, 200)}
               </td>
               <td>{f.isSecret && <span class="badge">secret</span>}</td>
-              {editable && (
-                <td>
-                  <Form action={runtime}>
-                    <input type="hidden" name="scope" value={props.scope} />
-                    <input type="hidden" name="kind" value="file" />
-                    <input type="hidden" name="path" value={f.path} />
-                    <input type="hidden" name="remove" value="1" />
-                    <button class="btn btn-sm btn-danger" type="submit" aria-label={`Remove ${f.path}`}>
-                      Remove
-                    </button>
-                  </Form>
-                </td>
-              )}
+              {editable && <RemoveCell scope={props.scope} kind="file" name={f.path} />}
             </tr>
           ))}
         </tbody>

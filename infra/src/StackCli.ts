@@ -83,6 +83,9 @@ export const up = Effect.gen(function* () {
     )
   }
   yield* Effect.sync(() => Leftovers.recordIn(options.dataDir))
+  // The terminal it runs in closed: stop as on Ctrl-C. (By default SIGHUP ended this process alone, and the servers,
+  // which take SIGHUP as "reload the configuration", ran on.)
+  yield* Effect.sync(() => process.once("SIGHUP", () => process.kill(process.pid, "SIGTERM")))
   // Finalizers run in reverse: this one last, after every server has stopped.
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("SAM stopped.\n")))
   const stack = yield* LocalStack.start(options)

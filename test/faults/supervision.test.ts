@@ -128,4 +128,16 @@ describe("sam up supervises its local nodes and owns its data directory", async 
     for (const pid of pids) expect(running(pid), `pid ${pid} still runs`).toBe(false)
     expect((await (await api(setup.gateway, setup.dataDir)).call("GET", "/me")).status).toBe(200)
   }, 90_000)
+
+  it("a sam up whose terminal closes (SIGHUP) stops as on Ctrl-C: its servers and nodes with it", async () => {
+    const recorded = (await readFile(join(setup.dataDir, "sam-up.pids"), "utf8"))
+      .trim()
+      .split("\n")
+      .map((line) => Number(line.split(" ")[0]))
+    expect(recorded.filter((pid) => running(pid)).length).toBeGreaterThanOrEqual(2)
+    process.kill(up.child.pid as number, "SIGHUP")
+    expect(await up.exited).toBe(0)
+    expect(up.output()).toContain("SAM stopped.")
+    for (const pid of recorded) expect(running(pid), `pid ${pid} still runs`).toBe(false)
+  }, 60_000)
 })

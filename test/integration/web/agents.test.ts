@@ -179,6 +179,22 @@ describe("web app: agent credentials and profiles", () => {
         body: JSON.stringify({ prompt: "run env" })
       })
       expect(refused.status).toBe(403)
+
+      // nor Cancel on the task's page, nor Stop and Delete on its workspace's, which the owner is offered
+      const session = await apiGet(stack, context, `/sessions/${profileChat.split("/").pop()}`)
+      const taskPage = `/projects/${profileProject}/tasks/${session.taskId}`
+      const workspacePage = `/workspaces/${session.workspaceId}`
+      await page.goto(taskPage)
+      await poll(() => page.getByRole("button", { name: "Cancel task" }).count()).toBe(1)
+      await member.goto(taskPage)
+      await poll(() => member.getByTestId("task-steps").count()).toBe(1)
+      expect(await member.getByRole("button", { name: "Cancel task" }).count()).toBe(0)
+      await page.goto(workspacePage)
+      await poll(() => page.getByRole("button", { name: "Stop…", exact: true }).count()).toBe(1)
+      await member.goto(workspacePage)
+      await poll(() => member.locator("h1").first().textContent()).toBe(session.workspaceId)
+      expect(await member.getByRole("button", { name: "Stop…", exact: true }).count()).toBe(0)
+      expect(await member.getByRole("button", { name: "Delete…", exact: true }).count()).toBe(0)
     } finally {
       await bobs.close()
     }

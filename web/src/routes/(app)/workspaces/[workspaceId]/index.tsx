@@ -5,6 +5,7 @@ import { Either } from "effect"
 import { ConfirmAction } from "~/components/Confirm"
 import { NodeBootLog } from "~/components/NodeBootLog"
 import { clientOf, load, run } from "~/lib/server"
+import { useMe } from "~/routes/(app)/layout"
 
 export const useWorkspace = routeLoader$(async (event) => {
   const client = clientOf(event)
@@ -21,8 +22,17 @@ export const useWorkspace = routeLoader$(async (event) => {
     workspace.nodeId === null || workspace.nodeId === undefined
       ? undefined
       : await run(client.call(Api.NodeBootEndpoints.nodeBootLog, { params: { nodeId: workspace.nodeId } }))
+  // Who may stop or delete it (ADR 0047): its task's submitter, or an owner of its project.
+  const [project, task] = await Promise.all([
+    run(client.call(Api.ProjectEndpoints.getProject, { params: { projectId: workspace.projectId } })),
+    workspace.taskId === null
+      ? Promise.resolve(undefined)
+      : run(client.call(Api.TaskEndpoints.getTask, { params: { taskId: workspace.taskId } }))
+  ])
   return {
     workspace,
+    owner: project !== undefined && Either.isRight(project) && project.right.role === "owner",
+    submitter: task !== undefined && Either.isRight(task) ? task.right.createdBy : null,
     lines: bootlog.lines,
     nodeBoot: nodeBoot !== undefined && Either.isRight(nodeBoot) ? nodeBoot.right.entries : []
   }
@@ -46,7 +56,10 @@ export default component$(() => {
   const data = useWorkspace()
   const stop = useStop()
   const del = useDelete()
+  const me = useMe()
   const { workspace: w, lines, nodeBoot } = data.value
+  // a workspace without a task (none in normal use) keeps its buttons: the API decides
+  const mayEnd = data.value.owner || data.value.submitter === null || data.value.submitter === me.value.userId
   return (
     <main class="page">
       <div class="page-narrow">
@@ -54,8 +67,8 @@ export default component$(() => {
           <h1 class="mono" style={{ flex: 1, fontSize: "var(--text-lg)" }}>
             {w.id}
           </h1>
-          <ConfirmAction action={stop} label="Stop" confirm="Stop this workspace?" />
-          <ConfirmAction action={del} label="Delete" confirm="Delete this workspace and its files?" />
+          {mayEnd && <ConfirmAction action={stop} label="Stop" confirm="Stop this workspace?" />}
+          {mayEnd && <ConfirmAction action={del} label="Delete" confirm="Delete this workspace and its files?" />}
         </div>
         {(stop.value?.message || del.value?.message) && <p class="hint">{stop.value?.message ?? del.value?.message}</p>}
         <section class="glass card row">

@@ -46,6 +46,15 @@ export const useTask = routeLoader$((event) =>
   load(event, clientOf(event).call(Api.TaskEndpoints.getTask, { params: { taskId: event.params.taskId! } }))
 )
 
+/** The caller's role in the task's project: an owner may cancel any member's task (ADR 0047). */
+export const useRole = routeLoader$(async (event) => {
+  const project = await load(
+    event,
+    clientOf(event).call(Api.ProjectEndpoints.getProject, { params: { projectId: event.params.projectId! } })
+  )
+  return project.role
+})
+
 export const useCancel = routeAction$(async (_, event) => {
   const result = await run(
     clientOf(event).call(Api.TaskEndpoints.cancelTask, { params: { taskId: event.params.taskId! }, body: {} })
@@ -62,6 +71,7 @@ export const useRetry = routeAction$(async (_, event) => {
 
 export default component$(() => {
   const task = useTask()
+  const role = useRole()
   const me = useMe()
   const cancel = useCancel()
   const retry = useRetry()
@@ -125,7 +135,8 @@ export default component$(() => {
                 Open chat
               </Link>
             )}
-            {!TERMINAL.has(t.status) && (
+            {/* its submitter or a project owner ends a task's work (ADR 0047) */}
+            {!TERMINAL.has(t.status) && (t.createdBy === me.value.userId || role.value === "owner") && (
               <Form action={cancel}>
                 <button class="btn btn-danger" type="submit">
                   Cancel task

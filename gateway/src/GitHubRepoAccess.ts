@@ -79,9 +79,12 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   }
   // The submitter's own access, as GitHub says now: a member who may only read the repository gets a token that
   // only reads it (ADR 0048), and one GitHub gives nothing gets nothing.
-  const installationId = row.installationId
-  const repositoryId = row.repositoryId
-  const submitter = yield* repositoryAccess(app.apiUrl, row.submitter as UserId, installationId, repositoryId).pipe(
+  const submitter = yield* repositoryAccess(
+    app.apiUrl,
+    row.submitter as UserId,
+    row.installationId,
+    row.repositoryId
+  ).pipe(
     Effect.map((access) => ({ ok: true as const, access })),
     Effect.catchTag("ApiError", (e) => Effect.succeed({ ok: false as const, error: e.message }))
   )
@@ -95,7 +98,7 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   }
   const permissions = submitter.access.access === "write" ? WORKSPACE_PERMISSIONS : READ_ONLY_PERMISSIONS
   // Contents only: the pull request is opened by the control plane, with a token of its own.
-  return yield* mintInstallationToken(app, installationId, repositoryId, permissions).pipe(
+  return yield* mintInstallationToken(app, row.installationId, row.repositoryId, permissions).pipe(
     Effect.map(
       (minted): Domain.GitAccess.GitAccessReply => ({
         ok: true,

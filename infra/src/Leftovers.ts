@@ -20,24 +20,21 @@ export const recordIn = (dataDir: string) => {
   file = pidsFile(dataDir)
 }
 
-/** A process's start time (clock ticks after boot, `/proc/<pid>/stat` field 22), or undefined once it is gone. */
-const startTime = (stat: string | undefined) => {
-  if (stat === undefined) return undefined
-  // the command name (field 2) is in parentheses and may hold spaces: count the fields after its `)`
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]
-}
-const statOf = (pid: number) => readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined)
+/**
+ * The fields of `/proc/<pid>/stat` after the command name (which is in parentheses and may hold spaces): `[0]` the
+ * state, `[19]` the start time (clock ticks after boot, field 22).
+ */
+const fieldsOf = (stat: string) => stat.slice(stat.lastIndexOf(")") + 2).split(" ")
 
 /** Record a process just started; nothing when this process records nothing. */
 export const track = (pid: number | undefined, what: string, signal: NodeJS.Signals = "SIGTERM") => {
   if (file === undefined || pid === undefined) return
-  let stat: string | undefined
+  let started: string | undefined
   try {
-    stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    started = fieldsOf(readFileSync(`/proc/${pid}/stat`, "utf8"))[19]
   } catch {
     return
   }
-  const started = startTime(stat)
   if (started === undefined) return
   // one line per process: `<pid> <start time> <signal> <what>`
   appendFileSync(file, `${pid} ${started} ${signal} ${what.replace(/\s+/g, " ")}\n`, { mode: 0o600 })
@@ -60,8 +57,9 @@ const parse = (text: string): Array<Entry> =>
 
 /** Whether the recorded process still runs: the same start time, and not a zombie waiting to be reaped. */
 const stillOurs = async (entry: Entry) => {
-  const stat = await statOf(entry.pid)
-  return stat !== undefined && startTime(stat) === entry.started && stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z"
+  const stat = await readFile(`/proc/${entry.pid}/stat`, "utf8").catch(() => undefined)
+  const fields = stat === undefined ? [] : fieldsOf(stat)
+  return fields[19] === entry.started && fields[0] !== "Z"
 }
 
 /**

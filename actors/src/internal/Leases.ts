@@ -95,13 +95,14 @@ export const manageLeases = (deps: {
           memberExpiry.set(key, value.value.value.expiresAt)
       })
     })
-    /** A watcher that ends (its connection lost for good, the server restarted) is made again, and seeded again. */
+    /**
+     * A watcher that ends (its connection lost for good, the server restarted) is made again and seeded again, a
+     * tick later: one that ends at once cannot spin.
+     */
     const keepWatching = Effect.gen(function* () {
-      while (true) {
-        const watcher = yield* watchMembers
-        yield* seedMembers
-        yield* follow(watcher)
-      }
+      const watcher = yield* watchMembers
+      yield* seedMembers
+      yield* follow(watcher)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logWarning(`watching ${kind.name}'s members failed`, Cause.pretty(cause))),
       Effect.zipRight(Effect.sleep(settings.renewEveryMs)),
@@ -223,7 +224,9 @@ export const manageLeases = (deps: {
     // the first tick plans with the members there are: the watcher is running and seeded before it
     const seeded = yield* watchMembers
     yield* seedMembers
-    const watching = deps.fork(follow(seeded).pipe(Effect.zipRight(keepWatching)))
+    const watching = deps.fork(
+      follow(seeded).pipe(Effect.zipRight(Effect.sleep(settings.renewEveryMs)), Effect.zipRight(keepWatching))
+    )
     const looping = deps.fork(loop)
     const close = Effect.gen(function* () {
       yield* Fiber.interrupt(looping)

@@ -7,18 +7,18 @@ import * as Agents from "../services/Agents.js"
 
 const E = Api.AgentEndpoints
 
-const project = (principal: Principal, projectId: string) =>
-  Effect.as(requireMember(principal, projectId), { projectId, profileId: null })
-const profile = (principal: Principal, projectId: string, profileId: string) =>
-  Effect.as(Agents.requireProfile(principal, projectId, profileId), { projectId, profileId })
 /**
- * What every task of a project starts with (its runtime variables and files, its profiles') runs in every
- * member's agent, with that member's credentials: only the project's owners change it (ADR 0047).
+ * Where runtime assets attach, after the caller's check: members read them; what every task of a project starts
+ * with runs in every member's agent, with that member's credentials, so only the project's owners change it
+ * (ADR 0047).
  */
-const projectToChange = (principal: Principal, projectId: string) =>
-  Effect.as(requireOwner(principal, projectId), { projectId, profileId: null })
-const profileToChange = (principal: Principal, projectId: string, profileId: string) =>
-  Effect.as(Agents.requireProfile(principal, projectId, profileId, "change"), { projectId, profileId })
+const project = (principal: Principal, projectId: string, intent: "read" | "change" = "read") =>
+  Effect.as(intent === "change" ? requireOwner(principal, projectId) : requireMember(principal, projectId), {
+    projectId,
+    profileId: null
+  })
+const profile = (principal: Principal, projectId: string, profileId: string, intent: "read" | "change" = "read") =>
+  Effect.as(Agents.requireProfile(principal, projectId, profileId, intent), { projectId, profileId })
 
 /** The harness catalog, a user's agent credentials, and a project's agent profiles and runtime assets (ADR 0024). */
 export const routes = [
@@ -41,37 +41,37 @@ export const routes = [
     Effect.flatMap(project(principal, params.projectId), Agents.runtimeConfig)
   ),
   Route.make(E.projectRuntime.setEnv, ({ principal, params, body }) =>
-    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.setEnv(owner, body))
+    Effect.flatMap(project(principal, params.projectId, "change"), (owner) => Agents.setEnv(owner, body))
   ),
   Route.make(E.projectRuntime.deleteEnv, ({ principal, params }) =>
-    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.deleteEnv(owner, params.key))
+    Effect.flatMap(project(principal, params.projectId, "change"), (owner) => Agents.deleteEnv(owner, params.key))
   ),
   Route.make(E.projectRuntime.setFile, ({ principal, params, body }) =>
-    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.setFile(owner, body))
+    Effect.flatMap(project(principal, params.projectId, "change"), (owner) => Agents.setFile(owner, body))
   ),
   Route.make(E.projectRuntime.deleteFile, ({ principal, params, query }) =>
-    Effect.flatMap(projectToChange(principal, params.projectId), (owner) => Agents.deleteFile(owner, query.path))
+    Effect.flatMap(project(principal, params.projectId, "change"), (owner) => Agents.deleteFile(owner, query.path))
   ),
   Route.make(E.profileRuntime.get, ({ principal, params }) =>
     Effect.flatMap(profile(principal, params.projectId, params.profileId), Agents.runtimeConfig)
   ),
   Route.make(E.profileRuntime.setEnv, ({ principal, params, body }) =>
-    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
+    Effect.flatMap(profile(principal, params.projectId, params.profileId, "change"), (owner) =>
       Agents.setEnv(owner, body)
     )
   ),
   Route.make(E.profileRuntime.deleteEnv, ({ principal, params }) =>
-    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
+    Effect.flatMap(profile(principal, params.projectId, params.profileId, "change"), (owner) =>
       Agents.deleteEnv(owner, params.key)
     )
   ),
   Route.make(E.profileRuntime.setFile, ({ principal, params, body }) =>
-    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
+    Effect.flatMap(profile(principal, params.projectId, params.profileId, "change"), (owner) =>
       Agents.setFile(owner, body)
     )
   ),
   Route.make(E.profileRuntime.deleteFile, ({ principal, params, query }) =>
-    Effect.flatMap(profileToChange(principal, params.projectId, params.profileId), (owner) =>
+    Effect.flatMap(profile(principal, params.projectId, params.profileId, "change"), (owner) =>
       Agents.deleteFile(owner, query.path)
     )
   )

@@ -17,13 +17,12 @@ export const useWorkspace = routeLoader$(async (event) => {
       client.call(Api.WorkspaceEndpoints.workspaceBootLog, { params: { workspaceId }, query: { limit: 1000 } })
     )
   ])
-  // The boot of the node it is on (a cloud node's or a joined machine's; a local node has none).
-  const nodeBoot =
+  const [nodeBoot, project, task] = await Promise.all([
+    // The boot of the node it is on (a cloud node's or a joined machine's; a local node has none).
     workspace.nodeId === null || workspace.nodeId === undefined
-      ? undefined
-      : await run(client.call(Api.NodeBootEndpoints.nodeBootLog, { params: { nodeId: workspace.nodeId } }))
-  // Who may stop or delete it (ADR 0047): its task's submitter, or an owner of its project.
-  const [project, task] = await Promise.all([
+      ? Promise.resolve(undefined)
+      : run(client.call(Api.NodeBootEndpoints.nodeBootLog, { params: { nodeId: workspace.nodeId } })),
+    // Who may stop or delete it (ADR 0047): its task's submitter, or an owner of its project.
     run(client.call(Api.ProjectEndpoints.getProject, { params: { projectId: workspace.projectId } })),
     workspace.taskId === null
       ? Promise.resolve(undefined)

@@ -142,8 +142,14 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   /** the create's moment a waiting start asked for, or its end; `failed` when it ended without a running workspace */
   const awaitCreate = (gates: Map<string, Deferred.Deferred<void>>, workspaceId: string) =>
     Effect.gen(function* () {
+      const settled = () => (failedCreates.has(workspaceId) ? ("failed" as const) : ("ready" as const))
       if (!creating.has(workspaceId) && failedCreates.has(workspaceId)) return "failed" as const
+      const wasCreating = creating.has(workspaceId)
       const current = yield* runtime.get(workspaceId)
+      // The create may have ended while its record was read (what was read may be from before): its gates are
+      // released already, and one made now would be waited on in vain.
+      if (wasCreating && !creating.has(workspaceId)) return settled()
+      if (!creating.has(workspaceId) && failedCreates.has(workspaceId)) return "failed" as const
       if (!creating.has(workspaceId) && Option.isSome(current) && current.value.status !== "creating")
         return current.value.status === "error" ? ("failed" as const) : ("ready" as const)
       const gate = gateOf(gates, workspaceId)
@@ -151,7 +157,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       if (Option.isNone(ended)) {
         if (!creating.has(workspaceId)) {
           if (gates.get(workspaceId) === gate) gates.delete(workspaceId)
-          return "ready" as const
+          return settled()
         }
         yield* Deferred.await(gate)
       }

@@ -224,6 +224,16 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       ])
       expect(yield* observe(aliceTask)).toEqual(before)
 
+      // A result for the node's own task, or for a task no one knows, that names Alice's session: neither
+      // silences what Alice's node says about her session (the ingress once took it as that session's end).
+      const ownTask = N.TaskResult.make({ taskId: bobTask as never, sessionId, outcome: "failed", reason: "forged" })
+      const noTask = N.TaskResult.make({ taskId: makeId("task"), sessionId, outcome: "failed", reason: "forged" })
+      yield* publish(ownTask, undefined)
+      yield* publish(noTask, undefined)
+      const refusedResult = yield* audited(b.nodeId!, [ownTask.id])
+      expect(refusedResult.map((row) => [row.type, row.reason])).toEqual([["task.result", "not_the_tasks_session"]])
+      expect((yield* taskRow(bobTask))?.status).toBe(b.status)
+
       // The ingress carries on: Alice's own node still reports her follow-up.
       const prompted = yield* Actors.ask(
         ControlPlane.SessionRef,

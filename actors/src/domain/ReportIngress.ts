@@ -222,9 +222,7 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
       }
       const refused = yield* Ownership.refusal(report, source.nodeId, resultsSeen, owned)
       if (refused !== undefined) return yield* drop(source, report, entity, refused)
-      const outcome = yield* handler(report, source)
-      if (report.type === "task.result") resultsSeen.add(report.body.sessionId)
-      return outcome
+      return yield* handler(report, source)
     })
   /** The outcome of each delivery of a run, in order; a failure fails them all (they are naked). */
   const run = (

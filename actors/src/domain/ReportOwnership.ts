@@ -26,7 +26,9 @@ export const Refusal = {
   /** the session was stopped or failed */
   sessionEnded: "session_ended",
   /** the session's task has ended (or its result was reported): its transcript is final */
-  taskEnded: "task_ended"
+  taskEnded: "task_ended",
+  /** a task's result that names another session than the task's own */
+  notTheTasksSession: "not_the_tasks_session"
 } as const
 
 /** A node's report as the ingress decoded it: its type is one of the reports' (a typo here is a type error). */
@@ -37,6 +39,8 @@ interface Ownership {
   readonly nodeOwner: string | null
   readonly sessionStatus?: string | null
   readonly taskStatus?: string | null
+  /** a task result's task's own session */
+  readonly taskSession?: string | null
 }
 
 const terminalTask = (status: string | null | undefined) =>
@@ -56,12 +60,19 @@ const recent = (max: number) => {
 }
 
 /**
- * Sessions whose task result this ingress has passed on. A node reports its task's result after the
- * session's last event and activity, and the ingress handles one session's reports in order: anything
- * about the session that comes after the result is not the agent's work, even before the task actor
- * has recorded the task complete. Bounded: the oldest entries go first; the ledger check covers them.
+ * The (node, session) pairs whose task result this ingress has passed on. A node reports its task's result
+ * after the session's last event and activity, and the ingress handles one session's reports in order:
+ * anything the node says about the session after the result is not the agent's work, even before the task
+ * actor has recorded the task complete. Per node: what one node claims never silences another's reports.
+ * Bounded: the oldest entries go first; the ledger check covers them.
  */
-export const makeResultsSeen = (max = 10_000) => recent(max)
+export const makeResultsSeen = (max = 10_000) => {
+  const pairs = recent(max)
+  return {
+    add: (nodeId: string, sessionId: string) => pairs.add(`${nodeId} ${sessionId}`),
+    has: (nodeId: string, sessionId: string) => pairs.has(`${nodeId} ${sessionId}`)
+  }
+}
 export type ResultsSeen = ReturnType<typeof makeResultsSeen>
 
 /**
@@ -103,7 +114,8 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
         WHERE w.id = ${String(body.workspaceId)}`
     case "task.result":
       return sql<Ownership>`
-        SELECT t.created_by AS owner_id, ${nodeOwner} AS node_owner, t.status AS task_status
+        SELECT t.created_by AS owner_id, ${nodeOwner} AS node_owner, t.status AS task_status,
+          t.session_id AS task_session
         FROM tasks t WHERE t.id = ${String(body.taskId)}`
     default:
       return undefined
@@ -112,13 +124,15 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
 
 /**
  * Why `report` from `nodeId` is refused, or undefined when it goes on to its actor. An entity the
- * ledger does not know goes on too: its actor drops and audits it as unknown.
+ * ledger does not know goes on too: its actor drops and audits it as unknown. A task result that passes,
+ * about the task's own session, is remembered for the node (`resultsSeen`); one about a task the ledger
+ * does not know is not.
  */
 export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen, owned: OwnedSessions) =>
   Effect.gen(function* () {
     const session = isSessionReport(report) ? String((report.body as { sessionId?: unknown }).sessionId) : undefined
     if (session !== undefined && owned.has(nodeId, session))
-      return resultsSeen.has(session) ? Refusal.taskEnded : undefined
+      return resultsSeen.has(nodeId, session) ? Refusal.taskEnded : undefined
     const sql = yield* SqlClient.SqlClient
     const query = lookup(sql, report, nodeId)
     if (query === undefined) return undefined
@@ -128,8 +142,13 @@ export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen
     if (row.ownerId !== row.nodeOwner) return Refusal.foreign
     if (session !== undefined) {
       if (row.sessionStatus === "stopped" || row.sessionStatus === "failed") return Refusal.sessionEnded
-      if (terminalTask(row.taskStatus) || resultsSeen.has(session)) return Refusal.taskEnded
+      if (terminalTask(row.taskStatus) || resultsSeen.has(nodeId, session)) return Refusal.taskEnded
       owned.add(nodeId, session)
+    }
+    if (report.type === "task.result") {
+      const resultSession = String((report.body as { sessionId?: unknown }).sessionId)
+      if (row.taskSession !== resultSession) return Refusal.notTheTasksSession
+      resultsSeen.add(nodeId, resultSession)
     }
     return undefined
   })

@@ -79,6 +79,8 @@ export const make = Effect.gen(function* () {
     if (byUser.map.size === 0) return false
     if (subject.type === "notification.created") return true
     if (subject.project === SYSTEM) return subject.kind === "node" && NODE_EVENTS.has(subject.type)
+    // a removal concerns the member's sessions as much as the project: they may watch only a session of it
+    if (subject.type === "project.member-removed") return true
     return byProject.map.has(subject.project) || (subject.kind === "session" && bySession.has(subject.id))
   }
 
@@ -116,7 +118,7 @@ export const make = Effect.gen(function* () {
         nodeEvents.unsafeOffer({ nodeId: subject.id, frame: eventFrame(subject, envelope) })
       return
     }
-    // A removed member stops receiving the project's events now, not at the next periodic check.
+    // A removed member stops receiving the project's and its sessions' events now, not at the next periodic check.
     if (envelope.type === "project.member-removed") {
       for (const target of byUser.map.get(envelope.body.userId) ?? []) target.recheck()
     }

@@ -341,6 +341,43 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
     })
   )
 
+  it.effect("a removed member subscribed to a session alone (not its project) is cut off at once too", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const s = yield* seedSession(alice)
+      const added = yield* http("POST", `/api/v1/projects/${s.projectId}/members`, {
+        token: alice.token,
+        body: { userId: bob.userId, role: "member" }
+      })
+      expect(added.status).toBeLessThan(300)
+      const watcher = open(yield* rawClient(url, bob.token))
+      watcher.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+      yield* until("bob is caught up", () => watcher.of("caught-up")[0])
+      yield* s.produce(3)
+      yield* until("bob has 3 events", () => (seqsOf(watcher).length === 3 ? true : undefined))
+      const removed = yield* http("DELETE", `/api/v1/projects/${s.projectId}/members/${bob.userId}`, {
+        token: alice.token
+      })
+      expect(removed.status).toBe(200)
+      // No connection watches the project, yet its removal event must end bob's session subscription now.
+      const refusal = yield* until("bob is told he lost access", () => watcher.of("error")[0], "10 seconds")
+      expect(refusal).toMatchObject({ code: "forbidden", details: { sessionId: s.sessionId } })
+      yield* until("bob's subscriptions are empty", () =>
+        watcher.of("subscribed").find((f) => f.id === undefined && f.sessions.length === 0)
+      )
+      const owner = open(yield* rawClient(url, alice.token))
+      owner.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 3 }] })
+      yield* until("alice is caught up", () => owner.of("caught-up")[0])
+      yield* s.produce(3)
+      yield* until("alice gets the next 3 live", () => (seqsOf(owner).length === 3 ? true : undefined))
+      expect(seqsOf(watcher)).toEqual([1, 2, 3])
+      watcher.socket.close()
+      owner.socket.close()
+    })
+  )
+
   it.effect("notifications reach only their user, node events only users who can see the node, audits nobody", () =>
     Effect.gen(function* () {
       const url = yield* GatewayUrl

@@ -4,8 +4,9 @@ import { SESSION_COOKIE } from "./Auth.js"
 import { STATE_COOKIE } from "./GitHub.js"
 
 /**
- * HttpOnly (no script reads them) and SameSite=Lax (a cross-site POST does not carry them); with
- * JSON-only bodies, that is what keeps a signed-in browser from being driven by another site.
+ * HttpOnly (no script reads them) and SameSite=Lax (a cross-site POST does not carry them). Lax does not
+ * keep a page of the same site on another port from sending them (a dev server on localhost:5173), so a
+ * request signed in by the cookie must also come from the gateway's own pages (`SameOrigin.ts`).
  */
 const base = { path: "/", httpOnly: true, sameSite: "lax" } as const
 

@@ -11,6 +11,7 @@ import type { GatewayConfig } from "./Config.js"
 import { Health, unavailable } from "./Health.js"
 import type { LoginThrottle } from "./LoginThrottle.js"
 import type { Revocation } from "./Revocation.js"
+import * as SameOrigin from "./SameOrigin.js"
 
 /** What a route handler may use; the gateway layer provides all of it. */
 export type Services = SqlClient.SqlClient | Nats | Auth | GatewayConfig | Revocation | LoginThrottle | BootLimits
@@ -94,6 +95,10 @@ const serve = (route: Route) =>
     const request = yield* HttpServerRequest.HttpServerRequest
     const auth = yield* Auth
     const principal = spec.auth === false ? null : yield* auth.authenticate(request)
+    // Only a GET is safe to take from any page: a body-less POST is one a `<form>` elsewhere can send.
+    if (principal !== null && spec.method !== "GET" && SameOrigin.byCookie(request)) {
+      yield* SameOrigin.requireOwnOrigin(request)
+    }
     const params = yield* parse(spec.params, yield* HttpRouter.params, "invalid_params", "a path parameter")
     const url = new URL(request.url, "http://gateway")
     const query = yield* parse(spec.query, Object.fromEntries(url.searchParams), "invalid_query", "the query string")

@@ -5,6 +5,7 @@ import { Effect } from "effect"
 import { ApiError } from "../ApiError.js"
 import { Auth } from "../Auth.js"
 import { errorResponse } from "../Route.js"
+import { byCookie, requireOwnOrigin } from "../SameOrigin.js"
 import * as Connection from "./Connection.js"
 import { Feed } from "./Feed.js"
 
@@ -27,15 +28,17 @@ const refuse = (socket: Socket.Socket, code: number, reason: string, graceMs: nu
   }).pipe(Effect.scoped, Effect.timeout(graceMs), Effect.ignore)
 
 /**
- * `GET /api/v1/feed`: authenticate (bearer header, session cookie, or `?access_token=` since a
- * browser cannot set headers on a WebSocket), then upgrade and run the connection until it closes.
- * A refused caller gets the usual JSON error and no socket.
+ * `GET /api/v1/feed`: authenticate (bearer header, session cookie from the gateway's own pages, or
+ * `?access_token=` since a browser cannot set headers on a WebSocket), then upgrade and run the connection
+ * until it closes. A refused caller gets the usual JSON error and no socket.
  */
 const handler = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest
   const auth = yield* Auth
   const token = tokenOf(request)
   const principal = yield* token === undefined ? auth.authenticate(request) : auth.verify(token)
+  // the feed carries transcripts: another origin's page must not open it with the user's cookie
+  if (token === undefined && byCookie(request)) yield* requireOwnOrigin(request)
   if (request.headers.upgrade?.toLowerCase() !== "websocket") {
     return HttpServerResponse.unsafeJson(
       { code: "invalid_state", message: "the feed is a WebSocket: send `Upgrade: websocket`" },

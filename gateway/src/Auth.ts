@@ -144,14 +144,35 @@ export class Auth extends Effect.Service<Auth>()("sam/Auth", {
           )
         : Effect.void
 
+    /**
+     * A new API token of `userId`. One made with an API token (`caller`) expires when that token does at the
+     * latest: without an expiry it gets the caller's, and a later one is refused. Otherwise a token given out
+     * for a day could make itself one that never expires.
+     */
     const createToken = Effect.fn("Auth.createToken")(function* (
       userId: UserId,
-      input: { readonly name: string; readonly expiresInDays?: number | undefined }
+      input: { readonly name: string; readonly expiresInDays?: number | undefined },
+      caller?: Principal
     ) {
+      const asked = input.expiresInDays === undefined ? null : new Date(Date.now() + input.expiresInDays * 86_400_000)
+      const callerExpiry =
+        caller?.via === "token"
+          ? ((yield* sql<{ expiresAt: Date | null }>`
+              SELECT expires_at FROM api_tokens WHERE id = ${caller.credentialId}`.pipe(Effect.orDie))[0]?.expiresAt ??
+            null)
+          : null
+      if (asked !== null && callerExpiry !== null && asked > callerExpiry) {
+        return yield* new ApiError({
+          code: "forbidden",
+          message:
+            `this API token expires at ${callerExpiry.toISOString()} and a token made with it cannot outlive it: ` +
+            "ask for fewer days, leave out `expiresInDays` to expire with it, or sign in to make a longer-lived one",
+          details: { callerExpiresAt: callerExpiry.toISOString() }
+        })
+      }
+      const expiresAt = asked ?? callerExpiry
       const token = secret("sam_pat_")
       const id = makeId("tok")
-      const expiresAt =
-        input.expiresInDays === undefined ? null : new Date(Date.now() + input.expiresInDays * 86_400_000)
       const rows = yield* sql<TokenRow>`
         INSERT INTO api_tokens (id, user_id, name, token_hash, expires_at)
         VALUES (${id}, ${userId}, ${input.name}, ${hashToken(token)}, ${expiresAt})

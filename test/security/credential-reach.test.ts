@@ -1,4 +1,5 @@
 import { request } from "node:http"
+import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { nodeWebSocket } from "@sam/gateway/client"
 import { Effect } from "effect"
@@ -128,5 +129,45 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("security: how
         // … and the session the other page tried to end still works.
         expect((yield* asBrowser("GET", "/api/v1/me", cookie)).status).toBe(200)
       })
+  )
+
+  it.effect("an API token cannot make a token or NATS credentials that outlive it", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* makeUser("Alice")
+      const short = yield* http("POST", "/api/v1/tokens", {
+        token: alice.token,
+        body: { name: "short", expiresInDays: 1 }
+      })
+      expect(short.status).toBe(201)
+      const shortExpiry = Date.parse(short.body.expiresAt)
+      const child = yield* http("POST", "/api/v1/tokens", { token: short.body.token, body: { name: "child" } })
+      expect(child.status).toBe(201)
+      expect(child.body.expiresAt, "a token without expiry made with a 1-day token").not.toBeNull()
+      expect(Date.parse(child.body.expiresAt)).toBeLessThanOrEqual(shortExpiry)
+      const longer = yield* http("POST", "/api/v1/tokens", {
+        token: short.body.token,
+        body: { name: "longer", expiresInDays: 30 }
+      })
+      expect(longer.status).toBe(403)
+      expect(longer.body.message).toContain(short.body.expiresAt)
+      // NATS credentials (at most 24 h) stop with the token too.
+      yield* sql`UPDATE api_tokens SET expires_at = now() + interval '1 hour' WHERE id = ${short.body.id}`
+      const [row] = yield* sql<{ expiresAt: Date }>`SELECT expires_at FROM api_tokens WHERE id = ${short.body.id}`
+      const creds = yield* http("POST", "/api/v1/nats/credentials", {
+        token: short.body.token,
+        body: { expiresInHours: 24 }
+      })
+      expect(creds.status).toBe(201)
+      expect(Date.parse(creds.body.expiresAt)).toBeLessThanOrEqual(row!.expiresAt.getTime())
+      // A token that never expires, and a signed-in user, still make tokens that never expire.
+      const forever = yield* http("POST", "/api/v1/tokens", { token: alice.token, body: { name: "forever" } })
+      expect(forever.body.expiresAt).toBeNull()
+      yield* makePasswordUser("carol", "carol-password-1")
+      const cookie = yield* signIn("carol", "carol-password-1")
+      const fromSession = yield* asBrowser("POST", "/api/v1/tokens", cookie, undefined, { name: "cli" })
+      expect(fromSession.status).toBe(201)
+      expect(fromSession.body.expiresAt).toBeNull()
+    })
   )
 })

@@ -44,7 +44,7 @@ export const routes = [
     })
   ),
   Route.make(E.createToken, ({ principal, body }) =>
-    Effect.flatMap(Auth, (auth) => auth.createToken(principal.userId, body))
+    Effect.flatMap(Auth, (auth) => auth.createToken(principal.userId, body, principal))
   ),
   Route.make(E.listTokens, ({ principal }) =>
     Effect.flatMap(Auth, (auth) => auth.listTokens(principal.userId)).pipe(Effect.map((tokens) => ({ tokens })))

@@ -5,6 +5,7 @@ import { SqlClient } from "@effect/sql"
 import { makeId, type UserId } from "@sam/bus"
 import { Effect } from "effect"
 import { Auth, hashPassword } from "./Auth.js"
+import * as Revocation from "./Revocation.js"
 
 export const OWNER_LOGIN = "owner"
 
@@ -66,13 +67,35 @@ export const ensure = Effect.fn("LocalOwner.ensure")(function* (dataDir: string)
   return { userId, cliTokenFile, ...(newPassword === undefined ? {} : { newPassword }) } satisfies LocalOwner
 })
 
-/** Set a new password for the local owner (`sam owner password`); returned once. */
+/**
+ * Set a new password for the local owner (`sam owner password`); returned once. Whoever signed in with the
+ * old one is signed out: the owner's sign-in sessions end with it, and with the bus (`Nats`, when given) their
+ * open feed connections close on every gateway, as a sign-out closes them. The owner's API tokens stay.
+ */
 export const resetPassword = Effect.fn("LocalOwner.resetPassword")(function* () {
   const sql = yield* SqlClient.SqlClient
   const password = randomBytes(18).toString("base64url")
-  const rows =
-    yield* sql`UPDATE users SET password_hash = ${yield* hashPassword(password)} WHERE login = ${OWNER_LOGIN} RETURNING id`
-  return rows.length === 0 ? undefined : password
+  const hash = yield* hashPassword(password)
+  const changed = yield* sql.withTransaction(
+    Effect.gen(function* () {
+      const [owner] = yield* sql<{ id: UserId }>`
+        UPDATE users SET password_hash = ${hash} WHERE login = ${OWNER_LOGIN} RETURNING id`
+      if (owner === undefined) return undefined
+      const sessions = yield* sql<{ id: string }>`
+        UPDATE user_sessions SET revoked_at = now()
+        WHERE user_id = ${owner.id} AND revoked_at IS NULL AND expires_at > now() RETURNING id`
+      return { userId: owner.id, sessions: sessions.map((row) => row.id) }
+    })
+  )
+  if (changed === undefined) return undefined
+  yield* Revocation.announce(
+    changed.sessions.map((credentialId) => ({
+      userId: changed.userId,
+      credentialId,
+      reason: "the password was changed"
+    }))
+  )
+  return password
 })
 
 export const PASSWORD_FILE = "owner-password"

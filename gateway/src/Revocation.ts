@@ -22,6 +22,25 @@ export class Revocation extends Context.Tag("sam/Revocation")<
   { readonly revoked: (target: Revoked) => Effect.Effect<void> }
 >() {}
 
+const tell = (nc: Context.Tag.Service<Nats>["nc"], target: Revoked) =>
+  Effect.try(() => nc.publish(Subjects.gatewayRevoked, JSON.stringify(target))).pipe(
+    Effect.catchAll((error) => Effect.logWarning("revocation: could not tell the gateways", error))
+  )
+
+/**
+ * Tell every gateway that these credentials (sign-in sessions) ended, from a process that is no gateway
+ * (`sam owner password`): each closes their feed connections. Without the bus nothing is told; the
+ * connections then close at their next periodic check. API tokens go through `Revocation.revoked`, which
+ * also revokes their NATS credentials.
+ */
+export const announce = Effect.fn("Revocation.announce")(function* (targets: ReadonlyArray<Revoked>) {
+  const nats = yield* Effect.serviceOption(Nats)
+  if (Option.isNone(nats) || targets.length === 0) return
+  const { nc } = nats.value
+  for (const target of targets) yield* tell(nc, target)
+  yield* Effect.promise(() => nc.flush().catch(() => undefined))
+})
+
 /** Needs the feed (this gateway's connections) and the bus; the subscription ends with the scope. */
 export const layer = Layer.scoped(
   Revocation,
@@ -55,9 +74,7 @@ export const layer = Layer.scoped(
       const closed = closeHere(target)
       yield* Effect.annotateCurrentSpan("closed", closed)
       // Other gateways; this one gets its own message too, and closing twice is a no-op.
-      yield* Effect.try(() => nc.publish(Subjects.gatewayRevoked, JSON.stringify(target))).pipe(
-        Effect.catchAll((error) => Effect.logWarning("revocation: could not tell the other gateways", error))
-      )
+      yield* tell(nc, target)
       // NATS credentials minted with an API token live in that token's own account (ADR 0016):
       // revoke its users at the server, which closes their connections now.
       if (Option.isSome(accounts)) {

@@ -9,7 +9,7 @@ import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
-import { Effect, Either, Fiber, Layer, Redacted } from "effect"
+import { Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
 import * as WebBuild from "../../web/build.js"
 import * as NodeBoot from "./cloud/NodeBoot.js"
 import * as DataLock from "./DataLock.js"
@@ -204,8 +204,28 @@ export const sqlLayer = (options: LocalStack.StackOptions) =>
     )
   )
 
+/**
+ * The bus of a running `sam up`, with the control plane's credentials from the data directory; none when it is
+ * not running (then no gateway has connections to tell anything).
+ */
+const runningBus = (options: LocalStack.StackOptions) =>
+  Effect.gen(function* () {
+    const creds = yield* Effect.promise(() =>
+      readFile(join(options.dataDir, "nats", "control-plane.creds"), "utf8").catch(() => undefined)
+    )
+    if (creds === undefined) return Option.none()
+    const servers = `nats://${options.host}:${options.natsPort}`
+    return yield* Layer.build(natsLayer({ servers, creds: Redacted.make(creds), name: "sam-owner-password" })).pipe(
+      Effect.timeout("5 seconds"),
+      Effect.option
+    )
+  })
+
 export const ownerPassword = Effect.gen(function* () {
+  const bus = yield* runningBus(LocalStack.defaults())
+  // with the bus, the sessions signed in with the old password are signed out of their open feeds too
   const password = yield* LocalOwner.resetPassword().pipe(
+    Option.isSome(bus) ? Effect.provide(bus.value) : (effect) => effect,
     Effect.provide(sqlLayer(LocalStack.defaults())),
     Effect.mapError((e) => (e instanceof StackError ? e : new StackError({ step: "owner", message: String(e) })))
   )
@@ -220,11 +240,13 @@ export const ownerPassword = Effect.gen(function* () {
   yield* Effect.sync(() =>
     process.stdout.write(
       shown._tag === "Show"
-        ? `new password for login owner: ${shown.password}\n(shown once; the old one no longer works)\n`
-        : `new password for login owner written to ${shown.file} (mode 0600); the old one no longer works\n`
+        ? `new password for login owner: ${shown.password}\n(shown once; the old one no longer works, and whoever ` +
+            "signed in with it is signed out)\n"
+        : `new password for login owner written to ${shown.file} (mode 0600); the old one no longer ` +
+            "works, and whoever signed in with it is signed out\n"
     )
   )
-})
+}).pipe(Effect.scoped)
 
 const flag = (args: ReadonlyArray<string>, name: string) => {
   const at = args.indexOf(name)

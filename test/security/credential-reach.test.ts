@@ -1,6 +1,8 @@
 import { request } from "node:http"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
+import { Api } from "@sam/bus"
+import { LocalOwner } from "@sam/gateway"
 import { nodeWebSocket } from "@sam/gateway/client"
 import { Effect } from "effect"
 import { expect } from "vitest"
@@ -168,6 +170,39 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("security: how
       const fromSession = yield* asBrowser("POST", "/api/v1/tokens", cookie, undefined, { name: "cli" })
       expect(fromSession.status).toBe(201)
       expect(fromSession.body.expiresAt).toBeNull()
+    })
+  )
+
+  it.effect("a new owner password ends the owner's sign-in sessions and closes their feeds at once", () =>
+    Effect.gen(function* () {
+      const url = yield* GatewayUrl
+      yield* makePasswordUser(LocalOwner.OWNER_LOGIN, "owner-password-1")
+      const cookie = yield* signIn(LocalOwner.OWNER_LOGIN, "owner-password-1")
+      const feed = yield* openFeed(url, { cookie })
+      expect(feed.status).toBe(101)
+      if (feed.status !== 101) return
+      yield* waitUntil(
+        "hello",
+        Effect.sync(() => (feed.hello() ? true : undefined)),
+        { timeout: "10 seconds" }
+      )
+      expect((yield* asBrowser("GET", "/api/v1/me", cookie)).status).toBe(200)
+
+      const password = yield* LocalOwner.resetPassword()
+      expect(password).toBeDefined()
+      const after = yield* asBrowser("GET", "/api/v1/me", cookie)
+      expect(after.status, "the session signed in with the old password").toBe(401)
+      // The feed's own recheck is a minute away: the reset itself closes it.
+      const code = yield* waitUntil("the feed closes", Effect.sync(feed.closed), { timeout: "10 seconds" })
+      expect(code).toBe(Api.FeedClose.unauthenticated)
+      const old = yield* http("POST", "/api/v1/auth/login", {
+        body: { login: LocalOwner.OWNER_LOGIN, password: "owner-password-1" }
+      })
+      expect(old.status).toBe(401)
+      const fresh = yield* http("POST", "/api/v1/auth/login", {
+        body: { login: LocalOwner.OWNER_LOGIN, password: password as string }
+      })
+      expect(fresh.status).toBe(200)
     })
   )
 })

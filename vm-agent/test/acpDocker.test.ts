@@ -8,7 +8,7 @@ import { type AcpSession, AcpSessionHost, type SessionHostOptions } from "../src
 import type { SessionEvent } from "../src/acp/SessionEvent.js"
 import { workspaceSpawner } from "../src/acp/WorkspaceAgent.js"
 import { demoAgentCommandInContainer } from "../src/demo/DemoAgentCommand.js"
-import { APP_IN_CONTAINER, defaultAppDir, makeDockerRuntime, NODE_IN_CONTAINER } from "../src/runtime/DockerRuntime.js"
+import { DEMO_AGENT_IN_CONTAINER, makeDockerRuntime, NODE_IN_CONTAINER } from "../src/runtime/DockerRuntime.js"
 import { textOf, toolOutputOf, waitUntil } from "./acpTestKit.js"
 import { makeRepo, run, tempDir } from "./runtimeFixtures.js"
 
@@ -78,8 +78,7 @@ describe.skipIf(skipReason)(
         const session = yield* host.start({
           command: demoAgentCommandInContainer({
             node: NODE_IN_CONTAINER,
-            appDir: defaultAppDir(),
-            appMount: APP_IN_CONTAINER,
+            bundle: DEMO_AGENT_IN_CONTAINER,
             cwd: "/workspace",
             env: { SAM_DEMO_AGENT_STATE_DIR: `/home/sam/.sam/agents/${Math.random().toString(36).slice(2, 8)}` }
           }),
@@ -120,14 +119,16 @@ describe.skipIf(skipReason)(
       withSession(({ session, events }) =>
         Effect.gen(function* () {
           const started = Date.now()
-          const result = yield* session.prompt("run pwd; cat README.md; ls /opt/sam/app/vm-agent/package.json")
+          const result = yield* session.prompt("run pwd; cat README.md; ls -A /opt/sam/app")
           const ms = Date.now() - started
           process.stdout.write(`[acp docker test] prompt with a shell in the container: ${ms} ms\n`)
           expect(result.stopReason).toBe("end_turn")
           const output = toolOutputOf(events)
           expect(output).toContain("/workspace")
           expect(output).toContain("hello from the repo")
-          expect(output).toContain("/opt/sam/app/vm-agent/package.json")
+          // of our code, the container has the demo agent's bundle only (ADR 0049)
+          expect(output).toContain("demo-agent.mjs")
+          expect(output).not.toContain("node_modules")
           const t2 = Date.now()
           yield* session.prompt("say hi")
           process.stdout.write(`[acp docker test] a 'say' prompt: ${Date.now() - t2} ms\n`)

@@ -73,9 +73,13 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
     expect((await exec(["node", "--version"])).stdout.trim()).toBe(process.version)
     const dial = "require('net').connect(53, '8.8.8.8').on('error', (e) => console.log(e.code))"
     expect((await exec(["node", "-e", dial])).stdout.trim()).toBe("ENETUNREACH")
-    expect((await exec(["ls", "/opt/sam/app/vm-agent/package.json"])).exitCode).toBe(0)
-    const write = await exec(["sh", "-c", "touch /opt/sam/app/x 2>&1; touch /opt/sam/bin/node 2>&1"])
-    expect(write.stdout).toMatch(/Read-only file system/)
+    // of our code, the demo agent's bundle only: never the checkout, with its .sam and .git (ADR 0049)
+    expect((await exec(["ls", "-A", "/opt/sam/app"])).stdout).toBe("demo-agent.mjs\n")
+    for (const file of ["/opt/sam/app/x", "/opt/sam/app/demo-agent.mjs", "/opt/sam/bin/node"]) {
+      const write = await exec(["sh", "-c", `touch ${file} 2>&1`])
+      expect(write.stdout, file).toMatch(/Read-only file system|Permission denied/)
+      expect(write.exitCode, file).not.toBe(0)
+    }
   })
 
   it("a workspace container stopped or removed behind the runtime's back comes back on a repeated create", async () => {
@@ -96,6 +100,30 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
     expect(log2.lines[0]?.message).toMatch(/gone from the runtime; creating it anew/)
     expect((await run(runtime.exec(other, ["cat", "README.md"]))).exitCode).toBe(0)
     await run(runtime.delete(other))
+  })
+
+  it("a container from before ADR 0049, with our whole checkout at /opt/sam/app, is made again on a repeated create", async () => {
+    const docker = new Docker({ socketPath })
+    const old = "ws_old_app_mount"
+    await run(runtime.create(spec(old, repo)))
+    const name = `sam-ws-${old}`
+    const made = await docker.getContainer(name).inspect()
+    await docker.getContainer(name).remove({ force: true })
+    const before = await docker.createContainer({
+      name,
+      Image: image,
+      Cmd: ["sleep", "infinity"],
+      User: made.Config.User,
+      Labels: made.Config.Labels,
+      HostConfig: { NetworkMode: "none", Binds: [`${dir}:/opt/sam/app:ro`] }
+    })
+    await before.start()
+    const log = collecting()
+    const again = await run(runtime.create(spec(old, repo), { onLog: log.onLog }))
+    expect(again.status, again.reason).toBe("running")
+    expect(log.lines[0]?.message).toMatch(/gone from the runtime; creating it anew/)
+    expect((await run(runtime.exec(old, ["ls", "-A", "/opt/sam/app"]))).stdout).toBe("demo-agent.mjs\n")
+    await run(runtime.delete(old))
   })
 
   contract.lifecycleTests()

@@ -4,8 +4,8 @@ import { Api, Domain } from "@sam/bus"
 import { Effect } from "effect"
 import type { HarnessCommand } from "../acp/HarnessCommand.js"
 import { AGENTS_IN_CONTAINER, agentCacheDir, launchFilePath, realAgentCommand } from "../acp/Harnesses.js"
-import { demoAgentCommand, demoAgentCommandInContainer } from "../demo/DemoAgentCommand.js"
-import { APP_IN_CONTAINER, defaultAppDir, NODE_IN_CONTAINER } from "../runtime/DockerRuntime.js"
+import { demoAgentBundle, demoAgentCommand, demoAgentCommandInContainer } from "../demo/DemoAgentCommand.js"
+import { DEMO_AGENT_IN_CONTAINER, NODE_IN_CONTAINER } from "../runtime/DockerRuntime.js"
 import type { WorkspaceInfo, WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import type { NodeKey } from "./NodeKey.js"
 import type { SessionRecord } from "./SessionRecords.js"
@@ -79,13 +79,17 @@ export const agentStart = (options: {
       )
     const promptAppend = launch?.systemPromptAppend
     if (record.agent === "demo") {
+      // a container has the bundle only, never the sources and node_modules tsx would run (ADR 0049)
+      if (inContainer && !existsSync(demoAgentBundle()))
+        return yield* refuse(
+          `the demo agent runs in a container from its compiled bundle, and there is none at ${demoAgentBundle()}: build it with \`node infra/build.mjs\` (./sam does)`
+        )
       yield* write(launch?.files ?? [])
       const env = { ...launch?.env, SAM_DEMO_AGENT_STATE_DIR: options.stateDir }
       const command: HarnessCommand = inContainer
         ? demoAgentCommandInContainer({
             node: NODE_IN_CONTAINER,
-            appDir: defaultAppDir(),
-            appMount: APP_IN_CONTAINER,
+            bundle: DEMO_AGENT_IN_CONTAINER,
             cwd: workspace.path,
             env
           })

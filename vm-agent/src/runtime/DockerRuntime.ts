@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs"
-import { dirname, join, posix, resolve } from "node:path"
-import { fileURLToPath } from "node:url"
+import { join, posix, resolve } from "node:path"
 import Docker from "dockerode"
 import { Effect, Layer } from "effect"
 import { AGENTS_IN_CONTAINER, agentCacheDir } from "../acp/Harnesses.js"
+import { demoAgentBundle } from "../demo/DemoAgentCommand.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { startExec } from "./internal/dockerExec.js"
 import { collect, makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
@@ -18,8 +18,12 @@ export const DEFAULT_IMAGE = "sam-workspace:2"
 const WORKSPACE = "/workspace"
 /** where the host's node binary is mounted in a workspace container */
 export const NODE_IN_CONTAINER = "/opt/sam/bin/node"
-/** where our code (the repository root, with its node_modules) is mounted in a workspace container */
+/**
+ * What of our code a workspace container has: the demo agent's bundle, one file (ADR 0049). Never the checkout
+ * SAM runs from, which holds `./sam up`'s data directory (`.sam`: NATS seeds, credentials, tokens) and `.git`.
+ */
 export const APP_IN_CONTAINER = "/opt/sam/app"
+export const DEMO_AGENT_IN_CONTAINER = `${APP_IN_CONTAINER}/demo-agent.mjs`
 const SOURCE = "/opt/sam/source"
 /**
  * Who the workspace's processes run as (ADR 0014): not root, so an agent cannot undo the container's limits or read
@@ -37,15 +41,10 @@ export interface DockerRuntimeOptions {
   readonly image?: string
   /** mounted read-only at /opt/sam/bin/node: the host's node, which matches the image's glibc */
   readonly nodeBinary?: string
-  /** mounted read-only at /opt/sam/app: our code, so agents can run inside */
-  readonly appDir?: string
 }
 
 export const defaultSocketPath = (env: NodeJS.ProcessEnv = process.env) =>
   env.DOCKER_HOST?.startsWith("unix://") ? env.DOCKER_HOST.slice("unix://".length) : "/var/run/docker.sock"
-
-/** the repository root this code runs from: what a container gets at `APP_IN_CONTAINER` by default */
-export const defaultAppDir = () => resolve(dirname(fileURLToPath(import.meta.url)), "../../..")
 
 const step = (name: string) => (cause: unknown) =>
   new ProvisionError({ step: name, message: cause instanceof Error ? cause.message : String(cause) })
@@ -74,7 +73,7 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
   const docker = new Docker({ socketPath })
   const image = options.image ?? DEFAULT_IMAGE
   const nodeBinary = options.nodeBinary ?? process.execPath
-  const appDir = options.appDir ?? defaultAppDir()
+  const demoAgent = resolve(demoAgentBundle())
   const records = makeRecords(join(resolve(options.dataDir), "workspaces", ".records"))
   const container = (id: string) => docker.getContainer(containerName(id))
 
@@ -130,9 +129,11 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       const source = yield* localRepository(spec.repoUrl)
       const local = localPath(spec.repoUrl) !== undefined
       yield* removeContainer(id)
-      const binds = [`${nodeBinary}:${NODE_IN_CONTAINER}:ro`, `${appDir}:${APP_IN_CONTAINER}:ro`]
+      const binds = [`${nodeBinary}:${NODE_IN_CONTAINER}:ro`]
+      // one file (the bind of a missing one would make a directory there): the demo agent refuses to start without it
+      if (existsSync(demoAgent)) binds.push(`${demoAgent}:${DEMO_AGENT_IN_CONTAINER}:ro`)
       if (local) binds.push(`${source}:${SOURCE}:ro`)
-      // real agents' pinned installs (ADR 0024), read-only like our code
+      // real agents' pinned installs (ADR 0024), read-only like the demo agent
       const agents = agentCacheDir()
       if (existsSync(agents)) binds.push(`${agents}:${AGENTS_IN_CONTAINER}:ro`)
       const created = yield* Effect.tryPromise({
@@ -232,8 +233,10 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
     health: (record) =>
       Effect.tryPromise(() => container(record.workspaceId).inspect()).pipe(
         Effect.map((info) =>
-          // a container from before workspaces had a user of their own runs agents as root: it is made again
-          info.Config.User !== WORKSPACE_USER
+          // a container from before workspaces had a user of their own runs agents as root, one from before ADR 0049
+          // shows our whole checkout at APP_IN_CONTAINER: it is made again
+          info.Config.User !== WORKSPACE_USER ||
+          (info.HostConfig.Binds ?? []).some((bind) => bind.split(":")[1] === APP_IN_CONTAINER)
             ? ("missing" as const)
             : info.State.Running
               ? ("ok" as const)

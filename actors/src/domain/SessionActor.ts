@@ -215,7 +215,11 @@ const handle = (
   const event = (r: Row, envelope: Envelope) => Actor.event(r.projectId, KIND, r.id, envelope)
   const activityEvent = (r: Row, snapshot: Snapshot) =>
     event(r, SessionEvents.SessionActivityChanged.make({ sessionId: r.id, snapshot }, meta))
-  const toTask = (r: Row, status: "running" | "failed" | "awaiting_followup" | "stopped", reason?: string) =>
+  const toTask = (
+    r: Row,
+    status: "running" | "failed" | "awaiting_followup" | "stopped" | "turn_ended",
+    reason?: string
+  ) =>
     r.taskId === null
       ? []
       : [

@@ -72,7 +72,7 @@ export interface Helpers {
   readonly activityEvent: (r: Row, snapshot: Snapshot) => Actor.Outgoing
   readonly toTask: (
     r: Row,
-    status: "running" | "failed" | "awaiting_followup",
+    status: "running" | "failed" | "awaiting_followup" | "turn_ended",
     reason?: string
   ) => ReadonlyArray<Actor.Outgoing>
   readonly healTimer: (sessionId: string) => Actor.TimerInstruction
@@ -244,6 +244,10 @@ export const report = (
     ) {
       send.push(...h.toTask(next, "awaiting_followup"))
     }
+    // A task-mode run's turn that ended: its node now keeps the work and reports the task's result; the task
+    // waits for that result for a bounded time (a node that restarts or loses it meanwhile).
+    if (written.written && body.activity === "idle" && body.stopReason === "end_turn" && row.mode === "task" && !ended)
+      send.push(...h.toTask(next, "turn_ended"))
     const working = written.snapshot !== undefined && Domain.WORKING_ACTIVITIES.has(written.snapshot.activity)
     return {
       state: { ...state, row: next },

@@ -414,6 +414,21 @@ const TaskFlow = Actor.make({
             timers: [Actor.Timer.cancel("step")]
           })
         }
+        if (command.body.status === "turn_ended") {
+          // The node keeps the work now and reports the result; without it (a node restarted, a report lost) the
+          // task would say "running" for ever: it fails once the step's last wait passes. Its end proves the agent
+          // ran, as a result does.
+          const ran =
+            task.status === "delegated"
+              ? withStatus(state, step(task, "running"), "in_progress", "agent is working")
+              : { ...state, task: step(task, "running") }
+          if (ran === undefined || ran.task === null) return Effect.succeed({ state })
+          return Effect.succeed({
+            state: ran,
+            events: ran.task.status === task.status ? [] : [statusEvent(ran.task)],
+            timers: [stepTimer(ran.task, "running", STEP_RETRIES)]
+          })
+        }
         if (command.body.status === "awaiting_followup") {
           const next = step(task, "awaiting_followup")
           return Effect.succeed({ state: { ...state, task: next }, events: [statusEvent(next)] })
@@ -477,6 +492,15 @@ const TaskFlow = Actor.make({
       case "task.step-timeout": {
         if (terminal || task.executionStep !== command.body.step) return Effect.succeed({ state })
         const attempt = command.body.attempt
+        // only a task-mode turn that ended waits in `running` (task.session-status `turn_ended`)
+        if (command.body.step === "running")
+          return Effect.succeed(
+            fail(
+              state,
+              task,
+              "its node did not report the task's result (its commit and push) in time after the agent's turn ended"
+            )
+          )
         // A cloud provider that gave up (no capacity, quota, no token: ADR 0026) says why; asking again would not help.
         if (command.body.step === "node_provisioning" && state.nodeError !== undefined)
           return Effect.succeed(fail(state, task, `its node could not be provisioned: ${state.nodeError}`))

@@ -152,7 +152,11 @@ export const TaskSessionStatus = defineMessage(
   z.object({
     taskId: TaskId,
     sessionId: SessionId,
-    status: z.enum(["running", "failed", "awaiting_followup", "stopped"]),
+    /**
+     * `turn_ended`: a task-mode turn ended and the node now keeps its work (commit, push); the task waits for
+     * the node's result, for a bounded time.
+     */
+    status: z.enum(["running", "failed", "awaiting_followup", "stopped", "turn_ended"]),
     reason: z.string().max(4096).optional()
   }),
   { durable: true }

@@ -19,6 +19,11 @@ export const SessionRecord = z.object({
   promptEpoch: z.number().int().nonnegative(),
   /** a turn was running when this was saved: after a node restart it is reported lost (ADR 0021) */
   turnInFlight: z.boolean().optional(),
+  /**
+   * a task-mode turn ended and its task's result (commit, push) was not reported yet: after a node restart the
+   * result is reported failed, so the task does not wait for it
+   */
+  resultPending: z.boolean().optional(),
   /** the launch as the control plane sealed it to this node: ciphertext, opened at each agent start (ADR 0024) */
   launch: Domain.AgentLaunch.SealedLaunch.optional()
 })

@@ -89,6 +89,8 @@ export const makeSessions = (deps: SessionsDeps) => {
   const live = new Map<string, Live>()
   /** sessions whose turn runs: their records say so, and a restarted node reports that turn lost */
   const inFlight = new Set<string>()
+  /** task-mode sessions whose turn ended and whose task's result is not reported yet (their records say so) */
+  const resulting = new Set<string>()
   /**
    * sessions whose start waits for their workspace's create: their turn is on its way (heartbeats say so), and a
    * stop that comes meanwhile ends the wait without an agent
@@ -101,7 +103,8 @@ export const makeSessions = (deps: SessionsDeps) => {
       Effect.suspend(() =>
         deps.records.save({
           ...(live.get(record.sessionId)?.record ?? record),
-          turnInFlight: inFlight.has(record.sessionId)
+          turnInFlight: inFlight.has(record.sessionId),
+          resultPending: resulting.has(record.sessionId)
         })
       )
     )
@@ -336,7 +339,17 @@ export const makeSessions = (deps: SessionsDeps) => {
         const result = yield* Effect.either(entry.session.prompt(text))
         entry.prompting = false
         inFlight.delete(record.sessionId)
+        // a task-mode run reports its task's result unless the turn was cancelled; until then its record says so
+        const resultDue =
+          record.mode === "task" &&
+          record.taskId !== undefined &&
+          !(result._tag === "Right" && result.right.stopReason === "cancelled")
+        if (resultDue) resulting.add(record.sessionId)
         yield* save(entry.record)
+        const resulted = Effect.suspend(() => {
+          resulting.delete(record.sessionId)
+          return save(entry.record)
+        })
         if (result._tag === "Left") {
           yield* activity(entry, { activity: "error", stopReason: "error", reason: result.left.message })
           if (record.mode === "task" && record.taskId !== undefined) {
@@ -347,6 +360,7 @@ export const makeSessions = (deps: SessionsDeps) => {
               outcome: "failed",
               reason: result.left.message
             })
+            yield* resulted
           }
           return
         }
@@ -367,6 +381,7 @@ export const makeSessions = (deps: SessionsDeps) => {
             sessionId: record.sessionId,
             ...outcome
           })
+          yield* resulted
         }
       })
     )
@@ -525,6 +540,20 @@ export const makeSessions = (deps: SessionsDeps) => {
                     stopReason: "lost",
                     reason: "the node restarted; the turn in flight was lost"
                   }).pipe(Effect.zipRight(deps.records.save({ ...record, turnInFlight: false })))
+                : Effect.void
+            ),
+            // its turn ended, and the node stopped before its task's result was reported (the commit and push
+            // were cut short): the task fails with this reason instead of waiting for a result that never comes
+            Effect.zipRight(
+              record.resultPending === true && record.taskId !== undefined
+                ? deps.reporter
+                    .send(NodeProtocol.TaskResult, {
+                      taskId: record.taskId,
+                      sessionId: record.sessionId,
+                      outcome: "failed",
+                      reason: "the node restarted while it kept the task's work (its commit and push); start it again"
+                    })
+                    .pipe(Effect.zipRight(deps.records.save({ ...record, turnInFlight: false, resultPending: false })))
                 : Effect.void
             )
           ),

@@ -4,6 +4,7 @@ import { Gateway } from "@sam/gateway"
 import { Effect, Exit, Option, Scope } from "effect"
 import { expect } from "vitest"
 import { rawWebSocket } from "../../security/SecurityKit.js"
+import { waitUntil } from "../../src/Env.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
 
 /** A TCP connection to `url` that has written `bytes`; `closed()` once the server has let it go. */
@@ -41,8 +42,12 @@ const stopsWithin = <E, R>(hold: (url: string) => Effect.Effect<{ readonly close
     console.log(`gateway stopped after ${ms} ms`)
     expect(Option.isSome(closed)).toBe(true)
     expect(ms).toBeLessThan(5_000)
-    yield* Effect.sleep("100 millis")
-    expect(client.closed()).toBe(true)
+    // the server has let it go: the client sees its end soon after (on a loaded machine, not within a fixed wait)
+    yield* waitUntil(
+      "the client's connection closed",
+      Effect.sync(() => (client.closed() ? true : undefined)),
+      { timeout: "5 seconds" }
+    )
   })
 
 const hostOf = (url: string) => new URL(url).host

@@ -330,6 +330,33 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
       })
   )
 
+  it.scoped("a task's own node that reports its work on another branch fails the task, recording no branch", () =>
+    Effect.gen(function* () {
+      const alice = yield* seedProject()
+      const taskId = yield* submit(alice, "say waiting for you", "conversation")
+      const waiting = yield* until(taskId, (row) => row.executionStep === "awaiting_followup")
+      const publish = yield* asNode(waiting.nodeId!)
+      // another task's branch: its pull request would have been opened from it, and recorded, for this task
+      const other = `sam/${makeId("task")}`
+      yield* publish(
+        N.TaskResult.make({
+          taskId: taskId as never,
+          sessionId: waiting.sessionId as never,
+          outcome: "committed",
+          branch: other,
+          commitSha: "0".repeat(40)
+        }),
+        waiting.sessionId!
+      )
+      const done = yield* until(taskId, ended)
+      expect(done.status).toBe("failed")
+      expect(done.errorReason).toContain(`not the task's branch sam/${taskId}`)
+      const sql = yield* SqlClient.SqlClient
+      const [row] = yield* sql<{ branch: string | null }>`SELECT branch FROM tasks WHERE id = ${taskId}`
+      expect(row?.branch).toBeNull()
+    })
+  )
+
   it.scoped("a completed task's transcript is final: its own node's later reports are refused and audited", () =>
     Effect.gen(function* () {
       const alice = yield* seedProject()

@@ -464,6 +464,16 @@ const TaskFlow = Actor.make({
           return Effect.succeed(
             fail(state, step(task, "agent_session"), `the agent's work could not be kept: ${result.reason ?? ""}`)
           )
+        // A node commits a task's work to its own branch only (TaskCommit.ts): another name would have the pull
+        // request opened from, and recorded for, a branch that is not this task's (another task's, say).
+        if (result.outcome === "committed" && result.branch !== `sam/${task.id}`)
+          return Effect.succeed(
+            fail(
+              state,
+              step(task, "agent_session"),
+              `its node reported the work committed to ${JSON.stringify(result.branch ?? null)}, not the task's branch sam/${task.id}`
+            )
+          )
         // The result can overtake the session's "running" (a fast turn): it proves the agent ran.
         const started =
           task.status === "delegated"

@@ -60,7 +60,8 @@ export const classify = (repoUrl: string): Effect.Effect<RepoLocation, ApiError>
     if (url.password !== "" || (url.username !== "" && scheme !== "ssh")) {
       return refuse(
         "remove the credentials from the repository URL: they would be stored and shown to every member; " +
-          "give the nodes access another way (a deploy key, or a credential helper on the node)"
+          "SAM reaches a private repository with a token it issues (a GitHub repository through its GitHub App), " +
+          "never with the nodes' own credentials"
       )
     }
     if (url.hostname === "" || url.hostname.startsWith("-")) return refuse("the repository URL needs a host")

@@ -1,6 +1,7 @@
 import { mkdir, rename, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect } from "effect"
+import { SSH_WITHOUT_CREDENTIALS } from "../runtime/internal/gitHelper.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import type { GitCredentials } from "./GitCredentials.js"
 
@@ -9,7 +10,9 @@ const gitIn = (runtime: WorkspaceRuntimeService, workspaceId: string, args: Read
 
 /**
  * Push `branch` of the workspace to its origin with the workspace's repository token (through its credential
- * helper), refusing the default branch: SAM's pushes only ever create or move task branches. Says why not.
+ * helper), refusing the default branch: SAM's pushes only ever create or move task branches. Says why not. It runs
+ * in the workspace, as its user; still, nothing of the machine's: no system git config (a credential helper there),
+ * no SSH key or agent (a host runtime's workspace without a user of its own is the vm-agent's user).
  */
 export const pushBranch = (
   runtime: WorkspaceRuntimeService,
@@ -22,7 +25,7 @@ export const pushBranch = (
       return { pushed: false as const, reason: `SAM never pushes to the default branch (${defaultBranch})` }
     const ref = `refs/heads/${branch}`
     const pushed = yield* runtime.exec(workspaceId, ["git", "push", "--porcelain", "origin", `${ref}:${ref}`], {
-      env: { GIT_TERMINAL_PROMPT: "0" }
+      env: { GIT_TERMINAL_PROMPT: "0", GIT_CONFIG_NOSYSTEM: "1", GIT_SSH_COMMAND: SSH_WITHOUT_CREDENTIALS }
     })
     return pushed.exitCode === 0
       ? { pushed: true as const }

@@ -5,11 +5,11 @@ import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
 import { Effect, Layer, Redacted } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
-import { HELPER_SCRIPT, remoteOf } from "./internal/gitHelper.js"
+import { gitEnv, HELPER_SCRIPT, remoteOf } from "./internal/gitHelper.js"
 import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
 import { groupAlive, signalGroup, signalStartedSince, startedSince } from "./internal/processGroup.js"
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
-import { localRepository } from "./internal/repository.js"
+import { localPath, localRepository } from "./internal/repository.js"
 import {
   canIsolate,
   claimUid,
@@ -46,16 +46,23 @@ export const NOT_ISOLATED_WARNING =
   "host runtime: the vm-agent is not root, so agents run as its own user and can read whatever it can " +
   "(its credentials, other workspaces); run it as root, or use the Docker runtime, to isolate them"
 
+/** No credential helper but SAM's: the list git builds from every config it reads is emptied first. */
+const noCredentialHelper = ["-c", "credential.helper="]
+
 /**
  * The vm-agent's own clone gets the token from its environment (the clone's process only) through an inline
  * helper: the URL stays clean and nothing is written down.
  */
 const cloneCredentialArgs = [
-  "-c",
-  "credential.helper=",
+  ...noCredentialHelper,
   "-c",
   'credential.helper=!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$SAM_GIT_USERNAME" "$SAM_GIT_PASSWORD"; }; f'
 ]
+
+/** Said with a clone of a remote repository that failed without a SAM token. */
+const NO_MACHINE_CREDENTIALS =
+  "cloned without credentials: the node's own git and SSH credentials are never used; SAM reaches a private " +
+  "repository only with a token it issues for the task's submitter (ADR 0028, 0048)"
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
 
@@ -64,21 +71,22 @@ const io = <A>(step: string, f: () => Promise<A>) =>
 
 /**
  * Runs a command of the vm-agent's own (the clone) to completion, its output going to the boot log; fails with the
- * last lines. It runs as the vm-agent with its environment: never use it for anything a workspace controls.
+ * last lines. It runs as the vm-agent, with `env` as its whole environment (`gitEnv`: nothing of the vm-agent's
+ * credentials); never use it for anything a workspace controls.
  */
 export const runLogged = (
   step: string,
   argv: ReadonlyArray<string>,
   cwd: string,
   log: BootLog,
-  env: Readonly<Record<string, string>> = {}
+  env: Readonly<Record<string, string>>
 ) =>
   Effect.async<void, ProvisionError>((resume) => {
     const [command = "", ...args] = argv
     const child = spawnChild(command, args, {
       cwd,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...env }
+      env
     })
     const tail: Array<string> = []
     const lines = lineSplitter((line) => {
@@ -249,7 +257,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
         "clone",
         [
           "git",
-          ...(credential === undefined ? [] : cloneCredentialArgs),
+          ...(credential === undefined ? noCredentialHelper : cloneCredentialArgs),
           "clone",
           "--progress",
           // A local repository's objects are copied: hard links would share their inodes with the
@@ -264,8 +272,18 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
         dirOf(id),
         log,
         credential === undefined
-          ? {}
-          : { SAM_GIT_USERNAME: credential.username, SAM_GIT_PASSWORD: Redacted.value(credential.token) }
+          ? gitEnv(dirOf(id))
+          : {
+              ...gitEnv(dirOf(id)),
+              SAM_GIT_USERNAME: credential.username,
+              SAM_GIT_PASSWORD: Redacted.value(credential.token)
+            }
+      ).pipe(
+        Effect.mapError((e) =>
+          credential === undefined && localPath(spec.repoUrl) === undefined
+            ? new ProvisionError({ step: e.step, message: `${e.message} (${NO_MACHINE_CREDENTIALS})` })
+            : e
+        )
       )
       yield* log("clone", "completed", "repository cloned")
       if (remote !== undefined) {
@@ -276,7 +294,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           "git",
           ["git", "config", "credential.helper", `!"${process.execPath}" "${helper}" "${gitSocket(id)}"`],
           checkout(id),
-          log
+          log,
+          gitEnv(dirOf(id))
         )
       }
       for (const file of spec.files) if (inCheckout(file.path)) yield* writeSpecFile(id, file)

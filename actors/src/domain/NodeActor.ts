@@ -308,9 +308,24 @@ export const NodeKind = Actor.make({
       case "node.destroyed": {
         if (row.status !== "destroying") return Effect.succeed({ state })
         const next: Row = { ...row, status: "deleted" }
+        // What the node never reported ended (it was down, or slower than the revoker's grace) went with it: a
+        // workspace left running or stopping there is not on any machine any more.
+        const left = state.workspaces.filter((w) => w.status !== "stopped" && w.status !== "error")
         return Effect.succeed({
           state: { ...state, row: next },
-          events: [systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: "deleted", ready: false }))]
+          events: [systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: "deleted", ready: false }))],
+          send: left.map((w) =>
+            Actor.to(
+              WorkspaceRef,
+              w.id,
+              C.WorkspaceMissing.make({
+                workspaceId: w.id,
+                nodeId: row.id,
+                reason: `its node ${row.id} was deleted`,
+                found: "nothing"
+              })
+            )
+          )
         })
       }
       case "node.stop": {

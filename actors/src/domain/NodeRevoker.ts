@@ -10,14 +10,17 @@ import { NodeProvider } from "./Provisioner.js"
 const { ControlProtocol: C } = Domain
 const requests = registry(NodeDestroyRequested)
 
-/** How long a node being destroyed may still report its workspaces' deletion before it is cut off. */
-export const DRAIN_GRACE_MS = 30_000
+/**
+ * How long a node being destroyed may still report its workspaces' deletion before it is cut off
+ * (`SAM_NODE_DRAIN_GRACE_MS`, default 30 s).
+ */
+export const drainGraceMs = () => Number(process.env.SAM_NODE_DRAIN_GRACE_MS ?? 30_000)
 
 /**
  * A node that is being destroyed loses its NATS account (ADR 0016): every user of it is revoked at
  * the server, which closes the vm-agent's connections, and no renewal is granted after. First its
  * workspaces are given back: the node gets their delete commands and may report them deleted, for at
- * most `DRAIN_GRACE_MS` after the request; then it is revoked whatever it still holds, its provider
+ * most `drainGraceMs` after the request; then it is revoked whatever it still holds, its provider
  * destroys the machine, and the node actor hears `node.destroyed` (the node becomes `deleted`, ADR 0023).
  * From a durable consumer on SAM_EVT, so a request survives a control-plane restart.
  */
@@ -25,7 +28,7 @@ export const runNodeRevoker = Effect.fn("NodeRevoker.run")(function* (options: {
   const accounts = yield* NatsAccounts
   const provider = yield* NodeProvider
   const sql = yield* SqlClient.SqlClient
-  const graceMs = options.graceMs ?? DRAIN_GRACE_MS
+  const graceMs = options.graceMs ?? drainGraceMs()
   yield* Consume.ensureConsumer("SAM_EVT", {
     durable: "node-revoker",
     filterSubject: `sam.evt.system.node.*.${NodeDestroyRequested.type}`

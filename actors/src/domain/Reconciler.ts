@@ -133,6 +133,32 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
       action: "marked_error"
     })
   }
+  // A stop whose end the node never reported (the report lost, the node down when it was sent): what the node
+  // holds now says how it ended, and one it still runs is sent the stop again.
+  const onNode = new Map(inventory.workspaces.map((w) => [w.workspaceId as string, w.status]))
+  for (const row of ledger.workspaces) {
+    if (row.nodeId !== nodeId || row.status !== "stopping" || !row.settled) continue
+    const status = onNode.get(row.id)
+    if (status === "running") {
+      toNode(N.WorkspaceStop.make({ workspaceId: row.id as never }))
+      audit({
+        kind: "workspace",
+        entityId: row.id,
+        found: "stopping in the ledger, running on the node",
+        action: "stopped"
+      })
+      continue
+    }
+    const found = status === undefined ? "nothing" : "stopped"
+    const reason = `its node ${nodeId} ${status === undefined ? "no longer has it" : `holds it ${status}`} (reconciler)`
+    send.push(Actor.to(WorkspaceRef, row.id, C.WorkspaceMissing.make({ workspaceId: row.id, nodeId, reason, found })))
+    audit({
+      kind: "workspace",
+      entityId: row.id,
+      found: `stopping in the ledger, ${status === undefined ? "not on the node" : `${status} on the node`}`,
+      action: status === undefined ? "deleted" : "stopped"
+    })
+  }
   const sessions = new Map(ledger.sessions.map((s) => [s.id, s]))
   for (const sessionId of inventory.agentSessions) {
     const row = sessions.get(sessionId)

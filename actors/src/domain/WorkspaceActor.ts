@@ -358,10 +358,24 @@ const idleTimeout = (state: State, causationId: string): Actor.Reaction<State> =
 
 /**
  * The reconciler found that the node no longer has this workspace, which the ledger says runs there
- * (ADR 0023): it is `error` with the reason, and its task, if it still runs, fails.
+ * (ADR 0023), or its node was deleted: it is `error` with the reason, and its task, if it still runs, fails.
+ * One that was stopping, whose node never said it stopped, ends as what the node holds: `stopped`, or
+ * `deleted` when nothing of it is left there.
  */
-const missing = (state: State, body: { readonly nodeId: string; readonly reason: string }): Actor.Reaction<State> => {
-  if (state === null || state.nodeId !== body.nodeId || !HOLDING.has(state.status)) return { state }
+const missing = (
+  state: State,
+  body: { readonly nodeId: string; readonly reason: string; readonly found?: "nothing" | "stopped" | undefined }
+): Actor.Reaction<State> => {
+  if (state === null || state.nodeId !== body.nodeId) return { state }
+  if (state.status === "stopping") {
+    const to = body.found === "stopped" ? "stopped" : "deleted"
+    const ended: Row = { ...state, status: to }
+    return {
+      state: ended,
+      events: [event(ended, { workspaceId: ended.id, status: to, reason: body.reason, via: "reconciler" })]
+    }
+  }
+  if (!HOLDING.has(state.status)) return { state }
   const next: Row = { ...state, status: "error", errorReason: body.reason }
   return {
     state: next,

@@ -467,7 +467,13 @@ export const WorkspaceIdleTimeout = defineMessage("workspace.idle-timeout", z.ob
  */
 export const WorkspaceMissing = defineMessage(
   "workspace.missing",
-  z.object({ workspaceId: WorkspaceId, nodeId: NodeId, reason: z.string().max(1000) }),
+  z.object({
+    workspaceId: WorkspaceId,
+    nodeId: NodeId,
+    reason: z.string().max(1000),
+    /** what the node still holds of it: nothing (its node deleted, or gone from its inventory), or it stopped */
+    found: z.enum(["nothing", "stopped"]).optional()
+  }),
   { durable: true }
 )
 

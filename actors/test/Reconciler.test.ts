@@ -1,0 +1,46 @@
+import { makeId } from "@sam/bus"
+import { describe, expect, it } from "vitest"
+import { reconcile } from "../src/domain/Reconciler.js"
+
+const nodeId = makeId("node")
+
+/** A workspace the ledger has had `stopping` on the node for longer than the settle time. */
+const stopping = () => ({ id: makeId("ws"), nodeId, status: "stopping" as const, dispatched: true, settled: true })
+
+const reconciled = (
+  row: ReturnType<typeof stopping>,
+  held: ReadonlyArray<{ readonly workspaceId: string; readonly status: string }>
+) => reconcile(nodeId, { workspaces: held as never, agentSessions: [] }, { workspaces: [row], sessions: [] })
+
+const types = (found: ReturnType<typeof reconcile>) => found.send.map((s) => [s.subject, s.envelope.type])
+
+describe("the reconciler and a stop whose end the node never reported", () => {
+  it("sends the stop again to a node that still runs the workspace", () => {
+    const row = stopping()
+    const found = reconciled(row, [{ workspaceId: row.id, status: "running" }])
+    expect(types(found)).toEqual([[`sam.node.${nodeId}.cmd.workspace.stop`, "workspace.stop"]])
+    expect(found.lines.join("\n")).toContain("stopping in the ledger, running on the node")
+  })
+
+  it("ends it stopped when the node holds it stopped, and deleted when the node has nothing of it", () => {
+    const held = stopping()
+    const gone = stopping()
+    for (const [row, inventory, expected] of [
+      [held, [{ workspaceId: held.id, status: "stopped" }], "stopped"],
+      [gone, [], "nothing"]
+    ] as const) {
+      const found = reconciled(row, inventory)
+      expect(found.send).toHaveLength(1)
+      expect(found.send[0]!.envelope).toMatchObject({
+        type: "workspace.missing",
+        body: { workspaceId: row.id, nodeId, found: expected }
+      })
+    }
+  })
+
+  it("leaves a stop alone while it may still be on its way (not settled)", () => {
+    const row = { ...stopping(), settled: false }
+    expect(reconciled(row, [{ workspaceId: row.id, status: "running" }]).send).toEqual([])
+    expect(reconciled(row, []).send).toEqual([])
+  })
+})

@@ -126,5 +126,27 @@ describe.skipIf(skipReason)(`Docker runtime${skipReason ? ` (SKIPPED: ${skipReas
     await run(runtime.delete(old))
   })
 
+  it("a create that fails leaves nothing of its workspace running on the node, nor its container", async () => {
+    const docker = new Docker({ socketPath })
+    const containersOf = (id: string, all: boolean) =>
+      docker.listContainers({ all, filters: { label: [`sam.workspace=${id}`] } })
+    // fails after its container started, before it takes processes: its home cannot be made (a file is there)
+    const early = await run(
+      runtime.create(spec("ws_failed_early", repo, { files: [{ path: "/home/sam", content: "not a directory\n" }] }))
+    )
+    expect(early.status).toBe("error")
+    expect(early.reason).toMatch(/^user: /)
+    // fails in the container after it took processes (ADR 0037): the clone
+    const notGit = await tempDir("sam-not-git-")
+    const late = await run(runtime.create(spec("ws_failed_clone", notGit)))
+    expect(late.status).toBe("error")
+    expect(late.reason).toMatch(/^clone: /)
+    for (const id of ["ws_failed_early", "ws_failed_clone"]) {
+      expect((await containersOf(id, false)).map((c) => `${c.Names.join(",")} ${c.State}`)).toEqual([])
+      expect((await containersOf(id, true)).map((c) => `${c.Names.join(",")} ${c.State}`)).toEqual([])
+      await run(runtime.delete(id))
+    }
+  })
+
   contract.lifecycleTests()
 })

@@ -1,10 +1,12 @@
 import { execFileSync } from "node:child_process"
-import { mkdir, rm, stat } from "node:fs/promises"
+import { readFileSync } from "node:fs"
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { makeHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
+import { DEFAULT_UID_CLAIMS } from "../src/runtime/internal/workspaceUser.js"
 import { type ExecResult, type WorkspaceRuntimeService, WorkspaceSpec } from "../src/runtime/WorkspaceRuntime.js"
 import { collecting, makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
 
@@ -127,6 +129,45 @@ describe("host-process runtime", () => {
       expect(envFile).toMatch(/Permission denied/)
       expect((await run(runtime.exec("ws_early_uid", ["id", "-u"]))).stdout).toBe(`${uid}\n`)
       await run(runtime.delete("ws_early_uid"))
+    }
+  )
+
+  it.runIf(process.getuid?.() === 0)(
+    "as root: a create that fails leaves no process of its uid, gives the uid back and removes its directory",
+    async () => {
+      const notGit = await tempDir("sam-not-git-")
+      let uid = -1
+      const info = await run(
+        runtime.create(spec("ws_failed_uid", notGit), {
+          // what the agent started while the repository was cloned, one of its processes out of its group
+          onSpawnable: runtime
+            .exec("ws_failed_uid", ["sh", "-c", "id -u; setsid sleep 61 </dev/null >/dev/null 2>&1 &"])
+            .pipe(
+              Effect.tap((result) => {
+                uid = Number(result.stdout.trim())
+              }),
+              Effect.orDie
+            )
+        })
+      )
+      expect(info.status).toBe("error")
+      expect(info.reason).toMatch(/^clone: /)
+      expect(uid).toBeGreaterThanOrEqual(200_000)
+      const running = (await readdir("/proc")).filter((pid) => {
+        if (!/^\d+$/.test(pid)) return false
+        try {
+          const status = readFileSync(`/proc/${pid}/status`, "utf8")
+          // a zombie runs nothing: it waits for a parent that may not be ours to reap it
+          return new RegExp(`^Uid:\\s+(\\d+\\s+)?${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)
+        } catch {
+          return false
+        }
+      })
+      expect(running).toEqual([])
+      await expect(readFile(join(DEFAULT_UID_CLAIMS, String(uid)), "utf8")).rejects.toThrow(/ENOENT/)
+      await expect(stat(join(dir, "node", "workspaces", "ws_failed_uid"))).rejects.toThrow(/ENOENT/)
+      await run(runtime.delete("ws_failed_uid"))
+      await rm(notGit, { recursive: true, force: true })
     }
   )
 

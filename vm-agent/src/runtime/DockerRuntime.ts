@@ -217,12 +217,6 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
           () => Effect.void
         )
       ),
-    abandon: (record) =>
-      Effect.promise(() =>
-        container(record.workspaceId)
-          .kill()
-          .catch(() => undefined)
-      ),
     resume: (record) =>
       Effect.tryPromise({ try: () => container(record.workspaceId).start(), catch: step("start") }).pipe(
         Effect.catchIf(

@@ -313,8 +313,6 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     homeOf: home,
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
-    // halting is already immediate here: every process of the workspace and its uid is killed
-    abandon: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
     resume: () => Effect.void,
     health: (record) =>
       predatesIsolation(record)

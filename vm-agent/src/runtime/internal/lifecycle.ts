@@ -43,12 +43,13 @@ export interface Provisioner {
   ) => Effect.Effect<Partial<Pick<WorkspaceRecord, "uid" | "gid">>, ProvisionError>
   /** stops the workspace's processes (the container) without losing its files */
   readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
-  /** kills at once whatever runs in a workspace whose create failed after it took processes (ADR 0037) */
-  readonly abandon: (record: WorkspaceRecord) => Effect.Effect<void>
   readonly resume: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
   /** whether what the record says is running still exists (a container removed, a node rebooted) */
   readonly health: (record: WorkspaceRecord) => Effect.Effect<"ok" | "stopped" | "missing">
-  /** removes whatever exists of the workspace; never fails for a missing part */
+  /**
+   * removes whatever exists of the workspace (its processes killed at once, its container, files and uid); never
+   * fails for a missing part
+   */
   readonly destroy: (workspaceId: string) => Effect.Effect<void, ProvisionError>
   readonly spawn: WorkspaceRuntimeService["spawn"] extends (...args: infer A) => infer R
     ? (record: WorkspaceRecord, ...args: A) => R
@@ -93,13 +94,18 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
         Effect.onInterrupt(() => Effect.sync(() => opened.delete(spec.workspaceId)))
       )
       if (outcome._tag === "Left") {
-        const early = opened.get(spec.workspaceId)
         opened.delete(spec.workspaceId)
-        // what started while it was created goes with it
-        if (early !== undefined) yield* provisioner.abandon(early)
+        // Nothing of a failed create is kept but its record (`error`, the reason): what started while it was
+        // created (ADR 0037), its container (which would run on, and come back with dockerd), its files and its
+        // uid go. Nobody deletes an errored workspace on its own (the reconciler acts on running ones), and what
+        // tells why it failed is the boot log, which is the control plane's; a half-made checkout explains nothing
+        // more. A user's delete later finds nothing left, and no uid another workspace may have by then.
+        const removed = yield* provisioner.destroy(spec.workspaceId).pipe(Effect.either)
+        if (removed._tag === "Left")
+          yield* log("delete", "info", `could not remove what the failed create made: ${removed.left.message}`)
         const reason = `${outcome.left.step}: ${outcome.left.message}`
         yield* log(outcome.left.step, "failed", outcome.left.message)
-        return yield* records.update(record, { status: "error", reason })
+        return yield* records.update(record, { status: "error", reason, uid: undefined, gid: undefined })
       }
       yield* log("create", "completed", `workspace is running (${Date.now() - started} ms)`)
       return yield* records

@@ -10,6 +10,7 @@ import { Auth } from "./Auth.js"
 import * as BootLimiter from "./boot/BootLimiter.js"
 import { proxyNatsWebSocket } from "./boot/NatsWebSocketProxy.js"
 import * as NodeBootLog from "./boot/NodeBootLog.js"
+import { webClientHeaders, webRequestAddress } from "./ClientAddress.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
@@ -204,7 +205,9 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   const loopback = options.host === "0.0.0.0" || options.host === "::" ? "127.0.0.1" : options.host
   web.configure({
     apiUrl: `http://${loopback}:${address._tag === "TcpAddress" ? address.port : options.port}`,
-    github: options.github !== undefined
+    github: options.github !== undefined,
+    clientAddress: (req) => webRequestAddress(req),
+    clientHeaders: webClientHeaders
   })
   return { url }
 })

@@ -23,6 +23,10 @@ export interface WebConfig {
   readonly apiUrl: string
   /** "Sign in with GitHub" is offered only when it is configured */
   readonly github: boolean
+  /** the browser's address of a request to the app (through trusted proxies), for its calls on the browser's behalf */
+  readonly clientAddress: (req: Pick<IncomingMessage, "socket" | "headers">) => string | undefined
+  /** the headers that make such a call count as the browser's in the API's per-address limits (sign-in) */
+  readonly clientHeaders: (address: string | undefined) => Record<string, string>
 }
 
 /**

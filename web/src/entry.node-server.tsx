@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url"
 import { createQwikCity } from "@builder.io/qwik-city/middleware/node"
 import qwikCityPlan from "@qwik-city-plan"
 import render from "./entry.ssr"
+import { config } from "./lib/server"
 
 export { configure } from "./lib/server"
 
@@ -10,6 +11,7 @@ export { configure } from "./lib/server"
 export const { router, notFound, staticFile } = createQwikCity({
   render,
   qwikCityPlan,
+  getClientConn: (req) => ({ ip: config.clientAddress(req) }),
   static: {
     root: join(dirname(fileURLToPath(import.meta.url)), "..", "client"),
     cacheControl: "public, max-age=31536000, immutable"

@@ -57,6 +57,8 @@ export interface ClientOptions {
   readonly baseUrl: string
   /** an API token (`sam_pat_…`) or session token; without one, a browser sends its session cookie */
   readonly token?: string | undefined
+  /** sent with every request (the web app's server side says whose browser it calls for, gateway/src/ClientAddress.ts) */
+  readonly headers?: Readonly<Record<string, string>> | undefined
   /** what carries the requests: `fetch` unless given (the CLI gives one over `node:http`, infra/src/HttpTransport.ts) */
   readonly transport?: Transport | undefined
 }
@@ -119,7 +121,7 @@ export const make = (options: ClientOptions): Client => {
       const input = (args[0] ?? {}) as { params?: object; query?: object; body?: unknown }
       const path = yield* pathOf(endpoint.path, (input.params ?? {}) as Record<string, unknown>)
       const url = `${baseUrl}${PREFIX}${path}${searchOf((input.query ?? {}) as Record<string, unknown>)}`
-      const headers: Record<string, string> = { accept: "application/json" }
+      const headers: Record<string, string> = { ...options.headers, accept: "application/json" }
       if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
       let body: string | undefined
       if (endpoint.body !== undefined) {

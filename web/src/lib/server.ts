@@ -1,13 +1,27 @@
+import type { IncomingMessage } from "node:http"
 import type { RequestEventBase, RequestEventCommon } from "@builder.io/qwik-city"
 import { Client } from "@sam/gateway/client"
 import { Effect, Either } from "effect"
 
-/** Set by the gateway that serves the app (gateway/src/WebApp.ts). */
-export const config = { apiUrl: "", github: false }
+/** What the gateway that serves the app sets (gateway/src/WebApp.ts's `WebConfig`). */
+export interface Config {
+  readonly apiUrl: string
+  readonly github: boolean
+  /** the browser's address of a request (`event.clientConn.ip`) */
+  readonly clientAddress: (req: Pick<IncomingMessage, "socket" | "headers">) => string | undefined
+  /** headers for a call on that browser's behalf that the API's per-address limits count as the browser's */
+  readonly clientHeaders: (address: string | undefined) => Record<string, string>
+}
 
-export const configure = (next: { readonly apiUrl: string; readonly github: boolean }) => {
-  config.apiUrl = next.apiUrl
-  config.github = next.github
+export const config: Config = {
+  apiUrl: "",
+  github: false,
+  clientAddress: (req) => req.socket.remoteAddress,
+  clientHeaders: () => ({})
+}
+
+export const configure = (next: Config) => {
+  Object.assign(config, next)
 }
 
 export const SESSION_COOKIE = "sam_session"

@@ -19,7 +19,11 @@ export const useSignIn = routeAction$(async (form, event) => {
   if (login === "" || password === "") {
     return event.fail(400, { message: "Enter your login and password.", login })
   }
-  const client = Client.make({ baseUrl: config.apiUrl !== "" ? config.apiUrl : event.url.origin })
+  // The API's sign-in throttle counts this attempt against the browser's address, not this server's loopback one.
+  const client = Client.make({
+    baseUrl: config.apiUrl !== "" ? config.apiUrl : event.url.origin,
+    headers: config.clientHeaders(event.clientConn.ip)
+  })
   const result = await run(client.call(Api.AuthEndpoints.login, { body: { login, password } }))
   if (Either.isLeft(result)) {
     const message =

@@ -15,6 +15,8 @@ export const SessionRecord = z.object({
   acpSessionId: z.string().optional(),
   /** the agent's process group when it last started, to clear it after a node restart */
   agentPgid: z.number().int().positive().optional(),
+  /** when that process started (clock ticks since boot) and in which boot: the group is only killed while it is it */
+  agentStart: z.object({ ticks: z.number().int().nonnegative(), boot: z.string().max(64) }).optional(),
   lastSeq: z.number().int().nonnegative(),
   promptEpoch: z.number().int().nonnegative(),
   /** a turn was running when this was saved: after a node restart it is reported lost (ADR 0021) */

@@ -5,6 +5,7 @@ import { AgentStartError } from "../acp/AcpErrors.js"
 import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
+import { bootId, processStartTicks, sameGroup } from "../runtime/internal/processGroup.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import { agentStart, type StartRefusal, withPromptAppend } from "./AgentStart.js"
 import { fitEvent } from "./FitEvent.js"
@@ -78,6 +79,14 @@ export interface SessionsDeps {
    * (ADR 0037): the agent then boots alongside the clone, and its session is created once the create ends.
    */
   readonly workspaceStartable?: (workspaceId: string) => Effect.Effect<"spawnable" | "ready" | "failed">
+}
+
+/** When and in which boot a host agent's process started, for a later kill of its group (`recover`). */
+const startOf = (pid: number, runtime: string): Pick<SessionRecord, "agentStart"> => {
+  if (runtime === "docker") return {}
+  const ticks = processStartTicks(pid)
+  const boot = bootId()
+  return ticks === undefined || boot === undefined ? {} : { agentStart: { ticks, boot } }
 }
 
 /**
@@ -190,7 +199,9 @@ export const makeSessions = (deps: SessionsDeps) => {
         const next = {
           ...current,
           lastSeq: seq,
-          ...(event.type === "agent-started" ? { acpSessionId: event.acpSessionId, agentPgid: event.pid } : {})
+          ...(event.type === "agent-started"
+            ? { acpSessionId: event.acpSessionId, agentPgid: event.pid, ...startOf(event.pid, workspace.value.runtime) }
+            : {})
         }
         if (entry.current !== undefined) entry.current.record = next
         else entry.record = next
@@ -529,6 +540,12 @@ export const makeSessions = (deps: SessionsDeps) => {
                 .pipe(Effect.ignore)
               return
             }
+            // only while the group is still the agent's: after a reboot, or once the number went to another program,
+            // this kill (as root) would hit what is not ours
+            if (record.agentStart === undefined || !sameGroup(pgid, record.agentStart.ticks, record.agentStart.boot))
+              return yield* Effect.logInfo(
+                `session ${record.sessionId}: its agent's process group ${pgid} is not its own any more; left alone`
+              )
             try {
               process.kill(-pgid, "SIGKILL")
             } catch {}

@@ -99,6 +99,38 @@ const strayDescendants = (pgid: number): Array<number> =>
     .filter((p) => p.pgrp !== pgid)
     .map((p) => p.pid)
 
+/** When process `pid` started, in clock ticks since boot (see `bootTicks`); undefined when it does not exist. */
+export const processStartTicks = (pid: number): number | undefined => {
+  try {
+    const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const start = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19])
+    return Number.isFinite(start) ? start : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** This boot of the machine's kernel (`/proc/sys/kernel/random/boot_id`); undefined where there is none. */
+export const bootId = (): string | undefined => {
+  try {
+    return Fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether process group `pgid` is still the one whose leader started at `startTicks` in boot `boot`: after a
+ * reboot nothing of it runs, and a leader that started at another time is another program's that got the
+ * number. A group whose leader has ended while others of it run is still it (the kernel hands out no pid that
+ * is still a group's id).
+ */
+export const sameGroup = (pgid: number, startTicks: number, boot: string): boolean => {
+  if (bootId() !== boot) return false
+  const leader = processStartTicks(pgid)
+  return leader === undefined ? groupAlive(pgid) : leader === startTicks
+}
+
 /**
  * The kernel's clock since boot in clock ticks (USER_HZ, 100 on Linux), the clock of a process's start time in
  * /proc/<pid>/stat; undefined where there is no /proc. Containers share it: they run on the same kernel.

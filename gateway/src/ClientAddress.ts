@@ -35,7 +35,8 @@ const forwarded = (peer: string | undefined, forwardedFor: string | undefined, t
  * set the address that way.
  */
 const ADDRESS_HEADER = "x-sam-web-client-address"
-const KEY_HEADER = "x-sam-web-key"
+/** a secret of this process: never recorded with a request's other headers (the tracer redacts it) */
+export const KEY_HEADER = "x-sam-web-key"
 const webKey = randomBytes(32)
 
 const isWebKey = (value: string) => {

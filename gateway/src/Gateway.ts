@@ -1,6 +1,13 @@
 import { createServer } from "node:http"
 import type { Socket } from "node:net"
-import { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import {
+  Headers,
+  HttpMiddleware,
+  HttpRouter,
+  HttpServer,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import { Api, type Nats } from "@sam/bus"
@@ -10,7 +17,7 @@ import { Auth } from "./Auth.js"
 import * as BootLimiter from "./boot/BootLimiter.js"
 import { proxyNatsWebSocket } from "./boot/NatsWebSocketProxy.js"
 import * as NodeBootLog from "./boot/NodeBootLog.js"
-import { webClientHeaders, webRequestAddress } from "./ClientAddress.js"
+import { KEY_HEADER, webClientHeaders, webRequestAddress } from "./ClientAddress.js"
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
@@ -182,6 +189,8 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
   const context = yield* Layer.build(
     HttpServer.serve(app).pipe(
       HttpMiddleware.withTracerDisabledWhen(FeedRoute.tokenInUrl),
+      // a span records a request's headers: the web app's key as little as a cookie
+      Layer.locallyWith(Headers.currentRedactedNames, (names) => [...names, KEY_HEADER]),
       Layer.provideMerge(server),
       Layer.provide(Auth.Default),
       Layer.provide(Health.layer),

@@ -7,6 +7,7 @@ import { DiscardPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream"
 
 const SECOND_NS = 1_000_000_000
 const DAY_NS = 86_400 * SECOND_NS
+const GiB = 1024 ** 3
 
 export interface StreamSpec {
   readonly name: string
@@ -21,13 +22,19 @@ export interface StreamSpec {
   readonly duplicate_window: number
   readonly max_msgs_per_subject: number
   readonly max_msg_size: number
+  /**
+   * the most bytes the stream keeps; past it the oldest messages go (`discard: old`), so a node that
+   * floods its reports can fill this stream but never the server's store (ADR 0050)
+   */
+  readonly max_bytes: number
 }
 
 const stream = (
   name: string,
   description: string,
   subjects: ReadonlyArray<string>,
-  maxAgeDays: number
+  maxAgeDays: number,
+  maxGiB: number
 ): StreamSpec => ({
   name,
   description,
@@ -38,14 +45,20 @@ const stream = (
   max_age: maxAgeDays * DAY_NS,
   duplicate_window: 120 * SECOND_NS,
   max_msgs_per_subject: -1,
-  max_msg_size: 1024 * 1024
+  max_msg_size: 1024 * 1024,
+  max_bytes: maxGiB * GiB
 })
 
+/**
+ * Each stream's size limit is far below nats-server's `max_file_store` (20 GB, infra's NatsAuth.ts) and
+ * together they leave room for the KV buckets: a full stream loses its oldest messages, which the
+ * consumers have long handled, while a full store would refuse every publish of the installation.
+ */
 export const Streams = {
-  SAM_CMD: stream("SAM_CMD", "Commands to control-plane actors", ["sam.cmd.>"], 7),
-  SAM_EVT: stream("SAM_EVT", "Domain events from actors", ["sam.evt.>"], 7),
-  SAM_NODE: stream("SAM_NODE", "Commands to node vm-agents", ["sam.node.*.cmd.>"], 7),
-  SAM_AGENT: stream("SAM_AGENT", "Reports from node vm-agents", ["sam.agent.*.rpt.>"], 7)
+  SAM_CMD: stream("SAM_CMD", "Commands to control-plane actors", ["sam.cmd.>"], 7, 4),
+  SAM_EVT: stream("SAM_EVT", "Domain events from actors", ["sam.evt.>"], 7, 2),
+  SAM_NODE: stream("SAM_NODE", "Commands to node vm-agents", ["sam.node.*.cmd.>"], 7, 1),
+  SAM_AGENT: stream("SAM_AGENT", "Reports from node vm-agents", ["sam.agent.*.rpt.>"], 7, 2)
 } as const satisfies Record<string, StreamSpec>
 
 export interface BucketSpec {

@@ -253,6 +253,40 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
   )
 
   it.scoped(
+    "a node's large report about a session no one knows is refused at the ingress; its audit keeps only a prefix",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const alice = yield* seedProject()
+        const done = yield* until(yield* submit(alice, "say hello", "task"), ended)
+        const publish = yield* asNode(done.nodeId!)
+        // As a node filling SAM's storage: reports of the largest size a node may send, about random sessions.
+        const ghost = makeId("sess")
+        const text = "x".repeat(200_000)
+        const report = N.SessionEvents.make({
+          sessionId: ghost as never,
+          promptEpoch: 1,
+          events: [1, 2, 3, 4].map((nodeSeq) => ({ nodeSeq, event: { type: "text" as const, text } }))
+        })
+        expect(encode(report).length).toBeGreaterThan(800_000)
+        yield* publish(report, ghost)
+        const rows = yield* waitUntil(
+          "the report audited",
+          sql<{ reason: string; payload: string }>`
+            SELECT reason, payload FROM dropped_reports WHERE message_id = ${report.id}`.pipe(
+            Effect.map((rows) => (rows.length > 0 ? rows : undefined))
+          ),
+          { timeout: "15 seconds" }
+        )
+        expect(rows.map((row) => [row.reason, row.payload.length < 5_000])).toEqual([["unknown_session", true]])
+        expect(rows[0]?.payload.startsWith(JSON.stringify(report.body).slice(0, 1_000))).toBe(true)
+        expect(rows[0]?.payload).toContain("truncated")
+        // Refused where it entered: no second stored copy as a command to the session actor.
+        expect(yield* sql`SELECT 1 FROM actor_inbox WHERE message_id = ${report.id}`).toEqual([])
+      })
+  )
+
+  it.scoped(
     "a cancelled task's session takes no more reports from its node, whose reports about it passed before",
     () =>
       Effect.gen(function* () {

@@ -28,7 +28,14 @@ export const Refusal = {
   /** the session's task has ended (or its result was reported): its transcript is final */
   taskEnded: "task_ended",
   /** a task's result that names another session than the task's own */
-  notTheTasksSession: "not_the_tasks_session"
+  notTheTasksSession: "not_the_tasks_session",
+  /**
+   * the ledger does not know the session, workspace or task: a node learns of each only from a command
+   * sent after its row was committed, so it is made up (the actors' own reason for it, for a session)
+   */
+  unknownSession: "unknown_session",
+  unknownWorkspace: "unknown_workspace",
+  unknownTask: "unknown_task"
 } as const
 
 /** A node's report as the ingress decoded it: its type is one of the reports' (a typo here is a type error). */
@@ -93,6 +100,13 @@ const isSessionReport = (report: Report) =>
   report.type === "session.events-reported" ||
   report.type === "session.activity-reported"
 
+const unknown = (report: Report) =>
+  isSessionReport(report)
+    ? Refusal.unknownSession
+    : report.type === "task.result"
+      ? Refusal.unknownTask
+      : Refusal.unknownWorkspace
+
 const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
   const body = report.body as Record<string, unknown>
   const nodeOwner = sql`(SELECT n.owner_id FROM nodes n WHERE n.id = ${nodeId})`
@@ -124,9 +138,9 @@ const lookup = (sql: SqlClient.SqlClient, report: Report, nodeId: string) => {
 
 /**
  * Why `report` from `nodeId` is refused, or undefined when it goes on to its actor. An entity the
- * ledger does not know goes on too: its actor drops and audits it as unknown. A task result that passes,
- * about the task's own session, is remembered for the node (`resultsSeen`); one about a task the ledger
- * does not know is not.
+ * ledger does not know is refused here, not passed on for its actor to drop: a node naming made-up
+ * sessions would otherwise have each of its reports stored again as a command (ADR 0050). A task result
+ * that passes, about the task's own session, is remembered for the node (`resultsSeen`).
  */
 export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen, owned: OwnedSessions) =>
   Effect.gen(function* () {
@@ -137,7 +151,7 @@ export const refusal = (report: Report, nodeId: string, resultsSeen: ResultsSeen
     const query = lookup(sql, report, nodeId)
     if (query === undefined) return undefined
     const [row] = yield* query
-    if (row === undefined) return undefined
+    if (row === undefined) return unknown(report)
     if (row.nodeOwner === null) return Refusal.unowned
     if (row.ownerId !== row.nodeOwner) return Refusal.foreign
     if (session !== undefined) {

@@ -124,12 +124,34 @@ export const carried = (state: SessionState): SessionState => ({
   ...(state.permissionPolicy === undefined ? {} : { permissionPolicy: state.permissionPolicy })
 })
 
+/** The most of a refused report's payload (and of its reason) an audit row keeps, in UTF-16 units. */
+const DROPPED_PAYLOAD_CHARS = 4096
+const DROPPED_REASON_CHARS = 1024
+
+/**
+ * `text` cut to its first `max` characters, marked as cut: what a node sends is audited, not kept (ADR
+ * 0050); a node's report is up to 900 kB, and a node may send as many refused reports as it likes.
+ */
+const bounded = (text: string, max: number) => {
+  if (text.length <= max) return text
+  // never half a surrogate pair, which would be stored as a replacement character
+  const last = text.charCodeAt(max - 1)
+  const end = last >= 0xd800 && last <= 0xdbff ? max - 1 : max
+  return `${text.slice(0, end)}… [truncated: ${text.length} characters in all]`
+}
+
 /** Audit rows, also written by the report ingress for reports refused before they reach an actor. */
 export const insertDropped = (rows: ReadonlyArray<DroppedReport>) =>
   Effect.gen(function* () {
     if (rows.length === 0) return
     const sql = yield* SqlClient.SqlClient
-    yield* sql`INSERT INTO dropped_reports ${sql.insert(rows.map((row) => ({ ...row })))}`
+    yield* sql`INSERT INTO dropped_reports ${sql.insert(
+      rows.map((row) => ({
+        ...row,
+        reason: bounded(row.reason, DROPPED_REASON_CHARS),
+        payload: bounded(row.payload, DROPPED_PAYLOAD_CHARS)
+      }))
+    )}`
   })
 
 export const save = (state: SessionState, previous: SessionState) =>

@@ -1,5 +1,5 @@
 import { layer } from "@effect/vitest"
-import { StorageType } from "@nats-io/jetstream"
+import { DiscardPolicy, StorageType } from "@nats-io/jetstream"
 import { Credentials, Nats, natsLayer, Provision, Topology } from "@sam/bus"
 import { NatsServer } from "@sam/infra"
 import { Effect, Layer } from "effect"
@@ -54,12 +54,46 @@ layer(PrivateNats, { excludeTestServices: true, timeout: 30_000 })("provisioning
     })
   )
 
+  it.effect(
+    "every stream holds a bounded size, dropping its oldest messages; an installation from before gets the limit",
+    () =>
+      Effect.gen(function* () {
+        const { jsm } = yield* Nats
+        const streams = Object.values(Topology.Streams)
+        // the streams as provisioned before they had a size limit
+        for (const spec of streams) {
+          const { config } = yield* Effect.promise(() => jsm.streams.info(spec.name))
+          yield* Effect.promise(() => jsm.streams.update(spec.name, { ...config, max_bytes: -1 }))
+        }
+        const updated = (yield* Provision.provision()).filter((r) => r.action === "updated")
+        expect(updated.map((r) => r.name)).toEqual(streams.map((s) => s.name))
+        for (const result of updated) expect(result.changes.join("; ")).toContain("max_bytes: -1 →")
+        const limits = yield* Effect.forEach(streams, (spec) =>
+          Effect.promise(() => jsm.streams.info(spec.name)).pipe(Effect.map((info) => info.config))
+        )
+        for (const config of limits) {
+          expect(config.max_bytes).toBeGreaterThan(0)
+          // a full stream drops its oldest (consumed) messages; refusing new ones would stop the control plane
+          expect(config.discard).toBe(DiscardPolicy.Old)
+        }
+        // together well under nats-server's max_file_store (20 GB, NatsAuth.ts): the KV buckets need room too
+        expect(limits.reduce((sum, config) => sum + config.max_bytes, 0)).toBeLessThanOrEqual(10 * 1024 ** 3)
+        expect((yield* Provision.provision()).every((r) => r.action === "unchanged")).toBe(true)
+      })
+  )
+
   it.effect("a difference the server cannot change is reported as drift, never ignored", () =>
     Effect.gen(function* () {
       const { jsm } = yield* Nats
       yield* Effect.promise(() => jsm.streams.delete("SAM_NODE"))
       yield* Effect.promise(() =>
-        jsm.streams.add({ ...Topology.Streams.SAM_NODE, subjects: ["sam.node.*.cmd.>"], storage: StorageType.Memory })
+        jsm.streams.add({
+          ...Topology.Streams.SAM_NODE,
+          subjects: ["sam.node.*.cmd.>"],
+          storage: StorageType.Memory,
+          // within the server's memory store (256 MB)
+          max_bytes: 1024 * 1024
+        })
       )
       const drift = yield* Provision.provision().pipe(Effect.flip)
       expect(drift._tag).toBe("TopologyDrift")

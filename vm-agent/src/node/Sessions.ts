@@ -105,6 +105,8 @@ export const makeSessions = (deps: SessionsDeps) => {
    * stop that comes meanwhile ends the wait without an agent
    */
   const waiting = new Map<string, Deferred.Deferred<"stopped">>()
+  /** sessions cancelled while their start waited or their agent booted: the first turn ends cancelled, unprompted */
+  const cancelledEarly = new Set<string>()
   const saving = Effect.unsafeMakeSemaphore(1)
   // What is written is read once the write's turn comes, so a slower earlier write never has the last word.
   const save = (record: SessionRecord) =>
@@ -450,6 +452,24 @@ export const makeSessions = (deps: SessionsDeps) => {
         return yield* Effect.fail(opened.left)
       }
       const entry = opened.right
+      if (cancelledEarly.delete(body.sessionId)) {
+        // a user cancelled before the agent had the prompt: the turn ends cancelled, and the agent waits
+        yield* Effect.forkIn(
+          entry.turns.withPermits(1)(
+            Effect.gen(function* () {
+              entry.turnEpoch = entry.record.promptEpoch
+              yield* activity(entry, {
+                activity: "idle",
+                stopReason: "cancelled",
+                reason: "cancelled before the agent had started",
+                ...(entry.record.acpSessionId ? { acpSessionId: entry.record.acpSessionId } : {})
+              })
+            })
+          ),
+          deps.scope
+        )
+        return
+      }
       // its first turn saves the record (with the turn in flight) before the agent gets the prompt
       yield* Effect.forkIn(
         runTurn(entry, withPromptAppend(body.prompt, entry.promptAppend), entry.record.promptEpoch),
@@ -470,7 +490,12 @@ export const makeSessions = (deps: SessionsDeps) => {
         const stopped = yield* Deferred.make<"stopped">()
         waiting.set(body.sessionId, stopped)
         return yield* startWaiting(body, stopped).pipe(
-          Effect.ensuring(Effect.sync(() => waiting.delete(body.sessionId)))
+          Effect.ensuring(
+            Effect.sync(() => {
+              waiting.delete(body.sessionId)
+              cancelledEarly.delete(body.sessionId)
+            })
+          )
         )
       }),
     prompt: (record: SessionRecord | undefined, text: string, epoch: number) =>
@@ -488,6 +513,11 @@ export const makeSessions = (deps: SessionsDeps) => {
     cancel: (sessionId: string) =>
       Effect.gen(function* () {
         const entry = live.get(sessionId)
+        // its start still waits for the workspace, or its agent boots: the first turn ends cancelled then
+        if (entry === undefined && waiting.has(sessionId)) {
+          cancelledEarly.add(sessionId)
+          return
+        }
         if (entry === undefined)
           return yield* Effect.fail<Rejection>({
             code: "invalid",

@@ -1,0 +1,67 @@
+import { layer } from "@effect/vitest"
+import { Domain, makeId, Nats, Subjects } from "@sam/bus"
+import { Effect } from "effect"
+import { expect } from "vitest"
+import { natsAdmin, waitUntil } from "../../src/Env.js"
+import { is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
+
+const { NodeProtocol } = Domain
+
+/**
+ * A user cancels a task's first turn before its agent has the prompt: the session's start still waits for its
+ * workspace (the control plane sends both at once). Before, the node refused the cancel ("nothing to cancel")
+ * and the turn ran anyway, whatever the user had been told.
+ */
+layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel before the agent runs", (it) => {
+  it.scoped("ends the first turn cancelled, without the agent ever getting the prompt", () =>
+    Effect.gen(function* () {
+      const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
+      const agent = startVmAgent(nodeId, node)
+      const { waitFor, texts } = reportWaiter(reports, () => agent.output())
+      yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+      yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+
+      const { nc } = yield* Nats
+      const prompting = new Set<string>()
+      const heartbeats = nc.subscribe(Subjects.heartbeat(nodeId), {
+        callback: (_, msg) => {
+          for (const id of msg.json<{ body: { promptingSessions: Array<string> } }>().body.promptingSessions)
+            prompting.add(id)
+        }
+      })
+      yield* Effect.addFinalizer(() => Effect.sync(() => heartbeats.unsubscribe()))
+      const workspaceId = makeId("ws")
+      const sessionId = makeId("sess")
+      yield* send(
+        NodeProtocol.SessionStart.make({ sessionId, workspaceId, agent: "demo", mode: "task", prompt: "say too late" })
+      )
+      // the start waits for its workspace: the node's heartbeats count its turn as on its way
+      yield* waitUntil(
+        "the waiting start in a heartbeat",
+        Effect.sync(() => (prompting.has(sessionId) ? true : undefined))
+      )
+      const cancel = NodeProtocol.SessionCancel.make({ sessionId })
+      yield* send(cancel)
+      yield* send(
+        NodeProtocol.WorkspaceCreate.make({ workspaceId, projectId: makeId("proj"), repoUrl: repo, env: [], files: [] })
+      )
+      const ended = yield* waitFor(
+        "the first turn ends",
+        is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.activity === "idle")
+      )
+      expect(ended.body).toMatchObject({ stopReason: "cancelled", promptEpoch: 1 })
+      const all = yield* reports.all()
+      expect(all.filter(is("command.rejected", (r) => r.body.messageId === cancel.id))).toEqual([])
+      expect(yield* texts(sessionId)).not.toContain("too late")
+      expect(yield* texts(sessionId)).not.toContain("prompt-started")
+
+      // The session goes on: a follow-up runs on the agent that started meanwhile.
+      yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "say second", promptEpoch: 2 }))
+      yield* waitFor(
+        "the follow-up's turn ends",
+        is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
+      )
+      expect(yield* texts(sessionId)).toContain("second")
+    })
+  )
+})

@@ -37,13 +37,17 @@ const twoWorkers = (kindName: string) =>
       Effect.promise(() =>
         startWorker({ name, kind: kindName, shards: SHARDS, databaseUrl: url, leaseTtlMs: TTL_MS, ackWaitMs: 3_000 })
       ).pipe(Effect.tap((worker) => Effect.sync(() => workers.push(worker))))
+    const started = Date.now()
     const a = yield* start(unique("a"))
     const b = yield* start(unique("b"))
+    // Set-up, not what is under test: two child processes start, and the first gives the second half its shards
+    // (a lease and a fence each). Alone it takes a few seconds; on a loaded machine it took over 30.
     yield* waitUntil(
       "two workers holding half the shards each",
       Effect.sync(() => a.owned().size === SHARDS / 2 && b.owned().size === SHARDS / 2),
-      30_000
+      60_000
     )
+    console.log(`two workers started and holding half the shards each after ${Date.now() - started} ms`)
     return { a, b }
   })
 

@@ -167,9 +167,9 @@ const WorkspaceFlow = Actor.make({
           })
         }
         const to = report.body.status
-        // A delete sends the node `stop` then `delete`; if the stop was not reported, the delete still ends it.
-        const viaStopped = to === "deleted" && state.status === "stopping"
-        if (workspaceTransition(state.status, to)._tag !== "Allowed" && !viaStopped) return Effect.succeed({ state })
+        // A delete sends the node `stop` then `delete`; if the stop was not reported, the delete still ends it
+        // (`stopping` → `deleted` is a move of its own).
+        if (workspaceTransition(state.status, to)._tag !== "Allowed") return Effect.succeed({ state })
         const next: Row = {
           ...state,
           status: to,

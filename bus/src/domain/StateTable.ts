@@ -70,12 +70,17 @@ export const taskStates: StateTable<TaskStatus> = {
   },
   in_progress: {
     evidence:
-      "`running`: the session's turn, alive while the node reports or heartbeats list it (the session healer checks every 15 s). `awaiting_followup`: a conversation's idle session waits for a user.",
+      "`running`: the session's turn, alive while the node reports or heartbeats list it (the session healer checks every 15 s); once a task-mode turn ended (`task.session-status` `turn_ended`), the node's result is awaited for the step's last wait (4 × `SAM_TASK_STEP_TIMEOUT_MS`), and a node that restarted before reporting it reports it failed (its session record says a result is due). `awaiting_followup`: a conversation's idle session waits for a user.",
     wayOut: [
       {
         to: "completed",
         who: "task actor (`task.result-reported`)",
-        when: "a task-mode turn ends and its work is committed"
+        when: "a task-mode turn ends and its work is committed on the task's own branch"
+      },
+      {
+        to: "failed",
+        who: "task actor (`task.step-timeout` at `running`, `task.result-reported` failed)",
+        when: "the result does not come in time or the node restarted while committing"
       },
       {
         to: "completed",
@@ -195,6 +200,16 @@ export const workspaceStates: StateTable<WorkspaceStatus> = {
         to: "stopped",
         who: "workspace actor (`workspace.report`, a `not_found` refusal)",
         when: "the node reports it stopped"
+      },
+      {
+        to: "stopped",
+        who: "workspace actor (`workspace.missing`, from the node actor's reconciler)",
+        when: "the stop is settled (`SAM_RECONCILE_SETTLE_MS`) and the node's heartbeats list it stopped (one still running is sent the stop again)"
+      },
+      {
+        to: "deleted",
+        who: "workspace actor (`workspace.missing`, from the node actor)",
+        when: "its node is destroyed before reporting it, or the settled stop's node no longer lists it"
       },
       { to: "error", who: "workspace actor (`workspace.command-rejected`)", when: "the node refuses the stop" }
     ]

@@ -65,7 +65,8 @@ const workspaceTransitions: Record<WorkspaceStatus, ReadonlyArray<WorkspaceStatu
   running: ["sleeping", "stopping", "error", "creating"],
   recovery: ["stopping", "error", "creating"],
   sleeping: ["running", "stopping", "deleted"],
-  stopping: ["stopped", "error"],
+  // deleted: a delete's node reported it gone without saying it stopped first, or its node itself is gone
+  stopping: ["stopped", "error", "deleted"],
   stopped: ["creating", "deleted"],
   deleted: [],
   error: ["creating", "stopping", "stopped", "deleted"]

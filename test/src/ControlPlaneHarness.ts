@@ -25,6 +25,12 @@ export const makeControlPlaneEnv = (options: {
   /** node JWT lifetime (tests of renewal shorten it) */
   readonly nodeCredsTtlSeconds?: number
   /**
+   * how long a node waits for an agent to end a cancelled turn before it stops it (`SAM_NODE_CANCEL_GRACE_MS`):
+   * 1.5 s here, so tests of an agent that ignores a cancel are quick; a real agent's tests give it the
+   * default 5 s, which a loaded machine may need
+   */
+  readonly cancelGraceMs?: number
+  /**
    * Hetzner nodes too (ADR 0026): the provider against this API root (a `FakeHetzner`'s `url`), with this
    * boot (`NodeBoot`: the live one, or a stand-in that renders fixed user data)
    */
@@ -55,7 +61,7 @@ export const makeControlPlaneEnv = (options: {
         runtime: options.runtime,
         env: {
           SAM_NODE_HEARTBEAT_MS: "500",
-          SAM_NODE_CANCEL_GRACE_MS: "1500",
+          SAM_NODE_CANCEL_GRACE_MS: String(options.cancelGraceMs ?? 1500),
           SAM_ACP_RESTART_BACKOFF: "200 millis",
           ...(options.dockerSocket === undefined ? {} : { SAM_DOCKER_SOCKET: options.dockerSocket })
         }

@@ -6,7 +6,7 @@ import { Effect } from "effect"
 import { expect } from "vitest"
 import { waitUntil } from "../../src/Env.js"
 import { type FakeAnthropic, startFakeAnthropic, workingDirectory } from "../../src/FakeAnthropic.js"
-import { GatewayEnv, makeUser } from "../../src/index.js"
+import { makeGatewayEnv, makeUser } from "../../src/index.js"
 import { vmAgentPids } from "../../src/ProcessTree.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import {
@@ -70,7 +70,10 @@ const setup = (
     return { alice, projectId, profileId: profile.body.id as string }
   })
 
-layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
+// a real agent answers a cancel within the node's default grace, which a loaded machine may need
+const AgentEnv = makeGatewayEnv({}, { cancelGraceMs: 5_000 })
+
+layer(AgentEnv, { excludeTestServices: true, timeout: 240_000 })(
   "Claude Code end to end (fake Anthropic API)",
   (it) => {
     it.scoped(

@@ -4,7 +4,7 @@ import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { startFakeOpenAI } from "../../src/FakeOpenAI.js"
-import { GatewayEnv, makeUser } from "../../src/index.js"
+import { makeGatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import {
   agentRestarts,
@@ -56,7 +56,10 @@ const setup = (url: string, key: string, taskMode = "task") =>
     return { alice, projectId, profileId: profile.body.id as string }
   })
 
-layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })(
+// a real agent answers a cancel within the node's default grace, which a loaded machine may need
+const AgentEnv = makeGatewayEnv({}, { cancelGraceMs: 5_000 })
+
+layer(AgentEnv, { excludeTestServices: true, timeout: 240_000 })(
   "Codex end to end (fake OpenAI Responses API)",
   (it) => {
     it.scoped(

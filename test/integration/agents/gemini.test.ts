@@ -3,7 +3,7 @@ import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { startFakeGemini } from "../../src/FakeGemini.js"
-import { GatewayEnv, makeUser } from "../../src/index.js"
+import { makeGatewayEnv, makeUser } from "../../src/index.js"
 import { api, createProject, untilTask } from "../gateway/RestKit.js"
 import {
   agentRestarts,
@@ -41,7 +41,10 @@ const setup = (url: string, key: string, taskMode = "task") =>
     return { alice, projectId, profileId: profile.body.id as string }
   })
 
-layer(GatewayEnv, { excludeTestServices: true, timeout: 240_000 })("Gemini CLI end to end (fake Gemini API)", (it) => {
+// a real agent answers a cancel within the node's default grace, which a loaded machine may need
+const AgentEnv = makeGatewayEnv({}, { cancelGraceMs: 5_000 })
+
+layer(AgentEnv, { excludeTestServices: true, timeout: 240_000 })("Gemini CLI end to end (fake Gemini API)", (it) => {
   it.scoped(
     "a task with the Gemini profile streams a thought, text and tool calls, edits a file; it is committed",
     () =>

@@ -1,13 +1,11 @@
 import { readdirSync, readFileSync } from "node:fs"
 import { layer } from "@effect/vitest"
-import { Gateway } from "@sam/gateway"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { expect } from "vitest"
 import { createProject, submitTask, untilTask } from "../integration/gateway/RestKit.js"
-import { makeControlPlaneEnv, useSettings } from "../src/ControlPlaneHarness.js"
+import { useSettings } from "../src/ControlPlaneHarness.js"
 import { waitUntil } from "../src/Env.js"
-import { GatewayUrl, makeUser } from "../src/GatewayHarness.js"
-import { startPrivateNats } from "../src/PrivateNats.js"
+import { GatewayEnv, makeUser } from "../src/GatewayHarness.js"
 import { vmAgentPids } from "../src/ProcessTree.js"
 
 /**
@@ -20,18 +18,6 @@ import { vmAgentPids } from "../src/ProcessTree.js"
 
 // Each step waits 4 s, then 8 and 16; a turn that ended waits for its result the last of them (16 s).
 useSettings({ SAM_TASK_STEP_TIMEOUT_MS: "4000" })
-
-const env = Layer.unwrapScoped(
-  Effect.gen(function* () {
-    const nats = yield* startPrivateNats
-    const controlPlane = makeControlPlaneEnv({ runtime: "host", nats })
-    const gateway = Layer.scoped(
-      GatewayUrl,
-      Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: nats.url }).pipe(Effect.map((g) => g.url))
-    )
-    return Layer.provideMerge(gateway, controlPlane)
-  })
-)
 
 /** The processes running `sleep <seconds>` (the hook's), by pid. */
 const sleeping = (seconds: number) =>
@@ -71,7 +57,7 @@ const heldTask = (name: string, seconds: number) =>
     return { taskId, nodeId: task.nodeId! }
   })
 
-layer(env, { excludeTestServices: true, timeout: 180_000 })("a task whose result never comes", (it) => {
+layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("a task whose result never comes", (it) => {
   it.scoped("kill -9 of the vm-agent while it commits the task's work: the restarted node fails the task", () =>
     Effect.gen(function* () {
       const { taskId, nodeId } = yield* heldTask("Committing", 43)

@@ -1,13 +1,11 @@
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
-import { Gateway } from "@sam/gateway"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { expect } from "vitest"
 import { createProject, submitTask, untilTask } from "../integration/gateway/RestKit.js"
-import { makeControlPlaneEnv, useSettings } from "../src/ControlPlaneHarness.js"
+import { useSettings } from "../src/ControlPlaneHarness.js"
 import { waitUntil } from "../src/Env.js"
-import { GatewayUrl, http, makeUser } from "../src/GatewayHarness.js"
-import { startPrivateNats } from "../src/PrivateNats.js"
+import { GatewayEnv, http, makeUser } from "../src/GatewayHarness.js"
 import { vmAgentPids } from "../src/ProcessTree.js"
 
 /**
@@ -20,18 +18,6 @@ import { vmAgentPids } from "../src/ProcessTree.js"
 // the revoker waits this long for a node's own reports before it cuts the node off (30 s by default)
 useSettings({ SAM_NODE_DRAIN_GRACE_MS: "2000" })
 
-const env = Layer.unwrapScoped(
-  Effect.gen(function* () {
-    const nats = yield* startPrivateNats
-    const controlPlane = makeControlPlaneEnv({ runtime: "host", nats })
-    const gateway = Layer.scoped(
-      GatewayUrl,
-      Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: nats.url }).pipe(Effect.map((g) => g.url))
-    )
-    return Layer.provideMerge(gateway, controlPlane)
-  })
-)
-
 const workspaceStatus = (workspaceId: string) =>
   Effect.flatMap(
     SqlClient.SqlClient,
@@ -39,7 +25,7 @@ const workspaceStatus = (workspaceId: string) =>
     SELECT status FROM workspaces WHERE id = ${workspaceId}`
   ).pipe(Effect.map((rows) => rows[0]?.status))
 
-layer(env, { excludeTestServices: true, timeout: 120_000 })("a node that goes without a word", (it) => {
+layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("a node that goes without a word", (it) => {
   it.scoped("deleted while its vm-agent is frozen: its workspace ends deleted, not stopping for ever", () =>
     Effect.gen(function* () {
       const user = yield* makeUser("Gone")

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
-import { Consume, Domain, type Envelope, makeId, Publish, Subjects } from "@sam/bus"
+import { Consume, Domain, type Envelope, makeId, Nats, Publish, Subjects } from "@sam/bus"
 import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
 import { partyCredentials, stack, unique, waitUntil } from "./Env.js"
 import { makeRepo } from "./Repo.js"
@@ -178,4 +178,28 @@ export const conversationTurn = <E, R>(
       is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
     )
     return sessionId
+  })
+
+/**
+ * The sessions the node's heartbeats have listed as prompting (a turn on its way, a start waiting for its
+ * workspace: the healer's evidence) while the scope lasts; `seen(id)` waits until one lists `id`.
+ */
+export const watchPrompting = (nodeId: string) =>
+  Effect.gen(function* () {
+    const { nc } = yield* Nats
+    const prompting = new Set<string>()
+    const heartbeats = nc.subscribe(Subjects.heartbeat(nodeId), {
+      callback: (_, msg) => {
+        for (const id of msg.json<{ body: { promptingSessions: Array<string> } }>().body.promptingSessions)
+          prompting.add(id)
+      }
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(() => heartbeats.unsubscribe()))
+    return {
+      seen: (sessionId: string) =>
+        waitUntil(
+          `session ${sessionId} prompting in a heartbeat`,
+          Effect.sync(() => (prompting.has(sessionId) ? true : undefined))
+        )
+    }
   })

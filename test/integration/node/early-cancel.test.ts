@@ -1,9 +1,9 @@
 import { layer } from "@effect/vitest"
-import { Domain, makeId, Nats, Subjects } from "@sam/bus"
+import { Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { natsAdmin, waitUntil } from "../../src/Env.js"
-import { is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
+import { natsAdmin } from "../../src/Env.js"
+import { is, nodeUnderTest, reportWaiter, startVmAgent, watchPrompting } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
@@ -21,25 +21,14 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel bef
       yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
       yield* waitFor("node.ready", is("node.ready"), "30 seconds")
 
-      const { nc } = yield* Nats
-      const prompting = new Set<string>()
-      const heartbeats = nc.subscribe(Subjects.heartbeat(nodeId), {
-        callback: (_, msg) => {
-          for (const id of msg.json<{ body: { promptingSessions: Array<string> } }>().body.promptingSessions)
-            prompting.add(id)
-        }
-      })
-      yield* Effect.addFinalizer(() => Effect.sync(() => heartbeats.unsubscribe()))
+      const prompting = yield* watchPrompting(nodeId)
       const workspaceId = makeId("ws")
       const sessionId = makeId("sess")
       yield* send(
         NodeProtocol.SessionStart.make({ sessionId, workspaceId, agent: "demo", mode: "task", prompt: "say too late" })
       )
       // the start waits for its workspace: the node's heartbeats count its turn as on its way
-      yield* waitUntil(
-        "the waiting start in a heartbeat",
-        Effect.sync(() => (prompting.has(sessionId) ? true : undefined))
-      )
+      yield* prompting.seen(sessionId)
       const cancel = NodeProtocol.SessionCancel.make({ sessionId })
       yield* send(cancel)
       yield* send(

@@ -15,7 +15,8 @@ import {
   nodeUnderTest,
   prepareNode,
   reportWaiter,
-  startVmAgent
+  startVmAgent,
+  watchPrompting
 } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
@@ -279,14 +280,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
         yield* waitFor("node.ready", is("node.ready"), "30 seconds")
         const { nc } = yield* Nats
-        const prompting = new Set<string>()
-        const heartbeats = nc.subscribe(Subjects.heartbeat(nodeId), {
-          callback: (_, msg) => {
-            for (const id of msg.json<{ body: { promptingSessions: Array<string> } }>().body.promptingSessions)
-              prompting.add(id)
-          }
-        })
-        yield* Effect.addFinalizer(() => Effect.sync(() => heartbeats.unsubscribe()))
+        const prompting = yield* watchPrompting(nodeId)
         const start = (workspaceId: Domain.NodeProtocol.SessionStartBody["workspaceId"]) =>
           Effect.gen(function* () {
             const sessionId = makeId("sess")
@@ -304,10 +298,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         // waits, and the node's heartbeats count its turn as on its way (the healer's evidence).
         const workspaceId = makeId("ws")
         const sessionId = yield* start(workspaceId)
-        yield* waitUntil(
-          "the waiting start in a heartbeat",
-          Effect.sync(() => (prompting.has(sessionId) ? true : undefined))
-        )
+        yield* prompting.seen(sessionId)
         yield* create(workspaceId, repo)
         yield* waitFor(
           "its turn ends",
@@ -319,10 +310,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         // control plane fails the task and its session from that); nothing of the session is started.
         const broken = makeId("ws")
         const orphan = yield* start(broken)
-        yield* waitUntil(
-          "the second waiting start in a heartbeat",
-          Effect.sync(() => (prompting.has(orphan) ? true : undefined))
-        )
+        yield* prompting.seen(orphan)
         yield* create(broken, join(node.dataDir, "no-such-repository"))
         yield* waitFor(
           "the create fails",
@@ -405,10 +393,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         // A stop while the start waits (the task was cancelled before its workspace was made) ends the wait at once,
         // without an agent: a prompt after it is refused at once, not after the start's wait.
         const never = yield* start(makeId("ws"))
-        yield* waitUntil(
-          "the third waiting start in a heartbeat",
-          Effect.sync(() => (prompting.has(never) ? true : undefined))
-        )
+        yield* prompting.seen(never)
         yield* send(NodeProtocol.SessionStop.make({ sessionId: never }))
         yield* settled(never)
         expect(

@@ -300,7 +300,8 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
     })
   )
 
-  it.effect("a member removed from the project stops receiving its events at once, not at the next recheck", () =>
+  /** Alice's session, and Bob, a member of its project, watching it (and its project, with `project`) with 3 events. */
+  const bobWatching = (project: boolean) =>
     Effect.gen(function* () {
       const url = yield* GatewayUrl
       const alice = yield* makeUser("Alice")
@@ -312,7 +313,11 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
       })
       expect(added.status).toBeLessThan(300)
       const watcher = open(yield* rawClient(url, bob.token))
-      watcher.send({ type: "subscribe", projects: [s.projectId], sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
+      watcher.send({
+        type: "subscribe",
+        ...(project ? { projects: [s.projectId] } : {}),
+        sessions: [{ sessionId: s.sessionId, afterSeq: 0 }]
+      })
       yield* until("bob is caught up", () => watcher.of("caught-up")[0])
       yield* s.produce(3)
       yield* until("bob has 3 events", () => (seqsOf(watcher).length === 3 ? true : undefined))
@@ -321,6 +326,23 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
         token: alice.token
       })
       expect(removed.status).toBe(200)
+      /** Alice, still a member, gets the next 3 events live; Bob, removed, none of them. */
+      const onlyAliceGetsMore = Effect.gen(function* () {
+        const owner = open(yield* rawClient(url, alice.token))
+        owner.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 3 }] })
+        yield* until("alice is caught up", () => owner.of("caught-up")[0])
+        yield* s.produce(3)
+        yield* until("alice gets the next 3 live", () => (seqsOf(owner).length === 3 ? true : undefined))
+        expect(seqsOf(watcher)).toEqual([1, 2, 3])
+        watcher.socket.close()
+        owner.socket.close()
+      })
+      return { s, watcher, removedAt, onlyAliceGetsMore }
+    })
+
+  it.effect("a member removed from the project stops receiving its events at once, not at the next recheck", () =>
+    Effect.gen(function* () {
+      const { watcher, removedAt, onlyAliceGetsMore } = yield* bobWatching(true)
       // The default recheck is a minute away: the removal event itself must end the subscriptions.
       const refusals = yield* until(
         "bob is told he lost access",
@@ -329,52 +351,20 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
       )
       expect(Date.now() - removedAt).toBeLessThan(10_000)
       expect(refusals.map((e) => e.code)).toEqual(["forbidden", "forbidden"])
-      const owner = open(yield* rawClient(url, alice.token))
-      owner.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 3 }] })
-      yield* until("alice is caught up", () => owner.of("caught-up")[0])
-      yield* s.produce(3)
-      yield* until("alice, still a member, gets the next 3 live", () => (seqsOf(owner).length === 3 ? true : undefined))
-      // … and bob, who was removed, none of them.
-      expect(seqsOf(watcher)).toEqual([1, 2, 3])
-      watcher.socket.close()
-      owner.socket.close()
+      yield* onlyAliceGetsMore
     })
   )
 
   it.effect("a removed member subscribed to a session alone (not its project) is cut off at once too", () =>
     Effect.gen(function* () {
-      const url = yield* GatewayUrl
-      const alice = yield* makeUser("Alice")
-      const bob = yield* makeUser("Bob")
-      const s = yield* seedSession(alice)
-      const added = yield* http("POST", `/api/v1/projects/${s.projectId}/members`, {
-        token: alice.token,
-        body: { userId: bob.userId, role: "member" }
-      })
-      expect(added.status).toBeLessThan(300)
-      const watcher = open(yield* rawClient(url, bob.token))
-      watcher.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 0 }] })
-      yield* until("bob is caught up", () => watcher.of("caught-up")[0])
-      yield* s.produce(3)
-      yield* until("bob has 3 events", () => (seqsOf(watcher).length === 3 ? true : undefined))
-      const removed = yield* http("DELETE", `/api/v1/projects/${s.projectId}/members/${bob.userId}`, {
-        token: alice.token
-      })
-      expect(removed.status).toBe(200)
+      const { s, watcher, onlyAliceGetsMore } = yield* bobWatching(false)
       // No connection watches the project, yet its removal event must end bob's session subscription now.
       const refusal = yield* until("bob is told he lost access", () => watcher.of("error")[0], "10 seconds")
       expect(refusal).toMatchObject({ code: "forbidden", details: { sessionId: s.sessionId } })
       yield* until("bob's subscriptions are empty", () =>
         watcher.of("subscribed").find((f) => f.id === undefined && f.sessions.length === 0)
       )
-      const owner = open(yield* rawClient(url, alice.token))
-      owner.send({ type: "subscribe", sessions: [{ sessionId: s.sessionId, afterSeq: 3 }] })
-      yield* until("alice is caught up", () => owner.of("caught-up")[0])
-      yield* s.produce(3)
-      yield* until("alice gets the next 3 live", () => (seqsOf(owner).length === 3 ? true : undefined))
-      expect(seqsOf(watcher)).toEqual([1, 2, 3])
-      watcher.socket.close()
-      owner.socket.close()
+      yield* onlyAliceGetsMore
     })
   )
 

@@ -203,3 +203,16 @@ export const watchPrompting = (nodeId: string) =>
         )
     }
   })
+
+/**
+ * A `nodeUnderTest` whose vm-agent runs (killed with the scope) and has reported `node.ready`, with a
+ * `reportWaiter` on its reports.
+ */
+export const readyNode = Effect.gen(function* () {
+  const under = yield* nodeUnderTest
+  const agent = startVmAgent(under.nodeId, under.node)
+  const waiter = reportWaiter(under.reports, () => agent.output())
+  yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+  yield* waiter.waitFor("node.ready", is("node.ready"), "30 seconds")
+  return { ...under, ...waiter, agent }
+})

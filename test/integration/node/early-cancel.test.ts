@@ -3,7 +3,7 @@ import { Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin } from "../../src/Env.js"
-import { is, nodeUnderTest, reportWaiter, startVmAgent, watchPrompting } from "../../src/VmAgentProcess.js"
+import { is, readyNode, watchPrompting } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
@@ -15,11 +15,7 @@ const { NodeProtocol } = Domain
 layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel before the agent runs", (it) => {
   it.scoped("ends the first turn cancelled, without the agent ever getting the prompt", () =>
     Effect.gen(function* () {
-      const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
-      const agent = startVmAgent(nodeId, node)
-      const { waitFor, texts } = reportWaiter(reports, () => agent.output())
-      yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
-      yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+      const { nodeId, repo, reports, send, waitFor, texts } = yield* readyNode
 
       const prompting = yield* watchPrompting(nodeId)
       const workspaceId = makeId("ws")

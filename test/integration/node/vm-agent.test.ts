@@ -14,6 +14,7 @@ import {
   is,
   nodeUnderTest,
   prepareNode,
+  readyNode,
   reportWaiter,
   startVmAgent,
   watchPrompting
@@ -230,11 +231,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
     "a vm-agent whose credentials the server refuses (its node deleted) stops its agents and exits, saying why",
     () =>
       Effect.gen(function* () {
-        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
-        const agent = startVmAgent(nodeId, node)
-        const { waitFor } = reportWaiter(reports, () => agent.output())
-        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
-        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const { node, repo, send, agent, waitFor } = yield* readyNode
         const workspaceId = makeId("ws")
         yield* send(
           NodeProtocol.WorkspaceCreate.make({
@@ -274,11 +271,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
     "a session started before its workspace exists waits for the create and starts its agent as it ends; one whose create fails ends quietly",
     () =>
       Effect.gen(function* () {
-        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
-        const agent = startVmAgent(nodeId, node)
-        const { waitFor, texts } = reportWaiter(reports, () => agent.output())
-        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
-        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const { nodeId, node, repo, reports, send, waitFor, texts } = yield* readyNode
         const { nc } = yield* Nats
         const prompting = yield* watchPrompting(nodeId)
         const start = (workspaceId: Domain.NodeProtocol.SessionStartBody["workspaceId"]) =>

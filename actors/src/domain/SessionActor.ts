@@ -312,6 +312,41 @@ const handle = (
         )
       : undefined
 
+  /**
+   * Its task completed (ADR 0023): the node stops the agent process; the session's files and the branch
+   * stay in the workspace, and it takes no prompt. Idempotent, and a session that ended keeps how it ended.
+   */
+  const sleep = (r: Row, reason: string) => {
+    const transition = Domain.sessionTransition(r.status, "sleeping")
+    if (transition._tag !== "Allowed")
+      return Effect.succeed<Reaction>({ state, reply: { ok: true, duplicate: true } satisfies SessionReply })
+    return Effect.gen(function* () {
+      const at = nowIso()
+      const written = yield* deps.snapshots.write(r.id, (current) => ({
+        activity: "sleeping",
+        promptStartedAt: null,
+        promptEpoch: Math.max(current?.promptEpoch ?? 0, r.promptEpoch),
+        plan: current?.plan ?? null,
+        source: "control_plane",
+        reason: "completed",
+        lastSeq: Math.max(current?.lastSeq ?? 0, r.lastSeq),
+        step: current?.step ?? null,
+        updatedAt: at
+      }))
+      const next = bump(r, { status: "sleeping" })
+      return {
+        state: { ...state, row: next },
+        send: r.nodeId === null ? [] : [toNode(r.nodeId, NodeProtocol.SessionStop.make({ sessionId: r.id }, meta))],
+        events: [
+          ...(written.snapshot === undefined ? [] : [activityEvent(next, written.snapshot)]),
+          event(next, SessionEvents.SessionSlept.make({ sessionId: r.id, reason }, meta))
+        ],
+        timers: [Actor.Timer.cancel(HEAL_TIMER)],
+        reply: { ok: true } satisfies SessionReply
+      } satisfies Reaction
+    })
+  }
+
   const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
   /** One node report (one event or activity) applied, then its permission follow-ups. */
   const one = (current: State, single: ReportCommand) =>
@@ -484,6 +519,10 @@ const handle = (
     }
     case "session.user-stop": {
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
+      // A workspace stopped (its files kept) while its completed task's sleep was on its way: the session sleeps
+      // there, as it would have a moment later, rather than ending as stopped.
+      if (command.body.from === "workspace" && command.body.keepsFiles === true && state.taskCompleted === true)
+        return sleep(row, "its task completed")
       const transition = Domain.sessionTransition(row.status, "stopped")
       if (transition._tag === "Unchanged") return Effect.succeed({ state, reply: { ok: true, duplicate: true } })
       if (transition._tag === "Refused") return Effect.succeed(refuse(state, "invalid_transition", transition.message))
@@ -529,37 +568,7 @@ const handle = (
     }
     case "session.sleep": {
       if (row === null) return Effect.succeed(refuse(state, "not_found", `no session ${command.body.sessionId}`))
-      const transition = Domain.sessionTransition(row.status, "sleeping")
-      // Idempotent, and a session that ended keeps how it ended.
-      if (transition._tag !== "Allowed") return Effect.succeed({ state, reply: { ok: true, duplicate: true } })
-      const reason = command.body.reason
-      return Effect.gen(function* () {
-        const at = nowIso()
-        const written = yield* deps.snapshots.write(row.id, (current) => ({
-          activity: "sleeping",
-          promptStartedAt: null,
-          promptEpoch: Math.max(current?.promptEpoch ?? 0, row.promptEpoch),
-          plan: current?.plan ?? null,
-          source: "control_plane",
-          reason: "completed",
-          lastSeq: Math.max(current?.lastSeq ?? 0, row.lastSeq),
-          step: current?.step ?? null,
-          updatedAt: at
-        }))
-        const next = bump(row, { status: "sleeping" })
-        return {
-          state: { ...state, row: next },
-          // The node stops the agent process; the session's files and the branch stay in the workspace.
-          send:
-            row.nodeId === null ? [] : [toNode(row.nodeId, NodeProtocol.SessionStop.make({ sessionId: row.id }, meta))],
-          events: [
-            ...(written.snapshot === undefined ? [] : [activityEvent(next, written.snapshot)]),
-            event(next, SessionEvents.SessionSlept.make({ sessionId: row.id, reason }, meta))
-          ],
-          timers: [Actor.Timer.cancel(HEAL_TIMER)],
-          reply: { ok: true } satisfies SessionReply
-        } satisfies Reaction
-      })
+      return sleep(row, command.body.reason)
     }
     case "session.fail": {
       const unopened = command.body.unopened

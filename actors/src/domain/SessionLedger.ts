@@ -71,6 +71,8 @@ export interface SessionState {
   readonly dropped: ReadonlyArray<DroppedReport>
   /** its task has ended (completed, failed or cancelled): the session takes no more prompts */
   readonly taskEnded?: boolean
+  /** its task completed: a stop of its workspace that keeps the files puts the session to sleep (ADR 0023) */
+  readonly taskCompleted?: boolean
   /** the latest turn's tool calls still open, loaded only for a command that may end it as lost (ADR 0021) */
   readonly openToolCalls?: ReadonlyArray<{ readonly toolCallId: string; readonly title: string | null }>
   /** the project's permission policy (ADR 0018), as loaded with the row */
@@ -112,7 +114,15 @@ export const load = (id: string) =>
       permissionPolicy === null
         ? {}
         : { permissionPolicy: { policy: permissionPolicy, timeoutSeconds: Number(permissionTimeoutSeconds) } }
-    return { row, transcript: [], dropped: [], taskEnded, ...policy } satisfies SessionState as SessionState
+    const taskCompleted = taskStatus === "completed"
+    return {
+      row,
+      transcript: [],
+      dropped: [],
+      taskEnded,
+      taskCompleted,
+      ...policy
+    } satisfies SessionState as SessionState
   })
 
 /** The state a command starts from after another of the session in the same transaction: the row as saved, nothing left to write. */
@@ -121,6 +131,7 @@ export const carried = (state: SessionState): SessionState => ({
   transcript: [],
   dropped: [],
   ...(state.taskEnded === undefined ? {} : { taskEnded: state.taskEnded }),
+  ...(state.taskCompleted === undefined ? {} : { taskCompleted: state.taskCompleted }),
   ...(state.permissionPolicy === undefined ? {} : { permissionPolicy: state.permissionPolicy })
 })
 

@@ -203,7 +203,7 @@ const WorkspaceFlow = Actor.make({
       case "workspace.idle-timeout":
         return Effect.succeed(idleTimeout(state, command.id))
       case "workspace.missing":
-        return Effect.succeed(missing(state, command.body))
+        return Effect.succeed(missing(state, command.body, command.id))
     }
   }
 })
@@ -297,16 +297,8 @@ const stopOrDelete = (
       0,
       1000
     )
-  // A stop keeps the workspace's files: a sleeping session stays asleep there (ADR 0023); a delete ends it.
-  const ending = kind === "stop" ? state.activeSessions : state.liveSessions
   const cascade = [
-    ...ending.map((sessionId) =>
-      Actor.to(
-        SessionRef,
-        sessionId,
-        C.SessionStopCommand.make({ sessionId: sessionId, reason: why, from: "workspace" }, meta)
-      )
-    ),
+    ...endSessions(state, kind, why, meta),
     ...(state.taskId !== null && state.taskStatus !== null && !TERMINAL_TASK_STATUSES.has(state.taskStatus)
       ? [Actor.to(TaskRef, state.taskId, C.TaskCancel.make({ taskId: state.taskId, reason: why }, meta))]
       : [])
@@ -321,6 +313,22 @@ const stopOrDelete = (
     reply: { ok: true, status }
   }
 }
+
+/**
+ * The sessions a stop or a delete ends: a stop keeps the workspace's files, so a sleeping session stays
+ * asleep there (ADR 0023), and an active one whose task completed goes to sleep; a delete ends them all.
+ */
+const endSessions = (state: Row, kind: "stop" | "delete", why: string, meta: { readonly causationId: string }) =>
+  (kind === "stop" ? state.activeSessions : state.liveSessions).map((sessionId) =>
+    Actor.to(
+      SessionRef,
+      sessionId,
+      C.SessionStopCommand.make(
+        { sessionId, reason: why, from: "workspace", ...(kind === "stop" ? { keepsFiles: true } : {}) },
+        meta
+      )
+    )
+  )
 
 /** How long a workspace whose task ended may sit idle before it is stopped; `SAM_WORKSPACE_IDLE_MS` (default 10 min). */
 export const workspaceIdleMs = () => Number(process.env.SAM_WORKSPACE_IDLE_MS ?? 600_000)
@@ -364,7 +372,8 @@ const idleTimeout = (state: State, causationId: string): Actor.Reaction<State> =
  */
 const missing = (
   state: State,
-  body: { readonly nodeId: string; readonly reason: string; readonly found?: "nothing" | "stopped" | undefined }
+  body: { readonly nodeId: string; readonly reason: string; readonly found?: "nothing" | "stopped" | undefined },
+  causationId: string
 ): Actor.Reaction<State> => {
   if (state === null || state.nodeId !== body.nodeId) return { state }
   if (state.status === "stopping") {
@@ -372,6 +381,10 @@ const missing = (
     const ended: Row = { ...state, status: to }
     return {
       state: ended,
+      // as the stop or delete would have: nothing is left asleep in a workspace that is gone
+      send: endSessions(state, to === "stopped" ? "stop" : "delete", `its workspace was ${to} (${body.reason})`, {
+        causationId
+      }),
       events: [event(ended, { workspaceId: ended.id, status: to, reason: body.reason, via: "reconciler" })]
     }
   }

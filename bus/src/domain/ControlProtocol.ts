@@ -208,7 +208,9 @@ export const SessionStopCommand = defineMessage(
      * cancels the task itself) leaves the task alone; any other stop ends the task (a conversation
      * `completed`, a task-mode run `cancelled`).
      */
-    from: z.enum(["user", "task", "workspace"]).optional()
+    from: z.enum(["user", "task", "workspace"]).optional(),
+    /** from a workspace stopped, not deleted: its files stay, so a session whose task completed sleeps there */
+    keepsFiles: z.boolean().optional()
   }),
   { durable: true }
 )

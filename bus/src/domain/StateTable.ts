@@ -114,7 +114,11 @@ export const sessionStates: StateTable<SessionStatus> = {
     evidence:
       "Its agent process on the node (heartbeat inventory); while a turn runs, the snapshot says `prompting` and the node's reports or heartbeats must show it alive.",
     wayOut: [
-      { to: "sleeping", who: "session actor (`session.sleep`, from the task actor)", when: "its task completes" },
+      {
+        to: "sleeping",
+        who: "session actor (`session.sleep` from the task actor, or its workspace's stop if that comes first)",
+        when: "its task completes"
+      },
       {
         to: "stopped",
         who: "session actor (`session.user-stop`)",

@@ -136,14 +136,20 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 240_000 })("idle re
         expect(ended.filter((r) => r.status !== "completed")).toEqual([])
 
         // Completed work sleeps, and takes no prompt.
+        let seen: unknown
         const sessions = yield* waitUntil(
           "every session asleep",
           Effect.map(
-            sql<{ id: string; status: string }>`SELECT id, status FROM sessions WHERE task_id IN ${sql.in(tasks)}`,
-            (rows) => (rows.length === 20 && rows.every((r) => r.status === "sleeping") ? rows : undefined)
+            sql<{ id: string; status: string; workspace: string }>`
+              SELECT s.id, s.status, w.status AS workspace FROM sessions s JOIN workspaces w ON w.id = s.workspace_id
+              WHERE s.task_id IN ${sql.in(tasks)}`,
+            (rows) => {
+              seen = rows.filter((r) => r.status !== "sleeping")
+              return rows.length === 20 && rows.every((r) => r.status === "sleeping") ? rows : undefined
+            }
           ),
           { timeout: "20 seconds", every: "200 millis" }
-        )
+        ).pipe(Effect.tapError(() => Effect.sync(() => console.log(`reclaim: not asleep ${JSON.stringify(seen)}`))))
         const answer = yield* Actors.ask(
           ControlPlane.SessionRef,
           sessions[0]!.id,

@@ -239,3 +239,66 @@ describe("session actor: failure, refusals, the healer", () => {
     60_000
   )
 })
+
+describe("session actor: a completed task's session and its workspace's end (ADR 0023)", () => {
+  it.scopedLive(
+    "a stop of its workspace that overtakes its sleep puts it to sleep, not stopped; a delete stops it",
+    () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const { session } = yield* startControl(url)
+        const { projectId, place, task } = yield* placement
+        const open = () =>
+          Effect.gen(function* () {
+            const { nodeId, workspaceId } = yield* place()
+            const taskId = yield* task()
+            const node = yield* fakeNode(nodeId)
+            const sessionId = yield* openOn(session, { projectId, nodeId, workspaceId, taskId, mode: "task" })
+            // The task completed; its `session.sleep` is still on its way when the workspace stops.
+            yield* sql`UPDATE tasks SET status = 'completed' WHERE id = ${taskId}`
+            return { node, sessionId }
+          })
+        const stopped = (sessionId: string, keepsFiles: boolean) =>
+          Actors.ask(
+            session,
+            sessionId,
+            ControlProtocol.SessionStopCommand.make({
+              sessionId: sessionId as never,
+              reason: "its workspace was stopped (idle since its task ended)",
+              from: "workspace",
+              ...(keepsFiles ? { keepsFiles } : {})
+            })
+          )
+
+        const kept = yield* open()
+        expect((yield* stopped(kept.sessionId, true)).reply).toMatchObject({ ok: true })
+        expect(yield* sessionRow(kept.sessionId)).toMatchObject({ status: "sleeping" })
+        expect(yield* snapshotOf(kept.sessionId)).toMatchObject({ activity: "sleeping", reason: "completed" })
+        yield* waitUntil(
+          "the node told to stop its agent",
+          Effect.sync(() => kept.node.commands.find((c) => c.type === "session.stop"))
+        )
+        // The sleep that follows changes nothing; a prompt is refused as to a sleeping session.
+        const sleep = yield* Actors.ask(
+          session,
+          kept.sessionId,
+          ControlProtocol.SessionSleep.make({ sessionId: kept.sessionId as never, reason: "its task completed" })
+        )
+        expect(sleep.reply).toMatchObject({ ok: true, duplicate: true })
+        const prompt = yield* Actors.ask(
+          session,
+          kept.sessionId,
+          ControlProtocol.SessionPromptCommand.make({ sessionId: kept.sessionId as never, prompt: "more?" })
+        )
+        expect(prompt.reply).toMatchObject({ ok: false, code: "session_sleeping" })
+
+        // A delete takes its files: the session ends stopped, asleep or not.
+        const deleted = yield* open()
+        expect((yield* stopped(deleted.sessionId, false)).reply).toMatchObject({ ok: true })
+        expect(yield* sessionRow(deleted.sessionId)).toMatchObject({ status: "stopped" })
+        expect((yield* stopped(kept.sessionId, false)).reply).toMatchObject({ ok: true })
+        expect(yield* sessionRow(kept.sessionId)).toMatchObject({ status: "stopped" })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+})

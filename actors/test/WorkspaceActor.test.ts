@@ -1,0 +1,87 @@
+import { Domain, makeId } from "@sam/bus"
+import { Effect } from "effect"
+import { describe, expect, it } from "vitest"
+import { WorkspaceKind } from "../src/domain/WorkspaceActor.js"
+
+const { ControlProtocol: C } = Domain
+
+const nodeId = makeId("node")
+const asleep = makeId("sess")
+const working = makeId("sess")
+
+/** A workspace on the node with one sleeping session (its task completed) and one active one. */
+const workspace = (status: Domain.WorkspaceStatus) => ({
+  id: makeId("ws"),
+  projectId: makeId("proj"),
+  nodeId,
+  taskId: makeId("task"),
+  status,
+  runtime: "host",
+  dispatchedAt: new Date(),
+  dispatchCount: 1,
+  errorReason: null,
+  repoUrl: "file:///tmp/r",
+  branch: "main",
+  taskStatus: "completed",
+  liveSessions: [asleep, working],
+  activeSessions: [working],
+  bootLog: []
+})
+
+type Out = {
+  state: { status: string } | null
+  send?: Array<{ envelope: { type: string; body: { sessionId?: string; from?: string; keepsFiles?: boolean } } }>
+}
+const handle = (state: ReturnType<typeof workspace>, command: { readonly type: string }) =>
+  Effect.runPromise(
+    WorkspaceKind.handle(state as never, command as never, {
+      kind: "workspace",
+      id: state.id,
+      subject: "s",
+      streamSequence: 1,
+      attempt: 1
+    }) as unknown as Effect.Effect<Out>
+  )
+
+/** The sessions told to stop, and whether the workspace keeps their files. */
+const stops = (out: Out) =>
+  (out.send ?? [])
+    .filter((s) => s.envelope.type === "session.user-stop")
+    .map((s) => [s.envelope.body.sessionId, s.envelope.body.keepsFiles ?? false])
+
+describe("a workspace's end and its sessions (ADR 0023)", () => {
+  it("a stop ends its active sessions keeping their files, and leaves a sleeping one asleep; a delete ends both", async () => {
+    const stop = await handle(workspace("running"), C.WorkspaceStopCommand.make({ workspaceId: makeId("ws") }))
+    expect(stop.state?.status).toBe("stopping")
+    expect(stops(stop)).toEqual([[working, true]])
+    const del = await handle(workspace("running"), C.WorkspaceDeleteCommand.make({ workspaceId: makeId("ws") }))
+    expect(stops(del)).toEqual([
+      [asleep, false],
+      [working, false]
+    ])
+  })
+
+  it("a stopping workspace its node no longer has ends deleted, and nothing stays asleep in it", async () => {
+    const state = workspace("stopping")
+    const gone = await handle(
+      state,
+      C.WorkspaceMissing.make({
+        workspaceId: state.id,
+        nodeId,
+        reason: `its node ${nodeId} was deleted`,
+        found: "nothing"
+      })
+    )
+    expect(gone.state?.status).toBe("deleted")
+    expect(stops(gone)).toEqual([
+      [asleep, false],
+      [working, false]
+    ])
+    const held = await handle(
+      state,
+      C.WorkspaceMissing.make({ workspaceId: state.id, nodeId, reason: "held stopped", found: "stopped" })
+    )
+    expect(held.state?.status).toBe("stopped")
+    expect(stops(held)).toEqual([[working, true]])
+  })
+})

@@ -167,8 +167,9 @@ export const NodeKind = Actor.make({
         SELECT id, status FROM workspaces WHERE node_id = ${id} AND status <> 'deleted' ORDER BY created_at`.pipe(
         Effect.map(decodeWorkspaces)
       )
-      const heartbeat = command.type === "node.heartbeat-seen" ? command.body.inventory : undefined
-      const ledger = heartbeat === undefined ? undefined : yield* Reconciled.load(id, heartbeat)
+      const heartbeat = command.type === "node.heartbeat-seen" ? command.body : undefined
+      const ledger =
+        heartbeat?.inventory === undefined ? undefined : yield* Reconciled.load(id, heartbeat.inventory, heartbeat.at)
       // One warm-pool decision per owner at a time (a transaction lock): two nodes idle at once would
       // each count the other as not yet warm.
       if (command.type === "node.idle-check" && rows[0] !== undefined)

@@ -54,22 +54,27 @@ export declare namespace Reconciled {
 }
 
 export const Reconciled = {
-  /** The node's workspaces in the ledger, and the rows of whatever the node reports holding. */
-  load: (nodeId: string, inventory: Inventory) =>
+  /**
+   * The node's workspaces in the ledger, and the rows of whatever the node reports holding. A row is
+   * settled when it kept its status for the settle time before the inventory was received (`at`), not
+   * before now: a heartbeat handled late (a busy shard) must not find a workspace that started after its
+   * inventory was taken missing from it.
+   */
+  load: (nodeId: string, inventory: Inventory, at: string) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const reported = inventory.workspaces.map((w) => w.workspaceId as string)
       const settle = settleMs() / 1000
       const workspaces = yield* sql<LedgerWorkspace>`
         SELECT id, node_id, status, dispatched_at IS NOT NULL AS dispatched,
-          updated_at < now() - make_interval(secs => ${settle}) AS settled
+          updated_at < ${at}::timestamptz - make_interval(secs => ${settle}) AS settled
         FROM workspaces WHERE (node_id = ${nodeId} AND status <> 'deleted') OR id IN ${sql.in(reported.length > 0 ? reported : [""])}`
       const agents = inventory.agentSessions as ReadonlyArray<string>
       const sessions =
         agents.length === 0
           ? []
           : yield* sql<LedgerSession>`
-              SELECT id, node_id, status, updated_at < now() - make_interval(secs => ${settle}) AS settled
+              SELECT id, node_id, status, updated_at < ${at}::timestamptz - make_interval(secs => ${settle}) AS settled
               FROM sessions WHERE id IN ${sql.in(agents)}`
       return { workspaces, sessions } satisfies Reconciled.Ledger
     })

@@ -48,6 +48,19 @@ describe("host-process runtime", () => {
     await run(runtime.delete("ws_race"))
   })
 
+  it("a workspace's record written by two operations at once is never lost or torn", async () => {
+    const records = makeRecords(join(dir, "node", "records-race"))
+    const record = newRecord(WorkspaceSpec.parse(spec("ws_race", repo)), "host", join(dir, "ws_race"))
+    await run(records.write(record))
+    const writes = Array.from({ length: 40 }, (_, i) =>
+      run(records.update(record, { status: i % 2 === 0 ? "running" : "stopped" }))
+    )
+    const listed = Array.from({ length: 40 }, () => run(records.list()))
+    await Promise.all(writes)
+    for (const seen of await Promise.all(listed)) expect(seen.map((r) => r.workspaceId)).toEqual(["ws_race"])
+    expect(Option.getOrThrow(await run(records.read("ws_race"))).workspaceId).toBe("ws_race")
+  })
+
   it("a create interrupted by a daemon crash, or a workspace gone from disk, is created anew on the next create", async () => {
     const records = makeRecords(join(dir, "node", "workspaces", ".records"))
     const parsed = WorkspaceSpec.parse(spec("ws_crash", repo))

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { Effect, Option } from "effect"
@@ -86,7 +86,9 @@ export const makeRecords = (dir: string) => {
   const write = (record: WorkspaceRecord) =>
     Effect.promise(async () => {
       await mkdir(dir, { recursive: true, mode: 0o700 })
-      const tmp = `${file(record.workspaceId)}.${process.pid}.tmp`
+      // a name of its own: two writes of one record at once (a create ending while a stop begins) must not
+      // share a file, or one renames the other's half-written text into place and the other finds nothing
+      const tmp = `${file(record.workspaceId)}.${randomBytes(6).toString("hex")}.tmp`
       await writeFile(tmp, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 })
       await rename(tmp, file(record.workspaceId))
     })

@@ -9,6 +9,7 @@ import { ProjectKind } from "./domain/ProjectActor.js"
 import { runMachineReconciler, runProvisioner } from "./domain/Provisioner.js"
 import * as ReportIngress from "./domain/ReportIngress.js"
 import * as SessionActor from "./domain/SessionActor.js"
+import { runSnapshotCheck } from "./domain/SessionSnapshotCheck.js"
 import { TaskKind } from "./domain/TaskActor.js"
 import { WorkspaceKind } from "./domain/WorkspaceActor.js"
 import * as NatsAccounts from "./NatsAccounts.js"
@@ -46,6 +47,9 @@ export const run = Effect.fn("ControlPlane.run")(function* (options: ControlPlan
     runProvisioner().pipe(Effect.tapErrorCause((cause) => Effect.logError("provisioner stopped", cause)))
   )
   yield* Effect.forkScoped(runMachineReconciler())
+  yield* Effect.forkScoped(
+    runSnapshotCheck(session).pipe(Effect.tapErrorCause((cause) => Effect.logError("snapshot check stopped", cause)))
+  )
   yield* NatsAccounts.runNodeRenewals(options.nodeCredsTtlSeconds ?? NatsAccounts.nodeCredsTtlSeconds())
   yield* Effect.forkScoped(
     runNodeRevoker().pipe(Effect.tapErrorCause((cause) => Effect.logError("node revoker stopped", cause)))

@@ -347,6 +347,42 @@ const handle = (
     })
   }
 
+  /**
+   * The snapshot says what the row says (`session.check-snapshot`): a snapshot write is stored after its
+   * command commits, so a control plane stopped in between (or NATS away then) lost it. An ended session's
+   * snapshot is written again as it ended; one still shown working is handed to the healer, whose timer
+   * the lost write's command may have cancelled, to end its turn on the node's evidence.
+   */
+  const checkSnapshot = (r: Row | null) =>
+    Effect.gen(function* () {
+      if (r === null) return { state } satisfies Reaction
+      const current = yield* deps.snapshots.get(r.id)
+      const working = current !== undefined && Domain.WORKING_ACTIVITIES.has(current.activity)
+      if (r.status === "active") return { state, ...(working ? { timers: [healTimer(r.id)] } : {}) } satisfies Reaction
+      const ended = {
+        sleeping: ["sleeping", "completed"],
+        stopped: ["stopped", "force_stopped"],
+        failed: ["error", "failed"]
+      } as const
+      const [activity, reason] = ended[r.status]
+      if (current?.activity === activity) return { state } satisfies Reaction
+      const written = yield* deps.snapshots.write(r.id, (now) => ({
+        activity,
+        promptStartedAt: null,
+        promptEpoch: Math.max(now?.promptEpoch ?? 0, r.promptEpoch),
+        plan: now?.plan ?? null,
+        source: "control_plane",
+        reason,
+        lastSeq: Math.max(now?.lastSeq ?? 0, r.lastSeq),
+        step: now?.step ?? null,
+        updatedAt: nowIso()
+      }))
+      return {
+        state,
+        events: written.snapshot === undefined ? [] : [activityEvent(r, written.snapshot)]
+      } satisfies Reaction
+    })
+
   const helpers = { meta, event, activityEvent, toTask, healTimer, bump, fail }
   /** One node report (one event or activity) applied, then its permission follow-ups. */
   const one = (current: State, single: ReportCommand) =>
@@ -641,6 +677,8 @@ const handle = (
     }
     case "session.heal":
       return heal(deps, state, command, helpers)
+    case "session.check-snapshot":
+      return checkSnapshot(row)
     case "session.command-rejected":
       return rejected(deps, state, command, helpers)
     case "session.answer-permission":

@@ -298,6 +298,14 @@ export const SessionPermissionTimeout = defineMessage(
 )
 /** a durable timer: check that a `prompting` snapshot still shows signs of life */
 export const SessionHeal = defineMessage("session.heal", z.object({ sessionId: SessionId }), { durable: true })
+/**
+ * From the snapshot check (SessionSnapshotCheck.ts): the session's KV snapshot disagrees with its row (a
+ * snapshot write lost with the control plane that committed it): an ended session's snapshot is made to say
+ * how it ended; a working one is handed to the healer.
+ */
+export const SessionCheckSnapshot = defineMessage("session.check-snapshot", z.object({ sessionId: SessionId }), {
+  durable: true
+})
 
 // ── node (kind "node", id node_…) ──────────────────────────────────────────────────────────
 /** from a task that found no ready node: create one with the default provider */
@@ -572,6 +580,7 @@ export const sessionCommands = registry(
   SessionReport,
   SessionReportRun,
   SessionHeal,
+  SessionCheckSnapshot,
   SessionCommandRejected,
   SessionAnswerPermission,
   SessionPermissionTimeout,

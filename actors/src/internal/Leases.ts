@@ -67,14 +67,27 @@ export const manageLeases = (deps: {
       try: () => raw.watch({ key: memberPrefix(kind.name), include: KvWatchInclude.UpdatesOnly }),
       catch: (cause) => new NatsError({ reason: "Kv", message: `watch members: ${cause}`, cause })
     })
+    /**
+     * Since when this instance's own put has not come back through the watcher (undefined: it has). Every tick puts
+     * it, so a watcher that brings nothing back for a lease TTL is stuck: its consumer gone on the server (deleted,
+     * lost in a restart), which the client library only notices after two missed 30 s heartbeats. Meanwhile every
+     * other member would expire here and this instance would keep every shard.
+     */
+    let unechoedSince: number | undefined
+    const stuck = Effect.gen(function* () {
+      while (unechoedSince === undefined || Date.now() - unechoedSince < ttl) yield* Effect.sleep(settings.renewEveryMs)
+      return yield* new NatsError({ reason: "Kv", message: `watch members: no put came back through it for ${ttl} ms` })
+    })
     const follow = (watcher: Awaited<ReturnType<typeof raw.watch>>) =>
       Effect.promise(async () => {
+        unechoedSince = undefined
         for await (const entry of watcher) {
+          if (entry.key === memberKey(kind.name, me)) unechoedSince = undefined
           const value = entry.operation === "PUT" ? MemberValue.safeParse(entry.json()) : undefined
           if (value?.success === true) memberExpiry.set(entry.key, value.data.expiresAt)
           else memberExpiry.delete(entry.key)
         }
-      }).pipe(Effect.onInterrupt(() => Effect.sync(() => watcher.stop())))
+      }).pipe(Effect.raceFirst(stuck), Effect.ensuring(Effect.sync(() => watcher.stop())))
     const seedMembers = Effect.gen(function* () {
       const keys = yield* Effect.tryPromise({
         try: async () => {
@@ -99,15 +112,13 @@ export const manageLeases = (deps: {
      * A watcher that ends (its connection lost for good, the server restarted) is made again and seeded again, a
      * tick later: one that ends at once cannot spin.
      */
+    const watchFailed = (cause: Cause.Cause<unknown>) =>
+      Effect.logWarning(`watching ${kind.name}'s members failed`, Cause.pretty(cause))
     const keepWatching = Effect.gen(function* () {
       const watcher = yield* watchMembers
       yield* seedMembers
       yield* follow(watcher)
-    }).pipe(
-      Effect.catchAllCause((cause) => Effect.logWarning(`watching ${kind.name}'s members failed`, Cause.pretty(cause))),
-      Effect.zipRight(Effect.sleep(settings.renewEveryMs)),
-      Effect.forever
-    )
+    }).pipe(Effect.catchAllCause(watchFailed), Effect.zipRight(Effect.sleep(settings.renewEveryMs)), Effect.forever)
     /** The members whose key has not expired (an expired one is forgotten; its next put brings it back). */
     const liveMembers = (now: number) =>
       Effect.sync(() => {
@@ -186,6 +197,7 @@ export const manageLeases = (deps: {
       const now = Date.now()
       yield* Effect.forEach([...owned], ([shard, held]) => renew(shard, held, now), { concurrency: 8, discard: true })
       yield* members.put(memberKey(kind.name, me), { instance: me, expiresAt: now + ttl })
+      unechoedSince ??= Date.now()
       // counted at once, not once the watcher brings the put back
       memberExpiry.set(memberKey(kind.name, me), now + ttl)
       const live = yield* liveMembers(now)
@@ -225,7 +237,11 @@ export const manageLeases = (deps: {
     const seeded = yield* watchMembers
     yield* seedMembers
     const watching = deps.fork(
-      follow(seeded).pipe(Effect.zipRight(Effect.sleep(settings.renewEveryMs)), Effect.zipRight(keepWatching))
+      follow(seeded).pipe(
+        Effect.catchAllCause(watchFailed),
+        Effect.zipRight(Effect.sleep(settings.renewEveryMs)),
+        Effect.zipRight(keepWatching)
+      )
     )
     const looping = deps.fork(loop)
     const close = Effect.gen(function* () {

@@ -19,6 +19,7 @@ import messageTrace from "./migrations/0016_message_trace.js"
 import nodeBootKeys from "./migrations/0017_node_boot_keys.js"
 import inboxRetention from "./migrations/0018_inbox_retention.js"
 import sessionsByWorkspace from "./migrations/0019_sessions_by_workspace.js"
+import sessionsRecentlyChanged from "./migrations/0020_sessions_recently_changed.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -44,7 +45,8 @@ export const migrations = {
   "0016_message_trace": messageTrace,
   "0017_node_boot_keys": nodeBootKeys,
   "0018_inbox_retention": inboxRetention,
-  "0019_sessions_by_workspace": sessionsByWorkspace
+  "0019_sessions_by_workspace": sessionsByWorkspace,
+  "0020_sessions_recently_changed": sessionsRecentlyChanged
 }
 
 const migrator = Migrator.make({})

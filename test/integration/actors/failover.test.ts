@@ -40,14 +40,27 @@ const twoWorkers = (kindName: string) =>
     const started = Date.now()
     const a = yield* start(unique("a"))
     const b = yield* start(unique("b"))
-    // Set-up, not what is under test: two child processes start, and the first gives the second half its shards
-    // (a lease and a fence each). Alone it takes a few seconds; on a loaded machine it took over 30.
+    // Set-up, not what is under test: two child processes boot (Node compiling the TypeScript of the runtime: 10-40 s
+    // on a loaded machine), then the first gives the second half its shards (a lease and a fence each: seconds).
+    // Each has its own bound, so a failure says which one was slow.
+    yield* waitUntil(
+      "two workers booted",
+      Effect.sync(() => [a, b].every((w) => w.events.some((e) => e.event === "Started"))),
+      90_000
+    )
+    const booted = Date.now()
     yield* waitUntil(
       "two workers holding half the shards each",
       Effect.sync(() => a.owned().size === SHARDS / 2 && b.owned().size === SHARDS / 2),
-      60_000
+      30_000
+    ).pipe(
+      Effect.tapError(() =>
+        Effect.sync(() => console.log(`failover set-up: a holds ${[...a.owned()]}, b holds ${[...b.owned()]}`))
+      )
     )
-    console.log(`two workers started and holding half the shards each after ${Date.now() - started} ms`)
+    console.log(
+      `two workers booted after ${booted - started} ms, and held half the shards each ${Date.now() - booted} ms later`
+    )
     return { a, b }
   })
 
@@ -100,7 +113,7 @@ describe("actor runtime failover (instances in child processes)", () => {
         yield* waitUntil("3,000 events relayed", events.pipe(Effect.map((n) => n >= 3_000)), 30_000)
         expect(yield* events).toBe(3_000)
       }).pipe(Effect.provide(env())),
-    120_000
+    180_000
   )
 
   it.scopedLive(
@@ -174,6 +187,6 @@ describe("actor runtime failover (instances in child processes)", () => {
         expect(rows.get(slowId)).toMatchObject({ count: 1, lastSeq: 1, violations: 0 })
         expect([...rows.values()].every((row) => row.violations === 0)).toBe(true)
       }).pipe(Effect.provide(env())),
-    120_000
+    180_000
   )
 })

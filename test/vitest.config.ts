@@ -8,7 +8,9 @@ export default defineProject({
     setupFiles: ["./src/removeTempDirs.ts"],
     // Tests play several users of one machine on local repositories; test/security checks `owner` and `none`.
     env: { SAM_ALLOW_LOCAL_REPOS: "all" },
-    testTimeout: 60_000,
+    // A test under `layer(Env, { timeout })` gets this bound, not the layer's: long enough for the waits inside
+    // the heavy ones (nodes started, tasks run) to fail first and say which condition was slow.
+    testTimeout: 180_000,
     hookTimeout: 60_000
   }
 })

@@ -16,8 +16,9 @@ import { vmAgentPids } from "../src/ProcessTree.js"
  * gateway and real vm-agents (host runtime).
  */
 
-// Each step waits 4 s, then 8 and 16; a turn that ended waits for its result the last of them (16 s).
-useSettings({ SAM_TASK_STEP_TIMEOUT_MS: "4000" })
+// Each step waits 6 s, then 12 and 24; a turn that ended waits for its result the last of them (24 s: a restarted
+// vm-agent has that long to report the result lost, beside the rest of the suite).
+useSettings({ SAM_TASK_STEP_TIMEOUT_MS: "6000" })
 
 /** The processes running `sleep <seconds>` (the hook's), by pid. */
 const sleeping = (seconds: number) =>

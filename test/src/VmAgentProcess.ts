@@ -43,13 +43,18 @@ export const nodeUnderTest = Effect.gen(function* () {
   return { nodeId, dir, node, repo, reports, send }
 })
 
-/** A real vm-agent process (`node --import tsx vm-agent/src/main.ts`). */
+/**
+ * A real vm-agent process: the compiled one when `./sam test` built it (SAM_COMPILED=1), as the local provider
+ * starts it; else from source (`node --import tsx vm-agent/src/main.ts`), which compiles it at every start.
+ */
 export const startVmAgent = (
   nodeId: string,
   node: { readonly credsFile: string; readonly dataDir: string },
   env: Record<string, string> = {}
 ): VmAgentProcess => {
-  const child = spawn(process.execPath, ["--import", "tsx", "vm-agent/src/main.ts"], {
+  const main =
+    process.env.SAM_COMPILED === "1" ? ["dist/vm-agent.mjs"] : ["--import", "tsx", "vm-agent/src/main.ts"]
+  const child = spawn(process.execPath, main, {
     cwd: root,
     env: {
       ...process.env,

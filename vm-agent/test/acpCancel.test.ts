@@ -83,7 +83,7 @@ describe("AcpSessionHost cancel", () => {
         expect(result._tag === "Cancelled" && result.forced).toBe(true)
         if (result._tag !== "Cancelled") return
         expect(result.stopMs).toBeGreaterThanOrEqual(GRACE_MS - 50)
-        expect(result.stopMs).toBeLessThan(GRACE_MS + 1000)
+        expect(result.stopMs).toBeLessThan(GRACE_MS + 5000)
         expect(groupAlive(pgid)).toBe(false)
         yield* waitUntil("zombies reaped (ESRCH)", () => !groupSignalable(pgid), 5000)
         expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")

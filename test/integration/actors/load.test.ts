@@ -156,8 +156,9 @@ describe("actor runtime under load", () => {
       const runtime = yield* startRuntime(url, [kind], {
         instanceId: unique("w"),
         leaseTtl: "4 seconds",
-        ackWait: "1 second",
-        // one command a transaction: the ones behind wait in the mailbox, about 3 s for the last
+        // 3 s: the ack extender's rounds (a third of it) keep a second's slack for a loaded event loop
+        ackWait: "3 seconds",
+        // one command a transaction: the ones behind wait in the mailbox, about 7 s for the last
         groupMax: 1,
         onApplied: (a) => {
           if (a.outcome === "applied") applied++
@@ -171,7 +172,7 @@ describe("actor runtime under load", () => {
       )
       yield* Effect.forEach(
         Array.from({ length: 8 }, (_, i) => i + 1),
-        (seq) => Publish.publish(Actor.subjectOf(kind, "e1"), Increment.make({ seq, slowMs: 400 })),
+        (seq) => Publish.publish(Actor.subjectOf(kind, "e1"), Increment.make({ seq, slowMs: 1000 })),
         { discard: true }
       )
       yield* waitUntil("all applied", allApplied(kind.name, ["e1"], 8), 30_000, 100)
@@ -182,7 +183,7 @@ describe("actor runtime under load", () => {
           if (c.name.includes(kind.name)) out.push({ name: c.name, redelivered: c.num_redelivered })
         return out
       })
-      // Without the deadline pushed back, the server delivers the waiting ones again after 1 s.
+      // Without the deadline pushed back, the server delivers the waiting ones again after 3 s.
       expect(consumers.map((c) => c.redelivered)).toEqual([0])
       expect(applied).toBe(8)
       expect(duplicates).toBe(0)

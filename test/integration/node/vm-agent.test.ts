@@ -137,7 +137,8 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
           "cancelled turn",
           is("session.activity-reported", (r) => r.body.promptEpoch === 2 && r.body.stopReason === "cancelled")
         )
-        expect(Date.now() - cancelAt).toBeLessThan(1500 + 3000)
+        // within the grace and a slack for a loaded machine: far less than the 30 s the command would run
+        expect(Date.now() - cancelAt).toBeLessThan(1500 + 10_000)
         expect(yield* texts(sessionId)).not.toContain("MARKER")
 
         // Nothing in flight: the cancel says so.
@@ -179,12 +180,14 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         yield* Effect.promise(() => agent.exited)
         yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "say back again", promptEpoch: 5 }))
         agent = startVmAgent(nodeId, node)
+        // a vm-agent's start, as the first one was given (readyNode)
         yield* waitFor(
           "not working forever",
           is(
             "session.activity-reported",
             (r) => r.body.activity === "idle" && (r.body.reason ?? "").includes("restarted")
-          )
+          ),
+          "60 seconds"
         )
         yield* waitFor(
           "prompt sent while down",

@@ -92,6 +92,9 @@ export const newContext = async (stack: WebStack, options: Parameters<Browser["n
   const context = await stack.browser.newContext({
     baseURL: stack.url,
     viewport: { width: 1280, height: 800 },
+    // The app's spinners and pulses stop (its reduced-motion rule): repainted without a GPU at every frame while
+    // a session works, they took a large share of the two cores the suite shares.
+    reducedMotion: "reduce",
     ...options
   })
   await context.addInitScript(FEED_SWITCH)

@@ -181,7 +181,7 @@ describe("web app: project chat in the browser", () => {
 
   it("drops the live connection mid-turn and catches up with no missing or duplicated message", async () => {
     const sessionId = sessionIdOf(page.url())
-    await send("say alpha-first\nsleep 2500\nsay bravo-second\nrun echo charlie-third\nsay delta-fourth")
+    await send("say alpha-first\nsleep 5000\nsay bravo-second\nrun echo charlie-third\nsay delta-fourth")
     await poll(async () => (await timeline().locator("[data-kind=text]").allTextContents()).join(), {
       timeout: 20_000
     }).toContain("alpha-first")

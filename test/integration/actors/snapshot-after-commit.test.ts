@@ -79,7 +79,7 @@ describe("actor runtime: a snapshot write lost after its commit", () => {
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         const store = yield* Kv.open(Topology.Buckets.sessionState.name, Domain.SessionSnapshot)
-        const { session } = yield* startControl(url, { healEvery: "300 millis", staleAfter: "1500 millis" })
+        const { session } = yield* startControl(url, { healEvery: "500 millis", staleAfter: "5 seconds" })
         const { projectId, place, task } = yield* placement
         const { nodeId, workspaceId } = yield* place()
         const node = yield* fakeNode(nodeId)

@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { Domain, ProjectId } from "@sam/bus"
 import { Effect } from "effect"
 import * as Actor from "../ActorKind.js"
-import { ProjectRef } from "./Kinds.js"
+import { ProjectRef, TaskRef } from "./Kinds.js"
 
 const { ControlProtocol: C } = Domain
 type Role = Domain.ControlProtocol.MemberRole
@@ -29,6 +29,8 @@ interface State {
   readonly changes: ReadonlyArray<MemberChange>
   /** the permission settings changed (ADR 0018): `save` writes them */
   readonly settingsChanged?: boolean
+  /** for `project.remove-member`: that member's tasks in the project that have not ended */
+  readonly memberTasks?: ReadonlyArray<string>
 }
 
 const refuse = (state: State, code: string, message: string) => ({ state, reply: { ok: false, code, message } })
@@ -43,7 +45,7 @@ export const ProjectKind = Actor.make({
   ...ProjectRef,
   id: ProjectId,
   commands: C.projectCommands.defs,
-  load: (id) =>
+  load: (id, command) =>
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
       const rows = yield* sql<Row>`
@@ -51,11 +53,18 @@ export const ProjectKind = Actor.make({
         FROM projects WHERE id = ${id} FOR UPDATE`
       const members = yield* sql<{ userId: string; role: Role }>`
         SELECT user_id, role FROM project_members WHERE project_id = ${id}`
+      const memberTasks =
+        command.type === "project.remove-member"
+          ? yield* sql<{ id: string }>`
+              SELECT id FROM tasks WHERE project_id = ${id} AND created_by = ${command.body.userId}
+                AND status NOT IN ${sql.in([...Domain.TERMINAL_TASK_STATUSES])}`
+          : undefined
       const state: State = {
         row: rows[0] ?? null,
         created: false,
         members: new Map(members.map((m) => [m.userId, m.role])),
-        changes: []
+        changes: [],
+        ...(memberTasks === undefined ? {} : { memberTasks: memberTasks.map((t) => t.id) })
       }
       return state
     }),
@@ -176,8 +185,18 @@ export const ProjectKind = Actor.make({
         if (owners(members) === 0) {
           return Effect.succeed(refuse(state, "last_owner", "the project's only owner cannot be removed"))
         }
+        // Their work in the project ends with their membership: an agent of theirs still running would go on
+        // reading and pushing the project's repository, and writing into its chat, after they lost access.
+        const cancel = (state.memberTasks ?? []).map((taskId) =>
+          Actor.to(
+            TaskRef,
+            taskId,
+            C.TaskCancel.make({ taskId: taskId as never, reason: "its submitter was removed from the project" })
+          )
+        )
         return Effect.succeed({
           state: { ...state, members, changes: [...state.changes, { _tag: "Remove" as const, userId: b.userId }] },
+          send: cancel,
           events: [
             Actor.event(
               row.id,

@@ -4,8 +4,9 @@ import { makeId } from "@sam/bus"
 import { Gateway } from "@sam/gateway"
 import { Effect } from "effect"
 import { expect } from "vitest"
+import { waitUntil } from "../../src/Env.js"
 import { GatewayEnv, makeUser } from "../../src/index.js"
-import { api, conversation, createProject, expectNoSecrets } from "./RestKit.js"
+import { api, conversation, createProject, expectNoSecrets, taskRow, untilTask } from "./RestKit.js"
 
 /**
  * Everything a refused request could have changed: rows, statuses, roles, prompt epochs, reads,
@@ -227,6 +228,37 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("gateway: mem
         (yield* api(bob, "POST", `/sessions/${run.sessionId}/prompt`, { body: { prompt: "run env" } })).status
       ).toBe(403)
       yield* expectNoSecrets([alice, bob])
+    })
+  )
+
+  it.effect("a member removed from a project has their work in it ended; the others' goes on", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* makeUser("Alice")
+      const bob = yield* makeUser("Bob")
+      const projectId = yield* createProject(alice)
+      expect(
+        (yield* api(alice, "POST", `/projects/${projectId}/members`, { body: { userId: bob.userId } })).status
+      ).toBe(201)
+      // Each has a conversation whose agent waits for a follow-up (on its starter's own node).
+      const hers = yield* conversation(alice, projectId, "say hello from Alice")
+      const his = yield* conversation(bob, projectId, "say hello from Bob")
+
+      expect((yield* api(alice, "DELETE", `/projects/${projectId}/members/${bob.userId}`)).status).toBe(200)
+      yield* untilTask(his.taskId, "cancelled", (r) => r.status === "cancelled", "30 seconds")
+      const [reason] = yield* sql<{ reason: string }>`
+        SELECT reason FROM task_status_events WHERE task_id = ${his.taskId} AND to_status = 'cancelled'`
+      expect(reason?.reason).toContain("its submitter was removed from the project")
+      const session = yield* waitUntil(
+        "Bob's session stopped",
+        Effect.map(sql<{ status: string }>`SELECT status FROM sessions WHERE id = ${his.sessionId}`, ([row]) =>
+          row?.status === "stopped" ? row : undefined
+        ),
+        { timeout: "30 seconds", every: "100 millis" }
+      )
+      expect(session.status).toBe("stopped")
+      // Alice's conversation still waits for her.
+      expect(yield* taskRow(hers.taskId)).toMatchObject({ status: "in_progress", executionStep: "awaiting_followup" })
     })
   )
 })

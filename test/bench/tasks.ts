@@ -234,6 +234,7 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
       const repo = makeRepo(join(yield* scratch("sam-bench-"), "repo"))
       yield* db`INSERT INTO users (id, display_name) VALUES (${userId}, 'bench')`
       yield* db`INSERT INTO projects (id, owner_id, name, repo_url) VALUES (${projectId}, ${userId}, 'bench', ${repo})`
+      yield* db`INSERT INTO project_members (project_id, user_id, role) VALUES (${projectId}, ${userId}, 'owner')`
       return yield* timeTasks(N, projectId, userId, runtime)
     }).pipe(
       Effect.provide(

@@ -28,6 +28,8 @@ interface State {
   /** for a step timeout while its node is provisioned: why the provider could not make it, if it said */
   readonly nodeError?: string
   readonly transitions: ReadonlyArray<{ readonly from: Status | null; readonly to: Status; readonly reason: string }>
+  /** for `task.submit`: whether its submitter is a member of its project, read with the project row shared */
+  readonly submitterIsMember?: boolean
 }
 type Reaction = Actor.Reaction<State>
 
@@ -280,6 +282,17 @@ const TaskFlow = Actor.make({
         ORDER BY ready DESC, taken < max_workspaces DESC, (provider = 'joined') DESC, created_at LIMIT 1`.pipe(
               Effect.map(decodeCandidates)
             )
+      // A member removed while their submit was on its way (the gateway checked before): the project row, shared
+      // here and taken by a removal (ProjectActor.ts), orders the two, so the task is either refused here or
+      // there to be cancelled by the removal.
+      const membership =
+        command.type === "task.submit" && task === null
+          ? yield* sql<{ member: boolean }>`
+              SELECT EXISTS (
+                  SELECT 1 FROM project_members m WHERE m.project_id = p.id AND m.user_id = ${command.body.userId}
+                ) AS member
+              FROM projects p WHERE p.id = ${command.body.projectId} FOR SHARE OF p`
+          : undefined
       const nodeErrors =
         command.type === "task.step-timeout" && command.body.step === "node_provisioning" && task?.nodeId
           ? yield* sql<{ errorReason: string | null }>`SELECT error_reason FROM nodes WHERE id = ${task.nodeId}`
@@ -287,6 +300,7 @@ const TaskFlow = Actor.make({
       const nodeError = nodeErrors[0]?.errorReason ?? undefined
       const state: State = {
         ...(nodeError === undefined ? {} : { nodeError }),
+        ...(membership === undefined ? {} : { submitterIsMember: membership[0]?.member === true }),
         task,
         candidate: candidates[0] ?? null,
         transitions: [],
@@ -323,6 +337,11 @@ const TaskFlow = Actor.make({
     if (command.type === "task.submit") {
       if (task !== null) return Effect.succeed({ state, reply: { ok: true, duplicate: true } })
       const b = command.body
+      if (state.submitterIsMember === false)
+        return Effect.succeed({
+          state,
+          reply: { ok: false, code: "not_a_member", message: `${b.userId} is not a member of project ${b.projectId}` }
+        })
       const created: Row = {
         id: b.taskId,
         projectId: b.projectId,

@@ -190,6 +190,18 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 120_000 })("a task 
       expect(cancelUnknown).toMatchObject({ reply: { ok: false, code: "not_found" } })
       expect(yield* taskRow(unknown)).toBeUndefined()
 
+      // A submit from someone who is not (or no longer) a member, as one on its way while they were removed: refused.
+      const outsider = makeId("user")
+      yield* sql`INSERT INTO users (id, display_name) VALUES (${outsider}, 'Removed')`
+      const late = makeId("task")
+      const refused = yield* Actors.ask(
+        ControlPlane.TaskRef,
+        late,
+        C.TaskSubmit.make({ taskId: late, projectId: projectId as never, userId: outsider as never, prompt: "say in" })
+      )
+      expect(refused).toMatchObject({ reply: { ok: false, code: "not_a_member" } })
+      expect(yield* taskRow(late)).toBeUndefined()
+
       const taskId = yield* submit(projectId, userId, "say once")
       const again = yield* Actors.ask(
         ControlPlane.TaskRef,

@@ -152,3 +152,22 @@ describe("idle reclaim of a joined machine (ADR 0027)", () => {
     }
   })
 })
+
+describe("a node destroyed before it reported its workspaces' ends", () => {
+  it("tells every workspace still there that nothing of it is left, a stopped one too", async () => {
+    const workspaces = (["running", "stopping", "stopped", "error"] as const).map((status) => ({
+      id: makeId("ws"),
+      status
+    }))
+    const destroying = { ...node([]), row: { ...node([]).row, status: "destroying" }, workspaces }
+    const destroyed = C.NodeDestroyed.make({
+      nodeId: nodeId as never,
+      detail: "machine destroyed"
+    }) as unknown as ReturnType<typeof C.NodeReserve.make>
+    const out = await handle(destroying, destroyed)
+    expect(out.state.row).toMatchObject({ status: "deleted" })
+    expect(
+      (out.send ?? []).map((s) => [s.envelope.type, (s.envelope.body as unknown as { found?: string }).found])
+    ).toEqual(workspaces.map(() => ["workspace.missing", "nothing"]))
+  })
+})

@@ -84,4 +84,19 @@ describe("a workspace's end and its sessions (ADR 0023)", () => {
     expect(held.state?.status).toBe("stopped")
     expect(stops(held)).toEqual([[working, true]])
   })
+
+  it("a stopped workspace whose node is gone is deleted, and its sleeping session ends", async () => {
+    const state = { ...workspace("stopped"), activeSessions: [], liveSessions: [asleep] }
+    const gone = await handle(
+      state,
+      C.WorkspaceMissing.make({
+        workspaceId: state.id,
+        nodeId,
+        reason: `its node ${nodeId} was deleted`,
+        found: "nothing"
+      })
+    )
+    expect(gone.state?.status).toBe("deleted")
+    expect(stops(gone)).toEqual([[asleep, false]])
+  })
 })

@@ -310,8 +310,8 @@ export const NodeKind = Actor.make({
         if (row.status !== "destroying") return Effect.succeed({ state })
         const next: Row = { ...row, status: "deleted" }
         // What the node never reported ended (it was down, or slower than the revoker's grace) went with it: a
-        // workspace left running or stopping there is not on any machine any more.
-        const left = state.workspaces.filter((w) => w.status !== "stopped" && w.status !== "error")
+        // workspace left there, running, stopping or stopped with its files, is not on any machine any more.
+        const left = state.workspaces
         return Effect.succeed({
           state: { ...state, row: next },
           events: [systemEvent(next, NodeStatusEvent.make({ nodeId: row.id, status: "deleted", ready: false }))],

@@ -368,7 +368,7 @@ const idleTimeout = (state: State, causationId: string): Actor.Reaction<State> =
  * The reconciler found that the node no longer has this workspace, which the ledger says runs there
  * (ADR 0023), or its node was deleted: it is `error` with the reason, and its task, if it still runs, fails.
  * One that was stopping, whose node never said it stopped, ends as what the node holds: `stopped`, or
- * `deleted` when nothing of it is left there.
+ * `deleted` when nothing of it is left there; a stopped or failed one whose node is gone is `deleted`.
  */
 const missing = (
   state: State,
@@ -376,6 +376,15 @@ const missing = (
   causationId: string
 ): Actor.Reaction<State> => {
   if (state === null || state.nodeId !== body.nodeId) return { state }
+  // Its node is gone with its files: a stopped (or failed) workspace there is deleted, and its sleeping sessions end.
+  if ((state.status === "stopped" || state.status === "error") && body.found === "nothing") {
+    const gone: Row = { ...state, status: "deleted" }
+    return {
+      state: gone,
+      send: endSessions(state, "delete", `its workspace was deleted (${body.reason})`, { causationId }),
+      events: [event(gone, { workspaceId: gone.id, status: "deleted", reason: body.reason, via: "reconciler" })]
+    }
+  }
   if (state.status === "stopping") {
     const to = body.found === "stopped" ? "stopped" : "deleted"
     const ended: Row = { ...state, status: to }

@@ -223,8 +223,8 @@ export const workspaceStates: StateTable<WorkspaceStatus> = {
     wayOut: [
       {
         to: "deleted",
-        who: "workspace actor (`workspace.user-delete`)",
-        when: "a user deletes it or its node is destroyed"
+        who: "workspace actor (`workspace.user-delete`; `workspace.missing` from the node actor)",
+        when: "a user deletes it or its node is destroyed (reported by the node, or not before it went)"
       }
     ]
   },
@@ -234,8 +234,8 @@ export const workspaceStates: StateTable<WorkspaceStatus> = {
     wayOut: [
       {
         to: "deleted",
-        who: "workspace actor (`workspace.user-delete`)",
-        when: "a user deletes it or its node is destroyed"
+        who: "workspace actor (`workspace.user-delete`; `workspace.missing` from the node actor)",
+        when: "a user deletes it or its node is destroyed (reported by the node, or not before it went)"
       }
     ]
   }

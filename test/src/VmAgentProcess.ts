@@ -52,8 +52,7 @@ export const startVmAgent = (
   node: { readonly credsFile: string; readonly dataDir: string },
   env: Record<string, string> = {}
 ): VmAgentProcess => {
-  const main =
-    process.env.SAM_COMPILED === "1" ? ["dist/vm-agent.mjs"] : ["--import", "tsx", "vm-agent/src/main.ts"]
+  const main = process.env.SAM_COMPILED === "1" ? ["dist/vm-agent.mjs"] : ["--import", "tsx", "vm-agent/src/main.ts"]
   const child = spawn(process.execPath, main, {
     cwd: root,
     env: {

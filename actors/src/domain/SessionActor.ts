@@ -162,6 +162,29 @@ const refuse = (state: State, code: Extract<SessionReply, { ok: false }>["code"]
 const nowIso = () => new Date().toISOString()
 
 /**
+ * The snapshot of a session that stopped working, as the control plane writes it (slept, stopped, failed):
+ * nothing in flight, on what the snapshot held, never behind the row's epoch and `seq`.
+ */
+const settled =
+  (
+    r: Row,
+    activity: "sleeping" | "stopped" | "error",
+    reason: "completed" | "force_stopped" | "failed",
+    seq = r.lastSeq
+  ) =>
+  (current: Domain.SessionSnapshot | undefined): Domain.SessionSnapshot => ({
+    activity,
+    promptStartedAt: null,
+    promptEpoch: Math.max(current?.promptEpoch ?? 0, r.promptEpoch),
+    plan: current?.plan ?? null,
+    source: "control_plane",
+    reason,
+    lastSeq: Math.max(current?.lastSeq ?? 0, seq),
+    step: current?.step ?? null,
+    updatedAt: nowIso()
+  })
+
+/**
  * Reports applied one by one in one transaction (a `session.events` run, or a `session.report-run`;
  * issue 12): their transcript entries, events, commands and timers kept in order; the snapshot is
  * written once, after commit.
@@ -246,19 +269,8 @@ const handle = (
     extra: { events?: Array<Actor.Outgoing>; send?: Array<Actor.Outgoing>; unopened?: true }
   ) =>
     Effect.gen(function* () {
-      const at = nowIso()
       const seq = r.lastSeq + 1
-      const written = yield* deps.snapshots.write(r.id, (current) => ({
-        activity: "error",
-        promptStartedAt: null,
-        promptEpoch: Math.max(current?.promptEpoch ?? 0, r.promptEpoch),
-        plan: current?.plan ?? null,
-        source: "control_plane",
-        reason: "failed",
-        lastSeq: Math.max(current?.lastSeq ?? 0, seq),
-        step: current?.step ?? null,
-        updatedAt: at
-      }))
+      const written = yield* deps.snapshots.write(r.id, settled(r, "error", "failed", seq))
       const next = bump(r, { status: "failed", errorReason: reason, endedAt: new Date(), lastSeq: seq })
       const said: Domain.SessionEventOf<"failed"> = { type: "failed", reason, source: "control_plane" }
       const entry = Ledger.ownEntry(seq, said, r.promptEpoch, command.id)
@@ -321,18 +333,7 @@ const handle = (
     if (transition._tag !== "Allowed")
       return Effect.succeed<Reaction>({ state, reply: { ok: true, duplicate: true } satisfies SessionReply })
     return Effect.gen(function* () {
-      const at = nowIso()
-      const written = yield* deps.snapshots.write(r.id, (current) => ({
-        activity: "sleeping",
-        promptStartedAt: null,
-        promptEpoch: Math.max(current?.promptEpoch ?? 0, r.promptEpoch),
-        plan: current?.plan ?? null,
-        source: "control_plane",
-        reason: "completed",
-        lastSeq: Math.max(current?.lastSeq ?? 0, r.lastSeq),
-        step: current?.step ?? null,
-        updatedAt: at
-      }))
+      const written = yield* deps.snapshots.write(r.id, settled(r, "sleeping", "completed"))
       const next = bump(r, { status: "sleeping" })
       return {
         state: { ...state, row: next },
@@ -366,17 +367,7 @@ const handle = (
       } as const
       const [activity, reason] = ended[r.status]
       if (current?.activity === activity) return { state } satisfies Reaction
-      const written = yield* deps.snapshots.write(r.id, (now) => ({
-        activity,
-        promptStartedAt: null,
-        promptEpoch: Math.max(now?.promptEpoch ?? 0, r.promptEpoch),
-        plan: now?.plan ?? null,
-        source: "control_plane",
-        reason,
-        lastSeq: Math.max(now?.lastSeq ?? 0, r.lastSeq),
-        step: now?.step ?? null,
-        updatedAt: nowIso()
-      }))
+      const written = yield* deps.snapshots.write(r.id, settled(r, activity, reason))
       return {
         state,
         events: written.snapshot === undefined ? [] : [activityEvent(r, written.snapshot)]
@@ -564,18 +555,7 @@ const handle = (
       if (transition._tag === "Refused") return Effect.succeed(refuse(state, "invalid_transition", transition.message))
       const reason = command.body.reason
       return Effect.gen(function* () {
-        const at = nowIso()
-        const written = yield* deps.snapshots.write(row.id, (current) => ({
-          activity: "stopped",
-          promptStartedAt: null,
-          promptEpoch: Math.max(current?.promptEpoch ?? 0, row.promptEpoch),
-          plan: current?.plan ?? null,
-          source: "control_plane",
-          reason: "force_stopped",
-          lastSeq: Math.max(current?.lastSeq ?? 0, row.lastSeq),
-          step: current?.step ?? null,
-          updatedAt: at
-        }))
+        const written = yield* deps.snapshots.write(row.id, settled(row, "stopped", "force_stopped"))
         const next = bump(row, { status: "stopped", endedAt: new Date() })
         // A stop that came neither from its task nor from its workspace ends the task (ADR 0019).
         const endsTask = command.body.from !== "task" && command.body.from !== "workspace" && state.taskEnded !== true

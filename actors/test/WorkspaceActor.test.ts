@@ -49,6 +49,18 @@ const stops = (out: Out) =>
     .filter((s) => s.envelope.type === "session.user-stop")
     .map((s) => [s.envelope.body.sessionId, s.envelope.body.keepsFiles ?? false])
 
+/** Its node destroyed before it reported the workspace's end: nothing of it is left there. */
+const nodeGone = (state: ReturnType<typeof workspace>) =>
+  handle(
+    state,
+    C.WorkspaceMissing.make({
+      workspaceId: state.id,
+      nodeId,
+      reason: `its node ${nodeId} was deleted`,
+      found: "nothing"
+    })
+  )
+
 describe("a workspace's end and its sessions (ADR 0023)", () => {
   it("a stop ends its active sessions keeping their files, and leaves a sleeping one asleep; a delete ends both", async () => {
     const stop = await handle(workspace("running"), C.WorkspaceStopCommand.make({ workspaceId: makeId("ws") }))
@@ -63,15 +75,7 @@ describe("a workspace's end and its sessions (ADR 0023)", () => {
 
   it("a stopping workspace its node no longer has ends deleted, and nothing stays asleep in it", async () => {
     const state = workspace("stopping")
-    const gone = await handle(
-      state,
-      C.WorkspaceMissing.make({
-        workspaceId: state.id,
-        nodeId,
-        reason: `its node ${nodeId} was deleted`,
-        found: "nothing"
-      })
-    )
+    const gone = await nodeGone(state)
     expect(gone.state?.status).toBe("deleted")
     expect(stops(gone)).toEqual([
       [asleep, false],
@@ -87,15 +91,7 @@ describe("a workspace's end and its sessions (ADR 0023)", () => {
 
   it("a stopped workspace whose node is gone is deleted, and its sleeping session ends", async () => {
     const state = { ...workspace("stopped"), activeSessions: [], liveSessions: [asleep] }
-    const gone = await handle(
-      state,
-      C.WorkspaceMissing.make({
-        workspaceId: state.id,
-        nodeId,
-        reason: `its node ${nodeId} was deleted`,
-        found: "nothing"
-      })
-    )
+    const gone = await nodeGone(state)
     expect(gone.state?.status).toBe("deleted")
     expect(stops(gone)).toEqual([[asleep, false]])
   })

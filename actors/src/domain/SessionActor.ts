@@ -162,23 +162,17 @@ const refuse = (state: State, code: Extract<SessionReply, { ok: false }>["code"]
 const nowIso = () => new Date().toISOString()
 
 /**
- * The snapshot of a session that stopped working, as the control plane writes it (slept, stopped, failed):
+ * The snapshot of a session that ended as `status` (slept, stopped, failed), as the control plane writes it:
  * nothing in flight, on what the snapshot held, never behind the row's epoch and `seq`.
  */
 const settled =
-  (
-    r: Row,
-    activity: "sleeping" | "stopped" | "error",
-    reason: "completed" | "force_stopped" | "failed",
-    seq = r.lastSeq
-  ) =>
+  (r: Row, status: keyof typeof Domain.ENDED_SNAPSHOT, seq = r.lastSeq) =>
   (current: Domain.SessionSnapshot | undefined): Domain.SessionSnapshot => ({
-    activity,
+    ...Domain.ENDED_SNAPSHOT[status],
     promptStartedAt: null,
     promptEpoch: Math.max(current?.promptEpoch ?? 0, r.promptEpoch),
     plan: current?.plan ?? null,
     source: "control_plane",
-    reason,
     lastSeq: Math.max(current?.lastSeq ?? 0, seq),
     step: current?.step ?? null,
     updatedAt: nowIso()
@@ -270,7 +264,7 @@ const handle = (
   ) =>
     Effect.gen(function* () {
       const seq = r.lastSeq + 1
-      const written = yield* deps.snapshots.write(r.id, settled(r, "error", "failed", seq))
+      const written = yield* deps.snapshots.write(r.id, settled(r, "failed", seq))
       const next = bump(r, { status: "failed", errorReason: reason, endedAt: new Date(), lastSeq: seq })
       const said: Domain.SessionEventOf<"failed"> = { type: "failed", reason, source: "control_plane" }
       const entry = Ledger.ownEntry(seq, said, r.promptEpoch, command.id)
@@ -333,7 +327,7 @@ const handle = (
     if (transition._tag !== "Allowed")
       return Effect.succeed<Reaction>({ state, reply: { ok: true, duplicate: true } satisfies SessionReply })
     return Effect.gen(function* () {
-      const written = yield* deps.snapshots.write(r.id, settled(r, "sleeping", "completed"))
+      const written = yield* deps.snapshots.write(r.id, settled(r, "sleeping"))
       const next = bump(r, { status: "sleeping" })
       return {
         state: { ...state, row: next },
@@ -360,14 +354,8 @@ const handle = (
       const current = yield* deps.snapshots.get(r.id)
       const working = current !== undefined && Domain.WORKING_ACTIVITIES.has(current.activity)
       if (r.status === "active") return { state, ...(working ? { timers: [healTimer(r.id)] } : {}) } satisfies Reaction
-      const ended = {
-        sleeping: ["sleeping", "completed"],
-        stopped: ["stopped", "force_stopped"],
-        failed: ["error", "failed"]
-      } as const
-      const [activity, reason] = ended[r.status]
-      if (current?.activity === activity) return { state } satisfies Reaction
-      const written = yield* deps.snapshots.write(r.id, settled(r, activity, reason))
+      if (current?.activity === Domain.ENDED_SNAPSHOT[r.status].activity) return { state } satisfies Reaction
+      const written = yield* deps.snapshots.write(r.id, settled(r, r.status))
       return {
         state,
         events: written.snapshot === undefined ? [] : [activityEvent(r, written.snapshot)]
@@ -555,7 +543,7 @@ const handle = (
       if (transition._tag === "Refused") return Effect.succeed(refuse(state, "invalid_transition", transition.message))
       const reason = command.body.reason
       return Effect.gen(function* () {
-        const written = yield* deps.snapshots.write(row.id, settled(row, "stopped", "force_stopped"))
+        const written = yield* deps.snapshots.write(row.id, settled(row, "stopped"))
         const next = bump(row, { status: "stopped", endedAt: new Date() })
         // A stop that came neither from its task nor from its workspace ends the task (ADR 0019).
         const endsTask = command.body.from !== "task" && command.body.from !== "workspace" && state.taskEnded !== true

@@ -6,13 +6,6 @@ import { reconcileIntervalMs } from "./Provisioner.js"
 
 const { ControlProtocol: C } = Domain
 
-/** What a session's snapshot says when the session ended as its row says. */
-const ENDED_ACTIVITY: Record<string, Domain.SessionSnapshot["activity"]> = {
-  sleeping: "sleeping",
-  stopped: "stopped",
-  failed: "error"
-}
-
 /** How far back the first round looks: sessions that ended while the control plane was down or just before. */
 const FIRST_ROUND_HOURS = 24
 
@@ -35,7 +28,7 @@ export const runSnapshotCheck = Effect.fn("SessionSnapshotCheck.run")(function* 
   const everyMs = options.everyMs ?? reconcileIntervalMs()
   const round = (sinceMs: number) =>
     Effect.gen(function* () {
-      const rows = yield* sql<{ id: string; status: string; healing: boolean }>`
+      const rows = yield* sql<{ id: string; status: Domain.SessionStatus; healing: boolean }>`
         SELECT s.id, s.status, EXISTS (
             SELECT 1 FROM actor_timers t WHERE t.kind = ${session.name} AND t.entity_id = s.id AND t.name = 'heal'
           ) AS healing
@@ -48,7 +41,7 @@ export const runSnapshotCheck = Effect.fn("SessionSnapshotCheck.run")(function* 
         const disagrees =
           row.status === "active"
             ? activity !== undefined && Domain.WORKING_ACTIVITIES.has(activity) && !row.healing
-            : activity !== ENDED_ACTIVITY[row.status]
+            : activity !== Domain.ENDED_SNAPSHOT[row.status].activity
         if (!disagrees) continue
         sent += 1
         yield* Actors.send(session, row.id, C.SessionCheckSnapshot.make({ sessionId: row.id as never }))

@@ -376,16 +376,9 @@ const missing = (
   causationId: string
 ): Actor.Reaction<State> => {
   if (state === null || state.nodeId !== body.nodeId) return { state }
-  // Its node is gone with its files: a stopped (or failed) workspace there is deleted, and its sleeping sessions end.
-  if ((state.status === "stopped" || state.status === "error") && body.found === "nothing") {
-    const gone: Row = { ...state, status: "deleted" }
-    return {
-      state: gone,
-      send: endSessions(state, "delete", `its workspace was deleted (${body.reason})`, { causationId }),
-      events: [event(gone, { workspaceId: gone.id, status: "deleted", reason: body.reason, via: "reconciler" })]
-    }
-  }
-  if (state.status === "stopping") {
+  // A stop whose end the node never reported, or a stopped (or failed) workspace whose node is gone with its files.
+  const kept = state.status === "stopped" || state.status === "error"
+  if (state.status === "stopping" || (kept && body.found === "nothing")) {
     const to = body.found === "stopped" ? "stopped" : "deleted"
     const ended: Row = { ...state, status: to }
     return {

@@ -53,6 +53,13 @@ export type SessionSnapshot = z.infer<typeof SessionSnapshot>
 
 export const WORKING_ACTIVITIES: ReadonlySet<Activity> = new Set(["prompting", "recovering"])
 
+/** What the snapshot of a session whose row has ended says (the control plane writes it), by the row's status. */
+export const ENDED_SNAPSHOT = {
+  sleeping: { activity: "sleeping", reason: "completed" },
+  stopped: { activity: "stopped", reason: "force_stopped" },
+  failed: { activity: "error", reason: "failed" }
+} as const satisfies Record<string, { readonly activity: Activity; readonly reason: SessionSnapshot["reason"] }>
+
 /** True when `next` may replace `current`: newer prompt epoch, or same epoch and not older. */
 export const supersedes = (current: SessionSnapshot, next: SessionSnapshot): boolean =>
   next.promptEpoch > current.promptEpoch ||

@@ -57,10 +57,10 @@ export interface TaskState {
   readonly errorReason: string | null
   readonly branch: string | null
 }
-const statusLine = (t: TaskState) =>
-  `\n▸ task ${t.status}${t.step ? ` · ${t.step}` : ""}${t.errorReason ? ` · ${t.errorReason}` : ""}${t.branch ? ` · branch ${t.branch}` : ""}\n`
-
 const ended = (t: TaskState) => ["completed", "failed", "cancelled"].includes(t.status)
+/** A task's status line; the step only while it runs (an ended task keeps the step it was in, which no longer holds). */
+const statusLine = (t: TaskState) =>
+  `\n▸ task ${t.status}${t.step && !ended(t) ? ` · ${t.step}` : ""}${t.errorReason ? ` · ${t.errorReason}` : ""}${t.branch ? ` · branch ${t.branch}` : ""}\n`
 export const waiting = (t: TaskState) => !ended(t) && t.step === "awaiting_followup"
 export const fromTask = (t: z.output<typeof Api.Task>): TaskState & { readonly sessionId: string | null } => ({
   status: t.status,

@@ -177,7 +177,8 @@ describe("./sam up, its gateway, and the CLI", async () => {
     )
     // The agent's text streams in chunks; a task-status line may fall between two of them.
     expect(task.stdout.replace(/\n▸ [^\n]*\n/g, "")).toContain("from the cli")
-    expect(task.stdout).toMatch(/▸ task completed .*branch sam\/task_/)
+    // an ended task's line says how it ended, not the step it was in ("completed · running")
+    expect(task.stdout).toMatch(/▸ task completed · branch sam\/task_/)
     // a completed task's session sleeps and refuses a prompt: no hint to send one
     expect(task.stdout).not.toContain("follow up with")
     const taskId = /task (task_[0-9a-z]+) submitted/.exec(task.stdout)?.[1] as string

@@ -44,3 +44,32 @@ describe("the reconciler and a stop whose end the node never reported", () => {
     expect(reconciled(row, []).send).toEqual([])
   })
 })
+
+describe("the reconciler and a node that lists only some of its workspaces", () => {
+  const running = () => ({ id: makeId("ws"), nodeId, status: "running" as const, dispatched: true, settled: true })
+  const truncated = (rows: ReadonlyArray<ReturnType<typeof stopping> | ReturnType<typeof running>>) =>
+    reconcile(nodeId, { workspaces: [], truncated: true, agentSessions: [] }, { workspaces: rows, sessions: [] })
+
+  it("concludes nothing from a workspace the list leaves out: it may be on the node", () => {
+    expect(truncated([running(), stopping()]).send).toEqual([])
+  })
+
+  it("still finds them gone when the list is whole", () => {
+    const found = reconcile(
+      nodeId,
+      { workspaces: [], agentSessions: [] },
+      { workspaces: [running(), stopping()], sessions: [] }
+    )
+    expect(found.send.map((s) => s.envelope.type)).toEqual(["workspace.missing", "workspace.missing"])
+  })
+
+  it("still acts on what the list holds", () => {
+    const row = stopping()
+    const found = reconcile(
+      nodeId,
+      { workspaces: [{ workspaceId: row.id as never, status: "running" }], truncated: true, agentSessions: [] },
+      { workspaces: [row], sessions: [] }
+    )
+    expect(types(found)).toEqual([[`sam.node.${nodeId}.cmd.workspace.stop`, "workspace.stop"]])
+  })
+})

@@ -51,7 +51,13 @@ export const makeHeartbeatThrottle = (everyMs = 5_000) => {
         at: new Date(now).toISOString(),
         ...(record.workspaces === undefined || record.agentSessions === undefined
           ? {}
-          : { inventory: { workspaces: record.workspaces, agentSessions: record.agentSessions } })
+          : {
+              inventory: {
+                workspaces: record.workspaces,
+                agentSessions: record.agentSessions,
+                ...(record.workspacesTruncated === true ? { truncated: true } : {})
+              }
+            })
       })
     ).pipe(Effect.asVoid)
   }

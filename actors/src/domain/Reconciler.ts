@@ -105,6 +105,9 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
   }
   const rows = new Map(ledger.workspaces.map((w) => [w.id, w]))
   const held = new Set(inventory.workspaces.map((w) => w.workspaceId as string))
+  // A node that holds more workspaces than its heartbeat lists: one the list leaves out may be there, so nothing is
+  // concluded from its absence (what is listed is still acted on).
+  const complete = inventory.truncated !== true
   for (const { workspaceId, status } of inventory.workspaces) {
     const row = rows.get(workspaceId)
     if (row === undefined || row.nodeId !== nodeId) {
@@ -127,7 +130,14 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
     }
   }
   for (const row of ledger.workspaces) {
-    if (row.nodeId !== nodeId || !row.dispatched || !row.settled || !EXPECTED.has(row.status) || held.has(row.id))
+    if (
+      !complete ||
+      row.nodeId !== nodeId ||
+      !row.dispatched ||
+      !row.settled ||
+      !EXPECTED.has(row.status) ||
+      held.has(row.id)
+    )
       continue
     const reason = `its node ${nodeId} no longer has it (reconciler)`
     send.push(Actor.to(WorkspaceRef, row.id, C.WorkspaceMissing.make({ workspaceId: row.id, nodeId, reason })))
@@ -144,6 +154,7 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
   for (const row of ledger.workspaces) {
     if (row.nodeId !== nodeId || row.status !== "stopping" || !row.settled) continue
     const status = onNode.get(row.id)
+    if (status === undefined && !complete) continue
     if (status === "running") {
       toNode(N.WorkspaceStop.make({ workspaceId: row.id as never }))
       audit({

@@ -376,6 +376,8 @@ export const NodeHeartbeatSeen = defineMessage(
     inventory: z
       .object({
         workspaces: z.array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) })).max(1000),
+        /** the node holds more workspaces than listed: one missing from the list may still be there */
+        truncated: z.boolean().optional(),
         agentSessions: z.array(SessionId).max(1000)
       })
       .optional()

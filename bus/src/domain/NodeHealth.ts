@@ -20,6 +20,8 @@ export const NodeHealthRecord = z.object({
     .array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) }))
     .max(1000)
     .optional(),
+  /** the node holds more workspaces than listed (see the heartbeat's `workspacesTruncated`) */
+  workspacesTruncated: z.boolean().optional(),
   agentSessions: z.array(SessionId).max(1000).optional(),
   /** when the node sent it */
   sentAt: z.iso.datetime(),

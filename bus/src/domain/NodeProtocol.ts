@@ -130,6 +130,9 @@ export const NodeReady = defineMessage(
   { durable: true }
 )
 
+/** At most this many of a node's workspaces are listed in a heartbeat: those that run first, then those that ended. */
+export const MAX_INVENTORY_WORKSPACES = 1_000
+
 export const Heartbeat = defineMessage(
   "node.heartbeat",
   z.object({
@@ -144,8 +147,13 @@ export const Heartbeat = defineMessage(
     /** what the node holds, for the control plane's reconciler (ADR 0023); absent from older vm-agents */
     workspaces: z
       .array(z.object({ workspaceId: WorkspaceId, status: z.string().max(32) }))
-      .max(1000)
+      .max(MAX_INVENTORY_WORKSPACES)
       .optional(),
+    /**
+     * the node holds more workspaces than `workspaces` lists (every one being created or running is listed, then
+     * as many stopped or failed ones as fit): one missing from the list may still be there
+     */
+    workspacesTruncated: z.boolean().optional(),
     /** sessions whose agent process runs on the node */
     agentSessions: z.array(SessionId).max(1000).optional()
   }),

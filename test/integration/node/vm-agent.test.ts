@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process"
+import { mkdirSync, writeFileSync } from "node:fs"
 import { createServer } from "node:http"
 import { type AddressInfo, createServer as createTcpServer } from "node:net"
 import { join } from "node:path"
@@ -6,6 +7,7 @@ import { layer } from "@effect/vitest"
 import { Domain, makeId, Nats, Subjects } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
+import type { z } from "zod"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { isDemoAgent, processes } from "../../src/ProcessTree.js"
 import { tempDir } from "../../src/TestStack.js"
@@ -397,6 +399,76 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
             (r) => "sessionId" in r.body && r.body.sessionId === never && r.type !== "command.rejected"
           )
         ).toEqual([])
+      })
+  )
+
+  it.scoped(
+    "a node that holds more workspaces than a heartbeat lists goes on beating, what runs listed first and the list said to be cut",
+    () =>
+      Effect.gen(function* () {
+        const t0 = Date.now()
+        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
+        const { waitFor } = reportWaiter(reports, () => agent.output(), t0)
+        // Workspaces stopped long ago (a busy node's), more than a heartbeat may list: their records, as the runtime
+        // writes them.
+        const records = join(node.dataDir, "workspaces", ".records")
+        mkdirSync(records, { recursive: true })
+        const at = new Date(Date.now() - 86_400_000).toISOString()
+        for (let i = 0; i < NodeProtocol.MAX_INVENTORY_WORKSPACES + 5; i++) {
+          const workspaceId = makeId("ws")
+          writeFileSync(
+            join(records, `${workspaceId}.json`),
+            JSON.stringify({
+              workspaceId,
+              runtime: "host",
+              hash: "0".repeat(64),
+              status: "stopped",
+              path: join(node.dataDir, "workspaces", workspaceId, "workspace"),
+              repoUrl: repo,
+              network: "none",
+              envNames: [],
+              filePaths: [],
+              createdAt: at,
+              updatedAt: at
+            })
+          )
+        }
+        const { nc } = yield* Nats
+        const beats: Array<z.output<typeof NodeProtocol.Heartbeat.body>> = []
+        const sub = nc.subscribe(Subjects.heartbeat(nodeId), {
+          callback: (_, msg) => void beats.push(NodeProtocol.Heartbeat.body.parse(msg.json<{ body: unknown }>().body))
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
+        const agent = startVmAgent(nodeId, node)
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const workspaceId = makeId("ws")
+        yield* send(
+          NodeProtocol.WorkspaceCreate.make({
+            workspaceId,
+            projectId: makeId("proj"),
+            repoUrl: repo,
+            env: [],
+            files: []
+          })
+        )
+        yield* waitFor(
+          "workspace running",
+          is("workspace.status-reported", (r) => r.body.status === "running")
+        )
+        // Before, the 1,001st workspace made the heartbeat fail to build, and that ended the node's heartbeats for
+        // good: a node that runs and says nothing has every turn on it healed as lost.
+        const from = beats.length
+        yield* waitUntil(
+          "three heartbeats after the workspace runs",
+          Effect.sync(() => (beats.length >= from + 3 ? true : undefined)),
+          { timeout: "30 seconds" }
+        )
+        const last = beats.at(-1)!
+        expect(last.workspaces).toHaveLength(NodeProtocol.MAX_INVENTORY_WORKSPACES)
+        expect(last.workspacesTruncated).toBe(true)
+        expect(last.workspaces![0]).toEqual({ workspaceId, status: "running" })
+        expect(last.activeWorkspaces).toBe(1)
       })
   )
 })

@@ -201,6 +201,11 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   const heartbeat = Effect.gen(function* () {
     const disk = yield* Effect.promise(() => statfs(settings.dataDir).catch(() => undefined))
     const workspaces = yield* runtime.list()
+    // what runs first: the reconciler takes a workspace it expects and does not find listed as gone
+    const listed = [
+      ...workspaces.filter((w) => w.status === "creating" || w.status === "running"),
+      ...workspaces.filter((w) => w.status !== "creating" && w.status !== "running")
+    ].slice(0, NodeProtocol.MAX_INVENTORY_WORKSPACES)
     yield* Publish.emit(
       Subjects.heartbeat(settings.nodeId),
       NodeProtocol.Heartbeat.make({
@@ -211,11 +216,16 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         activeWorkspaces: workspaces.filter((w) => w.status === "running").length,
         promptingSessions: sessions.prompting(),
         xkey: key.publicKey,
-        workspaces: workspaces.map((w) => ({ workspaceId: w.workspaceId, status: w.status })),
+        workspaces: listed.map((w) => ({ workspaceId: w.workspaceId, status: w.status })),
+        ...(listed.length < workspaces.length ? { workspacesTruncated: true } : {}),
         agentSessions: sessions.agents()
       })
     )
-  }).pipe(Effect.catchAll((e) => Effect.logWarning(`heartbeat failed: ${e.message}`)))
+  }).pipe(
+    // a heartbeat that cannot be made or sent is logged, never the end of the heartbeats: a node that still runs
+    // and says nothing has every turn on it healed as lost
+    Effect.catchAllCause((cause) => Effect.logWarning(`heartbeat failed: ${Cause.pretty(cause)}`))
+  )
   yield* heartbeat.pipe(Effect.repeat(Schedule.spaced(`${settings.heartbeatMs} millis`)), Effect.forkScoped)
 
   const locks = new Map<string, Effect.Semaphore>()

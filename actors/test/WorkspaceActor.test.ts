@@ -96,3 +96,28 @@ describe("a workspace's end and its sessions (ADR 0023)", () => {
     expect(stops(gone)).toEqual([[asleep, false]])
   })
 })
+
+describe("a node's report of a create (ADR 0023)", () => {
+  const report = (state: ReturnType<typeof workspace>, status: "creating" | "running" | "stopped") =>
+    handle(
+      state,
+      C.WorkspaceReport.make({
+        nodeId,
+        report: { type: "workspace.status", body: { workspaceId: state.id, status, runtime: "host" } }
+      })
+    )
+
+  it("a create delivered again after the workspace ended does not bring it back to creating", async () => {
+    for (const status of ["stopped", "error"] as const) {
+      const state = { ...workspace(status), activeSessions: [], liveSessions: [] }
+      const creating = await report(state, "creating")
+      expect(creating.state?.status).toBe(status)
+      expect(creating.send ?? []).toEqual([])
+    }
+  })
+
+  it("a node that makes a running workspace again is followed: creating, then running", async () => {
+    const remade = await report(workspace("running"), "creating")
+    expect(remade.state?.status).toBe("creating")
+  })
+})

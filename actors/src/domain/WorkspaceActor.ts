@@ -170,6 +170,10 @@ const WorkspaceFlow = Actor.make({
         // A delete sends the node `stop` then `delete`; if the stop was not reported, the delete still ends it
         // (`stopping` → `deleted` is a move of its own).
         if (workspaceTransition(state.status, to)._tag !== "Allowed") return Effect.succeed({ state })
+        // A node says `creating` when it makes the workspace again (gone from it while it should run). Said of one
+        // that ended (stopped, failed), it comes from a create delivered again after the end (a vm-agent restarted
+        // meanwhile): the ledger keeps its word, and the reconciler stops whatever the node runs of it.
+        if (to === "creating" && !REMADE_FROM.has(state.status)) return Effect.succeed({ state })
         const next: Row = {
           ...state,
           status: to,
@@ -338,6 +342,9 @@ const idleTimer = (state: Row) =>
   Actor.Timer.set(IDLE_TIMER, workspaceIdleMs(), C.WorkspaceIdleTimeout.make({ workspaceId: state.id }))
 
 const HOLDING = Domain.STOPPABLE_WORKSPACE_STATUSES
+
+/** Statuses in which the node should hold the workspace: a node that makes it again says so, and is followed. */
+const REMADE_FROM: ReadonlySet<Domain.WorkspaceStatus> = new Set(["running", "recovery"])
 
 /**
  * Its task ended (ADR 0023): a workspace never handed to its node is deleted now; one that runs waits

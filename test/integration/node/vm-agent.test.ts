@@ -112,6 +112,12 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
           is("command.rejected", (r) => r.body.code === "conflict")
         )
         expect(conflict.body.commandType).toBe("workspace.create")
+        // The same create again (a redelivery) made nothing, and says nothing of making it: one `creating` only, so a
+        // create delivered after the workspace's stop cannot make the ledger say `creating` again.
+        const creating = (yield* reports.all()).filter(
+          is("workspace.status-reported", (r) => r.body.workspaceId === workspaceId && r.body.status === "creating")
+        )
+        expect(creating).toHaveLength(1)
 
         // A conversation: streamed events in seq order with no gaps.
         const sessionId = yield* conversationTurn(send, waitFor, workspaceId, "say hello from the demo")

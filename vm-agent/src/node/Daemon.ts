@@ -246,12 +246,13 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     Effect.gen(function* () {
       const body = command.body
       // The create's reports go out in order from a fiber of their own, so the workspace is made (and its
-      // agent started) while they are published (issue 12: first output): "creating", then the boot-log
+      // agent started) while they are published (issue 12: first output): "creating" once the runtime makes
+      // it (not for a create delivered again of one it has), then the boot-log
       // lines; the status that ends the create follows them. After a report the sender waits up to
       // BOOT_LOG_EVERY (or until the create ends) and sends what was logged meanwhile as one: a create
       // costs the control plane a few reports, not one per line.
       const lines = yield* Queue.unbounded<
-        { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> }
+        { readonly line: BootLogEntry } | { readonly sent: Deferred.Deferred<void> } | { readonly provisioning: true }
       >()
       const ended = yield* Deferred.make<void>()
       const report = (run: ReadonlyArray<BootLogEntry>) =>
@@ -281,6 +282,12 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
                 run.push(item.line)
                 continue
               }
+              if ("provisioning" in item) {
+                yield* report(run)
+                run = []
+                yield* creatingReport
+                continue
+              }
               yield* report(run)
               run = []
               yield* Deferred.succeed(item.sent, undefined)
@@ -292,11 +299,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         ),
         Effect.forever
       )
-      const sender = yield* creatingReport.pipe(
-        Effect.zipRight(linesReported),
-        Trace.withCorrelation(command.correlationId),
-        Effect.fork
-      )
+      const sender = yield* linesReported.pipe(Trace.withCorrelation(command.correlationId), Effect.fork)
       const sent = Effect.gen(function* () {
         const done = yield* Deferred.make<void>()
         yield* Deferred.succeed(ended, undefined)
@@ -316,6 +319,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           {
             // called from the runtime's own fibers: the boot log follows the command that asked for it
             onLog: (line) => Queue.offer(lines, { line }),
+            onProvisioning: Queue.offer(lines, { provisioning: true }),
             // the session started with it starts its agent now, while the repository is cloned (ADR 0037)
             onSpawnable: Effect.suspend(() => {
               if (!creating.has(body.workspaceId)) return Effect.void

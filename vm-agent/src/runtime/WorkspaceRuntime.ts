@@ -64,6 +64,12 @@ export interface CreateOptions {
    * early (Docker) do not call it; the create's end is then the first moment.
    */
   readonly onSpawnable?: Effect.Effect<void>
+  /**
+   * Called when the create makes the workspace (afresh, or again after an interrupted create or one gone from the
+   * runtime), before its first boot-log line; not when it finds the workspace made already (a create delivered
+   * again), which is no news.
+   */
+  readonly onProvisioning?: Effect.Effect<void>
 }
 
 export interface RepositoryCredential {

@@ -79,6 +79,7 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
     Effect.gen(function* () {
       let record = newRecord(spec, provisioner.kind, provisioner.pathOf(spec.workspaceId))
       yield* records.write(record)
+      if (options?.onProvisioning !== undefined) yield* options.onProvisioning
       yield* log("create", "started", `creating workspace ${spec.workspaceId} (${provisioner.kind} runtime)`)
       const started = Date.now()
       // The user is recorded before anything runs as it: a delete after a failure (or a restart) finds its

@@ -193,6 +193,20 @@ export const runtimeContract = (ctx: ContractContext) => {
     expect((await sh("ps -eo args | grep -c '^sleep 29.71' || true")).stdout.trim()).toBe("0")
   })
 
+  it("endProcesses (a vm-agent started again) ends every process of the workspace, one in a session of its own too, and leaves it running", async () => {
+    const count = async () => (await sh("ps -eo args | grep -c '^sleep 29.72' || true")).stdout.trim()
+    // left by a command that ended, in a session of its own: no process group the runtime knows of holds it
+    await sh("setsid sleep 29.72 < /dev/null > /dev/null 2>&1 &")
+    expect(await count()).toBe("1")
+    const after = ctx.restarted()
+    await run(after.endProcesses(ws))
+    // the host can tell a workspace's processes from the machine's only by the workspace's own uid (root's vm-agent)
+    if (after.kind === "docker" || process.getuid?.() === 0) expect(await count()).toBe("0")
+    const still = await run(after.get(ws))
+    expect(still._tag === "Some" && still.value.status).toBe("running")
+    expect((await sh("echo still")).stdout).toBe("still\n")
+  })
+
   it("a repeated create with the same parameters is a no-op, also after a restart; other parameters conflict", async () => {
     const first = await run(ctx.runtime().get(ws))
     await sh("echo mine > marker")

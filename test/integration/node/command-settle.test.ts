@@ -29,6 +29,7 @@ const flakyRuntime = (failuresOf: (workspaceId: string) => number, running: stri
     kind: "host",
     capabilities: () => Effect.succeed({ docker: false, hostRuntime: true }),
     list: () => Effect.succeed([]),
+    endProcesses: () => Effect.void,
     get: (workspaceId) =>
       Effect.succeed(
         workspaceId === running

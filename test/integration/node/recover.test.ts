@@ -3,10 +3,11 @@ import { readFileSync } from "node:fs"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
-import { makeId } from "@sam/bus"
+import { Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
+import { processes } from "../../src/ProcessTree.js"
 import { is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
 /** When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat). */
@@ -79,5 +80,64 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a vm-agent t
       // Before, the vm-agent killed both groups (as root, on a real node any program's).
       expect([alive(later!), alive(rebooted!)]).toEqual([true, true])
     })
+  )
+
+  it.scoped(
+    "ends what the last run's turn left running, also a tool that left its agent's process group (as root)",
+    () =>
+      Effect.gen(function* () {
+        const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
+        let agent = startVmAgent(nodeId, node)
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        const { waitFor } = reportWaiter(reports, () => agent.output())
+        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const workspaceId = makeId("ws")
+        yield* send(
+          Domain.NodeProtocol.WorkspaceCreate.make({
+            workspaceId,
+            projectId: makeId("proj"),
+            repoUrl: repo,
+            env: [],
+            files: []
+          })
+        )
+        yield* waitFor(
+          "workspace running",
+          is("workspace.status-reported", (r) => r.body.status === "running")
+        )
+        // A tool that puts a process in a session of its own (as Claude Code runs each command), then the turn waits.
+        const marker = `${600 + Math.floor(Math.random() * 1000)}.5`
+        const strays = () => processes().filter((p) => p.cmdline.trim() === `sleep ${marker}`)
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            for (const p of strays()) process.kill(p.pid, "SIGKILL")
+          })
+        )
+        const sessionId = makeId("sess")
+        yield* send(
+          Domain.NodeProtocol.SessionStart.make({
+            sessionId,
+            workspaceId,
+            agent: "demo",
+            mode: "conversation",
+            prompt: `run setsid sleep ${marker} < /dev/null > /dev/null 2>&1 & sleep 60`
+          })
+        )
+        yield* waitUntil(
+          "the tool's process in a session of its own",
+          Effect.sync(() => (strays().length === 1 ? true : undefined)),
+          { timeout: "20 seconds" }
+        )
+        agent.child.kill("SIGKILL")
+        yield* Effect.promise(() => agent.exited)
+        agent = startVmAgent(nodeId, node)
+        yield* waitFor(
+          "the turn reported lost",
+          is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "lost"),
+          "30 seconds"
+        )
+        // Before, only the agent's process group was ended: the tool's process ran on, with no owner, for ever.
+        if (process.getuid?.() === 0) expect(strays()).toEqual([])
+      })
   )
 })

@@ -193,8 +193,16 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     capabilities: { docker: capabilities.docker, hostRuntime: capabilities.hostRuntime, agents: installedAgents() }
   })
   yield* Effect.logInfo(`vm-agent ${settings.nodeId} ready (runtime ${runtime.kind})`)
+  // What runs in a workspace now is the last run's: its agents and whatever their tools started, also what left the
+  // agent's process group (a tool in a session of its own). Its turns are lost (reported below), and their work ends.
+  const held = yield* runtime.list()
+  yield* Effect.forEach(
+    held.filter((w) => w.status === "running"),
+    (w) => runtime.endProcesses(w.workspaceId),
+    { discard: true, concurrency: 4 }
+  )
   yield* sessions.recover(yield* records.list)
-  for (const workspace of yield* runtime.list()) {
+  for (const workspace of held) {
     if (workspace.status === "running") yield* serveGit(workspace.workspaceId)
   }
 

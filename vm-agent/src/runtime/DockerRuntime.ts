@@ -217,6 +217,13 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
           () => Effect.void
         )
       ),
+    // the container started again at once (SIGKILL): every process in it ends, its init and `sleep infinity` come back,
+    // and its files stay
+    endProcesses: (record) =>
+      Effect.tryPromise(() => container(record.workspaceId).restart({ t: 0 })).pipe(
+        Effect.tapError((e) => Effect.logWarning(`could not end the processes of ${record.workspaceId}: ${e}`)),
+        Effect.ignore
+      ),
     resume: (record) =>
       Effect.tryPromise({ try: () => container(record.workspaceId).start(), catch: step("start") }).pipe(
         Effect.catchIf(

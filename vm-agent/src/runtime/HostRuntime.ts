@@ -313,6 +313,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     homeOf: home,
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
+    // every process of the workspace's own uid; without one (a vm-agent that is not root) nothing is known to be its
+    endProcesses: (record) => killAll(record.workspaceId, "SIGKILL", isolate ? record.uid : undefined),
     resume: () => Effect.void,
     health: (record) =>
       predatesIsolation(record)

@@ -187,6 +187,12 @@ export interface WorkspaceRuntimeService {
   readonly start: (workspaceId: string) => Effect.Effect<WorkspaceInfo, WorkspaceNotFound | RuntimeFailure>
   /** removes everything of the workspace; deleting an unknown workspace succeeds */
   readonly delete: (workspaceId: string) => Effect.Effect<void, RuntimeFailure>
+  /**
+   * Ends every process of a running workspace (SIGKILL), also those that left their agent's process group, and
+   * leaves the workspace running: for a vm-agent that starts again, when all that runs there is the last run's. On
+   * the host only a workspace with a user of its own can be told apart from the machine; without one nothing is done.
+   */
+  readonly endProcesses: (workspaceId: string) => Effect.Effect<void>
   readonly capabilities: () => Effect.Effect<Capabilities>
   /** the socket the workspace's git credential helper asks (runtimes that install the helper) */
   readonly gitHelper?: (workspaceId: string) => Effect.Effect<GitHelperSocket | undefined>

@@ -43,6 +43,8 @@ export interface Provisioner {
   ) => Effect.Effect<Partial<Pick<WorkspaceRecord, "uid" | "gid">>, ProvisionError>
   /** stops the workspace's processes (the container) without losing its files */
   readonly halt: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
+  /** ends every process of the running workspace, leaving it running (see `WorkspaceRuntimeService.endProcesses`) */
+  readonly endProcesses: (record: WorkspaceRecord) => Effect.Effect<void>
   readonly resume: (record: WorkspaceRecord) => Effect.Effect<void, ProvisionError>
   /** whether what the record says is running still exists (a container removed, a node rebooted) */
   readonly health: (record: WorkspaceRecord) => Effect.Effect<"ok" | "stopped" | "missing">
@@ -213,6 +215,18 @@ export const makeLifecycle = (records: Records, provisioner: Provisioner): Lifec
           : records.read(workspaceId).pipe(Effect.map(Option.map(toInfo)))
       }),
     list: () => records.list().pipe(Effect.map((all) => all.map(toInfo))),
+    endProcesses: (workspaceId) =>
+      locked(workspaceId)(
+        records
+          .read(workspaceId)
+          .pipe(
+            Effect.flatMap((record) =>
+              Option.isSome(record) && record.value.status === "running"
+                ? provisioner.endProcesses(record.value)
+                : Effect.void
+            )
+          )
+      ),
     spawn,
     exec,
     stop: Effect.fn("WorkspaceRuntime.stop")(function* (workspaceId: string) {

@@ -38,6 +38,11 @@ describe("the reconciler and a stop whose end the node never reported", () => {
     }
   })
 
+  it("waits while the node still creates it (the stop runs once the create ends), instead of calling it stopped", () => {
+    const row = stopping()
+    expect(reconciled(row, [{ workspaceId: row.id, status: "creating" }]).send).toEqual([])
+  })
+
   it("leaves a stop alone while it may still be on its way (not settled)", () => {
     const row = { ...stopping(), settled: false }
     expect(reconciled(row, [{ workspaceId: row.id, status: "running" }]).send).toEqual([])

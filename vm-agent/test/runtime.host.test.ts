@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
+import { type AddressInfo, createServer, type Socket } from "node:net"
 import { join } from "node:path"
 import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -33,6 +34,34 @@ describe("host-process runtime", () => {
     expect(Option.isSome(await run(runtime.get("ws_hostdir")))).toBe(true)
     await run(runtime.delete("ws_hostdir"))
     await expect(stat(join(dir, "node", "workspaces", "ws_hostdir"))).rejects.toThrow(/ENOENT/)
+  })
+
+  it("a clone that goes silent (a server that accepts and never answers) is stopped: the create fails saying so, nothing left running", async () => {
+    const sockets: Array<Socket> = []
+    const silent = createServer((socket) => void sockets.push(socket))
+    await new Promise<void>((done) => silent.listen(0, "127.0.0.1", done))
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/silent.git`
+    const before = process.env.SAM_CLONE_STALL_MS
+    process.env.SAM_CLONE_STALL_MS = "1500"
+    try {
+      const started = Date.now()
+      const info = await run(runtime.create(spec("ws_silent", url)))
+      expect(info.status).toBe("error")
+      expect(info.reason).toMatch(/^clone: git clone wrote nothing for 2 s and was stopped/)
+      // before, the create (and every command of its workspace behind it) waited for ever
+      expect(Date.now() - started).toBeLessThan(15_000)
+      // git and its helper (git-remote-http, which held the connection) are gone
+      const left = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+        .split("\n")
+        .filter((line) => line.includes("silent.git"))
+      expect(left).toEqual([])
+    } finally {
+      if (before === undefined) delete process.env.SAM_CLONE_STALL_MS
+      else process.env.SAM_CLONE_STALL_MS = before
+      for (const socket of sockets) socket.destroy()
+      silent.close()
+      await run(runtime.delete("ws_silent"))
+    }
   })
 
   it("concurrent creates of one workspace provision it once", async () => {

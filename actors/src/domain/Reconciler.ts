@@ -155,6 +155,9 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
     if (row.nodeId !== nodeId || row.status !== "stopping" || !row.settled) continue
     const status = onNode.get(row.id)
     if (status === undefined && !complete) continue
+    // still being created there: the stop waits behind the create (whose clone cannot hang for ever), and its end
+    // is reported then
+    if (status === "creating") continue
     if (status === "running") {
       toNode(N.WorkspaceStop.make({ workspaceId: row.id as never }))
       audit({

@@ -9,6 +9,7 @@ import { startExec } from "./internal/dockerExec.js"
 import { collect, makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
 import { hashSpec, makeRecords } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
+import { cloneStallMs, silence } from "./internal/stall.js"
 import { tarFiles } from "./internal/tar.js"
 import type { Capabilities, WorkspaceRuntimeService } from "./WorkspaceRuntime.js"
 import { inCheckout, WorkspaceRuntime } from "./WorkspaceRuntime.js"
@@ -88,7 +89,8 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
       )
     )
 
-  const inContainer = (id: string, name: string, argv: ReadonlyArray<string>, log: BootLog) =>
+  /** `stallMs`: stop it, failing, once it wrote nothing for this long (the clone) */
+  const inContainer = (id: string, name: string, argv: ReadonlyArray<string>, log: BootLog, stallMs?: number) =>
     Effect.scoped(
       Effect.gen(function* () {
         const proc = yield* Effect.acquireRelease(
@@ -103,7 +105,9 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
         })
         proc.stdout.on("data", lines.push)
         proc.stderr.on("data", lines.push)
-        const result = yield* collect(proc)
+        const result = yield* stallMs === undefined
+          ? collect(proc)
+          : Effect.raceFirst(collect(proc), silence([proc.stdout, proc.stderr], stallMs, name, `${argv[0]} ${name}`))
         lines.flush()
         if (result.exitCode !== 0) {
           return yield* new ProvisionError({
@@ -194,7 +198,8 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
         id,
         "clone",
         ["git", "clone", "--progress", "--no-hardlinks", ...branch, "--", local ? SOURCE : spec.repoUrl, WORKSPACE],
-        log
+        log,
+        cloneStallMs()
       )
       yield* log("clone", "completed", "repository cloned")
       yield* putFiles(spec.files.filter((f) => inCheckout(f.path)))

@@ -10,6 +10,7 @@ import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/life
 import { groupAlive, signalGroup, signalStartedSince, startedSince } from "./internal/processGroup.js"
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
+import { cloneStallMs, stalled } from "./internal/stall.js"
 import {
   canIsolate,
   claimUid,
@@ -79,15 +80,43 @@ export const runLogged = (
   argv: ReadonlyArray<string>,
   cwd: string,
   log: BootLog,
-  env: Readonly<Record<string, string>>
+  env: Readonly<Record<string, string>>,
+  /** stop it, failing, once it wrote nothing for this long (a clone: `cloneStallMs`) */
+  stallMs?: number
 ) =>
   Effect.async<void, ProvisionError>((resume) => {
     const [command = "", ...args] = argv
+    // a group of its own: git's helpers (git-remote-http holding the connection) end with it
     const child = spawnChild(command, args, {
       cwd,
       stdio: ["ignore", "pipe", "pipe"],
-      env
+      env,
+      detached: true
     })
+    const killGroup = () => {
+      if (child.pid === undefined) return
+      try {
+        process.kill(-child.pid, "SIGKILL")
+      } catch {}
+    }
+    // the first of the exit, a spawn error and the silence decides
+    let settled = false
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const settle = (outcome: Effect.Effect<void, ProvisionError>) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resume(outcome)
+    }
+    const arm = () => {
+      if (stallMs === undefined) return
+      clearTimeout(timer)
+      timer = setTimeout(() => {
+        killGroup()
+        settle(Effect.fail(new ProvisionError({ step, message: stalled(`${command} ${step}`, stallMs) })))
+      }, stallMs)
+    }
+    arm()
     const tail: Array<string> = []
     const lines = lineSplitter((line) => {
       tail.push(line)
@@ -96,16 +125,21 @@ export const runLogged = (
     })
     child.stdout.on("data", lines.push)
     child.stderr.on("data", lines.push)
-    child.on("error", (e) => resume(Effect.fail(new ProvisionError({ step, message: `${command}: ${e.message}` }))))
+    child.stdout.on("data", arm)
+    child.stderr.on("data", arm)
+    child.on("error", (e) => settle(Effect.fail(new ProvisionError({ step, message: `${command}: ${e.message}` }))))
     child.on("close", (code) => {
       lines.flush()
-      resume(
+      settle(
         code === 0
           ? Effect.void
           : Effect.fail(new ProvisionError({ step, message: `${command} exited with ${code}: ${tail.join(" | ")}` }))
       )
     })
-    return Effect.sync(() => child.kill("SIGKILL"))
+    return Effect.sync(() => {
+      clearTimeout(timer)
+      killGroup()
+    })
   })
 
 export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeService => {
@@ -277,7 +311,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
               ...gitEnv(dirOf(id)),
               SAM_GIT_USERNAME: credential.username,
               SAM_GIT_PASSWORD: Redacted.value(credential.token)
-            }
+            },
+        cloneStallMs()
       ).pipe(
         Effect.mapError((e) =>
           credential === undefined && localPath(spec.repoUrl) === undefined

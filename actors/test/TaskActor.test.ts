@@ -112,3 +112,20 @@ describe("a task whose node's readiness came before it waited for it", () => {
     expect(done.state.task.status).toBe("completed")
   })
 })
+
+describe("a turn that ends before the task heard it was running", () => {
+  it("a delegated task whose turn was lost (its node restarted) is in progress, waiting for its user, not delegated for ever", async () => {
+    const { taskId, state } = waitingForNode()
+    const sessionId = makeId("sess")
+    const delegated = {
+      ...state,
+      task: { ...state.task, status: "delegated", executionStep: "agent_session", sessionId }
+    }
+    const out = await handle(
+      delegated,
+      C.TaskSessionStatus.make({ taskId, sessionId, status: "awaiting_followup" }) as never
+    )
+    expect(out.state.task).toMatchObject({ status: "in_progress", executionStep: "awaiting_followup" })
+    expect(out.timers?.map((t) => t._tag)).toEqual(["Cancel"])
+  })
+})

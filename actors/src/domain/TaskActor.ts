@@ -449,8 +449,20 @@ const TaskFlow = Actor.make({
           })
         }
         if (command.body.status === "awaiting_followup") {
+          // A turn ended (a lost one too: its node restarted): the agent ran, so a task still `delegated` is in
+          // progress now, waiting for its user. Left `delegated`, its step timer (for a step it has left) would do
+          // nothing, and it would say "handed to the agent" for ever.
           const next = step(task, "awaiting_followup")
-          return Effect.succeed({ state: { ...state, task: next }, events: [statusEvent(next)] })
+          const waits =
+            task.status === "delegated"
+              ? withStatus(state, next, "in_progress", "its turn ended; it waits for a follow-up")
+              : { ...state, task: next }
+          if (waits === undefined || waits.task === null) return Effect.succeed({ state })
+          return Effect.succeed({
+            state: waits,
+            events: [statusEvent(waits.task)],
+            ...(task.status === "delegated" ? { timers: [Actor.Timer.cancel("step")] } : {})
+          })
         }
         const running = withStatus(state, step(task, "running"), "in_progress", "agent is working")
         if (running === undefined) return Effect.succeed({ state })

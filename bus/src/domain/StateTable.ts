@@ -59,7 +59,11 @@ export const taskStates: StateTable<TaskStatus> = {
     evidence:
       "The workspace is being created and the agent session opened: node reports, with the step timer running (`workspace_dispatch`, `workspace_ready`, `agent_session`).",
     wayOut: [
-      { to: "in_progress", who: "task actor (`task.session-status` running, or the result)", when: "the agent works" },
+      {
+        to: "in_progress",
+        who: "task actor (`task.session-status` running, turn_ended or awaiting_followup, or the result)",
+        when: "the agent works, or its turn ended (a lost one too) before its task heard it run"
+      },
       {
         to: "failed",
         who: "task actor (`task.workspace-status` error, `task.session-status` failed, `task.step-timeout`)",

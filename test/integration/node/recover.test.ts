@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { mkdir, writeFile } from "node:fs/promises"
+import { type AddressInfo, createServer, type Socket } from "node:net"
 import { join } from "node:path"
 import { layer } from "@effect/vitest"
 import { Domain, makeId } from "@sam/bus"
@@ -138,6 +139,74 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a vm-agent t
         )
         // Before, only the agent's process group was ended: the tool's process ran on, with no owner, for ever.
         if (process.getuid?.() === 0) expect(strays()).toEqual([])
+      })
+  )
+
+  it.scoped(
+    "a create delivered again after its workspace's delete (sent while the vm-agent restarted) does not bring it back",
+    () =>
+      Effect.gen(function* () {
+        const { nodeId, node, reports, send } = yield* nodeUnderTest
+        // A repository server that accepts and never answers: the create is still cloning when the vm-agent dies.
+        const sockets: Array<Socket> = []
+        const silent = createServer((socket) => void sockets.push(socket))
+        yield* Effect.acquireRelease(
+          Effect.async<void>((done) => void silent.listen(0, "127.0.0.1", () => done(Effect.void))),
+          () =>
+            Effect.sync(() => {
+              for (const socket of sockets) socket.destroy()
+              silent.close()
+            })
+        )
+        const repoUrl = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/slow.git`
+        const env = { SAM_CLONE_STALL_MS: "4000" }
+        let agent = startVmAgent(nodeId, node, env)
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
+        const { waitFor } = reportWaiter(reports, () => agent.output())
+        yield* waitFor("node.ready", is("node.ready"), "30 seconds")
+        const workspaceId = makeId("ws")
+        yield* send(
+          Domain.NodeProtocol.WorkspaceCreate.make({
+            workspaceId,
+            projectId: makeId("proj"),
+            repoUrl,
+            env: [],
+            files: []
+          })
+        )
+        yield* waitUntil(
+          "the clone waiting on the silent server",
+          Effect.sync(() => (sockets.length > 0 ? true : undefined)),
+          { timeout: "20 seconds" }
+        )
+        agent.child.kill("SIGKILL")
+        yield* Effect.promise(() => agent.exited)
+        agent = startVmAgent(nodeId, node, env)
+        yield* waitUntil(
+          "node.ready again",
+          reports.all().pipe(Effect.map((all) => (all.filter(is("node.ready")).length >= 2 ? true : undefined))),
+          { timeout: "30 seconds" }
+        )
+        // The user deletes it meanwhile: the delete is new, so it comes before the create's redelivery.
+        yield* send(Domain.NodeProtocol.WorkspaceDelete.make({ workspaceId }))
+        const deleted = yield* waitFor(
+          "the delete reported",
+          is("workspace.status-reported", (r) => r.body.workspaceId === workspaceId && r.body.status === "deleted")
+        )
+        // Then the create comes again (its ack wait passed). Before, it made the workspace again (creating, a clone).
+        yield* waitUntil(
+          "the create delivered again",
+          Effect.gen(function* () {
+            const after = (yield* reports.all()).slice((yield* reports.all()).indexOf(deleted) + 1)
+            const remade = after.some(
+              is("workspace.status-reported", (r) => r.body.workspaceId === workspaceId && r.body.status === "creating")
+            )
+            return remade || agent.output().includes("not run") ? { remade } : undefined
+          }),
+          { timeout: "30 seconds" }
+        ).pipe(Effect.flatMap(({ remade }) => Effect.sync(() => expect(remade).toBe(false))))
+        expect(agent.output()).toMatch(/workspace\.create \S+ was sent before the last stop or delete of ws:/)
+        expect(existsSync(join(node.dataDir, "workspaces", ".records", `${workspaceId}.json`))).toBe(false)
       })
   )
 })

@@ -1,10 +1,12 @@
 import { statfs } from "node:fs/promises"
 import { freemem, loadavg, totalmem } from "node:os"
+import { join } from "node:path"
 import { Consume, Domain, type Envelope, Nats, Publish, Subjects, Trace } from "@sam/bus"
 import { Cause, Data, Deferred, Duration, Effect, Fiber, FiberId, Option, Queue, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
 import { type BootLogEntry, type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
+import { ENDING_COMMANDS, makeCommandEnds } from "./CommandEnds.js"
 import { makeGitCredentials } from "./GitCredentials.js"
 import type { NodeSettings } from "./NodeConfig.js"
 import { loadNodeKey } from "./NodeKey.js"
@@ -92,6 +94,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   const host = yield* AcpSessionHost
   const reporter = yield* makeReporter(settings.nodeId)
   const records = makeSessionRecords(settings.dataDir)
+  const ends = yield* makeCommandEnds(join(settings.dataDir, "command-ends.json"))
   const key = yield* loadNodeKey(settings.dataDir)
   const { nc } = yield* Nats
   const git = makeGitCredentials(nc, settings.nodeId)
@@ -446,6 +449,26 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     })
 
   /** While a command waits for its turn or runs, tell the server it is in progress (its ack wait is short). */
+  /**
+   * A command published before its workspace's or session's last stop or delete here is stale (one delivered again
+   * after a restart, behind the stop sent meanwhile): acknowledged without running. An ending command, once handled,
+   * is kept as the new end before it is acknowledged.
+   */
+  const handleInOrder = (delivery: Consume.Delivery<Command & Envelope>) =>
+    Effect.suspend(() => {
+      const { envelope } = delivery
+      const key = keyOf(envelope)
+      const publishedAt = delivery.msg.info.timestampNanos / 1e6
+      const end = ends.staleBefore(key, publishedAt)
+      if (end !== undefined)
+        return Effect.logInfo(
+          `${envelope.type} ${envelope.id} was sent before the last stop or delete of ${key} (${new Date(end).toISOString()}): not run`
+        )
+      return handle(envelope, delivery.subject).pipe(
+        Effect.tap(() => (ENDING_COMMANDS.has(envelope.type) ? ends.ended(key, publishedAt) : Effect.void))
+      )
+    })
+
   const inProgress = <A, E, R>(msg: { working(): void }, effect: Effect.Effect<A, E, R>) =>
     Effect.scoped(
       Effect.gen(function* () {
@@ -479,7 +502,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
           delivery.msg,
           lockFor(keyOf(delivery.envelope)).withPermits(1)(
             // What a command causes on this node (a turn's reports) carries its correlation id (issue 12).
-            handle(delivery.envelope, delivery.subject).pipe(Trace.withCorrelation(delivery.envelope.correlationId))
+            handleInOrder(delivery).pipe(Trace.withCorrelation(delivery.envelope.correlationId))
           )
         ).pipe(
           Effect.exit,

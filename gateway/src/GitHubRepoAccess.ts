@@ -25,6 +25,7 @@ interface WorkspaceRepo {
   readonly uninstalled: boolean
   readonly submitter: string | null
   readonly submitterIsMember: boolean
+  readonly taskStatus: string | null
 }
 
 /**
@@ -44,7 +45,7 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   })
   const [row] = yield* sql<WorkspaceRepo>`
     SELECT w.node_id, w.status, p.default_branch, g.installation_id::float8 AS installation_id,
-      g.repository_id::float8 AS repository_id, a.uninstalled_at IS NOT NULL AS uninstalled, t.created_by AS submitter,
+      g.repository_id::float8 AS repository_id, a.uninstalled_at IS NOT NULL AS uninstalled, t.created_by AS submitter, t.status AS task_status,
       EXISTS (SELECT 1 FROM project_members m WHERE m.project_id = w.project_id AND m.user_id = t.created_by)
         AS submitter_is_member
     FROM workspaces w JOIN projects p ON p.id = w.project_id LEFT JOIN tasks t ON t.id = w.task_id
@@ -76,6 +77,11 @@ export const gitAccess = Effect.fn("GitHubRepoAccess.gitAccess")(function* (
   if (row.submitter === null) return refuse("forbidden", `workspace ${workspaceId} has no task, so nobody's access`)
   if (!row.submitterIsMember) {
     return refuse("forbidden", "the task's submitter is no longer a member of its project")
+  }
+  // Its work is over (committed and pushed before it completed; cancelled, failed): nothing of it has a use for the
+  // repository now, so whatever still asks (a process that outlived its agent) gets nothing.
+  if (row.taskStatus !== null && Domain.TERMINAL_TASK_STATUSES.has(row.taskStatus as Domain.TaskStatus)) {
+    return refuse("forbidden", `the workspace's task is ${row.taskStatus}: it needs the repository no more`)
   }
   // The submitter's own access, as GitHub says now: a member who may only read the repository gets a token that
   // only reads it (ADR 0048), and one GitHub gives nothing gets nothing.

@@ -335,6 +335,13 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
         expect(audit?.body).toMatchObject({ nodeId: strangerId, entityId: firstWs, reportType: "git.access" })
         const direct = yield* GitHubRepoAccess.gitAccess(app, strangerId, firstWs)
         expect(direct.ok).toBe(false)
+        // and its own node gets nothing for it either once its task completed (its work was pushed before)
+        const [first] = yield* sql<{ nodeId: string }>`SELECT node_id FROM workspaces WHERE id = ${firstWs}`
+        expect(yield* GitHubRepoAccess.gitAccess(app, first!.nodeId, firstWs)).toMatchObject({
+          ok: false,
+          code: "forbidden",
+          error: "the workspace's task is completed: it needs the repository no more"
+        })
 
         // No minted token anywhere: the ledger, the nodes' files (logs, records, checkouts), this process's
         // output, the API's answers.

@@ -121,3 +121,35 @@ describe("a node's report of a create (ADR 0023)", () => {
     expect(remade.state?.status).toBe("creating")
   })
 })
+
+describe("an ended workspace's retention (ADR 0052)", () => {
+  type Timed = { timers?: Array<{ _tag: string; name: string; command?: { type: string } }> }
+  it("one that ends (stopped, failed) gets the timer that deletes it", async () => {
+    const state = workspace("stopping")
+    const out = (await handle(
+      state,
+      C.WorkspaceReport.make({
+        nodeId,
+        report: { type: "workspace.status", body: { workspaceId: state.id, status: "stopped", runtime: "host" } }
+      })
+    )) as Out & Timed
+    expect(out.state?.status).toBe("stopped")
+    expect(out.timers?.map((t) => [t._tag, t.name, t.command?.type])).toEqual([
+      ["Set", "ended", "workspace.ended-expiry"]
+    ])
+  })
+
+  it("at its expiry a stopped one is deleted on its node and its sleeping session ends; a failed one too; one running again is left alone", async () => {
+    const expiry = (state: ReturnType<typeof workspace>) =>
+      handle(state, C.WorkspaceEndedExpiry.make({ workspaceId: state.id as never }))
+    const stopped = await expiry({ ...workspace("stopped"), activeSessions: [], liveSessions: [asleep] })
+    expect((stopped.send ?? []).map((s) => s.envelope.type)).toEqual(["workspace.delete", "session.user-stop"])
+    expect(stops(stopped)).toEqual([[asleep, false]])
+    const failed = await expiry({ ...workspace("error"), activeSessions: [], liveSessions: [] })
+    expect(failed.state?.status).toBe("stopping")
+    expect((failed.send ?? []).map((s) => s.envelope.type)).toEqual(["workspace.stop", "workspace.delete"])
+    const running = await expiry(workspace("running"))
+    expect(running.state?.status).toBe("running")
+    expect(running.send ?? []).toEqual([])
+  })
+})

@@ -206,6 +206,8 @@ const WorkspaceFlow = Actor.make({
         return Effect.succeed(taskEnded(state, command.body.taskId, command.id))
       case "workspace.idle-timeout":
         return Effect.succeed(idleTimeout(state, command.id))
+      case "workspace.ended-expiry":
+        return Effect.succeed(endedExpiry(state, command.id))
       case "workspace.missing":
         return Effect.succeed(missing(state, command.body, command.id))
     }
@@ -267,7 +269,8 @@ const stopOrDelete = (
   state: State,
   kind: "stop" | "delete",
   reason: string | undefined,
-  causationId: string
+  causationId: string,
+  via: "user" | "retention" = "user"
 ): Actor.Reaction<State> => {
   if (state === null) return refuse(state, "not_found", "no such workspace")
   if (state.status === "deleted") {
@@ -313,7 +316,7 @@ const stopOrDelete = (
     events:
       status === state.status
         ? []
-        : [event(next, { workspaceId: next.id, status, via: "user", ...(reason === undefined ? {} : { reason }) })],
+        : [event(next, { workspaceId: next.id, status, via, ...(reason === undefined ? {} : { reason }) })],
     reply: { ok: true, status }
   }
 }
@@ -364,6 +367,29 @@ const taskEnded = (state: State, taskId: string, causationId: string): Actor.Rea
 }
 
 /** The idle timer fired: stop the workspace unless a session in it is active again; its files and branches stay. */
+/**
+ * How long a workspace that ended (stopped, failed) keeps what it holds on its node before it is deleted;
+ * `SAM_WORKSPACE_ENDED_TTL_MS` (default 1 hour, ADR 0052).
+ */
+export const workspaceEndedTtlMs = () => {
+  const configured = Number(process.env.SAM_WORKSPACE_ENDED_TTL_MS)
+  return Number.isFinite(configured) && configured > 0 ? configured : 3_600_000
+}
+const ENDED_TIMER = "ended"
+
+/** Its ended-expiry came: one still stopped or failed is deleted, as a user's delete would (ADR 0052). */
+const endedExpiry = (state: State, causationId: string): Actor.Reaction<State> => {
+  if (state === null || !(state.status === "stopped" || state.status === "error")) return { state }
+  const minutes = Math.round(workspaceEndedTtlMs() / 60_000)
+  return stopOrDelete(
+    state,
+    "delete",
+    `${state.status} for ${minutes} min: what it held on its node is removed`,
+    causationId,
+    "retention"
+  )
+}
+
 const idleTimeout = (state: State, causationId: string): Actor.Reaction<State> => {
   if (state === null || !HOLDING.has(state.status)) return { state }
   const taskRunning = state.taskStatus !== null && !TERMINAL_TASK_STATUSES.has(state.taskStatus)
@@ -416,8 +442,14 @@ export const WorkspaceKind = Actor.make({
     Effect.map(WorkspaceFlow.spec.handle(state, command, context), (reaction) => {
       const next = reaction.state
       if (state === null || next === null || next.nodeId === null) return reaction
-      if (GONE.has(state.status) || !GONE.has(next.status)) return reaction
+      // one that ended now is deleted when it has stayed so for the retention time (ADR 0052)
+      const ended =
+        (next.status === "stopped" || next.status === "error") && next.status !== state.status
+          ? [Actor.Timer.set(ENDED_TIMER, workspaceEndedTtlMs(), C.WorkspaceEndedExpiry.make({ workspaceId: next.id }))]
+          : []
+      const withTimer = ended.length === 0 ? reaction : { ...reaction, timers: [...(reaction.timers ?? []), ...ended] }
+      if (GONE.has(state.status) || !GONE.has(next.status)) return withTimer
       const release = Actor.to(NodeRef, next.nodeId, C.NodeRelease.make({ nodeId: next.nodeId, workspaceId: next.id }))
-      return { ...reaction, send: [...(reaction.send ?? []), release] }
+      return { ...withTimer, send: [...(withTimer.send ?? []), release] }
     })
 })

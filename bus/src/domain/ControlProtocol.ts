@@ -474,6 +474,13 @@ export const WorkspaceIdleTimeout = defineMessage("workspace.idle-timeout", z.ob
   durable: true
 })
 /**
+ * A durable timer of a workspace that ended (stopped, failed): still so, it is deleted, its files and uid given back
+ * on its node (ADR 0052).
+ */
+export const WorkspaceEndedExpiry = defineMessage("workspace.ended-expiry", z.object({ workspaceId: WorkspaceId }), {
+  durable: true
+})
+/**
  * From the node actor's reconciler: the node's heartbeats no longer list this workspace, which the
  * ledger says runs there; it is marked `error` with the reason (ADR 0023).
  */
@@ -557,6 +564,7 @@ export const workspaceCommands = registry(
   WorkspaceCommandRejected,
   WorkspaceTaskEnded,
   WorkspaceIdleTimeout,
+  WorkspaceEndedExpiry,
   WorkspaceMissing
 )
 

@@ -229,17 +229,27 @@ export const workspaceStates: StateTable<WorkspaceStatus> = {
         to: "deleted",
         who: "workspace actor (`workspace.user-delete`; `workspace.missing` from the node actor)",
         when: "a user deletes it or its node is destroyed (reported by the node, or not before it went)"
+      },
+      {
+        to: "deleted",
+        who: "workspace actor (`workspace.ended-expiry`, then the node's report)",
+        when: "it stayed stopped for `SAM_WORKSPACE_ENDED_TTL_MS` (ADR 0052)"
       }
     ]
   },
   deleted: { evidence: "terminal.", wayOut: [] },
   error: {
-    evidence: "terminal until a user acts: the reason is kept; its slot is given back.",
+    evidence: "The reason is kept; its slot is given back.",
     wayOut: [
       {
         to: "deleted",
         who: "workspace actor (`workspace.user-delete`; `workspace.missing` from the node actor)",
         when: "a user deletes it or its node is destroyed (reported by the node, or not before it went)"
+      },
+      {
+        to: "stopping",
+        who: "workspace actor (`workspace.ended-expiry`)",
+        when: "it stayed failed for `SAM_WORKSPACE_ENDED_TTL_MS`: its node is told to stop and delete it (ADR 0052)"
       }
     ]
   }

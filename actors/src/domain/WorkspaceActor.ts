@@ -269,8 +269,7 @@ const stopOrDelete = (
   state: State,
   kind: "stop" | "delete",
   reason: string | undefined,
-  causationId: string,
-  via: "user" | "retention" = "user"
+  causationId: string
 ): Actor.Reaction<State> => {
   if (state === null) return refuse(state, "not_found", "no such workspace")
   if (state.status === "deleted") {
@@ -316,7 +315,7 @@ const stopOrDelete = (
     events:
       status === state.status
         ? []
-        : [event(next, { workspaceId: next.id, status, via, ...(reason === undefined ? {} : { reason }) })],
+        : [event(next, { workspaceId: next.id, status, via: "user", ...(reason === undefined ? {} : { reason }) })],
     reply: { ok: true, status }
   }
 }
@@ -377,17 +376,22 @@ export const workspaceEndedTtlMs = () => {
 }
 const ENDED_TIMER = "ended"
 
-/** Its ended-expiry came: one still stopped or failed is deleted, as a user's delete would (ADR 0052). */
+/**
+ * Its ended-expiry came: the node of one still stopped or failed is told to delete it (a failed one to stop it
+ * first), and its sleeping sessions end (ADR 0052). Its status stays until the node reports: a node that never
+ * answers (gone without being destroyed) leaves it as it was, not `stopping` for ever.
+ */
 const endedExpiry = (state: State, causationId: string): Actor.Reaction<State> => {
   if (state === null || !(state.status === "stopped" || state.status === "error")) return { state }
+  if (state.nodeId === null || state.dispatchedAt === null) return { state }
+  const meta = { causationId }
   const minutes = Math.round(workspaceEndedTtlMs() / 60_000)
-  return stopOrDelete(
-    state,
-    "delete",
-    `${state.status} for ${minutes} min: what it held on its node is removed`,
-    causationId,
-    "retention"
-  )
+  const why = `its workspace is deleted, ${state.status} for ${minutes} min (ADR 0052)`
+  const toNode = [
+    ...(state.status === "error" ? [N.WorkspaceStop.make({ workspaceId: state.id }, meta)] : []),
+    N.WorkspaceDelete.make({ workspaceId: state.id }, meta)
+  ].map((command) => ({ subject: Subjects.nodeCommand(state.nodeId as string, command.type), envelope: command }))
+  return { state, send: [...toNode, ...endSessions(state, "delete", why, meta)] }
 }
 
 const idleTimeout = (state: State, causationId: string): Actor.Reaction<State> => {

@@ -247,9 +247,9 @@ export const workspaceStates: StateTable<WorkspaceStatus> = {
         when: "a user deletes it or its node is destroyed (reported by the node, or not before it went)"
       },
       {
-        to: "stopping",
-        who: "workspace actor (`workspace.ended-expiry`)",
-        when: "it stayed failed for `SAM_WORKSPACE_ENDED_TTL_MS`: its node is told to stop and delete it (ADR 0052)"
+        to: "stopped",
+        who: "workspace actor (`workspace.report`, after `workspace.ended-expiry`)",
+        when: "it stayed failed for `SAM_WORKSPACE_ENDED_TTL_MS` and its node, told to stop and delete it, reports it stopped (ADR 0052)"
       }
     ]
   }

@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises"
+import { join } from "node:path"
 import { NodeId } from "@sam/bus"
 import { Effect, Redacted } from "effect"
 import { z } from "zod"
@@ -14,7 +15,10 @@ export const NodeSettings = z.object({
   heartbeatMs: z.coerce.number().int().min(100).max(600_000).default(5_000),
   cancelGraceMs: z.coerce.number().int().min(0).max(120_000).default(5_000),
   version: z.string().default("0.1.0"),
-  /** where a workspace's task branches are kept as git bundles when it stops (ADR 0023); none: not kept */
+  /**
+   * where a workspace's task branches are kept as git bundles when it stops (ADR 0023), before an ended workspace is
+   * deleted (ADR 0052); default `<dataDir>/branches`
+   */
   branchDir: z.string().min(1).optional()
 })
 export type NodeSettings = z.infer<typeof NodeSettings>
@@ -44,5 +48,6 @@ export const fromEnv = (env: NodeJS.ProcessEnv = process.env) =>
     const creds = yield* Effect.tryPromise(() => readFile(parsed.data.credsFile, "utf8")).pipe(
       Effect.orDieWith((e) => new NodeConfigError(`cannot read ${parsed.data.credsFile}: ${e}`))
     )
-    return { settings: parsed.data, creds: Redacted.make(creds) }
+    const settings = { ...parsed.data, branchDir: parsed.data.branchDir ?? join(parsed.data.dataDir, "branches") }
+    return { settings, creds: Redacted.make(creds) }
   })

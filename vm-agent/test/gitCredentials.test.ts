@@ -92,6 +92,26 @@ describe("repository tokens on the node (ADR 0028)", () => {
     expect(asked).toHaveLength(2)
   })
 
+  it("a token dropped (its task ended) is not given again: the control plane is asked, and its refusal holds", async () => {
+    let ended = false
+    const { nc, asked } = fakeNats(() =>
+      ended
+        ? { json: { ok: false, code: "forbidden", error: "the workspace's task is completed" } }
+        : granted("ghs_live", new Date(Date.now() + 60 * 60_000))
+    )
+    const git = makeGitCredentials(nc, "node_d")
+    expect((await Effect.runPromise(git.access("ws_d")))._tag).toBe("Granted")
+    ended = true
+    // kept, it would be served until it nears its expiry, an hour later
+    expect((await Effect.runPromise(git.access("ws_d")))._tag).toBe("Granted")
+    await Effect.runPromise(git.dropToken("ws_d"))
+    expect(await Effect.runPromise(git.access("ws_d"))).toEqual({
+      _tag: "Refused",
+      reason: "the workspace's task is completed"
+    })
+    expect(asked).toHaveLength(2)
+  })
+
   it("nobody serving repository access means none; a refusal or a timeout is a refusal with the reason", async () => {
     const none = makeGitCredentials(fakeNats(() => ({ error: "503: no responders: 'sam.agent.n.git'" })).nc, "n")
     expect((await Effect.runPromise(none.access("ws_c")))._tag).toBe("None")

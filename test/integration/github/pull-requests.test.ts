@@ -342,6 +342,13 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
           code: "forbidden",
           error: "the workspace's task is completed: it needs the repository no more"
         })
+        // nor does whatever still runs in it, through its own helper: the node dropped the token it kept when the
+        // task's result went out, and asks again (before, it served the kept one until it neared its expiry)
+        const answered = execFileSync(process.execPath, [firstDir!, firstSocket, "get"], {
+          input: `protocol=http\nhost=${new URL(github.url).host}\n\n`,
+          encoding: "utf8"
+        })
+        expect(answered).not.toContain("password=")
 
         // No minted token anywhere: the ledger, the nodes' files (logs, records, checkouts), this process's
         // output, the API's answers.

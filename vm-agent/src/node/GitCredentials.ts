@@ -40,6 +40,8 @@ export interface GitCredentials {
     repoUrl: string,
     uid?: number
   ) => Effect.Effect<void, never, never>
+  /** the token kept for the workspace is dropped: the next request asks the control plane (its task may have ended) */
+  readonly dropToken: (workspaceId: string) => Effect.Effect<void>
   readonly forget: (workspaceId: string) => Effect.Effect<void>
   readonly close: () => Effect.Effect<void>
 }
@@ -153,6 +155,12 @@ export const makeGitCredentials = (nc: NatsConnection, nodeId: string, now = () 
       )
     )
 
+  /**
+   * The workspace's task ended (its result reported) or its session stopped: the token kept for it is dropped, so
+   * whatever asks next is answered by the control plane, which gives nothing for a task that ended.
+   */
+  const dropToken = (workspaceId: string) => Effect.sync(() => void cache.delete(workspaceId))
+
   const forget = (workspaceId: string) =>
     Effect.sync(() => {
       cache.delete(workspaceId)
@@ -163,6 +171,7 @@ export const makeGitCredentials = (nc: NatsConnection, nodeId: string, now = () 
   return {
     access,
     serve,
+    dropToken,
     forget,
     close: () =>
       Effect.sync(() => {

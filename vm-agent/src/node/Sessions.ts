@@ -331,6 +331,8 @@ export const makeSessions = (deps: SessionsDeps) => {
       return entry.current
     })
 
+  const dropToken = (workspaceId: string) => (deps.git === undefined ? Effect.void : deps.git.dropToken(workspaceId))
+
   const runTurn = (entry: Live, text: string, epoch: number) =>
     turn(entry, text, epoch).pipe(
       Effect.catchAllCause((cause) =>
@@ -373,6 +375,7 @@ export const makeSessions = (deps: SessionsDeps) => {
               outcome: "failed",
               reason: result.left.message
             })
+            yield* dropToken(record.workspaceId)
             yield* resulted
           }
           return
@@ -394,6 +397,8 @@ export const makeSessions = (deps: SessionsDeps) => {
             sessionId: record.sessionId,
             ...outcome
           })
+          // its work is pushed and its task ends: no token is kept for what may still ask
+          yield* dropToken(record.workspaceId)
           yield* resulted
         }
       })
@@ -547,6 +552,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           yield* entry.session.stop()
           if (!entry.resulted) yield* activity(entry, { activity: "stopped" })
           yield* Scope.close(entry.scope, Exit.void)
+          yield* dropToken(entry.record.workspaceId)
         }
         yield* deps.records.remove(sessionId)
       }),

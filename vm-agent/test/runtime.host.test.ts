@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
 import { type AddressInfo, createServer, type Socket } from "node:net"
@@ -61,6 +61,37 @@ describe("host-process runtime", () => {
       for (const socket of sockets) socket.destroy()
       silent.close()
       await run(runtime.delete("ws_silent"))
+    }
+  })
+
+  it("a clone that outlived the vm-agent which started it (killed mid-create) ends with its workspace's delete", async () => {
+    const sockets: Array<Socket> = []
+    const silent = createServer((socket) => void sockets.push(socket))
+    await new Promise<void>((done) => silent.listen(0, "127.0.0.1", done))
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/orphan.git`
+    const checkout = join(dir, "node", "workspaces", "ws_orphan", "workspace")
+    await mkdir(checkout, { recursive: true })
+    try {
+      // as the dead vm-agent left it: git (and git-remote-http, holding the connection) in a group of their own
+      const orphan = spawn("git", ["clone", "--", url, checkout], { detached: true, stdio: "ignore" })
+      orphan.unref()
+      const deadline = Date.now() + 10_000
+      while (sockets.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      expect(sockets.length).toBe(1)
+      await run(runtime.delete("ws_orphan"))
+      const left = () =>
+        execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+          .split("\n")
+          .filter((line) => line.includes("orphan.git"))
+      const until = Date.now() + 5_000
+      while (left().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
+      expect(left()).toEqual([])
+    } finally {
+      for (const socket of sockets) socket.destroy()
+      silent.close()
+      try {
+        execFileSync("pkill", ["-9", "-f", "orphan\\.git"])
+      } catch {}
     }
   })
 
@@ -210,6 +241,31 @@ describe("host-process runtime", () => {
       await expect(stat(join(dir, "node", "workspaces", "ws_failed_uid"))).rejects.toThrow(/ENOENT/)
       await run(runtime.delete("ws_failed_uid"))
       await rm(notGit, { recursive: true, force: true })
+    }
+  )
+
+  it.runIf(process.getuid?.() === 0)(
+    "as root: ending a workspace's processes (a vm-agent started again) spares a uid its record names but another workspace holds now",
+    async () => {
+      const owner = await run(runtime.create(spec("ws_uid_owner", repo)))
+      const sh = (script: string) => run(runtime.exec("ws_uid_owner", ["sh", "-c", script]))
+      const uid = Number((await sh("id -u")).stdout.trim())
+      expect(owner.status).toBe("running")
+      // a record a delete cut short left behind (its directory removed, its uid freed and claimed again since)
+      const records = makeRecords(join(dir, "node", "workspaces", ".records"))
+      const ghost = newRecord(WorkspaceSpec.parse(spec("ws_uid_ghost", repo)), "host", join(dir, "nowhere"))
+      await run(records.write({ ...ghost, status: "running", uid, gid: uid }))
+      await sh("setsid sleep 29.73 < /dev/null > /dev/null 2>&1 &")
+      const count = () =>
+        execFileSync("sh", ["-c", "ps -eo args | grep -c '^sleep 29.73' || true"], { encoding: "utf8" }).trim()
+      expect(count()).toBe("1")
+      const restarted = makeHostRuntime({ dataDir: join(dir, "node") })
+      await run(restarted.endProcesses("ws_uid_ghost"))
+      expect(count()).toBe("1")
+      await run(restarted.endProcesses("ws_uid_owner"))
+      expect(count()).toBe("0")
+      await run(records.remove("ws_uid_ghost"))
+      await run(runtime.delete("ws_uid_owner"))
     }
   )
 

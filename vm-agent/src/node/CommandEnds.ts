@@ -4,27 +4,32 @@ import { dirname } from "node:path"
 import { Effect } from "effect"
 import { z } from "zod"
 
-/** Commands that end what their key names: what was published before one of them is stale. */
-export const ENDING_COMMANDS: ReadonlySet<string> = new Set(["workspace.stop", "workspace.delete", "session.stop"])
+/** Commands that end what their key names: a stop (or a session's stop) and a delete. */
+export const endOf = (type: string): "stop" | "delete" | undefined =>
+  type === "workspace.delete" ? "delete" : type === "workspace.stop" || type === "session.stop" ? "stop" : undefined
 
 /**
  * How long an end is kept: a stale command comes from a redelivery (an ack wait, a retry's backoff), minutes after it
- * was sent, never a day. At most `kept` ends are kept (the oldest go first).
+ * was sent, never a day. At most `kept` keys are kept (the oldest go first).
  */
 const KEPT_FOR_MS = 86_400_000
 
-const Stored = z.record(z.string(), z.number())
+const End = z.object({ stop: z.number().optional(), delete: z.number().optional() })
+const Stored = z.record(z.string(), End)
+type End = z.infer<typeof End>
+const latest = (end: End) => Math.max(end.stop ?? 0, end.delete ?? 0)
 
 /**
  * When each workspace and session last had a stop or delete on this node (the stream's publish time of that
  * command), kept across restarts in `file`. A vm-agent restarted while a create or a start was in progress gets
  * that command again only once its ack wait has passed, after a stop or delete sent meanwhile: run then, it would
  * bring back what was stopped or deleted (a cancelled task's agent, its push). A command of the same workspace or
- * session published before such an end is stale, and is acknowledged without running.
+ * session published before such an end is stale, and is acknowledged without running; a delete only behind a later
+ * delete (a stop does not do what it does).
  */
 export const makeCommandEnds = (file: string, options: { readonly kept?: number } = {}) =>
   Effect.gen(function* () {
-    const ends = new Map<string, number>()
+    const ends = new Map<string, End>()
     const text = yield* Effect.promise(() => readFile(file, "utf8").catch(() => undefined))
     if (text !== undefined) {
       const parsed = Stored.safeParse(
@@ -36,7 +41,7 @@ export const makeCommandEnds = (file: string, options: { readonly kept?: number 
           }
         })()
       )
-      if (parsed.success) for (const [key, at] of Object.entries(parsed.data)) ends.set(key, at)
+      if (parsed.success) for (const [key, end] of Object.entries(parsed.data)) ends.set(key, end)
       else yield* Effect.logWarning(`ignoring unreadable ${file}: commands are not checked against earlier ends`)
     }
     const writing = yield* Effect.makeSemaphore(1)
@@ -49,20 +54,26 @@ export const makeCommandEnds = (file: string, options: { readonly kept?: number 
       }).pipe(Effect.catchAll((e) => Effect.logWarning(`could not keep ${file} (a restart forgets the ends): ${e}`)))
     )
     return {
-      /** the end `publishedAt` comes before, when it does: the command is stale */
-      staleBefore: (key: string, publishedAt: number): number | undefined => {
+      /** the end a command of `type` published at `publishedAt` comes before, when it does: the command is stale */
+      staleBefore: (key: string, type: string, publishedAt: number): number | undefined => {
         const end = ends.get(key)
-        return end !== undefined && publishedAt < end ? end : undefined
+        if (end === undefined) return undefined
+        const after = type === "workspace.delete" ? (end.delete ?? 0) : latest(end)
+        return publishedAt < after ? after : undefined
       },
-      /** an ending command of `key`, published at `publishedAt`, was handled: kept before it is acknowledged */
-      ended: (key: string, publishedAt: number) =>
+      /**
+       * An ending command of `key`, published at `publishedAt`, is about to run: kept first, so that one failing and
+       * tried again does not let an older command run in between
+       */
+      ended: (key: string, kind: "stop" | "delete", publishedAt: number) =>
         Effect.suspend(() => {
-          if ((ends.get(key) ?? 0) >= publishedAt) return Effect.void
-          ends.set(key, publishedAt)
-          for (const [old, at] of ends) if (at < publishedAt - KEPT_FOR_MS) ends.delete(old)
+          const end = ends.get(key) ?? {}
+          if ((end[kind] ?? 0) >= publishedAt) return Effect.void
+          ends.set(key, { ...end, [kind]: publishedAt })
+          for (const [old, at] of ends) if (latest(at) < publishedAt - KEPT_FOR_MS) ends.delete(old)
           const kept = options.kept ?? 10_000
           if (ends.size > kept) {
-            const oldest = [...ends.entries()].sort((a, b) => a[1] - b[1]).slice(0, ends.size - kept)
+            const oldest = [...ends.entries()].sort((a, b) => latest(a[1]) - latest(b[1])).slice(0, ends.size - kept)
             for (const [old] of oldest) ends.delete(old)
           }
           return persist

@@ -6,7 +6,7 @@ import { Cause, Data, Deferred, Duration, Effect, Fiber, FiberId, Option, Queue,
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
 import { type BootLogEntry, type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
-import { ENDING_COMMANDS, makeCommandEnds } from "./CommandEnds.js"
+import { endOf, makeCommandEnds } from "./CommandEnds.js"
 import { makeGitCredentials } from "./GitCredentials.js"
 import type { NodeSettings } from "./NodeConfig.js"
 import { loadNodeKey } from "./NodeKey.js"
@@ -448,27 +448,27 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
       }
     })
 
-  /** While a command waits for its turn or runs, tell the server it is in progress (its ack wait is short). */
   /**
    * A command published before its workspace's or session's last stop or delete here is stale (one delivered again
-   * after a restart, behind the stop sent meanwhile): acknowledged without running. An ending command, once handled,
-   * is kept as the new end before it is acknowledged.
+   * after a restart, behind the stop sent meanwhile): acknowledged without running. An ending command is kept as
+   * the new end before it runs (`node/CommandEnds.ts`).
    */
   const handleInOrder = (delivery: Consume.Delivery<Command & Envelope>) =>
-    Effect.suspend(() => {
+    Effect.gen(function* () {
       const { envelope } = delivery
       const key = keyOf(envelope)
       const publishedAt = delivery.msg.info.timestampNanos / 1e6
-      const end = ends.staleBefore(key, publishedAt)
+      const end = ends.staleBefore(key, envelope.type, publishedAt)
       if (end !== undefined)
-        return Effect.logInfo(
+        return yield* Effect.logInfo(
           `${envelope.type} ${envelope.id} was sent before the last stop or delete of ${key} (${new Date(end).toISOString()}): not run`
         )
-      return handle(envelope, delivery.subject).pipe(
-        Effect.tap(() => (ENDING_COMMANDS.has(envelope.type) ? ends.ended(key, publishedAt) : Effect.void))
-      )
+      const kind = endOf(envelope.type)
+      if (kind !== undefined) yield* ends.ended(key, kind, publishedAt)
+      return yield* handle(envelope, delivery.subject)
     })
 
+  /** While a command waits for its turn or runs, tell the server it is in progress (its ack wait is short). */
   const inProgress = <A, E, R>(msg: { working(): void }, effect: Effect.Effect<A, E, R>) =>
     Effect.scoped(
       Effect.gen(function* () {

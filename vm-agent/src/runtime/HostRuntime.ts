@@ -7,7 +7,7 @@ import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { gitEnv, HELPER_SCRIPT, remoteOf } from "./internal/gitHelper.js"
 import { makeLifecycle, ProvisionError, type Provisioner } from "./internal/lifecycle.js"
-import { groupAlive, signalGroup, signalStartedSince, startedSince } from "./internal/processGroup.js"
+import { groupAlive, killWithArgument, signalGroup, signalStartedSince, startedSince } from "./internal/processGroup.js"
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
 import { cloneStallMs, stalled } from "./internal/stall.js"
@@ -16,6 +16,7 @@ import {
   claimUid,
   DEFAULT_UID_CLAIMS,
   ensureTraversable,
+  holdsUid,
   killUser,
   ownFreshTree,
   ownTree,
@@ -348,8 +349,15 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     homeOf: home,
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
-    // every process of the workspace's own uid; without one (a vm-agent that is not root) nothing is known to be its
-    endProcesses: (record) => killAll(record.workspaceId, "SIGKILL", isolate ? record.uid : undefined),
+    // every process of the workspace's own uid while the uid is still its own (a record left by a delete cut short
+    // may name one another workspace has claimed since); without one (a vm-agent that is not root) nothing is known
+    // to be its
+    endProcesses: (record) =>
+      Effect.promise(async () =>
+        isolate && record.uid !== undefined && (await holdsUid(uidClaims, record.uid, dirOf(record.workspaceId)))
+          ? record.uid
+          : undefined
+      ).pipe(Effect.flatMap((uid) => killAll(record.workspaceId, "SIGKILL", uid))),
     resume: () => Effect.void,
     health: (record) =>
       predatesIsolation(record)
@@ -364,6 +372,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       Effect.gen(function* () {
         const uid = yield* recordedUid(id)
         yield* killAll(id, "SIGKILL", uid)
+        // a clone into it that outlived the vm-agent which started it (killed mid-create): root's, not the uid's
+        yield* Effect.sync(() => killWithArgument(checkout(id)))
         yield* io("delete", async () => {
           await rm(dirOf(id), { recursive: true, force: true })
           if (uid !== undefined) await releaseUid(uidClaims, uid, dirOf(id))

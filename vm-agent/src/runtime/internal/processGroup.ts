@@ -184,3 +184,32 @@ export const signalGroup = (pgid: number, signal: NodeJS.Signals): boolean => {
     return false
   }
 }
+
+/**
+ * SIGKILLs every process that has `arg` as one of its arguments, and the process group each one leads: a clone into a
+ * workspace's checkout that outlived the vm-agent which started it (killed mid-create), whose helpers are in its group.
+ */
+export const killWithArgument = (arg: string): void => {
+  let pids: Array<string>
+  try {
+    pids = Fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name))
+  } catch {
+    return
+  }
+  for (const name of pids) {
+    const pid = Number(name)
+    if (pid === process.pid) continue
+    let argv: Array<string>
+    try {
+      argv = Fs.readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0")
+    } catch {
+      continue
+    }
+    if (!argv.includes(arg)) continue
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, "SIGKILL")
+      } catch {}
+    }
+  }
+}

@@ -58,6 +58,10 @@ export const claimUid = async (claims: string, owner: string): Promise<number> =
   throw new Error(`no free workspace uid left in ${claims}`)
 }
 
+/** Whether `uid` is still claimed for the workspace in directory `owner` (not freed and claimed by another since). */
+export const holdsUid = async (claims: string, uid: number, owner: string) =>
+  (await readFile(join(claims, String(uid)), "utf8").catch(() => "")) === owner
+
 export const releaseUid = async (claims: string, uid: number, owner: string) => {
   const file = join(claims, String(uid))
   if ((await readFile(file, "utf8").catch(() => "")) === owner) await rm(file, { force: true })

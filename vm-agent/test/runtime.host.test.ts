@@ -64,6 +64,19 @@ describe("host-process runtime", () => {
     }
   })
 
+  it("a local repository's copy, silent until it is done, is not taken for a stalled clone", async () => {
+    const before = process.env.SAM_CLONE_STALL_MS
+    process.env.SAM_CLONE_STALL_MS = "1"
+    try {
+      const info = await run(runtime.create(spec("ws_local_quiet", repo)))
+      expect(info.status).toBe("running")
+    } finally {
+      if (before === undefined) delete process.env.SAM_CLONE_STALL_MS
+      else process.env.SAM_CLONE_STALL_MS = before
+      await run(runtime.delete("ws_local_quiet"))
+    }
+  })
+
   it("a clone that outlived the vm-agent which started it (killed mid-create) ends with its workspace's delete", async () => {
     const sockets: Array<Socket> = []
     const silent = createServer((socket) => void sockets.push(socket))

@@ -199,7 +199,8 @@ export const makeDockerRuntime = (options: DockerRuntimeOptions): WorkspaceRunti
         "clone",
         ["git", "clone", "--progress", "--no-hardlinks", ...branch, "--", local ? SOURCE : spec.repoUrl, WORKSPACE],
         log,
-        cloneStallMs()
+        // a local copy writes nothing until it is done, and has no server to wait on
+        local ? undefined : cloneStallMs()
       )
       yield* log("clone", "completed", "repository cloned")
       yield* putFiles(spec.files.filter((f) => inCheckout(f.path)))

@@ -313,7 +313,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
               SAM_GIT_USERNAME: credential.username,
               SAM_GIT_PASSWORD: Redacted.value(credential.token)
             },
-        cloneStallMs()
+        // a local copy writes nothing until it is done, and has no server to wait on
+        localPath(spec.repoUrl) === undefined ? cloneStallMs() : undefined
       ).pipe(
         Effect.mapError((e) =>
           credential === undefined && localPath(spec.repoUrl) === undefined

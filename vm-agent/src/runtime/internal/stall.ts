@@ -3,9 +3,10 @@ import { Effect } from "effect"
 import { ProvisionError } from "./lifecycle.js"
 
 /**
- * How long a clone may go without writing a byte (git's progress goes on while it transfers) before it is
- * stopped and its workspace's create fails: `SAM_CLONE_STALL_MS`, default 5 minutes. A server that accepts and
- * never answers would otherwise hold the create, and every command of its workspace behind it, for ever.
+ * How long a clone from a server may go without writing a byte (git's progress goes on while it transfers) before it
+ * is stopped and its workspace's create fails: `SAM_CLONE_STALL_MS`, default 5 minutes. A server that accepts and
+ * never answers would otherwise hold the create, and every command of its workspace behind it, for ever. A local
+ * repository's copy is not watched: it writes nothing until it is done.
  */
 export const cloneStallMs = () => {
   const configured = Number(process.env.SAM_CLONE_STALL_MS)

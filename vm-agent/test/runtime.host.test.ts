@@ -5,6 +5,7 @@ import { type AddressInfo, createServer, type Socket } from "node:net"
 import { join } from "node:path"
 import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { keepTaskBranches } from "../src/node/TaskCommit.js"
 import { makeHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
 import { DEFAULT_UID_CLAIMS } from "../src/runtime/internal/workspaceUser.js"
@@ -40,7 +41,8 @@ describe("host-process runtime", () => {
     const sockets: Array<Socket> = []
     const silent = createServer((socket) => void sockets.push(socket))
     await new Promise<void>((done) => silent.listen(0, "127.0.0.1", done))
-    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/silent.git`
+    const name = `silent-${Math.random().toString(36).slice(2, 10)}.git`
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/${name}`
     const before = process.env.SAM_CLONE_STALL_MS
     process.env.SAM_CLONE_STALL_MS = "1500"
     try {
@@ -53,7 +55,7 @@ describe("host-process runtime", () => {
       // git and its helper (git-remote-http, which held the connection) are gone
       const left = execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
         .split("\n")
-        .filter((line) => line.includes("silent.git"))
+        .filter((line) => line.includes(name))
       expect(left).toEqual([])
     } finally {
       if (before === undefined) delete process.env.SAM_CLONE_STALL_MS
@@ -81,13 +83,16 @@ describe("host-process runtime", () => {
     const sockets: Array<Socket> = []
     const silent = createServer((socket) => void sockets.push(socket))
     await new Promise<void>((done) => silent.listen(0, "127.0.0.1", done))
-    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/orphan.git`
+    const name = `orphan-${Math.random().toString(36).slice(2, 10)}.git`
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/${name}`
     const checkout = join(dir, "node", "workspaces", "ws_orphan", "workspace")
     await mkdir(checkout, { recursive: true })
+    let orphanPid: number | undefined
     try {
       // as the dead vm-agent left it: git (and git-remote-http, holding the connection) in a group of their own
       const orphan = spawn("git", ["clone", "--", url, checkout], { detached: true, stdio: "ignore" })
       orphan.unref()
+      orphanPid = orphan.pid
       const deadline = Date.now() + 10_000
       while (sockets.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
       expect(sockets.length).toBe(1)
@@ -95,16 +100,48 @@ describe("host-process runtime", () => {
       const left = () =>
         execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
           .split("\n")
-          .filter((line) => line.includes("orphan.git"))
+          .filter((line) => line.includes(name))
       const until = Date.now() + 5_000
       while (left().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50))
       expect(left()).toEqual([])
     } finally {
       for (const socket of sockets) socket.destroy()
       silent.close()
+      if (orphanPid !== undefined) {
+        try {
+          process.kill(-orphanPid, "SIGKILL")
+        } catch {}
+      }
+    }
+  })
+
+  it("a stopping workspace's task branches are kept as a bundle streamed to its file, and a bundle over the limit is not kept", async () => {
+    await run(runtime.create(spec("ws_bundle", repo)))
+    const sh = (script: string) => run(runtime.exec("ws_bundle", ["sh", "-c", script]))
+    const made = await sh(
+      "git checkout -q -b sam/task_x && echo work > work.txt && git add work.txt && git -c user.name=t -c user.email=t@t commit -qm work && echo ok"
+    )
+    expect(made.stdout.trim()).toBe("ok")
+    const branchDir = join(dir, "branches")
+    try {
+      const kept = await run(keepTaskBranches(runtime, "ws_bundle", branchDir))
+      expect(kept).toBe(`kept sam/task_x in ${join(branchDir, "ws_bundle.bundle")}`)
+      const heads = execFileSync("git", ["bundle", "list-heads", join(branchDir, "ws_bundle.bundle")], {
+        encoding: "utf8"
+      })
+      expect(heads).toMatch(/refs\/heads\/sam\/task_x/)
+      const before = process.env.SAM_BRANCH_BUNDLE_MAX_BYTES
+      process.env.SAM_BRANCH_BUNDLE_MAX_BYTES = "100"
       try {
-        execFileSync("pkill", ["-9", "-f", "orphan\\.git"])
-      } catch {}
+        const over = await run(keepTaskBranches(runtime, "ws_bundle", join(dir, "branches-small")))
+        expect(over).toMatch(/^could not keep its task branches: their bundle is over 100 bytes/)
+        expect(await readdir(join(dir, "branches-small"))).toEqual([])
+      } finally {
+        if (before === undefined) delete process.env.SAM_BRANCH_BUNDLE_MAX_BYTES
+        else process.env.SAM_BRANCH_BUNDLE_MAX_BYTES = before
+      }
+    } finally {
+      await run(runtime.delete("ws_bundle"))
     }
   })
 
@@ -258,27 +295,40 @@ describe("host-process runtime", () => {
   )
 
   it.runIf(process.getuid?.() === 0)(
-    "as root: ending a workspace's processes (a vm-agent started again) spares a uid its record names but another workspace holds now",
+    "as root: ending a workspace's processes (a vm-agent started again), or deleting it, spares a uid its record names but another workspace holds now",
     async () => {
       const owner = await run(runtime.create(spec("ws_uid_owner", repo)))
+      expect(owner.status).toBe("running")
       const sh = (script: string) => run(runtime.exec("ws_uid_owner", ["sh", "-c", script]))
       const uid = Number((await sh("id -u")).stdout.trim())
-      expect(owner.status).toBe("running")
       // a record a delete cut short left behind (its directory removed, its uid freed and claimed again since)
       const records = makeRecords(join(dir, "node", "workspaces", ".records"))
       const ghost = newRecord(WorkspaceSpec.parse(spec("ws_uid_ghost", repo)), "host", join(dir, "nowhere"))
       await run(records.write({ ...ghost, status: "running", uid, gid: uid }))
-      await sh("setsid sleep 29.73 < /dev/null > /dev/null 2>&1 &")
-      const count = () =>
-        execFileSync("sh", ["-c", "ps -eo args | grep -c '^sleep 29.73' || true"], { encoding: "utf8" }).trim()
-      expect(count()).toBe("1")
-      const restarted = makeHostRuntime({ dataDir: join(dir, "node") })
-      await run(restarted.endProcesses("ws_uid_ghost"))
-      expect(count()).toBe("1")
-      await run(restarted.endProcesses("ws_uid_owner"))
-      expect(count()).toBe("0")
-      await run(records.remove("ws_uid_ghost"))
-      await run(runtime.delete("ws_uid_owner"))
+      const marker = `sleep 29.${Math.floor(1000 + Math.random() * 8999)}`
+      const running = () =>
+        execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+          .split("\n")
+          .filter((line) => line.trim() === marker).length
+      const until = async (n: number) => {
+        const deadline = Date.now() + 10_000
+        while (running() !== n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+        return running()
+      }
+      try {
+        await sh(`setsid ${marker} < /dev/null > /dev/null 2>&1 &`)
+        expect(await until(1)).toBe(1)
+        const restarted = makeHostRuntime({ dataDir: join(dir, "node") })
+        await run(restarted.endProcesses("ws_uid_ghost"))
+        await run(restarted.delete("ws_uid_ghost"))
+        // nothing to wait for: what would have killed it ran to its end
+        expect(running()).toBe(1)
+        await run(restarted.endProcesses("ws_uid_owner"))
+        expect(await until(0)).toBe(0)
+      } finally {
+        await run(records.remove("ws_uid_ghost"))
+        await run(runtime.delete("ws_uid_owner"))
+      }
     }
   )
 

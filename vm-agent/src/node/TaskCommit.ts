@@ -1,5 +1,9 @@
-import { mkdir, rename, writeFile } from "node:fs/promises"
+import { randomBytes } from "node:crypto"
+import { createWriteStream } from "node:fs"
+import { mkdir, rename, rm } from "node:fs/promises"
 import { join } from "node:path"
+import { Transform } from "node:stream"
+import { pipeline } from "node:stream/promises"
 import { Effect } from "effect"
 import { SSH_WITHOUT_CREDENTIALS } from "../runtime/internal/gitHelper.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
@@ -77,28 +81,57 @@ export const commitTaskWork = (
     )
   )
 
+/** The largest bundle of a workspace's task branches kept: `SAM_BRANCH_BUNDLE_MAX_BYTES`, default 1 GiB. */
+export const bundleMaxBytes = () => {
+  const configured = Number(process.env.SAM_BRANCH_BUNDLE_MAX_BYTES)
+  return Number.isFinite(configured) && configured > 0 ? configured : 1024 ** 3
+}
+
 /**
  * Before a workspace stops (its files may go with its node), its task branches `sam/*` are kept as one
  * git bundle, `<branchDir>/<workspaceId>.bundle` (ADR 0023): `git fetch <bundle> 'sam/*:sam/*'` gets
- * them back. Says what it kept; a workspace with no task branch keeps nothing.
+ * them back. Says what it kept; a workspace with no task branch keeps nothing. The bundle is streamed to its file,
+ * at most `bundleMaxBytes` (the workspace decides how large its branches are: one held in memory could end the
+ * vm-agent), and a failure to write it (a full disk) is said, never a defect that would cut the stop short.
  */
 export const keepTaskBranches = (runtime: WorkspaceRuntimeService, workspaceId: string, branchDir: string) =>
   Effect.gen(function* () {
     const refs = yield* gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname:short)", "refs/heads/sam/"])
     const branches = refs.stdout.split("\n").filter((b) => b.trim() !== "")
     if (refs.exitCode !== 0 || branches.length === 0) return "no task branch to keep"
-    // Through base64: the runtime's exec returns text.
-    const bundle = yield* runtime.exec(workspaceId, [
-      "/bin/sh",
-      "-c",
-      'git bundle create - --branches="sam/*" 2>/dev/null | base64 | tr -d "\\n"'
-    ])
-    if (bundle.exitCode !== 0 || bundle.stdout === "") return `could not bundle ${branches.join(", ")}`
     const file = join(branchDir, `${workspaceId}.bundle`)
-    yield* Effect.promise(async () => {
-      await mkdir(branchDir, { recursive: true, mode: 0o700 })
-      await writeFile(`${file}.tmp`, Buffer.from(bundle.stdout, "base64"), { mode: 0o600 })
-      await rename(`${file}.tmp`, file)
-    })
-    return `kept ${branches.join(", ")} in ${file}`
+    const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`
+    const max = bundleMaxBytes()
+    const kept = yield* Effect.scoped(
+      Effect.gen(function* () {
+        const proc = yield* runtime.spawn(workspaceId, ["git", "bundle", "create", "-", "--branches=sam/*"])
+        proc.stdin.end()
+        proc.stderr.resume()
+        let bytes = 0
+        const capped = new Transform({
+          transform(chunk: Buffer, _encoding, done) {
+            bytes += chunk.length
+            done(
+              bytes > max ? new Error(`their bundle is over ${max} bytes (SAM_BRANCH_BUNDLE_MAX_BYTES)`) : null,
+              chunk
+            )
+          }
+        })
+        yield* Effect.tryPromise({
+          try: async () => {
+            await mkdir(branchDir, { recursive: true, mode: 0o700 })
+            await pipeline(proc.stdout, capped, createWriteStream(tmp, { mode: 0o600 }))
+          },
+          catch: (e) => new Error(e instanceof Error ? e.message : String(e))
+        })
+        const code = yield* proc.exitCode
+        if (code !== 0 || bytes === 0) return false
+        yield* Effect.tryPromise({
+          try: () => rename(tmp, file),
+          catch: (e) => new Error(e instanceof Error ? e.message : String(e))
+        })
+        return true
+      })
+    ).pipe(Effect.ensuring(Effect.promise(() => rm(tmp, { force: true }))))
+    return kept ? `kept ${branches.join(", ")} in ${file}` : `could not bundle ${branches.join(", ")}`
   }).pipe(Effect.catchAll((error) => Effect.succeed(`could not keep its task branches: ${error.message}`)))

@@ -112,6 +112,37 @@ describe("repository tokens on the node (ADR 0028)", () => {
     expect(asked).toHaveLength(2)
   })
 
+  it("a token asked for before a drop and answered after it is given to its asker, not kept", async () => {
+    const waiting: Array<() => void> = []
+    const { nc, asked } = fakeNats(() => granted("ghs_late", new Date(Date.now() + 60 * 60_000)))
+    const slow = {
+      request: async (subject: string, data: string) => {
+        await new Promise<void>((resolve) => waiting.push(resolve))
+        return (nc as { request: (s: string, d: string) => Promise<unknown> }).request(subject, data)
+      }
+    }
+    const answerNext = async () => {
+      const deadline = Date.now() + 5_000
+      while (waiting.length === 0) {
+        if (Date.now() > deadline) throw new Error("the node did not ask the control plane")
+        await new Promise((r) => setTimeout(r, 5))
+      }
+      waiting.shift()!()
+    }
+    const git = makeGitCredentials(slow as never, "node_e")
+    const first = Effect.runPromise(git.access("ws_e"))
+    while (waiting.length === 0) await new Promise((r) => setTimeout(r, 5))
+    // the task ends while the answer is on its way
+    await Effect.runPromise(git.dropToken("ws_e"))
+    await answerNext()
+    expect((await first)._tag).toBe("Granted")
+    // not kept: the next one asks again
+    const second = Effect.runPromise(git.access("ws_e"))
+    await answerNext()
+    await second
+    expect(asked).toHaveLength(2)
+  })
+
   it("nobody serving repository access means none; a refusal or a timeout is a refusal with the reason", async () => {
     const none = makeGitCredentials(fakeNats(() => ({ error: "503: no responders: 'sam.agent.n.git'" })).nc, "n")
     expect((await Effect.runPromise(none.access("ws_c")))._tag).toBe("None")

@@ -58,8 +58,16 @@ const parseAttributes = (text: string) =>
 export const makeGitCredentials = (nc: NatsConnection, nodeId: string, now = () => Date.now()): GitCredentials => {
   const cache = new Map<string, GitCredential>()
   const servers = new Map<string, Server>()
+  /** bumped by each drop: an answer asked for before one is given, not kept */
+  const drops = new Map<string, number>()
 
   const ask = (workspaceId: string) =>
+    Effect.suspend(() => {
+      const asked = drops.get(workspaceId) ?? 0
+      return askNow(workspaceId, asked)
+    })
+
+  const askNow = (workspaceId: string, asked: number) =>
     Effect.tryPromise(() =>
       nc.request(Domain.GitAccess.gitAccessSubject(nodeId), JSON.stringify({ workspaceId }), { timeout: 10_000 })
     ).pipe(
@@ -82,7 +90,8 @@ export const makeGitCredentials = (nc: NatsConnection, nodeId: string, now = () 
           expiresAt: new Date(reply.expiresAt),
           defaultBranch: reply.defaultBranch
         }
-        cache.set(workspaceId, credential)
+        // a drop while it was on its way (the task ended meanwhile): given to this asker, kept for no other
+        if ((drops.get(workspaceId) ?? 0) === asked) cache.set(workspaceId, credential)
         return { _tag: "Granted", credential }
       }),
       Effect.catchAll((e) =>
@@ -159,11 +168,16 @@ export const makeGitCredentials = (nc: NatsConnection, nodeId: string, now = () 
    * The workspace's task ended (its result reported) or its session stopped: the token kept for it is dropped, so
    * whatever asks next is answered by the control plane, which gives nothing for a task that ended.
    */
-  const dropToken = (workspaceId: string) => Effect.sync(() => void cache.delete(workspaceId))
+  const dropToken = (workspaceId: string) =>
+    Effect.sync(() => {
+      cache.delete(workspaceId)
+      drops.set(workspaceId, (drops.get(workspaceId) ?? 0) + 1)
+    })
 
   const forget = (workspaceId: string) =>
     Effect.sync(() => {
       cache.delete(workspaceId)
+      drops.set(workspaceId, (drops.get(workspaceId) ?? 0) + 1)
       servers.get(workspaceId)?.close()
       servers.delete(workspaceId)
     })

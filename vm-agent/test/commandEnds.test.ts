@@ -40,6 +40,15 @@ describe("the ends of workspaces and sessions a node keeps across restarts", () 
     expect(ends.staleBefore("ws:c", "workspace.create", 350)).toBe(400)
   })
 
+  it("reads the first version's file, which kept a stop's time alone", async () => {
+    const path = await file()
+    await Effect.runPromise(makeCommandEnds(path).pipe(Effect.flatMap((ends) => ends.ended("ws:old", "stop", 1))))
+    await writeFile(path, JSON.stringify({ "ws:old": 500 }))
+    const ends = await Effect.runPromise(makeCommandEnds(path))
+    expect(ends.staleBefore("ws:old", "workspace.create", 400)).toBe(500)
+    expect(ends.staleBefore("ws:old", "workspace.delete", 400)).toBeUndefined()
+  })
+
   it("an unreadable file is said and ignored: nothing is refused for it", async () => {
     const path = await file()
     await Effect.runPromise(makeCommandEnds(path).pipe(Effect.flatMap((ends) => ends.ended("sess:x", "stop", 5))))

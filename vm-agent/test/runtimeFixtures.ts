@@ -194,14 +194,24 @@ export const runtimeContract = (ctx: ContractContext) => {
   })
 
   it("endProcesses (a vm-agent started again) ends every process of the workspace, one in a session of its own too, and leaves it running", async () => {
-    const count = async () => (await sh("ps -eo args | grep -c '^sleep 29.72' || true")).stdout.trim()
+    const marker = `sleep 29.${Math.floor(1000 + Math.random() * 8999)}`
+    const count = async () => Number((await sh(`ps -eo args | grep -c '^${marker}$' || true`)).stdout.trim())
+    const until = async (n: number) => {
+      const deadline = Date.now() + 10_000
+      let seen = await count()
+      while (seen !== n && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100))
+        seen = await count()
+      }
+      return seen
+    }
     // left by a command that ended, in a session of its own: no process group the runtime knows of holds it
-    await sh("setsid sleep 29.72 < /dev/null > /dev/null 2>&1 &")
-    expect(await count()).toBe("1")
+    await sh(`setsid ${marker} < /dev/null > /dev/null 2>&1 &`)
+    expect(await until(1)).toBe(1)
     const after = ctx.restarted()
     await run(after.endProcesses(ws))
     // the host can tell a workspace's processes from the machine's only by the workspace's own uid (root's vm-agent)
-    if (after.kind === "docker" || process.getuid?.() === 0) expect(await count()).toBe("0")
+    if (after.kind === "docker" || process.getuid?.() === 0) expect(await until(0)).toBe(0)
     const still = await run(after.get(ws))
     expect(still._tag === "Some" && still.value.status).toBe("running")
     expect((await sh("echo still")).stdout).toBe("still\n")

@@ -247,6 +247,11 @@ export const workspaceStates: StateTable<WorkspaceStatus> = {
         when: "a user deletes it or its node is destroyed (reported by the node, or not before it went)"
       },
       {
+        to: "stopping",
+        who: "workspace actor (`workspace.user-delete`)",
+        when: "a user deletes it: its node is told to stop and delete it"
+      },
+      {
         to: "stopped",
         who: "workspace actor (`workspace.report`, after `workspace.ended-expiry`)",
         when: "it stayed failed for `SAM_WORKSPACE_ENDED_TTL_MS` and its node, told to stop and delete it, reports it stopped (ADR 0052)"

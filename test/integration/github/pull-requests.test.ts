@@ -1,5 +1,6 @@
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { createHmac, generateKeyPairSync, randomUUID } from "node:crypto"
+import { existsSync, readFileSync } from "node:fs"
 import { lstat, readdir, readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -344,11 +345,37 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("GitHub: repository 
         })
         // nor does whatever still runs in it, through its own helper: the node dropped the token it kept when the
         // task's result went out, and asks again (before, it served the kept one until it neared its expiry)
-        const answered = execFileSync(process.execPath, [firstDir!, firstSocket, "get"], {
-          input: `protocol=http\nhost=${new URL(github.url).host}\n\n`,
-          encoding: "utf8"
-        })
+        expect(existsSync(firstSocket)).toBe(true)
+        // asked without blocking this process, which answers the node for the control plane
+        const answered = yield* Effect.promise(
+          () =>
+            new Promise<string>((resolve, reject) => {
+              const child = spawn(process.execPath, [firstDir!, firstSocket, "get"], {
+                stdio: ["pipe", "pipe", "ignore"]
+              })
+              let out = ""
+              child.stdout.on("data", (d) => {
+                out += d
+              })
+              child.on("error", reject)
+              child.on("close", () => resolve(out))
+              child.stdin.end(`protocol=http\nhost=${new URL(github.url).host}\n\n`)
+            })
+        )
         expect(answered).not.toContain("password=")
+        // and it was the control plane's refusal, not a lost answer
+        const log = join(nodes.dir, first!.nodeId, "vm-agent.log")
+        yield* waitUntil(
+          "the node's log of the refusal",
+          Effect.sync(() =>
+            readFileSync(log, "utf8").includes(
+              `workspace ${firstWs}: no repository token (the workspace's task is completed`
+            )
+              ? true
+              : undefined
+          ),
+          { timeout: "10 seconds" }
+        )
 
         // No minted token anywhere: the ledger, the nodes' files (logs, records, checkouts), this process's
         // output, the API's answers.

@@ -15,7 +15,8 @@ export const endOf = (type: string): "stop" | "delete" | undefined =>
 const KEPT_FOR_MS = 86_400_000
 
 const End = z.object({ stop: z.number().optional(), delete: z.number().optional() })
-const Stored = z.record(z.string(), End)
+// a bare number: a stop's end, as the first version of this file kept it
+const Stored = z.record(z.string(), z.union([End, z.number().transform((stop): End => ({ stop }))]))
 type End = z.infer<typeof End>
 const latest = (end: End) => Math.max(end.stop ?? 0, end.delete ?? 0)
 

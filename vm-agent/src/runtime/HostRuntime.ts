@@ -372,7 +372,10 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     destroy: (id) =>
       Effect.gen(function* () {
         const uid = yield* recordedUid(id)
-        yield* killAll(id, "SIGKILL", uid)
+        // its uid's processes only while the uid is still its own: a delete cut short, delivered again, may find
+        // it freed and claimed by another workspace (of this node or another on the machine) since
+        const owned = uid !== undefined && (yield* Effect.promise(() => holdsUid(uidClaims, uid, dirOf(id))))
+        yield* killAll(id, "SIGKILL", owned ? uid : undefined)
         // a clone into it that outlived the vm-agent which started it (killed mid-create): root's, not the uid's
         yield* Effect.sync(() => killWithArgument(checkout(id)))
         yield* io("delete", async () => {

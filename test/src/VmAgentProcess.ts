@@ -162,6 +162,24 @@ export const reportWaiter = (
     )
 })
 
+/** Create a workspace of `repoUrl` on the node (`workspace.create`) and wait until the node reports it running; its id. */
+export const runningWorkspace = <E, R>(
+  send: (envelope: Envelope) => Effect.Effect<unknown, E, R>,
+  waitFor: ReturnType<typeof reportWaiter>["waitFor"],
+  repoUrl: string
+) =>
+  Effect.gen(function* () {
+    const workspaceId = makeId("ws")
+    yield* send(
+      Domain.NodeProtocol.WorkspaceCreate.make({ workspaceId, projectId: makeId("proj"), repoUrl, env: [], files: [] })
+    )
+    yield* waitFor(
+      "workspace running",
+      is("workspace.status-reported", (r) => r.body.workspaceId === workspaceId && r.body.status === "running")
+    )
+    return workspaceId
+  })
+
 /**
  * Start a conversation of the demo agent in a workspace of the node (`session.start`) and wait until its first
  * turn ends; its session id.

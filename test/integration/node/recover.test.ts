@@ -9,7 +9,7 @@ import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
 import { processes } from "../../src/ProcessTree.js"
-import { is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
+import { is, nodeUnderTest, reportWaiter, runningWorkspace, startVmAgent } from "../../src/VmAgentProcess.js"
 
 /** When process `pid` started, in clock ticks since boot (field 22 of /proc/<pid>/stat). */
 const startTicks = (pid: number) => {
@@ -92,20 +92,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a vm-agent t
         yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
         const { waitFor } = reportWaiter(reports, () => agent.output())
         yield* waitFor("node.ready", is("node.ready"), "30 seconds")
-        const workspaceId = makeId("ws")
-        yield* send(
-          Domain.NodeProtocol.WorkspaceCreate.make({
-            workspaceId,
-            projectId: makeId("proj"),
-            repoUrl: repo,
-            env: [],
-            files: []
-          })
-        )
-        yield* waitFor(
-          "workspace running",
-          is("workspace.status-reported", (r) => r.body.status === "running")
-        )
+        const workspaceId = yield* runningWorkspace(send, waitFor, repo)
         // A tool that puts a process in a session of its own (as Claude Code runs each command), then the turn waits.
         const marker = `${600 + Math.floor(Math.random() * 1000)}.5`
         const strays = () => processes().filter((p) => p.cmdline.trim() === `sleep ${marker}`)

@@ -18,6 +18,7 @@ import {
   prepareNode,
   readyNode,
   reportWaiter,
+  runningWorkspace,
   startVmAgent,
   watchPrompting
 } from "../../src/VmAgentProcess.js"
@@ -243,20 +244,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
     () =>
       Effect.gen(function* () {
         const { node, repo, send, agent, waitFor } = yield* readyNode
-        const workspaceId = makeId("ws")
-        yield* send(
-          NodeProtocol.WorkspaceCreate.make({
-            workspaceId,
-            projectId: makeId("proj"),
-            repoUrl: repo,
-            env: [],
-            files: []
-          })
-        )
-        yield* waitFor(
-          "workspace running",
-          is("workspace.status-reported", (r) => r.body.status === "running")
-        )
+        const workspaceId = yield* runningWorkspace(send, waitFor, repo)
         yield* conversationTurn(send, waitFor, workspaceId, "say hi")
         const agents = () => processes().filter((p) => isDemoAgent(p.cmdline) && p.cwd.startsWith(node.dataDir))
         expect(agents().length).toBe(1)
@@ -448,20 +436,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
         const agent = startVmAgent(nodeId, node)
         yield* Effect.addFinalizer(() => Effect.sync(() => agent.child.kill("SIGKILL")))
         yield* waitFor("node.ready", is("node.ready"), "30 seconds")
-        const workspaceId = makeId("ws")
-        yield* send(
-          NodeProtocol.WorkspaceCreate.make({
-            workspaceId,
-            projectId: makeId("proj"),
-            repoUrl: repo,
-            env: [],
-            files: []
-          })
-        )
-        yield* waitFor(
-          "workspace running",
-          is("workspace.status-reported", (r) => r.body.status === "running")
-        )
+        const workspaceId = yield* runningWorkspace(send, waitFor, repo)
         // Before, the 1,001st workspace made the heartbeat fail to build, and that ended the node's heartbeats for
         // good: a node that runs and says nothing has every turn on it healed as lost.
         const from = beats.length

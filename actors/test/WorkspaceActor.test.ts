@@ -139,6 +139,25 @@ describe("an ended workspace's retention (ADR 0052)", () => {
     ])
   })
 
+  it("a delete the node refuses of one that ended is tried again at the next expiry", async () => {
+    const state = { ...workspace("stopped"), activeSessions: [], liveSessions: [] }
+    const refused = (await handle(
+      state,
+      C.WorkspaceCommandRejected.make({
+        workspaceId: state.id as never,
+        nodeId,
+        messageId: makeId("msg"),
+        commandType: "workspace.delete",
+        code: "unavailable",
+        message: "gave up after 5 deliveries: io"
+      })
+    )) as Out & Timed
+    expect(refused.state?.status).toBe("stopped")
+    expect(refused.timers?.map((t) => [t._tag, t.name, t.command?.type])).toEqual([
+      ["Set", "ended", "workspace.ended-expiry"]
+    ])
+  })
+
   it("at its expiry a stopped one is deleted on its node and its sleeping session ends; a failed one too; one running again is left alone", async () => {
     const expiry = (state: ReturnType<typeof workspace>) =>
       handle(state, C.WorkspaceEndedExpiry.make({ workspaceId: state.id as never }))

@@ -249,7 +249,11 @@ const rejected = (state: State, body: z.output<typeof C.WorkspaceCommandRejected
         : body.commandType === "workspace.delete" && workspaceTransition(state.status, "error")._tag === "Allowed"
           ? "error"
           : undefined
-  if (to === undefined) return { state }
+  // a delete of one that ended (its retention's, or a user's) refused by the node: tried again at the next expiry
+  if (to === undefined)
+    return body.commandType === "workspace.delete" && (state.status === "stopped" || state.status === "error")
+      ? { state, timers: [endedTimer(state)] }
+      : { state }
   const next: Row = { ...state, status: to, errorReason: to === "error" ? reason : state.errorReason }
   const toTask = to === "error" ? tellTask(state, "error", reason) : []
   return {
@@ -375,6 +379,8 @@ export const workspaceEndedTtlMs = () => {
   return Number.isFinite(configured) && configured > 0 ? configured : 3_600_000
 }
 const ENDED_TIMER = "ended"
+const endedTimer = (state: Row) =>
+  Actor.Timer.set(ENDED_TIMER, workspaceEndedTtlMs(), C.WorkspaceEndedExpiry.make({ workspaceId: state.id }))
 
 /**
  * Its ended-expiry came: the node of one still stopped or failed is told to delete it (a failed one to stop it
@@ -448,9 +454,7 @@ export const WorkspaceKind = Actor.make({
       if (state === null || next === null || next.nodeId === null) return reaction
       // one that ended now is deleted when it has stayed so for the retention time (ADR 0052)
       const ended =
-        (next.status === "stopped" || next.status === "error") && next.status !== state.status
-          ? [Actor.Timer.set(ENDED_TIMER, workspaceEndedTtlMs(), C.WorkspaceEndedExpiry.make({ workspaceId: next.id }))]
-          : []
+        (next.status === "stopped" || next.status === "error") && next.status !== state.status ? [endedTimer(next)] : []
       const withTimer = ended.length === 0 ? reaction : { ...reaction, timers: [...(reaction.timers ?? []), ...ended] }
       if (GONE.has(state.status) || !GONE.has(next.status)) return withTimer
       const release = Actor.to(NodeRef, next.nodeId, C.NodeRelease.make({ nodeId: next.nodeId, workspaceId: next.id }))

@@ -146,27 +146,29 @@ const withRequestId = <E, R>(handler: Effect.Effect<HttpServerResponse.HttpServe
     )
   })
 
+/**
+ * A request that died: one the database's going down explains says so (503, not `internal`); any other is logged
+ * with its cause and answered `internal`.
+ */
+export const defectResponse = (what: string, defect: unknown) =>
+  Effect.flatMap(
+    Effect.flatMap(Effect.serviceOption(Health), (health) =>
+      Option.isSome(health) ? health.value.recheck : Effect.succeed(Option.none())
+    ),
+    (down) =>
+      Option.isSome(down)
+        ? Effect.succeed(errorResponse(unavailable(down.value)))
+        : Effect.logError(`${what} failed`, defect).pipe(
+            Effect.as(
+              errorResponse(new ApiError({ code: "internal", message: "the gateway failed to handle this request" }))
+            )
+          )
+  )
+
 const toHandler = (route: Route) =>
   failFast(route).pipe(
     Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
-    // A request that died because the database just went down says so, not `internal`.
-    Effect.catchAllDefect((defect) =>
-      Effect.flatMap(
-        Effect.flatMap(Effect.serviceOption(Health), (health) =>
-          Option.isSome(health) ? health.value.recheck : Effect.succeed(Option.none())
-        ),
-        (down) =>
-          Option.isSome(down)
-            ? Effect.succeed(errorResponse(unavailable(down.value)))
-            : Effect.logError(`${route.spec.method} ${route.spec.path} failed`, defect).pipe(
-                Effect.as(
-                  errorResponse(
-                    new ApiError({ code: "internal", message: "the gateway failed to handle this request" })
-                  )
-                )
-              )
-      )
-    ),
+    Effect.catchAllDefect((defect) => defectResponse(`${route.spec.method} ${route.spec.path}`, defect)),
     withRequestId,
     Effect.withSpan(`${route.spec.method} ${route.spec.path}`)
   )

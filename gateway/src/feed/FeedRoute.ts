@@ -4,7 +4,7 @@ import { Api } from "@sam/bus"
 import { Effect } from "effect"
 import { ApiError } from "../ApiError.js"
 import { Auth } from "../Auth.js"
-import { errorResponse } from "../Route.js"
+import { defectResponse, errorResponse } from "../Route.js"
 import { byCookie, requireOwnOrigin } from "../SameOrigin.js"
 import * as Connection from "./Connection.js"
 import { Feed } from "./Feed.js"
@@ -68,6 +68,8 @@ const handler = Effect.gen(function* () {
   return HttpServerResponse.empty()
 }).pipe(
   Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
+  // as every route: a request that died is logged with its cause (before, the feed's was a bare 500, unexplained)
+  Effect.catchAllDefect((defect) => defectResponse(`GET ${PATH}`, defect)),
   Effect.withSpan("GET /api/v1/feed")
 )
 

@@ -180,6 +180,14 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     records.read(id).pipe(Effect.map((record) => (record._tag === "Some" ? record.value.uid : undefined)))
 
   /**
+   * `uid` while it is still the workspace's own, else undefined: a record left by a delete cut short may name a uid
+   * freed and claimed since by another workspace (of this node or another on the machine), whose processes a kill by
+   * uid must not reach.
+   */
+  const ownUid = (id: string, uid: number | undefined) =>
+    Effect.promise(async () => (uid !== undefined && (await holdsUid(uidClaims, uid, dirOf(id))) ? uid : undefined))
+
+  /**
    * The workspace's user: a uid of its own, owner of its home and `rootfs/` (0700); its directory is root's and
    * only its group may enter it (0710), so the env file there stays root's. Every directory above it gets o+x
    * (enter, not list) so the user can reach its own. The checkout stays root's until `ownCheckout`.
@@ -350,15 +358,11 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     homeOf: home,
     provision,
     halt: (record) => killAll(record.workspaceId, "SIGKILL", record.uid),
-    // every process of the workspace's own uid while the uid is still its own (a record left by a delete cut short
-    // may name one another workspace has claimed since); without one (a vm-agent that is not root) nothing is known
-    // to be its
+    // every process of the workspace's own uid; without one (a vm-agent that is not root) nothing is known to be its
     endProcesses: (record) =>
-      Effect.promise(async () =>
-        isolate && record.uid !== undefined && (await holdsUid(uidClaims, record.uid, dirOf(record.workspaceId)))
-          ? record.uid
-          : undefined
-      ).pipe(Effect.flatMap((uid) => killAll(record.workspaceId, "SIGKILL", uid))),
+      ownUid(record.workspaceId, isolate ? record.uid : undefined).pipe(
+        Effect.flatMap((uid) => killAll(record.workspaceId, "SIGKILL", uid))
+      ),
     resume: () => Effect.void,
     health: (record) =>
       predatesIsolation(record)
@@ -372,10 +376,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     destroy: (id) =>
       Effect.gen(function* () {
         const uid = yield* recordedUid(id)
-        // its uid's processes only while the uid is still its own: a delete cut short, delivered again, may find
-        // it freed and claimed by another workspace (of this node or another on the machine) since
-        const owned = uid !== undefined && (yield* Effect.promise(() => holdsUid(uidClaims, uid, dirOf(id))))
-        yield* killAll(id, "SIGKILL", owned ? uid : undefined)
+        yield* killAll(id, "SIGKILL", yield* ownUid(id, uid))
         // a clone into it that outlived the vm-agent which started it (killed mid-create): root's, not the uid's
         yield* Effect.sync(() => killWithArgument(checkout(id)))
         yield* io("delete", async () => {

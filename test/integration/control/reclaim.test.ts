@@ -187,6 +187,14 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 240_000 })("idle re
         // A task branch outlives its workspace's processes: kept as a bundle when the workspace stopped.
         const committed = ended.find((r) => r.commitSha !== null)!
         const bundle = join(nodesDir, "..", "branches", `${committed.workspaceId}.bundle`)
+        if (!existsSync(bundle)) {
+          // what the workspace's node said, and what became of it, for the failure below
+          const history = yield* sql<{ step: string; status: string; message: string }>`
+            SELECT step, status, message FROM workspace_boot_log WHERE workspace_id = ${committed.workspaceId} ORDER BY id`
+          const [row] = yield* sql<{ status: string; nodeId: string; errorReason: string | null }>`
+            SELECT status, node_id, error_reason FROM workspaces WHERE id = ${committed.workspaceId}`
+          console.log(`reclaim: no bundle for ${committed.workspaceId}: ${JSON.stringify({ row, history })}`)
+        }
         expect(existsSync(bundle)).toBe(true)
         const heads = execFileSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" })
         expect(heads).toContain(`${committed.commitSha} refs/heads/sam/${committed.id}`)

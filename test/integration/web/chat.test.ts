@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs"
+import { join } from "node:path"
 import type { BrowserContext, Page, Route } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { isVmAgent, processTree } from "../../src/ProcessTree.js"
@@ -27,6 +29,18 @@ const poll = <T>(fn: () => T | Promise<T>, options: { readonly timeout?: number 
   expect.poll(fn, { timeout: 10_000, ...options })
 
 const sessionIdOf = (url: string) => /\/chat\/(sess_[^/?#]+)/.exec(url)?.[1] ?? ""
+
+/** The session record a vm-agent keeps of a session (under its data directory), when it has one. */
+const nodeRecord = (pid: number, sessionId: string): { promptEpoch?: number } | undefined => {
+  try {
+    const dataDir = /(?:^|\0)SAM_NODE_DATA_DIR=([^\0]*)/.exec(readFileSync(`/proc/${pid}/environ`, "utf8"))?.[1]
+    return dataDir === undefined
+      ? undefined
+      : JSON.parse(readFileSync(join(dataDir, "sessions", `${sessionId}.json`), "utf8"))
+  } catch {
+    return undefined
+  }
+}
 
 beforeAll(async () => {
   stack = await startWebStack()
@@ -491,9 +505,13 @@ describe("web app: project chat in the browser", () => {
     await send("say this never runs")
     const queued = page.getByTestId("queued-prompt")
     await poll(() => queued.textContent()).toContain("say this never runs")
-    // The node's vm-agent dies: its turn in flight and the prompt waiting behind it are gone with it.
+    // The node has taken the queued prompt (its session record holds its epoch). One still on its way when the node
+    // dies is not lost: its stream delivers it again once the node is back. This test is about one it had taken.
     const vmAgents = processTree().filter((p) => isVmAgent(p.cmdline))
     expect(vmAgents.length).toBeGreaterThan(0)
+    const sessionId = sessionIdOf(page.url())
+    await poll(() => vmAgents.map((p) => nodeRecord(p.pid, sessionId)?.promptEpoch ?? 0).some((e) => e >= 2)).toBe(true)
+    // The node's vm-agent dies: its turn in flight and the prompt waiting behind it are gone with it.
     for (const { pid } of vmAgents) process.kill(pid, "SIGKILL")
     await poll(() => timeline().locator("[data-kind=system]").allTextContents(), { timeout: 30_000 }).toContain(
       "Turn lost (its node restarted or went silent)"

@@ -9,7 +9,12 @@ import { keepTaskBranches } from "../src/node/TaskCommit.js"
 import { makeHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
 import { DEFAULT_UID_CLAIMS } from "../src/runtime/internal/workspaceUser.js"
-import { type ExecResult, type WorkspaceRuntimeService, WorkspaceSpec } from "../src/runtime/WorkspaceRuntime.js"
+import {
+  type ExecResult,
+  RuntimeFailure,
+  type WorkspaceRuntimeService,
+  WorkspaceSpec
+} from "../src/runtime/WorkspaceRuntime.js"
 import { collecting, makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
 
 describe("host-process runtime", () => {
@@ -115,7 +120,7 @@ describe("host-process runtime", () => {
     }
   })
 
-  it("a stopping workspace's task branches are kept as a bundle streamed to its file, and a bundle over the limit is not kept", async () => {
+  it("a stopping workspace's task branches are kept as a bundle streamed to its file, tried again after a failure that may pass, and a bundle over the limit is not kept", async () => {
     await run(runtime.create(spec("ws_bundle", repo)))
     const sh = (script: string) => run(runtime.exec("ws_bundle", ["sh", "-c", script]))
     const made = await sh(
@@ -130,6 +135,22 @@ describe("host-process runtime", () => {
         encoding: "utf8"
       })
       expect(heads).toMatch(/refs\/heads\/sam\/task_x/)
+      // A failure that may pass (here git's process did not start, as when the machine is out of processes) is tried
+      // again: the stop that follows is the branches' last chance. One that stays is said, after its attempts.
+      let failures = 1
+      const cannotFork = () => Effect.fail(new RuntimeFailure({ reason: "spawn", message: "git: spawn EAGAIN" }))
+      const flaky: WorkspaceRuntimeService = {
+        ...runtime,
+        spawn: (id, argv, options) => (failures-- > 0 ? cannotFork() : runtime.spawn(id, argv, options))
+      }
+      const again = join(dir, "branches-again")
+      expect(await run(keepTaskBranches(flaky, "ws_bundle", again))).toBe(
+        `kept sam/task_x in ${join(again, "ws_bundle.bundle")}`
+      )
+      const broken: WorkspaceRuntimeService = { ...runtime, spawn: cannotFork }
+      expect(await run(keepTaskBranches(broken, "ws_bundle", join(dir, "branches-never")))).toBe(
+        "could not keep its task branches (3 attempts): git: spawn EAGAIN"
+      )
       const before = process.env.SAM_BRANCH_BUNDLE_MAX_BYTES
       process.env.SAM_BRANCH_BUNDLE_MAX_BYTES = "100"
       try {

@@ -4,7 +4,7 @@ import { mkdir, rename, rm } from "node:fs/promises"
 import { join } from "node:path"
 import { Transform } from "node:stream"
 import { pipeline } from "node:stream/promises"
-import { Effect } from "effect"
+import { Data, Effect, Schedule } from "effect"
 import { SSH_WITHOUT_CREDENTIALS } from "../runtime/internal/gitHelper.js"
 import type { WorkspaceRuntimeService } from "../runtime/WorkspaceRuntime.js"
 import type { GitCredentials } from "./GitCredentials.js"
@@ -87,34 +87,38 @@ export const bundleMaxBytes = () => {
   return Number.isFinite(configured) && configured > 0 ? configured : 1024 ** 3
 }
 
-/**
- * Before a workspace stops (its files may go with its node), its task branches `sam/*` are kept as one
- * git bundle, `<branchDir>/<workspaceId>.bundle` (ADR 0023): `git fetch <bundle> 'sam/*:sam/*'` gets
- * them back. Says what it kept; a workspace with no task branch keeps nothing. The bundle is streamed to its file,
- * at most `bundleMaxBytes` (the workspace decides how large its branches are: one held in memory could end the
- * vm-agent), and a failure to write it (a full disk) is said, never a defect that would cut the stop short.
- */
-export const keepTaskBranches = (runtime: WorkspaceRuntimeService, workspaceId: string, branchDir: string) =>
+/** Why a workspace's task branches were not kept; `retry` when another attempt may do better. */
+class KeepFailure extends Data.TaggedError("KeepFailure")<{ readonly message: string; readonly retry: boolean }> {}
+
+const asFailure = (retry: boolean) => (e: unknown) =>
+  new KeepFailure({ message: e instanceof Error ? e.message : String(e), retry })
+
+/** One attempt: what was kept, or why not. */
+const keepOnce = (runtime: WorkspaceRuntimeService, workspaceId: string, branchDir: string) =>
   Effect.gen(function* () {
     const refs = yield* gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname:short)", "refs/heads/sam/"])
+    if (refs.exitCode !== 0)
+      return yield* new KeepFailure({
+        message: `git for-each-ref failed (${refs.exitCode}): ${refs.stderr.trim().split("\n").slice(-2).join(" | ")}`,
+        retry: true
+      })
     const branches = refs.stdout.split("\n").filter((b) => b.trim() !== "")
-    if (refs.exitCode !== 0 || branches.length === 0) return "no task branch to keep"
+    if (branches.length === 0) return "no task branch to keep"
     const file = join(branchDir, `${workspaceId}.bundle`)
     const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`
     const max = bundleMaxBytes()
-    const kept = yield* Effect.scoped(
+    yield* Effect.scoped(
       Effect.gen(function* () {
         const proc = yield* runtime.spawn(workspaceId, ["git", "bundle", "create", "-", "--branches=sam/*"])
         proc.stdin.end()
         proc.stderr.resume()
         let bytes = 0
+        let over = false
         const capped = new Transform({
           transform(chunk: Buffer, _encoding, done) {
             bytes += chunk.length
-            done(
-              bytes > max ? new Error(`their bundle is over ${max} bytes (SAM_BRANCH_BUNDLE_MAX_BYTES)`) : null,
-              chunk
-            )
+            over = bytes > max
+            done(over ? new Error(`their bundle is over ${max} bytes (SAM_BRANCH_BUNDLE_MAX_BYTES)`) : null, chunk)
           }
         })
         yield* Effect.tryPromise({
@@ -122,16 +126,39 @@ export const keepTaskBranches = (runtime: WorkspaceRuntimeService, workspaceId: 
             await mkdir(branchDir, { recursive: true, mode: 0o700 })
             await pipeline(proc.stdout, capped, createWriteStream(tmp, { mode: 0o600 }))
           },
-          catch: (e) => new Error(e instanceof Error ? e.message : String(e))
+          // a bundle over the limit stays so: not tried again
+          catch: (e) => asFailure(!over)(e)
         })
         const code = yield* proc.exitCode
-        if (code !== 0 || bytes === 0) return false
-        yield* Effect.tryPromise({
-          try: () => rename(tmp, file),
-          catch: (e) => new Error(e instanceof Error ? e.message : String(e))
-        })
-        return true
+        if (code !== 0 || bytes === 0)
+          return yield* new KeepFailure({ message: `git bundle exited with ${code}`, retry: true })
+        yield* Effect.tryPromise({ try: () => rename(tmp, file), catch: asFailure(true) })
       })
     ).pipe(Effect.ensuring(Effect.promise(() => rm(tmp, { force: true }))))
-    return kept ? `kept ${branches.join(", ")} in ${file}` : `could not bundle ${branches.join(", ")}`
-  }).pipe(Effect.catchAll((error) => Effect.succeed(`could not keep its task branches: ${error.message}`)))
+    return `kept ${branches.join(", ")} in ${file}`
+  }).pipe(Effect.mapError((e) => (e instanceof KeepFailure ? e : new KeepFailure({ message: e.message, retry: true }))))
+
+/**
+ * Before a workspace stops (its files may go with its node), its task branches `sam/*` are kept as one
+ * git bundle, `<branchDir>/<workspaceId>.bundle` (ADR 0023): `git fetch <bundle> 'sam/*:sam/*'` gets
+ * them back. Says what it kept; a workspace with no task branch keeps nothing. The bundle is streamed to its file,
+ * at most `bundleMaxBytes` (the workspace decides how large its branches are: one held in memory could end the
+ * vm-agent). A failure that may pass (a spawn, git, a write) is tried again, `attempts` times in all, since the stop
+ * that follows is the last chance; one that stays (over the limit) is not. A failure is said, never a defect that
+ * would cut the stop short.
+ */
+export const keepTaskBranches = (
+  runtime: WorkspaceRuntimeService,
+  workspaceId: string,
+  branchDir: string,
+  attempts = 3
+) =>
+  keepOnce(runtime, workspaceId, branchDir).pipe(
+    Effect.retry({ times: attempts - 1, schedule: Schedule.spaced("250 millis"), while: (e) => e.retry }),
+    Effect.catchAll((e) =>
+      Effect.succeed(
+        `could not keep its task branches${e.retry && attempts > 1 ? ` (${attempts} attempts)` : ""}: ${e.message}`
+      )
+    ),
+    Effect.catchAllDefect((defect) => Effect.succeed(`could not keep its task branches: ${String(defect)}`))
+  )

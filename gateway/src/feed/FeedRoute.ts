@@ -46,11 +46,14 @@ const handler = Effect.gen(function* () {
     )
   }
   const feed = yield* Feed
-  // Refused with a close code rather than an HTTP status: a browser cannot read a failed upgrade's status.
-  const admitted = feed.admit(principal.userId)
+  // Refused with a close code rather than an HTTP status: a browser cannot read a failed upgrade's status. A slot
+  // counted is given back however the request ends (a failed upgrade, a defect, an interruption).
+  const admitted = yield* Effect.acquireRelease(
+    Effect.sync(() => feed.admit(principal.userId)),
+    (counted) => Effect.sync(() => counted && feed.leave(principal.userId))
+  )
   const socket = yield* request.upgrade.pipe(
-    Effect.mapError(() => new ApiError({ code: "invalid_state", message: "the WebSocket upgrade failed" })),
-    Effect.tapError(() => Effect.sync(() => admitted && feed.leave(principal.userId)))
+    Effect.mapError(() => new ApiError({ code: "invalid_state", message: "the WebSocket upgrade failed" }))
   )
   if (!admitted) {
     yield* refuse(
@@ -62,11 +65,10 @@ const handler = Effect.gen(function* () {
     return HttpServerResponse.empty()
   }
   const tcp = NodeHttpServerRequest.toIncomingMessage(request).socket
-  yield* Effect.scoped(Connection.run(principal, socket, tcp)).pipe(
-    Effect.ensuring(Effect.sync(() => feed.leave(principal.userId)))
-  )
+  yield* Effect.scoped(Connection.run(principal, socket, tcp))
   return HttpServerResponse.empty()
 }).pipe(
+  Effect.scoped,
   Effect.catchTag("ApiError", (error) => Effect.succeed(errorResponse(error))),
   // as every route: a request that died is logged with its cause (before, the feed's was a bare 500, unexplained)
   Effect.catchAllDefect((defect) => defectResponse(`GET ${PATH}`, defect)),

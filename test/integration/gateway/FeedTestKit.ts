@@ -192,4 +192,5 @@ export const rawClient = (baseUrl: string, token: string | undefined, options: {
     })
   })
 
-export const isOpen = (client: RawClient | { readonly refused: number }): client is RawClient => "frames" in client
+export const isOpen = (client: RawClient | { readonly refused: number; readonly body: string }): client is RawClient =>
+  "frames" in client

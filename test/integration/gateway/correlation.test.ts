@@ -8,7 +8,7 @@ import { makeRepo } from "../../src/Repo.js"
 import { isOpen, type RawClient, rawClient } from "./FeedTestKit.js"
 
 const open = (client: Awaited<Effect.Effect.Success<ReturnType<typeof rawClient>>>): RawClient => {
-  if (!isOpen(client)) throw new Error(`refused with HTTP ${client.refused}`)
+  if (!isOpen(client)) throw new Error(`refused with HTTP ${client.refused}: ${client.body}`)
   return client
 }
 const until = <A>(what: string, check: () => A | undefined) =>

@@ -19,7 +19,7 @@ import {
 } from "./FeedTestKit.js"
 
 const open = (client: Awaited<Effect.Effect.Success<ReturnType<typeof rawClient>>>) => {
-  if (!isOpen(client)) throw new Error(`refused with HTTP ${client.refused}`)
+  if (!isOpen(client)) throw new Error(`refused with HTTP ${client.refused}: ${client.body}`)
   return client
 }
 const until = <A>(what: string, check: () => A | undefined, timeout: Duration.DurationInput = "20 seconds") =>

@@ -57,7 +57,9 @@ export interface TaskState {
   readonly errorReason: string | null
   readonly branch: string | null
 }
-const ended = (t: TaskState) => ["completed", "failed", "cancelled"].includes(t.status)
+/** A task that has ended: completed, failed or cancelled. */
+export const isEnded = (status: string) => ["completed", "failed", "cancelled"].includes(status)
+const ended = (t: TaskState) => isEnded(t.status)
 /** A task's status line; the step only while it runs (an ended task keeps the step it was in, which no longer holds). */
 const statusLine = (t: TaskState) =>
   `\n▸ task ${t.status}${t.step && !ended(t) ? ` · ${t.step}` : ""}${t.errorReason ? ` · ${t.errorReason}` : ""}${t.branch ? ` · branch ${t.branch}` : ""}\n`

@@ -2,7 +2,7 @@ import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { z } from "zod"
 import { out, parseArgs, table, usage } from "./ApiCli.js"
-import { followSession, followTask, type TaskState, TURN_ENDS, waiting } from "./FeedFollow.js"
+import { followSession, followTask, isEnded, type TaskState, TURN_ENDS, waiting } from "./FeedFollow.js"
 import * as LocalClient from "./LocalClient.js"
 import { StackError } from "./StackError.js"
 
@@ -63,6 +63,10 @@ const report = (task: { readonly id: string; readonly sessionId: string | null; 
     }
   })
 
+/** The step a task is at while it runs; an ended task keeps the step it was in, which no longer holds (its error says where it failed). */
+const stepOf = (t: { readonly status: string; readonly executionStep: string | null }) =>
+  isEnded(t.status) ? null : t.executionStep
+
 const day = (iso: string | null) => (iso === null ? null : iso.slice(0, 19).replace("T", " "))
 
 /** `sam task …` */
@@ -86,7 +90,7 @@ export const task = (args: ReadonlyArray<string>) =>
           })
           for (const t of tasks) {
             const firstLine = t.prompt.split("\n")[0] ?? ""
-            rows.push([t.id, t.projectId, t.status, t.executionStep, t.mode, day(t.createdAt), firstLine.slice(0, 60)])
+            rows.push([t.id, t.projectId, t.status, stepOf(t), t.mode, day(t.createdAt), firstLine.slice(0, 60)])
           }
         }
         return yield* out(rows.length === 1 ? "no tasks\n" : `${table(rows)}\n`)
@@ -99,7 +103,7 @@ export const task = (args: ReadonlyArray<string>) =>
             ["id", t.id],
             ["project", t.projectId],
             ["status", t.status],
-            ["step", t.executionStep],
+            ["step", stepOf(t)],
             ["error", t.errorReason === null ? null : `${t.errorStep ?? "?"}: ${t.errorReason}`],
             ["agent · mode", `${t.agent} · ${t.mode}`],
             ["node", t.nodeId],

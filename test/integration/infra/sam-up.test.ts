@@ -182,7 +182,14 @@ describe("./sam up, its gateway, and the CLI", async () => {
     // a completed task's session sleeps and refuses a prompt: no hint to send one
     expect(task.stdout).not.toContain("follow up with")
     const taskId = /task (task_[0-9a-z]+) submitted/.exec(task.stdout)?.[1] as string
-    expect((await viaGateway("task", "get", taskId)).stdout).toMatch(/status +completed/)
+    const got = (await viaGateway("task", "get", taskId)).stdout
+    expect(got).toMatch(/status +completed/)
+    // the step it was in no longer holds: none is shown for an ended task, in `get` and in `list`
+    expect(got).toMatch(/\nstep +-\n/)
+    const listed = (await viaGateway("task", "list", "--project", project)).stdout
+    expect(listed.split("\n").find((line) => line.startsWith(taskId))).toMatch(
+      new RegExp(`^${taskId} +${project} +completed +- +task `)
+    )
     const bad = await viaGateway("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)
     expect(bad.code).toBe(1)
     expect(bad.stderr).toContain("✗ not_found: no project proj_nosuchproject")

@@ -43,6 +43,14 @@ export interface ActorContext<Id extends string> {
    * stages for after the commit stays visible to the commands after it in the same transaction
    */
   readonly transaction?: string
+  /**
+   * For a handler that claims message ids of its own in the inbox (a session's run of reports claims each report's
+   * id): whether a command later in the same group commit carries `messageId`. The group claimed that command's
+   * inbox row before any of them was handled, so the handler's claim finds it taken though nothing applied it yet.
+   * True: the handler takes it over (applies it now, in its place) and that later command becomes a repeat. Absent
+   * outside a group.
+   */
+  readonly takeOver?: (messageId: string) => boolean
 }
 
 type AnyDef = MessageDef<string, z.ZodType>

@@ -89,7 +89,17 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
       Effect.suspend(() => {
         snapshots.begin(context.id, context.transaction)
         return handle(
-          { snapshots, health, taskKind, healEvery, staleAfterMs, listeningSince, launch, claimReports },
+          {
+            snapshots,
+            health,
+            taskKind,
+            healEvery,
+            staleAfterMs,
+            listeningSince,
+            launch,
+            claimReports,
+            takeOver: context.takeOver
+          },
           state,
           command as Command
         )
@@ -219,6 +229,7 @@ const handle = (
       ids: ReadonlyArray<string>,
       correlationId: string
     ) => Effect.Effect<Set<string>, unknown>
+    readonly takeOver: ((messageId: string) => boolean) | undefined
   },
   state: State,
   command: Command
@@ -626,6 +637,10 @@ const handle = (
         )
         .pipe(
           Effect.flatMap((fresh) => {
+            // A report whose id a later command of this group commit carries (the same report sent alone, behind
+            // this run) was claimed for that command, not applied: applied here, in its order, and that one is
+            // then a repeat. Applied later instead, it would come after the reports that followed it.
+            for (const id of new Set(reports.map((r) => r.id))) if (!fresh.has(id) && deps.takeOver?.(id)) fresh.add(id)
             // A report stored twice in SAM_AGENT may come twice in one run: applied the first time only.
             const singles = reports
               .filter((r) => fresh.delete(r.id))

@@ -218,7 +218,7 @@ export const makeStore = (
    * handler emits carries the command's correlation id (its own id when it came with none) and names
    * the command as its cause; the handler runs with that correlation id (issue 12).
    */
-  const applyOne = (input: CommandInput, fresh: boolean, group: Group) => {
+  const applyOne = (input: CommandInput, fresh: boolean, group: Group, takeOver?: (messageId: string) => boolean) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
     const follow = (next: Envelope): Envelope => ({
@@ -243,7 +243,11 @@ export const makeStore = (
         previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
       }
       const reaction = yield* kind
-        .handle(previous, envelope, { ...input.context, transaction: group.transaction })
+        .handle(previous, envelope, {
+          ...input.context,
+          transaction: group.transaction,
+          ...(takeOver === undefined ? {} : { takeOver })
+        })
         .pipe(
           Effect.catchAllDefect((defect) => Effect.fail(defect)),
           Effect.mapError(failed)
@@ -310,7 +314,19 @@ export const makeStore = (
       const claimed = yield* claimInboxes(inputs)
       const fresh = inputs.map((input) => claimed.delete(input.envelope.id))
       yield* preload(inputs, fresh, group)
-      for (const [i, input] of inputs.entries()) applied.push(yield* applyOne(input, fresh[i]!, group))
+      for (const [i, input] of inputs.entries()) {
+        // a handler may take over a later command of the group whose id it claims itself (ActorContext.takeOver)
+        const takeOver = (messageId: string) => {
+          for (let j = i + 1; j < inputs.length; j++) {
+            if (fresh[j] === true && inputs[j]!.envelope.id === messageId) {
+              fresh[j] = false
+              return true
+            }
+          }
+          return false
+        }
+        applied.push(yield* applyOne(input, fresh[i]!, group, takeOver))
+      }
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
       const rows = group.outbox.map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)

@@ -1,9 +1,10 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Actor, Actors } from "@sam/actors"
-import { Domain, encode, makeId, Nats } from "@sam/bus"
+import { Actor, Actors, SessionActor } from "@sam/actors"
+import { Domain, type Envelope, encode, makeId, Nats } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
+import { makeStore } from "../../../actors/src/internal/Store.js"
 import { natsAdmin, sqlLayer, useOwnNats, waitUntil } from "../../src/Env.js"
 import {
   collect,
@@ -319,6 +320,75 @@ describe("session actor: transcript and activity", () => {
         const transcriptMessages = published.filter((p) => p.envelope.type.startsWith("session.event"))
         expect(transcriptMessages.some((p) => p.envelope.type === "session.event-batch")).toBe(true)
         expect(transcriptMessages.length).toBeLessThan(11)
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "a report sent alone behind a run that holds it, both applied in one transaction, keeps its place in the run",
+    () =>
+      Effect.gen(function* () {
+        // The runtime's group commit, driven directly so the two commands surely share one transaction: it claims
+        // both commands' ids before it handles either, so the run finds its second report's id already taken.
+        const sql = yield* SqlClient.SqlClient
+        const store = makeStore(sql, 10_000)
+        const session = yield* SessionActor.make({ name: makeId("msg").replace("msg_", "sg"), shards: 1 })
+        expect(yield* store.writeFence(session.name, 0, 1, "test", 1_000)).toBe(true)
+        const { projectId, place } = yield* placement
+        const { nodeId, workspaceId } = yield* place()
+        const node = yield* fakeNode(nodeId)
+        const sessionId = makeId("sess")
+        let sequence = 0
+        const group = (...envelopes: ReadonlyArray<Envelope>) =>
+          store.commitGroup(
+            envelopes.map((envelope) => ({
+              kind: session,
+              shard: 0,
+              epoch: 1,
+              id: sessionId,
+              envelope,
+              context: {
+                kind: session.name,
+                id: sessionId,
+                subject: Actor.subjectOf(session, sessionId),
+                streamSequence: ++sequence,
+                attempt: 1
+              }
+            }))
+          )
+        const [opened] = yield* group(
+          ControlProtocol.SessionOpen.make({
+            sessionId: sessionId as never,
+            projectId: projectId as never,
+            workspaceId: workspaceId as never,
+            nodeId: nodeId as never,
+            agent: "demo",
+            prompt: "hello",
+            mode: "conversation"
+          })
+        )
+        expect(opened?._tag).toBe("Applied")
+
+        const events = ["a", "b", "c"].map((text) => node.event(sessionId, 1, { type: "text", text }))
+        const run = ControlProtocol.SessionReportRun.make({
+          nodeId,
+          sessionId: sessionId as never,
+          reports: events.map((e) => ({ id: e.id, report: { type: "session.event", body: e.body } }))
+        })
+        const alone = ControlProtocol.SessionReport.make(
+          { nodeId, report: { type: "session.event", body: events[1]!.body } },
+          { id: events[1]!.id }
+        )
+        const results = yield* group(run, alone)
+        // the run applies all three; the lone copy of the second is then a repeat
+        expect(results.map((r) => r._tag)).toEqual(["Applied", "Duplicate"])
+        const rows = yield* transcriptOf(sessionId)
+        expect(rows.map((r) => r.payload.text)).toEqual(["a", "b", "c"])
+        expect(rows.map((r) => r.seq)).toEqual([1, 2, 3])
+        expect(rows.map((r) => r.reportId)).toEqual(events.map((e) => e.id))
+        // and once more, each alone: nothing changes
+        for (const again of [run, alone]) expect((yield* group(again)).map((r) => r._tag)).toEqual(["Duplicate"])
+        expect((yield* transcriptOf(sessionId)).length).toBe(3)
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -94,19 +94,20 @@ describe("session actor: transcript and activity", () => {
           if (i % 4 === 0) yield* node.publish(event, sessionId) // same Nats-Msg-Id: the stream drops it
           if (i % 5 === 0) yield* node.publishRaw(event, sessionId) // stored twice: the command id dedupes it
         }
-        // The same command published straight to SAM_CMD without a message id: only the inbox stops it.
+        const rows = yield* waitUntil(
+          "the transcript is complete",
+          transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length >= N ? rows : undefined))),
+          { timeout: "30 seconds" }
+        )
+        // The same command published straight to SAM_CMD without a message id: only the inbox stops it. (Sent once
+        // its report is in: sent while the ingress still forwards, it would be the report's first copy, ahead of
+        // the reports before it. A copy behind the run that holds it is the group-commit test below.)
         const { js } = yield* Nats
         const again = ControlProtocol.SessionReport.make(
           { nodeId, report: { type: "session.event", body: events[7]!.body } },
           { id: events[7]!.id }
         )
         yield* Effect.promise(() => js.publish(Actor.subjectOf(session, sessionId), encode(again)))
-
-        const rows = yield* waitUntil(
-          "the transcript is complete",
-          transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length >= N ? rows : undefined))),
-          { timeout: "30 seconds" }
-        )
         yield* node.publish(
           node.activity(sessionId, { activity: "idle", promptEpoch: 1, stopReason: "end_turn" }),
           sessionId

@@ -1,5 +1,6 @@
 import { defineProject } from "vitest/config"
 
 export default defineProject({
-  test: { name: "web", include: ["test/**/*.test.ts"] }
+  // files share a worker's loaded modules (see the root vitest.config.ts)
+  test: { name: "web", include: ["test/**/*.test.ts"], isolate: false }
 })

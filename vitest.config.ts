@@ -11,20 +11,6 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: workers,
     minWorkers: 1,
-    // A worker runs its files one after another on the modules it loaded for the first (`isolate: false` in each
-    // project): loading them anew for every file took about a third of the run (vitest's "collect", 404 s of CPU
-    // over 129 files). Files keep nothing of each other's: each has its own database, names, servers and settings
-    // (`useSettings` restores what it set); the few that need modules of their own are `integration-isolated`.
-    projects: [
-      "bus",
-      "sql",
-      "infra",
-      "actors",
-      "vm-agent",
-      "gateway",
-      "web",
-      "test/vitest.config.ts",
-      "test/vitest.isolated.config.ts"
-    ]
+    projects: ["bus", "sql", "infra", "actors", "vm-agent", "gateway", "web", "test"]
   }
 })

@@ -1,6 +1,5 @@
 import { defineProject } from "vitest/config"
 
 export default defineProject({
-  // files share a worker's loaded modules (see the root vitest.config.ts)
-  test: { name: "sql", include: ["test/**/*.test.ts"], isolate: false }
+  test: { name: "sql", include: ["test/**/*.test.ts"] }
 })

@@ -1,18 +1,9 @@
 import { defineProject } from "vitest/config"
 
-/**
- * Files that need modules of their own: one counts what this process has prepared (sql/src/Sql.ts keeps it per
- * process), one runs on Effect's TestClock. They are the `integration-isolated` project (vitest.isolated.config.ts).
- */
-export const ISOLATED = ["integration/sql/prepared.test.ts", "integration/hetzner/create-retry.test.ts"]
-
 export default defineProject({
   test: {
     name: "integration",
     include: ["integration/**/*.test.ts", "security/**/*.test.ts", "faults/**/*.test.ts"],
-    exclude: ISOLATED,
-    // files share a worker's loaded modules (see the root vitest.config.ts)
-    isolate: false,
     globalSetup: ["./src/globalSetup.ts"],
     setupFiles: ["./src/removeTempDirs.ts"],
     // Tests play several users of one machine on local repositories; test/security checks `owner` and `none`.

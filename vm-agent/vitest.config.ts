@@ -5,8 +5,6 @@ export default defineProject({
     name: "vm-agent",
     include: ["test/**/*.test.ts"],
     setupFiles: ["../test/src/removeTempDirs.ts"],
-    testTimeout: 60_000,
-    // files share a worker's loaded modules (see the root vitest.config.ts)
-    isolate: false
+    testTimeout: 60_000
   }
 })

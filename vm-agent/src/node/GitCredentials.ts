@@ -168,16 +168,15 @@ export const makeGitCredentials = (nc: NatsConnection, nodeId: string, now = () 
    * The workspace's task ended (its result reported) or its session stopped: the token kept for it is dropped, so
    * whatever asks next is answered by the control plane, which gives nothing for a task that ended.
    */
-  const dropToken = (workspaceId: string) =>
-    Effect.sync(() => {
-      cache.delete(workspaceId)
-      drops.set(workspaceId, (drops.get(workspaceId) ?? 0) + 1)
-    })
+  const drop = (workspaceId: string) => {
+    cache.delete(workspaceId)
+    drops.set(workspaceId, (drops.get(workspaceId) ?? 0) + 1)
+  }
+  const dropToken = (workspaceId: string) => Effect.sync(() => drop(workspaceId))
 
   const forget = (workspaceId: string) =>
     Effect.sync(() => {
-      cache.delete(workspaceId)
-      drops.set(workspaceId, (drops.get(workspaceId) ?? 0) + 1)
+      drop(workspaceId)
       servers.get(workspaceId)?.close()
       servers.delete(workspaceId)
     })

@@ -45,12 +45,13 @@ export interface ActorContext<Id extends string> {
   readonly transaction?: string
   /**
    * For a handler that claims message ids of its own in the inbox (a session's run of reports claims each report's
-   * id): whether a command later in the same group commit carries `messageId`. The group claimed that command's
-   * inbox row before any of them was handled, so the handler's claim finds it taken though nothing applied it yet.
-   * True: the handler takes it over (applies it now, in its place) and that later command becomes a repeat. Absent
-   * outside a group.
+   * id): whether a command later in the same group commit, to the same entity and of `type`, carries `messageId`.
+   * The group claimed that command's inbox row before any of them was handled, so the handler's claim finds it taken
+   * though nothing applied it yet. True: the handler takes it over (applies it now, in its place) and that later
+   * command becomes a repeat. Nothing else can be taken over: a run's report ids are its node's, and a node must not
+   * turn another command into a repeat by naming a report after it. Absent outside a group.
    */
-  readonly takeOver?: (messageId: string) => boolean
+  readonly takeOver?: (messageId: string, type: string) => boolean
 }
 
 type AnyDef = MessageDef<string, z.ZodType>

@@ -229,7 +229,7 @@ const handle = (
       ids: ReadonlyArray<string>,
       correlationId: string
     ) => Effect.Effect<Set<string>, unknown>
-    readonly takeOver: ((messageId: string) => boolean) | undefined
+    readonly takeOver: ((messageId: string, type: string) => boolean) | undefined
   },
   state: State,
   command: Command
@@ -640,7 +640,7 @@ const handle = (
             // A report whose id a later command of this group commit carries (the same report sent alone, behind
             // this run) was claimed for that command, not applied: applied here, in its order, and that one is
             // then a repeat. Applied later instead, it would come after the reports that followed it.
-            for (const id of new Set(reports.map((r) => r.id))) if (!fresh.has(id) && deps.takeOver?.(id)) fresh.add(id)
+            for (const { id } of reports) if (!fresh.has(id) && deps.takeOver?.(id, "session.report")) fresh.add(id)
             // A report stored twice in SAM_AGENT may come twice in one run: applied the first time only.
             const singles = reports
               .filter((r) => fresh.delete(r.id))

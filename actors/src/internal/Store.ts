@@ -218,7 +218,12 @@ export const makeStore = (
    * handler emits carries the command's correlation id (its own id when it came with none) and names
    * the command as its cause; the handler runs with that correlation id (issue 12).
    */
-  const applyOne = (input: CommandInput, fresh: boolean, group: Group, takeOver?: (messageId: string) => boolean) => {
+  const applyOne = (
+    input: CommandInput,
+    fresh: boolean,
+    group: Group,
+    takeOver?: (messageId: string, type: string) => boolean
+  ) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
     const follow = (next: Envelope): Envelope => ({
@@ -314,19 +319,22 @@ export const makeStore = (
       const claimed = yield* claimInboxes(inputs)
       const fresh = inputs.map((input) => claimed.delete(input.envelope.id))
       yield* preload(inputs, fresh, group)
-      for (const [i, input] of inputs.entries()) {
-        // a handler may take over a later command of the group whose id it claims itself (ActorContext.takeOver)
-        const takeOver = (messageId: string) => {
-          for (let j = i + 1; j < inputs.length; j++) {
-            if (fresh[j] === true && inputs[j]!.envelope.id === messageId) {
-              fresh[j] = false
-              return true
-            }
+      // A handler may take over a later command of the group, of its entity and of the type it names, whose id it
+      // claims itself (ActorContext.takeOver).
+      let at = 0
+      const takeOver = (messageId: string, type: string) => {
+        const current = inputs[at]!
+        for (let j = at + 1; j < inputs.length; j++) {
+          const later = inputs[j]!
+          if (fresh[j] === true && later.envelope.id === messageId && later.envelope.type === type) {
+            if (later.kind !== current.kind || later.id !== current.id) return false
+            fresh[j] = false
+            return true
           }
-          return false
         }
-        applied.push(yield* applyOne(input, fresh[i]!, group, takeOver))
+        return false
       }
+      for (at = 0; at < inputs.length; at++) applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver))
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
       const rows = group.outbox.map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)

@@ -390,6 +390,24 @@ describe("session actor: transcript and activity", () => {
         // and once more, each alone: nothing changes
         for (const again of [run, alone]) expect((yield* group(again)).map((r) => r._tag)).toEqual(["Duplicate"])
         expect((yield* transcriptOf(sessionId)).length).toBe(3)
+        // A node that names a report after a user's command behind it takes nothing over: the command is applied,
+        // and the report, whose id was already claimed, is not.
+        const prompt = ControlProtocol.SessionPromptCommand.make({ sessionId: sessionId as never, prompt: "next" })
+        const [forged, honest] = ["forged", "d"].map((text) => node.event(sessionId, 1, { type: "text", text }))
+        const forgedRun = ControlProtocol.SessionReportRun.make({
+          nodeId,
+          sessionId: sessionId as never,
+          reports: [
+            { id: prompt.id, report: { type: "session.event", body: forged!.body } },
+            { id: honest!.id, report: { type: "session.event", body: honest!.body } }
+          ]
+        })
+        expect((yield* group(forgedRun, prompt)).map((r) => r._tag)).toEqual(["Applied", "Applied"])
+        const [promptRow] = yield* sql<{
+          promptEpoch: number
+        }>`SELECT prompt_epoch FROM sessions WHERE id = ${sessionId}`
+        expect(promptRow?.promptEpoch).toBe(2)
+        expect((yield* transcriptOf(sessionId)).map((r) => r.payload.text)).not.toContain("forged")
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -4,7 +4,7 @@ export default defineProject({
   test: {
     name: "vm-agent",
     include: ["test/**/*.test.ts"],
-    setupFiles: ["../test/src/removeTempDirs.ts"],
+    setupFiles: ["../test/src/perFile.ts"],
     testTimeout: 60_000
   }
 })

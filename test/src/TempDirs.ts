@@ -1,5 +1,5 @@
 // Temporary directories the tests make, removed once each test file is done (the suites' setup file
-// `removeTempDirs.ts`) or when a benchmark's process exits: test repositories and stacks' data directories
+// `perFile.ts`) or when a benchmark's process exits: test repositories and stacks' data directories
 // were left in /tmp run after run. `SAM_TEST_KEEP_DIRS=1` keeps them, to read after a failure.
 import { rmSync } from "node:fs"
 

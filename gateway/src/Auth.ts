@@ -14,6 +14,8 @@ export interface Principal {
 
 export const SESSION_COOKIE = "sam_session"
 const SESSION_DAYS = 14
+/** An API token's "last used" is written at most this often (seconds). */
+const LAST_USED_STEP_S = 60
 const TOKEN_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
 /** 32 characters of base32: 160 random bits, so a plain SHA-256 is a sufficient hash to store. */
@@ -88,10 +90,17 @@ export class Auth extends Effect.Service<Auth>()("sam/Auth", {
     const verify = Effect.fn("Auth.verify")(function* (token: string) {
       const hash = hashToken(token)
       if (token.startsWith("sam_pat_")) {
+        // "Last used" is kept to the minute: a program's every request would otherwise be a write.
         const rows = yield* sql<{ id: string; userId: UserId }>`
-          UPDATE api_tokens SET last_used_at = now()
-          WHERE token_hash = ${hash} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-          RETURNING id, user_id`.pipe(Effect.orDie)
+          WITH found AS (
+            SELECT id, user_id, last_used_at FROM api_tokens
+            WHERE token_hash = ${hash} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+          ), touched AS (
+            UPDATE api_tokens SET last_used_at = now() FROM found
+            WHERE api_tokens.id = found.id
+              AND (found.last_used_at IS NULL OR found.last_used_at < now() - make_interval(secs => ${LAST_USED_STEP_S}))
+          )
+          SELECT id, user_id FROM found`.pipe(Effect.orDie)
         const row = rows[0]
         if (row === undefined) return yield* unauthenticated("the API token is unknown, expired or revoked")
         return { userId: row.userId, via: "token", credentialId: row.id } satisfies Principal

@@ -1,3 +1,4 @@
+import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { expect } from "vitest"
@@ -47,6 +48,35 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 60_000 })("gateway: auth
       const after = yield* http("GET", "/api/v1/me", { token: secret })
       expect(after.status).toBe(401)
       expect(after.body.code).toBe("unauthenticated")
+    })
+  )
+
+  it.effect("a token's last use is shown to the minute, not written on every request", () =>
+    Effect.gen(function* () {
+      const alice = yield* makeUser("Alice")
+      const created = yield* http("POST", "/api/v1/tokens", { token: alice.token, body: { name: "bot" } })
+      const secret = created.body.token as string
+      const lastUsed = Effect.gen(function* () {
+        const list = yield* http("GET", "/api/v1/tokens", { token: alice.token })
+        return list.body.tokens.find((t: { id: string }) => t.id === created.body.id).lastUsedAt as string | null
+      })
+      expect(yield* lastUsed).toBeNull()
+      expect((yield* http("GET", "/api/v1/me", { token: secret })).status).toBe(200)
+      const first = yield* lastUsed
+      expect(first).not.toBeNull()
+      // used again at once: still signs in, and the time stays that of the first use
+      expect((yield* http("GET", "/api/v1/me", { token: secret })).status).toBe(200)
+      expect(yield* lastUsed).toBe(first)
+      // a minute later, a use is written again
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`UPDATE api_tokens SET last_used_at = now() - interval '2 minutes' WHERE id = ${created.body.id}`
+      const aged = yield* lastUsed
+      expect((yield* http("GET", "/api/v1/me", { token: secret })).status).toBe(200)
+      const later = yield* lastUsed
+      expect(Date.parse(later!)).toBeGreaterThan(Date.parse(aged!) + 60_000)
+      // a revoked token is refused whatever its last use
+      yield* http("DELETE", `/api/v1/tokens/${created.body.id}`, { token: alice.token })
+      expect((yield* http("GET", "/api/v1/me", { token: secret })).status).toBe(401)
     })
   )
 

@@ -84,7 +84,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a vm-agent t
   )
 
   it.scoped(
-    "ends what the last run's turn left running, also a tool that left its agent's process group (as root)",
+    "ends what the last run's turn left running, also a tool that left its agent's process group (as root), and removes its partial branch bundles",
     () =>
       Effect.gen(function* () {
         const { nodeId, node, repo, reports, send } = yield* nodeUnderTest
@@ -118,12 +118,22 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a vm-agent t
         )
         agent.child.kill("SIGKILL")
         yield* Effect.promise(() => agent.exited)
+        // A keep of this workspace's branches cut short by the kill left its partial bundle; another node sharing the
+        // branch directory may be writing its own.
+        const branches = join(node.dataDir, "branches")
+        const partial = join(branches, `${workspaceId}.bundle.0badc0de.tmp`)
+        const anothers = join(branches, `${makeId("ws")}.bundle.0badc0de.tmp`)
+        yield* Effect.promise(async () => {
+          await mkdir(branches, { recursive: true, mode: 0o700 })
+          for (const file of [partial, anothers]) await writeFile(file, "PACK")
+        })
         agent = startVmAgent(nodeId, node)
         yield* waitFor(
           "the turn reported lost",
           is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "lost"),
           "30 seconds"
         )
+        expect([existsSync(partial), existsSync(anothers)]).toEqual([false, true])
         // Before, only the agent's process group was ended: the tool's process ran on, with no owner, for ever.
         if (process.getuid?.() === 0) expect(strays()).toEqual([])
       })

@@ -13,7 +13,7 @@ import { loadNodeKey } from "./NodeKey.js"
 import { makeReporter } from "./Reporter.js"
 import { makeSessionRecords } from "./SessionRecords.js"
 import { makeSessions } from "./Sessions.js"
-import { keepTaskBranches } from "./TaskCommit.js"
+import { keepTaskBranches, removePartialBundles } from "./TaskCommit.js"
 
 const { NodeProtocol } = Domain
 
@@ -204,6 +204,13 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     (w) => runtime.endProcesses(w.workspaceId),
     { discard: true, concurrency: 4 }
   )
+  if (settings.branchDir !== undefined) {
+    const removed = yield* removePartialBundles(
+      settings.branchDir,
+      held.map((w) => w.workspaceId)
+    )
+    if (removed > 0) yield* Effect.logInfo(`removed ${removed} partial branch bundle(s) of a keep cut short`)
+  }
   yield* sessions.recover(yield* records.list)
   for (const workspace of held) {
     if (workspace.status === "running") yield* serveGit(workspace.workspaceId)

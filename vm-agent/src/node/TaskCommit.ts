@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto"
 import { createWriteStream } from "node:fs"
-import { mkdir, rename, rm } from "node:fs/promises"
+import { mkdir, readdir, rename, rm } from "node:fs/promises"
 import { join } from "node:path"
 import { Transform } from "node:stream"
 import { pipeline } from "node:stream/promises"
@@ -162,3 +162,17 @@ export const keepTaskBranches = (
     ),
     Effect.catchAllDefect((defect) => Effect.succeed(`could not keep its task branches: ${String(defect)}`))
   )
+
+/**
+ * A keep cut short (the vm-agent killed while it wrote) leaves its `.tmp` file in the branch directory, which the
+ * nodes of one machine may share. When a vm-agent starts, no keep of its own workspaces is under way, so their
+ * partial files go (another node's stay: its keep may be writing). Says how many went.
+ */
+export const removePartialBundles = (branchDir: string, workspaceIds: ReadonlyArray<string>) =>
+  Effect.promise(async () => {
+    const ours = new Set(workspaceIds)
+    const names = await readdir(branchDir).catch(() => [] as Array<string>)
+    const partial = names.filter((name) => name.endsWith(".tmp") && ours.has(name.split(".bundle.")[0] ?? ""))
+    await Promise.all(partial.map((name) => rm(join(branchDir, name), { force: true })))
+    return partial.length
+  })

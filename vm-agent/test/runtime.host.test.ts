@@ -1,14 +1,14 @@
 import { execFileSync, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
-import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
+import { chown, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { type AddressInfo, createServer, type Socket } from "node:net"
 import { join } from "node:path"
 import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { keepTaskBranches } from "../src/node/TaskCommit.js"
-import { makeHostRuntime } from "../src/runtime/HostRuntime.js"
+import { makeHostRuntime, startHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
-import { DEFAULT_UID_CLAIMS } from "../src/runtime/internal/workspaceUser.js"
+import { claimUid, DEFAULT_UID_CLAIMS } from "../src/runtime/internal/workspaceUser.js"
 import {
   type ExecResult,
   RuntimeFailure,
@@ -41,6 +41,67 @@ describe("host-process runtime", () => {
     await run(runtime.delete("ws_hostdir"))
     await expect(stat(join(dir, "node", "workspaces", "ws_hostdir"))).rejects.toThrow(/ENOENT/)
   })
+
+  it("a workspace's processes have a temporary directory of their own in its home, its user's alone, not the machine's /tmp", async () => {
+    const info = await run(runtime.create(spec("ws_tmp", repo)))
+    try {
+      const made = await run(runtime.exec("ws_tmp", ["sh", "-c", 'echo "$TMPDIR"; mktemp']))
+      const [tmpdir, file] = made.stdout.trim().split("\n")
+      const home = join(dir, "node", "workspaces", "ws_tmp", "home")
+      expect(tmpdir).toBe(join(home, ".tmp"))
+      expect(file?.startsWith(`${join(home, ".tmp")}/`)).toBe(true)
+      const own = await stat(join(home, ".tmp"))
+      expect(own.mode & 0o777).toBe(0o700)
+      // as root, the workspace's own user holds it (and its processes run as that user)
+      if (process.getuid?.() === 0) expect(own.uid).toBe((await stat(home)).uid)
+      expect(info.status).toBe("running")
+      // what a tool puts in the machine's /tmp whatever TMPDIR says goes with the workspace (as root, its user's)
+      const stray = join("/tmp", `sam-stray-${Math.random().toString(36).slice(2, 10)}`)
+      await run(runtime.exec("ws_tmp", ["sh", "-c", `mkdir ${stray} && touch ${stray}/sock`]))
+      await run(runtime.delete("ws_tmp"))
+      if (process.getuid?.() === 0) await expect(stat(stray)).rejects.toThrow(/ENOENT/)
+      else await rm(stray, { recursive: true, force: true })
+    } finally {
+      await run(runtime.delete("ws_tmp"))
+    }
+  })
+
+  it.runIf(process.getuid?.() === 0)(
+    "as root: what workspace users gone without their delete left in /tmp goes when a vm-agent starts, and before their uid is given again; a live workspace's stays",
+    async () => {
+      // its own claims and its own "/tmp", so that no other test's workspace (of the machine's claims) is touched
+      const claims = join(dir, "uids-tmp")
+      const machineTmp = join(dir, "machine-tmp")
+      await mkdir(machineTmp, { mode: 0o1777 })
+      const options = { dataDir: join(dir, "node-tmp"), uidClaims: claims, tmpDirs: [machineTmp] }
+      const isolated = makeHostRuntime(options)
+      await run(isolated.create(spec("ws_live", repo)))
+      try {
+        const live = (await stat(join(dir, "node-tmp", "workspaces", "ws_live", "home"))).uid
+        const leftBy = async (uid: number) => {
+          const file = join(machineTmp, `left-${uid}`)
+          await writeFile(file, "the last holder's", { mode: 0o600 })
+          await chown(file, uid, uid)
+          return file
+        }
+        // a uid never claimed here, and the live workspace's
+        const gone = await leftBy(live + 1 >= 1_200_000 ? live - 1 : live + 1)
+        const kept = await leftBy(live)
+        await run(startHostRuntime(options))
+        await expect(stat(gone)).rejects.toThrow(/ENOENT/)
+        expect((await stat(kept)).uid).toBe(live)
+        // the live workspace's uid, its claim gone (deleted without its delete), claimed again: nothing of the last
+        // holder's is left to its next one
+        await rm(join(claims, String(live)))
+        const owner = join(dir, "node-tmp", "workspaces", "ws_live")
+        expect(await claimUid(claims, owner, [machineTmp])).toBe(live)
+        await expect(stat(kept)).rejects.toThrow(/ENOENT/)
+        await rm(kept, { force: true })
+      } finally {
+        await run(isolated.delete("ws_live")).catch(() => undefined)
+      }
+    }
+  )
 
   it("a clone that goes silent (a server that accepts and never answers) is stopped: the create fails saying so, nothing left running", async () => {
     const sockets: Array<Socket> = []

@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process"
 import { readFileSync } from "node:fs"
-import { readdir, readFile } from "node:fs/promises"
+import { readdir, readFile, stat } from "node:fs/promises"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import type { Api } from "@sam/bus"
@@ -113,9 +114,45 @@ export const runTask = (
     return { done, events }
   })
 
-/** `secret` is nowhere but in the agent's process: not in the ledger, the node's logs and env files, any API response. */
+/**
+ * What the users of this file's workspaces hold in the machine's /tmp, which every workspace of a host node shares,
+ * that another user could read: nothing is expected (their processes get `TMPDIR` in their own home). Gemini CLI
+ * wrote a failed request there, the conversation with it, readable by all.
+ */
+export const inSharedTmp = Effect.gen(function* () {
+  const { dir } = yield* LocalNodes
+  return yield* Effect.promise(async () => {
+    const uids = new Set<number>()
+    const walk = async (path: string, depth: number): Promise<void> => {
+      for (const entry of await readdir(path, { withFileTypes: true }).catch(() => [])) {
+        if (!entry.isDirectory()) continue
+        const full = join(path, entry.name)
+        if (entry.name === "home" && path.includes("/workspaces/")) uids.add((await stat(full)).uid)
+        else if (depth < 6 && entry.name !== "workspace" && entry.name !== "rootfs") await walk(full, depth + 1)
+      }
+    }
+    await walk(dir, 0)
+    uids.delete(0)
+    const held: Array<string> = []
+    for (const name of await readdir(tmpdir())) {
+      const found = await stat(join(tmpdir(), name)).catch(() => undefined)
+      // its own (0700, 0600) until the workspace is deleted, as Claude Code's socket directory; open to others, never
+      if (found !== undefined && uids.has(found.uid) && (found.mode & 0o077) !== 0) held.push(name)
+    }
+    return { workspaceUsers: uids.size, held }
+  })
+})
+
+/**
+ * `secret` is nowhere but in the agent's process: not in the ledger, the node's logs and env files, any API response,
+ * and nothing of the workspaces' is in the machine's /tmp (`inSharedTmp`).
+ */
 export const expectSecretKept = (secret: string) =>
   Effect.gen(function* () {
+    const shared = yield* inSharedTmp
+    // as root, every workspace has a user of its own; its files in /tmp are the ones looked for
+    if (process.getuid?.() === 0) expect(shared.workspaceUsers).toBeGreaterThan(0)
+    expect(shared.held).toEqual([])
     expect((yield* ledgerText).includes(secret)).toBe(false)
     const files = yield* nodeFiles
     // what the workspace's shells and terminals start with, and the node's log, were among those read

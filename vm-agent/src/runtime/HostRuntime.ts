@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn as spawnChild } from "node:child_process"
 import { constants } from "node:fs"
-import { chmod, chown, lstat, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
+import { chmod, chown, lchown, lstat, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
 import { Effect, Layer, Redacted } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
@@ -18,9 +18,12 @@ import {
   ensureTraversable,
   holdsUid,
   killUser,
+  machineTmpDirs,
   ownFreshTree,
   ownTree,
-  releaseUid
+  releaseUid,
+  removeTmpFilesOf,
+  removeUnclaimedTmpFiles
 } from "./internal/workspaceUser.js"
 import {
   inCheckout,
@@ -41,6 +44,8 @@ export interface HostRuntimeOptions {
   readonly isolate?: boolean
   /** where uids are claimed, machine-wide (default /var/lib/sam/workspace-uids) */
   readonly uidClaims?: string
+  /** the machine's temporary directories, whose files a workspace's uid leaves are removed (default /tmp, TMPDIR) */
+  readonly tmpDirs?: ReadonlyArray<string>
 }
 
 /** Said once when the host runtime starts without root: agents then run as the vm-agent. */
@@ -148,11 +153,35 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   const records = makeRecords(join(root, ".records"))
   const isolate = options.isolate ?? canIsolate()
   const uidClaims = options.uidClaims ?? DEFAULT_UID_CLAIMS
+  const tmpDirs = options.tmpDirs ?? machineTmpDirs()
   const dirOf = (id: string) => join(root, id)
   const checkout = (id: string) => join(dirOf(id), "workspace")
   const home = (id: string) => join(dirOf(id), "home")
   const envFile = (id: string) => join(dirOf(id), ".sam-env.json")
   const gitSocket = (id: string) => join(dirOf(id), "git.sock")
+  /**
+   * The workspace's temporary directory, `~/.tmp` (0700, its user's), made on first use: what its processes write to
+   * `TMPDIR` stays theirs and goes with the workspace. In the machine's /tmp, shared by every workspace of a host
+   * node, it outlived them and was open to the others: Gemini CLI writes a failed request there, the conversation
+   * with it, readable by all (mode 0644); Claude Code its own directory. What a tool still puts in /tmp goes when the
+   * workspace is deleted (`removeTmpFilesOf`).
+   */
+  const privateTmp = (id: string, uid: number | undefined, gid: number | undefined) =>
+    Effect.tryPromise({
+      try: async () => {
+        const dir = join(home(id), ".tmp")
+        const made = await mkdir(dir, { mode: 0o700 }).then(
+          () => true,
+          (e: NodeJS.ErrnoException) => {
+            if (e.code !== "EEXIST") throw e
+            return false
+          }
+        )
+        if (made && uid !== undefined) await lchown(dir, uid, gid ?? uid)
+        return dir
+      },
+      catch: (cause) => new RuntimeFailure({ reason: "io", message: `cannot make the workspace's tmp: ${cause}` })
+    })
   const processes = new Map<string, Set<ChildProcess>>()
 
   /** `~/x` in the workspace's home, a relative path in the checkout, an absolute one under `rootfs/`. */
@@ -197,7 +226,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       // the node's data dir and the workspaces' parent: enter, never list (other workspaces' ids, session records)
       for (const dir of [resolve(options.dataDir), root]) await chmod(dir, 0o711)
       const granted = await ensureTraversable(root)
-      const uid = await claimUid(uidClaims, dirOf(id))
+      const uid = await claimUid(uidClaims, dirOf(id), tmpDirs)
       for (const dir of [home(id), join(dirOf(id), "rootfs")]) {
         await ownFreshTree(dir, uid, uid)
         await chmod(dir, 0o700)
@@ -376,10 +405,12 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     destroy: (id) =>
       Effect.gen(function* () {
         const uid = yield* recordedUid(id)
-        yield* killAll(id, "SIGKILL", yield* ownUid(id, uid))
+        const own = yield* ownUid(id, uid)
+        yield* killAll(id, "SIGKILL", own)
         // a clone into it that outlived the vm-agent which started it (killed mid-create): root's, not the uid's
         yield* Effect.sync(() => killWithArgument(checkout(id)))
         yield* io("delete", async () => {
+          if (own !== undefined) await removeTmpFilesOf(own, tmpDirs)
           await rm(dirOf(id), { recursive: true, force: true })
           if (uid !== undefined) await releaseUid(uidClaims, uid, dirOf(id))
         })
@@ -397,6 +428,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
             try: async () => JSON.parse(await readFile(envFile(id), "utf8")) as Record<string, string>,
             catch: (cause) => new RuntimeFailure({ reason: "io", message: `cannot read the workspace env: ${cause}` })
           })
+          const tmp = yield* privateTmp(id, isolate ? record.uid : undefined, record.gid)
           const cwd = opts?.cwd ? resolve(record.path, opts.cwd) : record.path
           const [command = "", ...args] = argv
           const child = spawnChild(command, args, {
@@ -404,7 +436,16 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
             detached: true,
             stdio: ["pipe", "pipe", "pipe"],
             ...(isolate && record.uid !== undefined ? { uid: record.uid, gid: record.gid ?? record.uid } : {}),
-            env: { ...baseEnv(home(id)), ...env, ...opts?.env }
+            // Claude Code keeps its own directory in CLAUDE_CODE_TMPDIR, not TMPDIR
+            env: {
+              ...baseEnv(home(id)),
+              TMPDIR: tmp,
+              TMP: tmp,
+              TEMP: tmp,
+              CLAUDE_CODE_TMPDIR: tmp,
+              ...env,
+              ...opts?.env
+            }
           })
           const exit = new Promise<number>((done) => {
             child.once("error", () => done(127))
@@ -472,11 +513,20 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   }
 }
 
-export const layerHost = (options: HostRuntimeOptions) =>
-  Layer.effect(
-    WorkspaceRuntime,
-    Effect.gen(function* () {
-      if (!(options.isolate ?? canIsolate())) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
-      return makeHostRuntime(options)
-    })
-  )
+/**
+ * The host runtime as a vm-agent starts it: warned about when it cannot give workspaces users of their own; when it
+ * can, first rid of what workspaces gone without their delete left in the machine's /tmp (`removeUnclaimedTmpFiles`).
+ */
+export const startHostRuntime = (options: HostRuntimeOptions) =>
+  Effect.gen(function* () {
+    if (!(options.isolate ?? canIsolate())) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
+    else {
+      const removed = yield* Effect.promise(() =>
+        removeUnclaimedTmpFiles(options.uidClaims ?? DEFAULT_UID_CLAIMS, options.tmpDirs).catch(() => 0)
+      )
+      if (removed > 0) yield* Effect.logInfo(`removed what ${removed} gone workspace user(s) left in /tmp`)
+    }
+    return makeHostRuntime(options)
+  })
+
+export const layerHost = (options: HostRuntimeOptions) => Layer.effect(WorkspaceRuntime, startHostRuntime(options))

@@ -1,7 +1,6 @@
 import { Effect, Layer } from "effect"
 import { type DockerRuntimeOptions, makeDockerRuntime, probeDocker } from "./DockerRuntime.js"
-import { makeHostRuntime, NOT_ISOLATED_WARNING } from "./HostRuntime.js"
-import { canIsolate } from "./internal/workspaceUser.js"
+import { startHostRuntime } from "./HostRuntime.js"
 import { WorkspaceRuntime } from "./WorkspaceRuntime.js"
 
 export * from "./DockerRuntime.js"
@@ -12,8 +11,7 @@ export * from "./WorkspaceRuntime.js"
 export const chooseRuntime = Effect.fn("WorkspaceRuntime.choose")(function* (options: DockerRuntimeOptions) {
   const capabilities = yield* probeDocker(options)
   if (capabilities.docker) return makeDockerRuntime(options)
-  if (!canIsolate()) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
-  return makeHostRuntime({ dataDir: options.dataDir })
+  return yield* startHostRuntime({ dataDir: options.dataDir })
 })
 
 export const layerAuto = (options: DockerRuntimeOptions) => Layer.effect(WorkspaceRuntime, chooseRuntime(options))

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { promisify } from "node:util"
 
@@ -24,7 +25,7 @@ const exists = (path: string) =>
     () => false
   )
 
-const tryClaim = async (file: string, owner: string): Promise<"mine" | "taken" | "stale"> => {
+const tryClaim = async (file: string, owner: string): Promise<"mine" | "held" | "taken" | "stale"> => {
   try {
     await writeFile(file, owner, { flag: "wx", mode: 0o600 })
     return "mine"
@@ -32,7 +33,7 @@ const tryClaim = async (file: string, owner: string): Promise<"mine" | "taken" |
     if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
   }
   const holder = await readFile(file, "utf8").catch(() => "")
-  if (holder === owner) return "mine"
+  if (holder === owner) return "held"
   // a claim whose workspace directory is gone (deleted without release, a removed test dir) is free again
   return holder !== "" && !(await exists(holder)) ? "stale" : "taken"
 }
@@ -42,7 +43,11 @@ const tryClaim = async (file: string, owner: string): Promise<"mine" | "taken" |
  * exclusively, so concurrent vm-agents on one machine never share one. The same owner gets the same uid again;
  * the first candidate is derived from the path, so a retry mostly lands on the same number.
  */
-export const claimUid = async (claims: string, owner: string): Promise<number> => {
+export const claimUid = async (
+  claims: string,
+  owner: string,
+  tmpDirs: ReadonlyArray<string> = machineTmpDirs()
+): Promise<number> => {
   await mkdir(claims, { recursive: true, mode: 0o700 })
   const start = createHash("sha256").update(owner).digest().readUInt32BE(0) % UID_RANGE
   for (let i = 0; i < UID_RANGE; i++) {
@@ -53,7 +58,12 @@ export const claimUid = async (claims: string, owner: string): Promise<number> =
       await rm(file, { force: true })
       outcome = await tryClaim(file, owner)
     }
-    if (outcome === "mine") return uid
+    if (outcome === "held") return uid
+    if (outcome === "mine") {
+      // a uid used before (its workspace gone without its delete) starts with nothing of its last holder's
+      await removeTmpFilesOf(uid, tmpDirs)
+      return uid
+    }
   }
   throw new Error(`no free workspace uid left in ${claims}`)
 }
@@ -114,6 +124,57 @@ const processesOf = (uid: number): Array<number> => {
       return []
     }
   })
+}
+
+/** The machine's temporary directories, shared by every workspace of a host node. */
+export const machineTmpDirs = (): ReadonlyArray<string> => [...new Set(["/tmp", tmpdir()])]
+
+/**
+ * Removes what `uid` left at the top of the machine's temporary directories, once its processes are gone: what a
+ * tool put there whatever `TMPDIR` said (Claude Code its socket directory, `cc-socks-<uid>`, when the workspace's
+ * own path is too long for a socket's). Only while the uid is still the workspace's own (the caller checks), and
+ * never following a link.
+ */
+export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) => {
+  for (const dir of tmpDirs) {
+    for (const name of await Fs.promises.readdir(dir).catch(() => [] as Array<string>)) {
+      const path = join(dir, name)
+      const owner = await Fs.promises.lstat(path).then(
+        (s) => s.uid,
+        () => undefined
+      )
+      if (owner === uid) await Fs.promises.rm(path, { recursive: true, force: true }).catch(() => undefined)
+    }
+  }
+}
+
+/**
+ * What workspace uids no workspace holds any more left in the machine's temporary directories: those of workspaces
+ * whose delete never came (their directory removed with their node's data, a machine that stopped). Run when a
+ * vm-agent starts; a uid claimed meanwhile is skipped, and a claim sweeps its uid again (`claimUid`).
+ */
+export const removeUnclaimedTmpFiles = async (claims: string, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) => {
+  const unclaimed = async (uid: number) => {
+    const holder = await readFile(join(claims, String(uid)), "utf8").catch(() => "")
+    return holder === "" || !(await exists(holder))
+  }
+  const uids = new Set<number>()
+  for (const dir of tmpDirs) {
+    for (const name of await Fs.promises.readdir(dir).catch(() => [] as Array<string>)) {
+      const uid = await Fs.promises.lstat(join(dir, name)).then(
+        (s) => s.uid,
+        () => -1
+      )
+      if (uid >= FIRST_UID && uid < FIRST_UID + UID_RANGE) uids.add(uid)
+    }
+  }
+  let removed = 0
+  for (const uid of uids) {
+    if (!(await unclaimed(uid))) continue
+    await removeTmpFilesOf(uid, tmpDirs)
+    removed++
+  }
+  return removed
 }
 
 /**

@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawn } from "node:child_process"
-import { readFile, stat, writeFile } from "node:fs/promises"
+import { chmod, mkdir, readFile, stat, writeFile } from "node:fs/promises"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { createServer as createTcpServer } from "node:net"
 import { join } from "node:path"
@@ -116,7 +116,11 @@ describe("host runtime: the vm-agent's clone uses no credentials of the machine'
     // the premise: the machine's own git reaches the repository with these (not sync: the server is ours)
     await promisify(execFile)("git", ["ls-remote", url], { env: { ...process.env, GIT_TERMINAL_PROMPT: "0" } })
     admitted.length = 0
-    runtime = makeHostRuntime({ dataDir: join(dir, "node"), uidClaims: join(dir, "uids") })
+    // claims of its own, so its "/tmp" is its own too: a uid it claims may be another test's in the machine's claims
+    const machineTmp = join(dir, "machine-tmp")
+    await mkdir(machineTmp)
+    await chmod(machineTmp, 0o1777)
+    runtime = makeHostRuntime({ dataDir: join(dir, "node"), uidClaims: join(dir, "uids"), tmpDirs: [machineTmp] })
   })
 
   afterAll(async () => {

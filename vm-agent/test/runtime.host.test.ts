@@ -1,14 +1,14 @@
 import { execFileSync, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
-import { chown, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { type AddressInfo, createServer, type Socket } from "node:net"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { Effect, Option } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { keepTaskBranches } from "../src/node/TaskCommit.js"
 import { makeHostRuntime, startHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
-import { claimUid, DEFAULT_UID_CLAIMS } from "../src/runtime/internal/workspaceUser.js"
+import { claimUid, DEFAULT_UID_CLAIMS, firstCandidateUid, releaseUid } from "../src/runtime/internal/workspaceUser.js"
 import {
   type ExecResult,
   RuntimeFailure,
@@ -72,31 +72,48 @@ describe("host-process runtime", () => {
       // its own claims and its own "/tmp", so that no other test's workspace (of the machine's claims) is touched
       const claims = join(dir, "uids-tmp")
       const machineTmp = join(dir, "machine-tmp")
-      await mkdir(machineTmp, { mode: 0o1777 })
+      await mkdir(machineTmp)
+      await chmod(machineTmp, 0o1777)
       const options = { dataDir: join(dir, "node-tmp"), uidClaims: claims, tmpDirs: [machineTmp] }
       const isolated = makeHostRuntime(options)
       await run(isolated.create(spec("ws_live", repo)))
       try {
         const live = (await stat(join(dir, "node-tmp", "workspaces", "ws_live", "home"))).uid
-        const leftBy = async (uid: number) => {
-          const file = join(machineTmp, `left-${uid}`)
-          await writeFile(file, "the last holder's", { mode: 0o600 })
-          await chown(file, uid, uid)
+        const leftBy = async (uid: number, name = `left-${uid}`) => {
+          const file = join(machineTmp, name)
+          await mkdir(file)
+          await writeFile(join(file, "sock"), "the last holder's", { mode: 0o600 })
+          for (const path of [file, join(file, "sock")]) await chown(path, uid, uid)
           return file
         }
-        // a uid never claimed here, and the live workspace's
-        const gone = await leftBy(live + 1 >= 1_200_000 ? live - 1 : live + 1)
+        const other = (n: number) => 200_000 + ((live - 200_000 + n) % 1_000_000)
+        // a uid whose workspace went without its delete (its claim names a directory that is gone), one never claimed
+        // here (not SAM's to touch), and the live workspace's
+        await writeFile(join(claims, String(other(1))), join(dir, "gone-workspace"))
+        const gone = await leftBy(other(1))
+        // what the uid could not remove itself stays: the removal runs as the uid, not as root
+        const guarded = await leftBy(other(1), `guarded-${other(1)}`)
+        const rootOwned = join(guarded, "root", "file")
+        await mkdir(dirname(rootOwned))
+        await writeFile(rootOwned, "root's")
+        const foreign = await leftBy(other(2))
         const kept = await leftBy(live)
         await run(startHostRuntime(options))
         await expect(stat(gone)).rejects.toThrow(/ENOENT/)
+        expect(await readFile(rootOwned, "utf8")).toBe("root's")
+        await rm(dirname(dirname(rootOwned)), { recursive: true, force: true })
+        expect((await stat(foreign)).uid).toBe(other(2))
         expect((await stat(kept)).uid).toBe(live)
-        // the live workspace's uid, its claim gone (deleted without its delete), claimed again: nothing of the last
-        // holder's is left to its next one
-        await rm(join(claims, String(live)))
-        const owner = join(dir, "node-tmp", "workspaces", "ws_live")
-        expect(await claimUid(claims, owner, [machineTmp])).toBe(live)
-        await expect(stat(kept)).rejects.toThrow(/ENOENT/)
-        await rm(kept, { force: true })
+        // a uid whose claim is stale, claimed by a new workspace: nothing of the last holder's is left to it
+        const owner = join(dir, "node-tmp", "workspaces", "ws_next")
+        const next = firstCandidateUid(owner)
+        await writeFile(join(claims, String(next)), join(dir, "another-gone-workspace"))
+        const lastHolders = await leftBy(next)
+        expect(await claimUid(claims, owner, [machineTmp])).toBe(next)
+        await expect(stat(lastHolders)).rejects.toThrow(/ENOENT/)
+        await releaseUid(claims, next, owner)
+        await rm(foreign, { recursive: true, force: true })
+        await rm(kept, { recursive: true, force: true })
       } finally {
         await run(isolated.delete("ws_live")).catch(() => undefined)
       }

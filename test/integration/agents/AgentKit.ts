@@ -159,7 +159,7 @@ export const expectSecretKept = (secret: string) =>
     expect(files.some((f) => f.path.endsWith(".sam-env.json"))).toBe(true)
     expect(files.some((f) => f.path.endsWith("vm-agent.log") && f.text.length > 0)).toBe(true)
     for (const file of files) expect(file.text.includes(secret), file.path).toBe(false)
-    for (const response of recorded) expect(response.text.includes(secret), response.path).toBe(false)
+    for (const response of recorded()) expect(response.text.includes(secret), response.path).toBe(false)
   })
 
 export const masterKeyForTests = () => {

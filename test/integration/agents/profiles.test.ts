@@ -215,7 +215,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })(
         const daves = yield* api(dave, "GET", "/agent-credentials")
         expect(daves.body.credentials).toEqual([])
         yield* expectNoSecrets([carol, dave])
-        for (const response of recorded) expect(response.text.includes(KEY), response.path).toBe(false)
+        for (const response of recorded()) expect(response.text.includes(KEY), response.path).toBe(false)
         const ledger = yield* sql<{ text: string }>`SELECT string_agg(c::text, ' ') AS text FROM agent_credentials c`
         expect(ledger[0]?.text ?? "").not.toContain(KEY)
       })

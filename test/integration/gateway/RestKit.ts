@@ -13,8 +13,14 @@ export interface Recorded {
   readonly text: string
 }
 
-/** Every response a test saw, for the secrets check at its end. */
-export const recorded: Array<Recorded> = []
+/** Every response a test saw, by the test file that saw it (a worker runs several files, ADR 0053). */
+const seen: Array<Recorded & { readonly file: string | undefined }> = []
+
+/** The responses this test file saw, for the secrets check at its end. */
+export const recorded = (): ReadonlyArray<Recorded> => {
+  const file = expect.getState().testPath
+  return seen.filter((r) => r.file === file)
+}
 
 /** `http` as `user`, recording the response. */
 export const api = (
@@ -33,7 +39,15 @@ export const api = (
     ...(options.body === undefined ? {} : { body: options.body })
   }).pipe(
     Effect.tap((r: HttpResult) =>
-      Effect.sync(() => recorded.push({ method, path: full, status: r.status, text: JSON.stringify(r.body ?? null) }))
+      Effect.sync(() =>
+        seen.push({
+          method,
+          path: full,
+          status: r.status,
+          text: JSON.stringify(r.body ?? null),
+          file: expect.getState().testPath
+        })
+      )
     )
   )
 }
@@ -61,8 +75,9 @@ export const expectNoSecrets = (users: ReadonlyArray<TestUser>) =>
       ...users.map((u) => u.token),
       ...hashes.map((h) => h.value)
     ]
-    expect(recorded.length).toBeGreaterThan(0)
-    for (const response of recorded) {
+    const responses = recorded()
+    expect(responses.length).toBeGreaterThan(0)
+    for (const response of responses) {
       if (CREATES_A_SECRET.test(`${response.method} ${response.path.split("?")[0]}`)) continue
       for (const needle of needles) {
         expect(response.text.includes(needle), `${response.method} ${response.path} shows ${needle}`).toBe(false)

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn as spawnChild } from "node:child_process"
 import { constants } from "node:fs"
-import { chmod, chown, lchown, lstat, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
+import { chmod, chown, lstat, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
 import { Effect, Layer, Redacted } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
@@ -177,7 +177,16 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
             return false
           }
         )
-        if (made && uid !== undefined) await lchown(dir, uid, gid ?? uid)
+        if (made && uid !== undefined) {
+          // through a handle on the directory itself: the home is the user's, who may swap the name for a link or
+          // another file (a hard link to root's) between the mkdir and the chown
+          const handle = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW)
+          try {
+            await handle.chown(uid, gid ?? uid)
+          } finally {
+            await handle.close()
+          }
+        }
         return dir
       },
       catch: (cause) => new RuntimeFailure({ reason: "io", message: `cannot make the workspace's tmp: ${cause}` })

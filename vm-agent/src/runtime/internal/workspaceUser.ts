@@ -38,6 +38,10 @@ const tryClaim = async (file: string, owner: string): Promise<"mine" | "held" | 
   return holder !== "" && !(await exists(holder)) ? "stale" : "taken"
 }
 
+/** The uid `claimUid` tries first for the workspace in directory `owner`: derived from the path. */
+export const firstCandidateUid = (owner: string) =>
+  FIRST_UID + (createHash("sha256").update(owner).digest().readUInt32BE(0) % UID_RANGE)
+
 /**
  * A uid for the workspace in directory `owner` (which must exist), claimed by a file `<claims>/<uid>` created
  * exclusively, so concurrent vm-agents on one machine never share one. The same owner gets the same uid again;
@@ -49,21 +53,19 @@ export const claimUid = async (
   tmpDirs: ReadonlyArray<string> = machineTmpDirs()
 ): Promise<number> => {
   await mkdir(claims, { recursive: true, mode: 0o700 })
-  const start = createHash("sha256").update(owner).digest().readUInt32BE(0) % UID_RANGE
+  const start = firstCandidateUid(owner) - FIRST_UID
   for (let i = 0; i < UID_RANGE; i++) {
     const uid = FIRST_UID + ((start + i) % UID_RANGE)
     const file = join(claims, String(uid))
     let outcome = await tryClaim(file, owner)
     if (outcome === "stale") {
+      // its last holder's workspace went without its delete: what that left running or in /tmp is not the next one's
+      killUser(uid)
+      await removeTmpFilesOf(uid, tmpDirs)
       await rm(file, { force: true })
       outcome = await tryClaim(file, owner)
     }
-    if (outcome === "held") return uid
-    if (outcome === "mine") {
-      // a uid used before (its workspace gone without its delete) starts with nothing of its last holder's
-      await removeTmpFilesOf(uid, tmpDirs)
-      return uid
-    }
+    if (outcome === "mine" || outcome === "held") return uid
   }
   throw new Error(`no free workspace uid left in ${claims}`)
 }
@@ -132,10 +134,12 @@ export const machineTmpDirs = (): ReadonlyArray<string> => [...new Set(["/tmp", 
 /**
  * Removes what `uid` left at the top of the machine's temporary directories, once its processes are gone: what a
  * tool put there whatever `TMPDIR` said (Claude Code its socket directory, `cc-socks-<uid>`, when the workspace's
- * own path is too long for a socket's). Only while the uid is still the workspace's own (the caller checks), and
- * never following a link.
+ * own path is too long for a socket's). Only while the uid is still the workspace's own (the callers check). The
+ * removal runs as the uid itself, not as root: a directory swapped for a link while it is walked (by the uid, or by
+ * anyone, in a world-writable directory it made) then reaches only what the uid could remove anyway.
  */
 export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) => {
+  const paths: Array<string> = []
   for (const dir of tmpDirs) {
     for (const name of await Fs.promises.readdir(dir).catch(() => [] as Array<string>)) {
       const path = join(dir, name)
@@ -143,20 +147,28 @@ export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<strin
         (s) => s.uid,
         () => undefined
       )
-      if (owner === uid) await Fs.promises.rm(path, { recursive: true, force: true }).catch(() => undefined)
+      if (owner === uid) paths.push(path)
     }
   }
+  for (let i = 0; i < paths.length; i += 500) {
+    await promisify(execFile)("rm", ["-rf", "--one-file-system", "--", ...paths.slice(i, i + 500)], {
+      uid,
+      gid: uid
+    }).catch(() => undefined)
+  }
+  return paths.length
 }
 
 /**
- * What workspace uids no workspace holds any more left in the machine's temporary directories: those of workspaces
- * whose delete never came (their directory removed with their node's data, a machine that stopped). Run when a
- * vm-agent starts; a uid claimed meanwhile is skipped, and a claim sweeps its uid again (`claimUid`).
+ * What workspaces gone without their delete (their directory removed with their node's data, a machine that stopped)
+ * left in the machine's temporary directories: the files of uids whose claim is stale (its workspace directory is
+ * gone). Run when a vm-agent starts. A uid with no claim is left alone: a released one was swept at its delete, and
+ * one never claimed is not SAM's (the range may overlap other programs' subordinate ids). Says how many uids' went.
  */
 export const removeUnclaimedTmpFiles = async (claims: string, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) => {
-  const unclaimed = async (uid: number) => {
+  const stale = async (uid: number) => {
     const holder = await readFile(join(claims, String(uid)), "utf8").catch(() => "")
-    return holder === "" || !(await exists(holder))
+    return holder !== "" && !(await exists(holder))
   }
   const uids = new Set<number>()
   for (const dir of tmpDirs) {
@@ -170,9 +182,9 @@ export const removeUnclaimedTmpFiles = async (claims: string, tmpDirs: ReadonlyA
   }
   let removed = 0
   for (const uid of uids) {
-    if (!(await unclaimed(uid))) continue
-    await removeTmpFilesOf(uid, tmpDirs)
-    removed++
+    // as the uid itself: its processes, if any still run, can only spoil their own files
+    if (!(await stale(uid))) continue
+    if ((await removeTmpFilesOf(uid, tmpDirs)) > 0) removed++
   }
   return removed
 }

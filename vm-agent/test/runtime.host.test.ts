@@ -67,7 +67,7 @@ describe("host-process runtime", () => {
   })
 
   it.runIf(process.getuid?.() === 0)(
-    "as root: what workspace users gone without their delete left in /tmp goes when a vm-agent starts, and before their uid is given again; a live workspace's stays",
+    "as root: a workspace gone without its delete has its uid freed when a vm-agent starts (its processes, its files in /tmp, its claim), and before its uid is given again; a live workspace's stays",
     async () => {
       // its own claims and its own "/tmp", so that no other test's workspace (of the machine's claims) is touched
       const claims = join(dir, "uids-tmp")
@@ -98,7 +98,14 @@ describe("host-process runtime", () => {
         await writeFile(rootOwned, "root's")
         const foreign = await leftBy(other(2))
         const kept = await leftBy(live)
+        // a process of the gone workspace's uid, which no vm-agent lists any more
+        const orphan = spawn("sleep", ["300"], { uid: other(1), gid: other(1), stdio: "ignore", detached: true })
+        const orphanExit = new Promise((done) => orphan.once("exit", (_code, signal) => done(signal)))
+        await new Promise((done) => orphan.once("spawn", done))
         await run(startHostRuntime(options))
+        expect(await orphanExit).toBe("SIGKILL")
+        await expect(stat(join(claims, String(other(1))))).rejects.toThrow(/ENOENT/)
+        expect((await stat(join(claims, String(live)))).isFile()).toBe(true)
         await expect(stat(gone)).rejects.toThrow(/ENOENT/)
         expect(await readFile(rootOwned, "utf8")).toBe("root's")
         await rm(dirname(dirname(rootOwned)), { recursive: true, force: true })

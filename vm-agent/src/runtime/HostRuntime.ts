@@ -21,9 +21,9 @@ import {
   machineTmpDirs,
   ownFreshTree,
   ownTree,
+  reclaimStaleUids,
   releaseUid,
-  removeTmpFilesOf,
-  removeUnclaimedTmpFiles
+  removeTmpFilesOf
 } from "./internal/workspaceUser.js"
 import {
   inCheckout,
@@ -524,16 +524,20 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
 
 /**
  * The host runtime as a vm-agent starts it: warned about when it cannot give workspaces users of their own; when it
- * can, first rid of what workspaces gone without their delete left in the machine's /tmp (`removeUnclaimedTmpFiles`).
+ * can, first the uids of workspaces gone without their delete are freed: their processes, their files in the
+ * machine's /tmp and their claims (`reclaimStaleUids`).
  */
 export const startHostRuntime = (options: HostRuntimeOptions) =>
   Effect.gen(function* () {
     if (!(options.isolate ?? canIsolate())) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
     else {
-      const removed = yield* Effect.promise(() =>
-        removeUnclaimedTmpFiles(options.uidClaims ?? DEFAULT_UID_CLAIMS, options.tmpDirs).catch(() => 0)
+      const reclaimed = yield* Effect.promise(() =>
+        reclaimStaleUids(options.uidClaims ?? DEFAULT_UID_CLAIMS, options.tmpDirs).catch(() => undefined)
       )
-      if (removed > 0) yield* Effect.logInfo(`removed what ${removed} gone workspace user(s) left in /tmp`)
+      if (reclaimed !== undefined && reclaimed.uids > 0)
+        yield* Effect.logInfo(
+          `freed ${reclaimed.uids} uid(s) of workspaces gone without their delete: ${reclaimed.processes} process(es) ended, ${reclaimed.tmpEntries} entries of /tmp removed`
+        )
     }
     return makeHostRuntime(options)
   })

@@ -111,7 +111,10 @@ export const ensureTraversable = async (dir: string) => {
   return granted
 }
 
-const processesOf = (uid: number): Array<number> => {
+const processesOf = (uid: number): Array<number> => processesOfAny(new Set([uid]))
+
+/** Processes whose real or effective uid is one of `uids`. */
+const processesOfAny = (uids: ReadonlySet<number>): Array<number> => {
   let pids: Array<string>
   try {
     pids = Fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name))
@@ -121,7 +124,7 @@ const processesOf = (uid: number): Array<number> => {
   return pids.flatMap((pid) => {
     try {
       const line = /^Uid:\s+(\d+)\s+(\d+)/m.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-      return line !== null && (Number(line[1]) === uid || Number(line[2]) === uid) ? [Number(pid)] : []
+      return line !== null && (uids.has(Number(line[1])) || uids.has(Number(line[2]))) ? [Number(pid)] : []
     } catch {
       return []
     }
@@ -138,8 +141,12 @@ export const machineTmpDirs = (): ReadonlyArray<string> => [...new Set(["/tmp", 
  * removal runs as the uid itself, not as root: a directory swapped for a link while it is walked (by the uid, or by
  * anyone, in a world-writable directory it made) then reaches only what the uid could remove anyway.
  */
-export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) => {
-  const paths: Array<string> = []
+export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) =>
+  removeAs(uid, (await tmpEntriesOf(new Set([uid]), tmpDirs)).get(uid) ?? [])
+
+/** The top-level entries of `tmpDirs` each of `uids` owns. */
+const tmpEntriesOf = async (uids: ReadonlySet<number>, tmpDirs: ReadonlyArray<string>) => {
+  const owned = new Map<number, Array<string>>()
   for (const dir of tmpDirs) {
     for (const name of await Fs.promises.readdir(dir).catch(() => [] as Array<string>)) {
       const path = join(dir, name)
@@ -147,9 +154,14 @@ export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<strin
         (s) => s.uid,
         () => undefined
       )
-      if (owner === uid) paths.push(path)
+      if (owner !== undefined && uids.has(owner)) owned.set(owner, [...(owned.get(owner) ?? []), path])
     }
   }
+  return owned
+}
+
+/** `rm -rf` of `paths` with `uid`'s rights; how many there were. */
+const removeAs = async (uid: number, paths: ReadonlyArray<string>) => {
   for (let i = 0; i < paths.length; i += 500) {
     await promisify(execFile)("rm", ["-rf", "--one-file-system", "--", ...paths.slice(i, i + 500)], {
       uid,
@@ -159,34 +171,50 @@ export const removeTmpFilesOf = async (uid: number, tmpDirs: ReadonlyArray<strin
   return paths.length
 }
 
+/** What `reclaimStaleUids` found and did. */
+export interface Reclaimed {
+  readonly uids: number
+  readonly processes: number
+  readonly tmpEntries: number
+}
+
 /**
- * What workspaces gone without their delete (their directory removed with their node's data, a machine that stopped)
- * left in the machine's temporary directories: the files of uids whose claim is stale (its workspace directory is
- * gone). Run when a vm-agent starts. A uid with no claim is left alone: a released one was swept at its delete, and
- * one never claimed is not SAM's (the range may overlap other programs' subordinate ids). Says how many uids' went.
+ * Frees the uids of workspaces gone without their delete (their directory removed with their node's data, a
+ * machine that stopped mid-delete): claims whose workspace directory is gone. Their processes are killed (nothing
+ * else would end them: no vm-agent lists a workspace it cannot find), what they left at the top of the machine's
+ * temporary directories is removed (as the uid), and the claim goes. Run when a vm-agent on the host runtime
+ * starts. A uid with no claim is left alone: a released one was cleaned at its delete, and one never claimed is not
+ * SAM's (the range may overlap other programs' subordinate ids).
  */
-export const removeUnclaimedTmpFiles = async (claims: string, tmpDirs: ReadonlyArray<string> = machineTmpDirs()) => {
-  const stale = async (uid: number) => {
-    const holder = await readFile(join(claims, String(uid)), "utf8").catch(() => "")
-    return holder !== "" && !(await exists(holder))
+export const reclaimStaleUids = async (
+  claims: string,
+  tmpDirs: ReadonlyArray<string> = machineTmpDirs()
+): Promise<Reclaimed> => {
+  const stale = new Map<number, string>()
+  for (const name of await Fs.promises.readdir(claims).catch(() => [] as Array<string>)) {
+    const uid = Number(name)
+    if (!Number.isInteger(uid) || uid < FIRST_UID || uid >= FIRST_UID + UID_RANGE) continue
+    const holder = await readFile(join(claims, name), "utf8").catch(() => "")
+    if (holder !== "" && !(await exists(holder))) stale.set(uid, holder)
   }
-  const uids = new Set<number>()
-  for (const dir of tmpDirs) {
-    for (const name of await Fs.promises.readdir(dir).catch(() => [] as Array<string>)) {
-      const uid = await Fs.promises.lstat(join(dir, name)).then(
-        (s) => s.uid,
-        () => -1
-      )
-      if (uid >= FIRST_UID && uid < FIRST_UID + UID_RANGE) uids.add(uid)
+  if (stale.size === 0) return { uids: 0, processes: 0, tmpEntries: 0 }
+  // one look at /proc for all of them (a few passes, as a process may fork while we look)
+  let processes = 0
+  for (let pass = 0; pass < 5; pass++) {
+    const pids = processesOfAny(new Set(stale.keys()))
+    if (pids.length === 0) break
+    for (const pid of pids) {
+      try {
+        process.kill(pid, "SIGKILL")
+        if (pass === 0) processes++
+      } catch {}
     }
   }
-  let removed = 0
-  for (const uid of uids) {
-    // as the uid itself: its processes, if any still run, can only spoil their own files
-    if (!(await stale(uid))) continue
-    if ((await removeTmpFilesOf(uid, tmpDirs)) > 0) removed++
-  }
-  return removed
+  const owned = await tmpEntriesOf(new Set(stale.keys()), tmpDirs)
+  let tmpEntries = 0
+  for (const [uid, paths] of owned) tmpEntries += await removeAs(uid, paths)
+  for (const [uid, holder] of stale) await releaseUid(claims, uid, holder)
+  return { uids: stale.size, processes, tmpEntries }
 }
 
 /**

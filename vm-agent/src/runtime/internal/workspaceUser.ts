@@ -34,9 +34,11 @@ const tryClaim = async (file: string, owner: string): Promise<"mine" | "held" | 
   }
   const holder = await readFile(file, "utf8").catch(() => "")
   if (holder === owner) return "held"
-  // a claim whose workspace directory is gone (deleted without release, a removed test dir) is free again
-  return holder !== "" && !(await exists(holder)) ? "stale" : "taken"
+  return (await isStale(holder)) ? "stale" : "taken"
 }
+
+/** A claim whose workspace directory is gone (deleted without release, a removed test dir): its uid is free again. */
+const isStale = async (holder: string) => holder !== "" && !(await exists(holder))
 
 /** The uid `claimUid` tries first for the workspace in directory `owner`: derived from the path. */
 export const firstCandidateUid = (owner: string) =>
@@ -111,10 +113,8 @@ export const ensureTraversable = async (dir: string) => {
   return granted
 }
 
-const processesOf = (uid: number): Array<number> => processesOfAny(new Set([uid]))
-
 /** Processes whose real or effective uid is one of `uids`. */
-const processesOfAny = (uids: ReadonlySet<number>): Array<number> => {
+const processesOf = (uids: ReadonlySet<number>): Array<number> => {
   let pids: Array<string>
   try {
     pids = Fs.readdirSync("/proc").filter((name) => /^\d+$/.test(name))
@@ -195,21 +195,10 @@ export const reclaimStaleUids = async (
     const uid = Number(name)
     if (!Number.isInteger(uid) || uid < FIRST_UID || uid >= FIRST_UID + UID_RANGE) continue
     const holder = await readFile(join(claims, name), "utf8").catch(() => "")
-    if (holder !== "" && !(await exists(holder))) stale.set(uid, holder)
+    if (await isStale(holder)) stale.set(uid, holder)
   }
   if (stale.size === 0) return { uids: 0, processes: 0, tmpEntries: 0 }
-  // one look at /proc for all of them (a few passes, as a process may fork while we look)
-  let processes = 0
-  for (let pass = 0; pass < 5; pass++) {
-    const pids = processesOfAny(new Set(stale.keys()))
-    if (pids.length === 0) break
-    for (const pid of pids) {
-      try {
-        process.kill(pid, "SIGKILL")
-        if (pass === 0) processes++
-      } catch {}
-    }
-  }
+  const processes = killUsers(new Set(stale.keys()))
   const owned = await tmpEntriesOf(new Set(stale.keys()), tmpDirs)
   let tmpEntries = 0
   for (const [uid, paths] of owned) tmpEntries += await removeAs(uid, paths)
@@ -221,14 +210,20 @@ export const reclaimStaleUids = async (
  * SIGKILLs every process running as `uid`: also those that left the agent's process group (`setsid`, daemons),
  * which only a per-workspace uid lets us find. A few passes, as a process may fork while we look.
  */
-export const killUser = (uid: number) => {
+export const killUser = (uid: number) => void killUsers(new Set([uid]))
+
+/** `killUser` for several uids, with one look at /proc per pass; how many processes the first pass found. */
+const killUsers = (uids: ReadonlySet<number>) => {
+  let found = 0
   for (let pass = 0; pass < 5; pass++) {
-    const pids = processesOf(uid)
-    if (pids.length === 0) return
+    const pids = processesOf(uids)
+    if (pass === 0) found = pids.length
+    if (pids.length === 0) break
     for (const pid of pids) {
       try {
         process.kill(pid, "SIGKILL")
       } catch {}
     }
   }
+  return found
 }

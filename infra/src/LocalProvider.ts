@@ -54,6 +54,13 @@ export const layer = (options: LocalProviderOptions) =>
       const children = new Map<string, Running>()
       const supervisors = new Map<string, Fiber.RuntimeFiber<void>>()
       let stopping = false
+      // Starts under way: the finalizer takes every permit, so it waits for them (each refuses once `stopping` is set,
+      // or has put its vm-agent in `children` before the finalizer looks there).
+      const STARTS = 1_000
+      const starts = yield* Effect.makeSemaphore(STARTS)
+      const refuseWhenStopping = Effect.suspend(() =>
+        stopping ? Effect.fail("the local provider is stopping: no vm-agent starts now") : Effect.void
+      )
       // Should this process exit before the scope has closed (a stop that gave up waiting, also while this
       // finalizer still waits for a vm-agent to stop), no node outlives it.
       const killAll = () => {
@@ -64,6 +71,9 @@ export const layer = (options: LocalProviderOptions) =>
         Effect.gen(function* () {
           stopping = true
           yield* Fiber.interruptAll(supervisors.values())
+          // every start under way has ended (a later one gets a permit and refuses)
+          yield* starts.take(STARTS)
+          yield* starts.release(STARTS)
           yield* Effect.forEach([...children.values()], ({ child }) => stopChild(child), {
             concurrency: "unbounded",
             discard: true
@@ -75,9 +85,12 @@ export const layer = (options: LocalProviderOptions) =>
       /** Fresh credentials, the node's consumer, and the vm-agent process. */
       const start = (nodeId: string) =>
         Effect.gen(function* () {
+          yield* refuseWhenStopping
           const dir = join(options.dataDir, "nodes", nodeId)
           const user = yield* accounts.nodeCredentials(nodeId, ttlSeconds)
           const credsFile = join(dir, "node.creds")
+          // once the provider stops, its data directory may be removed: nothing is written there or started any more
+          yield* refuseWhenStopping
           yield* Effect.promise(async () => {
             await mkdir(dir, { recursive: true, mode: 0o700 })
             await writeFile(credsFile, Redacted.value(user.creds), { mode: 0o600 })
@@ -85,6 +98,8 @@ export const layer = (options: LocalProviderOptions) =>
           yield* Consume.ensureConsumer("SAM_NODE", Consume.nodeConsumer(nodeId)).pipe(
             Effect.provideService(Nats, nats)
           )
+          // from here to `children.set`, nothing waits: a vm-agent spawned is in `children` before the finalizer looks
+          yield* refuseWhenStopping
           const log = createWriteStream(join(dir, "vm-agent.log"), { flags: "a", mode: 0o600 })
           // Compiled JavaScript when `./sam` built it (SAM_COMPILED=1, infra/build.mjs), else from source.
           const main =
@@ -119,7 +134,7 @@ export const layer = (options: LocalProviderOptions) =>
           const running = { child, startedAt: Date.now(), exited } satisfies Running
           children.set(nodeId, running)
           return running
-        })
+        }).pipe(starts.withPermits(1))
 
       /** Why a node must not run again, if it must not. */
       const retired = (nodeId: string) =>

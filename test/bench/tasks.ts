@@ -8,7 +8,7 @@
  * host-runtime task's spans (the actors, their SQL statements, the bus handlers) on one clock; tracing
  * every span slows the path, so the figures of such a run are not comparable.
  */
-import { readdirSync, readFileSync } from "node:fs"
+import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -33,12 +33,15 @@ const { ControlProtocol: C, SessionEvents: E } = Domain
 const timeline = process.env.SAM_BENCH_TIMELINE === "1" ? SpanTimeline.make() : undefined
 const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended, E.SessionEventBatch, E.SessionSlept)
 
-/** Whether a demo agent runs on this machine: /proc shows the host runtime's and the containers' alike. */
+/**
+ * Whether a session's demo agent runs on this machine: /proc shows the host runtime's and the containers' alike. The
+ * warm one (ADR 0055), booted for the next workspace and waiting in `/` for its start line, is no session's.
+ */
 const demoAgentRunning = () =>
   readdirSync("/proc").some((pid) => {
     if (!/^[0-9]+$/.test(pid)) return false
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent")
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent") && readlinkSync(`/proc/${pid}/cwd`) !== "/"
     } catch {
       return false
     }

@@ -19,7 +19,12 @@ export const NodeSettings = z.object({
    * where a workspace's task branches are kept as git bundles when it stops (ADR 0023), before an ended workspace is
    * deleted (ADR 0052); default `<dataDir>/branches`
    */
-  branchDir: z.string().min(1).optional()
+  branchDir: z.string().min(1).optional(),
+  /**
+   * `demo`: the host runtime keeps a demo agent booted for the next workspace (ADR 0055), so that a demo session's
+   * first output does not wait for the agent's start; `off`: every agent starts when its session does
+   */
+  warmAgent: z.enum(["demo", "off"]).default("demo")
 })
 export type NodeSettings = z.infer<typeof NodeSettings>
 
@@ -36,7 +41,8 @@ export const fromEnv = (env: NodeJS.ProcessEnv = process.env) =>
       dockerSocket: env.SAM_DOCKER_SOCKET,
       heartbeatMs: env.SAM_NODE_HEARTBEAT_MS,
       cancelGraceMs: env.SAM_NODE_CANCEL_GRACE_MS,
-      branchDir: env.SAM_NODE_BRANCH_DIR
+      branchDir: env.SAM_NODE_BRANCH_DIR,
+      warmAgent: env.SAM_NODE_WARM_AGENT
     })
     if (!parsed.success) {
       return yield* Effect.die(

@@ -1,8 +1,10 @@
-import { type ChildProcess, spawn as spawnChild } from "node:child_process"
+import { type ChildProcess, type ChildProcessByStdio, spawn as spawnChild } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import { constants } from "node:fs"
 import { chmod, chown, lstat, mkdir, open, readFile, realpath, rm, stat, writeFile } from "node:fs/promises"
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path"
-import { Effect, Layer, Redacted } from "effect"
+import type { Readable, Writable } from "node:stream"
+import { Effect, Layer, Queue, Redacted } from "effect"
 import { baseEnv } from "./internal/agentEnv.js"
 import { type BootLog, lineSplitter } from "./internal/bootLog.js"
 import { gitEnv, HELPER_SCRIPT, remoteOf } from "./internal/gitHelper.js"
@@ -23,8 +25,10 @@ import {
   ownTree,
   reclaimStaleUids,
   releaseUid,
-  removeTmpFilesOf
+  removeTmpFilesOf,
+  transferUid
 } from "./internal/workspaceUser.js"
+import { WARM_START_ENV, type WarmStart } from "./internal/warmStart.js"
 import {
   inCheckout,
   RuntimeFailure,
@@ -70,6 +74,9 @@ const cloneCredentialArgs = [
 const NO_MACHINE_CREDENTIALS =
   "cloned without credentials: the node's own git and SSH credentials are never used; SAM reaches a private " +
   "repository only with a token it issues for the task's submitter (ADR 0028, 0048)"
+
+/** How long after a workspace took the warm process the next one boots (ADR 0055). */
+const REFILL_DELAY_MS = 1000
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
 
@@ -192,6 +199,140 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       catch: (cause) => new RuntimeFailure({ reason: "io", message: `cannot make the workspace's tmp: ${cause}` })
     })
   const processes = new Map<string, Set<ChildProcess>>()
+  const track = (id: string, child: ChildProcess, exit: Promise<number>) => {
+    const set = processes.get(id) ?? new Set()
+    processes.set(id, set.add(child))
+    void exit.then(() => set.delete(child))
+  }
+
+  /**
+   * The warm process (ADR 0055): `keepWarm`'s command booted ahead as a uid claimed for it (held by a directory
+   * under `workspaces/.warm/`), waiting for its start line. The next workspace made takes it: its uid becomes the
+   * workspace's, and the first spawn there of the same argv gets that process. One not asked for by the end of its
+   * workspace's create is ended; then the next one boots.
+   */
+  interface Warm {
+    readonly argv: ReadonlyArray<string>
+    readonly child: ChildProcessByStdio<Writable, Readable, Readable>
+    readonly exit: Promise<number>
+    readonly holder: string
+    readonly uid: number | undefined
+  }
+  const warmRoot = join(root, ".warm")
+  let warming: { readonly argv: ReadonlyArray<string>; readonly wake: Queue.Queue<void> } | undefined
+  let spare: Warm | undefined
+  /** taken by a workspace being created, not yet spawned */
+  const taken = new Map<string, Warm>()
+  /** starts in a row that ended before a workspace took them: after a few, warming stops */
+  let failures = 0
+  const runs = (child: ChildProcess) => child.exitCode === null && child.signalCode === null
+  const exitOf = (child: ChildProcess) =>
+    new Promise<number>((done) => {
+      child.once("error", () => done(127))
+      child.once("exit", (code, signal) => done(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0)))
+    })
+  const endWarm = async (warm: Warm) => {
+    if (warm.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
+    if (warm.uid !== undefined) {
+      killUser(warm.uid)
+      await removeTmpFilesOf(warm.uid, tmpDirs)
+      await releaseUid(uidClaims, warm.uid, warm.holder)
+    }
+    await rm(warm.holder, { recursive: true, force: true })
+  }
+  const startWarm = async (argv: ReadonlyArray<string>): Promise<Warm> => {
+    const holder = join(warmRoot, randomBytes(8).toString("hex"))
+    await mkdir(holder, { recursive: true, mode: 0o700 })
+    const uid = isolate ? await claimUid(uidClaims, holder, tmpDirs) : undefined
+    const [command = "", ...args] = argv
+    // nothing of a workspace yet: the system's PATH, and `/` until its start line says where it runs
+    const child = spawnChild(command, args, {
+      cwd: "/",
+      detached: true,
+      stdio: ["pipe", "pipe", "pipe"],
+      ...(uid === undefined ? {} : { uid, gid: uid }),
+      env: { ...baseEnv("/"), [WARM_START_ENV]: "1" }
+    })
+    const exit = exitOf(child)
+    const warm: Warm = { argv, child, exit, holder, uid }
+    await new Promise<void>((started, failed) => {
+      child.once("spawn", started)
+      child.once("error", failed)
+    }).catch(async (error) => {
+      await endWarm(warm)
+      throw error
+    })
+    child.stdin.on("error", () => {})
+    return warm
+  }
+  /** The warm process for workspace `id`, whose directory exists: its uid's claim is handed to the workspace. */
+  const takeWarm = (id: string) =>
+    Effect.promise(async () => {
+      const warm = spare
+      if (warm === undefined || !runs(warm.child)) return undefined
+      spare = undefined
+      if (warm.uid !== undefined && !(await transferUid(uidClaims, warm.uid, warm.holder, dirOf(id)))) {
+        await endWarm(warm)
+        return undefined
+      }
+      await rm(warm.holder, { recursive: true, force: true })
+      failures = 0
+      taken.set(id, warm)
+      track(id, warm.child, warm.exit)
+      return warm
+    })
+  /**
+   * At the end of `id`'s create: its warm process, if nothing asked for it, ends; the next one boots a second later,
+   * not while the session that took this one starts (its boot would take a core from that session's first output).
+   */
+  const settleWarm = (id: string) =>
+    Effect.sync(() => {
+      const warm = taken.get(id)
+      taken.delete(id)
+      if (warm?.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
+      const wake = warming?.wake
+      if (wake !== undefined)
+        setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), REFILL_DELAY_MS).unref()
+    })
+  const keepWarm = (argv: ReadonlyArray<string>) =>
+    Effect.gen(function* () {
+      const wake = yield* Queue.sliding<void>(1)
+      warming = { argv, wake }
+      yield* Effect.addFinalizer(() =>
+        Effect.promise(async () => {
+          warming = undefined
+          const warm = spare
+          spare = undefined
+          if (warm !== undefined) await endWarm(warm)
+        })
+      )
+      const refill = Effect.gen(function* () {
+        yield* Queue.take(wake)
+        if (warming === undefined || (spare !== undefined && runs(spare.child))) return
+        if (failures >= 5) return
+        const started = yield* Effect.tryPromise(() => startWarm(argv)).pipe(Effect.either)
+        if (started._tag === "Left") {
+          failures += 1
+          yield* Effect.logWarning(`host runtime: could not start a warm agent: ${started.left.error}`)
+          yield* Effect.sleep("1 second")
+          yield* Queue.offer(wake, undefined)
+          return
+        }
+        const warm = started.right
+        if (warming === undefined) return yield* Effect.promise(() => endWarm(warm))
+        spare = warm
+        // ended before a workspace took it: its uid and directory go, and another boots a second later
+        void warm.exit.then(async () => {
+          if (spare !== warm) return
+          spare = undefined
+          failures += 1
+          await endWarm(warm)
+          if (failures < 5) setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), 1000)
+        })
+      })
+      yield* Queue.offer(wake, undefined)
+      yield* Effect.forkScoped(Effect.forever(refill))
+    })
 
   /** `~/x` in the workspace's home, a relative path in the checkout, an absolute one under `rootfs/`. */
   const filePath = (id: string, path: string) =>
@@ -230,12 +371,12 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
    * only its group may enter it (0710), so the env file there stays root's. Every directory above it gets o+x
    * (enter, not list) so the user can reach its own. The checkout stays root's until `ownCheckout`.
    */
-  const isolateWorkspace = (id: string, log: BootLog) =>
+  const isolateWorkspace = (id: string, log: BootLog, warm: Warm | undefined) =>
     io("user", async () => {
       // the node's data dir and the workspaces' parent: enter, never list (other workspaces' ids, session records)
       for (const dir of [resolve(options.dataDir), root]) await chmod(dir, 0o711)
       const granted = await ensureTraversable(root)
-      const uid = await claimUid(uidClaims, dirOf(id), tmpDirs)
+      const uid = warm?.uid ?? (await claimUid(uidClaims, dirOf(id), tmpDirs))
       for (const dir of [home(id), join(dirOf(id), "rootfs")]) {
         await ownFreshTree(dir, uid, uid)
         await chmod(dir, 0o700)
@@ -323,7 +464,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       }
       const source = yield* localRepository(spec.repoUrl)
       const remote = remoteOf(spec.repoUrl)
-      const owner = isolate ? yield* isolateWorkspace(id, log) : undefined
+      const warm = warming === undefined ? undefined : yield* takeWarm(id)
+      const owner = isolate ? yield* isolateWorkspace(id, log, warm) : undefined
       yield* openToProcesses(owner ?? {})
       const credential =
         remote === undefined || options?.repositoryCredential === undefined
@@ -385,7 +527,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       if (spec.files.length > 0) yield* log("files", "completed", `wrote ${spec.files.map((f) => f.path).join(", ")}`)
       if (owner !== undefined) yield* ownCheckout(id, owner)
       return owner ?? {}
-    })
+    }).pipe(Effect.ensuring(settleWarm(spec.workspaceId)))
 
   /** A workspace made before per-workspace users would run its agents as root: it is made again. */
   const predatesIsolation = (record: WorkspaceRecord) => isolate && record.uid === undefined
@@ -439,40 +581,52 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           })
           const tmp = yield* privateTmp(id, isolate ? record.uid : undefined, record.gid)
           const cwd = opts?.cwd ? resolve(record.path, opts.cwd) : record.path
+          // Claude Code keeps its own directory in CLAUDE_CODE_TMPDIR, not TMPDIR
+          const processEnv = {
+            ...baseEnv(home(id)),
+            TMPDIR: tmp,
+            TMP: tmp,
+            TEMP: tmp,
+            CLAUDE_CODE_TMPDIR: tmp,
+            ...env,
+            ...opts?.env
+          }
           const [command = "", ...args] = argv
-          const child = spawnChild(command, args, {
-            cwd,
-            detached: true,
-            stdio: ["pipe", "pipe", "pipe"],
-            ...(isolate && record.uid !== undefined ? { uid: record.uid, gid: record.gid ?? record.uid } : {}),
-            // Claude Code keeps its own directory in CLAUDE_CODE_TMPDIR, not TMPDIR
-            env: {
-              ...baseEnv(home(id)),
-              TMPDIR: tmp,
-              TMP: tmp,
-              TEMP: tmp,
-              CLAUDE_CODE_TMPDIR: tmp,
-              ...env,
-              ...opts?.env
-            }
-          })
-          const exit = new Promise<number>((done) => {
-            child.once("error", () => done(127))
-            child.once("exit", (code, signal) => done(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0)))
-          })
-          yield* Effect.async<void, RuntimeFailure>((resume) => {
-            child.once("spawn", () => resume(Effect.void))
-            child.once("error", (e) =>
-              resume(
-                Effect.fail(new RuntimeFailure({ reason: "spawn", message: `${command}: ${e.message}`, cause: e }))
-              )
-            )
-          })
-          // a process that never reads its stdin closes the pipe; writing to it then is not our failure
-          child.stdin.on("error", () => {})
-          const set = processes.get(id) ?? new Set()
-          processes.set(id, set.add(child))
-          void exit.then(() => set.delete(child))
+          const warm = taken.get(id)
+          const sameCommand = warm !== undefined && warm.argv.join("\0") === argv.join("\0")
+          if (sameCommand) taken.delete(id)
+          const { child, exit } =
+            sameCommand && runs(warm.child) && warm.uid === (isolate ? record.uid : undefined)
+              ? yield* Effect.sync(() => {
+                  // the process this spawn would start, booted already: where it runs and its environment come now
+                  const start: WarmStart = { cwd, env: processEnv }
+                  warm.child.stdin.write(`${JSON.stringify(start)}\n`)
+                  return warm
+                })
+              : yield* Effect.gen(function* () {
+                  const child = spawnChild(command, args, {
+                    cwd,
+                    detached: true,
+                    stdio: ["pipe", "pipe", "pipe"],
+                    ...(isolate && record.uid !== undefined ? { uid: record.uid, gid: record.gid ?? record.uid } : {}),
+                    env: processEnv
+                  })
+                  const exit = exitOf(child)
+                  yield* Effect.async<void, RuntimeFailure>((resume) => {
+                    child.once("spawn", () => resume(Effect.void))
+                    child.once("error", (e) =>
+                      resume(
+                        Effect.fail(
+                          new RuntimeFailure({ reason: "spawn", message: `${command}: ${e.message}`, cause: e })
+                        )
+                      )
+                    )
+                  })
+                  // a process that never reads its stdin closes the pipe; writing to it then is not our failure
+                  child.stdin.on("error", () => {})
+                  track(id, child, exit)
+                  return { child, exit }
+                })
           const proc: WorkspaceProcess = {
             stdin: child.stdin,
             stdout: child.stdout,
@@ -508,6 +662,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   const lifecycle = makeLifecycle(records, provisioner)
   return {
     ...lifecycle,
+    keepWarm,
     gitHelper: (id) =>
       records
         .read(id)
@@ -529,6 +684,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
  */
 export const startHostRuntime = (options: HostRuntimeOptions) =>
   Effect.gen(function* () {
+    // the warm processes of a vm-agent that ended without its finalizers: their uids' claims go stale with this
+    yield* Effect.promise(() => rm(join(resolve(options.dataDir, "workspaces"), ".warm"), { recursive: true, force: true }))
     if (!(options.isolate ?? canIsolate())) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
     else {
       const reclaimed = yield* Effect.promise(() =>

@@ -194,6 +194,12 @@ export interface WorkspaceRuntimeService {
    */
   readonly endProcesses: (workspaceId: string) => Effect.Effect<void>
   readonly capabilities: () => Effect.Effect<Capabilities>
+  /**
+   * Keeps one process of `argv` booted ahead of the workspaces (ADR 0055), for as long as the scope: the next
+   * workspace created takes it, and its first spawn of the same argv gets it, told its cwd and env by a start line
+   * (`WARM_START_ENV`); a command started so must read that line first. Runtimes that cannot (Docker) lack it.
+   */
+  readonly keepWarm?: (argv: ReadonlyArray<string>) => Effect.Effect<void, never, Scope.Scope>
   /** the socket the workspace's git credential helper asks (runtimes that install the helper) */
   readonly gitHelper?: (workspaceId: string) => Effect.Effect<GitHelperSocket | undefined>
 }

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process"
-import { createHash } from "node:crypto"
+import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
-import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises"
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { promisify } from "node:util"
@@ -75,6 +75,19 @@ export const claimUid = async (
 /** Whether `uid` is still claimed for the workspace in directory `owner` (not freed and claimed by another since). */
 export const holdsUid = async (claims: string, uid: number, owner: string) =>
   (await readFile(join(claims, String(uid)), "utf8").catch(() => "")) === owner
+
+/**
+ * Hands the claim of `uid` from the directory `from` to `to` (a warm process's uid to the workspace that takes it,
+ * ADR 0055) in one rename, so that no moment finds it unclaimed or stale; false when `from` does not hold it.
+ */
+export const transferUid = async (claims: string, uid: number, from: string, to: string) => {
+  const file = join(claims, String(uid))
+  if ((await readFile(file, "utf8").catch(() => "")) !== from) return false
+  const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`
+  await writeFile(tmp, to, { mode: 0o600 })
+  await rename(tmp, file)
+  return true
+}
 
 export const releaseUid = async (claims: string, uid: number, owner: string) => {
   const file = join(claims, String(uid))

@@ -1,0 +1,194 @@
+import { spawn } from "node:child_process"
+import { readdirSync, readFileSync } from "node:fs"
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
+import { join } from "node:path"
+import { Deferred, Effect, Exit, Scope } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import { type AcpSession, AcpSessionHost } from "../src/acp/AcpSessionHost.js"
+import type { SessionEvent } from "../src/acp/SessionEvent.js"
+import { workspaceSpawner } from "../src/acp/WorkspaceAgent.js"
+import { demoAgentCommand } from "../src/demo/DemoAgentCommand.js"
+import { makeHostRuntime, startHostRuntime } from "../src/runtime/HostRuntime.js"
+import { claimUid } from "../src/runtime/internal/workspaceUser.js"
+import type { WorkspaceRuntimeService } from "../src/runtime/WorkspaceRuntime.js"
+import { textOf, toolOutputOf } from "./acpTestKit.js"
+import { makeRepo, run, spec, tempDir } from "./runtimeFixtures.js"
+
+/** Processes (not zombies) whose real uid is `uid`. */
+const pidsOf = (uid: number) =>
+  readdirSync("/proc")
+    .filter((name) => /^\d+$/.test(name))
+    .flatMap((pid) => {
+      try {
+        const status = readFileSync(`/proc/${pid}/status`, "utf8")
+        const real = /^Uid:\s+(\d+)/m.exec(status)?.[1]
+        return Number(real) === uid && !/^State:\s+Z/m.test(status) ? [Number(pid)] : []
+      } catch {
+        return []
+      }
+    })
+
+const until = async <A>(what: string, probe: () => Promise<A | undefined> | A | undefined, timeoutMs = 15_000) => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const found = await probe()
+    if (found !== undefined) return found
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/**
+ * The warm agent (ADR 0055): the demo agent booted by the host runtime before any workspace asks for it, as a uid
+ * claimed for it, and taken by the next workspace made. Root only: a warm agent's uid is what keeps it apart.
+ */
+describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () => {
+  const dirs = (async () => {
+    const dir = await tempDir("sam-warm-")
+    return { dir, repo: await makeRepo(join(dir, "repo")), claims: join(dir, "uids"), tmp: join(dir, "tmp") }
+  })()
+  afterAll(async () => rm((await dirs).dir, { recursive: true, force: true }))
+  const argv = demoAgentCommand({ cwd: "/" }).argv
+
+  /** A runtime of its own, keeping the demo agent warm until `close`. */
+  const warmRuntime = async (name: string) => {
+    const { dir, claims, tmp } = await dirs
+    await mkdir(tmp, { recursive: true })
+    const dataDir = join(dir, name)
+    const runtime = makeHostRuntime({ dataDir, uidClaims: claims, tmpDirs: [tmp] })
+    const scope = Effect.runSync(Scope.make())
+    await run(runtime.keepWarm!(argv).pipe(Scope.extend(scope)))
+    const warmDir = join(dataDir, "workspaces", ".warm")
+    /** the warm agent waiting now: its uid (claimed by a directory under `.warm/`) and its one process */
+    const warm = () =>
+      until("a warm agent", async () => {
+        for (const name of await readdir(claims).catch(() => [] as Array<string>)) {
+          const holder = await readFile(join(claims, name), "utf8").catch(() => "")
+          if (!holder.startsWith(`${warmDir}/`)) continue
+          const pids = pidsOf(Number(name))
+          if (pids.length === 1) return { uid: Number(name), pid: pids[0]!, holder }
+        }
+        return undefined
+      })
+    return { runtime, scope, dataDir, warmDir, warm, close: () => run(Scope.close(scope, Exit.void)) }
+  }
+
+  it("the next workspace's agent is the one booted ahead: it runs in the checkout, as the workspace's user, with the environment a start there would have", async () => {
+    const { repo } = await dirs
+    const { runtime, warm, close, dataDir } = await warmRuntime("node-take")
+    try {
+      const before = await warm()
+      const ws = "ws_warm_take"
+      const events: Array<SessionEvent> = []
+      const spawned = Effect.runSync(Deferred.make<void>())
+      // the vm-agent starts a session's agent while its workspace is still made (ADR 0037): so does this test
+      const spied: WorkspaceRuntimeService = {
+        ...runtime,
+        spawn: (id, command, options) =>
+          runtime.spawn(id, command, options).pipe(Effect.tap(() => Deferred.succeed(spawned, undefined)))
+      }
+      const sessionScope = Effect.runSync(Scope.make())
+      const session = Effect.runSync(Deferred.make<AcpSession>())
+      const home = join(dataDir, "workspaces", ws, "home")
+      const start = Effect.gen(function* () {
+        const host = yield* AcpSessionHost
+        return yield* host.start({
+          command: demoAgentCommand({
+            cwd: join(dataDir, "workspaces", ws, "workspace"),
+            env: { SAM_DEMO_AGENT_STATE_DIR: join(home, ".sam", "agents", "s1") }
+          }),
+          spawn: workspaceSpawner(spied, ws),
+          onEvent: (event) => void events.push(event)
+        })
+      }).pipe(
+        Effect.provide(AcpSessionHost.Default),
+        Scope.extend(sessionScope),
+        Effect.flatMap((s) => Deferred.succeed(session, s)),
+        Effect.forkDaemon
+      )
+      const info = await run(
+        runtime.create(spec(ws, repo), { onSpawnable: start.pipe(Effect.zipRight(Deferred.await(spawned))) })
+      )
+      expect(info.status).toBe("running")
+      // the workspace's user is the warm agent's uid: its home is that uid's
+      expect((await stat(home)).uid).toBe(before.uid)
+      const acp = await run(Deferred.await(session))
+      try {
+        // the same process, started before the workspace existed
+        expect(acp.pgid()).toBe(before.pid)
+        const started = events.find((e) => e.type === "agent-started")
+        expect(started?.type === "agent-started" && started.pid).toBe(before.pid)
+        await run(acp.prompt('run pwd; id -u; echo "[$HOME|$TMPDIR|$GREETING|${SAM_WARM_START:-unset}]"'))
+        const output = toolOutputOf(events)
+        expect(output).toContain(info.path)
+        expect(output).toContain(String(before.uid))
+        expect(output).toContain(`[${info.home}|${join(info.home, ".tmp")}|hi|unset]`)
+        await run(acp.prompt("say warm and ready"))
+        expect(textOf(events)).toContain("warm and ready")
+      } finally {
+        await run(Scope.close(sessionScope, Exit.void))
+      }
+      // the next one boots once the create has ended: another uid, another process
+      const next = await warm()
+      expect(next.uid).not.toBe(before.uid)
+      expect(next.pid).not.toBe(before.pid)
+      await run(runtime.delete(ws))
+      expect(pidsOf(before.uid)).toEqual([])
+    } finally {
+      await close()
+    }
+  })
+
+  it("a warm agent no session asked for by the end of its workspace's create is ended; its uid stays the workspace's until the delete", async () => {
+    const { repo, claims } = await dirs
+    const { runtime, warm, close, dataDir } = await warmRuntime("node-unused")
+    try {
+      const before = await warm()
+      const ws = "ws_warm_unused"
+      const info = await run(runtime.create(spec(ws, repo)))
+      expect(info.status).toBe("running")
+      expect(pidsOf(before.uid)).toEqual([])
+      expect(await readFile(join(claims, String(before.uid)), "utf8")).toBe(join(dataDir, "workspaces", ws))
+      // a process the workspace starts now is an ordinary one, as its user
+      const ran = await run(runtime.exec(ws, ["id", "-u"]))
+      expect(ran.stdout.trim()).toBe(String(before.uid))
+      await run(runtime.delete(ws))
+      await expect(stat(join(claims, String(before.uid)))).rejects.toThrow(/ENOENT/)
+      await warm()
+    } finally {
+      await close()
+    }
+  })
+
+  it("a warm agent that ends before a workspace takes it is replaced; the scope's end ends the last one, its uid and directory", async () => {
+    const { claims } = await dirs
+    const { warm, close, warmDir } = await warmRuntime("node-replace")
+    const first = await warm()
+    process.kill(first.pid, "SIGKILL")
+    const second = await warm()
+    expect(second.pid).not.toBe(first.pid)
+    await until("the first one's claim released", async () =>
+      (await stat(join(claims, String(first.uid))).catch(() => undefined)) === undefined ? true : undefined
+    )
+    await close()
+    expect(pidsOf(second.uid)).toEqual([])
+    await expect(stat(join(claims, String(second.uid)))).rejects.toThrow(/ENOENT/)
+    expect(await readdir(warmDir)).toEqual([])
+  })
+
+  it("a vm-agent that starts again ends what a warm agent of its last run left, and frees its uid", async () => {
+    const { dir, claims, tmp } = await dirs
+    const dataDir = join(dir, "node-restart")
+    // a warm agent's uid and directory as a vm-agent killed without its finalizers left them, with a process
+    const holder = join(dataDir, "workspaces", ".warm", "left")
+    await mkdir(holder, { recursive: true })
+    const uid = await claimUid(claims, holder, [tmp])
+    const left = spawn("sleep", ["60"], { uid, gid: uid, detached: true, stdio: "ignore" })
+    await until("its process", () => (pidsOf(uid).length === 1 ? true : undefined))
+    await run(startHostRuntime({ dataDir, uidClaims: claims, tmpDirs: [tmp] }))
+    await until("its process ended", () => (pidsOf(uid).length === 0 ? true : undefined))
+    expect(left.pid).toBeDefined()
+    await expect(stat(holder)).rejects.toThrow(/ENOENT/)
+    await expect(stat(join(claims, String(uid)))).rejects.toThrow(/ENOENT/)
+  })
+})

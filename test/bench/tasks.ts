@@ -41,7 +41,9 @@ const demoAgentRunning = () =>
   readdirSync("/proc").some((pid) => {
     if (!/^[0-9]+$/.test(pid)) return false
     try {
-      return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent") && readlinkSync(`/proc/${pid}/cwd`) !== "/"
+      return (
+        readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent") && readlinkSync(`/proc/${pid}/cwd`) !== "/"
+      )
     } catch {
       return false
     }

@@ -118,11 +118,11 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
         expect(acp.pgid()).toBe(before.pid)
         const started = events.find((e) => e.type === "agent-started")
         expect(started?.type === "agent-started" && started.pid).toBe(before.pid)
-        await run(acp.prompt('run pwd; id -u; echo "[$HOME|$TMPDIR|$GREETING|${SAM_WARM_START:-unset}]"'))
+        await run(acp.prompt('run pwd; id -u; echo "[$HOME|$TMPDIR|$GREETING|$SAM_WARM_START]"'))
         const output = toolOutputOf(events)
         expect(output).toContain(info.path)
         expect(output).toContain(String(before.uid))
-        expect(output).toContain(`[${info.home}|${join(info.home, ".tmp")}|hi|unset]`)
+        expect(output).toContain(`[${info.home}|${join(info.home, ".tmp")}|hi|]`)
         await run(acp.prompt("say warm and ready"))
         expect(textOf(events)).toContain("warm and ready")
       } finally {

@@ -13,6 +13,7 @@ import { groupAlive, killWithArgument, signalGroup, signalStartedSince, startedS
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
 import { cloneStallMs, stalled } from "./internal/stall.js"
+import { WARM_START_ENV, type WarmStart } from "./internal/warmStart.js"
 import {
   canIsolate,
   claimUid,
@@ -28,7 +29,6 @@ import {
   removeTmpFilesOf,
   transferUid
 } from "./internal/workspaceUser.js"
-import { WARM_START_ENV, type WarmStart } from "./internal/warmStart.js"
 import {
   inCheckout,
   RuntimeFailure,
@@ -685,7 +685,9 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
 export const startHostRuntime = (options: HostRuntimeOptions) =>
   Effect.gen(function* () {
     // the warm processes of a vm-agent that ended without its finalizers: their uids' claims go stale with this
-    yield* Effect.promise(() => rm(join(resolve(options.dataDir, "workspaces"), ".warm"), { recursive: true, force: true }))
+    yield* Effect.promise(() =>
+      rm(join(resolve(options.dataDir, "workspaces"), ".warm"), { recursive: true, force: true })
+    )
     if (!(options.isolate ?? canIsolate())) yield* Effect.logWarning(NOT_ISOLATED_WARNING)
     else {
       const reclaimed = yield* Effect.promise(() =>

@@ -165,6 +165,7 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
     const { warm, close, warmDir } = await warmRuntime("node-replace")
     const first = await warm()
     process.kill(first.pid, "SIGKILL")
+    await until("the first one ended", () => (pidsOf(first.uid).length === 0 ? true : undefined))
     const second = await warm()
     expect(second.pid).not.toBe(first.pid)
     await until("the first one's claim released", async () =>

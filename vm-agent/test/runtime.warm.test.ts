@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process"
-import { readdirSync, readFileSync } from "node:fs"
+import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Deferred, Effect, Exit, Scope } from "effect"
@@ -27,6 +27,15 @@ const pidsOf = (uid: number) =>
         return []
       }
     })
+
+/** Whether process `pid` left `/` for where its start line sent it, or ended. */
+const startTaken = (pid: number) => {
+  try {
+    return readlinkSync(`/proc/${pid}/cwd`) !== "/" ? true : undefined
+  } catch {
+    return true
+  }
+}
 
 const until = async <A>(what: string, probe: () => Promise<A | undefined> | A | undefined, timeoutMs = 15_000) => {
   const deadline = Date.now() + timeoutMs
@@ -106,9 +115,18 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
         Effect.flatMap((s) => Deferred.succeed(session, s)),
         Effect.forkDaemon
       )
+      // as a node's vm-agent runs (its unit's umask 077): what the create makes is no one else's to enter, but the
+      // warm agent enters the checkout as the workspace's user, where a fresh spawn's chdir ran as root
+      const umask = process.umask(0o077)
       const info = await run(
-        runtime.create(spec(ws, repo), { onSpawnable: start.pipe(Effect.zipRight(Deferred.await(spawned))) })
-      )
+        runtime.create(spec(ws, repo), {
+          // the agent has taken its start line (or died of it) before the checkout is handed to its user
+          onSpawnable: start.pipe(
+            Effect.zipRight(Deferred.await(spawned)),
+            Effect.zipRight(Effect.promise(() => until("the warm agent's start taken", () => startTaken(before.pid))))
+          )
+        })
+      ).finally(() => process.umask(umask))
       expect(info.status).toBe("running")
       // the workspace's user is the warm agent's uid: its home is that uid's
       expect((await stat(home)).uid).toBe(before.uid)

@@ -77,6 +77,9 @@ const NO_MACHINE_CREDENTIALS =
 
 /** How long after a workspace took the warm process the next one boots (ADR 0055). */
 const REFILL_DELAY_MS = 1000
+/** Warm processes in a row that ended (or never started) before a workspace took them: then none is kept. */
+const MAX_WARM_FAILURES = 5
+const GAVE_UP_WARM = `host runtime: ${MAX_WARM_FAILURES} warm agents in a row ended before a workspace took them; agents start with their sessions from now on`
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 }
 
@@ -309,11 +312,12 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       const refill = Effect.gen(function* () {
         yield* Queue.take(wake)
         if (warming === undefined || (spare !== undefined && runs(spare.child))) return
-        if (failures >= 5) return
+        if (failures >= MAX_WARM_FAILURES) return
         const started = yield* Effect.tryPromise(() => startWarm(argv)).pipe(Effect.either)
         if (started._tag === "Left") {
           failures += 1
           yield* Effect.logWarning(`host runtime: could not start a warm agent: ${started.left.error}`)
+          if (failures >= MAX_WARM_FAILURES) return yield* Effect.logWarning(GAVE_UP_WARM)
           yield* Effect.sleep("1 second")
           yield* Queue.offer(wake, undefined)
           return
@@ -327,7 +331,9 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           spare = undefined
           failures += 1
           await endWarm(warm)
-          if (failures < 5) setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), 1000)
+          if (failures < MAX_WARM_FAILURES)
+            setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), 1000).unref()
+          else Effect.runFork(Effect.logWarning(GAVE_UP_WARM))
         })
       })
       yield* Queue.offer(wake, undefined)
@@ -367,8 +373,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     Effect.promise(async () => (uid !== undefined && (await holdsUid(uidClaims, uid, dirOf(id))) ? uid : undefined))
 
   /**
-   * The workspace's user: a uid of its own, owner of its home and `rootfs/` (0700); its directory is root's and
-   * only its group may enter it (0710), so the env file there stays root's. Every directory above it gets o+x
+   * The workspace's user: a uid of its own, owner of its home and `rootfs/` (0700); its directory and the checkout
+   * are root's and only its group may enter them (0710), so the env file there stays root's. Every directory above it gets o+x
    * (enter, not list) so the user can reach its own. The checkout stays root's until `ownCheckout`.
    */
   const isolateWorkspace = (id: string, log: BootLog, warm: Warm | undefined) =>
@@ -383,6 +389,10 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       }
       await chown(dirOf(id), 0, uid)
       await chmod(dirOf(id), 0o710)
+      // the checkout stays root's until `ownCheckout`, but its user may enter it: a warm agent (ADR 0055) goes
+      // there itself, as that user, where a spawn's chdir runs as root (and a node's umask is 077)
+      await chown(checkout(id), 0, uid)
+      await chmod(checkout(id), 0o710)
       return { uid, gid: uid, granted }
     }).pipe(
       Effect.tap(({ uid, granted }) =>

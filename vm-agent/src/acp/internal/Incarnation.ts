@@ -87,7 +87,9 @@ export const startIncarnation = (options: {
                   : typeof fields.details === "string"
                     ? fields.details
                     : undefined
-            const message = String((error as Error)?.message ?? error)
+            // an agent that died meanwhile closes the connection first: what it said on the way out says why
+            const said = agentProcess.stderrTail().trim()
+            const message = `${String((error as Error)?.message ?? error)}${said === "" ? "" : `: ${said}`}`
             return new AgentStartError({
               reason: step,
               message: detail === undefined ? message : `${message}: ${detail.slice(0, 500)}`,

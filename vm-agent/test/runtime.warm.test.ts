@@ -64,7 +64,7 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
     const { dir, claims, tmp } = await dirs
     await mkdir(tmp, { recursive: true })
     const dataDir = join(dir, name)
-    const runtime = makeHostRuntime({ dataDir, uidClaims: claims, tmpDirs: [tmp] })
+    const runtime = makeHostRuntime({ dataDir, uidClaims: claims, tmpDirs: [tmp], warmKeptMs: 300 })
     const scope = Effect.runSync(Scope.make())
     await run(runtime.keepWarm!(argv).pipe(Scope.extend(scope)))
     const warmDir = join(dataDir, "workspaces", ".warm")
@@ -151,28 +151,60 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
       expect(next.uid).not.toBe(before.uid)
       expect(next.pid).not.toBe(before.pid)
       await run(runtime.delete(ws))
-      expect(pidsOf(before.uid)).toEqual([])
+      await until("the workspace's processes ended", () => (pidsOf(before.uid).length === 0 ? true : undefined))
     } finally {
       await close()
     }
   })
 
-  it("a warm agent no session asked for by the end of its workspace's create is ended; its uid stays the workspace's until the delete", async () => {
+  it("a warm agent no spawn of its command asked for soon after its workspace's create is ended; its uid stays the workspace's until the delete", async () => {
     const { repo, claims } = await dirs
     const { runtime, warm, close, dataDir } = await warmRuntime("node-unused")
     try {
       const before = await warm()
       const ws = "ws_warm_unused"
-      const info = await run(runtime.create(spec(ws, repo)))
+      // a workspace whose env says it is warm: no process it starts takes that for its start
+      const info = await run(
+        runtime.create(spec(ws, repo, { env: [{ name: "SAM_WARM_START", value: "1" }], files: [] }))
+      )
       expect(info.status).toBe("running")
-      expect(pidsOf(before.uid)).toEqual([])
       expect(await readFile(join(claims, String(before.uid)), "utf8")).toBe(join(dataDir, "workspaces", ws))
-      // a process the workspace starts now is an ordinary one, as its user
-      const ran = await run(runtime.exec(ws, ["id", "-u"]))
-      expect(ran.stdout.trim()).toBe(String(before.uid))
+      // another command is an ordinary process, as the workspace's user; the warm one waits for its own
+      const ran = await run(runtime.exec(ws, ["sh", "-c", 'id -u; echo "[$SAM_WARM_START]"']))
+      expect(ran.stdout.trim().split("\n")).toEqual([String(before.uid), "[]"])
+      // the warm one ends when no spawn of its command took it in time
+      await until("the untaken warm agent ended", () => (pidsOf(before.uid).length === 0 ? true : undefined))
       await run(runtime.delete(ws))
       await expect(stat(join(claims, String(before.uid)))).rejects.toThrow(/ENOENT/)
       await warm()
+    } finally {
+      await close()
+    }
+  })
+
+  it("a spawn whose environment a booted process could not take on (Node's own variables) starts afresh, and the warm agent ends", async () => {
+    const { repo } = await dirs
+    const { runtime, warm, close } = await warmRuntime("node-node-options")
+    try {
+      const before = await warm()
+      const ws = "ws_warm_node_options"
+      let pgid = 0
+      const info = await run(
+        runtime.create(spec(ws, repo, { env: [{ name: "NODE_OPTIONS", value: "--max-old-space-size=200" }] }), {
+          onSpawnable: Effect.scoped(
+            runtime.spawn(ws, argv).pipe(
+              Effect.flatMap((proc) => proc.pgid),
+              Effect.map((spawned) => void (pgid = spawned)),
+              Effect.orDie
+            )
+          )
+        })
+      )
+      expect(info.status).toBe("running")
+      expect(pgid).toBeGreaterThan(0)
+      expect(pgid).not.toBe(before.pid)
+      await until("the warm agent ended", () => (pidsOf(before.uid).length === 0 ? true : undefined))
+      await run(runtime.delete(ws))
     } finally {
       await close()
     }
@@ -190,7 +222,7 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
       (await stat(join(claims, String(first.uid))).catch(() => undefined)) === undefined ? true : undefined
     )
     await close()
-    expect(pidsOf(second.uid)).toEqual([])
+    await until("the last one ended", () => (pidsOf(second.uid).length === 0 ? true : undefined))
     await expect(stat(join(claims, String(second.uid)))).rejects.toThrow(/ENOENT/)
     expect(await readdir(warmDir)).toEqual([])
   })

@@ -5,7 +5,9 @@ import type { HarnessCommand } from "../acp/HarnessCommand.js"
 const tsxLoader = () => createRequire(import.meta.url).resolve("tsx")
 const demoMain = () => fileURLToPath(new URL("./main.ts", import.meta.url))
 /** `./sam` runs compiled JavaScript (SAM_COMPILED=1, built by infra/build.mjs): so does the demo agent then. */
-const compiled = () => process.env.SAM_COMPILED === "1" || process.env.SAM_DEMO_AGENT_BUNDLE !== undefined
+export const demoAgentCompiled = () =>
+  process.env.SAM_COMPILED === "1" || process.env.SAM_DEMO_AGENT_BUNDLE !== undefined
+const compiled = demoAgentCompiled
 /**
  * The demo agent compiled into one file by infra/build.mjs (`dist/demo-agent.mjs`); a remote node's artifact puts
  * it beside the vm-agent (`SAM_DEMO_AGENT_BUNDLE`, ADR 0027).

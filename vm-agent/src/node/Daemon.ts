@@ -5,7 +5,7 @@ import { Consume, Domain, type Envelope, Nats, Publish, Subjects, Trace } from "
 import { Cause, Data, Deferred, Duration, Effect, Fiber, FiberId, Option, Queue, Schedule, Stream } from "effect"
 import { AcpSessionHost } from "../acp/AcpSessionHost.js"
 import { installedAgents } from "../acp/Harnesses.js"
-import { demoAgentCommand } from "../demo/DemoAgentCommand.js"
+import { demoAgentCommand, demoAgentCompiled } from "../demo/DemoAgentCommand.js"
 import { type BootLogEntry, type RuntimeFailure, WorkspaceRuntime } from "../runtime/WorkspaceRuntime.js"
 import { endOf, makeCommandEnds } from "./CommandEnds.js"
 import { makeGitCredentials } from "./GitCredentials.js"
@@ -213,8 +213,10 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
     if (removed > 0) yield* Effect.logInfo(`removed ${removed} partial branch bundle(s) of a keep cut short`)
   }
   yield* sessions.recover(yield* records.list)
-  // a demo agent booted ahead, for the next workspace (ADR 0055); only the demo agent takes its whole start later
-  if (settings.warmAgent === "demo" && runtime.keepWarm !== undefined)
+  // A demo agent booted ahead, for the next workspace (ADR 0055); only the demo agent takes its whole start later.
+  // Its compiled bundle only: run from source, tsx would look for its cache in the machine's /tmp, which any
+  // workspace can write, before the agent has a workspace.
+  if (settings.warmAgent === "demo" && runtime.keepWarm !== undefined && demoAgentCompiled())
     yield* runtime.keepWarm(demoAgentCommand({ cwd: "/" }).argv)
   for (const workspace of held) {
     if (workspace.status === "running") yield* serveGit(workspace.workspaceId)

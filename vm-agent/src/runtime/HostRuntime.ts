@@ -13,7 +13,7 @@ import { groupAlive, killWithArgument, signalGroup, signalStartedSince, startedS
 import { makeRecords, type WorkspaceRecord } from "./internal/records.js"
 import { localPath, localRepository } from "./internal/repository.js"
 import { cloneStallMs, stalled } from "./internal/stall.js"
-import { WARM_START_ENV, type WarmStart } from "./internal/warmStart.js"
+import { MAX_WARM_START_BYTES, WARM_START_ENV, type WarmStart } from "./internal/warmStart.js"
 import {
   canIsolate,
   claimUid,
@@ -50,6 +50,8 @@ export interface HostRuntimeOptions {
   readonly uidClaims?: string
   /** the machine's temporary directories, whose files a workspace's uid leaves are removed (default /tmp, TMPDIR) */
   readonly tmpDirs?: ReadonlyArray<string>
+  /** how long after its workspace's create a warm process (ADR 0055) waits for a spawn to take it (default 5 s) */
+  readonly warmKeptMs?: number
 }
 
 /** Said once when the host runtime starts without root: agents then run as the vm-agent. */
@@ -77,6 +79,8 @@ const NO_MACHINE_CREDENTIALS =
 
 /** How long after a workspace took the warm process the next one boots (ADR 0055). */
 const REFILL_DELAY_MS = 1000
+/** How long after its workspace's create a warm process no spawn took is kept for one (ADR 0055). */
+const WARM_KEPT_MS = 5000
 /** Warm processes in a row that ended (or never started) before a workspace took them: then none is kept. */
 const MAX_WARM_FAILURES = 5
 const GAVE_UP_WARM = `host runtime: ${MAX_WARM_FAILURES} warm agents in a row ended before a workspace took them; agents start with their sessions from now on`
@@ -211,8 +215,8 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   /**
    * The warm process (ADR 0055): `keepWarm`'s command booted ahead as a uid claimed for it (held by a directory
    * under `workspaces/.warm/`), waiting for its start line. The next workspace made takes it: its uid becomes the
-   * workspace's, and the first spawn there of the same argv gets that process. One not asked for by the end of its
-   * workspace's create is ended; then the next one boots.
+   * workspace's, and the first spawn there of the same argv gets that process. One no spawn asked for within
+   * `warmKeptMs` of its workspace's create's end is ended; the next one boots a second after a create ends.
    */
   interface Warm {
     readonly argv: ReadonlyArray<string>
@@ -220,11 +224,14 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     readonly exit: Promise<number>
     readonly holder: string
     readonly uid: number | undefined
+    /** the environment it was started with */
+    readonly env: Readonly<Record<string, string>>
   }
   const warmRoot = join(root, ".warm")
+  const warmKeptMs = options.warmKeptMs ?? WARM_KEPT_MS
   let warming: { readonly argv: ReadonlyArray<string>; readonly wake: Queue.Queue<void> } | undefined
   let spare: Warm | undefined
-  /** taken by a workspace being created, not yet spawned */
+  /** taken by a workspace, not yet spawned */
   const taken = new Map<string, Warm>()
   /** starts in a row that ended before a workspace took them: after a few, warming stops */
   let failures = 0
@@ -234,69 +241,121 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       child.once("error", () => done(127))
       child.once("exit", (code, signal) => done(code ?? 128 + (SIGNALS[signal ?? ""] ?? 0)))
     })
-  const endWarm = async (warm: Warm) => {
-    if (warm.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
+  /**
+   * Ends a warm process and gives back what it held: its uid's processes and /tmp entries, the uid's claim (held by
+   * any of `holders`), its directory. Never fails: what it could not remove, a vm-agent's next start frees.
+   */
+  const endWarm = async (
+    warm: { readonly child?: ChildProcess | undefined; readonly uid?: number | undefined; readonly holder: string },
+    holders: ReadonlyArray<string> = [warm.holder]
+  ) => {
+    if (warm.child?.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
     if (warm.uid !== undefined) {
       killUser(warm.uid)
-      await removeTmpFilesOf(warm.uid, tmpDirs)
-      await releaseUid(uidClaims, warm.uid, warm.holder)
+      await removeTmpFilesOf(warm.uid, tmpDirs).catch(() => undefined)
+      for (const holder of holders) await releaseUid(uidClaims, warm.uid, holder).catch(() => undefined)
     }
-    await rm(warm.holder, { recursive: true, force: true })
+    await rm(warm.holder, { recursive: true, force: true }).catch(() => undefined)
   }
   const startWarm = async (argv: ReadonlyArray<string>): Promise<Warm> => {
     const holder = join(warmRoot, randomBytes(8).toString("hex"))
-    await mkdir(holder, { recursive: true, mode: 0o700 })
-    const uid = isolate ? await claimUid(uidClaims, holder, tmpDirs) : undefined
-    const [command = "", ...args] = argv
-    // nothing of a workspace yet: the system's PATH, and `/` until its start line says where it runs
-    const child = spawnChild(command, args, {
-      cwd: "/",
-      detached: true,
-      stdio: ["pipe", "pipe", "pipe"],
-      ...(uid === undefined ? {} : { uid, gid: uid }),
-      env: { ...baseEnv("/"), [WARM_START_ENV]: "1" }
-    })
-    const exit = exitOf(child)
-    const warm: Warm = { argv, child, exit, holder, uid }
-    await new Promise<void>((started, failed) => {
-      child.once("spawn", started)
-      child.once("error", failed)
-    }).catch(async (error) => {
-      await endWarm(warm)
+    let uid: number | undefined
+    let child: Warm["child"] | undefined
+    try {
+      await mkdir(holder, { recursive: true, mode: 0o700 })
+      uid = isolate ? await claimUid(uidClaims, holder, tmpDirs) : undefined
+      // Nothing of a workspace yet: the system's PATH, `/` until its start line says where it runs, and as its
+      // temporary directory one it cannot reach (root's), so that nothing in the machine's /tmp, which every
+      // workspace can write, is read or written before it has a workspace.
+      const env = { ...baseEnv("/"), TMPDIR: holder, TMP: holder, TEMP: holder, [WARM_START_ENV]: "1" }
+      const [command = "", ...args] = argv
+      const started = spawnChild(command, args, {
+        cwd: "/",
+        detached: true,
+        stdio: ["pipe", "pipe", "pipe"],
+        ...(uid === undefined ? {} : { uid, gid: uid }),
+        env
+      })
+      child = started
+      const exit = exitOf(started)
+      await new Promise<void>((spawned, failed) => {
+        started.once("spawn", spawned)
+        started.once("error", failed)
+      })
+      started.stdin.on("error", () => {})
+      return { argv, child: started, exit, holder, uid, env }
+    } catch (error) {
+      await endWarm({ child, uid, holder })
       throw error
-    })
-    child.stdin.on("error", () => {})
-    return warm
+    }
   }
-  /** The warm process for workspace `id`, whose directory exists: its uid's claim is handed to the workspace. */
+  /**
+   * The warm process for workspace `id`, whose directory exists: its uid's claim is handed to the workspace. Never
+   * fails the create: a warm process that cannot be handed over is ended, and the workspace claims a uid as before.
+   */
   const takeWarm = (id: string) =>
     Effect.promise(async () => {
       const warm = spare
       if (warm === undefined || !runs(warm.child)) return undefined
       spare = undefined
-      if (warm.uid !== undefined && !(await transferUid(uidClaims, warm.uid, warm.holder, dirOf(id)))) {
-        await endWarm(warm)
+      try {
+        if (warm.uid !== undefined && !(await transferUid(uidClaims, warm.uid, warm.holder, dirOf(id))))
+          throw new Error("its uid's claim is not its own")
+        await rm(warm.holder, { recursive: true, force: true })
+      } catch {
+        await endWarm(warm, [warm.holder, dirOf(id)])
         return undefined
       }
-      await rm(warm.holder, { recursive: true, force: true })
       failures = 0
       taken.set(id, warm)
       track(id, warm.child, warm.exit)
       return warm
     })
   /**
-   * At the end of `id`'s create: its warm process, if nothing asked for it, ends; the next one boots a second later,
-   * not while the session that took this one starts (its boot would take a core from that session's first output).
+   * At the end of `id`'s create: its warm process, if no spawn took it within `warmKeptMs` (a session that starts
+   * just after its workspace), ends; the next one boots a second later, not while the session that took this one
+   * starts (its boot would take a core from that session's first output).
    */
   const settleWarm = (id: string) =>
     Effect.sync(() => {
       const warm = taken.get(id)
-      taken.delete(id)
-      if (warm?.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
+      if (warm !== undefined)
+        setTimeout(() => {
+          if (taken.get(id) !== warm) return
+          taken.delete(id)
+          if (warm.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
+        }, warmKeptMs).unref()
       const wake = warming?.wake
       if (wake !== undefined)
         setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), REFILL_DELAY_MS).unref()
     })
+  /**
+   * The process a spawn of `argv` with `env` in workspace `id` (as `uid`) would start, if a warm one taken by the
+   * workspace can be it: the same argv, still running, the same uid, and the same values of what a process reads
+   * only as it starts (Node's and libuv's variables, the locale), with a start line it takes.
+   */
+  const warmFor = (
+    id: string,
+    argv: ReadonlyArray<string>,
+    uid: number | undefined,
+    env: Readonly<Record<string, string>>,
+    start: string
+  ) => {
+    const warm = taken.get(id)
+    if (warm === undefined || warm.argv.join("\0") !== argv.join("\0")) return undefined
+    taken.delete(id)
+    const readAtStart = [...Object.keys(env), ...Object.keys(warm.env)].filter(
+      (name) => /^(NODE_|UV_|LC_)/.test(name) || name === "LANG"
+    )
+    const fits =
+      runs(warm.child) &&
+      warm.uid === uid &&
+      Buffer.byteLength(start) < MAX_WARM_START_BYTES &&
+      readAtStart.every((name) => env[name] === warm.env[name])
+    if (fits) return warm
+    if (warm.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
+    return undefined
+  }
   const keepWarm = (argv: ReadonlyArray<string>) =>
     Effect.gen(function* () {
       const wake = yield* Queue.sliding<void>(1)
@@ -313,7 +372,16 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
         yield* Queue.take(wake)
         if (warming === undefined || (spare !== undefined && runs(spare.child))) return
         if (failures >= MAX_WARM_FAILURES) return
-        const started = yield* Effect.tryPromise(() => startWarm(argv)).pipe(Effect.either)
+        // uninterruptible: a scope that ends meanwhile finds what started as `spare`, and ends it
+        const started = yield* Effect.tryPromise(() => startWarm(argv)).pipe(
+          Effect.either,
+          Effect.tap((started) =>
+            Effect.sync(() => {
+              if (started._tag === "Right") spare = started.right
+            })
+          ),
+          Effect.uninterruptible
+        )
         if (started._tag === "Left") {
           failures += 1
           yield* Effect.logWarning(`host runtime: could not start a warm agent: ${started.left.error}`)
@@ -323,8 +391,6 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           return
         }
         const warm = started.right
-        if (warming === undefined) return yield* Effect.promise(() => endWarm(warm))
-        spare = warm
         // ended before a workspace took it: its uid and directory go, and another boots a second later
         void warm.exit.then(async () => {
           if (spare !== warm) return
@@ -383,16 +449,23 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       for (const dir of [resolve(options.dataDir), root]) await chmod(dir, 0o711)
       const granted = await ensureTraversable(root)
       const uid = warm?.uid ?? (await claimUid(uidClaims, dirOf(id), tmpDirs))
-      for (const dir of [home(id), join(dirOf(id), "rootfs")]) {
-        await ownFreshTree(dir, uid, uid)
-        await chmod(dir, 0o700)
+      try {
+        for (const dir of [home(id), join(dirOf(id), "rootfs")]) {
+          await ownFreshTree(dir, uid, uid)
+          await chmod(dir, 0o700)
+        }
+        await chown(dirOf(id), 0, uid)
+        await chmod(dirOf(id), 0o710)
+        // the checkout stays root's until `ownCheckout`, but its user may enter it: a warm agent (ADR 0055) goes
+        // there itself, as that user, where a spawn's chdir runs as root (and a node's umask is 077)
+        await chown(checkout(id), 0, uid)
+        await chmod(checkout(id), 0o710)
+      } catch (error) {
+        // not recorded yet: the create's failure would not find the uid to free
+        killUser(uid)
+        await releaseUid(uidClaims, uid, dirOf(id))
+        throw error
       }
-      await chown(dirOf(id), 0, uid)
-      await chmod(dirOf(id), 0o710)
-      // the checkout stays root's until `ownCheckout`, but its user may enter it: a warm agent (ADR 0055) goes
-      // there itself, as that user, where a spawn's chdir runs as root (and a node's umask is 077)
-      await chown(checkout(id), 0, uid)
-      await chmod(checkout(id), 0o710)
       return { uid, gid: uid, granted }
     }).pipe(
       Effect.tap(({ uid, granted }) =>
@@ -592,7 +665,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           const tmp = yield* privateTmp(id, isolate ? record.uid : undefined, record.gid)
           const cwd = opts?.cwd ? resolve(record.path, opts.cwd) : record.path
           // Claude Code keeps its own directory in CLAUDE_CODE_TMPDIR, not TMPDIR
-          const processEnv = {
+          const processEnv: Record<string, string> = {
             ...baseEnv(home(id)),
             TMPDIR: tmp,
             TMP: tmp,
@@ -601,16 +674,16 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
             ...env,
             ...opts?.env
           }
+          // only a warm process's own start says it is one (ADR 0055)
+          delete processEnv[WARM_START_ENV]
           const [command = "", ...args] = argv
-          const warm = taken.get(id)
-          const sameCommand = warm !== undefined && warm.argv.join("\0") === argv.join("\0")
-          if (sameCommand) taken.delete(id)
+          const start = JSON.stringify({ cwd, env: processEnv } satisfies WarmStart)
+          const warm = warmFor(id, argv, isolate ? record.uid : undefined, processEnv, start)
           const { child, exit } =
-            sameCommand && runs(warm.child) && warm.uid === (isolate ? record.uid : undefined)
+            warm !== undefined
               ? yield* Effect.sync(() => {
                   // the process this spawn would start, booted already: where it runs and its environment come now
-                  const start: WarmStart = { cwd, env: processEnv }
-                  warm.child.stdin.write(`${JSON.stringify(start)}\n`)
+                  warm.child.stdin.write(`${start}\n`)
                   return warm
                 })
               : yield* Effect.gen(function* () {

@@ -194,7 +194,11 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
           onSpawnable: Effect.scoped(
             runtime.spawn(ws, argv).pipe(
               Effect.flatMap((proc) => proc.pgid),
-              Effect.map((spawned) => void (pgid = spawned)),
+              Effect.tap((spawned) =>
+                Effect.sync(() => {
+                  pgid = spawned
+                })
+              ),
               Effect.orDie
             )
           )

@@ -4,6 +4,10 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 export interface Proc {
   readonly pid: number
   readonly ppid: number
+  /** its real uid */
+  readonly uid: number
+  /** a zombie: ended, not yet waited for */
+  readonly zombie: boolean
   readonly cmdline: string
   /** its working directory, when readable */
   readonly cwd: string
@@ -25,6 +29,8 @@ const read = (pid: number): Proc | undefined => {
     return {
       pid,
       ppid: Number(fields[1]),
+      uid: Number(/^Uid:\s+(\d+)/m.exec(status)?.[1] ?? -1),
+      zombie: fields[0] === "Z",
       cmdline: readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " "),
       cwd,
       rssKiB: rss === null ? 0 : Number(rss[1])

@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process"
-import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { readlinkSync } from "node:fs"
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Deferred, Effect, Exit, Scope } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
+import { processes } from "../../test/src/ProcessTree.js"
 import { type AcpSession, AcpSessionHost } from "../src/acp/AcpSessionHost.js"
 import type { SessionEvent } from "../src/acp/SessionEvent.js"
 import { workspaceSpawner } from "../src/acp/WorkspaceAgent.js"
@@ -16,17 +17,9 @@ import { makeRepo, run, spec, tempDir } from "./runtimeFixtures.js"
 
 /** Processes (not zombies) whose real uid is `uid`. */
 const pidsOf = (uid: number) =>
-  readdirSync("/proc")
-    .filter((name) => /^\d+$/.test(name))
-    .flatMap((pid) => {
-      try {
-        const status = readFileSync(`/proc/${pid}/status`, "utf8")
-        const real = /^Uid:\s+(\d+)/m.exec(status)?.[1]
-        return Number(real) === uid && !/^State:\s+Z/m.test(status) ? [Number(pid)] : []
-      } catch {
-        return []
-      }
-    })
+  processes()
+    .filter((p) => p.uid === uid && !p.zombie)
+    .map((p) => p.pid)
 
 /** Whether process `pid` left `/` for where its start line sent it, or ended. */
 const startTaken = (pid: number) => {

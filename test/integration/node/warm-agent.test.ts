@@ -1,28 +1,19 @@
-import { readdirSync, readFileSync, readlinkSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { layer } from "@effect/vitest"
 import { Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin, waitUntil } from "../../src/Env.js"
+import { isDemoAgent, processes } from "../../src/ProcessTree.js"
 import { is, nodeUnderTest, reportWaiter, startVmAgent } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
 /** The demo agents whose parent is `ppid`, each with where it runs now (`/` while it waits warm). */
 const demoAgentsOf = (ppid: number) =>
-  readdirSync("/proc")
-    .filter((pid) => /^\d+$/.test(pid))
-    .flatMap((pid) => {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-        if (fields[0] === "Z" || Number(fields[1]) !== ppid) return []
-        if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo")) return []
-        return [{ pid: Number(pid), cwd: readlinkSync(`/proc/${pid}/cwd`) }]
-      } catch {
-        return []
-      }
-    })
+  processes()
+    .filter((p) => p.ppid === ppid && !p.zombie && isDemoAgent(p.cmdline))
+    .map(({ pid, cwd }) => ({ pid, cwd }))
 
 const gone = (pid: number) => {
   try {

@@ -7,7 +7,6 @@ const demoMain = () => fileURLToPath(new URL("./main.ts", import.meta.url))
 /** `./sam` runs compiled JavaScript (SAM_COMPILED=1, built by infra/build.mjs): so does the demo agent then. */
 export const demoAgentCompiled = () =>
   process.env.SAM_COMPILED === "1" || process.env.SAM_DEMO_AGENT_BUNDLE !== undefined
-const compiled = demoAgentCompiled
 /**
  * The demo agent compiled into one file by infra/build.mjs (`dist/demo-agent.mjs`); a remote node's artifact puts
  * it beside the vm-agent (`SAM_DEMO_AGENT_BUNDLE`, ADR 0027).
@@ -23,7 +22,7 @@ export const demoAgentCommand = (options: {
   readonly cwd: string
   readonly env?: Readonly<Record<string, string>>
 }): HarnessCommand => ({
-  argv: compiled()
+  argv: demoAgentCompiled()
     ? [process.execPath, demoAgentBundle()]
     : [process.execPath, "--import", pathToFileURL(tsxLoader()).href, demoMain()],
   cwd: options.cwd,

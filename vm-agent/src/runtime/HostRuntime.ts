@@ -77,7 +77,7 @@ const NO_MACHINE_CREDENTIALS =
   "cloned without credentials: the node's own git and SSH credentials are never used; SAM reaches a private " +
   "repository only with a token it issues for the task's submitter (ADR 0028, 0048)"
 
-/** How long after a workspace took the warm process the next one boots (ADR 0055). */
+/** How long after a create (or a warm process's death) the next warm process boots (ADR 0055). */
 const REFILL_DELAY_MS = 1000
 /** How long after its workspace's create a warm process no spawn took is kept for one (ADR 0055). */
 const WARM_KEPT_MS = 5000
@@ -235,6 +235,12 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
   const taken = new Map<string, Warm>()
   /** starts in a row that ended before a workspace took them: after a few, warming stops */
   let failures = 0
+  /** the next warm process boots in a second (if this runtime still keeps one then) */
+  const refillLater = () => {
+    const wake = warming?.wake
+    if (wake !== undefined)
+      setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), REFILL_DELAY_MS).unref()
+  }
   const runs = (child: ChildProcess) => child.exitCode === null && child.signalCode === null
   const exitOf = (child: ChildProcess) =>
     new Promise<number>((done) => {
@@ -325,9 +331,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           taken.delete(id)
           if (warm.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
         }, warmKeptMs).unref()
-      const wake = warming?.wake
-      if (wake !== undefined)
-        setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), REFILL_DELAY_MS).unref()
+      refillLater()
     })
   /**
    * The process a spawn of `argv` with `env` in workspace `id` (as `uid`) would start, if a warm one taken by the
@@ -339,11 +343,12 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
     argv: ReadonlyArray<string>,
     uid: number | undefined,
     env: Readonly<Record<string, string>>,
-    start: string
+    cwd: string
   ) => {
     const warm = taken.get(id)
     if (warm === undefined || warm.argv.join("\0") !== argv.join("\0")) return undefined
     taken.delete(id)
+    const start = JSON.stringify({ cwd, env } satisfies WarmStart)
     const readAtStart = [...Object.keys(env), ...Object.keys(warm.env)].filter(
       (name) => /^(NODE_|UV_|LC_)/.test(name) || name === "LANG"
     )
@@ -352,7 +357,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       warm.uid === uid &&
       Buffer.byteLength(start) < MAX_WARM_START_BYTES &&
       readAtStart.every((name) => env[name] === warm.env[name])
-    if (fits) return warm
+    if (fits) return { warm, start }
     if (warm.child.pid !== undefined) signalGroup(warm.child.pid, "SIGKILL")
     return undefined
   }
@@ -397,8 +402,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           spare = undefined
           failures += 1
           await endWarm(warm)
-          if (failures < MAX_WARM_FAILURES)
-            setTimeout(() => warming?.wake === wake && Queue.unsafeOffer(wake, undefined), 1000).unref()
+          if (failures < MAX_WARM_FAILURES) refillLater()
           else Effect.runFork(Effect.logWarning(GAVE_UP_WARM))
         })
       })
@@ -547,7 +551,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       }
       const source = yield* localRepository(spec.repoUrl)
       const remote = remoteOf(spec.repoUrl)
-      const warm = warming === undefined ? undefined : yield* takeWarm(id)
+      const warm = yield* takeWarm(id)
       const owner = isolate ? yield* isolateWorkspace(id, log, warm) : undefined
       yield* openToProcesses(owner ?? {})
       const credential =
@@ -677,14 +681,13 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
           // only a warm process's own start says it is one (ADR 0055)
           delete processEnv[WARM_START_ENV]
           const [command = "", ...args] = argv
-          const start = JSON.stringify({ cwd, env: processEnv } satisfies WarmStart)
-          const warm = warmFor(id, argv, isolate ? record.uid : undefined, processEnv, start)
+          const taking = warmFor(id, argv, isolate ? record.uid : undefined, processEnv, cwd)
           const { child, exit } =
-            warm !== undefined
+            taking !== undefined
               ? yield* Effect.sync(() => {
                   // the process this spawn would start, booted already: where it runs and its environment come now
-                  warm.child.stdin.write(`${start}\n`)
-                  return warm
+                  taking.warm.child.stdin.write(`${taking.start}\n`)
+                  return taking.warm
                 })
               : yield* Effect.gen(function* () {
                   const child = spawnChild(command, args, {

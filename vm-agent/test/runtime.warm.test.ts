@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process"
-import { readlinkSync } from "node:fs"
+import { readFileSync, readlinkSync } from "node:fs"
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises"
 import { join } from "node:path"
 import { Deferred, Effect, Exit, Scope } from "effect"
@@ -202,6 +202,32 @@ describe.skipIf(process.getuid?.() !== 0)("the host runtime's warm agent", () =>
       expect(pgid).not.toBe(before.pid)
       await until("the warm agent ended", () => (pidsOf(before.uid).length === 0 ? true : undefined))
       await run(runtime.delete(ws))
+    } finally {
+      await close()
+    }
+  })
+
+  it("a waiting warm agent holds nothing of anyone's, and its temporary directory is one no workspace can reach or plant in", async () => {
+    const { warm, close, warmDir } = await warmRuntime("node-waiting")
+    try {
+      const waiting = await warm()
+      const env = Object.fromEntries(
+        readFileSync(`/proc/${waiting.pid}/environ`, "utf8")
+          .split("\0")
+          .filter((entry) => entry !== "")
+          .map((entry) => [entry.slice(0, entry.indexOf("=")), entry.slice(entry.indexOf("=") + 1)])
+      )
+      expect(Object.keys(env).sort()).toEqual(["HOME", "LANG", "PATH", "SAM_WARM_START", "TEMP", "TMP", "TMPDIR"])
+      expect(env.HOME).toBe("/")
+      expect(env.TMPDIR).toBe(waiting.holder)
+      expect(waiting.holder.startsWith(`${warmDir}/`)).toBe(true)
+      // root's alone, as is `.warm/` above it: neither the warm agent's uid nor any workspace's may enter, list or write
+      for (const dir of [warmDir, waiting.holder]) {
+        const owned = await stat(dir)
+        expect(owned.uid).toBe(0)
+        expect(owned.mode & 0o077).toBe(0)
+      }
+      expect(readlinkSync(`/proc/${waiting.pid}/cwd`)).toBe("/")
     } finally {
       await close()
     }

@@ -10,7 +10,7 @@ import {
 } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
-import { Api, type Nats } from "@sam/bus"
+import type { Nats } from "@sam/bus"
 import { Context, Effect, Layer, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
@@ -21,7 +21,7 @@ import { KEY_HEADER, webClientHeaders, webRequestAddress } from "./ClientAddress
 import { GatewayConfig, type GatewayOptions } from "./Config.js"
 import * as Feed from "./feed/Feed.js"
 import * as FeedRoute from "./feed/FeedRoute.js"
-import { limitFrames } from "./feed/FrameLimit.js"
+import { guardUpgrades } from "./feed/Upgrade.js"
 import * as GitHubApp from "./GitHubApp.js"
 import * as GitHubPullRequests from "./GitHubPullRequests.js"
 import * as GitHubRepoAccess from "./GitHubRepoAccess.js"
@@ -167,7 +167,7 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
         sockets.add(socket)
         socket.once("close", () => sockets.delete(socket))
       })
-      limitFrames(http, Api.MAX_CLIENT_FRAME_BYTES)
+      guardUpgrades(http)
       if (options.natsWebSocket !== undefined) proxyNatsWebSocket(http, options.natsWebSocket)
       return http
     },

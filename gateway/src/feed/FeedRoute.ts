@@ -2,12 +2,12 @@ import { HttpRouter, HttpServerRequest, HttpServerResponse, Socket } from "@effe
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Api } from "@sam/bus"
 import { Effect } from "effect"
-import { ApiError } from "../ApiError.js"
 import { Auth } from "../Auth.js"
 import { defectResponse, errorResponse } from "../Route.js"
 import { byCookie, requireOwnOrigin } from "../SameOrigin.js"
 import * as Connection from "./Connection.js"
 import { Feed } from "./Feed.js"
+import * as Upgrade from "./Upgrade.js"
 
 export const PATH = `${Api.PREFIX}/feed`
 
@@ -52,9 +52,7 @@ const handler = Effect.gen(function* () {
     Effect.sync(() => feed.admit(principal.userId)),
     (counted) => Effect.sync(() => counted && feed.leave(principal.userId))
   )
-  const socket = yield* request.upgrade.pipe(
-    Effect.mapError(() => new ApiError({ code: "invalid_state", message: "the WebSocket upgrade failed" }))
-  )
+  const socket = yield* Upgrade.upgrade(request)
   if (!admitted) {
     yield* refuse(
       socket,

@@ -52,6 +52,59 @@ const stopsWithin = <E, R>(hold: (url: string) => Effect.Effect<{ readonly close
 
 const hostOf = (url: string) => new URL(url).host
 
+type Feed = Awaited<ReturnType<typeof rawWebSocket>>
+
+/** A feed upgrade request of `token`'s user, with `headers` instead of a valid handshake's key and version. */
+const feedUpgrade = (url: string, token: string, headers: ReadonlyArray<string>) =>
+  [
+    "GET /api/v1/feed HTTP/1.1",
+    `Host: ${hostOf(url)}`,
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    `Authorization: Bearer ${token}`,
+    ...headers,
+    "",
+    ""
+  ].join("\r\n")
+const VALID_HANDSHAKE = ["Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
+
+/** Send `bytes` on a connection of its own and read until the server closes it; what it answered. */
+const answer = (url: string, bytes: string) =>
+  new Promise<string>((resolve, reject) => {
+    const { hostname, port } = new URL(url)
+    const socket = Net.connect(Number(port), hostname, () => socket.write(bytes))
+    let text = ""
+    socket.on("data", (chunk) => {
+      text += chunk.toString()
+    })
+    socket.on("close", () => resolve(text))
+    socket.on("error", reject)
+  })
+
+/**
+ * Connections that each send a feed upgrade and leave before it is answered, while the gateway checks their
+ * credential: `end` sends a FIN, `reset` a TCP reset. Resolves once the server has seen all of them go.
+ */
+const leaveDuringHandshake = (url: string, token: string, count: number, how: "end" | "reset") =>
+  Promise.all(
+    Array.from(
+      { length: count },
+      (_, i) =>
+        new Promise<void>((resolve) => {
+          const { hostname, port } = new URL(url)
+          const socket = Net.connect(Number(port), hostname, () => {
+            socket.write(feedUpgrade(url, token, VALID_HANDSHAKE))
+            // some at once, some a moment later: before, during and after the credential's check
+            setTimeout(() => (how === "end" ? socket.end() : socket.resetAndDestroy()), i % 4)
+          })
+          socket.on("error", () => {})
+          // read to the end: a socket that sent its FIN is over once it has read the server's
+          socket.resume()
+          socket.on("close", () => resolve())
+        })
+    )
+  )
+
 layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: shutdown", (it) => {
   it.effect("stops within seconds while a client has sent half a request", () =>
     stopsWithin((url) => Effect.promise(() => connection(url, `GET /api/v1/me HTTP/1.1\r\nHost: ${hostOf(url)}\r\n`)))
@@ -63,6 +116,61 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: shu
         connection(url, `GET /api/v1/me HTTP/1.1\r\nHost: ${hostOf(url)}\r\nConnection: keep-alive\r\n\r\n`)
       )
     )
+  )
+
+  it.effect("stops within seconds after feed handshakes it refused and ones whose clients left during them", () =>
+    stopsWithin((url) =>
+      Effect.gen(function* () {
+        const alice = yield* makeUser("Alice")
+        // a handshake `ws` refuses (no Sec-WebSocket-Key) from a signed-in user: answered 400, and over
+        const refused = yield* Effect.promise(() =>
+          answer(url, feedUpgrade(url, alice.token, ["Sec-WebSocket-Version: 13"]))
+        )
+        expect(refused).toMatch(/^HTTP\/1.1 400 /)
+        yield* Effect.promise(() => leaveDuringHandshake(url, alice.token, 8, "end"))
+        const feed = yield* Effect.promise(() => rawWebSocket(url, alice.token))
+        return { closed: feed.ended }
+      })
+    )
+  )
+
+  it.effect("a client that resets its connection during a feed handshake costs the gateway nothing", () =>
+    Effect.gen(function* () {
+      const scope = yield* Scope.make()
+      const maxConnectionsPerUser = 4
+      const { url } = yield* Gateway.start({ host: "127.0.0.1", port: 0, feed: { maxConnectionsPerUser } }).pipe(
+        Scope.extend(scope)
+      )
+      const alice = yield* makeUser("Alice")
+      // resets and ends, signed in or not: none may end the process (an error no one listened to did), and none may
+      // keep one of Alice's feed slots (a handshake that never ended kept its slot for as long as the gateway ran)
+      yield* Effect.promise(() => leaveDuringHandshake(url, alice.token, 3 * maxConnectionsPerUser, "reset"))
+      yield* Effect.promise(() => leaveDuringHandshake(url, "sam_pat_nope", maxConnectionsPerUser, "reset"))
+      yield* Effect.promise(() => leaveDuringHandshake(url, alice.token, 3 * maxConnectionsPerUser, "end"))
+      // every slot: each feed greeted (`hello`), none closed for too many connections (asked again while the
+      // gateway may still be letting the last of them go)
+      const greeted = (feed: Feed) => feed.received().includes('"type":"hello"')
+      const feeds = yield* waitUntil(
+        "Alice's feed slots are all hers again",
+        Effect.gen(function* () {
+          const open = yield* Effect.promise(() =>
+            Promise.all(Array.from({ length: maxConnectionsPerUser }, () => rawWebSocket(url, alice.token)))
+          )
+          yield* waitUntil(
+            "each feed greeted or closed",
+            Effect.sync(() => (open.every((f) => greeted(f) || f.ended()) ? true : undefined)),
+            { timeout: "5 seconds", every: "20 millis" }
+          )
+          if (open.every(greeted)) return open
+          for (const f of open) f.socket.destroy()
+          return undefined
+        }),
+        { timeout: "10 seconds", every: "200 millis" }
+      )
+      expect(feeds).toHaveLength(maxConnectionsPerUser)
+      for (const feed of feeds) feed.socket.destroy()
+      yield* Scope.close(scope, Exit.void)
+    })
   )
 
   it.effect("stops within seconds while a feed client never answers the close frame", () =>

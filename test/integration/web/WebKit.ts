@@ -6,6 +6,7 @@ import { Effect, ManagedRuntime } from "effect"
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core"
 import { ensureBuilt } from "../../../web/build.js"
 import { GatewayUrl, makeGatewayEnv, tempDir } from "../../src/index.js"
+import { fiberDump } from "../../src/FiberDump.js"
 import { processTree } from "../../src/ProcessTree.js"
 
 const STOP_WITHIN_MS = 45_000
@@ -60,6 +61,7 @@ export const startWebStack = async (gateway: Partial<Gateway.GatewayOptions> = {
       console.error(
         `web stack: NOT stopped within ${STOP_WITHIN_MS} ms; killing what it started: ${left.map((p) => p.pid).join(", ")}`
       )
+      console.error(`web stack: the fibers still alive:\n${fiberDump()}`)
       for (const p of left) {
         try {
           process.kill(p.pid, "SIGKILL")

@@ -21,9 +21,11 @@ export const fiberDump = (): string => {
   const walk = (fiber: any, depth: number) => {
     if (seen.has(fiber) || fiber._exitValue !== null) return
     seen.add(fiber)
-    const stack = ((fiber._stack ?? []) as Array<Record<string, unknown>>)
-      .slice(-3)
-      .map((c) => String(c.effect_instruction_i1 ?? c.effect_instruction_i0 ?? c._op).replace(/\s+/g, " ").slice(0, 140))
+    const stack = ((fiber._stack ?? []) as Array<Record<string, unknown>>).slice(-3).map((c) =>
+      String(c.effect_instruction_i1 ?? c.effect_instruction_i0 ?? c._op)
+        .replace(/\s+/g, " ")
+        .slice(0, 140)
+    )
     lines.push(
       `${"  ".repeat(depth)}#${fiber.id().id} ${fiber._asyncBlockingOn === null ? "" : `waits on [${[...HashSet.values(FiberId.ids(fiber._asyncBlockingOn))].join(",")}] `}` +
         `span: ${spanPath(fiber.currentSpan)}; stack: ${JSON.stringify(stack)}`

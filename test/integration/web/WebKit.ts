@@ -5,8 +5,8 @@ import { Auth, type Gateway, LocalOwner } from "@sam/gateway"
 import { Effect, ManagedRuntime } from "effect"
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core"
 import { ensureBuilt } from "../../../web/build.js"
-import { GatewayUrl, makeGatewayEnv, tempDir } from "../../src/index.js"
 import { fiberDump } from "../../src/FiberDump.js"
+import { GatewayUrl, makeGatewayEnv, tempDir } from "../../src/index.js"
 import { processTree } from "../../src/ProcessTree.js"
 
 const STOP_WITHIN_MS = 45_000

@@ -438,6 +438,37 @@ describe("host-process runtime", () => {
     }
   )
 
+  it.runIf(process.getuid?.() === 0)(
+    "as root: every entry of the checkout is its user's, deepest first, and a link the repository holds is changed, never what it points to",
+    async () => {
+      const outsideFile = join(dir, "owned-outside-file")
+      const outsideDir = join(dir, "owned-outside-dir")
+      await writeFile(outsideFile, "root's")
+      await mkdir(outsideDir, { recursive: true })
+      const linked = join(dir, "linked-repo")
+      await makeRepo(linked)
+      execFileSync(
+        "sh",
+        [
+          "-c",
+          `ln -s ${outsideFile} file-link && ln -s ${outsideDir} dir-link && mkdir -p a/b/c && echo deep > a/b/c/f && ` +
+            "git add . && git -c user.name=t -c user.email=t@t commit -qm links"
+        ],
+        { cwd: linked }
+      )
+      const info = await run(runtime.create(spec("ws_owned_tree", linked)))
+      expect(info.status).toBe("running")
+      const uid = Number((await run(runtime.exec("ws_owned_tree", ["id", "-u"]))).stdout.trim())
+      expect(uid).toBeGreaterThanOrEqual(200_000)
+      // find's -uid looks at each entry itself, links included (it follows none without -L)
+      const notTheirs = execFileSync("find", [info.path, "!", "-uid", String(uid)], { encoding: "utf8" })
+      expect(notTheirs).toBe("")
+      expect(execFileSync("find", [info.path, "-type", "f"], { encoding: "utf8" })).toContain("a/b/c/f")
+      for (const outside of [outsideFile, outsideDir]) expect((await stat(outside)).uid, outside).toBe(0)
+      await run(runtime.delete("ws_owned_tree"))
+    }
+  )
+
   it("never writes a runtime file through a symlink the repository holds", async () => {
     const outside = join(dir, "outside")
     const evil = join(dir, "evil-repo")

@@ -22,7 +22,6 @@ import {
   holdsUid,
   killUser,
   machineTmpDirs,
-  ownFreshTree,
   ownTree,
   reclaimStaleUids,
   releaseUid,
@@ -455,7 +454,7 @@ export const makeHostRuntime = (options: HostRuntimeOptions): WorkspaceRuntimeSe
       const uid = warm?.uid ?? (await claimUid(uidClaims, dirOf(id), tmpDirs))
       try {
         for (const dir of [home(id), join(dirOf(id), "rootfs")]) {
-          await ownFreshTree(dir, uid, uid)
+          await ownTree(dir, uid, uid)
           await chmod(dir, 0o700)
         }
         await chown(dirOf(id), 0, uid)

@@ -94,23 +94,42 @@ export const releaseUid = async (claims: string, uid: number, owner: string) => 
   if ((await readFile(file, "utf8").catch(() => "")) === owner) await rm(file, { force: true })
 }
 
-/**
- * Hands a tree the vm-agent itself just made (a new workspace's home, holding only the files it wrote) to a user,
- * in process: no `chown` to spawn on the way to the agent's start (issue 12). Links are changed, never followed.
- * Only for trees nothing else can write to yet; a checkout goes through `ownTree`.
- */
-export const ownFreshTree = async (path: string, uid: number, gid: number): Promise<void> => {
-  for (const entry of await Fs.promises.readdir(path, { withFileTypes: true })) {
-    const child = join(path, entry.name)
-    if (entry.isDirectory()) await ownFreshTree(child, uid, gid)
-    else await Fs.promises.lchown(child, uid, gid)
-  }
-  await Fs.promises.lchown(path, uid, gid)
-}
+/** Changes of owner made between two turns of the event loop in `ownTree`. */
+const OWN_STEP = 512
 
-/** `chown -R` without following symlinks (a repository may hold links to anywhere). */
-export const ownTree = (path: string, uid: number, gid: number) =>
-  promisify(execFile)("chown", ["-R", "-h", "--", `${uid}:${gid}`, path]).then(() => undefined)
+/**
+ * `chown -R -h` in process (issue 12: no `chown` to spawn on the way to the agent's first output): every entry of
+ * the tree, links changed and never followed, each directory after everything in it. So nothing becomes the user's
+ * to write while the walk can still go through it: a tree only root could write (a checkout cloned as root, a new
+ * workspace's home) is handed over whole, whatever its user does meanwhile. The calls are synchronous (a few
+ * microseconds each; the promises' round trips cost milliseconds on a busy node), with a turn of the event loop
+ * every `OWN_STEP` of them, so a large checkout does not hold up the vm-agent.
+ */
+export const ownTree = async (path: string, uid: number, gid: number): Promise<void> => {
+  const stack: Array<{ readonly dir: string; listed: boolean }> = [{ dir: path, listed: false }]
+  let steps = 0
+  const step = async () => {
+    if (++steps % OWN_STEP === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!
+    if (top.listed) {
+      stack.pop()
+      Fs.lchownSync(top.dir, uid, gid)
+      await step()
+      continue
+    }
+    top.listed = true
+    for (const entry of Fs.readdirSync(top.dir, { withFileTypes: true })) {
+      const child = join(top.dir, entry.name)
+      if (entry.isDirectory()) stack.push({ dir: child, listed: false })
+      else {
+        Fs.lchownSync(child, uid, gid)
+        await step()
+      }
+    }
+  }
+}
 
 /** Adds o+x to `dir` and every directory above it that lacks it (no listing: `r` is left as it is). */
 export const ensureTraversable = async (dir: string) => {

@@ -146,3 +146,50 @@ describe("demo agent over ACP", () => {
     ).rejects.toThrow()
   })
 })
+
+describe("demo agent started warm (ADR 0055)", () => {
+  it("rehearses before its start line without a trace: its first output answers the first request, and it wrote nothing", async () => {
+    const boot = await tempDir()
+    const work = await tempDir()
+    const command = demoAgentCommand({ cwd: boot })
+    const [node = "", ...args] = command.argv
+    const child = spawn(node, args, {
+      cwd: boot,
+      env: { PATH: process.env.PATH ?? "", HOME: boot, TMPDIR: boot, SAM_WARM_START: "1" },
+      stdio: ["pipe", "pipe", "pipe"]
+    })
+    try {
+      let out = ""
+      child.stdout.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+      })
+      const line = (n: number) =>
+        new Promise<string>((resolve, reject) => {
+          const check = () => {
+            const lines = out.split("\n")
+            if (lines.length > n) return resolve(lines[n - 1]!)
+            setTimeout(check, 5)
+          }
+          child.once("exit", (code) => reject(new Error(`the agent exited (${code}): ${out}`)))
+          check()
+        })
+      const send = (value: unknown) => child.stdin.write(`${JSON.stringify(value)}\n`)
+      send({ cwd: work, env: { PATH: process.env.PATH ?? "", HOME: work } })
+      send({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: { protocolVersion: PROTOCOL_VERSION, clientCapabilities: {} }
+      })
+      expect(JSON.parse(await line(1))).toMatchObject({ id: 1, result: { protocolVersion: PROTOCOL_VERSION } })
+      send({ jsonrpc: "2.0", id: 2, method: "session/new", params: { cwd: work, mcpServers: [] } })
+      const created = JSON.parse(await line(2))
+      expect(created).toMatchObject({ id: 2, result: { sessionId: expect.stringMatching(/^demo_/) } })
+      // the rehearsal's session is no real one: only this session's file, in the directory it runs in
+      expect(Fs.readdirSync(boot)).toEqual([])
+      expect(Fs.readdirSync(Path.join(work, ".sam-demo-agent"))).toEqual([`${created.result.sessionId}.json`])
+    } finally {
+      child.kill("SIGKILL")
+    }
+  })
+})

@@ -17,7 +17,11 @@ export type StoredSession = z.infer<typeof SessionFile>
  * written synchronously (tmp file + rename) so a kill -9 right after a prompt started still remembers it.
  */
 export class SessionStore {
-  constructor(private readonly stateDir: string | undefined) {}
+  /** `memory`: sessions kept in it and nowhere else (a warm agent's rehearsal, which may write nowhere) */
+  constructor(
+    private readonly stateDir: string | undefined,
+    private readonly memory?: Map<string, StoredSession>
+  ) {}
 
   private dirFor(cwd: string): string {
     return this.stateDir ?? Path.join(cwd, ".sam-demo-agent")
@@ -35,12 +39,17 @@ export class SessionStore {
   }
 
   load(cwd: string, sessionId: string): StoredSession | undefined {
+    if (this.memory !== undefined) return this.memory.get(sessionId)
     const file = this.fileFor(cwd, sessionId)
     if (!Fs.existsSync(file)) return undefined
     return SessionFile.parse(JSON.parse(Fs.readFileSync(file, "utf8")))
   }
 
   save(session: StoredSession): void {
+    if (this.memory !== undefined) {
+      this.memory.set(session.sessionId, session)
+      return
+    }
     const file = this.fileFor(session.cwd, session.sessionId)
     Fs.mkdirSync(Path.dirname(file), { recursive: true })
     const tmp = `${file}.${process.pid}.tmp`

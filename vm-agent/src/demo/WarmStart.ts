@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream"
 import { MAX_WARM_START_BYTES, WARM_START_ENV, WarmStart } from "../runtime/internal/warmStart.js"
+import { rehearse } from "./Rehearsal.js"
 
 /** The first line of `stream`, what follows it put back; undefined at its end before a line. */
 const firstLine = (stream: Readable) =>
@@ -41,6 +42,8 @@ const firstLine = (stream: Readable) =>
  */
 export const takeWarmStart = async (stdin: Readable = process.stdin) => {
   if (process.env[WARM_START_ENV] !== "1") return
+  // what arrives on stdin meanwhile waits in its buffer
+  await rehearse().catch(() => undefined)
   const line = await firstLine(stdin)
   if (line === undefined) process.exit(0)
   const start = WarmStart.parse(JSON.parse(line))

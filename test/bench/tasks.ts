@@ -34,20 +34,51 @@ const timeline = process.env.SAM_BENCH_TIMELINE === "1" ? SpanTimeline.make() : 
 const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended, E.SessionEventBatch, E.SessionSlept)
 
 /**
- * Whether a session's demo agent runs on this machine: /proc shows the host runtime's and the containers' alike. The
- * warm one (ADR 0055), booted for the next workspace and waiting in `/` for its start line, is no session's.
+ * The demo agents running on this machine: /proc shows the host runtime's and the containers' alike. The warm one
+ * (ADR 0055), booted for the next workspace and waiting in `/` for its start line, is no session's.
  */
-const demoAgentRunning = () =>
-  readdirSync("/proc").some((pid) => {
-    if (!/^[0-9]+$/.test(pid)) return false
+const demoAgents = () => {
+  let sessions = 0
+  const warm: Array<string> = []
+  for (const pid of readdirSync("/proc")) {
+    if (!/^[0-9]+$/.test(pid)) continue
     try {
-      return (
-        readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent") && readlinkSync(`/proc/${pid}/cwd`) !== "/"
-      )
-    } catch {
-      return false
-    }
-  })
+      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent")) continue
+      if (readlinkSync(`/proc/${pid}/cwd`) === "/") warm.push(pid)
+      else sessions += 1
+    } catch {}
+  }
+  return { sessions, warm }
+}
+
+/** The CPU time a process has used so far, in clock ticks (user and system); -1 once it is gone. */
+const cpuTicks = (pid: string) => {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return -1
+  }
+}
+
+/**
+ * A warm agent that has booted (and rehearsed, ADR 0055) and waits for its start line: it has used no CPU for 150 ms.
+ * One that is still booting uses a core the whole time.
+ */
+const warmAgentBooted = Effect.gen(function* () {
+  const deadline = Date.now() + 10_000
+  let still = 0
+  let last = -1
+  while (Date.now() < deadline) {
+    const pid = demoAgents().warm[0]
+    const ticks = pid === undefined ? -1 : cpuTicks(pid)
+    still = ticks >= 0 && ticks === last ? still + 1 : 0
+    last = ticks
+    if (still >= 15) return true
+    yield* Effect.sleep("10 millis")
+  }
+  return false
+})
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
@@ -126,6 +157,8 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
     const slow: Array<string> = []
     const hopTimes = new Map<string, Array<number>>()
     const milestoneTimes = new Map<string, Array<number>>()
+    /** host tasks that started with no warm agent booted and waiting (none within 10 s of the one before) */
+    let withoutWarmAgent = 0
     for (let i = 0; i <= count; i++) {
       const taskId = makeId("task")
       const first = yield* Deferred.make<number>()
@@ -178,7 +211,9 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
       // The next task starts on an idle warm node: this one ended, its session slept, its agent exited.
       yield* Deferred.await(ended).pipe(Effect.zipRight(Deferred.await(slept)), Effect.timeout("60 seconds"))
       const deadline = Date.now() + 30_000
-      while (demoAgentRunning() && Date.now() < deadline) yield* Effect.sleep("10 millis")
+      while (demoAgents().sessions > 0 && Date.now() < deadline) yield* Effect.sleep("10 millis")
+      // and, on the host runtime, its warm agent has booted for the next workspace (ADR 0055): a node that is warm
+      if (runtime === "host" && i < count && !(yield* warmAgentBooted)) withoutWarmAgent += 1
       sub.unsubscribe()
       bus.unsubscribe()
       // The first task warms the node (provisioning, first agent start); it is not counted.
@@ -210,7 +245,7 @@ const timeTasks = (count: number, projectId: string, userId: string, runtime: "h
     const milestones = Object.fromEntries(
       MILESTONES.map((name) => [name, summary(milestoneTimes.get(name) ?? []).p50] as const)
     ) as Record<Milestone, number>
-    return { ...summary(latencies), hops, milestones, slow }
+    return { ...summary(latencies), hops, milestones, slow, withoutWarmAgent }
   })
 
 const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) =>
@@ -302,7 +337,10 @@ const program = Effect.gen(function* () {
     `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`${HOW}node --import tsx test/bench/tasks.ts ${N}\` on this machine`,
     `(${cpus().length} cores, shared with other work), ${N} tasks one after another on a warm node (the first task,`,
     "which provisions the node, is not counted), each once the one before has ended, its session slept and its agent",
-    "exited (an idle warm node). Time from `task.submit` to the first text the agent streams",
+    "exited, and on the host runtime once its warm agent (ADR 0055) has booted for the next workspace: an idle warm",
+    `node (${host.withoutWarmAgent} of the ${N} host tasks started without one, none having booted within 10 s; booted:`,
+    "it has used no CPU for 150 ms).",
+    "Time from `task.submit` to the first text the agent streams",
     "(prompt `say hello`). Baseline: the same demo agent started and prompted directly, in the same run.",
     "",
     "| path | p50 ms | p99 ms | p50 vs baseline |",

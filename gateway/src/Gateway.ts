@@ -167,8 +167,9 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
         sockets.add(socket)
         socket.once("close", () => sockets.delete(socket))
       })
-      guardUpgrades(http)
       if (options.natsWebSocket !== undefined) proxyNatsWebSocket(http, options.natsWebSocket)
+      // last, so that it sees every upgrade first, the proxied ones too
+      guardUpgrades(http)
       return http
     },
     { port: options.port, host: options.host }

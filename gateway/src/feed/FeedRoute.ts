@@ -39,9 +39,12 @@ const handler = Effect.gen(function* () {
   const principal = yield* token === undefined ? auth.authenticate(request) : auth.verify(token)
   // the feed carries transcripts: another origin's page must not open it with the user's cookie
   if (token === undefined && byCookie(request)) yield* requireOwnOrigin(request)
-  if (request.headers.upgrade?.toLowerCase() !== "websocket") {
+  if (!Upgrade.isUpgrade(request)) {
     return HttpServerResponse.unsafeJson(
-      { code: "invalid_state", message: "the feed is a WebSocket: send `Upgrade: websocket`" },
+      {
+        code: "invalid_state",
+        message: "the feed is a WebSocket: send `Upgrade: websocket` and `Connection: Upgrade`"
+      },
       { status: 426, headers: { upgrade: "websocket" } }
     )
   }
@@ -52,7 +55,7 @@ const handler = Effect.gen(function* () {
     Effect.sync(() => feed.admit(principal.userId)),
     (counted) => Effect.sync(() => counted && feed.leave(principal.userId))
   )
-  const socket = yield* Upgrade.upgrade(request)
+  const socket = yield* Upgrade.upgrade(request, feed.options.closeGraceMs)
   if (!admitted) {
     yield* refuse(
       socket,

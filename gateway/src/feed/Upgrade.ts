@@ -32,6 +32,15 @@ export const guardUpgrades = (server: Http.Server) => {
 const CLOSE_GRACE_MS = 2_000
 
 /**
+ * Whether Node took the request for an upgrade (`Upgrade` and `Connection: Upgrade` both; `guardUpgrades` saw its
+ * `upgrade` event): only then is its socket the application's. One with `Upgrade: websocket` alone is an ordinary
+ * request, its socket still read by Node's HTTP parser: a handshake on it would answer 101 and then have the
+ * client's frames parsed as HTTP.
+ */
+export const isUpgrade = (request: HttpServerRequest.HttpServerRequest) =>
+  request.headers.upgrade?.toLowerCase() === "websocket" && heads.has(NodeHttpServerRequest.toIncomingMessage(request))
+
+/**
  * The one `ws` server of the feed's handshakes: a client's message is refused (close 1009) as soon as its header says
  * it is over the limit, instead of being buffered up to `ws`'s default of 100 MiB first.
  */
@@ -46,10 +55,15 @@ const handshakes = new WebSocketServer({
  * `@effect/platform-node`: that one waits for `ws` uninterruptibly, and `ws` never answers a handshake it refuses (a
  * bad `Sec-WebSocket-Key`, a client that left while its credential was checked, a server stopping), so the request's
  * fiber never ended and a stopping gateway waited for it for ever. Here a refused handshake ends once `ws` has closed
- * the connection, and a socket that is gone is not handed to `ws` at all. Closing the scope closes the WebSocket and
- * waits (at most `CLOSE_GRACE_MS`) until its connection is gone, so nothing is written on it afterwards.
+ * the connection, or after `refusedWithinMs` when its client does not read the refusal (`ws` closes a refused
+ * connection only once its answer is sent), and a socket that is gone is not handed to `ws` at all. Closing the
+ * scope closes the WebSocket and waits (at most `CLOSE_GRACE_MS`) until its connection is gone, so nothing is
+ * written on it afterwards.
  */
-export const upgrade = (request: HttpServerRequest.HttpServerRequest): Effect.Effect<Socket.Socket> => {
+export const upgrade = (
+  request: HttpServerRequest.HttpServerRequest,
+  refusedWithinMs: number
+): Effect.Effect<Socket.Socket> => {
   const incoming = NodeHttpServerRequest.toIncomingMessage(request)
   const tcp = incoming.socket
   const refused = (cause: string) => new Socket.SocketGenericError({ reason: "Open", cause })
@@ -61,9 +75,15 @@ export const upgrade = (request: HttpServerRequest.HttpServerRequest): Effect.Ef
           return resume(Effect.fail(refused("the client left before the upgrade")))
         }
         // every way `ws` refuses a handshake ends the connection: its `close` answers for the callback that never comes
-        const gone = () => resume(Effect.fail(refused("the WebSocket handshake was refused or the client left")))
+        const gone = () => {
+          clearTimeout(unread)
+          resume(Effect.fail(refused("the WebSocket handshake was refused or the client left")))
+        }
         tcp.once("close", gone)
+        // a refusal waits to be sent before `ws` ends the connection: a client that reads nothing is cut
+        const unread = setTimeout(() => tcp.destroy(), refusedWithinMs)
         handshakes.handleUpgrade(incoming, tcp, heads.get(incoming) ?? Buffer.alloc(0), (ws) => {
+          clearTimeout(unread)
           tcp.off("close", gone)
           resume(Effect.succeed(ws as unknown as globalThis.WebSocket))
         })

@@ -5,7 +5,7 @@ import { Effect, Exit, Option, Scope } from "effect"
 import { expect } from "vitest"
 import { rawWebSocket } from "../../security/SecurityKit.js"
 import { waitUntil } from "../../src/Env.js"
-import { GatewayEnv, makeUser } from "../../src/index.js"
+import { GatewayEnv, GatewayUrl, makeUser } from "../../src/index.js"
 
 /** A TCP connection to `url` that has written `bytes`; `closed()` once the server has let it go. */
 const connection = (url: string, bytes: string) =>
@@ -127,6 +127,15 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: shu
           answer(url, feedUpgrade(url, alice.token, ["Sec-WebSocket-Version: 13"]))
         )
         expect(refused).toMatch(/^HTTP\/1.1 400 /)
+        // `Upgrade` without `Connection: Upgrade` is no upgrade to Node: an HTTP answer, never a 101 on a socket whose
+        // bytes Node's HTTP parser still reads
+        const notUpgrade = yield* Effect.promise(() =>
+          answer(
+            url,
+            feedUpgrade(url, alice.token, VALID_HANDSHAKE).replace("Connection: Upgrade", "Connection: close")
+          )
+        )
+        expect(notUpgrade).toMatch(/^HTTP\/1.1 426 /)
         yield* Effect.promise(() => leaveDuringHandshake(url, alice.token, 8, "end"))
         const feed = yield* Effect.promise(() => rawWebSocket(url, alice.token))
         return { closed: feed.ended }
@@ -147,6 +156,27 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: shu
       yield* Effect.promise(() => leaveDuringHandshake(url, alice.token, 3 * maxConnectionsPerUser, "reset"))
       yield* Effect.promise(() => leaveDuringHandshake(url, "sam_pat_nope", maxConnectionsPerUser, "reset"))
       yield* Effect.promise(() => leaveDuringHandshake(url, alice.token, 3 * maxConnectionsPerUser, "end"))
+      // the NATS WebSocket proxy's refusals too (a method other than GET), on the gateway that proxies it
+      const proxying = yield* GatewayUrl
+      yield* Effect.promise(() =>
+        Promise.all(
+          Array.from(
+            { length: 20 },
+            (_, i) =>
+              new Promise<void>((resolve) => {
+                const { hostname, port } = new URL(proxying)
+                const socket = Net.connect(Number(port), hostname, () => {
+                  socket.write(
+                    `POST /nats HTTP/1.1\r\nHost: ${hostOf(proxying)}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n`
+                  )
+                  setTimeout(() => socket.resetAndDestroy(), i % 3)
+                })
+                socket.on("error", () => {})
+                socket.on("close", () => resolve())
+              })
+          )
+        )
+      )
       // every slot: each feed greeted (`hello`), none closed for too many connections (asked again while the
       // gateway may still be letting the last of them go)
       const greeted = (feed: Feed) => feed.received().includes('"type":"hello"')

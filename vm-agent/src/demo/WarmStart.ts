@@ -2,6 +2,9 @@ import type { Readable } from "node:stream"
 import { MAX_WARM_START_BYTES, WARM_START_ENV, WarmStart } from "../runtime/internal/warmStart.js"
 import { rehearse } from "./Rehearsal.js"
 
+/** The longest a rehearsal may take before the start line is read anyway. */
+const REHEARSAL_MS = 5_000
+
 /** The first line of `stream`, what follows it put back; undefined at its end before a line. */
 const firstLine = (stream: Readable) =>
   new Promise<string | undefined>((resolve, reject) => {
@@ -42,8 +45,15 @@ const firstLine = (stream: Readable) =>
  */
 export const takeWarmStart = async (stdin: Readable = process.stdin) => {
   if (process.env[WARM_START_ENV] !== "1") return
-  // what arrives on stdin meanwhile waits in its buffer
-  await rehearse().catch(() => undefined)
+  // what arrives on stdin meanwhile waits in its buffer; a rehearsal that never ended would keep it from being read
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([
+    rehearse().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, REHEARSAL_MS)
+    })
+  ])
+  clearTimeout(timer)
   const line = await firstLine(stdin)
   if (line === undefined) process.exit(0)
   const start = WarmStart.parse(JSON.parse(line))

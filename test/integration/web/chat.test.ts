@@ -235,7 +235,9 @@ describe("web app: project chat in the browser", () => {
   it("ends a task-mode task as done, naming the branch its work is on", async () => {
     await page.goto(projectUrl)
     await page.selectOption("#composer-mode", "task")
-    await send("sleep 4000\nrun echo done > DONE.txt\nsay Done.")
+    // a turn long enough that the follow-up below reaches it while it runs, on a loaded machine too (with 4 s, two
+    // web suites side by side once took longer than that to send it)
+    await send("sleep 10000\nrun echo done > DONE.txt\nsay Done.")
     await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
     const sessionId = sessionIdOf(page.url())
     // the task ends with this turn: a follow-up now would never be answered, and the composer says so

@@ -277,8 +277,8 @@ export default component$(() => {
           state.sessions = state.sessions.map((s) => (s.id === fresh.id ? { ...s, snapshot: fresh.snapshot } : s))
         }
         if (task?.ok && state.task?.id === task.value.id) state.task = task.value
-        // The task named a session not written yet: look again shortly.
-        if (opened !== null) refresh(300)
+        // The task named a session not written yet: look again shortly (its row is a transaction away).
+        if (opened !== null) refresh(100)
       }, delay)
     }
 
@@ -339,7 +339,10 @@ export default component$(() => {
               }
             }
           }
-          if (f.eventType.startsWith("session.") || f.eventType.startsWith("task.")) refresh()
+          // a page waiting on its task reads at once when the task names its session: it goes there on that read
+          const named = f.eventType === "task.status" && sessionId === null && typeof body.sessionId === "string"
+          if (named && state.task?.id === body.taskId) refresh(0)
+          else if (f.eventType.startsWith("session.") || f.eventType.startsWith("task.")) refresh()
           return
         }
         default:

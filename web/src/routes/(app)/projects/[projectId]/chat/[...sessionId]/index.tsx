@@ -230,8 +230,12 @@ export default component$(() => {
     // every read overlaps a change, and a read lost to the network has no event to ask for another.
     let discarded = 0
     let failures = 0
+    // Set once this page (or this session of it) is left: a read still in flight then must not act, or it would take
+    // the reader back to the chat it left (a page waiting on its task goes to the task's session when a read says so).
+    let stopped = false
     const refresh = (delay = 150) => {
       clearTimeout(refreshTimer)
+      if (stopped) return
       refreshTimer = setTimeout(async () => {
         const started = live
         const [list, one, task] = await Promise.all([
@@ -241,6 +245,7 @@ export default component$(() => {
             ? undefined
             : call(api.call(Api.TaskEndpoints.getTask, { params: { taskId: state.task.id } }))
         ])
+        if (stopped) return
         // A page waiting on its task goes to the task's session once that session exists (the task names it
         // a moment before the session is written), whatever came live meanwhile.
         const opened = task?.ok && sessionId === null && state.task?.id === task.value.id ? task.value.sessionId : null
@@ -277,8 +282,8 @@ export default component$(() => {
           state.sessions = state.sessions.map((s) => (s.id === fresh.id ? { ...s, snapshot: fresh.snapshot } : s))
         }
         if (task?.ok && state.task?.id === task.value.id) state.task = task.value
-        // The task named a session not written yet: look again shortly (its row is a transaction away).
-        if (opened !== null) refresh(100)
+        // The task named a session not written yet: look again shortly.
+        if (opened !== null) refresh(300)
       }, delay)
     }
 
@@ -339,10 +344,7 @@ export default component$(() => {
               }
             }
           }
-          // a page waiting on its task reads at once when the task names its session: it goes there on that read
-          const named = f.eventType === "task.status" && sessionId === null && typeof body.sessionId === "string"
-          if (named && state.task?.id === body.taskId) refresh(0)
-          else if (f.eventType.startsWith("session.") || f.eventType.startsWith("task.")) refresh()
+          if (f.eventType.startsWith("session.") || f.eventType.startsWith("task.")) refresh()
           return
         }
         default:
@@ -366,6 +368,7 @@ export default component$(() => {
     if (taskId !== null && sessionId === null) refresh()
 
     cleanup(() => {
+      stopped = true
       stopFrames()
       stopStatus()
       clearInterval(tick)

@@ -62,8 +62,25 @@ export interface PageProblem {
  * asked for shows it in the app's own frame (a rewrite to the problem page, with the failure's status, the address
  * kept); a client-side navigation's data request gets it as its error.
  */
-export const load = async <A>(event: RequestEventCommon, effect: Effect.Effect<A, Client.ApiClientError>) => {
-  const result = await run(effect)
+export const load = async <A>(event: RequestEventCommon, effect: Effect.Effect<A, Client.ApiClientError>) =>
+  settle(event, await run(effect))
+
+/** A call not made, for a place in `loadAll`: its answer is `null`. */
+export const noCall: Effect.Effect<null, Client.ApiClientError> = Effect.succeed(null)
+
+/**
+ * `load` for calls made together: each runs at once, and their failures are taken in the order given, so the page
+ * says the same thing whichever answered first (a project that is not there, before its session).
+ */
+export const loadAll = async <T extends ReadonlyArray<Effect.Effect<unknown, Client.ApiClientError>>>(
+  event: RequestEventCommon,
+  effects: T
+): Promise<{ -readonly [K in keyof T]: Effect.Effect.Success<T[K]> }> => {
+  const results = await Promise.all(effects.map((effect) => run(effect)))
+  return results.map((result) => settle(event, result)) as never
+}
+
+const settle = <A>(event: RequestEventCommon, result: Either.Either<A, Failure>): A => {
   if (Either.isRight(result)) return result.right
   if (result.left.status === 401) throw event.redirect(302, `/signin?next=${encodeURIComponent(event.url.pathname)}`)
   const problem: PageProblem = {

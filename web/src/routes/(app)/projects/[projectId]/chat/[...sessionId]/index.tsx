@@ -5,7 +5,7 @@ import { Composer, type ComposerProfile, type SendOptions } from "~/components/c
 import { ItemView } from "~/components/chat/ItemView"
 import { StatusIcon } from "~/components/chat/StatusIcon"
 import { api, call, feed, onFrame, onStatus } from "~/lib/browser"
-import { clientOf, load } from "~/lib/server"
+import { clientOf, load, loadAll, noCall } from "~/lib/server"
 import {
   ATTENTION_LABEL,
   attentionOf,
@@ -67,21 +67,26 @@ export const useChat = routeLoader$(async (event) => {
   const projectId = event.params.projectId!
   const sessionId = (event.params.sessionId ?? "").split("/")[0] || null
   const taskParam = event.url.searchParams.get("task")
-  const [project, sessions, tasks, profiles, agents] = await Promise.all([
-    load(event, client.call(Api.ProjectEndpoints.getProject, { params: { projectId } })),
-    load(event, client.call(Api.SessionEndpoints.listSessions, { params: { projectId }, query: { limit: 200 } })),
-    load(event, client.call(Api.TaskEndpoints.listTasks, { params: { projectId }, query: { limit: 200 } })),
-    load(event, client.call(Api.AgentEndpoints.listProfiles, { params: { projectId } })),
-    load(event, client.call(Api.AgentEndpoints.listAgents))
-  ])
-  let session: Session | null = null
-  let task: Task | null = null
-  if (sessionId !== null) {
-    session = await load(event, client.call(Api.SessionEndpoints.getSession, { params: { sessionId } }))
-    if (session.taskId !== null)
-      task = await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId: session.taskId } }))
-  } else if (taskParam !== null) {
-    task = await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId: taskParam } }))
+  // all at once (a page load waited for three rounds of them): the session and the task asked for with the rest
+  const [project, sessions, tasks, profiles, agents, session, asked] = await loadAll(event, [
+    client.call(Api.ProjectEndpoints.getProject, { params: { projectId } }),
+    client.call(Api.SessionEndpoints.listSessions, { params: { projectId }, query: { limit: 200 } }),
+    client.call(Api.TaskEndpoints.listTasks, { params: { projectId }, query: { limit: 200 } }),
+    client.call(Api.AgentEndpoints.listProfiles, { params: { projectId } }),
+    client.call(Api.AgentEndpoints.listAgents),
+    sessionId === null ? noCall : client.call(Api.SessionEndpoints.getSession, { params: { sessionId } }),
+    sessionId !== null || taskParam === null
+      ? noCall
+      : client.call(Api.TaskEndpoints.getTask, { params: { taskId: taskParam } })
+  ] as const)
+  let task: Task | null = asked
+  if (session !== null && session.taskId !== null) {
+    const taskId = session.taskId
+    // the session's task is one of the project's newest as a rule, read with them
+    task =
+      tasks.tasks.find((t) => t.id === taskId) ??
+      (await load(event, client.call(Api.TaskEndpoints.getTask, { params: { taskId } })))
+  } else if (task !== null) {
     // The task names its session a moment before the session is written: go there once it is listed.
     if (task.sessionId !== null && sessions.sessions.some((s) => s.id === task?.sessionId))
       throw event.redirect(302, `/projects/${projectId}/chat/${task.sessionId}`)

@@ -107,26 +107,25 @@ const OWN_STEP = 512
  */
 export const ownTree = async (path: string, uid: number, gid: number): Promise<void> => {
   const stack: Array<{ readonly dir: string; listed: boolean }> = [{ dir: path, listed: false }]
-  let steps = 0
-  const step = async () => {
-    if (++steps % OWN_STEP === 0) await new Promise((resolve) => setImmediate(resolve))
+  let changed = 0
+  /** one entry's owner changed; true when the event loop is due a turn */
+  const own = (entry: string) => {
+    Fs.lchownSync(entry, uid, gid)
+    return ++changed % OWN_STEP === 0
   }
+  const turn = () => new Promise((resolve) => setImmediate(resolve))
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!
     if (top.listed) {
       stack.pop()
-      Fs.lchownSync(top.dir, uid, gid)
-      await step()
+      if (own(top.dir)) await turn()
       continue
     }
     top.listed = true
     for (const entry of Fs.readdirSync(top.dir, { withFileTypes: true })) {
       const child = join(top.dir, entry.name)
       if (entry.isDirectory()) stack.push({ dir: child, listed: false })
-      else {
-        Fs.lchownSync(child, uid, gid)
-        await step()
-      }
+      else if (own(child)) await turn()
     }
   }
 }

@@ -85,7 +85,13 @@ const answer = (url: string, bytes: string) =>
  * Connections that each send a feed upgrade and leave before it is answered, while the gateway checks their
  * credential: `end` sends a FIN, `reset` a TCP reset. Resolves once the server has seen all of them go.
  */
-const leaveDuringHandshake = (url: string, token: string, count: number, how: "end" | "reset") =>
+const leaveDuringHandshake = (
+  url: string,
+  token: string,
+  count: number,
+  how: "end" | "reset",
+  request = feedUpgrade(url, token, VALID_HANDSHAKE)
+) =>
   Promise.all(
     Array.from(
       { length: count },
@@ -93,7 +99,7 @@ const leaveDuringHandshake = (url: string, token: string, count: number, how: "e
         new Promise<void>((resolve) => {
           const { hostname, port } = new URL(url)
           const socket = Net.connect(Number(port), hostname, () => {
-            socket.write(feedUpgrade(url, token, VALID_HANDSHAKE))
+            socket.write(request)
             // some at once, some a moment later: before, during and after the credential's check
             setTimeout(() => (how === "end" ? socket.end() : socket.resetAndDestroy()), i % 4)
           })
@@ -159,22 +165,12 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 120_000 })("gateway: shu
       // the NATS WebSocket proxy's refusals too (a method other than GET), on the gateway that proxies it
       const proxying = yield* GatewayUrl
       yield* Effect.promise(() =>
-        Promise.all(
-          Array.from(
-            { length: 20 },
-            (_, i) =>
-              new Promise<void>((resolve) => {
-                const { hostname, port } = new URL(proxying)
-                const socket = Net.connect(Number(port), hostname, () => {
-                  socket.write(
-                    `POST /nats HTTP/1.1\r\nHost: ${hostOf(proxying)}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n`
-                  )
-                  setTimeout(() => socket.resetAndDestroy(), i % 3)
-                })
-                socket.on("error", () => {})
-                socket.on("close", () => resolve())
-              })
-          )
+        leaveDuringHandshake(
+          proxying,
+          "",
+          20,
+          "reset",
+          `POST /nats HTTP/1.1\r\nHost: ${hostOf(proxying)}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n`
         )
       )
       // every slot: each feed greeted (`hello`), none closed for too many connections (asked again while the

@@ -107,6 +107,31 @@ describe("web app: project chat in the browser", () => {
     await shot(page, "chat")
   })
 
+  it("reads no other page's data when a page is shown (links load their page's code, not its data)", async () => {
+    // Qwik City's links run every visible link's loaders by default: each chat in the sidebar, each menu entry,
+    // a dozen API reads each, on every page shown. Only the page itself is read, and only when gone to.
+    const reads: Array<string> = []
+    const onRequest = (request: { url(): string }) => {
+      if (request.url().includes("q-data.json")) reads.push(new URL(request.url()).pathname)
+    }
+    page.on("request", onRequest)
+    try {
+      await page.reload()
+      await poll(() => timeline().locator("[data-kind=text]").count()).toBeGreaterThan(0)
+      expect(await page.locator("[data-session]").count()).toBeGreaterThan(0)
+      await page.waitForLoadState("networkidle")
+      expect(reads).toEqual([])
+      await page.getByRole("link", { name: "Tasks", exact: true }).click()
+      await page.waitForURL(/\/tasks$/)
+      await page.waitForLoadState("networkidle")
+      expect(reads).toEqual([new URL(`${page.url()}/q-data.json`).pathname])
+      await page.goBack()
+      await page.waitForURL(/\/chat\/sess_/)
+    } finally {
+      page.off("request", onRequest)
+    }
+  })
+
   it("interrupts a long `run sleep 30` turn and sends a follow-up that recalls the context", async () => {
     await send("run sleep 30")
     await poll(() => page.getByTestId("working-bar").isVisible(), { timeout: 20_000 }).toBe(true)

@@ -40,13 +40,14 @@ export default component$(() => {
   return (
     <div class="shell">
       <header class="topbar">
-        <Link class="brand" href="/projects" aria-label="SAM home">
+        <Link prefetch="js" class="brand" href="/projects" aria-label="SAM home">
           <img src="/favicon.svg" alt="" width={26} height={26} />
           <span>SAM</span>
         </Link>
         <nav class={["nav", navOpen.value && "open"]} aria-label="Main">
           {NAV.map((item) => (
             <Link
+              prefetch="js"
               key={item.href}
               href={item.href}
               aria-current={loc.url.pathname.startsWith(item.href) ? "page" : undefined}

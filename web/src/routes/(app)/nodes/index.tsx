@@ -62,7 +62,7 @@ export default component$(() => {
           <ul class="list" data-testid="nodes">
             {nodes.value.nodes.map((n) => (
               <li key={n.id}>
-                <Link class="list-item" href={`/nodes/${n.id}`}>
+                <Link prefetch="js" class="list-item" href={`/nodes/${n.id}`}>
                   <span class="mono" style={{ flex: 1, minWidth: 0, overflow: "hidden", textOverflow: "ellipsis" }}>
                     {n.id}
                   </span>

@@ -33,7 +33,7 @@ export default component$(() => {
             {problem.value.message} <span class="mono">({problem.value.status})</span>
           </p>
           <p style={{ margin: 0 }}>
-            <Link class="btn btn-primary" href="/projects">
+            <Link prefetch="js" class="btn btn-primary" href="/projects">
               Your projects
             </Link>
           </p>

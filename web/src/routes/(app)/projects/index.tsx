@@ -106,6 +106,7 @@ export default component$(() => {
             {projects.value.map(({ project, sessions }) => (
               <li key={project.id}>
                 <Link
+                  prefetch="js"
                   class="list-item glass"
                   href={`/projects/${project.id}/chat`}
                   style={{ borderRadius: "var(--radius-lg)" }}
@@ -132,7 +133,12 @@ export default component$(() => {
                   <ul class="sessions" style={{ padding: "var(--space-1) 0 0 var(--space-4)" }}>
                     {sessions.slice(0, 3).map((s) => (
                       <li key={s.id}>
-                        <Link class="session-row" href={`/projects/${project.id}/chat/${s.id}`} data-status={s.status}>
+                        <Link
+                          prefetch="js"
+                          class="session-row"
+                          href={`/projects/${project.id}/chat/${s.id}`}
+                          data-status={s.status}
+                        >
                           <StatusIcon status={s.status} />
                           <span class="session-title">{s.title}</span>
                           <span class="session-meta">

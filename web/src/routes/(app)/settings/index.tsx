@@ -81,7 +81,7 @@ export default component$(() => {
         <h1>Settings</h1>
         <section class="glass card row" aria-label="Agent credentials">
           <span style={{ flex: 1 }}>Your keys and tokens for Claude Code, Codex, Gemini CLI and OpenCode.</span>
-          <Link class="btn" href="/settings/agents">
+          <Link prefetch="js" class="btn" href="/settings/agents">
             Agent credentials
           </Link>
         </section>

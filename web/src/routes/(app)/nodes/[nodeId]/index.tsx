@@ -77,7 +77,7 @@ export default component$(() => {
             <ul class="list">
               {workspaces.map((w) => (
                 <li key={w.id}>
-                  <Link class="list-item" href={`/workspaces/${w.id}`}>
+                  <Link prefetch="js" class="list-item" href={`/workspaces/${w.id}`}>
                     <span class="mono" style={{ flex: 1 }}>
                       {w.id}
                     </span>

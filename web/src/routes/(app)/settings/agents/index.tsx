@@ -55,7 +55,7 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>Agent credentials</h1>
-          <Link class="btn" href="/settings">
+          <Link prefetch="js" class="btn" href="/settings">
             All settings
           </Link>
         </div>

@@ -74,11 +74,11 @@ export default component$(() => {
           <span class="badge">{w.status}</span>
           <span class="badge">{w.runtime ?? "—"}</span>
           {w.nodeId && (
-            <Link class="badge" href={`/nodes/${w.nodeId}`}>
+            <Link prefetch="js" class="badge" href={`/nodes/${w.nodeId}`}>
               {w.nodeId}
             </Link>
           )}
-          <Link class="badge" href={`/projects/${w.projectId}/chat`}>
+          <Link prefetch="js" class="badge" href={`/projects/${w.projectId}/chat`}>
             project
           </Link>
           {w.errorReason && <span class="field-error">{w.errorReason}</span>}

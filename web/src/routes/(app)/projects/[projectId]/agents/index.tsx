@@ -315,10 +315,10 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>{project.name} · agents</h1>
-          <Link class="btn" href="/settings/agents">
+          <Link prefetch="js" class="btn" href="/settings/agents">
             My agent credentials
           </Link>
-          <Link class="btn" href={`/projects/${project.id}/chat`}>
+          <Link prefetch="js" class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>
         </div>

@@ -45,10 +45,10 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>{project.name} · settings</h1>
-          <Link class="btn" href={`/projects/${project.id}/agents`}>
+          <Link prefetch="js" class="btn" href={`/projects/${project.id}/agents`}>
             Agent profiles
           </Link>
-          <Link class="btn" href={`/projects/${project.id}/chat`}>
+          <Link prefetch="js" class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>
         </div>

@@ -55,7 +55,7 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>Tasks · {project.name}</h1>
-          <Link class="btn" href={`/projects/${project.id}/chat`}>
+          <Link prefetch="js" class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>
         </div>
@@ -66,6 +66,7 @@ export default component$(() => {
         >
           {FILTERS.map((f) => (
             <Link
+              prefetch="js"
               key={f}
               class="tab"
               href={`${loc.url.pathname}${f === "all" ? "" : `?status=${f}`}`}
@@ -82,7 +83,7 @@ export default component$(() => {
           <ul class="list" data-testid="tasks">
             {tasks.map((t) => (
               <li key={t.id}>
-                <Link class="list-item" href={`/projects/${project.id}/tasks/${t.id}`}>
+                <Link prefetch="js" class="list-item" href={`/projects/${project.id}/tasks/${t.id}`}>
                   <span
                     style={{ flex: 1, minWidth: 0, overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" }}
                   >

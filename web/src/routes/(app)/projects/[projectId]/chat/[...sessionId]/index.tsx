@@ -496,7 +496,12 @@ export default component$(() => {
               offline
             </span>
           )}
-          <Link class="btn btn-ghost btn-icon" href={`/projects/${projectId}/settings`} aria-label="Project settings">
+          <Link
+            prefetch="js"
+            class="btn btn-ghost btn-icon"
+            href={`/projects/${projectId}/settings`}
+            aria-label="Project settings"
+          >
             <svg
               width="18"
               height="18"
@@ -512,7 +517,7 @@ export default component$(() => {
           </Link>
         </div>
         <div class="stack" style={{ gap: "var(--space-2)" }}>
-          <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+          <Link prefetch="js" class="btn btn-primary" href={`/projects/${projectId}/chat`}>
             + New chat
           </Link>
           <div class="row" style={{ gap: "var(--space-2)", flexWrap: "nowrap" }}>
@@ -529,7 +534,7 @@ export default component$(() => {
                 state.search = input.value
               }}
             />
-            <Link class="btn btn-sm" href={`/projects/${projectId}/tasks`}>
+            <Link prefetch="js" class="btn btn-sm" href={`/projects/${projectId}/tasks`}>
               Tasks
             </Link>
           </div>
@@ -541,6 +546,7 @@ export default component$(() => {
             return (
               <li key={s.id}>
                 <Link
+                  prefetch="js"
                   class="session-row"
                   href={`/projects/${projectId}/chat/${s.id}`}
                   aria-current={s.id === session?.id ? "page" : undefined}
@@ -695,7 +701,7 @@ export default component$(() => {
                 {STEP_LABEL[task.executionStep ?? "node_selection"] ?? task.executionStep}
               </span>
               {task.workspaceId !== null && (
-                <Link class="hint" href={`/workspaces/${task.workspaceId}`}>
+                <Link prefetch="js" class="hint" href={`/workspaces/${task.workspaceId}`}>
                   View boot log
                 </Link>
               )}
@@ -821,11 +827,11 @@ export default component$(() => {
                   )}
                 </span>
                 {task !== null && (
-                  <Link class="btn" href={`/projects/${projectId}/tasks/${task.id}`}>
+                  <Link prefetch="js" class="btn" href={`/projects/${projectId}/tasks/${task.id}`}>
                     Task details
                   </Link>
                 )}
-                <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+                <Link prefetch="js" class="btn btn-primary" href={`/projects/${projectId}/chat`}>
                   New chat
                 </Link>
               </div>
@@ -837,7 +843,7 @@ export default component$(() => {
                   Another member started this chat. Its agent works with their credentials, on their machine, so only
                   they can write to it.
                 </span>
-                <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+                <Link prefetch="js" class="btn btn-primary" href={`/projects/${projectId}/chat`}>
                   New chat
                 </Link>
               </div>

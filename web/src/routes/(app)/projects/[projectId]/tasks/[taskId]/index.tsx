@@ -131,7 +131,7 @@ export default component$(() => {
           </dl>
           <div class="row">
             {t.sessionId && (
-              <Link class="btn btn-primary" href={`/projects/${t.projectId}/chat/${t.sessionId}`}>
+              <Link prefetch="js" class="btn btn-primary" href={`/projects/${t.projectId}/chat/${t.sessionId}`}>
                 Open chat
               </Link>
             )}

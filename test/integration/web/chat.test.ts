@@ -287,7 +287,9 @@ describe("web app: project chat in the browser", () => {
     await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
     const sessionId = sessionIdOf(page.url())
     await poll(() => page.getByTestId("failure-card").isVisible(), { timeout: 60_000 }).toBe(true)
-    expect(await page.getByTestId("failure-reason").textContent()).toMatch(/crash|exit/i)
+    // The card may say the session failed a moment before the task's reason is read (the page goes to the
+    // session as it opens, and the agent crashes at once); the reason follows without a reload.
+    await poll(() => page.getByTestId("failure-reason").textContent()).toMatch(/crash|exit/i)
     await poll(() => page.locator(`[data-session="${sessionId}"]`).getAttribute("data-status")).toBe("failed")
     // the sidebar and the header each follow the live feed: wait for both, not for one then the other
     await poll(() => page.getByTestId("session-status").getAttribute("data-status")).toBe("failed")
@@ -330,6 +332,36 @@ describe("web app: project chat in the browser", () => {
     await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
       "read after the network came back"
     )
+  })
+
+  it("goes to a new task's conversation as its session opens, even while every read of the task and the chats hangs", async () => {
+    // Retired nodes: the task waits for a new one, so the page is on the task (`?task=`) when the session opens.
+    const token = await sessionToken(context)
+    const nodes: Array<{ id: string; status: string }> = (await apiGet(stack, context, "/nodes")).nodes
+    for (const node of nodes.filter((n) => n.status === "running" || n.status === "warm")) {
+      const retired = await fetch(`${stack.url}/api/v1/nodes/${node.id}`, {
+        method: "DELETE",
+        headers: { authorization: `Bearer ${token}` }
+      })
+      expect(retired.status).toBe(202)
+    }
+    await page.goto(projectUrl)
+    // The page's own reads never answer: only the feed's `session.opened` can take it to the conversation.
+    const hanging: Array<Route> = []
+    const hang = (route: Route) => void hanging.push(route)
+    await page.route(/\/api\/v1\/(tasks\/task_|projects\/[^/]+\/sessions)/, hang)
+    try {
+      await send("say went there when the session opened")
+      await page.waitForURL(/\/chat\?task=task_/, { timeout: 30_000 })
+      await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+      await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
+        "went there when the session opened"
+      )
+      expect(hanging.length).toBeGreaterThan(0)
+    } finally {
+      await page.unroute(/\/api\/v1\/(tasks\/task_|projects\/[^/]+\/sessions)/, hang)
+      for (const route of hanging) await route.abort().catch(() => undefined)
+    }
   })
 
   it("counts unread Priority notifications on the bell and shows them by tab", async () => {

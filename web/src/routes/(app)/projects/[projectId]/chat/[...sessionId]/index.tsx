@@ -325,6 +325,21 @@ export default component$(() => {
           live++
           const body = (f.body ?? {}) as Record<string, unknown>
           const now = new Date().toISOString()
+          // The task this page waits on has its session (written in the ledger with the event): go there now,
+          // not after a read of the lists (the answer may already be on its way).
+          if (
+            f.eventType === "session.opened" &&
+            sessionId === null &&
+            state.task !== null &&
+            body.taskId === state.task.id &&
+            typeof body.sessionId === "string" &&
+            !stopped
+          ) {
+            stopped = true
+            clearTimeout(refreshTimer)
+            nav(`/projects/${projectId}/chat/${body.sessionId}`, { replaceState: true })
+            return
+          }
           if (f.eventType === "session.activity" && typeof body.sessionId === "string") {
             const snapshot = body.snapshot as Session["snapshot"]
             const mine = state.sessions.find((s) => s.id === body.sessionId)?.snapshot ?? null

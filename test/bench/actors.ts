@@ -4,6 +4,8 @@
  * + ack, on this machine in the same run. Run: `node --import tsx test/bench/actors.ts [N]`.
  * Prints the figures and rewrites the "Actor runtime" section of docs/benchmarks.md.
  */
+import { writeFileSync } from "node:fs"
+import { Session } from "node:inspector/promises"
 import { cpus } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
@@ -154,6 +156,19 @@ const runtime = (count: number, sequential: boolean, instances: number, hooks: C
     return { ...figures(count, elapsed, latencies), cpu }
   }).pipe(Effect.scoped)
 
+/** `SAM_BENCH_CPU_PROFILE=<file>`: a CPU profile of this process during the last grouped burst (V8's format). */
+const inspector = new Session()
+const startProfile = async () => {
+  inspector.connect()
+  await inspector.post("Profiler.enable")
+  await inspector.post("Profiler.start")
+}
+const stopProfile = async (file: string) => {
+  const { profile } = await inspector.post("Profiler.stop")
+  writeFileSync(file, JSON.stringify(profile))
+  inspector.disconnect()
+}
+
 const line = (name: string, f: Figures) =>
   `| ${name} | ${f.perSecond.toFixed(0)} | ${f.p50.toFixed(0)} | ${f.p99.toFixed(0)} |`
 
@@ -175,7 +190,10 @@ const main = Effect.gen(function* () {
   const groupeds: Array<Figures> = []
   for (let round = 0; round < ROUNDS; round++) {
     raws.push(yield* raw(N, false))
+    const profiled = round === ROUNDS - 1 ? process.env.SAM_BENCH_CPU_PROFILE : undefined
+    if (profiled !== undefined) yield* Effect.promise(() => startProfile())
     groupeds.push(yield* runtime(N, false, 1, GROUPED))
+    if (profiled !== undefined) yield* Effect.promise(() => stopProfile(profiled))
   }
   const rawBurst = median(raws)
   const rtGrouped = median(groupeds)

@@ -280,6 +280,49 @@ describe("web app: project chat in the browser", () => {
     expect(await page.getByRole("link", { name: "Task details" }).getAttribute("href")).toMatch(/\/tasks\/task_/)
   })
 
+  it("goes from a new chat straight to its conversation when the session opens at once (warm node)", async () => {
+    await page.goto(projectUrl)
+    // the task's page, its address or its data (whose loader would send the page on to the session)
+    const visited: Array<string> = []
+    const onNavigated = (frame: { url(): string }) => void visited.push(frame.url())
+    const onRequest = (request: { url(): string }) => void visited.push(request.url())
+    page.on("framenavigated", onNavigated)
+    page.on("request", onRequest)
+    // The task's answer is held until its session is in the ledger: the feed's `session.opened` has then
+    // reached the page before the answer, as it often does on a warm node.
+    const token = await sessionToken(context)
+    const holdUntilOpened = async (route: Route) => {
+      if (route.request().method() !== "POST") return route.continue()
+      const response = await route.fetch()
+      const { id } = (await response.json()) as { id: string }
+      await poll(
+        async () => {
+          const task = await fetch(`${stack.url}/api/v1/tasks/${id}`, { headers: { authorization: `Bearer ${token}` } })
+          const sessionId = ((await task.json()) as { sessionId: string | null }).sessionId
+          if (sessionId === null) return false
+          return (
+            await fetch(`${stack.url}/api/v1/sessions/${sessionId}`, { headers: { authorization: `Bearer ${token}` } })
+          ).ok
+        },
+        { timeout: 30_000 }
+      ).toBe(true)
+      await route.fulfill({ response })
+    }
+    await page.route("**/api/v1/projects/*/tasks", holdUntilOpened)
+    try {
+      await send("say went straight there")
+      await page.waitForURL(/\/chat\/sess_/, { timeout: 30_000 })
+      await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
+        "went straight there"
+      )
+      expect(visited.filter((url) => url.includes("task=task_"))).toEqual([])
+    } finally {
+      page.off("framenavigated", onNavigated)
+      page.off("request", onRequest)
+      await page.unroute("**/api/v1/projects/*/tasks", holdUntilOpened)
+    }
+  })
+
   it("turns a failed task (the agent crashes) to failed in the sidebar and the view, live, with its reason", async () => {
     await page.goto(projectUrl)
     await page.selectOption("#composer-mode", "task")

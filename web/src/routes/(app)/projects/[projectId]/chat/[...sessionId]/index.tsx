@@ -59,6 +59,9 @@ const usageTitle = (usage: Usage) =>
     .filter((part) => part !== "")
     .join("; ")
 
+/** How long a new task's page waits for its session to open before it shows the task's steps instead. */
+const SESSION_WAIT_MS = 500
+
 /** How many timeline items are rendered at once; scrolling up renders more. */
 const WINDOW = 150
 
@@ -440,18 +443,50 @@ export default component$(() => {
         : "New chat"
 
   const submit = $(async (text: string, options: SendOptions) => {
-    const result = await call(
-      api.call(Api.TaskEndpoints.createTask, {
-        params: { projectId },
-        body:
-          options.profileId !== undefined
-            ? { prompt: text, profileId: options.profileId, mode: options.mode }
-            : { prompt: text, agent: options.agent as "demo", mode: options.mode }
-      })
-    )
-    if (!result.ok) return result.error.message
-    await nav(`/projects/${projectId}/chat?task=${result.value.id}`)
-    return null
+    // On a warm node a task's session opens a moment after the task is made: this page follows the project, so it
+    // waits that moment for `session.opened` and goes straight to the conversation; otherwise to the task's page,
+    // which shows its steps until the session opens. (Through the task's page, the answer waited for two page loads.)
+    const opened = new Map<string, string>()
+    let wake = () => {}
+    const stop = onFrame((f) => {
+      if (f.type !== "event" || f.eventType !== "session.opened" || f.projectId !== projectId) return
+      const body = (f.body ?? {}) as Record<string, unknown>
+      if (typeof body.taskId !== "string" || typeof body.sessionId !== "string") return
+      opened.set(body.taskId, body.sessionId)
+      wake()
+    })
+    try {
+      const result = await call(
+        api.call(Api.TaskEndpoints.createTask, {
+          params: { projectId },
+          body:
+            options.profileId !== undefined
+              ? { prompt: text, profileId: options.profileId, mode: options.mode }
+              : { prompt: text, agent: options.agent as "demo", mode: options.mode }
+        })
+      )
+      if (!result.ok) return result.error.message
+      const taskId = result.value.id
+      const sessionId =
+        opened.get(taskId) ??
+        (await new Promise<string | undefined>((resolve) => {
+          const timer = setTimeout(() => resolve(undefined), SESSION_WAIT_MS)
+          wake = () => {
+            const found = opened.get(taskId)
+            if (found === undefined) return
+            clearTimeout(timer)
+            resolve(found)
+          }
+        }))
+      await nav(
+        sessionId === undefined
+          ? `/projects/${projectId}/chat?task=${taskId}`
+          : `/projects/${projectId}/chat/${sessionId}`
+      )
+      return null
+    } finally {
+      stop()
+    }
   })
   const followUp = $(async (text: string) => {
     if (state.session === null) return "no session"

@@ -1,0 +1,233 @@
+/**
+ * Benchmark: a message sent from the browser until the agent's answer is on the page, on a warm node (the stack of
+ * the browser tests: the control plane, real vm-agents and the demo agent, the gateway serving the built app,
+ * Debian's Chromium headless). The baseline, measured in the same run and alternating with it: the same request
+ * from Node (`POST …/tasks`, then a `FeedClient` that follows the task's session once `session.opened` names it,
+ * as the page does), so the difference is what the browser and the page add. Each chat is stopped after its
+ * answer (a node holds four). Run: `node --import tsx test/bench/web-answer.ts [rounds]`. Rewrites the
+ * "Web app: a message's answer" section of docs/benchmarks.md.
+ */
+import { cpus } from "node:os"
+import { join } from "node:path"
+import { ControlPlane, NatsAccounts } from "@sam/actors"
+import { natsLayer } from "@sam/bus"
+import * as Api from "@sam/bus/api"
+import { Auth, Gateway, LocalOwner } from "@sam/gateway"
+import { FeedClient, framesOf } from "@sam/gateway/client"
+import { LocalProvider } from "@sam/infra"
+import { Sql } from "@sam/sql"
+import { Effect, Layer, Logger, LogLevel } from "effect"
+import { chromium, type Page } from "playwright-core"
+import { ensureBuilt } from "../../web/build.js"
+import { makeRepo } from "../src/Repo.js"
+import { startTestStack } from "../src/TestStack.js"
+import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
+
+const ROUNDS = Number(process.argv[2] ?? 8)
+const HOW = compiledAgents()
+const now = () => performance.timeOrigin + performance.now()
+const percentile = (values: ReadonlyArray<number>, p: number) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN
+}
+
+const running = await startTestStack()
+const stack = running.stack
+const connections = Layer.merge(
+  natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" }),
+  Sql.layer(stack.databaseUrl, "bench")
+)
+const accounts = NatsAccounts.layer({
+  natsUrl: stack.natsUrl,
+  systemCreds: stack.systemCreds,
+  authority: stack.authority
+})
+const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
+const provider = LocalProvider.layer({ dataDir: join(stack.dataDir, "bench"), natsUrl: stack.natsUrl, runtime: "host" })
+const env = Layer.merge(
+  base,
+  ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+)
+
+const bench = (url: string, password: string, repo: string) =>
+  Effect.promise(async () => {
+    const chromeBrowser = await chromium.launch({
+      executablePath: process.env.SAM_CHROMIUM ?? "/usr/bin/chromium",
+      headless: true,
+      args: ["--no-sandbox", "--disable-background-networking"]
+    })
+    try {
+      // as the browser tests: reduced motion, so spinners are not repainted without a GPU at every frame
+      const context = await chromeBrowser.newContext({
+        baseURL: url,
+        viewport: { width: 1280, height: 800 },
+        reducedMotion: "reduce"
+      })
+      const page = await context.newPage()
+      await page.goto("/signin")
+      await page.fill("#login", "owner")
+      await page.fill("#password", password)
+      await Promise.all([page.waitForURL("**/projects"), page.click("button[type=submit]")])
+      const token = (await context.cookies()).find((c) => c.name === "sam_session")?.value ?? ""
+      const api = async (method: string, path: string, body?: unknown) => {
+        const response = await fetch(`${url}/api/v1${path}`, {
+          method,
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) })
+        })
+        if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`)
+        // biome-ignore lint/suspicious/noExplicitAny: a response body, read field by field
+        return (await response.json()) as any
+      }
+      const project = await api("POST", "/projects", { name: "bench", repoUrl: repo })
+      const projectId: string = project.id
+
+      /** The answer being waited for, and when a frame with it first reached the page's socket. */
+      const watched = { word: "", at: Number.NaN }
+      page.on("websocket", (ws) =>
+        ws.on("framereceived", (frame) => {
+          if (watched.word === "" || !Number.isNaN(watched.at) || !String(frame.payload).includes(watched.word)) return
+          // the agent's text, not an event that quotes the prompt
+          const parsed = Api.ServerFrame.safeParse(JSON.parse(String(frame.payload)))
+          if (!parsed.success) return
+          for (const one of framesOf(parsed.data)) {
+            if (one.type !== "session.event") continue
+            const event = one.event as { type?: string; text?: string }
+            if (event.type === "text" && event.text?.includes(watched.word) === true) watched.at = now()
+          }
+        })
+      )
+
+      /** From the browser: Send pressed → the answer's frame reaches the page → its text is on the page. */
+      const fromBrowser = async (p: Page, word: string) => {
+        await p.goto(`/projects/${projectId}/chat`)
+        await p.locator("#composer-text").fill(`say ${word}`)
+        await p.waitForLoadState("networkidle")
+        watched.word = word
+        watched.at = Number.NaN
+        const sent = now()
+        await p.locator("#composer-text").press("Control+Enter")
+        await p.getByTestId("timeline").locator("[data-kind=text]", { hasText: word }).waitFor({ timeout: 60_000 })
+        const shown = now()
+        return {
+          total: shown - sent,
+          frame: watched.at - sent,
+          page: shown - watched.at,
+          sessionId: /sess_[0-9a-z]+/.exec(p.url())?.[0]
+        }
+      }
+
+      /** From Node: the same request, and the session followed from `session.opened`, as the page does. */
+      const fromNode = (word: string) =>
+        new Promise<{ total: number; sessionId: string }>((resolve, reject) => {
+          const sent = now()
+          let sessionId = ""
+          let taskId = ""
+          const client = new FeedClient({
+            baseUrl: url,
+            token,
+            projects: [projectId],
+            onFrame: (frame) => {
+              if (frame.type === "event" && frame.eventType === "session.opened") {
+                const body = frame.body as { sessionId?: string; taskId?: string }
+                if (body.taskId === taskId && body.sessionId !== undefined && sessionId === "") {
+                  sessionId = body.sessionId
+                  client.subscribe({ sessions: [{ sessionId, afterSeq: 0 }] })
+                }
+              }
+              for (const e of framesOf(frame)) {
+                if (e.type !== "session.event" || e.sessionId !== sessionId) continue
+                const event = e.event as { type?: string; text?: string }
+                if (event.type === "text" && event.text?.includes(word) === true) {
+                  client.close()
+                  resolve({ total: now() - sent, sessionId })
+                }
+              }
+            }
+          })
+          const open = () => {
+            if (client.stats.connections === 0) return void setTimeout(open, 10)
+            api("POST", `/projects/${projectId}/tasks`, { prompt: `say ${word}`, agent: "demo", mode: "conversation" })
+              .then((task) => {
+                taskId = task.id
+              })
+              .catch(reject)
+          }
+          open()
+        })
+
+      const stop = (sessionId: string | undefined) =>
+        sessionId === undefined
+          ? Promise.resolve()
+          : api("POST", `/sessions/${sessionId}/stop`, {}).catch(() => undefined)
+
+      // Warm-up: the first task starts a node and loads the page's code.
+      await stop((await fromBrowser(page, `warm${Date.now()}`)).sessionId)
+      await stop((await fromNode(`warmnode${Date.now()}`)).sessionId)
+      const browser: Array<{ total: number; frame: number; page: number }> = []
+      const node: Array<number> = []
+      for (let i = 0; i < ROUNDS; i++) {
+        const b = await fromBrowser(page, `answer${i}x${Date.now() % 1_000_000}`)
+        browser.push(b)
+        await stop(b.sessionId)
+        const n = await fromNode(`nodeanswer${i}x${Date.now() % 1_000_000}`)
+        node.push(n.total)
+        await stop(n.sessionId)
+      }
+      const ms = (v: number) => v.toFixed(0)
+      const row = (name: string, values: ReadonlyArray<number>) =>
+        `| ${name} | ${ms(percentile(values, 50))} | ${ms(percentile(values, 90))} | ${ms(Math.min(...values))}–${ms(Math.max(...values))} |`
+      const section = [
+        "## Web app: a message's answer",
+        "",
+        `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`${HOW}node --import tsx test/bench/web-answer.ts ${ROUNDS}\``,
+        `on this machine (${cpus().length} cores, shared with other work; figures vary run to run): the browser tests' stack`,
+        "(control plane, vm-agents and the demo agent on the host runtime, the gateway serving `web/dist`), Debian's",
+        "Chromium headless at 1280×800 with reduced motion, one warm node. A new chat's message `say <word>`, until the",
+        "answer's text is on the page; alternating with the same request from Node, which follows the task's session from",
+        "its `session.opened` over the feed (`FeedClient`) as the page does. Each chat is stopped after its answer.",
+        "",
+        "| path | p50 ms | p90 ms | range ms |",
+        "|---|---:|---:|---:|",
+        row("Node: `POST …/tasks` → the answer's text at the feed client", node),
+        row(
+          "browser: Send → the answer's text on the page",
+          browser.map((b) => b.total)
+        ),
+        row(
+          "browser: Send → the answer's frame at the page's socket",
+          browser.map((b) => b.frame)
+        ),
+        row(
+          "browser: the answer's frame → its text on the page",
+          browser.map((b) => b.page)
+        ),
+        "",
+        `Added by the browser and the page (p50 of the browser's path less the Node client's): ${ms(
+          percentile(
+            browser.map((b) => b.total),
+            50
+          ) - percentile(node, 50)
+        )} ms.`,
+        ""
+      ].join("\n")
+      await Effect.runPromise(writeSection("Web app: a message's answer", section))
+    } finally {
+      await chromeBrowser.close()
+    }
+  })
+
+try {
+  await Effect.runPromise(
+    Effect.gen(function* () {
+      yield* Effect.promise(() => ensureBuilt())
+      const { url } = yield* Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: stack.natsUrl })
+      const owner = yield* LocalOwner.ensure(yield* scratch("sam-bench-owner-")).pipe(Effect.provide(Auth.Default))
+      if (owner.newPassword === undefined) throw new Error("the owner account got no password")
+      const repo = makeRepo(join(yield* scratch("sam-bench-answer-"), "repo"))
+      yield* bench(url, owner.newPassword, repo)
+    }).pipe(Effect.scoped, Effect.provide(env), Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)))
+  )
+} finally {
+  await running.close()
+}

@@ -1,10 +1,23 @@
 import type * as Api from "@sam/bus/api"
+import { z } from "zod"
 
 type Session = Api.Session
 
 export type Attention = "needs_input" | "failed" | "working" | "idle" | "sleeping" | "completed" | "stopped"
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled"])
+
+const Opened = z.object({
+  taskId: z.string().regex(/^task_[0-9a-z]{1,64}$/),
+  sessionId: z.string().regex(/^sess_[0-9a-z]{1,64}$/)
+})
+
+/** The task and its session a feed frame says opened (`session.opened` of the project), or null. */
+export const openedSession = (frame: Api.ServerFrame, projectId: string) => {
+  if (frame.type !== "event" || frame.eventType !== "session.opened" || frame.projectId !== projectId) return null
+  const parsed = Opened.safeParse(frame.body)
+  return parsed.success ? parsed.data : null
+}
 
 /** Whether a session's snapshot says its agent is at work (a turn in progress, or being recovered). */
 export const isWorking = (snapshot: Session["snapshot"]) =>

@@ -10,6 +10,7 @@ import {
   ATTENTION_LABEL,
   attentionOf,
   elapsed,
+  openedSession,
   relativeTime,
   STAGES,
   STEP_LABEL,
@@ -330,17 +331,11 @@ export default component$(() => {
           const now = new Date().toISOString()
           // The task this page waits on has its session (written in the ledger with the event): go there now,
           // not after a read of the lists (the answer may already be on its way).
-          if (
-            f.eventType === "session.opened" &&
-            sessionId === null &&
-            state.task !== null &&
-            body.taskId === state.task.id &&
-            typeof body.sessionId === "string" &&
-            !stopped
-          ) {
+          const opened = openedSession(f, projectId)
+          if (opened !== null && sessionId === null && opened.taskId === state.task?.id && !stopped) {
             stopped = true
             clearTimeout(refreshTimer)
-            nav(`/projects/${projectId}/chat/${body.sessionId}`, { replaceState: true })
+            nav(`/projects/${projectId}/chat/${opened.sessionId}`, { replaceState: true })
             return
           }
           if (f.eventType === "session.activity" && typeof body.sessionId === "string") {
@@ -449,10 +444,9 @@ export default component$(() => {
     const opened = new Map<string, string>()
     let wake = () => {}
     const stop = onFrame((f) => {
-      if (f.type !== "event" || f.eventType !== "session.opened" || f.projectId !== projectId) return
-      const body = (f.body ?? {}) as Record<string, unknown>
-      if (typeof body.taskId !== "string" || typeof body.sessionId !== "string") return
-      opened.set(body.taskId, body.sessionId)
+      const session = openedSession(f, projectId)
+      if (session === null) return
+      opened.set(session.taskId, session.sessionId)
       wake()
     })
     try {

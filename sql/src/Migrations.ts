@@ -20,6 +20,7 @@ import nodeBootKeys from "./migrations/0017_node_boot_keys.js"
 import inboxRetention from "./migrations/0018_inbox_retention.js"
 import sessionsByWorkspace from "./migrations/0019_sessions_by_workspace.js"
 import sessionsRecentlyChanged from "./migrations/0020_sessions_recently_changed.js"
+import sessionUsage from "./migrations/0021_session_usage.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -46,7 +47,8 @@ export const migrations = {
   "0017_node_boot_keys": nodeBootKeys,
   "0018_inbox_retention": inboxRetention,
   "0019_sessions_by_workspace": sessionsByWorkspace,
-  "0020_sessions_recently_changed": sessionsRecentlyChanged
+  "0020_sessions_recently_changed": sessionsRecentlyChanged,
+  "0021_session_usage": sessionUsage
 }
 
 const migrator = Migrator.make({})

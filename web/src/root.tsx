@@ -20,7 +20,9 @@ const Head = component$(() => {
 })
 
 export default component$(() => (
-  <QwikCityProvider>
+  // No view transition on navigation: Qwik waits for its animation to end (250 ms and more) before it runs what the new
+  // page starts, such as its live feed, so a chat was subscribed to only after the cross-fade.
+  <QwikCityProvider viewTransition={false}>
     <Head />
     <body>
       <RouterOutlet />

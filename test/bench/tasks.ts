@@ -8,7 +8,6 @@
  * host-runtime task's spans (the actors, their SQL statements, the bus handlers) on one clock; tracing
  * every span slows the path, so the figures of such a run are not comparable.
  */
-import { readdirSync, readFileSync, readlinkSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
@@ -25,6 +24,7 @@ import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
 import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
 import * as SpanTimeline from "./SpanTimeline.js"
+import { demoAgents, warmAgentBooted } from "./WarmAgent.js"
 
 const N = Number(process.argv[2] ?? 10)
 /** the vm-agents and demo agents as `./sam` runs them, compiled */
@@ -32,53 +32,6 @@ const HOW = compiledAgents()
 const { ControlProtocol: C, SessionEvents: E } = Domain
 const timeline = process.env.SAM_BENCH_TIMELINE === "1" ? SpanTimeline.make() : undefined
 const events = registry(ControlPlane.TaskStatusEvent, E.SessionEventAppended, E.SessionEventBatch, E.SessionSlept)
-
-/**
- * The demo agents running on this machine: /proc shows the host runtime's and the containers' alike. The warm one
- * (ADR 0055), booted for the next workspace and waiting in `/` for its start line, is no session's.
- */
-const demoAgents = () => {
-  let sessions = 0
-  const warm: Array<string> = []
-  for (const pid of readdirSync("/proc")) {
-    if (!/^[0-9]+$/.test(pid)) continue
-    try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("demo-agent")) continue
-      if (readlinkSync(`/proc/${pid}/cwd`) === "/") warm.push(pid)
-      else sessions += 1
-    } catch {}
-  }
-  return { sessions, warm }
-}
-
-/** The CPU time a process has used so far, in clock ticks (user and system); -1 once it is gone. */
-const cpuTicks = (pid: string) => {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? []
-    return Number(fields[11]) + Number(fields[12])
-  } catch {
-    return -1
-  }
-}
-
-/**
- * A warm agent that has booted (and rehearsed, ADR 0055) and waits for its start line: it has used no CPU for 150 ms.
- * One that is still booting uses a core the whole time.
- */
-const warmAgentBooted = Effect.gen(function* () {
-  const deadline = Date.now() + 10_000
-  let still = 0
-  let last = -1
-  while (Date.now() < deadline) {
-    const pid = demoAgents().warm[0]
-    const ticks = pid === undefined ? -1 : cpuTicks(pid)
-    still = ticks >= 0 && ticks === last ? still + 1 : 0
-    last = ticks
-    if (still >= 15) return true
-    yield* Effect.sleep("10 millis")
-  }
-  return false
-})
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN

@@ -3,8 +3,9 @@ import { readFile, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import type { SqlClient } from "@effect/sql"
+import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { type Nats, natsLayer } from "@sam/bus"
-import type { LocalStack } from "@sam/infra"
+import { LocalProvider, type LocalStack } from "@sam/infra"
 import { Sql } from "@sam/sql"
 import { Effect, Layer, Logger, LogLevel } from "effect"
 import { startTestStack, tempDir } from "../src/TestStack.js"
@@ -79,3 +80,38 @@ export const scratch = (prefix: string) =>
         await rm(dir, { recursive: true, force: true }).catch((e) => console.warn(`could not delete ${dir}: ${e}`))
       })
   )
+
+/**
+ * The control plane on a bench's stack as `sam up` runs it, with local nodes (`runtime`, host by default; `nodeEnv`
+ * for their vm-agents) under `<dataDir>/bench`: its NATS and Postgres connections, the outside parties' NATS
+ * accounts, the actors.
+ */
+export const controlPlaneOn = (
+  stack: LocalStack.Stack,
+  options: {
+    readonly controlPlane?: Parameters<typeof ControlPlane.layer>[0]
+    readonly runtime?: "host" | "docker"
+    readonly nodeEnv?: Readonly<Record<string, string>>
+  } = {}
+) => {
+  const connections = Layer.merge(
+    natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" }),
+    Sql.layer(stack.databaseUrl, "bench")
+  )
+  const accounts = NatsAccounts.layer({
+    natsUrl: stack.natsUrl,
+    systemCreds: stack.systemCreds,
+    authority: stack.authority
+  })
+  const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
+  const provider = LocalProvider.layer({
+    dataDir: join(stack.dataDir, "bench"),
+    natsUrl: stack.natsUrl,
+    runtime: options.runtime ?? "host",
+    env: { ...options.nodeEnv }
+  })
+  return Layer.merge(
+    base,
+    ControlPlane.layer(options.controlPlane).pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+  )
+}

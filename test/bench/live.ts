@@ -15,17 +15,15 @@
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
-import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
-import { Domain, makeId, Nats, natsLayer, Subjects } from "@sam/bus"
+import { Actors, ControlPlane } from "@sam/actors"
+import { Domain, makeId, Nats, Subjects } from "@sam/bus"
 import { Auth, Gateway } from "@sam/gateway"
 import { FeedClient } from "@sam/gateway/client"
-import { LocalProvider } from "@sam/infra"
-import { Sql } from "@sam/sql"
-import { Effect, Fiber, Layer, Logger, LogLevel } from "effect"
+import { Effect, Fiber, Logger, LogLevel } from "effect"
 import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, controlPlaneOn, scratch, writeSection } from "./BenchReport.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 /** This process in the per-process CPU figures. */
@@ -83,21 +81,6 @@ interface Follower {
 const program = Effect.gen(function* () {
   const running = yield* Effect.acquireRelease(Effect.promise(startTestStack), (r) => Effect.promise(r.close))
   const stack = running.stack
-  const connections = Layer.merge(
-    natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" }),
-    Sql.layer(stack.databaseUrl, "bench")
-  )
-  const accounts = NatsAccounts.layer({
-    natsUrl: stack.natsUrl,
-    systemCreds: stack.systemCreds,
-    authority: stack.authority
-  })
-  const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
-  const provider = LocalProvider.layer({
-    dataDir: join(stack.dataDir, "bench"),
-    natsUrl: stack.natsUrl,
-    runtime: "host"
-  })
   // Where the control plane's time goes: commands applied per kind and how long each took.
   const applied = new Map<string, { n: number; ms: number }>()
   const onApplied = (a: { kind: string; startedAt: number; at: number }) => {
@@ -106,12 +89,7 @@ const program = Effect.gen(function* () {
     entry.ms += a.at - a.startedAt
     applied.set(a.kind, entry)
   }
-  const env = Layer.merge(
-    base,
-    ControlPlane.layer({ runtime: { onApplied } }).pipe(
-      Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base))
-    )
-  )
+  const env = controlPlaneOn(stack, { controlPlane: { runtime: { onApplied } } })
   return yield* Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
     const { url } = yield* Gateway.start({ host: "127.0.0.1", port: 0, natsUrl: stack.natsUrl })

@@ -11,18 +11,16 @@
 import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
-import { Actors, ControlPlane, NatsAccounts } from "@sam/actors"
-import { Domain, makeId, Nats, natsLayer, registry } from "@sam/bus"
-import { LocalProvider } from "@sam/infra"
-import { Sql } from "@sam/sql"
-import { Deferred, Effect, Fiber, Layer, Logger, LogLevel, Stream } from "effect"
+import { Actors, ControlPlane } from "@sam/actors"
+import { Domain, makeId, Nats, registry } from "@sam/bus"
+import { Deferred, Effect, Fiber, Logger, LogLevel, Stream } from "effect"
 import * as DockerEngine from "../../infra/src/DockerEngine.js"
 import * as WorkspaceImage from "../../infra/src/WorkspaceImage.js"
 import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
 import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, controlPlaneOn, scratch, writeSection } from "./BenchReport.js"
 import * as SpanTimeline from "./SpanTimeline.js"
 import { demoAgents, warmAgentBooted } from "./WarmAgent.js"
 
@@ -205,21 +203,6 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
   Effect.gen(function* () {
     const running = yield* Effect.acquireRelease(Effect.promise(startTestStack), (r) => Effect.promise(r.close))
     const stack = running.stack
-    const nats = natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" })
-    const sql = Sql.layer(stack.databaseUrl, "bench")
-    const connections = Layer.merge(nats, sql)
-    const accounts = NatsAccounts.layer({
-      natsUrl: stack.natsUrl,
-      systemCreds: stack.systemCreds,
-      authority: stack.authority
-    })
-    const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
-    const provider = LocalProvider.layer({
-      dataDir: join(stack.dataDir, "bench"),
-      natsUrl: stack.natsUrl,
-      runtime,
-      env: dockerSocket === undefined ? {} : { SAM_DOCKER_SOCKET: dockerSocket }
-    })
     return yield* Effect.gen(function* () {
       const db = yield* SqlClient.SqlClient
       const userId = makeId("user")
@@ -231,10 +214,10 @@ const throughControlPlane = (runtime: "host" | "docker", dockerSocket?: string) 
       return yield* timeTasks(N, projectId, userId, runtime)
     }).pipe(
       Effect.provide(
-        Layer.merge(
-          base,
-          ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
-        )
+        controlPlaneOn(stack, {
+          runtime,
+          ...(dockerSocket === undefined ? {} : { nodeEnv: { SAM_DOCKER_SOCKET: dockerSocket } })
+        })
       )
     )
   }).pipe(Effect.scoped)

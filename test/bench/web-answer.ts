@@ -9,18 +9,14 @@
  */
 import { cpus } from "node:os"
 import { join } from "node:path"
-import { ControlPlane, NatsAccounts } from "@sam/actors"
-import { natsLayer } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { FeedClient, framesOf } from "@sam/gateway/client"
-import { LocalProvider } from "@sam/infra"
-import { Sql } from "@sam/sql"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Effect, Logger, LogLevel } from "effect"
 import { chromium, type Page } from "playwright-core"
 import { ensureBuilt } from "../../web/build.js"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, controlPlaneOn, scratch, writeSection } from "./BenchReport.js"
 import { warmAgentBooted } from "./WarmAgent.js"
 
 const ROUNDS = Number(process.argv[2] ?? 8)
@@ -33,21 +29,7 @@ const percentile = (values: ReadonlyArray<number>, p: number) => {
 
 const running = await startTestStack()
 const stack = running.stack
-const connections = Layer.merge(
-  natsLayer({ servers: stack.natsUrl, creds: stack.controlPlaneCreds, name: "bench" }),
-  Sql.layer(stack.databaseUrl, "bench")
-)
-const accounts = NatsAccounts.layer({
-  natsUrl: stack.natsUrl,
-  systemCreds: stack.systemCreds,
-  authority: stack.authority
-})
-const base = Layer.merge(connections, accounts.pipe(Layer.provide(connections)))
-const provider = LocalProvider.layer({ dataDir: join(stack.dataDir, "bench"), natsUrl: stack.natsUrl, runtime: "host" })
-const env = Layer.merge(
-  base,
-  ControlPlane.layer().pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
-)
+const env = controlPlaneOn(stack)
 
 const ANSWER_CLOCK = `(() => {
   const answer = () => window.__answer && window.__answer.word ? window.__answer : undefined

@@ -323,6 +323,38 @@ describe("web app: project chat in the browser", () => {
     }
   })
 
+  it("stays where the reader went when they leave a new chat before its task is made", async () => {
+    await page.goto(projectUrl)
+    let release = () => {}
+    const held = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let posted = false
+    const holdCreate = async (route: Route) => {
+      if (route.request().method() !== "POST") return route.continue()
+      posted = true
+      await held
+      await route.continue()
+    }
+    await page.route("**/api/v1/projects/*/tasks", holdCreate)
+    try {
+      await send("say made while the reader was elsewhere")
+      await poll(() => posted).toBe(true)
+      await page.getByRole("link", { name: "Tasks", exact: true }).click()
+      await page.waitForURL(/\/tasks$/)
+      const created = page.waitForResponse((r) => r.request().method() === "POST" && /\/tasks$/.test(r.url()))
+      release()
+      expect((await created).status()).toBe(201)
+      // Send goes nowhere later than 500 ms after its task is made (SESSION_WAIT_MS): twice that, then look. Nothing
+      // else says the handler is done, and what is checked is that it did not move the page.
+      await page.waitForTimeout(1_000)
+      expect(page.url()).toMatch(/\/tasks$/)
+    } finally {
+      release()
+      await page.unroute("**/api/v1/projects/*/tasks", holdCreate)
+    }
+  })
+
   it("turns a failed task (the agent crashes) to failed in the sidebar and the view, live, with its reason", async () => {
     await page.goto(projectUrl)
     await page.selectOption("#composer-mode", "task")

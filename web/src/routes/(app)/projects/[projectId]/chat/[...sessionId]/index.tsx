@@ -441,6 +441,7 @@ export default component$(() => {
     // On a warm node a task's session opens a moment after the task is made: this page follows the project, so it
     // waits that moment for `session.opened` and goes straight to the conversation; otherwise to the task's page,
     // which shows its steps until the session opens. (Through the task's page, the answer waited for two page loads.)
+    const from = location.href
     const opened = new Map<string, string>()
     let wake = () => {}
     const stop = onFrame((f) => {
@@ -472,6 +473,8 @@ export default component$(() => {
             resolve(found)
           }
         }))
+      // The reader went elsewhere meanwhile: the task runs, its chat is in the list; the page is not taken back.
+      if (location.href !== from) return null
       await nav(
         sessionId === undefined
           ? `/projects/${projectId}/chat?task=${taskId}`

@@ -1,7 +1,8 @@
 import { $, component$, Slot, useSignal } from "@builder.io/qwik"
-import { Form, Link, type RequestHandler, routeAction$, routeLoader$, useLocation } from "@builder.io/qwik-city"
+import { Form, type RequestHandler, routeAction$, routeLoader$, useLocation } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Bell } from "~/components/Bell"
+import { Link } from "~/components/Link"
 import { clientOf, load, run, SESSION_COOKIE } from "~/lib/server"
 
 export const onRequest: RequestHandler = (event) => {
@@ -40,14 +41,13 @@ export default component$(() => {
   return (
     <div class="shell">
       <header class="topbar">
-        <Link prefetch="js" class="brand" href="/projects" aria-label="SAM home">
+        <Link class="brand" href="/projects" aria-label="SAM home">
           <img src="/favicon.svg" alt="" width={26} height={26} />
           <span>SAM</span>
         </Link>
         <nav class={["nav", navOpen.value && "open"]} aria-label="Main">
           {NAV.map((item) => (
             <Link
-              prefetch="js"
               key={item.href}
               href={item.href}
               aria-current={loc.url.pathname.startsWith(item.href) ? "page" : undefined}

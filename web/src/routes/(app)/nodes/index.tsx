@@ -1,7 +1,8 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
+import { Link } from "~/components/Link"
 import { clientOf, load, run } from "~/lib/server"
 import { relativeTime } from "~/lib/sessions"
 
@@ -62,7 +63,7 @@ export default component$(() => {
           <ul class="list" data-testid="nodes">
             {nodes.value.nodes.map((n) => (
               <li key={n.id}>
-                <Link prefetch="js" class="list-item" href={`/nodes/${n.id}`}>
+                <Link class="list-item" href={`/nodes/${n.id}`}>
                   <span class="mono" style={{ flex: 1, minWidth: 0, overflow: "hidden", textOverflow: "ellipsis" }}>
                     {n.id}
                   </span>

@@ -1,5 +1,6 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Link, type RequestHandler, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, type RequestHandler, routeLoader$ } from "@builder.io/qwik-city"
+import { Link } from "~/components/Link"
 import { PAGE_PROBLEM, type PageProblem } from "~/lib/server"
 
 /** A page whose data could not be had (`load`), shown in the app's frame: a wrong or stale address, no access. */
@@ -33,7 +34,7 @@ export default component$(() => {
             {problem.value.message} <span class="mono">({problem.value.status})</span>
           </p>
           <p style={{ margin: 0 }}>
-            <Link prefetch="js" class="btn btn-primary" href="/projects">
+            <Link class="btn btn-primary" href="/projects">
               Your projects
             </Link>
           </p>

@@ -1,8 +1,9 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import { StatusIcon } from "~/components/chat/StatusIcon"
+import { Link } from "~/components/Link"
 import { clientOf, load, run } from "~/lib/server"
 import { ATTENTION_LABEL, attentionOf, relativeTime, titleOf } from "~/lib/sessions"
 
@@ -106,7 +107,6 @@ export default component$(() => {
             {projects.value.map(({ project, sessions }) => (
               <li key={project.id}>
                 <Link
-                  prefetch="js"
                   class="list-item glass"
                   href={`/projects/${project.id}/chat`}
                   style={{ borderRadius: "var(--radius-lg)" }}
@@ -133,12 +133,7 @@ export default component$(() => {
                   <ul class="sessions" style={{ padding: "var(--space-1) 0 0 var(--space-4)" }}>
                     {sessions.slice(0, 3).map((s) => (
                       <li key={s.id}>
-                        <Link
-                          prefetch="js"
-                          class="session-row"
-                          href={`/projects/${project.id}/chat/${s.id}`}
-                          data-status={s.status}
-                        >
+                        <Link class="session-row" href={`/projects/${project.id}/chat/${s.id}`} data-status={s.status}>
                           <StatusIcon status={s.status} />
                           <span class="session-title">{s.title}</span>
                           <span class="session-meta">

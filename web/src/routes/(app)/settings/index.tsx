@@ -1,8 +1,9 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Client } from "@sam/gateway/client"
 import { Either } from "effect"
+import { Link } from "~/components/Link"
 import { clientOf, config, load, run } from "~/lib/server"
 import { relativeTime } from "~/lib/sessions"
 
@@ -81,7 +82,7 @@ export default component$(() => {
         <h1>Settings</h1>
         <section class="glass card row" aria-label="Agent credentials">
           <span style={{ flex: 1 }}>Your keys and tokens for Claude Code, Codex, Gemini CLI and OpenCode.</span>
-          <Link prefetch="js" class="btn" href="/settings/agents">
+          <Link class="btn" href="/settings/agents">
             Agent credentials
           </Link>
         </section>

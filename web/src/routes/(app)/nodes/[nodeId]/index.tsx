@@ -1,8 +1,9 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import { ConfirmAction } from "~/components/Confirm"
+import { Link } from "~/components/Link"
 import { NodeBootLog } from "~/components/NodeBootLog"
 import { clientOf, load, run } from "~/lib/server"
 
@@ -77,7 +78,7 @@ export default component$(() => {
             <ul class="list">
               {workspaces.map((w) => (
                 <li key={w.id}>
-                  <Link prefetch="js" class="list-item" href={`/workspaces/${w.id}`}>
+                  <Link class="list-item" href={`/workspaces/${w.id}`}>
                     <span class="mono" style={{ flex: 1 }}>
                       {w.id}
                     </span>

@@ -1,7 +1,8 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
+import { Link } from "~/components/Link"
 import { clientOf, load, run } from "~/lib/server"
 import { relativeTime } from "~/lib/sessions"
 
@@ -55,7 +56,7 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>Agent credentials</h1>
-          <Link prefetch="js" class="btn" href="/settings">
+          <Link class="btn" href="/settings">
             All settings
           </Link>
         </div>

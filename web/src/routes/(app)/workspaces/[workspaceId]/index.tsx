@@ -1,8 +1,9 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import { ConfirmAction } from "~/components/Confirm"
+import { Link } from "~/components/Link"
 import { NodeBootLog } from "~/components/NodeBootLog"
 import { clientOf, load, run } from "~/lib/server"
 import { useMe } from "~/routes/(app)/layout"
@@ -74,11 +75,11 @@ export default component$(() => {
           <span class="badge">{w.status}</span>
           <span class="badge">{w.runtime ?? "—"}</span>
           {w.nodeId && (
-            <Link prefetch="js" class="badge" href={`/nodes/${w.nodeId}`}>
+            <Link class="badge" href={`/nodes/${w.nodeId}`}>
               {w.nodeId}
             </Link>
           )}
-          <Link prefetch="js" class="badge" href={`/projects/${w.projectId}/chat`}>
+          <Link class="badge" href={`/projects/${w.projectId}/chat`}>
             project
           </Link>
           {w.errorReason && <span class="field-error">{w.errorReason}</span>}

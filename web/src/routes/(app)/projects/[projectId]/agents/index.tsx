@@ -1,8 +1,9 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
 import type { z } from "zod"
+import { Link } from "~/components/Link"
 import { clientOf, load, run } from "~/lib/server"
 
 /**
@@ -315,10 +316,10 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>{project.name} · agents</h1>
-          <Link prefetch="js" class="btn" href="/settings/agents">
+          <Link class="btn" href="/settings/agents">
             My agent credentials
           </Link>
-          <Link prefetch="js" class="btn" href={`/projects/${project.id}/chat`}>
+          <Link class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>
         </div>

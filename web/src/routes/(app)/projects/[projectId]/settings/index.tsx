@@ -1,7 +1,8 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
+import { Link } from "~/components/Link"
 import { clientOf, load, run } from "~/lib/server"
 
 export const useProjectSettings = routeLoader$(async (event) => {
@@ -45,10 +46,10 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>{project.name} · settings</h1>
-          <Link prefetch="js" class="btn" href={`/projects/${project.id}/agents`}>
+          <Link class="btn" href={`/projects/${project.id}/agents`}>
             Agent profiles
           </Link>
-          <Link prefetch="js" class="btn" href={`/projects/${project.id}/chat`}>
+          <Link class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>
         </div>

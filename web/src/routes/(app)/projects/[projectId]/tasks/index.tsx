@@ -1,6 +1,7 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Link, routeLoader$, useLocation } from "@builder.io/qwik-city"
+import { type DocumentHead, routeLoader$, useLocation } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
+import { Link } from "~/components/Link"
 import { clientOf, load } from "~/lib/server"
 import { relativeTime, titleOf } from "~/lib/sessions"
 
@@ -55,7 +56,7 @@ export default component$(() => {
       <div class="page-narrow">
         <div class="row">
           <h1 style={{ flex: 1 }}>Tasks · {project.name}</h1>
-          <Link prefetch="js" class="btn" href={`/projects/${project.id}/chat`}>
+          <Link class="btn" href={`/projects/${project.id}/chat`}>
             Back to chat
           </Link>
         </div>
@@ -66,7 +67,6 @@ export default component$(() => {
         >
           {FILTERS.map((f) => (
             <Link
-              prefetch="js"
               key={f}
               class="tab"
               href={`${loc.url.pathname}${f === "all" ? "" : `?status=${f}`}`}
@@ -83,7 +83,7 @@ export default component$(() => {
           <ul class="list" data-testid="tasks">
             {tasks.map((t) => (
               <li key={t.id}>
-                <Link prefetch="js" class="list-item" href={`/projects/${project.id}/tasks/${t.id}`}>
+                <Link class="list-item" href={`/projects/${project.id}/tasks/${t.id}`}>
                   <span
                     style={{ flex: 1, minWidth: 0, overflow: "hidden", textOverflow: "ellipsis", whiteSpace: "nowrap" }}
                   >

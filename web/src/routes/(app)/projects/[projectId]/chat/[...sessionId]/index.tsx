@@ -1,9 +1,10 @@
 import { $, component$, type NoSerialize, noSerialize, useStore, useTask$, useVisibleTask$ } from "@builder.io/qwik"
-import { type DocumentHead, Link, routeLoader$, useNavigate } from "@builder.io/qwik-city"
+import { type DocumentHead, routeLoader$, useNavigate } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Composer, type ComposerProfile, type SendOptions } from "~/components/chat/Composer"
 import { ItemView } from "~/components/chat/ItemView"
 import { StatusIcon } from "~/components/chat/StatusIcon"
+import { Link } from "~/components/Link"
 import { api, call, feed, onFrame, onStatus } from "~/lib/browser"
 import { clientOf, load, loadAll, noCall } from "~/lib/server"
 import {
@@ -543,12 +544,7 @@ export default component$(() => {
               offline
             </span>
           )}
-          <Link
-            prefetch="js"
-            class="btn btn-ghost btn-icon"
-            href={`/projects/${projectId}/settings`}
-            aria-label="Project settings"
-          >
+          <Link class="btn btn-ghost btn-icon" href={`/projects/${projectId}/settings`} aria-label="Project settings">
             <svg
               width="18"
               height="18"
@@ -564,7 +560,7 @@ export default component$(() => {
           </Link>
         </div>
         <div class="stack" style={{ gap: "var(--space-2)" }}>
-          <Link prefetch="js" class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+          <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
             + New chat
           </Link>
           <div class="row" style={{ gap: "var(--space-2)", flexWrap: "nowrap" }}>
@@ -581,7 +577,7 @@ export default component$(() => {
                 state.search = input.value
               }}
             />
-            <Link prefetch="js" class="btn btn-sm" href={`/projects/${projectId}/tasks`}>
+            <Link class="btn btn-sm" href={`/projects/${projectId}/tasks`}>
               Tasks
             </Link>
           </div>
@@ -593,7 +589,6 @@ export default component$(() => {
             return (
               <li key={s.id}>
                 <Link
-                  prefetch="js"
                   class="session-row"
                   href={`/projects/${projectId}/chat/${s.id}`}
                   aria-current={s.id === session?.id ? "page" : undefined}
@@ -748,7 +743,7 @@ export default component$(() => {
                 {STEP_LABEL[task.executionStep ?? "node_selection"] ?? task.executionStep}
               </span>
               {task.workspaceId !== null && (
-                <Link prefetch="js" class="hint" href={`/workspaces/${task.workspaceId}`}>
+                <Link class="hint" href={`/workspaces/${task.workspaceId}`}>
                   View boot log
                 </Link>
               )}
@@ -874,11 +869,11 @@ export default component$(() => {
                   )}
                 </span>
                 {task !== null && (
-                  <Link prefetch="js" class="btn" href={`/projects/${projectId}/tasks/${task.id}`}>
+                  <Link class="btn" href={`/projects/${projectId}/tasks/${task.id}`}>
                     Task details
                   </Link>
                 )}
-                <Link prefetch="js" class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+                <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
                   New chat
                 </Link>
               </div>
@@ -890,7 +885,7 @@ export default component$(() => {
                   Another member started this chat. Its agent works with their credentials, on their machine, so only
                   they can write to it.
                 </span>
-                <Link prefetch="js" class="btn btn-primary" href={`/projects/${projectId}/chat`}>
+                <Link class="btn btn-primary" href={`/projects/${projectId}/chat`}>
                   New chat
                 </Link>
               </div>

@@ -1,7 +1,8 @@
 import { component$ } from "@builder.io/qwik"
-import { type DocumentHead, Form, Link, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
+import { type DocumentHead, Form, routeAction$, routeLoader$ } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { Either } from "effect"
+import { Link } from "~/components/Link"
 import { clientOf, load, run } from "~/lib/server"
 import { STEP_LABEL, TERMINAL, titleOf } from "~/lib/sessions"
 import { useMe } from "~/routes/(app)/layout"
@@ -131,7 +132,7 @@ export default component$(() => {
           </dl>
           <div class="row">
             {t.sessionId && (
-              <Link prefetch="js" class="btn btn-primary" href={`/projects/${t.projectId}/chat/${t.sessionId}`}>
+              <Link class="btn btn-primary" href={`/projects/${t.projectId}/chat/${t.sessionId}`}>
                 Open chat
               </Link>
             )}

@@ -1,5 +1,6 @@
 import { execFile, execFileSync } from "node:child_process"
 import { readFile, rm, writeFile } from "node:fs/promises"
+import { Session } from "node:inspector/promises"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import type { SqlClient } from "@effect/sql"
@@ -113,5 +114,29 @@ export const controlPlaneOn = (
   return Layer.merge(
     base,
     ControlPlane.layer(options.controlPlane).pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
+  )
+}
+
+/**
+ * `SAM_BENCH_CPU_PROFILE=<file>`: a CPU profile of this process (V8's format) around `effect`, the part of a
+ * benchmark it names; without the variable, `effect` alone.
+ */
+export const cpuProfiled = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+  const file = process.env.SAM_BENCH_CPU_PROFILE
+  if (file === undefined) return effect
+  const inspector = new Session()
+  return Effect.acquireUseRelease(
+    Effect.promise(async () => {
+      inspector.connect()
+      await inspector.post("Profiler.enable")
+      await inspector.post("Profiler.start")
+    }),
+    () => effect,
+    () =>
+      Effect.promise(async () => {
+        const { profile } = await inspector.post("Profiler.stop")
+        await writeFile(file, JSON.stringify(profile))
+        inspector.disconnect()
+      })
   )
 }

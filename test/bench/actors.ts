@@ -4,8 +4,6 @@
  * + ack, on this machine in the same run. Run: `node --import tsx test/bench/actors.ts [N]`.
  * Prints the figures and rewrites the "Actor runtime" section of docs/benchmarks.md.
  */
-import { writeFileSync } from "node:fs"
-import { Session } from "node:inspector/promises"
 import { cpus } from "node:os"
 import { SqlClient } from "@effect/sql"
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
@@ -13,7 +11,7 @@ import { Actor, ActorRuntime } from "@sam/actors"
 import { Nats } from "@sam/bus"
 import { Context, Effect, Layer } from "effect"
 import { type CounterHooks, counterKind, createCounterTable, Increment } from "../src/CounterActor.js"
-import { runOnStack, writeSection } from "./BenchReport.js"
+import { cpuProfiled, runOnStack, writeSection } from "./BenchReport.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 const N = Number(process.argv[2] ?? 5_000)
@@ -156,19 +154,6 @@ const runtime = (count: number, sequential: boolean, instances: number, hooks: C
     return { ...figures(count, elapsed, latencies), cpu }
   }).pipe(Effect.scoped)
 
-/** `SAM_BENCH_CPU_PROFILE=<file>`: a CPU profile of this process during the last grouped burst (V8's format). */
-const inspector = new Session()
-const startProfile = async () => {
-  inspector.connect()
-  await inspector.post("Profiler.enable")
-  await inspector.post("Profiler.start")
-}
-const stopProfile = async (file: string) => {
-  const { profile } = await inspector.post("Profiler.stop")
-  writeFileSync(file, JSON.stringify(profile))
-  inspector.disconnect()
-}
-
 const line = (name: string, f: Figures) =>
   `| ${name} | ${f.perSecond.toFixed(0)} | ${f.p50.toFixed(0)} | ${f.p99.toFixed(0)} |`
 
@@ -190,10 +175,9 @@ const main = Effect.gen(function* () {
   const groupeds: Array<Figures> = []
   for (let round = 0; round < ROUNDS; round++) {
     raws.push(yield* raw(N, false))
-    const profiled = round === ROUNDS - 1 ? process.env.SAM_BENCH_CPU_PROFILE : undefined
-    if (profiled !== undefined) yield* Effect.promise(() => startProfile())
-    groupeds.push(yield* runtime(N, false, 1, GROUPED))
-    if (profiled !== undefined) yield* Effect.promise(() => stopProfile(profiled))
+    // `SAM_BENCH_CPU_PROFILE=<file>`: this process's CPU profile of the last grouped burst
+    const grouped = runtime(N, false, 1, GROUPED)
+    groupeds.push(yield* round === ROUNDS - 1 ? cpuProfiled(grouped) : grouped)
   }
   const rawBurst = median(raws)
   const rtGrouped = median(groupeds)

@@ -23,7 +23,7 @@ import { Effect, Fiber, Logger, LogLevel } from "effect"
 import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, controlPlaneOn, scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, controlPlaneOn, cpuProfiled, scratch, writeSection } from "./BenchReport.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 /** This process in the per-process CPU figures. */
@@ -290,7 +290,8 @@ const program = Effect.gen(function* () {
         ].join("\n")
       })
     const target = yield* pacedRun(50)
-    const light = yield* pacedRun(10)
+    // `SAM_BENCH_CPU_PROFILE=<file>`: this process's CPU profile of the run at 10 events/s a session
+    const light = yield* cpuProfiled(pacedRun(10))
     const outOfOrder = followers.reduce(
       (sum, f) => sum + f.outOfOrder + f.client.stats.gaps + f.client.stats.duplicates,
       0

@@ -86,11 +86,18 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
    * What the `save` of each of these commands would write, in their order (an entity may come more than
    * once), in as few statements as the kind can. With it the runtime holds a transaction's saves and writes
    * them together before its fence check, or before a `load` that follows them; the states of an entity's
-   * later commands then come from `carry` (or a load after that write).
+   * later commands then come from `carry` (or a load after that write). Each save comes with the correlation id
+   * of its command (what `save` finds in `Trace.correlation`).
    */
   readonly saveMany?: (
-    entries: ReadonlyArray<{ readonly id: z.output<IdS>; readonly state: S; readonly previous: S }>
+    entries: ReadonlyArray<HeldSave<z.output<IdS>, S>>
   ) => Effect.Effect<void, unknown, SqlClient.SqlClient>
+  /**
+   * What a transaction's commands send (their events and commands, in order) as it goes to the outbox: a kind
+   * may join messages of several commands into one (issue 12), keeping the order of those that go to one
+   * subject. Without it each goes as it was made.
+   */
+  readonly batchOutgoing?: (outgoing: ReadonlyArray<Outgoing>) => ReadonlyArray<Outgoing>
   /**
    * For a command that follows another of the same entity in one transaction (group commit): the state it
    * starts from, made from the one the command before saved (what only that save needed cleared), instead of
@@ -102,6 +109,15 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
     command: EnvelopeOf<Defs[number]>,
     context: ActorContext<z.output<IdS>>
   ) => Effect.Effect<Reaction<S>, unknown>
+}
+
+/** A command's save as `saveMany` gets it. */
+export interface HeldSave<Id, S> {
+  readonly id: Id
+  readonly state: S
+  readonly previous: S
+  /** the correlation id of the command that made it */
+  readonly correlationId: string
 }
 
 /**
@@ -120,9 +136,8 @@ export interface AnyActorKind {
   loadMany?(
     entries: ReadonlyArray<{ readonly id: string; readonly command: Envelope }>
   ): Effect.Effect<ReadonlyMap<string, unknown>, unknown, SqlClient.SqlClient>
-  saveMany?(
-    entries: ReadonlyArray<{ readonly id: string; readonly state: unknown; readonly previous: unknown }>
-  ): Effect.Effect<void, unknown, SqlClient.SqlClient>
+  saveMany?(entries: ReadonlyArray<HeldSave<string, unknown>>): Effect.Effect<void, unknown, SqlClient.SqlClient>
+  batchOutgoing?(outgoing: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing>
   carry?(state: unknown, command: Envelope): unknown
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
 }
@@ -159,10 +174,10 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
     ...(spec.saveMany === undefined
       ? {}
       : {
-          saveMany: (
-            entries: ReadonlyArray<{ readonly id: string; readonly state: unknown; readonly previous: unknown }>
-          ) => spec.saveMany!(entries as ReadonlyArray<{ id: z.output<IdS>; state: S; previous: S }>)
+          saveMany: (entries: ReadonlyArray<HeldSave<string, unknown>>) =>
+            spec.saveMany!(entries as ReadonlyArray<HeldSave<z.output<IdS>, S>>)
         }),
+    ...(spec.batchOutgoing === undefined ? {} : { batchOutgoing: spec.batchOutgoing }),
     ...(spec.carry === undefined
       ? {}
       : {

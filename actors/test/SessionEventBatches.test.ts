@@ -7,13 +7,13 @@ const { SessionEvents } = Domain
 const projectId = makeId("proj")
 const sessionId = makeId("sess")
 
-const entry = (seq: number, text = `chunk ${seq}`, correlationId = "corr_a") =>
+const entry = (seq: number, text = `chunk ${seq}`, correlationId = "corr_a", session = sessionId) =>
   Actor.event(
     projectId,
     "session",
-    sessionId,
+    session,
     SessionEvents.SessionEventAppended.make(
-      { sessionId, seq, promptEpoch: 1, nodeSeq: seq, event: { type: "text", text } },
+      { sessionId: session, seq, promptEpoch: 1, nodeSeq: seq, event: { type: "text", text } },
       { correlationId }
     )
   )
@@ -36,7 +36,7 @@ const shape = (events: ReadonlyArray<Actor.Outgoing>) =>
     }
   })
 
-describe("a reaction's transcript entries as batches (issue 12)", () => {
+describe("a transaction's transcript entries as batches (issue 12)", () => {
   it("sends a run as batches of at most 128 entries, in order, each decoding as a session.event-batch", () => {
     const out = batchTranscript(Array.from({ length: 300 }, (_, i) => entry(i + 1)))
     expect(shape(out).map((m) => [m.type, m.seqs.length])).toEqual([
@@ -77,7 +77,40 @@ describe("a reaction's transcript entries as batches (issue 12)", () => {
     ])
   })
 
-  it("leaves a reaction with at most one entry as it was", () => {
+  it("batches each session's entries across another session's, and keeps a task's event after the entries before it", () => {
+    const other = makeId("sess")
+    const task = Actor.event(
+      projectId,
+      "task",
+      makeId("task"),
+      SessionEvents.SessionFailed.make({ sessionId: other, reason: "a task's event" }, { correlationId: "corr_a" })
+    )
+    const out = batchTranscript([
+      entry(1),
+      entry(7, "b", "corr_a", other),
+      entry(2),
+      entry(8, "b", "corr_a", other),
+      entry(3),
+      task,
+      entry(4),
+      entry(9, "b", "corr_a", other)
+    ])
+    expect(
+      shape(out).map((m) => [
+        m.subject.includes(other) ? "other" : m.subject.includes(sessionId) ? "this" : "task",
+        m.type,
+        m.seqs
+      ])
+    ).toEqual([
+      ["this", "session.event-batch", [1, 2, 3]],
+      ["other", "session.event-batch", [7, 8]],
+      ["task", "session.failed", []],
+      ["this", "session.event", [4]],
+      ["other", "session.event", [9]]
+    ])
+  })
+
+  it("leaves a transaction with at most one entry as it was", () => {
     const events = [activity(), entry(1)]
     expect(batchTranscript(events)).toBe(events)
   })

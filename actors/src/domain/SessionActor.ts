@@ -79,6 +79,9 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
           )
         : Ledger.load(id),
     save: (_id, state, previous) => Ledger.save(state, previous),
+    // A transaction's saves in one statement, and its transcript entries of one session as batches.
+    saveMany: (entries) => Ledger.saveMany(entries),
+    batchOutgoing: batchTranscript,
     // A session's commands that wait together are applied in one transaction: each after the first starts
     // from the row the one before saved (the transcript and audit rows it wrote cleared), not from a reload.
     // One that may end a turn as lost loads, for the turn's open tool calls.
@@ -108,7 +111,6 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
           const timed = sameTime(reaction)
           return {
             ...timed,
-            ...(timed.events === undefined ? {} : { events: batchTranscript(timed.events) }),
             afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
           }
         }),

@@ -10,42 +10,48 @@ type Appended = Envelope<typeof SINGLE, Domain.SessionEvents.SessionEventEntry &
 const isAppended = (outgoing: Actor.Outgoing): boolean => outgoing.envelope.type === SINGLE
 
 /**
- * A reaction's consecutive `session.event`s of one session and one request as `session.event-batch`es
- * (issue 12): a run of reports persisted in one transaction goes out as one message per
- * `MAX_BATCH_ENTRIES` entries (or about `MAX_BATCH_BYTES`), not one each. The entries were checked when
- * their events were made; a lone one stays a `session.event`. Everything else keeps its place.
+ * A transaction's `session.event`s as `session.event-batch`es (issue 12): the entries of one session and one
+ * request that its commands persisted together (a busy agent's reports, and under load the reports that
+ * waited for one commit) go out as one message per `MAX_BATCH_ENTRIES` entries (or about `MAX_BATCH_BYTES`),
+ * not one each. A run may pass over other sessions' entries, so a group's interleaved sessions still batch,
+ * and ends at any other message (a session's status, a task's event), so those keep their place after the
+ * entries before them. A batch goes where its first entry was, and names its first entry's cause. The
+ * entries were checked when their events were made; a lone one stays a `session.event`.
  */
 export const batchTranscript = (events: ReadonlyArray<Actor.Outgoing>): ReadonlyArray<Actor.Outgoing> => {
   if (events.filter(isAppended).length < 2) return events
   const out: Array<Actor.Outgoing> = []
-  let run: Array<Actor.Outgoing> = []
-  let bytes = 0
-  const flush = () => {
-    if (run.length === 1) out.push(run[0]!)
-    else if (run.length > 1) out.push(batchOf(run))
-    run = []
-    bytes = 0
+  /** the runs still open, by session (their subject without the type), with where each goes in `out` */
+  const open = new Map<string, { at: number; run: Array<Actor.Outgoing>; bytes: number }>()
+  const close = (key: string) => {
+    const { at, run } = open.get(key)!
+    out[at] = run.length === 1 ? run[0]! : batchOf(run)
+    open.delete(key)
   }
   for (const outgoing of events) {
     if (!isAppended(outgoing)) {
-      flush()
+      for (const key of [...open.keys()]) close(key)
       out.push(outgoing)
       continue
     }
-    const first = run[0]
+    const key = outgoing.subject.slice(0, -SINGLE.length)
     const size = JSON.stringify((outgoing.envelope as Appended).body.event).length + 64
+    const current = open.get(key)
     if (
-      first !== undefined &&
-      (first.subject !== outgoing.subject ||
-        first.envelope.correlationId !== outgoing.envelope.correlationId ||
-        run.length >= SessionEvents.MAX_BATCH_ENTRIES ||
-        bytes + size > SessionEvents.MAX_BATCH_BYTES)
-    )
-      flush()
-    run.push(outgoing)
-    bytes += size
+      current !== undefined &&
+      current.run[0]!.envelope.correlationId === outgoing.envelope.correlationId &&
+      current.run.length < SessionEvents.MAX_BATCH_ENTRIES &&
+      current.bytes + size <= SessionEvents.MAX_BATCH_BYTES
+    ) {
+      current.run.push(outgoing)
+      current.bytes += size
+      continue
+    }
+    if (current !== undefined) close(key)
+    open.set(key, { at: out.length, run: [outgoing], bytes: size })
+    out.push(outgoing)
   }
-  flush()
+  for (const key of [...open.keys()]) close(key)
   return out
 }
 

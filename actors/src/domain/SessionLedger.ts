@@ -165,51 +165,81 @@ export const insertDropped = (rows: ReadonlyArray<DroppedReport>) =>
     )}`
   })
 
+/** One command's save: the row when it changed, the transcript entries and audit rows it adds. */
 export const save = (state: SessionState, previous: SessionState) =>
   Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    const row = state.row
-    const upsert =
-      row === null || row === previous.row
-        ? undefined
-        : sql`
-        INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
-          prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version,
-          pending_permissions)
-        VALUES (${row.id}, ${row.projectId}, ${row.workspaceId}, ${row.taskId}, ${row.nodeId}, ${row.agent},
-          ${row.mode}, ${row.status}, ${row.acpSessionId}, ${row.promptEpoch}, ${row.lastSeq}, ${row.errorReason},
-          ${row.runningReportedAt}, ${row.lastEvidenceAt}, ${row.endedAt}, ${row.version},
-          ${StoredJson.encode(JSON.stringify(row.pendingPermissions ?? []))}::jsonb)
-        ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, acp_session_id = EXCLUDED.acp_session_id,
-          prompt_epoch = EXCLUDED.prompt_epoch, last_seq = EXCLUDED.last_seq, error_reason = EXCLUDED.error_reason,
-          running_reported_at = EXCLUDED.running_reported_at, last_evidence_at = EXCLUDED.last_evidence_at,
-          ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, pending_permissions = EXCLUDED.pending_permissions,
-          updated_at = now()`
     // the correlation id of the command being applied: that of the request the entries answer (issue 12)
     const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
-    const entries =
-      state.transcript.length === 0 || row === null
-        ? undefined
-        : sql`INSERT INTO session_events ${sql.insert(
-            state.transcript.map((entry) => ({
-              session_id: row.id,
-              seq: entry.seq,
-              type: entry.type,
-              payload: StoredJson.encode(JSON.stringify(entry.payload)),
-              node_seq: entry.nodeSeq,
-              prompt_epoch: entry.promptEpoch,
-              report_id: entry.reportId,
-              correlation_id: correlationId,
-              ...(state.transcriptAt === undefined ? {} : { at: state.transcriptAt })
-            }))
-          )}`
-    // Both in one statement when a command writes both, as a report does (issue 12: a round trip each,
-    // per event on the live path). The transcript's foreign key is checked at the statement's end, when a
-    // new session's row is there.
-    if (upsert !== undefined && entries !== undefined) yield* sql`WITH saved AS (${upsert}) ${entries}`
-    else if (upsert !== undefined) yield* upsert
-    else if (entries !== undefined) yield* entries
-    yield* insertDropped(state.dropped)
+    yield* saveMany([{ state, previous, correlationId }])
+  })
+
+/**
+ * The saves of a transaction's commands, in their order, in one statement (issue 12: a round trip each was
+ * a statement per event on the live path): each session's row as the last save that changed it left it, and
+ * every transcript entry, with the correlation id of the command that added it. Its text does not change with
+ * their number (`unnest` of arrays), so Postgres parses it once per connection (ADR 0033). The transcript's
+ * foreign key is checked at the statement's end, when a new session's row is there.
+ */
+export const saveMany = (
+  saves: ReadonlyArray<{
+    readonly state: SessionState
+    readonly previous: SessionState
+    readonly correlationId: string | null
+  }>
+) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const rows = new Map<string, SessionRow>()
+    const entries: Array<
+      TranscriptEntry & {
+        readonly sessionId: string
+        readonly at: string | null
+        readonly correlationId: string | null
+      }
+    > = []
+    const dropped: Array<DroppedReport> = []
+    for (const { state, previous, correlationId } of saves) {
+      const row = state.row
+      if (row !== null && row !== previous.row) rows.set(row.id, row)
+      if (row !== null)
+        for (const entry of state.transcript)
+          entries.push({ ...entry, sessionId: row.id, at: state.transcriptAt ?? null, correlationId })
+      dropped.push(...state.dropped)
+    }
+    if (rows.size > 0 || entries.length > 0) {
+      const r = [...rows.values()]
+      yield* sql`
+        WITH saved AS (
+          INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
+            prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version,
+            pending_permissions)
+          SELECT id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id, prompt_epoch,
+            last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version, pending_permissions::jsonb
+          FROM unnest(${r.map((x) => x.id)}::text[], ${r.map((x) => x.projectId)}::text[],
+            ${r.map((x) => x.workspaceId)}::text[], ${r.map((x) => x.taskId)}::text[], ${r.map((x) => x.nodeId)}::text[],
+            ${r.map((x) => x.agent)}::text[], ${r.map((x) => x.mode)}::text[], ${r.map((x) => x.status)}::text[],
+            ${r.map((x) => x.acpSessionId)}::text[], ${r.map((x) => x.promptEpoch)}::int[],
+            ${r.map((x) => x.lastSeq)}::bigint[], ${r.map((x) => x.errorReason)}::text[],
+            ${r.map((x) => x.runningReportedAt)}::timestamptz[], ${r.map((x) => x.lastEvidenceAt)}::timestamptz[],
+            ${r.map((x) => x.endedAt)}::timestamptz[], ${r.map((x) => x.version)}::int[],
+            ${r.map((x) => StoredJson.encode(JSON.stringify(x.pendingPermissions ?? [])))}::text[])
+            AS r(id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id, prompt_epoch,
+              last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version, pending_permissions)
+          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, acp_session_id = EXCLUDED.acp_session_id,
+            prompt_epoch = EXCLUDED.prompt_epoch, last_seq = EXCLUDED.last_seq, error_reason = EXCLUDED.error_reason,
+            running_reported_at = EXCLUDED.running_reported_at, last_evidence_at = EXCLUDED.last_evidence_at,
+            ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, pending_permissions = EXCLUDED.pending_permissions,
+            updated_at = now())
+        INSERT INTO session_events (session_id, seq, type, payload, node_seq, prompt_epoch, report_id, correlation_id, at)
+        SELECT session_id, seq, type, payload::jsonb, node_seq, prompt_epoch, report_id, correlation_id, COALESCE(at, now())
+        FROM unnest(${entries.map((e) => e.sessionId)}::text[], ${entries.map((e) => e.seq)}::bigint[],
+          ${entries.map((e) => e.type)}::text[], ${entries.map((e) => StoredJson.encode(JSON.stringify(e.payload)))}::text[],
+          ${entries.map((e) => e.nodeSeq)}::bigint[], ${entries.map((e) => e.promptEpoch)}::int[],
+          ${entries.map((e) => e.reportId)}::text[], ${entries.map((e) => e.correlationId)}::text[],
+          ${entries.map((e) => e.at)}::timestamptz[])
+          AS e(session_id, seq, type, payload, node_seq, prompt_epoch, report_id, correlation_id, at)`
+    }
+    yield* insertDropped(dropped)
   })
 
 /**
@@ -220,16 +250,10 @@ export const save = (state: SessionState, previous: SessionState) =>
 export const claimReports = (sessionId: string, ids: ReadonlyArray<string>, correlationId: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    // one text for runs of any length (`unnest`): Postgres parses it once per connection (ADR 0033)
     const rows = yield* sql<{ messageId: string }>`
-      INSERT INTO actor_inbox ${sql.insert(
-        ids.map((id) => ({
-          message_id: id,
-          kind: "session",
-          entity_id: sessionId,
-          type: "session.report",
-          correlation_id: correlationId
-        }))
-      )}
+      INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
+      SELECT id, 'session', ${sessionId}, 'session.report', ${correlationId} FROM unnest(${[...ids]}::text[]) AS r(id)
       ON CONFLICT (message_id) DO NOTHING
       RETURNING message_id`
     return new Set(rows.map((row) => row.messageId))

@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
 import { ActorMessages, Subjects, Trace } from "@sam/bus"
 import { Effect, Option } from "effect"
-import type { ActorContext, AnyActorKind, Outgoing, Reaction } from "../ActorKind.js"
+import type { ActorContext, AnyActorKind, HeldSave, Outgoing, Reaction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
 
 export type CommitResult = { readonly _tag: "Applied"; readonly reply: unknown } | { readonly _tag: "Duplicate" }
@@ -93,14 +93,17 @@ export const makeStore = (
       ON CONFLICT (message_id) DO NOTHING
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => new Set(rows.map((row) => row.mid))))
 
-  /** Outbox rows in order, 1,000 a statement (Postgres takes at most 65,535 parameters in one). */
-  const outboxStatements = (rows: ReadonlyArray<ClaimedRow>) =>
-    Array.from({ length: Math.ceil(rows.length / 1000) }, (_, i) => rows.slice(i * 1000, (i + 1) * 1000)).map(
-      (chunk) =>
-        sql`INSERT INTO actor_outbox ${sql.insert(
-          chunk.map((row) => ({ message_id: row.messageId, subject: row.subject, payload: row.payload }))
-        )} ON CONFLICT (message_id) DO NOTHING`
-    )
+  /**
+   * Outbox rows in order, in one statement whose text does not change with their number (issue 12): `unnest` of
+   * arrays, so Postgres parses it once per connection (a named statement, ADR 0033) and a group of any size
+   * takes no parameter per row (Postgres takes at most 65,535 in one statement).
+   */
+  const outboxStatement = (rows: ReadonlyArray<ClaimedRow>) =>
+    sql`INSERT INTO actor_outbox (message_id, subject, payload)
+      SELECT message_id, subject, payload FROM unnest(${rows.map((row) => row.messageId)}::text[], ${rows.map((row) => row.subject)}::text[],
+        ${rows.map((row) => row.payload)}::text[]) WITH ORDINALITY AS o(message_id, subject, payload, n)
+      ORDER BY n
+      ON CONFLICT (message_id) DO NOTHING`
 
   /** An outgoing message as its outbox row (encoded once: the row and the commit's own publish share it). */
   const rowOf = (row: Outgoing): ClaimedRow => ({
@@ -113,13 +116,11 @@ export const makeStore = (
   // must update to take the shard. That gap is a few statements' time: an owner frozen in it (SIGSTOP, a
   // paused VM) would block the takeover for the whole `idleInTransaction` (30 s; a minute in the
   // failover test), so the check also shortens the idle bound for the rest of the transaction.
-  // The transaction's outbox rows are written by the same statement (the last 1,000 of them, in its
-  // WITH; any before in statements of their own): one round trip less per commit (issue 12).
+  // The transaction's outbox rows are written by the same statement, in its WITH: one round trip less per
+  // commit (issue 12).
   const writeOutboxAndCheckFence = (rows: ReadonlyArray<ClaimedRow>, kind: string, shard: number, epoch: number) =>
     Effect.gen(function* () {
-      const inserts = outboxStatements(rows)
-      const last = inserts.pop()
-      for (const insert of inserts) yield* insert
+      const last = rows.length === 0 ? undefined : outboxStatement(rows)
       const fence = sql`
         SELECT epoch FROM actor_shard_fences
         WHERE kind = ${kind} AND shard = ${shard}
@@ -173,7 +174,7 @@ export const makeStore = (
     readonly transaction: string
     readonly carried: Map<string, unknown>
     readonly preloaded: Map<string, unknown>
-    readonly held: Array<{ readonly id: string; readonly state: unknown; readonly previous: unknown }>
+    readonly held: Array<HeldSave<string, unknown>>
     readonly outbox: Array<Outgoing>
   }
 
@@ -257,7 +258,7 @@ export const makeStore = (
           Effect.catchAllDefect((defect) => Effect.fail(defect)),
           Effect.mapError(failed)
         )
-      if (kind.saveMany !== undefined) group.held.push({ id, state: reaction.state, previous })
+      if (kind.saveMany !== undefined) group.held.push({ id, state: reaction.state, previous, correlationId })
       else yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
       group.carried.set(key, reaction.state)
       const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
@@ -336,7 +337,7 @@ export const makeStore = (
       }
       for (at = 0; at < inputs.length; at++) applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver))
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
-      const rows = group.outbox.map(rowOf)
+      const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)
       return { applied, rows }
     }).pipe(

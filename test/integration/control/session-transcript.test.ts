@@ -413,6 +413,117 @@ describe("session actor: transcript and activity", () => {
   )
 
   it.scopedLive(
+    "reports of two sessions committed together go out as one batch per session and request; each entry keeps its request's id",
+    () =>
+      Effect.gen(function* () {
+        // The runtime's group commit, driven directly so the reports surely share one transaction, as a burst's do.
+        const sql = yield* SqlClient.SqlClient
+        const committed: Array<{ subject: string; payload: string }> = []
+        const store = makeStore(sql, 10_000, (rows) => void committed.push(...rows))
+        const session = yield* SessionActor.make({ name: makeId("msg").replace("msg_", "sg"), shards: 1 })
+        expect(yield* store.writeFence(session.name, 0, 1, "test", 1_000)).toBe(true)
+        const { projectId, place } = yield* placement
+        let sequence = 0
+        const group = (...commands: ReadonlyArray<{ readonly sessionId: string; readonly envelope: Envelope }>) =>
+          store.commitGroup(
+            commands.map(({ sessionId, envelope }) => ({
+              kind: session,
+              shard: 0,
+              epoch: 1,
+              id: sessionId,
+              envelope,
+              context: {
+                kind: session.name,
+                id: sessionId,
+                subject: Actor.subjectOf(session, sessionId),
+                streamSequence: ++sequence,
+                attempt: 1
+              }
+            }))
+          )
+        const [a, b] = yield* Effect.forEach(["a", "b"], () =>
+          Effect.gen(function* () {
+            const { nodeId, workspaceId } = yield* place()
+            const sessionId = makeId("sess")
+            const open = ControlProtocol.SessionOpen.make({
+              sessionId: sessionId as never,
+              projectId: projectId as never,
+              workspaceId: workspaceId as never,
+              nodeId: nodeId as never,
+              agent: "demo",
+              prompt: "hello",
+              mode: "conversation"
+            })
+            expect((yield* group({ sessionId, envelope: open })).map((r) => r._tag)).toEqual(["Applied"])
+            return { sessionId, nodeId, node: yield* fakeNode(nodeId) }
+          })
+        )
+        committed.length = 0
+        const report = (to: typeof a, text: string, correlationId: string) => {
+          const event = to!.node.event(to!.sessionId, 1, { type: "text", text })
+          return {
+            sessionId: to!.sessionId,
+            envelope: ControlProtocol.SessionReport.make(
+              { nodeId: to!.nodeId, report: { type: "session.event", body: event.body } },
+              { id: event.id, correlationId }
+            )
+          }
+        }
+        const results = yield* group(
+          report(a, "a1", "req_x"),
+          report(b, "b1", "req_x"),
+          report(a, "a2", "req_x"),
+          report(b, "b2", "req_x"),
+          report(a, "a3", "req_y")
+        )
+        expect(results.map((r) => r._tag)).toEqual(["Applied", "Applied", "Applied", "Applied", "Applied"])
+        // Stored as each came: in order, with the id of the request each answers.
+        for (const [to, expected] of [
+          [
+            a,
+            [
+              ["a1", "req_x"],
+              ["a2", "req_x"],
+              ["a3", "req_y"]
+            ]
+          ],
+          [
+            b,
+            [
+              ["b1", "req_x"],
+              ["b2", "req_x"]
+            ]
+          ]
+        ] as const) {
+          const rows = yield* sql<{ seq: string; text: string; correlationId: string }>`
+            SELECT seq, payload->>'text' AS text, correlation_id FROM session_events
+            WHERE session_id = ${to!.sessionId} ORDER BY seq`
+          expect(rows.map((r) => [r.text, r.correlationId])).toEqual(expected)
+          expect(rows.map((r) => Number(r.seq))).toEqual(expected.map((_, i) => i + 1))
+        }
+        // Published as what a reader of each session needs: one batch per session and request, in seq order.
+        const sent = committed
+          .map((row) => JSON.parse(row.payload) as Envelope)
+          .filter((e) => e.type === "session.event" || e.type === "session.event-batch")
+          .map((e) => {
+            const body = e.body as { sessionId: string; seq?: number; entries?: Array<{ seq: number }> }
+            return [
+              body.sessionId === a!.sessionId ? "a" : "b",
+              e.type,
+              body.entries?.map((x) => x.seq) ?? [body.seq],
+              e.correlationId
+            ]
+          })
+        expect(sent).toEqual([
+          ["a", "session.event-batch", [1, 2], "req_x"],
+          ["b", "session.event-batch", [1, 2], "req_x"],
+          ["a", "session.event", [3], "req_y"]
+        ])
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
     "with two ingress instances one consumes at a time, the transcript stays in order, and the other takes over",
     () =>
       Effect.gen(function* () {

@@ -33,13 +33,17 @@ export interface Status {
 const BUCKET = Topology.Buckets.leases.name
 const STREAM = Topology.Streams.SAM_CMD.name
 
+/**
+ * The bucket's keys under `filter`, each once: the listing reads the bucket's latest entries as they come, and a
+ * key written while it runs (a lease renewed, every few hundred milliseconds under load) comes again.
+ */
 const kvKeys = (nats: Nats["Type"], filter: string) =>
   Effect.tryPromise({
     try: async () => {
       const kv = await nats.kvm.open(BUCKET)
-      const out: Array<string> = []
-      for await (const key of await kv.keys(filter)) out.push(key)
-      return out
+      const out = new Set<string>()
+      for await (const key of await kv.keys(filter)) out.add(key)
+      return [...out]
     },
     catch: (cause) => new NatsError({ reason: "Kv", message: `list ${BUCKET}: ${cause}`, cause })
   })

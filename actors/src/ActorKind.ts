@@ -52,6 +52,11 @@ export interface ActorContext<Id extends string> {
    * turn another command into a repeat by naming a report after it. Absent outside a group.
    */
   readonly takeOver?: (messageId: string, type: string) => boolean
+  /**
+   * The ids of the kind's `carriedIds` of this command that its transaction claimed in the inbox (new to it), when
+   * the kind has `carriedIds`. An id a command of the same group carries as its own is that command's, not this.
+   */
+  readonly claimed?: ReadonlySet<string>
 }
 
 type AnyDef = MessageDef<string, z.ZodType>
@@ -104,6 +109,14 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
    * loading it again; `undefined` to load. Without it every command loads.
    */
   readonly carry?: (state: S, command: EnvelopeOf<Defs[number]>) => S | undefined
+  /**
+   * Message ids a command carries besides its own that the inbox keeps (a session's run of reports carries each
+   * report's), claimed with the ids of the group's commands in one statement (issue 12: a statement per run
+   * otherwise). What was claimed reaches the handler as `context.claimed`.
+   */
+  readonly carriedIds?: (
+    command: EnvelopeOf<Defs[number]>
+  ) => ReadonlyArray<{ readonly id: string; readonly type: string }> | undefined
   readonly handle: (
     state: S,
     command: EnvelopeOf<Defs[number]>,
@@ -139,6 +152,7 @@ export interface AnyActorKind {
   saveMany?(entries: ReadonlyArray<HeldSave<string, unknown>>): Effect.Effect<void, unknown, SqlClient.SqlClient>
   batchOutgoing?(outgoing: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing>
   carry?(state: unknown, command: Envelope): unknown
+  carriedIds?(command: Envelope): ReadonlyArray<{ readonly id: string; readonly type: string }> | undefined
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
 }
 
@@ -183,6 +197,9 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
       : {
           carry: (state: unknown, command: Envelope) => spec.carry!(state as S, command as EnvelopeOf<Defs[number]>)
         }),
+    ...(spec.carriedIds === undefined
+      ? {}
+      : { carriedIds: (command: Envelope) => spec.carriedIds!(command as EnvelopeOf<Defs[number]>) }),
     handle: (state, command, context) =>
       spec.handle(
         state as S,

@@ -1,4 +1,3 @@
-import { SqlClient } from "@effect/sql"
 import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology } from "@sam/bus"
 import { Config, Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
@@ -56,10 +55,6 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
   const snapshots = yield* openSnapshots()
   const health = yield* openHealth()
   const launch = yield* launches()
-  // Used inside the command's transaction (the client joins the one in progress).
-  const sql = yield* SqlClient.SqlClient
-  const claimReports = (sessionId: string, ids: ReadonlyArray<string>, correlationId: string) =>
-    Ledger.claimReports(sessionId, ids, correlationId).pipe(Effect.provideService(SqlClient.SqlClient, sql))
   const taskKind = options.task ?? TaskRef
   const healEvery = Duration.decode(options.healEvery ?? "15 seconds")
   const staleAfterMs =
@@ -79,6 +74,11 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
           )
         : Ledger.load(id),
     save: (_id, state, previous) => Ledger.save(state, previous),
+    // A run's reports are claimed in the inbox with the group's commands, in one statement.
+    carriedIds: (command) =>
+      command.type === "session.report-run"
+        ? command.body.reports.map((r) => ({ id: r.id, type: "session.report" }))
+        : undefined,
     // A transaction's saves in one statement, and its transcript entries of one session as batches.
     saveMany: (entries) => Ledger.saveMany(entries),
     batchOutgoing: batchTranscript,
@@ -100,7 +100,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
             staleAfterMs,
             listeningSince,
             launch,
-            claimReports,
+            claimed: context.claimed,
             takeOver: context.takeOver
           },
           state,
@@ -226,11 +226,8 @@ const applyRun = (
 const handle = (
   deps: Deps & {
     readonly launch: Launches
-    readonly claimReports: (
-      sessionId: string,
-      ids: ReadonlyArray<string>,
-      correlationId: string
-    ) => Effect.Effect<Set<string>, unknown>
+    /** the reports of a `session.report-run` new to the inbox, claimed with its group's commands (`carriedIds`) */
+    readonly claimed: ReadonlySet<string> | undefined
     readonly takeOver: ((messageId: string, type: string) => boolean) | undefined
   },
   state: State,
@@ -630,35 +627,28 @@ const handle = (
       const { nodeId, sessionId, reports } = command.body
       if (sessionId !== row?.id && row !== null)
         return Effect.succeed(refuse(state, "dropped", `a run for ${sessionId} sent to ${row.id}`))
-      // Each report is applied once, whatever run it came in: its id is claimed in the inbox.
-      return deps
-        .claimReports(
-          sessionId,
-          reports.map((r) => r.id),
-          meta.correlationId
+      // Each report is applied once, whatever run it came in: its id is claimed in the inbox, with the group's
+      // commands (`carriedIds`).
+      if (deps.claimed === undefined) return Effect.dieMessage("a session.report-run without its claimed reports")
+      const fresh = new Set(deps.claimed)
+      // A report whose id a later command of this group commit carries (the same report sent alone, behind
+      // this run) was claimed for that command, not applied: applied here, in its order, and that one is
+      // then a repeat. Applied later instead, it would come after the reports that followed it.
+      for (const { id } of reports) if (!fresh.has(id) && deps.takeOver?.(id, "session.report")) fresh.add(id)
+      // A report stored twice in SAM_AGENT may come twice in one run: applied the first time only.
+      const singles = reports
+        .filter((r) => fresh.delete(r.id))
+        .flatMap((r) =>
+          eventsOf({
+            ...command,
+            id: r.id,
+            type: "session.report",
+            body: { nodeId, report: r.report }
+          } as EnvelopeOf<typeof ControlProtocol.SessionReport>)
         )
-        .pipe(
-          Effect.flatMap((fresh) => {
-            // A report whose id a later command of this group commit carries (the same report sent alone, behind
-            // this run) was claimed for that command, not applied: applied here, in its order, and that one is
-            // then a repeat. Applied later instead, it would come after the reports that followed it.
-            for (const { id } of reports) if (!fresh.has(id) && deps.takeOver?.(id, "session.report")) fresh.add(id)
-            // A report stored twice in SAM_AGENT may come twice in one run: applied the first time only.
-            const singles = reports
-              .filter((r) => fresh.delete(r.id))
-              .flatMap((r) =>
-                eventsOf({
-                  ...command,
-                  id: r.id,
-                  type: "session.report",
-                  body: { nodeId, report: r.report }
-                } as EnvelopeOf<typeof ControlProtocol.SessionReport>)
-              )
-            if (singles.length === 0)
-              return Effect.succeed({ state, reply: { ok: true, duplicate: true } satisfies SessionReply } as Reaction)
-            return applyRun(state, singles, one)
-          })
-        )
+      if (singles.length === 0)
+        return Effect.succeed({ state, reply: { ok: true, duplicate: true } satisfies SessionReply } as Reaction)
+      return applyRun(state, singles, one)
     }
     case "session.heal":
       return heal(deps, state, command, helpers)

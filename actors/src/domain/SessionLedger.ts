@@ -241,20 +241,3 @@ export const saveMany = (
     }
     yield* insertDropped(dropped)
   })
-
-/**
- * Claim the inbox rows of the reports of a `session.report-run` (issue 12), in the command's
- * transaction: the ids not seen before, which are the ones to apply. A report counts once whether it
- * came alone (its id was the command's) or in any run.
- */
-export const claimReports = (sessionId: string, ids: ReadonlyArray<string>, correlationId: string) =>
-  Effect.gen(function* () {
-    const sql = yield* SqlClient.SqlClient
-    // one text for runs of any length (`unnest`): Postgres parses it once per connection (ADR 0033)
-    const rows = yield* sql<{ messageId: string }>`
-      INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
-      SELECT id, 'session', ${sessionId}, 'session.report', ${correlationId} FROM unnest(${[...ids]}::text[]) AS r(id)
-      ON CONFLICT (message_id) DO NOTHING
-      RETURNING message_id`
-    return new Set(rows.map((row) => row.messageId))
-  })

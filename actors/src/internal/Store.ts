@@ -77,21 +77,25 @@ export const makeStore = (
 
   /**
    * The same for a group's messages in one statement (issue 12: a statement costs a round trip and a
-   * syscall, and a group holds tens of commands in a burst); the ids claimed now. An id already in
-   * the inbox is not returned: that message is a repeat.
+   * syscall, and a group holds tens of commands in a burst), and for the ids they carry (`carriedIds`): the
+   * commands' ids first, then the carried ones, each in the group's order, so that an id claimed twice in the
+   * statement is its first holder's. The ids claimed now; an id already in the inbox is not returned: that
+   * message is a repeat.
    */
-  const claimInboxes = (inputs: ReadonlyArray<CommandInput>) =>
-    sql<{ mid: string }>`
+  const claimInboxes = (inputs: ReadonlyArray<CommandInput>, carried: ReadonlyArray<CarriedId>) => {
+    const rows = [...inputs.map((input) => ({ input, id: input.envelope.id, type: input.envelope.type })), ...carried]
+    return sql<{ mid: string }>`
       INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
       SELECT * FROM unnest(
-        ${inputs.map((input) => input.envelope.id)}::text[],
-        ${inputs.map((input) => input.kind.name)}::text[],
-        ${inputs.map((input) => input.id)}::text[],
-        ${inputs.map((input) => input.envelope.type)}::text[],
-        ${inputs.map((input) => input.envelope.correlationId ?? input.envelope.id)}::text[])
+        ${rows.map((row) => row.id)}::text[],
+        ${rows.map((row) => row.input.kind.name)}::text[],
+        ${rows.map((row) => row.input.id)}::text[],
+        ${rows.map((row) => row.type)}::text[],
+        ${rows.map((row) => row.input.envelope.correlationId ?? row.input.envelope.id)}::text[])
       WHERE set_config('idle_in_transaction_session_timeout', ${String(idleInTransactionMs)}, true) IS NOT NULL
       ON CONFLICT (message_id) DO NOTHING
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => new Set(rows.map((row) => row.mid))))
+  }
 
   /**
    * Outbox rows in order, in one statement whose text does not change with their number (issue 12): `unnest` of
@@ -148,6 +152,13 @@ export const makeStore = (
       { discard: true }
     )
 
+  /** An id a command of the group carries (`carriedIds`), with the command and its place in the group. */
+  interface CarriedId {
+    readonly input: CommandInput
+    readonly at: number
+    readonly id: string
+    readonly type: string
+  }
   interface CommandInput {
     readonly kind: AnyActorKind
     readonly shard: number
@@ -223,7 +234,8 @@ export const makeStore = (
     input: CommandInput,
     fresh: boolean,
     group: Group,
-    takeOver?: (messageId: string, type: string) => boolean
+    takeOver?: (messageId: string, type: string) => boolean,
+    claimed?: ReadonlySet<string>
   ) => {
     const { kind, id, envelope } = input
     const correlationId = envelope.correlationId ?? envelope.id
@@ -252,7 +264,8 @@ export const makeStore = (
         .handle(previous, envelope, {
           ...input.context,
           transaction: group.transaction,
-          ...(takeOver === undefined ? {} : { takeOver })
+          ...(takeOver === undefined ? {} : { takeOver }),
+          ...(claimed === undefined ? {} : { claimed })
         })
         .pipe(
           Effect.catchAllDefect((defect) => Effect.fail(defect)),
@@ -317,8 +330,15 @@ export const makeStore = (
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
       // a message twice in one group: its second time is a repeat, like any other
-      const claimed = yield* claimInboxes(inputs)
+      const carried = inputs.flatMap((input, at) =>
+        (input.kind.carriedIds?.(input.envelope) ?? []).map(({ id, type }) => ({ input, at, id, type }))
+      )
+      const claimed = yield* claimInboxes(inputs, carried)
       const fresh = inputs.map((input) => claimed.delete(input.envelope.id))
+      const claimedCarried = inputs.map((input) =>
+        input.kind.carriedIds === undefined ? undefined : new Set<string>()
+      )
+      for (const { at, id } of carried) if (claimed.delete(id)) claimedCarried[at]?.add(id)
       yield* preload(inputs, fresh, group)
       // A handler may take over a later command of the group, of its entity and of the type it names, whose id it
       // claims itself (ActorContext.takeOver).
@@ -335,7 +355,8 @@ export const makeStore = (
         }
         return false
       }
-      for (at = 0; at < inputs.length; at++) applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver))
+      for (at = 0; at < inputs.length; at++)
+        applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver, claimedCarried[at]))
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
       const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)

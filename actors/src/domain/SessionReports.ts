@@ -119,8 +119,11 @@ export const report = (
       reason: reason ?? "unknown_session",
       payload: JSON.stringify(report.body)
     }
-    return Effect.logWarning(
-      `dropped ${report.type} from ${nodeId} for session ${report.body.sessionId}: ${reason}`
+    // What the session's own node says after its end (its agent's last event and `stopped`, which cross the stop
+    // on the way) is the expected race, audited but no warning; a node that names a session not its own is not.
+    const message = `dropped ${report.type} from ${nodeId} for session ${report.body.sessionId}: ${reason}`
+    return (
+      reason === "session_ended" || reason === "task_ended" ? Effect.logDebug(message) : Effect.logWarning(message)
     ).pipe(
       Effect.as({
         state: { ...state, dropped: [dropped] },

@@ -135,6 +135,8 @@ const program = Effect.gen(function* () {
     }
     if (sessions.length < SESSIONS) return yield* Effect.dieMessage(`only ${sessions.length} sessions got ready`)
 
+    /** wakes `waitTurns` when a turn ends at a client (this process polling every few ms would cost what it measures) */
+    let turnEnded = () => {}
     const followers: Array<Follower> = sessions.map(({ sessionId, lastSeq }) => {
       const follower: Follower = {
         sessionId,
@@ -157,7 +159,10 @@ const program = Effect.gen(function* () {
             follower.count++
             if (frame.seq !== follower.lastSeq + 1) follower.outOfOrder++
             follower.lastSeq = frame.seq
-            if (frame.event.type === "turn-ended") follower.turnEnds++
+            if (frame.event.type === "turn-ended") {
+              follower.turnEnds++
+              turnEnded()
+            }
             const text = frame.event.type === "text" ? String(frame.event.text ?? "") : ""
             if (text.startsWith("stamp ")) follower.stamps.push(at - Number(text.slice(6)))
           }
@@ -181,7 +186,9 @@ const program = Effect.gen(function* () {
               `… turn ${n}: ${followers.reduce((sum, f) => sum + f.count, 0)} events at the clients, ${stored?.n} stored, ${followers.filter((f) => f.turnEnds >= n).length} turns ended; commands ${[...applied].map(([k, v]) => `${k} ${v.n} (${(v.ms / v.n).toFixed(1)} ms)`).join(", ")}\n`
             )
           }
-          yield* Effect.sleep(5)
+          yield* Effect.async<void>((resume) => {
+            turnEnded = () => resume(Effect.void)
+          }).pipe(Effect.timeout("1 second"), Effect.ignore)
         }
       })
     const prompt = (text: string) =>
@@ -199,11 +206,13 @@ const program = Effect.gen(function* () {
     // Throughput.
     const script = Array.from({ length: LINES }, (_, i) => `say chunk ${i} ${"x".repeat(60)}`).join("\n")
     const before = followers.reduce((sum, f) => sum + f.count, 0)
+    const burstCpuBefore = cpuByKind(OWN)
     const started = now()
     yield* prompt(script)
     yield* waitTurns(1, 300_000)
     const elapsed = now() - started
     const events = followers.reduce((sum, f) => sum + f.count, 0) - before
+    const burstCpu = cpuPer(burstCpuBefore, cpuByKind(OWN), events)
     const perSecond = (events / elapsed) * 1000
 
     // The raw baseline: the same number of payloads of the same size over core NATS, publish → subscribe.
@@ -312,6 +321,7 @@ const program = Effect.gen(function* () {
       `| raw core NATS publish → subscribe, as many payloads of 400 bytes | ${events} | ${raw.toFixed(0)} | ${rawElapsed.toFixed(0)} |`,
       "",
       `Ratio live path/raw: ${(perSecond / raw).toFixed(3)}.`,
+      `CPU time per event in the burst, by process: ${burstCpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${burstCpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       "",
       target,
       light,

@@ -40,6 +40,43 @@ const sessionWithoutIngress = Effect.gen(function* () {
   return { session, ingress, node, sessionId }
 })
 
+/**
+ * The runtime's group commit on shard 0 of epoch 1, driven directly so that the commands given at once surely share
+ * one transaction.
+ */
+const committer = (store: ReturnType<typeof makeStore>, session: SessionActor.SessionKind) => {
+  let sequence = 0
+  return (...commands: ReadonlyArray<{ readonly sessionId: string; readonly envelope: Envelope }>) =>
+    store.commitGroup(
+      commands.map(({ sessionId, envelope }) => ({
+        kind: session,
+        shard: 0,
+        epoch: 1,
+        id: sessionId,
+        envelope,
+        context: {
+          kind: session.name,
+          id: sessionId,
+          subject: Actor.subjectOf(session, sessionId),
+          streamSequence: ++sequence,
+          attempt: 1
+        }
+      }))
+    )
+}
+
+/** A demo agent's conversation, prompted "hello", opened on a node. */
+const conversationOpen = (ids: { sessionId: string; projectId: string; workspaceId: string; nodeId: string }) =>
+  ControlProtocol.SessionOpen.make({
+    sessionId: ids.sessionId as never,
+    projectId: ids.projectId as never,
+    workspaceId: ids.workspaceId as never,
+    nodeId: ids.nodeId as never,
+    agent: "demo",
+    prompt: "hello",
+    mode: "conversation"
+  })
+
 describe("session actor: transcript and activity", () => {
   /** The transcript entries' seqs in the `session.event`s and `session.event-batch`es published, in order. */
   const publishedSeqs = (published: ReadonlyArray<{ envelope: { type: string; body: unknown } }>) =>
@@ -339,35 +376,10 @@ describe("session actor: transcript and activity", () => {
         const { nodeId, workspaceId } = yield* place()
         const node = yield* fakeNode(nodeId)
         const sessionId = makeId("sess")
-        let sequence = 0
+        const commit = committer(store, session)
         const group = (...envelopes: ReadonlyArray<Envelope>) =>
-          store.commitGroup(
-            envelopes.map((envelope) => ({
-              kind: session,
-              shard: 0,
-              epoch: 1,
-              id: sessionId,
-              envelope,
-              context: {
-                kind: session.name,
-                id: sessionId,
-                subject: Actor.subjectOf(session, sessionId),
-                streamSequence: ++sequence,
-                attempt: 1
-              }
-            }))
-          )
-        const [opened] = yield* group(
-          ControlProtocol.SessionOpen.make({
-            sessionId: sessionId as never,
-            projectId: projectId as never,
-            workspaceId: workspaceId as never,
-            nodeId: nodeId as never,
-            agent: "demo",
-            prompt: "hello",
-            mode: "conversation"
-          })
-        )
+          commit(...envelopes.map((envelope) => ({ sessionId, envelope })))
+        const [opened] = yield* group(conversationOpen({ sessionId, projectId, workspaceId, nodeId }))
         expect(opened?._tag).toBe("Applied")
 
         const events = ["a", "b", "c"].map((text) => node.event(sessionId, 1, { type: "text", text }))
@@ -423,37 +435,12 @@ describe("session actor: transcript and activity", () => {
         const session = yield* SessionActor.make({ name: makeId("msg").replace("msg_", "sg"), shards: 1 })
         expect(yield* store.writeFence(session.name, 0, 1, "test", 1_000)).toBe(true)
         const { projectId, place } = yield* placement
-        let sequence = 0
-        const group = (...commands: ReadonlyArray<{ readonly sessionId: string; readonly envelope: Envelope }>) =>
-          store.commitGroup(
-            commands.map(({ sessionId, envelope }) => ({
-              kind: session,
-              shard: 0,
-              epoch: 1,
-              id: sessionId,
-              envelope,
-              context: {
-                kind: session.name,
-                id: sessionId,
-                subject: Actor.subjectOf(session, sessionId),
-                streamSequence: ++sequence,
-                attempt: 1
-              }
-            }))
-          )
+        const group = committer(store, session)
         const [a, b] = yield* Effect.forEach(["a", "b"], () =>
           Effect.gen(function* () {
             const { nodeId, workspaceId } = yield* place()
             const sessionId = makeId("sess")
-            const open = ControlProtocol.SessionOpen.make({
-              sessionId: sessionId as never,
-              projectId: projectId as never,
-              workspaceId: workspaceId as never,
-              nodeId: nodeId as never,
-              agent: "demo",
-              prompt: "hello",
-              mode: "conversation"
-            })
+            const open = conversationOpen({ sessionId, projectId, workspaceId, nodeId })
             expect((yield* group({ sessionId, envelope: open })).map((r) => r._tag)).toEqual(["Applied"])
             return { sessionId, nodeId, node: yield* fakeNode(nodeId) }
           })

@@ -7,14 +7,16 @@ const { SessionEvents } = Domain
 const projectId = makeId("proj")
 const sessionId = makeId("sess")
 
-const entry = (seq: number, text = `chunk ${seq}`, correlationId = "corr_a", session = sessionId) =>
+/** the time the session actor gives a transaction's entries */
+const AT = new Date("2026-12-06T08:00:00.000Z")
+const entry = (seq: number, text = `chunk ${seq}`, correlationId = "corr_a", session = sessionId, at = AT) =>
   Actor.event(
     projectId,
     "session",
     session,
     SessionEvents.SessionEventAppended.make(
       { sessionId: session, seq, promptEpoch: 1, nodeSeq: seq, event: { type: "text", text } },
-      { correlationId }
+      { correlationId, at }
     )
   )
 const activity = () =>
@@ -107,6 +109,16 @@ describe("a transaction's transcript entries as batches (issue 12)", () => {
       ["task", "session.failed", []],
       ["this", "session.event", [4]],
       ["other", "session.event", [9]]
+    ])
+  })
+
+  it("keeps entries of another time apart: a batch carries one time for all its entries", () => {
+    const later = new Date(AT.getTime() + 5)
+    const out = batchTranscript([entry(1), entry(2), entry(3, "c", "corr_a", sessionId, later), entry(4)])
+    expect(shape(out).map((m) => [m.type, m.seqs])).toEqual([
+      ["session.event-batch", [1, 2]],
+      ["session.event", [3]],
+      ["session.event", [4]]
     ])
   })
 

@@ -10,8 +10,9 @@ type Appended = Envelope<typeof SINGLE, Domain.SessionEvents.SessionEventEntry &
 const isAppended = (outgoing: Actor.Outgoing): boolean => outgoing.envelope.type === SINGLE
 
 /**
- * A transaction's `session.event`s as `session.event-batch`es (issue 12): the entries of one session and one
- * request that its commands persisted together (a busy agent's reports, and under load the reports that
+ * A transaction's `session.event`s as `session.event-batch`es (issue 12): the entries of one session, one
+ * request and one time (a batch carries one `at` for all; the session actor gives a transaction's entries one) that
+ * its commands persisted together (a busy agent's reports, and under load the reports that
  * waited for one commit) go out as one message per `MAX_BATCH_ENTRIES` entries (or about `MAX_BATCH_BYTES`),
  * not one each. A run may pass over other sessions' entries, so a group's interleaved sessions still batch,
  * and ends at any other message (a session's status, a task's event), so those keep their place after the
@@ -40,6 +41,7 @@ export const batchTranscript = (events: ReadonlyArray<Actor.Outgoing>): Readonly
     if (
       current !== undefined &&
       current.run[0]!.envelope.correlationId === outgoing.envelope.correlationId &&
+      current.run[0]!.envelope.at === outgoing.envelope.at &&
       current.run.length < SessionEvents.MAX_BATCH_ENTRIES &&
       current.bytes + size <= SessionEvents.MAX_BATCH_BYTES
     ) {

@@ -45,6 +45,13 @@ export const systemEvent = (kind: string, id: string | null, envelope: Envelope)
   envelope
 })
 
+/**
+ * Transactions begun in this process, for their ids (`ActorContext.transaction`): unique across the process's
+ * stores, since what a kind keeps by transaction (a session's staged snapshot, its entries' time) is kept per kind,
+ * and two runtimes of one process may hold one kind.
+ */
+let transactions = 0
+
 /** How long a commit may sit idle once it holds its shard's fence row (see `writeOutboxAndCheckFence`). */
 const FENCE_HOLD_MS = 2_000
 
@@ -174,7 +181,6 @@ export const makeStore = (
     readonly afterCommit: ReadonlyArray<Effect.Effect<void, unknown>>
     readonly outgoing: number
   }
-  let transactions = 0
 
   /**
    * What the commands of one transaction share: the states saved so far by `<kind>/<id>` (for `carry`), the

@@ -465,6 +465,7 @@ describe("session actor: transcript and activity", () => {
         )
         expect(results.map((r) => r._tag)).toEqual(["Applied", "Applied", "Applied", "Applied", "Applied"])
         // Stored as each came: in order, with the id of the request each answers.
+        const stored: Array<number> = []
         for (const [to, expected] of [
           [
             a,
@@ -482,11 +483,12 @@ describe("session actor: transcript and activity", () => {
             ]
           ]
         ] as const) {
-          const rows = yield* sql<{ seq: string; text: string; correlationId: string }>`
-            SELECT seq, payload->>'text' AS text, correlation_id FROM session_events
-            WHERE session_id = ${to!.sessionId} ORDER BY seq`
+          const rows = yield* sql<{ seq: string; text: string; correlationId: string; ms: string }>`
+            SELECT seq, payload->>'text' AS text, correlation_id, (extract(epoch FROM at) * 1000)::bigint AS ms
+            FROM session_events WHERE session_id = ${to!.sessionId} ORDER BY seq`
           expect(rows.map((r) => [r.text, r.correlationId])).toEqual(expected)
           expect(rows.map((r) => Number(r.seq))).toEqual(expected.map((_, i) => i + 1))
+          stored.push(...rows.map((r) => Number(r.ms)))
         }
         // Published as what a reader of each session needs: one batch per session and request, in seq order.
         const sent = committed
@@ -506,6 +508,12 @@ describe("session actor: transcript and activity", () => {
           ["b", "session.event-batch", [1, 2], "req_x"],
           ["a", "session.event", [3], "req_y"]
         ])
+        // One time for the transaction's entries, live (each batch's) and stored: a reader sees the same after a reload.
+        const times = committed
+          .map((row) => JSON.parse(row.payload) as Envelope)
+          .filter((e) => e.type === "session.event" || e.type === "session.event-batch")
+          .map((e) => Date.parse(e.at))
+        expect(new Set([...times, ...stored]).size).toBe(1)
       }).pipe(Effect.provide(env())),
     60_000
   )

@@ -33,21 +33,6 @@ export interface Status {
 const BUCKET = Topology.Buckets.leases.name
 const STREAM = Topology.Streams.SAM_CMD.name
 
-/**
- * The bucket's keys under `filter`, each once: the listing reads the bucket's latest entries as they come, and a
- * key written while it runs (a lease renewed, every few hundred milliseconds under load) comes again.
- */
-const kvKeys = (nats: Nats["Type"], filter: string) =>
-  Effect.tryPromise({
-    try: async () => {
-      const kv = await nats.kvm.open(BUCKET)
-      const out = new Set<string>()
-      for await (const key of await kv.keys(filter)) out.add(key)
-      return [...out]
-    },
-    catch: (cause) => new NatsError({ reason: "Kv", message: `list ${BUCKET}: ${cause}`, cause })
-  })
-
 /** Shard owners and epochs (KV), consumer backlogs (JetStream), fences, dead letters, outbox and timers (Postgres). */
 export const status = Effect.fn("Actors.status")(function* () {
   const nats = yield* Nats
@@ -71,7 +56,7 @@ export const status = Effect.fn("Actors.status")(function* () {
     epoch: string
   }>`SELECT kind, shard, epoch FROM actor_shard_fences`
   const fenceOf = new Map(fences.map((row) => [`${row.kind}.${row.shard}`, Number(row.epoch)]))
-  const shardRows = yield* Effect.forEach(yield* kvKeys(nats, leasePrefix), (key) =>
+  const shardRows = yield* Effect.forEach(yield* leases.keys(leasePrefix), (key) =>
     leases.get(key).pipe(
       Effect.map((entry) => {
         const [, kind = "", shardText = "0"] = key.split(".")
@@ -92,7 +77,7 @@ export const status = Effect.fn("Actors.status")(function* () {
       Effect.orElseSucceed(() => undefined)
     )
   )
-  const memberRows = yield* Effect.forEach(yield* kvKeys(nats, "member.>"), (key) =>
+  const memberRows = yield* Effect.forEach(yield* members.keys("member.>"), (key) =>
     members.get(key).pipe(
       Effect.map((entry) =>
         Option.match(entry, {

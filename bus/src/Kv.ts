@@ -31,6 +31,11 @@ export interface KvStore<A> {
   /** write only if the key is still at `revision`; `KvConflict` when someone wrote since */
   readonly update: (key: string, value: A, revision: number) => Effect.Effect<number, NatsError | KvConflict>
   readonly delete: (key: string) => Effect.Effect<void, NatsError>
+  /**
+   * The keys under `filter` (a subject filter, such as `lease.>`), each once: the listing is a consumer of the
+   * bucket's latest entries that also delivers what is put while it runs, so a key renewed meanwhile comes again.
+   */
+  readonly keys: (filter: string) => Effect.Effect<ReadonlyArray<string>, NatsError>
 }
 
 /**
@@ -76,7 +81,16 @@ export const open = Effect.fn("Bus.kvOpen")(function* <S extends z.ZodType>(buck
         try: () => kv.update(key, serialize(value), revision),
         catch: conflictOr("update", key, revision)
       }),
-    delete: (key) => Effect.tryPromise({ try: () => kv.delete(key), catch: fail("delete", key) })
+    delete: (key) => Effect.tryPromise({ try: () => kv.delete(key), catch: fail("delete", key) }),
+    keys: (filter) =>
+      Effect.tryPromise({
+        try: async () => {
+          const out = new Set<string>()
+          for await (const key of await kv.keys(filter)) out.add(key)
+          return [...out]
+        },
+        catch: fail("list", filter)
+      })
   }
   return store
 })

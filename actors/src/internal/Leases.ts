@@ -89,16 +89,8 @@ export const manageLeases = (deps: {
         }
       }).pipe(Effect.raceFirst(stuck), Effect.ensuring(Effect.sync(() => watcher.stop())))
     const seedMembers = Effect.gen(function* () {
-      const keys = yield* Effect.tryPromise({
-        try: async () => {
-          // A Set: the listing is a consumer that also delivers puts made while it runs, so a member
-          // that renews during it is listed twice (and counted twice, it would shrink everyone's share).
-          const out = new Set<string>()
-          for await (const key of await raw.keys(memberPrefix(kind.name))) out.add(key)
-          return [...out]
-        },
-        catch: (cause) => new NatsError({ reason: "Kv", message: `list members: ${cause}`, cause })
-      })
+      // each key once (`KvStore.keys`): a member that renews during the listing would shrink everyone's share
+      const keys = yield* members.keys(memberPrefix(kind.name))
       const values = yield* Effect.forEach(keys, (key) => members.get(key).pipe(Effect.orElseSucceed(Option.none)), {
         concurrency: 8
       })

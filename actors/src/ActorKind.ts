@@ -43,6 +43,8 @@ export interface ActorContext<Id extends string> {
    * stages for after the commit stays visible to the commands after it in the same transaction
    */
   readonly transaction?: string
+  /** when that transaction began (ISO 8601): one time for what its commands record, as Postgres's `now()` is */
+  readonly transactionAt?: string
   /**
    * For a handler that claims message ids of its own in the inbox (a session's run of reports claims each report's
    * id): whether a command later in the same group commit, to the same entity and of `type`, carries `messageId`.

@@ -62,7 +62,6 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
       ? Duration.toMillis(Duration.decode(options.staleAfter))
       : yield* Config.integer("SAM_SESSION_LOST_AFTER_MS").pipe(Config.withDefault(60_000), Effect.orDie)
   const listeningSince = Date.now()
-  const times = transactionTimes()
   return Actor.make({
     name: options.name ?? KIND,
     shards: options.shards ?? SessionRef.shards,
@@ -109,7 +108,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
         )
       }).pipe(
         Effect.map((reaction) => {
-          const timed = sameTime(reaction, times.of(context.transaction))
+          const timed = sameTime(reaction, context.transactionAt ?? new Date().toISOString())
           return {
             ...timed,
             afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
@@ -129,11 +128,10 @@ export type SessionKind = Effect.Effect.Success<ReturnType<typeof make>>
  * One time for the transcript entries a reaction adds: the rows store it and the `session.event`s that
  * publish them carry it, so a client sees the same time for an event live and read back after a
  * reconnect (the rows took the transaction's start, the events the moment each was made). It is the
- * transaction's (`transactionTimes`): a batch of entries of several commands carries one time, that of each.
+ * transaction's (`ActorContext.transactionAt`): a batch of entries of several commands carries one time, that of each.
  */
-const sameTime = (reaction: Reaction, at: () => string): Reaction => {
+const sameTime = (reaction: Reaction, time: string): Reaction => {
   if (reaction.state.transcript.length === 0) return reaction
-  const time = at()
   return {
     ...reaction,
     state: { ...reaction.state, transcriptAt: time },
@@ -146,26 +144,6 @@ const sameTime = (reaction: Reaction, at: () => string): Reaction => {
               : outgoing
           )
         })
-  }
-}
-
-/**
- * The time of each transaction's transcript entries, made when its first reaction asks: the commands of one group
- * commit share it. The latest transactions are kept (a shard's lanes run at most two at a time, and the process's
- * shards side by side); a command outside any is given the moment it asks.
- */
-const transactionTimes = (keep = 256) => {
-  const times = new Map<string, string>()
-  return {
-    of: (transaction: string | undefined) => () => {
-      if (transaction === undefined) return new Date().toISOString()
-      const known = times.get(transaction)
-      if (known !== undefined) return known
-      const at = new Date().toISOString()
-      times.set(transaction, at)
-      if (times.size > keep) times.delete(times.keys().next().value as string)
-      return at
-    }
   }
 }
 

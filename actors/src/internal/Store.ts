@@ -47,8 +47,8 @@ export const systemEvent = (kind: string, id: string | null, envelope: Envelope)
 
 /**
  * Transactions begun in this process, for their ids (`ActorContext.transaction`): unique across the process's
- * stores, since what a kind keeps by transaction (a session's staged snapshot, its entries' time) is kept per kind,
- * and two runtimes of one process may hold one kind.
+ * stores, since what a kind keeps by transaction (a session's staged snapshot) is kept per kind, and two runtimes
+ * of one process may hold one kind.
  */
 let transactions = 0
 
@@ -189,6 +189,7 @@ export const makeStore = (
    */
   interface Group {
     readonly transaction: string
+    readonly at: string
     readonly carried: Map<string, unknown>
     readonly preloaded: Map<string, unknown>
     readonly held: Array<HeldSave<string, unknown>>
@@ -270,6 +271,7 @@ export const makeStore = (
         .handle(previous, envelope, {
           ...input.context,
           transaction: group.transaction,
+          transactionAt: group.at,
           ...(takeOver === undefined ? {} : { takeOver }),
           ...(claimed === undefined ? {} : { claimed })
         })
@@ -328,6 +330,7 @@ export const makeStore = (
     const first = inputs[0]!
     const group: Group = {
       transaction: `t${++transactions}`,
+      at: new Date().toISOString(),
       carried: new Map(),
       preloaded: new Map(),
       held: [],

@@ -55,8 +55,8 @@ export interface ActorContext<Id extends string> {
    */
   readonly takeOver?: (messageId: string, type: string) => boolean
   /**
-   * The ids of the kind's `carriedIds` of this command that its transaction claimed in the inbox (new to it), when
-   * the kind has `carriedIds`. An id a command of the same group carries as its own is that command's, not this.
+   * The ids this command carries (its kind's `carriedIds`) that its transaction claimed in the inbox (new to it),
+   * for a command that carries any. An id a command of the same group carries as its own is that command's, not this.
    */
   readonly claimed?: ReadonlySet<string>
 }

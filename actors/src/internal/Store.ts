@@ -339,14 +339,14 @@ export const makeStore = (
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
       // a message twice in one group: its second time is a repeat, like any other
-      const carried = inputs.flatMap((input, at) =>
-        (input.kind.carriedIds?.(input.envelope) ?? []).map(({ id, type }) => ({ input, at, id, type }))
+      // what each command carries, asked once; a command that carries ids gets the set of those it claimed
+      const carriedOf = inputs.map((input) => input.kind.carriedIds?.(input.envelope))
+      const carried = carriedOf.flatMap((ids, at) =>
+        (ids ?? []).map(({ id, type }) => ({ input: inputs[at]!, at, id, type }))
       )
       const claimed = yield* claimInboxes(inputs, carried)
       const fresh = inputs.map((input) => claimed.delete(input.envelope.id))
-      const claimedCarried = inputs.map((input) =>
-        input.kind.carriedIds === undefined ? undefined : new Set<string>()
-      )
+      const claimedCarried = carriedOf.map((ids) => (ids === undefined ? undefined : new Set<string>()))
       for (const { at, id } of carried) if (claimed.delete(id)) claimedCarried[at]?.add(id)
       yield* preload(inputs, fresh, group)
       // A handler may take over a later command of the group, of its entity and of the type it names, whose id it

@@ -172,6 +172,15 @@ const program = Effect.gen(function* () {
     })
     // Every client subscribed before anything is sent.
     yield* Effect.sleep(1_000)
+    // What the stack costs with every session open and nothing happening, in % of one core by kind of process
+    // (a process that ended meanwhile takes its CPU time with it: such a kind counts 0, not less).
+    const idleBefore = cpuByKind(OWN)
+    const idleStarted = now()
+    yield* Effect.sleep(3_000)
+    const idle = cpuPer(idleBefore, cpuByKind(OWN), (now() - idleStarted) / 1000).map(({ kind, us }) => ({
+      kind,
+      percent: Math.max(0, us / 10_000)
+    }))
     const waitTurns = (n: number, timeoutMs: number) =>
       Effect.gen(function* () {
         const until = Date.now() + timeoutMs
@@ -321,6 +330,7 @@ const program = Effect.gen(function* () {
       `| raw core NATS publish → subscribe, as many payloads of 400 bytes | ${events} | ${raw.toFixed(0)} | ${rawElapsed.toFixed(0)} |`,
       "",
       `Ratio live path/raw: ${(perSecond / raw).toFixed(3)}.`,
+      `CPU at idle (every session open, nothing streaming), in % of one core: ${idle.map((c) => `${c.kind} ${c.percent.toFixed(1)}`).join(", ")}; ${idle.reduce((sum, c) => sum + c.percent, 0).toFixed(1)} in all.`,
       `CPU time per event in the burst, by process: ${burstCpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${burstCpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       "",
       target,

@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { ControlPlane, NatsAccounts } from "@sam/actors"
-import { natsLayer } from "@sam/bus"
+import { natsLayer, Otlp } from "@sam/bus"
 import { Auth, Gateway, LocalOwner } from "@sam/gateway"
 import { Sql } from "@sam/sql"
 import { Effect, Either, Fiber, Layer, Option, Redacted } from "effect"
@@ -172,7 +172,13 @@ export const up = Effect.gen(function* () {
   yield* Effect.addFinalizer(() => Effect.sync(() => process.stdout.write("\nStopping SAM…\n")))
   // Runs until Ctrl-C, or until nats-server or Postgres died and could not be restarted.
   return yield* stack.failed
-}).pipe(Effect.scoped, Effect.provide(Progress.console))
+}).pipe(
+  Effect.scoped,
+  Effect.provide(Progress.console),
+  // spans to an OpenTelemetry collector when OTEL_EXPORTER_OTLP_ENDPOINT says where (issue 12); the local nodes'
+  // vm-agents inherit the variables and export theirs
+  Effect.provide(Otlp.layer("control-plane"))
+)
 
 /** Postgres of a running `sam up`, with the generated password from the data directory (operator commands). */
 export const sqlLayer = (options: LocalStack.StackOptions) =>

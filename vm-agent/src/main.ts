@@ -1,5 +1,5 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Accounts, Nats, natsLayer, Subjects } from "@sam/bus"
+import { Accounts, Nats, natsLayer, Otlp, Subjects } from "@sam/bus"
 import { Cause, Effect, Exit, Layer, Option } from "effect"
 import { WebSocket as WsWebSocket } from "ws"
 import { AcpSessionHost } from "./acp/AcpSessionHost.js"
@@ -74,6 +74,8 @@ const program = Effect.gen(function* () {
 })
 
 program.pipe(
+  // spans to an OpenTelemetry collector when OTEL_EXPORTER_OTLP_ENDPOINT says where (issue 12)
+  Effect.provide(Otlp.layer("vm-agent")),
   NodeRuntime.runMain({
     teardown: (exit, onExit) => {
       const failure = Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()

@@ -1,0 +1,187 @@
+import { createServer, type IncomingHttpHeaders } from "node:http"
+import type { AddressInfo } from "node:net"
+import { Effect, Redacted, Tracer } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { configured, make, shown } from "../src/Otlp.js"
+
+describe("OTLP settings from the environment", () => {
+  it("is off unless an endpoint is named, or when turned off", () => {
+    expect(configured({}, "vm-agent")._tag).toBe("Off")
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" }
+    expect(configured({ ...endpoint, OTEL_SDK_DISABLED: "true" }, "vm-agent")._tag).toBe("Off")
+    expect(configured({ ...endpoint, OTEL_TRACES_EXPORTER: "none" }, "vm-agent")._tag).toBe("Off")
+  })
+
+  it("adds /v1/traces to the base endpoint, takes a traces endpoint as it is, and names the service by its role", () => {
+    const base = configured({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318/" }, "control-plane")
+    expect(base).toMatchObject({
+      _tag: "On",
+      settings: { url: "http://collector:4318/v1/traces", service: "sam-control-plane", role: "control-plane" }
+    })
+    const full = configured(
+      {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://ignored:4318",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://collector.example/otlp/traces",
+        OTEL_SERVICE_NAME: "sam-eu"
+      },
+      "vm-agent"
+    )
+    expect(full).toMatchObject({
+      _tag: "On",
+      settings: { url: "https://collector.example/otlp/traces", service: "sam-eu", role: "vm-agent" }
+    })
+  })
+
+  it("reads URL-encoded headers, keeps them redacted, and shows the address without credentials or query", () => {
+    const found = configured(
+      {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "https://user:secret@collector.example:4318/base?key=secret",
+        OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%20k3y, x-team = a%2Cb"
+      },
+      "vm-agent"
+    )
+    expect(found._tag).toBe("On")
+    if (found._tag !== "On") return
+    expect(Redacted.value(found.settings.headers)).toEqual({ authorization: "Bearer k3y", "x-team": "a,b" })
+    expect(String(found.settings.headers)).not.toContain("k3y")
+    expect(shown(found.settings.url)).toBe("https://collector.example:4318/base/v1/traces")
+  })
+
+  it("says why it exports nothing for what it cannot do", () => {
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" }
+    expect(configured({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }, "vm-agent")).toEqual({
+      _tag: "Invalid",
+      reason: "protocol grpc is not supported (only http/json)"
+    })
+    expect(configured({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" }, "vm-agent")._tag).toBe("On")
+    expect(configured({ OTEL_EXPORTER_OTLP_ENDPOINT: "ftp://collector" }, "vm-agent")).toMatchObject({
+      _tag: "Invalid",
+      reason: "OTEL_EXPORTER_OTLP_ENDPOINT is not an http(s) URL"
+    })
+    expect(configured({ ...endpoint, OTEL_EXPORTER_OTLP_HEADERS: "no-equals-sign" }, "vm-agent")).toMatchObject({
+      _tag: "Invalid"
+    })
+  })
+})
+
+interface SpanJson {
+  readonly name: string
+  readonly traceId: string
+  readonly spanId: string
+  readonly parentSpanId?: string
+  readonly kind: number
+  readonly startTimeUnixNano: string
+  readonly endTimeUnixNano: string
+  readonly attributes: ReadonlyArray<unknown>
+  readonly status: unknown
+}
+
+interface Received {
+  readonly headers: IncomingHttpHeaders
+  // biome-ignore lint/suspicious/noExplicitAny: the posted OTLP JSON, checked field by field below
+  readonly body: any
+}
+
+describe("the OTLP/HTTP JSON exporter", () => {
+  const received: Array<Received> = []
+  let status = 200
+  const server = createServer((request, response) => {
+    let text = ""
+    request.on("data", (chunk: Buffer) => (text += chunk))
+    request.on("end", () => {
+      received.push({ headers: request.headers, body: JSON.parse(text) })
+      response.writeHead(status, { "content-type": "application/json" }).end("{}")
+    })
+  })
+  let url = ""
+  beforeAll(async () => {
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening))
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/traces`
+  })
+  afterAll(() => new Promise<void>((closed) => server.close(() => closed())))
+
+  it("sends ended spans with their W3C ids, parents, times, attributes and failures, as OTLP's JSON mapping says", async () => {
+    received.length = 0
+    const exporter = make({
+      url,
+      headers: Redacted.make({ authorization: "Bearer k3y" }),
+      service: "sam-test",
+      role: "control-plane"
+    })
+    await Effect.runPromiseExit(
+      Effect.gen(function* () {
+        yield* Effect.annotateCurrentSpan({ "url.full": "http://gw/api/v1/auth/github/callback?code=c0de", n: 3 })
+        yield* Effect.annotateCurrentSpan("url.query", "code=c0de")
+        yield* Effect.void.pipe(
+          Effect.withSpan("child", { kind: "client", attributes: { ratio: 0.5, ok: true }, captureStackTrace: false })
+        )
+        yield* Effect.fail(new Error("it broke")).pipe(Effect.withSpan("failing", { captureStackTrace: false }))
+      }).pipe(Effect.withSpan("root", { kind: "server", captureStackTrace: false }), Effect.withTracer(exporter.tracer))
+    )
+    await exporter.flush()
+    expect(received).toHaveLength(1)
+    const [{ headers, body }] = received as [Received]
+    expect(headers.authorization).toBe("Bearer k3y")
+    expect(headers["content-type"]).toBe("application/json")
+    const [resourceSpans] = body.resourceSpans
+    expect(resourceSpans.resource.attributes).toContainEqual({
+      key: "service.name",
+      value: { stringValue: "sam-test" }
+    })
+    expect(resourceSpans.resource.attributes).toContainEqual({
+      key: "sam.process",
+      value: { stringValue: "control-plane" }
+    })
+    const spans = resourceSpans.scopeSpans[0].spans as Array<SpanJson>
+    const byName = Object.fromEntries(spans.map((span) => [span.name, span]))
+    const root = byName.root!
+    const child = byName.child!
+    const failing = byName.failing!
+    expect(root.traceId).toMatch(/^[0-9a-f]{32}$/)
+    expect(root.spanId).toMatch(/^[0-9a-f]{16}$/)
+    expect(root.parentSpanId).toBeUndefined()
+    for (const span of [child, failing]) {
+      expect(span.traceId).toBe(root.traceId)
+      expect(span.parentSpanId).toBe(root.spanId)
+    }
+    expect(root.kind).toBe(2)
+    expect(child.kind).toBe(3)
+    expect(BigInt(root.endTimeUnixNano)).toBeGreaterThanOrEqual(BigInt(child.endTimeUnixNano))
+    expect(BigInt(child.startTimeUnixNano)).toBeGreaterThanOrEqual(BigInt(root.startTimeUnixNano))
+    expect(child.attributes).toEqual([
+      { key: "ratio", value: { doubleValue: 0.5 } },
+      { key: "ok", value: { boolValue: true } }
+    ])
+    // a URL's query never leaves: it may hold an OAuth code
+    expect(root.attributes).toEqual([
+      { key: "url.full", value: { stringValue: "http://gw/api/v1/auth/github/callback" } },
+      { key: "n", value: { intValue: "3" } }
+    ])
+    expect(JSON.stringify(body)).not.toContain("c0de")
+    expect(failing.status).toEqual({ code: 2, message: "it broke" })
+    expect(child.status).toEqual({ code: 0 })
+    expect(exporter.stats).toMatchObject({ exported: 3, dropped: 0 })
+  })
+
+  it("continues a trace from a remote parent, and drops and counts what a failing collector cannot take", async () => {
+    received.length = 0
+    status = 503
+    const exporter = make({ url, headers: Redacted.make({}), service: "sam-test", role: "vm-agent" })
+    const parent = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" }
+    await Effect.runPromise(
+      Effect.void.pipe(
+        Effect.withSpan("remote child"),
+        Effect.withParentSpan(Tracer.externalSpan({ ...parent, sampled: true })),
+        Effect.withTracer(exporter.tracer)
+      )
+    )
+    await exporter.flush()
+    status = 200
+    expect(received[0]?.body.resourceSpans[0].scopeSpans[0].spans[0]).toMatchObject({
+      traceId: parent.traceId,
+      parentSpanId: parent.spanId
+    })
+    expect(exporter.stats).toMatchObject({ exported: 0, dropped: 1, failures: 1 })
+    expect(exporter.stats.lastError).toContain("503")
+  })
+})

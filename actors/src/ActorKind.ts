@@ -8,6 +8,11 @@ import type { z } from "zod"
 export interface Outgoing {
   readonly subject: string
   readonly envelope: Envelope
+  /**
+   * The W3C trace context the message continues, when not the handler's own span: what a handler kept from the
+   * request it answers late (a node's reservation for a task that waited for the node).
+   */
+  readonly traceparent?: string | undefined
 }
 
 /** Set (or replace) the actor's timer `name`, or cancel it. A due timer delivers `command` to the actor. */

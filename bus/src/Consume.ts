@@ -1,7 +1,7 @@
 import type { ConsumerConfig, JsMsg } from "@nats-io/jetstream"
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Option, Queue, Stream } from "effect"
+import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Queue, Stream } from "effect"
 import type { Envelope, Malformed, Registry } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
@@ -253,10 +253,7 @@ export const handleOne =
       Trace.withCorrelation(delivery.envelope.correlationId),
       Effect.withSpan("Bus.handle", {
         captureStackTrace: false,
-        ...Option.match(Trace.parentOf(delivery.msg.headers?.get("traceparent")), {
-          onNone: () => ({}),
-          onSome: (parent) => ({ parent })
-        }),
+        ...Trace.spanOf(delivery.msg.headers?.get("traceparent")),
         attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
       })
     )

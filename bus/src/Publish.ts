@@ -25,10 +25,15 @@ export const publish = Effect.fn("Bus.publish")(function* (subject: string, mess
  * issue 12): the same envelope, stamped, with the current span's `traceparent` in its headers. A span and
  * its stack capture per call cost more than the publish.
  */
-export const publishUntraced = (subject: string, message: Envelope): Effect.Effect<Published, NatsError, Nats> =>
+export const publishUntraced = (
+  subject: string,
+  message: Envelope,
+  /** the trace context to send instead of the current span's (a turn's, for the reports it causes) */
+  traceparent?: string
+): Effect.Effect<Published, NatsError, Nats> =>
   Effect.flatMap(Nats, ({ streams }) =>
     Effect.flatMap(stamp(message), (envelope) =>
-      Effect.flatMap(headersFor(envelope), (headers) =>
+      Effect.flatMap(headersFor(envelope, traceparent === undefined ? undefined : { traceparent }), (headers) =>
         Effect.tryPromise({
           try: () => streams.publish([{ subject, data: encode(envelope), msgId: envelope.id, headers }]),
           catch: (cause) =>

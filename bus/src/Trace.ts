@@ -48,6 +48,19 @@ export const parentOf = (traceparent: string | undefined): Option.Option<Tracer.
   return Option.some(Tracer.externalSpan({ traceId, spanId, sampled: (Number.parseInt(flags, 16) & 1) === 1 }))
 }
 
+/**
+ * The span options of a message's handling: a child of the remote span its `traceparent` header names, or, without
+ * one, the root of a trace of its own (not a child of whatever long-lived fiber consumes it, which would make one
+ * endless trace of a process's every message).
+ */
+export const spanOf = (
+  traceparent: string | undefined
+): { readonly parent: Tracer.ExternalSpan } | { readonly root: true } =>
+  Option.match(parentOf(traceparent), {
+    onNone: () => ({ root: true }) as const,
+    onSome: (parent) => ({ parent })
+  })
+
 /** Run `effect` as a child of the remote span a `traceparent` header names (as is, without one). */
 export const continueFrom =
   (traceparent: string | undefined) =>

@@ -11,7 +11,7 @@ import {
 import { NodeHttpServer } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import type { Nats } from "@sam/bus"
-import { Context, Effect, Layer, Redacted } from "effect"
+import { Context, Effect, FiberRef, Layer, Redacted, Tracer } from "effect"
 import { ApiError } from "./ApiError.js"
 import { Auth } from "./Auth.js"
 import * as BootLimiter from "./boot/BootLimiter.js"
@@ -192,6 +192,8 @@ export const start = Effect.fn("Gateway.start")(function* (options: GatewayOptio
       HttpMiddleware.withTracerDisabledWhen(FeedRoute.tokenInUrl),
       // a span records a request's headers: the web app's key as little as a cookie
       Layer.locallyWith(Headers.currentRedactedNames, (names) => [...names, KEY_HEADER]),
+      // each request a trace of its own (or the caller's, from its `traceparent`), not a child of the gateway's start
+      Layer.locallyWith(FiberRef.currentContext, Context.omit(Tracer.ParentSpan)),
       Layer.provideMerge(server),
       Layer.provide(Auth.Default),
       Layer.provide(Health.layer),

@@ -21,6 +21,7 @@ import inboxRetention from "./migrations/0018_inbox_retention.js"
 import sessionsByWorkspace from "./migrations/0019_sessions_by_workspace.js"
 import sessionsRecentlyChanged from "./migrations/0020_sessions_recently_changed.js"
 import sessionUsage from "./migrations/0021_session_usage.js"
+import traceContext from "./migrations/0022_trace_context.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -48,7 +49,8 @@ export const migrations = {
   "0018_inbox_retention": inboxRetention,
   "0019_sessions_by_workspace": sessionsByWorkspace,
   "0020_sessions_recently_changed": sessionsRecentlyChanged,
-  "0021_session_usage": sessionUsage
+  "0021_session_usage": sessionUsage,
+  "0022_trace_context": traceContext
 }
 
 const migrator = Migrator.make({})

@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Domain, type Envelope, NodeId, TaskId, Trace, WorkspaceId } from "@sam/bus"
-import { Effect, FiberRef } from "effect"
+import { Effect, FiberRef, Option } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
@@ -45,8 +45,14 @@ const decodeReservations = decodeRows(
   "reservation"
 )
 const decodeTaskIds = decodeRows(z.object({ id: TaskId }), "task")
-const decodeUndispatched = decodeRows(z.object({ id: WorkspaceId, correlationId: z.string().nullable() }), "workspace")
-const decodeWaiting = decodeRows(z.object({ id: TaskId, correlationId: z.string().nullable() }), "task")
+const decodeUndispatched = decodeRows(
+  z.object({ id: WorkspaceId, correlationId: z.string().nullable(), traceparent: z.string().nullable() }),
+  "workspace"
+)
+const decodeWaiting = decodeRows(
+  z.object({ id: TaskId, correlationId: z.string().nullable(), traceparent: z.string().nullable() }),
+  "task"
+)
 const decodeWorkspaces = decodeRows(z.object({ id: WorkspaceId, status: Domain.WorkspaceStatus }), "workspace")
 interface State {
   readonly row: Row | null
@@ -56,6 +62,8 @@ interface State {
   readonly waiting: ReadonlyArray<TaskId>
   /** the correlation id of the request each waiting task or undispatched workspace was reserved for */
   readonly correlations?: ReadonlyMap<string, string>
+  /** and its trace context (`traceparent`) */
+  readonly traces?: ReadonlyMap<string, string>
   /** its workspaces that are not deleted, with their status */
   readonly workspaces: ReadonlyArray<{ readonly id: WorkspaceId; readonly status: Domain.WorkspaceStatus }>
   /** the workspaces holding its slots (`node_reservations`) */
@@ -152,15 +160,16 @@ export const NodeKind = Actor.make({
           : []
       // with the request each was reserved for: what the node's readiness hands over follows it (issue 12)
       const undispatched = yield* sql`
-        SELECT w.id, r.correlation_id FROM workspaces w
+        SELECT w.id, r.correlation_id, r.traceparent FROM workspaces w
         LEFT JOIN node_reservations r ON r.workspace_id = w.id AND r.node_id = w.node_id
         WHERE w.node_id = ${id} AND w.dispatched_at IS NULL AND w.status = 'pending'`.pipe(
         Effect.map(decodeUndispatched)
       )
       const waiting = yield* sql`
-        SELECT t.id, (SELECT r.correlation_id FROM node_reservations r
-            WHERE r.task_id = t.id AND r.node_id = t.node_id ORDER BY r.created_at DESC LIMIT 1) AS correlation_id
-        FROM tasks t WHERE t.node_id = ${id} AND t.status = 'queued' AND t.execution_step = 'node_provisioning'`.pipe(
+        SELECT t.id, r.correlation_id, r.traceparent
+        FROM tasks t LEFT JOIN LATERAL (SELECT correlation_id, traceparent FROM node_reservations
+            WHERE task_id = t.id AND node_id = t.node_id ORDER BY created_at DESC LIMIT 1) r ON true
+        WHERE t.node_id = ${id} AND t.status = 'queued' AND t.execution_step = 'node_provisioning'`.pipe(
         Effect.map(decodeWaiting)
       )
       const workspaces = yield* sql`
@@ -188,6 +197,9 @@ export const NodeKind = Actor.make({
         waiting: waiting.map((r) => r.id),
         correlations: new Map(
           [...undispatched, ...waiting].flatMap((r) => (r.correlationId === null ? [] : [[r.id, r.correlationId]]))
+        ),
+        traces: new Map(
+          [...undispatched, ...waiting].flatMap((r) => (r.traceparent === null ? [] : [[r.id, r.traceparent]]))
         ),
         workspaces,
         reservations: reservations.map((r) => r.workspaceId),
@@ -227,9 +239,11 @@ export const NodeKind = Actor.make({
           INSERT INTO workspaces (id, project_id, node_id, task_id, status)
           VALUES (${r.workspaceId}, ${r.projectId}, ${id}, ${r.taskId}, 'pending')`
         const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
+        const span = yield* Effect.option(Effect.currentSpan)
+        const traceparent = (Option.isSome(span) ? Trace.traceparentOf(span.value) : undefined) ?? null
         yield* sql`
-          INSERT INTO node_reservations (workspace_id, node_id, task_id, correlation_id)
-          VALUES (${r.workspaceId}, ${id}, ${r.taskId}, ${correlationId})`
+          INSERT INTO node_reservations (workspace_id, node_id, task_id, correlation_id, traceparent)
+          VALUES (${r.workspaceId}, ${id}, ${r.taskId}, ${correlationId}, ${traceparent})`
       }
       if (state.released !== undefined) {
         yield* sql`DELETE FROM node_reservations WHERE workspace_id = ${state.released} AND node_id = ${id}`
@@ -250,19 +264,34 @@ export const NodeKind = Actor.make({
       const correlationId = state.correlations?.get(id)
       return correlationId === undefined ? {} : { correlationId }
     }
+    /** ...and in its trace. */
+    const traced = (id: string, outgoing: Actor.Outgoing): Actor.Outgoing => {
+      const traceparent = state.traces?.get(id)
+      return traceparent === undefined ? outgoing : { ...outgoing, traceparent }
+    }
     /** Once ready: the node-ready path of dispatch, and the tasks that waited. */
     const handOver = (next: Row) =>
       fresh(next) && next.status !== "destroying"
         ? [
             ...state.undispatched.map((workspaceId) =>
-              Actor.to(
-                WorkspaceRef,
+              traced(
                 workspaceId,
-                C.WorkspaceDispatch.make({ workspaceId: workspaceId, via: "node-ready" }, followed(workspaceId))
+                Actor.to(
+                  WorkspaceRef,
+                  workspaceId,
+                  C.WorkspaceDispatch.make({ workspaceId: workspaceId, via: "node-ready" }, followed(workspaceId))
+                )
               )
             ),
             ...state.waiting.map((taskId) =>
-              Actor.to(TaskRef, taskId, C.TaskNodeAssigned.make({ taskId: taskId, nodeId: next.id }, followed(taskId)))
+              traced(
+                taskId,
+                Actor.to(
+                  TaskRef,
+                  taskId,
+                  C.TaskNodeAssigned.make({ taskId: taskId, nodeId: next.id }, followed(taskId))
+                )
+              )
             )
           ]
         : []

@@ -59,6 +59,14 @@ export const makeHeartbeatThrottle = (everyMs = 5_000) => {
               }
             })
       })
-    ).pipe(Effect.asVoid)
+    ).pipe(
+      Effect.asVoid,
+      // each heartbeat's command a trace of its own, not part of the long-lived subscription's
+      Effect.withSpan("Ingress.heartbeat", {
+        root: true,
+        captureStackTrace: false,
+        attributes: { nodeId: record.nodeId }
+      })
+    )
   }
 }

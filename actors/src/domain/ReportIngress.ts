@@ -16,7 +16,7 @@ import {
   Topology,
   Trace
 } from "@sam/bus"
-import { Cause, Chunk, Duration, Effect, Layer, Queue, Schedule, Stream } from "effect"
+import { Cause, Chunk, Context, Duration, Effect, Layer, Queue, Schedule, Stream, Tracer } from "effect"
 import type { z } from "zod"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
@@ -457,7 +457,8 @@ const heartbeatLoop = (options: IngressOptions) =>
  */
 export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOptions) {
   const durable = options.durable ?? DEFAULT_DURABLE
-  const context = yield* Effect.context<ReportRequirements>()
+  // the services the handlers need, without this start's span: each report's handling is a span of its own trace
+  const context = Context.omit(Tracer.ParentSpan)(yield* Effect.context<ReportRequirements>())
   if (options.deliver === "new") yield* ensureFirstConsumer(durable, options.ackWait ?? "30 seconds")
   const route = router(options.routes, options.sessionRuns)
   const deliveries = (name: string) =>
@@ -511,7 +512,12 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
           )
       }),
       Trace.withCorrelation(run[0]?.envelope.correlationId),
-      Effect.withSpan("ReportIngress.run", { captureStackTrace: false, attributes: { reports: run.length } })
+      // the node's turn (or command) the reports belong to is this span's parent: one trace from the request on
+      Effect.withSpan("ReportIngress.run", {
+        captureStackTrace: false,
+        attributes: { reports: run.length },
+        ...Trace.spanOf(run[0]?.msg.headers?.get("traceparent"))
+      })
     )
   /** One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. */
   const handleEntity = (reports: ReadonlyArray<Consume.Delivery<AgentReport>>) =>

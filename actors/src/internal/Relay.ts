@@ -1,3 +1,4 @@
+import { headers } from "@nats-io/nats-core"
 import type { StreamPublisher } from "@sam/bus"
 import { NatsError } from "@sam/bus"
 import { Effect } from "effect"
@@ -22,5 +23,17 @@ export const publishRows = (publisher: StreamPublisher) => (rows: ReadonlyArray<
  */
 export const publishNow = (publisher: StreamPublisher, rows: ReadonlyArray<ClaimedRow>) =>
   publisher.publish(
-    rows.map((row) => ({ subject: row.subject, data: encoder.encode(row.payload), msgId: row.messageId }))
+    rows.map((row) => ({
+      subject: row.subject,
+      data: encoder.encode(row.payload),
+      msgId: row.messageId,
+      ...(row.traceparent ? { headers: traceHeaders(row.traceparent) } : {})
+    }))
   )
+
+/** The headers of a row written with a trace context: its `traceparent` (issue 12). */
+const traceHeaders = (traceparent: string) => {
+  const h = headers()
+  h.set("traceparent", traceparent)
+  return h
+}

@@ -355,8 +355,10 @@ export const startShard = (deps: ShardDeps) =>
         const inputs = groups.flatMap((group) => group.items.map(inputOf))
         const started = Date.now()
         const exit = yield* store.commitGroup(inputs).pipe(
+          // a batch of many requests' commands: a trace of its own (each command's `Actor.apply` follows its own)
           Effect.withSpan("Actor.handleGroup", {
             captureStackTrace: false,
+            root: true,
             attributes: {
               "actor.kind": kind.name,
               "actor.shard": shard,

@@ -25,6 +25,8 @@ export interface ClaimedRow {
   readonly messageId: string
   readonly subject: string
   readonly payload: string
+  /** the W3C trace context of the handler that wrote it, sent as the message's `traceparent` header */
+  readonly traceparent?: string | null | undefined
 }
 
 const decoder = new TextDecoder()
@@ -110,17 +112,19 @@ export const makeStore = (
    * takes no parameter per row (Postgres takes at most 65,535 in one statement).
    */
   const outboxStatement = (rows: ReadonlyArray<ClaimedRow>) =>
-    sql`INSERT INTO actor_outbox (message_id, subject, payload)
-      SELECT message_id, subject, payload FROM unnest(${rows.map((row) => row.messageId)}::text[], ${rows.map((row) => row.subject)}::text[],
-        ${rows.map((row) => row.payload)}::text[]) WITH ORDINALITY AS o(message_id, subject, payload, n)
+    sql`INSERT INTO actor_outbox (message_id, subject, payload, traceparent)
+      SELECT message_id, subject, payload, traceparent FROM unnest(${rows.map((row) => row.messageId)}::text[], ${rows.map((row) => row.subject)}::text[],
+        ${rows.map((row) => row.payload)}::text[], ${rows.map((row) => row.traceparent ?? null)}::text[])
+        WITH ORDINALITY AS o(message_id, subject, payload, traceparent, n)
       ORDER BY n
       ON CONFLICT (message_id) DO NOTHING`
 
   /** An outgoing message as its outbox row (encoded once: the row and the commit's own publish share it). */
-  const rowOf = (row: Outgoing): ClaimedRow => ({
+  const rowOf = (row: Outgoing, traceparent?: string): ClaimedRow => ({
     messageId: row.envelope.id,
     subject: row.subject,
-    payload: envelopeText(row.envelope)
+    payload: envelopeText(row.envelope),
+    traceparent
   })
 
   // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner
@@ -194,6 +198,11 @@ export const makeStore = (
     readonly preloaded: Map<string, unknown>
     readonly held: Array<HeldSave<string, unknown>>
     readonly outbox: Array<Outgoing>
+    /**
+     * The `traceparent` of the handler span that made each outgoing message (by envelope id); a message the kind
+     * made of several (`batchOutgoing`) goes with the group's first.
+     */
+    readonly traceparents: Map<string, string>
   }
 
   /** Write the saves held for `kind.saveMany`, in their order. */
@@ -287,6 +296,12 @@ export const makeStore = (
         envelope: follow(row.envelope)
       }))
       group.outbox.push(...rows)
+      const span = yield* Effect.option(Effect.currentSpan)
+      const traceparent = Option.isSome(span) ? Trace.traceparentOf(span.value) : undefined
+      for (const row of rows) {
+        const continued = row.traceparent ?? traceparent
+        if (continued !== undefined) group.traceparents.set(row.envelope.id, continued)
+      }
       if (reaction.timers !== undefined && reaction.timers.length > 0)
         yield* writeTimers(kind, id, {
           ...reaction,
@@ -303,10 +318,7 @@ export const makeStore = (
       Trace.withCorrelation(correlationId),
       Effect.withSpan("Actor.apply", {
         captureStackTrace: false,
-        ...Option.match(Trace.parentOf(input.traceparent), {
-          onNone: () => ({}),
-          onSome: (parent) => ({ parent })
-        }),
+        ...Trace.spanOf(input.traceparent),
         attributes: {
           "actor.kind": kind.name,
           "actor.id": id,
@@ -334,7 +346,8 @@ export const makeStore = (
       carried: new Map(),
       preloaded: new Map(),
       held: [],
-      outbox: []
+      outbox: [],
+      traceparents: new Map()
     }
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
@@ -367,7 +380,10 @@ export const makeStore = (
       for (at = 0; at < inputs.length; at++)
         applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver, claimedCarried[at]))
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
-      const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map(rowOf)
+      const firstParent = group.traceparents.values().next().value
+      const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map((row) =>
+        rowOf(row, group.traceparents.get(row.envelope.id) ?? firstParent)
+      )
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)
       return { applied, rows }
     }).pipe(
@@ -479,7 +495,7 @@ export const makeStore = (
   const relayOutbox = (limit: number, publish: (rows: ReadonlyArray<ClaimedRow>) => Effect.Effect<void, unknown>) =>
     drain(
       (n) => sql<ClaimedRow>`
-        SELECT message_id AS "messageId", subject, payload FROM actor_outbox
+        SELECT message_id AS "messageId", subject, payload, traceparent FROM actor_outbox
         WHERE sent_at IS NULL AND created_at < now() - make_interval(secs => ${DIRECT_PUBLISH_GRACE_MS / 1000})
           AND pg_try_advisory_xact_lock(${OUTBOX_LOCK})
         ORDER BY seq LIMIT ${n} FOR UPDATE SKIP LOCKED`,

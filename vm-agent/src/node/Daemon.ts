@@ -248,7 +248,9 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
   }).pipe(
     // a heartbeat that cannot be made or sent is logged, never the end of the heartbeats: a node that still runs
     // and says nothing has every turn on it healed as lost
-    Effect.catchAllCause((cause) => Effect.logWarning(`heartbeat failed: ${Cause.pretty(cause)}`))
+    Effect.catchAllCause((cause) => Effect.logWarning(`heartbeat failed: ${Cause.pretty(cause)}`)),
+    // each a trace of its own, not a child of the daemon's start
+    Effect.withSpan("VmAgent.heartbeat", { root: true, captureStackTrace: false })
   )
   yield* heartbeat.pipe(Effect.repeat(Schedule.spaced(`${settings.heartbeatMs} millis`)), Effect.forkScoped)
 
@@ -536,13 +538,15 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
               yield* Consume.settle(delivery, outcome)
             })
           }),
+          // a child of the actor's span that sent the command (its `traceparent`): one trace from the request on
           Effect.withSpan("VmAgent.command", {
             captureStackTrace: false,
             attributes: {
               type: delivery.envelope.type,
               subject: delivery.subject,
               streamSequence: delivery.streamSequence
-            }
+            },
+            ...Trace.spanOf(delivery.msg.headers?.get("traceparent"))
           })
         ),
       { concurrency: 16, unordered: true }

@@ -41,12 +41,13 @@ export const makeReporter = Effect.fn("VmAgent.reporter")(function* (nodeId: str
     def: MessageDef<T, S>,
     body: z.input<S>,
     id: string,
-    correlationId: string | undefined
+    correlationId: string | undefined,
+    traceparent?: string
   ) =>
     Effect.suspend(() => {
       const subject = Subjects.agentReport(nodeId, def.type, id)
       const envelope = def.make(body, correlationId === undefined ? {} : { correlationId })
-      return deliver(def, Publish.publishUntraced(subject, envelope))
+      return deliver(def, Publish.publishUntraced(subject, envelope, traceparent))
     }).pipe(Effect.catchAllDefect((defect) => Effect.logError(`report ${def.type} could not be built`, defect)))
   const rejected = (body: z.input<typeof NodeProtocol.CommandRejected.body>) =>
     Effect.logWarning(`rejected ${body.commandType ?? "message"} on ${body.subject}: ${body.message}`).pipe(

@@ -121,15 +121,21 @@ export const makeSessions = (deps: SessionsDeps) => {
     )
   const now = () => new Date().toISOString()
   /**
-   * The correlation id of each session's turn (that of the command that started it): the turn's
-   * reports carry it, so one request is followed to the agent's output (issue 12).
+   * The correlation id of each session's turn (that of the command that started it) and its trace context (the
+   * span of that command here): the turn's reports carry both, so one request is followed to the agent's output
+   * (issue 12).
    */
-  const turnCorrelation = new Map<string, { readonly epoch: number; readonly id: string | undefined }>()
+  const turnCorrelation = new Map<
+    string,
+    { readonly epoch: number; readonly id: string | undefined; readonly traceparent: string | undefined }
+  >()
   const correlated =
     (sessionId: string, epoch: number) =>
     <A, E, R>(effect: Effect.Effect<A, E, R>) => {
       const turn = turnCorrelation.get(sessionId)
-      return turn?.epoch === epoch ? Trace.withCorrelation(turn.id)(effect) : effect
+      return turn?.epoch === epoch
+        ? Trace.withCorrelation(turn.id)(Trace.continueFrom(turn.traceparent)(effect))
+        : effect
     }
 
   const report = (
@@ -220,7 +226,7 @@ export const makeSessions = (deps: SessionsDeps) => {
       /** A run of events, with the correlation id of the turn they belong to. */
       const publishRun = (events: Array<AgentEventReport>, epoch: number) => {
         const turn = turnCorrelation.get(record.sessionId)
-        const correlationId = turn?.epoch === epoch ? turn.id : undefined
+        const ours = turn?.epoch === epoch ? turn : undefined
         return events.length === 1
           ? deps.reporter.sendEvent(
               NodeProtocol.SessionEvent,
@@ -231,13 +237,15 @@ export const makeSessions = (deps: SessionsDeps) => {
                 event: events[0]!.event
               },
               record.sessionId,
-              correlationId
+              ours?.id,
+              ours?.traceparent
             )
           : deps.reporter.sendEvent(
               NodeProtocol.SessionEvents,
               { sessionId: record.sessionId, promptEpoch: epoch, events },
               record.sessionId,
-              correlationId
+              ours?.id,
+              ours?.traceparent
             )
       }
       /**
@@ -344,7 +352,12 @@ export const makeSessions = (deps: SessionsDeps) => {
     entry.turns.withPermits(1)(
       Effect.gen(function* () {
         entry.turnEpoch = epoch
-        turnCorrelation.set(entry.record.sessionId, { epoch, id: yield* FiberRef.get(Trace.correlation) })
+        const span = yield* Effect.option(Effect.currentSpan)
+        turnCorrelation.set(entry.record.sessionId, {
+          epoch,
+          id: yield* FiberRef.get(Trace.correlation),
+          traceparent: Option.isSome(span) ? Trace.traceparentOf(span.value) : undefined
+        })
         const record = entry.record
         entry.prompting = true
         inFlight.add(record.sessionId)

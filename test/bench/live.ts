@@ -16,7 +16,7 @@ import { cpus } from "node:os"
 import { join } from "node:path"
 import { SqlClient } from "@effect/sql"
 import { Actors, ControlPlane } from "@sam/actors"
-import { Domain, makeId, Nats, Subjects } from "@sam/bus"
+import { Domain, makeId, Nats, Otlp, Subjects } from "@sam/bus"
 import { Auth, Gateway } from "@sam/gateway"
 import { FeedClient } from "@sam/gateway/client"
 import { Effect, Fiber, Logger, LogLevel } from "effect"
@@ -343,10 +343,18 @@ const program = Effect.gen(function* () {
   }).pipe(Effect.provide(env))
 })
 
-program.pipe(Effect.scoped, Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)), Effect.runPromise).then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  }
-)
+program
+  .pipe(
+    Effect.scoped,
+    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)),
+    // as `sam up`: spans to a collector when OTEL_EXPORTER_OTLP_ENDPOINT names one (what tracing costs)
+    Effect.provide(Otlp.layer("control-plane")),
+    Effect.runPromise
+  )
+  .then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(error)
+      process.exit(1)
+    }
+  )

@@ -207,6 +207,7 @@ describe("./sam up with an OpenTelemetry collector", async () => {
     const everything = JSON.stringify(collector.spans)
     expect(everything).not.toContain("limit=7")
     expect(everything).not.toContain(token)
+    expect(everything).not.toContain((await readFile(join(dataDir, "owner-password"), "utf8")).trim())
 
     up.child.kill("SIGINT")
     expect(await up.exited).toBe(0)

@@ -1,9 +1,9 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
-import { type NatsConnection, wsconnect } from "@nats-io/nats-core"
+import { type NatsConnection, type Subscription, wsconnect } from "@nats-io/nats-core"
 import { connect, credsAuthenticator } from "@nats-io/transport-node"
-import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Config, Context, Effect, Layer, Option, Redacted, Runtime, type Scope } from "effect"
 import { NatsError } from "./Errors.js"
 import { makeStreamPublisher, type StreamPublisher } from "./StreamPublisher.js"
 
@@ -143,3 +143,26 @@ export const natsLayerConfig = (name: string) =>
       return yield* makeNats({ servers, creds, name })
     })
   )
+
+/**
+ * Answer each message of a core subscription in a fiber of its own (a slow answer holds up no other), each the root
+ * of a trace of its own (`span`), not a child of the span that started the service.
+ */
+export const answerEach = <R>(
+  sub: Subscription,
+  span: string,
+  answer: (subject: string, reply: string | undefined, data: Uint8Array) => Effect.Effect<void, never, R>
+): Effect.Effect<void, never, R | Scope.Scope> =>
+  Effect.gen(function* () {
+    const runFork = Runtime.runFork(yield* Effect.runtime<R>())
+    yield* Effect.forkScoped(
+      Effect.promise(async () => {
+        for await (const msg of sub)
+          runFork(
+            answer(msg.subject, msg.reply, msg.data).pipe(
+              Effect.withSpan(span, { root: true, captureStackTrace: false })
+            )
+          )
+      })
+    )
+  })

@@ -1,9 +1,9 @@
 import { SqlClient } from "@effect/sql"
-import { Context, Effect, Layer, type Redacted, Runtime } from "effect"
+import { Context, Effect, Layer, type Redacted } from "effect"
 import * as Accounts from "./Accounts.js"
 import type * as Credentials from "./Credentials.js"
 import { NatsError } from "./Errors.js"
-import { Nats, natsLayer } from "./Nats.js"
+import { answerEach, Nats, natsLayer } from "./Nats.js"
 import * as Subjects from "./Subjects.js"
 
 /**
@@ -194,10 +194,5 @@ export const runNodeRenewals = Effect.fn("NatsAccounts.runNodeRenewals")(functio
         })
       )
     })
-  const runFork = Runtime.runFork(yield* Effect.runtime<never>())
-  yield* Effect.forkScoped(
-    Effect.promise(async () => {
-      for await (const msg of sub) runFork(answer(msg.subject, msg.reply, msg.data))
-    })
-  )
+  yield* answerEach(sub, "NatsAccounts.answerRenewal", answer)
 })

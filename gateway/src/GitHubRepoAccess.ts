@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, Nats, Publish, Subjects, type UserId } from "@sam/bus"
-import { Effect, Redacted, Runtime } from "effect"
+import { answerEach, Domain, Nats, Publish, Subjects, type UserId } from "@sam/bus"
+import { Effect, Redacted } from "effect"
 import { ApiError } from "./ApiError.js"
 import type { GitHubAppOptions } from "./GitHubApp.js"
 import { mintInstallationToken } from "./GitHubAppToken.js"
@@ -182,10 +182,5 @@ export const serve = Effect.fn("GitHubRepoAccess.serve")(function* (app: GitHubA
       if (!request.success) return yield* respond({ ok: false, code: "bad_request", error: "expected {workspaceId}" })
       yield* respond(yield* gitAccess(app, nodeId, request.data.workspaceId))
     }).pipe(Effect.catchAllCause((cause) => Effect.logError("repository access request failed", cause)))
-  const runFork = Runtime.runFork(yield* Effect.runtime<SqlClient.SqlClient | Nats>())
-  yield* Effect.forkScoped(
-    Effect.promise(async () => {
-      for await (const msg of sub) runFork(answer(msg.subject, msg.reply, msg.data))
-    })
-  )
+  yield* answerEach(sub, "GitHubRepoAccess.answer", answer)
 })

@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
-import { ActorMessages, Api, Domain, Nats, Publish, Subjects } from "@sam/bus"
-import { Effect, Runtime } from "effect"
+import { ActorMessages, Api, answerEach, Domain, Nats, Publish, Subjects } from "@sam/bus"
+import { Effect } from "effect"
 import { BootLimits } from "./BootLimiter.js"
 
 /** At most this many lines of boot log per node: a flood from a token's holder ends here. */
@@ -102,10 +102,5 @@ export const serve = Effect.fn("NodeBootLog.serve")(function* () {
       yield* announce(nodeId, stored)
       yield* respond({ ok: true, stored: stored.length })
     }).pipe(Effect.catchAllCause((cause) => Effect.logError("node boot-log report failed", cause)))
-  const runFork = Runtime.runFork(yield* Effect.runtime<SqlClient.SqlClient | Nats>())
-  yield* Effect.forkScoped(
-    Effect.promise(async () => {
-      for await (const msg of sub) runFork(answer(msg.subject, msg.reply, msg.data))
-    })
-  )
+  yield* answerEach(sub, "NodeBootLog.answer", answer)
 })

@@ -140,3 +140,13 @@ export const cpuProfiled = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Eff
       })
   )
 }
+
+/** Run a benchmark to its end: exit 0, or print its failure and exit 1 (what it started is not waited for). */
+export const runBench = <E>(program: Effect.Effect<void, E>) =>
+  Effect.runPromise(program).then(
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(error)
+      process.exit(1)
+    }
+  )

@@ -15,7 +15,7 @@ import { join, resolve } from "node:path"
 import { Effect } from "effect"
 import { isDemoAgent, isVmAgent, processTree } from "../src/ProcessTree.js"
 import { makeRepo } from "../src/Repo.js"
-import { writeSection } from "./BenchReport.js"
+import { runBench, writeSection } from "./BenchReport.js"
 
 const ROOT = resolve(import.meta.dirname, "..", "..")
 const RUNS = 7
@@ -168,10 +168,4 @@ const program = Effect.gen(function* () {
   yield* writeSection("Footprint", section)
 })
 
-program.pipe(Effect.runPromise).then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  }
-)
+runBench(program)

@@ -23,7 +23,7 @@ import { Effect, Fiber, Logger, LogLevel } from "effect"
 import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, controlPlaneOn, cpuProfiled, scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, controlPlaneOn, cpuProfiled, runBench, scratch, writeSection } from "./BenchReport.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 /** This process in the per-process CPU figures. */
@@ -343,18 +343,11 @@ const program = Effect.gen(function* () {
   }).pipe(Effect.provide(env))
 })
 
-program
-  .pipe(
+runBench(
+  program.pipe(
     Effect.scoped,
     Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)),
     // as `sam up`: spans to a collector when OTEL_EXPORTER_OTLP_ENDPOINT names one (what tracing costs)
-    Effect.provide(Otlp.layer("control-plane")),
-    Effect.runPromise
+    Effect.provide(Otlp.layer("control-plane"))
   )
-  .then(
-    () => process.exit(0),
-    (error: unknown) => {
-      console.error(error)
-      process.exit(1)
-    }
-  )
+)

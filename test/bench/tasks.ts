@@ -20,7 +20,7 @@ import { AcpSessionHost } from "../../vm-agent/src/acp/AcpSessionHost.js"
 import { demoAgentCommand } from "../../vm-agent/src/demo/DemoAgentCommand.js"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, controlPlaneOn, scratch, writeSection } from "./BenchReport.js"
+import { compiledAgents, controlPlaneOn, runBench, scratch, writeSection } from "./BenchReport.js"
 import * as SpanTimeline from "./SpanTimeline.js"
 import { demoAgents, warmAgentBooted } from "./WarmAgent.js"
 
@@ -324,17 +324,10 @@ const program = Effect.gen(function* () {
   yield* writeSection("Tasks", section)
 })
 
-program
-  .pipe(
+runBench(
+  program.pipe(
     timeline === undefined ? (run) => run : Effect.withTracer(timeline.tracer),
     Effect.scoped,
-    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)),
-    Effect.runPromise
+    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
   )
-  .then(
-    () => process.exit(0),
-    (error: unknown) => {
-      console.error(error)
-      process.exit(1)
-    }
-  )
+)

@@ -11,7 +11,7 @@
 import { spawn } from "node:child_process"
 import { cpus } from "node:os"
 import { Effect } from "effect"
-import { writeSection } from "./BenchReport.js"
+import { runBench, writeSection } from "./BenchReport.js"
 
 const TICKS = 300
 
@@ -74,10 +74,4 @@ const program = Effect.gen(function* () {
   yield* writeSection("Wake-ups", section)
 })
 
-Effect.runPromise(program).then(
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error)
-    process.exit(1)
-  }
-)
+runBench(program)

@@ -203,6 +203,7 @@ const BATCH = 512
 const MAX_WAITING = 4_096
 const EVERY = "1 second"
 const TIMEOUT_MS = 10_000
+const STOP_FLUSH_MS = 2_000
 
 /**
  * The tracer and what sends its spans: `flush` posts what waits (one request of up to `BATCH` spans at a time);
@@ -280,31 +281,36 @@ export const make = (settings: Settings) => {
  * when the process stops; nothing when no collector is configured. A collector that fails is reported once a
  * minute at most (what failed and how many spans were dropped; never its headers).
  */
-export const layer = (role: "control-plane" | "vm-agent"): Layer.Layer<never> =>
+export const layer = (
+  role: "control-plane" | "vm-agent",
+  /** `quiet`: the process says itself whether and where it exports (`sam up`'s steps); failures are still logged */
+  options: { readonly quiet?: boolean } = {}
+): Layer.Layer<never> =>
   Layer.unwrapScoped(
     Effect.gen(function* () {
       const config = configured(process.env, role)
       if (config._tag === "Off") return Layer.empty
       if (config._tag === "Invalid") {
-        yield* Effect.logWarning(`tracing: spans are not exported: ${config.reason}`)
+        if (options.quiet !== true) yield* Effect.logWarning(`tracing: spans are not exported: ${config.reason}`)
         return Layer.empty
       }
       const exporter = make(config.settings)
-      yield* Effect.logInfo(
-        `tracing: spans of ${config.settings.service} go to ${shown(config.settings.url)} (OTLP/HTTP JSON)`
-      )
+      const where = shown(config.settings.url)
+      if (options.quiet !== true)
+        yield* Effect.logInfo(`tracing: spans of ${config.settings.service} go to ${where} (OTLP/HTTP JSON)`)
       let reported = { failures: 0, dropped: 0 }
       const report = Effect.suspend(() => {
         const { failures, dropped, lastError } = exporter.stats
         if (failures === reported.failures && dropped === reported.dropped) return Effect.void
-        const message = `tracing: ${dropped - reported.dropped} spans dropped in the last minute (${lastError ?? "too many waiting"})`
+        const message = `tracing: ${dropped - reported.dropped} spans dropped in the last minute (${where}: ${lastError ?? "too many waiting"})`
         reported = { failures, dropped }
         return Effect.logWarning(message)
       })
       yield* Effect.promise(() => exporter.flush()).pipe(Effect.repeat(Schedule.spaced(EVERY)), Effect.forkScoped)
       yield* report.pipe(Effect.repeat(Schedule.spaced("1 minute")), Effect.forkScoped)
+      // what waits goes as the process stops, but a collector that does not answer holds up no stop for long
       yield* Effect.addFinalizer(() =>
-        Effect.promise(() => exporter.flush()).pipe(Effect.timeout(TIMEOUT_MS), Effect.ignore)
+        Effect.promise(() => exporter.flush()).pipe(Effect.timeout(STOP_FLUSH_MS), Effect.ignore)
       )
       return Layer.setTracer(exporter.tracer)
     })

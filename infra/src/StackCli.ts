@@ -71,6 +71,15 @@ export const up = Effect.gen(function* () {
   // Before anything touches the data directory: a second `sam up` on it must not start its servers.
   yield* DataLock.acquire(options.dataDir)
   yield* Effect.sync(() => process.stdout.write(`Starting SAM (data in ${options.dataDir})\n`))
+  const tracing = Otlp.configured(process.env, "control-plane")
+  if (tracing._tag !== "Off")
+    yield* Effect.sync(() =>
+      process.stdout.write(
+        tracing._tag === "On"
+          ? `  ✓ tracing: spans of sam-control-plane and its vm-agents to ${Otlp.shown(tracing.settings.url)} (OTLP/HTTP JSON)\n`
+          : `  ! tracing: spans are not exported: ${tracing.reason}\n`
+      )
+    )
   // A `sam up` killed outright (SIGKILL, the OOM killer) left its servers and nodes running on these ports and data.
   const leftovers = yield* Leftovers.stopLeftovers(options.dataDir)
   if (leftovers.length > 0) {
@@ -177,7 +186,7 @@ export const up = Effect.gen(function* () {
   Effect.provide(Progress.console),
   // spans to an OpenTelemetry collector when OTEL_EXPORTER_OTLP_ENDPOINT says where (issue 12); the local nodes'
   // vm-agents inherit the variables and export theirs
-  Effect.provide(Otlp.layer("control-plane"))
+  Effect.provide(Otlp.layer("control-plane", { quiet: true }))
 )
 
 /** Postgres of a running `sam up`, with the generated password from the data directory (operator commands). */

@@ -135,7 +135,7 @@ describe("./sam up with an OpenTelemetry collector", async () => {
   it("follows a task's request in one trace: the gateway's request, the actors, the node's commands and the agent's reports", async () => {
     up = await startSamUp(env)
     expect(up.output()).toContain(
-      `tracing: spans of sam-control-plane go to http://127.0.0.1:${collector.port}/v1/traces (OTLP/HTTP JSON)`
+      `✓ tracing: spans of sam-control-plane and its vm-agents to http://127.0.0.1:${collector.port}/v1/traces (OTLP/HTTP JSON)`
     )
     const token = (await readFile(join(dataDir, "cli.token"), "utf8")).trim()
     const api = async (method: string, path: string, body?: unknown) => {

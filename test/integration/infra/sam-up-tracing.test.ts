@@ -147,61 +147,77 @@ describe("./sam up with an OpenTelemetry collector", async () => {
         },
         ...(body === undefined ? {} : { body: JSON.stringify(body) })
       })
-      const json = (await response.json()) as { readonly id: string; readonly status: string }
-      return { status: response.status, requestId: response.headers.get("x-request-id"), body: json }
+      const json = (await response.json()) as {
+        readonly id: string
+        readonly executionStep?: string | null
+        readonly sessionId?: string | null
+      }
+      return { status: response.status, requestId: response.headers.get("x-request-id") ?? "", body: json }
     }
     const project = await api("POST", "/projects", { name: "traced", repoUrl: makeRepo(join(repoDir, "repo")) })
     expect(project.status).toBe(201)
-    const created = await api("POST", `/projects/${project.body.id}/tasks`, { prompt: "say traced hello" })
+    const created = await api("POST", `/projects/${project.body.id}/tasks`, {
+      prompt: "say traced hello",
+      mode: "conversation"
+    })
     expect(created.status).toBe(201)
-    const requestId = created.requestId ?? ""
-    expect(requestId).toMatch(/^req_/)
-    await eventually("the task completed", async () => {
+    expect(created.requestId).toMatch(/^req_/)
+    const sessionId = await eventually("the task awaits a follow-up", async () => {
       const task = await api("GET", `/tasks/${created.body.id}`)
-      if (task.body.status === "failed") throw new Error(`the task failed: ${JSON.stringify(task.body)}`)
-      return task.body.status === "completed" ? true : undefined
+      return task.body.executionStep === "awaiting_followup" ? (task.body.sessionId ?? undefined) : undefined
     })
     // a query string never leaves the gateway in a span (it may hold an OAuth code)
     expect((await api("GET", `/projects/${project.body.id}/tasks?limit=7`)).status).toBe(200)
 
-    const submitPath = `/api/v1/projects/${project.body.id}/tasks`
-    const request = await eventually("the gateway's span of the task's request", () =>
-      collector.spans.find(
-        (s) => s.kind === 2 && attribute(s, "http.request.method") === "POST" && attribute(s, "url.path") === submitPath
+    /**
+     * The request's trace, from the gateway's span of `POST <path>`: the session actor's `Actor.apply` of the agent's
+     * output carries the request's correlation id, and its chain of parents goes back, unbroken, through the
+     * ingress and the node's command to the HTTP request.
+     */
+    const followed = async (path: string, requestId: string, nodeCommand: string) => {
+      const request = await eventually(`the gateway's span of POST ${path}`, () =>
+        collector.spans.find(
+          (s) => s.kind === 2 && attribute(s, "http.request.method") === "POST" && attribute(s, "url.path") === path
+        )
       )
-    )
-    expect(request.service).toBe("sam-control-plane")
-    const inTrace = () => collector.spans.filter((s) => s.traceId === request.traceId)
-    const find = (service: string, name: string, match: (s: Collected) => boolean = () => true) =>
-      inTrace().find((s) => s.service === service && s.name === name && match(s))
-    const typed = (type: string) => (s: Collected) =>
-      attribute(s, "message.type") === type || attribute(s, "type") === type
-    const submit = await eventually("the task actor's task.submit in the request's trace", () =>
-      find("sam-control-plane", "Actor.apply", typed("task.submit"))
-    )
-    expect(attribute(submit, "correlation.id")).toBe(requestId)
-    const start = await eventually("the node's session.start in the request's trace", () =>
-      find("sam-vm-agent", "VmAgent.command", typed("session.start"))
-    )
-    // the node's span is the child of a control-plane span of the same trace: the outbox carried the context
-    const parent = inTrace().find((s) => s.spanId === start.parentSpanId)
-    expect(parent?.service).toBe("sam-control-plane")
-    // the agent's output: reported by the node in the turn's trace, through the ingress, applied by the session actor
-    const applied = await eventually("the session actor's report of the agent's output in the request's trace", () =>
-      find("sam-control-plane", "Actor.apply", (s) => (attribute(s, "message.type") ?? "").startsWith("session.report"))
-    )
-    expect(attribute(applied, "correlation.id")).toBe(requestId)
-    const lineage: Array<string> = []
-    for (let at: Collected | undefined = applied; at !== undefined; ) {
-      lineage.push(`${at.service}: ${at.name}`)
-      const parentId: string | undefined = at.parentSpanId
-      at = parentId === undefined ? undefined : inTrace().find((s) => s.spanId === parentId)
+      expect(request.service).toBe("sam-control-plane")
+      const inTrace = () => collector.spans.filter((s) => s.traceId === request.traceId)
+      const applied = await eventually(`the agent's output applied in the trace of POST ${path}`, () =>
+        inTrace().find(
+          (s) =>
+            s.name === "Actor.apply" &&
+            (attribute(s, "message.type") ?? "").startsWith("session.report") &&
+            inTrace().some((p) => p.spanId === s.parentSpanId)
+        )
+      )
+      expect(attribute(applied, "correlation.id")).toBe(requestId)
+      const lineage: Array<string> = []
+      for (let at: Collected | undefined = applied; at !== undefined; ) {
+        const type = attribute(at, "message.type") ?? attribute(at, "type")
+        lineage.push(`${at.service}: ${at.name}${type === undefined ? "" : ` ${type}`}`)
+        const parentId: string | undefined = at.parentSpanId
+        at = parentId === undefined ? undefined : inTrace().find((s) => s.spanId === parentId)
+      }
+      // every hop is there, each the child of the one before: nothing breaks the trace on the way
+      expect(lineage[0]).toMatch(/^sam-control-plane: Actor\.apply session\.report/)
+      expect(lineage).toContain(`sam-vm-agent: VmAgent.command ${nodeCommand}`)
+      expect(lineage.some((hop) => /^sam-control-plane: (Bus\.handle|ReportIngress\.run) /.test(hop))).toBe(true)
+      expect(lineage.at(-1)).toBe("sam-control-plane: http.server POST")
+      return { traceId: request.traceId, lineage }
     }
-    // every hop is there, each the child of the one before: nothing breaks the trace on the way
-    expect(lineage[0]).toBe("sam-control-plane: Actor.apply")
-    expect(lineage).toContain("sam-vm-agent: VmAgent.command")
-    expect(lineage.some((hop) => /^sam-control-plane: (Bus\.handle|ReportIngress\.run)$/.test(hop))).toBe(true)
-    expect(lineage.at(-1)).toBe("sam-control-plane: http.server POST")
+    const first = await followed(`/api/v1/projects/${project.body.id}/tasks`, created.requestId, "session.start")
+    const submit = collector.spans.find(
+      (s) => s.traceId === first.traceId && s.name === "Actor.apply" && attribute(s, "message.type") === "task.submit"
+    )
+    expect(submit && attribute(submit, "correlation.id")).toBe(created.requestId)
+    // the node's work was asked for by the actors through the outbox: its command's parent is an actor's span
+    expect(first.lineage).toContain("sam-control-plane: Actor.apply session.open")
+
+    // A follow-up is a request, and a trace, of its own, down to the agent's answer
+    const prompted = await api("POST", `/sessions/${sessionId}/prompt`, { prompt: "say traced follow-up" })
+    expect(prompted.status).toBe(202)
+    const second = await followed(`/api/v1/sessions/${sessionId}/prompt`, prompted.requestId, "session.prompt")
+    expect(second.traceId).not.toBe(first.traceId)
 
     expect(collector.refused).toEqual([])
     const everything = JSON.stringify(collector.spans)

@@ -182,22 +182,29 @@ describe("./sam up with an OpenTelemetry collector", async () => {
       )
       expect(request.service).toBe("sam-control-plane")
       const inTrace = () => collector.spans.filter((s) => s.traceId === request.traceId)
-      const applied = await eventually(`the agent's output applied in the trace of POST ${path}`, () =>
-        inTrace().find(
-          (s) =>
-            s.name === "Actor.apply" &&
-            (attribute(s, "message.type") ?? "").startsWith("session.report") &&
-            inTrace().some((p) => p.spanId === s.parentSpanId)
-        )
+      const lineageOf = (span: Collected) => {
+        const lineage: Array<string> = []
+        for (let at: Collected | undefined = span; at !== undefined; ) {
+          const type = attribute(at, "message.type") ?? attribute(at, "type")
+          lineage.push(`${at.service}: ${at.name}${type === undefined ? "" : ` ${type}`}`)
+          const parentId: string | undefined = at.parentSpanId
+          at = parentId === undefined ? undefined : inTrace().find((s) => s.spanId === parentId)
+        }
+        return lineage
+      }
+      // A span is exported once it ends, and the node's command ends after the reports it caused: wait for a report
+      // whose chain reaches the request.
+      const { applied, lineage } = await eventually(
+        `the agent's output applied in the trace of POST ${path}, its chain back to the request`,
+        () =>
+          inTrace()
+            .filter(
+              (s) => s.name === "Actor.apply" && (attribute(s, "message.type") ?? "").startsWith("session.report")
+            )
+            .map((span) => ({ applied: span, lineage: lineageOf(span) }))
+            .find(({ lineage }) => lineage.at(-1) === "sam-control-plane: http.server POST")
       )
       expect(attribute(applied, "correlation.id")).toBe(requestId)
-      const lineage: Array<string> = []
-      for (let at: Collected | undefined = applied; at !== undefined; ) {
-        const type = attribute(at, "message.type") ?? attribute(at, "type")
-        lineage.push(`${at.service}: ${at.name}${type === undefined ? "" : ` ${type}`}`)
-        const parentId: string | undefined = at.parentSpanId
-        at = parentId === undefined ? undefined : inTrace().find((s) => s.spanId === parentId)
-      }
       // every hop is there, each the child of the one before: nothing breaks the trace on the way
       expect(lineage[0]).toMatch(/^sam-control-plane: Actor\.apply session\.report/)
       expect(lineage).toContain(`sam-vm-agent: VmAgent.command ${nodeCommand}`)

@@ -33,7 +33,7 @@ export const publishUntraced = (
 ): Effect.Effect<Published, NatsError, Nats> =>
   Effect.flatMap(Nats, ({ streams }) =>
     Effect.flatMap(stamp(message), (envelope) =>
-      Effect.flatMap(headersFor(envelope, traceparent === undefined ? undefined : { traceparent }), (headers) =>
+      Effect.flatMap(headersFor(envelope, undefined, traceparent), (headers) =>
         Effect.tryPromise({
           try: () => streams.publish([{ subject, data: encode(envelope), msgId: envelope.id, headers }]),
           catch: (cause) =>

@@ -70,13 +70,25 @@ export const continueFrom =
       onSome: (parent) => Effect.withParentSpan(effect, parent)
     })
 
-/** NATS headers for an envelope: its type, its correlation id, and the current span as `traceparent`. */
-export const headersFor = (envelope: Envelope, extra?: Readonly<Record<string, string>>): Effect.Effect<MsgHdrs> =>
-  Effect.map(Effect.option(Effect.currentSpan), (span) => {
+/** The current span as a `traceparent`, or none outside a span (or for ids that are not W3C-shaped). */
+export const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(
+  Effect.option(Effect.currentSpan),
+  (span) => (Option.isSome(span) ? traceparentOf(span.value) : undefined)
+)
+
+/**
+ * NATS headers for an envelope: its type, its correlation id, and as `traceparent` the trace context given (a turn's,
+ * for the reports it causes) or else the current span's.
+ */
+export const headersFor = (
+  envelope: Envelope,
+  extra?: Readonly<Record<string, string>>,
+  traceparent?: string
+): Effect.Effect<MsgHdrs> =>
+  Effect.map(traceparent === undefined ? currentTraceparent : Effect.succeed(traceparent), (parent) => {
     const h = natsHeaders()
     h.set("Sam-Type", envelope.type)
     if (envelope.correlationId !== undefined) h.set("Sam-Correlation-Id", envelope.correlationId)
-    const parent = Option.isSome(span) ? traceparentOf(span.value) : undefined
     if (parent !== undefined) h.set("traceparent", parent)
     for (const [key, value] of Object.entries(extra ?? {})) h.set(key, value)
     return h

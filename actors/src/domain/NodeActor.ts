@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { Domain, type Envelope, NodeId, TaskId, Trace, WorkspaceId } from "@sam/bus"
-import { Effect, FiberRef, Option } from "effect"
+import { Effect, FiberRef } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { HEARTBEAT_FRESH_SECONDS, NodeRef, TaskRef, WorkspaceRef } from "./Kinds.js"
@@ -239,8 +239,7 @@ export const NodeKind = Actor.make({
           INSERT INTO workspaces (id, project_id, node_id, task_id, status)
           VALUES (${r.workspaceId}, ${r.projectId}, ${id}, ${r.taskId}, 'pending')`
         const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
-        const span = yield* Effect.option(Effect.currentSpan)
-        const traceparent = (Option.isSome(span) ? Trace.traceparentOf(span.value) : undefined) ?? null
+        const traceparent = (yield* Trace.currentTraceparent) ?? null
         yield* sql`
           INSERT INTO node_reservations (workspace_id, node_id, task_id, correlation_id, traceparent)
           VALUES (${r.workspaceId}, ${id}, ${r.taskId}, ${correlationId}, ${traceparent})`

@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
 import { ActorMessages, Subjects, Trace } from "@sam/bus"
-import { Effect, Option } from "effect"
+import { Effect } from "effect"
 import type { ActorContext, AnyActorKind, HeldSave, Outgoing, Reaction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
 
@@ -296,8 +296,7 @@ export const makeStore = (
         envelope: follow(row.envelope)
       }))
       group.outbox.push(...rows)
-      const span = yield* Effect.option(Effect.currentSpan)
-      const traceparent = Option.isSome(span) ? Trace.traceparentOf(span.value) : undefined
+      const traceparent = yield* Trace.currentTraceparent
       for (const row of rows) {
         const continued = row.traceparent ?? traceparent
         if (continued !== undefined) group.traceparents.set(row.envelope.id, continued)

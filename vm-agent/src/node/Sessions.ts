@@ -352,11 +352,10 @@ export const makeSessions = (deps: SessionsDeps) => {
     entry.turns.withPermits(1)(
       Effect.gen(function* () {
         entry.turnEpoch = epoch
-        const span = yield* Effect.option(Effect.currentSpan)
         turnCorrelation.set(entry.record.sessionId, {
           epoch,
           id: yield* FiberRef.get(Trace.correlation),
-          traceparent: Option.isSome(span) ? Trace.traceparentOf(span.value) : undefined
+          traceparent: yield* Trace.currentTraceparent
         })
         const record = entry.record
         entry.prompting = true

@@ -74,5 +74,6 @@ const batchOf = (run: ReadonlyArray<Actor.Outgoing>): Actor.Outgoing => {
       })
     }
   }
-  return { subject: `${first.subject.slice(0, -SINGLE.length)}${BATCH}`, envelope }
+  // in the trace of its first entry, as it names that entry's command as its cause
+  return { subject: `${first.subject.slice(0, -SINGLE.length)}${BATCH}`, envelope, traceparent: first.traceparent }
 }

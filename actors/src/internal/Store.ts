@@ -120,11 +120,11 @@ export const makeStore = (
       ON CONFLICT (message_id) DO NOTHING`
 
   /** An outgoing message as its outbox row (encoded once: the row and the commit's own publish share it). */
-  const rowOf = (row: Outgoing, traceparent?: string): ClaimedRow => ({
+  const rowOf = (row: Outgoing): ClaimedRow => ({
     messageId: row.envelope.id,
     subject: row.subject,
     payload: envelopeText(row.envelope),
-    traceparent
+    traceparent: row.traceparent
   })
 
   // From the fence check to COMMIT a commit holds the shard's fence row (FOR SHARE), which a new owner
@@ -197,12 +197,8 @@ export const makeStore = (
     readonly carried: Map<string, unknown>
     readonly preloaded: Map<string, unknown>
     readonly held: Array<HeldSave<string, unknown>>
+    /** each with the trace context it continues: its own, or its handler's span */
     readonly outbox: Array<Outgoing>
-    /**
-     * The `traceparent` of the handler span that made each outgoing message (by envelope id); a message the kind
-     * made of several (`batchOutgoing`) goes with the group's first.
-     */
-    readonly traceparents: Map<string, string>
   }
 
   /** Write the saves held for `kind.saveMany`, in their order. */
@@ -291,16 +287,13 @@ export const makeStore = (
       if (kind.saveMany !== undefined) group.held.push({ id, state: reaction.state, previous, correlationId })
       else yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
       group.carried.set(key, reaction.state)
+      const traceparent = yield* Trace.currentTraceparent
       const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
         ...row,
-        envelope: follow(row.envelope)
+        envelope: follow(row.envelope),
+        traceparent: row.traceparent ?? traceparent
       }))
       group.outbox.push(...rows)
-      const traceparent = yield* Trace.currentTraceparent
-      for (const row of rows) {
-        const continued = row.traceparent ?? traceparent
-        if (continued !== undefined) group.traceparents.set(row.envelope.id, continued)
-      }
       if (reaction.timers !== undefined && reaction.timers.length > 0)
         yield* writeTimers(kind, id, {
           ...reaction,
@@ -345,8 +338,7 @@ export const makeStore = (
       carried: new Map(),
       preloaded: new Map(),
       held: [],
-      outbox: [],
-      traceparents: new Map()
+      outbox: []
     }
     return Effect.gen(function* () {
       const applied: Array<Applied> = []
@@ -379,10 +371,7 @@ export const makeStore = (
       for (at = 0; at < inputs.length; at++)
         applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver, claimedCarried[at]))
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
-      const firstParent = group.traceparents.values().next().value
-      const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map((row) =>
-        rowOf(row, group.traceparents.get(row.envelope.id) ?? firstParent)
-      )
+      const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)
       return { applied, rows }
     }).pipe(

@@ -9,8 +9,9 @@ export interface Outgoing {
   readonly subject: string
   readonly envelope: Envelope
   /**
-   * The W3C trace context the message continues, when not the handler's own span: what a handler kept from the
-   * request it answers late (a node's reservation for a task that waited for the node).
+   * The W3C trace context the message continues. A handler sets it only for what it answers late, from what it kept
+   * of the request (a node's reservation for a task that waited for the node); the runtime gives every other message
+   * its handler's span.
    */
   readonly traceparent?: string | undefined
 }

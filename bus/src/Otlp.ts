@@ -6,8 +6,10 @@ import { z } from "zod"
  * Spans to an OpenTelemetry collector (issue 12: one message, followed), when the standard variables ask for it:
  * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) or `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` is added),
  * `OTEL_EXPORTER_OTLP_HEADERS` / `…_TRACES_HEADERS` (`key=value,…`, URL-encoded: a collector's API key; never
- * logged), `OTEL_SERVICE_NAME` (default `sam-<role>`; the resource's `sam.process` says the role either way); `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` turn it off. The protocol
- * is OTLP/HTTP with JSON bodies (`http/json`); a process asked for another one says so and exports nothing.
+ * logged), `OTEL_SERVICE_NAME` (default `sam-<role>`; the resource's `sam.process` says the role either way);
+ * `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` turn it off. The protocol is OTLP/HTTP with JSON bodies
+ * (`http/json`); a process asked for another one says so and exports nothing. Spans not yet sent when a process is
+ * killed (at most a second's, or 4,096) are lost with it; a stop sends them first.
  *
  * Every span Effect makes in the process is exported (`Actor.apply`, `Bus.handle`, `VmAgent.command`, SQL
  * statements, HTTP requests…) with the W3C ids that `traceparent` carries between processes (`Trace.ts`), so a

@@ -11,6 +11,7 @@ import {
 } from "@agentclientprotocol/sdk"
 import { afterEach, describe, expect, it } from "vitest"
 import { demoAgentCommand } from "../src/demo/DemoAgentCommand.js"
+import { lineWriter } from "../src/demo/LineWriter.js"
 import { chunksOf, parseScript } from "../src/demo/Script.js"
 import { tempDir } from "./acpTestKit.js"
 
@@ -191,5 +192,44 @@ describe("demo agent started warm (ADR 0055)", () => {
     } finally {
       child.kill("SIGKILL")
     }
+  })
+})
+
+describe("demo agent output", () => {
+  it("writes each message as one line, in order, and waits while its output is full", async () => {
+    const received: Array<string> = []
+    let full = 0
+    let mostWaiting = 0
+    // a pipe that holds one write at a time and takes a millisecond for each
+    const out = new Writable({
+      highWaterMark: 1,
+      write: (chunk: Buffer, _encoding, done) => {
+        received.push(chunk.toString())
+        setTimeout(done, 1)
+      }
+    })
+    const writeOf = out.write.bind(out)
+    out.write = ((...args: Parameters<typeof out.write>) => {
+      const room = writeOf(...args)
+      if (!room) full++
+      mostWaiting = Math.max(mostWaiting, out.writableLength)
+      return room
+    }) as typeof out.write
+    const writer = lineWriter(out).getWriter()
+    const messages = Array.from({ length: 50 }, (_, i) => ({
+      jsonrpc: "2.0" as const,
+      method: "session/update",
+      params: {
+        sessionId: "s",
+        update: { sessionUpdate: "agent_message_chunk", content: { type: "text", text: `${i}` } }
+      }
+    }))
+    for (const message of messages) await writer.write(message)
+    await writer.close()
+    await new Promise((resolve) => out.end(resolve))
+    // it waited for each drain: never more than the line just written was waiting
+    expect(full).toBeGreaterThan(0)
+    expect(mostWaiting).toBeLessThanOrEqual(Math.max(...received.map((line) => line.length)))
+    expect(received).toEqual(messages.map((m) => `${JSON.stringify(m)}\n`))
   })
 })

@@ -112,5 +112,19 @@ export const registry = <const Defs extends ReadonlyArray<AnyDef>>(...defs: Defs
 }
 export type Registry<Defs extends ReadonlyArray<AnyDef> = ReadonlyArray<AnyDef>> = ReturnType<typeof registry<Defs>>
 
+/**
+ * `schema.safeParse` of `text` read as JSON: text that is not JSON is refused as any value the schema refuses
+ * (a file or token a reader keeps only when it is whole).
+ */
+export const safeParseJson = <S extends z.ZodType>(schema: S, text: string) => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = undefined
+  }
+  return schema.safeParse(json) as z.ZodSafeParseResult<z.output<S>>
+}
+
 const textEncoder = new TextEncoder()
 export const encode = (envelope: Envelope): Uint8Array => textEncoder.encode(JSON.stringify(envelope))

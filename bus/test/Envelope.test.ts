@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
 import { z } from "zod"
-import { defineMessage, encode, registry } from "../src/index.js"
+import { defineMessage, encode, registry, safeParseJson } from "../src/index.js"
 
 const Prompt = defineMessage("session.prompt", z.object({ text: z.string().max(10) }), { durable: true })
 const Cancel = defineMessage("session.cancel", z.object({}), { durable: true })
@@ -37,5 +37,16 @@ describe("envelopes", () => {
     const decoded = messages.decode(bytes(`{"__proto__":{"polluted":1},"id":"msg_a","type":"session.cancel"}`))
     expect(decoded._tag).toBe("Malformed")
     expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+})
+
+describe("safeParseJson", () => {
+  const Kept = z.object({ lastSeq: z.number().int() })
+  it("reads JSON that the schema takes, and refuses text that is not JSON like any value the schema refuses", () => {
+    expect(safeParseJson(Kept, `{"lastSeq":3}`)).toMatchObject({ success: true, data: { lastSeq: 3 } })
+    expect(safeParseJson(Kept, `{"lastSeq":"3"}`).success).toBe(false)
+    expect(safeParseJson(Kept, `{"lastSeq":3`).success).toBe(false)
+    expect(safeParseJson(Kept, "").success).toBe(false)
+    expect(safeParseJson(z.unknown().optional(), "not json")).toMatchObject({ success: true, data: undefined })
   })
 })

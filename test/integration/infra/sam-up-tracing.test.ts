@@ -2,6 +2,7 @@ import { readdir, readFile, rm } from "node:fs/promises"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import { join } from "node:path"
+import { safeParseJson } from "@sam/bus"
 import { afterAll, describe, expect, it } from "vitest"
 import { z } from "zod"
 import { type SamUp, startSamUp } from "../../faults/SamUp.js"
@@ -60,15 +61,7 @@ const startCollector = async (apiKey: string) => {
         refused.push("unauthorized")
         return response.writeHead(401).end()
       }
-      const parsed = ExportRequest.safeParse(
-        (() => {
-          try {
-            return JSON.parse(text)
-          } catch {
-            return undefined
-          }
-        })()
-      )
+      const parsed = safeParseJson(ExportRequest, text)
       if (!parsed.success || request.headers["content-type"] !== "application/json") {
         refused.push(parsed.success ? "content-type" : parsed.error.message)
         return response.writeHead(400).end()

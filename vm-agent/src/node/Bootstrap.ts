@@ -1,6 +1,6 @@
 import { appendFile, chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { Api, Credentials } from "@sam/bus"
+import { Api, Credentials, safeParseJson } from "@sam/bus"
 import { Data, Duration, Effect, Redacted } from "effect"
 import { z } from "zod"
 
@@ -70,15 +70,7 @@ export const prepare = (env: NodeJS.ProcessEnv) =>
     })
     const kept = yield* Effect.promise(() => exists(stateFile))
     if (kept !== undefined && (yield* Effect.promise(() => exists(credsFile))) !== undefined) {
-      const state = NodeState.safeParse(
-        (() => {
-          try {
-            return JSON.parse(kept)
-          } catch {
-            return undefined
-          }
-        })()
-      )
+      const state = safeParseJson(NodeState, kept)
       if (state.success) return settled(state.data)
     }
     const url = env.SAM_BOOTSTRAP_URL?.replace(/\/+$/, "")

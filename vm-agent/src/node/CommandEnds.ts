@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto"
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises"
 import { dirname } from "node:path"
+import { safeParseJson } from "@sam/bus"
 import { Effect } from "effect"
 import { z } from "zod"
 
@@ -33,15 +34,7 @@ export const makeCommandEnds = (file: string, options: { readonly kept?: number 
     const ends = new Map<string, End>()
     const text = yield* Effect.promise(() => readFile(file, "utf8").catch(() => undefined))
     if (text !== undefined) {
-      const parsed = Stored.safeParse(
-        (() => {
-          try {
-            return JSON.parse(text)
-          } catch {
-            return undefined
-          }
-        })()
-      )
+      const parsed = safeParseJson(Stored, text)
       if (parsed.success) for (const [key, end] of Object.entries(parsed.data)) ends.set(key, end)
       else yield* Effect.logWarning(`ignoring unreadable ${file}: commands are not checked against earlier ends`)
     }

@@ -1,5 +1,5 @@
 import { rename, writeFile } from "node:fs/promises"
-import { Accounts, Nats } from "@sam/bus"
+import { Accounts, Nats, safeParseJson } from "@sam/bus"
 import { Duration, Effect, Redacted } from "effect"
 import { z } from "zod"
 import type { NodeSettings } from "./NodeConfig.js"
@@ -31,15 +31,7 @@ export const claimsOf = (creds: Redacted.Redacted<string>) => {
   const jwt = JWT_BLOCK.exec(Redacted.value(creds))?.[2]
   const payload = jwt?.split(".")[1]
   if (payload === undefined) return undefined
-  const parsed = Claims.safeParse(
-    (() => {
-      try {
-        return JSON.parse(Buffer.from(payload, "base64url").toString("utf8"))
-      } catch {
-        return undefined
-      }
-    })()
-  )
+  const parsed = safeParseJson(Claims, Buffer.from(payload, "base64url").toString("utf8"))
   return parsed.success ? parsed.data : undefined
 }
 

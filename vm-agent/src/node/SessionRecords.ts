@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto"
 import { mkdirSync, renameSync, writeFileSync } from "node:fs"
 import { readdir, readFile, rm } from "node:fs/promises"
 import { join } from "node:path"
-import { Domain, SessionId, TaskId, WorkspaceId } from "@sam/bus"
+import { Domain, SessionId, safeParseJson, TaskId, WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
 import { z } from "zod"
 
@@ -57,15 +57,7 @@ export const makeSessionRecords = (dataDir: string) => {
       const records: Array<SessionRecord> = []
       for (const name of names.filter((n) => n.endsWith(".json"))) {
         const text = yield* Effect.promise(() => readFile(join(dir, name), "utf8").catch(() => ""))
-        const parsed = SessionRecord.safeParse(
-          (() => {
-            try {
-              return JSON.parse(text)
-            } catch {
-              return undefined
-            }
-          })()
-        )
+        const parsed = safeParseJson(SessionRecord, text)
         if (parsed.success) records.push(parsed.data)
         else yield* Effect.logWarning(`ignoring unreadable session record ${name}`)
       }

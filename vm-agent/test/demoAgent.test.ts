@@ -232,4 +232,14 @@ describe("demo agent output", () => {
     expect(mostWaiting).toBeLessThanOrEqual(Math.max(...received.map((line) => line.length)))
     expect(received).toEqual(messages.map((m) => `${JSON.stringify(m)}\n`))
   })
+
+  it("fails a write that waits for room when its output fails, rather than waiting forever", async () => {
+    // a pipe whose reader is gone: it takes one write and never makes room again
+    const out = new Writable({ highWaterMark: 1, write: () => undefined })
+    const writer = lineWriter(out).getWriter()
+    const message = { jsonrpc: "2.0" as const, method: "session/update", params: { sessionId: "s" } }
+    const waiting = writer.write(message)
+    out.destroy(new Error("EPIPE: the reader is gone"))
+    await expect(waiting).rejects.toThrow("EPIPE")
+  })
 })

@@ -53,7 +53,9 @@ interface Figures {
   readonly clientMs: number
   readonly chunksMs: number
   readonly vmAgentMiB: number
+  /** per process: the session's agent and, on the host runtime, the one booted ahead for the next workspace */
   readonly demoAgentMiB: number
+  readonly demoAgents: number
 }
 
 /** One `sam up`: started, a task run to idle, the node's processes measured, the CLI timed, stopped. */
@@ -98,7 +100,8 @@ const variant = async (name: "source" | "compiled"): Promise<Figures> => {
     const mib = (match: (cmdline: string) => boolean) =>
       procs.filter((p) => match(p.cmdline)).reduce((sum, p) => sum + p.rssKiB, 0) / 1024
     const vmAgentMiB = mib(isVmAgent)
-    const demoAgentMiB = mib(isDemoAgent)
+    const demoAgents = procs.filter((p) => isDemoAgent(p.cmdline)).length
+    const demoAgentMiB = mib(isDemoAgent) / Math.max(1, demoAgents)
     const cliMs = median(
       Array.from({ length: RUNS }, () =>
         timed(cli.command, [...cli.args, "task", "list", "--project", project], runEnv)
@@ -112,7 +115,7 @@ const variant = async (name: "source" | "compiled"): Promise<Figures> => {
         : Number.NaN
     const clientMs = direct("infra/run-cached.cjs", "dist/client.cjs")
     const chunksMs = direct("dist/cli.mjs")
-    return { cliMs, clientMs, chunksMs, vmAgentMiB, demoAgentMiB }
+    return { cliMs, clientMs, chunksMs, vmAgentMiB, demoAgentMiB, demoAgents }
   } catch (error) {
     process.stderr.write(output)
     throw error
@@ -162,7 +165,13 @@ const program = Effect.gen(function* () {
         `| ${what} | | ${ms.toFixed(0)} ms | ${nodeStartMs.toFixed(0)} ms | ${(ms / nodeStartMs).toFixed(1)}× |`
     ),
     row("vm-agent resident memory at idle", source.vmAgentMiB, compiled.vmAgentMiB, idleNodeMiB, "MiB"),
-    row("demo agent resident memory at idle", source.demoAgentMiB, compiled.demoAgentMiB, idleNodeMiB, "MiB"),
+    row(
+      `demo agent resident memory at idle, per process (${source.demoAgents} from source, ${compiled.demoAgents} compiled, counting one booted ahead for the next workspace where there is one, ADR 0055)`,
+      source.demoAgentMiB,
+      compiled.demoAgentMiB,
+      idleNodeMiB,
+      "MiB"
+    ),
     ""
   ].join("\n")
   yield* writeSection("Footprint", section)

@@ -135,17 +135,23 @@ layer(ControlPlaneEnv, { excludeTestServices: true, timeout: 240_000 })("idle re
         const completedIn = Date.now() - started
         expect(ended.filter((r) => r.status !== "completed")).toEqual([])
 
-        // Completed work sleeps, and takes no prompt.
+        // Completed work sleeps, and takes no prompt. A node whose tasks all ended before the others' may idle out
+        // of the warm pool meanwhile (SAM_NODE_IDLE_MS): its sleeping sessions end with its workspaces, stopped.
         let seen: unknown
+        const settled = (r: { status: string; node: string }) =>
+          r.status === "sleeping" || (r.status === "stopped" && (r.node === "destroying" || r.node === "deleted"))
         const sessions = yield* waitUntil(
-          "every session asleep",
+          "every session asleep, or ended with its node",
           Effect.map(
-            sql<{ id: string; status: string; workspace: string }>`
-              SELECT s.id, s.status, w.status AS workspace FROM sessions s JOIN workspaces w ON w.id = s.workspace_id
+            sql<{ id: string; status: string; workspace: string; node: string }>`
+              SELECT s.id, s.status, w.status AS workspace, n.status AS node
+              FROM sessions s JOIN workspaces w ON w.id = s.workspace_id JOIN nodes n ON n.id = w.node_id
               WHERE s.task_id IN ${sql.in(tasks)}`,
             (rows) => {
               seen = rows.filter((r) => r.status !== "sleeping")
-              return rows.length === 20 && rows.every((r) => r.status === "sleeping") ? rows : undefined
+              return rows.length === 20 && rows.every(settled) && rows.some((r) => r.status === "sleeping")
+                ? rows.filter((r) => r.status === "sleeping")
+                : undefined
             }
           ),
           { timeout: "20 seconds", every: "200 millis" }

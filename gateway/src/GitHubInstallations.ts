@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import type { Api, UserId } from "@sam/bus"
+import { type Api, safeParseJson, type UserId } from "@sam/bus"
 import { SecretBox } from "@sam/sql"
 import { Effect, Redacted } from "effect"
 import { z } from "zod"
@@ -149,15 +149,7 @@ const userToken = Effect.fn("GitHubInstallations.userToken")(function* (userId: 
   const opened = yield* SecretBox.open(row.sealed).pipe(Effect.option)
   if (opened._tag === "None") return undefined
   const parsed = opened.value.startsWith("{")
-    ? Stored.safeParse(
-        (() => {
-          try {
-            return JSON.parse(opened.value)
-          } catch {
-            return undefined
-          }
-        })()
-      )
+    ? safeParseJson(Stored, opened.value)
     : { success: true as const, data: { access: opened.value } as z.infer<typeof Stored> }
   if (!parsed.success) return undefined
   const stored = parsed.data

@@ -1,5 +1,5 @@
 import { createCurve, fromCurveSeed } from "@nats-io/nkeys"
-
+import { safeParseJson } from "../Envelope.js"
 import { AgentLaunch, type SealedLaunch } from "./AgentLaunchSchema.js"
 
 // The schemas without the sealing (its curve keys), for what only reads them: the API's contract (issue 12).
@@ -16,12 +16,8 @@ export const sealLaunch = (launch: AgentLaunch, recipient: string): SealedLaunch
 export const openLaunch = (sealed: SealedLaunch, seed: Uint8Array): AgentLaunch | undefined => {
   const opened = fromCurveSeed(seed).open(Buffer.from(sealed.box, "base64"), sealed.sender)
   if (opened === null) return undefined
-  try {
-    const parsed = AgentLaunch.safeParse(JSON.parse(new TextDecoder().decode(opened)))
-    return parsed.success ? parsed.data : undefined
-  } catch {
-    return undefined
-  }
+  const parsed = safeParseJson(AgentLaunch, new TextDecoder().decode(opened))
+  return parsed.success ? parsed.data : undefined
 }
 
 /** A new curve key pair for a node: its seed (kept 0600 in its data directory) and public key. */

@@ -86,7 +86,7 @@ const sessionReportKind = {
 type SessionAgentReport = Extract<AgentReport, { readonly type: keyof typeof sessionReportKind }>
 
 /** A node's session report as the session actor's command carries it (its type without `-reported`). */
-const sessionReportOf = (report: SessionAgentReport): z.input<typeof ControlProtocol.SessionReportBody> => {
+const sessionReportOf = (report: SessionAgentReport): z.output<typeof ControlProtocol.SessionReportBody> => {
   switch (report.type) {
     case "session.event-reported":
       return { type: "session.event", body: report.body }
@@ -109,7 +109,8 @@ export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): R
     forward(
       session,
       report.body.sessionId,
-      ControlProtocol.SessionReport.make(
+      // the report was parsed when it was decoded: passed on as it is (the session's shard parses it again)
+      ControlProtocol.SessionReport.wrap(
         { nodeId: source.nodeId, report: sessionReportOf(report) },
         commandMeta(report)
       )
@@ -257,7 +258,7 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
           : yield* forward(
               session,
               sessionId,
-              ControlProtocol.SessionReportRun.make(
+              ControlProtocol.SessionReportRun.wrap(
                 { nodeId: first.source.nodeId, sessionId, reports },
                 // An id of its own: each report's id is claimed by the actor as the report's.
                 {

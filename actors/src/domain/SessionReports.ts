@@ -164,7 +164,8 @@ export const report = (
       )
       const appended = h.event(
         next,
-        SessionEvents.SessionEventAppended.make(
+        // of the command's event, parsed with it
+        SessionEvents.SessionEventAppended.wrap(
           { sessionId: row.id, seq, promptEpoch: body.promptEpoch, nodeSeq: body.nodeSeq, event: body.event },
           h.meta
         )

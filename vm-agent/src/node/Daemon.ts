@@ -445,7 +445,7 @@ export const run = Effect.fn("VmAgent.run")(function* (settings: NodeSettings) {
         case "session.start":
           return yield* sessions.start(command.body, yield* records.list).pipe(Effect.catchAll(refuseOrRetry))
         case "session.prompt": {
-          const record = (yield* records.list).find((r) => r.sessionId === command.body.sessionId)
+          const record = yield* records.get(command.body.sessionId)
           return yield* sessions
             .prompt(record, command.body.prompt, command.body.promptEpoch)
             .pipe(Effect.catchAll(refuseOrRetry))

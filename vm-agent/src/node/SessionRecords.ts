@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto"
-import { mkdirSync, renameSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs"
 import { readdir, readFile, rm } from "node:fs/promises"
 import { join } from "node:path"
 import { Domain, SessionId, safeParseJson, TaskId, WorkspaceId } from "@sam/bus"
@@ -51,6 +51,22 @@ export const makeSessionRecords = (dataDir: string) => {
         renameSync(tmp, path(record.sessionId))
       }),
     remove: (id: string) => Effect.promise(() => rm(path(id), { force: true })),
+    /**
+     * One session's record, read at once (a prompt's): not every record of the node through the thread pool, four
+     * round trips each, on the way to the turn's first output. None when missing or unreadable (logged).
+     */
+    get: (id: SessionId) =>
+      Effect.suspend(() => {
+        let text: string
+        try {
+          text = readFileSync(path(id), "utf8")
+        } catch {
+          return Effect.succeed(undefined)
+        }
+        const parsed = safeParseJson(SessionRecord, text)
+        if (parsed.success && parsed.data.sessionId === id) return Effect.succeed(parsed.data)
+        return Effect.logWarning(`ignoring unreadable session record ${id}.json`).pipe(Effect.as(undefined))
+      }),
     /** every readable record; unreadable files are logged and skipped */
     list: Effect.gen(function* () {
       const names = yield* Effect.promise(() => readdir(dir).catch(() => [] as Array<string>))

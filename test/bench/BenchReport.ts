@@ -119,23 +119,42 @@ export const controlPlaneOn = (
 
 /**
  * `SAM_BENCH_CPU_PROFILE=<file>`: a CPU profile of this process (V8's format) around `effect`, the part of a
- * benchmark it names; without the variable, `effect` alone.
+ * benchmark it names; `SAM_BENCH_HEAP_PROFILE=<file>`: a sampled profile of what it allocates meanwhile,
+ * collected objects included (what the garbage collector's share of a profile comes from). Without either
+ * variable, `effect` alone.
  */
 export const cpuProfiled = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
-  const file = process.env.SAM_BENCH_CPU_PROFILE
-  if (file === undefined) return effect
+  const cpuFile = process.env.SAM_BENCH_CPU_PROFILE
+  const heapFile = process.env.SAM_BENCH_HEAP_PROFILE
+  if (cpuFile === undefined && heapFile === undefined) return effect
   const inspector = new Session()
   return Effect.acquireUseRelease(
     Effect.promise(async () => {
       inspector.connect()
-      await inspector.post("Profiler.enable")
-      await inspector.post("Profiler.start")
+      if (cpuFile !== undefined) {
+        await inspector.post("Profiler.enable")
+        await inspector.post("Profiler.start")
+      }
+      if (heapFile !== undefined) {
+        await inspector.post("HeapProfiler.enable")
+        await inspector.post("HeapProfiler.startSampling", {
+          samplingInterval: 16_384,
+          includeObjectsCollectedByMajorGC: true,
+          includeObjectsCollectedByMinorGC: true
+        })
+      }
     }),
     () => effect,
     () =>
       Effect.promise(async () => {
-        const { profile } = await inspector.post("Profiler.stop")
-        await writeFile(file, JSON.stringify(profile))
+        if (cpuFile !== undefined) {
+          const { profile } = await inspector.post("Profiler.stop")
+          await writeFile(cpuFile, JSON.stringify(profile))
+        }
+        if (heapFile !== undefined) {
+          const { profile } = await inspector.post("HeapProfiler.stopSampling")
+          await writeFile(heapFile, JSON.stringify(profile))
+        }
         inspector.disconnect()
       })
   )

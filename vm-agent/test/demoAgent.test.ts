@@ -126,6 +126,49 @@ describe("demo agent over ACP", () => {
     expect(said(agent.updates)).toBe("")
   })
 
+  it("writes what it said before it crashed, its lines that are not JSON in their place", async () => {
+    const cwd = tempDir()
+    const command = demoAgentCommand({ cwd, env: { SAM_DEMO_AGENT_STATE_DIR: tempDir() } })
+    const child = spawn(command.argv[0], command.argv.slice(1), {
+      cwd,
+      env: { ...process.env, ...command.env },
+      stdio: ["pipe", "pipe", "inherit"]
+    })
+    running.push(() => child.kill("SIGKILL"))
+    let out = ""
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+    })
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)))
+    const send = (id: number, method: string, params: unknown) =>
+      child.stdin.write(`${JSON.stringify({ jsonrpc: "2.0", id, method, params })}\n`)
+    const answered = (id: number) =>
+      new Promise<{ result: { sessionId: string } }>((resolve) => {
+        const check = () => {
+          const line = out.split("\n").find((l) => l.startsWith("{") && JSON.parse(l).id === id)
+          if (line !== undefined) return resolve(JSON.parse(line))
+          setTimeout(check, 5)
+        }
+        check()
+      })
+    send(1, "initialize", { protocolVersion: PROTOCOL_VERSION, clientCapabilities: {} })
+    await answered(1)
+    send(2, "session/new", { cwd, mcpServers: [] })
+    const { sessionId } = (await answered(2)).result
+    // all of it in one pass of the event loop: nothing of it written yet when the agent exits
+    send(3, "session/prompt", { sessionId, prompt: [{ type: "text", text: "say one\ngarbage\nsay two\ncrash" }] })
+    expect(await exited).toBe(3)
+    const lines = out.split("\n").slice(2, -1)
+    const text = (line: string) => {
+      try {
+        return JSON.parse(line)?.params?.update?.content?.text ?? line
+      } catch {
+        return line
+      }
+    }
+    expect(lines.map(text).join("|")).toBe("one|this is not JSON|{ broken json|[1, 2, 3]|two")
+  })
+
   it("remembers a session's prompts across a restart through session/load", async () => {
     const cwd = tempDir()
     const stateDir = tempDir()
@@ -196,9 +239,8 @@ describe("demo agent started warm (ADR 0055)", () => {
 })
 
 describe("demo agent output", () => {
-  it("writes each message as one line, in order, and waits while its output is full", async () => {
+  it("writes the messages of one pass of the event loop in one write, a line each, in order, and waits while its output is full", async () => {
     const received: Array<string> = []
-    let full = 0
     let mostWaiting = 0
     // a pipe that holds one write at a time and takes a millisecond for each
     const out = new Writable({
@@ -211,33 +253,42 @@ describe("demo agent output", () => {
     const writeOf = out.write.bind(out)
     out.write = ((...args: Parameters<typeof out.write>) => {
       const room = writeOf(...args)
-      if (!room) full++
       mostWaiting = Math.max(mostWaiting, out.writableLength)
       return room
     }) as typeof out.write
-    const writer = lineWriter(out).getWriter()
-    const messages = Array.from({ length: 50 }, (_, i) => ({
+    const writer = lineWriter(out).stream.getWriter()
+    const message = (i: number) => ({
       jsonrpc: "2.0" as const,
       method: "session/update",
       params: {
         sessionId: "s",
         update: { sessionUpdate: "agent_message_chunk", content: { type: "text", text: `${i}` } }
       }
-    }))
-    for (const message of messages) await writer.write(message)
+    })
+    const lineOf = (i: number) => `${JSON.stringify(message(i))}\n`
+    // five bursts of ten messages, the event loop free between them (as an agent streaming from a model)
+    for (let burst = 0; burst < 5; burst++) {
+      for (let i = burst * 10; i < burst * 10 + 10; i++) await writer.write(message(i))
+      await new Promise((resolve) => setImmediate(resolve))
+    }
     await writer.close()
     await new Promise((resolve) => out.end(resolve))
-    // it waited for each drain: never more than the line just written was waiting
-    expect(full).toBeGreaterThan(0)
-    expect(mostWaiting).toBeLessThanOrEqual(Math.max(...received.map((line) => line.length)))
-    expect(received).toEqual(messages.map((m) => `${JSON.stringify(m)}\n`))
+    // a write per burst, each its ten lines in order
+    expect(received).toEqual(
+      Array.from({ length: 5 }, (_, burst) => Array.from({ length: 10 }, (_, i) => lineOf(burst * 10 + i)).join(""))
+    )
+    // while a burst was waiting for room, the next one waited: never two waiting at once
+    expect(mostWaiting).toBeLessThanOrEqual(Math.max(...received.map((chunk) => chunk.length)))
   })
 
   it("fails a write that waits for room when its output fails, rather than waiting forever", async () => {
     // a pipe whose reader is gone: it takes one write and never makes room again
     const out = new Writable({ highWaterMark: 1, write: () => undefined })
-    const writer = lineWriter(out).getWriter()
+    const writer = lineWriter(out).stream.getWriter()
     const message = { jsonrpc: "2.0" as const, method: "session/update", params: { sessionId: "s" } }
+    await writer.write(message)
+    await new Promise((resolve) => setImmediate(resolve))
+    // the pipe is full now: the next message waits for room
     const waiting = writer.write(message)
     out.destroy(new Error("EPIPE: the reader is gone"))
     await expect(waiting).rejects.toThrow("EPIPE")

@@ -42,8 +42,8 @@ export interface MessageDef<T extends string, S extends z.ZodType> {
   readonly make: (body: z.input<S>, meta?: EnvelopeMeta) => Envelope<T, z.output<S>>
   /**
    * `make` without parsing the body again: for a body this process built only of values it parsed with their schemas
-   * (a decoded report passed on, an event read from a decoded command), on a hot path where the second parse was
-   * most of what it cost (issue 12). Whoever receives it parses it as any other message.
+   * (a decoded report passed on, an event read from a decoded command), on a path where the second parse was a
+   * measurable part of each event's CPU (issue 12). Whoever receives it parses it as any other message.
    */
   readonly wrap: (body: z.output<S>, meta?: EnvelopeMeta) => Envelope<T, z.output<S>>
 }

@@ -33,6 +33,14 @@ describe("envelopes", () => {
     if (decoded._tag === "Malformed") expect(decoded.malformed.reason).toBe(reason)
   })
 
+  it("wrap a body already parsed as make does, and the receiver still refuses a bad one", () => {
+    const meta = { id: "msg_wrapped1" as never, at: new Date("2026-12-06T12:00:00Z"), correlationId: "c1" }
+    expect(Prompt.wrap({ text: "hi" }, meta)).toEqual(Prompt.make({ text: "hi" }, meta))
+    // a wrapped body is not parsed here: what decodes it on the other side is
+    const wrong = Prompt.wrap({ text: "far too long a prompt" }, meta)
+    expect(messages.decode(encode(wrong))).toMatchObject({ _tag: "Malformed", malformed: { reason: "bad-body" } })
+  })
+
   it("do not let a prototype key through", () => {
     const decoded = messages.decode(bytes(`{"__proto__":{"polluted":1},"id":"msg_a","type":"session.cancel"}`))
     expect(decoded._tag).toBe("Malformed")

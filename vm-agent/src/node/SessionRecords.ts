@@ -35,6 +35,13 @@ export type SessionRecord = z.infer<typeof SessionRecord>
 export const makeSessionRecords = (dataDir: string) => {
   const dir = join(dataDir, "sessions")
   const path = (id: string) => join(dir, `${id}.json`)
+  /** The record a file holds; none when it is not one (logged). */
+  const readable = (name: string, text: string) => {
+    const parsed = safeParseJson(SessionRecord, text)
+    return parsed.success
+      ? Effect.succeed<SessionRecord | undefined>(parsed.data)
+      : Effect.logWarning(`ignoring unreadable session record ${name}`).pipe(Effect.as(undefined))
+  }
   return {
     dir,
     /**
@@ -63,9 +70,9 @@ export const makeSessionRecords = (dataDir: string) => {
         } catch {
           return Effect.succeed(undefined)
         }
-        const parsed = safeParseJson(SessionRecord, text)
-        if (parsed.success && parsed.data.sessionId === id) return Effect.succeed(parsed.data)
-        return Effect.logWarning(`ignoring unreadable session record ${id}.json`).pipe(Effect.as(undefined))
+        return readable(`${id}.json`, text).pipe(
+          Effect.map((record) => (record?.sessionId === id ? record : undefined))
+        )
       }),
     /** every readable record; unreadable files are logged and skipped */
     list: Effect.gen(function* () {
@@ -73,9 +80,8 @@ export const makeSessionRecords = (dataDir: string) => {
       const records: Array<SessionRecord> = []
       for (const name of names.filter((n) => n.endsWith(".json"))) {
         const text = yield* Effect.promise(() => readFile(join(dir, name), "utf8").catch(() => ""))
-        const parsed = safeParseJson(SessionRecord, text)
-        if (parsed.success) records.push(parsed.data)
-        else yield* Effect.logWarning(`ignoring unreadable session record ${name}`)
+        const record = yield* readable(name, text)
+        if (record !== undefined) records.push(record)
       }
       return records
     })

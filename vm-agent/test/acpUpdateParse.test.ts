@@ -26,7 +26,11 @@ describe("a session/update from the agent", () => {
         received.push(params.update)
       })
       .connect({
-        readable: new ReadableStream({ start: (c) => sent.forEach((m) => c.enqueue(m)) }),
+        readable: new ReadableStream({
+          start: (c) => {
+            for (const m of sent) c.enqueue(m)
+          }
+        }),
         writable: new WritableStream({ write: (m) => void answered.push(m) })
       })
     const deadline = Date.now() + 5_000

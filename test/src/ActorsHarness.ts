@@ -106,6 +106,8 @@ export interface Worker {
   readonly events: Array<WorkerEvent>
   readonly exited: Promise<number | null>
   readonly signal: (signal: NodeJS.Signals) => void
+  /** the last 4,000 characters of its log and of its stderr: what its runtime warned of */
+  readonly logTail: () => string
   /** shards this worker holds now, from its Acquired/Released/Lost reports */
   readonly owned: () => Set<number>
 }
@@ -138,6 +140,7 @@ export const startWorker = async (input: {
     stdio: ["ignore", "pipe", "pipe"]
   })
   const events: Array<WorkerEvent> = []
+  let log = ""
   let buffer = ""
   child.stdout?.on("data", (chunk: Buffer) => {
     buffer += chunk.toString("utf8")
@@ -146,6 +149,8 @@ export const startWorker = async (input: {
       const line = buffer.slice(0, at)
       buffer = buffer.slice(at + 1)
       if (line.startsWith("{")) events.push(JSON.parse(line) as WorkerEvent)
+      // its runtime's warnings (Effect's logfmt logger writes to stdout)
+      else log = `${log}${line}\n`.slice(-4000)
       at = buffer.indexOf("\n")
     }
   })
@@ -167,6 +172,7 @@ export const startWorker = async (input: {
     signal: (signal) => {
       child.kill(signal)
     },
+    logTail: () => `${log}${stderr}`,
     owned: () => {
       const held = new Set<number>()
       for (const e of events) {

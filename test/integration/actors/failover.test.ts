@@ -55,7 +55,12 @@ const twoWorkers = (kindName: string) =>
       30_000
     ).pipe(
       Effect.tapError(() =>
-        Effect.sync(() => console.log(`failover set-up: a holds ${[...a.owned()]}, b holds ${[...b.owned()]}`))
+        Effect.sync(() =>
+          console.log(
+            `failover set-up: a holds ${[...a.owned()]}, b holds ${[...b.owned()]}\n` +
+              `a's log:\n${a.logTail()}\nb's log:\n${b.logTail()}`
+          )
+        )
       )
     )
     console.log(

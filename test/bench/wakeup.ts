@@ -4,11 +4,14 @@
  * events per second per session each wake-up finds its process asleep. Measured with nothing of SAM
  * running: a Node.js process whose 20 ms timer does nothing, the same at 1 ms, and a Node.js process
  * reading one JSON line every 20 ms from a child's stdout (the vm-agent reading its agent, reduced to
- * the bare read).
+ * the bare read), a loopback TCP round trip to a child that echoes (a statement to Postgres, a request
+ * over NATS, reduced to the bare round trip) back to back and 20 ms apart, and a bare system call.
  *
  * Run: `node --import tsx test/bench/wakeup.ts`. Rewrites the "Wake-ups" section of docs/benchmarks.md.
  */
 import { spawn } from "node:child_process"
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs"
+import { connect } from "node:net"
 import { cpus } from "node:os"
 import { Effect } from "effect"
 import { runBench, writeSection } from "./BenchReport.js"
@@ -54,10 +57,67 @@ const pipeLine = () =>
     })
   })
 
+/** CPU time (user + system, µs) a process has used, from /proc. */
+const cpuOf = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+  return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100)
+}
+
+/**
+ * CPU time (µs) per loopback TCP round trip of one byte, in this process and in a child that echoes it, and the wall
+ * time of a round trip: `count` round trips, each sent `gap` ms after the answer to the one before (0: at once).
+ */
+const tcpRoundTrips = (gap: number, count: number) =>
+  new Promise<{ client: number; server: number; wall: number }>((resolve, reject) => {
+    const code = `const s = require("node:net").createServer((c) => { c.setNoDelay(true); c.on("data", (d) => c.write(d)) }); s.listen(0, "127.0.0.1", () => process.stdout.write(String(s.address().port) + "\\n"))`
+    const child = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] })
+    child.on("error", reject)
+    child.stdout.once("data", (chunk: Buffer) => {
+      const socket = connect(Number(chunk.toString().trim()), "127.0.0.1")
+      socket.setNoDelay(true)
+      const warm = 50
+      let answered = 0
+      let c0 = 0
+      let s0 = 0
+      let t0 = 0
+      const send = () => socket.write("x")
+      socket.on("data", () => {
+        answered++
+        if (answered === warm) {
+          c0 = cpuOf(process.pid)
+          s0 = cpuOf(child.pid!)
+          t0 = performance.now()
+        }
+        if (answered < warm + count) return gap === 0 ? send() : void setTimeout(send, gap)
+        const wall = ((performance.now() - t0) * 1000) / count - gap * 1000
+        resolve({ client: (cpuOf(process.pid) - c0) / count, server: (cpuOf(child.pid!) - s0) / count, wall })
+        socket.destroy()
+        child.kill()
+      })
+      socket.on("connect", send)
+      socket.on("error", reject)
+    })
+  })
+
+/** CPU time (µs) per `fstat` of an open file, called back to back: a bare system call and Node's binding. */
+const syscall = () => {
+  const fd = openSync("/dev/null", "r")
+  for (let i = 0; i < 20_000; i++) fstatSync(fd)
+  const n = 200_000
+  const c0 = process.cpuUsage()
+  for (let i = 0; i < n; i++) fstatSync(fd)
+  const c = process.cpuUsage(c0)
+  closeSync(fd)
+  return (c.user + c.system) / n
+}
+
 const program = Effect.gen(function* () {
   const slow = yield* Effect.promise(() => timerTick(20))
   const fast = yield* Effect.promise(() => timerTick(1))
   const read = yield* Effect.promise(pipeLine)
+  const atOnce = yield* Effect.promise(() => tcpRoundTrips(0, 5_000))
+  const apart = yield* Effect.promise(() => tcpRoundTrips(20, TICKS))
+  const call = syscall()
   const section = [
     "## Wake-ups",
     "",
@@ -69,6 +129,16 @@ const program = Effect.gen(function* () {
     `| an empty \`setInterval\` callback every 20 ms (the process sleeps in between) | ${slow.toFixed(0)} |`,
     `| the same every 1 ms | ${fast.toFixed(0)} |`,
     `| a JSON line read from a child's stdout every 20 ms (the reader's CPU) | ${read.toFixed(0)} |`,
+    "",
+    "A loopback TCP round trip of one byte to a child process that echoes it (a statement to Postgres, a request over",
+    "NATS, reduced to the bare round trip), CPU time per round trip in each process and the round trip's wall time:",
+    "",
+    "| round trips | sender µs | echo µs | wall µs |",
+    "|---|---:|---:|---:|",
+    `| back to back (${5_000}) | ${atOnce.client.toFixed(0)} | ${atOnce.server.toFixed(0)} | ${atOnce.wall.toFixed(0)} |`,
+    `| 20 ms apart (${TICKS}; the sender's timer wake-up included) | ${apart.client.toFixed(0)} | ${apart.server.toFixed(0)} | ${apart.wall.toFixed(0)} |`,
+    "",
+    `A bare system call (\`fstat\` of an open file through Node's binding, back to back): ${call.toFixed(2)} µs of CPU.`,
     ""
   ].join("\n")
   yield* writeSection("Wake-ups", section)

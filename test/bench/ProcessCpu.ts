@@ -3,13 +3,19 @@ import { readdirSync, readFileSync } from "node:fs"
 /** CPU time (user + system, ms) used so far by each process of a kind, by pid; this process under `own`. */
 export type CpuReading = ReadonlyMap<string, { readonly kind: string; readonly ms: number }>
 
+/** CPU time (user + system, ms) a process has used so far, from /proc; throws when it has ended. */
+export const processCpuMs = (pid: number | string) => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return (Number(fields[11]) + Number(fields[12])) * (1000 / 100) // USER_HZ ticks
+}
+
 /**
  * CPU time used so far by the machine's processes of each kind: the vm-agents, the demo agents, nats-server,
  * Postgres, and this process (under `own`), each process on its own: `cpuPer` takes the difference process by
  * process.
  */
 export const cpuByKind = (own: string): CpuReading => {
-  const tick = 1000 / 100 // USER_HZ
   const reading = new Map<string, { kind: string; ms: number }>()
   for (const pid of readdirSync("/proc").filter((name) => /^[0-9]+$/.test(name))) {
     try {
@@ -24,9 +30,7 @@ export const cpuByKind = (own: string): CpuReading => {
               ? "postgres"
               : undefined
       if (kind === undefined) continue
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      reading.set(pid, { kind, ms: (Number(fields[11]) + Number(fields[12])) * tick })
+      reading.set(pid, { kind, ms: processCpuMs(pid) })
     } catch {
       // the process ended meanwhile
     }

@@ -10,11 +10,12 @@
  * Run: `node --import tsx test/bench/wakeup.ts`. Rewrites the "Wake-ups" section of docs/benchmarks.md.
  */
 import { spawn } from "node:child_process"
-import { closeSync, fstatSync, openSync, readFileSync } from "node:fs"
+import { closeSync, fstatSync, openSync } from "node:fs"
 import { connect } from "node:net"
 import { cpus } from "node:os"
 import { Effect } from "effect"
 import { runBench, writeSection } from "./BenchReport.js"
+import { processCpuMs } from "./ProcessCpu.js"
 
 const TICKS = 300
 
@@ -57,11 +58,13 @@ const pipeLine = () =>
     })
   })
 
-/** CPU time (user + system, µs) a process has used, from /proc. */
-const cpuOf = (pid: number) => {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
-  return (Number(fields[11]) + Number(fields[12])) * (1_000_000 / 100)
+/** CPU time (user + system, µs) this process has used. */
+const ownCpu = () => {
+  const usage = process.cpuUsage()
+  return usage.user + usage.system
 }
+/** Round trips timed back to back. */
+const BACK_TO_BACK = 5_000
 
 /**
  * CPU time (µs) per loopback TCP round trip of one byte, in this process and in a child that echoes it, and the wall
@@ -84,13 +87,13 @@ const tcpRoundTrips = (gap: number, count: number) =>
       socket.on("data", () => {
         answered++
         if (answered === warm) {
-          c0 = cpuOf(process.pid)
-          s0 = cpuOf(child.pid!)
+          c0 = ownCpu()
+          s0 = processCpuMs(child.pid!) * 1000
           t0 = performance.now()
         }
         if (answered < warm + count) return gap === 0 ? send() : void setTimeout(send, gap)
         const wall = ((performance.now() - t0) * 1000) / count - gap * 1000
-        resolve({ client: (cpuOf(process.pid) - c0) / count, server: (cpuOf(child.pid!) - s0) / count, wall })
+        resolve({ client: (ownCpu() - c0) / count, server: (processCpuMs(child.pid!) * 1000 - s0) / count, wall })
         socket.destroy()
         child.kill()
       })
@@ -115,7 +118,7 @@ const program = Effect.gen(function* () {
   const slow = yield* Effect.promise(() => timerTick(20))
   const fast = yield* Effect.promise(() => timerTick(1))
   const read = yield* Effect.promise(pipeLine)
-  const atOnce = yield* Effect.promise(() => tcpRoundTrips(0, 5_000))
+  const atOnce = yield* Effect.promise(() => tcpRoundTrips(0, BACK_TO_BACK))
   const apart = yield* Effect.promise(() => tcpRoundTrips(20, TICKS))
   const call = syscall()
   const section = [
@@ -135,7 +138,7 @@ const program = Effect.gen(function* () {
     "",
     "| round trips | sender µs | echo µs | wall µs |",
     "|---|---:|---:|---:|",
-    `| back to back (${5_000}) | ${atOnce.client.toFixed(0)} | ${atOnce.server.toFixed(0)} | ${atOnce.wall.toFixed(0)} |`,
+    `| back to back (${BACK_TO_BACK}) | ${atOnce.client.toFixed(0)} | ${atOnce.server.toFixed(0)} | ${atOnce.wall.toFixed(0)} |`,
     `| 20 ms apart (${TICKS}; the sender's timer wake-up included) | ${apart.client.toFixed(0)} | ${apart.server.toFixed(0)} | ${apart.wall.toFixed(0)} |`,
     "",
     `A bare system call (\`fstat\` of an open file through Node's binding, back to back): ${call.toFixed(2)} µs of CPU.`,

@@ -52,6 +52,11 @@ export interface ActorContext<Id extends string> {
   /** when that transaction began (ISO 8601): one time for what its commands record, as Postgres's `now()` is */
   readonly transactionAt?: string
   /**
+   * The W3C trace context the command's handling continues, for what a handler keeps to send later (a node's
+   * reservation): its `Actor.apply` span's when spans are exported, else the one the command came with (ADR 0029).
+   */
+  readonly traceparent?: string
+  /**
    * For a handler that claims message ids of its own in the inbox (a session's run of reports claims each report's
    * id): whether a command later in the same group commit, to the same entity and of `type`, carries `messageId`.
    * The group claimed that command's inbox row before any of them was handled, so the handler's claim finds it taken

@@ -251,11 +251,11 @@ export const handleOne =
       Effect.flatMap((outcome) => settle(delivery, outcome)),
       // What the handler publishes follows the message it handles (issue 12).
       Trace.withCorrelation(delivery.envelope.correlationId),
-      Effect.withSpan("Bus.handle", {
-        captureStackTrace: false,
-        ...Trace.spanOf(delivery.msg.headers?.get("traceparent")),
-        attributes: { subject: delivery.subject, streamSequence: delivery.streamSequence, type: delivery.envelope.type }
-      })
+      Trace.handling("Bus.handle", delivery.msg.headers?.get("traceparent"), () => ({
+        subject: delivery.subject,
+        streamSequence: delivery.streamSequence,
+        type: delivery.envelope.type
+      }))
     )
 
 /**

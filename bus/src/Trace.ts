@@ -70,6 +70,47 @@ export const continueFrom =
       onSome: (parent) => Effect.withParentSpan(effect, parent)
     })
 
+/** Effect's own tracer, which keeps its spans nowhere: what runs without an exporter (`Otlp.layer`) or a test's tracer. */
+const nativeTracer = Effect.runSync(Effect.tracer)
+
+/**
+ * Whether spans made here go anywhere: a tracer other than Effect's own is installed (the OTLP exporter when
+ * configured, ADR 0029). Without one a span still costs its making (about 10 µs on the 2-core machine of
+ * docs/benchmarks.md, a context and its fiber refs copied twice): paths that handle each message skip it then.
+ */
+export const exported: Effect.Effect<boolean> = Effect.tracerWith((tracer) => Effect.succeed(tracer !== nativeTracer))
+
+/**
+ * The span of a message's handling, made only when spans are exported (`exported`): a child of the remote span
+ * `traceparent` names, or a root. Without an exporter the handling runs as the child of that remote span itself, so
+ * what it publishes carries the `traceparent` it came with (`currentTraceparent`), and with none as it is.
+ */
+export const handling =
+  (
+    name: string,
+    traceparent: string | undefined,
+    attributes: () => Record<string, unknown>
+  ): (<A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+  (effect) =>
+    Effect.tracerWith((tracer) =>
+      tracer !== nativeTracer
+        ? Effect.withSpan(effect, name, { captureStackTrace: false, ...spanOf(traceparent), attributes: attributes() })
+        : continueFrom(traceparent)(effect)
+    )
+
+/** `Effect.withSpan`, made only when spans are exported (`exported`): for a span no message's trace context names. */
+export const span =
+  (
+    name: string,
+    options: () => Tracer.SpanOptions
+  ): (<A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+  (effect) =>
+    Effect.tracerWith((tracer) => (tracer !== nativeTracer ? Effect.withSpan(effect, name, options()) : effect))
+
+/** A `traceparent` header as it came when it is well-formed (names a remote span), otherwise none. */
+export const wellFormed = (traceparent: string | undefined): string | undefined =>
+  Option.isSome(parentOf(traceparent)) ? traceparent : undefined
+
 /** The current span as a `traceparent`, or none outside a span (or for ids that are not W3C-shaped). */
 export const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(
   Effect.option(Effect.currentSpan),

@@ -87,7 +87,13 @@ interface State {
   readonly created?: true
   /** for a created cloud node: the machine asked for (ADR 0026) */
   readonly machine?: Domain.ControlProtocol.NodeMachine
-  readonly reserved?: { readonly workspaceId: string; readonly taskId: string; readonly projectId: string }
+  readonly reserved?: {
+    readonly workspaceId: string
+    readonly taskId: string
+    readonly projectId: string
+    /** the trace context of the reservation's handling (`ActorContext.traceparent`), kept with its correlation id */
+    readonly traceparent: string | undefined
+  }
   readonly released?: string
 }
 
@@ -239,10 +245,9 @@ export const NodeKind = Actor.make({
           INSERT INTO workspaces (id, project_id, node_id, task_id, status)
           VALUES (${r.workspaceId}, ${r.projectId}, ${id}, ${r.taskId}, 'pending')`
         const correlationId = (yield* FiberRef.get(Trace.correlation)) ?? null
-        const traceparent = (yield* Trace.currentTraceparent) ?? null
         yield* sql`
           INSERT INTO node_reservations (workspace_id, node_id, task_id, correlation_id, traceparent)
-          VALUES (${r.workspaceId}, ${id}, ${r.taskId}, ${correlationId}, ${traceparent})`
+          VALUES (${r.workspaceId}, ${id}, ${r.taskId}, ${correlationId}, ${r.traceparent ?? null})`
       }
       if (state.released !== undefined) {
         yield* sql`DELETE FROM node_reservations WHERE workspace_id = ${state.released} AND node_id = ${id}`
@@ -254,8 +259,8 @@ export const NodeKind = Actor.make({
           capabilities = ${JSON.stringify(row.capabilities ?? {})}::jsonb, updated_at = now(), version = version + 1
         WHERE id = ${id}`
     }),
-  handle: (state, command) => {
-    if (command.type === "node.reserve") return Effect.succeed(reserve(state, command))
+  handle: (state, command, context) => {
+    if (command.type === "node.reserve") return Effect.succeed(reserve(state, command, context.traceparent))
     const row = state.row
     if (row === null) return Effect.succeed({ state, reply: { ok: false, code: "not_found" } })
     /** The request a waiting task or workspace was reserved for, as the meta of what hands it over. */
@@ -483,7 +488,8 @@ const idleCheck = (state: State, row: Row): Actor.Reaction<State> => {
  */
 const reserve = (
   state: State,
-  command: Envelope & { readonly body: z.output<typeof C.NodeReserve.body> }
+  command: Envelope & { readonly body: z.output<typeof C.NodeReserve.body> },
+  traceparent: string | undefined
 ): Actor.Reaction<State> => {
   const b = command.body
   const full = (reason: string, elsewhere = false): Actor.Reaction<State> => ({
@@ -529,7 +535,7 @@ const reserve = (
       )
     ]
   })
-  const slot = { workspaceId: b.workspaceId, taskId: b.taskId, projectId: b.projectId }
+  const slot = { workspaceId: b.workspaceId, taskId: b.taskId, projectId: b.projectId, traceparent }
   const row = state.row
   if (row === null) {
     if (!b.create || state.fleet === null) return full(`node ${b.nodeId} does not exist`)

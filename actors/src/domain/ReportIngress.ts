@@ -514,11 +514,7 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
       }),
       Trace.withCorrelation(run[0]?.envelope.correlationId),
       // the node's turn (or command) the reports belong to is this span's parent: one trace from the request on
-      Effect.withSpan("ReportIngress.run", {
-        captureStackTrace: false,
-        attributes: { reports: run.length },
-        ...Trace.spanOf(run[0]?.msg.headers?.get("traceparent"))
-      })
+      Trace.handling("ReportIngress.run", run[0]?.msg.headers?.get("traceparent"), () => ({ reports: run.length }))
     )
   /** One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. */
   const handleEntity = (reports: ReadonlyArray<Consume.Delivery<AgentReport>>) =>

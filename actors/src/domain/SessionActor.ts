@@ -1,4 +1,4 @@
-import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology } from "@sam/bus"
+import { Domain, type Envelope, type EnvelopeOf, Kv, SessionId, Subjects, Topology, Trace } from "@sam/bus"
 import { Config, Duration, Effect } from "effect"
 import * as Actor from "../ActorKind.js"
 import { type Launches, launches } from "./AgentLaunches.js"
@@ -114,10 +114,10 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
             afterCommit: [...(reaction.afterCommit ?? []), ...snapshots.takeStaged(context.id)]
           }
         }),
-        Effect.withSpan("SessionActor.handle", {
+        Trace.span("SessionActor.handle", () => ({
           captureStackTrace: false,
           attributes: { type: command.type, messageId: command.id }
-        })
+        }))
       )
   })
 })

@@ -1,5 +1,5 @@
 import type { JsMsg } from "@nats-io/jetstream"
-import { ActorMessages, Actors, type Envelope, encode, type Nats, Subjects } from "@sam/bus"
+import { ActorMessages, Actors, type Envelope, encode, type Nats, Subjects, Trace } from "@sam/bus"
 import { Cause, Deferred, Effect, Exit, Fiber, FiberId, Option } from "effect"
 import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
@@ -150,7 +150,7 @@ export const startShard = (deps: ShardDeps) =>
               traceparent: msg.headers?.get("traceparent")
             })
             .pipe(
-              Effect.withSpan("Actor.handle", {
+              Trace.span("Actor.handle", () => ({
                 captureStackTrace: false,
                 attributes: {
                   "actor.kind": kind.name,
@@ -162,7 +162,7 @@ export const startShard = (deps: ShardDeps) =>
                   streamSequence: msg.seq,
                   attempt: total
                 }
-              }),
+              })),
               Effect.exit
             )
           if (Exit.isSuccess(exit)) {
@@ -356,7 +356,7 @@ export const startShard = (deps: ShardDeps) =>
         const started = Date.now()
         const exit = yield* store.commitGroup(inputs).pipe(
           // a batch of many requests' commands: a trace of its own (each command's `Actor.apply` follows its own)
-          Effect.withSpan("Actor.handleGroup", {
+          Trace.span("Actor.handleGroup", () => ({
             captureStackTrace: false,
             root: true,
             attributes: {
@@ -365,7 +365,7 @@ export const startShard = (deps: ShardDeps) =>
               "group.size": inputs.length,
               "group.entities": groups.length
             }
-          }),
+          })),
           Effect.exit
         )
         if (Exit.isSuccess(exit)) {

@@ -240,12 +240,15 @@ export const makeStore = (
    * Inside a transaction, its inbox row claimed (`fresh`) or found (a repeat): load, handle, save,
    * outbox and timers of one command. What the
    * handler emits carries the command's correlation id (its own id when it came with none) and names
-   * the command as its cause; the handler runs with that correlation id (issue 12).
+   * the command as its cause; the handler runs with that correlation id (issue 12). With spans exported
+   * (`spanned`) the command's handling is an `Actor.apply` span whose trace context its messages carry; without,
+   * no span is made (it would go nowhere) and they carry the trace context the command came with.
    */
   const applyOne = (
     input: CommandInput,
     fresh: boolean,
     group: Group,
+    spanned: boolean,
     takeOver?: (messageId: string, type: string) => boolean,
     claimed?: ReadonlySet<string>
   ) => {
@@ -256,9 +259,10 @@ export const makeStore = (
       correlationId: next.correlationId ?? correlationId,
       causationId: next.causationId ?? envelope.id
     })
-    return Effect.gen(function* () {
+    const applying = Effect.gen(function* () {
       const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
       if (!fresh) return { result: { _tag: "Duplicate" }, afterCommit: [], outgoing: 0 } satisfies Applied as Applied
+      const traceparent = spanned ? yield* Trace.currentTraceparent : Trace.wellFormed(input.traceparent)
       const key = `${kind.name}/${id}`
       const before = group.carried.get(key)
       const carriedState = before === undefined || kind.carry === undefined ? undefined : kind.carry(before, envelope)
@@ -277,6 +281,7 @@ export const makeStore = (
           ...input.context,
           transaction: group.transaction,
           transactionAt: group.at,
+          ...(traceparent === undefined ? {} : { traceparent }),
           ...(takeOver === undefined ? {} : { takeOver }),
           ...(claimed === undefined ? {} : { claimed })
         })
@@ -287,7 +292,6 @@ export const makeStore = (
       if (kind.saveMany !== undefined) group.held.push({ id, state: reaction.state, previous, correlationId })
       else yield* kind.save(id, reaction.state, previous).pipe(Effect.mapError(failed))
       group.carried.set(key, reaction.state)
-      const traceparent = yield* Trace.currentTraceparent
       const rows = [...(reaction.events ?? []), ...(reaction.send ?? [])].map((row) => ({
         ...row,
         envelope: follow(row.envelope),
@@ -306,20 +310,20 @@ export const makeStore = (
         afterCommit: (reaction.afterCommit ?? []).map(Trace.withCorrelation(correlationId)),
         outgoing: rows.length
       } satisfies Applied as Applied
-    }).pipe(
-      Trace.withCorrelation(correlationId),
-      Effect.withSpan("Actor.apply", {
-        captureStackTrace: false,
-        ...Trace.spanOf(input.traceparent),
-        attributes: {
-          "actor.kind": kind.name,
-          "actor.id": id,
-          "message.type": envelope.type,
-          "message.id": envelope.id,
-          "correlation.id": correlationId
-        }
-      })
-    )
+    }).pipe(Trace.withCorrelation(correlationId))
+    return spanned
+      ? Effect.withSpan(applying, "Actor.apply", {
+          captureStackTrace: false,
+          ...Trace.spanOf(input.traceparent),
+          attributes: {
+            "actor.kind": kind.name,
+            "actor.id": id,
+            "message.type": envelope.type,
+            "message.id": envelope.id,
+            "correlation.id": correlationId
+          }
+        })
+      : applying
   }
 
   /**
@@ -341,6 +345,7 @@ export const makeStore = (
       outbox: []
     }
     return Effect.gen(function* () {
+      const spanned = yield* Trace.exported
       const applied: Array<Applied> = []
       // a message twice in one group: its second time is a repeat, like any other
       // what each command carries, asked once; a command that carries ids gets the set of those it claimed
@@ -369,7 +374,7 @@ export const makeStore = (
         return false
       }
       for (at = 0; at < inputs.length; at++)
-        applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, takeOver, claimedCarried[at]))
+        applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, spanned, takeOver, claimedCarried[at]))
       yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id)
       const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map(rowOf)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch)

@@ -46,6 +46,7 @@ const percentile = (sorted: ReadonlyArray<number>, p: number) =>
  */
 const ops = { on: false, sql: new Map<string, number>(), nats: new Map<string, number>() }
 const bump = (map: Map<string, number>, key: string) => void map.set(key, (map.get(key) ?? 0) + 1)
+/** Count them from now on; the function returned stops it (the raw baseline runs without the counting's calls). */
 const countOps = (nc: object) => {
   const query = pg.Client.prototype.query as (...args: Array<unknown>) => unknown
   pg.Client.prototype.query = function (this: pg.Client, ...args: Array<unknown>) {
@@ -56,13 +57,28 @@ const countOps = (nc: object) => {
     return query.apply(this, args)
   } as never
   const proto = Object.getPrototypeOf(nc) as Record<string, (...args: Array<unknown>) => unknown>
-  for (const method of ["publish", "request"] as const) {
+  const originals = (["publish", "request"] as const).map((method) => {
     const original = proto[method]!
     proto[method] = function (this: unknown, subject: unknown, ...rest: Array<unknown>) {
       if (ops.on) bump(ops.nats, `${method} ${String(subject).split(".").slice(0, 3).join(".")}`)
       return original.call(this, subject, ...rest)
     }
+    return [method, original] as const
+  })
+  return () => {
+    pg.Client.prototype.query = query as never
+    for (const [method, original] of originals) proto[method] = original
   }
+}
+/** The most frequent of `map`'s counts, each divided by `per`, and their sum. */
+const tally = (map: Map<string, number>, per: number, digits: number) => {
+  const total = [...map.values()].reduce((a, b) => a + b, 0)
+  const top = [...map]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 8)
+    .map(([k, n]) => `\`${k}\` ${(n / per).toFixed(digits)}`)
+    .join(", ")
+  return `${(total / per).toFixed(digits)} (${top})`
 }
 
 // 20 sessions on at most 3 nodes of one user.
@@ -175,13 +191,21 @@ const program = Effect.gen(function* () {
     yield* Effect.sleep(1_000)
     // What the stack costs with every session open and nothing happening, in % of one core by kind of process
     // (a process that ended meanwhile takes its CPU time with it: such a kind counts 0, not less).
+    // And what this process asks of Postgres and NATS meanwhile, per second.
+    const { nc } = yield* Nats
+    const uncount = countOps(nc)
+    ops.on = true
     const idleBefore = cpuByKind(OWN)
     const idleStarted = now()
     yield* Effect.sleep(3_000)
-    const idle = cpuPer(idleBefore, cpuByKind(OWN), (now() - idleStarted) / 1000).map(({ kind, us }) => ({
+    const idleSeconds = (now() - idleStarted) / 1000
+    const idle = cpuPer(idleBefore, cpuByKind(OWN), idleSeconds).map(({ kind, us }) => ({
       kind,
       percent: Math.max(0, us / 10_000)
     }))
+    ops.on = false
+    uncount()
+    const idleOps = { sql: tally(ops.sql, idleSeconds, 1), nats: tally(ops.nats, idleSeconds, 1) }
     const waitTurns = (n: number, timeoutMs: number) =>
       Effect.gen(function* () {
         const until = Date.now() + timeoutMs
@@ -233,7 +257,6 @@ const program = Effect.gen(function* () {
     const { events, elapsed, perSecond, cpu: burstCpu } = yield* burst
 
     // The raw baseline: the same number of payloads of the same size over core NATS, publish → subscribe.
-    const { nc } = yield* Nats
     const payload = new TextEncoder().encode(
       JSON.stringify({ type: "text", text: `chunk 0 ${"x".repeat(60)}` }).padEnd(400, " ")
     )
@@ -288,15 +311,7 @@ const program = Effect.gen(function* () {
         yield* Fiber.interrupt(probe)
         const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
         const delivered = followers.reduce((sum, f) => sum + f.count, 0) - before
-        const perEvent = (map: Map<string, number>) => {
-          const total = [...map.values()].reduce((a, b) => a + b, 0)
-          const top = [...map]
-            .sort((a, b) => b[1] - a[1])
-            .slice(0, 8)
-            .map(([k, n]) => `\`${k}\` ${(n / delivered).toFixed(2)}`)
-            .join(", ")
-          return `${(total / delivered).toFixed(1)} (${top})`
-        }
+        const perEvent = (map: Map<string, number>) => tally(map, delivered, 2)
         const cpu = cpuPer(cpuBefore, cpuAfter, delivered)
         const cpuTotal = cpu.reduce((sum, c) => sum + c.us, 0)
         const rate = SESSIONS * perSecond
@@ -339,6 +354,8 @@ const program = Effect.gen(function* () {
       "",
       `Ratio live path/raw: ${(perSecond / raw).toFixed(3)}.`,
       `CPU at idle (every session open, nothing streaming), in % of one core: ${idle.map((c) => `${c.kind} ${c.percent.toFixed(1)}`).join(", ")}; ${idle.reduce((sum, c) => sum + c.percent, 0).toFixed(1)} in all.`,
+      `Meanwhile, per second, the process of the control plane, gateway and clients made SQL statements ${idleOps.sql}`,
+      `and NATS publishes and requests ${idleOps.nats}.`,
       `CPU time per event in the burst, by process: ${burstCpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${burstCpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       `The stack's first burst: ${cold.cpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${cold.cpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       "",

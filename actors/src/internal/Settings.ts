@@ -60,7 +60,11 @@ export interface RuntimeOptions {
   readonly retryBase?: Duration.DurationInput
   /** Postgres ends a command transaction left idle this long (a frozen owner), releasing its locks */
   readonly idleInTransaction?: Duration.DurationInput
-  /** how often the outbox relay and the timer poller look for work when idle (default 200 ms) */
+  /**
+   * how often the outbox relay and the timer poller look for work when idle (default 500 ms: a due timer fires within
+   * half a second, a row no commit published is relayed 2-2.5 s after its commit, and an idle control plane wakes 4
+   * times a second for them, not 10)
+   */
   readonly pollEvery?: Duration.DurationInput
   /**
    * how long a published outbox row is kept (default 1 h, `SAM_OUTBOX_RETENTION_MS`): long past
@@ -135,7 +139,7 @@ export const resolve = (options: RuntimeOptions, defaultInstanceId: string): Set
     leaseTtlMs,
     renewEveryMs,
     idleInTransactionMs: ms(options.idleInTransaction, 30_000),
-    pollEveryMs: ms(options.pollEvery, 200),
+    pollEveryMs: ms(options.pollEvery, 500),
     outboxRetentionMs: ms(options.outboxRetention, envMs("SAM_OUTBOX_RETENTION_MS") ?? 3_600_000),
     inboxRetentionMs: inboxRetention(options),
     pruneEveryMs: ms(options.pruneEvery, 60_000),

@@ -466,7 +466,7 @@ export const makeStore = (
    * That transaction's commit does not wait for the disk (ADR 0034): should a crash lose it, its rows are
    * published again, and a repeat is dropped by JetStream (`Nats-Msg-Id`) or by the receiving actor's inbox
    * and the feed's `seq`, as for a relay that died between its publish and its commit.
-   * A poll that finds nothing `due` (nearly all of them: every 200 ms, in each instance) costs that one statement,
+   * A poll that finds nothing `due` (nearly all of them: every 500 ms, in each instance) costs that one statement,
    * not a transaction of three.
    */
   const drain = (

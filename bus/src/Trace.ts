@@ -28,12 +28,14 @@ export const stamp = <E extends Envelope>(envelope: E): Effect.Effect<E> =>
       )
 
 const HEX = /^[0-9a-f]+$/
+const ZERO = /^0+$/
 
 /** `traceparent` of a span: `00-<trace id>-<span id>-01`, or none when the ids are not W3C-shaped. */
 export const traceparentOf = (span: Tracer.AnySpan): string | undefined => {
   const traceId = span.traceId.toLowerCase()
   const spanId = span.spanId.toLowerCase()
   if (traceId.length !== 32 || spanId.length !== 16 || !HEX.test(traceId) || !HEX.test(spanId)) return undefined
+  if (ZERO.test(traceId) || ZERO.test(spanId)) return undefined // `untraced`, or invalid in W3C's terms
   return `00-${traceId}-${spanId}-${span.sampled ? "01" : "00"}`
 }
 
@@ -81,9 +83,15 @@ const nativeTracer = Effect.runSync(Effect.tracer)
 export const exported: Effect.Effect<boolean> = Effect.tracerWith((tracer) => Effect.succeed(tracer !== nativeTracer))
 
 /**
+ * The parent of a handling that made no span for a message that named no trace: what it publishes carries no
+ * `traceparent` (all-zero ids are none, `traceparentOf`), not that of whatever long-lived fiber consumes it.
+ */
+const untraced = Tracer.externalSpan({ traceId: "0".repeat(32), spanId: "0".repeat(16), sampled: false })
+
+/**
  * The span of a message's handling, made only when spans are exported (`exported`): a child of the remote span
  * `traceparent` names, or a root. Without an exporter the handling runs as the child of that remote span itself, so
- * what it publishes carries the `traceparent` it came with (`currentTraceparent`), and with none as it is.
+ * what it publishes carries the `traceparent` it came with (`currentTraceparent`), and with none, none.
  */
 export const handling =
   (
@@ -95,7 +103,10 @@ export const handling =
     Effect.tracerWith((tracer) =>
       tracer !== nativeTracer
         ? Effect.withSpan(effect, name, { captureStackTrace: false, ...spanOf(traceparent), attributes: attributes() })
-        : continueFrom(traceparent)(effect)
+        : Effect.withParentSpan(
+            effect,
+            Option.getOrElse(parentOf(traceparent), () => untraced)
+          )
     )
 
 /** `Effect.withSpan`, made only when spans are exported (`exported`): for a span no message's trace context names. */
@@ -111,9 +122,12 @@ export const span =
 export const wellFormed = (traceparent: string | undefined): string | undefined =>
   Option.isSome(parentOf(traceparent)) ? traceparent : undefined
 
-/** The current span as a `traceparent`, or none outside a span (or for ids that are not W3C-shaped). */
+/**
+ * The current span as a `traceparent`, or none outside a span (or for ids that are not W3C-shaped). The remote span a
+ * handling continues without a span of its own (`handling`, `continueFrom`) counts: its context goes on as it came.
+ */
 export const currentTraceparent: Effect.Effect<string | undefined> = Effect.map(
-  Effect.option(Effect.currentSpan),
+  Effect.option(Effect.currentParentSpan),
   (span) => (Option.isSome(span) ? traceparentOf(span.value) : undefined)
 )
 

@@ -1,5 +1,6 @@
 import { layer } from "@effect/vitest"
-import { Consume, defineMessage, Publish, registry, Subjects } from "@sam/bus"
+import { headers } from "@nats-io/nats-core"
+import { Consume, defineMessage, encode, Publish, registry, Subjects } from "@sam/bus"
 import { Chunk, Effect, Queue, Stream } from "effect"
 import { expect } from "vitest"
 import { z } from "zod"
@@ -21,6 +22,38 @@ const setup = Effect.gen(function* () {
 })
 
 layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a stream", (it) => {
+  it.scoped(
+    "without an exporter, what a handler publishes carries its message's traceparent, and none for a message with none",
+    () =>
+      Effect.gen(function* () {
+        const { nc } = yield* Nats
+        const { subject, durable } = yield* setup
+        const out = Subjects.command(unique("k"), 0, unique("e"))
+        const forwarded: Array<string> = []
+        const sub = nc.subscribe(out, {
+          callback: (_error, msg) =>
+            void forwarded.push(msg.headers?.has("traceparent") ? msg.headers.get("traceparent") : "(none)")
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
+        const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        const traced = headers()
+        traced.set("traceparent", traceparent)
+        nc.publish(subject, encode(Add.make({ n: 1 })), { headers: traced })
+        nc.publish(subject, encode(Add.make({ n: 2 })))
+        yield* Consume.run(Consume.consume("SAM_CMD", durable, messages).pipe(Stream.take(2)), (delivery) =>
+          Publish.publish(out, Add.make({ n: delivery.streamSequence })).pipe(Effect.as(Consume.Outcome.Ack()))
+        ).pipe(
+          // a consumer's own long-lived span is no message's trace: the second publish must not carry it
+          Effect.withSpan("a long-lived consumer")
+        )
+        yield* waitUntil(
+          "both forwarded",
+          Effect.sync(() => (forwarded.length === 2 ? forwarded : undefined))
+        )
+        expect(forwarded).toEqual([traceparent, "(none)"])
+      })
+  )
+
   it.scoped("a malformed payload is terminated and reported, and the consumer goes on", () =>
     Effect.gen(function* () {
       const { nc } = yield* Nats

@@ -186,16 +186,14 @@ export const manageLeases = (deps: {
         : drop(shard, "fenced")
 
     /** Every shard's lease as KV has it now (one unreadable counts as held: nobody takes it this tick). */
-    const readLeases = Effect.suspend(() =>
-      Effect.forEach(
-        Array.from({ length: kind.shards }, (_, i) => i),
-        (shard) =>
-          leases.get(leaseKey(kind.name, shard)).pipe(
-            Effect.map((entry) => [shard, Option.getOrUndefined(entry)?.value] as const),
-            Effect.orElseSucceed(() => [shard, { owner: "?", epoch: 0, expiresAt: Number.MAX_SAFE_INTEGER }] as const)
-          ),
-        { concurrency: 8 }
-      )
+    const readLeases = Effect.forEach(
+      Array.from({ length: kind.shards }, (_, i) => i),
+      (shard) =>
+        leases.get(leaseKey(kind.name, shard)).pipe(
+          Effect.map((entry) => [shard, Option.getOrUndefined(entry)?.value] as const),
+          Effect.orElseSucceed(() => [shard, { owner: "?", epoch: 0, expiresAt: Number.MAX_SAFE_INTEGER }] as const)
+        ),
+      { concurrency: 8 }
     )
 
     const tick = Effect.gen(function* () {

@@ -164,9 +164,16 @@ export const followTask = (
     let tries = 0
     let finished: TaskState | undefined
     let drainUntil = 0
+    /**
+     * The line of a task that ended (or waits for a follow-up), held until its session's last events are printed:
+     * they come by another actor and often reach the feed after it, and printed first it read as if the agent went
+     * on after the task had ended.
+     */
+    let held: string | undefined
     const apply = (state: TaskState & { readonly sessionId: string | null }) => {
       const line = statusLine(state)
-      if (line !== shown) process.stdout.write(line)
+      if (line !== shown && (ended(state) || waiting(state))) held = line
+      else if (line !== shown) process.stdout.write(line)
       shown = line
       if (state.sessionId !== null && state.sessionId !== sessionId && state.sessionId !== stale) {
         if (sessionId !== null) feed.unsubscribe({ sessions: [sessionId] })
@@ -183,15 +190,23 @@ export const followTask = (
     }
     // Project events are not caught up after a reconnect: read the task again.
     const refresh = api.call(T.getTask, { params: { taskId } }).pipe(Effect.map((t) => apply(fromTask(t))))
+    const release = () => {
+      if (held !== undefined) process.stdout.write(held)
+      held = undefined
+    }
+    const done = (state: TaskState) => {
+      release()
+      return { id: taskId, sessionId, state }
+    }
     for (;;) {
       if (finished !== undefined && (sessionId === null || (lastType !== undefined && TURN_ENDS.has(lastType)))) {
-        return { id: taskId, sessionId, state: finished }
+        return done(finished)
       }
       const signal =
         finished === undefined
           ? Option.some(yield* next)
           : yield* next.pipe(Effect.timeoutOption(Math.max(0, drainUntil - Date.now())))
-      if (Option.isNone(signal)) return { id: taskId, sessionId, state: finished as TaskState }
+      if (Option.isNone(signal)) return done(finished as TaskState)
       const frame = signal.value
       if (frame.type === "reconnected") yield* refresh
       else if (
@@ -209,6 +224,7 @@ export const followTask = (
         // The task names its session a moment before the session actor has recorded it.
         const named = (frame.details as { sessionId?: string } | undefined)?.sessionId
         if (sessionId === null || named !== sessionId || frame.code !== "not_found" || ++tries > 40) {
+          release()
           return yield* refused(frame)
         }
         yield* Effect.sleep("250 millis")

@@ -195,8 +195,13 @@ export const session = (args: ReadonlyArray<string>) =>
         )
       }
       case "cancel": {
-        yield* api.call(S.cancelSession, { params: { sessionId: id } })
-        return yield* out(`cancel sent to ${id}\n`)
+        const answer = yield* api.call(S.cancelSession, { params: { sessionId: id } })
+        // "sent" only when a turn was in flight: a cancel of an idle session (its turn ended, or not begun yet) does nothing
+        return yield* out(
+          answer.accepted
+            ? `cancel sent to ${id}: its turn ends cancelled\n`
+            : `nothing to cancel: ${id} has no turn running (it is idle)\n`
+        )
       }
       case "stop": {
         const stopped = yield* api.call(S.stopSession, { params: { sessionId: id } })

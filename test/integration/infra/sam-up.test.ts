@@ -179,6 +179,9 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(task.stdout.replace(/\n▸ [^\n]*\n/g, "")).toContain("from the cli")
     // an ended task's line says how it ended, not the step it was in ("completed · running")
     expect(task.stdout).toMatch(/▸ task completed · branch sam\/task_/)
+    // and it comes after what the agent wrote in the task, its turn's end included (it often reaches the feed first)
+    expect(task.stdout.indexOf("▸ task completed")).toBeGreaterThan(task.stdout.indexOf("· turn ended"))
+    expect(task.stdout.indexOf("· turn ended")).toBeGreaterThan(task.stdout.indexOf("from the cli"))
     // a completed task's session sleeps and refuses a prompt: no hint to send one
     expect(task.stdout).not.toContain("follow up with")
     const taskId = /task (task_[0-9a-z]+) submitted/.exec(task.stdout)?.[1] as string
@@ -222,6 +225,21 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(await exited).toBe(0)
     expect(asked).toContain("· answered Allow")
     expect(asked.replace(/\n▸ [^\n]*\n/g, "")).toContain("allowed")
+
+    // A cancel says whether it stopped anything: a session between turns has nothing to cancel (it said "cancel
+    // sent" either way, so a cancel that came before its prompt's turn had begun looked like one that failed).
+    const talk = await viaGateway("task", "create", "--project", project, "--mode", "conversation", "--prompt", "say hi")
+    const talking = /follow up with \.\/sam session prompt (sess_[0-9a-z]+)/.exec(talk.stdout)?.[1] as string
+    expect((await viaGateway("session", "cancel", talking)).stdout).toBe(
+      `nothing to cancel: ${talking} has no turn running (it is idle)\n`
+    )
+    const long = viaGateway("session", "prompt", talking, "say before\nsleep 30000\nsay after")
+    await expect
+      .poll(async () => (await viaGateway("session", "cancel", talking)).stdout, { timeout: 20_000 })
+      .toBe(`cancel sent to ${talking}: its turn ends cancelled\n`)
+    const cancelled = (await long).stdout
+    expect(cancelled).toContain("· turn ended (cancelled)")
+    expect(cancelled).not.toContain("after")
 
     // API tokens: the value is printed once, never listed.
     const token = (await viaGateway("token", "create", "ci", "--days", "1")).stdout.trim()

@@ -228,7 +228,16 @@ describe("./sam up, its gateway, and the CLI", async () => {
 
     // A cancel says whether it stopped anything: a session between turns has nothing to cancel (it said "cancel
     // sent" either way, so a cancel that came before its prompt's turn had begun looked like one that failed).
-    const talk = await viaGateway("task", "create", "--project", project, "--mode", "conversation", "--prompt", "say hi")
+    const talk = await viaGateway(
+      "task",
+      "create",
+      "--project",
+      project,
+      "--mode",
+      "conversation",
+      "--prompt",
+      "say hi"
+    )
     const talking = /follow up with \.\/sam session prompt (sess_[0-9a-z]+)/.exec(talk.stdout)?.[1] as string
     expect((await viaGateway("session", "cancel", talking)).stdout).toBe(
       `nothing to cancel: ${talking} has no turn running (it is idle)\n`

@@ -95,16 +95,46 @@ interface Follower {
   readonly stamps: Array<number>
 }
 
+/**
+ * Where a stamped event is seen on its way, for the split by hop: the time this process received each message
+ * carrying it (a core NATS subscription to the node's reports, the ingress's forwards to the session actors and
+ * the actors' published events), and its feed client's receipt. Keyed by the stamp's own text.
+ */
+const hopsSeen = {
+  on: false,
+  report: new Map<string, number>(),
+  forward: new Map<string, number>(),
+  /** its session command's transaction began, and was committed and acknowledged (the runtime's `onApplied`) */
+  commitStart: new Map<string, number>(),
+  committed: new Map<string, number>(),
+  event: new Map<string, number>(),
+  client: new Map<string, number>()
+}
+const STAMPS = /stamp (\d+\.\d+)/g
+const hopDecoder = new TextDecoder()
+const seeStamps = (where: Map<string, number>, data: Uint8Array) => {
+  if (!hopsSeen.on) return
+  const at = now()
+  for (const match of hopDecoder.decode(data).matchAll(STAMPS)) if (!where.has(match[1]!)) where.set(match[1]!, at)
+}
+
 const program = Effect.gen(function* () {
   const running = yield* Effect.acquireRelease(Effect.promise(startTestStack), (r) => Effect.promise(r.close))
   const stack = running.stack
   // Where the control plane's time goes: commands applied per kind and how long each took.
   const applied = new Map<string, { n: number; ms: number }>()
-  const onApplied = (a: { kind: string; startedAt: number; at: number }) => {
+  const onApplied = (a: { kind: string; startedAt: number; at: number; envelope: { body: unknown } }) => {
     const entry = applied.get(a.kind) ?? { n: 0, ms: 0 }
     entry.n++
     entry.ms += a.at - a.startedAt
     applied.set(a.kind, entry)
+    if (hopsSeen.on && a.kind === "session") {
+      // Date.now() against performance's clock: the same epoch, to the millisecond
+      for (const match of JSON.stringify(a.envelope.body).matchAll(STAMPS)) {
+        if (!hopsSeen.commitStart.has(match[1]!)) hopsSeen.commitStart.set(match[1]!, a.startedAt)
+        if (!hopsSeen.committed.has(match[1]!)) hopsSeen.committed.set(match[1]!, a.at)
+      }
+    }
   }
   const env = controlPlaneOn(stack, { controlPlane: { runtime: { onApplied } } })
   return yield* Effect.gen(function* () {
@@ -181,7 +211,10 @@ const program = Effect.gen(function* () {
               turnEnded()
             }
             const text = frame.event.type === "text" ? String(frame.event.text ?? "") : ""
-            if (text.startsWith("stamp ")) follower.stamps.push(at - Number(text.slice(6)))
+            if (text.startsWith("stamp ")) {
+              follower.stamps.push(at - Number(text.slice(6)))
+              if (hopsSeen.on) hopsSeen.client.set(text.slice(6), at)
+            }
           }
         })
       }
@@ -225,14 +258,18 @@ const program = Effect.gen(function* () {
           }).pipe(Effect.timeout("1 second"), Effect.ignore)
         }
       })
-    const prompt = (text: string) =>
+    /** The same prompt to every session, or each session's own (`text` of its index). */
+    const prompt = (text: string | ((index: number) => string)) =>
       Effect.forEach(
         followers,
-        (f) =>
+        (f, index) =>
           Actors.ask(
             ControlPlane.SessionRef,
             f.sessionId,
-            C.SessionPromptCommand.make({ sessionId: f.sessionId as never, prompt: text })
+            C.SessionPromptCommand.make({
+              sessionId: f.sessionId as never,
+              prompt: typeof text === "string" ? text : text(index)
+            })
           ),
         { concurrency: "unbounded", discard: true }
       )
@@ -277,8 +314,55 @@ const program = Effect.gen(function* () {
     // the CPU time of each kind of process.
     const { jsm } = yield* Nats
     countOps(nc)
-    const pacedRun = (perSecond: number) =>
+    /** The stamped events' time from one place to the next, p50 and p99, in ms. */
+    const hopSplit = () => {
+      const places = [
+        ["the agent's write", undefined],
+        ["its report on NATS", hopsSeen.report],
+        ["the ingress's forward", hopsSeen.forward],
+        ["its transaction's start", hopsSeen.commitStart],
+        ["the session actor's event", hopsSeen.event],
+        ["the feed client", hopsSeen.client]
+      ] as const
+      const parts: Array<string> = []
+      for (let i = 1; i < places.length; i++) {
+        const [fromName, from] = places[i - 1]!
+        const [toName, to] = places[i]!
+        const spans: Array<number> = []
+        for (const [stamp, at] of to!) {
+          const start = from === undefined ? Number(stamp) : from.get(stamp)
+          if (start !== undefined && hopsSeen.client.has(stamp)) spans.push(at - start)
+        }
+        spans.sort((a, b) => a - b)
+        parts.push(
+          `${fromName} → ${toName} p50 ${percentile(spans, 50).toFixed(1)}, p99 ${percentile(spans, 99).toFixed(1)} (${spans.length})`
+        )
+      }
+      const transactions = [...hopsSeen.committed]
+        .flatMap(([stamp, at]) => {
+          const start = hopsSeen.commitStart.get(stamp)
+          return start === undefined ? [] : [at - start]
+        })
+        .sort((a, b) => a - b)
+      parts.push(
+        `(the transaction itself, from its start to its commit and acks, p50 ${percentile(transactions, 50).toFixed(1)}, p99 ${percentile(transactions, 99).toFixed(1)})`
+      )
+      return parts.join("; ")
+    }
+    const pacedRun = (perSecond: number, hops = false) =>
       Effect.gen(function* () {
+        for (const map of Object.values(hopsSeen)) if (map instanceof Map) map.clear()
+        const watches = hops
+          ? [
+              nc.subscribe("sam.agent.*.rpt.>", { callback: (_, m) => seeStamps(hopsSeen.report, m.data) }),
+              nc.subscribe("sam.cmd.session.>", { callback: (_, m) => seeStamps(hopsSeen.forward, m.data) }),
+              nc.subscribe(Subjects.projectEvents(projectId), {
+                callback: (_, m) => seeStamps(hopsSeen.event, m.data)
+              })
+            ]
+          : []
+        if (hops) yield* Effect.promise(() => nc.flush())
+        hopsSeen.on = hops
         const backlog = { reports: 0, commands: 0, outbox: 0, samples: 0 }
         const pending = (stream: string, match: (name: string) => boolean) =>
           Effect.promise(async () => {
@@ -303,10 +387,15 @@ const program = Effect.gen(function* () {
         const cpuBefore = cpuByKind(OWN)
         const before = followers.reduce((sum, f) => sum + f.count, 0)
         const gap = Math.round(1000 / perSecond)
-        yield* prompt(Array.from({ length: LATENCY_SECONDS * perSecond }, () => `stamp\nsleep ${gap}`).join("\n"))
+        const script = Array.from({ length: LATENCY_SECONDS * perSecond }, () => `stamp\nsleep ${gap}`).join("\n")
+        // Split by hop, the sessions' stamps are spread over the gap (session i starts i/S of it later): at once, every
+        // stamp of a round would wait for the others' at each hop.
+        yield* prompt(hops ? (i) => `sleep ${Math.round((i * gap) / SESSIONS)}\n${script}` : script)
         turn++
         yield* waitTurns(turn, 120_000)
         ops.on = false
+        hopsSeen.on = false
+        for (const watch of watches) watch.unsubscribe()
         const cpuAfter = cpuByKind(OWN)
         yield* Fiber.interrupt(probe)
         const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
@@ -316,7 +405,7 @@ const program = Effect.gen(function* () {
         const cpuTotal = cpu.reduce((sum, c) => sum + c.us, 0)
         const rate = SESSIONS * perSecond
         return [
-          `Latency, each of the ${SESSIONS} sessions streaming ${perSecond} events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events, ${rate} events/s in all):`,
+          `Latency, each of the ${SESSIONS} sessions streaming ${perSecond} events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events, ${rate} events/s in all${hops ? ", the sessions' stamps spread evenly over each second rather than at once" : ""}):`,
           `from the agent's write to the feed client, p50 ${percentile(stamps, 50).toFixed(1)} ms, p99 ${percentile(stamps, 99).toFixed(1)} ms,`,
           `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms.`,
           `The largest backlog seen meanwhile (${backlog.samples} samples, 250 ms apart): ${backlog.reports} reports not yet handled by the ingress,`,
@@ -326,12 +415,21 @@ const program = Effect.gen(function* () {
           `NATS publishes and requests ${perEvent(ops.nats)}.`,
           `CPU time per event from the first stamp to the last turn's end, by process: ${cpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")};`,
           `${cpuTotal.toFixed(0)} µs in all: ${rate} events/s take ${((cpuTotal * rate) / 10_000).toFixed(0)}% of one core (this machine has ${cpus().length * 100}%).`,
+          ...(hops
+            ? [
+                "By hop, ms, as this process saw each stamped event go by (core NATS subscriptions of its own to the reports,",
+                `the forwards and the events; count in brackets): ${hopSplit()}.`
+              ]
+            : []),
           ""
         ].join("\n")
       })
     const target = yield* pacedRun(50)
     // `SAM_BENCH_CPU_PROFILE=<file>`: this process's CPU profile of the run at 10 events/s a session
     const light = yield* cpuProfiled(pacedRun(10))
+    // The path's own latency with the machine nearly idle, split by hop (the subscriptions that split it are this
+    // process's work too, so only here).
+    const idlePath = yield* pacedRun(1, true)
     const outOfOrder = followers.reduce(
       (sum, f) => sum + f.outOfOrder + f.client.stats.gaps + f.client.stats.duplicates,
       0
@@ -361,6 +459,7 @@ const program = Effect.gen(function* () {
       "",
       target,
       light,
+      idlePath,
       `Events out of order, missing or repeated at the clients, over all the runs: ${outOfOrder}.`,
       ""
     ].join("\n")

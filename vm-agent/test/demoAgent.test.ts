@@ -24,10 +24,12 @@ describe("demo agent script", () => {
       { _tag: "echo", text: "sleep soon" },
       { _tag: "echo", text: "hello" }
     ])
-    expect(parseScript("run sleep 30; echo x\nignore-cancel\ncrash")).toEqual([
+    expect(parseScript("run sleep 30; echo x\nignore-cancel\ncrash\nfail no credit left\nfail")).toEqual([
       { _tag: "run", command: "sleep 30; echo x" },
       { _tag: "ignore-cancel" },
-      { _tag: "crash" }
+      { _tag: "crash" },
+      { _tag: "fail", message: "no credit left" },
+      { _tag: "fail", message: "the demo agent failed this turn" }
     ])
   })
 
@@ -124,6 +126,29 @@ describe("demo agent over ACP", () => {
     expect((await turn).stopReason).toBe("cancelled")
     expect(Date.now() - startedAt).toBeLessThan(10_000)
     expect(said(agent.updates)).toBe("")
+  })
+
+  it("answers a `fail` prompt with a JSON-RPC error carrying its reason, after what it said before", async () => {
+    const cwd = tempDir()
+    const agent = await startAgent(cwd, tempDir())
+    const { sessionId } = await agent.connection.agent.request("session/new", { cwd, mcpServers: [] })
+    const failed = await agent.connection.agent
+      .request("session/prompt", {
+        sessionId,
+        prompt: [{ type: "text", text: "say trying\nfail out of credit\nsay never" }]
+      })
+      .then(
+        () => undefined,
+        (error: { code?: number; data?: { message?: string } }) => error
+      )
+    expect(failed).toMatchObject({ code: -32603, data: { message: "out of credit" } })
+    expect(said(agent.updates)).toBe("trying")
+    // the session takes the next prompt
+    const next = await agent.connection.agent.request("session/prompt", {
+      sessionId,
+      prompt: [{ type: "text", text: "say again" }]
+    })
+    expect(next.stopReason).toBe("end_turn")
   })
 
   it("writes what it said before it crashed, its lines that are not JSON in their place", async () => {

@@ -132,6 +132,9 @@ export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => v
               : `Earlier prompts: ${earlier.map((text, i) => `${i + 1}) ${text}`).join(" ")}`
           )
           break
+        case "fail":
+          // what an agent answers when its provider refuses: JSON-RPC's generic message, the reason in data.message
+          throw RequestError.internalError({ message: step.message })
         case "ask-permission": {
           const toolCallId = `tool_${++nextTool}`
           const response = await client.request("session/request_permission", {

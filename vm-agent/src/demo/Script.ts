@@ -13,6 +13,8 @@ export type Step =
   | { readonly _tag: "garbage" }
   | { readonly _tag: "recall" }
   | { readonly _tag: "ask-permission"; readonly title: string }
+  /** answers the prompt with a JSON-RPC error, as an agent does when its model provider refuses (a bad key) */
+  | { readonly _tag: "fail"; readonly message: string }
   | { readonly _tag: "echo"; readonly text: string }
 
 const keywordOf = (line: string): [string, string] => {
@@ -55,6 +57,8 @@ const stepOf = (line: string): Step => {
       return { _tag: "recall" }
     case "ask-permission":
       return { _tag: "ask-permission", title: rest || "permission" }
+    case "fail":
+      return { _tag: "fail", message: rest || "the demo agent failed this turn" }
     default:
       return { _tag: "echo", text: line }
   }

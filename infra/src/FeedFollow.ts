@@ -40,6 +40,13 @@ export const render = (event: Api.SessionEventBody, sessionId = "sess_…"): str
         .join("")
     case "turn-ended":
       return `\n· turn ended (${event.stopReason})\n`
+    case "turn-failed":
+      // the agent answered the prompt with an error (its provider refused, say), or the node refused the prompt
+      return `\n✗ the turn failed: ${event.message ?? event.reason ?? "no reason given"}\n`
+    case "restarted":
+      return `\n· the agent restarted after a ${event.reason}${event.contextLost ? " (its context is lost)" : ""}\n`
+    case "stopped":
+      return "\n· the session stopped\n"
     case "cancelled":
       return "\n· cancelled\n"
     case "crashed":
@@ -82,7 +89,7 @@ type Signal =
 
 /** After a task ends, how long to wait for its session's last events (they come by another actor). */
 const DRAIN = Duration.seconds(5)
-export const TURN_ENDS = new Set(["turn-ended", "failed", "crashed"])
+export const TURN_ENDS = new Set(["turn-ended", "turn-failed", "failed", "crashed"])
 
 const refused = (frame: Api.ServerFrameOf<"error">) =>
   Effect.fail(new StackError({ step: frame.code, message: frame.message }))
@@ -238,8 +245,8 @@ export const followTask = (
 const SESSION_ENDS = new Set(["session.failed", "session.stopped"])
 
 /**
- * Print a session's events after `afterSeq`, live, until `until` says a frame ends it (or forever).
- * `start` runs once the feed listens.
+ * Print a session's events after `afterSeq`, live, until `until` says a frame ends it (or forever); returns that
+ * frame. `start` runs once the feed listens.
  */
 export const followSession = (
   api: ApiClient,
@@ -259,10 +266,12 @@ export const followSession = (
         process.stdout.write(render(frame.event, sessionId))
       if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
         const reason = (frame.body as { reason?: string }).reason
-        if (frame.eventType === "session.stopped")
-          return yield* out(`\n· session stopped${reason ? `: ${reason}` : ""}\n`)
+        if (frame.eventType === "session.stopped") {
+          yield* out(`\n· session stopped${reason ? `: ${reason}` : ""}\n`)
+          return frame
+        }
         return yield* new StackError({ step: "session", message: `session ${sessionId} failed: ${reason ?? "?"}` })
       }
-      if (frame.type !== "reconnected" && until(frame)) return
+      if (frame.type !== "reconnected" && until(frame)) return frame
     }
   }).pipe(Effect.scoped)

@@ -186,13 +186,17 @@ export const session = (args: ReadonlyArray<string>) =>
           Effect.asVoid
         )
         // This prompt's turn ends, not one still running from before it.
-        return yield* followSession(
+        const end = yield* followSession(
           api,
           id,
           before.lastSeq,
           prompt,
           (f) => f.type === "session.event" && f.promptEpoch >= epoch && TURN_ENDS.has(f.event.type)
         )
+        // a turn that did not end as the agent's own answer is a failed command (its reason is printed above)
+        if (end.type === "session.event" && end.event.type !== "turn-ended")
+          return yield* new StackError({ step: "session", message: `the turn ended ${end.event.type}` })
+        return
       }
       case "cancel": {
         const answer = yield* api.call(S.cancelSession, { params: { sessionId: id } })

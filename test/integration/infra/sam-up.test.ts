@@ -249,6 +249,20 @@ describe("./sam up, its gateway, and the CLI", async () => {
     const cancelled = (await long).stdout
     expect(cancelled).toContain("· turn ended (cancelled)")
     expect(cancelled).not.toContain("after")
+    // A turn the agent answers with an error (as one whose provider refuses its key) says why, and the command fails
+    // (it printed nothing of it and waited for ever: only a turn-ended, failed or crashed ended it)
+    const failing = await viaGateway(
+      "session",
+      "prompt",
+      talking,
+      "say trying\nfail the provider refused the key"
+    ).then(
+      () => undefined,
+      (error: { code?: number; stdout?: string; stderr?: string }) => error
+    )
+    expect(failing?.code).toBe(1)
+    expect(failing?.stdout).toContain("trying\n✗ the turn failed: Internal error: the provider refused the key\n")
+    expect(failing?.stderr).toContain("the turn ended turn-failed")
 
     // API tokens: the value is printed once, never listed.
     const token = (await viaGateway("token", "create", "ci", "--days", "1")).stdout.trim()

@@ -493,7 +493,13 @@ const TaskFlow = Actor.make({
         // the dispatch): a failed one is the agent session's step failing, as in `task.session-status`.
         if (result.outcome === "failed")
           return Effect.succeed(
-            fail(state, step(task, "agent_session"), `the agent's work could not be kept: ${result.reason ?? ""}`)
+            fail(
+              state,
+              step(task, "agent_session"),
+              result.failedIn === "turn"
+                ? `the agent's turn failed: ${result.reason ?? ""}`
+                : `the agent's work could not be kept: ${result.reason ?? ""}`
+            )
           )
         // A node commits a task's work to its own branch only (TaskCommit.ts): another name would have the pull
         // request opened from, and recorded for, a branch that is not this task's (another task's, say).

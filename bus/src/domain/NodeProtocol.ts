@@ -292,7 +292,12 @@ export const TaskResult = defineMessage(
       .string()
       .regex(/^[0-9a-f]{40}$/)
       .optional(),
-    reason: nodeText(4096).optional()
+    reason: nodeText(4096).optional(),
+    /**
+     * where a failed task failed: its agent's turn (the agent answered the prompt with an error) or keeping its work
+     * (commit and push); a node that does not say is taken to mean the keeping
+     */
+    failedIn: z.enum(["turn", "keep"]).optional()
   }),
   { durable: true }
 )

@@ -263,6 +263,14 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(failing?.code).toBe(1)
     expect(failing?.stdout).toContain("trying\n✗ the turn failed: Internal error: the provider refused the key\n")
     expect(failing?.stderr).toContain("the turn ended turn-failed")
+    // in task mode the task fails with it, saying that its turn failed (it said the work "could not be kept")
+    const broken = await viaGateway("task", "create", "--project", project, "--prompt", "fail no key").then(
+      () => undefined,
+      (error: { code?: number; stdout?: string }) => error
+    )
+    expect(broken?.code).toBe(1)
+    expect(broken?.stdout).toContain("✗ the turn failed: Internal error: no key\n")
+    expect(broken?.stdout).toContain("▸ task failed · the agent's turn failed: Internal error: no key\n")
 
     // API tokens: the value is printed once, never listed.
     const token = (await viaGateway("token", "create", "ci", "--days", "1")).stdout.trim()

@@ -385,7 +385,8 @@ export const makeSessions = (deps: SessionsDeps) => {
               taskId: record.taskId,
               sessionId: record.sessionId,
               outcome: "failed",
-              reason: result.left.message
+              reason: result.left.message,
+              failedIn: "turn"
             })
             yield* dropToken(record.workspaceId)
             yield* resulted

@@ -63,7 +63,14 @@ const credential = (verb: string | undefined, agent: string | undefined, flags: 
     if (verb !== "set") return yield* usage("agents", "sam agents credential set|rm ID")
     const kind = Api.CredentialKind.safeParse(flags.kind ?? "api-key")
     if (!kind.success) return yield* usage("agents", "--kind api-key|oauth-token|auth-file")
+    if (flags.file === undefined && process.stdin.isTTY)
+      yield* out(`Paste your ${agent} ${kind.data}, then Ctrl-D (or give --file F):\n`)
     const value = yield* readValue(flags.file)
+    if (value.trim() === "")
+      return yield* new StackError({
+        step: "agents",
+        message: `no ${kind.data} given: ${flags.file === undefined ? "pipe it on stdin" : `${flags.file} is empty`} (sam agents credential set ${agent} [--file F])`
+      })
     const saved = yield* api.call(Api.AgentEndpoints.setCredential, {
       params: { agent },
       body: { kind: kind.data, value: kind.data === "auth-file" ? value : value.trim() }

@@ -272,6 +272,16 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(broken?.stdout).toContain("✗ the turn failed: Internal error: no key\n")
     expect(broken?.stdout).toContain("▸ task failed · the agent's turn failed: Internal error: no key\n")
 
+    // An agent credential read from an empty stdin is refused here, saying how to give one (the API's "too small")
+    const emptyKey = viaGateway("agents", "credential", "set", "claude-code")
+    emptyKey.child.stdin?.end()
+    const refusedKey = await emptyKey.then(
+      () => undefined,
+      (error: { code?: number; stderr?: string }) => error
+    )
+    expect(refusedKey?.code).toBe(1)
+    expect(refusedKey?.stderr).toContain("no api-key given: pipe it on stdin")
+
     // API tokens: the value is printed once, never listed.
     const token = (await viaGateway("token", "create", "ci", "--days", "1")).stdout.trim()
     expect(token).toMatch(/^sam_pat_[0-9a-z]+$/)

@@ -389,8 +389,9 @@ const program = Effect.gen(function* () {
         const gap = Math.round(1000 / perSecond)
         const script = Array.from({ length: LATENCY_SECONDS * perSecond }, () => `stamp\nsleep ${gap}`).join("\n")
         // Split by hop, the sessions' stamps are spread over the gap (session i starts i/S of it later): at once, every
-        // stamp of a round would wait for the others' at each hop.
-        yield* prompt(hops ? (i) => `sleep ${Math.round((i * gap) / SESSIONS)}\n${script}` : script)
+        // stamp of a round would wait for the others' at each hop. And they begin a second after the prompts, whose own
+        // work (S prompts at once, their turns' starts) would otherwise be what the first stamps wait for.
+        yield* prompt(hops ? (i) => `sleep ${1000 + Math.round((i * gap) / SESSIONS)}\n${script}` : script)
         turn++
         yield* waitTurns(turn, 120_000)
         ops.on = false
@@ -405,7 +406,7 @@ const program = Effect.gen(function* () {
         const cpuTotal = cpu.reduce((sum, c) => sum + c.us, 0)
         const rate = SESSIONS * perSecond
         return [
-          `Latency, each of the ${SESSIONS} sessions streaming ${perSecond} events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events, ${rate} events/s in all${hops ? ", the sessions' stamps spread evenly over each second rather than at once" : ""}):`,
+          `Latency, each of the ${SESSIONS} sessions streaming ${perSecond} events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events, ${rate} events/s in all${hops ? ", the sessions' stamps spread evenly over each second rather than at once, from a second after the prompts" : ""}):`,
           `from the agent's write to the feed client, p50 ${percentile(stamps, 50).toFixed(1)} ms, p99 ${percentile(stamps, 99).toFixed(1)} ms,`,
           `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms.`,
           `The largest backlog seen meanwhile (${backlog.samples} samples, 250 ms apart): ${backlog.reports} reports not yet handled by the ingress,`,

@@ -1,4 +1,4 @@
-import type { SqlClient } from "@effect/sql"
+import type { SqlClient, Statement } from "@effect/sql"
 import type { Envelope, EnvelopeOf, MessageDef } from "@sam/bus"
 import { registry, Subjects } from "@sam/bus"
 import { Duration, type Effect } from "effect"
@@ -105,11 +105,14 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
    * once), in as few statements as the kind can. With it the runtime holds a transaction's saves and writes
    * them together before its fence check, or before a `load` that follows them; the states of an entity's
    * later commands then come from `carry` (or a load after that write). Each save comes with the correlation id
-   * of its command (what `save` finds in `Trace.correlation`).
+   * of its command (what `save` finds in `Trace.correlation`). It may write them itself, or return the statements
+   * that write them (each one data-modifying statement with no WITH of its own), for the runtime to run: at the
+   * transaction's end in the WITH of its last statement, with the outbox rows and the fence check (one round trip
+   * less per transaction, issue 12), or each on its own before a `load` that follows them.
    */
   readonly saveMany?: (
     entries: ReadonlyArray<HeldSave<z.output<IdS>, S>>
-  ) => Effect.Effect<void, unknown, SqlClient.SqlClient>
+  ) => Effect.Effect<SaveStatements, unknown, SqlClient.SqlClient>
   /**
    * What a transaction's commands send (their events and commands, in order) as it goes to the outbox: a kind
    * may join messages of several commands into one (issue 12), keeping the order of those that go to one
@@ -137,6 +140,10 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
   ) => Effect.Effect<Reaction<S>, unknown>
 }
 
+/** What `saveMany` leaves to the runtime to run: nothing (it wrote the saves itself), or the statements that write them. */
+// biome-ignore lint/suspicious/noConfusingVoidType: a `saveMany` that writes its saves itself is an Effect<void>
+export type SaveStatements = void | ReadonlyArray<Statement.Statement<unknown>>
+
 /** A command's save as `saveMany` gets it. */
 export interface HeldSave<Id, S> {
   readonly id: Id
@@ -162,7 +169,9 @@ export interface AnyActorKind {
   loadMany?(
     entries: ReadonlyArray<{ readonly id: string; readonly command: Envelope }>
   ): Effect.Effect<ReadonlyMap<string, unknown>, unknown, SqlClient.SqlClient>
-  saveMany?(entries: ReadonlyArray<HeldSave<string, unknown>>): Effect.Effect<void, unknown, SqlClient.SqlClient>
+  saveMany?(
+    entries: ReadonlyArray<HeldSave<string, unknown>>
+  ): Effect.Effect<SaveStatements, unknown, SqlClient.SqlClient>
   batchOutgoing?(outgoing: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing>
   carry?(state: unknown, command: Envelope): unknown
   carriedIds?(command: Envelope): ReadonlyArray<{ readonly id: string; readonly type: string }> | undefined

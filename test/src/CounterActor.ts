@@ -100,13 +100,16 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
               const ids = [...last.keys()]
               const states = [...last.values()]
               const sql = yield* SqlClient.SqlClient
-              yield* sql`
+              // left to the runtime: it runs it in its transaction's last statement, or before a load that follows it
+              return [
+                sql`
                 INSERT INTO test_counters (kind, id, count, last_seq, violations, fired)
                 SELECT ${name}, * FROM unnest(${ids}::text[], ${states.map((s) => s.count)}::int[],
                   ${states.map((s) => s.lastSeq)}::int[], ${states.map((s) => s.violations)}::int[],
                   ${states.map((s) => s.fired)}::int[])
                 ON CONFLICT (kind, id) DO UPDATE SET count = EXCLUDED.count, last_seq = EXCLUDED.last_seq,
                   violations = EXCLUDED.violations, fired = EXCLUDED.fired`
+              ]
             })
         }
       : {}),

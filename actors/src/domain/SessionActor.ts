@@ -80,7 +80,7 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
         ? command.body.reports.map((r) => ({ id: r.id, type: "session.report" }))
         : undefined,
     // A transaction's saves in one statement, and its transcript entries of one session as batches.
-    saveMany: (entries) => Ledger.saveMany(entries),
+    saveMany: (entries) => Ledger.saveStatements(entries),
     batchOutgoing: batchTranscript,
     // A session's commands that wait together are applied in one transaction: each after the first starts
     // from the row the one before saved (the transcript and audit rows it wrote cleared), not from a reload.

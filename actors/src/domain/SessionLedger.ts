@@ -174,13 +174,14 @@ export const save = (state: SessionState, previous: SessionState) =>
   })
 
 /**
- * The saves of a transaction's commands, in their order, in one statement (issue 12: a round trip each was
- * a statement per event on the live path): each session's row as the last save that changed it left it, and
- * every transcript entry, with the correlation id of the command that added it. Its text does not change with
- * their number (`unnest` of arrays), so Postgres parses it once per connection (ADR 0033). The transcript's
- * foreign key is checked at the statement's end, when a new session's row is there.
+ * The saves of a transaction's commands, in their order, as two statements for the runtime to run in the WITH of
+ * the transaction's last one (issue 12: a round trip each was a statement per event on the live path): each
+ * session's row as the last save that changed it left it, and every transcript entry, with the correlation id of
+ * the command that added it. Their text does not change with their number (`unnest` of arrays), so Postgres
+ * parses it once per connection (ADR 0033). The transcript's foreign key is checked at the statement's end, when
+ * a new session's row is there. Audit rows of refused reports (rare) are written here.
  */
-export const saveMany = (
+export const saveStatements = (
   saves: ReadonlyArray<{
     readonly state: SessionState
     readonly previous: SessionState
@@ -206,10 +207,11 @@ export const saveMany = (
           entries.push({ ...entry, sessionId: row.id, at: state.transcriptAt ?? null, correlationId })
       dropped.push(...state.dropped)
     }
-    if (rows.size > 0 || entries.length > 0) {
-      const r = [...rows.values()]
-      yield* sql`
-        WITH saved AS (
+    yield* insertDropped(dropped)
+    if (rows.size === 0 && entries.length === 0) return []
+    const r = [...rows.values()]
+    return [
+      sql`
           INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
             prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version,
             pending_permissions)
@@ -229,7 +231,8 @@ export const saveMany = (
             prompt_epoch = EXCLUDED.prompt_epoch, last_seq = EXCLUDED.last_seq, error_reason = EXCLUDED.error_reason,
             running_reported_at = EXCLUDED.running_reported_at, last_evidence_at = EXCLUDED.last_evidence_at,
             ended_at = EXCLUDED.ended_at, version = EXCLUDED.version, pending_permissions = EXCLUDED.pending_permissions,
-            updated_at = now())
+            updated_at = now()`,
+      sql`
         INSERT INTO session_events (session_id, seq, type, payload, node_seq, prompt_epoch, report_id, correlation_id, at)
         SELECT session_id, seq, type, payload::jsonb, node_seq, prompt_epoch, report_id, correlation_id, COALESCE(at, now())
         FROM unnest(${entries.map((e) => e.sessionId)}::text[], ${entries.map((e) => e.seq)}::bigint[],
@@ -238,6 +241,11 @@ export const saveMany = (
           ${entries.map((e) => e.reportId)}::text[], ${entries.map((e) => e.correlationId)}::text[],
           ${entries.map((e) => e.at)}::timestamptz[])
           AS e(session_id, seq, type, payload, node_seq, prompt_epoch, report_id, correlation_id, at)`
-    }
-    yield* insertDropped(dropped)
+    ]
   })
+
+/** `saveStatements` run: the sessions' rows, then their transcript entries. */
+export const saveMany = (saves: Parameters<typeof saveStatements>[0]) =>
+  Effect.flatMap(saveStatements(saves), (statements) =>
+    Effect.forEach(statements, (statement) => statement, { discard: true })
+  )

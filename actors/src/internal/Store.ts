@@ -133,6 +133,10 @@ export const makeStore = (
   // failover test), so the check also shortens the idle bound for the rest of the transaction.
   // The transaction's outbox rows are written by the same statement, in its WITH: one round trip less per
   // commit (issue 12).
+  /** Statements a kind's `saveMany` left to the runtime, as the parts of a WITH: `saved0 AS (…), saved1 AS (…)`. */
+  const savedAs = (saves: ReadonlyArray<Statement.Statement<unknown>>) =>
+    sql.csv(saves.map((save, i) => sql`${sql.literal(`saved${i}`)} AS (${save})`))
+
   // The saves a kind's `saveMany` left to the runtime go in the same WITH (`saved<n>`): another round trip less.
   const writeOutboxAndCheckFence = (
     rows: ReadonlyArray<ClaimedRow>,
@@ -143,7 +147,7 @@ export const makeStore = (
   ) =>
     Effect.gen(function* () {
       const written = [
-        ...saves.map((save, i) => sql`${sql.literal(`saved${i}`)} AS (${save})`),
+        ...(saves.length === 0 ? [] : [savedAs(saves)]),
         ...(rows.length === 0 ? [] : [sql`written AS (${outboxStatement(rows)})`])
       ]
       const fence = sql`
@@ -225,7 +229,12 @@ export const makeStore = (
               (statements): Effect.Effect<ReadonlyArray<Statement.Statement<unknown>>, unknown, SqlClient.SqlClient> =>
                 statements === undefined || last
                   ? Effect.succeed(statements ?? [])
-                  : Effect.forEach(statements, (statement) => statement, { discard: true }).pipe(Effect.as([]))
+                  : statements.length === 0
+                    ? Effect.succeed([])
+                    : // one round trip for them all here too
+                      (statements.length === 1 ? statements[0]! : sql`WITH ${savedAs(statements)} SELECT 1`).pipe(
+                        Effect.as([])
+                      )
             ),
             Effect.mapError((cause) => new HandlerFailed({ kind: kind.name, id: entries[0]!.id, messageId, cause }))
           )

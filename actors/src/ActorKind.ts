@@ -108,7 +108,7 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
    * of its command (what `save` finds in `Trace.correlation`). It may write them itself, or return the statements
    * that write them (each one data-modifying statement with no WITH of its own), for the runtime to run: at the
    * transaction's end in the WITH of its last statement, with the outbox rows and the fence check (one round trip
-   * less per transaction, issue 12), or each on its own before a `load` that follows them.
+   * less per transaction, issue 12), or in one statement of their own before a `load` that follows them.
    */
   readonly saveMany?: (
     entries: ReadonlyArray<HeldSave<z.output<IdS>, S>>

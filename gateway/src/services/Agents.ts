@@ -47,6 +47,29 @@ const credentialView = (row: CredentialRow): Api.AgentCredentialView => ({
   updatedAt: iso(row.updatedAt)
 })
 
+/**
+ * A task runs its agent with its submitter's credential (AgentLaunches.ts): one whose agent needs a credential the
+ * submitter has not stored is refused at once, before a node is found for it (it failed on the node, after a local
+ * node was started or a cloud server made for it). The node still refuses a start whose credential is gone since.
+ */
+export const requireAgentCredential = Effect.fn("Agents.requireCredential")(function* (
+  userId: string,
+  agent: AgentKind
+) {
+  const harness = Api.Harnesses[agent]
+  if (harness.credentials.length === 0) return
+  const sql = yield* SqlClient.SqlClient
+  const rows = yield* sql`SELECT 1 FROM agent_credentials WHERE user_id = ${userId} AND agent = ${agent}`.pipe(
+    Effect.orDie
+  )
+  if (rows.length > 0) return
+  return yield* new ApiError({
+    code: "invalid_state",
+    message: `no ${harness.name} credential of yours to run it with: add one with \`sam agents credential set ${agent}\` or PUT /api/v1/agent-credentials/${agent}`,
+    details: { agent }
+  })
+})
+
 export const listCredentials = Effect.fn("Agents.listCredentials")(function* (principal: Principal) {
   const sql = yield* SqlClient.SqlClient
   const rows = yield* sql<CredentialRow>`

@@ -9,7 +9,7 @@ import type { Principal } from "../Auth.js"
 import * as Command from "../Command.js"
 import { GatewayConfig } from "../Config.js"
 import { requireSubmitterAccess } from "../GitHubRepoAccess.js"
-import { requireProfile } from "./Agents.js"
+import { requireAgentCredential, requireProfile } from "./Agents.js"
 
 const C = Domain.ControlProtocol
 
@@ -52,6 +52,8 @@ export const createTask = Effect.fn("Tasks.create")(function* (
   const mode = input.mode ?? profile?.taskMode ?? "task"
   // On a GitHub repository: the submitter's own access, as GitHub says now (ADR 0048)
   yield* requireSubmitterAccess((yield* GatewayConfig).githubApp, principal.userId, projectId, mode)
+  const agent = input.agent ?? profile?.agent ?? "demo"
+  yield* requireAgentCredential(principal.userId, agent)
   const taskId = makeId("task")
   const submit = yield* Command.build(() =>
     C.TaskSubmit.make({
@@ -59,7 +61,7 @@ export const createTask = Effect.fn("Tasks.create")(function* (
       projectId,
       userId: principal.userId,
       prompt: input.prompt,
-      agent: input.agent ?? profile?.agent ?? "demo",
+      agent,
       mode
     })
   )
@@ -149,8 +151,9 @@ export const getTaskDetail = Effect.fn("Tasks.detail")(function* (principal: Pri
 /** Run a failed or cancelled task again (`invalid_state`, with the allowed moves, otherwise). */
 export const retryTask = Effect.fn("Tasks.retry")(function* (principal: Principal, taskId: TaskId) {
   const projectId = yield* actOnTask(principal, taskId, "drive")
-  const { mode } = yield* getTask(taskId)
+  const { mode, agent } = yield* getTask(taskId)
   yield* requireSubmitterAccess((yield* GatewayConfig).githubApp, principal.userId, projectId, mode)
+  yield* requireAgentCredential(principal.userId, agent)
   const retry = yield* Command.build(() => C.TaskRetry.make({ taskId }))
   yield* Command.ask(Domain.TaskRef, taskId, retry)
   return yield* getTask(taskId)

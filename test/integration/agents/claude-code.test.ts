@@ -1,6 +1,8 @@
 import { execFileSync } from "node:child_process"
 import { SqlClient } from "@effect/sql"
 import { layer } from "@effect/vitest"
+import { Actors, ControlPlane } from "@sam/actors"
+import { Domain, makeId, ProjectId, TaskId, UserId } from "@sam/bus"
 import { AgentInstall } from "@sam/infra"
 import { Effect } from "effect"
 import { expect } from "vitest"
@@ -215,20 +217,44 @@ layer(AgentEnv, { excludeTestServices: true, timeout: 240_000 })(
       })
     )
 
-    it.scoped("without a credential the task fails at once, saying which one to add", () =>
-      Effect.gen(function* () {
-        const fake = yield* startFakeAnthropic
-        const { alice, projectId, profileId } = yield* setup(fake, KEY)
-        const revoked = yield* api(alice, "DELETE", "/agent-credentials/claude-code")
-        expect(revoked.status).toBe(200)
-        const created = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
-          body: { prompt: "write hello.txt", profileId }
+    it.scoped(
+      "without a credential the task is refused at its submit, saying which one to add; on a node it fails",
+      () =>
+        Effect.gen(function* () {
+          const fake = yield* startFakeAnthropic
+          const { alice, projectId, profileId } = yield* setup(fake, KEY)
+          const revoked = yield* api(alice, "DELETE", "/agent-credentials/claude-code")
+          expect(revoked.status).toBe(200)
+          // refused before a node is found for it (it was made, and failed on the node it had started)
+          const refused = yield* api(alice, "POST", `/projects/${projectId}/tasks`, {
+            body: { prompt: "write hello.txt", profileId }
+          })
+          expect(refused.status).toBe(409)
+          expect(refused.body).toMatchObject({ code: "invalid_state", details: { agent: "claude-code" } })
+          expect(refused.body.message).toMatch(
+            /no Claude Code credential of yours .*sam agents credential set claude-code/
+          )
+          const listed = yield* api(alice, "GET", `/projects/${projectId}/tasks`)
+          expect(listed.body.tasks).toEqual([])
+          // A task that reaches a node without one (its credential removed after the submit) fails there, saying so.
+          const taskId = TaskId.parse(makeId("task"))
+          yield* Actors.ask(
+            ControlPlane.TaskRef,
+            taskId,
+            Domain.ControlProtocol.TaskSubmit.make({
+              taskId,
+              projectId: ProjectId.parse(projectId),
+              userId: UserId.parse(alice.userId),
+              prompt: "write hello.txt",
+              agent: "claude-code",
+              mode: "task"
+            })
+          )
+          const failed = yield* untilTask(taskId, "ends", (r) => ["completed", "failed"].includes(r.status))
+          expect(failed.status).toBe("failed")
+          expect(failed.errorReason).toMatch(/no Claude Code credential/)
+          expect(fake.requests.length).toBe(0)
         })
-        const failed = yield* untilTask(created.body.id, "ends", (r) => ["completed", "failed"].includes(r.status))
-        expect(failed.status).toBe("failed")
-        expect(failed.errorReason).toMatch(/no Claude Code credential/)
-        expect(fake.requests.length).toBe(0)
-      })
     )
 
     it.scoped("in ask mode the edit waits for a person's answer, which lets it go ahead", () =>

@@ -253,6 +253,10 @@ layer(AgentEnv, { excludeTestServices: true, timeout: 240_000 })(
           const failed = yield* untilTask(taskId, "ends", (r) => ["completed", "failed"].includes(r.status))
           expect(failed.status).toBe("failed")
           expect(failed.errorReason).toMatch(/no Claude Code credential/)
+          // and its retry is refused as its submit would be
+          const retried = yield* api(alice, "POST", `/tasks/${taskId}/retry`)
+          expect(retried.status).toBe(409)
+          expect(retried.body.message).toMatch(/no Claude Code credential of yours/)
           expect(fake.requests.length).toBe(0)
         })
     )

@@ -18,6 +18,11 @@ import { layerAuto, layerDocker, layerHost } from "./runtime/index.js"
 // NATS over WebSocket (a remote node through the gateway, ADR 0027) needs a WebSocket; Node 20 has none built in.
 if (globalThis.WebSocket === undefined) Object.assign(globalThis, { WebSocket: WsWebSocket })
 
+// Stopped in its terminal (`sam node join` or `run`, Ctrl-C) or by a supervisor, it says that it heard, and when it is
+// done: its agents and their processes end first, which may take their grace.
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => console.error(`vm-agent: ${signal}: stopping (its agents and their processes end first)`))
+
 const program = Effect.gen(function* () {
   // `node join <url> <token>` / `node run`: a machine its owner joins (ADR 0027).
   const given = yield* Effect.try({
@@ -83,7 +88,9 @@ program.pipe(
         console.error(`[nats] ${Renewal.GIVEN_UP}`)
         return onExit(Renewal.GIVEN_UP_EXIT_CODE)
       }
-      onExit(Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause) ? 1 : 0)
+      const interrupted = Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)
+      if (interrupted) console.error("vm-agent: stopped")
+      onExit(Exit.isFailure(exit) && !interrupted ? 1 : 0)
     }
   })
 )

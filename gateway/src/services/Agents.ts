@@ -65,7 +65,7 @@ export const requireAgentCredential = Effect.fn("Agents.requireCredential")(func
   if (rows.length > 0) return
   return yield* new ApiError({
     code: "invalid_state",
-    message: `no ${harness.name} credential of yours to run it with: add one in Settings → Agent credentials, with \`sam agents credential set ${agent}\` or PUT /api/v1/agent-credentials/${agent}`,
+    message: `no ${harness.name} credential of yours to run it with: ${Api.addCredentialHint(agent)}`,
     details: { agent }
   })
 })

@@ -133,6 +133,15 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
   readonly carriedIds?: (
     command: EnvelopeOf<Defs[number]>
   ) => ReadonlyArray<{ readonly id: string; readonly type: string }> | undefined
+  /**
+   * Commit a group in one statement (ADR 0056): the runtime reads the group's states (`loadMany`, or a `load`
+   * each) and handles its commands outside any transaction, then claims their inbox rows, writes their saves,
+   * outbox rows and timers and checks the shard's fence in one statement, which commits whole or not at all (a
+   * repeat among them has the group run again in a transaction). Only for a kind whose `load`, `loadMany` and
+   * `handle` write nothing (they may read), whose `saveMany` returns its statements, and whose `load` reads
+   * nothing another entity's save writes.
+   */
+  readonly commitsInOneStatement?: boolean
   readonly handle: (
     state: S,
     command: EnvelopeOf<Defs[number]>,
@@ -175,6 +184,7 @@ export interface AnyActorKind {
   batchOutgoing?(outgoing: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing>
   carry?(state: unknown, command: Envelope): unknown
   carriedIds?(command: Envelope): ReadonlyArray<{ readonly id: string; readonly type: string }> | undefined
+  readonly commitsInOneStatement?: boolean
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
 }
 
@@ -214,6 +224,7 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
             spec.saveMany!(entries as ReadonlyArray<HeldSave<z.output<IdS>, S>>)
         }),
     ...(spec.batchOutgoing === undefined ? {} : { batchOutgoing: spec.batchOutgoing }),
+    ...(spec.commitsInOneStatement === undefined ? {} : { commitsInOneStatement: spec.commitsInOneStatement }),
     ...(spec.carry === undefined
       ? {}
       : {

@@ -22,6 +22,7 @@ import sessionsByWorkspace from "./migrations/0019_sessions_by_workspace.js"
 import sessionsRecentlyChanged from "./migrations/0020_sessions_recently_changed.js"
 import sessionUsage from "./migrations/0021_session_usage.js"
 import traceContext from "./migrations/0022_trace_context.js"
+import commitCheck from "./migrations/0023_commit_check.js"
 
 /**
  * Forward-only migrations, numbered. Append a new entry to change the schema; never edit one that
@@ -50,7 +51,8 @@ export const migrations = {
   "0019_sessions_by_workspace": sessionsByWorkspace,
   "0020_sessions_recently_changed": sessionsRecentlyChanged,
   "0021_session_usage": sessionUsage,
-  "0022_trace_context": traceContext
+  "0022_trace_context": traceContext,
+  "0023_commit_check": commitCheck
 }
 
 const migrator = Migrator.make({})

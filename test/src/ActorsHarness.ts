@@ -120,6 +120,8 @@ export const startWorker = async (input: {
   readonly databaseUrl: Redacted.Redacted<string>
   readonly leaseTtlMs: number
   readonly ackWaitMs?: number
+  /** its kind reads a group's entities together and commits a group in one statement (ADR 0056) */
+  readonly inOne?: boolean
 }): Promise<Worker> => {
   const dir = await tempDir("sam-actors-worker-")
   const credsFile = join(dir, "control-plane.creds")
@@ -135,7 +137,8 @@ export const startWorker = async (input: {
       WORKER_KIND: input.kind,
       WORKER_SHARDS: String(input.shards),
       WORKER_LEASE_TTL_MS: String(input.leaseTtlMs),
-      WORKER_ACK_WAIT_MS: String(input.ackWaitMs ?? 4_000)
+      WORKER_ACK_WAIT_MS: String(input.ackWaitMs ?? 4_000),
+      WORKER_IN_ONE: input.inOne === true ? "1" : "0"
     },
     stdio: ["ignore", "pipe", "pipe"]
   })

@@ -48,14 +48,19 @@ export interface CounterHooks {
   readonly batched?: boolean
   /** called on every read of several entities at once (`loadMany`), with how many */
   readonly onLoadMany?: (entities: number) => void
+  /** commit a group in one statement (`commitsInOneStatement`; with `batched`, whose `saveMany` returns statements) */
+  readonly inOne?: boolean
   /** called on every write of several commands' saves at once (`saveMany`), with how many */
   readonly onSaveMany?: (saves: number) => void
 }
 
 const fresh: Counter = { count: 0, lastSeq: 0, violations: 0, fired: 0 }
 
-export const counterKind = (name: string, shards: number, hooks: CounterHooks = {}) =>
-  Actor.make({
+export const counterKind = (name: string, shards: number, hooks: CounterHooks = {}) => {
+  // Read outside any transaction when a group commits in one statement: a row lock would be a transaction of its
+  // own (flushed to the disk), and the shard's fence keeps other owners out.
+  const lock = hooks.inOne === true ? "" : "FOR UPDATE"
+  return Actor.make({
     name,
     shards,
     id: EntityId,
@@ -65,7 +70,7 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
         hooks.onLoad?.(id)
         const sql = yield* SqlClient.SqlClient
         const rows = yield* sql<Counter>`
-          SELECT count, last_seq, violations, fired FROM test_counters WHERE kind = ${name} AND id = ${id} FOR UPDATE`
+          SELECT count, last_seq, violations, fired FROM test_counters WHERE kind = ${name} AND id = ${id} ${sql.literal(lock)}`
         return rows[0] ?? fresh
       }),
     save: (id, state) =>
@@ -78,6 +83,7 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
             violations = EXCLUDED.violations, fired = EXCLUDED.fired`
       }),
     ...(hooks.carry === true ? { carry: (state: Counter) => state } : {}),
+    ...(hooks.inOne === true ? { commitsInOneStatement: true } : {}),
     ...(hooks.batched === true
       ? {
           loadMany: (entries: ReadonlyArray<{ readonly id: string }>) =>
@@ -87,7 +93,7 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
               const sql = yield* SqlClient.SqlClient
               const rows = yield* sql<Counter & { readonly id: string }>`
                 SELECT id, count, last_seq, violations, fired FROM test_counters
-                WHERE kind = ${name} AND id = ANY(${ids}::text[]) FOR UPDATE`
+                WHERE kind = ${name} AND id = ANY(${ids}::text[]) ${sql.literal(lock)}`
               const states = new Map<string, Counter>(ids.map((id) => [id, fresh]))
               for (const { id, ...state } of rows) states.set(id, state)
               return states
@@ -150,3 +156,4 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
       }
     }
   })
+}

@@ -20,7 +20,8 @@ const report = (event: Record<string, unknown>) =>
   process.stdout.write(`${JSON.stringify({ ...event, t: Date.now() })}\n`)
 
 const kind = counterKind(env("WORKER_KIND"), Number(env("WORKER_SHARDS")), {
-  onSlow: (id, messageId) => report({ event: "SlowStart", id, messageId })
+  onSlow: (id, messageId) => report({ event: "SlowStart", id, messageId }),
+  ...(process.env.WORKER_IN_ONE === "1" ? { batched: true, carry: true, inOne: true } : {})
 })
 
 const main = Layer.launch(

@@ -37,6 +37,8 @@ export interface Applied {
   /** epoch milliseconds when the handling attempt started and when its commit was acknowledged */
   readonly startedAt: number
   readonly at: number
+  /** how its group committed: in one statement, or in a transaction (ADR 0056) */
+  readonly committedIn?: "statement" | "transaction"
 }
 
 export interface RuntimeOptions {

@@ -169,7 +169,15 @@ export const startShard = (deps: ShardDeps) =>
             yield* ack(msg)
             const outcome = exit.value._tag === "Applied" ? "applied" : "duplicate"
             yield* reply(msg, envelope.id, outcome, exit.value._tag === "Applied" ? exit.value.reply : undefined)
-            settings.onApplied?.({ kind: kind.name, id, envelope, outcome, startedAt: started, at: Date.now() })
+            settings.onApplied?.({
+              kind: kind.name,
+              id,
+              envelope,
+              outcome,
+              startedAt: started,
+              at: Date.now(),
+              ...(exit.value.committedIn === undefined ? {} : { committedIn: exit.value.committedIn })
+            })
             return
           }
           const failure = Cause.failureOption(exit.cause)
@@ -376,7 +384,15 @@ export const startShard = (deps: ShardDeps) =>
               yield* ack(msg)
               const outcome = result._tag === "Applied" ? "applied" : "duplicate"
               yield* reply(msg, envelope.id, outcome, result._tag === "Applied" ? result.reply : undefined)
-              settings.onApplied?.({ kind: kind.name, id, envelope, outcome, startedAt: started, at: Date.now() })
+              settings.onApplied?.({
+                kind: kind.name,
+                id,
+                envelope,
+                outcome,
+                startedAt: started,
+                at: Date.now(),
+                ...(result.committedIn === undefined ? {} : { committedIn: result.committedIn })
+              })
               finished(msg)
             }
             release(entity)

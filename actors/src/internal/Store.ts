@@ -1,11 +1,15 @@
-import { SqlClient, type Statement } from "@effect/sql"
+import { SqlClient, type SqlError, type Statement } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
 import { ActorMessages, Subjects, Trace } from "@sam/bus"
-import { Effect } from "effect"
-import type { ActorContext, AnyActorKind, HeldSave, Outgoing, Reaction } from "../ActorKind.js"
+import { Data, Effect } from "effect"
+import type { ActorContext, AnyActorKind, HeldSave, Outgoing, TimerInstruction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
 
-export type CommitResult = { readonly _tag: "Applied"; readonly reply: unknown } | { readonly _tag: "Duplicate" }
+/** How a group committed (ADR 0056): in one statement, or in a transaction that claimed its inbox rows first. */
+export type CommittedIn = "statement" | "transaction"
+export type CommitResult = ({ readonly _tag: "Applied"; readonly reply: unknown } | { readonly _tag: "Duplicate" }) & {
+  readonly committedIn?: CommittedIn
+}
 
 export interface DeadLetter {
   readonly kind: string
@@ -54,6 +58,20 @@ export const systemEvent = (kind: string, id: string | null, envelope: Envelope)
  */
 let transactions = 0
 
+/**
+ * A group that cannot commit in one statement (ADR 0056): one of its messages was a repeat, an id came twice, or a
+ * command needed a load after the group's first saves. It runs again in a transaction that claims first.
+ */
+class NeedsTransaction extends Data.TaggedError("NeedsTransaction")<{ readonly why: string }> {}
+
+/** The codes `sam_commit_check` raises (migration 0023): the fence moved on; an id was in the inbox already. */
+const FENCED_CODE = "SAM01"
+const REPEAT_CODE = "SAM02"
+const errorCode = (error: unknown): { readonly code?: unknown; readonly detail?: unknown } => {
+  const cause = (error as { readonly cause?: unknown } | undefined)?.cause
+  return typeof cause === "object" && cause !== null ? cause : {}
+}
+
 /** How long a commit may sit idle once it holds its shard's fence row (see `writeOutboxAndCheckFence`). */
 const FENCE_HOLD_MS = 2_000
 
@@ -85,26 +103,28 @@ export const makeStore = (
       RETURNING message_id AS mid`.pipe(Effect.map((rows) => rows.length > 0))
 
   /**
-   * The same for a group's messages in one statement (issue 12: a statement costs a round trip and a
-   * syscall, and a group holds tens of commands in a burst), and for the ids they carry (`carriedIds`): the
-   * commands' ids first, then the carried ones, each in the group's order, so that an id claimed twice in the
-   * statement is its first holder's. The ids claimed now; an id already in the inbox is not returned: that
-   * message is a repeat.
+   * The inbox rows of a group's messages (issue 12: one statement for them all, not one each; a statement costs a
+   * round trip and a syscall, and a group holds tens of commands in a burst), with the ids they carry
+   * (`carriedIds`): the commands' ids first, then the carried ones, each in the group's order, so that an id
+   * claimed twice in the statement is its first holder's. Only the ids claimed now are returned: an id already in
+   * the inbox is a repeat.
    */
-  const claimInboxes = (inputs: ReadonlyArray<CommandInput>, carried: ReadonlyArray<CarriedId>) => {
-    const rows = [...inputs.map((input) => ({ input, id: input.envelope.id, type: input.envelope.type })), ...carried]
-    return sql<{ mid: string }>`
-      INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
+  const inboxInsert = (rows: ReadonlyArray<InboxRow>) =>
+    sql`INSERT INTO actor_inbox (message_id, kind, entity_id, type, correlation_id)
       SELECT * FROM unnest(
         ${rows.map((row) => row.id)}::text[],
         ${rows.map((row) => row.input.kind.name)}::text[],
         ${rows.map((row) => row.input.id)}::text[],
         ${rows.map((row) => row.type)}::text[],
-        ${rows.map((row) => row.input.envelope.correlationId ?? row.input.envelope.id)}::text[])
+        ${rows.map((row) => row.input.envelope.correlationId ?? row.input.envelope.id)}::text[])`
+
+  /** Claim them in a transaction, which the same statement bounds in how long it may sit idle (as `claimInbox`). */
+  const claimInboxes = (rows: ReadonlyArray<InboxRow>) =>
+    sql<{ mid: string }>`
+      ${inboxInsert(rows)}
       WHERE set_config('idle_in_transaction_session_timeout', ${String(idleInTransactionMs)}, true) IS NOT NULL
       ON CONFLICT (message_id) DO NOTHING
-      RETURNING message_id AS mid`.pipe(Effect.map((rows) => new Set(rows.map((row) => row.mid))))
-  }
+      RETURNING message_id AS mid`.pipe(Effect.map((found) => new Set(found.map((row) => row.mid))))
 
   /**
    * Outbox rows in order, in one statement whose text does not change with their number (issue 12): `unnest` of
@@ -134,8 +154,8 @@ export const makeStore = (
   // The transaction's outbox rows are written by the same statement, in its WITH: one round trip less per
   // commit (issue 12).
   /** Statements a kind's `saveMany` left to the runtime, as the parts of a WITH: `saved0 AS (…), saved1 AS (…)`. */
-  const savedAs = (saves: ReadonlyArray<Statement.Statement<unknown>>) =>
-    sql.csv(saves.map((save, i) => sql`${sql.literal(`saved${i}`)} AS (${save})`))
+  const savedAs = (saves: ReadonlyArray<Statement.Statement<unknown>>, name = "saved") =>
+    sql.csv(saves.map((save, i) => sql`${sql.literal(`${name}${i}`)} AS (${save})`))
 
   // The saves a kind's `saveMany` left to the runtime go in the same WITH (`saved<n>`): another round trip less.
   const writeOutboxAndCheckFence = (
@@ -162,27 +182,71 @@ export const makeStore = (
       if (current !== epoch) return yield* Effect.fail(new Fenced({ kind, shard, epoch, current }))
     })
 
-  const writeTimers = (kind: AnyActorKind, id: string, reaction: Reaction<unknown>) =>
+  /** A timer's row as `writeTimers` writes it: the command goes to the entity's own subject when due. */
+  const timerRow = (kind: AnyActorKind, id: string, timer: Extract<TimerInstruction, { _tag: "Set" }>) => ({
+    subject: Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id),
+    payload: envelopeText(timer.command)
+  })
+
+  const writeTimers = (kind: AnyActorKind, id: string, timers: ReadonlyArray<TimerInstruction>) =>
     Effect.forEach(
-      reaction.timers ?? [],
-      (timer) =>
-        timer._tag === "Cancel"
-          ? sql`DELETE FROM actor_timers WHERE kind = ${kind.name} AND entity_id = ${id} AND name = ${timer.name}`
-          : sql`
+      timers,
+      (timer) => {
+        if (timer._tag === "Cancel")
+          return sql`DELETE FROM actor_timers WHERE kind = ${kind.name} AND entity_id = ${id} AND name = ${timer.name}`
+        const { subject, payload } = timerRow(kind, id, timer)
+        return sql`
               INSERT INTO actor_timers (kind, entity_id, name, due_at, message_id, subject, payload)
-              VALUES (${kind.name}, ${id}, ${timer.name}, ${timer.at}, ${timer.command.id},
-                ${Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id)}, ${envelopeText(timer.command)})
+              VALUES (${kind.name}, ${id}, ${timer.name}, ${timer.at}, ${timer.command.id}, ${subject}, ${payload})
               ON CONFLICT (kind, entity_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,
-                message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`,
+                message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`
+      },
       { discard: true }
     )
 
-  /** An id a command of the group carries (`carriedIds`), with the command and its place in the group. */
-  interface CarriedId {
+  /**
+   * A group's timer instructions, in order, as at most two statements for one WITH: each timer as the last
+   * instruction about it left it (set, or cancelled), which is what `writeTimers` one after another would leave.
+   */
+  const timerStatements = (kind: AnyActorKind, timers: ReadonlyArray<{ id: string; timer: TimerInstruction }>) => {
+    const last = new Map<string, { id: string; timer: TimerInstruction }>()
+    for (const entry of timers) {
+      const key = JSON.stringify([entry.id, entry.timer.name])
+      last.delete(key)
+      last.set(key, entry)
+    }
+    const sets: Array<{ id: string; timer: Extract<TimerInstruction, { _tag: "Set" }> }> = []
+    const cancels: Array<{ id: string; name: string }> = []
+    for (const { id, timer } of last.values())
+      if (timer._tag === "Set") sets.push({ id, timer })
+      else cancels.push({ id, name: timer.name })
+    const rows = sets.map(({ id, timer }) => timerRow(kind, id, timer))
+    return [
+      ...(sets.length === 0
+        ? []
+        : [
+            sql`INSERT INTO actor_timers (kind, entity_id, name, due_at, message_id, subject, payload)
+              SELECT ${kind.name}, * FROM unnest(${sets.map((t) => t.id)}::text[], ${sets.map((t) => t.timer.name)}::text[],
+                ${sets.map((t) => t.timer.at.toISOString())}::timestamptz[], ${sets.map((t) => t.timer.command.id)}::text[],
+                ${rows.map((row) => row.subject)}::text[], ${rows.map((row) => row.payload)}::text[])
+              ON CONFLICT (kind, entity_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,
+                message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`
+          ]),
+      ...(cancels.length === 0
+        ? []
+        : [
+            sql`DELETE FROM actor_timers WHERE kind = ${kind.name}
+              AND (entity_id, name) IN (SELECT * FROM unnest(${cancels.map((t) => t.id)}::text[], ${cancels.map((t) => t.name)}::text[]))`
+          ])
+    ]
+  }
+
+  /** A message id the group claims in the inbox: a command's own, or one it carries (`carriedIds`, with its place). */
+  interface InboxRow {
     readonly input: CommandInput
-    readonly at: number
     readonly id: string
     readonly type: string
+    readonly at?: number
   }
   interface CommandInput {
     readonly kind: AnyActorKind
@@ -203,16 +267,18 @@ export const makeStore = (
   /**
    * What the commands of one transaction share: the states saved so far by `<kind>/<id>` (for `carry`), the
    * states read ahead by `loadMany`, the saves held for `saveMany`, and the outbox rows, written once for the
-   * whole group, in order, before its fence check.
+   * whole group, in order, before its fence check. In one statement (`inOne`) the timers wait for it too.
    */
   interface Group {
     readonly transaction: string
     readonly at: string
+    readonly inOne: boolean
     readonly carried: Map<string, unknown>
     readonly preloaded: Map<string, unknown>
     readonly held: Array<HeldSave<string, unknown>>
     /** each with the trace context it continues: its own, or its handler's span */
     readonly outbox: Array<Outgoing>
+    readonly timers: Array<{ readonly id: string; readonly timer: TimerInstruction }>
   }
 
   /**
@@ -225,48 +291,65 @@ export const makeStore = (
       : Effect.suspend(() => {
           const entries = group.held.splice(0)
           return kind.saveMany!(entries).pipe(
+            Effect.mapError((cause) => new HandlerFailed({ kind: kind.name, id: entries[0]!.id, messageId, cause })),
             Effect.flatMap(
-              (statements): Effect.Effect<ReadonlyArray<Statement.Statement<unknown>>, unknown, SqlClient.SqlClient> =>
-                statements === undefined || last
-                  ? Effect.succeed(statements ?? [])
-                  : statements.length === 0
-                    ? Effect.succeed([])
-                    : // one round trip for them all here too
-                      (statements.length === 1 ? statements[0]! : sql`WITH ${savedAs(statements)} SELECT 1`).pipe(
-                        Effect.as([])
-                      )
-            ),
-            Effect.mapError((cause) => new HandlerFailed({ kind: kind.name, id: entries[0]!.id, messageId, cause }))
+              (
+                statements
+              ): Effect.Effect<ReadonlyArray<Statement.Statement<unknown>>, HandlerFailed, SqlClient.SqlClient> =>
+                group.inOne && statements === undefined
+                  ? Effect.dieMessage(`${kind.name}: a kind that commits in one statement wrote its saves itself`)
+                  : statements === undefined || last
+                    ? Effect.succeed(statements ?? [])
+                    : statements.length === 0
+                      ? Effect.succeed([])
+                      : // one round trip for them all here too
+                        (statements.length === 1 ? statements[0]! : sql`WITH ${savedAs(statements)} SELECT 1`).pipe(
+                          Effect.as([]),
+                          Effect.mapError(
+                            (cause) => new HandlerFailed({ kind: kind.name, id: entries[0]!.id, messageId, cause })
+                          )
+                        )
+            )
           )
         })
 
   /**
    * The first fresh command of each entity has its state read by one `loadMany` before any is handled (issue 12:
-   * a statement per group, not per command), when the kind has one.
+   * a statement per group, not per command), when the kind has one. In one statement every entity's state is read
+   * before any command is handled (a `load` each without `loadMany`): a load after the group's first saves would
+   * not see them.
    */
   const preload = (inputs: ReadonlyArray<CommandInput>, fresh: ReadonlyArray<boolean>, group: Group) =>
     Effect.suspend(() => {
       const { kind, id, envelope } = inputs[0]!
-      if (kind.loadMany === undefined) return Effect.void
       const firsts = new Map<string, { id: string; command: Envelope }>()
       inputs.forEach((input, i) => {
         if (fresh[i] && !firsts.has(input.id)) firsts.set(input.id, { id: input.id, command: input.envelope })
       })
-      if (firsts.size < 2) return Effect.void // one entity: its own `load` costs the same
-      return kind.loadMany([...firsts.values()]).pipe(
-        Effect.mapError((cause) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })),
-        Effect.tap((states) =>
-          Effect.sync(() => {
-            for (const [entity, state] of states) group.preloaded.set(`${kind.name}/${entity}`, state)
-          })
-        ),
-        Effect.asVoid
-      )
+      const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
+      const keep = (states: ReadonlyMap<string, unknown>) =>
+        Effect.sync(() => {
+          for (const [entity, state] of states) group.preloaded.set(`${kind.name}/${entity}`, state)
+        })
+      const each = () =>
+        group.inOne
+          ? Effect.forEach(
+              firsts.values(),
+              (first) =>
+                kind
+                  .load(first.id, first.command)
+                  .pipe(Effect.map((state) => group.preloaded.set(`${kind.name}/${first.id}`, state))),
+              { discard: true }
+            ).pipe(Effect.mapError(failed))
+          : Effect.void // each loads when handled
+      // one entity: its own `load` costs the same
+      if (kind.loadMany === undefined || firsts.size < 2) return each()
+      return kind.loadMany([...firsts.values()]).pipe(Effect.mapError(failed), Effect.flatMap(keep))
     })
 
   /**
-   * Inside a transaction, its inbox row claimed (`fresh`) or found (a repeat): load, handle, save,
-   * outbox and timers of one command. What the
+   * Load, handle and save one command, its inbox row claimed (`fresh`) or found (a repeat), and its outbox rows
+   * and timers; inside its group's transaction, or, in one statement, before it. What the
    * handler emits carries the command's correlation id (its own id when it came with none) and names
    * the command as its cause; the handler runs with that correlation id (issue 12). With spans exported
    * (`spanned`) the command's handling is an `Actor.apply` span whose trace context its messages carry; without,
@@ -300,7 +383,9 @@ export const makeStore = (
       if (carriedState !== undefined) previous = carriedState
       else if (preloaded !== undefined) previous = preloaded
       else {
-        // a load reads what the saves held so far write
+        // a load reads what the saves held so far write: in one statement they are not written yet
+        if (group.inOne && group.held.length > 0)
+          return yield* new NeedsTransaction({ why: `${envelope.type} loads after the group's first saves` })
         yield* flushHeld(kind, group, envelope.id)
         previous = yield* kind.load(id, envelope).pipe(Effect.mapError(failed))
       }
@@ -326,13 +411,11 @@ export const makeStore = (
         traceparent: row.traceparent ?? traceparent
       }))
       group.outbox.push(...rows)
-      if (reaction.timers !== undefined && reaction.timers.length > 0)
-        yield* writeTimers(kind, id, {
-          ...reaction,
-          timers: reaction.timers.map((timer) =>
-            timer._tag === "Set" ? { ...timer, command: follow(timer.command) } : timer
-          )
-        })
+      const timers = (reaction.timers ?? []).map((timer) =>
+        timer._tag === "Set" ? { ...timer, command: follow(timer.command) } : timer
+      )
+      if (group.inOne) for (const timer of timers) group.timers.push({ id, timer })
+      else if (timers.length > 0) yield* writeTimers(kind, id, timers)
       return {
         result: { _tag: "Applied", reply: reaction.reply },
         afterCommit: (reaction.afterCommit ?? []).map(Trace.withCorrelation(correlationId)),
@@ -355,36 +438,31 @@ export const makeStore = (
   }
 
   /**
-   * Apply commands of one shard, in order, in one transaction (group commit, issue 12): one statement
-   * claims their inbox rows (a repeat is `Duplicate`); the kind's `loadMany` reads their entities' states, or
-   * each loads what the ones before it wrote; each is handled and saved (the kind's `saveMany` writes the
-   * saves together); one fence check; one COMMIT. Any failure rolls all of them back (`Fenced` when the
-   * shard's epoch is no longer ours); the caller then applies them one at a time. After the commit, each
-   * command's after-commit effects run, in order (never ahead of the ledger).
+   * Handle a group's commands in order: `claim` tells which of their inbox rows are new (a repeat is `Duplicate`);
+   * the kind's `loadMany` reads their entities' states, or each loads what the ones before it wrote; each is handled
+   * and its save held (`saveMany`) or written. What is left for the last statement is returned: the inbox rows, the
+   * saves' statements and the outbox rows.
    */
-  const commitGroup = (inputs: ReadonlyArray<CommandInput>) => {
-    const first = inputs[0]!
-    const group: Group = {
-      transaction: `t${++transactions}`,
-      at: new Date().toISOString(),
-      carried: new Map(),
-      preloaded: new Map(),
-      held: [],
-      outbox: []
-    }
-    return Effect.gen(function* () {
+  const handleGroup = (
+    inputs: ReadonlyArray<CommandInput>,
+    group: Group,
+    claim: (rows: ReadonlyArray<InboxRow>) => Effect.Effect<Set<string>, SqlError.SqlError | NeedsTransaction>
+  ) =>
+    Effect.gen(function* () {
+      const first = inputs[0]!
       const spanned = yield* Trace.exported
       const applied: Array<Applied> = []
-      // a message twice in one group: its second time is a repeat, like any other
       // what each command carries, asked once; a command that carries ids gets the set of those it claimed
       const carriedOf = inputs.map((input) => input.kind.carriedIds?.(input.envelope))
-      const carried = carriedOf.flatMap((ids, at) =>
-        (ids ?? []).map(({ id, type }) => ({ input: inputs[at]!, at, id, type }))
-      )
-      const claimed = yield* claimInboxes(inputs, carried)
+      const inbox: Array<InboxRow> = [
+        ...inputs.map((input) => ({ input, id: input.envelope.id, type: input.envelope.type })),
+        ...carriedOf.flatMap((ids, at) => (ids ?? []).map(({ id, type }) => ({ input: inputs[at]!, at, id, type })))
+      ]
+      // a message twice in one group: its second time is a repeat, like any other
+      const claimed = yield* claim(inbox)
       const fresh = inputs.map((input) => claimed.delete(input.envelope.id))
       const claimedCarried = carriedOf.map((ids) => (ids === undefined ? undefined : new Set<string>()))
-      for (const { at, id } of carried) if (claimed.delete(id)) claimedCarried[at]?.add(id)
+      for (const { at, id } of inbox) if (at !== undefined && claimed.delete(id)) claimedCarried[at]?.add(id)
       yield* preload(inputs, fresh, group)
       // A handler may take over a later command of the group, of its entity and of the type it names, whose id it
       // claims itself (ActorContext.takeOver).
@@ -405,15 +483,99 @@ export const makeStore = (
         applied.push(yield* applyOne(inputs[at]!, fresh[at]!, group, spanned, takeOver, claimedCarried[at]))
       const saves = yield* flushHeld(first.kind, group, inputs[inputs.length - 1]!.envelope.id, true)
       const rows = (first.kind.batchOutgoing?.(group.outbox) ?? group.outbox).map(rowOf)
+      return { applied, rows, saves, inbox }
+    })
+
+  const newGroup = (inOne: boolean): Group => ({
+    transaction: `t${++transactions}`,
+    at: new Date().toISOString(),
+    inOne,
+    carried: new Map(),
+    preloaded: new Map(),
+    held: [],
+    outbox: [],
+    timers: []
+  })
+
+  /**
+   * The group in a transaction (group commit, issue 12): one statement claims the inbox rows of its messages
+   * first, then each command is handled (`handleGroup`); one fence check, with the saves and outbox rows in its
+   * WITH; one COMMIT.
+   */
+  const inTransaction = (inputs: ReadonlyArray<CommandInput>) => {
+    const first = inputs[0]!
+    const group = newGroup(false)
+    return Effect.gen(function* () {
+      const { applied, rows, saves } = yield* handleGroup(inputs, group, claimInboxes)
       yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch, saves)
-      return { applied, rows }
-    }).pipe(
-      sql.withTransaction,
+      return { applied, rows, committedIn: "transaction" as CommittedIn }
+    }).pipe(sql.withTransaction)
+  }
+
+  /**
+   * The group in one statement (ADR 0056), for a kind that commits so (`commitsInOneStatement`): its states are
+   * read and its commands handled first, as if every message were new, outside any transaction; then one
+   * statement claims the inbox rows, writes the saves, outbox rows and timers, and checks the fence and the claim
+   * (`sam_commit_check`): all of it commits, or none. A repeat among its messages fails it, and the group runs
+   * again in a transaction (`NeedsTransaction`). One round trip to commit instead of four (BEGIN, claim, write,
+   * COMMIT), besides the reads.
+   */
+  const inOneStatement = (inputs: ReadonlyArray<CommandInput>) =>
+    Effect.gen(function* () {
+      const first = inputs[0]!
+      const group = newGroup(true)
+      const { applied, rows, saves, inbox } = yield* handleGroup(inputs, group, (ids) =>
+        Effect.suspend(() => {
+          const all = new Set(ids.map((row) => row.id))
+          return all.size === ids.length
+            ? Effect.succeed(all)
+            : Effect.fail(new NeedsTransaction({ why: "a message id comes twice in the group" }))
+        })
+      )
+      const written = [
+        sql`claimed AS (${inboxInsert(inbox)} ON CONFLICT (message_id) DO NOTHING RETURNING 1)`,
+        ...(saves.length === 0 ? [] : [savedAs(saves)]),
+        ...(rows.length === 0 ? [] : [sql`written AS (${outboxStatement(rows)})`]),
+        ...(group.timers.length === 0 ? [] : [savedAs(timerStatements(first.kind, group.timers), "timers")])
+      ]
+      yield* sql`WITH ${sql.csv(written)}
+        SELECT sam_commit_check((SELECT count(*) FROM claimed), ${inbox.length},
+          (SELECT epoch FROM actor_shard_fences WHERE kind = ${first.kind.name} AND shard = ${first.shard} FOR SHARE),
+          ${first.epoch})`.pipe(
+        Effect.catchAll((error): Effect.Effect<never, Fenced | NeedsTransaction | SqlError.SqlError> => {
+          const { code, detail } = errorCode(error)
+          if (code === FENCED_CODE)
+            return Effect.fail(
+              new Fenced({
+                kind: first.kind.name,
+                shard: first.shard,
+                epoch: first.epoch,
+                current: detail === "" || typeof detail !== "string" ? null : Number(detail)
+              })
+            )
+          if (code === REPEAT_CODE) return Effect.fail(new NeedsTransaction({ why: "a message was a repeat" }))
+          return Effect.fail(error)
+        })
+      )
+      return { applied, rows, committedIn: "statement" as CommittedIn }
+    })
+
+  /**
+   * Apply commands of one shard, in order, all or none (group commit, issue 12): in one statement when the kind
+   * commits so and none of them needs a transaction, else in a transaction. Any failure writes nothing (`Fenced`
+   * when the shard's epoch is no longer ours); the caller then applies them one at a time. After the commit, each
+   * command's after-commit effects run, in order (never ahead of the ledger).
+   */
+  const commitGroup = (inputs: ReadonlyArray<CommandInput>) =>
+    (inputs[0]!.kind.commitsInOneStatement === true
+      ? inOneStatement(inputs).pipe(Effect.catchTag("NeedsTransaction", () => inTransaction(inputs)))
+      : inTransaction(inputs)
+    ).pipe(
       Effect.provideService(SqlClient.SqlClient, sql),
       // Committed: what lies outside Postgres follows now. Its failure no longer changes the outcome.
-      Effect.map(({ applied, rows }) => {
+      Effect.map(({ applied, rows, committedIn }) => {
         if (rows.length > 0) onCommitted(rows)
-        return applied
+        return applied.map((a) => ({ ...a, result: { ...a.result, committedIn } }))
       }),
       Effect.tap((applied) =>
         Effect.forEach(
@@ -432,12 +594,11 @@ export const makeStore = (
       ),
       Effect.map((applied) => applied.map((a) => a.result))
     )
-  }
 
   /**
-   * Apply one command: inbox claim, load, handle, save, outbox, timers and the fence check in one
-   * transaction. `Duplicate` when the message id was already processed; `Fenced` (rolled back) when
-   * the shard's epoch is no longer ours.
+   * Apply one command: inbox claim, load, handle, save, outbox, timers and the fence check, all or none.
+   * `Duplicate` when the message id was already processed; `Fenced` (nothing written) when the shard's epoch is no
+   * longer ours.
    */
   const commit = (input: CommandInput) => commitGroup([input]).pipe(Effect.map((results) => results[0]!))
 

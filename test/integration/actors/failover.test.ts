@@ -31,11 +31,19 @@ afterEach(async () => {
   await Promise.all(workers.splice(0).map(stopWorker))
 })
 
-const twoWorkers = (kindName: string) =>
+const twoWorkers = (kindName: string, inOne = false) =>
   Effect.gen(function* () {
     const start = (name: string) =>
       Effect.promise(() =>
-        startWorker({ name, kind: kindName, shards: SHARDS, databaseUrl: url, leaseTtlMs: TTL_MS, ackWaitMs: 3_000 })
+        startWorker({
+          name,
+          kind: kindName,
+          shards: SHARDS,
+          databaseUrl: url,
+          leaseTtlMs: TTL_MS,
+          ackWaitMs: 3_000,
+          inOne
+        })
       ).pipe(Effect.tap((worker) => Effect.sync(() => workers.push(worker))))
     const started = Date.now()
     const a = yield* start(unique("a"))
@@ -121,77 +129,79 @@ describe("actor runtime failover (instances in child processes)", () => {
     180_000
   )
 
-  it.scopedLive(
-    "an owner frozen (SIGSTOP) past its lease and resumed has its late commit refused by the fence",
-    () =>
-      Effect.gen(function* () {
-        const kindName = unique("k")
-        const kind = { name: kindName, shards: SHARDS }
-        const { a, b } = yield* twoWorkers(kindName)
-        const entities = entityIds(100)
-        const load = yield* Effect.fork(publishLoad({ kind, entities, perEntity: 10, publishers: 2 }))
-        // an entity of a shard the first worker holds, outside the load
-        const held = a.owned()
-        const slowId = Array.from({ length: 1000 }, (_, i) => `es${i}`).find((id) =>
-          held.has(Subjects.shardOf(id, SHARDS))
-        )!
-        const slow = Increment.make({ seq: 1, slowMs: 2_500 })
-        yield* Actors.send(kind, slowId, slow)
-        yield* waitUntil(
-          "the slow command started on the first worker",
-          Effect.sync(() => a.events.some((e) => e.event === "SlowStart" && e.messageId === slow.id)),
-          20_000,
-          5
-        )
-        a.signal("SIGSTOP")
-        const stoppedAt = Date.now()
-        yield* waitUntil(
-          "the other worker took every shard",
-          Effect.sync(() => b.owned().size === SHARDS),
-          // What this test proves is the fence, not the takeover time (the kill -9 test bounds that):
-          // room for a machine so loaded that the survivor's own lease ticks run late.
-          TTL_MS + 25_000,
-          20
-        )
-        console.log(`takeover from a frozen owner: ${Date.now() - stoppedAt} ms`)
-        a.signal("SIGCONT")
-        yield* waitUntil(
-          "the resumed owner's commit refused by the fence",
-          Effect.sync(() => a.events.some((e) => e.event === "CommitRefused" && e.messageId === slow.id)),
-          15_000,
-          20
-        )
-        yield* waitUntil(
-          "the slow command applied once by the new owner",
-          counters(kindName).pipe(Effect.map((rows) => rows.get(slowId)?.count === 1)),
-          20_000
-        )
-        yield* Fiber.join(load)
-        yield* waitUntil("all load applied", allApplied(kindName, entities, 10), 60_000, 250).pipe(
-          // Say which entities fell short and how (lost: count below 10; out of order: violations).
-          Effect.tapError(() =>
-            counters(kindName).pipe(
-              Effect.map((rows) =>
-                console.log(
-                  "entities not at 10:",
-                  JSON.stringify(
-                    entities
-                      .filter((id) => rows.get(id)?.count !== 10 || rows.get(id)?.lastSeq !== 10)
-                      .map((id) => [id, rows.get(id)])
+  // The fence is checked in a group's last statement: a transaction's, or the one statement of a kind that commits so.
+  for (const inOne of [false, true])
+    it.scopedLive(
+      `an owner frozen (SIGSTOP) past its lease and resumed has its late commit refused by the fence (${inOne ? "one statement" : "a transaction"})`,
+      () =>
+        Effect.gen(function* () {
+          const kindName = unique("k")
+          const kind = { name: kindName, shards: SHARDS }
+          const { a, b } = yield* twoWorkers(kindName, inOne)
+          const entities = entityIds(100)
+          const load = yield* Effect.fork(publishLoad({ kind, entities, perEntity: 10, publishers: 2 }))
+          // an entity of a shard the first worker holds, outside the load
+          const held = a.owned()
+          const slowId = Array.from({ length: 1000 }, (_, i) => `es${i}`).find((id) =>
+            held.has(Subjects.shardOf(id, SHARDS))
+          )!
+          const slow = Increment.make({ seq: 1, slowMs: 2_500 })
+          yield* Actors.send(kind, slowId, slow)
+          yield* waitUntil(
+            "the slow command started on the first worker",
+            Effect.sync(() => a.events.some((e) => e.event === "SlowStart" && e.messageId === slow.id)),
+            20_000,
+            5
+          )
+          a.signal("SIGSTOP")
+          const stoppedAt = Date.now()
+          yield* waitUntil(
+            "the other worker took every shard",
+            Effect.sync(() => b.owned().size === SHARDS),
+            // What this test proves is the fence, not the takeover time (the kill -9 test bounds that):
+            // room for a machine so loaded that the survivor's own lease ticks run late.
+            TTL_MS + 25_000,
+            20
+          )
+          console.log(`takeover from a frozen owner: ${Date.now() - stoppedAt} ms`)
+          a.signal("SIGCONT")
+          yield* waitUntil(
+            "the resumed owner's commit refused by the fence",
+            Effect.sync(() => a.events.some((e) => e.event === "CommitRefused" && e.messageId === slow.id)),
+            15_000,
+            20
+          )
+          yield* waitUntil(
+            "the slow command applied once by the new owner",
+            counters(kindName).pipe(Effect.map((rows) => rows.get(slowId)?.count === 1)),
+            20_000
+          )
+          yield* Fiber.join(load)
+          yield* waitUntil("all load applied", allApplied(kindName, entities, 10), 60_000, 250).pipe(
+            // Say which entities fell short and how (lost: count below 10; out of order: violations).
+            Effect.tapError(() =>
+              counters(kindName).pipe(
+                Effect.map((rows) =>
+                  console.log(
+                    "entities not at 10:",
+                    JSON.stringify(
+                      entities
+                        .filter((id) => rows.get(id)?.count !== 10 || rows.get(id)?.lastSeq !== 10)
+                        .map((id) => [id, rows.get(id)])
+                    )
                   )
-                )
-              ),
-              Effect.ignore
+                ),
+                Effect.ignore
+              )
             )
           )
-        )
-        const sql = yield* SqlClient.SqlClient
-        const inbox = yield* sql<{ n: string }>`SELECT count(*) AS n FROM actor_inbox WHERE message_id = ${slow.id}`
-        expect(Number(inbox[0]?.n)).toBe(1)
-        const rows = yield* counters(kindName)
-        expect(rows.get(slowId)).toMatchObject({ count: 1, lastSeq: 1, violations: 0 })
-        expect([...rows.values()].every((row) => row.violations === 0)).toBe(true)
-      }).pipe(Effect.provide(env())),
-    180_000
-  )
+          const sql = yield* SqlClient.SqlClient
+          const inbox = yield* sql<{ n: string }>`SELECT count(*) AS n FROM actor_inbox WHERE message_id = ${slow.id}`
+          expect(Number(inbox[0]?.n)).toBe(1)
+          const rows = yield* counters(kindName)
+          expect(rows.get(slowId)).toMatchObject({ count: 1, lastSeq: 1, violations: 0 })
+          expect([...rows.values()].every((row) => row.violations === 0)).toBe(true)
+        }).pipe(Effect.provide(env())),
+      180_000
+    )
 })

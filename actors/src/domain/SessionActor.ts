@@ -82,6 +82,9 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
     // A transaction's saves in one statement, and its transcript entries of one session as batches.
     saveMany: (entries) => Ledger.saveStatements(entries),
     batchOutgoing: batchTranscript,
+    // Its load and handler only read (a prompt's launch reads its agent's settings; snapshot writes are staged and
+    // run after the commit), and its saves are statements: a group commits in one statement (ADR 0056).
+    commitsInOneStatement: true,
     // A session's commands that wait together are applied in one transaction: each after the first starts
     // from the row the one before saved (the transcript and audit rows it wrote cleared), not from a reload.
     // One that may end a turn as lost loads, for the turn's open tool calls.

@@ -82,6 +82,12 @@ export interface SessionState {
   }
 }
 
+/**
+ * The session's row as its actor starts from, with its task's status and its project's permission policy. No row
+ * lock: the session actor reads it outside any transaction (it commits a group in one statement, ADR 0056), where
+ * `FOR UPDATE` would be a transaction of its own, flushed to the disk, and the shard's fence already keeps every
+ * other owner from writing it.
+ */
 export const load = (id: string) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
@@ -90,7 +96,7 @@ export const load = (id: string) =>
         s.prompt_epoch, s.last_seq, s.error_reason, s.running_reported_at, s.last_evidence_at, s.ended_at, s.version,
         s.pending_permissions::text AS pending_permissions, t.status AS task_status, p.permission_policy, p.permission_timeout_seconds
       FROM sessions s LEFT JOIN tasks t ON t.id = s.task_id LEFT JOIN projects p ON p.id = s.project_id
-      WHERE s.id = ${id} FOR UPDATE OF s`.pipe(Effect.map(decodeLoaded))
+      WHERE s.id = ${id}`.pipe(Effect.map(decodeLoaded))
     const found = rows[0]
     const taskStatus = found?.taskStatus ?? null
     const permissionPolicy = found?.permissionPolicy ?? null
@@ -151,18 +157,21 @@ const bounded = (text: string, max: number) => {
   return `${text.slice(0, end)}… [truncated: ${text.length} characters in all]`
 }
 
+/** The statement that writes audit rows (one at least): run by the report ingress for reports refused before they reach an actor. */
+const droppedStatement = (sql: SqlClient.SqlClient, rows: ReadonlyArray<DroppedReport>) =>
+  sql`INSERT INTO dropped_reports ${sql.insert(
+    rows.map((row) => ({
+      ...row,
+      reason: bounded(row.reason, DROPPED_REASON_CHARS),
+      payload: bounded(row.payload, DROPPED_PAYLOAD_CHARS)
+    }))
+  )}`
+
 /** Audit rows, also written by the report ingress for reports refused before they reach an actor. */
 export const insertDropped = (rows: ReadonlyArray<DroppedReport>) =>
   Effect.gen(function* () {
     if (rows.length === 0) return
-    const sql = yield* SqlClient.SqlClient
-    yield* sql`INSERT INTO dropped_reports ${sql.insert(
-      rows.map((row) => ({
-        ...row,
-        reason: bounded(row.reason, DROPPED_REASON_CHARS),
-        payload: bounded(row.payload, DROPPED_PAYLOAD_CHARS)
-      }))
-    )}`
+    yield* droppedStatement(yield* SqlClient.SqlClient, rows)
   })
 
 /** One command's save: the row when it changed, the transcript entries and audit rows it adds. */
@@ -179,7 +188,8 @@ export const save = (state: SessionState, previous: SessionState) =>
  * session's row as the last save that changed it left it, and every transcript entry, with the correlation id of
  * the command that added it. Their text does not change with their number (`unnest` of arrays), so Postgres
  * parses it once per connection (ADR 0033). The transcript's foreign key is checked at the statement's end, when
- * a new session's row is there. Audit rows of refused reports (rare) are written here.
+ * a new session's row is there. Audit rows of refused reports (rare) come first, in a statement of their own: the
+ * runtime may commit the whole group in one statement (ADR 0056), so nothing here writes.
  */
 export const saveStatements = (
   saves: ReadonlyArray<{
@@ -207,10 +217,11 @@ export const saveStatements = (
           entries.push({ ...entry, sessionId: row.id, at: state.transcriptAt ?? null, correlationId })
       dropped.push(...state.dropped)
     }
-    yield* insertDropped(dropped)
-    if (rows.size === 0 && entries.length === 0) return []
+    const audit = dropped.length === 0 ? [] : [droppedStatement(sql, dropped)]
+    if (rows.size === 0 && entries.length === 0) return audit
     const r = [...rows.values()]
     return [
+      ...audit,
       sql`
           INSERT INTO sessions (id, project_id, workspace_id, task_id, node_id, agent, mode, status, acp_session_id,
             prompt_epoch, last_seq, error_reason, running_reported_at, last_evidence_at, ended_at, version,

@@ -82,8 +82,9 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
   readonly id: IdS
   readonly commands: Defs
   /**
-   * read the entity's state inside the command's transaction; the command is there for reads that
-   * depend on what it names (a new task's submitter, whose nodes it may be placed on)
+   * read the entity's state inside the command's transaction (or, for a kind that commits in one statement, before
+   * it: `commitsInOneStatement`); the command is there for reads that depend on what it names (a new task's
+   * submitter, whose nodes it may be placed on)
    */
   readonly load: (
     id: z.output<IdS>,

@@ -46,6 +46,16 @@ export const counters = (kind: string) =>
     return new Map(rows.map((row) => [row.id, row]))
   })
 
+/** How many events the test kind `kindName` has published to SAM_EVT. */
+export const eventCount = (kindName: string) =>
+  Effect.gen(function* () {
+    const { jsm } = yield* Nats
+    const info = yield* Effect.promise(() =>
+      jsm.streams.info("SAM_EVT", { subjects_filter: `sam.evt.test.${kindName}.>` })
+    )
+    return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0)
+  })
+
 export const entityIds = (n: number) => Array.from({ length: n }, (_, i) => `e${i}`)
 
 /**

@@ -5,7 +5,7 @@ import type { AnyActorKind } from "../ActorKind.js"
 import { consumerName, jsError, STREAM } from "./Consumer.js"
 import { afterFailure, totalAttempts } from "./Retry.js"
 import type { RuntimeEvent, ShardSettings } from "./Settings.js"
-import type { Store } from "./Store.js"
+import type { CommitResult, Store } from "./Store.js"
 import { text } from "./Store.js"
 
 export const REPLY_HEADER = Actors.REPLY_HEADER
@@ -84,6 +84,23 @@ export const startShard = (deps: ShardDeps) =>
     const ack = (msg: JsMsg) =>
       Effect.sync(() => {
         if (settings.withholdAck?.(msg.seq, msg.info.deliveryCount) !== true) msg.ack()
+      })
+
+    /** A committed command answered: acknowledged, its asker replied to, and `onApplied` told how it went. */
+    const answer = (msg: JsMsg, id: string, envelope: Envelope, result: CommitResult, startedAt: number) =>
+      Effect.gen(function* () {
+        yield* ack(msg)
+        const outcome = result._tag === "Applied" ? "applied" : "duplicate"
+        yield* reply(msg, envelope.id, outcome, result._tag === "Applied" ? result.reply : undefined)
+        settings.onApplied?.({
+          kind: kind.name,
+          id,
+          envelope,
+          outcome,
+          startedAt,
+          at: Date.now(),
+          ...(result.committedIn === undefined ? {} : { committedIn: result.committedIn })
+        })
       })
 
     const deadLetter = (
@@ -166,18 +183,7 @@ export const startShard = (deps: ShardDeps) =>
               Effect.exit
             )
           if (Exit.isSuccess(exit)) {
-            yield* ack(msg)
-            const outcome = exit.value._tag === "Applied" ? "applied" : "duplicate"
-            yield* reply(msg, envelope.id, outcome, exit.value._tag === "Applied" ? exit.value.reply : undefined)
-            settings.onApplied?.({
-              kind: kind.name,
-              id,
-              envelope,
-              outcome,
-              startedAt: started,
-              at: Date.now(),
-              ...(exit.value.committedIn === undefined ? {} : { committedIn: exit.value.committedIn })
-            })
+            yield* answer(msg, id, envelope, exit.value, started)
             return
           }
           const failure = Cause.failureOption(exit.cause)
@@ -380,19 +386,7 @@ export const startShard = (deps: ShardDeps) =>
           let i = 0
           for (const { entity, items } of groups) {
             for (const { msg, id, envelope } of items) {
-              const result = exit.value[i++]!
-              yield* ack(msg)
-              const outcome = result._tag === "Applied" ? "applied" : "duplicate"
-              yield* reply(msg, envelope.id, outcome, result._tag === "Applied" ? result.reply : undefined)
-              settings.onApplied?.({
-                kind: kind.name,
-                id,
-                envelope,
-                outcome,
-                startedAt: started,
-                at: Date.now(),
-                ...(result.committedIn === undefined ? {} : { committedIn: result.committedIn })
-              })
+              yield* answer(msg, id, envelope, exit.value[i++]!, started)
               finished(msg)
             }
             release(entity)

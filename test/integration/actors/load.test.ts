@@ -3,7 +3,7 @@ import { Actor } from "@sam/actors"
 import { Nats, Publish } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
-import { actorsDatabase, counters, entityIds, publishLoad, waitUntil } from "../../src/ActorsHarness.js"
+import { actorsDatabase, counters, entityIds, eventCount, publishLoad, waitUntil } from "../../src/ActorsHarness.js"
 import { startRuntime } from "../../src/ActorsInProcess.js"
 import { counterKind, Increment } from "../../src/CounterActor.js"
 import { natsAdmin, sqlLayer, unique } from "../../src/Env.js"
@@ -13,15 +13,6 @@ beforeAll(async () => {
   url = await actorsDatabase()
 })
 const env = () => Layer.merge(natsAdmin("actors-load"), sqlLayer(url))
-
-const eventCount = (kindName: string) =>
-  Effect.gen(function* () {
-    const { jsm } = yield* Nats
-    const info = yield* Effect.promise(() =>
-      jsm.streams.info("SAM_EVT", { subjects_filter: `sam.evt.test.${kindName}.>` })
-    )
-    return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0)
-  })
 
 /** Every entity applied seq 1…n once each, in order. */
 const allApplied = (kindName: string, entities: ReadonlyArray<string>, n: number) =>

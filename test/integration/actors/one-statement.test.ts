@@ -4,7 +4,7 @@ import { Actor, type ActorRuntime, Actors } from "@sam/actors"
 import { Nats, Subjects } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
-import { actorsDatabase, counters, entityIds, publishLoad, waitUntil } from "../../src/ActorsHarness.js"
+import { actorsDatabase, counters, entityIds, eventCount, publishLoad, waitUntil } from "../../src/ActorsHarness.js"
 import { startRuntime } from "../../src/ActorsInProcess.js"
 import { counterKind, Increment, Remind } from "../../src/CounterActor.js"
 import { natsAdmin, sqlLayer, unique } from "../../src/Env.js"
@@ -38,15 +38,6 @@ const runtimeFor = (kind: ReturnType<typeof inOne>, events: Array<ActorRuntime.R
       20_000
     )
     return applied
-  })
-
-const eventCount = (kindName: string) =>
-  Effect.gen(function* () {
-    const { jsm } = yield* Nats
-    const info = yield* Effect.promise(() =>
-      jsm.streams.info("SAM_EVT", { subjects_filter: `sam.evt.test.${kindName}.>` })
-    )
-    return Object.values(info.state.subjects ?? {}).reduce((sum, n) => sum + n, 0)
   })
 
 describe("actor runtime: a group committed in one statement", () => {

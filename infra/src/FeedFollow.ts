@@ -58,6 +58,25 @@ export const render = (event: Api.SessionEventBody, sessionId = "sess_…"): str
   }
 }
 
+/**
+ * `render` for one stream of a session's events: text that follows something else than text of its kind (a thought
+ * after the agent's message, a message after a thought or a command's output) starts on a line of its own. The
+ * chunks of one message, or of one thought, still join.
+ */
+export const renderer = () => {
+  let previous: string | undefined
+  let atLineStart = true
+  return (event: Api.SessionEventBody, sessionId?: string): string => {
+    const rendered = render(event, sessionId)
+    const flowing = event.type === "text" || event.type === "thought"
+    const text =
+      flowing && previous !== undefined && previous !== event.type && !atLineStart ? `\n${rendered}` : rendered
+    previous = event.type
+    if (text.length > 0) atLineStart = text.endsWith("\n")
+    return text
+  }
+}
+
 export interface TaskState {
   readonly status: string
   readonly step: string | null
@@ -177,10 +196,14 @@ export const followTask = (
      * on after the task had ended.
      */
     let held: string | undefined
+    const show = renderer()
     const apply = (state: TaskState & { readonly sessionId: string | null }) => {
       const line = statusLine(state)
       if (line !== shown && (ended(state) || waiting(state))) held = line
-      else if (line !== shown) process.stdout.write(line)
+      // Once the agent's output has begun, a step before its end is old news: the task's statuses come by another
+      // actor than the session's events and often reach the feed after them ("in_progress · running" below the
+      // turn's end read as if the agent ran again).
+      else if (line !== shown && lastType === undefined) process.stdout.write(line)
       shown = line
       if (state.sessionId !== null && state.sessionId !== sessionId && state.sessionId !== stale) {
         if (sessionId !== null) feed.unsubscribe({ sessions: [sessionId] })
@@ -224,7 +247,7 @@ export const followTask = (
       ) {
         apply(frame.body as TaskState & { sessionId: string | null })
       } else if (frame.type === "session.event" && frame.sessionId === sessionId) {
-        process.stdout.write(render(frame.event, frame.sessionId))
+        process.stdout.write(show(frame.event, frame.sessionId))
         lastType = frame.event.type
         printed = frame.seq
       } else if (frame.type === "error") {
@@ -259,11 +282,12 @@ export const followSession = (
     const { next, subscribed } = yield* openFeed(api, { sessions: [{ sessionId, afterSeq }] })
     yield* subscribed
     yield* start
+    const show = renderer()
     for (;;) {
       const frame = yield* next
       if (frame.type === "error") return yield* refused(frame)
       if (frame.type === "session.event" && frame.sessionId === sessionId)
-        process.stdout.write(render(frame.event, sessionId))
+        process.stdout.write(show(frame.event, sessionId))
       if (frame.type === "event" && frame.id === sessionId && SESSION_ENDS.has(frame.eventType)) {
         const reason = (frame.body as { reason?: string }).reason
         if (frame.eventType === "session.stopped") {

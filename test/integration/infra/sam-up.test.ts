@@ -173,10 +173,15 @@ describe("./sam up, its gateway, and the CLI", async () => {
       "--project",
       project,
       "--prompt",
-      "say from the cli\nrun echo x > X.txt"
+      "say from the cli\nrun echo x > X.txt\nthink pondering\nsay all done"
     )
-    // The agent's text streams in chunks; a task-status line may fall between two of them.
-    expect(task.stdout.replace(/\n▸ [^\n]*\n/g, "")).toContain("from the cli")
+    // The agent's output, then only how the task ended: the steps before its end that reach the feed after the
+    // output (they come by another actor) are old news, not printed.
+    const output = task.stdout.slice(task.stdout.indexOf("from "))
+    expect(output).toContain("from the cli")
+    expect(output.match(/▸ task [^\n]*/g)).toEqual([expect.stringMatching(/^▸ task completed · branch sam\/task_/)])
+    // a thought, and the message after it, each on lines of their own
+    expect(task.stdout).toContain("\x1b[2mpondering\x1b[0m\nall done")
     // an ended task's line says how it ended, not the step it was in ("completed · running")
     expect(task.stdout).toMatch(/▸ task completed · branch sam\/task_/)
     // and it comes after what the agent wrote in the task, its turn's end included (it often reaches the feed first)

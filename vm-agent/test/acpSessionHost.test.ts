@@ -53,7 +53,7 @@ describe("AcpSessionHost with the demo agent", () => {
         const result = yield* session.prompt("say one\ngarbage\nsay two")
         expect(result.stopReason).toBe("end_turn")
         expect(events.filter((event) => event.type === "agent-output-ignored").length).toBe(3)
-        expect(textOf(events)).toBe("onetwo")
+        expect(textOf(events)).toBe("one\n\ntwo")
         yield* session.prompt("say still here")
         expect(textOf(events)).toContain("still here")
         expect(events.some((event) => event.type === "crashed")).toBe(false)

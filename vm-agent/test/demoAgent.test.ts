@@ -191,7 +191,7 @@ describe("demo agent over ACP", () => {
         return line
       }
     }
-    expect(lines.map(text).join("|")).toBe("one|this is not JSON|{ broken json|[1, 2, 3]|two")
+    expect(lines.map(text).join("|")).toBe("one|this is not JSON|{ broken json|[1, 2, 3]|\n\ntwo")
   })
 
   it("remembers a session's prompts across a restart through session/load", async () => {

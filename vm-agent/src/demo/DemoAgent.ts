@@ -40,10 +40,19 @@ export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => v
 
   const runTurn = async (client: AgentContext, live: Live, turn: Turn, steps: ReadonlyArray<Step>) => {
     const sessionId = live.stored.sessionId
-    const update = (u: SessionUpdate) => client.notify("session/update", { sessionId, update: u })
+    /** whether the turn's last update was the agent's text: what it says next is the same message */
+    let saying = false
+    const update = (u: SessionUpdate) => {
+      saying = u.sessionUpdate === "agent_message_chunk"
+      return client.notify("session/update", { sessionId, update: u })
+    }
     const cancelled = () => turn.abort.signal.aborted
+    // Each `say` is a paragraph of its own: said right after another, it would run on in the same message
+    // ("allowDeployed.").
     const say = async (text: string) => {
-      for (const chunk of chunksOf(text)) {
+      const chunks = [...chunksOf(text)]
+      if (saying && chunks.length > 0) chunks[0] = `\n\n${chunks[0]}`
+      for (const chunk of chunks) {
         if (cancelled()) return
         await update({ sessionUpdate: "agent_message_chunk", content: { type: "text", text: chunk } })
       }
@@ -137,6 +146,7 @@ export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => v
           throw RequestError.internalError({ message: step.message })
         case "ask-permission": {
           const toolCallId = `tool_${++nextTool}`
+          saying = false // the request stands between what was said before and the answer's line
           const response = await client.request("session/request_permission", {
             sessionId,
             toolCall: { toolCallId, title: step.title, kind: "other", status: "pending" },

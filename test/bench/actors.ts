@@ -20,8 +20,11 @@ const ENTITIES = 500
 const IN_FLIGHT = 256
 const ROUNDS = 3
 
-/** A kind that reads a shard's entities in one statement and writes their saves in one (issue 12). */
-const GROUPED: CounterHooks = { batched: true, carry: true }
+/**
+ * A kind that reads a shard's entities in one statement and writes their saves in one (issue 12), and commits a
+ * group in one statement (ADR 0056).
+ */
+const GROUPED: CounterHooks = { batched: true, carry: true, inOne: true }
 const OWN = "this process (runtime and publisher)"
 
 interface Figures {
@@ -185,6 +188,7 @@ const main = Effect.gen(function* () {
   const rtGrouped2 = yield* runtime(N, false, 2, GROUPED)
   const rawSeq = yield* raw(SEQUENTIAL, true)
   const rtSeq = yield* runtime(SEQUENTIAL, true, 1)
+  const rtSeqInOne = yield* runtime(SEQUENTIAL, true, 1, GROUPED)
   const table = [
     "| path | commands/s | p50 ms | p99 ms |",
     "|---|---:|---:|---:|",
@@ -196,7 +200,8 @@ const main = Effect.gen(function* () {
     ),
     line(`actor runtime, 2 instances, ${N} in a burst, a group's loads and saves together`, rtGrouped2),
     line(`raw JetStream, ${SEQUENTIAL} one at a time`, rawSeq),
-    line(`actor runtime, ${SEQUENTIAL} one at a time`, rtSeq)
+    line(`actor runtime, ${SEQUENTIAL} one at a time, in a transaction each`, rtSeq),
+    line(`actor runtime, ${SEQUENTIAL} one at a time, in one statement each (after its read)`, rtSeqInOne)
   ].join("\n")
   const ratio = (f: Figures) => (f.perSecond / rawBurst.perSecond).toFixed(3)
   const range = (f: ReturnType<typeof median>) => `${f.slowest.toFixed(0)}–${f.fastest.toFixed(0)}`
@@ -211,7 +216,8 @@ const main = Effect.gen(function* () {
     "Commands of a shard that wait together share a transaction (group commit): one inbox insert for all of them,",
     "each one's state read and write and outbox event, one fence check, one COMMIT. The test kind either loads and",
     "saves each command's entity on its own, or, as a kind may (`loadMany`, `saveMany`, `carry`), reads the group's",
-    "entities in one statement and writes their saves in one.",
+    "entities in one statement and writes their saves in one, and commits a group in one statement (ADR 0056): its",
+    "states read and its commands handled first, then the inbox claims, saves, outbox rows and fence check together.",
     `After a warm-up, the raw burst and the runtime's grouped burst run ${ROUNDS} times each, alternating; their rows`,
     "are the runs of median throughput (the first burst of a process runs slower: its code is not optimized yet).",
     "",

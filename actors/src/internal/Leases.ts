@@ -135,9 +135,28 @@ export const manageLeases = (deps: {
         yield* held.handle.stop(true)
         // Bounded, and not tried with NATS out of reach (a stop during an outage): the lease then expires.
         if (nats.reachable()) {
-          yield* leases
-            .update(leaseKey(kind.name, shard), { owner: "", epoch: held.epoch, expiresAt: 0 }, held.revision)
-            .pipe(Effect.interruptible, Effect.timeout(GIVE_BACK_TIMEOUT), Effect.ignore)
+          const key = leaseKey(kind.name, shard)
+          const free = { owner: "", epoch: held.epoch, expiresAt: 0 }
+          yield* leases.update(key, free, held.revision).pipe(
+            // A renewal the stop interrupted may have moved the lease on without this instance hearing its new
+            // revision: given back at the revision KV has, while it is still ours (else it waited out its TTL).
+            Effect.catchTag("KvConflict", () =>
+              leases
+                .get(key)
+                .pipe(
+                  Effect.flatMap((current) =>
+                    Option.isSome(current) &&
+                    current.value.value.owner === me &&
+                    current.value.value.epoch === held.epoch
+                      ? leases.update(key, free, current.value.revision)
+                      : Effect.void
+                  )
+                )
+            ),
+            Effect.interruptible,
+            Effect.timeout(GIVE_BACK_TIMEOUT),
+            Effect.ignore
+          )
         }
         deps.emit({ _tag: "Released", kind: kind.name, shard, epoch: held.epoch })
       })

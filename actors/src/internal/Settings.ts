@@ -37,9 +37,11 @@ export interface Applied {
   /** epoch milliseconds when the handling attempt started and when its commit was acknowledged */
   readonly startedAt: number
   readonly at: number
-  /** how its group committed: in one statement, or in a transaction (ADR 0056) */
-  readonly committedIn?: "statement" | "transaction"
+  readonly committedIn?: CommittedIn
 }
+
+/** How a group committed (ADR 0056): in one statement, or in a transaction that claimed its inbox rows first. */
+export type CommittedIn = "statement" | "transaction"
 
 export interface RuntimeOptions {
   /** unique per process; default `<host>-<pid>-<random>` */

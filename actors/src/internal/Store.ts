@@ -4,9 +4,8 @@ import { ActorMessages, Subjects, Trace } from "@sam/bus"
 import { Data, Effect } from "effect"
 import type { ActorContext, AnyActorKind, HeldSave, Outgoing, TimerInstruction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
+import type { CommittedIn } from "./Settings.js"
 
-/** How a group committed (ADR 0056): in one statement, or in a transaction that claimed its inbox rows first. */
-export type CommittedIn = "statement" | "transaction"
 export type CommitResult = ({ readonly _tag: "Applied"; readonly reply: unknown } | { readonly _tag: "Duplicate" }) & {
   readonly committedIn?: CommittedIn
 }
@@ -157,19 +156,15 @@ export const makeStore = (
   const savedAs = (saves: ReadonlyArray<Statement.Statement<unknown>>, name = "saved") =>
     sql.csv(saves.map((save, i) => sql`${sql.literal(`${name}${i}`)} AS (${save})`))
 
-  // The saves a kind's `saveMany` left to the runtime go in the same WITH (`saved<n>`): another round trip less.
+  // The saves a kind's `saveMany` left to the runtime, and the group's timers, go in the same WITH: another round
+  // trip less each.
   const writeOutboxAndCheckFence = (
-    rows: ReadonlyArray<ClaimedRow>,
+    written: ReadonlyArray<Statement.Fragment>,
     kind: string,
     shard: number,
-    epoch: number,
-    saves: ReadonlyArray<Statement.Statement<unknown>> = []
+    epoch: number
   ) =>
     Effect.gen(function* () {
-      const written = [
-        ...(saves.length === 0 ? [] : [savedAs(saves)]),
-        ...(rows.length === 0 ? [] : [sql`written AS (${outboxStatement(rows)})`])
-      ]
       const fence = sql`
         SELECT epoch FROM actor_shard_fences
         WHERE kind = ${kind} AND shard = ${shard}
@@ -182,31 +177,10 @@ export const makeStore = (
       if (current !== epoch) return yield* Effect.fail(new Fenced({ kind, shard, epoch, current }))
     })
 
-  /** A timer's row as `writeTimers` writes it: the command goes to the entity's own subject when due. */
-  const timerRow = (kind: AnyActorKind, id: string, timer: Extract<TimerInstruction, { _tag: "Set" }>) => ({
-    subject: Subjects.command(kind.name, Subjects.shardOf(id, kind.shards), id),
-    payload: envelopeText(timer.command)
-  })
-
-  const writeTimers = (kind: AnyActorKind, id: string, timers: ReadonlyArray<TimerInstruction>) =>
-    Effect.forEach(
-      timers,
-      (timer) => {
-        if (timer._tag === "Cancel")
-          return sql`DELETE FROM actor_timers WHERE kind = ${kind.name} AND entity_id = ${id} AND name = ${timer.name}`
-        const { subject, payload } = timerRow(kind, id, timer)
-        return sql`
-              INSERT INTO actor_timers (kind, entity_id, name, due_at, message_id, subject, payload)
-              VALUES (${kind.name}, ${id}, ${timer.name}, ${timer.at}, ${timer.command.id}, ${subject}, ${payload})
-              ON CONFLICT (kind, entity_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,
-                message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`
-      },
-      { discard: true }
-    )
-
   /**
-   * A group's timer instructions, in order, as at most two statements for one WITH: each timer as the last
-   * instruction about it left it (set, or cancelled), which is what `writeTimers` one after another would leave.
+   * A group's timer instructions, in order, as at most two statements for its last statement's WITH: each timer as
+   * the last instruction about it left it (set, or cancelled), as writing them one after another would. A set timer's
+   * command goes to the entity's own subject when due.
    */
   const timerStatements = (kind: AnyActorKind, timers: ReadonlyArray<{ id: string; timer: TimerInstruction }>) => {
     const last = new Map<string, { id: string; timer: TimerInstruction }>()
@@ -220,7 +194,6 @@ export const makeStore = (
     for (const { id, timer } of last.values())
       if (timer._tag === "Set") sets.push({ id, timer })
       else cancels.push({ id, name: timer.name })
-    const rows = sets.map(({ id, timer }) => timerRow(kind, id, timer))
     return [
       ...(sets.length === 0
         ? []
@@ -228,7 +201,8 @@ export const makeStore = (
             sql`INSERT INTO actor_timers (kind, entity_id, name, due_at, message_id, subject, payload)
               SELECT ${kind.name}, * FROM unnest(${sets.map((t) => t.id)}::text[], ${sets.map((t) => t.timer.name)}::text[],
                 ${sets.map((t) => t.timer.at.toISOString())}::timestamptz[], ${sets.map((t) => t.timer.command.id)}::text[],
-                ${rows.map((row) => row.subject)}::text[], ${rows.map((row) => row.payload)}::text[])
+                ${sets.map((t) => Subjects.command(kind.name, Subjects.shardOf(t.id, kind.shards), t.id))}::text[],
+                ${sets.map((t) => envelopeText(t.timer.command))}::text[])
               ON CONFLICT (kind, entity_id, name) DO UPDATE SET due_at = EXCLUDED.due_at,
                 message_id = EXCLUDED.message_id, subject = EXCLUDED.subject, payload = EXCLUDED.payload`
           ]),
@@ -240,6 +214,18 @@ export const makeStore = (
           ])
     ]
   }
+
+  /** What a group writes in its last statement's WITH: the saves `saveMany` left, the outbox rows, the timers. */
+  const groupWrites = (
+    kind: AnyActorKind,
+    rows: ReadonlyArray<ClaimedRow>,
+    saves: ReadonlyArray<Statement.Statement<unknown>>,
+    timers: ReadonlyArray<{ id: string; timer: TimerInstruction }>
+  ): Array<Statement.Fragment> => [
+    ...(saves.length === 0 ? [] : [savedAs(saves)]),
+    ...(rows.length === 0 ? [] : [sql`written AS (${outboxStatement(rows)})`]),
+    ...(timers.length === 0 ? [] : [savedAs(timerStatements(kind, timers), "timers")])
+  ]
 
   /** A message id the group claims in the inbox: a command's own, or one it carries (`carriedIds`, with its place). */
   interface InboxRow {
@@ -266,8 +252,8 @@ export const makeStore = (
 
   /**
    * What the commands of one transaction share: the states saved so far by `<kind>/<id>` (for `carry`), the
-   * states read ahead by `loadMany`, the saves held for `saveMany`, and the outbox rows, written once for the
-   * whole group, in order, before its fence check. In one statement (`inOne`) the timers wait for it too.
+   * states read ahead by `loadMany`, the saves held for `saveMany`, the outbox rows and the timers, written once for
+   * the whole group, in order, in its last statement (with the fence check).
    */
   interface Group {
     readonly transaction: string
@@ -414,8 +400,7 @@ export const makeStore = (
       const timers = (reaction.timers ?? []).map((timer) =>
         timer._tag === "Set" ? { ...timer, command: follow(timer.command) } : timer
       )
-      if (group.inOne) for (const timer of timers) group.timers.push({ id, timer })
-      else if (timers.length > 0) yield* writeTimers(kind, id, timers)
+      for (const timer of timers) group.timers.push({ id, timer })
       return {
         result: { _tag: "Applied", reply: reaction.reply },
         afterCommit: (reaction.afterCommit ?? []).map(Trace.withCorrelation(correlationId)),
@@ -507,7 +492,12 @@ export const makeStore = (
     const group = newGroup(false)
     return Effect.gen(function* () {
       const { applied, rows, saves } = yield* handleGroup(inputs, group, claimInboxes)
-      yield* writeOutboxAndCheckFence(rows, first.kind.name, first.shard, first.epoch, saves)
+      yield* writeOutboxAndCheckFence(
+        groupWrites(first.kind, rows, saves, group.timers),
+        first.kind.name,
+        first.shard,
+        first.epoch
+      )
       return { applied, rows, committedIn: "transaction" as CommittedIn }
     }).pipe(sql.withTransaction)
   }
@@ -534,9 +524,7 @@ export const makeStore = (
       )
       const written = [
         sql`claimed AS (${inboxInsert(inbox)} ON CONFLICT (message_id) DO NOTHING RETURNING 1)`,
-        ...(saves.length === 0 ? [] : [savedAs(saves)]),
-        ...(rows.length === 0 ? [] : [sql`written AS (${outboxStatement(rows)})`]),
-        ...(group.timers.length === 0 ? [] : [savedAs(timerStatements(first.kind, group.timers), "timers")])
+        ...groupWrites(first.kind, rows, saves, group.timers)
       ]
       yield* sql`WITH ${sql.csv(written)}
         SELECT sam_commit_check((SELECT count(*) FROM claimed), ${inbox.length},
@@ -622,7 +610,12 @@ export const makeStore = (
         detail: letter.detail.slice(0, 4000)
       })
       const rows = [rowOf(systemEvent(letter.kind, letter.entityId, event))]
-      yield* writeOutboxAndCheckFence(rows, letter.kind, letter.shard, letter.epoch)
+      yield* writeOutboxAndCheckFence(
+        [sql`written AS (${outboxStatement(rows)})`],
+        letter.kind,
+        letter.shard,
+        letter.epoch
+      )
       return rows
     }).pipe(
       sql.withTransaction,

@@ -25,6 +25,7 @@ import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
 import { compiledAgents, controlPlaneOn, cpuProfiled, runBench, scratch, writeSection } from "./BenchReport.js"
+import { measureFloor } from "./live-floor.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
 /** This process in the per-process CPU figures. */
@@ -119,6 +120,9 @@ const seeStamps = (where: Map<string, number>, data: Uint8Array) => {
 }
 
 const program = Effect.gen(function* () {
+  // The design's floor first, on a stack of its own that is stopped before this one starts.
+  const floor = yield* Effect.promise(() => measureFloor(SESSIONS))
+  yield* writeSection("Live path: the design's floor", floor.section)
   const running = yield* Effect.acquireRelease(Effect.promise(startTestStack), (r) => Effect.promise(r.close))
   const stack = running.stack
   // Where the control plane's time goes: commands applied per kind and how long each took.
@@ -405,7 +409,7 @@ const program = Effect.gen(function* () {
         const cpu = cpuPer(cpuBefore, cpuAfter, delivered)
         const cpuTotal = cpu.reduce((sum, c) => sum + c.us, 0)
         const rate = SESSIONS * perSecond
-        return [
+        const text = [
           `Latency, each of the ${SESSIONS} sessions streaming ${perSecond} events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events, ${rate} events/s in all${hops ? ", the sessions' stamps spread evenly over each second rather than at once, from a second after the prompts" : ""}):`,
           `from the agent's write to the feed client, p50 ${percentile(stamps, 50).toFixed(1)} ms, p99 ${percentile(stamps, 99).toFixed(1)} ms,`,
           `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms.`,
@@ -424,6 +428,7 @@ const program = Effect.gen(function* () {
             : []),
           ""
         ].join("\n")
+        return { text, p50: percentile(stamps, 50), cpuPerEvent: cpuTotal }
       })
     const target = yield* pacedRun(50)
     // `SAM_BENCH_CPU_PROFILE=<file>`: this process's CPU profile of the run at 10 events/s a session
@@ -458,9 +463,20 @@ const program = Effect.gen(function* () {
       `CPU time per event in the burst, by process: ${burstCpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${burstCpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       `The stack's first burst: ${cold.cpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${cold.cpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       "",
-      target,
-      light,
-      idlePath,
+      target.text,
+      light.text,
+      idlePath.text,
+      `The design's floor on this machine, measured in this run before the stack started (section "Live path: the design's floor"):`,
+      ...(
+        [
+          [floor.target, target],
+          [floor.light, light]
+        ] as const
+      ).map(
+        ([least, ours]) =>
+          `at ${least.perSecond * SESSIONS} events/s p50 ${least.p50.toFixed(1)} ms, p99 ${least.p99.toFixed(1)} ms, ${least.cpuPerEvent.toFixed(0)} µs of CPU per event (this path: p50 ${(ours.p50 / least.p50).toFixed(0)}×, CPU per event ${(ours.cpuPerEvent / least.cpuPerEvent).toFixed(1)}× the floor's);`
+      ),
+      "",
       `Events out of order, missing or repeated at the clients, over all the runs: ${outOfOrder}.`,
       ""
     ].join("\n")

@@ -127,6 +127,19 @@ export interface ActorKindSpec<Defs extends ReadonlyArray<AnyDef>, IdS extends z
    */
   readonly carry?: (state: S, command: EnvelopeOf<Defs[number]>) => S | undefined
   /**
+   * What of an entity's state as this process last committed it a later group of that entity may start from,
+   * instead of loading it again (issue 12: on the live path that load was a statement per event). `remember` takes
+   * what to keep of a committed state (`undefined`: nothing; it is held in memory, so keep it small); `reuse` makes
+   * from it the state a command starts from, or `undefined` to load (a command that needs what the state holds of
+   * other kinds' rows, which this process does not see change). What is kept holds only while the shard is at the
+   * epoch it was committed at (no other owner can have written the entity since: the fence), and a group that does
+   * not commit forgets its entities. Without it every group loads.
+   */
+  readonly keep?: {
+    readonly remember: (state: S) => S | undefined
+    readonly reuse: (state: S, command: EnvelopeOf<Defs[number]>) => S | undefined
+  }
+  /**
    * Message ids a command carries besides its own that the inbox keeps (a session's run of reports carries each
    * report's), claimed with the ids of the group's commands in one statement (issue 12: a statement per run
    * otherwise). What was claimed reaches the handler as `context.claimed`.
@@ -184,6 +197,10 @@ export interface AnyActorKind {
   ): Effect.Effect<SaveStatements, unknown, SqlClient.SqlClient>
   batchOutgoing?(outgoing: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing>
   carry?(state: unknown, command: Envelope): unknown
+  readonly keep?: {
+    remember(state: unknown): unknown
+    reuse(state: unknown, command: Envelope): unknown
+  }
   carriedIds?(command: Envelope): ReadonlyArray<{ readonly id: string; readonly type: string }> | undefined
   readonly commitsInOneStatement?: boolean
   handle(state: unknown, command: Envelope, context: ActorContext<string>): Effect.Effect<Reaction<unknown>, unknown>
@@ -230,6 +247,15 @@ export const make = <const Defs extends ReadonlyArray<AnyDef>, IdS extends z.Zod
       ? {}
       : {
           carry: (state: unknown, command: Envelope) => spec.carry!(state as S, command as EnvelopeOf<Defs[number]>)
+        }),
+    ...(spec.keep === undefined
+      ? {}
+      : {
+          keep: {
+            remember: (state: unknown) => spec.keep!.remember(state as S),
+            reuse: (state: unknown, command: Envelope) =>
+              spec.keep!.reuse(state as S, command as EnvelopeOf<Defs[number]>)
+          }
         }),
     ...(spec.carriedIds === undefined
       ? {}

@@ -52,6 +52,8 @@ export interface CounterHooks {
   readonly inOne?: boolean
   /** called on every write of several commands' saves at once (`saveMany`), with how many */
   readonly onSaveMany?: (saves: number) => void
+  /** an increment starts from the state this process last committed, at the shard's epoch (`keep`) */
+  readonly keep?: boolean
 }
 
 const fresh: Counter = { count: 0, lastSeq: 0, violations: 0, fired: 0 }
@@ -83,6 +85,15 @@ export const counterKind = (name: string, shards: number, hooks: CounterHooks = 
             violations = EXCLUDED.violations, fired = EXCLUDED.fired`
       }),
     ...(hooks.carry === true ? { carry: (state: Counter) => state } : {}),
+    ...(hooks.keep === true
+      ? {
+          keep: {
+            remember: (state: Counter) => state,
+            reuse: (state: Counter, command: { readonly type: string }) =>
+              command.type === "counter.increment" ? state : undefined
+          }
+        }
+      : {}),
     ...(hooks.inOne === true ? { commitsInOneStatement: true } : {}),
     ...(hooks.batched === true
       ? {

@@ -88,8 +88,20 @@ export const make = Effect.fn("SessionActor.make")(function* (options: SessionAc
     // A session's commands that wait together are applied in one transaction: each after the first starts
     // from the row the one before saved (the transcript and audit rows it wrote cleared), not from a reload.
     // One that may end a turn as lost loads, for the turn's open tool calls.
+    // A state started from what was kept (below) has no task status: a command that needs it loads.
     carry: (state, command) =>
-      mayLoseTurn(command as Command) || state.row === null ? undefined : Ledger.carried(state),
+      mayLoseTurn(command as Command) ||
+      state.row === null ||
+      (state.taskEnded === undefined && !reusesKept(state.row, command as Command))
+        ? undefined
+        : Ledger.carried(state),
+    // The agent's output, the live path's commands (issue 12), starts from the session's row as this process last
+    // committed it: a statement less per event. What the state holds of other kinds' rows is not kept (it may
+    // have changed since), and what needs it loads.
+    keep: {
+      remember: (state) => (state.row === null ? undefined : Ledger.ownPart(state)),
+      reuse: (state, command) => (state.row !== null && reusesKept(state.row, command as Command) ? state : undefined)
+    },
     // Snapshot writes are staged while handling and run after the commit (never ahead of the ledger).
     handle: (state, command, context) =>
       Effect.suspend(() => {
@@ -157,6 +169,21 @@ const mayLoseTurn = (command: Command) =>
   (command.type === "session.report-run" && command.body.reports.some((r) => reportsLostTurn(r.report)))
 const reportsLostTurn = (report: EnvelopeOf<typeof ControlProtocol.SessionReport>["body"]["report"]) =>
   report.type === "session.activity" && report.body.stopReason === "lost"
+
+/**
+ * A report of the agent's output alone, with no permission request: what a session's state as this process last
+ * committed it answers (`keep`). Its row is the session actor's alone; the rest of its state, its task's status
+ * and its project's policy, is read from other kinds' rows, and such a report needs neither (the task's status
+ * only once the session sleeps; the policy only for a permission request).
+ */
+const outputOnly = (report: EnvelopeOf<typeof ControlProtocol.SessionReport>["body"]["report"]) =>
+  report.type === "session.event"
+    ? report.body.event.type !== "permission-requested"
+    : report.type === "session.events" && report.body.events.every((e) => e.event.type !== "permission-requested")
+const reusesKept = (row: Ledger.SessionRow, command: Command) =>
+  row.status !== "sleeping" &&
+  ((command.type === "session.report" && outputOnly(command.body.report)) ||
+    (command.type === "session.report-run" && command.body.reports.every((r) => outputOnly(r.report))))
 
 /** The latest heartbeat of a node, as the ingress stored it; none when missing or unreadable. */
 const openHealth = () =>

@@ -141,6 +141,13 @@ export const carried = (state: SessionState): SessionState => ({
   ...(state.permissionPolicy === undefined ? {} : { permissionPolicy: state.permissionPolicy })
 })
 
+/**
+ * The part of a session's state its actor alone writes: the row as saved, nothing left to write, and none of what
+ * the load reads of other kinds' rows (its task's status, its project's policy), which may change meanwhile. A
+ * state without `taskEnded` was not loaded (a load always sets it).
+ */
+export const ownPart = (state: SessionState): SessionState => ({ row: state.row, transcript: [], dropped: [] })
+
 /** The most of a refused report's payload (and of its reason) an audit row keeps, in UTF-16 units. */
 const DROPPED_PAYLOAD_CHARS = 4096
 const DROPPED_REASON_CHARS = 1024

@@ -1,7 +1,7 @@
 import { SqlClient, type SqlError, type Statement } from "@effect/sql"
 import type { Envelope } from "@sam/bus"
 import { ActorMessages, Subjects, Trace } from "@sam/bus"
-import { Data, Effect } from "effect"
+import { Data, Effect, Exit } from "effect"
 import type { ActorContext, AnyActorKind, HeldSave, Outgoing, TimerInstruction } from "../ActorKind.js"
 import { Fenced, HandlerFailed } from "../Errors.js"
 import type { CommittedIn } from "./Settings.js"
@@ -79,6 +79,8 @@ const FENCE_HOLD_MS = 2_000
  * itself (`onCommitted`); the relay publishes what it could not (a failed publish, a process gone meanwhile).
  */
 const DIRECT_PUBLISH_GRACE_MS = 2_000
+/** Most entities' states a store keeps from one group to the next (`kind.keep`). */
+const KEPT_MAX = 10_000
 
 /**
  * The runtime's SQL. Every statement is raw SQL with snake_case names and single-word aliases.
@@ -91,6 +93,37 @@ export const makeStore = (
   idleInTransactionMs: number,
   onCommitted: (rows: ReadonlyArray<ClaimedRow>) => void = () => {}
 ) => {
+  /**
+   * What each entity's kind keeps of its state as this process last committed it (`kind.keep`), with the shard's
+   * epoch of that commit, by `kind/id`: a later group of the entity at the same epoch starts from it instead of
+   * loading (issue 12). At most `KEPT_MAX`, the least recently committed going first.
+   */
+  const kept = new Map<string, { readonly epoch: number; readonly state: unknown }>()
+  const keptState = (input: CommandInput) => {
+    const keep = input.kind.keep
+    if (keep === undefined) return undefined
+    const entry = kept.get(`${input.kind.name}/${input.id}`)
+    return entry === undefined || entry.epoch !== input.epoch ? undefined : keep.reuse(entry.state, input.envelope)
+  }
+  /** After a commit: what the group's kind keeps of each entity's last state. */
+  const remember = (inputs: ReadonlyArray<CommandInput>, carried: ReadonlyMap<string, unknown>) => {
+    const { kind, epoch } = inputs[0]!
+    if (kind.keep === undefined) return
+    for (const [key, state] of carried) {
+      kept.delete(key)
+      const keeping = kind.keep.remember(state)
+      if (keeping !== undefined) kept.set(key, { epoch, state: keeping })
+    }
+    for (const key of kept.keys()) {
+      if (kept.size <= KEPT_MAX) break
+      kept.delete(key)
+    }
+  }
+  /** A group that did not commit (or whose commit is not known): its entities are loaded next time. */
+  const forget = (inputs: ReadonlyArray<CommandInput>) => {
+    for (const input of inputs) kept.delete(`${input.kind.name}/${input.id}`)
+  }
+
   // One statement both claims the message id and bounds how long this transaction may sit idle: an
   // owner frozen mid-transaction (SIGSTOP) must not hold its row locks forever.
   const claimInbox = (messageId: string, kind: string, entityId: string) =>
@@ -309,8 +342,14 @@ export const makeStore = (
     Effect.suspend(() => {
       const { kind, id, envelope } = inputs[0]!
       const firsts = new Map<string, { id: string; command: Envelope }>()
+      const seen = new Set<string>()
       inputs.forEach((input, i) => {
-        if (fresh[i] && !firsts.has(input.id)) firsts.set(input.id, { id: input.id, command: input.envelope })
+        if (!fresh[i] || seen.has(input.id)) return
+        seen.add(input.id)
+        // what this process committed of it last, at this epoch, when its kind may start from it
+        const state = keptState(input)
+        if (state !== undefined) group.preloaded.set(`${kind.name}/${input.id}`, state)
+        else firsts.set(input.id, { id: input.id, command: input.envelope })
       })
       const failed = (cause: unknown) => new HandlerFailed({ kind: kind.name, id, messageId: envelope.id, cause })
       const keep = (states: ReadonlyMap<string, unknown>) =>
@@ -498,7 +537,7 @@ export const makeStore = (
         first.shard,
         first.epoch
       )
-      return { applied, rows, committedIn: "transaction" as CommittedIn }
+      return { applied, rows, carried: group.carried, committedIn: "transaction" as CommittedIn }
     }).pipe(sql.withTransaction)
   }
 
@@ -545,7 +584,7 @@ export const makeStore = (
           return Effect.fail(error)
         })
       )
-      return { applied, rows, committedIn: "statement" as CommittedIn }
+      return { applied, rows, carried: group.carried, committedIn: "statement" as CommittedIn }
     })
 
   /**
@@ -561,6 +600,9 @@ export const makeStore = (
     ).pipe(
       Effect.provideService(SqlClient.SqlClient, sql),
       // Committed: what lies outside Postgres follows now. Its failure no longer changes the outcome.
+      Effect.onExit((exit) =>
+        Effect.sync(() => (Exit.isSuccess(exit) ? remember(inputs, exit.value.carried) : forget(inputs)))
+      ),
       Effect.map(({ applied, rows, committedIn }) => {
         if (rows.length > 0) onCommitted(rows)
         return applied.map((a) => ({ ...a, result: { ...a.result, committedIn } }))

@@ -161,3 +161,52 @@ describe("actor runtime: a group committed in one statement", () => {
     60_000
   )
 })
+
+describe("actor runtime: a state kept from one group to the next", () => {
+  it.scopedLive(
+    "an entity's next group starts from what this process committed, not from a load; not once the shard's epoch moved on",
+    () =>
+      Effect.gen(function* () {
+        const loads: Array<string> = []
+        const kind = counterKind(unique("k"), 1, {
+          batched: true,
+          carry: true,
+          inOne: true,
+          keep: true,
+          onLoad: (id) => void loads.push(id)
+        })
+        const events: Array<ActorRuntime.RuntimeEvent> = []
+        const applied = yield* runtimeFor(kind, events)
+        for (let seq = 1; seq <= 5; seq++)
+          expect(yield* Actors.ask(kind, "e1", Increment.make({ seq }))).toMatchObject({
+            outcome: "applied",
+            reply: seq
+          })
+        // one load, for the first: each later command came in a group of its own and started from the last commit
+        expect(loads).toEqual(["e1"])
+        expect(applied.map((a) => a.committedIn)).toEqual(Array.from({ length: 5 }, () => "statement"))
+        // Another owner took the shard and wrote e1 (as after a takeover). This owner learns it from a command to
+        // another entity, whose commit is refused; once it holds the shard again (a new epoch), e1 is loaded: what
+        // it kept of e1 was committed at the old epoch.
+        const sql = yield* SqlClient.SqlClient
+        const shard = Subjects.shardOf("e1", kind.shards)
+        yield* sql`UPDATE actor_shard_fences SET epoch = epoch + 1 WHERE kind = ${kind.name} AND shard = ${shard}`
+        yield* sql`UPDATE test_counters SET count = 100 WHERE kind = ${kind.name} AND id = 'e1'`
+        const other = Increment.make({ seq: 1 })
+        yield* Actors.send(kind, "e2", other)
+        yield* waitUntil(
+          "the other entity's command applied once the shard is held again",
+          Effect.sync(() => applied.some((a) => a.envelope.id === other.id)),
+          20_000
+        )
+        expect(events.some((e) => e._tag === "CommitRefused" && e.messageId === other.id)).toBe(true)
+        expect(yield* Actors.ask(kind, "e1", Increment.make({ seq: 6 }))).toMatchObject({
+          outcome: "applied",
+          reply: 101
+        })
+        expect(loads.filter((id) => id === "e1")).toHaveLength(2)
+        expect((yield* counters(kind.name)).get("e1")).toMatchObject({ count: 101, lastSeq: 6, violations: 0 })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+})

@@ -72,6 +72,50 @@ const drive = async (
   await Promise.all(finished)
 }
 
+/** What a run records of each command, by its envelope's id (sent, index) and by its index (done). */
+interface Tracking {
+  readonly sentAt: Map<string, number>
+  readonly indexOf: Map<string, number>
+  readonly done: Map<number, () => void>
+  readonly latencies: Array<number>
+}
+
+/**
+ * Publish `count` increments over ENTITIES entities of `kind` (`drive`), each entity's in order; the run's figures,
+ * with this process's and the servers' CPU time per command.
+ */
+const increments = (
+  kind: Parameters<typeof Actor.subjectOf>[0],
+  count: number,
+  sequential: boolean,
+  tracking: Tracking
+) =>
+  Effect.gen(function* () {
+    const { js } = yield* Nats
+    const seqOf = new Map<string, number>()
+    const cpuBefore = cpuByKind(OWN)
+    const started = Date.now()
+    yield* Effect.promise(() =>
+      drive(
+        count,
+        sequential,
+        (i) => {
+          const id = `e${i % ENTITIES}`
+          const seq = (seqOf.get(id) ?? 0) + 1
+          seqOf.set(id, seq)
+          const envelope = Increment.make({ seq })
+          tracking.sentAt.set(envelope.id, Date.now())
+          tracking.indexOf.set(envelope.id, i)
+          return js.publish(Actor.subjectOf(kind, id), JSON.stringify(envelope), { msgID: envelope.id })
+        },
+        tracking.done
+      )
+    )
+    const elapsed = Date.now() - started
+    const cpu = cpuPer(cpuBefore, cpuByKind(OWN), count).filter(({ us }) => us > 0)
+    return { ...figures(count, elapsed, tracking.latencies), cpu }
+  })
+
 const raw = (count: number, sequential: boolean) =>
   Effect.gen(function* () {
     const { js, jsm } = yield* Nats
@@ -132,7 +176,6 @@ const runtime = (count: number, sequential: boolean, instances: number, hooks: C
       latencies.push(applied.at - (sentAt.get(applied.envelope.id) ?? applied.at))
       done.get(i)?.()
     }
-    const { js } = yield* Nats
     const runtimes = yield* Effect.forEach(
       Array.from({ length: instances }, (_, n) => n),
       (n) =>
@@ -141,29 +184,7 @@ const runtime = (count: number, sequential: boolean, instances: number, hooks: C
         )
     )
     while (runtimes.reduce((sum, r) => sum + r.shards().length, 0) < kind.shards) yield* Effect.sleep(50)
-    const seqOf = new Map<string, number>()
-    const cpuBefore = cpuByKind(OWN)
-    const started = Date.now()
-    yield* Effect.promise(() =>
-      drive(
-        count,
-        sequential,
-        (i) => {
-          const id = `e${i % ENTITIES}`
-          const seq = (seqOf.get(id) ?? 0) + 1
-          seqOf.set(id, seq)
-          const envelope = Increment.make({ seq })
-          sentAt.set(envelope.id, Date.now())
-          indexOf.set(envelope.id, i)
-          return js.publish(Actor.subjectOf(kind, id), JSON.stringify(envelope), { msgID: envelope.id })
-        },
-        done
-      )
-    )
-    const elapsed = Date.now() - started
-    const cpuAfter = cpuByKind(OWN)
-    const cpu = cpuPer(cpuBefore, cpuAfter, count).filter(({ us }) => us > 0)
-    return { ...figures(count, elapsed, latencies), cpu }
+    return yield* increments(kind, count, sequential, { sentAt, indexOf, done, latencies })
   }).pipe(Effect.scoped)
 
 /**
@@ -316,30 +337,9 @@ const floor = (count: number, databaseUrl: Redacted.Redacted<string>) =>
           })
         })
     )
-    const seqOf = new Map<string, number>()
-    const cpuBefore = cpuByKind(OWN)
-    const started = Date.now()
-    yield* Effect.promise(() =>
-      drive(
-        count,
-        false,
-        (i) => {
-          const id = `e${i % ENTITIES}`
-          const seq = (seqOf.get(id) ?? 0) + 1
-          seqOf.set(id, seq)
-          const envelope = Increment.make({ seq })
-          sentAt.set(envelope.id, Date.now())
-          indexOf.set(envelope.id, i)
-          return js.publish(Actor.subjectOf(kind, id), JSON.stringify(envelope), { msgID: envelope.id })
-        },
-        done
-      )
-    )
-    const elapsed = Date.now() - started
-    const cpuAfter = cpuByKind(OWN)
+    const result = yield* increments(kind, count, false, { sentAt, indexOf, done, latencies })
     yield* Effect.promise(() => Promise.all(consumers.map((c) => c.close().catch(() => undefined))))
-    const cpu = cpuPer(cpuBefore, cpuAfter, count).filter(({ us }) => us > 0)
-    return { ...figures(count, elapsed, latencies), cpu }
+    return result
   }).pipe(Effect.scoped)
 
 const line = (name: string, f: Figures) =>

@@ -139,19 +139,32 @@ export const measureFloor = async (sessionCount: number) => {
         }
       )
     }
-    await jsm.consumers.add("SAM_AGENT", {
-      durable_name: "floor-ingest",
-      filter_subject: "sam.agent.*.rpt.floor-events.>",
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.New
-    })
-    const reports = await (await js.consumers.get("SAM_AGENT", "floor-ingest")).consume({
-      max_messages: 256,
-      callback: (msg) => {
+    /** A durable consumer of what comes to `stream` from now on, delivered to `callback`. */
+    const consume = async (
+      stream: string,
+      name: string,
+      filter: string,
+      ack: AckPolicy,
+      callback: (msg: JsMsg) => void
+    ) => {
+      await jsm.consumers.add(stream, {
+        durable_name: name,
+        filter_subject: filter,
+        ack_policy: ack,
+        deliver_policy: DeliverPolicy.New
+      })
+      return (await js.consumers.get(stream, name)).consume({ max_messages: 256, callback })
+    }
+    const reports = await consume(
+      "SAM_AGENT",
+      "floor-ingest",
+      "sam.agent.*.rpt.floor-events.>",
+      AckPolicy.Explicit,
+      (msg) => {
         batch.push(msg)
         next()
       }
-    })
+    )
 
     // The gateway's part: each event to its session's WebSocket.
     const server = new WebSocketServer({ host: "127.0.0.1", port: 0 })
@@ -160,18 +173,8 @@ export const measureFloor = async (sessionCount: number) => {
     server.on("connection", (socket, request) => {
       sockets.set(new URL(request.url ?? "/", "http://x").searchParams.get("session") ?? "", socket)
     })
-    await jsm.consumers.add("SAM_EVT", {
-      durable_name: "floor-feed",
-      filter_subject: "sam.evt.floor.>",
-      ack_policy: AckPolicy.None,
-      deliver_policy: DeliverPolicy.New
-    })
-    const feed = await (await js.consumers.get("SAM_EVT", "floor-feed")).consume({
-      max_messages: 256,
-      callback: (msg) => {
-        const session = msg.subject.split(".")[4]!
-        sockets.get(session)?.send(msg.data)
-      }
+    const feed = await consume("SAM_EVT", "floor-feed", "sam.evt.floor.>", AckPolicy.None, (msg) => {
+      sockets.get(msg.subject.split(".")[4]!)?.send(msg.data)
     })
 
     // The clients: the time from each stamp to its arrival.

@@ -49,7 +49,9 @@ export const makeSessionRecords = (dataDir: string) => {
      * where a round trip through the thread pool took milliseconds, issue 12), then renamed over the record, in the
      * thread pool. The rename replaces a file, so ext4 writes the new one's blocks out first: 1.3 ms at the median
      * and up to 80 ms in the live benchmark, during which every other session of the node would wait for the event
-     * loop. The caller waits for it as before; writes of one record never interleave (the callers' semaphore).
+     * loop. The caller waits for it as before; writes of one record never interleave (the callers' semaphore), and
+     * an interrupted caller still waits for its rename, so a `remove` behind that semaphore comes after it (a rename
+     * left in the thread pool could bring back the record of a session that was stopped).
      */
     save: (record: SessionRecord) =>
       Effect.suspend(() => {
@@ -58,7 +60,7 @@ export const makeSessionRecords = (dataDir: string) => {
         const tmp = `${path(record.sessionId)}.${randomBytes(4).toString("hex")}.tmp`
         writeFileSync(tmp, JSON.stringify(record), { mode: 0o600 })
         return Effect.promise(() => rename(tmp, path(record.sessionId)))
-      }),
+      }).pipe(Effect.uninterruptible),
     remove: (id: string) => Effect.promise(() => rm(path(id), { force: true })),
     /**
      * One session's record, read at once (a prompt's): not every record of the node through the thread pool, four

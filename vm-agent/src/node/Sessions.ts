@@ -567,7 +567,8 @@ export const makeSessions = (deps: SessionsDeps) => {
           yield* Scope.close(entry.scope, Exit.void)
           yield* dropToken(entry.record.workspaceId)
         }
-        yield* deps.records.remove(sessionId)
+        // behind any save still renaming its record, which would otherwise bring the record back
+        yield* saving.withPermits(1)(deps.records.remove(sessionId))
       }),
     /**
      * After a node restart: a turn that was in flight is gone; say so (`idle`, stop reason `lost`), so no

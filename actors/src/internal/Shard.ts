@@ -350,10 +350,11 @@ export const startShard = (deps: ShardDeps) =>
             yield* work.await
             continue
           }
+          // the other lane's batch in flight and not slow yet: what is ready goes in a batch after it
           const other = laneStates.find((l) => l !== state && l.busy)
           const wait = other === undefined ? 0 : other.since + SECOND_LANE_AFTER_MS - Date.now()
-          if (wait > 0) {
-            yield* Effect.race(Deferred.await(other!.done), Effect.sleep(wait))
+          if (other !== undefined && wait > 0) {
+            yield* Effect.race(Deferred.await(other.done), Effect.sleep(wait))
             continue
           }
           state.busy = true

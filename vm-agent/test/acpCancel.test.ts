@@ -124,4 +124,34 @@ describe("AcpSessionHost cancel", () => {
         expect(resolved?.type === "permission-resolved" && resolved.outcome).toBe("cancelled")
       })
     ))
+
+  it("ends a turn cancelled that the cancel came before (its prompt on its way), and the agent never gets it", () =>
+    withDemoHost(({ session, events }) =>
+      Effect.gen(function* () {
+        // The node took the prompt's command and saves its record; the cancel comes meanwhile (issue 12: it was
+        // refused as "no prompt in flight" and the turn then ran to its end).
+        const ticket = session.reserve()
+        const result = yield* session.cancel()
+        expect(result._tag).toBe("Cancelled")
+        expect((yield* session.prompt("say TOO LATE", ticket)).stopReason).toBe("cancelled")
+        expect(yield* SubscriptionRef.get(session.status)).toBe("idle")
+        // the same whenever it comes while the turn starts: before the agent has the prompt, or after
+        const second = session.reserve()
+        const turn = yield* Effect.fork(session.prompt("say BEFORE\nsleep 30000\nsay AFTER", second))
+        expect((yield* session.cancel())._tag).toBe("Cancelled")
+        expect((yield* Fiber.join(turn)).stopReason).toBe("cancelled")
+        // nothing is left to cancel, and the agent goes on without either prompt's end
+        expect((yield* session.cancel())._tag).toBe("NothingToCancel")
+        yield* session.prompt("recall")
+        expect(textOf(events)).not.toContain("say TOO LATE")
+        expect(textOf(events)).not.toContain("AFTER")
+        const kinds = events.map((event) => event.type)
+        expect(kinds.filter((kind) => kind === "cancelled")).toHaveLength(2)
+        expect(events.filter((event) => event.type === "turn-ended").map((event) => event.stopReason)).toEqual([
+          "cancelled",
+          "cancelled",
+          "end_turn"
+        ])
+      })
+    ))
 })

@@ -60,12 +60,28 @@ export interface AcpSession {
   readonly status: SubscriptionRef.SubscriptionRef<SessionStatus>
   /** A stream of the events from the moment of subscribing, for as long as the scope; `onEvent` sees them all. */
   readonly subscribe: Effect.Effect<Stream.Stream<SessionEvent>, never, Scope.Scope>
-  /** Runs one turn; waits while the agent (re)starts. Succeeds with `cancelled` when the turn was cancelled. */
-  readonly prompt: (text: string) => Effect.Effect<{ readonly stopReason: StopReason }, PromptError>
+  /**
+   * Says a prompt is on its way (its command was taken, its record is still being saved): a cancel from now on
+   * ends that turn cancelled, before or while the agent gets it. Its ticket goes to `prompt`.
+   */
+  readonly reserve: () => PromptTicket
+  /**
+   * Runs one turn; waits while the agent (re)starts. Succeeds with `cancelled` when the turn was cancelled, also
+   * when the cancel came before the agent had the prompt (then the agent never gets it).
+   */
+  readonly prompt: (
+    text: string,
+    ticket?: PromptTicket
+  ) => Effect.Effect<{ readonly stopReason: StopReason }, PromptError>
   readonly cancel: () => Effect.Effect<CancelResult>
   /** Answers a `permission-requested` event; false if no such request is pending. */
   readonly answerPermission: (requestId: string, optionId: string | "cancelled") => Effect.Effect<boolean>
   readonly stop: () => Effect.Effect<void>
+}
+
+/** A prompt on its way to the agent (`AcpSession.reserve`); a cancel that comes first marks it. */
+export interface PromptTicket {
+  cancelled: boolean
 }
 
 interface Turn {
@@ -101,6 +117,8 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
   let acpSessionId = options.resumeSessionId
   let crashRestarts = 0
   let turn: Turn | undefined
+  /** the prompt on its way while no turn runs yet: a cancel then marks it (issue 12) */
+  let coming: PromptTicket | undefined
   let closing = false
   /** the clock tick in which the agent last became idle: what started up to then is no later turn's */
   let idleSince: number | undefined
@@ -232,23 +250,51 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     Effect.map(Option.getOrThrow)
   )
 
-  const prompt = Effect.fn("AcpSessionHost.prompt")(function* (text: string) {
+  const reserve = (): PromptTicket => {
+    coming = { cancelled: false }
+    return coming
+  }
+  /** A turn cancelled before the agent had its prompt ends at once, and the agent never gets it. */
+  const cancelledBeforeSent = (ticket: PromptTicket) => {
+    if (coming === ticket) coming = undefined
+    emit({ type: "cancelled", forced: false, stopMs: 0 })
+    emit({ type: "turn-ended", stopReason: "cancelled" })
+    return { stopReason: "cancelled" as const }
+  }
+
+  const prompt = Effect.fn("AcpSessionHost.prompt")(function* (text: string, reserved?: PromptTicket) {
+    const ticket = reserved ?? reserve()
     yield* settled
-    const incarnation = yield* lock.withPermits(1)(
-      Effect.gen(function* () {
-        const now = yield* SubscriptionRef.get(status)
-        if (now === "failed" || now === "stopped")
-          return yield* new PromptRejected({ reason: now, message: `the session has ${now}` })
-        if (now !== "idle" || !current)
-          return yield* new PromptRejected({ reason: "busy", message: "a prompt is already running" })
-        yield* SubscriptionRef.set(status, "prompting")
-        // an agent kept after a cancel was muted until its next turn
-        current.muted = false
-        return current
-      })
-    )
+    const incarnation = yield* lock
+      .withPermits(1)(
+        Effect.gen(function* () {
+          const now = yield* SubscriptionRef.get(status)
+          if (ticket.cancelled) return undefined
+          if (now === "failed" || now === "stopped")
+            return yield* new PromptRejected({ reason: now, message: `the session has ${now}` })
+          if (now !== "idle" || !current)
+            return yield* new PromptRejected({ reason: "busy", message: "a prompt is already running" })
+          yield* SubscriptionRef.set(status, "prompting")
+          // an agent kept after a cancel was muted until its next turn
+          current.muted = false
+          return current
+        })
+      )
+      .pipe(
+        Effect.tapError(() =>
+          Effect.sync(() => {
+            if (coming === ticket) coming = undefined
+          })
+        )
+      )
     emit({ type: "prompt-started", text })
+    if (incarnation === undefined) return cancelledBeforeSent(ticket)
     const since = yield* turnMark
+    if (ticket.cancelled) {
+      yield* idle
+      return cancelledBeforeSent(ticket)
+    }
+    // from here to `turn = active` nothing yields: a cancel sees either the ticket or the turn
     const response = incarnation.connection.agent.request("session/prompt", {
       sessionId: incarnation.acpSessionId,
       prompt: [{ type: "text", text }]
@@ -256,6 +302,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     response.catch(() => undefined)
     const active: Turn = { incarnation, response, since, cancelling: false }
     turn = active
+    if (coming === ticket) coming = undefined
     const answer = yield* Effect.raceFirst(
       Effect.tryPromise(() => response).pipe(Effect.either),
       Deferred.await(incarnation.process.exit).pipe(Effect.as(undefined))
@@ -308,6 +355,11 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
   })
 
   const cancel = Effect.fn("AcpSessionHost.cancel")(function* () {
+    // a prompt on its way, before its turn runs: it ends cancelled without reaching the agent
+    if (turn === undefined && coming !== undefined && !coming.cancelled) {
+      coming.cancelled = true
+      return { _tag: "Cancelled", forced: false, stopMs: 0 } satisfies CancelResult
+    }
     return yield* lock.withPermits(1)(
       Effect.gen(function* () {
         const active = turn
@@ -416,6 +468,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     pgid: () => current?.process.pid,
     status,
     subscribe: Effect.map(PubSub.subscribe(pubsub), (queue) => Stream.fromQueue(queue)),
+    reserve,
     prompt,
     cancel,
     answerPermission: (requestId, optionId) => Effect.sync(() => desk.answer(requestId, optionId)),

@@ -2,7 +2,7 @@ import { posix } from "node:path"
 import { Domain, Trace } from "@sam/bus"
 import { Cause, Deferred, Effect, ExecutionStrategy, Exit, FiberRef, Option, Queue, Scope } from "effect"
 import { AgentStartError } from "../acp/AcpErrors.js"
-import type { AcpSession, AcpSessionHost } from "../acp/AcpSessionHost.js"
+import type { AcpSession, AcpSessionHost, PromptTicket } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
 import { workspaceSpawner } from "../acp/WorkspaceAgent.js"
 import { bootId, processStartTicks, sameGroup } from "../runtime/internal/processGroup.js"
@@ -105,7 +105,12 @@ export const makeSessions = (deps: SessionsDeps) => {
    * stop that comes meanwhile ends the wait without an agent
    */
   const waiting = new Map<string, Deferred.Deferred<"stopped">>()
-  /** sessions cancelled while their start waited or their agent booted: the first turn ends cancelled, unprompted */
+  /** sessions whose agent is started again for a prompt (after a node restart, or a stop of the agent) */
+  const reopening = new Set<string>()
+  /**
+   * sessions cancelled while their start waited, their agent booted, or was started again for a prompt: that turn
+   * ends cancelled, unprompted
+   */
   const cancelledEarly = new Set<string>()
   const saving = Effect.unsafeMakeSemaphore(1)
   // What is written is read once the write's turn comes, so a slower earlier write never has the last word.
@@ -341,14 +346,14 @@ export const makeSessions = (deps: SessionsDeps) => {
 
   const dropToken = (workspaceId: string) => (deps.git === undefined ? Effect.void : deps.git.dropToken(workspaceId))
 
-  const runTurn = (entry: Live, text: string, epoch: number) =>
-    turn(entry, text, epoch).pipe(
+  const runTurn = (entry: Live, text: string, epoch: number, ticket = entry.session.reserve()) =>
+    turn(entry, text, epoch, ticket).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`turn of ${entry.record.sessionId} failed: ${Cause.pretty(cause)}`)
       )
     )
 
-  const turn = (entry: Live, text: string, epoch: number) =>
+  const turn = (entry: Live, text: string, epoch: number, ticket: PromptTicket) =>
     entry.turns.withPermits(1)(
       Effect.gen(function* () {
         entry.turnEpoch = epoch
@@ -363,7 +368,7 @@ export const makeSessions = (deps: SessionsDeps) => {
         yield* save(entry.record)
         // the agent gets its prompt at once; the report goes out first, in the outbox's order (issue 12)
         yield* queueActivity(entry, { activity: "prompting" })
-        const result = yield* Effect.either(entry.session.prompt(text))
+        const result = yield* Effect.either(entry.session.prompt(text, ticket))
         entry.prompting = false
         inFlight.delete(record.sessionId)
         // a task-mode run reports its task's result unless the turn was cancelled; until then its record says so
@@ -521,18 +526,32 @@ export const makeSessions = (deps: SessionsDeps) => {
         const known = live.get(record?.sessionId ?? "")?.record ?? record
         if (known === undefined)
           return yield* Effect.fail<Rejection>({ code: "not_found", message: "no such session on this node" })
-        const entry = yield* ensureOpen(known)
+        const reopen = !live.has(known.sessionId)
+        if (reopen) reopening.add(known.sessionId)
+        const entry = yield* ensureOpen(known).pipe(
+          Effect.ensuring(
+            Effect.sync(() => {
+              if (!reopen) return
+              reopening.delete(known.sessionId)
+              if (!live.has(known.sessionId)) cancelledEarly.delete(known.sessionId)
+            })
+          )
+        )
+        const early = reopen && cancelledEarly.delete(known.sessionId)
         // Epochs grow with every prompt the control plane sends: one we have seen is a redelivery.
         if (epoch <= entry.record.promptEpoch) return
+        // from here a cancel ends this turn cancelled, also one that comes while its record is saved (issue 12)
+        const ticket = entry.session.reserve()
+        ticket.cancelled = early
         entry.record = { ...entry.record, promptEpoch: epoch }
         yield* save(entry.record)
-        yield* Effect.forkIn(runTurn(entry, text, epoch), deps.scope)
+        yield* Effect.forkIn(runTurn(entry, text, epoch, ticket), deps.scope)
       }),
     cancel: (sessionId: string) =>
       Effect.gen(function* () {
         const entry = live.get(sessionId)
         // its start still waits for the workspace, or its agent boots: the first turn ends cancelled then
-        if (entry === undefined && waiting.has(sessionId)) {
+        if (entry === undefined && (waiting.has(sessionId) || reopening.has(sessionId))) {
           cancelledEarly.add(sessionId)
           return
         }

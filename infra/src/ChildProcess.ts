@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { createWriteStream } from "node:fs"
 import { Deferred, Effect, Either, Exit } from "effect"
+import { diesWithParent } from "./Host.js"
 import * as Leftovers from "./Leftovers.js"
 import { StackError } from "./StackError.js"
 
@@ -38,7 +39,9 @@ const launch = (options: ServerProcessOptions) =>
     // A log that cannot be written is no reason to bring the stack down.
     log.on("error", () => {})
     let tail = ""
-    const child: ChildProcess = spawn(options.command, [...options.args], {
+    // it ends with this process, also one killed outright
+    const [command, args] = diesWithParent(options.command, options.args, options.stopSignal)
+    const child: ChildProcess = spawn(command, [...args], {
       stdio: ["ignore", "pipe", "pipe"],
       ...(options.user ?? {})
     })

@@ -7,6 +7,25 @@ export const isRoot = () => process.getuid?.() === 0
 export const hasCommand = (command: string) =>
   spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0
 
+let setpriv: boolean | undefined
+
+/**
+ * The command and arguments that start `command` so that it gets `signal` when this process ends, however it ends
+ * (SIGKILL, a crash): util-linux's `setpriv --pdeathsig` sets the kernel's parent-death signal, then runs it. A
+ * server or vm-agent of a `sam up` or of a test stack that was killed outright no longer outlives it. As it was
+ * where `setpriv` is missing, or `command` is (whose spawn then fails as before, with its hint).
+ */
+export const diesWithParent = (
+  command: string,
+  args: ReadonlyArray<string>,
+  signal: NodeJS.Signals = "SIGTERM"
+): readonly [string, ReadonlyArray<string>] => {
+  setpriv ??= hasCommand("setpriv")
+  return setpriv && (command.startsWith("/") || hasCommand(command))
+    ? ["setpriv", ["--pdeathsig", signal, "--", command, ...args]]
+    : [command, args]
+}
+
 /** Run a command to completion; its output goes to `onLine` line by line. */
 export const run = (step: string, command: string, args: ReadonlyArray<string>, onLine?: (line: string) => void) =>
   Effect.async<void, StackError>((resume) => {

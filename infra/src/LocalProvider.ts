@@ -8,6 +8,7 @@ import { ControlPlane, NatsAccounts } from "@sam/actors"
 import { Consume, Nats } from "@sam/bus"
 import { Effect, Either, Fiber, Layer, Redacted } from "effect"
 import { backoff, exitReason, type RestartPolicy, stopChild } from "./ChildProcess.js"
+import { diesWithParent } from "./Host.js"
 import * as Leftovers from "./Leftovers.js"
 
 export interface LocalProviderOptions {
@@ -106,7 +107,9 @@ export const layer = (options: LocalProviderOptions) =>
             process.env.SAM_COMPILED === "1"
               ? [join(repoRoot, "dist/vm-agent.mjs")]
               : ["--import", "tsx", join(repoRoot, "vm-agent/src/main.ts")]
-          const child = spawn(process.execPath, main, {
+          // it ends with this process, also one killed outright (its next `sam up` stopped it only then)
+          const [command, args] = diesWithParent(process.execPath, main)
+          const child = spawn(command, [...args], {
             cwd: repoRoot,
             env: {
               ...process.env,

@@ -1,4 +1,5 @@
 export * as AgentInstall from "./AgentInstall.js"
+export * as Host from "./Host.js"
 export * as Hetzner from "./hetzner/index.js"
 export * as LocalProvider from "./LocalProvider.js"
 export * as LocalStack from "./LocalStack.js"

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join, resolve } from "node:path"
 import { Consume, Domain, type Envelope, makeId, Nats, Publish, Subjects } from "@sam/bus"
+import { Host } from "@sam/infra"
 import { Chunk, type Duration, Effect, Fiber, Redacted, Ref, Stream } from "effect"
 import { partyCredentials, stack, unique, waitUntil } from "./Env.js"
 import { makeRepo } from "./Repo.js"
@@ -53,7 +54,9 @@ export const startVmAgent = (
   env: Record<string, string> = {}
 ): VmAgentProcess => {
   const main = process.env.SAM_COMPILED === "1" ? ["dist/vm-agent.mjs"] : ["--import", "tsx", "vm-agent/src/main.ts"]
-  const child = spawn(process.execPath, main, {
+  // it ends with the test's process, also one that crashed or was killed
+  const [command, args] = Host.diesWithParent(process.execPath, main)
+  const child = spawn(command, [...args], {
     cwd: root,
     env: {
       ...process.env,

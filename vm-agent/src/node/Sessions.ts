@@ -561,8 +561,14 @@ export const makeSessions = (deps: SessionsDeps) => {
             message: "nothing to cancel: the session has no agent running on this node"
           })
         const result = yield* entry.session.cancel()
-        if (result._tag === "NothingToCancel")
+        if (result._tag === "NothingToCancel") {
+          // its agent runs, but its start (or its start again for a prompt) has not handed it the turn yet
+          if (waiting.has(sessionId) || reopening.has(sessionId)) {
+            cancelledEarly.add(sessionId)
+            return
+          }
           return yield* Effect.fail<Rejection>({ code: "invalid", message: result.message })
+        }
       }),
     /** `session.permission-answer`: hand a member's (or the policy's) answer to the waiting agent */
     answerPermission: (sessionId: string, requestId: string, optionId: string) =>

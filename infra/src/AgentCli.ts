@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises"
 import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { agentCacheDir, installAgent, isInstalled } from "./AgentInstall.js"
-import { out, parseArgs, table, usage } from "./ApiCli.js"
+import { out, parseArgs, projectIdOf, table, usage } from "./ApiCli.js"
 import * as LocalClient from "./LocalClient.js"
 import { StackError } from "./StackError.js"
 import { AGENT_USAGE_LINES as USAGE_LINES } from "./Usage.js"
@@ -80,9 +80,9 @@ const credential = (verb: string | undefined, agent: string | undefined, flags: 
 
 const profile = (verb: string | undefined, id: string | undefined, flags: Record<string, string | undefined>) =>
   Effect.gen(function* () {
-    const projectId = flags.project
-    if (projectId === undefined) return yield* usage("agents", "sam agents profile list|create|rm --project P …")
+    if (flags.project === undefined) return yield* usage("agents", "sam agents profile list|create|rm --project P …")
     const api = yield* LocalClient.api()
+    const projectId = yield* projectIdOf(api, flags.project)
     const E = Api.AgentEndpoints
     if (verb === "list") {
       const { profiles } = yield* api.call(E.listProfiles, { params: { projectId } })
@@ -129,11 +129,11 @@ const profile = (verb: string | undefined, id: string | undefined, flags: Record
 
 const env = (verb: string | undefined, words: ReadonlyArray<string>, flags: Record<string, string | undefined>) =>
   Effect.gen(function* () {
-    const projectId = flags.project
     const [key, value] = words
-    if (projectId === undefined || key === undefined || (verb === "set" && value === undefined))
+    if (flags.project === undefined || key === undefined || (verb === "set" && value === undefined))
       return yield* usage("agents", "sam agents env set|rm --project P [--profile prof_…] KEY [VALUE] [--secret]")
     const api = yield* LocalClient.api()
+    const projectId = yield* projectIdOf(api, flags.project)
     const E = Api.AgentEndpoints
     const profileId = flags.profile
     const config =

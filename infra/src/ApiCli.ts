@@ -29,6 +29,25 @@ export const parseArgs = (args: ReadonlyArray<string>) => {
 export const usage = (step: string, message: string) =>
   Effect.fail(new StackError({ step, message: `usage: ${message}` }))
 
+/**
+ * A project as `--project` names it: its id, or its name (`sam project list` shows both), looked up among the
+ * caller's projects. A name no project of theirs has, or several have, is an error that says so.
+ */
+export const projectIdOf = (api: LocalClient.ApiClient, value: string) =>
+  Effect.gen(function* () {
+    if (/^proj_[0-9a-z]+$/.test(value)) return value
+    const { projects } = yield* api.call(Api.ProjectEndpoints.listProjects)
+    const named = projects.filter((p) => p.name === value)
+    if (named.length === 1) return named[0]!.id
+    return yield* new StackError({
+      step: "project",
+      message:
+        named.length === 0
+          ? `no project of yours is named "${value}" (sam project list shows them, with their ids)`
+          : `${named.length} of your projects are named "${value}" (${named.map((p) => p.id).join(", ")}): give its id`
+    })
+  })
+
 /** Columns padded to their widest cell; `-` for a missing value. */
 export const table = (rows: ReadonlyArray<ReadonlyArray<string | null | undefined>>) => {
   const cells = rows.map((row) => row.map((cell) => (cell === null || cell === undefined ? "-" : cell)))
@@ -247,10 +266,10 @@ const nodes = Effect.gen(function* () {
 const workspaces = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     const { flags } = parseArgs(args)
-    if (flags.project === undefined) return yield* usage("workspaces", "sam workspaces --project proj_…")
+    if (flags.project === undefined) return yield* usage("workspaces", "sam workspaces --project P")
     const api = yield* LocalClient.api()
     const { workspaces } = yield* api.call(Api.WorkspaceEndpoints.listWorkspaces, {
-      params: { projectId: flags.project }
+      params: { projectId: yield* projectIdOf(api, flags.project) }
     })
     return yield* print(
       [

@@ -1,7 +1,7 @@
 import * as Api from "@sam/bus/api"
 import { Effect } from "effect"
 import { z } from "zod"
-import { out, parseArgs, table, usage } from "./ApiCli.js"
+import { out, parseArgs, projectIdOf, table, usage } from "./ApiCli.js"
 import { followSession, followTask, isEnded, type TaskState, TURN_ENDS, waiting } from "./FeedFollow.js"
 import * as LocalClient from "./LocalClient.js"
 import { StackError } from "./StackError.js"
@@ -18,7 +18,7 @@ const TaskArgs = z.object({
   profile: z.string().optional()
 })
 const CREATE_USAGE =
-  'sam task create --project proj_… --prompt "…" [--agent demo|claude-code|codex|gemini|opencode] [--profile prof_…] [--mode task|conversation]'
+  'sam task create --project P (its id or name) --prompt "…" [--agent demo|claude-code|codex|gemini|opencode] [--profile prof_…] [--mode task|conversation]'
 
 /** `sam task create`: submit, then print what happens until it ends (or waits for a follow-up). */
 const createTask = (flags: Record<string, string | undefined>) =>
@@ -31,7 +31,8 @@ const createTask = (flags: Record<string, string | undefined>) =>
       })
     }
     const api = yield* LocalClient.api()
-    const { project, prompt, agent, mode, profile } = args.data
+    const { prompt, agent, mode, profile } = args.data
+    const project = yield* projectIdOf(api, args.data.project)
     // A clear `not_found` / `forbidden` before the feed is opened for it.
     yield* api.call(Api.ProjectEndpoints.getProject, { params: { projectId: project } })
     const submit = api
@@ -81,7 +82,7 @@ export const task = (args: ReadonlyArray<string>) =>
         const projects =
           flags.project === undefined
             ? (yield* api.call(Api.ProjectEndpoints.listProjects)).projects.map((p) => p.id)
-            : [flags.project]
+            : [yield* projectIdOf(api, flags.project)]
         const rows: Array<Array<string | null>> = [["ID", "PROJECT", "STATUS", "STEP", "MODE", "CREATED", "PROMPT"]]
         for (const projectId of projects) {
           const { tasks } = yield* api.call(T.listTasks, {

@@ -10,7 +10,8 @@ const USAGE = `usage: sam <command>
                          until Ctrl-C; the first run prints the owner account's password once
   owner password         set a new password for the local owner account (printed once)
 
-through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <code>: <message>"):
+through the HTTP API (token: SAM_TOKEN or .sam/cli.token; errors print as "✗ <code>: <message>"; P is a
+project's id or its name):
   project create --repo R [--name N] [--branch B] | project list | project get|members proj_…
   task create --project P --prompt "…" [--agent demo] [--profile prof_…] [--mode task|conversation]
                          submit a task and print what the agent does until it ends or awaits a follow-up

@@ -198,9 +198,14 @@ describe("./sam up, its gateway, and the CLI", async () => {
     expect(listed.split("\n").find((line) => line.startsWith(taskId))).toMatch(
       new RegExp(`^${taskId} +${project} +completed +- +task `)
     )
+    // --project takes the project's name too, as `project list` shows it
+    expect((await viaGateway("task", "list", "--project", "demo")).stdout).toBe(listed)
     const bad = await viaGateway("task", "create", "--project", "proj_nosuchproject", "--prompt", "x").catch((e) => e)
     expect(bad.code).toBe(1)
     expect(bad.stderr).toContain("✗ not_found: no project proj_nosuchproject")
+    const unnamed = await viaGateway("task", "create", "--project", "nosuch", "--prompt", "x").catch((e) => e)
+    expect(unnamed.code).toBe(1)
+    expect(unnamed.stderr).toContain('no project of yours is named "nosuch" (sam project list shows them')
 
     // A task whose agent asks for permission says so, with the command that answers it; that command does.
     const asking = spawn(

@@ -3,7 +3,7 @@ import { Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
 import { natsAdmin } from "../../src/Env.js"
-import { is, readyNode, watchPrompting } from "../../src/VmAgentProcess.js"
+import { conversationTurn, is, readyNode, runningWorkspace, watchPrompting } from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
@@ -53,24 +53,8 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel bef
   it.scoped("ends a follow-up cancelled whose cancel came with it, while the node still saved its record", () =>
     Effect.gen(function* () {
       const { repo, reports, send, waitFor, texts } = yield* readyNode
-      const workspaceId = makeId("ws")
-      const sessionId = makeId("sess")
-      yield* send(
-        NodeProtocol.WorkspaceCreate.make({ workspaceId, projectId: makeId("proj"), repoUrl: repo, env: [], files: [] })
-      )
-      yield* send(
-        NodeProtocol.SessionStart.make({
-          sessionId,
-          workspaceId,
-          agent: "demo",
-          mode: "conversation",
-          prompt: "say hi"
-        })
-      )
-      yield* waitFor(
-        "the first turn ends",
-        is("session.activity-reported", (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn")
-      )
+      const workspaceId = yield* runningWorkspace(send, waitFor, repo)
+      const sessionId = yield* conversationTurn(send, waitFor, workspaceId, "say hi")
       // Both at once, as a user's cancel right after a follow-up: the node runs a session's prompts and its cancels
       // side by side, and the cancel came while the prompt's record was saved (issue 12: it was refused as "no prompt
       // in flight", the control plane had said "cancel sent", and the turn ran to its end).
@@ -92,6 +76,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel bef
       expect(all.filter(is("command.rejected", (r) => r.body.messageId === cancel.id))).toEqual([])
       // what the agent said (not the prompt's own text, which its start shows)
       const said = (yield* texts(sessionId)).split("\n").filter((line) => line.startsWith('{"type":"text"'))
+      expect(said.join("\n")).toContain("hi")
       expect(said.join("\n")).not.toContain("after")
     })
   )

@@ -144,15 +144,27 @@ const sessionDraft = (event: SessionEvent, task: TaskFacts | null): Draft | unde
 }
 
 /** Store the draft for every recipient (once) and publish each stored row. */
+/**
+ * When a notification says its event happened: the event's own time, not when this reactor got to it. Its two
+ * consumers (task and session events) each keep their own pace, so a task's end could be listed before the
+ * permission request that came first. A time later than now (another machine's clock) is now.
+ */
+const happenedAt = (source: Envelope) => {
+  const at = Date.parse(source.at)
+  return new Date(Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now()).toISOString()
+}
+
 const notify = (source: Envelope, context: Context, draft: Draft) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const at = happenedAt(source)
     for (const userId of context.recipients) {
       yield* sql`
         INSERT INTO notifications
-          (id, user_id, project_id, task_id, session_id, type, priority, title, body, source_event_id)
+          (id, user_id, project_id, task_id, session_id, type, priority, title, body, source_event_id, created_at)
         VALUES (${makeId("ntf")}, ${userId}, ${context.projectId}, ${context.taskId}, ${context.sessionId},
-          ${draft.type}, ${Api.PRIORITY_TYPES.has(draft.type)}, ${draft.title}, ${draft.body}, ${draft.sourceEventId})
+          ${draft.type}, ${Api.PRIORITY_TYPES.has(draft.type)}, ${draft.title}, ${draft.body}, ${draft.sourceEventId},
+          ${at}::timestamptz)
         ON CONFLICT (source_event_id, type, user_id) DO NOTHING`
       const rows = yield* sql<Row>`
         SELECT id, user_id, project_id, task_id, session_id, type, priority, title, body, created_at, read_at

@@ -255,4 +255,30 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 180_000 })("notification
       yield* expectOneEventPerRow(projectId)
     })
   )
+
+  it.effect("lists notifications in the order their events happened, not the order they were handled", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const alice = yield* makeUser("Alice")
+      const projectId = yield* projectOf(alice)
+      const [earlier, later] = [makeId("sess"), makeId("sess")]
+      yield* sql`INSERT INTO sessions (id, project_id, agent, status)
+        VALUES (${earlier}, ${projectId}, 'demo', 'stopped'), (${later}, ${projectId}, 'demo', 'stopped')`
+      const stopped = (sessionId: string, at: Date) =>
+        Publish.publish(
+          Subjects.event(projectId, "session", sessionId, "session.stopped"),
+          Domain.SessionEvents.SessionStopped.make({ sessionId: sessionId as never, reason: "stopped" }, { at })
+        )
+      // the later event is handled first (the task and session consumers each keep their own pace)
+      yield* stopped(later, new Date())
+      yield* waitForRow(projectId, "the later event's notification", (row) => row.sessionId === later)
+      yield* stopped(earlier, new Date(Date.now() - 60_000))
+      yield* waitForRow(projectId, "the earlier event's notification", (row) => row.sessionId === earlier)
+      const listed = yield* http("GET", "/api/v1/notifications", { token: alice.token })
+      const sessions = (listed.body.notifications as ReadonlyArray<{ sessionId: string }>)
+        .map((n) => n.sessionId)
+        .filter((id) => id === earlier || id === later)
+      expect(sessions).toEqual([later, earlier])
+    })
+  )
 })

@@ -2,6 +2,7 @@ import { $, component$, useSignal, useStore, useVisibleTask$ } from "@builder.io
 import { useNavigate } from "@builder.io/qwik-city"
 import * as Api from "@sam/bus/api"
 import { api, call, onFrame } from "~/lib/browser"
+import { newestFirst } from "~/lib/notifications"
 import { relativeTime } from "~/lib/sessions"
 
 type Tab = "priority" | "updates" | "all"
@@ -43,7 +44,8 @@ export const Bell = component$(() => {
         const body = frame.body as { notification?: Api.Notification }
         const n = body.notification
         if (n !== undefined && !state.items.some((item) => item.id === n.id)) {
-          state.items = [n, ...state.items]
+          // in the list's order (newest event first, as the API lists them): one that arrives late goes in its place
+          state.items = [...state.items, n].sort(newestFirst)
           recount()
         }
       }

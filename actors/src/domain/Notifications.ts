@@ -143,7 +143,6 @@ const sessionDraft = (event: SessionEvent, task: TaskFacts | null): Draft | unde
   }
 }
 
-/** Store the draft for every recipient (once) and publish each stored row. */
 /**
  * When a notification says its event happened: the event's own time, not when this reactor got to it. Its two
  * consumers (task and session events) each keep their own pace, so a task's end could be listed before the
@@ -154,6 +153,7 @@ const happenedAt = (source: Envelope) => {
   return new Date(Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now()).toISOString()
 }
 
+/** Store the draft for every recipient (once), dated by its event, and publish each stored row. */
 const notify = (source: Envelope, context: Context, draft: Draft) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient

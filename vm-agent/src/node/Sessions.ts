@@ -550,7 +550,8 @@ export const makeSessions = (deps: SessionsDeps) => {
     cancel: (sessionId: string) =>
       Effect.gen(function* () {
         const entry = live.get(sessionId)
-        // its start still waits for the workspace, or its agent boots: the first turn ends cancelled then
+        // its start still waits for the workspace, or its agent boots (or boots again for a prompt): that turn ends
+        // cancelled then
         if (entry === undefined && (waiting.has(sessionId) || reopening.has(sessionId))) {
           cancelledEarly.add(sessionId)
           return

@@ -2,8 +2,15 @@ import { layer } from "@effect/vitest"
 import { Domain, makeId } from "@sam/bus"
 import { Effect } from "effect"
 import { expect } from "vitest"
-import { natsAdmin } from "../../src/Env.js"
-import { conversationTurn, is, readyNode, runningWorkspace, watchPrompting } from "../../src/VmAgentProcess.js"
+import { natsAdmin, waitUntil } from "../../src/Env.js"
+import {
+  conversationTurn,
+  is,
+  readyNode,
+  runningWorkspace,
+  startVmAgent,
+  watchPrompting
+} from "../../src/VmAgentProcess.js"
 
 const { NodeProtocol } = Domain
 
@@ -78,6 +85,60 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel bef
       const said = (yield* texts(sessionId)).split("\n").filter((line) => line.startsWith('{"type":"text"'))
       expect(said.join("\n")).toContain("hi")
       expect(said.join("\n")).not.toContain("after")
+    })
+  )
+
+  it.scoped("ends a follow-up cancelled whose cancel came while the restarted node started its agent again", () =>
+    Effect.gen(function* () {
+      const { nodeId, node, repo, reports, send, waitFor, texts, agent } = yield* readyNode
+      const workspaceId = yield* runningWorkspace(send, waitFor, repo)
+      const sessionId = yield* conversationTurn(send, waitFor, workspaceId, "say hi")
+      // The node starts again: the session's agent is gone, and the next prompt starts it again (session/load).
+      agent.child.kill("SIGKILL")
+      yield* Effect.promise(() => agent.exited)
+      const again = startVmAgent(nodeId, node)
+      yield* Effect.addFinalizer(() => Effect.sync(() => again.child.kill("SIGKILL")))
+      yield* waitUntil(
+        "the node ready again",
+        reports.all().pipe(Effect.map((all) => all.filter(is("node.ready")).length >= 2 || undefined)),
+        { timeout: "30 seconds" }
+      )
+      const cancel = NodeProtocol.SessionCancel.make({ sessionId })
+      yield* send(
+        NodeProtocol.SessionPrompt.make({ sessionId, prompt: "say before\nsleep 30000\nsay after", promptEpoch: 2 })
+      )
+      yield* send(cancel)
+      const ended = yield* waitFor(
+        "the follow-up's turn ends",
+        is(
+          "session.activity-reported",
+          (r) => r.body.sessionId === sessionId && r.body.activity === "idle" && r.body.promptEpoch === 2
+        ),
+        "20 seconds"
+      )
+      expect(ended.body.stopReason).toBe("cancelled")
+      const all = yield* reports.all()
+      expect(all.filter(is("command.rejected", (r) => r.body.messageId === cancel.id))).toEqual([])
+      const said = (yield* texts(sessionId)).split("\n").filter((line) => line.startsWith('{"type":"text"'))
+      expect(said.join("\n")).toContain("hi")
+      expect(said.join("\n")).not.toContain("after")
+      // the session goes on: a follow-up runs on the agent started again, with the conversation before
+      yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "recall", promptEpoch: 3 }))
+      yield* waitFor(
+        "the next turn ends",
+        is(
+          "session.activity-reported",
+          (r) => r.body.sessionId === sessionId && r.body.stopReason === "end_turn" && r.body.promptEpoch === 3
+        )
+      )
+      // what the agent said, run together: it recalls the first prompt only (it never had the cancelled one)
+      const spoken = (yield* texts(sessionId))
+        .split("\n")
+        .filter((line) => line.startsWith('{"type":"text"'))
+        .map((line) => (JSON.parse(line) as { text: string }).text)
+        .join("")
+      expect(spoken).toContain("Earlier prompts: 1) say hi")
+      expect(spoken).not.toContain("2) say before")
     })
   )
 })

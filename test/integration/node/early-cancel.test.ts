@@ -19,6 +19,45 @@ const { NodeProtocol } = Domain
  * workspace (the control plane sends both at once). Before, the node refused the cancel ("nothing to cancel")
  * and the turn ran anyway, whatever the user had been told.
  */
+/**
+ * A follow-up (`say before`, a 30 s sleep, `say after`) and its cancel published back to back: the turn ends
+ * cancelled well before the sleep would, the cancel is not refused, and the agent never says `after` (the prompt's
+ * own text, which its start shows, is not what it said).
+ */
+const followUpCancelledAtOnce = (node: {
+  readonly sessionId: Domain.NodeProtocol.SessionStartBody["sessionId"]
+  readonly reports: Effect.Effect.Success<typeof readyNode>["reports"]
+  readonly send: Effect.Effect.Success<typeof readyNode>["send"]
+  readonly waitFor: Effect.Effect.Success<typeof readyNode>["waitFor"]
+  readonly texts: Effect.Effect.Success<typeof readyNode>["texts"]
+}) =>
+  Effect.gen(function* () {
+    const { sessionId, reports, send, waitFor, texts } = node
+    const cancel = NodeProtocol.SessionCancel.make({ sessionId })
+    yield* send(
+      NodeProtocol.SessionPrompt.make({
+        sessionId,
+        prompt: "say before\nsleep 30000\nsay after",
+        promptEpoch: 2
+      })
+    )
+    yield* send(cancel)
+    const ended = yield* waitFor(
+      "the follow-up's turn ends",
+      is(
+        "session.activity-reported",
+        (r) => r.body.sessionId === sessionId && r.body.activity === "idle" && r.body.promptEpoch === 2
+      ),
+      "20 seconds"
+    )
+    expect(ended.body.stopReason).toBe("cancelled")
+    const all = yield* reports.all()
+    expect(all.filter(is("command.rejected", (r) => r.body.messageId === cancel.id))).toEqual([])
+    const said = (yield* texts(sessionId)).split("\n").filter((line) => line.startsWith('{"type":"text"'))
+    expect(said.join("\n")).toContain("hi")
+    expect(said.join("\n")).not.toContain("after")
+  })
+
 layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel before the agent runs", (it) => {
   it.scoped("ends the first turn cancelled, without the agent ever getting the prompt", () =>
     Effect.gen(function* () {
@@ -65,26 +104,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel bef
       // Both at once, as a user's cancel right after a follow-up: the node runs a session's prompts and its cancels
       // side by side, and the cancel came while the prompt's record was saved (issue 12: it was refused as "no prompt
       // in flight", the control plane had said "cancel sent", and the turn ran to its end).
-      const cancel = NodeProtocol.SessionCancel.make({ sessionId })
-      yield* send(
-        NodeProtocol.SessionPrompt.make({ sessionId, prompt: "say before\nsleep 30000\nsay after", promptEpoch: 2 })
-      )
-      yield* send(cancel)
-      const ended = yield* waitFor(
-        "the follow-up's turn ends",
-        is(
-          "session.activity-reported",
-          (r) => r.body.sessionId === sessionId && r.body.activity === "idle" && r.body.promptEpoch === 2
-        ),
-        "20 seconds"
-      )
-      expect(ended.body.stopReason).toBe("cancelled")
-      const all = yield* reports.all()
-      expect(all.filter(is("command.rejected", (r) => r.body.messageId === cancel.id))).toEqual([])
-      // what the agent said (not the prompt's own text, which its start shows)
-      const said = (yield* texts(sessionId)).split("\n").filter((line) => line.startsWith('{"type":"text"'))
-      expect(said.join("\n")).toContain("hi")
-      expect(said.join("\n")).not.toContain("after")
+      yield* followUpCancelledAtOnce({ sessionId, reports, send, waitFor, texts })
     })
   )
 
@@ -103,25 +123,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel bef
         reports.all().pipe(Effect.map((all) => all.filter(is("node.ready")).length >= 2 || undefined)),
         { timeout: "30 seconds" }
       )
-      const cancel = NodeProtocol.SessionCancel.make({ sessionId })
-      yield* send(
-        NodeProtocol.SessionPrompt.make({ sessionId, prompt: "say before\nsleep 30000\nsay after", promptEpoch: 2 })
-      )
-      yield* send(cancel)
-      const ended = yield* waitFor(
-        "the follow-up's turn ends",
-        is(
-          "session.activity-reported",
-          (r) => r.body.sessionId === sessionId && r.body.activity === "idle" && r.body.promptEpoch === 2
-        ),
-        "20 seconds"
-      )
-      expect(ended.body.stopReason).toBe("cancelled")
-      const all = yield* reports.all()
-      expect(all.filter(is("command.rejected", (r) => r.body.messageId === cancel.id))).toEqual([])
-      const said = (yield* texts(sessionId)).split("\n").filter((line) => line.startsWith('{"type":"text"'))
-      expect(said.join("\n")).toContain("hi")
-      expect(said.join("\n")).not.toContain("after")
+      yield* followUpCancelledAtOnce({ sessionId, reports, send, waitFor, texts })
       // the session goes on: a follow-up runs on the agent started again, with the conversation before
       yield* send(NodeProtocol.SessionPrompt.make({ sessionId, prompt: "recall", promptEpoch: 3 }))
       yield* waitFor(

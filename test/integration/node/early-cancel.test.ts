@@ -15,22 +15,15 @@ import {
 const { NodeProtocol } = Domain
 
 /**
- * A user cancels a task's first turn before its agent has the prompt: the session's start still waits for its
- * workspace (the control plane sends both at once). Before, the node refused the cancel ("nothing to cancel")
- * and the turn ran anyway, whatever the user had been told.
- */
-/**
  * A follow-up (`say before`, a 30 s sleep, `say after`) and its cancel published back to back: the turn ends
  * cancelled well before the sleep would, the cancel is not refused, and the agent never says `after` (the prompt's
  * own text, which its start shows, is not what it said).
  */
-const followUpCancelledAtOnce = (node: {
-  readonly sessionId: Domain.NodeProtocol.SessionStartBody["sessionId"]
-  readonly reports: Effect.Effect.Success<typeof readyNode>["reports"]
-  readonly send: Effect.Effect.Success<typeof readyNode>["send"]
-  readonly waitFor: Effect.Effect.Success<typeof readyNode>["waitFor"]
-  readonly texts: Effect.Effect.Success<typeof readyNode>["texts"]
-}) =>
+const followUpCancelledAtOnce = (
+  node: Pick<Effect.Effect.Success<typeof readyNode>, "reports" | "send" | "waitFor" | "texts"> & {
+    readonly sessionId: Domain.NodeProtocol.SessionStartBody["sessionId"]
+  }
+) =>
   Effect.gen(function* () {
     const { sessionId, reports, send, waitFor, texts } = node
     const cancel = NodeProtocol.SessionCancel.make({ sessionId })
@@ -58,6 +51,11 @@ const followUpCancelledAtOnce = (node: {
     expect(said.join("\n")).not.toContain("after")
   })
 
+/**
+ * A user cancels a task's first turn before its agent has the prompt: the session's start still waits for its
+ * workspace (the control plane sends both at once). Before, the node refused the cancel ("nothing to cancel")
+ * and the turn ran anyway, whatever the user had been told.
+ */
 layer(natsAdmin(), { excludeTestServices: true, timeout: 60_000 })("a cancel before the agent runs", (it) => {
   it.scoped("ends the first turn cancelled, without the agent ever getting the prompt", () =>
     Effect.gen(function* () {

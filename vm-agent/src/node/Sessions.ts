@@ -346,7 +346,7 @@ export const makeSessions = (deps: SessionsDeps) => {
 
   const dropToken = (workspaceId: string) => (deps.git === undefined ? Effect.void : deps.git.dropToken(workspaceId))
 
-  const runTurn = (entry: Live, text: string, epoch: number, ticket = entry.session.reserve()) =>
+  const runTurn = (entry: Live, text: string, epoch: number, ticket: PromptTicket) =>
     turn(entry, text, epoch, ticket).pipe(
       Effect.catchAllCause((cause) =>
         Effect.logError(`turn of ${entry.record.sessionId} failed: ${Cause.pretty(cause)}`)
@@ -495,7 +495,13 @@ export const makeSessions = (deps: SessionsDeps) => {
       }
       // its first turn saves the record (with the turn in flight) before the agent gets the prompt
       yield* Effect.forkIn(
-        runTurn(entry, withPromptAppend(body.prompt, entry.promptAppend), entry.record.promptEpoch),
+        runTurn(
+          entry,
+          withPromptAppend(body.prompt, entry.promptAppend),
+          entry.record.promptEpoch,
+          // from here a cancel ends this first turn cancelled, before or while the agent gets it
+          entry.session.reserve()
+        ),
         deps.scope
       )
     })

@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from "node:child_process"
-import { readFile, rm, writeFile } from "node:fs/promises"
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises"
 import { Session } from "node:inspector/promises"
 import { join } from "node:path"
 import { promisify } from "node:util"
@@ -115,6 +115,34 @@ export const controlPlaneOn = (
     base,
     ControlPlane.layer(options.controlPlane).pipe(Layer.provide(Layer.merge(provider.pipe(Layer.provide(base)), base)))
   )
+}
+
+/**
+ * `SAM_BENCH_CHILD_PROFILES=<dir>`: a CPU profile of each vm-agent (and any other Node process the stack starts
+ * that takes this process's environment) around `effect`, written to `<dir>` (`profile-child.mjs`). Must be
+ * called (to make the wrapper) before the stack starts its processes. Without the variable, `effect` alone.
+ */
+export const childProfiled = () => {
+  const dir = process.env.SAM_BENCH_CHILD_PROFILES
+  if (dir === undefined || dir === "") return <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
+  const preload = join(import.meta.dirname, "profile-child.mjs")
+  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ""} --import ${preload}`.trim()
+  const flag = join(dir, ".on")
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.acquireUseRelease(
+      Effect.promise(async () => {
+        await mkdir(dir, { recursive: true })
+        await writeFile(flag, "")
+        // each process looks every 100 ms
+        await new Promise((done) => setTimeout(done, 200))
+      }),
+      () => effect,
+      () =>
+        Effect.promise(async () => {
+          await rm(flag, { force: true })
+          await new Promise((done) => setTimeout(done, 1_000))
+        })
+    )
 }
 
 /**

@@ -8,10 +8,12 @@
  *   subscribe of as many payloads of the same size in the same run. Twice: the first burst of the
  *   stack runs code V8 has not compiled yet, and is reported apart; the second is the figure.
  * - Latency: the S sessions each stream 50 events/s (`stamp`, `sleep 20`) for a few seconds; the time
- *   from the agent's write (the stamp) to the feed client's receipt.
+ *   from the agent's write (the stamp) to the feed client's receipt. Measured on its second run, as the
+ *   burst: the first runs paths the bursts did not (an event alone at each hop) in code V8 has not compiled yet.
  *
  * Run: `node --import tsx test/bench/live.ts [sessions] [lines]`. Rewrites the "Live path" section of
- * docs/benchmarks.md.
+ * docs/benchmarks.md. `SAM_BENCH_CPU_PROFILE=<file>` profiles this process over the run at 10 events/s a
+ * session, `SAM_BENCH_CHILD_PROFILES=<dir>` the vm-agents over the measured run at 50 (BenchReport.ts).
  */
 import { cpus } from "node:os"
 import { join } from "node:path"
@@ -24,7 +26,15 @@ import { Effect, Fiber, Logger, LogLevel } from "effect"
 import pg from "pg"
 import { makeRepo } from "../src/Repo.js"
 import { startTestStack } from "../src/TestStack.js"
-import { compiledAgents, controlPlaneOn, cpuProfiled, runBench, scratch, writeSection } from "./BenchReport.js"
+import {
+  childProfiled,
+  compiledAgents,
+  controlPlaneOn,
+  cpuProfiled,
+  runBench,
+  scratch,
+  writeSection
+} from "./BenchReport.js"
 import { measureFloor } from "./live-floor.js"
 import { cpuByKind, cpuPer } from "./ProcessCpu.js"
 
@@ -81,6 +91,9 @@ const tally = (map: Map<string, number>, per: number, digits: number) => {
     .join(", ")
   return `${(total / per).toFixed(digits)} (${top})`
 }
+
+/** the vm-agents' profiles around the measured run at 50 events/s a session, when asked for (before they start) */
+const childrenProfiled = childProfiled()
 
 // 20 sessions on at most 3 nodes of one user.
 process.env.SAM_NODE_MAX_WORKSPACES = String(Math.ceil(SESSIONS / 3) + 1)
@@ -430,7 +443,8 @@ const program = Effect.gen(function* () {
         ].join("\n")
         return { text, p50: percentile(stamps, 50), cpuPerEvent: cpuTotal }
       })
-    const target = yield* pacedRun(50)
+    const warmUp = yield* pacedRun(50)
+    const target = yield* childrenProfiled(pacedRun(50))
     // `SAM_BENCH_CPU_PROFILE=<file>`: this process's CPU profile of the run at 10 events/s a session
     const light = yield* cpuProfiled(pacedRun(10))
     // The path's own latency with the machine nearly idle, split by hop (the subscriptions that split it are this
@@ -464,6 +478,8 @@ const program = Effect.gen(function* () {
       `The stack's first burst: ${cold.cpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${cold.cpu.reduce((sum, c) => sum + c.us, 0).toFixed(0)} µs in all.`,
       "",
       target.text,
+      `(The run before it, the first at this pace, which runs that code before V8 has compiled it: p50 ${warmUp.p50.toFixed(1)} ms, ${warmUp.cpuPerEvent.toFixed(0)} µs of CPU per event.)`,
+      "",
       light.text,
       idlePath.text,
       `The design's floor on this machine, measured in this run before the stack started (section "Live path: the design's floor"):`,

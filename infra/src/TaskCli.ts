@@ -1,5 +1,5 @@
 import * as Api from "@sam/bus/api"
-import { Effect } from "effect"
+import { Duration, Effect, Option } from "effect"
 import { z } from "zod"
 import { out, parseArgs, projectIdOf, table, usage } from "./ApiCli.js"
 import { followSession, followTask, isEnded, type TaskState, TURN_ENDS, waiting } from "./FeedFollow.js"
@@ -162,6 +162,9 @@ export const task = (args: ReadonlyArray<string>) =>
     }
   })
 
+/** How long `sam session cancel` waits for the turn to end (a node stops an agent that ignores it within seconds). */
+const CANCEL_WAIT = Duration.seconds(30)
+
 /** `sam session …` */
 export const session = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -200,13 +203,36 @@ export const session = (args: ReadonlyArray<string>) =>
         return
       }
       case "cancel": {
+        const before = yield* api.call(S.getSession, { params: { sessionId: id } })
         const answer = yield* api.call(S.cancelSession, { params: { sessionId: id } })
         // "sent" only when a turn was in flight: a cancel of an idle session (its turn ended, or not begun yet) does nothing
-        return yield* out(
-          answer.accepted
-            ? `cancel sent to ${id}: its turn ends cancelled\n`
-            : `nothing to cancel: ${id} has no turn running (it is idle)\n`
+        if (!answer.accepted) return yield* out(`nothing to cancel: ${id} has no turn running (it is idle)\n`)
+        yield* out(`cancel sent to ${id}; its turn ends:\n`)
+        // How it ends is the node's to say: the turn may have ended on its own before the cancel reached the agent. What
+        // came after `before` is replayed by the feed, so an end that came meanwhile is not missed.
+        const end = yield* followSession(
+          api,
+          id,
+          before.lastSeq,
+          Effect.void,
+          (f) => f.type === "session.event" && TURN_ENDS.has(f.event.type)
+        ).pipe(Effect.timeoutOption(CANCEL_WAIT))
+        if (Option.isNone(end)) {
+          return yield* new StackError({
+            step: "session",
+            message: `its turn has not ended within ${Duration.format(CANCEL_WAIT)} of the cancel (its node may be unreachable); follow it with ./sam session watch ${id}`
+          })
+        }
+        const ended = end.value
+        if (
+          ended.type === "session.event" &&
+          ended.event.type === "turn-ended" &&
+          ended.event.stopReason !== "cancelled"
         )
+          return yield* out(
+            `the turn had ended on its own (${ended.event.stopReason}) before the cancel reached the agent\n`
+          )
+        return
       }
       case "stop": {
         const stopped = yield* api.call(S.stopSession, { params: { sessionId: id } })

@@ -7,7 +7,8 @@ import { z } from "zod"
  * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the full URL) or `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` is added),
  * `OTEL_EXPORTER_OTLP_HEADERS` / `…_TRACES_HEADERS` (`key=value,…`, URL-encoded: a collector's API key; never
  * logged), `OTEL_SERVICE_NAME` (default `sam-<role>`; the resource's `sam.process` says the role either way);
- * `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` turn it off. The protocol is OTLP/HTTP with JSON bodies
+ * `OTEL_TRACES_EXPORTER=none` or `OTEL_SDK_DISABLED=true` turn it off; `OTEL_TRACES_SAMPLER` and
+ * `OTEL_TRACES_SAMPLER_ARG` choose which traces are kept (`Sampler`). The protocol is OTLP/HTTP with JSON bodies
  * (`http/json`); a process asked for another one says so and exports nothing. Spans not yet sent when a process is
  * killed (at most a second's, or 4,096) are lost with it; a stop sends them first.
  *
@@ -18,12 +19,61 @@ import { z } from "zod"
  * cannot take is dropped and counted, never held up: tracing never slows the path it measures.
  */
 
+/**
+ * Which traces are exported, as OpenTelemetry's `OTEL_TRACES_SAMPLER` names it: a trace that begins here is kept
+ * always (`always_on`), never (`always_off`), or for a share of trace ids (`traceidratio`, the share in
+ * `OTEL_TRACES_SAMPLER_ARG`, 0 to 1, by default 1); `parentbased_…` (the default: `parentbased_always_on`) keeps a
+ * span whose parent came with it (another process's, by its `traceparent`) if and only if that parent was kept, so a
+ * request is kept or dropped whole across the gateway, the actors and the nodes. A span that is not kept is still
+ * made (its ids go on in `traceparent`, flagged not sampled) but never sent. At agent speed every event makes spans in
+ * each process it crosses: a share keeps the collector's load, and the exporter's, in proportion (issue 12).
+ */
+export interface Sampler {
+  /** the name it was given (for the log) */
+  readonly name: string
+  readonly parentBased: boolean
+  /** the share of the traces that begin here that are kept: 1 always, 0 never */
+  readonly ratio: number
+}
+
+const SAMPLERS: Record<string, { readonly parentBased: boolean; readonly ratio?: number }> = {
+  always_on: { parentBased: false, ratio: 1 },
+  always_off: { parentBased: false, ratio: 0 },
+  traceidratio: { parentBased: false },
+  parentbased_always_on: { parentBased: true, ratio: 1 },
+  parentbased_always_off: { parentBased: true, ratio: 0 },
+  parentbased_traceidratio: { parentBased: true }
+}
+
+/** The sampler the environment names, or why it cannot be used. */
+const samplerOf = (env: NodeJS.ProcessEnv): Sampler | string => {
+  const name = env.OTEL_TRACES_SAMPLER?.trim().toLowerCase() || "parentbased_always_on"
+  const known = SAMPLERS[name]
+  if (known === undefined)
+    return `OTEL_TRACES_SAMPLER ${name} is not supported (one of ${Object.keys(SAMPLERS).join(", ")})`
+  if (known.ratio !== undefined) return { name, parentBased: known.parentBased, ratio: known.ratio }
+  const arg = env.OTEL_TRACES_SAMPLER_ARG?.trim()
+  const ratio = arg === undefined || arg === "" ? 1 : Number(arg)
+  if (!Number.isFinite(ratio) || ratio < 0 || ratio > 1)
+    return `OTEL_TRACES_SAMPLER_ARG ${arg} is not a share between 0 and 1`
+  return { name, parentBased: known.parentBased, ratio }
+}
+
+/**
+ * Whether a trace that begins here is kept: its id's last 56 bits against the share (the same answer for the same
+ * trace id in every process, so a ratio sampler without parents still keeps or drops a trace whole).
+ */
+export const keeps = (ratio: number, traceId: string) =>
+  ratio >= 1 ? true : ratio <= 0 ? false : Number.parseInt(traceId.slice(-14), 16) / 2 ** 56 < ratio
+
 export interface Settings {
   readonly url: string
   readonly headers: Redacted.Redacted<Readonly<Record<string, string>>>
   readonly service: string
   /** which of SAM's processes this is (`control-plane`, `vm-agent`): the resource's `sam.process` */
   readonly role: string
+  /** which traces are kept (default: all, and what a remote parent kept) */
+  readonly sampler?: Sampler
 }
 
 export type Configured =
@@ -82,7 +132,9 @@ export const configured = (env: NodeJS.ProcessEnv, role: string): Configured => 
   const headers = parseHeaders(env.OTEL_EXPORTER_OTLP_TRACES_HEADERS ?? env.OTEL_EXPORTER_OTLP_HEADERS)
   if (typeof headers === "string") return { _tag: "Invalid", reason: `OTEL_EXPORTER_OTLP_HEADERS: ${headers}` }
   const service = env.OTEL_SERVICE_NAME?.trim() || `sam-${role}`
-  return { _tag: "On", settings: { url, headers: Redacted.make(headers), service, role } }
+  const sampler = samplerOf(env)
+  if (typeof sampler === "string") return { _tag: "Invalid", reason: sampler }
+  return { _tag: "On", settings: { url, headers: Redacted.make(headers), service, role, sampler } }
 }
 
 /** The collector's address as it may be shown: no credentials, no query. */
@@ -136,7 +188,8 @@ class ExportedSpan implements Tracer.Span {
   readonly _tag = "Span"
   readonly traceId: string
   readonly spanId = randomBytes(8).toString("hex")
-  readonly sampled = true
+  /** kept (`Sampler`): exported once it ends, and `01` in the `traceparent` it passes on */
+  readonly sampled: boolean
   status: Tracer.SpanStatus
   readonly attributes = new Map<string, unknown>()
   readonly events: Array<readonly [string, bigint, Record<string, unknown>]> = []
@@ -149,10 +202,13 @@ class ExportedSpan implements Tracer.Span {
     links: Iterable<Tracer.SpanLink>,
     startTime: bigint,
     readonly kind: Tracer.SpanKind,
+    sampler: Sampler,
     private readonly ended: (span: ExportedSpan) => void
   ) {
     this.status = { _tag: "Started", startTime }
     this.traceId = Option.isSome(parent) ? parent.value.traceId : randomBytes(16).toString("hex")
+    this.sampled =
+      sampler.parentBased && Option.isSome(parent) ? parent.value.sampled : keeps(sampler.ratio, this.traceId)
     this.links = Array.from(links)
   }
 
@@ -212,6 +268,7 @@ const STOP_FLUSH_MS = 2_000
  * `dropped` counts what could not be sent.
  */
 export const make = (settings: Settings) => {
+  const sampler = settings.sampler ?? { name: "parentbased_always_on", parentBased: true, ratio: 1 }
   let waiting: Array<ExportedSpan> = []
   let sending: Promise<void> | undefined
   const stats = { exported: 0, dropped: 0, failures: 0, lastError: undefined as string | undefined }
@@ -261,6 +318,7 @@ export const make = (settings: Settings) => {
   }
 
   const ended = (span: ExportedSpan) => {
+    if (!span.sampled) return
     if (waiting.length >= MAX_WAITING) {
       stats.dropped++
       return
@@ -271,12 +329,18 @@ export const make = (settings: Settings) => {
 
   const tracer = Tracer.make({
     span: (name, parent, context, links, startTime, kind) =>
-      new ExportedSpan(name, parent, context, links, startTime, kind, ended),
+      new ExportedSpan(name, parent, context, links, startTime, kind, sampler, ended),
     context: (f) => f()
   })
 
   return { tracer, flush, stats }
 }
+
+/** How the log says which traces are kept: nothing for the default (all, and what a remote parent kept). */
+export const samplingOf = (sampler: Sampler | undefined) =>
+  sampler === undefined || (sampler.parentBased && sampler.ratio >= 1)
+    ? ""
+    : `; ${sampler.name}: ${sampler.ratio >= 1 ? "all" : `${+(sampler.ratio * 100).toFixed(3)}%`} of the traces that begin here${sampler.parentBased ? ", and those another process kept" : ""}`
 
 /**
  * The process's tracer from its environment (`configured`): spans sent to the collector, flushed every second and
@@ -299,7 +363,9 @@ export const layer = (
       const exporter = make(config.settings)
       const where = shown(config.settings.url)
       if (options.quiet !== true)
-        yield* Effect.logInfo(`tracing: spans of ${config.settings.service} go to ${where} (OTLP/HTTP JSON)`)
+        yield* Effect.logInfo(
+          `tracing: spans of ${config.settings.service} go to ${where} (OTLP/HTTP JSON${samplingOf(config.settings.sampler)})`
+        )
       let reported = { failures: 0, dropped: 0 }
       const report = Effect.suspend(() => {
         const { failures, dropped, lastError } = exporter.stats

@@ -2,7 +2,8 @@ import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Effect, Redacted, Tracer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { configured, make, shown } from "../src/Otlp.js"
+import { configured, keeps, make, samplingOf, shown } from "../src/Otlp.js"
+import * as Trace from "../src/Trace.js"
 
 describe("OTLP settings from the environment", () => {
   it("is off unless an endpoint is named, or when turned off", () => {
@@ -61,6 +62,57 @@ describe("OTLP settings from the environment", () => {
     expect(configured({ ...endpoint, OTEL_EXPORTER_OTLP_HEADERS: "no-equals-sign" }, "vm-agent")).toMatchObject({
       _tag: "Invalid"
     })
+  })
+
+  it("reads the sampler: all by default, a share of trace ids, and says why it refuses one it cannot use", () => {
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" }
+    const sampler = (env: Record<string, string>) => {
+      const found = configured({ ...endpoint, ...env }, "control-plane")
+      return found._tag === "On" ? found.settings.sampler : found
+    }
+    expect(sampler({})).toEqual({ name: "parentbased_always_on", parentBased: true, ratio: 1 })
+    expect(sampler({ OTEL_TRACES_SAMPLER: "always_off" })).toEqual({ name: "always_off", parentBased: false, ratio: 0 })
+    expect(sampler({ OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.01" })).toEqual({
+      name: "parentbased_traceidratio",
+      parentBased: true,
+      ratio: 0.01
+    })
+    expect(sampler({ OTEL_TRACES_SAMPLER: "TraceIdRatio" })).toEqual({
+      name: "traceidratio",
+      parentBased: false,
+      ratio: 1
+    })
+    expect(sampler({ OTEL_TRACES_SAMPLER: "jaeger_remote" })).toMatchObject({
+      _tag: "Invalid",
+      reason: expect.stringContaining("OTEL_TRACES_SAMPLER jaeger_remote is not supported")
+    })
+    for (const arg of ["2", "-0.1", "one percent"]) {
+      expect(sampler({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: arg })).toEqual({
+        _tag: "Invalid",
+        reason: `OTEL_TRACES_SAMPLER_ARG ${arg} is not a share between 0 and 1`
+      })
+    }
+    // what `up` and the log say of it
+    expect(samplingOf({ name: "parentbased_always_on", parentBased: true, ratio: 1 })).toBe("")
+    expect(samplingOf({ name: "parentbased_traceidratio", parentBased: true, ratio: 0.01 })).toBe(
+      "; parentbased_traceidratio: 1% of the traces that begin here, and those another process kept"
+    )
+  })
+
+  it("keeps a trace by its id, the same way for the same id, in about the share asked for", () => {
+    const random = Array.from({ length: 4_000 }, () =>
+      Array.from({ length: 32 }, () => "0123456789abcdef"[Math.floor(Math.random() * 16)]).join("")
+    )
+    for (const id of random) {
+      expect(keeps(1, id)).toBe(true)
+      expect(keeps(0, id)).toBe(false)
+      expect(keeps(0.25, id)).toBe(keeps(0.25, id))
+      // a trace kept at a share is kept at any larger one
+      if (keeps(0.1, id)) expect(keeps(0.5, id)).toBe(true)
+    }
+    const share = random.filter((id) => keeps(0.25, id)).length / random.length
+    expect(share).toBeGreaterThan(0.2)
+    expect(share).toBeLessThan(0.3)
   })
 })
 
@@ -161,6 +213,43 @@ describe("the OTLP/HTTP JSON exporter", () => {
     expect(failing.status).toEqual({ code: 2, message: "it broke" })
     expect(child.status).toEqual({ code: 0 })
     expect(exporter.stats).toMatchObject({ exported: 3, dropped: 0 })
+  })
+
+  it("sends only the traces its sampler keeps, and a remote parent's choice goes on in traceparent", async () => {
+    received.length = 0
+    const exporter = make({
+      url,
+      headers: Redacted.make({}),
+      service: "sam-test",
+      role: "control-plane",
+      sampler: { name: "parentbased_always_off", parentBased: true, ratio: 0 }
+    })
+    const kept = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7" }
+    const dropped = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" }
+    const passedOn = await Effect.runPromise(
+      Effect.gen(function* () {
+        // a trace that begins here: not kept (always_off), its ids still passed on, flagged not sampled
+        const own = yield* Trace.currentTraceparent.pipe(Effect.withSpan("own root", { root: true }))
+        // a remote parent that was kept: its children are kept too; one that was not: neither are they
+        const fromKept = yield* Trace.currentTraceparent.pipe(
+          Effect.withSpan("kept child"),
+          Effect.withParentSpan(Tracer.externalSpan({ ...kept, sampled: true }))
+        )
+        const fromDropped = yield* Trace.currentTraceparent.pipe(
+          Effect.withSpan("dropped child"),
+          Effect.withParentSpan(Tracer.externalSpan({ ...dropped, sampled: false }))
+        )
+        return { own, fromKept, fromDropped }
+      }).pipe(Effect.withTracer(exporter.tracer))
+    )
+    await exporter.flush()
+    expect(passedOn.own).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/)
+    expect(passedOn.fromKept).toMatch(new RegExp(`^00-${kept.traceId}-[0-9a-f]{16}-01$`))
+    expect(passedOn.fromDropped).toMatch(new RegExp(`^00-${dropped.traceId}-[0-9a-f]{16}-00$`))
+    const sent = received.flatMap((r) => r.body.resourceSpans[0].scopeSpans[0].spans as Array<SpanJson>)
+    expect(sent.map((span) => span.name)).toEqual(["kept child"])
+    expect(sent[0]).toMatchObject({ traceId: kept.traceId, parentSpanId: kept.spanId })
+    expect(exporter.stats).toMatchObject({ exported: 1, dropped: 0 })
   })
 
   it("continues a trace from a remote parent, and drops and counts what a failing collector cannot take", async () => {

@@ -219,6 +219,40 @@ describe("./sam up with an OpenTelemetry collector", async () => {
     const second = await followed(`/api/v1/sessions/${sessionId}/prompt`, prompted.requestId, "session.prompt")
     expect(second.traceId).not.toBe(first.traceId)
 
+    // The default sampler follows a caller's choice, in every process: a request whose caller did not sample its
+    // trace (`traceparent` flagged 00) is exported by none of them, and one the caller sampled is, under its trace id
+    const promptAs = (text: string, traceparent: string) =>
+      fetch(`${gateway}/api/v1/sessions/${sessionId}/prompt`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", traceparent },
+        body: JSON.stringify({ prompt: text })
+      }).then((response) => response.status)
+    const unsampled = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e"
+    const sampled = "0ddba11ce0ddba11ce0ddba11ce0ddba"
+    expect(await promptAs("say not traced", `00-${unsampled}-00f067aa0ba902b7-00`)).toBe(202)
+    expect(await promptAs("say traced by the caller", `00-${sampled}-00f067aa0ba902b7-01`)).toBe(202)
+    // the caller's traced prompt went all the way: the node's command and the agent's output applied, in its trace
+    await eventually("the caller's sampled trace reaches the node and back", () => {
+      const trace = collector.spans.filter((s) => s.traceId === sampled)
+      const node = trace.some((s) => s.service === "sam-vm-agent" && s.name === "VmAgent.command")
+      const output = trace.some(
+        (s) => s.name === "Actor.apply" && (attribute(s, "message.type") ?? "").startsWith("session.report")
+      )
+      return node && output ? true : undefined
+    })
+    // both turns ended (the unsampled one first) and every process has flushed since (each does every second)
+    await eventually("both prompts answered", async () => {
+      const page = (await fetch(`${gateway}/api/v1/sessions/${sessionId}/events?limit=500`, {
+        headers: { authorization: `Bearer ${token}` }
+      }).then((response) => response.json())) as {
+        readonly events: ReadonlyArray<{ readonly event: { type: string } }>
+      }
+      // the task's turn, the traced follow-up, and these two
+      return page.events.filter((e) => e.event.type === "turn-ended").length >= 4 ? true : undefined
+    })
+    await new Promise((flushed) => setTimeout(flushed, 2_500))
+    expect(collector.spans.filter((s) => s.traceId === unsampled)).toEqual([])
+
     expect(collector.refused).toEqual([])
     const everything = JSON.stringify(collector.spans)
     expect(everything).not.toContain("limit=7")

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto"
-import { Cause, Effect, Exit, Layer, Option, Redacted, Schedule, Tracer } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Option, Redacted, Schedule, Tracer } from "effect"
 import { z } from "zod"
+import * as Trace from "./Trace.js"
 
 /**
  * Spans to an OpenTelemetry collector (issue 12: one message, followed), when the standard variables ask for it:
@@ -24,9 +25,10 @@ import { z } from "zod"
  * always (`always_on`), never (`always_off`), or for a share of trace ids (`traceidratio`, the share in
  * `OTEL_TRACES_SAMPLER_ARG`, 0 to 1, by default 1); `parentbased_…` (the default: `parentbased_always_on`) keeps a
  * span whose parent came with it (another process's, by its `traceparent`) if and only if that parent was kept, so a
- * request is kept or dropped whole across the gateway, the actors and the nodes. A span that is not kept is still
- * made (its ids go on in `traceparent`, flagged not sampled) but never sent. At agent speed every event makes spans in
- * each process it crosses: a share keeps the collector's load, and the exporter's, in proportion (issue 12).
+ * request is kept or dropped whole across the gateway, the actors and the nodes. The per-message spans are not made
+ * at all for a trace that is not kept (`Trace.Sampling`, which the exporter's tracer answers); another span of such
+ * a trace is made but never sent, and its ids go on in `traceparent`, flagged not sampled. At agent speed every event
+ * makes spans in each process it crosses: a share keeps that cost, and the collector's load, in proportion (issue 12).
  */
 export interface Sampler {
   /** the name it was given (for the log) */
@@ -206,7 +208,9 @@ class ExportedSpan implements Tracer.Span {
     private readonly ended: (span: ExportedSpan) => void
   ) {
     this.status = { _tag: "Started", startTime }
-    this.traceId = Option.isSome(parent) ? parent.value.traceId : randomBytes(16).toString("hex")
+    this.traceId = Option.isSome(parent)
+      ? parent.value.traceId
+      : Option.getOrElse(Context.getOption(context, Trace.RootTrace), () => randomBytes(16).toString("hex"))
     this.sampled =
       sampler.parentBased && Option.isSome(parent) ? parent.value.sampled : keeps(sampler.ratio, this.traceId)
     this.links = Array.from(links)
@@ -327,11 +331,29 @@ export const make = (settings: Settings) => {
     if (waiting.length >= BATCH && sending === undefined) void flush()
   }
 
-  const tracer = Tracer.make({
-    span: (name, parent, context, links, startTime, kind) =>
-      new ExportedSpan(name, parent, context, links, startTime, kind, sampler, ended),
-    context: (f) => f()
-  })
+  /** asked before a per-message span is made (`Trace.Sampling`): the same choice the span would make itself */
+  const sampling: Trace.Sampling = (parent) => {
+    if (Option.isSome(parent)) {
+      const keep = sampler.parentBased ? parent.value.sampled : keeps(sampler.ratio, parent.value.traceId)
+      return keep ? { keep, context: Context.empty() } : { keep, parent: parent.value }
+    }
+    const traceId = randomBytes(16).toString("hex")
+    return keeps(sampler.ratio, traceId)
+      ? { keep: true, context: Context.make(Trace.RootTrace, traceId) }
+      : {
+          keep: false,
+          parent: Tracer.externalSpan({ traceId, spanId: randomBytes(8).toString("hex"), sampled: false })
+        }
+  }
+  const tracer = Object.assign(
+    Tracer.make({
+      span: (name, parent, context, links, startTime, kind) =>
+        new ExportedSpan(name, parent, context, links, startTime, kind, sampler, ended),
+      context: (f) => f()
+    }),
+    // not for `always_on`, which keeps every span (asking first would change nothing)
+    !sampler.parentBased && sampler.ratio >= 1 ? {} : { [Trace.SamplingKey]: sampling }
+  )
 
   return { tracer, flush, stats }
 }

@@ -1,6 +1,6 @@
 import type { MsgHdrs } from "@nats-io/nats-core"
 import { headers as natsHeaders } from "@nats-io/nats-core"
-import { Effect, FiberRef, Option, Tracer } from "effect"
+import { Context, Effect, FiberRef, Option, Tracer } from "effect"
 import type { Envelope } from "./Envelope.js"
 
 /**
@@ -102,21 +102,75 @@ export const handling =
   (effect) =>
     Effect.tracerWith((tracer) =>
       tracer !== nativeTracer
-        ? Effect.withSpan(effect, name, { captureStackTrace: false, ...spanOf(traceparent), attributes: attributes() })
+        ? kept(tracer, effect, name, { captureStackTrace: false, ...spanOf(traceparent), attributes: attributes() })
         : Effect.withParentSpan(
             effect,
             Option.getOrElse(parentOf(traceparent), () => untraced)
           )
     )
 
-/** `Effect.withSpan`, made only when spans are exported (`exported`): for a span no message's trace context names. */
+/**
+ * `Effect.withSpan`, made only when spans are exported (`exported`) and its trace is kept (`Sampling`): for a span
+ * no message's trace context names, or one whose options name it (`parent`, `root`).
+ */
 export const span =
   (
     name: string,
     options: () => Tracer.SpanOptions
   ): (<A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
   (effect) =>
-    Effect.tracerWith((tracer) => (tracer !== nativeTracer ? Effect.withSpan(effect, name, options()) : effect))
+    Effect.tracerWith((tracer) => (tracer !== nativeTracer ? kept(tracer, effect, name, options()) : effect))
+
+/**
+ * What an exporting tracer says of a span about to be made under `parent` (none: the first of a new trace), when it
+ * keeps only some traces (`Otlp.ts`'s samplers): kept, with the options' context the span is made with (a new
+ * trace's id, the one its choice was made on); or not, with the parent to run under instead, making no span (a new
+ * trace's unsampled root), so that what the work causes carries the choice on in its `traceparent`. Asked before a
+ * per-message span is made (`span`, `handling`): a span costs its making, about 10 µs here, kept or not (issue 12).
+ */
+export type Sampling = (
+  parent: Option.Option<Tracer.AnySpan>
+) =>
+  | { readonly keep: true; readonly context: Context.Context<never> }
+  | { readonly keep: false; readonly parent: Tracer.AnySpan }
+
+/** Where an exporting tracer keeps its `Sampling`. */
+export const SamplingKey: unique symbol = Symbol.for("sam/Trace/Sampling")
+
+/** The trace id a new trace's first span takes: the one its sampling was decided on. */
+export class RootTrace extends Context.Tag("sam/Trace/RootTrace")<RootTrace, string>() {}
+
+const samplingOf = (tracer: Tracer.Tracer) => (tracer as { readonly [SamplingKey]?: Sampling })[SamplingKey]
+
+/** `effect` in the span `name`, if the tracer keeps its trace; else in no span of its own (`Sampling`). */
+const kept = <A, E, R>(
+  tracer: Tracer.Tracer,
+  effect: Effect.Effect<A, E, R>,
+  name: string,
+  options: Tracer.SpanOptions
+) => {
+  const sampling = samplingOf(tracer)
+  if (sampling === undefined) return Effect.withSpan(effect, name, options)
+  const parent =
+    options.parent !== undefined
+      ? Effect.succeed(Option.some<Tracer.AnySpan>(options.parent))
+      : options.root === true
+        ? Effect.succeed(Option.none<Tracer.AnySpan>())
+        : Effect.option(Effect.currentParentSpan)
+  return Effect.flatMap(parent, (found) => {
+    const decided = sampling(found)
+    if (!decided.keep) {
+      // under the span it would have had (the ambient one stays as it is), or a new trace's unsampled root
+      return Option.isSome(found) && options.parent === undefined
+        ? effect
+        : Effect.withParentSpan(effect, decided.parent)
+    }
+    return Effect.withSpan(effect, name, {
+      ...options,
+      context: options.context === undefined ? decided.context : Context.merge(options.context, decided.context)
+    })
+  })
+}
 
 /** A `traceparent` header as it came when it is well-formed (names a remote span), otherwise none. */
 export const wellFormed = (traceparent: string | undefined): string | undefined =>

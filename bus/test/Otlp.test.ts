@@ -252,6 +252,45 @@ describe("the OTLP/HTTP JSON exporter", () => {
     expect(exporter.stats).toMatchObject({ exported: 1, dropped: 0 })
   })
 
+  it("makes no per-message span at all for a trace it does not keep, and passes that choice on", async () => {
+    received.length = 0
+    const exporter = make({
+      url,
+      headers: Redacted.make({}),
+      service: "sam-test",
+      role: "control-plane",
+      sampler: { name: "parentbased_traceidratio", parentBased: true, ratio: 0 }
+    })
+    const where = Effect.all({
+      span: Effect.map(Effect.option(Effect.currentSpan), (span) => (span._tag === "Some" ? span.value.name : null)),
+      traceparent: Trace.currentTraceparent
+    })
+    const kept = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    const dropped = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    const seen = await Effect.runPromise(
+      Effect.all({
+        // a new trace (none of the share is kept): no span, and an unsampled root passed on
+        root: where.pipe(Trace.span("Actor.handleGroup", () => ({ root: true }))),
+        // a message whose sender kept its trace: a span, in that trace; one whose sender did not: none, its context as it came
+        fromKept: where.pipe(Trace.handling("Bus.handle", kept, () => ({}))),
+        fromDropped: where.pipe(Trace.handling("Bus.handle", dropped, () => ({}))),
+        // under the dropped one, a nested per-message span is not made either
+        nested: where.pipe(
+          Trace.span("Actor.apply", () => ({})),
+          Trace.handling("Bus.handle", dropped, () => ({}))
+        )
+      }).pipe(Effect.withTracer(exporter.tracer))
+    )
+    await exporter.flush()
+    expect(seen.root.span).toBeNull()
+    expect(seen.root.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/)
+    expect(seen.fromKept.span).toBe("Bus.handle")
+    expect(seen.fromKept.traceparent).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/)
+    expect(seen.fromDropped).toEqual({ span: null, traceparent: dropped })
+    expect(seen.nested).toEqual({ span: null, traceparent: dropped })
+    expect(exporter.stats).toMatchObject({ exported: 1 })
+  })
+
   it("continues a trace from a remote parent, and drops and counts what a failing collector cannot take", async () => {
     received.length = 0
     status = 503

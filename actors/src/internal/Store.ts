@@ -447,17 +447,19 @@ export const makeStore = (
       } satisfies Applied as Applied
     }).pipe(Trace.withCorrelation(correlationId))
     return spanned
-      ? Effect.withSpan(applying, "Actor.apply", {
-          captureStackTrace: false,
-          ...Trace.spanOf(input.traceparent),
-          attributes: {
-            "actor.kind": kind.name,
-            "actor.id": id,
-            "message.type": envelope.type,
-            "message.id": envelope.id,
-            "correlation.id": correlationId
-          }
-        })
+      ? applying.pipe(
+          Trace.span("Actor.apply", () => ({
+            captureStackTrace: false,
+            ...Trace.spanOf(input.traceparent),
+            attributes: {
+              "actor.kind": kind.name,
+              "actor.id": id,
+              "message.type": envelope.type,
+              "message.id": envelope.id,
+              "correlation.id": correlationId
+            }
+          }))
+        )
       : applying
   }
 

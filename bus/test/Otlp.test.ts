@@ -2,7 +2,7 @@ import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Effect, Redacted, Tracer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { configured, keeps, make, samplingOf, shown } from "../src/Otlp.js"
+import { configured, keeps, make, type Sampler, samplingOf, shown } from "../src/Otlp.js"
 import * as Trace from "../src/Trace.js"
 
 describe("OTLP settings from the environment", () => {
@@ -151,6 +151,11 @@ describe("the OTLP/HTTP JSON exporter", () => {
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/traces`
   })
   afterAll(() => new Promise<void>((closed) => server.close(() => closed())))
+  /** An exporter to this collector that keeps what `sampler` keeps, with nothing received yet. */
+  const sampling = (sampler: Sampler) => {
+    received.length = 0
+    return make({ url, headers: Redacted.make({}), service: "sam-test", role: "control-plane", sampler })
+  }
 
   it("sends ended spans with their W3C ids, parents, times, attributes and failures, as OTLP's JSON mapping says", async () => {
     received.length = 0
@@ -216,14 +221,7 @@ describe("the OTLP/HTTP JSON exporter", () => {
   })
 
   it("sends only the traces its sampler keeps, and a remote parent's choice goes on in traceparent", async () => {
-    received.length = 0
-    const exporter = make({
-      url,
-      headers: Redacted.make({}),
-      service: "sam-test",
-      role: "control-plane",
-      sampler: { name: "parentbased_always_off", parentBased: true, ratio: 0 }
-    })
+    const exporter = sampling({ name: "parentbased_always_off", parentBased: true, ratio: 0 })
     const kept = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7" }
     const dropped = { traceId: "0af7651916cd43dd8448eb211c80319c", spanId: "b7ad6b7169203331" }
     const passedOn = await Effect.runPromise(
@@ -253,14 +251,7 @@ describe("the OTLP/HTTP JSON exporter", () => {
   })
 
   it("makes no per-message span at all for a trace it does not keep, and passes that choice on", async () => {
-    received.length = 0
-    const exporter = make({
-      url,
-      headers: Redacted.make({}),
-      service: "sam-test",
-      role: "control-plane",
-      sampler: { name: "parentbased_traceidratio", parentBased: true, ratio: 0 }
-    })
+    const exporter = sampling({ name: "parentbased_traceidratio", parentBased: true, ratio: 0 })
     const where = Effect.all({
       span: Effect.map(Effect.option(Effect.currentSpan), (span) => (span._tag === "Some" ? span.value.name : null)),
       traceparent: Trace.currentTraceparent

@@ -38,6 +38,9 @@ export interface Sampler {
   readonly ratio: number
 }
 
+/** All traces, and a remote parent's choice: OpenTelemetry's default, and what is used when none is named. */
+const DEFAULT_SAMPLER: Sampler = { name: "parentbased_always_on", parentBased: true, ratio: 1 }
+
 const SAMPLERS: Record<string, { readonly parentBased: boolean; readonly ratio?: number }> = {
   always_on: { parentBased: false, ratio: 1 },
   always_off: { parentBased: false, ratio: 0 },
@@ -49,7 +52,7 @@ const SAMPLERS: Record<string, { readonly parentBased: boolean; readonly ratio?:
 
 /** The sampler the environment names, or why it cannot be used. */
 const samplerOf = (env: NodeJS.ProcessEnv): Sampler | string => {
-  const name = env.OTEL_TRACES_SAMPLER?.trim().toLowerCase() || "parentbased_always_on"
+  const name = env.OTEL_TRACES_SAMPLER?.trim().toLowerCase() || DEFAULT_SAMPLER.name
   const known = SAMPLERS[name]
   if (known === undefined)
     return `OTEL_TRACES_SAMPLER ${name} is not supported (one of ${Object.keys(SAMPLERS).join(", ")})`
@@ -67,6 +70,10 @@ const samplerOf = (env: NodeJS.ProcessEnv): Sampler | string => {
  */
 export const keeps = (ratio: number, traceId: string) =>
   ratio >= 1 ? true : ratio <= 0 ? false : Number.parseInt(traceId.slice(-14), 16) / 2 ** 56 < ratio
+
+/** Whether `sampler` keeps a span of the trace `traceId` under `parent` (none: the trace begins with it). */
+const kept = (sampler: Sampler, parent: Option.Option<Tracer.AnySpan>, traceId: string) =>
+  sampler.parentBased && Option.isSome(parent) ? parent.value.sampled : keeps(sampler.ratio, traceId)
 
 export interface Settings {
   readonly url: string
@@ -211,8 +218,7 @@ class ExportedSpan implements Tracer.Span {
     this.traceId = Option.isSome(parent)
       ? parent.value.traceId
       : Option.getOrElse(Context.getOption(context, Trace.RootTrace), () => randomBytes(16).toString("hex"))
-    this.sampled =
-      sampler.parentBased && Option.isSome(parent) ? parent.value.sampled : keeps(sampler.ratio, this.traceId)
+    this.sampled = kept(sampler, parent, this.traceId)
     this.links = Array.from(links)
   }
 
@@ -272,7 +278,7 @@ const STOP_FLUSH_MS = 2_000
  * `dropped` counts what could not be sent.
  */
 export const make = (settings: Settings) => {
-  const sampler = settings.sampler ?? { name: "parentbased_always_on", parentBased: true, ratio: 1 }
+  const sampler = settings.sampler ?? DEFAULT_SAMPLER
   let waiting: Array<ExportedSpan> = []
   let sending: Promise<void> | undefined
   const stats = { exported: 0, dropped: 0, failures: 0, lastError: undefined as string | undefined }
@@ -334,11 +340,12 @@ export const make = (settings: Settings) => {
   /** asked before a per-message span is made (`Trace.Sampling`): the same choice the span would make itself */
   const sampling: Trace.Sampling = (parent) => {
     if (Option.isSome(parent)) {
-      const keep = sampler.parentBased ? parent.value.sampled : keeps(sampler.ratio, parent.value.traceId)
-      return keep ? { keep, context: Context.empty() } : { keep, parent: parent.value }
+      return kept(sampler, parent, parent.value.traceId)
+        ? { keep: true, context: Context.empty() }
+        : { keep: false, parent: parent.value }
     }
     const traceId = randomBytes(16).toString("hex")
-    return keeps(sampler.ratio, traceId)
+    return kept(sampler, parent, traceId)
       ? { keep: true, context: Context.make(Trace.RootTrace, traceId) }
       : {
           keep: false,
@@ -359,7 +366,7 @@ export const make = (settings: Settings) => {
 }
 
 /** How the log says which traces are kept: nothing for the default (all, and what a remote parent kept). */
-export const samplingOf = (sampler: Sampler | undefined) =>
+export const describeSampler = (sampler: Sampler | undefined) =>
   sampler === undefined || (sampler.parentBased && sampler.ratio >= 1)
     ? ""
     : `; ${sampler.name}: ${sampler.ratio >= 1 ? "all" : `${+(sampler.ratio * 100).toFixed(3)}%`} of the traces that begin here${sampler.parentBased ? ", and those another process kept" : ""}`
@@ -386,7 +393,7 @@ export const layer = (
       const where = shown(config.settings.url)
       if (options.quiet !== true)
         yield* Effect.logInfo(
-          `tracing: spans of ${config.settings.service} go to ${where} (OTLP/HTTP JSON${samplingOf(config.settings.sampler)})`
+          `tracing: spans of ${config.settings.service} go to ${where} (OTLP/HTTP JSON${describeSampler(config.settings.sampler)})`
         )
       let reported = { failures: 0, dropped: 0 }
       const report = Effect.suspend(() => {

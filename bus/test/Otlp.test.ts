@@ -2,7 +2,7 @@ import { createServer, type IncomingHttpHeaders } from "node:http"
 import type { AddressInfo } from "node:net"
 import { Effect, Redacted, Tracer } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { configured, keeps, make, type Sampler, samplingOf, shown } from "../src/Otlp.js"
+import { configured, describeSampler, keeps, make, type Sampler, shown } from "../src/Otlp.js"
 import * as Trace from "../src/Trace.js"
 
 describe("OTLP settings from the environment", () => {
@@ -93,8 +93,8 @@ describe("OTLP settings from the environment", () => {
       })
     }
     // what `up` and the log say of it
-    expect(samplingOf({ name: "parentbased_always_on", parentBased: true, ratio: 1 })).toBe("")
-    expect(samplingOf({ name: "parentbased_traceidratio", parentBased: true, ratio: 0.01 })).toBe(
+    expect(describeSampler({ name: "parentbased_always_on", parentBased: true, ratio: 1 })).toBe("")
+    expect(describeSampler({ name: "parentbased_traceidratio", parentBased: true, ratio: 0.01 })).toBe(
       "; parentbased_traceidratio: 1% of the traces that begin here, and those another process kept"
     )
   })

@@ -76,7 +76,7 @@ export const up = Effect.gen(function* () {
     yield* Effect.sync(() =>
       process.stdout.write(
         tracing._tag === "On"
-          ? `  ✓ tracing: spans of sam-control-plane and its vm-agents to ${Otlp.shown(tracing.settings.url)} (OTLP/HTTP JSON${Otlp.samplingOf(tracing.settings.sampler)})\n`
+          ? `  ✓ tracing: spans of sam-control-plane and its vm-agents to ${Otlp.shown(tracing.settings.url)} (OTLP/HTTP JSON${Otlp.describeSampler(tracing.settings.sampler)})\n`
           : `  ! tracing: spans are not exported: ${tracing.reason}\n`
       )
     )

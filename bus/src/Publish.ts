@@ -3,8 +3,8 @@ import type { Envelope } from "./Envelope.js"
 import { encode } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
-import type { StreamAck } from "./StreamPublisher.js"
-import { headersFor, span, stamp } from "./Trace.js"
+import type { StreamAck, StreamPublisher } from "./StreamPublisher.js"
+import { headersFor, headersOf, span, stamp } from "./Trace.js"
 
 /** The stream's acknowledgement: `duplicate` when it already had a message with this id within its window. */
 export type Published = StreamAck
@@ -50,6 +50,30 @@ export const publishUntraced = (
       )
     )
   )
+
+/**
+ * `publishUntraced` as a promise, outside any fiber, for the one path where a fiber's steps cost more than the
+ * publish (a vm-agent's session events, issue 12): the envelope as it is (its correlation id set by the caller),
+ * with `traceparent` as given. Fails with `NatsError` as `publishUntraced` does.
+ */
+export const publishNow = (
+  streams: StreamPublisher,
+  subject: string,
+  envelope: Envelope,
+  traceparent: string | undefined
+): Promise<Published> =>
+  streams
+    .publish([{ subject, data: encode(envelope), msgId: envelope.id, headers: headersOf(envelope, traceparent) }])
+    .then(
+      (acks) => acks[0]!,
+      (cause: unknown) => {
+        throw new NatsError({
+          reason: "Publish",
+          message: `publish ${envelope.type} to ${subject} failed: ${cause}`,
+          cause
+        })
+      }
+    )
 
 /** Publish a volatile message on core NATS: delivered to current subscribers only, never stored. */
 export const emit = Effect.fn("Bus.emit")(function* (subject: string, message: Envelope) {

@@ -194,11 +194,20 @@ export const headersFor = (
   extra?: Readonly<Record<string, string>>,
   traceparent?: string
 ): Effect.Effect<MsgHdrs> =>
-  Effect.map(traceparent === undefined ? currentTraceparent : Effect.succeed(traceparent), (parent) => {
-    const h = natsHeaders()
-    h.set("Sam-Type", envelope.type)
-    if (envelope.correlationId !== undefined) h.set("Sam-Correlation-Id", envelope.correlationId)
-    if (parent !== undefined) h.set("traceparent", parent)
-    for (const [key, value] of Object.entries(extra ?? {})) h.set(key, value)
-    return h
-  })
+  Effect.map(traceparent === undefined ? currentTraceparent : Effect.succeed(traceparent), (parent) =>
+    headersOf(envelope, parent, extra)
+  )
+
+/** `headersFor` with the trace context given, outside any fiber (`Publish.publishNow`). */
+export const headersOf = (
+  envelope: Envelope,
+  traceparent: string | undefined,
+  extra?: Readonly<Record<string, string>>
+): MsgHdrs => {
+  const h = natsHeaders()
+  h.set("Sam-Type", envelope.type)
+  if (envelope.correlationId !== undefined) h.set("Sam-Correlation-Id", envelope.correlationId)
+  if (traceparent !== undefined) h.set("traceparent", traceparent)
+  for (const [key, value] of Object.entries(extra ?? {})) h.set(key, value)
+  return h
+}

@@ -1,11 +1,13 @@
 import { Domain, type MessageDef, Nats, type NatsError, Publish, Subjects } from "@sam/bus"
-import { Effect, Schedule } from "effect"
+import { Effect, Runtime, Schedule } from "effect"
 import type { z } from "zod"
 
 const { NodeProtocol } = Domain
 
 /** How a report that cannot be published is retried: made once, not per report. */
-const retrying = Schedule.exponential("100 millis", 2).pipe(Schedule.upTo("60 seconds"))
+const RETRY_FIRST_MS = 100
+const RETRY_FOR_MS = 60_000
+const retrying = Schedule.exponential(RETRY_FIRST_MS, 2).pipe(Schedule.upTo(RETRY_FOR_MS))
 
 /**
  * Publishes this node's reports to `sam.agent.<nodeId>.rpt.<type>[.<id>]`. A report that cannot be
@@ -33,27 +35,51 @@ export const makeReporter = Effect.fn("VmAgent.reporter")(function* (nodeId: str
       }),
       Effect.catchAllDefect((defect) => Effect.logError(`report ${def.type} could not be built`, defect))
     )
+  const runtime = yield* Effect.runtime<never>()
+  const log = Runtime.runFork(runtime)
   /**
-   * `send` for what a session reports per event (issue 12): the envelope made with the turn's correlation id,
-   * published without a span of its own; the same retries when it fails.
+   * What a session reports per event, as a promise outside any fiber (issue 12: the path of every event an agent
+   * writes, where a fiber's steps, a schedule and a span lookup per event cost more than the publish): the envelope
+   * made with the correlation id given and published without a span of its own, with the trace context given (the
+   * caller names its turn's, or the one its session began under). The same retries as `send` (`retrying`'s delays,
+   * for as long) while `open()`, the same log when it is lost; it never rejects.
    */
-  const sendEvent = <T extends string, S extends z.ZodType>(
+  const sendEventNow = <T extends string, S extends z.ZodType>(
     def: MessageDef<T, S>,
     body: z.input<S>,
     id: string,
     correlationId: string | undefined,
-    traceparent?: string
-  ) =>
-    Effect.suspend(() => {
-      const subject = Subjects.agentReport(nodeId, def.type, id)
-      const envelope = def.make(body, correlationId === undefined ? {} : { correlationId })
-      return deliver(def, Publish.publishUntraced(subject, envelope, traceparent))
-    }).pipe(Effect.catchAllDefect((defect) => Effect.logError(`report ${def.type} could not be built`, defect)))
+    traceparent: string | undefined,
+    open: () => boolean
+  ): Promise<void> => {
+    let envelope: ReturnType<typeof def.make>
+    try {
+      envelope = def.make(body, correlationId === undefined ? {} : { correlationId })
+    } catch (defect) {
+      log(Effect.logError(`report ${def.type} could not be built`, defect))
+      return Promise.resolve()
+    }
+    const subject = Subjects.agentReport(nodeId, def.type, id)
+    const started = Date.now()
+    const attempt = (delay: number): Promise<void> =>
+      Publish.publishNow(nats.streams, subject, envelope, traceparent).then(
+        () => undefined,
+        (error: NatsError) => {
+          if (!open()) return
+          if (Date.now() - started + delay > RETRY_FOR_MS) {
+            log(Effect.logError(`report ${def.type} lost: ${error.message}`))
+            return
+          }
+          return new Promise<void>((resolve) => setTimeout(resolve, delay)).then(() => attempt(delay * 2))
+        }
+      )
+    return attempt(RETRY_FIRST_MS)
+  }
   const rejected = (body: z.input<typeof NodeProtocol.CommandRejected.body>) =>
     Effect.logWarning(`rejected ${body.commandType ?? "message"} on ${body.subject}: ${body.message}`).pipe(
       Effect.zipRight(send(NodeProtocol.CommandRejected, body))
     )
-  return { send, sendEvent, rejected }
+  return { send, sendEventNow, rejected }
 })
 
 export type Reporter = Effect.Effect.Success<ReturnType<typeof makeReporter>>

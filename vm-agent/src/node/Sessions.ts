@@ -1,6 +1,6 @@
 import { posix } from "node:path"
 import { Domain, Trace } from "@sam/bus"
-import { Cause, Deferred, Effect, ExecutionStrategy, Exit, FiberRef, Option, Queue, Scope } from "effect"
+import { Cause, Deferred, Effect, ExecutionStrategy, Exit, FiberRef, Option, Scope } from "effect"
 import { AgentStartError } from "../acp/AcpErrors.js"
 import type { AcpSession, AcpSessionHost, PromptTicket } from "../acp/AcpSessionHost.js"
 import type { SessionEvent } from "../acp/SessionEvent.js"
@@ -12,6 +12,7 @@ import { fitEvent } from "./FitEvent.js"
 import type { GitCredentials } from "./GitCredentials.js"
 import type { NodeKey } from "./NodeKey.js"
 import type { Reporter } from "./Reporter.js"
+import { makeSessionOutbox, type SessionOutbox } from "./SessionOutbox.js"
 import type { SessionRecord, SessionRecords } from "./SessionRecords.js"
 import { commitTaskWork } from "./TaskCommit.js"
 
@@ -23,22 +24,9 @@ type Rejection = {
   readonly retry?: boolean
 }
 
-/** An event the agent wrote, waiting in its session's outbox to be reported (in a run with those after it). */
-class AgentEventItem {
-  constructor(readonly event: SessionEvent) {}
-}
-/** What a session reports, in order: the agent's events (coalesced into runs) and other reports. */
-type OutboxItem = AgentEventItem | Effect.Effect<void>
-
-/** One event of a session's report, as the bus defines it: the vm-agent's events must fit it as they are. */
-type AgentEventReport = { readonly nodeSeq: number; readonly event: Domain.SessionEventBody }
-
-/** Most outbox items taken at once, so a run stays well inside one report's limits. */
-const OUTBOX_TAKE = 256
-
 interface Live {
   /** every report of this session goes through here, so they leave in the order they happened */
-  readonly outbox: Queue.Queue<OutboxItem>
+  readonly outbox: SessionOutbox
   readonly session: AcpSession
   readonly scope: Scope.CloseableScope
   record: SessionRecord
@@ -162,12 +150,11 @@ export const makeSessions = (deps: SessionsDeps) => {
    * follows it in the outbox (the turn's events) comes after it anyway.
    */
   const queueActivity = (entry: Live, body: Parameters<typeof report>[1]) =>
-    Queue.offer(entry.outbox, report(entry.record, body, entry.turnEpoch))
+    Effect.sync(() => entry.outbox.step(report(entry.record, body, entry.turnEpoch)))
   const activity = (entry: Live, body: Parameters<typeof report>[1]) =>
     Effect.gen(function* () {
       const done = yield* Deferred.make<void>()
-      yield* Queue.offer(
-        entry.outbox,
+      entry.outbox.step(
         report(entry.record, body, entry.turnEpoch).pipe(Effect.zipRight(Deferred.succeed(done, undefined)))
       )
       yield* Deferred.await(done)
@@ -201,7 +188,6 @@ export const makeSessions = (deps: SessionsDeps) => {
         ...(created === undefined ? {} : { checkoutReady: created })
       })
       const scope = yield* Scope.fork(deps.scope, ExecutionStrategy.sequential)
-      const outbox = yield* Queue.unbounded<OutboxItem>()
       const entry: { current?: Live; record: SessionRecord } = { record }
       // Remember the agent's session id, its process group and the last seq, for a reload; say what
       // must follow the event once it is reported.
@@ -228,73 +214,43 @@ export const makeSessions = (deps: SessionsDeps) => {
             : undefined
         return { nodeSeq: seq, epoch: entry.current?.turnEpoch ?? next.promptEpoch, body, bytes, after }
       }
-      /** A run of events, with the correlation id of the turn they belong to. */
-      const publishRun = (events: Array<AgentEventReport>, epoch: number) => {
-        const turn = turnCorrelation.get(record.sessionId)
-        const ours = turn?.epoch === epoch ? turn : undefined
-        return events.length === 1
-          ? deps.reporter.sendEvent(
-              NodeProtocol.SessionEvent,
-              {
-                sessionId: record.sessionId,
-                nodeSeq: events[0]!.nodeSeq,
-                promptEpoch: epoch,
-                event: events[0]!.event
-              },
-              record.sessionId,
-              ours?.id,
-              ours?.traceparent
-            )
-          : deps.reporter.sendEvent(
-              NodeProtocol.SessionEvents,
-              { sessionId: record.sessionId, promptEpoch: epoch, events },
-              record.sessionId,
-              ours?.id,
-              ours?.traceparent
-            )
-      }
-      /**
-       * Report what waits in the outbox, in order: the events the agent wrote while the last report was
-       * being published go out as one run (issue 12), so a busy agent costs a report per run, not per
-       * event, and a quiet one waits for nothing.
-       */
-      const safe = (effect: Effect.Effect<void>) =>
-        Effect.catchAllCause(effect, (cause) => Effect.logError(`session report failed: ${Cause.pretty(cause)}`))
-      const drain = Effect.gen(function* () {
-        const items = yield* Queue.takeBetween(outbox, 1, OUTBOX_TAKE)
-        let run: Array<AgentEventReport> = []
-        let epoch = 0
-        let bytes = 0
-        const flush = Effect.suspend(() => {
-          if (run.length === 0) return Effect.void
-          const events = run
-          run = []
-          bytes = 0
-          return publishRun(events, epoch)
-        })
-        for (const item of items) {
-          if (item instanceof AgentEventItem && entry.current?.resulted === true) continue
-          if (!(item instanceof AgentEventItem)) {
-            yield* flush
-            yield* safe(item)
-            continue
-          }
-          const event = prepare(item.event)
-          const size = event.bytes
-          const fits =
-            event.epoch === epoch &&
-            run.length < NodeProtocol.MAX_EVENTS_PER_REPORT &&
-            bytes + size < NodeProtocol.MAX_EVENTS_REPORT_BYTES
-          if (!fits) yield* flush
-          epoch = event.epoch
-          run.push({ nodeSeq: event.nodeSeq, event: event.body })
-          bytes += size
-          if (event.after !== undefined) {
-            yield* flush
-            yield* safe(event.after)
-          }
+      // What the events of no turn of this command's carry: the correlation and trace this session began under.
+      const ambient = { id: yield* FiberRef.get(Trace.correlation), traceparent: yield* Trace.currentTraceparent }
+      const outbox = makeSessionOutbox({
+        runtime: yield* Effect.runtime<never>(),
+        skipEvents: () => entry.current?.resulted === true,
+        prepare,
+        // A run of events, with the correlation id of the turn they belong to.
+        publish: (events, epoch) => {
+          const turn = turnCorrelation.get(record.sessionId)
+          // a report with none of its turn's carries the session's (what the publish took from its fiber before)
+          const ours =
+            turn?.epoch === epoch
+              ? { id: turn.id ?? ambient.id, traceparent: turn.traceparent ?? ambient.traceparent }
+              : ambient
+          return events.length === 1
+            ? deps.reporter.sendEventNow(
+                NodeProtocol.SessionEvent,
+                {
+                  sessionId: record.sessionId,
+                  nodeSeq: events[0]!.nodeSeq,
+                  promptEpoch: epoch,
+                  event: events[0]!.event
+                },
+                record.sessionId,
+                ours.id,
+                ours.traceparent,
+                outbox.isOpen
+              )
+            : deps.reporter.sendEventNow(
+                NodeProtocol.SessionEvents,
+                { sessionId: record.sessionId, promptEpoch: epoch, events },
+                record.sessionId,
+                ours.id,
+                ours.traceparent,
+                outbox.isOpen
+              )
         }
-        yield* flush
       })
       const session = yield* deps.host
         .start({
@@ -310,7 +266,7 @@ export const makeSessions = (deps: SessionsDeps) => {
                 )
               }),
           cancelGrace: `${deps.cancelGraceMs} millis`,
-          onEvent: (event) => Queue.unsafeOffer(outbox, new AgentEventItem(event))
+          onEvent: outbox.event
         })
         .pipe(
           Scope.extend(scope),
@@ -336,11 +292,9 @@ export const makeSessions = (deps: SessionsDeps) => {
         resulted: false
       }
       live.set(record.sessionId, entry.current)
-      yield* drain.pipe(
-        Effect.catchAllCause((cause) => Effect.logError(`session report failed: ${Cause.pretty(cause)}`)),
-        Effect.forever,
-        Effect.forkIn(scope)
-      )
+      // closed before the agent's own finalizers run (added after them), as the fiber it replaces was interrupted
+      yield* Scope.addFinalizer(scope, outbox.close)
+      outbox.begin()
       return entry.current
     })
 

@@ -1,7 +1,7 @@
 import type { ConsumerConfig, JsMsg } from "@nats-io/jetstream"
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Queue, Stream } from "effect"
+import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Queue, Runtime, Stream } from "effect"
 import type { Envelope, Malformed, Registry } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
@@ -211,6 +211,75 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
         Stream.mapChunksEffect(decodeAll),
         Stream.interruptWhen(Deferred.await(failed))
       )
+    })
+  )
+
+/**
+ * The deliveries of a durable consumer handed to `onDelivery` as they come, decoded, in order, from the client's
+ * callback: no stream, queue or fiber between the socket and `onDelivery` (issue 12: for a consumer every event
+ * crosses, the report ingress). What does not decode is terminated and reported through `onMalformed`, as
+ * `consume` does. Runs until interrupted; fails when the subscription does. `onDelivery` must not throw: it queues.
+ */
+export const each = <E extends Envelope>(
+  stream: string,
+  durable: string,
+  registry: Pick<Registry, "decode">,
+  onDelivery: (delivery: Delivery<E>) => void,
+  options: ConsumeOptions = {}
+): Effect.Effect<never, NatsError, Nats> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const { js } = yield* Nats
+      const consumer = yield* Effect.tryPromise({
+        try: () => js.consumers.get(stream, durable),
+        catch: jsError(`open consumer ${stream}/${durable}`)
+      })
+      const report = Runtime.runFork(yield* Effect.runtime<never>())
+      const onMalformed = options.onMalformed ?? logMalformed
+      const failed = yield* Deferred.make<never, NatsError>()
+      const deliver = (msg: JsMsg) => {
+        const decoded = registry.decode(msg.data)
+        if (decoded._tag === "Ok") {
+          onDelivery({
+            envelope: decoded.envelope as unknown as E,
+            subject: msg.subject,
+            streamSequence: msg.seq,
+            deliveryCount: msg.info.deliveryCount,
+            msg
+          })
+          return
+        }
+        msg.term()
+        report(
+          onMalformed({
+            stream,
+            consumer: durable,
+            subject: msg.subject,
+            streamSequence: msg.seq,
+            malformed: decoded.malformed
+          })
+        )
+      }
+      yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const subscription = await consumer.consume({
+              max_messages: options.batch ?? 256,
+              ...(options.expires === undefined
+                ? {}
+                : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
+              callback: deliver
+            })
+            void subscription.closed().then((error) => {
+              if (error) Deferred.unsafeDone(failed, Exit.fail(jsError(`consume ${stream}/${durable}`)(error)))
+            })
+            return subscription
+          },
+          catch: jsError(`consume ${stream}/${durable}`)
+        }),
+        (subscription) => Effect.sync(() => subscription.stop())
+      )
+      return yield* Deferred.await(failed)
     })
   )
 

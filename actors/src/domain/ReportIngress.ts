@@ -64,10 +64,10 @@ export type ReportRoutes = { readonly [T in ReportType]?: ReportHandler<T> }
  * session overtake this one, and the session actor numbers events in arrival order), then naked.
  */
 export const forward = (kind: Pick<AnyActorKind, "name" | "shards">, id: string, command: Envelope) =>
-  Publish.publish(subjectOf(kind, id), command).pipe(
-    Effect.retry(Schedule.exponential("50 millis", 2).pipe(Schedule.upTo("15 seconds"))),
-    Effect.as(Consume.Outcome.Ack())
-  )
+  Publish.publish(subjectOf(kind, id), command).pipe(Effect.retry(forwardRetry), Effect.as(ACK))
+/** made once, not per report */
+const forwardRetry = Schedule.exponential("50 millis", 2).pipe(Schedule.upTo("15 seconds"))
+const ACK = Consume.Outcome.Ack()
 
 /** The meta of a command made from a report: the report's id (one report, one command) and its lineage. */
 export const commandMeta = (report: Envelope) => ({
@@ -304,7 +304,7 @@ export interface IngressOptions {
 }
 
 export const DEFAULT_DURABLE = "control-report-ingress"
-/** Deliveries waiting in one lane (the consumer waits when it is full). */
+/** Most deliveries a lane takes at once. */
 const LANE_BUFFER = 256
 /** Most payload bytes in one run: a command stays well under NATS's 1 MB message limit. */
 const RUN_BYTES = 900_000
@@ -462,8 +462,9 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
   const context = Context.omit(Tracer.ParentSpan)(yield* Effect.context<ReportRequirements>())
   if (options.deliver === "new") yield* ensureFirstConsumer(durable, options.ackWait ?? "30 seconds")
   const route = router(options.routes, options.sessionRuns)
-  const deliveries = (name: string) =>
-    Consume.consume<typeof NodeProtocol.agentReports.defs, AgentReport>(STREAM, name, NodeProtocol.agentReports, {
+  // each delivery goes from the client's callback straight into its lane (issue 12: no stream between them)
+  const deliveries = (name: string, onDelivery: (delivery: Consume.Delivery<AgentReport>) => void) =>
+    Consume.each<AgentReport>(STREAM, name, NodeProtocol.agentReports, onDelivery, {
       onMalformed: (bad) =>
         drop(
           { nodeId: bad.subject.split(".")[2] ?? "unknown", subject: bad.subject },
@@ -550,6 +551,8 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
       if (reports === undefined) byEntity.set(key, [delivery])
       else reports.push(delivery)
     }
+    // one entity (nearly always, unless the control plane is behind): handled here, not in a fiber of its own
+    if (byEntity.size === 1) return handleEntity(byEntity.values().next().value!)
     return Effect.forEach(byEntity.values(), handleEntity, { concurrency: "unbounded", discard: true })
   }
   const work = (revision: number) =>
@@ -561,8 +564,9 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
         options.deliver ?? "all",
         options.ackWait ?? "30 seconds"
       ).pipe(Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.upTo("5 seconds"))))
+      // Unbounded: what the lanes hold is bounded by the consumer's max_ack_pending (the server holds back the rest).
       const queues = yield* Effect.forEach(Array.from({ length: lanes }), () =>
-        Queue.bounded<Consume.Delivery<AgentReport>>(LANE_BUFFER)
+        Queue.unbounded<Consume.Delivery<AgentReport>>()
       )
       for (const queue of queues) {
         yield* Effect.forkScoped(
@@ -573,8 +577,7 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
         )
       }
       yield* Effect.forkScoped(
-        deliveries(name).pipe(
-          Stream.runForEach((delivery) => Queue.offer(queues[laneOf(delivery)]!, delivery)),
+        deliveries(name, (delivery) => void queues[laneOf(delivery)]!.unsafeOffer(delivery)).pipe(
           Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
         )
       )

@@ -205,7 +205,7 @@ describe("host-process runtime", () => {
     }
   })
 
-  it("a stopping workspace's task branches are kept as a bundle streamed to its file, tried again after a failure that may pass, and a bundle over the limit is not kept", async () => {
+  it("a stopping workspace's task branches are kept as a bundle of what its origin lacks, streamed to its file, tried again after a failure that may pass, and a bundle over the limit is not kept", async () => {
     await run(runtime.create(spec("ws_bundle", repo)))
     const sh = (script: string) => run(runtime.exec("ws_bundle", ["sh", "-c", script]))
     const made = await sh(
@@ -246,6 +246,39 @@ describe("host-process runtime", () => {
         if (before === undefined) delete process.env.SAM_BRANCH_BUNDLE_MAX_BYTES
         else process.env.SAM_BRANCH_BUNDLE_MAX_BYTES = before
       }
+
+      // What its origin has is not kept again (ADR 0060): a branch pushed as it is (a push leaves `origin/<branch>`
+      // at its commit, as `update-ref` does here) is left out, and of the others only the commits the origin lacks
+      // are in the bundle, which a clone of the origin fetches and nothing else can.
+      const pushedToo = await sh(
+        "git checkout -q -b sam/task_y main && echo y > y.txt && git add y.txt && git -c user.name=t -c user.email=t@t commit -qm y && git update-ref refs/remotes/origin/sam/task_y sam/task_y && echo ok"
+      )
+      expect(pushedToo.stdout.trim()).toBe("ok")
+      const own = join(dir, "branches-own")
+      expect(await run(keepTaskBranches(runtime, "ws_bundle", own))).toBe(
+        `kept sam/task_x in ${join(own, "ws_bundle.bundle")} (on its origin: sam/task_y)`
+      )
+      const bundle = join(own, "ws_bundle.bundle")
+      const listed = execFileSync("git", ["bundle", "list-heads", bundle], { encoding: "utf8" })
+      expect(listed).toMatch(/refs\/heads\/sam\/task_x/)
+      expect(listed).not.toMatch(/task_y/)
+      const clone = join(dir, "origin-clone")
+      execFileSync("git", ["clone", "-q", repo, clone])
+      execFileSync("git", ["fetch", "-q", bundle, "refs/heads/sam/*:refs/heads/sam/*"], { cwd: clone })
+      expect(execFileSync("git", ["show", "sam/task_x:work.txt"], { cwd: clone, encoding: "utf8" })).toBe("work\n")
+      // the history it needs is the origin's: a repository without it cannot take the bundle
+      const stranger = join(dir, "stranger")
+      execFileSync("git", ["init", "-q", stranger])
+      expect(() => execFileSync("git", ["bundle", "verify", bundle], { cwd: stranger, stdio: "pipe" })).toThrow(
+        /lacks these prerequisite commits/
+      )
+      // all of them on the origin: nothing is kept
+      await sh("git update-ref refs/remotes/origin/sam/task_x sam/task_x")
+      const none = join(dir, "branches-none")
+      expect(await run(keepTaskBranches(runtime, "ws_bundle", none))).toBe(
+        "nothing to keep: its task branches are on its origin (sam/task_x, sam/task_y)"
+      )
+      await expect(readdir(none)).rejects.toThrow(/ENOENT/)
     } finally {
       await run(runtime.delete("ws_bundle"))
     }

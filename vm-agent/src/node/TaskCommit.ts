@@ -93,23 +93,72 @@ class KeepFailure extends Data.TaggedError("KeepFailure")<{ readonly message: st
 const asFailure = (retry: boolean) => (e: unknown) =>
   new KeepFailure({ message: e instanceof Error ? e.message : String(e), retry })
 
+/** `<name> <commit>` of each ref under `prefix`, by name relative to it. */
+const refsUnder = (runtime: WorkspaceRuntimeService, workspaceId: string, prefix: string) =>
+  gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname) %(objectname)", prefix]).pipe(
+    Effect.mapError((e) => new KeepFailure({ message: e.message, retry: true })),
+    Effect.flatMap((refs) =>
+      refs.exitCode === 0
+        ? Effect.succeed(
+            new Map(
+              refs.stdout
+                .split("\n")
+                .filter((line) => line.trim() !== "")
+                .map((line) => {
+                  const [ref = "", commit = ""] = line.split(" ")
+                  return [ref.slice(prefix.length), commit] as const
+                })
+            )
+          )
+        : Effect.fail(
+            new KeepFailure({
+              message: `git for-each-ref failed (${refs.exitCode}): ${refs.stderr.trim().split("\n").slice(-2).join(" | ")}`,
+              retry: true
+            })
+          )
+    )
+  )
+
 /** One attempt: what was kept, or why not. */
 const keepOnce = (runtime: WorkspaceRuntimeService, workspaceId: string, branchDir: string) =>
   Effect.gen(function* () {
-    const refs = yield* gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname:short)", "refs/heads/sam/"])
-    if (refs.exitCode !== 0)
+    const local = yield* refsUnder(runtime, workspaceId, "refs/heads/")
+    const origin = yield* refsUnder(runtime, workspaceId, "refs/remotes/origin/")
+    const tasks = [...local.keys()].filter((name) => name.startsWith("sam/"))
+    if (tasks.length === 0) return "no task branch to keep"
+    // A branch pushed as it is (its push moved `origin/<branch>` to it) is on its origin already: kept there.
+    const branches = tasks.filter((name) => origin.get(name) !== local.get(name))
+    if (branches.length === 0) return `nothing to keep: its task branches are on its origin (${tasks.join(", ")})`
+    // Only the commits its origin lacks, as the workspace last saw the origin: the bundle is the task's work, not the
+    // repository's history, and it is fetched into a clone of that origin.
+    const own = yield* gitIn(runtime, workspaceId, [
+      "rev-list",
+      "--count",
+      ...branches.map((name) => `refs/heads/${name}`),
+      "--not",
+      "--remotes=origin"
+    ]).pipe(Effect.mapError((e) => new KeepFailure({ message: e.message, retry: true })))
+    if (own.exitCode !== 0)
       return yield* new KeepFailure({
-        message: `git for-each-ref failed (${refs.exitCode}): ${refs.stderr.trim().split("\n").slice(-2).join(" | ")}`,
+        message: `git rev-list failed (${own.exitCode}): ${own.stderr.trim().split("\n").slice(-2).join(" | ")}`,
         retry: true
       })
-    const branches = refs.stdout.split("\n").filter((b) => b.trim() !== "")
-    if (branches.length === 0) return "no task branch to keep"
+    if (Number(own.stdout.trim()) === 0)
+      return `nothing to keep: its task branches have no commit its origin lacks (${branches.join(", ")})`
     const file = join(branchDir, `${workspaceId}.bundle`)
     const tmp = `${file}.${randomBytes(4).toString("hex")}.tmp`
     const max = bundleMaxBytes()
     yield* Effect.scoped(
       Effect.gen(function* () {
-        const proc = yield* runtime.spawn(workspaceId, ["git", "bundle", "create", "-", "--branches=sam/*"])
+        const proc = yield* runtime.spawn(workspaceId, [
+          "git",
+          "bundle",
+          "create",
+          "-",
+          ...branches.map((name) => `refs/heads/${name}`),
+          "--not",
+          "--remotes=origin"
+        ])
         proc.stdin.end()
         proc.stderr.resume()
         let bytes = 0
@@ -135,13 +184,16 @@ const keepOnce = (runtime: WorkspaceRuntimeService, workspaceId: string, branchD
         yield* Effect.tryPromise({ try: () => rename(tmp, file), catch: asFailure(true) })
       })
     ).pipe(Effect.ensuring(Effect.promise(() => rm(tmp, { force: true }))))
-    return `kept ${branches.join(", ")} in ${file}`
+    const pushed = tasks.filter((name) => !branches.includes(name))
+    return `kept ${branches.join(", ")} in ${file}${pushed.length === 0 ? "" : ` (on its origin: ${pushed.join(", ")})`}`
   }).pipe(Effect.mapError((e) => (e instanceof KeepFailure ? e : new KeepFailure({ message: e.message, retry: true }))))
 
 /**
  * Before a workspace stops (its files may go with its node), its task branches `sam/*` are kept as one
- * git bundle, `<branchDir>/<workspaceId>.bundle` (ADR 0023): `git fetch <bundle> 'sam/*:sam/*'` gets
- * them back. Says what it kept; a workspace with no task branch keeps nothing. The bundle is streamed to its file,
+ * git bundle, `<branchDir>/<workspaceId>.bundle` (ADR 0023): `git fetch <bundle> 'sam/*:sam/*'` in a clone of the
+ * workspace's origin gets them back. The bundle holds what the origin lacks (ADR 0060): the branches not pushed as
+ * they are, and of them only the commits no `origin/*` ref of the workspace reaches. Says what it kept; a workspace
+ * with no task branch, or whose task branches are all on its origin, keeps nothing. The bundle is streamed to its file,
  * at most `bundleMaxBytes` (the workspace decides how large its branches are: one held in memory could end the
  * vm-agent). A failure that may pass (a spawn, git, a write) is tried again, `attempts` times in all, since the stop
  * that follows is the last chance; one that stays (over the limit) is not. A failure is said, never a defect that

@@ -12,11 +12,12 @@ import {
   NodeId,
   Publish,
   registry,
+  type StreamPublisher,
   Subjects,
   Topology,
   Trace
 } from "@sam/bus"
-import { Cause, Chunk, Context, Duration, Effect, Layer, Queue, Schedule, Stream, Tracer } from "effect"
+import { Cause, Context, Duration, Effect, Layer, Option, Runtime, Schedule, Stream, Tracer } from "effect"
 import type { z } from "zod"
 import type { AnyActorKind } from "../ActorKind.js"
 import { subjectOf } from "../ActorKind.js"
@@ -66,7 +67,9 @@ export type ReportRoutes = { readonly [T in ReportType]?: ReportHandler<T> }
 export const forward = (kind: Pick<AnyActorKind, "name" | "shards">, id: string, command: Envelope) =>
   Publish.publish(subjectOf(kind, id), command).pipe(Effect.retry(forwardRetry), Effect.as(ACK))
 /** made once, not per report */
-const forwardRetry = Schedule.exponential("50 millis", 2).pipe(Schedule.upTo("15 seconds"))
+const FORWARD_RETRY_FIRST_MS = 50
+const FORWARD_RETRY_FOR_MS = 15_000
+const forwardRetry = Schedule.exponential(FORWARD_RETRY_FIRST_MS, 2).pipe(Schedule.upTo(FORWARD_RETRY_FOR_MS))
 const ACK = Consume.Outcome.Ack()
 
 /** The meta of a command made from a report: the report's id (one report, one command) and its lineage. */
@@ -270,7 +273,48 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
       for (const { index } of passed) outcomes[index] = outcome
       return outcomes as ReadonlyArray<Consume.Outcome>
     })
-  return { one, run }
+  /**
+   * The command that `run` (or `one`) would forward for consecutive session reports of one session by one node, when
+   * nothing about them needs the ledger or a refusal: each passes `precheck`, and the node's reports about the
+   * session passed the ledger's check already (`owned`, and no task result since). Undefined otherwise: then `run` or
+   * `one` handles them, with their checks, refusals and audits (issue 12: this is every event's path).
+   */
+  const ready = (
+    deliveries: ReadonlyArray<Consume.Delivery<AgentReport>>
+  ): { readonly subject: string; readonly command: Envelope } | undefined => {
+    if (session === undefined) return undefined
+    const checked: Array<Checked> = []
+    for (const delivery of deliveries) {
+      const pre = precheck(delivery)
+      if ("refused" in pre) return undefined
+      checked.push(pre.checked)
+    }
+    const first = checked[0]
+    if (first === undefined || !(first.report.type in sessionReportKind)) return undefined
+    const report = first.report as SessionAgentReport
+    const sessionId = report.body.sessionId
+    const nodeId = first.source.nodeId
+    if (!owned.has(nodeId, sessionId) || resultsSeen.has(nodeId, sessionId)) return undefined
+    const command =
+      checked.length === 1
+        ? ControlProtocol.SessionReport.wrap({ nodeId, report: sessionReportOf(report) }, commandMeta(report))
+        : ControlProtocol.SessionReportRun.wrap(
+            {
+              nodeId,
+              sessionId,
+              reports: checked.map(({ report }) => ({
+                id: report.id,
+                report: sessionReportOf(report as SessionAgentReport)
+              }))
+            },
+            {
+              causationId: report.id,
+              ...(report.correlationId === undefined ? {} : { correlationId: report.correlationId })
+            }
+          )
+    return { subject: subjectOf(session, sessionId), command }
+  }
+  return { one, run, ready }
 }
 
 /**
@@ -304,6 +348,15 @@ export interface IngressOptions {
 }
 
 export const DEFAULT_DURABLE = "control-report-ingress"
+/** What the lanes of one holding of the ingress share. */
+interface Lane {
+  /** the holding's: its services and log settings, for the effects a lane runs */
+  readonly runtime: Runtime.Runtime<never>
+  /** set when no span is exported: a ready run is then forwarded as plain code */
+  readonly streams: StreamPublisher | undefined
+  readonly holding: () => boolean
+}
+
 /** Most deliveries a lane takes at once. */
 const LANE_BUFFER = 256
 /** Most payload bytes in one run: a command stays well under NATS's 1 MB message limit. */
@@ -517,11 +570,54 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
       // the node's turn (or command) the reports belong to is this span's parent: one trace from the request on
       Trace.handling("ReportIngress.run", run[0]?.msg.headers?.get("traceparent"), () => ({ reports: run.length }))
     )
-  /** One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. */
-  const handleEntity = (reports: ReadonlyArray<Consume.Delivery<AgentReport>>) =>
-    Effect.gen(function* () {
+  /** The traceparent a handling under the message's `traceparent` passes on (`Trace.handling` without a span). */
+  const passedOn = (delivery: Consume.Delivery<AgentReport> | undefined) => {
+    const parent = Trace.parentOf(delivery?.msg.headers?.get("traceparent"))
+    return Option.isSome(parent) ? Trace.traceparentOf(parent.value) : undefined
+  }
+  /**
+   * `forward` and the settling of its reports as plain code (issue 12): published with the first report's trace
+   * context, retried as `forward` is (`forwardRetry`'s delays, for as long), then acknowledged; once the retries are
+   * spent, naked to come again after a second, as a failed `handleOne` or `handleRun` does.
+   */
+  const forwardNow = (
+    lane: Lane,
+    streams: StreamPublisher,
+    reports: ReadonlyArray<Consume.Delivery<AgentReport>>,
+    { subject, command }: { readonly subject: string; readonly command: Envelope }
+  ) => {
+    const traceparent = passedOn(reports[0])
+    const started = Date.now()
+    const attempt = (delay: number): Promise<void> =>
+      Publish.publishNow(streams, subject, command, traceparent).then(
+        () => {
+          for (const delivery of reports) delivery.msg.ack()
+        },
+        (error: NatsError) => {
+          // the holding ended: what is not acknowledged comes again to the next holder
+          if (!lane.holding()) return
+          if (Date.now() - started + delay > FORWARD_RETRY_FOR_MS) {
+            const log = Runtime.runFork(lane.runtime)
+            log(
+              Effect.logWarning(`${reports.length} report(s) could not be forwarded; will redeliver: ${error.message}`)
+            )
+            for (const delivery of reports) delivery.msg.nak(1_000)
+            return
+          }
+          return new Promise<void>((resolve) => setTimeout(resolve, delay)).then(() => attempt(delay * 2))
+        }
+      )
+    return attempt(FORWARD_RETRY_FIRST_MS)
+  }
+  /**
+   * One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. A run whose
+   * command is `ready` is forwarded as plain code when no span would be exported; the others go through `handleOne` or
+   * `handleRun` (their checks, refusals, audits and spans) on `runtime`.
+   */
+  const handleEntity = (reports: ReadonlyArray<Consume.Delivery<AgentReport>>, lane: Lane) =>
+    (async () => {
       let i = 0
-      while (i < reports.length) {
+      while (i < reports.length && lane.holding()) {
         const key = options.sessionRuns === undefined ? undefined : runKey(reports[i]!)
         let j = i + 1
         let bytes = reports[i]!.msg.data.length
@@ -535,15 +631,18 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
           bytes += reports[j]!.msg.data.length
           j++
         }
-        yield* j - i === 1 ? handleOne(reports[i]!) : handleRun(reports.slice(i, j))
+        const run = reports.slice(i, j)
+        const ready = lane.streams === undefined || key === undefined ? undefined : route.ready(run)
+        if (ready !== undefined && lane.streams !== undefined) await forwardNow(lane, lane.streams, run, ready)
+        else await Runtime.runPromise(lane.runtime)(run.length === 1 ? handleOne(run[0]!) : handleRun(run))
         i = j
       }
-    })
+    })()
   /**
    * What a lane took, by entity: each entity's reports in their order, the entities side by side
    * (a lane serves several sessions; their reports interleave, and only one entity's order matters).
    */
-  const handleTaken = (taken: ReadonlyArray<Consume.Delivery<AgentReport>>) => {
+  const handleTaken = (taken: ReadonlyArray<Consume.Delivery<AgentReport>>, lane: Lane) => {
     const byEntity = new Map<string, Array<Consume.Delivery<AgentReport>>>()
     for (const delivery of taken) {
       const key = entityOf(delivery.envelope) ?? delivery.subject
@@ -551,9 +650,7 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
       if (reports === undefined) byEntity.set(key, [delivery])
       else reports.push(delivery)
     }
-    // one entity (nearly always, unless the control plane is behind): handled here, not in a fiber of its own
-    if (byEntity.size === 1) return handleEntity(byEntity.values().next().value!)
-    return Effect.forEach(byEntity.values(), handleEntity, { concurrency: "unbounded", discard: true })
+    return Promise.all([...byEntity.values()].map((reports) => handleEntity(reports, lane)))
   }
   const work = (revision: number) =>
     Effect.gen(function* () {
@@ -564,20 +661,45 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
         options.deliver ?? "all",
         options.ackWait ?? "30 seconds"
       ).pipe(Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.upTo("5 seconds"))))
-      // Unbounded: what the lanes hold is bounded by the consumer's max_ack_pending (the server holds back the rest).
-      const queues = yield* Effect.forEach(Array.from({ length: lanes }), () =>
-        Queue.unbounded<Consume.Delivery<AgentReport>>()
+      // With spans exported every report goes through the effects that make them; without, a ready run is plain code.
+      const lane: Lane = {
+        runtime: yield* Effect.runtime<never>(),
+        streams: (yield* Trace.exported) ? undefined : (yield* Nats).streams,
+        holding: () => holding
+      }
+      // A lane is an array and a loop of plain code (issue 12: a fiber's queue take per report cost more than the
+      // report's forward). What the lanes hold is bounded by the consumer's max_ack_pending (the server holds back the
+      // rest). A lane stops with this holding: what it holds then is left unacknowledged for the next holder.
+      let holding = true
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          holding = false
+        })
       )
-      for (const queue of queues) {
-        yield* Effect.forkScoped(
-          Queue.takeBetween(queue, 1, LANE_BUFFER).pipe(
-            Effect.flatMap((taken) => handleTaken(Chunk.toReadonlyArray(taken))),
-            Effect.forever
-          )
-        )
+      const laneQueues = Array.from({ length: lanes }, () => ({
+        waiting: [] as Array<Consume.Delivery<AgentReport>>,
+        pumping: false
+      }))
+      const pump = async (queue: (typeof laneQueues)[number]) => {
+        while (holding && queue.waiting.length > 0) {
+          try {
+            await handleTaken(queue.waiting.splice(0, LANE_BUFFER), lane)
+          } catch (error) {
+            // a bug: what it took is left unacknowledged, and comes again after the ack wait
+            Runtime.runFork(lane.runtime)(Effect.logError("report ingress: a lane failed", error))
+          }
+        }
+        queue.pumping = false
+      }
+      const offer = (delivery: Consume.Delivery<AgentReport>) => {
+        const queue = laneQueues[laneOf(delivery)]!
+        queue.waiting.push(delivery)
+        if (queue.pumping || !holding) return
+        queue.pumping = true
+        queueMicrotask(() => void pump(queue))
       }
       yield* Effect.forkScoped(
-        deliveries(name, (delivery) => void queues[laneOf(delivery)]!.unsafeOffer(delivery)).pipe(
+        deliveries(name, offer).pipe(
           Effect.tapErrorCause((cause) => Effect.logError("report ingress stopped", Cause.pretty(cause)))
         )
       )

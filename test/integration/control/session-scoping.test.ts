@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Domain, makeId } from "@sam/bus"
+import { Domain, makeId, Nats, Trace } from "@sam/bus"
 import { Effect, Layer, type Redacted } from "effect"
 import { beforeAll } from "vitest"
 import { natsAdmin, sqlLayer, useOwnNats, waitUntil } from "../../src/Env.js"
@@ -190,6 +190,61 @@ describe("callback scoping: a node reports only on what the ledger places on it"
         expect(rows.map((r) => r.type)).toEqual(["not-json", "bad-body", "unknown-type"])
         for (const row of rows) expect(row.reason).toMatch(/^malformed: /)
         expect((yield* transcriptOf(sessionId))[0]).toMatchObject({ seq: 1, payload: { text: "fine" } })
+      }).pipe(Effect.provide(env())),
+    60_000
+  )
+
+  it.scopedLive(
+    "what a report's command carries on: its trace context and correlation id, for each report of a session",
+    () =>
+      Effect.gen(function* () {
+        const { session } = yield* startControl(url)
+        const { projectId, place } = yield* placement
+        const a = yield* place()
+        const nodeA = yield* fakeNode(a.nodeId)
+        const sessionId = makeId("sess")
+        yield* openSession(session, {
+          projectId,
+          workspaceId: a.workspaceId,
+          nodeId: a.nodeId,
+          mode: "conversation",
+          sessionId
+        })
+        const { nc } = yield* Nats
+        const forwards: Array<{ traceparent: string | undefined; correlationId: unknown; type: unknown }> = []
+        const sub = nc.subscribe(`sam.cmd.${session.name}.*.${sessionId}`, {
+          callback: (_error, msg) => {
+            const envelope = JSON.parse(new TextDecoder().decode(msg.data)) as {
+              correlationId?: unknown
+              type?: unknown
+            }
+            forwards.push({
+              traceparent: msg.headers?.get("traceparent"),
+              correlationId: envelope.correlationId,
+              type: envelope.type
+            })
+          }
+        })
+        yield* Effect.addFinalizer(() => Effect.sync(() => sub.unsubscribe()))
+        yield* Effect.promise(() => nc.flush())
+        // The node's turn: its reports name the request that started it and carry its trace context. The first is
+        // checked against the ledger; the ones after it go on without (issue 12), and must carry the same.
+        const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        for (const [i, text] of ["one", "two", "three"].entries()) {
+          const report = NodeProtocol.SessionEvent.make(
+            { sessionId: sessionId as never, nodeSeq: i + 1, promptEpoch: 0, event: { type: "text", text } },
+            { correlationId: "req_scopingTurn" }
+          )
+          yield* nodeA.publish(report, sessionId).pipe(Trace.continueFrom(traceparent))
+          yield* waitUntil(
+            `report ${text} in the transcript`,
+            transcriptOf(sessionId).pipe(Effect.map((rows) => (rows.length > i ? rows : undefined)))
+          )
+        }
+        expect(forwards.length).toBe(3)
+        for (const forward of forwards) {
+          expect(forward).toEqual({ traceparent, correlationId: "req_scopingTurn", type: "session.report" })
+        }
       }).pipe(Effect.provide(env())),
     60_000
   )

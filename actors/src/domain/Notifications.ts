@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { Api, Consume, Domain, type Envelope, type EnvelopeOf, makeId, Publish, registry } from "@sam/bus"
 import { StoredText } from "@sam/sql"
-import { Effect, Schedule } from "effect"
+import { Effect, Queue, Schedule } from "effect"
 import { TaskStatusEvent } from "./TaskActor.js"
 
 const { SessionEvents, Notifications: N } = Domain
@@ -213,6 +213,12 @@ const mayNotify = (event: SessionEvent) =>
   (event.type === "session.event" &&
     (event.body.event.type === "permission-requested" || event.body.event.type === "plan"))
 
+/** Whether a delivery holds anything that may notify: most hold only the agent's output, acknowledged as they come. */
+const mayNotifyAny = (event: SessionEvent) =>
+  event.type === "session.event-batch"
+    ? event.body.entries.some((entry) => entry.event.type === "permission-requested" || entry.event.type === "plan")
+    : mayNotify(event)
+
 /**
  * A `session.event-batch` is its entries, each as the `session.event` it stands for (with an id of its own,
  * stable across redeliveries, for the notification it may cause).
@@ -296,15 +302,24 @@ export const run = Effect.fn("Notifications.run")(function* () {
     Consume.consume<typeof taskEvents.defs, TaskEvent>("SAM_EVT", TASK_CONSUMER, taskEvents, { onMalformed }),
     handleTask
   )
-  const sessions = Consume.run(
-    Consume.consume<typeof SessionEvents.sessionEvents.defs, SessionEvent>(
+  // Session events: what cannot notify is acknowledged from the consumer's callback (issue 12: every event the
+  // agents write comes here); the rest is handled one at a time, as a consumer's stream would.
+  const sessions = Effect.gen(function* () {
+    const mayNotifyQueue = yield* Queue.unbounded<Consume.Delivery<SessionEvent>>()
+    yield* Effect.forkScoped(
+      Queue.take(mayNotifyQueue).pipe(Effect.flatMap(Consume.handleOne(handleSession)), Effect.forever)
+    )
+    return yield* Consume.each<SessionEvent>(
       "SAM_EVT",
       SESSION_CONSUMER,
       SessionEvents.sessionEvents,
+      (delivery) => {
+        if (mayNotifyAny(delivery.envelope)) mayNotifyQueue.unsafeOffer(delivery)
+        else delivery.msg.ack()
+      },
       { onMalformed }
-    ),
-    handleSession
-  )
+    )
+  }).pipe(Effect.scoped)
   const keepGoing = <E, R>(what: string, work: Effect.Effect<void, E, R>) =>
     work.pipe(
       Effect.tapErrorCause((cause) => Effect.logWarning(`notifications: ${what} consumer stopped; reopening`, cause)),

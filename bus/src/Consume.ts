@@ -135,6 +135,74 @@ const logMalformed = (report: MalformedDelivery) =>
   )
 
 /**
+ * The consumer's messages handed to `callback` as the client gets them (callback mode: stopping it ends the
+ * subscription at once, where the async-iterator mode waits for a pull in flight), until the scope closes; the
+ * Deferred fails when the subscription does.
+ */
+const subscribe = (stream: string, durable: string, options: ConsumeOptions, callback: (msg: JsMsg) => void) =>
+  Effect.gen(function* () {
+    const { js } = yield* Nats
+    const consumer = yield* Effect.tryPromise({
+      try: () => js.consumers.get(stream, durable),
+      catch: jsError(`open consumer ${stream}/${durable}`)
+    })
+    const failed = yield* Deferred.make<never, NatsError>()
+    yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const subscription = await consumer.consume({
+            max_messages: options.batch ?? 256,
+            ...(options.expires === undefined ? {} : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
+            callback
+          })
+          void subscription.closed().then((error) => {
+            if (error) Deferred.unsafeDone(failed, Exit.fail(jsError(`consume ${stream}/${durable}`)(error)))
+          })
+          return subscription
+        },
+        catch: jsError(`consume ${stream}/${durable}`)
+      }),
+      // stop() ends the subscription at once; close() would wait for a pull in flight to expire.
+      (subscription) => Effect.sync(() => subscription.stop())
+    )
+    return failed
+  })
+
+/**
+ * A message decoded: its delivery, or, for a payload that does not decode, the report of it once it is terminated
+ * (never delivered again).
+ */
+const decodeOne = <E extends Envelope>(
+  stream: string,
+  durable: string,
+  registry: Pick<Registry, "decode">,
+  msg: JsMsg
+): { readonly delivery: Delivery<E> } | { readonly malformed: MalformedDelivery } => {
+  const decoded = registry.decode(msg.data)
+  if (decoded._tag === "Ok") {
+    return {
+      delivery: {
+        envelope: decoded.envelope as unknown as E,
+        subject: msg.subject,
+        streamSequence: msg.seq,
+        deliveryCount: msg.info.deliveryCount,
+        msg
+      }
+    }
+  }
+  msg.term()
+  return {
+    malformed: {
+      stream,
+      consumer: durable,
+      subject: msg.subject,
+      streamSequence: msg.seq,
+      malformed: decoded.malformed
+    }
+  }
+}
+
+/**
  * The deliveries of a durable consumer as a Stream of decoded envelopes. A payload that does not
  * decode is terminated (never redelivered), reported through `onMalformed`, and skipped: one bad
  * message never stops the stream. Each emitted delivery must be settled with `settle`.
@@ -147,63 +215,21 @@ export const consume = <Defs extends ReadonlyArray<{ readonly type: string }>, E
 ): Stream.Stream<Delivery<E>, NatsError, Nats> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
-      const { js } = yield* Nats
-      const consumer = yield* Effect.tryPromise({
-        try: () => js.consumers.get(stream, durable),
-        catch: jsError(`open consumer ${stream}/${durable}`)
-      })
       const onMalformed = options.onMalformed ?? logMalformed
       const batch = options.batch ?? 256
-      // Callback mode (interrupting the stream stops the subscription at once; the async-iterator mode
-      // waits for a pull in flight when its iterator is returned). Each message goes straight into a
-      // queue, without a fiber of its own, and is taken with whatever else waits there (issue 12): the
-      // server holds back what is over the consumer's max_ack_pending, so the queue stays bounded.
+      // Each message goes straight into a queue, without a fiber of its own, and is taken with whatever else waits
+      // there (issue 12): the server holds back what is over the consumer's max_ack_pending, so the queue stays
+      // bounded.
       const queue = yield* Effect.acquireRelease(Queue.unbounded<JsMsg>(), Queue.shutdown)
-      const failed = yield* Deferred.make<never, NatsError>()
-      yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const subscription = await consumer.consume({
-              max_messages: batch,
-              ...(options.expires === undefined
-                ? {}
-                : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
-              callback: (msg) => void queue.unsafeOffer(msg)
-            })
-            void subscription.closed().then((error) => {
-              if (error) Deferred.unsafeDone(failed, Exit.fail(jsError(`consume ${stream}/${durable}`)(error)))
-            })
-            return subscription
-          },
-          catch: jsError(`consume ${stream}/${durable}`)
-        }),
-        // stop() ends the subscription at once; close() would wait for a pull in flight to expire.
-        (subscription) => Effect.sync(() => subscription.stop())
-      )
+      const failed = yield* subscribe(stream, durable, options, (msg) => void queue.unsafeOffer(msg))
       /** What waits, decoded; a payload that does not decode is terminated, reported and left out. */
       const decodeAll = (msgs: Chunk.Chunk<JsMsg>) =>
         Effect.gen(function* () {
           const out: Array<Delivery<E>> = []
           for (const msg of msgs) {
-            const decoded = registry.decode(msg.data)
-            if (decoded._tag === "Ok") {
-              out.push({
-                envelope: decoded.envelope as unknown as E,
-                subject: msg.subject,
-                streamSequence: msg.seq,
-                deliveryCount: msg.info.deliveryCount,
-                msg
-              })
-              continue
-            }
-            msg.term()
-            yield* onMalformed({
-              stream,
-              consumer: durable,
-              subject: msg.subject,
-              streamSequence: msg.seq,
-              malformed: decoded.malformed
-            })
+            const one = decodeOne<E>(stream, durable, registry, msg)
+            if ("delivery" in one) out.push(one.delivery)
+            else yield* onMalformed(one.malformed)
           }
           return Chunk.unsafeFromArray(out)
         })
@@ -229,56 +255,13 @@ export const each = <E extends Envelope>(
 ): Effect.Effect<never, NatsError, Nats> =>
   Effect.scoped(
     Effect.gen(function* () {
-      const { js } = yield* Nats
-      const consumer = yield* Effect.tryPromise({
-        try: () => js.consumers.get(stream, durable),
-        catch: jsError(`open consumer ${stream}/${durable}`)
-      })
       const report = Runtime.runFork(yield* Effect.runtime<never>())
       const onMalformed = options.onMalformed ?? logMalformed
-      const failed = yield* Deferred.make<never, NatsError>()
-      const deliver = (msg: JsMsg) => {
-        const decoded = registry.decode(msg.data)
-        if (decoded._tag === "Ok") {
-          onDelivery({
-            envelope: decoded.envelope as unknown as E,
-            subject: msg.subject,
-            streamSequence: msg.seq,
-            deliveryCount: msg.info.deliveryCount,
-            msg
-          })
-          return
-        }
-        msg.term()
-        report(
-          onMalformed({
-            stream,
-            consumer: durable,
-            subject: msg.subject,
-            streamSequence: msg.seq,
-            malformed: decoded.malformed
-          })
-        )
-      }
-      yield* Effect.acquireRelease(
-        Effect.tryPromise({
-          try: async () => {
-            const subscription = await consumer.consume({
-              max_messages: options.batch ?? 256,
-              ...(options.expires === undefined
-                ? {}
-                : { expires: Duration.toMillis(Duration.decode(options.expires)) }),
-              callback: deliver
-            })
-            void subscription.closed().then((error) => {
-              if (error) Deferred.unsafeDone(failed, Exit.fail(jsError(`consume ${stream}/${durable}`)(error)))
-            })
-            return subscription
-          },
-          catch: jsError(`consume ${stream}/${durable}`)
-        }),
-        (subscription) => Effect.sync(() => subscription.stop())
-      )
+      const failed = yield* subscribe(stream, durable, options, (msg) => {
+        const one = decodeOne<E>(stream, durable, registry, msg)
+        if ("delivery" in one) onDelivery(one.delivery)
+        else report(onMalformed(one.malformed))
+      })
       return yield* Deferred.await(failed)
     })
   )

@@ -122,7 +122,10 @@ describe("a session's outbox: the vm-agent's reports of one session, in order, a
     let interrupted = false
     outbox.begin()
     outbox.event(text(1))
-    outbox.step(Deferred.await(blocked).pipe(Effect.onInterrupt(() => Effect.sync(() => void (interrupted = true)))))
+    const interrupt = Effect.sync(() => {
+      interrupted = true
+    })
+    outbox.step(Deferred.await(blocked).pipe(Effect.onInterrupt(() => interrupt)))
     outbox.event(text(2))
     await ack()
     await settle()

@@ -568,7 +568,10 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
       }),
       Trace.withCorrelation(run[0]?.envelope.correlationId),
       // the node's turn (or command) the reports belong to is this span's parent: one trace from the request on
-      Trace.handling("ReportIngress.run", run[0]?.msg.headers?.get("traceparent"), () => ({ reports: run.length }))
+      Trace.handling("ReportIngress.run", run[0]?.msg.headers?.get("traceparent"), () => ({
+        reports: run.length,
+        type: run[0]?.envelope.type
+      }))
     )
   /** The traceparent a handling under the message's `traceparent` passes on (`Trace.handling` without a span). */
   const passedOn = (delivery: Consume.Delivery<AgentReport> | undefined) => {

@@ -201,7 +201,7 @@ describe("./sam up with an OpenTelemetry collector", async () => {
       // every hop is there, each the child of the one before: nothing breaks the trace on the way
       expect(lineage[0]).toMatch(/^sam-control-plane: Actor\.apply session\.report/)
       expect(lineage).toContain(`sam-vm-agent: VmAgent.command ${nodeCommand}`)
-      expect(lineage.some((hop) => /^sam-control-plane: (Bus\.handle|ReportIngress\.run) /.test(hop))).toBe(true)
+      expect(lineage.some((hop) => /^sam-control-plane: (Bus\.handle|ReportIngress\.run)( |$)/.test(hop))).toBe(true)
       expect(lineage.at(-1)).toBe("sam-control-plane: http.server POST")
       return { traceId: request.traceId, lineage }
     }

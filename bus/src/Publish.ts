@@ -75,6 +75,33 @@ export const publishNow = (
       }
     )
 
+/**
+ * `publishNow`, tried again after `retry.firstMs` and twice as long each time after that, for as long as `retry.forMs`
+ * since the first try allows and `retry.open()` holds (as `Schedule.exponential(firstMs, 2)` up to `forMs` would for
+ * `publishUntraced`): `"published"`, `"closed"` when `open()` no longer held after a failure, or the last failure once
+ * the time is spent. Never rejects. Every try carries the same envelope, so a publish whose ack was lost is stored
+ * once (`Nats-Msg-Id`).
+ */
+export const publishNowRetrying = (
+  streams: StreamPublisher,
+  subject: string,
+  envelope: Envelope,
+  traceparent: string | undefined,
+  retry: { readonly firstMs: number; readonly forMs: number; readonly open: () => boolean }
+): Promise<"published" | "closed" | NatsError> => {
+  const started = Date.now()
+  const attempt = (delay: number): Promise<"published" | "closed" | NatsError> =>
+    publishNow(streams, subject, envelope, traceparent).then(
+      () => "published" as const,
+      (error: NatsError) => {
+        if (!retry.open()) return "closed" as const
+        if (Date.now() - started + delay > retry.forMs) return error
+        return new Promise<void>((resolve) => setTimeout(resolve, delay)).then(() => attempt(delay * 2))
+      }
+    )
+  return attempt(retry.firstMs)
+}
+
 /** Publish a volatile message on core NATS: delivered to current subscribers only, never stored. */
 export const emit = Effect.fn("Bus.emit")(function* (subject: string, message: Envelope) {
   const { nc } = yield* Nats

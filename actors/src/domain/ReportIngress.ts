@@ -100,6 +100,28 @@ const sessionReportOf = (report: SessionAgentReport): z.output<typeof ControlPro
   }
 }
 
+/** The `session.report` command of one node's session report, with the report's id. */
+const sessionReportCommand = (report: SessionAgentReport, nodeId: NodeId) =>
+  // the report was parsed when it was decoded: passed on as it is (the session's shard parses it again)
+  ControlProtocol.SessionReport.wrap({ nodeId, report: sessionReportOf(report) }, commandMeta(report))
+
+/** The `session.report-run` command of consecutive session reports of one session by one node. */
+const sessionReportRunCommand = (reports: ReadonlyArray<SessionAgentReport>, nodeId: NodeId) => {
+  const first = reports[0]!
+  return ControlProtocol.SessionReportRun.wrap(
+    {
+      nodeId,
+      sessionId: first.body.sessionId,
+      reports: reports.map((report) => ({ id: report.id, report: sessionReportOf(report) }))
+    },
+    // An id of its own: each report's id is claimed by the actor as the report's.
+    {
+      causationId: first.id,
+      ...(first.correlationId === undefined ? {} : { correlationId: first.correlationId })
+    }
+  )
+}
+
 /**
  * `session.event-reported`, `session.events-reported` and `session.activity-reported` → `session.report` to the
  * session actor.
@@ -108,16 +130,7 @@ export const sessionRoutes = (session: Pick<AnyActorKind, "name" | "shards">): R
   const toSession = (
     report: Extract<AgentReport, { readonly type: keyof typeof sessionReportKind }>,
     source: ReportSource
-  ) =>
-    forward(
-      session,
-      report.body.sessionId,
-      // the report was parsed when it was decoded: passed on as it is (the session's shard parses it again)
-      ControlProtocol.SessionReport.wrap(
-        { nodeId: source.nodeId, report: sessionReportOf(report) },
-        commandMeta(report)
-      )
-    )
+  ) => forward(session, report.body.sessionId, sessionReportCommand(report, source.nodeId))
   return {
     "session.event-reported": toSession,
     "session.events-reported": toSession,
@@ -250,24 +263,15 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
         }
         return outcomes as ReadonlyArray<Consume.Outcome>
       }
-      const sessionId = (first.report as SessionAgentReport).body.sessionId
-      const reports = passed.map(({ checked }) => ({
-        id: checked.report.id,
-        report: sessionReportOf(checked.report as SessionAgentReport)
-      }))
       const outcome =
-        reports.length === 1
+        passed.length === 1
           ? yield* (routes[first.report.type] as ReportHandler<ReportType>)(first.report, first.source)
           : yield* forward(
               session,
-              sessionId,
-              ControlProtocol.SessionReportRun.wrap(
-                { nodeId: first.source.nodeId, sessionId, reports },
-                // An id of its own: each report's id is claimed by the actor as the report's.
-                {
-                  causationId: first.report.id,
-                  ...(first.report.correlationId === undefined ? {} : { correlationId: first.report.correlationId })
-                }
+              (first.report as SessionAgentReport).body.sessionId,
+              sessionReportRunCommand(
+                passed.map(({ checked }) => checked.report as SessionAgentReport),
+                first.source.nodeId
               )
             )
       for (const { index } of passed) outcomes[index] = outcome
@@ -291,27 +295,12 @@ export const router = (routes: ReportRoutes, session?: Pick<AnyActorKind, "name"
     }
     const first = checked[0]
     if (first === undefined || !(first.report.type in sessionReportKind)) return undefined
-    const report = first.report as SessionAgentReport
-    const sessionId = report.body.sessionId
+    const sessionId = (first.report as SessionAgentReport).body.sessionId
     const nodeId = first.source.nodeId
     if (!owned.has(nodeId, sessionId) || resultsSeen.has(nodeId, sessionId)) return undefined
+    const reports = checked.map(({ report }) => report as SessionAgentReport)
     const command =
-      checked.length === 1
-        ? ControlProtocol.SessionReport.wrap({ nodeId, report: sessionReportOf(report) }, commandMeta(report))
-        : ControlProtocol.SessionReportRun.wrap(
-            {
-              nodeId,
-              sessionId,
-              reports: checked.map(({ report }) => ({
-                id: report.id,
-                report: sessionReportOf(report as SessionAgentReport)
-              }))
-            },
-            {
-              causationId: report.id,
-              ...(report.correlationId === undefined ? {} : { correlationId: report.correlationId })
-            }
-          )
+      reports.length === 1 ? sessionReportCommand(reports[0]!, nodeId) : sessionReportRunCommand(reports, nodeId)
     return { subject: subjectOf(session, sessionId), command }
   }
   return { one, run, ready }
@@ -584,34 +573,27 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
    * spent, naked to come again after a second, as a failed `handleOne` or `handleRun` does.
    */
   const forwardNow = (
-    lane: Lane,
     streams: StreamPublisher,
+    lane: Lane,
     reports: ReadonlyArray<Consume.Delivery<AgentReport>>,
     { subject, command }: { readonly subject: string; readonly command: Envelope }
-  ) => {
-    const traceparent = passedOn(reports[0])
-    const started = Date.now()
-    const attempt = (delay: number): Promise<void> =>
-      Publish.publishNow(streams, subject, command, traceparent).then(
-        () => {
-          for (const delivery of reports) delivery.msg.ack()
-        },
-        (error: NatsError) => {
-          // the holding ended: what is not acknowledged comes again to the next holder
-          if (!lane.holding()) return
-          if (Date.now() - started + delay > FORWARD_RETRY_FOR_MS) {
-            const log = Runtime.runFork(lane.runtime)
-            log(
-              Effect.logWarning(`${reports.length} report(s) could not be forwarded; will redeliver: ${error.message}`)
-            )
-            for (const delivery of reports) delivery.msg.nak(1_000)
-            return
-          }
-          return new Promise<void>((resolve) => setTimeout(resolve, delay)).then(() => attempt(delay * 2))
-        }
+  ) =>
+    Publish.publishNowRetrying(streams, subject, command, passedOn(reports[0]), {
+      firstMs: FORWARD_RETRY_FIRST_MS,
+      forMs: FORWARD_RETRY_FOR_MS,
+      // the holding ended: what is not acknowledged comes again to the next holder
+      open: lane.holding
+    }).then((outcome) => {
+      if (outcome === "closed") return
+      if (outcome === "published") {
+        for (const delivery of reports) delivery.msg.ack()
+        return
+      }
+      Runtime.runFork(lane.runtime)(
+        Effect.logWarning(`${reports.length} report(s) could not be forwarded; will redeliver: ${outcome.message}`)
       )
-    return attempt(FORWARD_RETRY_FIRST_MS)
-  }
+      for (const delivery of reports) delivery.msg.nak(1_000)
+    })
   /**
    * One entity's reports, in order: consecutive ones that may go together as runs, the rest alone. A run whose
    * command is `ready` is forwarded as plain code when no span would be exported; the others go through `handleOne` or
@@ -635,8 +617,9 @@ export const run = Effect.fn("ReportIngress.run")(function* (options: IngressOpt
           j++
         }
         const run = reports.slice(i, j)
-        const ready = lane.streams === undefined || key === undefined ? undefined : route.ready(run)
-        if (ready !== undefined && lane.streams !== undefined) await forwardNow(lane, lane.streams, run, ready)
+        const streams = lane.streams
+        const ready = streams !== undefined && key !== undefined ? route.ready(run) : undefined
+        if (streams !== undefined && ready !== undefined) await forwardNow(streams, lane, run, ready)
         else await Runtime.runPromise(lane.runtime)(run.length === 1 ? handleOne(run[0]!) : handleRun(run))
         i = j
       }

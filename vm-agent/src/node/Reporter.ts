@@ -47,10 +47,19 @@ export const makeReporter = Effect.fn("VmAgent.reporter")(function* (nodeId: str
   const sendEventNow = <T extends string, S extends z.ZodType>(
     def: MessageDef<T, S>,
     body: z.input<S>,
-    id: string,
-    correlationId: string | undefined,
-    traceparent: string | undefined,
-    open: () => boolean
+    {
+      id,
+      correlationId,
+      traceparent,
+      open
+    }: {
+      /** the entity its subject names */
+      readonly id: string
+      readonly correlationId: string | undefined
+      readonly traceparent: string | undefined
+      /** retries stop once this is false (the session closed) */
+      readonly open: () => boolean
+    }
   ): Promise<void> => {
     let envelope: ReturnType<typeof def.make>
     try {
@@ -60,20 +69,13 @@ export const makeReporter = Effect.fn("VmAgent.reporter")(function* (nodeId: str
       return Promise.resolve()
     }
     const subject = Subjects.agentReport(nodeId, def.type, id)
-    const started = Date.now()
-    const attempt = (delay: number): Promise<void> =>
-      Publish.publishNow(nats.streams, subject, envelope, traceparent).then(
-        () => undefined,
-        (error: NatsError) => {
-          if (!open()) return
-          if (Date.now() - started + delay > RETRY_FOR_MS) {
-            log(Effect.logError(`report ${def.type} lost: ${error.message}`))
-            return
-          }
-          return new Promise<void>((resolve) => setTimeout(resolve, delay)).then(() => attempt(delay * 2))
-        }
-      )
-    return attempt(RETRY_FIRST_MS)
+    return Publish.publishNowRetrying(nats.streams, subject, envelope, traceparent, {
+      firstMs: RETRY_FIRST_MS,
+      forMs: RETRY_FOR_MS,
+      open
+    }).then((outcome) => {
+      if (typeof outcome !== "string") log(Effect.logError(`report ${def.type} lost: ${outcome.message}`))
+    })
   }
   const rejected = (body: z.input<typeof NodeProtocol.CommandRejected.body>) =>
     Effect.logWarning(`rejected ${body.commandType ?? "message"} on ${body.subject}: ${body.message}`).pipe(

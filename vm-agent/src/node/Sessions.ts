@@ -228,6 +228,12 @@ export const makeSessions = (deps: SessionsDeps) => {
             turn?.epoch === epoch
               ? { id: turn.id ?? ambient.id, traceparent: turn.traceparent ?? ambient.traceparent }
               : ambient
+          const sent = {
+            id: record.sessionId,
+            correlationId: ours.id,
+            traceparent: ours.traceparent,
+            open: outbox.isOpen
+          }
           return events.length === 1
             ? deps.reporter.sendEventNow(
                 NodeProtocol.SessionEvent,
@@ -237,18 +243,12 @@ export const makeSessions = (deps: SessionsDeps) => {
                   promptEpoch: epoch,
                   event: events[0]!.event
                 },
-                record.sessionId,
-                ours.id,
-                ours.traceparent,
-                outbox.isOpen
+                sent
               )
             : deps.reporter.sendEventNow(
                 NodeProtocol.SessionEvents,
                 { sessionId: record.sessionId, promptEpoch: epoch, events },
-                record.sessionId,
-                ours.id,
-                ours.traceparent,
-                outbox.isOpen
+                sent
               )
         }
       })

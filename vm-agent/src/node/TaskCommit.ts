@@ -93,9 +93,16 @@ class KeepFailure extends Data.TaggedError("KeepFailure")<{ readonly message: st
 const asFailure = (retry: boolean) => (e: unknown) =>
   new KeepFailure({ message: e instanceof Error ? e.message : String(e), retry })
 
-/** `<name> <commit>` of each ref under `prefix`, by name relative to it. */
-const refsUnder = (runtime: WorkspaceRuntimeService, workspaceId: string, prefix: string) =>
-  gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname) %(objectname)", prefix]).pipe(
+/** A git command of the keep that exited with an error: worth another attempt. */
+const gitFailed = (what: string, result: { readonly exitCode: number; readonly stderr: string }) =>
+  new KeepFailure({
+    message: `git ${what} failed (${result.exitCode}): ${result.stderr.trim().split("\n").slice(-2).join(" | ")}`,
+    retry: true
+  })
+
+/** The commit of each task branch (`sam/…`) under `base` (`refs/heads/`, `refs/remotes/origin/`), by its name. */
+const taskRefs = (runtime: WorkspaceRuntimeService, workspaceId: string, base: string) =>
+  gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname) %(objectname)", `${base}sam/`]).pipe(
     Effect.mapError((e) => new KeepFailure({ message: e.message, retry: true })),
     Effect.flatMap((refs) =>
       refs.exitCode === 0
@@ -106,25 +113,20 @@ const refsUnder = (runtime: WorkspaceRuntimeService, workspaceId: string, prefix
                 .filter((line) => line.trim() !== "")
                 .map((line) => {
                   const [ref = "", commit = ""] = line.split(" ")
-                  return [ref.slice(prefix.length), commit] as const
+                  return [ref.slice(base.length), commit] as const
                 })
             )
           )
-        : Effect.fail(
-            new KeepFailure({
-              message: `git for-each-ref failed (${refs.exitCode}): ${refs.stderr.trim().split("\n").slice(-2).join(" | ")}`,
-              retry: true
-            })
-          )
+        : Effect.fail(gitFailed("for-each-ref", refs))
     )
   )
 
 /** One attempt: what was kept, or why not. */
 const keepOnce = (runtime: WorkspaceRuntimeService, workspaceId: string, branchDir: string) =>
   Effect.gen(function* () {
-    const local = yield* refsUnder(runtime, workspaceId, "refs/heads/")
-    const origin = yield* refsUnder(runtime, workspaceId, "refs/remotes/origin/")
-    const tasks = [...local.keys()].filter((name) => name.startsWith("sam/"))
+    const local = yield* taskRefs(runtime, workspaceId, "refs/heads/")
+    const origin = yield* taskRefs(runtime, workspaceId, "refs/remotes/origin/")
+    const tasks = [...local.keys()]
     if (tasks.length === 0) return "no task branch to keep"
     // A branch pushed as it is (its push moved `origin/<branch>` to it) is on its origin already: kept there.
     const branches = tasks.filter((name) => origin.get(name) !== local.get(name))
@@ -138,11 +140,7 @@ const keepOnce = (runtime: WorkspaceRuntimeService, workspaceId: string, branchD
       "--not",
       "--remotes=origin"
     ]).pipe(Effect.mapError((e) => new KeepFailure({ message: e.message, retry: true })))
-    if (own.exitCode !== 0)
-      return yield* new KeepFailure({
-        message: `git rev-list failed (${own.exitCode}): ${own.stderr.trim().split("\n").slice(-2).join(" | ")}`,
-        retry: true
-      })
+    if (own.exitCode !== 0) return yield* gitFailed("rev-list", own)
     if (Number(own.stdout.trim()) === 0)
       return `nothing to keep: its task branches have no commit its origin lacks (${branches.join(", ")})`
     const file = join(branchDir, `${workspaceId}.bundle`)

@@ -1,6 +1,5 @@
 import * as Http from "node:http"
 import type * as Net from "node:net"
-import { Socket } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Api } from "@sam/bus"
 import { Effect } from "effect"
@@ -9,7 +8,7 @@ import { defaults, type FeedOptions } from "../src/feed/FeedConfig.js"
 import * as Outbound from "../src/feed/Outbound.js"
 
 /** A real WebSocket over loopback: the server's end is the connection's `Outbound`; the client reads, or is paused. */
-const connection = (options: Partial<FeedOptions>) =>
+const connection = (options: Partial<FeedOptions>, opened = true) =>
   Effect.gen(function* () {
     const ends = yield* Effect.acquireRelease(
       Effect.promise(async () => {
@@ -38,9 +37,8 @@ const connection = (options: Partial<FeedOptions>) =>
           await new Promise((resolve) => ends.http.close(resolve))
         })
     )
-    const socket = yield* Socket.fromWebSocket(Effect.succeed(ends.ws as unknown as globalThis.WebSocket))
-    yield* Effect.forkScoped(Effect.ignore(socket.runRaw(() => {})))
-    const out = yield* Outbound.make(socket, ends.tcp, { ...defaults, closeGraceMs: 100, ...options })
+    const out = yield* Outbound.make(ends.tcp, { ...defaults, closeGraceMs: 100, ...options })
+    if (opened) out.open(ends.ws)
     return { ...ends, out }
   })
 
@@ -114,5 +112,31 @@ describe("feed: a connection's live backlog", () => {
       expect(closed.reason).toMatch(/^too slow: \d+ bytes buffered$/)
       expect(Number(/\d+/.exec(closed.reason)?.[0])).toBeGreaterThan(4 * 256 * KiB)
     })
+  )
+
+  it.scopedLive(
+    "what is sent before the handshake is done goes out once it is, in order; a close asked meanwhile goes instead",
+    () =>
+      Effect.gen(function* () {
+        const c = yield* connection({}, false)
+        for (let i = 0; i < 3; i++) expect(c.out.send(frameOf(i, 100))).toBe(true)
+        // nothing is written before `open`
+        yield* Effect.sleep("50 millis")
+        expect(c.received).toEqual([])
+        c.out.open(c.ws)
+        yield* waitFor(() => (c.received.length === 3 ? true : undefined))
+        expect(
+          c.received.map((json) => Number.parseInt((JSON.parse(json) as { message: string }).message, 10))
+        ).toEqual([0, 1, 2])
+
+        const d = yield* connection({}, false)
+        expect(d.out.send(frameOf(0, 100))).toBe(true)
+        d.out.close(Api.FeedClose.unauthenticated, "revoked")
+        expect(d.out.send(frameOf(1, 100))).toBe(false)
+        d.out.open(d.ws)
+        const closed = yield* Effect.promise(() => d.closed)
+        expect(closed).toEqual({ code: Api.FeedClose.unauthenticated, reason: "revoked" })
+        expect(d.received).toEqual([])
+      })
   )
 })

@@ -38,7 +38,8 @@ const schedule = (seed: number, options: { readonly afterSeq: number; readonly m
       close: () => {},
       isClosing: () => false,
       backlog: () => 0,
-      closing: Effect.never
+      closing: Effect.never,
+      open: () => {}
     }
     const catchUp: CatchUp = {
       snapshot: () => Effect.succeed({ json: '{"type":"snapshot"}', bytes: 19 }),

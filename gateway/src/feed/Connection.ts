@@ -21,6 +21,7 @@ type Request = Api.ClientFrame & { readonly type: "subscribe" | "unsubscribe" }
 export const run = Effect.fn("Feed.connection")(function* (
   principal: Principal,
   socket: Socket.Socket,
+  webSocket: () => Outbound.FrameSink | undefined,
   tcp: Net.Socket | undefined
 ) {
   const feed = yield* Feed
@@ -28,7 +29,7 @@ export const run = Effect.fn("Feed.connection")(function* (
   const sql = yield* SqlClient.SqlClient
   const { options, fanout } = feed
   const scope = yield* Effect.scope
-  const out = yield* Outbound.make(socket, tcp, options)
+  const out = yield* Outbound.make(tcp, options)
   const rechecks = yield* Queue.sliding<void>(1)
   const self: Subscriber = {
     id: makeId("conn"),
@@ -138,5 +139,10 @@ export const run = Effect.fn("Feed.connection")(function* (
   )
 
   reply({ type: "hello", connectionId: self.id, userId: principal.userId, heartbeatMs: options.heartbeatMs })
-  yield* socket.runRaw(onFrame).pipe(Effect.ignore)
+  // what was queued before the handshake (the hello) goes out once it is done
+  const opened = Effect.sync(() => {
+    const ws = webSocket()
+    if (ws !== undefined) out.open(ws)
+  })
+  yield* socket.runRaw(onFrame, { onOpen: opened }).pipe(Effect.ignore)
 })

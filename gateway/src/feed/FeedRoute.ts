@@ -55,7 +55,7 @@ const handler = Effect.gen(function* () {
     Effect.sync(() => feed.admit(principal.userId)),
     (counted) => Effect.sync(() => counted && feed.leave(principal.userId))
   )
-  const socket = yield* Upgrade.upgrade(request, feed.options.closeGraceMs)
+  const { socket, webSocket } = yield* Upgrade.upgrade(request, feed.options.closeGraceMs)
   if (!admitted) {
     yield* refuse(
       socket,
@@ -66,7 +66,7 @@ const handler = Effect.gen(function* () {
     return HttpServerResponse.empty()
   }
   const tcp = NodeHttpServerRequest.toIncomingMessage(request).socket
-  yield* Effect.scoped(Connection.run(principal, socket, tcp))
+  yield* Effect.scoped(Connection.run(principal, socket, webSocket, tcp))
   return HttpServerResponse.empty()
 }).pipe(
   Effect.scoped,

@@ -1,7 +1,6 @@
 import type * as Net from "node:net"
-import { Socket } from "@effect/platform"
 import { Api } from "@sam/bus"
-import { Deferred, Effect, Queue } from "effect"
+import { Deferred, Effect } from "effect"
 import type { FeedOptions } from "./FeedConfig.js"
 
 /** A serialized server frame. One event is serialized once and the same value sent to every connection. */
@@ -30,13 +29,21 @@ export const eventsFrame = (sessionId: string, entries: ReadonlyArray<string>): 
   return { json, bytes: Buffer.byteLength(json) }
 }
 
+/** What a connection's frames are written to: the `ws` socket of its handshake (`Upgrade.upgrade`). */
+export interface FrameSink {
+  readonly send: (data: string) => void
+  readonly close: (code: number, reason: string) => void
+}
+
 /**
- * The sending side of one connection. `@effect/platform`'s socket write is a synchronous `ws.send`
- * that never pushes back, so the backlog is measured: what sits in the TCP socket's write buffer
- * plus this queue. Live sends close a client whose backlog has stayed over `maxBufferedBytes` for
+ * The sending side of one connection. Frames wait in an array and go out corked in one write once the event loop's
+ * current phase is over (`setImmediate`): everything queued meanwhile, for every session of the connection, in one
+ * syscall (a burst to many clients is otherwise bound by syscalls), with no fiber woken per frame (issue 12). `ws`'s
+ * send is synchronous and never pushes back, so the backlog is measured: what sits in the TCP socket's write buffer
+ * plus what waits here. Live sends close a client whose backlog has stayed over `maxBufferedBytes` for
  * `slowAfterMs`, or passes four times it: one step may hand a client several batches of a session's
  * events at once (each up to 256 KiB), which says nothing of how fast it reads. Catch-up sends wait
- * for the backlog to drain instead, up to `drainTimeoutMs`.
+ * for the backlog to drain instead, up to `drainTimeoutMs`. Nothing is written before `open`.
  */
 export interface Outbound {
   /** queue a live frame; false when the connection is closing (now, or because of this frame) */
@@ -51,31 +58,57 @@ export interface Outbound {
   readonly backlog: () => number
   /** completes once a close was asked for */
   readonly closing: Effect.Effect<void>
+  /** the handshake is done: what waits goes out (or the close, when one was asked for meanwhile) */
+  readonly open: (sink: FrameSink) => void
 }
 
-export const make = Effect.fn("Feed.outbound")(function* (
-  socket: Socket.Socket,
-  tcp: Net.Socket | undefined,
-  options: FeedOptions
-) {
-  const write = yield* socket.writer
-  const queue = yield* Effect.acquireRelease(Queue.unbounded<OutFrame | null>(), Queue.shutdown)
+export const make = Effect.fn("Feed.outbound")(function* (tcp: Net.Socket | undefined, options: FeedOptions) {
   const closingSignal = yield* Deferred.make<void>()
+  let sink: FrameSink | undefined
+  let waiting: Array<OutFrame> = []
   let queuedBytes = 0
-  let closeEvent: Socket.CloseEvent | undefined
+  let flushing: NodeJS.Immediate | undefined
+  let closeEvent: { readonly code: number; readonly reason: string } | undefined
+  let cut: NodeJS.Timeout | undefined
+  let ended = false
 
   const backlog = () => queuedBytes + (tcp?.writableLength ?? 0)
 
+  const flush = () => {
+    flushing = undefined
+    if (sink === undefined || closeEvent !== undefined || ended) return
+    const batch = waiting
+    waiting = []
+    queuedBytes = 0
+    tcp?.cork()
+    try {
+      for (const out of batch) sink.send(out.json)
+    } finally {
+      tcp?.uncork()
+    }
+  }
+
+  // The close frame goes out ahead of anything still queued: a slow client would otherwise never
+  // reach it. A client that does not read it within the grace loses its socket anyway.
+  const sendClose = () => {
+    if (sink === undefined || closeEvent === undefined || ended) return
+    waiting = []
+    queuedBytes = 0
+    sink.close(closeEvent.code, closeEvent.reason)
+    cut = setTimeout(() => tcp?.destroy(), options.closeGraceMs)
+  }
+
   const close = (code: number, reason: string) => {
     if (closeEvent !== undefined) return
-    closeEvent = new Socket.CloseEvent(code, reason)
+    closeEvent = { code, reason }
     Deferred.unsafeDone(closingSignal, Effect.void)
-    queue.unsafeOffer(null)
+    sendClose()
   }
 
   const enqueue = (out: OutFrame) => {
     queuedBytes += out.bytes
-    queue.unsafeOffer(out)
+    waiting.push(out)
+    if (flushing === undefined && sink !== undefined) flushing = setImmediate(flush)
   }
 
   /** since when the live backlog has been over `maxBufferedBytes`, without a send finding it under */
@@ -122,31 +155,22 @@ export const make = Effect.fn("Feed.outbound")(function* (
       return true
     })
 
-  // A batch goes out corked: one syscall for everything queued since the last one, instead of one
-  // per frame (a burst to many clients is otherwise bound by syscalls).
-  const writeBatch = (batch: Iterable<OutFrame | null>) =>
-    Effect.suspend(() => {
-      tcp?.cork()
-      return Effect.forEach(
-        batch,
-        (out) => {
-          if (out === null || closeEvent !== undefined) return Effect.void
-          queuedBytes -= out.bytes
-          return write(out.json)
-        },
-        { discard: true }
-      )
-    }).pipe(Effect.ensuring(Effect.sync(() => tcp?.uncork())))
+  const open = (opened: FrameSink) => {
+    if (sink !== undefined || ended) return
+    sink = opened
+    if (closeEvent !== undefined) sendClose()
+    else if (waiting.length > 0) flush()
+  }
 
-  // The close frame goes out ahead of anything still queued: a slow client would otherwise never
-  // reach it. A client that does not read it within the grace loses its socket anyway.
-  const writer = Effect.gen(function* () {
-    while (closeEvent === undefined) yield* writeBatch(yield* Queue.takeBetween(queue, 1, 1024))
-    yield* write(closeEvent)
-    yield* Effect.sleep(options.closeGraceMs)
-    tcp?.destroy()
-  }).pipe(Effect.ignore)
-  yield* Effect.forkScoped(writer)
+  // The connection is over (its socket closed, or the gateway stops): nothing more is written, no timer is left.
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      ended = true
+      waiting = []
+      if (flushing !== undefined) clearImmediate(flushing)
+      if (cut !== undefined) clearTimeout(cut)
+    })
+  )
 
   return {
     send,
@@ -155,6 +179,7 @@ export const make = Effect.fn("Feed.outbound")(function* (
     close,
     isClosing: () => closeEvent !== undefined,
     backlog,
-    closing: Deferred.await(closingSignal)
+    closing: Deferred.await(closingSignal),
+    open
   } satisfies Outbound
 })

@@ -4,7 +4,7 @@ import { type HttpServerRequest, Socket } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Api } from "@sam/bus"
 import { Effect } from "effect"
-import { WebSocketServer } from "ws"
+import { type WebSocket, WebSocketServer } from "ws"
 
 /** What each upgrade request brought after its headers (its first bytes of WebSocket frames, if it sent any early). */
 const heads = new WeakMap<Http.IncomingMessage, Buffer>()
@@ -50,6 +50,12 @@ const handshakes = new WebSocketServer({
   maxPayload: Api.MAX_CLIENT_FRAME_BYTES
 })
 
+export interface Upgraded {
+  readonly socket: Socket.Socket
+  /** its `ws` socket once the socket's `runRaw` made the handshake; undefined before */
+  readonly webSocket: () => WebSocket | undefined
+}
+
 /**
  * The feed request's WebSocket, the handshake made here rather than by `request.upgrade` of
  * `@effect/platform-node`: that one waits for `ws` uninterruptibly, and `ws` never answers a handshake it refuses (a
@@ -63,11 +69,12 @@ const handshakes = new WebSocketServer({
 export const upgrade = (
   request: HttpServerRequest.HttpServerRequest,
   refusedWithinMs: number
-): Effect.Effect<Socket.Socket> => {
+): Effect.Effect<Upgraded> => {
   const incoming = NodeHttpServerRequest.toIncomingMessage(request)
   const tcp = incoming.socket
   const refused = (cause: string) => new Socket.SocketGenericError({ reason: "Open", cause })
-  return Socket.fromWebSocket(
+  let opened: WebSocket | undefined
+  const socket = Socket.fromWebSocket(
     Effect.acquireRelease(
       Effect.async<globalThis.WebSocket, Socket.SocketError>((resume) => {
         if (tcp.destroyed || !tcp.readable || !tcp.writable) {
@@ -85,6 +92,7 @@ export const upgrade = (
         handshakes.handleUpgrade(incoming, tcp, heads.get(incoming) ?? Buffer.alloc(0), (ws) => {
           clearTimeout(unread)
           tcp.off("close", gone)
+          opened = ws
           resume(Effect.succeed(ws as unknown as globalThis.WebSocket))
         })
       }),
@@ -101,4 +109,5 @@ export const upgrade = (
         })
     )
   )
+  return Effect.map(socket, (socket) => ({ socket, webSocket: () => opened }))
 }

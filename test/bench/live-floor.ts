@@ -6,7 +6,8 @@
  * consumer of those reports that gives each event its `seq`, writes what came meanwhile in one statement (the
  * ledger), publishes each report's events to JetStream as one event, and acknowledges them; a gateway that reads
  * those events and sends them over a WebSocket; and one WebSocket client per session. The same shape as
- * `test/bench/live.ts`'s paced runs (20 sessions, 3 nodes, each session streaming for 4 s), so the two compare.
+ * `test/bench/live.ts`'s paced runs (20 sessions, 3 nodes, each session streaming for 4 s) and its burst (750 events
+ * a session at once, beside raw core NATS), so the two compare.
  * Run: `node --import tsx test/bench/live-floor.ts [sessions]`, or as part of `test/bench/live.ts`, which compares
  * its own runs with these. Rewrites the "Live path: the design's floor" section of docs/benchmarks.md.
  */
@@ -16,6 +17,7 @@ import { join } from "node:path"
 import { pathToFileURL } from "node:url"
 import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect, credsAuthenticator, headers } from "@nats-io/transport-node"
+import { Subjects } from "@sam/bus"
 import { Effect, Redacted } from "effect"
 import Pg from "pg"
 import WS, { WebSocketServer } from "ws"
@@ -52,7 +54,7 @@ export interface FloorRun {
  * The floor on a stack of its own (nats-server and Postgres, no control plane): a warm-up, then every session at
  * 50 and at 10 events/s. Its section for docs/benchmarks.md and the two runs.
  */
-export const measureFloor = async (sessionCount: number) => {
+export const measureFloor = async (sessionCount: number, burstPerSession = 750) => {
   const running = await startTestStack()
   const { stack } = running
   try {
@@ -182,6 +184,8 @@ export const measureFloor = async (sessionCount: number) => {
     const sessions = Array.from({ length: sessionCount }, (_, i) => `s${i}`)
     let latencies: Array<number> = []
     let received = 0
+    let firstStamp = Number.POSITIVE_INFINITY
+    let lastArrival = 0
     const clients = await Promise.all(
       sessions.map(
         (session) =>
@@ -192,8 +196,11 @@ export const measureFloor = async (sessionCount: number) => {
               const event = JSON.parse(data.toString("utf8")) as { events: Array<{ content: { text: string } }> }
               for (const e of event.events) {
                 received++
-                latencies.push(at - Number(e.content.text.split(" ")[1]))
+                const stamp = Number(e.content.text.split(" ")[1])
+                latencies.push(at - stamp)
+                firstStamp = Math.min(firstStamp, stamp)
               }
+              lastArrival = at
             })
             client.once("open", () => resolve(client))
           })
@@ -201,12 +208,16 @@ export const measureFloor = async (sessionCount: number) => {
     )
 
     let runs = 0
-    /** All sessions stream `perSecond` events each for SECONDS; the latencies and the CPU time per event. */
-    const paced = async (perSecond: number, seconds = SECONDS) => {
+    /**
+     * Every session's writer writes `count` events, one every `gap` ms (0: all at once); once all are received, the
+     * CPU time per event by kind of process.
+     */
+    const stream = async (gap: number, count: number) => {
       latencies = []
       received = 0
       statements = 0
-      const count = perSecond * seconds
+      firstStamp = Number.POSITIVE_INFINITY
+      lastArrival = 0
       const cpuBefore = cpuByKind(OWN)
       const nodes = Array.from({ length: NODES }, (_, n) => {
         const config = {
@@ -215,7 +226,7 @@ export const measureFloor = async (sessionCount: number) => {
           node: `floor${n}`,
           run: `r${++runs}`,
           sessions: sessions.filter((_, i) => i % NODES === n),
-          gap: Math.round(1000 / perSecond),
+          gap,
           count,
           // every session's stamps at once (as live.ts's paced runs), once every node has started its writers
           delay: 500
@@ -248,7 +259,12 @@ export const measureFloor = async (sessionCount: number) => {
       ]
         .filter(({ us }) => us > 0)
         .sort((a, b) => b.us - a.us)
-      const total = cpu.reduce((sum, c) => sum + c.us, 0)
+      return { expected, cpu, total: cpu.reduce((sum, c) => sum + c.us, 0) }
+    }
+
+    /** All sessions stream `perSecond` events each for SECONDS; the latencies and the CPU time per event. */
+    const paced = async (perSecond: number, seconds = SECONDS) => {
+      const { expected, cpu, total } = await stream(Math.round(1000 / perSecond), perSecond * seconds)
       const sorted = [...latencies].sort((a, b) => a - b)
       const rate = perSecond * sessionCount
       const text = [
@@ -268,9 +284,40 @@ export const measureFloor = async (sessionCount: number) => {
       } satisfies FloorRun
     }
 
+    /** Every session writes `perSession` events at once: events/s from the first written to the last received. */
+    const burst = async (perSession: number) => {
+      const { expected, cpu, total } = await stream(0, perSession)
+      const elapsed = lastArrival - firstStamp
+      const perSecond = (received / elapsed) * 1000
+      // as live.ts's baseline: as many payloads of 400 bytes over core NATS, publish → subscribe
+      const payload = encoder.encode("x".repeat(400))
+      let rawReceived = 0
+      // a subject the control plane's credentials may publish to and subscribe to, as live.ts's
+      const subject = Subjects.pty("node_bench", "floor", "out")
+      const sub = nc.subscribe(subject, { callback: () => void rawReceived++ })
+      await nc.flush()
+      const rawStart = now()
+      for (let i = 0; i < received; i++) nc.publish(subject, payload)
+      while (rawReceived < received) await new Promise((r) => setImmediate(r))
+      const raw = (received / (now() - rawStart)) * 1000
+      sub.unsubscribe()
+      const text = [
+        `Each of the ${sessionCount} sessions writing ${perSession} events at once (${received} of ${expected} events received):`,
+        `${perSecond.toFixed(0)} events/s from the first event written to the last received (${elapsed.toFixed(0)} ms);`,
+        `raw core NATS publish → subscribe of as many payloads of 400 bytes, in this process: ${raw.toFixed(0)} events/s (the floor's burst: ${(perSecond / raw).toFixed(3)} of it).`,
+        `${(received / statements).toFixed(1)} events per ledger statement.`,
+        `CPU time per event, by process: ${cpu.map((c) => `${c.kind} ${c.us.toFixed(0)} µs`).join(", ")}; ${total.toFixed(0)} µs in all.`,
+        ""
+      ].join("\n")
+      return { events: received, elapsed, perSecond, raw, cpuPerEvent: total, text }
+    }
+
     await paced(10, 1) // warm-up: the code of every process compiled by V8
     const target = await paced(50)
     const light = await paced(10)
+    // as live.ts's burst: the first runs code nothing has run yet, the second is the one read
+    await burst(burstPerSession)
+    const bursts = await burst(burstPerSession)
     for (const client of clients) client.close()
     server.close()
     await feed.close()
@@ -291,11 +338,14 @@ export const measureFloor = async (sessionCount: number) => {
       "statement, publishes each report's events as one JetStream event and acknowledges the reports, a gateway that",
       "sends each event to its session's WebSocket, and a client per session. No actors, no ACP, no checks of who",
       `owns what, no snapshots, no spans. ${sessionCount} sessions on ${NODES} nodes; every session's stamps at once.`,
+      `Then, as the live path's burst, every session's agent writes ${burstPerSession} events at once, twice (the second is read), and`,
+      "raw core NATS moves as many payloads in the same process: what the design can reach beside raw NATS here.",
       "",
       target.text,
-      light.text
+      light.text,
+      bursts.text
     ].join("\n")
-    return { section, target, light }
+    return { section, target, light, burst: bursts }
   } finally {
     await running.close()
   }

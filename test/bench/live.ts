@@ -471,6 +471,7 @@ const program = Effect.gen(function* () {
       `| raw core NATS publish → subscribe, as many payloads of 400 bytes | ${events} | ${raw.toFixed(0)} | ${rawElapsed.toFixed(0)} |`,
       "",
       `Ratio live path/raw: ${(perSecond / raw).toFixed(3)}.`,
+      `The design's floor (section "Live path: the design's floor", before the stack started), ${SESSIONS} sessions writing ${floor.burst.events / SESSIONS} events each at once: ${floor.burst.perSecond.toFixed(0)} events/s, ${(floor.burst.perSecond / raw).toFixed(3)} of this run's raw core NATS, with ${floor.burst.cpuPerEvent.toFixed(0)} µs of CPU per event in all (this path: ${(perSecond / floor.burst.perSecond).toFixed(2)}× the floor's events/s).`,
       `CPU at idle (every session open, nothing streaming), in % of one core: ${idle.map((c) => `${c.kind} ${c.percent.toFixed(1)}`).join(", ")}; ${idle.reduce((sum, c) => sum + c.percent, 0).toFixed(1)} in all.`,
       `Meanwhile, per second, the process of the control plane, gateway and clients made SQL statements ${idleOps.sql}`,
       `and NATS publishes and requests ${idleOps.nats}.`,

@@ -1,7 +1,7 @@
 import type { ConsumerConfig, JsMsg } from "@nats-io/jetstream"
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Queue, Runtime, Stream } from "effect"
+import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Queue, Stream } from "effect"
 import type { Envelope, Malformed, Registry } from "./Envelope.js"
 import { NatsError } from "./Errors.js"
 import { Nats } from "./Nats.js"
@@ -255,12 +255,23 @@ export const each = <E extends Envelope>(
 ): Effect.Effect<never, NatsError, Nats> =>
   Effect.scoped(
     Effect.gen(function* () {
-      const report = Runtime.runFork(yield* Effect.runtime<never>())
       const onMalformed = options.onMalformed ?? logMalformed
+      // reported one after the other, in the order they came (an audit of them reads in that order)
+      const malformed = yield* Effect.acquireRelease(Queue.unbounded<MalformedDelivery>(), Queue.shutdown)
+      yield* Effect.forkScoped(
+        Queue.take(malformed).pipe(
+          Effect.flatMap((bad) =>
+            Effect.catchAllCause(onMalformed(bad), (cause) =>
+              Effect.logWarning(`${stream}/${durable}: reporting a malformed delivery failed`, Cause.pretty(cause))
+            )
+          ),
+          Effect.forever
+        )
+      )
       const failed = yield* subscribe(stream, durable, options, (msg) => {
         const one = decodeOne<E>(stream, durable, registry, msg)
         if ("delivery" in one) onDelivery(one.delivery)
-        else report(onMalformed(one.malformed))
+        else malformed.unsafeOffer(one.malformed)
       })
       return yield* Deferred.await(failed)
     })

@@ -92,50 +92,55 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
     })
   )
 
-  it.scoped("each: deliveries handed over in order from the callback; a malformed one terminated and reported", () =>
-    Effect.gen(function* () {
-      const { nc, jsm } = yield* Nats
-      const { subject, durable } = yield* setup
-      const reports = yield* Queue.unbounded<Consume.MalformedDelivery>()
-      yield* Publish.publish(subject, Add.make({ n: 1 }))
-      nc.publish(subject, "{not json")
-      yield* Publish.publish(subject, Add.make({ n: 2 }))
-      nc.publish(subject, JSON.stringify({ ...Add.make({ n: 3 }), body: { n: "three" } }))
-      yield* Publish.publish(subject, Add.make({ n: 4 }))
-      const seen: Array<number> = []
-      yield* Effect.forkScoped(
-        Consume.each<ReturnType<typeof Add.make>>(
-          "SAM_CMD",
-          durable,
-          messages,
-          (delivery) => {
-            seen.push(delivery.envelope.body.n)
-            delivery.msg.ack()
-          },
-          { onMalformed: (report) => Queue.offer(reports, report) }
+  it.scoped(
+    "each: deliveries handed over in order from the callback; malformed ones terminated and reported in the order they came",
+    () =>
+      Effect.gen(function* () {
+        const { nc, jsm } = yield* Nats
+        const { subject, durable } = yield* setup
+        const reported: Array<string> = []
+        yield* Publish.publish(subject, Add.make({ n: 1 }))
+        nc.publish(subject, "{not json")
+        yield* Publish.publish(subject, Add.make({ n: 2 }))
+        nc.publish(subject, JSON.stringify({ ...Add.make({ n: 3 }), body: { n: "three" } }))
+        yield* Publish.publish(subject, Add.make({ n: 4 }))
+        const seen: Array<number> = []
+        yield* Effect.forkScoped(
+          Consume.each<ReturnType<typeof Add.make>>(
+            "SAM_CMD",
+            durable,
+            messages,
+            (delivery) => {
+              seen.push(delivery.envelope.body.n)
+              delivery.msg.ack()
+            },
+            {
+              // the first takes longer to report than the second: it is still reported first
+              onMalformed: (report) =>
+                Effect.sleep(report.malformed.reason === "not-json" ? "100 millis" : "0 millis").pipe(
+                  Effect.andThen(Effect.sync(() => reported.push(report.malformed.reason)))
+                )
+            }
+          )
         )
-      )
-      yield* waitUntil(
-        "three delivered",
-        Effect.sync(() => (seen.length === 3 ? seen : undefined))
-      )
-      expect(seen).toEqual([1, 2, 4])
-      const malformed = yield* waitUntil(
-        "both reported",
-        Queue.takeAll(reports).pipe(
-          Effect.map(Chunk.toArray),
-          Effect.map((all) => (all.length === 2 ? all : undefined))
+        yield* waitUntil(
+          "three delivered",
+          Effect.sync(() => (seen.length === 3 ? seen : undefined))
         )
-      )
-      expect(malformed.map((r) => r.malformed.reason)).toEqual(["not-json", "bad-body"])
-      const settled = yield* waitUntil(
-        "every delivery settled",
-        Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
-          Effect.map((info) => (info.num_ack_pending === 0 && info.num_pending === 0 ? info : undefined))
+        expect(seen).toEqual([1, 2, 4])
+        const malformed = yield* waitUntil(
+          "both reported",
+          Effect.sync(() => (reported.length === 2 ? reported : undefined))
         )
-      )
-      expect(settled.num_redelivered).toBe(0)
-    })
+        expect(malformed).toEqual(["not-json", "bad-body"])
+        const settled = yield* waitUntil(
+          "every delivery settled",
+          Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
+            Effect.map((info) => (info.num_ack_pending === 0 && info.num_pending === 0 ? info : undefined))
+          )
+        )
+        expect(settled.num_redelivered).toBe(0)
+      })
   )
 
   it.scoped("nak(delay) redelivers after the delay, term never again, and a failing handler is retried", () =>

@@ -10,6 +10,8 @@
  * - Latency: the S sessions each stream 50 events/s (`stamp`, `sleep 20`) for a few seconds; the time
  *   from the agent's write (the stamp) to the feed client's receipt. Measured on its second run, as the
  *   burst: the first runs paths the bursts did not (an event alone at each hop) in code V8 has not compiled yet.
+ *   Every turn starts at once, so the stamps written in a run's first and last half second (while the turns start
+ *   and end) are also reported apart from those between.
  *
  * Run: `node --import tsx test/bench/live.ts [sessions] [lines]`. Rewrites the "Live path" section of
  * docs/benchmarks.md. `SAM_BENCH_CPU_PROFILE=<file>` profiles this process over the run at 10 events/s a
@@ -107,6 +109,8 @@ interface Follower {
   outOfOrder: number
   turnEnds: number
   readonly stamps: Array<number>
+  /** when each of `stamps` was written (the agent's clock, which is this machine's) */
+  readonly written: Array<number>
 }
 
 /**
@@ -209,6 +213,7 @@ const program = Effect.gen(function* () {
         outOfOrder: 0,
         turnEnds: 0,
         stamps: [],
+        written: [],
         client: new FeedClient({
           baseUrl: url,
           token,
@@ -230,6 +235,7 @@ const program = Effect.gen(function* () {
             const text = frame.event.type === "text" ? String(frame.event.text ?? "") : ""
             if (text.startsWith("stamp ")) {
               follower.stamps.push(at - Number(text.slice(6)))
+              follower.written.push(Number(text.slice(6)))
               if (hopsSeen.on) hopsSeen.client.set(text.slice(6), at)
             }
           }
@@ -397,7 +403,10 @@ const program = Effect.gen(function* () {
           backlog.outbox = Math.max(backlog.outbox, row?.n ?? 0)
           backlog.samples++
         }).pipe(Effect.zipRight(Effect.sleep(250)), Effect.forever, Effect.fork)
-        for (const f of followers) f.stamps.length = 0
+        for (const f of followers) {
+          f.stamps.length = 0
+          f.written.length = 0
+        }
         ops.sql.clear()
         ops.nats.clear()
         ops.on = true
@@ -417,6 +426,16 @@ const program = Effect.gen(function* () {
         const cpuAfter = cpuByKind(OWN)
         yield* Fiber.interrupt(probe)
         const stamps = followers.flatMap((f) => f.stamps).sort((a, b) => a - b)
+        // The turns' start and end (every session's prompt at once, then every turn's end) against the stream between
+        // them: the stamps written in the first and the last half second, and the others.
+        const first = Math.min(...followers.flatMap((f) => f.written))
+        const last = Math.max(...followers.flatMap((f) => f.written))
+        const between = followers
+          .flatMap((f) => f.stamps.filter((_, i) => f.written[i]! >= first + 500 && f.written[i]! <= last - 500))
+          .sort((a, b) => a - b)
+        const edges = followers
+          .flatMap((f) => f.stamps.filter((_, i) => f.written[i]! < first + 500 || f.written[i]! > last - 500))
+          .sort((a, b) => a - b)
         const delivered = followers.reduce((sum, f) => sum + f.count, 0) - before
         const perEvent = (map: Map<string, number>) => tally(map, delivered, 2)
         const cpu = cpuPer(cpuBefore, cpuAfter, delivered)
@@ -426,6 +445,12 @@ const program = Effect.gen(function* () {
           `Latency, each of the ${SESSIONS} sessions streaming ${perSecond} events/s for ${LATENCY_SECONDS} s (${stamps.length} stamped events, ${rate} events/s in all${hops ? ", the sessions' stamps spread evenly over each second rather than at once, from a second after the prompts" : ""}):`,
           `from the agent's write to the feed client, p50 ${percentile(stamps, 50).toFixed(1)} ms, p99 ${percentile(stamps, 99).toFixed(1)} ms,`,
           `max ${(stamps.at(-1) ?? Number.NaN).toFixed(1)} ms.`,
+          ...(hops
+            ? []
+            : [
+                `Of them, the ${edges.length} written in the first or the last half second (while the turns start and end): p50 ${percentile(edges, 50).toFixed(1)} ms, p99 ${percentile(edges, 99).toFixed(1)} ms;`,
+                `the ${between.length} between: p50 ${percentile(between, 50).toFixed(1)} ms, p99 ${percentile(between, 99).toFixed(1)} ms.`
+              ]),
           `The largest backlog seen meanwhile (${backlog.samples} samples, 250 ms apart): ${backlog.reports} reports not yet handled by the ingress,`,
           `${backlog.commands} session commands not yet applied, ${backlog.outbox} outbox rows waiting for the relay.`,
           `Per event delivered (${delivered} events), in the process of the control plane, gateway and clients:`,

@@ -139,4 +139,17 @@ describe("feed: a connection's live backlog", () => {
         expect(d.received).toEqual([])
       })
   )
+
+  it.scopedLive("a close whose reason is longer than a close frame holds goes out with the reason cut", () =>
+    Effect.gen(function* () {
+      const c = yield* connection({})
+      // a revocation's reason may be up to 200 characters; a close frame's reason holds 123 bytes
+      c.out.close(Api.FeedClose.unauthenticated, `revoked: ${"é".repeat(100)}`)
+      const closed = yield* Effect.promise(() => c.closed)
+      expect(closed.code).toBe(Api.FeedClose.unauthenticated)
+      expect(closed.reason.startsWith("revoked: éé")).toBe(true)
+      expect(closed.reason.endsWith("…")).toBe(true)
+      expect(Buffer.byteLength(closed.reason)).toBeLessThanOrEqual(123)
+    })
+  )
 })

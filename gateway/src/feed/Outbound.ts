@@ -29,6 +29,17 @@ export const eventsFrame = (sessionId: string, entries: ReadonlyArray<string>): 
   return { json, bytes: Buffer.byteLength(json) }
 }
 
+/** The most a close frame's reason holds: 123 bytes of UTF-8 (RFC 6455 §5.5: a control frame's 125, less the code). */
+const CLOSE_REASON_BYTES = 123
+
+/** `reason` cut to what a close frame holds, at a character's edge (a revocation's reason may be up to 200). */
+export const closeReason = (reason: string): string => {
+  if (Buffer.byteLength(reason) <= CLOSE_REASON_BYTES) return reason
+  let cut = reason.slice(0, CLOSE_REASON_BYTES)
+  while (Buffer.byteLength(`${cut}…`) > CLOSE_REASON_BYTES) cut = cut.slice(0, -1)
+  return `${cut}…`
+}
+
 /** What a connection's frames are written to: the `ws` socket of its handshake (`Upgrade.upgrade`). */
 export interface FrameSink {
   readonly send: (data: string) => void
@@ -74,6 +85,14 @@ export const make = Effect.fn("Feed.outbound")(function* (tcp: Net.Socket | unde
 
   const backlog = () => queuedBytes + (tcp?.writableLength ?? 0)
 
+  // A write `ws` refuses (it throws only for a socket that is not open yet, or a close it cannot send) ends the
+  // connection rather than the caller: a frame cannot be half sent.
+  const broken = () => {
+    ended = true
+    waiting = []
+    tcp?.destroy()
+  }
+
   const flush = () => {
     flushing = undefined
     if (sink === undefined || closeEvent !== undefined || ended) return
@@ -83,6 +102,8 @@ export const make = Effect.fn("Feed.outbound")(function* (tcp: Net.Socket | unde
     tcp?.cork()
     try {
       for (const out of batch) sink.send(out.json)
+    } catch {
+      broken()
     } finally {
       tcp?.uncork()
     }
@@ -94,13 +115,17 @@ export const make = Effect.fn("Feed.outbound")(function* (tcp: Net.Socket | unde
     if (sink === undefined || closeEvent === undefined || ended) return
     waiting = []
     queuedBytes = 0
-    sink.close(closeEvent.code, closeEvent.reason)
+    try {
+      sink.close(closeEvent.code, closeEvent.reason)
+    } catch {
+      return broken()
+    }
     cut = setTimeout(() => tcp?.destroy(), options.closeGraceMs)
   }
 
   const close = (code: number, reason: string) => {
     if (closeEvent !== undefined) return
-    closeEvent = { code, reason }
+    closeEvent = { code, reason: closeReason(reason) }
     Deferred.unsafeDone(closingSignal, Effect.void)
     sendClose()
   }

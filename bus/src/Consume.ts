@@ -106,6 +106,11 @@ export interface ConsumeOptions {
   readonly batch?: number
   /** how long one pull request waits on the server (default 30 s) */
   readonly expires?: Duration.DurationInput
+  /**
+   * `each`: most malformed deliveries waiting for `onMalformed` (default 1,000). More are terminated as the others,
+   * and counted in one warning rather than reported each: a node that floods its subject cannot grow this process.
+   */
+  readonly malformedBacklog?: number
 }
 
 /**
@@ -257,7 +262,20 @@ export const each = <E extends Envelope>(
     Effect.gen(function* () {
       const onMalformed = options.onMalformed ?? logMalformed
       // reported one after the other, in the order they came (an audit of them reads in that order)
-      const malformed = yield* Effect.acquireRelease(Queue.unbounded<MalformedDelivery>(), Queue.shutdown)
+      const malformed = yield* Effect.acquireRelease(
+        Queue.dropping<MalformedDelivery>(options.malformedBacklog ?? 1_000),
+        Queue.shutdown
+      )
+      /** terminated while the backlog was full: not reported one by one */
+      let unreported = 0
+      const countUnreported = Effect.suspend(() => {
+        if (unreported === 0) return Effect.void
+        const n = unreported
+        unreported = 0
+        return Effect.logWarning(
+          `${stream}/${durable}: ${n} more malformed messages were terminated without a report each (they came faster than they could be reported)`
+        )
+      })
       yield* Effect.forkScoped(
         Queue.take(malformed).pipe(
           Effect.flatMap((bad) =>
@@ -265,13 +283,14 @@ export const each = <E extends Envelope>(
               Effect.logWarning(`${stream}/${durable}: reporting a malformed delivery failed`, Cause.pretty(cause))
             )
           ),
+          Effect.zipRight(countUnreported),
           Effect.forever
         )
       )
       const failed = yield* subscribe(stream, durable, options, (msg) => {
         const one = decodeOne<E>(stream, durable, registry, msg)
         if ("delivery" in one) onDelivery(one.delivery)
-        else malformed.unsafeOffer(one.malformed)
+        else if (!malformed.unsafeOffer(one.malformed)) unreported++
       })
       return yield* Deferred.await(failed)
     })

@@ -1,7 +1,7 @@
 import { layer } from "@effect/vitest"
 import { headers } from "@nats-io/nats-core"
 import { Consume, defineMessage, encode, Publish, registry, Subjects } from "@sam/bus"
-import { Chunk, Effect, Queue, Stream } from "effect"
+import { Chunk, Deferred, Effect, Queue, Stream } from "effect"
 import { expect } from "vitest"
 import { z } from "zod"
 import { Nats, natsAdmin, unique, waitUntil } from "../../src/Env.js"
@@ -140,6 +140,58 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
           )
         )
         expect(settled.num_redelivered).toBe(0)
+      })
+  )
+
+  it.scoped(
+    "each: a flood of malformed messages is terminated whole, but holds no more than its backlog to report",
+    () =>
+      Effect.gen(function* () {
+        const { nc, jsm } = yield* Nats
+        const { subject, durable } = yield* setup
+        const reported: Array<number> = []
+        const release = yield* Deferred.make<void>()
+        const seen: Array<number> = []
+        yield* Effect.forkScoped(
+          Consume.each<ReturnType<typeof Add.make>>(
+            "SAM_CMD",
+            durable,
+            messages,
+            (delivery) => {
+              seen.push(delivery.streamSequence)
+              delivery.msg.ack()
+            },
+            {
+              malformedBacklog: 2,
+              // the first report waits: what comes meanwhile beyond the backlog is not reported one by one
+              onMalformed: (report) =>
+                Deferred.await(release).pipe(Effect.andThen(Effect.sync(() => reported.push(report.streamSequence))))
+            }
+          )
+        )
+        for (let i = 0; i < 10; i++) nc.publish(subject, `{not json ${i}`)
+        yield* Publish.publish(subject, Add.make({ n: 1 }))
+        // the good message goes on meanwhile, and every malformed one is terminated
+        yield* waitUntil(
+          "the good one delivered",
+          Effect.sync(() => (seen.length === 1 ? seen : undefined))
+        )
+        yield* waitUntil(
+          "every delivery settled",
+          Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
+            Effect.map((info) => (info.num_ack_pending === 0 && info.num_pending === 0 ? info : undefined))
+          )
+        )
+        yield* Deferred.succeed(release, undefined)
+        const done = yield* waitUntil(
+          "the held ones reported",
+          Effect.sync(() => (reported.length >= 3 ? reported : undefined))
+        )
+        // the one being reported when the flood came and the two the backlog held: the first three of the ten, in order
+        const good = seen[0]!
+        expect(done).toEqual([good - 10, good - 9, good - 8])
+        yield* Effect.sleep("100 millis")
+        expect(reported).toHaveLength(3)
       })
   )
 

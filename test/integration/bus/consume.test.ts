@@ -21,6 +21,40 @@ const setup = Effect.gen(function* () {
   return { subject: Subjects.command(kind, 0, unique("e")), durable }
 })
 
+/** `Consume.each` on `durable`, forked: every delivery acknowledged, and what `take` says of it kept in order. */
+const eachAcked = <A>(
+  durable: string,
+  take: (delivery: Consume.Delivery<ReturnType<typeof Add.make>>) => A,
+  options: Consume.ConsumeOptions
+) =>
+  Effect.gen(function* () {
+    const seen: Array<A> = []
+    yield* Effect.forkScoped(
+      Consume.each<ReturnType<typeof Add.make>>(
+        "SAM_CMD",
+        durable,
+        messages,
+        (delivery) => {
+          seen.push(take(delivery))
+          delivery.msg.ack()
+        },
+        options
+      )
+    )
+    return seen
+  })
+
+/** Once every delivery of `durable` is settled (none pending, none waiting for an ack): its info. */
+const allSettled = (durable: string) =>
+  Effect.flatMap(Nats, ({ jsm }) =>
+    waitUntil(
+      "every delivery settled",
+      Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
+        Effect.map((info) => (info.num_ack_pending === 0 && info.num_pending === 0 ? info : undefined))
+      )
+    )
+  )
+
 layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a stream", (it) => {
   it.scoped(
     "without an exporter, what a handler publishes carries its message's traceparent, and none for a message with none",
@@ -96,7 +130,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
     "each: deliveries handed over in order from the callback; malformed ones terminated and reported in the order they came",
     () =>
       Effect.gen(function* () {
-        const { nc, jsm } = yield* Nats
+        const { nc } = yield* Nats
         const { subject, durable } = yield* setup
         const reported: Array<string> = []
         yield* Publish.publish(subject, Add.make({ n: 1 }))
@@ -104,25 +138,13 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
         yield* Publish.publish(subject, Add.make({ n: 2 }))
         nc.publish(subject, JSON.stringify({ ...Add.make({ n: 3 }), body: { n: "three" } }))
         yield* Publish.publish(subject, Add.make({ n: 4 }))
-        const seen: Array<number> = []
-        yield* Effect.forkScoped(
-          Consume.each<ReturnType<typeof Add.make>>(
-            "SAM_CMD",
-            durable,
-            messages,
-            (delivery) => {
-              seen.push(delivery.envelope.body.n)
-              delivery.msg.ack()
-            },
-            {
-              // the first takes longer to report than the second: it is still reported first
-              onMalformed: (report) =>
-                Effect.sleep(report.malformed.reason === "not-json" ? "100 millis" : "0 millis").pipe(
-                  Effect.andThen(Effect.sync(() => reported.push(report.malformed.reason)))
-                )
-            }
-          )
-        )
+        const seen = yield* eachAcked(durable, (delivery) => delivery.envelope.body.n, {
+          // the first takes longer to report than the second: it is still reported first
+          onMalformed: (report) =>
+            Effect.sleep(report.malformed.reason === "not-json" ? "100 millis" : "0 millis").pipe(
+              Effect.andThen(Effect.sync(() => reported.push(report.malformed.reason)))
+            )
+        })
         yield* waitUntil(
           "three delivered",
           Effect.sync(() => (seen.length === 3 ? seen : undefined))
@@ -133,12 +155,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
           Effect.sync(() => (reported.length === 2 ? reported : undefined))
         )
         expect(malformed).toEqual(["not-json", "bad-body"])
-        const settled = yield* waitUntil(
-          "every delivery settled",
-          Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
-            Effect.map((info) => (info.num_ack_pending === 0 && info.num_pending === 0 ? info : undefined))
-          )
-        )
+        const settled = yield* allSettled(durable)
         expect(settled.num_redelivered).toBe(0)
       })
   )
@@ -147,28 +164,16 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
     "each: a flood of malformed messages is terminated whole, but holds no more than its backlog to report",
     () =>
       Effect.gen(function* () {
-        const { nc, jsm } = yield* Nats
+        const { nc } = yield* Nats
         const { subject, durable } = yield* setup
         const reported: Array<number> = []
         const release = yield* Deferred.make<void>()
-        const seen: Array<number> = []
-        yield* Effect.forkScoped(
-          Consume.each<ReturnType<typeof Add.make>>(
-            "SAM_CMD",
-            durable,
-            messages,
-            (delivery) => {
-              seen.push(delivery.streamSequence)
-              delivery.msg.ack()
-            },
-            {
-              malformedBacklog: 2,
-              // the first report waits: what comes meanwhile beyond the backlog is not reported one by one
-              onMalformed: (report) =>
-                Deferred.await(release).pipe(Effect.andThen(Effect.sync(() => reported.push(report.streamSequence))))
-            }
-          )
-        )
+        const seen = yield* eachAcked(durable, (delivery) => delivery.streamSequence, {
+          malformedBacklog: 2,
+          // the first report waits: what comes meanwhile beyond the backlog is not reported one by one
+          onMalformed: (report) =>
+            Deferred.await(release).pipe(Effect.andThen(Effect.sync(() => reported.push(report.streamSequence))))
+        })
         for (let i = 0; i < 10; i++) nc.publish(subject, `{not json ${i}`)
         yield* Publish.publish(subject, Add.make({ n: 1 }))
         // the good message goes on meanwhile, and every malformed one is terminated
@@ -176,12 +181,7 @@ layer(natsAdmin(), { excludeTestServices: true, timeout: 30_000 })("consuming a 
           "the good one delivered",
           Effect.sync(() => (seen.length === 1 ? seen : undefined))
         )
-        yield* waitUntil(
-          "every delivery settled",
-          Effect.promise(() => jsm.consumers.info("SAM_CMD", durable)).pipe(
-            Effect.map((info) => (info.num_ack_pending === 0 && info.num_pending === 0 ? info : undefined))
-          )
-        )
+        yield* allSettled(durable)
         yield* Deferred.succeed(release, undefined)
         const done = yield* waitUntil(
           "the held ones reported",

@@ -152,4 +152,19 @@ describe("feed: a connection's live backlog", () => {
       expect(Buffer.byteLength(closed.reason)).toBeLessThanOrEqual(123)
     })
   )
+
+  it("closeReason keeps a reason that fits, and cuts a longer one between two characters", () => {
+    expect(Outbound.closeReason("revoked")).toBe("revoked")
+    const fits = "x".repeat(123)
+    expect(Outbound.closeReason(fits)).toBe(fits)
+    // 🔑 is four bytes of UTF-8 and two UTF-16 units: cut by units, it would leave half a character
+    for (const reason of [`${"x".repeat(117)}🔑🔑`, `${"x".repeat(120)}🔑🔑`, "🔑".repeat(50)]) {
+      const cut = Outbound.closeReason(reason)
+      expect(Buffer.byteLength(cut)).toBeLessThanOrEqual(123)
+      expect(cut.endsWith("…")).toBe(true)
+      expect(reason.startsWith(cut.slice(0, -1))).toBe(true)
+      // no half character: a lone surrogate would come back from UTF-8 as U+FFFD
+      expect(Buffer.from(cut).toString()).toBe(cut)
+    }
+  })
 })

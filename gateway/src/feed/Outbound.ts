@@ -32,11 +32,17 @@ export const eventsFrame = (sessionId: string, entries: ReadonlyArray<string>): 
 /** The most a close frame's reason holds: 123 bytes of UTF-8 (RFC 6455 §5.5: a control frame's 125, less the code). */
 const CLOSE_REASON_BYTES = 123
 
-/** `reason` cut to what a close frame holds, at a character's edge (a revocation's reason may be up to 200). */
+/** `reason` cut to what a close frame holds, between two characters (a revocation's reason may be up to 200). */
 export const closeReason = (reason: string): string => {
   if (Buffer.byteLength(reason) <= CLOSE_REASON_BYTES) return reason
-  let cut = reason.slice(0, CLOSE_REASON_BYTES)
-  while (Buffer.byteLength(`${cut}…`) > CLOSE_REASON_BYTES) cut = cut.slice(0, -1)
+  let cut = ""
+  let bytes = Buffer.byteLength("…")
+  // by code point: a character outside the BMP is two UTF-16 units, never split in half
+  for (const character of reason) {
+    bytes += Buffer.byteLength(character)
+    if (bytes > CLOSE_REASON_BYTES) break
+    cut += character
+  }
   return `${cut}…`
 }
 

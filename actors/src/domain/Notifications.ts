@@ -206,17 +206,19 @@ const handleTask = (delivery: Consume.Delivery<TaskEvent>) =>
     )
   })
 
+/** The agent's events that may notify: a permission request, a plan. */
+const notifyingAgentEvent = (type: string) => type === "permission-requested" || type === "plan"
+
 /** Session events that can never notify are acknowledged without a query. */
 const mayNotify = (event: SessionEvent) =>
   event.type === "session.failed" ||
   event.type === "session.stopped" ||
-  (event.type === "session.event" &&
-    (event.body.event.type === "permission-requested" || event.body.event.type === "plan"))
+  (event.type === "session.event" && notifyingAgentEvent(event.body.event.type))
 
 /** Whether a delivery holds anything that may notify: most hold only the agent's output, acknowledged as they come. */
 const mayNotifyAny = (event: SessionEvent) =>
   event.type === "session.event-batch"
-    ? event.body.entries.some((entry) => entry.event.type === "permission-requested" || entry.event.type === "plan")
+    ? event.body.entries.some((entry) => notifyingAgentEvent(entry.event.type))
     : mayNotify(event)
 
 /**

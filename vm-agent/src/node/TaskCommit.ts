@@ -103,7 +103,7 @@ const gitFailed = (what: string, result: { readonly exitCode: number; readonly s
 /** The commit of each task branch (`sam/…`) under `base` (`refs/heads/`, `refs/remotes/origin/`), by its name. */
 const taskRefs = (runtime: WorkspaceRuntimeService, workspaceId: string, base: string) =>
   gitIn(runtime, workspaceId, ["for-each-ref", "--format=%(refname) %(objectname)", `${base}sam/`]).pipe(
-    Effect.mapError((e) => new KeepFailure({ message: e.message, retry: true })),
+    Effect.mapError(asFailure(true)),
     Effect.flatMap((refs) =>
       refs.exitCode === 0
         ? Effect.succeed(
@@ -139,7 +139,7 @@ const keepOnce = (runtime: WorkspaceRuntimeService, workspaceId: string, branchD
       ...branches.map((name) => `refs/heads/${name}`),
       "--not",
       "--remotes=origin"
-    ]).pipe(Effect.mapError((e) => new KeepFailure({ message: e.message, retry: true })))
+    ]).pipe(Effect.mapError(asFailure(true)))
     if (own.exitCode !== 0) return yield* gitFailed("rev-list", own)
     if (Number(own.stdout.trim()) === 0)
       return `nothing to keep: its task branches have no commit its origin lacks (${branches.join(", ")})`

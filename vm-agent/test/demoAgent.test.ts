@@ -306,6 +306,40 @@ describe("demo agent output", () => {
     expect(mostWaiting).toBeLessThanOrEqual(Math.max(...received.map((chunk) => chunk.length)))
   })
 
+  it("sends lines past the stream in the order they are sent, after those waiting for room, and a message after them", async () => {
+    const received: Array<string> = []
+    // a pipe that holds one write at a time and takes a millisecond for each
+    const out = new Writable({
+      highWaterMark: 1,
+      write: (chunk: Buffer, _encoding, done) => {
+        received.push(chunk.toString())
+        setTimeout(done, 1)
+      }
+    })
+    const output = lineWriter(out)
+    const writer = output.stream.getWriter()
+    const update = (text: string) => JSON.stringify({ method: "session/update", params: { text } })
+    // the first line fills the pipe; the next ones wait for room, each after the one before
+    output.send(update("a"))
+    await new Promise((resolve) => setImmediate(resolve))
+    const waiting = [output.send(update("b")), output.send(update("c"))]
+    expect(waiting.every((sent) => sent instanceof Promise)).toBe(true)
+    // the SDK's message (the prompt's response, once the turn's last update is sent) goes after them
+    const response = { jsonrpc: "2.0" as const, id: 3, result: { stopReason: "end_turn" } }
+    await writer.write(response)
+    await Promise.all(waiting)
+    await writer.close()
+    // what waits goes out once this pass of the event loop is over
+    await new Promise((resolve) => setImmediate(resolve))
+    await new Promise((resolve) => out.end(resolve))
+    expect(received.join("").split("\n").slice(0, -1)).toEqual([
+      update("a"),
+      update("b"),
+      update("c"),
+      JSON.stringify(response)
+    ])
+  })
+
   it("fails a write that waits for room when its output fails, rather than waiting forever", async () => {
     // a pipe whose reader is gone: it takes one write and never makes room again
     const out = new Writable({ highWaterMark: 1, write: () => undefined })

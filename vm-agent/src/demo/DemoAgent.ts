@@ -4,6 +4,7 @@ import {
   agent,
   PROTOCOL_VERSION,
   RequestError,
+  type SessionNotification,
   type SessionUpdate,
   type StopReason
 } from "@agentclientprotocol/sdk"
@@ -25,10 +26,22 @@ interface Live {
 export const CRASH_EXIT_CODE = 3
 
 /**
+ * Where its lines go (`LineWriter`): `send` after the messages before it once there is room, `raw` at once.
+ * A turn's updates are sent as lines of their own, not through the SDK (`client.notify`): its chain of promises and
+ * `WritableStream` per message was half again what a streamed line cost the agent (issue 12). Nothing the SDK sends
+ * can be overtaken: a turn's only messages through it are its permission requests, awaited before the turn goes
+ * on, and the prompt's response, sent after the turn's last update.
+ */
+export interface DemoAgentOutput {
+  readonly send: (line: string) => void | Promise<void>
+  readonly raw: (line: string) => void
+}
+
+/**
  * The built-in demo agent: a real ACP agent whose prompt is a script (see `Script.ts`). It needs no API key, which
  * makes it the default agent of `sam up` and the agent the tests drive.
  */
-export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => void): AgentApp => {
+export const makeDemoAgent = (store: SessionStore, output: DemoAgentOutput): AgentApp => {
   const sessions = new Map<string, Live>()
   let nextTool = 0
 
@@ -42,9 +55,10 @@ export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => v
     const sessionId = live.stored.sessionId
     /** whether the turn's last update was the agent's text: what it says next is the same message */
     let saying = false
-    const update = (u: SessionUpdate) => {
+    const update = async (u: SessionUpdate) => {
       saying = u.sessionUpdate === "agent_message_chunk"
-      return client.notify("session/update", { sessionId, update: u })
+      const notification: SessionNotification = { sessionId, update: u }
+      await output.send(JSON.stringify({ jsonrpc: "2.0", method: "session/update", params: notification }))
     }
     const cancelled = () => turn.abort.signal.aborted
     // Each `say` is a paragraph of its own: said right after another, it would run on in the same message
@@ -130,9 +144,9 @@ export const makeDemoAgent = (store: SessionStore, writeRaw: (line: string) => v
           process.exit(CRASH_EXIT_CODE)
           break
         case "garbage":
-          writeRaw("this is not JSON")
-          writeRaw("{ broken json")
-          writeRaw("[1, 2, 3]")
+          output.raw("this is not JSON")
+          output.raw("{ broken json")
+          output.raw("[1, 2, 3]")
           break
         case "recall":
           await say(

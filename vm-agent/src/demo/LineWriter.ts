@@ -7,7 +7,10 @@ import type { AnyMessage } from "@agentclientprotocol/sdk"
  * (issue 12), and a chunk written alone goes out at once. A pipe's writes are synchronous on Linux; should the pipe be
  * full, the next messages wait until it has room (and fail if `out` fails meanwhile). The SDK's own output path
  * (`ndJsonStream` over `Writable.toWeb`) takes a chain of promises, a writer lock and a byte copy per message.
- * `raw` puts a line of its own in the same order; `flush` writes what waits now (before the process exits).
+ * `send` puts a line after the messages before it, once `out` has room, as the stream does: the demo agent's updates
+ * go this way, past the SDK's chain of promises and `WritableStream`, which cost a streaming agent about 90 µs of CPU
+ * a line at 50 lines a second (issue 12). `raw` puts a line at once, even while `out` is full; `flush` writes what
+ * waits now (before the process exits).
  */
 export const lineWriter = (out: NodeJS.WritableStream) => {
   let lines: Array<string> = []
@@ -29,14 +32,12 @@ export const lineWriter = (out: NodeJS.WritableStream) => {
     if (lines.length === 0) process.nextTick(flush)
     lines.push(`${line}\n`)
   }
+  const send = (line: string): void | Promise<void> => (room === undefined ? raw(line) : room.then(() => raw(line)))
   const stream = new WritableStream<AnyMessage>({
     start: (controller) => {
       out.once("error", (error) => controller.error(error))
     },
-    write: (message) => {
-      const add = () => raw(JSON.stringify(message))
-      return room === undefined ? add() : room.then(add)
-    }
+    write: (message) => send(JSON.stringify(message))
   })
-  return { stream, raw, flush }
+  return { stream, send, raw, flush }
 }

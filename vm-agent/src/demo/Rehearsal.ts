@@ -5,6 +5,9 @@ import { SessionStore } from "./SessionStore.js"
 /** A byte pipe in memory: what one side writes, the other reads. */
 const pipe = () => new TransformStream<Uint8Array, Uint8Array>()
 
+/** The rehearsal's updates and lines of its own go nowhere. */
+const discard = { send: () => {}, raw: () => {} }
+
 /**
  * A warm agent (ADR 0055) goes once through what its first session will ask, before it is taken: `initialize`,
  * `session/new` and a prompt that only says something, over ndjson to a client in this process, with its sessions in
@@ -15,7 +18,7 @@ const pipe = () => new TransformStream<Uint8Array, Uint8Array>()
 export const rehearse = async () => {
   const toAgent = pipe()
   const toClient = pipe()
-  const agentSide = makeDemoAgent(new SessionStore(undefined, new Map()), () => {}).connect(
+  const agentSide = makeDemoAgent(new SessionStore(undefined, new Map()), discard).connect(
     ndJsonStream(toClient.writable, toAgent.readable)
   )
   const clientSide = client({ name: "sam-warm-rehearsal" })

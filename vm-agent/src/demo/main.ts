@@ -12,7 +12,7 @@ const store = new SessionStore(process.env.SAM_DEMO_AGENT_STATE_DIR || undefined
 // What it says goes as lines, those of one pass of the event loop in one write; what waits is written as it exits.
 const out = lineWriter(process.stdout)
 process.on("exit", out.flush)
-const app = makeDemoAgent(store, out.raw)
+const app = makeDemoAgent(store, out)
 // What it reads, the SDK frames (and answers a line that is not JSON on stdout itself).
 const { readable } = ndJsonStream(
   Writable.toWeb(process.stdout) as WritableStream<Uint8Array>,

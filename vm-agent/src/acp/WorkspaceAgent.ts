@@ -27,7 +27,7 @@ const exitOf = (code: number): AgentExit => {
  */
 export const workspaceSpawner =
   (runtime: WorkspaceRuntimeService, workspaceId: string): AgentSpawner =>
-  (command, onGarbage) =>
+  (command, output) =>
     Effect.acquireRelease(
       Effect.gen(function* () {
         const proc = yield* runtime
@@ -42,7 +42,7 @@ export const workspaceSpawner =
                 })
             )
           )
-        const stdio = agentStdio(proc, onGarbage)
+        const stdio = agentStdio(proc, output)
         const exit = yield* Deferred.make<AgentExit>()
         yield* proc.exitCode.pipe(
           Effect.flatMap((code) => Deferred.done(exit, Exit.succeed(exitOf(code)))),

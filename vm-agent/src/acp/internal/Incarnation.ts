@@ -10,6 +10,7 @@ import { Deferred, Duration, Effect, Exit, Scope } from "effect"
 import { AgentStartError } from "../AcpErrors.js"
 import { type AgentProcess, type AgentSpawner, spawnAgent } from "../AgentProcess.js"
 import type { HarnessCommand } from "../HarnessCommand.js"
+import { parseSessionNotification } from "../UpdateSchema.js"
 
 export interface IncarnationHooks {
   readonly onUpdate: (incarnation: Incarnation, update: SessionUpdate) => void
@@ -57,8 +58,18 @@ export const startIncarnation = (options: {
     const pending: Array<string> = []
     const onGarbage = (line: string) =>
       self.current ? options.hooks.onGarbage(self.current, line) : pending.push(line)
+    // The agent's streamed updates, most of what it says, come past the SDK (`agentStdio`), parsed with its schema
+    // here as the SDK parses those it still takes. One that is not ACP is dropped, as the SDK drops it.
+    const onUpdate = (params: unknown) => {
+      const parsed = parseSessionNotification(params)
+      if (!parsed.ok)
+        return void console.error("Error handling notification", { method: "session/update", message: parsed.reason })
+      if (self.current) options.hooks.onUpdate(self.current, parsed.value.update)
+    }
     const started = Effect.gen(function* () {
-      const agentProcess = yield* (options.spawn ?? spawnAgent)(options.command, onGarbage).pipe(Scope.extend(scope))
+      const agentProcess = yield* (options.spawn ?? spawnAgent)(options.command, { onGarbage, onUpdate }).pipe(
+        Scope.extend(scope)
+      )
       const connection = client({ name: "sam-vm-agent" })
         .onNotification("session/update", ({ params }) => {
           if (self.current) options.hooks.onUpdate(self.current, params.update)

@@ -6,6 +6,11 @@
  * the same run, ROUNDS times each, one process at a time with nothing else of SAM running. CPU time is read from
  * each thread's `schedstat` (nanoseconds on a CPU, user and system together; /proc's `stat` counts 10 ms ticks).
  *
+ * Then the other end of the pipe: what reading those lines costs the vm-agent's reader, in this process, through
+ * `agentStdio` either to the SDK's client (its queue, reader, chain of handlers and union schema: how the vm-agent read
+ * every update before) or past it and parsed one kind of update at a time (`onUpdate`, `UpdateSchema.ts`: how it reads
+ * them now), alternated the same way.
+ *
  * Run: `node --import tsx test/bench/agent-lines.ts [lines]`. Rewrites the "Agent lines" section of
  * docs/benchmarks.md.
  */
@@ -13,7 +18,11 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
+import type { Readable, Writable } from "node:stream"
+import { client } from "@agentclientprotocol/sdk"
 import { Effect } from "effect"
+import { agentStdio } from "../../vm-agent/src/acp/AgentProcess.js"
+import { parseSessionNotification } from "../../vm-agent/src/acp/UpdateSchema.js"
 import { compiledAgents, runBench, scratch, writeSection } from "./BenchReport.js"
 
 const LINES = Number(process.argv[2] ?? 300)
@@ -120,6 +129,44 @@ const demoAgent = async (cwd: string) => {
   }
 }
 
+/**
+ * This process's CPU time (µs) per line read from the floor's writer through `agentStdio`, from the first update
+ * taken to the last: to the SDK's client, or past it (`direct`) as the vm-agent reads them.
+ */
+const reader = (direct: boolean) =>
+  new Promise<number>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [join(ROOT, "test", "bench", "floor", "writer.mjs"), "s", `${GAP_MS}`, `${LINES}`, "300"],
+      { stdio: ["pipe", "pipe", "pipe"] }
+    )
+    child.on("error", reject)
+    let taken = 0
+    let first = 0
+    const take = (update: unknown) => {
+      if (update === undefined) return
+      if (++taken === 1) first = onCpuMs(process.pid)
+      if (taken < LINES) return
+      resolve(((onCpuMs(process.pid) - first) * 1000) / (LINES - 1))
+      connection.close()
+      child.kill("SIGKILL")
+    }
+    const { stream } = agentStdio(child as { stdin: Writable; stdout: Readable; stderr: Readable }, {
+      onGarbage: () => {},
+      ...(direct
+        ? {
+            onUpdate: (params: unknown) => {
+              const parsed = parseSessionNotification(params)
+              if (parsed.ok) take(parsed.value.update)
+            }
+          }
+        : {})
+    })
+    const connection = client({ name: "bench" })
+      .onNotification("session/update", ({ params }) => take(params.update))
+      .connect(stream)
+  })
+
 const median = (values: ReadonlyArray<number>) => [...values].sort((a, b) => a - b)[values.length >> 1]!
 
 const program = Effect.gen(function* () {
@@ -127,9 +174,15 @@ const program = Effect.gen(function* () {
   const cwd = yield* scratch("sam-agent-lines-")
   const floor: Array<number> = []
   const demo: Array<number> = []
+  const viaSdk: Array<number> = []
+  const past: Array<number> = []
   for (let round = 0; round < ROUNDS; round++) {
     floor.push(yield* Effect.promise(writer))
     demo.push(yield* Effect.promise(() => demoAgent(cwd)))
+  }
+  for (let round = 0; round < ROUNDS; round++) {
+    viaSdk.push(yield* Effect.promise(() => reader(false)))
+    past.push(yield* Effect.promise(() => reader(true)))
   }
   const range = (values: ReadonlyArray<number>) => `${Math.min(...values).toFixed(0)}–${Math.max(...values).toFixed(0)}`
   const section = [
@@ -148,6 +201,16 @@ const program = Effect.gen(function* () {
     `| the demo agent | ${median(demo).toFixed(0)} | ${range(demo)} |`,
     "",
     `Ratio demo agent/writer: ${(median(demo) / median(floor)).toFixed(2)} (medians).`,
+    "",
+    "The other end of the pipe: what reading the writer's lines costs the vm-agent's reader (`agentStdio`), in the",
+    `bench's process, ${ROUNDS} runs each, alternated. µs of CPU per line:`,
+    "",
+    "| reader | µs per line, median | runs |",
+    "|---|---:|---|",
+    `| every update through the SDK's client (its queue, reader, handlers and union schema) | ${median(viaSdk).toFixed(0)} | ${range(viaSdk)} |`,
+    `| updates past the SDK, parsed one kind at a time (the vm-agent now) | ${median(past).toFixed(0)} | ${range(past)} |`,
+    "",
+    `Ratio past/through the SDK: ${(median(past) / median(viaSdk)).toFixed(2)} (medians).`,
     ""
   ].join("\n")
   yield* writeSection("Agent lines", section)

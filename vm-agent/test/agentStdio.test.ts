@@ -105,7 +105,7 @@ describe("an agent's stdout, its updates past the SDK", () => {
       method: "session/request_permission",
       params: { sessionId: "s1", toolCall: { toolCallId: "t1" }, options: [] }
     }
-    stdout.write(update("c") + line(ask) + update("d") + "not json\n" + update("e"))
+    stdout.write([update("c"), line(ask), update("d"), "not json\n", update("e")].join(""))
     await settle()
     stdout.write(update("f"))
     await settle()

@@ -47,6 +47,26 @@ describe("AcpSessionHost with the demo agent", () => {
       })
     ))
 
+  it("keeps reading the agent when handling one of its updates throws", () => {
+    let thrown = 0
+    return withDemoHost(
+      ({ session, events }) =>
+        Effect.gen(function* () {
+          const result = yield* session.prompt("say boom\nsay after")
+          expect(result.stopReason).toBe("end_turn")
+          expect(thrown).toBe(1)
+          expect(textOf(events)).toContain("after")
+          yield* session.prompt("say still here")
+          expect(textOf(events)).toContain("still here")
+        }),
+      {
+        onEvent: (event) => {
+          if (event.type === "text" && event.text === "boom" && thrown++ === 0) throw new Error("a handler's defect")
+        }
+      }
+    )
+  })
+
   it("ignores garbage on the agent's stdout and keeps the session working", () =>
     withDemoHost(({ session, events }) =>
       Effect.gen(function* () {

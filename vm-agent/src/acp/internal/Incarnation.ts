@@ -59,12 +59,17 @@ export const startIncarnation = (options: {
     const onGarbage = (line: string) =>
       self.current ? options.hooks.onGarbage(self.current, line) : pending.push(line)
     // The agent's streamed updates, most of what it says, come past the SDK (`agentStdio`), parsed with its schema
-    // here as the SDK parses those it still takes. One that is not ACP is dropped, as the SDK drops it.
+    // here as the SDK parses those it still takes. One that is not ACP is dropped, as the SDK drops it; a handler
+    // that throws is logged, as the SDK logs it, and never reaches the stream that read the line.
     const onUpdate = (params: unknown) => {
       const parsed = parseSessionNotification(params)
       if (!parsed.ok)
         return void console.error("Error handling notification", { method: "session/update", message: parsed.reason })
-      if (self.current) options.hooks.onUpdate(self.current, parsed.value.update)
+      try {
+        if (self.current) options.hooks.onUpdate(self.current, parsed.value.update)
+      } catch (error) {
+        console.error("Error handling notification", { method: "session/update", message: String(error) })
+      }
     }
     const started = Effect.gen(function* () {
       const agentProcess = yield* (options.spawn ?? spawnAgent)(options.command, { onGarbage, onUpdate }).pipe(

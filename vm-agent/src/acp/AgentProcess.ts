@@ -86,11 +86,12 @@ const isSessionUpdate = (message: AnyMessage) =>
  * The ACP stream over an agent's stdio, and the tail of its stderr. Lines of stdout that are not JSON objects go
  * to `onGarbage`; after the SDK cancelled the readable (the connection closed), later lines and the end are dropped.
  *
- * With `onUpdate`, a `session/update` notification goes to it at once instead of through the SDK, whose queue, reader
- * and chain of handlers cost an agent's reader about a fifth of what a streamed line cost it (issue 12). Only while
- * nothing waits for the SDK: a read of stdout's lines go to `onUpdate` until one of them is another message (a
- * response, a permission request), which goes to the SDK with every line after it in that read. The SDK takes what it
- * was given before the next read of stdout (its reader and handlers run on promises), so no line overtakes another.
+ * With `onUpdate`, a `session/update` notification goes to it at once instead of through the SDK's queue, reader and
+ * chain of handlers (with the parse by kind of `UpdateSchema.ts`, the reader spends 0.69 of the CPU per streamed line
+ * it spent through the SDK: `test/bench/agent-lines.ts`, issue 12). Only while nothing waits for the SDK: the lines
+ * of a read of stdout go to `onUpdate` until one of them is another message (a response, a permission request), which
+ * goes to the SDK with every line after it in that read. The SDK takes what it was given before the next read of
+ * stdout (its reader and handlers run on promises), so no line overtakes another.
  */
 export const agentStdio = (
   io: { readonly stdin: Writable; readonly stdout: Readable; readonly stderr: Readable },

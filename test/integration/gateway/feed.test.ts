@@ -204,6 +204,9 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
             seqs: [] as Array<number>,
             step: 0,
             away: undefined as number | undefined,
+            // whether the connection since the last comeback is open: frames still on their way over the one it left
+            // must not make it leave again before it is back (two leaves on one connection: a reconnect fewer)
+            back: true,
             client: undefined as unknown as FeedClient
           }
           state.client = new FeedClient({
@@ -211,12 +214,15 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
             token: i % 2 === 0 ? alice.token : bob.token,
             sessions: [{ sessionId: s.sessionId }],
             minBackoffMs: 50,
+            onStatus: (status) => {
+              if (status.state === "open") state.back = true
+            },
             onFrame: (f) => {
               if (f.type !== "session.event") return
               state.seqs.push(f.seq)
               seen.add(f.seq, f.event)
               const next = steps[state.step]
-              if (next !== undefined && state.away === undefined && f.seq >= next.at) {
+              if (next !== undefined && state.away === undefined && state.back && f.seq >= next.at) {
                 state.away = next.miss
                 state.client.disconnect()
               }
@@ -242,6 +248,7 @@ layer(GatewayEnv, { excludeTestServices: true, timeout: 300_000 })("gateway: liv
               if (state.away !== undefined && produced >= Math.min(TOTAL, last + state.away)) {
                 state.away = undefined
                 state.step++
+                state.back = false
                 state.client.connect()
               }
             }

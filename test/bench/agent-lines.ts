@@ -14,7 +14,7 @@
  * Run: `node --import tsx test/bench/agent-lines.ts [lines]`. Rewrites the "Agent lines" section of
  * docs/benchmarks.md.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, type StdioOptions, spawn } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
 import { cpus } from "node:os"
 import { join } from "node:path"
@@ -72,15 +72,15 @@ const perLine = (
     })
   })
 
-/** The floor's writer: LINES lines, GAP_MS apart, after a moment to start. */
+/** The floor's writer, started: LINES lines, GAP_MS apart, after 300 ms. */
+const spawnWriter = (stdio: StdioOptions) =>
+  spawn(process.execPath, [join(ROOT, "test", "bench", "floor", "writer.mjs"), "s", `${GAP_MS}`, `${LINES}`, "300"], {
+    stdio
+  })
+
+/** The floor's writer alone: its CPU per line. */
 const writer = async () => {
-  const child = spawn(
-    process.execPath,
-    [join(ROOT, "test", "bench", "floor", "writer.mjs"), "s", `${GAP_MS}`, `${LINES}`, "300"],
-    {
-      stdio: ["ignore", "pipe", "inherit"]
-    }
-  )
+  const child = spawnWriter(["ignore", "pipe", "inherit"])
   try {
     return await perLine(
       child,
@@ -135,11 +135,7 @@ const demoAgent = async (cwd: string) => {
  */
 const reader = (direct: boolean) =>
   new Promise<number>((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      [join(ROOT, "test", "bench", "floor", "writer.mjs"), "s", `${GAP_MS}`, `${LINES}`, "300"],
-      { stdio: ["pipe", "pipe", "pipe"] }
-    )
+    const child = spawnWriter(["pipe", "pipe", "pipe"])
     child.on("error", reject)
     let taken = 0
     let first = 0

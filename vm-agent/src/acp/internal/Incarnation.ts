@@ -61,12 +61,16 @@ export const startIncarnation = (options: {
     // The agent's streamed updates, most of what it says, come past the SDK (`agentStdio`), parsed with its schema
     // here as the SDK parses those it still takes. One that is not ACP is dropped, as the SDK drops it; a handler
     // that throws is logged, as the SDK logs it, and never reaches the stream that read the line.
+    /** An update, parsed, to the incarnation's hook: from either path, dropped before the incarnation exists. */
+    const deliver = (update: SessionUpdate) => {
+      if (self.current) options.hooks.onUpdate(self.current, update)
+    }
     const onUpdate = (params: unknown) => {
       const parsed = parseSessionNotification(params)
       if (!parsed.ok)
         return void console.error("Error handling notification", { method: "session/update", message: parsed.reason })
       try {
-        if (self.current) options.hooks.onUpdate(self.current, parsed.value.update)
+        deliver(parsed.value.update)
       } catch (error) {
         console.error("Error handling notification", { method: "session/update", message: String(error) })
       }
@@ -76,9 +80,7 @@ export const startIncarnation = (options: {
         Scope.extend(scope)
       )
       const connection = client({ name: "sam-vm-agent" })
-        .onNotification("session/update", ({ params }) => {
-          if (self.current) options.hooks.onUpdate(self.current, params.update)
-        })
+        .onNotification("session/update", ({ params }) => deliver(params.update))
         .onRequest("session/request_permission", ({ params }) =>
           self.current ? options.hooks.onPermission(self.current, params) : { outcome: { outcome: "cancelled" } }
         )

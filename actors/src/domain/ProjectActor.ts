@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, ProjectId } from "@sam/bus"
+import { Domain, ProjectId, TaskId } from "@sam/bus"
 import { Effect } from "effect"
+import { z } from "zod"
 import * as Actor from "../ActorKind.js"
 import { ProjectRef, TaskRef } from "./Kinds.js"
 
@@ -30,9 +31,12 @@ interface State {
   /** the permission settings changed (ADR 0018): `save` writes them */
   readonly settingsChanged?: boolean
   /** for `project.remove-member`: that member's tasks in the project that have not ended */
-  readonly memberTasks?: ReadonlyArray<string>
+  readonly memberTasks?: ReadonlyArray<TaskId>
 }
 
+/** The ids of a member's tasks that have not ended (what their removal cancels). */
+const decodeTaskIds = (rows: ReadonlyArray<unknown>) =>
+  Domain.Rows.decodeRows(z.object({ id: TaskId }), "task")(rows).map((row) => row.id)
 const refuse = (state: State, code: string, message: string) => ({ state, reply: { ok: false, code, message } })
 const owners = (members: ReadonlyMap<string, Role>) => [...members.values()].filter((r) => r === "owner").length
 
@@ -55,16 +59,18 @@ export const ProjectKind = Actor.make({
         SELECT user_id, role FROM project_members WHERE project_id = ${id}`
       const memberTasks =
         command.type === "project.remove-member"
-          ? yield* sql<{ id: string }>`
-              SELECT id FROM tasks WHERE project_id = ${id} AND created_by = ${command.body.userId}
-                AND status NOT IN ${sql.in([...Domain.TERMINAL_TASK_STATUSES])}`
+          ? decodeTaskIds(
+              yield* sql`
+                SELECT id FROM tasks WHERE project_id = ${id} AND created_by = ${command.body.userId}
+                  AND status NOT IN ${sql.in([...Domain.TERMINAL_TASK_STATUSES])}`
+            )
           : undefined
       const state: State = {
         row: rows[0] ?? null,
         created: false,
         members: new Map(members.map((m) => [m.userId, m.role])),
         changes: [],
-        ...(memberTasks === undefined ? {} : { memberTasks: memberTasks.map((t) => t.id) })
+        ...(memberTasks === undefined ? {} : { memberTasks })
       }
       return state
     }),
@@ -188,11 +194,7 @@ export const ProjectKind = Actor.make({
         // Their work in the project ends with their membership: an agent of theirs still running would go on
         // reading and pushing the project's repository, and writing into its chat, after they lost access.
         const cancel = (state.memberTasks ?? []).map((taskId) =>
-          Actor.to(
-            TaskRef,
-            taskId,
-            C.TaskCancel.make({ taskId: taskId as never, reason: "its submitter was removed from the project" })
-          )
+          Actor.to(TaskRef, taskId, C.TaskCancel.make({ taskId, reason: "its submitter was removed from the project" }))
         )
         return Effect.succeed({
           state: { ...state, members, changes: [...state.changes, { _tag: "Remove" as const, userId: b.userId }] },

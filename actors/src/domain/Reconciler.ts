@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, defineMessage, type Envelope, Subjects } from "@sam/bus"
+import { Domain, defineMessage, type Envelope, NodeId, SessionId, Subjects, WorkspaceId } from "@sam/bus"
 import { Effect } from "effect"
 import { z } from "zod"
 import * as Actor from "../ActorKind.js"
@@ -31,19 +31,23 @@ export const settleMs = () => Number(process.env.SAM_RECONCILE_SETTLE_MS ?? 30_0
 
 type Inventory = NonNullable<z.output<typeof C.NodeHeartbeatSeen.body>["inventory"]>
 
-interface LedgerWorkspace {
-  readonly id: string
-  readonly nodeId: string | null
-  readonly status: Domain.WorkspaceStatus
-  readonly dispatched: boolean
-  readonly settled: boolean
-}
-interface LedgerSession {
-  readonly id: string
-  readonly nodeId: string | null
-  readonly status: Domain.SessionStatus
-  readonly settled: boolean
-}
+const LedgerWorkspace = z.object({
+  id: WorkspaceId,
+  nodeId: NodeId.nullable(),
+  status: Domain.WorkspaceStatus,
+  dispatched: z.boolean(),
+  settled: z.boolean()
+})
+type LedgerWorkspace = z.output<typeof LedgerWorkspace>
+const decodeWorkspaces = Domain.Rows.decodeRows(LedgerWorkspace, "workspace")
+const LedgerSession = z.object({
+  id: SessionId,
+  nodeId: NodeId.nullable(),
+  status: Domain.SessionStatus,
+  settled: z.boolean()
+})
+type LedgerSession = z.output<typeof LedgerSession>
+const decodeSessions = Domain.Rows.decodeRows(LedgerSession, "session")
 
 export declare namespace Reconciled {
   /** What the ledger says about everything the node holds, and everything it should hold. */
@@ -65,17 +69,19 @@ export const Reconciled = {
       const sql = yield* SqlClient.SqlClient
       const reported = inventory.workspaces.map((w) => w.workspaceId as string)
       const settle = settleMs() / 1000
-      const workspaces = yield* sql<LedgerWorkspace>`
+      const workspaces = yield* sql`
         SELECT id, node_id, status, dispatched_at IS NOT NULL AS dispatched,
           updated_at < ${at}::timestamptz - make_interval(secs => ${settle}) AS settled
-        FROM workspaces WHERE (node_id = ${nodeId} AND status <> 'deleted') OR id IN ${sql.in(reported.length > 0 ? reported : [""])}`
+        FROM workspaces WHERE (node_id = ${nodeId} AND status <> 'deleted') OR id IN ${sql.in(reported.length > 0 ? reported : [""])}`.pipe(
+        Effect.map(decodeWorkspaces)
+      )
       const agents = inventory.agentSessions as ReadonlyArray<string>
       const sessions =
         agents.length === 0
           ? []
-          : yield* sql<LedgerSession>`
+          : yield* sql`
               SELECT id, node_id, status, updated_at < ${at}::timestamptz - make_interval(secs => ${settle}) AS settled
-              FROM sessions WHERE id IN ${sql.in(agents)}`
+              FROM sessions WHERE id IN ${sql.in(agents)}`.pipe(Effect.map(decodeSessions))
       return { workspaces, sessions } satisfies Reconciled.Ledger
     })
 }
@@ -159,7 +165,7 @@ export const reconcile = (nodeId: string, inventory: Inventory, ledger: Reconcil
     // is reported then
     if (status === "creating") continue
     if (status === "running") {
-      toNode(N.WorkspaceStop.make({ workspaceId: row.id as never }))
+      toNode(N.WorkspaceStop.make({ workspaceId: row.id }))
       audit({
         kind: "workspace",
         entityId: row.id,

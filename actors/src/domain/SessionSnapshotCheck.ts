@@ -1,6 +1,7 @@
 import { SqlClient } from "@effect/sql"
-import { Domain, Kv, Topology } from "@sam/bus"
+import { Domain, Kv, SessionId, Topology } from "@sam/bus"
 import { Effect, Option } from "effect"
+import { z } from "zod"
 import * as Actors from "../Client.js"
 import { reconcileIntervalMs } from "./Provisioner.js"
 
@@ -8,6 +9,10 @@ const { ControlProtocol: C } = Domain
 
 /** How far back the first round looks: sessions that ended while the control plane was down or just before. */
 const FIRST_ROUND_HOURS = 24
+const decodeChecked = Domain.Rows.decodeRows(
+  z.object({ id: SessionId, status: Domain.SessionStatus, healing: z.boolean() }),
+  "session"
+)
 
 /**
  * A session's KV snapshot is written after the command that decided it commits (SessionSnapshots.ts):
@@ -28,12 +33,14 @@ export const runSnapshotCheck = Effect.fn("SessionSnapshotCheck.run")(function* 
   const everyMs = options.everyMs ?? reconcileIntervalMs()
   const round = (sinceMs: number) =>
     Effect.gen(function* () {
-      const rows = yield* sql<{ id: string; status: Domain.SessionStatus; healing: boolean }>`
+      const rows = yield* sql`
         SELECT s.id, s.status, EXISTS (
             SELECT 1 FROM actor_timers t WHERE t.kind = ${session.name} AND t.entity_id = s.id AND t.name = 'heal'
           ) AS healing
         FROM sessions s
-        WHERE s.status = 'active' OR s.updated_at > now() - make_interval(secs => ${sinceMs / 1000})`
+        WHERE s.status = 'active' OR s.updated_at > now() - make_interval(secs => ${sinceMs / 1000})`.pipe(
+        Effect.map(decodeChecked)
+      )
       let sent = 0
       for (const row of rows) {
         const entry = yield* store.get(row.id).pipe(Effect.orElseSucceed(() => Option.none()))
@@ -44,7 +51,7 @@ export const runSnapshotCheck = Effect.fn("SessionSnapshotCheck.run")(function* 
             : activity !== Domain.ENDED_SNAPSHOT[row.status].activity
         if (!disagrees) continue
         sent += 1
-        yield* Actors.send(session, row.id, C.SessionCheckSnapshot.make({ sessionId: row.id as never }))
+        yield* Actors.send(session, row.id, C.SessionCheckSnapshot.make({ sessionId: row.id }))
       }
       if (sent > 0) yield* Effect.logWarning(`snapshot check: ${sent} session snapshots disagreed with the ledger`)
     }).pipe(Effect.catchAllCause((cause) => Effect.logError("snapshot check", cause)))

@@ -103,7 +103,7 @@ describe("a node's report of a create (ADR 0023)", () => {
       state,
       C.WorkspaceReport.make({
         nodeId,
-        report: { type: "workspace.status", body: { workspaceId: state.id, status, runtime: "host" } }
+        report: { type: "workspace.status-reported", body: { workspaceId: state.id, status, runtime: "host" } }
       })
     )
 
@@ -130,7 +130,10 @@ describe("an ended workspace's retention (ADR 0052)", () => {
       state,
       C.WorkspaceReport.make({
         nodeId,
-        report: { type: "workspace.status", body: { workspaceId: state.id, status: "stopped", runtime: "host" } }
+        report: {
+          type: "workspace.status-reported",
+          body: { workspaceId: state.id, status: "stopped", runtime: "host" }
+        }
       })
     )) as Out & Timed
     expect(out.state?.status).toBe("stopped")

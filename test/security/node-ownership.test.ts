@@ -433,7 +433,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("a node belongs to o
         ControlPlane.SessionRef,
         done.sessionId!,
         C.SessionReport.make(
-          { nodeId: done.nodeId as never, report: { type: "session.event", body: late.body } },
+          { nodeId: done.nodeId as never, report: { type: "session.event-reported", body: late.body } },
           { id: late.id }
         )
       )

@@ -23,11 +23,11 @@ export const nodeReportRoutes: ReportRoutes = {
       C.NodeReadyReported.make({ nodeId: source.nodeId, ready: report.body }, { id: report.id })
     ),
   "workspace.status-reported": (report, source) =>
-    toWorkspace(report.id, source.nodeId, { type: "workspace.status", body: report.body }),
+    toWorkspace(report.id, source.nodeId, { type: report.type, body: report.body }),
   "workspace.bootlog-reported": (report, source) =>
-    toWorkspace(report.id, source.nodeId, { type: "workspace.bootlog", body: report.body }),
+    toWorkspace(report.id, source.nodeId, { type: report.type, body: report.body }),
   "workspace.bootlogs-reported": (report, source) =>
-    toWorkspace(report.id, source.nodeId, { type: "workspace.bootlogs", body: report.body }),
+    toWorkspace(report.id, source.nodeId, { type: report.type, body: report.body }),
   "task.result": (report, source) =>
     forward(
       TaskRef,

@@ -79,24 +79,24 @@ export const commandMeta = (report: Envelope) => ({
   ...(report.correlationId === undefined ? {} : { correlationId: report.correlationId })
 })
 
-/** The session actor's name for what a node reported (the report's type without `-reported`). */
+/** The reports of an agent's session the ingress forwards to the session actor, as their own type. */
 const sessionReportKind = {
-  "session.event-reported": "session.event",
-  "session.events-reported": "session.events",
-  "session.activity-reported": "session.activity"
+  "session.event-reported": true,
+  "session.events-reported": true,
+  "session.activity-reported": true
 } as const
 
 type SessionAgentReport = Extract<AgentReport, { readonly type: keyof typeof sessionReportKind }>
 
-/** A node's session report as the session actor's command carries it (its type without `-reported`). */
+/** A node's session report as the session actor's command carries it: its type and body. */
 const sessionReportOf = (report: SessionAgentReport): z.output<typeof ControlProtocol.SessionReportBody> => {
   switch (report.type) {
     case "session.event-reported":
-      return { type: "session.event", body: report.body }
+      return { type: report.type, body: report.body }
     case "session.events-reported":
-      return { type: "session.events", body: report.body }
+      return { type: report.type, body: report.body }
     case "session.activity-reported":
-      return { type: "session.activity", body: report.body }
+      return { type: report.type, body: report.body }
   }
 }
 

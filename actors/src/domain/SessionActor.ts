@@ -168,7 +168,7 @@ const mayLoseTurn = (command: Command) =>
   (command.type === "session.report" && reportsLostTurn(command.body.report)) ||
   (command.type === "session.report-run" && command.body.reports.some((r) => reportsLostTurn(r.report)))
 const reportsLostTurn = (report: EnvelopeOf<typeof ControlProtocol.SessionReport>["body"]["report"]) =>
-  report.type === "session.activity" && report.body.stopReason === "lost"
+  report.type === "session.activity-reported" && report.body.stopReason === "lost"
 
 /**
  * A report of the agent's output alone, with no permission request: what a session's state as this process last
@@ -177,9 +177,10 @@ const reportsLostTurn = (report: EnvelopeOf<typeof ControlProtocol.SessionReport
  * only once the session sleeps; the policy only for a permission request).
  */
 const outputOnly = (report: EnvelopeOf<typeof ControlProtocol.SessionReport>["body"]["report"]) =>
-  report.type === "session.event"
+  report.type === "session.event-reported"
     ? report.body.event.type !== "permission-requested"
-    : report.type === "session.events" && report.body.events.every((e) => e.event.type !== "permission-requested")
+    : report.type === "session.events-reported" &&
+      report.body.events.every((e) => e.event.type !== "permission-requested")
 const reusesKept = (row: Ledger.SessionRow, command: Command) =>
   row.status !== "sleeping" &&
   ((command.type === "session.report" && outputOnly(command.body.report)) ||

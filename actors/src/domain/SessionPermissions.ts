@@ -151,7 +151,7 @@ export const afterReport = (
       next = { ...next, pendingPermissions: (next.pendingPermissions ?? []).filter(keep) }
       timers.push(...gone.map((p) => Actor.Timer.cancel(timerName(p.requestId))))
     }
-    if (report.type === "session.event") {
+    if (report.type === "session.event-reported") {
       const event = report.body.event
       if (event.type === "permission-requested" && typeof event.requestId === "string") {
         const { policy, timeoutSeconds } = policyOf(reaction.state)

@@ -19,7 +19,7 @@ type AnyReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
 /** A report of one event or one activity (a `session.events` run is applied one event at a time). */
 export type ReportCommand = AnyReportCommand & {
   readonly body: {
-    readonly report: Exclude<AnyReportCommand["body"]["report"], { readonly type: "session.events" }>
+    readonly report: Exclude<AnyReportCommand["body"]["report"], { readonly type: "session.events-reported" }>
   }
 }
 
@@ -29,7 +29,7 @@ export type ReportCommand = AnyReportCommand & {
  */
 export const eventsOf = (command: AnyReportCommand): ReadonlyArray<ReportCommand> => {
   const report = command.body.report
-  if (report.type !== "session.events") return [command as ReportCommand]
+  if (report.type !== "session.events-reported") return [command as ReportCommand]
   return report.body.events.map(
     (e) =>
       ({
@@ -37,7 +37,7 @@ export const eventsOf = (command: AnyReportCommand): ReadonlyArray<ReportCommand
         body: {
           nodeId: command.body.nodeId,
           report: {
-            type: "session.event",
+            type: "session.event-reported",
             body: { sessionId: report.body.sessionId, promptEpoch: report.body.promptEpoch, ...e }
           }
         }
@@ -112,8 +112,8 @@ export const report = (
     const dropped: Ledger.DroppedReport = {
       nodeId,
       // the report's type and subject as the vm-agent publishes them (as the ingress records what it refuses)
-      subject: Subjects.agentReport(nodeId, `${report.type}-reported`, report.body.sessionId),
-      type: `${report.type}-reported`,
+      subject: Subjects.agentReport(nodeId, report.type, report.body.sessionId),
+      type: report.type,
       entityId: report.body.sessionId,
       messageId: command.id,
       reason: reason ?? "unknown_session",
@@ -140,7 +140,7 @@ export const report = (
       })
     )
   }
-  if (report.type === "session.event") {
+  if (report.type === "session.event-reported") {
     return Effect.gen(function* () {
       const body = report.body
       const seq = row.lastSeq + 1

@@ -147,16 +147,16 @@ const WorkspaceFlow = Actor.make({
                   nodeId,
                   kind: "workspace",
                   entityId: report.body.workspaceId,
-                  reportType: `${report.type}-reported`,
+                  reportType: report.type,
                   reason: state === null ? "unknown workspace" : "workspace is not on this node"
                 })
               ]
             })
           )
         }
-        if (report.type === "workspace.bootlog" || report.type === "workspace.bootlogs") {
+        if (report.type === "workspace.bootlog-reported" || report.type === "workspace.bootlogs-reported") {
           const lines =
-            report.type === "workspace.bootlog"
+            report.type === "workspace.bootlog-reported"
               ? [report.body]
               : report.body.lines.map((line) => ({ workspaceId: state.id, ...line }))
           return Effect.succeed({

@@ -248,9 +248,9 @@ export const SessionSleep = defineMessage(
 )
 /** What a node reported about a session, as the ingress passes it on. */
 export const SessionReportBody = z.discriminatedUnion("type", [
-  z.object({ type: z.literal("session.event"), body: SessionEvent.body }),
-  z.object({ type: z.literal("session.events"), body: SessionEvents.body }),
-  z.object({ type: z.literal("session.activity"), body: SessionActivity.body })
+  z.object({ type: z.literal(SessionEvent.type), body: SessionEvent.body }),
+  z.object({ type: z.literal(SessionEvents.type), body: SessionEvents.body }),
+  z.object({ type: z.literal(SessionActivity.type), body: SessionActivity.body })
 ])
 /** from the ingress: one report, with the report's id as the command's */
 export const SessionReport = defineMessage("session.report", z.object({ nodeId: NodeId, report: SessionReportBody }), {
@@ -412,9 +412,9 @@ export const WorkspaceReport = defineMessage(
   z.object({
     nodeId: NodeId,
     report: z.discriminatedUnion("type", [
-      z.object({ type: z.literal("workspace.status"), body: WorkspaceStatusReport.body }),
-      z.object({ type: z.literal("workspace.bootlog"), body: BootLog.body }),
-      z.object({ type: z.literal("workspace.bootlogs"), body: BootLogs.body })
+      z.object({ type: z.literal(WorkspaceStatusReport.type), body: WorkspaceStatusReport.body }),
+      z.object({ type: z.literal(BootLog.type), body: BootLog.body }),
+      z.object({ type: z.literal(BootLogs.type), body: BootLogs.body })
     ])
   }),
   { durable: true }

@@ -106,7 +106,7 @@ layer(Env, { excludeTestServices: true, timeout: 60_000 })("workspace dispatch",
         workspaceId,
         C.WorkspaceReport.make({
           nodeId: nodeA,
-          report: { type: "workspace.status", body: { workspaceId, status: "error", reason: "forged" } }
+          report: { type: "workspace.status-reported", body: { workspaceId, status: "error", reason: "forged" } }
         })
       )
       const rows = yield* sql<{ status: string; errorReason: string | null }>`

@@ -141,7 +141,7 @@ describe("session actor: transcript and activity", () => {
         // the reports before it. A copy behind the run that holds it is the group-commit test below.)
         const { js } = yield* Nats
         const again = ControlProtocol.SessionReport.make(
-          { nodeId, report: { type: "session.event", body: events[7]!.body } },
+          { nodeId, report: { type: "session.event-reported", body: events[7]!.body } },
           { id: events[7]!.id }
         )
         yield* Effect.promise(() => js.publish(Actor.subjectOf(session, sessionId), encode(again)))
@@ -214,7 +214,7 @@ describe("session actor: transcript and activity", () => {
           session,
           sessionId,
           ControlProtocol.SessionReport.make(
-            { nodeId, report: { type: "session.activity", body: late.body } },
+            { nodeId, report: { type: "session.activity-reported", body: late.body } },
             { id: late.id }
           )
         )
@@ -234,7 +234,7 @@ describe("session actor: transcript and activity", () => {
           session,
           sessionId,
           ControlProtocol.SessionReport.make(
-            { nodeId, report: { type: "session.activity", body: stale.body } },
+            { nodeId, report: { type: "session.activity-reported", body: stale.body } },
             { id: stale.id }
           )
         )
@@ -386,10 +386,10 @@ describe("session actor: transcript and activity", () => {
         const run = ControlProtocol.SessionReportRun.make({
           nodeId,
           sessionId: sessionId as never,
-          reports: events.map((e) => ({ id: e.id, report: { type: "session.event", body: e.body } }))
+          reports: events.map((e) => ({ id: e.id, report: { type: "session.event-reported", body: e.body } }))
         })
         const alone = ControlProtocol.SessionReport.make(
-          { nodeId, report: { type: "session.event", body: events[1]!.body } },
+          { nodeId, report: { type: "session.event-reported", body: events[1]!.body } },
           { id: events[1]!.id }
         )
         const results = yield* group(run, alone)
@@ -410,8 +410,8 @@ describe("session actor: transcript and activity", () => {
           nodeId,
           sessionId: sessionId as never,
           reports: [
-            { id: prompt.id, report: { type: "session.event", body: forged!.body } },
-            { id: honest!.id, report: { type: "session.event", body: honest!.body } }
+            { id: prompt.id, report: { type: "session.event-reported", body: forged!.body } },
+            { id: honest!.id, report: { type: "session.event-reported", body: honest!.body } }
           ]
         })
         expect((yield* group(forgedRun, prompt)).map((r) => r._tag)).toEqual(["Applied", "Applied"])
@@ -451,7 +451,7 @@ describe("session actor: transcript and activity", () => {
           return {
             sessionId: to!.sessionId,
             envelope: ControlProtocol.SessionReport.make(
-              { nodeId: to!.nodeId, report: { type: "session.event", body: event.body } },
+              { nodeId: to!.nodeId, report: { type: "session.event-reported", body: event.body } },
               { id: event.id, correlationId }
             )
           }

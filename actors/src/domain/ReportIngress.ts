@@ -88,7 +88,10 @@ const sessionReportKind = {
 
 type SessionAgentReport = Extract<AgentReport, { readonly type: keyof typeof sessionReportKind }>
 
-/** A node's session report as the session actor's command carries it: its type and body. */
+/**
+ * A node's session report as the session actor's command carries it: its type and body. A case per type, so that each
+ * result is typed as its own member of the command's union.
+ */
 const sessionReportOf = (report: SessionAgentReport): z.output<typeof ControlProtocol.SessionReportBody> => {
   switch (report.type) {
     case "session.event-reported":

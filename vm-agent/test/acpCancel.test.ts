@@ -95,6 +95,31 @@ describe("AcpSessionHost cancel", () => {
       })
     ))
 
+  it("ends a turn as its agent ended it when that answer crosses the cancel, with all it said meanwhile", () =>
+    withDemoHost(({ session, events }) =>
+      Effect.gen(function* () {
+        // The agent reads the cancel and goes on to the end of its turn, within the grace: its answer is `end_turn`,
+        // as an agent's is that finished before the cancel reached it.
+        const turn = yield* Effect.fork(session.prompt("ignore-cancel\nsay STARTED\nsleep 300\nsay AND FINISHED"))
+        yield* waitUntil("its first words", () => textOf(events).includes("STARTED"))
+        const pgid = session.pgid()!
+        const result = yield* session.cancel()
+        expect(result).toEqual({ _tag: "Ended", stopReason: "end_turn" })
+        expect((yield* Fiber.join(turn)).stopReason).toBe("end_turn")
+        // what it said while the cancel waited for its answer is shown, and the turn ends as it said
+        expect(textOf(events)).toContain("AND FINISHED")
+        expect(events.some((event) => event.type === "cancelled")).toBe(false)
+        expect(events.at(-1)).toMatchObject({ type: "turn-ended", stopReason: "end_turn" })
+        expect(yield* SubscriptionRef.get(session.status)).toBe("idle")
+        // the agent stays, and its next turn is heard
+        expect(session.pgid()).toBe(pgid)
+        expect(events.some((event) => event.type === "restarted" || event.type === "crashed")).toBe(false)
+        yield* session.prompt("say NEXT")
+        expect(textOf(events)).toContain("NEXT")
+        expect(events.map((event) => event.seq)).toEqual(events.map((_, i) => i + 1))
+      })
+    ))
+
   it("does not spend the crash-restart budget on cancels that restart the agent", () =>
     withDemoHost(
       ({ session, events }) =>

@@ -182,6 +182,33 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
     })
   )
 
+  it.effect("a task-mode turn its agent finishes while the cancel is on its way completes the task with its work", () =>
+    Effect.gen(function* () {
+      const { user, projectId } = yield* owner("Crossing")
+      // The demo agent reads the cancel and goes on to the end of its turn, within the node's grace (1.5 s here): its answer is
+      // `end_turn`, as an agent's is that finished before the cancel reached it.
+      const script = "ignore-cancel\nsay starting\nrun echo done > DONE.txt\nsleep 1200\nsay finished on its own"
+      const taskId = yield* submitTask(user, projectId, script, "task")
+      const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
+      const sessionId = running.sessionId!
+      yield* waitUntil(
+        "the agent's command",
+        transcript(sessionId).pipe(Effect.map((rows) => (rows.some((r) => r.type === "tool-call") ? true : undefined))),
+        { timeout: "30 seconds" }
+      )
+      const cancelled = yield* http("POST", `/api/v1/sessions/${sessionId}/cancel`, { token: user.token })
+      expect(cancelled.body).toEqual({ sessionId, status: "cancelling", accepted: true })
+      // The turn ended as the agent said, with all it said: the task's work is committed and the task completed.
+      const done = yield* untilTask(taskId, "ends", (r) => r.status !== "in_progress", "30 seconds")
+      expect(done).toMatchObject({ status: "completed", branch: `sam/${taskId}` })
+      const rows = yield* transcript(sessionId)
+      const said = rows.flatMap((r) => (r.type === "text" ? [(r.payload as { text?: string }).text ?? ""] : []))
+      expect(said.join("")).toContain("finished on its own")
+      expect(rows.some((r) => r.type === "cancelled")).toBe(false)
+      expect(rows.find((r) => r.type === "turn-ended")?.payload).toMatchObject({ stopReason: "end_turn" })
+    })
+  )
+
   it.scoped(
     "a node refusing workspace.create fails the workspace and the task at once, and the session's transcript says why",
     () =>

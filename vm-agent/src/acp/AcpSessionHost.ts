@@ -51,6 +51,11 @@ export type SessionStatus = "starting" | "idle" | "prompting" | "cancelling" | "
 export type CancelResult =
   | { readonly _tag: "NothingToCancel"; readonly message: string }
   | { readonly _tag: "Cancelled"; readonly forced: boolean; readonly stopMs: number }
+  /**
+   * The agent ended the turn on its own: its answer came before the cancel, or crossed it (an answer other than
+   * `cancelled` to a prompt it was asked to cancel). The turn ends as the agent said, with all it said.
+   */
+  | { readonly _tag: "Ended"; readonly stopReason: StopReason }
 
 /** One ACP session with its agent process; see `AcpSessionHost.start`. */
 export interface AcpSession {
@@ -89,7 +94,16 @@ interface Turn {
   readonly response: Promise<PromptResponse>
   /** when it began, in the kernel's clock ticks since boot (`bootTicks`); what the agent started since is the turn's */
   readonly since: number | undefined
+  /** its answer came (set as it settles, before anything else can run) */
+  answered: boolean
   cancelling: boolean
+  /**
+   * What the agent says while a cancel waits for its answer: shown if that answer says the agent ended the turn on
+   * its own, dropped if it says the turn was cancelled.
+   */
+  held: Array<SessionEventBody> | undefined
+  /** how the turn ended, once a cancel has ended it */
+  endedAs: StopReason
 }
 
 /** Events that end a turn: its tool calls end with it. */
@@ -187,13 +201,16 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         hooks: {
           onUpdate: (inc, update) => {
             if (!inc.muted) emit(eventOfUpdate(update))
+            else if (turn?.incarnation === inc) turn.held?.push(eventOfUpdate(update))
           },
           onPermission: (inc, request) =>
             inc.muted
               ? Promise.resolve<RequestPermissionResponse>({ outcome: { outcome: "cancelled" } })
               : desk.ask(request),
           onGarbage: (inc, line) => {
-            if (!inc.muted) emit({ type: "agent-output-ignored", line: line.slice(0, 500) })
+            const event: SessionEventBody = { type: "agent-output-ignored", line: line.slice(0, 500) }
+            if (!inc.muted) emit(event)
+            else if (turn?.incarnation === inc) turn.held?.push(event)
           }
         }
       })
@@ -299,8 +316,23 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       sessionId: incarnation.acpSessionId,
       prompt: [{ type: "text", text }]
     })
-    response.catch(() => undefined)
-    const active: Turn = { incarnation, response, since, cancelling: false }
+    const active: Turn = {
+      incarnation,
+      response,
+      since,
+      answered: false,
+      cancelling: false,
+      held: undefined,
+      endedAs: "cancelled"
+    }
+    response.then(
+      () => {
+        active.answered = true
+      },
+      () => {
+        active.answered = true
+      }
+    )
     turn = active
     if (coming === ticket) coming = undefined
     const answer = yield* Effect.raceFirst(
@@ -312,9 +344,9 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       yield* Deferred.await(incarnation.process.exit).pipe(Effect.timeout("1 second"), Effect.ignore)
     }
     if (active.cancelling) {
-      // The cancel holds the lock until the agent is back.
+      // The cancel holds the lock until the agent is back, and says how the turn ended.
       yield* lock.withPermits(1)(Effect.void)
-      return { stopReason: "cancelled" as const }
+      return { stopReason: active.endedAs }
     }
     const exited = yield* Deferred.poll(incarnation.process.exit)
     if (Option.isSome(exited)) {
@@ -327,7 +359,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     yield* flushMacrotask
     return yield* lock.withPermits(1)(
       Effect.gen(function* () {
-        if (active.cancelling) return { stopReason: "cancelled" as const }
+        if (active.cancelling) return { stopReason: active.endedAs }
         turn = undefined
         yield* idle
         if (answer === undefined || answer._tag === "Left") {
@@ -342,17 +374,21 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           emit({ type: "turn-failed", message })
           return yield* new AgentProtocolError({ message, code: error.code ?? 0 })
         }
-        // the turn's token usage, where the agent reports it (Claude Code, OpenCode), kept with the turn's end
-        const usage = (answer.right as { readonly usage?: unknown }).usage
-        emit({
-          type: "turn-ended",
-          stopReason: answer.right.stopReason,
-          ...(typeof usage === "object" && usage !== null ? { usage } : {})
-        })
+        endTurn(answer.right)
         return { stopReason: answer.right.stopReason }
       })
     )
   })
+
+  /** The turn's end as the agent answered it, with its token usage where the agent reports it (Claude Code, OpenCode). */
+  const endTurn = (answer: PromptResponse) => {
+    const usage = (answer as { readonly usage?: unknown }).usage
+    emit({
+      type: "turn-ended",
+      stopReason: answer.stopReason,
+      ...(typeof usage === "object" && usage !== null ? { usage } : {})
+    })
+  }
 
   const cancel = Effect.fn("AcpSessionHost.cancel")(function* () {
     // a prompt on its way, before its turn runs: it ends cancelled without reaching the agent
@@ -365,16 +401,31 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         const active = turn
         if (!active || (yield* SubscriptionRef.get(status)) !== "prompting")
           return { _tag: "NothingToCancel", message: "No prompt in flight to cancel" } satisfies CancelResult
+        // Its answer came before the cancel: the turn ended on its own, and its prompt ends it as the agent said.
+        if (active.answered) {
+          const answer = yield* Effect.promise(() =>
+            active.response.then(
+              (r) => r.stopReason,
+              () => undefined
+            )
+          )
+          return answer === undefined
+            ? ({ _tag: "NothingToCancel", message: "The turn had already ended" } satisfies CancelResult)
+            : ({ _tag: "Ended", stopReason: answer } satisfies CancelResult)
+        }
         const startedAt = Date.now()
         const incarnation = active.incarnation
         active.cancelling = true
         incarnation.muted = true
+        active.held = []
         incarnation.expectedExit = true
         yield* SubscriptionRef.set(status, "cancelling")
-        desk.cancelAll()
+        // The cancel first, then its pending permission requests answered `cancelled`, as ACP orders them: an agent
+        // that reads in order knows why it was refused, and answers its prompt `cancelled`.
         yield* Effect.tryPromise(() =>
           incarnation.connection.agent.notify("session/cancel", { sessionId: incarnation.acpSessionId })
         ).pipe(Effect.timeout("1 second"), Effect.ignore)
+        desk.cancelAll()
         const stoppedInGrace = yield* Effect.raceFirst(
           Effect.tryPromise(() => active.response).pipe(Effect.option),
           Deferred.await(incarnation.process.exit).pipe(Effect.as(Option.none<PromptResponse>()))
@@ -384,6 +435,28 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         // the turn (its tool commands) is killed. Otherwise, or if those do not go, the whole group goes and the agent
         // is started again with session/load.
         const answered = Option.isSome(stoppedInGrace) && Option.isSome(stoppedInGrace.value)
+        // An answer other than `cancelled` crossed the cancel: the agent had ended the turn on its own (ACP asks an
+        // agent to answer a prompt it cancelled with `cancelled`). The turn ends as it said, with what it said meanwhile.
+        const own =
+          answered && stoppedInGrace.value.value.stopReason !== "cancelled" ? stoppedInGrace.value.value : undefined
+        // what it said just before its answer may still be on its way through the SDK's handlers
+        if (own !== undefined) yield* flushMacrotask
+        const held = active.held ?? []
+        active.held = undefined
+        /** the turn's end: cancelled, or as the agent ended it */
+        const ended = (forced: boolean, stopMs: number) => {
+          if (own === undefined) {
+            emit({ type: "cancelled", forced, stopMs })
+            emit({ type: "turn-ended", stopReason: "cancelled" })
+            return
+          }
+          for (const event of held) emit(event)
+          endTurn(own)
+          active.endedAs = own.stopReason
+        }
+        const result = (forced: boolean, stopMs: number): CancelResult =>
+          own === undefined ? { _tag: "Cancelled", forced, stopMs } : { _tag: "Ended", stopReason: own.stopReason }
+        // What the turn started is killed either way: a cancel leaves nothing of the turn running.
         if (answered && active.since !== undefined && Option.isNone(yield* Deferred.poll(incarnation.process.exit))) {
           yield* incarnation.process.killSince(active.since, "SIGKILL")
           const toolsGone = yield* incarnation.process.awaitGoneSince(active.since, "2 seconds")
@@ -391,10 +464,9 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           if (toolsGone && Option.isNone(yield* Deferred.poll(incarnation.process.exit))) {
             turn = undefined
             const stopMs = Date.now() - startedAt
-            emit({ type: "cancelled", forced: false, stopMs })
-            emit({ type: "turn-ended", stopReason: "cancelled" })
+            ended(false, stopMs)
             yield* idle
-            return { _tag: "Cancelled", forced: false, stopMs } satisfies CancelResult
+            return result(false, stopMs)
           }
           incarnation.expectedExit = true
         }
@@ -407,8 +479,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         turn = undefined
         // forced: the grace ran out (an agent that answered, with an error or by exiting, stopped by itself)
         const forced = Option.isNone(stoppedInGrace)
-        emit({ type: "cancelled", forced, stopMs })
-        emit({ type: "turn-ended", stopReason: "cancelled" })
+        ended(forced, stopMs)
         yield* SubscriptionRef.set(status, "restarting")
         // An agent that answers session/load with an error (Gemini CLI keeps no conversation on disk until a turn
         // has completed, so a first turn cancelled leaves nothing to load) gets a new session: the conversation
@@ -432,7 +503,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           emit({ type: "crashed", exitCode: null, signal: null, stderrTail: restarted.left.message })
           yield* restartAfterCrash
         }
-        return { _tag: "Cancelled", forced, stopMs } satisfies CancelResult
+        return result(forced, stopMs)
       })
     )
   })

@@ -107,8 +107,9 @@ export default component$(() => {
           </>
         )}
         <p class="hint" style={{ margin: 0 }}>
-          The owner password is printed once by the first <code>./sam up</code>; <code>./sam owner password</code> sets
-          a new one.
+          The owner password is printed once by the first <code>./sam up</code> (or written to{" "}
+          <code>.sam/owner-password</code> when its output is not a terminal); <code>./sam owner password</code> sets a
+          new one.
         </p>
       </section>
     </main>

@@ -6,7 +6,7 @@ import { Context, Effect, Layer } from "effect"
 import { expect } from "vitest"
 import { makeControlPlaneEnv } from "../../src/ControlPlaneHarness.js"
 import { waitUntil } from "../../src/Env.js"
-import { GatewayUrl, http, makeUser } from "../../src/GatewayHarness.js"
+import { GatewayUrl, http, makeUser, type TestUser } from "../../src/GatewayHarness.js"
 import { partyCredentials } from "../../src/Parties.js"
 import { type PrivateNats, startPrivateNats } from "../../src/PrivateNats.js"
 import { createProject, submitTask, taskRow, untilTask } from "../gateway/RestKit.js"
@@ -38,6 +38,20 @@ const transcript = (sessionId: string) =>
     const sql = yield* SqlClient.SqlClient
     return yield* sql<{ seq: number; type: string; payload: { type: string; reason?: string; source?: string } }>`
       SELECT seq::int, type, payload FROM session_events WHERE session_id = ${sessionId} ORDER BY seq`
+  })
+
+/** A task-mode task of `script` submitted, once its agent runs the script's command: its session, to cancel. */
+const runningCommand = (user: TestUser, projectId: string, script: string) =>
+  Effect.gen(function* () {
+    const taskId = yield* submitTask(user, projectId, script, "task")
+    const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
+    const sessionId = running.sessionId!
+    yield* waitUntil(
+      "the agent runs its command",
+      transcript(sessionId).pipe(Effect.map((rows) => (rows.some((r) => r.type === "tool-call") ? true : undefined))),
+      { timeout: "30 seconds" }
+    )
+    return { taskId, sessionId }
   })
 
 /** A user with a project on a fresh local repository. */
@@ -152,14 +166,7 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
   it.effect("cancelling a task-mode turn leaves the task awaiting a follow-up, and the follow-up completes it", () =>
     Effect.gen(function* () {
       const { user, projectId } = yield* owner("Canceller")
-      const taskId = yield* submitTask(user, projectId, "say starting\nrun sleep 30\nsay too late", "task")
-      const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
-      const sessionId = running.sessionId!
-      yield* waitUntil(
-        "the agent runs its command",
-        transcript(sessionId).pipe(Effect.map((rows) => (rows.some((r) => r.type === "tool-call") ? true : undefined))),
-        { timeout: "30 seconds" }
-      )
+      const { taskId, sessionId } = yield* runningCommand(user, projectId, "say starting\nrun sleep 30\nsay too late")
       const cancelled = yield* http("POST", `/api/v1/sessions/${sessionId}/cancel`, { token: user.token })
       expect(cancelled.status).toBe(202)
       expect(cancelled.body).toEqual({ sessionId, status: "cancelling", accepted: true })
@@ -185,17 +192,10 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
   it.effect("a task-mode turn its agent finishes while the cancel is on its way completes the task with its work", () =>
     Effect.gen(function* () {
       const { user, projectId } = yield* owner("Crossing")
-      // The demo agent reads the cancel and goes on to the end of its turn, within the node's grace (1.5 s here): its answer is
-      // `end_turn`, as an agent's is that finished before the cancel reached it.
+      // The demo agent reads the cancel and goes on to the end of its turn, within the node's grace (1.5 s here): its
+      // answer is `end_turn`, as an agent's is that finished before the cancel reached it.
       const script = "ignore-cancel\nsay starting\nrun echo done > DONE.txt\nsleep 1200\nsay finished on its own"
-      const taskId = yield* submitTask(user, projectId, script, "task")
-      const running = yield* untilTask(taskId, "runs", (r) => r.status === "in_progress")
-      const sessionId = running.sessionId!
-      yield* waitUntil(
-        "the agent's command",
-        transcript(sessionId).pipe(Effect.map((rows) => (rows.some((r) => r.type === "tool-call") ? true : undefined))),
-        { timeout: "30 seconds" }
-      )
+      const { taskId, sessionId } = yield* runningCommand(user, projectId, script)
       const cancelled = yield* http("POST", `/api/v1/sessions/${sessionId}/cancel`, { token: user.token })
       expect(cancelled.body).toEqual({ sessionId, status: "cancelling", accepted: true })
       // The turn ended as the agent said, with all it said: the task's work is committed and the task completed.

@@ -120,6 +120,25 @@ describe("AcpSessionHost cancel", () => {
       })
     ))
 
+  it("keeps at most `heldMax` of what such an agent says meanwhile, and says how much more it did not keep", () =>
+    withDemoHost(
+      ({ session, events }) =>
+        Effect.gen(function* () {
+          const turn = yield* Effect.fork(
+            session.prompt("ignore-cancel\nsay STARTED\nsleep 300\nsay ONE\nsay TWO\nsay THREE\nsay FOUR")
+          )
+          yield* waitUntil("its first words", () => textOf(events).includes("STARTED"))
+          expect(yield* session.cancel()).toEqual({ _tag: "Ended", stopReason: "end_turn" })
+          expect((yield* Fiber.join(turn)).stopReason).toBe("end_turn")
+          expect(textOf(events)).toContain("ONE")
+          expect(textOf(events)).not.toContain("FOUR")
+          const dropped = events.find((event) => event.type === "agent-output-ignored")
+          expect(dropped).toMatchObject({ line: expect.stringMatching(/^\d+ more updates .* were not kept$/) })
+          expect(events.at(-1)).toMatchObject({ type: "turn-ended", stopReason: "end_turn" })
+        }),
+      { heldMax: 2 }
+    ))
+
   it("does not spend the crash-restart budget on cancels that restart the agent", () =>
     withDemoHost(
       ({ session, events }) =>

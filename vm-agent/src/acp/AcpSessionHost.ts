@@ -30,6 +30,8 @@ export interface SessionHostOptions {
   readonly cancelGrace?: Duration.DurationInput
   /** Crash restarts allowed per session; the next crash fails the session. Default 3. */
   readonly restartBudget?: number
+  /** Most updates held while a cancel waits for the agent's answer (`HELD_MAX`, 5,000). */
+  readonly heldMax?: number
   /** First crash-restart delay, doubled on each further restart. Default 1 s. */
   readonly restartBackoff?: Duration.DurationInput
   /** `auto-approve` answers permission requests at once with the first allowing option. Default `ask`. */
@@ -102,6 +104,8 @@ interface Turn {
    * its own, dropped if it says the turn was cancelled.
    */
   held: Array<SessionEventBody> | undefined
+  /** what came past `HELD_MAX` */
+  heldOver: number
   /** how the turn ended, once a cancel has ended it */
   endedAs: StopReason
 }
@@ -118,10 +122,17 @@ const TURN_ENDS: ReadonlySet<SessionEventBody["type"]> = new Set([
 
 const flushMacrotask = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
 
+/**
+ * Most of what an agent says while a cancel waits for its answer that is held for it (`Turn.held`): an agent that
+ * floods its output through the grace cannot grow the vm-agent without bound. What comes after is counted, not kept.
+ */
+const HELD_MAX = 5_000
+
 const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostOptions) {
   const scope = yield* Effect.scope
   const grace = Duration.decode(options.cancelGrace ?? "5 seconds")
   const budget = options.restartBudget ?? 3
+  const heldMax = options.heldMax ?? HELD_MAX
   const backoff = Duration.decode(options.restartBackoff ?? "1 second")
   const pubsub = yield* PubSub.unbounded<SessionEvent>()
   const status = yield* SubscriptionRef.make<SessionStatus>("starting")
@@ -187,6 +198,12 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
     }
     publish(body)
   }
+  /** what the agent said while its turn's cancel waits for its answer: kept, up to `HELD_MAX` */
+  const hold = (held: Turn, event: SessionEventBody) => {
+    if (held.held === undefined) return
+    if (held.held.length < heldMax) held.held.push(event)
+    else held.heldOver += 1
+  }
   const desk = new PermissionDesk(emit, options.permissions === "auto-approve" ? autoApprove : undefined)
 
   const launch = (load: boolean): Effect.Effect<Incarnation, AgentStartError> =>
@@ -201,7 +218,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         hooks: {
           onUpdate: (inc, update) => {
             if (!inc.muted) emit(eventOfUpdate(update))
-            else if (turn?.incarnation === inc) turn.held?.push(eventOfUpdate(update))
+            else if (turn?.incarnation === inc) hold(turn, eventOfUpdate(update))
           },
           onPermission: (inc, request) =>
             inc.muted
@@ -210,7 +227,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
           onGarbage: (inc, line) => {
             const event: SessionEventBody = { type: "agent-output-ignored", line: line.slice(0, 500) }
             if (!inc.muted) emit(event)
-            else if (turn?.incarnation === inc) turn.held?.push(event)
+            else if (turn?.incarnation === inc) hold(turn, event)
           }
         }
       })
@@ -323,6 +340,7 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       answered: false,
       cancelling: false,
       held: undefined,
+      heldOver: 0,
       endedAs: "cancelled"
     }
     response.then(
@@ -451,6 +469,10 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
             return
           }
           for (const event of held) emit(event)
+          if (active.heldOver > 0) {
+            const line = `${active.heldOver} more updates the agent wrote while its cancel waited were not kept`
+            emit({ type: "agent-output-ignored", line })
+          }
           endTurn(own)
           active.endedAs = own.stopReason
         }

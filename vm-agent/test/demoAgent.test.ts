@@ -31,6 +31,13 @@ describe("demo agent script", () => {
       { _tag: "fail", message: "no credit left" },
       { _tag: "fail", message: "the demo agent failed this turn" }
     ])
+    // `stop` with one of ACP's stop reasons an agent gives on its own; anything else is echoed
+    expect(parseScript("stop max_turn_requests\nstop refusal\nstop cancelled\nstop")).toEqual([
+      { _tag: "stop", reason: "max_turn_requests" },
+      { _tag: "stop", reason: "refusal" },
+      { _tag: "echo", text: "stop cancelled" },
+      { _tag: "echo", text: "stop" }
+    ])
   })
 
   it("streams a reply in several chunks that add up to the text", () => {

@@ -59,6 +59,17 @@ describe("timeline", () => {
     expect(t.items[0]).toMatchObject({ kind: "permission", outcome: "Allow" })
     expect(t.items[1]).toMatchObject({ kind: "system", text: "Turn interrupted" })
   })
+
+  it("says why a turn its agent ended short of its work ended, and nothing for a turn that ended as it should", () => {
+    const t = new Timeline()
+    t.add(entry(1, { type: "turn-ended", stopReason: "end_turn" }))
+    t.add(entry(2, { type: "turn-ended", stopReason: "max_turn_requests" }))
+    t.add(entry(3, { type: "turn-ended", stopReason: "refusal" }))
+    expect(t.items.map((item) => item.kind === "system" && item.text)).toEqual([
+      "Turn ended: the agent reached its limit of model requests",
+      "Turn ended: the agent refused"
+    ])
+  })
 })
 
 describe("queued prompts", () => {

@@ -16,6 +16,9 @@ type Snapshot = Domain.SessionSnapshot
 type Row = Ledger.SessionRow
 type State = Ledger.SessionState
 type AnyReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
+
+/** The stop reasons of a turn that ended short of its work: cancelled, or its agent at a limit or refusing. */
+const ENDED_SHORT: ReadonlySet<string> = new Set(["cancelled", "max_tokens", "max_turn_requests", "refusal"])
 /** A report of one event or one activity (a `session.events` run is applied one event at a time). */
 export type ReportCommand = AnyReportCommand & {
   readonly body: {
@@ -238,12 +241,13 @@ export const report = (
       next = { ...next, runningReportedAt: new Date() }
       send.push(...h.toTask(next, "running"))
     }
-    // A conversation's turn that ended, or any cancelled turn (a task-mode run reports no result then),
-    // leaves the session waiting for a follow-up.
+    // A conversation's turn that ended, or any turn cancelled or ended by its agent short of its work (at a limit,
+    // refusing: a task-mode run reports no result then), leaves the session waiting for a follow-up.
     if (
       written.written &&
       body.activity === "idle" &&
-      ((body.stopReason === "end_turn" && row.mode === "conversation") || body.stopReason === "cancelled") &&
+      ((body.stopReason === "end_turn" && row.mode === "conversation") ||
+        (body.stopReason !== undefined && ENDED_SHORT.has(body.stopReason))) &&
       !ended
     ) {
       send.push(...h.toTask(next, "awaiting_followup"))

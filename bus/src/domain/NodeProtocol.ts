@@ -268,14 +268,22 @@ export const SessionActivity = defineMessage(
     sessionId: SessionId,
     activity: Activity,
     promptEpoch: z.number().int().nonnegative(),
-    /** `lost`: after a node restart, the turn that was in flight is gone (ADR 0021) */
-    stopReason: z.enum(["end_turn", "cancelled", "max_tokens", "refusal", "error", "lost"]).optional(),
+    /**
+     * ACP's stop reason as the agent answered it (`max_tokens`, `max_turn_requests` and `refusal`: it ended the turn
+     * short of its work); `error`: the turn failed; `lost`: after a node restart, the turn that was in flight is gone
+     * (ADR 0021)
+     */
+    stopReason: z
+      .enum(["end_turn", "cancelled", "max_tokens", "max_turn_requests", "refusal", "error", "lost"])
+      .optional(),
     reason: nodeText(2048).optional(),
     acpSessionId: z.string().max(256).optional(),
     observedAt: z.iso.datetime()
   }),
   { durable: true }
 )
+
+export type SessionActivityBody = z.output<typeof SessionActivity.body>
 
 export const TaskResult = defineMessage(
   "task.result",

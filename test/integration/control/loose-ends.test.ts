@@ -209,6 +209,30 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
     })
   )
 
+  it.effect("a task-mode turn its agent ends at a limit waits for a follow-up with its work kept, then completes", () =>
+    Effect.gen(function* () {
+      const { user, projectId } = yield* owner("Limited")
+      // as an agent does at its limit of model requests (a profile's max turns): the turn ends short of its work
+      const script = "run echo partial > PART.txt\nsay stopping here\nstop max_turn_requests"
+      const taskId = yield* submitTask(user, projectId, script, "task")
+      const waiting = yield* untilTask(taskId, "awaits a follow-up", (r) => r.executionStep === "awaiting_followup")
+      expect(waiting).toMatchObject({ status: "in_progress", branch: null })
+      const sessionId = waiting.sessionId!
+      expect((yield* transcript(sessionId)).find((r) => r.type === "turn-ended")?.payload).toMatchObject({
+        stopReason: "max_turn_requests"
+      })
+      // the follow-up finds the work where the turn left it, and its end completes the task with it
+      const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {
+        token: user.token,
+        body: { prompt: "run cat PART.txt\nsay done" }
+      })
+      expect(prompted.status).toBe(202)
+      const done = yield* untilTask(taskId, "ends", (r) => r.status !== "in_progress")
+      expect(done).toMatchObject({ status: "completed", branch: `sam/${taskId}` })
+      expect(JSON.stringify(yield* transcript(sessionId))).toContain("partial")
+    })
+  )
+
   it.scoped(
     "a node refusing workspace.create fails the workspace and the task at once, and the session's transcript says why",
     () =>

@@ -158,6 +158,8 @@ export const makeDemoAgent = (store: SessionStore, output: DemoAgentOutput): Age
         case "fail":
           // what an agent answers when its provider refuses: JSON-RPC's generic message, the reason in data.message
           throw RequestError.internalError({ message: step.message })
+        case "stop":
+          return step.reason
         case "ask-permission": {
           const toolCallId = `tool_${++nextTool}`
           saying = false // the request stands between what was said before and the answer's line

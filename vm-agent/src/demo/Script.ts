@@ -15,7 +15,13 @@ export type Step =
   | { readonly _tag: "ask-permission"; readonly title: string }
   /** answers the prompt with a JSON-RPC error, as an agent does when its model provider refuses (a bad key) */
   | { readonly _tag: "fail"; readonly message: string }
+  /** ends the turn at once with this stop reason, as an agent does at a limit (`max_tokens`, `max_turn_requests`) or refusing */
+  | { readonly _tag: "stop"; readonly reason: StopAs }
   | { readonly _tag: "echo"; readonly text: string }
+
+/** The stop reasons a `stop` line may give: ACP's, but `cancelled`, which only a cancel gives. */
+export type StopAs = "end_turn" | "max_tokens" | "max_turn_requests" | "refusal"
+const STOPS: ReadonlySet<string> = new Set<StopAs>(["end_turn", "max_tokens", "max_turn_requests", "refusal"])
 
 const keywordOf = (line: string): [string, string] => {
   const match = /^(\S+)\s*(.*)$/.exec(line)
@@ -59,6 +65,8 @@ const stepOf = (line: string): Step => {
       return { _tag: "ask-permission", title: rest || "permission" }
     case "fail":
       return { _tag: "fail", message: rest || "the demo agent failed this turn" }
+    case "stop":
+      return STOPS.has(rest) ? { _tag: "stop", reason: rest as StopAs } : { _tag: "echo", text: line }
     default:
       return { _tag: "echo", text: line }
   }

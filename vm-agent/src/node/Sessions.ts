@@ -82,6 +82,19 @@ const startOf = (pid: number, runtime: string): Pick<SessionRecord, "agentStart"
  * `seq` order; activity (prompting, idle, error) is reported around every turn; a turn runs in the
  * background so that cancel and stop are never queued behind it.
  */
+/** The stop reasons a node reports: ACP's own, as the agent answered them. */
+type ReportedStop = NonNullable<Domain.NodeProtocol.SessionActivityBody["stopReason"]>
+const AGENT_STOPS: ReadonlySet<string> = new Set<ReportedStop>([
+  "end_turn",
+  "cancelled",
+  "max_tokens",
+  "max_turn_requests",
+  "refusal"
+])
+/** A turn's stop reason as the agent gave it; one ACP does not name counts as the turn's end. */
+const stopReasonOf = (stopReason: string): ReportedStop =>
+  AGENT_STOPS.has(stopReason) ? (stopReason as ReportedStop) : "end_turn"
+
 export const makeSessions = (deps: SessionsDeps) => {
   const live = new Map<string, Live>()
   /** sessions whose turn runs: their records say so, and a restarted node reports that turn lost */
@@ -325,11 +338,12 @@ export const makeSessions = (deps: SessionsDeps) => {
         const result = yield* Effect.either(entry.session.prompt(text, ticket))
         entry.prompting = false
         inFlight.delete(record.sessionId)
-        // a task-mode run reports its task's result unless the turn was cancelled; until then its record says so
+        // A task-mode run reports its task's result when its turn ended or failed; until then its record says so. One
+        // the agent ended short of its work (cancelled, at a limit, refusing) reports none: its task waits for a follow-up.
         const resultDue =
           record.mode === "task" &&
           record.taskId !== undefined &&
-          !(result._tag === "Right" && result.right.stopReason === "cancelled")
+          (result._tag === "Left" || stopReasonOf(result.right.stopReason) === "end_turn")
         if (resultDue) resulting.add(record.sessionId)
         yield* save(entry.record)
         const resulted = Effect.suspend(() => {
@@ -352,10 +366,7 @@ export const makeSessions = (deps: SessionsDeps) => {
           }
           return
         }
-        const stopReason =
-          result.right.stopReason === "end_turn" || result.right.stopReason === "cancelled"
-            ? result.right.stopReason
-            : "end_turn"
+        const stopReason = stopReasonOf(result.right.stopReason)
         yield* activity(entry, {
           activity: "idle",
           stopReason,

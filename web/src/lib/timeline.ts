@@ -79,6 +79,7 @@ const contentText = (content: ReadonlyArray<Api.ToolCallContent> | undefined): {
 const stopText: Record<string, string> = {
   cancelled: "Turn interrupted",
   max_tokens: "Turn ended: the agent hit its token limit",
+  max_turn_requests: "Turn ended: the agent reached its limit of model requests",
   refusal: "Turn ended: the agent refused",
   error: "Turn ended with an error",
   lost: "Turn lost (its node restarted or went silent)"

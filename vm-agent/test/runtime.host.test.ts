@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process"
-import { readFileSync } from "node:fs"
+import { readdirSync, readFileSync } from "node:fs"
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { type AddressInfo, createServer, type Socket } from "node:net"
 import { dirname, join } from "node:path"
@@ -8,7 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { keepTaskBranches } from "../src/node/TaskCommit.js"
 import { makeHostRuntime, startHostRuntime } from "../src/runtime/HostRuntime.js"
 import { makeRecords, newRecord } from "../src/runtime/internal/records.js"
-import { claimUid, DEFAULT_UID_CLAIMS, firstCandidateUid, releaseUid } from "../src/runtime/internal/workspaceUser.js"
+import {
+  claimUid,
+  DEFAULT_UID_CLAIMS,
+  firstCandidateUid,
+  killUser,
+  releaseUid
+} from "../src/runtime/internal/workspaceUser.js"
 import {
   type ExecResult,
   RuntimeFailure,
@@ -499,6 +505,48 @@ describe("host-process runtime", () => {
       expect(execFileSync("find", [info.path, "-type", "f"], { encoding: "utf8" })).toContain("a/b/c/f")
       for (const outside of [outsideFile, outsideDir]) expect((await stat(outside)).uid, outside).toBe(0)
       await run(runtime.delete("ws_owned_tree"))
+    }
+  )
+
+  it.runIf(process.getuid?.() === 0)(
+    "as root: killing a uid's processes leaves none, also a chain of processes each forking the next and ending",
+    async () => {
+      /** the uid's processes that run (a zombie runs nothing: it waits for its parent to reap it) */
+      const runningAs = (uid: number) =>
+        readdirSync("/proc").filter((pid) => {
+          if (!/^\d+$/.test(pid)) return false
+          try {
+            const status = readFileSync(`/proc/${pid}/status`, "utf8")
+            return new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)
+          } catch {
+            return false
+          }
+        })
+      for (let round = 0; round < 3; round++) {
+        const uid = 290_000 + Math.floor(Math.random() * 9_000)
+        expect(runningAs(uid)).toEqual([])
+        // Each link forks the next and ends: by the time a look in /proc has found one, it has gone and the next runs.
+        const chain = spawn("sh", ["-c", "f() { (f &); }; f; exec sleep 61"], {
+          uid,
+          gid: uid,
+          stdio: "ignore",
+          detached: true
+        })
+        chain.unref()
+        const until = Date.now() + 5_000
+        while (runningAs(uid).length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
+        killUser(uid)
+        // A look can miss a link that runs for a moment: any seen in ten looks over 300 ms, once a link forked as the
+        // kill came has had time to run.
+        await new Promise((r) => setTimeout(r, 100))
+        const left = new Set<string>()
+        for (let look = 0; look < 10; look++) {
+          for (const pid of runningAs(uid)) left.add(pid)
+          await new Promise((r) => setTimeout(r, 30))
+        }
+        if (left.size > 0) spawn("kill", ["-s", "KILL", "--", "-1"], { uid, gid: uid, stdio: "ignore" })
+        expect([...left]).toEqual([])
+      }
     }
   )
 

@@ -77,11 +77,6 @@ const startOf = (pid: number, runtime: string): Pick<SessionRecord, "agentStart"
   return ticks === undefined || boot === undefined ? {} : { agentStart: { ticks, boot } }
 }
 
-/**
- * The sessions of this node: each an ACP session host in a scope of its own. Events are reported in
- * `seq` order; activity (prompting, idle, error) is reported around every turn; a turn runs in the
- * background so that cancel and stop are never queued behind it.
- */
 /** The stop reasons a node reports: ACP's own, as the agent answered them. */
 type ReportedStop = NonNullable<Domain.NodeProtocol.SessionActivityBody["stopReason"]>
 const AGENT_STOPS: ReadonlySet<string> = new Set<ReportedStop>([
@@ -95,6 +90,11 @@ const AGENT_STOPS: ReadonlySet<string> = new Set<ReportedStop>([
 const stopReasonOf = (stopReason: string): ReportedStop =>
   AGENT_STOPS.has(stopReason) ? (stopReason as ReportedStop) : "end_turn"
 
+/**
+ * The sessions of this node: each an ACP session host in a scope of its own. Events are reported in
+ * `seq` order; activity (prompting, idle, error) is reported around every turn; a turn runs in the
+ * background so that cancel and stop are never queued behind it.
+ */
 export const makeSessions = (deps: SessionsDeps) => {
   const live = new Map<string, Live>()
   /** sessions whose turn runs: their records say so, and a restarted node reports that turn lost */

@@ -96,8 +96,8 @@ interface Turn {
   readonly response: Promise<PromptResponse>
   /** when it began, in the kernel's clock ticks since boot (`bootTicks`); what the agent started since is the turn's */
   readonly since: number | undefined
-  /** its answer came (set as it settles, before anything else can run) */
-  answered: boolean
+  /** its answer once it came (set as it settles, before anything else can run): the agent's, or `failed` */
+  settled: PromptResponse | "failed" | undefined
   cancelling: boolean
   /**
    * What the agent says while a cancel waits for its answer: shown if that answer says the agent ended the turn on
@@ -337,18 +337,18 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
       incarnation,
       response,
       since,
-      answered: false,
+      settled: undefined,
       cancelling: false,
       held: undefined,
       heldOver: 0,
       endedAs: "cancelled"
     }
     response.then(
-      () => {
-        active.answered = true
+      (answer) => {
+        active.settled = answer
       },
       () => {
-        active.answered = true
+        active.settled = "failed"
       }
     )
     turn = active
@@ -420,17 +420,10 @@ const start = Effect.fn("AcpSessionHost.start")(function* (options: SessionHostO
         if (!active || (yield* SubscriptionRef.get(status)) !== "prompting")
           return { _tag: "NothingToCancel", message: "No prompt in flight to cancel" } satisfies CancelResult
         // Its answer came before the cancel: the turn ended on its own, and its prompt ends it as the agent said.
-        if (active.answered) {
-          const answer = yield* Effect.promise(() =>
-            active.response.then(
-              (r) => r.stopReason,
-              () => undefined
-            )
-          )
-          return answer === undefined
-            ? ({ _tag: "NothingToCancel", message: "The turn had already ended" } satisfies CancelResult)
-            : ({ _tag: "Ended", stopReason: answer } satisfies CancelResult)
-        }
+        if (active.settled === "failed")
+          return { _tag: "NothingToCancel", message: "The turn had already ended" } satisfies CancelResult
+        if (active.settled !== undefined)
+          return { _tag: "Ended", stopReason: active.settled.stopReason } satisfies CancelResult
         const startedAt = Date.now()
         const incarnation = active.incarnation
         active.cancelling = true

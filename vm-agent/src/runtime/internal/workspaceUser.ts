@@ -251,10 +251,9 @@ export const killUser = (uid: number) => void killUsers(new Set([uid]))
  * create failed). The passes stay, for what the first step could not reach (no `kill` to run, not root).
  */
 const killUsers = (uids: ReadonlySet<number>) => {
-  let found = 0
-  const before = processesOf(uids)
-  found = before.length
-  if (found > 0 && process.getuid?.() === 0) {
+  const found = processesOf(uids).length
+  if (found === 0) return 0
+  if (process.getuid?.() === 0) {
     for (const uid of uids)
       spawnSync("kill", ["-s", "KILL", "--", "-1"], { uid, gid: uid, stdio: "ignore", timeout: 5_000 })
   }

@@ -23,6 +23,18 @@ import {
 } from "../src/runtime/WorkspaceRuntime.js"
 import { collecting, makeRepo, run, runtimeContract, spec, tempDir } from "./runtimeFixtures.js"
 
+/** The processes running as `uid` (its real or effective uid); a zombie runs nothing: it waits to be reaped. */
+const runningAs = (uid: number) =>
+  readdirSync("/proc").filter((pid) => {
+    if (!/^\d+$/.test(pid)) return false
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, "utf8")
+      return new RegExp(`^Uid:\\s+(\\d+\\s+)?${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)
+    } catch {
+      return false
+    }
+  })
+
 describe("host-process runtime", () => {
   let dir = ""
   let repo = ""
@@ -421,17 +433,7 @@ describe("host-process runtime", () => {
       expect(info.status).toBe("error")
       expect(info.reason).toMatch(/^clone: /)
       expect(uid).toBeGreaterThanOrEqual(200_000)
-      const running = (await readdir("/proc")).filter((pid) => {
-        if (!/^\d+$/.test(pid)) return false
-        try {
-          const status = readFileSync(`/proc/${pid}/status`, "utf8")
-          // a zombie runs nothing: it waits for a parent that may not be ours to reap it
-          return new RegExp(`^Uid:\\s+(\\d+\\s+)?${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)
-        } catch {
-          return false
-        }
-      })
-      expect(running).toEqual([])
+      expect(runningAs(uid)).toEqual([])
       await expect(readFile(join(DEFAULT_UID_CLAIMS, String(uid)), "utf8")).rejects.toThrow(/ENOENT/)
       await expect(stat(join(dir, "node", "workspaces", "ws_failed_uid"))).rejects.toThrow(/ENOENT/)
       await run(runtime.delete("ws_failed_uid"))
@@ -511,17 +513,6 @@ describe("host-process runtime", () => {
   it.runIf(process.getuid?.() === 0)(
     "as root: killing a uid's processes leaves none, also a chain of processes each forking the next and ending",
     async () => {
-      /** the uid's processes that run (a zombie runs nothing: it waits for its parent to reap it) */
-      const runningAs = (uid: number) =>
-        readdirSync("/proc").filter((pid) => {
-          if (!/^\d+$/.test(pid)) return false
-          try {
-            const status = readFileSync(`/proc/${pid}/status`, "utf8")
-            return new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(status) && !/^State:\s+Z/m.test(status)
-          } catch {
-            return false
-          }
-        })
       for (let round = 0; round < 3; round++) {
         const uid = 290_000 + Math.floor(Math.random() * 9_000)
         expect(runningAs(uid)).toEqual([])

@@ -5,6 +5,7 @@ import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/pro
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { promisify } from "node:util"
+import { baseEnv } from "./agentEnv.js"
 
 /**
  * Per-workspace users of the host runtime (ADR 0014). Only root can give a process another uid, so a vm-agent that
@@ -191,12 +192,19 @@ const tmpEntriesOf = async (uids: ReadonlySet<number>, tmpDirs: ReadonlyArray<st
   return owned
 }
 
+/**
+ * The environment of a helper run as a workspace's uid: never the vm-agent's, whose secrets (an exporter's headers)
+ * the uid's own processes could read in the helper's `/proc/<pid>/environ` while it runs.
+ */
+const AS_UID_ENV = baseEnv("/")
+
 /** `rm -rf` of `paths` with `uid`'s rights; how many there were. */
 const removeAs = async (uid: number, paths: ReadonlyArray<string>) => {
   for (let i = 0; i < paths.length; i += 500) {
     await promisify(execFile)("rm", ["-rf", "--one-file-system", "--", ...paths.slice(i, i + 500)], {
       uid,
-      gid: uid
+      gid: uid,
+      env: AS_UID_ENV
     }).catch(() => undefined)
   }
   return paths.length
@@ -255,7 +263,7 @@ const killUsers = (uids: ReadonlySet<number>) => {
   if (found === 0) return 0
   if (process.getuid?.() === 0) {
     for (const uid of uids)
-      spawnSync("kill", ["-s", "KILL", "--", "-1"], { uid, gid: uid, stdio: "ignore", timeout: 5_000 })
+      spawnSync("kill", ["-s", "KILL", "--", "-1"], { uid, gid: uid, env: AS_UID_ENV, stdio: "ignore", timeout: 5_000 })
   }
   for (let pass = 0; pass < 5; pass++) {
     const pids = processesOf(uids)

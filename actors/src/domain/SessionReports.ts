@@ -18,7 +18,10 @@ type State = Ledger.SessionState
 type AnyReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
 
 /** The stop reasons of a turn that ended short of its work: cancelled, or its agent at a limit or refusing. */
-const ENDED_SHORT: ReadonlySet<string> = new Set(["cancelled", "max_tokens", "max_turn_requests", "refusal"])
+const ENDED_SHORT = ["cancelled", "max_tokens", "max_turn_requests", "refusal"] as const
+/** The stop reason of a turn that ended short of its work (cancelled, at a limit, refusing), or undefined. */
+const endedShort = (stopReason: string | undefined): (typeof ENDED_SHORT)[number] | undefined =>
+  ENDED_SHORT.find((reason) => reason === stopReason)
 /** A report of one event or one activity (a `session.events` run is applied one event at a time). */
 export type ReportCommand = AnyReportCommand & {
   readonly body: {
@@ -225,9 +228,7 @@ export const report = (
         source: "vm_report",
         reason:
           body.activity === "idle"
-            ? body.stopReason === "cancelled"
-              ? "cancelled"
-              : "completed"
+            ? (endedShort(body.stopReason) ?? "completed")
             : body.activity === "error"
               ? "failed"
               : null,
@@ -246,8 +247,7 @@ export const report = (
     if (
       written.written &&
       body.activity === "idle" &&
-      ((body.stopReason === "end_turn" && row.mode === "conversation") ||
-        (body.stopReason !== undefined && ENDED_SHORT.has(body.stopReason))) &&
+      ((body.stopReason === "end_turn" && row.mode === "conversation") || endedShort(body.stopReason) !== undefined) &&
       !ended
     ) {
       send.push(...h.toTask(next, "awaiting_followup"))

@@ -41,8 +41,25 @@ export const SessionSnapshot = z.object({
   promptEpoch: z.number().int().nonnegative(),
   plan: z.array(PlanEntry).max(200).nullable(),
   source: z.enum(["vm_report", "control_plane", "healer"]),
-  /** `lost`: the turn in flight was lost (its node restarted, or went silent past the healer's bound; ADR 0021) */
-  reason: z.enum(["completed", "cancelled", "force_stopped", "dead", "stale_no_evidence", "failed", "lost"]).nullable(),
+  /**
+   * How the last turn or the session ended. `lost`: the turn in flight was lost (its node restarted, or went silent
+   * past the healer's bound; ADR 0021). `max_tokens`, `max_turn_requests`, `refusal`: the agent ended its turn short
+   * of its work, at a limit or refusing (ACP's stop reasons), and the session waits for a follow-up.
+   */
+  reason: z
+    .enum([
+      "completed",
+      "cancelled",
+      "max_tokens",
+      "max_turn_requests",
+      "refusal",
+      "force_stopped",
+      "dead",
+      "stale_no_evidence",
+      "failed",
+      "lost"
+    ])
+    .nullable(),
   lastSeq: z.number().int().nonnegative(),
   step: ExecutionStep.nullable().optional(),
   /** the agent's permission requests waiting for an answer (absent: none) */

@@ -221,6 +221,9 @@ layer(env, { excludeTestServices: true, timeout: 180_000 })("rejections come hom
       expect((yield* transcript(sessionId)).find((r) => r.type === "turn-ended")?.payload).toMatchObject({
         stopReason: "max_turn_requests"
       })
+      // and the session says so, not that its turn completed
+      const shown = yield* http("GET", `/api/v1/sessions/${sessionId}`, { token: user.token })
+      expect(shown.body.snapshot).toMatchObject({ activity: "idle", reason: "max_turn_requests" })
       // the follow-up finds the work where the turn left it, and its end completes the task with it
       const prompted = yield* http("POST", `/api/v1/sessions/${sessionId}/prompt`, {
         token: user.token,

@@ -33,20 +33,29 @@ export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
   const every = Math.max(50, Math.floor(ttlMs / 3))
   const next = (): LeaseValue => ({ owner: options.owner, expiresAt: Date.now() + ttlMs })
 
-  /** the revision now held, or none */
-  const take = Effect.gen(function* () {
-    const current = yield* store.get(options.key).pipe(Effect.orElseSucceed(() => Option.none()))
-    if (Option.isNone(current)) return yield* store.create(options.key, next()).pipe(Effect.option)
-    const { value, revision } = current.value
-    if (value.owner !== options.owner && value.expiresAt > Date.now()) return Option.none<number>()
-    return yield* store.update(options.key, next(), revision).pipe(Effect.option)
-  })
+  /** the revision now held and whose expired lease it was (none: nobody held it), or none */
+  const take: Effect.Effect<Option.Option<{ readonly revision: number; readonly from: string | undefined }>> =
+    Effect.gen(function* () {
+      const current = yield* store.get(options.key).pipe(Effect.orElseSucceed(() => Option.none()))
+      if (Option.isNone(current)) {
+        const created = yield* store.create(options.key, next()).pipe(Effect.option)
+        return Option.map(created, (revision) => ({ revision, from: undefined }))
+      }
+      const { value, revision } = current.value
+      if (value.owner !== options.owner && value.expiresAt > Date.now()) return Option.none()
+      const updated = yield* store.update(options.key, next(), revision).pipe(Effect.option)
+      return Option.map(updated, (revision) => ({ revision, from: value.owner }))
+    })
 
-  const hold = (revision: number) =>
+  const hold = (revision: number, from: string | undefined) =>
     Effect.gen(function* () {
       const scope = yield* Scope.make()
       const fiber = yield* work(revision).pipe(Scope.extend(scope), Effect.forkDaemon)
-      yield* Effect.logInfo(`${options.owner} holds ${options.key}`)
+      // A lease nobody held is the start of an instance (`sam up`'s own steps say so); one taken when it expired
+      // is a failover an operator wants to see.
+      if (from === undefined) yield* Effect.logDebug(`${options.owner} holds ${options.key}`)
+      else if (from === options.owner) yield* Effect.logInfo(`${options.owner} holds ${options.key} again`)
+      else yield* Effect.logInfo(`${options.owner} holds ${options.key}: the lease of ${from} had expired`)
       let held = revision
       let heldUntil = Date.now() + ttlMs
       yield* Effect.gen(function* () {
@@ -94,8 +103,8 @@ export const whileHeld = Effect.fn("IngressLease.whileHeld")(function* <E, R>(
     })
 
   while (true) {
-    const revision = yield* take
-    if (Option.isSome(revision)) yield* hold(revision.value)
+    const taken = yield* take
+    if (Option.isSome(taken)) yield* hold(taken.value.revision, taken.value.from)
     yield* Effect.sleep(every)
   }
 })

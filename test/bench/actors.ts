@@ -404,7 +404,7 @@ const main = (databaseUrl: Redacted.Redacted<string>) =>
       "## Actor runtime",
       "",
       `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/actors.ts ${N}\` on this machine`,
-      `(${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+      `(${cpus().length} cores, shared with other work; figures vary run to run), Node.js ${process.version}, nats-server 2.9, embedded Postgres 17.`,
       `Commands to ${ENTITIES} entities over 8 shards, up to ${IN_FLIGHT} publishes in flight (burst) or one at a time.`,
       "Latency is from publish to the ack after the Postgres commit (runtime) or to consumption (raw).",
       "Commands of a shard that wait together share a transaction (group commit): one inbox insert for all of them,",

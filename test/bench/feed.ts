@@ -201,7 +201,7 @@ async function parent() {
         "## Live feed",
         "",
         `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/feed.ts ${N} ${CLIENTS}\``,
-        `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+        `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), Node.js ${process.version}, nats-server 2.9, embedded Postgres 17.`,
         `One session followed by ${CLIENTS} WebSocket clients of one gateway (one bus subscription, each event decoded and`,
         "serialized once); the clients and the raw core NATS subscriber of the same subject run in a separate process.",
         'Events are published straight onto the session\'s SAM_EVT subject (the session actor is measured in "Session reports").',

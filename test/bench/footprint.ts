@@ -142,7 +142,7 @@ const program = Effect.gen(function* () {
     "## Footprint",
     "",
     `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/footprint.ts\` on this machine`,
-    `(${cpus().length} cores, load average ${load}). Each column is a real \`sam up\` on a data directory of its own:`,
+    `(${cpus().length} cores, load average ${load}; Node.js ${process.version}). Each column is a real \`sam up\` on a data directory of its own:`,
     "from TypeScript source (`node --import tsx infra/src/cli.ts`, vm-agents and demo agents under tsx, how SAM ran",
     "before) and compiled (`./sam`, esbuild bundles in `dist/`; a client command such as `task list` runs from",
     "`dist/client.cjs` with V8's code cache, infra/run-cached.cjs). A conversation task ran to its follow-up, then the",

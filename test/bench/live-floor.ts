@@ -329,7 +329,7 @@ export const measureFloor = async (sessionCount: number, burstPerSession = 750) 
       "## Live path: the design's floor",
       "",
       `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/live-floor.ts ${sessionCount}\` (or \`live.ts\`, before its own runs)`,
-      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), Node.js ${process.version}, nats-server 2.9, embedded Postgres 17.`,
       "The least any implementation of the design does per event, in plain JavaScript, on the same servers and",
       'streams as SAM, to compare with the paced runs of "Live path": agents that only write a stamped',
       "`session/update` line at their pace (`test/bench/floor/writer.mjs`); nodes that read them and publish each",

@@ -486,7 +486,7 @@ const program = Effect.gen(function* () {
       "## Live path",
       "",
       `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`${HOW}node --import tsx test/bench/live.ts ${SESSIONS} ${LINES}\``,
-      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), Node.js ${process.version}, nats-server 2.9, embedded Postgres 17.`,
       `${SESSIONS} conversation sessions with real vm-agents and demo agents (host runtime, ${new Set(sessions.map((s) => s.sessionId)).size} sessions on up to 3 nodes),`,
       "the control plane, the gateway and one WebSocket feed client per session, all on this machine.",
       "",

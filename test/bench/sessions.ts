@@ -138,7 +138,7 @@ const main = (stack: LocalStack.Stack, natsUrl: string) =>
       "## Session reports",
       "",
       `Measured ${new Date().toISOString().slice(0, 16)} UTC by \`node --import tsx test/bench/sessions.ts ${N} ${SESSIONS}\``,
-      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), nats-server 2.9, embedded Postgres 17.`,
+      `on this machine (${cpus().length} cores, shared with other work; figures vary run to run), Node.js ${process.version}, nats-server 2.9, embedded Postgres 17.`,
       `${total} \`session.event\` reports over ${SESSIONS} sessions, published by a node with its own credentials as fast as`,
       "JetStream acknowledges them; the time runs until the last one is in the transcript. Each report: SAM_AGENT →",
       "ingress (subject check) → SAM_CMD → session actor (one transaction: inbox, seq, transcript row, outbox event,",

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import type { BrowserContext, Page, Route } from "playwright-core"
+import type { BrowserContext, Page, WebSocket as PageSocket, Route } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { isVmAgent, processTree } from "../../src/ProcessTree.js"
 import { makeRepo } from "../../src/Repo.js"
@@ -420,6 +420,13 @@ describe("web app: project chat in the browser", () => {
       })
       expect(retired.status).toBe(202)
     }
+    // A feed that reconnects meanwhile misses the event (a project's events have no catch-up; the page reads
+    // instead, and here the reads hang): said with the failure, should this test time out.
+    const feedClosed: Array<string> = []
+    const onSocket = (socket: PageSocket) => {
+      if (socket.url().includes("/api/v1/feed")) socket.on("close", () => feedClosed.push(new Date().toISOString()))
+    }
+    page.on("websocket", onSocket)
     await page.goto(projectUrl)
     // The page's own reads never answer: only the feed's `session.opened` can take it to the conversation.
     const hanging: Array<Route> = []
@@ -428,12 +435,20 @@ describe("web app: project chat in the browser", () => {
     try {
       await send("say went there when the session opened")
       await page.waitForURL(/\/chat\?task=task_/, { timeout: 30_000 })
-      await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 })
+      await page.waitForURL(/\/chat\/sess_/, { timeout: 60_000 }).catch((error: Error) => {
+        throw new Error(
+          `${error.message}; the page's feed closed ${feedClosed.length} time(s) meanwhile (${feedClosed.join(", ")})`,
+          {
+            cause: error
+          }
+        )
+      })
       await poll(() => timeline().locator("[data-kind=text]").last().textContent(), { timeout: 30_000 }).toContain(
         "went there when the session opened"
       )
       expect(hanging.length).toBeGreaterThan(0)
     } finally {
+      page.off("websocket", onSocket)
       await page.unroute(/\/api\/v1\/(tasks\/task_|projects\/[^/]+\/sessions)/, hang)
       for (const route of hanging) await route.abort().catch(() => undefined)
     }

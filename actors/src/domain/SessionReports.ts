@@ -17,11 +17,6 @@ type Row = Ledger.SessionRow
 type State = Ledger.SessionState
 type AnyReportCommand = EnvelopeOf<typeof Domain.ControlProtocol.SessionReport>
 
-/** The stop reasons of a turn that ended short of its work: cancelled, or its agent at a limit or refusing. */
-const ENDED_SHORT = ["cancelled", "max_tokens", "max_turn_requests", "refusal"] as const
-/** The stop reason of a turn that ended short of its work (cancelled, at a limit, refusing), or undefined. */
-const endedShort = (stopReason: string | undefined): (typeof ENDED_SHORT)[number] | undefined =>
-  ENDED_SHORT.find((reason) => reason === stopReason)
 /** A report of one event or one activity (a `session.events` run is applied one event at a time). */
 export type ReportCommand = AnyReportCommand & {
   readonly body: {
@@ -228,7 +223,7 @@ export const report = (
         source: "vm_report",
         reason:
           body.activity === "idle"
-            ? (endedShort(body.stopReason) ?? "completed")
+            ? (Domain.endedShort(body.stopReason) ?? "completed")
             : body.activity === "error"
               ? "failed"
               : null,
@@ -247,7 +242,8 @@ export const report = (
     if (
       written.written &&
       body.activity === "idle" &&
-      ((body.stopReason === "end_turn" && row.mode === "conversation") || endedShort(body.stopReason) !== undefined) &&
+      ((body.stopReason === "end_turn" && row.mode === "conversation") ||
+        Domain.endedShort(body.stopReason) !== undefined) &&
       !ended
     ) {
       send.push(...h.toTask(next, "awaiting_followup"))

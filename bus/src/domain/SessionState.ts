@@ -35,6 +35,16 @@ export const PendingPermission = z.object({
 })
 export type PendingPermission = z.infer<typeof PendingPermission>
 
+/**
+ * The stop reasons of a turn that ended short of its work: cancelled, or its agent at a limit or refusing (ACP's).
+ * Such a turn leaves its session waiting for a follow-up, and its snapshot's `reason` is the stop reason.
+ */
+export const ENDED_SHORT = ["cancelled", "max_tokens", "max_turn_requests", "refusal"] as const
+export type EndedShort = (typeof ENDED_SHORT)[number]
+/** `stopReason` when it is one of `ENDED_SHORT`, otherwise undefined. */
+export const endedShort = (stopReason: string | undefined): EndedShort | undefined =>
+  ENDED_SHORT.find((reason) => reason === stopReason)
+
 export const SessionSnapshot = z.object({
   activity: Activity,
   promptStartedAt: z.iso.datetime().nullable(),
@@ -47,18 +57,7 @@ export const SessionSnapshot = z.object({
    * of its work, at a limit or refusing (ACP's stop reasons), and the session waits for a follow-up.
    */
   reason: z
-    .enum([
-      "completed",
-      "cancelled",
-      "max_tokens",
-      "max_turn_requests",
-      "refusal",
-      "force_stopped",
-      "dead",
-      "stale_no_evidence",
-      "failed",
-      "lost"
-    ])
+    .enum(["completed", ...ENDED_SHORT, "force_stopped", "dead", "stale_no_evidence", "failed", "lost"])
     .nullable(),
   lastSeq: z.number().int().nonnegative(),
   step: ExecutionStep.nullable().optional(),

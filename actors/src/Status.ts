@@ -1,5 +1,5 @@
 import { SqlClient } from "@effect/sql"
-import { Kv, Nats, NatsError, Topology } from "@sam/bus"
+import { Consume, Kv, Nats, NatsError, Topology } from "@sam/bus"
 import { Effect, Option } from "effect"
 import { consumerName } from "./internal/Consumer.js"
 import { LeaseValue, leasePrefix, MemberValue } from "./internal/LeasePlan.js"
@@ -43,7 +43,7 @@ export const status = Effect.fn("Actors.status")(function* () {
   const consumers = yield* Effect.tryPromise({
     try: async () => {
       const out = new Map<string, { pending: number; inFlight: number }>()
-      for await (const info of nats.jsm.consumers.list(STREAM)) {
+      for await (const info of Consume.consumersOf(nats.jsm, STREAM)) {
         out.set(info.name, { pending: info.num_pending, inFlight: info.num_ack_pending })
       }
       return out

@@ -1,4 +1,4 @@
-import type { ConsumerConfig, JsMsg } from "@nats-io/jetstream"
+import type { ConsumerConfig, ConsumerInfo, JetStreamManager, JsMsg } from "@nats-io/jetstream"
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
 import { Cause, Chunk, Data, Deferred, Duration, Effect, Exit, Queue, Stream } from "effect"
@@ -62,6 +62,17 @@ const jsError = (what: string) => (cause: unknown) =>
  * Create the durable pull consumer if it is missing, or bring its mutable settings to the spec.
  * Safe to call from several processes at once.
  */
+/**
+ * A stream's consumers, as `jsm.consumers.list` gives them, but those that were deleted while the list was made:
+ * nats-server 2.9 lists such a consumer as `null` (seen when a shard's consumer of another instance went meanwhile: the
+ * lease tick that read the list failed on it).
+ */
+export async function* consumersOf(jsm: JetStreamManager, stream: string): AsyncGenerator<ConsumerInfo> {
+  for await (const info of jsm.consumers.list(stream)) {
+    if ((info as ConsumerInfo | null) !== null) yield info
+  }
+}
+
 export const ensureConsumer = Effect.fn("Bus.ensureConsumer")(function* (stream: string, spec: ConsumerSpec) {
   const { jsm } = yield* Nats
   const config: Partial<ConsumerConfig> = {

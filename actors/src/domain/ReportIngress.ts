@@ -383,7 +383,7 @@ const ingressConsumers = (durable: string) =>
     return yield* Effect.tryPromise({
       try: async () => {
         const out: Array<{ name: string; floor: number; pending: number }> = []
-        for await (const info of jsm.consumers.list(STREAM)) {
+        for await (const info of Consume.consumersOf(jsm, STREAM)) {
           if (isIngressConsumer(info.name, durable)) {
             out.push({ name: info.name, floor: info.ack_floor.stream_seq, pending: info.num_ack_pending })
           }

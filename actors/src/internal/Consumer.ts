@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/nats-core"
-import { type Nats, NatsError, Subjects, Topology } from "@sam/bus"
+import { Consume, type Nats, NatsError, Subjects, Topology } from "@sam/bus"
 import { Effect } from "effect"
 import type { ShardSettings } from "./Settings.js"
 
@@ -45,7 +45,7 @@ export const resetConsumer = (
     const previous = yield* Effect.tryPromise({
       try: async () => {
         const out: Array<{ name: string; floor: number }> = []
-        for await (const info of nats.jsm.consumers.list(STREAM)) {
+        for await (const info of Consume.consumersOf(nats.jsm, STREAM)) {
           if (isShardConsumer(info.name, kind, shard)) out.push({ name: info.name, floor: info.ack_floor.stream_seq })
         }
         return out
